@@ -1,0 +1,125 @@
+"""Every error Relay raises, in one hierarchy.
+
+Each error carries what a caller needs to react without parsing the message: the HTTP status to answer or that was
+answered, the provider's own error code, the Pusher WebSocket close code, and how long to wait before retrying.
+Messages say what went wrong and what to do about it, and never contain a secret.
+"""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Base of every Relay error."""
+
+    http_status: int | None = None
+    code: int | None = None
+    close_code: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: int | None = None,
+        close_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if http_status is not None:
+            self.http_status = http_status
+        if code is not None:
+            self.code = code
+        if close_code is not None:
+            self.close_code = close_code
+        self.retry_after = retry_after
+
+
+class ConfigError(RelayError):
+    """The configuration (URL, environment, file or flags) is invalid; the message names the fix."""
+
+
+class ProtocolError(RelayError):
+    """A request or frame breaks a protocol rule (name, size, shape). Answered with 400."""
+
+    http_status = 400
+
+
+class InvalidFrame(ProtocolError):
+    """A WebSocket frame is not a well-formed Pusher event."""
+
+
+class InvalidChannelName(ProtocolError):
+    """A channel name is too long, uses a reserved prefix or a character outside the allowed set."""
+
+
+class InvalidEventName(ProtocolError):
+    """An event name is empty or too long."""
+
+
+class InvalidSocketId(ProtocolError):
+    """A socket id does not match the ``^\\d+\\.\\d+$`` format."""
+
+
+class PayloadTooLarge(ProtocolError):
+    """A payload is over its size limit. Answered with 413."""
+
+    http_status = 413
+
+
+class LimitExceeded(ProtocolError):
+    """A count limit (channels per event, events per batch, presence members, watchlist) is exceeded."""
+
+
+class AuthenticationError(RelayError):
+    """A signature, key, token or timestamp did not verify. Answered with 401."""
+
+    http_status = 401
+
+
+class InvalidSignature(AuthenticationError):
+    """A signature does not match the one computed with the shared secret."""
+
+
+class StaleTimestamp(AuthenticationError):
+    """A signed request's timestamp is outside the accepted window; check the sender's clock."""
+
+
+class UnknownKey(AuthenticationError):
+    """The key that signed a request is not the application's key."""
+
+
+class PermissionDenied(RelayError):
+    """The caller is known but not allowed to do this (app disabled, channel refused). Answered with 403."""
+
+    http_status = 403
+
+
+class NotFound(RelayError):
+    """The application, channel or route does not exist. Answered with 404."""
+
+    http_status = 404
+
+
+class RateLimited(RelayError):
+    """Too many requests; ``retry_after`` says how long to wait when known. Answered with 429."""
+
+    http_status = 429
+
+
+class ProviderError(RelayError):
+    """A provider answered with an error; ``http_status`` and ``code`` are the provider's."""
+
+
+class TransportError(RelayError):
+    """The provider could not be reached (connection refused, timeout, TLS failure)."""
+
+
+class UnsupportedCapability(RelayError):
+    """The configured provider cannot perform this operation."""
+
+    def __init__(self, provider: str, operation: str, *, hint: str = "") -> None:
+        message = f"{provider} does not support {operation}"
+        super().__init__(f"{message}: {hint}" if hint else message)
+        self.provider = provider
+        self.operation = operation

@@ -1,0 +1,164 @@
+"""Ably token auth: TokenRequest MACs, Ably JWT claims and capability matching (Ably docs, TokenRequest spec TE)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+
+from relay.errors import AuthenticationError, ConfigError, InvalidSignature, PermissionDenied, StaleTimestamp
+
+MAX_TOKEN_TTL_MS = 24 * 3600 * 1000
+DEFAULT_TOKEN_TTL_MS = 3600 * 1000
+TIMESTAMP_WINDOW_MS = 2 * 60 * 1000
+Capability = dict[str, list[str]]
+
+
+def split_api_key(api_key: str) -> tuple[str, str]:
+    """``appId.keyId:secret`` → (key name, secret)."""
+    key_name, sep, secret = api_key.partition(":")
+    if not sep or not secret or "." not in key_name:
+        raise ConfigError("an Ably API key looks like 'APPID.KEYID:SECRET' (Ably dashboard → API Keys)")
+    return key_name, secret
+
+
+def token_request_text(
+    key_name: str, ttl: int | None, capability: str | None, client_id: str | None, timestamp: int, nonce: str
+) -> str:
+    """The string Ably's TokenRequest ``mac`` signs; empty fields keep their newline, nonce has a trailing one."""
+    fields = (key_name, "" if ttl is None else str(ttl), capability or "", client_id or "", str(timestamp), nonce)
+    return "".join(f"{field}\n" for field in fields)
+
+
+def token_request_mac(
+    key_secret: str,
+    key_name: str,
+    *,
+    ttl: int | None,
+    capability: str | None,
+    client_id: str | None,
+    timestamp: int,
+    nonce: str,
+) -> str:
+    text = token_request_text(key_name, ttl, capability, client_id, timestamp, nonce)
+    return base64.b64encode(hmac.new(key_secret.encode(), text.encode(), hashlib.sha256).digest()).decode()
+
+
+def build_token_request(
+    key_name: str,
+    key_secret: str,
+    *,
+    timestamp: int,
+    nonce: str,
+    capability: Capability | None = None,
+    client_id: str | None = None,
+    ttl: int | None = None,
+) -> dict[str, object]:
+    """A signed TokenRequest, as ably-js and ably-python accept from an authUrl."""
+    capability_text = canonical_capability(capability) if capability is not None else None
+    request: dict[str, object] = {"keyName": key_name, "timestamp": timestamp, "nonce": nonce}
+    if ttl is not None:
+        request["ttl"] = ttl
+    if capability_text is not None:
+        request["capability"] = capability_text
+    if client_id is not None:
+        request["clientId"] = client_id
+    request["mac"] = token_request_mac(
+        key_secret,
+        key_name,
+        ttl=ttl,
+        capability=capability_text,
+        client_id=client_id,
+        timestamp=timestamp,
+        nonce=nonce,
+    )
+    return request
+
+
+def verify_token_request(request: Mapping[str, object], key_name: str, key_secret: str, *, now_ms: int) -> None:
+    """Check a signed TokenRequest's MAC over the fields exactly as received, and its timestamp."""
+    if request.get("keyName") != key_name:
+        raise AuthenticationError("TokenRequest keyName is not this key", code=40101)
+    timestamp, nonce, mac = request.get("timestamp"), request.get("nonce"), request.get("mac")
+    if not isinstance(timestamp, int) or not isinstance(nonce, str) or not isinstance(mac, str):
+        raise AuthenticationError("a signed TokenRequest needs integer timestamp, nonce and mac", code=40100)
+    ttl = request.get("ttl")
+    if isinstance(ttl, str) and ttl.isdigit():
+        ttl = int(ttl)
+    if ttl is not None and not isinstance(ttl, int):
+        raise AuthenticationError("TokenRequest ttl must be milliseconds", code=40003)
+    capability, client_id = request.get("capability"), request.get("clientId")
+    if capability is not None and not isinstance(capability, str):
+        raise AuthenticationError("TokenRequest capability must be a JSON string", code=40000)
+    if client_id is not None and not isinstance(client_id, str):
+        raise AuthenticationError("TokenRequest clientId must be a string", code=40000)
+    expected = token_request_mac(
+        key_secret, key_name, ttl=ttl, capability=capability, client_id=client_id, timestamp=timestamp, nonce=nonce
+    )
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
+        raise InvalidSignature("TokenRequest mac does not verify", code=40101)
+    if abs(now_ms - timestamp) > TIMESTAMP_WINDOW_MS:
+        raise StaleTimestamp("TokenRequest timestamp not current", code=40104)
+
+
+def canonical_capability(capability: Mapping[str, list[str]]) -> str:
+    """No whitespace, resources and operations sorted: the form Ably signs and compares."""
+    return json.dumps({resource: sorted(capability[resource]) for resource in sorted(capability)}, separators=(",", ":"))
+
+
+def parse_capability(text: str) -> Capability:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise AuthenticationError("capability is not valid JSON", code=40000) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(ops, list) and all(isinstance(op, str) for op in ops) for ops in value.values()
+    ):
+        raise AuthenticationError("capability must map resource names to lists of operations", code=40000)
+    return value
+
+
+def resource_matches(pattern: str, channel: str) -> bool:
+    """Whether a capability resource covers ``channel``: wildcards span whole ``:``-separated segments."""
+    if pattern in ("[*]*", channel):
+        return True
+    if pattern == "*":
+        return not channel.startswith("[")
+    if "*" not in pattern:
+        return False
+    pattern_parts, channel_parts = pattern.split(":"), channel.split(":")
+    if pattern_parts[-1] == "*" and len(channel_parts) >= len(pattern_parts):
+        channel_parts = channel_parts[: len(pattern_parts) - 1] + ["*"]
+    if len(pattern_parts) != len(channel_parts):
+        return False
+    return all(p == "*" or p == c for p, c in zip(pattern_parts, channel_parts, strict=True))
+
+
+def allows(capability: Mapping[str, list[str]], channel: str, operation: str) -> bool:
+    return any(
+        resource_matches(resource, channel) and ("*" in ops or operation in ops)
+        for resource, ops in capability.items()
+    )
+
+
+def require(capability: Mapping[str, list[str]], channel: str, operation: str) -> None:
+    if not allows(capability, channel, operation):
+        raise PermissionDenied(f"operation {operation!r} on channel {channel!r} is not permitted", code=40160)
+
+
+def jwt_claims(
+    key_name: str, capability: Capability, *, issued_at: int, ttl_seconds: int, client_id: str | None = None
+) -> tuple[dict[str, str], dict[str, object]]:
+    """(header, claims) of an Ably JWT signed HS256 with the key secret; times in seconds."""
+    if not 0 < ttl_seconds * 1000 <= MAX_TOKEN_TTL_MS:
+        raise ValueError("an Ably token lives between 1 second and 24 hours")
+    claims: dict[str, object] = {
+        "iat": issued_at,
+        "exp": issued_at + ttl_seconds,
+        "x-ably-capability": canonical_capability(capability),
+    }
+    if client_id is not None:
+        claims["x-ably-clientId"] = client_id
+    return {"typ": "JWT", "alg": "HS256", "kid": key_name}, claims

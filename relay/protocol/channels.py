@@ -1,0 +1,104 @@
+"""Channel and event names: their kinds, the characters and lengths allowed, and the protocol's limits."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from relay.errors import InvalidChannelName, InvalidEventName
+
+SERVER_TO_USER_PREFIX = "#server-to-user-"
+CLIENT_EVENT_PREFIX = "client-"
+
+
+class ChannelKind(enum.Enum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    PRESENCE = "presence"
+    ENCRYPTED = "private-encrypted"
+    SERVER_TO_USER = "server-to-user"
+
+    @property
+    def needs_auth(self) -> bool:
+        return self in (ChannelKind.PRIVATE, ChannelKind.PRESENCE, ChannelKind.ENCRYPTED)
+
+    @property
+    def allows_client_events(self) -> bool:
+        return self in (ChannelKind.PRIVATE, ChannelKind.PRESENCE, ChannelKind.ENCRYPTED)
+
+
+# Longest prefix first: "private-encrypted-" must win over "private-".
+_PREFIXES = (
+    ("presence-", ChannelKind.PRESENCE),
+    ("private-encrypted-", ChannelKind.ENCRYPTED),
+    ("private-", ChannelKind.PRIVATE),
+    (SERVER_TO_USER_PREFIX, ChannelKind.SERVER_TO_USER),
+)
+_CACHE_PREFIXES = ("cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-")
+_NAME_CHARS = re.compile(r"\A[A-Za-z0-9_\-=@,.;]+\Z")
+
+
+def classify(name: str) -> ChannelKind:
+    return next((kind for prefix, kind in _PREFIXES if name.startswith(prefix)), ChannelKind.PUBLIC)
+
+
+def is_cache_channel(name: str) -> bool:
+    return name.startswith(_CACHE_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The protocol's limits; an emulator app may configure its own."""
+
+    max_channel_name: int = 200
+    max_event_name: int = 200
+    max_event_bytes: int = 10_240
+    max_channels_per_event: int = 100
+    max_batch_events: int = 10
+    max_presence_members: int = 100
+    max_user_info_bytes: int = 1_024
+    max_user_id_length: int = 128
+    client_events_per_second: int = 10
+    max_watchlist: int = 100
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def validate_channel_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Return ``name`` if it is a channel a client may subscribe to or an API may publish to."""
+    if not isinstance(name, str) or not name:
+        raise InvalidChannelName(f"channel name must be a non-empty string, got {name!r}")
+    if len(name) > limits.max_channel_name:
+        raise InvalidChannelName(
+            f"channel name is {len(name)} characters long; the limit is {limits.max_channel_name}"
+        )
+    if name.startswith(SERVER_TO_USER_PREFIX):
+        user_id = name[len(SERVER_TO_USER_PREFIX) :]
+        if not user_id or not _NAME_CHARS.match(user_id):
+            raise InvalidChannelName(f"invalid server-to-user channel {name!r}")
+        return name
+    if not _NAME_CHARS.match(name):
+        raise InvalidChannelName(
+            f"channel name {name!r} has characters outside A-Z a-z 0-9 _ - = @ , . ; "
+            "('#' is reserved for #server-to-user-{id})"
+        )
+    return name
+
+
+def validate_event_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Any characters are allowed (Laravel sends ``App\\Events\\X``); only presence and length are checked."""
+    if not isinstance(name, str) or not name:
+        raise InvalidEventName(f"event name must be a non-empty string, got {name!r}")
+    if len(name) > limits.max_event_name:
+        raise InvalidEventName(f"event name is {len(name)} characters long; the limit is {limits.max_event_name}")
+    return name
+
+
+def server_to_user_channel(user_id: str) -> str:
+    return SERVER_TO_USER_PREFIX + user_id
+
+
+def is_client_event(name: str) -> bool:
+    return name.startswith(CLIENT_EVENT_PREFIX)

@@ -1,0 +1,145 @@
+"""Pusher WebSocket frames: one JSON object per text frame.
+
+Server to client, ``data`` is a JSON-encoded *string* for every event except ``pusher:error`` and
+``pusher:signin_success``, whose data are objects. Client to server, ``data`` is an object for ``pusher:*`` events
+and an object or a string for client events. Every frame that names a channel also carries ``data`` (pysher indexes
+it unconditionally).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from relay.errors import InvalidFrame, PayloadTooLarge
+
+CONNECTION_ESTABLISHED = "pusher:connection_established"
+ERROR = "pusher:error"
+PING = "pusher:ping"
+PONG = "pusher:pong"
+SUBSCRIBE = "pusher:subscribe"
+UNSUBSCRIBE = "pusher:unsubscribe"
+SUBSCRIPTION_SUCCEEDED = "pusher_internal:subscription_succeeded"
+SUBSCRIPTION_ERROR = "pusher:subscription_error"
+SUBSCRIPTION_COUNT = "pusher_internal:subscription_count"
+MEMBER_ADDED = "pusher_internal:member_added"
+MEMBER_REMOVED = "pusher_internal:member_removed"
+CACHE_MISS = "pusher:cache_miss"
+SIGNIN = "pusher:signin"
+SIGNIN_SUCCESS = "pusher:signin_success"
+WATCHLIST_EVENTS = "pusher_internal:watchlist_events"
+
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def dumps(value: object) -> str:
+    """Compact JSON, the one encoding used for every frame and payload."""
+    return _compact(value)
+
+
+def channel_event(event: str, channel: str, data: str, user_id: str | None = None) -> str:
+    """A channel event; ``data`` is forwarded verbatim as the string the publisher sent."""
+    frame: dict[str, str] = {"event": event, "channel": channel, "data": data}
+    if user_id is not None:
+        frame["user_id"] = user_id
+    return _compact(frame)
+
+
+def connection_established(socket_id: str, activity_timeout: int) -> str:
+    data = _compact({"socket_id": socket_id, "activity_timeout": activity_timeout})
+    return _compact({"event": CONNECTION_ESTABLISHED, "data": data})
+
+
+def error(code: int | None, message: str) -> str:
+    return _compact({"event": ERROR, "data": {"code": code, "message": message}})
+
+
+def pong() -> str:
+    return _compact({"event": PONG, "data": {}})
+
+
+def ping() -> str:
+    return _compact({"event": PING, "data": {}})
+
+
+def subscription_succeeded(channel: str, data: str = "{}") -> str:
+    return channel_event(SUBSCRIPTION_SUCCEEDED, channel, data)
+
+
+def presence_data(members: dict[str, str]) -> str:
+    """``subscription_succeeded`` data for presence, from user id → encoded user_info (built without re-parsing)."""
+    ids = _compact(list(members))
+    hash_body = ",".join(f"{_compact(user_id)}:{info}" for user_id, info in members.items())
+    return f'{{"presence":{{"ids":{ids},"hash":{{{hash_body}}},"count":{len(members)}}}}}'
+
+
+def subscription_error(channel: str, error_type: str, message: str, status: int) -> str:
+    data = {"type": error_type, "error": message, "status": status}
+    return _compact({"event": SUBSCRIPTION_ERROR, "channel": channel, "data": data})
+
+
+def member_added(channel: str, user_id: str, user_info_json: str) -> str:
+    return channel_event(MEMBER_ADDED, channel, f'{{"user_id":{_compact(user_id)},"user_info":{user_info_json}}}')
+
+
+def member_removed(channel: str, user_id: str) -> str:
+    return channel_event(MEMBER_REMOVED, channel, _compact({"user_id": user_id}))
+
+
+def subscription_count(channel: str, count: int) -> str:
+    return channel_event(SUBSCRIPTION_COUNT, channel, _compact({"subscription_count": count}))
+
+
+def cache_miss(channel: str) -> str:
+    return channel_event(CACHE_MISS, channel, "{}")
+
+
+def signin_success(user_data: str) -> str:
+    return _compact({"event": SIGNIN_SUCCESS, "data": {"user_data": user_data}})
+
+
+def watchlist_events(online: list[str], offline: list[str]) -> str:
+    events = [{"name": name, "user_ids": ids} for name, ids in (("online", online), ("offline", offline)) if ids]
+    return _compact({"event": WATCHLIST_EVENTS, "data": {"events": events}})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFrame:
+    """A decoded client frame. ``data`` is the object or string sent; ``channel`` is None when absent."""
+
+    event: str
+    data: object
+    channel: str | None
+
+
+def decode_client_frame(text: str | bytes, max_bytes: int) -> ClientFrame:
+    """Parse one client frame, raising :class:`InvalidFrame` (or :class:`PayloadTooLarge`) on anything malformed."""
+    if len(text) > max_bytes:
+        raise PayloadTooLarge(f"frame is {len(text)} bytes; the limit is {max_bytes}")
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidFrame("frame is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise InvalidFrame("frame must be a JSON object")
+    event = message.get("event")
+    if not isinstance(event, str) or not event:
+        raise InvalidFrame("frame must have a string 'event'")
+    channel = message.get("channel")
+    if channel is not None and not isinstance(channel, str):
+        raise InvalidFrame("'channel' must be a string")
+    return ClientFrame(event=event, data=message.get("data"), channel=channel)
+
+
+def data_object(frame: ClientFrame) -> dict[str, object]:
+    """The ``data`` of a ``pusher:*`` frame, which must be an object (``""`` and absent count as empty)."""
+    if frame.data is None or frame.data == "":
+        return {}
+    if not isinstance(frame.data, dict):
+        raise InvalidFrame(f"{frame.event} data must be a JSON object")
+    return frame.data
+
+
+def client_event_data(data: object) -> str:
+    """Client-event data as relayed: a string stays as sent, an object is encoded once."""
+    return data if isinstance(data, str) else _compact(data)

@@ -1,0 +1,83 @@
+"""Presence members and signed-in users: parsing and checking the JSON strings clients send."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from relay.errors import InvalidFrame, LimitExceeded, PayloadTooLarge
+from relay.protocol.channels import DEFAULT_LIMITS, Limits
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A presence member; ``user_info_json`` is kept encoded so it is serialised once per join."""
+
+    user_id: str
+    user_info_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedInUser:
+    user_id: str
+    user_info_json: str
+    watchlist: tuple[str, ...]
+
+
+def _load_object(text: object, what: str) -> dict[str, object]:
+    if not isinstance(text, str):
+        raise InvalidFrame(f"{what} must be a JSON-encoded string")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidFrame(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidFrame(f"{what} must encode a JSON object")
+    return value
+
+
+def _user_id(value: object, what: str, limits: Limits) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidFrame(f"{what} must be a string or an integer")
+    user_id = str(value)
+    if not user_id:
+        raise InvalidFrame(f"{what} must not be empty")
+    if len(user_id) > limits.max_user_id_length:
+        raise LimitExceeded(f"{what} is {len(user_id)} characters long; the limit is {limits.max_user_id_length}")
+    return user_id
+
+
+def _info_json(value: object, what: str, limits: Limits) -> str:
+    encoded = json.dumps(value if value is not None else {}, separators=(",", ":"), ensure_ascii=False)
+    if len(encoded.encode()) > limits.max_user_info_bytes:
+        raise PayloadTooLarge(f"{what} is {len(encoded.encode())} bytes; the limit is {limits.max_user_info_bytes}")
+    return encoded
+
+
+def parse_channel_data(channel_data: object, limits: Limits = DEFAULT_LIMITS) -> Member:
+    """The member a presence subscription's ``channel_data`` describes: ``{"user_id":…, "user_info":…}``."""
+    data = _load_object(channel_data, "channel_data")
+    if "user_id" not in data:
+        raise InvalidFrame("channel_data must contain user_id")
+    return Member(
+        user_id=_user_id(data["user_id"], "user_id", limits),
+        user_info_json=_info_json(data.get("user_info"), "user_info", limits),
+    )
+
+
+def parse_user_data(user_data: object, limits: Limits = DEFAULT_LIMITS) -> tuple[SignedInUser, bool]:
+    """The user a sign-in's ``user_data`` describes, and whether its watchlist was cut to the limit."""
+    data = _load_object(user_data, "user_data")
+    user_id = data.get("id")
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidFrame("user_data must contain a non-empty string id")
+    watchlist = data.get("watchlist", [])
+    if not isinstance(watchlist, list) or not all(isinstance(item, str) for item in watchlist):
+        raise InvalidFrame("user_data watchlist must be a list of user id strings")
+    truncated = len(watchlist) > limits.max_watchlist
+    user = SignedInUser(
+        user_id=_user_id(user_id, "user_data id", limits),
+        user_info_json=_info_json(data.get("user_info"), "user_info", limits),
+        watchlist=tuple(watchlist[: limits.max_watchlist]),
+    )
+    return user, truncated

@@ -1,0 +1,203 @@
+"""Pusher signatures: HTTP API requests, channel authorization, user sign-in, webhooks, encrypted-channel keys.
+
+Every function takes the secret and the time as arguments; verification compares in constant time and raises a
+typed error whose message never contains the secret or the expected signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+
+from relay.errors import (
+    AuthenticationError,
+    InvalidChannelName,
+    InvalidSignature,
+    StaleTimestamp,
+    UnknownKey,
+)
+from relay.protocol.channels import ChannelKind, classify
+from relay.protocol.socket_ids import validate_socket_id
+
+AUTH_VERSION = "1.0"
+TIMESTAMP_WINDOW_SECONDS = 600
+EMPTY_BODY_MD5 = hashlib.md5(b"").hexdigest()
+_AUTH_PARAMS = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
+
+
+def hmac_sha256_hex(secret: str, message: str | bytes) -> str:
+    data = message.encode() if isinstance(message, str) else message
+    return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+
+
+def body_md5(body: bytes) -> str:
+    return hashlib.md5(body).hexdigest()
+
+
+# -- HTTP API requests ------------------------------------------------------------------------------------------
+
+
+def rest_string_to_sign(method: str, path: str, params: Mapping[str, str]) -> str:
+    """``METHOD\\nPATH\\nk=v&…`` over every parameter but ``auth_signature``: keys lowercased and sorted, values raw."""
+    lowered = {key.lower(): value for key, value in params.items() if key.lower() != "auth_signature"}
+    query = "&".join(f"{key}={lowered[key]}" for key in sorted(lowered))
+    return f"{method.upper()}\n{path}\n{query}"
+
+
+def rest_signature(secret: str, method: str, path: str, params: Mapping[str, str]) -> str:
+    return hmac_sha256_hex(secret, rest_string_to_sign(method, path, params))
+
+
+def sign_rest_request(
+    key: str,
+    secret: str,
+    method: str,
+    path: str,
+    *,
+    timestamp: int,
+    body: bytes = b"",
+    params: Mapping[str, str] | None = None,
+    include_empty_body_md5: bool = False,
+) -> dict[str, str]:
+    """The query parameters of a signed request: ``params`` plus the auth parameters (and ``body_md5``)."""
+    signed = dict(params or {})
+    signed.update(auth_key=key, auth_timestamp=str(timestamp), auth_version=AUTH_VERSION)
+    if body or include_empty_body_md5:
+        signed["body_md5"] = body_md5(body)
+    signed["auth_signature"] = rest_signature(secret, method, path, signed)
+    return signed
+
+
+def unique_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Query pairs as a mapping; a repeated parameter is refused, since a signature could not cover both."""
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name.lower() in params:
+            raise AuthenticationError(f"query parameter {name!r} is given more than once")
+        params[name.lower()] = value
+    return params
+
+
+def verify_rest_request(
+    *,
+    key: str,
+    secret: str,
+    method: str,
+    path: str,
+    params: Mapping[str, str],
+    body: bytes,
+    now: float,
+    window: int = TIMESTAMP_WINDOW_SECONDS,
+) -> None:
+    """Raise unless ``params`` (lower-cased keys) carry a valid signature of this request by ``key``."""
+    missing = [name for name in _AUTH_PARAMS if name not in params]
+    if missing:
+        raise AuthenticationError(f"missing authentication parameters: {', '.join(missing)}")
+    if not hmac.compare_digest(params["auth_key"].encode(), key.encode()):
+        raise UnknownKey("auth_key is not this application's key")
+    if params["auth_version"] != AUTH_VERSION:
+        raise AuthenticationError(f"auth_version must be {AUTH_VERSION}")
+    try:
+        timestamp = int(params["auth_timestamp"])
+    except ValueError:
+        raise AuthenticationError("auth_timestamp must be whole seconds since the epoch") from None
+    if abs(now - timestamp) > window:
+        raise StaleTimestamp(
+            f"auth_timestamp is {int(now - timestamp)} s from the server's time; "
+            f"the window is {window} s, so check the sender's clock"
+        )
+    supplied_md5 = params.get("body_md5")
+    if body and supplied_md5 is None:
+        raise AuthenticationError("body_md5 is required when the request has a body")
+    if supplied_md5 is not None and not hmac.compare_digest(supplied_md5.encode(), body_md5(body).encode()):
+        raise InvalidSignature("body_md5 does not match the MD5 of the request body")
+    expected = rest_signature(secret, method, path, params)
+    if not hmac.compare_digest(params["auth_signature"].encode(), expected.encode()):
+        raise InvalidSignature("invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret")
+
+
+# -- Channel authorization ------------------------------------------------------------------------------------
+
+
+def channel_auth(key: str, secret: str, socket_id: str, channel: str, channel_data: str | None = None) -> str:
+    """``key:hex(HMAC(secret, socket_id:channel[:channel_data]))`` as sent in ``pusher:subscribe``."""
+    message = f"{socket_id}:{channel}" if channel_data is None else f"{socket_id}:{channel}:{channel_data}"
+    return f"{key}:{hmac_sha256_hex(secret, message)}"
+
+
+def verify_signed_token(key: str, secret: str, token: object, message: str, what: str) -> None:
+    """Check a ``key:signature`` token over ``message``; ``what`` names the operation in the error."""
+    if not isinstance(token, str) or ":" not in token:
+        raise InvalidSignature(f"{what}: auth must be a string 'key:signature'")
+    token_key, _, signature = token.partition(":")
+    if not hmac.compare_digest(token_key.encode(), key.encode()):
+        raise UnknownKey(f"{what}: the auth token was signed for another application key")
+    if not hmac.compare_digest(signature.encode(), hmac_sha256_hex(secret, message).encode()):
+        raise InvalidSignature(f"{what}: invalid signature")
+
+
+def verify_channel_auth(
+    key: str, secret: str, socket_id: str, channel: str, auth: object, channel_data: str | None = None
+) -> None:
+    message = f"{socket_id}:{channel}" if channel_data is None else f"{socket_id}:{channel}:{channel_data}"
+    verify_signed_token(key, secret, auth, message, f"subscription to {channel!r}")
+
+
+def user_auth(key: str, secret: str, socket_id: str, user_data: str) -> str:
+    """``key:hex(HMAC(secret, socket_id::user::user_data))`` as sent in ``pusher:signin``."""
+    return f"{key}:{hmac_sha256_hex(secret, f'{socket_id}::user::{user_data}')}"
+
+
+def verify_user_auth(key: str, secret: str, socket_id: str, user_data: str, auth: object) -> None:
+    verify_signed_token(key, secret, auth, f"{socket_id}::user::{user_data}", "signin")
+
+
+def encrypted_shared_secret(channel: str, master_key: bytes) -> str:
+    """base64(SHA256(channel ‖ master_key)): the per-channel key pusher-js decrypts with."""
+    if len(master_key) != 32:
+        raise ValueError(f"the encryption master key must be 32 bytes, got {len(master_key)}")
+    return base64.b64encode(hashlib.sha256(channel.encode() + master_key).digest()).decode()
+
+
+def authorize_channel(
+    key: str,
+    secret: str,
+    socket_id: str,
+    channel: str,
+    *,
+    channel_data: str | None = None,
+    encryption_master_key: bytes | None = None,
+) -> dict[str, str]:
+    """The JSON body a channel-auth endpoint returns for pusher-js."""
+    validate_socket_id(socket_id)
+    kind = classify(channel)
+    if not kind.needs_auth:
+        raise InvalidChannelName(f"{channel!r} is a {kind.value} channel; only private and presence need auth")
+    if (kind is ChannelKind.PRESENCE) != (channel_data is not None):
+        raise ValueError("channel_data is required for presence channels and only for them")
+    body = {"auth": channel_auth(key, secret, socket_id, channel, channel_data)}
+    if channel_data is not None:
+        body["channel_data"] = channel_data
+    if kind is ChannelKind.ENCRYPTED:
+        if encryption_master_key is None:
+            raise ValueError(f"{channel!r} is encrypted: an encryption master key is required")
+        body["shared_secret"] = encrypted_shared_secret(channel, encryption_master_key)
+    return body
+
+
+# -- Webhooks --------------------------------------------------------------------------------------------------
+
+
+def webhook_signature(secret: str, body: bytes) -> str:
+    return hmac_sha256_hex(secret, body)
+
+
+def verify_webhook_signature(
+    key: str, secret: str, *, supplied_key: str | None, signature: str | None, body: bytes
+) -> None:
+    if supplied_key is None or not hmac.compare_digest(supplied_key.encode(), key.encode()):
+        raise UnknownKey("webhook X-Pusher-Key is missing or not this application's key")
+    if signature is None or not hmac.compare_digest(signature.encode(), webhook_signature(secret, body).encode()):
+        raise InvalidSignature("webhook X-Pusher-Signature does not match HMAC-SHA256(secret, body)")
