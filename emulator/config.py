@@ -1,0 +1,159 @@
+"""Emulator configuration: apps (with their limits, switches and webhooks) from flags or a TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from relay.errors import ConfigError
+from relay.protocol.channels import Limits
+
+WEBHOOK_EVENT_TYPES = frozenset(
+    {
+        "channel_occupied",
+        "channel_vacated",
+        "member_added",
+        "member_removed",
+        "client_event",
+        "cache_miss",
+        "subscription_count",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    url: str
+    event_types: frozenset[str] = WEBHOOK_EVENT_TYPES
+    channel_prefix: str = ""
+    channel_suffix: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def wants(self, event_name: str, channel: str | None) -> bool:
+        if event_name not in self.event_types:
+            return False
+        if channel is None:
+            return True
+        return channel.startswith(self.channel_prefix) and channel.endswith(self.channel_suffix)
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    app_id: str
+    key: str
+    secret: str
+    enabled: bool = True
+    client_events: bool = True
+    subscription_count: bool = False
+    max_connections: int | None = None
+    activity_timeout: int = 120
+    pong_timeout: float = 30.0
+    user_authentication_timeout: float | None = None
+    cache_ttl: float = 1800.0
+    limits: Limits = Limits()
+    webhooks: tuple[Webhook, ...] = ()
+    webhook_batch_ms: int = 50
+    webhook_delay: float = 3.0
+    webhook_retry_for: float = 300.0
+
+    def __repr__(self) -> str:
+        return f"App(app_id={self.app_id!r}, key={self.key!r}, secret='***')"
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    apps: tuple[App, ...]
+    host: str = "127.0.0.1"
+    port: int = 6001
+    path_prefix: str = ""
+    max_request_bytes: int = 1_048_576
+    max_frame_bytes: int = 262_144
+    node_id: int | None = None
+
+    def app_by_id(self, app_id: str) -> App | None:
+        return next((app for app in self.apps if app.app_id == app_id), None)
+
+    def app_by_key(self, key: str) -> App | None:
+        return next((app for app in self.apps if app.key == key), None)
+
+
+def default_app(app_id: str = "app-id", key: str = "app-key", secret: str = "app-secret") -> App:
+    return App(app_id=app_id, key=key, secret=secret)
+
+
+_APP_FIELDS = {f.name for f in fields(App)} - {"limits", "webhooks"}
+_LIMIT_FIELDS = {f.name for f in fields(Limits)}
+_WEBHOOK_FIELDS = {"url", "event_types", "channel_prefix", "channel_suffix", "headers"}
+_SERVER_FIELDS = {"host", "port", "path_prefix", "max_request_bytes", "max_frame_bytes"}
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: each webhook is a table like {{ url = 'http://…' }}")
+    _check_keys(table, _WEBHOOK_FIELDS, where)
+    if not isinstance(table.get("url"), str):
+        raise ConfigError(f"{where}: url is required")
+    event_types = frozenset(table.get("event_types", WEBHOOK_EVENT_TYPES))
+    unknown = sorted(event_types - WEBHOOK_EVENT_TYPES)
+    if unknown:
+        raise ConfigError(f"{where}: unknown event_types {unknown}; known: {sorted(WEBHOOK_EVENT_TYPES)}")
+    return Webhook(
+        url=table["url"],
+        event_types=event_types,
+        channel_prefix=str(table.get("channel_prefix", "")),
+        channel_suffix=str(table.get("channel_suffix", "")),
+        headers={str(k): str(v) for k, v in table.get("headers", {}).items()},
+    )
+
+
+def _app(table: Mapping[str, Any], where: str) -> App:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: each app is a table")
+    _check_keys(table, _APP_FIELDS | {"limits", "webhooks"}, where)
+    for required in ("app_id", "key", "secret"):
+        if not isinstance(table.get(required), str) or not table[required]:
+            raise ConfigError(f"{where}: {required} is required and must be a non-empty string")
+    limits_table = table.get("limits", {})
+    _check_keys(limits_table, _LIMIT_FIELDS, f"{where}.limits")
+    webhooks = tuple(_webhook(hook, f"{where}.webhooks[{i}]") for i, hook in enumerate(table.get("webhooks", [])))
+    values = {name: table[name] for name in _APP_FIELDS if name in table}
+    try:
+        app = App(**values, limits=replace(Limits(), **limits_table), webhooks=webhooks)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    for name in ("activity_timeout", "pong_timeout", "cache_ttl"):
+        value = getattr(app, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")
+    return app
+
+
+def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
+    """Read a TOML file: optional ``[server]`` settings and one ``[[apps]]`` table per app."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    _check_keys(document, {"server", "apps"}, str(path))
+    server = document.get("server", {})
+    _check_keys(server, _SERVER_FIELDS, f"{path} [server]")
+    apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(document.get("apps", [])))
+    if not apps:
+        apps = defaults.apps
+    for attr in ("app_id", "key"):
+        seen = [getattr(app, attr) for app in apps]
+        duplicated = {value for value in seen if seen.count(value) > 1}
+        if duplicated:
+            raise ConfigError(f"{path}: two apps share the {attr} {sorted(duplicated)[0]!r}")
+    return replace(defaults, apps=apps, **server)

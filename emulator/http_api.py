@@ -1,0 +1,274 @@
+"""The Pusher HTTP API (``/apps/{app_id}/…``): signed requests in, JSON out, every error a JSON body."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from relay.errors import NotFound, PayloadTooLarge, PermissionDenied, ProtocolError, RelayError
+from relay.protocol.channels import ChannelKind, classify, is_cache_channel, validate_channel_name, validate_event_name
+from relay.protocol.frames import dumps
+from relay.protocol.signing import unique_params, verify_rest_request
+from relay.protocol.socket_ids import validate_socket_id
+
+if TYPE_CHECKING:
+    from relay.emulator.hub import AppState
+
+CORS_HEADERS = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+    ("Access-Control-Allow-Headers", "Content-Type, Authorization, X-Socket-Id, X-CSRF-Token, X-Requested-With"),
+    ("Access-Control-Max-Age", "86400"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+
+def json_response(status: int, value: object) -> Response:
+    return Response(status, dumps(value).encode(), (("Content-Type", "application/json"),))
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response(status, {"error": message})
+
+
+Handler = Callable[["AppState", Sequence[str], Mapping[str, str], bytes], Response]
+
+
+class HttpApi:
+    def __init__(
+        self,
+        apps_by_id: Mapping[str, AppState],
+        apps_by_key: Mapping[str, AppState],
+        *,
+        path_prefix: str = "",
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._apps_by_id = apps_by_id
+        self._apps_by_key = apps_by_key
+        self._prefix = path_prefix.rstrip("/")
+        self._wall_clock = wall_clock
+        self._routes: tuple[tuple[str, re.Pattern[str], Handler, bool], ...] = (
+            ("POST", re.compile(r"/apps/([^/]+)/events"), self._events, True),
+            ("POST", re.compile(r"/apps/([^/]+)/batch_events"), self._batch_events, True),
+            ("GET", re.compile(r"/apps/([^/]+)/channels"), self._channels, True),
+            ("GET", re.compile(r"/apps/([^/]+)/channels/([^/]+)"), self._channel, True),
+            ("GET", re.compile(r"/apps/([^/]+)/channels/([^/]+)/users"), self._users, True),
+            ("POST", re.compile(r"/apps/([^/]+)/users/([^/]+)/terminate_connections"), self._terminate, True),
+            ("POST", re.compile(r"/users/([^/]+)/terminate_connections"), self._terminate, False),
+        )
+
+    def handle(self, method: str, raw_path: str, query: Sequence[tuple[str, str]], body: bytes) -> Response:
+        try:
+            response = self._dispatch(method, raw_path, query, body)
+        except RelayError as exc:
+            response = error_response(exc.http_status or 500, exc.message)
+        return Response(response.status, response.body, (*response.headers, *CORS_HEADERS))
+
+    def _dispatch(self, method: str, raw_path: str, query: Sequence[tuple[str, str]], body: bytes) -> Response:
+        path = raw_path
+        if self._prefix:
+            if not raw_path.startswith(self._prefix + "/"):
+                raise NotFound(f"no route for {raw_path}")
+            path = raw_path[len(self._prefix) :]
+        if method == "OPTIONS":
+            return Response(204, b"")
+        allowed: list[str] = []
+        for route_method, pattern, handler, app_in_path in self._routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            params = unique_params(query)
+            args = [unquote(group) for group in match.groups()]
+            if app_in_path:
+                state = self._apps_by_id.get(args.pop(0))
+                if state is None:
+                    raise NotFound(f"unknown app id {match.group(1)!r}")
+            else:
+                state = self._apps_by_key.get(params.get("auth_key", ""))
+                if state is None:
+                    raise NotFound("unknown auth_key: no app has this key")
+            self._authenticate(state, method, raw_path, path, params, body)
+            if not state.app.enabled:
+                raise PermissionDenied("the app is disabled")
+            return handler(state, args, params, body)
+        if allowed:
+            return error_response(405, f"{path} accepts {', '.join(allowed)} only")
+        raise NotFound(f"no route for {method} {path}")
+
+    def _authenticate(
+        self, state: AppState, method: str, raw_path: str, path: str, params: Mapping[str, str], body: bytes
+    ) -> None:
+        app = state.app
+        now = self._wall_clock()
+        candidates = dict.fromkeys((raw_path, unquote(raw_path), path))
+        failure: RelayError | None = None
+        for candidate in candidates:
+            try:
+                verify_rest_request(
+                    key=app.key, secret=app.secret, method=method, path=candidate, params=params, body=body, now=now
+                )
+                return
+            except RelayError as exc:
+                failure = failure or exc
+        assert failure is not None
+        raise failure
+
+    # -- handlers ---------------------------------------------------------------------------------------------
+
+    def _events(self, state: AppState, _: Sequence[str], __: Mapping[str, str], body: bytes) -> Response:
+        request = _json_object(body)
+        event = _checked_event(state, request)
+        info = _info_fields(request.get("info"))
+        _publish(state, event)
+        if info:
+            return json_response(200, {"channels": {name: _channel_info(state, name, info) for name in event.channels}})
+        return json_response(200, {})
+
+    def _batch_events(self, state: AppState, _: Sequence[str], __: Mapping[str, str], body: bytes) -> Response:
+        batch = _json_object(body).get("batch")
+        limit = state.app.limits.max_batch_events
+        if not isinstance(batch, list) or not batch:
+            raise ProtocolError("batch must be a non-empty list of events")
+        if len(batch) > limit:
+            raise ProtocolError(f"batch has {len(batch)} events; the limit is {limit}")
+        events: list[_Event] = []
+        for index, item in enumerate(batch):
+            if not isinstance(item, dict):
+                raise ProtocolError(f"batch[{index}] must be an object")
+            try:
+                events.append(_checked_event(state, item))
+            except RelayError as exc:
+                raise type(exc)(f"batch[{index}]: {exc.message}") from None
+        infos = [_info_fields(item.get("info")) for item in batch]
+        for event in events:
+            _publish(state, event)
+        if any(infos):
+            return json_response(
+                200,
+                {"batch": [_channel_info(state, e.channels[0], i) if i else {} for e, i in zip(events, infos, strict=True)]},
+            )
+        return json_response(200, {})
+
+    def _channels(self, state: AppState, _: Sequence[str], params: Mapping[str, str], __: bytes) -> Response:
+        prefix = params.get("filter_by_prefix", "")
+        info = _info_fields(params.get("info"))
+        if "user_count" in info and not prefix.startswith("presence-"):
+            raise ProtocolError(
+                "user_count may only be requested for presence channels - "
+                "please supply filter_by_prefix beginning with presence-"
+            )
+        channels = {
+            name: _channel_info(state, name, info) for name in sorted(state.channels) if name.startswith(prefix)
+        }
+        return json_response(200, {"channels": channels})
+
+    def _channel(self, state: AppState, args: Sequence[str], params: Mapping[str, str], __: bytes) -> Response:
+        name = validate_channel_name(args[0], state.app.limits)
+        info = _info_fields(params.get("info"))
+        channel = state.channels.get(name)
+        body: dict[str, object] = {"occupied": channel is not None}
+        body.update(_channel_info(state, name, info))
+        if "cache" in info:
+            if not is_cache_channel(name):
+                raise ProtocolError("cache may only be requested for cache channels")
+            cached = state.cached(name)
+            if cached is not None:
+                event, data = cached
+                ttl = int(state.cache[name][2] - state.clock())
+                body["cache"] = {"event": event, "data": data, "ttl": max(ttl, 0)}
+        return json_response(200, body)
+
+    def _users(self, state: AppState, args: Sequence[str], _: Mapping[str, str], __: bytes) -> Response:
+        name = validate_channel_name(args[0], state.app.limits)
+        if classify(name) is not ChannelKind.PRESENCE:
+            raise ProtocolError("users may only be requested for presence channels")
+        return json_response(200, {"users": [{"id": user_id} for user_id in state.presence_hash(name)]})
+
+    def _terminate(self, state: AppState, args: Sequence[str], _: Mapping[str, str], __: bytes) -> Response:
+        state.terminate_user(args[0])
+        return json_response(200, {})
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    name: str
+    channels: list[str]
+    data: str
+    socket_id: str | None
+
+
+def _json_object(body: bytes) -> dict[str, object]:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ProtocolError("the request body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("the request body must be a JSON object")
+    return value
+
+
+def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
+    limits = state.app.limits
+    name = validate_event_name(request.get("name"), limits)
+    if "channels" in request:
+        channels = request["channels"]
+        if not isinstance(channels, list) or not channels:
+            raise ProtocolError("channels must be a non-empty list of channel names")
+    elif "channel" in request:
+        channels = [request["channel"]]
+    else:
+        raise ProtocolError("an event needs channels (a list) or channel (a name)")
+    if len(channels) > limits.max_channels_per_event:
+        raise ProtocolError(f"{len(channels)} channels given; the limit is {limits.max_channels_per_event}")
+    checked = [validate_channel_name(channel, limits) for channel in channels]
+    raw_data = request.get("data")
+    if raw_data is None:
+        raise ProtocolError("data is required (a string, usually JSON-encoded)")
+    data = raw_data if isinstance(raw_data, str) else dumps(raw_data)
+    if len(data.encode()) > limits.max_event_bytes:
+        raise PayloadTooLarge(f"data is {len(data.encode())} bytes; the limit is {limits.max_event_bytes}")
+    socket_id = request.get("socket_id")
+    return _Event(name, checked, data, None if socket_id is None else validate_socket_id(socket_id))
+
+
+def _publish(state: AppState, event: _Event) -> None:
+    for channel in event.channels:
+        state.publish(channel, event.name, event.data, event.socket_id)
+
+
+def _info_fields(value: object) -> frozenset[str]:
+    if value is None or value == "":
+        return frozenset()
+    if not isinstance(value, str):
+        raise ProtocolError("info must be a comma-separated string")
+    fields = frozenset(part.strip() for part in value.split(","))
+    unknown = fields - {"user_count", "subscription_count", "cache"}
+    if unknown:
+        raise ProtocolError(f"unknown info attribute(s): {', '.join(sorted(unknown))}")
+    return fields
+
+
+def _channel_info(state: AppState, name: str, info: frozenset[str]) -> dict[str, object]:
+    channel = state.channels.get(name)
+    result: dict[str, object] = {}
+    if "user_count" in info:
+        if classify(name) is not ChannelKind.PRESENCE:
+            raise ProtocolError("Cannot retrieve the user count unless the channel is a presence channel")
+        result["user_count"] = 0 if channel is None else len(channel.members)
+    if "subscription_count" in info:
+        result["subscription_count"] = 0 if channel is None else len(channel.subscribers)
+    return result

@@ -1,0 +1,361 @@
+"""The emulator's network shell: one asyncio protocol per TCP connection, HTTP/1.1 (httptools) for the API and the
+WebSocket upgrade, then RFC 6455 frames (websockets' sans-I/O protocol) feeding a :class:`Session`.
+
+It skips ASGI on purpose: fan-out writes one prebuilt frame straight to each subscriber's transport, and an HTTP
+publish is handled without a task or a framework in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qsl, urlsplit
+
+import httptools
+import httpx
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
+from relay.emulator.config import EmulatorConfig
+from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response
+from relay.emulator.hub import AppState
+from relay.emulator.session import Session
+from relay.emulator.webhooks import WebhookDispatcher
+from relay.emulator.wire import encode_text
+from relay.protocol import frames
+from relay.protocol.codes import ErrorCode
+from relay.protocol.socket_ids import make_socket_id
+
+log = logging.getLogger("relay.emulator")
+# websockets' sans-I/O protocol logs every handshake at INFO; the emulator reports connections itself.
+logging.getLogger("websockets.server").setLevel(logging.WARNING)
+
+SEND_BUFFER_LIMIT = 4 * 1024 * 1024
+CLOSE_TIMEOUT = 3.0
+_WS_PATH = re.compile(r"/app/([^/?]+)")
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
+
+
+class EmulatorNode:
+    """Everything one emulator process holds: the apps' state, the HTTP API and the live sessions."""
+
+    def __init__(self, config: EmulatorConfig, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.node_id = config.node_id if config.node_id is not None else random.randrange(1, 2**31)
+        self._socket_counter = itertools.count(1)
+        self._wall_clock = wall_clock
+        self._http: httpx.AsyncClient | None = None
+        self.states: dict[str, AppState] = {}
+        self.by_key: dict[str, AppState] = {}
+        self.api: HttpApi | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.connections: set[HttpConnection] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._http = httpx.AsyncClient(timeout=10.0)
+        for app in self.config.apps:
+            state = AppState(app, WebhookDispatcher(app, self._http, clock=self._wall_clock), loop.time)
+            self.states[app.app_id] = state
+            self.by_key[app.key] = state
+        self.api = HttpApi(self.states, self.by_key, path_prefix=self.config.path_prefix, wall_clock=self._wall_clock)
+        self._sweeper = asyncio.create_task(self._sweep_liveness())
+
+    def new_socket_id(self) -> str:
+        return make_socket_id(self.node_id, next(self._socket_counter))
+
+    async def _sweep_liveness(self) -> None:
+        loop = asyncio.get_running_loop()
+        shortest = min(min(app.activity_timeout, app.pong_timeout) for app in self.config.apps)
+        interval = max(0.05, min(1.0, shortest / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for state in self.states.values():
+                for peer in list(state.peers.values()):
+                    if isinstance(peer, Session):
+                        peer.check_liveness(now)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self.connections):
+            connection.shutdown()
+        for state in self.states.values():
+            await state.webhooks.close(timeout=5.0)
+        if self._http is not None:
+            await self._http.aclose()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One TCP connection: HTTP requests until an upgrade, then a WebSocket carrying one Pusher session."""
+
+    def __init__(self, node: EmulatorNode) -> None:
+        self.node = node
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._body = bytearray()
+        self._too_large = False
+        self.ws: ServerProtocol | None = None
+        self.session: Session | None = None
+        self._fragments: list[bytes] = []
+        self._fragmented_opcode = Opcode.TEXT
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
+        self.node.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.node.connections.discard(self)
+        if self.session is not None:
+            self.session.connection_lost()
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self._websocket_data(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade(data[upgrade.args[0] :])
+        except httptools.HttpParserError:
+            self._respond(error_response(400, "malformed HTTP request"), keep_alive=False)
+
+    # -- httptools callbacks ----------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._body = bytearray()
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        for name, value in self._headers:
+            if name.lower() == "content-length" and value.isdigit() and int(value) > self.node.config.max_request_bytes:
+                self._too_large = True
+
+    def on_body(self, body: bytes) -> None:
+        if self._too_large:
+            return
+        self._body += body
+        if len(self._body) > self.node.config.max_request_bytes:
+            self._too_large = True
+            self._body = bytearray()
+
+    def on_message_complete(self) -> None:
+        if self.parser.should_upgrade():
+            return
+        keep_alive = self.parser.should_keep_alive()
+        if self._too_large:
+            limit = self.node.config.max_request_bytes
+            self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
+            return
+        method = self.parser.get_method().decode()
+        url = urlsplit(self._url.decode("latin-1"))
+        if _WS_PATH.fullmatch(url.path.removeprefix(self.node.config.path_prefix.rstrip("/"))):
+            response = error_response(426, "this path is the WebSocket endpoint: connect with a WebSocket client")
+        else:
+            assert self.node.api is not None
+            query = parse_qsl(url.query, keep_blank_values=True)
+            response = self.node.api.handle(method, url.path, query, bytes(self._body))
+        self._respond(response, keep_alive=keep_alive)
+
+    def _respond(self, response: Response, *, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        headers = list(response.headers)
+        if not any(name.lower() == "access-control-allow-origin" for name, _ in headers):
+            headers.extend(CORS_HEADERS)
+        head = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}"]
+        head += [f"{name}: {value}" for name, value in headers]
+        head.append(f"Content-Length: {len(response.body)}")
+        head.append("Connection: keep-alive" if keep_alive else "Connection: close")
+        transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
+        if not keep_alive:
+            transport.close()
+
+    # -- WebSocket --------------------------------------------------------------------------------------------
+
+    def _upgrade(self, rest: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        ws = ServerProtocol(max_size=self.node.config.max_frame_bytes)
+        target = self._url.decode("latin-1")
+        # websockets parses the handshake itself, so it is handed the request as it arrived on the wire.
+        head = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in self._headers)]
+        ws.receive_data(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        request = next((event for event in ws.events_received() if isinstance(event, Request)), None)
+        if request is None:
+            self._respond(error_response(400, "malformed WebSocket handshake"), keep_alive=False)
+            return
+        response = ws.accept(request)
+        ws.send_response(response)
+        for chunk in ws.data_to_send():
+            transport.write(chunk)
+        if response.status_code != 101:
+            transport.close()
+            return
+        self.ws = ws
+        error = self._refusal(target)
+        if error is not None:
+            code, message = error
+            transport.write(encode_text(frames.error(code, message)))
+            self.close(code, message)
+            return
+        assert self.state is not None
+        self.session = Session(
+            self.state, self.node.new_socket_id(), self, asyncio.get_running_loop().time, max_buffer=SEND_BUFFER_LIMIT
+        )
+        self.session.open()
+        if rest:
+            self._websocket_data(rest)
+
+    state: AppState | None = None
+
+    def _refusal(self, target: str) -> tuple[int, str] | None:
+        url = urlsplit(target)
+        match = _WS_PATH.fullmatch(url.path.removeprefix(self.node.config.path_prefix.rstrip("/")))
+        if match is None:
+            return ErrorCode.PATH_NOT_FOUND, f"Path not found: connect to {self.node.config.path_prefix}/app/{{key}}"
+        state = self.node.by_key.get(match.group(1))
+        if state is None:
+            return ErrorCode.APP_NOT_FOUND, f"Application does not exist: no app has key {match.group(1)!r}"
+        if not state.app.enabled:
+            return ErrorCode.APP_DISABLED, "Application disabled"
+        protocol = dict(parse_qsl(url.query)).get("protocol", "7")
+        if not protocol.isdigit():
+            return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
+        if not 5 <= int(protocol) <= 7:
+            return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}; use 5 to 7"
+        limit = state.app.max_connections
+        if limit is not None and len(state.peers) >= limit:
+            return ErrorCode.OVER_CONNECTION_QUOTA, f"Application is over connection quota ({limit})"
+        self.state = state
+        return None
+
+    def _websocket_data(self, data: bytes) -> None:
+        ws = self.ws
+        assert ws is not None
+        ws.receive_data(data)
+        for event in ws.events_received():
+            self._frame(event)
+        self._flush()
+
+    def _frame(self, frame: Frame) -> None:
+        session = self.session
+        if session is None or session.closed:
+            return
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not frame.fin:
+                self._fragments = [frame.data]
+                self._fragmented_opcode = opcode
+                return
+            self._message(opcode, frame.data)
+        elif opcode is Opcode.CONT:
+            self._fragments.append(frame.data)
+            if frame.fin:
+                self._message(self._fragmented_opcode, b"".join(self._fragments))
+                self._fragments = []
+        elif opcode is Opcode.PING or opcode is Opcode.PONG:
+            session.pong_received()
+
+    def _message(self, opcode: Opcode, payload: bytes) -> None:
+        session = self.session
+        assert session is not None
+        if opcode is Opcode.BINARY:
+            session.last_activity = asyncio.get_running_loop().time()
+            session.send_text(frames.error(None, "Binary frames are not supported: send JSON in text frames"))
+            return
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            session.send_text(frames.error(None, "Frame is not valid UTF-8"))
+            return
+        session.receive(text)
+
+    def _flush(self) -> None:
+        ws, transport = self.ws, self.transport
+        if ws is None or transport is None:
+            return
+        for chunk in ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            else:
+                transport.close()
+
+    # -- Link (what a Session writes to) ----------------------------------------------------------------------
+
+    def write(self, frame: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(frame)
+
+    def buffered(self) -> int:
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        ws, transport = self.ws, self.transport
+        if ws is None or transport is None or transport.is_closing():
+            return
+        try:
+            ws.send_close(code, reason[:120])
+        except Exception:  # the close handshake already started; the timer below still ends it
+            log.debug("close frame not sent", exc_info=True)
+        self._flush()
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def shutdown(self) -> None:
+        if self.session is not None and not self.session.closed:
+            self.session.terminate(ErrorCode.RECONNECT, "Server is shutting down; reconnect")
+        elif self.transport is not None:
+            self.transport.close()
+
+
+def make_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def start_server(
+    node: EmulatorNode, *, sock: socket.socket | None = None, ssl_context: ssl.SSLContext | None = None
+) -> asyncio.Server:
+    """Start serving; pass ``sock`` (already bound) to serve on a port the caller chose, such as 0 in tests."""
+    await node.start()
+    loop = asyncio.get_running_loop()
+    if sock is not None:
+        return await loop.create_server(lambda: HttpConnection(node), sock=sock, ssl=ssl_context)
+    return await loop.create_server(
+        lambda: HttpConnection(node), node.config.host, node.config.port, ssl=ssl_context, reuse_address=True
+    )

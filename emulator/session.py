@@ -1,0 +1,298 @@
+"""One client connection speaking Pusher protocol 7: the rules of ``relay.protocol`` applied to a live socket.
+
+A session is synchronous and transport-agnostic: the server feeds it text frames and the passage of time, and it
+writes frames to its :class:`Link`. That keeps it testable in process and cheap per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from relay.emulator.hub import AppState
+from relay.emulator.wire import encode_text
+from relay.errors import LimitExceeded, PayloadTooLarge, ProtocolError, RelayError
+from relay.protocol import frames
+from relay.protocol.channels import (
+    SERVER_TO_USER_PREFIX,
+    ChannelKind,
+    classify,
+    is_cache_channel,
+    is_client_event,
+    validate_channel_name,
+    validate_event_name,
+)
+from relay.protocol.codes import ErrorCode
+from relay.protocol.members import Member, SignedInUser, parse_channel_data, parse_user_data
+from relay.protocol.signing import verify_channel_auth, verify_user_auth
+
+
+class Link(Protocol):
+    """The WebSocket under a session."""
+
+    def write(self, frame: bytes) -> None: ...
+
+    def buffered(self) -> int: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Session:
+    __slots__ = (
+        "_clock",
+        "_events_in_window",
+        "_link",
+        "_max_buffer",
+        "_released",
+        "_window_start",
+        "closed",
+        "last_activity",
+        "opened_at",
+        "ping_sent_at",
+        "socket_id",
+        "state",
+        "subscriptions",
+        "user",
+        "user_id",
+    )
+
+    def __init__(
+        self, state: AppState, socket_id: str, link: Link, clock: Callable[[], float], *, max_buffer: int
+    ) -> None:
+        self.state = state
+        self.socket_id = socket_id
+        self._link = link
+        self._clock = clock
+        self._max_buffer = max_buffer
+        self.user: SignedInUser | None = None
+        self.user_id: str | None = None
+        self.subscriptions: dict[str, str | None] = {}
+        self.closed = False
+        self._released = False
+        self.opened_at = self.last_activity = clock()
+        self.ping_sent_at: float | None = None
+        self._window_start = 0.0
+        self._events_in_window = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.state.connect(self)
+        self.send_text(frames.connection_established(self.socket_id, self.state.app.activity_timeout))
+
+    def connection_lost(self) -> None:
+        """Release everything the connection held, whoever closed it."""
+        if self._released:
+            return
+        self._released = self.closed = True
+        for name, member_id in list(self.subscriptions.items()):
+            self.state.unsubscribe(self, name, member_id)
+        self.subscriptions.clear()
+        if self.user is not None:
+            self.state.sign_out(self, self.user.user_id, self.user.watchlist)
+        self.state.disconnect(self)
+
+    def terminate(self, code: int, message: str) -> None:
+        """Send a fatal ``pusher:error`` and close with the same code."""
+        if self.closed:
+            return
+        self.closed = True
+        self._link.write(encode_text(frames.error(code, message)))
+        self._link.close(code, message)
+
+    def check_liveness(self, now: float) -> None:
+        """Ping after ``activity_timeout`` of silence; close 4201 when the ping goes unanswered."""
+        app = self.state.app
+        if self.ping_sent_at is not None:
+            if now - self.ping_sent_at > app.pong_timeout:
+                self.terminate(ErrorCode.PONG_NOT_RECEIVED, "Pong reply not received")
+        elif now - self.last_activity > app.activity_timeout:
+            self.ping_sent_at = now
+            self.send_text(frames.ping())
+        if (
+            app.user_authentication_timeout is not None
+            and now - self.opened_at > app.user_authentication_timeout
+            and not self._authorized()
+        ):
+            self.terminate(ErrorCode.UNAUTHORIZED, "Connection is unauthorized: sign in or subscribe in time")
+
+    def _authorized(self) -> bool:
+        return self.user is not None or any(classify(name).needs_auth for name in self.subscriptions)
+
+    # -- output -----------------------------------------------------------------------------------------------
+
+    def send_frame(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        if self._link.buffered() > self._max_buffer:
+            self.terminate(ErrorCode.OVER_CAPACITY, "Over capacity: the client is not reading its messages")
+            return
+        self._link.write(frame)
+
+    def send_text(self, text: str) -> None:
+        self.send_frame(encode_text(text))
+
+    def _error(self, message: str, code: int | None = None) -> None:
+        self.send_text(frames.error(code, message))
+
+    # -- input ------------------------------------------------------------------------------------------------
+
+    def receive(self, text: str | bytes) -> None:
+        self.last_activity = self._clock()
+        self.ping_sent_at = None
+        try:
+            frame = frames.decode_client_frame(text, self.state.app.limits.max_event_bytes + 4096)
+            event = frame.event
+            if event == frames.PING:
+                self.send_text(frames.pong())
+            elif event == frames.PONG:
+                pass
+            elif event == frames.SUBSCRIBE:
+                self._subscribe(frames.data_object(frame))
+            elif event == frames.UNSUBSCRIBE:
+                self._unsubscribe(frames.data_object(frame))
+            elif event == frames.SIGNIN:
+                self._signin(frames.data_object(frame))
+            elif is_client_event(event):
+                self._client_event(frame)
+            else:
+                self._error(f"Unsupported event {event[:64]!r}")
+        except RelayError as exc:
+            self._error(exc.message)
+
+    def pong_received(self) -> None:
+        self.last_activity = self._clock()
+        self.ping_sent_at = None
+
+    def _subscribe(self, data: dict[str, object]) -> None:
+        name = data.get("channel")
+        app = self.state.app
+        try:
+            validate_channel_name(name, app.limits)
+        except ProtocolError as exc:
+            self.send_text(frames.subscription_error(str(name)[:200], "InvalidChannel", exc.message, 400))
+            return
+        assert isinstance(name, str)
+        if name in self.subscriptions:
+            self._subscription_succeeded(name)
+            return
+        kind = classify(name)
+        member: Member | None = None
+        try:
+            if kind is ChannelKind.SERVER_TO_USER:
+                if self.user_id is None or name != SERVER_TO_USER_PREFIX + self.user_id:
+                    self.send_text(
+                        frames.subscription_error(name, "AuthError", "only the signed-in user may subscribe", 403)
+                    )
+                    return
+            elif kind is ChannelKind.PRESENCE:
+                member = self._presence_member(name, data)
+            elif kind.needs_auth:
+                verify_channel_auth(app.key, app.secret, self.socket_id, name, data.get("auth"))
+        except LimitExceeded as exc:
+            self.send_text(frames.subscription_error(name, "LimitReached", exc.message, 4100))
+            return
+        except PayloadTooLarge as exc:
+            self.send_text(frames.subscription_error(name, "LimitReached", exc.message, 4100))
+            return
+        except RelayError as exc:
+            status = exc.http_status or 401
+            self.send_text(frames.subscription_error(name, "AuthError", exc.message, status))
+            return
+        if member is not None and self.state.would_exceed_members(name, member.user_id):
+            limit = app.limits.max_presence_members
+            self.send_text(frames.subscription_error(name, "LimitReached", f"presence limit of {limit} reached", 4100))
+            return
+        self.subscriptions[name] = None if member is None else member.user_id
+        if kind is not ChannelKind.SERVER_TO_USER:
+            self.state.subscribe(self, name, member)
+        self._subscription_succeeded(name)
+        if is_cache_channel(name):
+            cached = self.state.cached(name)
+            if cached is None:
+                self.send_text(frames.cache_miss(name))
+                self.state.webhooks.emit({"name": "cache_miss", "channel": name})
+            else:
+                self.send_text(frames.channel_event(cached[0], name, cached[1]))
+
+    def _presence_member(self, name: str, data: dict[str, object]) -> Member:
+        app = self.state.app
+        channel_data = data.get("channel_data")
+        if channel_data is None and self.user is not None:
+            verify_channel_auth(app.key, app.secret, self.socket_id, name, data.get("auth"))
+            return Member(self.user.user_id, self.user.user_info_json)
+        if not isinstance(channel_data, str):
+            raise ProtocolError("presence subscriptions need channel_data (a JSON string)", http_status=401)
+        verify_channel_auth(app.key, app.secret, self.socket_id, name, data.get("auth"), channel_data)
+        return parse_channel_data(channel_data, app.limits)
+
+    def _subscription_succeeded(self, name: str) -> None:
+        if classify(name) is ChannelKind.PRESENCE:
+            self.send_text(frames.subscription_succeeded(name, frames.presence_data(self.state.presence_hash(name))))
+        else:
+            self.send_text(frames.subscription_succeeded(name))
+
+    def _unsubscribe(self, data: dict[str, object]) -> None:
+        name = data.get("channel")
+        if isinstance(name, str) and name in self.subscriptions:
+            member_id = self.subscriptions.pop(name)
+            self.state.unsubscribe(self, name, member_id)
+
+    def _signin(self, data: dict[str, object]) -> None:
+        app = self.state.app
+        user_data = data.get("user_data")
+        try:
+            if not isinstance(user_data, str):
+                raise ProtocolError("signin needs user_data (a JSON string)")
+            verify_user_auth(app.key, app.secret, self.socket_id, user_data, data.get("auth"))
+            user, truncated = parse_user_data(user_data, app.limits)
+        except RelayError as exc:
+            self.terminate(ErrorCode.UNAUTHORIZED, f"Signin failed: {exc.message}")
+            return
+        if self.user is not None:
+            if self.user.user_id != user.user_id:
+                self.terminate(ErrorCode.UNAUTHORIZED, "Signin failed: already signed in as another user")
+            return
+        self.user, self.user_id = user, user.user_id
+        self.send_text(frames.signin_success(user_data))
+        if truncated:
+            self._error(f"Watchlist limit exceeded: only the first {app.limits.max_watchlist} ids are watched", 4302)
+        self.state.sign_in(self, user.user_id, user.watchlist)
+
+    def _client_event(self, frame: frames.ClientFrame) -> None:
+        app = self.state.app
+        name = frame.channel
+        if not app.client_events:
+            self._error("Client events are not enabled for this app", ErrorCode.CLIENT_EVENT_REJECTED)
+            return
+        if name is None or name not in self.subscriptions:
+            self._error(f"Client event rejected: not subscribed to {name!r}")
+            return
+        if not classify(name).allows_client_events:
+            self._error("Client events are only allowed on private and presence channels")
+            return
+        now = self._clock()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._events_in_window = now, 0
+        self._events_in_window += 1
+        if self._events_in_window > app.limits.client_events_per_second:
+            limit = app.limits.client_events_per_second
+            self._error(f"Client event rejected due to rate limit ({limit}/s)", ErrorCode.CLIENT_EVENT_REJECTED)
+            return
+        validate_event_name(frame.event, app.limits)
+        data = frames.client_event_data(frame.data)
+        if len(data.encode()) > app.limits.max_event_bytes:
+            raise PayloadTooLarge(f"client event data is over {app.limits.max_event_bytes} bytes")
+        user_id = self.subscriptions[name]
+        channel = self.state.channels[name]
+        self.state.deliver(channel, encode_text(frames.channel_event(frame.event, name, data, user_id)), self.socket_id)
+        webhook: dict[str, object] = {
+            "name": "client_event",
+            "channel": name,
+            "event": frame.event,
+            "data": data,
+            "socket_id": self.socket_id,
+        }
+        if user_id is not None:
+            webhook["user_id"] = user_id
+        self.state.webhooks.emit(webhook)

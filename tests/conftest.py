@@ -1,0 +1,60 @@
+"""Shared fixtures: a real emulator on an ephemeral port, in the test's own event loop."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import pytest
+
+from relay.emulator.config import App, EmulatorConfig
+from relay.emulator.server import EmulatorNode, start_server
+
+# pusher-http-python insists on a numeric app id.
+TEST_APP = App(app_id="1", key="app-key", secret="app-secret", activity_timeout=120)
+
+
+@dataclass
+class RunningEmulator:
+    node: EmulatorNode
+    port: int
+    app: App
+
+    host: str = "127.0.0.1"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ws_url(self, key: str | None = None, query: str = "protocol=7") -> str:
+        return f"ws://{self.host}:{self.port}/app/{key or self.app.key}?{query}"
+
+
+StartEmulator = Callable[..., Awaitable[RunningEmulator]]
+
+
+@pytest.fixture
+async def start_emulator() -> AsyncIterator[StartEmulator]:
+    """Start emulators with any config: ``await start_emulator(app=replace(TEST_APP, …), apps=(…), **server)``."""
+    running: list[tuple[EmulatorNode, object]] = []
+
+    async def start(app: App = TEST_APP, apps: tuple[App, ...] = (), **server: object) -> RunningEmulator:
+        config = replace(EmulatorConfig(apps=(app, *apps)), **server)  # type: ignore[arg-type]
+        node = EmulatorNode(config)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server_handle = await start_server(node, sock=sock)
+        running.append((node, server_handle))
+        return RunningEmulator(node=node, port=sock.getsockname()[1], app=app)
+
+    yield start
+    for node, server_handle in running:
+        server_handle.close()  # type: ignore[attr-defined]
+        await node.close()
+
+
+@pytest.fixture
+async def emulator(start_emulator: StartEmulator) -> RunningEmulator:
+    """The emulator with the default test app."""
+    return await start_emulator()
