@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.errors import ConfigError
-from relay.protocol.channels import Limits
+from relay.protocol.channels import DEFAULT_LIMITS, Limits
 
 WEBHOOK_EVENT_TYPES = frozenset(
     {
@@ -53,7 +53,7 @@ class App:
     pong_timeout: float = 30.0
     user_authentication_timeout: float | None = None
     cache_ttl: float = 1800.0
-    limits: Limits = Limits()
+    limits: Limits = DEFAULT_LIMITS
     webhooks: tuple[Webhook, ...] = ()
     webhook_batch_ms: int = 50
     webhook_delay: float = 3.0

@@ -159,7 +159,11 @@ class HttpApi:
         if any(infos):
             return json_response(
                 200,
-                {"batch": [_channel_info(state, e.channels[0], i) if i else {} for e, i in zip(events, infos, strict=True)]},
+                {
+                    "batch": [
+                        _channel_info(state, e.channels[0], i) if i else {} for e, i in zip(events, infos, strict=True)
+                    ]
+                },
             )
         return json_response(200, {})
 

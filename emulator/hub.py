@@ -14,6 +14,7 @@ from typing import Protocol
 from relay.emulator.config import App
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import encode_text
+
 from relay.protocol import frames
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, classify, is_cache_channel
 from relay.protocol.members import Member
@@ -205,7 +206,9 @@ class AppState:
         watchers = self.watchers.get(user_id)
         if not watchers:
             return
-        frame = encode_text(frames.watchlist_events(online=[user_id] if online else [], offline=[] if online else [user_id]))
+        frame = encode_text(
+            frames.watchlist_events(online=[user_id] if online else [], offline=[] if online else [user_id])
+        )
         for peer in list(watchers):
             peer.send_frame(frame)
 

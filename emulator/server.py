@@ -20,16 +20,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httptools
 import httpx
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
-from websockets.server import ServerProtocol
-
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response
 from relay.emulator.hub import AppState
 from relay.emulator.session import Session
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import encode_text
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
 from relay.protocol import frames
 from relay.protocol.codes import ErrorCode
 from relay.protocol.socket_ids import make_socket_id
@@ -102,7 +102,7 @@ class EmulatorNode:
         for connection in list(self.connections):
             connection.shutdown()
         for state in self.states.values():
-            await state.webhooks.close(timeout=5.0)
+            await state.webhooks.close(grace=5.0)
         if self._http is not None:
             await self._http.aclose()
 
@@ -269,7 +269,8 @@ class HttpConnection(asyncio.Protocol):
         assert ws is not None
         ws.receive_data(data)
         for event in ws.events_received():
-            self._frame(event)
+            if isinstance(event, Frame):
+                self._frame(event)
         self._flush()
 
     def _frame(self, frame: Frame) -> None:
@@ -279,12 +280,12 @@ class HttpConnection(asyncio.Protocol):
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if not frame.fin:
-                self._fragments = [frame.data]
+                self._fragments = [bytes(frame.data)]
                 self._fragmented_opcode = opcode
                 return
-            self._message(opcode, frame.data)
+            self._message(opcode, bytes(frame.data))
         elif opcode is Opcode.CONT:
-            self._fragments.append(frame.data)
+            self._fragments.append(bytes(frame.data))
             if frame.fin:
                 self._message(self._fragmented_opcode, b"".join(self._fragments))
                 self._fragments = []

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from relay.emulator.hub import AppState
 from relay.emulator.wire import encode_text
+
 from relay.errors import LimitExceeded, PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol import frames
 from relay.protocol.channels import (

@@ -6,17 +6,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 
 import httpx
-
 from relay.emulator.config import App, Webhook
+
 from relay.protocol.frames import dumps
 from relay.protocol.signing import webhook_signature
 
 log = logging.getLogger("relay.emulator.webhooks")
 
-WebhookEvent = dict[str, object]
+WebhookEvent = Mapping[str, object]
 
 
 class WebhookDispatcher:
@@ -108,8 +108,8 @@ class WebhookDispatcher:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 60.0)
 
-    async def close(self, timeout: float) -> None:
-        """Send what is batched or held now, and wait up to ``timeout`` for deliveries in flight."""
+    async def close(self, grace: float) -> None:
+        """Send what is batched or held now, and wait up to ``grace`` seconds for deliveries in flight."""
         for key, (handle, _) in list(self._delayed.items()):
             handle.cancel()
             self._release(key)
@@ -117,7 +117,7 @@ class WebhookDispatcher:
             self._flush_handle.cancel()
             self._flush()
         if self._deliveries:
-            _, pending = await asyncio.wait(self._deliveries, timeout=timeout)
+            _, pending = await asyncio.wait(self._deliveries, timeout=grace)
             for task in pending:
                 task.cancel()
 

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import pytest
-
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
 

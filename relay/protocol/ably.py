@@ -105,7 +105,9 @@ def verify_token_request(request: Mapping[str, object], key_name: str, key_secre
 
 def canonical_capability(capability: Mapping[str, list[str]]) -> str:
     """No whitespace, resources and operations sorted: the form Ably signs and compares."""
-    return json.dumps({resource: sorted(capability[resource]) for resource in sorted(capability)}, separators=(",", ":"))
+    return json.dumps(
+        {resource: sorted(capability[resource]) for resource in sorted(capability)}, separators=(",", ":")
+    )
 
 
 def parse_capability(text: str) -> Capability:
@@ -130,7 +132,7 @@ def resource_matches(pattern: str, channel: str) -> bool:
         return False
     pattern_parts, channel_parts = pattern.split(":"), channel.split(":")
     if pattern_parts[-1] == "*" and len(channel_parts) >= len(pattern_parts):
-        channel_parts = channel_parts[: len(pattern_parts) - 1] + ["*"]
+        channel_parts = [*channel_parts[: len(pattern_parts) - 1], "*"]
     if len(pattern_parts) != len(channel_parts):
         return False
     return all(p == "*" or p == c for p, c in zip(pattern_parts, channel_parts, strict=True))
@@ -138,8 +140,7 @@ def resource_matches(pattern: str, channel: str) -> bool:
 
 def allows(capability: Mapping[str, list[str]], channel: str, operation: str) -> bool:
     return any(
-        resource_matches(resource, channel) and ("*" in ops or operation in ops)
-        for resource, ops in capability.items()
+        resource_matches(resource, channel) and ("*" in ops or operation in ops) for resource, ops in capability.items()
     )
 
 

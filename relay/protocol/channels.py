@@ -71,9 +71,7 @@ def validate_channel_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidChannelName(f"channel name must be a non-empty string, got {name!r}")
     if len(name) > limits.max_channel_name:
-        raise InvalidChannelName(
-            f"channel name is {len(name)} characters long; the limit is {limits.max_channel_name}"
-        )
+        raise InvalidChannelName(f"channel name is {len(name)} characters long; the limit is {limits.max_channel_name}")
     if name.startswith(SERVER_TO_USER_PREFIX):
         user_id = name[len(SERVER_TO_USER_PREFIX) :]
         if not user_id or not _NAME_CHARS.match(user_id):

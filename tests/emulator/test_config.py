@@ -1,0 +1,63 @@
+"""The emulator's config file: the documented example loads, and every mistake names the key to fix."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from relay.emulator.config import EmulatorConfig, load_config
+
+from relay.errors import ConfigError
+
+DOCS = Path(__file__).parents[2] / "docs" / "emulator.md"
+DEFAULTS = EmulatorConfig(apps=())
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "emulator.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    example = re.search(r"```toml\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    assert example is not None
+    config = load_config(write(tmp_path, example.group(1)), defaults=DEFAULTS)
+    shop, admin = config.apps
+    assert (shop.app_id, shop.key, shop.subscription_count, shop.max_connections) == ("1", "shop-key", True, 1000)
+    assert shop.limits.max_presence_members == 100
+    (hook,) = shop.webhooks
+    assert hook.wants("member_added", "presence-room")
+    assert not hook.wants("member_added", "private-room")
+    assert not hook.wants("client_event", "presence-room")
+    assert hook.headers == {"X-Source": "relay"}
+    assert admin.enabled is False
+    assert "admin-secret" not in repr(admin)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[apps]]\napp_id = '1'\nkey = 'k'\n", "apps[0]: secret is required"),
+        ("[[apps]]\napp_id = '1'\nkey = 'k'\nsecret = 's'\ncolour = 'red'\n", "unknown key(s) colour"),
+        ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[apps.limits]\nmax_members = 3\n", "limits: unknown key(s)"),
+        ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\nactivity_timeout = 0\n", "activity_timeout must be a positive"),
+        (
+            "[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[[apps.webhooks]]\nurl='http://x'\nevent_types=['nope']\n",
+            "unknown event_types ['nope']",
+        ),
+        ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[[apps]]\napp_id='1'\nkey='j'\nsecret='s'\n", "share the app_id"),
+        ("[server]\nport = 'x'\nbogus = 1\n", "[server]: unknown key(s) bogus"),
+        ("this is not toml", "is not valid TOML"),
+    ],
+)
+def test_mistakes_name_what_to_fix(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), defaults=DEFAULTS)
+    assert message in caught.value.message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", defaults=DEFAULTS)

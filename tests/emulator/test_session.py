@@ -1,0 +1,219 @@
+"""The connection state machine, in process: a Session over a recording link, no sockets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import httpx
+import pytest
+from relay.emulator.config import App
+from relay.emulator.hub import AppState
+from relay.emulator.session import Session
+from relay.emulator.webhooks import WebhookDispatcher
+
+from relay.protocol.channels import Limits
+from relay.protocol.signing import channel_auth, user_auth
+
+APP = App(app_id="1", key="key", secret="secret", activity_timeout=10, pong_timeout=5)
+
+
+@dataclass
+class RecordingLink:
+    frames: list[dict[str, object]] = field(default_factory=list)
+    closed_with: tuple[int, str] | None = None
+    backlog: int = 0
+
+    def write(self, frame: bytes) -> None:
+        header = 2 if frame[1] < 126 else 4
+        self.frames.append(json.loads(frame[header:]))
+
+    def buffered(self) -> int:
+        return self.backlog
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+    def events(self) -> list[object]:
+        return [frame["event"] for frame in self.frames]
+
+    def take(self) -> list[dict[str, object]]:
+        taken, self.frames = self.frames, []
+        return taken
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_state(clock: Clock, app: App = APP) -> AppState:
+    return AppState(app, WebhookDispatcher(app, httpx.AsyncClient()), clock)
+
+
+def connect(state: AppState, clock: Clock, n: int = 1) -> tuple[Session, RecordingLink]:
+    link = RecordingLink()
+    session = Session(state, f"1.{n}", link, clock, max_buffer=1000)
+    session.open()
+    return session, link
+
+
+def send(session: Session, event: str, data: object, channel: str | None = None) -> None:
+    frame: dict[str, object] = {"event": event, "data": data}
+    if channel is not None:
+        frame["channel"] = channel
+    session.receive(json.dumps(frame))
+
+
+def test_open_sends_connection_established_with_string_data(clock: Clock) -> None:
+    _, link = connect(make_state(clock), clock)
+    (frame,) = link.take()
+    assert frame["event"] == "pusher:connection_established"
+    assert isinstance(frame["data"], str)
+    assert json.loads(frame["data"]) == {"socket_id": "1.1", "activity_timeout": 10}
+
+
+def test_private_subscription_needs_a_valid_signature(clock: Clock) -> None:
+    session, link = connect(make_state(clock), clock)
+    link.take()
+    send(session, "pusher:subscribe", {"channel": "private-a", "auth": "key:bad"})
+    (error,) = link.take()
+    assert error["event"] == "pusher:subscription_error"
+    assert error["data"] == {
+        "type": "AuthError",
+        "error": "subscription to 'private-a': invalid signature",
+        "status": 401,
+    }
+    send(
+        session, "pusher:subscribe", {"channel": "private-a", "auth": channel_auth("key", "secret", "1.1", "private-a")}
+    )
+    assert link.events() == ["pusher_internal:subscription_succeeded"]
+    assert link.closed_with is None
+
+
+def test_presence_counts_users_not_connections(clock: Clock) -> None:
+    state = make_state(clock)
+    sessions = [connect(state, clock, n) for n in (1, 2, 3)]
+    members = ['{"user_id":"alice","user_info":{}}', '{"user_id":"alice","user_info":{}}', '{"user_id":"bob"}']
+    for (session, _), channel_data in zip(sessions, members, strict=True):
+        auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
+        send(session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data})
+    first, second, third = (link for _, link in sessions)
+    assert [f["event"] for f in first.frames][1:] == [
+        "pusher_internal:subscription_succeeded",
+        "pusher_internal:member_added",
+    ]
+    joined = json.loads(str(third.frames[-1]["data"]))
+    assert joined["presence"]["count"] == 2
+    assert sorted(joined["presence"]["ids"]) == ["alice", "bob"]
+    for link in (first, second, third):
+        link.take()
+    sessions[0][0].connection_lost()
+    assert third.frames == []
+    sessions[1][0].connection_lost()
+    assert third.events() == ["pusher_internal:member_removed"]
+    assert json.loads(str(third.frames[0]["data"])) == {"user_id": "alice"}
+
+
+def test_client_events_reach_others_only_and_are_rate_limited(clock: Clock) -> None:
+    app = replace(APP, limits=Limits(client_events_per_second=2))
+    state = make_state(clock, app)
+    (sender, sender_link), (receiver, receiver_link) = connect(state, clock, 1), connect(state, clock, 2)
+    for session in (sender, receiver):
+        auth = channel_auth("key", "secret", session.socket_id, "private-chat")
+        send(session, "pusher:subscribe", {"channel": "private-chat", "auth": auth})
+    sender_link.take(), receiver_link.take()
+    for _ in range(3):
+        send(sender, "client-typing", {"who": "me"}, channel="private-chat")
+    assert receiver_link.events() == ["client-typing", "client-typing"]
+    assert receiver_link.frames[0]["data"] == '{"who":"me"}'
+    assert sender_link.take() == [
+        {"event": "pusher:error", "data": {"code": 4301, "message": "Client event rejected due to rate limit (2/s)"}}
+    ]
+    clock.now += 1.0
+    send(sender, "client-typing", "again", channel="private-chat")
+    assert receiver_link.events()[-1] == "client-typing"
+    assert sender_link.closed_with is None
+
+
+def test_liveness_pings_then_closes_4201(clock: Clock) -> None:
+    session, link = connect(make_state(clock), clock)
+    link.take()
+    clock.now += 9
+    session.check_liveness(clock.now)
+    assert link.frames == []
+    clock.now += 2
+    session.check_liveness(clock.now)
+    assert link.take() == [{"event": "pusher:ping", "data": {}}]
+    clock.now += 6
+    session.check_liveness(clock.now)
+    assert link.events() == ["pusher:error"]
+    assert link.frames[0]["data"] == {"code": 4201, "message": "Pong reply not received"}
+    assert link.closed_with == (4201, "Pong reply not received")
+
+
+def test_any_frame_counts_as_activity(clock: Clock) -> None:
+    session, link = connect(make_state(clock), clock)
+    clock.now += 11
+    session.check_liveness(clock.now)
+    link.take()
+    clock.now += 4
+    send(session, "pusher:pong", {})
+    clock.now += 4
+    session.check_liveness(clock.now)
+    assert link.frames == []
+    assert link.closed_with is None
+
+
+def test_bad_signin_closes_4009_and_good_signin_succeeds(clock: Clock) -> None:
+    state = make_state(clock)
+    good, good_link = connect(state, clock, 1)
+    user_data = '{"id":"42"}'
+    send(good, "pusher:signin", {"user_data": user_data, "auth": user_auth("key", "secret", "1.1", user_data)})
+    assert good_link.frames[-1] == {"event": "pusher:signin_success", "data": {"user_data": user_data}}
+    assert state.users["42"] == {"1.1": good}
+    bad, bad_link = connect(state, clock, 2)
+    send(bad, "pusher:signin", {"user_data": user_data, "auth": "key:0000"})
+    assert bad_link.frames[-1]["data"] == {"code": 4009, "message": "Signin failed: signin: invalid signature"}
+    assert bad_link.closed_with is not None and bad_link.closed_with[0] == 4009
+
+
+def test_slow_consumer_is_disconnected_with_4100(clock: Clock) -> None:
+    state = make_state(clock)
+    (slow, slow_link), (fast, fast_link) = connect(state, clock, 1), connect(state, clock, 2)
+    for session in (slow, fast):
+        send(session, "pusher:subscribe", {"channel": "news"})
+    slow_link.backlog = 5000
+    state.publish("news", "update", "{}")
+    assert slow_link.closed_with is not None and slow_link.closed_with[0] == 4100
+    assert fast_link.events()[-1] == "update"
+
+
+def test_malformed_frames_get_non_fatal_errors(clock: Clock) -> None:
+    session, link = connect(make_state(clock), clock)
+    link.take()
+    for text in (
+        "not json",
+        "[]",
+        '{"event": 5}',
+        '{"event":"pusher:subscribe","data":[1]}',
+        '{"event":"pusher:nope"}',
+    ):
+        session.receive(text)
+    messages = [frame["data"]["message"] for frame in link.take()]  # type: ignore[index]
+    assert messages == [
+        "frame is not valid JSON",
+        "frame must be a JSON object",
+        "frame must have a string 'event'",
+        "pusher:subscribe data must be a JSON object",
+        "Unsupported event 'pusher:nope'",
+    ]
+    assert link.closed_with is None

@@ -1,0 +1,54 @@
+"""The ``relay`` command, run as a user runs it: a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from relay import __version__
+from relay.cli import main
+
+RELAY = [sys.executable, "-m", "relay.cli"]
+
+
+def test_version(capsys: object) -> None:
+    try:
+        main(["--version"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    assert f"relay {__version__}" in capsys.readouterr().out  # type: ignore[attr-defined]
+
+
+async def test_emulator_prints_client_settings_serves_and_stops_on_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        *RELAY, "emulator", "--port", "0", "--app-id", "7", stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    banner = ""
+    while "RELAY_URL" not in banner:
+        banner += (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
+    port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+    assert 'new Pusher("app-key", { wsHost: "127.0.0.1", wsPort: %d' % port in banner
+    assert f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/7" in banner
+    async with connect(f"ws://127.0.0.1:{port}/app/app-key?protocol=7") as ws:
+        established = json.loads(await ws.recv())
+        assert established["event"] == "pusher:connection_established"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_a_bad_config_file_exits_2_naming_the_problem(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[[apps]]\napp_id = '1'\n")
+    process = await asyncio.create_subprocess_exec(
+        *RELAY, "emulator", "--config", str(config), stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 10)
+    assert process.returncode == 2
+    assert "apps[0]: key is required" in stderr.decode()
