@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 
 from relay import __version__
@@ -18,10 +19,9 @@ RELAY = [sys.executable, "-m", "relay.cli"]
 
 
 def test_version(capsys: object) -> None:
-    try:
+    with pytest.raises(SystemExit) as exit_:
         main(["--version"])
-    except SystemExit as exit_:
-        assert exit_.code == 0
+    assert exit_.value.code == 0
     assert f"relay {__version__}" in capsys.readouterr().out  # type: ignore[attr-defined]
 
 
@@ -34,7 +34,7 @@ async def test_emulator_prints_client_settings_serves_and_stops_on_sigterm() -> 
     while "RELAY_URL" not in banner:
         banner += (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
     port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
-    assert 'new Pusher("app-key", { wsHost: "127.0.0.1", wsPort: %d' % port in banner
+    assert f'new Pusher("app-key", {{ wsHost: "127.0.0.1", wsPort: {port}' in banner
     assert f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/7" in banner
     async with connect(f"ws://127.0.0.1:{port}/app/app-key?protocol=7") as ws:
         established = json.loads(await ws.recv())
