@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -10,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from relay.errors import NotFound, PayloadTooLarge, PermissionDenied, ProtocolError, RelayError
+from relay.errors import InvalidFrame, NotFound, PayloadTooLarge, PermissionDenied, ProtocolError, RelayError
 from relay.protocol.channels import ChannelKind, classify, is_cache_channel, validate_channel_name, validate_event_name
-from relay.protocol.frames import dumps
+from relay.protocol.frames import dumps, loads
 from relay.protocol.signing import unique_params, verify_rest_request
 from relay.protocol.socket_ids import validate_socket_id
 
@@ -217,9 +216,9 @@ class _Event:
 
 def _json_object(body: bytes) -> dict[str, object]:
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ProtocolError("the request body must be a JSON object") from None
+        value = loads(body, "the request body")
+    except InvalidFrame as exc:
+        raise ProtocolError(exc.message) from None
     if not isinstance(value, dict):
         raise ProtocolError("the request body must be a JSON object")
     return value

@@ -28,7 +28,8 @@ def token_request_text(
     key_name: str, ttl: int | None, capability: str | None, client_id: str | None, timestamp: int, nonce: str
 ) -> str:
     """The string Ably's TokenRequest ``mac`` signs; empty fields keep their newline, nonce has a trailing one."""
-    fields = (key_name, "" if ttl is None else str(ttl), capability or "", client_id or "", str(timestamp), nonce)
+    # ``ttl or ""`` as both SDKs write it: a ttl of 0 means "the default" and is signed as empty.
+    fields = (key_name, str(ttl) if ttl else "", capability or "", client_id or "", str(timestamp), nonce)
     return "".join(f"{field}\n" for field in fields)
 
 
@@ -85,7 +86,7 @@ def verify_token_request(request: Mapping[str, object], key_name: str, key_secre
     if not isinstance(timestamp, int) or not isinstance(nonce, str) or not isinstance(mac, str):
         raise AuthenticationError("a signed TokenRequest needs integer timestamp, nonce and mac", code=40100)
     ttl = request.get("ttl")
-    if isinstance(ttl, str) and ttl.isdigit():
+    if isinstance(ttl, str) and ttl.isascii() and ttl.isdigit():
         ttl = int(ttl)
     if ttl is not None and not isinstance(ttl, int):
         raise AuthenticationError("TokenRequest ttl must be milliseconds", code=40003)
@@ -128,6 +129,8 @@ def resource_matches(pattern: str, channel: str) -> bool:
         return True
     if pattern == "*":
         return not channel.startswith("[")
+    if pattern.startswith("[") and pattern.endswith("]*"):
+        return channel.startswith(pattern[:-1])
     if "*" not in pattern:
         return False
     pattern_parts, channel_parts = pattern.split(":"), channel.split(":")

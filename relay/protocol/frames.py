@@ -9,6 +9,7 @@ it unconditionally).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from relay.errors import InvalidFrame, PayloadTooLarge
@@ -30,6 +31,23 @@ SIGNIN_SUCCESS = "pusher:signin_success"
 WATCHLIST_EVENTS = "pusher_internal:watchlist_events"
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def loads(text: str | bytes, what: str = "frame") -> object:
+    """Parse untrusted JSON: malformed, too deeply nested or not encodable as UTF-8 is :class:`InvalidFrame`."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidFrame(f"{what} is not valid JSON") from None
+    # A lone surrogate escape ("\ud800") decodes to a str that cannot be encoded, so it could never be sent on.
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            _compact(value).encode()
+        except UnicodeEncodeError:
+            raise InvalidFrame(f"{what} contains a lone UTF-16 surrogate escape") from None
+    return value
 
 
 def dumps(value: object) -> str:
@@ -114,12 +132,10 @@ class ClientFrame:
 
 def decode_client_frame(text: str | bytes, max_bytes: int) -> ClientFrame:
     """Parse one client frame, raising :class:`InvalidFrame` (or :class:`PayloadTooLarge`) on anything malformed."""
-    if len(text) > max_bytes:
-        raise PayloadTooLarge(f"frame is {len(text)} bytes; the limit is {max_bytes}")
-    try:
-        message = json.loads(text)
-    except (ValueError, RecursionError):
-        raise InvalidFrame("frame is not valid JSON") from None
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise PayloadTooLarge(f"frame is {size} bytes; the limit is {max_bytes}")
+    message = loads(text)
     if not isinstance(message, dict):
         raise InvalidFrame("frame must be a JSON object")
     event = message.get("event")

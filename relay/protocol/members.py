@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from relay.errors import InvalidFrame, LimitExceeded, PayloadTooLarge
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
+from relay.protocol.frames import loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +28,7 @@ class SignedInUser:
 def _load_object(text: object, what: str) -> dict[str, object]:
     if not isinstance(text, str):
         raise InvalidFrame(f"{what} must be a JSON-encoded string")
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        raise InvalidFrame(f"{what} is not valid JSON") from None
+    value = loads(text, what)
     if not isinstance(value, dict):
         raise InvalidFrame(f"{what} must encode a JSON object")
     return value
@@ -75,8 +73,10 @@ def parse_user_data(user_data: object, limits: Limits = DEFAULT_LIMITS) -> tuple
     if not isinstance(watchlist, list) or not all(isinstance(item, str) for item in watchlist):
         raise InvalidFrame("user_data watchlist must be a list of user id strings")
     truncated = len(watchlist) > limits.max_watchlist
+    if len(user_id) > limits.max_channel_name:
+        raise LimitExceeded(f"user_data id is {len(user_id)} characters long; the limit is {limits.max_channel_name}")
     user = SignedInUser(
-        user_id=_user_id(user_id, "user_data id", limits),
+        user_id=user_id,
         user_info_json=_info_json(data.get("user_info"), "user_info", limits),
         watchlist=tuple(watchlist[: limits.max_watchlist]),
     )

@@ -18,7 +18,7 @@ from relay.errors import (
     StaleTimestamp,
     UnknownKey,
 )
-from relay.protocol.channels import ChannelKind, classify
+from relay.protocol.channels import ChannelKind, classify, validate_channel_name
 from relay.protocol.socket_ids import validate_socket_id
 
 AUTH_VERSION = "1.0"
@@ -28,8 +28,13 @@ _AUTH_PARAMS = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
 
 
 def hmac_sha256_hex(secret: str, message: str | bytes) -> str:
-    data = message.encode() if isinstance(message, str) else message
+    data = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
     return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+
+
+def same_secret_text(supplied: str, expected: str) -> bool:
+    """Constant-time equality of two strings, any of which may hold unencodable characters from untrusted JSON."""
+    return hmac.compare_digest(supplied.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def body_md5(body: bytes) -> str:
@@ -95,7 +100,7 @@ def verify_rest_request(
     missing = [name for name in _AUTH_PARAMS if name not in params]
     if missing:
         raise AuthenticationError(f"missing authentication parameters: {', '.join(missing)}")
-    if not hmac.compare_digest(params["auth_key"].encode(), key.encode()):
+    if not same_secret_text(params["auth_key"], key):
         raise UnknownKey("auth_key is not this application's key")
     if params["auth_version"] != AUTH_VERSION:
         raise AuthenticationError(f"auth_version must be {AUTH_VERSION}")
@@ -111,10 +116,10 @@ def verify_rest_request(
     supplied_md5 = params.get("body_md5")
     if body and supplied_md5 is None:
         raise AuthenticationError("body_md5 is required when the request has a body")
-    if supplied_md5 is not None and not hmac.compare_digest(supplied_md5.encode(), body_md5(body).encode()):
+    if supplied_md5 is not None and not same_secret_text(supplied_md5, body_md5(body)):
         raise InvalidSignature("body_md5 does not match the MD5 of the request body")
     expected = rest_signature(secret, method, path, params)
-    if not hmac.compare_digest(params["auth_signature"].encode(), expected.encode()):
+    if not same_secret_text(params["auth_signature"], expected):
         raise InvalidSignature("invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret")
 
 
@@ -132,9 +137,9 @@ def verify_signed_token(key: str, secret: str, token: object, message: str, what
     if not isinstance(token, str) or ":" not in token:
         raise InvalidSignature(f"{what}: auth must be a string 'key:signature'")
     token_key, _, signature = token.partition(":")
-    if not hmac.compare_digest(token_key.encode(), key.encode()):
+    if not same_secret_text(token_key, key):
         raise UnknownKey(f"{what}: the auth token was signed for another application key")
-    if not hmac.compare_digest(signature.encode(), hmac_sha256_hex(secret, message).encode()):
+    if not same_secret_text(signature, hmac_sha256_hex(secret, message)):
         raise InvalidSignature(f"{what}: invalid signature")
 
 
@@ -172,6 +177,7 @@ def authorize_channel(
 ) -> dict[str, str]:
     """The JSON body a channel-auth endpoint returns for pusher-js."""
     validate_socket_id(socket_id)
+    validate_channel_name(channel)
     kind = classify(channel)
     if not kind.needs_auth:
         raise InvalidChannelName(f"{channel!r} is a {kind.value} channel; only private and presence need auth")
@@ -197,7 +203,7 @@ def webhook_signature(secret: str, body: bytes) -> str:
 def verify_webhook_signature(
     key: str, secret: str, *, supplied_key: str | None, signature: str | None, body: bytes
 ) -> None:
-    if supplied_key is None or not hmac.compare_digest(supplied_key.encode(), key.encode()):
+    if supplied_key is None or not same_secret_text(supplied_key, key):
         raise UnknownKey("webhook X-Pusher-Key is missing or not this application's key")
-    if signature is None or not hmac.compare_digest(signature.encode(), webhook_signature(secret, body).encode()):
+    if signature is None or not same_secret_text(signature, webhook_signature(secret, body)):
         raise InvalidSignature("webhook X-Pusher-Signature does not match HMAC-SHA256(secret, body)")

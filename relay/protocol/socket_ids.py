@@ -6,7 +6,7 @@ import re
 
 from relay.errors import InvalidSocketId
 
-_SOCKET_ID = re.compile(r"\A\d{1,20}\.\d{1,20}\Z")
+_SOCKET_ID = re.compile(r"\A[0-9]{1,20}\.[0-9]{1,20}\Z")
 
 
 def is_valid_socket_id(value: str) -> bool:

@@ -54,7 +54,7 @@ def test_ping_and_pong() -> None:
     assert _load(frames.pong()) == {"event": "pusher:pong", "data": {}}
 
 
-@pytest.mark.parametrize("data", ['{"some":"data"}', '{"some": "data"}', "plain text", "", "é ☃ \\ \" \n", "[1, 2]"])
+@pytest.mark.parametrize("data", ['{"some":"data"}', '{"some": "data"}', "plain text", "", 'é ☃ \\ " \n', "[1, 2]"])
 def test_channel_event_keeps_data_verbatim(data: str) -> None:
     text = frames.channel_event("App\\Events\\X", "my-channel", data)
     assert _load(text) == {"event": "App\\Events\\X", "channel": "my-channel", "data": data}
@@ -206,10 +206,6 @@ def test_decode_size_limit() -> None:
         frames.decode_client_frame("[" * 2000, 1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decode_client_frame compares len(str) (characters) with max_bytes; multi-byte text passes the limit",
-)
 def test_decode_size_limit_counts_utf8_bytes_of_text() -> None:
     text = '{"event":"client-x","channel":"private-a","data":"' + "é" * 600 + '"}'
     assert len(text) <= 1000 < len(text.encode())
@@ -217,11 +213,6 @@ def test_decode_size_limit_counts_utf8_bytes_of_text() -> None:
         frames.decode_client_frame(text, 1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client frame with a lone-surrogate escape (\\ud800) decodes, and relaying it yields text that is "
-    "not UTF-8 encodable, so the WebSocket send to other subscribers fails",
-)
 def test_relayed_client_event_is_utf8_encodable() -> None:
     text = '{"event":"client-typing","channel":"private-a","data":{"text":"\\ud800"}}'
     try:
@@ -251,8 +242,7 @@ def test_decode_arbitrary_json_only_raises_protocol_errors(value: Any) -> None:
     text = json.dumps(value)
     try:
         frame = frames.decode_client_frame(text, BIG)
-    except ProtocolError as error:
-        assert isinstance(error, InvalidFrame)
+    except InvalidFrame:
         return
     assert isinstance(value, dict)
     assert frame == frames.ClientFrame(event=value["event"], data=value.get("data"), channel=value.get("channel"))

@@ -52,7 +52,13 @@ def test_rest_doc_example_is_accepted() -> None:
 
 def test_rest_accepts_get_with_empty_body_md5() -> None:
     params = signing.sign_rest_request(
-        KEY, SECRET, "GET", "/apps/3/channels", timestamp=NOW, params={"info": "user_count"}, include_empty_body_md5=True
+        KEY,
+        SECRET,
+        "GET",
+        "/apps/3/channels",
+        timestamp=NOW,
+        params={"info": "user_count"},
+        include_empty_body_md5=True,
     )
     signing.verify_rest_request(
         key=KEY, secret=SECRET, method="GET", path="/apps/3/channels", params=params, body=b"", now=NOW
@@ -165,7 +171,7 @@ def test_rest_rejects_non_integer_timestamp(timestamp: str) -> None:
 
 def test_rest_rejects_wrong_auth_version() -> None:
     params = dict(DOC_PARAMS, auth_version="2.0")
-    with pytest.raises(AuthenticationError, match="auth_version must be 1.0"):
+    with pytest.raises(AuthenticationError, match=r"auth_version must be 1\.0"):
         _verify(params)
 
 
@@ -268,6 +274,19 @@ def test_encrypted_shared_secret_requires_32_bytes() -> None:
         signing.encrypted_shared_secret("private-encrypted-foo", bytes(31))
 
 
+@pytest.mark.parametrize(
+    ("auth", "channel_data"),
+    [
+        (f"{KEY}:" + "0" * 64, '{"user_id":"\ud800"}'),
+        (f"{KEY}\ud800:" + "0" * 64, '{"user_id":"1"}'),
+        (f"{KEY}:\udfff", '{"user_id":"1"}'),
+    ],
+)
+def test_verify_channel_auth_lone_surrogate_is_invalid_signature(auth: str, channel_data: str) -> None:
+    with pytest.raises(AuthenticationError):
+        signing.verify_channel_auth(KEY, SECRET, SOCKET_ID, "presence-x", auth, channel_data)
+
+
 # -- user auth ------------------------------------------------------------------------------------------------
 
 
@@ -292,6 +311,11 @@ def test_channel_auth_cannot_forge_user_auth() -> None:
     assert signing.channel_auth(KEY, SECRET, SOCKET_ID, ":user::{}") == signing.user_auth(KEY, SECRET, SOCKET_ID, "{}")
     with pytest.raises(InvalidChannelName):
         signing.authorize_channel(KEY, SECRET, SOCKET_ID, ":user::{}")
+
+
+def test_verify_user_auth_lone_surrogate_is_invalid_signature() -> None:
+    with pytest.raises(AuthenticationError):
+        signing.verify_user_auth(KEY, SECRET, SOCKET_ID, '{"id":"\ud800"}', f"{KEY}:" + "0" * 64)
 
 
 # -- webhooks -------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import relay.protocol
 
 PROTOCOL_DIR = Path(relay.protocol.__file__).parent
 ERRORS_FILE = Path(relay.errors.__file__)
-MODULES = sorted(PROTOCOL_DIR.glob("*.py")) + [ERRORS_FILE]
+MODULES = [*sorted(PROTOCOL_DIR.glob("*.py")), ERRORS_FILE]
 ALLOWED_INTERNAL = ("relay.protocol", "relay.errors")
 
 
@@ -66,7 +66,7 @@ def test_imports_only_stdlib(path: Path) -> None:
 def test_checker_flags_third_party_and_other_relay_modules(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text(
-        "import json\nimport os.path\nfrom __future__ import annotations\nimport jwt\nfrom pusher import Pusher\n"
+        "from __future__ import annotations\nimport json\nimport os.path\nimport jwt\nfrom pusher import Pusher\n"
         "from relay.adapters import x\nfrom relay.errors import RelayError\nfrom relay.protocol.codes import y\n"
         "def f():\n    import httpx\n"
     )

@@ -89,9 +89,7 @@ def test_webhook_vector() -> None:
 def test_encrypted_shared_secret_vector() -> None:
     expected = "Vj09QBnxvq5Edw6uFvYE4Yi4ZdcpUYC8mx/fcgpzQro="
     assert signing.encrypted_shared_secret("private-encrypted-foo", bytes(32)) == expected
-    body = signing.authorize_channel(
-        KEY, SECRET, SOCKET_ID, "private-encrypted-foo", encryption_master_key=bytes(32)
-    )
+    body = signing.authorize_channel(KEY, SECRET, SOCKET_ID, "private-encrypted-foo", encryption_master_key=bytes(32))
     assert body["shared_secret"] == expected
     # The shared secret is not part of the signature: it is the plain private-channel signature.
     assert body["auth"] == signing.channel_auth(KEY, SECRET, SOCKET_ID, "private-encrypted-foo")
