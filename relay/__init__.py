@@ -1,8 +1,112 @@
-"""Relay: one publish/auth API over Pusher, Ably and a self-hosted Pusher-protocol server."""
+"""Relay: one publish/auth API over Pusher, Ably and a self-hosted Pusher-protocol server.
 
+import relay
+relay.publish("orders", "order-ready", {"id": 42})      # provider from RELAY_URL (or PUSHER_*/ABLY_API_KEY)
+
+client = relay.Relay.from_url("emulator://app-key:app-secret@127.0.0.1:6001/apps/1")
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from relay.client import AsyncRelay, MirrorError, Relay
+from relay.errors import RelayError, UnsupportedCapability
+from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 
 try:
     __version__ = version("relay-realtime")
-except PackageNotFoundError:  # running from a source tree that was never installed
+except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0"
+
+__all__ = [
+    "AsyncRelay",
+    "ChannelInfo",
+    "Event",
+    "MirrorError",
+    "PresenceMember",
+    "PublishResult",
+    "Relay",
+    "RelayError",
+    "UnsupportedCapability",
+    "User",
+    "WebhookEvent",
+    "authenticate_user",
+    "authorize_channel",
+    "channel",
+    "channels",
+    "default_client",
+    "presence_members",
+    "publish",
+    "publish_batch",
+    "reset_default_client",
+    "send_to_user",
+    "terminate_user_connections",
+    "verify_webhook",
+]
+
+_default: Relay | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Relay:
+    """The client the module-level functions use, built from the environment on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Relay.from_env()
+        return _default
+
+
+def reset_default_client() -> None:
+    """Forget the default client, so the next call reads the environment again (for tests)."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+        _default = None
+
+
+def publish(channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None) -> PublishResult:
+    return default_client().publish(channels, event, data, socket_id=socket_id)
+
+
+def publish_batch(events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
+    return default_client().publish_batch(events)
+
+
+def channel(name: str) -> ChannelInfo:
+    return default_client().channel(name)
+
+
+def channels(prefix: str = "") -> dict[str, ChannelInfo]:
+    return default_client().channels(prefix)
+
+
+def presence_members(channel: str) -> list[PresenceMember]:
+    return default_client().presence_members(channel)
+
+
+def send_to_user(user_id: str, event: str, data: Any) -> None:
+    default_client().send_to_user(user_id, event, data)
+
+
+def terminate_user_connections(user_id: str) -> None:
+    default_client().terminate_user_connections(user_id)
+
+
+def authorize_channel(
+    socket_id: str, channel: str, user: User | Mapping[str, Any] | str | None = None
+) -> dict[str, Any]:
+    return default_client().authorize_channel(socket_id, channel, user)
+
+
+def authenticate_user(socket_id: str, user: User | Mapping[str, Any] | str) -> dict[str, Any]:
+    return default_client().authenticate_user(socket_id, user)
+
+
+def verify_webhook(headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+    return default_client().verify_webhook(headers, body)

@@ -1,0 +1,236 @@
+"""Ably over its REST API: publish, batch, channel status, presence; TokenRequests for clients; webhooks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
+
+from relay.config import ProviderConfig
+from relay.errors import InvalidSignature, ProtocolError, ProviderError, RelayError, UnknownKey, UnsupportedCapability
+from relay.http_errors import error_for_status, parse_retry_after
+from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
+from relay.payload import Payload
+from relay.protocol.ably import build_token_request
+from relay.protocol.channels import ChannelKind, classify
+
+ABLY_PROTOCOL_VERSION = "3"
+_PRESENCE_ACTIONS = {2: "member_added", 3: "member_removed"}
+_LIFECYCLE = {"channel.opened": "channel_occupied", "channel.closed": "channel_vacated"}
+
+
+def capability_for(channel: str) -> list[str]:
+    """Ably operations matching what a Pusher client may do on a channel of that kind."""
+    kind = classify(channel)
+    if kind is ChannelKind.PRESENCE:
+        return ["presence", "publish", "subscribe"]
+    if kind in (ChannelKind.PRIVATE, ChannelKind.ENCRYPTED):
+        return ["publish", "subscribe"]
+    return ["subscribe"]
+
+
+class AblyAdapter:
+    scheme = "ably"
+    name = "Ably"
+    capabilities = frozenset(Capability) - {Capability.SEND_TO_USER, Capability.TERMINATE_USER, Capability.USER_AUTH}
+    max_channels_per_publish = 100
+    max_batch_events = 100
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        random_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._random_id = random_id
+        credentials = base64.b64encode(f"{config.key}:{config.secret}".encode()).decode()
+        self._headers = {
+            "Authorization": f"Basic {credentials}",
+            "X-Ably-Version": ABLY_PROTOCOL_VERSION,
+            "Accept": "application/json",
+        }
+
+    def _request(self, method: str, path: str, body: object = None, *, idempotent: bool = True) -> HttpRequest:
+        headers = dict(self._headers)
+        raw = b""
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            raw = json.dumps(body, separators=(",", ":")).encode()
+        return HttpRequest(method, f"{self._config.base_url}{path}", headers, raw, idempotent)
+
+    def _json(self, response: HttpResponse | None) -> Any:
+        assert response is not None
+        try:
+            return json.loads(response.body) if response.body else None
+        except ValueError:
+            raise RelayError(f"Ably answered with invalid JSON: {response.body[:200]!r}") from None
+
+    def error_for(self, response: HttpResponse) -> RelayError:
+        message, code = response.body.decode("utf-8", "replace")[:500] or "(empty body)", None
+        try:
+            error = json.loads(response.body)["error"]
+            message, code = str(error.get("message", message)), error.get("code")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return error_for_status("Ably", response.status, message, code=code, retry_after=retry_after)
+
+    def _message(self, event: str, payload: Payload, message_id: str, socket_id: str | None) -> dict[str, object]:
+        message: dict[str, object] = {"name": event, "data": payload.text, "id": message_id}
+        if payload.is_json:
+            message["encoding"] = "json"
+        if socket_id is not None:
+            # Ably's equivalent of Pusher's socket_id exclusion: publish as that connection, which
+            # does not receive its own messages when the client sets echoMessages: false.
+            message["connectionKey"] = socket_id
+        return message
+
+    # -- operations -------------------------------------------------------------------------------------------
+
+    def publish(
+        self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
+    ) -> Call[PublishResult]:
+        message_id = f"{self._random_id()}:0"
+        message = self._message(event, payload, message_id, socket_id)
+        if len(channels) == 1:
+            request = self._request("POST", f"/channels/{quote(channels[0], safe='')}/messages", [message])
+            return Call(request, lambda response: self._single(response, channels[0], message_id))
+        request = self._request("POST", "/messages", [{"channels": list(channels), "messages": [message]}])
+        return Call(request, lambda response: self._batched(response, message_id))
+
+    def _single(self, response: HttpResponse | None, channel: str, message_id: str) -> PublishResult:
+        self._json(response)
+        return PublishResult((channel,), (message_id,))
+
+    def _batched(self, response: HttpResponse | None, *message_ids: str) -> PublishResult:
+        body = self._json(response)
+        results = body if isinstance(body, list) else [body]
+        published: list[str] = []
+        failed: list[str] = []
+        for batch in results:
+            for result in batch.get("results", []):
+                target = published if "error" not in result else failed
+                target.append(f"{result.get('channel')}" + ("" if "error" not in result else f" ({result['error']})"))
+        if failed:
+            raise ProviderError(f"Ably refused the publish on {len(failed)} channel(s): {'; '.join(failed)}")
+        return PublishResult(tuple(published), message_ids)
+
+    def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
+        base = self._random_id()
+        specs = [
+            {
+                "channels": [event.channel],
+                "messages": [self._message(event.name, payload, f"{base}:{i}", event.socket_id)],
+            }
+            for i, (event, payload) in enumerate(events)
+        ]
+        request = self._request("POST", "/messages", specs)
+        return Call(request, lambda response: self._batched(response, *(f"{base}:{i}" for i in range(len(events)))))
+
+    def channel(self, name: str) -> Call[ChannelInfo]:
+        def parse(response: HttpResponse | None) -> ChannelInfo:
+            status = (self._json(response) or {}).get("status", {})
+            metrics = status.get("occupancy", {}).get("metrics", {})
+            user_count = metrics.get("presenceMembers") if classify(name) is ChannelKind.PRESENCE else None
+            return ChannelInfo(name, bool(status.get("isActive")), metrics.get("subscribers"), user_count)
+
+        return Call(self._request("GET", f"/channels/{quote(name, safe='')}"), parse)
+
+    def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
+        query = urlencode({"prefix": prefix, "by": "id"} if prefix else {"by": "id"})
+
+        def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
+            listed = self._json(response) or []
+            names = [item if isinstance(item, str) else item.get("channelId", "") for item in listed]
+            return {name: ChannelInfo(name, True) for name in names if name}
+
+        return Call(self._request("GET", f"/channels?{query}"), parse)
+
+    def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
+        def parse(response: HttpResponse | None) -> list[PresenceMember]:
+            members = []
+            for message in self._json(response) or []:
+                data = message.get("data")
+                if message.get("encoding") == "json" and isinstance(data, str):
+                    data = json.loads(data)
+                members.append(PresenceMember(str(message.get("clientId")), data if isinstance(data, dict) else None))
+            return members
+
+        return Call(self._request("GET", f"/channels/{quote(channel, safe='')}/presence"), parse)
+
+    def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
+        raise UnsupportedCapability("Ably", "send_to_user", hint="publish to a per-user channel instead")
+
+    def terminate_user_connections(self, user_id: str) -> Call[None]:
+        raise UnsupportedCapability("Ably", "terminate_user_connections", hint="revoke the user's tokens instead")
+
+    # -- auth and webhooks ------------------------------------------------------------------------------------
+
+    def authorize_channel(self, socket_id: str, channel: str, user: User | None) -> dict[str, Any]:
+        """A signed TokenRequest for this channel only; ably-js and ably-python exchange it for a token."""
+        if classify(channel) is ChannelKind.PRESENCE and user is None:
+            raise ProtocolError(f"{channel!r} is a presence channel: authorize it with a user")
+        return build_token_request(
+            self._config.key,
+            self._config.secret,
+            timestamp=int(self._clock() * 1000),
+            nonce=secrets.token_hex(16),
+            capability={channel: capability_for(channel)},
+            client_id=None if user is None else user.id,
+        )
+
+    def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
+        raise UnsupportedCapability(
+            "Ably", "authenticate_user", hint="Ably identifies users by the clientId of their channel tokens"
+        )
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+        lowered = {name.lower(): value for name, value in headers.items()}
+        supplied_key = lowered.get("x-ably-key")
+        if supplied_key is None or not hmac.compare_digest(supplied_key.encode(), self._config.key.encode()):
+            raise UnknownKey("webhook X-Ably-Key is missing or not this key's name")
+        expected = base64.b64encode(hmac.new(self._config.secret.encode(), body, hashlib.sha256).digest()).decode()
+        if not hmac.compare_digest(lowered.get("x-ably-signature", "").encode(), expected.encode()):
+            raise InvalidSignature("webhook X-Ably-Signature does not match base64(HMAC-SHA256(key secret, body))")
+        try:
+            items = json.loads(body)["items"]
+        except (ValueError, KeyError, TypeError):
+            raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode)") from None
+        events: list[WebhookEvent] = []
+        for item in items:
+            events.extend(_ably_webhook_events(item))
+        return events
+
+
+def _ably_webhook_events(item: Mapping[str, Any]) -> list[WebhookEvent]:
+    data = item.get("data") or {}
+    channel = str(data.get("channelId", ""))
+    time_ms = int(item.get("timestamp", 0))
+    name = item.get("name")
+    if name in _LIFECYCLE:
+        return [WebhookEvent(_LIFECYCLE[str(name)], channel, time_ms)]
+    if name == "channel.message":
+        return [
+            WebhookEvent(
+                "message", channel, int(m.get("timestamp", time_ms)), m.get("clientId"), m.get("name"), m.get("data")
+            )
+            for m in data.get("messages", [])
+        ]
+    if name == "presence.message":
+        return [
+            WebhookEvent(_PRESENCE_ACTIONS[p["action"]], channel, int(p.get("timestamp", time_ms)), p.get("clientId"))
+            for p in data.get("presence", [])
+            if p.get("action") in _PRESENCE_ACTIONS
+        ]
+    return []

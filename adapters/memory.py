@@ -1,0 +1,119 @@
+"""An in-process provider for tests: every publish is recorded, nothing leaves the process.
+
+``memory://NAME`` URLs with the same name share one store, so application code and test code that each build a
+client from the same ``RELAY_URL`` see the same publishes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.adapters.base import Call, Capability, HttpResponse
+from relay.adapters.pusher import PusherAdapter
+
+from relay.config import ProviderConfig
+from relay.errors import RelayError
+from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
+from relay.payload import Payload
+from relay.protocol.channels import server_to_user_channel
+
+MEMORY_KEY = "memory-key"
+MEMORY_SECRET = "memory-secret"
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    channel: str
+    event: str
+    data: str
+    socket_id: str | None = None
+
+
+@dataclass
+class MemoryStore:
+    published: list[Published] = field(default_factory=list)
+    terminated_users: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.published.clear()
+            self.terminated_users.clear()
+
+
+_stores: dict[str, MemoryStore] = {}
+_stores_lock = threading.Lock()
+
+
+def memory_store(name: str = "") -> MemoryStore:
+    with _stores_lock:
+        return _stores.setdefault(name, MemoryStore())
+
+
+class MemoryAdapter:
+    scheme = "memory"
+    name = "memory"
+    capabilities = frozenset(Capability)
+    max_channels_per_publish = 100
+    max_batch_events = 10
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.store = memory_store(config.host)
+        self._signer = PusherAdapter(
+            ProviderConfig("pusher", MEMORY_KEY, MEMORY_SECRET, "memory", "memory.invalid"),
+        )
+
+    def error_for(self, response: HttpResponse) -> RelayError:
+        return RelayError(f"memory provider error {response.status}")
+
+    def _record(self, *entries: Published) -> Call[PublishResult]:
+        def apply(_: HttpResponse | None) -> PublishResult:
+            with self.store.lock:
+                self.store.published.extend(entries)
+            return PublishResult(tuple(entry.channel for entry in entries))
+
+        return Call(None, apply)
+
+    def publish(
+        self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
+    ) -> Call[PublishResult]:
+        return self._record(*(Published(channel, event, payload.text, socket_id) for channel in channels))
+
+    def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
+        return self._record(*(Published(e.channel, e.name, p.text, e.socket_id) for e, p in events))
+
+    def channel(self, name: str) -> Call[ChannelInfo]:
+        return Call(None, lambda _: ChannelInfo(name, False, 0))
+
+    def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
+        return Call(None, lambda _: {})
+
+    def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
+        return Call(None, lambda _: [])
+
+    def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
+        record = self._record(Published(server_to_user_channel(user_id), event, payload.text))
+
+        def apply(response: HttpResponse | None) -> None:
+            record.parse(response)
+
+        return Call(None, apply)
+
+    def terminate_user_connections(self, user_id: str) -> Call[None]:
+        def apply(_: HttpResponse | None) -> None:
+            with self.store.lock:
+                self.store.terminated_users.append(user_id)
+
+        return Call(None, apply)
+
+    def authorize_channel(self, socket_id: str, channel: str, user: User | None) -> dict[str, Any]:
+        return self._signer.authorize_channel(socket_id, channel, user)
+
+    def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
+        return self._signer.authenticate_user(socket_id, user)
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+        return self._signer.verify_webhook(headers, body)

@@ -1,0 +1,224 @@
+"""Pusher Channels, hosted or self-hosted (the Relay emulator, soketi, Reverb): the Pusher HTTP API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import nacl.secret
+import nacl.utils
+from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
+
+from relay.config import ProviderConfig
+from relay.errors import ConfigError, InvalidChannelName, ProtocolError, RelayError
+from relay.http_errors import error_for_status, parse_retry_after
+from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
+from relay.payload import Payload
+from relay.protocol.channels import ChannelKind, classify, server_to_user_channel
+from relay.protocol.frames import dumps
+from relay.protocol.signing import (
+    authorize_channel,
+    encrypted_shared_secret,
+    sign_rest_request,
+    user_auth,
+    verify_webhook_signature,
+)
+
+
+class PusherAdapter:
+    scheme = "pusher"
+    capabilities = frozenset(Capability)
+    max_channels_per_publish = 100
+    max_batch_events = 10
+
+    def __init__(self, config: ProviderConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._clock = clock
+        self.name = "the Relay emulator" if config.scheme == "emulator" else "Pusher"
+
+    # -- requests ---------------------------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, body: object = None, params: Mapping[str, str] | None = None, *, idempotent: bool
+    ) -> HttpRequest:
+        full_path = f"/apps/{self._config.app_id}{path}"
+        raw = b"" if body is None else dumps(body).encode()
+        query = sign_rest_request(
+            self._config.key,
+            self._config.secret,
+            method,
+            full_path,
+            timestamp=int(self._clock()),
+            body=raw,
+            params=params,
+        )
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        url = f"{self._config.base_url}{quote(full_path)}?{urlencode(query)}"
+        return HttpRequest(method, url, headers, raw, idempotent)
+
+    def _json(self, response: HttpResponse | None) -> Any:
+        assert response is not None
+        try:
+            return json.loads(response.body) if response.body else {}
+        except ValueError:
+            raise RelayError(f"{self.name} answered with invalid JSON: {response.body[:200]!r}") from None
+
+    def error_for(self, response: HttpResponse) -> RelayError:
+        text = response.body.decode("utf-8", "replace").strip()
+        try:
+            parsed = json.loads(text)
+            if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+                text = parsed["error"]
+        except ValueError:
+            pass
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return error_for_status(self.name, response.status, text[:500] or "(empty body)", retry_after=retry_after)
+
+    # -- operations -------------------------------------------------------------------------------------------
+
+    def publish(
+        self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
+    ) -> Call[PublishResult]:
+        if len(channels) > 1 and any(classify(name) is ChannelKind.ENCRYPTED for name in channels):
+            raise ProtocolError("encrypted channels must be published to one at a time")
+        body: dict[str, object] = {
+            "name": event,
+            "channels": list(channels),
+            "data": self._encrypt(channels[0], payload.text),
+        }
+        if socket_id is not None:
+            body["socket_id"] = socket_id
+        request = self._request("POST", "/events", body, idempotent=False)
+        return Call(request, lambda response: self._published(response, tuple(channels)))
+
+    def _published(self, response: HttpResponse | None, channels: tuple[str, ...]) -> PublishResult:
+        self._json(response)
+        return PublishResult(channels)
+
+    def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
+        batch = []
+        for event, payload in events:
+            data = self._encrypt(event.channel, payload.text)
+            item: dict[str, object] = {"name": event.name, "channel": event.channel, "data": data}
+            if event.socket_id is not None:
+                item["socket_id"] = event.socket_id
+            batch.append(item)
+        request = self._request("POST", "/batch_events", {"batch": batch}, idempotent=False)
+        return Call(request, lambda response: self._published(response, tuple(e.channel for e, _ in events)))
+
+    def _encrypt(self, channel: str, data: str) -> str:
+        """End-to-end encryption for private-encrypted channels: NaCl secretbox with the channel's derived key."""
+        if classify(channel) is not ChannelKind.ENCRYPTED:
+            return data
+        master_key = self._config.encryption_master_key
+        if master_key is None:
+            raise ConfigError(
+                f"{channel!r} is end-to-end encrypted: add ?encryption_master_key=BASE64 (32 bytes) to the URL"
+            )
+        shared_secret = base64.b64decode(encrypted_shared_secret(channel, master_key))
+        nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+        encrypted = nacl.secret.SecretBox(shared_secret).encrypt(data.encode(), nonce)
+        return dumps({"nonce": _b64(nonce), "ciphertext": _b64(encrypted.ciphertext)})
+
+    def channel(self, name: str) -> Call[ChannelInfo]:
+        info = "user_count" if classify(name) is ChannelKind.PRESENCE else "subscription_count"
+        request = self._request("GET", f"/channels/{name}", params={"info": info}, idempotent=True)
+
+        def parse(response: HttpResponse | None) -> ChannelInfo:
+            body = self._json(response)
+            return ChannelInfo(name, bool(body.get("occupied")), body.get("subscription_count"), body.get("user_count"))
+
+        return Call(request, parse)
+
+    def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
+        params = {"filter_by_prefix": prefix} if prefix else {}
+        if prefix.startswith("presence-"):
+            params["info"] = "user_count"
+        request = self._request("GET", "/channels", params=params, idempotent=True)
+
+        def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
+            listed = self._json(response).get("channels", {})
+            return {name: ChannelInfo(name, True, None, attrs.get("user_count")) for name, attrs in listed.items()}
+
+        return Call(request, parse)
+
+    def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
+        if classify(channel) is not ChannelKind.PRESENCE:
+            raise InvalidChannelName(f"{channel!r} is not a presence channel")
+        request = self._request("GET", f"/channels/{channel}/users", idempotent=True)
+
+        def parse(response: HttpResponse | None) -> list[PresenceMember]:
+            return [PresenceMember(str(user["id"])) for user in self._json(response).get("users", [])]
+
+        return Call(request, parse)
+
+    def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
+        body = {"name": event, "channels": [server_to_user_channel(user_id)], "data": payload.text}
+        request = self._request("POST", "/events", body, idempotent=False)
+        return Call(request, self._no_result)
+
+    def terminate_user_connections(self, user_id: str) -> Call[None]:
+        request = self._request("POST", f"/users/{user_id}/terminate_connections", {}, idempotent=True)
+        return Call(request, self._no_result)
+
+    def _no_result(self, response: HttpResponse | None) -> None:
+        self._json(response)
+
+    # -- auth and webhooks ------------------------------------------------------------------------------------
+
+    def authorize_channel(self, socket_id: str, channel: str, user: User | None) -> dict[str, Any]:
+        channel_data = None
+        if classify(channel) is ChannelKind.PRESENCE:
+            if user is None:
+                raise ProtocolError(f"{channel!r} is a presence channel: authorize it with a user")
+            channel_data = dumps({"user_id": user.id, "user_info": dict(user.info)})
+        return authorize_channel(
+            self._config.key,
+            self._config.secret,
+            socket_id,
+            channel,
+            channel_data=channel_data,
+            encryption_master_key=self._config.encryption_master_key,
+        )
+
+    def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
+        user_data = dumps({"id": user.id, "user_info": dict(user.info)} if user.info else {"id": user.id})
+        return {"auth": user_auth(self._config.key, self._config.secret, socket_id, user_data), "user_data": user_data}
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+        lowered = {name.lower(): value for name, value in headers.items()}
+        verify_webhook_signature(
+            self._config.key,
+            self._config.secret,
+            supplied_key=lowered.get("x-pusher-key"),
+            signature=lowered.get("x-pusher-signature"),
+            body=body,
+        )
+        try:
+            payload = json.loads(body)
+            time_ms = int(payload["time_ms"])
+            events = payload["events"]
+        except (ValueError, KeyError, TypeError):
+            raise ProtocolError("webhook body must be {time_ms, events: [...]}") from None
+        return [_pusher_webhook_event(event, time_ms) for event in events]
+
+
+def _pusher_webhook_event(event: Mapping[str, Any], time_ms: int) -> WebhookEvent:
+    return WebhookEvent(
+        kind=str(event.get("name")),
+        channel=str(event.get("channel")),
+        time_ms=time_ms,
+        user_id=event.get("user_id"),
+        event=event.get("event"),
+        data=event.get("data"),
+        socket_id=event.get("socket_id"),
+        subscription_count=event.get("subscription_count"),
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

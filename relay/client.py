@@ -1,0 +1,409 @@
+"""``Relay`` and ``AsyncRelay``: one publish/auth API whatever the provider.
+
+Both build the same :class:`~relay.adapters.base.Call` values through :class:`_Operations` and differ only in how
+they send them. A configuration may name several providers: ``mirror`` runs every operation on all of them (for a
+migration while clients move), ``failover`` runs it on the first that works.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from relay.adapters.base import Adapter, Call, Capability
+from relay.config import ProviderConfig, from_env, parse_url
+from relay.errors import (
+    ConfigError,
+    LimitExceeded,
+    ProviderError,
+    RateLimited,
+    RelayError,
+    TransportError,
+    UnsupportedCapability,
+)
+from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
+from relay.payload import Payload
+from relay.protocol.channels import validate_channel_name, validate_event_name
+from relay.protocol.socket_ids import validate_socket_id
+from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, SyncSender
+
+T = TypeVar("T")
+UserLike = User | Mapping[str, Any] | str
+
+
+class Mode(enum.Enum):
+    SINGLE = "single"
+    MIRROR = "mirror"
+    FAILOVER = "failover"
+
+
+class MirrorError(RelayError):
+    """In mirror mode, some providers failed: ``results`` has what succeeded, ``errors`` what failed, by provider."""
+
+    def __init__(self, results: dict[str, object], errors: dict[str, RelayError]) -> None:
+        failed = "; ".join(f"{name}: {error.message}" for name, error in errors.items())
+        super().__init__(f"mirror: {len(errors)} of {len(results) + len(errors)} providers failed ({failed})")
+        self.results = results
+        self.errors = errors
+
+
+def make_adapter(config: ProviderConfig) -> Adapter:
+    if config.scheme in ("pusher", "emulator"):
+        from relay.adapters.pusher import PusherAdapter
+
+        return PusherAdapter(config)
+    if config.scheme == "ably":
+        from relay.adapters.ably import AblyAdapter
+
+        return AblyAdapter(config)
+    from relay.adapters.memory import MemoryAdapter
+
+    return MemoryAdapter(config)
+
+
+def parse_configuration(url: str | ProviderConfig) -> tuple[Mode, list[ProviderConfig]]:
+    """``URL``, or ``mirror:URL|URL…`` / ``failover:URL|URL…``, or an already parsed configuration."""
+    if isinstance(url, ProviderConfig):
+        return Mode.SINGLE, [url]
+    for mode in (Mode.MIRROR, Mode.FAILOVER):
+        prefix = f"{mode.value}:"
+        if url.startswith(prefix):
+            urls = [part.strip() for part in url[len(prefix) :].split("|") if part.strip()]
+            if len(urls) < 2:
+                raise ConfigError(f"{mode.value}: needs two or more provider URLs separated by '|'")
+            return mode, [parse_url(part) for part in urls]
+    return Mode.SINGLE, [parse_url(url)]
+
+
+def _can_fail_over(error: RelayError) -> bool:
+    return isinstance(error, TransportError | RateLimited) or (
+        isinstance(error, ProviderError) and (error.http_status or 500) >= 500
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    adapter: Adapter
+    config: ProviderConfig
+
+    @property
+    def label(self) -> str:
+        return self.config.url()
+
+
+class _Operations:
+    """What the sync and async clients share: validation, data encoding, splitting and the calls to send."""
+
+    def __init__(self, mode: Mode, configs: Sequence[ProviderConfig]) -> None:
+        self.mode = mode
+        self.routes = [_Route(make_adapter(config), config) for config in configs]
+
+    @property
+    def primary(self) -> Adapter:
+        return self.routes[0].adapter
+
+    def require(self, adapter: Adapter, capability: Capability) -> None:
+        if capability not in adapter.capabilities:
+            raise UnsupportedCapability(adapter.name, capability.value)
+
+    def publish_calls(
+        self, adapter: Adapter, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
+    ) -> list[Call[PublishResult]]:
+        step = adapter.max_channels_per_publish
+        return [
+            adapter.publish(channels[i : i + step], event, payload, socket_id) for i in range(0, len(channels), step)
+        ]
+
+    def batch_calls(self, adapter: Adapter, events: Sequence[tuple[Event, Payload]]) -> list[Call[PublishResult]]:
+        step = adapter.max_batch_events
+        return [adapter.publish_batch(events[i : i + step]) for i in range(0, len(events), step)]
+
+    @staticmethod
+    def checked_publish(
+        channels: str | Sequence[str], event: str, socket_id: str | None
+    ) -> tuple[list[str], str, str | None]:
+        names = [channels] if isinstance(channels, str) else list(channels)
+        if not names:
+            raise LimitExceeded("publish needs at least one channel")
+        for name in names:
+            validate_channel_name(name)
+        validate_event_name(event)
+        return names, event, None if socket_id is None else validate_socket_id(socket_id)
+
+    @staticmethod
+    def checked_events(events: Iterable[Event | Mapping[str, Any]]) -> list[tuple[Event, Payload]]:
+        checked = []
+        for item in events:
+            event = item if isinstance(item, Event) else Event(**item)
+            validate_channel_name(event.channel)
+            validate_event_name(event.name)
+            if event.socket_id is not None:
+                validate_socket_id(event.socket_id)
+            checked.append((event, Payload.of(event.data)))
+        return checked
+
+    def combine(self, results: dict[str, T], errors: dict[str, RelayError]) -> T:
+        if errors:
+            raise MirrorError(dict(results), errors)
+        return next(iter(results.values()))
+
+
+class Relay:
+    """The synchronous client. Build it with :meth:`from_url` or :meth:`from_env`."""
+
+    def __init__(
+        self, url: str | ProviderConfig, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SyncSender | None = None
+    ) -> None:
+        mode, configs = parse_configuration(url)
+        self._ops = _Operations(mode, configs)
+        self._sender = sender or SyncSender(retry)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Relay:
+        return cls(url, **options)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Relay:
+        return cls(_configuration_from_env(environ), **options)
+
+    def __repr__(self) -> str:
+        return f"Relay({_describe(self._ops)!r})"
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sender.close()
+
+    @property
+    def adapter(self) -> Adapter:
+        return self._ops.primary
+
+    def _run(self, call: Call[T], adapter: Adapter) -> T:
+        response = None if call.request is None else self._sender.send(call.request, adapter.error_for)
+        return call.parse(response)
+
+    def _each(self, operation: Any, capability: Capability) -> Any:
+        """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode."""
+        results: dict[str, object] = {}
+        errors: dict[str, RelayError] = {}
+        for route in self._ops.routes:
+            try:
+                self._ops.require(route.adapter, capability)
+                outcome = [self._run(call, route.adapter) for call in operation(route.adapter)]
+            except RelayError as error:
+                if self._ops.mode is Mode.SINGLE or (self._ops.mode is Mode.FAILOVER and not _can_fail_over(error)):
+                    raise
+                errors[route.label] = error
+                continue
+            results[route.label] = outcome
+            if self._ops.mode is not Mode.MIRROR:
+                return outcome
+        if self._ops.mode is Mode.FAILOVER:
+            raise next(reversed(errors.values()))
+        return self._ops.combine(results, errors)
+
+    # -- publishing -------------------------------------------------------------------------------------------
+
+    def publish(
+        self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
+    ) -> PublishResult:
+        """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels."""
+        names, event, socket_id = _Operations.checked_publish(channels, event, socket_id)
+        payload = Payload.of(data)
+        parts = self._each(
+            lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
+        )
+        return _merge(parts)
+
+    def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
+        checked = _Operations.checked_events(events)
+        return _merge(self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH))
+
+    def send_to_user(self, user_id: str, event: str, data: Any) -> None:
+        validate_event_name(event)
+        payload = Payload.of(data)
+        self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER)
+
+    def terminate_user_connections(self, user_id: str) -> None:
+        self._each(lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER)
+
+    # -- queries ----------------------------------------------------------------------------------------------
+
+    def channel(self, name: str) -> ChannelInfo:
+        validate_channel_name(name)
+        result: ChannelInfo = self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO)[0]
+        return result
+
+    def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
+        result: dict[str, ChannelInfo] = self._each(
+            lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST
+        )[0]
+        return result
+
+    def presence_members(self, channel: str) -> list[PresenceMember]:
+        validate_channel_name(channel)
+        result: list[PresenceMember] = self._each(lambda a: [a.presence_members(channel)], Capability.PRESENCE)[0]
+        return result
+
+    # -- auth and webhooks (no I/O) ---------------------------------------------------------------------------
+
+    def authorize_channel(self, socket_id: str, channel: str, user: UserLike | None = None) -> dict[str, Any]:
+        """The body the primary provider's client expects from a channel-auth endpoint."""
+        self._ops.require(self.adapter, Capability.CHANNEL_AUTH)
+        return self.adapter.authorize_channel(
+            validate_socket_id(socket_id), validate_channel_name(channel), None if user is None else User.coerce(user)
+        )
+
+    def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
+        self._ops.require(self.adapter, Capability.USER_AUTH)
+        return self.adapter.authenticate_user(validate_socket_id(socket_id), User.coerce(user))
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+        """Check a webhook's signature and return its events in one model for every provider."""
+        return _verify_webhook(self._ops, headers, body)
+
+
+class AsyncRelay:
+    """The asynchronous client: the same methods as :class:`Relay`, awaited."""
+
+    def __init__(
+        self, url: str | ProviderConfig, *, retry: RetryPolicy = DEFAULT_RETRY, sender: AsyncSender | None = None
+    ) -> None:
+        mode, configs = parse_configuration(url)
+        self._ops = _Operations(mode, configs)
+        self._sender = sender or AsyncSender(retry)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncRelay:
+        return cls(url, **options)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncRelay:
+        return cls(_configuration_from_env(environ), **options)
+
+    def __repr__(self) -> str:
+        return f"AsyncRelay({_describe(self._ops)!r})"
+
+    async def __aenter__(self) -> AsyncRelay:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._sender.aclose()
+
+    @property
+    def adapter(self) -> Adapter:
+        return self._ops.primary
+
+    async def _run(self, call: Call[T], adapter: Adapter) -> T:
+        response = None if call.request is None else await self._sender.send(call.request, adapter.error_for)
+        return call.parse(response)
+
+    async def _each(self, operation: Any, capability: Capability) -> Any:
+        results: dict[str, object] = {}
+        errors: dict[str, RelayError] = {}
+        for route in self._ops.routes:
+            try:
+                self._ops.require(route.adapter, capability)
+                outcome = [await self._run(call, route.adapter) for call in operation(route.adapter)]
+            except RelayError as error:
+                if self._ops.mode is Mode.SINGLE or (self._ops.mode is Mode.FAILOVER and not _can_fail_over(error)):
+                    raise
+                errors[route.label] = error
+                continue
+            results[route.label] = outcome
+            if self._ops.mode is not Mode.MIRROR:
+                return outcome
+        if self._ops.mode is Mode.FAILOVER:
+            raise next(reversed(errors.values()))
+        return self._ops.combine(results, errors)
+
+    async def publish(
+        self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
+    ) -> PublishResult:
+        names, event, socket_id = _Operations.checked_publish(channels, event, socket_id)
+        payload = Payload.of(data)
+        parts = await self._each(
+            lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
+        )
+        return _merge(parts)
+
+    async def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
+        checked = _Operations.checked_events(events)
+        return _merge(await self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH))
+
+    async def send_to_user(self, user_id: str, event: str, data: Any) -> None:
+        validate_event_name(event)
+        payload = Payload.of(data)
+        await self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER)
+
+    async def terminate_user_connections(self, user_id: str) -> None:
+        await self._each(lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER)
+
+    async def channel(self, name: str) -> ChannelInfo:
+        validate_channel_name(name)
+        result: ChannelInfo = (await self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO))[0]
+        return result
+
+    async def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
+        result: dict[str, ChannelInfo] = (
+            await self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST)
+        )[0]
+        return result
+
+    async def presence_members(self, channel: str) -> list[PresenceMember]:
+        validate_channel_name(channel)
+        result: list[PresenceMember] = (
+            await self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE)
+        )[0]
+        return result
+
+    def authorize_channel(self, socket_id: str, channel: str, user: UserLike | None = None) -> dict[str, Any]:
+        self._ops.require(self.adapter, Capability.CHANNEL_AUTH)
+        return self.adapter.authorize_channel(
+            validate_socket_id(socket_id), validate_channel_name(channel), None if user is None else User.coerce(user)
+        )
+
+    def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
+        self._ops.require(self.adapter, Capability.USER_AUTH)
+        return self.adapter.authenticate_user(validate_socket_id(socket_id), User.coerce(user))
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+        return _verify_webhook(self._ops, headers, body)
+
+
+def _verify_webhook(ops: _Operations, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+    """Any configured provider may be the sender (during a migration both are)."""
+    failures: list[RelayError] = []
+    for route in ops.routes:
+        try:
+            return route.adapter.verify_webhook(headers, body)
+        except RelayError as error:
+            failures.append(error)
+    raise failures[0]
+
+
+def _merge(parts: list[PublishResult]) -> PublishResult:
+    return PublishResult(
+        tuple(channel for part in parts for channel in part.channels),
+        tuple(message_id for part in parts for message_id in part.message_ids),
+    )
+
+
+def _describe(ops: _Operations) -> str:
+    urls = "|".join(route.label for route in ops.routes)
+    return urls if ops.mode is Mode.SINGLE else f"{ops.mode.value}:{urls}"
+
+
+def _configuration_from_env(environ: Mapping[str, str] | None) -> str | ProviderConfig:
+    env = os.environ if environ is None else environ
+    return env["RELAY_URL"] if env.get("RELAY_URL") else from_env(env)

@@ -1,0 +1,160 @@
+"""Provider configuration from one URL or the conventional environment variables.
+
+    pusher://KEY:SECRET@api-eu.pusher.com/apps/APP_ID     hosted Pusher (or pusher://KEY:SECRET@eu/apps/ID: a cluster)
+    emulator://KEY:SECRET@127.0.0.1:6001/apps/APP_ID      the Relay emulator (plain HTTP unless ?tls=true)
+    ably://KEYNAME:KEYSECRET@rest.ably.io                 Ably (the host may be omitted)
+    memory://                                             in process, for tests
+
+Secrets never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from relay.errors import ConfigError
+
+SCHEMES = ("pusher", "emulator", "ably", "memory")
+DEFAULT_ABLY_HOST = "rest.ably.io"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    scheme: str
+    key: str = ""
+    secret: str = field(default="", repr=False)
+    app_id: str = ""
+    host: str = ""
+    port: int | None = None
+    tls: bool = True
+    encryption_master_key: bytes | None = field(default=None, repr=False)
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        default_port = 443 if self.tls else 80
+        port = "" if self.port in (None, default_port) else f":{self.port}"
+        return f"{scheme}://{self.host}{port}"
+
+    def url(self, *, privacy: bool = True) -> str:
+        """The configuration as a URL; with ``privacy`` the secret is replaced by ``***``."""
+        if self.scheme == "memory":
+            return f"memory://{self.host}"
+        secret = "***" if privacy else quote(self.secret, safe="")
+        port = f":{self.port}" if self.port is not None else ""
+        path = f"/apps/{self.app_id}" if self.scheme in ("pusher", "emulator") else ""
+        query = "" if self.tls or self.scheme != "pusher" else "?tls=false"
+        if self.scheme == "emulator" and self.tls:
+            query = "?tls=true"
+        return f"{self.scheme}://{quote(self.key, safe='.')}:{secret}@{self.host}{port}{path}{query}"
+
+    def __repr__(self) -> str:
+        return f"ProviderConfig({self.url()!r})"
+
+
+def parse_url(url: str) -> ProviderConfig:
+    """Parse a provider URL; a mistake raises :class:`ConfigError` naming the fix (and never the secret)."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"a provider URL looks like scheme://…, with scheme one of {', '.join(SCHEMES)}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown provider scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+    if scheme == "memory":
+        return ProviderConfig(scheme="memory", host=parts.hostname or "")
+    key, secret = unquote(parts.username or ""), unquote(parts.password or "")
+    if not key or not secret:
+        hint = "KEYNAME:KEYSECRET" if scheme == "ably" else "KEY:SECRET"
+        raise ConfigError(f"{scheme}:// URL needs credentials: {scheme}://{hint}@host…")
+    options = dict(parse_qsl(parts.query))
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{scheme}:// URL has an invalid port") from None
+    tls = _flag(options.pop("tls", "false" if scheme == "emulator" else "true"), "tls")
+    master_key = _master_key(options.pop("encryption_master_key", None))
+    host = parts.hostname or ""
+    if scheme == "ably":
+        if "." not in key:
+            raise ConfigError("ably:// URL needs the full key name APPID.KEYID before the colon (Ably → API Keys)")
+        return ProviderConfig(
+            "ably", key, secret, key.partition(".")[0], host or DEFAULT_ABLY_HOST, port, tls, None, options
+        )
+    app_id = _app_id(parts.path, scheme)
+    if not host:
+        raise ConfigError(f"{scheme}:// URL needs a host, for example {scheme}://KEY:SECRET@127.0.0.1:6001/apps/1")
+    if scheme == "pusher" and "." not in host and host != "localhost":
+        host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1"
+    return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key, options)
+
+
+def _app_id(path: str, scheme: str) -> str:
+    segments = [segment for segment in path.split("/") if segment]
+    if len(segments) != 2 or segments[0] != "apps":
+        raise ConfigError(f"{scheme}:// URL must end with /apps/APP_ID")
+    return unquote(segments[1])
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _master_key(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("encryption_master_key must be base64 (32 random bytes: `openssl rand -base64 32`)") from None
+    if len(key) != 32:
+        raise ConfigError(f"encryption_master_key must decode to 32 bytes, got {len(key)}")
+    return key
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
+    """``RELAY_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``."""
+    env = os.environ if environ is None else environ
+    if env.get("RELAY_URL"):
+        return parse_url(env["RELAY_URL"])
+    pusher_names = ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")
+    if any(env.get(name) for name in pusher_names):
+        missing = [name for name in pusher_names if not env.get(name)]
+        if missing:
+            raise ConfigError(f"set {', '.join(missing)} too (or RELAY_URL instead of the PUSHER_* variables)")
+        scheme = env.get("PUSHER_SCHEME", "https").lower()
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"PUSHER_SCHEME must be http or https, got {scheme!r}")
+        host = env.get("PUSHER_HOST") or f"api-{env.get('PUSHER_CLUSTER') or 'mt1'}.pusher.com"
+        port_text = env.get("PUSHER_PORT")
+        if port_text is not None and not port_text.isdigit():
+            raise ConfigError(f"PUSHER_PORT must be a number, got {port_text!r}")
+        master_key = _master_key(env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64"))
+        return ProviderConfig(
+            "pusher",
+            env["PUSHER_KEY"],
+            env["PUSHER_SECRET"],
+            env["PUSHER_APP_ID"],
+            host,
+            int(port_text) if port_text else None,
+            scheme == "https",
+            master_key,
+        )
+    if env.get("ABLY_API_KEY"):
+        key_name, _, secret = env["ABLY_API_KEY"].partition(":")
+        if not secret or "." not in key_name:
+            raise ConfigError("ABLY_API_KEY looks like APPID.KEYID:SECRET (Ably dashboard → API Keys)")
+        return ProviderConfig("ably", key_name, secret, key_name.partition(".")[0], DEFAULT_ABLY_HOST)
+    raise ConfigError(
+        "no provider configured: set RELAY_URL (e.g. emulator://app-key:app-secret@127.0.0.1:6001/apps/1)"
+    )

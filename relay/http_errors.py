@@ -1,0 +1,50 @@
+"""HTTP statuses from a provider turned into Relay's typed errors."""
+
+from __future__ import annotations
+
+from relay.errors import (
+    AuthenticationError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProtocolError,
+    ProviderError,
+    RateLimited,
+    RelayError,
+)
+
+_BY_STATUS: dict[int, type[RelayError]] = {
+    400: ProtocolError,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    413: PayloadTooLarge,
+    422: ProtocolError,
+    429: RateLimited,
+}
+
+_ADVICE: dict[int, str] = {
+    401: "check the key and secret in the provider URL, and the server clock",
+    403: "the app is disabled, over quota, or the key lacks this permission",
+    404: "check the app id and host in the provider URL",
+    413: "the payload is over the provider's size limit",
+    429: "slow down; retry after the given delay",
+}
+
+
+def error_for_status(
+    provider: str, status: int, message: str, *, code: int | None = None, retry_after: float | None = None
+) -> RelayError:
+    error_class = _BY_STATUS.get(status, ProviderError)
+    advice = _ADVICE.get(status)
+    text = f"{provider} answered {status}: {message}" + (f" ({advice})" if advice else "")
+    return error_class(text, http_status=status, code=code, retry_after=retry_after)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

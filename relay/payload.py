@@ -1,0 +1,25 @@
+"""Event data, encoded once per publish whatever the number of channels or providers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from relay.protocol.frames import dumps
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """``text`` is what Pusher carries; ``is_json`` says whether it is JSON Relay encoded (Ably marks it so)."""
+
+    text: str
+    is_json: bool
+
+    @classmethod
+    def of(cls, data: Any) -> Payload:
+        if isinstance(data, str):
+            return cls(data, False)
+        try:
+            return cls(dumps(data), True)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"event data must be a str or JSON-serialisable: {exc}") from None

@@ -1,0 +1,147 @@
+"""The only I/O the library does: send an adapter's request with httpx, retrying what is safe to retry.
+
+Retried: 429 and 503 (the provider did not process the request), connection failures (nothing was sent), and for
+idempotent requests also other 5xx answers and timeouts. The delay doubles from ``backoff`` with full jitter, and a
+``Retry-After`` header wins. Whatever is not retried, or still fails after ``attempts``, becomes a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from relay.adapters.base import HttpRequest, HttpResponse
+from relay.errors import TransportError
+from relay.http_errors import parse_retry_after
+
+ErrorFor = Callable[[HttpResponse], Exception]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff: float = 0.25
+    max_delay: float = 10.0
+    timeout: float = 10.0
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def retry_delay(
+    policy: RetryPolicy,
+    attempt: int,
+    request: HttpRequest,
+    response: HttpResponse | None,
+    *,
+    request_was_sent: bool,
+    jitter: Callable[[], float],
+) -> float | None:
+    """Seconds to wait before attempt ``attempt + 1``, or None when the failure is final."""
+    if attempt >= policy.attempts:
+        return None
+    if response is None:
+        retryable = not request_was_sent or request.idempotent
+    else:
+        retryable = response.status in (429, 503) or (response.status >= 500 and request.idempotent)
+    if not retryable:
+        return None
+    retry_after = None if response is None else parse_retry_after(response.headers.get("retry-after"))
+    if retry_after is not None:
+        return min(retry_after, policy.max_delay)
+    exponential: float = policy.backoff * 2.0 ** (attempt - 1)
+    return min(exponential, policy.max_delay) * (0.5 + jitter() / 2)
+
+
+def _response(response: httpx.Response) -> HttpResponse:
+    return HttpResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+
+
+def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportError:
+    host = httpx.URL(request.url).host
+    return TransportError(f"could not reach {host}: {exc.__class__.__name__}; check the host, port and network")
+
+
+def _was_sent(exc: httpx.HTTPError) -> bool:
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+class SyncSender:
+    def __init__(
+        self,
+        policy: RetryPolicy = DEFAULT_RETRY,
+        *,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.policy = policy
+        self._client = client or httpx.Client(timeout=policy.timeout)
+        self._sleep = sleep
+        self._jitter = jitter
+
+    def send(self, request: HttpRequest, error_for: ErrorFor) -> HttpResponse:
+        attempt = 0
+        while True:
+            attempt += 1
+            response: HttpResponse | None = None
+            try:
+                raw = self._client.request(request.method, request.url, headers=request.headers, content=request.body)
+            except httpx.HTTPError as exc:
+                error: Exception = _transport_error(request, exc)
+                sent = _was_sent(exc)
+            else:
+                response = _response(raw)
+                if 200 <= response.status < 300:
+                    return response
+                error, sent = error_for(response), True
+            delay = retry_delay(self.policy, attempt, request, response, request_was_sent=sent, jitter=self._jitter)
+            if delay is None:
+                raise error
+            self._sleep(delay)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncSender:
+    def __init__(
+        self,
+        policy: RetryPolicy = DEFAULT_RETRY,
+        *,
+        client: httpx.AsyncClient | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.policy = policy
+        self._client = client or httpx.AsyncClient(timeout=policy.timeout)
+        self._jitter = jitter
+
+    async def send(self, request: HttpRequest, error_for: ErrorFor) -> HttpResponse:
+        attempt = 0
+        while True:
+            attempt += 1
+            response: HttpResponse | None = None
+            try:
+                raw = await self._client.request(
+                    request.method, request.url, headers=request.headers, content=request.body
+                )
+            except httpx.HTTPError as exc:
+                error: Exception = _transport_error(request, exc)
+                sent = _was_sent(exc)
+            else:
+                response = _response(raw)
+                if 200 <= response.status < 300:
+                    return response
+                error, sent = error_for(response), True
+            delay = retry_delay(self.policy, attempt, request, response, request_was_sent=sent, jitter=self._jitter)
+            if delay is None:
+                raise error
+            await asyncio.sleep(delay)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
