@@ -1,0 +1,471 @@
+"""The cost model's values: a workload, the pricing data, and what an estimate returns.
+
+Every value is a frozen dataclass. A `Workload` checks itself when it is built, so an invalid one never reaches
+`relay.cost.estimate`; the pricing loader (`relay.cost.pricing`) checks the data file the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal
+
+from relay.errors import ConfigError
+
+__all__ = [
+    "Capacity",
+    "Crossover",
+    "Estimate",
+    "LimitCheck",
+    "Model",
+    "Plan",
+    "PlanFit",
+    "PlanStatus",
+    "Prices",
+    "Provider",
+    "ProviderEstimate",
+    "ProviderKind",
+    "ProviderStatus",
+    "Workload",
+]
+
+MINUTES_PER_DAY = 1_440
+SECONDS_PER_DAY = 86_400
+
+ProviderKind = Literal["managed", "selfhosted"]
+PlanStatus = Literal["fits", "does_not_fit", "custom", "unknown", "unsuitable"]
+ProviderStatus = Literal["fits", "does_not_fit", "unknown"]
+
+
+def _flag(name: str, help_text: str) -> dict[str, str]:
+    return {"flag": name, "help": help_text}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a realtime app does, per average day of the month, plus its peaks.
+
+    All per-day counts are for an average day. ``peak_day_factor`` says how much busier the busiest UTC day is (Pusher's
+    daily message cap is checked against that day); ``peak_factor`` says how much faster than the day's average rate
+    traffic runs in its busiest second (per-second and per-hour limits, and self-hosted CPU, are checked at that rate).
+
+    A "publish" is one event published through the server API to one channel (a trigger to three channels is three
+    publishes). A "client event" is one event a connected client sends to a channel; it is delivered to the channel's
+    other subscribers (``client_event_recipients``). Presence events are members joining and leaving.
+    """
+
+    connections: int = field(metadata=_flag("--connections", "peak concurrent connections"))
+    publishes_per_day: float = field(default=0.0, metadata=_flag("--publishes-per-day", "server publishes per day"))
+    subscribers_per_publish: float = field(
+        default=0.0, metadata=_flag("--subscribers-per-publish", "average subscribers receiving each publish")
+    )
+    client_events_per_day: float = field(
+        default=0.0, metadata=_flag("--client-events-per-day", "client events per day")
+    )
+    client_event_recipients: float | None = field(
+        default=None, metadata=_flag("--client-event-recipients", "average recipients of a client event")
+    )
+    presence_events_per_day: float = field(
+        default=0.0, metadata=_flag("--presence-events-per-day", "presence joins + leaves per day")
+    )
+    presence_subscribers: float | None = field(
+        default=None, metadata=_flag("--presence-subscribers", "average members told of each join or leave")
+    )
+    webhooks_per_day: float = field(default=0.0, metadata=_flag("--webhooks-per-day", "webhook requests per day"))
+    api_requests_per_day: float = field(
+        default=0.0, metadata=_flag("--api-requests-per-day", "HTTP API calls other than publishes per day")
+    )
+    message_bytes: float = field(default=1024.0, metadata=_flag("--message-size", "average message size in bytes"))
+    days_per_month: float = field(default=30.0, metadata=_flag("--days-per-month", "days in the billed month"))
+    peak_day_factor: float = field(default=1.0, metadata=_flag("--peak-day-factor", "busiest day / average day"))
+    peak_factor: float = field(default=1.0, metadata=_flag("--peak-factor", "peak-second rate / average rate"))
+    channels: int | None = field(default=None, metadata=_flag("--channels", "peak concurrently active channels"))
+    connection_minutes_per_day: float | None = field(
+        default=None, metadata=_flag("--average-connections", "connection-minutes per day")
+    )
+    channel_minutes_per_day: float | None = field(
+        default=None, metadata=_flag("--average-channels", "channel-minutes per day")
+    )
+    bytes_out_per_day: float | None = field(default=None, metadata=_flag("--usage", "bytes sent to clients per day"))
+    size_units_5kib: float | None = field(default=None, metadata=_flag("--usage", "average 5 KiB units per message"))
+    size_units_2kib: float | None = field(default=None, metadata=_flag("--usage", "average 2 KiB units per message"))
+    mau: int | None = field(default=None, metadata=_flag("--mau", "monthly active users"))
+    echo: bool = field(default=True, metadata=_flag("--no-echo", "Ably echoes client publishes to the sender"))
+    origin: str = field(default="described", metadata=_flag("--usage", "where the workload came from"))
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("echo", "origin"):
+                continue
+            if value is None and f.default is None:
+                continue
+            flag = f.metadata.get("flag", "")
+            where = f"workload field {f.name}" + (f" ({flag})" if flag and flag != "--usage" else "")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{where} must be a finite number ≥ 0, got {value!r}")
+            if f.name in ("connections", "channels", "mau") and value != int(value):
+                raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        if not 1 <= self.days_per_month <= 31:
+            raise ConfigError(
+                f"workload field days_per_month (--days-per-month) must be 1–31, got {self.days_per_month}"
+            )
+        for name in ("peak_day_factor", "peak_factor"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"workload field {name} ({flag}) must be ≥ 1 (a peak is at least the average), "
+                    f"got {getattr(self, name)}"
+                )
+        for name in ("size_units_5kib", "size_units_2kib"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(
+                    f"workload field {name} must be ≥ 1 (every message is at least one unit), got {value}"
+                )
+
+    # Defaults that depend on other fields: one place, so every rule and every assumption line agrees.
+
+    @property
+    def ce_recipients(self) -> float:
+        return self.subscribers_per_publish if self.client_event_recipients is None else self.client_event_recipients
+
+    @property
+    def presence_audience(self) -> float:
+        return self.subscribers_per_publish if self.presence_subscribers is None else self.presence_subscribers
+
+    @property
+    def peak_channels(self) -> int:
+        return self.connections if self.channels is None else self.channels
+
+    @property
+    def connection_minutes(self) -> float:
+        """Connection-minutes per average day (default: the peak held all day)."""
+        if self.connection_minutes_per_day is None:
+            return float(self.connections * MINUTES_PER_DAY)
+        return self.connection_minutes_per_day
+
+    @property
+    def channel_minutes(self) -> float:
+        """Channel-minutes per average day (default: the peak channel count held all day)."""
+        if self.channel_minutes_per_day is None:
+            return float(self.peak_channels * MINUTES_PER_DAY)
+        return self.channel_minutes_per_day
+
+    @property
+    def messages_sent(self) -> float:
+        """Messages with a payload per day: publishes and client events."""
+        return self.publishes_per_day + self.client_events_per_day
+
+    def units_of(self, kib: int) -> float:
+        """Average billing units of ``kib`` KiB per message (a message is at least one unit)."""
+        measured = {5: self.size_units_5kib, 2: self.size_units_2kib}.get(kib)
+        if measured is not None:
+            return measured
+        return float(max(1, math.ceil(self.message_bytes / (kib * 1024))))
+
+    def per_second_at_peak(self, per_day: float) -> float:
+        return per_day * self.peak_day_factor * self.peak_factor / SECONDS_PER_DAY
+
+    def scaled(self, factor: float) -> Workload:
+        """``factor`` times the users: connections, channels, users and every per-day count grow by ``factor``.
+
+        Fan-out (subscribers per publish), message size, peaks and days stay the same: that is ``factor`` times as
+        many rooms of the same size.
+        """
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not math.isfinite(factor) or factor <= 0:
+            raise ConfigError(f"scale (--scale) must be a number > 0, got {factor!r}")
+
+        def whole(value: int | None) -> int | None:
+            return None if value is None else math.ceil(round(value * factor, 6))
+
+        def times(value: float | None) -> float | None:
+            return None if value is None else value * factor
+
+        return replace(
+            self,
+            connections=math.ceil(round(self.connections * factor, 6)),
+            channels=whole(self.channels),
+            mau=whole(self.mau),
+            publishes_per_day=self.publishes_per_day * factor,
+            client_events_per_day=self.client_events_per_day * factor,
+            presence_events_per_day=self.presence_events_per_day * factor,
+            webhooks_per_day=self.webhooks_per_day * factor,
+            api_requests_per_day=self.api_requests_per_day * factor,
+            connection_minutes_per_day=times(self.connection_minutes_per_day),
+            channel_minutes_per_day=times(self.channel_minutes_per_day),
+            bytes_out_per_day=times(self.bytes_out_per_day),
+            origin=self.origin if factor == 1 else f"{self.origin}, scaled ×{factor:g}",
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One plan (or machine size) of one provider, as the pricing file states it.
+
+    ``price_usd_month`` is None when the price is custom (contact sales) or unknown (``price_status`` says which).
+    A limit of ``math.inf`` is unlimited; a limit the file marks "unknown" is None and named in ``unknown``.
+    Which fields a plan needs depends on its provider's ``unit_rules`` (see `relay.cost.pricing`).
+    """
+
+    id: str
+    name: str
+    price_usd_month: float | None
+    price_status: Literal["listed", "custom", "unknown"] = "listed"
+    as_of: str = ""
+    source: str = ""
+    confidence: str = ""
+    notes: tuple[str, ...] = ()
+    unknown: frozenset[str] = frozenset()
+    # limits
+    connections: float | None = None
+    channels: float | None = None
+    messages_per_day: float | None = None
+    messages_per_month: float | None = None
+    messages_per_hour: float | None = None
+    messages_per_second: float | None = None
+    transactions_per_month: float | None = None
+    max_message_bytes: float | None = None
+    presence_members: float | None = None
+    mau: float | None = None
+    # what the base fee includes, and usage prices beyond it
+    included_messages_per_month: float | None = None
+    included_connections: float | None = None
+    included_usage_usd: float | None = None
+    usage_hard_cap: bool = False
+    minimum_usd_month: float | None = None
+    usd_per_million_messages: float | None = None
+    usd_per_million_connection_minutes: float | None = None
+    usd_per_million_channel_minutes: float | None = None
+    usd_per_gib_bandwidth: float | None = None
+    usd_per_1000_connections: float | None = None
+    usd_per_mau: float | None = None
+    fair_use_messages_per_mau: float | None = None
+    fair_use_connection_minutes_per_mau: float | None = None
+    usd_per_replicated_transaction: float | None = None
+    usd_per_edge_transaction: float | None = None
+    # self-hosting: one emulator process per machine (or per replica)
+    memory_mb: float | None = None
+    vcpus: float | None = None
+    cpu_cores: float | None = None
+    included_egress_gib: float | None = None
+    usd_per_gib_egress: float | None = None
+    usd_per_vcpu_month: float | None = None
+    usd_per_gb_ram_month: float | None = None
+    suitable: bool = True
+    unsuitable_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Provider:
+    id: str
+    name: str
+    kind: ProviderKind
+    unit_rules: str
+    plans: tuple[Plan, ...]
+    as_of: str
+    source: str
+    confidence: str
+    notes: tuple[str, ...] = ()
+    redis_usd_month: float = 0.0
+    redis_note: str = ""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What one emulator process holds and does, per core of the benchmark machine (see ``hardware``)."""
+
+    hardware: str
+    source: str
+    confidence: str
+    as_of: str
+    base_rss_mb: float
+    kb_per_connection: float
+    cpu_us_per_delivery: float
+    cpu_us_per_request: float
+    cpu_us_per_forwarded_publish: float
+    memory_usable: float
+    cpu_usable: float
+    idle_cpu_cores: float
+
+
+@dataclass(frozen=True)
+class Model:
+    """Modelling constants that are not any provider's price."""
+
+    frame_overhead_bytes: float
+    presence_frame_bytes: float
+    mau_per_peak_connection: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Prices:
+    """A whole pricing file: its version and date, the modelling constants, and every provider."""
+
+    schema: int
+    version: str
+    as_of: str
+    origin: str
+    model: Model
+    capacity: Capacity
+    providers: tuple[Provider, ...]
+
+    def provider(self, provider_id: str) -> Provider:
+        for provider in self.providers:
+            if provider.id == provider_id:
+                return provider
+        known = ", ".join(p.id for p in self.providers)
+        raise ConfigError(f"unknown provider {provider_id!r}; the pricing data has: {known}")
+
+
+@dataclass(frozen=True)
+class LimitCheck:
+    """One limit of one plan against the workload: ``used`` must not exceed ``limit`` (None: the limit is unknown)."""
+
+    name: str
+    used: float
+    limit: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.limit is not None and self.used <= self.limit
+
+    @property
+    def ratio(self) -> float | None:
+        if self.limit is None:
+            return None
+        if math.isinf(self.limit):
+            return 0.0
+        if self.limit == 0:
+            return math.inf if self.used > 0 else 0.0
+        return self.used / self.limit
+
+    def describe(self) -> str:
+        if self.limit is None:
+            return f"{self.name} {_num(self.used)} (limit unknown)"
+        return f"{self.name} {_num(self.used)} {'≤' if self.ok else '>'} {_num(self.limit)}"
+
+
+def _num(value: float) -> str:
+    if math.isinf(value):
+        return "unlimited"
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class PlanFit:
+    """One plan evaluated against the workload."""
+
+    provider: str
+    plan: str
+    name: str
+    status: PlanStatus
+    monthly_usd: float | None
+    checks: tuple[LimitCheck, ...]
+    units: tuple[tuple[str, float], ...]
+    cost_lines: tuple[tuple[str, float], ...]
+    reason: str = ""
+    nodes: int | None = None
+    confidence: str = ""
+    as_of: str = ""
+    source: str = ""
+
+    @property
+    def breaks(self) -> tuple[LimitCheck, ...]:
+        return tuple(c for c in self.checks if c.limit is not None and not c.ok)
+
+    @property
+    def tightest(self) -> LimitCheck | None:
+        known = [c for c in self.checks if c.ratio is not None and c.limit is not None and not math.isinf(c.limit)]
+        return max(known, key=lambda c: c.ratio or 0.0, default=None)
+
+    @property
+    def headroom(self) -> float | None:
+        """1 − the highest used/limit ratio among this plan's finite limits (None if it has none)."""
+        tightest = self.tightest
+        if tightest is None or tightest.ratio is None:
+            return None
+        return 1.0 - tightest.ratio
+
+
+@dataclass(frozen=True)
+class ProviderEstimate:
+    """A provider's answer: the cheapest plan that fits (or why none does), what it bills and on what assumptions."""
+
+    provider: str
+    name: str
+    kind: ProviderKind
+    unit_rules: str
+    status: ProviderStatus
+    plan: str | None
+    monthly_usd: float | None
+    limit: str
+    headroom: float | None
+    units: tuple[tuple[str, float], ...]
+    cost_lines: tuple[tuple[str, float], ...]
+    plans: tuple[PlanFit, ...]
+    assumptions: tuple[str, ...]
+    confidence: str
+    as_of: str
+    source: str
+    nodes: int | None = None
+
+    def unit(self, name: str) -> float:
+        for key, value in self.units:
+            if key == name:
+                return value
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    workload: Workload
+    pricing_version: str
+    pricing_as_of: str
+    pricing_origin: str
+    providers: tuple[ProviderEstimate, ...]
+    assumptions: tuple[str, ...]
+
+    def provider(self, provider_id: str) -> ProviderEstimate:
+        for result in self.providers:
+            if result.provider == provider_id:
+                return result
+        raise KeyError(provider_id)
+
+    def cheapest(self, kind: ProviderKind | None = None) -> ProviderEstimate | None:
+        priced = [
+            p for p in self.providers if p.monthly_usd is not None and p.status == "fits" and kind in (None, p.kind)
+        ]
+        return min(priced, key=lambda p: p.monthly_usd or 0.0, default=None)
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Where self-hosting starts (``direction="above"``) or stops (``"below"``) being cheaper than ``managed``.
+
+    ``connections`` is the last peak-connection count on the managed side of the change: self-hosting is cheaper
+    above it (or, for "below", up to it).
+    """
+
+    managed: str
+    managed_name: str
+    direction: Literal["above", "below"]
+    connections: int
+    scale: float
+    selfhosted: str
+    selfhosted_plan: str
+    managed_usd: float | None
+    selfhosted_usd: float | None
+
+    def describe(self) -> str:
+        cheaper = "cheaper" if self.direction == "above" else "no longer cheaper"
+        target = "every managed option" if self.managed == "*" else self.managed_name
+        return (
+            f"self-hosting ({self.selfhosted} {self.selfhosted_plan}) is {cheaper} than {target} "
+            f"above {self.connections:,} connections"
+        )

@@ -1,0 +1,129 @@
+"""Channel authorization rules: route-like patterns bound to functions that decide who may subscribe.
+
+    rules = ChannelRules()
+
+    @rules.channel("private-orders.{order_id}")
+    def order_owner(user: User, order_id: str) -> bool:
+        return orders.owner_of(order_id) == user.id
+
+    @rules.channel("presence-kitchen")
+    def kitchen_staff(user: User) -> dict[str, str] | None:
+        return {"name": user.info["name"]} if user.info.get("role") == "kitchen" else None
+
+A rule returns True (allow), False or None (deny), a mapping (allow; for presence, the member's user_info) or a
+:class:`User` (allow, as that member). Private and presence channels without a matching rule are denied; public
+channels are allowed (Ably still needs a token to subscribe to them).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from relay.errors import PermissionDenied
+from relay.models import User
+from relay.protocol.channels import classify
+
+RuleResult = bool | Mapping[str, Any] | User | None
+Rule = Callable[..., RuleResult | Awaitable[RuleResult]]
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER_VALUE = r"[A-Za-z0-9_\-=@,;]+"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``member`` is the presence member to sign for (None for other channels)."""
+
+    channel: str
+    member: User | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    pattern: str
+    regex: re.Pattern[str]
+    rule: Rule
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``private-orders.{order_id}`` → a regex whose groups are the placeholders (which never span a dot)."""
+    parts: list[str] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(pattern):
+        parts.append(re.escape(pattern[position : match.start()]))
+        parts.append(f"(?P<{match.group(1)}>{_PLACEHOLDER_VALUE})")
+        position = match.end()
+    parts.append(re.escape(pattern[position:]))
+    return re.compile("".join(parts))
+
+
+class ChannelRules:
+    def __init__(self) -> None:
+        self._entries: list[_Entry] = []
+
+    def channel(self, pattern: str) -> Callable[[Rule], Rule]:
+        """Register the decorated function for channels matching ``pattern``; the first match wins."""
+        regex = compile_pattern(pattern)
+
+        def register(rule: Rule) -> Rule:
+            self._entries.append(_Entry(pattern, regex, rule))
+            return rule
+
+        return register
+
+    def add(self, pattern: str, rule: Rule) -> None:
+        self.channel(pattern)(rule)
+
+    def _match(self, channel: str) -> tuple[Rule, dict[str, str]] | None:
+        for entry in self._entries:
+            match = entry.regex.fullmatch(channel)
+            if match is not None:
+                return entry.rule, match.groupdict()
+        return None
+
+    def authorize(self, user: User | None, channel: str) -> Decision:
+        """Decide with synchronous rules; raises :class:`PermissionDenied` when the channel is refused."""
+        found = self._match(channel)
+        if found is None:
+            return self._unmatched(user, channel)
+        rule, params = found
+        result = rule(user, **params)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(f"the rule for {channel!r} is async: use authorize_async")
+        return self._decide(user, channel, result)
+
+    async def authorize_async(self, user: User | None, channel: str) -> Decision:
+        found = self._match(channel)
+        if found is None:
+            return self._unmatched(user, channel)
+        rule, params = found
+        result = rule(user, **params)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._decide(user, channel, result)
+
+    @staticmethod
+    def _unmatched(user: User | None, channel: str) -> Decision:
+        if classify(channel).needs_auth:
+            raise PermissionDenied(f"no rule allows {channel!r}")
+        return Decision(channel, None)
+
+    @staticmethod
+    def _decide(user: User | None, channel: str, result: object) -> Decision:
+        if result is None or result is False:
+            raise PermissionDenied(f"access to {channel!r} denied")
+        if user is None and classify(channel).needs_auth:
+            raise PermissionDenied(f"{channel!r} needs an authenticated user")
+        if isinstance(result, User):
+            return Decision(channel, result)
+        if isinstance(result, Mapping):
+            assert user is not None
+            return Decision(channel, User(user.id, result))
+        if result is True:
+            return Decision(channel, user)
+        raise TypeError(f"a channel rule returns bool, a mapping, a User or None, not {type(result).__name__}")

@@ -1,0 +1,117 @@
+"""Auth endpoints for frontends, as a FastAPI router: pusher-js channel auth and sign-in, and an Ably token URL.
+
+    app.include_router(auth_router(client, rules, current_user))
+
+``current_user(request)`` returns the signed-in :class:`~relay.models.User` (or None); it may be async. The same
+functions serve Django or Flask: call :func:`channel_auth_body` and :func:`user_auth_body` from a view.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from relay.client import AsyncRelay, Relay
+from relay.errors import AuthenticationError, ProtocolError, RelayError
+from relay.models import User
+from relay.rules import ChannelRules
+
+CurrentUser = Callable[[Request], User | Awaitable[User | None] | None]
+
+
+def channel_auth_body(
+    client: Relay | AsyncRelay, rules: ChannelRules, user: User | None, socket_id: str, channel: str
+) -> dict[str, Any]:
+    """The provider's channel-auth body if ``rules`` allow ``user`` on ``channel``; else :class:`PermissionDenied`."""
+    decision = rules.authorize(user, channel)
+    return client.authorize_channel(socket_id, channel, decision.member)
+
+
+async def channel_auth_body_async(
+    client: Relay | AsyncRelay, rules: ChannelRules, user: User | None, socket_id: str, channel: str
+) -> dict[str, Any]:
+    decision = await rules.authorize_async(user, channel)
+    return client.authorize_channel(socket_id, channel, decision.member)
+
+
+def user_auth_body(client: Relay | AsyncRelay, user: User | None, socket_id: str) -> dict[str, Any]:
+    if user is None:
+        raise AuthenticationError("sign in first: no user for this request")
+    return client.authenticate_user(socket_id, user)
+
+
+async def request_fields(request: Request) -> Mapping[str, str]:
+    """pusher-js posts form-encoded ``socket_id``/``channel_name``; JSON and query parameters work too."""
+    fields: dict[str, str] = dict(request.query_params)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ProtocolError("the JSON body is malformed") from None
+        if not isinstance(body, dict):
+            raise ProtocolError("the JSON body must be an object")
+        fields.update({str(k): str(v) for k, v in body.items() if v is not None})
+    elif request.method == "POST":
+        fields.update(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+    return fields
+
+
+def _required(fields: Mapping[str, str], name: str) -> str:
+    value = fields.get(name)
+    if not value:
+        raise ProtocolError(f"{name} is required")
+    return value
+
+
+def error_response(error: RelayError) -> JSONResponse:
+    return JSONResponse({"error": error.message}, status_code=error.http_status or 500)
+
+
+def auth_router(
+    client: Relay | AsyncRelay, rules: ChannelRules, current_user: CurrentUser, *, prefix: str = ""
+) -> APIRouter:
+    """``POST /pusher/auth``, ``POST /pusher/user-auth`` and ``GET|POST /ably/token`` under ``prefix``."""
+    router = APIRouter(prefix=prefix)
+
+    async def user_of(request: Request) -> User | None:
+        user = current_user(request)
+        return await user if inspect.isawaitable(user) else user
+
+    @router.post("/pusher/auth")
+    async def pusher_channel_auth(request: Request) -> JSONResponse:
+        try:
+            fields = await request_fields(request)
+            body = await channel_auth_body_async(
+                client, rules, await user_of(request), _required(fields, "socket_id"), _required(fields, "channel_name")
+            )
+        except RelayError as error:
+            return error_response(error)
+        return JSONResponse(body)
+
+    @router.post("/pusher/user-auth")
+    async def pusher_user_auth(request: Request) -> JSONResponse:
+        try:
+            fields = await request_fields(request)
+            body = user_auth_body(client, await user_of(request), _required(fields, "socket_id"))
+        except RelayError as error:
+            return error_response(error)
+        return JSONResponse(body)
+
+    @router.api_route("/ably/token", methods=["GET", "POST"])
+    async def ably_token(request: Request) -> JSONResponse:
+        try:
+            fields = await request_fields(request)
+            channel = _required(fields, "channel")
+            decision = await rules.authorize_async(await user_of(request), channel)
+            body = client.authorize_channel(fields.get("socket_id", "0.0"), channel, decision.member)
+        except RelayError as error:
+            return error_response(error)
+        return JSONResponse(body)
+
+    return router

@@ -1,0 +1,117 @@
+"""Channel rules: patterns, placeholders, decisions, and the FastAPI auth router over a real client."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+
+from relay import Relay, User
+from relay.errors import PermissionDenied
+from relay.protocol.signing import channel_auth, user_auth
+from relay.rules import ChannelRules, compile_pattern
+from relay.web import auth_router
+
+ALICE = User("alice", {"name": "Alice", "role": "kitchen"})
+BOB = User("bob", {"name": "Bob"})
+
+
+def make_rules() -> ChannelRules:
+    rules = ChannelRules()
+
+    @rules.channel("private-orders.{order_id}")
+    def order_owner(user: User | None, order_id: str) -> bool:
+        return user is not None and order_id == f"{user.id}-1"
+
+    @rules.channel("presence-kitchen")
+    def kitchen(user: User | None) -> dict[str, str] | None:
+        return {"name": user.info["name"]} if user is not None and user.info.get("role") == "kitchen" else None
+
+    @rules.channel("private-user-{sub}")
+    async def own_channel(user: User | None, sub: str) -> bool:
+        return user is not None and user.id == sub
+
+    return rules
+
+
+def test_placeholders_match_one_dot_free_segment() -> None:
+    regex = compile_pattern("private-orders.{order_id}")
+    match = regex.fullmatch("private-orders.a-1")
+    assert match is not None
+    assert match.groupdict() == {"order_id": "a-1"}
+    assert regex.fullmatch("private-orders.a.1") is None
+    assert compile_pattern("presence-{a}.{b}").fullmatch("presence-x.y").groupdict() == {"a": "x", "b": "y"}  # type: ignore[union-attr]
+
+
+def test_decisions() -> None:
+    rules = make_rules()
+    assert rules.authorize(ALICE, "private-orders.alice-1").member == ALICE
+    with pytest.raises(PermissionDenied, match=r"access to 'private-orders\.bob-1' denied"):
+        rules.authorize(ALICE, "private-orders.bob-1")
+    member = rules.authorize(ALICE, "presence-kitchen").member
+    assert member == User("alice", {"name": "Alice"})
+    with pytest.raises(PermissionDenied):
+        rules.authorize(BOB, "presence-kitchen")
+    with pytest.raises(PermissionDenied, match="no rule allows 'private-secret'"):
+        rules.authorize(ALICE, "private-secret")
+    assert rules.authorize(None, "public-news").member is None
+    with pytest.raises(TypeError, match="async"):
+        rules.authorize(ALICE, "private-user-alice")
+
+
+async def test_async_rules() -> None:
+    rules = make_rules()
+    assert (await rules.authorize_async(ALICE, "private-user-alice")).member == ALICE
+    with pytest.raises(PermissionDenied):
+        await rules.authorize_async(BOB, "private-user-alice")
+
+
+@pytest.fixture
+def client() -> httpx.AsyncClient:
+    relay = Relay.from_url("emulator://key:secret@127.0.0.1:1/apps/1")
+    users = {"alice": ALICE, "bob": BOB}
+
+    def current_user(request: Request) -> User | None:
+        return users.get(request.headers.get("x-user", ""))
+
+    app = FastAPI()
+    app.include_router(auth_router(relay, make_rules(), current_user))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_pusher_js_form_auth(client: httpx.AsyncClient) -> None:
+    form = {"socket_id": "1.2", "channel_name": "presence-kitchen"}
+    response = await client.post("/pusher/auth", data=form, headers={"x-user": "alice"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["channel_data"] == '{"user_id":"alice","user_info":{"name":"Alice"}}'
+    assert body["auth"] == channel_auth("key", "secret", "1.2", "presence-kitchen", body["channel_data"])
+    denied = await client.post("/pusher/auth", data=form, headers={"x-user": "bob"})
+    assert denied.status_code == 403
+    assert denied.json() == {"error": "access to 'presence-kitchen' denied"}
+
+
+async def test_json_auth_and_validation_errors(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/pusher/auth", json={"socket_id": "1.2", "channel_name": "private-user-bob"}, headers={"x-user": "bob"}
+    )
+    assert response.json() == {"auth": channel_auth("key", "secret", "1.2", "private-user-bob")}
+    missing = await client.post("/pusher/auth", data={"socket_id": "1.2"}, headers={"x-user": "bob"})
+    assert (missing.status_code, missing.json()) == (400, {"error": "channel_name is required"})
+    bad_socket = await client.post("/pusher/auth", data={"socket_id": "x", "channel_name": "private-user-bob"})
+    assert bad_socket.status_code == 403
+    malformed = await client.post(
+        "/pusher/auth", content=b"{nope", headers={"content-type": "application/json", "x-user": "bob"}
+    )
+    assert (malformed.status_code, malformed.json()) == (400, {"error": "the JSON body is malformed"})
+
+
+async def test_user_auth(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pusher/user-auth", data={"socket_id": "1.2"}, headers={"x-user": "bob"})
+    body = response.json()
+    assert json.loads(body["user_data"]) == {"id": "bob", "user_info": {"name": "Bob"}}
+    assert body["auth"] == user_auth("key", "secret", "1.2", body["user_data"])
+    anonymous = await client.post("/pusher/user-auth", data={"socket_id": "1.2"})
+    assert (anonymous.status_code, anonymous.json()) == (401, {"error": "sign in first: no user for this request"})
