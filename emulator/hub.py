@@ -93,7 +93,6 @@ class AppState:
                     self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
             else:
                 entry.connections += 1
-        self._subscription_count_changed(channel)
         return channel
 
     def unsubscribe(self, peer: Peer, name: str, member_id: str | None) -> None:
@@ -109,7 +108,7 @@ class AppState:
                 event = {"name": "member_removed", "channel": name, "user_id": member_id}
                 self.webhooks.emit_delayed(("member_removed", name, member_id), event)
         if channel.subscribers:
-            self._subscription_count_changed(channel)
+            self.subscription_count_changed(channel)
         else:
             del self.channels[name]
             self.webhooks.emit_delayed(("vacated", name), {"name": "channel_vacated", "channel": name})
@@ -124,7 +123,8 @@ class AppState:
         channel = self.channels.get(name)
         return {} if channel is None else {uid: entry.user_info_json for uid, entry in channel.members.items()}
 
-    def _subscription_count_changed(self, channel: Channel) -> None:
+    def subscription_count_changed(self, channel: Channel) -> None:
+        """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""
         if not self.app.subscription_count or channel.kind is ChannelKind.PRESENCE or channel.count_pending:
             return
         wait = channel.count_sent_at + SUBSCRIPTION_COUNT_INTERVAL - self.clock()

@@ -118,6 +118,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._body = bytearray()
         self._too_large = False
+        self._finished = False
         self.ws: ServerProtocol | None = None
         self.session: Session | None = None
         self._fragments: list[bytes] = []
@@ -137,6 +138,8 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.ws is not None:
             self._websocket_data(data)
+            return
+        if self._finished:  # answered with Connection: close; drop the rest of what the client sends
             return
         try:
             self.parser.feed_data(data)
@@ -160,9 +163,12 @@ class HttpConnection(asyncio.Protocol):
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        limit = self.node.config.max_request_bytes
         for name, value in self._headers:
-            if name.lower() == "content-length" and value.isdigit() and int(value) > self.node.config.max_request_bytes:
+            if name.lower() == "content-length" and value.isdigit() and int(value) > limit:
+                # Answer now rather than after the body: it may be huge, or never come at all.
                 self._too_large = True
+                self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
 
     def on_body(self, body: bytes) -> None:
         if self._too_large:
@@ -192,7 +198,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _respond(self, response: Response, *, keep_alive: bool) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._finished:
             return
         headers = list(response.headers)
         if not any(name.lower() == "access-control-allow-origin" for name, _ in headers):
@@ -203,7 +209,14 @@ class HttpConnection(asyncio.Protocol):
         head.append("Connection: keep-alive" if keep_alive else "Connection: close")
         transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
         if not keep_alive:
-            transport.close()
+            self._finished = True
+            if transport.can_write_eof():
+                # Half-close and keep reading: closing with unread input would reset the connection, and the
+                # client could lose the answer. The client closes after reading it (eof_received); else abort.
+                transport.write_eof()
+                asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+            else:
+                transport.close()
 
     # -- WebSocket --------------------------------------------------------------------------------------------
 

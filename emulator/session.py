@@ -171,7 +171,9 @@ class Session:
         try:
             validate_channel_name(name, app.limits)
         except ProtocolError as exc:
-            self.send_text(frames.subscription_error(str(name)[:200], "InvalidChannel", exc.message, 400))
+            # Echo a string name verbatim (the frame size limit already bounds it) so the client can route the error.
+            echoed = name if isinstance(name, str) else str(name)[:200]
+            self.send_text(frames.subscription_error(echoed, "InvalidChannel", exc.message, 400))
             return
         assert isinstance(name, str)
         if name in self.subscriptions:
@@ -205,8 +207,10 @@ class Session:
             self.send_text(frames.subscription_error(name, "LimitReached", f"presence limit of {limit} reached", 4100))
             return
         self.subscriptions[name] = None if member is None else member.user_id
-        if kind is not ChannelKind.SERVER_TO_USER:
-            self.state.subscribe(self, name, member)
+        if kind is ChannelKind.SERVER_TO_USER:
+            self._subscription_succeeded(name)
+            return
+        channel = self.state.subscribe(self, name, member)
         self._subscription_succeeded(name)
         if is_cache_channel(name):
             cached = self.state.cached(name)
@@ -215,6 +219,7 @@ class Session:
                 self.state.webhooks.emit({"name": "cache_miss", "channel": name})
             else:
                 self.send_text(frames.channel_event(cached[0], name, cached[1]))
+        self.state.subscription_count_changed(channel)
 
     def _presence_member(self, name: str, data: dict[str, object]) -> Member:
         app = self.state.app

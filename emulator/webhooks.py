@@ -83,8 +83,10 @@ class WebhookDispatcher:
 
     async def _deliver(self, hook: Webhook, payload: dict[str, object]) -> None:
         body = dumps(payload).encode()
+        signed = ("content-type", "x-pusher-key", "x-pusher-signature")
         headers = {
-            **hook.headers,
+            # A custom header named like one of these (in any case) would go out twice; the signed ones win.
+            **{name: value for name, value in hook.headers.items() if name.lower() not in signed},
             "Content-Type": "application/json",
             "X-Pusher-Key": self._app.key,
             "X-Pusher-Signature": webhook_signature(self._app.secret, body),

@@ -67,6 +67,31 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the HTTP gateway: publish with one fetch, channel auth for browsers",
+        description="Run the gateway configured by RELAY_URL, RELAY_API_TOKEN, RELAY_JWT_SECRET or "
+        "RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE, RELAY_JWT_AUDIENCE, RELAY_JWT_ISSUER, RELAY_JWT_COOKIE, "
+        "RELAY_RULES_FILE, RELAY_CORS_ORIGINS and RELAY_WEBHOOK_FORWARD_URL. OpenAPI docs at /docs.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from relay.gateway import GatewaySettings, create_app
+
+    settings = GatewaySettings.from_env()
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
 def _client_settings(config: object, port: int) -> str:
     from relay.emulator.config import EmulatorConfig
 
@@ -102,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _emulator_parser(subparsers)
+    _serve_parser(subparsers)
     return parser
 
 

@@ -167,7 +167,7 @@ class Relay:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Relay:
-        return cls(_configuration_from_env(environ), **options)
+        return cls(configuration_from_env(environ), **options)
 
     def __repr__(self) -> str:
         return f"Relay({_describe(self._ops)!r})"
@@ -184,6 +184,11 @@ class Relay:
     @property
     def adapter(self) -> Adapter:
         return self._ops.primary
+
+    @property
+    def config(self) -> ProviderConfig:
+        """The primary provider's configuration."""
+        return self._ops.routes[0].config
 
     def _run(self, call: Call[T], adapter: Adapter) -> T:
         response = None if call.request is None else self._sender.send(call.request, adapter.error_for)
@@ -286,7 +291,7 @@ class AsyncRelay:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncRelay:
-        return cls(_configuration_from_env(environ), **options)
+        return cls(configuration_from_env(environ), **options)
 
     def __repr__(self) -> str:
         return f"AsyncRelay({_describe(self._ops)!r})"
@@ -303,6 +308,11 @@ class AsyncRelay:
     @property
     def adapter(self) -> Adapter:
         return self._ops.primary
+
+    @property
+    def config(self) -> ProviderConfig:
+        """The primary provider's configuration."""
+        return self._ops.routes[0].config
 
     async def _run(self, call: Call[T], adapter: Adapter) -> T:
         response = None if call.request is None else await self._sender.send(call.request, adapter.error_for)
@@ -404,6 +414,6 @@ def _describe(ops: _Operations) -> str:
     return urls if ops.mode is Mode.SINGLE else f"{ops.mode.value}:{urls}"
 
 
-def _configuration_from_env(environ: Mapping[str, str] | None) -> str | ProviderConfig:
+def configuration_from_env(environ: Mapping[str, str] | None) -> str | ProviderConfig:
     env = os.environ if environ is None else environ
     return env["RELAY_URL"] if env.get("RELAY_URL") else from_env(env)

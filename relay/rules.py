@@ -29,7 +29,7 @@ from relay.protocol.channels import classify
 
 RuleResult = bool | Mapping[str, Any] | User | None
 Rule = Callable[..., RuleResult | Awaitable[RuleResult]]
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}|\*")
 _PLACEHOLDER_VALUE = r"[A-Za-z0-9_\-=@,;]+"
 
 
@@ -49,12 +49,14 @@ class _Entry:
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """``private-orders.{order_id}`` → a regex whose groups are the placeholders (which never span a dot)."""
+    """``private-orders.{order_id}`` → a regex whose groups are the placeholders (which never span a dot);
+    ``*`` matches any rest of a name, dots included, and binds nothing."""
     parts: list[str] = []
     position = 0
     for match in _PLACEHOLDER.finditer(pattern):
         parts.append(re.escape(pattern[position : match.start()]))
-        parts.append(f"(?P<{match.group(1)}>{_PLACEHOLDER_VALUE})")
+        name = match.group(1)
+        parts.append(r"[A-Za-z0-9_\-=@,.;]*" if name is None else f"(?P<{name}>{_PLACEHOLDER_VALUE})")
         position = match.end()
     parts.append(re.escape(pattern[position:]))
     return re.compile("".join(parts))

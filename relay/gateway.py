@@ -1,0 +1,401 @@
+"""``relay serve``: publishing for any backend with one ``fetch``, and the channel-auth endpoint for browsers.
+
+Configured from the environment (see :class:`GatewaySettings`); the same routes are available as a router for apps
+that embed Relay (:func:`gateway_router`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import tomllib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from relay.client import AsyncRelay, configuration_from_env
+from relay.config import ProviderConfig
+from relay.errors import AuthenticationError, ConfigError, PayloadTooLarge, RelayError
+from relay.models import Event, User, WebhookEvent
+from relay.rules import ChannelRules
+from relay.web import channel_auth_body_async, error_response, request_fields, user_auth_body
+
+MAX_BODY_BYTES = 1_048_576
+JWT_ALGORITHMS = ("RS256", "ES256")
+
+
+# -- configuration ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A channel rule from the rules file: every ``{placeholder}`` must equal the JWT claim of the same name."""
+
+    pattern: str
+    users: str = "authenticated"
+    user_info_claims: tuple[str, ...] = ("name",)
+
+
+DEFAULT_RULES = (
+    RuleSpec("private-user-{sub}"),
+    RuleSpec("private-user.{sub}"),
+    RuleSpec("presence-*"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    relay_url: str | ProviderConfig
+    api_token: str | None = field(default=None, repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = None
+    jwks: Mapping[str, Any] | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_cookie: str | None = None
+    rules: tuple[RuleSpec, ...] = DEFAULT_RULES
+    cors_origins: tuple[str, ...] = ()
+    webhook_forward_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = os.environ if environ is None else environ
+        jwks_file = env.get("RELAY_JWKS_FILE")
+        rules_file = env.get("RELAY_RULES_FILE")
+        return cls(
+            relay_url=configuration_from_env(env),
+            api_token=env.get("RELAY_API_TOKEN") or None,
+            jwt_secret=env.get("RELAY_JWT_SECRET") or None,
+            jwt_public_key=_read_key(env.get("RELAY_JWT_PUBLIC_KEY")),
+            jwks=_read_json(Path(jwks_file), "RELAY_JWKS_FILE") if jwks_file else None,
+            jwt_audience=env.get("RELAY_JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("RELAY_JWT_ISSUER") or None,
+            jwt_cookie=env.get("RELAY_JWT_COOKIE") or None,
+            rules=load_rules(Path(rules_file)) if rules_file else DEFAULT_RULES,
+            cors_origins=tuple(o.strip() for o in env.get("RELAY_CORS_ORIGINS", "").split(",") if o.strip()),
+            webhook_forward_url=env.get("RELAY_WEBHOOK_FORWARD_URL") or None,
+        )
+
+
+def _read_key(value: str | None) -> str | None:
+    if value is None or value.startswith("-----BEGIN"):
+        return value
+    try:
+        return Path(value).read_text()
+    except OSError:
+        raise ConfigError(f"RELAY_JWT_PUBLIC_KEY is neither a PEM key nor a readable file: {value}") from None
+
+
+def _read_json(path: Path, name: str) -> Mapping[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{name}: cannot read JSON from {path}: {exc}") from None
+    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
+        raise ConfigError(f'{name}: {path} is not a JWKS document ({{"keys": [...]}})')
+    return value
+
+
+def load_rules(path: Path) -> tuple[RuleSpec, ...]:
+    """Read ``[[channels]]`` tables: ``pattern`` (required), ``users``, ``user_info_claims``."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"rules file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from None
+    specs = []
+    for index, table in enumerate(document.get("channels", [])):
+        where = f"{path} channels[{index}]"
+        unknown = sorted(set(table) - {"pattern", "users", "user_info_claims"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        if not isinstance(table.get("pattern"), str):
+            raise ConfigError(f"{where}: pattern is required")
+        users = table.get("users", "authenticated")
+        if users not in ("authenticated", "anyone"):
+            raise ConfigError(f"{where}: users must be 'authenticated' or 'anyone'")
+        specs.append(RuleSpec(table["pattern"], users, tuple(table.get("user_info_claims", ("name",)))))
+    if not specs:
+        raise ConfigError(f"rules file {path} has no [[channels]] tables")
+    return tuple(specs)
+
+
+def build_rules(specs: Sequence[RuleSpec]) -> ChannelRules:
+    rules = ChannelRules()
+    for spec in specs:
+        rules.add(spec.pattern, _claims_rule(spec))
+    return rules
+
+
+def _claims_rule(spec: RuleSpec) -> Callable[..., Any]:
+    def rule(user: User | None, **placeholders: str) -> bool | dict[str, Any]:
+        if user is None:
+            return spec.users == "anyone" and not placeholders
+        claims = user.info
+        if any(str(claims.get(name)) != value for name, value in placeholders.items()):
+            return False
+        return {claim: claims[claim] for claim in spec.user_info_claims if claim in claims}
+
+    return rule
+
+
+# -- identity ---------------------------------------------------------------------------------------------------
+
+
+class JwtVerifier:
+    """Verifies end users' JWTs: HS256 with a shared secret, or RS256/ES256 with a public key or JWKS."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._settings = settings
+        self._jwks = jwt.PyJWKSet.from_dict(dict(settings.jwks)) if settings.jwks else None
+        if not (settings.jwt_secret or settings.jwt_public_key or self._jwks):
+            self._mode = "none"
+        else:
+            self._mode = "hs" if settings.jwt_secret else "public"
+
+    def token_of(self, request: Request) -> str | None:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            return header[7:].strip()
+        if self._settings.jwt_cookie:
+            return request.cookies.get(self._settings.jwt_cookie)
+        return None
+
+    def user(self, request: Request) -> User | None:
+        token = self.token_of(request)
+        if token is None or self._mode == "none":
+            return None
+        claims = self.claims(token)
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise AuthenticationError("the JWT has no sub claim")
+        return User(subject, claims)
+
+    def claims(self, token: str) -> dict[str, Any]:
+        try:
+            if self._mode == "hs":
+                key: Any = self._settings.jwt_secret
+                algorithms: Sequence[str] = ("HS256",)
+            elif self._jwks is not None:
+                kid = jwt.get_unverified_header(token).get("kid")
+                key = next((k.key for k in self._jwks.keys if k.key_id == kid or kid is None), None)
+                if key is None:
+                    raise AuthenticationError("the JWT's kid is not in the JWKS")
+                algorithms = JWT_ALGORITHMS
+            else:
+                key, algorithms = self._settings.jwt_public_key, JWT_ALGORITHMS
+            return dict(
+                jwt.decode(
+                    token,
+                    key,
+                    algorithms=list(algorithms),
+                    audience=self._settings.jwt_audience,
+                    issuer=self._settings.jwt_issuer,
+                    options={"require": ["exp", "sub"]},
+                )
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("the JWT has expired") from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationError("the JWT's audience is not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationError("the JWT's issuer is not accepted") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthenticationError(f"invalid JWT: {exc}") from None
+
+
+# -- request bodies ---------------------------------------------------------------------------------------------
+
+
+class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str | None = Field(default=None, min_length=1, max_length=200)
+    channels: list[str] | None = Field(default=None, min_length=1)
+    event: str = Field(min_length=1, max_length=200)
+    data: Any
+    socket_id: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$")
+
+    @model_validator(mode="after")
+    def one_target(self) -> PublishRequest:
+        if (self.channel is None) == (self.channels is None):
+            raise ValueError("give exactly one of channel or channels")
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.channel] if self.channel is not None else list(self.channels or [])
+
+
+class BatchEventRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str = Field(min_length=1, max_length=200)
+    event: str = Field(min_length=1, max_length=200)
+    data: Any
+    socket_id: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[BatchEventRequest] = Field(min_length=1, max_length=1000)
+
+
+class PublishResponse(BaseModel):
+    channels: list[str]
+    message_ids: list[str]
+
+
+# -- the app ----------------------------------------------------------------------------------------------------
+
+WebhookHook = Callable[[list[WebhookEvent]], Awaitable[None]]
+
+
+def gateway_router(
+    settings: GatewaySettings, client: AsyncRelay, *, webhook_hook: WebhookHook | None = None
+) -> APIRouter:
+    router = APIRouter()
+    verifier = JwtVerifier(settings)
+    rules = build_rules(settings.rules)
+    forward = httpx.AsyncClient(timeout=10.0) if settings.webhook_forward_url else None
+
+    def check_token(request: Request) -> None:
+        if settings.api_token is None:
+            raise AuthenticationError("publishing is disabled: set RELAY_API_TOKEN on the gateway")
+        supplied = request.headers.get("authorization", "")
+        expected = f"Bearer {settings.api_token}"
+        if not hmac.compare_digest(supplied.encode(), expected.encode()):
+            raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")
+
+    def check_size(request: Request) -> None:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
+
+    @router.post("/v1/publish", response_model=PublishResponse, summary="Publish an event to one or more channels")
+    async def publish(request: Request, body: PublishRequest) -> Any:
+        try:
+            check_token(request)
+            check_size(request)
+            result = await client.publish(body.targets, body.event, body.data, socket_id=body.socket_id)
+        except RelayError as error:
+            return error_response(error)
+        return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
+
+    @router.post("/v1/publish/batch", response_model=PublishResponse, summary="Publish several events")
+    async def publish_batch(request: Request, body: BatchRequest) -> Any:
+        try:
+            check_token(request)
+            check_size(request)
+            events = [Event(e.channel, e.event, e.data, e.socket_id) for e in body.events]
+            result = await client.publish_batch(events)
+        except RelayError as error:
+            return error_response(error)
+        return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
+
+    @router.post("/v1/auth/channel", summary="Channel authorization for pusher-js (form or JSON) or Ably")
+    async def auth_channel(request: Request) -> JSONResponse:
+        try:
+            fields = await request_fields(request)
+            socket_id = fields.get("socket_id") or "0.0"
+            channel = fields.get("channel_name") or fields.get("channel") or ""
+            if not channel:
+                return JSONResponse({"error": "channel_name is required"}, status_code=400)
+            body = await channel_auth_body_async(client, rules, verifier.user(request), socket_id, channel)
+        except RelayError as error:
+            return error_response(error)
+        return JSONResponse(body)
+
+    @router.post("/v1/auth/user", summary="User authentication (pusher-js signin)")
+    async def auth_user(request: Request) -> JSONResponse:
+        try:
+            fields = await request_fields(request)
+            user = verifier.user(request)
+            if user is not None:
+                info = {claim: user.info[claim] for claim in ("name",) if claim in user.info}
+                user = User(user.id, info)
+            body = user_auth_body(client, user, fields.get("socket_id", ""))
+        except RelayError as error:
+            return error_response(error)
+        return JSONResponse(body)
+
+    @router.get("/v1/client-config", summary="What a frontend needs to connect")
+    async def client_config() -> dict[str, Any]:
+        return frontend_config(client)
+
+    @router.post("/v1/webhooks", summary="Verify a provider webhook and forward its normalised events")
+    async def webhooks(request: Request) -> JSONResponse:
+        try:
+            events = client.verify_webhook(dict(request.headers), await request.body())
+        except RelayError as error:
+            return error_response(error)
+        if webhook_hook is not None:
+            await webhook_hook(events)
+        if forward is not None and settings.webhook_forward_url is not None:
+            payload = {"events": [_event_json(event) for event in events]}
+            try:
+                response = await forward.post(settings.webhook_forward_url, json=payload)
+            except httpx.HTTPError as exc:
+                return JSONResponse({"error": f"forwarding failed: {exc.__class__.__name__}"}, status_code=502)
+            if response.status_code >= 300:
+                return JSONResponse({"error": f"forward target answered {response.status_code}"}, status_code=502)
+        return JSONResponse({"events": len(events)})
+
+    @router.get("/health", summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return router
+
+
+def _event_json(event: WebhookEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in event.__slots__ if getattr(event, name) is not None}
+
+
+def frontend_config(client: AsyncRelay) -> dict[str, Any]:
+    config = client.config
+    auth = {"channelAuthEndpoint": "/v1/auth/channel", "userAuthEndpoint": "/v1/auth/user"}
+    if config.scheme == "ably":
+        return {"provider": "ably", "authUrl": "/v1/auth/channel", "authMethod": "POST"}
+    if config.scheme == "memory":
+        return {"provider": "memory", **auth}
+    host = config.host
+    cluster = (
+        host[len("api-") : -len(".pusher.com")] if host.startswith("api-") and host.endswith(".pusher.com") else "mt1"
+    )
+    settings: dict[str, Any] = {
+        "provider": config.scheme,
+        "key": config.key,
+        "cluster": cluster,
+        "forceTLS": config.tls,
+        **auth,
+    }
+    if config.scheme == "emulator" or not host.endswith(".pusher.com"):
+        settings.update(wsHost=host, wsPort=config.port or (443 if config.tls else 80), enabledTransports=["ws", "wss"])
+    return settings
+
+
+def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = None) -> FastAPI:
+    client = AsyncRelay(settings.relay_url)
+    app = FastAPI(title="Relay gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Socket-Id", "X-CSRF-Token"],
+        )
+    app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
+    return app
