@@ -177,15 +177,14 @@ class HttpApi:
                 "please supply filter_by_prefix beginning with presence-"
             )
         channels = {
-            name: _channel_info(state, name, info) for name in sorted(state.channels) if name.startswith(prefix)
+            name: _channel_info(state, name, info) for name in sorted(state.channel_names()) if name.startswith(prefix)
         }
         return json_response(200, {"channels": channels})
 
     def _channel(self, state: AppState, args: Sequence[str], params: Mapping[str, str], __: bytes) -> Response:
         name = validate_channel_name(args[0], state.app.limits)
         info = _info_fields(params.get("info"))
-        channel = state.channels.get(name)
-        body: dict[str, object] = {"occupied": channel is not None}
+        body: dict[str, object] = {"occupied": state.subscription_count(name) > 0}
         body.update(_channel_info(state, name, info))
         if "cache" in info:
             if not is_cache_channel(name):
@@ -193,8 +192,7 @@ class HttpApi:
             cached = state.cached(name)
             if cached is not None:
                 event, data = cached
-                ttl = int(state.cache[name][2] - state.clock())
-                body["cache"] = {"event": event, "data": data, "ttl": max(ttl, 0)}
+                body["cache"] = {"event": event, "data": data, "ttl": state.cache_ttl(name)}
         return json_response(200, body)
 
     def _users(self, state: AppState, args: Sequence[str], _: Mapping[str, str], __: bytes) -> Response:
@@ -272,12 +270,11 @@ def _channel_info(
 ) -> dict[str, object]:
     """The requested attributes; ``where_allowed`` (trigger responses) skips ``user_count`` on non-presence channels
     instead of refusing, since the event has already been published to them."""
-    channel = state.channels.get(name)
     result: dict[str, object] = {}
     if "user_count" in info and not (where_allowed and classify(name) is not ChannelKind.PRESENCE):
         if classify(name) is not ChannelKind.PRESENCE:
             raise ProtocolError("Cannot retrieve the user count unless the channel is a presence channel")
-        result["user_count"] = 0 if channel is None else len(channel.members)
+        result["user_count"] = len(state.presence_hash(name))
     if "subscription_count" in info:
-        result["subscription_count"] = 0 if channel is None else len(channel.subscribers)
+        result["subscription_count"] = state.subscription_count(name)
     return result

@@ -1,13 +1,16 @@
 """Per-app state of one emulator node: channels and their local subscribers, presence, cache, signed-in users.
 
-The hub owns fan-out: a publish is encoded into one WebSocket frame and the same bytes are written to every
-subscriber. Occupancy and membership transitions drive webhooks and presence events.
+The hub owns fan-out: a publish is encoded into one WebSocket frame and the same bytes are written to every local
+subscriber. With several nodes (``relay.emulator.cluster``) each node also holds a replica of what the other nodes
+hold (:class:`RemoteState`): presence, subscription counts and signed-in users are answered cluster-wide from it, and
+each node tells its own subscribers about cluster-wide transitions (a user's first connection anywhere, their last).
+Occupancy and membership transitions drive webhooks; with a cluster, the cluster decides which node sends them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +39,28 @@ class Peer(Protocol):
     def terminate(self, code: int, message: str) -> None: ...
 
 
+class ClusterLink(Protocol):
+    """What a node tells the others about one app; ``None`` on a single node."""
+
+    def published(self, app_id: str, channel: str, frame_text: str, exclude: str | None) -> None: ...
+
+    def channel_occupied(self, app_id: str, channel: str) -> None: ...
+
+    def channel_vacated(self, app_id: str, channel: str) -> None: ...
+
+    def subscription_count(self, app_id: str, channel: str, local_count: int) -> None: ...
+
+    def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None: ...
+
+    def member_left(self, app_id: str, channel: str, user_id: str) -> None: ...
+
+    def user_online(self, app_id: str, user_id: str, online: bool) -> None: ...
+
+    def terminate_user(self, app_id: str, user_id: str) -> None: ...
+
+    def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None: ...
+
+
 @dataclass(slots=True)
 class PresenceEntry:
     user_info_json: str
@@ -52,11 +77,41 @@ class Channel:
     count_pending: bool = False
 
 
+@dataclass(slots=True)
+class RemoteState:
+    """What the other nodes hold, as they announced it."""
+
+    subscriptions: dict[str, dict[int, int]] = field(default_factory=dict)
+    members: dict[str, dict[str, dict[int, str]]] = field(default_factory=dict)
+    users: dict[str, set[int]] = field(default_factory=dict)
+
+    def subscription_count(self, channel: str) -> int:
+        return sum(self.subscriptions.get(channel, {}).values())
+
+    def member_info(self, channel: str, user_id: str) -> str | None:
+        nodes = self.members.get(channel, {}).get(user_id)
+        return next(iter(nodes.values())) if nodes else None
+
+    def nodes(self) -> set[int]:
+        found = {node for counts in self.subscriptions.values() for node in counts}
+        found.update(node for users in self.members.values() for nodes in users.values() for node in nodes)
+        found.update(node for nodes in self.users.values() for node in nodes)
+        return found
+
+
 class AppState:
-    def __init__(self, app: App, webhooks: WebhookDispatcher, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        app: App,
+        webhooks: WebhookDispatcher,
+        clock: Callable[[], float],
+        cluster: ClusterLink | None = None,
+    ) -> None:
         self.app = app
         self.webhooks = webhooks
         self.clock = clock
+        self.cluster = cluster
+        self.remote = RemoteState()
         self.peers: dict[str, Peer] = {}
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, dict[str, Peer]] = {}
@@ -71,28 +126,65 @@ class AppState:
     def disconnect(self, peer: Peer) -> None:
         self.peers.pop(peer.socket_id, None)
 
+    # -- cluster-wide views -----------------------------------------------------------------------------------
+
+    def channel_names(self) -> Iterator[str]:
+        """Occupied channels on any node."""
+        yield from self.channels
+        yield from (name for name in self.remote.subscriptions if name not in self.channels)
+
+    def subscription_count(self, name: str) -> int:
+        channel = self.channels.get(name)
+        return (0 if channel is None else len(channel.subscribers)) + self.remote.subscription_count(name)
+
+    def presence_hash(self, name: str) -> dict[str, str]:
+        """user id → encoded user_info of every member on any node."""
+        channel = self.channels.get(name)
+        members = {} if channel is None else {uid: entry.user_info_json for uid, entry in channel.members.items()}
+        for user_id, nodes in self.remote.members.get(name, {}).items():
+            if user_id not in members and nodes:
+                members[user_id] = next(iter(nodes.values()))
+        return members
+
+    def _is_member(self, name: str, user_id: str) -> bool:
+        channel = self.channels.get(name)
+        return (channel is not None and user_id in channel.members) or bool(
+            self.remote.members.get(name, {}).get(user_id)
+        )
+
+    def would_exceed_members(self, name: str, user_id: str) -> bool:
+        if self._is_member(name, user_id):
+            return False
+        return len(self.presence_hash(name)) >= self.app.limits.max_presence_members
+
+    def is_online(self, user_id: str) -> bool:
+        return user_id in self.users or bool(self.remote.users.get(user_id))
+
     # -- subscriptions ----------------------------------------------------------------------------------------
 
     def subscribe(self, peer: Peer, name: str, member: Member | None) -> Channel:
         channel = self.channels.get(name)
         if channel is None:
             channel = self.channels[name] = Channel(name, classify(name))
-        if not channel.subscribers and not self.webhooks.cancel_delayed(("vacated", name)):
-            self.webhooks.emit({"name": "channel_occupied", "channel": name})
+            if self.cluster is not None:
+                self.cluster.channel_occupied(self.app.app_id, name)
+            elif not self.webhooks.cancel_delayed(("vacated", name)):
+                self.webhooks.emit({"name": "channel_occupied", "channel": name})
         channel.subscribers[peer.socket_id] = peer
         if member is not None:
             entry = channel.members.get(member.user_id)
-            if entry is None:
-                channel.members[member.user_id] = PresenceEntry(member.user_info_json, 1)
-                self.deliver(
-                    channel,
-                    encode_text(frames.member_added(name, member.user_id, member.user_info_json)),
-                    exclude=peer.socket_id,
-                )
-                if not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
-                    self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
-            else:
+            if entry is not None:
                 entry.connections += 1
+                return channel
+            elsewhere = self.remote.member_info(name, member.user_id) is not None
+            channel.members[member.user_id] = PresenceEntry(member.user_info_json, 1)
+            if not elsewhere:
+                added = encode_text(frames.member_added(name, member.user_id, member.user_info_json))
+                self.deliver(channel, added, exclude=peer.socket_id)
+            if self.cluster is not None:
+                self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json)
+            elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
+                self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
         return channel
 
     def unsubscribe(self, peer: Peer, name: str, member_id: str | None) -> None:
@@ -104,31 +196,30 @@ class AppState:
             entry.connections -= 1
             if entry.connections == 0:
                 del channel.members[member_id]
-                self.deliver(channel, encode_text(frames.member_removed(name, member_id)))
-                event = {"name": "member_removed", "channel": name, "user_id": member_id}
-                self.webhooks.emit_delayed(("member_removed", name, member_id), event)
+                if self.remote.member_info(name, member_id) is None:
+                    self.deliver(channel, encode_text(frames.member_removed(name, member_id)))
+                if self.cluster is not None:
+                    self.cluster.member_left(self.app.app_id, name, member_id)
+                else:
+                    event = {"name": "member_removed", "channel": name, "user_id": member_id}
+                    self.webhooks.emit_delayed(("member_removed", name, member_id), event)
         if channel.subscribers:
             self.subscription_count_changed(channel)
+            return
+        del self.channels[name]
+        if self.cluster is not None:
+            self.cluster.channel_vacated(self.app.app_id, name)
         else:
-            del self.channels[name]
             self.webhooks.emit_delayed(("vacated", name), {"name": "channel_vacated", "channel": name})
-
-    def would_exceed_members(self, name: str, user_id: str) -> bool:
-        channel = self.channels.get(name)
-        if channel is None or user_id in channel.members:
-            return False
-        return len(channel.members) >= self.app.limits.max_presence_members
-
-    def presence_hash(self, name: str) -> dict[str, str]:
-        channel = self.channels.get(name)
-        return {} if channel is None else {uid: entry.user_info_json for uid, entry in channel.members.items()}
 
     def subscription_count_changed(self, channel: Channel) -> None:
         """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""
+        if self.cluster is not None:
+            self.cluster.subscription_count(self.app.app_id, channel.name, len(channel.subscribers))
         if not self.app.subscription_count or channel.kind is ChannelKind.PRESENCE or channel.count_pending:
             return
         wait = channel.count_sent_at + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
-        if len(channel.subscribers) <= SUBSCRIPTION_COUNT_BURST or wait <= 0:
+        if self.subscription_count(channel.name) <= SUBSCRIPTION_COUNT_BURST or wait <= 0:
             self._send_subscription_count(channel)
         else:
             channel.count_pending = True
@@ -139,17 +230,30 @@ class AppState:
         if self.channels.get(channel.name) is not channel:
             return
         channel.count_sent_at = self.clock()
-        count = len(channel.subscribers)
+        count = self.subscription_count(channel.name)
         self.deliver(channel, encode_text(frames.subscription_count(channel.name, count)))
-        self.webhooks.emit({"name": "subscription_count", "channel": channel.name, "subscription_count": count})
+        if self.cluster is None:
+            self.webhooks.emit({"name": "subscription_count", "channel": channel.name, "subscription_count": count})
 
     # -- publishing -------------------------------------------------------------------------------------------
 
     def publish(self, name: str, event: str, data: str, exclude: str | None = None) -> None:
-        """An HTTP API publish: cached on cache channels, then fanned out as one shared frame."""
+        """An HTTP API publish: cached on cache channels, fanned out here as one shared frame, and to other nodes."""
         if is_cache_channel(name):
             self.cache[name] = (event, data, self.clock() + self.app.cache_ttl)
-        frame = encode_text(frames.channel_event(event, name, data))
+            if self.cluster is not None:
+                self.cluster.cache_set(self.app.app_id, name, event, data, self.app.cache_ttl)
+        text = frames.channel_event(event, name, data)
+        self.deliver_local(name, encode_text(text), exclude)
+        if self.cluster is not None:
+            self.cluster.published(self.app.app_id, name, text, exclude)
+
+    def relay_client_event(self, channel: Channel, text: str, sender: str) -> None:
+        self.deliver(channel, encode_text(text), sender)
+        if self.cluster is not None:
+            self.cluster.published(self.app.app_id, channel.name, text, sender)
+
+    def deliver_local(self, name: str, frame: bytes, exclude: str | None) -> None:
         if name.startswith(SERVER_TO_USER_PREFIX):
             for socket_id, peer in list(self.users.get(name[len(SERVER_TO_USER_PREFIX) :], {}).items()):
                 if socket_id != exclude:
@@ -174,6 +278,10 @@ class AppState:
             return None
         return event, data
 
+    def cache_ttl(self, name: str) -> int:
+        entry = self.cache.get(name)
+        return 0 if entry is None else max(int(entry[2] - self.clock()), 0)
+
     # -- users ------------------------------------------------------------------------------------------------
 
     def sign_in(self, peer: Peer, user_id: str, watchlist: tuple[str, ...]) -> None:
@@ -181,13 +289,16 @@ class AppState:
         first = not connections
         connections[peer.socket_id] = peer
         if watchlist:
-            online = [uid for uid in watchlist if uid in self.users]
-            offline = [uid for uid in watchlist if uid not in self.users]
+            online = [uid for uid in watchlist if self.is_online(uid)]
+            offline = [uid for uid in watchlist if not self.is_online(uid)]
             peer.send_text(frames.watchlist_events(online=online, offline=offline))
         for watched in watchlist:
             self.watchers.setdefault(watched, set()).add(peer)
         if first:
-            self._notify_watchers(user_id, online=True)
+            if not self.remote.users.get(user_id):
+                self._notify_watchers(user_id, online=True)
+            if self.cluster is not None:
+                self.cluster.user_online(self.app.app_id, user_id, True)
 
     def sign_out(self, peer: Peer, user_id: str, watchlist: tuple[str, ...]) -> None:
         for watched in watchlist:
@@ -200,7 +311,10 @@ class AppState:
         connections.pop(peer.socket_id, None)
         if not connections:
             self.users.pop(user_id, None)
-            self._notify_watchers(user_id, online=False)
+            if not self.remote.users.get(user_id):
+                self._notify_watchers(user_id, online=False)
+            if self.cluster is not None:
+                self.cluster.user_online(self.app.app_id, user_id, False)
 
     def _notify_watchers(self, user_id: str, *, online: bool) -> None:
         watchers = self.watchers.get(user_id)
@@ -213,7 +327,82 @@ class AppState:
             peer.send_frame(frame)
 
     def terminate_user(self, user_id: str) -> int:
+        """Close every connection signed in as ``user_id`` (on every node)."""
+        if self.cluster is not None:
+            self.cluster.terminate_user(self.app.app_id, user_id)
+        return self.terminate_local_user(user_id)
+
+    def terminate_local_user(self, user_id: str) -> int:
         connections = list(self.users.get(user_id, {}).values())
         for peer in connections:
             peer.terminate(4009, "Connection terminated by the server")
         return len(connections)
+
+    # -- what other nodes announce ----------------------------------------------------------------------------
+
+    def remote_subscriptions(self, node: int, name: str, count: int) -> None:
+        counts = self.remote.subscriptions.setdefault(name, {})
+        if count > 0:
+            counts[node] = count
+        else:
+            counts.pop(node, None)
+            if not counts:
+                del self.remote.subscriptions[name]
+        channel = self.channels.get(name)
+        if channel is not None and self.app.subscription_count:
+            self.subscription_count_changed_remotely(channel)
+
+    def subscription_count_changed_remotely(self, channel: Channel) -> None:
+        if channel.kind is ChannelKind.PRESENCE or channel.count_pending:
+            return
+        wait = channel.count_sent_at + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
+        if self.subscription_count(channel.name) <= SUBSCRIPTION_COUNT_BURST or wait <= 0:
+            self._send_subscription_count(channel)
+        else:
+            channel.count_pending = True
+            asyncio.get_running_loop().call_later(wait, self._send_subscription_count, channel)
+
+    def remote_member_joined(self, node: int, name: str, user_id: str, user_info_json: str) -> None:
+        known = self._is_member(name, user_id)
+        self.remote.members.setdefault(name, {}).setdefault(user_id, {})[node] = user_info_json
+        channel = self.channels.get(name)
+        if not known and channel is not None:
+            self.deliver(channel, encode_text(frames.member_added(name, user_id, user_info_json)))
+
+    def remote_member_left(self, node: int, name: str, user_id: str) -> None:
+        users = self.remote.members.get(name, {})
+        nodes = users.get(user_id)
+        if nodes is None or nodes.pop(node, None) is None:
+            return
+        if not nodes:
+            del users[user_id]
+            if not users:
+                del self.remote.members[name]
+        channel = self.channels.get(name)
+        if channel is not None and not self._is_member(name, user_id):
+            self.deliver(channel, encode_text(frames.member_removed(name, user_id)))
+
+    def remote_user(self, node: int, user_id: str, online: bool) -> None:
+        was_online = self.is_online(user_id)
+        nodes = self.remote.users.setdefault(user_id, set())
+        if online:
+            nodes.add(node)
+        else:
+            nodes.discard(node)
+        if not nodes:
+            del self.remote.users[user_id]
+        if was_online != self.is_online(user_id):
+            self._notify_watchers(user_id, online=online)
+
+    def forget_node(self, node: int) -> None:
+        """A node is gone: what it held disappears, with the presence events that follows from it."""
+        for name in [name for name, counts in self.remote.subscriptions.items() if node in counts]:
+            self.remote_subscriptions(node, name, 0)
+        for name, users in list(self.remote.members.items()):
+            for user_id in [uid for uid, nodes in users.items() if node in nodes]:
+                self.remote_member_left(node, name, user_id)
+        for user_id in [uid for uid, nodes in self.remote.users.items() if node in nodes]:
+            self.remote_user(node, user_id, False)
+
+    def cache_store(self, name: str, event: str, data: str, ttl: float) -> None:
+        self.cache[name] = (event, data, self.clock() + ttl)

@@ -291,7 +291,7 @@ class Session:
             raise PayloadTooLarge(f"client event data is over {app.limits.max_event_bytes} bytes")
         user_id = self.subscriptions[name]
         channel = self.state.channels[name]
-        self.state.deliver(channel, encode_text(frames.channel_event(frame.event, name, data, user_id)), self.socket_id)
+        self.state.relay_client_event(channel, frames.channel_event(frame.event, name, data, user_id), self.socket_id)
         webhook: dict[str, object] = {
             "name": "client_event",
             "channel": name,

@@ -1,0 +1,918 @@
+"""Conformance: the Pusher WebSocket protocol, spoken by a raw ``websockets`` client against the real emulator.
+
+Checklist items (reference §8): 1-18 (connection, liveness, errors; 19 and 20 are covered elsewhere), 21-25 and
+34-41 (subscriptions), 42 and 44-47 (client events). Presence and users: test_ws_presence_users.py. pysher:
+test_pysher.py.
+
+Every frame read goes through :func:`check_frame`, so the invariants of items 9 and 18 (an error's data is an object,
+a frame with a channel has data) and item 11 (no close code >= 4300) are checked by every test, not only by the ones
+named after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import httpx
+import nacl.secret
+import pusher  # type: ignore[import-untyped]
+import pytest
+from relay.emulator.config import App
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from relay.protocol.signing import channel_auth, encrypted_shared_secret, sign_rest_request
+
+APP = App(app_id="1", key="app-key", secret="app-secret")
+# The published test-vector credentials (reference §3).
+VECTOR_KEY = "278d425bdf160c739803"
+VECTOR_SECRET = "7ad3773142a6692b25b8"
+VECTOR_APP = App(app_id="3", key=VECTOR_KEY, secret=VECTOR_SECRET)
+SOCKET_ID = re.compile(r"^\d+\.\d+$")
+# No automatic keepalive pings (they would count as activity), no compression, no proxy from the environment.
+WS_OPTIONS: dict[str, Any] = {
+    "ping_interval": None,
+    "compression": None,
+    "proxy": None,
+    "open_timeout": 3,
+    "close_timeout": 1,
+    "max_size": None,
+}
+Frame = dict[str, Any]
+_names = itertools.count(1)
+
+
+class Emulator(Protocol):
+    """What tests use of conftest's RunningEmulator."""
+
+    port: int
+    app: App
+    node: Any
+
+    @property
+    def http_url(self) -> str: ...
+
+    def ws_url(self, key: str | None = None, query: str = "protocol=7") -> str: ...
+
+
+StartEmulator = Callable[..., Awaitable[Emulator]]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_names)}"
+
+
+# -- frames -------------------------------------------------------------------------------------------------------
+
+
+def check_frame(frame: Frame) -> Frame:
+    """Invariants of every server frame: items 9 (error data is an object) and 18 (channel frames carry data)."""
+    assert isinstance(frame, dict) and isinstance(frame.get("event"), str), frame
+    if "channel" in frame:
+        assert "data" in frame, f"item 18: a frame with a channel but no data: {frame}"
+        if frame["event"] != "pusher:subscription_error":
+            assert isinstance(frame["data"], str), f"channel frames carry string data: {frame}"
+    if frame["event"] == "pusher:error":
+        data = frame["data"]
+        assert isinstance(data, dict), f"item 9: pusher:error data must be an object: {frame}"
+        assert isinstance(data.get("message"), str) and data["message"], frame
+        assert "code" in data and (data["code"] is None or isinstance(data["code"], int)), frame
+    return frame
+
+
+async def recv_json(ws: ClientConnection, wait: float = 2.0) -> Frame:
+    raw = await asyncio.wait_for(ws.recv(), wait)
+    assert isinstance(raw, str), f"server frames are text frames, got {raw!r}"
+    frame = check_frame(json.loads(raw))
+    return frame
+
+
+async def expect_closed(ws: ClientConnection, code: int, wait: float = 3.0) -> None:
+    """The next thing on the socket is the close (no further frames), with ``code``."""
+    try:
+        extra = await asyncio.wait_for(ws.recv(), wait)
+    except ConnectionClosed:
+        pass
+    else:
+        pytest.fail(f"expected the close {code}, got another frame: {extra!r}")
+    assert ws.close_code == code
+    assert ws.close_code < 4300, "item 11: a close code >= 4300 makes pusher-js give up"
+
+
+async def expect_fatal(ws: ClientConnection, code: int, wait: float = 3.0) -> str:
+    """Item 9: a fatal error is ``pusher:error {code, message}`` followed by a close with the same code."""
+    frame = await recv_json(ws, wait)
+    assert frame["event"] == "pusher:error", frame
+    assert frame["data"]["code"] == code, frame
+    await expect_closed(ws, code, wait)
+    return str(frame["data"]["message"])
+
+
+# -- clients --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Client:
+    ws: ClientConnection
+    app: App
+    socket_id: str
+    activity_timeout: int
+
+    async def send(self, event: str, data: object = None, channel: str | None = None) -> None:
+        message: dict[str, object] = {"event": event}
+        if data is not None:
+            message["data"] = data
+        if channel is not None:
+            message["channel"] = channel
+        await self.ws.send(json.dumps(message))
+
+    async def recv(self, wait: float = 2.0) -> Frame:
+        return await recv_json(self.ws, wait)
+
+    async def expect(self, event: str, channel: str | None = None, wait: float = 2.0) -> Frame:
+        frame = await self.recv(wait)
+        assert frame["event"] == event, f"expected {event}, got {frame}"
+        if channel is not None:
+            assert frame.get("channel") == channel, frame
+        return frame
+
+    async def expect_error(self, code: int | None = None, fragment: str = "") -> str:
+        """A non-fatal ``pusher:error``; the caller then proves the socket is still open."""
+        frame = await self.expect("pusher:error")
+        assert frame["data"]["code"] == code, frame
+        assert fragment.lower() in frame["data"]["message"].lower(), frame
+        return str(frame["data"]["message"])
+
+    async def sync(self) -> None:
+        """Round-trip a ping: the pong must be the very next frame, so nothing else was pending for this socket.
+
+        Frames are handled in order, so after ``await other.sync()`` everything ``other`` sent has been processed.
+        """
+        await self.send("pusher:ping", {})
+        frame = await self.recv(1.0)
+        assert frame["event"] == "pusher:pong", f"unexpected frame before the pong: {frame}"
+
+    async def send_subscribe(self, channel: str, channel_data: str | None = None) -> None:
+        """Send pusher:subscribe with correctly signed auth for the channel's kind."""
+        data: dict[str, object] = {"channel": channel, "auth": ""}
+        if channel.startswith("presence-"):
+            assert channel_data is not None
+            data["auth"] = channel_auth(self.app.key, self.app.secret, self.socket_id, channel, channel_data)
+            data["channel_data"] = channel_data
+        elif channel.startswith("private-"):
+            data["auth"] = channel_auth(self.app.key, self.app.secret, self.socket_id, channel)
+        await self.send("pusher:subscribe", data)
+
+    async def subscribe(self, channel: str, channel_data: str | None = None) -> Frame:
+        """Subscribe with correctly signed auth; return the server's reply."""
+        await self.send_subscribe(channel, channel_data)
+        return await self.recv()
+
+    async def subscribed(self, channel: str, channel_data: str | None = None) -> Frame:
+        frame = await self.subscribe(channel, channel_data)
+        assert frame["event"] == "pusher_internal:subscription_succeeded", frame
+        assert frame["channel"] == channel
+        return frame
+
+
+Connect = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """``await connect(emulator, key=…, query=…, app=…)`` → a :class:`Client` past ``connection_established``."""
+    opened: list[ClientConnection] = []
+
+    async def open_client(
+        target: Emulator, *, key: str | None = None, query: str = "protocol=7", app: App | None = None
+    ) -> Client:
+        ws = await ws_connect(target.ws_url(key, query), **WS_OPTIONS)
+        opened.append(ws)
+        frame = await recv_json(ws)
+        assert frame["event"] == "pusher:connection_established", frame
+        assert isinstance(frame["data"], str), "item 1: connection_established data is a JSON string"
+        data = json.loads(frame["data"])
+        return Client(ws, app or target.app, data["socket_id"], data["activity_timeout"])
+
+    yield open_client
+    for ws in opened:
+        await ws.close()
+
+
+# -- HTTP API ---------------------------------------------------------------------------------------------------------
+
+
+async def publish(target: Emulator, channel: str, event: str, data: str, *, app: App | None = None) -> None:
+    """Trigger through the HTTP API, signed with relay.protocol.signing."""
+    app = app or target.app
+    body = json.dumps({"name": event, "channel": channel, "data": data}).encode()
+    path = f"/apps/{app.app_id}/events"
+    params = sign_rest_request(app.key, app.secret, "POST", path, timestamp=int(time.time()), body=body)
+    async with httpx.AsyncClient(timeout=5) as http:
+        response = await http.post(
+            target.http_url + path, params=params, content=body, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json() == {}
+
+
+async def api_get(target: Emulator, path: str, **query: str) -> Any:
+    app = target.app
+    full = f"/apps/{app.app_id}{path}"
+    params = sign_rest_request(app.key, app.secret, "GET", full, timestamp=int(time.time()), params=query)
+    async with httpx.AsyncClient(timeout=5) as http:
+        response = await http.get(target.http_url + full, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def official_client(target: Emulator, **options: Any) -> Any:
+    """pusher-http-python pointed at the emulator (its calls block: run them with asyncio.to_thread)."""
+    app = target.app
+    return pusher.Pusher(
+        app_id=app.app_id, key=app.key, secret=app.secret, host="127.0.0.1", port=target.port, ssl=False, **options
+    )
+
+
+async def assert_serves_others(target: Emulator, connect: Connect) -> None:
+    """Item 10/13 companion: a fresh connection can still subscribe and receive a publish."""
+    other = await connect(target)
+    channel = unique("others-")
+    await other.subscribed(channel)
+    await publish(target, channel, "still-serving", '{"ok":true}')
+    frame = await other.expect("still-serving", channel)
+    assert frame["data"] == '{"ok":true}'
+
+
+# == Connection (items 1-9) ===========================================================================================
+
+
+@pytest.mark.parametrize("query", ["protocol=5", "protocol=6", "protocol=7", ""])
+async def test_supported_protocols_get_connection_established(emulator: Emulator, query: str) -> None:
+    """Items 1, 2: protocols 5-7 (and a missing protocol, taken as 7) upgrade; the first frame is
+    connection_established with string data holding a socket_id and an activity_timeout > 0."""
+    async with ws_connect(emulator.ws_url(query=query), **WS_OPTIONS) as ws:
+        frame = await recv_json(ws)
+        assert frame["event"] == "pusher:connection_established"
+        assert isinstance(frame["data"], str)
+        data = json.loads(frame["data"])
+        assert SOCKET_ID.match(data["socket_id"])
+        assert isinstance(data["activity_timeout"], int) and not isinstance(data["activity_timeout"], bool)
+        assert data["activity_timeout"] > 0
+
+
+async def test_socket_ids_are_unique(emulator: Emulator, connect: Connect) -> None:
+    """Item 2: socket ids match ^\\d+\\.\\d+$ and never repeat, also after earlier sockets closed."""
+    ids = []
+    for _ in range(12):
+        client = await connect(emulator)
+        ids.append(client.socket_id)
+        if len(ids) % 3 == 0:
+            await client.ws.close()
+    assert all(SOCKET_ID.match(socket_id) for socket_id in ids)
+    assert len(set(ids)) == len(ids)
+
+
+async def test_unknown_query_parameters_are_ignored(emulator: Emulator, connect: Connect) -> None:
+    """Item 4: pusher-js's client/version/flash and anything else in the query are ignored."""
+    client = await connect(emulator, query="protocol=7&client=js&version=8.6.0&flash=false&foo=bar&empty=")
+    assert SOCKET_ID.match(client.socket_id)
+    await client.subscribed("public-room")
+    await client.sync()
+
+
+async def test_path_prefix(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Item 3: with a configured path prefix the endpoint is {prefix}/app/{key}; another prefix is a 4005."""
+    target = await start_emulator(path_prefix="/ws")
+    ws = await ws_connect(f"ws://127.0.0.1:{target.port}/ws/app/{APP.key}?protocol=7", **WS_OPTIONS)
+    try:
+        frame = await recv_json(ws)
+        assert frame["event"] == "pusher:connection_established"
+        await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "prefixed"}}))
+        frame = await recv_json(ws)
+        assert frame["event"] == "pusher_internal:subscription_succeeded"
+    finally:
+        await ws.close()
+    async with ws_connect(f"ws://127.0.0.1:{target.port}/other/app/{APP.key}", **WS_OPTIONS) as wrong:
+        await expect_fatal(wrong, 4005)
+
+
+@pytest.mark.parametrize("protocol", ["4", "8", "0", "70"])
+async def test_unsupported_protocol_is_4007(emulator: Emulator, connect: Connect, protocol: str) -> None:
+    """Items 8, 9: a protocol outside 5-7 gets pusher:error 4007 after the upgrade, then close 4007."""
+    async with ws_connect(emulator.ws_url(query=f"protocol={protocol}"), **WS_OPTIONS) as ws:
+        message = await expect_fatal(ws, 4007)
+        assert protocol in message
+    await assert_serves_others(emulator, connect)
+
+
+@pytest.mark.parametrize("protocol", ["abc", "7.0", "-7"])
+async def test_malformed_protocol_is_4006(emulator: Emulator, protocol: str) -> None:
+    """Items 8, 9: a malformed version string gets 4006."""
+    async with ws_connect(emulator.ws_url(query=f"protocol={protocol}"), **WS_OPTIONS) as ws:
+        message = await expect_fatal(ws, 4006)
+        assert "version" in message.lower()
+
+
+async def test_unknown_key_is_4001(emulator: Emulator, connect: Connect) -> None:
+    """Items 5, 9: an unknown key is refused after the upgrade (not with an HTTP error) with 4001."""
+    async with ws_connect(emulator.ws_url(key="no-such-key"), **WS_OPTIONS) as ws:
+        assert ws.response is not None and ws.response.status_code == 101
+        message = await expect_fatal(ws, 4001)
+        assert "does not exist" in message
+    await assert_serves_others(emulator, connect)
+
+
+async def test_disabled_app_is_4003(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Items 6, 9: a disabled app gets 4003; the enabled app on the same server keeps working."""
+    disabled = App(app_id="2", key="disabled-key", secret="disabled-secret", enabled=False)
+    target = await start_emulator(app=APP, apps=(disabled,))
+    async with ws_connect(target.ws_url(key="disabled-key"), **WS_OPTIONS) as ws:
+        message = await expect_fatal(ws, 4003)
+        assert "disabled" in message.lower()
+    await assert_serves_others(target, connect)
+
+
+async def test_connection_quota_is_4004(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Items 7, 9: over max_connections the socket gets 4004; once one closes there is room again."""
+    target = await start_emulator(app=replace(APP, max_connections=2))
+    first = await connect(target)
+    second = await connect(target)
+    async with ws_connect(target.ws_url(), **WS_OPTIONS) as ws:
+        message = await expect_fatal(ws, 4004)
+        assert "quota" in message.lower()
+    await first.ws.close()
+    for _ in range(50):  # the server releases the slot when it sees the close
+        if len(target.node.states[APP.app_id].peers) < 2:
+            break
+        await asyncio.sleep(0.02)
+    third = await connect(target)
+    await third.sync()
+    await second.sync()
+
+
+@pytest.mark.parametrize("path", ["/foo", "/app", "/app/", f"/app/{APP.key}/extra", f"/apps/{APP.key}"])
+async def test_bad_path_is_4005_after_upgrade(emulator: Emulator, connect: Connect, path: str) -> None:
+    """Items 9: a WebSocket on an unknown path is upgraded, then refused with pusher:error 4005 and close 4005."""
+    async with ws_connect(f"ws://127.0.0.1:{emulator.port}{path}?protocol=7", **WS_OPTIONS) as ws:
+        assert ws.response is not None and ws.response.status_code == 101
+        message = await expect_fatal(ws, 4005)
+        assert "path" in message.lower()
+    await assert_serves_others(emulator, connect)
+
+
+# == Liveness (items 14-17) =========================================================================================
+
+
+@pytest.mark.parametrize("data", [{}, "", None], ids=["object", "empty-string", "absent"])
+async def test_pusher_ping_gets_pong(emulator: Emulator, connect: Connect, data: object) -> None:
+    """Item 14: pusher:ping with data {} (pusher-js) or "" (pysher) gets pusher:pong within 1 s."""
+    client = await connect(emulator)
+    started = time.monotonic()
+    await client.send("pusher:ping", data)
+    frame = await client.expect("pusher:pong", wait=1.0)
+    assert time.monotonic() - started < 1.0
+    assert "data" in frame
+
+
+async def test_ws_ping_frame_gets_pong_frame(emulator: Emulator, connect: Connect) -> None:
+    """Item 15: an RFC 6455 ping frame is answered with a pong frame (carrying the same payload)."""
+    client = await connect(emulator)
+    for payload in (b"", b"hello"):
+        pong_waiter = await client.ws.ping(payload)
+        latency = await asyncio.wait_for(pong_waiter, 1.0)
+        assert latency < 1.0
+    await client.sync()
+
+
+async def test_server_pings_after_silence_and_a_pong_keeps_the_socket(
+    start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Item 16: after activity_timeout of silence the server sends pusher:ping; answering keeps the socket."""
+    target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
+    client = await connect(target)
+    assert client.activity_timeout == 1
+    started = time.monotonic()
+    for _ in range(2):
+        frame = await client.expect("pusher:ping", wait=3.0)
+        assert "data" in frame
+        assert time.monotonic() - started >= 0.9, "pinged before activity_timeout"
+        await client.send("pusher:pong", {})
+        started = time.monotonic()
+    await client.sync()  # still open after two answered rounds, though together they outlast pong_timeout
+
+
+async def test_unanswered_ping_closes_4201(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Items 9, 16: a server ping that gets no reply within pong_timeout ends in pusher:error 4201, close 4201."""
+    target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
+    client = await connect(target)
+    watcher = await connect(target)
+    await client.expect("pusher:ping", wait=3.0)
+    await watcher.expect("pusher:ping", wait=1.0)
+    await watcher.send("pusher:pong", {})
+    message = await expect_fatal(client.ws, 4201, wait=3.0)
+    assert "pong" in message.lower()
+    # The other socket answers its pings and is never closed.
+    await watcher.send("pusher:ping", {})
+    while (frame := await watcher.recv(wait=2.0))["event"] == "pusher:ping":
+        await watcher.send("pusher:pong", {})
+    assert frame["event"] == "pusher:pong"
+
+
+async def test_any_inbound_frame_resets_the_inactivity_timer(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Item 17: any frame from the client (not only pusher:ping) counts as activity; silence then brings a ping."""
+    target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
+    client = await connect(target)
+    seen: list[Frame] = []
+    kinds = itertools.cycle(["pong", "bad-json", "ws-ping", "subscribe", "binary"])
+    deadline = time.monotonic() + 2.6
+    while time.monotonic() < deadline:
+        kind = next(kinds)
+        if kind == "pong":
+            await client.send("pusher:pong", {})
+        elif kind == "bad-json":
+            await client.ws.send("{not json")
+        elif kind == "ws-ping":
+            await client.ws.ping()
+        elif kind == "subscribe":
+            await client.send("pusher:subscribe", {"channel": unique("busy-")})
+        else:
+            await client.ws.send(b'{"event":"pusher:pong","data":{}}')
+        try:
+            while True:
+                seen.append(await client.recv(wait=0.4))
+        except TimeoutError:
+            pass
+    assert not [frame for frame in seen if frame["event"] == "pusher:ping"], "pinged although the client was active"
+    assert {frame["event"] for frame in seen} <= {"pusher:error", "pusher_internal:subscription_succeeded"}
+    await client.expect("pusher:ping", wait=2.5)
+
+
+# == Errors that must not close (items 10-13) =========================================================================
+
+
+NON_FATAL_INPUTS: dict[str, tuple[str | bytes, bool, str]] = {
+    # name: (payload, send as text, fragment of the error message)
+    "invalid-json": ("{not json", True, "json"),
+    "json-array": ('[{"event":"pusher:ping"}]', True, "object"),
+    "json-string": ('"pusher:ping"', True, "object"),
+    "no-event": ('{"data":{}}', True, "event"),
+    "non-string-channel": ('{"event":"client-x","channel":5,"data":{}}', True, "channel"),
+    "unknown-pusher-event": ('{"event":"pusher:frobnicate","data":{}}', True, "pusher:frobnicate"),
+    "subscribe-data-not-object": ('{"event":"pusher:subscribe","data":["x"]}', True, "object"),
+    "binary-frame": (b'{"event":"pusher:ping","data":{}}', False, "binary"),
+    "invalid-utf8": (b'{"event":"pusher:ping","data":"\xff\xfe"}', True, "utf-8"),
+    "oversized-frame": (json.dumps({"event": "pusher:ping", "data": {"pad": "x" * 20_000}}), True, "limit"),
+}
+
+
+@pytest.mark.parametrize("name", list(NON_FATAL_INPUTS))
+async def test_bad_input_gets_a_non_fatal_error(emulator: Emulator, connect: Connect, name: str) -> None:
+    """Items 10, 12, 13: malformed input gets a code-null pusher:error; the socket stays open and subscribed,
+    and the server keeps serving another client meanwhile."""
+    payload, as_text, fragment = NON_FATAL_INPUTS[name]
+    client = await connect(emulator)
+    bystander = await connect(emulator)
+    channel = unique("bad-input-")
+    await client.subscribed(channel)
+    await bystander.subscribed(channel)
+    # websockets sends bytes as a binary frame unless told otherwise; text=True gives a text frame of raw bytes.
+    await client.ws.send(payload, text=as_text)
+    await client.expect_error(None, fragment)
+    await client.sync()
+    await publish(emulator, channel, "after-bad-input", '"still here"')
+    assert (await client.expect("after-bad-input", channel))["data"] == '"still here"'
+    assert (await bystander.expect("after-bad-input", channel))["data"] == '"still here"'
+    await assert_serves_others(emulator, connect)
+
+
+async def test_frame_over_the_transport_limit_closes_only_that_socket(
+    start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Items 11, 13: a frame over max_frame_bytes ends that WebSocket with 1009 (RFC 6455), never a 43xx code;
+    the server and its other sockets are unaffected."""
+    target = await start_emulator(max_frame_bytes=32_768)
+    client = await connect(target)
+    bystander = await connect(target)
+    await client.ws.send(json.dumps({"event": "pusher:ping", "data": {"pad": "x" * 40_000}}))
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(client.ws.recv(), 3.0)
+    assert client.ws.close_code == 1009
+    await bystander.sync()
+    await assert_serves_others(target, connect)
+
+
+async def test_channel_frames_carry_data_and_no_close_code_is_43xx(
+    start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Items 10, 11, 18: a tour of every channel frame type (all checked by check_frame) and of the non-fatal
+    43xx errors, none of which closes the socket."""
+    target = await start_emulator(app=replace(APP, subscription_count=True))
+    alice = await connect(target)
+    bob = await connect(target)
+    seen: set[str] = set()
+
+    async def drain(client: Client) -> None:
+        try:
+            while True:
+                seen.add((await client.recv(wait=0.2))["event"])
+        except TimeoutError:
+            pass
+
+    await alice.send_subscribe("cache-tour")
+    await alice.send_subscribe("private-tour")
+    await bob.send_subscribe("private-tour")
+    await alice.send_subscribe("presence-tour", '{"user_id":"a"}')
+    await bob.send_subscribe("presence-tour", '{"user_id":"b"}')
+    await alice.send("pusher:subscribe", {"channel": "private-tour-denied", "auth": "app-key:bad"})
+    await drain(alice)
+    await drain(bob)
+    await alice.send("client-hi", {"n": 1}, channel="private-tour")
+    for _ in range(12):  # over the rate limit: 4301 without a close
+        await bob.send("client-flood", {}, channel="presence-tour")
+    await publish(target, "private-tour", "server-event", "{}")
+    await bob.send("pusher:unsubscribe", {"channel": "presence-tour"})
+    await drain(alice)
+    await drain(bob)
+    assert {
+        "pusher_internal:subscription_succeeded",
+        "pusher_internal:subscription_count",
+        "pusher_internal:member_added",
+        "pusher_internal:member_removed",
+        "pusher:cache_miss",
+        "pusher:subscription_error",
+        "pusher:error",
+        "client-hi",
+        "client-flood",
+        "server-event",
+    } <= seen
+    await alice.sync()
+    await bob.sync()
+
+
+# == Subscriptions (items 21-25, 34-41) ==============================================================================
+
+
+@pytest.mark.parametrize("auth", ["", None], ids=["empty-auth", "no-auth"])
+async def test_public_subscribe(emulator: Emulator, connect: Connect, auth: str | None) -> None:
+    """Item 21: public channels need no auth: auth "" (pusher-js) or none gets subscription_succeeded, data "{}"."""
+    client = await connect(emulator)
+    data = {"channel": "public-news"} if auth is None else {"channel": "public-news", "auth": auth}
+    await client.send("pusher:subscribe", data)
+    frame = await client.expect("pusher_internal:subscription_succeeded", "public-news")
+    assert frame["data"] == "{}"
+
+
+@pytest.mark.parametrize(
+    "channel",
+    ["x" * 201, "has space", "slash/channel", "dollar$", "ümlaut", "#foo", "#server-to-user-", "", 42, None],
+    ids=["201-chars", "space", "slash", "dollar", "non-ascii", "hash", "empty-server-to-user", "empty", "int", "null"],
+)
+async def test_invalid_channel_name_is_refused(emulator: Emulator, connect: Connect, channel: object) -> None:
+    """Items 22, 23: over-long names, illegal characters and '#' channels get pusher:subscription_error status 400;
+    the socket stays open."""
+    client = await connect(emulator)
+    await client.send("pusher:subscribe", {"channel": channel, "auth": ""})
+    frame = await client.expect("pusher:subscription_error")
+    assert frame["data"]["status"] == 400, frame
+    assert isinstance(frame["data"]["error"], str) and frame["data"]["type"]
+    if isinstance(channel, str):
+        assert frame["channel"] == channel
+    await client.sync()
+    await client.subscribed("valid-after-invalid")
+
+
+async def test_longest_and_widest_channel_name_is_accepted(emulator: Emulator, connect: Connect) -> None:
+    """Item 22: 200 characters from the whole allowed set [A-Za-z0-9_-=@,.;] subscribe fine."""
+    client = await connect(emulator)
+    name = ("Az09_-=@,.;" * 20)[:200]
+    await client.subscribed(name)
+    await publish(emulator, name, "long", "1")
+    assert (await client.expect("long", name))["data"] == "1"
+
+
+async def test_private_subscribe_with_vector_credentials(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Item 24: key:HMAC(secret, socket_id:channel), the algorithm that yields the published vector, authorizes."""
+    assert channel_auth(VECTOR_KEY, VECTOR_SECRET, "1234.1234", "private-foobar") == (
+        f"{VECTOR_KEY}:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+    )
+    target = await start_emulator(app=VECTOR_APP)
+    client = await connect(target)
+    frame = await client.subscribed("private-foobar")
+    assert frame["data"] == "{}"
+    await publish(target, "private-foobar", "secret-news", '{"a":1}')
+    assert (await client.expect("secret-news", "private-foobar"))["data"] == '{"a":1}'
+
+
+async def test_private_subscribe_signed_by_pusher_http_python(emulator: Emulator, connect: Connect) -> None:
+    """Item 24 with an official library: pusher.Pusher.authenticate's token authorizes; its trigger delivers."""
+    client = await connect(emulator)
+    official = official_client(emulator)
+    auth = official.authenticate(channel="private-official", socket_id=client.socket_id)
+    await client.send("pusher:subscribe", {"channel": "private-official", **auth})
+    await client.expect("pusher_internal:subscription_succeeded", "private-official")
+    await asyncio.to_thread(official.trigger, "private-official", "from-python", {"x": 1})
+    frame = await client.expect("from-python", "private-official")
+    assert json.loads(frame["data"]) == {"x": 1}
+
+
+BAD_AUTHS: dict[str, Callable[[str, str], dict[str, object]]] = {
+    "missing": lambda socket_id, channel: {},
+    "empty": lambda socket_id, channel: {"auth": ""},
+    "bad-signature": lambda socket_id, channel: {"auth": "app-key:" + "0" * 64},
+    "wrong-secret": lambda socket_id, channel: {"auth": channel_auth("app-key", "other-secret", socket_id, channel)},
+    "wrong-key-prefix": lambda socket_id, channel: {
+        "auth": channel_auth("other-key", "app-secret", socket_id, channel)
+    },
+    "other-socket": lambda socket_id, channel: {"auth": channel_auth("app-key", "app-secret", "1.999999", channel)},
+    "other-channel": lambda socket_id, channel: {
+        "auth": channel_auth("app-key", "app-secret", socket_id, channel + "-x")
+    },
+    "no-colon": lambda socket_id, channel: {"auth": "app-key"},
+    "not-a-string": lambda socket_id, channel: {"auth": 12345},
+}
+
+
+@pytest.mark.parametrize("channel", ["private-room", "private-encrypted-room"])
+@pytest.mark.parametrize("case", list(BAD_AUTHS))
+async def test_bad_private_auth_is_refused(emulator: Emulator, connect: Connect, case: str, channel: str) -> None:
+    """Items 25, 34: a bad, missing or foreign signature, or the wrong key prefix, gets pusher:subscription_error
+    {type: AuthError, status: 401}; no delivery follows, the socket stays open and can then subscribe properly."""
+    client = await connect(emulator)
+    await client.send("pusher:subscribe", {"channel": channel, **BAD_AUTHS[case](client.socket_id, channel)})
+    frame = await client.expect("pusher:subscription_error", channel)
+    assert frame["data"]["type"] == "AuthError"
+    assert frame["data"]["status"] == 401
+    await publish(emulator, channel, "leak", "{}")
+    await client.sync()
+    await client.subscribed(channel)
+
+
+async def test_encrypted_channel_is_authorized_like_private_and_forwarded_verbatim(
+    emulator: Emulator, connect: Connect
+) -> None:
+    """Item 34: private-encrypted-* takes a private-style signature (the shared secret is not signed), and the
+    server forwards the ciphertext untouched: it decrypts with the shared secret derived from the master key."""
+    master_key = bytes(range(32))
+    channel = "private-encrypted-vault"
+    receiver = await connect(emulator)
+    official = official_client(emulator, encryption_master_key_base64=base64.b64encode(master_key).decode())
+    auth = official.authenticate(channel=channel, socket_id=receiver.socket_id)
+    assert auth["shared_secret"].decode() == encrypted_shared_secret(channel, master_key)
+    await receiver.send("pusher:subscribe", {"channel": channel, "auth": auth["auth"]})
+    await receiver.expect("pusher_internal:subscription_succeeded", channel)
+    # An arbitrary opaque payload is never inspected or re-encoded.
+    opaque = '{"nonce":"AAAA","ciphertext":"not really encrypted \\u00e9 é"}'
+    await publish(emulator, channel, "opaque", opaque)
+    assert (await receiver.expect("opaque", channel))["data"] == opaque
+    # A real NaCl payload from pusher-http-python decrypts on the receiving side.
+    await asyncio.to_thread(official.trigger, channel, "sealed", {"secret": "hi"})
+    frame = await receiver.expect("sealed", channel)
+    envelope = json.loads(frame["data"])
+    box = nacl.secret.SecretBox(base64.b64decode(encrypted_shared_secret(channel, master_key)))
+    plain = box.decrypt(base64.b64decode(envelope["ciphertext"]), base64.b64decode(envelope["nonce"]))
+    assert json.loads(plain) == {"secret": "hi"}
+
+
+async def test_duplicate_subscribe_is_idempotent(emulator: Emulator, connect: Connect) -> None:
+    """Item 35: subscribing twice succeeds again but delivers each event once."""
+    client = await connect(emulator)
+    for _ in range(3):
+        await client.subscribed("private-dupe")
+    await publish(emulator, "private-dupe", "once", "1")
+    await client.expect("once", "private-dupe")
+    await client.sync()
+    info = await api_get(emulator, "/channels/private-dupe", info="subscription_count")
+    assert info == {"occupied": True, "subscription_count": 1}
+
+
+async def test_unsubscribe_stops_delivery_without_reply(emulator: Emulator, connect: Connect) -> None:
+    """Item 36: pusher:unsubscribe stops delivery, gets no reply, and is ignored for unknown channels."""
+    client = await connect(emulator)
+    await client.subscribed("news")
+    await client.subscribed("private-news")
+    await client.send("pusher:unsubscribe", {"channel": "news"})
+    await client.send("pusher:unsubscribe", {"channel": "never-subscribed"})
+    await client.send("pusher:unsubscribe", {"channel": "private-news"})
+    await client.sync()  # no reply to any of the three
+    await publish(emulator, "news", "gone", "{}")
+    await publish(emulator, "private-news", "gone", "{}")
+    await client.sync()
+    assert await api_get(emulator, "/channels") == {"channels": {}}
+    await client.subscribed("news")  # and it can come back
+    await publish(emulator, "news", "back", "{}")
+    await client.expect("back", "news")
+
+
+async def test_disconnect_clears_all_membership(emulator: Emulator, connect: Connect) -> None:
+    """Item 37: after a disconnect, the channels are gone (HTTP channels list empty) and counts return to 0."""
+    client = await connect(emulator)
+    await client.subscribed("lobby")
+    await client.subscribed("private-lobby")
+    await client.subscribed("presence-lobby", '{"user_id":"u1"}')
+    channels = await api_get(emulator, "/channels")
+    assert set(channels["channels"]) == {"lobby", "private-lobby", "presence-lobby"}
+    await client.ws.close()
+    for _ in range(100):
+        channels = await api_get(emulator, "/channels")
+        if not channels["channels"]:
+            break
+        await asyncio.sleep(0.02)
+    assert channels == {"channels": {}}
+    assert await api_get(emulator, "/channels/presence-lobby/users") == {"users": []}
+    info = await api_get(emulator, "/channels/lobby", info="subscription_count")
+    assert info["occupied"] is False
+    assert info.get("subscription_count", 0) == 0
+
+
+async def test_subscription_count_events(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Item 38: with subscription_count on, subscribers get pusher_internal:subscription_count whenever the count
+    changes, on public and private channels but never on presence channels."""
+    target = await start_emulator(app=replace(APP, subscription_count=True))
+    alice = await connect(target)
+    bob = await connect(target)
+
+    def count_of(frames: list[Frame]) -> int:
+        (frame,) = [f for f in frames if f["event"] == "pusher_internal:subscription_count"]
+        return int(json.loads(frame["data"])["subscription_count"])
+
+    for channel in ("counted", "private-counted"):
+        reply = await alice.subscribe(channel)
+        rest = await alice.recv()
+        assert {reply["event"], rest["event"]} == {
+            "pusher_internal:subscription_succeeded",
+            "pusher_internal:subscription_count",
+        }
+        assert count_of([reply, rest]) == 1
+        reply = await bob.subscribe(channel)
+        rest = await bob.recv()
+        assert count_of([reply, rest]) == 2
+        frame = await alice.expect("pusher_internal:subscription_count", channel)
+        assert frame["data"] == '{"subscription_count":2}'
+        await bob.send("pusher:unsubscribe", {"channel": channel})
+        frame = await alice.expect("pusher_internal:subscription_count", channel)
+        assert json.loads(frame["data"]) == {"subscription_count": 1}
+        await bob.sync()
+    await alice.subscribed("presence-counted", '{"user_id":"a"}')
+    await bob.subscribed("presence-counted", '{"user_id":"b"}')
+    await alice.expect("pusher_internal:member_added", "presence-counted")
+    await alice.sync()
+    await bob.sync()
+
+
+async def test_cache_channel_miss(emulator: Emulator, connect: Connect) -> None:
+    """Item 39: an empty cache channel answers subscription_succeeded, then pusher:cache_miss with data."""
+    client = await connect(emulator)
+    for channel in ("cache-empty", "private-cache-empty"):
+        await client.subscribed(channel)
+        frame = await client.expect("pusher:cache_miss", channel)
+        assert frame["data"] == "{}"
+    await client.subscribed("presence-cache-empty", '{"user_id":"1"}')
+    await client.expect("pusher:cache_miss", "presence-cache-empty")
+    await client.sync()
+
+
+@pytest.mark.parametrize("channel", ["cache-prices", "private-cache-prices", "private-encrypted-cache-prices"])
+async def test_cache_channel_replays_the_last_http_event(emulator: Emulator, connect: Connect, channel: str) -> None:
+    """Item 40: a cache channel with a value answers subscription_succeeded, then the last HTTP event."""
+    await publish(emulator, channel, "price", '{"v":1}')
+    await publish(emulator, channel, "price-final", '{"v":2}')
+    client = await connect(emulator)
+    await client.subscribed(channel)
+    frame = await client.expect("price-final", channel)
+    assert frame == {"event": "price-final", "channel": channel, "data": '{"v":2}'}
+    await client.sync()
+
+
+async def test_client_events_are_never_cached(emulator: Emulator, connect: Connect) -> None:
+    """Item 41: a client event on a cache channel is relayed but not stored."""
+    sender = await connect(emulator)
+    receiver = await connect(emulator)
+    for client in (sender, receiver):
+        await client.subscribed("private-cache-chat")
+        await client.expect("pusher:cache_miss", "private-cache-chat")
+    await sender.send("client-said", {"t": "hi"}, channel="private-cache-chat")
+    await receiver.expect("client-said", "private-cache-chat")
+    late = await connect(emulator)
+    await late.subscribed("private-cache-chat")
+    await late.expect("pusher:cache_miss", "private-cache-chat")
+
+
+async def test_cache_ttl_expires(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Item 41: the cache TTL is configurable; after it the channel is a miss again."""
+    target = await start_emulator(app=replace(APP, cache_ttl=0.5))
+    await publish(target, "cache-short", "tick", '"1"')
+    early = await connect(target)
+    await early.subscribed("cache-short")
+    await early.expect("tick", "cache-short")
+    await asyncio.sleep(0.7)
+    late = await connect(target)
+    await late.subscribed("cache-short")
+    await late.expect("pusher:cache_miss", "cache-short")
+
+
+# == Client events (items 42, 44-47) =================================================================================
+
+
+async def test_client_event_reaches_others_not_the_sender(emulator: Emulator, connect: Connect) -> None:
+    """Item 42: a client event on a subscribed private channel reaches every other subscriber, never the sender;
+    object data is relayed as a JSON string, string data verbatim."""
+    sender, bob, carol = [await connect(emulator) for _ in range(3)]
+    outsider = await connect(emulator)
+    for client in (sender, bob, carol):
+        await client.subscribed("private-chat")
+    await outsider.subscribed("private-other")
+    await sender.send("client-typing", {"who": "sender"}, channel="private-chat")
+    await sender.send("client-raw", '{"already":"encoded"}', channel="private-chat")
+    for client in (bob, carol):
+        frame = await client.expect("client-typing", "private-chat")
+        assert json.loads(frame["data"]) == {"who": "sender"}
+        assert "user_id" not in frame
+        frame = await client.expect("client-raw", "private-chat")
+        assert frame["data"] == '{"already":"encoded"}'
+    await sender.sync()
+    await outsider.sync()
+
+
+async def _sender_and_listener(emulator: Emulator, connect: Connect) -> tuple[Client, Client]:
+    sender = await connect(emulator)
+    listener = await connect(emulator)
+    for client in (sender, listener):
+        await client.subscribed("private-room")
+        await client.subscribed("public-room")
+    await listener.subscribed("private-listener-only")
+    return sender, listener
+
+
+CLIENT_EVENT_REJECTIONS = {
+    "public-channel": ("client-hello", "public-room", "private and presence"),
+    "unsubscribed": ("client-hello", "private-listener-only", "not subscribed"),
+    "no-channel": ("client-hello", None, "not subscribed"),
+    "missing-prefix": ("hello", "private-room", "unsupported event"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLIENT_EVENT_REJECTIONS))
+async def test_client_event_rejected_without_delivery(emulator: Emulator, connect: Connect, case: str) -> None:
+    """Item 44: a client event on a public or unsubscribed channel, or without the client- prefix, is dropped with a
+    non-fatal error; nobody receives it and the sender stays connected."""
+    event, channel, fragment = CLIENT_EVENT_REJECTIONS[case]
+    sender, listener = await _sender_and_listener(emulator, connect)
+    await sender.send(event, {"n": 1}, channel=channel)
+    await sender.expect_error(None, fragment)
+    await sender.sync()
+    await listener.sync()
+    await sender.send("client-ok", {"n": 2}, channel="private-room")
+    await listener.expect("client-ok", "private-room")
+
+
+async def test_client_events_disabled_is_4301(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Item 45: with client events off, the sender gets a non-fatal 4301 and nothing is delivered."""
+    target = await start_emulator(app=replace(APP, client_events=False))
+    sender, listener = await _sender_and_listener(target, connect)
+    await sender.send("client-hello", {"n": 1}, channel="private-room")
+    await sender.expect_error(4301, "not enabled")
+    await sender.sync()
+    await listener.sync()
+
+
+async def test_client_event_rate_limit_is_4301_and_stays_open(emulator: Emulator, connect: Connect) -> None:
+    """Item 46: the 11th client event within a second gets 4301 and is not delivered; the socket stays open and
+    sending works again in the next window."""
+    sender, listener = await _sender_and_listener(emulator, connect)
+    for n in range(11):
+        await sender.send("client-burst", {"n": n}, channel="private-room")
+    await sender.expect_error(4301, "rate limit")
+    await sender.sync()
+    received = [json.loads((await listener.expect("client-burst", "private-room"))["data"])["n"] for _ in range(10)]
+    assert received == list(range(10))
+    await listener.sync()
+    await asyncio.sleep(1.05)
+    await sender.send("client-burst", {"n": 11}, channel="private-room")
+    assert json.loads((await listener.expect("client-burst", "private-room"))["data"]) == {"n": 11}
+
+
+async def test_client_event_name_and_size_limits(emulator: Emulator, connect: Connect) -> None:
+    """Item 47: event names up to 200 chars and data up to 10 KB pass; longer or larger are rejected, non-fatally."""
+    sender, listener = await _sender_and_listener(emulator, connect)
+    longest = "client-" + "n" * 193
+    biggest = "d" * 10_240
+    await sender.send(longest, "x", channel="private-room")
+    assert (await listener.expect(longest, "private-room"))["data"] == "x"
+    await sender.send(longest + "n", "x", channel="private-room")
+    await sender.expect_error(None, "200")
+    await sender.send("client-big", biggest, channel="private-room")
+    assert (await listener.expect("client-big", "private-room"))["data"] == biggest
+    await sender.send("client-big", biggest + "d", channel="private-room")
+    await sender.expect_error(None, "10240")
+    await sender.sync()
+    await listener.sync()
