@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
-
 from relay.config import ProviderConfig
 from relay.errors import InvalidSignature, ProtocolError, ProviderError, RelayError, UnknownKey, UnsupportedCapability
 from relay.http_errors import error_for_status, parse_retry_after

@@ -13,7 +13,6 @@ from typing import Any
 
 from relay.adapters.base import Call, Capability, HttpResponse
 from relay.adapters.pusher import PusherAdapter
-
 from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent

@@ -11,8 +11,8 @@ from urllib.parse import quote, urlencode
 
 import nacl.secret
 import nacl.utils
-from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
 
+from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
 from relay.config import ProviderConfig
 from relay.errors import ConfigError, InvalidChannelName, ProtocolError, RelayError
 from relay.http_errors import error_for_status, parse_retry_after

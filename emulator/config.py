@@ -58,6 +58,12 @@ class App:
     webhook_batch_ms: int = 50
     webhook_delay: float = 3.0
     webhook_retry_for: float = 300.0
+    # Operations (docs/emulator.md "Limits and protection"): browser Origins allowed to open WebSockets (empty: any;
+    # entries are "*", an origin like "https://shop.example.com" or a host pattern like "*.example.com"), the largest
+    # WebSocket message accepted (None: the server's max_frame_bytes) and HTTP API requests per second (None: no limit).
+    allowed_origins: tuple[str, ...] = ()
+    max_message_bytes: int | None = None
+    api_rate_limit: float | None = None
 
     def __repr__(self) -> str:
         return f"App(app_id={self.app_id!r}, key={self.key!r}, secret='***')"
@@ -72,6 +78,20 @@ class EmulatorConfig:
     max_request_bytes: int = 1_048_576
     max_frame_bytes: int = 262_144
     node_id: int | None = None
+    # Operations: the token that opens /console, /metrics and /usage (required unless bound to a loopback host),
+    # TLS for wss/https on the same port, and graceful shutdown (stop accepting and answer /ready with 503, wait
+    # shutdown_delay seconds, close connections over shutdown_spread seconds, then wait up to shutdown_webhook_grace
+    # seconds for webhooks to be delivered).
+    console_token: str | None = field(default=None, repr=False)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    shutdown_delay: float = 0.0
+    shutdown_spread: float = 2.0
+    shutdown_webhook_grace: float = 5.0
+    usage_file: str | None = None  # where the usage meter is written (merged into what is there) at shutdown
+    redis_url: str | None = None
+    redis_prefix: str = "relay"
+    node_ttl: float = 10.0
 
     def app_by_id(self, app_id: str) -> App | None:
         return next((app for app in self.apps if app.app_id == app_id), None)
@@ -87,7 +107,23 @@ def default_app(app_id: str = "app-id", key: str = "app-key", secret: str = "app
 _APP_FIELDS = {f.name for f in fields(App)} - {"limits", "webhooks"}
 _LIMIT_FIELDS = {f.name for f in fields(Limits)}
 _WEBHOOK_FIELDS = {"url", "event_types", "channel_prefix", "channel_suffix", "headers"}
-_SERVER_FIELDS = {"host", "port", "path_prefix", "max_request_bytes", "max_frame_bytes"}
+_SERVER_FIELDS = {
+    "host",
+    "port",
+    "path_prefix",
+    "max_request_bytes",
+    "max_frame_bytes",
+    "redis_url",
+    "redis_prefix",
+    "node_ttl",
+    "console_token",
+    "tls_cert",
+    "tls_key",
+    "shutdown_delay",
+    "shutdown_spread",
+    "shutdown_webhook_grace",
+    "usage_file",
+}
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -126,6 +162,10 @@ def _app(table: Mapping[str, Any], where: str) -> App:
     _check_keys(limits_table, _LIMIT_FIELDS, f"{where}.limits")
     webhooks = tuple(_webhook(hook, f"{where}.webhooks[{i}]") for i, hook in enumerate(table.get("webhooks", [])))
     values = {name: table[name] for name in _APP_FIELDS if name in table}
+    origins = values.get("allowed_origins", ())
+    if not isinstance(origins, list | tuple) or not all(isinstance(o, str) and o for o in origins):
+        raise ConfigError(f"{where}: allowed_origins must be a list of origins like 'https://app.example.com'")
+    values["allowed_origins"] = tuple(origins)
     try:
         app = App(**values, limits=replace(Limits(), **limits_table), webhooks=webhooks)
     except TypeError as exc:
@@ -134,7 +174,23 @@ def _app(table: Mapping[str, Any], where: str) -> App:
         value = getattr(app, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")
+    for name in ("max_message_bytes", "api_rate_limit"):
+        value = getattr(app, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")
     return app
+
+
+def _check_server(server: Mapping[str, Any], where: str) -> None:
+    for name in ("console_token", "tls_cert", "tls_key", "usage_file"):
+        if name in server and (not isinstance(server[name], str) or not server[name]):
+            raise ConfigError(f"{where}: {name} must be a non-empty string")
+    if ("tls_cert" in server) != ("tls_key" in server):
+        raise ConfigError(f"{where}: tls_cert and tls_key go together (a certificate chain and its private key)")
+    for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
+        value = server.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}: {name} must be a number of seconds ≥ 0, got {value!r}")
 
 
 def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
@@ -148,6 +204,7 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     _check_keys(document, {"server", "apps"}, str(path))
     server = document.get("server", {})
     _check_keys(server, _SERVER_FIELDS, f"{path} [server]")
+    _check_server(server, f"{path} [server]")
     apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(document.get("apps", [])))
     if not apps:
         apps = defaults.apps

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from relay.emulator.config import App
+from relay.emulator.usage import AppMeter, local_reach, recipients
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import encode_text
-
 from relay.protocol import frames
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, classify, is_cache_channel
 from relay.protocol.members import Member
@@ -117,14 +117,17 @@ class AppState:
         self.users: dict[str, dict[str, Peer]] = {}
         self.watchers: dict[str, set[Peer]] = {}
         self.cache: dict[str, tuple[str, str, float]] = {}
+        self.meter = AppMeter(app.app_id)  # usage and metrics; the node gives each app one that also sees webhooks
 
     # -- connections ------------------------------------------------------------------------------------------
 
     def connect(self, peer: Peer) -> None:
         self.peers[peer.socket_id] = peer
+        self.meter.connected(peer.socket_id)
 
     def disconnect(self, peer: Peer) -> None:
         self.peers.pop(peer.socket_id, None)
+        self.meter.disconnected(peer.socket_id)
 
     # -- cluster-wide views -----------------------------------------------------------------------------------
 
@@ -171,6 +174,7 @@ class AppState:
             elif not self.webhooks.cancel_delayed(("vacated", name)):
                 self.webhooks.emit({"name": "channel_occupied", "channel": name})
         channel.subscribers[peer.socket_id] = peer
+        self.meter.subscribed(name, peer.socket_id, len(channel.subscribers), member.user_id if member else None)
         if member is not None:
             entry = channel.members.get(member.user_id)
             if entry is not None:
@@ -181,6 +185,7 @@ class AppState:
             if not elsewhere:
                 added = encode_text(frames.member_added(name, member.user_id, member.user_info_json))
                 self.deliver(channel, added, exclude=peer.socket_id)
+                self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
             if self.cluster is not None:
                 self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json)
             elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
@@ -191,6 +196,7 @@ class AppState:
         channel = self.channels.get(name)
         if channel is None or channel.subscribers.pop(peer.socket_id, None) is None:
             return
+        self.meter.unsubscribed(name, peer.socket_id, len(channel.subscribers))
         if member_id is not None:
             entry = channel.members[member_id]
             entry.connections -= 1
@@ -198,6 +204,7 @@ class AppState:
                 del channel.members[member_id]
                 if self.remote.member_info(name, member_id) is None:
                     self.deliver(channel, encode_text(frames.member_removed(name, member_id)))
+                    self.meter.member_event(name, member_id, added=False, reached=len(channel.subscribers))
                 if self.cluster is not None:
                     self.cluster.member_left(self.app.app_id, name, member_id)
                 else:
@@ -244,6 +251,7 @@ class AppState:
             if self.cluster is not None:
                 self.cluster.cache_set(self.app.app_id, name, event, data, self.app.cache_ttl)
         text = frames.channel_event(event, name, data)
+        self.meter.published(name, event, data, local_reach(self, name, exclude))
         self.deliver_local(name, encode_text(text), exclude)
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, name, text, exclude)
@@ -255,6 +263,7 @@ class AppState:
 
     def deliver_local(self, name: str, frame: bytes, exclude: str | None) -> None:
         if name.startswith(SERVER_TO_USER_PREFIX):
+            self.meter.fanout(len(frame), local_reach(self, name, exclude))
             for socket_id, peer in list(self.users.get(name[len(SERVER_TO_USER_PREFIX) :], {}).items()):
                 if socket_id != exclude:
                     peer.send_frame(frame)
@@ -264,6 +273,7 @@ class AppState:
             self.deliver(channel, frame, exclude)
 
     def deliver(self, channel: Channel, frame: bytes, exclude: str | None = None) -> None:
+        self.meter.fanout(len(frame), recipients(channel.subscribers, exclude))
         for socket_id, peer in list(channel.subscribers.items()):
             if socket_id != exclude:
                 peer.send_frame(frame)
@@ -288,6 +298,7 @@ class AppState:
         connections = self.users.setdefault(user_id, {})
         first = not connections
         connections[peer.socket_id] = peer
+        self.meter.user_seen(user_id)
         if watchlist:
             online = [uid for uid in watchlist if self.is_online(uid)]
             offline = [uid for uid in watchlist if not self.is_online(uid)]
@@ -323,6 +334,7 @@ class AppState:
         frame = encode_text(
             frames.watchlist_events(online=[user_id] if online else [], offline=[] if online else [user_id])
         )
+        self.meter.fanout(len(frame), len(watchers))
         for peer in list(watchers):
             peer.send_frame(frame)
 

@@ -16,23 +16,30 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 import httptools
 import httpx
-from relay.emulator.config import EmulatorConfig
-from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response
-from relay.emulator.hub import AppState
-from relay.emulator.session import Session
-from relay.emulator.webhooks import WebhookDispatcher
-from relay.emulator.wire import encode_text
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from relay.emulator.config import EmulatorConfig
+from relay.emulator.console import STREAMING, Operations
+from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response
+from relay.emulator.hub import AppState
+from relay.emulator.limits import origin_allowed
+from relay.emulator.session import Session
+from relay.emulator.usage import AppMeter
+from relay.emulator.webhooks import WebhookDispatcher
+from relay.emulator.wire import encode_text
 from relay.protocol import frames
 from relay.protocol.codes import ErrorCode
 from relay.protocol.socket_ids import make_socket_id
+
+if TYPE_CHECKING:
+    from relay.emulator.cluster import RedisCluster
 
 log = logging.getLogger("relay.emulator")
 # websockets' sans-I/O protocol logs every handshake at INFO; the emulator reports connections itself.
@@ -70,14 +77,27 @@ class EmulatorNode:
         self.api: HttpApi | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.connections: set[HttpConnection] = set()
+        self.cluster: RedisCluster | None = None
+        self.draining = False  # set by relay.emulator.shutdown: /ready answers 503 and new sockets get 4200
+        self.ops = Operations(self)  # /health, /ready, /metrics, /usage, /console and the HTTP API rate limit
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._http = httpx.AsyncClient(timeout=10.0)
+        if self.config.redis_url is not None:
+            from relay.emulator.cluster import ClusterSettings, RedisCluster  # the optional extra relay[redis]
+
+            settings = ClusterSettings(self.config.redis_url, self.config.redis_prefix, self.config.node_ttl)
+            self.cluster = RedisCluster(settings, self.node_id)
         for app in self.config.apps:
-            state = AppState(app, WebhookDispatcher(app, self._http, clock=self._wall_clock), loop.time)
+            meter = AppMeter(app.app_id, self._wall_clock)
+            webhooks = WebhookDispatcher(app, self._http, clock=self._wall_clock, on_delivery=meter.webhook_sent)
+            state = AppState(app, webhooks, loop.time, self.cluster)
+            state.meter = meter
             self.states[app.app_id] = state
             self.by_key[app.key] = state
+        if self.cluster is not None:
+            await self.cluster.start(self.states)
         self.api = HttpApi(self.states, self.by_key, path_prefix=self.config.path_prefix, wall_clock=self._wall_clock)
         self._sweeper = asyncio.create_task(self._sweep_liveness())
 
@@ -96,13 +116,16 @@ class EmulatorNode:
                     if isinstance(peer, Session):
                         peer.check_liveness(now)
 
-    async def close(self) -> None:
+    async def close(self, *, webhook_grace: float = 5.0) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.ops.close()
         for connection in list(self.connections):
             connection.shutdown()
+        if self.cluster is not None:
+            await self.cluster.close()
         for state in self.states.values():
-            await state.webhooks.close(grace=5.0)
+            await state.webhooks.close(grace=webhook_grace)
         if self._http is not None:
             await self._http.aclose()
 
@@ -191,9 +214,18 @@ class HttpConnection(asyncio.Protocol):
         if _WS_PATH.fullmatch(url.path.removeprefix(self.node.config.path_prefix.rstrip("/"))):
             response = error_response(426, "this path is the WebSocket endpoint: connect with a WebSocket client")
         else:
-            assert self.node.api is not None
+            assert self.node.api is not None and self.transport is not None
             query = parse_qsl(url.query, keep_blank_values=True)
+            started = time.perf_counter()
+            ops = self.node.ops.handle(self.transport, method, url.path, query, self._headers, bytes(self._body))
+            if ops is STREAMING:  # the console's event stream owns the connection from now on
+                self._finished = True
+                return
+            if ops is not None:
+                self._respond(ops, keep_alive=keep_alive)
+                return
             response = self.node.api.handle(method, url.path, query, bytes(self._body))
+            self.node.ops.api_answered(method, url.path, query, response, started)
         self._respond(response, keep_alive=keep_alive)
 
     def _respond(self, response: Response, *, keep_alive: bool) -> None:
@@ -243,10 +275,14 @@ class HttpConnection(asyncio.Protocol):
         error = self._refusal(target)
         if error is not None:
             code, message = error
+            self.node.ops.metrics.connection_refused(code)
+            log.info("connection refused", extra={"code": int(code), "reason": message, "path": urlsplit(target).path})
             transport.write(encode_text(frames.error(code, message)))
             self.close(code, message)
             return
         assert self.state is not None
+        if self.state.app.max_message_bytes is not None:
+            ws.max_size = min(self.state.app.max_message_bytes, self.node.config.max_frame_bytes)
         self.session = Session(
             self.state, self.node.new_socket_id(), self, asyncio.get_running_loop().time, max_buffer=SEND_BUFFER_LIMIT
         )
@@ -266,6 +302,11 @@ class HttpConnection(asyncio.Protocol):
             return ErrorCode.APP_NOT_FOUND, f"Application does not exist: no app has key {match.group(1)!r}"
         if not state.app.enabled:
             return ErrorCode.APP_DISABLED, "Application disabled"
+        origin = next((value for name, value in self._headers if name.lower() == "origin"), None)
+        if not origin_allowed(state.app.allowed_origins, origin):
+            return ErrorCode.UNAUTHORIZED, f"Origin not allowed: {origin[:100] if origin else origin}"
+        if self.node.draining:
+            return ErrorCode.RECONNECT, "Server is shutting down; reconnect"
         protocol = dict(parse_qsl(url.query)).get("protocol", "7")
         if not protocol.isdigit():
             return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
@@ -284,6 +325,8 @@ class HttpConnection(asyncio.Protocol):
         for event in ws.events_received():
             if isinstance(event, Frame):
                 self._frame(event)
+        if ws.close_sent is not None and ws.close_sent.code == CloseCode.MESSAGE_TOO_BIG and self.session is not None:
+            self._too_big(self.session)  # an app's max_message_bytes (not the server's max_frame_bytes) refused it
         self._flush()
 
     def _frame(self, frame: Frame) -> None:
@@ -308,6 +351,7 @@ class HttpConnection(asyncio.Protocol):
     def _message(self, opcode: Opcode, payload: bytes) -> None:
         session = self.session
         assert session is not None
+        session.state.meter.received(len(payload))
         if opcode is Opcode.BINARY:
             session.last_activity = asyncio.get_running_loop().time()
             session.send_text(frames.error(None, "Binary frames are not supported: send JSON in text frames"))
@@ -318,6 +362,19 @@ class HttpConnection(asyncio.Protocol):
             session.send_text(frames.error(None, "Frame is not valid UTF-8"))
             return
         session.receive(text)
+
+    def _too_big(self, session: Session) -> None:
+        """websockets refused a message over the size limit and is closing with 1009: say why first."""
+        if (
+            session.closed
+            or self.transport is None
+            or self.ws is None
+            or self.ws.max_size == self.node.config.max_frame_bytes
+        ):
+            return
+        session.closed = True
+        message = f"Message too large: this app accepts WebSocket messages up to {self.ws.max_size} bytes"
+        self.transport.write(encode_text(frames.error(None, message)))
 
     def _flush(self) -> None:
         ws, transport = self.ws, self.transport
@@ -368,6 +425,8 @@ async def start_server(
     """Start serving; pass ``sock`` (already bound) to serve on a port the caller chose, such as 0 in tests."""
     await node.start()
     loop = asyncio.get_running_loop()
+    if ssl_context is None and node.config.tls_cert is not None and node.config.tls_key is not None:
+        ssl_context = make_ssl_context(node.config.tls_cert, node.config.tls_key)
     if sock is not None:
         return await loop.create_server(lambda: HttpConnection(node), sock=sock, ssl=ssl_context)
     return await loop.create_server(

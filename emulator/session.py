@@ -11,7 +11,6 @@ from typing import Protocol
 
 from relay.emulator.hub import AppState
 from relay.emulator.wire import encode_text
-
 from relay.errors import LimitExceeded, PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol import frames
 from relay.protocol.channels import (
@@ -131,7 +130,9 @@ class Session:
         self._link.write(frame)
 
     def send_text(self, text: str) -> None:
-        self.send_frame(encode_text(text))
+        frame = encode_text(text)
+        self.state.meter.fanout(len(frame), 1)
+        self.send_frame(frame)
 
     def _error(self, message: str, code: int | None = None) -> None:
         self.send_text(frames.error(code, message))
@@ -292,6 +293,7 @@ class Session:
         user_id = self.subscriptions[name]
         channel = self.state.channels[name]
         self.state.relay_client_event(channel, frames.channel_event(frame.event, name, data, user_id), self.socket_id)
+        self.state.meter.client_event(name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1)
         webhook: dict[str, object] = {
             "name": "client_event",
             "channel": name,

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 
 import httpx
-from relay.emulator.config import App, Webhook
 
+from relay.emulator.config import App, Webhook
 from relay.protocol.frames import dumps
 from relay.protocol.signing import webhook_signature
 

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import multiprocessing
+import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from relay import __version__
+from relay.cost.cli import add_cost_command
 from relay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from relay.emulator.config import EmulatorConfig
 
 
 def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,12 +39,34 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--config", type=Path, help="TOML file with [server] settings and [[apps]] tables")
     parser.add_argument("--webhook-url", action="append", default=[], help="send the default app's webhooks here")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--redis-url", help="share state with other nodes through this Redis (redis://host:port/db)")
+    parser.add_argument("--redis-prefix", help="namespace of this deployment's Redis keys and channel (default relay)")
+    parser.add_argument(
+        "--node-ttl", type=float, help="seconds after which a silent node's members are removed (default 10)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="processes on this machine, sharing --redis-url")
+    operations = parser.add_argument_group("operations (docs/emulator.md)")
+    operations.add_argument("--log-json", action="store_true", help="log one JSON object a line (stderr)")
+    operations.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// and https:// on --port")
+    operations.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    operations.add_argument(
+        "--console-token",
+        default=os.environ.get("RELAY_CONSOLE_TOKEN"),
+        help="token that opens /console, /metrics and /usage (default $RELAY_CONSOLE_TOKEN); without one they are "
+        "open only on a loopback --host",
+    )
+    operations.add_argument("--usage-file", help="write the usage meter here at shutdown (for relay cost --usage)")
+    operations.add_argument(
+        "--shutdown-delay", type=float, help="seconds between stopping accepting and the first close (default 0)"
+    )
+    operations.add_argument(
+        "--shutdown-spread", type=float, help="seconds over which shutdown closes connections with 4200 (default 2)"
+    )
     parser.set_defaults(run=_run_emulator)
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
     from relay.emulator.config import App, EmulatorConfig, Webhook, load_config
-    from relay.emulator.server import EmulatorNode, start_server
 
     app = App(
         app_id=args.app_id,
@@ -47,24 +78,82 @@ def _run_emulator(args: argparse.Namespace) -> int:
     if args.config is not None:
         config = load_config(args.config, defaults=config)
         config = replace(config, host=args.host if args.host != "127.0.0.1" else config.host)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cluster = {"redis_url": args.redis_url, "redis_prefix": args.redis_prefix, "node_ttl": args.node_ttl}
+    config = replace(config, **{name: value for name, value in cluster.items() if value is not None})
+    config = _operations_config(args, config)
+    if args.workers < 1:
+        raise ConfigError("--workers must be 1 or more")
+    if args.workers == 1:
+        _run(_serve_emulator(config, None, announce=True))
+        return 0
+    if config.redis_url is None:
+        raise ConfigError("--workers needs --redis-url: the worker processes share state through Redis")
+    return _run_workers(config, args.workers)
 
-    async def serve() -> None:
-        node = EmulatorNode(config)
-        server = await start_server(node)
-        port = server.sockets[0].getsockname()[1]
-        print(_client_settings(config, port), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        server.close()
-        await node.close()
-        await server.wait_closed()
 
-    _run(serve())
-    return 0
+async def _serve_emulator(
+    config: EmulatorConfig, sock: socket.socket | None, *, announce: bool, ready: Callable[[], None] | None = None
+) -> None:
+    from relay.emulator.server import EmulatorNode, start_server
+    from relay.emulator.shutdown import serve_until_signalled
+
+    node = EmulatorNode(config)
+    server = await start_server(node, sock=sock)
+    if announce:
+        print(_client_settings(config, server.sockets[0].getsockname()[1]), flush=True)
+    if ready is not None:
+        ready()
+    await serve_until_signalled(node, server)  # then a graceful shutdown, and the usage file
+    await server.wait_closed()
+
+
+def _run_workers(config: EmulatorConfig, workers: int) -> int:
+    """N processes, each an emulator node of the same cluster with its own SO_REUSEPORT listening socket, so the
+    kernel spreads new connections across them. The supervisor holds the port bound (never listening, so it is
+    handed no connection) to resolve --port 0 and keep the port while workers restart."""
+    reservation = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reservation.bind((config.host, config.port))
+    config = replace(config, port=reservation.getsockname()[1])
+    context = multiprocessing.get_context("fork")
+    listening = context.Semaphore(0)
+    processes = [
+        context.Process(target=_worker, args=(config, os.getpid(), listening), daemon=True) for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        if not listening.acquire(timeout=30):
+            raise ConfigError("a worker did not start listening within 30 s (see its log above)")
+    print(_client_settings(config, config.port), flush=True)
+    stopping = False
+
+    def stop(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for process in processes:
+        process.join()
+    failed = [process.exitcode for process in processes if process.exitcode not in (0, -signal.SIGTERM)]
+    return 0 if stopping and not failed else 1
+
+
+def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    sock = socket.create_server((config.host, config.port), reuse_port=True, backlog=4096)
+    _run(_serve_emulator(config, sock, announce=False, ready=listening.release))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose supervisor died (even by SIGKILL) shuts down too, instead of serving on as an orphan."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,20 +181,47 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> EmulatorConfig:
+    """Apply the operations flags and set up logging (structured, secrets redacted)."""
+    from relay.emulator.logs import configure_logging
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together (a PEM certificate chain and its private key)")
+    flags = {
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "console_token": args.console_token or None,
+        "usage_file": args.usage_file,
+        "shutdown_delay": args.shutdown_delay,
+        "shutdown_spread": args.shutdown_spread,
+    }
+    config = replace(config, **{name: value for name, value in flags.items() if value is not None})
+    if config.shutdown_spread < 0 or config.shutdown_delay < 0:
+        raise ConfigError("--shutdown-delay and --shutdown-spread must be 0 or more seconds")
+    for path in (config.tls_cert, config.tls_key):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"TLS file {path} does not exist")
+    secrets = [config.console_token, *(app.secret for app in config.apps), config.redis_url]
+    configure_logging(args.log_level, json_format=args.log_json, secrets=secrets)
+    return config
+
+
 def _client_settings(config: object, port: int) -> str:
     from relay.emulator.config import EmulatorConfig
 
     assert isinstance(config, EmulatorConfig)
     host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    lines = [f"Relay emulator listening on http://{host}:{port} (WebSocket ws://{host}:{port}/app/{{key}})", ""]
+    tls = config.tls_cert is not None
+    http, ws, port_option = ("https", "wss", "wssPort") if tls else ("http", "ws", "wsPort")
+    lines = [f"Relay emulator listening on {http}://{host}:{port} (WebSocket {ws}://{host}:{port}/app/{{key}})", ""]
     for app in config.apps:
         lines += [
             f"app {app.app_id}:",
             "  pusher-js:   new Pusher("
-            f'"{app.key}", {{ wsHost: "{host}", wsPort: {port}, forceTLS: false, '
-            'enabledTransports: ["ws"], cluster: "mt1" })',
+            f'"{app.key}", {{ wsHost: "{host}", {port_option}: {port}, forceTLS: {str(tls).lower()}, '
+            f'enabledTransports: ["{ws}"], cluster: "mt1" }})',
             f'  server SDKs: app_id="{app.app_id}" key="{app.key}" secret="{app.secret}" '
-            f'host="{host}" port={port} ssl=false',
+            f'host="{host}" port={port} ssl={str(tls).lower()}',
             f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{host}:{port}/apps/{app.app_id}",
         ]
     return "\n".join(lines)
@@ -128,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _emulator_parser(subparsers)
     _serve_parser(subparsers)
+    add_cost_command(subparsers)
     return parser
 
 

@@ -68,11 +68,13 @@ def parse_url(url: str) -> ProviderConfig:
         raise ConfigError(f"unknown provider scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if scheme == "memory":
         return ProviderConfig(scheme="memory", host=parts.hostname or "")
+    if scheme == "ably" and parts.netloc and "@" not in parts.netloc:
+        parts = parts._replace(netloc=f"{parts.netloc}@")  # ably://APPID.KEYID:SECRET, the host omitted
     key, secret = unquote(parts.username or ""), unquote(parts.password or "")
     if not key or not secret:
         hint = "KEYNAME:KEYSECRET" if scheme == "ably" else "KEY:SECRET"
         raise ConfigError(f"{scheme}:// URL needs credentials: {scheme}://{hint}@host…")
-    options = dict(parse_qsl(parts.query))
+    options = dict(parse_qsl(parts.query.replace("+", "%2B")))  # a literal '+', as in base64 keys
     try:
         port = parts.port
     except ValueError:

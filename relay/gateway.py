@@ -188,10 +188,12 @@ class JwtVerifier:
                 algorithms: Sequence[str] = ("HS256",)
             elif self._jwks is not None:
                 kid = jwt.get_unverified_header(token).get("kid")
-                key = next((k.key for k in self._jwks.keys if k.key_id == kid or kid is None), None)
-                if key is None:
+                jwk = next((k for k in self._jwks.keys if k.key_id == kid or kid is None), None)
+                if jwk is None:
                     raise AuthenticationError("the JWT's kid is not in the JWKS")
-                algorithms = JWT_ALGORITHMS
+                # Only the key's own algorithm: an ES256 token naming an RSA key's kid must not reach PyJWT's
+                # key preparation, which raises TypeError (a 500) for a mismatched key object.
+                key, algorithms = jwk.key, tuple(a for a in JWT_ALGORITHMS if a == jwk.algorithm_name)
             else:
                 key, algorithms = self._settings.jwt_public_key, JWT_ALGORITHMS
             return dict(
@@ -210,6 +212,8 @@ class JwtVerifier:
             raise AuthenticationError("the JWT's audience is not accepted") from None
         except jwt.InvalidIssuerError:
             raise AuthenticationError("the JWT's issuer is not accepted") from None
+        except jwt.InvalidKeyError:  # an RS256 token for an EC public key, or the other way round
+            raise AuthenticationError("invalid JWT: its algorithm does not fit the configured key") from None
         except jwt.InvalidTokenError as exc:
             raise AuthenticationError(f"invalid JWT: {exc}") from None
 

@@ -4,6 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages the browser, proxy and cluster tests drive (never a downloaded browser).
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+command -v redis-server >/dev/null || missing="$missing redis-server"
+command -v openssl >/dev/null || missing="$missing openssl"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

@@ -22,10 +22,10 @@ import nacl.secret
 import pusher  # type: ignore[import-untyped]
 import pytest
 from pusher.errors import PusherBadRequest  # type: ignore[import-untyped]
-from relay.emulator.config import App
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from relay.emulator.config import App
 from relay.protocol.signing import channel_auth, sign_rest_request
 
 if TYPE_CHECKING:

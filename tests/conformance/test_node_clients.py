@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from relay.emulator.config import App, Webhook
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import httpx
 import pysher  # type: ignore[import-untyped]
 import pytest
-from relay.emulator.config import App
 
+from relay.emulator.config import App
 from relay.protocol.signing import sign_rest_request
 
 APP = App(app_id="1", key="app-key", secret="app-secret")

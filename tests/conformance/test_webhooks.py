@@ -11,20 +11,17 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pusher  # type: ignore[import-untyped]
 import pytest
-import uvicorn
-from relay.emulator.config import App, Webhook
 from websockets.asyncio.client import ClientConnection, connect
 
+from relay.emulator.config import App, Webhook
 from relay.protocol.signing import channel_auth, webhook_signature
+from tests.webhook_receiver import Receiver
 
 if TYPE_CHECKING:
     from conftest import RunningEmulator, StartEmulator
@@ -32,109 +29,6 @@ if TYPE_CHECKING:
 KEY, SECRET = "app-key", "app-secret"
 DELAY = 0.3
 RECV_TIMEOUT = 2.0
-
-
-# -- the receiver -------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Delivery:
-    method: str
-    path: str
-    raw_headers: list[tuple[str, str]]
-    body: bytes
-    at: float
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {name: value for name, value in self.raw_headers}
-
-    def header_values(self, name: str) -> list[str]:
-        return [value for key, value in self.raw_headers if key == name.lower()]
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = json.loads(self.body)["events"]
-        return events
-
-
-@dataclass
-class Receiver:
-    """An ASGI app recording every request and answering ``statuses`` in turn (200 once they run out)."""
-
-    url: str = ""
-    deliveries: list[Delivery] = field(default_factory=list)
-    statuses: deque[int] = field(default_factory=deque)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None:
-        assert scope["type"] == "http"
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-        self.deliveries.append(Delivery(scope["method"], scope["path"], headers, body, time.monotonic()))
-        async with self.changed:
-            self.changed.notify_all()
-        status = self.statuses.popleft() if self.statuses else 200
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    async def until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:
-        async with asyncio.timeout(within), self.changed:
-            await self.changed.wait_for(predicate)
-
-    async def wait_for(self, count: int, within: float = 2.0) -> list[Delivery]:
-        """Wait until ``count`` deliveries have arrived (and return them all)."""
-        await self.until(lambda: len(self.deliveries) >= count, within)
-        return self.deliveries
-
-    async def quiet(self, count: int, seconds: float) -> None:
-        """No delivery beyond the first ``count`` arrives within ``seconds``."""
-        await asyncio.sleep(seconds)
-        extra = [d.events for d in self.deliveries[count:]]
-        assert not extra, f"unexpected webhooks {extra}"
-
-    def events(self, path: str | None = None, names: set[str] | None = None) -> list[dict[str, Any]]:
-        """Every event received (at ``path``), in arrival order, optionally only those named in ``names``."""
-        return [
-            event
-            for delivery in self.deliveries
-            if path is None or delivery.path == path
-            for event in delivery.events
-            if names is None or event["name"] in names
-        ]
-
-    async def wait_for_event(self, predicate: Callable[[dict[str, Any]], bool], within: float = 2.0) -> float:
-        """Wait for an event matching ``predicate``; return the arrival time of its delivery."""
-
-        def matching() -> list[Delivery]:
-            return [delivery for delivery in self.deliveries if any(predicate(event) for event in delivery.events)]
-
-        await self.until(lambda: bool(matching()), within)
-        return matching()[0].at
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = Receiver(url=f"http://127.0.0.1:{sock.getsockname()[1]}")
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110  (uvicorn offers no event for "listening")
-        await asyncio.sleep(0.01)
-    yield app
-    server.should_exit = True
-    await task
 
 
 StartHooked = Callable[..., Awaitable["RunningEmulator"]]

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import httpx
 import pusher  # type: ignore[import-untyped]
 import pytest
-from relay.emulator.config import App
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from relay.emulator.config import App
 from relay.protocol.channels import Limits
 from relay.protocol.signing import channel_auth, sign_rest_request, user_auth
 

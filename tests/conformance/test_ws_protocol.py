@@ -25,11 +25,11 @@ import httpx
 import nacl.secret
 import pusher  # type: ignore[import-untyped]
 import pytest
-from relay.emulator.config import App
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from relay.emulator.config import App
 from relay.protocol.signing import channel_auth, encrypted_shared_secret, sign_rest_request
 
 APP = App(app_id="1", key="app-key", secret="app-secret")

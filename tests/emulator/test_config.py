@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from relay.emulator.config import EmulatorConfig, load_config
 
+from relay.emulator.config import EmulatorConfig, load_config
 from relay.errors import ConfigError
 
 DOCS = Path(__file__).parents[2] / "docs" / "emulator.md"

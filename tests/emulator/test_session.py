@@ -7,11 +7,11 @@ from dataclasses import dataclass, field, replace
 
 import httpx
 import pytest
+
 from relay.emulator.config import App
 from relay.emulator.hub import AppState
 from relay.emulator.session import Session
 from relay.emulator.webhooks import WebhookDispatcher
-
 from relay.protocol.channels import Limits
 from relay.protocol.signing import channel_auth, user_auth
 

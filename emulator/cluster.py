@@ -1,0 +1,520 @@
+"""Several emulator nodes sharing one Redis: cross-node fan-out, cluster-wide presence, once-per-cluster webhooks.
+
+Each node keeps serving its own connections from memory and tells the others what changes, over one Redis pub/sub
+channel (the *bus*):
+
+- a publish or client event: the frame text, the channel and the excluded socket id; every other node delivers it to
+  its local subscribers, so each subscriber gets it exactly once;
+- its presence members, subscription counts and signed-in users; every node keeps a replica of the others'
+  (:class:`~relay.emulator.hub.RemoteState`) so presence and the HTTP API's counts are answered cluster-wide, and
+  each node sends its own subscribers the member events of cluster-wide transitions.
+
+Redis also holds each node's state (``nodestate:{node}``, for nodes that join later) and a heartbeat key with a TTL.
+When a heartbeat expires, the survivors drop that node's members (sending ``member_removed``), and exactly one of
+them (the one whose ``SREM`` on the node set succeeds) settles the dead node's share of the webhook counters.
+
+Webhooks fire once per cluster transition: counters in Redis count the nodes that hold a channel (or a member), and
+only the node that moves a counter from 0 to 1 (or 1 to 0) sends the webhook. A held ``channel_vacated`` or
+``member_removed`` is a Redis key; whoever comes back first deletes it, which cancels the pending webhook.
+
+During a Redis outage each node keeps serving its local subscribers; what is published meanwhile reaches only the
+node it was published on, and other nodes' state changes arrive after the reconnection, when every node
+reconciles its state in Redis with what it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from relay.emulator.hub import AppState
+from relay.emulator.wire import encode_text
+
+log = logging.getLogger("relay.emulator.cluster")
+
+_SEP = "\x1f"
+# KEYS: counter hash, pending key. ARGV: field, delta, pending ttl (ms). Returns 1 on 0→1 (send the "up" webhook),
+# -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook).
+_COUNT_SCRIPT = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if tonumber(ARGV[2]) > 0 then
+  if n == 1 then
+    if redis.call('DEL', KEYS[2]) == 1 then return 0 end
+    return 1
+  end
+  return 0
+end
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+  return -1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """What one node holds, as stored in ``nodestate:{node}``."""
+
+    subscriptions: dict[tuple[str, str], int] = field(default_factory=dict)
+    members: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    users: set[tuple[str, str]] = field(default_factory=set)
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, str]) -> NodeState:
+        state = cls()
+        for key, value in fields.items():
+            kind, *parts = key.split(_SEP)
+            if kind == "s" and len(parts) == 2:
+                state.subscriptions[(parts[0], parts[1])] = int(value)
+            elif kind == "m" and len(parts) == 3:
+                state.members[(parts[0], parts[1], parts[2])] = value
+            elif kind == "u" and len(parts) == 2:
+                state.users.add((parts[0], parts[1]))
+        return state
+
+    @classmethod
+    def of(cls, states: Iterable[AppState]) -> NodeState:
+        node = cls()
+        for state in states:
+            app_id = state.app.app_id
+            for name, channel in state.channels.items():
+                node.subscriptions[(app_id, name)] = len(channel.subscribers)
+                for user_id, entry in channel.members.items():
+                    node.members[(app_id, name, user_id)] = entry.user_info_json
+            node.users.update((app_id, user_id) for user_id in state.users)
+        return node
+
+    def fields(self) -> dict[str, str]:
+        encoded = {_SEP.join(("s", *key)): str(count) for key, count in self.subscriptions.items()}
+        encoded.update({_SEP.join(("m", *key)): info for key, info in self.members.items()})
+        encoded.update({_SEP.join(("u", *key)): "1" for key in self.users})
+        return encoded
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    url: str
+    prefix: str = "relay"
+    node_ttl: float = 10.0
+    reconnect_max: float = 5.0
+
+
+Operation = Callable[[Any], Awaitable[None]]
+
+
+class RedisCluster:
+    """The bus and shared state of one node; implements :class:`~relay.emulator.hub.ClusterLink`."""
+
+    def __init__(self, settings: ClusterSettings, node_id: int) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(settings.url, decode_responses=True)
+        self._states: dict[str, AppState] = {}
+        self._queue: asyncio.Queue[Operation] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty_counts: dict[tuple[str, str], int] = {}
+        self._count_script = self._redis.register_script(_COUNT_SCRIPT)
+        self._connected = asyncio.Event()
+        self._recovering = asyncio.Lock()
+        self._pubsub: Any = None
+        self._known_nodes: set[int] = set()
+        self.lost_operations = 0
+        self._key_prefix = f"{settings.prefix}:"
+
+    # -- keys -------------------------------------------------------------------------------------------------
+
+    def _key(self, *parts: object) -> str:
+        return self._key_prefix + ":".join(str(part) for part in parts)
+
+    @property
+    def bus(self) -> str:
+        return self._key("bus")
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    async def start(self, states: Mapping[str, AppState]) -> None:
+        self._states = dict(states)
+        self._pubsub = await self._subscribe()
+        await self._register()
+        self._tasks = [
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self._write()),
+            asyncio.create_task(self._heartbeat()),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await task
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+        # Leaving is bounded: with Redis down, the survivors' heartbeat check settles this node instead.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(3):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.srem(self._key("nodes"), self.node_id)
+                    pipe.delete(self._key("node", self.node_id))
+                    pipe.publish(self.bus, "J" + json.dumps(["bye", self.node_id]))
+                    await pipe.execute()
+                await self._settle(self.node_id, await self._node_state(self.node_id))
+        await self._redis.aclose()
+
+    async def _subscribe(self) -> Any:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.bus)
+        return pubsub
+
+    async def _register(self) -> None:
+        """Announce this node, reconcile its stored state with what it holds, and load the other nodes' state."""
+        ttl_ms = int(self.settings.node_ttl * 1000)
+        await self._redis.set(self._key("node", self.node_id), "1", px=ttl_ms)
+        await self._redis.sadd(self._key("nodes"), self.node_id)
+        await self._reconcile()
+        for node in await self._live_nodes():
+            if node != self.node_id:
+                self._apply_snapshot(node, await self._node_state(node))
+        await self._load_cache()
+        self._connected.set()
+
+    async def _live_nodes(self) -> list[int]:
+        members = [int(node) for node in await self._redis.smembers(self._key("nodes"))]
+        alive = await asyncio.gather(*(self._redis.exists(self._key("node", node)) for node in members))
+        return [node for node, exists in zip(members, alive, strict=True) if exists]
+
+    async def _node_state(self, node: int) -> NodeState:
+        fields: dict[str, str] = await self._redis.hgetall(self._key("nodestate", node))  # type: ignore[assignment]
+        return NodeState.parse(fields)
+
+    async def _reconcile(self) -> None:
+        """Make ``nodestate`` and the webhook counters match what this node holds (after a start or an outage)."""
+        stored = await self._node_state(self.node_id)
+        held = NodeState.of(self._states.values())
+        for app_id, channel in held.subscriptions.keys() - stored.subscriptions.keys():
+            await self._count_channel(app_id, channel, +1)
+        for app_id, channel in stored.subscriptions.keys() - held.subscriptions.keys():
+            await self._count_channel(app_id, channel, -1)
+        for app_id, channel, user_id in held.members.keys() - stored.members.keys():
+            await self._count_member(app_id, channel, user_id, +1)
+        for app_id, channel, user_id in stored.members.keys() - held.members.keys():
+            await self._count_member(app_id, channel, user_id, -1)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key("nodestate", self.node_id))
+            if held.fields():
+                pipe.hset(self._key("nodestate", self.node_id), mapping=dict(held.fields()))  # type: ignore[arg-type]
+            pipe.publish(self.bus, "J" + json.dumps(["snapshot", self.node_id]))
+            await pipe.execute()
+
+    async def _load_cache(self) -> None:
+        for state in self._states.values():
+            pattern = self._key("cache", state.app.app_id, "*")
+            async for key in self._redis.scan_iter(match=pattern, count=500):
+                value, ttl_ms = await asyncio.gather(self._redis.get(key), self._redis.pttl(key))
+                if value is not None and ttl_ms > 0:
+                    channel, event, data = json.loads(value)
+                    state.cache_store(channel, event, data, ttl_ms / 1000)
+
+    # -- ClusterLink: called synchronously by the hub -----------------------------------------------------------
+
+    def _enqueue(self, operation: Operation) -> None:
+        self._queue.put_nowait(operation)
+
+    def published(self, app_id: str, channel: str, frame_text: str, exclude: str | None) -> None:
+        message = _SEP.join(("P", str(self.node_id), app_id, channel, exclude or "", frame_text))
+
+        async def send(pipe: Any) -> None:
+            pipe.publish(self.bus, message)
+
+        self._enqueue(send)
+
+    def _announce(self, *message: object) -> Operation:
+        text = "J" + json.dumps([message[0], self.node_id, *message[1:]])
+
+        async def send(pipe: Any) -> None:
+            pipe.publish(self.bus, text)
+
+        return send
+
+    def channel_occupied(self, app_id: str, channel: str) -> None:
+        self._enqueue(lambda pipe: self._count_channel(app_id, channel, +1))
+
+    def channel_vacated(self, app_id: str, channel: str) -> None:
+        self._dirty_counts[(app_id, channel)] = 0
+
+        async def vacate(pipe: Any) -> None:
+            await self._count_channel(app_id, channel, -1)
+
+        self._enqueue(vacate)
+
+    def subscription_count(self, app_id: str, channel: str, local_count: int) -> None:
+        # Counts are coalesced: one announcement per channel per write cycle, whatever the churn.
+        self._dirty_counts[(app_id, channel)] = local_count
+
+        async def nothing(pipe: Any) -> None:
+            return None
+
+        self._enqueue(nothing)
+
+    def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None:
+        field_name = _SEP.join(("m", app_id, channel, user_id))
+
+        async def join(pipe: Any) -> None:
+            pipe.hset(self._key("nodestate", self.node_id), field_name, user_info_json)
+            await self._announce("m+", app_id, channel, user_id, user_info_json)(pipe)
+            await self._count_member(app_id, channel, user_id, +1)
+
+        self._enqueue(join)
+
+    def member_left(self, app_id: str, channel: str, user_id: str) -> None:
+        field_name = _SEP.join(("m", app_id, channel, user_id))
+
+        async def leave(pipe: Any) -> None:
+            pipe.hdel(self._key("nodestate", self.node_id), field_name)
+            await self._announce("m-", app_id, channel, user_id)(pipe)
+            await self._count_member(app_id, channel, user_id, -1)
+
+        self._enqueue(leave)
+
+    def user_online(self, app_id: str, user_id: str, online: bool) -> None:
+        field_name = _SEP.join(("u", app_id, user_id))
+
+        async def announce(pipe: Any) -> None:
+            if online:
+                pipe.hset(self._key("nodestate", self.node_id), field_name, "1")
+            else:
+                pipe.hdel(self._key("nodestate", self.node_id), field_name)
+            await self._announce("u", app_id, user_id, online)(pipe)
+
+        self._enqueue(announce)
+
+    def terminate_user(self, app_id: str, user_id: str) -> None:
+        self._enqueue(self._announce("t", app_id, user_id))
+
+    def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None:
+        async def store(pipe: Any) -> None:
+            pipe.set(self._key("cache", app_id, channel), json.dumps([channel, event, data]), px=int(ttl * 1000))
+            await self._announce("c", app_id, channel, event, data, ttl)(pipe)
+
+        self._enqueue(store)
+
+    # -- webhook counters -------------------------------------------------------------------------------------
+
+    async def _count(self, counter: str, pending: str, field_name: str, delta: int, app_id: str) -> int:
+        state = self._states[app_id]
+        hold_ms = int((state.app.webhook_delay + 30) * 1000)
+        result: int = await self._count_script(keys=[counter, pending], args=[field_name, delta, hold_ms])
+        return result
+
+    async def _count_channel(self, app_id: str, channel: str, delta: int) -> None:
+        pending = self._key("vacating", app_id, channel)
+        result = await self._count(self._key("occ", app_id), pending, channel, delta, app_id)
+        event: dict[str, object] = {"name": "channel_occupied" if delta > 0 else "channel_vacated", "channel": channel}
+        self._webhook(app_id, result, pending, event)
+
+    async def _count_member(self, app_id: str, channel: str, user_id: str, delta: int) -> None:
+        pending = self._key("leaving", app_id, channel, user_id)
+        result = await self._count(self._key("mem", app_id, channel), pending, user_id, delta, app_id)
+        name = "member_added" if delta > 0 else "member_removed"
+        self._webhook(app_id, result, pending, {"name": name, "channel": channel, "user_id": user_id})
+
+    def _webhook(self, app_id: str, result: int, pending: str, event: dict[str, object]) -> None:
+        state = self._states[app_id]
+        if result == 1:
+            state.webhooks.emit(event)
+        elif result == -1:
+            loop = asyncio.get_running_loop()
+            loop.call_later(state.app.webhook_delay, lambda: self._enqueue(self._release(app_id, pending, event)))
+
+    def _release(self, app_id: str, pending: str, event: dict[str, object]) -> Operation:
+        async def release(pipe: Any) -> None:
+            if await self._redis.delete(pending) == 1:
+                self._states[app_id].webhooks.emit(event)
+
+        return release
+
+    # -- background tasks -------------------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        """Run queued operations in order, their plain commands pipelined, reconnecting after a Redis failure."""
+        while True:
+            operations = [await self._queue.get()]
+            while not self._queue.empty():
+                operations.append(self._queue.get_nowait())
+            await self._connected.wait()
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for operation in operations:
+                        await operation(pipe)
+                    self._flush_counts(pipe)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.lost_operations += len(operations)
+                await self._recover(exc)
+
+    def _flush_counts(self, pipe: Any) -> None:
+        counts, self._dirty_counts = self._dirty_counts, {}
+        for (app_id, channel), count in counts.items():
+            field_name = _SEP.join(("s", app_id, channel))
+            if count > 0:
+                pipe.hset(self._key("nodestate", self.node_id), field_name, count)
+            else:
+                pipe.hdel(self._key("nodestate", self.node_id), field_name)
+            pipe.publish(self.bus, "J" + json.dumps(["s", self.node_id, app_id, channel, count]))
+
+    async def _recover(self, exc: BaseException) -> None:
+        """After a failed Redis call: if Redis is really gone, wait for it, then subscribe and register anew."""
+        if self._recovering.locked():
+            async with self._recovering:
+                return
+        async with self._recovering:
+            if self._connected.is_set():
+                with contextlib.suppress(RedisError, OSError):
+                    await self._redis.ping()
+                    return  # a connection from before an outage that is already over
+            self._connected.clear()
+            log.warning("Redis unavailable (%s); serving local subscribers only until it returns", type(exc).__name__)
+            delay = 0.1
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    pubsub = await self._subscribe()
+                    await self._register()
+                except (RedisError, OSError):
+                    delay = min(delay * 2, self.settings.reconnect_max)
+                    continue
+                stale, self._pubsub = self._pubsub, pubsub
+                with contextlib.suppress(RedisError, OSError):
+                    await stale.aclose()
+                log.warning("Redis is back; cross-node delivery resumed")
+                return
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._pubsub
+            try:
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._receive(message["data"])
+            except (RedisError, OSError) as exc:
+                if pubsub is self._pubsub:
+                    await self._recover(exc)
+                if pubsub is self._pubsub:  # Redis is fine, only this subscription broke
+                    with contextlib.suppress(RedisError, OSError):
+                        self._pubsub = await self._subscribe()
+                        await pubsub.aclose()
+
+    async def _heartbeat(self) -> None:
+        interval = self.settings.node_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self._connected.wait()
+            try:
+                await self._redis.set(self._key("node", self.node_id), "1", px=int(self.settings.node_ttl * 1000))
+                alive = set(await self._live_nodes())
+                for node in [int(n) for n in await self._redis.smembers(self._key("nodes"))]:
+                    if node not in alive and node != self.node_id:
+                        await self._bury(node)
+                for node in self._known_nodes - alive - {self.node_id}:
+                    self._forget(node)
+            except (RedisError, OSError) as exc:
+                await self._recover(exc)
+
+    async def _bury(self, node: int) -> None:
+        """A node's heartbeat expired: whoever removes it from the node set settles its webhook counters."""
+        if await self._redis.srem(self._key("nodes"), node) == 1:
+            log.warning("node %s stopped sending heartbeats; removing its members", node)
+            await self._settle(node, await self._node_state(node))
+        self._forget(node)
+
+    async def _settle(self, node: int, held: NodeState) -> None:
+        for app_id, channel, user_id in held.members:
+            if app_id in self._states:
+                await self._count_member(app_id, channel, user_id, -1)
+        for app_id, channel in held.subscriptions:
+            if app_id in self._states:
+                await self._count_channel(app_id, channel, -1)
+        await self._redis.delete(self._key("nodestate", node))
+
+    def _forget(self, node: int) -> None:
+        self._known_nodes.discard(node)
+        for state in self._states.values():
+            state.forget_node(node)
+
+    # -- incoming ---------------------------------------------------------------------------------------------
+
+    def _receive(self, data: str) -> None:
+        if data.startswith("P"):
+            _, node, app_id, channel, exclude, text = data.split(_SEP, 5)
+            state = self._states.get(app_id)
+            if state is not None and int(node) != self.node_id:
+                state.deliver_local(channel, encode_text(text), exclude or None)
+            return
+        kind, node, *args = json.loads(data[1:])
+        if node == self.node_id:
+            return
+        if kind == "snapshot":
+            self._enqueue(self._resync(node))
+            return
+        if kind == "bye":
+            self._forget(node)
+            return
+        state = self._states.get(args[0])
+        if state is None:
+            return
+        self._known_nodes.add(node)
+        if kind == "s":
+            state.remote_subscriptions(node, args[1], args[2])
+        elif kind == "m+":
+            state.remote_member_joined(node, args[1], args[2], args[3])
+        elif kind == "m-":
+            state.remote_member_left(node, args[1], args[2])
+        elif kind == "u":
+            state.remote_user(node, args[1], args[2])
+        elif kind == "t":
+            state.terminate_local_user(args[1])
+        elif kind == "c":
+            state.cache_store(args[1], args[2], args[3], args[4])
+
+    def _resync(self, node: int) -> Operation:
+        async def resync(pipe: Any) -> None:
+            self._apply_snapshot(node, await self._node_state(node))
+
+        return resync
+
+    def _apply_snapshot(self, node: int, held: NodeState) -> None:
+        """Replace what this node believes ``node`` holds with ``held``, sending only the differences."""
+        self._known_nodes.add(node)
+        for state in self._states.values():
+            app_id = state.app.app_id
+            remote = state.remote
+            for channel, counts in list(remote.subscriptions.items()):
+                if node in counts and (app_id, channel) not in held.subscriptions:
+                    state.remote_subscriptions(node, channel, 0)
+            for channel, users in list(remote.members.items()):
+                for user_id in [uid for uid, nodes in users.items() if node in nodes]:
+                    if (app_id, channel, user_id) not in held.members:
+                        state.remote_member_left(node, channel, user_id)
+            for user_id in [uid for uid, nodes in remote.users.items() if node in nodes]:
+                if (app_id, user_id) not in held.users:
+                    state.remote_user(node, user_id, False)
+            for (held_app, channel), count in held.subscriptions.items():
+                if held_app == app_id:
+                    state.remote_subscriptions(node, channel, count)
+            for (held_app, channel, user_id), info in held.members.items():
+                if held_app == app_id and node not in remote.members.get(channel, {}).get(user_id, {}):
+                    state.remote_member_joined(node, channel, user_id, info)
+            for held_app, user_id in held.users:
+                if held_app == app_id and node not in remote.users.get(user_id, set()):
+                    state.remote_user(node, user_id, True)

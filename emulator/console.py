@@ -1,0 +1,404 @@
+"""The operations endpoints next to the Pusher API: ``/health``, ``/ready``, ``/metrics``, ``/usage`` and the debug
+console (``/console``, its Server-Sent Events stream and its test-publish form); plus the HTTP API rate limit.
+
+Access: ``/health`` and ``/ready`` are open. The others need the console token (``?token=`` or
+``Authorization: Bearer``) when one is configured; without one they are open only while the emulator is bound to a
+loopback host, the request did not come through a proxy (``X-Forwarded-For``/``Forwarded``) and names a loopback
+host (against DNS rebinding); bound to another host they answer 404. Their responses allow no other origin to read
+them, and the publish form refuses cross-site requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import importlib.resources
+import ipaddress
+import itertools
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from relay.emulator import metrics
+from relay.emulator.http_api import Response, error_response, json_response
+from relay.emulator.limits import TokenBucket
+from relay.emulator.usage import usage_document, usage_summary
+from relay.errors import PayloadTooLarge, ProtocolError, RelayError
+from relay.protocol.channels import validate_channel_name, validate_event_name
+from relay.protocol.frames import dumps
+
+if TYPE_CHECKING:
+    from relay.emulator.hub import AppState
+    from relay.emulator.server import EmulatorNode
+
+log = logging.getLogger("relay.emulator.console")
+
+# Returned by :meth:`Operations.handle` when it took the connection over (the console's event stream).
+STREAMING = Response(0, b"")
+STATE_INTERVAL = 0.5
+HEARTBEAT_INTERVAL = 10.0
+MAX_STREAM_BUFFER = 1 << 20
+MAX_LISTED = 500
+_API_APP = re.compile(r"/apps/([^/]+)/")
+_API_USER_ALIAS = re.compile(r"/users/[^/]+/terminate_connections")
+_API_PUBLISH = re.compile(r"/apps/[^/]+/(?:batch_)?events")
+_OPS_PATHS = frozenset(
+    {"/health", "/ready", "/metrics", "/usage", "/console", "/console/", "/console/apps", "/console/events",
+     "/console/publish"}
+)  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    name = name.lower()
+    return next((value for key, value in headers if key.lower() == name), None)
+
+
+class _Stream:
+    """One console watching one app over Server-Sent Events (chunked, so proxies see where each event ends)."""
+
+    __slots__ = ("app_id", "last_state", "transport")
+
+    def __init__(self, transport: asyncio.Transport, app_id: str) -> None:
+        self.transport = transport
+        self.app_id = app_id
+        self.last_state = ""
+
+    def send(self, payload: str) -> bool:
+        transport = self.transport
+        if transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > MAX_STREAM_BUFFER:  # the page stopped reading
+            transport.close()
+            return False
+        data = payload.encode()
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return True
+
+
+class Operations:
+    """One per node: routes the operations endpoints and keeps the rate limiters and console streams."""
+
+    def __init__(self, node: EmulatorNode) -> None:
+        self.node = node
+        self.metrics = metrics.NodeMetrics()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._streams: dict[str, set[_Stream]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._prefix = node.config.path_prefix.rstrip("/")
+
+    # -- routing ----------------------------------------------------------------------------------------------
+
+    def _path(self, path: str) -> str:
+        if self._prefix and path.startswith(self._prefix + "/"):
+            return path[len(self._prefix) :]
+        return path
+
+    def handle(
+        self,
+        transport: asyncio.Transport,
+        method: str,
+        raw_path: str,
+        query: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+    ) -> Response | None:
+        """Answer an operations request; ``None`` hands the request to the Pusher API (after the rate limit)."""
+        path = self._path(raw_path)
+        if path not in _OPS_PATHS:
+            return self._rate_limited(method, path, query)
+        if path == "/health":
+            return json_response(200, {"status": "ok"})
+        if path == "/ready":
+            ready = self.ready
+            return json_response(200 if ready else 503, {"status": "ready" if ready else "draining"})
+        denied = self._authorize(query, headers)
+        if denied is not None:
+            return denied
+        own_origin = (("Access-Control-Allow-Origin", self._own_origin(headers)),)
+        if path == "/metrics":
+            text = metrics.render(self.node.states.values(), self.metrics, ready=self.ready)
+            return Response(200, text.encode(), (("Content-Type", metrics.CONTENT_TYPE), *own_origin))
+        if path == "/usage":
+            meters = [state.meter for state in self.node.states.values()]
+            if dict(query).get("summary") in ("1", "true"):
+                document = usage_summary(meters)
+            else:
+                document = usage_document(meters, generated_by=generated_by())
+            return Response(200, dumps(document).encode(), (("Content-Type", "application/json"), *own_origin))
+        if path in ("/console", "/console/"):
+            page = importlib.resources.files("relay.emulator").joinpath("console.html").read_bytes()
+            return Response(
+                200,
+                page,
+                (
+                    ("Content-Type", "text/html; charset=utf-8"),
+                    ("Cache-Control", "no-store"),
+                    ("X-Frame-Options", "DENY"),
+                    ("Referrer-Policy", "no-referrer"),
+                    *own_origin,
+                ),
+            )
+        if path == "/console/apps":
+            apps = [{"app_id": s.app.app_id, "key": s.app.key} for s in self.node.states.values()]
+            return Response(200, dumps({"apps": apps}).encode(), (("Content-Type", "application/json"), *own_origin))
+        if path == "/console/events":
+            state = self.node.states.get(dict(query).get("app", ""))
+            if state is None:
+                return error_response(404, "unknown app: give ?app=<app_id>")
+            self._open_stream(transport, state)
+            return STREAMING
+        if method != "POST":
+            return error_response(405, "/console/publish accepts POST only")
+        return self._publish(headers, body, own_origin)
+
+    @property
+    def ready(self) -> bool:
+        return self.node.api is not None and not self.node.draining
+
+    def _own_origin(self, headers: Sequence[tuple[str, str]]) -> str:
+        scheme = "https" if self.node.config.tls_cert else "http"
+        return f"{scheme}://{_header(headers, 'host') or 'localhost'}"
+
+    def _authorize(self, query: Sequence[tuple[str, str]], headers: Sequence[tuple[str, str]]) -> Response | None:
+        expected = self.node.config.console_token
+        given = dict(query).get("token")
+        authorization = _header(headers, "authorization") or ""
+        if given is None and authorization.lower().startswith("bearer "):
+            given = authorization[7:].strip()
+        if expected:
+            if given is not None and hmac.compare_digest(given.encode(), expected.encode()):
+                return None
+            return Response(
+                401,
+                dumps(
+                    {"error": "this endpoint needs the console token: add ?token=… or Authorization: Bearer …"}
+                ).encode(),
+                (("Content-Type", "application/json"), ("WWW-Authenticate", 'Bearer realm="relay emulator"')),
+            )
+        if not is_loopback(self.node.config.host):
+            return error_response(
+                404,
+                "the console, /metrics and /usage are off: the emulator is not bound to a loopback address; "
+                "start it with --console-token to open them",
+            )
+        if _header(headers, "x-forwarded-for") is not None or _header(headers, "forwarded") is not None:
+            return error_response(
+                403, "the console, /metrics and /usage are not served through a proxy without a console token"
+            )
+        host = urlsplit("//" + (_header(headers, "host") or "")).hostname or ""
+        if not is_loopback(host):  # a DNS-rebinding page would arrive with its own name here
+            return error_response(403, "without a console token, open the console as http://127.0.0.1 or localhost")
+        return None
+
+    # -- HTTP API rate limit and accounting -------------------------------------------------------------------
+
+    def _api_app(self, path: str, query: Sequence[tuple[str, str]]) -> AppState | None:
+        match = _API_APP.match(path)
+        if match is not None:
+            return self.node.states.get(match.group(1))
+        if _API_USER_ALIAS.fullmatch(path):
+            return self.node.by_key.get(dict(query).get("auth_key", ""))
+        return None
+
+    def _rate_limited(self, method: str, path: str, query: Sequence[tuple[str, str]]) -> Response | None:
+        if method == "OPTIONS":
+            return None
+        state = self._api_app(path, query)
+        if state is None or state.app.api_rate_limit is None:
+            return None
+        now = time.monotonic()
+        bucket = self._buckets.get(state.app.app_id)
+        if bucket is None:
+            bucket = self._buckets[state.app.app_id] = TokenBucket(state.app.api_rate_limit, now)
+        wait = bucket.retry_after(now)
+        if wait is None:
+            return None
+        self.metrics.http_response(429)
+        log.info("HTTP API rate limit", extra={"app_id": state.app.app_id, "retry_after": wait})
+        body = {"error": f"rate limit of {state.app.api_rate_limit:g} requests per second exceeded; retry later"}
+        return Response(429, dumps(body).encode(), (("Content-Type", "application/json"), ("Retry-After", str(wait))))
+
+    def api_answered(
+        self, method: str, raw_path: str, query: Sequence[tuple[str, str]], response: Response, started: float
+    ) -> None:
+        """Account for a Pusher API response: status counts, latency, the rate limit and the usage meter."""
+        status = response.status
+        self.metrics.http_response(status)
+        path = self._path(raw_path)
+        publish = method == "POST" and _API_PUBLISH.fullmatch(path) is not None
+        if publish and status == 200:
+            self.metrics.publish_latency.observe(time.perf_counter() - started)
+        if method == "OPTIONS" or status == 401:
+            return  # preflights and unauthenticated requests do not count against the app
+        state = self._api_app(path, query)
+        if state is None:
+            return
+        bucket = self._buckets.get(state.app.app_id)
+        if bucket is not None:
+            bucket.take(time.monotonic())
+        if 200 <= status < 300 and not publish:
+            state.meter.api_request()
+        log.debug("HTTP API request", extra={"app_id": state.app.app_id, "method": method, "status": status})
+
+    # -- the console's test publish ---------------------------------------------------------------------------
+
+    def _publish(
+        self, headers: Sequence[tuple[str, str]], body: bytes, own_origin: tuple[tuple[str, str], ...]
+    ) -> Response:
+        origin = _header(headers, "origin")
+        host = _header(headers, "host")
+        if origin is not None and urlsplit(origin).netloc != host:
+            return error_response(403, "cross-site request refused: publish from the console page itself")
+        try:
+            request = json.loads(body or b"null")
+            if not isinstance(request, dict):
+                raise ProtocolError("the body must be a JSON object {app_id, channel, event, data}")
+            state = self.node.states.get(str(request.get("app_id", "")))
+            if state is None:
+                raise ProtocolError("unknown app_id")
+            limits = state.app.limits
+            channel = validate_channel_name(request.get("channel"), limits)
+            event = validate_event_name(request.get("event"), limits)
+            raw = request.get("data", "")
+            data = raw if isinstance(raw, str) else dumps(raw)
+            if len(data.encode()) > limits.max_event_bytes:
+                raise PayloadTooLarge(f"data is over {limits.max_event_bytes} bytes")
+        except RelayError as exc:
+            return error_response(exc.http_status or 400, exc.message)
+        except ValueError:
+            return error_response(400, "the body must be JSON")
+        found = state.channels.get(channel)
+        reached = 0 if found is None else len(found.subscribers)
+        state.publish(channel, event, data)
+        log.info("console publish", extra={"app_id": state.app.app_id, "channel": channel, "event": event})
+        answer = dumps({"ok": True, "recipients": reached}).encode()
+        return Response(200, answer, (("Content-Type", "application/json"), *own_origin))
+
+    # -- the console's live stream ----------------------------------------------------------------------------
+
+    def _open_stream(self, transport: asyncio.Transport, state: AppState) -> None:
+        transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n"
+            b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+        )
+        stream = _Stream(transport, state.app.app_id)
+        stream.send("retry: 1000\n\n")
+        self._send_state(stream, state)
+        streams = self._streams.setdefault(state.app.app_id, set())
+        streams.add(stream)
+        if state.meter.observer is None:
+            app_id = state.app.app_id
+            state.meter.observer = lambda event: self._broadcast(app_id, event)
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    def _broadcast(self, app_id: str, event: Mapping[str, object]) -> None:
+        payload = "event: log\ndata: " + dumps({"t": int(time.time() * 1000), **event}) + "\n\n"
+        streams = self._streams.get(app_id, set())
+        for stream in list(streams):
+            if not stream.send(payload):
+                streams.discard(stream)
+        if not streams:
+            self._forget(app_id)
+
+    def _forget(self, app_id: str) -> None:
+        self._streams.pop(app_id, None)
+        state = self.node.states.get(app_id)
+        if state is not None:
+            state.meter.observer = None
+
+    def _send_state(self, stream: _Stream, state: AppState, *, force: bool = True) -> bool:
+        snapshot = dumps(self.snapshot(state))
+        if snapshot == stream.last_state and not force:
+            return not stream.transport.is_closing()
+        stream.last_state = snapshot
+        return stream.send("event: state\ndata: " + snapshot + "\n\n")
+
+    async def _tick(self) -> None:
+        beat = time.monotonic()
+        while self._streams:
+            await asyncio.sleep(STATE_INTERVAL)
+            heartbeat = time.monotonic() - beat > HEARTBEAT_INTERVAL
+            if heartbeat:
+                beat = time.monotonic()
+            for app_id, streams in list(self._streams.items()):
+                state = self.node.states[app_id]
+                for stream in list(streams):
+                    alive = self._send_state(stream, state, force=False)
+                    if alive and heartbeat:
+                        alive = stream.send(": heartbeat\n\n")
+                    if not alive:
+                        streams.discard(stream)
+                if not streams:
+                    self._forget(app_id)
+
+    def snapshot(self, state: AppState) -> dict[str, Any]:
+        """What the console shows of one app: connections, occupied channels with members, today's usage."""
+        now = asyncio.get_running_loop().time()
+        connections = [
+            {
+                "socket_id": peer.socket_id,
+                "user_id": peer.user_id or next(filter(None, getattr(peer, "subscriptions", {}).values()), None),
+                "channels": sorted(getattr(peer, "subscriptions", ()))[:50],
+                "seconds": round(now - getattr(peer, "opened_at", now)),
+            }
+            for peer in itertools.islice(state.peers.values(), MAX_LISTED)
+        ]
+        channels = []
+        for name in sorted(state.channels)[:MAX_LISTED]:
+            channel = state.channels[name]
+            members = [
+                {"user_id": user_id, "user_info": info}
+                for user_id, info in itertools.islice(state.presence_hash(name).items(), 100)
+            ]
+            channels.append(
+                {
+                    "name": name,
+                    "kind": channel.kind.value,
+                    "subscribers": state.subscription_count(name),
+                    "members": members,
+                }
+            )
+        today = state.meter.today()
+        return {
+            "app_id": state.app.app_id,
+            "connections_total": len(state.peers),
+            "connections": connections,
+            "channels_total": len(state.channels),
+            "channels": channels,
+            "subscriptions": sum(len(c.subscribers) for c in state.channels.values()),
+            "today": {
+                "publishes": today.publishes,
+                "client_events": today.client_events,
+                "webhooks": today.webhooks,
+                **today.summary(),
+            },
+            "ready": self.ready,
+        }
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for app_id in list(self._streams):
+            for stream in self._streams[app_id]:
+                stream.transport.close()
+            self._forget(app_id)
+
+
+def generated_by() -> str:
+    from relay import __version__
+
+    return f"relay emulator {__version__}"

@@ -1,0 +1,87 @@
+"""Logging for ``relay emulator``: structured records (text or one JSON object a line) with secrets redacted.
+
+Records carry their fields as ``extra={...}``; the text format appends them as ``key=value``, the JSON format as
+keys. Every line passes through the redactor last, whatever logged it: the app secrets and the console token are
+replaced by ``***``, and so are credentials in URLs and ``auth_signature``/``token`` query values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+REDACTED = "***"
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_QUERY_SECRETS = re.compile(r"(?i)((?:auth_signature|token|secret|password)=)[^&\s\"']+")
+_URL_USERINFO = re.compile(r"(://)[^/@\s\"']+@")
+
+
+class Redactor:
+    """Replaces known secrets (and their JSON-escaped forms) and credential-looking URL parts in a line."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if secret and len(secret) >= 3:
+                forms.add(secret)
+                forms.add(json.dumps(secret)[1:-1])
+        self._secrets = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        text = _QUERY_SECRETS.sub(rf"\1{REDACTED}", text)
+        return _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    return {key: value for key, value in vars(record).items() if key not in _STANDARD and not key.startswith("_")}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, object] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        document.update(_fields(record))
+        if record.exc_info:
+            document["exc"] = self.formatException(record.exc_info)
+        return self._redact(json.dumps(document, default=str, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = " ".join(f"{key}={value}" for key, value in _fields(record).items())
+        return self._redact(f"{line} {extra}" if extra else line)
+
+
+def configure_logging(
+    level: str, *, json_format: bool, secrets: Iterable[str | None] = (), stream: TextIO | None = None
+) -> logging.Handler:
+    """Send every log record to ``stream`` (stderr) in the chosen format; replaces the root logger's handlers."""
+    redact = Redactor(secrets)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(redact) if json_format else TextFormatter(redact))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler

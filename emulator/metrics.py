@@ -1,0 +1,170 @@
+"""Prometheus metrics, written in the text exposition format (version 0.0.4) by hand: no dependency needed.
+
+Per-app gauges (connections, channels, subscriptions, presence members) are read from the apps' state when scraped;
+counters come from each app's :class:`~relay.emulator.usage.AppMeter` and from :class:`NodeMetrics` (HTTP API
+responses by status, refused connections by code, the publish-to-write latency histogram).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from relay.protocol.channels import ChannelKind
+
+if TYPE_CHECKING:
+    from relay.emulator.hub import AppState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Publish-to-write is the time from a complete HTTP publish request to its frames handed to every subscriber's socket.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+Labels = Mapping[str, str]
+Sample = tuple[Labels, float]
+
+
+class Histogram:
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        total, result = 0, []
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            total += count
+            result.append((_number(bound), total))
+        return result
+
+
+class NodeMetrics:
+    """Counters that belong to the node rather than to one app."""
+
+    def __init__(self) -> None:
+        self.http_responses: dict[str, int] = {}
+        self.refused: dict[int, int] = {}
+        self.publish_latency = Histogram(LATENCY_BUCKETS)
+
+    def http_response(self, status: int) -> None:
+        key = str(status)
+        self.http_responses[key] = self.http_responses.get(key, 0) + 1
+
+    def connection_refused(self, code: int) -> None:
+        self.refused[code] = self.refused.get(code, 0) + 1
+
+
+def _number(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in labels.items()) + "}"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample], suffix: str = "") -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{name}{suffix}{_labels(labels)} {_number(value)}")
+
+    def histogram(self, name: str, help_text: str, histogram: Histogram) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} histogram")
+        for bound, count in histogram.cumulative():
+            self.lines.append(f'{name}_bucket{{le="{bound}"}} {count}')
+        self.lines.append(f"{name}_sum {_number(histogram.sum)}")
+        self.lines.append(f"{name}_count {histogram.count}")
+
+
+def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool) -> str:
+    """The exposition text for every app and the node."""
+    apps = list(states)
+    out = _Writer()
+
+    def per_app(values: Iterable[tuple[AppState, float]]) -> list[Sample]:
+        return [({"app_id": state.app.app_id}, value) for state, value in values]
+
+    out.family("relay_ready", "gauge", "1 while the emulator accepts connections, 0 while it drains", [({}, ready)])
+    out.family("relay_connections", "gauge", "Open WebSocket connections", per_app((s, len(s.peers)) for s in apps))
+    out.family("relay_channels", "gauge", "Occupied channels", per_app((s, len(s.channels)) for s in apps))
+    out.family(
+        "relay_subscriptions",
+        "gauge",
+        "Channel subscriptions (one per connection and channel)",
+        per_app((s, sum(len(c.subscribers) for c in s.channels.values())) for s in apps),
+    )
+    out.family(
+        "relay_presence_members",
+        "gauge",
+        "Distinct users in presence channels, summed over channels",
+        per_app((s, sum(len(c.members) for c in s.channels.values() if c.kind is ChannelKind.PRESENCE)) for s in apps),
+    )
+    counters = (
+        ("relay_connections_opened", "WebSocket connections accepted", "connections_opened"),
+        ("relay_messages_received", "WebSocket messages received from clients", "messages_received"),
+        ("relay_bytes_received", "Bytes of WebSocket messages received from clients", "bytes_received"),
+        ("relay_messages_sent", "WebSocket messages written to clients", "messages_sent"),
+        ("relay_bytes_sent", "Bytes written to WebSocket clients, frame headers included", "bytes_sent"),
+        ("relay_publishes", "Events published through the HTTP API or the console, one per channel", "publishes"),
+        ("relay_client_events", "Client events relayed", "client_events"),
+        ("relay_presence_events", "Presence members added or removed", "presence_events"),
+        ("relay_api_requests", "Successful HTTP API calls other than publishes", "api_requests"),
+        ("relay_webhook_failures", "Webhook requests that failed or were not answered with 2xx", "webhook_failures"),
+    )
+    for name, help_text, attr in counters:
+        out.family(name, "counter", help_text, per_app((s, getattr(s.meter, attr)) for s in apps), "_total")
+    out.family(
+        "relay_webhook_requests",
+        "counter",
+        "Webhook requests sent (retries included), by response status ('error' when no response came back)",
+        [
+            ({"app_id": s.app.app_id, "status": status}, count)
+            for s in apps
+            for status, count in sorted(s.meter.webhook_statuses.items())
+        ],
+        "_total",
+    )
+    out.family(
+        "relay_http_requests",
+        "counter",
+        "Pusher HTTP API responses by status",
+        [({"status": status}, count) for status, count in sorted(node.http_responses.items())],
+        "_total",
+    )
+    out.family(
+        "relay_connections_refused",
+        "counter",
+        "WebSocket connections refused after the upgrade, by Pusher error code",
+        [({"code": str(code)}, count) for code, count in sorted(node.refused.items())],
+        "_total",
+    )
+    out.histogram(
+        "relay_publish_to_write_seconds",
+        "Time from a complete HTTP publish request to its frames written to every subscriber's socket",
+        node.publish_latency,
+    )
+    return "\n".join(out.lines) + "\n"

@@ -1,0 +1,387 @@
+"""The usage meter: what one app did, per UTC day, counted the way hosted providers bill it.
+
+The hub and the sessions call an :class:`AppMeter` at each event (one call per publish, subscribe or connection, never
+one per recipient: a fan-out is counted as ``len(frame) * recipients``). The meter keeps
+
+- lifetime totals, exported by ``/metrics``;
+- one :class:`DayUsage` per UTC day, exported by ``/usage`` and ``relay emulator --usage-file`` in the usage-file
+  format ``relay cost --usage`` reads (``relay/cost/usage.py``, version 1);
+- an optional observer (the debug console) that is told about each event while someone watches.
+
+Counting rules (``shared/reference/ably-and-pricing.md`` §F.1, §F.2, §F.6):
+
+- Pusher messages: every HTTP API publish (one per channel), every delivery of it, every client event and its
+  deliveries, every ``member_added``/``member_removed`` delivery, every webhook request and every other HTTP API call
+  that succeeded. Pings, pongs, subscribes and the protocol's own replies are not counted.
+- Ably messages: each publish or client event is 1 inbound plus 1 outbound per recipient, each counted in 5 KiB
+  chunks of its data; presence enter/leave is 1 inbound plus 1 per presence subscriber; a webhook is 1. Echo to the
+  publisher is not added (Pusher-protocol clients never receive their own client events).
+- Connection and channel minutes are rounded up per connection (or channel) and per UTC day.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from relay.emulator.config import Webhook
+from relay.protocol.channels import SERVER_TO_USER_PREFIX
+
+if TYPE_CHECKING:
+    from relay.emulator.hub import AppState
+
+USAGE_VERSION = 1
+SECONDS_PER_DAY = 86_400
+MAX_TRACKED_USERS = 1_000_000
+_EPOCH = dt.date(1970, 1, 1)
+
+Observer = Callable[[dict[str, object]], None]
+
+
+def recipients(subscribers: Collection[str], exclude: str | None = None) -> int:
+    """How many of ``subscribers`` (socket ids) a fan-out reaches when ``exclude`` is left out; O(1)."""
+    count = len(subscribers)
+    return count - 1 if exclude is not None and exclude in subscribers else count
+
+
+def local_reach(state: AppState, channel: str, exclude: str | None) -> int:
+    """How many of this node's connections a publish to ``channel`` reaches."""
+    if channel.startswith(SERVER_TO_USER_PREFIX):
+        return recipients(state.users.get(channel[len(SERVER_TO_USER_PREFIX) :], {}), exclude)
+    found = state.channels.get(channel)
+    return 0 if found is None else recipients(found.subscribers, exclude)
+
+
+def data_bytes(data: str) -> int:
+    return len(data) if data.isascii() else len(data.encode())
+
+
+def _units(size: int, unit: int) -> int:
+    return max(1, -(-size // unit))
+
+
+@dataclass(slots=True)
+class DayUsage:
+    """One app's usage on one UTC day; the fields before ``ably_messages`` are the usage file's."""
+
+    peak_connections: int = 0
+    peak_channels: int = 0
+    connection_minutes: int = 0
+    channel_minutes: int = 0
+    publishes: int = 0
+    deliveries: int = 0
+    client_events: int = 0
+    client_event_deliveries: int = 0
+    presence_events: int = 0
+    presence_deliveries: int = 0
+    webhooks: int = 0
+    api_requests: int = 0
+    payload_bytes: int = 0
+    bytes_out: int = 0
+    peak_publishes_per_second: int = 0
+    units_5kib: int = 0
+    units_2kib: int = 0
+    ably_messages: int = 0
+
+    @property
+    def pusher_messages(self) -> int:
+        return (
+            self.publishes
+            + self.deliveries
+            + self.client_events
+            + self.client_event_deliveries
+            + self.presence_deliveries
+            + self.webhooks
+            + self.api_requests
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        """The usage file's fields (``ably_messages`` is derived there from the others, so it is left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ably_messages"}
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "pusher_messages": self.pusher_messages,
+            "ably_messages": self.ably_messages,
+            "peak_connections": self.peak_connections,
+            "connection_minutes": self.connection_minutes,
+            "bytes_out": self.bytes_out,
+        }
+
+
+def day_name(index: int) -> str:
+    return (_EPOCH + dt.timedelta(days=index)).isoformat()
+
+
+class AppMeter:
+    """Counts one app's traffic. Every method is O(1) except the snapshots."""
+
+    def __init__(self, app_id: str, clock: Callable[[], float] = time.time) -> None:
+        self.app_id = app_id
+        self._clock = clock
+        self._days: dict[int, DayUsage] = {}
+        self._day_index = -1
+        self._today = DayUsage()
+        self._connections: dict[str, float] = {}
+        self._channels: dict[str, float] = {}
+        self._second = -1
+        self._in_second = 0
+        self.users: set[str] = set()
+        self.observer: Observer | None = None
+        # Lifetime totals for /metrics.
+        self.connections_opened = 0
+        self.messages_received = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.publishes = 0
+        self.client_events = 0
+        self.presence_events = 0
+        self.api_requests = 0
+        self.webhook_statuses: dict[str, int] = {}
+        self.webhook_failures = 0
+        self._day(clock())
+
+    # -- days -------------------------------------------------------------------------------------------------
+
+    def _day(self, now: float) -> DayUsage:
+        index = int(now // SECONDS_PER_DAY)
+        if index != self._day_index:
+            day = self._days.get(index)
+            if day is None:
+                day = self._days[index] = DayUsage(
+                    peak_connections=len(self._connections), peak_channels=len(self._channels)
+                )
+            self._today, self._day_index = day, index
+        return self._today
+
+    @staticmethod
+    def _add_minutes(days: dict[int, DayUsage], start: float, end: float, attr: str, peak: str) -> None:
+        """Add the minutes from ``start`` to ``end`` to each UTC day they cover, rounded up per day."""
+        while True:
+            index = int(start // SECONDS_PER_DAY)
+            boundary = (index + 1) * SECONDS_PER_DAY
+            stop = min(end, boundary)
+            day = days.get(index)
+            if day is None:
+                day = days[index] = DayUsage()
+            setattr(day, attr, getattr(day, attr) + max(1, math.ceil((stop - start) / 60)))
+            setattr(day, peak, max(getattr(day, peak), 1))
+            if end <= boundary:
+                return
+            start = boundary
+
+    def _count_publish(self, now: float, day: DayUsage, size: int, reached: int) -> None:
+        units_5 = _units(size, 5120)
+        day.payload_bytes += size
+        day.units_5kib += units_5
+        day.units_2kib += _units(size, 2048)
+        day.ably_messages += units_5 * (1 + reached)
+        second = int(now)
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        self._in_second += 1
+        if self._in_second > day.peak_publishes_per_second:
+            day.peak_publishes_per_second = self._in_second
+
+    # -- hooks ------------------------------------------------------------------------------------------------
+
+    def connected(self, socket_id: str) -> None:
+        now = self._clock()
+        day = self._day(now)
+        self._connections[socket_id] = now
+        self.connections_opened += 1
+        if len(self._connections) > day.peak_connections:
+            day.peak_connections = len(self._connections)
+        if self.observer is not None:
+            self.observer({"type": "connected", "socket_id": socket_id})
+
+    def disconnected(self, socket_id: str) -> None:
+        now = self._clock()
+        self._day(now)  # a day that starts now starts with this connection among its open ones
+        start = self._connections.pop(socket_id, None)
+        if start is None:
+            return
+        self._add_minutes(self._days, start, now, "connection_minutes", "peak_connections")
+        if self.observer is not None:
+            self.observer({"type": "disconnected", "socket_id": socket_id, "seconds": round(now - start, 1)})
+
+    def subscribed(self, channel: str, socket_id: str, subscribers: int, user_id: str | None) -> None:
+        if subscribers == 1:
+            now = self._clock()
+            day = self._day(now)
+            self._channels[channel] = now
+            if len(self._channels) > day.peak_channels:
+                day.peak_channels = len(self._channels)
+        if self.observer is not None:
+            self.observer({"type": "subscribed", "channel": channel, "socket_id": socket_id, "user_id": user_id})
+
+    def unsubscribed(self, channel: str, socket_id: str, subscribers: int) -> None:
+        if subscribers == 0:
+            now = self._clock()
+            self._day(now)
+            start = self._channels.pop(channel, None)
+            if start is not None:
+                self._add_minutes(self._days, start, now, "channel_minutes", "peak_channels")
+        if self.observer is not None:
+            self.observer({"type": "unsubscribed", "channel": channel, "socket_id": socket_id})
+
+    def published(self, channel: str, event: str, data: str, reached: int) -> None:
+        """An HTTP API (or console) publish to one channel that reached ``reached`` connections."""
+        now = self._clock()
+        day = self._day(now)
+        size = data_bytes(data)
+        day.publishes += 1
+        day.deliveries += reached
+        self._count_publish(now, day, size, reached)
+        self.publishes += 1
+        if self.observer is not None:
+            self.observer(
+                {"type": "publish", "channel": channel, "event": event, "data": data[:500], "recipients": reached}
+            )
+
+    def client_event(
+        self, channel: str, event: str, data: str, socket_id: str, user_id: str | None, reached: int
+    ) -> None:
+        now = self._clock()
+        day = self._day(now)
+        day.client_events += 1
+        day.client_event_deliveries += reached
+        self._count_publish(now, day, data_bytes(data), reached)
+        self.client_events += 1
+        if self.observer is not None:
+            self.observer(
+                {
+                    "type": "client_event",
+                    "channel": channel,
+                    "event": event,
+                    "data": data[:500],
+                    "socket_id": socket_id,
+                    "user_id": user_id,
+                    "recipients": reached,
+                }
+            )
+
+    def member_event(self, channel: str, user_id: str, *, added: bool, reached: int) -> None:
+        day = self._day(self._clock())
+        day.presence_events += 1
+        day.presence_deliveries += reached
+        day.ably_messages += 1 + reached
+        self.presence_events += 1
+        if added:
+            self.user_seen(user_id)
+        if self.observer is not None:
+            kind = "member_added" if added else "member_removed"
+            self.observer({"type": kind, "channel": channel, "user_id": user_id, "recipients": reached})
+
+    def user_seen(self, user_id: str) -> None:
+        if len(self.users) < MAX_TRACKED_USERS:
+            self.users.add(user_id)
+
+    def fanout(self, frame_bytes: int, reached: int) -> None:
+        """``reached`` connections were written the same frame (any frame: bytes count, whatever it carries)."""
+        self.messages_sent += reached
+        self.bytes_sent += frame_bytes * reached
+        self._day(self._clock()).bytes_out += frame_bytes * reached
+
+    def received(self, size: int) -> None:
+        self.messages_received += 1
+        self.bytes_received += size
+
+    def api_request(self) -> None:
+        """A successful HTTP API call other than a publish (channel info, users, terminate)."""
+        self._day(self._clock()).api_requests += 1
+        self.api_requests += 1
+
+    def webhook_sent(self, hook: Webhook, status: int | None) -> None:
+        """One webhook request (each retry is another request); ``status`` None when no response came back."""
+        day = self._day(self._clock())
+        day.webhooks += 1
+        day.ably_messages += 1
+        label = "error" if status is None else str(status)
+        self.webhook_statuses[label] = self.webhook_statuses.get(label, 0) + 1
+        if status is None or not 200 <= status < 300:
+            self.webhook_failures += 1
+        if self.observer is not None:
+            self.observer({"type": "webhook", "url": redact_url(hook.url), "status": status})
+
+    # -- snapshots --------------------------------------------------------------------------------------------
+
+    def today(self) -> DayUsage:
+        """Today's live counts (minutes of connections and channels still open are not in them yet)."""
+        return self._day(self._clock())
+
+    def days(self) -> dict[str, DayUsage]:
+        """Every day so far, with the connections and channels still open counted up to now."""
+        now = self._clock()
+        self._day(now)
+        days = {index: copy.copy(day) for index, day in self._days.items()}
+        for start in self._connections.values():
+            self._add_minutes(days, start, now, "connection_minutes", "peak_connections")
+        for start in self._channels.values():
+            self._add_minutes(days, start, now, "channel_minutes", "peak_channels")
+        return {day_name(index): day for index, day in sorted(days.items())}
+
+
+def redact_url(url: str) -> str:
+    """A URL without its user-info (``http://user:pass@host`` → ``http://***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def usage_document(meters: Iterable[AppMeter], generated_by: str) -> dict[str, Any]:
+    """The usage file (version 1) for these apps, as ``relay cost --usage`` reads it."""
+    apps: dict[str, Any] = {}
+    for meter in meters:
+        apps[meter.app_id] = {
+            "unique_users": len(meter.users),
+            "days": {name: day.to_dict() for name, day in meter.days().items()},
+        }
+    return {"version": USAGE_VERSION, "generated_by": generated_by, "apps": apps}
+
+
+def usage_summary(meters: Iterable[AppMeter]) -> dict[str, Any]:
+    """Per app and day: messages as Pusher and as Ably count them, peak connections, minutes and bytes out."""
+    return {meter.app_id: {name: day.summary() for name, day in meter.days().items()} for meter in meters}
+
+
+_PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
+_OPTIONAL = frozenset({"peak_publishes_per_second", "units_5kib", "units_2kib"})
+
+
+def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Add ``new`` to a usage file written by an earlier run: counts add up, peaks take the larger value.
+
+    ``unique_users`` takes the larger of the two runs' counts (a lower bound: two runs may have seen different
+    users). Raises ValueError when ``old`` is not a version-1 usage document.
+    """
+    if old.get("version") != USAGE_VERSION or not isinstance(old.get("apps"), dict):
+        raise ValueError(f"not a version {USAGE_VERSION} usage file")
+    apps: dict[str, Any] = copy.deepcopy(dict(old["apps"]))
+    for app_id, entry in new["apps"].items():
+        target = apps.setdefault(app_id, {"days": {}})
+        if not isinstance(target, dict) or not isinstance(target.get("days"), dict):
+            raise ValueError(f"apps.{app_id} is not an object with days")
+        if "unique_users" in entry:
+            target["unique_users"] = max(int(target.get("unique_users", 0)), entry["unique_users"])
+        for name, counts in entry["days"].items():
+            day = target["days"].setdefault(name, {})
+            lacking = {key for key in _OPTIONAL if day and key not in day}
+            for key, value in counts.items():
+                previous = day.get(key, 0)
+                if not isinstance(previous, int):
+                    raise ValueError(f"apps.{app_id}.days.{name}.{key} is not a whole number")
+                day[key] = max(previous, value) if key in _PEAKS else previous + value
+            for key in lacking:  # the earlier run did not measure it: a sum would be wrong
+                day.pop(key, None)
+    return {"version": USAGE_VERSION, "generated_by": new.get("generated_by", ""), "apps": apps}

@@ -1,0 +1,362 @@
+"""``relay cost``: the command line over `relay.cost.estimate`.
+
+`add_cost_command` registers the subcommand on the ``relay`` parser; ``args.run(args)`` prints the answer and
+returns the exit code. Bad input raises `ConfigError` (``relay`` prints it and exits with 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from relay.errors import ConfigError
+
+from .models import MINUTES_PER_DAY, SECONDS_PER_DAY, Prices, Workload
+
+__all__ = ["add_cost_command", "parse_size", "run_cost"]
+
+_DESCRIPTION = """\
+What a realtime workload costs on Pusher Channels, Ably, Supabase Realtime and PubNub, and on self-hosted
+emulator nodes (DigitalOcean, Hetzner, Fly.io, Render, Railway): for each provider the billed units by its own
+counting rules, the cheapest plan that fits (or the limit that breaks), the monthly cost and the headroom.
+
+Describe the workload with the flags below (per average day), or pass a usage file measured by the emulator.
+Prices come from the bundled, dated pricing data (or --pricing FILE). docs/cost.md explains the model."""
+
+_EPILOG = """\
+examples:
+  relay cost --connections 500 --publishes-per-day 20000 --subscribers-per-publish 49
+  relay cost --connections 2000 --publishes-per-second 50 --subscribers-per-publish 20 --peak-factor 4
+  relay cost --usage usage.json --scale 10 --format json
+  relay cost --connections 500 --publishes-per-day 20000 --subscribers-per-publish 49 --plot cost.png"""
+
+# Flags that describe a workload; with --usage the file describes it instead.
+_DESCRIBING = (
+    "connections",
+    "publishes_per_day",
+    "publishes_per_second",
+    "subscribers_per_publish",
+    "client_events_per_day",
+    "client_event_recipients",
+    "presence_events_per_day",
+    "presence_subscribers",
+    "webhooks_per_day",
+    "api_requests_per_day",
+    "message_size",
+    "peak_factor",
+    "peak_day_factor",
+    "channels",
+    "average_connections",
+    "average_channels",
+)
+
+
+def _number(text: str) -> float:
+    cleaned = text.replace(",", "").replace("_", "").strip()
+    try:
+        return float(cleaned)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+_SIZE = re.compile(r"\A\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*(B|KB|KIB|K|MB|MIB|M)?\s*\Z", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, "KB": 1000, "K": 1024, "KIB": 1024, "MB": 1_000_000, "M": 1024**2, "MIB": 1024**2}
+
+
+def parse_size(text: str) -> float:
+    """A size in bytes: ``512``, ``16KiB`` (16,384), ``10KB`` (10,000), ``1MiB``."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use bytes, or a unit: B, KB, KiB, MB, MiB)")
+    value = float(match.group(1).replace(",", "").replace("_", ""))
+    return value * _SIZE_UNITS[(match.group(2) or "B").upper()]
+
+
+def _scale_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a range LOW:HIGH of scale factors: {text!r}") from None
+    if not 0 < low < high:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW < HIGH, got {text!r}")
+    return low, high
+
+
+def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register ``relay cost`` on the ``relay`` command's subparsers; ``args.run(args)`` runs it."""
+    parser = subparsers.add_parser(
+        "cost",
+        help="what a workload costs on each provider, and when self-hosting pays off",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    work = parser.add_argument_group("workload (per average day; omit with --usage)")
+    num: dict[str, Any] = {"type": _number, "default": None}
+    work.add_argument("--connections", metavar="N", help="peak concurrent connections, all apps of the account", **num)
+    work.add_argument(
+        "--publishes-per-day",
+        metavar="N",
+        help="events published through the server API per day, one per channel (default 0)",
+        **num,
+    )
+    work.add_argument(
+        "--publishes-per-second",
+        metavar="N",
+        help="publishes per second at the peak; with --publishes-per-day it sets the peak factor, alone it gives "
+        "publishes per day = N × 86,400 ÷ --peak-factor",
+        **num,
+    )
+    work.add_argument(
+        "--subscribers-per-publish", metavar="S", help="average subscribers receiving each publish (default 0)", **num
+    )
+    work.add_argument(
+        "--client-events-per-day", metavar="N", help="client events sent by connections per day (default 0)", **num
+    )
+    work.add_argument(
+        "--client-event-recipients",
+        metavar="N",
+        help="average subscribers receiving a client event, sender excluded (default: --subscribers-per-publish)",
+        **num,
+    )
+    work.add_argument(
+        "--presence-events-per-day", metavar="N", help="presence members joining + leaving per day (default 0)", **num
+    )
+    work.add_argument(
+        "--presence-subscribers",
+        metavar="N",
+        help="average members told of each join or leave (default: --subscribers-per-publish)",
+        **num,
+    )
+    work.add_argument("--webhooks-per-day", metavar="N", help="webhook requests per day (default 0)", **num)
+    work.add_argument(
+        "--api-requests-per-day",
+        metavar="N",
+        help="HTTP API calls other than publishes (channel info, users) per day (default 0)",
+        **num,
+    )
+    work.add_argument(
+        "--message-size",
+        metavar="SIZE",
+        type=parse_size,
+        default=None,
+        help="average message data size: bytes or with a unit, e.g. 800, 16KiB, 10KB (default 1KiB)",
+    )
+    work.add_argument(
+        "--peak-factor",
+        metavar="F",
+        help="busiest second's rate ÷ the day's average rate, for per-second limits and CPU (default 1)",
+        **num,
+    )
+    work.add_argument(
+        "--peak-day-factor",
+        metavar="F",
+        help="busiest UTC day ÷ the average day, for daily caps such as Pusher's (default 1)",
+        **num,
+    )
+    work.add_argument(
+        "--channels", metavar="N", help="channels active at once at the peak (default: --connections)", **num
+    )
+    work.add_argument(
+        "--average-connections",
+        metavar="N",
+        help="connections open on average over the day, for connection-minutes (default: the peak, all day)",
+        **num,
+    )
+    work.add_argument(
+        "--average-channels",
+        metavar="N",
+        help="channels active on average, for channel-minutes (default: the peak channel count, all day)",
+        **num,
+    )
+    both = parser.add_argument_group("either way")
+    both.add_argument(
+        "--mau", metavar="N", help="monthly active users, for MAU pricing (default: 10 × peak connections)", **num
+    )
+    both.add_argument(
+        "--no-echo",
+        dest="echo",
+        action="store_false",
+        help="Ably: client publishes are not echoed back to the sender (echo is on by default and billed)",
+    )
+    both.add_argument("--days-per-month", metavar="D", type=_number, default=30.0, help="days billed (default 30)")
+    both.add_argument(
+        "--scale",
+        metavar="K",
+        type=_number,
+        default=1.0,
+        help="K times the users: connections, channels, users and per-day counts × K; fan-out and sizes kept",
+    )
+    measured = parser.add_argument_group("measured workload")
+    measured.add_argument(
+        "--usage", metavar="FILE", type=Path, help="usage file written by the emulator's usage meter (JSON)"
+    )
+    measured.add_argument("--app", metavar="APP_ID", help="only this app of the usage file (default: all apps summed)")
+    data = parser.add_argument_group("pricing and output")
+    data.add_argument(
+        "--pricing", metavar="FILE", type=Path, help="your own pricing data (TOML, same format as the built-in)"
+    )
+    data.add_argument(
+        "--provider",
+        metavar="ID",
+        action="append",
+        help="only this provider (repeatable), e.g. pusher, ably_rb, supabase, pubnub, digitalocean, hetzner",
+    )
+    data.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output (default table)")
+    data.add_argument("--plot", metavar="FILE", type=Path, help="also draw cost against scale into FILE.png or .svg")
+    data.add_argument(
+        "--plot-range",
+        metavar="LOW:HIGH",
+        type=_scale_range,
+        default=(0.01, 100.0),
+        help="scale factors the plot and the crossovers span (default 0.01:100)",
+    )
+    parser.set_defaults(run=run_cost)
+    return parser
+
+
+def _whole(value: float | None) -> int | float | None:
+    if value is None:
+        return None
+    return int(value) if value.is_integer() else value
+
+
+def workload_from_args(args: argparse.Namespace) -> Workload:
+    """The workload the flags (or the usage file) describe, scaled by ``--scale``."""
+    if args.usage is not None:
+        given = [name for name in _DESCRIBING if getattr(args, name) is not None]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ConfigError(f"--usage describes the workload; it cannot be combined with {flags}")
+        from .usage import load_usage, workload_from_usage
+
+        workload = workload_from_usage(
+            load_usage(args.usage),
+            app=args.app,
+            days_per_month=args.days_per_month,
+            echo=args.echo,
+            mau=_whole(args.mau),  # type: ignore[arg-type]
+        )
+    else:
+        if args.app is not None:
+            raise ConfigError("--app selects an app of a usage file: pass --usage FILE too")
+        if args.connections is None:
+            raise ConfigError(
+                "describe the workload (at least --connections; see relay cost --help) or pass --usage FILE"
+            )
+        workload = Workload(**_described(args))
+    return workload.scaled(args.scale)
+
+
+def _described(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {"connections": _whole(args.connections), "echo": args.echo}
+    for name in (
+        "subscribers_per_publish",
+        "client_events_per_day",
+        "client_event_recipients",
+        "presence_events_per_day",
+        "presence_subscribers",
+        "webhooks_per_day",
+        "api_requests_per_day",
+        "peak_day_factor",
+    ):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    for name in ("channels", "mau"):
+        if getattr(args, name) is not None:
+            fields[name] = _whole(getattr(args, name))
+    if args.message_size is not None:
+        fields["message_bytes"] = args.message_size
+    fields["days_per_month"] = args.days_per_month
+    if args.average_connections is not None:
+        fields["connection_minutes_per_day"] = _non_negative(args.average_connections, "--average-connections") * (
+            MINUTES_PER_DAY
+        )
+    if args.average_channels is not None:
+        fields["channel_minutes_per_day"] = _non_negative(args.average_channels, "--average-channels") * (
+            MINUTES_PER_DAY
+        )
+    per_day, per_second, peak = args.publishes_per_day, args.publishes_per_second, args.peak_factor
+    if per_second is not None:
+        _non_negative(per_second, "--publishes-per-second")
+        if per_day is not None and peak is not None:
+            raise ConfigError(
+                "--publishes-per-day, --publishes-per-second and --peak-factor: give at most two (the third follows)"
+            )
+        if per_day is None:
+            per_day = per_second * SECONDS_PER_DAY / (peak or 1.0)
+        elif per_day > 0:
+            peak = per_second * SECONDS_PER_DAY / (per_day * (args.peak_day_factor or 1.0))
+            if peak < 1:
+                raise ConfigError(
+                    f"--publishes-per-second {per_second:g} is below the average rate of --publishes-per-day "
+                    f"{per_day:g} ({per_day / SECONDS_PER_DAY:.3g}/s): a peak is at least the average"
+                )
+    if per_day is not None:
+        fields["publishes_per_day"] = per_day
+    if peak is not None:
+        fields["peak_factor"] = peak
+    fields["origin"] = "described by flags"
+    return fields
+
+
+def _non_negative(value: float, flag: str) -> float:
+    if value < 0:
+        raise ConfigError(f"{flag} must be ≥ 0, got {value:g}")
+    return value
+
+
+def _prices(args: argparse.Namespace) -> Prices:
+    from .pricing import default_prices, load_prices
+
+    prices = load_prices(args.pricing) if args.pricing is not None else default_prices()
+    if args.provider:
+        known = {p.id for p in prices.providers}
+        unknown = [p for p in args.provider if p not in known]
+        if unknown:
+            raise ConfigError(
+                f"--provider {', '.join(unknown)}: not in the pricing data; it has: {', '.join(sorted(known))}"
+            )
+        prices = replace(prices, providers=tuple(p for p in prices.providers if p.id in args.provider))
+    return prices
+
+
+def run_cost(args: argparse.Namespace) -> int:
+    """Print the estimate in ``args.format``; draw the plot if asked. Returns the exit code."""
+    from .engine import crossovers, estimate
+
+    prices = _prices(args)
+    workload = workload_from_args(args)
+    if args.plot is not None:
+        from .plot import check_plot
+
+        check_plot(workload, args.plot)
+    result = estimate(workload, prices)
+    low, high = args.plot_range
+    crossings = crossovers(workload, prices, low=low, high=high) if workload.connections else ()
+    out = sys.stdout
+    if args.format == "json":
+        from .render import to_json
+
+        out.write(to_json(result, crossings))
+    elif args.format == "csv":
+        from .render import to_csv
+
+        out.write(to_csv(result))
+    else:
+        from rich.console import Console
+
+        from .render import print_table
+
+        console = Console(file=out, width=None if out.isatty() else 160, soft_wrap=False)
+        print_table(result, console, crossings, (low, high) if workload.connections else None)
+    if args.plot is not None:
+        from .plot import plot_costs
+
+        drawn = plot_costs(workload, prices, args.plot, low=low, high=high)
+        print(f"relay cost: plot written to {drawn.path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,147 @@
+"""Monthly cost against scale for every provider, with the self-hosting crossovers marked (matplotlib, extra `plot`).
+
+matplotlib is imported only when a plot is drawn, and only through its object API (no pyplot, no global backend).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from relay.errors import ConfigError
+
+from .engine import crossovers, estimate, geometric_scales
+from .models import Crossover, Estimate, Prices, Workload
+from .render import workload_summary
+
+__all__ = ["PlotResult", "check_plot", "plot_costs"]
+
+FORMATS = ("png", "svg")
+# Distinct colours for up to 16 providers (managed lines are solid, self-hosted dashed).
+_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#e6550d", "#31a354", "#843c39", "#636363", "#ce6dbd",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PlotResult:
+    path: Path
+    format: str
+    legend: tuple[str, ...]
+    """The legend's entries, one per provider, in drawing order."""
+    drawn: tuple[str, ...]
+    """Provider ids drawn with at least one priced point."""
+    crossovers: tuple[Crossover, ...]
+
+
+def plot_costs(
+    workload: Workload,
+    prices: Prices,
+    path: str | Path,
+    *,
+    low: float = 0.01,
+    high: float = 100.0,
+    points: int = 61,
+    providers: Collection[str] | None = None,
+) -> PlotResult:
+    """Draw every provider's monthly cost from ``low``× to ``high``× the workload into ``path`` (.png or .svg)."""
+    path = Path(path)
+    fmt = check_plot(workload, path)
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.layout_engine import ConstrainedLayoutEngine
+        from matplotlib.lines import Line2D
+    except ImportError as exc:
+        raise ConfigError("--plot needs matplotlib: pip install 'relay-realtime[plot]'") from exc
+
+    chosen = prices
+    if providers is not None:
+        chosen = replace(prices, providers=tuple(p for p in prices.providers if p.id in providers))
+    scales = geometric_scales(low, high, points)
+    grid = [estimate(workload.scaled(k), chosen) for k in scales]
+    crossings = crossovers(workload, chosen, low=low, high=high, points=points, estimates=grid)
+    xs = [est.workload.connections for est in grid]
+
+    figure = Figure(figsize=(12, 6.5), dpi=100, layout=ConstrainedLayoutEngine(rect=(0, 0.03, 1, 0.97)))
+    axes = figure.add_subplot()
+    legend_handles: list[Line2D] = []
+    drawn: list[str] = []
+    colors: dict[str, str] = {}
+    for index, provider in enumerate(chosen.providers):
+        colors[provider.id] = _PALETTE[index % len(_PALETTE)]
+        ys = [_cost(est, provider.id) for est in grid]
+        style = "-" if provider.kind == "managed" else "--"
+        label = provider.name if provider.kind == "managed" else f"{provider.name} (self-hosted)"
+        if all(math.isnan(y) for y in ys):
+            label += ": prices unknown, not drawn"
+        else:
+            drawn.append(provider.id)
+        (line,) = axes.plot(
+            xs, ys, style, drawstyle="steps-post", color=colors[provider.id], linewidth=1.6, label=label
+        )
+        legend_handles.append(line)
+    for crossing in crossings:
+        if crossing.selfhosted_usd is None:
+            continue
+        x = workload.scaled(crossing.scale).connections
+        if crossing.managed == "*":
+            axes.axvline(x, color="black", linestyle=":", linewidth=1)
+            axes.annotate(
+                f"self-hosting is cheaper\nabove {crossing.connections:,} connections"
+                if crossing.direction == "above"
+                else f"self-hosting stops being cheaper\nabove {crossing.connections:,} connections",
+                xy=(x, crossing.selfhosted_usd),
+                xytext=(8, 40),
+                textcoords="offset points",
+                fontsize=9,
+                arrowprops={"arrowstyle": "->", "linewidth": 0.8},
+            )
+        else:
+            color = colors.get(crossing.managed, "black")
+            axes.plot([x], [crossing.selfhosted_usd], marker="o", markersize=6, color=color, linestyle="none")
+    axes.set_xscale("log")
+    axes.set_yscale("symlog", linthresh=1.0)
+    axes.set_ylim(bottom=0)
+    axes.set_xlabel("peak concurrent connections (the workload scaled; fan-out and message size fixed)")
+    axes.set_ylabel("USD per month (cheapest plan that fits)")
+    axes.set_title(f"Monthly cost against scale; ×1 = {workload_summary(workload)}", fontsize=9)
+    axes.grid(True, which="both", linewidth=0.3, alpha=0.6)
+    legend = figure.legend(handles=legend_handles, fontsize=8, loc="outside right upper")
+    capacity = prices.capacity
+    figure.text(
+        0.01,
+        0.005,
+        f"Gaps: no listed plan fits. Dots (in a provider's colour): self-hosting becomes cheaper than it. Pricing data "
+        f"{prices.version} (as of {prices.as_of}); self-hosted capacity {capacity.confidence} confidence "
+        f"(conservative peer benchmark figures). {workload.days_per_month:g} days/month.",
+        fontsize=7,
+    )
+    try:
+        figure.savefig(path, format=fmt)
+    except OSError as exc:
+        raise ConfigError(f"--plot {path}: cannot write it ({exc.strerror or exc})") from exc
+    return PlotResult(
+        path=path,
+        format=fmt,
+        legend=tuple(text.get_text() for text in legend.get_texts()),
+        drawn=tuple(drawn),
+        crossovers=crossings,
+    )
+
+
+def check_plot(workload: Workload, path: Path) -> str:
+    """The plot's format from ``path``; `ConfigError` if it cannot be drawn (checked before any output)."""
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ConfigError(f"--plot {path}: the file name must end in .png or .svg")
+    if workload.connections == 0:
+        raise ConfigError("--plot draws cost against connections: the workload needs --connections > 0")
+    return fmt
+
+
+def _cost(est: Estimate, provider_id: str) -> float:
+    result = est.provider(provider_id)
+    return math.nan if result.monthly_usd is None else result.monthly_usd

@@ -1,0 +1,280 @@
+"""Estimates out: a Rich table for the terminal, JSON and CSV for machines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .models import Crossover, Estimate, ProviderEstimate, Workload
+
+__all__ = ["print_table", "to_csv", "to_dict", "to_json", "workload_summary"]
+
+# The billed units worth a table cell, per counting rule: (unit name, label).
+_SHOWN: dict[str, tuple[tuple[str, str], ...]] = {
+    "P_COUNT": (("messages_busiest_day", "msg/day"),),
+    "A_USAGE": (
+        ("messages_per_month", "msg/month"),
+        ("connection_minutes_per_month", "conn-min"),
+        ("channel_minutes_per_month", "channel-min"),
+    ),
+    "A_MAU25": (("mau", "MAU"), ("messages_per_month", "msg/month")),
+    "A_MAU26": (("mau", "MAU"),),
+    "S_COUNT": (("messages_per_month", "msg/month"),),
+    "N_TXN": (("transactions_per_month", "transactions/month"),),
+    "N_MAU": (("mau", "MAU"),),
+    "H_VM": (("nodes", "node(s)"), ("egress_gib_per_month", "GiB out")),
+    "H_PAAS_USAGE": (("nodes", "replica(s)"), ("usage_usd", "$ usage"), ("egress_gib_per_month", "GiB out")),
+}
+_STATUS_STYLE = {"fits": "green", "does_not_fit": "red", "unknown": "yellow"}
+_STATUS_TEXT = {"fits": "fits", "does_not_fit": "does not fit", "unknown": "unknown"}
+
+
+def number(value: float) -> str:
+    """A count as people read it: 1,000,000; 32.1; 0.54."""
+    if math.isinf(value):
+        return "unlimited"
+    if abs(value - round(value)) < 1e-9 or abs(value) >= 1000:
+        return f"{round(value):,}"
+    return f"{value:,.2f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def money(value: float | None) -> str:
+    return "—" if value is None else f"${value:,.2f}"
+
+
+def workload_summary(w: Workload) -> str:
+    parts = [f"{w.connections:,} peak connections"]
+    if w.publishes_per_day:
+        parts.append(f"{number(w.publishes_per_day)} publishes/day × {number(w.subscribers_per_publish)} subscribers")
+    if w.client_events_per_day:
+        parts.append(f"{number(w.client_events_per_day)} client events/day × {number(w.ce_recipients)} recipients")
+    if w.presence_events_per_day:
+        parts.append(f"{number(w.presence_events_per_day)} presence events/day × {number(w.presence_audience)}")
+    if w.webhooks_per_day:
+        parts.append(f"{number(w.webhooks_per_day)} webhooks/day")
+    if w.api_requests_per_day:
+        parts.append(f"{number(w.api_requests_per_day)} other API calls/day")
+    parts.append(f"{number(w.message_bytes)}-byte messages")
+    return ", ".join(parts)
+
+
+def _units_cell(result: ProviderEstimate) -> str:
+    shown = _SHOWN.get(result.unit_rules, ())
+    values = dict(result.units)
+    cells = []
+    for name, label in shown:
+        if name in values:
+            value = values[name]
+            cells.append(f"${value:,.2f} usage" if name == "usage_usd" else f"{number(value)} {label}")
+    return "\n".join(cells)
+
+
+def _limit_cell(result: ProviderEstimate) -> str:
+    if result.status == "fits" and result.headroom is not None:
+        return f"{result.limit} ({math.floor(result.headroom * 100 + 1e-9):.0f}% headroom)"
+    return result.limit
+
+
+def _plan_name(result: ProviderEstimate) -> str:
+    if result.plan is None:
+        return "—"
+    plan = next(p for p in result.plans if p.plan == result.plan)
+    return plan.name
+
+
+def print_table(
+    estimate: Estimate,
+    console: Console,
+    crossings: Sequence[Crossover] = (),
+    scale_range: tuple[float, float] | None = None,
+) -> None:
+    """The estimate as a table, followed by the crossovers and every assumption behind the figures.
+
+    ``scale_range`` is the range the crossovers were searched over; when there is none against every managed option
+    at once, a line says which side is cheaper throughout that range.
+    """
+    console.print(Text(f"Monthly cost of: {workload_summary(estimate.workload)}", style="bold"))
+    table = Table(show_lines=False, header_style="bold")
+    for column, justify in (
+        ("Provider", "left"),
+        ("Plan", "left"),
+        ("$/month", "right"),
+        ("Fit", "left"),
+        ("Billed units", "right"),
+        ("Tightest or breaking limit", "left"),
+        ("Confidence", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    kinds_seen: set[str] = set()
+    for result in estimate.providers:
+        if kinds_seen and result.kind not in kinds_seen:
+            table.add_section()
+        kinds_seen.add(result.kind)
+        table.add_row(
+            result.name,
+            _plan_name(result),
+            money(result.monthly_usd),
+            Text(_STATUS_TEXT[result.status], style=_STATUS_STYLE[result.status]),
+            _units_cell(result),
+            _limit_cell(result),
+            result.confidence,
+        )
+    console.print(table)
+    for kind, label in (("managed", "managed"), ("selfhosted", "self-hosted")):
+        best = estimate.cheapest(kind)  # type: ignore[arg-type]
+        if best is not None:
+            console.print(f"Cheapest {label}: {best.name} {_plan_name(best)}, {money(best.monthly_usd)}/month")
+    for crossing in crossings:
+        console.print(f"Crossover: {crossing.describe()}")
+    managed, hosted = estimate.cheapest("managed"), estimate.cheapest("selfhosted")
+    if scale_range and managed and hosted and not any(c.managed == "*" for c in crossings):
+        low, high = scale_range
+        cheaper = "self-hosting" if (hosted.monthly_usd or 0) < (managed.monthly_usd or 0) else "a managed option"
+        console.print(
+            f"No crossover from {low:g}× to {high:g}× this workload: {cheaper} is the cheapest throughout "
+            f"(scale the workload with --scale, or widen --plot-range)"
+        )
+    console.print(Text("Assumptions", style="bold"))
+    for line in estimate.assumptions:
+        console.print(f"  • {line}", highlight=False)
+    for result in estimate.providers:
+        console.print(Text(f"{result.name}", style="bold"))
+        for line in result.assumptions:
+            console.print(f"  • {line}", highlight=False)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "unlimited"
+        if math.isnan(value):
+            return None
+        return round(value, 4)
+    return value
+
+
+def _workload_dict(w: Workload) -> dict[str, Any]:
+    return {f.name: _clean(getattr(w, f.name)) for f in fields(w)}
+
+
+def to_dict(estimate: Estimate, crossings: Sequence[Crossover] = ()) -> dict[str, Any]:
+    """The estimate as plain JSON-ready data (unlimited limits are the string "unlimited")."""
+    providers = []
+    for result in estimate.providers:
+        providers.append(
+            {
+                "provider": result.provider,
+                "name": result.name,
+                "kind": result.kind,
+                "unit_rules": result.unit_rules,
+                "status": result.status,
+                "plan": result.plan,
+                "monthly_usd": result.monthly_usd,
+                "nodes": result.nodes,
+                "limit": result.limit,
+                "headroom": _clean(result.headroom),
+                "units": {name: _clean(value) for name, value in result.units},
+                "cost_breakdown": [{"item": label, "usd": value} for label, value in result.cost_lines],
+                "confidence": result.confidence,
+                "as_of": result.as_of,
+                "source": result.source,
+                "assumptions": list(result.assumptions),
+                "plans": [
+                    {
+                        "plan": fit.plan,
+                        "name": fit.name,
+                        "status": fit.status,
+                        "monthly_usd": fit.monthly_usd,
+                        "nodes": fit.nodes,
+                        "checks": [
+                            {"limit": c.name, "used": _clean(c.used), "max": _clean(c.limit), "ok": c.ok}
+                            for c in fit.checks
+                        ],
+                        "reason": fit.reason,
+                        "confidence": fit.confidence,
+                        "as_of": fit.as_of,
+                    }
+                    for fit in result.plans
+                ],
+            }
+        )
+    return {
+        "pricing": {
+            "version": estimate.pricing_version,
+            "as_of": estimate.pricing_as_of,
+            "origin": estimate.pricing_origin,
+        },
+        "workload": _workload_dict(estimate.workload),
+        "assumptions": list(estimate.assumptions),
+        "providers": providers,
+        "crossovers": [
+            {
+                "managed": c.managed,
+                "direction": c.direction,
+                "connections": c.connections,
+                "scale": round(c.scale, 6),
+                "selfhosted": c.selfhosted,
+                "selfhosted_plan": c.selfhosted_plan,
+                "managed_usd": c.managed_usd,
+                "selfhosted_usd": c.selfhosted_usd,
+                "text": c.describe(),
+            }
+            for c in crossings
+        ],
+    }
+
+
+def to_json(estimate: Estimate, crossings: Sequence[Crossover] = ()) -> str:
+    return json.dumps(to_dict(estimate, crossings), indent=2, ensure_ascii=False) + "\n"
+
+
+CSV_COLUMNS = (
+    "provider",
+    "name",
+    "kind",
+    "status",
+    "plan",
+    "monthly_usd",
+    "nodes",
+    "limit",
+    "headroom_pct",
+    "billed_units",
+    "confidence",
+    "as_of",
+    "assumptions",
+)
+
+
+def to_csv(estimate: Estimate) -> str:
+    """One row per provider; billed units as ``name=value`` pairs and assumptions joined by `` | ``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for result in estimate.providers:
+        writer.writerow(
+            (
+                result.provider,
+                result.name,
+                result.kind,
+                result.status,
+                result.plan or "",
+                "" if result.monthly_usd is None else f"{result.monthly_usd:.2f}",
+                "" if result.nodes is None else result.nodes,
+                result.limit,
+                "" if result.headroom is None else f"{result.headroom * 100:.1f}",
+                "; ".join(f"{name}={_clean(value)}" for name, value in result.units),
+                result.confidence,
+                result.as_of,
+                " | ".join((*estimate.assumptions, *result.assumptions)),
+            )
+        )
+    return out.getvalue()

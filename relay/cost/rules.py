@@ -1,0 +1,501 @@
+"""Counting rules: how each provider turns a workload into billed units, and one plan's limits and prices into a fit.
+
+One function per unit-rule code of the pricing file (ably-and-pricing §F.6). Symbols, per average day:
+P publishes, S subscribers per publish, CE client events, Sce their recipients, E echo (1 or 0), Pr presence joins +
+leaves, Ps members told of each, W webhooks, Q other HTTP API calls, C peak connections, D days per month.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from .models import SECONDS_PER_DAY, Capacity, LimitCheck, Plan, PlanFit, PlanStatus, Prices, Provider, Workload
+
+__all__ = ["assumptions_for", "evaluate"]
+
+GIB = 2**30
+KIB = 1024
+
+
+def evaluate(workload: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    """Evaluate one plan of one provider against ``workload`` by the provider's counting rule."""
+    return _RULES[provider.unit_rules](workload, provider, plan, prices)
+
+
+# --- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _limit(plan: Plan, field: str, name: str, used: float) -> list[LimitCheck]:
+    """A check for ``field`` if the plan has that limit (unknown limits give a check with ``limit=None``)."""
+    if field in plan.unknown:
+        return [LimitCheck(name, used, None)]
+    limit = getattr(plan, field)
+    return [] if limit is None else [LimitCheck(name, used, limit)]
+
+
+def _message_checks(w: Workload, plan: Plan) -> list[LimitCheck]:
+    checks: list[LimitCheck] = []
+    if w.messages_sent > 0:
+        checks += _limit(plan, "max_message_bytes", "message size (bytes)", w.message_bytes)
+    if w.presence_events_per_day > 0:
+        checks += _limit(plan, "presence_members", "presence members per channel", w.presence_audience + 1)
+    return checks
+
+
+def _rate(plan: Plan, field: str) -> float:
+    value = getattr(plan, field)
+    return 0.0 if value is None else float(value)
+
+
+def _fit(
+    provider: Provider,
+    plan: Plan,
+    checks: list[LimitCheck],
+    units: list[tuple[str, float]],
+    cost_lines: list[tuple[str, float]],
+    *,
+    rates: tuple[str, ...] = (),
+    nodes: int | None = None,
+    reason: str = "",
+) -> PlanFit:
+    status: PlanStatus
+    if not plan.suitable:
+        status, reason = "unsuitable", plan.unsuitable_reason
+    elif any(c.limit is not None and not c.ok for c in checks):
+        status = "does_not_fit"
+    elif plan.price_status == "custom":
+        status = "custom"
+    elif plan.price_status == "unknown" or any(c.limit is None for c in checks) or plan.unknown & set(rates):
+        status = "unknown"
+    else:
+        status = "fits"
+    priced = status in ("fits", "does_not_fit") and plan.price_usd_month is not None
+    return PlanFit(
+        provider=provider.id,
+        plan=plan.id,
+        name=plan.name,
+        status=status,
+        monthly_usd=round(sum(v for _, v in cost_lines), 2) if priced else None,
+        checks=tuple(checks),
+        units=tuple(units),
+        cost_lines=tuple((label, round(value, 2)) for label, value in cost_lines) if priced else (),
+        reason=reason,
+        nodes=nodes,
+        confidence=plan.confidence,
+        as_of=plan.as_of,
+        source=plan.source,
+    )
+
+
+def _base(plan: Plan) -> list[tuple[str, float]]:
+    return [("base fee", plan.price_usd_month or 0.0)]
+
+
+def _bytes_out_per_day(w: Workload, prices: Prices, *, echo: bool = False) -> float:
+    """Bytes written to clients per day: measured, or deliveries × (message size + Pusher framing)."""
+    if w.bytes_out_per_day is not None:
+        return w.bytes_out_per_day
+    deliveries = w.publishes_per_day * w.subscribers_per_publish + w.client_events_per_day * (
+        w.ce_recipients + (1 if echo else 0)
+    )
+    presence = w.presence_events_per_day * w.presence_audience * prices.model.presence_frame_bytes
+    return deliveries * (w.message_bytes + prices.model.frame_overhead_bytes) + presence
+
+
+def _mau(w: Workload, prices: Prices) -> float:
+    if w.mau is not None:
+        return float(w.mau)
+    return float(math.ceil(w.connections * prices.model.mau_per_peak_connection))
+
+
+# --- Pusher ---------------------------------------------------------------------------------------------------------
+
+
+def pusher_messages_per_day(w: Workload) -> float:
+    """P_COUNT: P + P·S + CE + CE·Sce + Pr·Ps + W + Q (every API call and every delivery)."""
+    return (
+        w.publishes_per_day * (1 + w.subscribers_per_publish)
+        + w.client_events_per_day * (1 + w.ce_recipients)
+        + w.presence_events_per_day * w.presence_audience
+        + w.webhooks_per_day
+        + w.api_requests_per_day
+    )
+
+
+def _pusher(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    per_day = pusher_messages_per_day(w)
+    busiest = per_day * w.peak_day_factor
+    checks = [
+        *_limit(plan, "connections", "connections", w.connections),
+        *_limit(plan, "messages_per_day", "messages/day (busiest UTC day)", busiest),
+        *_message_checks(w, plan),
+    ]
+    units = [
+        ("messages_per_day", per_day),
+        ("messages_busiest_day", busiest),
+        ("messages_per_month", per_day * w.days_per_month),
+        ("connections", float(w.connections)),
+    ]
+    return _fit(provider, plan, checks, units, _base(plan))
+
+
+# --- Ably -----------------------------------------------------------------------------------------------------------
+
+
+def ably_messages_per_day(w: Workload) -> float:
+    """A_COUNT: ceil(size/5 KiB)·(P + P·S + CE·(1 + Sce + E) + W) + Pr·(1 + Ps).
+
+    Server publishes go over REST and are not echoed; client publishes (client events) are echoed to the sender
+    when echo is on (Ably's default).
+    """
+    echo = 1 if w.echo else 0
+    chunks = w.units_of(5)
+    return chunks * (
+        w.publishes_per_day * (1 + w.subscribers_per_publish)
+        + w.client_events_per_day * (1 + w.ce_recipients + echo)
+        + w.webhooks_per_day
+    ) + w.presence_events_per_day * (1 + w.presence_audience)
+
+
+def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
+    busiest = per_day * w.peak_day_factor
+    return [
+        *_limit(plan, "connections", "connections", w.connections),
+        *_limit(plan, "channels", "channels", w.peak_channels),
+        *_limit(plan, "messages_per_month", "messages/month", per_day * w.days_per_month),
+        # The busiest hour: the peak rate, but never more than the whole busiest day.
+        *_limit(plan, "messages_per_hour", "messages/hour at peak", busiest * min(w.peak_factor, 24) / 24),
+        *_limit(plan, "messages_per_second", "messages/s at peak", w.per_second_at_peak(per_day)),
+        *_message_checks(w, plan),
+    ]
+
+
+def _ably_resource(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    per_day = ably_messages_per_day(w)
+    month = per_day * w.days_per_month
+    connection_minutes = w.connection_minutes * w.days_per_month
+    channel_minutes = w.channel_minutes * w.days_per_month
+    transferred = _bytes_out_per_day(w, prices, echo=w.echo) * w.days_per_month / GIB
+    allowance = month * 5 * KIB / GIB
+    excess = max(0.0, transferred - allowance)
+    units = [
+        ("messages_per_day", per_day),
+        ("messages_per_month", month),
+        ("connection_minutes_per_month", connection_minutes),
+        ("channel_minutes_per_month", channel_minutes),
+        ("bandwidth_gib_per_month", transferred),
+    ]
+    cost = _base(plan)
+    if plan.usd_per_million_messages is not None:
+        cost.append(("messages", month / 1e6 * plan.usd_per_million_messages))
+    if plan.usd_per_million_connection_minutes is not None:
+        cost.append(("connection-minutes", connection_minutes / 1e6 * plan.usd_per_million_connection_minutes))
+    if plan.usd_per_million_channel_minutes is not None:
+        cost.append(("channel-minutes", channel_minutes / 1e6 * plan.usd_per_million_channel_minutes))
+    if plan.usd_per_gib_bandwidth is not None and excess > 0:
+        cost.append(("bandwidth beyond 5 KiB per message", excess * plan.usd_per_gib_bandwidth))
+    rates = (
+        "usd_per_million_messages",
+        "usd_per_million_connection_minutes",
+        "usd_per_million_channel_minutes",
+        "usd_per_gib_bandwidth",
+    )
+    return _fit(provider, plan, _ably_common(w, plan, per_day), units, cost, rates=rates)
+
+
+def _ably_mau_2025(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    per_day = ably_messages_per_day(w)
+    month = per_day * w.days_per_month
+    connection_minutes = w.connection_minutes * w.days_per_month
+    mau = _mau(w, prices)
+    extra_messages = max(0.0, month - _rate(plan, "fair_use_messages_per_mau") * mau)
+    extra_minutes = max(0.0, connection_minutes - _rate(plan, "fair_use_connection_minutes_per_mau") * mau)
+    units = [
+        ("mau", mau),
+        ("messages_per_day", per_day),
+        ("messages_per_month", month),
+        ("connection_minutes_per_month", connection_minutes),
+        ("messages_beyond_fair_use", extra_messages),
+        ("connection_minutes_beyond_fair_use", extra_minutes),
+    ]
+    cost = [
+        *_base(plan),
+        ("MAU", mau * _rate(plan, "usd_per_mau")),
+        ("messages beyond fair use", extra_messages / 1e6 * _rate(plan, "usd_per_million_messages")),
+        (
+            "connection-minutes beyond fair use",
+            extra_minutes / 1e6 * _rate(plan, "usd_per_million_connection_minutes"),
+        ),
+    ]
+    rates = ("usd_per_mau", "usd_per_million_messages", "usd_per_million_connection_minutes")
+    return _fit(provider, plan, _ably_common(w, plan, per_day), units, cost, rates=rates)
+
+
+def _ably_mau_2026(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    mau = _mau(w, prices)
+    checks = [*_limit(plan, "mau", "MAU", mau), *_limit(plan, "connections", "connections", w.connections)]
+    cost = [*_base(plan), ("MAU", mau * _rate(plan, "usd_per_mau"))]
+    return _fit(provider, plan, checks, [("mau", mau)], cost, rates=("usd_per_mau",))
+
+
+# --- Supabase -------------------------------------------------------------------------------------------------------
+
+
+def supabase_messages_per_day(w: Workload) -> float:
+    """S_COUNT: a broadcast to N listeners is 1 sent + N received: P·(1 + S) + CE·(1 + Sce) + Pr·(1 + Ps)."""
+    return (
+        w.publishes_per_day * (1 + w.subscribers_per_publish)
+        + w.client_events_per_day * (1 + w.ce_recipients)
+        + w.presence_events_per_day * (1 + w.presence_audience)
+    )
+
+
+def _supabase(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    per_day = supabase_messages_per_day(w)
+    month = per_day * w.days_per_month
+    checks = [
+        *_limit(plan, "connections", "connections", w.connections),
+        *_limit(plan, "messages_per_month", "messages/month", month),
+        *_limit(plan, "messages_per_second", "messages/s at peak", w.per_second_at_peak(per_day)),
+        *_message_checks(w, plan),
+    ]
+    units = [("messages_per_day", per_day), ("messages_per_month", month), ("connections", float(w.connections))]
+    cost = _base(plan)
+    if plan.usd_per_1000_connections is not None:
+        packages = math.ceil(max(0.0, w.connections - _rate(plan, "included_connections")) / 1000)
+        cost.append((f"{packages} × 1,000 extra peak connections", packages * plan.usd_per_1000_connections))
+    if plan.usd_per_million_messages is not None:
+        extra = max(0.0, month - _rate(plan, "included_messages_per_month"))
+        cost.append(("messages beyond the quota", extra / 1e6 * plan.usd_per_million_messages))
+    return _fit(provider, plan, checks, units, cost, rates=("usd_per_1000_connections", "usd_per_million_messages"))
+
+
+# --- PubNub ---------------------------------------------------------------------------------------------------------
+
+
+def _pubnub_transactions(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    units_2k = w.units_of(2)
+    replicated = ((w.publishes_per_day + w.client_events_per_day) * units_2k + w.presence_events_per_day) * (
+        w.days_per_month
+    )
+    edge = (
+        w.publishes_per_day * w.subscribers_per_publish
+        + w.client_events_per_day * w.ce_recipients
+        + w.presence_events_per_day * w.presence_audience
+    ) * w.days_per_month
+    checks = [
+        *_limit(plan, "connections", "connections", w.connections),
+        *_limit(plan, "transactions_per_month", "transactions/month", replicated + edge),
+        *_message_checks(w, plan),
+    ]
+    units = [
+        ("replicated_transactions_per_month", replicated),
+        ("edge_transactions_per_month", edge),
+        ("transactions_per_month", replicated + edge),
+    ]
+    cost = _base(plan)
+    if plan.usd_per_replicated_transaction is not None:
+        usage = replicated * plan.usd_per_replicated_transaction + edge * _rate(plan, "usd_per_edge_transaction")
+        cost += [
+            ("replicated transactions", replicated * plan.usd_per_replicated_transaction),
+            ("edge transactions", edge * _rate(plan, "usd_per_edge_transaction")),
+        ]
+        minimum = _rate(plan, "minimum_usd_month")
+        if usage < minimum:
+            cost.append(("monthly minimum top-up", minimum - usage))
+    rates = ("usd_per_replicated_transaction", "usd_per_edge_transaction", "minimum_usd_month")
+    return _fit(provider, plan, checks, units, cost, rates=rates)
+
+
+def _pubnub_mau(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    mau = _mau(w, prices)
+    checks = [*_limit(plan, "mau", "MAU", mau), *_message_checks(w, plan)]
+    return _fit(provider, plan, checks, [("mau", mau)], _base(plan))
+
+
+# --- self-hosting ---------------------------------------------------------------------------------------------------
+
+
+class _Nodes:
+    """How many emulator nodes a plan needs at peak, and how loaded each one is."""
+
+    def __init__(self, w: Workload, plan: Plan, prices: Prices) -> None:
+        cap = prices.capacity
+        memory_mb = (plan.memory_mb or 0.0) * cap.memory_usable - cap.base_rss_mb
+        self.connections_per_node = max(0, math.floor(memory_mb * 1024 / cap.kb_per_connection))
+        self.cpu_usable = (plan.cpu_cores or 0.0) * cap.cpu_usable
+        self.requests_per_day = (
+            w.publishes_per_day
+            + w.client_events_per_day
+            + w.presence_events_per_day
+            + w.webhooks_per_day
+            + w.api_requests_per_day
+        )
+        self.deliveries_per_day = (
+            w.publishes_per_day * w.subscribers_per_publish
+            + w.client_events_per_day * w.ce_recipients
+            + w.presence_events_per_day * w.presence_audience
+        )
+        self.fanouts_per_day = w.publishes_per_day + w.client_events_per_day + w.presence_events_per_day
+        self.peak_deliveries = w.per_second_at_peak(self.deliveries_per_day)
+        # CPU cores the whole workload needs at its peak second, and what every node pays per forwarded publish.
+        self.work = self.cores(w.per_second_at_peak(self.requests_per_day), self.peak_deliveries, cap)
+        self.forwarding = w.per_second_at_peak(self.fanouts_per_day) * cap.cpu_us_per_forwarded_publish / 1e6
+        by_memory = math.ceil(w.connections / self.connections_per_node) if self.connections_per_node else None
+        by_cpu: int | None
+        if self.work <= self.cpu_usable:
+            by_cpu = 1
+        elif self.cpu_usable - self.forwarding > 0:
+            by_cpu = math.ceil(self.work / (self.cpu_usable - self.forwarding) - 1e-9)
+        else:
+            by_cpu = None
+        # When no node count is enough (too little memory, or every node's share of forwarded publishes alone is
+        # more than its CPU), one node is reported and its limit checks show what breaks.
+        self.count = max(1, by_memory or 1, by_cpu or 1)
+        self.cpu_per_node = self.work / self.count + (self.forwarding if self.count > 1 else 0.0)
+
+    @staticmethod
+    def cores(requests_per_s: float, deliveries_per_s: float, cap: Capacity) -> float:
+        return (requests_per_s * cap.cpu_us_per_request + deliveries_per_s * cap.cpu_us_per_delivery) / 1e6
+
+    def checks(self, w: Workload) -> list[LimitCheck]:
+        return [
+            LimitCheck("connections per node", w.connections / self.count, float(self.connections_per_node)),
+            LimitCheck("CPU cores per node at peak", self.cpu_per_node, self.cpu_usable),
+        ]
+
+    def units(self, egress_gib: float) -> list[tuple[str, float]]:
+        return [
+            ("nodes", float(self.count)),
+            ("connections_per_node_capacity", float(self.connections_per_node)),
+            ("peak_deliveries_per_second", self.peak_deliveries),
+            ("cpu_cores_at_peak", self.work),
+            ("egress_gib_per_month", egress_gib),
+        ]
+
+
+def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    nodes = _Nodes(w, plan, prices)
+    egress = _bytes_out_per_day(w, prices) * w.days_per_month / GIB
+    n = nodes.count
+    cost = [(f"{n} × {plan.name}", n * (plan.price_usd_month or 0.0))]
+    if n > 1:
+        cost.append(("Redis between nodes", provider.redis_usd_month))
+    excess = max(0.0, egress - _rate(plan, "included_egress_gib") * n)
+    if excess > 0:
+        cost.append((f"egress beyond the allowance ({excess:,.0f} GiB)", excess * _rate(plan, "usd_per_gib_egress")))
+    return _fit(
+        provider,
+        plan,
+        nodes.checks(w),
+        nodes.units(egress),
+        cost,
+        rates=("usd_per_gib_egress",),
+        nodes=n,
+    )
+
+
+def _selfhosted_usage(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    cap = prices.capacity
+    nodes = _Nodes(w, plan, prices)
+    n = nodes.count
+    egress = _bytes_out_per_day(w, prices) * w.days_per_month / GIB
+    ram_gb = (n * cap.base_rss_mb + w.connections * cap.kb_per_connection / 1024) / 1024
+    # The platform bills its own vCPUs, each worth `cpu_cores` of a benchmark core, on average over the month.
+    work = nodes.cores(nodes.requests_per_day / SECONDS_PER_DAY, nodes.deliveries_per_day / SECONDS_PER_DAY, cap)
+    if n > 1:
+        work += n * nodes.fanouts_per_day / SECONDS_PER_DAY * cap.cpu_us_per_forwarded_publish / 1e6
+    average = work / (plan.cpu_cores or 1.0) + n * cap.idle_cpu_cores
+    lines = [
+        (f"memory ({ram_gb:.2f} GB)", ram_gb * _rate(plan, "usd_per_gb_ram_month")),
+        (f"CPU ({average:.3f} vCPU on average)", average * _rate(plan, "usd_per_vcpu_month")),
+        (f"egress ({egress:,.1f} GiB)", egress * _rate(plan, "usd_per_gib_egress")),
+    ]
+    if n > 1:
+        lines.append(("Redis between nodes", provider.redis_usd_month))
+    usage = sum(value for _, value in lines)
+    included = _rate(plan, "included_usage_usd")
+    checks = nodes.checks(w)
+    if plan.usage_hard_cap:
+        checks.append(LimitCheck("usage $ within the plan's credit", round(usage, 2), included))
+    cost = [*_base(plan), *((f"usage: {label}", value) for label, value in lines)]
+    if usage > 0:
+        cost.append(("usage included in the plan", -min(usage, included)))
+    units = [*nodes.units(egress), ("usage_usd", usage)]
+    rates = ("usd_per_vcpu_month", "usd_per_gb_ram_month", "usd_per_gib_egress")
+    return _fit(provider, plan, checks, units, cost, rates=rates, nodes=n)
+
+
+_RULES: dict[str, Callable[[Workload, Provider, Plan, Prices], PlanFit]] = {
+    "P_COUNT": _pusher,
+    "A_USAGE": _ably_resource,
+    "A_MAU25": _ably_mau_2025,
+    "A_MAU26": _ably_mau_2026,
+    "S_COUNT": _supabase,
+    "N_TXN": _pubnub_transactions,
+    "N_MAU": _pubnub_mau,
+    "H_VM": _selfhosted_vm,
+    "H_PAAS_USAGE": _selfhosted_usage,
+}
+
+
+# --- assumptions ----------------------------------------------------------------------------------------------------
+
+_RULE_TEXT = {
+    "P_COUNT": "messages/day = P·(1+S) + CE·(1+Sce) + Pr·Ps + W + Q, checked on the busiest UTC day; hard caps",
+    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E) + W) + Pr·(1+Ps); "
+    "plus connection- and channel-minutes",
+    "A_MAU25": "base + $/MAU; messages and connection-minutes beyond fair use at resource-based rates",
+    "A_MAU26": "priced per monthly active user; package prices unknown",
+    "S_COUNT": "messages = P·(1+S) + CE·(1+Sce) + Pr·(1+Ps); Pro bills peak connections in packages of 1,000",
+    "N_TXN": "replicated = (P+CE)·ceil(size/2 KiB) + Pr; edge = one per delivery (upper bound)",
+    "N_MAU": "priced per monthly active user tier",
+    "H_VM": "nodes = max(connections ÷ connections per node, peak CPU ÷ usable CPU); + Redis beyond one node; "
+    "+ egress beyond the allowance",
+    "H_PAAS_USAGE": "plan fee + memory, CPU and egress actually used beyond the included usage; "
+    "+ Redis beyond one node",
+}
+
+
+def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> tuple[str, ...]:
+    """The assumptions behind one provider's figures: its counting rule, the defaults used and its notes."""
+    lines = [f"counting rule {provider.unit_rules}: {_RULE_TEXT[provider.unit_rules]}"]
+    if provider.unit_rules in ("A_USAGE", "A_MAU25"):
+        lines.append(
+            f"echo {'on' if workload.echo else 'off'}: client events "
+            f"{'count' if workload.echo else 'do not count'} a delivery back to the sender; server publishes are REST "
+            "(never echoed)"
+        )
+        if workload.size_units_5kib is None:
+            lines.append(f"every message billed as {workload.units_of(5):g} × 5 KiB from the average size")
+    if provider.unit_rules in ("A_USAGE", "A_MAU25") and workload.connection_minutes_per_day is None:
+        lines.append("connection-minutes: the peak connection count held all day (pass --average-connections)")
+    if provider.unit_rules == "A_USAGE" and workload.channel_minutes_per_day is None:
+        lines.append("channel-minutes: the peak channel count held all day (pass --average-channels)")
+    if provider.unit_rules in ("A_MAU25", "A_MAU26", "N_MAU") and workload.mau is None:
+        lines.append(
+            f"MAU not given: assumed {prices.model.mau_per_peak_connection:g} × peak connections "
+            f"= {_mau(workload, prices):,.0f} (pass --mau)"
+        )
+    if provider.kind == "selfhosted":
+        cap = prices.capacity
+        lines.append(
+            f"one emulator process per machine; capacity per core of the {cap.hardware}: "
+            f"{cap.kb_per_connection:g} KB per connection + {cap.base_rss_mb:g} MB base, "
+            f"{cap.cpu_us_per_delivery:g} µs CPU per delivery, {cap.cpu_us_per_request:g} µs per request "
+            f"(confidence {cap.confidence}: conservative peer figures until Relay's own benchmark exists)"
+        )
+        lines.append(
+            f"plans for {cap.memory_usable:.0%} of memory and {cap.cpu_usable:.0%} of CPU; "
+            "a load balancer, TLS termination and monitoring are not priced"
+        )
+        if provider.redis_note:
+            lines.append(f"Redis beyond one node: ${provider.redis_usd_month:g}/month, {provider.redis_note}")
+        if workload.bytes_out_per_day is None:
+            lines.append(
+                f"egress = deliveries × (message size + {prices.model.frame_overhead_bytes:g} bytes of framing)"
+            )
+    lines.extend(provider.notes)
+    lines.append(f"prices as of {provider.as_of}, confidence {provider.confidence}; source: {provider.source}")
+    return tuple(lines)

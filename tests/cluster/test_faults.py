@@ -1,0 +1,129 @@
+"""Cluster faults with real processes: a node killed with SIGKILL, Redis going away and coming back, --workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.conftest import RedisServer
+from tests.cluster.test_cluster import Client, Nodes, nodes, sdk, settle
+from tests.conftest import RunningEmulator
+from tests.webhook_receiver import Receiver
+
+__all__ = ["nodes"]
+
+Spawn = Callable[..., Awaitable[tuple[asyncio.subprocess.Process, RunningEmulator]]]
+
+
+@pytest.fixture
+async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spawn]:
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(*extra: str, webhook_url: str | None = None) -> tuple[asyncio.subprocess.Process, RunningEmulator]:
+        config = tmp_path / f"node{len(processes)}.toml"
+        hooks = f'webhooks = [{{ url = "{webhook_url}" }}]\n' if webhook_url else ""
+        config.write_text(
+            '[[apps]]\napp_id = "1"\nkey = "app-key"\nsecret = "app-secret"\n'
+            f"webhook_delay = 0.3\nwebhook_batch_ms = 10\n{hooks}"
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "emulator",
+            "--port",
+            "0",
+            "--config",
+            str(config),
+            "--redis-url",
+            redis_server.url,
+            "--node-ttl",
+            "1",
+            *extra,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        banner = ""
+        while "RELAY_URL" not in banner:
+            banner += (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+        from tests.conftest import TEST_APP
+
+        return process, RunningEmulator(node=None, port=port, app=TEST_APP)  # type: ignore[arg-type]
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_killed_node_s_members_expire_and_survivors_hear_it(spawn: Spawn, receiver: Receiver) -> None:
+    doomed_process, doomed = await spawn(webhook_url=receiver.url)
+    _, survivor = await spawn(webhook_url=receiver.url)
+    watcher = await Client.open(survivor)
+    await watcher.subscribe("presence-room", "watcher")
+    victim = await Client.open(doomed)
+    await victim.subscribe("presence-room", "alice")
+    await watcher.expect("pusher_internal:member_added")
+    await receiver.until(lambda: len(receiver.events(names={"member_added"})) == 2)
+    doomed_process.send_signal(signal.SIGKILL)
+    await doomed_process.wait()
+    removed = await watcher.expect("pusher_internal:member_removed", within=4)
+    assert json.loads(removed["data"]) == {"user_id": "alice"}
+    await receiver.until(lambda: len(receiver.events(names={"member_removed"})) == 1, within=3)
+    await asyncio.sleep(0.5)
+    assert [event["user_id"] for event in receiver.events(names={"member_removed"})] == ["alice"]
+    users = await asyncio.to_thread(sdk(survivor).users_info, "presence-room")
+    assert users == {"users": [{"id": "watcher"}]}
+
+
+async def test_workers_share_one_port_and_deliver_across_processes(spawn: Spawn) -> None:
+    _, workers = await spawn("--workers", "2")
+    clients: list[Client] = []
+    nodes_seen: set[str] = set()
+    while len(nodes_seen) < 2 and len(clients) < 40:
+        client = await Client.open(workers)
+        await client.subscribe("news")
+        clients.append(client)
+        nodes_seen.add(client.socket_id.split(".")[0])
+    assert len(nodes_seen) == 2, "the kernel never handed a connection to the second worker"
+    await settle()
+    await asyncio.to_thread(sdk(workers).trigger, "news", "hello", "x")
+    for client in clients:
+        await client.expect("hello")
+        await client.silent(0.05)
+
+
+async def test_redis_outage_keeps_local_delivery_and_resumes_cross_node(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    a, b = await nodes(2)
+    on_a, on_b = await Client.open(a), await Client.open(b)
+    await on_a.subscribe("news")
+    await on_b.subscribe("news")
+    await settle()
+    redis_server.stop()
+    await asyncio.to_thread(sdk(a).trigger, "news", "during-outage", "x")
+    await on_a.expect("during-outage")
+    await on_b.silent()
+    late = await Client.open(b)
+    await late.subscribe("presence-room", "bob")
+    redis_server.start()
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        users = await asyncio.to_thread(sdk(a).users_info, "presence-room")
+        if users["users"]:
+            break
+    assert users == {"users": [{"id": "bob"}]}
+    await asyncio.to_thread(sdk(a).trigger, "news", "after-outage", "y")
+    await on_a.expect("after-outage")
+    await on_b.expect("after-outage")

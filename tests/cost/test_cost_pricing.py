@@ -1,0 +1,170 @@
+"""The pricing data: the bundled file is complete and dated; invalid files fail naming the entry and the field."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.cost import Prices, default_prices, load_prices, parse_prices
+from relay.errors import ConfigError
+
+BUNDLED = resources.files("relay.cost").joinpath("pricing.toml")
+
+
+def bundled() -> dict[str, Any]:
+    return tomllib.loads(BUNDLED.read_text(encoding="utf-8"))
+
+
+def test_bundled_pricing_has_every_provider_the_issue_names(prices: Prices) -> None:
+    ids = {p.id for p in prices.providers}
+    assert {"pusher", "ably_rb", "ably_mau_2026", "supabase", "pubnub"} <= ids
+    assert {"digitalocean", "hetzner", "render", "railway", "flyio"} <= ids
+    assert [p.id for p in prices.provider("pusher").plans][:3] == ["sandbox", "startup", "pro"]
+    assert prices.version and prices.as_of == "2026-11-28"
+    assert prices.origin == "built-in pricing.toml"
+
+
+def test_every_plan_is_dated_sourced_and_rated(prices: Prices) -> None:
+    for provider in prices.providers:
+        assert provider.source and provider.as_of and provider.confidence, provider.id
+        for plan in provider.plans:
+            assert plan.as_of and plan.source, f"{provider.id}.{plan.id}"
+            assert plan.confidence in ("high", "medium", "low", "unknown"), f"{provider.id}.{plan.id}"
+
+
+def test_pusher_startup_matches_the_reference_table(prices: Prices) -> None:
+    startup = next(p for p in prices.provider("pusher").plans if p.id == "startup")
+    assert (startup.price_usd_month, startup.connections, startup.messages_per_day) == (49, 500, 1_000_000)
+    assert startup.max_message_bytes == 10_240
+
+
+def test_ably_mau_2026_prices_are_marked_unknown(prices: Prices) -> None:
+    plans = prices.provider("ably_mau_2026").plans
+    assert [(p.id, p.price_status) for p in plans] == [
+        ("free", "unknown"),
+        ("pro", "unknown"),
+        ("business", "unknown"),
+        ("enterprise", "custom"),
+    ]
+    assert all(p.price_usd_month is None and "mau" in p.unknown for p in plans)
+    assert prices.provider("ably_mau_2026").confidence == "unknown"
+
+
+def test_selfhosted_capacity_states_its_source_and_low_confidence(prices: Prices) -> None:
+    capacity = prices.capacity
+    assert capacity.confidence == "low"
+    assert "issue 9" in capacity.source and "shared/bench" in capacity.source
+    assert "2-vCPU" in capacity.hardware
+
+
+def test_unlimited_limits_are_infinite(prices: Prices) -> None:
+    enterprise = next(p for p in prices.provider("ably_rb").plans if p.id == "enterprise")
+    assert enterprise.connections == math.inf
+    assert enterprise.price_status == "custom"
+
+
+def test_a_users_file_loads_from_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(BUNDLED.read_text(encoding="utf-8").replace('version = "2026.11.28"', 'version = "mine-1"'))
+    prices = load_prices(path)
+    assert prices.version == "mine-1"
+    assert prices.origin == str(path)
+
+
+def invalid(data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as error:
+        parse_prices(data, origin="mine.toml")
+    return error.value.message
+
+
+def test_a_bad_limit_names_the_plan_and_field() -> None:
+    data = bundled()
+    data["providers"]["pusher"]["plans"][1]["connections"] = -5
+    message = invalid(data)
+    assert message.startswith("pricing file mine.toml is invalid:")
+    assert (
+        "providers.pusher.plans[1] (startup): field 'connections' must be a number ≥ 0, "
+        '"unlimited" or "unknown", got -5'
+    ) in message
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = bundled()
+    data["providers"]["pusher"]["plans"][0]["price_usd_month"] = True
+    data["providers"]["ably_rb"]["unit_rules"] = "A_COUNTS"
+    data["providers"]["supabase"]["plans"][1]["prise"] = 25
+    data["providers"]["hetzner"]["confidence"] = "sure"
+    del data["providers"]["pubnub_mau"]["plans"][0]["mau"]
+    message = invalid(data)
+    assert "providers.pusher.plans[0] (sandbox): field 'price_usd_month' must be a number ≥ 0" in message
+    assert "providers.ably_rb: field 'unit_rules' must be one of P_COUNT, A_USAGE" in message
+    assert "got 'A_COUNTS'" in message
+    assert "providers.supabase.plans[1] (pro): unknown field 'prise' (did you mean 'price_usd_month'?)" in message
+    assert "providers.hetzner: field 'confidence' must be one of high, medium, low, unknown, got 'sure'" in message
+    assert "providers.pubnub_mau.plans[0] (free): missing required field 'mau' (needed by unit_rules N_MAU)" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d.pop("schema"), "field 'schema' must be 1, got None"),
+        (lambda d: d["capacity"].pop("kb_per_connection"), "capacity: missing required field 'kb_per_connection'"),
+        (lambda d: d["capacity"].update(cpu_usable=1.5), "capacity: field 'cpu_usable' must be a fraction in (0, 1]"),
+        (lambda d: d["model"].update(extra=1), "model: unknown field 'extra'"),
+        (lambda d: d["providers"]["render"].update(kind="cloud"), "providers.render: field 'kind' must be one of"),
+        (
+            lambda d: d["providers"]["render"].update(unit_rules="P_COUNT"),
+            "providers.render: unit_rules 'P_COUNT' is for managed providers, but kind is 'selfhosted'",
+        ),
+        (
+            lambda d: d["providers"]["pusher"]["plans"][2].update(id="startup"),
+            "providers.pusher.plans[2] (startup): duplicate plan id 'startup'",
+        ),
+        (
+            lambda d: d["providers"]["flyio"]["plans"][0].update(price_usd_month="custom"),
+            "providers.flyio.plans[0] (shared-1x-256mb): a self-hosted plan needs a listed price_usd_month",
+        ),
+        (
+            lambda d: d["providers"]["render"]["plans"][0].pop("unsuitable_reason"),
+            "providers.render.plans[0] (free): a plan with suitable = false needs an 'unsuitable_reason'",
+        ),
+        (
+            lambda d: d["providers"]["ably_rb"]["plans"][1].update(as_of="last week"),
+            "providers.ably_rb.plans[1] (standard): field 'as_of' must be a date YYYY-MM-DD",
+        ),
+        (
+            lambda d: d["providers"]["supabase"]["plans"][1].pop("usd_per_million_messages"),
+            "providers.supabase.plans[1] (pro): needs one of the fields 'messages_per_month', "
+            "'usd_per_million_messages'",
+        ),
+        (
+            lambda d: d["providers"]["digitalocean"]["plans"][0].update(memory_mb="unlimited"),
+            "providers.digitalocean.plans[0] (basic-512mb-1vcpu): field 'memory_mb' must be a number ≥ 0, "
+            "got 'unlimited'",
+        ),
+        (lambda d: d["providers"]["pusher"].update(plans=[]), "providers.pusher: field 'plans' must be a non-empty"),
+        (lambda d: d.update(providers={}), "providers: no providers defined"),
+    ],
+)
+def test_invalid_pricing_entries(change: Any, expected: str) -> None:
+    data = bundled()
+    change(data)
+    assert expected in invalid(data)
+
+
+def test_invalid_toml_and_missing_files_are_config_errors(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[providers.pusher\nname = 1\n")
+    with pytest.raises(ConfigError, match=r"pricing file .*broken.toml is not valid TOML: .*line 1"):
+        load_prices(broken)
+    with pytest.raises(ConfigError, match=r"pricing file .*absent.toml: cannot read it"):
+        load_prices(tmp_path / "absent.toml")
+
+
+def test_default_prices_reads_the_packaged_file() -> None:
+    assert default_prices() == parse_prices(bundled(), origin="built-in pricing.toml")

@@ -1,0 +1,308 @@
+"""Counting rules and plan choice, as worked examples at the boundaries (issue 8's test list; ably-and-pricing §F)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from relay.cost import PlanFit, Prices, Workload, crossovers, estimate
+from relay.cost.rules import ably_messages_per_day, pusher_messages_per_day, supabase_messages_per_day
+from relay.errors import ConfigError
+
+# 20,000 publishes × (1 + 49) = 1,000,000 Pusher messages a day, the issue's example.
+STARTUP_EDGE = Workload(connections=500, publishes_per_day=20_000, subscribers_per_publish=49)
+
+
+def fit(prices: Prices, workload: Workload, provider: str, plan: str) -> PlanFit:
+    result = estimate(workload, prices).provider(provider)
+    return next(p for p in result.plans if p.plan == plan)
+
+
+# --- Pusher ---------------------------------------------------------------------------------------------------------
+
+
+def test_exactly_500_connections_and_a_million_messages_fit_pusher_startup(prices: Prices) -> None:
+    pusher = estimate(STARTUP_EDGE, prices).provider("pusher")
+    assert pusher.status == "fits"
+    assert (pusher.plan, pusher.monthly_usd) == ("startup", 49.0)
+    assert pusher.unit("messages_busiest_day") == 1_000_000
+    assert pusher.headroom == 0.0
+    assert pusher.limit == "connections 500 ≤ 500"
+
+
+def test_one_connection_more_does_not_fit_startup(prices: Prices) -> None:
+    result = estimate(replace(STARTUP_EDGE, connections=501), prices).provider("pusher")
+    startup = next(p for p in result.plans if p.plan == "startup")
+    assert startup.status == "does_not_fit"
+    assert [c.describe() for c in startup.breaks] == ["connections 501 > 500"]
+    assert (result.plan, result.monthly_usd) == ("pro", 99.0)
+
+
+def test_one_message_more_does_not_fit_startup(prices: Prices) -> None:
+    result = estimate(replace(STARTUP_EDGE, api_requests_per_day=1), prices).provider("pusher")
+    startup = next(p for p in result.plans if p.plan == "startup")
+    assert [c.describe() for c in startup.breaks] == ["messages/day (busiest UTC day) 1,000,001 > 1,000,000"]
+    assert result.plan == "pro"
+
+
+def test_pusher_daily_cap_is_checked_on_the_busiest_day(prices: Prices) -> None:
+    busier = replace(STARTUP_EDGE, publishes_per_day=10_000, peak_day_factor=2.0)
+    pusher = estimate(busier, prices).provider("pusher")
+    assert pusher.unit("messages_per_day") == 500_000
+    assert pusher.unit("messages_busiest_day") == 1_000_000
+    assert pusher.plan == "startup"
+    assert estimate(replace(busier, peak_day_factor=2.01), prices).provider("pusher").plan == "pro"
+
+
+def test_one_publish_to_50_subscribers_is_51_pusher_messages() -> None:
+    assert pusher_messages_per_day(Workload(connections=51, publishes_per_day=1, subscribers_per_publish=50)) == 51
+
+
+def test_pusher_counts_client_events_presence_webhooks_and_api_calls() -> None:
+    workload = Workload(
+        connections=10,
+        client_events_per_day=1,
+        client_event_recipients=9,
+        presence_events_per_day=2,
+        presence_subscribers=4,
+        webhooks_per_day=3,
+        api_requests_per_day=5,
+    )
+    # client event: 1 sent + 9 delivered; presence: 2 × 4 member_added/removed deliveries; 3 webhooks; 5 API calls
+    assert pusher_messages_per_day(workload) == 10 + 8 + 3 + 5
+
+
+def test_pusher_beyond_the_largest_plan_names_the_limit_and_enterprise(prices: Prices) -> None:
+    pusher = estimate(replace(STARTUP_EDGE, connections=30_001), prices).provider("pusher")
+    assert pusher.status == "does_not_fit"
+    assert pusher.plan is None and pusher.monthly_usd is None
+    assert "connections 30,001 > 30,000 on Growth Plus, the largest listed plan" in pusher.limit
+    assert "Enterprise: custom price (contact sales)" in pusher.limit
+
+
+def test_pusher_message_and_presence_size_limits(prices: Prices) -> None:
+    big = estimate(Workload(connections=1, publishes_per_day=1, message_bytes=10_241), prices).provider("pusher")
+    assert big.status == "does_not_fit"
+    assert "message size (bytes) 10,241 > 10,240" in big.limit
+    crowd = Workload(connections=200, presence_events_per_day=10, presence_subscribers=100)
+    assert "presence members per channel 101 > 100" in estimate(crowd, prices).provider("pusher").limit
+
+
+# --- Ably -----------------------------------------------------------------------------------------------------------
+
+
+def test_ably_counts_1_plus_10_plus_1_with_echo_on() -> None:
+    client_event = Workload(connections=11, client_events_per_day=1, client_event_recipients=10)
+    assert ably_messages_per_day(client_event) == 1 + 10 + 1
+    assert ably_messages_per_day(replace(client_event, echo=False)) == 1 + 10
+
+
+def test_ably_server_publishes_are_not_echoed() -> None:
+    assert ably_messages_per_day(Workload(connections=11, publishes_per_day=1, subscribers_per_publish=10)) == 11
+
+
+@pytest.mark.parametrize(
+    ("size", "messages"),
+    [(0, 1), (5 * 1024, 1), (5 * 1024 + 1, 2), (16 * 1024, 4), (50 * 1024, 10)],
+)
+def test_ably_bills_messages_in_5_kib_chunks(size: int, messages: int) -> None:
+    """§F.2: ≤5 KiB = 1 message, 16 KiB = 4, 50 KiB = 10."""
+    assert ably_messages_per_day(Workload(connections=1, publishes_per_day=1, message_bytes=size)) == messages
+
+
+def test_ably_presence_is_one_inbound_plus_one_per_presence_subscriber() -> None:
+    assert ably_messages_per_day(Workload(connections=5, presence_events_per_day=1, presence_subscribers=4)) == 5
+
+
+def test_ably_free_tier_boundary_is_six_million_messages_a_month(prices: Prices) -> None:
+    # 200,000 publishes a day with no subscribers = 6,000,000 messages in 30 days
+    edge = Workload(connections=10, channels=10, publishes_per_day=200_000)
+    assert estimate(edge, prices).provider("ably_rb").plan == "free"
+    over = estimate(replace(edge, publishes_per_day=200_001), prices).provider("ably_rb")
+    assert over.plan == "standard"
+    free = next(p for p in over.plans if p.plan == "free")
+    assert [c.name for c in free.breaks] == ["messages/month"]
+
+
+def test_ably_standard_cost_is_base_plus_messages_and_minutes(prices: Prices) -> None:
+    workload = Workload(
+        connections=1_000,
+        channels=100,
+        publishes_per_day=100_000,
+        subscribers_per_publish=9,
+        connection_minutes_per_day=500 * 1440,
+        channel_minutes_per_day=50 * 1440,
+    )
+    ably = estimate(workload, prices).provider("ably_rb")
+    # 30 M messages × $2.50/M + 21.6 M connection-minutes × $1/M + 2.16 M channel-minutes × $1/M + $29
+    assert ably.plan == "standard"
+    assert ably.monthly_usd == pytest.approx(29 + 75 + 21.6 + 2.16)
+    assert dict(ably.cost_lines)["messages"] == 75.0
+
+
+def test_ably_mau_2026_is_unknown_not_guessed(prices: Prices) -> None:
+    ably = estimate(STARTUP_EDGE, prices).provider("ably_mau_2026")
+    assert ably.status == "unknown"
+    assert ably.monthly_usd is None and ably.plan is None
+    assert "prices or limits unknown for Free, Pro, Business" in ably.limit
+    assert any("MAU not given" in line for line in ably.assumptions)
+
+
+def test_ably_mau_2025_bills_mau_and_minutes_beyond_fair_use(prices: Prices) -> None:
+    workload = replace(STARTUP_EDGE, mau=1_000)
+    ably = estimate(workload, prices).provider("ably_mau_2025")
+    # 21.6 M connection-minutes − 2,000 × 1,000 fair use = 19.6 M × $1/M; 30 M messages − 20 M fair use = 10 M × $2.5/M
+    assert ably.monthly_usd == pytest.approx(29 + 50 + 19.6 + 25)
+
+
+# --- Supabase and PubNub --------------------------------------------------------------------------------------------
+
+
+def test_supabase_broadcast_to_4_listeners_is_1_plus_4() -> None:
+    assert supabase_messages_per_day(Workload(connections=5, publishes_per_day=1, subscribers_per_publish=4)) == 5
+
+
+@pytest.mark.parametrize(("connections", "packages"), [(500, 0), (501, 1), (1_500, 1), (1_501, 2)])
+def test_supabase_pro_bills_peak_connections_in_packages_of_1000(
+    prices: Prices, connections: int, packages: int
+) -> None:
+    supabase = estimate(Workload(connections=connections), prices).provider("supabase")
+    assert supabase.plan == "pro"
+    assert supabase.monthly_usd == 25 + 10 * packages
+
+
+def test_supabase_free_breaks_on_connections_then_pro_caps_at_10000(prices: Prices) -> None:
+    assert estimate(Workload(connections=200), prices).provider("supabase").plan == "free"
+    assert estimate(Workload(connections=201), prices).provider("supabase").plan == "pro"
+    over = estimate(Workload(connections=10_001), prices).provider("supabase")
+    assert over.status == "does_not_fit"
+    assert "connections 10,001 > 10,000" in over.limit
+
+
+def test_pubnub_one_publish_to_100_subscribers_is_101_transactions(prices: Prices) -> None:
+    pubnub = estimate(Workload(connections=101, publishes_per_day=1, subscribers_per_publish=100), prices)
+    result = pubnub.provider("pubnub")
+    assert result.unit("transactions_per_month") == 101 * 30
+    assert result.plan == "free"
+
+
+def test_pubnub_payg_has_a_monthly_minimum(prices: Prices) -> None:
+    # 30,000 replicated ($3.69) + 1,200,000 edge transactions ($39.60): over Free's 1 M, under the $49 minimum
+    workload = Workload(connections=41, publishes_per_day=1_000, subscribers_per_publish=40)
+    pubnub = estimate(workload, prices).provider("pubnub")
+    assert pubnub.plan == "payg"
+    assert pubnub.monthly_usd == 49.0
+    assert "monthly minimum top-up" in dict(pubnub.cost_lines)
+
+
+# --- self-hosting ---------------------------------------------------------------------------------------------------
+
+
+def test_selfhosted_nodes_grow_with_connections_and_add_redis(prices: Prices) -> None:
+    small = prices.capacity
+    per_node = int((512 * small.memory_usable - small.base_rss_mb) * 1024 / small.kb_per_connection)
+    one = fit(prices, Workload(connections=per_node), "digitalocean", "basic-512mb-1vcpu")
+    two = fit(prices, Workload(connections=per_node + 1), "digitalocean", "basic-512mb-1vcpu")
+    assert (one.nodes, one.monthly_usd) == (1, 4.0)
+    assert (two.nodes, two.monthly_usd) == (2, 2 * 4.0 + 6.0)
+    assert dict(two.cost_lines)["Redis between nodes"] == 6.0
+    # the provider's answer is its cheapest plan: one 1 GB droplet beats two 512 MB ones and Redis
+    assert estimate(Workload(connections=per_node + 1), prices).provider("digitalocean").plan == "basic-1gb-1vcpu"
+
+
+def test_selfhosted_cpu_bound_workload_needs_more_nodes(prices: Prices) -> None:
+    # 1,000 publishes/s to 100 subscribers = 100,000 deliveries/s × 40 µs = 4 cores at the peak
+    busy = Workload(connections=2_000, publishes_per_day=1_000 * 86_400, subscribers_per_publish=100)
+    hetzner = estimate(busy, prices).provider("hetzner")
+    assert hetzner.unit("peak_deliveries_per_second") == pytest.approx(100_000)
+    assert hetzner.unit("cpu_cores_at_peak") == pytest.approx(0.35 + 4.0)
+    assert hetzner.nodes is not None and hetzner.nodes > 10
+    assert hetzner.headroom is not None and hetzner.headroom >= 0
+
+
+def test_selfhosted_publish_rate_beyond_what_a_node_can_forward_does_not_fit(prices: Prices) -> None:
+    # every node receives every publish from Redis: 20,000 publishes/s × 40 µs = 0.8 cores > 0.35 usable
+    flood = Workload(connections=100, publishes_per_day=20_000 * 86_400, subscribers_per_publish=1)
+    hetzner = estimate(flood, prices).provider("hetzner")
+    assert hetzner.status == "does_not_fit"
+    assert "CPU cores per node at peak" in hetzner.limit
+
+
+def test_render_free_sleeps_and_is_never_chosen(prices: Prices) -> None:
+    render = estimate(Workload(connections=1), prices).provider("render")
+    assert render.plan == "starter"
+    free = next(p for p in render.plans if p.plan == "free")
+    assert free.status == "unsuitable"
+    assert "spins down" in free.reason
+
+
+def test_railway_bills_usage_beyond_the_plan_credit(prices: Prices) -> None:
+    idle = estimate(Workload(connections=10), prices).provider("railway")
+    assert idle.plan == "free"  # a tiny idle process stays inside Free's $1 credit
+    assert idle.monthly_usd == 0.0
+    bigger = estimate(Workload(connections=20_000), prices).provider("railway")
+    free = next(p for p in bigger.plans if p.plan == "free")
+    assert free.status == "does_not_fit"
+    assert [c.name for c in free.breaks][-1] == "usage $ within the plan's credit"
+    assert bigger.plan == "hobby"
+    assert bigger.monthly_usd is not None and bigger.monthly_usd >= 5.0
+
+
+def test_selfhosted_egress_beyond_the_allowance_is_billed(prices: Prices) -> None:
+    # 1 GiB/s out for a month is far beyond one droplet's 500 GiB
+    heavy = Workload(connections=1_000, bytes_out_per_day=2**30 * 86_400 / 1000)
+    lines = dict(estimate(heavy, prices).provider("flyio").cost_lines)
+    assert any(label.startswith("egress beyond the allowance") for label in lines)
+
+
+# --- purity, scale, crossovers --------------------------------------------------------------------------------------
+
+
+def test_estimate_is_pure(prices: Prices) -> None:
+    first = estimate(STARTUP_EDGE, prices)
+    second = estimate(STARTUP_EDGE, prices)
+    assert first == second
+    unchanged = Workload(connections=500, publishes_per_day=20_000, subscribers_per_publish=49)
+    assert unchanged == STARTUP_EDGE
+
+
+def test_scale_multiplies_users_and_keeps_fan_out() -> None:
+    scaled = STARTUP_EDGE.scaled(10)
+    assert (scaled.connections, scaled.publishes_per_day, scaled.subscribers_per_publish) == (5_000, 200_000, 49)
+    assert STARTUP_EDGE.scaled(0.1).connections == 50
+    assert STARTUP_EDGE.scaled(1) == STARTUP_EDGE
+    with pytest.raises(ConfigError, match=r"scale \(--scale\) must be a number > 0"):
+        STARTUP_EDGE.scaled(0)
+
+
+def test_self_hosting_is_cheaper_than_pusher_above_100_connections(prices: Prices) -> None:
+    found = {c.managed: c for c in crossovers(STARTUP_EDGE, prices)}
+    pusher = found["pusher"]
+    assert pusher.direction == "above"
+    assert pusher.connections == 100  # the Sandbox's last connection; Startup costs $49 from 101
+    assert pusher.managed_usd == 49.0
+    assert pusher.selfhosted_usd is not None and pusher.selfhosted_usd < 49.0
+    assert found["*"].describe().endswith("is cheaper than every managed option above 100 connections")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("connections", -1, r"workload field connections \(--connections\) must be a finite number ≥ 0, got -1"),
+        ("connections", 1.5, r"connections \(--connections\) must be a whole number, got 1.5"),
+        ("publishes_per_day", float("nan"), r"publishes_per_day \(--publishes-per-day\) must be a finite number"),
+        ("subscribers_per_publish", "many", r"subscribers_per_publish .* must be a number, got 'many'"),
+        ("days_per_month", 40, r"days_per_month \(--days-per-month\) must be 1–31, got 40"),
+        ("peak_factor", 0.5, r"peak_factor \(--peak-factor\) must be ≥ 1"),
+        ("size_units_5kib", 0.5, r"size_units_5kib must be ≥ 1"),
+        ("echo", True, None),
+    ],
+)
+def test_invalid_workloads_name_the_field_and_flag(field: str, value: object, message: str | None) -> None:
+    if message is None:
+        Workload(connections=1, **{field: value})  # type: ignore[arg-type]
+        return
+    arguments = {"connections": 1, field: value}
+    with pytest.raises(ConfigError, match=message):
+        Workload(**arguments)  # type: ignore[arg-type]

@@ -1,0 +1,160 @@
+"""Helpers shared by the library tests: sync/async twins, emulator URLs and real WebSocket subscribers.
+
+A :class:`Twin` wraps a :class:`relay.Relay` or :class:`relay.AsyncRelay` so that every method is awaitable and one
+test body runs against both clients. Sync calls run in a worker thread (``asyncio.to_thread``) because the emulator
+serves from the test's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from relay import AsyncRelay, Relay
+from relay.emulator.server import EmulatorNode
+from relay.senders import RetryPolicy
+
+KEY, SECRET, APP_ID = "app-key", "app-secret", "1"
+RECV_TIMEOUT = 2.0
+FAST_RETRY = RetryPolicy(attempts=3, backoff=0.001, max_delay=1.0, timeout=5.0)
+Frame = dict[str, Any]
+
+
+class Emulator(Protocol):
+    """What the tests use of ``tests/conftest.py``'s RunningEmulator."""
+
+    port: int
+
+    def ws_url(self, key: str | None = None, query: str = "protocol=7") -> str: ...
+
+
+StartEmulator = Callable[..., Awaitable[Emulator]]
+
+
+def emulator_url(running: Emulator, *, secret: str = SECRET, app_id: str = APP_ID, query: str = "") -> str:
+    return f"emulator://{KEY}:{secret}@127.0.0.1:{running.port}/apps/{app_id}" + (f"?{query}" if query else "")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One HTTP request as it left the client (recorded by an httpx event hook)."""
+
+    method: str
+    url: httpx.URL
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Twin:
+    """A :class:`Relay` or :class:`AsyncRelay` whose every method is awaited (sync ones in a worker thread).
+
+    ``requests`` lists every HTTP request the client sent, retries included.
+    """
+
+    def __init__(self, client: Relay | AsyncRelay, requests: list[Sent]) -> None:
+        self.client = client
+        self.requests = requests
+        self.is_async = isinstance(client, AsyncRelay)
+
+    def __repr__(self) -> str:
+        return f"Twin({self.client!r})"
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.client, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if not self.is_async:
+                return await asyncio.to_thread(method, *args, **kwargs)
+            result = method(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return call
+
+    async def close(self) -> None:
+        if isinstance(self.client, AsyncRelay):
+            await self.client.aclose()
+        else:
+            self.client.close()
+
+
+MakeRelay = Callable[..., Twin]
+
+
+@dataclass
+class Subscriber:
+    """A raw Pusher-protocol WebSocket client (websockets), past ``pusher:connection_established``."""
+
+    ws: ClientConnection
+    socket_id: str
+
+    async def send(self, event: str, data: object) -> None:
+        await self.ws.send(json.dumps({"event": event, "data": data}))
+
+    async def recv(self, wait: float = RECV_TIMEOUT) -> Frame:
+        frame: Frame = json.loads(await asyncio.wait_for(self.ws.recv(), wait))
+        return frame
+
+    async def expect(self, event: str, channel: str | None = None, wait: float = RECV_TIMEOUT) -> Frame:
+        """The next frame that is not a ping/pong; it must be ``event`` (on ``channel``)."""
+        while True:
+            frame = await self.recv(wait)
+            if frame["event"] not in ("pusher:ping", "pusher:pong"):
+                break
+        assert frame["event"] == event, f"expected {event}, got {frame}"
+        if channel is not None:
+            assert frame.get("channel") == channel, frame
+        return frame
+
+    async def subscribe(self, channel: str, auth: dict[str, Any] | None = None) -> Frame:
+        """Subscribe (with the body a channel-auth endpoint returned, for private/presence) and wait for success."""
+        await self.send("pusher:subscribe", {"channel": channel, **(auth or {})})
+        return await self.expect("pusher_internal:subscription_succeeded", channel)
+
+    async def signin(self, body: dict[str, Any]) -> Frame:
+        await self.send("pusher:signin", body)
+        return await self.expect("pusher:signin_success")
+
+    async def closed(self, wait: float = 3.0) -> int | None:
+        """Read until the server closes the socket; the close code."""
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    await self.ws.recv()
+        except ConnectionClosed:
+            pass
+        return self.ws.close_code
+
+
+Subscribe = Callable[[Emulator], Awaitable[Subscriber]]
+
+
+@dataclass
+class StoppableEmulator:
+    """An emulator (default test app) that a test can stop: it stops listening and drops every connection."""
+
+    node: EmulatorNode
+    server: asyncio.Server
+    port: int
+    stopped: bool = False
+
+    def ws_url(self, key: str | None = None, query: str = "protocol=7") -> str:
+        return f"ws://127.0.0.1:{self.port}/app/{key or KEY}?{query}"
+
+    async def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.server.close()
+            await self.node.close()
+
+
+StartStoppable = Callable[[], Awaitable[StoppableEmulator]]

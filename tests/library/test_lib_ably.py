@@ -1,0 +1,511 @@
+"""Ably over REST with respx (rest.ably.io is unreachable from here): exact requests, errors, tokens, webhooks.
+
+Facts from ably-and-pricing.md §A: Basic auth with the key name and secret (A.2), ``POST /channels/{ch}/messages``
+with idempotent ids ``<base>:<index>`` and ``encoding: json`` for object data (A.3), ``POST /messages`` batch specs and
+their per-channel results (A.4), presence (A.6), channel status (A.7), enumeration (A.8), TokenRequest MACs (A.10),
+capabilities (A.12), error bodies ``{"error": {code, statusCode, message}}`` (A.1) and signed batched webhooks (D.9).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from ably.types.tokenrequest import TokenRequest  # type: ignore[import-untyped]
+from libsupport import MakeRelay
+
+from relay import ChannelInfo, Event, MirrorError, PresenceMember, PublishResult, WebhookEvent
+from relay.adapters.ably import AblyAdapter
+from relay.config import parse_url
+from relay.errors import (
+    AuthenticationError,
+    InvalidSignature,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProtocolError,
+    ProviderError,
+    RateLimited,
+    RelayError,
+    TransportError,
+    UnknownKey,
+    UnsupportedCapability,
+)
+from relay.protocol.ably import parse_capability, verify_token_request
+
+KEY_NAME, KEY_SECRET = "appid.keyid", "ably-Secret-5a4b3c"
+URL = f"ably://{KEY_NAME}:{KEY_SECRET}"
+BASE = "https://rest.ably.io"
+BASIC = "Basic " + base64.b64encode(f"{KEY_NAME}:{KEY_SECRET}".encode()).decode()
+MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{12,}:(\d+)$")
+
+
+def check_headers(request: httpx.Request, *, body: bool = True) -> None:
+    assert request.headers["authorization"] == BASIC
+    assert request.headers["x-ably-version"] == "3"
+    assert request.headers["accept"] == "application/json"
+    assert (request.headers.get("content-type") == "application/json") == body
+    assert request.url.scheme == "https" and request.url.host == "rest.ably.io"
+
+
+def message_id_base(message_id: str, index: int = 0) -> str:
+    match = MESSAGE_ID.match(message_id)
+    assert match is not None, f"not an idempotent message id: {message_id!r}"
+    assert int(match.group(1)) == index
+    return message_id.rpartition(":")[0]
+
+
+def batch_result(*channels: str, failed: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    failures = failed or {}
+    results: list[dict[str, Any]] = [
+        {"channel": channel, "messageId": "srv:0", "serials": ["s"]} for channel in channels if channel not in failures
+    ]
+    results += [{"channel": channel, "error": error} for channel, error in failures.items()]
+    return {"successCount": len(channels) - len(failures), "failureCount": len(failures), "results": results}
+
+
+# -- publish ------------------------------------------------------------------------------------------------------
+
+
+async def test_publish_to_one_channel(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/channels/orders/messages").respond(
+        201, json={"channel": "orders", "messageId": "x:0", "serials": ["01"]}
+    )
+    relay = make_relay(URL)
+    result = await relay.publish("orders", "order-ready", {"id": 42})
+    request = route.calls.last.request
+    check_headers(request)
+    [message] = json.loads(request.content)
+    assert message == {"name": "order-ready", "data": '{"id":42}', "id": message["id"], "encoding": "json"}
+    message_id_base(message["id"])
+    assert result == PublishResult(("orders",), (message["id"],))
+    assert request.url.params == httpx.QueryParams()
+
+
+async def test_publish_string_data_and_connection_key(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/channels/user%40example.com/messages").respond(201, json={})
+    relay = make_relay(URL)
+    await relay.publish("user@example.com", "e", "plain", socket_id="123.456")
+    request = route.calls.last.request
+    assert request.url.raw_path == b"/channels/user%40example.com/messages"
+    [message] = json.loads(request.content)
+    assert set(message) == {"name", "data", "id", "connectionKey"}, "a str is not marked as json"
+    assert (message["data"], message["connectionKey"]) == ("plain", "123.456")
+
+
+async def test_publish_to_many_channels_is_a_batch(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    channels = [f"c{i}" for i in range(150)]
+    route = respx_mock.post(f"{BASE}/messages").mock(
+        side_effect=[
+            httpx.Response(201, json=[batch_result(*channels[:100])]),
+            httpx.Response(201, json=[batch_result(*channels[100:])]),
+        ]
+    )
+    relay = make_relay(URL)
+    result = await relay.publish(channels, "tick", [1])
+    assert result.channels == tuple(channels)
+    specs = [json.loads(call.request.content) for call in route.calls]
+    assert [len(spec) for spec in specs] == [1, 1]
+    assert [spec[0]["channels"] for spec in specs] == [channels[:100], channels[100:]]
+    ids = []
+    for spec in specs:
+        [message] = spec[0]["messages"]
+        assert {key: value for key, value in message.items() if key != "id"} == {
+            "name": "tick",
+            "data": "[1]",
+            "encoding": "json",
+        }
+        message_id_base(message["id"])
+        ids.append(message["id"])
+        check_headers(route.calls[0].request)
+    assert result.message_ids == tuple(ids)
+
+
+async def test_batch_partial_failure_names_the_channel(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    error = {"code": 40160, "statusCode": 401, "message": "action not permitted"}
+    respx_mock.post(f"{BASE}/messages").respond(201, json=[batch_result("ok", "locked", failed={"locked": error})])
+    relay = make_relay(URL)
+    with pytest.raises(ProviderError) as raised:
+        await relay.publish(["ok", "locked"], "e", "x")
+    assert str(raised.value).startswith("Ably refused the publish on 1 channel(s): locked (")
+    assert "action not permitted" in str(raised.value)
+
+
+async def test_publish_batch(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/messages").respond(201, json=[batch_result("a"), batch_result("b")])
+    relay = make_relay(URL)
+    result = await relay.publish_batch([Event("a", "e1", {"n": 1}), Event("b", "e2", "two", socket_id="9.9")])
+    specs = json.loads(route.calls.last.request.content)
+    check_headers(route.calls.last.request)
+    assert [spec["channels"] for spec in specs] == [["a"], ["b"]]
+    first, second = (spec["messages"][0] for spec in specs)
+    base = message_id_base(first["id"], 0)
+    assert message_id_base(second["id"], 1) == base, "one base id, indexed per message"
+    assert first == {"name": "e1", "data": '{"n":1}', "id": f"{base}:0", "encoding": "json"}
+    assert second == {"name": "e2", "data": "two", "id": f"{base}:1", "connectionKey": "9.9"}
+    assert result == PublishResult(("a", "b"), (f"{base}:0", f"{base}:1"))
+
+
+async def test_publish_batch_over_100_events_is_split(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/messages").mock(
+        side_effect=[
+            httpx.Response(201, json=[batch_result("c") for _ in range(100)]),
+            httpx.Response(201, json=[batch_result("c")]),
+        ]
+    )
+    relay = make_relay(URL)
+    result = await relay.publish_batch([Event("c", "e", i) for i in range(101)])
+    assert [len(json.loads(call.request.content)) for call in route.calls] == [100, 1]
+    assert len(result.channels) == 101 and len(set(result.message_ids)) == 101
+
+
+# -- queries ------------------------------------------------------------------------------------------------------
+
+
+async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    metrics = {"connections": 3, "presenceMembers": 2, "subscribers": 3, "publishers": 1}
+    status = respx_mock.get(f"{BASE}/channels/presence-room").respond(
+        200, json={"channelId": "presence-room", "status": {"isActive": True, "occupancy": {"metrics": metrics}}}
+    )
+    idle = respx_mock.get(f"{BASE}/channels/lobby").respond(
+        200, json={"channelId": "lobby", "status": {"isActive": False, "occupancy": {"metrics": {"subscribers": 0}}}}
+    )
+    members = respx_mock.get(f"{BASE}/channels/presence-room/presence").respond(
+        200,
+        json=[
+            {"clientId": "alice", "action": 1, "data": '{"name":"Alice"}', "encoding": "json"},
+            {"clientId": "bob", "action": 1, "data": {"name": "Bob"}},
+            {"clientId": "carol", "action": 1},
+        ],
+    )
+    listing = respx_mock.get(f"{BASE}/channels").respond(200, json=["presence-room", {"channelId": "presence-x"}])
+    relay = make_relay(URL)
+    assert await relay.channel("presence-room") == ChannelInfo("presence-room", True, 3, 2)
+    assert await relay.channel("lobby") == ChannelInfo("lobby", False, 0, None)
+    assert await relay.presence_members("presence-room") == [
+        PresenceMember("alice", {"name": "Alice"}),
+        PresenceMember("bob", {"name": "Bob"}),
+        PresenceMember("carol", None),
+    ]
+    assert await relay.channels(prefix="presence-") == {
+        "presence-room": ChannelInfo("presence-room", True),
+        "presence-x": ChannelInfo("presence-x", True),
+    }
+    assert dict(listing.calls.last.request.url.params) == {"prefix": "presence-", "by": "id"}
+    await relay.channels()
+    assert dict(listing.calls.last.request.url.params) == {"by": "id"}
+    for route in (status, idle, members, listing):
+        check_headers(route.calls.last.request, body=False)
+        assert route.calls.last.request.method == "GET"
+
+
+# -- unsupported operations -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("operation", "args"),
+    [
+        ("send_to_user", ("alice", "e", {"x": 1})),
+        ("terminate_user_connections", ("alice",)),
+        ("authenticate_user", ("123.456", {"id": "alice"})),
+    ],
+)
+async def test_unsupported_operations_name_provider_and_operation(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, operation: str, args: tuple[Any, ...]
+) -> None:
+    relay = make_relay(URL)
+    with pytest.raises(UnsupportedCapability) as raised:
+        await getattr(relay, operation)(*args)
+    assert (raised.value.provider, raised.value.operation) == ("Ably", operation)
+    assert str(raised.value).startswith(f"Ably does not support {operation}")
+    assert not respx_mock.calls, "never sent, never a silent no-op"
+
+
+# -- errors -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_class"),
+    [
+        (400, 40000, ProtocolError),
+        (400, 40009, ProtocolError),
+        (401, 40101, AuthenticationError),
+        (401, 40160, AuthenticationError),
+        (403, 40300, PermissionDenied),
+        (404, 40400, NotFound),
+        (413, 40009, PayloadTooLarge),
+        (429, 42910, RateLimited),
+        (500, 50000, ProviderError),
+        (502, 50002, ProviderError),
+        (503, 50003, ProviderError),
+    ],
+)
+async def test_error_status_mapping(
+    make_relay: MakeRelay,
+    respx_mock: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    code: int,
+    error_class: type[RelayError],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = {"error": {"code": code, "statusCode": status, "message": f"problem {code}"}}
+    route = respx_mock.post(f"{BASE}/channels/orders/messages").respond(status, json=body)
+    relay = make_relay(URL)
+    with pytest.raises(error_class) as raised:
+        await relay.publish("orders", "e", "x")
+    error = raised.value
+    assert type(error) is error_class
+    assert (error.http_status, error.code) == (status, code)
+    assert f"Ably answered {status}: problem {code}" in str(error)
+    retried = status in (429, 500, 502, 503)  # an Ably publish carries its id, so it is idempotent
+    assert route.call_count == (3 if retried else 1)
+    if retried:
+        assert len({call.request.content for call in route.calls}) == 1, "retries reuse the message id"
+    for text in (str(error), repr(error), caplog.text, repr(relay.client)):
+        assert KEY_SECRET not in text and BASIC.split()[1] not in text
+
+
+async def test_retry_after_and_recovery(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get(f"{BASE}/channels/lobby").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "0.2"}, json={"error": {"code": 42910, "message": "slow"}}),
+            httpx.Response(500, text="oops"),
+            httpx.Response(200, json={"status": {"isActive": True}}),
+        ]
+    )
+    relay = make_relay(URL)
+    started = time.monotonic()
+    assert (await relay.channel("lobby")).occupied
+    assert time.monotonic() - started >= 0.2
+    assert route.call_count == 3
+
+
+async def test_rate_limited_carries_retry_after(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    respx_mock.get(f"{BASE}/channels/lobby").respond(429, headers={"Retry-After": "0"}, json={"error": {"code": 42911}})
+    relay = make_relay(URL)
+    with pytest.raises(RateLimited) as raised:
+        await relay.channel("lobby")
+    assert (raised.value.retry_after, raised.value.code, raised.value.http_status) == (0.0, 42911, 429)
+
+
+async def test_network_errors(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/channels/orders/messages").mock(side_effect=httpx.ConnectError("refused"))
+    relay = make_relay(URL)
+    with pytest.raises(TransportError, match=r"could not reach rest\.ably\.io: ConnectError"):
+        await relay.publish("orders", "e", "x")
+    assert route.call_count == 3
+    route.side_effect = [httpx.ReadTimeout("slow"), httpx.Response(201, json={})]
+    await relay.publish("orders", "e", "x")
+    assert route.call_count == 5, "an Ably publish is idempotent, so a timeout is retried"
+
+
+# -- token requests -------------------------------------------------------------------------------------------------
+
+
+def ably_oracle_accepts(token_request: dict[str, Any]) -> bool:
+    """ably-python's own TokenRequest.sign_request recomputes the same mac."""
+    request = TokenRequest.from_json(dict(token_request))
+    supplied = request.mac
+    request.sign_request(KEY_SECRET)
+    return bool(request.mac == supplied)
+
+
+@pytest.mark.parametrize(
+    ("channel", "user", "operations"),
+    [
+        ("private-orders", None, ["publish", "subscribe"]),
+        ("private-orders", {"id": "alice"}, ["publish", "subscribe"]),
+        ("private-encrypted-vault", None, ["publish", "subscribe"]),
+        ("presence-room", {"id": "alice", "info": {"name": "Alice"}}, ["presence", "publish", "subscribe"]),
+        ("presence-room", "bob", ["presence", "publish", "subscribe"]),
+        ("news", None, ["subscribe"]),
+    ],
+)
+async def test_authorize_channel_returns_a_token_request(
+    make_relay: MakeRelay, channel: str, user: Any, operations: list[str]
+) -> None:
+    relay = make_relay(URL)
+    token_request = await relay.authorize_channel("123.456", channel, user)
+    assert set(token_request) == {"keyName", "timestamp", "nonce", "capability", "mac"} | (
+        {"clientId"} if user is not None else set()
+    )
+    assert token_request["keyName"] == KEY_NAME
+    assert abs(token_request["timestamp"] - time.time() * 1000) < 5000
+    assert len(token_request["nonce"]) >= 16
+    assert parse_capability(token_request["capability"]) == {channel: operations}
+    assert token_request["capability"] == json.dumps({channel: operations}, separators=(",", ":"))
+    if user is not None:
+        assert token_request["clientId"] == (user if isinstance(user, str) else user["id"])
+    verify_token_request(token_request, KEY_NAME, KEY_SECRET, now_ms=int(time.time() * 1000))
+    assert ably_oracle_accepts(token_request)
+    # Tampering with the scope breaks both verifiers.
+    widened = {**token_request, "capability": '{"*":["*"]}'}
+    with pytest.raises(InvalidSignature):
+        verify_token_request(widened, KEY_NAME, KEY_SECRET, now_ms=int(time.time() * 1000))
+    assert not ably_oracle_accepts(widened)
+
+
+async def test_token_requests_use_fresh_nonces(make_relay: MakeRelay) -> None:
+    relay = make_relay(URL)
+    first = await relay.authorize_channel("1.1", "private-a")
+    second = await relay.authorize_channel("1.1", "private-a")
+    assert first["nonce"] != second["nonce"] and first["mac"] != second["mac"]
+
+
+async def test_presence_without_user_is_refused(make_relay: MakeRelay) -> None:
+    relay = make_relay(URL)
+    with pytest.raises(ProtocolError, match="presence channel: authorize it with a user"):
+        await relay.authorize_channel("123.456", "presence-room")
+
+
+def test_fixed_clock_token_request() -> None:
+    adapter = AblyAdapter(parse_url(URL), clock=lambda: 1_700_000_000.25)
+    token_request = adapter.authorize_channel("1.1", "private-orders", None)
+    assert token_request["timestamp"] == 1_700_000_000_250
+    verify_token_request(token_request, KEY_NAME, KEY_SECRET, now_ms=1_700_000_060_000)
+    with pytest.raises(AuthenticationError, match="not current"):
+        verify_token_request(token_request, KEY_NAME, KEY_SECRET, now_ms=1_700_000_000_250 + 121_000)
+
+
+# -- webhooks -----------------------------------------------------------------------------------------------------
+
+WEBHOOK_BODY = json.dumps(
+    {
+        "items": [
+            {
+                "webhookId": "w1",
+                "source": "channel.lifecycle",
+                "timestamp": 1700000000001,
+                "name": "channel.opened",
+                "data": {"channelId": "room", "name": "[meta]channel.lifecycle", "status": {"isActive": True}},
+            },
+            {
+                "webhookId": "w1",
+                "source": "channel.presence",
+                "timestamp": 1700000000002,
+                "name": "presence.message",
+                "data": {
+                    "channelId": "presence-room",
+                    "site": "eu-west-1-A",
+                    "presence": [
+                        {"clientId": "alice", "action": 2, "timestamp": 1700000000010},
+                        {"clientId": "carol", "action": 1, "timestamp": 1700000000011},
+                        {"clientId": "bob", "action": 3, "timestamp": 1700000000012},
+                    ],
+                },
+            },
+            {
+                "webhookId": "w1",
+                "source": "channel.message",
+                "timestamp": 1700000000003,
+                "name": "channel.message",
+                "data": {
+                    "channelId": "room",
+                    "site": "eu-west-1-A",
+                    "messages": [
+                        {"id": "m:0", "clientId": "alice", "name": "said", "data": "hi", "timestamp": 1700000000020},
+                        {"id": "m:1", "name": "json", "data": '{"a":1}', "encoding": "json"},
+                    ],
+                },
+            },
+            {
+                "webhookId": "w1",
+                "source": "channel.lifecycle",
+                "timestamp": 1700000000004,
+                "name": "channel.closed",
+                "data": {"channelId": "room"},
+            },
+        ]
+    }
+).encode()
+
+
+def ably_signature(body: bytes, secret: str = KEY_SECRET) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+async def test_verify_ably_webhook(make_relay: MakeRelay) -> None:
+    relay = make_relay(URL)
+    headers = {"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(WEBHOOK_BODY), "X-Ably-Version": "1.2"}
+    events = await relay.verify_webhook(headers, WEBHOOK_BODY)
+    assert events == [
+        WebhookEvent("channel_occupied", "room", 1700000000001),
+        WebhookEvent("member_added", "presence-room", 1700000000010, user_id="alice"),
+        WebhookEvent("member_removed", "presence-room", 1700000000012, user_id="bob"),
+        WebhookEvent("message", "room", 1700000000020, user_id="alice", event="said", data="hi"),
+        WebhookEvent("message", "room", 1700000000003, event="json", data='{"a":1}'),
+        WebhookEvent("channel_vacated", "room", 1700000000004),
+    ]
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert await relay.verify_webhook(lowered, WEBHOOK_BODY) == events
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "error_class"),
+    [
+        (
+            {"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(WEBHOOK_BODY, "other")},
+            WEBHOOK_BODY,
+            InvalidSignature,
+        ),
+        (
+            {"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(WEBHOOK_BODY)},
+            WEBHOOK_BODY + b" ",
+            InvalidSignature,
+        ),
+        ({"X-Ably-Key": KEY_NAME}, WEBHOOK_BODY, InvalidSignature),
+        ({"X-Ably-Key": "appid.other", "X-Ably-Signature": ably_signature(WEBHOOK_BODY)}, WEBHOOK_BODY, UnknownKey),
+        ({"X-Ably-Signature": ably_signature(WEBHOOK_BODY)}, WEBHOOK_BODY, UnknownKey),
+        ({"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(b'{"x":1}')}, b'{"x":1}', ProtocolError),
+    ],
+)
+async def test_bad_ably_webhooks(
+    make_relay: MakeRelay, headers: dict[str, str], body: bytes, error_class: type[RelayError]
+) -> None:
+    relay = make_relay(URL)
+    with pytest.raises(error_class) as raised:
+        await relay.verify_webhook(headers, body)
+    assert KEY_SECRET not in str(raised.value)
+
+
+# -- Pusher and Ably together -------------------------------------------------------------------------------------
+
+
+async def test_mirror_pusher_and_ably(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    """A migration: every publish goes to both; what Ably cannot do is reported per provider, never dropped."""
+    pusher_url = "pusher://pkey:pusher-Secret-1@eu/apps/9"
+    pusher = respx_mock.post("https://api-eu.pusher.com/apps/9/events").respond(200, json={})
+    ably = respx_mock.post(f"{BASE}/channels/orders/messages").respond(201, json={})
+    relay = make_relay(f"mirror:{pusher_url}|{URL}")
+    result = await relay.publish("orders", "e", {"a": 1})
+    assert result == PublishResult(("orders",)), "mirror returns the primary's result when all succeed"
+    assert (pusher.call_count, ably.call_count) == (1, 1)
+
+    with pytest.raises(MirrorError) as raised:
+        await relay.send_to_user("alice", "e", "x")
+    error = raised.value
+    assert list(error.results) == ["pusher://pkey:***@api-eu.pusher.com/apps/9"]
+    [(label, failure)] = error.errors.items()
+    assert label == f"ably://{KEY_NAME}:***@rest.ably.io"
+    assert isinstance(failure, UnsupportedCapability) and failure.operation == "send_to_user"
+    assert "1 of 2 providers failed" in str(error) and "Ably does not support send_to_user" in str(error)
+    assert "pusher-Secret-1" not in str(error) and KEY_SECRET not in str(error)
+    assert pusher.call_count == 2
+
+    # Webhooks from either provider verify; the auth body is the primary's (Pusher).
+    assert (
+        await relay.verify_webhook(
+            {"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(WEBHOOK_BODY)}, WEBHOOK_BODY
+        )
+    )[0].kind == "channel_occupied"
+    assert set(await relay.authorize_channel("1.1", "private-a")) == {"auth"}

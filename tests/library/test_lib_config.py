@@ -1,0 +1,360 @@
+"""Provider configuration: every URL form, the environment, and bad configurations (issue 6, "Configuration").
+
+A bad configuration raises :class:`ConfigError` whose message names the fix; no secret (API secret, Ably key secret,
+encryption master key) ever appears in an error, a repr or a log record.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Mapping
+
+import pytest
+
+from relay import AsyncRelay, Relay
+from relay.client import parse_configuration
+from relay.config import ProviderConfig, from_env, parse_url
+from relay.errors import ConfigError
+
+SECRET = "s3cr3t-Sauce-42"
+MASTER_KEY = bytes(range(32))
+MASTER_KEY_B64 = base64.b64encode(MASTER_KEY).decode()
+
+
+def assert_no_secret(*texts: str, secrets: tuple[str, ...] = (SECRET, MASTER_KEY_B64)) -> None:
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, f"a secret leaked into {text!r}"
+
+
+# -- URL forms ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "host", "port", "tls", "base_url", "app_id"),
+    [
+        (
+            f"pusher://app-key:{SECRET}@api-eu.pusher.com/apps/123",
+            "pusher",
+            "api-eu.pusher.com",
+            None,
+            True,
+            "https://api-eu.pusher.com",
+            "123",
+        ),
+        (
+            f"pusher://app-key:{SECRET}@eu/apps/123",
+            "pusher",
+            "api-eu.pusher.com",
+            None,
+            True,
+            "https://api-eu.pusher.com",
+            "123",
+        ),
+        (
+            f"pusher://app-key:{SECRET}@mt1/apps/7",
+            "pusher",
+            "api-mt1.pusher.com",
+            None,
+            True,
+            "https://api-mt1.pusher.com",
+            "7",
+        ),
+        (
+            f"pusher://app-key:{SECRET}@localhost:6001/apps/1?tls=false",
+            "pusher",
+            "localhost",
+            6001,
+            False,
+            "http://localhost:6001",
+            "1",
+        ),
+        (
+            f"emulator://app-key:{SECRET}@127.0.0.1:6001/apps/1",
+            "emulator",
+            "127.0.0.1",
+            6001,
+            False,
+            "http://127.0.0.1:6001",
+            "1",
+        ),
+        (
+            f"emulator://app-key:{SECRET}@relay.example.com/apps/app-id?tls=true",
+            "emulator",
+            "relay.example.com",
+            None,
+            True,
+            "https://relay.example.com",
+            "app-id",
+        ),
+        (
+            f"ably://appid.keyid:{SECRET}@rest.ably.io",
+            "ably",
+            "rest.ably.io",
+            None,
+            True,
+            "https://rest.ably.io",
+            "appid",
+        ),
+        (
+            f"ably://appid.keyid:{SECRET}@main.realtime.ably.net:8443",
+            "ably",
+            "main.realtime.ably.net",
+            8443,
+            True,
+            "https://main.realtime.ably.net:8443",
+            "appid",
+        ),
+        (f"ably://appid.keyid:{SECRET}@", "ably", "rest.ably.io", None, True, "https://rest.ably.io", "appid"),
+        (f"ably://appid.keyid:{SECRET}", "ably", "rest.ably.io", None, True, "https://rest.ably.io", "appid"),
+    ],
+)
+def test_url_forms(url: str, scheme: str, host: str, port: int | None, tls: bool, base_url: str, app_id: str) -> None:
+    config = parse_url(url)
+    assert (config.scheme, config.host, config.port, config.tls, config.base_url) == (scheme, host, port, tls, base_url)
+    assert config.app_id == app_id
+    assert config.secret == SECRET
+    assert_no_secret(repr(config), str(config), config.url())
+    assert "***" in repr(config)
+    # The private URL is complete: parsing it again gives the same configuration.
+    assert parse_url(config.url(privacy=False)) == config
+
+
+def test_pusher_and_ably_credentials() -> None:
+    pusher = parse_url(f"pusher://app-key:{SECRET}@eu/apps/123")
+    assert (pusher.key, pusher.secret) == ("app-key", SECRET)
+    assert repr(pusher) == "ProviderConfig('pusher://app-key:***@api-eu.pusher.com/apps/123')"
+    ably = parse_url(f"ably://appid.keyid:{SECRET}")
+    assert (ably.key, ably.secret, ably.app_id) == ("appid.keyid", SECRET, "appid")
+    assert repr(ably) == "ProviderConfig('ably://appid.keyid:***@rest.ably.io')"
+
+
+def test_percent_encoded_secret_round_trips() -> None:
+    secret = "pa/ss+w=rd@x"
+    config = parse_url("pusher://app-key:pa%2Fss%2Bw%3Drd%40x@eu/apps/1")
+    assert config.secret == secret
+    assert parse_url(config.url(privacy=False)).secret == secret
+    assert secret not in repr(config) and "pa%2F" not in repr(config)
+
+
+@pytest.mark.parametrize(("url", "name"), [("memory://x", "x"), ("memory://orders", "orders"), ("memory://", "")])
+def test_memory_urls(url: str, name: str) -> None:
+    config = parse_url(url)
+    assert (config.scheme, config.host, config.key, config.secret) == ("memory", name, "", "")
+    assert config.url() == url
+
+
+def test_encryption_master_key_in_the_url() -> None:
+    config = parse_url(f"emulator://app-key:{SECRET}@127.0.0.1:6001/apps/1?encryption_master_key={MASTER_KEY_B64}")
+    assert config.encryption_master_key == MASTER_KEY
+    assert_no_secret(repr(config), repr(Relay(config)))
+
+
+@pytest.mark.parametrize("encode", [False, True])
+def test_base64_master_key_with_plus_and_slash(encode: bool) -> None:
+    """``openssl rand -base64 32`` output is pasted as is: a '+' in the query is not a space."""
+    key = bytes([0xFB, 0xEF, 0xFF] * 10 + [0xFB, 0xEF])
+    text = base64.b64encode(key).decode()
+    assert "+" in text and "/" in text
+    value = text.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D") if encode else text
+    config = parse_url(f"pusher://app-key:{SECRET}@eu/apps/1?encryption_master_key={value}")
+    assert config.encryption_master_key == key
+    assert text not in repr(config)
+
+
+def test_unknown_query_options_are_kept() -> None:
+    config = parse_url(f"pusher://app-key:{SECRET}@eu/apps/1?timeout=3")
+    assert dict(config.options) == {"timeout": "3"}
+
+
+@pytest.mark.parametrize(
+    ("url", "mode", "schemes"),
+    [
+        (f"pusher://app-key:{SECRET}@eu/apps/1", "single", ["pusher"]),
+        (f"mirror:pusher://app-key:{SECRET}@eu/apps/1|ably://appid.keyid:{SECRET}", "mirror", ["pusher", "ably"]),
+        (
+            f"failover:emulator://k:{SECRET}@127.0.0.1:1/apps/1 | emulator://k:{SECRET}@127.0.0.1:2/apps/1",
+            "failover",
+            ["emulator", "emulator"],
+        ),
+    ],
+)
+def test_multi_provider_configuration(url: str, mode: str, schemes: list[str]) -> None:
+    parsed_mode, configs = parse_configuration(url)
+    assert parsed_mode.value == mode
+    assert [config.scheme for config in configs] == schemes
+    client = Relay(url)
+    try:
+        text = repr(client)
+        assert_no_secret(text)
+        assert text.startswith("Relay('" + ("" if mode == "single" else f"{mode}:"))
+        assert text.count("***") == len(schemes)
+    finally:
+        client.close()
+
+
+async def test_relay_reprs_hide_the_secret() -> None:
+    url = f"pusher://app-key:{SECRET}@eu/apps/123?encryption_master_key={MASTER_KEY_B64}"
+    sync_client = Relay.from_url(url)
+    async_client = AsyncRelay.from_url(url)
+    try:
+        assert repr(sync_client) == "Relay('pusher://app-key:***@api-eu.pusher.com/apps/123')"
+        assert repr(async_client) == "AsyncRelay('pusher://app-key:***@api-eu.pusher.com/apps/123')"
+        assert_no_secret(repr(sync_client), str(sync_client), repr(async_client), repr(sync_client.adapter))
+    finally:
+        sync_client.close()
+        await async_client.aclose()
+
+
+# -- bad URLs -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("", "scheme://"),
+        (f"app-key:{SECRET}@127.0.0.1", "scheme://"),
+        (f"redis://app-key:{SECRET}@localhost/apps/1", "use one of pusher, emulator, ably, memory"),
+        ("pusher://api-eu.pusher.com/apps/1", "pusher://KEY:SECRET@host"),
+        (f"pusher://:{SECRET}@api-eu.pusher.com/apps/1", "pusher://KEY:SECRET@host"),
+        ("emulator://app-key@127.0.0.1:6001/apps/1", "emulator://KEY:SECRET@host"),
+        ("ably://appid.keyid@rest.ably.io", "ably://KEYNAME:KEYSECRET@host"),
+        (f"pusher://app-key:{SECRET}@api-eu.pusher.com", "must end with /apps/APP_ID"),
+        (f"pusher://app-key:{SECRET}@api-eu.pusher.com/apps/1/events", "must end with /apps/APP_ID"),
+        (f"emulator://app-key:{SECRET}@127.0.0.1:6001/app/1", "must end with /apps/APP_ID"),
+        (f"emulator://app-key:{SECRET}@:6001/apps/1", "needs a host, for example emulator://KEY:SECRET@127.0.0.1"),
+        (f"emulator://app-key:{SECRET}@127.0.0.1:port/apps/1", "invalid port"),
+        (f"emulator://app-key:{SECRET}@127.0.0.1:99999/apps/1", "invalid port"),
+        (f"emulator://app-key:{SECRET}@127.0.0.1:6001/apps/1?tls=maybe", "tls must be true or false"),
+        (f"pusher://app-key:{SECRET}@eu/apps/1?encryption_master_key=not*base64", "openssl rand -base64 32"),
+        (f"pusher://app-key:{SECRET}@eu/apps/1?encryption_master_key=c2hvcnQ=", "must decode to 32 bytes"),
+        (f"ably://nodot:{SECRET}@rest.ably.io", "full key name APPID.KEYID"),
+        (f"mirror:pusher://app-key:{SECRET}@eu/apps/1", "two or more provider URLs separated by '|'"),
+        (f"failover:pusher://app-key:{SECRET}@eu/apps/1|", "two or more provider URLs"),
+        (f"mirror:pusher://app-key:{SECRET}@eu/apps/1|redis://x:{SECRET}@y", "use one of"),
+    ],
+)
+def test_bad_urls_name_the_fix(url: str, fix: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ConfigError) as raised:
+        Relay(url)
+    assert fix in str(raised.value)
+    assert raised.value.http_status is None
+    assert_no_secret(str(raised.value), repr(raised.value), raised.value.message, caplog.text)
+
+
+def test_a_non_string_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="scheme://"):
+        parse_url(42)  # type: ignore[arg-type]
+
+
+# -- environment --------------------------------------------------------------------------------------------------
+
+
+def pusher_env(**extra: str) -> dict[str, str]:
+    return {"PUSHER_APP_ID": "123", "PUSHER_KEY": "app-key", "PUSHER_SECRET": SECRET, **extra}
+
+
+def test_relay_url_wins_over_everything() -> None:
+    env = pusher_env(RELAY_URL=f"emulator://other-key:{SECRET}@127.0.0.1:6001/apps/9", ABLY_API_KEY=f"a.b:{SECRET}")
+    config = from_env(env)
+    assert (config.scheme, config.key, config.app_id, config.port) == ("emulator", "other-key", "9", 6001)
+
+
+def test_relay_url_may_name_several_providers() -> None:
+    env = {"RELAY_URL": f"mirror:pusher://app-key:{SECRET}@eu/apps/1|ably://appid.keyid:{SECRET}"}
+    client = Relay.from_env(env)
+    try:
+        assert (
+            repr(client)
+            == "Relay('mirror:pusher://app-key:***@api-eu.pusher.com/apps/1|ably://appid.keyid:***@rest.ably.io')"
+        )
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "base_url"),
+    [
+        ({}, "https://api-mt1.pusher.com"),
+        ({"PUSHER_CLUSTER": "eu"}, "https://api-eu.pusher.com"),
+        ({"PUSHER_CLUSTER": "ap3", "PUSHER_SCHEME": "http"}, "http://api-ap3.pusher.com"),
+        ({"PUSHER_HOST": "127.0.0.1", "PUSHER_PORT": "6001", "PUSHER_SCHEME": "http"}, "http://127.0.0.1:6001"),
+        ({"PUSHER_HOST": "soketi.internal", "PUSHER_PORT": "443", "PUSHER_CLUSTER": "eu"}, "https://soketi.internal"),
+        (
+            {"PUSHER_HOST": "soketi.internal", "PUSHER_SCHEME": "HTTPS", "PUSHER_PORT": "8443"},
+            "https://soketi.internal:8443",
+        ),
+    ],
+)
+def test_pusher_environment(extra: Mapping[str, str], base_url: str) -> None:
+    config = from_env(pusher_env(**extra))
+    assert (config.scheme, config.key, config.secret, config.app_id) == ("pusher", "app-key", SECRET, "123")
+    assert config.base_url == base_url
+    assert config.encryption_master_key is None
+    assert_no_secret(repr(config))
+
+
+def test_pusher_encryption_master_key_from_the_environment() -> None:
+    config = from_env(pusher_env(PUSHER_ENCRYPTION_MASTER_KEY_BASE64=MASTER_KEY_B64))
+    assert config.encryption_master_key == MASTER_KEY
+    assert_no_secret(repr(config))
+
+
+def test_ably_api_key_from_the_environment() -> None:
+    config = from_env({"ABLY_API_KEY": f"appid.keyid:{SECRET}"})
+    assert (config.scheme, config.key, config.secret, config.app_id) == ("ably", "appid.keyid", SECRET, "appid")
+    assert config.base_url == "https://rest.ably.io"
+    assert repr(config) == "ProviderConfig('ably://appid.keyid:***@rest.ably.io')"
+
+
+def test_pusher_variables_win_over_ably() -> None:
+    assert from_env(pusher_env(ABLY_API_KEY=f"appid.keyid:{SECRET}")).scheme == "pusher"
+
+
+def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RELAY_URL", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "ABLY_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ABLY_API_KEY", f"appid.keyid:{SECRET}")
+    client = Relay.from_env()
+    try:
+        assert repr(client) == "Relay('ably://appid.keyid:***@rest.ably.io')"
+    finally:
+        client.close()
+    monkeypatch.setenv("RELAY_URL", "memory://env")
+    assert from_env().scheme == "memory"
+
+
+@pytest.mark.parametrize(
+    ("env", "fix"),
+    [
+        ({}, "set RELAY_URL (e.g. emulator://"),
+        ({"RELAY_URL": ""}, "set RELAY_URL"),
+        ({"PUSHER_KEY": "app-key", "PUSHER_SECRET": SECRET}, "set PUSHER_APP_ID too"),
+        ({"PUSHER_APP_ID": "1", "PUSHER_SECRET": SECRET}, "set PUSHER_KEY too"),
+        ({"PUSHER_APP_ID": "1", "PUSHER_KEY": "app-key"}, "set PUSHER_SECRET too"),
+        ({"PUSHER_SECRET": SECRET}, "set PUSHER_APP_ID, PUSHER_KEY too"),
+        (pusher_env(PUSHER_SCHEME="ftp"), "PUSHER_SCHEME must be http or https"),
+        (pusher_env(PUSHER_PORT="eighty"), "PUSHER_PORT must be a number"),
+        (pusher_env(PUSHER_ENCRYPTION_MASTER_KEY_BASE64="%%%"), "openssl rand -base64 32"),
+        (pusher_env(PUSHER_ENCRYPTION_MASTER_KEY_BASE64="c2hvcnQ="), "must decode to 32 bytes"),
+        ({"ABLY_API_KEY": SECRET}, "APPID.KEYID:SECRET"),
+        ({"ABLY_API_KEY": f"nodot:{SECRET}"}, "APPID.KEYID:SECRET"),
+        ({"ABLY_API_KEY": "appid.keyid:"}, "APPID.KEYID:SECRET"),
+        ({"RELAY_URL": f"pusher://app-key:{SECRET}@eu"}, "/apps/APP_ID"),
+    ],
+)
+def test_bad_environment_names_the_fix(env: dict[str, str], fix: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ConfigError) as raised:
+        Relay.from_env(env)
+    assert fix in str(raised.value)
+    assert_no_secret(str(raised.value), repr(raised.value), caplog.text)
+
+
+def test_provider_config_is_a_value() -> None:
+    first = parse_url(f"pusher://app-key:{SECRET}@eu/apps/1")
+    assert first == ProviderConfig("pusher", "app-key", SECRET, "1", "api-eu.pusher.com")
+    with pytest.raises(AttributeError):
+        first.secret = "other"  # type: ignore[misc]

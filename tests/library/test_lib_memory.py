@@ -1,0 +1,126 @@
+"""The in-process ``memory://`` provider and the module-level API built from the environment (issue 6, "API")."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from libsupport import MakeRelay
+
+import relay
+from relay import ChannelInfo, Event, PublishResult
+from relay.adapters.memory import MEMORY_KEY, MEMORY_SECRET, MemoryStore, Published, memory_store
+from relay.errors import ConfigError, InvalidChannelName, InvalidSignature
+from relay.protocol.signing import verify_channel_auth, verify_user_auth, webhook_signature
+
+PROVIDER_VARIABLES = ("RELAY_URL", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "ABLY_API_KEY")
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No provider variables, and a default client that is forgotten before and after the test."""
+    for name in PROVIDER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    relay.reset_default_client()
+    yield monkeypatch
+    relay.reset_default_client()
+
+
+def fresh_store(name: str) -> MemoryStore:
+    store = memory_store(name)
+    store.clear()
+    return store
+
+
+# -- module-level API -----------------------------------------------------------------------------------------------
+
+
+def test_module_publish_uses_relay_url(environment: pytest.MonkeyPatch) -> None:
+    store = fresh_store("x")
+    environment.setenv("RELAY_URL", "memory://x")
+    result = relay.publish("orders", "order-ready", {"id": 42})
+    assert result == PublishResult(("orders",))
+    relay.publish(["a", "b"], "e", "text", socket_id="1.2")
+    assert store.published == [
+        Published("orders", "order-ready", '{"id":42}'),
+        Published("a", "e", "text", "1.2"),
+        Published("b", "e", "text", "1.2"),
+    ]
+    assert repr(relay.default_client()) == "Relay('memory://x')"
+
+
+def test_default_client_is_built_once_and_reset(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("RELAY_URL", "memory://first")
+    client = relay.default_client()
+    assert relay.default_client() is client
+    environment.setenv("RELAY_URL", "memory://second")
+    assert relay.default_client() is client, "the environment is read once, on first use"
+    relay.reset_default_client()
+    assert repr(relay.default_client()) == "Relay('memory://second')"
+
+
+def test_default_client_without_configuration(environment: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="set RELAY_URL"):
+        relay.publish("orders", "e", "x")
+    environment.setenv("RELAY_URL", "memory://later")
+    assert relay.publish("orders", "e", "x").channels == ("orders",), "a failed first use is not cached"
+
+
+def test_every_module_function(environment: pytest.MonkeyPatch) -> None:
+    store = fresh_store("all")
+    environment.setenv("RELAY_URL", "memory://all")
+    relay.publish_batch([Event("a", "e1", 1), {"channel": "b", "name": "e2", "data": [2]}])
+    relay.send_to_user("alice", "note", {"n": 1})
+    relay.terminate_user_connections("alice")
+    assert store.published == [
+        Published("a", "e1", "1"),
+        Published("b", "e2", "[2]"),
+        Published("#server-to-user-alice", "note", '{"n":1}'),
+    ]
+    assert store.terminated_users == ["alice"]
+    assert relay.channel("a") == ChannelInfo("a", False, 0)
+    assert relay.channels() == {}
+    assert relay.presence_members("presence-room") == []
+
+    auth = relay.authorize_channel("1.2", "presence-room", {"id": "alice", "info": {"n": 1}})
+    verify_channel_auth(MEMORY_KEY, MEMORY_SECRET, "1.2", "presence-room", auth["auth"], auth["channel_data"])
+    signin = relay.authenticate_user("1.2", "alice")
+    assert json.loads(signin["user_data"]) == {"id": "alice"}
+    verify_user_auth(MEMORY_KEY, MEMORY_SECRET, "1.2", signin["user_data"], signin["auth"])
+
+    body = json.dumps({"time_ms": 5, "events": [{"name": "channel_occupied", "channel": "a"}]}).encode()
+    headers = {"X-Pusher-Key": MEMORY_KEY, "X-Pusher-Signature": webhook_signature(MEMORY_SECRET, body)}
+    assert [event.kind for event in relay.verify_webhook(headers, body)] == ["channel_occupied"]
+    with pytest.raises(InvalidSignature):
+        relay.verify_webhook(headers, body + b" ")
+
+
+# -- the memory provider, sync and async --------------------------------------------------------------------------
+
+
+async def test_clients_on_the_same_name_share_the_store(make_relay: MakeRelay) -> None:
+    store = fresh_store("shared")
+    other = fresh_store("other")
+    app_side, test_side = make_relay("memory://shared"), make_relay("memory://shared")
+    elsewhere = make_relay("memory://other")
+    await app_side.publish("orders", "e", {"n": 1})
+    await elsewhere.publish("orders", "e", {"n": 2})
+    assert app_side.client.adapter.store is test_side.client.adapter.store is store
+    assert store.published == [Published("orders", "e", '{"n":1}')]
+    assert other.published == [Published("orders", "e", '{"n":2}')]
+    assert app_side.requests == [], "nothing leaves the process"
+
+
+async def test_memory_records_large_publishes_and_validates(make_relay: MakeRelay) -> None:
+    store = fresh_store("big")
+    client = make_relay("memory://big")
+    channels = [f"c{i}" for i in range(150)]
+    result = await client.publish(channels, "e", "x")
+    assert result.channels == tuple(channels)
+    assert [entry.channel for entry in store.published] == channels
+    with pytest.raises(InvalidChannelName):
+        await client.publish("no spaces allowed", "e", "x")
+    assert len(store.published) == 150
+    store.clear()
+    assert store.published == [] and store.terminated_users == []

@@ -1,0 +1,169 @@
+"""Several providers in one configuration: ``mirror:`` and ``failover:`` (issue 6, "Beyond the anchors").
+
+Semantics under test:
+
+- ``mirror:A|B`` runs each operation on every provider in order. When all succeed it returns the first provider's
+  result; when some fail it raises :class:`MirrorError` with ``results`` (what succeeded) and ``errors`` (what failed),
+  both keyed by the provider's redacted URL, after trying every provider.
+- ``failover:A|B`` runs it on the first provider that works. It moves on only when a provider could not be reached,
+  was rate limited or answered 5xx (after the sender's retries; a 500 to a publish is not retried, so the next
+  provider may deliver an event the first one also processed); any other error (4xx) is raised at once. When every
+  provider fails, the last error is raised.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import respx
+from libsupport import MakeRelay, StartEmulator, StartStoppable, Subscribe, emulator_url
+
+from relay import MirrorError, PublishResult
+from relay.errors import AuthenticationError, PayloadTooLarge, RelayError, TransportError
+
+
+def label(port: int) -> str:
+    return f"emulator://app-key:***@127.0.0.1:{port}/apps/1"
+
+
+async def test_mirror_reaches_subscribers_on_both(
+    start_emulator: StartEmulator, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    first, second = await start_emulator(), await start_emulator()
+    on_first, on_second = await subscriber(first), await subscriber(second)
+    await on_first.subscribe("orders")
+    await on_second.subscribe("orders")
+    relay = make_relay(f"mirror:{emulator_url(first)}|{emulator_url(second)}")
+    assert repr(relay.client).endswith(f"('mirror:{label(first.port)}|{label(second.port)}')")
+    assert await relay.publish("orders", "order-ready", {"id": 1}) == PublishResult(("orders",))
+    for sub in (on_first, on_second):
+        assert (await sub.expect("order-ready", "orders"))["data"] == '{"id":1}'
+    assert [sent.url.port for sent in relay.requests] == [first.port, second.port]
+    # Queries answer from the first provider; both are asked.
+    assert (await relay.channel("orders")).subscription_count == 1
+    assert [sent.url.port for sent in relay.requests[2:]] == [first.port, second.port]
+
+
+async def test_mirror_with_one_provider_down(
+    start_stoppable: StartStoppable, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    dead, live = await start_stoppable(), await start_stoppable()
+    await dead.stop()
+    on_live = await subscriber(live)
+    await on_live.subscribe("orders")
+    relay = make_relay(f"mirror:{emulator_url(dead)}|{emulator_url(live)}")
+    with pytest.raises(MirrorError) as raised:
+        await relay.publish("orders", "order-ready", {"id": 2})
+    error = raised.value
+    assert list(error.results) == [label(live.port)]
+    assert list(error.errors) == [label(dead.port)]
+    assert isinstance(error.errors[label(dead.port)], TransportError)
+    assert "mirror: 1 of 2 providers failed" in str(error) and "could not reach 127.0.0.1" in str(error)
+    assert "app-secret" not in str(error)
+    # The live provider got the publish anyway: the dead one did not stop it.
+    assert (await on_live.expect("order-ready", "orders"))["data"] == '{"id":2}'
+    dead_attempts = [sent for sent in relay.requests if sent.url.port == dead.port]
+    assert len(dead_attempts) == 3, "connection refused is retried (nothing was sent)"
+
+
+async def test_mirror_with_every_provider_down(start_stoppable: StartStoppable, make_relay: MakeRelay) -> None:
+    first, second = await start_stoppable(), await start_stoppable()
+    await first.stop()
+    await second.stop()
+    relay = make_relay(f"mirror:{emulator_url(first)}|{emulator_url(second)}")
+    with pytest.raises(MirrorError) as raised:
+        await relay.channel("orders")
+    assert raised.value.results == {}
+    assert set(raised.value.errors) == {label(first.port), label(second.port)}
+
+
+async def test_failover_to_the_second_when_the_first_is_unreachable(
+    start_stoppable: StartStoppable, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    dead, live = await start_stoppable(), await start_stoppable()
+    await dead.stop()
+    on_live = await subscriber(live)
+    await on_live.subscribe("orders")
+    relay = make_relay(f"failover:{emulator_url(dead)}|{emulator_url(live)}")
+    assert await relay.publish("orders", "order-ready", "x") == PublishResult(("orders",))
+    assert (await on_live.expect("order-ready", "orders"))["data"] == "x"
+    assert [sent.url.port for sent in relay.requests] == [dead.port] * 3 + [live.port]
+    assert (await relay.channel("orders")).occupied
+
+
+async def test_failover_stops_at_the_first_that_works(
+    start_stoppable: StartStoppable, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    first, second = await start_stoppable(), await start_stoppable()
+    on_first = await subscriber(first)
+    await on_first.subscribe("orders")
+    relay = make_relay(f"failover:{emulator_url(first)}|{emulator_url(second)}")
+    await relay.publish("orders", "e", "x")
+    assert (await on_first.expect("e", "orders"))["data"] == "x"
+    assert [sent.url.port for sent in relay.requests] == [first.port]
+
+
+async def test_failover_does_not_fail_over_on_4xx(
+    start_stoppable: StartStoppable, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    first, second = await start_stoppable(), await start_stoppable()
+    on_second = await subscriber(second)
+    await on_second.subscribe("orders")
+    relay = make_relay(f"failover:{emulator_url(first)}|{emulator_url(second)}")
+    with pytest.raises(PayloadTooLarge) as raised:
+        await relay.publish("orders", "big", "x" * 20_000)
+    assert raised.value.http_status == 413
+    assert [sent.url.port for sent in relay.requests] == [first.port], "the second provider was never tried"
+    wrong_secret = make_relay(f"failover:{emulator_url(first, secret='wrong')}|{emulator_url(second)}")
+    with pytest.raises(AuthenticationError):
+        await wrong_secret.publish("orders", "e", "x")
+    assert [sent.url.port for sent in wrong_secret.requests] == [first.port]
+    await relay.publish("orders", "small", "y")
+    with pytest.raises(TimeoutError):
+        await on_second.expect("small", "orders", wait=0.2)
+
+
+async def test_failover_when_every_provider_fails_raises_the_last_error(
+    start_stoppable: StartStoppable, make_relay: MakeRelay
+) -> None:
+    first, second = await start_stoppable(), await start_stoppable()
+    await first.stop()
+    await second.stop()
+    relay = make_relay(f"failover:{emulator_url(first)}|{emulator_url(second)}")
+    with pytest.raises(TransportError):
+        await relay.publish("orders", "e", "x")
+    assert [sent.url.port for sent in relay.requests] == [first.port] * 3 + [second.port] * 3
+
+
+# -- failover on provider answers (hosted, respx) ----------------------------------------------------------------
+
+EU = "pusher://k:hosted-secret@eu/apps/1"
+US = "pusher://k:hosted-secret@us2/apps/1"
+
+
+@pytest.mark.parametrize(
+    ("first_answer", "fails_over"),
+    [
+        (httpx.Response(503, text="maintenance"), True),
+        (httpx.Response(500, text="boom"), True),
+        (httpx.Response(429, headers={"Retry-After": "0"}), True),
+        (httpx.Response(401, json={"error": "bad signature"}), False),
+        (httpx.Response(404, json={"error": "no app"}), False),
+        (httpx.Response(400, json={"error": "bad"}), False),
+    ],
+)
+async def test_failover_on_provider_answers(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, first_answer: httpx.Response, fails_over: bool
+) -> None:
+    eu = respx_mock.post("https://api-eu.pusher.com/apps/1/events").mock(return_value=first_answer)
+    us = respx_mock.post("https://api-us2.pusher.com/apps/1/events").respond(200, json={})
+    relay = make_relay(f"failover:{EU}|{US}")
+    if fails_over:
+        assert await relay.publish("orders", "e", "x") == PublishResult(("orders",))
+        assert us.call_count == 1
+    else:
+        with pytest.raises(RelayError) as raised:
+            await relay.publish("orders", "e", "x")
+        assert raised.value.http_status == first_answer.status_code
+        assert us.call_count == 0
+    assert eu.call_count >= 1

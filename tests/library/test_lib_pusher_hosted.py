@@ -1,0 +1,392 @@
+"""Hosted Pusher (api-eu.pusher.com, unreachable from here) with respx: exact requests, error mapping, retries.
+
+Signatures are recomputed independently with the official ``pusher`` package (``pusher.signature.sign`` over its own
+``make_query_string``). Every test runs through ``Relay`` and ``AsyncRelay``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+import httpx
+import pytest
+import respx
+from libsupport import FAST_RETRY, MakeRelay
+from pusher.http import make_query_string  # type: ignore[import-untyped]
+from pusher.signature import sign  # type: ignore[import-untyped]
+
+from relay import ChannelInfo, Event, PresenceMember, PublishResult
+from relay.adapters.base import HttpRequest, HttpResponse
+from relay.adapters.pusher import PusherAdapter
+from relay.config import parse_url
+from relay.errors import (
+    AuthenticationError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProtocolError,
+    ProviderError,
+    RateLimited,
+    RelayError,
+    TransportError,
+)
+from relay.payload import Payload
+from relay.senders import RetryPolicy, retry_delay
+
+KEY, SECRET, APP_ID = "hosted-key", "hosted-Secret-9f8e7d", "123"
+URL = f"pusher://{KEY}:{SECRET}@eu/apps/{APP_ID}"
+BASE = "https://api-eu.pusher.com"
+
+
+def check_signed(request: httpx.Request, *, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The query is exactly the auth parameters (+ ``extra``), the timestamp is now, the signature is Pusher's."""
+    query = dict(request.url.params.multi_items())
+    assert len(query) == len(request.url.params.multi_items()), "no repeated parameters"
+    expected_keys = {"auth_key", "auth_timestamp", "auth_version", "auth_signature", *(extra or {})}
+    if request.content:
+        expected_keys.add("body_md5")
+        assert query["body_md5"] == hashlib.md5(request.content).hexdigest()
+    assert set(query) == expected_keys
+    assert (query["auth_key"], query["auth_version"]) == (KEY, "1.0")
+    assert abs(int(query["auth_timestamp"]) - time.time()) <= 5
+    for name, value in (extra or {}).items():
+        assert query[name] == value
+    unsigned = {name: value for name, value in query.items() if name != "auth_signature"}
+    string_to_sign = "\n".join([request.method, request.url.path, make_query_string(unsigned)])
+    assert query["auth_signature"] == sign(SECRET, string_to_sign)
+    return query
+
+
+# -- exact requests -------------------------------------------------------------------------------------------------
+
+
+async def test_publish_request(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").respond(200, json={})
+    relay = make_relay(URL)
+    result = await relay.publish("orders", "order-ready", {"id": 42, "name": "ü"})
+    assert result == PublishResult(("orders",))
+    request = route.calls.last.request
+    assert request.method == "POST"
+    assert request.url.scheme == "https" and request.url.host == "api-eu.pusher.com" and request.url.port is None
+    assert request.headers["content-type"] == "application/json"
+    assert (
+        request.content
+        == '{"name":"order-ready","channels":["orders"],"data":"{\\"id\\":42,\\"name\\":\\"ü\\"}"}'.encode()
+    )
+    check_signed(request)
+
+
+async def test_publish_with_socket_id_and_string_data(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").respond(200, json={})
+    relay = make_relay(URL)
+    await relay.publish(["a", "b"], "e", "raw text", socket_id="123.456")
+    request = route.calls.last.request
+    assert json.loads(request.content) == {
+        "name": "e",
+        "channels": ["a", "b"],
+        "data": "raw text",
+        "socket_id": "123.456",
+    }
+    check_signed(request)
+
+
+async def test_publish_over_100_channels_is_split(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").respond(200, json={})
+    relay = make_relay(URL)
+    channels = [f"c{i}" for i in range(201)]
+    result = await relay.publish(channels, "e", [1, 2])
+    assert result.channels == tuple(channels)
+    bodies = [json.loads(call.request.content) for call in route.calls]
+    assert [len(body["channels"]) for body in bodies] == [100, 100, 1]
+    assert {body["data"] for body in bodies} == {"[1,2]"}
+    for call in route.calls:
+        check_signed(call.request)
+
+
+async def test_publish_batch_request(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/batch_events").respond(200, json={})
+    relay = make_relay(URL)
+    events = [Event(f"c{i}", "e", {"i": i}, socket_id="1.2" if i == 0 else None) for i in range(11)]
+    result = await relay.publish_batch(events)
+    assert result.channels == tuple(f"c{i}" for i in range(11))
+    first, second = (json.loads(call.request.content)["batch"] for call in route.calls)
+    assert first[0] == {"name": "e", "channel": "c0", "data": '{"i":0}', "socket_id": "1.2"}
+    assert len(first) == 10 and second == [{"name": "e", "channel": "c10", "data": '{"i":10}'}]
+    for call in route.calls:
+        check_signed(call.request)
+
+
+async def test_channel_queries(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    presence = respx_mock.get(f"{BASE}/apps/{APP_ID}/channels/presence-room").respond(
+        200, json={"occupied": True, "user_count": 3}
+    )
+    public = respx_mock.get(f"{BASE}/apps/{APP_ID}/channels/lobby").respond(
+        200, json={"occupied": True, "subscription_count": 7}
+    )
+    listing = respx_mock.get(f"{BASE}/apps/{APP_ID}/channels").respond(
+        200, json={"channels": {"presence-room": {"user_count": 3}}}
+    )
+    users = respx_mock.get(f"{BASE}/apps/{APP_ID}/channels/presence-room/users").respond(
+        200, json={"users": [{"id": "1"}, {"id": 2}]}
+    )
+    relay = make_relay(URL)
+    assert await relay.channel("presence-room") == ChannelInfo("presence-room", True, None, 3)
+    assert await relay.channel("lobby") == ChannelInfo("lobby", True, 7, None)
+    assert await relay.channels(prefix="presence-") == {"presence-room": ChannelInfo("presence-room", True, None, 3)}
+    assert await relay.presence_members("presence-room") == [PresenceMember("1"), PresenceMember("2")]
+    check_signed(presence.calls.last.request, extra={"info": "user_count"})
+    check_signed(public.calls.last.request, extra={"info": "subscription_count"})
+    check_signed(listing.calls.last.request, extra={"filter_by_prefix": "presence-", "info": "user_count"})
+    check_signed(users.calls.last.request)
+    for route in (presence, public, listing, users):
+        assert route.calls.last.request.content == b""
+        assert "content-type" not in route.calls.last.request.headers
+    await relay.channels()
+    check_signed(listing.calls.last.request)
+
+
+async def test_user_operations(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    events = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").respond(200, json={})
+    terminate = respx_mock.post(f"{BASE}/apps/{APP_ID}/users/alice/terminate_connections").respond(200, json={})
+    relay = make_relay(URL)
+    await relay.send_to_user("alice", "note", {"n": 1})
+    assert json.loads(events.calls.last.request.content) == {
+        "name": "note",
+        "channels": ["#server-to-user-alice"],
+        "data": '{"n":1}',
+    }
+    check_signed(events.calls.last.request)
+    await relay.terminate_user_connections("alice")
+    assert terminate.calls.last.request.content == b"{}"
+    check_signed(terminate.calls.last.request)
+
+
+def test_fixed_clock_gives_the_exact_request() -> None:
+    """Adapters take ``clock=``: with a fixed clock the whole URL is known in advance."""
+    adapter = PusherAdapter(parse_url(URL), clock=lambda: 1_700_000_000.9)
+    request = adapter.publish(["orders"], "e", Payload.of({"a": 1}), None).request
+    assert isinstance(request, HttpRequest)
+    body = b'{"name":"e","channels":["orders"],"data":"{\\"a\\":1}"}'
+    md5 = hashlib.md5(body).hexdigest()
+    unsigned = {"auth_key": KEY, "auth_timestamp": "1700000000", "auth_version": "1.0", "body_md5": md5}
+    signature = sign(SECRET, f"POST\n/apps/{APP_ID}/events\n{make_query_string(unsigned)}")
+    assert request.url == (
+        f"{BASE}/apps/{APP_ID}/events?auth_key={KEY}&auth_timestamp=1700000000&auth_version=1.0"
+        f"&body_md5={md5}&auth_signature={signature}"
+    )
+    assert (request.method, request.body, request.idempotent) == ("POST", body, False)
+    assert dict(request.headers) == {"Content-Type": "application/json"}
+
+
+# -- error mapping ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class", "fragment"),
+    [
+        (400, ProtocolError, "check"),
+        (401, AuthenticationError, "check the key and secret"),
+        (403, PermissionDenied, "disabled, over quota"),
+        (404, NotFound, "check the app id and host"),
+        (413, PayloadTooLarge, "over the provider's size limit"),
+        (422, ProtocolError, ""),
+        (500, ProviderError, ""),
+        (502, ProviderError, ""),
+    ],
+)
+async def test_error_status_mapping(
+    make_relay: MakeRelay,
+    respx_mock: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    error_class: type[RelayError],
+    fragment: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").respond(status, json={"error": f"check {status} failed"})
+    relay = make_relay(URL)
+    with pytest.raises(error_class) as raised:
+        await relay.publish("orders", "e", "x")
+    error = raised.value
+    assert type(error) is error_class
+    assert error.http_status == status
+    assert f"Pusher answered {status}: check {status} failed" in str(error)
+    assert fragment in str(error)
+    assert route.call_count == 1, "a publish is not retried on 4xx, 500 or 502"
+    for text in (str(error), repr(error), caplog.text, repr(relay.client)):
+        assert SECRET not in text
+
+
+async def test_plain_text_and_empty_error_bodies(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(
+        side_effect=[httpx.Response(400, text="Invalid channel name\n"), httpx.Response(500)]
+    )
+    relay = make_relay(URL)
+    with pytest.raises(ProtocolError, match=r"Pusher answered 400: Invalid channel name$"):
+        await relay.publish("orders", "e", "x")
+    with pytest.raises(ProviderError, match=r"500: \(empty body\)"):
+        await relay.publish("orders", "e", "x")
+
+
+async def test_invalid_json_on_success_is_a_relay_error(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    respx_mock.get(f"{BASE}/apps/{APP_ID}/channels/lobby").respond(200, text="<html>proxy</html>")
+    relay = make_relay(URL)
+    with pytest.raises(RelayError, match="invalid JSON"):
+        await relay.channel("lobby")
+
+
+async def test_429_is_retried_after_retry_after(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "0.3"}, json={"error": "slow"}), httpx.Response(200)]
+    )
+    relay = make_relay(URL)
+    started = time.monotonic()
+    await relay.publish("orders", "e", "x")
+    assert time.monotonic() - started >= 0.3, "Retry-After wins over the 1 ms backoff"
+    assert route.call_count == 2
+    assert route.calls[0].request.content == route.calls[1].request.content
+
+
+async def test_429_exhausted_is_rate_limited(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").respond(429, headers={"Retry-After": "0"}, json={})
+    relay = make_relay(URL)
+    with pytest.raises(RateLimited) as raised:
+        await relay.publish("orders", "e", "x")
+    assert (raised.value.http_status, raised.value.retry_after) == (429, 0.0)
+    assert route.call_count == FAST_RETRY.attempts
+
+
+async def test_idempotent_get_is_retried_on_500_then_succeeds(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.get(f"{BASE}/apps/{APP_ID}/channels/lobby").mock(
+        side_effect=[httpx.Response(500), httpx.Response(502), httpx.Response(200, json={"occupied": False})]
+    )
+    relay = make_relay(URL)
+    assert await relay.channel("lobby") == ChannelInfo("lobby", False)
+    assert route.call_count == 3
+
+
+async def test_idempotent_get_exhausted_is_provider_error(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get(f"{BASE}/apps/{APP_ID}/channels").respond(500, json={"error": "boom"})
+    relay = make_relay(URL, retry=RetryPolicy(attempts=4, backoff=0.001))
+    with pytest.raises(ProviderError) as raised:
+        await relay.channels()
+    assert (raised.value.http_status, route.call_count) == (500, 4)
+
+
+async def test_publish_retried_on_503_but_not_500(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(
+        side_effect=[httpx.Response(503), httpx.Response(200, json={}), httpx.Response(500), httpx.Response(200)]
+    )
+    relay = make_relay(URL)
+    await relay.publish("orders", "e", "first")
+    assert route.call_count == 2
+    with pytest.raises(ProviderError) as raised:
+        await relay.publish("orders", "e", "second")
+    assert raised.value.http_status == 500
+    assert route.call_count == 3, "a 500 on a publish may have been processed: not retried"
+
+
+async def test_publish_retried_on_connect_errors(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(
+        side_effect=[httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.Response(200, json={})]
+    )
+    relay = make_relay(URL)
+    await relay.publish("orders", "e", "x")
+    assert route.call_count == 3
+
+
+async def test_connect_errors_exhausted_are_transport_errors(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(side_effect=httpx.ConnectError("refused"))
+    relay = make_relay(URL)
+    with pytest.raises(TransportError) as raised:
+        await relay.publish("orders", "e", "x")
+    assert "could not reach api-eu.pusher.com: ConnectError" in str(raised.value)
+    assert route.call_count == FAST_RETRY.attempts
+    assert SECRET not in caplog.text and SECRET not in str(raised.value)
+
+
+async def test_read_timeout_retries_only_idempotent_requests(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    publish = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(side_effect=httpx.ReadTimeout("slow"))
+    query = respx_mock.get(f"{BASE}/apps/{APP_ID}/channels/lobby").mock(
+        side_effect=[httpx.ReadTimeout("slow"), httpx.Response(200, json={"occupied": True})]
+    )
+    relay = make_relay(URL)
+    with pytest.raises(TransportError, match="ReadTimeout"):
+        await relay.publish("orders", "e", "x")
+    assert publish.call_count == 1, "the publish may have arrived: not sent twice"
+    assert (await relay.channel("lobby")).occupied
+    assert query.call_count == 2
+
+
+# -- the retry schedule -----------------------------------------------------------------------------------------
+
+
+def _response(status: int, **headers: str) -> HttpResponse:
+    return HttpResponse(status, headers, b"")
+
+
+@pytest.mark.parametrize(
+    ("idempotent", "response", "sent", "retried"),
+    [
+        (False, _response(429), True, True),
+        (False, _response(503), True, True),
+        (False, _response(500), True, False),
+        (False, _response(502), True, False),
+        (True, _response(500), True, True),
+        (True, _response(504), True, True),
+        (True, _response(404), True, False),
+        (False, _response(400), True, False),
+        (False, None, False, True),
+        (False, None, True, False),
+        (True, None, True, True),
+    ],
+)
+def test_retry_delay_decisions(idempotent: bool, response: HttpResponse | None, sent: bool, retried: bool) -> None:
+    request = HttpRequest("POST", f"{BASE}/x", idempotent=idempotent)
+    policy = RetryPolicy(attempts=3, backoff=0.5)
+    delay = retry_delay(policy, 1, request, response, request_was_sent=sent, jitter=lambda: 1.0)
+    assert (delay is not None) == retried
+    assert retry_delay(policy, 3, request, response, request_was_sent=sent, jitter=lambda: 1.0) is None
+
+
+def test_retry_delay_backoff_jitter_and_retry_after() -> None:
+    request = HttpRequest("GET", f"{BASE}/x", idempotent=True)
+    policy = RetryPolicy(attempts=10, backoff=0.5, max_delay=3.0)
+
+    def delay(attempt: int, response: HttpResponse, jitter: float = 1.0) -> float | None:
+        return retry_delay(policy, attempt, request, response, request_was_sent=True, jitter=lambda: jitter)
+
+    assert [delay(attempt, _response(500)) for attempt in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert delay(2, _response(500), jitter=0.0) == 0.5, "full jitter keeps at least half the delay"
+    assert delay(1, _response(429, **{"retry-after": "2"})) == 2.0
+    assert delay(1, _response(503, **{"retry-after": "120"})) == 3.0, "capped at max_delay"
+    assert delay(1, _response(429, **{"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.5
+
+
+def test_sync_sender_sleeps_the_retry_after(respx_mock: respx.MockRouter) -> None:
+    """The sync sender's ``sleep`` is injectable: the exact delays are observable."""
+    from relay import Relay
+    from relay.senders import SyncSender
+
+    respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "7"}),
+            httpx.Response(503),
+            httpx.Response(200, json={}),
+        ]
+    )
+    slept: list[float] = []
+    policy = RetryPolicy(attempts=3, backoff=0.25, max_delay=10.0)
+    with Relay(URL, sender=SyncSender(policy, sleep=slept.append, jitter=lambda: 1.0)) as relay:
+        relay.publish("orders", "e", "x")
+    assert slept == [7.0, 0.5]

@@ -1,0 +1,138 @@
+// The Next.js guide (docs/gateway.md), executed: its route handler and its realtime module, compiled from the
+// guide's own TypeScript by gateway_build_guide.mjs, against a real gateway and emulator. The route handler is
+// called the way Next.js calls it (a Web Request and a params promise) and publishes with Node fetch; the
+// realtime module drives pusher-js in Node, exactly as the client component does in the browser.
+//
+// Environment (from tests/gateway/test_gateway_nextjs_guide.py): RELAY_GUIDE_DIR (the compiled guide),
+// RELAY_GATEWAY_URL, RELAY_API_TOKEN, RELAY_JWT_ALICE, RELAY_JWT_BOB, RELAY_JWT_EXPIRED.
+// Step: {"step": "close-all-4200"} — the driver closes every emulator connection with pusher:error 4200.
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Scenario, assert, sleep, step, until } from './lib.mjs';
+
+const guide = process.env.RELAY_GUIDE_DIR;
+const gatewayUrl = process.env.RELAY_GATEWAY_URL;
+const load = (file) => import(pathToFileURL(path.join(guide, file)).href);
+
+/** The guide's route handler, called as Next.js would for POST /api/orders/{orderId}/ready. */
+async function orderReady(POST, orderId, customerId, headers = {}) {
+  const request = new Request(`http://shop.test/api/orders/${orderId}/ready`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...headers },
+    body: JSON.stringify({ customerId }),
+  });
+  const response = await POST(request, { params: Promise.resolve({ orderId }) });
+  assert.ok(response instanceof Response);
+  return { status: response.status, body: await response.json() };
+}
+
+new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
+  const realtime = await load('lib/realtime.mjs');
+  const { POST } = await load('app/api/orders/[orderId]/ready/route.mjs');
+  // The Next.js server's environment, read by lib/relay-server.ts at each publish.
+  process.env.RELAY_GATEWAY_URL = gatewayUrl;
+  process.env.RELAY_API_TOKEN = process.env.RELAY_API_TOKEN_FOR_APP;
+
+  // Pure mapping of pusher-js states.
+  assert.equal(realtime.connectionStatus('initialized', false), 'connecting');
+  assert.equal(realtime.connectionStatus('unavailable', false), 'connecting');
+  assert.equal(realtime.connectionStatus('connecting', true), 'reconnecting');
+  assert.equal(realtime.connectionStatus('unavailable', true), 'reconnecting');
+  assert.equal(realtime.connectionStatus('failed', true), 'offline');
+
+  // Connection status: connecting → connected.
+  const statuses = [];
+  const alice = await realtime.createRealtime({
+    gatewayUrl,
+    jwt: process.env.RELAY_JWT_ALICE,
+    onStatus: (status) => statuses.push(status),
+  });
+  s.onCleanup(() => alice.close());
+  await until(() => statuses.at(-1) === 'connected', { what: 'alice to connect' });
+  assert.deepEqual(statuses, ['connecting', 'connected']);
+  s.check('status-connected');
+
+  // The user's channel through /v1/auth/channel; another user's is refused with 403.
+  const events = [];
+  let ready = 0;
+  alice.subscribe('private-user-alice', {
+    onEvent: (event, data) => events.push({ event, data }),
+    onReady: () => ready++,
+  });
+  const refusals = [];
+  alice.subscribe('private-user-bob', {
+    onEvent: () => assert.fail('no event on a refused channel'),
+    onError: (status, message) => refusals.push({ status, message }),
+  });
+  await until(() => ready === 1 && refusals.length === 1, { what: 'subscriptions to settle' });
+  assert.equal(refusals[0].status, 403);
+  s.check('subscribe');
+
+  // An expired JWT: the module reports 401 through onError.
+  const expiredErrors = [];
+  const expired = await realtime.createRealtime({ gatewayUrl, jwt: process.env.RELAY_JWT_EXPIRED, onStatus: () => {} });
+  s.onCleanup(() => expired.close());
+  expired.subscribe('private-user-alice', { onEvent: () => {}, onError: (status) => expiredErrors.push(status) });
+  await until(() => expiredErrors.length === 1, { what: 'the expired JWT to be refused' });
+  assert.deepEqual(expiredErrors, [401]);
+  expired.close();
+  s.check('expired-jwt-401');
+
+  // Presence: members with the names from their JWTs.
+  const seen = [];
+  alice.presence('presence-shop', (members, me) => seen.push({ members, me }));
+  await until(() => seen.length === 1, { what: 'alice in presence' });
+  const me = { id: 'alice', name: 'Alice Liddell' };
+  assert.deepEqual(seen[0], { members: [me], me });
+  const bob = await realtime.createRealtime({ gatewayUrl, jwt: process.env.RELAY_JWT_BOB, onStatus: () => {} });
+  s.onCleanup(() => bob.close());
+  bob.presence('presence-shop', () => {});
+  await until(() => seen.length === 2, { what: 'bob joining' });
+  assert.deepEqual(seen[1].members, [
+    { id: 'alice', name: 'Alice Liddell' },
+    { id: 'bob', name: 'Bob' },
+  ]);
+  s.check('presence');
+
+  // The route handler publishes to the customer's channel through /v1/publish.
+  let response = await orderReady(POST, 'o-1', 'alice');
+  assert.deepEqual(response, { status: 200, body: { ok: true, orderId: 'o-1' } });
+  await until(() => events.length === 1, { what: 'order o-1 to arrive' });
+  assert.deepEqual(events[0], { event: 'order-ready', data: { orderId: 'o-1' } });
+  s.check('route-handler-publishes');
+
+  // X-Socket-ID from the browser tab excludes that tab; the next event still arrives (so o-2 was not just late).
+  response = await orderReady(POST, 'o-2', 'alice', { 'X-Socket-ID': alice.pusher.connection.socket_id });
+  assert.equal(response.status, 200);
+  response = await orderReady(POST, 'o-3', 'alice');
+  await until(() => events.length === 2, { what: 'order o-3 to arrive' });
+  assert.deepEqual(events[1].data, { orderId: 'o-3' });
+  s.check('route-handler-socket-id');
+
+  // A wrong API token: the gateway answers 401 and the route handler turns it into 502 with the reason.
+  process.env.RELAY_API_TOKEN = 'not-the-token';
+  response = await orderReady(POST, 'o-4', 'alice');
+  assert.equal(response.status, 502);
+  assert.match(response.body.error, /^realtime: missing or invalid API token/);
+  process.env.RELAY_API_TOKEN = process.env.RELAY_API_TOKEN_FOR_APP;
+  s.check('route-handler-401');
+
+  // The server drops every connection (4200): connected → reconnecting → connected, resubscribed.
+  const aliceReady = ready;
+  assert.equal(await step('close-all-4200'), 'ok');
+  await until(() => statuses.length === 4 && ready === aliceReady + 1, { what: 'reconnect and resubscribe' });
+  assert.deepEqual(statuses, ['connecting', 'connected', 'reconnecting', 'connected']);
+  response = await orderReady(POST, 'o-5', 'alice');
+  await until(() => events.length === 3, { what: 'order o-5 after the reconnect' });
+  assert.deepEqual(events.map((e) => e.data.orderId), ['o-1', 'o-3', 'o-5']);
+  s.check('reconnecting');
+
+  // close(): offline, and nothing more is reported.
+  alice.close();
+  await sleep(50);
+  assert.equal(statuses.at(-1), 'offline');
+  const after = statuses.length;
+  await sleep(100);
+  assert.equal(statuses.length, after);
+  s.check('offline');
+});

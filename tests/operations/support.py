@@ -1,0 +1,276 @@
+"""Helpers for the operations tests: signed HTTP API calls, a webhook receiver, WebSocket clients, the ``relay``
+command as a real process, a self-signed certificate and the Node client scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+from relay.emulator.config import App
+from relay.protocol.signing import channel_auth, sign_rest_request, webhook_signature
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+NODE = shutil.which("node")
+NODE_SCRIPTS = Path(__file__).resolve().parent / "node"
+NODE_MODULES = ROOT / "tests" / "node" / "node_modules"
+RELAY = [sys.executable, "-m", "relay.cli"]
+APP = App(app_id="1", key="ops-key", secret="ops-secret-value-42")
+
+
+async def api(
+    base_url: str,
+    app: App,
+    method: str,
+    path: str,
+    body: object | None = None,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    secret: str | None = None,
+) -> httpx.Response:
+    """A signed Pusher HTTP API request (``path`` like ``/apps/1/events``)."""
+    raw = b"" if body is None else json.dumps(body).encode()
+    params = sign_rest_request(app.key, secret or app.secret, method, path, timestamp=int(time.time()), body=raw)
+    async with httpx.AsyncClient(verify=verify, timeout=5.0) as client:
+        return await client.request(
+            method, base_url + path, params=params, content=raw or None, headers={"Content-Type": "application/json"}
+        )
+
+
+async def publish(base_url: str, app: App, channel: str, event: str, data: str, **options: Any) -> httpx.Response:
+    response = await api(
+        base_url,
+        app,
+        "POST",
+        f"/apps/{app.app_id}/events",
+        {"name": event, "channel": channel, "data": data},
+        **options,
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+@dataclass
+class Client:
+    """A raw Pusher protocol 7 client over the websockets library."""
+
+    ws: ClientConnection
+    socket_id: str = ""
+
+    async def next(self, within: float = 5.0) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), within))
+        return frame
+
+    async def expect(self, event: str, within: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            frame = await self.next(max(0.05, deadline - time.monotonic()))
+            if frame["event"] == event:
+                return frame
+
+    async def send(self, event: str, data: object, channel: str | None = None) -> None:
+        frame: dict[str, object] = {"event": event, "data": data}
+        if channel is not None:
+            frame["channel"] = channel
+        await self.ws.send(json.dumps(frame))
+
+    async def subscribe(self, channel: str, app: App, user_id: str | None = None) -> dict[str, Any]:
+        data: dict[str, object] = {"channel": channel}
+        if channel.startswith(("private-", "presence-")):
+            channel_data = json.dumps({"user_id": user_id, "user_info": {"name": user_id}}) if user_id else None
+            data["auth"] = channel_auth(app.key, app.secret, self.socket_id, channel, channel_data)
+            if channel_data is not None:
+                data["channel_data"] = channel_data
+        await self.send("pusher:subscribe", data)
+        return await self.expect("pusher_internal:subscription_succeeded")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def ws_client(url: str, **options: Any) -> Client:
+    ws = await connect(url, open_timeout=5, **options)
+    client = Client(ws)
+    established = await client.expect("pusher:connection_established")
+    client.socket_id = json.loads(established["data"])["socket_id"]
+    return client
+
+
+@dataclass
+class WebhookReceiver:
+    """A bare asyncio HTTP/1.1 endpoint recording each webhook request; answers ``status``."""
+
+    secret: str
+    status: int = 200
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+    server: asyncio.Server | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def start(self) -> WebhookReceiver:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hooks"
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = dict(
+                    (line.split(":", 1)[0].strip().lower(), line.split(":", 1)[1].strip())
+                    for line in head.decode("latin-1").split("\r\n")[1:]
+                    if ":" in line
+                )
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                signed = headers.get("x-pusher-signature") == webhook_signature(self.secret, body)
+                self.requests.append({"headers": headers, "events": json.loads(body)["events"], "signed": signed})
+                self.arrived.set()
+                reason = "OK" if self.status == 200 else "Error"
+                writer.write(f"HTTP/1.1 {self.status} {reason}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.writers.discard(writer)
+            writer.close()
+
+    def event_names(self) -> list[str]:
+        return [event["name"] for request in self.requests for event in request["events"]]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for writer in list(self.writers):
+                writer.close()
+            await asyncio.sleep(0.01)
+
+
+async def eventually(predicate: Any, within: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class RelayProcess:
+    """``relay emulator`` as a real process; stdout (the banner) and stderr (the logs) are collected."""
+
+    process: asyncio.subprocess.Process
+    port: int = 0
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    _readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, *args: str, env: dict[str, str] | None = None) -> RelayProcess:
+        process = await asyncio.create_subprocess_exec(
+            *RELAY,
+            "emulator",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        running = cls(process)
+        running._readers = [
+            asyncio.create_task(running._read(process.stdout, running.stdout)),
+            asyncio.create_task(running._read(process.stderr, running.stderr)),
+        ]
+        await running.wait_for_output(r"listening on https?://[^:]+:(\d+)", stream="stdout", within=15)
+        match = re.search(r"listening on https?://[^:]+:(\d+)", "\n".join(running.stdout))
+        assert match is not None
+        running.port = int(match.group(1))
+        return running
+
+    @staticmethod
+    async def _read(stream: asyncio.StreamReader | None, into: list[str]) -> None:
+        assert stream is not None
+        while line := await stream.readline():
+            into.append(line.decode(errors="replace").rstrip("\n"))
+
+    async def wait_for_output(self, pattern: str, *, stream: str = "stderr", within: float = 10.0) -> str:
+        lines = self.stdout if stream == "stdout" else self.stderr
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + within
+        while True:
+            found = next((line for line in lines if regex.search(line)), None)
+            if found is not None:
+                return found
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"relay emulator never printed /{pattern}/ (exit {self.process.returncode}); "
+                    f"stdout: {self.stdout[-20:]}; stderr: {self.stderr[-20:]}"
+                )
+            await asyncio.sleep(0.02)
+
+    async def stop(self, within: float = 15.0) -> int:
+        if self.process.returncode is None:
+            self.process.terminate()
+        code = await asyncio.wait_for(self.process.wait(), within)
+        await asyncio.gather(*self._readers)
+        return code
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        for reader in self._readers:
+            reader.cancel()
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1 (openssl req -x509)."""
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "openssl is not installed: the TLS tests generate their certificate with it"
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def trusting(cert: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(cert))
+
+
+async def run_node(script: str, env: dict[str, str], within: float = 30.0) -> dict[str, Any]:
+    """Run ``tests/operations/node/<script>`` to completion; return its last JSON line (it must say ok)."""
+    assert NODE is not None, "node is not on PATH: the Node client tests need it"
+    assert (NODE_MODULES / "pusher-js" / "package.json").is_file(), "run `npm ci --prefix tests/node` first"
+    process = await asyncio.create_subprocess_exec(
+        NODE,
+        str(NODE_SCRIPTS / script),
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), within)
+    except TimeoutError:
+        process.kill()
+        raise
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    assert lines, f"{script} printed nothing; stderr: {err.decode()[-2000:]}"
+    summary: dict[str, Any] = json.loads(lines[-1])
+    assert process.returncode == 0 and summary.get("ok"), f"{script} failed: {summary}; stderr: {err.decode()[-2000:]}"
+    return summary

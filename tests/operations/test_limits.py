@@ -1,0 +1,161 @@
+"""Per-app limits and protection (issue 4): connection quota, WebSocket message size, HTTP API rate limit,
+allowed origins; and their configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from relay.emulator.config import App, EmulatorConfig, load_config
+from relay.emulator.limits import TokenBucket, origin_allowed
+from relay.errors import ConfigError
+from tests.conftest import StartEmulator
+from tests.operations.support import APP, Client, api, publish, ws_client
+
+
+async def refused(url: str, **options: object) -> tuple[dict[str, object], int | None]:
+    """Connect, expect pusher:error and then the close; return the error data and the close code."""
+    from websockets.asyncio.client import connect
+
+    async with connect(url, open_timeout=5, **options) as ws:  # type: ignore[arg-type]
+        error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert error["event"] == "pusher:error"
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        return error["data"], ws.close_code
+
+
+async def still_serves(client: Client, url: str, app: App) -> None:
+    await client.send("pusher:ping", {})
+    await client.expect("pusher:pong")
+    await client.subscribe("alive-check", app)
+    await publish(url, app, "alive-check", "alive", "1")
+    assert (await client.expect("alive"))["data"] == "1"
+
+
+async def test_max_connections_refuses_with_4004_and_frees_the_slot(start_emulator: StartEmulator) -> None:
+    app = replace(APP, max_connections=2)
+    emulator = await start_emulator(app=app)
+    first, second = await ws_client(emulator.ws_url()), await ws_client(emulator.ws_url())
+    await first.subscribe("news", app)
+    data, code = await refused(emulator.ws_url())
+    assert data["code"] == 4004 and code == 4004 and "quota" in str(data["message"])
+    await second.close()
+    await asyncio.sleep(0.05)
+    third = await ws_client(emulator.ws_url())
+    await still_serves(first, emulator.http_url, app)
+    assert emulator.node.ops.metrics.refused == {4004: 1}
+    await first.close()
+    await third.close()
+
+
+async def test_max_message_size_closes_only_the_sender_with_1009(start_emulator: StartEmulator) -> None:
+    """A message over the app's max_message_bytes: a pusher:error saying why, then close 1009 (RFC 6455 "message
+    too big"; pusher-js reconnects after a second). A message under the limit, and the other sockets, are fine."""
+    app = replace(APP, max_message_bytes=1024)
+    emulator = await start_emulator(app=app)
+    sender, bystander = await ws_client(emulator.ws_url()), await ws_client(emulator.ws_url())
+    await bystander.subscribe("news", app)
+    await sender.send("pusher:ping", {"pad": "x" * 900})  # under the limit
+    await sender.expect("pusher:pong")
+    await sender.send("pusher:ping", {"pad": "x" * 2000})
+    error = await sender.expect("pusher:error")
+    assert error["data"]["code"] is None
+    assert "up to 1024 bytes" in error["data"]["message"]
+    with pytest.raises(ConnectionClosed):
+        await sender.next()
+    assert sender.ws.close_code == 1009
+    await still_serves(bystander, emulator.http_url, app)
+    await bystander.close()
+
+
+async def test_http_api_rate_limit_answers_429_with_retry_after(start_emulator: StartEmulator) -> None:
+    """Per app, authenticated requests only: forged requests do not use up the app's budget, another app is not
+    limited, and the limit lifts after Retry-After seconds."""
+    app = replace(APP, api_rate_limit=2)
+    other = App(app_id="2", key="other-key", secret="other-secret")
+    emulator = await start_emulator(app=app, apps=(other,))
+    for _ in range(5):
+        forged = await api(emulator.http_url, app, "GET", "/apps/1/channels", secret="wrong")
+        assert forged.status_code == 401
+    assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200
+    assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200
+    limited = await api(emulator.http_url, app, "POST", "/apps/1/events", {"name": "e", "channel": "c", "data": "1"})
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "1"
+    assert limited.headers["content-type"] == "application/json"
+    assert "rate limit of 2 requests per second" in limited.json()["error"]
+    for _ in range(3):
+        assert (await api(emulator.http_url, other, "GET", "/apps/2/channels")).status_code == 200
+    await asyncio.sleep(float(limited.headers["retry-after"]))
+    assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200
+    assert emulator.node.ops.metrics.http_responses["429"] == 1
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    bucket = TokenBucket(0.5, now=0.0)  # one request every two seconds, bursts of one
+    assert bucket.retry_after(0.0) is None
+    bucket.take(0.0)
+    assert bucket.retry_after(0.5) == 2
+    assert bucket.retry_after(2.0) is None
+
+
+async def test_allowed_origins_refuse_other_sites_with_4009(start_emulator: StartEmulator) -> None:
+    app = replace(APP, allowed_origins=("https://shop.example.com", "*.trusted.test"))
+    emulator = await start_emulator(app=app)
+    data, code = await refused(emulator.ws_url(), origin="https://evil.example")
+    assert data["code"] == 4009 and code == 4009
+    assert data["message"] == "Origin not allowed: https://evil.example"
+    for origin in ("https://shop.example.com", "http://a.trusted.test:8080", "https://SHOP.example.com"):
+        client = await ws_client(emulator.ws_url(), origin=origin)
+        await client.close()
+    no_origin = await ws_client(emulator.ws_url())  # servers and mobile SDKs send none
+    await still_serves(no_origin, emulator.http_url, app)
+    await no_origin.close()
+    assert emulator.node.ops.metrics.refused == {4009: 1}
+
+
+def test_origin_matching() -> None:
+    assert origin_allowed((), "https://anything.example")
+    assert origin_allowed(("*",), "https://anything.example")
+    assert origin_allowed(("https://a.example",), None)
+    assert not origin_allowed(("https://a.example",), "http://a.example")  # the scheme is part of an origin
+    assert not origin_allowed(("https://a.example",), "https://a.example:8443")
+    assert origin_allowed(("a.example",), "http://a.example:3000")  # a bare host matches any scheme and port
+    assert not origin_allowed(("*.example.com",), "https://example.com.evil.test")
+    assert not origin_allowed(("a.example",), "null")
+
+
+def test_config_file_reads_and_checks_the_operations_settings(tmp_path: Path) -> None:
+    config = tmp_path / "emulator.toml"
+    config.write_text(
+        '[server]\nconsole_token = "t0ken"\nshutdown_spread = 5\nusage_file = "u.json"\n'
+        'tls_cert = "c.pem"\ntls_key = "k.pem"\n'
+        '[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\nallowed_origins = ["https://a.example"]\n'
+        "max_message_bytes = 4096\napi_rate_limit = 10\n"
+    )
+    loaded = load_config(config, defaults=EmulatorConfig(apps=()))
+    assert loaded.console_token == "t0ken" and "t0ken" not in repr(loaded)
+    assert (loaded.shutdown_spread, loaded.usage_file, loaded.tls_cert) == (5, "u.json", "c.pem")
+    assert loaded.apps[0].allowed_origins == ("https://a.example",)
+    assert (loaded.apps[0].max_message_bytes, loaded.apps[0].api_rate_limit) == (4096, 10)
+    bad = {
+        'allowed_origins = "https://a.example"': "allowed_origins must be a list",
+        "api_rate_limit = 0": "api_rate_limit must be a positive number",
+        "max_message_bytes = -1": "max_message_bytes must be a positive number",
+    }
+    for line, message in bad.items():
+        config.write_text(f'[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\n{line}\n')
+        with pytest.raises(ConfigError, match=message):
+            load_config(config, defaults=EmulatorConfig(apps=()))
+    config.write_text('[server]\ntls_cert = "c.pem"\n')
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        load_config(config, defaults=EmulatorConfig(apps=(APP,)))
+    config.write_text("[server]\nshutdown_spread = -1\n")
+    with pytest.raises(ConfigError, match="shutdown_spread must be a number of seconds"):
+        load_config(config, defaults=EmulatorConfig(apps=(APP,)))

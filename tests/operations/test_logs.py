@@ -1,0 +1,100 @@
+"""Logs (issue 4): structured records, one JSON object a line with --log-json, --log-level, and secrets (app
+secrets, the console token, credentials in URLs) never written."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from relay.emulator.logs import configure_logging
+from tests.operations.support import APP, RelayProcess, api, ws_client
+
+TOKEN = "tok-3f9a8c1d2e"
+HOOK_PASSWORD = "hookpass-77aa"
+
+
+async def test_json_logs_are_structured_and_never_contain_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "emulator.toml"
+    config.write_text(
+        f"""[server]
+shutdown_webhook_grace = 0.3
+
+[[apps]]
+app_id = "{APP.app_id}"
+key = "{APP.key}"
+secret = "{APP.secret}"
+webhook_batch_ms = 10
+
+[[apps.webhooks]]
+url = "http://hooks:{HOOK_PASSWORD}@127.0.0.1:9/pusher"   # nothing listens there: the failure is logged
+"""
+    )
+    relay = await RelayProcess.start(
+        "--port", "0", "--config", str(config), "--log-json", "--log-level", "debug", "--console-token", TOKEN
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{relay.port}"
+        client = await ws_client(f"ws://127.0.0.1:{relay.port}/app/{APP.key}")
+        await client.subscribe("private-orders", APP)  # channel_occupied → a webhook that fails
+        assert (await api(base, APP, "GET", "/apps/1/channels")).status_code == 200
+        assert (await api(base, APP, "GET", "/apps/1/channels", secret="wrong")).status_code == 401
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{base}/metrics", params={"token": TOKEN})).status_code == 200
+            assert (await http.get(f"{base}/metrics", params={"token": TOKEN + "x"})).status_code == 401
+        with pytest.raises(Exception):  # noqa: B017, PT011 - refused with 4001 after the upgrade
+            await ws_client(f"ws://127.0.0.1:{relay.port}/app/wrong-key")
+        await relay.wait_for_output("webhook to .* failed")
+        await client.close()
+        assert await relay.stop() == 0
+    finally:
+        await relay.kill()
+
+    records = [json.loads(line) for line in relay.stderr]  # every line is one JSON object
+    assert all({"ts", "level", "logger", "msg"} <= record.keys() for record in records)
+    by_message = {record["msg"]: record for record in records}
+    listening = by_message["emulator listening"]
+    assert listening["port"] == relay.port and listening["apps"] == [APP.app_id] and listening["level"] == "info"
+    refused = by_message["connection refused"]
+    assert refused["code"] == 4001 and refused["path"] == "/app/wrong-key"
+    assert any(r["msg"] == "HTTP API request" and r["status"] == 200 and r["level"] == "debug" for r in records)
+    webhook = next(record for record in records if record["msg"].startswith("webhook to "))
+    assert webhook["level"] == "warning" and "http://***@127.0.0.1:9/pusher" in webhook["msg"]
+    assert by_message["shutdown: done"]["logger"] == "relay.emulator.shutdown"
+    everything = "\n".join(relay.stderr)
+    for secret in (APP.secret, TOKEN, HOOK_PASSWORD):
+        assert secret not in everything
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_text_logs_append_fields_and_redact_whatever_logged_the_secret() -> None:
+    stream = io.StringIO()
+    configure_logging("info", json_format=False, secrets=["s3cr3t-value", None], stream=stream)
+    log = logging.getLogger("relay.emulator.test")
+    log.info("oops %s", "s3cr3t-value", extra={"app_id": "1", "url": "https://u:p@host/x?auth_signature=abc&x=1"})
+    log.debug("not at info level")
+    line = stream.getvalue().strip()
+    assert "s3cr3t-value" not in line and "oops ***" in line
+    assert "app_id=1" in line and "url=https://***@host/x?auth_signature=***&x=1" in line
+    assert "not at info level" not in line
+    configure_logging("debug", json_format=True, secrets=['quote"secret'], stream=stream)
+    log.debug("has %s", 'quote"secret')
+    record = json.loads(stream.getvalue().splitlines()[-1])
+    assert record["msg"] == "has ***" and record["level"] == "debug"

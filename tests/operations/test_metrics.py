@@ -1,0 +1,128 @@
+"""Prometheus /metrics (parsed with prometheus_client's own parser), /health and /ready (issue 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import replace
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from relay.emulator.config import Webhook
+from relay.emulator.shutdown import graceful_shutdown
+from tests.conftest import StartEmulator
+from tests.operations.support import APP, WebhookReceiver, api, eventually, publish, ws_client
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> tuple[Samples, dict[str, str]]:
+    samples: Samples = {}
+    kinds: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        kinds[family.name] = family.type
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples, kinds
+
+
+async def scrape(base_url: str) -> tuple[Samples, dict[str, str]]:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{base_url}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return parse(response.text)
+
+
+APP_LABEL = (("app_id", "1"),)
+
+
+async def test_metrics_count_connections_subscriptions_messages_webhooks_and_requests(
+    start_emulator: StartEmulator,
+) -> None:
+    good = await WebhookReceiver(APP.secret).start()
+    bad = await WebhookReceiver(APP.secret, status=500).start()
+    app = replace(
+        APP,
+        webhooks=(Webhook(url=good.url), Webhook(url=bad.url)),
+        webhook_batch_ms=10,
+        webhook_retry_for=0.1,  # one attempt, then dropped
+    )
+    emulator = await start_emulator(app=app)
+    alice = await ws_client(emulator.ws_url())
+    bob = await ws_client(emulator.ws_url())
+    await alice.subscribe("news", app)
+    await bob.subscribe("news", app)
+    await bob.subscribe("presence-room", app, user_id="bob")
+    for n in range(3):
+        await publish(emulator.http_url, app, "news", "tick", str(n))
+    for client in (alice, bob):
+        for _ in range(3):
+            await client.expect("tick")
+    forged = await api(
+        emulator.http_url, app, "POST", "/apps/1/events", {"name": "x", "channel": "news", "data": "1"}, secret="wrong"
+    )
+    assert forged.status_code == 401
+    assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200
+    with contextlib.suppress(Exception):  # refused with 4001 after the upgrade
+        await ws_client(emulator.ws_url(key="no-such-key"))
+    await eventually(lambda: good.requests and bad.requests, what="webhooks to both receivers")
+
+    samples, kinds = await scrape(emulator.http_url)
+    assert kinds["relay_connections"] == "gauge" and kinds["relay_publishes"] == "counter"
+    assert kinds["relay_publish_to_write_seconds"] == "histogram"
+    assert samples[("relay_ready", ())] == 1
+    assert samples[("relay_connections", APP_LABEL)] == 2
+    assert samples[("relay_channels", APP_LABEL)] == 2
+    assert samples[("relay_subscriptions", APP_LABEL)] == 3
+    assert samples[("relay_presence_members", APP_LABEL)] == 1
+    assert samples[("relay_connections_opened_total", APP_LABEL)] == 2
+    assert samples[("relay_publishes_total", APP_LABEL)] == 3
+    assert samples[("relay_presence_events_total", APP_LABEL)] == 1
+    assert samples[("relay_api_requests_total", APP_LABEL)] == 1
+    assert samples[("relay_messages_received_total", APP_LABEL)] == 3  # the three subscribes
+    # 2 connection_established + 3 subscription_succeeded + 3 publishes × 2 subscribers = 11 frames at least.
+    assert samples[("relay_messages_sent_total", APP_LABEL)] >= 11
+    assert samples[("relay_bytes_sent_total", APP_LABEL)] > samples[("relay_bytes_received_total", APP_LABEL)] > 0
+    assert samples[("relay_webhook_requests_total", (("app_id", "1"), ("status", "200")))] >= 1
+    assert samples[("relay_webhook_requests_total", (("app_id", "1"), ("status", "500")))] >= 1
+    assert samples[("relay_webhook_failures_total", APP_LABEL)] >= 1
+    assert samples[("relay_http_requests_total", (("status", "200"),))] == 4
+    assert samples[("relay_http_requests_total", (("status", "401"),))] == 1
+    assert samples[("relay_connections_refused_total", (("code", "4001"),))] == 1
+    histogram = {labels[0][1]: value for (name, labels), value in samples.items()
+                 if name == "relay_publish_to_write_seconds_bucket"}  # fmt: skip
+    assert histogram["+Inf"] == 3 == samples[("relay_publish_to_write_seconds_count", ())]
+    bounds = sorted(histogram, key=lambda le: math.inf if le == "+Inf" else float(le))
+    assert [histogram[b] for b in bounds] == sorted(histogram.values())  # cumulative
+    assert 0 < samples[("relay_publish_to_write_seconds_sum", ())] < 1
+
+    # Closing a connection is reflected at the next scrape.
+    await alice.close()
+    await eventually(lambda: len(emulator.node.states["1"].peers) == 1, what="alice to be gone")
+    samples, _ = await scrape(emulator.http_url)
+    assert samples[("relay_connections", APP_LABEL)] == 1
+    assert samples[("relay_subscriptions", APP_LABEL)] == 2
+    await bob.close()
+    await good.close()
+    await bad.close()
+
+
+async def test_health_and_ready_while_serving_and_while_draining(start_emulator: StartEmulator) -> None:
+    """/ready turns 503 once a graceful shutdown starts (load balancers stop routing), /health stays 200."""
+    emulator = await start_emulator(app=APP)
+    client = await ws_client(emulator.ws_url())
+    async with httpx.AsyncClient(base_url=emulator.http_url) as http:  # keep-alive: survives the listener closing
+        assert (await http.get("/ready")).json() == {"status": "ready"}
+        drain = asyncio.create_task(graceful_shutdown(emulator.node, None, spread=0.3, webhook_grace=0.1))
+        await asyncio.sleep(0)
+        ready = await http.get("/ready")
+        assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+        assert (await http.get("/health")).json() == {"status": "ok"}
+        samples, _ = parse((await http.get("/metrics")).text)
+        assert samples[("relay_ready", ())] == 0
+        error = await client.expect("pusher:error")
+        assert error["data"]["code"] == 4200
+        await drain

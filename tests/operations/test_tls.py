@@ -1,0 +1,161 @@
+"""TLS (issue 4): wss:// and https:// straight from `relay emulator --tls-cert/--tls-key`, and the documented
+nginx reverse proxy (docs/nginx.conf) run with a real nginx terminating TLS, pusher-js connecting with forceTLS."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import StartEmulator
+from tests.operations.support import (
+    APP,
+    ROOT,
+    RelayProcess,
+    api,
+    make_certificate,
+    publish,
+    run_node,
+    trusting,
+    ws_client,
+)
+
+NGINX_DOC = ROOT / "docs" / "nginx.conf"
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+
+
+async def test_emulator_serves_wss_and_https_with_its_own_certificate(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    relay = await RelayProcess.start(
+        "--port", "0", "--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret,
+        "--tls-cert", str(cert), "--tls-key", str(key),
+    )  # fmt: skip
+    try:
+        banner = "\n".join(relay.stdout)
+        assert f"listening on https://127.0.0.1:{relay.port} (WebSocket wss://127.0.0.1:{relay.port}/app/" in banner
+        assert f"wssPort: {relay.port}, forceTLS: true" in banner
+        context = trusting(cert)
+        client = await ws_client(f"wss://127.0.0.1:{relay.port}/app/{APP.key}?protocol=7", ssl=context)
+        await client.subscribe("private-orders", APP)
+        base = f"https://127.0.0.1:{relay.port}"
+        await publish(base, APP, "private-orders", "created", '{"id": 1}', verify=context)
+        assert (await client.expect("created"))["data"] == '{"id": 1}'
+        channels = await api(base, APP, "GET", "/apps/1/channels", verify=context)
+        assert channels.json() == {"channels": {"private-orders": {}}}
+        async with httpx.AsyncClient(verify=context) as http:
+            assert (await http.get(f"{base}/health")).json() == {"status": "ok"}
+        # The certificate is checked: a client that does not trust it is refused, and plain ws:// is not served.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await ws_client(f"wss://127.0.0.1:{relay.port}/app/{APP.key}")
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the server speaks TLS only: the handshake fails
+            await ws_client(f"ws://127.0.0.1:{relay.port}/app/{APP.key}")
+        await client.close()
+        assert await relay.stop() == 0
+    finally:
+        await relay.kill()
+
+
+def test_tls_flags_go_together(tmp_path: Path) -> None:
+    from relay.cli import main
+
+    assert main(["emulator", "--tls-cert", str(tmp_path / "cert.pem")]) == 2
+    assert main(["emulator", "--tls-cert", str(tmp_path / "c"), "--tls-key", str(tmp_path / "k")]) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def nginx_site(emulator_port: int, listen_port: int, cert: Path, key: Path) -> str:
+    """docs/nginx.conf with the test's ports and certificate; each documented value must be there exactly once."""
+    text = NGINX_DOC.read_text()
+    for documented, actual in (
+        ("listen 443 ssl;", f"listen 127.0.0.1:{listen_port} ssl;"),
+        ("server 127.0.0.1:6001;", f"server 127.0.0.1:{emulator_port};"),
+        ("/etc/ssl/certs/relay.example.com.pem", str(cert)),
+        ("/etc/ssl/private/relay.example.com.key", str(key)),
+    ):
+        assert text.count(documented) == 1, f"docs/nginx.conf no longer has {documented!r} once: update this test"
+        text = text.replace(documented, actual)
+    return text
+
+
+async def test_documented_nginx_config_terminates_tls_for_pusher_js(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    nginx = NGINX
+    if nginx is None:
+        pytest.fail("nginx is not installed: this test runs docs/nginx.conf with it (apt-get install nginx-light)")
+    cert, key = make_certificate(tmp_path)
+    emulator = await start_emulator(app=APP)
+    port = _free_port()
+    prefix = tmp_path / "nginx"
+    for directory in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
+        (prefix / directory).mkdir(parents=True)
+    (prefix / "relay.conf").write_text(nginx_site(emulator.port, port, cert, key))
+    (prefix / "nginx.conf").write_text(
+        f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    include {prefix}/relay.conf;
+}}
+"""
+    )
+    process = await asyncio.create_subprocess_exec(
+        nginx, "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        context = trusting(cert)
+        base = f"https://127.0.0.1:{port}"
+        async with httpx.AsyncClient(verify=context) as http:
+            for _ in range(100):
+                try:
+                    ready = await http.get(f"{base}/ready")
+                    break
+                except httpx.ConnectError:
+                    if process.returncode is not None:
+                        _, err = await process.communicate()
+                        pytest.fail(f"nginx exited {process.returncode}: {err.decode()}")
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail("nginx did not start listening within 5 s")
+            assert ready.json() == {"status": "ready"}
+            assert (await http.get(f"{base}/console")).status_code == 404  # not exposed by the documented config
+        summary = await run_node(
+            "nginx_pusher_js.mjs",
+            {
+                "RELAY_HOST": "127.0.0.1",
+                "RELAY_PORT": str(port),
+                "RELAY_APP_ID": APP.app_id,
+                "RELAY_KEY": APP.key,
+                "RELAY_SECRET": APP.secret,
+                "NODE_EXTRA_CA_CERTS": str(cert),
+            },
+        )
+        assert summary["transport"] == "wss" and summary["states"][-1] == "connected"
+        # The emulator saw the connection and the publishes come through the proxy.
+        meter = emulator.node.states["1"].meter
+        assert meter.connections_opened == 1 and meter.publishes == 3
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 10)

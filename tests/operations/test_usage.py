@@ -1,0 +1,146 @@
+"""The usage meter (issue 4): per app and UTC day, counted as Pusher and Ably bill (ably-and-pricing §F.1, §F.2,
+§F.6), exported by /usage in the usage-file format `relay cost --usage` reads (relay/cost/usage.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from relay.cost.usage import parse_usage, workload_from_usage
+from relay.emulator.config import Webhook
+from relay.emulator.shutdown import write_usage_file
+from relay.emulator.usage import AppMeter, merge_documents, usage_document
+from tests.conftest import StartEmulator
+from tests.operations.support import APP, WebhookReceiver, api, eventually, publish, ws_client
+
+BIG = "x" * 6_000  # 2 chunks of 5 KiB, 3 of 2 KiB
+
+
+async def get_json(url: str) -> dict[str, object]:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url)
+    assert response.status_code == 200, response.text
+    document: dict[str, object] = response.json()
+    return document
+
+
+async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: StartEmulator) -> None:
+    receiver = await WebhookReceiver(APP.secret).start()
+    app = replace(APP, webhooks=(Webhook(url=receiver.url, event_types=frozenset({"channel_occupied"})),),
+                  webhook_batch_ms=10)  # fmt: skip
+    emulator = await start_emulator(app=app)
+    alice, bob, carol = [await ws_client(emulator.ws_url()) for _ in range(3)]
+    for client in (alice, bob, carol):
+        await client.subscribe("news", app)
+    await alice.subscribe("presence-room", app, user_id="alice")
+    await bob.subscribe("presence-room", app, user_id="bob")
+    await alice.expect("pusher_internal:member_added")
+    await bob.send("client-hi", {"n": 1}, channel="presence-room")
+    await alice.expect("client-hi")
+    await alice.send("pusher:ping", {})  # pings are not messages
+    await alice.expect("pusher:pong")
+
+    await publish(emulator.http_url, app, "news", "small", "hello")  # 5 bytes, 3 recipients
+    await publish(emulator.http_url, app, "news", "big", BIG)  # 6000 bytes, 3 recipients
+    batch = {"batch": [{"name": "b", "channel": "news", "data": "1"}, {"name": "b", "channel": "empty", "data": "2"}]}
+    assert (await api(emulator.http_url, app, "POST", "/apps/1/batch_events", batch)).status_code == 200
+    assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200  # an API call
+    forged = await api(emulator.http_url, app, "GET", "/apps/1/channels", secret="wrong")
+    assert forged.status_code == 401  # not counted
+    for client in (alice, bob, carol):
+        await client.expect("b")
+    await eventually(lambda: len(receiver.requests) >= 1, what="the channel_occupied webhook")
+    webhooks = len(receiver.requests)
+
+    document = await get_json(f"{emulator.http_url}/usage")
+    usage = parse_usage(document, origin="/usage")  # relay cost's own strict loader accepts it
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    day = usage.apps["1"].days[today]
+    assert day.peak_connections == 3
+    assert day.peak_channels == 2  # news and presence-room ("empty" never had a subscriber)
+    assert day.connection_minutes == 3 and day.channel_minutes == 2  # open ones count, rounded up
+    assert (day.publishes, day.deliveries) == (4, 3 + 3 + 3 + 0)
+    assert (day.client_events, day.client_event_deliveries) == (1, 1)
+    assert (day.presence_events, day.presence_deliveries) == (2, 1)  # alice (nobody to tell), bob (alice told)
+    assert day.webhooks == webhooks
+    assert day.api_requests == 1
+    assert day.payload_bytes == 5 + 6000 + 1 + 1 + len('{"n":1}')
+    assert day.units_5kib == 1 + 2 + 1 + 1 + 1 and day.units_2kib == 1 + 3 + 1 + 1 + 1
+    assert day.peak_publishes_per_second is not None and 1 <= day.peak_publishes_per_second <= 5
+    assert usage.apps["1"].unique_users == 2
+    # Pusher: 4 publishes + 9 deliveries + 1 client event + 1 delivery + 1 member_added delivery + webhooks + 1 call.
+    assert day.pusher_messages == 4 + 9 + 1 + 1 + 1 + webhooks + 1
+    summary = await get_json(f"{emulator.http_url}/usage?summary=1")
+    today_summary = summary["1"][today]  # type: ignore[index]
+    assert today_summary["pusher_messages"] == day.pusher_messages
+    # Ably: inbound + outbound per 5 KiB chunk: small 1×(1+3), big 2×(1+3), batch 1×(1+3) + 1×(1+0),
+    # client event 1×(1+1), presence enters (1+0) + (1+1), webhooks 1 each.
+    assert today_summary["ably_messages"] == 4 + 8 + 4 + 1 + 2 + 1 + 2 + webhooks
+    # bytes_out is every byte written to sockets, the same count /metrics exports.
+    assert day.bytes_out == emulator.node.states["1"].meter.bytes_sent > 6000 * 3
+
+    workload = workload_from_usage(usage)  # and relay cost turns it into a workload
+    assert workload.connections == 3
+    assert workload.subscribers_per_publish == pytest.approx(9 / 4)
+    for client in (alice, bob, carol):
+        await client.close()
+    await receiver.close()
+
+
+def test_days_roll_over_at_utc_midnight_and_minutes_are_split() -> None:
+    """Connection minutes are rounded up per connection and per UTC day; a new day starts with the connections
+    still open as its peak."""
+    midnight = dt.datetime(2026, 11, 30, tzinfo=dt.UTC).timestamp()
+    now = [midnight - 30.0]
+    meter = AppMeter("9", clock=lambda: now[0])
+    meter.connected("1.1")
+    meter.connected("1.2")
+    meter.subscribed("news", "1.1", 1, None)
+    meter.published("news", "e", "data", 1)
+    now[0] = midnight + 70.0
+    meter.disconnected("1.2")  # 30 s before midnight (1 minute), 70 s after (2 minutes)
+    meter.published("news", "e", "data", 1)
+    days = meter.days()
+    before, after = days["2026-11-29"], days["2026-11-30"]
+    assert (before.peak_connections, before.connection_minutes) == (2, 1 + 1)  # 1.1 is still open: 1 minute so far
+    assert (after.peak_connections, after.connection_minutes) == (2, 2 + 2)
+    assert (before.publishes, after.publishes) == (1, 1)
+    assert (before.peak_channels, before.channel_minutes, after.channel_minutes) == (1, 1, 2)
+    parse_usage(usage_document([meter], "test"))
+
+
+def test_merging_usage_adds_counts_and_keeps_the_larger_peak() -> None:
+    meter = AppMeter("1", clock=lambda: 1_800_000_000.0)
+    meter.connected("1.1")
+    meter.published("news", "e", "x" * 100, 0)
+    first = usage_document([meter], "run 1")
+    merged = merge_documents(first, first)
+    day = next(iter(merged["apps"]["1"]["days"].values()))
+    assert day["publishes"] == 2 and day["payload_bytes"] == 200 and day["units_5kib"] == 2
+    assert day["peak_connections"] == 1  # peaks are not added
+    parse_usage(merged)
+    with pytest.raises(ValueError, match="not a version 1 usage file"):
+        merge_documents({"hello": "world"}, first)
+
+
+async def test_usage_file_accumulates_across_runs_and_never_clobbers_another_file(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    emulator = await start_emulator(app=APP)
+    await publish(emulator.http_url, APP, "news", "e", "1")
+    target = tmp_path / "usage.json"
+    write_usage_file(emulator.node, target)
+    write_usage_file(emulator.node, target)  # as a second run would
+    usage = parse_usage(json.loads(target.read_text()))
+    assert sum(day.publishes for day in usage.apps["1"].days.values()) == 2
+    other = tmp_path / "notes.json"
+    other.write_text('{"not": "usage"}')
+    written = write_usage_file(emulator.node, other)
+    assert written == tmp_path / "notes.json.new"
+    assert json.loads(other.read_text()) == {"not": "usage"}
+    parse_usage(json.loads(written.read_text()))
