@@ -58,15 +58,23 @@ class App:
     webhook_batch_ms: int = 50
     webhook_delay: float = 3.0
     webhook_retry_for: float = 300.0
+    webhook_max_pending: int = 10_000
     # Operations (docs/emulator.md "Limits and protection"): browser Origins allowed to open WebSockets (empty: any;
     # entries are "*", an origin like "https://shop.example.com" or a host pattern like "*.example.com"), the largest
     # WebSocket message accepted (None: the server's max_frame_bytes) and HTTP API requests per second (None: no limit).
     allowed_origins: tuple[str, ...] = ()
     max_message_bytes: int | None = None
     api_rate_limit: float | None = None
+    # Ably compatibility (docs/ably.md): the app's Ably API key "APPID.KEYID:SECRET"; None derives it from the app.
+    ably_key: str | None = None
 
     def __repr__(self) -> str:
         return f"App(app_id={self.app_id!r}, key={self.key!r}, secret='***')"
+
+    @property
+    def ably_api_key(self) -> str:
+        """The Ably key clients use: ``ably_key``, or ``{app_id}.{key}:{secret}``."""
+        return self.ably_key if self.ably_key is not None else f"{self.app_id}.{self.key}:{self.secret}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,7 @@ class EmulatorConfig:
     path_prefix: str = ""
     max_request_bytes: int = 1_048_576
     max_frame_bytes: int = 262_144
+    max_send_buffer: int = 4 * 1024 * 1024
     node_id: int | None = None
     # Operations: the token that opens /console, /metrics and /usage (required unless bound to a loopback host),
     # TLS for wss/https on the same port, and graceful shutdown (stop accepting and answer /ready with 503, wait
@@ -113,6 +122,7 @@ _SERVER_FIELDS = {
     "path_prefix",
     "max_request_bytes",
     "max_frame_bytes",
+    "max_send_buffer",
     "redis_url",
     "redis_prefix",
     "node_ttl",
@@ -178,6 +188,9 @@ def _app(table: Mapping[str, Any], where: str) -> App:
         value = getattr(app, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
             raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")
+    key_name, _, key_secret = app.ably_api_key.partition(":")
+    if "." not in key_name or not key_secret:
+        raise ConfigError(f"{where}: ably_key looks like 'APPID.KEYID:SECRET'")
     return app
 
 

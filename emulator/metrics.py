@@ -149,6 +149,13 @@ def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool) -> str
         "_total",
     )
     out.family(
+        "relay_webhook_dropped",
+        "counter",
+        "Webhook events dropped because the app's queue of pending events was full",
+        per_app((s, s.webhooks.dropped) for s in apps),
+        "_total",
+    )
+    out.family(
         "relay_http_requests",
         "counter",
         "Pusher HTTP API responses by status",

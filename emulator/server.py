@@ -45,7 +45,6 @@ log = logging.getLogger("relay.emulator")
 # websockets' sans-I/O protocol logs every handshake at INFO; the emulator reports connections itself.
 logging.getLogger("websockets.server").setLevel(logging.WARNING)
 
-SEND_BUFFER_LIMIT = 4 * 1024 * 1024
 CLOSE_TIMEOUT = 3.0
 _WS_PATH = re.compile(r"/app/([^/?]+)")
 _REASONS = {
@@ -284,7 +283,7 @@ class HttpConnection(asyncio.Protocol):
         if self.state.app.max_message_bytes is not None:
             ws.max_size = min(self.state.app.max_message_bytes, self.node.config.max_frame_bytes)
         self.session = Session(
-            self.state, self.node.new_socket_id(), self, asyncio.get_running_loop().time, max_buffer=SEND_BUFFER_LIMIT
+            self.state, self.node.new_socket_id(), self, asyncio.get_running_loop().time, max_buffer=self.node.config.max_send_buffer
         )
         self.session.open()
         if rest:

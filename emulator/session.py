@@ -41,9 +41,12 @@ class Session:
     __slots__ = (
         "_clock",
         "_events_in_window",
+        "_flood_reported_at",
+        "_frame_tokens",
         "_link",
         "_max_buffer",
         "_released",
+        "_tokens_at",
         "_window_start",
         "closed",
         "last_activity",
@@ -73,6 +76,9 @@ class Session:
         self.ping_sent_at: float | None = None
         self._window_start = 0.0
         self._events_in_window = 0
+        self._frame_tokens = float(state.app.limits.inbound_frame_burst)
+        self._tokens_at = self.opened_at
+        self._flood_reported_at = float("-inf")
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -140,8 +146,10 @@ class Session:
     # -- input ------------------------------------------------------------------------------------------------
 
     def receive(self, text: str | bytes) -> None:
-        self.last_activity = self._clock()
+        now = self.last_activity = self._clock()
         self.ping_sent_at = None
+        if not self._take_frame_token(now):
+            return
         try:
             frame = frames.decode_client_frame(text, self.state.app.limits.max_event_bytes + 4096)
             event = frame.event
@@ -162,6 +170,21 @@ class Session:
         except RelayError as exc:
             self._error(exc.message)
 
+    def _take_frame_token(self, now: float) -> bool:
+        """A token bucket on inbound frames: bursts (a page subscribing to many channels) pass, floods are dropped."""
+        limits = self.state.app.limits
+        tokens = self._frame_tokens + (now - self._tokens_at) * limits.inbound_frames_per_second
+        self._tokens_at = now
+        if tokens >= 1.0:
+            self._frame_tokens = min(tokens, limits.inbound_frame_burst) - 1.0
+            return True
+        self._frame_tokens = tokens
+        if now - self._flood_reported_at >= 1.0:
+            self._flood_reported_at = now
+            rate = limits.inbound_frames_per_second
+            self._error(f"Too many messages: frames beyond {rate}/s are dropped", ErrorCode.CLIENT_EVENT_REJECTED)
+        return False
+
     def pong_received(self) -> None:
         self.last_activity = self._clock()
         self.ping_sent_at = None
@@ -179,6 +202,11 @@ class Session:
         assert isinstance(name, str)
         if name in self.subscriptions:
             self._subscription_succeeded(name)
+            return
+        if len(self.subscriptions) >= app.limits.max_subscriptions_per_connection:
+            limit = app.limits.max_subscriptions_per_connection
+            message = f"this connection already has {limit} subscriptions, the limit"
+            self.send_text(frames.subscription_error(name, "LimitReached", message, 4100))
             return
         kind = classify(name)
         member: Member | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -38,13 +39,33 @@ class WebhookDispatcher:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._delayed: dict[Hashable, tuple[asyncio.TimerHandle, WebhookEvent]] = {}
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._dropped_logged_at = float("-inf")
+        self.dropped = 0
 
     @property
     def enabled(self) -> bool:
         return bool(self._app.webhooks)
 
+    @property
+    def pending(self) -> int:
+        """Events batched or still being delivered (retries included)."""
+        return len(self._batch) + self._in_flight
+
     def emit(self, event: WebhookEvent) -> None:
         if not self.enabled:
+            return
+        if self.pending >= self._app.webhook_max_pending:
+            # A receiver that stays down must not grow memory without bound: drop, count and say so.
+            self.dropped += 1
+            now = self._clock()
+            if now - self._dropped_logged_at >= 10:
+                self._dropped_logged_at = now
+                log.error(
+                    "webhook queue full (%d events pending): dropped %d event(s) so far",
+                    self.pending,
+                    self.dropped,
+                )
             return
         self._batch.append(event)
         if self._flush_handle is None:
@@ -79,7 +100,12 @@ class WebhookDispatcher:
             if selected:
                 task = asyncio.create_task(self._deliver(hook, {"time_ms": time_ms, "events": selected}))
                 self._deliveries.add(task)
-                task.add_done_callback(self._deliveries.discard)
+                self._in_flight += len(selected)
+                task.add_done_callback(functools.partial(self._delivered, events=len(selected)))
+
+    def _delivered(self, task: asyncio.Task[None], events: int) -> None:
+        self._deliveries.discard(task)
+        self._in_flight -= events
 
     async def _deliver(self, hook: Webhook, payload: dict[str, object]) -> None:
         body = dumps(payload).encode()

@@ -61,6 +61,9 @@ class Limits:
     max_user_id_length: int = 128
     client_events_per_second: int = 10
     max_watchlist: int = 100
+    max_subscriptions_per_connection: int = 1_000
+    inbound_frames_per_second: int = 100
+    inbound_frame_burst: int = 1_000
 
 
 DEFAULT_LIMITS = Limits()

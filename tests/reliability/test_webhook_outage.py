@@ -1,0 +1,106 @@
+"""A webhook receiver that is down, then back: every pending webhook arrives, and the queue stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+
+from relay.emulator.config import Webhook
+from tests.conftest import TEST_APP, StartEmulator
+from tests.webhook_receiver import Receiver
+
+
+class LateReceiver:
+    """A receiver whose port is known before it listens, so webhooks to it fail with 'connection refused'."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.app = Receiver(url=f"http://127.0.0.1:{self.port}")
+        self.server: uvicorn.Server | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, lifespan="off", log_level="warning"))
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self.server is not None and self.task is not None:
+            self.server.should_exit = True
+            await self.task
+
+
+@pytest.fixture
+async def late_receiver() -> AsyncIterator[LateReceiver]:
+    receiver = LateReceiver()
+    yield receiver
+    await receiver.stop()
+
+
+async def churn(url: str, channels: int) -> None:
+    for index in range(channels):
+        async with connect(url) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": f"room-{index}"}}))
+            await ws.recv()
+
+
+async def test_webhooks_sent_while_the_receiver_is_down_arrive_when_it_returns(
+    start_emulator: StartEmulator, late_receiver: LateReceiver
+) -> None:
+    app = replace(
+        TEST_APP,
+        webhooks=(Webhook(url=late_receiver.app.url, event_types=frozenset({"channel_occupied"})),),
+        webhook_batch_ms=10,
+        webhook_retry_for=60,
+    )
+    emulator = await start_emulator(app=app)
+    await churn(emulator.ws_url(), 5)
+    await asyncio.sleep(2.5)
+    assert late_receiver.app.deliveries == []
+    await late_receiver.start()
+    await late_receiver.app.until(lambda: len(late_receiver.app.events()) == 5, within=10)
+    assert sorted(event["channel"] for event in late_receiver.app.events()) == [f"room-{i}" for i in range(5)]
+    for _ in range(100):  # the delivery task ends just after the receiver has answered
+        if emulator.node.states["1"].webhooks.pending == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert emulator.node.states["1"].webhooks.pending == 0
+
+
+async def test_the_pending_queue_is_bounded_and_overflow_is_counted_and_logged(
+    start_emulator: StartEmulator, late_receiver: LateReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = replace(
+        TEST_APP,
+        webhooks=(Webhook(url=late_receiver.app.url, event_types=frozenset({"channel_occupied"})),),
+        webhook_batch_ms=10,
+        webhook_retry_for=60,
+        webhook_max_pending=3,
+    )
+    emulator = await start_emulator(app=app)
+    dispatcher = emulator.node.states["1"].webhooks
+    with caplog.at_level(logging.ERROR, logger="relay.emulator.webhooks"):
+        await churn(emulator.ws_url(), 8)
+    assert dispatcher.pending == 3
+    assert dispatcher.dropped == 5
+    assert "webhook queue full (3 events pending): dropped 1 event(s) so far" in caplog.text
+    await late_receiver.start()
+    await late_receiver.app.until(lambda: len(late_receiver.app.events()) == 3, within=10)
+    assert sorted(event["channel"] for event in late_receiver.app.events()) == ["room-0", "room-1", "room-2"]
+    async with connect(emulator.http_url.replace("http", "ws") + "/app/app-key") as ws:  # still serving
+        assert json.loads(await ws.recv())["event"] == "pusher:connection_established"
