@@ -14,11 +14,19 @@ from urllib.parse import quote, urlencode
 
 from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
 from relay.config import ProviderConfig
-from relay.errors import InvalidSignature, ProtocolError, ProviderError, RelayError, UnknownKey, UnsupportedCapability
+from relay.errors import (
+    InvalidSignature,
+    InvalidSocketId,
+    ProtocolError,
+    ProviderError,
+    RelayError,
+    UnknownKey,
+    UnsupportedCapability,
+)
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.ably import build_token_request
+from relay.protocol.ably import build_token_request, validate_channel_name
 from relay.protocol.channels import ChannelKind, classify
 
 ABLY_PROTOCOL_VERSION = "3"
@@ -74,6 +82,15 @@ class AblyAdapter:
             return json.loads(response.body) if response.body else None
         except ValueError:
             raise RelayError(f"Ably answered with invalid JSON: {response.body[:200]!r}") from None
+
+    def check_channel(self, name: object) -> str:
+        return validate_channel_name(name)
+
+    def check_socket_id(self, socket_id: object) -> str:
+        """Ably's counterpart of a socket id is a connection key: any non-empty string."""
+        if not isinstance(socket_id, str) or not socket_id:
+            raise InvalidSocketId(f"an Ably connection key must be a non-empty string, got {socket_id!r}")
+        return socket_id
 
     def error_for(self, response: HttpResponse) -> RelayError:
         message, code = response.body.decode("utf-8", "replace")[:500] or "(empty body)", None

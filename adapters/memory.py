@@ -17,7 +17,8 @@ from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.channels import server_to_user_channel
+from relay.protocol.channels import server_to_user_channel, validate_channel_name
+from relay.protocol.socket_ids import validate_socket_id
 
 MEMORY_KEY = "memory-key"
 MEMORY_SECRET = "memory-secret"
@@ -64,6 +65,12 @@ class MemoryAdapter:
         self._signer = PusherAdapter(
             ProviderConfig("pusher", MEMORY_KEY, MEMORY_SECRET, "memory", "memory.invalid"),
         )
+
+    def check_channel(self, name: object) -> str:
+        return validate_channel_name(name)
+
+    def check_socket_id(self, socket_id: object) -> str:
+        return validate_socket_id(socket_id)
 
     def error_for(self, response: HttpResponse) -> RelayError:
         return RelayError(f"memory provider error {response.status}")

@@ -18,7 +18,7 @@ from relay.errors import ConfigError, InvalidChannelName, ProtocolError, RelayEr
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.channels import ChannelKind, classify, server_to_user_channel
+from relay.protocol.channels import ChannelKind, classify, server_to_user_channel, validate_channel_name
 from relay.protocol.frames import dumps
 from relay.protocol.signing import (
     authorize_channel,
@@ -27,6 +27,7 @@ from relay.protocol.signing import (
     user_auth,
     verify_webhook_signature,
 )
+from relay.protocol.socket_ids import validate_socket_id
 
 
 class PusherAdapter:
@@ -66,6 +67,12 @@ class PusherAdapter:
             return json.loads(response.body) if response.body else {}
         except ValueError:
             raise RelayError(f"{self.name} answered with invalid JSON: {response.body[:200]!r}") from None
+
+    def check_channel(self, name: object) -> str:
+        return validate_channel_name(name)
+
+    def check_socket_id(self, socket_id: object) -> str:
+        return validate_socket_id(socket_id)
 
     def error_for(self, response: HttpResponse) -> RelayError:
         text = response.body.decode("utf-8", "replace").strip()

@@ -26,8 +26,7 @@ from relay.errors import (
 )
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.channels import validate_channel_name, validate_event_name
-from relay.protocol.socket_ids import validate_socket_id
+from relay.protocol.channels import validate_event_name
 from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, SyncSender
 
 T = TypeVar("T")
@@ -121,27 +120,38 @@ class _Operations:
         step = adapter.max_batch_events
         return [adapter.publish_batch(events[i : i + step]) for i in range(0, len(events), step)]
 
-    @staticmethod
+    def channel(self, name: object) -> str:
+        """A channel name every configured provider accepts."""
+        for route in self.routes:
+            route.adapter.check_channel(name)
+        assert isinstance(name, str)
+        return name
+
+    def socket_id(self, socket_id: object) -> str:
+        for route in self.routes:
+            route.adapter.check_socket_id(socket_id)
+        assert isinstance(socket_id, str)
+        return socket_id
+
     def checked_publish(
-        channels: str | Sequence[str], event: str, socket_id: str | None
+        self, channels: str | Sequence[str], event: str, socket_id: str | None
     ) -> tuple[list[str], str, str | None]:
         names = [channels] if isinstance(channels, str) else list(channels)
         if not names:
             raise LimitExceeded("publish needs at least one channel")
         for name in names:
-            validate_channel_name(name)
+            self.channel(name)
         validate_event_name(event)
-        return names, event, None if socket_id is None else validate_socket_id(socket_id)
+        return names, event, None if socket_id is None else self.socket_id(socket_id)
 
-    @staticmethod
-    def checked_events(events: Iterable[Event | Mapping[str, Any]]) -> list[tuple[Event, Payload]]:
+    def checked_events(self, events: Iterable[Event | Mapping[str, Any]]) -> list[tuple[Event, Payload]]:
         checked = []
         for item in events:
             event = item if isinstance(item, Event) else Event(**item)
-            validate_channel_name(event.channel)
+            self.channel(event.channel)
             validate_event_name(event.name)
             if event.socket_id is not None:
-                validate_socket_id(event.socket_id)
+                self.socket_id(event.socket_id)
             checked.append((event, Payload.of(event.data)))
         return checked
 
@@ -220,7 +230,7 @@ class Relay:
         self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
     ) -> PublishResult:
         """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels."""
-        names, event, socket_id = _Operations.checked_publish(channels, event, socket_id)
+        names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
         payload = Payload.of(data)
         parts = self._each(
             lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
@@ -228,7 +238,7 @@ class Relay:
         return _merge(parts)
 
     def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
-        checked = _Operations.checked_events(events)
+        checked = self._ops.checked_events(events)
         return _merge(self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH))
 
     def send_to_user(self, user_id: str, event: str, data: Any) -> None:
@@ -242,7 +252,7 @@ class Relay:
     # -- queries ----------------------------------------------------------------------------------------------
 
     def channel(self, name: str) -> ChannelInfo:
-        validate_channel_name(name)
+        self._ops.channel(name)
         result: ChannelInfo = self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO)[0]
         return result
 
@@ -253,7 +263,7 @@ class Relay:
         return result
 
     def presence_members(self, channel: str) -> list[PresenceMember]:
-        validate_channel_name(channel)
+        self._ops.channel(channel)
         result: list[PresenceMember] = self._each(lambda a: [a.presence_members(channel)], Capability.PRESENCE)[0]
         return result
 
@@ -263,12 +273,14 @@ class Relay:
         """The body the primary provider's client expects from a channel-auth endpoint."""
         self._ops.require(self.adapter, Capability.CHANNEL_AUTH)
         return self.adapter.authorize_channel(
-            validate_socket_id(socket_id), validate_channel_name(channel), None if user is None else User.coerce(user)
+            self.adapter.check_socket_id(socket_id),
+            self.adapter.check_channel(channel),
+            None if user is None else User.coerce(user),
         )
 
     def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
         self._ops.require(self.adapter, Capability.USER_AUTH)
-        return self.adapter.authenticate_user(validate_socket_id(socket_id), User.coerce(user))
+        return self.adapter.authenticate_user(self.adapter.check_socket_id(socket_id), User.coerce(user))
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
         """Check a webhook's signature and return its events in one model for every provider."""
@@ -340,7 +352,7 @@ class AsyncRelay:
     async def publish(
         self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
     ) -> PublishResult:
-        names, event, socket_id = _Operations.checked_publish(channels, event, socket_id)
+        names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
         payload = Payload.of(data)
         parts = await self._each(
             lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
@@ -348,7 +360,7 @@ class AsyncRelay:
         return _merge(parts)
 
     async def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
-        checked = _Operations.checked_events(events)
+        checked = self._ops.checked_events(events)
         return _merge(await self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH))
 
     async def send_to_user(self, user_id: str, event: str, data: Any) -> None:
@@ -360,7 +372,7 @@ class AsyncRelay:
         await self._each(lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER)
 
     async def channel(self, name: str) -> ChannelInfo:
-        validate_channel_name(name)
+        self._ops.channel(name)
         result: ChannelInfo = (await self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO))[0]
         return result
 
@@ -371,7 +383,7 @@ class AsyncRelay:
         return result
 
     async def presence_members(self, channel: str) -> list[PresenceMember]:
-        validate_channel_name(channel)
+        self._ops.channel(channel)
         result: list[PresenceMember] = (
             await self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE)
         )[0]
@@ -380,12 +392,14 @@ class AsyncRelay:
     def authorize_channel(self, socket_id: str, channel: str, user: UserLike | None = None) -> dict[str, Any]:
         self._ops.require(self.adapter, Capability.CHANNEL_AUTH)
         return self.adapter.authorize_channel(
-            validate_socket_id(socket_id), validate_channel_name(channel), None if user is None else User.coerce(user)
+            self.adapter.check_socket_id(socket_id),
+            self.adapter.check_channel(channel),
+            None if user is None else User.coerce(user),
         )
 
     def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
         self._ops.require(self.adapter, Capability.USER_AUTH)
-        return self.adapter.authenticate_user(validate_socket_id(socket_id), User.coerce(user))
+        return self.adapter.authenticate_user(self.adapter.check_socket_id(socket_id), User.coerce(user))
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
         return _verify_webhook(self._ops, headers, body)

@@ -27,7 +27,7 @@ from relay.config import ProviderConfig
 from relay.errors import AuthenticationError, ConfigError, PayloadTooLarge, RelayError
 from relay.models import Event, User, WebhookEvent
 from relay.rules import ChannelRules
-from relay.web import channel_auth_body_async, error_response, request_fields, user_auth_body
+from relay.web import channel_auth_body_async, error_response, request_fields, socket_id_placeholder, user_auth_body
 
 MAX_BODY_BYTES = 1_048_576
 JWT_ALGORITHMS = ("RS256", "ES256")
@@ -312,7 +312,7 @@ def gateway_router(
     async def auth_channel(request: Request) -> JSONResponse:
         try:
             fields = await request_fields(request)
-            socket_id = fields.get("socket_id") or "0.0"
+            socket_id = fields.get("socket_id") or socket_id_placeholder(client)
             channel = fields.get("channel_name") or fields.get("channel") or ""
             if not channel:
                 return JSONResponse({"error": "channel_name is required"}, status_code=400)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from relay.client import AsyncRelay, Relay
-from relay.errors import AuthenticationError, ProtocolError, RelayError
+from relay.errors import AuthenticationError, ProtocolError, ProviderError, RelayError, TransportError
 from relay.models import User
 from relay.rules import ChannelRules
 
@@ -62,6 +62,13 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     return fields
 
 
+def socket_id_placeholder(client: Relay | AsyncRelay) -> str:
+    """Ably tokens are not bound to a connection, so Ably needs no socket id; Pusher's signatures do (400)."""
+    if client.config.scheme == "ably":
+        return "ably"
+    raise ProtocolError("socket_id is required")
+
+
 def _required(fields: Mapping[str, str], name: str) -> str:
     value = fields.get(name)
     if not value:
@@ -70,6 +77,9 @@ def _required(fields: Mapping[str, str], name: str) -> str:
 
 
 def error_response(error: RelayError) -> JSONResponse:
+    """The error as JSON; a provider that failed or could not be reached is a 502 (the gateway itself is fine)."""
+    if isinstance(error, ProviderError | TransportError):
+        return JSONResponse({"error": error.message}, status_code=502)
     return JSONResponse({"error": error.message}, status_code=error.http_status or 500)
 
 
@@ -109,7 +119,8 @@ def auth_router(
             fields = await request_fields(request)
             channel = _required(fields, "channel")
             decision = await rules.authorize_async(await user_of(request), channel)
-            body = client.authorize_channel(fields.get("socket_id", "0.0"), channel, decision.member)
+            socket_id = fields.get("socket_id") or socket_id_placeholder(client)
+            body = client.authorize_channel(socket_id, channel, decision.member)
         except RelayError as error:
             return error_response(error)
         return JSONResponse(body)

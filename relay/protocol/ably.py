@@ -8,12 +8,35 @@ import hmac
 import json
 from collections.abc import Mapping
 
-from relay.errors import AuthenticationError, ConfigError, InvalidSignature, PermissionDenied, StaleTimestamp
+from relay.errors import (
+    AuthenticationError,
+    ConfigError,
+    InvalidChannelName,
+    InvalidSignature,
+    PermissionDenied,
+    StaleTimestamp,
+)
 
 MAX_TOKEN_TTL_MS = 24 * 3600 * 1000
 DEFAULT_TOKEN_TTL_MS = 3600 * 1000
 TIMESTAMP_WINDOW_MS = 2 * 60 * 1000
 Capability = dict[str, list[str]]
+
+
+MAX_CHANNEL_NAME = 250
+
+
+def validate_channel_name(name: object) -> str:
+    """Ably channel names: any non-empty string that does not start with ``[`` (qualifiers such as ``[meta]``)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidChannelName(f"channel name must be a non-empty string, got {name!r}", code=40010)
+    if name.startswith("[") or len(name) > MAX_CHANNEL_NAME or "\n" in name:
+        raise InvalidChannelName(
+            f"invalid Ably channel name {name[:60]!r}: at most {MAX_CHANNEL_NAME} characters, no newline, "
+            "and not starting with '['",
+            code=40010,
+        )
+    return name
 
 
 def split_api_key(api_key: str) -> tuple[str, str]:
@@ -150,6 +173,39 @@ def allows(capability: Mapping[str, list[str]], channel: str, operation: str) ->
 def require(capability: Mapping[str, list[str]], channel: str, operation: str) -> None:
     if not allows(capability, channel, operation):
         raise PermissionDenied(f"operation {operation!r} on channel {channel!r} is not permitted", code=40160)
+
+
+def _covers(granted: str, requested: str) -> bool:
+    """Whether the granted resource covers every channel the requested resource names."""
+    if granted in ("[*]*", requested):
+        return True
+    if "*" not in requested:
+        return resource_matches(granted, requested)
+    if granted == "*":
+        return not requested.startswith("[")
+    # A trailing "*" spans any number of segments, so "ns:*" covers every pattern under "ns:".
+    return granted.endswith(":*") and requested.startswith(granted[:-1])
+
+
+def intersect_capability(requested: Mapping[str, list[str]], granted: Mapping[str, list[str]]) -> Capability:
+    """The capability a token gets when ``requested`` is asked of a key (or token) holding ``granted``.
+
+    Each requested resource keeps the operations that the granted resources covering it allow; a requested wildcard
+    is covered only by an equal or wider granted one. Resources left with no operation are dropped, so an empty
+    result means nothing was permitted (Ably refuses the token with 40160).
+    """
+    result: Capability = {}
+    for resource, operations in requested.items():
+        allowed = {op for granted_resource, ops in granted.items() if _covers(granted_resource, resource) for op in ops}
+        if "*" in allowed:
+            kept = set(operations)
+        elif "*" in operations:
+            kept = allowed
+        else:
+            kept = set(operations) & allowed
+        if kept:
+            result[resource] = sorted(kept)
+    return result
 
 
 def jwt_claims(

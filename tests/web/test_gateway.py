@@ -188,3 +188,19 @@ async def test_webhooks_from_the_emulator_are_verified_and_handed_on(start_emula
         )
         assert good.json() == {"events": 1}
     assert received == [[WebhookEvent("channel_occupied", "c", 1)]]
+
+
+async def test_a_missing_socket_id_is_400_and_an_unreachable_provider_502() -> None:
+    settings = GatewaySettings(
+        relay_url="emulator://app-key:app-secret@127.0.0.1:9/apps/1", api_token=TOKEN, jwt_secret=JWT_SECRET
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(settings)), base_url="http://g"
+    ) as client:
+        alice = {"authorization": f"Bearer {user_jwt('alice')}"}
+        missing = await client.post("/v1/auth/channel", data={"channel_name": "private-user-alice"}, headers=alice)
+        assert (missing.status_code, missing.json()) == (400, {"error": "socket_id is required"})
+        body = {"channel": "orders", "event": "e", "data": 1}
+        down = await client.post("/v1/publish", json=body, headers={"authorization": f"Bearer {TOKEN}"})
+        assert down.status_code == 502
+        assert "could not reach 127.0.0.1" in down.json()["error"]
