@@ -1,0 +1,90 @@
+"""A usage file measured by a real emulator run goes through `relay cost --usage`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pusher  # type: ignore[import-untyped]
+from websockets.asyncio.client import connect
+
+
+async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
+    usage = tmp_path / "usage.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "emulator",
+        "--port",
+        "0",
+        "--app-id",
+        "1",
+        "--usage-file",
+        str(usage),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    banner = ""
+    while "RELAY_URL" not in banner:
+        banner += (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+    port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+    subscribers = [await connect(f"ws://127.0.0.1:{port}/app/app-key?protocol=7") for _ in range(5)]
+    for ws in subscribers:
+        await ws.recv()
+        await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "orders"}}))
+        await ws.recv()
+    client = pusher.Pusher(app_id="1", key="app-key", secret="app-secret", host="127.0.0.1", port=port, ssl=False)
+    for index in range(10):
+        await asyncio.to_thread(client.trigger, "orders", "order-ready", {"id": index})
+    for ws in subscribers:
+        for _ in range(10):
+            await ws.recv()
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 30) == 0
+    document = json.loads(usage.read_text())
+    (day,) = document["apps"]["1"]["days"].values()
+    assert (day["peak_connections"], day["publishes"], day["deliveries"]) == (5, 10, 50)
+
+    priced = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "cost",
+        "--usage",
+        str(usage),
+        "--format",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(priced.communicate(), 60)
+    assert priced.returncode == 0, err.decode()
+    estimate = json.loads(out)
+    by_provider = {entry["provider"]: entry for entry in estimate["providers"]}
+    pusher_estimate = by_provider["pusher"]
+    assert pusher_estimate["units"]["messages_per_day"] == 60  # 10 API calls + 10 x 5 deliveries
+    assert (pusher_estimate["status"], pusher_estimate["plan"]) == ("fits", "sandbox")
+    assert any(name.startswith("ably") for name in by_provider)
+    assert estimate["workload"]["origin"].startswith(f"measured: {usage}")
+    scaled = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "cost",
+        "--usage",
+        str(usage),
+        "--scale",
+        "1000",
+        "--format",
+        "csv",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    csv_out, err = await asyncio.wait_for(scaled.communicate(), 60)
+    assert scaled.returncode == 0, err.decode()
+    assert csv_out.decode().count("\n") > 3
