@@ -41,6 +41,9 @@ def error_response(status: int, message: str) -> Response:
     return json_response(status, {"error": message})
 
 
+_PUBLISHED = json_response(200, {})  # the answer to most publishes, built once (Response is immutable)
+
+
 Handler = Callable[["AppState", Sequence[str], Mapping[str, str], bytes], Response]
 
 
@@ -136,7 +139,7 @@ class HttpApi:
         if info:
             channels = {name: _channel_info(state, name, info, where_allowed=True) for name in event.channels}
             return json_response(200, {"channels": channels})
-        return json_response(200, {})
+        return _PUBLISHED
 
     def _batch_events(self, state: AppState, _: Sequence[str], __: Mapping[str, str], body: bytes) -> Response:
         batch = _json_object(body).get("batch")

@@ -39,6 +39,33 @@ class Peer(Protocol):
     def terminate(self, code: int, message: str) -> None: ...
 
 
+class ForeignPeer:
+    """Base of peers speaking another protocol (Ably, ``relay.emulator.ably_realtime``) on the same channels.
+
+    The hub hands such a peer what it delivers instead of writing Pusher frame bytes to it: the Pusher frame and the
+    ``origin`` the publisher passed (``None`` for a Pusher publish), and Pusher presence joins and leaves per
+    connection. ``cache`` is shared by the recipients of one delivery, so each encoding is built once.
+    """
+
+    __slots__ = ()
+
+    def deliver_foreign(
+        self, channel: str, frame: bytes, origin: object, exclude: str | None, cache: dict[object, object]
+    ) -> None:
+        raise NotImplementedError
+
+    def pusher_presence(
+        self,
+        channel: str,
+        socket_id: str,
+        user_id: str,
+        user_info_json: str,
+        entered: bool,
+        cache: dict[object, object],
+    ) -> None:
+        raise NotImplementedError
+
+
 class ClusterLink(Protocol):
     """What a node tells the others about one app; ``None`` on a single node."""
 
@@ -75,6 +102,7 @@ class Channel:
     members: dict[str, PresenceEntry] = field(default_factory=dict)
     count_sent_at: float = float("-inf")
     count_pending: bool = False
+    foreign: int = 0  # subscribers that are ForeignPeers: while 0, delivery is the all-Pusher fast path
 
 
 @dataclass(slots=True)
@@ -175,41 +203,44 @@ class AppState:
                 self.webhooks.emit({"name": "channel_occupied", "channel": name})
         channel.subscribers[peer.socket_id] = peer
         self.meter.subscribed(name, peer.socket_id, len(channel.subscribers), member.user_id if member else None)
-        if member is not None:
-            entry = channel.members.get(member.user_id)
-            if entry is not None:
-                entry.connections += 1
-                return channel
-            elsewhere = self.remote.member_info(name, member.user_id) is not None
-            channel.members[member.user_id] = PresenceEntry(member.user_info_json, 1)
-            if not elsewhere:
-                added = encode_text(frames.member_added(name, member.user_id, member.user_info_json))
-                self.deliver(channel, added, exclude=peer.socket_id)
-                self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
-            if self.cluster is not None:
-                self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json)
-            elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
-                self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
+        if isinstance(peer, ForeignPeer):
+            channel.foreign += 1
+        elif member is not None:
+            if channel.foreign:
+                self._foreign_presence(channel, peer.socket_id, member.user_id, member.user_info_json, entered=True)
+            self.join_member(channel, peer.socket_id, member)
         return channel
+
+    def join_member(self, channel: Channel, socket_id: str, member: Member) -> None:
+        """A subscribed connection joins the channel's presence: ``member_added`` on the user's first connection."""
+        name = channel.name
+        entry = channel.members.get(member.user_id)
+        if entry is not None:
+            entry.connections += 1
+            return
+        elsewhere = self.remote.member_info(name, member.user_id) is not None
+        channel.members[member.user_id] = PresenceEntry(member.user_info_json, 1)
+        if not elsewhere:
+            added = encode_text(frames.member_added(name, member.user_id, member.user_info_json))
+            self.deliver(channel, added, exclude=socket_id)
+            self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
+        if self.cluster is not None:
+            self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json)
+        elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
+            self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
 
     def unsubscribe(self, peer: Peer, name: str, member_id: str | None) -> None:
         channel = self.channels.get(name)
         if channel is None or channel.subscribers.pop(peer.socket_id, None) is None:
             return
         self.meter.unsubscribed(name, peer.socket_id, len(channel.subscribers))
-        if member_id is not None:
-            entry = channel.members[member_id]
-            entry.connections -= 1
-            if entry.connections == 0:
-                del channel.members[member_id]
-                if self.remote.member_info(name, member_id) is None:
-                    self.deliver(channel, encode_text(frames.member_removed(name, member_id)))
-                    self.meter.member_event(name, member_id, added=False, reached=len(channel.subscribers))
-                if self.cluster is not None:
-                    self.cluster.member_left(self.app.app_id, name, member_id)
-                else:
-                    event = {"name": "member_removed", "channel": name, "user_id": member_id}
-                    self.webhooks.emit_delayed(("member_removed", name, member_id), event)
+        if isinstance(peer, ForeignPeer):
+            channel.foreign -= 1
+        elif member_id is not None:
+            if channel.foreign:
+                info = channel.members[member_id].user_info_json
+                self._foreign_presence(channel, peer.socket_id, member_id, info, entered=False)
+            self.leave_member(channel, member_id)
         if channel.subscribers:
             self.subscription_count_changed(channel)
             return
@@ -218,6 +249,32 @@ class AppState:
             self.cluster.channel_vacated(self.app.app_id, name)
         else:
             self.webhooks.emit_delayed(("vacated", name), {"name": "channel_vacated", "channel": name})
+
+    def leave_member(self, channel: Channel, user_id: str) -> None:
+        """A connection leaves the channel's presence: ``member_removed`` when it was the user's last."""
+        name = channel.name
+        entry = channel.members[user_id]
+        entry.connections -= 1
+        if entry.connections:
+            return
+        del channel.members[user_id]
+        if self.remote.member_info(name, user_id) is None:
+            self.deliver(channel, encode_text(frames.member_removed(name, user_id)))
+            self.meter.member_event(name, user_id, added=False, reached=len(channel.subscribers))
+        if self.cluster is not None:
+            self.cluster.member_left(self.app.app_id, name, user_id)
+        else:
+            event = {"name": "member_removed", "channel": name, "user_id": user_id}
+            self.webhooks.emit_delayed(("member_removed", name, user_id), event)
+
+    def _foreign_presence(
+        self, channel: Channel, socket_id: str, user_id: str, user_info_json: str, *, entered: bool
+    ) -> None:
+        """Tell the channel's ForeignPeers that a Pusher connection joined or left its presence."""
+        cache: dict[object, object] = {}
+        for peer in list(channel.subscribers.values()):
+            if isinstance(peer, ForeignPeer):
+                peer.pusher_presence(channel.name, socket_id, user_id, user_info_json, entered, cache)
 
     def subscription_count_changed(self, channel: Channel) -> None:
         """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""
@@ -272,10 +329,24 @@ class AppState:
         if channel is not None:
             self.deliver(channel, frame, exclude)
 
-    def deliver(self, channel: Channel, frame: bytes, exclude: str | None = None) -> None:
+    def deliver(self, channel: Channel, frame: bytes, exclude: str | None = None, origin: object = None) -> None:
+        """Write ``frame`` to every subscriber but ``exclude``; ForeignPeers get ``origin`` to encode their own."""
         self.meter.fanout(len(frame), recipients(channel.subscribers, exclude))
+        if channel.foreign:
+            self._deliver_mixed(channel, frame, exclude, origin)
+            return
         for socket_id, peer in list(channel.subscribers.items()):
             if socket_id != exclude:
+                peer.send_frame(frame)
+
+    def _deliver_mixed(self, channel: Channel, frame: bytes, exclude: str | None, origin: object) -> None:
+        cache: dict[object, object] = {}
+        for socket_id, peer in list(channel.subscribers.items()):
+            if socket_id == exclude:
+                continue
+            if isinstance(peer, ForeignPeer):
+                peer.deliver_foreign(channel.name, frame, origin, exclude, cache)
+            else:
                 peer.send_frame(frame)
 
     def cached(self, name: str) -> tuple[str, str] | None:

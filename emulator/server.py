@@ -21,10 +21,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httptools
 import httpx
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHandshake
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from relay.emulator.ably import AblyNode
+from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.console import STREAMING, Operations
 from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response
@@ -33,7 +39,7 @@ from relay.emulator.limits import origin_allowed
 from relay.emulator.session import Session
 from relay.emulator.usage import AppMeter
 from relay.emulator.webhooks import WebhookDispatcher
-from relay.emulator.wire import encode_text
+from relay.emulator.wire import deflated, encode_text, fast_accept, switching_protocols
 from relay.protocol import frames
 from relay.protocol.codes import ErrorCode
 from relay.protocol.socket_ids import make_socket_id
@@ -46,6 +52,12 @@ log = logging.getLogger("relay.emulator")
 logging.getLogger("websockets.server").setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 3.0
+DIRECT_AFTER_IDLE = 0.001  # seconds without writes after which frames are written at once (HttpConnection.write)
+LISTEN_BACKLOG = 4096
+# permessage-deflate (RFC 7692), which browsers offer. Without context takeover on the server's side, a message
+# compresses the same way for every connection, so a fan-out compresses once (relay.emulator.wire.deflated); without
+# it on the client's side, no connection keeps an inflate window between messages.
+_EXTENSIONS = [ServerPerMessageDeflateFactory(server_no_context_takeover=True, client_no_context_takeover=True)]
 _WS_PATH = re.compile(r"/app/([^/?]+)")
 _REASONS = {
     200: "OK",
@@ -79,6 +91,29 @@ class EmulatorNode:
         self.cluster: RedisCluster | None = None
         self.draining = False  # set by relay.emulator.shutdown: /ready answers 503 and new sockets get 4200
         self.ops = Operations(self)  # /health, /ready, /metrics, /usage, /console and the HTTP API rate limit
+        self.ably = AblyNode(self, wall_clock)  # Ably REST paths and realtime connections on "/" (docs/ably.md)
+        # Write coalescing (HttpConnection.write). An "iteration" runs from the first frame written after the last
+        # one ended to the end of the event loop's round of callbacks.
+        self._unflushed: list[HttpConnection] = []  # connections with frames queued in this iteration
+        self._iteration = 0  # counts iterations that wrote; HttpConnection._iteration is the last it wrote in
+        self._in_iteration = False
+        self._direct = True  # this iteration writes each frame at once (the loop was idle before it)
+        self._iteration_ended = 0.0  # time.perf_counter() at the end of the last iteration
+
+    def _begin_iteration(self) -> None:
+        self._iteration += 1
+        self._in_iteration = True
+        # After a quiet spell a publish is alone: writing at once is quickest. Under load, frames are queued and
+        # each connection gets its iteration's frames in one send.
+        self._direct = time.perf_counter() - self._iteration_ended > DIRECT_AFTER_IDLE
+        asyncio.get_running_loop().call_soon(self._end_iteration)
+
+    def _end_iteration(self) -> None:
+        connections, self._unflushed = self._unflushed, []
+        for connection in connections:
+            connection.write_queued()
+        self._in_iteration = False
+        self._iteration_ended = time.perf_counter()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,7 +147,7 @@ class EmulatorNode:
             now = loop.time()
             for state in self.states.values():
                 for peer in list(state.peers.values()):
-                    if isinstance(peer, Session):
+                    if isinstance(peer, Session | AblySession):
                         peer.check_liveness(now)
 
     async def close(self, *, webhook_grace: float = 5.0) -> None:
@@ -142,9 +177,10 @@ class HttpConnection(asyncio.Protocol):
         self._too_large = False
         self._finished = False
         self.ws: ServerProtocol | None = None
-        self.session: Session | None = None
+        self.session: Session | AblySession | None = None
         self._fragments: list[bytes] = []
         self._fragmented_opcode = Opcode.TEXT
+        self._queued: list[bytes] = []  # frames written in this loop iteration, sent together (see write)
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -209,36 +245,31 @@ class HttpConnection(asyncio.Protocol):
             self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
             return
         method = self.parser.get_method().decode()
-        url = urlsplit(self._url.decode("latin-1"))
-        if _WS_PATH.fullmatch(url.path.removeprefix(self.node.config.path_prefix.rstrip("/"))):
+        path, query_string = split_target(self._url.decode("latin-1"))
+        if _WS_PATH.fullmatch(path.removeprefix(self.node.config.path_prefix.rstrip("/"))):
             response = error_response(426, "this path is the WebSocket endpoint: connect with a WebSocket client")
         else:
             assert self.node.api is not None and self.transport is not None
-            query = parse_qsl(url.query, keep_blank_values=True)
+            query = parse_query(query_string)
+            body = bytes(self._body)
             started = time.perf_counter()
-            ops = self.node.ops.handle(self.transport, method, url.path, query, self._headers, bytes(self._body))
+            ops = self.node.ops.handle(self.transport, method, path, query, self._headers, body)
             if ops is STREAMING:  # the console's event stream owns the connection from now on
                 self._finished = True
                 return
             if ops is not None:
                 self._respond(ops, keep_alive=keep_alive)
                 return
-            response = self.node.api.handle(method, url.path, query, bytes(self._body))
-            self.node.ops.api_answered(method, url.path, query, response, started)
+            ably = self.node.ably.handle(method, path, query, self._headers, body)
+            response = ably if ably is not None else self.node.api.handle(method, path, query, body)
+            self.node.ops.api_answered(method, path, query, response, started)
         self._respond(response, keep_alive=keep_alive)
 
     def _respond(self, response: Response, *, keep_alive: bool) -> None:
         transport = self.transport
         if transport is None or transport.is_closing() or self._finished:
             return
-        headers = list(response.headers)
-        if not any(name.lower() == "access-control-allow-origin" for name, _ in headers):
-            headers.extend(CORS_HEADERS)
-        head = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}"]
-        head += [f"{name}: {value}" for name, value in headers]
-        head.append(f"Content-Length: {len(response.body)}")
-        head.append("Connection: keep-alive" if keep_alive else "Connection: close")
-        transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
+        transport.write(response_head(response, keep_alive) + response.body)
         if not keep_alive:
             self._finished = True
             if transport.can_write_eof():
@@ -254,23 +285,19 @@ class HttpConnection(asyncio.Protocol):
     def _upgrade(self, rest: bytes) -> None:
         transport = self.transport
         assert transport is not None
-        ws = ServerProtocol(max_size=self.node.config.max_frame_bytes)
         target = self._url.decode("latin-1")
-        # websockets parses the handshake itself, so it is handed the request as it arrived on the wire.
-        head = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in self._headers)]
-        ws.receive_data(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        request = next((event for event in ws.events_received() if isinstance(event, Request)), None)
-        if request is None:
-            self._respond(error_response(400, "malformed WebSocket handshake"), keep_alive=False)
-            return
-        response = ws.accept(request)
-        ws.send_response(response)
-        for chunk in ws.data_to_send():
-            transport.write(chunk)
-        if response.status_code != 101:
-            transport.close()
+        ws = self._accept_fast() or self._accept()
+        if ws is None:
             return
         self.ws = ws
+        if ws.extensions:  # permessage-deflate: data frames go out compressed, once per message for all recipients
+            self._window_bits = getattr(ws.extensions[0], "local_max_window_bits", None) or 15
+            self.write = self._write_deflated  # type: ignore[method-assign]
+        if urlsplit(target).path in ("", "/"):  # the Ably realtime endpoint
+            self.session = self.node.ably.open_session(self, target, self._headers)
+            if self.session is not None and rest:
+                self._websocket_data(rest)
+            return
         error = self._refusal(target)
         if error is not None:
             code, message = error
@@ -283,13 +310,58 @@ class HttpConnection(asyncio.Protocol):
         if self.state.app.max_message_bytes is not None:
             ws.max_size = min(self.state.app.max_message_bytes, self.node.config.max_frame_bytes)
         self.session = Session(
-            self.state, self.node.new_socket_id(), self, asyncio.get_running_loop().time, max_buffer=self.node.config.max_send_buffer
+            self.state,
+            self.node.new_socket_id(),
+            self,
+            asyncio.get_running_loop().time,
+            max_buffer=self.node.config.max_send_buffer,
         )
         self.session.open()
         if rest:
             self._websocket_data(rest)
 
     state: AppState | None = None
+    _window_bits = 15  # the server's deflate window, when permessage-deflate was negotiated
+
+    def _accept_fast(self) -> ServerProtocol | None:
+        """Answer a plainly valid handshake from what httptools parsed (most of a connect's cost otherwise)."""
+        accepted = fast_accept(self.parser.get_method(), self.parser.get_http_version(), self._headers)
+        if accepted is None:
+            return None
+        key, offer = accepted
+        # Parsing starts with the first frame, so max_size and extensions may still change before any data arrives.
+        ws = ServerProtocol(extensions=_EXTENSIONS, state=State.OPEN, max_size=self.node.config.max_frame_bytes)
+        extensions_header = None
+        if offer is not None:
+            try:
+                extensions_header, ws.extensions = ws.process_extensions(Headers([("Sec-WebSocket-Extensions", offer)]))
+            except InvalidHandshake:
+                return None  # websockets' own path answers it
+        assert self.transport is not None
+        self.transport.write(switching_protocols(key, extensions_header))
+        return ws
+
+    def _accept(self) -> ServerProtocol | None:
+        """The opening handshake by websockets: the answer to anything :meth:`_accept_fast` does not take."""
+        transport = self.transport
+        assert transport is not None
+        ws = ServerProtocol(extensions=_EXTENSIONS, max_size=self.node.config.max_frame_bytes)
+        target = self._url.decode("latin-1")
+        # websockets parses the handshake itself, so it is handed the request as it arrived on the wire.
+        head = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in self._headers)]
+        ws.receive_data(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        request = next((event for event in ws.events_received() if isinstance(event, Request)), None)
+        if request is None:
+            self._respond(error_response(400, "malformed WebSocket handshake"), keep_alive=False)
+            return None
+        response = ws.accept(request)
+        ws.send_response(response)
+        for chunk in ws.data_to_send():
+            transport.write(chunk)
+        if response.status_code != 101:
+            transport.close()
+            return None
+        return ws
 
     def _refusal(self, target: str) -> tuple[int, str] | None:
         url = urlsplit(target)
@@ -323,6 +395,7 @@ class HttpConnection(asyncio.Protocol):
         ws.receive_data(data)
         for event in ws.events_received():
             if isinstance(event, Frame):
+                self._flush()  # pongs and close replies queued by websockets go out before our answers
                 self._frame(event)
         if ws.close_sent is not None and ws.close_sent.code == CloseCode.MESSAGE_TOO_BIG and self.session is not None:
             self._too_big(self.session)  # an app's max_message_bytes (not the server's max_frame_bytes) refused it
@@ -351,6 +424,9 @@ class HttpConnection(asyncio.Protocol):
         session = self.session
         assert session is not None
         session.state.meter.received(len(payload))
+        if isinstance(session, AblySession):
+            session.receive(payload, binary=opcode is Opcode.BINARY)
+            return
         if opcode is Opcode.BINARY:
             session.last_activity = asyncio.get_running_loop().time()
             session.send_text(frames.error(None, "Binary frames are not supported: send JSON in text frames"))
@@ -358,11 +434,14 @@ class HttpConnection(asyncio.Protocol):
         try:
             text = payload.decode()
         except UnicodeDecodeError:
-            session.send_text(frames.error(None, "Frame is not valid UTF-8"))
+            # RFC 6455 §8.1: an endpoint MUST fail the connection on invalid UTF-8 in a text message.
+            assert self.ws is not None
+            session.closed = True
+            self.ws.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
             return
         session.receive(text)
 
-    def _too_big(self, session: Session) -> None:
+    def _too_big(self, session: Session | AblySession) -> None:
         """websockets refused a message over the size limit and is closing with 1009: say why first."""
         if (
             session.closed
@@ -373,12 +452,15 @@ class HttpConnection(asyncio.Protocol):
             return
         session.closed = True
         message = f"Message too large: this app accepts WebSocket messages up to {self.ws.max_size} bytes"
-        self.transport.write(encode_text(frames.error(None, message)))
+        self.write(encode_text(frames.error(None, message)))
+        self.write_queued()
 
     def _flush(self) -> None:
         ws, transport = self.ws, self.transport
         if ws is None or transport is None:
             return
+        if self._queued:
+            self.write_queued()  # what the session wrote goes first
         for chunk in ws.data_to_send():
             if chunk:
                 transport.write(chunk)
@@ -387,9 +469,46 @@ class HttpConnection(asyncio.Protocol):
 
     # -- Link (what a Session writes to) ----------------------------------------------------------------------
 
+    _iteration = 0
+
     def write(self, frame: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(frame)
+        """Send ``frame`` now, or queue it to go with this connection's other frames at the end of the iteration.
+
+        Under load a subscriber gets several publishes per event-loop iteration; queued, they cost one send instead
+        of one each (the send, with loopback's receive path charged to it, is most of a delivery's cost). After an
+        idle spell frames go out at once, until one connection gets a second frame in the same iteration. Everything
+        else written to this WebSocket (control frames, the close handshake) goes through :meth:`_flush`, which
+        sends the queue first.
+        """
+        queued = self._queued
+        if queued:
+            queued.append(frame)
+            return
+        transport = self.transport
+        if transport is None:
+            return
+        node = self.node
+        if not node._in_iteration:
+            node._begin_iteration()
+        if node._direct:
+            if self._iteration != node._iteration:
+                self._iteration = node._iteration
+                transport.write(frame)
+                return
+            node._direct = False  # a second frame for one connection in one iteration: coalesce from now on
+        node._unflushed.append(self)
+        queued.append(frame)
+
+    def _write_deflated(self, frame: bytes) -> None:
+        HttpConnection.write(self, deflated(frame, self._window_bits))
+
+    def write_queued(self) -> None:
+        queued, transport = self._queued, self.transport
+        if not queued or transport is None:
+            return
+        if not transport.is_closing():
+            transport.write(queued[0] if len(queued) == 1 else b"".join(queued))
+        queued.clear()
 
     def buffered(self) -> int:
         return 0 if self.transport is None else self.transport.get_write_buffer_size()
@@ -412,6 +531,46 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """(path, query) of an HTTP request target; ``urlsplit`` only when the target is not a plain origin-form."""
+    if target.startswith("/") and not target.startswith("//") and "#" not in target:
+        path, _, query = target.partition("?")
+        return path, query
+    url = urlsplit(target)
+    return url.path, url.query
+
+
+def parse_query(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``, without its per-field unquoting when nothing is escaped."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    return [(name, value) for name, _, value in (field.partition("=") for field in query.split("&") if field)]
+
+
+_heads: dict[tuple[int, tuple[tuple[str, str], ...], bool], tuple[bytes, bytes]] = {}
+
+
+def response_head(response: Response, keep_alive: bool) -> bytes:
+    """The status line and headers of ``response``; all but Content-Length is built once per kind of response."""
+    headers = response.headers
+    key = (response.status, headers, keep_alive) if isinstance(headers, tuple) else None
+    parts = _heads.get(key) if key is not None else None
+    if parts is None:
+        listed = list(headers)
+        if not any(name.lower() == "access-control-allow-origin" for name, _ in listed):
+            listed.extend(CORS_HEADERS)
+        head = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}"]
+        head += [f"{name}: {value}" for name, value in listed]
+        before = ("\r\n".join(head) + "\r\nContent-Length: ").encode("latin-1")
+        after = b"\r\nConnection: keep-alive\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n"
+        parts = (before, after)
+        if key is not None:
+            if len(_heads) >= 256:
+                _heads.clear()
+            _heads[key] = parts
+    return parts[0] + b"%d" % len(response.body) + parts[1]
+
+
 def make_ssl_context(cert: str, key: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
@@ -426,8 +585,16 @@ async def start_server(
     loop = asyncio.get_running_loop()
     if ssl_context is None and node.config.tls_cert is not None and node.config.tls_key is not None:
         ssl_context = make_ssl_context(node.config.tls_cert, node.config.tls_key)
+    # A deep accept queue: with the default (100), a burst of connects overflows it and clients wait for SYN retries.
     if sock is not None:
-        return await loop.create_server(lambda: HttpConnection(node), sock=sock, ssl=ssl_context)
+        return await loop.create_server(
+            lambda: HttpConnection(node), sock=sock, ssl=ssl_context, backlog=LISTEN_BACKLOG
+        )
     return await loop.create_server(
-        lambda: HttpConnection(node), node.config.host, node.config.port, ssl=ssl_context, reuse_address=True
+        lambda: HttpConnection(node),
+        node.config.host,
+        node.config.port,
+        ssl=ssl_context,
+        reuse_address=True,
+        backlog=LISTEN_BACKLOG,
     )

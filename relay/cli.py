@@ -207,6 +207,7 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
 
 
 def _client_settings(config: object, port: int) -> str:
+    from relay.emulator.ably import ably_client_settings
     from relay.emulator.config import EmulatorConfig
 
     assert isinstance(config, EmulatorConfig)
@@ -224,6 +225,7 @@ def _client_settings(config: object, port: int) -> str:
             f'host="{host}" port={port} ssl={str(tls).lower()}',
             f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{host}:{port}/apps/{app.app_id}",
         ]
+    lines += ["", ably_client_settings(config, host, port)]
     return "\n".join(lines)
 
 

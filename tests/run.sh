@@ -25,5 +25,8 @@ fi
 if [ -f tests/node/package-lock.json ]; then
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi
+if [ -f examples/nextjs/package-lock.json ]; then
+  npm ci --prefix examples/nextjs --no-audit --no-fund --loglevel=error
+fi
 
 exec .venv/bin/python -m pytest "$@"

@@ -470,7 +470,6 @@ NON_FATAL_INPUTS: dict[str, tuple[str | bytes, bool, str]] = {
     "unknown-pusher-event": ('{"event":"pusher:frobnicate","data":{}}', True, "pusher:frobnicate"),
     "subscribe-data-not-object": ('{"event":"pusher:subscribe","data":["x"]}', True, "object"),
     "binary-frame": (b'{"event":"pusher:ping","data":{}}', False, "binary"),
-    "invalid-utf8": (b'{"event":"pusher:ping","data":"\xff\xfe"}', True, "utf-8"),
     "oversized-frame": (json.dumps({"event": "pusher:ping", "data": {"pad": "x" * 20_000}}), True, "limit"),
 }
 
@@ -492,6 +491,19 @@ async def test_bad_input_gets_a_non_fatal_error(emulator: Emulator, connect: Con
     await publish(emulator, channel, "after-bad-input", '"still here"')
     assert (await client.expect("after-bad-input", channel))["data"] == '"still here"'
     assert (await bystander.expect("after-bad-input", channel))["data"] == '"still here"'
+    await assert_serves_others(emulator, connect)
+
+
+async def test_invalid_utf8_fails_only_that_socket_with_1007(emulator: Emulator, connect: Connect) -> None:
+    """RFC 6455 §8.1 (Autobahn 6.x): invalid UTF-8 in a text message fails the connection with 1007; the server
+    keeps serving everyone else."""
+    client = await connect(emulator)
+    bystander = await connect(emulator)
+    await client.ws.send(b'{"event":"pusher:ping","data":"\xff\xfe"}', text=True)
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(client.ws.recv(), 3.0)
+    assert client.ws.close_code == 1007
+    await bystander.sync()
     await assert_serves_others(emulator, connect)
 
 

@@ -1,0 +1,339 @@
+"""Turn the harness's JSON lines into the tables of docs/performance.md: medians, ratios against the peers, targets.
+
+Only the part of the report between the ``bench:begin`` and ``bench:end`` markers is generated; the prose around it
+(what changed, profiles, what is not met) is kept as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+PEERS = ("nchan", "socketio-node", "python-socketio", "websockets")
+COLUMNS = ("relay", *PEERS)
+TITLES = {
+    "relay": "relay emulator",
+    "nchan": "nchan (C)",
+    "socketio-node": "Socket.IO (Node)",
+    "python-socketio": "python-socketio",
+    "websockets": "websockets floor",
+}
+
+Row = Mapping[str, Any]
+
+
+def get(row: Row, path: str) -> Any:
+    value: Any = row
+    for key in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+class Results:
+    def __init__(self, rows: Iterable[Row]) -> None:
+        self.rows = [row for row in rows if not row.get("error") and row.get("bench_target")]
+        self.errors = [row for row in rows if row.get("error")]
+
+    def cell(self, target: str, scenario: str) -> list[Row]:
+        return [r for r in self.rows if r["bench_target"] == target and r["bench_scenario"] == scenario]
+
+    def median(self, target: str, scenario: str, path: str) -> float | None:
+        values = [get(r, path) for r in self.cell(target, scenario)]
+        numbers = [v for v in values if isinstance(v, int | float)]
+        return statistics.median(numbers) if numbers else None
+
+    def spread(self, target: str, scenario: str, path: str) -> str:
+        values = sorted(v for r in self.cell(target, scenario) if isinstance(v := get(r, path), int | float))
+        return f"{num(values[0])}–{num(values[-1])}" if len(values) > 1 else ""
+
+    def runs(self, target: str, scenario: str) -> int:
+        return len(self.cell(target, scenario))
+
+    def total(self, target: str, scenario: str, path: str) -> int:
+        return sum(int(v) for r in self.cell(target, scenario) if isinstance(v := get(r, path), int | float))
+
+
+def num(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+# (figure, scenario, path, unit, lower is better)
+FIGURES = (
+    ("server CPU µs per delivery, fan-out 1000 subscribers × 1000", "fanout1000", "server_cpu_us_per_delivery", True),
+    ("server CPU µs per delivery, fan-out 5000 subscribers × 200", "fanout5000", "server_cpu_us_per_delivery", True),
+    ("deliveries / s, fan-out 1000", "fanout1000", "deliveries_per_s", False),
+    ("deliveries / s, fan-out 5000", "fanout5000", "deliveries_per_s", False),
+    ("idle memory per subscribed connection, KB (10k)", "idle10k", "server_rss_per_conn_kb", True),
+    ("connect + subscribe / s (10k)", "idle10k", "connect_rate", False),
+    ("latency p50 ms, 100 subs at 100 publishes/s", "latency", "latency_ms.p50", True),
+    ("latency p99 ms, 100 subs at 100 publishes/s", "latency", "latency_ms.p99", True),
+    ("server CPU µs per HTTP publish (2000 channels)", "channels", "server_cpu_us_per_publish", True),
+    ("HTTP publishes / s (2000 channels)", "channels", "publish_req_per_s", False),
+)
+
+
+def headline(results: Results) -> list[str]:
+    lines = [
+        "| figure | " + " | ".join(TITLES[c] for c in COLUMNS) + " | relay ÷ nchan | relay ÷ websockets | "
+        "relay ÷ Socket.IO |",
+        "|---" * (len(COLUMNS) + 4) + "|",
+    ]
+    for title, scenario, path, _lower in FIGURES:
+        values = {c: results.median(c, scenario, path) for c in COLUMNS}
+        if all(v is None for v in values.values()):
+            continue
+        ratios = [ratio(values["relay"], values[peer]) for peer in ("nchan", "websockets", "socketio-node")]
+        cells = [num(values[c]) for c in COLUMNS] + [f"{num(r)}×" if r is not None else "n/a" for r in ratios]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def targets(results: Results) -> list[str]:
+    m = results.median
+    checks: list[tuple[str, float | None, str, Callable[[float], bool]]] = []
+
+    def add(label: str, value: float | None, goal: str, test: Callable[[float], bool]) -> None:
+        checks.append((label, value, goal, test))
+
+    for scenario, subs in (("fanout1000", "1000"), ("fanout5000", "5000")):
+        relay = m("relay", scenario, "server_cpu_us_per_delivery")
+        add(
+            f"fan-out CPU per delivery ÷ nchan's ({subs} subscribers)",
+            ratio(relay, m("nchan", scenario, "server_cpu_us_per_delivery")),
+            "≤ 2",
+            lambda r: r <= 2,
+        )
+        add(
+            f"websockets floor's CPU per delivery ÷ relay's ({subs})",
+            ratio(m("websockets", scenario, "server_cpu_us_per_delivery"), relay),
+            "≥ 1.5 (about)",
+            lambda r: r >= 1.5,
+        )
+        add(
+            f"Socket.IO's CPU per delivery ÷ relay's ({subs})",
+            ratio(m("socketio-node", scenario, "server_cpu_us_per_delivery"), relay),
+            "> 3",
+            lambda r: r > 3,
+        )
+    add(
+        "idle memory per connection ÷ websockets floor's (10k)",
+        ratio(m("relay", "idle10k", "server_rss_per_conn_kb"), m("websockets", "idle10k", "server_rss_per_conn_kb")),
+        "≤ 1",
+        lambda r: r <= 1,
+    )
+    add(
+        "p99 publish→delivery ÷ nchan's (100 subs, 100/s)",
+        ratio(m("relay", "latency", "latency_ms.p99"), m("nchan", "latency", "latency_ms.p99")),
+        "≤ 1.2",
+        lambda r: r <= 1.2,
+    )
+    publish = m("relay", "channels", "server_cpu_us_per_publish")
+    add(
+        "CPU per HTTP publish ÷ nchan's",
+        ratio(publish, m("nchan", "channels", "server_cpu_us_per_publish")),
+        "≤ 3",
+        lambda r: r <= 3,
+    )
+    add(
+        "Socket.IO's CPU per HTTP publish ÷ relay's",
+        ratio(m("socketio-node", "channels", "server_cpu_us_per_publish"), publish),
+        "> 4",
+        lambda r: r > 4,
+    )
+    add(
+        "connect + subscribe rate ÷ websockets floor's (10k)",
+        ratio(m("relay", "idle10k", "connect_rate"), m("websockets", "idle10k", "connect_rate")),
+        "≥ 1",
+        lambda r: r >= 1,
+    )
+    for scenario, subs in (("fanout1000", "1000"), ("fanout5000", "5000")):
+        add(
+            f"CPU per delivery with permessage-deflate ÷ without ({subs})",
+            ratio(
+                m("relay-deflate", scenario, "server_cpu_us_per_delivery"),
+                m("relay", scenario, "server_cpu_us_per_delivery"),
+            ),
+            "≤ 1.5",
+            lambda r: r <= 1.5,
+        )
+    add(
+        "deliveries/s with --workers 2 ÷ one worker",
+        ratio(m("relay-w2", "workers", "deliveries_per_s"), m("relay-w1", "workers", "deliveries_per_s")),
+        "≥ 1.6",
+        lambda r: r >= 1.6,
+    )
+    lines = ["| target | measured | goal | met |", "|---|---|---|---|"]
+    for label, value, goal, test in checks:
+        if value is None:
+            continue
+        lines.append(f"| {label} | {num(value)} | {goal} | {'yes' if test(value) else '**no**'} |")
+    return lines
+
+
+def details(results: Results) -> list[str]:
+    """Every cell: medians (range), the bottleneck verdict and losses."""
+    lines = [
+        "| scenario | target | runs | main figure (median, range) | server CPU µs / delivery or publish | "
+        "server / generator CPU util | bottleneck | lost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    main = {
+        "idle10k": ("server_rss_per_conn_kb", "KB / conn"),
+        "connect": ("connect_rate", "connect / s"),
+        "fanout1000": ("deliveries_per_s", "deliveries / s"),
+        "fanout5000": ("deliveries_per_s", "deliveries / s"),
+        "workers": ("deliveries_per_s", "deliveries / s"),
+        "latency": ("latency_ms.p99", "p99 ms"),
+        "channels": ("publish_req_per_s", "publishes / s"),
+    }
+    seen: dict[tuple[str, str], None] = {}
+    for row in results.rows:
+        seen[(row["bench_scenario"], row["bench_target"])] = None
+    order = list(main)
+    for scenario, target in sorted(seen, key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1])):
+        path, unit = main.get(scenario, ("deliveries_per_s", ""))
+        value = results.median(target, scenario, path)
+        spread = results.spread(target, scenario, path)
+        cpu = results.median(target, scenario, "server_cpu_us_per_delivery") or results.median(
+            target, scenario, "server_cpu_us_per_publish"
+        )
+        if scenario in ("idle10k", "connect"):
+            utils = (
+                results.median(target, scenario, "connect_phase.server_cpu_util"),
+                results.median(target, scenario, "connect_phase.gen_cpu_util"),
+            )
+            extra = f"{num(results.median(target, scenario, 'connect_rate'))} connect/s"
+            figure = f"{num(value)} {unit} ({spread}); {extra}"
+        else:
+            utils = (
+                results.median(target, scenario, "server_cpu_util"),
+                results.median(target, scenario, "gen_cpu_util"),
+            )
+            figure = f"{num(value)} {unit}" + (f" ({spread})" if spread else "")
+        verdicts = [str(r.get("bottleneck")) for r in results.cell(target, scenario) if r.get("bottleneck")]
+        verdict = max(set(verdicts), key=verdicts.count) if verdicts else "—"
+        lost = results.total(target, scenario, "lost")
+        lines.append(
+            f"| {scenario} | {target} | {results.runs(target, scenario)} | {figure} | {num(cpu)} | "
+            f"{num(utils[0])} / {num(utils[1])} | {verdict} | {lost} |"
+        )
+    return lines
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as stream:
+        for line in stream:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as stream:
+        memory = next((line.split()[1] for line in stream if line.startswith("MemTotal")), "0")
+
+    def version(command: list[str]) -> str:
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+        except OSError:
+            return "?"
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "memory_gb": round(int(memory) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": version(["node", "--version"]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def render(rows: Iterable[Row], *, machine: Mapping[str, Any], command: str, results: Path | None = None) -> str:
+    data = Results(rows)
+    out = [
+        BEGIN,
+        "<!-- generated by bench/report.py from the run's JSON lines; edit the prose outside these markers -->",
+        "",
+        f"Measured {machine['date']} on {machine['nproc']} × {machine['cpu']}, {machine['memory_gb']} GB RAM, "
+        f"Linux {machine['kernel']}, Python {machine['python']}, Node {machine['node']}"
+        + (f"; the run took {machine['duration_s'] / 60:.1f} min" if "duration_s" in machine else "")
+        + ".",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "Servers pinned to CPU 1, the load generator to CPU 0 (the `--workers` cells: neither is pinned). Medians of "
+        f"{max((data.runs('relay', s) for s in ('fanout1000', 'idle10k')), default=0)} runs"
+        + (f"; raw data `{results}`" if results else "")
+        + ".",
+        "",
+        "### Side by side",
+        "",
+        *headline(data),
+        "",
+        "### Targets (issue 9), each a ratio within this run",
+        "",
+        *targets(data),
+        "",
+        "### Every cell",
+        "",
+        *details(data),
+    ]
+    deflate = [
+        (label, data.median(t, "fanout1000", "server_cpu_us_per_delivery"))
+        for label, t in (
+            ("relay, uncompressed", "relay"),
+            ("relay, permessage-deflate", "relay-deflate"),
+            ("websockets floor, uncompressed", "websockets"),
+            ("websockets floor, permessage-deflate", "websockets-deflate"),
+        )
+    ]
+    if any(value is not None for _, value in deflate[1:]):
+        out += ["", "### permessage-deflate (fan-out 1000 × 1000, server CPU µs per delivery)", ""]
+        out += ["| server | µs / delivery |", "|---|---|"]
+        out += [f"| {label} | {num(value)} |" for label, value in deflate if value is not None]
+    if data.errors:
+        out += ["", f"{len(data.errors)} cell(s) failed or were skipped:", ""]
+        out += [f"- {r.get('bench_scenario')} / {r.get('bench_target')} run {r.get('bench_run')}: {r['error']}"
+                for r in data.errors]  # fmt: skip
+    out.append(END)
+    return "\n".join(out)
+
+
+TEMPLATE = """# Performance
+
+{generated}
+"""
+
+
+def write(
+    path: Path, rows: Iterable[Row], *, machine: Mapping[str, Any], command: str, results: Path | None = None
+) -> None:
+    generated = render(rows, machine=machine, command=command, results=results)
+    text = path.read_text() if path.exists() else TEMPLATE.format(generated=BEGIN + "\n" + END)
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        text = text.rstrip() + "\n\n" + BEGIN + "\n" + END + "\n"
+    path.write_text(pattern.sub(lambda _: generated, text, count=1))

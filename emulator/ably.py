@@ -1,0 +1,124 @@
+"""The Ably side of an emulator node: its apps' Ably keys, the REST subset and realtime connections (docs/ably.md).
+
+The server hands it the HTTP requests whose path is Ably's (``/time``, ``/keys/…``, ``/channels…``, ``/messages``,
+``/presence``) and the WebSocket upgrades on ``/``, where ably-js and ably-python connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
+from relay.emulator.ably_hub import ERROR, AblyApp, ws_frame
+from relay.emulator.ably_realtime import AblySession, authenticate, connect_query, connection_refusal
+from relay.emulator.ably_rest import AblyRest
+from relay.emulator.config import EmulatorConfig
+from relay.emulator.http_api import Response
+from relay.emulator.session import Link
+from relay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from relay.emulator.server import EmulatorNode
+
+log = logging.getLogger("relay.emulator")
+
+
+class AblyNode:
+    def __init__(self, node: EmulatorNode, wall_clock: Callable[[], float] = time.time) -> None:
+        self._node = node
+        self._wall_clock = wall_clock
+        self._serials = itertools.count(1)
+        self._apps: dict[str, AblyApp] = {}  # by key name; built once the node's app states exist (start())
+        self.auth = AblyAuth({})
+        self.rest = AblyRest(self.auth, self._app_for, self.wall_ms)
+
+    def wall_ms(self) -> int:
+        return int(self._wall_clock() * 1000)
+
+    def _ready(self) -> None:
+        if self._apps or not self._node.states:
+            return
+        keys: dict[str, AblyKey] = {}
+        for state in self._node.states.values():
+            key = AblyKey.of(state.app)
+            if key.key_name in keys:
+                raise ConfigError(f"two apps share the Ably key name {key.key_name!r}: give one an ably_key")
+            keys[key.key_name] = key
+            self._apps[key.key_name] = AblyApp(state, key, self.wall_ms, self._serials)
+        self.auth.keys = keys
+
+    def _app_for(self, credentials: Credentials) -> AblyApp:
+        return self._apps[credentials.key.key_name]
+
+    def app(self, app_id: str) -> AblyApp | None:
+        """The Ably side of an app, by its id (for tests and operations)."""
+        self._ready()
+        return next((app for app in self._apps.values() if app.state.app.app_id == app_id), None)
+
+    def handle(
+        self, method: str, path: str, query: Sequence[tuple[str, str]], headers: Sequence[tuple[str, str]], body: bytes
+    ) -> Response | None:
+        """Answer an Ably REST request; ``None`` when the path is not Ably's."""
+        if not AblyRest.owns(path):
+            return None
+        self._ready()
+        return self.rest.handle(method, path, query, headers, body)
+
+    def open_session(self, link: Link, target: str, headers: Sequence[tuple[str, str]]) -> AblySession | None:
+        """Authenticate a realtime connection and open its session, or send ERROR (or DISCONNECTED) and close."""
+        self._ready()
+        query = connect_query(target)
+        binary = query.get("format") == "msgpack"
+        try:
+            credentials = authenticate(self.auth, query, self.wall_ms())
+            app = self._app_for(credentials)
+            refusal = connection_refusal(app, headers, draining=self._node.draining)
+        except AblyError as exc:
+            refusal = ERROR, exc
+        if refusal is not None:
+            action, error = refusal
+            self._node.ops.metrics.connection_refused(error.code)
+            log.info("Ably connection refused", extra={"code": error.code, "reason": error.message})
+            link.write(ws_frame({"action": action, "error": error.body()}, binary))
+            link.close(1000, error.message)
+            return None
+        session = AblySession(
+            app,
+            self.auth,
+            self._node.new_socket_id(),
+            link,
+            asyncio.get_running_loop().time,
+            credentials,
+            binary=binary,
+            echo=query.get("echo") != "false",
+            max_buffer=self._node.config.max_send_buffer,
+        )
+        session.open(resuming=bool(query.get("resume") or query.get("recover")))
+        return session
+
+
+def ably_client_settings(config: EmulatorConfig, host: str, port: int) -> str:
+    """The ably-js and ably-python options (and the library's URL) for each app, as ``relay emulator`` prints them."""
+    tls = config.tls_cert is not None
+    port_option, python_port = ("tlsPort", "tls_port") if tls else ("port", "port")
+    lines: list[str] = []
+    for app in config.apps:
+        key = app.ably_api_key
+        lines += [
+            f"app {app.app_id} (Ably key {key.partition(':')[0]}):",
+            f'  ably-js:     new Ably.Realtime({{ key: "{key}", endpoint: "{host}", {port_option}: {port}, '
+            f"tls: {str(tls).lower()}, fallbackHosts: [] }})",
+            # ably-python's realtime ignores port (ably-python#567): the port goes into endpoint. Its REST refuses
+            # Basic auth without TLS, so it exchanges the key for a token first.
+            f'  ably-python: AblyRealtime(key="{key}", endpoint="{host}:{port}", tls={tls})',
+            f'               AblyRest(key="{key}", endpoint="{host}", {python_port}={port}, tls={tls}'
+            + ("" if tls else ", use_token_auth=True")
+            + ")",
+            f"  RELAY_URL:   ably://{key}@{host}:{port}?tls={str(tls).lower()}",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,297 @@
+"""Ably credentials on the emulator: the app's API key, Basic auth, TokenRequests, issued tokens and Ably JWTs.
+
+Every app has one Ably key (``App.ably_api_key``, by default ``{app_id}.{key}:{secret}``) with every operation on every
+channel. Tokens the emulator issues are Ably JWTs signed with that key's secret, so they verify without server-side
+state (and on every node of a cluster); JWTs signed by the app's own backend verify the same way. The pure rules
+(MACs, capability matching and intersection, JWT claims) are ``relay.protocol.ably``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from relay.emulator.config import App
+from relay.errors import RelayError
+from relay.protocol.ably import (
+    DEFAULT_TOKEN_TTL_MS,
+    MAX_TOKEN_TTL_MS,
+    TIMESTAMP_WINDOW_MS,
+    Capability,
+    canonical_capability,
+    intersect_capability,
+    jwt_claims,
+    parse_capability,
+    verify_token_request,
+)
+
+FULL_CAPABILITY: Capability = {"*": ["*"]}
+HELP_URL = "https://help.ably.io/error/{code}"
+
+
+class AblyError(Exception):
+    """An error answered in Ably's format: ``{"code", "statusCode", "message", "href"}`` (ably-common errors.json)."""
+
+    def __init__(self, code: int, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        # Ably's codes start with their HTTP status (40160 → 401); the 8xxxx/9xxxx realtime codes are 400s.
+        self.status = status if status is not None else (code // 100 if code < 60000 else 400)
+
+    def body(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "statusCode": self.status,
+            "message": self.message,
+            "href": HELP_URL.format(code=self.code),
+        }
+
+    @classmethod
+    def of(cls, exc: RelayError, default_code: int = 40101) -> AblyError:
+        """An error from ``relay.protocol.ably`` (which carries Ably's code) as an Ably error."""
+        return cls(exc.code or default_code, exc.message, 401 if (exc.code or default_code) // 100 == 401 else None)
+
+
+@dataclass(frozen=True, slots=True)
+class AblyKey:
+    """An app's Ably API key: ``key_name`` is ``appId.keyId``, the part before the colon."""
+
+    key_name: str
+    secret: str
+    capability: Capability
+
+    @classmethod
+    def of(cls, app: App) -> AblyKey:
+        key_name, _, secret = app.ably_api_key.partition(":")
+        return cls(key_name, secret, FULL_CAPABILITY)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who is calling and what they may do. ``client_id`` is ``None`` for an anonymous client, ``"*"`` for a wildcard;
+    ``basic`` is API-key auth (which may publish as any client id); ``expires_ms`` is the token's expiry."""
+
+    key: AblyKey
+    capability: Capability
+    client_id: str | None
+    basic: bool
+    expires_ms: int | None = None
+
+    def may_use_client_id(self, client_id: str) -> bool:
+        return (self.basic and self.client_id is None) or self.client_id in ("*", client_id)
+
+    def identified(self) -> str | None:
+        """The client id every message of this client carries (none for anonymous and wildcard clients)."""
+        return None if self.client_id in (None, "*") else self.client_id
+
+
+@dataclass(frozen=True, slots=True)
+class TokenDetails:
+    token: str
+    key_name: str
+    issued: int
+    expires: int
+    capability: str
+    client_id: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        details: dict[str, object] = {
+            "token": self.token,
+            "keyName": self.key_name,
+            "issued": self.issued,
+            "expires": self.expires,
+            "capability": self.capability,
+        }
+        if self.client_id is not None:
+            details["clientId"] = self.client_id
+        return details
+
+
+class AblyAuth:
+    """The Ably keys of a node's apps, and the nonces of the signed TokenRequests seen recently."""
+
+    def __init__(self, keys: Mapping[str, AblyKey]) -> None:
+        self.keys = keys  # by key name
+        self._nonces: dict[tuple[str, str, int], int] = {}
+
+    def key(self, key_name: str) -> AblyKey:
+        key = self.keys.get(key_name)
+        if key is None:
+            raise AblyError(40101, f"Invalid credentials: no app has the Ably key name {key_name[:100]!r}")
+        return key
+
+    # -- the forms credentials arrive in ----------------------------------------------------------------------
+
+    def api_key(self, api_key: str, client_id: str | None = None) -> Credentials:
+        """``keyName:secret`` (Basic auth, or ``key=`` on a realtime connection)."""
+        key_name, sep, secret = api_key.partition(":")
+        key = self.key(key_name)
+        if not sep or not hmac.compare_digest(secret.encode(), key.secret.encode()):
+            raise AblyError(40101, "Invalid credentials: wrong key secret")
+        if client_id == "*":
+            raise AblyError(40012, "Invalid clientId: '*' is not a client id")
+        return Credentials(key, key.capability, client_id, basic=True)
+
+    def authorization(self, header: str | None, client_id_header: str | None, *, now_ms: int) -> Credentials:
+        """An ``Authorization: Basic …`` or ``Bearer …`` header, and the optional ``X-Ably-ClientId`` (base64)."""
+        if not header:
+            raise AblyError(40101, "Authentication required: send Basic auth with the app's Ably key, or a token")
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise AblyError(40101, "Invalid credentials: Basic auth is base64(keyName:keySecret)") from None
+            client_id = None
+            if client_id_header:
+                client_id = _b64_text(client_id_header, "X-Ably-ClientId")
+            return self.api_key(decoded, client_id)
+        if scheme.lower() == "bearer":
+            return self.token(value.strip(), now_ms=now_ms)
+        raise AblyError(40101, f"Unsupported Authorization scheme {scheme[:20]!r}: use Basic or Bearer")
+
+    def token(self, token: str, *, now_ms: int) -> Credentials:
+        """An Ably token or JWT, raw (realtime query) or base64-encoded (REST ``Bearer``)."""
+        if token.count(".") != 2:
+            try:
+                token = base64.b64decode(token, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise AblyError(40144, "Invalid token: not an Ably JWT (or its base64)") from None
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AblyError(40144, "Invalid JWT format") from None
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise AblyError(40144, "Invalid JWT format: the header needs kid (the Ably key name)")
+        if header.get("alg") != "HS256":
+            raise AblyError(40144, "Invalid JWT format: Ably JWTs are signed HS256 with the key secret")
+        key = self.key(kid)
+        try:
+            with warnings.catch_warnings():  # app secrets like "app-secret" are shorter than PyJWT recommends
+                warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+                claims = jwt.decode(
+                    token,
+                    key.secret,
+                    algorithms=["HS256"],
+                    options={"require": ["iat", "exp"], "verify_iat": False},
+                    leeway=0,
+                )
+        except jwt.ExpiredSignatureError:
+            raise AblyError(40142, "Token expired") from None
+        except jwt.InvalidSignatureError:
+            raise AblyError(
+                40101, "Invalid credentials: the JWT signature does not verify with the key secret"
+            ) from None
+        except jwt.PyJWTError as exc:
+            raise AblyError(40144, f"Invalid JWT format: {exc}") from None
+        capability_text = claims.get("x-ably-capability")
+        if not isinstance(capability_text, str):
+            raise AblyError(40144, "Invalid JWT format: x-ably-capability (a JSON string) is required")
+        capability = self._capability(capability_text, key.capability)
+        client_id = claims.get("x-ably-clientId")
+        if client_id is not None and not isinstance(client_id, str):
+            raise AblyError(40144, "Invalid JWT format: x-ably-clientId must be a string")
+        expires_ms = int(claims["exp"]) * 1000
+        if expires_ms <= now_ms:
+            raise AblyError(40142, "Token expired")
+        return Credentials(key, capability, client_id, basic=False, expires_ms=expires_ms)
+
+    @staticmethod
+    def _capability(text: str, granted: Capability) -> Capability:
+        try:
+            requested = parse_capability(text)
+        except RelayError as exc:
+            raise AblyError(40000, f"Invalid capability: {exc.message}") from None
+        capability = intersect_capability(requested, granted)
+        if not capability:
+            raise AblyError(40160, "Invalid capability: the requested capability permits nothing this key may do")
+        return capability
+
+    # -- issuing ----------------------------------------------------------------------------------------------
+
+    def request_token(
+        self, key_name: str, request: Mapping[str, Any], caller: Credentials | None, *, now_ms: int
+    ) -> TokenDetails:
+        """``POST /keys/{keyName}/requestToken``: a signed TokenRequest (no caller needed), or an unsigned one from a
+        caller authenticated with the key or a token."""
+        key = self.key(key_name)
+        if request.get("keyName", key_name) != key_name:
+            raise AblyError(40101, "Invalid credentials: the TokenRequest keyName is not the key in the URL")
+        granted = key.capability
+        if request.get("mac") is not None:
+            try:
+                verify_token_request({**request, "keyName": key_name}, key_name, key.secret, now_ms=now_ms)
+            except RelayError as exc:
+                raise AblyError.of(exc) from None
+            self._check_nonce(key_name, request, now_ms)
+        else:
+            if caller is None:
+                raise AblyError(40101, "Authentication required: an unsigned TokenRequest needs Basic or token auth")
+            if caller.key.key_name != key_name:
+                raise AblyError(40101, "Invalid credentials: the caller's key is not the key in the URL")
+            granted = caller.capability
+        ttl = _ttl(request.get("ttl"))
+        capability_text = request.get("capability")
+        if capability_text is not None and not isinstance(capability_text, str):
+            raise AblyError(40000, "TokenRequest capability must be a JSON string")
+        capability = self._capability(capability_text, granted) if capability_text else granted
+        client_id = request.get("clientId")
+        if client_id is not None and not isinstance(client_id, str):
+            raise AblyError(40012, "Invalid clientId: it must be a string")
+        if caller is not None and client_id is not None and not caller.may_use_client_id(client_id):
+            raise AblyError(40012, f"Invalid clientId {client_id!r}: incompatible with the caller's client id")
+        return self.issue(key, capability, client_id, issued_ms=now_ms, ttl_ms=ttl)
+
+    def issue(
+        self, key: AblyKey, capability: Capability, client_id: str | None, *, issued_ms: int, ttl_ms: int
+    ) -> TokenDetails:
+        expires_ms = issued_ms + ttl_ms
+        # JWT times are seconds: round the expiry up so the token never dies before the TokenDetails says.
+        issued_at = issued_ms // 1000
+        ttl_seconds = min(max(1, -(-expires_ms // 1000) - issued_at), MAX_TOKEN_TTL_MS // 1000)
+        header, claims = jwt_claims(
+            key.key_name, capability, issued_at=issued_at, ttl_seconds=ttl_seconds, client_id=client_id
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+            token = jwt.encode(claims, key.secret, algorithm="HS256", headers=header)
+        return TokenDetails(token, key.key_name, issued_ms, expires_ms, canonical_capability(capability), client_id)
+
+    def _check_nonce(self, key_name: str, request: Mapping[str, Any], now_ms: int) -> None:
+        nonce, timestamp = str(request.get("nonce")), int(request["timestamp"])
+        if len(nonce) < 16:
+            raise AblyError(40000, "TokenRequest nonce must be at least 16 characters")
+        if len(self._nonces) > 1000:
+            self._nonces = {k: t for k, t in self._nonces.items() if t > now_ms - 2 * TIMESTAMP_WINDOW_MS}
+        seen = (key_name, nonce, timestamp)
+        if seen in self._nonces:
+            raise AblyError(40105, "Nonce value replayed: this TokenRequest was already used")
+        self._nonces[seen] = timestamp
+
+
+def _ttl(value: object) -> int:
+    if value is None or value == 0:
+        return DEFAULT_TOKEN_TTL_MS
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AblyError(40003, "Invalid ttl: milliseconds, a positive integer")
+    if value > MAX_TOKEN_TTL_MS:
+        raise AblyError(40003, f"Invalid ttl: {value} ms is over the maximum of 24 hours")
+    return value
+
+
+def _b64_text(value: str, what: str) -> str:
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise AblyError(40012, f"Invalid {what}: it is base64 of the client id") from None

@@ -1,0 +1,549 @@
+"""The Ably side of one app's channels: messages, presence, idempotent publishing and the Ably wire encodings.
+
+Ably and Pusher share the hub's channels (``relay.emulator.hub``): an Ably connection attached to ``room`` is one of
+``room``'s subscribers next to Pusher sessions. A publish from either side is one hub delivery: Pusher peers get the
+Pusher frame bytes, Ably peers (``ForeignPeer``\\s) get an Ably ProtocolMessage encoded at most once per wire format
+(JSON text or msgpack binary) per delivery. docs/ably.md describes the mapping of names, data and presence.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+
+from relay.emulator.ably_auth import AblyError, AblyKey, Credentials
+from relay.emulator.hub import AppState, Channel, ForeignPeer
+from relay.emulator.session import Session
+from relay.emulator.usage import local_reach
+from relay.emulator.wire import encode_text
+from relay.errors import InvalidFrame
+from relay.protocol import frames
+from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, classify, is_cache_channel
+from relay.protocol.members import Member
+
+# ProtocolMessage actions (Ably spec TR2) and flags (TR3).
+HEARTBEAT, ACK, NACK, CONNECT, CONNECTED, DISCONNECT, DISCONNECTED, CLOSE, CLOSED, ERROR = range(10)
+ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = range(10, 18)
+HAS_PRESENCE, RESUMED = 1, 4
+MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
+MODES = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
+# Presence actions (TP2).
+ABSENT, PRESENT, ENTER, LEAVE, UPDATE = range(5)
+
+MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's default limit, A.3)
+MAX_CHANNEL_NAME = 2_048
+MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- channels use the app's Pusher limit
+IDEMPOTENCY_WINDOW_MS = 120_000
+RESERVED_NAME_PREFIXES = ("pusher:", "pusher_internal:")
+UNNAMED_EVENT = "message"  # the Pusher event name of an Ably message without a name
+_JSON_START = frozenset('{["-0123456789tfn')
+_FIN_BINARY = 0x82
+DELIVERED = object()  # a hub delivery's origin when Ably peers already have the ProtocolMessage
+
+
+# -- messages ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Message:
+    """An Ably message as the emulator keeps it: ``data`` decoded from any transport base64 (so binary is ``bytes``),
+    ``encoding`` what is left for the client to apply (for example ``json``)."""
+
+    name: str | None
+    data: str | bytes | None
+    encoding: str | None = None
+    client_id: str | None = None
+    id: str | None = None
+    extras: dict[str, Any] | None = None
+    connection_key: str | None = None
+
+    def size(self) -> int:
+        data = self.data.encode() if isinstance(self.data, str) else self.data or b""
+        extras = len(json.dumps(self.extras, separators=(",", ":"))) if self.extras else 0
+        return len((self.name or "").encode()) + len((self.client_id or "").encode()) + len(data) + extras
+
+    def item(self) -> dict[str, Any]:
+        """The message's wire fields (binary-capable; :func:`jsonable` turns bytes into base64)."""
+        item: dict[str, Any] = {}
+        if self.name is not None:
+            item["name"] = self.name
+        if self.data is not None:
+            item["data"] = self.data
+        if self.encoding:
+            item["encoding"] = self.encoding
+        if self.client_id is not None:
+            item["clientId"] = self.client_id
+        if self.id is not None:
+            item["id"] = self.id
+        if self.extras:
+            item["extras"] = self.extras
+        return item
+
+    def pusher_event(self) -> str:
+        return self.name if self.name else UNNAMED_EVENT
+
+    def pusher_data(self) -> str:
+        """Pusher data is a string: text as it is (JSON text for ``encoding: json``), binary as base64."""
+        if isinstance(self.data, bytes):
+            return base64.b64encode(self.data).decode()
+        return self.data or ""
+
+
+def parse_message(raw: object, where: str) -> Message:
+    """One message from a client (REST body or realtime MESSAGE), checked; unknown fields are ignored."""
+    if not isinstance(raw, dict):
+        raise AblyError(40000, f"{where}: a message is an object")
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str):
+        raise AblyError(40016, f"{where}: name must be a string")
+    if name is not None and name.startswith(RESERVED_NAME_PREFIXES):
+        raise AblyError(40016, f"{where}: names starting with 'pusher:' are reserved for the Pusher protocol")
+    encoding = raw.get("encoding")
+    if encoding is not None and not isinstance(encoding, str):
+        raise AblyError(40013, f"{where}: encoding must be a string")
+    data, encoding = decoded_data(raw.get("data"), encoding or None, where)
+    client_id = raw.get("clientId")
+    if client_id is not None and not isinstance(client_id, str):
+        raise AblyError(40012, f"{where}: clientId must be a string")
+    if client_id == "*":
+        raise AblyError(40012, f"{where}: '*' is not a client id")
+    message_id = raw.get("id")
+    if message_id is not None and (not isinstance(message_id, str) or not message_id):
+        raise AblyError(40031, f"{where}: id must be a non-empty string")
+    extras = raw.get("extras")
+    if extras is not None and not isinstance(extras, dict):
+        raise AblyError(40000, f"{where}: extras must be an object")
+    if extras:
+        _json_text(extras, f"{where}: extras", 40000)
+    connection_key = raw.get("connectionKey")
+    if connection_key is not None and not isinstance(connection_key, str):
+        raise AblyError(40000, f"{where}: connectionKey must be a string")
+    return Message(name, data, encoding, client_id, message_id, extras, connection_key)
+
+
+def decoded_data(data: object, encoding: str | None, where: str) -> tuple[str | bytes | None, str | None]:
+    if isinstance(data, dict | list):  # a JSON body may carry an object: keep it as JSON text, as SDKs send it
+        return _json_text(data, f"{where}: data", 40013), f"{encoding}/json" if encoding else "json"
+    if isinstance(data, bytearray):
+        data = bytes(data)
+    if data is not None and not isinstance(data, str | bytes):
+        raise AblyError(40013, f"{where}: data must be a string, binary, an object or an array")
+    if encoding is not None and isinstance(data, str) and encoding.rsplit("/", 1)[-1] == "base64":
+        try:
+            data = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise AblyError(40013, f"{where}: data is not valid base64 although its encoding says so") from None
+        encoding = encoding.rpartition("/")[0] or None
+    return data, encoding
+
+
+def check_messages(messages: Sequence[Message], credentials: Credentials, where: str) -> None:
+    """Client ids against the credentials (40012), the size limit (40009) and idempotent ids (40031)."""
+    total = 0
+    for index, message in enumerate(messages):
+        if message.client_id is None:
+            message.client_id = credentials.identified()
+        elif not credentials.may_use_client_id(message.client_id):
+            raise AblyError(
+                40012, f"{where}[{index}]: clientId {message.client_id!r} is incompatible with the credentials"
+            )
+        total += message.size()
+    if total > MAX_MESSAGE_SIZE:
+        raise AblyError(40009, f"{where}: messages are {total} bytes; the maximum is {MAX_MESSAGE_SIZE}", 400)
+    ids = [message.id for message in messages]
+    if len(messages) > 1 and any(ids):
+        base = (ids[0] or "").rpartition(":")[0]
+        if not base or ids != [f"{base}:{index}" for index in range(len(messages))]:
+            raise AblyError(40031, f"{where}: ids of a multi-message publish must be <base>:0, <base>:1, …")
+
+
+def check_channel_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise AblyError(40010, "Invalid channel name: a non-empty string is required")
+    if len(name) > MAX_CHANNEL_NAME:
+        raise AblyError(40010, f"Invalid channel name: longer than {MAX_CHANNEL_NAME} characters")
+    if name.startswith("["):
+        raise AblyError(40010, f"Invalid channel name {name[:100]!r}: metachannels and qualifiers are not emulated")
+    if name.startswith(SERVER_TO_USER_PREFIX):
+        raise AblyError(40010, f"Invalid channel name: {SERVER_TO_USER_PREFIX}… is Pusher's per-user channel")
+    return name
+
+
+# -- the wire ------------------------------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """Ably JSON: binary ``data`` becomes base64 with ``base64`` appended to its encoding (nested in lists too)."""
+    if isinstance(value, list):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        data = value.get("data")
+        if isinstance(data, bytes):
+            encoding = value.get("encoding")
+            value = {**value, "data": base64.b64encode(data).decode()}
+            value["encoding"] = f"{encoding}/base64" if encoding else "base64"
+        return {key: jsonable(item) if isinstance(item, list) else item for key, item in value.items()}
+    return value
+
+
+def encode_json(value: Any) -> str:
+    return json.dumps(jsonable(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_msgpack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def decode_body(body: bytes, binary: bool, what: str) -> Any:
+    """Untrusted JSON (no lone surrogates: they could never be sent on) or msgpack (strict UTF-8 strings)."""
+    if not binary:
+        try:
+            return frames.loads(body, what)
+        except InvalidFrame as exc:
+            raise AblyError(40000, exc.message) from None
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError) as exc:
+        raise AblyError(40000, f"{what} is not valid msgpack: {str(exc)[:100]}") from None
+
+
+def _json_text(value: object, what: str, code: int) -> str:
+    """Compact JSON of a value from a msgpack body, which may hold what JSON cannot (binary, extension types)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        raise AblyError(code, f"{what} must be JSON-compatible (no binary or extension values inside)") from None
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket binary frame (RFC 6455 §5.2), the msgpack counterpart of ``wire.text_frame``."""
+    length = len(payload)
+    if length < 126:
+        return bytes((_FIN_BINARY, length)) + payload
+    if length < 65_536:
+        return struct.pack("!BBH", _FIN_BINARY, 126, length) + payload
+    return struct.pack("!BBQ", _FIN_BINARY, 127, length) + payload
+
+
+def ws_frame(value: Any, binary: bool) -> bytes:
+    return binary_frame(encode_msgpack(value)) if binary else encode_text(encode_json(value))
+
+
+def pusher_frame_payload(frame: bytes) -> bytes:
+    """The payload of one unmasked text frame built by ``wire.text_frame``."""
+    length = frame[1] & 0x7F
+    return frame[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
+
+
+def looks_like_json(data: str) -> bool:
+    """Whether pusher-js would ``JSON.parse`` this data successfully (then Ably clients get it with encoding json)."""
+    stripped = data.strip()
+    if not stripped or stripped[0] not in _JSON_START:
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class Outbound:
+    """One server-to-client ProtocolMessage (MESSAGE, PRESENCE or SYNC), encoded once per wire format."""
+
+    fields: dict[str, Any]
+    presence: bool = False
+    _encoded: dict[bool, bytes] = field(default_factory=dict)
+
+    def frame(self, binary: bool) -> bytes:
+        encoded = self._encoded.get(binary)
+        if encoded is None:
+            encoded = self._encoded[binary] = ws_frame(self.fields, binary)
+        return encoded
+
+
+# -- presence ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PresenceRecord:
+    client_id: str
+    connection_id: str
+    data: str | bytes | None
+    encoding: str | None
+    id: str
+    timestamp: int
+
+    def item(self, action: int) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "action": action,
+            "clientId": self.client_id,
+            "connectionId": self.connection_id,
+            "id": self.id,
+            "timestamp": self.timestamp,
+        }
+        if self.data is not None:
+            item["data"] = self.data
+        if self.encoding:
+            item["encoding"] = self.encoding
+        return item
+
+    def user_info_json(self) -> str:
+        """The member's data as Pusher ``user_info``: JSON data as it is, text as a JSON string, binary as base64."""
+        if self.data is None:
+            return "{}"
+        if isinstance(self.data, bytes):
+            return json.dumps(base64.b64encode(self.data).decode())
+        if self.encoding == "json" and looks_like_json(self.data):
+            return json.dumps(json.loads(self.data), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(self.data, ensure_ascii=False)
+
+
+# -- one app ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Attachment:
+    modes: int
+    entered: set[str] = field(default_factory=set)  # client ids this connection entered with
+
+
+class AblyApp:
+    """An app's Ably-only state next to its hub ``AppState``: presence members of Ably connections, attachments'
+    modes (for occupancy), recently published idempotency keys, and serials."""
+
+    def __init__(self, state: AppState, key: AblyKey, wall_ms: Callable[[], int], serials: Iterator[int]) -> None:
+        self.state = state
+        self.key = key
+        self.wall_ms = wall_ms
+        self._serials = serials
+        self.presence: dict[str, dict[tuple[str, str], PresenceRecord]] = {}
+        self.attachments: dict[str, dict[str, Attachment]] = {}
+        self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
+
+    def next_serial(self) -> int:
+        return next(self._serials)
+
+    # -- publishing -------------------------------------------------------------------------------------------
+
+    def publish(
+        self, channel: str, messages: list[Message], *, connection_id: str | None, exclude: str | None
+    ) -> tuple[str, list[str]]:
+        """Publish to both protocols' subscribers; returns (messageId, serials). A repeat of an idempotent publish
+        (same ids on the same channel within 2 minutes) is answered as before and delivered to nobody."""
+        now = self.wall_ms()
+        ids = tuple(message.id for message in messages if message.id is not None)
+        if ids:
+            if len(self._published) > 10_000:
+                self._published = {k: v for k, v in self._published.items() if v[0] > now}
+            seen = self._published.get((channel, ids))
+            if seen is not None and seen[0] > now:
+                return seen[1], seen[2]
+        serial = self.next_serial()
+        protocol_id = f"{connection_id or 'rest'}:{serial}"
+        channel_serial = f"{serial:016x}"
+        serials = [f"{channel_serial}:{index}" for index in range(len(messages))]
+        message_id = (ids[0].rpartition(":")[0] or ids[0]) if ids else protocol_id
+        if ids:
+            self._published[(channel, ids)] = (now + IDEMPOTENCY_WINDOW_MS, message_id, serials)
+        fields: dict[str, Any] = {
+            "action": MESSAGE,
+            "channel": channel,
+            "id": protocol_id,
+            "timestamp": now,
+            "channelSerial": channel_serial,
+            "messages": [message.item() for message in messages],
+        }
+        if connection_id is not None:
+            fields["connectionId"] = connection_id
+        self._deliver_to_hub(channel, messages, Outbound(fields), exclude)
+        return message_id, serials
+
+    def _deliver_to_hub(self, name: str, messages: list[Message], outbound: Outbound, exclude: str | None) -> None:
+        """What ``AppState.publish`` does for a Pusher publish, with one Pusher event per Ably message."""
+        state = self.state
+        texts = [frames.channel_event(m.pusher_event(), name, m.pusher_data(), m.client_id) for m in messages]
+        if is_cache_channel(name):
+            last = messages[-1]
+            state.cache[name] = (last.pusher_event(), last.pusher_data(), state.clock() + state.app.cache_ttl)
+            if state.cluster is not None:
+                state.cluster.cache_set(
+                    state.app.app_id, name, last.pusher_event(), last.pusher_data(), state.app.cache_ttl
+                )
+        reached = local_reach(state, name, exclude)
+        for message in messages:
+            state.meter.published(name, message.pusher_event(), message.pusher_data(), reached)
+        channel = state.channels.get(name)
+        if channel is not None:
+            # One Pusher event per message; Ably peers get the whole ProtocolMessage with the first one.
+            for index, text in enumerate(texts):
+                state.deliver(channel, encode_text(text), exclude, outbound if index == 0 else DELIVERED)
+        if state.cluster is not None:
+            for text in texts:
+                state.cluster.published(state.app.app_id, name, text, exclude)
+
+    def from_pusher(self, channel: str, frame: bytes, exclude: str | None) -> Outbound | None:
+        """An Ably MESSAGE for a Pusher channel event (``None`` for Pusher's own protocol events)."""
+        try:
+            event = json.loads(pusher_frame_payload(frame))
+        except ValueError:
+            return None
+        name = event.get("event") if isinstance(event, dict) else None
+        if not isinstance(name, str) or name.startswith(RESERVED_NAME_PREFIXES):
+            return None
+        data = event.get("data")
+        item: dict[str, Any] = {"name": name}
+        if isinstance(data, str):
+            item["data"] = data
+            if looks_like_json(data):
+                item["encoding"] = "json"
+        user_id = event.get("user_id")
+        if isinstance(user_id, str):
+            item["clientId"] = user_id
+        serial = self.next_serial()
+        fields: dict[str, Any] = {
+            "action": MESSAGE,
+            "channel": channel,
+            "id": f"{exclude or 'pusher'}:{serial}",
+            "timestamp": self.wall_ms(),
+            "channelSerial": f"{serial:016x}",
+            "messages": [item],
+        }
+        if exclude is not None:
+            fields["connectionId"] = exclude  # a client event's sender, or the socket an HTTP publish acted for
+        return Outbound(fields)
+
+    # -- presence ---------------------------------------------------------------------------------------------
+
+    def members(self, name: str) -> list[dict[str, Any]]:
+        """The presence set as PRESENT messages: Ably connections' members, then Pusher connections' members."""
+        items = [record.item(PRESENT) for record in self.presence.get(name, {}).values()]
+        channel = self.state.channels.get(name)
+        if channel is not None and channel.kind is ChannelKind.PRESENCE:
+            now = self.wall_ms()
+            for socket_id, peer in channel.subscribers.items():
+                user_id = peer.subscriptions.get(name) if isinstance(peer, Session) else None
+                entry = channel.members.get(user_id) if user_id is not None else None
+                if user_id is not None and entry is not None:
+                    items.append(pusher_member(socket_id, user_id, entry.user_info_json, f"{socket_id}:0:0", now))
+        return items
+
+    def enter(
+        self,
+        name: str,
+        socket_id: str,
+        client_id: str,
+        action: int,
+        data: str | bytes | None,
+        encoding: str | None,
+        message_id: str,
+    ) -> tuple[PresenceRecord, int] | None:
+        """Record an ENTER or UPDATE (an UPDATE of an absent member enters it, an ENTER of a present one updates
+        it); returns the record and the action to broadcast. On a ``presence-`` channel the member also joins the
+        Pusher presence (``member_added`` on the user's first connection)."""
+        members = self.presence.setdefault(name, {})
+        key = (socket_id, client_id)
+        known = key in members
+        channel = self.state.channels.get(name)
+        pusher = channel is not None and channel.kind is ChannelKind.PRESENCE
+        if not known:
+            limit = self.state.app.limits.max_presence_members if pusher else MAX_PRESENCE_MEMBERS
+            over = self.state.would_exceed_members(name, client_id) if pusher else len(members) >= limit
+            if over:
+                raise AblyError(91003, f"Unable to enter presence: the channel has the maximum of {limit} members")
+        record = PresenceRecord(client_id, socket_id, data, encoding, message_id, self.wall_ms())
+        if pusher:
+            info = record.user_info_json()
+            if len(info.encode()) > self.state.app.limits.max_user_info_bytes:
+                limit = self.state.app.limits.max_user_info_bytes
+                raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 400)
+        members[key] = record
+        if pusher and not known:
+            assert channel is not None
+            self.state.join_member(channel, socket_id, Member(client_id, record.user_info_json()))
+        return record, (UPDATE if known else ENTER)
+
+    def leave(self, name: str, socket_id: str, client_id: str, message_id: str | None = None) -> PresenceRecord | None:
+        members = self.presence.get(name, {})
+        record = members.pop((socket_id, client_id), None)
+        if not members:
+            self.presence.pop(name, None)
+        if record is None:
+            return None
+        channel = self.state.channels.get(name)
+        if channel is not None and channel.kind is ChannelKind.PRESENCE and client_id in channel.members:
+            self.state.leave_member(channel, client_id)
+        record.timestamp = self.wall_ms()
+        if message_id is not None:
+            record.id = message_id
+        return record
+
+    def broadcast_presence(self, name: str, connection_id: str, items: list[dict[str, Any]]) -> None:
+        """Send a PRESENCE message to the Ably connections attached to ``name`` (presence needs no Pusher frame:
+        Pusher peers hear of members through ``member_added``/``member_removed``)."""
+        channel = self.state.channels.get(name)
+        if channel is None or not items:
+            return
+        outbound = Outbound(
+            {
+                "action": PRESENCE,
+                "channel": name,
+                "connectionId": connection_id,
+                "timestamp": self.wall_ms(),
+                "presence": items,
+            },
+            presence=True,
+        )
+        cache: dict[object, object] = {}
+        for peer in list(channel.subscribers.values()):
+            if isinstance(peer, ForeignPeer):
+                peer.deliver_foreign(name, b"", outbound, None, cache)
+
+    # -- occupancy --------------------------------------------------------------------------------------------
+
+    def channel_details(self, name: str) -> dict[str, Any]:
+        """ChannelDetails (A.7) counted across both protocols."""
+        state = self.state
+        channel: Channel | None = state.channels.get(name)
+        attachments = list(self.attachments.get(name, {}).values())
+        connections = state.subscription_count(name)
+        pusher = connections - len(attachments)
+        kind = classify(name)
+        pusher_publishers = pusher if state.app.client_events and kind.allows_client_events else 0
+        pusher_presence = pusher if kind is ChannelKind.PRESENCE else 0
+        members = len(self.presence.get(name, {}))
+        if channel is not None and kind is ChannelKind.PRESENCE:
+            members += sum(1 for peer in channel.subscribers.values() if isinstance(peer, Session))
+        metrics = {
+            "connections": connections,
+            "presenceConnections": pusher_presence + sum(1 for a in attachments if a.modes & MODE_PRESENCE),
+            "presenceMembers": members,
+            "presenceSubscribers": pusher_presence + sum(1 for a in attachments if a.modes & MODE_PRESENCE_SUBSCRIBE),
+            "publishers": pusher_publishers + sum(1 for a in attachments if a.modes & MODE_PUBLISH),
+            "subscribers": pusher + sum(1 for a in attachments if a.modes & MODE_SUBSCRIBE),
+            "objectPublishers": 0,
+            "objectSubscribers": 0,
+        }
+        active = connections > 0 or members > 0
+        return {"channelId": name, "name": name, "status": {"isActive": active, "occupancy": {"metrics": metrics}}}
+
+
+def pusher_member(socket_id: str, user_id: str, user_info_json: str, message_id: str, timestamp: int) -> dict[str, Any]:
+    """A Pusher connection's presence member as an Ably PresenceMessage (data: the user_info, JSON-encoded)."""
+    return {
+        "action": PRESENT,
+        "clientId": user_id,
+        "connectionId": socket_id,
+        "id": message_id,
+        "timestamp": timestamp,
+        "data": user_info_json,
+        "encoding": "json",
+    }

@@ -1,0 +1,531 @@
+"""One Ably realtime connection (ably-js 2.x, ably-python 3.x): the Ably protocol over the emulator's WebSocket.
+
+Like the Pusher :class:`~relay.emulator.session.Session`, it is synchronous and transport-agnostic: the server feeds
+it WebSocket messages (JSON text or msgpack binary) and the passage of time, and it writes frames to its ``Link``.
+It is a ``ForeignPeer`` of the hub, so it sits in the same channels as Pusher sessions (docs/ably.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
+from relay.emulator.ably_hub import (
+    ACK,
+    ATTACH,
+    ATTACHED,
+    AUTH,
+    CLOSE,
+    CLOSED,
+    CONNECTED,
+    DETACH,
+    DETACHED,
+    DISCONNECT,
+    DISCONNECTED,
+    ENTER,
+    ERROR,
+    HAS_PRESENCE,
+    HEARTBEAT,
+    LEAVE,
+    MAX_MESSAGE_SIZE,
+    MESSAGE,
+    MODE_PRESENCE,
+    MODE_PRESENCE_SUBSCRIBE,
+    MODE_PUBLISH,
+    MODE_SUBSCRIBE,
+    MODES,
+    NACK,
+    PRESENCE,
+    PRESENT,
+    SYNC,
+    UPDATE,
+    AblyApp,
+    Attachment,
+    Outbound,
+    check_channel_name,
+    check_messages,
+    decode_body,
+    decoded_data,
+    parse_message,
+    pusher_member,
+    ws_frame,
+)
+from relay.emulator.hub import ForeignPeer
+from relay.emulator.limits import origin_allowed
+from relay.emulator.session import Link
+from relay.protocol.ably import resource_matches
+
+log = logging.getLogger("relay.emulator")
+MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
+MAX_HEARTBEAT_INTERVAL = 15.0
+CONNECTION_STATE_TTL_MS = 120_000
+_PING_FRAME = b"\x89\x00"  # an unmasked WebSocket ping with no payload: clients answer with a pong
+_OPERATION_MODES = {
+    "subscribe": MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE,
+    "publish": MODE_PUBLISH,
+    "presence": MODE_PRESENCE,
+}
+
+
+def allowed_modes(credentials: Credentials, channel: str) -> int:
+    """The channel modes the credentials' capability allows on ``channel`` (0: it may not attach)."""
+    modes = 0
+    for resource, operations in credentials.capability.items():
+        if resource_matches(resource, channel):
+            if "*" in operations:
+                return MODES
+            for operation in operations:
+                modes |= _OPERATION_MODES.get(operation, 0)
+    return modes
+
+
+class AblySession(ForeignPeer):
+    __slots__ = (
+        "_clock",
+        "_heartbeat",
+        "_last_serial",
+        "_link",
+        "_max_buffer",
+        "_released",
+        "app",
+        "auth",
+        "binary",
+        "channels",
+        "closed",
+        "connection_key",
+        "credentials",
+        "echo",
+        "last_activity",
+        "last_sent",
+        "ping_sent_at",
+        "socket_id",
+        "state",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        app: AblyApp,
+        auth: AblyAuth,
+        socket_id: str,
+        link: Link,
+        clock: Callable[[], float],
+        credentials: Credentials,
+        *,
+        binary: bool,
+        echo: bool,
+        max_buffer: int,
+    ) -> None:
+        self.app = app
+        self.state = app.state
+        self.auth = auth
+        self.socket_id = socket_id
+        self.user_id: str | None = None  # Pusher's signed-in user: never set on an Ably connection
+        self.connection_key = f"{socket_id}!{secrets.token_hex(8)}"
+        self._link = link
+        self._clock = clock
+        self.credentials = credentials
+        self.binary = binary
+        self.echo = echo
+        self._max_buffer = max_buffer
+        self._heartbeat = min(MAX_HEARTBEAT_INTERVAL, float(app.state.app.activity_timeout))
+        self.channels: dict[str, Attachment] = {}
+        self.closed = False
+        self._released = False
+        self.last_activity = self.last_sent = clock()
+        self.ping_sent_at: float | None = None
+        self._last_serial = -1
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def open(self, resuming: bool) -> None:
+        self.state.connect(self)
+        connected = self._connected()
+        if resuming:  # state is not kept across connections: the client re-attaches its channels (RTN15c)
+            connected["error"] = AblyError(80008, "Unable to recover connection: connection expired").body()
+        self._send(connected)
+
+    def _connected(self) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "connectionKey": self.connection_key,
+            "maxMessageSize": MAX_MESSAGE_SIZE,
+            "maxInboundRate": 50,
+            "maxOutboundRate": 50,
+            "maxFrameSize": 524_288,
+            "connectionStateTtl": CONNECTION_STATE_TTL_MS,
+            "maxIdleInterval": int(self._heartbeat * 1000),
+            "serverId": "relay-emulator",
+            "siteCode": "local",
+        }
+        if self.credentials.client_id is not None:
+            details["clientId"] = self.credentials.client_id
+        return {
+            "action": CONNECTED,
+            "connectionId": self.socket_id,
+            "connectionKey": self.connection_key,
+            "connectionDetails": details,
+        }
+
+    def connection_lost(self) -> None:
+        """Release everything the connection held (its members leave), whoever closed it."""
+        if self._released:
+            return
+        self._released = self.closed = True
+        for name in list(self.channels):
+            self._release_channel(name)
+        self.state.disconnect(self)
+
+    def _release_channel(self, name: str) -> None:
+        attachment = self.channels.pop(name)
+        left = []
+        for client_id in sorted(attachment.entered):
+            record = self.app.leave(name, self.socket_id, client_id, self._next_id())
+            if record is not None:
+                left.append(record.item(LEAVE))
+        attachments = self.app.attachments.get(name, {})
+        attachments.pop(self.socket_id, None)
+        if not attachments:
+            self.app.attachments.pop(name, None)
+        self.state.unsubscribe(self, name, None)
+        self.app.broadcast_presence(name, self.socket_id, left)
+
+    def _next_id(self) -> str:
+        """An id for a presence message the server makes for this connection (newer than the client's own)."""
+        self._last_serial += 1
+        return f"{self.socket_id}:{self._last_serial}:0"
+
+    def terminate(self, code: int, message: str) -> None:
+        """The hub's or the server's close, with a Pusher close code: 41xx/42xx mean reconnect (DISCONNECTED)."""
+        if self.closed:
+            return
+        if 4100 <= code < 4300:
+            self._end(DISCONNECTED, AblyError(80003, message))
+        else:
+            self._end(ERROR, AblyError(80000, message))
+
+    def _end(self, action: int, error: AblyError) -> None:
+        """DISCONNECTED (the client reconnects) or ERROR (the connection fails), then close the socket."""
+        if self.closed:
+            return
+        self._send({"action": action, "error": error.body()})
+        self.closed = True
+        self._link.close(1000, error.message)
+
+    def check_liveness(self, now: float) -> None:
+        """Heartbeats while quiet, a WebSocket ping after silence (closing when unanswered), and token expiry."""
+        if self.closed:
+            return
+        expires = self.credentials.expires_ms
+        if expires is not None and self.app.wall_ms() >= expires:
+            self._end(DISCONNECTED, AblyError(40142, "Token expired"))
+            return
+        if self.ping_sent_at is not None and now - self.ping_sent_at > self.state.app.pong_timeout:
+            self._end(DISCONNECTED, AblyError(80003, "Disconnected: the client stopped answering pings"))
+            return
+        if now - self.last_sent >= self._heartbeat:
+            self._send({"action": HEARTBEAT})
+        if self.ping_sent_at is None and now - self.last_activity >= self._heartbeat:
+            self.ping_sent_at = now
+            self._link.write(_PING_FRAME)
+
+    def pong_received(self) -> None:
+        self.last_activity = self._clock()
+        self.ping_sent_at = None
+
+    # -- output -----------------------------------------------------------------------------------------------
+
+    def send_frame(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        if self._link.buffered() > self._max_buffer:
+            self.terminate(4100, "Over capacity: the client is not reading its messages")
+            return
+        self.last_sent = self._clock()
+        self._link.write(frame)
+
+    def send_text(self, text: str) -> None:
+        """Pusher protocol text is never sent to an Ably connection (the hub only sends it to signed-in users)."""
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        frame = ws_frame(message, self.binary)
+        self.state.meter.fanout(len(frame), 1)
+        self.send_frame(frame)
+
+    def _error_for(self, channel: str | None, error: AblyError) -> None:
+        """A channel ERROR: that channel fails, the connection stays."""
+        message: dict[str, Any] = {"action": ERROR, "error": error.body()}
+        if channel is not None:
+            message["channel"] = channel
+        self._send(message)
+
+    # -- what the hub delivers --------------------------------------------------------------------------------
+
+    def deliver_foreign(
+        self, channel: str, frame: bytes, origin: object, exclude: str | None, cache: dict[object, object]
+    ) -> None:
+        attachment = self.channels.get(channel)
+        if attachment is None:
+            return
+        if isinstance(origin, Outbound):
+            outbound: Outbound | None = origin
+        elif origin is None:  # a Pusher publish or client event: translated once per delivery
+            if "ably" not in cache:
+                cache["ably"] = self.app.from_pusher(channel, frame, exclude)
+            outbound = cache["ably"]  # type: ignore[assignment]
+        else:
+            return
+        if outbound is None:
+            return
+        wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
+        if attachment.modes & wanted:
+            self.send_frame(outbound.frame(self.binary))
+
+    def pusher_presence(
+        self,
+        channel: str,
+        socket_id: str,
+        user_id: str,
+        user_info_json: str,
+        entered: bool,
+        cache: dict[object, object],
+    ) -> None:
+        attachment = self.channels.get(channel)
+        if attachment is None or not attachment.modes & MODE_PRESENCE_SUBSCRIBE:
+            return
+        outbound = cache.get("ably")
+        if not isinstance(outbound, Outbound):
+            now = self.app.wall_ms()
+            item = pusher_member(socket_id, user_id, user_info_json, f"{socket_id}:{self.app.next_serial()}:0", now)
+            item["action"] = ENTER if entered else LEAVE
+            fields = {"action": PRESENCE, "channel": channel, "connectionId": socket_id, "timestamp": now}
+            outbound = cache["ably"] = Outbound({**fields, "presence": [item]}, presence=True)
+        self.send_frame(outbound.frame(self.binary))
+
+    # -- input ------------------------------------------------------------------------------------------------
+
+    def receive(self, payload: bytes, *, binary: bool) -> None:
+        self.last_activity = self._clock()
+        self.ping_sent_at = None
+        try:
+            message = decode_body(payload, binary, "the protocol message")
+        except AblyError as exc:
+            self._end(ERROR, AblyError(80013, f"Protocol error: {exc.message}"))
+            return
+        action = message.get("action") if isinstance(message, dict) else None
+        if isinstance(action, bool) or not isinstance(action, int):
+            self._end(ERROR, AblyError(80013, "Protocol error: a ProtocolMessage is an object with a numeric action"))
+            return
+        try:
+            self._dispatch(action, message)
+        except AblyError as exc:
+            self._end(ERROR, exc)
+        except Exception:  # a bug must cost this connection only
+            log.exception("Ably protocol message failed", extra={"action": action})
+            self._end(ERROR, AblyError(50000, "Internal error"))
+
+    def _dispatch(self, action: int, message: dict[str, Any]) -> None:
+        if action == HEARTBEAT:
+            reply: dict[str, Any] = {"action": HEARTBEAT}
+            if isinstance(message.get("id"), str):
+                reply["id"] = message["id"]
+            self._send(reply)
+        elif action == ATTACH:
+            self._attach(message)
+        elif action == DETACH:
+            self._detach(message)
+        elif action in (MESSAGE, PRESENCE):
+            self._acknowledged(action, message)
+        elif action == CLOSE:
+            self._send({"action": CLOSED})
+            self.closed = True
+            self._link.close(1000, "closed by the client")
+        elif action == DISCONNECT:
+            self.closed = True
+            self._link.close(1000, "disconnected by the client")
+        elif action == AUTH:
+            self._reauthorize(message)
+        elif isinstance(message.get("msgSerial"), int):  # OBJECT, ANNOTATION, …: refused, the connection stays
+            error = AblyError(40000, f"Action {action} is not supported by the emulator")
+            self._send({"action": NACK, "msgSerial": message["msgSerial"], "count": 1, "error": error.body()})
+
+    def _attach(self, message: Mapping[str, Any]) -> None:
+        raw = message.get("channel")
+        try:
+            name = check_channel_name(raw)
+            modes = allowed_modes(self.credentials, name)
+            if not modes:
+                raise AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}")
+            requested = message.get("flags")
+            if isinstance(requested, int) and requested & MODES:
+                modes &= requested
+            attachment = self.channels.get(name)
+            if attachment is None and len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
+                limit = MAX_CHANNELS_PER_CONNECTION
+                raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
+        except AblyError as exc:
+            self._error_for(raw if isinstance(raw, str) else None, exc)
+            return
+        if attachment is None:
+            attachment = self.channels[name] = Attachment(modes)
+            self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
+            channel = self.state.subscribe(self, name, None)
+            self.state.subscription_count_changed(channel)  # Pusher's pusher:subscription_count, when enabled
+        else:
+            attachment.modes = modes
+        members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
+        self._send({"action": ATTACHED, "channel": name, "flags": modes | (HAS_PRESENCE if members else 0)})
+        if members:
+            sync_id = f"{self.app.next_serial():x}"
+            self._send({"action": SYNC, "channel": name, "channelSerial": f"{sync_id}:", "presence": members})
+
+    def _detach(self, message: Mapping[str, Any]) -> None:
+        name = message.get("channel")
+        if not isinstance(name, str):
+            self._error_for(None, AblyError(40010, "DETACH needs a channel name"))
+            return
+        if name in self.channels:
+            self._release_channel(name)
+        self._send({"action": DETACHED, "channel": name})
+
+    def _acknowledged(self, action: int, message: Mapping[str, Any]) -> None:
+        """MESSAGE or PRESENCE: answered with ACK, or NACK and the error (the connection stays)."""
+        serial = message.get("msgSerial")
+        if isinstance(serial, bool) or not isinstance(serial, int):
+            raise AblyError(80013, "Protocol error: MESSAGE and PRESENCE need an integer msgSerial")
+        self._last_serial = max(self._last_serial, serial)
+        try:
+            name = check_channel_name(message.get("channel"))
+            if action == MESSAGE:
+                serials = self._publish(name, message.get("messages"))
+                self._send({"action": ACK, "msgSerial": serial, "count": 1, "res": [{"serials": serials}]})
+            else:
+                self._presence(name, serial, message.get("presence"))
+                self._send({"action": ACK, "msgSerial": serial, "count": 1})
+        except AblyError as exc:
+            self._send({"action": NACK, "msgSerial": serial, "count": 1, "error": exc.body()})
+
+    def _publish(self, name: str, raw: object) -> list[str]:
+        attachment = self.channels.get(name)
+        modes = attachment.modes if attachment is not None else allowed_modes(self.credentials, name)
+        if not modes & MODE_PUBLISH:
+            raise AblyError(40160, f"Unable to publish to {name[:100]!r}: not permitted by the capability or mode")
+        if not isinstance(raw, list) or not raw:
+            raise AblyError(40000, "MESSAGE needs a non-empty messages array")
+        messages = [parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
+        check_messages(messages, self.credentials, "messages")
+        exclude = None if self.echo else self.socket_id
+        _, serials = self.app.publish(name, messages, connection_id=self.socket_id, exclude=exclude)
+        return serials
+
+    def _presence(self, name: str, serial: int, raw: object) -> None:
+        attachment = self.channels.get(name)
+        if attachment is None:
+            raise AblyError(91001, f"Unable to enter presence: channel {name[:100]!r} is not attached")
+        if not attachment.modes & MODE_PRESENCE:
+            raise AblyError(40160, f"Presence on {name[:100]!r} is not permitted by the capability or mode")
+        if not isinstance(raw, list) or not raw:
+            raise AblyError(40000, "PRESENCE needs a non-empty presence array")
+        checked = [self._presence_item(item, index) for index, item in enumerate(raw)]
+        items = []
+        for index, (action, client_id, data, encoding) in enumerate(checked):
+            message_id = f"{self.socket_id}:{serial}:{index}"
+            if action == LEAVE:
+                record = self.app.leave(name, self.socket_id, client_id, message_id)
+                attachment.entered.discard(client_id)
+                if record is not None:
+                    if data is not None:
+                        record.data, record.encoding = data, encoding
+                    items.append(record.item(LEAVE))
+            else:
+                entered = self.app.enter(name, self.socket_id, client_id, action, data, encoding, message_id)
+                attachment.entered.add(client_id)
+                if entered is not None:
+                    record, broadcast = entered
+                    items.append(record.item(broadcast))
+        self.app.broadcast_presence(name, self.socket_id, items)
+
+    def _presence_item(self, raw: object, index: int) -> tuple[int, str, str | bytes | None, str | None]:
+        where = f"presence[{index}]"
+        if not isinstance(raw, dict):
+            raise AblyError(40000, f"{where}: a presence message is an object")
+        action = raw.get("action")
+        if action not in (ENTER, LEAVE, UPDATE, PRESENT):
+            raise AblyError(40000, f"{where}: action must be enter (2), leave (3) or update (4)")
+        client_id = raw.get("clientId")
+        if client_id is None:
+            client_id = self.credentials.identified()
+            if client_id is None:
+                raise AblyError(91000, "Unable to enter presence channel (no clientId)")
+        elif not isinstance(client_id, str) or client_id == "*" or not self.credentials.may_use_client_id(client_id):
+            raise AblyError(40012, f"{where}: clientId {client_id!r} is incompatible with the connection's client id")
+        encoding = raw.get("encoding")
+        if encoding is not None and not isinstance(encoding, str):
+            raise AblyError(40013, f"{where}: encoding must be a string")
+        data, encoding = decoded_data(raw.get("data"), encoding or None, where)
+        return (ENTER if action == PRESENT else action), client_id, data, encoding
+
+    def _reauthorize(self, message: Mapping[str, Any]) -> None:
+        auth = message.get("auth")
+        token = auth.get("accessToken") if isinstance(auth, dict) else None
+        if not isinstance(token, str):
+            raise AblyError(40101, "AUTH needs auth.accessToken")
+        credentials = self.auth.token(token, now_ms=self.app.wall_ms())
+        if credentials.key.key_name != self.credentials.key.key_name:
+            raise AblyError(40102, "Incompatible credentials: the new token is for another app")
+        credentials = _with_client_id(credentials, self.credentials.client_id)
+        self.credentials = credentials
+        for attachment_name, attachment in self.channels.items():
+            attachment.modes &= allowed_modes(credentials, attachment_name) or 0
+        self._send(self._connected())
+
+
+def _with_client_id(credentials: Credentials, requested: str | None) -> Credentials:
+    """The connection's client id: the token's, or the one requested with a key or a wildcard token (40102 when
+    they conflict)."""
+    if requested is None or requested == credentials.client_id:
+        return credentials
+    if credentials.basic or credentials.client_id == "*":
+        if requested == "*":
+            raise AblyError(40012, "Invalid clientId: '*' is not a client id")
+        return replace(credentials, client_id=requested)
+    raise AblyError(40102, f"Incompatible credentials: clientId {requested!r} does not match the token's client id")
+
+
+def authenticate(auth: AblyAuth, query: Mapping[str, str], now_ms: int) -> Credentials:
+    """The credentials of a realtime connection: ``key``, or ``access_token`` (ably-js) / ``accessToken``
+    (ably-python), and an optional ``clientId``."""
+    token = query.get("access_token") or query.get("accessToken")
+    if query.get("key"):
+        credentials = auth.api_key(query["key"])
+    elif token:
+        credentials = auth.token(token, now_ms=now_ms)
+    else:
+        raise AblyError(40101, "No key or token: connect with key=, access_token= or accessToken=")
+    return _with_client_id(credentials, query.get("clientId") or None)
+
+
+def connection_refusal(
+    app: AblyApp, headers: Sequence[tuple[str, str]], *, draining: bool
+) -> tuple[int, AblyError] | None:
+    """Why a realtime connection that authenticated is still refused (the action to send and the error)."""
+    settings = app.state.app
+    if not settings.enabled:
+        return ERROR, AblyError(40120, "Application disabled")
+    origin = next((value for name, value in headers if name.lower() == "origin"), None)
+    if not origin_allowed(settings.allowed_origins, origin):
+        return ERROR, AblyError(40300, f"Origin not allowed: {origin[:100] if origin else origin}")
+    if draining:
+        return DISCONNECTED, AblyError(80003, "Server is shutting down; reconnect")
+    limit = settings.max_connections
+    if limit is not None and len(app.state.peers) >= limit:
+        return ERROR, AblyError(40111, f"Connection limit of {limit} exceeded")
+    return None
+
+
+def connect_query(target: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))

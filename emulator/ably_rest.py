@@ -1,0 +1,328 @@
+"""The Ably REST subset on the emulator's port: publish (single, array, batch), channel status and enumeration,
+presence, time and ``requestToken``, with Ably's errors (``{"error": {code, statusCode, message, href}}`` and the
+``X-Ably-ErrorCode``/``X-Ably-ErrorMessage`` headers). Bodies are JSON or msgpack, chosen by ``Content-Type`` in and
+``Accept`` (or ``?format=``) out, as the SDKs send them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, unquote
+
+from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
+from relay.emulator.ably_hub import (
+    AblyApp,
+    Message,
+    check_channel_name,
+    check_messages,
+    decode_body,
+    encode_json,
+    encode_msgpack,
+    parse_message,
+)
+from relay.emulator.ably_realtime import AblySession
+from relay.emulator.http_api import Response
+from relay.emulator.session import Session
+from relay.protocol.ably import allows
+
+log = logging.getLogger("relay.emulator")
+MSGPACK = "application/x-msgpack"
+MAX_BATCH_CHANNELS = 100
+MAX_BATCH_MESSAGES = 1_000
+MAX_LIST_LIMIT = 1_000
+ROOTS = frozenset({"time", "keys", "channels", "messages", "presence"})
+CORS = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+    (
+        "Access-Control-Allow-Headers",
+        "Authorization, Content-Type, Accept, X-Ably-Version, Ably-Agent, X-Ably-Lib, X-Ably-ClientId",
+    ),
+    ("Access-Control-Expose-Headers", "Link, X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Ably-Serial"),
+    ("Access-Control-Max-Age", "86400"),
+)
+
+Handler = Callable[["_Request"], tuple[int, Any]]
+
+
+class _Request:
+    """One REST request: its path arguments, query, headers and decoded body; ``credentials`` once checked."""
+
+    def __init__(
+        self,
+        args: list[str],
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+        now_ms: int,
+    ) -> None:
+        self.args = args
+        self.query = query
+        self.headers = headers
+        self.raw_body = body
+        self.now_ms = now_ms
+        self.link: str | None = None
+        version = headers.get("x-ably-version") or query.get("v") or "1"
+        try:
+            self.version = float(version)
+        except ValueError:
+            raise AblyError(40000, f"Invalid X-Ably-Version {version[:16]!r}") from None
+
+    def body(self) -> Any:
+        if not self.raw_body:
+            raise AblyError(40000, "The request body is empty")
+        binary = self.headers.get("content-type", "").split(";")[0].strip().lower() == MSGPACK
+        return decode_body(self.raw_body, binary, "The request body")
+
+
+class AblyRest:
+    def __init__(self, auth: AblyAuth, app_for: Callable[[Credentials], AblyApp], wall_ms: Callable[[], int]) -> None:
+        self._auth = auth
+        self._app_for = app_for
+        self._wall_ms = wall_ms
+        self._routes: dict[tuple[str, ...], dict[str, Handler]] = {
+            ("time",): {"GET": self._time},
+            ("keys", "*", "requestToken"): {"POST": self._request_token},
+            ("channels",): {"GET": self._channels},
+            ("channels", "*"): {"GET": self._channel},
+            ("channels", "*", "messages"): {"POST": self._publish},
+            ("channels", "*", "presence"): {"GET": self._presence},
+            ("messages",): {"POST": self._batch_publish},
+            ("presence",): {"GET": self._batch_presence},
+        }
+
+    @staticmethod
+    def owns(path: str) -> bool:
+        return path.split("/", 2)[1] in ROOTS if path.startswith("/") else False
+
+    def handle(
+        self, method: str, path: str, query: Sequence[tuple[str, str]], headers: Sequence[tuple[str, str]], body: bytes
+    ) -> Response:
+        lowered = {name.lower(): value for name, value in headers}
+        params = dict(query)
+        binary = params.get("format") == "msgpack" or (
+            params.get("format") != "json" and MSGPACK in lowered.get("accept", "")
+        )
+        try:
+            if method == "OPTIONS":
+                return Response(204, b"", CORS)
+            handler, args = self._route(method, path)
+            request = _Request(args, params, lowered, body, self._wall_ms())
+            status, value = handler(request)
+            extra = (("Link", request.link),) if request.link else ()
+            return _encoded(status, value, binary, extra)
+        except AblyError as exc:
+            answer: dict[str, Any] = {"error": exc.body()}
+            if isinstance(exc, _BatchError):
+                answer["batchResponse"] = exc.outcomes
+            return _encoded(exc.status, answer, binary, _error_headers(exc))
+        except Exception:  # a bug must cost one request, not the connection's other requests
+            log.exception("Ably REST request failed", extra={"method": method, "path": path[:200]})
+            error = AblyError(50000, "Internal error")
+            return _encoded(500, {"error": error.body()}, binary, _error_headers(error))
+
+    def _route(self, method: str, path: str) -> tuple[Handler, list[str]]:
+        segments = [unquote(segment) for segment in path.strip("/").split("/")]
+        if method == "GET" and segments[:1] == ["channels"] and segments[2:] in (["messages"], ["history"]):
+            raise AblyError(40400, "Channel history is not kept by the emulator", 404)
+        for pattern, methods in self._routes.items():
+            if len(pattern) != len(segments) or any(p not in ("*", s) for p, s in zip(pattern, segments, strict=True)):
+                continue
+            handler = methods.get(method)
+            if handler is None:
+                raise AblyError(40500, f"{path} accepts {', '.join(methods)} only", 405)
+            return handler, [s for p, s in zip(pattern, segments, strict=True) if p == "*"]
+        raise AblyError(40400, f"Not found: the emulator does not serve {method} {path[:100]}", 404)
+
+    def _caller(self, request: _Request) -> tuple[Credentials, AblyApp]:
+        credentials = self._auth.authorization(
+            request.headers.get("authorization"), request.headers.get("x-ably-clientid"), now_ms=request.now_ms
+        )
+        app = self._app_for(credentials)
+        if not app.state.app.enabled:
+            raise AblyError(40120, "Application disabled")
+        return credentials, app
+
+    # -- handlers ---------------------------------------------------------------------------------------------
+
+    def _time(self, request: _Request) -> tuple[int, Any]:
+        return 200, [request.now_ms]
+
+    def _request_token(self, request: _Request) -> tuple[int, Any]:
+        token_request = request.body() if request.raw_body else {}
+        if not isinstance(token_request, dict):
+            raise AblyError(40000, "A TokenRequest is an object")
+        caller = None if token_request.get("mac") is not None else self._caller(request)[0]
+        details = self._auth.request_token(request.args[0], token_request, caller, now_ms=request.now_ms)
+        return 200, details.to_dict()
+
+    def _publish(self, request: _Request) -> tuple[int, Any]:
+        credentials, app = self._caller(request)
+        name = check_channel_name(request.args[0])
+        _require(credentials, name, "publish")
+        body = request.body()
+        raw = body if isinstance(body, list) else [body]
+        if not raw:
+            raise AblyError(40000, "Publish at least one message")
+        messages = [parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
+        check_messages(messages, credentials, "messages")
+        connection_id, exclude = _publishing_connection(app, messages)
+        message_id, serials = app.publish(name, messages, connection_id=connection_id, exclude=exclude)
+        return 201, {"channel": name, "messageId": message_id, "serials": serials}
+
+    def _batch_publish(self, request: _Request) -> tuple[int, Any]:
+        credentials, app = self._caller(request)
+        body = request.body()
+        specs = body if isinstance(body, list) else [body]
+        if not specs:
+            raise AblyError(40000, "A batch publish needs at least one BatchSpec")
+        checked = [_batch_spec(spec, index, credentials) for index, spec in enumerate(specs)]
+        results: list[dict[str, Any]] = []
+        flat: list[dict[str, Any]] = []
+        for channels, messages in checked:
+            outcomes: list[dict[str, Any]] = []
+            for channel in channels:
+                try:
+                    name = check_channel_name(channel)
+                    _require(credentials, name, "publish")
+                    message_id, serials = app.publish(name, messages, connection_id=None, exclude=None)
+                    outcomes.append({"channel": name, "messageId": message_id, "serials": serials})
+                except AblyError as exc:
+                    outcomes.append({"channel": channel, "error": exc.body()})
+            failures = sum(1 for outcome in outcomes if "error" in outcome)
+            results.append({"successCount": len(outcomes) - failures, "failureCount": failures, "results": outcomes})
+            flat += outcomes
+        if request.version >= 2:
+            return 201, results
+        if any("error" in outcome for outcome in flat):
+            error = AblyError(40020, "Batch error: some channels were not published to", 400)
+            raise _BatchError(error, flat)
+        return 201, [{"channel": outcome["channel"], "messageId": outcome["messageId"]} for outcome in flat]
+
+    def _channel(self, request: _Request) -> tuple[int, Any]:
+        credentials, app = self._caller(request)
+        name = check_channel_name(request.args[0])
+        _require(credentials, name, "channel-metadata")
+        return 200, app.channel_details(name)
+
+    def _channels(self, request: _Request) -> tuple[int, Any]:
+        credentials, app = self._caller(request)
+        _require(credentials, "*", "channel-metadata")
+        prefix = request.query.get("prefix", "")
+        limit = _limit(request.query.get("limit"), 100)
+        by = request.query.get("by") or ("id" if request.version >= 3 else "value")
+        if by not in ("id", "value"):
+            raise AblyError(40003, "by must be id or value")
+        cursor = request.query.get("cursor", "")
+        names = sorted(name for name in app.state.channel_names() if name.startswith(prefix) and name > cursor)
+        page = names[:limit]
+        if len(names) > limit:
+            query = f"prefix={quote(prefix)}&limit={limit}&by={by}&cursor={quote(page[-1])}"
+            request.link = f'<./channels?{query}>; rel="next"'
+        return 200, page if by == "id" else [app.channel_details(name) for name in page]
+
+    def _presence(self, request: _Request) -> tuple[int, Any]:
+        credentials, app = self._caller(request)
+        name = check_channel_name(request.args[0])
+        _require(credentials, name, "subscribe")
+        return 200, _members(app, name, request.query)
+
+    def _batch_presence(self, request: _Request) -> tuple[int, Any]:
+        credentials, app = self._caller(request)
+        separator = request.query.get("separator") or ","
+        names = [name for name in request.query.get("channels", "").split(separator) if name]
+        if not names:
+            raise AblyError(40000, "channels is required: a list of channel names")
+        outcomes: list[dict[str, Any]] = []
+        for channel in names:
+            try:
+                name = check_channel_name(channel)
+                _require(credentials, name, "subscribe")
+                outcomes.append({"channel": name, "presence": _members(app, name, {})})
+            except AblyError as exc:
+                outcomes.append({"channel": channel, "error": exc.body()})
+        if request.version < 2:
+            return 200, outcomes
+        failures = sum(1 for outcome in outcomes if "error" in outcome)
+        return 200, {"successCount": len(outcomes) - failures, "failureCount": failures, "results": outcomes}
+
+
+class _BatchError(AblyError):
+    """The legacy (protocol v1) partial-failure answer: 400, error 40020 and the per-channel ``batchResponse``."""
+
+    def __init__(self, error: AblyError, outcomes: list[dict[str, Any]]) -> None:
+        super().__init__(error.code, error.message, error.status)
+        self.outcomes = outcomes
+
+
+def _batch_spec(spec: object, index: int, credentials: Credentials) -> tuple[list[str], list[Message]]:
+    where = f"batch[{index}]"
+    if not isinstance(spec, dict):
+        raise AblyError(40000, f"{where}: a BatchSpec is an object with channels and messages")
+    channels = spec.get("channels")
+    channels = [channels] if isinstance(channels, str) else channels
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+        raise AblyError(40000, f"{where}: channels is a channel name or a non-empty array of them")
+    if len(channels) > MAX_BATCH_CHANNELS:
+        raise AblyError(40000, f"{where}: {len(channels)} channels; the maximum is {MAX_BATCH_CHANNELS}")
+    raw = spec.get("messages")
+    raw = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(raw, list) or not raw:
+        raise AblyError(40000, f"{where}: messages is a message or a non-empty array of them")
+    if len(raw) > MAX_BATCH_MESSAGES:
+        raise AblyError(40000, f"{where}: {len(raw)} messages; the maximum is {MAX_BATCH_MESSAGES}")
+    messages = [parse_message(item, f"{where}.messages[{i}]") for i, item in enumerate(raw)]
+    check_messages(messages, credentials, f"{where}.messages")
+    return channels, messages
+
+
+def _members(app: AblyApp, name: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
+    members = app.members(name)
+    client_id, connection_id = query.get("clientId"), query.get("connectionId")
+    if client_id is not None:
+        members = [m for m in members if m["clientId"] == client_id]
+    if connection_id is not None:
+        members = [m for m in members if m["connectionId"] == connection_id]
+    return members[: _limit(query.get("limit"), 100)]
+
+
+def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[str | None, str | None]:
+    """(connectionId, excluded socket) for a publish "as" a connection (``connectionKey``): an Ably connection that
+    set ``echo=false`` does not get its own message back; a Pusher socket id is excluded, as Pusher's ``socket_id``."""
+    key = next((message.connection_key for message in messages if message.connection_key), None)
+    if key is None:
+        return None, None
+    peer = app.state.peers.get(key.partition("!")[0])
+    if isinstance(peer, AblySession) and peer.connection_key == key:
+        return peer.socket_id, None if peer.echo else peer.socket_id
+    if isinstance(peer, Session):
+        return peer.socket_id, peer.socket_id
+    return None, None
+
+
+def _require(credentials: Credentials, channel: str, operation: str) -> None:
+    if not allows(credentials.capability, channel, operation):
+        raise AblyError(40160, f"Action not permitted: {operation!r} on channel {channel[:100]!r} by this capability")
+
+
+def _limit(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIST_LIMIT:
+        raise AblyError(40003, f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    return int(value)
+
+
+def _encoded(status: int, value: Any, binary: bool, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    if binary:
+        return Response(status, encode_msgpack(value), (("Content-Type", MSGPACK), *headers, *CORS))
+    body = encode_json(value).encode()
+    return Response(status, body, (("Content-Type", "application/json"), *headers, *CORS))
+
+
+def _error_headers(error: AblyError) -> tuple[tuple[str, str], ...]:
+    # Header values must stay latin-1: anything else becomes "?".
+    message = error.message.encode("ascii", "replace").decode()[:500]
+    return (("X-Ably-ErrorCode", str(error.code)), ("X-Ably-ErrorMessage", message))

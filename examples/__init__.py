@@ -1,0 +1,1 @@
+"""Example applications built on relay (see examples/README.md)."""

@@ -1,0 +1,41 @@
+// file: lib/relay-server.ts
+// Server-only: imports of this module from a client component would leak RELAY_API_TOKEN.
+
+export interface PublishResult {
+  channels: string[];
+  message_ids: string[];
+}
+
+export class RelayPublishError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Publish one event to one or more channels through the gateway's POST /v1/publish. */
+export async function publish(
+  channel: string | string[],
+  event: string,
+  data: unknown,
+  options: { socketId?: string } = {},
+): Promise<PublishResult> {
+  const target = Array.isArray(channel) ? { channels: channel } : { channel };
+  const response = await fetch(`${process.env.RELAY_GATEWAY_URL}/v1/publish`, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${process.env.RELAY_API_TOKEN}`,
+      'Content-Type': 'application/json',
+    },
+    // socket_id (pusher-js's connection.socket_id, sent by the browser) keeps the event from echoing back to it.
+    body: JSON.stringify({ ...target, event, data, socket_id: options.socketId }),
+  });
+  const body = await response.json();
+  if (!response.ok) {
+    // 401: wrong RELAY_API_TOKEN; 400/413/422: the event (the body names the field).
+    throw new RelayPublishError(response.status, body.error ?? JSON.stringify(body.detail));
+  }
+  return body as PublishResult;
+}

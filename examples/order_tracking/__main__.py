@@ -1,0 +1,106 @@
+"""``python -m examples.order_tracking``: the app, and an emulator for it unless a provider is configured.
+
+Without ``RELAY_URL`` (or the ``PUSHER_*`` variables or ``ABLY_API_KEY``) an emulator runs in this process on
+``--emulator-port``; with one, the same app and pages use that provider instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from examples.order_tracking.app import create_app
+from relay.client import AsyncRelay, configuration_from_env
+from relay.config import ProviderConfig, parse_url
+from relay.emulator.config import App, EmulatorConfig
+from relay.emulator.server import EmulatorNode, start_server
+from relay.errors import ConfigError
+
+EMULATOR_APP = App(app_id="1", key="app-key", secret="app-secret")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.order_tracking",
+        description="The restaurant order-tracking example. Provider from RELAY_URL; without one, an emulator "
+        "runs in this process.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address of the web app (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port of the web app (default 8000; 0 picks one)")
+    parser.add_argument(
+        "--emulator-port", type=int, default=6001, help="port of the emulator started without RELAY_URL (default 6001)"
+    )
+    return parser
+
+
+def describe(url: str | ProviderConfig) -> str:
+    """The provider, with its secret hidden."""
+    if isinstance(url, ProviderConfig):
+        return url.url()
+    if url.startswith(("mirror:", "failover:")):
+        return repr(AsyncRelay(url)).removeprefix("AsyncRelay(").removesuffix(")").strip("'")
+    return parse_url(url).url()
+
+
+async def serve(host: str, port: int, emulator_port: int) -> None:
+    node: EmulatorNode | None = None
+    emulator: asyncio.Server | None = None
+    try:
+        relay_url: str | ProviderConfig = configuration_from_env(None)
+        where = "from the environment"
+    except ConfigError:
+        node = EmulatorNode(EmulatorConfig(apps=(EMULATOR_APP,), host="127.0.0.1", port=emulator_port))
+        emulator = await start_server(node)
+        bound = emulator.sockets[0].getsockname()[1]
+        relay_url = f"emulator://{EMULATOR_APP.key}:{EMULATOR_APP.secret}@127.0.0.1:{bound}/apps/{EMULATOR_APP.app_id}"
+        where = "an emulator in this process (set RELAY_URL to use Pusher, Ably or another server)"
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    site = f"http://{host}:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(create_app(relay_url), log_level="warning", lifespan="on"))
+    # uvicorn handles SIGINT/SIGTERM while it serves and raises them again afterwards, for the previous handlers:
+    # these let the emulator close too, and the process exit with status 0.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:  # bound is not yet listening
+            if serving.done():
+                break
+            await asyncio.sleep(0.02)
+        print(
+            f"Order tracking on {site}\n"
+            f"  customers:  {site}/\n  kitchen:    {site}/kitchen\n  delivery:   {site}/delivery\n"
+            f"  realtime:   {describe(relay_url)}, {where}",
+            flush=True,
+        )
+        await serving
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+        if emulator is not None and node is not None:
+            emulator.close()
+            await node.close(webhook_grace=0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        asyncio.run(serve(args.host, args.port, args.emulator_port))
+    except ConfigError as error:
+        print(f"order-tracking: configuration error: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""The order-tracking backend: FastAPI, an in-memory order store, and relay for everything realtime.
+
+Channels (the provider is whatever ``RELAY_URL`` names):
+
+- ``private-kitchen``: ``order-placed`` when a customer orders, ``status-changed`` on every change (kitchen staff);
+- ``presence-kitchen``: the kitchen staff on shift, with their names (kitchen staff);
+- ``private-delivery``: ``status-changed`` for every order, so the delivery staff see pickups (delivery staff);
+- ``private-order-{id}``: ``status-changed`` for that order (its customer, and the staff).
+
+The browser pages authorize those channels at relay's ``/pusher/auth`` (or ``/ably/token``) through the channel rules
+below, and read their connection settings from ``/api/config``. Sign-in is a demo: a name and a role in a signed
+cookie; put your own session check in :meth:`Sessions.user`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from relay import AsyncRelay, User
+from relay.client import configuration_from_env
+from relay.config import ProviderConfig
+from relay.errors import RelayError
+from relay.gateway import frontend_config
+from relay.rules import ChannelRules
+from relay.web import auth_router
+
+log = logging.getLogger("order_tracking")
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+ROOT = HERE.parent.parent
+KITCHEN = "private-kitchen"
+STAFF = "presence-kitchen"
+DELIVERY = "private-delivery"
+COOKIE = "order_session"
+PUSHER_JS_CDN = "https://js.pusher.com/8.4.0/pusher.min.js"
+ABLY_JS_CDN = "https://cdn.ably.com/lib/ably.min-2.js"
+
+Role = Literal["customer", "kitchen", "delivery"]
+Status = Literal["placed", "preparing", "ready", "picked_up", "delivered"]
+
+MENU: dict[str, tuple[str, int]] = {
+    "appam-stew": ("Appam with vegetable stew", 180),
+    "parotta-curry": ("Kerala parotta and chicken curry", 240),
+    "fish-moilee": ("Fish moilee with rice", 320),
+    "karimeen": ("Karimeen pollichathu", 450),
+    "payasam": ("Palada payasam", 120),
+}
+
+# Who may move an order into each status, and from which status.
+TRANSITIONS: dict[Status, tuple[Role, Status]] = {
+    "preparing": ("kitchen", "placed"),
+    "ready": ("kitchen", "preparing"),
+    "picked_up": ("delivery", "ready"),
+    "delivered": ("delivery", "picked_up"),
+}
+
+
+def order_channel(order_id: int | str) -> str:
+    return f"private-order-{order_id}"
+
+
+@dataclass
+class Order:
+    id: int
+    customer_id: str
+    customer_name: str
+    items: list[str]
+    total: int
+    status: Status = "placed"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["items"] = [{"id": item, "name": MENU[item][0]} for item in self.items]
+        return data
+
+
+class OrderStore:
+    """In memory, for the example; a real app keeps orders in its database."""
+
+    def __init__(self) -> None:
+        self._orders: dict[int, Order] = {}
+        self._ids = itertools.count(1)
+
+    def create(self, customer: User, items: list[str]) -> Order:
+        order_id = next(self._ids)
+        total = sum(MENU[item][1] for item in items)
+        order = Order(order_id, customer.id, str(customer.info.get("name", "")), items, total)
+        order.history.append({"status": "placed", "at": time.time(), "by": customer.info.get("name")})
+        self._orders[order_id] = order
+        return order
+
+    def get(self, order_id: int) -> Order | None:
+        return self._orders.get(order_id)
+
+    def all(self) -> list[Order]:
+        return list(self._orders.values())
+
+    def owner_of(self, order_id: str) -> str | None:
+        order = self._orders.get(int(order_id)) if order_id.isdigit() else None
+        return None if order is None else order.customer_id
+
+
+class Sessions:
+    """A demo sign-in: ``{id, role, name}`` in an HMAC-signed cookie."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _sign(self, payload: bytes) -> str:
+        return hmac.new(self._secret, payload, hashlib.sha256).hexdigest()
+
+    def cookie_for(self, user: User) -> str:
+        payload = base64.urlsafe_b64encode(json.dumps({"id": user.id, **user.info}).encode()).decode()
+        return f"{payload}.{self._sign(payload.encode())}"
+
+    def user(self, request: Request) -> User | None:
+        """The signed-in user of a request, or None."""
+        value = request.cookies.get(COOKIE, "")
+        payload, _, signature = value.rpartition(".")
+        if not payload or not hmac.compare_digest(signature, self._sign(payload.encode())):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(payload))
+        except ValueError:
+            return None
+        user_id = data.pop("id")
+        return User(user_id, data)
+
+    def sign_in(self, response: Response, role: Role, name: str) -> User:
+        user = User(f"{role}-{secrets.token_hex(4)}", {"name": name, "role": role})
+        response.set_cookie(COOKIE, self.cookie_for(user), httponly=True, samesite="lax")
+        return user
+
+
+def build_rules(orders: OrderStore) -> ChannelRules:
+    """Who may subscribe to what; the first matching pattern decides, and anything unmatched is refused."""
+    rules = ChannelRules()
+
+    def role(user: User | None) -> str | None:
+        return None if user is None else str(user.info.get("role"))
+
+    @rules.channel(KITCHEN)
+    def kitchen_orders(user: User | None) -> bool:
+        return role(user) == "kitchen"
+
+    @rules.channel(STAFF)
+    def kitchen_staff(user: User | None) -> dict[str, str] | None:
+        """Kitchen staff join the presence channel under their name."""
+        if user is None or role(user) != "kitchen":
+            return None
+        return {"name": str(user.info["name"])}
+
+    @rules.channel(DELIVERY)
+    def delivery_board(user: User | None) -> bool:
+        return role(user) == "delivery"
+
+    @rules.channel("private-order-{order_id}")
+    def order_updates(user: User | None, order_id: str) -> bool:
+        if user is None:
+            return False
+        return role(user) in ("kitchen", "delivery") or orders.owner_of(order_id) == user.id
+
+    return rules
+
+
+class OrderRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=60)
+    items: list[str] = Field(min_length=1, max_length=20)
+
+
+class SessionRequest(BaseModel):
+    role: Literal["kitchen", "delivery"]
+    name: str = Field(min_length=1, max_length=60)
+
+
+class StatusRequest(BaseModel):
+    status: Status
+
+
+def find_pusher_js() -> Path | None:
+    """pusher-js's browser build from a local npm install, if there is one (else the page loads it from the CDN)."""
+    candidates = [
+        Path(os.environ["PUSHER_JS_PATH"]) if os.environ.get("PUSHER_JS_PATH") else None,
+        ROOT / "examples/nextjs/node_modules/pusher-js/dist/web/pusher.min.js",
+        ROOT / "tests/node/node_modules/pusher-js/dist/web/pusher.min.js",
+    ]
+    return next((path for path in candidates if path is not None and path.is_file()), None)
+
+
+def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret: bytes | None = None) -> FastAPI:
+    """The app, publishing through ``relay_url`` (default: ``RELAY_URL`` or the ``PUSHER_*``/``ABLY_API_KEY``
+    variables). Swapping providers changes nothing here or in the pages."""
+    client = AsyncRelay(relay_url if relay_url is not None else configuration_from_env(None))
+    orders = OrderStore()
+    sessions = Sessions(session_secret or os.environ.get("ORDER_TRACKING_SECRET", "").encode() or os.urandom(32))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    app = FastAPI(title="Order tracking (relay example)", lifespan=lifespan)
+    app.state.orders = orders
+    app.state.relay = client
+    app.include_router(auth_router(client, build_rules(orders), sessions.user))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    pusher_js = find_pusher_js()
+
+    async def notify(channels: list[str], event: str, order: Order) -> bool:
+        """Publish; a provider outage must not lose the order (the pages re-read the state when they reconnect)."""
+        try:
+            await client.publish(channels, event, order.to_json())
+        except RelayError as error:
+            log.warning("could not publish %s for order %s: %s", event, order.id, error)
+            return False
+        return True
+
+    def require(request: Request, *roles: Role) -> User:
+        user = sessions.user(request)
+        if user is None:
+            raise HTTPException(401, "sign in first")
+        if roles and user.info.get("role") not in roles:
+            raise HTTPException(403, f"only {' or '.join(roles)} staff may do this")
+        return user
+
+    for page, filename in (("/", "customer.html"), ("/kitchen", "kitchen.html"), ("/delivery", "delivery.html")):
+
+        def serve(filename: str = filename) -> FileResponse:
+            return FileResponse(STATIC / filename, headers={"cache-control": "no-store"})
+
+        app.add_api_route(page, serve, methods=["GET"], include_in_schema=False)
+
+    @app.get("/vendor/pusher.min.js", include_in_schema=False)
+    def vendor_pusher() -> Response:
+        if pusher_js is None:
+            return RedirectResponse(PUSHER_JS_CDN)
+        return FileResponse(pusher_js, media_type="application/javascript")
+
+    @app.get("/api/config")
+    def config() -> dict[str, Any]:
+        """What the pages need to connect: the provider's client settings and relay's auth endpoints."""
+        settings = frontend_config(client)
+        if settings["provider"] == "ably":
+            return {**settings, "authUrl": "/ably/token", "library": ABLY_JS_CDN}
+        return {**settings, "channelAuthEndpoint": "/pusher/auth", "userAuthEndpoint": "/pusher/user-auth"}
+
+    @app.get("/api/menu")
+    def menu() -> list[dict[str, Any]]:
+        return [{"id": item, "name": name, "price": price} for item, (name, price) in MENU.items()]
+
+    @app.get("/api/me")
+    def me(request: Request) -> dict[str, Any] | None:
+        user = sessions.user(request)
+        return None if user is None else {"id": user.id, **user.info}
+
+    @app.post("/api/session")
+    def sign_in(body: SessionRequest, response: Response) -> dict[str, Any]:
+        """Staff sign-in (a demo: no password)."""
+        user = sessions.sign_in(response, body.role, body.name.strip())
+        return {"id": user.id, **user.info}
+
+    @app.post("/api/orders", status_code=201)
+    async def place_order(body: OrderRequest, request: Request, response: Response) -> dict[str, Any]:
+        unknown = sorted(set(body.items) - set(MENU))
+        if unknown:
+            raise HTTPException(422, f"not on the menu: {', '.join(unknown)}")
+        customer = sessions.user(request)
+        if customer is None or customer.info.get("role") != "customer":
+            customer = sessions.sign_in(response, "customer", body.name.strip())
+        order = orders.create(customer, body.items)
+        live = await notify([KITCHEN], "order-placed", order)
+        return {**order.to_json(), "live": live}
+
+    @app.get("/api/orders")
+    def list_orders(request: Request) -> list[dict[str, Any]]:
+        """Staff see every order, a customer their own."""
+        user = require(request)
+        mine = [o for o in orders.all() if user.info.get("role") != "customer" or o.customer_id == user.id]
+        return [order.to_json() for order in mine]
+
+    @app.get("/api/orders/{order_id}")
+    def get_order(order_id: int, request: Request) -> dict[str, Any]:
+        user = require(request)
+        order = orders.get(order_id)
+        if order is None or (user.info.get("role") == "customer" and order.customer_id != user.id):
+            raise HTTPException(404, "no such order")
+        return order.to_json()
+
+    @app.post("/api/orders/{order_id}/status")
+    async def set_status(order_id: int, body: StatusRequest, request: Request) -> dict[str, Any]:
+        order = orders.get(order_id)
+        if order is None:
+            raise HTTPException(404, "no such order")
+        if body.status not in TRANSITIONS:
+            raise HTTPException(422, f"{body.status} is not a status staff can set")
+        role, previous = TRANSITIONS[body.status]
+        user = require(request, role)
+        if order.status != previous:
+            raise HTTPException(409, f"order {order_id} is {order.status}, not {previous}")
+        order.status = body.status
+        order.history.append({"status": body.status, "at": time.time(), "by": user.info.get("name")})
+        live = await notify([order_channel(order.id), KITCHEN, DELIVERY], "status-changed", order)
+        return {**order.to_json(), "live": live}
+
+    return app

@@ -1,0 +1,259 @@
+"""Helpers for the Ably compatibility tests: the test app's Ably key, a raw Ably-protocol WebSocket client (JSON or
+msgpack), a raw Pusher-protocol client, SDK factories and the Node scenario runner.
+
+Facts the tests rely on are in ``shared/reference/ably-and-pricing.md`` §A–§D; the emulator side is docs/ably.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import jwt
+import msgpack  # type: ignore[import-untyped]
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from relay.emulator.config import App
+from relay.protocol.ably import jwt_claims
+
+APP = App(app_id="1", key="app-key", secret="app-secret", activity_timeout=120)
+KEY_NAME, KEY_SECRET = "1.app-key", "app-secret"
+API_KEY = f"{KEY_NAME}:{KEY_SECRET}"
+RECV_TIMEOUT = 3.0
+NODE = shutil.which("node")
+NODE_DIR = Path(__file__).resolve().parent.parent / "node"
+SCRIPTS = Path(__file__).resolve().parent / "node"
+
+# ProtocolMessage actions and flags (reference §D.2, §D.4).
+HEARTBEAT, ACK, NACK, CONNECTED, DISCONNECTED, CLOSE, CLOSED, ERROR = 0, 1, 2, 4, 6, 7, 8, 9
+ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = 10, 11, 12, 13, 14, 15, 16, 17
+HAS_PRESENCE = 1
+ALL_MODES = 983_040  # PRESENCE | PUBLISH | SUBSCRIBE | PRESENCE_SUBSCRIBE
+
+
+class Running(Protocol):
+    """What the tests use of ``tests/conftest.py``'s RunningEmulator."""
+
+    port: int
+    host: str
+    app: App
+    node: Any
+
+    @property
+    def http_url(self) -> str: ...
+
+    def ws_url(self, key: str | None = None, query: str = "protocol=7") -> str: ...
+
+
+@dataclass
+class AblyWire:
+    """A raw Ably realtime connection: one ProtocolMessage per WebSocket message, JSON text or msgpack binary."""
+
+    ws: ClientConnection
+    binary: bool
+    connected: dict[str, Any]
+    serial: int = 0
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(msgpack.packb(message, use_bin_type=True) if self.binary else json.dumps(message))
+
+    async def recv(self, wait: float = RECV_TIMEOUT) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), wait)
+        if self.binary:
+            assert isinstance(raw, bytes), f"expected a binary frame, got {raw!r}"
+            value: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+        else:
+            assert isinstance(raw, str), f"expected a text frame, got {raw!r}"
+            value = json.loads(raw)
+        return value
+
+    async def expect(self, action: int, wait: float = RECV_TIMEOUT) -> dict[str, Any]:
+        """The next message that is not a HEARTBEAT; it must be ``action``."""
+        while True:
+            message = await self.recv(wait)
+            if message["action"] != HEARTBEAT:
+                break
+        assert message["action"] == action, f"expected action {action}, got {message}"
+        return message
+
+    async def ping(self, ping_id: str) -> None:
+        """A client HEARTBEAT with an id; the server must echo it (ably-js ``connection.ping()``)."""
+        await self.send({"action": HEARTBEAT, "id": ping_id})
+        while (message := await self.recv())["action"] != HEARTBEAT or "id" not in message:
+            pass
+        assert message == {"action": HEARTBEAT, "id": ping_id}
+
+    async def attach(self, channel: str, **extra: Any) -> dict[str, Any]:
+        await self.send({"action": ATTACH, "channel": channel, **extra})
+        return await self.expect(ATTACHED)
+
+    async def publish(self, channel: str, *messages: dict[str, Any]) -> int:
+        serial, self.serial = self.serial, self.serial + 1
+        await self.send({"action": MESSAGE, "channel": channel, "msgSerial": serial, "messages": list(messages)})
+        return serial
+
+    async def presence(self, channel: str, *items: dict[str, Any]) -> int:
+        serial, self.serial = self.serial, self.serial + 1
+        await self.send({"action": PRESENCE, "channel": channel, "msgSerial": serial, "presence": list(items)})
+        return serial
+
+    async def closed(self, wait: float = 3.0) -> list[dict[str, Any]]:
+        """Read until the server closes the socket; the messages read before."""
+        seen: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    seen.append(await self.recv(wait))
+        except ConnectionClosed:
+            pass
+        return seen
+
+
+async def open_wire(running: Running, query: str, *, binary: bool = False) -> tuple[ClientConnection, dict[str, Any]]:
+    """Connect to the Ably endpoint; (socket, first message)."""
+    fmt = "&format=msgpack" if binary else "&format=json"
+    ws = await connect(f"ws://127.0.0.1:{running.port}/?{query}{fmt}", open_timeout=RECV_TIMEOUT, close_timeout=0.5)
+    wire = AblyWire(ws, binary, {})
+    return ws, await wire.recv()
+
+
+async def ably_wire(running: Running, query: str = f"key={API_KEY}", *, binary: bool = False) -> AblyWire:
+    ws, first = await open_wire(running, query, binary=binary)
+    assert first["action"] == CONNECTED, first
+    return AblyWire(ws, binary, first)
+
+
+@dataclass
+class PusherWire:
+    """A raw Pusher-protocol client."""
+
+    ws: ClientConnection
+    socket_id: str
+
+    async def send(self, event: str, data: object, channel: str | None = None) -> None:
+        frame: dict[str, Any] = {"event": event, "data": data}
+        if channel is not None:
+            frame["channel"] = channel
+        await self.ws.send(json.dumps(frame))
+
+    async def expect(self, event: str, wait: float = RECV_TIMEOUT) -> dict[str, Any]:
+        while True:
+            frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), wait))
+            if frame["event"] not in ("pusher:ping", "pusher:pong"):
+                break
+        assert frame["event"] == event, f"expected {event}, got {frame}"
+        return frame
+
+
+async def pusher_wire(running: Running) -> PusherWire:
+    ws = await connect(running.ws_url(), open_timeout=RECV_TIMEOUT, close_timeout=0.5)
+    frame = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
+    assert frame["event"] == "pusher:connection_established", frame
+    return PusherWire(ws, json.loads(frame["data"])["socket_id"])
+
+
+# -- Node scenarios ------------------------------------------------------------------------------------------------
+
+StepHandler = Callable[[dict[str, Any]], Awaitable[str]]
+
+
+@dataclass
+class NodeRun:
+    summary: dict[str, Any]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    stderr: str = ""
+
+
+async def run_node(
+    script: str,
+    running: Running,
+    *,
+    env: dict[str, str] | None = None,
+    on_step: StepHandler | None = None,
+    limit_s: float = 20.0,
+) -> NodeRun:
+    """Run ``tests/ably/node/<script>`` (ably-js, pusher-js from ``tests/node/node_modules``); JSON lines on stdout,
+    ``{"step": …}`` lines answered on stdin, the last line the summary (as ``tests/node/lib.mjs`` scenarios)."""
+    assert NODE is not None
+    env = {
+        **os.environ,
+        **(env or {}),
+        "RELAY_HOST": "127.0.0.1",
+        "RELAY_PORT": str(running.port),
+        "RELAY_APP_ID": running.app.app_id,
+        "RELAY_KEY": running.app.key,
+        "RELAY_SECRET": running.app.secret,
+        "ABLY_KEY": running.app.ably_api_key,
+    }
+    process = await asyncio.create_subprocess_exec(
+        NODE,
+        str(SCRIPTS / script),
+        cwd=NODE_DIR,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    stderr_task = asyncio.create_task(process.stderr.read())
+    lines: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+
+    async def drive() -> None:
+        assert process.stdin is not None and process.stdout is not None
+        async for raw in process.stdout:
+            text = raw.decode(errors="replace").strip()
+            if not text.startswith("{"):
+                continue
+            message = json.loads(text)
+            if "step" in message:
+                steps.append(message)
+                assert on_step is not None, f"{script} asked for step {message['step']!r}"
+                process.stdin.write((await on_step(message)).encode() + b"\n")
+                await process.stdin.drain()
+            else:
+                lines.append(message)
+        await process.wait()
+
+    try:
+        await asyncio.wait_for(drive(), limit_s)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = (await stderr_task).decode(errors="replace")
+    assert lines, f"{script} printed no summary (exit {process.returncode}); stderr:\n{stderr}"
+    summary = lines[-1]
+    assert process.returncode == 0 and summary.get("ok") is True, f"{script} failed: {summary}\nstderr:\n{stderr}"
+    return NodeRun(summary, steps, stderr)
+
+
+def jwt_token(
+    capability: dict[str, list[str]] | None = None,
+    *,
+    client_id: str | None = None,
+    ttl_s: int = 600,
+    issued_at: int | None = None,
+    key_name: str = KEY_NAME,
+    secret: str = KEY_SECRET,
+) -> str:
+    """An Ably JWT signed like an app backend signs one (reference §A.11)."""
+    header, claims = jwt_claims(
+        key_name,
+        capability or {"*": ["*"]},
+        issued_at=int(time.time()) if issued_at is None else issued_at,
+        ttl_seconds=ttl_s,
+        client_id=client_id,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        return jwt.encode(claims, secret, algorithm="HS256", headers=header)

@@ -1,0 +1,154 @@
+"""The library's Ably adapter (``adapters/ably.py``: its own httpx requests, Basic auth with the key) against the
+emulator's Ably side, through ``Relay`` and ``AsyncRelay``: publish (one channel, several, a batch), channel, channels,
+presence members, and ``authorize_channel`` TokenRequests that the emulator exchanges for tokens limited to the
+channel."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from ablysupport import (
+    ACK,
+    API_KEY,
+    ATTACHED,
+    ERROR,
+    MESSAGE,
+    PRESENCE,
+    AblyWire,
+    PusherWire,
+    Running,
+    ably_wire,
+    pusher_wire,
+)
+
+from relay import AsyncRelay, ChannelInfo, PresenceMember, Relay, User
+from relay.errors import PermissionDenied, RelayError
+
+Call = Callable[..., Any]
+
+
+@pytest.fixture(params=["sync", "async"])
+async def relay(request: pytest.FixtureRequest, ably_emulator: Running) -> AsyncIterator[Call]:
+    """``await relay("method", *args)`` on ``Relay`` (in a worker thread) or ``AsyncRelay`` over ``ably://``."""
+    url = f"ably://{API_KEY}@127.0.0.1:{ably_emulator.port}?tls=false"
+    client: Relay | AsyncRelay = Relay.from_url(url) if request.param == "sync" else AsyncRelay.from_url(url)
+
+    async def call(method: str, *args: Any, **kwargs: Any) -> Any:
+        bound = getattr(client, method)
+        if isinstance(client, Relay):
+            return await asyncio.to_thread(bound, *args, **kwargs)
+        result = bound(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    yield call
+    if isinstance(client, AsyncRelay):
+        await client.aclose()
+    else:
+        client.close()
+
+
+async def subscribed(running: Running, channel: str, wires: list[AblyWire | PusherWire]) -> tuple[AblyWire, PusherWire]:
+    ably_side, pusher_side = await ably_wire(running), await pusher_wire(running)
+    wires += [ably_side, pusher_side]
+    await ably_side.attach(channel)
+    await pusher_side.send("pusher:subscribe", {"channel": channel})
+    await pusher_side.expect("pusher_internal:subscription_succeeded")
+    return ably_side, pusher_side
+
+
+async def test_publish_reaches_both_protocols(relay: Call, ably_emulator: Running, wires: list[Any]) -> None:
+    """``publish`` to one channel (``POST /channels/{ch}/messages``) and to two (``POST /messages``): Ably
+    subscribers get the object with ``encoding: json``, Pusher subscribers the JSON text; ``socket_id`` (sent as
+    ``connectionKey``) leaves that Pusher socket out, as on Pusher."""
+    ably_side, pusher_side = await subscribed(ably_emulator, "orders", wires)
+    result = await relay("publish", "orders", "created", {"id": 1})
+    assert result.channels == ("orders",) and len(result.message_ids) == 1
+    message = (await ably_side.expect(MESSAGE))["messages"][0]
+    assert (message["name"], message["data"], message["encoding"]) == ("created", '{"id":1}', "json")
+    assert message["id"] == result.message_ids[0]
+    assert (await pusher_side.expect("created"))["data"] == '{"id":1}'
+
+    other_ably, _ = await subscribed(ably_emulator, "audit", wires)
+    result = await relay("publish", ["orders", "audit"], "fanned", "text")
+    assert sorted(result.channels) == ["audit", "orders"]
+    assert (await other_ably.expect(MESSAGE))["messages"][0]["data"] == "text"
+    assert (await pusher_side.expect("fanned"))["data"] == "text"
+
+    await relay("publish", "orders", "not-to-me", "x", socket_id=pusher_side.socket_id)
+    await relay("publish", "orders", "to-everyone", "y")
+    assert (await pusher_side.expect("to-everyone"))["data"] == "y"  # "not-to-me" never arrived first
+    names = [(await ably_side.expect(MESSAGE))["messages"][0]["name"] for _ in range(3)]
+    assert names == ["fanned", "not-to-me", "to-everyone"]
+
+
+async def test_publish_batch(relay: Call, ably_emulator: Running, wires: list[Any]) -> None:
+    """``publish_batch``: one BatchSpec per event in one ``POST /messages``, each delivered."""
+    ably_side, pusher_side = await subscribed(ably_emulator, "jobs", wires)
+    result = await relay("publish_batch", [{"channel": "jobs", "name": f"job-{i}", "data": {"n": i}} for i in range(3)])
+    assert len(result.message_ids) == 3
+    received = [(await ably_side.expect(MESSAGE))["messages"][0]["name"] for _ in range(3)]
+    assert received == ["job-0", "job-1", "job-2"]
+    assert [(await pusher_side.expect(f"job-{i}"))["data"] for i in range(3)] == ['{"n":0}', '{"n":1}', '{"n":2}']
+
+
+async def test_channel_channels_and_presence(relay: Call, ably_emulator: Running, wires: list[Any]) -> None:
+    """``channel`` (GET /channels/{ch}: occupancy of both protocols), ``channels`` (GET /channels?by=id&prefix=)
+    and ``presence_members`` (an Ably member and a Pusher one)."""
+    ably_side = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=ann")
+    pusher_side = await pusher_wire(ably_emulator)
+    wires += [ably_side, pusher_side]
+    await ably_side.attach("presence-team")
+    await ably_side.presence("presence-team", {"action": 2, "data": '{"name":"Ann"}', "encoding": "json"})
+    await ably_side.expect(PRESENCE)
+    await pusher_side.send("pusher:subscribe", {"channel": "team-news"})
+    await pusher_side.expect("pusher_internal:subscription_succeeded")
+
+    assert await relay("channel", "presence-team") == ChannelInfo("presence-team", True, 1, 1)
+    assert await relay("channel", "team-news") == ChannelInfo("team-news", True, 1, None)
+    assert await relay("channel", "empty") == ChannelInfo("empty", False, 0, None)
+    listed = await relay("channels", "team")
+    assert sorted(listed) == ["team-news"]
+    assert sorted(await relay("channels")) == ["presence-team", "team-news"]
+    members = await relay("presence_members", "presence-team")
+    assert members == [PresenceMember("ann", {"name": "Ann"})]
+
+
+async def test_authorize_channel_token_request(relay: Call, ably_emulator: Running, wires: list[Any]) -> None:
+    """``authorize_channel`` returns a signed TokenRequest; the emulator exchanges it (as ably-js would) for a token
+    whose capability is that channel only and whose clientId is the user; a replayed request gets 40105."""
+    token_request = await relay("authorize_channel", "1.2", "presence-room", User("uma"))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ably_emulator.port}") as http:
+        response = await http.post(f"/keys/{token_request['keyName']}/requestToken", json=token_request)
+        assert response.status_code == 200, response.text
+        details = response.json()
+        replayed = await http.post(f"/keys/{token_request['keyName']}/requestToken", json=token_request)
+    assert (
+        details["clientId"] == "uma" and details["capability"] == '{"presence-room":["presence","publish","subscribe"]}'
+    )
+    assert replayed.status_code == 401 and replayed.json()["error"]["code"] == 40105
+
+    wire = await ably_wire(ably_emulator, f"access_token={details['token']}")
+    wires.append(wire)
+    assert (await wire.attach("presence-room"))["action"] == ATTACHED
+    await wire.presence("presence-room", {"action": 2})
+    assert (await wire.expect(PRESENCE))["presence"][0]["clientId"] == "uma"
+    await wire.expect(ACK)
+    await wire.send({"action": 10, "channel": "presence-other"})
+    assert (await wire.expect(ERROR))["error"]["code"] == 40160
+
+
+async def test_errors_map_to_relay_errors(ably_emulator: Running) -> None:
+    """A wrong secret is refused with Ably's 40101 (an authentication error); a key name the emulator does not
+    know likewise."""
+    for key in ("1.app-key:wrong", "9.nobody:app-secret"):
+        relay = AsyncRelay.from_url(f"ably://{key}@127.0.0.1:{ably_emulator.port}?tls=false")
+        with pytest.raises(RelayError) as refused:
+            await relay.publish("orders", "e", "d")
+        await relay.aclose()
+        assert refused.value.http_status == 401 and refused.value.code == 40101
+        assert not isinstance(refused.value, PermissionDenied)

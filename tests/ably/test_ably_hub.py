@@ -1,0 +1,290 @@
+"""One channel space, in process: Pusher sessions and Ably sessions on the hub's channels over recording links.
+
+The all-Pusher fast path is unchanged (one frame, the same bytes for every subscriber, no per-peer test); a mixed
+channel encodes each protocol's frame at most once per delivery (Ably JSON and msgpack once each); presence crosses
+over per connection (Ably) and per user (Pusher). Also the app's Ably key and ``ably_client_settings``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import msgpack  # type: ignore[import-untyped]
+import pytest
+
+from relay.emulator.ably import AblyNode, ably_client_settings
+from relay.emulator.ably_auth import AblyAuth, AblyKey
+from relay.emulator.ably_hub import AblyApp
+from relay.emulator.ably_realtime import AblySession
+from relay.emulator.config import App, EmulatorConfig, load_config
+from relay.emulator.hub import AppState
+from relay.emulator.session import Session
+from relay.emulator.webhooks import WebhookDispatcher
+from relay.errors import ConfigError
+from relay.protocol.signing import channel_auth
+
+APP = App(app_id="1", key="key", secret="secret")
+PRESENCE, MESSAGE = 14, 15
+
+
+@dataclass
+class Link:
+    frames: list[bytes] = field(default_factory=list)
+    closed_with: tuple[int, str] | None = None
+
+    def write(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def buffered(self) -> int:
+        return 0
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+    def decoded(self) -> list[Any]:
+        out = []
+        for frame in self.frames:
+            length = frame[1] & 0x7F
+            payload = frame[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
+            out.append(msgpack.unpackb(payload) if frame[0] == 0x82 else json.loads(payload))
+        return out
+
+    def take(self) -> list[Any]:
+        decoded, self.frames = self.decoded(), []
+        return decoded
+
+
+class Hub:
+    """An app's hub state with its Ably side, and factories for sessions of both protocols."""
+
+    def __init__(self, app: App = APP) -> None:
+        self.state = AppState(app, WebhookDispatcher(app, httpx.AsyncClient()), lambda: 1000.0)
+        self.key = AblyKey.of(APP)
+        self.auth = AblyAuth({self.key.key_name: self.key})
+        self.ably = AblyApp(self.state, self.key, lambda: 1_800_000_000_000, itertools.count(1))
+        self.ids = itertools.count(1)
+
+    def pusher(self) -> tuple[Session, Link]:
+        link = Link()
+        session = Session(self.state, f"1.{next(self.ids)}", link, lambda: 1000.0, max_buffer=1 << 20)
+        session.open()
+        link.frames.clear()
+        return session, link
+
+    def ably_session(self, *, binary: bool = False, client_id: str | None = None) -> tuple[AblySession, Link]:
+        link = Link()
+        credentials = self.auth.api_key(f"{self.key.key_name}:{self.key.secret}", client_id)
+        session = AblySession(
+            self.ably,
+            self.auth,
+            f"2.{next(self.ids)}",
+            link,
+            lambda: 1000.0,
+            credentials,
+            binary=binary,
+            echo=True,
+            max_buffer=1 << 20,
+        )
+        session.open(resuming=False)
+        link.frames.clear()
+        return session, link
+
+
+def send(session: AblySession, message: dict[str, Any]) -> None:
+    session.receive(json.dumps(message).encode(), binary=False)
+
+
+def pusher_send(session: Session, event: str, data: Any) -> None:
+    session.receive(json.dumps({"event": event, "data": data}))
+
+
+def test_all_pusher_channel_stays_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = Hub()
+    links = []
+    for _ in range(3):
+        session, link = hub.pusher()
+        pusher_send(session, "pusher:subscribe", {"channel": "room"})
+        links.append(link)
+    for link in links:
+        link.frames.clear()
+
+    def mixed(*_: object) -> None:
+        raise AssertionError("an all-Pusher channel took the mixed path")
+
+    monkeypatch.setattr(AppState, "_deliver_mixed", mixed)
+    assert hub.state.channels["room"].foreign == 0
+    hub.state.publish("room", "ev", "data")
+    [first], [second], [third] = (link.frames for link in links)
+    assert first is second is third  # one frame object, written to every subscriber
+
+
+def test_mixed_channel_encodes_once_per_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = Hub()
+    translations = []
+    original = AblyApp.from_pusher
+
+    def counting(self: AblyApp, channel: str, frame: bytes, exclude: str | None) -> Any:
+        translations.append(channel)
+        return original(self, channel, frame, exclude)
+
+    monkeypatch.setattr(AblyApp, "from_pusher", counting)
+    pusher_links: list[Link] = []
+    json_links: list[Link] = []
+    msgpack_links: list[Link] = []
+    for _ in range(2):
+        session, link = hub.pusher()
+        pusher_send(session, "pusher:subscribe", {"channel": "room"})
+        pusher_links.append(link)
+        for binary, links in ((False, json_links), (True, msgpack_links)):
+            ably, ably_link = hub.ably_session(binary=binary)
+            attach = {"action": 10, "channel": "room"}
+            ably.receive(msgpack.packb(attach) if binary else json.dumps(attach).encode(), binary=binary)
+            links.append(ably_link)
+    assert hub.state.channels["room"].foreign == 4
+    for link in pusher_links + json_links + msgpack_links:
+        link.frames.clear()
+
+    hub.state.publish("room", "ev", '{"a":1}')
+    assert translations == ["room"]
+    for links in (pusher_links, json_links, msgpack_links):
+        assert links[0].frames[0] is links[1].frames[0]
+    assert pusher_links[0].decoded()[0] == {"event": "ev", "channel": "room", "data": '{"a":1}'}
+    for link in (json_links[0], msgpack_links[0]):
+        [message] = link.decoded()
+        assert message["action"] == MESSAGE and message["channel"] == "room"
+        assert message["messages"] == [{"name": "ev", "data": '{"a":1}', "encoding": "json"}]
+
+    hub.state.publish("room", "plain", "not json {")
+    assert json_links[0].decoded()[-1]["messages"] == [{"name": "plain", "data": "not json {"}]
+
+
+def test_foreign_count_follows_attach_detach_and_close() -> None:
+    hub = Hub()
+    ably, _ = hub.ably_session()
+    other, _ = hub.ably_session()
+    send(ably, {"action": 10, "channel": "room"})
+    send(ably, {"action": 10, "channel": "room"})  # attaching twice is one subscription
+    send(other, {"action": 10, "channel": "room"})
+    assert hub.state.channels["room"].foreign == 2 and len(hub.state.channels["room"].subscribers) == 2
+    send(ably, {"action": 12, "channel": "room"})
+    assert hub.state.channels["room"].foreign == 1
+    other.connection_lost()
+    assert "room" not in hub.state.channels and not hub.ably.attachments
+
+
+def test_ably_attachments_count_for_pusher_subscription_count() -> None:
+    """With ``subscription_count`` on, Pusher subscribers hear of Ably attachments and detachments too."""
+    hub = Hub(replace(APP, subscription_count=True))
+    session, link = hub.pusher()
+    pusher_send(session, "pusher:subscribe", {"channel": "room"})
+    ably, _ = hub.ably_session()
+    link.frames.clear()
+    send(ably, {"action": 10, "channel": "room"})
+    send(ably, {"action": 12, "channel": "room"})
+    counts = [json.loads(frame["data"])["subscription_count"] for frame in link.take()]
+    assert counts == [2, 1]
+
+
+def test_pusher_presence_reaches_ably_per_connection() -> None:
+    """Each Pusher connection of a member is an Ably member (connectionId = socket id); Pusher peers still see the
+    user once."""
+    hub = Hub()
+    ably, ably_link = hub.ably_session()
+    send(ably, {"action": 10, "channel": "presence-room"})
+    channel_data = '{"user_id":"pat","user_info":{"name":"Pat"}}'
+    sessions = []
+    for _ in range(2):
+        session, _link = hub.pusher()
+        auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
+        pusher_send(
+            session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data}
+        )
+        sessions.append(session)
+    attached, *entered = ably_link.take()
+    assert attached["action"] == 11
+    assert [(m["presence"][0]["action"], m["presence"][0]["connectionId"]) for m in entered] == [
+        (2, sessions[0].socket_id),
+        (2, sessions[1].socket_id),
+    ]
+    assert entered[0]["presence"][0]["data"] == '{"name":"Pat"}' and entered[0]["presence"][0]["encoding"] == "json"
+    assert len(hub.ably.members("presence-room")) == 2 and hub.state.presence_hash("presence-room") == {
+        "pat": '{"name":"Pat"}'
+    }
+    pusher_send(sessions[0], "pusher:unsubscribe", {"channel": "presence-room"})
+    [left] = ably_link.take()
+    assert (left["presence"][0]["action"], left["presence"][0]["clientId"]) == (3, "pat")
+
+
+def test_ably_members_are_pusher_members_per_user() -> None:
+    """Ably members of a ``presence-`` channel join Pusher's presence: ``member_added`` on the user's first
+    connection, ``member_removed`` on the last; presence on other channels stays on the Ably side."""
+    hub = Hub()
+    watcher, watcher_link = hub.pusher()
+    auth = channel_auth("key", "secret", watcher.socket_id, "presence-room", '{"user_id":"w"}')
+    pusher_send(
+        watcher, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": '{"user_id":"w"}'}
+    )
+    watcher_link.frames.clear()
+    connections = [hub.ably_session(client_id="ann")[0] for _ in range(2)]
+    for index, connection in enumerate(connections):
+        send(connection, {"action": 10, "channel": "presence-room"})
+        send(
+            connection,
+            {
+                "action": 14,
+                "channel": "presence-room",
+                "msgSerial": 0,
+                "presence": [{"action": 2, "data": {"name": "Ann", "n": index}}],
+            },
+        )
+    added = watcher_link.take()
+    assert [f["event"] for f in added] == ["pusher_internal:member_added"]
+    assert json.loads(added[0]["data"]) == {"user_id": "ann", "user_info": {"name": "Ann", "n": 0}}
+    connections[0].connection_lost()
+    assert not watcher_link.frames
+    send(connections[1], {"action": 14, "channel": "presence-room", "msgSerial": 1, "presence": [{"action": 3}]})
+    [removed] = watcher_link.take()
+    assert removed["event"] == "pusher_internal:member_removed"
+
+    send(connections[1], {"action": 10, "channel": "lobby"})
+    send(connections[1], {"action": 14, "channel": "lobby", "msgSerial": 2, "presence": [{"action": 2}]})
+    assert [m["clientId"] for m in hub.ably.members("lobby")] == ["ann"]
+    assert hub.state.presence_hash("lobby") == {}
+
+
+def test_app_ably_key_default_explicit_and_checked(tmp_path: Path) -> None:
+    assert App(app_id="app-id", key="app-key", secret="app-secret").ably_api_key == "app-id.app-key:app-secret"
+    assert replace(APP, ably_key="a.b:c").ably_api_key == "a.b:c"
+    config = tmp_path / "relay.toml"
+    config.write_text('[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\nably_key = "myapp.main:sekret"\n')
+    [app] = load_config(config, defaults=EmulatorConfig(apps=(APP,))).apps
+    assert app.ably_api_key == "myapp.main:sekret"
+    config.write_text('[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\nably_key = "no-colon"\n')
+    with pytest.raises(ConfigError, match="ably_key"):
+        load_config(config, defaults=EmulatorConfig(apps=(APP,)))
+
+
+def test_two_apps_sharing_a_key_name_are_refused() -> None:
+    apps = (replace(APP, ably_key="x.y:1"), replace(APP, app_id="2", ably_key="x.y:2"))
+    node = SimpleNamespace(
+        states={app.app_id: AppState(app, WebhookDispatcher(app, httpx.AsyncClient()), float) for app in apps}
+    )
+    with pytest.raises(ConfigError, match="share the Ably key name"):
+        AblyNode(node).app("1")  # type: ignore[arg-type]
+
+
+def test_ably_client_settings() -> None:
+    config = EmulatorConfig(apps=(App(app_id="app-id", key="app-key", secret="app-secret"),))
+    text = ably_client_settings(config, "127.0.0.1", 6001)
+    assert 'new Ably.Realtime({ key: "app-id.app-key:app-secret", endpoint: "127.0.0.1", port: 6001, tls: false' in text
+    assert 'AblyRealtime(key="app-id.app-key:app-secret", endpoint="127.0.0.1:6001", tls=False)' in text
+    assert "use_token_auth=True" in text
+    assert "ably://app-id.app-key:app-secret@127.0.0.1:6001?tls=false" in text
+    tls = ably_client_settings(replace(config, tls_cert="c.pem", tls_key="k.pem"), "localhost", 443)
+    assert "tlsPort: 443, tls: true" in tls and "use_token_auth" not in tls

@@ -1,0 +1,62 @@
+"""ably-js 2.28 (Node) against the emulator: realtime and REST in msgpack (ably-js's Node default) and JSON, and the
+cross-protocol scenario with pusher-js and pusher-http-node on the same channels. Each test runs one ES-module
+scenario from ``tests/ably/node/`` (clients from ``tests/node/node_modules``) and checks its summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ablysupport import Running, jwt_token, run_node
+
+FORMATS = pytest.mark.parametrize("ably_format", ["msgpack", "json"])
+
+
+@FORMATS
+async def test_ably_js_realtime(node_modules: Path, ably_emulator: Running, ably_format: str) -> None:
+    """Realtime: connect with a key, with an authCallback TokenRequest (exchanged at requestToken, then
+    ``access_token``) and with a JWT; attach, subscribe, publish (ACK serials, binary data), ``connection.ping``,
+    presence enter/update/get (SYNC)/leave, detach; 40160 on a channel outside the token, 40101 for a bad key."""
+    env = {"ABLY_FORMAT": ably_format, "ABLY_JWT": jwt_token(client_id="jwt-user")}
+    run = await run_node("ably_js_realtime.mjs", ably_emulator, env=env)
+    assert run.summary["checks"] == [
+        "connect-key",
+        "publish-subscribe",
+        "ping",
+        "presence",
+        "detach",
+        "token-request",
+        "jwt",
+        "bad-key",
+    ]
+
+
+@FORMATS
+async def test_ably_js_rest(node_modules: Path, ably_emulator: Running, ably_format: str) -> None:
+    """REST: time, publish (object, array), idempotent ids delivered once, ``batchPublish``, ``status()``,
+    ``presence.get()``, ``GET /channels``, ``requestToken`` and errors with Ably's codes (40160, 40101)."""
+    run = await run_node("ably_js_rest.mjs", ably_emulator, env={"ABLY_FORMAT": ably_format})
+    assert run.summary["checks"] == [
+        "time",
+        "publish",
+        "idempotent",
+        "batch",
+        "status-presence",
+        "channels",
+        "errors",
+    ]
+
+
+async def test_cross_protocol(node_modules: Path, ably_emulator: Running) -> None:
+    """One channel space: Ably REST → pusher-js, Pusher HTTP API (pusher-http-node) → ably-js, ably-js → pusher-js,
+    pusher-js client events → ably-js, and presence seen from both sides (members, users API, leaves)."""
+    run = await run_node("cross_protocol.mjs", ably_emulator)
+    assert run.summary["checks"] == [
+        "ably-rest-to-pusher-js",
+        "pusher-http-to-ably-js",
+        "ably-js-to-pusher-js",
+        "pusher-client-event-to-ably-js",
+        "presence-ably-then-pusher",
+        "presence-leaves",
+        "presence-pusher-sees-ably-enter",
+    ]

@@ -1,0 +1,82 @@
+"""The manual's prose pages: docs/concepts.md and docs/migration.md run their Python; blocks marked
+``from <file>`` are that file's text (the examples, tested end to end); every relative link and anchor of the pages
+of the manual resolves."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+DOCS = ROOT / "docs"
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+EXCERPT = re.compile(r"^(?:#|//) from (\S+)\n")
+LINKED_PAGES = [
+    DOCS / "index.md",
+    DOCS / "quickstart.md",
+    DOCS / "concepts.md",
+    DOCS / "configuration.md",
+    DOCS / "migration.md",
+    DOCS / "deploy.md",
+    ROOT / "examples" / "README.md",
+    ROOT / "README.md",
+]
+
+
+def blocks(path: Path) -> list[tuple[str, str]]:
+    return BLOCK.findall(path.read_text())
+
+
+@pytest.mark.parametrize("page", ["concepts.md", "migration.md"])
+def test_python_blocks_run(page: str) -> None:
+    runnable = [body for lang, body in blocks(DOCS / page) if lang == "python" and not EXCERPT.match(body)]
+    assert runnable, page
+    for body in runnable:
+        exec(compile(body, str(DOCS / page), "exec"), {"__name__": "docs"})
+
+
+def stripped_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def test_excerpts_are_the_files_text() -> None:
+    excerpts = [(match, body) for _, body in blocks(DOCS / "migration.md") if (match := EXCERPT.match(body))]
+    assert len(excerpts) == 3
+    for match, body in excerpts:
+        source = (ROOT / match.group(1)).read_text()
+        wanted, have = stripped_lines(body[match.end() :]), stripped_lines(source)
+        assert any(have[i : i + len(wanted)] == wanted for i in range(len(have))), (
+            f"the excerpt from {match.group(1)} is not in that file any more:\n{body}"
+        )
+
+
+def test_every_block_of_concepts_and_migration_is_run_or_checked() -> None:
+    for page in ("concepts.md", "migration.md"):
+        for lang, body in blocks(DOCS / page):
+            assert lang == "python" or lang == "text" or EXCERPT.match(body), f"{page}: an unchecked {lang} block"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = BLOCK.sub("", path.read_text())
+    return {slug(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_resolve(page: Path) -> None:
+    text = BLOCK.sub("", page.read_text())
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path_part, _, anchor = target.partition("#")
+        resolved = (page.parent / path_part).resolve() if path_part else page
+        assert resolved.exists(), f"{page.name}: {target} does not exist"
+        if anchor and resolved.suffix == ".md":
+            assert anchor in anchors(resolved), f"{page.name}: no #{anchor} in {resolved.name}"

@@ -1,0 +1,194 @@
+"""examples/nextjs (issue 12): ``next build``, then ``next start`` + ``relay serve`` + the emulator + headless Chromium.
+
+The example's realtime module, client component, server helper and route handler are the files of the Next.js
+guide in docs/gateway.md, byte for byte (checked here), so the guide's code is built by Next itself and run in a
+browser. npm packages come from examples/nextjs/package-lock.json (``npm ci --prefix examples/nextjs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import RunningEmulator
+from tests.examples.conftest import needs_chromium, screenshot
+from tests.gateway.conftest import JWT_SECRET, NODE, ROOT, TOKEN, emulator_url
+from tests.gateway.test_gateway_nextjs_guide import EXPECTED_FILES, extract_guide
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
+expect = playwright_api.expect
+EXAMPLE = ROOT / "examples" / "nextjs"
+NEXT_BIN = EXAMPLE / "node_modules" / "next" / "dist" / "bin" / "next"
+BUILD_LIMIT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """A child process whose output lines are collected (and searched) as they come."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, *args: str, env: dict[str, str], cwd: Path = ROOT) -> Process:
+        process = await asyncio.create_subprocess_exec(
+            *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        return cls(process)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    async def wait_for(self, pattern: str, within: float) -> re.Match[str]:
+        deadline = time.monotonic() + within
+        while True:
+            for line in self.lines:
+                if match := re.search(pattern, line):
+                    return match
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                output = "\n".join(self.lines[-40:])
+                raise AssertionError(f"no /{pattern}/ (exit {self.process.returncode}); output:\n{output}")
+            await asyncio.sleep(0.05)
+
+    async def finish(self, within: float) -> int:
+        code = await asyncio.wait_for(self.process.wait(), within)
+        await self._reader
+        return code
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        await self._reader
+
+
+@pytest.fixture
+def next_installed() -> Path:
+    """The example's npm packages; their absence is a setup error, not a reason to skip."""
+    if NODE is None:
+        pytest.skip("node is not on PATH")
+    if not NEXT_BIN.is_file():
+        pytest.fail(f"{NEXT_BIN} is missing: run `npm ci --prefix examples/nextjs` first")
+    return NEXT_BIN
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[Process]]:
+    running: list[Process] = []
+    yield running
+    for process in reversed(running):
+        await process.stop()
+
+
+def test_the_example_is_the_guide(tmp_path: Path) -> None:
+    """The example's copies of the guide's snippets are identical to docs/gateway.md's ``// file:`` blocks."""
+    assert extract_guide(tmp_path) == EXPECTED_FILES
+    for relative in sorted(EXPECTED_FILES):
+        assert (EXAMPLE / relative).read_text() == (tmp_path / relative).read_text(), (
+            f"examples/nextjs/{relative} differs from its block in docs/gateway.md"
+        )
+
+
+@needs_chromium()
+async def test_next_build_and_start_publish_through_relay_serve(
+    next_installed: Path, emulator: RunningEmulator, processes: list[Process], browser: object
+) -> None:
+    """``next build`` (type-checked, telemetry off) succeeds; with ``next start``, ``relay serve`` (a real process)
+    and the emulator, two users' pages in Chromium connect ("Live"), alice's "Mark ready" calls the route handler,
+    which publishes through the gateway's /v1/publish to private-user-alice; only alice's page shows the order, bob's
+    private channel stays his own. A screenshot goes to tests/artifacts/nextjs_example.png."""
+    base_env = {name: value for name, value in os.environ.items() if not name.startswith(("RELAY_", "NEXT_PUBLIC_"))}
+    next_port = free_port()
+    site = f"http://127.0.0.1:{next_port}"
+    gateway = await Process.start(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "serve",
+        "--port",
+        "0",
+        env={
+            **base_env,
+            "RELAY_URL": emulator_url(emulator),
+            "RELAY_API_TOKEN": TOKEN,
+            "RELAY_JWT_SECRET": JWT_SECRET,
+            "RELAY_CORS_ORIGINS": site,
+        },
+    )
+    processes.append(gateway)
+    gateway_url = (await gateway.wait_for(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", 20)).group(1)
+
+    next_env = {
+        **base_env,
+        "NEXT_TELEMETRY_DISABLED": "1",
+        "NEXT_PUBLIC_RELAY_GATEWAY_URL": gateway_url,  # inlined into the browser bundle at build time
+        "RELAY_GATEWAY_URL": gateway_url,
+        "RELAY_API_TOKEN": TOKEN,
+        "RELAY_JWT_SECRET": JWT_SECRET,
+    }
+    assert NODE is not None
+    started = time.monotonic()
+    build = await Process.start(NODE, str(next_installed), "build", env=next_env, cwd=EXAMPLE)
+    code = await build.finish(BUILD_LIMIT_S)
+    output = "\n".join(build.lines)
+    assert code == 0, output
+    assert "Compiled successfully" in output and "Finished TypeScript" in output, output
+    assert re.search(r"ƒ /api/orders/\[orderId\]/ready", output), output
+    print(f"next build took {time.monotonic() - started:.1f} s")
+
+    server = await Process.start(
+        NODE, str(next_installed), "start", "-H", "127.0.0.1", "-p", str(next_port), env=next_env, cwd=EXAMPLE
+    )
+    processes.append(server)
+    await server.wait_for(r"Ready in", 30)
+
+    pages = {}
+    problems: list[str] = []
+    for user in ("alice", "bob"):
+        context = await browser.new_context(viewport={"width": 640, "height": 420})  # type: ignore[attr-defined]
+        page = await context.new_page()
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        await page.goto(f"{site}/?user={user}")
+        await expect(page.locator("[role=status]")).to_have_text("Live", timeout=10_000)
+        pages[user] = page
+    alice, bob = pages["alice"], pages["bob"]
+    await expect(alice.get_by_role("heading")).to_have_text("Orders of Alice")
+
+    await alice.get_by_role("button", name="Mark ready").click()
+    await expect(alice.get_by_test_id("publish-result")).to_have_text("published: order 42")
+    await expect(alice.locator("li")).to_have_text(["Order 42 is ready"])
+    await bob.locator("input[name=orderId]").fill("7")
+    await bob.get_by_role("button", name="Mark ready").click()
+    await expect(bob.locator("li")).to_have_text(["Order 7 is ready"])
+    await expect(alice.locator("li")).to_have_text(["Order 42 is ready"])
+    assert await alice.locator("main [role=alert]").count() == 0  # the component's errors (Next has its own alert)
+
+    # Any caller of the route handler reaches the page (here a plain HTTP client, as another backend would).
+    async with httpx.AsyncClient(base_url=site) as http:
+        answer = await http.post("/api/orders/9/ready", json={"customerId": "alice"})
+        assert answer.json() == {"ok": True, "orderId": "9"}
+    await expect(alice.locator("li")).to_have_text(["Order 42 is ready", "Order 9 is ready"])
+    assert problems == []
+    await screenshot(alice, "nextjs_example")

@@ -1,0 +1,196 @@
+"""examples/order_tracking's backend without a browser: what it publishes (memory provider, relay.testing), who its
+channel rules let in, the order state machine, the settings each provider gives the pages, and the one command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from examples.order_tracking import create_app
+from examples.order_tracking.app import COOKIE, Sessions
+from relay import User
+from relay.testing import assert_published, published, store_of
+
+MEMORY = "memory://order-tracking-tests"
+
+
+@pytest.fixture
+def app() -> Iterator[object]:
+    application = create_app(MEMORY, session_secret=b"tests")
+    store_of(application.state.relay).clear()
+    yield application
+    store_of(application.state.relay).clear()
+
+
+def browser(app: object) -> TestClient:
+    """One visitor: a client with its own cookies."""
+    return TestClient(app)  # type: ignore[arg-type]
+
+
+def staff(app: object, role: str, name: str) -> TestClient:
+    client = browser(app)
+    assert client.post("/api/session", json={"role": role, "name": name}).status_code == 200
+    return client
+
+
+def auth(client: TestClient, channel: str) -> httpx.Response:
+    return client.post("/pusher/auth", data={"socket_id": "123.456", "channel_name": channel})
+
+
+def test_an_order_is_published_to_the_kitchen_and_its_status_to_the_order_channel(app: object) -> None:
+    """order-placed on private-kitchen; each status change on the order's private channel, the kitchen's and the
+    delivery board's, in one publish; a 409 for a skipped step and a 403 for the wrong role publish nothing."""
+    customer, kitchen, delivery = browser(app), staff(app, "kitchen", "Asha"), staff(app, "delivery", "Ravi")
+    placed = customer.post("/api/orders", json={"name": "Meera", "items": ["appam-stew", "payasam"]})
+    assert placed.status_code == 201
+    order = placed.json()
+    assert (order["id"], order["status"], order["total"], order["live"]) == (1, "placed", 300, True)
+    relay_client = app.state.relay  # type: ignore[attr-defined]
+    assert_published("private-kitchen", "order-placed", client=relay_client)
+    assert [p.channel for p in published(client=relay_client)] == ["private-kitchen"]
+
+    assert delivery.post("/api/orders/1/status", json={"status": "preparing"}).status_code == 403
+    assert kitchen.post("/api/orders/1/status", json={"status": "ready"}).status_code == 409
+    assert customer.post("/api/orders/1/status", json={"status": "preparing"}).status_code == 403
+    assert len(published(client=relay_client)) == 1
+
+    for who, status in ((kitchen, "preparing"), (kitchen, "ready"), (delivery, "picked_up"), (delivery, "delivered")):
+        answer = who.post("/api/orders/1/status", json={"status": status})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == status
+    changes = published("private-order-1", "status-changed", client=relay_client)
+    assert [json.loads(p.data)["status"] for p in changes] == ["preparing", "ready", "picked_up", "delivered"]
+    for channel in ("private-kitchen", "private-delivery"):
+        assert len(published(channel, "status-changed", client=relay_client)) == 4
+    assert [step["by"] for step in customer.get("/api/orders/1").json()["history"]] == [
+        "Meera",
+        "Asha",
+        "Asha",
+        "Ravi",
+        "Ravi",
+    ]
+
+
+def test_channel_rules(app: object) -> None:
+    """The customer gets their own order's channel only; kitchen staff the kitchen channels (presence as their
+    name); delivery staff the delivery board and every order; anonymous visitors nothing private."""
+    customer, other = browser(app), browser(app)
+    kitchen, delivery = staff(app, "kitchen", "Asha"), staff(app, "delivery", "Ravi")
+    customer.post("/api/orders", json={"name": "Meera", "items": ["karimeen"]})
+    other.post("/api/orders", json={"name": "Anil", "items": ["payasam"]})
+
+    assert auth(customer, "private-order-1").status_code == 200
+    assert auth(customer, "private-order-2").json() == {"error": "access to 'private-order-2' denied"}
+    assert auth(customer, "private-order-2").status_code == 403
+    assert auth(customer, "private-order-99").status_code == 403
+    assert auth(customer, "private-kitchen").status_code == 403
+    assert auth(customer, "presence-kitchen").status_code == 403
+
+    joined = auth(kitchen, "presence-kitchen").json()
+    member = json.loads(joined["channel_data"])
+    assert member["user_info"] == {"name": "Asha"} and member["user_id"].startswith("kitchen-")
+    assert joined["auth"].startswith(f"{'memory-key'}:")
+    assert auth(kitchen, "private-kitchen").status_code == 200
+    assert auth(kitchen, "private-delivery").status_code == 403
+    assert auth(delivery, "private-delivery").status_code == 200
+    assert auth(delivery, "presence-kitchen").status_code == 403
+    assert auth(delivery, "private-order-2").status_code == 200
+    assert auth(browser(app), "private-order-1").status_code == 403
+    assert auth(browser(app), "private-unknown").json() == {"error": "no rule allows 'private-unknown'"}
+
+    assert customer.get("/api/orders/2").status_code == 404  # not theirs
+    assert [o["id"] for o in customer.get("/api/orders").json()] == [1]
+    assert [o["id"] for o in delivery.get("/api/orders").json()] == [1, 2]
+    assert browser(app).get("/api/orders").status_code == 401
+    assert customer.post("/api/orders", json={"name": "Meera", "items": ["pizza"]}).status_code == 422
+
+
+def test_a_provider_outage_keeps_the_order() -> None:
+    """With the provider unreachable the order is still taken (``live: false``); the pages re-read it when they
+    reconnect."""
+    app = create_app("emulator://app-key:app-secret@127.0.0.1:9/apps/1", session_secret=b"tests")
+    with browser(app) as customer:
+        answer = customer.post("/api/orders", json={"name": "Meera", "items": ["payasam"]})
+    assert answer.status_code == 201
+    assert (answer.json()["status"], answer.json()["live"]) == ("placed", False)
+
+
+@pytest.mark.parametrize(
+    ("relay_url", "expected"),
+    [
+        (
+            "emulator://app-key:app-secret@127.0.0.1:6001/apps/1",
+            {"provider": "emulator", "key": "app-key", "wsHost": "127.0.0.1", "wsPort": 6001, "forceTLS": False},
+        ),
+        ("pusher://key:secret@eu/apps/1", {"provider": "pusher", "key": "key", "cluster": "eu", "forceTLS": True}),
+        ("ably://app.key:secret@rest.ably.io", {"provider": "ably", "authUrl": "/ably/token", "authMethod": "POST"}),
+    ],
+)
+def test_switching_providers_is_a_change_of_relay_url(relay_url: str, expected: dict[str, object]) -> None:
+    """/api/config gives the pages what the configured provider needs (Pusher: the cluster, no host; the emulator:
+    its host and port; Ably: relay's token URL), and the auth endpoint signs for that provider."""
+    app = create_app(relay_url, session_secret=b"tests")
+    settings = browser(app).get("/api/config").json()
+    assert {name: settings.get(name) for name in expected} == expected
+    if expected["provider"] == "pusher":
+        assert "wsHost" not in settings
+        assert settings["channelAuthEndpoint"] == "/pusher/auth"
+    # An order placed without publishing (these providers' hosts are not reachable from the tests).
+    meera = User("customer-meera", {"name": "Meera", "role": "customer"})
+    app.state.orders.create(meera, ["payasam"])  # type: ignore[attr-defined]
+    customer = browser(app)
+    customer.cookies.set(COOKIE, Sessions(b"tests").cookie_for(meera))
+    if expected["provider"] == "ably":
+        token = customer.post("/ably/token", data={"channel": "private-order-1"}).json()
+        assert token["keyName"] == "app.key"
+        assert json.loads(token["capability"]) == {"private-order-1": ["publish", "subscribe"]}
+        assert token["clientId"] == "customer-meera"
+        assert customer.post("/ably/token", data={"channel": "private-kitchen"}).status_code == 403
+    else:
+        body = auth(customer, "private-order-1").json()
+        assert body["auth"].startswith(f"{expected['key']}:")
+
+
+async def test_the_one_command_runs_the_app_and_an_emulator() -> None:
+    """``python -m examples.order_tracking`` without RELAY_URL: an emulator in the same process, the pages and the
+    API on the printed address; an order is published live; SIGTERM stops it with status 0."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("RELAY_", "PUSHER_"))}
+    env.pop("ABLY_API_KEY", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "examples.order_tracking",
+        "--port",
+        "0",
+        "--emulator-port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        banner = ""
+        while "realtime:" not in banner:
+            banner += (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+        site = re.search(r"Order tracking on (http://\S+)", banner).group(1)  # type: ignore[union-attr]
+        emulator_port = int(re.search(r"emulator://app-key:\*\*\*@127\.0\.0\.1:(\d+)/apps/1", banner).group(1))  # type: ignore[union-attr]
+        assert f"kitchen:    {site}/kitchen" in banner
+        async with httpx.AsyncClient(base_url=site) as http:
+            assert (await http.get("/api/config")).json()["wsPort"] == emulator_port
+            page = await http.get("/kitchen")
+            assert page.status_code == 200 and "Kitchen display" in page.text
+            assert (await http.get("/vendor/pusher.min.js")).status_code in (200, 307)
+            order = await http.post("/api/orders", json={"name": "Meera", "items": ["payasam"]})
+            assert order.json()["live"] is True
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
