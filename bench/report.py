@@ -168,16 +168,19 @@ def targets(results: Results) -> list[str]:
         "≥ 1",
         lambda r: r >= 1,
     )
-    for scenario, subs in (("fanout1000", "1000"), ("fanout5000", "5000")):
-        add(
-            f"CPU per delivery with permessage-deflate ÷ without ({subs})",
-            ratio(
-                m("relay-deflate", scenario, "server_cpu_us_per_delivery"),
-                m("relay", scenario, "server_cpu_us_per_delivery"),
-            ),
-            "≤ 1.5",
-            lambda r: r <= 1.5,
-        )
+    deflated = m("relay-deflate", "deflate", "server_cpu_us_per_delivery")
+    add(
+        "CPU per delivery with permessage-deflate ÷ uncompressed (fan-out 1000)",
+        ratio(deflated, m("relay", "deflate", "server_cpu_us_per_delivery")),
+        "≤ 1.5",
+        lambda r: r <= 1.5,
+    )
+    add(
+        "the same, against uncompressed with the same client (`ws`)",
+        ratio(deflated, m("relay-ws", "deflate", "server_cpu_us_per_delivery")),
+        "≤ 1.5",
+        lambda r: r <= 1.5,
+    )
     add(
         "deliveries/s with --workers 2 ÷ one worker",
         ratio(m("relay-w2", "workers", "deliveries_per_s"), m("relay-w1", "workers", "deliveries_per_s")),
@@ -205,6 +208,7 @@ def details(results: Results) -> list[str]:
         "fanout1000": ("deliveries_per_s", "deliveries / s"),
         "fanout5000": ("deliveries_per_s", "deliveries / s"),
         "workers": ("deliveries_per_s", "deliveries / s"),
+        "deflate": ("deliveries_per_s", "deliveries / s"),
         "latency": ("latency_ms.p99", "p99 ms"),
         "channels": ("publish_req_per_s", "publishes / s"),
     }
@@ -302,18 +306,50 @@ def render(rows: Iterable[Row], *, machine: Mapping[str, Any], command: str, res
         *details(data),
     ]
     deflate = [
-        (label, data.median(t, "fanout1000", "server_cpu_us_per_delivery"))
+        (label, *(data.median(t, "deflate", path) for path in ("server_cpu_us_per_delivery", "deliveries_per_s")))
         for label, t in (
-            ("relay, uncompressed", "relay"),
-            ("relay, permessage-deflate", "relay-deflate"),
-            ("websockets floor, uncompressed", "websockets"),
-            ("websockets floor, permessage-deflate", "websockets-deflate"),
+            ("relay, uncompressed (raw client)", "relay"),
+            ("relay, uncompressed (`ws` client)", "relay-ws"),
+            ("relay, permessage-deflate (`ws` client)", "relay-deflate"),
+            ("websockets floor, uncompressed (raw client)", "websockets"),
+            ("websockets floor, permessage-deflate (`ws` client)", "websockets-deflate"),
         )
     ]
-    if any(value is not None for _, value in deflate[1:]):
-        out += ["", "### permessage-deflate (fan-out 1000 × 1000, server CPU µs per delivery)", ""]
-        out += ["| server | µs / delivery |", "|---|---|"]
-        out += [f"| {label} | {num(value)} |" for label, value in deflate if value is not None]
+    if any(cpu is not None for _, cpu, _ in deflate):
+        out += ["", "### permessage-deflate (fan-out 1000 subscribers × 300)", ""]
+        out += ["| server and client | server CPU µs / delivery | deliveries / s |", "|---|---|---|"]
+        out += [f"| {label} | {num(cpu)} | {num(rate)} |" for label, cpu, rate in deflate if cpu is not None]
+    workers = [(t, data.cell(t, "workers")) for t in ("relay-w1", "relay-w2")]
+    if all(cells for _, cells in workers):
+        out += ["", "### --workers 2 against one worker (fan-out 4000 × 500, 32 publishes in flight, unpinned)", ""]
+        out += [
+            "| emulator | deliveries / s | server CPU µs / delivery | server CPU (cores) | generator CPU (cores) |",
+            "|---|---|---|---|---|",
+        ]
+        for target, _ in workers:
+            figures = (
+                data.median(target, "workers", path)
+                for path in ("deliveries_per_s", "server_cpu_us_per_delivery", "server_cpu_util", "gen_cpu_util")
+            )
+            out.append(f"| {target} | " + " | ".join(num(value) for value in figures) + " |")
+    before = [
+        (title, scenario, path)
+        for title, scenario, path, _ in FIGURES
+        if data.median("relay-before", scenario, path) is not None
+    ]
+    if before:
+        out += ["", "### Before and after (relay-before: the source tree given with --before-src)", ""]
+        out += ["| figure | before | after | after ÷ before |", "|---|---|---|---|"]
+        for title, scenario, path in before:
+            old, new = data.median("relay-before", scenario, path), data.median("relay", scenario, path)
+            out.append(f"| {title} | {num(old)} | {num(new)} | {num(ratio(new, old))}× |")
+        old = data.median("relay-before-deflate", "deflate", "server_cpu_us_per_delivery")
+        new = data.median("relay-deflate", "deflate", "server_cpu_us_per_delivery")
+        if old is not None and new is not None:
+            out.append(
+                f"| server CPU µs per delivery, client offering permessage-deflate | {num(old)} "
+                f"(not negotiated) | {num(new)} (negotiated) | {num(ratio(new, old))}× |"
+            )
     if data.errors:
         out += ["", f"{len(data.errors)} cell(s) failed or were skipped:", ""]
         out += [f"- {r.get('bench_scenario')} / {r.get('bench_target')} run {r.get('bench_run')}: {r['error']}"

@@ -6,7 +6,7 @@ peers nginx + nchan, Socket.IO on Node, python-socketio and a bare ``websockets`
 driver). It is read-only there, so this script runs a copy of it (``--harness``, default ``/tmp/peer-bench``; copied
 and set up on first use). Its code is not copied into this repository: it is invoked through its ``run.sh``.
 
-    python bench/run.py                          # everything, 3 rounds (about 25 minutes on 2 cores)
+    python bench/run.py                          # everything, 3 rounds (about 22 minutes on 2 cores)
     python bench/run.py --runs 1 --scenarios fanout1000,latency --targets relay,nchan,websockets
 
 Every cell starts its server fresh (the emulator is started here, pinned to CPU 1 like the peers; the generator runs
@@ -86,19 +86,19 @@ SCENARIOS = {
     s.name: s
     for s in (
         Scenario("idle10k", "idle --n 10000", (*CORE, "relay-before")),
-        Scenario(
-            "fanout1000",
-            "fanout --subs 1000 --msgs 1000",
-            (*CORE, "relay-deflate", "relay-ws", "websockets-deflate", "relay-before", "relay-before-deflate"),
-        ),
-        Scenario("fanout5000", "fanout --subs 5000 --msgs 200", (*CORE, "relay-deflate", "relay-before")),
+        Scenario("fanout1000", "fanout --subs 1000 --msgs 1000", (*CORE, "relay-before")),
+        Scenario("fanout5000", "fanout --subs 5000 --msgs 200", (*CORE, "relay-before")),
         Scenario("latency", "latency --subs 100 --interval-ms 10 --duration-s 10", (*CORE, "relay-before")),
         Scenario("channels", "channels --channels 2000 --pub-conc 32 --duration-s 10", (*CORE, "relay-before")),
-        Scenario("connect", "idle --n 5000 --hold-s 1", (*CORE, "relay-before")),
-        Scenario("workers", "fanout --subs 4000 --msgs 500", ("relay-w1", "relay-w2")),
+        Scenario(
+            "deflate",
+            "fanout --subs 1000 --msgs 300",
+            ("relay", "relay-ws", "relay-deflate", "websockets", "websockets-deflate", "relay-before-deflate"),
+        ),
+        Scenario("workers", "fanout --subs 4000 --msgs 500 --pub-conc 32", ("relay-w1", "relay-w2")),
     )
 }
-DEFAULT_SCENARIOS = ("idle10k", "fanout1000", "fanout5000", "latency", "channels", "workers")
+DEFAULT_SCENARIOS = ("idle10k", "fanout1000", "fanout5000", "latency", "channels", "deflate", "workers")
 
 
 def log(message: str) -> None:
@@ -291,9 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python bench/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
 
-    if args.report_only is not None:
+    if args.report_only is not None:  # the machine and command are those of the run, from its last line
         rows = [json.loads(line) for path in args.report_only for line in path.read_text().splitlines() if line]
-        report.write(args.out, rows, machine=report.machine(), command=command)
+        meta = next((row["bench_meta"] for row in reversed(rows) if "bench_meta" in row), None)
+        if meta is None:
+            raise SystemExit("no bench_meta line in the results: give the JSONL that bench/run.py wrote")
+        source = Path(os.path.relpath(args.report_only[0], REPO)) if args.report_only else None
+        report.write(args.out, rows, machine=meta["machine"], command=meta["command"], results=source)
         return 0
 
     scenarios = [SCENARIOS[name] for name in args.scenarios.split(",") if name]
@@ -339,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             if redis is not None:
                 redis.stop()
     machine["duration_s"] = round(time.monotonic() - began)
+    with results.open("a") as stream:
+        stream.write(json.dumps({"bench_meta": {"machine": machine, "command": command}}) + "\n")
     report.write(args.out, rows, machine=machine, command=command, results=Path(os.path.relpath(results, REPO)))
     log(f"wrote {args.out} from {results}")
     return 0

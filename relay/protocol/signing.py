@@ -29,7 +29,7 @@ _AUTH_PARAMS = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
 
 def hmac_sha256_hex(secret: str, message: str | bytes) -> str:
     data = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
-    return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), data, "sha256").hex()
 
 
 def same_secret_text(supplied: str, expected: str) -> bool:

@@ -1,0 +1,69 @@
+"""CI smoke check of the benchmark (issue 9): a small fan-out through bench/driver.py against a real emulator.
+
+It asserts that every delivery arrives, in order when published in order, with and without permessage-deflate, and
+that the report renders; it never asserts speed (bench/run.py measures, on a quiet machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench import report
+from bench.driver import fanout
+from tests.conftest import StartEmulator
+
+
+async def test_every_delivery_of_a_concurrent_fanout_arrives(start_emulator: StartEmulator) -> None:
+    emulator = await start_emulator()
+    app = emulator.app
+    result = await fanout(emulator.port, app.app_id, app.key, app.secret, subs=60, msgs=40, concurrency=8)
+    assert result.errors == []
+    assert result.published == 40
+    assert (result.delivered, result.lost, result.duplicates) == (60 * 40, 0, 0)
+
+
+async def test_events_published_in_order_arrive_in_order(start_emulator: StartEmulator) -> None:
+    emulator = await start_emulator()
+    app = emulator.app
+    result = await fanout(emulator.port, app.app_id, app.key, app.secret, subs=20, msgs=30, concurrency=1)
+    assert result.errors == []
+    assert (result.lost, result.duplicates, result.out_of_order) == (0, 0, 0)
+
+
+async def test_permessage_deflate_is_negotiated_and_every_delivery_arrives(start_emulator: StartEmulator) -> None:
+    emulator = await start_emulator()
+    app = emulator.app
+    compressed, plain = await asyncio.gather(
+        fanout(emulator.port, app.app_id, app.key, app.secret, subs=25, msgs=30, deflate=True, channel="zipped"),
+        fanout(emulator.port, app.app_id, app.key, app.secret, subs=25, msgs=30, deflate=False, channel="plain"),
+    )
+    assert compressed.errors == [] and plain.errors == []
+    assert (compressed.lost, compressed.duplicates) == (0, 0)
+    assert (plain.lost, plain.duplicates) == (0, 0)
+    (answer,) = compressed.extensions
+    assert answer.startswith("permessage-deflate")
+    assert "server_no_context_takeover" in answer  # one compressed frame serves every subscriber
+    assert plain.extensions == set()
+
+
+def test_the_report_computes_ratios_and_marks_targets() -> None:
+    def row(target: str, scenario: str, **figures: object) -> dict[str, object]:
+        return {"bench_target": target, "bench_scenario": scenario, "bench_run": 1, **figures}
+
+    rows = [
+        row("relay", "fanout1000", server_cpu_us_per_delivery=2.0, deliveries_per_s=400_000, lost=0),
+        row("nchan", "fanout1000", server_cpu_us_per_delivery=1.5, deliveries_per_s=600_000, lost=0),
+        row("websockets", "fanout1000", server_cpu_us_per_delivery=6.0, deliveries_per_s=150_000, lost=0),
+        row("relay", "latency", latency_ms={"p50": 1.0, "p99": 3.0}),
+        row("nchan", "latency", latency_ms={"p50": 0.5, "p99": 2.0}),
+        {"bench_target": "relay", "bench_scenario": "channels", "bench_run": 1, "error": "skipped: budget"},
+    ]
+    machine = {"date": "2026-11-29 00:00 UTC", "nproc": 2, "cpu": "test CPU", "memory_gb": 1.0, "kernel": "k",
+               "python": "3.11", "node": "v20"}  # fmt: skip
+    text = report.render(rows, machine=machine, command="python bench/run.py --runs 1")
+    assert text.startswith(report.BEGIN) and text.endswith(report.END)
+    assert "python bench/run.py --runs 1" in text
+    assert "| fan-out CPU per delivery ÷ nchan's (1000 subscribers) | 1.33 | ≤ 2 | yes |" in text
+    assert "| websockets floor's CPU per delivery ÷ relay's (1000) | 3.00 | ≥ 1.5 (about) | yes |" in text
+    assert "| p99 publish→delivery ÷ nchan's (100 subs, 100/s) | 1.50 | ≤ 1.2 | **no** |" in text
+    assert "channels / relay run 1: skipped: budget" in text
