@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -30,6 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relay.protocol.signing import sign_rest_request
+from tests.emulator_process import spawn_emulator
 
 
 def free_port() -> int:
@@ -39,26 +39,8 @@ def free_port() -> int:
 
 
 async def start_node(redis_url: str) -> tuple[asyncio.subprocess.Process, int]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay.cli",
-        "emulator",
-        "--port",
-        "0",
-        "--app-id",
-        "1",
-        "--log-level",
-        "warning",
-        "--redis-url",
-        redis_url,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    banner = ""
-    while "RELAY_URL" not in banner:
-        banner += (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
-    return process, int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+    process, port, _ = await spawn_emulator("--app-id", "1", "--log-level", "warning", "--redis-url", redis_url)
+    return process, port
 
 
 async def subscribe(port: int, channel: str, count: int) -> list[ClientConnection]:

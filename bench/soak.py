@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.emulator_process import spawn_emulator
 from tests.reliability.soak import churn
 
 
@@ -34,24 +35,7 @@ def descriptors(pid: int) -> int:
 
 
 async def soak(seconds: float) -> dict[str, object]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay.cli",
-        "emulator",
-        "--port",
-        "0",
-        "--app-id",
-        "1",
-        "--log-level",
-        "warning",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    banner = ""
-    while "RELAY_URL" not in banner:
-        banner += (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
-    port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+    process, port, _ = await spawn_emulator("--app-id", "1", "--log-level", "warning")
     http_url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/app/app-key?protocol=7"
     try:
         await churn(http_url, ws_url, app_id="1", seconds=min(30.0, seconds / 10))  # warm-up: caches, pools, arenas

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from websockets.asyncio.client import connect
 
 from relay import __version__
 from relay.cli import main
+from tests.emulator_process import spawn_emulator
 
 RELAY = [sys.executable, "-m", "relay.cli"]
 
@@ -26,14 +26,7 @@ def test_version(capsys: object) -> None:
 
 
 async def test_emulator_prints_client_settings_serves_and_stops_on_sigterm() -> None:
-    process = await asyncio.create_subprocess_exec(
-        *RELAY, "emulator", "--port", "0", "--app-id", "7", stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    banner = ""
-    while "RELAY_URL" not in banner:
-        banner += (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
-    port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+    process, port, banner = await spawn_emulator("--app-id", "7")
     assert f'new Pusher("app-key", {{ wsHost: "127.0.0.1", wsPort: {port}' in banner
     assert f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/7" in banner
     async with connect(f"ws://127.0.0.1:{port}/app/app-key?protocol=7") as ws:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, Nodes, nodes, sdk, settle
 from tests.conftest import RunningEmulator
+from tests.emulator_process import spawn_emulator
 from tests.webhook_receiver import Receiver
 
 __all__ = ["nodes"]
@@ -33,28 +32,9 @@ async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spaw
             '[[apps]]\napp_id = "1"\nkey = "app-key"\nsecret = "app-secret"\n'
             f"webhook_delay = 0.3\nwebhook_batch_ms = 10\n{hooks}"
         )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "relay.cli",
-            "emulator",
-            "--port",
-            "0",
-            "--config",
-            str(config),
-            "--redis-url",
-            redis_server.url,
-            "--node-ttl",
-            "1",
-            *extra,
-            stdout=asyncio.subprocess.PIPE,
+        process, port, _ = await spawn_emulator(
+            "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", *extra
         )
-        processes.append(process)
-        assert process.stdout is not None
-        banner = ""
-        while "RELAY_URL" not in banner:
-            banner += (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
-        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
         from tests.conftest import TEST_APP
 
         return process, RunningEmulator(node=None, port=port, app=TEST_APP)  # type: ignore[arg-type]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import sys
 from pathlib import Path
@@ -12,27 +11,12 @@ from pathlib import Path
 import pusher  # type: ignore[import-untyped]
 from websockets.asyncio.client import connect
 
+from tests.emulator_process import spawn_emulator
+
 
 async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     usage = tmp_path / "usage.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay.cli",
-        "emulator",
-        "--port",
-        "0",
-        "--app-id",
-        "1",
-        "--usage-file",
-        str(usage),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    banner = ""
-    while "RELAY_URL" not in banner:
-        banner += (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
-    port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+    process, port, _ = await spawn_emulator("--app-id", "1", "--usage-file", str(usage))
     subscribers = [await connect(f"ws://127.0.0.1:{port}/app/app-key?protocol=7") for _ in range(5)]
     for ws in subscribers:
         await ws.recv()
