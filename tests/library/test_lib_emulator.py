@@ -11,14 +11,10 @@ import asyncio
 import base64
 import json
 import logging
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import nacl.secret
 import pytest
-import uvicorn
 from libsupport import KEY, SECRET, Emulator, MakeRelay, StartEmulator, Subscribe, emulator_url
 
 from relay import ChannelInfo, Event, PresenceMember, PublishResult, WebhookEvent
@@ -35,6 +31,7 @@ from relay.errors import (
     ProtocolError,
     UnknownKey,
 )
+from tests.webhook_receiver import Receiver
 
 MASTER_KEY = bytes(range(100, 132))
 MASTER_KEY_B64 = base64.b64encode(MASTER_KEY).decode()
@@ -286,49 +283,6 @@ async def test_pusher_environment_against_the_emulator(
 # -- webhooks -----------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Receiver:
-    """An ASGI app that records each POST's headers and raw body."""
-
-    url: str = ""
-    received: asyncio.Queue[tuple[dict[str, str], bytes]] = field(default_factory=asyncio.Queue)
-
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None:
-        assert scope["type"] == "http"
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-        self.received.put_nowait((headers, body))
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def next(self, within: float = 2.0) -> tuple[dict[str, str], bytes]:
-        return await asyncio.wait_for(self.received.get(), within)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = Receiver(url=f"http://127.0.0.1:{sock.getsockname()[1]}/hooks")
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110  (uvicorn offers no event for "listening")
-        await asyncio.sleep(0.01)
-    yield app
-    server.should_exit = True
-    await task
-
-
 async def test_verify_webhook_sent_by_the_emulator(
     receiver: Receiver, start_emulator: StartEmulator, make_relay: MakeRelay, subscriber: Subscribe
 ) -> None:
@@ -346,7 +300,8 @@ async def test_verify_webhook_sent_by_the_emulator(
     sub = await subscriber(emulator)
     auth = await relay.authorize_channel(sub.socket_id, "presence-hooked", {"id": "bob"})
     await sub.subscribe("presence-hooked", auth)
-    headers, body = await receiver.next()
+    delivery = (await receiver.wait_for(1))[0]
+    headers, body = delivery.headers, delivery.body
     assert headers["x-pusher-key"] == KEY
     events = await relay.verify_webhook(headers, body)
     time_ms = json.loads(body)["time_ms"]
