@@ -71,6 +71,30 @@ def _was_sent(exc: httpx.HTTPError) -> bool:
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
+def _after_attempt(
+    policy: RetryPolicy,
+    attempt: int,
+    request: HttpRequest,
+    outcome: httpx.Response | httpx.HTTPError,
+    error_for: ErrorFor,
+    jitter: Callable[[], float],
+) -> HttpResponse | float:
+    """What the sync and async senders share: the response on success, else the delay before the next attempt;
+    raises the typed error when the failure is final."""
+    error: Exception
+    if isinstance(outcome, httpx.HTTPError):
+        response, error, sent = None, _transport_error(request, outcome), _was_sent(outcome)
+    else:
+        response = _response(outcome)
+        if 200 <= response.status < 300:
+            return response
+        error, sent = error_for(response), True
+    delay = retry_delay(policy, attempt, request, response, request_was_sent=sent, jitter=jitter)
+    if delay is None:
+        raise error
+    return delay
+
+
 class SyncSender:
     def __init__(
         self,
@@ -89,21 +113,16 @@ class SyncSender:
         attempt = 0
         while True:
             attempt += 1
-            response: HttpResponse | None = None
             try:
-                raw = self._client.request(request.method, request.url, headers=request.headers, content=request.body)
+                outcome: httpx.Response | httpx.HTTPError = self._client.request(
+                    request.method, request.url, headers=request.headers, content=request.body
+                )
             except httpx.HTTPError as exc:
-                error: Exception = _transport_error(request, exc)
-                sent = _was_sent(exc)
-            else:
-                response = _response(raw)
-                if 200 <= response.status < 300:
-                    return response
-                error, sent = error_for(response), True
-            delay = retry_delay(self.policy, attempt, request, response, request_was_sent=sent, jitter=self._jitter)
-            if delay is None:
-                raise error
-            self._sleep(delay)
+                outcome = exc
+            result = _after_attempt(self.policy, attempt, request, outcome, error_for, self._jitter)
+            if isinstance(result, HttpResponse):
+                return result
+            self._sleep(result)
 
     def close(self) -> None:
         self._client.close()
@@ -125,23 +144,16 @@ class AsyncSender:
         attempt = 0
         while True:
             attempt += 1
-            response: HttpResponse | None = None
             try:
-                raw = await self._client.request(
+                outcome: httpx.Response | httpx.HTTPError = await self._client.request(
                     request.method, request.url, headers=request.headers, content=request.body
                 )
             except httpx.HTTPError as exc:
-                error: Exception = _transport_error(request, exc)
-                sent = _was_sent(exc)
-            else:
-                response = _response(raw)
-                if 200 <= response.status < 300:
-                    return response
-                error, sent = error_for(response), True
-            delay = retry_delay(self.policy, attempt, request, response, request_was_sent=sent, jitter=self._jitter)
-            if delay is None:
-                raise error
-            await asyncio.sleep(delay)
+                outcome = exc
+            result = _after_attempt(self.policy, attempt, request, outcome, error_for, self._jitter)
+            if isinstance(result, HttpResponse):
+                return result
+            await asyncio.sleep(result)
 
     async def aclose(self) -> None:
         await self._client.aclose()
