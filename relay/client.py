@@ -161,7 +161,44 @@ class _Operations:
         return next(iter(results.values()))
 
 
-class Relay:
+class _BaseRelay:
+    """What both clients do without I/O: describe themselves, sign auth bodies, verify webhooks."""
+
+    _ops: _Operations
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_describe(self._ops)!r})"
+
+    @property
+    def adapter(self) -> Adapter:
+        return self._ops.primary
+
+    @property
+    def config(self) -> ProviderConfig:
+        """The primary provider's configuration."""
+        return self._ops.routes[0].config
+
+    # -- auth and webhooks (no I/O) ---------------------------------------------------------------------------
+
+    def authorize_channel(self, socket_id: str, channel: str, user: UserLike | None = None) -> dict[str, Any]:
+        """The body the primary provider's client expects from a channel-auth endpoint."""
+        self._ops.require(self.adapter, Capability.CHANNEL_AUTH)
+        return self.adapter.authorize_channel(
+            self.adapter.check_socket_id(socket_id),
+            self.adapter.check_channel(channel),
+            None if user is None else User.coerce(user),
+        )
+
+    def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
+        self._ops.require(self.adapter, Capability.USER_AUTH)
+        return self.adapter.authenticate_user(self.adapter.check_socket_id(socket_id), User.coerce(user))
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+        """Check a webhook's signature and return its events in one model for every provider."""
+        return _verify_webhook(self._ops, headers, body)
+
+
+class Relay(_BaseRelay):
     """The synchronous client. Build it with :meth:`from_url` or :meth:`from_env`."""
 
     def __init__(
@@ -179,9 +216,6 @@ class Relay:
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Relay:
         return cls(configuration_from_env(environ), **options)
 
-    def __repr__(self) -> str:
-        return f"Relay({_describe(self._ops)!r})"
-
     def __enter__(self) -> Relay:
         return self
 
@@ -190,15 +224,6 @@ class Relay:
 
     def close(self) -> None:
         self._sender.close()
-
-    @property
-    def adapter(self) -> Adapter:
-        return self._ops.primary
-
-    @property
-    def config(self) -> ProviderConfig:
-        """The primary provider's configuration."""
-        return self._ops.routes[0].config
 
     def _run(self, call: Call[T], adapter: Adapter) -> T:
         response = None if call.request is None else self._sender.send(call.request, adapter.error_for)
@@ -267,27 +292,8 @@ class Relay:
         result: list[PresenceMember] = self._each(lambda a: [a.presence_members(channel)], Capability.PRESENCE)[0]
         return result
 
-    # -- auth and webhooks (no I/O) ---------------------------------------------------------------------------
 
-    def authorize_channel(self, socket_id: str, channel: str, user: UserLike | None = None) -> dict[str, Any]:
-        """The body the primary provider's client expects from a channel-auth endpoint."""
-        self._ops.require(self.adapter, Capability.CHANNEL_AUTH)
-        return self.adapter.authorize_channel(
-            self.adapter.check_socket_id(socket_id),
-            self.adapter.check_channel(channel),
-            None if user is None else User.coerce(user),
-        )
-
-    def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
-        self._ops.require(self.adapter, Capability.USER_AUTH)
-        return self.adapter.authenticate_user(self.adapter.check_socket_id(socket_id), User.coerce(user))
-
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
-        """Check a webhook's signature and return its events in one model for every provider."""
-        return _verify_webhook(self._ops, headers, body)
-
-
-class AsyncRelay:
+class AsyncRelay(_BaseRelay):
     """The asynchronous client: the same methods as :class:`Relay`, awaited."""
 
     def __init__(
@@ -305,9 +311,6 @@ class AsyncRelay:
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncRelay:
         return cls(configuration_from_env(environ), **options)
 
-    def __repr__(self) -> str:
-        return f"AsyncRelay({_describe(self._ops)!r})"
-
     async def __aenter__(self) -> AsyncRelay:
         return self
 
@@ -316,15 +319,6 @@ class AsyncRelay:
 
     async def aclose(self) -> None:
         await self._sender.aclose()
-
-    @property
-    def adapter(self) -> Adapter:
-        return self._ops.primary
-
-    @property
-    def config(self) -> ProviderConfig:
-        """The primary provider's configuration."""
-        return self._ops.routes[0].config
 
     async def _run(self, call: Call[T], adapter: Adapter) -> T:
         response = None if call.request is None else await self._sender.send(call.request, adapter.error_for)
@@ -388,21 +382,6 @@ class AsyncRelay:
             await self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE)
         )[0]
         return result
-
-    def authorize_channel(self, socket_id: str, channel: str, user: UserLike | None = None) -> dict[str, Any]:
-        self._ops.require(self.adapter, Capability.CHANNEL_AUTH)
-        return self.adapter.authorize_channel(
-            self.adapter.check_socket_id(socket_id),
-            self.adapter.check_channel(channel),
-            None if user is None else User.coerce(user),
-        )
-
-    def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
-        self._ops.require(self.adapter, Capability.USER_AUTH)
-        return self.adapter.authenticate_user(self.adapter.check_socket_id(socket_id), User.coerce(user))
-
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
-        return _verify_webhook(self._ops, headers, body)
 
 
 def _verify_webhook(ops: _Operations, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
