@@ -116,7 +116,7 @@ def plot_costs(
         0.005,
         f"Gaps: no listed plan fits. Dots (in a provider's colour): self-hosting becomes cheaper than it. Pricing data "
         f"{prices.version} (as of {prices.as_of}); self-hosted capacity {capacity.confidence} confidence "
-        f"(conservative peer benchmark figures). {workload.days_per_month:g} days/month.",
+        f"(as of {capacity.as_of}). {workload.days_per_month:g} days/month.",
         fontsize=7,
     )
     try:

@@ -483,8 +483,9 @@ def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> t
         lines.append(
             f"one emulator process per machine; capacity per core of the {cap.hardware}: "
             f"{cap.kb_per_connection:g} KB per connection + {cap.base_rss_mb:g} MB base, "
-            f"{cap.cpu_us_per_delivery:g} µs CPU per delivery, {cap.cpu_us_per_request:g} µs per request "
-            f"(confidence {cap.confidence}: conservative peer figures until Relay's own benchmark exists)"
+            f"{cap.cpu_us_per_delivery:g} µs CPU per delivery, {cap.cpu_us_per_request:g} µs per request, "
+            f"{cap.cpu_us_per_forwarded_publish:g} µs per publish on each node when there are several "
+            f"(confidence {cap.confidence}, as of {cap.as_of})"
         )
         lines.append(
             f"plans for {cap.memory_usable:.0%} of memory and {cap.cpu_usable:.0%} of CPU; "

@@ -18,7 +18,7 @@ from relay.errors import ConfigError
 EDGE = ["--connections", "500", "--publishes-per-day", "20000", "--subscribers-per-publish", "49"]
 
 
-def test_table_output_names_plan_price_units_assumptions_and_crossover() -> None:
+def test_table_output_names_plan_price_units_assumptions_and_crossover(prices: Prices) -> None:
     out = run_cost([*EDGE, "--provider", "pusher", "--provider", "hetzner"])
     assert "Monthly cost of: 500 peak connections, 20,000 publishes/day × 49 subscribers" in out
     row = next(line for line in out.splitlines() if "Pusher Channels" in line and "Startup" in line)
@@ -27,7 +27,10 @@ def test_table_output_names_plan_price_units_assumptions_and_crossover() -> None
     assert "Cheapest managed: Pusher Channels Startup, $49.00/month" in out
     assert "Crossover: self-hosting (hetzner cx23) is cheaper than Pusher Channels above 100 connections" in out
     assert "counting rule P_COUNT" in out
-    assert "self-hosted capacity (low confidence" in out and "issue 9" in out
+    capacity = prices.capacity
+    flat = " ".join(out.split())  # the assumptions wrap at the console's width
+    assert f"self-hosted capacity (medium confidence, as of {capacity.as_of}): {capacity.source}" in flat
+    assert "capacity per core of the 2-vCPU AMD EPYC VM" in flat and "(confidence medium, as of 2026-11-29)" in flat
     assert "\x1b[" not in out  # no colour codes when not writing to a terminal
 
 

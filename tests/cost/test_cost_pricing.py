@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -10,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from bench import report
 from relay.cost import Prices, default_prices, load_prices, parse_prices
 from relay.errors import ConfigError
 
 BUNDLED = resources.files("relay.cost").joinpath("pricing.toml")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def bundled() -> dict[str, Any]:
@@ -55,11 +59,35 @@ def test_ably_mau_2026_prices_are_marked_unknown(prices: Prices) -> None:
     assert prices.provider("ably_mau_2026").confidence == "unknown"
 
 
-def test_selfhosted_capacity_states_its_source_and_low_confidence(prices: Prices) -> None:
+# What the emulator's own benchmark measured, and the capacity figure each measurement bounds from below:
+# (scenario, field of the run's JSON lines, unit, factor from the field's unit, capacity field).
+BENCH_FIGURES = (
+    ("idle10k", "server_rss_per_conn_kb", "KB", 1, "kb_per_connection"),
+    ("idle10k", "server_rss_before_kb", "MB", 1 / 1024, "base_rss_mb"),
+    ("fanout1000", "server_cpu_us_per_delivery", "µs", 1, "cpu_us_per_delivery"),
+    ("fanout5000", "server_cpu_us_per_delivery", "µs", 1, "cpu_us_per_delivery"),
+    ("channels", "server_cpu_us_per_publish", "µs", 1, "cpu_us_per_request"),
+)
+
+
+def test_selfhosted_capacity_comes_from_relays_own_benchmark_with_medium_confidence(prices: Prices) -> None:
     capacity = prices.capacity
-    assert capacity.confidence == "low"
-    assert "issue 9" in capacity.source and "shared/bench" in capacity.source
-    assert "2-vCPU" in capacity.hardware
+    assert (capacity.confidence, capacity.as_of) == ("medium", "2026-11-29")
+    assert "docs/performance.md" in capacity.source and "`python bench/run.py --runs 3`" in capacity.source
+    assert "2-vCPU" in capacity.hardware and "pinned to one core" in capacity.hardware
+    run_file = re.search(r"bench/results/\S+\.jsonl", capacity.source)
+    assert run_file is not None, "the source names the benchmark run's raw data"
+    rows = [json.loads(line) for line in (REPO / run_file.group()).read_text().splitlines() if line]
+    run = report.Results(rows)
+    for scenario, field, unit, factor, planned in BENCH_FIGURES:
+        median = run.median("relay", scenario, field)
+        assert median is not None, (scenario, field)
+        median *= factor
+        slowest = max(report.get(row, field) for row in run.cell("relay", scenario)) * factor
+        # the source quotes the median and the slowest run; the planning figure is at least the slowest run
+        assert f"{report.num(median)} {unit}" in capacity.source, (scenario, field)
+        assert f"({report.num(slowest)})" in capacity.source, (scenario, field)
+        assert getattr(capacity, planned) >= slowest, (planned, slowest)
 
 
 def test_unlimited_limits_are_infinite(prices: Prices) -> None:
@@ -68,9 +96,9 @@ def test_unlimited_limits_are_infinite(prices: Prices) -> None:
     assert enterprise.price_status == "custom"
 
 
-def test_a_users_file_loads_from_a_path(tmp_path: Path) -> None:
+def test_a_users_file_loads_from_a_path(tmp_path: Path, prices: Prices) -> None:
     path = tmp_path / "mine.toml"
-    path.write_text(BUNDLED.read_text(encoding="utf-8").replace('version = "2026.11.28"', 'version = "mine-1"'))
+    path.write_text(BUNDLED.read_text(encoding="utf-8").replace(f'version = "{prices.version}"', 'version = "mine-1"'))
     prices = load_prices(path)
     assert prices.version == "mine-1"
     assert prices.origin == str(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -212,17 +213,28 @@ def test_selfhosted_nodes_grow_with_connections_and_add_redis(prices: Prices) ->
 
 
 def test_selfhosted_cpu_bound_workload_needs_more_nodes(prices: Prices) -> None:
-    # 1,000 publishes/s to 100 subscribers = 100,000 deliveries/s × 40 µs = 4 cores at the peak
-    busy = Workload(connections=2_000, publishes_per_day=1_000 * 86_400, subscribers_per_publish=100)
+    # 1,000 publishes/s to 1,000 subscribers: 1,000 requests/s × 60 µs + 1,000,000 deliveries/s × 3 µs = 3.06 cores
+    # at the peak; a CX23 plans for 0.5 × 70% = 0.35 cores, of which every publish forwarded through Redis takes
+    # 1,000 × 50 µs = 0.05: 11 nodes, where memory alone would need one.
+    busy = Workload(connections=2_000, publishes_per_day=1_000 * 86_400, subscribers_per_publish=1_000)
+    cap, cx23 = prices.capacity, next(p for p in prices.provider("hetzner").plans if p.id == "cx23")
+    cores = (1_000 * cap.cpu_us_per_request + 1_000_000 * cap.cpu_us_per_delivery) / 1e6
+    usable = (cx23.cpu_cores or 0.0) * cap.cpu_usable - 1_000 * cap.cpu_us_per_forwarded_publish / 1e6
     hetzner = estimate(busy, prices).provider("hetzner")
-    assert hetzner.unit("peak_deliveries_per_second") == pytest.approx(100_000)
-    assert hetzner.unit("cpu_cores_at_peak") == pytest.approx(0.35 + 4.0)
-    assert hetzner.nodes is not None and hetzner.nodes > 10
+    assert hetzner.plan == "cx23"
+    assert hetzner.unit("peak_deliveries_per_second") == pytest.approx(1_000_000)
+    assert hetzner.unit("cpu_cores_at_peak") == pytest.approx(cores)
+    assert hetzner.unit("connections_per_node_capacity") >= busy.connections  # memory alone needs one node
+    assert hetzner.nodes == math.ceil(cores / usable) > 1
     assert hetzner.headroom is not None and hetzner.headroom >= 0
 
 
 def test_selfhosted_publish_rate_beyond_what_a_node_can_forward_does_not_fit(prices: Prices) -> None:
-    # every node receives every publish from Redis: 20,000 publishes/s × 40 µs = 0.8 cores > 0.35 usable
+    # every node receives every publish from Redis: 20,000 publishes/s × 50 µs = 1 core, more than the 0.35 cores
+    # any Hetzner plan plans for
+    cap = prices.capacity
+    largest = max(plan.cpu_cores or 0.0 for plan in prices.provider("hetzner").plans)
+    assert 20_000 * cap.cpu_us_per_forwarded_publish / 1e6 > largest * cap.cpu_usable
     flood = Workload(connections=100, publishes_per_day=20_000 * 86_400, subscribers_per_publish=1)
     hetzner = estimate(flood, prices).provider("hetzner")
     assert hetzner.status == "does_not_fit"
