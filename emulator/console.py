@@ -29,7 +29,7 @@ from relay.emulator.limits import TokenBucket
 from relay.emulator.usage import usage_document, usage_summary
 from relay.errors import PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol.channels import validate_channel_name, validate_event_name
-from relay.protocol.frames import dumps
+from relay.protocol.frames import dumps, utf8_length
 
 if TYPE_CHECKING:
     from relay.emulator.hub import AppState
@@ -45,7 +45,6 @@ MAX_STREAM_BUFFER = 1 << 20
 MAX_LISTED = 500
 _API_APP = re.compile(r"/apps/([^/]+)/")
 _API_USER_ALIAS = re.compile(r"/users/[^/]+/terminate_connections")
-_API_PUBLISH = re.compile(r"/apps/[^/]+/(?:batch_)?events")
 _OPS_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/usage", "/console", "/console/", "/console/apps", "/console/events",
      "/console/publish"}
@@ -115,10 +114,10 @@ class Operations:
         headers: Sequence[tuple[str, str]],
         body: bytes,
     ) -> Response | None:
-        """Answer an operations request; ``None`` hands the request to the Pusher API (after the rate limit)."""
+        """Answer an operations request; ``None`` when the path is not one of the operations endpoints."""
         path = self._path(raw_path)
         if path not in _OPS_PATHS:
-            return self._rate_limited(method, path, query)
+            return None
         if path == "/health":
             return json_response(200, {"status": "ok"})
         if path == "/ready":
@@ -205,7 +204,9 @@ class Operations:
 
     # -- HTTP API rate limit and accounting -------------------------------------------------------------------
 
-    def _api_app(self, path: str, query: Sequence[tuple[str, str]]) -> AppState | None:
+    def api_app(self, raw_path: str, query: Sequence[tuple[str, str]]) -> AppState | None:
+        """The app a Pusher API request is for (resolved once per request, for the rate limit and the accounting)."""
+        path = self._path(raw_path)
         match = _API_APP.match(path)
         if match is not None:
             return self.node.states.get(match.group(1))
@@ -213,11 +214,9 @@ class Operations:
             return self.node.by_key.get(dict(query).get("auth_key", ""))
         return None
 
-    def _rate_limited(self, method: str, path: str, query: Sequence[tuple[str, str]]) -> Response | None:
-        if method == "OPTIONS":
-            return None
-        state = self._api_app(path, query)
-        if state is None or state.app.api_rate_limit is None:
+    def rate_limited(self, method: str, state: AppState | None) -> Response | None:
+        """The 429 answer when ``state``'s app is over its HTTP API rate limit, else None."""
+        if method == "OPTIONS" or state is None or state.app.api_rate_limit is None:
             return None
         now = time.monotonic()
         bucket = self._buckets.get(state.app.app_id)
@@ -226,32 +225,29 @@ class Operations:
         wait = bucket.retry_after(now)
         if wait is None:
             return None
-        self.metrics.http_response(429)
         log.info("HTTP API rate limit", extra={"app_id": state.app.app_id, "retry_after": wait})
         body = {"error": f"rate limit of {state.app.api_rate_limit:g} requests per second exceeded; retry later"}
         return Response(429, dumps(body).encode(), (("Content-Type", "application/json"), ("Retry-After", str(wait))))
 
     def api_answered(
-        self, method: str, raw_path: str, query: Sequence[tuple[str, str]], response: Response, started: float
+        self, method: str, raw_path: str, state: AppState | None, response: Response, started: float
     ) -> None:
         """Account for a Pusher API response: status counts, latency, the rate limit and the usage meter."""
         status = response.status
         self.metrics.http_response(status)
-        path = self._path(raw_path)
-        publish = method == "POST" and _API_PUBLISH.fullmatch(path) is not None
+        # Only the two publish routes are POSTs ending in "events" (and a publish is only timed when it succeeded).
+        publish = method == "POST" and raw_path.endswith("events") and state is not None
         if publish and status == 200:
             self.metrics.publish_latency.observe(time.perf_counter() - started)
-        if method == "OPTIONS" or status == 401:
-            return  # preflights and unauthenticated requests do not count against the app
-        state = self._api_app(path, query)
-        if state is None:
-            return
+        if method == "OPTIONS" or status == 401 or status == 429 or state is None:
+            return  # preflights, unauthenticated and refused requests do not count against the app
         bucket = self._buckets.get(state.app.app_id)
         if bucket is not None:
             bucket.take(time.monotonic())
         if 200 <= status < 300 and not publish:
             state.meter.api_request()
-        log.debug("HTTP API request", extra={"app_id": state.app.app_id, "method": method, "status": status})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("HTTP API request", extra={"app_id": state.app.app_id, "method": method, "status": status})
 
     # -- the console's test publish ---------------------------------------------------------------------------
 
@@ -274,7 +270,7 @@ class Operations:
             event = validate_event_name(request.get("event"), limits)
             raw = request.get("data", "")
             data = raw if isinstance(raw, str) else dumps(raw)
-            if len(data.encode()) > limits.max_event_bytes:
+            if utf8_length(data) > limits.max_event_bytes:
                 raise PayloadTooLarge(f"data is over {limits.max_event_bytes} bytes")
         except RelayError as exc:
             return error_response(exc.http_status or 400, exc.message)

@@ -9,9 +9,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from relay.errors import InvalidFrame, NotFound, PayloadTooLarge, PermissionDenied, ProtocolError, RelayError
+from relay.errors import (
+    InvalidFrame,
+    InvalidSignature,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProtocolError,
+    RelayError,
+)
 from relay.protocol.channels import ChannelKind, classify, is_cache_channel, validate_channel_name, validate_event_name
-from relay.protocol.frames import dumps, loads
+from relay.protocol.frames import dumps, loads, utf8_length
 from relay.protocol.signing import unique_params, verify_rest_request
 from relay.protocol.socket_ids import validate_socket_id
 
@@ -71,11 +79,11 @@ class HttpApi:
         )
 
     def handle(self, method: str, raw_path: str, query: Sequence[tuple[str, str]], body: bytes) -> Response:
+        """Answer one request (the server adds the CORS headers to every response, see ``response_head``)."""
         try:
-            response = self._dispatch(method, raw_path, query, body)
+            return self._dispatch(method, raw_path, query, body)
         except RelayError as exc:
-            response = error_response(exc.http_status or 500, exc.message)
-        return Response(response.status, response.body, (*response.headers, *CORS_HEADERS))
+            return error_response(exc.http_status or 500, exc.message)
 
     def _dispatch(self, method: str, raw_path: str, query: Sequence[tuple[str, str]], body: bytes) -> Response:
         path = raw_path
@@ -114,20 +122,24 @@ class HttpApi:
     def _authenticate(
         self, state: AppState, method: str, raw_path: str, path: str, params: Mapping[str, str], body: bytes
     ) -> None:
+        """The signature may cover the path as sent, unquoted, or without the emulator's path prefix."""
         app = state.app
         now = self._wall_clock()
-        candidates = dict.fromkeys((raw_path, unquote(raw_path), path))
-        failure: RelayError | None = None
-        for candidate in candidates:
-            try:
-                verify_rest_request(
-                    key=app.key, secret=app.secret, method=method, path=candidate, params=params, body=body, now=now
-                )
-                return
-            except RelayError as exc:
-                failure = failure or exc
-        assert failure is not None
-        raise failure
+        try:
+            verify_rest_request(
+                key=app.key, secret=app.secret, method=method, path=raw_path, params=params, body=body, now=now
+            )
+            return
+        except InvalidSignature as failure:
+            for candidate in {unquote(raw_path), path} - {raw_path}:
+                try:
+                    verify_rest_request(
+                        key=app.key, secret=app.secret, method=method, path=candidate, params=params, body=body, now=now
+                    )
+                    return
+                except InvalidSignature:
+                    pass
+            raise failure from None
 
     # -- handlers ---------------------------------------------------------------------------------------------
 
@@ -245,8 +257,9 @@ def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
     if raw_data is None:
         raise ProtocolError("data is required (a string, usually JSON-encoded)")
     data = raw_data if isinstance(raw_data, str) else dumps(raw_data)
-    if len(data.encode()) > limits.max_event_bytes:
-        raise PayloadTooLarge(f"data is {len(data.encode())} bytes; the limit is {limits.max_event_bytes}")
+    size = utf8_length(data)
+    if size > limits.max_event_bytes:
+        raise PayloadTooLarge(f"data is {size} bytes; the limit is {limits.max_event_bytes}")
     socket_id = request.get("socket_id")
     return _Event(name, checked, data, None if socket_id is None else validate_socket_id(socket_id))
 

@@ -253,16 +253,18 @@ class HttpConnection(asyncio.Protocol):
             query = parse_query(query_string)
             body = bytes(self._body)
             started = time.perf_counter()
-            ops = self.node.ops.handle(self.transport, method, path, query, self._headers, body)
-            if ops is STREAMING:  # the console's event stream owns the connection from now on
+            ops = self.node.ops
+            answer = ops.handle(self.transport, method, path, query, self._headers, body)
+            if answer is STREAMING:  # the console's event stream owns the connection from now on
                 self._finished = True
                 return
-            if ops is not None:
-                self._respond(ops, keep_alive=keep_alive)
+            if answer is not None:
+                self._respond(answer, keep_alive=keep_alive)
                 return
-            ably = self.node.ably.handle(method, path, query, self._headers, body)
-            response = ably if ably is not None else self.node.api.handle(method, path, query, body)
-            self.node.ops.api_answered(method, path, query, response, started)
+            app = ops.api_app(path, query)
+            ably = None if app is not None else self.node.ably.handle(method, path, query, self._headers, body)
+            response = ably or ops.rate_limited(method, app) or self.node.api.handle(method, path, query, body)
+            ops.api_answered(method, path, app, response, started)
         self._respond(response, keep_alive=keep_alive)
 
     def _respond(self, response: Response, *, keep_alive: bool) -> None:
@@ -544,7 +546,7 @@ def parse_query(query: str) -> list[tuple[str, str]]:
     """``parse_qsl(query, keep_blank_values=True)``, without its per-field unquoting when nothing is escaped."""
     if "%" in query or "+" in query:
         return parse_qsl(query, keep_blank_values=True)
-    return [(name, value) for name, _, value in (field.partition("=") for field in query.split("&") if field)]
+    return [field.partition("=")[::2] for field in query.split("&") if field]
 
 
 _heads: dict[tuple[int, tuple[tuple[str, str], ...], bool], tuple[bytes, bytes]] = {}

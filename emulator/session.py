@@ -316,7 +316,7 @@ class Session:
             return
         validate_event_name(frame.event, app.limits)
         data = frames.client_event_data(frame.data)
-        if len(data.encode()) > app.limits.max_event_bytes:
+        if frames.utf8_length(data) > app.limits.max_event_bytes:
             raise PayloadTooLarge(f"client event data is over {app.limits.max_event_bytes} bytes")
         user_id = self.subscriptions[name]
         channel = self.state.channels[name]

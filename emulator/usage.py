@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.emulator.config import Webhook
 from relay.protocol.channels import SERVER_TO_USER_PREFIX
+from relay.protocol.frames import utf8_length
 
 if TYPE_CHECKING:
     from relay.emulator.hub import AppState
@@ -55,10 +56,6 @@ def local_reach(state: AppState, channel: str, exclude: str | None) -> int:
         return recipients(state.users.get(channel[len(SERVER_TO_USER_PREFIX) :], {}), exclude)
     found = state.channels.get(channel)
     return 0 if found is None else recipients(found.subscribers, exclude)
-
-
-def data_bytes(data: str) -> int:
-    return len(data) if data.isascii() else len(data.encode())
 
 
 def _units(size: int, unit: int) -> int:
@@ -235,7 +232,7 @@ class AppMeter:
         """An HTTP API (or console) publish to one channel that reached ``reached`` connections."""
         now = self._clock()
         day = self._day(now)
-        size = data_bytes(data)
+        size = utf8_length(data)
         day.publishes += 1
         day.deliveries += reached
         self._count_publish(now, day, size, reached)
@@ -252,7 +249,7 @@ class AppMeter:
         day = self._day(now)
         day.client_events += 1
         day.client_event_deliveries += reached
-        self._count_publish(now, day, data_bytes(data), reached)
+        self._count_publish(now, day, utf8_length(data), reached)
         self.client_events += 1
         if self.observer is not None:
             self.observer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 
 from relay.errors import InvalidFrame, PayloadTooLarge
 
@@ -35,13 +36,14 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def loads(text: str | bytes, what: str = "frame") -> object:
-    """Parse untrusted JSON: malformed, too deeply nested or not encodable as UTF-8 is :class:`InvalidFrame`."""
+    """Parse untrusted JSON (bytes must be UTF-8, RFC 8259 §8.1): malformed, too deeply nested or not encodable as
+    UTF-8 is :class:`InvalidFrame`."""
     try:
-        value = json.loads(text)
+        raw = text if isinstance(text, str) else text.decode()
+        value = json.loads(raw)
     except (ValueError, RecursionError):
         raise InvalidFrame(f"{what} is not valid JSON") from None
     # A lone surrogate escape ("\ud800") decodes to a str that cannot be encoded, so it could never be sent on.
-    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
     if _SURROGATE_ESCAPE.search(raw):
         try:
             _compact(value).encode()
@@ -50,17 +52,25 @@ def loads(text: str | bytes, what: str = "frame") -> object:
     return value
 
 
+def utf8_length(text: str) -> int:
+    """The size of ``text`` on the wire, without encoding it when it is ASCII (most payloads)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def dumps(value: object) -> str:
     """Compact JSON, the one encoding used for every frame and payload."""
     return _compact(value)
 
 
 def channel_event(event: str, channel: str, data: str, user_id: str | None = None) -> str:
-    """A channel event; ``data`` is forwarded verbatim as the string the publisher sent."""
-    frame: dict[str, str] = {"event": event, "channel": channel, "data": data}
-    if user_id is not None:
-        frame["user_id"] = user_id
-    return _compact(frame)
+    """A channel event; ``data`` is forwarded verbatim as the string the publisher sent.
+
+    Built from the encoded strings rather than a dict: this is the one frame built per publish, and the output is
+    what ``dumps`` gives for the same object.
+    """
+    quote = encode_basestring
+    head = f'{{"event":{quote(event)},"channel":{quote(channel)},"data":{quote(data)}'
+    return f"{head}}}" if user_id is None else f'{head},"user_id":{quote(user_id)}}}'
 
 
 def connection_established(socket_id: str, activity_timeout: int) -> str:

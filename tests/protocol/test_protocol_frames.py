@@ -66,6 +66,16 @@ def test_channel_event_user_id_and_compact_encoding() -> None:
     assert "user_id" not in _load(frames.channel_event("e", "c", "{}"))
 
 
+@PROPERTY
+@given(st.text(), st.text(), st.text(), st.none() | st.text())
+def test_channel_event_is_the_compact_encoding_of_its_object(
+    event: str, channel: str, data: str, user: str | None
+) -> None:
+    """Built from encoded strings (the per-publish hot path), it must equal what ``dumps`` gives for the object."""
+    expected = {"event": event, "channel": channel, "data": data} | ({} if user is None else {"user_id": user})
+    assert frames.channel_event(event, channel, data, user) == frames.dumps(expected)
+
+
 def test_subscription_succeeded_default_data() -> None:
     assert _load(frames.subscription_succeeded("private-x")) == {
         "event": "pusher_internal:subscription_succeeded",
@@ -170,6 +180,8 @@ def test_decode_subscribe_frame() -> None:
         ('{"event":"x"', "not valid JSON"),
         ("", "not valid JSON"),
         (b"\xff\xfe\x00", "not valid JSON"),
+        ('{"event":"pusher:ping"}'.encode("utf-16"), "not valid JSON"),  # JSON on the wire is UTF-8 (RFC 8259)
+        (b'{"event":"\xed\xa0\x80"}', "not valid JSON"),  # an encoded surrogate is not UTF-8
         ("[1,2]", "JSON object"),
         ('"pusher:ping"', "JSON object"),
         ("null", "JSON object"),
