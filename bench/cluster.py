@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relay.protocol.signing import sign_rest_request
-from tests.emulator_process import spawn_emulator
+from tests.emulator_process import spawn_emulator, stop_emulator
 
 
 def free_port() -> int:
@@ -113,8 +113,7 @@ async def run(subscribers: int, rounds: int, events: int) -> dict[str, object]:
                     results[label].setdefault("deliveries_per_s", []).append(rate)
     finally:
         for process, _ in nodes:
-            process.terminate()
-            await process.wait()
+            await stop_emulator(process)
         redis.terminate()
         await redis.wait()
     return {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.emulator_process import spawn_emulator
+from tests.emulator_process import spawn_emulator, stop_emulator
 from tests.reliability.soak import churn
 
 
@@ -46,8 +46,7 @@ async def soak(seconds: float) -> dict[str, object]:
         await asyncio.sleep(5)
         final_rss, final_fds = rss_kib(process.pid), descriptors(process.pid)
     finally:
-        process.terminate()
-        await process.wait()
+        await stop_emulator(process)
     growth = (final_rss - baseline_rss) / baseline_rss
     return {
         "seconds": round(time.monotonic() - started, 1),

@@ -22,3 +22,16 @@ async def spawn_emulator(*args: str, within: float = 20.0) -> tuple[asyncio.subp
     match = re.search(r"https?://127\.0\.0\.1:(\d+)", banner)
     assert match is not None
     return process, int(match.group(1)), banner
+
+
+async def stop_emulator(process: asyncio.subprocess.Process, grace: float = 10.0) -> None:
+    """Stop it as a user would (SIGTERM, which a ``--workers`` supervisor passes on to its workers); kill it if it
+    has not exited within ``grace`` seconds."""
+    if process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), grace)
+    except TimeoutError:
+        process.kill()
+        await process.wait()

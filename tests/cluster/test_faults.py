@@ -13,7 +13,7 @@ import pytest
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, Nodes, nodes, sdk, settle
 from tests.conftest import RunningEmulator
-from tests.emulator_process import spawn_emulator
+from tests.emulator_process import spawn_emulator, stop_emulator
 from tests.webhook_receiver import Receiver
 
 __all__ = ["nodes"]
@@ -35,15 +35,14 @@ async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spaw
         process, port, _ = await spawn_emulator(
             "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", *extra
         )
+        processes.append(process)
         from tests.conftest import TEST_APP
 
         return process, RunningEmulator(node=None, port=port, app=TEST_APP)  # type: ignore[arg-type]
 
     yield start
     for process in processes:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_emulator(process)
 
 
 async def test_a_killed_node_s_members_expire_and_survivors_hear_it(spawn: Spawn, receiver: Receiver) -> None:
