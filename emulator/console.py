@@ -100,6 +100,9 @@ class Operations:
 
     # -- routing ----------------------------------------------------------------------------------------------
 
+    def owns(self, raw_path: str) -> bool:
+        return self._path(raw_path) in _OPS_PATHS
+
     def _path(self, path: str) -> str:
         if self._prefix and path.startswith(self._prefix + "/"):
             return path[len(self._prefix) :]
@@ -113,11 +116,9 @@ class Operations:
         query: Sequence[tuple[str, str]],
         headers: Sequence[tuple[str, str]],
         body: bytes,
-    ) -> Response | None:
-        """Answer an operations request; ``None`` when the path is not one of the operations endpoints."""
+    ) -> Response:
+        """Answer a request for one of the operations endpoints (see :meth:`owns`)."""
         path = self._path(raw_path)
-        if path not in _OPS_PATHS:
-            return None
         if path == "/health":
             return json_response(200, {"status": "ok"})
         if path == "/ready":

@@ -172,7 +172,8 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[str, str]] | None = None
         self._body = bytearray()
         self._too_large = False
         self._finished = False
@@ -210,7 +211,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
+        self._raw_headers = []
+        self._headers = None
         self._body = bytearray()
         self._too_large = False
 
@@ -218,12 +220,19 @@ class HttpConnection(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._raw_headers.append((name, value))
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The request's headers as text, decoded when first read (the Pusher API never reads them)."""
+        if self._headers is None:
+            self._headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw_headers]
+        return self._headers
 
     def on_headers_complete(self) -> None:
         limit = self.node.config.max_request_bytes
-        for name, value in self._headers:
-            if name.lower() == "content-length" and value.isdigit() and int(value) > limit:
+        for name, value in self._raw_headers:
+            if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
                 # Answer now rather than after the body: it may be huge, or never come at all.
                 self._too_large = True
                 self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
@@ -254,15 +263,15 @@ class HttpConnection(asyncio.Protocol):
             body = bytes(self._body)
             started = time.perf_counter()
             ops = self.node.ops
-            answer = ops.handle(self.transport, method, path, query, self._headers, body)
-            if answer is STREAMING:  # the console's event stream owns the connection from now on
-                self._finished = True
-                return
-            if answer is not None:
-                self._respond(answer, keep_alive=keep_alive)
+            if ops.owns(path):
+                answer = ops.handle(self.transport, method, path, query, self.headers, body)
+                if answer is STREAMING:  # the console's event stream owns the connection from now on
+                    self._finished = True
+                else:
+                    self._respond(answer, keep_alive=keep_alive)
                 return
             app = ops.api_app(path, query)
-            ably = None if app is not None else self.node.ably.handle(method, path, query, self._headers, body)
+            ably = None if app is not None else self.node.ably.handle(method, path, query, self.headers, body)
             response = ably or ops.rate_limited(method, app) or self.node.api.handle(method, path, query, body)
             ops.api_answered(method, path, app, response, started)
         self._respond(response, keep_alive=keep_alive)
@@ -296,7 +305,7 @@ class HttpConnection(asyncio.Protocol):
             self._window_bits = getattr(ws.extensions[0], "local_max_window_bits", None) or 15
             self.write = self._write_deflated  # type: ignore[method-assign]
         if urlsplit(target).path in ("", "/"):  # the Ably realtime endpoint
-            self.session = self.node.ably.open_session(self, target, self._headers)
+            self.session = self.node.ably.open_session(self, target, self.headers)
             if self.session is not None and rest:
                 self._websocket_data(rest)
             return
@@ -327,7 +336,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _accept_fast(self) -> ServerProtocol | None:
         """Answer a plainly valid handshake from what httptools parsed (most of a connect's cost otherwise)."""
-        accepted = fast_accept(self.parser.get_method(), self.parser.get_http_version(), self._headers)
+        accepted = fast_accept(self.parser.get_method(), self.parser.get_http_version(), self.headers)
         if accepted is None:
             return None
         key, offer = accepted
@@ -350,7 +359,7 @@ class HttpConnection(asyncio.Protocol):
         ws = ServerProtocol(extensions=_EXTENSIONS, max_size=self.node.config.max_frame_bytes)
         target = self._url.decode("latin-1")
         # websockets parses the handshake itself, so it is handed the request as it arrived on the wire.
-        head = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in self._headers)]
+        head = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in self.headers)]
         ws.receive_data(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         request = next((event for event in ws.events_received() if isinstance(event, Request)), None)
         if request is None:
@@ -375,7 +384,7 @@ class HttpConnection(asyncio.Protocol):
             return ErrorCode.APP_NOT_FOUND, f"Application does not exist: no app has key {match.group(1)!r}"
         if not state.app.enabled:
             return ErrorCode.APP_DISABLED, "Application disabled"
-        origin = next((value for name, value in self._headers if name.lower() == "origin"), None)
+        origin = next((value for name, value in self.headers if name.lower() == "origin"), None)
         if not origin_allowed(state.app.allowed_origins, origin):
             return ErrorCode.UNAUTHORIZED, f"Origin not allowed: {origin[:100] if origin else origin}"
         if self.node.draining:

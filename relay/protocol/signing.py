@@ -57,7 +57,7 @@ def rest_string_to_sign(method: str, path: str, params: Mapping[str, str]) -> st
     """``METHOD\\nPATH\\nk=v&…`` over every parameter but ``auth_signature``: keys lowercased and sorted, values raw."""
     lowered = {key.lower(): value for key, value in params.items()}
     lowered.pop("auth_signature", None)
-    query = "&".join([f"{key}={lowered[key]}" for key in sorted(lowered)])
+    query = "&".join([f"{key}={value}" for key, value in sorted(lowered.items())])
     return f"{method.upper()}\n{path}\n{query}"
 
 
