@@ -41,6 +41,7 @@ from relay.emulator.wire import encode_text
 log = logging.getLogger("relay.emulator.cluster")
 
 _SEP = "\x1f"
+CLOSE_SECONDS = 3.0  # the longest each step of leaving the cluster may take
 # KEYS: counter hash, pending key. ARGV: field, delta, pending ttl (ms). Returns 1 on 0→1 (send the "up" webhook),
 # -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook).
 _COUNT_SCRIPT = """
@@ -155,22 +156,26 @@ class RedisCluster:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+        # Bounded: a task cancelled inside a redis-py read can take its time to end (or not end), and a process
+        # that is shutting down must not wait on it.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await self._pubsub.aclose()
         # Leaving is bounded: with Redis down, the survivors' heartbeat check settles this node instead.
         with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(3):
+            async with asyncio.timeout(CLOSE_SECONDS):
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.srem(self._key("nodes"), self.node_id)
                     pipe.delete(self._key("node", self.node_id))
                     pipe.publish(self.bus, "J" + json.dumps(["bye", self.node_id]))
                     await pipe.execute()
                 await self._settle(self.node_id, await self._node_state(self.node_id))
-        await self._redis.aclose()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._redis.aclose()
 
     async def _subscribe(self) -> Any:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)

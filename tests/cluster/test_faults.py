@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -80,6 +81,48 @@ async def test_workers_share_one_port_and_deliver_across_processes(spawn: Spawn)
     for client in clients:
         await client.expect("hello")
         await client.silent(0.05)
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    """Still a live process (an exited one may linger as a zombie until its new parent reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_sigterm_under_load_stops_the_supervisor_and_every_worker(spawn: Spawn) -> None:
+    """Shutting down while publishes are flowing through Redis: the supervisor and both workers exit, none is left
+    serving (a worker once hung in leaving the cluster after its supervisor had gone)."""
+    process, workers = await spawn("--workers", "2", "--shutdown-spread", "0")
+    worker_pids = children(process.pid)
+    assert len(worker_pids) == 2
+    clients = [await Client.open(workers) for _ in range(20)]
+    for client in clients:
+        await client.subscribe("news")
+    await settle()
+    publisher = sdk(workers)
+    stop = asyncio.Event()
+
+    async def publish_until_stopped() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):  # the last publishes meet a server that is going away
+                await asyncio.to_thread(publisher.trigger, "news", "tick", "x")
+
+    load = [asyncio.create_task(publish_until_stopped()) for _ in range(4)]
+    await clients[0].expect("tick")
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 15) == 0
+    stop.set()
+    await asyncio.gather(*load)
+    deadline = asyncio.get_running_loop().time() + 5
+    while any(running(pid) for pid in worker_pids):
+        assert asyncio.get_running_loop().time() < deadline, "a worker outlived its supervisor"
+        await asyncio.sleep(0.05)
 
 
 async def test_redis_outage_keeps_local_delivery_and_resumes_cross_node(
