@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import time
 import warnings
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,13 +21,12 @@ from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import App
 from relay.protocol.ably import jwt_claims
+from tests.node_scenarios import NodeRun, app_env, run_scenario
 
 APP = App(app_id="1", key="app-key", secret="app-secret", activity_timeout=120)
 KEY_NAME, KEY_SECRET = "1.app-key", "app-secret"
 API_KEY = f"{KEY_NAME}:{KEY_SECRET}"
 RECV_TIMEOUT = 3.0
-NODE = shutil.which("node")
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 SCRIPTS = Path(__file__).resolve().parent / "node"
 
 # ProtocolMessage actions and flags (reference §D.2, §D.4).
@@ -163,78 +159,12 @@ async def pusher_wire(running: Running) -> PusherWire:
 
 # -- Node scenarios ------------------------------------------------------------------------------------------------
 
-StepHandler = Callable[[dict[str, Any]], Awaitable[str]]
 
-
-@dataclass
-class NodeRun:
-    summary: dict[str, Any]
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    stderr: str = ""
-
-
-async def run_node(
-    script: str,
-    running: Running,
-    *,
-    env: dict[str, str] | None = None,
-    on_step: StepHandler | None = None,
-    limit_s: float = 20.0,
-) -> NodeRun:
-    """Run ``tests/ably/node/<script>`` (ably-js, pusher-js from ``tests/node/node_modules``); JSON lines on stdout,
-    ``{"step": …}`` lines answered on stdin, the last line the summary (as ``tests/node/lib.mjs`` scenarios)."""
-    assert NODE is not None
-    env = {
-        **os.environ,
-        **(env or {}),
-        "RELAY_HOST": "127.0.0.1",
-        "RELAY_PORT": str(running.port),
-        "RELAY_APP_ID": running.app.app_id,
-        "RELAY_KEY": running.app.key,
-        "RELAY_SECRET": running.app.secret,
-        "ABLY_KEY": running.app.ably_api_key,
-    }
-    process = await asyncio.create_subprocess_exec(
-        NODE,
-        str(SCRIPTS / script),
-        cwd=NODE_DIR,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-    stderr_task = asyncio.create_task(process.stderr.read())
-    lines: list[dict[str, Any]] = []
-    steps: list[dict[str, Any]] = []
-
-    async def drive() -> None:
-        assert process.stdin is not None and process.stdout is not None
-        async for raw in process.stdout:
-            text = raw.decode(errors="replace").strip()
-            if not text.startswith("{"):
-                continue
-            message = json.loads(text)
-            if "step" in message:
-                steps.append(message)
-                assert on_step is not None, f"{script} asked for step {message['step']!r}"
-                process.stdin.write((await on_step(message)).encode() + b"\n")
-                await process.stdin.drain()
-            else:
-                lines.append(message)
-        await process.wait()
-
-    try:
-        await asyncio.wait_for(drive(), limit_s)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    stderr = (await stderr_task).decode(errors="replace")
-    assert lines, f"{script} printed no summary (exit {process.returncode}); stderr:\n{stderr}"
-    summary = lines[-1]
-    assert process.returncode == 0 and summary.get("ok") is True, f"{script} failed: {summary}\nstderr:\n{stderr}"
-    return NodeRun(summary, steps, stderr)
+async def run_node(script: str, running: Running, *, env: dict[str, str] | None = None) -> NodeRun:
+    """Run ``tests/ably/node/<script>`` (ably-js, pusher-js and pusher-http-node from ``tests/node``) against
+    ``running`` with its Ably key in ``ABLY_KEY`` (see tests/node_scenarios.py)."""
+    app_settings = {**app_env("127.0.0.1", running.port, running.app), "ABLY_KEY": running.app.ably_api_key}
+    return await run_scenario(SCRIPTS / script, {**(env or {}), **app_settings})
 
 
 def jwt_token(

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from ablysupport import APP, NODE, NODE_DIR, AblyWire, PusherWire, Running
+from ablysupport import APP, AblyWire, PusherWire, Running
+
+from tests.node_scenarios import node_modules as installed_modules
 
 
 @pytest.fixture
@@ -27,9 +29,4 @@ async def wires() -> AsyncIterator[list[AblyWire | PusherWire]]:
 
 @pytest.fixture
 def node_modules() -> Path:
-    if NODE is None:
-        pytest.skip("node is not on PATH")
-    for package in ("ably", "pusher-js", "pusher"):
-        if not (NODE_DIR / "node_modules" / package / "package.json").is_file():
-            pytest.fail(f"{package} is missing from tests/node: run `npm ci --prefix tests/node` first")
-    return NODE_DIR / "node_modules"
+    return installed_modules("ably", "pusher-js", "pusher")

@@ -21,8 +21,9 @@ import pytest
 
 from tests.conftest import RunningEmulator
 from tests.examples.conftest import needs_chromium, screenshot
-from tests.gateway.conftest import JWT_SECRET, NODE, ROOT, TOKEN, emulator_url
+from tests.gateway.conftest import JWT_SECRET, ROOT, TOKEN, emulator_url
 from tests.gateway.test_gateway_nextjs_guide import EXPECTED_FILES, extract_guide
+from tests.node_scenarios import NODE
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
 expect = playwright_api.expect

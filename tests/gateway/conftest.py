@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +19,11 @@ from starlette.types import ASGIApp
 
 from relay.gateway import GatewaySettings, create_app
 from tests.conftest import RunningEmulator
+from tests.node_scenarios import NODE_DIR, NodeRun, StepHandler, app_env, run_scenario
+from tests.node_scenarios import node_modules as installed_modules
 
 TOKEN = "backend-token-0123456789"
 JWT_SECRET = "jwt-secret-for-gateway-tests-0123456789"
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
-NODE = shutil.which("node")
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -100,26 +97,10 @@ async def gateway(start_gateway: StartGateway, emulator: RunningEmulator) -> Run
 
 # -- Node scenarios -----------------------------------------------------------------------------------------------
 
-StepHandler = Callable[[dict[str, Any]], Awaitable[str]]
-
-
-@dataclass
-class NodeRun:
-    summary: dict[str, Any]
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    stderr: str = ""
-
 
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    """pusher-js and typescript from tests/node; their absence is a setup error, not a reason to skip."""
-    if NODE is None:
-        pytest.skip("node is not on PATH")
-    modules = NODE_DIR / "node_modules"
-    for package in ("pusher-js", "pusher", "typescript"):
-        if not (modules / package / "package.json").is_file():
-            pytest.fail(f"{modules / package} is missing: run `npm ci --prefix tests/node` first")
-    return modules
+    return installed_modules("pusher-js", "pusher", "typescript")
 
 
 async def run_node(
@@ -130,63 +111,6 @@ async def run_node(
     on_step: StepHandler | None = None,
     limit_s: float = 20.0,
 ) -> NodeRun:
-    """Run ``tests/node/<script>`` (which uses lib.mjs's Scenario and step protocol); assert an ``ok`` summary."""
-    assert NODE is not None
-    app = emulator.app
-    full_env = {
-        **os.environ,
-        "RELAY_HOST": emulator.host,
-        "RELAY_PORT": str(emulator.port),
-        "RELAY_APP_ID": app.app_id,
-        "RELAY_KEY": app.key,
-        "RELAY_SECRET": app.secret,
-        **env,
-    }
-    process = await asyncio.create_subprocess_exec(
-        NODE,
-        str(NODE_DIR / script),
-        cwd=NODE_DIR,
-        env=full_env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-    stderr_task = asyncio.create_task(process.stderr.read())
-    lines: list[dict[str, Any]] = []
-    steps: list[dict[str, Any]] = []
-    other: list[str] = []
-
-    async def drive() -> None:
-        assert process.stdin is not None and process.stdout is not None
-        async for raw in process.stdout:
-            text = raw.decode(errors="replace").strip()
-            if not text.startswith("{"):
-                other.append(text)
-                continue
-            message = json.loads(text)
-            if "step" in message:
-                steps.append(message)
-                assert on_step is not None, f"{script} asked for step {message['step']!r} but the test has no handler"
-                answer = await on_step(message)
-                process.stdin.write(answer.encode() + b"\n")
-                await process.stdin.drain()
-            else:
-                lines.append(message)
-        await process.wait()
-
-    try:
-        await asyncio.wait_for(drive(), limit_s)
-    except TimeoutError:
-        pytest.fail(f"{script} did not finish within {limit_s} s; output {lines + steps}")
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    stderr = (await stderr_task).decode(errors="replace")
-    assert lines, f"{script} printed no summary (exit {process.returncode}); stdout {other}; stderr:\n{stderr}"
-    summary = lines[-1]
-    assert process.returncode == 0 and summary.get("ok") is True, (
-        f"{script} failed (exit {process.returncode}): {summary}\nstderr:\n{stderr}"
-    )
-    return NodeRun(summary, steps, stderr)
+    """Run ``tests/node/<script>`` against ``emulator`` with ``env`` added (see tests/node_scenarios.py)."""
+    emulator_env = app_env(emulator.host, emulator.port, emulator.app)
+    return await run_scenario(NODE_DIR / script, {**emulator_env, **env}, on_step=on_step, limit_s=limit_s)

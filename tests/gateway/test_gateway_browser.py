@@ -20,7 +20,8 @@ from starlette.routing import Route
 
 from relay.gateway import GatewaySettings
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import JWT_SECRET, NODE_DIR, ROOT, TOKEN, StartGateway, emulator_url, hs_jwt, serve_asgi
+from tests.gateway.conftest import JWT_SECRET, ROOT, TOKEN, StartGateway, emulator_url, hs_jwt, serve_asgi
+from tests.node_scenarios import NODE_DIR
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
 

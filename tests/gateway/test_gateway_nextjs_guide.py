@@ -18,7 +18,8 @@ import pytest
 
 from relay.gateway import RuleSpec, load_rules
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import NODE, NODE_DIR, ROOT, TOKEN, RunningGateway, hs_jwt, run_node
+from tests.gateway.conftest import ROOT, TOKEN, RunningGateway, hs_jwt, run_node
+from tests.node_scenarios import NODE, NODE_DIR
 
 GUIDE = ROOT / "docs" / "gateway.md"
 BLOCK = re.compile(r"^```(?:ts|tsx)\n(// file: (?P<path>\S+)\n.*?)^```$", re.MULTILINE | re.DOTALL)

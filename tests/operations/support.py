@@ -24,9 +24,7 @@ from relay.protocol.signing import channel_auth, sign_rest_request, webhook_sign
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
-NODE = shutil.which("node")
 NODE_SCRIPTS = Path(__file__).resolve().parent / "node"
-NODE_MODULES = ROOT / "tests" / "node" / "node_modules"
 RELAY = [sys.executable, "-m", "relay.cli"]
 APP = App(app_id="1", key="ops-key", secret="ops-secret-value-42")
 
@@ -251,26 +249,3 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 def trusting(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
-
-
-async def run_node(script: str, env: dict[str, str], within: float = 30.0) -> dict[str, Any]:
-    """Run ``tests/operations/node/<script>`` to completion; return its last JSON line (it must say ok)."""
-    assert NODE is not None, "node is not on PATH: the Node client tests need it"
-    assert (NODE_MODULES / "pusher-js" / "package.json").is_file(), "run `npm ci --prefix tests/node` first"
-    process = await asyncio.create_subprocess_exec(
-        NODE,
-        str(NODE_SCRIPTS / script),
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), within)
-    except TimeoutError:
-        process.kill()
-        raise
-    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
-    assert lines, f"{script} printed nothing; stderr: {err.decode()[-2000:]}"
-    summary: dict[str, Any] = json.loads(lines[-1])
-    assert process.returncode == 0 and summary.get("ok"), f"{script} failed: {summary}; stderr: {err.decode()[-2000:]}"
-    return summary

@@ -14,10 +14,9 @@ from typing import Any
 
 from relay.cost.usage import parse_usage
 from relay.emulator.shutdown import batch_plan
+from tests.node_scenarios import NODE, app_env, node_modules
 from tests.operations.support import (
     APP,
-    NODE,
-    NODE_MODULES,
     NODE_SCRIPTS,
     RelayProcess,
     WebhookReceiver,
@@ -61,21 +60,20 @@ async def next_line(stream: asyncio.StreamReader, within: float) -> dict[str, An
 
 
 async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_reconnect(tmp_path: Path) -> None:
-    assert NODE is not None, "node is not on PATH: this test drives pusher-js"
-    assert (NODE_MODULES / "pusher-js").is_dir(), "run `npm ci --prefix tests/node` first"
+    node_modules("pusher-js")
     receiver = await WebhookReceiver(APP.secret).start()
     config = config_file(tmp_path / "emulator.toml", receiver.url)
     usage_file = tmp_path / "usage.json"
     old = await RelayProcess.start("--port", "0", "--config", str(config), "--usage-file", str(usage_file))
     new: RelayProcess | None = None
+    assert NODE is not None
     node = await asyncio.create_subprocess_exec(
         NODE,
         str(NODE_SCRIPTS / "shutdown_clients.mjs"),
-        env={**os.environ, "RELAY_HOST": "127.0.0.1", "RELAY_PORT": str(old.port), "RELAY_APP_ID": APP.app_id,
-             "RELAY_KEY": APP.key, "RELAY_SECRET": APP.secret, "CLIENTS": str(CLIENTS)},
+        env={**os.environ, **app_env("127.0.0.1", old.port, APP), "CLIENTS": str(CLIENTS)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     assert node.stdout is not None and node.stderr is not None
     try:
         ready = await next_line(node.stdout, 15)

@@ -13,14 +13,15 @@ import httpx
 import pytest
 
 from tests.conftest import StartEmulator
+from tests.node_scenarios import app_env, node_modules, run_scenario
 from tests.operations.support import (
     APP,
+    NODE_SCRIPTS,
     ROOT,
     RelayProcess,
     api,
     make_certificate,
     publish,
-    run_node,
     trusting,
     ws_client,
 )
@@ -94,6 +95,7 @@ async def test_documented_nginx_config_terminates_tls_for_pusher_js(
     nginx = NGINX
     if nginx is None:
         pytest.fail("nginx is not installed: this test runs docs/nginx.conf with it (apt-get install nginx-light)")
+    node_modules("pusher-js")
     cert, key = make_certificate(tmp_path)
     emulator = await start_emulator(app=APP)
     port = _free_port()
@@ -140,18 +142,12 @@ http {{
                 pytest.fail("nginx did not start listening within 5 s")
             assert ready.json() == {"status": "ready"}
             assert (await http.get(f"{base}/console")).status_code == 404  # not exposed by the documented config
-        summary = await run_node(
-            "nginx_pusher_js.mjs",
-            {
-                "RELAY_HOST": "127.0.0.1",
-                "RELAY_PORT": str(port),
-                "RELAY_APP_ID": APP.app_id,
-                "RELAY_KEY": APP.key,
-                "RELAY_SECRET": APP.secret,
-                "NODE_EXTRA_CA_CERTS": str(cert),
-            },
+        run = await run_scenario(
+            NODE_SCRIPTS / "nginx_pusher_js.mjs",
+            {**app_env("127.0.0.1", port, APP), "NODE_EXTRA_CA_CERTS": str(cert)},
+            limit_s=30,
         )
-        assert summary["transport"] == "wss" and summary["states"][-1] == "connected"
+        assert run.summary["transport"] == "wss" and run.summary["states"][-1] == "connected"
         # The emulator saw the connection and the publishes come through the proxy.
         meter = emulator.node.states["1"].meter
         assert meter.connections_opened == 1 and meter.publishes == 3
