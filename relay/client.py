@@ -155,10 +155,33 @@ class _Operations:
             checked.append((event, Payload.of(event.data)))
         return checked
 
-    def combine(self, results: dict[str, T], errors: dict[str, RelayError]) -> T:
-        if errors:
-            raise MirrorError(dict(results), errors)
-        return next(iter(results.values()))
+
+class _Outcomes:
+    """One operation across the configured providers: what the mode makes of each provider's result or error."""
+
+    def __init__(self, mode: Mode) -> None:
+        self.mode = mode
+        self.results: dict[str, object] = {}
+        self.errors: dict[str, RelayError] = {}
+
+    def failed(self, label: str, error: RelayError) -> None:
+        """Record ``error``, or raise it where the mode does not go on to the next provider."""
+        if self.mode is Mode.SINGLE or (self.mode is Mode.FAILOVER and not _can_fail_over(error)):
+            raise error
+        self.errors[label] = error
+
+    def succeeded(self, label: str, outcome: object) -> bool:
+        """Record ``outcome``; True when it is the answer (every mode but mirror stops at the first success)."""
+        self.results[label] = outcome
+        return self.mode is not Mode.MIRROR
+
+    def final(self) -> Any:
+        """After every provider ran: failover's last error, or mirror's result (MirrorError if any failed)."""
+        if self.mode is Mode.FAILOVER:
+            raise next(reversed(self.errors.values()))
+        if self.errors:
+            raise MirrorError(dict(self.results), self.errors)
+        return next(iter(self.results.values()))
 
 
 class _BaseRelay:
@@ -231,23 +254,17 @@ class Relay(_BaseRelay):
 
     def _each(self, operation: Any, capability: Capability) -> Any:
         """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode."""
-        results: dict[str, object] = {}
-        errors: dict[str, RelayError] = {}
+        outcomes = _Outcomes(self._ops.mode)
         for route in self._ops.routes:
             try:
                 self._ops.require(route.adapter, capability)
                 outcome = [self._run(call, route.adapter) for call in operation(route.adapter)]
             except RelayError as error:
-                if self._ops.mode is Mode.SINGLE or (self._ops.mode is Mode.FAILOVER and not _can_fail_over(error)):
-                    raise
-                errors[route.label] = error
+                outcomes.failed(route.label, error)
                 continue
-            results[route.label] = outcome
-            if self._ops.mode is not Mode.MIRROR:
+            if outcomes.succeeded(route.label, outcome):
                 return outcome
-        if self._ops.mode is Mode.FAILOVER:
-            raise next(reversed(errors.values()))
-        return self._ops.combine(results, errors)
+        return outcomes.final()
 
     # -- publishing -------------------------------------------------------------------------------------------
 
@@ -325,23 +342,17 @@ class AsyncRelay(_BaseRelay):
         return call.parse(response)
 
     async def _each(self, operation: Any, capability: Capability) -> Any:
-        results: dict[str, object] = {}
-        errors: dict[str, RelayError] = {}
+        outcomes = _Outcomes(self._ops.mode)
         for route in self._ops.routes:
             try:
                 self._ops.require(route.adapter, capability)
                 outcome = [await self._run(call, route.adapter) for call in operation(route.adapter)]
             except RelayError as error:
-                if self._ops.mode is Mode.SINGLE or (self._ops.mode is Mode.FAILOVER and not _can_fail_over(error)):
-                    raise
-                errors[route.label] = error
+                outcomes.failed(route.label, error)
                 continue
-            results[route.label] = outcome
-            if self._ops.mode is not Mode.MIRROR:
+            if outcomes.succeeded(route.label, outcome):
                 return outcome
-        if self._ops.mode is Mode.FAILOVER:
-            raise next(reversed(errors.values()))
-        return self._ops.combine(results, errors)
+        return outcomes.final()
 
     async def publish(
         self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
