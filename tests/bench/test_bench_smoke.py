@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import report
+from bench import http_path, report
 from bench.driver import fanout
+from relay.emulator.wire import encode_text
+from relay.protocol.frames import channel_event
 from tests.conftest import StartEmulator
 
 
@@ -67,3 +69,11 @@ def test_the_report_computes_ratios_and_marks_targets() -> None:
     assert "| websockets floor's CPU per delivery ÷ relay's (1000) | 3.00 | ≥ 1.5 (about) | yes |" in text
     assert "| p99 publish→delivery ÷ nchan's (100 subs, 100/s) | 1.50 | ≤ 1.2 | **no** |" in text
     assert "channels / relay run 1: skipped: budget" in text
+
+
+async def test_the_in_process_http_path_answers_every_publish_and_delivers_it() -> None:
+    """bench/http_path.py (the profiling harness of docs/performance.md) publishes through the real request path."""
+    result = await http_path.measure(channels=20, requests=100)
+    assert result["statuses"] == {"200": 20 + 100}  # the warm-up round, then the measured requests
+    frames = [encode_text(channel_event("bench-msg", f"ch-{i % 20}", "")) for i in range(100)]
+    assert result["subscriber_bytes"] > sum(len(frame) for frame in frames)  # each carried its data too

@@ -1,0 +1,148 @@
+"""The HTTP publish path in process: signed publishes fed to one ``HttpConnection``, no sockets and no kernel.
+
+What the ``channels`` scenario measures minus the network: N channels with one subscriber each (WebSocket
+connections opened through the real handshake and ``pusher:subscribe``), then signed ``POST /apps/{id}/events``
+requests, each to the next channel, written into the publisher's protocol object. Transports are stand-ins that
+count bytes. Useful under a profiler, where the real scenario's kernel time and load generator would blur the picture:
+
+    python -m bench.http_path --requests 100000
+    py-spy record -r 1000 -o profile.svg -- python -m bench.http_path --requests 100000
+    valgrind --tool=callgrind python -m bench.http_path --requests 2000   # instructions do not vary run to run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import time
+from collections import Counter
+from typing import Any
+
+from relay.emulator.config import App, EmulatorConfig
+from relay.emulator.server import EmulatorNode, HttpConnection
+from relay.protocol.signing import sign_rest_request
+
+APP = App(app_id="1", key="bench-key", secret="bench-secret")
+
+
+class CountingTransport:
+    """What ``HttpConnection`` writes to, counting the bytes and the status of every HTTP response."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.statuses: Counter[bytes] = Counter()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        if data.startswith(b"HTTP/1.1 "):
+            self.statuses[data[9:12]] += 1
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closing = True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 0) if name == "peername" else default
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """A client's (masked) WebSocket text frame, as a browser would send ``pusher:subscribe``."""
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    return bytes((0x81, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def subscriber(node: EmulatorNode, channel: str) -> CountingTransport:
+    connection, transport = HttpConnection(node), CountingTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    key = base64.b64encode(os.urandom(16)).decode()
+    connection.data_received(
+        f"GET /app/{APP.key}?protocol=7 HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    connection.data_received(
+        masked_text_frame(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}).encode())
+    )
+    return transport
+
+
+def signed_publish(channel: str, seq: int, now: int) -> bytes:
+    path = f"/apps/{APP.app_id}/events"
+    data = json.dumps({"seq": seq, "sent_ms": now * 1000, "pad": "x" * 40})
+    body = json.dumps({"name": "bench-msg", "channels": [channel], "data": data}).encode()
+    query = "&".join(
+        f"{k}={v}" for k, v in sign_rest_request(APP.key, APP.secret, "POST", path, timestamp=now, body=body).items()
+    )
+    head = (
+        f"POST {path}?{query} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def measure(channels: int, requests: int) -> dict[str, Any]:
+    """CPU µs per publish over ``requests`` publishes (after one warm-up round), and what was answered."""
+    node = EmulatorNode(EmulatorConfig(apps=(APP,)))
+    await node.start()
+    try:
+        subscribers = [subscriber(node, f"ch-{i}") for i in range(channels)]
+        publisher, transport = HttpConnection(node), CountingTransport()
+        publisher.connection_made(transport)  # type: ignore[arg-type]
+        now = int(time.time())
+        prepared = [signed_publish(f"ch-{i}", i, now) for i in range(channels)]
+        for request in prepared:  # warm up: every code path and cache touched once
+            publisher.data_received(request)
+        await asyncio.sleep(0)
+        delivered_before = sum(s.written for s in subscribers)
+        started = time.process_time()
+        for index in range(requests):
+            publisher.data_received(prepared[index % channels])
+            if index % 64 == 0:
+                await asyncio.sleep(0)  # let the end-of-iteration flush run, as the event loop would
+        elapsed = time.process_time() - started
+        await asyncio.sleep(0)
+        return {
+            "channels": channels,
+            "requests": requests,
+            "cpu_us_per_publish": round(elapsed / requests * 1e6, 2),
+            "statuses": {status.decode(): count for status, count in transport.statuses.items()},
+            "subscriber_bytes": sum(s.written for s in subscribers) - delivered_before,
+        }
+    finally:
+        await node.close(webhook_grace=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--channels", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=50_000)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+
+        result = uvloop.run(measure(args.channels, args.requests))
+    except ImportError:
+        result = asyncio.run(measure(args.channels, args.requests))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
