@@ -75,19 +75,25 @@ def test_selfhosted_capacity_comes_from_relays_own_benchmark_with_medium_confide
     assert (capacity.confidence, capacity.as_of) == ("medium", "2026-11-29")
     assert "docs/performance.md" in capacity.source and "`python bench/run.py --runs 3`" in capacity.source
     assert "2-vCPU" in capacity.hardware and "pinned to one core" in capacity.hardware
-    run_file = re.search(r"bench/results/\S+\.jsonl", capacity.source)
-    assert run_file is not None, "the source names the benchmark run's raw data"
-    rows = [json.loads(line) for line in (REPO / run_file.group()).read_text().splitlines() if line]
-    run = report.Results(rows)
-    for scenario, field, unit, factor, planned in BENCH_FIGURES:
-        median = run.median("relay", scenario, field)
-        assert median is not None, (scenario, field)
-        median *= factor
-        slowest = max(report.get(row, field) for row in run.cell("relay", scenario)) * factor
-        # the source quotes the median and the slowest run; the planning figure is at least the slowest run
-        assert f"{report.num(median)} {unit}" in capacity.source, (scenario, field)
-        assert f"({report.num(slowest)})" in capacity.source, (scenario, field)
-        assert getattr(capacity, planned) >= slowest, (planned, slowest)
+    # each run named in the source is quoted in the text between its name and the next run's
+    named = list(re.finditer(r"bench/results/\S+?\.jsonl", capacity.source))
+    assert named, "the source names the benchmark runs' raw data"
+    assert len({m.group() for m in named}) == len(named), "each run is named once"
+    ends = [m.start() for m in named[1:]] + [len(capacity.source)]
+    for run_file, end in zip(named, ends, strict=True):
+        quoted = capacity.source[run_file.end() : end]
+        rows = [json.loads(line) for line in (REPO / run_file.group()).read_text().splitlines() if line]
+        run = report.Results(rows)
+        for scenario, field, unit, factor, planned in BENCH_FIGURES:
+            where = (run_file.group(), scenario, field)
+            median = run.median("relay", scenario, field)
+            assert median is not None, where
+            median *= factor
+            slowest = max(report.get(row, field) for row in run.cell("relay", scenario)) * factor
+            # the source quotes the median and the slowest run; the planning figure is at least the slowest run
+            assert f"{report.num(median)} {unit}" in quoted, where
+            assert f"({report.num(slowest)})" in quoted, where
+            assert getattr(capacity, planned) >= slowest, (*where, planned, slowest)
 
 
 def test_unlimited_limits_are_infinite(prices: Prices) -> None:

@@ -213,9 +213,9 @@ def test_selfhosted_nodes_grow_with_connections_and_add_redis(prices: Prices) ->
 
 
 def test_selfhosted_cpu_bound_workload_needs_more_nodes(prices: Prices) -> None:
-    # 1,000 publishes/s to 1,000 subscribers: 1,000 requests/s × 60 µs + 1,000,000 deliveries/s × 3 µs = 3.06 cores
+    # 1,000 publishes/s to 1,000 subscribers: 1,000 requests/s × 150 µs + 1,000,000 deliveries/s × 6 µs = 6.15 cores
     # at the peak; a CX23 plans for 0.5 × 70% = 0.35 cores, of which every publish forwarded through Redis takes
-    # 1,000 × 50 µs = 0.05: 11 nodes, where memory alone would need one.
+    # 1,000 × 100 µs = 0.1: 25 nodes, where memory alone would need one.
     busy = Workload(connections=2_000, publishes_per_day=1_000 * 86_400, subscribers_per_publish=1_000)
     cap, cx23 = prices.capacity, next(p for p in prices.provider("hetzner").plans if p.id == "cx23")
     cores = (1_000 * cap.cpu_us_per_request + 1_000_000 * cap.cpu_us_per_delivery) / 1e6
@@ -230,7 +230,7 @@ def test_selfhosted_cpu_bound_workload_needs_more_nodes(prices: Prices) -> None:
 
 
 def test_selfhosted_publish_rate_beyond_what_a_node_can_forward_does_not_fit(prices: Prices) -> None:
-    # every node receives every publish from Redis: 20,000 publishes/s × 50 µs = 1 core, more than the 0.35 cores
+    # every node receives every publish from Redis: 20,000 publishes/s × 100 µs = 2 cores, more than the 0.35 cores
     # any Hetzner plan plans for
     cap = prices.capacity
     largest = max(plan.cpu_cores or 0.0 for plan in prices.provider("hetzner").plans)
