@@ -39,6 +39,7 @@ from bench import report
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "bench"
+REPORT = REPO / "docs" / "performance.md"
 APP_ID, KEY, SECRET = "1", "bench-key", "bench-secret"
 SERVER_CPUS = os.environ.get("SERVER_CPUS", "1")
 CELL_TIMEOUT = 200.0  # run.sh bounds the generator to 150 s; this bounds everything around it
@@ -209,7 +210,9 @@ def emulator(
     env = {**os.environ, "PYTHONPATH": str(views[target.source])}
     out = scratch / f"emulator-{target.name}.log"
     with out.open("wb") as stream:
-        process = subprocess.Popen(command, cwd=scratch, env=env, stdout=stream, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=scratch, env=env, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 30
         while b"listening on" not in out.read_bytes():
@@ -219,6 +222,9 @@ def emulator(
         yield port, process.pid
     finally:
         stop_process(process)
+        # Nothing of a cell may outlive it (a --workers worker once did, and skewed every later cell).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 # -- one cell ---------------------------------------------------------------------------------------------------
@@ -285,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", help="only these targets (default: every target of each scenario)")
     parser.add_argument("--before-src", type=Path, help="an earlier source tree, measured as relay-before")
     parser.add_argument("--budget-min", type=float, default=30.0, help="skip the remaining cells after this long")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "performance.md", help="report to update")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="report to update (default: docs/performance.md, but only after a full run of every scenario and target "
+        "or with --report-only; a partial run writes only its JSON lines)",
+    )
     parser.add_argument("--results", type=Path, help="JSONL to write (default bench/results/<stamp>.jsonl)")
     parser.add_argument("--report-only", nargs="*", type=Path, help="only render the report from these JSONL files")
     args = parser.parse_args(argv)
@@ -297,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         if meta is None:
             raise SystemExit("no bench_meta line in the results: give the JSONL that bench/run.py wrote")
         source = Path(os.path.relpath(args.report_only[0], REPO)) if args.report_only else None
-        report.write(args.out, rows, machine=meta["machine"], command=meta["command"], results=source)
+        out = args.out or REPORT
+        report.write(out, rows, machine=meta["machine"], command=meta["command"], results=source)
         return 0
 
     scenarios = [SCENARIOS[name] for name in args.scenarios.split(",") if name]
@@ -345,8 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     machine["duration_s"] = round(time.monotonic() - began)
     with results.open("a") as stream:
         stream.write(json.dumps({"bench_meta": {"machine": machine, "command": command}}) + "\n")
-    report.write(args.out, rows, machine=machine, command=command, results=Path(os.path.relpath(results, REPO)))
-    log(f"wrote {args.out} from {results}")
+    every_scenario = set(args.scenarios.split(",")) >= set(DEFAULT_SCENARIOS)
+    full_run = every_scenario and args.targets is None and args.before_src is None
+    out = args.out or (REPORT if full_run else None)
+    if out is None:
+        log(f"a partial run: results in {results} (render them with --report-only {results} --out FILE)")
+        return 0
+    report.write(out, rows, machine=machine, command=command, results=Path(os.path.relpath(results, REPO)))
+    log(f"wrote {out} from {results}")
     return 0
 
 
