@@ -308,7 +308,11 @@ def gateway_router(
             return error_response(error)
         return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
 
-    @router.post("/v1/auth/channel", summary="Channel authorization for pusher-js (form or JSON) or Ably")
+    @router.post(
+        "/v1/auth/channel",
+        summary="Channel authorization for pusher-js (form or JSON) or Ably",
+        openapi_extra=_auth_body({"socket_id": "123.456", "channel_name": "private-orders"}, required=["channel_name"]),
+    )
     async def auth_channel(request: Request) -> JSONResponse:
         try:
             fields = await request_fields(request)
@@ -321,7 +325,11 @@ def gateway_router(
             return error_response(error)
         return JSONResponse(body)
 
-    @router.post("/v1/auth/user", summary="User authentication (pusher-js signin)")
+    @router.post(
+        "/v1/auth/user",
+        summary="User authentication (pusher-js signin)",
+        openapi_extra=_auth_body({"socket_id": "123.456"}, required=["socket_id"]),
+    )
     async def auth_user(request: Request) -> JSONResponse:
         try:
             fields = await request_fields(request)
@@ -361,6 +369,19 @@ def gateway_router(
         return {"status": "ok"}
 
     return router
+
+
+def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, Any]:
+    """The OpenAPI request body of an auth endpoint: the form fields pusher-js posts, or the same as JSON (the
+    handlers read the body themselves, so FastAPI cannot infer it)."""
+    schema = {
+        "type": "object",
+        "properties": {name: {"type": "string", "example": value} for name, value in example.items()},
+        "required": required,
+    }
+    media_types = ("application/x-www-form-urlencoded", "application/json")
+    content = {media_type: {"schema": schema} for media_type in media_types}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _event_json(event: WebhookEvent) -> dict[str, Any]:

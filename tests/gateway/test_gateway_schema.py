@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.gateway.conftest import TOKEN, RunningGateway
@@ -64,3 +65,23 @@ async def test_schemathesis_finds_no_server_errors(gateway: RunningGateway, tmp_
     assert result["operations"]["tested"] == result["operations"]["total"] >= 7, text
     assert result["test_cases"]["generated"] >= 100, text
     assert process.returncode == 0, text
+
+
+async def test_auth_endpoints_document_the_fields_pusher_js_posts(gateway: RunningGateway) -> None:
+    """The auth handlers read their bodies themselves, so the schema states them: the form pusher-js posts (or the
+    same fields as JSON), and the field each endpoint cannot do without."""
+    async with httpx.AsyncClient() as http:
+        schema = (await http.get(f"{gateway.url}/openapi.json")).json()
+    for path, fields, required in (
+        ("/v1/auth/channel", {"socket_id", "channel_name"}, ["channel_name"]),
+        ("/v1/auth/user", {"socket_id"}, ["socket_id"]),
+    ):
+        body = schema["paths"][path]["post"]["requestBody"]
+        assert set(body["content"]) == {"application/x-www-form-urlencoded", "application/json"}, path
+        for media in body["content"].values():
+            assert set(media["schema"]["properties"]) == fields, path
+            assert media["schema"]["required"] == required, path
+    # What the schema promises is what the endpoint does: a form without channel_name is refused with a reason.
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(f"{gateway.url}/v1/auth/channel", data={"socket_id": "123.456"})
+    assert refused.status_code == 400 and refused.json() == {"error": "channel_name is required"}
