@@ -386,9 +386,8 @@ class AblyApp:
             # One Pusher event per message; Ably peers get the whole ProtocolMessage with the first one.
             for index, text in enumerate(texts):
                 state.deliver(channel, encode_text(text), exclude, outbound if index == 0 else DELIVERED)
-        if state.cluster is not None:
-            for text in texts:
-                state.cluster.published(state.app.app_id, name, text, exclude)
+        if state.cluster is not None:  # the other nodes' Ably peers get the same ProtocolMessage (ids, extras)
+            state.cluster.published_ably(state.app.app_id, name, texts, exclude, outbound.fields)
 
     def from_pusher(self, channel: str, frame: bytes, exclude: str | None) -> Outbound | None:
         """An Ably MESSAGE for a Pusher channel event (``None`` for Pusher's own protocol events)."""

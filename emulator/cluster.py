@@ -25,6 +25,7 @@ reconciles its state in Redis with what it holds.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -32,9 +33,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relay.emulator.ably_hub import DELIVERED, Outbound
 from relay.emulator.hub import AppState
 from relay.emulator.wire import encode_text
 
@@ -238,6 +241,19 @@ class RedisCluster:
 
     def published(self, app_id: str, channel: str, frame_text: str, exclude: str | None) -> None:
         message = _SEP.join(("P", str(self.node_id), app_id, channel, exclude or "", frame_text))
+
+        async def send(pipe: Any) -> None:
+            pipe.publish(self.bus, message)
+
+        self._enqueue(send)
+
+    def published_ably(
+        self, app_id: str, channel: str, frame_texts: list[str], exclude: str | None, ably_fields: dict[str, Any]
+    ) -> None:
+        """An Ably publish: its Pusher events and its ProtocolMessage, so every node's Ably peers get the same
+        message (id, extras, serial) rather than one translated back from Pusher (msgpack: data may be bytes)."""
+        payload = base64.b64encode(msgpack.packb({"texts": frame_texts, "fields": ably_fields}, use_bin_type=True))
+        message = _SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", payload.decode()))
 
         async def send(pipe: Any) -> None:
             pipe.publish(self.bus, message)
@@ -465,6 +481,16 @@ class RedisCluster:
             state = self._states.get(app_id)
             if state is not None and int(node) != self.node_id:
                 state.deliver_local(channel, encode_text(text), exclude or None)
+            return
+        if data.startswith("A"):
+            _, node, app_id, channel, exclude, payload = data.split(_SEP, 5)
+            state = self._states.get(app_id)
+            if state is not None and int(node) != self.node_id:
+                publish = msgpack.unpackb(base64.b64decode(payload), raw=False)
+                origin: object = Outbound(publish["fields"])  # the first event carries the whole message
+                for text in publish["texts"]:
+                    state.deliver_local(channel, encode_text(text), exclude or None, origin)
+                    origin = DELIVERED
             return
         kind, node, *args = json.loads(data[1:])
         if node == self.node_id:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from relay.emulator.config import App
 from relay.emulator.usage import AppMeter, local_reach, recipients
@@ -70,6 +70,10 @@ class ClusterLink(Protocol):
     """What a node tells the others about one app; ``None`` on a single node."""
 
     def published(self, app_id: str, channel: str, frame_text: str, exclude: str | None) -> None: ...
+
+    def published_ably(
+        self, app_id: str, channel: str, frame_texts: list[str], exclude: str | None, ably_fields: dict[str, Any]
+    ) -> None: ...
 
     def channel_occupied(self, app_id: str, channel: str) -> None: ...
 
@@ -318,7 +322,7 @@ class AppState:
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, channel.name, text, sender)
 
-    def deliver_local(self, name: str, frame: bytes, exclude: str | None) -> None:
+    def deliver_local(self, name: str, frame: bytes, exclude: str | None, origin: object = None) -> None:
         if name.startswith(SERVER_TO_USER_PREFIX):
             self.meter.fanout(len(frame), local_reach(self, name, exclude))
             for socket_id, peer in list(self.users.get(name[len(SERVER_TO_USER_PREFIX) :], {}).items()):
@@ -327,7 +331,7 @@ class AppState:
             return
         channel = self.channels.get(name)
         if channel is not None:
-            self.deliver(channel, frame, exclude)
+            self.deliver(channel, frame, exclude, origin)
 
     def deliver(self, channel: Channel, frame: bytes, exclude: str | None = None, origin: object = None) -> None:
         """Write ``frame`` to every subscriber but ``exclude``; ForeignPeers get ``origin`` to encode their own."""
