@@ -4,7 +4,8 @@ Each node keeps serving its own connections from memory and tells the others wha
 channel (the *bus*):
 
 - a publish or client event: the frame text, the channel and the excluded socket id; every other node delivers it to
-  its local subscribers, so each subscriber gets it exactly once;
+  its local subscribers, so each subscriber gets it exactly once (a publish made through Ably carries its Ably
+  ProtocolMessage too, for the Ably connections);
 - its presence members, subscription counts and signed-in users; every node keeps a replica of the others'
   (:class:`~relay.emulator.hub.RemoteState`) so presence and the HTTP API's counts are answered cluster-wide, and
   each node sends its own subscribers the member events of cluster-wide transitions.
