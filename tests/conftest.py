@@ -11,6 +11,7 @@ import pytest
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
 from tests.webhook_receiver import receiver as receiver
+from tests.webhook_receiver import start_receiver as start_receiver
 
 # pusher-http-python insists on a numeric app id.
 TEST_APP = App(app_id="1", key="app-key", secret="app-secret", activity_timeout=120)

@@ -6,6 +6,7 @@ It records each POST's headers, raw body and arrival time, and answers from a co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 import uvicorn
+
+from relay.protocol.signing import webhook_signature
 
 
 @dataclass
@@ -41,11 +44,12 @@ class Delivery:
 
 @dataclass
 class Receiver:
-    """An ASGI app recording every request and answering ``statuses`` in turn (200 once they run out)."""
+    """An ASGI app recording every request and answering ``statuses`` in turn (``status`` once they run out)."""
 
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)
     statuses: deque[int] = field(default_factory=deque)
+    status: int = 200
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def __call__(
@@ -65,7 +69,7 @@ class Receiver:
         self.deliveries.append(Delivery(scope["method"], scope["path"], headers, body, time.monotonic()))
         async with self.changed:
             self.changed.notify_all()
-        status = self.statuses.popleft() if self.statuses else 200
+        status = self.statuses.popleft() if self.statuses else self.status
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -94,6 +98,13 @@ class Receiver:
             if names is None or event["name"] in names
         ]
 
+    def signed_by(self, secret: str) -> bool:
+        """Every delivery so far carries X-Pusher-Signature = HMAC-SHA256(secret, body)."""
+        return all(d.headers.get("x-pusher-signature") == webhook_signature(secret, d.body) for d in self.deliveries)
+
+    def event_names(self) -> list[str]:
+        return [event["name"] for event in self.events()]
+
     async def wait_for_event(self, predicate: Callable[[dict[str, Any]], bool], within: float = 2.0) -> float:
         """Wait for an event matching ``predicate``; return the arrival time of its delivery."""
 
@@ -104,15 +115,38 @@ class Receiver:
         return matching()[0].at
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@contextlib.asynccontextmanager
+async def serving(app: Receiver) -> AsyncIterator[Receiver]:
+    """``app`` served by uvicorn on a port of its own (``app.url``) until the block ends."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    app = Receiver(url=f"http://127.0.0.1:{sock.getsockname()[1]}")
+    app.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110  (uvicorn offers no event for "listening")
         await asyncio.sleep(0.01)
-    yield app
-    server.should_exit = True
-    await task
+    try:
+        yield app
+    finally:
+        server.should_exit = True
+        await task
+
+
+StartReceiver = Callable[..., Awaitable[Receiver]]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serving(Receiver()) as app:
+        yield app
+
+
+@pytest.fixture
+async def start_receiver() -> AsyncIterator[StartReceiver]:
+    """``await start_receiver(status=500)``: more receivers, each on its own port, stopped after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**fields: Any) -> Receiver:
+            return await stack.enter_async_context(serving(Receiver(**fields)))
+
+        yield start

@@ -1,4 +1,4 @@
-"""Helpers for the operations tests: signed HTTP API calls, a webhook receiver, WebSocket clients, the ``relay``
+"""Helpers for the operations tests: signed HTTP API calls, WebSocket clients, the ``relay``
 command as a real process, a self-signed certificate and the Node client scripts."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from relay.emulator.config import App
-from relay.protocol.signing import channel_auth, sign_rest_request, webhook_signature
+from relay.protocol.signing import channel_auth, sign_rest_request
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -105,57 +105,6 @@ async def ws_client(url: str, **options: Any) -> Client:
     established = await client.expect("pusher:connection_established")
     client.socket_id = json.loads(established["data"])["socket_id"]
     return client
-
-
-@dataclass
-class WebhookReceiver:
-    """A bare asyncio HTTP/1.1 endpoint recording each webhook request; answers ``status``."""
-
-    secret: str
-    status: int = 200
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-    server: asyncio.Server | None = None
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    writers: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    async def start(self) -> WebhookReceiver:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hooks"
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.add(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                headers = dict(
-                    (line.split(":", 1)[0].strip().lower(), line.split(":", 1)[1].strip())
-                    for line in head.decode("latin-1").split("\r\n")[1:]
-                    if ":" in line
-                )
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                signed = headers.get("x-pusher-signature") == webhook_signature(self.secret, body)
-                self.requests.append({"headers": headers, "events": json.loads(body)["events"], "signed": signed})
-                self.arrived.set()
-                reason = "OK" if self.status == 200 else "Error"
-                writer.write(f"HTTP/1.1 {self.status} {reason}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.writers.discard(writer)
-            writer.close()
-
-    def event_names(self) -> list[str]:
-        return [event["name"] for request in self.requests for event in request["events"]]
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for writer in list(self.writers):
-                writer.close()
-            await asyncio.sleep(0.01)
 
 
 async def eventually(predicate: Any, within: float = 5.0, what: str = "condition") -> None:

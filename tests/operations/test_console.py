@@ -15,7 +15,8 @@ from playwright.async_api import Browser, async_playwright, expect
 
 from relay.emulator.config import Webhook
 from tests.conftest import StartEmulator
-from tests.operations.support import APP, ARTIFACTS, WebhookReceiver, publish, ws_client
+from tests.operations.support import APP, ARTIFACTS, publish, ws_client
+from tests.webhook_receiver import Receiver
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -42,12 +43,11 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def test_console_shows_connections_channels_members_and_events_and_publishes(
-    start_emulator: StartEmulator, browser: Browser
+    start_emulator: StartEmulator, browser: Browser, receiver: Receiver
 ) -> None:
     """The page lists what real clients do, live: connections, occupied channels with subscriber counts, presence
     members; its event stream shows HTTP publishes, client events, subscribes/unsubscribes and webhooks with their
     status; its form publishes to a real subscriber. The token travels from the page's URL to its requests."""
-    receiver = await WebhookReceiver(APP.secret).start()
     app = replace(
         APP, webhooks=(Webhook(url=receiver.url),), webhook_batch_ms=20, webhook_delay=0.2, webhook_retry_for=0.1
     )
@@ -92,7 +92,7 @@ async def test_console_shows_connections_channels_members_and_events_and_publish
     await expect(webhooks.first).to_be_visible()
     await expect(webhooks.first.locator(".details")).to_contain_text("HTTP 200")
     await expect(webhooks.first.locator(".details")).to_have_class("mono details status-ok")
-    assert receiver.requests and all(request["signed"] for request in receiver.requests)
+    assert receiver.deliveries and receiver.signed_by(APP.secret)
 
     # The form publishes a test event; the real subscriber receives it.
     await page.fill("#pub-channel", "news")
@@ -121,7 +121,6 @@ async def test_console_shows_connections_channels_members_and_events_and_publish
     await expect(page.locator('#log tr[data-type="disconnected"]')).to_have_count(1)
     assert errors == []
     await alice.close()
-    await receiver.close()
 
 
 async def test_console_token_is_required_when_configured(start_emulator: StartEmulator) -> None:

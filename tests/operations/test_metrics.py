@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from relay.emulator.config import Webhook
 from relay.emulator.shutdown import graceful_shutdown
 from tests.conftest import StartEmulator
-from tests.operations.support import APP, WebhookReceiver, api, eventually, publish, ws_client
+from tests.operations.support import APP, api, eventually, publish, ws_client
+from tests.webhook_receiver import StartReceiver
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -40,10 +41,10 @@ APP_LABEL = (("app_id", "1"),)
 
 
 async def test_metrics_count_connections_subscriptions_messages_webhooks_and_requests(
-    start_emulator: StartEmulator,
+    start_emulator: StartEmulator, start_receiver: StartReceiver
 ) -> None:
-    good = await WebhookReceiver(APP.secret).start()
-    bad = await WebhookReceiver(APP.secret, status=500).start()
+    good = await start_receiver()
+    bad = await start_receiver(status=500)
     app = replace(
         APP,
         webhooks=(Webhook(url=good.url), Webhook(url=bad.url)),
@@ -68,7 +69,7 @@ async def test_metrics_count_connections_subscriptions_messages_webhooks_and_req
     assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200
     with contextlib.suppress(Exception):  # refused with 4001 after the upgrade
         await ws_client(emulator.ws_url(key="no-such-key"))
-    await eventually(lambda: good.requests and bad.requests, what="webhooks to both receivers")
+    await eventually(lambda: good.deliveries and bad.deliveries, what="webhooks to both receivers")
 
     samples, kinds = await scrape(emulator.http_url)
     assert kinds["relay_connections"] == "gauge" and kinds["relay_publishes"] == "counter"
@@ -106,8 +107,6 @@ async def test_metrics_count_connections_subscriptions_messages_webhooks_and_req
     assert samples[("relay_connections", APP_LABEL)] == 1
     assert samples[("relay_subscriptions", APP_LABEL)] == 2
     await bob.close()
-    await good.close()
-    await bad.close()
 
 
 async def test_health_and_ready_while_serving_and_while_draining(start_emulator: StartEmulator) -> None:

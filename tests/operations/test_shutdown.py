@@ -19,10 +19,10 @@ from tests.operations.support import (
     APP,
     NODE_SCRIPTS,
     RelayProcess,
-    WebhookReceiver,
     eventually,
     publish,
 )
+from tests.webhook_receiver import Receiver
 
 CLIENTS = 8
 SPREAD = 1.5
@@ -59,9 +59,10 @@ async def next_line(stream: asyncio.StreamReader, within: float) -> dict[str, An
             return parsed
 
 
-async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_reconnect(tmp_path: Path) -> None:
+async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_reconnect(
+    tmp_path: Path, receiver: Receiver
+) -> None:
     node_modules("pusher-js")
-    receiver = await WebhookReceiver(APP.secret).start()
     config = config_file(tmp_path / "emulator.toml", receiver.url)
     usage_file = tmp_path / "usage.json"
     old = await RelayProcess.start("--port", "0", "--config", str(config), "--usage-file", str(usage_file))
@@ -92,7 +93,7 @@ async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_r
         names = receiver.event_names()
         assert names.count("member_removed") == CLIENTS
         assert names.count("channel_vacated") == 2
-        assert all(request["signed"] for request in receiver.requests)
+        assert receiver.signed_by(APP.secret)
 
         reconnected = await next_line(node.stdout, 30)
         assert reconnected.get("step") == "reconnected", reconnected
@@ -125,7 +126,6 @@ async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_r
     assert new is not None
     assert await new.stop() == 0
     await old.kill()
-    await receiver.close()
 
 
 def test_batch_plan_spreads_connections_over_the_window() -> None:

@@ -16,7 +16,8 @@ from relay.emulator.config import Webhook
 from relay.emulator.shutdown import write_usage_file
 from relay.emulator.usage import AppMeter, merge_documents, usage_document
 from tests.conftest import StartEmulator
-from tests.operations.support import APP, WebhookReceiver, api, eventually, publish, ws_client
+from tests.operations.support import APP, api, eventually, publish, ws_client
+from tests.webhook_receiver import Receiver
 
 BIG = "x" * 6_000  # 2 chunks of 5 KiB, 3 of 2 KiB
 
@@ -29,8 +30,7 @@ async def get_json(url: str) -> dict[str, object]:
     return document
 
 
-async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: StartEmulator) -> None:
-    receiver = await WebhookReceiver(APP.secret).start()
+async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: StartEmulator, receiver: Receiver) -> None:
     app = replace(APP, webhooks=(Webhook(url=receiver.url, event_types=frozenset({"channel_occupied"})),),
                   webhook_batch_ms=10)  # fmt: skip
     emulator = await start_emulator(app=app)
@@ -54,8 +54,8 @@ async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: Start
     assert forged.status_code == 401  # not counted
     for client in (alice, bob, carol):
         await client.expect("b")
-    await eventually(lambda: len(receiver.requests) >= 1, what="the channel_occupied webhook")
-    webhooks = len(receiver.requests)
+    await eventually(lambda: len(receiver.deliveries) >= 1, what="the channel_occupied webhook")
+    webhooks = len(receiver.deliveries)
 
     document = await get_json(f"{emulator.http_url}/usage")
     usage = parse_usage(document, origin="/usage")  # relay cost's own strict loader accepts it
@@ -89,7 +89,6 @@ async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: Start
     assert workload.subscribers_per_publish == pytest.approx(9 / 4)
     for client in (alice, bob, carol):
         await client.close()
-    await receiver.close()
 
 
 def test_days_roll_over_at_utc_midnight_and_minutes_are_split() -> None:
