@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     with results.open("a") as stream:
         stream.write(json.dumps({"bench_meta": {"machine": machine, "command": command}}) + "\n")
     every_scenario = set(args.scenarios.split(",")) >= set(DEFAULT_SCENARIOS)
-    full_run = every_scenario and args.targets is None and args.before_src is None
+    every_cell = not any(str(row.get("error", "")).startswith("skipped: over the time budget") for row in rows)
+    full_run = every_scenario and every_cell and args.targets is None and args.before_src is None
     out = args.out or (REPORT if full_run else None)
     if out is None:
         log(f"a partial run: results in {results} (render them with --report-only {results} --out FILE)")

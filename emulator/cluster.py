@@ -163,7 +163,10 @@ class RedisCluster:
         # Bounded: a task cancelled inside a redis-py read can take its time to end (or not end), and a process
         # that is shutting down must not wait on it.
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
+            done, _ = await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
+            for task in done:  # retrieved, so a task that ended on a Redis error is not reported again at exit
+                if not task.cancelled():
+                    task.exception()
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(CLOSE_SECONDS):
@@ -253,8 +256,14 @@ class RedisCluster:
     ) -> None:
         """An Ably publish: its Pusher events and its ProtocolMessage, so every node's Ably peers get the same
         message (id, extras, serial) rather than one translated back from Pusher (msgpack: data may be bytes)."""
-        payload = base64.b64encode(msgpack.packb({"texts": frame_texts, "fields": ably_fields}, use_bin_type=True))
-        message = _SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", payload.decode()))
+        try:
+            packed = msgpack.packb({"texts": frame_texts, "fields": ably_fields}, use_bin_type=True)
+        except (OverflowError, TypeError, ValueError):  # JSON extras msgpack cannot hold (an integer over 64 bits)
+            for text in frame_texts:  # the other nodes' Ably peers get it translated from Pusher instead
+                self.published(app_id, channel, text, exclude)
+            return
+        payload = base64.b64encode(packed).decode()
+        message = _SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", payload))
 
         async def send(pipe: Any) -> None:
             pipe.publish(self.bus, message)
@@ -428,7 +437,10 @@ class RedisCluster:
             try:
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        self._receive(message["data"])
+                        try:
+                            self._receive(message["data"])
+                        except Exception:  # one message this node cannot read must not end its listening
+                            log.exception("unreadable cluster message dropped: %.200r", message["data"])
             except (RedisError, OSError) as exc:
                 if pubsub is self._pubsub:
                     await self._recover(exc)
@@ -487,7 +499,7 @@ class RedisCluster:
             _, node, app_id, channel, exclude, payload = data.split(_SEP, 5)
             state = self._states.get(app_id)
             if state is not None and int(node) != self.node_id:
-                publish = msgpack.unpackb(base64.b64decode(payload), raw=False)
+                publish = msgpack.unpackb(base64.b64decode(payload), raw=False, strict_map_key=False)
                 origin: object = Outbound(publish["fields"])  # the first event carries the whole message
                 for text in publish["texts"]:
                     state.deliver_local(channel, encode_text(text), exclude or None, origin)

@@ -62,3 +62,36 @@ async def test_an_ably_publish_reaches_another_node_s_ably_peers_unchanged(
             assert (binary["data"], binary["encoding"]) == (base64.b64encode(b"\x00\xffpng").decode(), "base64")
     events = [await pusher_peer.expect("status"), await pusher_peer.expect("eta")]
     assert json.loads(events[0]["data"]) == {"state": "shipped"} and events[1]["data"] == "tomorrow"
+
+
+async def test_publishes_the_bus_cannot_carry_whole_still_cross_and_the_bus_keeps_working(
+    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+) -> None:
+    """Ably accepts extras that msgpack cannot carry (an integer over 64 bits, from JSON) or that only a lenient
+    decoder reads (a non-string map key, from msgpack): the publish is still answered 201 and still reaches the other
+    node (translated from its Pusher event when it cannot go whole), and what is published next crosses too."""
+    here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
+    ably_peer, pusher_peer = await ably_wire(there), await pusher_wire(there)
+    wires.extend([ably_peer, pusher_peer])
+    await ably_peer.attach("orders")
+    await pusher_peer.send("pusher:subscribe", {"channel": "orders"})
+    await pusher_peer.expect("pusher_internal:subscription_succeeded")
+    await asyncio.sleep(0.2)
+
+    async with httpx.AsyncClient(base_url=here.http_url) as http:
+        huge = await http.post(
+            "/channels/orders/messages", json={"name": "huge", "data": "1", "extras": {"n": 10**30}}, headers=BASIC
+        )
+        assert huge.status_code == 201, huge.text
+        odd_key = await http.post(
+            "/channels/orders/messages",
+            content=msgpack.packb({"name": "odd-key", "data": "2", "extras": {1: "x"}}, use_bin_type=True),
+            headers={**BASIC, "Content-Type": "application/x-msgpack"},
+        )
+        assert odd_key.status_code == 201, odd_key.text
+        after = await http.post("/channels/orders/messages", json={"name": "after", "data": "3"}, headers=BASIC)
+        assert after.status_code == 201, after.text
+
+    names = [(await ably_peer.expect(MESSAGE))["messages"][0]["name"] for _ in range(3)]
+    assert names == ["huge", "odd-key", "after"]
+    assert [(await pusher_peer.expect(name))["event"] for name in names] == names
