@@ -71,6 +71,12 @@ def test_the_report_computes_ratios_and_marks_targets() -> None:
     assert "channels / relay run 1: skipped: budget" in text
 
 
+def test_a_goal_is_met_by_its_comparison_and_bound_only() -> None:
+    assert report.met(2.0, "≤ 2") and not report.met(2.01, "≤ 2")
+    assert report.met(1.5, "≥ 1.5 (about)") and not report.met(1.49, "≥ 1.5 (about)")
+    assert report.met(3.01, "> 3") and not report.met(3.0, "> 3")
+
+
 async def test_the_in_process_http_path_answers_every_publish_and_delivers_it() -> None:
     """bench/http_path.py (the profiling harness of docs/performance.md) publishes through the real request path."""
     result = await http_path.measure(channels=20, requests=100)
