@@ -244,12 +244,7 @@ class RedisCluster:
         self._queue.put_nowait(operation)
 
     def published(self, app_id: str, channel: str, frame_text: str, exclude: str | None) -> None:
-        message = _SEP.join(("P", str(self.node_id), app_id, channel, exclude or "", frame_text))
-
-        async def send(pipe: Any) -> None:
-            pipe.publish(self.bus, message)
-
-        self._enqueue(send)
+        self._enqueue(self._on_bus(_SEP.join(("P", str(self.node_id), app_id, channel, exclude or "", frame_text))))
 
     def published_ably(
         self, app_id: str, channel: str, frame_texts: list[str], exclude: str | None, ably_fields: dict[str, Any]
@@ -263,16 +258,12 @@ class RedisCluster:
                 self.published(app_id, channel, text, exclude)
             return
         payload = base64.b64encode(packed).decode()
-        message = _SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", payload))
-
-        async def send(pipe: Any) -> None:
-            pipe.publish(self.bus, message)
-
-        self._enqueue(send)
+        self._enqueue(self._on_bus(_SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", payload))))
 
     def _announce(self, *message: object) -> Operation:
-        text = "J" + json.dumps([message[0], self.node_id, *message[1:]])
+        return self._on_bus("J" + json.dumps([message[0], self.node_id, *message[1:]]))
 
+    def _on_bus(self, text: str) -> Operation:
         async def send(pipe: Any) -> None:
             pipe.publish(self.bus, text)
 
@@ -489,21 +480,19 @@ class RedisCluster:
     # -- incoming ---------------------------------------------------------------------------------------------
 
     def _receive(self, data: str) -> None:
-        if data.startswith("P"):
-            _, node, app_id, channel, exclude, text = data.split(_SEP, 5)
+        if data[:1] in ("P", "A"):  # a publish: P with its Pusher frame, A with an Ably publish's frames and message
+            kind, node, app_id, channel, exclude, body = data.split(_SEP, 5)
             state = self._states.get(app_id)
-            if state is not None and int(node) != self.node_id:
-                state.deliver_local(channel, encode_text(text), exclude or None)
-            return
-        if data.startswith("A"):
-            _, node, app_id, channel, exclude, payload = data.split(_SEP, 5)
-            state = self._states.get(app_id)
-            if state is not None and int(node) != self.node_id:
-                publish = msgpack.unpackb(base64.b64decode(payload), raw=False, strict_map_key=False)
-                origin: object = Outbound(publish["fields"])  # the first event carries the whole message
-                for text in publish["texts"]:
-                    state.deliver_local(channel, encode_text(text), exclude or None, origin)
-                    origin = DELIVERED
+            if state is None or int(node) == self.node_id:
+                return
+            if kind == "P":
+                state.deliver_local(channel, encode_text(body), exclude or None)
+                return
+            publish = msgpack.unpackb(base64.b64decode(body), raw=False, strict_map_key=False)
+            origin: object = Outbound(publish["fields"])  # the first event carries the whole message
+            for text in publish["texts"]:
+                state.deliver_local(channel, encode_text(text), exclude or None, origin)
+                origin = DELIVERED
             return
         kind, node, *args = json.loads(data[1:])
         if node == self.node_id:
