@@ -16,43 +16,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import pysher  # type: ignore[import-untyped]
 import pytest
 
-from relay.emulator.config import App
-from relay.protocol.signing import sign_rest_request
-
-APP = App(app_id="1", key="app-key", secret="app-secret")
-
-
-class Emulator(Protocol):
-    """What tests use of conftest's RunningEmulator."""
-
-    port: int
-    app: App
-    node: Any
-
-    @property
-    def http_url(self) -> str: ...
-
-
-StartEmulator = Callable[..., Awaitable[Emulator]]
-
-
-async def publish(target: Emulator, channel: str, event: str, data: str) -> None:
-    """Trigger through the HTTP API, signed with relay.protocol.signing."""
-    app = target.app
-    body = json.dumps({"name": event, "channel": channel, "data": data}).encode()
-    path = f"/apps/{app.app_id}/events"
-    params = sign_rest_request(app.key, app.secret, "POST", path, timestamp=int(time.time()), body=body)
-    async with httpx.AsyncClient(timeout=5) as http:
-        response = await http.post(
-            target.http_url + path, params=params, content=body, headers={"Content-Type": "application/json"}
-        )
-    assert response.status_code == 200, response.text
+from tests.conformance.wsclient import APP, Emulator, StartEmulator, publish
 
 
 async def eventually(predicate: Callable[[], bool], what: str, wait: float = 5.0) -> None:
