@@ -204,6 +204,7 @@ class HttpConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._upgrade(data[upgrade.args[0] :])
+            self._raw_headers, self._headers = [], None  # read only by the handshake: idle sockets keep none
         except httptools.HttpParserError:
             self._respond(error_response(400, "malformed HTTP request"), keep_alive=False)
 
