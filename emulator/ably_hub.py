@@ -461,7 +461,7 @@ class AblyApp:
         record = PresenceRecord(client_id, socket_id, data, encoding, message_id, self.wall_ms())
         if pusher:
             info = record.user_info_json()
-            if len(info.encode()) > self.state.app.limits.max_user_info_bytes:
+            if frames.utf8_length(info) > self.state.app.limits.max_user_info_bytes:
                 limit = self.state.app.limits.max_user_info_bytes
                 raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 400)
         members[key] = record

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from relay.errors import InvalidFrame, LimitExceeded, PayloadTooLarge
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
-from relay.protocol.frames import loads
+from relay.protocol.frames import dumps, loads, utf8_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +45,10 @@ def _user_id(value: object, what: str, limits: Limits) -> str:
 
 
 def _info_json(value: object, what: str, limits: Limits) -> str:
-    encoded = json.dumps(value if value is not None else {}, separators=(",", ":"), ensure_ascii=False)
-    if len(encoded.encode()) > limits.max_user_info_bytes:
-        raise PayloadTooLarge(f"{what} is {len(encoded.encode())} bytes; the limit is {limits.max_user_info_bytes}")
+    encoded = dumps(value if value is not None else {})
+    size = utf8_length(encoded)
+    if size > limits.max_user_info_bytes:
+        raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {limits.max_user_info_bytes}")
     return encoded
 
 
