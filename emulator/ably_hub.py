@@ -502,7 +502,7 @@ class AblyApp:
             presence=True,
         )
         cache: dict[object, object] = {}
-        for peer in list(channel.subscribers.values()):
+        for peer in channel.peers():
             if isinstance(peer, ForeignPeer):
                 peer.deliver_foreign(name, b"", outbound, None, cache)
 

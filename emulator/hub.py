@@ -107,6 +107,23 @@ class Channel:
     count_sent_at: float = float("-inf")
     count_pending: bool = False
     foreign: int = 0  # subscribers that are ForeignPeers: while 0, delivery is the all-Pusher fast path
+    _peers: tuple[Peer, ...] | None = field(default=None, init=False, repr=False)
+
+    def add(self, peer: Peer) -> None:
+        self.subscribers[peer.socket_id] = peer
+        self._peers = None
+
+    def remove(self, socket_id: str) -> Peer | None:
+        self._peers = None
+        return self.subscribers.pop(socket_id, None)
+
+    def peers(self) -> tuple[Peer, ...]:
+        """The subscribers, copied once per change of membership rather than once per delivery (a delivery may
+        unsubscribe a slow consumer, so it cannot iterate the dict itself)."""
+        peers = self._peers
+        if peers is None:
+            peers = self._peers = tuple(self.subscribers.values())
+        return peers
 
 
 @dataclass(slots=True)
@@ -205,7 +222,7 @@ class AppState:
                 self.cluster.channel_occupied(self.app.app_id, name)
             elif not self.webhooks.cancel_delayed(("vacated", name)):
                 self.webhooks.emit({"name": "channel_occupied", "channel": name})
-        channel.subscribers[peer.socket_id] = peer
+        channel.add(peer)
         self.meter.subscribed(name, peer.socket_id, len(channel.subscribers), member.user_id if member else None)
         if isinstance(peer, ForeignPeer):
             channel.foreign += 1
@@ -235,7 +252,7 @@ class AppState:
 
     def unsubscribe(self, peer: Peer, name: str, member_id: str | None) -> None:
         channel = self.channels.get(name)
-        if channel is None or channel.subscribers.pop(peer.socket_id, None) is None:
+        if channel is None or channel.remove(peer.socket_id) is None:
             return
         self.meter.unsubscribed(name, peer.socket_id, len(channel.subscribers))
         if isinstance(peer, ForeignPeer):
@@ -276,7 +293,7 @@ class AppState:
     ) -> None:
         """Tell the channel's ForeignPeers that a Pusher connection joined or left its presence."""
         cache: dict[object, object] = {}
-        for peer in list(channel.subscribers.values()):
+        for peer in channel.peers():
             if isinstance(peer, ForeignPeer):
                 peer.pusher_presence(channel.name, socket_id, user_id, user_info_json, entered, cache)
 
@@ -339,14 +356,16 @@ class AppState:
         if channel.foreign:
             self._deliver_mixed(channel, frame, exclude, origin)
             return
-        for socket_id, peer in list(channel.subscribers.items()):
-            if socket_id != exclude:
+        skip = channel.subscribers.get(exclude) if exclude is not None else None
+        for peer in channel.peers():
+            if peer is not skip:
                 peer.send_frame(frame)
 
     def _deliver_mixed(self, channel: Channel, frame: bytes, exclude: str | None, origin: object) -> None:
         cache: dict[object, object] = {}
-        for socket_id, peer in list(channel.subscribers.items()):
-            if socket_id == exclude:
+        skip = channel.subscribers.get(exclude) if exclude is not None else None
+        for peer in channel.peers():
+            if peer is skip:
                 continue
             if isinstance(peer, ForeignPeer):
                 peer.deliver_foreign(channel.name, frame, origin, exclude, cache)
