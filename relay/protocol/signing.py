@@ -29,16 +29,29 @@ _AUTH_PARAMS = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
 _AUTH_PARAM_SET = frozenset(_AUTH_PARAMS)
 
 
-def hmac_sha256_hex(secret: str, message: str | bytes) -> str:
-    mac = _keyed_sha256(secret).copy()
-    mac.update(message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message)
-    return mac.hexdigest()
+_BLOCK = 64  # SHA-256's block size in bytes
+_XOR_INNER = bytes(byte ^ 0x36 for byte in range(256))
+_XOR_OUTER = bytes(byte ^ 0x5C for byte in range(256))
 
 
 @functools.lru_cache(maxsize=64)
-def _keyed_sha256(secret: str) -> hmac.HMAC:
-    """An HMAC already keyed with ``secret``: copying it skips the key schedule, half the cost of a short message."""
-    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+def _keyed_sha256(secret: str) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC's inner and outer SHA-256 states with the key already absorbed (RFC 2104). Copying them makes an HMAC
+    a handful of calls into C: the hmac module's Python wrapper around each step cost twice the hashing itself."""
+    key = secret.encode()
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(key.translate(_XOR_INNER)), hashlib.sha256(key.translate(_XOR_OUTER))
+
+
+def hmac_sha256_hex(secret: str, message: str | bytes) -> str:
+    keyed_inner, keyed_outer = _keyed_sha256(secret)
+    inner = keyed_inner.copy()
+    inner.update(message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message)
+    outer = keyed_outer.copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
 
 
 def same_secret_text(supplied: str, expected: str) -> bool:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.errors import (
     AuthenticationError,
@@ -340,3 +345,18 @@ def test_verify_webhook_signature() -> None:
 def test_hmac_helpers_accept_str_and_bytes() -> None:
     assert signing.hmac_sha256_hex(SECRET, "abc") == signing.hmac_sha256_hex(SECRET, b"abc")
     assert signing.body_md5(b"") == "d41d8cd98f00b204e9800998ecf8427e"
+
+
+@settings(max_examples=300)
+@given(secret=st.text(max_size=100), message=st.binary(max_size=300))
+def test_hmac_is_the_standard_hmac_sha256(secret: str, message: bytes) -> None:
+    """The pre-keyed construction equals hmac.new for any secret, including those longer than SHA-256's block."""
+    expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    assert signing.hmac_sha256_hex(secret, message) == expected
+
+
+@pytest.mark.parametrize("length", [0, 1, 63, 64, 65, 200])
+def test_hmac_keys_at_the_block_size_boundary(length: int) -> None:
+    secret = "k" * length
+    expected = hmac.new(secret.encode(), b"POST\n/apps/1/events\nauth_key=x", hashlib.sha256).hexdigest()
+    assert signing.hmac_sha256_hex(secret, "POST\n/apps/1/events\nauth_key=x") == expected
