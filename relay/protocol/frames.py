@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 
@@ -35,7 +36,8 @@ _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # The C scanner that json.loads ends in, called without json.loads' three Python frames around it (a third of the
 # cost of a small document). It accepts what json.loads accepts; loads checks the rest of the document itself.
-_scan = json.JSONDecoder().scan_once
+# (typeshed lacks the attribute JSONDecoder.__init__ sets.)
+_scan: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _JSON_WHITESPACE = " \t\n\r"
 
 
