@@ -170,7 +170,7 @@ class HttpConnection(asyncio.Protocol):
     def __init__(self, node: EmulatorNode) -> None:
         self.node = node
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: list[tuple[str, str]] | None = None
@@ -198,13 +198,16 @@ class HttpConnection(asyncio.Protocol):
         if self.ws is not None:
             self._websocket_data(data)
             return
-        if self._finished:  # answered with Connection: close; drop the rest of what the client sends
+        parser = self.parser
+        if parser is None or self._finished:  # answered with Connection: close, or a refused upgrade: drop the rest
             return
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._upgrade(data[upgrade.args[0] :])
-            self._raw_headers, self._headers = [], None  # read only by the handshake: idle sockets keep none
+            # The handshake was this connection's last HTTP. A WebSocket keeps neither the headers nor the parser,
+            # which holds seven bound methods of this object: a cycle for every full garbage collection to walk.
+            self.parser, self._raw_headers, self._headers = None, [], None
         except httptools.HttpParserError:
             self._respond(error_response(400, "malformed HTTP request"), keep_alive=False)
 
@@ -247,14 +250,16 @@ class HttpConnection(asyncio.Protocol):
             self._body = bytearray()
 
     def on_message_complete(self) -> None:
-        if self.parser.should_upgrade():
+        parser = self.parser
+        assert parser is not None  # this is its callback
+        if parser.should_upgrade():
             return
-        keep_alive = self.parser.should_keep_alive()
+        keep_alive = parser.should_keep_alive()
         if self._too_large:
             limit = self.node.config.max_request_bytes
             self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
             return
-        method = self.parser.get_method().decode()
+        method = parser.get_method().decode()
         path, query_string = split_target(self._url.decode("latin-1"))
         if _WS_PATH.fullmatch(path.removeprefix(self.node.config.path_prefix.rstrip("/"))):
             response = error_response(426, "this path is the WebSocket endpoint: connect with a WebSocket client")
@@ -337,7 +342,9 @@ class HttpConnection(asyncio.Protocol):
 
     def _accept_fast(self) -> ServerProtocol | None:
         """Answer a plainly valid handshake from what httptools parsed (most of a connect's cost otherwise)."""
-        accepted = fast_accept(self.parser.get_method(), self.parser.get_http_version(), self.headers)
+        parser = self.parser
+        assert parser is not None  # the upgrade is answered before the parser is dropped
+        accepted = fast_accept(parser.get_method(), parser.get_http_version(), self.headers)
         if accepted is None:
             return None
         key, offer = accepted
