@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import signal
@@ -99,6 +100,9 @@ async def _serve_emulator(
 
     node = EmulatorNode(config)
     server = await start_server(node, sock=sock)
+    # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
+    # full collections, whose pause stops every connection and grows with what they walk.
+    gc.freeze()
     if announce:
         print(_client_settings(config, server.sockets[0].getsockname()[1]), flush=True)
     if ready is not None:
