@@ -96,7 +96,6 @@ class AblyNode:
             credentials,
             binary=binary,
             echo=query.get("echo") != "false",
-            max_buffer=self._node.config.max_send_buffer,
         )
         session.open(resuming=bool(query.get("resume") or query.get("recover")))
         return session

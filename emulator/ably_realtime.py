@@ -90,7 +90,6 @@ class AblySession(ForeignPeer):
         "_heartbeat",
         "_last_serial",
         "_link",
-        "_max_buffer",
         "_released",
         "app",
         "auth",
@@ -119,7 +118,6 @@ class AblySession(ForeignPeer):
         *,
         binary: bool,
         echo: bool,
-        max_buffer: int,
     ) -> None:
         self.app = app
         self.state = app.state
@@ -132,7 +130,6 @@ class AblySession(ForeignPeer):
         self.credentials = credentials
         self.binary = binary
         self.echo = echo
-        self._max_buffer = max_buffer
         self._heartbeat = min(MAX_HEARTBEAT_INTERVAL, float(app.state.app.activity_timeout))
         self.channels: dict[str, Attachment] = {}
         self.closed = False
@@ -241,9 +238,6 @@ class AblySession(ForeignPeer):
 
     def send_frame(self, frame: bytes) -> None:
         if self.closed:
-            return
-        if self._link.buffered() > self._max_buffer:
-            self.terminate(4100, "Over capacity: the client is not reading its messages")
             return
         self.last_sent = self._clock()
         self._link.write(frame)

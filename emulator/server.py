@@ -36,7 +36,7 @@ from relay.emulator.console import STREAMING, Operations
 from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response
 from relay.emulator.hub import AppState
 from relay.emulator.limits import origin_allowed
-from relay.emulator.session import Session
+from relay.emulator.session import OVER_CAPACITY, Session
 from relay.emulator.usage import AppMeter
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import deflated, encode_text, fast_accept, switching_protocols
@@ -307,6 +307,9 @@ class HttpConnection(asyncio.Protocol):
         if ws is None:
             return
         self.ws = ws
+        # A client that does not read its frames: once this much is waiting in the transport, asyncio calls
+        # pause_writing and the session is cut off with 4100 (once per connection, not a check per frame).
+        transport.set_write_buffer_limits(high=self.node.config.max_send_buffer)
         if ws.extensions:  # permessage-deflate: data frames go out compressed, once per message for all recipients
             self._window_bits = getattr(ws.extensions[0], "local_max_window_bits", None) or 15
             self.write = self._write_deflated  # type: ignore[method-assign]
@@ -326,13 +329,7 @@ class HttpConnection(asyncio.Protocol):
         assert self.state is not None
         if self.state.app.max_message_bytes is not None:
             ws.max_size = min(self.state.app.max_message_bytes, self.node.config.max_frame_bytes)
-        self.session = Session(
-            self.state,
-            self.node.new_socket_id(),
-            self,
-            asyncio.get_running_loop().time,
-            max_buffer=self.node.config.max_send_buffer,
-        )
+        self.session = Session(self.state, self.node.new_socket_id(), self, asyncio.get_running_loop().time)
         self.session.open()
         if rest:
             self._websocket_data(rest)
@@ -529,8 +526,12 @@ class HttpConnection(asyncio.Protocol):
             transport.write(queued[0] if len(queued) == 1 else b"".join(queued))
         queued.clear()
 
-    def buffered(self) -> int:
-        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+    def pause_writing(self) -> None:
+        """The transport holds over ``max_send_buffer`` unsent bytes (the limit is set for WebSockets only)."""
+        session = self.session
+        if session is not None:
+            # Not from inside transport.write, which called this: the session's close writes to the transport too.
+            asyncio.get_running_loop().call_soon(session.terminate, ErrorCode.OVER_CAPACITY, OVER_CAPACITY)
 
     def close(self, code: int, reason: str) -> None:
         ws, transport = self.ws, self.transport

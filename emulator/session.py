@@ -26,13 +26,13 @@ from relay.protocol.codes import ErrorCode
 from relay.protocol.members import Member, SignedInUser, parse_channel_data, parse_user_data
 from relay.protocol.signing import verify_channel_auth, verify_user_auth
 
+OVER_CAPACITY = "Over capacity: the client is not reading its messages"
+
 
 class Link(Protocol):
     """The WebSocket under a session."""
 
     def write(self, frame: bytes) -> None: ...
-
-    def buffered(self) -> int: ...
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -44,7 +44,6 @@ class Session:
         "_flood_reported_at",
         "_frame_tokens",
         "_link",
-        "_max_buffer",
         "_released",
         "_tokens_at",
         "_window_start",
@@ -59,14 +58,11 @@ class Session:
         "user_id",
     )
 
-    def __init__(
-        self, state: AppState, socket_id: str, link: Link, clock: Callable[[], float], *, max_buffer: int
-    ) -> None:
+    def __init__(self, state: AppState, socket_id: str, link: Link, clock: Callable[[], float]) -> None:
         self.state = state
         self.socket_id = socket_id
         self._link = link
         self._clock = clock
-        self._max_buffer = max_buffer
         self.user: SignedInUser | None = None
         self.user_id: str | None = None
         self.subscriptions: dict[str, str | None] = {}
@@ -128,12 +124,10 @@ class Session:
     # -- output -----------------------------------------------------------------------------------------------
 
     def send_frame(self, frame: bytes) -> None:
-        if self.closed:
-            return
-        if self._link.buffered() > self._max_buffer:
-            self.terminate(ErrorCode.OVER_CAPACITY, "Over capacity: the client is not reading its messages")
-            return
-        self._link.write(frame)
+        # A client that stops reading is cut off by its connection (HttpConnection.pause_writing), not checked here:
+        # this runs once per subscriber per publish.
+        if not self.closed:
+            self._link.write(frame)
 
     def send_text(self, text: str) -> None:
         frame = encode_text(text)

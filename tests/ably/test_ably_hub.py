@@ -41,9 +41,6 @@ class Link:
     def write(self, frame: bytes) -> None:
         self.frames.append(frame)
 
-    def buffered(self) -> int:
-        return 0
-
     def close(self, code: int, reason: str) -> None:
         self.closed_with = (code, reason)
 
@@ -72,7 +69,7 @@ class Hub:
 
     def pusher(self) -> tuple[Session, Link]:
         link = Link()
-        session = Session(self.state, f"1.{next(self.ids)}", link, lambda: 1000.0, max_buffer=1 << 20)
+        session = Session(self.state, f"1.{next(self.ids)}", link, lambda: 1000.0)
         session.open()
         link.frames.clear()
         return session, link
@@ -89,7 +86,6 @@ class Hub:
             credentials,
             binary=binary,
             echo=True,
-            max_buffer=1 << 20,
         )
         session.open(resuming=False)
         link.frames.clear()

@@ -22,14 +22,10 @@ APP = App(app_id="1", key="key", secret="secret", activity_timeout=10, pong_time
 class RecordingLink:
     frames: list[dict[str, object]] = field(default_factory=list)
     closed_with: tuple[int, str] | None = None
-    backlog: int = 0
 
     def write(self, frame: bytes) -> None:
         header = 2 if frame[1] < 126 else 4
         self.frames.append(json.loads(frame[header:]))
-
-    def buffered(self) -> int:
-        return self.backlog
 
     def close(self, code: int, reason: str) -> None:
         self.closed_with = (code, reason)
@@ -61,7 +57,7 @@ def make_state(clock: Clock, app: App = APP) -> AppState:
 
 def connect(state: AppState, clock: Clock, n: int = 1) -> tuple[Session, RecordingLink]:
     link = RecordingLink()
-    session = Session(state, f"1.{n}", link, clock, max_buffer=1000)
+    session = Session(state, f"1.{n}", link, clock)
     session.open()
     return session, link
 
@@ -184,17 +180,6 @@ def test_bad_signin_closes_4009_and_good_signin_succeeds(clock: Clock) -> None:
     send(bad, "pusher:signin", {"user_data": user_data, "auth": "key:0000"})
     assert bad_link.frames[-1]["data"] == {"code": 4009, "message": "Signin failed: signin: invalid signature"}
     assert bad_link.closed_with is not None and bad_link.closed_with[0] == 4009
-
-
-def test_slow_consumer_is_disconnected_with_4100(clock: Clock) -> None:
-    state = make_state(clock)
-    (slow, slow_link), (fast, fast_link) = connect(state, clock, 1), connect(state, clock, 2)
-    for session in (slow, fast):
-        send(session, "pusher:subscribe", {"channel": "news"})
-    slow_link.backlog = 5000
-    state.publish("news", "update", "{}")
-    assert slow_link.closed_with is not None and slow_link.closed_with[0] == 4100
-    assert fast_link.events()[-1] == "update"
 
 
 def test_malformed_frames_get_non_fatal_errors(clock: Clock) -> None:

@@ -8,12 +8,14 @@ import json
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from relay.emulator.ably_realtime import AblySession
 from relay.protocol.signing import sign_rest_request
 from tests.conftest import StartEmulator
 
 SUBSCRIBERS = 1_000
 PUBLISHES = 20
 SEND_BUFFER = 256 * 1024
+ABLY_CONNECTED, ABLY_DISCONNECTED, ABLY_ATTACH, ABLY_ATTACHED = 4, 6, 10, 11
 
 
 async def subscriber(url: str, *channels: str, max_queue: int | None = None) -> ClientConnection:
@@ -76,3 +78,47 @@ async def test_a_stalled_reader_is_disconnected_and_nobody_else_loses_a_message(
     assert stalled.close_code == 4100
     for ws in crowd:
         await ws.close()
+
+
+async def test_a_stalled_ably_reader_is_disconnected_for_reconnect_while_others_keep_receiving(
+    start_emulator: StartEmulator,
+) -> None:
+    """The same limit on the Ably endpoint: DISCONNECTED with 80003 (Ably clients reconnect) and the reason."""
+    emulator = await start_emulator(max_send_buffer=SEND_BUFFER)
+    reader = await subscriber(emulator.ws_url(), "firehose")
+    stalled = await connect(
+        f"ws://127.0.0.1:{emulator.port}/?key=1.app-key:app-secret&format=json", max_queue=1, compression=None
+    )
+    assert json.loads(await stalled.recv())["action"] == ABLY_CONNECTED
+    await stalled.send(json.dumps({"action": ABLY_ATTACH, "channel": "firehose"}))
+    assert json.loads(await stalled.recv())["action"] == ABLY_ATTACHED
+    ably_session = next(s for s in emulator.node.states["1"].peers.values() if isinstance(s, AblySession))
+
+    published = 0
+    async with httpx.AsyncClient(base_url=emulator.http_url) as client:
+
+        async def drain() -> int:
+            count = 0
+            while not ably_session.closed or count < published:
+                if json.loads(await reader.recv())["event"] == "tick":
+                    count += 1
+            return count
+
+        reading = asyncio.create_task(drain())
+        while not ably_session.closed and published < 2_000:  # 20 MB at most; the cut comes after a few MB
+            await publish(client, "firehose", "x" * 10_000)
+            published += 1
+    assert ably_session.closed, "the stalled Ably reader was never disconnected"
+    assert await asyncio.wait_for(reading, 30) == published
+    messages: list[dict[str, object]] = []
+    try:
+        async with asyncio.timeout(5):
+            async for message in stalled:
+                messages.append(json.loads(message))
+    except Exception:
+        pass
+    assert messages[-1]["action"] == ABLY_DISCONNECTED
+    error = messages[-1]["error"]
+    assert isinstance(error, dict)
+    assert (error["code"], error["message"]) == (80003, "Over capacity: the client is not reading its messages")
+    await reader.close()
