@@ -47,6 +47,9 @@ class CountingTransport:
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
     def can_write_eof(self) -> bool:
         return True
 
