@@ -68,9 +68,12 @@ def body_md5(body: bytes) -> str:
 
 def rest_string_to_sign(method: str, path: str, params: Mapping[str, str]) -> str:
     """``METHOD\\nPATH\\nk=v&…`` over every parameter but ``auth_signature``: keys lowercased and sorted, values raw."""
-    lowered = {key.lower(): value for key, value in params.items()}
-    lowered.pop("auth_signature", None)
-    query = "&".join([f"{key}={value}" for key, value in sorted(lowered.items())])
+    return _string_to_sign(method, path, {key.lower(): value for key, value in params.items()})
+
+
+def _string_to_sign(method: str, path: str, lowered: Mapping[str, str]) -> str:
+    """:func:`rest_string_to_sign` of parameters whose keys are lower-case already (as the verifier holds them)."""
+    query = "&".join([f"{key}={value}" for key, value in sorted(lowered.items()) if key != "auth_signature"])
     return f"{method.upper()}\n{path}\n{query}"
 
 
@@ -144,7 +147,7 @@ def verify_rest_request(
         raise AuthenticationError("body_md5 is required when the request has a body")
     if supplied_md5 is not None and supplied_md5 != body_md5(body):
         raise InvalidSignature("body_md5 does not match the MD5 of the request body")
-    expected = rest_signature(secret, method, path, params)
+    expected = hmac_sha256_hex(secret, _string_to_sign(method, path, params))
     if not same_secret_text(params["auth_signature"], expected):
         raise InvalidSignature("invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret")
 
