@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import http_path, report
+from bench import gc_pause, http_path, report
 from bench.driver import fanout
 from relay.emulator.wire import encode_text
 from relay.protocol.frames import channel_event
@@ -83,3 +83,12 @@ async def test_the_in_process_http_path_answers_every_publish_and_delivers_it() 
     assert result["statuses"] == {"200": 20 + 100}  # the warm-up round, then the measured requests
     frames = [encode_text(channel_event("bench-msg", f"ch-{i % 20}", "")) for i in range(100)]
     assert result["subscriber_bytes"] > sum(len(frame) for frame in frames)  # each carried its data too
+
+
+async def test_an_idle_websocket_keeps_few_objects_for_the_garbage_collector_to_walk() -> None:
+    """bench/gc_pause.py's count: a subscribed connection keeps its session, socket and frame parser, and not the
+    HTTP parser (with its bound callbacks) or the handshake's headers, which every full collection would walk."""
+    result = await gc_pause.measure(connections=200, rounds=1)
+    assert result["connections"] == 200
+    assert 0 < result["tracked_objects_per_connection"] <= 20
+    assert result["full_collection_ms"] > 0
