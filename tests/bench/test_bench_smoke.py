@@ -92,3 +92,11 @@ async def test_an_idle_websocket_keeps_few_objects_for_the_garbage_collector_to_
     assert result["connections"] == 200
     assert 0 < result["tracked_objects_per_connection"] <= 20
     assert result["full_collection_ms"] > 0
+
+
+async def test_the_http_path_stages_each_run_the_real_code() -> None:
+    """``python -m bench.http_path --parts`` (the table in docs/performance.md) times every stage it names."""
+    stages = await http_path.parts(repeat=5)
+    assert "whole request (HttpConnection.data_received)" in stages
+    assert len(stages) == 10
+    assert all(micros > 0 for micros in stages.values())
