@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.ably_realtime import AblySession
 from relay.protocol.signing import sign_rest_request
@@ -27,10 +30,18 @@ async def subscriber(url: str, *channels: str, max_queue: int | None = None) -> 
     return ws
 
 
+async def unread(ws: ClientConnection) -> list[dict[str, object]]:
+    """What a stalled client finds when it reads again: every message it had not read, up to the close."""
+    messages: list[dict[str, object]] = []
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(5):
+            async for message in ws:
+                messages.append(json.loads(message))
+    return messages
+
+
 async def publish(client: httpx.AsyncClient, channel: str, data: str) -> None:
     body = json.dumps({"name": "tick", "channel": channel, "data": data}).encode()
-    import time
-
     params = sign_rest_request("app-key", "app-secret", "POST", "/apps/1/events", timestamp=int(time.time()), body=body)
     response = await client.post("/apps/1/events", params=params, content=body)
     assert response.status_code == 200, response.text
@@ -64,13 +75,7 @@ async def test_a_stalled_reader_is_disconnected_and_nobody_else_loses_a_message(
     counts = await asyncio.wait_for(asyncio.gather(*readers), 30)
     assert counts == [PUBLISHES] * SUBSCRIBERS
     # The stalled client finds the reason at the end of what it had not read yet.
-    frames: list[dict[str, object]] = []
-    try:
-        async with asyncio.timeout(5):
-            async for message in stalled:
-                frames.append(json.loads(message))
-    except Exception:
-        pass
+    frames = await unread(stalled)
     assert {
         "event": "pusher:error",
         "data": {"code": 4100, "message": "Over capacity: the client is not reading its messages"},
@@ -110,13 +115,7 @@ async def test_a_stalled_ably_reader_is_disconnected_for_reconnect_while_others_
             published += 1
     assert ably_session.closed, "the stalled Ably reader was never disconnected"
     assert await asyncio.wait_for(reading, 30) == published
-    messages: list[dict[str, object]] = []
-    try:
-        async with asyncio.timeout(5):
-            async for message in stalled:
-                messages.append(json.loads(message))
-    except Exception:
-        pass
+    messages = await unread(stalled)
     assert messages[-1]["action"] == ABLY_DISCONNECTED
     error = messages[-1]["error"]
     assert isinstance(error, dict)
