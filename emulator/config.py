@@ -200,6 +200,10 @@ def _check_server(server: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {name} must be a non-empty string")
     if ("tls_cert" in server) != ("tls_key" in server):
         raise ConfigError(f"{where}: tls_cert and tls_key go together (a certificate chain and its private key)")
+    for name in ("max_request_bytes", "max_frame_bytes", "max_send_buffer"):
+        value = server.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{where}: {name} must be a positive number of bytes, got {value!r}")
     for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
         value = server.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

@@ -187,6 +187,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
+        # Past this much unsent output the client is not reading what it is sent: see pause_writing.
+        transport.set_write_buffer_limits(high=self.node.config.max_send_buffer)  # type: ignore[attr-defined]
         self.node.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -307,9 +309,9 @@ class HttpConnection(asyncio.Protocol):
         if ws is None:
             return
         self.ws = ws
-        # A client that does not read its frames: once this much is waiting in the transport, asyncio calls
-        # pause_writing and the session is cut off with 4100 (once per connection, not a check per frame).
-        transport.set_write_buffer_limits(high=self.node.config.max_send_buffer)
+        if self._writing_paused:  # the answers to its earlier requests are still unread: asyncio will not say again
+            self.close(ErrorCode.OVER_CAPACITY, OVER_CAPACITY)
+            return
         if ws.extensions:  # permessage-deflate: data frames go out compressed, once per message for all recipients
             self._window_bits = getattr(ws.extensions[0], "local_max_window_bits", None) or 15
             self.write = self._write_deflated  # type: ignore[method-assign]
@@ -526,12 +528,25 @@ class HttpConnection(asyncio.Protocol):
             transport.write(queued[0] if len(queued) == 1 else b"".join(queued))
         queued.clear()
 
+    _writing_paused = False
+
     def pause_writing(self) -> None:
-        """The transport holds over ``max_send_buffer`` unsent bytes (the limit is set for WebSockets only)."""
-        session = self.session
+        """Over ``max_send_buffer`` bytes wait in the transport: the client is not reading what it is sent. asyncio
+        says so once per crossing, so the fan-out needs no check per frame. A session is cut off with 4100; an HTTP
+        connection reads no further request until the client has taken its answers."""
+        self._writing_paused = True
+        session, transport = self.session, self.transport
         if session is not None:
             # Not from inside transport.write, which called this: the session's close writes to the transport too.
             asyncio.get_running_loop().call_soon(session.terminate, ErrorCode.OVER_CAPACITY, OVER_CAPACITY)
+        elif transport is not None:
+            transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        transport = self.transport
+        if self.session is None and self.ws is None and transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     def close(self, code: int, reason: str) -> None:
         ws, transport = self.ws, self.transport

@@ -101,7 +101,9 @@ async def _serve_emulator(
     node = EmulatorNode(config)
     server = await start_server(node, sock=sock)
     # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
-    # full collections, whose pause stops every connection and grows with what they walk.
+    # full collections, whose pause stops every connection and grows with what they walk. Collected first, so no
+    # start-up garbage is frozen with it.
+    gc.collect()
     gc.freeze()
     if announce:
         print(_client_settings(config, server.sockets[0].getsockname()[1]), flush=True)

@@ -49,6 +49,8 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
         ),
         ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[[apps]]\napp_id='1'\nkey='j'\nsecret='s'\n", "share the app_id"),
         ("[server]\nport = 'x'\nbogus = 1\n", "[server]: unknown key(s) bogus"),
+        ("[server]\nmax_send_buffer = -1\n", "[server]: max_send_buffer must be a positive number of bytes, got -1"),
+        ("[server]\nmax_frame_bytes = 1.5\n", "max_frame_bytes must be a positive number of bytes, got 1.5"),
         ("this is not toml", "is not valid TOML"),
     ],
 )

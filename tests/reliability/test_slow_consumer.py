@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import json
 import time
+import unittest.mock
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.ably_realtime import AblySession
+from relay.emulator.server import HttpConnection
 from relay.protocol.signing import sign_rest_request
 from tests.conftest import StartEmulator
 
@@ -121,3 +123,56 @@ async def test_a_stalled_ably_reader_is_disconnected_for_reconnect_while_others_
     assert isinstance(error, dict)
     assert (error["code"], error["message"]) == (80003, "Over capacity: the client is not reading its messages")
     await reader.close()
+
+
+UPGRADE = (
+    b"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_a_client_that_does_not_read_its_http_answers_cannot_upgrade_past_the_limit(
+    start_emulator: StartEmulator,
+) -> None:
+    """Pipelined requests whose answers are never read: the server stops reading at the send limit, so the upgrade
+    behind them never opens a session that the limit would no longer watch, and its buffer stays bounded."""
+    emulator = await start_emulator(max_send_buffer=64 * 1024)
+    reader = await subscriber(emulator.ws_url(), "news")
+    _, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    writer.write(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * 60_000 + UPGRADE)  # ~17 MB of 404s, never read
+    connection = next(c for c in emulator.node.connections if c.ws is None and c.transport is not None)
+    async with httpx.AsyncClient(base_url=emulator.http_url) as client:
+        for round_ in range(20):
+            await asyncio.sleep(0.05)
+            await publish(client, "news", f"{round_}")
+    assert connection.ws is None and connection.session is None
+    assert connection.transport is not None
+    assert connection.transport.get_write_buffer_size() < 4 * 1024 * 1024
+    for round_ in range(20):  # everyone else was served throughout
+        assert json.loads(await asyncio.wait_for(reader.recv(), 5))["data"] == f"{round_}"
+    writer.close()
+    await reader.close()
+
+
+async def test_a_websocket_opened_while_its_earlier_answers_are_unread_is_closed_with_4100(
+    start_emulator: StartEmulator,
+) -> None:
+    """asyncio reports the crossing of the limit once: a connection already over it when it upgrades (its requests
+    and the upgrade came in one read) is closed at once instead of escaping the limit for good."""
+    emulator = await start_emulator(max_send_buffer=64 * 1024)
+    sent: list[bytes] = []
+    transport = unittest.mock.Mock(spec=asyncio.Transport)
+    transport.write.side_effect = sent.append
+    transport.is_closing.return_value = False
+    connection = HttpConnection(emulator.node)
+    connection.connection_made(transport)
+    transport.set_write_buffer_limits.assert_called_once_with(high=64 * 1024)
+    connection.pause_writing()  # as uvloop does once the answers pile up
+    transport.pause_reading.assert_called_once_with()
+    connection.data_received(UPGRADE)
+    assert connection.session is None
+    assert sent[0].startswith(b"HTTP/1.1 101 ")
+    close_frame = sent[-1]
+    assert close_frame[0] == 0x88 and int.from_bytes(close_frame[2:4], "big") == 4100
+    assert close_frame[4:].decode() == "Over capacity: the client is not reading its messages"
+    assert emulator.node.states["1"].peers == {}
