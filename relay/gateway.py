@@ -392,7 +392,10 @@ def frontend_config(client: AsyncRelay) -> dict[str, Any]:
     config = client.config
     auth = {"channelAuthEndpoint": "/v1/auth/channel", "userAuthEndpoint": "/v1/auth/user"}
     if config.scheme == "ably":
-        return {"provider": "ably", "authUrl": "/v1/auth/channel", "authMethod": "POST"}
+        ably: dict[str, Any] = {"provider": "ably", "authUrl": "/v1/auth/channel", "authMethod": "POST"}
+        if not _is_ably_cloud(config.host):
+            ably["clientOptions"] = _ably_client_options(config)
+        return ably
     if config.scheme == "memory":
         return {"provider": "memory", **auth}
     host = config.host
@@ -409,6 +412,18 @@ def frontend_config(client: AsyncRelay) -> dict[str, Any]:
     if config.scheme == "emulator" or not host.endswith(".pusher.com"):
         settings.update(wsHost=host, wsPort=config.port or (443 if config.tls else 80), enabledTransports=["ws", "wss"])
     return settings
+
+
+def _is_ably_cloud(host: str) -> bool:
+    return host == "ably.io" or host.endswith((".ably.io", ".ably.net"))
+
+
+def _ably_client_options(config: ProviderConfig) -> dict[str, Any]:
+    """What ably-js needs to reach a self-hosted Ably endpoint such as the emulator, as ``relay emulator`` prints it:
+    without it ably-js connects to Ably's cloud, and without ``fallbackHosts: []`` it retries there."""
+    port_option = "tlsPort" if config.tls else "port"
+    port = config.port or (443 if config.tls else 80)
+    return {"endpoint": config.host, port_option: port, "tls": config.tls, "fallbackHosts": []}
 
 
 def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = None) -> FastAPI:

@@ -197,12 +197,28 @@ class StatusRequest(BaseModel):
     status: Status
 
 
-def find_pusher_js() -> Path | None:
-    """pusher-js's browser build from a local npm install, if there is one (else the page loads it from the CDN)."""
+@dataclass(frozen=True)
+class BrowserLibrary:
+    """A provider's browser build: served from a local copy when there is one, else loaded from its CDN."""
+
+    npm_path: str
+    cdn: str
+
+
+BROWSER_LIBRARIES = {
+    "pusher": BrowserLibrary("pusher-js/dist/web/pusher.min.js", PUSHER_JS_CDN),
+    "ably": BrowserLibrary("ably/build/ably.min.js", ABLY_JS_CDN),
+}
+
+
+def find_browser_library(name: str, configured: str | None = None) -> Path | None:
+    """A library's browser build: ``configured`` (a path from the environment), else one from ``npm ci`` in
+    examples/nextjs or tests/node, else None (the page loads it from the CDN)."""
+    npm_path = BROWSER_LIBRARIES[name].npm_path
     candidates = [
-        Path(os.environ["PUSHER_JS_PATH"]) if os.environ.get("PUSHER_JS_PATH") else None,
-        ROOT / "examples/nextjs/node_modules/pusher-js/dist/web/pusher.min.js",
-        ROOT / "tests/node/node_modules/pusher-js/dist/web/pusher.min.js",
+        Path(configured) if configured else None,
+        ROOT / "examples/nextjs/node_modules" / npm_path,
+        ROOT / "tests/node/node_modules" / npm_path,
     ]
     return next((path for path in candidates if path is not None and path.is_file()), None)
 
@@ -224,7 +240,10 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
     app.state.relay = client
     app.include_router(auth_router(client, build_rules(orders), sessions.user))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    pusher_js = find_pusher_js()
+    local_builds = {
+        "pusher": find_browser_library("pusher", os.environ.get("PUSHER_JS_PATH")),
+        "ably": find_browser_library("ably", os.environ.get("ABLY_JS_PATH")),
+    }
 
     async def notify(channels: list[str], event: str, order: Order) -> bool:
         """Publish; a provider outage must not lose the order (the pages re-read the state when they reconnect)."""
@@ -250,18 +269,21 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
 
         app.add_api_route(page, serve, methods=["GET"], include_in_schema=False)
 
-    @app.get("/vendor/pusher.min.js", include_in_schema=False)
-    def vendor_pusher() -> Response:
-        if pusher_js is None:
-            return RedirectResponse(PUSHER_JS_CDN)
-        return FileResponse(pusher_js, media_type="application/javascript")
+    @app.get("/vendor/{name}.min.js", include_in_schema=False)
+    def vendor_library(name: str) -> Response:
+        if name not in local_builds:
+            raise HTTPException(404, f"no browser library {name!r}")
+        local = local_builds[name]
+        if local is None:
+            return RedirectResponse(BROWSER_LIBRARIES[name].cdn)
+        return FileResponse(local, media_type="application/javascript")
 
     @app.get("/api/config")
     def config() -> dict[str, Any]:
         """What the pages need to connect: the provider's client settings and relay's auth endpoints."""
         settings = frontend_config(client)
         if settings["provider"] == "ably":
-            return {**settings, "authUrl": "/ably/token", "library": ABLY_JS_CDN}
+            return {**settings, "authUrl": "/ably/token", "library": "/vendor/ably.min.js"}
         return {**settings, "channelAuthEndpoint": "/pusher/auth", "userAuthEndpoint": "/pusher/user-auth"}
 
     @app.get("/api/menu")

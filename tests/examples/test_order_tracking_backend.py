@@ -10,13 +10,15 @@ import re
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from examples.order_tracking import app as order_tracking_app
 from examples.order_tracking import create_app
-from examples.order_tracking.app import COOKIE, Sessions
+from examples.order_tracking.app import COOKIE, PUSHER_JS_CDN, Sessions
 from relay import User
 from relay.testing import assert_published, published, store_of
 
@@ -124,6 +126,26 @@ def test_a_provider_outage_keeps_the_order() -> None:
     assert (answer.json()["status"], answer.json()["live"]) == ("placed", False)
 
 
+def test_browser_libraries_are_served_from_a_local_build_else_from_their_cdn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build named by ``ABLY_JS_PATH``/``PUSHER_JS_PATH`` (or found in an npm install) is served as is; without one
+    the page is sent to the library's CDN."""
+    monkeypatch.setattr(order_tracking_app, "ROOT", tmp_path)  # no npm installs there
+    local_ably = tmp_path / "ably.min.js"
+    local_ably.write_text("window.Ably = {};")
+    monkeypatch.setenv("ABLY_JS_PATH", str(local_ably))
+    monkeypatch.delenv("PUSHER_JS_PATH", raising=False)
+    with browser(create_app("memory://", session_secret=b"tests")) as page:
+        ably = page.get("/vendor/ably.min.js", follow_redirects=False)
+        pusher = page.get("/vendor/pusher.min.js", follow_redirects=False)
+        unknown = page.get("/vendor/socket.io.min.js", follow_redirects=False)
+    assert (ably.status_code, ably.text) == (200, "window.Ably = {};")
+    assert ably.headers["content-type"].startswith("application/javascript")
+    assert (pusher.status_code, pusher.headers["location"]) == (307, PUSHER_JS_CDN)
+    assert unknown.status_code == 404
+
+
 @pytest.mark.parametrize(
     ("relay_url", "expected"),
     [
@@ -132,12 +154,25 @@ def test_a_provider_outage_keeps_the_order() -> None:
             {"provider": "emulator", "key": "app-key", "wsHost": "127.0.0.1", "wsPort": 6001, "forceTLS": False},
         ),
         ("pusher://key:secret@eu/apps/1", {"provider": "pusher", "key": "key", "cluster": "eu", "forceTLS": True}),
-        ("ably://app.key:secret@rest.ably.io", {"provider": "ably", "authUrl": "/ably/token", "authMethod": "POST"}),
+        (
+            "ably://app.key:secret@rest.ably.io",
+            {"provider": "ably", "authUrl": "/ably/token", "authMethod": "POST", "clientOptions": None},
+        ),
+        (
+            "ably://app.key:secret@127.0.0.1:6001?tls=false",
+            {
+                "provider": "ably",
+                "authUrl": "/ably/token",
+                "library": "/vendor/ably.min.js",
+                "clientOptions": {"endpoint": "127.0.0.1", "port": 6001, "tls": False, "fallbackHosts": []},
+            },
+        ),
     ],
 )
 def test_switching_providers_is_a_change_of_relay_url(relay_url: str, expected: dict[str, object]) -> None:
     """/api/config gives the pages what the configured provider needs (Pusher: the cluster, no host; the emulator:
-    its host and port; Ably: relay's token URL), and the auth endpoint signs for that provider."""
+    its host and port; Ably: relay's token URL, and the endpoint's ably-js options unless it is Ably's cloud), and the
+    auth endpoint signs for that provider."""
     app = create_app(relay_url, session_secret=b"tests")
     settings = browser(app).get("/api/config").json()
     assert {name: settings.get(name) for name in expected} == expected

@@ -165,6 +165,38 @@ async def test_client_config_and_health(gateway: httpx.AsyncClient, emulator: Ru
     assert "/v1/publish" in (await gateway.get("/openapi.json")).json()["paths"]
 
 
+@pytest.mark.parametrize(
+    ("relay_url", "client_options"),
+    [
+        ("ably://app.key:secret@rest.ably.io", None),
+        ("ably://app.key:secret@main.realtime.ably.net", None),
+        (
+            "ably://1.app-key:app-secret@127.0.0.1:6001?tls=false",
+            {"endpoint": "127.0.0.1", "port": 6001, "tls": False, "fallbackHosts": []},
+        ),
+        (
+            "ably://1.app-key:app-secret@ably.example.com",
+            {"endpoint": "ably.example.com", "tlsPort": 443, "tls": True, "fallbackHosts": []},
+        ),
+    ],
+)
+async def test_ably_client_config_names_a_self_hosted_endpoint_only(
+    relay_url: str, client_options: dict[str, object] | None
+) -> None:
+    """Ably's cloud needs only the token URL; the emulator (or another self-hosted endpoint) also needs the ably-js
+    options that point there, or ably-js would connect to Ably's cloud."""
+    settings = GatewaySettings(relay_url=relay_url)
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+        config = (await client.get("/v1/client-config")).json()
+    assert {name: config.pop(name) for name in ("provider", "authUrl", "authMethod")} == {
+        "provider": "ably",
+        "authUrl": "/v1/auth/channel",
+        "authMethod": "POST",
+    }
+    assert config == ({} if client_options is None else {"clientOptions": client_options})
+
+
 async def test_webhooks_from_the_emulator_are_verified_and_handed_on(start_emulator: StartEmulator) -> None:
     received: list[list[WebhookEvent]] = []
     done = asyncio.Event()

@@ -110,7 +110,13 @@ async function connectAbly(config, onStatus) {
   const report = statusReporter(onStatus);
   const rank = { connected: 0, connecting: 1, initialized: 1, disconnected: 2, suspended: 2, closed: 3, failed: 3 };
   const open = (name) => {
-    const client = new Ably.Realtime({ authUrl: config.authUrl, authMethod: 'POST', authParams: { channel: name } });
+    const client = new Ably.Realtime({
+      // Only for the emulator or another self-hosted endpoint; Ably's cloud needs no host.
+      ...config.clientOptions,
+      authUrl: config.authUrl,
+      authMethod: config.authMethod,
+      authParams: { channel: name },
+    });
     client.connection.on(({ current }) => {
       states.set(name, current);
       const worst = [...states.values()].sort((a, b) => rank[b] - rank[a])[0];

@@ -1,0 +1,74 @@
+"""examples/order_tracking on Ably: the pages speak ably-js to a real ``relay emulator`` process in headless Chromium.
+
+``RELAY_URL`` is the emulator's Ably URL, so ``/api/config`` names ably-js (served from the local npm install), relay's
+``/ably/token`` as its authUrl, and the emulator's endpoint, port and TLS as its client options.
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from examples.order_tracking import create_app
+from examples.order_tracking.app import find_browser_library
+from tests.examples.conftest import needs_chromium
+from tests.examples.test_order_tracking_e2e import emulator_process as emulator_process
+from tests.examples.test_order_tracking_e2e import new_page, start_shift
+from tests.gateway.conftest import serve_asgi
+from tests.operations.support import RelayProcess
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
+expect = playwright_api.expect
+pytestmark = [
+    needs_chromium(),
+    pytest.mark.skipif(
+        find_browser_library("ably", os.environ.get("ABLY_JS_PATH")) is None,
+        reason="ably-js is not installed (npm ci --prefix tests/node) and the CDN is not reachable from the tests",
+    ),
+]
+SLOW = 15_000  # ms: a page's first ably-js connections each fetch a token first
+
+
+async def test_an_order_goes_live_between_customer_and_kitchen_over_ably(
+    browser: object, emulator_process: RelayProcess
+) -> None:
+    """The kitchen display and the customer's page connect with ably-js to the emulator's Ably protocol: the cook on
+    shift is listed from presence-kitchen, the customer's order reaches the kitchen live, and the kitchen's status
+    changes reach the customer's page without a reload."""
+    port = emulator_process.port
+    app = create_app(f"ably://1.app-key:app-secret@127.0.0.1:{port}?tls=false", session_secret=b"e2e")
+    problems: list[str] = []
+    async with serve_asgi(app) as site:
+        async with httpx.AsyncClient(base_url=site) as http:
+            config = (await http.get("/api/config")).json()
+            assert config["library"] == "/vendor/ably.min.js"
+            assert (await http.get(config["library"])).status_code == 200
+        assert config["clientOptions"] == {"endpoint": "127.0.0.1", "port": port, "tls": False, "fallbackHosts": []}
+
+        kitchen = await new_page(browser, "/kitchen", site, problems)
+        await start_shift(kitchen, "Asha")
+        customer = await new_page(browser, "/", site, problems)
+        await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+        await expect(kitchen.locator("#staff")).to_have_text("Asha", timeout=SLOW)  # type: ignore[attr-defined]
+        assert await kitchen.evaluate("typeof Ably.Realtime") == "function"  # type: ignore[attr-defined]
+
+        await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]
+        await customer.get_by_label("Fish moilee with rice").check()  # type: ignore[attr-defined]
+        await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
+        await expect(customer.locator("#order-id")).to_have_text("#1")  # type: ignore[attr-defined]
+        await expect(customer.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+        ticket = kitchen.locator('[data-order-id="1"]')  # type: ignore[attr-defined]
+        await expect(ticket.locator("h3")).to_have_text("#1 · Meera")
+        await expect(ticket).to_contain_text("Fish moilee with rice")
+
+        await ticket.get_by_role("button", name="Start preparing").click()
+        await expect(customer.locator("#order-status")).to_have_text("Preparing")  # type: ignore[attr-defined]
+        await ticket.get_by_role("button", name="Mark ready").click()
+        await expect(customer.locator("#order-status")).to_have_text("Ready for pickup")  # type: ignore[attr-defined]
+        await expect(customer.locator("#timeline li")).to_have_count(3)  # type: ignore[attr-defined]
+        assert await customer.evaluate("performance.getEntriesByType('navigation').length") == 1  # type: ignore[attr-defined]
+        for page in (customer, kitchen):
+            await expect(page.locator("#connection")).to_have_text("Live")  # type: ignore[attr-defined]
+    assert problems == []
