@@ -60,6 +60,18 @@ class Results:
     def runs(self, target: str, scenario: str) -> int:
         return len(self.cell(target, scenario))
 
+    def bottleneck(self, target: str, scenario: str) -> str:
+        """The harness's verdict on most runs of a cell (server, generator or neither), "mixed" without a majority."""
+        verdicts = [str(r["bottleneck"]) for r in self.cell(target, scenario) if r.get("bottleneck")]
+        if not verdicts:
+            return "—"
+        majority = max(sorted(set(verdicts)), key=verdicts.count)
+        return majority if verdicts.count(majority) * 2 > len(verdicts) else "mixed"
+
+    def generator_bound(self, target: str, scenario: str) -> bool:
+        """Whether most runs of a cell ran out of load generator before the server (its figure is a lower bound)."""
+        return self.bottleneck(target, scenario) == "generator"
+
     def total(self, target: str, scenario: str, path: str) -> int:
         return sum(int(v) for r in self.cell(target, scenario) if isinstance(v := get(r, path), int | float))
 
@@ -185,16 +197,22 @@ def targets(results: Results) -> list[str]:
         ratio(deflated, m("relay-ws", "deflate", "server_cpu_us_per_delivery")),
         "≤ 1.5",
     )
+    workers = "deliveries/s with --workers 2 ÷ one worker"
     add(
-        "deliveries/s with --workers 2 ÷ one worker",
+        workers,
         ratio(m("relay-w2", "workers", "deliveries_per_s"), m("relay-w1", "workers", "deliveries_per_s")),
         "≥ 1.6",
     )
+    # A ratio whose cells both ran out of load generator compares the generator with itself.
+    generator_bound = results.generator_bound("relay-w1", "workers") and results.generator_bound("relay-w2", "workers")
     lines = ["| target | measured | goal | met |", "|---|---|---|---|"]
     for label, value, goal in checks:
         if value is None:
             continue
-        lines.append(f"| {label} | {num(value)} | {goal} | {'yes' if met(value, goal) else '**no**'} |")
+        verdict = "yes" if met(value, goal) else "**no**"
+        if label == workers and verdict != "yes" and generator_bound:
+            verdict += ": both cells generator-bound, not measurable on this machine"
+        lines.append(f"| {label} | {num(value)} | {goal} | {verdict} |")
     return lines
 
 
@@ -239,8 +257,7 @@ def details(results: Results) -> list[str]:
                 results.median(target, scenario, "gen_cpu_util"),
             )
             figure = f"{num(value)} {unit}" + (f" ({spread})" if spread else "")
-        verdicts = [str(r.get("bottleneck")) for r in results.cell(target, scenario) if r.get("bottleneck")]
-        verdict = max(set(verdicts), key=verdicts.count) if verdicts else "—"
+        verdict = results.bottleneck(target, scenario)
         lost = results.total(target, scenario, "lost")
         lines.append(
             f"| {scenario} | {target} | {results.runs(target, scenario)} | {figure} | {num(cpu)} | "

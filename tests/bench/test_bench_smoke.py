@@ -100,3 +100,33 @@ async def test_the_http_path_stages_each_run_the_real_code() -> None:
     assert "whole request (HttpConnection.data_received)" in stages
     assert len(stages) == 10
     assert all(micros > 0 for micros in stages.values())
+
+
+def test_a_ratio_of_two_generator_bound_cells_is_reported_as_not_measurable() -> None:
+    def row(target: str, run: int, rate: int, bottleneck: str) -> dict[str, object]:
+        return {"bench_target": target, "bench_scenario": "workers", "bench_run": run, "deliveries_per_s": rate,
+                "server_cpu_us_per_delivery": 1.0, "bottleneck": bottleneck}  # fmt: skip
+
+    limited = report.targets(
+        report.Results([row("relay-w1", 1, 800_000, "generator"), row("relay-w2", 1, 850_000, "generator")])
+    )
+    verdict = "**no**: both cells generator-bound, not measurable on this machine"
+    assert f"| deliveries/s with --workers 2 ÷ one worker | 1.06 | ≥ 1.6 | {verdict} |" in limited
+    short = report.targets(
+        report.Results([row("relay-w1", 1, 500_000, "server"), row("relay-w2", 1, 600_000, "generator")])
+    )
+    assert "| deliveries/s with --workers 2 ÷ one worker | 1.20 | ≥ 1.6 | **no** |" in short
+
+
+def test_a_cells_bottleneck_is_its_runs_majority_or_mixed() -> None:
+    def cell(*verdicts: str) -> report.Results:
+        return report.Results(
+            [
+                {"bench_target": "t", "bench_scenario": "s", "bench_run": i, "bottleneck": v}
+                for i, v in enumerate(verdicts)
+            ]
+        )
+
+    assert cell("server", "generator", "server").bottleneck("t", "s") == "server"
+    assert cell("generator", "neither", "server").bottleneck("t", "s") == "mixed"
+    assert cell().bottleneck("t", "s") == "—"
