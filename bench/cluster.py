@@ -29,18 +29,13 @@ from websockets.asyncio.client import ClientConnection, connect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relay.protocol.signing import sign_rest_request
-from tests.emulator_process import spawn_emulator, stop_emulator
+from tests.emulator_process import EmulatorProcess
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def start_node(redis_url: str) -> tuple[asyncio.subprocess.Process, int]:
-    process, port, _ = await spawn_emulator("--app-id", "1", "--log-level", "warning", "--redis-url", redis_url)
-    return process, port
 
 
 async def subscribe(port: int, channel: str, count: int) -> list[ClientConnection]:
@@ -96,8 +91,12 @@ async def run(subscribers: int, rounds: int, events: int) -> dict[str, object]:
         binary, "--port", str(redis_port), "--save", "", "--appendonly", "no", cwd=workdir, stdout=subprocess.DEVNULL
     )
     await asyncio.sleep(0.3)
-    nodes = [await start_node(f"redis://127.0.0.1:{redis_port}/0") for _ in range(2)]
-    (_, port_a), (_, port_b) = nodes
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    nodes = [
+        await EmulatorProcess.start("--app-id", "1", "--log-level", "warning", "--redis-url", redis_url)
+        for _ in range(2)
+    ]
+    port_a, port_b = (node.port for node in nodes)
     try:
         latency_clients = await subscribe(port_b, "latency", 100)
         fanout_clients = await subscribe(port_b, "fanout", subscribers)
@@ -112,8 +111,8 @@ async def run(subscribers: int, rounds: int, events: int) -> dict[str, object]:
                     rate = await throughput(http, port, fanout_clients, events)
                     results[label].setdefault("deliveries_per_s", []).append(rate)
     finally:
-        for process, _ in nodes:
-            await stop_emulator(process)
+        for node in nodes:
+            await node.stop()
         redis.terminate()
         await redis.wait()
     return {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.emulator_process import spawn_emulator, stop_emulator
+from tests.emulator_process import EmulatorProcess
 from tests.reliability.soak import churn
 
 
@@ -35,18 +35,19 @@ def descriptors(pid: int) -> int:
 
 
 async def soak(seconds: float) -> dict[str, object]:
-    process, port, _ = await spawn_emulator("--app-id", "1", "--log-level", "warning")
+    emulator = await EmulatorProcess.start("--app-id", "1", "--log-level", "warning")
+    pid, port = emulator.process.pid, emulator.port
     http_url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/app/app-key?protocol=7"
     try:
         await churn(http_url, ws_url, app_id="1", seconds=min(30.0, seconds / 10))  # warm-up: caches, pools, arenas
         await asyncio.sleep(2)
-        baseline_rss, baseline_fds = rss_kib(process.pid), descriptors(process.pid)
+        baseline_rss, baseline_fds = rss_kib(pid), descriptors(pid)
         started = time.monotonic()
         done = await churn(http_url, ws_url, app_id="1", seconds=seconds)
         await asyncio.sleep(5)
-        final_rss, final_fds = rss_kib(process.pid), descriptors(process.pid)
+        final_rss, final_fds = rss_kib(pid), descriptors(pid)
     finally:
-        await stop_emulator(process)
+        await emulator.stop()
     growth = (final_rss - baseline_rss) / baseline_rss
     return {
         "seconds": round(time.monotonic() - started, 1),

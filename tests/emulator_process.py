@@ -3,35 +3,104 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+LISTENING = re.compile(r"listening on https?://[^:]+:(\d+)")
 
 
-async def spawn_emulator(*args: str, within: float = 20.0) -> tuple[asyncio.subprocess.Process, int, str]:
-    """Run ``relay emulator --port 0 ARGS`` and wait for its banner: (process, port, banner)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "emulator", "--port", "0", *args, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    banner = ""
-    while "RELAY_URL" not in banner:
-        line = await asyncio.wait_for(process.stdout.readline(), within)
-        if not line:
-            raise RuntimeError(f"relay emulator exited before printing its settings: {banner!r}")
-        banner += line.decode()
-    match = re.search(r"https?://127\.0\.0\.1:(\d+)", banner)
-    assert match is not None
-    return process, int(match.group(1)), banner
+@dataclass
+class EmulatorProcess:
+    """``relay emulator`` running; what it prints is collected line by line: stdout (the banner with the client
+    settings) and stderr (the logs)."""
 
+    process: asyncio.subprocess.Process
+    port: int = 0
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
-async def stop_emulator(process: asyncio.subprocess.Process, grace: float = 10.0) -> None:
-    """Stop it as a user would (SIGTERM, which a ``--workers`` supervisor passes on to its workers); kill it if it
-    has not exited within ``grace`` seconds."""
-    if process.returncode is not None:
-        return
-    process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), grace)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+    @classmethod
+    async def start(
+        cls, *args: str, port: int = 0, env: dict[str, str] | None = None, within: float = 20.0
+    ) -> EmulatorProcess:
+        """Run ``relay emulator ARGS --port PORT`` (0: a free port; a fixed one to restart on the same port), with
+        ``env`` added to this process's environment, and wait for its banner."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay.cli", "emulator", *args, "--port", str(port),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        running = cls(process)
+        running._readers = [
+            asyncio.create_task(running._read(process.stdout, running.stdout)),
+            asyncio.create_task(running._read(process.stderr, running.stderr)),
+        ]
+        try:
+            # The banner is printed in one write, so once its first line is in, all of it is.
+            listening = await running.wait_for_output(LISTENING.pattern, stream="stdout", within=within)
+        except AssertionError:
+            await running.kill()
+            raise
+        match = LISTENING.search(listening)
+        assert match is not None
+        running.port = int(match.group(1))
+        return running
+
+    @staticmethod
+    async def _read(stream: asyncio.StreamReader | None, into: list[str]) -> None:
+        assert stream is not None
+        while line := await stream.readline():
+            into.append(line.decode(errors="replace").rstrip("\n"))
+
+    @property
+    def banner(self) -> str:
+        """The client settings it printed on stdout."""
+        return "\n".join(self.stdout)
+
+    async def wait_for_output(
+        self, pattern: str, *, stream: Literal["stdout", "stderr"] = "stderr", within: float = 10.0
+    ) -> str:
+        """The first line of ``stream`` that matches ``pattern``, waiting up to ``within`` seconds for it."""
+        lines = self.stdout if stream == "stdout" else self.stderr
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + within
+        while True:
+            found = next((line for line in lines if regex.search(line)), None)
+            if found is not None:
+                return found
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"relay emulator never printed /{pattern}/ (exit {self.process.returncode}); "
+                    f"stdout: {self.stdout[-20:]}; stderr: {self.stderr[-20:]}"
+                )
+            await asyncio.sleep(0.02)
+
+    async def stop(self, grace: float = 15.0) -> int:
+        """Stop it as a user would (SIGTERM, which a ``--workers`` supervisor passes on to its workers), kill it if
+        it has not exited within ``grace`` seconds, and return its exit code once its output is collected."""
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        # Forked workers share the pipes: one outliving its supervisor must not keep the readers waiting forever.
+        _, still_reading = await asyncio.wait(self._readers, timeout=grace)
+        for reader in still_reading:
+            reader.cancel()
+        code = self.process.returncode
+        assert code is not None
+        return code
+
+    async def kill(self) -> None:
+        """SIGKILL, with no chance to shut down gracefully."""
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        for reader in self._readers:
+            reader.cancel()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from relay import __version__
 from relay.cli import main
-from tests.emulator_process import spawn_emulator
+from tests.emulator_process import EmulatorProcess
 
 RELAY = [sys.executable, "-m", "relay.cli"]
 
@@ -26,14 +25,14 @@ def test_version(capsys: object) -> None:
 
 
 async def test_emulator_prints_client_settings_serves_and_stops_on_sigterm() -> None:
-    process, port, banner = await spawn_emulator("--app-id", "7")
-    assert f'new Pusher("app-key", {{ wsHost: "127.0.0.1", wsPort: {port}' in banner
-    assert f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/7" in banner
+    emulator = await EmulatorProcess.start("--app-id", "7")
+    port = emulator.port
+    assert f'new Pusher("app-key", {{ wsHost: "127.0.0.1", wsPort: {port}' in emulator.banner
+    assert f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/7" in emulator.banner
     async with connect(f"ws://127.0.0.1:{port}/app/app-key?protocol=7") as ws:
         established = json.loads(await ws.recv())
         assert established["event"] == "pusher:connection_established"
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 10) == 0
+        assert await emulator.stop(grace=10) == 0
 
 
 async def test_a_bad_config_file_exits_2_naming_the_problem(tmp_path: Path) -> None:

@@ -14,36 +14,36 @@ import pytest
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, Nodes, nodes, sdk, settle
 from tests.conftest import RunningEmulator
-from tests.emulator_process import spawn_emulator, stop_emulator
+from tests.emulator_process import EmulatorProcess
 from tests.webhook_receiver import Receiver
 
 __all__ = ["nodes"]
 
-Spawn = Callable[..., Awaitable[tuple[asyncio.subprocess.Process, RunningEmulator]]]
+Spawn = Callable[..., Awaitable[tuple[EmulatorProcess, RunningEmulator]]]
 
 
 @pytest.fixture
 async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spawn]:
-    processes: list[asyncio.subprocess.Process] = []
+    processes: list[EmulatorProcess] = []
 
-    async def start(*extra: str, webhook_url: str | None = None) -> tuple[asyncio.subprocess.Process, RunningEmulator]:
+    async def start(*extra: str, webhook_url: str | None = None) -> tuple[EmulatorProcess, RunningEmulator]:
         config = tmp_path / f"node{len(processes)}.toml"
         hooks = f'webhooks = [{{ url = "{webhook_url}" }}]\n' if webhook_url else ""
         config.write_text(
             '[[apps]]\napp_id = "1"\nkey = "app-key"\nsecret = "app-secret"\n'
             f"webhook_delay = 0.3\nwebhook_batch_ms = 10\n{hooks}"
         )
-        process, port, _ = await spawn_emulator(
+        process = await EmulatorProcess.start(
             "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", *extra
         )
         processes.append(process)
         from tests.conftest import TEST_APP
 
-        return process, RunningEmulator(node=None, port=port, app=TEST_APP)  # type: ignore[arg-type]
+        return process, RunningEmulator(node=None, port=process.port, app=TEST_APP)  # type: ignore[arg-type]
 
     yield start
     for process in processes:
-        await stop_emulator(process)
+        await process.stop()
 
 
 async def test_a_killed_node_s_members_expire_and_survivors_hear_it(spawn: Spawn, receiver: Receiver) -> None:
@@ -55,8 +55,7 @@ async def test_a_killed_node_s_members_expire_and_survivors_hear_it(spawn: Spawn
     await victim.subscribe("presence-room", "alice")
     await watcher.expect("pusher_internal:member_added")
     await receiver.until(lambda: len(receiver.events(names={"member_added"})) == 2)
-    doomed_process.send_signal(signal.SIGKILL)
-    await doomed_process.wait()
+    await doomed_process.kill()
     removed = await watcher.expect("pusher_internal:member_removed", within=4)
     assert json.loads(removed["data"]) == {"user_id": "alice"}
     await receiver.until(lambda: len(receiver.events(names={"member_removed"})) == 1, within=3)
@@ -98,8 +97,8 @@ def running(pid: int) -> bool:
 async def test_sigterm_under_load_stops_the_supervisor_and_every_worker(spawn: Spawn) -> None:
     """Shutting down while publishes are flowing through Redis: the supervisor and both workers exit, none is left
     serving (a worker once hung in leaving the cluster after its supervisor had gone)."""
-    process, workers = await spawn("--workers", "2", "--shutdown-spread", "0")
-    worker_pids = children(process.pid)
+    supervisor, workers = await spawn("--workers", "2", "--shutdown-spread", "0")
+    worker_pids = children(supervisor.process.pid)
     assert len(worker_pids) == 2
     clients = [await Client.open(workers) for _ in range(20)]
     for client in clients:
@@ -115,8 +114,9 @@ async def test_sigterm_under_load_stops_the_supervisor_and_every_worker(spawn: S
 
     load = [asyncio.create_task(publish_until_stopped()) for _ in range(4)]
     await clients[0].expect("tick")
-    process.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(process.wait(), 15) == 0
+    # Signalled and awaited directly: stop() would also wait for the workers' output, hiding a worker that lingers.
+    supervisor.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(supervisor.process.wait(), 15) == 0
     stop.set()
     await asyncio.gather(*load)
     deadline = asyncio.get_running_loop().time() + 5

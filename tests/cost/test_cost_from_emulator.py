@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 
 import pusher  # type: ignore[import-untyped]
 from websockets.asyncio.client import connect
 
-from tests.emulator_process import spawn_emulator
+from tests.emulator_process import EmulatorProcess
 
 
 async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     usage = tmp_path / "usage.json"
-    process, port, _ = await spawn_emulator("--app-id", "1", "--usage-file", str(usage))
+    emulator = await EmulatorProcess.start("--app-id", "1", "--usage-file", str(usage))
+    port = emulator.port
     subscribers = [await connect(f"ws://127.0.0.1:{port}/app/app-key?protocol=7") for _ in range(5)]
     for ws in subscribers:
         await ws.recv()
@@ -28,8 +28,7 @@ async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     for ws in subscribers:
         for _ in range(10):
             await ws.recv()
-    process.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(process.wait(), 30) == 0
+    assert await emulator.stop(grace=30) == 0
     document = json.loads(usage.read_text())
     (day,) = document["apps"]["1"]["days"].values()
     assert (day["peak_connections"], day["publishes"], day["deliveries"]) == (5, 10, 50)

@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.emulator_process import EmulatorProcess
 from tests.examples.conftest import needs_chromium, screenshot
 from tests.gateway.conftest import serve_asgi
 from tests.gateway.test_gateway_browser import PUSHER_JS
 from tests.gateway.test_gateway_browser import browser as browser
-from tests.operations.support import RelayProcess
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
 DOC = Path(__file__).parents[2] / "docs" / "quickstart.md"
@@ -44,10 +44,10 @@ async def test_the_quickstart_works(browser: object, tmp_path: Path) -> None:
     (command,) = block("bash", "relay emulator").splitlines()
     binary, subcommand, *args = command.split()
     assert (binary, subcommand) == (".venv/bin/relay", "emulator")
-    emulator = await RelayProcess.start(*args, "--port", "0")
+    emulator = await EmulatorProcess.start(*args)
     try:
         port = emulator.port
-        assert "RELAY_URL:   emulator://app-key:app-secret@127.0.0.1:" in "\n".join(emulator.stdout)
+        assert "RELAY_URL:   emulator://app-key:app-secret@127.0.0.1:" in emulator.banner
         page_html = block("html", "new Pusher").replace("wsPort: 6001", f"wsPort: {port}")
         assert CDN in page_html
         page_html = page_html.replace(CDN, "/pusher.min.js")

@@ -13,11 +13,11 @@ import pytest
 
 from examples.order_tracking import create_app
 from examples.order_tracking.app import find_browser_library
+from tests.emulator_process import EmulatorProcess
 from tests.examples.conftest import needs_chromium
 from tests.examples.test_order_tracking_e2e import emulator_process as emulator_process
 from tests.examples.test_order_tracking_e2e import new_page, start_shift
 from tests.gateway.conftest import serve_asgi
-from tests.operations.support import RelayProcess
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
 expect = playwright_api.expect
@@ -32,7 +32,7 @@ SLOW = 15_000  # ms: a page's first ably-js connections each fetch a token first
 
 
 async def test_an_order_goes_live_between_customer_and_kitchen_over_ably(
-    browser: object, emulator_process: RelayProcess
+    browser: object, emulator_process: EmulatorProcess
 ) -> None:
     """The kitchen display and the customer's page connect with ably-js to the emulator's Ably protocol: the cook on
     shift is listed from presence-kitchen, the customer's order reaches the kitchen live, and the kitchen's status

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from examples.order_tracking import create_app
+from tests.emulator_process import EmulatorProcess
 from tests.examples.conftest import needs_chromium, screenshot
 from tests.gateway.conftest import serve_asgi
-from tests.operations.support import RelayProcess
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
 expect = playwright_api.expect
@@ -24,8 +24,8 @@ SLOW = 15_000  # ms: pusher-js reconnecting after the emulator restart
 
 
 @pytest.fixture
-async def emulator_process() -> AsyncIterator[RelayProcess]:
-    process = await RelayProcess.start("--port", "0", "--app-id", "1", "--shutdown-spread", "0")
+async def emulator_process() -> AsyncIterator[EmulatorProcess]:
+    process = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0")
     yield process
     await process.kill()
 
@@ -45,7 +45,7 @@ async def start_shift(page: object, name: str) -> None:
 
 
 async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
-    browser: object, emulator_process: RelayProcess
+    browser: object, emulator_process: EmulatorProcess
 ) -> None:
     """The seed's story: a customer orders, the kitchen display gets the order live, the kitchen staff on shift are
     listed from the presence channel (a second cook comes and goes), the customer sees "Preparing" and then "Ready
@@ -121,7 +121,7 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
         assert app.state.orders.get(1).status == "picked_up"
 
         # Back on the same port: every page is live again and has caught up with what it missed.
-        restarted = await RelayProcess.start("--port", str(port), "--app-id", "1", "--shutdown-spread", "0")
+        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
         try:
             assert restarted.port == port
             for page in pages.values():

@@ -1,18 +1,15 @@
-"""Helpers for the operations tests: signed HTTP API calls, WebSocket clients, the ``relay``
-command as a real process, a self-signed certificate and the Node client scripts."""
+"""Helpers for the operations tests: signed HTTP API calls, WebSocket clients, a self-signed certificate and the
+Node client scripts (``relay emulator`` as a real process is tests/emulator_process.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import shutil
 import ssl
 import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,6 @@ from relay.protocol.signing import channel_auth, sign_rest_request
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 NODE_SCRIPTS = Path(__file__).resolve().parent / "node"
-RELAY = [sys.executable, "-m", "relay.cli"]
 APP = App(app_id="1", key="ops-key", secret="ops-secret-value-42")
 
 
@@ -113,73 +109,6 @@ async def eventually(predicate: Any, within: float = 5.0, what: str = "condition
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.02)
-
-
-@dataclass
-class RelayProcess:
-    """``relay emulator`` as a real process; stdout (the banner) and stderr (the logs) are collected."""
-
-    process: asyncio.subprocess.Process
-    port: int = 0
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-    _readers: list[asyncio.Task[None]] = field(default_factory=list)
-
-    @classmethod
-    async def start(cls, *args: str, env: dict[str, str] | None = None) -> RelayProcess:
-        process = await asyncio.create_subprocess_exec(
-            *RELAY,
-            "emulator",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})},
-        )
-        running = cls(process)
-        running._readers = [
-            asyncio.create_task(running._read(process.stdout, running.stdout)),
-            asyncio.create_task(running._read(process.stderr, running.stderr)),
-        ]
-        await running.wait_for_output(r"listening on https?://[^:]+:(\d+)", stream="stdout", within=15)
-        match = re.search(r"listening on https?://[^:]+:(\d+)", "\n".join(running.stdout))
-        assert match is not None
-        running.port = int(match.group(1))
-        return running
-
-    @staticmethod
-    async def _read(stream: asyncio.StreamReader | None, into: list[str]) -> None:
-        assert stream is not None
-        while line := await stream.readline():
-            into.append(line.decode(errors="replace").rstrip("\n"))
-
-    async def wait_for_output(self, pattern: str, *, stream: str = "stderr", within: float = 10.0) -> str:
-        lines = self.stdout if stream == "stdout" else self.stderr
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + within
-        while True:
-            found = next((line for line in lines if regex.search(line)), None)
-            if found is not None:
-                return found
-            if self.process.returncode is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"relay emulator never printed /{pattern}/ (exit {self.process.returncode}); "
-                    f"stdout: {self.stdout[-20:]}; stderr: {self.stderr[-20:]}"
-                )
-            await asyncio.sleep(0.02)
-
-    async def stop(self, within: float = 15.0) -> int:
-        if self.process.returncode is None:
-            self.process.terminate()
-        code = await asyncio.wait_for(self.process.wait(), within)
-        await asyncio.gather(*self._readers)
-        return code
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-        for reader in self._readers:
-            reader.cancel()
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from relay.emulator.logs import configure_logging
-from tests.operations.support import APP, RelayProcess, api, ws_client
+from tests.emulator_process import EmulatorProcess
+from tests.operations.support import APP, api, ws_client
 
 TOKEN = "tok-3f9a8c1d2e"
 HOOK_PASSWORD = "hookpass-77aa"
@@ -35,8 +36,8 @@ webhook_batch_ms = 10
 url = "http://hooks:{HOOK_PASSWORD}@127.0.0.1:9/pusher"   # nothing listens there: the failure is logged
 """
     )
-    relay = await RelayProcess.start(
-        "--port", "0", "--config", str(config), "--log-json", "--log-level", "debug", "--console-token", TOKEN
+    relay = await EmulatorProcess.start(
+        "--config", str(config), "--log-json", "--log-level", "debug", "--console-token", TOKEN
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{relay.port}"

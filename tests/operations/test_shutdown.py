@@ -14,11 +14,11 @@ from typing import Any
 
 from relay.cost.usage import parse_usage
 from relay.emulator.shutdown import batch_plan
+from tests.emulator_process import EmulatorProcess
 from tests.node_scenarios import NODE, app_env, node_modules
 from tests.operations.support import (
     APP,
     NODE_SCRIPTS,
-    RelayProcess,
     eventually,
     publish,
 )
@@ -65,8 +65,8 @@ async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_r
     node_modules("pusher-js")
     config = config_file(tmp_path / "emulator.toml", receiver.url)
     usage_file = tmp_path / "usage.json"
-    old = await RelayProcess.start("--port", "0", "--config", str(config), "--usage-file", str(usage_file))
-    new: RelayProcess | None = None
+    old = await EmulatorProcess.start("--config", str(config), "--usage-file", str(usage_file))
+    new: EmulatorProcess | None = None
     assert NODE is not None
     node = await asyncio.create_subprocess_exec(
         NODE,
@@ -87,7 +87,7 @@ async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_r
         old.process.send_signal(signal.SIGTERM)
         await old.wait_for_output("stopped accepting connections")
         # The listening socket is closed first, so the replacement can bind the same port while the old one drains.
-        new = await RelayProcess.start("--port", str(old.port), "--config", str(config))
+        new = await EmulatorProcess.start("--config", str(config), port=old.port)
         assert await asyncio.wait_for(old.process.wait(), 15) == 0
         # Held for 30 s, yet delivered before the old process exited: flushed by the shutdown.
         names = receiver.event_names()

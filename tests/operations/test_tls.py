@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from tests.conftest import StartEmulator
+from tests.emulator_process import EmulatorProcess
 from tests.node_scenarios import app_env, node_modules, run_scenario
 from tests.operations.support import (
     APP,
     NODE_SCRIPTS,
     ROOT,
-    RelayProcess,
     api,
     make_certificate,
     publish,
@@ -32,12 +32,12 @@ NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 
 async def test_emulator_serves_wss_and_https_with_its_own_certificate(tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
-    relay = await RelayProcess.start(
-        "--port", "0", "--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret,
+    relay = await EmulatorProcess.start(
+        "--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret,
         "--tls-cert", str(cert), "--tls-key", str(key),
     )  # fmt: skip
     try:
-        banner = "\n".join(relay.stdout)
+        banner = relay.banner
         assert f"listening on https://127.0.0.1:{relay.port} (WebSocket wss://127.0.0.1:{relay.port}/app/" in banner
         assert f"wssPort: {relay.port}, forceTLS: true" in banner
         context = trusting(cert)
