@@ -90,7 +90,7 @@ async def test_an_idle_websocket_keeps_few_objects_for_the_garbage_collector_to_
     HTTP parser (with its bound callbacks) or the handshake's headers, which every full collection would walk."""
     result = await gc_pause.measure(connections=200, rounds=1)
     assert result["connections"] == 200
-    # 19 here (the stand-in transport counts 2); 26 when the HTTP parser stayed. Room for a library's extra object.
+    # 19 here (the stand-in transport counts 2), 25 when the HTTP parser stayed: room for a library's extra object.
     assert 0 < result["tracked_objects_per_connection"] <= 22
     assert result["full_collection_ms"] > 0
 
