@@ -40,7 +40,9 @@ class AblyNode:
     def wall_ms(self) -> int:
         return int(self._wall_clock() * 1000)
 
-    def _ready(self) -> None:
+    def ready(self) -> None:
+        """Build the apps' Ably side once the node's app states exist (a cluster node does so before joining, so the
+        other nodes' Ably members have somewhere to go)."""
         if self._apps or not self._node.states:
             return
         keys: dict[str, AblyKey] = {}
@@ -57,7 +59,7 @@ class AblyNode:
 
     def app(self, app_id: str) -> AblyApp | None:
         """The Ably side of an app, by its id (for tests and operations)."""
-        self._ready()
+        self.ready()
         return next((app for app in self._apps.values() if app.state.app.app_id == app_id), None)
 
     def handle(
@@ -66,12 +68,12 @@ class AblyNode:
         """Answer an Ably REST request; ``None`` when the path is not Ably's."""
         if not AblyRest.owns(path):
             return None
-        self._ready()
+        self.ready()
         return self.rest.handle(method, path, query, headers, body)
 
     def open_session(self, link: Link, target: str, headers: Sequence[tuple[str, str]]) -> AblySession | None:
         """Authenticate a realtime connection and open its session, or send ERROR (or DISCONNECTED) and close."""
-        self._ready()
+        self.ready()
         query = connect_query(target)
         binary = query.get("format") == "msgpack"
         try:

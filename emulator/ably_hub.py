@@ -306,6 +306,12 @@ class PresenceRecord:
             return json.dumps(json.loads(self.data), separators=(",", ":"), ensure_ascii=False)
         return json.dumps(self.data, ensure_ascii=False)
 
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> PresenceRecord:
+        """A record from its wire item (another node's member)."""
+        data, encoding = item.get("data"), item.get("encoding")
+        return cls(item["clientId"], item["connectionId"], data, encoding, item["id"], item["timestamp"])
+
 
 # -- one app ------------------------------------------------------------------------------------------------------
 
@@ -317,8 +323,9 @@ class Attachment:
 
 
 class AblyApp:
-    """An app's Ably-only state next to its hub ``AppState``: presence members of Ably connections, attachments'
-    modes (for occupancy), recently published idempotency keys, and serials."""
+    """An app's Ably-only state next to its hub ``AppState``: presence members of Ably connections (this node's, and
+    a replica of the other nodes' in a cluster), attachments' modes (for occupancy), recently published idempotency
+    keys, and serials."""
 
     def __init__(self, state: AppState, key: AblyKey, wall_ms: Callable[[], int], serials: Iterator[int]) -> None:
         self.state = state
@@ -326,8 +333,11 @@ class AblyApp:
         self.wall_ms = wall_ms
         self._serials = serials
         self.presence: dict[str, dict[tuple[str, str], PresenceRecord]] = {}
+        # Other nodes' members: channel → (connection id, client id) → (node, record).
+        self.remote_members: dict[str, dict[tuple[str, str], tuple[int, PresenceRecord]]] = {}
         self.attachments: dict[str, dict[str, Attachment]] = {}
         self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
+        state.foreign_presence = self
 
     def next_serial(self) -> int:
         return next(self._serials)
@@ -423,8 +433,10 @@ class AblyApp:
     # -- presence ---------------------------------------------------------------------------------------------
 
     def members(self, name: str) -> list[dict[str, Any]]:
-        """The presence set as PRESENT messages: Ably connections' members, then Pusher connections' members."""
+        """The presence set as PRESENT messages: Ably connections' members (of every node), then this node's Pusher
+        connections' members."""
         items = [record.item(PRESENT) for record in self.presence.get(name, {}).values()]
+        items.extend(record.item(PRESENT) for _, record in self.remote_members.get(name, {}).values())
         channel = self.state.channels.get(name)
         if channel is not None and channel.kind is ChannelKind.PRESENCE:
             now = self.wall_ms()
@@ -455,7 +467,8 @@ class AblyApp:
         pusher = channel is not None and channel.kind is ChannelKind.PRESENCE
         if not known:
             limit = self.state.app.limits.max_presence_members if pusher else MAX_PRESENCE_MEMBERS
-            over = self.state.would_exceed_members(name, client_id) if pusher else len(members) >= limit
+            everywhere = len(members) + len(self.remote_members.get(name, {}))
+            over = self.state.would_exceed_members(name, client_id) if pusher else everywhere >= limit
             if over:
                 raise AblyError(91003, f"Unable to enter presence: the channel has the maximum of {limit} members")
         record = PresenceRecord(client_id, socket_id, data, encoding, message_id, self.wall_ms())
@@ -486,25 +499,77 @@ class AblyApp:
         return record
 
     def broadcast_presence(self, name: str, connection_id: str, items: list[dict[str, Any]]) -> None:
-        """Send a PRESENCE message to the Ably connections attached to ``name`` (presence needs no Pusher frame:
-        Pusher peers hear of members through ``member_added``/``member_removed``)."""
-        channel = self.state.channels.get(name)
-        if channel is None or not items:
+        """Send a PRESENCE message to the Ably connections attached to ``name`` on every node (presence needs no
+        Pusher frame: Pusher peers hear of members through ``member_added``/``member_removed``)."""
+        if not items:
             return
-        outbound = Outbound(
-            {
-                "action": PRESENCE,
-                "channel": name,
-                "connectionId": connection_id,
-                "timestamp": self.wall_ms(),
-                "presence": items,
-            },
-            presence=True,
-        )
+        fields = {
+            "action": PRESENCE,
+            "channel": name,
+            "connectionId": connection_id,
+            "timestamp": self.wall_ms(),
+            "presence": items,
+        }
+        if self.state.cluster is not None:  # even with no local subscriber left: the others still hold the member
+            self.state.cluster.ably_presence(self.state.app.app_id, name, fields)
+        self._deliver_presence(name, Outbound(fields, presence=True))
+
+    def _deliver_presence(self, name: str, outbound: Outbound) -> None:
+        channel = self.state.channels.get(name)
+        if channel is None:
+            return
         cache: dict[object, object] = {}
         for peer in channel.peers():
             if isinstance(peer, ForeignPeer):
                 peer.deliver_foreign(name, b"", outbound, None, cache)
+
+    # -- other nodes' members (ForeignPresence) ---------------------------------------------------------------
+
+    def held(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, members in self.presence.items():
+            for record in members.values():
+                yield name, record.item(PRESENT)
+
+    def remote_presence(self, node: int, channel: str, fields: dict[str, Any]) -> None:
+        members = self.remote_members.setdefault(channel, {})
+        for item in fields["presence"]:
+            key = (item["connectionId"], item["clientId"])
+            if item["action"] == LEAVE:
+                members.pop(key, None)
+            else:
+                members[key] = (node, PresenceRecord.of(item))
+        if not members:
+            del self.remote_members[channel]
+        self._deliver_presence(channel, Outbound(fields, presence=True))
+
+    def remote_snapshot(self, node: int, held: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+        changes: dict[str, list[dict[str, Any]]] = {}
+        for name, members in self.remote_members.items():
+            for (connection_id, client_id), (owner, record) in members.items():
+                if owner == node and (name, connection_id, client_id) not in held:
+                    changes.setdefault(name, []).append(self._left(record))
+        for (name, connection_id, client_id), item in held.items():
+            known = self.remote_members.get(name, {}).get((connection_id, client_id))
+            if known is None or known[1].id != item["id"]:
+                changes.setdefault(name, []).append({**item, "action": ENTER if known is None else UPDATE})
+        for name, items in changes.items():
+            self._remote_change(node, name, items)
+
+    def forget_node(self, node: int) -> None:
+        for name, members in list(self.remote_members.items()):
+            left = [self._left(record) for owner, record in members.values() if owner == node]
+            if left:
+                self._remote_change(node, name, left)
+
+    def _left(self, record: PresenceRecord) -> dict[str, Any]:
+        """A LEAVE the server makes for a member whose node is gone or no longer holds it."""
+        item = record.item(LEAVE)
+        item["timestamp"] = self.wall_ms()
+        return item
+
+    def _remote_change(self, node: int, name: str, items: list[dict[str, Any]]) -> None:
+        fields = {"action": PRESENCE, "channel": name, "timestamp": self.wall_ms(), "presence": items}
+        self.remote_presence(node, name, fields)
 
     # -- occupancy --------------------------------------------------------------------------------------------
 
@@ -518,7 +583,7 @@ class AblyApp:
         kind = classify(name)
         pusher_publishers = pusher if state.app.client_events and kind.allows_client_events else 0
         pusher_presence = pusher if kind is ChannelKind.PRESENCE else 0
-        members = len(self.presence.get(name, {}))
+        members = len(self.presence.get(name, {})) + len(self.remote_members.get(name, {}))
         if channel is not None and kind is ChannelKind.PRESENCE:
             members += sum(1 for peer in channel.subscribers.values() if isinstance(peer, Session))
         metrics = {

@@ -8,7 +8,9 @@ channel (the *bus*):
   ProtocolMessage too, for the Ably connections);
 - its presence members, subscription counts and signed-in users; every node keeps a replica of the others'
   (:class:`~relay.emulator.hub.RemoteState`) so presence and the HTTP API's counts are answered cluster-wide, and
-  each node sends its own subscribers the member events of cluster-wide transitions.
+  each node sends its own subscribers the member events of cluster-wide transitions;
+- its Ably connections' presence changes, as the PRESENCE ProtocolMessage its Ably peers got; every node keeps a
+  replica of those members (:class:`~relay.emulator.hub.ForeignPresence`) and sends the message on to its own.
 
 Redis also holds each node's state (``nodestate:{node}``, for nodes that join later) and a heartbeat key with a TTL.
 When a heartbeat expires, the survivors drop that node's members (sending ``member_removed``), and exactly one of
@@ -38,7 +40,7 @@ import msgpack  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from relay.emulator.ably_hub import DELIVERED, Outbound
+from relay.emulator.ably_hub import DELIVERED, LEAVE, PRESENT, Outbound
 from relay.emulator.hub import AppState
 from relay.emulator.wire import encode_text
 
@@ -73,13 +75,18 @@ class NodeState:
     subscriptions: dict[tuple[str, str], int] = field(default_factory=dict)
     members: dict[tuple[str, str, str], str] = field(default_factory=dict)
     users: set[tuple[str, str]] = field(default_factory=set)
+    # Ably members: (app, channel, connection id, client id) → their PRESENT item, packed (data may be binary).
+    ably_members: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, fields: Mapping[str, str]) -> NodeState:
         state = cls()
         for key, value in fields.items():
             kind, *parts = key.split(_SEP)
-            if kind == "s" and len(parts) == 2:
+            if kind == "a" and len(parts) == 2:
+                channel, connection_id, client_id = json.loads(parts[1])
+                state.ably_members[(parts[0], channel, connection_id, client_id)] = value
+            elif kind == "s" and len(parts) == 2:
                 state.subscriptions[(parts[0], parts[1])] = int(value)
             elif kind == "m" and len(parts) == 3:
                 state.members[(parts[0], parts[1], parts[2])] = value
@@ -97,13 +104,31 @@ class NodeState:
                 for user_id, entry in channel.members.items():
                     node.members[(app_id, name, user_id)] = entry.user_info_json
             node.users.update((app_id, user_id) for user_id in state.users)
+            if state.foreign_presence is not None:
+                for name, item in state.foreign_presence.held():
+                    key = (app_id, name, item["connectionId"], item["clientId"])
+                    node.ably_members[key] = _pack(item)
         return node
 
     def fields(self) -> dict[str, str]:
         encoded = {_SEP.join(("s", *key)): str(count) for key, count in self.subscriptions.items()}
         encoded.update({_SEP.join(("m", *key)): info for key, info in self.members.items()})
         encoded.update({_SEP.join(("u", *key)): "1" for key in self.users})
+        encoded.update({_ably_member_field(*key): item for key, item in self.ably_members.items()})
         return encoded
+
+
+def _ably_member_field(app_id: str, channel: str, connection_id: str, client_id: str) -> str:
+    """Ably names may hold any character: JSON keeps the separator out of them (it escapes control characters)."""
+    return _SEP.join(("a", app_id, json.dumps([channel, connection_id, client_id])))
+
+
+def _pack(value: Any) -> str:
+    return base64.b64encode(msgpack.packb(value, use_bin_type=True)).decode()
+
+
+def _unpack(text: str) -> Any:
+    return msgpack.unpackb(base64.b64decode(text), raw=False, strict_map_key=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +277,26 @@ class RedisCluster:
         """An Ably publish: its Pusher events and its ProtocolMessage, so every node's Ably peers get the same
         message (id, extras, serial) rather than one translated back from Pusher (msgpack: data may be bytes)."""
         try:
-            packed = msgpack.packb({"texts": frame_texts, "fields": ably_fields}, use_bin_type=True)
+            payload = _pack({"texts": frame_texts, "fields": ably_fields})
         except (OverflowError, TypeError, ValueError):  # JSON extras msgpack cannot hold (an integer over 64 bits)
             for text in frame_texts:  # the other nodes' Ably peers get it translated from Pusher instead
                 self.published(app_id, channel, text, exclude)
             return
-        payload = base64.b64encode(packed).decode()
         self._enqueue(self._on_bus(_SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", payload))))
+
+    def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None:
+        """An Ably PRESENCE message: stored members follow it, and the other nodes' Ably peers get it as it is."""
+
+        async def announce(pipe: Any) -> None:
+            for item in fields["presence"]:
+                field_name = _ably_member_field(app_id, channel, item["connectionId"], item["clientId"])
+                if item["action"] == LEAVE:
+                    pipe.hdel(self._key("nodestate", self.node_id), field_name)
+                else:
+                    pipe.hset(self._key("nodestate", self.node_id), field_name, _pack({**item, "action": PRESENT}))
+            await self._announce("a", app_id, channel, _pack(fields))(pipe)
+
+        self._enqueue(announce)
 
     def _announce(self, *message: object) -> Operation:
         return self._on_bus("J" + json.dumps([message[0], self.node_id, *message[1:]]))
@@ -488,7 +526,7 @@ class RedisCluster:
             if kind == "P":
                 state.deliver_local(channel, encode_text(body), exclude or None)
                 return
-            publish = msgpack.unpackb(base64.b64decode(body), raw=False, strict_map_key=False)
+            publish = _unpack(body)
             origin: object = Outbound(publish["fields"])  # the first event carries the whole message
             for text in publish["texts"]:
                 state.deliver_local(channel, encode_text(text), exclude or None, origin)
@@ -519,6 +557,8 @@ class RedisCluster:
             state.terminate_local_user(args[1])
         elif kind == "c":
             state.cache_store(args[1], args[2], args[3], args[4])
+        elif kind == "a" and state.foreign_presence is not None:
+            state.foreign_presence.remote_presence(node, args[1], _unpack(args[2]))
 
     def _resync(self, node: int) -> Operation:
         async def resync(pipe: Any) -> None:
@@ -551,3 +591,10 @@ class RedisCluster:
             for held_app, user_id in held.users:
                 if held_app == app_id and node not in remote.users.get(user_id, set()):
                     state.remote_user(node, user_id, True)
+            if state.foreign_presence is not None:
+                ably_members = {
+                    (channel, connection_id, client_id): _unpack(item)
+                    for (held_app, channel, connection_id, client_id), item in held.ably_members.items()
+                    if held_app == app_id
+                }
+                state.foreign_presence.remote_snapshot(node, ably_members)

@@ -91,6 +91,24 @@ class ClusterLink(Protocol):
 
     def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None: ...
 
+    def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
+
+
+class ForeignPresence(Protocol):
+    """Presence members another protocol keeps for an app (Ably's, ``relay.emulator.ably_hub``), which the cluster
+    replicates like Pusher members: a node's members go with its snapshot and leave when the node is gone."""
+
+    def held(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """This node's members: (channel, wire item)."""
+
+    def remote_presence(self, node: int, channel: str, fields: dict[str, Any]) -> None:
+        """A node's presence message: its members' changes, sent on to this node's subscribers."""
+
+    def remote_snapshot(self, node: int, held: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+        """Everything ``node`` holds, by (channel, connection id, client id); differences are sent on."""
+
+    def forget_node(self, node: int) -> None: ...
+
 
 @dataclass(slots=True)
 class PresenceEntry:
@@ -161,6 +179,7 @@ class AppState:
         self.clock = clock
         self.cluster = cluster
         self.remote = RemoteState()
+        self.foreign_presence: ForeignPresence | None = None
         self.peers: dict[str, Peer] = {}
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, dict[str, Peer]] = {}
@@ -509,6 +528,8 @@ class AppState:
                 self.remote_member_left(node, name, user_id)
         for user_id in [uid for uid, nodes in self.remote.users.items() if node in nodes]:
             self.remote_user(node, user_id, False)
+        if self.foreign_presence is not None:
+            self.foreign_presence.forget_node(node)
 
     def cache_store(self, name: str, event: str, data: str, ttl: float) -> None:
         self.cache[name] = (event, data, self.clock() + ttl)

@@ -131,6 +131,7 @@ class EmulatorNode:
             self.states[app.app_id] = state
             self.by_key[app.key] = state
         if self.cluster is not None:
+            self.ably.ready()
             await self.cluster.start(self.states)
         self.api = HttpApi(self.states, self.by_key, path_prefix=self.config.path_prefix, wall_clock=self._wall_clock)
         self._sweeper = asyncio.create_task(self._sweep_liveness())

@@ -1,5 +1,6 @@
 """Ably connections on a cluster of emulator nodes (Redis): a message published on one node reaches Ably subscribers
-on another as the same ProtocolMessage (id, extras, binary data), and Pusher subscribers there as Pusher events."""
+on another as the same ProtocolMessage (id, extras, binary data), and Pusher subscribers there as Pusher events; Ably
+presence members entered on one node are members on every node, until they leave or their node dies."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from typing import Any
 
 import httpx
 import msgpack  # type: ignore[import-untyped]
-from ablysupport import API_KEY, APP, MESSAGE, ably_wire, pusher_wire
+from ablysupport import API_KEY, APP, MESSAGE, PRESENCE, SYNC, AblyWire, ably_wire, pusher_wire
 
 from tests.cluster.conftest import RedisServer
 from tests.cluster.conftest import redis_server as redis_server
+from tests.cluster.test_faults import Spawn
+from tests.cluster.test_faults import spawn as spawn
 from tests.conftest import StartEmulator
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
+ENTER, LEAVE, UPDATE = 2, 3, 4
+PRESENT = 1
 
 
 async def test_an_ably_publish_reaches_another_node_s_ably_peers_unchanged(
@@ -95,3 +100,87 @@ async def test_publishes_the_bus_cannot_carry_whole_still_cross_and_the_bus_keep
     names = [(await ably_peer.expect(MESSAGE))["messages"][0]["name"] for _ in range(3)]
     assert names == ["huge", "odd-key", "after"]
     assert [(await pusher_peer.expect(name))["event"] for name in names] == names
+
+
+def _member(item: dict[str, Any]) -> tuple[Any, ...]:
+    return item["action"], item["clientId"], item["connectionId"], item.get("data"), item.get("encoding")
+
+
+async def _presence_event(peer: AblyWire) -> dict[str, Any]:
+    message = await peer.expect(PRESENCE)
+    assert message["channel"] == "room" and len(message["presence"]) == 1
+    item: dict[str, Any] = message["presence"][0]
+    return item
+
+
+async def test_a_member_entered_on_one_node_is_present_on_another(
+    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+) -> None:
+    here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
+    alice, scanner = await ably_wire(there, f"key={API_KEY}&clientId=alice"), await ably_wire(there, binary=True)
+    wires.extend([alice, scanner])
+    for peer in (alice, scanner):
+        await peer.attach("room")
+    await alice.presence("room", {"action": ENTER, "data": {"mood": "busy"}})
+    await scanner.presence("room", {"action": ENTER, "clientId": "scanner", "data": b"\x00\xff"})
+    alice_id, scanner_id = alice.connected["connectionId"], scanner.connected["connectionId"]
+    await asyncio.sleep(0.2)
+
+    watcher = await ably_wire(here)
+    wires.append(watcher)
+    await watcher.attach("room")
+    synced = await watcher.expect(SYNC)
+    assert sorted(_member(item) for item in synced["presence"]) == [
+        (PRESENT, "alice", alice_id, '{"mood":"busy"}', "json"),
+        (PRESENT, "scanner", scanner_id, base64.b64encode(b"\x00\xff").decode(), "base64"),
+    ]
+    async with httpx.AsyncClient(base_url=here.http_url) as http:
+        listed = await http.get("/channels/room/presence", headers=BASIC)
+        details = await http.get("/channels/room", headers=BASIC)
+    assert sorted(_member(item) for item in listed.json()) == sorted(_member(item) for item in synced["presence"])
+    assert details.json()["status"]["occupancy"]["metrics"]["presenceMembers"] == 2
+
+
+async def test_a_subscriber_hears_another_node_s_member_enter_update_and_leave(
+    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+) -> None:
+    here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
+    watcher, alice = await ably_wire(here), await ably_wire(there, f"key={API_KEY}&clientId=alice")
+    bob = await ably_wire(there, f"key={API_KEY}&clientId=bob")
+    wires.extend([watcher, alice, bob])
+    for peer in (watcher, alice, bob):
+        await peer.attach("room")
+    await asyncio.sleep(0.2)
+    alice_id, bob_id = alice.connected["connectionId"], bob.connected["connectionId"]
+
+    await alice.presence("room", {"action": ENTER, "data": "hello"})
+    assert _member(await _presence_event(watcher)) == (ENTER, "alice", alice_id, "hello", None)
+    await alice.presence("room", {"action": UPDATE, "data": "away"})
+    assert _member(await _presence_event(watcher)) == (UPDATE, "alice", alice_id, "away", None)
+    await alice.presence("room", {"action": LEAVE})
+    assert _member(await _presence_event(watcher)) == (LEAVE, "alice", alice_id, "away", None)
+
+    await bob.presence("room", {"action": ENTER, "data": "here"})
+    assert _member(await _presence_event(watcher)) == (ENTER, "bob", bob_id, "here", None)
+    await bob.ws.close()  # the connection's members leave with it, on every node
+    assert _member(await _presence_event(watcher)) == (LEAVE, "bob", bob_id, "here", None)
+    async with httpx.AsyncClient(base_url=here.http_url) as http:
+        assert (await http.get("/channels/room/presence", headers=BASIC)).json() == []
+
+
+async def test_a_dead_node_s_members_leave_on_the_survivors(spawn: Spawn, wires: list[Any]) -> None:
+    doomed_process, doomed = await spawn()
+    _, survivor = await spawn()
+    watcher, alice = await ably_wire(survivor), await ably_wire(doomed, f"key={API_KEY}&clientId=alice")
+    wires.extend([watcher, alice])
+    for peer in (watcher, alice):
+        await peer.attach("room")
+    await asyncio.sleep(0.2)
+    await alice.presence("room", {"action": ENTER, "data": "hello"})
+    alice_id = alice.connected["connectionId"]
+    assert _member(await _presence_event(watcher)) == (ENTER, "alice", alice_id, "hello", None)
+
+    await doomed_process.kill()  # no goodbye: the survivor notices the heartbeat expiring (node ttl 1s)
+    assert _member(await _presence_event(watcher)) == (LEAVE, "alice", alice_id, "hello", None)
+    async with httpx.AsyncClient(base_url=survivor.http_url) as http:
+        assert (await http.get("/channels/room/presence", headers=BASIC)).json() == []
