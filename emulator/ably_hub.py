@@ -531,16 +531,27 @@ class AblyApp:
                 yield name, record.item(PRESENT)
 
     def remote_presence(self, node: int, channel: str, fields: dict[str, Any]) -> None:
+        """Apply a node's PRESENCE message to the replica and send on what changed it: the same change can arrive
+        twice (the bus message after a snapshot already showed it, or after the node said goodbye)."""
         members = self.remote_members.setdefault(channel, {})
+        changed = []
         for item in fields["presence"]:
             key = (item["connectionId"], item["clientId"])
+            known = members.get(key)
             if item["action"] == LEAVE:
-                members.pop(key, None)
+                if known is None:
+                    continue
+                del members[key]
+            elif known is not None and known[1].id == item["id"]:
+                continue
             else:
                 members[key] = (node, PresenceRecord.of(item))
+            changed.append(item)
         if not members:
             del self.remote_members[channel]
-        self._deliver_presence(channel, Outbound(fields, presence=True))
+        if changed:
+            message = fields if len(changed) == len(fields["presence"]) else {**fields, "presence": changed}
+            self._deliver_presence(channel, Outbound(message, presence=True))
 
     def remote_snapshot(self, node: int, held: dict[tuple[str, str, str], dict[str, Any]]) -> None:
         changes: dict[str, list[dict[str, Any]]] = {}

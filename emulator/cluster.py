@@ -45,6 +45,7 @@ from relay.emulator.hub import AppState
 from relay.emulator.wire import encode_text
 
 log = logging.getLogger("relay.emulator.cluster")
+_ABLY_MEMBER_KEYS = ("id", "clientId", "connectionId")
 
 _SEP = "\x1f"
 CLOSE_SECONDS = 3.0  # the longest each step of leaving the cluster may take
@@ -84,7 +85,12 @@ class NodeState:
         for key, value in fields.items():
             kind, *parts = key.split(_SEP)
             if kind == "a" and len(parts) == 2:
-                channel, connection_id, client_id = json.loads(parts[1])
+                try:  # one unreadable field must not stop the node that reads it from writing to Redis
+                    channel, connection_id, client_id = json.loads(parts[1])
+                    _ably_member(value)
+                except (ValueError, TypeError):
+                    log.warning("unreadable Ably member in a node's state skipped: %.200r", key)
+                    continue
                 state.ably_members[(parts[0], channel, connection_id, client_id)] = value
             elif kind == "s" and len(parts) == 2:
                 state.subscriptions[(parts[0], parts[1])] = int(value)
@@ -129,6 +135,18 @@ def _pack(value: Any) -> str:
 
 def _unpack(text: str) -> Any:
     return msgpack.unpackb(base64.b64decode(text), raw=False, strict_map_key=False)
+
+
+def _ably_member(text: str) -> dict[str, Any]:
+    """A stored Ably member's PRESENT item; ValueError unless it has what a replica needs."""
+    item = _unpack(text)
+    if (
+        not isinstance(item, dict)
+        or not all(isinstance(item.get(name), str) for name in _ABLY_MEMBER_KEYS)
+        or not isinstance(item.get("timestamp"), int)
+    ):
+        raise ValueError("not an Ably presence item")
+    return item
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,7 +611,7 @@ class RedisCluster:
                     state.remote_user(node, user_id, True)
             if state.foreign_presence is not None:
                 ably_members = {
-                    (channel, connection_id, client_id): _unpack(item)
+                    (channel, connection_id, client_id): _ably_member(item)
                     for (held_app, channel, connection_id, client_id), item in held.ably_members.items()
                     if held_app == app_id
                 }

@@ -13,6 +13,7 @@ import httpx
 import msgpack  # type: ignore[import-untyped]
 from ablysupport import API_KEY, APP, MESSAGE, PRESENCE, SYNC, AblyWire, ably_wire, pusher_wire
 
+from relay.emulator.cluster import NodeState
 from tests.cluster.conftest import RedisServer
 from tests.cluster.conftest import redis_server as redis_server
 from tests.cluster.test_faults import Spawn
@@ -184,3 +185,21 @@ async def test_a_dead_node_s_members_leave_on_the_survivors(spawn: Spawn, wires:
     assert _member(await _presence_event(watcher)) == (LEAVE, "alice", alice_id, "hello", None)
     async with httpx.AsyncClient(base_url=survivor.http_url) as http:
         assert (await http.get("/channels/room/presence", headers=BASIC)).json() == []
+
+
+def test_an_unreadable_ably_member_in_a_nodes_state_is_skipped() -> None:
+    """A node's stored state is read while the reader writes to Redis: one field it cannot read is skipped (and
+    logged), not raised, so the reading node keeps writing."""
+    member = {"id": "9.5:0:0", "clientId": "ann", "connectionId": "9.5", "timestamp": 1, "action": 1, "data": "hi"}
+    packed = base64.b64encode(msgpack.packb(member, use_bin_type=True)).decode()
+    held = NodeState(
+        subscriptions={("1", "room"): 2},
+        ably_members={("1", "room", "9.5", "ann"): packed, ("1", "room", "9.6", "bob"): packed},
+    )
+    fields = held.fields()
+    (bob,) = [name for name in fields if "bob" in name]
+    fields[bob] = base64.b64encode(msgpack.packb({"clientId": "bob"})).decode()  # no id, connection or timestamp
+    fields["a\x1f1\x1fnot json"] = packed
+    parsed = NodeState.parse(fields)
+    assert parsed.ably_members == {("1", "room", "9.5", "ann"): packed}
+    assert parsed.subscriptions == {("1", "room"): 2}

@@ -284,3 +284,28 @@ def test_ably_client_settings() -> None:
     assert "ably://app-id.app-key:app-secret@127.0.0.1:6001?tls=false" in text
     tls = ably_client_settings(replace(config, tls_cert="c.pem", tls_key="k.pem"), "localhost", 443)
     assert "tlsPort: 443, tls: true" in tls and "use_token_auth" not in tls
+
+
+def test_another_nodes_presence_reaches_subscribers_once_per_change() -> None:
+    """The cluster can deliver a change twice (a snapshot showed it before the bus did, or a node's goodbye overtook
+    its last message): the replica sends on only what changed it."""
+    hub = Hub()
+    subscriber, link = hub.ably_session()
+    send(subscriber, {"action": 10, "channel": "room"})
+    link.frames.clear()
+    member = {"id": "9.5:0:0", "clientId": "ann", "connectionId": "9.5", "timestamp": 1, "data": "hi"}
+
+    def message(*items: dict[str, Any]) -> dict[str, Any]:
+        return {"action": 14, "channel": "room", "timestamp": 2, "presence": list(items)}
+
+    hub.ably.remote_presence(9, "room", message({**member, "action": 2}))
+    hub.ably.remote_presence(9, "room", message({**member, "action": 2}))  # the same ENTER again
+    leave = {**member, "id": "9.5:1:0", "action": 3}
+    hub.ably.remote_presence(9, "room", message(leave, {**leave, "clientId": "nobody"}))  # one of two is news
+    hub.ably.remote_presence(9, "room", message(leave))  # the same LEAVE again
+    presence = [m for m in link.take() if m["action"] == 14]
+    assert [[(item["clientId"], item["action"]) for item in m["presence"]] for m in presence] == [
+        [("ann", 2)],
+        [("ann", 3)],
+    ]
+    assert hub.ably.remote_members == {}
