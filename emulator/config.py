@@ -225,9 +225,13 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(document.get("apps", [])))
     if not apps:
         apps = defaults.apps
-    for attr in ("app_id", "key"):
-        seen = [getattr(app, attr) for app in apps]
+    identities = {
+        "app_id": [app.app_id for app in apps],
+        "key": [app.key for app in apps],
+        "Ably key name": [app.ably_api_key.partition(":")[0] for app in apps],
+    }
+    for what, seen in identities.items():
         duplicated = {value for value in seen if seen.count(value) > 1}
         if duplicated:
-            raise ConfigError(f"{path}: two apps share the {attr} {sorted(duplicated)[0]!r}")
+            raise ConfigError(f"{path}: two apps share the {what} {sorted(duplicated)[0]!r}")
     return replace(defaults, apps=apps, **server)

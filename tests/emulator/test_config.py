@@ -48,6 +48,11 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
             "unknown event_types ['nope']",
         ),
         ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[[apps]]\napp_id='1'\nkey='j'\nsecret='s'\n", "share the app_id"),
+        (
+            "[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\nably_key='x.y:1'\n"
+            "[[apps]]\napp_id='2'\nkey='j'\nsecret='s'\nably_key='x.y:2'\n",
+            "two apps share the Ably key name 'x.y'",
+        ),
         ("[server]\nport = 'x'\nbogus = 1\n", "[server]: unknown key(s) bogus"),
         ("[server]\nmax_send_buffer = -1\n", "[server]: max_send_buffer must be a positive number of bytes, got -1"),
         ("[server]\nmax_frame_bytes = 1.5\n", "max_frame_bytes must be a positive number of bytes, got 1.5"),
