@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jwt
 import msgpack  # type: ignore[import-untyped]
@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import App
 from relay.protocol.ably import jwt_claims
+from tests.conftest import RunningEmulator
 from tests.node_scenarios import NodeRun, app_env, run_scenario
 
 APP = App(app_id="1", key="app-key", secret="app-secret", activity_timeout=120)
@@ -34,20 +35,6 @@ HEARTBEAT, ACK, NACK, CONNECTED, DISCONNECTED, CLOSE, CLOSED, ERROR = 0, 1, 2, 4
 ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = 10, 11, 12, 13, 14, 15, 16, 17
 HAS_PRESENCE = 1
 ALL_MODES = 983_040  # PRESENCE | PUBLISH | SUBSCRIBE | PRESENCE_SUBSCRIBE
-
-
-class Running(Protocol):
-    """What the tests use of ``tests/conftest.py``'s RunningEmulator."""
-
-    port: int
-    host: str
-    app: App
-    node: Any
-
-    @property
-    def http_url(self) -> str: ...
-
-    def ws_url(self, key: str | None = None, query: str = "protocol=7") -> str: ...
 
 
 @dataclass
@@ -114,7 +101,9 @@ class AblyWire:
         return seen
 
 
-async def open_wire(running: Running, query: str, *, binary: bool = False) -> tuple[ClientConnection, dict[str, Any]]:
+async def open_wire(
+    running: RunningEmulator, query: str, *, binary: bool = False
+) -> tuple[ClientConnection, dict[str, Any]]:
     """Connect to the Ably endpoint; (socket, first message)."""
     fmt = "&format=msgpack" if binary else "&format=json"
     ws = await connect(f"ws://127.0.0.1:{running.port}/?{query}{fmt}", open_timeout=RECV_TIMEOUT, close_timeout=0.5)
@@ -122,7 +111,7 @@ async def open_wire(running: Running, query: str, *, binary: bool = False) -> tu
     return ws, await wire.recv()
 
 
-async def ably_wire(running: Running, query: str = f"key={API_KEY}", *, binary: bool = False) -> AblyWire:
+async def ably_wire(running: RunningEmulator, query: str = f"key={API_KEY}", *, binary: bool = False) -> AblyWire:
     ws, first = await open_wire(running, query, binary=binary)
     assert first["action"] == CONNECTED, first
     return AblyWire(ws, binary, first)
@@ -150,7 +139,7 @@ class PusherWire:
         return frame
 
 
-async def pusher_wire(running: Running) -> PusherWire:
+async def pusher_wire(running: RunningEmulator) -> PusherWire:
     ws = await connect(running.ws_url(), open_timeout=RECV_TIMEOUT, close_timeout=0.5)
     frame = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
     assert frame["event"] == "pusher:connection_established", frame
@@ -160,7 +149,7 @@ async def pusher_wire(running: Running) -> PusherWire:
 # -- Node scenarios ------------------------------------------------------------------------------------------------
 
 
-async def run_node(script: str, running: Running, *, env: dict[str, str] | None = None) -> NodeRun:
+async def run_node(script: str, running: RunningEmulator, *, env: dict[str, str] | None = None) -> NodeRun:
     """Run ``tests/ably/node/<script>`` (ably-js, pusher-js and pusher-http-node from ``tests/node``) against
     ``running`` with its Ably key in ``ABLY_KEY`` (see tests/node_scenarios.py)."""
     app_settings = {**app_env("127.0.0.1", running.port, running.app), "ABLY_KEY": running.app.ably_api_key}

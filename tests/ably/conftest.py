@@ -6,15 +6,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from ablysupport import APP, AblyWire, PusherWire, Running
+from ablysupport import APP, AblyWire, PusherWire
 
+from tests.conftest import RunningEmulator
 from tests.node_scenarios import node_modules as installed_modules
 
 
 @pytest.fixture
-async def ably_emulator(start_emulator: object) -> Running:
+async def ably_emulator(start_emulator: object) -> RunningEmulator:
     """The emulator with the test app (Ably key ``1.app-key:app-secret``)."""
-    running: Running = await start_emulator(app=APP)  # type: ignore[operator]
+    running: RunningEmulator = await start_emulator(app=APP)  # type: ignore[operator]
     return running
 
 

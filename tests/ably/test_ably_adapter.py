@@ -12,28 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from ablysupport import (
-    ACK,
-    API_KEY,
-    ATTACHED,
-    ERROR,
-    MESSAGE,
-    PRESENCE,
-    AblyWire,
-    PusherWire,
-    Running,
-    ably_wire,
-    pusher_wire,
-)
+from ablysupport import ACK, API_KEY, ATTACHED, ERROR, MESSAGE, PRESENCE, AblyWire, PusherWire, ably_wire, pusher_wire
 
 from relay import AsyncRelay, ChannelInfo, PresenceMember, Relay, User
 from relay.errors import PermissionDenied, RelayError
+from tests.conftest import RunningEmulator
 
 Call = Callable[..., Any]
 
 
 @pytest.fixture(params=["sync", "async"])
-async def relay(request: pytest.FixtureRequest, ably_emulator: Running) -> AsyncIterator[Call]:
+async def relay(request: pytest.FixtureRequest, ably_emulator: RunningEmulator) -> AsyncIterator[Call]:
     """``await relay("method", *args)`` on ``Relay`` (in a worker thread) or ``AsyncRelay`` over ``ably://``."""
     url = f"ably://{API_KEY}@127.0.0.1:{ably_emulator.port}?tls=false"
     client: Relay | AsyncRelay = Relay.from_url(url) if request.param == "sync" else AsyncRelay.from_url(url)
@@ -52,7 +41,9 @@ async def relay(request: pytest.FixtureRequest, ably_emulator: Running) -> Async
         client.close()
 
 
-async def subscribed(running: Running, channel: str, wires: list[AblyWire | PusherWire]) -> tuple[AblyWire, PusherWire]:
+async def subscribed(
+    running: RunningEmulator, channel: str, wires: list[AblyWire | PusherWire]
+) -> tuple[AblyWire, PusherWire]:
     ably_side, pusher_side = await ably_wire(running), await pusher_wire(running)
     wires += [ably_side, pusher_side]
     await ably_side.attach(channel)
@@ -61,7 +52,7 @@ async def subscribed(running: Running, channel: str, wires: list[AblyWire | Push
     return ably_side, pusher_side
 
 
-async def test_publish_reaches_both_protocols(relay: Call, ably_emulator: Running, wires: list[Any]) -> None:
+async def test_publish_reaches_both_protocols(relay: Call, ably_emulator: RunningEmulator, wires: list[Any]) -> None:
     """``publish`` to one channel (``POST /channels/{ch}/messages``) and to two (``POST /messages``): Ably
     subscribers get the object with ``encoding: json``, Pusher subscribers the JSON text; ``socket_id`` (sent as
     ``connectionKey``) leaves that Pusher socket out, as on Pusher."""
@@ -86,7 +77,7 @@ async def test_publish_reaches_both_protocols(relay: Call, ably_emulator: Runnin
     assert names == ["fanned", "not-to-me", "to-everyone"]
 
 
-async def test_publish_batch(relay: Call, ably_emulator: Running, wires: list[Any]) -> None:
+async def test_publish_batch(relay: Call, ably_emulator: RunningEmulator, wires: list[Any]) -> None:
     """``publish_batch``: one BatchSpec per event in one ``POST /messages``, each delivered."""
     ably_side, pusher_side = await subscribed(ably_emulator, "jobs", wires)
     result = await relay("publish_batch", [{"channel": "jobs", "name": f"job-{i}", "data": {"n": i}} for i in range(3)])
@@ -96,7 +87,7 @@ async def test_publish_batch(relay: Call, ably_emulator: Running, wires: list[An
     assert [(await pusher_side.expect(f"job-{i}"))["data"] for i in range(3)] == ['{"n":0}', '{"n":1}', '{"n":2}']
 
 
-async def test_channel_channels_and_presence(relay: Call, ably_emulator: Running, wires: list[Any]) -> None:
+async def test_channel_channels_and_presence(relay: Call, ably_emulator: RunningEmulator, wires: list[Any]) -> None:
     """``channel`` (GET /channels/{ch}: occupancy of both protocols), ``channels`` (GET /channels?by=id&prefix=)
     and ``presence_members`` (an Ably member and a Pusher one)."""
     ably_side = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=ann")
@@ -118,7 +109,7 @@ async def test_channel_channels_and_presence(relay: Call, ably_emulator: Running
     assert members == [PresenceMember("ann", {"name": "Ann"})]
 
 
-async def test_authorize_channel_token_request(relay: Call, ably_emulator: Running, wires: list[Any]) -> None:
+async def test_authorize_channel_token_request(relay: Call, ably_emulator: RunningEmulator, wires: list[Any]) -> None:
     """``authorize_channel`` returns a signed TokenRequest; the emulator exchanges it (as ably-js would) for a token
     whose capability is that channel only and whose clientId is the user; a replayed request gets 40105."""
     token_request = await relay("authorize_channel", "1.2", "presence-room", User("uma"))
@@ -142,7 +133,7 @@ async def test_authorize_channel_token_request(relay: Call, ably_emulator: Runni
     assert (await wire.expect(ERROR))["error"]["code"] == 40160
 
 
-async def test_errors_map_to_relay_errors(ably_emulator: Running) -> None:
+async def test_errors_map_to_relay_errors(ably_emulator: RunningEmulator) -> None:
     """A wrong secret is refused with Ably's 40101 (an authentication error); a key name the emulator does not
     know likewise."""
     for key in ("1.app-key:wrong", "9.nobody:app-secret"):

@@ -11,14 +11,15 @@ from typing import Any
 
 import pusher  # type: ignore[import-untyped]
 from ably import AblyRealtime  # type: ignore[import-untyped]
-from ablysupport import API_KEY, APP, MESSAGE, PRESENCE, Running, ably_wire, pusher_wire
+from ablysupport import API_KEY, APP, MESSAGE, PRESENCE, ably_wire, pusher_wire
 
 from relay.emulator.config import Webhook
 from relay.protocol.signing import authorize_channel
+from tests.conftest import RunningEmulator
 from tests.webhook_receiver import Receiver
 
 
-async def test_pusher_http_python_reaches_ably_python(ably_emulator: Running) -> None:
+async def test_pusher_http_python_reaches_ably_python(ably_emulator: RunningEmulator) -> None:
     """``pusher.Pusher.trigger`` (the Pusher HTTP API) → an ably-python subscriber: JSON data arrives decoded
     (``encoding: json``), plain text as text; a ``socket_id`` names the connection it acted for."""
     realtime = AblyRealtime(key=API_KEY, endpoint=f"127.0.0.1:{ably_emulator.port}", tls=False)
@@ -37,7 +38,7 @@ async def test_pusher_http_python_reaches_ably_python(ably_emulator: Running) ->
         await realtime.close()
 
 
-async def test_client_events_and_ably_publishes_cross(ably_emulator: Running, wires: list[Any]) -> None:
+async def test_client_events_and_ably_publishes_cross(ably_emulator: RunningEmulator, wires: list[Any]) -> None:
     """A Pusher client event on a presence channel reaches Ably with ``clientId`` = the member's user id and
     ``connectionId`` = the sender's socket; an Ably realtime publish reaches the Pusher connection with ``user_id``."""
     ably_side = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=ann")
@@ -66,7 +67,7 @@ async def test_ably_activity_drives_pusher_webhooks(start_emulator: Any, receive
     """An Ably attachment occupies the channel and an Ably member of a ``presence-`` channel is a member, for the
     app's (Pusher-format) webhooks."""
     app = replace(APP, webhooks=(Webhook(url=receiver.url),), webhook_batch_ms=10, webhook_delay=0.05)
-    running: Running = await start_emulator(app=app)
+    running: RunningEmulator = await start_emulator(app=app)
     wire = await ably_wire(running, f"key={API_KEY}&clientId=ann")
     await wire.attach("presence-hall")
     await wire.presence("presence-hall", {"action": 2, "data": '{"seat":1}', "encoding": "json"})

@@ -7,13 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ablysupport import Running, jwt_token, run_node
+from ablysupport import jwt_token, run_node
+
+from tests.conftest import RunningEmulator
 
 FORMATS = pytest.mark.parametrize("ably_format", ["msgpack", "json"])
 
 
 @FORMATS
-async def test_ably_js_realtime(node_modules: Path, ably_emulator: Running, ably_format: str) -> None:
+async def test_ably_js_realtime(node_modules: Path, ably_emulator: RunningEmulator, ably_format: str) -> None:
     """Realtime: connect with a key, with an authCallback TokenRequest (exchanged at requestToken, then
     ``access_token``) and with a JWT; attach, subscribe, publish (ACK serials, binary data), ``connection.ping``,
     presence enter/update/get (SYNC)/leave, detach; 40160 on a channel outside the token, 40101 for a bad key."""
@@ -32,7 +34,7 @@ async def test_ably_js_realtime(node_modules: Path, ably_emulator: Running, ably
 
 
 @FORMATS
-async def test_ably_js_rest(node_modules: Path, ably_emulator: Running, ably_format: str) -> None:
+async def test_ably_js_rest(node_modules: Path, ably_emulator: RunningEmulator, ably_format: str) -> None:
     """REST: time, publish (object, array), idempotent ids delivered once, ``batchPublish``, ``status()``,
     ``presence.get()``, ``GET /channels``, ``requestToken`` and errors with Ably's codes (40160, 40101)."""
     run = await run_node("ably_js_rest.mjs", ably_emulator, env={"ABLY_FORMAT": ably_format})
@@ -47,7 +49,7 @@ async def test_ably_js_rest(node_modules: Path, ably_emulator: Running, ably_for
     ]
 
 
-async def test_cross_protocol(node_modules: Path, ably_emulator: Running) -> None:
+async def test_cross_protocol(node_modules: Path, ably_emulator: RunningEmulator) -> None:
     """One channel space: Ably REST → pusher-js, Pusher HTTP API (pusher-http-node) → ably-js, ably-js → pusher-js,
     pusher-js client events → ably-js, and presence seen from both sides (members, users API, leaves)."""
     run = await run_node("cross_protocol.mjs", ably_emulator)

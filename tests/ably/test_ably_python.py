@@ -15,16 +15,17 @@ import pytest
 from ably import AblyException, AblyRealtime, AblyRest  # type: ignore[import-untyped]
 from ably.types.message import Message  # type: ignore[import-untyped]
 from ably.types.tokendetails import TokenDetails  # type: ignore[import-untyped]
-from ablysupport import API_KEY, KEY_NAME, MESSAGE, PRESENCE, Running, ably_wire, pusher_wire
+from ablysupport import API_KEY, KEY_NAME, MESSAGE, PRESENCE, ably_wire, pusher_wire
 
 from relay.protocol.signing import authorize_channel
+from tests.conftest import RunningEmulator
 
 Made = Callable[..., Any]
 BINARY = pytest.mark.parametrize("binary", [True, False], ids=["msgpack", "json"])
 
 
 @pytest.fixture
-async def clients(ably_emulator: Running) -> AsyncIterator[Made]:
+async def clients(ably_emulator: RunningEmulator) -> AsyncIterator[Made]:
     """``clients(kind, **options)`` → an AblyRest or AblyRealtime pointed at the emulator (closed afterwards)."""
     made: list[Any] = []
 
@@ -55,7 +56,7 @@ async def next_message(received: asyncio.Queue[Any], wait: float = 3.0) -> Any:
 
 @BINARY
 async def test_rest_time_token_and_publish(
-    ably_emulator: Running, clients: Made, wires: list[Any], binary: bool
+    ably_emulator: RunningEmulator, clients: Made, wires: list[Any], binary: bool
 ) -> None:
     """``time()``, token auth through ``requestToken``, ``publish`` of a name and an object (received by an Ably
     and a Pusher connection), an array with idempotent ids, and ``status()`` counting both protocols."""
@@ -95,7 +96,7 @@ async def test_rest_time_token_and_publish(
 
 @BINARY
 async def test_rest_presence_get_sees_both_protocols(
-    ably_emulator: Running, clients: Made, wires: list[Any], binary: bool
+    ably_emulator: RunningEmulator, clients: Made, wires: list[Any], binary: bool
 ) -> None:
     """``presence.get()`` lists an Ably member and a pusher presence member (user_info as JSON data)."""
     rest = clients("rest", use_binary_protocol=binary)
@@ -118,7 +119,7 @@ async def test_rest_presence_get_sees_both_protocols(
     assert {m.connection_id for m in members} == {ably_side.connected["connectionId"], pusher_side.socket_id}
 
 
-async def test_rest_batch_publish_and_errors(ably_emulator: Running, clients: Made) -> None:
+async def test_rest_batch_publish_and_errors(ably_emulator: RunningEmulator, clients: Made) -> None:
     """``POST /messages`` through ``request()`` (ably-python has no batch_publish): one BatchResult per spec with a
     per-channel error for a channel the token may not publish to; REST errors keep Ably's codes."""
     rest = clients("rest", default_token_params={"capability": {"ok:*": ["publish"], "*": ["subscribe"]}})
@@ -177,7 +178,7 @@ async def test_realtime_subscribe_publish_presence(clients: Made, binary: bool) 
     assert str(room_b.state).endswith("DETACHED")
 
 
-async def test_realtime_with_token_and_auth_callback(clients: Made, ably_emulator: Running) -> None:
+async def test_realtime_with_token_and_auth_callback(clients: Made, ably_emulator: RunningEmulator) -> None:
     """A TokenDetails from ``request_token`` (sent as ``accessToken``) and an ``auth_callback`` returning one; a
     token's capability narrows what the connection may attach to (40160 on the channel only)."""
     rest = clients("rest")

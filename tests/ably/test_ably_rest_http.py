@@ -12,15 +12,16 @@ from typing import Any
 import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
-from ablysupport import API_KEY, KEY_NAME, KEY_SECRET, MESSAGE, Running, ably_wire, jwt_token
+from ablysupport import API_KEY, KEY_NAME, KEY_SECRET, MESSAGE, ably_wire, jwt_token
 
 from relay.protocol.ably import build_token_request
+from tests.conftest import RunningEmulator
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
 
 
 @pytest.fixture
-async def http(ably_emulator: Running) -> AsyncIterator[httpx.AsyncClient]:
+async def http(ably_emulator: RunningEmulator) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=ably_emulator.http_url, headers={"X-Ably-Version": "6"}) as client:
         yield client
 
@@ -69,7 +70,7 @@ async def test_auth_failures(http: httpx.AsyncClient, headers: dict[str, str], c
 
 
 async def test_publish_shapes_and_idempotency(
-    http: httpx.AsyncClient, ably_emulator: Running, wires: list[Any]
+    http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[Any]
 ) -> None:
     """§A.3: one object or an array; ``{channel, messageId, serials}``; unknown fields ignored; a repeat of the same
     ids within the window answers the same serials and is not delivered again; a raw JSON object becomes
@@ -171,7 +172,7 @@ async def test_batch_v2_and_legacy_v1(http: httpx.AsyncClient) -> None:
 
 
 async def test_channels_enumeration_and_status(
-    http: httpx.AsyncClient, ably_emulator: Running, wires: list[Any]
+    http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[Any]
 ) -> None:
     """§A.7/A.8: ``GET /channels`` lists active channels (``by=id`` from v3, ChannelDetails before), paginated with a
     ``Link: rel="next"``; needs channel-metadata on ``*`` (40160 otherwise); status counts attachments."""
@@ -234,7 +235,7 @@ async def test_request_token_checks(http: httpx.AsyncClient) -> None:
     assert_ably_error(narrower, 401, 40160)
 
 
-async def test_batch_presence(http: httpx.AsyncClient, ably_emulator: Running, wires: list[Any]) -> None:
+async def test_batch_presence(http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[Any]) -> None:
     """§A.5: ``GET /presence?channels=a,b`` answers a BatchResult with each channel's members."""
     wire = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=pia")
     wires.append(wire)

@@ -32,16 +32,17 @@ from ablysupport import (
     SYNC,
     AblyWire,
     PusherWire,
-    Running,
     ably_wire,
     jwt_token,
     open_wire,
 )
 
+from tests.conftest import RunningEmulator
+
 Wires = list[AblyWire | PusherWire]
 
 
-async def still_serving(running: Running, wires: Wires) -> None:
+async def still_serving(running: RunningEmulator, wires: Wires) -> None:
     """A new connection still connects, attaches and gets its own publish back."""
     wire = await ably_wire(running)
     wires.append(wire)
@@ -53,7 +54,7 @@ async def still_serving(running: Running, wires: Wires) -> None:
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "msgpack"])
-async def test_connected_with_key(ably_emulator: Running, wires: Wires, binary: bool) -> None:
+async def test_connected_with_key(ably_emulator: RunningEmulator, wires: Wires, binary: bool) -> None:
     """§D.1/D.3: ``key=`` with ``clientId``; CONNECTED carries connectionDetails (ably-js throws without them)."""
     wire = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=alice", binary=binary)
     wires.append(wire)
@@ -67,7 +68,9 @@ async def test_connected_with_key(ably_emulator: Running, wires: Wires, binary: 
 
 
 @pytest.mark.parametrize("param", ["access_token", "accessToken"])
-async def test_connect_with_token_either_parameter_name(ably_emulator: Running, wires: Wires, param: str) -> None:
+async def test_connect_with_token_either_parameter_name(
+    ably_emulator: RunningEmulator, wires: Wires, param: str
+) -> None:
     """§C.4: ably-js sends ``access_token``, ably-python ``accessToken``; both carry an Ably JWT's clientId."""
     token = jwt_token(client_id="bob")
     wire = await ably_wire(ably_emulator, f"{param}={token}")
@@ -90,7 +93,7 @@ async def test_connect_with_token_either_parameter_name(ably_emulator: Running, 
     ids=["wrong-secret", "unknown-key", "no-credentials", "garbage-token", "expired", "bad-signature", "clash", "star"],
 )
 async def test_connection_refused_in_ably_format(
-    ably_emulator: Running, wires: Wires, query: str, code: int, fragment: str
+    ably_emulator: RunningEmulator, wires: Wires, query: str, code: int, fragment: str
 ) -> None:
     """§D.1: a refused connection gets ERROR {code, statusCode, message, href} and is closed; others keep working."""
     ws, first = await open_wire(ably_emulator, query)
@@ -105,7 +108,7 @@ async def test_connection_refused_in_ably_format(
     await still_serving(ably_emulator, wires)
 
 
-async def test_attach_flags_capability_and_sync(ably_emulator: Running, wires: Wires) -> None:
+async def test_attach_flags_capability_and_sync(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """§D.4/D.6: ATTACHED carries the mode flags the capability allows; a member present makes it HAS_PRESENCE
     followed by SYNC (empty cursor: complete); a denied channel fails alone (ERROR with channel, 40160)."""
     alice = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=alice")
@@ -135,7 +138,7 @@ async def test_attach_flags_capability_and_sync(ably_emulator: Running, wires: W
     await reader.ping("still-here")
 
 
-async def test_publish_ack_echo_and_nacks(ably_emulator: Running, wires: Wires) -> None:
+async def test_publish_ack_echo_and_nacks(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """§D.5: MESSAGE is fanned out (to the sender too unless ``echo=false``) and ACKed with serials; invalid
     messages are NACKed with Ably's codes and the connection stays."""
     quiet = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=quiet&echo=false")
@@ -170,7 +173,7 @@ async def test_publish_ack_echo_and_nacks(ably_emulator: Running, wires: Wires) 
     assert binary["messages"][0]["data"] == b"\x00\xff" and "encoding" not in binary["messages"][0]
 
 
-async def test_presence_update_leave_and_leave_on_close(ably_emulator: Running, wires: Wires) -> None:
+async def test_presence_update_leave_and_leave_on_close(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """§D.6: ENTER, UPDATE and LEAVE are broadcast with ``connectionId:msgSerial:index`` ids; a closed connection's
     members leave; a connection without a clientId cannot enter (91000)."""
     watcher = await ably_wire(ably_emulator)
@@ -190,7 +193,7 @@ async def test_presence_update_leave_and_leave_on_close(ably_emulator: Running, 
     assert (left["action"], left["clientId"], left["data"]) == (3, "bob", "two")
 
 
-async def test_detach_stops_delivery(ably_emulator: Running, wires: Wires) -> None:
+async def test_detach_stops_delivery(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """§D.4: DETACH is answered with DETACHED; later publishes are not delivered to the detached connection."""
     wire = await ably_wire(ably_emulator)
     wires.append(wire)
@@ -203,7 +206,7 @@ async def test_detach_stops_delivery(ably_emulator: Running, wires: Wires) -> No
 
 async def test_heartbeats_and_ping(start_emulator: object, wires: Wires) -> None:
     """§D.3: the server sends HEARTBEAT more often than maxIdleInterval, and echoes a client ping's id."""
-    running: Running = await start_emulator(app=replace(APP, activity_timeout=1))  # type: ignore[operator]
+    running: RunningEmulator = await start_emulator(app=replace(APP, activity_timeout=1))  # type: ignore[operator]
     wire = await ably_wire(running)
     wires.append(wire)
     assert wire.connected["connectionDetails"]["maxIdleInterval"] == 1000
@@ -211,7 +214,7 @@ async def test_heartbeats_and_ping(start_emulator: object, wires: Wires) -> None
     await wire.ping("ping-1")
 
 
-async def test_malformed_input_fails_only_that_connection(ably_emulator: Running, wires: Wires) -> None:
+async def test_malformed_input_fails_only_that_connection(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """Bad frames get ERROR 80013 (protocol error) and that connection closes; the server keeps serving others."""
     lone_surrogate = '{"action": 15, "channel": "room", "msgSerial": 0, "messages": [{"name": "\\ud800"}]}'
     for payload in ("not json", '["an array"]', '{"action": "attach"}', b"\xc1", lone_surrogate):
@@ -224,7 +227,7 @@ async def test_malformed_input_fails_only_that_connection(ably_emulator: Running
     await still_serving(ably_emulator, wires)
 
 
-async def test_close_and_reauthorize(ably_emulator: Running, wires: Wires) -> None:
+async def test_close_and_reauthorize(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """§D.7: AUTH with a new token answers a fresh CONNECTED (same connection); CLOSE answers CLOSED."""
     wire = await ably_wire(ably_emulator, f"access_token={jwt_token(client_id='carol', ttl_s=60)}")
     wires.append(wire)
@@ -236,7 +239,7 @@ async def test_close_and_reauthorize(ably_emulator: Running, wires: Wires) -> No
     await wire.closed()
 
 
-async def test_shutdown_disconnects_for_reconnect(ably_emulator: Running, wires: Wires) -> None:
+async def test_shutdown_disconnects_for_reconnect(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """A graceful shutdown sends DISCONNECTED (80003): Ably clients reconnect, as Pusher clients do after 4200."""
     wire = await ably_wire(ably_emulator)
     for connection in list(ably_emulator.node.connections):
@@ -246,14 +249,14 @@ async def test_shutdown_disconnects_for_reconnect(ably_emulator: Running, wires:
     assert seen[-1]["error"]["code"] == 80003
 
 
-async def test_resume_gets_a_new_connection(ably_emulator: Running, wires: Wires) -> None:
+async def test_resume_gets_a_new_connection(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """§D.1: state is not kept, so ``resume=`` gets CONNECTED with error 80008 and the client re-attaches."""
     wire = await ably_wire(ably_emulator, f"key={API_KEY}&resume=old!key")
     wires.append(wire)
     assert wire.connected["error"]["code"] == 80008
 
 
-async def test_other_actions_are_nacked(ably_emulator: Running, wires: Wires) -> None:
+async def test_other_actions_are_nacked(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """Unsupported actions with a msgSerial (OBJECT, ANNOTATION) are NACKed; the connection stays."""
     wire = await ably_wire(ably_emulator)
     wires.append(wire)
@@ -264,7 +267,7 @@ async def test_other_actions_are_nacked(ably_emulator: Running, wires: Wires) ->
     await still_serving(ably_emulator, wires)
 
 
-async def test_msgpack_values_json_cannot_carry(ably_emulator: Running, wires: Wires) -> None:
+async def test_msgpack_values_json_cannot_carry(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """msgpack may carry what JSON subscribers could not be sent (binary inside extras or object data, extension
     types): NACKed with 40000/40013, and the connection and its JSON peers keep working."""
     sender = await ably_wire(ably_emulator, binary=True)

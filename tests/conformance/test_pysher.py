@@ -21,7 +21,8 @@ from typing import Any
 import pysher  # type: ignore[import-untyped]
 import pytest
 
-from tests.conformance.wsclient import APP, Emulator, StartEmulator, publish
+from tests.conformance.wsclient import APP, publish
+from tests.conftest import RunningEmulator, StartEmulator
 
 
 async def eventually(predicate: Callable[[], bool], what: str, wait: float = 5.0) -> None:
@@ -69,9 +70,9 @@ async def open_pysher(start_emulator: StartEmulator) -> AsyncIterator[OpenPysher
 
     Depends on start_emulator so that the clients are disconnected before the emulator shuts down.
     """
-    clients: list[tuple[Any, Emulator]] = []
+    clients: list[tuple[Any, RunningEmulator]] = []
 
-    async def open_client(target: Emulator, **options: Any) -> Any:
+    async def open_client(target: RunningEmulator, **options: Any) -> Any:
         client = pysher.Pusher(
             target.app.key,
             custom_host="127.0.0.1",
@@ -114,7 +115,9 @@ async def subscribed(client: Any, recorder: Recorder, name: str) -> Any:
     return channel
 
 
-async def test_pysher_public_private_presence_and_string_data(emulator: Emulator, open_pysher: OpenPysher) -> None:
+async def test_pysher_public_private_presence_and_string_data(
+    emulator: RunningEmulator, open_pysher: OpenPysher
+) -> None:
     """Items 93, 1, 18, 21, 24, 26, 27: pysher connects with protocol 6, subscribes to public, private and presence
     channels (signing locally with the secret) and receives HTTP-published data as the string that was sent."""
     user = {"user_id": "py-1", "user_info": {"name": "Py"}}
@@ -139,7 +142,7 @@ async def test_pysher_public_private_presence_and_string_data(emulator: Emulator
     assert sorted(name for name, _ in bound) == sorted(names)
 
 
-async def test_pysher_presence_members_and_client_events(emulator: Emulator, open_pysher: OpenPysher) -> None:
+async def test_pysher_presence_members_and_client_events(emulator: RunningEmulator, open_pysher: OpenPysher) -> None:
     """Items 93, 28, 42, 43: a second pysher user's join reaches the first as member_added; a client event sent
     with pysher's channel.trigger reaches the other member with the sender's user_id, never the sender."""
     alice = await open_pysher(emulator, user_data={"user_id": "alice", "user_info": {}})
@@ -175,7 +178,7 @@ async def test_pysher_answers_server_pings(start_emulator: StartEmulator, open_p
     assert socket_id in target.node.states[APP.app_id].peers
 
 
-async def test_pysher_reconnects_after_4200(emulator: Emulator, open_pysher: OpenPysher) -> None:
+async def test_pysher_reconnects_after_4200(emulator: RunningEmulator, open_pysher: OpenPysher) -> None:
     """Items 93, 9: a server shutdown sends pusher:error 4200 (then closes 4200); pysher reconnects at once,
     gets a new socket id, resubscribes (auto_sub) and receives events again."""
     client = await open_pysher(emulator, auto_sub=True)

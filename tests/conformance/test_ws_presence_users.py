@@ -25,15 +25,14 @@ from tests.conformance.wsclient import (
     VECTOR_KEY,
     VECTOR_SECRET,
     Connect,
-    Emulator,
     Frame,
-    StartEmulator,
     api_get,
     assert_serves_others,
     expect_fatal,
     official_client,
     publish,
 )
+from tests.conftest import RunningEmulator, StartEmulator
 
 
 def cd(user_id: object, **user_info: object) -> str:
@@ -51,7 +50,7 @@ def presence_of(frame: Frame) -> dict[str, Any]:
     return presence
 
 
-async def wait_closed_on_server(target: Emulator, socket_id: str, app_id: str = APP.app_id) -> None:
+async def wait_closed_on_server(target: RunningEmulator, socket_id: str, app_id: str = APP.app_id) -> None:
     """Wait until the server has processed a client-side close (it releases the connection's state)."""
     for _ in range(100):
         if socket_id not in target.node.states[app_id].peers:
@@ -76,7 +75,7 @@ async def test_presence_signature_with_vector_credentials(start_emulator: StartE
     assert presence == {"ids": ["10"], "hash": {"10": {"name": "Mr. Channels"}}, "count": 1}
 
 
-async def test_presence_verifies_the_exact_channel_data_string(emulator: Emulator, connect: Connect) -> None:
+async def test_presence_verifies_the_exact_channel_data_string(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 26: the signature covers the channel_data string exactly as received: a re-spaced copy of signed data
     is refused, and pusher-http-python's authenticate (json.dumps with spaces) is accepted."""
     client = await connect(emulator)
@@ -98,7 +97,7 @@ async def test_presence_verifies_the_exact_channel_data_string(emulator: Emulato
     assert presence == {"ids": ["7"], "hash": {"7": {"name": "Seven"}}, "count": 1}
 
 
-async def test_presence_subscription_succeeded_counts_unique_users(emulator: Emulator, connect: Connect) -> None:
+async def test_presence_subscription_succeeded_counts_unique_users(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 27: the data is the string of {"presence":{ids,hash,count}} with unique string ids, counted in users."""
     first = await connect(emulator)
     second = await connect(emulator)
@@ -119,7 +118,7 @@ async def test_presence_subscription_succeeded_counts_unique_users(emulator: Emu
     assert sorted(user["id"] for user in users["users"]) == ["1", "2", "3"]
 
 
-async def test_member_added_goes_to_the_other_members_only(emulator: Emulator, connect: Connect) -> None:
+async def test_member_added_goes_to_the_other_members_only(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 28: a user's first connection sends member_added {user_id, user_info} to the others, not to itself."""
     alice = await connect(emulator)
     bob = await connect(emulator)
@@ -134,7 +133,7 @@ async def test_member_added_goes_to_the_other_members_only(emulator: Emulator, c
     await outsider.sync()
 
 
-async def test_second_connection_of_a_user_is_not_a_new_member(emulator: Emulator, connect: Connect) -> None:
+async def test_second_connection_of_a_user_is_not_a_new_member(emulator: RunningEmulator, connect: Connect) -> None:
     """Items 29, 30: a user's second connection sends no member_added and leaves count unchanged; closing one of
     two connections sends no member_removed; closing the last one does."""
     observer = await connect(emulator)
@@ -162,7 +161,7 @@ async def test_second_connection_of_a_user_is_not_a_new_member(emulator: Emulato
     await observer.sync()
 
 
-async def test_unsubscribe_sends_member_removed(emulator: Emulator, connect: Connect) -> None:
+async def test_unsubscribe_sends_member_removed(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 31: unsubscribing a member sends member_removed {user_id} to the remaining members (not to itself)."""
     stays = await connect(emulator)
     leaves = await connect(emulator)
@@ -210,7 +209,7 @@ async def test_presence_member_limit(start_emulator: StartEmulator, connect: Con
     ids=["info-1024-bytes", "info-1025-bytes", "info-multibyte", "id-128-chars", "id-129-chars"],
 )
 async def test_presence_member_size_limits(
-    emulator: Emulator, connect: Connect, channel_data: str, accepted: bool
+    emulator: RunningEmulator, connect: Connect, channel_data: str, accepted: bool
 ) -> None:
     """Item 33: user_info over 1 KB or user_id over 128 characters is refused, the socket staying open."""
     client = await connect(emulator)
@@ -224,7 +223,7 @@ async def test_presence_member_size_limits(
         assert await api_get(emulator, "/channels") == {"channels": {}}
 
 
-async def test_presence_client_event_carries_user_id(emulator: Emulator, connect: Connect) -> None:
+async def test_presence_client_event_carries_user_id(emulator: RunningEmulator, connect: Connect) -> None:
     """Items 42, 43: a client event on a presence channel reaches the others with top-level user_id, the sender's
     channel_data user_id, and never the sender."""
     alice = await connect(emulator)
@@ -260,7 +259,7 @@ async def test_signin_with_vector_credentials(start_emulator: StartEmulator, con
     await client.sync()
 
 
-async def test_signin_signed_by_pusher_http_python(emulator: Emulator, connect: Connect) -> None:
+async def test_signin_signed_by_pusher_http_python(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 49 with an official library: authenticate_user's {auth, user_data} signs in as is."""
     client = await connect(emulator)
     body = official_client(emulator).authenticate_user(client.socket_id, {"id": "py", "user_info": {"n": 1}})
@@ -303,7 +302,7 @@ SIGNIN_FAILURES: dict[str, Callable[[str], dict[str, object]]] = {
 
 
 @pytest.mark.parametrize("case", list(SIGNIN_FAILURES))
-async def test_signin_failure_is_4009(emulator: Emulator, connect: Connect, case: str) -> None:
+async def test_signin_failure_is_4009(emulator: RunningEmulator, connect: Connect, case: str) -> None:
     """Item 50: a bad signature, or user_data without a non-empty string id, gets pusher:error 4009 and close 4009;
     other connections are unaffected."""
     bystander = await connect(emulator)
@@ -315,7 +314,7 @@ async def test_signin_failure_is_4009(emulator: Emulator, connect: Connect, case
     await assert_serves_others(emulator, connect)
 
 
-async def test_signin_again_as_another_user_is_4009(emulator: Emulator, connect: Connect) -> None:
+async def test_signin_again_as_another_user_is_4009(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 51: a connection signed in as one user cannot sign in as another."""
     client = await connect(emulator)
     assert (await client.signin('{"id":"first"}'))["event"] == "pusher:signin_success"
@@ -347,7 +346,7 @@ async def test_user_authentication_timeout(start_emulator: StartEmulator, connec
         await client.sync()
 
 
-async def test_server_to_user_channel_only_for_its_own_user(emulator: Emulator, connect: Connect) -> None:
+async def test_server_to_user_channel_only_for_its_own_user(emulator: RunningEmulator, connect: Connect) -> None:
     """Items 23, 53: #server-to-user-{id} with auth "" is allowed only for the connection signed in as {id}."""
     user = await connect(emulator)
     anonymous = await connect(emulator)
@@ -362,7 +361,7 @@ async def test_server_to_user_channel_only_for_its_own_user(emulator: Emulator, 
         await client.sync()
 
 
-async def test_send_to_user_reaches_every_connection_of_the_user(emulator: Emulator, connect: Connect) -> None:
+async def test_send_to_user_reaches_every_connection_of_the_user(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 54: an HTTP trigger to #server-to-user-{id} reaches every connection signed in as {id}, and no other;
     pusher-http-python's send_to_user does the same."""
     tab1, tab2, other_user, anonymous = [await connect(emulator) for _ in range(4)]
@@ -383,7 +382,7 @@ async def test_send_to_user_reaches_every_connection_of_the_user(emulator: Emula
     await anonymous.sync()
 
 
-async def test_terminate_user_connections(emulator: Emulator, connect: Connect) -> None:
+async def test_terminate_user_connections(emulator: RunningEmulator, connect: Connect) -> None:
     """Items 55, 56: POST /apps/{id}/users/{uid}/terminate_connections answers {} and closes every connection of
     the user with pusher:error 4009 then close 4009; pusher-http-python's alias path does the same."""
     tab1, tab2, other_user, anonymous = [await connect(emulator) for _ in range(4)]
@@ -416,7 +415,7 @@ def watchlist_events(frame: Frame) -> dict[str, list[str]]:
     return {event["name"]: event["user_ids"] for event in frame["data"]["events"]}
 
 
-async def test_watchlist_events(emulator: Emulator, connect: Connect) -> None:
+async def test_watchlist_events(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 57: after signin the watcher gets the initial online/offline state, then online on a watched user's
     first signin and offline on their last disconnect (not per connection)."""
     bob = await connect(emulator)
@@ -442,7 +441,7 @@ async def test_watchlist_events(emulator: Emulator, connect: Connect) -> None:
     await watcher.sync()
 
 
-async def test_watchlist_over_100_ids(emulator: Emulator, connect: Connect) -> None:
+async def test_watchlist_over_100_ids(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 58: a watchlist over 100 ids is cut to the first 100 with a non-fatal 4302; the user stays signed in."""
     watched = [f"u{n}" for n in range(101)]
     watcher = await connect(emulator)
@@ -463,7 +462,7 @@ async def test_watchlist_over_100_ids(emulator: Emulator, connect: Connect) -> N
     assert watchlist_events(await watcher.recv()) == {"online": ["u0"]}
 
 
-async def test_presence_without_channel_data_uses_signin_user_data(emulator: Emulator, connect: Connect) -> None:
+async def test_presence_without_channel_data_uses_signin_user_data(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 59: a signed-in socket may subscribe to presence with a private-style signature and no channel_data;
     the member is the signed-in user with its user_info."""
     member = await connect(emulator)

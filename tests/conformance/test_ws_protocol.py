@@ -35,9 +35,7 @@ from tests.conformance.wsclient import (
     WS_OPTIONS,
     Client,
     Connect,
-    Emulator,
     Frame,
-    StartEmulator,
     api_get,
     assert_serves_others,
     expect_fatal,
@@ -46,6 +44,7 @@ from tests.conformance.wsclient import (
     recv_json,
     unique,
 )
+from tests.conftest import RunningEmulator, StartEmulator
 
 SOCKET_ID = re.compile(r"^\d+\.\d+$")
 
@@ -54,7 +53,7 @@ SOCKET_ID = re.compile(r"^\d+\.\d+$")
 
 
 @pytest.mark.parametrize("query", ["protocol=5", "protocol=6", "protocol=7", ""])
-async def test_supported_protocols_get_connection_established(emulator: Emulator, query: str) -> None:
+async def test_supported_protocols_get_connection_established(emulator: RunningEmulator, query: str) -> None:
     """Items 1, 2: protocols 5-7 (and a missing protocol, taken as 7) upgrade; the first frame is
     connection_established with string data holding a socket_id and an activity_timeout > 0."""
     async with ws_connect(emulator.ws_url(query=query), **WS_OPTIONS) as ws:
@@ -67,7 +66,7 @@ async def test_supported_protocols_get_connection_established(emulator: Emulator
         assert data["activity_timeout"] > 0
 
 
-async def test_socket_ids_are_unique(emulator: Emulator, connect: Connect) -> None:
+async def test_socket_ids_are_unique(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 2: socket ids match ^\\d+\\.\\d+$ and never repeat, also after earlier sockets closed."""
     ids = []
     for _ in range(12):
@@ -79,7 +78,7 @@ async def test_socket_ids_are_unique(emulator: Emulator, connect: Connect) -> No
     assert len(set(ids)) == len(ids)
 
 
-async def test_unknown_query_parameters_are_ignored(emulator: Emulator, connect: Connect) -> None:
+async def test_unknown_query_parameters_are_ignored(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 4: pusher-js's client/version/flash and anything else in the query are ignored."""
     client = await connect(emulator, query="protocol=7&client=js&version=8.6.0&flash=false&foo=bar&empty=")
     assert SOCKET_ID.match(client.socket_id)
@@ -104,7 +103,7 @@ async def test_path_prefix(start_emulator: StartEmulator, connect: Connect) -> N
 
 
 @pytest.mark.parametrize("protocol", ["4", "8", "0", "70"])
-async def test_unsupported_protocol_is_4007(emulator: Emulator, connect: Connect, protocol: str) -> None:
+async def test_unsupported_protocol_is_4007(emulator: RunningEmulator, connect: Connect, protocol: str) -> None:
     """Items 8, 9: a protocol outside 5-7 gets pusher:error 4007 after the upgrade, then close 4007."""
     async with ws_connect(emulator.ws_url(query=f"protocol={protocol}"), **WS_OPTIONS) as ws:
         message = await expect_fatal(ws, 4007)
@@ -113,14 +112,14 @@ async def test_unsupported_protocol_is_4007(emulator: Emulator, connect: Connect
 
 
 @pytest.mark.parametrize("protocol", ["abc", "7.0", "-7"])
-async def test_malformed_protocol_is_4006(emulator: Emulator, protocol: str) -> None:
+async def test_malformed_protocol_is_4006(emulator: RunningEmulator, protocol: str) -> None:
     """Items 8, 9: a malformed version string gets 4006."""
     async with ws_connect(emulator.ws_url(query=f"protocol={protocol}"), **WS_OPTIONS) as ws:
         message = await expect_fatal(ws, 4006)
         assert "version" in message.lower()
 
 
-async def test_unknown_key_is_4001(emulator: Emulator, connect: Connect) -> None:
+async def test_unknown_key_is_4001(emulator: RunningEmulator, connect: Connect) -> None:
     """Items 5, 9: an unknown key is refused after the upgrade (not with an HTTP error) with 4001."""
     async with ws_connect(emulator.ws_url(key="no-such-key"), **WS_OPTIONS) as ws:
         assert ws.response is not None and ws.response.status_code == 101
@@ -158,7 +157,7 @@ async def test_connection_quota_is_4004(start_emulator: StartEmulator, connect: 
 
 
 @pytest.mark.parametrize("path", ["/foo", "/app", "/app/", f"/app/{APP.key}/extra", f"/apps/{APP.key}"])
-async def test_bad_path_is_4005_after_upgrade(emulator: Emulator, connect: Connect, path: str) -> None:
+async def test_bad_path_is_4005_after_upgrade(emulator: RunningEmulator, connect: Connect, path: str) -> None:
     """Items 9: a WebSocket on an unknown path is upgraded, then refused with pusher:error 4005 and close 4005."""
     async with ws_connect(f"ws://127.0.0.1:{emulator.port}{path}?protocol=7", **WS_OPTIONS) as ws:
         assert ws.response is not None and ws.response.status_code == 101
@@ -171,7 +170,7 @@ async def test_bad_path_is_4005_after_upgrade(emulator: Emulator, connect: Conne
 
 
 @pytest.mark.parametrize("data", [{}, "", None], ids=["object", "empty-string", "absent"])
-async def test_pusher_ping_gets_pong(emulator: Emulator, connect: Connect, data: object) -> None:
+async def test_pusher_ping_gets_pong(emulator: RunningEmulator, connect: Connect, data: object) -> None:
     """Item 14: pusher:ping with data {} (pusher-js) or "" (pysher) gets pusher:pong within 1 s."""
     client = await connect(emulator)
     started = time.monotonic()
@@ -181,7 +180,7 @@ async def test_pusher_ping_gets_pong(emulator: Emulator, connect: Connect, data:
     assert "data" in frame
 
 
-async def test_ws_ping_frame_gets_pong_frame(emulator: Emulator, connect: Connect) -> None:
+async def test_ws_ping_frame_gets_pong_frame(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 15: an RFC 6455 ping frame is answered with a pong frame (carrying the same payload)."""
     client = await connect(emulator)
     for payload in (b"", b"hello"):
@@ -272,7 +271,7 @@ NON_FATAL_INPUTS: dict[str, tuple[str | bytes, bool, str]] = {
 
 
 @pytest.mark.parametrize("name", list(NON_FATAL_INPUTS))
-async def test_bad_input_gets_a_non_fatal_error(emulator: Emulator, connect: Connect, name: str) -> None:
+async def test_bad_input_gets_a_non_fatal_error(emulator: RunningEmulator, connect: Connect, name: str) -> None:
     """Items 10, 12, 13: malformed input gets a code-null pusher:error; the socket stays open and subscribed,
     and the server keeps serving another client meanwhile."""
     payload, as_text, fragment = NON_FATAL_INPUTS[name]
@@ -291,7 +290,7 @@ async def test_bad_input_gets_a_non_fatal_error(emulator: Emulator, connect: Con
     await assert_serves_others(emulator, connect)
 
 
-async def test_invalid_utf8_fails_only_that_socket_with_1007(emulator: Emulator, connect: Connect) -> None:
+async def test_invalid_utf8_fails_only_that_socket_with_1007(emulator: RunningEmulator, connect: Connect) -> None:
     """RFC 6455 §8.1 (Autobahn 6.x): invalid UTF-8 in a text message fails the connection with 1007; the server
     keeps serving everyone else."""
     client = await connect(emulator)
@@ -372,7 +371,7 @@ async def test_channel_frames_carry_data_and_no_close_code_is_43xx(
 
 
 @pytest.mark.parametrize("auth", ["", None], ids=["empty-auth", "no-auth"])
-async def test_public_subscribe(emulator: Emulator, connect: Connect, auth: str | None) -> None:
+async def test_public_subscribe(emulator: RunningEmulator, connect: Connect, auth: str | None) -> None:
     """Item 21: public channels need no auth: auth "" (pusher-js) or none gets subscription_succeeded, data "{}"."""
     client = await connect(emulator)
     data = {"channel": "public-news"} if auth is None else {"channel": "public-news", "auth": auth}
@@ -386,7 +385,7 @@ async def test_public_subscribe(emulator: Emulator, connect: Connect, auth: str 
     ["x" * 201, "has space", "slash/channel", "dollar$", "ümlaut", "#foo", "#server-to-user-", "", 42, None],
     ids=["201-chars", "space", "slash", "dollar", "non-ascii", "hash", "empty-server-to-user", "empty", "int", "null"],
 )
-async def test_invalid_channel_name_is_refused(emulator: Emulator, connect: Connect, channel: object) -> None:
+async def test_invalid_channel_name_is_refused(emulator: RunningEmulator, connect: Connect, channel: object) -> None:
     """Items 22, 23: over-long names, illegal characters and '#' channels get pusher:subscription_error status 400;
     the socket stays open."""
     client = await connect(emulator)
@@ -400,7 +399,7 @@ async def test_invalid_channel_name_is_refused(emulator: Emulator, connect: Conn
     await client.subscribed("valid-after-invalid")
 
 
-async def test_longest_and_widest_channel_name_is_accepted(emulator: Emulator, connect: Connect) -> None:
+async def test_longest_and_widest_channel_name_is_accepted(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 22: 200 characters from the whole allowed set [A-Za-z0-9_-=@,.;] subscribe fine."""
     client = await connect(emulator)
     name = ("Az09_-=@,.;" * 20)[:200]
@@ -422,7 +421,7 @@ async def test_private_subscribe_with_vector_credentials(start_emulator: StartEm
     assert (await client.expect("secret-news", "private-foobar"))["data"] == '{"a":1}'
 
 
-async def test_private_subscribe_signed_by_pusher_http_python(emulator: Emulator, connect: Connect) -> None:
+async def test_private_subscribe_signed_by_pusher_http_python(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 24 with an official library: pusher.Pusher.authenticate's token authorizes; its trigger delivers."""
     client = await connect(emulator)
     official = official_client(emulator)
@@ -453,7 +452,9 @@ BAD_AUTHS: dict[str, Callable[[str, str], dict[str, object]]] = {
 
 @pytest.mark.parametrize("channel", ["private-room", "private-encrypted-room"])
 @pytest.mark.parametrize("case", list(BAD_AUTHS))
-async def test_bad_private_auth_is_refused(emulator: Emulator, connect: Connect, case: str, channel: str) -> None:
+async def test_bad_private_auth_is_refused(
+    emulator: RunningEmulator, connect: Connect, case: str, channel: str
+) -> None:
     """Items 25, 34: a bad, missing or foreign signature, or the wrong key prefix, gets pusher:subscription_error
     {type: AuthError, status: 401}; no delivery follows, the socket stays open and can then subscribe properly."""
     client = await connect(emulator)
@@ -467,7 +468,7 @@ async def test_bad_private_auth_is_refused(emulator: Emulator, connect: Connect,
 
 
 async def test_encrypted_channel_is_authorized_like_private_and_forwarded_verbatim(
-    emulator: Emulator, connect: Connect
+    emulator: RunningEmulator, connect: Connect
 ) -> None:
     """Item 34: private-encrypted-* takes a private-style signature (the shared secret is not signed), and the
     server forwards the ciphertext untouched: it decrypts with the shared secret derived from the master key."""
@@ -492,7 +493,7 @@ async def test_encrypted_channel_is_authorized_like_private_and_forwarded_verbat
     assert json.loads(plain) == {"secret": "hi"}
 
 
-async def test_duplicate_subscribe_is_idempotent(emulator: Emulator, connect: Connect) -> None:
+async def test_duplicate_subscribe_is_idempotent(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 35: subscribing twice succeeds again but delivers each event once."""
     client = await connect(emulator)
     for _ in range(3):
@@ -504,7 +505,7 @@ async def test_duplicate_subscribe_is_idempotent(emulator: Emulator, connect: Co
     assert info == {"occupied": True, "subscription_count": 1}
 
 
-async def test_unsubscribe_stops_delivery_without_reply(emulator: Emulator, connect: Connect) -> None:
+async def test_unsubscribe_stops_delivery_without_reply(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 36: pusher:unsubscribe stops delivery, gets no reply, and is ignored for unknown channels."""
     client = await connect(emulator)
     await client.subscribed("news")
@@ -522,7 +523,7 @@ async def test_unsubscribe_stops_delivery_without_reply(emulator: Emulator, conn
     await client.expect("back", "news")
 
 
-async def test_disconnect_clears_all_membership(emulator: Emulator, connect: Connect) -> None:
+async def test_disconnect_clears_all_membership(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 37: after a disconnect, the channels are gone (HTTP channels list empty) and counts return to 0."""
     client = await connect(emulator)
     await client.subscribed("lobby")
@@ -578,7 +579,7 @@ async def test_subscription_count_events(start_emulator: StartEmulator, connect:
     await bob.sync()
 
 
-async def test_cache_channel_miss(emulator: Emulator, connect: Connect) -> None:
+async def test_cache_channel_miss(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 39: an empty cache channel answers subscription_succeeded, then pusher:cache_miss with data."""
     client = await connect(emulator)
     for channel in ("cache-empty", "private-cache-empty"):
@@ -591,7 +592,9 @@ async def test_cache_channel_miss(emulator: Emulator, connect: Connect) -> None:
 
 
 @pytest.mark.parametrize("channel", ["cache-prices", "private-cache-prices", "private-encrypted-cache-prices"])
-async def test_cache_channel_replays_the_last_http_event(emulator: Emulator, connect: Connect, channel: str) -> None:
+async def test_cache_channel_replays_the_last_http_event(
+    emulator: RunningEmulator, connect: Connect, channel: str
+) -> None:
     """Item 40: a cache channel with a value answers subscription_succeeded, then the last HTTP event."""
     await publish(emulator, channel, "price", '{"v":1}')
     await publish(emulator, channel, "price-final", '{"v":2}')
@@ -602,7 +605,7 @@ async def test_cache_channel_replays_the_last_http_event(emulator: Emulator, con
     await client.sync()
 
 
-async def test_client_events_are_never_cached(emulator: Emulator, connect: Connect) -> None:
+async def test_client_events_are_never_cached(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 41: a client event on a cache channel is relayed but not stored."""
     sender = await connect(emulator)
     receiver = await connect(emulator)
@@ -632,7 +635,7 @@ async def test_cache_ttl_expires(start_emulator: StartEmulator, connect: Connect
 # == Client events (items 42, 44-47) =================================================================================
 
 
-async def test_client_event_reaches_others_not_the_sender(emulator: Emulator, connect: Connect) -> None:
+async def test_client_event_reaches_others_not_the_sender(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 42: a client event on a subscribed private channel reaches every other subscriber, never the sender;
     object data is relayed as a JSON string, string data verbatim."""
     sender, bob, carol = [await connect(emulator) for _ in range(3)]
@@ -652,7 +655,7 @@ async def test_client_event_reaches_others_not_the_sender(emulator: Emulator, co
     await outsider.sync()
 
 
-async def _sender_and_listener(emulator: Emulator, connect: Connect) -> tuple[Client, Client]:
+async def _sender_and_listener(emulator: RunningEmulator, connect: Connect) -> tuple[Client, Client]:
     sender = await connect(emulator)
     listener = await connect(emulator)
     for client in (sender, listener):
@@ -671,7 +674,7 @@ CLIENT_EVENT_REJECTIONS = {
 
 
 @pytest.mark.parametrize("case", list(CLIENT_EVENT_REJECTIONS))
-async def test_client_event_rejected_without_delivery(emulator: Emulator, connect: Connect, case: str) -> None:
+async def test_client_event_rejected_without_delivery(emulator: RunningEmulator, connect: Connect, case: str) -> None:
     """Item 44: a client event on a public or unsubscribed channel, or without the client- prefix, is dropped with a
     non-fatal error; nobody receives it and the sender stays connected."""
     event, channel, fragment = CLIENT_EVENT_REJECTIONS[case]
@@ -694,7 +697,7 @@ async def test_client_events_disabled_is_4301(start_emulator: StartEmulator, con
     await listener.sync()
 
 
-async def test_client_event_rate_limit_is_4301_and_stays_open(emulator: Emulator, connect: Connect) -> None:
+async def test_client_event_rate_limit_is_4301_and_stays_open(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 46: the 11th client event within a second gets 4301 and is not delivered; the socket stays open and
     sending works again in the next window."""
     sender, listener = await _sender_and_listener(emulator, connect)
@@ -710,7 +713,7 @@ async def test_client_event_rate_limit_is_4301_and_stays_open(emulator: Emulator
     assert json.loads((await listener.expect("client-burst", "private-room"))["data"]) == {"n": 11}
 
 
-async def test_client_event_name_and_size_limits(emulator: Emulator, connect: Connect) -> None:
+async def test_client_event_name_and_size_limits(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 47: event names up to 200 chars and data up to 10 KB pass; longer or larger are rejected, non-fatally."""
     sender, listener = await _sender_and_listener(emulator, connect)
     longest = "client-" + "n" * 193

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pusher  # type: ignore[import-untyped]
@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import App
 from relay.protocol.signing import channel_auth, sign_rest_request, user_auth
+from tests.conftest import RunningEmulator
 
 APP = App(app_id="1", key="app-key", secret="app-secret")
 # The published test-vector credentials (reference §3).
@@ -40,22 +41,6 @@ WS_OPTIONS: dict[str, Any] = {
 }
 Frame = dict[str, Any]
 _names = itertools.count(1)
-
-
-class Emulator(Protocol):
-    """What tests use of conftest's RunningEmulator."""
-
-    port: int
-    app: App
-    node: Any
-
-    @property
-    def http_url(self) -> str: ...
-
-    def ws_url(self, key: str | None = None, query: str = "protocol=7") -> str: ...
-
-
-StartEmulator = Callable[..., Awaitable[Emulator]]
 
 
 def unique(prefix: str) -> str:
@@ -190,7 +175,7 @@ async def connect() -> AsyncIterator[Connect]:
     opened: list[ClientConnection] = []
 
     async def open_client(
-        target: Emulator, *, key: str | None = None, query: str = "protocol=7", app: App | None = None
+        target: RunningEmulator, *, key: str | None = None, query: str = "protocol=7", app: App | None = None
     ) -> Client:
         ws = await ws_connect(target.ws_url(key, query), **WS_OPTIONS)
         opened.append(ws)
@@ -208,7 +193,7 @@ async def connect() -> AsyncIterator[Connect]:
 # -- HTTP API ---------------------------------------------------------------------------------------------------------
 
 
-async def publish(target: Emulator, channel: str, event: str, data: str, *, app: App | None = None) -> None:
+async def publish(target: RunningEmulator, channel: str, event: str, data: str, *, app: App | None = None) -> None:
     """Trigger through the HTTP API, signed with relay.protocol.signing."""
     app = app or target.app
     body = json.dumps({"name": event, "channel": channel, "data": data}).encode()
@@ -222,7 +207,7 @@ async def publish(target: Emulator, channel: str, event: str, data: str, *, app:
     assert response.json() == {}
 
 
-async def api_get(target: Emulator, path: str, **query: str) -> Any:
+async def api_get(target: RunningEmulator, path: str, **query: str) -> Any:
     app = target.app
     full = f"/apps/{app.app_id}{path}"
     params = sign_rest_request(app.key, app.secret, "GET", full, timestamp=int(time.time()), params=query)
@@ -232,7 +217,7 @@ async def api_get(target: Emulator, path: str, **query: str) -> Any:
     return response.json()
 
 
-def official_client(target: Emulator, **options: Any) -> Any:
+def official_client(target: RunningEmulator, **options: Any) -> Any:
     """pusher-http-python pointed at the emulator (its calls block: run them with asyncio.to_thread)."""
     app = target.app
     return pusher.Pusher(
@@ -240,7 +225,7 @@ def official_client(target: Emulator, **options: Any) -> Any:
     )
 
 
-async def assert_serves_others(target: Emulator, connect: Connect) -> None:
+async def assert_serves_others(target: RunningEmulator, connect: Connect) -> None:
     """Item 10/13 companion: a fresh connection can still subscribe and receive a publish."""
     other = await connect(target)
     channel = unique("others-")
