@@ -433,19 +433,33 @@ class AblyApp:
     # -- presence ---------------------------------------------------------------------------------------------
 
     def members(self, name: str) -> list[dict[str, Any]]:
-        """The presence set as PRESENT messages: Ably connections' members (of every node), then this node's Pusher
-        connections' members."""
+        """The presence set as PRESENT messages: this node's Ably connections' members, the other nodes' members
+        (Ably and Pusher connections'), then this node's Pusher connections' members."""
         items = [record.item(PRESENT) for record in self.presence.get(name, {}).values()]
         items.extend(record.item(PRESENT) for _, record in self.remote_members.get(name, {}).values())
         channel = self.state.channels.get(name)
-        if channel is not None and channel.kind is ChannelKind.PRESENCE:
-            now = self.wall_ms()
-            for socket_id, peer in channel.subscribers.items():
-                user_id = peer.subscriptions.get(name) if isinstance(peer, Session) else None
-                entry = channel.members.get(user_id) if user_id is not None else None
-                if user_id is not None and entry is not None:
-                    items.append(pusher_member(socket_id, user_id, entry.user_info_json, f"{socket_id}:0:0", now))
+        if channel is not None:
+            items.extend(self._pusher_members(channel))
         return items
+
+    def _pusher_members(self, channel: Channel) -> Iterator[dict[str, Any]]:
+        """This node's Pusher connections in ``channel``'s presence, a member each (none outside presence channels)."""
+        if channel.kind is not ChannelKind.PRESENCE:
+            return
+        now = self.wall_ms()
+        for socket_id, peer in channel.subscribers.items():
+            user_id = peer.subscriptions.get(channel.name) if isinstance(peer, Session) else None
+            entry = channel.members.get(user_id) if user_id is not None else None
+            if user_id is not None and entry is not None:
+                yield pusher_member(socket_id, user_id, entry.user_info_json, PRESENT, now)
+
+    def pusher_member(self, channel: Channel, socket_id: str, user_id: str, user_info_json: str, entered: bool) -> None:
+        """A Pusher connection entered or left a presence channel: to Ably, a member with the socket id as its
+        connectionId, on every node (in a cluster the other nodes keep it in their replica, as an Ably member)."""
+        if self.state.cluster is None and not channel.foreign:
+            return  # no Ably connection anywhere can hear of it
+        item = pusher_member(socket_id, user_id, user_info_json, ENTER if entered else LEAVE, self.wall_ms())
+        self.broadcast_presence(channel.name, socket_id, [item])
 
     def enter(
         self,
@@ -529,6 +543,9 @@ class AblyApp:
         for name, members in self.presence.items():
             for record in members.values():
                 yield name, record.item(PRESENT)
+        for name, channel in self.state.channels.items():
+            for item in self._pusher_members(channel):
+                yield name, item
 
     def remote_presence(self, node: int, channel: str, fields: dict[str, Any]) -> None:
         """Apply a node's PRESENCE message to the replica and send on what changed it: the same change can arrive
@@ -611,13 +628,17 @@ class AblyApp:
         return {"channelId": name, "name": name, "status": {"isActive": active, "occupancy": {"metrics": metrics}}}
 
 
-def pusher_member(socket_id: str, user_id: str, user_info_json: str, message_id: str, timestamp: int) -> dict[str, Any]:
-    """A Pusher connection's presence member as an Ably PresenceMessage (data: the user_info, JSON-encoded)."""
+def pusher_member(socket_id: str, user_id: str, user_info_json: str, action: int, timestamp: int) -> dict[str, Any]:
+    """A Pusher connection's presence member as an Ably PresenceMessage (data: the user_info, JSON-encoded).
+
+    Its id is fixed by the socket and the action (a member present or entering is ``socket:0:0``, its leave
+    ``socket:1:0``), so every node and every snapshot of the member carry the same id, and a leave is newer than the
+    enter by Ably's comparison of ids (RTP2b2)."""
     return {
-        "action": PRESENT,
+        "action": action,
         "clientId": user_id,
         "connectionId": socket_id,
-        "id": message_id,
+        "id": f"{socket_id}:{1 if action == LEAVE else 0}:0",
         "timestamp": timestamp,
         "data": user_info_json,
         "encoding": "json",

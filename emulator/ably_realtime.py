@@ -52,7 +52,6 @@ from relay.emulator.ably_hub import (
     decode_body,
     decoded_data,
     parse_message,
-    pusher_member,
     ws_frame,
 )
 from relay.emulator.hub import ForeignPeer
@@ -278,27 +277,6 @@ class AblySession(ForeignPeer):
         wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
         if attachment.modes & wanted:
             self.send_frame(outbound.frame(self.binary))
-
-    def pusher_presence(
-        self,
-        channel: str,
-        socket_id: str,
-        user_id: str,
-        user_info_json: str,
-        entered: bool,
-        cache: dict[object, object],
-    ) -> None:
-        attachment = self.channels.get(channel)
-        if attachment is None or not attachment.modes & MODE_PRESENCE_SUBSCRIBE:
-            return
-        outbound = cache.get("ably")
-        if not isinstance(outbound, Outbound):
-            now = self.app.wall_ms()
-            item = pusher_member(socket_id, user_id, user_info_json, f"{socket_id}:{self.app.next_serial()}:0", now)
-            item["action"] = ENTER if entered else LEAVE
-            fields = {"action": PRESENCE, "channel": channel, "connectionId": socket_id, "timestamp": now}
-            outbound = cache["ably"] = Outbound({**fields, "presence": [item]}, presence=True)
-        self.send_frame(outbound.frame(self.binary))
 
     # -- input ------------------------------------------------------------------------------------------------
 

@@ -43,25 +43,14 @@ class ForeignPeer:
     """Base of peers speaking another protocol (Ably, ``relay.emulator.ably_realtime``) on the same channels.
 
     The hub hands such a peer what it delivers instead of writing Pusher frame bytes to it: the Pusher frame and the
-    ``origin`` the publisher passed (``None`` for a Pusher publish), and Pusher presence joins and leaves per
-    connection. ``cache`` is shared by the recipients of one delivery, so each encoding is built once.
+    ``origin`` the publisher passed (``None`` for a Pusher publish). ``cache`` is shared by the recipients of one
+    delivery, so each encoding is built once.
     """
 
     __slots__ = ()
 
     def deliver_foreign(
         self, channel: str, frame: bytes, origin: object, exclude: str | None, cache: dict[object, object]
-    ) -> None:
-        raise NotImplementedError
-
-    def pusher_presence(
-        self,
-        channel: str,
-        socket_id: str,
-        user_id: str,
-        user_info_json: str,
-        entered: bool,
-        cache: dict[object, object],
     ) -> None:
         raise NotImplementedError
 
@@ -99,7 +88,7 @@ class ForeignPresence(Protocol):
     replicates like Pusher members: a node's members go with its snapshot and leave when the node is gone."""
 
     def held(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """This node's members: (channel, wire item)."""
+        """This node's members, Pusher connections' on presence channels included: (channel, wire item)."""
 
     def remote_presence(self, node: int, channel: str, fields: dict[str, Any]) -> None:
         """A node's presence message: its members' changes, sent on to this node's subscribers."""
@@ -108,6 +97,9 @@ class ForeignPresence(Protocol):
         """Everything ``node`` holds, by (channel, connection id, client id); differences are sent on."""
 
     def forget_node(self, node: int) -> None: ...
+
+    def pusher_member(self, channel: Channel, socket_id: str, user_id: str, user_info_json: str, entered: bool) -> None:
+        """A Pusher connection joined or left ``channel``'s presence (to the other protocol, a member of its own)."""
 
 
 @dataclass(slots=True)
@@ -246,8 +238,10 @@ class AppState:
         if isinstance(peer, ForeignPeer):
             channel.foreign += 1
         elif member is not None:
-            if channel.foreign:
-                self._foreign_presence(channel, peer.socket_id, member.user_id, member.user_info_json, entered=True)
+            if self.foreign_presence is not None:
+                self.foreign_presence.pusher_member(
+                    channel, peer.socket_id, member.user_id, member.user_info_json, entered=True
+                )
             self.join_member(channel, peer.socket_id, member)
         return channel
 
@@ -277,9 +271,9 @@ class AppState:
         if isinstance(peer, ForeignPeer):
             channel.foreign -= 1
         elif member_id is not None:
-            if channel.foreign:
+            if self.foreign_presence is not None:
                 info = channel.members[member_id].user_info_json
-                self._foreign_presence(channel, peer.socket_id, member_id, info, entered=False)
+                self.foreign_presence.pusher_member(channel, peer.socket_id, member_id, info, entered=False)
             self.leave_member(channel, member_id)
         if channel.subscribers:
             self.subscription_count_changed(channel)
@@ -306,15 +300,6 @@ class AppState:
         else:
             event = {"name": "member_removed", "channel": name, "user_id": user_id}
             self.webhooks.emit_delayed(("member_removed", name, user_id), event)
-
-    def _foreign_presence(
-        self, channel: Channel, socket_id: str, user_id: str, user_info_json: str, *, entered: bool
-    ) -> None:
-        """Tell the channel's ForeignPeers that a Pusher connection joined or left its presence."""
-        cache: dict[object, object] = {}
-        for peer in channel.peers():
-            if isinstance(peer, ForeignPeer):
-                peer.pusher_presence(channel.name, socket_id, user_id, user_info_json, entered, cache)
 
     def subscription_count_changed(self, channel: Channel) -> None:
         """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""

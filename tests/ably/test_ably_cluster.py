@@ -1,6 +1,7 @@
 """Ably connections on a cluster of emulator nodes (Redis): a message published on one node reaches Ably subscribers
 on another as the same ProtocolMessage (id, extras, binary data), and Pusher subscribers there as Pusher events; Ably
-presence members entered on one node are members on every node, until they leave or their node dies."""
+presence members entered on one node are members on every node, until they leave or their node dies, and so are the
+Pusher connections in a ``presence-`` channel."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 
 import httpx
 import msgpack  # type: ignore[import-untyped]
-from ablysupport import API_KEY, APP, MESSAGE, PRESENCE, SYNC, AblyWire, ably_wire, pusher_wire
+from ablysupport import API_KEY, APP, MESSAGE, PRESENCE, SYNC, AblyWire, PusherWire, ably_wire, pusher_wire
 
 from relay.emulator.cluster import NodeState
+from relay.protocol.signing import channel_auth
 from tests.cluster.conftest import RedisServer
 from tests.cluster.conftest import redis_server as redis_server
 from tests.cluster.test_faults import Spawn
@@ -185,6 +187,72 @@ async def test_a_dead_node_s_members_leave_on_the_survivors(spawn: Spawn, wires:
     assert _member(await _presence_event(watcher)) == (LEAVE, "alice", alice_id, "hello", None)
     async with httpx.AsyncClient(base_url=survivor.http_url) as http:
         assert (await http.get("/channels/room/presence", headers=BASIC)).json() == []
+
+
+async def _pusher_member(running: Any, user_id: str, info: dict[str, Any]) -> PusherWire:
+    wire = await pusher_wire(running)
+    channel_data = json.dumps({"user_id": user_id, "user_info": info})
+    auth = channel_auth(APP.key, APP.secret, wire.socket_id, "presence-room", channel_data)
+    await wire.send("pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data})
+    await wire.expect("pusher_internal:subscription_succeeded")
+    return wire
+
+
+async def _pusher_presence_event(peer: AblyWire) -> tuple[Any, ...]:
+    message = await peer.expect(PRESENCE)
+    assert message["channel"] == "presence-room" and len(message["presence"]) == 1
+    return _member(message["presence"][0])
+
+
+async def test_another_node_s_pusher_members_are_ably_members_of_a_presence_channel(
+    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+) -> None:
+    """A Pusher connection in a ``presence-`` channel is an Ably member on every node (connectionId: its socket id,
+    data: its user_info), as on its own node: live, in a later attach's SYNC, over REST and in the occupancy."""
+    here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
+    watcher = await ably_wire(here)
+    wires.append(watcher)
+    await watcher.attach("presence-room")
+    await asyncio.sleep(0.2)
+
+    pat = await _pusher_member(there, "pat", {"name": "Pat"})
+    wires.append(pat)
+    entered = (ENTER, "pat", pat.socket_id, '{"name":"Pat"}', "json")
+    assert await _pusher_presence_event(watcher) == entered
+    await asyncio.sleep(0.2)  # let the bus message reach both nodes' Redis state before a newcomer attaches
+
+    late = await ably_wire(here)
+    wires.append(late)
+    await late.attach("presence-room")
+    synced = await late.expect(SYNC)
+    assert [_member(item) for item in synced["presence"]] == [(PRESENT, *entered[1:])]
+    async with httpx.AsyncClient(base_url=here.http_url) as http:
+        listed = (await http.get("/channels/presence-room/presence", headers=BASIC)).json()
+        details = (await http.get("/channels/presence-room", headers=BASIC)).json()
+    assert [_member(item) for item in listed] == [(PRESENT, *entered[1:])]
+    assert details["status"]["occupancy"]["metrics"]["presenceMembers"] == 1
+
+    await pat.ws.close()
+    left = (LEAVE, *entered[1:])
+    assert await _pusher_presence_event(watcher) == left
+    assert await _pusher_presence_event(late) == left
+    async with httpx.AsyncClient(base_url=here.http_url) as http:
+        assert (await http.get("/channels/presence-room/presence", headers=BASIC)).json() == []
+
+
+async def test_a_dead_node_s_pusher_members_leave_ably_on_the_survivors(spawn: Spawn, wires: list[Any]) -> None:
+    doomed_process, doomed = await spawn()
+    _, survivor = await spawn()
+    watcher = await ably_wire(survivor)
+    wires.append(watcher)
+    await watcher.attach("presence-room")
+    await asyncio.sleep(0.2)
+    pat = await _pusher_member(doomed, "pat", {"name": "Pat"})
+    wires.append(pat)
+    assert (await _pusher_presence_event(watcher))[:3] == (ENTER, "pat", pat.socket_id)
+
+    await doomed_process.kill()
+    assert (await _pusher_presence_event(watcher))[:3] == (LEAVE, "pat", pat.socket_id)
 
 
 def test_an_unreadable_ably_member_in_a_nodes_state_is_skipped() -> None:

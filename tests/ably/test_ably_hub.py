@@ -212,9 +212,19 @@ def test_pusher_presence_reaches_ably_per_connection() -> None:
     assert len(hub.ably.members("presence-room")) == 2 and hub.state.presence_hash("presence-room") == {
         "pat": '{"name":"Pat"}'
     }
+    # The same member carries the same id live, in the presence set and in what a cluster snapshot stores.
+    first = sessions[0].socket_id
+    assert entered[0]["presence"][0]["id"] == f"{first}:0:0"
+    assert {m["connectionId"]: m["id"] for m in hub.ably.members("presence-room")}[first] == f"{first}:0:0"
+    assert {item["connectionId"]: (name, item["id"]) for name, item in hub.ably.held()}[first] == (
+        "presence-room",
+        f"{first}:0:0",
+    )
     pusher_send(sessions[0], "pusher:unsubscribe", {"channel": "presence-room"})
     [left] = ably_link.take()
     assert (left["presence"][0]["action"], left["presence"][0]["clientId"]) == (3, "pat")
+    assert left["presence"][0]["id"] == f"{first}:1:0"  # newer than the enter by Ably's comparison of ids
+    assert [item["connectionId"] for _, item in hub.ably.held()] == [sessions[1].socket_id]
 
 
 def test_ably_members_are_pusher_members_per_user() -> None:
