@@ -29,14 +29,18 @@ pytestmark = [
     ),
 ]
 SLOW = 15_000  # ms: a page's ably-js connections (one per channel) each fetch a token first, on a busy CI machine
+RECONNECT = 45_000  # ms: after a failed first retry ably-js waits disconnectedRetryTimeout (15 s, with backoff)
 
 
-async def test_an_order_goes_live_between_customer_and_kitchen_over_ably(
+async def test_order_lifecycle_over_ably_across_three_pages_and_an_emulator_restart(
     browser: object, emulator_process: EmulatorProcess
 ) -> None:
-    """The kitchen display and the customer's page connect with ably-js to the emulator's Ably protocol: the cook on
-    shift is listed from presence-kitchen, the customer's order reaches the kitchen live, and the kitchen's status
-    changes reach the customer's page without a reload."""
+    """The Pusher end-to-end story, on ably-js: the cook on shift is listed from presence-kitchen, the customer's
+    order reaches the kitchen live, the kitchen's status changes reach the customer's page and light up the delivery
+    page, all without a reload. Then the emulator stops: every page says "Reconnecting…"; the driver picks the order
+    up during the outage (the publish fails, the order is kept); the emulator starts again on the same port: every
+    page is live again (ably-js retries on its own schedule), the customer's page has caught up on re-attach, the cook
+    is present again, and later updates arrive live."""
     port = emulator_process.port
     app = create_app(f"ably://1.app-key:app-secret@127.0.0.1:{port}?tls=false", session_secret=b"e2e")
     problems: list[str] = []
@@ -49,7 +53,10 @@ async def test_an_order_goes_live_between_customer_and_kitchen_over_ably(
 
         kitchen = await new_page(browser, "/kitchen", site, problems)
         await start_shift(kitchen, "Asha")
+        delivery = await new_page(browser, "/delivery", site, problems)
+        await start_shift(delivery, "Ravi")
         customer = await new_page(browser, "/", site, problems)
+        pages = {"customer": customer, "kitchen": kitchen, "delivery": delivery}
         await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         await expect(kitchen.locator("#staff")).to_have_text("Asha", timeout=SLOW)  # type: ignore[attr-defined]
         assert await kitchen.evaluate("typeof Ably.Realtime") == "function"  # type: ignore[attr-defined]
@@ -58,7 +65,8 @@ async def test_an_order_goes_live_between_customer_and_kitchen_over_ably(
         await customer.get_by_label("Fish moilee with rice").check()  # type: ignore[attr-defined]
         await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
         await expect(customer.locator("#order-id")).to_have_text("#1")  # type: ignore[attr-defined]
-        await expect(customer.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+        for page in pages.values():
+            await expect(page.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         ticket = kitchen.locator('[data-order-id="1"]')  # type: ignore[attr-defined]
         await expect(ticket.locator("h3")).to_have_text("#1 · Meera", timeout=SLOW)
         await expect(ticket).to_contain_text("Fish moilee with rice")
@@ -69,8 +77,33 @@ async def test_an_order_goes_live_between_customer_and_kitchen_over_ably(
         await expect(customer.locator("#order-status")).to_have_text(  # type: ignore[attr-defined]
             "Ready for pickup", timeout=SLOW
         )
+        await expect(delivery.locator("#notice")).to_have_text("Order #1 is ready for pickup")  # type: ignore[attr-defined]
+        pickup = delivery.locator('[data-order-id="1"]')  # type: ignore[attr-defined]
+        await expect(pickup.locator(".status")).to_have_text("Ready for pickup")
         await expect(customer.locator("#timeline li")).to_have_count(3)  # type: ignore[attr-defined]
         assert await customer.evaluate("performance.getEntriesByType('navigation').length") == 1  # type: ignore[attr-defined]
-        for page in (customer, kitchen):
-            await expect(page.locator("#connection")).to_have_text("Live")  # type: ignore[attr-defined]
+
+        assert await emulator_process.stop() == 0
+        for page in pages.values():
+            await expect(page.locator("#connection")).to_have_text("Reconnecting…", timeout=SLOW)  # type: ignore[attr-defined]
+        await pickup.get_by_role("button", name="Picked up").click()
+        await expect(pickup.locator(".status")).to_have_text("Out for delivery")
+        await expect(customer.locator("#order-status")).to_have_text("Ready for pickup")  # type: ignore[attr-defined]
+        assert app.state.orders.get(1).status == "picked_up"
+
+        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
+        try:
+            for page in pages.values():
+                await expect(page.locator("#connection")).to_have_text("Live", timeout=RECONNECT)  # type: ignore[attr-defined]
+            await expect(customer.locator("#order-status")).to_have_text("Out for delivery", timeout=SLOW)  # type: ignore[attr-defined]
+            await expect(kitchen.locator("#empty")).to_have_text("No orders yet.", timeout=SLOW)  # type: ignore[attr-defined]
+            await expect(kitchen.locator("#staff")).to_have_text("Asha", timeout=SLOW)  # type: ignore[attr-defined]
+
+            await pickup.get_by_role("button", name="Delivered").click()
+            await expect(customer.locator("#order-status")).to_have_text("Delivered", timeout=SLOW)  # type: ignore[attr-defined]
+            await expect(customer.locator("#timeline li")).to_have_count(5)  # type: ignore[attr-defined]
+            await expect(delivery.locator("#empty")).to_have_text("Nothing to pick up.")  # type: ignore[attr-defined]
+            assert await customer.evaluate("performance.getEntriesByType('navigation').length") == 1  # type: ignore[attr-defined]
+        finally:
+            await restarted.stop()
     assert problems == []

@@ -1,0 +1,143 @@
+"""Review of 0d24fc6 (Pusher members are Ably members on every node): what an Ably SDK's presence set makes of the
+PRESENCE messages a node sends for another node's members.
+
+Two nodes in process, without Redis: node 1 and node 2 each have an ``AppState`` with a recording ``ClusterLink``;
+what node 1 announces with ``ably_presence`` is handed to node 2's ``remote_presence`` as the bus would. Node 2's
+Ably subscriber's PRESENCE messages are fed to ably-python's ``PresenceMap`` (the SDK's RTP2 implementation, the same
+comparison as ably-js's ``newerThan``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import httpx
+from ably.realtime.presencemap import PresenceMap  # type: ignore[import-untyped]
+from ably.types.presence import PresenceAction, PresenceMessage  # type: ignore[import-untyped]
+
+from relay.emulator.ably_auth import AblyAuth, AblyKey
+from relay.emulator.ably_hub import AblyApp
+from relay.emulator.ably_realtime import AblySession
+from relay.emulator.hub import AppState
+from relay.emulator.session import Session
+from relay.emulator.webhooks import WebhookDispatcher
+from relay.protocol.signing import channel_auth
+from tests.ably.test_ably_hub import APP, Link, pusher_send, send
+
+PRESENCE, SYNC = 14, 16
+ENTER, LEAVE = 2, 3
+
+
+class RecordingLink:
+    """A ClusterLink that keeps the Ably presence messages and ignores the rest."""
+
+    def __init__(self) -> None:
+        self.ably: list[tuple[str, dict[str, Any]]] = []
+
+    def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None:
+        self.ably.append((channel, fields))
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+class Node:
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.link = RecordingLink()
+        self.state = AppState(APP, WebhookDispatcher(APP, httpx.AsyncClient()), lambda: 1000.0, self.link)  # type: ignore[arg-type]
+        self.key = AblyKey.of(APP)
+        self.auth = AblyAuth({self.key.key_name: self.key})
+        self.clock = itertools.count(1_800_000_000_000, 1000)
+        self.ably = AblyApp(self.state, self.key, lambda: next(self.clock), itertools.count(1))
+        self.ids = itertools.count(1)
+
+    def pusher_member(self, user_id: str) -> Session:
+        session = Session(self.state, f"{self.number}.{next(self.ids)}", Link(), lambda: 1000.0)
+        session.open()
+        channel_data = json.dumps({"user_id": user_id, "user_info": {"name": user_id}})
+        auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
+        pusher_send(session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data})
+        return session
+
+    def ably_watcher(self) -> tuple[AblySession, Link]:
+        link = Link()
+        credentials = self.auth.api_key(f"{self.key.key_name}:{self.key.secret}", None)
+        session = AblySession(
+            self.ably, self.auth, f"{self.number}.{next(self.ids)}", link, lambda: 1000.0, credentials, binary=False, echo=True
+        )
+        session.open(resuming=False)
+        send(session, {"action": 10, "channel": "presence-room"})
+        return session, link
+
+    def relay_to(self, other: Node) -> None:
+        """The bus: this node's Ably presence messages, in order, to ``other``."""
+        for channel, fields in self.link.ably:
+            other.ably.remote_presence(self.number, channel, json.loads(json.dumps(fields)))
+        self.link.ably.clear()
+
+
+def sdk_view(link: Link) -> set[str]:
+    """The clientIds an Ably SDK's presence set holds after the SYNC and PRESENCE messages on ``link``."""
+    members = PresenceMap(member_key_fn=lambda item: f"{item.connection_id}:{item.client_id}")
+    for message in link.take():
+        if message["action"] not in (PRESENCE, SYNC):
+            continue
+        for raw in message["presence"]:
+            item = PresenceMessage.from_encoded(raw)
+            if item.action == PresenceAction.LEAVE:
+                members.remove(item)
+            else:
+                members.put(item)
+    return {item.client_id for item in members.values()}
+
+
+def test_a_dead_node_s_pusher_member_leaves_an_ably_sdk_s_presence_set() -> None:
+    """Node 1 dies holding Pusher member pat: node 2 sends its Ably subscribers pat's LEAVE, but with the id of the
+    ENTER (``1.1:0:0``, not ``1.1:1:0`` as docs/ably.md says), so the SDK finds it no newer than the ENTER (RTP2b2)
+    and ignores it: pat stays in the set forever."""
+    doomed, survivor = Node(1), Node(2)
+    _, watched = survivor.ably_watcher()
+    doomed.pusher_member("pat")
+    doomed.relay_to(survivor)
+    survivor.state.forget_node(1)  # the heartbeat expired (or "bye")
+
+    presence = [m for m in watched.decoded() if m["action"] == PRESENCE]
+    assert [(m["presence"][0]["action"], m["presence"][0]["id"]) for m in presence] == [
+        (ENTER, "1.1:0:0"),
+        (LEAVE, "1.1:0:0"),  # the defect: an enter's id on a leave
+    ]
+    assert survivor.ably.members("presence-room") == []  # the emulator's own set is right...
+    assert sdk_view(watched) == set()  # ...the SDK's is not: FAILS ({'pat'})
+
+
+def test_a_pusher_member_missing_from_a_node_s_snapshot_leaves_an_ably_sdk_s_presence_set() -> None:
+    """The same through ``remote_snapshot`` (node 1 restarted within its TTL, or reconciled after a Redis outage,
+    without pat): node 2's LEAVE carries the ENTER's id and the SDK ignores it."""
+    restarted, other = Node(1), Node(2)
+    _, watched = other.ably_watcher()
+    restarted.pusher_member("pat")
+    restarted.relay_to(other)
+    other.ably.remote_snapshot(1, {})
+
+    assert other.ably.members("presence-room") == []
+    assert sdk_view(watched) == set()  # FAILS ({'pat'})
+
+
+def test_a_dead_node_s_ably_member_leaves_an_ably_sdk_s_presence_set() -> None:
+    """Not new in 0d24fc6 (same root cause, ``AblyApp._left``): a dead node's Ably member's LEAVE on the survivor
+    repeats the ENTER's id ``conn:0:0`` and the SDK ignores it."""
+    doomed, survivor = Node(1), Node(2)
+    _, watched = survivor.ably_watcher()
+    credentials = doomed.auth.api_key(f"{doomed.key.key_name}:{doomed.key.secret}", "ann")
+    ann = AblySession(doomed.ably, doomed.auth, "1.9", Link(), lambda: 1000.0, credentials, binary=False, echo=True)
+    ann.open(resuming=False)
+    send(ann, {"action": 10, "channel": "presence-room"})
+    send(ann, {"action": 14, "channel": "presence-room", "msgSerial": 0, "presence": [{"action": 2}]})
+    doomed.relay_to(survivor)
+    survivor.state.forget_node(1)
+
+    assert survivor.ably.members("presence-room") == []
+    assert sdk_view(watched) == set()  # FAILS ({'ann'})
