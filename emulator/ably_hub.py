@@ -590,8 +590,12 @@ class AblyApp:
                 self._remote_change(node, name, left)
 
     def _left(self, record: PresenceRecord) -> dict[str, Any]:
-        """A LEAVE the server makes for a member whose node is gone or no longer holds it."""
+        """A LEAVE the server makes for a member whose node is gone or no longer holds it.
+
+        Its id does not begin with the member's connectionId, so SDKs judge it newer than the member's last message by
+        timestamp (RTP2b1); with the member's own id they would find it no newer (RTP2b2) and keep the member."""
         item = record.item(LEAVE)
+        item["id"] = f"leave-{self.next_serial()}:0:0"
         item["timestamp"] = self.wall_ms()
         return item
 

@@ -239,9 +239,9 @@ class AppState:
             channel.foreign += 1
         elif member is not None:
             if self.foreign_presence is not None:
-                self.foreign_presence.pusher_member(
-                    channel, peer.socket_id, member.user_id, member.user_info_json, entered=True
-                )
+                entry = channel.members.get(member.user_id)  # a user's info is its first connection's, as in Pusher
+                info = member.user_info_json if entry is None else entry.user_info_json
+                self.foreign_presence.pusher_member(channel, peer.socket_id, member.user_id, info, entered=True)
             self.join_member(channel, peer.socket_id, member)
         return channel
 

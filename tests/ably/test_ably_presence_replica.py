@@ -1,5 +1,5 @@
-"""Review of 0d24fc6 (Pusher members are Ably members on every node): what an Ably SDK's presence set makes of the
-PRESENCE messages a node sends for another node's members.
+"""What an Ably SDK's presence set makes of the PRESENCE messages a node sends for another node's members (Ably
+members, and Pusher connections in a ``presence-`` channel), including the LEAVEs a node makes itself.
 
 Two nodes in process, without Redis: node 1 and node 2 each have an ``AppState`` with a recording ``ClusterLink``;
 what node 1 announces with ``ably_presence`` is handed to node 2's ``remote_presence`` as the bus would. Node 2's
@@ -59,14 +59,23 @@ class Node:
         session.open()
         channel_data = json.dumps({"user_id": user_id, "user_info": {"name": user_id}})
         auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
-        pusher_send(session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data})
+        pusher_send(
+            session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data}
+        )
         return session
 
     def ably_watcher(self) -> tuple[AblySession, Link]:
         link = Link()
         credentials = self.auth.api_key(f"{self.key.key_name}:{self.key.secret}", None)
         session = AblySession(
-            self.ably, self.auth, f"{self.number}.{next(self.ids)}", link, lambda: 1000.0, credentials, binary=False, echo=True
+            self.ably,
+            self.auth,
+            f"{self.number}.{next(self.ids)}",
+            link,
+            lambda: 1000.0,
+            credentials,
+            binary=False,
+            echo=True,
         )
         session.open(resuming=False)
         send(session, {"action": 10, "channel": "presence-room"})
@@ -95,9 +104,9 @@ def sdk_view(link: Link) -> set[str]:
 
 
 def test_a_dead_node_s_pusher_member_leaves_an_ably_sdk_s_presence_set() -> None:
-    """Node 1 dies holding Pusher member pat: node 2 sends its Ably subscribers pat's LEAVE, but with the id of the
-    ENTER (``1.1:0:0``, not ``1.1:1:0`` as docs/ably.md says), so the SDK finds it no newer than the ENTER (RTP2b2)
-    and ignores it: pat stays in the set forever."""
+    """Node 1 dies holding Pusher member pat: node 2 sends its Ably subscribers pat's LEAVE with an id of its own, so
+    the SDK compares it with the ENTER by timestamp (RTP2b1); with the ENTER's id (``1.1:0:0``) it would find it no
+    newer (RTP2b2), ignore it, and keep pat for ever."""
     doomed, survivor = Node(1), Node(2)
     _, watched = survivor.ably_watcher()
     doomed.pusher_member("pat")
@@ -107,15 +116,15 @@ def test_a_dead_node_s_pusher_member_leaves_an_ably_sdk_s_presence_set() -> None
     presence = [m for m in watched.decoded() if m["action"] == PRESENCE]
     assert [(m["presence"][0]["action"], m["presence"][0]["id"]) for m in presence] == [
         (ENTER, "1.1:0:0"),
-        (LEAVE, "1.1:0:0"),  # the defect: an enter's id on a leave
+        (LEAVE, "leave-1:0:0"),
     ]
-    assert survivor.ably.members("presence-room") == []  # the emulator's own set is right...
-    assert sdk_view(watched) == set()  # ...the SDK's is not: FAILS ({'pat'})
+    assert survivor.ably.members("presence-room") == []
+    assert sdk_view(watched) == set()
 
 
 def test_a_pusher_member_missing_from_a_node_s_snapshot_leaves_an_ably_sdk_s_presence_set() -> None:
     """The same through ``remote_snapshot`` (node 1 restarted within its TTL, or reconciled after a Redis outage,
-    without pat): node 2's LEAVE carries the ENTER's id and the SDK ignores it."""
+    without pat)."""
     restarted, other = Node(1), Node(2)
     _, watched = other.ably_watcher()
     restarted.pusher_member("pat")
@@ -123,12 +132,11 @@ def test_a_pusher_member_missing_from_a_node_s_snapshot_leaves_an_ably_sdk_s_pre
     other.ably.remote_snapshot(1, {})
 
     assert other.ably.members("presence-room") == []
-    assert sdk_view(watched) == set()  # FAILS ({'pat'})
+    assert sdk_view(watched) == set()
 
 
 def test_a_dead_node_s_ably_member_leaves_an_ably_sdk_s_presence_set() -> None:
-    """Not new in 0d24fc6 (same root cause, ``AblyApp._left``): a dead node's Ably member's LEAVE on the survivor
-    repeats the ENTER's id ``conn:0:0`` and the SDK ignores it."""
+    """A dead node's Ably member leaves the survivor's subscribers' presence sets the same way."""
     doomed, survivor = Node(1), Node(2)
     _, watched = survivor.ably_watcher()
     credentials = doomed.auth.api_key(f"{doomed.key.key_name}:{doomed.key.secret}", "ann")
@@ -140,4 +148,41 @@ def test_a_dead_node_s_ably_member_leaves_an_ably_sdk_s_presence_set() -> None:
     survivor.state.forget_node(1)
 
     assert survivor.ably.members("presence-room") == []
-    assert sdk_view(watched) == set()  # FAILS ({'ann'})
+    assert sdk_view(watched) == set()
+
+
+def test_every_node_shows_the_same_data_for_a_pusher_member() -> None:
+    """pat connects twice to node 1 with different user_info: both connections carry the user's info as Pusher has
+    it (the first connection's) in the live ENTERs, the SYNC and the snapshot, so node 2 and a node that joins later
+    (from the snapshot, which a resync compares by id only) show what node 1 shows."""
+    here, there = Node(1), Node(2)
+    for info in ({"n": 1}, {"n": 2}):
+        session = Session(here.state, f"1.{next(here.ids)}", Link(), lambda: 1000.0)
+        session.open()
+        channel_data = json.dumps({"user_id": "pat", "user_info": info})
+        auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
+        pusher_send(
+            session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data}
+        )
+    here.relay_to(there)
+
+    def view(node: Node) -> list[tuple[str, str]]:
+        return sorted((m["connectionId"], m["data"]) for m in node.ably.members("presence-room"))
+
+    assert view(there) == view(here) == [("1.1", '{"n":1}'), ("1.2", '{"n":1}')]
+
+
+def test_a_pusher_member_s_leave_and_re_enter_reach_an_ably_sdk_s_presence_set() -> None:
+    """A Pusher member's own LEAVE (``socket:1:0``) and its re-enter (``socket:0:0``) on another node."""
+    here, there = Node(1), Node(2)
+    _, watched = there.ably_watcher()
+    session = here.pusher_member("pat")
+    here.relay_to(there)
+    pusher_send(session, "pusher:unsubscribe", {"channel": "presence-room"})
+    here.relay_to(there)
+    assert sdk_view(watched) == set()
+    channel_data = json.dumps({"user_id": "pat", "user_info": {"name": "pat"}})
+    auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
+    pusher_send(session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data})
+    here.relay_to(there)
+    assert sdk_view(watched) == {"pat"}
