@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ from relay.emulator.ably_auth import AblyAuth, AblyKey
 from relay.emulator.ably_hub import AblyApp
 from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import App, EmulatorConfig, load_config
-from relay.emulator.hub import AppState
+from relay.emulator.hub import AppState, ClusterLink
 from relay.emulator.session import Session
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.errors import ConfigError
@@ -60,16 +61,24 @@ class Link:
 class Hub:
     """An app's hub state with its Ably side, and factories for sessions of both protocols."""
 
-    def __init__(self, app: App = APP) -> None:
-        self.state = AppState(app, WebhookDispatcher(app, httpx.AsyncClient()), lambda: 1000.0)
+    def __init__(
+        self,
+        app: App = APP,
+        *,
+        node: int = 1,
+        cluster: ClusterLink | None = None,
+        wall_ms: Callable[[], int] = lambda: 1_800_000_000_000,
+    ) -> None:
+        self.node = node
+        self.state = AppState(app, WebhookDispatcher(app, httpx.AsyncClient()), lambda: 1000.0, cluster)
         self.key = AblyKey.of(APP)
         self.auth = AblyAuth({self.key.key_name: self.key})
-        self.ably = AblyApp(self.state, self.key, lambda: 1_800_000_000_000, itertools.count(1))
+        self.ably = AblyApp(self.state, self.key, wall_ms, itertools.count(1))
         self.ids = itertools.count(1)
 
     def pusher(self) -> tuple[Session, Link]:
         link = Link()
-        session = Session(self.state, f"1.{next(self.ids)}", link, lambda: 1000.0)
+        session = Session(self.state, f"{self.node}.{next(self.ids)}", link, lambda: 1000.0)
         session.open()
         link.frames.clear()
         return session, link
@@ -80,7 +89,7 @@ class Hub:
         session = AblySession(
             self.ably,
             self.auth,
-            f"2.{next(self.ids)}",
+            f"{self.node}.{next(self.ids)}",
             link,
             lambda: 1000.0,
             credentials,

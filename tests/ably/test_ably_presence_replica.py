@@ -13,18 +13,13 @@ import itertools
 import json
 from typing import Any
 
-import httpx
 from ably.realtime.presencemap import PresenceMap  # type: ignore[import-untyped]
 from ably.types.presence import PresenceAction, PresenceMessage  # type: ignore[import-untyped]
 
-from relay.emulator.ably_auth import AblyAuth, AblyKey
-from relay.emulator.ably_hub import AblyApp
 from relay.emulator.ably_realtime import AblySession
-from relay.emulator.hub import AppState
 from relay.emulator.session import Session
-from relay.emulator.webhooks import WebhookDispatcher
 from relay.protocol.signing import channel_auth
-from tests.ably.test_ably_hub import APP, Link, pusher_send, send
+from tests.ably.test_ably_hub import Hub, Link, pusher_send, send
 
 PRESENCE, SYNC = 14, 16
 ENTER, LEAVE = 2, 3
@@ -43,21 +38,18 @@ class RecordingLink:
         return lambda *args, **kwargs: None
 
 
-class Node:
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.link = RecordingLink()
-        self.state = AppState(APP, WebhookDispatcher(APP, httpx.AsyncClient()), lambda: 1000.0, self.link)  # type: ignore[arg-type]
-        self.key = AblyKey.of(APP)
-        self.auth = AblyAuth({self.key.key_name: self.key})
-        self.clock = itertools.count(1_800_000_000_000, 1000)
-        self.ably = AblyApp(self.state, self.key, lambda: next(self.clock), itertools.count(1))
-        self.ids = itertools.count(1)
+class Node(Hub):
+    """One node of the pair: its Ably presence messages are recorded for :meth:`relay_to`, its clock ticks."""
 
-    def pusher_member(self, user_id: str) -> Session:
-        session = Session(self.state, f"{self.number}.{next(self.ids)}", Link(), lambda: 1000.0)
-        session.open()
-        channel_data = json.dumps({"user_id": user_id, "user_info": {"name": user_id}})
+    def __init__(self, number: int) -> None:
+        self.link = RecordingLink()
+        clock = itertools.count(1_800_000_000_000, 1000)
+        super().__init__(node=number, cluster=self.link, wall_ms=lambda: next(clock))  # type: ignore[arg-type]
+
+    def pusher_member(self, user_id: str, info: object = None) -> Session:
+        session, _ = self.pusher()
+        user_info = {"name": user_id} if info is None else info
+        channel_data = json.dumps({"user_id": user_id, "user_info": user_info})
         auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
         pusher_send(
             session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data}
@@ -65,26 +57,14 @@ class Node:
         return session
 
     def ably_watcher(self) -> tuple[AblySession, Link]:
-        link = Link()
-        credentials = self.auth.api_key(f"{self.key.key_name}:{self.key.secret}", None)
-        session = AblySession(
-            self.ably,
-            self.auth,
-            f"{self.number}.{next(self.ids)}",
-            link,
-            lambda: 1000.0,
-            credentials,
-            binary=False,
-            echo=True,
-        )
-        session.open(resuming=False)
+        session, link = self.ably_session()
         send(session, {"action": 10, "channel": "presence-room"})
         return session, link
 
     def relay_to(self, other: Node) -> None:
         """The bus: this node's Ably presence messages, in order, to ``other``."""
         for channel, fields in self.link.ably:
-            other.ably.remote_presence(self.number, channel, json.loads(json.dumps(fields)))
+            other.ably.remote_presence(self.node, channel, json.loads(json.dumps(fields)))
         self.link.ably.clear()
 
 
@@ -139,9 +119,7 @@ def test_a_dead_node_s_ably_member_leaves_an_ably_sdk_s_presence_set() -> None:
     """A dead node's Ably member leaves the survivor's subscribers' presence sets the same way."""
     doomed, survivor = Node(1), Node(2)
     _, watched = survivor.ably_watcher()
-    credentials = doomed.auth.api_key(f"{doomed.key.key_name}:{doomed.key.secret}", "ann")
-    ann = AblySession(doomed.ably, doomed.auth, "1.9", Link(), lambda: 1000.0, credentials, binary=False, echo=True)
-    ann.open(resuming=False)
+    ann, _ = doomed.ably_session(client_id="ann")
     send(ann, {"action": 10, "channel": "presence-room"})
     send(ann, {"action": 14, "channel": "presence-room", "msgSerial": 0, "presence": [{"action": 2}]})
     doomed.relay_to(survivor)
@@ -157,13 +135,7 @@ def test_every_node_shows_the_same_data_for_a_pusher_member() -> None:
     (from the snapshot, which a resync compares by id only) show what node 1 shows."""
     here, there = Node(1), Node(2)
     for info in ({"n": 1}, {"n": 2}):
-        session = Session(here.state, f"1.{next(here.ids)}", Link(), lambda: 1000.0)
-        session.open()
-        channel_data = json.dumps({"user_id": "pat", "user_info": info})
-        auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
-        pusher_send(
-            session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data}
-        )
+        here.pusher_member("pat", info)
     here.relay_to(there)
 
     def view(node: Node) -> list[tuple[str, str]]:
