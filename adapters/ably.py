@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urljoin
 
 from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
 from relay.config import ProviderConfig
@@ -42,6 +42,20 @@ def capability_for(channel: str) -> list[str]:
     if kind in (ChannelKind.PRIVATE, ChannelKind.ENCRYPTED):
         return ["publish", "subscribe"]
     return ["subscribe"]
+
+
+PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 100)
+
+
+def next_link(header: str) -> str | None:
+    """The target of the ``rel="next"`` link in an RFC 5988 ``Link`` header, if any."""
+    for link in header.split(","):
+        target, _, params = link.partition(";")
+        target = target.strip()
+        rels = [p.strip().partition("=")[2].strip('"') for p in params.split(";") if p.strip().startswith("rel=")]
+        if target.startswith("<") and target.endswith(">") and any("next" in rel.split() for rel in rels):
+            return target[1:-1]
+    return None
 
 
 class AblyAdapter:
@@ -164,14 +178,24 @@ class AblyAdapter:
         return Call(self._request("GET", f"/channels/{quote(name, safe='')}"), parse)
 
     def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
-        query = urlencode({"prefix": prefix, "by": "id"} if prefix else {"by": "id"})
+        params = {"prefix": prefix} if prefix else {}
+        query = urlencode({**params, "by": "id", "limit": PAGE_LIMIT})
 
         def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
             listed = self._json(response) or []
             names = [item if isinstance(item, str) else item.get("channelId", "") for item in listed]
             return {name: ChannelInfo(name, True) for name in names if name}
 
-        return Call(self._request("GET", f"/channels?{query}"), parse)
+        return Call(self._request("GET", f"/channels?{query}"), parse, self._next_page, lambda a, b: {**a, **b})
+
+    def _next_page(self, response: HttpResponse) -> HttpRequest | None:
+        """The request for the page a paginated answer links as ``rel="next"`` (RFC 5988; Ably's links are relative
+        to the request's path)."""
+        target = next_link(response.headers.get("link", ""))
+        if target is None:
+            return None
+        request = self._request("GET", "/")
+        return HttpRequest("GET", urljoin(response.url or request.url, target), request.headers, b"", True)
 
     def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
         def parse(response: HttpResponse | None) -> list[PresenceMember]:
@@ -183,7 +207,8 @@ class AblyAdapter:
                 members.append(PresenceMember(str(message.get("clientId")), data if isinstance(data, dict) else None))
             return members
 
-        return Call(self._request("GET", f"/channels/{quote(channel, safe='')}/presence"), parse)
+        request = self._request("GET", f"/channels/{quote(channel, safe='')}/presence?limit={PAGE_LIMIT}")
+        return Call(request, parse, self._next_page, lambda a, b: a + b)
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
         raise UnsupportedCapability("Ably", "send_to_user", hint="publish to a per-user channel instead")

@@ -44,12 +44,26 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    url: str = ""  # the URL that answered, for links relative to it
 
 
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
     request: HttpRequest | None
     parse: Callable[[HttpResponse | None], T]
+    # A paginated answer: ``next_page`` gives the request for the page after a response (None after the last), and
+    # ``join`` adds a page's parsed result to what the pages before it gave.
+    next_page: Callable[[HttpResponse], HttpRequest | None] | None = None
+    join: Callable[[T, T], T] | None = None
+
+    def pages(self, response: HttpResponse | None) -> tuple[T, HttpRequest | None]:
+        """The result ``response`` gives, and the request for the next page, if there is one to follow."""
+        follow = None if self.next_page is None or response is None else self.next_page(response)
+        return self.parse(response), follow
+
+    def joined(self, result: T, page: T) -> T:
+        assert self.join is not None  # only a call with next_page has pages to join
+        return self.join(result, page)
 
 
 class Adapter(Protocol):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.adapters.base import Call, Capability, HttpResponse
-from relay.adapters.pusher import PusherAdapter
+from relay.adapters.pusher import PusherAdapter, check_encrypted_targets, presence_channel
 from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
@@ -63,7 +63,14 @@ class MemoryAdapter:
     def __init__(self, config: ProviderConfig) -> None:
         self.store = memory_store(config.host)
         self._signer = PusherAdapter(
-            ProviderConfig("pusher", MEMORY_KEY, MEMORY_SECRET, "memory", "memory.invalid"),
+            ProviderConfig(
+                "pusher",
+                MEMORY_KEY,
+                MEMORY_SECRET,
+                "memory",
+                "memory.invalid",
+                encryption_master_key=config.encryption_master_key,
+            ),
         )
 
     def check_channel(self, name: object) -> str:
@@ -86,6 +93,7 @@ class MemoryAdapter:
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
+        check_encrypted_targets(channels)
         return self._record(*(Published(channel, event, payload.text, socket_id) for channel in channels))
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
@@ -98,6 +106,7 @@ class MemoryAdapter:
         return Call(None, lambda _: {})
 
     def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
+        presence_channel(channel)
         return Call(None, lambda _: [])
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:

@@ -30,6 +30,19 @@ from relay.protocol.signing import (
 from relay.protocol.socket_ids import validate_socket_id
 
 
+def check_encrypted_targets(channels: Sequence[str]) -> None:
+    """An encrypted channel's data is encrypted with that channel's key, so it cannot share a publish."""
+    if len(channels) > 1 and any(classify(name) is ChannelKind.ENCRYPTED for name in channels):
+        raise ProtocolError("encrypted channels must be published to one at a time")
+
+
+def presence_channel(channel: str) -> str:
+    """``channel``, if members can be listed: only presence channels have them."""
+    if classify(channel) is not ChannelKind.PRESENCE:
+        raise InvalidChannelName(f"{channel!r} is not a presence channel")
+    return channel
+
+
 class PusherAdapter:
     scheme = "pusher"
     capabilities = frozenset(Capability)
@@ -90,8 +103,7 @@ class PusherAdapter:
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
-        if len(channels) > 1 and any(classify(name) is ChannelKind.ENCRYPTED for name in channels):
-            raise ProtocolError("encrypted channels must be published to one at a time")
+        check_encrypted_targets(channels)
         body: dict[str, object] = {
             "name": event,
             "channels": list(channels),
@@ -121,15 +133,18 @@ class PusherAdapter:
         """End-to-end encryption for private-encrypted channels: NaCl secretbox with the channel's derived key."""
         if classify(channel) is not ChannelKind.ENCRYPTED:
             return data
+        shared_secret = base64.b64decode(encrypted_shared_secret(channel, self._master_key(channel)))
+        nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+        encrypted = nacl.secret.SecretBox(shared_secret).encrypt(data.encode(), nonce)
+        return dumps({"nonce": _b64(nonce), "ciphertext": _b64(encrypted.ciphertext)})
+
+    def _master_key(self, channel: str) -> bytes:
         master_key = self._config.encryption_master_key
         if master_key is None:
             raise ConfigError(
                 f"{channel!r} is end-to-end encrypted: add ?encryption_master_key=BASE64 (32 bytes) to the URL"
             )
-        shared_secret = base64.b64decode(encrypted_shared_secret(channel, master_key))
-        nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
-        encrypted = nacl.secret.SecretBox(shared_secret).encrypt(data.encode(), nonce)
-        return dumps({"nonce": _b64(nonce), "ciphertext": _b64(encrypted.ciphertext)})
+        return master_key
 
     def channel(self, name: str) -> Call[ChannelInfo]:
         info = "user_count" if classify(name) is ChannelKind.PRESENCE else "subscription_count"
@@ -154,9 +169,7 @@ class PusherAdapter:
         return Call(request, parse)
 
     def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
-        if classify(channel) is not ChannelKind.PRESENCE:
-            raise InvalidChannelName(f"{channel!r} is not a presence channel")
-        request = self._request("GET", f"/channels/{channel}/users", idempotent=True)
+        request = self._request("GET", f"/channels/{presence_channel(channel)}/users", idempotent=True)
 
         def parse(response: HttpResponse | None) -> list[PresenceMember]:
             return [PresenceMember(str(user["id"])) for user in self._json(response).get("users", [])]
@@ -183,13 +196,14 @@ class PusherAdapter:
             if user is None:
                 raise ProtocolError(f"{channel!r} is a presence channel: authorize it with a user")
             channel_data = dumps({"user_id": user.id, "user_info": dict(user.info)})
+        encrypted = classify(channel) is ChannelKind.ENCRYPTED
         return authorize_channel(
             self._config.key,
             self._config.secret,
             socket_id,
             channel,
             channel_data=channel_data,
-            encryption_master_key=self._config.encryption_master_key,
+            encryption_master_key=self._master_key(channel) if encrypted else None,
         )
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:

@@ -250,7 +250,11 @@ class Relay(_BaseRelay):
 
     def _run(self, call: Call[T], adapter: Adapter) -> T:
         response = None if call.request is None else self._sender.send(call.request, adapter.error_for)
-        return call.parse(response)
+        result, follow = call.pages(response)
+        while follow is not None:
+            page, follow = call.pages(self._sender.send(follow, adapter.error_for))
+            result = call.joined(result, page)
+        return result
 
     def _each(self, operation: Any, capability: Capability) -> Any:
         """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode."""
@@ -339,7 +343,11 @@ class AsyncRelay(_BaseRelay):
 
     async def _run(self, call: Call[T], adapter: Adapter) -> T:
         response = None if call.request is None else await self._sender.send(call.request, adapter.error_for)
-        return call.parse(response)
+        result, follow = call.pages(response)
+        while follow is not None:
+            page, follow = call.pages(await self._sender.send(follow, adapter.error_for))
+            result = call.joined(result, page)
+        return result
 
     async def _each(self, operation: Any, capability: Capability) -> Any:
         outcomes = _Outcomes(self._ops.mode)

@@ -36,11 +36,16 @@ class ProviderConfig:
     options: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def url_host(self) -> str:
+        """The host as a URL writes it: an IPv6 address in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def base_url(self) -> str:
         scheme = "https" if self.tls else "http"
         default_port = 443 if self.tls else 80
         port = "" if self.port in (None, default_port) else f":{self.port}"
-        return f"{scheme}://{self.host}{port}"
+        return f"{scheme}://{self.url_host}{port}"
 
     def url(self, *, privacy: bool = True) -> str:
         """The configuration as a URL; with ``privacy`` the secret is replaced by ``***``."""
@@ -52,7 +57,7 @@ class ProviderConfig:
         query = "" if self.tls or self.scheme != "pusher" else "?tls=false"
         if self.scheme == "emulator" and self.tls:
             query = "?tls=true"
-        return f"{self.scheme}://{quote(self.key, safe='.')}:{secret}@{self.host}{port}{path}{query}"
+        return f"{self.scheme}://{quote(self.key, safe='.')}:{secret}@{self.url_host}{port}{path}{query}"
 
     def __repr__(self) -> str:
         return f"ProviderConfig({self.url()!r})"
@@ -67,7 +72,9 @@ def parse_url(url: str) -> ProviderConfig:
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown provider scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if scheme == "memory":
-        return ProviderConfig(scheme="memory", host=parts.hostname or "")
+        options = dict(parse_qsl(parts.query.replace("+", "%2B")))
+        master_key = _master_key(options.pop("encryption_master_key", None))
+        return ProviderConfig(scheme="memory", host=parts.hostname or "", encryption_master_key=master_key)
     if scheme == "ably" and parts.netloc and "@" not in parts.netloc:
         parts = parts._replace(netloc=f"{parts.netloc}@")  # ably://APPID.KEYID:SECRET, the host omitted
     key, secret = unquote(parts.username or ""), unquote(parts.password or "")
@@ -91,8 +98,8 @@ def parse_url(url: str) -> ProviderConfig:
     app_id = _app_id(parts.path, scheme)
     if not host:
         raise ConfigError(f"{scheme}:// URL needs a host, for example {scheme}://KEY:SECRET@127.0.0.1:6001/apps/1")
-    if scheme == "pusher" and "." not in host and host != "localhost":
-        host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1"
+    if scheme == "pusher" and port is None and "." not in host and ":" not in host and host != "localhost":
+        host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1" (a host with a port is a host)
     return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key, options)
 
 

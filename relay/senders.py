@@ -59,7 +59,8 @@ def retry_delay(
 
 
 def _response(response: httpx.Response) -> HttpResponse:
-    return HttpResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return HttpResponse(response.status_code, headers, response.content, str(response.url))
 
 
 def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportError:

@@ -98,7 +98,9 @@ def validate_event_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
 
 
 def server_to_user_channel(user_id: str) -> str:
-    return SERVER_TO_USER_PREFIX + user_id
+    """The user's ``#server-to-user-{id}`` channel; an id no such channel can carry is refused here, before a
+    request."""
+    return validate_channel_name(SERVER_TO_USER_PREFIX + user_id)
 
 
 def is_client_event(name: str) -> bool:

@@ -200,12 +200,48 @@ async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, re
         "presence-room": ChannelInfo("presence-room", True),
         "presence-x": ChannelInfo("presence-x", True),
     }
-    assert dict(listing.calls.last.request.url.params) == {"prefix": "presence-", "by": "id"}
+    assert dict(members.calls.last.request.url.params) == {"limit": "1000"}
+    assert dict(listing.calls.last.request.url.params) == {"prefix": "presence-", "by": "id", "limit": "1000"}
     await relay.channels()
-    assert dict(listing.calls.last.request.url.params) == {"by": "id"}
+    assert dict(listing.calls.last.request.url.params) == {"by": "id", "limit": "1000"}
     for route in (status, idle, members, listing):
         check_headers(route.calls.last.request, body=False)
         assert route.calls.last.request.method == "GET"
+
+
+async def test_paginated_answers_are_followed_to_the_last_page(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    """Ably pages a channel list and a presence set (reference A.6, A.8) with RFC 5988 links relative to the request's
+    path; every page is fetched, with the same authentication, and joined."""
+    listing = respx_mock.get(f"{BASE}/channels").mock(
+        side_effect=[
+            httpx.Response(200, json=["a", "b"], headers={"Link": '<./channels?by=id&cursor=2>; rel="next"'}),
+            httpx.Response(
+                200,
+                json=[{"channelId": "c"}],
+                headers={"Link": '<./channels?by=id>; rel="first", <./channels?by=id&cursor=3>; rel="next"'},
+            ),
+            httpx.Response(200, json=["d"], headers={"Link": '<./channels?by=id>; rel="first"'}),
+        ]
+    )
+    members = respx_mock.get(f"{BASE}/channels/presence-room/presence").mock(
+        side_effect=[
+            httpx.Response(200, json=[{"clientId": "ann"}], headers={"Link": '<./presence?cursor=x>; rel="next"'}),
+            httpx.Response(200, json=[{"clientId": "ben"}]),
+        ]
+    )
+    relay = make_relay(URL)
+    assert list(await relay.channels()) == ["a", "b", "c", "d"]
+    assert [dict(call.request.url.params) for call in listing.calls] == [
+        {"by": "id", "limit": "1000"},
+        {"by": "id", "cursor": "2"},
+        {"by": "id", "cursor": "3"},
+    ]
+    assert [m.user_id for m in await relay.presence_members("presence-room")] == ["ann", "ben"]
+    assert [dict(call.request.url.params) for call in members.calls] == [{"limit": "1000"}, {"cursor": "x"}]
+    for call in [*listing.calls, *members.calls]:
+        check_headers(call.request, body=False)
 
 
 # -- unsupported operations -------------------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""The same call behaves the same whatever the URL names: the in-memory test provider refuses what Pusher and the
+emulator refuse, a missing encryption key is a ConfigError everywhere, and a host given as an IPv6 address or a
+name with a port is used as it is."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from relay import AsyncRelay, Relay
+from relay.config import parse_url
+from relay.emulator.config import App, EmulatorConfig
+from relay.emulator.server import EmulatorNode, start_server
+from relay.errors import ConfigError, ProtocolError
+from tests.conftest import RunningEmulator
+
+PUSHER_URL = "pusher://app-key:app-secret@api-eu.pusher.com/apps/1"
+
+
+@pytest.mark.parametrize("url", [PUSHER_URL, "emulator://app-key:app-secret@127.0.0.1:6001/apps/1", "memory://audit"])
+def test_authorizing_an_encrypted_channel_without_a_master_key_is_a_config_error(url: str) -> None:
+    """A missing setting is a ConfigError naming the fix (docs/library.md), for authorizing as for publishing."""
+    with pytest.raises(ConfigError, match="encryption_master_key"):
+        Relay.from_url(url).authorize_channel("123.456", "private-encrypted-orders")
+
+
+def test_memory_presence_members_refuses_a_non_presence_channel_like_pusher() -> None:
+    """An application's tests under RELAY_URL=memory:// fail where the same call would fail in production."""
+    with pytest.raises(ProtocolError, match="not a presence channel"):
+        Relay.from_url(PUSHER_URL).presence_members("orders")
+    with pytest.raises(ProtocolError, match="not a presence channel"):
+        Relay.from_url("memory://audit").presence_members("orders")
+
+
+def test_memory_refuses_a_multi_channel_encrypted_publish_like_pusher() -> None:
+    """Each encrypted channel's data is encrypted with its own key, so it is published alone, on memory too."""
+    with pytest.raises(ProtocolError, match="one at a time"):
+        Relay.from_url("memory://audit").publish(["private-encrypted-a", "b"], "e", "x")
+
+
+async def test_memory_send_to_user_refuses_an_invalid_user_id_like_the_emulator(emulator: RunningEmulator) -> None:
+    """A user id no ``#server-to-user-`` channel can carry is refused before any request, on every provider."""
+    async with AsyncRelay(f"emulator://app-key:app-secret@127.0.0.1:{emulator.port}/apps/1") as real:
+        with pytest.raises(ProtocolError):
+            await real.send_to_user("bad id", "notice", {})
+    with pytest.raises(ProtocolError):
+        Relay.from_url("memory://audit").send_to_user("bad id", "notice", {})
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("pusher://key:secret@[::1]:6001/apps/1?tls=false", "::1"),
+        ("pusher://key:secret@soketi:6001/apps/1?tls=false", "soketi"),
+    ],
+)
+def test_pusher_hosts_with_a_port_are_not_taken_for_cluster_names(url: str, host: str) -> None:
+    """Only a dot-free host without a port is a cluster name ('@eu/apps/1'): an IPv6 address or a docker-compose
+    service with a port ('soketi:6001') is a host."""
+    assert parse_url(url).host == host
+
+
+@pytest.fixture
+async def ipv6_emulator() -> AsyncIterator[int]:
+    node = EmulatorNode(EmulatorConfig(apps=(App(app_id="1", key="app-key", secret="app-secret"),)))
+    sock = socket.socket(socket.AF_INET6)
+    sock.bind(("::1", 0))
+    server = await start_server(node, sock=sock)
+    yield sock.getsockname()[1]
+    server.close()  # type: ignore[attr-defined]
+    await node.close()
+
+
+async def test_an_ipv6_emulator_url_works(ipv6_emulator: int) -> None:
+    """An IPv6 host keeps its brackets in the URLs requests go to."""
+    async with AsyncRelay(f"emulator://app-key:app-secret@[::1]:{ipv6_emulator}/apps/1") as client:
+        result = await client.publish("orders", "order-ready", {"id": 1})
+    assert result.channels == ("orders",)
