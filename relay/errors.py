@@ -118,6 +118,8 @@ class TransportError(RelayError):
 class UnsupportedCapability(RelayError):
     """The configured provider cannot perform this operation."""
 
+    http_status = 501  # Not Implemented: what the gateway answers; nothing failed
+
     def __init__(self, provider: str, operation: str, *, hint: str = "") -> None:
         message = f"{provider} does not support {operation}"
         super().__init__(f"{message}: {hint}" if hint else message)

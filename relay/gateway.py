@@ -142,11 +142,21 @@ def _claims_rule(spec: RuleSpec) -> Callable[..., Any]:
         if user is None:
             return spec.users == "anyone" and not placeholders
         claims = user.info
-        if any(str(claims.get(name)) != value for name, value in placeholders.items()):
+        if any(_claim_text(claims.get(name)) != value for name, value in placeholders.items()):
             return False
         return {claim: claims[claim] for claim in spec.user_info_claims if claim in claims}
 
     return rule
+
+
+def _claim_text(value: object) -> str | None:
+    """A claim as a placeholder compares it: a string as it is, an integer in decimal. Anything else (an absent or
+    null claim, a boolean, a list) matches no channel name: ``str()`` would have let "None" stand for a missing team."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 # -- identity ---------------------------------------------------------------------------------------------------
@@ -228,7 +238,7 @@ class PublishRequest(BaseModel):
     channels: list[str] | None = Field(default=None, min_length=1)
     event: str = Field(min_length=1, max_length=200)
     data: Any
-    socket_id: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$")
+    socket_id: str | None = Field(default=None, min_length=1, max_length=200)  # checked by the provider's adapter
 
     @model_validator(mode="after")
     def one_target(self) -> PublishRequest:
@@ -247,7 +257,7 @@ class BatchEventRequest(BaseModel):
     channel: str = Field(min_length=1, max_length=200)
     event: str = Field(min_length=1, max_length=200)
     data: Any
-    socket_id: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$")
+    socket_id: str | None = Field(default=None, min_length=1, max_length=200)  # checked by the provider's adapter
 
 
 class BatchRequest(BaseModel):
