@@ -57,13 +57,13 @@ from relay.emulator.ably_hub import (
 from relay.emulator.hub import ForeignPeer
 from relay.emulator.limits import origin_allowed
 from relay.emulator.session import Link
+from relay.emulator.wire import PING_FRAME
 from relay.protocol.ably import resource_matches
 
 log = logging.getLogger("relay.emulator")
 MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
 MAX_HEARTBEAT_INTERVAL = 15.0
 CONNECTION_STATE_TTL_MS = 120_000
-_PING_FRAME = b"\x89\x00"  # an unmasked WebSocket ping with no payload: clients answer with a pong
 _OPERATION_MODES = {
     "subscribe": MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE,
     "publish": MODE_PUBLISH,
@@ -227,7 +227,7 @@ class AblySession(ForeignPeer):
             self._send({"action": HEARTBEAT})
         if self.ping_sent_at is None and now - self.last_activity >= self._heartbeat:
             self.ping_sent_at = now
-            self._link.write(_PING_FRAME)
+            self._link.write(PING_FRAME)
 
     def pong_received(self) -> None:
         self.last_activity = self._clock()

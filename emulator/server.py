@@ -447,7 +447,7 @@ class HttpConnection(asyncio.Protocol):
             session.receive(payload, binary=opcode is Opcode.BINARY)
             return
         if opcode is Opcode.BINARY:
-            session.last_activity = asyncio.get_running_loop().time()
+            session.heard()
             session.send_text(frames.error(None, "Binary frames are not supported: send JSON in text frames"))
             return
         try:

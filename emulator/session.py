@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from relay.emulator.hub import AppState
-from relay.emulator.wire import encode_text
+from relay.emulator.wire import PING_FRAME, encode_text
 from relay.errors import LimitExceeded, PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol import frames
 from relay.protocol.channels import (
@@ -40,6 +40,7 @@ class Link(Protocol):
 class Session:
     __slots__ = (
         "_clock",
+        "_control_frames",
         "_events_in_window",
         "_flood_reported_at",
         "_frame_tokens",
@@ -70,6 +71,7 @@ class Session:
         self._released = False
         self.opened_at = self.last_activity = clock()
         self.ping_sent_at: float | None = None
+        self._control_frames = False  # the client has sent a WebSocket ping or pong: ping it that way too
         self._window_start = 0.0
         self._events_in_window = 0
         self._frame_tokens = float(state.app.limits.inbound_frame_burst)
@@ -110,6 +112,8 @@ class Session:
                 self.terminate(ErrorCode.PONG_NOT_RECEIVED, "Pong reply not received")
         elif now - self.last_activity > app.activity_timeout:
             self.ping_sent_at = now
+            if self._control_frames:  # it may answer only those (a Flutter SDK: reverb#224); either answer will do
+                self._link.write(PING_FRAME)
             self.send_text(frames.ping())
         if (
             app.user_authentication_timeout is not None
@@ -139,9 +143,14 @@ class Session:
 
     # -- input ------------------------------------------------------------------------------------------------
 
-    def receive(self, text: str | bytes) -> None:
+    def heard(self) -> float:
+        """Any frame from the client is activity and answers a pending ping (protocol §1.5); returns the time."""
         now = self.last_activity = self._clock()
         self.ping_sent_at = None
+        return now
+
+    def receive(self, text: str | bytes) -> None:
+        now = self.heard()
         if not self._take_frame_token(now):
             return
         try:
@@ -180,8 +189,9 @@ class Session:
         return False
 
     def pong_received(self) -> None:
-        self.last_activity = self._clock()
-        self.ping_sent_at = None
+        """A WebSocket ping or pong from the client."""
+        self.heard()
+        self._control_frames = True
 
     def _subscribe(self, data: dict[str, object]) -> None:
         name = data.get("channel")

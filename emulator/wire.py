@@ -23,6 +23,7 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SYNC_TAIL = b"\x00\x00\xff\xff"
 # Below this many payload bytes a frame is sent as it is: deflate saves nothing worth its header on so little.
 MIN_DEFLATE_BYTES = 64
+PING_FRAME = b"\x89\x00"  # an unmasked WebSocket ping with no payload: clients answer with a pong
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -73,8 +73,8 @@ def parse_user_data(user_data: object, limits: Limits = DEFAULT_LIMITS) -> tuple
     if not isinstance(watchlist, list) or not all(isinstance(item, str) for item in watchlist):
         raise InvalidFrame("user_data watchlist must be a list of user id strings")
     truncated = len(watchlist) > limits.max_watchlist
-    if len(user_id) > limits.max_channel_name:
-        raise LimitExceeded(f"user_data id is {len(user_id)} characters long; the limit is {limits.max_channel_name}")
+    if len(user_id) > limits.max_user_id_length:  # as a presence member's; its #server-to-user- channel then fits
+        raise LimitExceeded(f"user_data id is {len(user_id)} characters long; the limit is {limits.max_user_id_length}")
     user = SignedInUser(
         user_id=user_id,
         user_info_json=_info_json(data.get("user_info"), "user_info", limits),

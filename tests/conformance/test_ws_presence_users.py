@@ -301,6 +301,9 @@ SIGNIN_FAILURES: dict[str, Callable[[str], dict[str, object]]] = {
 }
 
 
+LONG_ID = json.dumps({"id": "u" * 129})
+
+
 @pytest.mark.parametrize("case", list(SIGNIN_FAILURES))
 async def test_signin_failure_is_4009(emulator: RunningEmulator, connect: Connect, case: str) -> None:
     """Item 50: a bad signature, or user_data without a non-empty string id, gets pusher:error 4009 and close 4009;
@@ -312,6 +315,42 @@ async def test_signin_failure_is_4009(emulator: RunningEmulator, connect: Connec
     assert "signin" in message.lower()
     await bystander.sync()
     await assert_serves_others(emulator, connect)
+
+
+async def test_a_signin_id_is_held_to_the_presence_user_id_limit(emulator: RunningEmulator, connect: Connect) -> None:
+    """Items 33 and 59: a signed-in user is a presence member without channel_data, so its id has a presence member's
+    limit (128 characters): a longer one fails the signin (4009), as it fails in channel_data (4009 too)."""
+    client = await connect(emulator)
+    await client.send(
+        "pusher:signin", {"auth": user_auth(APP.key, APP.secret, client.socket_id, LONG_ID), "user_data": LONG_ID}
+    )
+    message = await expect_fatal(client.ws, 4009)
+    assert message == "Signin failed: user_data id is 129 characters long; the limit is 128"
+    other = await connect(emulator)
+    refused = await other.subscribe("presence-long-ids", json.dumps({"user_id": "u" * 129}))
+    assert refused["event"] == "pusher:subscription_error", refused
+    await assert_serves_others(emulator, connect)
+
+
+async def test_the_longest_signin_id_joins_presence_and_has_its_server_to_user_channel(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
+    """Items 53, 54 and 59 at the limit: a 128-character id joins a presence channel from its signin, and its own
+    ``#server-to-user-{id}`` channel (16 characters more, under the 200 of a channel name) takes a subscription and an
+    HTTP publish."""
+    user_id = "u" * 128
+    client = await connect(emulator)
+    assert (await client.signin(json.dumps({"id": user_id})))["event"] == "pusher:signin_success"
+    channel = "presence-longest-id"
+    await client.send(
+        "pusher:subscribe", {"channel": channel, "auth": channel_auth(APP.key, APP.secret, client.socket_id, channel)}
+    )
+    joined = await client.expect("pusher_internal:subscription_succeeded", channel)
+    assert json.loads(joined["data"])["presence"]["ids"] == [user_id]
+    own = f"#server-to-user-{user_id}"
+    assert (await client.subscribe(own))["event"] == "pusher_internal:subscription_succeeded"
+    await publish(emulator, own, "to-user", '"hi"')
+    assert (await client.expect("to-user", own))["data"] == '"hi"'
 
 
 async def test_signin_again_as_another_user_is_4009(emulator: RunningEmulator, connect: Connect) -> None:

@@ -253,6 +253,50 @@ async def test_any_inbound_frame_resets_the_inactivity_timer(start_emulator: Sta
     await client.expect("pusher:ping", wait=2.5)
 
 
+async def test_binary_frame_counts_as_activity_after_a_server_ping(
+    start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Item 17 (§1.5 "count **any** inbound frame as activity"): a client that keeps sending frames after the server's
+    pusher:ping, binary ones included, is active and is not closed 4201."""
+    target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
+    client = await connect(target)
+    await client.expect("pusher:ping", wait=3.0)
+    deadline = time.monotonic() + 2.5  # past pong_timeout (1 s) plus the sweeper's interval
+    closed: int | None = None
+    try:
+        while time.monotonic() < deadline:
+            await client.ws.send(b'{"event":"pusher:pong","data":{}}')  # a binary frame every 0.25 s
+            frame = await client.recv(wait=1.0)  # "Binary frames are not supported": non-fatal, code null
+            assert frame["event"] == "pusher:error" and frame["data"]["code"] is None, frame
+            await asyncio.sleep(0.25)
+    except ConnectionClosed:
+        closed = client.ws.close_code
+    assert closed is None, f"closed {closed} although the client sent a frame every 0.25 s after the ping"
+
+
+async def test_control_frame_client_is_pinged_with_control_frames(
+    start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Item 16 with §1.5 "Server-side liveness": after activity_timeout of silence send pusher:ping, *or a WS ping if
+    the client uses control frames* (reverb#224: a Flutter SDK that answers only control frames was pruned). The
+    client here has sent a WS ping and answers WS pings (websockets does so on its own) but, like that SDK, ignores
+    pusher:ping: it stays connected (it gets both pings; either answer does)."""
+    target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
+    client = await connect(target)
+    await asyncio.wait_for(await client.ws.ping(), 1.0)  # the client speaks control frames
+    frames: list[Frame] = []
+    closed: int | None = None
+    try:
+        async with asyncio.timeout(3.5):  # activity_timeout + pong_timeout + margin
+            while True:
+                frames.append(await client.recv(wait=5.0))  # read, but never answer pusher:ping with text
+    except TimeoutError:
+        pass
+    except ConnectionClosed:
+        closed = client.ws.close_code
+    assert closed is None, f"a client answering WS pings was closed {closed}; frames seen: {frames}"
+
+
 # == Errors that must not close (items 10-13) =========================================================================
 
 

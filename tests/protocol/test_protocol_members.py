@@ -157,10 +157,10 @@ def test_parse_user_data_rejects(user_data: object, phrase: str) -> None:
 
 
 def test_parse_user_data_limits() -> None:
-    with pytest.raises(LimitExceeded):
-        members.parse_user_data(json.dumps({"id": "u" * 201}))
-    user, _ = members.parse_user_data(json.dumps({"id": "u" * 200}))
-    assert user.user_id == "u" * 200
+    with pytest.raises(LimitExceeded, match="user_data id is 129 characters long; the limit is 128"):
+        members.parse_user_data(json.dumps({"id": "u" * 129}))
+    user, _ = members.parse_user_data(json.dumps({"id": "u" * 128}))
+    assert user.user_id == "u" * 128
     with pytest.raises(PayloadTooLarge):
         members.parse_user_data(json.dumps({"id": "1", "user_info": _info_of_size(1025)}))
 
