@@ -245,13 +245,9 @@ class AblyAdapter:
         if not hmac.compare_digest(lowered.get("x-ably-signature", "").encode(), expected.encode()):
             raise InvalidSignature("webhook X-Ably-Signature does not match base64(HMAC-SHA256(key secret, body))")
         try:
-            items = json.loads(body)["items"]
-        except (ValueError, KeyError, TypeError):
-            raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode)") from None
-        events: list[WebhookEvent] = []
-        for item in items:
-            events.extend(_ably_webhook_events(item))
-        return events
+            return [event for item in json.loads(body)["items"] for event in _ably_webhook_events(item)]
+        except (ValueError, KeyError, TypeError, AttributeError):  # signed, but not what Ably sends
+            raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode) of Ably's items") from None
 
 
 def _ably_webhook_events(item: Mapping[str, Any]) -> list[WebhookEvent]:

@@ -225,6 +225,8 @@ class PusherAdapter:
             events = payload["events"]
         except (ValueError, KeyError, TypeError):
             raise ProtocolError("webhook body must be {time_ms, events: [...]}") from None
+        if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+            raise ProtocolError("webhook events must be a list of objects")
         return [_pusher_webhook_event(event, time_ms) for event in events]
 
 

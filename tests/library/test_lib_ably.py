@@ -503,6 +503,14 @@ async def test_verify_ably_webhook(make_relay: MakeRelay) -> None:
         ({"X-Ably-Key": "appid.other", "X-Ably-Signature": ably_signature(WEBHOOK_BODY)}, WEBHOOK_BODY, UnknownKey),
         ({"X-Ably-Signature": ably_signature(WEBHOOK_BODY)}, WEBHOOK_BODY, UnknownKey),
         ({"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(b'{"x":1}')}, b'{"x":1}', ProtocolError),
+        *(
+            ({"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(body)}, body, ProtocolError)
+            for body in (
+                b'{"items":["x"]}',
+                b'{"items":[{"name":"channel.message","data":{"messages":[1]}}]}',
+                b'{"items":[{"name":"presence.message","data":{"presence":[{"action":"two"}]},"timestamp":"t"}]}',
+            )
+        ),
     ],
 )
 async def test_bad_ably_webhooks(

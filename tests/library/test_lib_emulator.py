@@ -31,6 +31,7 @@ from relay.errors import (
     ProtocolError,
     UnknownKey,
 )
+from relay.protocol.signing import webhook_signature
 from tests.webhook_receiver import Receiver
 
 MASTER_KEY = bytes(range(100, 132))
@@ -317,3 +318,18 @@ async def test_verify_webhook_sent_by_the_emulator(
         await relay.verify_webhook({**headers, "x-pusher-key": "other-key"}, body)
     with pytest.raises(AuthenticationError):
         await relay.verify_webhook({"content-type": "application/json"}, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"time_ms":1,"events":["x"]}', b'{"time_ms":1,"events":{"name":"x"}}', b'{"time_ms":1,"events":[null]}'],
+)
+async def test_a_signed_webhook_that_is_not_pusher_s_shape_is_a_protocol_error(
+    make_relay: MakeRelay, body: bytes
+) -> None:
+    """A correctly signed body whose events are not objects is refused as malformed (a gateway answers 400), not
+    left to fail inside the parser."""
+    relay = make_relay(f"emulator://{KEY}:{SECRET}@127.0.0.1:1/apps/1")
+    headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": webhook_signature(SECRET, body)}
+    with pytest.raises(ProtocolError, match="webhook events must be a list of objects"):
+        await relay.verify_webhook(headers, body)
