@@ -20,6 +20,7 @@ from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User
 from relay.payload import Payload
 from relay.protocol.channels import ChannelKind, classify, server_to_user_channel, validate_channel_name
 from relay.protocol.frames import dumps
+from relay.protocol.members import parse_channel_data
 from relay.protocol.signing import (
     authorize_channel,
     encrypted_shared_secret,
@@ -196,6 +197,7 @@ class PusherAdapter:
             if user is None:
                 raise ProtocolError(f"{channel!r} is a presence channel: authorize it with a user")
             channel_data = dumps({"user_id": user.id, "user_info": dict(user.info)})
+            parse_channel_data(channel_data)  # Pusher's limits (128-character id, 1 KB info): refused here, not later
         encrypted = classify(channel) is ChannelKind.ENCRYPTED
         return authorize_channel(
             self._config.key,

@@ -141,14 +141,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
         missing = [name for name in pusher_names if not env.get(name)]
         if missing:
             raise ConfigError(f"set {', '.join(missing)} too (or RELAY_URL instead of the PUSHER_* variables)")
-        scheme = env.get("PUSHER_SCHEME", "https").lower()
+        # docker-compose passes unset variables as empty strings: empty is unset, here as for PUSHER_HOST
+        scheme = (env.get("PUSHER_SCHEME") or "https").lower()
         if scheme not in ("http", "https"):
             raise ConfigError(f"PUSHER_SCHEME must be http or https, got {scheme!r}")
         host = env.get("PUSHER_HOST") or f"api-{env.get('PUSHER_CLUSTER') or 'mt1'}.pusher.com"
-        port_text = env.get("PUSHER_PORT")
+        port_text = env.get("PUSHER_PORT") or None
         if port_text is not None and not port_text.isdigit():
             raise ConfigError(f"PUSHER_PORT must be a number, got {port_text!r}")
-        master_key = _master_key(env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64"))
+        master_key = _master_key(env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64") or None)
         return ProviderConfig(
             "pusher",
             env["PUSHER_KEY"],

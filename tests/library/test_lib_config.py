@@ -286,6 +286,10 @@ def test_relay_url_may_name_several_providers() -> None:
             {"PUSHER_HOST": "soketi.internal", "PUSHER_SCHEME": "HTTPS", "PUSHER_PORT": "8443"},
             "https://soketi.internal:8443",
         ),
+        (  # docker-compose's unset variables: empty strings, taken as unset
+            {"PUSHER_HOST": "", "PUSHER_PORT": "", "PUSHER_SCHEME": "", "PUSHER_ENCRYPTION_MASTER_KEY_BASE64": ""},
+            "https://api-mt1.pusher.com",
+        ),
     ],
 )
 def test_pusher_environment(extra: Mapping[str, str], base_url: str) -> None:

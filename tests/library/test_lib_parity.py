@@ -13,7 +13,7 @@ from relay import AsyncRelay, Relay
 from relay.config import parse_url
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
-from relay.errors import ConfigError, ProtocolError
+from relay.errors import ConfigError, LimitExceeded, PayloadTooLarge, ProtocolError
 from tests.conftest import RunningEmulator
 
 PUSHER_URL = "pusher://app-key:app-secret@api-eu.pusher.com/apps/1"
@@ -78,3 +78,15 @@ async def test_an_ipv6_emulator_url_works(ipv6_emulator: int) -> None:
     async with AsyncRelay(f"emulator://app-key:app-secret@[::1]:{ipv6_emulator}/apps/1") as client:
         result = await client.publish("orders", "order-ready", {"id": 1})
     assert result.channels == ("orders",)
+
+
+@pytest.mark.parametrize("url", [PUSHER_URL, "memory://limits"])
+def test_a_presence_member_over_pusher_s_limits_is_refused_when_signing(url: str) -> None:
+    """A member Pusher would refuse at subscription (a 129-character id, user_info over 1 KB) is refused when the
+    backend signs it, where the error can name the cause, instead of in the browser."""
+    client = Relay.from_url(url)
+    with pytest.raises(LimitExceeded, match="user_id is 129 characters long; the limit is 128"):
+        client.authorize_channel("1.1", "presence-room", {"id": "u" * 129})
+    with pytest.raises(PayloadTooLarge, match=r"user_info is 1[0-9]{3} bytes; the limit is 1024"):
+        client.authorize_channel("1.1", "presence-room", {"id": "u", "info": {"bio": "x" * 1100}})
+    assert client.authorize_channel("1.1", "presence-room", {"id": "u" * 128})["auth"]
