@@ -180,7 +180,12 @@ def _app(table: Mapping[str, Any], where: str) -> App:
         app = App(**values, limits=replace(Limits(), **limits_table), webhooks=webhooks)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    for name in ("activity_timeout", "pong_timeout", "cache_ttl"):
+    if isinstance(app.activity_timeout, bool) or not isinstance(app.activity_timeout, int) or app.activity_timeout <= 0:
+        # clients read it from connection_established, where the protocol has whole seconds
+        raise ConfigError(
+            f"{where}: activity_timeout must be a positive whole number of seconds, got {app.activity_timeout!r}"
+        )
+    for name in ("pong_timeout", "cache_ttl"):
         value = getattr(app, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")

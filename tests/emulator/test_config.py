@@ -44,6 +44,10 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
         ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[apps.limits]\nmax_members = 3\n", "limits: unknown key(s)"),
         ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\nactivity_timeout = 0\n", "activity_timeout must be a positive"),
         (
+            "[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\nactivity_timeout = 2.5\n",
+            "activity_timeout must be a positive whole number of seconds, got 2.5",
+        ),
+        (
             "[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[[apps.webhooks]]\nurl='http://x'\nevent_types=['nope']\n",
             "unknown event_types ['nope']",
         ),
