@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ DEFAULT_RULES = (
 )
 
 
+_ORIGIN = re.compile(r"https?://[^/\s*]+")
+
+
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     relay_url: str | ProviderConfig
@@ -65,6 +69,15 @@ class GatewaySettings:
     rules: tuple[RuleSpec, ...] = DEFAULT_RULES
     cors_origins: tuple[str, ...] = ()
     webhook_forward_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for origin in self.cors_origins:
+            if not _ORIGIN.fullmatch(origin):
+                # Credentials are allowed, so a wildcard would let any site call /v1/auth/* as its visitors.
+                raise ConfigError(
+                    f"RELAY_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com "
+                    "(scheme and host, no path, no wildcard): list the sites whose pages call the gateway"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:

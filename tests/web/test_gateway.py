@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ import jwt
 import pytest
 from websockets.asyncio.client import connect
 
+from relay.errors import ConfigError
 from relay.gateway import GatewaySettings, create_app
 from relay.models import WebhookEvent
 from relay.protocol.signing import channel_auth, webhook_signature
@@ -236,3 +238,14 @@ async def test_a_missing_socket_id_is_400_and_an_unreachable_provider_502() -> N
         down = await client.post("/v1/publish", json=body, headers={"authorization": f"Bearer {TOKEN}"})
         assert down.status_code == 502
         assert "could not reach 127.0.0.1" in down.json()["error"]
+
+
+@pytest.mark.parametrize("origin", ["*", "https://app.example.com/", "app.example.com", "https://*.example.com"])
+def test_cors_origins_must_be_origins(origin: str) -> None:
+    """Credentials are allowed cross-origin, so a wildcard (which Starlette would answer by echoing any origin) or
+    something that is not an origin is refused when the gateway is configured."""
+    with pytest.raises(ConfigError, match=f"RELAY_CORS_ORIGINS: '{re.escape(origin)}' is not an origin"):
+        GatewaySettings.from_env({"RELAY_URL": "memory://cors", "RELAY_CORS_ORIGINS": f"http://ok.test,{origin}"})
+    assert GatewaySettings.from_env(
+        {"RELAY_URL": "memory://cors", "RELAY_CORS_ORIGINS": "http://localhost:3000, https://app.example.com"}
+    ).cors_origins == ("http://localhost:3000", "https://app.example.com")
