@@ -14,7 +14,7 @@ import nacl.utils
 
 from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
 from relay.config import ProviderConfig
-from relay.errors import ConfigError, InvalidChannelName, ProtocolError, RelayError
+from relay.errors import ConfigError, InvalidChannelName, ProtocolError, RelayError, StaleTimestamp
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
@@ -29,6 +29,8 @@ from relay.protocol.signing import (
     verify_webhook_signature,
 )
 from relay.protocol.socket_ids import validate_socket_id
+
+WEBHOOK_WINDOW_SECONDS = 300
 
 
 def check_encrypted_targets(channels: Sequence[str]) -> None:
@@ -229,6 +231,12 @@ class PusherAdapter:
             raise ProtocolError("webhook body must be {time_ms, events: [...]}") from None
         if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
             raise ProtocolError("webhook events must be a list of objects")
+        skew = abs(time.time() - time_ms / 1000)
+        if skew > WEBHOOK_WINDOW_SECONDS:  # as pusher-http-python's validate_webhook: a replayed webhook is refused
+            raise StaleTimestamp(
+                f"webhook time_ms is {int(skew)} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay "
+                "(or a clock to fix)"
+            )
         return [_pusher_webhook_event(event, time_ms) for event in events]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -89,7 +90,8 @@ def test_every_module_function(environment: pytest.MonkeyPatch) -> None:
     assert json.loads(signin["user_data"]) == {"id": "alice"}
     verify_user_auth(MEMORY_KEY, MEMORY_SECRET, "1.2", signin["user_data"], signin["auth"])
 
-    body = json.dumps({"time_ms": 5, "events": [{"name": "channel_occupied", "channel": "a"}]}).encode()
+    body = json.dumps({"time_ms": int(time.time() * 1000), "events": [{"name": "channel_occupied", "channel": "a"}]})
+    body = body.encode()
     headers = {"X-Pusher-Key": MEMORY_KEY, "X-Pusher-Signature": webhook_signature(MEMORY_SECRET, body)}
     assert [event.kind for event in relay.verify_webhook(headers, body)] == ["channel_occupied"]
     with pytest.raises(InvalidSignature):

@@ -210,7 +210,12 @@ async def test_webhooks_from_the_emulator_are_verified_and_handed_on(start_emula
     settings = GatewaySettings(relay_url="emulator://app-key:app-secret@127.0.0.1:1/apps/1")
     transport = httpx.ASGITransport(app=create_app(settings, webhook_hook=hook))
     async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
-        body = b'{"time_ms":1,"events":[{"name":"channel_occupied","channel":"c"}]}'
+        now_ms = int(time.time() * 1000)
+
+        def webhook(time_ms: int) -> bytes:
+            return json.dumps({"time_ms": time_ms, "events": [{"name": "channel_occupied", "channel": "c"}]}).encode()
+
+        body = webhook(now_ms)
         forged = await client.post(
             "/v1/webhooks", content=body, headers={"x-pusher-key": "app-key", "x-pusher-signature": "0"}
         )
@@ -221,7 +226,15 @@ async def test_webhooks_from_the_emulator_are_verified_and_handed_on(start_emula
             headers={"x-pusher-key": "app-key", "x-pusher-signature": webhook_signature("app-secret", body)},
         )
         assert good.json() == {"events": 1}
-    assert received == [[WebhookEvent("channel_occupied", "c", 1)]]
+        replayed = webhook(now_ms - 301_000)  # signed correctly, but captured more than 300 s ago
+        stale = await client.post(
+            "/v1/webhooks",
+            content=replayed,
+            headers={"x-pusher-key": "app-key", "x-pusher-signature": webhook_signature("app-secret", replayed)},
+        )
+        assert stale.status_code == 401
+        assert stale.json()["error"].startswith("webhook time_ms is 301 s from now; over 300 s is a replay")
+    assert received == [[WebhookEvent("channel_occupied", "c", now_ms)]]
 
 
 async def test_a_missing_socket_id_is_400_and_an_unreachable_provider_502() -> None:
