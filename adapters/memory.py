@@ -17,7 +17,7 @@ from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.channels import server_to_user_channel, validate_channel_name
+from relay.protocol.channels import ChannelKind, classify, server_to_user_channel, validate_channel_name
 from relay.protocol.socket_ids import validate_socket_id
 
 MEMORY_KEY = "memory-key"
@@ -100,7 +100,11 @@ class MemoryAdapter:
         return self._record(*(Published(e.channel, e.name, p.text, e.socket_id) for e, p in events))
 
     def channel(self, name: str) -> Call[ChannelInfo]:
-        return Call(None, lambda _: ChannelInfo(name, False, 0))
+        # The fields Pusher answers with: a presence channel's member count, any other channel's subscriptions.
+        empty = (
+            ChannelInfo(name, False, None, 0) if classify(name) is ChannelKind.PRESENCE else ChannelInfo(name, False, 0)
+        )
+        return Call(None, lambda _: empty)
 
     def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
         return Call(None, lambda _: {})

@@ -81,6 +81,7 @@ def test_every_module_function(environment: pytest.MonkeyPatch) -> None:
     ]
     assert store.terminated_users == ["alice"]
     assert relay.channel("a") == ChannelInfo("a", False, 0)
+    assert relay.channel("presence-room") == ChannelInfo("presence-room", False, None, 0)  # as Pusher answers it
     assert relay.channels() == {}
     assert relay.presence_members("presence-room") == []
 
