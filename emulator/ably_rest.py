@@ -102,9 +102,11 @@ class AblyRest:
     ) -> Response:
         lowered = {name.lower(): value for name, value in headers}
         params = dict(query)
-        binary = params.get("format") == "msgpack" or (
-            params.get("format") != "json" and MSGPACK in lowered.get("accept", "")
-        )
+        accept = lowered.get("accept", "")
+        if MSGPACK in accept or "application/json" in accept:  # Accept wins over ?format= (reference A.1)
+            binary = MSGPACK in accept
+        else:
+            binary = params.get("format") == "msgpack"
         try:
             if method == "OPTIONS":
                 return Response(204, b"", CORS)

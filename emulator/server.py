@@ -238,11 +238,19 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         limit = self.node.config.max_request_bytes
+        expects_continue = False
         for name, value in self._raw_headers:
-            if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
+            lowered = name.lower()
+            if lowered == b"content-length" and value.isdigit() and int(value) > limit:
                 # Answer now rather than after the body: it may be huge, or never come at all.
                 self._too_large = True
                 self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
+                return
+            if lowered == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
+        if expects_continue and self.transport is not None:
+            # curl (so Guzzle and pusher-http-php) waits a second for this before it sends a body over 1 KiB.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         if self._too_large:
@@ -277,19 +285,21 @@ class HttpConnection(asyncio.Protocol):
                 if answer is STREAMING:  # the console's event stream owns the connection from now on
                     self._finished = True
                 else:
-                    self._respond(answer, keep_alive=keep_alive)
+                    self._respond(answer, keep_alive=keep_alive, head=method == "HEAD")
                 return
             app = ops.api_app(path, query)
             ably = None if app is not None else self.node.ably.handle(method, path, query, self.headers, body)
             response = ably or ops.rate_limited(method, app) or self.node.api.handle(method, path, query, body)
             ops.api_answered(method, path, app, response, started)
-        self._respond(response, keep_alive=keep_alive)
+        self._respond(response, keep_alive=keep_alive, head=method == "HEAD")
 
-    def _respond(self, response: Response, *, keep_alive: bool) -> None:
+    def _respond(self, response: Response, *, keep_alive: bool, head: bool = False) -> None:
+        """Write ``response``; to a HEAD request, only its head (RFC 9110 §9.3.2: else a kept-alive client would read
+        the body as the next response)."""
         transport = self.transport
         if transport is None or transport.is_closing() or self._finished:
             return
-        transport.write(response_head(response, keep_alive) + response.body)
+        transport.write(response_head(response, keep_alive) + (b"" if head else response.body))
         if not keep_alive:
             self._finished = True
             if transport.can_write_eof():

@@ -1,0 +1,79 @@
+"""The emulator's HTTP/1.1 on its port: HEAD answers, ``Expect: 100-continue``, and the Ably REST format choice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import msgpack  # type: ignore[import-untyped]
+
+from relay.protocol.signing import sign_rest_request
+from tests.conftest import RunningEmulator
+
+RECV_TIMEOUT = 2.0
+
+
+async def read_head(reader: asyncio.StreamReader, within: float = RECV_TIMEOUT) -> tuple[str, dict[str, str]]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
+    status_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return status_line, headers
+
+
+async def test_head_response_carries_no_body_so_keep_alive_stays_in_sync(emulator: RunningEmulator) -> None:
+    """RFC 9110 §9.3.2: a response to HEAD has no content. ``HEAD /health`` (what load balancers and uptime checkers
+    often send) gets GET's head without its body, so the next response on a kept-alive connection starts with its
+    status line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    try:
+        writer.write(b"HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        status_line, headers = await read_head(reader)
+        assert status_line == "HTTP/1.1 200 OK"
+        assert headers.get("connection") == "keep-alive"
+        following = await asyncio.wait_for(reader.readexactly(len(b"HTTP/1.1 ")), RECV_TIMEOUT)
+    finally:
+        writer.close()
+    assert following == b"HTTP/1.1 ", f"HEAD response was followed by a body: {following!r}"
+
+
+async def test_expect_100_continue_is_answered(emulator: RunningEmulator) -> None:
+    """RFC 9110 §10.1.1: a server receiving ``Expect: 100-continue`` sends 100 (Continue) or a final status right
+    after the headers. curl (so Guzzle, so pusher-http-php as Laravel broadcasts with it) sends the expectation for
+    bodies over 1 KiB and waits 1 s for the 100 before sending the body: without it every such publish pays that
+    second."""
+    body = json.dumps({"name": "e", "channel": "room", "data": "x" * 2000}).encode()
+    query = httpx.QueryParams(
+        sign_rest_request(
+            emulator.app.key, emulator.app.secret, "POST", "/apps/1/events", timestamp=int(time.time()), body=body
+        )
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    try:
+        writer.write(
+            f"POST /apps/1/events?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        await writer.drain()
+        try:
+            status_line, _ = await read_head(reader, within=0.8)
+        except TimeoutError:
+            status_line = "(nothing within 0.8 s)"
+        writer.write(body)
+        await writer.drain()
+    finally:
+        writer.close()
+    assert status_line == "HTTP/1.1 100 Continue", status_line
+
+
+async def test_ably_accept_header_wins_over_format_param(emulator: RunningEmulator) -> None:
+    """ably-and-pricing.md A.1: the response format is chosen by ``Accept`` or ``?format=``, and "``Accept`` wins".
+    ``?format=msgpack`` does not override ``Accept: application/json``."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        response = await http.get(
+            emulator.http_url + "/time", params={"format": "msgpack"}, headers={"Accept": "application/json"}
+        )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json", msgpack.unpackb(response.content)
