@@ -120,6 +120,6 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int) -> str:
             f'               AblyRest(key="{key}", endpoint="{host}", {python_port}={port}, tls={tls}'
             + ("" if tls else ", use_token_auth=True")
             + ")",
-            f"  RELAY_URL:   ably://{key}@{host}:{port}?tls={str(tls).lower()}",
+            f"  RELAY_URL:   ably://{key}@{f'[{host}]' if ':' in host else host}:{port}?tls={str(tls).lower()}",
         ]
     return "\n".join(lines)

@@ -85,11 +85,13 @@ class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample], suffix: str = "") -> None:
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
+        # Text format 0.0.4: a counter's samples and its HELP/TYPE lines carry one name, `_total` included, as the
+        # official clients write them (strict parsers read samples named otherwise as untyped).
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            self.lines.append(f"{name}{suffix}{_labels(labels)} {_number(value)}")
+            self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
 
     def histogram(self, name: str, help_text: str, histogram: Histogram) -> None:
         self.lines.append(f"# HELP {name} {help_text}")
@@ -136,9 +138,9 @@ def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool) -> str
         ("relay_webhook_failures", "Webhook requests that failed or were not answered with 2xx", "webhook_failures"),
     )
     for name, help_text, attr in counters:
-        out.family(name, "counter", help_text, per_app((s, getattr(s.meter, attr)) for s in apps), "_total")
+        out.family(f"{name}_total", "counter", help_text, per_app((s, getattr(s.meter, attr)) for s in apps))
     out.family(
-        "relay_webhook_requests",
+        "relay_webhook_requests_total",
         "counter",
         "Webhook requests sent (retries included), by response status ('error' when no response came back)",
         [
@@ -146,28 +148,24 @@ def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool) -> str
             for s in apps
             for status, count in sorted(s.meter.webhook_statuses.items())
         ],
-        "_total",
     )
     out.family(
-        "relay_webhook_dropped",
+        "relay_webhook_dropped_total",
         "counter",
         "Webhook events dropped because the app's queue of pending events was full",
         per_app((s, s.webhooks.dropped) for s in apps),
-        "_total",
     )
     out.family(
-        "relay_http_requests",
+        "relay_http_requests_total",
         "counter",
         "Pusher HTTP API responses by status",
         [({"status": status}, count) for status, count in sorted(node.http_responses.items())],
-        "_total",
     )
     out.family(
-        "relay_connections_refused",
+        "relay_connections_refused_total",
         "counter",
         "WebSocket connections refused after the upgrade, by Pusher error code",
         [({"code": str(code)}, count) for code, count in sorted(node.refused.items())],
-        "_total",
     )
     out.histogram(
         "relay_publish_to_write_seconds",

@@ -117,7 +117,7 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
     """N processes, each an emulator node of the same cluster with its own SO_REUSEPORT listening socket, so the
     kernel spreads new connections across them. The supervisor holds the port bound (never listening, so it is
     handed no connection) to resolve --port 0 and keep the port while workers restart."""
-    reservation = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    reservation = socket.socket(_family(config.host))
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     reservation.bind((config.host, config.port))
     config = replace(config, port=reservation.getsockname()[1])
@@ -151,8 +151,12 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
 
 def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    sock = socket.create_server((config.host, config.port), reuse_port=True, backlog=4096)
+    sock = socket.create_server((config.host, config.port), family=_family(config.host), reuse_port=True, backlog=4096)
     _run(_serve_emulator(config, sock, announce=False, ready=listening.release))
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -218,9 +222,11 @@ def _client_settings(config: object, port: int) -> str:
 
     assert isinstance(config, EmulatorConfig)
     host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    url_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
     tls = config.tls_cert is not None
     http, ws, port_option = ("https", "wss", "wssPort") if tls else ("http", "ws", "wsPort")
-    lines = [f"Relay emulator listening on {http}://{host}:{port} (WebSocket {ws}://{host}:{port}/app/{{key}})", ""]
+    listening = f"{http}://{url_host}:{port} (WebSocket {ws}://{url_host}:{port}/app/{{key}})"
+    lines = [f"Relay emulator listening on {listening}", ""]
     for app in config.apps:
         lines += [
             f"app {app.app_id}:",
@@ -229,7 +235,7 @@ def _client_settings(config: object, port: int) -> str:
             f'enabledTransports: ["{ws}"], cluster: "mt1" }})',
             f'  server SDKs: app_id="{app.app_id}" key="{app.key}" secret="{app.secret}" '
             f'host="{host}" port={port} ssl={str(tls).lower()}',
-            f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{host}:{port}/apps/{app.app_id}",
+            f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{url_host}:{port}/apps/{app.app_id}",
         ]
     lines += ["", ably_client_settings(config, host, port)]
     return "\n".join(lines)

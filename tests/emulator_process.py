@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-LISTENING = re.compile(r"listening on https?://[^:]+:(\d+)")
+LISTENING = re.compile(r"listening on https?://(?:\[[^\]]+\]|[^:]+):(\d+)")
 
 
 @dataclass

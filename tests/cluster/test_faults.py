@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cluster.conftest import RedisServer
@@ -149,3 +150,17 @@ async def test_redis_outage_keeps_local_delivery_and_resumes_cross_node(
     await asyncio.to_thread(sdk(a).trigger, "news", "after-outage", "y")
     await on_a.expect("after-outage")
     await on_b.expect("after-outage")
+
+
+async def test_workers_listen_on_an_ipv6_host(redis_server: RedisServer) -> None:
+    """--host is any address to listen on and --workers N shares it: on an IPv6 address every worker binds an IPv6
+    socket (create_server's default family is IPv4), and the banner writes the address in brackets."""
+    process = await EmulatorProcess.start("--host", "::1", "--workers", "2", "--redis-url", redis_server.url)
+    try:
+        port = process.port
+        assert f"listening on http://[::1]:{port} " in process.banner
+        assert f"RELAY_URL:   emulator://app-key:app-secret@[::1]:{port}/apps/app-id" in process.banner
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://[::1]:{port}/health")).json() == {"status": "ok"}
+    finally:
+        await process.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from dataclasses import replace
 
 import httpx
@@ -125,3 +126,29 @@ async def test_health_and_ready_while_serving_and_while_draining(start_emulator:
         error = await client.expect("pusher:error")
         assert error["data"]["code"] == 4200
         await drain
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
+
+
+async def test_metrics_samples_belong_to_the_family_their_type_line_names(start_emulator: StartEmulator) -> None:
+    """Text format 0.0.4: a sample's name is its metric family's name (only histogram and summary samples add
+    _bucket/_sum/_count), as the official clients write "# TYPE relay_publishes_total counter"; strict parsers
+    (client_golang's, so promtool, the Pushgateway and federation) read samples named otherwise as untyped."""
+    node = await start_emulator(app=APP)
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{node.http_url}/metrics")).text
+    types: dict[str, str] = {}
+    untyped: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            match = _SAMPLE.match(line)
+            assert match is not None, line
+            name = match.group(1)
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name not in types and types.get(base) != "histogram":
+                untyped.append(name)
+    assert untyped == []
