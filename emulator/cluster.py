@@ -168,7 +168,12 @@ class RedisCluster:
         self.node_id = node_id
         self._redis: aioredis.Redis = aioredis.Redis.from_url(settings.url, decode_responses=True)
         self._states: dict[str, AppState] = {}
-        self._queue: asyncio.Queue[Operation] = asyncio.Queue()
+        # Operations carry the epoch they were queued in: a reconnection starts a new one, reconciling Redis with what
+        # the node holds, so what was queued before it is already accounted for and is dropped, not replayed.
+        self._queue: asyncio.Queue[tuple[int, Operation]] = asyncio.Queue()
+        self._epoch = 0
+        self._accepting = False  # False while Redis is away: operations are dropped at once (the queue stays bounded)
+        self._held: dict[str, tuple[asyncio.TimerHandle, str, dict[str, object]]] = {}  # delayed webhooks, by key
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty_counts: dict[tuple[str, str], int] = {}
         self._count_script = self._redis.register_script(_COUNT_SCRIPT)
@@ -201,6 +206,12 @@ class RedisCluster:
         ]
 
     async def close(self) -> None:
+        # The connections just closed queued their vacates; held webhooks go now (as on a single node), not never.
+        await self._drain()
+        for pending, (handle, app_id, event) in list(self._held.items()):
+            handle.cancel()
+            self._release_now(pending, app_id, event)
+        await self._drain()
         for task in self._tasks:
             task.cancel()
         # Bounded: a task cancelled inside a redis-py read can take its time to end (or not end), and a process
@@ -226,6 +237,12 @@ class RedisCluster:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(CLOSE_SECONDS):
                 await self._redis.aclose()
+
+    async def _drain(self) -> None:
+        """Wait, for a bounded time, until the write task has run every queued operation."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._queue.join()
 
     async def _subscribe(self) -> Any:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -256,6 +273,8 @@ class RedisCluster:
     async def _reconcile(self) -> None:
         """Make ``nodestate`` and the webhook counters match what this node holds (after a start or an outage)."""
         stored = await self._node_state(self.node_id)
+        self._epoch += 1  # from here on what changes is queued for this connection; what came before is in `held`
+        self._accepting = True
         held = NodeState.of(self._states.values())
         for app_id, channel in held.subscriptions.keys() - stored.subscriptions.keys():
             await self._count_channel(app_id, channel, +1)
@@ -284,7 +303,10 @@ class RedisCluster:
     # -- ClusterLink: called synchronously by the hub -----------------------------------------------------------
 
     def _enqueue(self, operation: Operation) -> None:
-        self._queue.put_nowait(operation)
+        if not self._accepting:  # Redis is away: the reconciliation on its return accounts for this change
+            self.lost_operations += 1
+            return
+        self._queue.put_nowait((self._epoch, operation))
 
     def published(self, app_id: str, channel: str, frame_text: str, exclude: str | None) -> None:
         self._enqueue(self._on_bus(_SEP.join(("P", str(self.node_id), app_id, channel, exclude or "", frame_text))))
@@ -412,8 +434,14 @@ class RedisCluster:
         if result == 1:
             state.webhooks.emit(event)
         elif result == -1:
-            loop = asyncio.get_running_loop()
-            loop.call_later(state.app.webhook_delay, lambda: self._enqueue(self._release(app_id, pending, event)))
+            handle = asyncio.get_running_loop().call_later(
+                state.app.webhook_delay, self._release_now, pending, app_id, event
+            )
+            self._held[pending] = (handle, app_id, event)
+
+    def _release_now(self, pending: str, app_id: str, event: dict[str, object]) -> None:
+        self._held.pop(pending, None)
+        self._enqueue(self._release(app_id, pending, event))
 
     def _release(self, app_id: str, pending: str, event: dict[str, object]) -> Operation:
         async def release(pipe: Any) -> None:
@@ -427,10 +455,12 @@ class RedisCluster:
     async def _write(self) -> None:
         """Run queued operations in order, their plain commands pipelined, reconnecting after a Redis failure."""
         while True:
-            operations = [await self._queue.get()]
+            queued = [await self._queue.get()]
             while not self._queue.empty():
-                operations.append(self._queue.get_nowait())
+                queued.append(self._queue.get_nowait())
             await self._connected.wait()
+            operations = [operation for epoch, operation in queued if epoch == self._epoch]
+            self.lost_operations += len(queued) - len(operations)
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for operation in operations:
@@ -440,6 +470,9 @@ class RedisCluster:
             except (RedisError, OSError) as exc:
                 self.lost_operations += len(operations)
                 await self._recover(exc)
+            finally:
+                for _ in queued:
+                    self._queue.task_done()
 
     def _flush_counts(self, pipe: Any) -> None:
         counts, self._dirty_counts = self._dirty_counts, {}
@@ -462,6 +495,7 @@ class RedisCluster:
                     await self._redis.ping()
                     return  # a connection from before an outage that is already over
             self._connected.clear()
+            self._accepting = False
             log.warning("Redis unavailable (%s); serving local subscribers only until it returns", type(exc).__name__)
             delay = 0.1
             while True:

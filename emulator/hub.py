@@ -116,6 +116,7 @@ class Channel:
     members: dict[str, PresenceEntry] = field(default_factory=dict)
     count_sent_at: float = float("-inf")
     count_pending: bool = False
+    count_changed_here: bool = False  # a change of this node's subscribers awaits its subscription_count webhook
     foreign: int = 0  # subscribers that are ForeignPeers: while 0, delivery is the all-Pusher fast path
     _peers: tuple[Peer, ...] | None = field(default=None, init=False, repr=False)
 
@@ -305,7 +306,10 @@ class AppState:
         """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""
         if self.cluster is not None:
             self.cluster.subscription_count(self.app.app_id, channel.name, len(channel.subscribers))
-        if not self.app.subscription_count or channel.kind is ChannelKind.PRESENCE or channel.count_pending:
+        if not self.app.subscription_count or channel.kind is ChannelKind.PRESENCE:
+            return
+        channel.count_changed_here = True
+        if channel.count_pending:
             return
         wait = channel.count_sent_at + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
         if self.subscription_count(channel.name) <= SUBSCRIPTION_COUNT_BURST or wait <= 0:
@@ -321,7 +325,8 @@ class AppState:
         channel.count_sent_at = self.clock()
         count = self.subscription_count(channel.name)
         self.deliver(channel, encode_text(frames.subscription_count(channel.name, count)))
-        if self.cluster is None:
+        if channel.count_changed_here:  # in a cluster, the node whose subscribers changed sends the webhook
+            channel.count_changed_here = False
             self.webhooks.emit({"name": "subscription_count", "channel": channel.name, "subscription_count": count})
 
     # -- publishing -------------------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Cluster webhooks and Redis outages with a real redis-server: held webhooks at a node's graceful shutdown, the
+webhook counters and the bus after an outage, subscription_count webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from relay.emulator.cluster import RedisCluster
+from relay.emulator.config import Webhook
+from relay.emulator.shutdown import graceful_shutdown
+from tests.cluster.conftest import RedisServer
+from tests.cluster.test_cluster import Client, sdk, settle
+from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
+from tests.webhook_receiver import Receiver
+
+
+def hooked(receiver: Receiver, **options: Any) -> Any:
+    return replace(TEST_APP, webhooks=(Webhook(url=receiver.url),), webhook_batch_ms=10, webhook_delay=0.3, **options)
+
+
+async def until(predicate: Any, within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+def cluster_of(node: RunningEmulator) -> RedisCluster:
+    cluster = node.node.cluster
+    assert cluster is not None
+    return cluster
+
+
+async def test_cluster_node_graceful_shutdown_sends_the_vacated_and_member_removed_webhooks(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """docs/emulator.md "Graceful shutdown" step 5: the held channel_vacated/member_removed webhooks are sent, on a
+    cluster node too (the node runs its queued vacates and releases what it holds before it leaves Redis)."""
+    (node,) = [await start_emulator(app=hooked(receiver), redis_url=redis_server.url)]
+    client = await Client.open(node)
+    await client.subscribe("presence-room", "alice")
+    await receiver.until(lambda: len(receiver.events(names={"member_added"})) == 1, within=3)
+    await graceful_shutdown(node.node, None, spread=0, webhook_grace=2)
+    await asyncio.sleep(1.5)  # five times webhook_delay: even a late release would have arrived
+    names = sorted(event["name"] for event in receiver.events())
+    assert names == ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
+
+
+async def test_a_channel_occupied_during_a_redis_outage_is_vacated_once_cluster_wide(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """docs/emulator.md "During a Redis outage": on reconnection each node corrects the webhook counters from what it
+    really holds, and what changed during the outage is not replayed on top (it would count the channel twice, and
+    the last leave would never make channel_vacated / member_removed)."""
+    node = await start_emulator(app=hooked(receiver), redis_url=redis_server.url)
+    cluster = cluster_of(node)
+    redis_server.stop()
+    await until(lambda: not cluster._connected.is_set())
+    client = await Client.open(node)
+    await client.subscribe("presence-during-outage", "alice")
+    redis_server.start()
+    await until(lambda: cluster._connected.is_set() and cluster._queue.empty())
+    await settle()
+    check = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    occupancy = await check.hget("relay:occ:1", "presence-during-outage")
+    await check.aclose()
+    await client.ws.close()
+    try:
+        await receiver.until(
+            lambda: {"channel_vacated", "member_removed"} <= {e["name"] for e in receiver.events()}, within=3
+        )
+    except TimeoutError:
+        pytest.fail(f"no vacated/removed webhook; the occupancy counter for one holder was {occupancy}")
+
+
+async def test_publishes_made_during_a_redis_outage_are_not_sent_on_the_bus_after_it(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """docs/emulator.md: "publishes and client events made during the outage do not reach other nodes (they are not
+    queued)": nothing is held for the bus while Redis is away (memory stays bounded) and nothing stale is published
+    once the node is back. Watched on the bus itself, which a raw subscriber joins before the node reconnects."""
+    (a,) = [await start_emulator(redis_url=redis_server.url)]
+    on_a = await Client.open(a)
+    await on_a.subscribe("news")
+    redis_server.stop()
+    await until(lambda: not cluster_of(a)._connected.is_set())
+    await asyncio.to_thread(sdk(a).trigger, "news", "during-outage", "x")
+    await on_a.expect("during-outage")
+    await asyncio.sleep(1.0)  # the node's back-off is now past 0.4 s
+    redis_server.start()
+    watcher = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    bus = watcher.pubsub(ignore_subscribe_messages=True)
+    await bus.subscribe("relay:bus")
+    await until(lambda: cluster_of(a)._connected.is_set() and cluster_of(a)._queue.empty())
+    messages: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while loop.time() < deadline:
+        message = await bus.get_message(timeout=0.1)
+        if message is not None:
+            messages.append(message["data"])
+    await bus.aclose()
+    await watcher.aclose()
+    assert [text for text in messages if "during-outage" in text] == []
+
+
+async def test_subscription_count_webhook_is_sent_with_a_cluster(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """docs/configuration.md: ``subscription_count`` sends "pusher:subscription_count and its webhook": on a cluster
+    node too (the node whose subscribers changed sends it)."""
+    node = await start_emulator(app=hooked(receiver, subscription_count=True), redis_url=redis_server.url)
+    first, second = await Client.open(node), await Client.open(node)
+    await first.subscribe("news")
+    await second.subscribe("news")
+    assert json.loads((await first.expect("pusher_internal:subscription_count"))["data"])["subscription_count"] >= 1
+    await asyncio.sleep(0.5)
+    assert "subscription_count" in {event["name"] for event in receiver.events()}
