@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -164,6 +165,9 @@ def check_messages(messages: Sequence[Message], credentials: Credentials, where:
             raise AblyError(40031, f"{where}: ids of a multi-message publish must be <base>:0, <base>:1, …")
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def check_channel_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise AblyError(40010, "Invalid channel name: a non-empty string is required")
@@ -171,6 +175,8 @@ def check_channel_name(name: object) -> str:
         raise AblyError(40010, f"Invalid channel name: longer than {MAX_CHANNEL_NAME} characters")
     if name.startswith("["):
         raise AblyError(40010, f"Invalid channel name {name[:100]!r}: metachannels and qualifiers are not emulated")
+    if _CONTROL_CHARACTER.search(name):  # one would also break the cluster bus's framing
+        raise AblyError(40010, f"Invalid channel name {name[:100]!r}: control characters are not allowed")
     if name.startswith(SERVER_TO_USER_PREFIX):
         raise AblyError(40010, f"Invalid channel name: {SERVER_TO_USER_PREFIX}… is Pusher's per-user channel")
     return name

@@ -83,21 +83,22 @@ class NodeState:
     def parse(cls, fields: Mapping[str, str]) -> NodeState:
         state = cls()
         for key, value in fields.items():
-            kind, *parts = key.split(_SEP)
-            if kind == "a" and len(parts) == 2:
-                try:  # one unreadable field must not stop the node that reads it from writing to Redis
-                    channel, connection_id, client_id = json.loads(parts[1])
+            kind, _, rest = key.partition(_SEP)
+            app_id, _, tail = rest.partition(_SEP)
+            try:  # one unreadable field must not stop the node that reads it from writing to Redis
+                if kind == "a":
+                    channel, connection_id, client_id = json.loads(tail)
                     _ably_member(value)
-                except (ValueError, TypeError):
-                    log.warning("unreadable Ably member in a node's state skipped: %.200r", key)
-                    continue
-                state.ably_members[(parts[0], channel, connection_id, client_id)] = value
-            elif kind == "s" and len(parts) == 2:
-                state.subscriptions[(parts[0], parts[1])] = int(value)
-            elif kind == "m" and len(parts) == 3:
-                state.members[(parts[0], parts[1], parts[2])] = value
-            elif kind == "u" and len(parts) == 2:
-                state.users.add((parts[0], parts[1]))
+                    state.ably_members[(app_id, channel, connection_id, client_id)] = value
+                elif kind == "s":
+                    state.subscriptions[(app_id, tail)] = int(value)
+                elif kind == "m":
+                    channel, user_id = json.loads(tail)
+                    state.members[(app_id, channel, user_id)] = value
+                elif kind == "u":
+                    state.users.add((app_id, json.loads(tail)))
+            except (ValueError, TypeError):
+                log.warning("unreadable field in a node's state skipped: %.200r", key)
         return state
 
     @classmethod
@@ -118,10 +119,19 @@ class NodeState:
 
     def fields(self) -> dict[str, str]:
         encoded = {_SEP.join(("s", *key)): str(count) for key, count in self.subscriptions.items()}
-        encoded.update({_SEP.join(("m", *key)): info for key, info in self.members.items()})
-        encoded.update({_SEP.join(("u", *key)): "1" for key in self.users})
+        encoded.update({_member_field(*key): info for key, info in self.members.items()})
+        encoded.update({_user_field(*key): "1" for key in self.users})
         encoded.update({_ably_member_field(*key): item for key, item in self.ably_members.items()})
         return encoded
+
+
+def _member_field(app_id: str, channel: str, user_id: str) -> str:
+    """User ids may hold any character: JSON keeps the separator out of them, as for Ably members."""
+    return _SEP.join(("m", app_id, json.dumps([channel, user_id])))
+
+
+def _user_field(app_id: str, user_id: str) -> str:
+    return _SEP.join(("u", app_id, json.dumps(user_id)))
 
 
 def _ably_member_field(app_id: str, channel: str, connection_id: str, client_id: str) -> str:
@@ -368,7 +378,7 @@ class RedisCluster:
         self._enqueue(nothing)
 
     def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None:
-        field_name = _SEP.join(("m", app_id, channel, user_id))
+        field_name = _member_field(app_id, channel, user_id)
 
         async def join(pipe: Any) -> None:
             pipe.hset(self._key("nodestate", self.node_id), field_name, user_info_json)
@@ -378,7 +388,7 @@ class RedisCluster:
         self._enqueue(join)
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None:
-        field_name = _SEP.join(("m", app_id, channel, user_id))
+        field_name = _member_field(app_id, channel, user_id)
 
         async def leave(pipe: Any) -> None:
             pipe.hdel(self._key("nodestate", self.node_id), field_name)
@@ -388,7 +398,7 @@ class RedisCluster:
         self._enqueue(leave)
 
     def user_online(self, app_id: str, user_id: str, online: bool) -> None:
-        field_name = _SEP.join(("u", app_id, user_id))
+        field_name = _user_field(app_id, user_id)
 
         async def announce(pipe: Any) -> None:
             if online:

@@ -20,8 +20,8 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from relay.emulator.ably import AblyNode, ably_client_settings
-from relay.emulator.ably_auth import AblyAuth, AblyKey
-from relay.emulator.ably_hub import AblyApp
+from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey
+from relay.emulator.ably_hub import AblyApp, check_channel_name
 from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import App, EmulatorConfig, load_config
 from relay.emulator.hub import AppState, ClusterLink
@@ -328,3 +328,14 @@ def test_another_nodes_presence_reaches_subscribers_once_per_change() -> None:
         [("ann", 3)],
     ]
     assert hub.ably.remote_members == {}
+
+
+def test_ably_channel_names_are_refused_with_control_characters_only() -> None:
+    """A control character in a channel name is refused (40010): it would also break the cluster bus's framing.
+    Other characters Ably allows stay allowed, spaces, emoji sequences and all."""
+    for name in ("news\x1fx", "tab\there", "del\x7f"):
+        with pytest.raises(AblyError) as refused:
+            check_channel_name(name)
+        assert refused.value.code == 40010 and "control characters are not allowed" in refused.value.message
+    for name in ("rooms: café\u00a0bar", "family-\U0001f468\u200d\U0001f469", "a" * 250):
+        assert check_channel_name(name) == name

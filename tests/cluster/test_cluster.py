@@ -221,3 +221,19 @@ async def test_two_deployments_share_one_redis_without_cross_talk(nodes: Nodes) 
     await on_green.silent()
     listed = await asyncio.to_thread(sdk(green).channel_info, "news", ["subscription_count"])
     assert listed["subscription_count"] == 1
+
+
+async def test_a_presence_member_whose_user_id_holds_the_separator_is_seen_by_a_node_started_later(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """User ids are any string: one holding the node state's field separator is stored and read back whole, so a node
+    started later (or resyncing after an outage) sees the member."""
+    (a,) = [await start_emulator(redis_url=redis_server.url)]
+    odd = await Client.open(a)
+    await odd.subscribe("presence-room", "ann\x1fsmith")
+    plain = await Client.open(a)
+    await plain.subscribe("presence-room", "bob")
+    await settle()
+    (b,) = [await start_emulator(redis_url=redis_server.url)]
+    users = await asyncio.to_thread(sdk(b).users_info, "presence-room")
+    assert sorted(user["id"] for user in users["users"]) == ["ann\x1fsmith", "bob"]
