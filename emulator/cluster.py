@@ -547,6 +547,11 @@ class RedisCluster:
             await self._connected.wait()
             try:
                 await self._redis.set(self._key("node", self.node_id), "1", px=int(self.settings.node_ttl * 1000))
+                if not await self._redis.sismember(self._key("nodes"), str(self.node_id)):
+                    # Stalled past node_ttl (a paused VM, a half-open connection): the others buried this node and
+                    # settled what it held. Join again, as after an outage, so they see its members once more.
+                    log.warning("this node was taken for dead by the cluster; registering again")
+                    await self._register()
                 alive = set(await self._live_nodes())
                 for node in [int(n) for n in await self._redis.smembers(self._key("nodes"))]:
                     if node not in alive and node != self.node_id:

@@ -8,6 +8,7 @@ import json
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -164,3 +165,34 @@ async def test_workers_listen_on_an_ipv6_host(redis_server: RedisServer) -> None
             assert (await http.get(f"http://[::1]:{port}/health")).json() == {"status": "ok"}
     finally:
         await process.stop()
+
+
+async def test_a_node_stalled_past_node_ttl_rejoins_the_cluster_when_it_resumes(spawn: Spawn) -> None:
+    """docs/emulator.md: other nodes "re-add its members when it returns". A node that stalled without losing Redis
+    (SIGSTOP here; a VM pause or a half-open TCP connection in production) is buried by the survivors; when it
+    resumes, its heartbeat finds it is no longer in the node set and it registers again, members and all."""
+    stalled_process, stalled = await spawn()
+    _, survivor = await spawn()
+    alice = await Client.open(stalled)
+    await alice.subscribe("presence-room", "alice")
+    await settle()
+    assert (await asyncio.to_thread(sdk(survivor).users_info, "presence-room")) == {"users": [{"id": "alice"}]}
+    stalled_process.process.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(60):  # node_ttl is 1 s: the survivor buries it within about 1.3 s
+            await asyncio.sleep(0.1)
+            if (await asyncio.to_thread(sdk(survivor).users_info, "presence-room"))["users"] == []:
+                break
+        else:
+            pytest.fail("the survivor never buried the stalled node")
+    finally:
+        stalled_process.process.send_signal(signal.SIGCONT)
+    await alice.send("pusher:ping", {})
+    await alice.expect("pusher:pong", within=5)  # alice is connected and still a member of her node's channel
+    users: dict[str, Any] = {}
+    for _ in range(40):  # several heartbeats of the resumed node
+        await asyncio.sleep(0.1)
+        users = await asyncio.to_thread(sdk(survivor).users_info, "presence-room")
+        if users["users"]:
+            break
+    assert users == {"users": [{"id": "alice"}]}
