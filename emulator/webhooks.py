@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import random
@@ -18,6 +19,7 @@ from relay.protocol.signing import webhook_signature
 log = logging.getLogger("relay.emulator.webhooks")
 
 WebhookEvent = Mapping[str, object]
+MAX_EVENTS_PER_REQUEST = 1000  # what waits behind a slow receiver goes in requests of at most this many events
 
 
 class WebhookDispatcher:
@@ -38,8 +40,11 @@ class WebhookDispatcher:
         self._batch: list[WebhookEvent] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._delayed: dict[Hashable, tuple[asyncio.TimerHandle, WebhookEvent]] = {}
-        self._deliveries: set[asyncio.Task[None]] = set()
-        self._in_flight = 0
+        # Per webhook (by index): events waiting for it, in order, and the task sending them one request at a time,
+        # so a batch being retried is not overtaken by a later one and a dead receiver holds up only itself.
+        self._outboxes: list[collections.deque[WebhookEvent]] = [collections.deque() for _ in app.webhooks]
+        self._senders: dict[int, asyncio.Task[None]] = {}
+        self._in_flight = [0 for _ in app.webhooks]  # events of each webhook's request being sent or retried
         self._dropped_logged_at = float("-inf")
         self.dropped = 0
 
@@ -49,23 +54,11 @@ class WebhookDispatcher:
 
     @property
     def pending(self) -> int:
-        """Events batched or still being delivered (retries included)."""
-        return len(self._batch) + self._in_flight
+        """Events batched, or waiting for a webhook or being delivered to it (retries included), per webhook."""
+        return len(self._batch) + sum(map(len, self._outboxes)) + sum(self._in_flight)
 
     def emit(self, event: WebhookEvent) -> None:
         if not self.enabled:
-            return
-        if self.pending >= self._app.webhook_max_pending:
-            # A receiver that stays down must not grow memory without bound: drop, count and say so.
-            self.dropped += 1
-            now = self._clock()
-            if now - self._dropped_logged_at >= 10:
-                self._dropped_logged_at = now
-                log.error(
-                    "webhook queue full (%d events pending): dropped %d event(s) so far",
-                    self.pending,
-                    self.dropped,
-                )
             return
         self._batch.append(event)
         if self._flush_handle is None:
@@ -94,18 +87,44 @@ class WebhookDispatcher:
     def _flush(self) -> None:
         self._flush_handle = None
         events, self._batch = self._batch, []
-        time_ms = int(self._clock() * 1000)
-        for hook in self._app.webhooks:
+        for index, hook in enumerate(self._app.webhooks):
+            outbox = self._outboxes[index]
             selected = [e for e in events if hook.wants(str(e["name"]), _channel_of(e))]
-            if selected:
-                task = asyncio.create_task(self._deliver(hook, {"time_ms": time_ms, "events": selected}))
-                self._deliveries.add(task)
-                self._in_flight += len(selected)
-                task.add_done_callback(functools.partial(self._delivered, events=len(selected)))
+            room = max(self._app.webhook_max_pending - len(outbox) - self._in_flight[index], 0)
+            if len(selected) > room:  # a receiver that stays down must not grow memory without bound
+                self._drop(hook, len(selected) - room)
+                selected = selected[:room]
+            outbox.extend(selected)
+            if outbox and index not in self._senders:
+                task = asyncio.create_task(self._send(index, hook))
+                self._senders[index] = task
+                task.add_done_callback(functools.partial(self._sent, index))
 
-    def _delivered(self, task: asyncio.Task[None], events: int) -> None:
-        self._deliveries.discard(task)
-        self._in_flight -= events
+    def _drop(self, hook: Webhook, count: int) -> None:
+        self.dropped += count
+        now = self._clock()
+        if now - self._dropped_logged_at >= 10:
+            self._dropped_logged_at = now
+            log.error(
+                "webhook queue for %s full (%d events pending): dropped %d event(s) so far",
+                hook.url,
+                self._app.webhook_max_pending,
+                self.dropped,
+            )
+
+    async def _send(self, index: int, hook: Webhook) -> None:
+        """Deliver a webhook's events in order: what waits when a request starts goes in it (up to a batch's worth)."""
+        outbox = self._outboxes[index]
+        while outbox:
+            events = [outbox.popleft() for _ in range(min(len(outbox), MAX_EVENTS_PER_REQUEST))]
+            self._in_flight[index] = len(events)
+            try:
+                await self._deliver(hook, {"time_ms": int(self._clock() * 1000), "events": events})
+            finally:
+                self._in_flight[index] = 0
+
+    def _sent(self, index: int, _: asyncio.Task[None]) -> None:
+        self._senders.pop(index, None)
 
     async def _deliver(self, hook: Webhook, payload: dict[str, object]) -> None:
         body = dumps(payload).encode()
@@ -144,8 +163,8 @@ class WebhookDispatcher:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush()
-        if self._deliveries:
-            _, pending = await asyncio.wait(self._deliveries, timeout=grace)
+        if self._senders:
+            _, pending = await asyncio.wait(self._senders.values(), timeout=grace)
             for task in pending:
                 task.cancel()
 
