@@ -7,6 +7,7 @@ returns the exit code. Bad input raises `ConfigError` (``relay`` prints it and e
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from dataclasses import replace
@@ -81,8 +82,8 @@ def _scale_range(text: str) -> tuple[float, float]:
         low, high = (float(part) for part in text.split(":"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a range LOW:HIGH of scale factors: {text!r}") from None
-    if not 0 < low < high:
-        raise argparse.ArgumentTypeError(f"need 0 < LOW < HIGH, got {text!r}")
+    if not 0 < low < high < math.inf:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW < HIGH, both finite, got {text!r}")
     return low, high
 
 
@@ -273,6 +274,11 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
         fields["message_bytes"] = args.message_size
     fields["days_per_month"] = args.days_per_month
     if args.average_connections is not None:
+        if args.connections is not None and args.average_connections > args.connections:
+            raise ConfigError(
+                f"--average-connections {args.average_connections:g} is above --connections {args.connections:g}, "
+                "the peak: an average is at most the peak"
+            )
         fields["connection_minutes_per_day"] = _non_negative(args.average_connections, "--average-connections") * (
             MINUTES_PER_DAY
         )
@@ -287,8 +293,13 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(
                 "--publishes-per-day, --publishes-per-second and --peak-factor: give at most two (the third follows)"
             )
-        if per_day is None:
-            per_day = per_second * SECONDS_PER_DAY / (peak or 1.0)
+        if per_day is None:  # the peak second is on the busiest day: the average day is that much quieter
+            per_day = per_second * SECONDS_PER_DAY / ((peak or 1.0) * (args.peak_day_factor or 1.0))
+        elif per_day == 0 and per_second > 0:
+            raise ConfigError(
+                f"--publishes-per-second {per_second:g} with --publishes-per-day 0: a day without publishes has no "
+                "peak; give one of them"
+            )
         elif per_day > 0:
             peak = per_second * SECONDS_PER_DAY / (per_day * (args.peak_day_factor or 1.0))
             if peak < 1:

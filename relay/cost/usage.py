@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -99,6 +100,7 @@ class UsageDay:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _OPTIONAL = ("peak_publishes_per_second", "units_5kib", "units_2kib")
 _REQUIRED = tuple(f.name for f in fields(UsageDay) if f.name not in _OPTIONAL)
 # (count, what it counts deliveries of): deliveries need something delivered.
@@ -184,12 +186,12 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
         days: dict[str, UsageDay] = {}
         for day, day_raw in days_raw.items():
             day_where = f"{where}.days.{day}"
+            if not _DAY.fullmatch(day):  # fromisoformat alone also takes week dates such as 2026-W48-1
+                raise fail(day_where, "a day is a UTC date YYYY-MM-DD")
             try:
                 dt.date.fromisoformat(day)
             except ValueError:
                 raise fail(day_where, "a day is a UTC date YYYY-MM-DD") from None
-            if len(day) != 10:
-                raise fail(day_where, "a day is a UTC date YYYY-MM-DD")
             days[day] = _day(day_raw, day_where, fail)
         apps[str(app_id)] = UsageApp(days=days, unique_users=unique)
     return Usage(apps=apps, version=USAGE_VERSION, generated_by=generated_by, origin=origin)
@@ -299,8 +301,12 @@ def workload_from_usage(
         return max(1.0, sum(v or 0 for v in values) / messages)
 
     users = [entry.unique_users for entry in apps.values()]
-    if mau is None and all(u is not None for u in users):
-        mau = sum(u or 0 for u in users)
+    connected = any(d.peak_connections > 0 for d in days.values())
+    # The meter learns user ids from sign-ins and presence only: none seen while clients connected means unknown
+    # (the estimate's fallback applies), not zero monthly active users.
+    seen = sum(u or 0 for u in users)
+    if mau is None and all(u is not None for u in users) and (seen > 0 or not connected):
+        mau = seen
     first, last = next(iter(days)), next(reversed(days))
     span = first if first == last else f"{first} to {last}"
     names = ", ".join(apps)

@@ -1,0 +1,115 @@
+"""`relay cost` inputs that contradict each other or the reference (shared/reference/ably-and-pricing.md): refused
+with the flag named, or read as the reference reads them."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+from collections.abc import Sequence
+
+import pytest
+
+from relay.cost import Workload, parse_usage, workload_from_usage
+from relay.cost.cli import add_cost_command, workload_from_args
+from relay.emulator.usage import AppMeter, usage_document
+from relay.errors import ConfigError
+
+
+def _args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="relay")
+    add_cost_command(parser.add_subparsers(required=True))
+    return parser.parse_args(["cost", *argv])
+
+
+def _workload(argv: Sequence[str]) -> Workload:
+    return workload_from_args(_args(argv))
+
+
+def _run(argv: Sequence[str]) -> str:
+    args = _args(argv)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        args.run(args)
+    return out.getvalue()
+
+
+def _day(**overrides: int) -> dict[str, int]:
+    day = {
+        "peak_connections": 6,
+        "peak_channels": 2,
+        "connection_minutes": 6 * 1440,
+        "channel_minutes": 2 * 1440,
+        "publishes": 10,
+        "deliveries": 50,
+        "client_events": 0,
+        "client_event_deliveries": 0,
+        "presence_events": 0,
+        "presence_deliveries": 0,
+        "webhooks": 0,
+        "api_requests": 0,
+        "payload_bytes": 1000,
+        "bytes_out": 10_000,
+    }
+    day.update(overrides)
+    return day
+
+
+# --- the peak-rate flags ---------------------------------------------------------------------------------------------
+
+
+def test_publishes_per_second_alone_stays_the_peak_second_with_a_peak_day_factor() -> None:
+    """``--publishes-per-second N`` is "publishes per second at the peak" (its --help), and per-second limits are
+    checked at "the busiest day's average rate × --peak-factor" (docs/cost.md, Peaks): with ``--peak-day-factor 2``
+    the average day is half the peak day, so the per-second checks are made at N, not 2N."""
+    workload = _workload(["--connections", "10", "--publishes-per-second", "100", "--peak-day-factor", "2"])
+    assert workload.per_second_at_peak(workload.publishes_per_day) == pytest.approx(100)
+
+
+def test_publishes_per_second_is_not_silently_dropped_when_publishes_per_day_is_zero() -> None:
+    """``--publishes-per-day 0 --publishes-per-second 100`` contradict each other (a peak of 100 publishes a second in a
+    day without publishes): a ConfigError, like every other contradictory combination of these flags."""
+    with pytest.raises(ConfigError):
+        _workload(["--connections", "10", "--publishes-per-day", "0", "--publishes-per-second", "100"])
+
+
+def test_average_connections_above_the_peak_is_rejected() -> None:
+    """``--average-connections`` is "connections open on average over the day" and ``--connections`` the peak: an
+    average above the peak would bill Ably's connection-minutes for more connections than every limit is checked
+    against."""
+    with pytest.raises(ConfigError):
+        _workload(["--connections", "10", "--average-connections", "1000"])
+
+
+def test_an_infinite_plot_range_is_rejected_naming_plot_range() -> None:
+    """``--plot-range 1:inf`` is refused by the flag's own check, not later with an error naming --scale."""
+    with pytest.raises((ConfigError, SystemExit)) as raised:
+        _run(["--connections", "500", "--provider", "pusher", "--provider", "flyio", "--plot-range", "1:inf"])
+    if isinstance(raised.value, ConfigError):
+        assert "--plot-range" in str(raised.value)
+
+
+# --- the usage file --------------------------------------------------------------------------------------------------
+
+
+def test_a_usage_day_must_be_written_yyyy_mm_dd() -> None:
+    """The usage file's days are UTC dates YYYY-MM-DD (docs/cost.md): an ISO week date such as "2026-W48-1", which
+    ``date.fromisoformat`` also takes, is refused, or one day could appear twice under two names."""
+    document = {"version": 1, "apps": {"a": {"days": {"2026-W48-1": _day()}}}}
+    with pytest.raises(ConfigError, match="YYYY-MM-DD"):
+        parse_usage(document)
+
+
+def test_a_measured_workload_with_connections_has_monthly_active_users() -> None:
+    """Reference §F.2: a user "becomes active when it connects", so 60 concurrent connections mean at least one MAU.
+    The meter learns user ids from sign-ins and presence only; none seen while clients connected is unknown (the
+    documented fallback, 10 × peak connections, applies), not 0 MAU."""
+    clock = [1_795_000_000.0]
+    meter = AppMeter("app", clock=lambda: clock[0])
+    for index in range(60):
+        meter.connected(f"socket-{index}")
+    meter.published("room", "update", "x" * 100, 60)
+    clock[0] += 60
+    workload = workload_from_usage(parse_usage(usage_document([meter], "audit")))
+    assert workload.connections == 60
+    assert workload.mau is None  # unknown: the estimate assumes 10 × peak connections, as documented
