@@ -52,6 +52,7 @@ log = logging.getLogger("relay.emulator")
 logging.getLogger("websockets.server").setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 3.0
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
 DIRECT_AFTER_IDLE = 0.001  # seconds without writes after which frames are written at once (HttpConnection.write)
 LISTEN_BACKLOG = 4096
 # permessage-deflate (RFC 7692), which browsers offer. Without context takeover on the server's side, a message
@@ -70,6 +71,7 @@ _REASONS = {
     413: "Payload Too Large",
     426: "Upgrade Required",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
 }
 
@@ -177,6 +179,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] | None = None
         self._body = bytearray()
         self._too_large = False
+        self._head_bytes = 0  # bytes read since the current request began, until its headers are complete (then -1)
         self._finished = False
         self.ws: ServerProtocol | None = None
         self.session: Session | AblySession | None = None
@@ -204,6 +207,8 @@ class HttpConnection(asyncio.Protocol):
         parser = self.parser
         if parser is None or self._finished:  # answered with Connection: close, or a refused upgrade: drop the rest
             return
+        if self._head_bytes >= 0:  # the current request's head is not complete yet
+            self._head_bytes += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -213,6 +218,12 @@ class HttpConnection(asyncio.Protocol):
             self.parser, self._raw_headers, self._headers = None, [], None
         except httptools.HttpParserError:
             self._respond(error_response(400, "malformed HTTP request"), keep_alive=False)
+            return
+        # Checked after parsing: the callbacks mark a head completed in this read (-1) or a request ended (0).
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._respond(
+                error_response(431, f"request line and headers over {MAX_HEAD_BYTES} bytes"), keep_alive=False
+            )
 
     # -- httptools callbacks ----------------------------------------------------------------------------------
 
@@ -237,6 +248,7 @@ class HttpConnection(asyncio.Protocol):
         return self._headers
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = -1
         limit = self.node.config.max_request_bytes
         expects_continue = False
         for name, value in self._raw_headers:
@@ -265,6 +277,7 @@ class HttpConnection(asyncio.Protocol):
         assert parser is not None  # this is its callback
         if parser.should_upgrade():
             return
+        self._head_bytes = 0  # what follows is the next request's head
         keep_alive = parser.should_keep_alive()
         if self._too_large:
             limit = self.node.config.max_request_bytes

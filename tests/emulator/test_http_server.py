@@ -77,3 +77,33 @@ async def test_ably_accept_header_wins_over_format_param(emulator: RunningEmulat
         )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json", msgpack.unpackb(response.content)
+
+
+async def test_a_request_head_over_64_kib_is_refused_and_others_are_served(emulator: RunningEmulator) -> None:
+    """A request line and headers are not buffered without bound: past 64 KiB the emulator answers 431 and closes
+    (a header trickled in pieces counts as it arrives). Requests with ordinary heads, pipelined, still work, and so
+    does every other connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ")
+        for _ in range(80):
+            writer.write(b"x" * 1024)
+            await writer.drain()
+        status_line, headers = await read_head(reader)
+        assert status_line == "HTTP/1.1 431 Request Header Fields Too Large"
+        assert headers["connection"] == "close"
+        body = await asyncio.wait_for(reader.read(), RECV_TIMEOUT)
+        assert json.loads(body) == {"error": "request line and headers over 65536 bytes"}
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    try:
+        padding = b"X-Padding: " + b"y" * 30_000 + b"\r\n"
+        request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + padding + b"\r\n"
+        writer.write(request * 3)  # three under the limit, pipelined: 90 KB in all
+        for _ in range(3):
+            status_line, headers = await read_head(reader)
+            assert status_line == "HTTP/1.1 200 OK"
+            assert json.loads(await reader.readexactly(int(headers["content-length"]))) == {"status": "ok"}
+    finally:
+        writer.close()
