@@ -32,7 +32,7 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         description="Run a Pusher-protocol server (WebSocket protocol 7 and the HTTP API) on one port. "
         "The flags define the default app; --config adds apps, limits and webhooks from a TOML file.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; given, it wins over --config's)")
     parser.add_argument("--port", type=int, default=6001, help="port for WebSocket and HTTP API (default 6001)")
     parser.add_argument("--app-id", default="app-id", help="default app's id (default app-id)")
     parser.add_argument("--key", default="app-key", help="default app's key (default app-key)")
@@ -75,10 +75,10 @@ def _run_emulator(args: argparse.Namespace) -> int:
         secret=args.secret,
         webhooks=tuple(Webhook(url=url) for url in args.webhook_url),
     )
-    config = EmulatorConfig(apps=(app,), host=args.host, port=args.port)
+    config = EmulatorConfig(apps=(app,), host=args.host or "127.0.0.1", port=args.port)
     if args.config is not None:
         config = load_config(args.config, defaults=config)
-        config = replace(config, host=args.host if args.host != "127.0.0.1" else config.host)
+        config = replace(config, host=args.host or config.host)  # given explicitly (even 127.0.0.1), the flag wins
     cluster = {"redis_url": args.redis_url, "redis_prefix": args.redis_prefix, "node_ttl": args.node_ttl}
     config = replace(config, **{name: value for name, value in cluster.items() if value is not None})
     config = _operations_config(args, config)

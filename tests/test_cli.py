@@ -44,3 +44,20 @@ async def test_a_bad_config_file_exits_2_naming_the_problem(tmp_path: Path) -> N
     _, stderr = await asyncio.wait_for(process.communicate(), 10)
     assert process.returncode == 2
     assert "apps[0]: key is required" in stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("flags", "listening"), [(["--host", "127.0.0.1"], "http://127.0.0.1:"), ([], "http://[::1]:")]
+)
+async def test_a_given_host_wins_over_the_config_file_even_the_default_one(
+    tmp_path: Path, flags: list[str], listening: str
+) -> None:
+    """docs/configuration.md: "--host (when given) wins over the file", 127.0.0.1 included (it used to be taken for
+    the flag's default and lose); without it the file's host is used."""
+    config = tmp_path / "relay.toml"
+    config.write_text('[server]\nhost = "::1"\nport = 0\n\n[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\n')
+    process = await EmulatorProcess.start("--config", str(config), *flags)
+    try:
+        assert f"listening on {listening}{process.port} " in process.banner
+    finally:
+        await process.stop()
