@@ -83,6 +83,7 @@ class DayUsage:
     peak_publishes_per_second: int = 0
     units_5kib: int = 0
     units_2kib: int = 0
+    delivered_units_5kib: int = 0
     ably_messages: int = 0
 
     @property
@@ -178,6 +179,7 @@ class AppMeter:
         day.payload_bytes += size
         day.units_5kib += units_5
         day.units_2kib += _units(size, 2048)
+        day.delivered_units_5kib += units_5 * reached
         day.ably_messages += units_5 * (1 + reached)
         second = int(now)
         if second != self._second:
@@ -353,7 +355,7 @@ def usage_summary(meters: Iterable[AppMeter]) -> dict[str, Any]:
 
 
 _PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
-_OPTIONAL = frozenset({"peak_publishes_per_second", "units_5kib", "units_2kib"})
+_OPTIONAL = frozenset({"peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib"})
 
 
 def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

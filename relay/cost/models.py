@@ -89,6 +89,9 @@ class Workload:
     bytes_out_per_day: float | None = field(default=None, metadata=_flag("--usage", "bytes sent to clients per day"))
     size_units_5kib: float | None = field(default=None, metadata=_flag("--usage", "average 5 KiB units per message"))
     size_units_2kib: float | None = field(default=None, metadata=_flag("--usage", "average 2 KiB units per message"))
+    delivery_units_5kib: float | None = field(
+        default=None, metadata=_flag("--usage", "average 5 KiB units per delivery, weighted by recipients")
+    )
     mau: int | None = field(default=None, metadata=_flag("--mau", "monthly active users"))
     echo: bool = field(default=True, metadata=_flag("--no-echo", "Ably echoes client publishes to the sender"))
     origin: str = field(default="described", metadata=_flag("--usage", "where the workload came from"))
@@ -119,7 +122,7 @@ class Workload:
                     f"workload field {name} ({flag}) must be ≥ 1 (a peak is at least the average), "
                     f"got {getattr(self, name)}"
                 )
-        for name in ("size_units_5kib", "size_units_2kib"):
+        for name in ("size_units_5kib", "size_units_2kib", "delivery_units_5kib"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(
@@ -165,6 +168,11 @@ class Workload:
         if measured is not None:
             return measured
         return float(max(1, math.ceil(self.message_bytes / (kib * 1024))))
+
+    def delivery_units_of_5kib(self) -> float:
+        """Average 5 KiB units per delivery: measured (a large message to many weighs more than a small one to few),
+        else the average per message."""
+        return self.delivery_units_5kib if self.delivery_units_5kib is not None else self.units_of(5)
 
     def per_second_at_peak(self, per_day: float) -> float:
         return per_day * self.peak_day_factor * self.peak_factor / SECONDS_PER_DAY

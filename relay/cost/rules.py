@@ -144,18 +144,17 @@ def _pusher(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> Plan
 
 
 def ably_messages_per_day(w: Workload) -> float:
-    """A_COUNT: ceil(size/5 KiB)·(P + P·S + CE·(1 + Sce + E) + W) + Pr·(1 + Ps).
+    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E) + W) + D·(P·S + CE·Sce) + Pr·(1 + Ps), where D is the 5 KiB units
+    of a delivery: measured per recipient in a usage file, else the same as a message's.
 
     Server publishes go over REST and are not echoed; client publishes (client events) are echoed to the sender
     when echo is on (Ably's default).
     """
     echo = 1 if w.echo else 0
-    chunks = w.units_of(5)
-    return chunks * (
-        w.publishes_per_day * (1 + w.subscribers_per_publish)
-        + w.client_events_per_day * (1 + w.ce_recipients + echo)
-        + w.webhooks_per_day
-    ) + w.presence_events_per_day * (1 + w.presence_audience)
+    chunks, delivered = w.units_of(5), w.delivery_units_of_5kib()
+    inbound = chunks * (w.publishes_per_day + w.client_events_per_day * (1 + echo) + w.webhooks_per_day)
+    outbound = delivered * (w.publishes_per_day * w.subscribers_per_publish + w.client_events_per_day * w.ce_recipients)
+    return inbound + outbound + w.presence_events_per_day * (1 + w.presence_audience)
 
 
 def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:

@@ -26,7 +26,8 @@ Format (JSON, version 1)::
               "bytes_out": 9800000,                    # Σ bytes written to WebSocket connections (frames included)
               "peak_publishes_per_second": 40,         # optional: most publishes + client events in one second
               "units_5kib": 1020,                      # optional: Σ ceil(data bytes / 5 KiB) over those messages
-              "units_2kib": 1020                       # optional: Σ ceil(data bytes / 2 KiB)
+              "units_2kib": 1020,                      # optional: Σ ceil(data bytes / 2 KiB)
+              "delivered_units_5kib": 50000            # optional: Σ ceil(data bytes / 5 KiB) × recipients
             }
           }
         }
@@ -77,6 +78,7 @@ class UsageDay:
     peak_publishes_per_second: int | None = None
     units_5kib: int | None = None
     units_2kib: int | None = None
+    delivered_units_5kib: int | None = None
 
     @property
     def messages(self) -> int:
@@ -101,7 +103,7 @@ class UsageDay:
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_OPTIONAL = ("peak_publishes_per_second", "units_5kib", "units_2kib")
+_OPTIONAL = ("peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib")
 _REQUIRED = tuple(f.name for f in fields(UsageDay) if f.name not in _OPTIONAL)
 # (count, what it counts deliveries of): deliveries need something delivered.
 _PAIRS = (
@@ -300,6 +302,14 @@ def workload_from_usage(
             return None
         return max(1.0, sum(v or 0 for v in values) / messages)
 
+    def delivery_units() -> float | None:
+        """Average 5 KiB units per delivery, weighted by each message's recipients (Ably bills each delivery)."""
+        values = [d.delivered_units_5kib for d in days.values()]
+        delivered = total("deliveries") + total("client_event_deliveries")
+        if not delivered or any(v is None for v in values):
+            return None
+        return max(1.0, sum(v or 0 for v in values) / delivered)
+
     users = [entry.unique_users for entry in apps.values()]
     connected = any(d.peak_connections > 0 for d in days.values())
     # The meter learns user ids from sign-ins and presence only: none seen while clients connected means unknown
@@ -329,6 +339,7 @@ def workload_from_usage(
         channel_minutes_per_day=total("channel_minutes") / n,
         bytes_out_per_day=total("bytes_out") / n,
         size_units_5kib=units("units_5kib"),
+        delivery_units_5kib=delivery_units(),
         size_units_2kib=units("units_2kib"),
         mau=mau,
         echo=echo,

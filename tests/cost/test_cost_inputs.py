@@ -12,6 +12,7 @@ import pytest
 
 from relay.cost import Workload, parse_usage, workload_from_usage
 from relay.cost.cli import add_cost_command, workload_from_args
+from relay.cost.rules import ably_messages_per_day
 from relay.emulator.usage import AppMeter, usage_document
 from relay.errors import ConfigError
 
@@ -113,3 +114,22 @@ def test_a_measured_workload_with_connections_has_monthly_active_users() -> None
     workload = workload_from_usage(parse_usage(usage_document([meter], "audit")))
     assert workload.connections == 60
     assert workload.mau is None  # unknown: the estimate assumes 10 × peak connections, as documented
+
+
+def test_measured_ably_messages_follow_the_5kib_rule_per_delivery() -> None:
+    """Reference §F.2: each publish is 1 inbound and each delivery 1 outbound message, each billed in 5 KiB chunks. A
+    50 KiB publish to 100 subscribers is 10 × 101 messages and a 100-byte publish to nobody 1: 1,011, as the meter
+    counts. The usage file carries the chunks per delivery, weighted by recipients, so `relay cost --usage` gets the
+    same (averages alone would give 5.5 × 102 = 561)."""
+    clock = [1_795_000_000.0]
+    meter = AppMeter("app", clock=lambda: clock[0])
+    meter.published("room", "big", "x" * 51_200, 100)
+    clock[0] += 1
+    meter.published("solo", "small", "y" * 100, 0)
+    (measured,) = meter.days().values()
+    assert measured.ably_messages == 10 * 101 + 1
+    document = usage_document([meter], "test")
+    (day,) = document["apps"]["app"]["days"].values()
+    assert day["delivered_units_5kib"] == 10 * 100
+    workload = workload_from_usage(parse_usage(document), echo=False)
+    assert ably_messages_per_day(workload) == pytest.approx(1011)
