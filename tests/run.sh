@@ -10,6 +10,7 @@ command -v chromium >/dev/null || missing="$missing chromium"
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 command -v redis-server >/dev/null || missing="$missing redis-server"
 command -v openssl >/dev/null || missing="$missing openssl"
+command -v npm >/dev/null || missing="$missing nodejs npm"  # pusher-js, ably-js and the Next.js example
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq

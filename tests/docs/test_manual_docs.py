@@ -80,3 +80,15 @@ def test_links_resolve(page: Path) -> None:
         assert resolved.exists(), f"{page.name}: {target} does not exist"
         if anchor and resolved.suffix == ".md":
             assert anchor in anchors(resolved), f"{page.name}: no #{anchor} in {resolved.name}"
+
+
+def test_the_gateway_embedding_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/gateway.md's FastAPI embedding example, with the settings it reads from the environment."""
+    monkeypatch.setenv("RELAY_URL", "memory://gateway-docs")
+    monkeypatch.setenv("RELAY_API_TOKEN", "token")
+    (body,) = [body for lang, body in blocks(DOCS / "gateway.md") if lang == "python"]
+    namespace: dict[str, object] = {"__name__": "docs"}
+    exec(compile(body, str(DOCS / "gateway.md"), "exec"), namespace)
+    paths = set(namespace["app"].openapi()["paths"])  # type: ignore[attr-defined]
+    assert {"/v1/publish", "/v1/auth/channel", "/v1/webhooks"} <= paths
+    assert set(namespace["whole"].openapi()["paths"]) >= paths  # type: ignore[attr-defined]
