@@ -62,6 +62,12 @@ class AblyNode:
         self.ready()
         return next((app for app in self._apps.values() if app.state.app.app_id == app_id), None)
 
+    def _frame_limit(self, app: AblyApp) -> int:
+        """The largest WebSocket message the connection's socket takes (server.HttpConnection sets the same)."""
+        limit = self._node.config.max_frame_bytes
+        app_limit = app.state.app.max_message_bytes
+        return limit if app_limit is None else min(app_limit, limit)
+
     def handle(
         self, method: str, path: str, query: Sequence[tuple[str, str]], headers: Sequence[tuple[str, str]], body: bytes
     ) -> Response | None:
@@ -98,6 +104,7 @@ class AblyNode:
             credentials,
             binary=binary,
             echo=query.get("echo") != "false",
+            max_frame_size=self._frame_limit(app),
         )
         session.open(resuming=bool(query.get("resume") or query.get("recover")))
         return session

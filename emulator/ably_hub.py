@@ -175,6 +175,8 @@ def check_channel_name(name: object) -> str:
         raise AblyError(40010, f"Invalid channel name: longer than {MAX_CHANNEL_NAME} characters")
     if name.startswith("["):
         raise AblyError(40010, f"Invalid channel name {name[:100]!r}: metachannels and qualifiers are not emulated")
+    if name.startswith(":"):
+        raise AblyError(40010, f"Invalid channel name {name[:100]!r}: a name cannot start with ':'")
     if _CONTROL_CHARACTER.search(name):  # one would also break the cluster bus's framing
         raise AblyError(40010, f"Invalid channel name {name[:100]!r}: control characters are not allowed")
     if name.startswith(SERVER_TO_USER_PREFIX):
@@ -325,6 +327,7 @@ class PresenceRecord:
 @dataclass(slots=True)
 class Attachment:
     modes: int
+    requested: int  # the modes the ATTACH asked for: a new token's capability may grant more of them, or fewer
     entered: set[str] = field(default_factory=set)  # client ids this connection entered with
 
 

@@ -89,6 +89,7 @@ class AblySession(ForeignPeer):
         "_heartbeat",
         "_last_serial",
         "_link",
+        "_max_frame_size",
         "_released",
         "app",
         "auth",
@@ -117,8 +118,10 @@ class AblySession(ForeignPeer):
         *,
         binary: bool,
         echo: bool,
+        max_frame_size: int = 524_288,
     ) -> None:
         self.app = app
+        self._max_frame_size = max_frame_size  # what the server's WebSocket accepts, advertised in CONNECTED
         self.state = app.state
         self.auth = auth
         self.socket_id = socket_id
@@ -152,7 +155,7 @@ class AblySession(ForeignPeer):
             "maxMessageSize": MAX_MESSAGE_SIZE,
             "maxInboundRate": 50,
             "maxOutboundRate": 50,
-            "maxFrameSize": 524_288,
+            "maxFrameSize": self._max_frame_size,
             "connectionStateTtl": CONNECTION_STATE_TTL_MS,
             "maxIdleInterval": int(self._heartbeat * 1000),
             "serverId": "relay-emulator",
@@ -332,9 +335,9 @@ class AblySession(ForeignPeer):
             modes = allowed_modes(self.credentials, name)
             if not modes:
                 raise AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}")
-            requested = message.get("flags")
-            if isinstance(requested, int) and requested & MODES:
-                modes &= requested
+            flags = message.get("flags")
+            requested = flags & MODES if isinstance(flags, int) and flags & MODES else MODES
+            modes &= requested
             attachment = self.channels.get(name)
             if attachment is None and len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
                 limit = MAX_CHANNELS_PER_CONNECTION
@@ -343,17 +346,20 @@ class AblySession(ForeignPeer):
             self._error_for(raw if isinstance(raw, str) else None, exc)
             return
         if attachment is None:
-            attachment = self.channels[name] = Attachment(modes)
+            attachment = self.channels[name] = Attachment(modes, requested)
             self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
             channel = self.state.subscribe(self, name, None)
             self.state.subscription_count_changed(channel)  # Pusher's pusher:subscription_count, when enabled
         else:
-            attachment.modes = modes
+            attachment.modes, attachment.requested = modes, requested
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
         self._send({"action": ATTACHED, "channel": name, "flags": modes | (HAS_PRESENCE if members else 0)})
         if members:
             sync_id = f"{self.app.next_serial():x}"
-            self._send({"action": SYNC, "channel": name, "channelSerial": f"{sync_id}:", "presence": members})
+            pages = sync_pages(members)
+            for number, page in enumerate(pages, 1):
+                cursor = "" if number == len(pages) else str(number)  # an empty cursor ends the sync (RTP18)
+                self._send({"action": SYNC, "channel": name, "channelSerial": f"{sync_id}:{cursor}", "presence": page})
 
     def _detach(self, message: Mapping[str, Any]) -> None:
         name = message.get("channel")
@@ -451,9 +457,34 @@ class AblySession(ForeignPeer):
             raise AblyError(40102, "Incompatible credentials: the new token is for another app")
         credentials = _with_client_id(credentials, self.credentials.client_id)
         self.credentials = credentials
-        for attachment_name, attachment in self.channels.items():
-            attachment.modes &= allowed_modes(credentials, attachment_name) or 0
+        denied = []
+        for attachment_name, attachment in self.channels.items():  # a new capability may widen modes, or end them
+            attachment.modes = (allowed_modes(credentials, attachment_name) or 0) & attachment.requested
+            if not attachment.modes:
+                denied.append(attachment_name)
         self._send(self._connected())
+        for attachment_name in denied:  # that channel fails (RTC8a1), the connection stays
+            self._release_channel(attachment_name)
+            error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")
+            self._error_for(attachment_name, error)
+
+
+SYNC_PAGE_BYTES = 256 * 1024  # well under the 1 MiB a client's WebSocket may accept (ably-python's default)
+
+
+def sync_pages(members: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """A presence set in SYNC pages of about SYNC_PAGE_BYTES of member data each (at least one member a page)."""
+    pages: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for member in members:
+        data = member.get("data")
+        weight = 200 + (len(data) * 4 // 3 if isinstance(data, str | bytes) else 0)  # base64 for binary, in JSON
+        if pages[-1] and size + weight > SYNC_PAGE_BYTES:
+            pages.append([])
+            size = 0
+        pages[-1].append(member)
+        size += weight
+    return pages
 
 
 def _with_client_id(credentials: Credentials, requested: str | None) -> Credentials:

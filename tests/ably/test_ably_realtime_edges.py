@@ -1,0 +1,149 @@
+"""Ably realtime edges an ably-js or ably-python user meets: AUTH widening or ending an attached channel's modes,
+channel names, the advertised frame size, and a presence set too big for one SYNC. § numbers are the reference's
+(shared/reference/ably-and-pricing.md); Ably's own SDK integration tests are cited where they are the source."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from typing import Any
+
+from ablysupport import (
+    ACK,
+    API_KEY,
+    APP,
+    ATTACH,
+    AUTH,
+    CONNECTED,
+    DETACHED,
+    ERROR,
+    HEARTBEAT,
+    NACK,
+    SYNC,
+    AblyWire,
+    PusherWire,
+    ably_wire,
+    jwt_token,
+)
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import RunningEmulator, StartEmulator
+
+Wires = list[AblyWire | PusherWire]
+PRESENCE_MODE, PUBLISH_MODE = 1 << 16, 1 << 17
+ABLY_PYTHON_MAX_FRAME = 2**20  # ably-python 3.x opens its WebSocket with websockets' default max_size (1 MiB)
+
+
+async def next_non_heartbeat(wire: AblyWire, wait: float = 2.0) -> dict[str, Any] | None:
+    """The next message other than a HEARTBEAT, ``None`` when nothing comes within ``wait``, or
+    ``{"closed": …}`` when the server closes the socket instead."""
+    try:
+        while (message := await wire.recv(wait))["action"] == HEARTBEAT:
+            pass
+    except TimeoutError:
+        return None
+    except ConnectionClosed as exc:
+        return {"closed": str(exc)}
+    return message
+
+
+async def _ack_or_nack(wire: AblyWire) -> dict[str, Any]:
+    """The next ACK or NACK (the channel's own MESSAGE echo may come first)."""
+    while True:
+        message = await wire.recv()
+        if message["action"] in (ACK, NACK):
+            return message
+
+
+async def test_reauth_upgrade_adds_publish_to_an_attached_channel(ably_emulator: RunningEmulator, wires: Wires) -> None:
+    """§B.1/§D.7: AUTH replaces the connection's token in place. Ably applies the new capability to attached
+    channels: ably-js's own integration test ``reauthCapabilityUpgradeAddPublish`` (test/realtime/reauth.test.js,
+    RTC8a1) attaches with ``subscribe``, re-authorizes with ``subscribe`` + ``publish`` and then publishes without
+    re-attaching: the modes the ATTACH asked for are granted anew from the new capability."""
+    first = jwt_token({"room": ["subscribe"]}, client_id="c")
+    wire = await ably_wire(ably_emulator, f"access_token={first}")
+    wires.append(wire)
+    await wire.attach("room")
+    upgraded = jwt_token({"room": ["subscribe", "publish"]}, client_id="c")
+    await wire.send({"action": AUTH, "auth": {"accessToken": upgraded}})
+    await wire.expect(CONNECTED)
+    serial = await wire.publish("room", {"name": "n", "data": "d"})
+    reply = await _ack_or_nack(wire)
+    assert reply["action"] == ACK and reply["msgSerial"] == serial, reply
+
+
+async def test_reauth_downgrade_fails_a_channel_the_new_token_excludes(
+    ably_emulator: RunningEmulator, wires: Wires
+) -> None:
+    """§B.1/§D.7 and ably-js ``reauthCapabilityDowngradeFullChannel`` (RTC8a1): after AUTH with a token that no
+    longer covers an attached channel, Ably fails that channel with 40160 (ably-js waits for state ``failed`` and
+    ``errorReason.code == 40160``), and the connection stays."""
+    first = jwt_token({"room": ["*"], "other": ["*"]}, client_id="c")
+    wire = await ably_wire(ably_emulator, f"access_token={first}")
+    wires.append(wire)
+    await wire.attach("room")
+    await wire.send({"action": AUTH, "auth": {"accessToken": jwt_token({"other": ["*"]}, client_id="c")}})
+    await wire.expect(CONNECTED)
+    notice = await next_non_heartbeat(wire)
+    assert notice is not None, "no ERROR/DETACHED for the channel the new token no longer covers"
+    assert notice["action"] in (ERROR, DETACHED) and notice.get("channel") == "room", notice
+    assert notice["error"]["code"] == 40160, notice
+
+
+async def test_channel_name_starting_with_a_colon_is_invalid(ably_emulator: RunningEmulator, wires: Wires) -> None:
+    """Ably's channel naming rules (ably.com/docs/channels; error page 40010): names must not be empty, must not
+    start with ``[`` or ``:``, and must not contain newlines; such an ATTACH fails that channel with 40010.
+    REST shares the check."""
+    wire = await ably_wire(ably_emulator)
+    wires.append(wire)
+    await wire.send({"action": ATTACH, "channel": ":room"})
+    reply = await next_non_heartbeat(wire)
+    assert reply is not None and reply["action"] == ERROR, reply
+    assert reply["channel"] == ":room" and reply["error"]["code"] == 40010, reply
+
+
+async def test_connected_advertises_the_frame_size_the_socket_accepts(
+    start_emulator: StartEmulator, wires: Wires
+) -> None:
+    """§D.3: CONNECTED's ``maxFrameSize`` is what the server takes: the socket's limit (``max_frame_bytes``, or an
+    app's smaller ``max_message_bytes``), so a client that keeps to it is never closed with 1009 instead of getting
+    a NACK; a publish between ``maxMessageSize`` and that is NACKed 40009 and the connection stays."""
+    default = await start_emulator(app=APP)
+    wire = await ably_wire(default)
+    wires.append(wire)
+    assert wire.connected["connectionDetails"]["maxFrameSize"] == default.node.config.max_frame_bytes
+    serial = await wire.publish("room", {"name": "n", "data": "x" * 200_000})
+    reply = await _ack_or_nack(wire)
+    assert (reply["action"], reply["msgSerial"], reply["error"]["code"]) == (NACK, serial, 40009), reply
+    limited = await start_emulator(app=replace(APP, max_message_bytes=100_000))
+    assert (await ably_wire(limited)).connected["connectionDetails"]["maxFrameSize"] == 100_000
+
+
+async def test_presence_sync_is_paged_so_ably_python_can_read_it(ably_emulator: RunningEmulator, wires: Wires) -> None:
+    """§D.6: SYNC carries ``channelSerial`` ``<syncId>:<cursor>`` and an empty cursor marks the final page, so a big
+    presence set spans several SYNC messages: 20 members with 60 000 bytes of data each (every one within the 64 KiB
+    message limit, §A.3) would make one ~1.2 MB frame, over the 1 MiB ably-python's WebSocket accepts (its
+    ``presence.get()`` then never completed)."""
+    for index in range(20):
+        member = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=m{index}")
+        wires.append(member)
+        await member.attach("big", flags=PRESENCE_MODE | PUBLISH_MODE)  # no PRESENCE_SUBSCRIBE: no SYNC for them
+        await member.presence("big", {"action": 2, "data": "x" * 60_000})
+        assert (await member.expect(ACK))["action"] == ACK
+    ws = await connect(f"ws://127.0.0.1:{ably_emulator.port}/?key={API_KEY}&format=json", max_size=None)
+    try:
+        await ws.recv()  # CONNECTED
+        await ws.send(json.dumps({"action": ATTACH, "channel": "big"}))
+        pages: list[tuple[int, dict[str, Any]]] = []
+        while not pages or not pages[-1][1]["channelSerial"].endswith(":"):
+            raw = await asyncio.wait_for(ws.recv(), 3)
+            message = json.loads(raw)
+            if message["action"] == SYNC:
+                pages.append((len(raw), message))
+    finally:
+        await ws.close()
+    assert sum(len(page["presence"]) for _, page in pages) == 20
+    sizes = [size for size, _ in pages]
+    assert max(sizes) <= ABLY_PYTHON_MAX_FRAME, f"SYNC frames of {sizes} bytes: one frame over 1 MiB"
