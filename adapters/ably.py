@@ -148,12 +148,20 @@ class AblyAdapter:
         results = body if isinstance(body, list) else [body]
         published: list[str] = []
         failed: list[str] = []
+        errors: list[Any] = []
         for batch in results:
             for result in batch.get("results", []):
                 target = published if "error" not in result else failed
                 target.append(f"{result.get('channel')}" + ("" if "error" not in result else f" ({result['error']})"))
+                if "error" in result:
+                    errors.append(result["error"])
         if failed:
-            raise ProviderError(f"Ably refused the publish on {len(failed)} channel(s): {'; '.join(failed)}")
+            message = f"refused the publish on {len(failed)} channel(s): {'; '.join(failed)}"
+            first = errors[0] if isinstance(errors[0], dict) else {}
+            status, code = first.get("statusCode"), first.get("code")
+            if isinstance(status, int):  # a 4xx refusal is the caller's to fix, not a provider failure to fail over
+                raise error_for_status("Ably", status, message, code=code if isinstance(code, int) else None)
+            raise ProviderError(f"Ably {message}")
         return PublishResult(tuple(published), message_ids)
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:

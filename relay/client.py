@@ -100,6 +100,13 @@ class _Operations:
         self.mode = mode
         self.routes = [_Route(make_adapter(config), config) for config in configs]
 
+    def routes_for(self, capability: Capability) -> list[_Route]:
+        """The providers an operation goes to: a mirror asks only its first one a query (what it answers is the
+        answer; another being down does not fail it)."""
+        if self.mode is Mode.MIRROR and capability in _QUERIES:
+            return self.routes[:1]
+        return self.routes
+
     @property
     def primary(self) -> Adapter:
         return self.routes[0].adapter
@@ -259,10 +266,11 @@ class Relay(_BaseRelay):
     def _each(self, operation: Any, capability: Capability) -> Any:
         """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode."""
         outcomes = _Outcomes(self._ops.mode)
-        for route in self._ops.routes:
+        combine = _COMBINE.get(capability, _single)
+        for route in self._ops.routes_for(capability):
             try:
                 self._ops.require(route.adapter, capability)
-                outcome = [self._run(call, route.adapter) for call in operation(route.adapter)]
+                outcome = combine([self._run(call, route.adapter) for call in operation(route.adapter)])
             except RelayError as error:
                 outcomes.failed(route.label, error)
                 continue
@@ -278,14 +286,15 @@ class Relay(_BaseRelay):
         """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels."""
         names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
         payload = Payload.of(data)
-        parts = self._each(
+        result: PublishResult = self._each(
             lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
         )
-        return _merge(parts)
+        return result
 
     def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
         checked = self._ops.checked_events(events)
-        return _merge(self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH))
+        result: PublishResult = self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH)
+        return result
 
     def send_to_user(self, user_id: str, event: str, data: Any) -> None:
         validate_event_name(event)
@@ -299,18 +308,16 @@ class Relay(_BaseRelay):
 
     def channel(self, name: str) -> ChannelInfo:
         self._ops.channel(name)
-        result: ChannelInfo = self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO)[0]
+        result: ChannelInfo = self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO)
         return result
 
     def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
-        result: dict[str, ChannelInfo] = self._each(
-            lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST
-        )[0]
+        result: dict[str, ChannelInfo] = self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST)
         return result
 
     def presence_members(self, channel: str) -> list[PresenceMember]:
         self._ops.channel(channel)
-        result: list[PresenceMember] = self._each(lambda a: [a.presence_members(channel)], Capability.PRESENCE)[0]
+        result: list[PresenceMember] = self._each(lambda a: [a.presence_members(channel)], Capability.PRESENCE)
         return result
 
 
@@ -351,10 +358,11 @@ class AsyncRelay(_BaseRelay):
 
     async def _each(self, operation: Any, capability: Capability) -> Any:
         outcomes = _Outcomes(self._ops.mode)
-        for route in self._ops.routes:
+        combine = _COMBINE.get(capability, _single)
+        for route in self._ops.routes_for(capability):
             try:
                 self._ops.require(route.adapter, capability)
-                outcome = [await self._run(call, route.adapter) for call in operation(route.adapter)]
+                outcome = combine([await self._run(call, route.adapter) for call in operation(route.adapter)])
             except RelayError as error:
                 outcomes.failed(route.label, error)
                 continue
@@ -367,14 +375,17 @@ class AsyncRelay(_BaseRelay):
     ) -> PublishResult:
         names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
         payload = Payload.of(data)
-        parts = await self._each(
+        result: PublishResult = await self._each(
             lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
         )
-        return _merge(parts)
+        return result
 
     async def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
         checked = self._ops.checked_events(events)
-        return _merge(await self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH))
+        result: PublishResult = await self._each(
+            lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH
+        )
+        return result
 
     async def send_to_user(self, user_id: str, event: str, data: Any) -> None:
         validate_event_name(event)
@@ -386,20 +397,20 @@ class AsyncRelay(_BaseRelay):
 
     async def channel(self, name: str) -> ChannelInfo:
         self._ops.channel(name)
-        result: ChannelInfo = (await self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO))[0]
+        result: ChannelInfo = await self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO)
         return result
 
     async def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
-        result: dict[str, ChannelInfo] = (
-            await self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST)
-        )[0]
+        result: dict[str, ChannelInfo] = await self._each(
+            lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST
+        )
         return result
 
     async def presence_members(self, channel: str) -> list[PresenceMember]:
         self._ops.channel(channel)
-        result: list[PresenceMember] = (
-            await self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE)
-        )[0]
+        result: list[PresenceMember] = await self._each(
+            lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE
+        )
         return result
 
 
@@ -419,6 +430,24 @@ def _merge(parts: list[PublishResult]) -> PublishResult:
         tuple(channel for part in parts for channel in part.channels),
         tuple(message_id for part in parts for message_id in part.message_ids),
     )
+
+
+def _single(parts: list[Any]) -> Any:
+    return parts[0]
+
+
+def _nothing(parts: list[Any]) -> None:
+    return None
+
+
+# What one provider's calls for an operation make: the operation's result (and a MirrorError's, per provider).
+_COMBINE: dict[Capability, Any] = {
+    Capability.PUBLISH: _merge,
+    Capability.BATCH: _merge,
+    Capability.SEND_TO_USER: _nothing,
+    Capability.TERMINATE_USER: _nothing,
+}
+_QUERIES = frozenset({Capability.CHANNEL_INFO, Capability.CHANNEL_LIST, Capability.PRESENCE})
 
 
 def _describe(ops: _Operations) -> str:

@@ -115,6 +115,14 @@ class TransportError(RelayError):
     """The provider could not be reached (connection refused, timeout, TLS failure)."""
 
 
+class ClientClosed(RelayError):
+    """The client was closed (``close()``, the end of its ``with`` block, ``reset_default_client()``) while, or
+    before, it was used."""
+
+    def __init__(self) -> None:
+        super().__init__("this Relay client is closed: create another one")
+
+
 class UnsupportedCapability(RelayError):
     """The configured provider cannot perform this operation."""
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import time
+
 from relay.errors import (
     AuthenticationError,
     NotFound,
@@ -41,10 +45,18 @@ def error_for_status(
     return error_class(text, http_status=status, code=code, retry_after=retry_after)
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP-date (RFC 9110 §10.2.3)."""
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # an HTTP-date is GMT; a bare date without a zone is read as such
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

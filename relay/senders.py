@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from relay.adapters.base import HttpRequest, HttpResponse
-from relay.errors import TransportError
+from relay.errors import ClientClosed, TransportError
 from relay.http_errors import parse_retry_after
 
 ErrorFor = Callable[[HttpResponse], Exception]
@@ -53,7 +53,9 @@ def retry_delay(
         return None
     retry_after = None if response is None else parse_retry_after(response.headers.get("retry-after"))
     if retry_after is not None:
-        return min(retry_after, policy.max_delay)
+        # Retrying sooner than asked would only be refused again: a longer wait is the caller's to make
+        # (RateLimited carries retry_after).
+        return retry_after if retry_after <= policy.max_delay else None
     exponential: float = policy.backoff * 2.0 ** (attempt - 1)
     return min(exponential, policy.max_delay) * (0.5 + jitter() / 2)
 
@@ -114,6 +116,8 @@ class SyncSender:
         attempt = 0
         while True:
             attempt += 1
+            if self._client.is_closed:  # httpx would raise a bare RuntimeError
+                raise ClientClosed()
             try:
                 outcome: httpx.Response | httpx.HTTPError = self._client.request(
                     request.method, request.url, headers=request.headers, content=request.body
@@ -145,6 +149,8 @@ class AsyncSender:
         attempt = 0
         while True:
             attempt += 1
+            if self._client.is_closed:
+                raise ClientClosed()
             try:
                 outcome: httpx.Response | httpx.HTTPError = await self._client.request(
                     request.method, request.url, headers=request.headers, content=request.body

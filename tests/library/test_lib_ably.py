@@ -134,10 +134,11 @@ async def test_batch_partial_failure_names_the_channel(make_relay: MakeRelay, re
     error = {"code": 40160, "statusCode": 401, "message": "action not permitted"}
     respx_mock.post(f"{BASE}/messages").respond(201, json=[batch_result("ok", "locked", failed={"locked": error})])
     relay = make_relay(URL)
-    with pytest.raises(ProviderError) as raised:
+    with pytest.raises(AuthenticationError) as raised:  # the refusal's own status: a 401 is the caller's to fix
         await relay.publish(["ok", "locked"], "e", "x")
-    assert str(raised.value).startswith("Ably refused the publish on 1 channel(s): locked (")
+    assert str(raised.value).startswith("Ably answered 401: refused the publish on 1 channel(s): locked (")
     assert "action not permitted" in str(raised.value)
+    assert (raised.value.http_status, raised.value.code) == (401, 40160)
 
 
 async def test_publish_batch(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:

@@ -39,9 +39,9 @@ async def test_mirror_reaches_subscribers_on_both(
     for sub in (on_first, on_second):
         assert (await sub.expect("order-ready", "orders"))["data"] == '{"id":1}'
     assert [sent.url.port for sent in relay.requests] == [first.port, second.port]
-    # Queries answer from the first provider; both are asked.
+    # Queries answer from the first provider, the only one asked (docs/library.md).
     assert (await relay.channel("orders")).subscription_count == 1
-    assert [sent.url.port for sent in relay.requests[2:]] == [first.port, second.port]
+    assert [sent.url.port for sent in relay.requests[2:]] == [first.port]
 
 
 async def test_mirror_with_one_provider_down(
@@ -72,9 +72,12 @@ async def test_mirror_with_every_provider_down(start_stoppable: StartStoppable, 
     await second.stop()
     relay = make_relay(f"mirror:{emulator_url(first)}|{emulator_url(second)}")
     with pytest.raises(MirrorError) as raised:
-        await relay.channel("orders")
+        await relay.publish("orders", "order-ready", {"id": 3})
     assert raised.value.results == {}
     assert set(raised.value.errors) == {label(first.port), label(second.port)}
+    with pytest.raises(MirrorError) as queried:  # a query goes to the first provider only
+        await relay.channel("orders")
+    assert set(queried.value.errors) == {label(first.port)}
 
 
 async def test_failover_to_the_second_when_the_first_is_unreachable(

@@ -6,6 +6,7 @@ Signatures are recomputed independently with the official ``pusher`` package (``
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import logging
@@ -369,8 +370,10 @@ def test_retry_delay_backoff_jitter_and_retry_after() -> None:
     assert [delay(attempt, _response(500)) for attempt in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert delay(2, _response(500), jitter=0.0) == 0.5, "full jitter keeps at least half the delay"
     assert delay(1, _response(429, **{"retry-after": "2"})) == 2.0
-    assert delay(1, _response(503, **{"retry-after": "120"})) == 3.0, "capped at max_delay"
-    assert delay(1, _response(429, **{"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.5
+    assert delay(1, _response(503, **{"retry-after": "120"})) is None, "longer than max_delay: the caller's to wait"
+    assert delay(1, _response(429, **{"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0, "a date gone by"
+    soon = email.utils.formatdate(time.time() + 2, usegmt=True)  # an HTTP-date (RFC 9110 §10.2.3)
+    assert delay(1, _response(429, **{"retry-after": soon})) == pytest.approx(2.0, abs=1.1)
 
 
 def test_sync_sender_sleeps_the_retry_after(respx_mock: respx.MockRouter) -> None:
