@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from relay.emulator import metrics
 from relay.emulator.http_api import Response, error_response, json_response
 from relay.emulator.limits import TokenBucket
-from relay.emulator.usage import usage_document, usage_summary
+from relay.emulator.usage import local_reach, usage_document, usage_summary
 from relay.errors import PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol.channels import validate_channel_name, validate_event_name
 from relay.protocol.frames import dumps, utf8_length
@@ -80,7 +80,7 @@ class _Stream:
         if transport.is_closing():
             return False
         if transport.get_write_buffer_size() > MAX_STREAM_BUFFER:  # the page stopped reading
-            transport.close()
+            transport.abort()  # close() would wait, holding the buffer, for a reader that is not reading
             return False
         data = payload.encode()
         transport.write(b"%x\r\n%b\r\n" % (len(data), data))
@@ -277,8 +277,7 @@ class Operations:
             return error_response(exc.http_status or 400, exc.message)
         except ValueError:
             return error_response(400, "the body must be JSON")
-        found = state.channels.get(channel)
-        reached = 0 if found is None else len(found.subscribers)
+        reached = local_reach(state, channel, None)  # a #server-to-user- channel reaches the user's connections
         state.publish(channel, event, data)
         log.info("console publish", extra={"app_id": state.app.app_id, "channel": channel, "event": event})
         answer = dumps({"ok": True, "recipients": reached}).encode()

@@ -48,7 +48,7 @@ def user_auth_body(client: Relay | AsyncRelay, user: User | None, socket_id: str
 async def request_fields(request: Request) -> Mapping[str, str]:
     """pusher-js posts form-encoded ``socket_id``/``channel_name``; JSON and query parameters work too."""
     fields: dict[str, str] = dict(request.query_params)
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
     if content_type.startswith("application/json"):
         try:
             body = await request.json()
