@@ -409,6 +409,9 @@ class AblySession(ForeignPeer):
         if not isinstance(raw, list) or not raw:
             raise AblyError(40000, "PRESENCE needs a non-empty presence array")
         checked = [self._presence_item(item, index) for index, item in enumerate(raw)]
+        total = sum(len(client_id.encode()) + _data_size(data) for _, client_id, data, _ in checked)
+        if total > MAX_MESSAGE_SIZE:  # presence messages are messages: the same 64 KiB limit
+            raise AblyError(40009, f"presence messages are {total} bytes; the maximum is {MAX_MESSAGE_SIZE}", 400)
         items = []
         for index, (action, client_id, data, encoding) in enumerate(checked):
             message_id = f"{self.socket_id}:{serial}:{index}"
@@ -467,6 +470,10 @@ class AblySession(ForeignPeer):
             self._release_channel(attachment_name)
             error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")
             self._error_for(attachment_name, error)
+
+
+def _data_size(data: str | bytes | None) -> int:
+    return len(data.encode() if isinstance(data, str) else data or b"")
 
 
 SYNC_PAGE_BYTES = 256 * 1024  # well under the 1 MiB a client's WebSocket may accept (ably-python's default)

@@ -158,7 +158,7 @@ def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool) -> str
     out.family(
         "relay_http_requests_total",
         "counter",
-        "Pusher HTTP API responses by status",
+        "HTTP API responses (Pusher's and Ably's REST) by status",
         [({"status": status}, count) for status, count in sorted(node.http_responses.items())],
     )
     out.family(

@@ -147,3 +147,16 @@ async def test_presence_sync_is_paged_so_ably_python_can_read_it(ably_emulator: 
     assert sum(len(page["presence"]) for _, page in pages) == 20
     sizes = [size for size, _ in pages]
     assert max(sizes) <= ABLY_PYTHON_MAX_FRAME, f"SYNC frames of {sizes} bytes: one frame over 1 MiB"
+
+
+async def test_presence_data_over_the_message_size_is_nacked(ably_emulator: RunningEmulator, wires: Wires) -> None:
+    """Presence messages are messages (§A.3, 64 KiB): a 70,000-byte enter is NACKed 40009 and the connection stays,
+    so a presence set cannot grow past what a SYNC page can carry."""
+    wire = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=big")
+    wires.append(wire)
+    await wire.attach("room")
+    serial = await wire.presence("room", {"action": 2, "data": "x" * 70_000})
+    reply = await _ack_or_nack(wire)
+    assert (reply["action"], reply["msgSerial"], reply["error"]["code"]) == (NACK, serial, 40009), reply
+    await wire.presence("room", {"action": 2, "data": "x" * 1_000})
+    assert (await _ack_or_nack(wire))["action"] == ACK
