@@ -124,7 +124,8 @@ class ChannelRules:
         if isinstance(result, User):
             return Decision(channel, result)
         if isinstance(result, Mapping):
-            assert user is not None
+            if user is None:  # user info needs a user: a rule's mistake, refused rather than crashing
+                raise PermissionDenied(f"access to {channel!r} denied: the rule gave user info, but there is no user")
             return Decision(channel, User(user.id, result))
         if result is True:
             return Decision(channel, user)

@@ -115,3 +115,13 @@ async def test_user_auth(client: httpx.AsyncClient) -> None:
     assert body["auth"] == user_auth("key", "secret", "1.2", body["user_data"])
     anonymous = await client.post("/pusher/user-auth", data={"socket_id": "1.2"})
     assert (anonymous.status_code, anonymous.json()) == (401, {"error": "sign in first: no user for this request"})
+
+
+def test_a_rule_giving_user_info_to_an_anonymous_request_is_refused_not_a_crash() -> None:
+    """A rule that answers user info for a request without a user (on a public channel, which a browser may still
+    send to the auth endpoint) is denied with PermissionDenied, not an AssertionError (a 500)."""
+    rules = ChannelRules()
+    rules.add("news-{topic}", lambda user, topic: {"topic": topic})
+    with pytest.raises(PermissionDenied, match="the rule gave user info, but there is no user"):
+        rules.authorize(None, "news-sport")
+    assert rules.authorize(User("ann"), "news-sport").member == User("ann", {"topic": "sport"})
