@@ -20,7 +20,7 @@ from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User
 from relay.payload import Payload
 from relay.protocol.channels import ChannelKind, classify, server_to_user_channel, validate_channel_name
 from relay.protocol.frames import dumps
-from relay.protocol.members import parse_channel_data
+from relay.protocol.members import parse_channel_data, parse_user_data
 from relay.protocol.signing import (
     authorize_channel,
     encrypted_shared_secret,
@@ -212,6 +212,7 @@ class PusherAdapter:
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
         user_data = dumps({"id": user.id, "user_info": dict(user.info)} if user.info else {"id": user.id})
+        parse_user_data(user_data)  # the limits the server holds a signin to: refused here, not by closing the socket
         return {"auth": user_auth(self._config.key, self._config.secret, socket_id, user_data), "user_data": user_data}
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:

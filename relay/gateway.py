@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.client import AsyncRelay, configuration_from_env
 from relay.config import ProviderConfig
@@ -211,7 +212,8 @@ class JwtVerifier:
                 algorithms: Sequence[str] = ("HS256",)
             elif self._jwks is not None:
                 kid = jwt.get_unverified_header(token).get("kid")
-                jwk = next((k for k in self._jwks.keys if k.key_id == kid or kid is None), None)
+                signing = [k for k in self._jwks.keys if k.public_key_use != "enc"]  # RFC 7517 §4.2: not for signatures
+                jwk = next((k for k in signing if k.key_id == kid or kid is None), None)
                 if jwk is None:
                     raise AuthenticationError("the JWT's kid is not in the JWKS")
                 # Only the key's own algorithm: an ES256 token naming an RSA key's kid must not reach PyJWT's
@@ -289,6 +291,39 @@ class PublishResponse(BaseModel):
 WebhookHook = Callable[[list[WebhookEvent]], Awaitable[None]]
 
 
+PUBLISH_PATHS = frozenset({"/v1/publish", "/v1/publish/batch"})
+
+
+def check_publish(settings: GatewaySettings, request: Request) -> None:
+    """The API token, compared in constant time, and the declared body size of a publish."""
+    if settings.api_token is None:
+        raise AuthenticationError("publishing is disabled: set RELAY_API_TOKEN on the gateway")
+    supplied = request.headers.get("authorization", "")
+    if not hmac.compare_digest(supplied.encode(), f"Bearer {settings.api_token}".encode()):
+        raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
+
+
+class PublishGuard:
+    """ASGI middleware: a publish without the API token, or declaring a body over MAX_BODY_BYTES, is answered before
+    its body is read (FastAPI reads and validates a body before the handler can look at the request)."""
+
+    def __init__(self, app: ASGIApp, settings: GatewaySettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PUBLISH_PATHS:
+            try:
+                check_publish(self.settings, Request(scope))
+            except RelayError as error:
+                await error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def gateway_router(
     settings: GatewaySettings, client: AsyncRelay, *, webhook_hook: WebhookHook | None = None
 ) -> APIRouter:
@@ -297,24 +332,10 @@ def gateway_router(
     rules = build_rules(settings.rules)
     forward = httpx.AsyncClient(timeout=10.0) if settings.webhook_forward_url else None
 
-    def check_token(request: Request) -> None:
-        if settings.api_token is None:
-            raise AuthenticationError("publishing is disabled: set RELAY_API_TOKEN on the gateway")
-        supplied = request.headers.get("authorization", "")
-        expected = f"Bearer {settings.api_token}"
-        if not hmac.compare_digest(supplied.encode(), expected.encode()):
-            raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")
-
-    def check_size(request: Request) -> None:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
-
     @router.post("/v1/publish", response_model=PublishResponse, summary="Publish an event to one or more channels")
     async def publish(request: Request, body: PublishRequest) -> Any:
         try:
-            check_token(request)
-            check_size(request)
+            check_publish(settings, request)
             result = await client.publish(body.targets, body.event, body.data, socket_id=body.socket_id)
         except RelayError as error:
             return error_response(error)
@@ -323,8 +344,7 @@ def gateway_router(
     @router.post("/v1/publish/batch", response_model=PublishResponse, summary="Publish several events")
     async def publish_batch(request: Request, body: BatchRequest) -> Any:
         try:
-            check_token(request)
-            check_size(request)
+            check_publish(settings, request)
             events = [Event(e.channel, e.event, e.data, e.socket_id) for e in body.events]
             result = await client.publish_batch(events)
         except RelayError as error:
@@ -460,5 +480,6 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Socket-Id", "X-CSRF-Token"],
         )
+    app.add_middleware(PublishGuard, settings=settings)
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
     return app

@@ -1,0 +1,112 @@
+"""The gateway's identity and token handling at its edges: sign-in limits, JWKS key use, and publishes refused
+before their bodies are read. In process (ASGI), against a real emulator where a provider's answer matters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from websockets.asyncio.client import connect
+
+from relay.gateway import MAX_BODY_BYTES, GatewaySettings, create_app
+from tests.conftest import RunningEmulator
+from tests.gateway.conftest import JWT_SECRET, TOKEN, emulator_url
+
+
+def in_process(settings: GatewaySettings) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=create_app(settings), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway")
+
+
+@pytest.mark.parametrize(
+    ("claims", "limit"),
+    [({"sub": "u" * 129}, "128"), ({"sub": "alice", "name": "n" * 2_000}, "1024")],
+    ids=["sub over 128 characters", "name claim over 1 KB"],
+)
+async def test_user_auth_refuses_a_sub_or_name_the_provider_refuses_as_presence_auth_does(
+    emulator: RunningEmulator, claims: dict[str, Any], limit: str
+) -> None:
+    """/v1/auth/channel refuses a presence member over Pusher's limits (128-character id, 1 KB info: 400/413, "refused
+    here, not later"), and /v1/auth/user refuses the same identity too: signed, the emulator (as Pusher) would fail
+    the sign-in and close the whole connection with 4009, and pusher-js would lose every subscription."""
+    settings = GatewaySettings(relay_url=emulator_url(emulator), api_token=TOKEN, jwt_secret=JWT_SECRET)
+    token = jwt.encode({"exp": int(time.time()) + 60, **claims}, JWT_SECRET, algorithm="HS256")
+    bearer = {"authorization": f"Bearer {token}"}
+    async with in_process(settings) as gateway, connect(emulator.ws_url()) as ws:
+        socket_id = json.loads(json.loads(await ws.recv())["data"])["socket_id"]
+        presence = await gateway.post(
+            "/v1/auth/channel", data={"socket_id": socket_id, "channel_name": "presence-room"}, headers=bearer
+        )
+        assert presence.status_code in (400, 413) and limit in presence.json()["error"], presence.text
+        signin = await gateway.post("/v1/auth/user", data={"socket_id": socket_id}, headers=bearer)
+        emulator_answer: str | bytes = ""
+        if signin.status_code == 200:
+            await ws.send(json.dumps({"event": "pusher:signin", "data": signin.json()}))
+            emulator_answer = await asyncio.wait_for(ws.recv(), 2)
+    assert signin.status_code in (400, 413), (
+        f"the gateway signed a sign-in ({signin.status_code}) that the emulator refuses: {emulator_answer!r}"
+    )
+    assert limit in signin.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+async def test_a_jwks_key_for_encryption_does_not_verify_signatures(
+    emulator: RunningEmulator, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """RFC 7517 §4.2: a JWK with ``"use": "enc"`` is for encryption, not for checking signatures (PyJWKClient
+    itself keeps only ``use: sig`` keys): a token whose kid names the IdP's encryption key is refused."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    enc_jwk = {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "enc-1", "use": "enc"}
+    sig_jwk = {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "sig-1", "alg": "ES256", "use": "sig"}
+    settings = GatewaySettings(relay_url=emulator_url(emulator), jwks={"keys": [enc_jwk, sig_jwk]})
+    payload = {"sub": "alice", "exp": int(time.time()) + 60}
+    form = {"socket_id": "1.1", "channel_name": "private-user-alice"}
+    async with in_process(settings) as gateway:
+        good = jwt.encode(payload, ec_key, algorithm="ES256", headers={"kid": "sig-1"})
+        assert (
+            await gateway.post("/v1/auth/channel", data=form, headers={"authorization": f"Bearer {good}"})
+        ).is_success
+        with_enc_key = jwt.encode(payload, rsa_key, algorithm="RS256", headers={"kid": "enc-1"})
+        response = await gateway.post(
+            "/v1/auth/channel", data=form, headers={"authorization": f"Bearer {with_enc_key}"}
+        )
+    assert response.status_code == 401, f"a token checked with a use=enc key was accepted: {response.text[:120]}"
+
+
+async def test_an_unauthenticated_publish_is_refused_before_its_body_is_read() -> None:
+    """A publish without the API token is answered 401 before its body is read (FastAPI reads and parses a body
+    before the handler runs, so the check is a middleware): nobody without the token can make the gateway buffer
+    a body of any size."""
+    head, tail = b'{"channel": "a", "event": "e", "data": "', b'"}'
+    pieces = [head, *(b"x" * 65_536 for _ in range(64)), tail]  # 4 MiB of valid JSON, streamed in 64 KiB chunks
+    length = sum(len(piece) for piece in pieces)
+    consumed = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal consumed
+        for piece in pieces:
+            consumed += len(piece)
+            yield piece
+
+    settings = GatewaySettings(relay_url="memory://audit", api_token=TOKEN, jwt_secret=JWT_SECRET)
+    async with in_process(settings) as gateway:
+        response = await gateway.post(
+            "/v1/publish", content=body(), headers={"content-type": "application/json", "content-length": str(length)}
+        )
+    assert response.status_code in (401, 413), response.text[:200]
+    assert consumed <= MAX_BODY_BYTES, (
+        f"the gateway read {consumed} bytes of a request without the API token (Content-Length {length}) "
+        f"before answering {response.status_code}"
+    )
