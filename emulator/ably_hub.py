@@ -206,8 +206,21 @@ def encode_json(value: Any) -> str:
 
 
 def encode_msgpack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    try:
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+    except OverflowError:  # JSON extras may hold integers msgpack has no room for: those go as decimal text
+        packed = msgpack.packb(_msgpack_ints(value), use_bin_type=True)
     return packed
+
+
+def _msgpack_ints(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _msgpack_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_msgpack_ints(item) for item in value]
+    return value
 
 
 def decode_body(body: bytes, binary: bool, what: str) -> Any:
@@ -219,7 +232,8 @@ def decode_body(body: bytes, binary: bool, what: str) -> Any:
             raise AblyError(40000, exc.message) from None
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError) as exc:
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError) as exc:
+        # TypeError: a map keyed by an array or a map (unhashable)
         raise AblyError(40000, f"{what} is not valid msgpack: {str(exc)[:100]}") from None
 
 

@@ -11,7 +11,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
@@ -324,7 +324,7 @@ class AblySession(ForeignPeer):
             self._link.close(1000, "disconnected by the client")
         elif action == AUTH:
             self._reauthorize(message)
-        elif isinstance(message.get("msgSerial"), int):  # OBJECT, ANNOTATION, …: refused, the connection stays
+        elif _is_serial(message.get("msgSerial")):  # OBJECT, ANNOTATION, …: refused, the connection stays
             error = AblyError(40000, f"Action {action} is not supported by the emulator")
             self._send({"action": NACK, "msgSerial": message["msgSerial"], "count": 1, "error": error.body()})
 
@@ -373,8 +373,8 @@ class AblySession(ForeignPeer):
     def _acknowledged(self, action: int, message: Mapping[str, Any]) -> None:
         """MESSAGE or PRESENCE: answered with ACK, or NACK and the error (the connection stays)."""
         serial = message.get("msgSerial")
-        if isinstance(serial, bool) or not isinstance(serial, int):
-            raise AblyError(80013, "Protocol error: MESSAGE and PRESENCE need an integer msgSerial")
+        if not _is_serial(serial):
+            raise AblyError(80013, "Protocol error: MESSAGE and PRESENCE need a msgSerial from 0 to 2**63 - 1")
         self._last_serial = max(self._last_serial, serial)
         try:
             name = check_channel_name(message.get("channel"))
@@ -470,6 +470,11 @@ class AblySession(ForeignPeer):
             self._release_channel(attachment_name)
             error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")
             self._error_for(attachment_name, error)
+
+
+def _is_serial(value: object) -> TypeGuard[int]:
+    """A msgSerial: an integer an ACK can carry back in msgpack as well as JSON."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _data_size(data: str | bytes | None) -> int:

@@ -312,7 +312,7 @@ def _require(credentials: Credentials, channel: str, operation: str) -> None:
 def _limit(value: str | None, default: int) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIST_LIMIT:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIST_LIMIT:
         raise AblyError(40003, f"limit must be between 1 and {MAX_LIST_LIMIT}")
     return int(value)
 

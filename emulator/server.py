@@ -253,7 +253,7 @@ class HttpConnection(asyncio.Protocol):
         expects_continue = False
         for name, value in self._raw_headers:
             lowered = name.lower()
-            if lowered == b"content-length" and value.isdigit() and int(value) > limit:
+            if lowered == b"content-length" and value.isdigit() and int(value) > limit:  # bytes: ASCII digits only
                 # Answer now rather than after the body: it may be huge, or never come at all.
                 self._too_large = True
                 self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
@@ -421,7 +421,7 @@ class HttpConnection(asyncio.Protocol):
         if self.node.draining:
             return ErrorCode.RECONNECT, "Server is shutting down; reconnect"
         protocol = dict(parse_qsl(url.query)).get("protocol", "7")
-        if not protocol.isdigit():
+        if not (protocol.isascii() and protocol.isdigit()):  # '²' is a digit to isdigit() but not to int()
             return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
         if not 5 <= int(protocol) <= 7:
             return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}; use 5 to 7"

@@ -137,7 +137,7 @@ def canonical_capability(capability: Mapping[str, list[str]]) -> str:
 def parse_capability(text: str) -> Capability:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise AuthenticationError("capability is not valid JSON", code=40000) from None
     if not isinstance(value, dict) or not all(
         isinstance(ops, list) and all(isinstance(op, str) for op in ops) for ops in value.values()

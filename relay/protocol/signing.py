@@ -137,9 +137,10 @@ def verify_rest_request(
         timestamp = int(params["auth_timestamp"])
     except ValueError:
         raise AuthenticationError("auth_timestamp must be whole seconds since the epoch") from None
-    if abs(now - timestamp) > window:
+    skew = int(now) - timestamp  # whole seconds, in integers: a timestamp too big for a float is only stale
+    if abs(skew) > window:
         raise StaleTimestamp(
-            f"auth_timestamp is {int(now - timestamp)} s from the server's time; "
+            f"auth_timestamp is {skew if abs(skew) < 10**12 else 'far'} s from the server's time; "
             f"the window is {window} s, so check the sender's clock"
         )
     supplied_md5 = params.get("body_md5")
