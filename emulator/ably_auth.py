@@ -9,7 +9,6 @@ state (and on every node of a cluster); JWTs signed by the app's own backend ver
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import warnings
 from collections.abc import Mapping
@@ -148,7 +147,7 @@ class AblyAuth:
         if scheme.lower() == "basic":
             try:
                 decoded = base64.b64decode(value.strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, UnicodeDecodeError, and the plain one non-ASCII text raises
                 raise AblyError(40101, "Invalid credentials: Basic auth is base64(keyName:keySecret)") from None
             client_id = None
             if client_id_header:
@@ -163,7 +162,7 @@ class AblyAuth:
         if token.count(".") != 2:
             try:
                 token = base64.b64decode(token, validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, UnicodeDecodeError, and the plain one non-ASCII text raises
                 raise AblyError(40144, "Invalid token: not an Ably JWT (or its base64)") from None
         try:
             header = jwt.get_unverified_header(token)
@@ -293,5 +292,5 @@ def _ttl(value: object) -> int:
 def _b64_text(value: str, what: str) -> str:
     try:
         return base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and the plain one non-ASCII text raises
         raise AblyError(40012, f"Invalid {what}: it is base64 of the client id") from None
