@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -107,8 +108,9 @@ async def test_the_pending_queue_is_bounded_and_overflow_is_counted_and_logged(
         await asyncio.sleep(0.02)
     assert dispatcher.pending == 3
     assert dispatcher.dropped == 5
-    full = f"webhook queue for {late_receiver.app.url} full (3 events pending): dropped 1 event(s) so far"
-    assert full in caplog.text
+    # The first drop is logged at once: of one event, or of several when a slow machine batched them together.
+    full = rf"webhook queue for {re.escape(late_receiver.app.url)} full \(3 events pending\): dropped [1-5] event"
+    assert re.search(full, caplog.text), caplog.text
     await late_receiver.start()
     await late_receiver.app.until(lambda: len(late_receiver.app.events()) == 3, within=10)
     assert sorted(event["channel"] for event in late_receiver.app.events()) == ["room-0", "room-1", "room-2"]
