@@ -3,57 +3,20 @@ with the flag named, or read as the reference reads them."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 from collections.abc import Sequence
 
 import pytest
+from cost_helpers import cost_parser, run_cost, usage_day
 
 from relay.cost import Workload, parse_usage, workload_from_usage
-from relay.cost.cli import add_cost_command, workload_from_args
+from relay.cost.cli import workload_from_args
 from relay.cost.rules import ably_messages_per_day
 from relay.emulator.usage import AppMeter, usage_document
 from relay.errors import ConfigError
 
 
-def _args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="relay")
-    add_cost_command(parser.add_subparsers(required=True))
-    return parser.parse_args(["cost", *argv])
-
-
 def _workload(argv: Sequence[str]) -> Workload:
-    return workload_from_args(_args(argv))
-
-
-def _run(argv: Sequence[str]) -> str:
-    args = _args(argv)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        args.run(args)
-    return out.getvalue()
-
-
-def _day(**overrides: int) -> dict[str, int]:
-    day = {
-        "peak_connections": 6,
-        "peak_channels": 2,
-        "connection_minutes": 6 * 1440,
-        "channel_minutes": 2 * 1440,
-        "publishes": 10,
-        "deliveries": 50,
-        "client_events": 0,
-        "client_event_deliveries": 0,
-        "presence_events": 0,
-        "presence_deliveries": 0,
-        "webhooks": 0,
-        "api_requests": 0,
-        "payload_bytes": 1000,
-        "bytes_out": 10_000,
-    }
-    day.update(overrides)
-    return day
+    return workload_from_args(cost_parser().parse_args(["cost", *argv]))
 
 
 # --- the peak-rate flags ---------------------------------------------------------------------------------------------
@@ -85,7 +48,7 @@ def test_average_connections_above_the_peak_is_rejected() -> None:
 def test_an_infinite_plot_range_is_rejected_naming_plot_range() -> None:
     """``--plot-range 1:inf`` is refused by the flag's own check, not later with an error naming --scale."""
     with pytest.raises((ConfigError, SystemExit)) as raised:
-        _run(["--connections", "500", "--provider", "pusher", "--provider", "flyio", "--plot-range", "1:inf"])
+        run_cost(["--connections", "500", "--provider", "pusher", "--provider", "flyio", "--plot-range", "1:inf"])
     if isinstance(raised.value, ConfigError):
         assert "--plot-range" in str(raised.value)
 
@@ -96,7 +59,7 @@ def test_an_infinite_plot_range_is_rejected_naming_plot_range() -> None:
 def test_a_usage_day_must_be_written_yyyy_mm_dd() -> None:
     """The usage file's days are UTC dates YYYY-MM-DD (docs/cost.md): an ISO week date such as "2026-W48-1", which
     ``date.fromisoformat`` also takes, is refused, or one day could appear twice under two names."""
-    document = {"version": 1, "apps": {"a": {"days": {"2026-W48-1": _day()}}}}
+    document = {"version": 1, "apps": {"a": {"days": {"2026-W48-1": usage_day()}}}}
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         parse_usage(document)
 
