@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from relay.config import url_host
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
 from relay.emulator.ably_hub import ERROR, AblyApp, ws_frame
 from relay.emulator.ably_realtime import AblySession, authenticate, connect_query, connection_refusal
@@ -127,6 +128,6 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int) -> str:
             f'               AblyRest(key="{key}", endpoint="{host}", {python_port}={port}, tls={tls}'
             + ("" if tls else ", use_token_auth=True")
             + ")",
-            f"  RELAY_URL:   ably://{key}@{f'[{host}]' if ':' in host else host}:{port}?tls={str(tls).lower()}",
+            f"  RELAY_URL:   ably://{key}@{url_host(host)}:{port}?tls={str(tls).lower()}",
         ]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay import __version__
+from relay.config import url_host
 from relay.cost.cli import add_cost_command
 from relay.errors import ConfigError
 
@@ -222,10 +223,10 @@ def _client_settings(config: object, port: int) -> str:
 
     assert isinstance(config, EmulatorConfig)
     host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    url_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
+    in_url = url_host(host)
     tls = config.tls_cert is not None
     http, ws, port_option = ("https", "wss", "wssPort") if tls else ("http", "ws", "wsPort")
-    listening = f"{http}://{url_host}:{port} (WebSocket {ws}://{url_host}:{port}/app/{{key}})"
+    listening = f"{http}://{in_url}:{port} (WebSocket {ws}://{in_url}:{port}/app/{{key}})"
     lines = [f"Relay emulator listening on {listening}", ""]
     for app in config.apps:
         lines += [
@@ -235,7 +236,7 @@ def _client_settings(config: object, port: int) -> str:
             f'enabledTransports: ["{ws}"], cluster: "mt1" }})',
             f'  server SDKs: app_id="{app.app_id}" key="{app.key}" secret="{app.secret}" '
             f'host="{host}" port={port} ssl={str(tls).lower()}',
-            f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{url_host}:{port}/apps/{app.app_id}",
+            f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{in_url}:{port}/apps/{app.app_id}",
         ]
     lines += ["", ably_client_settings(config, host, port)]
     return "\n".join(lines)

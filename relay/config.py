@@ -37,8 +37,7 @@ class ProviderConfig:
 
     @property
     def url_host(self) -> str:
-        """The host as a URL writes it: an IPv6 address in brackets."""
-        return f"[{self.host}]" if ":" in self.host else self.host
+        return url_host(self.host)
 
     @property
     def base_url(self) -> str:
@@ -61,6 +60,11 @@ class ProviderConfig:
 
     def __repr__(self) -> str:
         return f"ProviderConfig({self.url()!r})"
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def parse_url(url: str) -> ProviderConfig:
