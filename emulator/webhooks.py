@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import random
 import time
@@ -96,9 +95,7 @@ class WebhookDispatcher:
                 selected = selected[:room]
             outbox.extend(selected)
             if outbox and index not in self._senders:
-                task = asyncio.create_task(self._send(index, hook))
-                self._senders[index] = task
-                task.add_done_callback(functools.partial(self._sent, index))
+                self._senders[index] = asyncio.create_task(self._send(index, hook))
 
     def _drop(self, hook: Webhook, count: int) -> None:
         self.dropped += count
@@ -115,16 +112,18 @@ class WebhookDispatcher:
     async def _send(self, index: int, hook: Webhook) -> None:
         """Deliver a webhook's events in order: what waits when a request starts goes in it (up to a batch's worth)."""
         outbox = self._outboxes[index]
-        while outbox:
-            events = [outbox.popleft() for _ in range(min(len(outbox), MAX_EVENTS_PER_REQUEST))]
-            self._in_flight[index] = len(events)
-            try:
-                await self._deliver(hook, {"time_ms": int(self._clock() * 1000), "events": events})
-            finally:
-                self._in_flight[index] = 0
-
-    def _sent(self, index: int, _: asyncio.Task[None]) -> None:
-        self._senders.pop(index, None)
+        try:
+            while outbox:
+                events = [outbox.popleft() for _ in range(min(len(outbox), MAX_EVENTS_PER_REQUEST))]
+                self._in_flight[index] = len(events)
+                try:
+                    await self._deliver(hook, {"time_ms": int(self._clock() * 1000), "events": events})
+                finally:
+                    self._in_flight[index] = 0
+        finally:
+            # Here, with no await after the last look at the outbox: a done-callback would run later, and a flush in
+            # between would find this sender still registered and leave its events waiting for the next flush.
+            del self._senders[index]
 
     async def _deliver(self, hook: Webhook, payload: dict[str, object]) -> None:
         body = dumps(payload).encode()
