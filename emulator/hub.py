@@ -24,6 +24,9 @@ from relay.protocol.members import Member
 
 SUBSCRIPTION_COUNT_BURST = 100
 SUBSCRIPTION_COUNT_INTERVAL = 5.0
+# A crowd subscribing to an empty cache channel (a page going live) brings one cache_miss webhook, not one each, as
+# hosted Pusher dedupes it; a publish that fills the cache re-arms it at once.
+CACHE_MISS_INTERVAL = 10.0
 
 
 class Peer(Protocol):
@@ -178,6 +181,8 @@ class AppState:
         self.users: dict[str, dict[str, Peer]] = {}
         self.watchers: dict[str, set[Peer]] = {}
         self.cache: dict[str, tuple[str, str, float]] = {}
+        self.cache_missed_at: dict[str, float] = {}
+        self.cache_missed_prune_at = 1024
         self.meter = AppMeter(app.app_id)  # usage and metrics; the node gives each app one that also sees webhooks
 
     # -- connections ------------------------------------------------------------------------------------------
@@ -334,7 +339,7 @@ class AppState:
     def publish(self, name: str, event: str, data: str, exclude: str | None = None) -> None:
         """An HTTP API publish: cached on cache channels, fanned out here as one shared frame, and to other nodes."""
         if is_cache_channel(name):
-            self.cache[name] = (event, data, self.clock() + self.app.cache_ttl)
+            self.cache_store(name, event, data, self.app.cache_ttl)
             if self.cluster is not None:
                 self.cluster.cache_set(self.app.app_id, name, event, data, self.app.cache_ttl)
         text = frames.channel_event(event, name, data)
@@ -390,6 +395,18 @@ class AppState:
             del self.cache[name]
             return None
         return event, data
+
+    def cache_missed(self, name: str) -> None:
+        """Tell the app's server that ``name`` has nothing cached: at most once per CACHE_MISS_INTERVAL per channel."""
+        now = self.clock()
+        missed_at = self.cache_missed_at.get(name)
+        if missed_at is not None and now - missed_at < CACHE_MISS_INTERVAL:
+            return
+        if len(self.cache_missed_at) >= self.cache_missed_prune_at:  # forget channels nobody subscribed to lately
+            self.cache_missed_at = {k: t for k, t in self.cache_missed_at.items() if now - t < CACHE_MISS_INTERVAL}
+            self.cache_missed_prune_at = max(1024, 2 * len(self.cache_missed_at))
+        self.cache_missed_at[name] = now
+        self.webhooks.emit({"name": "cache_miss", "channel": name})
 
     def cache_ttl(self, name: str) -> int:
         entry = self.cache.get(name)
@@ -523,3 +540,4 @@ class AppState:
 
     def cache_store(self, name: str, event: str, data: str, ttl: float) -> None:
         self.cache[name] = (event, data, self.clock() + ttl)
+        self.cache_missed_at.pop(name, None)

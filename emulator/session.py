@@ -249,7 +249,7 @@ class Session:
             cached = self.state.cached(name)
             if cached is None:
                 self.send_text(frames.cache_miss(name))
-                self.state.webhooks.emit({"name": "cache_miss", "channel": name})
+                self.state.cache_missed(name)
             else:
                 self.send_text(frames.channel_event(cached[0], name, cached[1]))
         self.state.subscription_count_changed(channel)

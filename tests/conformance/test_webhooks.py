@@ -341,6 +341,30 @@ async def test_cache_miss_webhook(hooked: StartHooked, receiver: Receiver, open_
     await receiver.quiet(1, 0.15)
 
 
+async def test_cache_miss_webhook_is_sent_once_for_a_crowd_and_again_after_the_cache_empties(
+    hooked: StartHooked, receiver: Receiver, open_ws: OpenClient
+) -> None:
+    """Every subscriber to an empty cache channel gets ``pusher:cache_miss``, but the app's server hears of it once
+    (hosted Pusher dedupes it); a publish that fills the cache re-arms it, so the next miss after that one expires is
+    posted at once."""
+    emulator = await hooked(Webhook(url=receiver.url, event_types=frozenset({"cache_miss"})), cache_ttl=0.3)
+    crowd = [await open_ws(emulator) for _ in range(3)]
+    for client in crowd:
+        await client.subscribe("cache-score")
+        assert (await client.recv())["event"] == "pusher:cache_miss"
+    await receiver.wait_for(1)
+    await receiver.quiet(1, 0.15)
+
+    api = pusher.Pusher(app_id="1", key=KEY, secret=SECRET, host="127.0.0.1", port=emulator.port, ssl=False)
+    await asyncio.to_thread(api.trigger, "cache-score", "score", "1-0")
+    await asyncio.sleep(0.4)  # the cached event expires
+    late = await open_ws(emulator)
+    await late.subscribe("cache-score")
+    assert (await late.recv())["event"] == "pusher:cache_miss"
+    await receiver.wait_for(2)
+    assert receiver.events() == [{"name": "cache_miss", "channel": "cache-score"}] * 2
+
+
 async def test_subscription_count_webhook(hooked: StartHooked, receiver: Receiver, open_ws: OpenClient) -> None:
     """Item 38's webhook: with ``subscription_count`` on, each change on a non-presence channel is posted."""
     hook = Webhook(url=receiver.url, event_types=frozenset({"subscription_count"}))

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from relay.emulator.config import App
-from relay.emulator.hub import AppState
+from relay.emulator.hub import CACHE_MISS_INTERVAL, AppState
 from relay.emulator.session import Session
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.protocol.channels import Limits
@@ -202,3 +202,23 @@ def test_malformed_frames_get_non_fatal_errors(clock: Clock) -> None:
         "Unsupported event 'pusher:nope'",
     ]
     assert link.closed_with is None
+
+
+def test_a_cache_miss_webhook_per_channel_at_most_every_interval(clock: Clock) -> None:
+    state = make_state(clock)
+    posted: list[dict[str, object]] = []
+    state.webhooks.emit = posted.append  # type: ignore[method-assign]
+
+    def misses() -> list[object]:
+        return [event["channel"] for event in posted if event["name"] == "cache_miss"]
+
+    for n in range(3):
+        session, link = connect(state, clock, n)
+        send(session, "pusher:subscribe", {"channel": "cache-a"})
+        assert link.events()[-1] == "pusher:cache_miss"
+    send(session, "pusher:subscribe", {"channel": "cache-b"})
+    assert misses() == ["cache-a", "cache-b"]
+    clock.now += CACHE_MISS_INTERVAL
+    send(session, "pusher:unsubscribe", {"channel": "cache-a"})
+    send(session, "pusher:subscribe", {"channel": "cache-a"})
+    assert misses() == ["cache-a", "cache-b", "cache-a"]
