@@ -252,7 +252,7 @@ def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
         raise ProtocolError("an event needs channels (a list) or channel (a name)")
     if len(channels) > limits.max_channels_per_event:
         raise ProtocolError(f"{len(channels)} channels given; the limit is {limits.max_channels_per_event}")
-    checked = [validate_channel_name(channel, limits) for channel in channels]
+    checked = list(dict.fromkeys(validate_channel_name(channel, limits) for channel in channels))  # once each
     raw_data = request.get("data")
     if raw_data is None:
         raise ProtocolError("data is required (a string, usually JSON-encoded)")

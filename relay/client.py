@@ -149,7 +149,7 @@ class _Operations:
         for name in names:
             self.channel(name)
         validate_event_name(event)
-        return names, event, None if socket_id is None else self.socket_id(socket_id)
+        return list(dict.fromkeys(names)), event, None if socket_id is None else self.socket_id(socket_id)
 
     def checked_events(self, events: Iterable[Event | Mapping[str, Any]]) -> list[tuple[Event, Payload]]:
         checked = []

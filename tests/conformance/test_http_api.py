@@ -220,6 +220,17 @@ async def test_trigger_single_and_multi_channel_data_verbatim(
     await sport.silent()
 
 
+async def test_a_channel_named_twice_in_one_trigger_hears_the_event_once(
+    emulator: RunningEmulator, open_ws: OpenSubscriber
+) -> None:
+    client = pusher_client(emulator)
+    sub = await open_ws(emulator)
+    await sub.subscribe("news")
+    await asyncio.to_thread(client.trigger, ["news", "news"], "headline", "1")
+    await sub.expect_event("headline", "news", "1")
+    await sub.silent()
+
+
 async def test_trigger_socket_id_excludes_exactly_that_connection(
     emulator: RunningEmulator, open_ws: OpenSubscriber
 ) -> None:

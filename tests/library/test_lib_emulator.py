@@ -76,6 +76,20 @@ async def test_publish_to_250_channels_is_split(
     assert json.loads((await last.expect("tick", channels[249]))["data"]) == {"n": 1}
 
 
+async def test_a_channel_named_twice_is_published_to_once(
+    emulator: Emulator, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    relay = make_relay(emulator_url(emulator))
+    sub = await subscriber(emulator)
+    await sub.subscribe("orders")
+    result = await relay.publish(["orders", "audit", "orders"], "order-ready", "1")
+    assert result == PublishResult(("orders", "audit"))
+    assert relay.requests[0].json()["channels"] == ["orders", "audit"]
+    await sub.expect("order-ready", "orders")
+    await relay.publish("orders", "next", "2")
+    assert (await sub.expect("next", "orders"))["data"] == "2"
+
+
 async def test_socket_id_exclusion(emulator: Emulator, make_relay: MakeRelay, subscriber: Subscribe) -> None:
     relay = make_relay(emulator_url(emulator))
     excluded, other = await subscriber(emulator), await subscriber(emulator)
