@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import AsyncRelay, configuration_from_env
 from relay.config import ProviderConfig
@@ -32,6 +32,7 @@ from relay.rules import ChannelRules
 from relay.web import channel_auth_body_async, error_response, request_fields, socket_id_placeholder, user_auth_body
 
 MAX_BODY_BYTES = 1_048_576
+MAX_AUTH_BODY_BYTES = 16_384  # pusher-js posts socket_id and channel_name, plus whatever params the app adds
 JWT_ALGORITHMS = ("RS256", "ES256")
 
 
@@ -292,36 +293,81 @@ WebhookHook = Callable[[list[WebhookEvent]], Awaitable[None]]
 
 
 PUBLISH_PATHS = frozenset({"/v1/publish", "/v1/publish/batch"})
+BODY_LIMITS = {
+    "/v1/publish": MAX_BODY_BYTES,
+    "/v1/publish/batch": MAX_BODY_BYTES,
+    "/v1/webhooks": MAX_BODY_BYTES,
+    "/v1/auth/channel": MAX_AUTH_BODY_BYTES,
+    "/v1/auth/user": MAX_AUTH_BODY_BYTES,
+}
 
 
 def check_publish(settings: GatewaySettings, request: Request) -> None:
-    """The API token, compared in constant time, and the declared body size of a publish."""
+    """The API token, compared in constant time."""
     if settings.api_token is None:
         raise AuthenticationError("publishing is disabled: set RELAY_API_TOKEN on the gateway")
     supplied = request.headers.get("authorization", "")
     if not hmac.compare_digest(supplied.encode(), f"Bearer {settings.api_token}".encode()):
         raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
 
 
-class PublishGuard:
-    """ASGI middleware: a publish without the API token, or declaring a body over MAX_BODY_BYTES, is answered before
-    its body is read (FastAPI reads and validates a body before the handler can look at the request)."""
+class RequestGuard:
+    """ASGI middleware for the gateway's POST routes. A publish without the API token is refused before its body is
+    read, and a body over its route's limit, declared or streamed, is refused without being buffered whole: FastAPI
+    reads and validates a body before a handler can look at the request."""
 
     def __init__(self, app: ASGIApp, settings: GatewaySettings) -> None:
         self.app = app
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PUBLISH_PATHS:
-            try:
-                check_publish(self.settings, Request(scope))
-            except RelayError as error:
-                await error_response(error)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        limit = BODY_LIMITS.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            request = Request(scope)
+            if scope["path"] in PUBLISH_PATHS:
+                check_publish(self.settings, request)
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise PayloadTooLarge(f"the request body is over {limit} bytes")
+            body = await _bounded_body(receive, limit)
+        except RelayError as error:
+            await error_response(error)(scope, receive, send)
+            return
+        if body is not None:
+            await self.app(scope, _replay(body, receive), send)
+
+
+async def _bounded_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or ``None`` if the client went away; PayloadTooLarge once it passes ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def gateway_router(
@@ -472,7 +518,8 @@ def _ably_client_options(config: ProviderConfig) -> dict[str, Any]:
 def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = None) -> FastAPI:
     client = AsyncRelay(settings.relay_url)
     app = FastAPI(title="Relay gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
-    if settings.cors_origins:
+    app.add_middleware(RequestGuard, settings=settings)
+    if settings.cors_origins:  # outermost, so a browser can read the guard's refusals too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
@@ -480,6 +527,5 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Socket-Id", "X-CSRF-Token"],
         )
-    app.add_middleware(PublishGuard, settings=settings)
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
     return app

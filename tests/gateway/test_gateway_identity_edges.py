@@ -1,5 +1,6 @@
-"""The gateway's identity and token handling at its edges: sign-in limits, JWKS key use, and publishes refused
-before their bodies are read. In process (ASGI), against a real emulator where a provider's answer matters."""
+"""The gateway's identity and token handling at its edges: sign-in limits, JWKS key use, publishes refused before
+their bodies are read, and bodies over a route's limit refused while they stream. In process (ASGI) or served by
+uvicorn, against a real emulator where a provider's answer matters."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from websockets.asyncio.client import connect
 
-from relay.gateway import MAX_BODY_BYTES, GatewaySettings, create_app
+from relay.gateway import MAX_AUTH_BODY_BYTES, MAX_BODY_BYTES, GatewaySettings, create_app
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import JWT_SECRET, TOKEN, emulator_url
+from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, emulator_url, hs_jwt
 
 
 def in_process(settings: GatewaySettings) -> httpx.AsyncClient:
@@ -110,3 +111,83 @@ async def test_an_unauthenticated_publish_is_refused_before_its_body_is_read() -
         f"the gateway read {consumed} bytes of a request without the API token (Content-Length {length}) "
         f"before answering {response.status_code}"
     )
+
+
+async def post_chunked_without_end(url: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    """POST ``body`` with chunked transfer encoding but never the last chunk, and read what the server answers: a
+    server that waits for the whole body before deciding never answers."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(f"POST {path} HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\n{head}\r\n".encode())
+    for start in range(0, len(body), 16_384):
+        chunk = body[start : start + 16_384]
+        writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(4096), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "limit"),
+    [
+        ("/v1/publish", "application/json", MAX_BODY_BYTES),
+        ("/v1/webhooks", "application/json", MAX_BODY_BYTES),
+        ("/v1/auth/channel", "application/x-www-form-urlencoded", MAX_AUTH_BODY_BYTES),
+        ("/v1/auth/user", "application/json", MAX_AUTH_BODY_BYTES),
+    ],
+)
+async def test_a_body_over_its_route_s_limit_is_refused_while_it_streams(
+    gateway: RunningGateway, path: str, content_type: str, limit: int
+) -> None:
+    """A chunked body (no Content-Length to refuse up front) is read only up to its route's limit, then answered
+    413 before the rest arrives: nobody can make the gateway buffer a body of any size. It goes on serving."""
+    bearer = TOKEN if path.startswith("/v1/publish") else hs_jwt()
+    headers = {"authorization": f"Bearer {bearer}", "content-type": content_type}
+    answer = await post_chunked_without_end(gateway.url, path, headers, b"x" * (limit + 16_384))
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 413 Request Entity Too Large", answer[:200]
+    assert rest.endswith(f'{{"error":"the request body is over {limit} bytes"}}'.encode()), answer[:300]
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        publish = await http.post(
+            "/v1/publish",
+            json={"channel": "a", "event": "e", "data": "1"},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+    assert publish.status_code == 200, publish.text
+
+
+@pytest.mark.parametrize(
+    ("path", "limit"), [("/v1/auth/channel", MAX_AUTH_BODY_BYTES), ("/v1/webhooks", MAX_BODY_BYTES)]
+)
+async def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(
+    gateway: RunningGateway, path: str, limit: int
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.post(path, content=b"x" * (limit + 1), headers={"content-type": "text/plain"})
+    assert response.status_code == 413
+    assert response.json() == {"error": f"the request body is over {limit} bytes"}
+
+
+async def test_a_body_at_the_auth_limit_is_read_whole(gateway: RunningGateway) -> None:
+    form = b"socket_id=1.1&channel_name=private-user-alice&pad="
+    body = form + b"x" * (MAX_AUTH_BODY_BYTES - len(form))
+    headers = {"authorization": f"Bearer {hs_jwt()}", "content-type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.post("/v1/auth/channel", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["auth"].startswith("app-key:")
+
+
+async def test_a_browser_can_read_the_refusal_of_an_oversized_auth_body(emulator: RunningEmulator) -> None:
+    """The size guard sits inside CORS: a page on an allowed origin sees the 413 and its reason, not a CORS error."""
+    origin = "https://shop.example"
+    settings = GatewaySettings(relay_url=emulator_url(emulator), jwt_secret=JWT_SECRET, cors_origins=(origin,))
+    async with in_process(settings) as gateway:
+        response = await gateway.post(
+            "/v1/auth/channel", content=b"x" * (MAX_AUTH_BODY_BYTES + 1), headers={"origin": origin}
+        )
+    assert response.status_code == 413
+    assert response.headers["access-control-allow-origin"] == origin
