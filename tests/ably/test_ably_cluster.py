@@ -127,7 +127,11 @@ async def test_a_member_entered_on_one_node_is_present_on_another(
     await alice.presence("room", {"action": ENTER, "data": {"mood": "busy"}})
     await scanner.presence("room", {"action": ENTER, "clientId": "scanner", "data": b"\x00\xff"})
     alice_id, scanner_id = alice.connected["connectionId"], scanner.connected["connectionId"]
-    await asyncio.sleep(0.2)
+    async with httpx.AsyncClient(base_url=here.http_url) as http:
+        for _ in range(100):  # the two members cross Redis to the other node
+            if len((await http.get("/channels/room/presence", headers=BASIC)).json()) == 2:
+                break
+            await asyncio.sleep(0.02)
 
     watcher = await ably_wire(here)
     wires.append(watcher)

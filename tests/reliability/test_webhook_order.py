@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -62,10 +63,9 @@ async def test_a_dead_webhook_endpoint_does_not_drop_events_for_a_healthy_one(
     opened = []
     for index, channel in enumerate(("c1", "c2", "c3")):
         opened.append(await open_subscriber(emulator.ws_url(), channel))
-        if index < 2:
+        with contextlib.suppress(TimeoutError):  # an event the healthy endpoint never gets fails the assert below
             await receiver.wait_for(index + 1)
         await asyncio.sleep(0.1)
-    await asyncio.sleep(0.2)
     for ws in opened:
         await ws.close()
     occupied = [e["channel"] for e in receiver.events() if e["name"] == "channel_occupied"]
