@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from relay.errors import ConfigError
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
@@ -24,6 +27,46 @@ WEBHOOK_EVENT_TYPES = frozenset(
 )
 
 
+class InvalidSetting(ConfigError):
+    """One setting's value is wrong; ``setting`` names it, so the command line can name its flag."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting} {message}")
+        self.setting = setting
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidSetting(name, f"must be true or false, got {value!r}")
+
+
+def _whole(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
+        bounds = f"{minimum}–{maximum}" if maximum else f"{minimum} or more"
+        raise InvalidSetting(name, f"must be a whole number, {bounds}, got {value!r}")
+
+
+def _seconds(name: str, value: object, *, zero: bool, unit: str = "seconds") -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value < 0 or (value == 0 and not zero):  # type: ignore[operator]
+        raise InvalidSetting(name, f"must be a number of {unit}{' ≥ 0' if zero else ' > 0'}, got {value!r}")
+
+
+def _text(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidSetting(name, f"must be a non-empty string, got {value!r}")
+
+
+def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -> None:
+    if value is not None:
+        check(name, value, *args, **kwargs)
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # visible ASCII, spaces and tabs: no line breaks to inject headers
+_URL_PATH_UNSAFE = re.compile(r"[/?#%\s]")
+
+
 @dataclass(frozen=True, slots=True)
 class Webhook:
     url: str
@@ -31,6 +74,16 @@ class Webhook:
     channel_prefix: str = ""
     channel_suffix: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url) if isinstance(self.url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidSetting("url", f"must be an http:// or https:// URL, got {self.url!r}")
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.fullmatch(name) or not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+                raise InvalidSetting(
+                    "headers", f"{name!r}: {value!r} is not an HTTP header (a token name, an ASCII value on one line)"
+                )
 
     def wants(self, event_name: str, channel: str | None) -> bool:
         if event_name not in self.event_types:
@@ -68,6 +121,40 @@ class App:
     # Ably compatibility (docs/ably.md): the app's Ably API key "APPID.KEYID:SECRET"; None derives it from the app.
     ably_key: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("app_id", "key", "secret"):
+            _text(name, getattr(self, name))
+        if _URL_PATH_UNSAFE.search(self.app_id):
+            raise InvalidSetting(
+                "app_id", f"is part of the URL path /apps/{{app_id}}/…: {self.app_id!r} has / ? # % or a space"
+            )
+        for name in ("enabled", "client_events", "subscription_count"):
+            _flag(name, getattr(self, name))
+        _optional(_whole, "max_connections", self.max_connections, 1)
+        _whole("activity_timeout", self.activity_timeout, 1)  # clients read whole seconds from connection_established
+        _seconds("pong_timeout", self.pong_timeout, zero=False)
+        _optional(_seconds, "user_authentication_timeout", self.user_authentication_timeout, zero=False)
+        _seconds("cache_ttl", self.cache_ttl, zero=False)
+        for limit in fields(Limits):
+            _whole(limit.name, getattr(self.limits, limit.name), 1)
+        _whole("webhook_batch_ms", self.webhook_batch_ms, 0)
+        _seconds("webhook_delay", self.webhook_delay, zero=True)
+        _seconds("webhook_retry_for", self.webhook_retry_for, zero=True)
+        _whole("webhook_max_pending", self.webhook_max_pending, 1)
+        for origin in self.allowed_origins:
+            parts = urlsplit(origin) if isinstance(origin, str) else None
+            if parts is None or not origin or ("://" in origin and (parts.path or parts.query or not parts.hostname)):
+                raise InvalidSetting(
+                    "allowed_origins", f"entries are '*', 'https://host[:port]' or '*.host', got {origin!r}"
+                )
+        _optional(_whole, "max_message_bytes", self.max_message_bytes, 1)
+        _optional(_seconds, "api_rate_limit", self.api_rate_limit, zero=False, unit="requests per second")
+        _optional(_text, "ably_key", self.ably_key)
+        key_name, _, key_secret = self.ably_api_key.partition(":")
+        app_part, _, key_part = key_name.partition(".")
+        if not app_part or not key_part or not key_secret:
+            raise InvalidSetting("ably_key", f"looks like 'APPID.KEYID:SECRET', got {self.ably_key!r}")
+
     def __repr__(self) -> str:
         return f"App(app_id={self.app_id!r}, key={self.key!r}, secret='***')"
 
@@ -101,6 +188,27 @@ class EmulatorConfig:
     redis_url: str | None = None
     redis_prefix: str = "relay"
     node_ttl: float = 10.0
+
+    def __post_init__(self) -> None:
+        _text("host", self.host)
+        _whole("port", self.port, 0, 65535)
+        if not isinstance(self.path_prefix, str) or (self.path_prefix and not self.path_prefix.startswith("/")):
+            raise InvalidSetting("path_prefix", f"must be empty or start with '/', got {self.path_prefix!r}")
+        for name in ("max_request_bytes", "max_frame_bytes", "max_send_buffer"):
+            _whole(name, getattr(self, name), 1)
+        _optional(_whole, "node_id", self.node_id, 0)
+        for name in ("console_token", "tls_cert", "tls_key", "usage_file"):
+            _optional(_text, name, getattr(self, name))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidSetting("tls_cert", "and tls_key go together (a certificate chain and its private key)")
+        for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
+            _seconds(name, getattr(self, name), zero=True)
+        if self.redis_url is not None and (
+            not isinstance(self.redis_url, str) or urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix")
+        ):
+            raise InvalidSetting("redis_url", f"must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}")
+        _text("redis_prefix", self.redis_prefix)
+        _seconds("node_ttl", self.node_ttl, zero=False)
 
     def app_by_id(self, app_id: str) -> App | None:
         return next((app for app in self.apps if app.app_id == app_id), None)
@@ -146,19 +254,38 @@ def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: each webhook is a table like {{ url = 'http://…' }}")
     _check_keys(table, _WEBHOOK_FIELDS, where)
-    if not isinstance(table.get("url"), str):
+    if "url" not in table:
         raise ConfigError(f"{where}: url is required")
-    event_types = frozenset(table.get("event_types", WEBHOOK_EVENT_TYPES))
-    unknown = sorted(event_types - WEBHOOK_EVENT_TYPES)
+    event_types = table.get("event_types", list(WEBHOOK_EVENT_TYPES))
+    if not isinstance(event_types, list) or not all(isinstance(name, str) for name in event_types):
+        raise ConfigError(f"{where}: event_types must be a list like ['member_added'], got {event_types!r}")
+    unknown = sorted(set(event_types) - WEBHOOK_EVENT_TYPES)
     if unknown:
         raise ConfigError(f"{where}: unknown event_types {unknown}; known: {sorted(WEBHOOK_EVENT_TYPES)}")
-    return Webhook(
-        url=table["url"],
-        event_types=event_types,
-        channel_prefix=str(table.get("channel_prefix", "")),
-        channel_suffix=str(table.get("channel_suffix", "")),
-        headers={str(k): str(v) for k, v in table.get("headers", {}).items()},
+    headers = table.get("headers", {})
+    if not isinstance(headers, Mapping):
+        raise ConfigError(f"{where}: headers must be a table like {{ 'X-Source' = 'relay' }}, got {headers!r}")
+    for name in ("channel_prefix", "channel_suffix"):
+        if not isinstance(table.get(name, ""), str):
+            raise ConfigError(f"{where}: {name} must be a string, got {table[name]!r}")
+    webhook: Webhook = _built(
+        where,
+        Webhook,
+        url=table.get("url"),
+        event_types=frozenset(event_types),
+        channel_prefix=table.get("channel_prefix", ""),
+        channel_suffix=table.get("channel_suffix", ""),
+        headers=dict(headers),
     )
+    return webhook
+
+
+def _built(where: str, kind: Any, *args: Any, **values: Any) -> Any:
+    """``kind(*args, **values)``, its setting errors prefixed with where the values came from."""
+    try:
+        return kind(*args, **values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
 
 
 def _app(table: Mapping[str, Any], where: str) -> App:
@@ -166,68 +293,46 @@ def _app(table: Mapping[str, Any], where: str) -> App:
         raise ConfigError(f"{where}: each app is a table")
     _check_keys(table, _APP_FIELDS | {"limits", "webhooks"}, where)
     for required in ("app_id", "key", "secret"):
-        if not isinstance(table.get(required), str) or not table[required]:
-            raise ConfigError(f"{where}: {required} is required and must be a non-empty string")
+        if required not in table:
+            raise ConfigError(f"{where}: {required} is required")
     limits_table = table.get("limits", {})
+    if not isinstance(limits_table, Mapping):
+        raise ConfigError(f"{where}: limits must be a table ([apps.limits]), got {limits_table!r}")
     _check_keys(limits_table, _LIMIT_FIELDS, f"{where}.limits")
-    webhooks = tuple(_webhook(hook, f"{where}.webhooks[{i}]") for i, hook in enumerate(table.get("webhooks", [])))
+    hooks = table.get("webhooks", [])
+    if not isinstance(hooks, list):
+        raise ConfigError(f"{where}: webhooks must be [[apps.webhooks]] tables, got {hooks!r}")
+    webhooks = tuple(_webhook(hook, f"{where}.webhooks[{i}]") for i, hook in enumerate(hooks))
     values = {name: table[name] for name in _APP_FIELDS if name in table}
     origins = values.get("allowed_origins", ())
-    if not isinstance(origins, list | tuple) or not all(isinstance(o, str) and o for o in origins):
+    if not isinstance(origins, list | tuple):
         raise ConfigError(f"{where}: allowed_origins must be a list of origins like 'https://app.example.com'")
     values["allowed_origins"] = tuple(origins)
-    try:
-        app = App(**values, limits=replace(Limits(), **limits_table), webhooks=webhooks)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if isinstance(app.activity_timeout, bool) or not isinstance(app.activity_timeout, int) or app.activity_timeout <= 0:
-        # clients read it from connection_established, where the protocol has whole seconds
-        raise ConfigError(
-            f"{where}: activity_timeout must be a positive whole number of seconds, got {app.activity_timeout!r}"
-        )
-    for name in ("pong_timeout", "cache_ttl"):
-        value = getattr(app, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")
-    for name in ("max_message_bytes", "api_rate_limit"):
-        value = getattr(app, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
-            raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")
-    key_name, _, key_secret = app.ably_api_key.partition(":")
-    if "." not in key_name or not key_secret:
-        raise ConfigError(f"{where}: ably_key looks like 'APPID.KEYID:SECRET'")
+    app: App = _built(where, App, **values, limits=replace(Limits(), **limits_table), webhooks=webhooks)
     return app
-
-
-def _check_server(server: Mapping[str, Any], where: str) -> None:
-    for name in ("console_token", "tls_cert", "tls_key", "usage_file"):
-        if name in server and (not isinstance(server[name], str) or not server[name]):
-            raise ConfigError(f"{where}: {name} must be a non-empty string")
-    if ("tls_cert" in server) != ("tls_key" in server):
-        raise ConfigError(f"{where}: tls_cert and tls_key go together (a certificate chain and its private key)")
-    for name in ("max_request_bytes", "max_frame_bytes", "max_send_buffer"):
-        value = server.get(name, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{where}: {name} must be a positive number of bytes, got {value!r}")
-    for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
-        value = server.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{where}: {name} must be a number of seconds ≥ 0, got {value!r}")
 
 
 def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     """Read a TOML file: optional ``[server]`` settings and one ``[[apps]]`` table per app."""
     try:
-        document = tomllib.loads(path.read_text())
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     _check_keys(document, {"server", "apps"}, str(path))
     server = document.get("server", {})
+    if not isinstance(server, Mapping):
+        raise ConfigError(f"{path}: server must be a table ([server]), got {server!r}")
     _check_keys(server, _SERVER_FIELDS, f"{path} [server]")
-    _check_server(server, f"{path} [server]")
-    apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(document.get("apps", [])))
+    tables = document.get("apps", [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: apps must be [[apps]] tables, got {tables!r}")
+    apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(tables))
     if not apps:
         apps = defaults.apps
     identities = {
@@ -239,4 +344,5 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
         duplicated = {value for value in seen if seen.count(value) > 1}
         if duplicated:
             raise ConfigError(f"{path}: two apps share the {what} {sorted(duplicated)[0]!r}")
-    return replace(defaults, apps=apps, **server)
+    config: EmulatorConfig = _built(f"{path} [server]", replace, defaults, apps=apps, **server)
+    return config

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -68,6 +69,24 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
+    from relay.emulator.config import InvalidSetting
+
+    try:
+        config = _emulator_config(args)
+    except InvalidSetting as exc:  # a flag's value: name the flag, as the user typed it
+        flag = "--webhook-url" if exc.setting == "url" else f"--{exc.setting.replace('_', '-')}"
+        raise ConfigError(f"{flag} {exc.message.removeprefix(exc.setting + ' ')}") from None
+    if args.workers < 1:
+        raise ConfigError("--workers must be 1 or more")
+    if args.workers == 1:
+        _run(_serve_emulator(config, None, announce=True))
+        return 0
+    if config.redis_url is None:
+        raise ConfigError("--workers needs --redis-url: the worker processes share state through Redis")
+    return _run_workers(config, args.workers)
+
+
+def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
     from relay.emulator.config import App, EmulatorConfig, Webhook, load_config
 
     app = App(
@@ -82,15 +101,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
         config = replace(config, host=args.host or config.host)  # given explicitly (even 127.0.0.1), the flag wins
     cluster = {"redis_url": args.redis_url, "redis_prefix": args.redis_prefix, "node_ttl": args.node_ttl}
     config = replace(config, **{name: value for name, value in cluster.items() if value is not None})
-    config = _operations_config(args, config)
-    if args.workers < 1:
-        raise ConfigError("--workers must be 1 or more")
-    if args.workers == 1:
-        _run(_serve_emulator(config, None, announce=True))
-        return 0
-    if config.redis_url is None:
-        raise ConfigError("--workers needs --redis-url: the worker processes share state through Redis")
-    return _run_workers(config, args.workers)
+    return _operations_config(args, config)
 
 
 async def _serve_emulator(
@@ -100,7 +111,10 @@ async def _serve_emulator(
     from relay.emulator.shutdown import serve_until_signalled
 
     node = EmulatorNode(config)
-    server = await start_server(node, sock=sock)
+    try:
+        server = await start_server(node, sock=sock)
+    except OSError as exc:  # the port is taken, the host is not this machine's: one line, not a traceback
+        raise ConfigError(f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}") from None
     # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
     # full collections, whose pause stops every connection and grows with what they walk. Collected first, so no
     # start-up garbage is frozen with it.
@@ -120,7 +134,10 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
     handed no connection) to resolve --port 0 and keep the port while workers restart."""
     reservation = socket.socket(_family(config.host))
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    reservation.bind((config.host, config.port))
+    try:
+        reservation.bind((config.host, config.port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}") from None
     config = replace(config, port=reservation.getsockname()[1])
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)
@@ -207,11 +224,19 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         "shutdown_spread": args.shutdown_spread,
     }
     config = replace(config, **{name: value for name, value in flags.items() if value is not None})
-    if config.shutdown_spread < 0 or config.shutdown_delay < 0:
-        raise ConfigError("--shutdown-delay and --shutdown-spread must be 0 or more seconds")
     for path in (config.tls_cert, config.tls_key):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"TLS file {path} does not exist")
+    if config.tls_cert is not None and config.tls_key is not None:
+        from relay.emulator.server import make_ssl_context
+
+        try:
+            make_ssl_context(config.tls_cert, config.tls_key)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"TLS files {config.tls_cert} and {config.tls_key} are not a PEM certificate chain and its private key"
+                f" ({exc.reason or exc})"
+            ) from None
     secrets = [config.console_token, *(app.secret for app in config.apps), config.redis_url]
     configure_logging(args.log_level, json_format=args.log_json, secrets=secrets)
     return config

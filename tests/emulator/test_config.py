@@ -42,10 +42,13 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
         ("[[apps]]\napp_id = '1'\nkey = 'k'\n", "apps[0]: secret is required"),
         ("[[apps]]\napp_id = '1'\nkey = 'k'\nsecret = 's'\ncolour = 'red'\n", "unknown key(s) colour"),
         ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[apps.limits]\nmax_members = 3\n", "limits: unknown key(s)"),
-        ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\nactivity_timeout = 0\n", "activity_timeout must be a positive"),
+        (
+            "[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\nactivity_timeout = 0\n",
+            "activity_timeout must be a whole number, 1 or more, got 0",
+        ),
         (
             "[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\nactivity_timeout = 2.5\n",
-            "activity_timeout must be a positive whole number of seconds, got 2.5",
+            "activity_timeout must be a whole number, 1 or more, got 2.5",
         ),
         (
             "[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[[apps.webhooks]]\nurl='http://x'\nevent_types=['nope']\n",
@@ -58,8 +61,8 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
             "two apps share the Ably key name 'x.y'",
         ),
         ("[server]\nport = 'x'\nbogus = 1\n", "[server]: unknown key(s) bogus"),
-        ("[server]\nmax_send_buffer = -1\n", "[server]: max_send_buffer must be a positive number of bytes, got -1"),
-        ("[server]\nmax_frame_bytes = 1.5\n", "max_frame_bytes must be a positive number of bytes, got 1.5"),
+        ("[server]\nmax_send_buffer = -1\n", "[server]: max_send_buffer must be a whole number, 1 or more, got -1"),
+        ("[server]\nmax_frame_bytes = 1.5\n", "max_frame_bytes must be a whole number, 1 or more, got 1.5"),
         ("this is not toml", "is not valid TOML"),
     ],
 )

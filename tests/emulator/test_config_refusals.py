@@ -1,0 +1,149 @@
+"""Malformed emulator configuration, in its file and on its command line: refused at once with a ConfigError naming
+the field and the bad value, or exit code 2 with ``relay: configuration error: …`` and no traceback; never accepted to
+crash or misbehave at runtime."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from relay.emulator.config import EmulatorConfig, load_config
+from relay.errors import ConfigError
+from tests.cli_support import NOT_UTF8, assert_refused, run_relay, write
+
+APP = "[[apps]]\napp_id = '1'\nkey = 'k'\nsecret = 's'\n"
+DEFAULTS = EmulatorConfig(apps=())
+
+
+# -- the emulator's config file -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        # [server]: nothing checked the types or ranges of port, host, path_prefix, Redis and node_ttl
+        ("[server]\nport = 'x'\n", ["port", "'x'"]),
+        ("[server]\nport = 70000\n", ["port", "70000"]),  # was served on 70000 % 65536 = 4464
+        ("[server]\nport = -1\n", ["port", "-1"]),
+        ("[server]\nhost = 5\n", ["host", "5"]),
+        ("[server]\npath_prefix = 5\n", ["path_prefix", "5"]),
+        ("[server]\npath_prefix = 'api'\n", ["path_prefix", "'api'"]),  # routes never match without a leading /
+        ("[server]\nredis_url = 5\n", ["redis_url"]),
+        ("[server]\nredis_url = 'http://cache:6379'\n", ["redis_url"]),
+        ("[server]\nnode_ttl = 'x'\n", ["node_ttl", "'x'"]),
+        ("[server]\nnode_ttl = -1\n", ["node_ttl", "-1"]),
+        ("[server]\nnode_ttl = nan\n", ["node_ttl", "nan"]),
+        ("[server]\nshutdown_spread = inf\n", ["shutdown_spread", "inf"]),  # shutdown crashed: OverflowError
+        ("[server]\nshutdown_delay = nan\n", ["shutdown_delay", "nan"]),
+        ("server = [1]\n", ["server"]),  # TypeError
+        # [[apps]]: booleans and counts were taken as they came ("false" is truthy: the app stayed enabled)
+        (APP + "enabled = 'false'\n", ["enabled", "'false'"]),
+        (APP + "client_events = 'false'\n", ["client_events", "'false'"]),
+        (APP + "subscription_count = 'false'\n", ["subscription_count", "'false'"]),
+        (APP + "max_connections = '10'\n", ["max_connections", "'10'"]),  # every connection crashed: TypeError
+        (APP + "max_connections = -1\n", ["max_connections", "-1"]),  # every connection refused, "quota (-1)"
+        (APP + "max_connections = 1.5\n", ["max_connections", "1.5"]),
+        (APP + "pong_timeout = nan\n", ["pong_timeout", "nan"]),
+        (APP + "cache_ttl = nan\n", ["cache_ttl", "nan"]),
+        (APP + "api_rate_limit = nan\n", ["api_rate_limit", "nan"]),
+        (APP + "user_authentication_timeout = 'x'\n", ["user_authentication_timeout", "'x'"]),
+        (APP + "user_authentication_timeout = -1\n", ["user_authentication_timeout", "-1"]),
+        (APP + "webhook_batch_ms = 'x'\n", ["webhook_batch_ms", "'x'"]),
+        (APP + "webhook_delay = -5\n", ["webhook_delay", "-5"]),
+        (APP + "webhook_retry_for = 'x'\n", ["webhook_retry_for", "'x'"]),
+        (APP + "webhook_max_pending = 0\n", ["webhook_max_pending", "0"]),  # every webhook silently dropped
+        (APP + "webhook_max_pending = -1\n", ["webhook_max_pending", "-1"]),
+        (APP + "ably_key = 5\n", ["ably_key"]),  # AttributeError
+        (APP + "allowed_origins = ['https://a.example/path']\n", ["allowed_origins", "https://a.example/path"]),
+        ("[[apps]]\napp_id = 'a/b'\nkey = 'k'\nsecret = 's'\n", ["app_id", "a/b"]),  # /apps/a/b/events: 404
+        # [apps.limits]
+        (APP + "limits = 5\n", ["limits"]),  # TypeError
+        (APP + "[apps.limits]\nmax_channel_name = '200'\n", ["max_channel_name", "'200'"]),  # subscribe crashed
+        (APP + "[apps.limits]\nmax_presence_members = -1\n", ["max_presence_members", "-1"]),
+        (APP + "[apps.limits]\nmax_event_bytes = 1.5\n", ["max_event_bytes", "1.5"]),
+        # [[apps.webhooks]]
+        (APP + "[[apps.webhooks]]\nurl = ''\n", ["url"]),
+        (APP + "[[apps.webhooks]]\nurl = 'not a url'\n", ["url", "not a url"]),
+        (APP + "[[apps.webhooks]]\nurl = 'ftp://hooks.example'\n", ["url", "ftp://hooks.example"]),
+        (APP + "[[apps.webhooks]]\nurl = 'http://x'\nevent_types = 'member_added'\n", ["event_types", "list"]),
+        (APP + "[[apps.webhooks]]\nurl = 'http://x'\nheaders = ['X-Source']\n", ["headers"]),  # AttributeError
+        (APP + "[[apps.webhooks]]\nurl = 'http://x'\nheaders = { 'X-Source' = 'café' }\n", ["X-Source"]),
+        (APP + "[[apps.webhooks]]\nurl = 'http://x'\nheaders = { 'X-Source' = \"a\\nb\" }\n", ["X-Source"]),
+        (APP + "[[apps.webhooks]]\nurl = 'http://x'\nheaders = { 'X Source' = 'v' }\n", ["X Source"]),
+    ],
+)
+def test_emulator_config_file_refuses_nonsense_naming_field_and_value(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
+    """Each value is refused when the file is loaded, not accepted to crash (or silently misbehave) at runtime."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), defaults=DEFAULTS)
+    for fragment in fragments:
+        assert fragment in caught.value.message, caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [(None, "directory"), (NOT_UTF8, "UTF-8")],  # IsADirectoryError and UnicodeDecodeError escaped
+    ids=["directory", "not UTF-8"],
+)
+def test_an_unreadable_emulator_config_file_is_a_config_error(
+    tmp_path: Path, content: bytes | None, fragment: str
+) -> None:
+    path = tmp_path if content is None else write(tmp_path, content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, defaults=DEFAULTS)
+    assert str(path) in caught.value.message and fragment.lower() in caught.value.message.lower()
+
+
+# -- `relay emulator` flags -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (["--port", "70000"], ["--port", "70000"]),  # listened on 4464
+        (["--port", "-5"], ["--port", "-5"]),  # socket.gaierror traceback
+        (["--app-id", ""], ["--app-id"]),  # the banner then printed a RELAY_URL that does not parse
+        (["--key", ""], ["--key"]),
+        (["--secret", ""], ["--secret"]),
+        (["--webhook-url", "not a url"], ["--webhook-url", "not a url"]),
+        (["--node-ttl", "-1"], ["--node-ttl"]),
+        (["--shutdown-spread", "inf"], ["--shutdown-spread"]),  # SIGTERM then crashed: no usage file, no webhooks
+        (["--shutdown-delay", "nan"], ["--shutdown-delay"]),
+        (["--host", "not a host"], ["not a host"]),  # socket.gaierror traceback
+        (["--redis-url", "http://cache:6379"], ["--redis-url"]),  # redis ValueError traceback
+        (["--redis-url", ""], ["--redis-url"]),
+    ],
+)
+async def test_emulator_flags_refuse_nonsense_with_exit_2(flags: list[str], fragments: list[str]) -> None:
+    port = [] if "--port" in flags else ["--port", "0"]
+    assert_refused(await run_relay("emulator", *flags, *port), *fragments)
+
+
+async def test_a_tls_file_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
+    """An existing file that is not PEM escaped as ssl.SSLError "[SSL] PEM lib" with a traceback."""
+    not_pem = write(tmp_path, "not a certificate\n", "cert.pem")
+    assert_refused(
+        await run_relay("emulator", "--port", "0", "--tls-cert", str(not_pem), "--tls-key", str(not_pem)),
+        str(not_pem),
+    )
+
+
+@pytest.mark.parametrize("content", [None, NOT_UTF8], ids=["directory", "not UTF-8"])
+async def test_emulator_config_that_cannot_be_read_exits_2(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path if content is None else write(tmp_path, content)
+    assert_refused(await run_relay("emulator", "--port", "0", "--config", str(path)), str(path))
+
+
+async def test_a_port_already_in_use_is_one_clear_line_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome = await run_relay("emulator", "--port", str(port))
+    assert outcome.returncode not in (None, 0)
+    assert "Traceback" not in outcome.stderr, outcome.stderr[-1500:]
+    assert str(port) in outcome.stderr and "in use" in outcome.stderr
