@@ -73,8 +73,21 @@ def parse_configuration(url: str | ProviderConfig) -> tuple[Mode, list[ProviderC
             urls = [part.strip() for part in url[len(prefix) :].split("|") if part.strip()]
             if len(urls) < 2:
                 raise ConfigError(f"{mode.value}: needs two or more provider URLs separated by '|'")
-            return mode, [parse_url(part) for part in urls]
+            configs = [parse_url(part) for part in urls]
+            if mode is Mode.MIRROR:
+                _refuse_repeated_providers(configs)
+            return mode, configs
     return Mode.SINGLE, [parse_url(url)]
+
+
+def _refuse_repeated_providers(configs: Sequence[ProviderConfig]) -> None:
+    """A mirror naming one provider twice (whatever the key) would publish every event twice to its subscribers."""
+    seen: set[tuple[str, str, str]] = set()
+    for config in configs:
+        provider = (config.scheme, config.base_url, config.app_id)
+        if provider in seen:
+            raise ConfigError(f"mirror: names {config.url()} twice; each provider goes in once")
+        seen.add(provider)
 
 
 def _can_fail_over(error: RelayError) -> bool:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from relay.errors import ConfigError
 
@@ -71,7 +73,7 @@ def parse_url(url: str) -> ProviderConfig:
     """Parse a provider URL; a mistake raises :class:`ConfigError` naming the fix (and never the secret)."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"a provider URL looks like scheme://…, with scheme one of {', '.join(SCHEMES)}")
-    parts = urlsplit(url)
+    parts = _split(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown provider scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
@@ -81,20 +83,23 @@ def parse_url(url: str) -> ProviderConfig:
         return ProviderConfig(scheme="memory", host=parts.hostname or "", encryption_master_key=master_key)
     if scheme == "ably" and parts.netloc and "@" not in parts.netloc:
         parts = parts._replace(netloc=f"{parts.netloc}@")  # ably://APPID.KEYID:SECRET, the host omitted
-    key, secret = unquote(parts.username or ""), unquote(parts.password or "")
+    key = _decoded(parts.username or "", f"the {scheme}:// URL's key")
+    secret = _decoded(parts.password or "", f"the {scheme}:// URL's secret", secret=True)
     if not key or not secret:
         hint = "KEYNAME:KEYSECRET" if scheme == "ably" else "KEY:SECRET"
         raise ConfigError(f"{scheme}:// URL needs credentials: {scheme}://{hint}@host…")
     options = dict(parse_qsl(parts.query.replace("+", "%2B")))  # a literal '+', as in base64 keys
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"{scheme}:// URL has an invalid port") from None
+    port_text = _port_text(parts.netloc)
+    port = _port_number(port_text) if port_text else None
+    if port_text and port is None:
+        raise ConfigError(f"{scheme}:// URL has an invalid port {port_text!r}: a port is a number from 1 to 65535")
     tls = _flag(options.pop("tls", "false" if scheme == "emulator" else "true"), "tls")
     master_key = _master_key(options.pop("encryption_master_key", None))
     host = parts.hostname or ""
+    if host and not _is_host(host):
+        raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address")
     if scheme == "ably":
-        if "." not in key:
+        if not _is_ably_key_name(key):
             raise ConfigError("ably:// URL needs the full key name APPID.KEYID before the colon (Ably → API Keys)")
         return ProviderConfig(
             "ably", key, secret, key.partition(".")[0], host or DEFAULT_ABLY_HOST, port, tls, None, options
@@ -111,7 +116,62 @@ def _app_id(path: str, scheme: str) -> str:
     segments = [segment for segment in path.split("/") if segment]
     if len(segments) != 2 or segments[0] != "apps":
         raise ConfigError(f"{scheme}:// URL must end with /apps/APP_ID")
-    return unquote(segments[1])
+    return _decoded(segments[1], f"the {scheme}:// URL's app id")
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:  # a bracket left open or closed, or brackets around something that is not IPv6
+        scheme = url.partition("://")[0].lower()
+        credentials, _, host_and_port = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0].rpartition("@")
+        if "[" in credentials or "]" in credentials:  # urlsplit looks for brackets in the whole netloc
+            raise ConfigError(f"{scheme}:// URL's key or secret has '[' or ']': percent-encode it (%5B, %5D)") from None
+        raise ConfigError(
+            f"{scheme}:// URL's host {host_and_port!r} is not a host name or an IP address (IPv6 is written [::1])"
+        ) from None
+
+
+def _port_text(netloc: str) -> str:
+    """What follows the host in ``netloc`` after a ':', as written (urlsplit's ``port`` hides it or accepts 0)."""
+    host_and_port = netloc.rpartition("@")[2]
+    _, bracket, after_ipv6 = host_and_port.rpartition("]")
+    return (after_ipv6 if bracket else host_and_port).partition(":")[2]
+
+
+def _port_number(text: str) -> int | None:
+    """``text`` as a port that can be connected to, or None (int() also takes non-ASCII digits such as '٣')."""
+    if text.isascii() and text.isdigit() and 0 < int(text) <= 65535:
+        return int(text)
+    return None
+
+
+def _is_host(host: str) -> bool:
+    """A host name or an IP address alone: no scheme, port, path, brackets or spaces."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return bool(host) and all(char.isalnum() or char in "-._" for char in host)
+
+
+def _is_ably_key_name(key_name: str) -> bool:
+    app_id, dot, key_id = key_name.partition(".")
+    return bool(app_id and dot and key_id)
+
+
+def _decoded(text: str, what: str, *, secret: bool = False) -> str:
+    """``text`` percent-decoded; an escape that is not UTF-8 is an error naming it (unless it is in a secret),
+    where unquote() would have put '\ufffd' in its place."""
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError as error:
+        if secret:
+            raise ConfigError(f"{what} has a percent-escape that is not UTF-8") from None
+        escape = "".join(f"%{byte:02X}" for byte in error.object[error.start : error.end])
+        raise ConfigError(f"{what} has {escape}, a percent-escape that is not UTF-8") from None
 
 
 def _flag(value: str, name: str) -> bool:
@@ -149,10 +209,16 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
         scheme = (env.get("PUSHER_SCHEME") or "https").lower()
         if scheme not in ("http", "https"):
             raise ConfigError(f"PUSHER_SCHEME must be http or https, got {scheme!r}")
+        if env.get("PUSHER_HOST") and not _is_host(env["PUSHER_HOST"]):
+            raise ConfigError(
+                f"PUSHER_HOST must be a host name or an IP address, got {env['PUSHER_HOST']!r} "
+                "(the scheme goes in PUSHER_SCHEME, the port in PUSHER_PORT)"
+            )
         host = env.get("PUSHER_HOST") or f"api-{env.get('PUSHER_CLUSTER') or 'mt1'}.pusher.com"
-        port_text = env.get("PUSHER_PORT") or None
-        if port_text is not None and not port_text.isdigit():
-            raise ConfigError(f"PUSHER_PORT must be a number, got {port_text!r}")
+        port_text = env.get("PUSHER_PORT") or ""
+        port = _port_number(port_text) if port_text else None
+        if port_text and port is None:
+            raise ConfigError(f"PUSHER_PORT must be a number from 1 to 65535, got {port_text!r}")
         master_key = _master_key(env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64") or None)
         return ProviderConfig(
             "pusher",
@@ -160,13 +226,13 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
             env["PUSHER_SECRET"],
             env["PUSHER_APP_ID"],
             host,
-            int(port_text) if port_text else None,
+            port,
             scheme == "https",
             master_key,
         )
     if env.get("ABLY_API_KEY"):
         key_name, _, secret = env["ABLY_API_KEY"].partition(":")
-        if not secret or "." not in key_name:
+        if not secret or not _is_ably_key_name(key_name):
             raise ConfigError("ABLY_API_KEY looks like APPID.KEYID:SECRET (Ably dashboard → API Keys)")
         return ProviderConfig("ably", key_name, secret, key_name.partition(".")[0], DEFAULT_ABLY_HOST)
     raise ConfigError(

@@ -1,0 +1,53 @@
+"""Malformed provider URLs and environment variables are ConfigErrors naming what is wrong (never the secret)."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.client import parse_configuration
+from relay.config import from_env
+from relay.errors import ConfigError
+
+# -- provider URLs and the environment ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("emulator://k:s@[::1/apps/1", "[::1"),  # ValueError: Invalid IPv6 URL
+        ("ably://appid.keyid:s@[::1", "[::1"),
+        ("memory://[::1", "[::1"),
+        ("emulator://k:s@127.0.0.1:0/apps/1", "port"),  # nothing can be reached on port 0
+        ("emulator://k:s@127.0.0.1:6001/apps/%E9", "%E9"),  # app id became '\ufffd'
+        ("emulator://k%E9:s@127.0.0.1:6001/apps/1", "%E9"),
+        ("emulator://k:s@ho st:6001/apps/1", "ho st"),
+        ("ably://.keyid:s@rest.ably.io", "APPID.KEYID"),  # empty app id
+        ("ably://appid.:s@rest.ably.io", "APPID.KEYID"),  # empty key id
+        ("mirror:emulator://k:s@127.0.0.1:6001/apps/1|emulator://k:s@127.0.0.1:6001/apps/1", "127.0.0.1:6001"),
+    ],
+)
+def test_malformed_provider_urls_are_config_errors(url: str, fragment: str) -> None:
+    """A mirror naming one provider twice would publish every event twice to the same subscribers."""
+    with pytest.raises(ConfigError) as caught:
+        parse_configuration(url)
+    assert fragment in caught.value.message, caught.value.message
+
+
+PUSHER = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({**PUSHER, "PUSHER_PORT": "99999"}, "PUSHER_PORT"),  # the URL form refuses it; the variable did not
+        ({**PUSHER, "PUSHER_PORT": "0"}, "PUSHER_PORT"),
+        ({**PUSHER, "PUSHER_PORT": "²"}, "PUSHER_PORT"),  # str.isdigit() is true, int() raised ValueError
+        ({**PUSHER, "PUSHER_HOST": "https://soketi.example"}, "PUSHER_HOST"),  # base_url https://[https://…]
+        ({**PUSHER, "PUSHER_HOST": "soketi.example:6001"}, "PUSHER_HOST"),  # taken for IPv6: https://[…:6001]
+        ({"ABLY_API_KEY": ".keyid:secret"}, "APPID.KEYID"),
+    ],
+)
+def test_malformed_environment_is_a_config_error(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_env(env)
+    assert fragment in caught.value.message, caught.value.message
