@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -28,7 +29,7 @@ from relay.client import AsyncRelay, configuration_from_env
 from relay.config import ProviderConfig
 from relay.errors import AuthenticationError, ConfigError, PayloadTooLarge, RelayError
 from relay.models import Event, User, WebhookEvent
-from relay.rules import ChannelRules
+from relay.rules import ChannelRules, compile_pattern
 from relay.web import channel_auth_body_async, error_response, request_fields, socket_id_placeholder, user_auth_body
 
 MAX_BODY_BYTES = 1_048_576
@@ -80,6 +81,17 @@ class GatewaySettings:
                     f"RELAY_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com "
                     "(scheme and host, no path, no wildcard): list the sites whose pages call the gateway"
                 )
+        if self.jwt_secret and (self.jwt_public_key or self.jwks):
+            # With both, the secret won and every RS256/ES256 token was refused: the docs say "instead of".
+            other = "RELAY_JWT_PUBLIC_KEY" if self.jwt_public_key else "RELAY_JWKS_FILE"
+            raise ConfigError(f"RELAY_JWT_SECRET and {other} are both set: verify users' JWTs with one of them")
+        if self.jwt_public_key and self.jwks:
+            raise ConfigError("RELAY_JWT_PUBLIC_KEY and RELAY_JWKS_FILE are both set: verify users' JWTs with one")
+        if self.webhook_forward_url is not None and not _is_http_url(self.webhook_forward_url):
+            raise ConfigError(
+                f"RELAY_WEBHOOK_FORWARD_URL: {self.webhook_forward_url!r} is not an http(s) URL "
+                "such as https://app.example.com/relay-webhooks"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -101,13 +113,21 @@ class GatewaySettings:
         )
 
 
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bracketed host that is not an IPv6 address, a port that is not a number
+        return False
+
+
 def _read_key(value: str | None) -> str | None:
-    if value is None or value.startswith("-----BEGIN"):
-        return value
+    if not value or value.startswith("-----BEGIN"):
+        return value or None
     try:
         return Path(value).read_text()
-    except OSError:
-        raise ConfigError(f"RELAY_JWT_PUBLIC_KEY is neither a PEM key nor a readable file: {value}") from None
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(f"RELAY_JWT_PUBLIC_KEY is neither a PEM key nor a readable PEM file: {value}") from None
 
 
 def _read_json(path: Path, name: str) -> Mapping[str, Any]:
@@ -123,23 +143,45 @@ def _read_json(path: Path, name: str) -> Mapping[str, Any]:
 def load_rules(path: Path) -> tuple[RuleSpec, ...]:
     """Read ``[[channels]]`` tables: ``pattern`` (required), ``users``, ``user_info_claims``."""
     try:
-        document = tomllib.loads(path.read_text())
+        document = tomllib.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"rules file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"rules file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(document) - {"channels"})
+    if unknown:
+        raise ConfigError(f"rules file {path}: unknown key(s) {', '.join(unknown)} (it holds [[channels]] tables)")
+    tables = document.get("channels", [])
+    if isinstance(tables, dict):
+        raise ConfigError(f"rules file {path}: write [[channels]] (one table per rule), not [channels]")
+    if not isinstance(tables, list):
+        raise ConfigError(f"rules file {path}: channels must be [[channels]] tables, not {tables!r}")
     specs = []
-    for index, table in enumerate(document.get("channels", [])):
+    for index, table in enumerate(tables):
         where = f"{path} channels[{index}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {table!r} is not a table: write [[channels]] with pattern = ...")
         unknown = sorted(set(table) - {"pattern", "users", "user_info_claims"})
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        if not isinstance(table.get("pattern"), str):
-            raise ConfigError(f"{where}: pattern is required")
+        pattern = table.get("pattern")
+        if not isinstance(pattern, str):
+            raise ConfigError(f"{where}: pattern is required, a string such as 'private-user-{{sub}}'")
+        try:
+            compile_pattern(pattern)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         users = table.get("users", "authenticated")
         if users not in ("authenticated", "anyone"):
             raise ConfigError(f"{where}: users must be 'authenticated' or 'anyone'")
-        specs.append(RuleSpec(table["pattern"], users, tuple(table.get("user_info_claims", ("name",)))))
+        claims = table.get("user_info_claims", ["name"])
+        if not isinstance(claims, list) or not all(isinstance(claim, str) for claim in claims):
+            raise ConfigError(
+                f"{where}: user_info_claims must be a list of claim names such as ['name'], not {claims!r}"
+            )
+        specs.append(RuleSpec(pattern, users, tuple(claims)))
     if not specs:
         raise ConfigError(f"rules file {path} has no [[channels]] tables")
     return tuple(specs)
@@ -182,7 +224,9 @@ class JwtVerifier:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
-        self._jwks = jwt.PyJWKSet.from_dict(dict(settings.jwks)) if settings.jwks else None
+        self._jwks = _signing_keys(settings.jwks) if settings.jwks is not None else None
+        if settings.jwt_public_key is not None:
+            _check_public_key(settings.jwt_public_key)
         if not (settings.jwt_secret or settings.jwt_public_key or self._jwks):
             self._mode = "none"
         else:
@@ -213,8 +257,7 @@ class JwtVerifier:
                 algorithms: Sequence[str] = ("HS256",)
             elif self._jwks is not None:
                 kid = jwt.get_unverified_header(token).get("kid")
-                signing = [k for k in self._jwks.keys if k.public_key_use != "enc"]  # RFC 7517 §4.2: not for signatures
-                jwk = next((k for k in signing if k.key_id == kid or kid is None), None)
+                jwk = next((k for k in self._jwks if k.key_id == kid or kid is None), None)
                 if jwk is None:
                     raise AuthenticationError("the JWT's kid is not in the JWKS")
                 # Only the key's own algorithm: an ES256 token naming an RSA key's kid must not reach PyJWT's
@@ -242,6 +285,40 @@ class JwtVerifier:
             raise AuthenticationError("invalid JWT: its algorithm does not fit the configured key") from None
         except jwt.InvalidTokenError as exc:
             raise AuthenticationError(f"invalid JWT: {exc}") from None
+
+
+def _signing_keys(jwks: Mapping[str, Any]) -> list[jwt.PyJWK]:
+    """The JWKS keys that can verify a user's JWT. Keys PyJWT cannot read are skipped, as identity providers publish
+    encryption keys and key types beside their signing keys; a set with none left would refuse every JWT."""
+    keys = jwks.get("keys")
+    usable = []
+    for key in keys if isinstance(keys, list) else []:
+        if not isinstance(key, dict):
+            continue
+        try:
+            jwk = jwt.PyJWK(key)
+        except jwt.PyJWTError:
+            continue
+        # RFC 7517 §4.2: a key for "enc" is not for signatures.
+        if jwk.public_key_use != "enc" and jwk.algorithm_name in JWT_ALGORITHMS:
+            usable.append(jwk)
+    if not usable:
+        raise ConfigError(
+            f"RELAY_JWKS_FILE: the JWKS has no usable signing key (an RSA key for RS256 or an EC P-256 key for "
+            f"ES256, with its kid); it has {len(keys) if isinstance(keys, list) else 'no'} key(s)"
+        )
+    return usable
+
+
+def _check_public_key(pem: str) -> None:
+    """Accepted unread, a key that is not one made every valid JWT a 401 about the algorithm; refuse it at start."""
+    for algorithm in JWT_ALGORITHMS:
+        try:
+            jwt.get_algorithm_by_name(algorithm).prepare_key(pem)
+        except (jwt.InvalidKeyError, ValueError, TypeError):
+            continue
+        return
+    raise ConfigError("RELAY_JWT_PUBLIC_KEY is not an RS256 or ES256 public key in PEM (-----BEGIN PUBLIC KEY-----)")
 
 
 # -- request bodies ---------------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from relay.protocol.channels import classify
 
 RuleResult = bool | Mapping[str, Any] | User | None
 Rule = Callable[..., RuleResult | Awaitable[RuleResult]]
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}|\*")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}|\*")
+_PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER_VALUE = r"[A-Za-z0-9_\-=@,;]+"
 
 
@@ -50,16 +51,40 @@ class _Entry:
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """``private-orders.{order_id}`` → a regex whose groups are the placeholders (which never span a dot);
-    ``*`` matches any rest of a name, dots included, and binds nothing."""
+    ``*`` matches any rest of a name, dots included, and binds nothing.
+
+    Raises ValueError for a pattern that cannot mean what was written: an empty one, a brace outside a ``{name}``
+    placeholder (channel names have no braces, so it would never match), a placeholder that is not an identifier,
+    or the same placeholder twice (one name cannot bind two values)."""
+    if not pattern:
+        raise ValueError("a channel pattern must not be empty")
     parts: list[str] = []
+    names: set[str] = set()
     position = 0
     for match in _PLACEHOLDER.finditer(pattern):
-        parts.append(re.escape(pattern[position : match.start()]))
+        parts.append(_literal(pattern, pattern[position : match.start()]))
         name = match.group(1)
-        parts.append(r"[A-Za-z0-9_\-=@,.;]*" if name is None else f"(?P<{name}>{_PLACEHOLDER_VALUE})")
+        if name is None:
+            parts.append(r"[A-Za-z0-9_\-=@,.;]*")
+        elif not _PLACEHOLDER_NAME.fullmatch(name):
+            raise ValueError(
+                f"channel pattern {pattern!r}: placeholder {{{name}}} is not a name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        elif name in names:
+            raise ValueError(f"channel pattern {pattern!r}: placeholder {{{name}}} appears twice")
+        else:
+            names.add(name)
+            parts.append(f"(?P<{name}>{_PLACEHOLDER_VALUE})")
         position = match.end()
-    parts.append(re.escape(pattern[position:]))
+    parts.append(_literal(pattern, pattern[position:]))
     return re.compile("".join(parts))
+
+
+def _literal(pattern: str, text: str) -> str:
+    if "{" in text or "}" in text:
+        raise ValueError(f"channel pattern {pattern!r} has an unmatched brace: a placeholder is written {{name}}")
+    return re.escape(text)
 
 
 class ChannelRules:

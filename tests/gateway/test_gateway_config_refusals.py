@@ -1,0 +1,108 @@
+"""Malformed gateway configuration (rules file, JWT keys, forward URL) is refused at start-up with a ConfigError, and
+``relay serve`` exits 2 with one line instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from jwt.algorithms import RSAAlgorithm
+
+from relay.errors import ConfigError
+from relay.gateway import GatewaySettings, create_app
+from tests.cli_support import NOT_UTF8, assert_refused, run_relay, write
+
+PUSHER = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
+
+# -- the gateway: environment, rules file, keys ---------------------------------------------------------------------
+
+
+def gateway(env: dict[str, str]) -> None:
+    create_app(GatewaySettings.from_env({"RELAY_URL": "memory://audit", **env}))
+
+
+@pytest.mark.parametrize(
+    ("rules", "fragments"),
+    [
+        ("[[channels]]\npattern = 'private-{a}-{a}'\n", ["private-{a}-{a}"]),  # re.error escaped
+        ("[[channels]]\npattern = 'private-{sub'\n", ["private-{sub"]),  # matched the literal text only
+        ("[[channels]]\npattern = 'private-{1x}'\n", ["private-{1x}"]),
+        ("[[channels]]\npattern = ''\n", ["pattern"]),
+        ("[[channels]]\npattern = 'presence-x'\nuser_info_claims = 'name'\n", ["user_info_claims"]),  # n, a, m, e
+        ("[[channels]]\npattern = 'presence-x'\nuser_info_claims = [1]\n", ["user_info_claims"]),
+        ("channels = 5\n", ["channels"]),  # TypeError
+        ("channels = [5]\n", ["channels[0]"]),  # TypeError
+        ("[channels]\npattern = 'private-{sub}'\n", ["[[channels]]"]),  # said "unknown key(s) a, e, n, p, r, t"
+        ("chanels = 1\n[[channels]]\npattern = 'private-user-{sub}'\n", ["chanels"]),  # a typo, silently ignored
+    ],
+)
+def test_rules_file_mistakes_are_config_errors(tmp_path: Path, rules: str, fragments: list[str]) -> None:
+    path = write(tmp_path, rules, "rules.toml")
+    with pytest.raises(ConfigError) as caught:
+        gateway({"RELAY_RULES_FILE": str(path)})
+    for fragment in fragments:
+        assert fragment in caught.value.message, caught.value.message
+
+
+def test_a_rules_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, NOT_UTF8, "rules.toml")
+    with pytest.raises(ConfigError, match="rules file"):
+        gateway({"RELAY_RULES_FILE": str(path)})
+
+
+@pytest.mark.parametrize("keys", [[], [{"kty": "RSA"}], [1]], ids=["no keys", "incomplete key", "not a key"])
+def test_a_jwks_without_usable_keys_is_a_config_error(tmp_path: Path, keys: list[object]) -> None:
+    """PyJWKSetError escaped from create_app (a traceback from ``relay serve``)."""
+    path = write(tmp_path, json.dumps({"keys": keys}), "jwks.json")
+    with pytest.raises(ConfigError, match="RELAY_JWKS_FILE"):
+        gateway({"RELAY_JWKS_FILE": str(path)})
+
+
+def test_a_public_key_that_is_not_a_key_is_refused_at_startup(tmp_path: Path) -> None:
+    """Accepted, it made every valid JWT a 401 "its algorithm does not fit the configured key"."""
+    garbage = "-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n"
+    with pytest.raises(ConfigError, match="RELAY_JWT_PUBLIC_KEY"):
+        gateway({"RELAY_JWT_PUBLIC_KEY": garbage})
+    with pytest.raises(ConfigError, match="RELAY_JWT_PUBLIC_KEY"):
+        gateway({"RELAY_JWT_PUBLIC_KEY": str(write(tmp_path, garbage, "key.pem"))})
+
+
+def test_two_jwt_key_sources_at_once_are_a_config_error(tmp_path: Path) -> None:
+    """docs/gateway.md: the public key and the JWKS are "instead" of the secret; with both, the secret silently won
+    and every RS256/ES256 token was refused."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    jwk = {**json.loads(RSAAlgorithm.to_jwk(private_key.public_key())), "kid": "k1", "alg": "RS256"}
+    jwks = write(tmp_path, json.dumps({"keys": [jwk]}), "jwks.json")
+    for second in ({"RELAY_JWT_PUBLIC_KEY": public_pem}, {"RELAY_JWKS_FILE": str(jwks)}):
+        with pytest.raises(ConfigError, match="RELAY_JWT_SECRET"):
+            gateway({"RELAY_JWT_SECRET": "s" * 32, **second})
+
+
+def test_a_webhook_forward_url_that_is_not_a_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="RELAY_WEBHOOK_FORWARD_URL"):
+        gateway({"RELAY_WEBHOOK_FORWARD_URL": "not a url"})
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"RELAY_URL": "emulator://k:s@[::1/apps/1"}, "emulator://"),
+        ({**PUSHER, "PUSHER_PORT": "²"}, "PUSHER_PORT"),
+        ({"RELAY_URL": "memory://audit", "RELAY_JWKS_FILE": "{jwks}"}, "RELAY_JWKS_FILE"),
+        ({"RELAY_URL": "memory://audit", "RELAY_RULES_FILE": "{rules}"}, "private-{a}-{a}"),
+    ],
+    ids=["broken IPv6 URL", "non-ASCII digit port", "JWKS without keys", "duplicate placeholder"],
+)
+async def test_relay_serve_refuses_bad_configuration_with_exit_2(
+    tmp_path: Path, env: dict[str, str], fragment: str
+) -> None:
+    files = {
+        "{jwks}": str(write(tmp_path, json.dumps({"keys": []}), "jwks.json")),
+        "{rules}": str(write(tmp_path, "[[channels]]\npattern = 'private-{a}-{a}'\n", "rules.toml")),
+    }
+    env = {name: files.get(value, value) for name, value in env.items()}
+    assert_refused(await run_relay("serve", "--port", "0", env=env), fragment)
