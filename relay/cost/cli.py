@@ -16,7 +16,7 @@ from typing import Any
 
 from relay.errors import ConfigError
 
-from .models import MINUTES_PER_DAY, SECONDS_PER_DAY, Prices, Workload
+from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Prices, Workload
 
 __all__ = ["add_cost_command", "parse_size", "run_cost"]
 
@@ -336,18 +336,31 @@ def _prices(args: argparse.Namespace) -> Prices:
     return prices
 
 
+def _check_plot_range(workload: Workload, low: float, high: float) -> None:
+    """The crossovers and the plot scale the workload up to ``high``: say so if that is beyond the model."""
+    try:
+        workload.scaled(high)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"--plot-range {low:g}:{high:g}: at ×{high:g} the workload's counts pass {MAX_QUANTITY:.0e}, the largest "
+            "number the cost model takes; lower HIGH"
+        ) from exc
+
+
 def run_cost(args: argparse.Namespace) -> int:
     """Print the estimate in ``args.format``; draw the plot if asked. Returns the exit code."""
     from .engine import crossovers, estimate
 
     prices = _prices(args)
     workload = workload_from_args(args)
+    low, high = args.plot_range
+    if args.plot is not None or workload.connections:
+        _check_plot_range(workload, low, high)
     if args.plot is not None:
         from .plot import check_plot
 
         check_plot(workload, args.plot)
     result = estimate(workload, prices)
-    low, high = args.plot_range
     crossings = crossovers(workload, prices, low=low, high=high) if workload.connections else ()
     out = sys.stdout
     if args.format == "json":

@@ -31,6 +31,17 @@ __all__ = [
 
 MINUTES_PER_DAY = 1_440
 SECONDS_PER_DAY = 86_400
+# The largest count or amount the model takes: far beyond any real workload or price, and far enough inside a float's
+# range that no product the rules form can overflow (10**400 from a JSON file cannot even become a float).
+MAX_QUANTITY = 10**18
+
+
+def shown_number(value: object) -> str:
+    """``value`` for an error message; a huge whole number as its order of magnitude (it may not fit a float)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"about 10**{round(math.log10(value))}"
+    return repr(value)
+
 
 ProviderKind = Literal["managed", "selfhosted"]
 PlanStatus = Literal["fits", "does_not_fit", "custom", "unknown", "unsuitable"]
@@ -107,6 +118,8 @@ class Workload:
             where = f"workload field {f.name}" + (f" ({flag})" if flag and flag != "--usage" else "")
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{where} must be a number, got {value!r}")
+            if value > MAX_QUANTITY and not value == math.inf:
+                raise ConfigError(f"{where} must be at most {MAX_QUANTITY:.0e}, got {shown_number(value)}")
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{where} must be a finite number ≥ 0, got {value!r}")
             if f.name in ("connections", "channels", "mau") and value != int(value):
@@ -186,25 +199,34 @@ class Workload:
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not math.isfinite(factor) or factor <= 0:
             raise ConfigError(f"scale (--scale) must be a number > 0, got {factor!r}")
 
-        def whole(value: int | None) -> int | None:
-            return None if value is None else math.ceil(round(value * factor, 6))
+        def times(name: str, value: float) -> float:
+            product = value * factor
+            if not product <= MAX_QUANTITY:  # infinity included: rounding it up to a whole number would not stop
+                raise ConfigError(
+                    f"scale ×{factor:g} (--scale) makes {name} {product:.3g}, more than {MAX_QUANTITY:.0e}, "
+                    "the largest number the cost model takes"
+                )
+            return product
 
-        def times(value: float | None) -> float | None:
-            return None if value is None else value * factor
+        def whole(name: str, value: int | None) -> int | None:
+            return None if value is None else math.ceil(round(times(name, value), 6))
+
+        def maybe(name: str, value: float | None) -> float | None:
+            return None if value is None else times(name, value)
 
         return replace(
             self,
-            connections=math.ceil(round(self.connections * factor, 6)),
-            channels=whole(self.channels),
-            mau=whole(self.mau),
-            publishes_per_day=self.publishes_per_day * factor,
-            client_events_per_day=self.client_events_per_day * factor,
-            presence_events_per_day=self.presence_events_per_day * factor,
-            webhooks_per_day=self.webhooks_per_day * factor,
-            api_requests_per_day=self.api_requests_per_day * factor,
-            connection_minutes_per_day=times(self.connection_minutes_per_day),
-            channel_minutes_per_day=times(self.channel_minutes_per_day),
-            bytes_out_per_day=times(self.bytes_out_per_day),
+            connections=math.ceil(round(times("connections", self.connections), 6)),
+            channels=whole("channels", self.channels),
+            mau=whole("mau", self.mau),
+            publishes_per_day=times("publishes_per_day", self.publishes_per_day),
+            client_events_per_day=times("client_events_per_day", self.client_events_per_day),
+            presence_events_per_day=times("presence_events_per_day", self.presence_events_per_day),
+            webhooks_per_day=times("webhooks_per_day", self.webhooks_per_day),
+            api_requests_per_day=times("api_requests_per_day", self.api_requests_per_day),
+            connection_minutes_per_day=maybe("connection_minutes_per_day", self.connection_minutes_per_day),
+            channel_minutes_per_day=maybe("channel_minutes_per_day", self.channel_minutes_per_day),
+            bytes_out_per_day=maybe("bytes_out_per_day", self.bytes_out_per_day),
             origin=self.origin if factor == 1 else f"{self.origin}, scaled ×{factor:g}",
         )
 

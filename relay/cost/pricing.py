@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from relay.errors import ConfigError
 
-from .models import Capacity, Model, Plan, Prices, Provider
+from .models import MAX_QUANTITY, Capacity, Model, Plan, Prices, Provider, shown_number
 
 __all__ = ["UNIT_RULES", "default_prices", "load_prices", "parse_prices"]
 
@@ -99,6 +99,8 @@ def load_prices(path: str | Path) -> Prices:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"pricing file {path}: cannot read it ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"pricing file {path} is not UTF-8 text: byte {exc.start} cannot be decoded") from exc
     return parse_prices(_parse_toml(text, str(path)), origin=str(path))
 
 
@@ -107,6 +109,10 @@ def _parse_toml(text: str, origin: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"pricing file {origin} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"pricing file {origin} is nested too deeply to be a pricing file") from exc
+    except ValueError as exc:  # Python refuses to read an integer of over 4,300 digits (its advice is not the user's)
+        raise ConfigError(f"pricing file {origin}: a number is too long: {str(exc).split(';')[0]}") from exc
 
 
 class _Errors:
@@ -307,10 +313,12 @@ def _plan(
     price_value: float | None = None
     if price in ("custom", "unknown"):
         price_status = str(price)
-    elif isinstance(price, int | float) and not isinstance(price, bool) and math.isfinite(price) and price >= 0:
+    elif _amount(price):
         price_value = float(price)
     elif "price_usd_month" not in raw:
         errors.add(where, "missing required field 'price_usd_month'")
+    elif _too_large(price):
+        errors.add(where, _too_large_message("price_usd_month", price))
     else:
         errors.add(where, f'field \'price_usd_month\' must be a number ≥ 0, "custom" or "unknown", got {price!r}')
     if kind == "selfhosted" and price_status != "listed":
@@ -457,11 +465,29 @@ def _number(
         if required:
             errors.add(where, f"missing required field {key!r}")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if _too_large(value):
+        errors.add(where, _too_large_message(key, value))
+        return None
+    if not _amount(value):
         expected = 'a number ≥ 0, "unlimited" or "unknown"' if allow_unlimited else "a number ≥ 0"
         errors.add(where, f"field {key!r} must be {expected}, got {value!r}")
         return None
     return float(value)
+
+
+def _amount(value: object) -> TypeGuard[int | float]:
+    """A number ≥ 0 the model can compute with: 10**400 is a valid TOML integer but no float, and would overflow."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value <= MAX_QUANTITY
+
+
+def _too_large(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and MAX_QUANTITY < value < math.inf
+
+
+def _too_large_message(key: str, value: object) -> str:
+    return f"field {key!r} is {shown_number(value)}, more than 10**18, the largest number the cost model takes"
 
 
 def _finite(value: float | None) -> float:

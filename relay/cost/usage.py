@@ -34,8 +34,9 @@ Format (JSON, version 1)::
       }
     }
 
-Every count is a whole number ≥ 0. The loader is strict: an unknown or missing field, a wrong type, a bad date or
-counts that contradict each other (deliveries without publishes) are errors naming the app, the day and the field.
+The file is UTF-8. Every count is a whole number from 0 to 10**18. The loader is strict: an unknown or missing field, a
+wrong type, a bad date, a key given twice (JSON would keep only the last) or counts that contradict each other
+(deliveries without publishes) are errors naming the app, the day and the field.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from typing import Any
 
 from relay.errors import ConfigError
 
-from .models import SECONDS_PER_DAY, Workload
+from .models import MAX_QUANTITY, SECONDS_PER_DAY, Workload, shown_number
 
 __all__ = ["USAGE_VERSION", "Usage", "UsageApp", "UsageDay", "load_usage", "parse_usage", "workload_from_usage"]
 
@@ -147,13 +148,40 @@ def load_usage(path: str | Path) -> Usage:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"usage file {path}: cannot read it ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"usage file {path} is not UTF-8 text: byte {exc.start} cannot be decoded") from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKeyError as exc:
+        raise ConfigError(
+            f"usage file {path}: {exc.key!r} is given twice in the same object; JSON would silently keep only the "
+            "last one, so merge them"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"usage file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError as exc:
+        raise ConfigError(f"usage file {path} is nested too deeply to be a usage file") from exc
+    except ValueError as exc:  # Python refuses to read an integer of over 4,300 digits (its advice is not the user's)
+        raise ConfigError(f"usage file {path}: a number is too long: {str(exc).split(';')[0]}") from exc
     return parse_usage(data, origin=str(path))
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a day (or an app, or a field) given twice is an error, not the last one winning."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKeyError(key)
+        obj[key] = value
+    return obj
 
 
 def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
@@ -180,8 +208,8 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
             raise fail(where, f"must be an object, got {type(app_raw).__name__}")
         _no_unknown(app_raw, {"days", "unique_users"}, where, fail)
         unique = app_raw.get("unique_users")
-        if unique is not None and not _count(unique):
-            raise fail(where, f"field 'unique_users' must be a whole number ≥ 0, got {unique!r}")
+        if unique is not None:
+            _check_count(unique, "unique_users", where, fail)
         days_raw = app_raw.get("days")
         if not isinstance(days_raw, dict) or not days_raw:
             raise fail(where, "field 'days' must be an object with at least one UTC date (YYYY-MM-DD)")
@@ -199,8 +227,11 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
     return Usage(apps=apps, version=USAGE_VERSION, generated_by=generated_by, origin=origin)
 
 
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _check_count(value: object, name: str, where: str, fail: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise fail(where, f"field {name!r} must be a whole number ≥ 0, got {value!r}")
+    if value > MAX_QUANTITY:
+        raise fail(where, f"field {name!r} is {shown_number(value)}, more than the most a usage file counts (10**18)")
 
 
 def _no_unknown(raw: Mapping[str, Any], allowed: set[str], where: str, fail: Any) -> None:
@@ -221,8 +252,7 @@ def _day(raw: object, where: str, fail: Any) -> UsageDay:
         if name not in raw:
             continue
         value = raw[name]
-        if not _count(value):
-            raise fail(where, f"field {name!r} must be a whole number ≥ 0, got {value!r}")
+        _check_count(value, name, where, fail)
         values[name] = value
     day = UsageDay(**values)  # type: ignore[arg-type]
     for deliveries, sent in _PAIRS:
