@@ -32,7 +32,8 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "emulator",
         help="run the self-hosted Pusher-protocol server",
         description="Run a Pusher-protocol server (WebSocket protocol 7 and the HTTP API) on one port. "
-        "The flags define the default app; --config adds apps, limits and webhooks from a TOML file.",
+        "The flags define the default app; --config replaces it with the TOML file's [[apps]] (with their limits and "
+        "webhooks) when the file has any, and may set [server] settings.",
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1; given, it wins over --config's)")
     parser.add_argument("--port", type=int, default=6001, help="port for WebSocket and HTTP API (default 6001)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -149,3 +151,12 @@ def test_every_url_form_is_documented() -> None:
     forms = first_column(section("## Provider URLs"))
     for scheme in ("pusher://", "emulator://", "ably://", "memory://", "mirror:", "failover:"):
         assert any(form.startswith(f"`{scheme}") for form in forms), scheme
+
+
+def test_emulator_help_says_config_replaces_the_flags_app() -> None:
+    """docs/configuration.md ("--config replaces it with the file's [[apps]]") and `relay emulator --help` agree."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "emulator", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--config replaces it with the TOML file's [[apps]]" in " ".join(help_text.split())
+    assert "replaces it with the file's `[[apps]]`" in (ROOT / "docs" / "configuration.md").read_text()
