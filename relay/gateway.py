@@ -20,9 +20,12 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import AsyncRelay, configuration_from_env
@@ -605,4 +608,24 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
             allow_headers=["Authorization", "Content-Type", "X-Socket-Id", "X-CSRF-Token"],
         )
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
+    add_error_handlers(app)
     return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer errors as the gateway's routes do, ``{"error": "…"}``: an unknown route (404), a wrong method (405,
+    with its ``Allow`` header) and a body that is not JSON (400, as on the auth routes) would otherwise get FastAPI's
+    ``{"detail": …}``. A body that is JSON but does not fit the schema stays FastAPI's 422, which names the field."""
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        if any(error.get("type") == "json_invalid" for error in exc.errors()):
+            return JSONResponse({"error": "the JSON body is malformed"}, status_code=400)
+        return await request_validation_exception_handler(request, exc)
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -142,10 +142,12 @@ class ChannelRules:
 
     @staticmethod
     def _decide(user: User | None, channel: str, result: object) -> Decision:
-        if result is None or result is False:
-            raise PermissionDenied(f"access to {channel!r} denied")
+        # Checked first: without a user a private channel is refused whatever the rule said, and "denied" would send
+        # whoever reads it to the rules rather than to the missing sign-in (a header or cookie that never arrived).
         if user is None and classify(channel).needs_auth:
             raise PermissionDenied(f"{channel!r} needs an authenticated user")
+        if result is None or result is False:
+            raise PermissionDenied(f"access to {channel!r} denied")
         if isinstance(result, User):
             return Decision(channel, result)
         if isinstance(result, Mapping):

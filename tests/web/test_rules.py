@@ -56,6 +56,8 @@ def test_decisions() -> None:
         rules.authorize(BOB, "presence-kitchen")
     with pytest.raises(PermissionDenied, match="no rule allows 'private-secret'"):
         rules.authorize(ALICE, "private-secret")
+    with pytest.raises(PermissionDenied, match=r"'private-orders\.alice-1' needs an authenticated user"):
+        rules.authorize(None, "private-orders.alice-1")  # no user: says so, not "denied" as if the rule refused
     assert rules.authorize(None, "public-news").member is None
     with pytest.raises(TypeError, match="async"):
         rules.authorize(ALICE, "private-user-alice")
