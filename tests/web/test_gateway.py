@@ -237,6 +237,24 @@ async def test_webhooks_from_the_emulator_are_verified_and_handed_on(start_emula
     assert received == [[WebhookEvent("channel_occupied", "c", now_ms)]]
 
 
+async def test_webhooks_with_nowhere_to_go_are_refused_so_the_provider_retries() -> None:
+    """Without RELAY_WEBHOOK_FORWARD_URL (or a hook), a verified webhook gets 503 rather than a 200 that drops it:
+    Pusher retries non-2xx answers, so the events arrive once the URL is set. A forged one is still 401."""
+    settings = GatewaySettings(relay_url="emulator://app-key:app-secret@127.0.0.1:1/apps/1")
+    body = json.dumps({"time_ms": int(time.time() * 1000), "events": [{"name": "channel_vacated", "channel": "c"}]})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings)), base_url="http://g") as g:
+        forged = await g.post(
+            "/v1/webhooks", content=body, headers={"x-pusher-key": "app-key", "x-pusher-signature": "0"}
+        )
+        signed = {"x-pusher-key": "app-key", "x-pusher-signature": webhook_signature("app-secret", body.encode())}
+        nowhere = await g.post("/v1/webhooks", content=body, headers=signed)
+    assert forged.status_code == 401
+    assert (nowhere.status_code, nowhere.json()) == (
+        503,
+        {"error": "no RELAY_WEBHOOK_FORWARD_URL is set: the verified events have nowhere to go"},
+    )
+
+
 async def test_a_missing_socket_id_is_400_and_an_unreachable_provider_502() -> None:
     settings = GatewaySettings(
         relay_url="emulator://app-key:app-secret@127.0.0.1:9/apps/1", api_token=TOKEN, jwt_secret=JWT_SECRET
