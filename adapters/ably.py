@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin
 
-from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
+from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse, unsupported
 from relay.config import ProviderConfig
 from relay.errors import (
     InvalidSignature,
@@ -21,7 +21,6 @@ from relay.errors import (
     ProviderError,
     RelayError,
     UnknownKey,
-    UnsupportedCapability,
 )
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
@@ -32,6 +31,12 @@ from relay.protocol.channels import ChannelKind, classify
 ABLY_PROTOCOL_VERSION = "3"
 _PRESENCE_ACTIONS = {2: "member_added", 3: "member_removed"}
 _LIFECYCLE = {"channel.opened": "channel_occupied", "channel.closed": "channel_vacated"}
+# What Ably has no counterpart for, and what to do instead (docs/providers.md)
+UNSUPPORTED_HINTS: Mapping[Capability, str] = {
+    Capability.SEND_TO_USER: "publish to a per-user channel instead",
+    Capability.TERMINATE_USER: "revoke the user's tokens instead",
+    Capability.USER_AUTH: "Ably identifies users by the clientId of their channel tokens",
+}
 
 
 def capability_for(channel: str) -> list[str]:
@@ -61,7 +66,8 @@ def next_link(header: str) -> str | None:
 class AblyAdapter:
     scheme = "ably"
     name = "Ably"
-    capabilities = frozenset(Capability) - {Capability.SEND_TO_USER, Capability.TERMINATE_USER, Capability.USER_AUTH}
+    capabilities = frozenset(Capability) - UNSUPPORTED_HINTS.keys()
+    unsupported_hints = UNSUPPORTED_HINTS
     max_channels_per_publish = 100
     max_batch_events = 100
 
@@ -219,10 +225,10 @@ class AblyAdapter:
         return Call(request, parse, self._next_page, lambda a, b: a + b)
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
-        raise UnsupportedCapability("Ably", "send_to_user", hint="publish to a per-user channel instead")
+        raise unsupported(self, Capability.SEND_TO_USER)
 
     def terminate_user_connections(self, user_id: str) -> Call[None]:
-        raise UnsupportedCapability("Ably", "terminate_user_connections", hint="revoke the user's tokens instead")
+        raise unsupported(self, Capability.TERMINATE_USER)
 
     # -- auth and webhooks ------------------------------------------------------------------------------------
 
@@ -240,9 +246,7 @@ class AblyAdapter:
         )
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
-        raise UnsupportedCapability(
-            "Ably", "authenticate_user", hint="Ably identifies users by the clientId of their channel tokens"
-        )
+        raise unsupported(self, Capability.USER_AUTH)
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
         lowered = {name.lower(): value for name, value in headers.items()}

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from relay.errors import UnsupportedCapability
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 
@@ -70,6 +71,8 @@ class Adapter(Protocol):
     scheme: str
     name: str
     capabilities: frozenset[Capability]
+    # What to do instead of an operation the provider lacks: said by the adapter's methods and the client's check alike
+    unsupported_hints: Mapping[Capability, str]
     max_channels_per_publish: int
     max_batch_events: int
 
@@ -100,3 +103,8 @@ class Adapter(Protocol):
     def check_channel(self, name: object) -> str: ...
 
     def check_socket_id(self, socket_id: object) -> str: ...
+
+
+def unsupported(adapter: Adapter, capability: Capability) -> UnsupportedCapability:
+    """The error for ``capability``, which ``adapter`` lacks, with the adapter's hint."""
+    return UnsupportedCapability(adapter.name, capability.value, hint=adapter.unsupported_hints.get(capability, ""))

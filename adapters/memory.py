@@ -57,11 +57,13 @@ class MemoryAdapter:
     scheme = "memory"
     name = "memory"
     capabilities = frozenset(Capability)
+    unsupported_hints: Mapping[Capability, str] = {}
     max_channels_per_publish = 100
     max_batch_events = 10
 
     def __init__(self, config: ProviderConfig) -> None:
         self.store = memory_store(config.host)
+        self._master_key = config.encryption_master_key
         self._signer = PusherAdapter(
             ProviderConfig(
                 "pusher",
@@ -93,10 +95,12 @@ class MemoryAdapter:
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
-        check_encrypted_targets(channels)
+        check_encrypted_targets(channels, self._master_key)
         return self._record(*(Published(channel, event, payload.text, socket_id) for channel in channels))
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
+        for event, _ in events:
+            check_encrypted_targets([event.channel], self._master_key)
         return self._record(*(Published(e.channel, e.name, p.text, e.socket_id) for e, p in events))
 
     def channel(self, name: str) -> Call[ChannelInfo]:

@@ -33,10 +33,23 @@ from relay.protocol.socket_ids import validate_socket_id
 WEBHOOK_WINDOW_SECONDS = 300
 
 
-def check_encrypted_targets(channels: Sequence[str]) -> None:
-    """An encrypted channel's data is encrypted with that channel's key, so it cannot share a publish."""
-    if len(channels) > 1 and any(classify(name) is ChannelKind.ENCRYPTED for name in channels):
+def check_encrypted_targets(channels: Sequence[str], master_key: bytes | None) -> None:
+    """An encrypted channel's data is encrypted with that channel's key, derived from the master key: it cannot share
+    a publish, and it cannot be published without the master key."""
+    encrypted = [name for name in channels if classify(name) is ChannelKind.ENCRYPTED]
+    if encrypted and len(channels) > 1:
         raise ProtocolError("encrypted channels must be published to one at a time")
+    for name in encrypted:
+        required_master_key(name, master_key)
+
+
+def required_master_key(channel: str, master_key: bytes | None) -> bytes:
+    """``master_key``, which the encrypted ``channel`` needs (to encrypt its data, to sign its subscriptions)."""
+    if master_key is None:
+        raise ConfigError(
+            f"{channel!r} is end-to-end encrypted: add ?encryption_master_key=BASE64 (32 bytes) to the URL"
+        )
+    return master_key
 
 
 def presence_channel(channel: str) -> str:
@@ -49,6 +62,7 @@ def presence_channel(channel: str) -> str:
 class PusherAdapter:
     scheme = "pusher"
     capabilities = frozenset(Capability)
+    unsupported_hints: Mapping[Capability, str] = {}
     max_channels_per_publish = 100
     max_batch_events = 10
 
@@ -106,7 +120,7 @@ class PusherAdapter:
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
-        check_encrypted_targets(channels)
+        check_encrypted_targets(channels, self._config.encryption_master_key)
         body: dict[str, object] = {
             "name": event,
             "channels": list(channels),
@@ -142,12 +156,7 @@ class PusherAdapter:
         return dumps({"nonce": _b64(nonce), "ciphertext": _b64(encrypted.ciphertext)})
 
     def _master_key(self, channel: str) -> bytes:
-        master_key = self._config.encryption_master_key
-        if master_key is None:
-            raise ConfigError(
-                f"{channel!r} is end-to-end encrypted: add ?encryption_master_key=BASE64 (32 bytes) to the URL"
-            )
-        return master_key
+        return required_master_key(channel, self._config.encryption_master_key)
 
     def channel(self, name: str) -> Call[ChannelInfo]:
         info = "user_count" if classify(name) is ChannelKind.PRESENCE else "subscription_count"

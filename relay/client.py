@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from relay.adapters.base import Adapter, Call, Capability
+from relay.adapters.base import Adapter, Call, Capability, unsupported
 from relay.config import ProviderConfig, from_env, parse_url
 from relay.errors import (
     ConfigError,
@@ -22,7 +22,6 @@ from relay.errors import (
     RateLimited,
     RelayError,
     TransportError,
-    UnsupportedCapability,
 )
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
@@ -126,7 +125,7 @@ class _Operations:
 
     def require(self, adapter: Adapter, capability: Capability) -> None:
         if capability not in adapter.capabilities:
-            raise UnsupportedCapability(adapter.name, capability.value)
+            raise unsupported(adapter, capability)
 
     def publish_calls(
         self, adapter: Adapter, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None

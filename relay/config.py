@@ -81,6 +81,10 @@ def parse_url(url: str) -> ProviderConfig:
         options = dict(parse_qsl(parts.query.replace("+", "%2B")))
         master_key = _master_key(options.pop("encryption_master_key", None))
         return ProviderConfig(scheme="memory", host=parts.hostname or "", encryption_master_key=master_key)
+    if scheme == "ably" and parts.path not in (("", "/") if "@" in parts.netloc else ("",)):
+        # An Ably URL has no path: what urlsplit took for one began at a '/' in the secret (never echoed here), and
+        # without a host even a trailing '/' is the secret's last character
+        raise ConfigError("ably:// URL has a path after the host: a secret containing / is percent-encoded (%2F)")
     if scheme == "ably" and parts.netloc and "@" not in parts.netloc:
         parts = parts._replace(netloc=f"{parts.netloc}@")  # ably://APPID.KEYID:SECRET, the host omitted
     key = _decoded(parts.username or "", f"the {scheme}:// URL's key")
@@ -95,6 +99,12 @@ def parse_url(url: str) -> ProviderConfig:
         raise ConfigError(f"{scheme}:// URL has an invalid port {port_text!r}: a port is a number from 1 to 65535")
     tls = _flag(options.pop("tls", "false" if scheme == "emulator" else "true"), "tls")
     master_key = _master_key(options.pop("encryption_master_key", None))
+    if options and scheme in ("pusher", "emulator"):
+        # A misspelt option would be dropped, and the error it leads to would name the option the URL seems to have
+        unknown = ", ".join(sorted(options))
+        raise ConfigError(
+            f"{scheme}:// URL has unknown option(s) {unknown}; the options are tls, encryption_master_key"
+        )
     host = parts.hostname or ""
     if host and not _is_host(host):
         raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address")

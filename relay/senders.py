@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from relay.adapters.base import HttpRequest, HttpResponse
+from relay.config import url_host
 from relay.errors import ClientClosed, TransportError
 from relay.http_errors import parse_retry_after
 
@@ -66,8 +67,11 @@ def _response(response: httpx.Response) -> HttpResponse:
 
 
 def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportError:
-    host = httpx.URL(request.url).host
-    return TransportError(f"could not reach {host}: {exc.__class__.__name__}; check the host, port and network")
+    url = httpx.URL(request.url)
+    port = url.port or (443 if url.scheme == "https" else 80)  # the port is the usual mistake: always name it
+    return TransportError(
+        f"could not reach {url_host(url.host)}:{port}: {exc.__class__.__name__}; check the host, port and network"
+    )
 
 
 def _was_sent(exc: httpx.HTTPError) -> bool:

@@ -338,7 +338,7 @@ async def test_rate_limited_carries_retry_after(make_relay: MakeRelay, respx_moc
 async def test_network_errors(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(f"{BASE}/channels/orders/messages").mock(side_effect=httpx.ConnectError("refused"))
     relay = make_relay(URL)
-    with pytest.raises(TransportError, match=r"could not reach rest\.ably\.io: ConnectError"):
+    with pytest.raises(TransportError, match=r"could not reach rest\.ably\.io:443: ConnectError"):
         await relay.publish("orders", "e", "x")
     assert route.call_count == 3
     route.side_effect = [httpx.ReadTimeout("slow"), httpx.Response(201, json={})]

@@ -163,8 +163,14 @@ def test_base64_master_key_with_plus_and_slash(encode: bool) -> None:
     assert text not in repr(config)
 
 
-def test_unknown_query_options_are_kept() -> None:
-    config = parse_url(f"pusher://app-key:{SECRET}@eu/apps/1?timeout=3")
+@pytest.mark.parametrize("scheme_and_host", ["pusher://app-key:{}@eu", "emulator://app-key:{}@127.0.0.1:6001"])
+def test_unknown_query_options_are_refused_by_name(scheme_and_host: str) -> None:
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) timeout; the options are tls, encryption_master_key"):
+        parse_url(f"{scheme_and_host.format(SECRET)}/apps/1?tls=true&timeout=3")
+
+
+def test_ably_query_options_are_kept() -> None:
+    config = parse_url(f"ably://appid.keyid:{SECRET}?timeout=3")
     assert dict(config.options) == {"timeout": "3"}
 
 

@@ -309,7 +309,7 @@ async def test_connect_errors_exhausted_are_transport_errors(
     relay = make_relay(URL)
     with pytest.raises(TransportError) as raised:
         await relay.publish("orders", "e", "x")
-    assert "could not reach api-eu.pusher.com: ConnectError" in str(raised.value)
+    assert "could not reach api-eu.pusher.com:443: ConnectError" in str(raised.value)
     assert route.call_count == FAST_RETRY.attempts
     assert SECRET not in caplog.text and SECRET not in str(raised.value)
 
