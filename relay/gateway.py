@@ -522,8 +522,8 @@ def gateway_router(
         except RelayError as error:
             return error_response(error)
         if webhook_hook is None and forward is None:  # answered 200, the events would be lost without a word
-            error = "no RELAY_WEBHOOK_FORWARD_URL is set: the verified events have nowhere to go"
-            return JSONResponse({"error": error}, status_code=503)
+            nowhere = "no RELAY_WEBHOOK_FORWARD_URL is set: the verified events have nowhere to go"
+            return JSONResponse({"error": nowhere}, status_code=503)
         if webhook_hook is not None:
             await webhook_hook(events)
         if forward is not None and settings.webhook_forward_url is not None:
