@@ -246,5 +246,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
             raise ConfigError("ABLY_API_KEY looks like APPID.KEYID:SECRET (Ably dashboard → API Keys)")
         return ProviderConfig("ably", key_name, secret, key_name.partition(".")[0], DEFAULT_ABLY_HOST)
     raise ConfigError(
-        "no provider configured: set RELAY_URL (e.g. emulator://app-key:app-secret@127.0.0.1:6001/apps/1)"
+        "no provider configured: set RELAY_URL (e.g. emulator://app-key:app-secret@127.0.0.1:6001/apps/1), "
+        "or PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET, or ABLY_API_KEY"
     )

@@ -117,7 +117,9 @@ def auth_router(
     async def ably_token(request: Request) -> JSONResponse:
         try:
             fields = await request_fields(request)
-            channel = _required(fields, "channel")
+            channel = fields.get("channel") or fields.get("channel_name")  # ably-js authParams, or Pusher's name
+            if not channel:
+                raise ProtocolError("channel is required (channel_name is read too)")
             decision = await rules.authorize_async(await user_of(request), channel)
             socket_id = fields.get("socket_id") or socket_id_placeholder(client)
             body = client.authorize_channel(socket_id, channel, decision.member)

@@ -368,3 +368,11 @@ def test_provider_config_is_a_value() -> None:
     assert first == ProviderConfig("pusher", "app-key", SECRET, "1", "api-eu.pusher.com")
     with pytest.raises(AttributeError):
         first.secret = "other"  # type: ignore[misc]
+
+
+def test_no_provider_configured_names_every_way_to_configure_one() -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_env({})
+    message = caught.value.message
+    assert message.startswith("no provider configured: set RELAY_URL")
+    assert all(name in message for name in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "ABLY_API_KEY"))

@@ -110,6 +110,24 @@ async def test_json_auth_and_validation_errors(client: httpx.AsyncClient) -> Non
     assert (malformed.status_code, malformed.json()) == (400, {"error": "the JSON body is malformed"})
 
 
+async def test_the_ably_token_route_reads_channel_or_channel_name(client: httpx.AsyncClient) -> None:
+    """The gateway's /v1/auth/channel reads either name; so does /ably/token, which an app may call with Pusher's."""
+    as_alice = {"x-user": "alice"}
+    by_ably_name = await client.post(
+        "/ably/token", data={"socket_id": "1.2", "channel": "private-user-alice"}, headers=as_alice
+    )
+    by_pusher_name = await client.post(
+        "/ably/token", data={"socket_id": "1.2", "channel_name": "private-user-alice"}, headers=as_alice
+    )
+    assert (
+        by_ably_name.json()
+        == by_pusher_name.json()
+        == {"auth": channel_auth("key", "secret", "1.2", "private-user-alice")}
+    )
+    missing = await client.post("/ably/token", data={"socket_id": "1.2"}, headers=as_alice)
+    assert (missing.status_code, missing.json()) == (400, {"error": "channel is required (channel_name is read too)"})
+
+
 async def test_user_auth(client: httpx.AsyncClient) -> None:
     response = await client.post("/pusher/user-auth", data={"socket_id": "1.2"}, headers={"x-user": "bob"})
     body = response.json()
