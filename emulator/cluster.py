@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relay.emulator.ably_hub import DELIVERED, LEAVE, PRESENT, Outbound
-from relay.emulator.hub import AppState
+from relay.emulator.hub import CACHE_MISS_INTERVAL, AppState
 from relay.emulator.wire import encode_text
 
 log = logging.getLogger("relay.emulator.cluster")
@@ -415,9 +415,21 @@ class RedisCluster:
     def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None:
         async def store(pipe: Any) -> None:
             pipe.set(self._key("cache", app_id, channel), json.dumps([channel, event, data]), px=int(ttl * 1000))
+            pipe.delete(self._key("cache-missed", app_id, channel))  # filled: the next miss is news again
             await self._announce("c", app_id, channel, event, data, ttl)(pipe)
 
         self._enqueue(store)
+
+    def cache_missed(self, app_id: str, channel: str) -> None:
+        """One cache_miss webhook per channel per CACHE_MISS_INTERVAL across the cluster: the node that sets the
+        key first sends it."""
+
+        async def claim(pipe: Any) -> None:
+            key = self._key("cache-missed", app_id, channel)
+            if await self._redis.set(key, str(self.node_id), px=int(CACHE_MISS_INTERVAL * 1000), nx=True):
+                self._states[app_id].webhooks.emit({"name": "cache_miss", "channel": channel})
+
+        self._enqueue(claim)
 
     # -- webhook counters -------------------------------------------------------------------------------------
 

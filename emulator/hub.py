@@ -83,6 +83,8 @@ class ClusterLink(Protocol):
 
     def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None: ...
 
+    def cache_missed(self, app_id: str, channel: str) -> None: ...
+
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
 
 
@@ -397,7 +399,8 @@ class AppState:
         return event, data
 
     def cache_missed(self, name: str) -> None:
-        """Tell the app's server that ``name`` has nothing cached: at most once per CACHE_MISS_INTERVAL per channel."""
+        """Tell the app's server that ``name`` has nothing cached: at most once per CACHE_MISS_INTERVAL per channel
+        (in a cluster, per channel cluster-wide)."""
         now = self.clock()
         missed_at = self.cache_missed_at.get(name)
         if missed_at is not None and now - missed_at < CACHE_MISS_INTERVAL:
@@ -406,7 +409,10 @@ class AppState:
             self.cache_missed_at = {k: t for k, t in self.cache_missed_at.items() if now - t < CACHE_MISS_INTERVAL}
             self.cache_missed_prune_at = max(1024, 2 * len(self.cache_missed_at))
         self.cache_missed_at[name] = now
-        self.webhooks.emit({"name": "cache_miss", "channel": name})
+        if self.cluster is not None:  # the other nodes' subscribers count too: the cluster sends one for all
+            self.cluster.cache_missed(self.app.app_id, name)
+        else:
+            self.webhooks.emit({"name": "cache_miss", "channel": name})
 
     def cache_ttl(self, name: str) -> int:
         entry = self.cache.get(name)

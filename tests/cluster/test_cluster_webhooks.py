@@ -122,3 +122,26 @@ async def test_subscription_count_webhook_is_sent_with_a_cluster(
     await second.subscribe("news")
     assert json.loads((await first.expect("pusher_internal:subscription_count"))["data"])["subscription_count"] >= 1
     await receiver.until(lambda: "subscription_count" in {event["name"] for event in receiver.events()}, within=3)
+
+
+async def test_one_cache_miss_webhook_for_the_whole_cluster_and_a_fill_re_arms_it(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """Subscribers missing an empty cache channel on two nodes bring one cache_miss webhook, not one per node; a
+    publish that fills the cache (on either node) re-arms it cluster-wide, so the next miss is posted at once."""
+    app = replace(hooked(receiver), webhooks=(Webhook(url=receiver.url, event_types=frozenset({"cache_miss"})),))
+    a, b = [await start_emulator(app=replace(app, cache_ttl=0.5), redis_url=redis_server.url) for _ in range(2)]
+    for node in (a, b, a, b):
+        client = await Client.open(node)
+        await client.subscribe("cache-score")
+        await client.expect("pusher:cache_miss")
+    await receiver.until(lambda: len(receiver.events()) == 1, within=3)
+    await receiver.quiet(1, 0.3)
+
+    await asyncio.to_thread(sdk(a).trigger, "cache-score", "score", "1-0")
+    await asyncio.sleep(0.7)  # the cached event expires
+    late = await Client.open(b)
+    await late.subscribe("cache-score")
+    await late.expect("pusher:cache_miss")
+    await receiver.until(lambda: len(receiver.events()) == 2, within=3)
+    assert receiver.events() == [{"name": "cache_miss", "channel": "cache-score"}] * 2
