@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.config import is_http_url, is_origin
 from relay.errors import ConfigError
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
 
@@ -62,6 +63,13 @@ def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -
         check(name, value, *args, **kwargs)
 
 
+def _is_redis_url(url: object) -> bool:
+    try:
+        return isinstance(url, str) and urlsplit(url).scheme in ("redis", "rediss", "unix")
+    except ValueError:  # a bracketed host that is not an IPv6 address
+        return False
+
+
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # visible ASCII, spaces and tabs: no line breaks to inject headers
 _URL_PATH_UNSAFE = re.compile(r"[/?#%\s]")
@@ -76,8 +84,7 @@ class Webhook:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url) if isinstance(self.url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        if not is_http_url(self.url):
             raise InvalidSetting("url", f"must be an http:// or https:// URL, got {self.url!r}")
         for name, value in self.headers.items():
             if not _HEADER_NAME.fullmatch(name) or not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
@@ -142,8 +149,7 @@ class App:
         _seconds("webhook_retry_for", self.webhook_retry_for, zero=True)
         _whole("webhook_max_pending", self.webhook_max_pending, 1)
         for origin in self.allowed_origins:
-            parts = urlsplit(origin) if isinstance(origin, str) else None
-            if parts is None or not origin or ("://" in origin and (parts.path or parts.query or not parts.hostname)):
+            if not isinstance(origin, str) or not origin or ("://" in origin and not is_origin(origin)):
                 raise InvalidSetting(
                     "allowed_origins", f"entries are '*', 'https://host[:port]' or '*.host', got {origin!r}"
                 )
@@ -203,9 +209,7 @@ class EmulatorConfig:
             raise InvalidSetting("tls_cert", "and tls_key go together (a certificate chain and its private key)")
         for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
             _seconds(name, getattr(self, name), zero=True)
-        if self.redis_url is not None and (
-            not isinstance(self.redis_url, str) or urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix")
-        ):
+        if self.redis_url is not None and not _is_redis_url(self.redis_url):
             raise InvalidSetting("redis_url", f"must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}")
         _text("redis_prefix", self.redis_prefix)
         _seconds("node_ttl", self.node_ttl, zero=False)

@@ -69,6 +69,25 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+_ORIGIN = re.compile(r"https?://[^/\s*]+")
+
+
+def is_http_url(url: object) -> bool:
+    """An ``http://`` or ``https://`` URL with a host (and, if it has one, a port other than 0)."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bracketed host that is not an IPv6 address, a port that is not a number
+        return False
+
+
+def is_origin(text: object) -> bool:
+    """A browser's ``Origin``: scheme, host and maybe a port; no path, no wildcard."""
+    return isinstance(text, str) and _ORIGIN.fullmatch(text) is not None and is_http_url(text)
+
+
 def parse_url(url: str) -> ProviderConfig:
     """Parse a provider URL; a mistake raises :class:`ConfigError` naming the fix (and never the secret)."""
     if not isinstance(url, str) or "://" not in url:

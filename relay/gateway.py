@@ -9,13 +9,11 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import re
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -29,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import AsyncRelay, configuration_from_env
-from relay.config import ProviderConfig
+from relay.config import ProviderConfig, is_http_url, is_origin
 from relay.errors import AuthenticationError, ConfigError, PayloadTooLarge, RelayError
 from relay.models import Event, User, WebhookEvent
 from relay.rules import ChannelRules, compile_pattern
@@ -59,9 +57,6 @@ DEFAULT_RULES = (
 )
 
 
-_ORIGIN = re.compile(r"https?://[^/\s*]+")
-
-
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     relay_url: str | ProviderConfig
@@ -78,7 +73,7 @@ class GatewaySettings:
 
     def __post_init__(self) -> None:
         for origin in self.cors_origins:
-            if not _ORIGIN.fullmatch(origin):
+            if not is_origin(origin):
                 # Credentials are allowed, so a wildcard would let any site call /v1/auth/* as its visitors.
                 raise ConfigError(
                     f"RELAY_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com "
@@ -90,7 +85,7 @@ class GatewaySettings:
             raise ConfigError(f"RELAY_JWT_SECRET and {other} are both set: verify users' JWTs with one of them")
         if self.jwt_public_key and self.jwks:
             raise ConfigError("RELAY_JWT_PUBLIC_KEY and RELAY_JWKS_FILE are both set: verify users' JWTs with one")
-        if self.webhook_forward_url is not None and not _is_http_url(self.webhook_forward_url):
+        if self.webhook_forward_url is not None and not is_http_url(self.webhook_forward_url):
             raise ConfigError(
                 f"RELAY_WEBHOOK_FORWARD_URL: {self.webhook_forward_url!r} is not an http(s) URL "
                 "such as https://app.example.com/relay-webhooks"
@@ -114,14 +109,6 @@ class GatewaySettings:
             cors_origins=tuple(o.strip() for o in env.get("RELAY_CORS_ORIGINS", "").split(",") if o.strip()),
             webhook_forward_url=env.get("RELAY_WEBHOOK_FORWARD_URL") or None,
         )
-
-
-def _is_http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a bracketed host that is not an IPv6 address, a port that is not a number
-        return False
 
 
 def _read_key(value: str | None) -> str | None:

@@ -67,6 +67,9 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "[[apps.webhooks]]\nurl = ''\n", ["url"]),
         (APP + "[[apps.webhooks]]\nurl = 'not a url'\n", ["url", "not a url"]),
         (APP + "[[apps.webhooks]]\nurl = 'ftp://hooks.example'\n", ["url", "ftp://hooks.example"]),
+        (APP + "[[apps.webhooks]]\nurl = 'http://[hooks'\n", ["url", "http://[hooks"]),  # ValueError escaped
+        (APP + "allowed_origins = ['https://[shop']\n", ["allowed_origins", "https://[shop"]),
+        ("[server]\nredis_url = 'redis://[cache'\n", ["redis_url", "redis://[cache"]),
         (APP + "[[apps.webhooks]]\nurl = 'http://x'\nevent_types = 'member_added'\n", ["event_types", "list"]),
         (APP + "[[apps.webhooks]]\nurl = 'http://x'\nheaders = ['X-Source']\n", ["headers"]),  # AttributeError
         (APP + "[[apps.webhooks]]\nurl = 'http://x'\nheaders = { 'X-Source' = 'café' }\n", ["X-Source"]),
