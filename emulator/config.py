@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay.config import is_http_url, is_origin
+from relay.config import is_ably_key_name, is_http_url, is_origin
 from relay.errors import ConfigError
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
 
@@ -157,8 +157,7 @@ class App:
         _optional(_seconds, "api_rate_limit", self.api_rate_limit, zero=False, unit="requests per second")
         _optional(_text, "ably_key", self.ably_key)
         key_name, _, key_secret = self.ably_api_key.partition(":")
-        app_part, _, key_part = key_name.partition(".")
-        if not app_part or not key_part or not key_secret:
+        if not is_ably_key_name(key_name) or not key_secret:
             raise InvalidSetting("ably_key", f"looks like 'APPID.KEYID:SECRET', got {self.ably_key!r}")
 
     def __repr__(self) -> str:

@@ -128,7 +128,7 @@ def parse_url(url: str) -> ProviderConfig:
     if host and not _is_host(host):
         raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address")
     if scheme == "ably":
-        if not _is_ably_key_name(key):
+        if not is_ably_key_name(key):
             raise ConfigError("ably:// URL needs the full key name APPID.KEYID before the colon (Ably → API Keys)")
         return ProviderConfig(
             "ably", key, secret, key.partition(".")[0], host or DEFAULT_ABLY_HOST, port, tls, None, options
@@ -186,7 +186,8 @@ def _is_host(host: str) -> bool:
     return bool(host) and all(char.isalnum() or char in "-._" for char in host)
 
 
-def _is_ably_key_name(key_name: str) -> bool:
+def is_ably_key_name(key_name: str) -> bool:
+    """``APPID.KEYID``, both parts present: the part of an Ably API key before its ``:SECRET``."""
     app_id, dot, key_id = key_name.partition(".")
     return bool(app_id and dot and key_id)
 
@@ -261,7 +262,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
         )
     if env.get("ABLY_API_KEY"):
         key_name, _, secret = env["ABLY_API_KEY"].partition(":")
-        if not secret or not _is_ably_key_name(key_name):
+        if not secret or not is_ably_key_name(key_name):
             raise ConfigError("ABLY_API_KEY looks like APPID.KEYID:SECRET (Ably dashboard → API Keys)")
         return ProviderConfig("ably", key_name, secret, key_name.partition(".")[0], DEFAULT_ABLY_HOST)
     raise ConfigError(
