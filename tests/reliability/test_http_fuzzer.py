@@ -220,24 +220,22 @@ async def test_ably_rest_limit_with_a_non_decimal_digit(
     assert_no_traceback(caplog)
 
 
-async def test_ably_rest_msgpack_map_with_an_array_key(
-    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("path", "body", "binary"),
+    [
+        # msgpack's unpacker raises TypeError for a map keyed by an array (an unhashable list)
+        ("/channels/a/messages", b"\x81\x91\x01\x01", True),
+        # json.loads raises RecursionError (not a ValueError) on a deeply nested capability
+        ("/keys/1.app-key/requestToken", json.dumps({"capability": "[" * 100_000}).encode(), False),
+    ],
+    ids=["msgpack map keyed by an array", "deeply nested capability"],
+)
+async def test_ably_rest_bodies_whose_parser_raises_an_unusual_error_are_malformed(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture, path: str, body: bytes, binary: bool
 ) -> None:
-    """msgpack's unpacker raises TypeError for a map keyed by an array (unhashable list): a malformed body, 40000."""
+    """A parser's TypeError or RecursionError is a malformed body like any other: 400 with 40000, not a 500."""
     async with httpx.AsyncClient(base_url=emulator.http_url) as client:
-        response = await ably_request(client, "POST", "/channels/a/messages", b"\x81\x91\x01\x01", binary=True)
-    assert response.status_code == 400, response.text
-    assert response.json()["error"]["code"] == 40000
-    assert_no_traceback(caplog)
-
-
-async def test_ably_rest_token_request_with_a_deeply_nested_capability(
-    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
-) -> None:
-    """json.loads raises RecursionError (not a ValueError) on a deeply nested capability: invalid, 40000."""
-    body = json.dumps({"capability": "[" * 100_000}).encode()
-    async with httpx.AsyncClient(base_url=emulator.http_url) as client:
-        response = await ably_request(client, "POST", "/keys/1.app-key/requestToken", body)
+        response = await ably_request(client, "POST", path, body, binary=binary)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == 40000
     assert_no_traceback(caplog)
