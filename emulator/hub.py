@@ -345,8 +345,9 @@ class AppState:
             if self.cluster is not None:
                 self.cluster.cache_set(self.app.app_id, name, event, data, self.app.cache_ttl)
         text = frames.channel_event(event, name, data)
-        self.meter.published(name, event, data, local_reach(self, name, exclude))
         self.deliver_local(name, encode_text(text), exclude)
+        # Counted after the writes, which nothing here changes the reach of: the first subscriber hears sooner.
+        self.meter.published(name, event, data, local_reach(self, name, exclude))
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, name, text, exclude)
 
@@ -368,14 +369,14 @@ class AppState:
 
     def deliver(self, channel: Channel, frame: bytes, exclude: str | None = None, origin: object = None) -> None:
         """Write ``frame`` to every subscriber but ``exclude``; ForeignPeers get ``origin`` to encode their own."""
-        self.meter.fanout(len(frame), recipients(channel.subscribers, exclude))
         if channel.foreign:
             self._deliver_mixed(channel, frame, exclude, origin)
-            return
-        skip = channel.subscribers.get(exclude) if exclude is not None else None
-        for peer in channel.peers():
-            if peer is not skip:
-                peer.send_frame(frame)
+        else:
+            skip = channel.subscribers.get(exclude) if exclude is not None else None
+            for peer in channel.peers():
+                if peer is not skip:
+                    peer.send_frame(frame)
+        self.meter.fanout(len(frame), recipients(channel.subscribers, exclude))
 
     def _deliver_mixed(self, channel: Channel, frame: bytes, exclude: str | None, origin: object) -> None:
         cache: dict[object, object] = {}
