@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bench import gc_pause, http_path, report
 from bench.driver import fanout
 from relay.emulator.wire import encode_text
@@ -101,6 +103,16 @@ async def test_the_http_path_stages_each_run_the_real_code() -> None:
     assert "whole request (HttpConnection.data_received)" in stages
     assert len(stages) == 10
     assert all(micros > 0 for micros in stages.values())
+    cold = await http_path.parts(repeat=3, cold=True)  # ``--parts --cold``: the same stages, caches evicted first
+    assert cold.keys() == stages.keys()
+    assert all(micros > 0 for micros in cold.values())
+
+
+def test_cold_timing_is_refused_without_the_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        http_path.main(["--cold"])
+    assert exit_info.value.code == 2
+    assert "--cold times the stages of --parts" in capsys.readouterr().err
 
 
 def test_a_ratio_of_two_generator_bound_cells_is_reported_as_not_measurable() -> None:
