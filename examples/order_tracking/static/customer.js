@@ -69,6 +69,8 @@ async function main() {
       document.getElementById('order-error').textContent = error.message;
     }
   });
+  // Until now a click would have submitted the form the browser's way, reloading the page and losing the order.
+  form.querySelector('button[type=submit]').disabled = false;
 }
 
 main();
