@@ -358,10 +358,10 @@ class AppState:
 
     def deliver_local(self, name: str, frame: bytes, exclude: str | None, origin: object = None) -> None:
         if name.startswith(SERVER_TO_USER_PREFIX):
-            self.meter.fanout(len(frame), local_reach(self, name, exclude))
             for socket_id, peer in list(self.users.get(name[len(SERVER_TO_USER_PREFIX) :], {}).items()):
                 if socket_id != exclude:
                     peer.send_frame(frame)
+            self.meter.fanout(len(frame), local_reach(self, name, exclude))
             return
         channel = self.channels.get(name)
         if channel is not None:
