@@ -15,8 +15,8 @@ from examples.order_tracking import create_app
 from examples.order_tracking.app import find_browser_library
 from tests.emulator_process import EmulatorProcess
 from tests.examples.conftest import needs_chromium
+from tests.examples.test_order_tracking_e2e import assert_not_reloaded, new_page, start_shift
 from tests.examples.test_order_tracking_e2e import emulator_process as emulator_process
-from tests.examples.test_order_tracking_e2e import new_page, start_shift
 from tests.gateway.conftest import serve_asgi
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
@@ -83,7 +83,7 @@ async def test_order_lifecycle_over_ably_across_three_pages_and_an_emulator_rest
         pickup = delivery.locator('[data-order-id="1"]')  # type: ignore[attr-defined]
         await expect(pickup.locator(".status")).to_have_text("Ready for pickup")
         await expect(customer.locator("#timeline li")).to_have_count(3)  # type: ignore[attr-defined]
-        assert await customer.evaluate("window.notReloaded === true")  # type: ignore[attr-defined]
+        await assert_not_reloaded(pages)
 
         assert await emulator_process.stop() == 0
         for page in pages.values():
@@ -105,7 +105,7 @@ async def test_order_lifecycle_over_ably_across_three_pages_and_an_emulator_rest
             await expect(customer.locator("#order-status")).to_have_text("Delivered", timeout=SLOW)  # type: ignore[attr-defined]
             await expect(customer.locator("#timeline li")).to_have_count(5)  # type: ignore[attr-defined]
             await expect(delivery.locator("#empty")).to_have_text("Nothing to pick up.")  # type: ignore[attr-defined]
-            assert await customer.evaluate("window.notReloaded === true")  # type: ignore[attr-defined]
+            await assert_not_reloaded(pages)
         finally:
             await restarted.stop()
     assert problems == []

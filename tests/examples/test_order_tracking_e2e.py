@@ -39,6 +39,11 @@ async def new_page(browser: object, path: str, site: str, problems: list[str]) -
     return page
 
 
+async def assert_not_reloaded(pages: dict[str, object]) -> None:
+    for name, page in pages.items():
+        assert await page.evaluate("window.notReloaded === true"), f"the {name} page reloaded"  # type: ignore[attr-defined]
+
+
 async def start_shift(page: object, name: str) -> None:
     form = page.locator("#signin")  # type: ignore[attr-defined]
     await form.locator("input[name=name]").fill(name)
@@ -102,7 +107,7 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
         pickup = delivery.locator('[data-order-id="1"]')  # type: ignore[attr-defined]
         await expect(pickup.locator("h3")).to_have_text("#1 · Meera")
         await expect(pickup.locator(".status")).to_have_text("Ready for pickup")
-        assert await customer.evaluate("window.notReloaded === true")  # type: ignore[attr-defined]
+        await assert_not_reloaded(pages)
         for name, page in pages.items():
             await screenshot(page, f"order_tracking_{name}")
 
@@ -143,7 +148,7 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
             await expect(customer.locator("#order-status")).to_have_text("Order placed")  # type: ignore[attr-defined]
             await expect(customer.locator("#order-id")).to_have_text("#2")  # type: ignore[attr-defined]
             await expect(delivery.locator("#notice")).to_be_hidden()  # type: ignore[attr-defined]
-            assert await customer.evaluate("window.notReloaded === true")  # type: ignore[attr-defined]
+            await assert_not_reloaded(pages)
         finally:
             await restarted.stop()
     assert problems == []

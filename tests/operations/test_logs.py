@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.logs import configure_logging
 from tests.emulator_process import EmulatorProcess
@@ -48,8 +49,9 @@ url = "http://hooks:{HOOK_PASSWORD}@127.0.0.1:9/pusher"   # nothing listens ther
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{base}/metrics", params={"token": TOKEN})).status_code == 200
             assert (await http.get(f"{base}/metrics", params={"token": TOKEN + "x"})).status_code == 401
-        with pytest.raises(Exception):  # noqa: B017, PT011 - refused with 4001 after the upgrade
+        with pytest.raises(ConnectionClosed) as refused:  # refused after the upgrade
             await ws_client(f"ws://127.0.0.1:{relay.port}/app/wrong-key")
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 4001
         await relay.wait_for_output("webhook to .* failed")
         await client.close()
         assert await relay.stop() == 0

@@ -157,4 +157,5 @@ async def test_metrics_samples_belong_to_the_family_their_type_line_names(start_
             base = re.sub(r"_(bucket|sum|count)$", "", name)
             if name not in types and types.get(base) != "histogram":
                 untyped.append(name)
+    assert types["relay_publishes_total"] == "counter"  # the page was read, with its families
     assert untyped == []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidMessage
 
 from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
@@ -53,7 +54,7 @@ async def test_emulator_serves_wss_and_https_with_its_own_certificate(tmp_path: 
         # The certificate is checked: a client that does not trust it is refused, and plain ws:// is not served.
         with pytest.raises(ssl.SSLCertVerificationError):
             await ws_client(f"wss://127.0.0.1:{relay.port}/app/{APP.key}")
-        with pytest.raises(Exception):  # noqa: B017, PT011 - the server speaks TLS only: the handshake fails
+        with pytest.raises(InvalidMessage, match="did not receive a valid HTTP response"):  # the server speaks TLS only
             await ws_client(f"ws://127.0.0.1:{relay.port}/app/{APP.key}")
         await client.close()
         assert await relay.stop() == 0
