@@ -69,9 +69,9 @@ class Node(Hub):
 
 
 def sdk_view(link: Link) -> set[str]:
-    """The clientIds an Ably SDK's presence set holds after the SYNC and PRESENCE messages on ``link``."""
+    """The clientIds an Ably SDK's presence set holds after every SYNC and PRESENCE message on ``link`` so far."""
     members = PresenceMap(member_key_fn=lambda item: f"{item.connection_id}:{item.client_id}")
-    for message in link.take():
+    for message in link.decoded():
         if message["action"] not in (PRESENCE, SYNC):
             continue
         for raw in message["presence"]:
@@ -83,6 +83,10 @@ def sdk_view(link: Link) -> set[str]:
     return {item.client_id for item in members.values()}
 
 
+def client_ids(node: Node) -> list[str]:
+    return [member["clientId"] for member in node.ably.members("presence-room")]
+
+
 def test_a_dead_node_s_pusher_member_leaves_an_ably_sdk_s_presence_set() -> None:
     """Node 1 dies holding Pusher member pat: node 2 sends its Ably subscribers pat's LEAVE with an id of its own, so
     the SDK compares it with the ENTER by timestamp (RTP2b1); with the ENTER's id (``1.1:0:0``) it would find it no
@@ -91,6 +95,8 @@ def test_a_dead_node_s_pusher_member_leaves_an_ably_sdk_s_presence_set() -> None
     _, watched = survivor.ably_watcher()
     doomed.pusher_member("pat")
     doomed.relay_to(survivor)
+    assert client_ids(survivor) == ["pat"]
+    assert sdk_view(watched) == {"pat"}
     survivor.state.forget_node(1)  # the heartbeat expired (or "bye")
 
     presence = [m for m in watched.decoded() if m["action"] == PRESENCE]
@@ -109,6 +115,8 @@ def test_a_pusher_member_missing_from_a_node_s_snapshot_leaves_an_ably_sdk_s_pre
     _, watched = other.ably_watcher()
     restarted.pusher_member("pat")
     restarted.relay_to(other)
+    assert client_ids(other) == ["pat"]
+    assert sdk_view(watched) == {"pat"}
     other.ably.remote_snapshot(1, {})
 
     assert other.ably.members("presence-room") == []
@@ -123,6 +131,8 @@ def test_a_dead_node_s_ably_member_leaves_an_ably_sdk_s_presence_set() -> None:
     send(ann, {"action": 10, "channel": "presence-room"})
     send(ann, {"action": 14, "channel": "presence-room", "msgSerial": 0, "presence": [{"action": 2}]})
     doomed.relay_to(survivor)
+    assert client_ids(survivor) == ["ann"]
+    assert sdk_view(watched) == {"ann"}
     survivor.state.forget_node(1)
 
     assert survivor.ably.members("presence-room") == []

@@ -39,12 +39,23 @@ class Recorder:
 
     It taps pysher's connection-level dispatch rather than Channel.bind: pysher registers a Channel only after
     sending pusher:subscribe, so a fast reply can arrive before any binding exists (and is dropped by pysher).
+    pysher passes on only an event's data, so the frames as parsed (user_id included) are kept too, in ``frames``.
     list.append is atomic, so pysher's thread can record while the test reads.
     """
 
     def __init__(self, client: Any) -> None:
         self.events: list[tuple[str, str, Any]] = []
+        self.frames: list[dict[str, Any]] = []
         dispatch = client.connection.event_handler
+        parse = client.connection._parse  # a staticmethod pysher looks up on the connection for every message
+
+        def parse_and_record(message: str) -> Any:
+            frame = parse(message)
+            if isinstance(frame, dict):
+                self.frames.append(frame)
+            return frame
+
+        client.connection._parse = parse_and_record
 
         def tap(event: str, data: Any, channel: str) -> None:
             self.events.append((channel, event, data))
@@ -59,6 +70,9 @@ class Recorder:
 
     def of(self, channel: str, event: str) -> list[Any]:
         return [data for name, name_event, data in list(self.events) if name == channel and name_event == event]
+
+    def frames_of(self, channel: str, event: str) -> list[dict[str, Any]]:
+        return [frame for frame in list(self.frames) if frame.get("channel") == channel and frame["event"] == event]
 
 
 OpenPysher = Callable[..., Awaitable[Any]]
@@ -158,6 +172,8 @@ async def test_pysher_presence_members_and_client_events(emulator: RunningEmulat
     await eventually(lambda: bool(seen_by_bob.of(room, "client-wave")), "the client event")
     (wave,) = seen_by_bob.of(room, "client-wave")
     assert json.loads(wave) == {"from": "alice"}
+    (frame,) = seen_by_bob.frames_of(room, "client-wave")
+    assert frame.get("user_id") == "alice", frame
     assert not seen_by_bob.of(room, "pusher_internal:member_added")
     await asyncio.sleep(0.1)
     assert not seen_by_alice.of(room, "client-wave")

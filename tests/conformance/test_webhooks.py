@@ -426,7 +426,17 @@ async def test_retries_stop_after_retry_for(hooked: StartHooked, receiver: Recei
     client = await open_ws(emulator)
     await client.subscribe("room")
     await receiver.wait_for(1)
+    # The next attempt would come 0.5-1 s after the first, past retry_for: the dispatcher gives the batch up at once,
+    # holding nothing (a batch being retried counts as pending until it is delivered or dropped).
+    state = emulator.node.states["1"]
+    for _ in range(50):
+        if state.webhooks.pending == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert state.webhooks.pending == 0
     await receiver.quiet(1, 1.1)
+    assert state.webhooks.pending == 0
+    assert state.meter.webhook_statuses == {"500": 1}
 
 
 async def test_event_type_and_channel_filters(hooked: StartHooked, receiver: Receiver, open_ws: OpenClient) -> None:

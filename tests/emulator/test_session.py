@@ -134,9 +134,11 @@ def test_client_events_reach_others_only_and_are_rate_limited(clock: Clock) -> N
     assert sender_link.take() == [
         {"event": "pusher:error", "data": {"code": 4301, "message": "Client event rejected due to rate limit (2/s)"}}
     ]
+    receiver_link.take()
     clock.now += 1.0
     send(sender, "client-typing", "again", channel="private-chat")
-    assert receiver_link.events()[-1] == "client-typing"
+    assert receiver_link.take() == [{"event": "client-typing", "channel": "private-chat", "data": "again"}]
+    assert sender_link.take() == []
     assert sender_link.closed_with is None
 
 

@@ -30,16 +30,18 @@ async def memory_gateway() -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_gateway_errors_are_json_error_bodies_outside_422(memory_gateway: httpx.AsyncClient) -> None:
     """docs/gateway.md:88-89: "Errors are JSON: {"error": "…"}, or FastAPI's {"detail": [...]} for a 422". An unknown
-    route answers 404 {"detail": "Not Found"} and a wrong method 405 {"detail": "Method Not Allowed"}."""
+    route answers 404 {"error": "Not Found"} and a wrong method 405 {"error": "Method Not Allowed"}, not FastAPI's
+    {"detail": ...}."""
     not_found = await memory_gateway.get("/v1/publsh")
     wrong_method = await memory_gateway.get("/v1/publish")
     assert (not_found.status_code, wrong_method.status_code) == (404, 405)
-    assert "error" in not_found.json() and "error" in wrong_method.json(), (not_found.text, wrong_method.text)
+    assert not_found.json() == {"error": "Not Found"}, not_found.text
+    assert wrong_method.json() == {"error": "Method Not Allowed"}, wrong_method.text
 
 
 async def test_a_publish_body_that_is_not_json_is_a_400_like_the_auth_routes(memory_gateway: httpx.AsyncClient) -> None:
-    """docs/gateway.md:104: 400 is "a malformed body or name". /v1/auth/channel answers a body that is not JSON with
-    400 {"error": "the JSON body is malformed"}; /v1/publish answers the same mistake with 422 "JSON decode error"."""
+    """docs/gateway.md:104: 400 is "a malformed body or name". /v1/publish answers a body that is not JSON as
+    /v1/auth/channel does: 400 {"error": "the JSON body is malformed"}, not FastAPI's 422 "JSON decode error"."""
     headers = {"authorization": f"Bearer {API_TOKEN}", "content-type": "application/json"}
     publish = await memory_gateway.post("/v1/publish", content=b"not json", headers=headers)
     auth = await memory_gateway.post(
@@ -48,13 +50,16 @@ async def test_a_publish_body_that_is_not_json_is_a_400_like_the_auth_routes(mem
         headers={"authorization": f"Bearer {hs256_token()}", "content-type": "application/json"},
     )
     assert auth.status_code == 400
-    assert publish.status_code == 400 and "error" in publish.json(), publish.text
+    assert auth.json() == {"error": "the JSON body is malformed"}, auth.text
+    assert publish.status_code == 400, publish.text
+    assert publish.json() == {"error": "the JSON body is malformed"}, publish.text
 
 
 async def test_a_private_channel_refused_for_want_of_a_jwt_says_so(memory_gateway: httpx.AsyncClient) -> None:
     """docs/gateway.md:106: 403 when "the rules deny the channel to the user, or there is no JWT". With the default
-    rules both give "access to 'private-user-alice' denied", so a browser whose JWT never reached the gateway (a
-    missing header or cookie) reads as a rules problem; a rules file's rule says "needs an authenticated user"."""
+    rules and no JWT, the 403's message says a signed-in user is missing (e.g. "'private-user-alice' needs an
+    authenticated user"), so a browser whose JWT never reached the gateway (a missing header or cookie) does not
+    read as a rules problem."""
     answer = await memory_gateway.post(
         "/v1/auth/channel", data={"socket_id": "123.456", "channel_name": "private-user-alice"}
     )

@@ -15,7 +15,7 @@ from libsupport import MakeRelay
 
 import relay
 from relay import ChannelInfo, MirrorError, PublishResult
-from relay.errors import RateLimited, RelayError
+from relay.errors import ClientClosed, RateLimited, RelayError
 
 PUSHER_EU = "pusher://k:hosted-secret@eu/apps/1"
 PUSHER_US = "pusher://k:hosted-secret@us2/apps/1"
@@ -119,20 +119,22 @@ async def test_mirror_query_answers_from_the_first_provider_when_another_is_down
 def test_reset_default_client_does_not_break_a_publish_in_flight_on_another_thread(
     monkeypatch: pytest.MonkeyPatch, respx_mock: respx.MockRouter
 ) -> None:
-    """``reset_default_client`` closes the default client while another thread's publish is retrying with it: that
-    publish ends with a RelayError (ClientClosed), not httpx's bare RuntimeError (docs/library.md: "Every error is a
-    relay.errors.RelayError")."""
+    """``reset_default_client`` closes the default client while another thread's publish is waiting to retry a 429
+    with it: that publish ends with ClientClosed, a RelayError, not httpx's bare RuntimeError (docs/library.md:
+    "Every error is a relay.errors.RelayError"), and the retry is never sent. The provider holds its 429 until
+    the client is closed, so the retry always finds the client closed."""
     monkeypatch.setenv("RELAY_URL", PUSHER_EU)
     relay.reset_default_client()
-    first_sent = threading.Event()
+    first_sent, closed = threading.Event(), threading.Event()
 
     def answer(request: httpx.Request) -> httpx.Response:
         if not first_sent.is_set():
             first_sent.set()
+            assert closed.wait(5)
             return httpx.Response(429, headers={"Retry-After": "0.3"}, json={})
         return httpx.Response(200, json={})
 
-    respx_mock.post(EU_EVENTS).mock(side_effect=answer)
+    route = respx_mock.post(EU_EVENTS).mock(side_effect=answer)
     outcome: list[Any] = []
 
     def publish() -> None:
@@ -146,8 +148,12 @@ def test_reset_default_client_does_not_break_a_publish_in_flight_on_another_thre
     try:
         assert first_sent.wait(5)
         relay.reset_default_client()
+        closed.set()
         worker.join(5)
     finally:
+        closed.set()
         relay.reset_default_client()
+    assert not worker.is_alive()
     [result] = outcome
-    assert isinstance(result, PublishResult | RelayError), f"{type(result).__name__}: {result}"
+    assert isinstance(result, ClientClosed), f"{type(result).__name__}: {result}"
+    assert route.call_count == 1, "the retry was sent with a closed client"

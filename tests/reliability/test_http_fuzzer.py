@@ -31,7 +31,7 @@ from tests.conftest import RunningEmulator
 API_KEY = "1.app-key:app-secret"  # the test app's Ably key (App.ably_api_key)
 BASIC = "Basic " + base64.b64encode(API_KEY.encode()).decode()
 MSGPACK = "application/x-msgpack"
-HEARTBEAT, CONNECTED, ERROR, ATTACH, ATTACHED = 0, 4, 9, 10, 11
+HEARTBEAT, CONNECTED, ERROR, ATTACH, ATTACHED, MESSAGE = 0, 4, 9, 10, 11, 15
 WAIT = 3.0
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -245,14 +245,18 @@ async def test_ably_publish_extras_beyond_msgpack_to_a_msgpack_subscriber(
     emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """JSON extras may hold an integer msgpack cannot encode: delivering the message to a msgpack connection must not
-    raise (OverflowError) in the publisher's request."""
+    raise (OverflowError) in the publisher's request. The publish is accepted and the msgpack subscriber gets the
+    message, with that integer as decimal text."""
     subscriber = await ably_connect(emulator, binary=True)
     await send(subscriber, {"action": ATTACH, "channel": "a"}, binary=True)
     assert (await receive(subscriber, binary=True))["action"] == ATTACHED
     body = json.dumps({"name": "n", "data": "x", "extras": {"big": 2**70}}).encode()
     async with httpx.AsyncClient(base_url=emulator.http_url) as client:
         response = await ably_request(client, "POST", "/channels/a/messages", body)
-    assert response.status_code in (201, 400), response.text
+    assert response.status_code == 201, response.text
+    delivered = await receive(subscriber, binary=True)
+    assert delivered["action"] == MESSAGE and delivered["channel"] == "a", delivered
+    assert delivered["messages"] == [{"name": "n", "data": "x", "extras": {"big": str(2**70)}}]
     assert_no_traceback(caplog)
     await assert_usable(subscriber, binary=True)
     await subscriber.close()
@@ -577,6 +581,8 @@ async def test_random_protocol_messages_never_break_the_server(
     assert_no_traceback(caplog)
     sentinel = await ably_connect(emulator, binary=binary)
     await assert_usable(sentinel, binary=binary)
+    for subscriber, fmt in zip(subscribers, (False, True), strict=True):  # every publish was encoded for them
+        await assert_usable(subscriber, binary=fmt)
     for subscriber in [sentinel, *subscribers]:
         await subscriber.close()
 

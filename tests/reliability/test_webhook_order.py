@@ -66,6 +66,12 @@ async def test_a_dead_webhook_endpoint_does_not_drop_events_for_a_healthy_one(
         with contextlib.suppress(TimeoutError):  # an event the healthy endpoint never gets fails the assert below
             await receiver.wait_for(index + 1)
         await asyncio.sleep(0.1)
+    # The isolation was exercised: the dead endpoint is retrying c1's batch (c2 waits behind it), so its queue of
+    # two had no room for c3, which was dropped for it alone.
+    assert emulator.node.states["1"].webhooks.dropped == 1
+    await dead.wait_for(2)
+    c1_occupied = [{"name": "channel_occupied", "channel": "c1"}]
+    assert [delivery.events for delivery in dead.deliveries[:2]] == [c1_occupied, c1_occupied]
     for ws in opened:
         await ws.close()
     occupied = [e["channel"] for e in receiver.events() if e["name"] == "channel_occupied"]
