@@ -319,8 +319,11 @@ async def test_channel_info_reports_occupancy_and_counts(emulator: RunningEmulat
     assert (await asyncio.to_thread(client.channel_info, "public-a"))["occupied"] is True
 
 
-async def test_users_info_is_a_signed_get_with_body_md5(emulator: RunningEmulator, open_ws: OpenSubscriber) -> None:
-    """Items 62, 74, 92: pusher-http-python signs ``body_md5`` of the empty body on GET; users are unique ids."""
+async def test_users_info_is_a_signed_get_with_body_md5(
+    emulator: RunningEmulator, http: httpx.AsyncClient, room: Subscriber, open_ws: OpenSubscriber
+) -> None:
+    """Items 62, 74, 92: pusher-http-python signs ``body_md5`` of the empty body on GET; users are unique ids. A
+    users query on a non-presence channel is a 400, after which the server still serves."""
     client = pusher_client(emulator)
     request = client._pusher_client.users_info.make_request("presence-room")
     assert request.method == "GET"
@@ -332,6 +335,7 @@ async def test_users_info_is_a_signed_get_with_body_md5(emulator: RunningEmulato
     assert await asyncio.to_thread(client.users_info, "presence-empty") == {"users": []}
     with pytest.raises(PusherBadRequest, match="users may only be requested for presence channels"):
         await asyncio.to_thread(client.users_info, "public-a")
+    await assert_still_serves(http, emulator, room)
 
 
 async def _sign_in(client: Any, sub: Subscriber, user_id: str) -> None:
@@ -688,16 +692,20 @@ async def test_event_names_with_any_characters(
     await room.expect_event(name, "room", "x")
 
 
-async def test_request_over_max_request_bytes_is_413(start_emulator: StartEmulator, http: httpx.AsyncClient) -> None:
+async def test_request_over_max_request_bytes_is_413(
+    start_emulator: StartEmulator, http: httpx.AsyncClient, open_ws: OpenSubscriber
+) -> None:
     """A body over the server's ``max_request_bytes`` → 413 JSON, read by the client even while it is still sending a
-    3 MB body; the connection is closed and a new one is served."""
+    3 MB body; the connection is closed, a new one is served and the subscriber connected throughout gets the next
+    publish."""
     emulator = await start_emulator(max_request_bytes=2048)
+    room = await open_ws(emulator)
+    await room.subscribe("room")
     body = event_body(data="x" * 4000)
     assert_error(await signed(http, emulator, "POST", "/apps/1/events", body=body), 413, "request body is over 2048")
     big = {"name": "e", "channels": ["room"], "data": "x", "padding": "p" * 3_000_000}
     assert_error(await signed(http, emulator, "POST", "/apps/1/events", body=big), 413, "request body is over 2048")
-    ok = await signed(http, emulator, "POST", "/apps/1/events", body=event_body(data="x" * 1000))
-    assert assert_json(ok) == {}
+    await assert_still_serves(http, emulator, room)
 
 
 async def _raw_response(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
@@ -709,7 +717,7 @@ async def _raw_response(reader: asyncio.StreamReader) -> tuple[str, dict[str, st
 
 
 async def test_huge_content_length_is_refused_without_reading_the_body(
-    start_emulator: StartEmulator, http: httpx.AsyncClient
+    start_emulator: StartEmulator, http: httpx.AsyncClient, open_ws: OpenSubscriber
 ) -> None:
     """A Content-Length over ``max_request_bytes`` gets 413 at once: the server does not wait for (or buffer) a
     body the client may never send."""
@@ -729,6 +737,9 @@ async def test_huge_content_length_is_refused_without_reading_the_body(
     assert headers["content-type"] == "application/json"
     assert "request body is over 2048 bytes" in json.loads(body)["error"]
     assert assert_json(await signed(http, emulator, "GET", "/apps/1/channels")) == {"channels": {}}
+    room = await open_ws(emulator)
+    await room.subscribe("room")
+    await assert_still_serves(http, emulator, room)
 
 
 # -- batches ------------------------------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ async def test_presence_verifies_the_exact_channel_data_string(emulator: Running
     await client.send("pusher:subscribe", {"channel": "presence-exact", **body})
     presence = presence_of(await client.recv())
     assert presence == {"ids": ["7"], "hash": {"7": {"name": "Seven"}}, "count": 1}
+    await assert_serves_others(emulator, connect)
 
 
 async def test_presence_subscription_succeeded_counts_unique_users(emulator: RunningEmulator, connect: Connect) -> None:
@@ -221,6 +222,7 @@ async def test_presence_member_size_limits(
         assert frame["data"]["type"] == "LimitReached"
         await client.sync()
         assert await api_get(emulator, "/channels") == {"channels": {}}
+        await assert_serves_others(emulator, connect)
 
 
 async def test_presence_client_event_carries_user_id(emulator: RunningEmulator, connect: Connect) -> None:
@@ -363,6 +365,7 @@ async def test_signin_again_as_another_user_is_4009(emulator: RunningEmulator, c
     )
     message = await expect_fatal(client.ws, 4009)
     assert "another user" in message
+    await assert_serves_others(emulator, connect)
 
 
 async def test_user_authentication_timeout(start_emulator: StartEmulator, connect: Connect) -> None:

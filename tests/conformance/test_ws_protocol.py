@@ -112,11 +112,12 @@ async def test_unsupported_protocol_is_4007(emulator: RunningEmulator, connect: 
 
 
 @pytest.mark.parametrize("protocol", ["abc", "7.0", "-7"])
-async def test_malformed_protocol_is_4006(emulator: RunningEmulator, protocol: str) -> None:
-    """Items 8, 9: a malformed version string gets 4006."""
+async def test_malformed_protocol_is_4006(emulator: RunningEmulator, connect: Connect, protocol: str) -> None:
+    """Items 8, 9: a malformed version string gets 4006; the server keeps serving others."""
     async with ws_connect(emulator.ws_url(query=f"protocol={protocol}"), **WS_OPTIONS) as ws:
         message = await expect_fatal(ws, 4006)
         assert "version" in message.lower()
+    await assert_serves_others(emulator, connect)
 
 
 async def test_unknown_key_is_4001(emulator: RunningEmulator, connect: Connect) -> None:
@@ -431,7 +432,7 @@ async def test_public_subscribe(emulator: RunningEmulator, connect: Connect, aut
 )
 async def test_invalid_channel_name_is_refused(emulator: RunningEmulator, connect: Connect, channel: object) -> None:
     """Items 22, 23: over-long names, illegal characters and '#' channels get pusher:subscription_error status 400;
-    the socket stays open."""
+    the socket stays open and the server keeps serving others."""
     client = await connect(emulator)
     await client.send("pusher:subscribe", {"channel": channel, "auth": ""})
     frame = await client.expect("pusher:subscription_error")
@@ -441,6 +442,7 @@ async def test_invalid_channel_name_is_refused(emulator: RunningEmulator, connec
         assert frame["channel"] == channel
     await client.sync()
     await client.subscribed("valid-after-invalid")
+    await assert_serves_others(emulator, connect)
 
 
 async def test_longest_and_widest_channel_name_is_accepted(emulator: RunningEmulator, connect: Connect) -> None:
@@ -500,7 +502,8 @@ async def test_bad_private_auth_is_refused(
     emulator: RunningEmulator, connect: Connect, case: str, channel: str
 ) -> None:
     """Items 25, 34: a bad, missing or foreign signature, or the wrong key prefix, gets pusher:subscription_error
-    {type: AuthError, status: 401}; no delivery follows, the socket stays open and can then subscribe properly."""
+    {type: AuthError, status: 401}; no delivery follows, the socket stays open and can then subscribe properly, and
+    the server keeps serving others."""
     client = await connect(emulator)
     await client.send("pusher:subscribe", {"channel": channel, **BAD_AUTHS[case](client.socket_id, channel)})
     frame = await client.expect("pusher:subscription_error", channel)
@@ -509,6 +512,7 @@ async def test_bad_private_auth_is_refused(
     await publish(emulator, channel, "leak", "{}")
     await client.sync()
     await client.subscribed(channel)
+    await assert_serves_others(emulator, connect)
 
 
 async def test_encrypted_channel_is_authorized_like_private_and_forwarded_verbatim(
