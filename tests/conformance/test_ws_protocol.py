@@ -743,6 +743,7 @@ async def test_client_events_disabled_is_4301(start_emulator: StartEmulator, con
     await sender.expect_error(4301, "not enabled")
     await sender.sync()
     await listener.sync()
+    await assert_serves_others(target, connect)
 
 
 async def test_client_event_rate_limit_is_4301_and_stays_open(emulator: RunningEmulator, connect: Connect) -> None:
@@ -776,3 +777,4 @@ async def test_client_event_name_and_size_limits(emulator: RunningEmulator, conn
     await sender.expect_error(None, "10240")
     await sender.sync()
     await listener.sync()
+    await assert_serves_others(emulator, connect)

@@ -10,6 +10,8 @@ import httpx
 import msgpack  # type: ignore[import-untyped]
 
 from relay.protocol.signing import sign_rest_request
+from tests.conformance.wsclient import Connect, publish
+from tests.conformance.wsclient import connect as connect
 from tests.conftest import RunningEmulator
 
 RECV_TIMEOUT = 2.0
@@ -79,10 +81,14 @@ async def test_ably_accept_header_wins_over_format_param(emulator: RunningEmulat
     assert response.headers["content-type"] == "application/json", msgpack.unpackb(response.content)
 
 
-async def test_a_request_head_over_64_kib_is_refused_and_others_are_served(emulator: RunningEmulator) -> None:
+async def test_a_request_head_over_64_kib_is_refused_and_others_are_served(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
     """A request line and headers are not buffered without bound: past 64 KiB the emulator answers 431 and closes
     (a header trickled in pieces counts as it arrives). Requests with ordinary heads, pipelined, still work, and so
-    does every other connection."""
+    does a subscriber connected all along."""
+    subscriber = await connect(emulator)
+    await subscriber.subscribed("bystander")
     reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
     try:
         writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ")
@@ -107,3 +113,5 @@ async def test_a_request_head_over_64_kib_is_refused_and_others_are_served(emula
             assert json.loads(await reader.readexactly(int(headers["content-length"]))) == {"status": "ok"}
     finally:
         writer.close()
+    await publish(emulator, "bystander", "after", '{"ok":true}')
+    assert (await subscriber.expect("after", "bystander"))["data"] == '{"ok":true}'
