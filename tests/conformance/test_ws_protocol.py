@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import httpx
 import nacl.secret
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import App
-from relay.protocol.signing import channel_auth, encrypted_shared_secret
+from relay.protocol.signing import channel_auth, encrypted_shared_secret, sign_rest_request
 from tests.conformance.wsclient import (
     APP,
     VECTOR_APP,
@@ -87,7 +88,8 @@ async def test_unknown_query_parameters_are_ignored(emulator: RunningEmulator, c
 
 
 async def test_path_prefix(start_emulator: StartEmulator, connect: Connect) -> None:
-    """Item 3: with a configured path prefix the endpoint is {prefix}/app/{key}; another prefix is a 4005."""
+    """Item 3: with a configured path prefix the endpoint is {prefix}/app/{key}; another prefix is a 4005, and the
+    connection on the right one still gets what is published (through the HTTP API under the same prefix)."""
     target = await start_emulator(path_prefix="/ws")
     ws = await ws_connect(f"ws://127.0.0.1:{target.port}/ws/app/{APP.key}?protocol=7", **WS_OPTIONS)
     try:
@@ -96,10 +98,17 @@ async def test_path_prefix(start_emulator: StartEmulator, connect: Connect) -> N
         await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "prefixed"}}))
         frame = await recv_json(ws)
         assert frame["event"] == "pusher_internal:subscription_succeeded"
+        async with ws_connect(f"ws://127.0.0.1:{target.port}/other/app/{APP.key}", **WS_OPTIONS) as wrong:
+            await expect_fatal(wrong, 4005)
+        body = json.dumps({"name": "after", "channel": "prefixed", "data": "still"}).encode()
+        path = f"/ws/apps/{APP.app_id}/events"
+        params = sign_rest_request(APP.key, APP.secret, "POST", path, timestamp=int(time.time()), body=body)
+        async with httpx.AsyncClient(timeout=5) as http:
+            response = await http.post(f"{target.http_url}{path}", params=params, content=body)
+        assert (response.status_code, response.json()) == (200, {})
+        assert await recv_json(ws) == {"event": "after", "channel": "prefixed", "data": "still"}
     finally:
         await ws.close()
-    async with ws_connect(f"ws://127.0.0.1:{target.port}/other/app/{APP.key}", **WS_OPTIONS) as wrong:
-        await expect_fatal(wrong, 4005)
 
 
 @pytest.mark.parametrize("protocol", ["4", "8", "0", "70"])
