@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from relay.config import is_ably_key_name, is_http_url, is_origin
+from relay.config import is_ably_key_name, is_http_url, is_origin, is_url
 from relay.errors import ConfigError
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
 
@@ -61,13 +60,6 @@ def _text(name: str, value: object) -> None:
 def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -> None:
     if value is not None:
         check(name, value, *args, **kwargs)
-
-
-def _is_redis_url(url: object) -> bool:
-    try:
-        return isinstance(url, str) and urlsplit(url).scheme in ("redis", "rediss", "unix")
-    except ValueError:  # a bracketed host that is not an IPv6 address
-        return False
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
@@ -208,7 +200,7 @@ class EmulatorConfig:
             raise InvalidSetting("tls_cert", "and tls_key go together (a certificate chain and its private key)")
         for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
             _seconds(name, getattr(self, name), zero=True)
-        if self.redis_url is not None and not _is_redis_url(self.redis_url):
+        if self.redis_url is not None and not is_url(self.redis_url, ("redis", "rediss", "unix"), host=False):
             raise InvalidSetting("redis_url", f"must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}")
         _text("redis_prefix", self.redis_prefix)
         _seconds("node_ttl", self.node_ttl, zero=False)

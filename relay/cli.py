@@ -105,6 +105,11 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
     return _operations_config(args, config)
 
 
+def _cannot_listen(config: EmulatorConfig, exc: OSError) -> ConfigError:
+    """The port is taken, or the host is not this machine's: one line, not a traceback."""
+    return ConfigError(f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}")
+
+
 async def _serve_emulator(
     config: EmulatorConfig, sock: socket.socket | None, *, announce: bool, ready: Callable[[], None] | None = None
 ) -> None:
@@ -114,8 +119,8 @@ async def _serve_emulator(
     node = EmulatorNode(config)
     try:
         server = await start_server(node, sock=sock)
-    except OSError as exc:  # the port is taken, the host is not this machine's: one line, not a traceback
-        raise ConfigError(f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise _cannot_listen(config, exc) from None
     # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
     # full collections, whose pause stops every connection and grows with what they walk. Collected first, so no
     # start-up garbage is frozen with it.
@@ -138,7 +143,7 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
     try:
         reservation.bind((config.host, config.port))
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}") from None
+        raise _cannot_listen(config, exc) from None
     config = replace(config, port=reservation.getsockname()[1])
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)

@@ -15,7 +15,7 @@ import binascii
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
@@ -72,15 +72,20 @@ def url_host(host: str) -> str:
 _ORIGIN = re.compile(r"https?://[^/\s*]+")
 
 
-def is_http_url(url: object) -> bool:
-    """An ``http://`` or ``https://`` URL with a host (and, if it has one, a port other than 0)."""
+def is_url(url: object, schemes: Collection[str], *, host: bool = True) -> bool:
+    """A URL with one of ``schemes``; with ``host``, a host too (and, if it has one, a port other than 0)."""
     if not isinstance(url, str):
         return False
     try:
         parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        return parts.scheme in schemes and (not host or (bool(parts.hostname) and parts.port != 0))
     except ValueError:  # a bracketed host that is not an IPv6 address, a port that is not a number
         return False
+
+
+def is_http_url(url: object) -> bool:
+    """An ``http://`` or ``https://`` URL with a host (and, if it has one, a port other than 0)."""
+    return is_url(url, ("http", "https"))
 
 
 def is_origin(text: object) -> bool:

@@ -19,6 +19,7 @@ from typing import Any, TypeGuard
 
 from relay.errors import ConfigError
 
+from .files import parser_limits, read_text
 from .models import MAX_QUANTITY, Capacity, Model, Plan, Prices, Provider, shown_number
 
 __all__ = ["UNIT_RULES", "default_prices", "load_prices", "parse_prices"]
@@ -95,24 +96,15 @@ def default_prices() -> Prices:
 def load_prices(path: str | Path) -> Prices:
     """A user's pricing file, in the same format as the bundled one."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"pricing file {path}: cannot read it ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"pricing file {path} is not UTF-8 text: byte {exc.start} cannot be decoded") from exc
-    return parse_prices(_parse_toml(text, str(path)), origin=str(path))
+    return parse_prices(_parse_toml(read_text(path, "pricing file"), str(path)), origin=str(path))
 
 
 def _parse_toml(text: str, origin: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"pricing file {origin} is not valid TOML: {exc}") from exc
-    except RecursionError as exc:
-        raise ConfigError(f"pricing file {origin} is nested too deeply to be a pricing file") from exc
-    except ValueError as exc:  # Python refuses to read an integer of over 4,300 digits (its advice is not the user's)
-        raise ConfigError(f"pricing file {origin}: a number is too long: {str(exc).split(';')[0]}") from exc
+    with parser_limits("pricing file", origin):
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"pricing file {origin} is not valid TOML: {exc}") from exc
 
 
 class _Errors:

@@ -51,6 +51,7 @@ from typing import Any
 
 from relay.errors import ConfigError
 
+from .files import parser_limits, read_text
 from .models import MAX_QUANTITY, SECONDS_PER_DAY, Workload, shown_number
 
 __all__ = ["USAGE_VERSION", "Usage", "UsageApp", "UsageDay", "load_usage", "parse_usage", "workload_from_usage"]
@@ -144,27 +145,19 @@ class Usage:
 
 def load_usage(path: str | Path) -> Usage:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"usage file {path}: cannot read it ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"usage file {path} is not UTF-8 text: byte {exc.start} cannot be decoded") from exc
-    try:
-        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
-    except _DuplicateKeyError as exc:
-        raise ConfigError(
-            f"usage file {path}: {exc.key!r} is given twice in the same object; JSON would silently keep only the "
-            "last one, so merge them"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"usage file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
-    except RecursionError as exc:
-        raise ConfigError(f"usage file {path} is nested too deeply to be a usage file") from exc
-    except ValueError as exc:  # Python refuses to read an integer of over 4,300 digits (its advice is not the user's)
-        raise ConfigError(f"usage file {path}: a number is too long: {str(exc).split(';')[0]}") from exc
+    text = read_text(path, "usage file")
+    with parser_limits("usage file", str(path)):
+        try:
+            data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+        except _DuplicateKeyError as exc:
+            raise ConfigError(
+                f"usage file {path}: {exc.key!r} is given twice in the same object; JSON would silently keep only the "
+                "last one, so merge them"
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"usage file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
     return parse_usage(data, origin=str(path))
 
 
