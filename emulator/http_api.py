@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
 from relay.errors import (
@@ -221,8 +221,7 @@ class HttpApi:
         return json_response(200, {})
 
 
-@dataclass(frozen=True, slots=True)
-class _Event:
+class _Event(NamedTuple):  # built per publish: a NamedTuple costs half of a frozen dataclass's __init__
     name: str
     channels: list[str]
     data: str

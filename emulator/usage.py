@@ -58,10 +58,6 @@ def local_reach(state: AppState, channel: str, exclude: str | None) -> int:
     return 0 if found is None else recipients(found.subscribers, exclude)
 
 
-def _units(size: int, unit: int) -> int:
-    return max(1, -(-size // unit))
-
-
 @dataclass(slots=True)
 class DayUsage:
     """One app's usage on one UTC day; the fields before ``ably_messages`` are the usage file's."""
@@ -175,10 +171,10 @@ class AppMeter:
             start = boundary
 
     def _count_publish(self, now: float, day: DayUsage, size: int, reached: int) -> None:
-        units_5 = _units(size, 5120)
+        units_5 = -(-size // 5120) or 1  # whole units, rounded up, and at least one (an empty message counts)
         day.payload_bytes += size
         day.units_5kib += units_5
-        day.units_2kib += _units(size, 2048)
+        day.units_2kib += -(-size // 2048) or 1
         day.delivered_units_5kib += units_5 * reached
         day.ably_messages += units_5 * (1 + reached)
         second = int(now)
