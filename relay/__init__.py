@@ -8,14 +8,25 @@ client = relay.Relay.from_url("emulator://app-key:app-secret@127.0.0.1:6001/apps
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from relay.client import AsyncRelay, MirrorError, Relay
-from relay.errors import RelayError, UnsupportedCapability
-from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
+# In a checkout, relay.adapters and relay.emulator are the top-level adapters/ and emulator/ folders, which
+# pyproject.toml maps into place when installing. Python run from the checkout's root imports this folder, not the
+# installed copy, so it has to find those two beside it (else "No module named 'relay.adapters'").
+_checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not os.path.isdir(os.path.join(os.path.dirname(__file__), "adapters")) and os.path.isfile(
+    os.path.join(_checkout, "adapters", "__init__.py")
+):
+    __path__.append(_checkout)
+
+# The imports below need the path above.
+from relay.client import AsyncRelay, MirrorError, Relay  # noqa: E402
+from relay.errors import RelayError, UnsupportedCapability  # noqa: E402
+from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent  # noqa: E402
 
 try:
     __version__ = version("relay-realtime")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,3 +84,29 @@ async def test_the_quickstart_works(browser: object, tmp_path: Path) -> None:
             await screenshot(page, "quickstart")
     finally:
         await emulator.stop()
+
+
+# What an installed (not editable) relay leaves a script started in the checkout: its directory first on sys.path,
+# and no import hook mapping relay.adapters and relay.emulator to the top-level folders.
+WITHOUT_EDITABLE_HOOK = (
+    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]; "
+)
+
+
+def test_python_run_in_the_checkout_root_imports_relay_whole() -> None:
+    """The quickstart's publish.py saved in the checkout, and ``python -m examples.order_tracking``, run with the
+    checkout's root first on sys.path: relay.adapters and relay.emulator come from the top-level folders."""
+    root = Path(__file__).parents[2]
+    probe = WITHOUT_EDITABLE_HOOK + (
+        "import relay, relay.adapters.pusher, relay.emulator.server; "
+        "print(relay.adapters.pusher.__file__); print(relay.emulator.server.__file__)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(root / "adapters" / "pusher.py"), str(root / "emulator" / "server.py")]
+    example = WITHOUT_EDITABLE_HOOK + "import runpy; runpy.run_module('examples.order_tracking', run_name='__main__')"
+    result = subprocess.run(
+        [sys.executable, "-c", example, "--help"], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: ")
