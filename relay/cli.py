@@ -24,7 +24,7 @@ from relay.cost.cli import add_cost_command
 from relay.errors import ConfigError
 
 if TYPE_CHECKING:
-    from relay.emulator.config import EmulatorConfig
+    from relay.emulator.config import EmulatorConfig, InvalidSetting
 
 
 def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,15 +33,19 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="run the self-hosted Pusher-protocol server",
         description="Run a Pusher-protocol server (WebSocket protocol 7 and the HTTP API) on one port. "
         "The flags define the default app; --config replaces it with the TOML file's [[apps]] (with their limits and "
-        "webhooks) when the file has any, and may set [server] settings.",
+        "webhooks) when the file has any, and may set [server] settings. A flag that is given wins over the file's "
+        "[server] setting of the same name.",
     )
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; given, it wins over --config's)")
-    parser.add_argument("--port", type=int, default=6001, help="port for WebSocket and HTTP API (default 6001)")
+    # The [server] flags default to None, so that a flag typed out (even with the default value) can win over --config.
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port for WebSocket and HTTP API (default 6001)")
     parser.add_argument("--app-id", default="app-id", help="default app's id (default app-id)")
     parser.add_argument("--key", default="app-key", help="default app's key (default app-key)")
     parser.add_argument("--secret", default="app-secret", help="default app's secret (default app-secret)")
     parser.add_argument("--config", type=Path, help="TOML file with [server] settings and [[apps]] tables")
-    parser.add_argument("--webhook-url", action="append", default=[], help="send the default app's webhooks here")
+    parser.add_argument(
+        "--webhook-url", action="append", default=[], help="send the default app's webhooks here; repeat for several"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--redis-url", help="share state with other nodes through this Redis (redis://host:port/db)")
     parser.add_argument("--redis-prefix", help="namespace of this deployment's Redis keys and channel (default relay)")
@@ -74,9 +78,10 @@ def _run_emulator(args: argparse.Namespace) -> int:
 
     try:
         config = _emulator_config(args)
-    except InvalidSetting as exc:  # a flag's value: name the flag, as the user typed it
-        flag = "--webhook-url" if exc.setting == "url" else f"--{exc.setting.replace('_', '-')}"
-        raise ConfigError(f"{flag} {exc.message.removeprefix(exc.setting + ' ')}") from None
+    except InvalidSetting as exc:
+        raise _flag_error(exc) from None
+    if config.redis_url is not None:
+        _require_redis("--redis-url" if args.redis_url is not None else f"redis_url in {args.config}")
     if args.workers < 1:
         raise ConfigError("--workers must be 1 or more")
     if args.workers == 1:
@@ -85,6 +90,20 @@ def _run_emulator(args: argparse.Namespace) -> int:
     if config.redis_url is None:
         raise ConfigError("--workers needs --redis-url: the worker processes share state through Redis")
     return _run_workers(config, args.workers)
+
+
+def _flag_error(exc: InvalidSetting) -> ConfigError:
+    """A flag's value is wrong: name the flag, as the user typed it, rather than the setting behind it."""
+    flag = "--webhook-url" if exc.setting == "url" else f"--{exc.setting.replace('_', '-')}"
+    return ConfigError(f"{flag} {exc.message.removeprefix(exc.setting + ' ')}")
+
+
+def _require_redis(setting: str) -> None:
+    """Checked before serving: without it, the first Redis call would fail deep inside the server, as a traceback."""
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{setting} needs the redis package: pip install 'relay-realtime[redis]'") from None
 
 
 def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
@@ -96,18 +115,27 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
         secret=args.secret,
         webhooks=tuple(Webhook(url=url) for url in args.webhook_url),
     )
-    config = EmulatorConfig(apps=(app,), host=args.host or "127.0.0.1", port=args.port)
+    config = EmulatorConfig(apps=(app,))
     if args.config is not None:
         config = load_config(args.config, defaults=config)
-        config = replace(config, host=args.host or config.host)  # given explicitly (even 127.0.0.1), the flag wins
-    cluster = {"redis_url": args.redis_url, "redis_prefix": args.redis_prefix, "node_ttl": args.node_ttl}
-    config = replace(config, **{name: value for name, value in cluster.items() if value is not None})
+    given = {
+        "host": args.host,
+        "port": args.port,
+        "redis_url": args.redis_url,
+        "redis_prefix": args.redis_prefix,
+        "node_ttl": args.node_ttl,
+    }
+    config = replace(config, **{name: value for name, value in given.items() if value is not None})
     return _operations_config(args, config)
 
 
-def _cannot_listen(config: EmulatorConfig, exc: OSError) -> ConfigError:
-    """The port is taken, or the host is not this machine's: one line, not a traceback."""
-    return ConfigError(f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}")
+def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    """The port is taken, or the host is not this machine's: one line, not a traceback, and the same line from
+    every command (asyncio's message repeats the address: the errno says it alone)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno is not None and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        reason = os.strerror(exc.errno)
+    return ConfigError(f"cannot listen on {url_host(host)}:{port}: {reason}")
 
 
 async def _serve_emulator(
@@ -120,7 +148,7 @@ async def _serve_emulator(
     try:
         server = await start_server(node, sock=sock)
     except OSError as exc:
-        raise _cannot_listen(config, exc) from None
+        raise _cannot_listen(config.host, config.port, exc) from None
     # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
     # full collections, whose pause stops every connection and grows with what they walk. Collected first, so no
     # start-up garbage is frozen with it.
@@ -143,7 +171,7 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
     try:
         reservation.bind((config.host, config.port))
     except OSError as exc:
-        raise _cannot_listen(config, exc) from None
+        raise _cannot_listen(config.host, config.port, exc) from None
     config = replace(config, port=reservation.getsockname()[1])
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)
@@ -207,12 +235,33 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from relay.emulator.config import EmulatorConfig, InvalidSetting
     from relay.gateway import GatewaySettings, create_app
 
+    try:  # the emulator's checks and messages: uvicorn took --port 70000 and listened on 70000 % 65536
+        EmulatorConfig(apps=(), host=args.host, port=args.port)
+    except InvalidSetting as exc:
+        raise _flag_error(exc) from None
     settings = GatewaySettings.from_env()
     app = create_app(settings)
+    _check_can_listen(args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind each address ``host`` resolves to as uvicorn will, then let go: uvicorn reports a failed bind only as a
+    logged exception and exit status 3. Something else may take the port in between; the check is for mistakes."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, protocol, _, address in addresses:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise _cannot_listen(host, port, exc) from None
 
 
 def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> EmulatorConfig:
@@ -257,6 +306,9 @@ def _client_settings(config: object, port: int) -> str:
     in_url = url_host(host)
     tls = config.tls_cert is not None
     http, ws, port_option = ("https", "wss", "wssPort") if tls else ("http", "ws", "wsPort")
+    # pusher-js's TLS strategy is its "ws" transport with TLS on: ["wss"] alone leaves it no transport (failed).
+    transports = '["ws", "wss"]' if tls else '["ws"]'
+    query = "?tls=true" if tls else ""  # emulator:// URLs are plain http unless told
     listening = f"{http}://{in_url}:{port} (WebSocket {ws}://{in_url}:{port}/app/{{key}})"
     lines = [f"Relay emulator listening on {listening}", ""]
     for app in config.apps:
@@ -264,22 +316,24 @@ def _client_settings(config: object, port: int) -> str:
             f"app {app.app_id}:",
             "  pusher-js:   new Pusher("
             f'"{app.key}", {{ wsHost: "{host}", {port_option}: {port}, forceTLS: {str(tls).lower()}, '
-            f'enabledTransports: ["{ws}"], cluster: "mt1" }})',
+            f'enabledTransports: {transports}, cluster: "mt1" }})',
             f'  server SDKs: app_id="{app.app_id}" key="{app.key}" secret="{app.secret}" '
             f'host="{host}" port={port} ssl={str(tls).lower()}',
-            f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{in_url}:{port}/apps/{app.app_id}",
+            f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{in_url}:{port}/apps/{app.app_id}{query}",
         ]
     lines += ["", ably_client_settings(config, host, port)]
     return "\n".join(lines)
 
 
 def _run(coroutine: object) -> None:
+    # Only the import may fall back: an ImportError from inside the server is the server's, and the coroutine
+    # cannot be run twice.
     try:
         import uvloop
-
-        uvloop.run(coroutine)  # type: ignore[arg-type]
-    except ImportError:
+    except ImportError:  # not installed on Windows
         asyncio.run(coroutine)  # type: ignore[arg-type]
+        return
+    uvloop.run(coroutine)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,3 +74,15 @@ def write(tmp_path: Path, text: str | bytes, name: str = "relay.toml") -> Path:
     else:
         path.write_text(text)
     return path
+
+
+def not_installed(tmp_path: Path, *modules: str) -> dict[str, str]:
+    """``run_relay``'s ``env`` for a ``relay`` without the optional ``modules`` (extras such as redis, matplotlib),
+    while this venv has them: packages of those names first on PYTHONPATH fail to import as a missing one does."""
+    shadows = tmp_path / "not-installed"
+    for module in modules:
+        (shadows / module).mkdir(parents=True)
+        (shadows / module / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({f'No module named {module!r}'!r}, name={module!r})\n"
+        )
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(shadows), os.environ.get("PYTHONPATH")]))}

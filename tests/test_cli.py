@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 
 from relay import __version__
-from relay.cli import main
+from relay.cli import _run, main
+from tests.cli_support import assert_refused, not_installed, run_relay, write
 from tests.emulator_process import EmulatorProcess
 
 RELAY = [sys.executable, "-m", "relay.cli"]
@@ -61,3 +65,96 @@ async def test_a_given_host_wins_over_the_config_file_even_the_default_one(
         assert f"listening on {listening}{process.port} " in process.banner
     finally:
         await process.stop()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else is listening on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+async def test_a_given_port_wins_over_the_config_file(tmp_path: Path, taken_port: int) -> None:
+    """The documented example config sets port = 6001, and `--config emulator.toml --port 7001` still tried 6001.
+    The file's port is one already in use: listening proves which one was used."""
+    config = write(tmp_path, f"[server]\nport = {taken_port}\n")
+    assert_refused(await run_relay("emulator", "--config", str(config)), f"cannot listen on 127.0.0.1:{taken_port}")
+    process = await EmulatorProcess.start("--config", str(config))  # with --port 0
+    try:
+        assert process.port not in (0, taken_port)
+    finally:
+        await process.stop()
+
+
+def test_emulator_help_says_given_flags_win_over_the_config_file_and_webhook_url_repeats() -> None:
+    help_text = " ".join(
+        subprocess.run([*RELAY, "emulator", "--help"], capture_output=True, text=True, check=True).stdout.split()
+    )
+    assert "A flag that is given wins over the file's [server] setting of the same name." in help_text
+    assert "send the default app's webhooks here; repeat for several" in help_text
+
+
+@pytest.mark.parametrize(
+    ("flags", "config", "named"),
+    [
+        ([], "", "--redis-url"),
+        (["--workers", "2"], "", "--redis-url"),
+        ([], "[server]\nredis_url = 'redis://127.0.0.1:6379/0'\n", "redis_url in {config}"),
+    ],
+    ids=["one process", "workers", "config file"],
+)
+async def test_redis_without_the_redis_extra_is_a_configuration_error(
+    tmp_path: Path, flags: list[str], config: str, named: str
+) -> None:
+    """It was ModuleNotFoundError, then "RuntimeError: cannot reuse already awaited coroutine", exit 1."""
+    if config:
+        path = write(tmp_path, config)
+        flags = [*flags, "--config", str(path)]
+        named = named.format(config=path)
+    else:
+        flags = [*flags, "--redis-url", "redis://127.0.0.1:6379/0"]
+    outcome = await run_relay("emulator", "--port", "0", *flags, env=not_installed(tmp_path, "redis"))
+    assert_refused(outcome, f"{named} needs the redis package: pip install 'relay-realtime[redis]'")
+
+
+def test_an_import_error_inside_the_server_is_not_taken_for_a_missing_uvloop() -> None:
+    """_run fell back to asyncio.run on any ImportError, running the coroutine a second time: the server's own
+    error was replaced by "RuntimeError: cannot reuse already awaited coroutine"."""
+
+    async def server() -> None:
+        raise ImportError("the server's own")
+
+    with pytest.raises(ImportError, match="the server's own"):
+        _run(server())
+
+
+async def test_cost_plot_without_matplotlib_prints_nothing_but_the_error(tmp_path: Path) -> None:
+    """It printed the whole table, and only then refused."""
+    plot = tmp_path / "cost.png"
+    outcome = await run_relay(
+        "cost", "--connections", "500", "--publishes-per-day", "20000", "--plot", str(plot),
+        env=not_installed(tmp_path, "matplotlib"),
+    )  # fmt: skip
+    assert_refused(outcome, "--plot needs matplotlib: pip install 'relay-realtime[plot]'")
+    assert outcome.stdout == ""
+    assert not plot.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--port", "70000"], "--port must be a whole number, 0–65535, got 70000"),  # listened on 70000 % 65536
+        (["--port", "-5"], "--port must be a whole number, 0–65535, got -5"),  # uvicorn's error, exit 3
+        (["--port", "0", "--host", "not a host"], "cannot listen on not a host:0: "),  # uvicorn's error, exit 3
+    ],
+)
+async def test_relay_serve_refuses_a_port_or_host_it_cannot_listen_on(flags: list[str], message: str) -> None:
+    assert_refused(await run_relay("serve", *flags, env={"RELAY_URL": "memory://audit"}), message)
+
+
+async def test_relay_serve_refuses_a_port_in_use_as_the_emulator_does(taken_port: int) -> None:
+    for command in ("serve", "emulator"):
+        outcome = await run_relay(command, "--port", str(taken_port), env={"RELAY_URL": "memory://audit"})
+        assert_refused(outcome, f"cannot listen on 127.0.0.1:{taken_port}: Address already in use")

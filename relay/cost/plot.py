@@ -1,6 +1,6 @@
 """Monthly cost against scale for every provider, with the self-hosting crossovers marked (matplotlib, extra `plot`).
 
-matplotlib is imported only when a plot is drawn, and only through its object API (no pyplot, no global backend).
+matplotlib is imported only when a plot is asked for, and only through its object API (no pyplot, no global backend).
 """
 
 from __future__ import annotations
@@ -50,12 +50,9 @@ def plot_costs(
     """Draw every provider's monthly cost from ``low``× to ``high``× the workload into ``path`` (.png or .svg)."""
     path = Path(path)
     fmt = check_plot(workload, path)
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.layout_engine import ConstrainedLayoutEngine
-        from matplotlib.lines import Line2D
-    except ImportError as exc:
-        raise ConfigError("--plot needs matplotlib: pip install 'relay-realtime[plot]'") from exc
+    from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.lines import Line2D
 
     chosen = prices
     if providers is not None:
@@ -139,6 +136,10 @@ def check_plot(workload: Workload, path: Path) -> str:
         raise ConfigError(f"--plot {path}: the file name must end in .png or .svg")
     if workload.connections == 0:
         raise ConfigError("--plot draws cost against connections: the workload needs --connections > 0")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("--plot needs matplotlib: pip install 'relay-realtime[plot]'") from exc
     return fmt
 
 
