@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode, urljoin
 from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse, unsupported
 from relay.config import ProviderConfig
 from relay.errors import (
+    InvalidChannelName,
     InvalidSignature,
     InvalidSocketId,
     ProtocolError,
@@ -47,6 +48,20 @@ def capability_for(channel: str) -> list[str]:
     if kind in (ChannelKind.PRIVATE, ChannelKind.ENCRYPTED):
         return ["publish", "subscribe"]
     return ["subscribe"]
+
+
+def token_channel(name: object) -> str:
+    """``name``, if a token capability keyed by it grants that one channel. A capability's key is a pattern: ``*`` is
+    every channel, ``chat:*`` every channel of a namespace, and a ``[qualifier]`` prefix selects other channels
+    (refused by :func:`validate_channel_name`). Namespaced names such as ``chat:room`` stay allowed."""
+    channel = validate_channel_name(name)
+    if "*" in channel:
+        raise InvalidChannelName(
+            f"{channel!r} cannot be authorized on Ably: in a token's capability '*' is a wildcard, "
+            "so the token would grant other channels too",
+            code=40010,
+        )
+    return channel
 
 
 PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 100)
@@ -234,6 +249,7 @@ class AblyAdapter:
 
     def authorize_channel(self, socket_id: str, channel: str, user: User | None) -> dict[str, Any]:
         """A signed TokenRequest for this channel only; ably-js and ably-python exchange it for a token."""
+        channel = token_channel(channel)  # here too, for callers that reach the adapter without ChannelRules
         if classify(channel) is ChannelKind.PRESENCE and user is None:
             raise ProtocolError(f"{channel!r} is a presence channel: authorize it with a user")
         return build_token_request(

@@ -14,12 +14,12 @@ import nacl.utils
 
 from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
 from relay.config import ProviderConfig
-from relay.errors import ConfigError, InvalidChannelName, ProtocolError, RelayError, StaleTimestamp
+from relay.errors import ConfigError, InvalidChannelName, InvalidFrame, ProtocolError, RelayError, StaleTimestamp
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 from relay.protocol.channels import ChannelKind, classify, server_to_user_channel, validate_channel_name
-from relay.protocol.frames import dumps
+from relay.protocol.frames import dumps, loads
 from relay.protocol.members import parse_channel_data, parse_user_data
 from relay.protocol.signing import (
     authorize_channel,
@@ -77,18 +77,26 @@ class PusherAdapter:
         self, method: str, path: str, body: object = None, params: Mapping[str, str] | None = None, *, idempotent: bool
     ) -> HttpRequest:
         full_path = f"/apps/{self._config.app_id}{path}"
-        raw = b"" if body is None else dumps(body).encode()
-        query = sign_rest_request(
-            self._config.key,
-            self._config.secret,
-            method,
-            full_path,
-            timestamp=int(self._clock()),
-            body=raw,
-            params=params,
-        )
+        try:
+            raw = b"" if body is None else dumps(body).encode()
+            query = sign_rest_request(
+                self._config.key,
+                self._config.secret,
+                method,
+                full_path,
+                timestamp=int(self._clock()),
+                body=raw,
+                params=params,
+            )
+            url = f"{self._config.base_url}{quote(full_path)}?{urlencode(query)}"
+        except UnicodeEncodeError as exc:
+            # The client refuses such data and event names itself; this is what reaches here any other way (a user
+            # id in a path). Pusher's servers refuse what UTF-8 cannot encode, so nothing is sent.
+            raise ProtocolError(
+                f"the request to {self.name} contains a lone UTF-16 surrogate ({exc.object[exc.start : exc.end]!r}), "
+                "which UTF-8 cannot encode: a string cut in the middle of a character"
+            ) from None
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        url = f"{self._config.base_url}{quote(full_path)}?{urlencode(query)}"
         return HttpRequest(method, url, headers, raw, idempotent)
 
     def _json(self, response: HttpResponse | None) -> Any:
@@ -234,14 +242,17 @@ class PusherAdapter:
             body=body,
         )
         try:
-            payload = json.loads(body)
+            payload: Any = loads(body, "webhook body")  # also refuses nesting deeper than the parser goes
+        except InvalidFrame as exc:  # the parser's error names a frame; a webhook body is no frame
+            raise ProtocolError(exc.message) from None
+        try:
             time_ms = int(payload["time_ms"])
             events = payload["events"]
-        except (ValueError, KeyError, TypeError):
+            skew = abs(time.time() - time_ms / 1000)
+        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: Infinity, or past a float's range
             raise ProtocolError("webhook body must be {time_ms, events: [...]}") from None
         if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
             raise ProtocolError("webhook events must be a list of objects")
-        skew = abs(time.time() - time_ms / 1000)
         if skew > WEBHOOK_WINDOW_SECONDS:  # as pusher-http-python's validate_webhook: a replayed webhook is refused
             raise StaleTimestamp(
                 f"webhook time_ms is {int(skew)} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay "

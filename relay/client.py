@@ -8,7 +8,9 @@ migration while clients move), ``failover`` runs it on the first that works.
 from __future__ import annotations
 
 import enum
+import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,8 +18,11 @@ from typing import Any, TypeVar
 from relay.adapters.base import Adapter, Call, Capability, unsupported
 from relay.config import ProviderConfig, from_env, parse_url
 from relay.errors import (
+    ClientClosed,
     ConfigError,
+    InvalidEventName,
     LimitExceeded,
+    ProtocolError,
     ProviderError,
     RateLimited,
     RelayError,
@@ -160,19 +165,84 @@ class _Operations:
             raise LimitExceeded("publish needs at least one channel")
         for name in names:
             self.channel(name)
-        validate_event_name(event)
-        return list(dict.fromkeys(names)), event, None if socket_id is None else self.socket_id(socket_id)
+        return list(dict.fromkeys(names)), _event_name(event), None if socket_id is None else self.socket_id(socket_id)
 
     def checked_events(self, events: Iterable[Event | Mapping[str, Any]]) -> list[tuple[Event, Payload]]:
+        """Every event checked before any is sent: a batch split into calls must not fail after its first call."""
         checked = []
-        for item in events:
+        for index, item in enumerate(events):
             event = item if isinstance(item, Event) else Event(**item)
-            self.channel(event.channel)
-            validate_event_name(event.name)
-            if event.socket_id is not None:
-                self.socket_id(event.socket_id)
-            checked.append((event, Payload.of(event.data)))
+            try:
+                self.channel(event.channel)
+                _event_name(event.name)
+                if event.socket_id is not None:
+                    self.socket_id(event.socket_id)
+                checked.append((event, _payload_of(event.data)))
+            except ProtocolError as error:
+                error.message = f"events[{index}]: {error.message}"  # in a batch of 1,000, which one
+                error.args = (error.message,)
+                raise
         return checked
+
+
+def _event_name(name: object) -> str:
+    validate_event_name(name)
+    assert isinstance(name, str)
+    _refuse_lone_surrogates(name, "event name", InvalidEventName)
+    return name
+
+
+def _payload_of(data: Any) -> Payload:
+    """``data`` encoded, if every provider's clients can read it back."""
+    payload = Payload.of(data)
+    _refuse_lone_surrogates(payload.text, "event data", ProtocolError)
+    # Python writes NaN and Infinity into JSON, which has no such values: JSON.parse (pusher-js, ably-js) refuses the
+    # whole message. The substring test keeps the second encoding off every other payload.
+    if payload.is_json and ("NaN" in payload.text or "Infinity" in payload.text):
+        try:
+            json.dumps(data, allow_nan=False)
+        except ValueError:
+            raise ProtocolError(
+                "event data holds NaN or Infinity, which JSON cannot carry (JSON.parse in pusher-js and ably-js "
+                "refuses the message): send null or a string instead"
+            ) from None
+    return payload
+
+
+def _refuse_lone_surrogates(text: str, what: str, error: type[ProtocolError]) -> None:
+    """JavaScript strings may hold half a UTF-16 pair (JSON.stringify of an emoji cut in two); UTF-8 cannot encode
+    one, so no provider can carry it."""
+    if text.isascii():
+        return
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise error(
+            f"{what} contains a lone UTF-16 surrogate ({text[exc.start]!r} at character {exc.start}), which UTF-8 "
+            "cannot encode: a string cut in the middle of a character"
+        ) from None
+
+
+# Pusher-protocol servers (the emulator among them) name a refused event by its index in the call they got
+_BATCH_INDEX = re.compile(r"\bbatch\[(\d+)\]")
+
+
+def _note_published(error: RelayError, done: Sequence[Any], capability: Capability) -> None:
+    """After the first of an operation's calls, what failed comes after what was published: say so, so that a caller
+    does not send it all again and deliver the published part twice."""
+    if not done or capability not in (Capability.PUBLISH, Capability.BATCH):
+        return
+    published = sum(len(part.channels) for part in done)  # a batch's result names one channel per event
+    unit = "events" if capability is Capability.BATCH else "channels"
+    message = error.message
+    if capability is Capability.BATCH:
+        message = _BATCH_INDEX.sub(lambda match: f"batch[{int(match[1]) + published}]", message)
+    error.message = (
+        f"{message}; {unit} 0-{published - 1} were already published by the calls before this one "
+        f"(the provider takes {len(done[0].channels)} per call): send only the {unit} from {published} on again"
+    )
+    error.args = (error.message,)
+    error.published = published
 
 
 class _Outcomes:
@@ -207,6 +277,8 @@ class _BaseRelay:
     """What both clients do without I/O: describe themselves, sign auth bodies, verify webhooks."""
 
     _ops: _Operations
+    # The senders know when they are closed; a provider no request goes to (memory) would not
+    _closed = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({_describe(self._ops)!r})"
@@ -265,6 +337,7 @@ class Relay(_BaseRelay):
         self.close()
 
     def close(self) -> None:
+        self._closed = True
         self._sender.close()
 
     def _run(self, call: Call[T], adapter: Adapter) -> T:
@@ -275,14 +348,26 @@ class Relay(_BaseRelay):
             result = call.joined(result, page)
         return result
 
+    def _run_all(self, calls: list[Call[Any]], adapter: Adapter, capability: Capability) -> list[Any]:
+        done: list[Any] = []
+        for call in calls:
+            try:
+                done.append(self._run(call, adapter))
+            except RelayError as error:
+                _note_published(error, done, capability)
+                raise
+        return done
+
     def _each(self, operation: Any, capability: Capability) -> Any:
         """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode."""
+        if self._closed:
+            raise ClientClosed()
         outcomes = _Outcomes(self._ops.mode)
         combine = _COMBINE.get(capability, _single)
         for route in self._ops.routes_for(capability):
             try:
                 self._ops.require(route.adapter, capability)
-                outcome = combine([self._run(call, route.adapter) for call in operation(route.adapter)])
+                outcome = combine(self._run_all(operation(route.adapter), route.adapter, capability))
             except RelayError as error:
                 outcomes.failed(route.label, error)
                 continue
@@ -297,7 +382,7 @@ class Relay(_BaseRelay):
     ) -> PublishResult:
         """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels."""
         names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
-        payload = Payload.of(data)
+        payload = _payload_of(data)
         result: PublishResult = self._each(
             lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
         )
@@ -309,8 +394,8 @@ class Relay(_BaseRelay):
         return result
 
     def send_to_user(self, user_id: str, event: str, data: Any) -> None:
-        validate_event_name(event)
-        payload = Payload.of(data)
+        event = _event_name(event)
+        payload = _payload_of(data)
         self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER)
 
     def terminate_user_connections(self, user_id: str) -> None:
@@ -358,6 +443,7 @@ class AsyncRelay(_BaseRelay):
         await self.aclose()
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._sender.aclose()
 
     async def _run(self, call: Call[T], adapter: Adapter) -> T:
@@ -368,13 +454,25 @@ class AsyncRelay(_BaseRelay):
             result = call.joined(result, page)
         return result
 
+    async def _run_all(self, calls: list[Call[Any]], adapter: Adapter, capability: Capability) -> list[Any]:
+        done: list[Any] = []
+        for call in calls:
+            try:
+                done.append(await self._run(call, adapter))
+            except RelayError as error:
+                _note_published(error, done, capability)
+                raise
+        return done
+
     async def _each(self, operation: Any, capability: Capability) -> Any:
+        if self._closed:
+            raise ClientClosed()
         outcomes = _Outcomes(self._ops.mode)
         combine = _COMBINE.get(capability, _single)
         for route in self._ops.routes_for(capability):
             try:
                 self._ops.require(route.adapter, capability)
-                outcome = combine([await self._run(call, route.adapter) for call in operation(route.adapter)])
+                outcome = combine(await self._run_all(operation(route.adapter), route.adapter, capability))
             except RelayError as error:
                 outcomes.failed(route.label, error)
                 continue
@@ -386,7 +484,7 @@ class AsyncRelay(_BaseRelay):
         self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
     ) -> PublishResult:
         names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
-        payload = Payload.of(data)
+        payload = _payload_of(data)
         result: PublishResult = await self._each(
             lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
         )
@@ -400,8 +498,8 @@ class AsyncRelay(_BaseRelay):
         return result
 
     async def send_to_user(self, user_id: str, event: str, data: Any) -> None:
-        validate_event_name(event)
-        payload = Payload.of(data)
+        event = _event_name(event)
+        payload = _payload_of(data)
         await self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER)
 
     async def terminate_user_connections(self, user_id: str) -> None:
@@ -434,6 +532,14 @@ def _verify_webhook(ops: _Operations, headers: Mapping[str, str], body: bytes) -
             return route.adapter.verify_webhook(headers, body)
         except RelayError as error:
             failures.append(error)
+        except (RecursionError, OverflowError):
+            # A signed body is still the sender's to get wrong (nesting past the parser's depth, a timestamp of
+            # Infinity): a malformed request, not a failure of this server
+            failures.append(
+                ProtocolError(
+                    f"the {route.adapter.name} webhook body is malformed (nested too deeply, or a number out of range)"
+                )
+            )
     raise failures[0]
 
 

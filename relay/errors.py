@@ -14,6 +14,12 @@ class RelayError(Exception):
     http_status: int | None = None
     code: int | None = None
     close_code: int | None = None
+    # The provider whose HTTP answer this is ("Pusher", "Ably", "the Relay emulator"), None when Relay itself refused
+    # or failed: a provider's 401 is about Relay's own key, a 401 Relay raises is about what it was given.
+    answered_by: str | None = None
+    # An operation sent as several calls (a batch over the provider's events per call, a publish over its channels
+    # per call) that failed after the first: how many events (or channels) the earlier calls published.
+    published: int | None = None
 
     def __init__(
         self,
@@ -23,6 +29,7 @@ class RelayError(Exception):
         code: int | None = None,
         close_code: int | None = None,
         retry_after: float | None = None,
+        answered_by: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -33,6 +40,7 @@ class RelayError(Exception):
         if close_code is not None:
             self.close_code = close_code
         self.retry_after = retry_after
+        self.answered_by = answered_by
 
 
 class ConfigError(RelayError):

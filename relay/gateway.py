@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -30,6 +32,7 @@ from relay.client import AsyncRelay, configuration_from_env
 from relay.config import ProviderConfig, is_http_url, is_origin
 from relay.errors import AuthenticationError, ConfigError, PayloadTooLarge, RelayError
 from relay.models import Event, User, WebhookEvent
+from relay.protocol.channels import classify
 from relay.rules import ChannelRules, compile_pattern
 from relay.web import channel_auth_body_async, error_response, request_fields, socket_id_placeholder, user_auth_body
 
@@ -41,13 +44,43 @@ JWT_ALGORITHMS = ("RS256", "ES256")
 # -- configuration ------------------------------------------------------------------------------------------------
 
 
+USERS = ("authenticated", "anyone")
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
-    """A channel rule from the rules file: every ``{placeholder}`` must equal the JWT claim of the same name."""
+    """A channel rule from the rules file: every ``{placeholder}`` must equal the JWT claim of the same name.
+    ``users = "anyone"`` also admits requests without a JWT, to the public channels the pattern matches (which only
+    Ably authorizes: every Ably subscription needs a token)."""
 
     pattern: str
     users: str = "authenticated"
     user_info_claims: tuple[str, ...] = ("name",)
+
+    def __post_init__(self) -> None:
+        problem = users_problem(self.pattern, self.users)
+        if problem is not None:
+            raise ConfigError(f"channel rule {self.pattern!r}: {problem}")
+
+
+def users_problem(pattern: str, users: object) -> str | None:
+    """Why ``users`` cannot mean anything for ``pattern``, or None. Accepted, ``anyone`` on a pattern that only
+    matches private or presence channels, or that has a placeholder, admitted nobody more than ``authenticated``."""
+    if users not in USERS:
+        return f"users must be {' or '.join(repr(value) for value in USERS)}, not {users!r}"
+    if users != "anyone":
+        return None
+    literal_start = pattern.split("{", 1)[0].split("*", 1)[0]
+    if classify(literal_start).needs_auth:
+        reason = "private and presence channels always need a valid JWT"
+    elif "{" in pattern:
+        reason = "a {placeholder} compares a JWT claim, which a visitor without a JWT does not have"
+    else:
+        return None
+    return (
+        f"users = 'anyone' cannot apply to {pattern!r}: {reason}; 'anyone' only lets visitors without a JWT get "
+        "Ably tokens for public channels (leave users out, or set it to 'authenticated')"
+    )
 
 
 DEFAULT_RULES = (
@@ -72,13 +105,7 @@ class GatewaySettings:
     webhook_forward_url: str | None = None
 
     def __post_init__(self) -> None:
-        for origin in self.cors_origins:
-            if not is_origin(origin):
-                # Credentials are allowed, so a wildcard would let any site call /v1/auth/* as its visitors.
-                raise ConfigError(
-                    f"RELAY_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com "
-                    "(scheme and host, no path, no wildcard): list the sites whose pages call the gateway"
-                )
+        object.__setattr__(self, "cors_origins", tuple(browser_origin(origin) for origin in self.cors_origins))
         if self.jwt_secret and (self.jwt_public_key or self.jwks):
             # With both, the secret won and every RS256/ES256 token was refused: the docs say "instead of".
             other = "RELAY_JWT_PUBLIC_KEY" if self.jwt_public_key else "RELAY_JWKS_FILE"
@@ -109,6 +136,24 @@ class GatewaySettings:
             cors_origins=tuple(o.strip() for o in env.get("RELAY_CORS_ORIGINS", "").split(",") if o.strip()),
             webhook_forward_url=env.get("RELAY_WEBHOOK_FORWARD_URL") or None,
         )
+
+
+def browser_origin(origin: str) -> str:
+    """``origin`` as a browser sends it in ``Origin``: scheme and host in lowercase, no default port (RFC 6454
+    §6.1). CORS compares the strings, so written any other way an allowed origin would never match."""
+    scheme, separator, rest = origin.partition("://")
+    candidate = f"{scheme.lower()}{separator}{rest}"
+    parts = urlsplit(candidate) if is_origin(candidate) else None
+    if parts is None or parts.username is not None or parts.hostname is None:
+        # Credentials are allowed, so a wildcard would let any site call /v1/auth/* as its visitors.
+        raise ConfigError(
+            f"RELAY_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com "
+            "(scheme and host, no path, no wildcard): list the sites whose pages call the gateway"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default_port = 443 if parts.scheme == "https" else 80
+    port = "" if parts.port in (None, default_port) else f":{parts.port}"
+    return f"{parts.scheme}://{host}{port}"
 
 
 def _read_key(value: str | None) -> str | None:
@@ -164,8 +209,9 @@ def load_rules(path: Path) -> tuple[RuleSpec, ...]:
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         users = table.get("users", "authenticated")
-        if users not in ("authenticated", "anyone"):
-            raise ConfigError(f"{where}: users must be 'authenticated' or 'anyone'")
+        problem = users_problem(pattern, users)
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem}")
         claims = table.get("user_info_claims", ["name"])
         if not isinstance(claims, list) or not all(isinstance(claim, str) for claim in claims):
             raise ConfigError(
@@ -223,16 +269,20 @@ class JwtVerifier:
             self._mode = "hs" if settings.jwt_secret else "public"
 
     def token_of(self, request: Request) -> str | None:
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            return header[7:].strip()
+        token = bearer_token(request.headers.get("authorization", ""))
+        if token == "":  # a credential sent but malformed, not an anonymous request
+            raise AuthenticationError("the Authorization header has no token after Bearer")
+        if token is not None:
+            return token
         if self._settings.jwt_cookie:
             return request.cookies.get(self._settings.jwt_cookie)
         return None
 
     def user(self, request: Request) -> User | None:
+        if self._mode == "none":
+            return None
         token = self.token_of(request)
-        if token is None or self._mode == "none":
+        if token is None:
             return None
         claims = self.claims(token)
         subject = claims.get("sub")
@@ -268,6 +318,11 @@ class JwtVerifier:
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("the JWT has expired") from None
         except jwt.InvalidAudienceError:
+            if self._settings.jwt_audience is None:
+                raise AuthenticationError(
+                    "the JWT has an audience (aud) but RELAY_JWT_AUDIENCE is not set: "
+                    "set RELAY_JWT_AUDIENCE to accept tokens with an audience"
+                ) from None
             raise AuthenticationError("the JWT's audience is not accepted") from None
         except jwt.InvalidIssuerError:
             raise AuthenticationError("the JWT's issuer is not accepted") from None
@@ -275,6 +330,9 @@ class JwtVerifier:
             raise AuthenticationError("invalid JWT: its algorithm does not fit the configured key") from None
         except jwt.InvalidTokenError as exc:
             raise AuthenticationError(f"invalid JWT: {exc}") from None
+
+
+PRIVATE_KEY_HINT = "is a private key: the gateway only verifies JWTs, and a private key does not belong on it"
 
 
 def _signing_keys(jwks: Mapping[str, Any]) -> list[jwt.PyJWK]:
@@ -285,6 +343,11 @@ def _signing_keys(jwks: Mapping[str, Any]) -> list[jwt.PyJWK]:
     for key in keys if isinstance(keys, list) else []:
         if not isinstance(key, dict):
             continue
+        if "d" in key:  # RFC 7518 §6.2.2, §6.3.2: the private part of an EC or RSA key
+            raise ConfigError(
+                f"RELAY_JWKS_FILE: key {key.get('kid')!r} {PRIVATE_KEY_HINT} "
+                "(give it the public keys: without d, p, q, dp, dq and qi)"
+            )
         try:
             jwk = jwt.PyJWK(key)
         except jwt.PyJWTError:
@@ -301,12 +364,17 @@ def _signing_keys(jwks: Mapping[str, Any]) -> list[jwt.PyJWK]:
 
 
 def _check_public_key(pem: str) -> None:
-    """Accepted unread, a key that is not one made every valid JWT a 401 about the algorithm; refuse it at start."""
+    """Accepted unread, a key that is not one made every valid JWT a 401 about the algorithm, and a private key
+    (which PyJWT loads, then cannot verify with) a 500; refuse both at start."""
     for algorithm in JWT_ALGORITHMS:
         try:
-            jwt.get_algorithm_by_name(algorithm).prepare_key(pem)
+            key = jwt.get_algorithm_by_name(algorithm).prepare_key(pem)
         except (jwt.InvalidKeyError, ValueError, TypeError):
             continue
+        if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise ConfigError(
+                f"RELAY_JWT_PUBLIC_KEY {PRIVATE_KEY_HINT} (give it the public half: openssl pkey -in KEY -pubout)"
+            )
         return
     raise ConfigError("RELAY_JWT_PUBLIC_KEY is not an RS256 or ES256 public key in PEM (-----BEGIN PUBLIC KEY-----)")
 
@@ -369,12 +437,19 @@ BODY_LIMITS = {
 }
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, ``""`` if it has none, None for no header or another
+    scheme. The scheme is case-insensitive (RFC 9110 §11.1); servers drop the space after a bare ``Bearer ``."""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def check_publish(settings: GatewaySettings, request: Request) -> None:
     """The API token, compared in constant time."""
     if settings.api_token is None:
         raise AuthenticationError("publishing is disabled: set RELAY_API_TOKEN on the gateway")
-    supplied = request.headers.get("authorization", "")
-    if not hmac.compare_digest(supplied.encode(), f"Bearer {settings.api_token}".encode()):
+    supplied = bearer_token(request.headers.get("authorization", ""))
+    if not supplied or not hmac.compare_digest(supplied.encode(), settings.api_token.encode()):
         raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")
 
 
@@ -388,13 +463,14 @@ class RequestGuard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = BODY_LIMITS.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        path = route_path(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
+        limit = BODY_LIMITS.get(path) if path is not None else None
         if limit is None:
             await self.app(scope, receive, send)
             return
         try:
             request = Request(scope)
-            if scope["path"] in PUBLISH_PATHS:
+            if path in PUBLISH_PATHS:
                 check_publish(self.settings, request)
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
@@ -405,6 +481,16 @@ class RequestGuard:
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path inside the app: mounted under a prefix, the scope's path starts with its ``root_path``
+    (as Starlette keeps it now; older versions removed it), and the guard's fixed paths would match nothing."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and (path == root_path or path.startswith(f"{root_path}/")):
+        return path[len(root_path) :] or "/"
+    return path
 
 
 async def _bounded_body(receive: Receive, limit: int) -> bytes | None:
@@ -602,6 +688,14 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
     return app
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """A 422 echoes the input, which may hold a lone surrogate (valid JSON: "\\ud800") that UTF-8 cannot encode:
+    escaped as JSON's \\uXXXX, it renders, and the client parses back exactly what it sent."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Answer errors as the gateway's routes do, ``{"error": "…"}``: an unknown route (404), a wrong method (405,
     with its ``Allow`` header) and a body that is not JSON (400, as on the auth routes) would otherwise get FastAPI's
@@ -615,7 +709,7 @@ def add_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         if any(error.get("type") == "json_invalid" for error in exc.errors()):
             return JSONResponse({"error": "the JSON body is malformed"}, status_code=400)
-        return await request_validation_exception_handler(request, exc)
+        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import math
 import time
 
 from relay.errors import (
@@ -42,7 +43,7 @@ def error_for_status(
     error_class = _BY_STATUS.get(status, ProviderError)
     advice = _ADVICE.get(status)
     text = f"{provider} answered {status}: {message}" + (f" ({advice})" if advice else "")
-    return error_class(text, http_status=status, code=code, retry_after=retry_after)
+    return error_class(text, http_status=status, code=code, retry_after=retry_after, answered_by=provider)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -50,9 +51,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "inf" and "nan" parse as floats, but are no delay: a wait without end is no advice, and a gateway could
+        # not pass it on
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

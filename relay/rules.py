@@ -12,7 +12,8 @@
 
 A rule returns True (allow), False or None (deny), a mapping (allow; for presence, the member's user_info) or a
 :class:`User` (allow, as that member). Private and presence channels without a matching rule are denied; public
-channels are allowed (Ably still needs a token to subscribe to them).
+channels are allowed (Ably still needs a token to subscribe to them). A name outside the Pusher channel-name
+characters is refused before any rule sees it (:class:`~relay.errors.InvalidChannelName`, a 400).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from relay.errors import PermissionDenied
 from relay.models import User
-from relay.protocol.channels import classify
+from relay.protocol.channels import classify, validate_channel_name
 
 RuleResult = bool | Mapping[str, Any] | User | None
 Rule = Callable[..., RuleResult | Awaitable[RuleResult]]
@@ -105,6 +106,9 @@ class ChannelRules:
         self.channel(pattern)(rule)
 
     def _match(self, channel: str) -> tuple[Rule, dict[str, str]] | None:
+        # Before any rule or default: on Ably the name becomes a capability key, where "*" or "chat:*" would grant
+        # every channel (or a whole namespace) to whoever asked for that name.
+        validate_channel_name(channel)
         for entry in self._entries:
             match = entry.regex.fullmatch(channel)
             if match is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,9 +70,38 @@ def _response(response: httpx.Response) -> HttpResponse:
 def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportError:
     url = httpx.URL(request.url)
     port = url.port or (443 if url.scheme == "https" else 80)  # the port is the usual mistake: always name it
-    return TransportError(
-        f"could not reach {url_host(url.host)}:{port}: {exc.__class__.__name__}; check the host, port and network"
-    )
+    where = f"could not reach {url_host(url.host)}:{port}: {exc.__class__.__name__}"
+    return TransportError(f"{where}; {_tls_hint(url.scheme, exc) or 'check the host, port and network'}")
+
+
+def _tls_hint(scheme: str, exc: httpx.HTTPError) -> str | None:
+    """TLS spoken to a plain-HTTP server, plain HTTP to a TLS one, or a refused certificate fails like a network
+    fault; what to change instead of the host, port or network."""
+    tls_error = next((cause for cause in _causes(exc) if isinstance(cause, ssl.SSLError)), None)
+    if isinstance(tls_error, ssl.SSLCertVerificationError):  # TLS was spoken on both sides: the scheme is right
+        return f"the server's TLS certificate did not verify ({tls_error.verify_message or tls_error.reason})"
+    if scheme == "https" and tls_error is not None:
+        return (
+            f"the TLS handshake failed ({tls_error.reason or tls_error}): if the server speaks plain HTTP, "
+            "set PUSHER_SCHEME=http or ?tls=false (emulator:// URLs are plain HTTP unless ?tls=true)"
+        )
+    # A TLS server reads the plain request as a broken handshake and hangs up without an HTTP answer
+    if scheme == "http" and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return (
+            "the server closed the connection without an HTTP answer: if it serves HTTPS, set PUSHER_SCHEME=https "
+            "or add ?tls=true to the URL"
+        )
+    return None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: httpx keeps the ssl error two causes down."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _was_sent(exc: httpx.HTTPError) -> bool:

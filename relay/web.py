@@ -9,6 +9,7 @@ functions serve Django or Flask: call :func:`channel_auth_body` and :func:`user_
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -52,7 +53,7 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     if content_type.startswith("application/json"):
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes ('[' * 3000)
             raise ProtocolError("the JSON body is malformed") from None
         if not isinstance(body, dict):
             raise ProtocolError("the JSON body must be an object")
@@ -76,11 +77,22 @@ def _required(fields: Mapping[str, str], name: str) -> str:
     return value
 
 
+# A provider refusing the server's own key, secret or app id (or a disabled app) says nothing about the caller: its
+# 401 passed on would read as the caller's token being wrong, and the caller can fix none of it.
+_REFUSED_SERVER_CONFIGURATION = frozenset({401, 403, 404})
+
+
 def error_response(error: RelayError) -> JSONResponse:
-    """The error as JSON; a provider that failed or could not be reached is a 502 (the gateway itself is fine)."""
+    """The error as JSON; a provider that failed, could not be reached or refused this server's own credentials is a
+    502 (the request was fine). A known ``retry_after`` goes out as ``Retry-After``."""
+    # Retry-After is whole seconds (RFC 9110 §10.2.3): rounded up, so a client never comes back too early.
+    headers = None if error.retry_after is None else {"Retry-After": str(math.ceil(error.retry_after))}
+    if error.answered_by is not None and error.http_status in _REFUSED_SERVER_CONFIGURATION:
+        message = f"the provider refused this server's own credentials or app id, not this request: {error.message}"
+        return JSONResponse({"error": message}, status_code=502, headers=headers)
     if isinstance(error, ProviderError | TransportError):
-        return JSONResponse({"error": error.message}, status_code=502)
-    return JSONResponse({"error": error.message}, status_code=error.http_status or 500)
+        return JSONResponse({"error": error.message}, status_code=502, headers=headers)
+    return JSONResponse({"error": error.message}, status_code=error.http_status or 500, headers=headers)
 
 
 def auth_router(

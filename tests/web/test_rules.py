@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from relay import Relay, User
-from relay.errors import PermissionDenied
+from relay.errors import InvalidChannelName, PermissionDenied
 from relay.protocol.signing import channel_auth, user_auth
 from relay.rules import ChannelRules, compile_pattern
 from relay.web import auth_router
@@ -145,3 +145,37 @@ def test_a_rule_giving_user_info_to_an_anonymous_request_is_refused_not_a_crash(
     with pytest.raises(PermissionDenied, match="the rule gave user info, but there is no user"):
         rules.authorize(None, "news-sport")
     assert rules.authorize(User("ann"), "news-sport").member == User("ann", {"topic": "sport"})
+
+
+@pytest.mark.parametrize("name", ["*", "foo:*", "[x]foo", "", "x" * 201])
+async def test_a_name_outside_pusher_s_channel_names_is_refused_before_any_rule(name: str) -> None:
+    """On Ably the name becomes the token's capability key, where ``*`` is every channel: even a rule allowing all
+    (and the default for public names) must not see it."""
+    rules = ChannelRules()
+    rules.add("*", lambda user: True)
+    with pytest.raises(InvalidChannelName) as sync_refusal:
+        rules.authorize(ALICE, name)
+    with pytest.raises(InvalidChannelName) as async_refusal:
+        await rules.authorize_async(None, name)
+    assert sync_refusal.value.message == async_refusal.value.message
+    assert sync_refusal.value.http_status == 400
+    assert rules.authorize(None, "news").member is None
+    assert ChannelRules().authorize(None, "news").member is None
+
+
+async def test_the_ably_token_route_refuses_a_wildcard_channel() -> None:
+    """The library's /ably/token over an Ably client: 400 naming the characters, and the route serves on."""
+    relay = Relay.from_url("ably://1.app-key:app-secret@127.0.0.1:1?tls=false")
+    app = FastAPI()
+    app.include_router(auth_router(relay, make_rules(), lambda request: None))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        for name in ("*", "private-*", "foo:*"):
+            refused = await client.post("/ably/token", data={"channel": name})
+            assert refused.status_code == 400, name
+            assert refused.json() == {
+                "error": f"channel name {name!r} has characters outside A-Z a-z 0-9 _ - = @ , . ; "
+                "('#' is reserved for #server-to-user-{id})"
+            }
+        allowed = await client.post("/ably/token", data={"channel": "news"})
+    assert allowed.status_code == 200, allowed.text
+    assert json.loads(allowed.json()["capability"]) == {"news": ["subscribe"]}
