@@ -13,7 +13,8 @@
 A rule returns True (allow), False or None (deny), a mapping (allow; for presence, the member's user_info) or a
 :class:`User` (allow, as that member). Private and presence channels without a matching rule are denied; public
 channels are allowed (Ably still needs a token to subscribe to them). A name outside the Pusher channel-name
-characters is refused before any rule sees it (:class:`~relay.errors.InvalidChannelName`, a 400).
+characters is refused before any rule sees it (:class:`~relay.errors.InvalidChannelName`, a 400), and so is a
+user's own ``#server-to-user-{id}``, which the user's sign-in subscribes.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from relay.errors import PermissionDenied
+from relay.errors import InvalidChannelName, PermissionDenied
 from relay.models import User
-from relay.protocol.channels import classify, validate_channel_name
+from relay.protocol.channels import ChannelKind, classify, validate_channel_name
 
 RuleResult = bool | Mapping[str, Any] | User | None
 Rule = Callable[..., RuleResult | Awaitable[RuleResult]]
@@ -109,6 +110,11 @@ class ChannelRules:
         # Before any rule or default: on Ably the name becomes a capability key, where "*" or "chat:*" would grant
         # every channel (or a whole namespace) to whoever asked for that name.
         validate_channel_name(channel)
+        if classify(channel) is ChannelKind.SERVER_TO_USER:  # needs no auth by its kind: an Ably token to anyone
+            raise InvalidChannelName(
+                f"{channel!r} is a user's own channel: the user's sign-in subscribes it (user authentication), "
+                "no channel authorization does"
+            )
         for entry in self._entries:
             match = entry.regex.fullmatch(channel)
             if match is not None:

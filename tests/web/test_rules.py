@@ -179,3 +179,20 @@ async def test_the_ably_token_route_refuses_a_wildcard_channel() -> None:
         allowed = await client.post("/ably/token", data={"channel": "news"})
     assert allowed.status_code == 200, allowed.text
     assert json.loads(allowed.json()["capability"]) == {"news": ["subscribe"]}
+
+
+async def test_a_user_s_own_channel_is_not_authorized_per_channel() -> None:
+    """``#server-to-user-{id}`` has no private- prefix, so it would pass as public: on Ably, anyone would get a token
+    for another user's channel. Refused (400) even under a rule allowing every name; other names still pass."""
+    rules = ChannelRules()
+    rules.add("*", lambda user: True)
+    expected = (
+        "'#server-to-user-bob' is a user's own channel: the user's sign-in subscribes it (user authentication), "
+        "no channel authorization does"
+    )
+    with pytest.raises(InvalidChannelName) as refused:
+        rules.authorize(ALICE, "#server-to-user-bob")
+    assert (refused.value.message, refused.value.http_status) == (expected, 400)
+    with pytest.raises(InvalidChannelName, match="a user's own channel"):
+        await ChannelRules().authorize_async(None, "#server-to-user-bob")
+    assert rules.authorize(None, "news").member is None
