@@ -274,7 +274,9 @@ class AblyAdapter:
             raise InvalidSignature("webhook X-Ably-Signature does not match base64(HMAC-SHA256(key secret, body))")
         try:
             return [event for item in json.loads(body)["items"] for event in _ably_webhook_events(item)]
-        except (ValueError, KeyError, TypeError, AttributeError):  # signed, but not what Ably sends
+        # Signed, but not what Ably sends; RecursionError: nested past the parser's depth; OverflowError: a timestamp
+        # of Infinity, or past a float's range.
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
             raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode) of Ably's items") from None
 
 
