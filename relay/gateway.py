@@ -609,7 +609,8 @@ def gateway_router(
                 return JSONResponse({"error": f"forward target answered {response.status_code}"}, status_code=502)
         return JSONResponse({"events": len(events)})
 
-    @router.get("/health", summary="Liveness")
+    # HEAD too: load balancers' health checks send it (AWS target groups, HAProxy's option httpchk HEAD)
+    @router.api_route("/health", methods=["GET", "HEAD"], summary="Liveness")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

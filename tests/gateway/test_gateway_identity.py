@@ -308,6 +308,8 @@ async def test_relay_serve_subprocess(tmp_path: Path, emulator: RunningEmulator)
         assert json.loads(await ws.recv())["event"] == "pusher_internal:subscription_succeeded"
         async with httpx.AsyncClient(base_url=base) as http:
             assert (await http.get("/health")).json() == {"status": "ok"}
+            head = await http.head("/health")
+            assert (head.status_code, head.content, head.headers["content-type"]) == (200, b"", "application/json")
             assert (await http.get("/v1/client-config")).json()["wsPort"] == emulator.port
             body = {"channel": "kitchen", "event": "order", "data": {"n": 1}}
             assert (await http.post("/v1/publish", json=body)).status_code == 401
