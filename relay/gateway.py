@@ -112,6 +112,13 @@ class GatewaySettings:
             raise ConfigError(f"RELAY_JWT_SECRET and {other} are both set: verify users' JWTs with one of them")
         if self.jwt_public_key and self.jwks:
             raise ConfigError("RELAY_JWT_PUBLIC_KEY and RELAY_JWKS_FILE are both set: verify users' JWTs with one")
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_HS256_SECRET_BYTES:
+            # A short secret can be found by trying: whoever finds it signs a JWT for any user.
+            raise ConfigError(
+                f"RELAY_JWT_SECRET is {len(self.jwt_secret.encode())} bytes; an HS256 secret has at least "
+                f"{MIN_HS256_SECRET_BYTES} (RFC 7518 §3.2): give the one your auth provider signs with, or make one "
+                "with `openssl rand -hex 32`"
+            )
         if self.webhook_forward_url is not None and not is_http_url(self.webhook_forward_url):
             raise ConfigError(
                 f"RELAY_WEBHOOK_FORWARD_URL: {self.webhook_forward_url!r} is not an http(s) URL "
@@ -427,6 +434,7 @@ class PublishResponse(BaseModel):
 WebhookHook = Callable[[list[WebhookEvent]], Awaitable[None]]
 
 
+MIN_HS256_SECRET_BYTES = 32  # the size of the hash's output (RFC 7518 §3.2)
 PUBLISH_PATHS = frozenset({"/v1/publish", "/v1/publish/batch"})
 BODY_LIMITS = {
     "/v1/publish": MAX_BODY_BYTES,

@@ -82,6 +82,21 @@ def test_two_jwt_key_sources_at_once_are_a_config_error(tmp_path: Path) -> None:
             gateway({"RELAY_JWT_SECRET": "s" * 32, **second})
 
 
+def test_an_hs256_secret_shorter_than_32_bytes_is_a_config_error() -> None:
+    """docs/gateway.md's placeholder pasted as is (``RELAY_JWT_SECRET=…``) started a gateway whose one-character
+    secret anyone could find by trying, and so sign a JWT for any user. 32 bytes (UTF-8) is the least."""
+    with pytest.raises(ConfigError) as refused:
+        gateway({"RELAY_JWT_SECRET": "…"})
+    assert refused.value.message == (
+        "RELAY_JWT_SECRET is 3 bytes; an HS256 secret has at least 32 (RFC 7518 §3.2): give the one your auth "
+        "provider signs with, or make one with `openssl rand -hex 32`"
+    )
+    with pytest.raises(ConfigError, match="is 31 bytes"):
+        gateway({"RELAY_JWT_SECRET": "s" * 31})
+    settings = GatewaySettings.from_env({"RELAY_URL": "memory://audit", "RELAY_JWT_SECRET": "s" * 32})
+    assert settings.jwt_secret == "s" * 32
+
+
 def test_a_webhook_forward_url_that_is_not_a_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="RELAY_WEBHOOK_FORWARD_URL"):
         gateway({"RELAY_WEBHOOK_FORWARD_URL": "not a url"})
