@@ -40,14 +40,18 @@ UNSUPPORTED_HINTS: Mapping[Capability, str] = {
 }
 
 
-def capability_for(channel: str) -> list[str]:
-    """Ably operations matching what a Pusher client may do on a channel of that kind."""
+def capability_for(channel: str, *, client_events: bool = False) -> list[str]:
+    """Ably operations matching what a Pusher client may do on a channel of that kind.
+
+    A Pusher client may only send ``client-…`` events, on private and presence channels, when the app enables client
+    events (off by default; pusher-js refuses them on encrypted channels). An Ably capability cannot restrict event
+    names: ``publish`` lets the token publish any name to every subscriber, as if the server had sent it. So it is
+    granted only with ``client_events`` (``ably://…?client_events=true``), and never on encrypted channels."""
     kind = classify(channel)
+    publish = ["publish"] if client_events and kind in (ChannelKind.PRIVATE, ChannelKind.PRESENCE) else []
     if kind is ChannelKind.PRESENCE:
-        return ["presence", "publish", "subscribe"]
-    if kind in (ChannelKind.PRIVATE, ChannelKind.ENCRYPTED):
-        return ["publish", "subscribe"]
-    return ["subscribe"]
+        return ["presence", *publish, "subscribe"]
+    return [*publish, "subscribe"]
 
 
 def token_channel(name: object) -> str:
@@ -257,7 +261,7 @@ class AblyAdapter:
             self._config.secret,
             timestamp=int(self._clock() * 1000),
             nonce=secrets.token_hex(16),
-            capability={channel: capability_for(channel)},
+            capability={channel: capability_for(channel, client_events=self._config.client_events)},
             client_id=None if user is None else user.id,
         )
 

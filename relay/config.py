@@ -2,7 +2,8 @@
 
     pusher://KEY:SECRET@api-eu.pusher.com/apps/APP_ID     hosted Pusher (or pusher://KEY:SECRET@eu/apps/ID: a cluster)
     emulator://KEY:SECRET@127.0.0.1:6001/apps/APP_ID      the Relay emulator (plain HTTP unless ?tls=true)
-    ably://KEYNAME:KEYSECRET@rest.ably.io                 Ably (the host may be omitted)
+    ably://KEYNAME:KEYSECRET@rest.ably.io                 Ably (the host may be omitted; ?client_events=true lets
+                                                          channel tokens publish, as Pusher's client events)
     memory://                                             in process, for tests
 
 Secrets never appear in a repr, a log line or an error message.
@@ -35,7 +36,8 @@ class ProviderConfig:
     port: int | None = None
     tls: bool = True
     encryption_master_key: bytes | None = field(default=None, repr=False)
-    options: Mapping[str, str] = field(default_factory=dict)
+    # Ably only: channel tokens may publish (Pusher's client events, which a Pusher app enables in its settings)
+    client_events: bool = False
 
     @property
     def url_host(self) -> str:
@@ -58,6 +60,8 @@ class ProviderConfig:
         query = "" if self.tls or self.scheme != "pusher" else "?tls=false"
         if self.scheme == "emulator" and self.tls:
             query = "?tls=true"
+        if self.client_events:
+            query += f"{'&' if query else '?'}client_events=true"
         return f"{self.scheme}://{quote(self.key, safe='.')}:{secret}@{self.url_host}{port}{path}{query}"
 
     def __repr__(self) -> str:
@@ -122,13 +126,14 @@ def parse_url(url: str) -> ProviderConfig:
     if port_text and port is None:
         raise ConfigError(f"{scheme}:// URL has an invalid port {port_text!r}: a port is a number from 1 to 65535")
     tls = _flag(options.pop("tls", "false" if scheme == "emulator" else "true"), "tls")
+    _refuse_misplaced_options(scheme, options)
     master_key = _master_key(options.pop("encryption_master_key", None))
-    if options and scheme in ("pusher", "emulator"):
+    client_events = _flag(options.pop("client_events", "false"), "client_events")
+    if options:
         # A misspelt option would be dropped, and the error it leads to would name the option the URL seems to have
         unknown = ", ".join(sorted(options))
-        raise ConfigError(
-            f"{scheme}:// URL has unknown option(s) {unknown}; the options are tls, encryption_master_key"
-        )
+        known = "tls, client_events" if scheme == "ably" else "tls, encryption_master_key"
+        raise ConfigError(f"{scheme}:// URL has unknown option(s) {unknown}; the options are {known}")
     host = parts.hostname or ""
     if host and not _is_host(host):
         raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address")
@@ -136,14 +141,41 @@ def parse_url(url: str) -> ProviderConfig:
         if not is_ably_key_name(key):
             raise ConfigError("ably:// URL needs the full key name APPID.KEYID before the colon (Ably → API Keys)")
         return ProviderConfig(
-            "ably", key, secret, key.partition(".")[0], host or DEFAULT_ABLY_HOST, port, tls, None, options
+            "ably",
+            key,
+            secret,
+            key.partition(".")[0],
+            host or DEFAULT_ABLY_HOST,
+            port,
+            tls,
+            client_events=client_events,
         )
     app_id = _app_id(parts.path, scheme)
     if not host:
         raise ConfigError(f"{scheme}:// URL needs a host, for example {scheme}://KEY:SECRET@127.0.0.1:6001/apps/1")
     if scheme == "pusher" and port is None and "." not in host and ":" not in host and host != "localhost":
         host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1" (a host with a port is a host)
-    return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key, options)
+    return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key)
+
+
+_CLIENT_EVENTS_SETTING = {
+    "pusher": "the Pusher app's setting (dashboard → App Settings → Enable client events)",
+    "emulator": "the emulator app's setting: client_events = true|false in its [[apps]] entry of the config file",
+}
+
+
+def _refuse_misplaced_options(scheme: str, options: Mapping[str, str]) -> None:
+    """Options that belong to another scheme: a ConfigError saying where that setting lives."""
+    if "client_events" in options and scheme in _CLIENT_EVENTS_SETTING:
+        raise ConfigError(
+            f"{scheme}:// URL cannot set client_events: whether clients may send client-* events is "
+            f"{_CLIENT_EVENTS_SETTING[scheme]}"
+        )
+    if "encryption_master_key" in options and scheme == "ably":
+        raise ConfigError(
+            "ably:// URL cannot take encryption_master_key: Ably has no end-to-end encrypted channels here "
+            "(the key is for pusher://, emulator:// and memory:// URLs); the options are tls, client_events"
+        )
 
 
 def _app_id(path: str, scheme: str) -> str:

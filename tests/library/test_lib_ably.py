@@ -4,10 +4,12 @@ Facts from ably-and-pricing.md §A: Basic auth with the key name and secret (A.2
 with idempotent ids ``<base>:<index>`` and ``encoding: json`` for object data (A.3), ``POST /messages`` batch specs and
 their per-channel results (A.4), presence (A.6), channel status (A.7), enumeration (A.8), TokenRequest MACs (A.10),
 capabilities (A.12), error bodies ``{"error": {code, statusCode, message}}`` (A.1) and signed batched webhooks (D.9).
+What a channel token may do is also tried for real, against the emulator's Ably side with ably-python.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -20,10 +22,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from ably import AblyException, AblyRealtime  # type: ignore[import-untyped]
 from ably.types.tokenrequest import TokenRequest  # type: ignore[import-untyped]
 from libsupport import MakeRelay
 
-from relay import ChannelInfo, Event, MirrorError, PresenceMember, PublishResult, WebhookEvent
+from relay import AsyncRelay, ChannelInfo, Event, MirrorError, PresenceMember, PublishResult, User, WebhookEvent
 from relay.adapters.ably import AblyAdapter
 from relay.config import parse_url
 from relay.errors import (
@@ -41,6 +44,8 @@ from relay.errors import (
     UnsupportedCapability,
 )
 from relay.protocol.ably import parse_capability, verify_token_request
+from tests.ably.ablysupport import MESSAGE, PRESENCE, ably_wire
+from tests.conftest import StartEmulator
 
 KEY_NAME, KEY_SECRET = "appid.keyid", "ably-Secret-5a4b3c"
 URL = f"ably://{KEY_NAME}:{KEY_SECRET}"
@@ -358,20 +363,26 @@ def ably_oracle_accepts(token_request: dict[str, Any]) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("channel", "user", "operations"),
+    ("channel", "user", "client_events", "operations"),
     [
-        ("private-orders", None, ["publish", "subscribe"]),
-        ("private-orders", {"id": "alice"}, ["publish", "subscribe"]),
-        ("private-encrypted-vault", None, ["publish", "subscribe"]),
-        ("presence-room", {"id": "alice", "info": {"name": "Alice"}}, ["presence", "publish", "subscribe"]),
-        ("presence-room", "bob", ["presence", "publish", "subscribe"]),
-        ("news", None, ["subscribe"]),
+        # Pusher lets a subscriber send only client-* events, and only where the app enables them (off by default);
+        # an Ably capability cannot restrict names, so "publish" would let it send any event as if from the server.
+        ("private-orders", None, False, ["subscribe"]),
+        ("private-orders", {"id": "alice"}, False, ["subscribe"]),
+        ("private-orders", {"id": "alice"}, True, ["publish", "subscribe"]),
+        ("private-encrypted-vault", None, False, ["subscribe"]),
+        ("private-encrypted-vault", None, True, ["subscribe"]),  # pusher-js refuses client events there
+        ("presence-room", {"id": "alice", "info": {"name": "Alice"}}, False, ["presence", "subscribe"]),
+        ("presence-room", "bob", False, ["presence", "subscribe"]),
+        ("presence-room", "bob", True, ["presence", "publish", "subscribe"]),
+        ("news", None, False, ["subscribe"]),
+        ("news", None, True, ["subscribe"]),  # no client events on public channels
     ],
 )
 async def test_authorize_channel_returns_a_token_request(
-    make_relay: MakeRelay, channel: str, user: Any, operations: list[str]
+    make_relay: MakeRelay, channel: str, user: Any, client_events: bool, operations: list[str]
 ) -> None:
-    relay = make_relay(URL)
+    relay = make_relay(f"{URL}?client_events=true" if client_events else URL)
     token_request = await relay.authorize_channel("123.456", channel, user)
     assert set(token_request) == {"keyName", "timestamp", "nonce", "capability", "mac"} | (
         {"clientId"} if user is not None else set()
@@ -403,6 +414,59 @@ async def test_presence_without_user_is_refused(make_relay: MakeRelay) -> None:
     relay = make_relay(URL)
     with pytest.raises(ProtocolError, match="presence channel: authorize it with a user"):
         await relay.authorize_channel("123.456", "presence-room")
+
+
+@pytest.mark.parametrize("client_events", [False, True], ids=["default", "client_events"])
+@pytest.mark.parametrize(("channel", "user"), [("private-order-42", None), ("presence-kitchen", User("cook-1"))])
+async def test_a_channel_token_publishes_only_with_client_events(
+    start_emulator: StartEmulator, channel: str, user: User | None, client_events: bool
+) -> None:
+    """A customer authorized for ``private-order-42`` must not publish a fake ``order-ready`` that the kitchen,
+    subscribed to the same channel, takes for the server's. ably-python, holding the token that ``authorize_channel``'s
+    TokenRequest is exchanged for, subscribes (and enters presence) but its publish is refused with 40160 and reaches
+    nobody; the server's publish still arrives. With ``?client_events=true`` its publish arrives, as a Pusher client
+    event would where the app enables them."""
+    running = await start_emulator()
+    query = "?tls=false&client_events=true" if client_events else "?tls=false"
+    relay = AsyncRelay(f"ably://{running.app.ably_api_key}@127.0.0.1:{running.port}{query}")
+    kitchen = await ably_wire(running)  # the API key: a back office's connection, which sees everything published
+    customer: Any = None
+    try:
+        token_request = relay.authorize_channel("1.1", channel, user)  # signing only: no request
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http:
+            exchanged = await http.post(f"/keys/{token_request['keyName']}/requestToken", json=token_request)
+        assert exchanged.status_code == 200, exchanged.text
+        await kitchen.attach(channel)
+
+        customer = AblyRealtime(token=exchanged.json()["token"], endpoint=f"127.0.0.1:{running.port}", tls=False)
+        received: asyncio.Queue[Any] = asyncio.Queue()
+        order = customer.channels.get(channel)
+        await order.subscribe(received.put_nowait)
+        if user is not None:
+            await order.presence.enter({"station": "grill"})
+            assert (await kitchen.expect(PRESENCE))["presence"][0]["clientId"] == "cook-1"
+
+        if client_events:
+            await order.publish("order-ready", {"order": 42})
+            forged = (await kitchen.expect(MESSAGE))["messages"][0]
+            assert (forged["name"], forged["data"]) == ("order-ready", '{"order": 42}')
+        else:
+            with pytest.raises(AblyException) as refused:
+                await order.publish("order-ready", {"order": 42})
+            assert (refused.value.code, refused.value.status_code) == (40160, 401)
+            assert f"Unable to publish to {channel!r}: not permitted by the capability" in refused.value.message
+            assert str(customer.connection.state).endswith("CONNECTED")  # a refused publish, not a failed connection
+
+        await relay.publish(channel, "order-status", {"status": "cooking"})
+        # Messages arrive in order: without client events the server's is the first the kitchen gets.
+        assert (await kitchen.expect(MESSAGE))["messages"][0]["name"] == "order-status"
+        names = [(await asyncio.wait_for(received.get(), 3)).name for _ in range(2 if client_events else 1)]
+        assert names == (["order-ready", "order-status"] if client_events else ["order-status"])
+    finally:
+        if customer is not None:
+            await customer.close()
+        await kitchen.ws.close()
+        await relay.aclose()
 
 
 def test_fixed_clock_token_request() -> None:

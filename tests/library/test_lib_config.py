@@ -108,6 +108,15 @@ def assert_no_secret(*texts: str, secrets: tuple[str, ...] = (SECRET, MASTER_KEY
         ),
         (f"ably://appid.keyid:{SECRET}@", "ably", "rest.ably.io", None, True, "https://rest.ably.io", "appid"),
         (f"ably://appid.keyid:{SECRET}", "ably", "rest.ably.io", None, True, "https://rest.ably.io", "appid"),
+        (
+            f"ably://appid.keyid:{SECRET}@127.0.0.1:6001?client_events=true",
+            "ably",
+            "127.0.0.1",
+            6001,
+            True,
+            "https://127.0.0.1:6001",
+            "appid",
+        ),
     ],
 )
 def test_url_forms(url: str, scheme: str, host: str, port: int | None, tls: bool, base_url: str, app_id: str) -> None:
@@ -169,9 +178,24 @@ def test_unknown_query_options_are_refused_by_name(scheme_and_host: str) -> None
         parse_url(f"{scheme_and_host.format(SECRET)}/apps/1?tls=true&timeout=3")
 
 
-def test_ably_query_options_are_kept() -> None:
-    config = parse_url(f"ably://appid.keyid:{SECRET}?timeout=3")
-    assert dict(config.options) == {"timeout": "3"}
+@pytest.mark.parametrize(
+    ("query", "client_events"),
+    [
+        ("", False),
+        ("?client_events=", False),  # empty is unset, as for every option (a template's unset variable)
+        ("?client_events=true", True),
+        ("?client_events=on", True),
+        ("?tls=false&client_events=0", False),
+    ],
+)
+def test_ably_client_events_option(query: str, client_events: bool) -> None:
+    """``ably://…?client_events=true`` lets channel tokens publish (adapters/ably.py ``capability_for``); it is off by
+    default, like a Pusher app's client events, and the private URL keeps it."""
+    config = parse_url(f"ably://appid.keyid:{SECRET}@rest.ably.io{query}")
+    assert config.client_events is client_events
+    assert config.url().endswith("@rest.ably.io?client_events=true" if client_events else "@rest.ably.io")
+    assert parse_url(config.url(privacy=False)).client_events is client_events
+    assert not hasattr(config, "options"), "no untyped options mapping: every option is a typed field"
 
 
 @pytest.mark.parametrize(
@@ -317,6 +341,7 @@ def test_ably_api_key_from_the_environment() -> None:
     assert (config.scheme, config.key, config.secret, config.app_id) == ("ably", "appid.keyid", SECRET, "appid")
     assert config.base_url == "https://rest.ably.io"
     assert repr(config) == "ProviderConfig('ably://appid.keyid:***@rest.ably.io')"
+    assert config.client_events is False  # only RELAY_URL=ably://…?client_events=true lets channel tokens publish
 
 
 def test_pusher_variables_win_over_ably() -> None:

@@ -51,3 +51,44 @@ def test_malformed_environment_is_a_config_error(env: dict[str, str], fragment: 
     with pytest.raises(ConfigError) as caught:
         from_env(env)
     assert fragment in caught.value.message, caught.value.message
+
+
+# -- client events: an Ably URL option, a setting of the app elsewhere -----------------------------------------------
+
+ABLY = "ably://appid.keyid:s@rest.ably.io"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # A misspelt option was kept in an options mapping nothing read: client events silently stayed off.
+        (
+            f"{ABLY}?client_event=true",
+            "ably:// URL has unknown option(s) client_event; the options are tls, client_events",
+        ),
+        (f"{ABLY}?timeout=3&tls=true", "ably:// URL has unknown option(s) timeout; the options are tls, client_events"),
+        (f"{ABLY}?client_events=maybe", "client_events must be true or false, got 'maybe'"),
+        (
+            f"{ABLY}?encryption_master_key={'A' * 43}=",
+            "ably:// URL cannot take encryption_master_key: Ably has no end-to-end encrypted channels here",
+        ),
+        (
+            "pusher://k:s@eu/apps/1?client_events=true",
+            "pusher:// URL cannot set client_events: whether clients may send client-* events is the Pusher app's "
+            "setting (dashboard → App Settings → Enable client events)",
+        ),
+        (
+            "emulator://k:s@127.0.0.1:6001/apps/1?client_events=false",
+            "emulator:// URL cannot set client_events: whether clients may send client-* events is the emulator app's "
+            "setting: client_events = true|false in its [[apps]] entry of the config file",
+        ),
+        (
+            f"mirror:pusher://k:s@eu/apps/1|{ABLY}?client_events=yes&tls=yes&timeout=3",
+            "ably:// URL has unknown option(s) timeout",
+        ),
+    ],
+)
+def test_client_events_and_unknown_options_are_refused_where_they_do_not_belong(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_configuration(url)
+    assert message in caught.value.message, caught.value.message
