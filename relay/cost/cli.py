@@ -16,9 +16,12 @@ from typing import Any
 
 from relay.errors import ConfigError
 
-from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Prices, Workload
+from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Crossover, Prices, Workload
 
 __all__ = ["add_cost_command", "parse_size", "run_cost"]
+
+# Scales the crossovers (and the no-crossover sentence) are judged at, evenly spread over --plot-range on a log scale.
+_POINTS = 61
 
 _DESCRIPTION = """\
 What a realtime workload costs on Pusher Channels, Ably, Supabase Realtime and PubNub, and on self-hosted
@@ -109,7 +112,7 @@ def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--publishes-per-second",
         metavar="N",
         help="publishes per second at the peak; with --publishes-per-day it sets the peak factor, alone it gives "
-        "publishes per day = N × 86,400 ÷ --peak-factor",
+        "publishes per day = N × 86,400 ÷ (--peak-factor × --peak-day-factor)",
         **num,
     )
     work.add_argument(
@@ -283,6 +286,16 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
             MINUTES_PER_DAY
         )
     if args.average_channels is not None:
+        # The peak channel count is --channels, or --connections without it (one channel per connection).
+        peak_channels, peak_flag = (
+            (args.channels, "--channels") if args.channels is not None else (args.connections, "--connections")
+        )
+        if peak_channels is not None and args.average_channels > peak_channels:
+            default = "" if args.channels is not None else " (the peak channel count without --channels)"
+            raise ConfigError(
+                f"--average-channels {args.average_channels:g} is above {peak_flag} {peak_channels:g}{default}, "
+                "the peak: an average is at most the peak"
+            )
         fields["channel_minutes_per_day"] = _non_negative(args.average_channels, "--average-channels") * (
             MINUTES_PER_DAY
         )
@@ -301,11 +314,18 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
                 "peak; give one of them"
             )
         elif per_day > 0:
-            peak = per_second * SECONDS_PER_DAY / (per_day * (args.peak_day_factor or 1.0))
+            day_factor = args.peak_day_factor or 1.0
+            peak = per_second * SECONDS_PER_DAY / (per_day * day_factor)
             if peak < 1:
+                # The peak second is on the busiest day: compared with that day's average rate.
+                busiest = (
+                    f"--publishes-per-day {per_day:g}"
+                    if args.peak_day_factor is None
+                    else f"--publishes-per-day {per_day:g} × --peak-day-factor {day_factor:g}"
+                )
                 raise ConfigError(
-                    f"--publishes-per-second {per_second:g} is below the average rate of --publishes-per-day "
-                    f"{per_day:g} ({per_day / SECONDS_PER_DAY:.3g}/s): a peak is at least the average"
+                    f"--publishes-per-second {per_second:g} is below the busiest day's average rate, {busiest} ÷ "
+                    f"86,400 = {per_day * day_factor / SECONDS_PER_DAY:.3g}/s: a peak is at least the average"
                 )
     if per_day is not None:
         fields["publishes_per_day"] = per_day
@@ -349,7 +369,7 @@ def _check_plot_range(workload: Workload, low: float, high: float) -> None:
 
 def run_cost(args: argparse.Namespace) -> int:
     """Print the estimate in ``args.format``; draw the plot if asked. Returns the exit code."""
-    from .engine import crossovers, estimate
+    from .engine import CheapestSide, cheapest_side, crossovers, estimate, geometric_scales, sweep
 
     prices = _prices(args)
     workload = workload_from_args(args)
@@ -361,7 +381,13 @@ def run_cost(args: argparse.Namespace) -> int:
 
         check_plot(workload, args.plot)
     result = estimate(workload, prices)
-    crossings = crossovers(workload, prices, low=low, high=high) if workload.connections else ()
+    crossings: tuple[Crossover, ...] = ()
+    sides: tuple[tuple[float, CheapestSide], ...] = ()
+    if workload.connections:
+        scales = geometric_scales(low, high, _POINTS)
+        grid = sweep(workload, prices, scales)
+        crossings = crossovers(workload, prices, low=low, high=high, points=_POINTS, estimates=grid)
+        sides = tuple((scale, cheapest_side(est)) for scale, est in zip(scales, grid, strict=True))
     out = sys.stdout
     if args.format == "json":
         from .render import to_json
@@ -377,7 +403,7 @@ def run_cost(args: argparse.Namespace) -> int:
         from .render import print_table
 
         console = Console(file=out, width=None if out.isatty() else 160, soft_wrap=False)
-        print_table(result, console, crossings, (low, high) if workload.connections else None)
+        print_table(result, console, crossings, (low, high) if workload.connections else None, sides)
     if args.plot is not None:
         from .plot import plot_costs
 

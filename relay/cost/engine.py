@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
+from typing import Literal
 
 from .models import Crossover, Estimate, PlanFit, Prices, Provider, ProviderEstimate, ProviderStatus, Workload
 from .rules import assumptions_for, evaluate
 
-__all__ = ["crossovers", "estimate", "geometric_scales", "sweep"]
+__all__ = ["CheapestSide", "cheapest_side", "crossovers", "estimate", "geometric_scales", "sweep"]
+
+#: Which kind of option is the cheapest at one scale: "same" when the cheapest of each kind cost the same, "none" when
+#: no option of either kind fits (or has a known price).
+CheapestSide = Literal["self-hosting", "managed", "same", "none"]
 
 
 def estimate(workload: Workload, prices: Prices, *, providers: Collection[str] | None = None) -> Estimate:
@@ -35,8 +40,20 @@ def _summarise(workload: Workload, provider: Provider, prices: Prices) -> Provid
     fits = tuple(evaluate(workload, provider, plan, prices) for plan in provider.plans)
     fitting = [fit for fit in fits if fit.status == "fits" and fit.monthly_usd is not None]
     chosen = min(fitting, key=lambda fit: fit.monthly_usd or 0.0, default=None)
+    fallback = ""
     unknown = [fit for fit in fits if fit.status == "unknown"]
     custom = [fit for fit in fits if fit.status == "custom"]
+    if chosen is not None:
+        # A plan whose answer is unknown may still be the cheapest: unless its listed price (every plan costs at least
+        # that) is already above the chosen plan's cost, the cheapest plan that fits is unknown, not guessed.
+        cheapest = chosen.monthly_usd or 0.0
+        base = {plan.id: math.inf if plan.price_usd_month is None else plan.price_usd_month for plan in provider.plans}
+        unknown = [fit for fit in unknown if math.isinf(base[fit.plan]) or base[fit.plan] < cheapest]
+        if unknown:
+            fallback = (
+                f"; it could be cheaper than {chosen.name} (${chosen.monthly_usd:,.2f}), the cheapest known to fit"
+            )
+            chosen = None
     status: ProviderStatus
     if chosen is not None:
         # The cheapest plan that fits; its tightest limit and headroom. Self-hosted figures are only as sure as the
@@ -48,7 +65,7 @@ def _summarise(workload: Workload, provider: Provider, prices: Prices) -> Provid
         confidence = _weakest(chosen.confidence, provider.confidence, capacity)
     elif unknown:
         status, reference = "unknown", unknown[0]
-        limit, confidence = _unknown_reason(unknown, custom), "unknown"
+        limit, confidence = _unknown_reason(unknown, custom) + fallback, "unknown"
     else:
         # Why nothing fits: the limits that break on the largest listed plan.
         broken = [fit for fit in fits if fit.status == "does_not_fit"]
@@ -92,6 +109,9 @@ def _break_reason(reference: PlanFit, custom: list[PlanFit], fits: Sequence[Plan
 def _unknown_reason(unknown: list[PlanFit], custom: list[PlanFit]) -> str:
     names = ", ".join(fit.name for fit in unknown)
     reason = f"prices or limits unknown for {names}"
+    fields = sorted({field for fit in unknown for field in fit.unknown_fields})
+    if fields:
+        reason += f" (unknown in the pricing data: {', '.join(fields)})"
     if custom:
         reason += "; " + ", ".join(fit.name for fit in custom) + ": custom price"
     return reason
@@ -131,10 +151,14 @@ def _workload_assumptions(w: Workload, prices: Prices, results: Sequence[Provide
 
 
 def geometric_scales(low: float, high: float, points: int) -> tuple[float, ...]:
-    if not 0 < low < high or points < 2:
-        raise ValueError(f"need 0 < low < high and points ≥ 2, got {low}, {high}, {points}")
-    ratio = (high / low) ** (1 / (points - 1))
-    return tuple(low * ratio**i for i in range(points))
+    """``points`` scales from ``low`` to ``high``, evenly spaced on a log scale; the ends are exactly ``low`` and
+    ``high`` (a product of powers would overshoot ``high`` by a rounding error), and no step overflows, however wide
+    the range (``high ÷ low`` may be beyond a float: the steps are taken between logarithms)."""
+    if not 0 < low < high < math.inf or points < 2:
+        raise ValueError(f"need 0 < low < high < inf and points ≥ 2, got {low}, {high}, {points}")
+    first, last = math.log(low), math.log(high)
+    inner = (math.exp(first + (last - first) * i / (points - 1)) for i in range(1, points - 1))
+    return (low, *(min(max(k, low), high) for k in inner), high)
 
 
 def sweep(workload: Workload, prices: Prices, scales: Sequence[float]) -> tuple[Estimate, ...]:
@@ -144,6 +168,18 @@ def sweep(workload: Workload, prices: Prices, scales: Sequence[float]) -> tuple[
 
 def _costs(est: Estimate) -> dict[str, float]:
     return {p.provider: math.inf if p.monthly_usd is None else p.monthly_usd for p in est.providers}
+
+
+def cheapest_side(est: Estimate) -> CheapestSide:
+    """Whether self-hosting or a managed option is the cheapest fitting option in ``est`` (see `CheapestSide`)."""
+    costs = _costs(est)
+    hosted = min((costs[p.provider] for p in est.providers if p.kind == "selfhosted"), default=math.inf)
+    managed = min((costs[p.provider] for p in est.providers if p.kind == "managed"), default=math.inf)
+    if math.isinf(hosted) and math.isinf(managed):
+        return "none"
+    if hosted < managed:
+        return "self-hosting"
+    return "managed" if managed < hosted else "same"
 
 
 def crossovers(
@@ -159,7 +195,9 @@ def crossovers(
 
     Compares the cheapest self-hosted option with each managed provider and with the cheapest managed option
     (``managed="*"``). A plan that does not fit counts as infinitely expensive; providers whose prices are unknown
-    at every scale are skipped. Each change between two grid points is narrowed down by bisection.
+    at every scale are skipped. Each change between two grid points is narrowed down by bisection. A change is a
+    crossover only between options that fit: where the cheaper side fits on both sides of it (self-hosting that
+    stops fitting where the managed side does not fit either is no crossover, only the end of both).
     """
     managed = [p for p in prices.providers if p.kind == "managed"]
     hosted = [p for p in prices.providers if p.kind == "selfhosted"]
@@ -177,10 +215,14 @@ def crossovers(
         if all(math.isinf(min(_costs(est)[i] for i in ids)) for est in grid):
             continue
 
-        def cheaper(est: Estimate, ids: set[str] = ids) -> bool:
+        def sides(est: Estimate, ids: set[str] = ids) -> tuple[float, float]:
+            """(cheapest self-hosted, cheapest of ``ids``), infinite where nothing fits."""
             costs = _costs(est)
-            best_hosted = min(costs[i] for i in hosted_ids)
-            return best_hosted < min(costs[i] for i in ids)
+            return min(costs[i] for i in hosted_ids), min(costs[i] for i in ids)
+
+        def cheaper(est: Estimate) -> bool:
+            best_hosted, best_managed = sides(est)
+            return best_hosted < best_managed
 
         states = [cheaper(est) for est in grid]
         for i in range(len(grid) - 1):
@@ -189,14 +231,23 @@ def crossovers(
             lo, hi = scales[i], scales[i + 1]
             subset = ids | hosted_ids
             for _ in range(30):
-                mid = math.sqrt(lo * hi)
+                # The geometric mean, taken so that tiny or huge scales neither underflow nor overflow.
+                mid = min(max(math.sqrt(lo) * math.sqrt(hi), lo), hi)
                 if cheaper(estimate(workload.scaled(mid), prices, providers=subset)) == states[i]:
                     lo = mid
                 else:
                     hi = mid
+            before = estimate(workload.scaled(lo), prices, providers=subset)
             after = estimate(workload.scaled(hi), prices, providers=subset)
-            best = min((p for p in after.providers if p.kind == "selfhosted"), key=lambda p: _costs(after)[p.provider])
-            managed_cost = min(_costs(after)[i] for i in ids)
+            if math.isinf(min(sides(before))) or math.isinf(min(sides(after))):
+                continue  # nothing fits on one side of the change: no option takes over from another
+            # The self-hosted option named is the one that is cheaper: after the change ("above"), or before it.
+            hosted_side = after if states[i + 1] else before
+            hosted_costs = _costs(hosted_side)
+            best = min(
+                (p for p in hosted_side.providers if p.kind == "selfhosted"), key=lambda p: hosted_costs[p.provider]
+            )
+            managed_cost = sides(after)[1]
             found.append(
                 Crossover(
                     managed=target,

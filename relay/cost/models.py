@@ -353,11 +353,15 @@ class Prices:
 
 @dataclass(frozen=True)
 class LimitCheck:
-    """One limit of one plan against the workload: ``used`` must not exceed ``limit`` (None: the limit is unknown)."""
+    """One limit of one plan against the workload: ``used`` must not exceed ``limit`` (None: the limit is unknown).
+
+    ``field`` is the pricing-file field the limit comes from (or is computed from), to name it when it is unknown.
+    """
 
     name: str
     used: float
     limit: float | None
+    field: str = ""
 
     @property
     def ok(self) -> bool:
@@ -404,6 +408,8 @@ class PlanFit:
     confidence: str = ""
     as_of: str = ""
     source: str = ""
+    unknown_fields: tuple[str, ...] = ()
+    """The pricing-file fields marked "unknown" that this answer needed (the reason it is unknown)."""
 
     @property
     def breaks(self) -> tuple[LimitCheck, ...]:
@@ -479,7 +485,8 @@ class Crossover:
     """Where self-hosting starts (``direction="above"``) or stops (``"below"``) being cheaper than ``managed``.
 
     ``connections`` is the last peak-connection count on the managed side of the change: self-hosting is cheaper
-    above it (or, for "below", up to it).
+    above it (or, for "below", up to it). ``selfhosted`` and its plan and cost are the self-hosted option that is the
+    cheaper one: just after the change for "above", just before it for "below"; ``managed_usd`` is just after it.
     """
 
     managed: str

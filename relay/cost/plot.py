@@ -136,6 +136,12 @@ def check_plot(workload: Workload, path: Path) -> str:
         raise ConfigError(f"--plot {path}: the file name must end in .png or .svg")
     if workload.connections == 0:
         raise ConfigError("--plot draws cost against connections: the workload needs --connections > 0")
+    # Where it goes: a file in an existing directory (what else cannot be written is only known when writing).
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--plot {path}: cannot write it: the directory {folder} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"--plot {path}: cannot write it: it is a directory")
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:

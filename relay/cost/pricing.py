@@ -417,10 +417,19 @@ def _date(errors: _Errors, where: str, data: Mapping[str, Any], key: str, *, req
         if required:
             errors.add(where, f"missing required field {key!r}")
         return ""
-    if not isinstance(value, str) or not _DATE.match(value):
+    if not isinstance(value, str) or not _DATE.match(value) or not _is_date(value):
         errors.add(where, f"field {key!r} must be a date YYYY-MM-DD (or YYYY-MM), got {value!r}")
         return ""
     return value
+
+
+def _is_date(text: str) -> bool:
+    """``text`` (YYYY-MM-DD or YYYY-MM) names a real day or month: not 2026-13-45 or 2026-02-30."""
+    try:
+        dt.date.fromisoformat(text if len(text) == 10 else f"{text}-01")
+    except ValueError:
+        return False
+    return True
 
 
 def _confidence(errors: _Errors, where: str, data: Mapping[str, Any], *, required: bool) -> str:

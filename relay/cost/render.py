@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .engine import CheapestSide
 from .models import Crossover, Estimate, ProviderEstimate, Workload
 
-__all__ = ["print_table", "to_csv", "to_dict", "to_json", "workload_summary"]
+__all__ = ["print_table", "range_sentence", "to_csv", "to_dict", "to_json", "workload_summary"]
 
 # The billed units worth a table cell, per counting rule: (unit name, label).
 _SHOWN: dict[str, tuple[tuple[str, str], ...]] = {
@@ -96,11 +97,13 @@ def print_table(
     console: Console,
     crossings: Sequence[Crossover] = (),
     scale_range: tuple[float, float] | None = None,
+    sides: Sequence[tuple[float, CheapestSide]] = (),
 ) -> None:
     """The estimate as a table, followed by the crossovers and every assumption behind the figures.
 
-    ``scale_range`` is the range the crossovers were searched over; when there is none against every managed option
-    at once, a line says which side is cheaper throughout that range.
+    ``scale_range`` is the range the crossovers were searched over and ``sides`` says, at each scale of that range's
+    grid, which kind of option is the cheapest (`relay.cost.engine.cheapest_side`); when there is no crossover against
+    every managed option at once, a line says which side is the cheapest across the range.
     """
     console.print(Text(f"Monthly cost of: {workload_summary(estimate.workload)}", style="bold"))
     table = Table(show_lines=False, header_style="bold")
@@ -135,14 +138,9 @@ def print_table(
             console.print(f"Cheapest {label}: {best.name} {_plan_name(best)}, {money(best.monthly_usd)}/month")
     for crossing in crossings:
         console.print(f"Crossover: {crossing.describe()}")
-    managed, hosted = estimate.cheapest("managed"), estimate.cheapest("selfhosted")
-    if scale_range and managed and hosted and not any(c.managed == "*" for c in crossings):
-        low, high = scale_range
-        cheaper = "self-hosting" if (hosted.monthly_usd or 0) < (managed.monthly_usd or 0) else "a managed option"
-        console.print(
-            f"No crossover from {low:g}× to {high:g}× this workload: {cheaper} is the cheapest throughout "
-            f"(scale the workload with --scale, or widen --plot-range)"
-        )
+    kinds = {result.kind for result in estimate.providers}
+    if scale_range and sides and kinds == {"managed", "selfhosted"} and not any(c.managed == "*" for c in crossings):
+        console.print(range_sentence(scale_range, sides))
     console.print(Text("Assumptions", style="bold"))
     for line in estimate.assumptions:
         console.print(f"  • {line}", highlight=False)
@@ -150,6 +148,37 @@ def print_table(
         console.print(Text(f"{result.name}", style="bold"))
         for line in result.assumptions:
             console.print(f"  • {line}", highlight=False)
+
+
+_SIDE_TEXT: dict[str, str] = {
+    "self-hosting": "self-hosting is the cheapest",
+    "managed": "a managed option is the cheapest",
+    "same": "self-hosting and the cheapest managed option cost the same",
+    "none": "no listed plan fits, managed or self-hosted",
+}
+
+
+def range_sentence(scale_range: tuple[float, float], sides: Sequence[tuple[float, CheapestSide]]) -> str:
+    """What is the cheapest across the range when there is no crossover: judged at every scale of the grid, so a
+    side cheaper only at ×1 is not said to be cheaper throughout."""
+    low, high = scale_range
+    runs: list[tuple[CheapestSide, float, float]] = []
+    for scale, side in sides:
+        if runs and runs[-1][0] == side:
+            runs[-1] = (side, runs[-1][1], scale)
+        else:
+            runs.append((side, scale, scale))
+    if len(runs) == 1:
+        verdict = f"{_SIDE_TEXT[runs[0][0]]} throughout"
+    else:
+        verdict = "; ".join(
+            f"{_SIDE_TEXT[side]} " + (f"at {first:.3g}×" if first == last else f"from {first:.3g}× to {last:.3g}×")
+            for side, first, last in runs
+        )
+    return (
+        f"No crossover from {low:g}× to {high:g}× this workload: {verdict} "
+        "(scale the workload with --scale, or widen --plot-range)"
+    )
 
 
 def _clean(value: Any) -> Any:

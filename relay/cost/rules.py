@@ -29,9 +29,9 @@ def evaluate(workload: Workload, provider: Provider, plan: Plan, prices: Prices)
 def _limit(plan: Plan, field: str, name: str, used: float) -> list[LimitCheck]:
     """A check for ``field`` if the plan has that limit (unknown limits give a check with ``limit=None``)."""
     if field in plan.unknown:
-        return [LimitCheck(name, used, None)]
+        return [LimitCheck(name, used, None, field)]
     limit = getattr(plan, field)
-    return [] if limit is None else [LimitCheck(name, used, limit)]
+    return [] if limit is None else [LimitCheck(name, used, limit, field)]
 
 
 def _message_checks(w: Workload, plan: Plan) -> list[LimitCheck]:
@@ -44,6 +44,8 @@ def _message_checks(w: Workload, plan: Plan) -> list[LimitCheck]:
 
 
 def _rate(plan: Plan, field: str) -> float:
+    """A rate or allowance of the plan, 0 when absent. A field marked "unknown" is None here too: every rule names
+    the fields it reads in ``rates=`` of `_fit`, so that an unknown one makes the answer unknown, not 0."""
     value = getattr(plan, field)
     return 0.0 if value is None else float(value)
 
@@ -60,14 +62,21 @@ def _fit(
     reason: str = "",
 ) -> PlanFit:
     status: PlanStatus
+    # Every input marked "unknown" that the answer needs: the price, a limit checked, a rate or allowance used.
+    unknown = sorted(
+        ({"price_usd_month"} if plan.price_status == "unknown" else set())
+        | {c.field or c.name for c in checks if c.limit is None}
+        | (plan.unknown & set(rates))
+    )
     if not plan.suitable:
         status, reason = "unsuitable", plan.unsuitable_reason
     elif any(c.limit is not None and not c.ok for c in checks):
         status = "does_not_fit"
     elif plan.price_status == "custom":
         status = "custom"
-    elif plan.price_status == "unknown" or any(c.limit is None for c in checks) or plan.unknown & set(rates):
+    elif unknown:
         status = "unknown"
+        reason = reason or "unknown in the pricing data: " + ", ".join(unknown)
     else:
         status = "fits"
     priced = status in ("fits", "does_not_fit") and plan.price_usd_month is not None
@@ -85,6 +94,7 @@ def _fit(
         confidence=plan.confidence,
         as_of=plan.as_of,
         source=plan.source,
+        unknown_fields=tuple(unknown) if status == "unknown" else (),
     )
 
 
@@ -227,7 +237,13 @@ def _ably_mau_2025(w: Workload, provider: Provider, plan: Plan, prices: Prices) 
             extra_minutes / 1e6 * _rate(plan, "usd_per_million_connection_minutes"),
         ),
     ]
-    rates = ("usd_per_mau", "usd_per_million_messages", "usd_per_million_connection_minutes")
+    rates = (
+        "usd_per_mau",
+        "usd_per_million_messages",
+        "usd_per_million_connection_minutes",
+        "fair_use_messages_per_mau",
+        "fair_use_connection_minutes_per_mau",
+    )
     return _fit(provider, plan, _ably_common(w, plan, per_day), units, cost, rates=rates)
 
 
@@ -261,13 +277,16 @@ def _supabase(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> Pl
     ]
     units = [("messages_per_day", per_day), ("messages_per_month", month), ("connections", float(w.connections))]
     cost = _base(plan)
+    rates = ["usd_per_1000_connections", "usd_per_million_messages"]
     if plan.usd_per_1000_connections is not None:
+        rates.append("included_connections")
         packages = math.ceil(max(0.0, w.connections - _rate(plan, "included_connections")) / 1000)
         cost.append((f"{packages} × 1,000 extra peak connections", packages * plan.usd_per_1000_connections))
     if plan.usd_per_million_messages is not None:
+        rates.append("included_messages_per_month")
         extra = max(0.0, month - _rate(plan, "included_messages_per_month"))
         cost.append(("messages beyond the quota", extra / 1e6 * plan.usd_per_million_messages))
-    return _fit(provider, plan, checks, units, cost, rates=("usd_per_1000_connections", "usd_per_million_messages"))
+    return _fit(provider, plan, checks, units, cost, rates=tuple(rates))
 
 
 # --- PubNub ---------------------------------------------------------------------------------------------------------
@@ -341,27 +360,42 @@ class _Nodes:
         # CPU cores the whole workload needs at its peak second, and what every node pays per forwarded publish.
         self.work = self.cores(w.per_second_at_peak(self.requests_per_day), self.peak_deliveries, cap)
         self.forwarding = w.per_second_at_peak(self.fanouts_per_day) * cap.cpu_us_per_forwarded_publish / 1e6
-        by_memory = math.ceil(w.connections / self.connections_per_node) if self.connections_per_node else None
-        by_cpu: int | None
-        if self.work <= self.cpu_usable:
-            by_cpu = 1
-        elif self.cpu_usable - self.forwarding > 0:
-            by_cpu = math.ceil(self.work / (self.cpu_usable - self.forwarding) - 1e-9)
-        else:
-            by_cpu = None
-        # When no node count is enough (too little memory, or every node's share of forwarded publishes alone is
-        # more than its CPU), one node is reported and its limit checks show what breaks.
-        self.count = max(1, by_memory or 1, by_cpu or 1)
+        self.count = self.least_nodes(w.connections)
         self.cpu_per_node = self.work / self.count + (self.forwarding if self.count > 1 else 0.0)
+
+    def least_nodes(self, connections: int) -> int:
+        """The least n whose nodes hold both the connections (C ÷ n per node) and the CPU at the peak (the work on
+        one node, or work ÷ n + forwarding on each of n > 1: forwarding applies only when there are several).
+
+        When no node count is enough (too little memory, or every node's share of forwarded publishes alone is more
+        than its CPU), the count memory alone needs is reported (at least one) and the limit checks show what breaks.
+        """
+        by_memory = max(1, math.ceil(connections / self.connections_per_node)) if self.connections_per_node else 1
+        if by_memory == 1 and self.work <= self.cpu_usable:
+            return 1
+        # Several nodes: each pays the forwarding, so n ≥ work ÷ (usable − forwarding), as well as n ≥ 2 and memory's.
+        spare = self.cpu_usable - self.forwarding
+        if spare <= 0:
+            return by_memory
+        least = max(2, by_memory)
+        n = max(least, math.ceil(self.work / spare))
+        # The division rounds: settle on the count the CPU check itself (work ÷ n + forwarding ≤ usable) accepts.
+        if n > least and self.work / (n - 1) + self.forwarding <= self.cpu_usable:
+            n -= 1
+        elif self.work / n + self.forwarding > self.cpu_usable:
+            n += 1
+        return n
 
     @staticmethod
     def cores(requests_per_s: float, deliveries_per_s: float, cap: Capacity) -> float:
         return (requests_per_s * cap.cpu_us_per_request + deliveries_per_s * cap.cpu_us_per_delivery) / 1e6
 
-    def checks(self, w: Workload) -> list[LimitCheck]:
+    def checks(self, w: Workload, plan: Plan) -> list[LimitCheck]:
+        memory = None if "memory_mb" in plan.unknown else float(self.connections_per_node)
+        cpu = None if "cpu_cores" in plan.unknown else self.cpu_usable
         return [
-            LimitCheck("connections per node", w.connections / self.count, float(self.connections_per_node)),
-            LimitCheck("CPU cores per node at peak", self.cpu_per_node, self.cpu_usable),
+            LimitCheck("connections per node", w.connections / self.count, memory, "memory_mb"),
+            LimitCheck("CPU cores per node at peak", self.cpu_per_node, cpu, "cpu_cores"),
         ]
 
     def units(self, egress_gib: float) -> list[tuple[str, float]]:
@@ -384,15 +418,9 @@ def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) 
     excess = max(0.0, egress - _rate(plan, "included_egress_gib") * n)
     if excess > 0:
         cost.append((f"egress beyond the allowance ({excess:,.0f} GiB)", excess * _rate(plan, "usd_per_gib_egress")))
-    return _fit(
-        provider,
-        plan,
-        nodes.checks(w),
-        nodes.units(egress),
-        cost,
-        rates=("usd_per_gib_egress",),
-        nodes=n,
-    )
+    # The allowance matters only when there is egress.
+    rates = ("usd_per_gib_egress", "included_egress_gib") if egress > 0 else ("usd_per_gib_egress",)
+    return _fit(provider, plan, nodes.checks(w, plan), nodes.units(egress), cost, rates=rates, nodes=n)
 
 
 def _selfhosted_usage(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
@@ -415,14 +443,15 @@ def _selfhosted_usage(w: Workload, provider: Provider, plan: Plan, prices: Price
         lines.append(("Redis between nodes", provider.redis_usd_month))
     usage = sum(value for _, value in lines)
     included = _rate(plan, "included_usage_usd")
-    checks = nodes.checks(w)
+    checks = nodes.checks(w, plan)
     if plan.usage_hard_cap:
-        checks.append(LimitCheck("usage $ within the plan's credit", round(usage, 2), included))
+        credit = None if "included_usage_usd" in plan.unknown else included
+        checks.append(LimitCheck("usage $ within the plan's credit", round(usage, 2), credit, "included_usage_usd"))
     cost = [*_base(plan), *((f"usage: {label}", value) for label, value in lines)]
     if usage > 0:
         cost.append(("usage included in the plan", -min(usage, included)))
     units = [*nodes.units(egress), ("usage_usd", usage)]
-    rates = ("usd_per_vcpu_month", "usd_per_gb_ram_month", "usd_per_gib_egress")
+    rates = ("usd_per_vcpu_month", "usd_per_gb_ram_month", "usd_per_gib_egress", "included_usage_usd", "cpu_cores")
     return _fit(provider, plan, checks, units, cost, rates=rates, nodes=n)
 
 
@@ -450,7 +479,8 @@ _RULE_TEXT = {
     "S_COUNT": "messages = P·(1+S) + CE·(1+Sce) + Pr·(1+Ps); Pro bills peak connections in packages of 1,000",
     "N_TXN": "replicated = (P+CE)·ceil(size/2 KiB) + Pr; edge = one per delivery (upper bound)",
     "N_MAU": "priced per monthly active user tier",
-    "H_VM": "nodes = max(connections ÷ connections per node, peak CPU ÷ usable CPU); + Redis beyond one node; "
+    "H_VM": "nodes = the least n holding the connections and the peak CPU (CPU ÷ n + forwarded publishes per node "
+    "when n > 1); + Redis beyond one node; "
     "+ egress beyond the allowance",
     "H_PAAS_USAGE": "plan fee + memory, CPU and egress actually used beyond the included usage; "
     "+ Redis beyond one node",

@@ -36,7 +36,9 @@ Format (JSON, version 1)::
 
 The file is UTF-8. Every count is a whole number from 0 to 10**18. The loader is strict: an unknown or missing field, a
 wrong type, a bad date, a key given twice (JSON would keep only the last) or counts that contradict each other
-(deliveries without publishes) are errors naming the app, the day and the field.
+(deliveries without publishes; more 5 KiB units than the bytes allow, or fewer than the messages or deliveries; a
+busiest second with more messages than the day, or with none on a day with some) are errors naming the app, the day and
+the field.
 """
 
 from __future__ import annotations
@@ -267,7 +269,69 @@ def _day(raw: object, where: str, fail: Any) -> UsageDay:
                 f"field {name!r} is {units}, but {day.messages} messages of {day.payload_bytes} bytes in all make "
                 f"between {smallest} and {largest} units of {kib} KiB",
             )
+    _check_delivered_units(day, where, fail)
+    _check_peak_second(day, where, fail)
     return day
+
+
+def _check_delivered_units(day: UsageDay, where: str, fail: Any) -> None:
+    """``delivered_units_5kib`` against the deliveries and bytes it counts.
+
+    The meter adds ceil(size ÷ 5 KiB), at least 1, times the connections reached, for every publish and client event.
+    Each delivery is so at least one unit, and at most as many as the largest message can make: one message holding
+    every byte of the day, max(1, ceil(payload_bytes ÷ 5 KiB)) units; with ``units_5kib`` also known, the largest
+    message makes at most units_5kib − (messages − 1), every other message taking at least one.
+    """
+    delivered = day.delivered_units_5kib
+    if delivered is None:
+        return
+    deliveries = day.deliveries + day.client_event_deliveries
+    if not deliveries:
+        if delivered:
+            raise fail(
+                where,
+                f"field 'delivered_units_5kib' is {delivered} but there are no deliveries ('deliveries' and "
+                "'client_event_deliveries' are 0)",
+            )
+        return
+    if delivered < deliveries:
+        raise fail(
+            where,
+            f"field 'delivered_units_5kib' is {delivered}, fewer than the {deliveries} deliveries and client event "
+            "deliveries (each delivery is at least one unit of 5 KiB)",
+        )
+    largest_message = max(1, -(-day.payload_bytes // 5120))
+    if day.units_5kib is not None:
+        largest_message = min(largest_message, day.units_5kib - day.messages + 1)
+    if delivered > largest_message * deliveries:
+        raise fail(
+            where,
+            f"field 'delivered_units_5kib' is {delivered}, but {deliveries} deliveries and client event deliveries "
+            f"make at most {largest_message * deliveries}: the largest message {day.payload_bytes} bytes in all allow "
+            f"is {largest_message} × 5 KiB"
+            + (f" ({day.units_5kib} units in {day.messages} messages)" if day.units_5kib is not None else ""),
+        )
+
+
+def _check_peak_second(day: UsageDay, where: str, fail: Any) -> None:
+    """``peak_publishes_per_second`` is the most publishes and client events in one second: at most the day's, and
+    at least 1 on a day with any. (Not at least the day's ÷ 86,400: worker processes sharing a usage file each keep
+    their own busiest second, and the file keeps the larger, not the sum.)"""
+    peak = day.peak_publishes_per_second
+    if peak is None:
+        return
+    if peak > day.messages:
+        raise fail(
+            where,
+            f"field 'peak_publishes_per_second' is {peak}, more than the day's {day.messages} publishes and client "
+            "events",
+        )
+    if peak == 0 and day.messages:
+        raise fail(
+            where,
+            f"field 'peak_publishes_per_second' is 0, but the day has {day.messages} publishes and client events: "
+            "its busiest second has at least 1",
+        )
 
 
 def workload_from_usage(
@@ -314,9 +378,8 @@ def workload_from_usage(
     mean_pusher = sum(pusher_days) / n
     peak_day_factor = max(1.0, max(pusher_days) / mean_pusher) if mean_pusher else 1.0
     peak_factor = 1.0
-    peaks = [d.peak_publishes_per_second for d in days.values()]
-    if messages and all(p is not None for p in peaks):
-        busiest = max(p or 0 for p in peaks)
+    busiest, peak_note = _busiest_second(apps)
+    if messages and busiest is not None:
         peak_factor = max(1.0, busiest * SECONDS_PER_DAY / (messages / n * peak_day_factor))
 
     def units(name: str) -> float | None:
@@ -367,5 +430,41 @@ def workload_from_usage(
         mau=mau,
         echo=echo,
         origin=f"measured: {usage.origin}, app{'s' if len(apps) > 1 else ''} {names}, {n} day{'s' if n > 1 else ''} "
-        f"({span})",
+        f"({span}){peak_note}",
     )
+
+
+def _busiest_second(apps: Mapping[str, UsageApp]) -> tuple[float | None, str]:
+    """The most publishes and client events in one second on any day (the apps' peaks summed per day, an upper bound
+    like their peak connections), and what was assumed for it; None when no peak second is measured.
+
+    An app-day with messages but no ``peak_publishes_per_second`` is assumed as bursty as the measured ones: its
+    busiest second carries the share of its messages that the measured busiest seconds carry of theirs, in all.
+    """
+    peaks = messages = missing = busy_days = 0
+    for entry in apps.values():
+        for day in entry.days.values():
+            if not day.messages:
+                continue
+            busy_days += 1
+            if day.peak_publishes_per_second is None:
+                missing += 1
+            else:
+                peaks += day.peak_publishes_per_second
+                messages += day.messages
+    if not messages:
+        return None, ""
+    share = peaks / messages
+    per_day: dict[str, float] = {}
+    for entry in apps.values():
+        for name, day in entry.days.items():
+            peak = day.peak_publishes_per_second
+            per_day[name] = per_day.get(name, 0.0) + (day.messages * share if peak is None else float(peak))
+    note = ""
+    if missing:
+        note = (
+            f"; the busiest second is measured on {busy_days - missing} of the {busy_days} app-days with publishes or "
+            f"client events: on the other {missing}, assumed to carry {share:.3g} of the day's messages, as the "
+            "measured busiest seconds do in all"
+        )
+    return max(per_day.values()), note
