@@ -64,7 +64,8 @@ class AblyNode:
         return next((app for app in self._apps.values() if app.state.app.app_id == app_id), None)
 
     def _frame_limit(self, app: AblyApp) -> int:
-        """The largest WebSocket message the connection's socket takes (server.HttpConnection sets the same)."""
+        """The largest WebSocket message the connection's socket takes: the server's ``max_frame_bytes``, or the
+        app's smaller ``max_message_bytes`` (server.HttpConnection sets its socket's limit to the session's)."""
         limit = self._node.config.max_frame_bytes
         app_limit = app.state.app.max_message_bytes
         return limit if app_limit is None else min(app_limit, limit)

@@ -221,7 +221,7 @@ class AblyAuth:
         self, key_name: str, request: Mapping[str, Any], caller: Credentials | None, *, now_ms: int
     ) -> TokenDetails:
         """``POST /keys/{keyName}/requestToken``: a signed TokenRequest (no caller needed), or an unsigned one from a
-        caller authenticated with the key or a token."""
+        caller authenticated with the key (Basic auth)."""
         key = self.key(key_name)
         if request.get("keyName", key_name) != key_name:
             raise AblyError(40101, "Invalid credentials: the TokenRequest keyName is not the key in the URL")
@@ -234,7 +234,19 @@ class AblyAuth:
             self._check_nonce(key_name, request, now_ms)
         else:
             if caller is None:
-                raise AblyError(40101, "Authentication required: an unsigned TokenRequest needs Basic or token auth")
+                raise AblyError(40101, "Authentication required: an unsigned TokenRequest needs Basic auth")
+            if not caller.basic:
+                # Ably's TokenRequest spec (ably.com/docs/api/token-request-spec): "Basic authentication must be
+                # used in order to request an Ably Token with an unsigned Ably TokenRequest". Else a token could mint
+                # itself successors for ever (24 h each, without its clientId). Ably's error for "an authentication
+                # request is made using a token to request another token, instead of an API key" is 40106
+                # (ably.com/docs/platform/errors/codes#40106), status 401.
+                raise AblyError(
+                    40106,
+                    "Unable to obtain credentials from given parameters: an unsigned TokenRequest needs Basic auth "
+                    "with the API key, not a token",
+                    401,
+                )
             if caller.key.key_name != key_name:
                 raise AblyError(40101, "Invalid credentials: the caller's key is not the key in the URL")
             granted = caller.capability

@@ -26,7 +26,7 @@ from relay.emulator.usage import local_reach
 from relay.emulator.wire import encode_text
 from relay.errors import InvalidFrame
 from relay.protocol import frames
-from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, classify, is_cache_channel
+from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
 from relay.protocol.members import Member
 
 # ProtocolMessage actions (Ably spec TR2) and flags (TR3).
@@ -67,7 +67,7 @@ class Message:
 
     def size(self) -> int:
         data = self.data.encode() if isinstance(self.data, str) else self.data or b""
-        extras = len(json.dumps(self.extras, separators=(",", ":"))) if self.extras else 0
+        extras = extras_size(self.extras) if self.extras else 0
         return len((self.name or "").encode()) + len((self.client_id or "").encode()) + len(data) + extras
 
     def item(self) -> dict[str, Any]:
@@ -95,6 +95,14 @@ class Message:
         if isinstance(self.data, bytes):
             return base64.b64encode(self.data).decode()
         return self.data or ""
+
+
+def extras_size(extras: dict[str, Any]) -> int:
+    """What ``extras`` count towards a message's size: the length of its JSON as ably-js measures it
+    (``getMessageSize``: ``JSON.stringify(extras).length``, UTF-16 code units), so ``"é"`` is one, not the six of
+    its ``\\u00e9`` escape, and a character outside the BMP is two."""
+    text = json.dumps(extras, separators=(",", ":"), ensure_ascii=False)
+    return len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def parse_message(raw: object, where: str) -> Message:
@@ -145,8 +153,11 @@ def decoded_data(data: object, encoding: str | None, where: str) -> tuple[str | 
     return data, encoding
 
 
-def check_messages(messages: Sequence[Message], credentials: Credentials, where: str) -> None:
-    """Client ids against the credentials (40012), the size limit (40009) and idempotent ids (40031)."""
+def check_messages(
+    messages: Sequence[Message], credentials: Credentials, where: str, limit: int = MAX_MESSAGE_SIZE
+) -> None:
+    """Client ids against the credentials (40012), the size limit (40009; a realtime connection's is the
+    ``maxMessageSize`` its CONNECTED said) and idempotent ids (40031)."""
     total = 0
     for index, message in enumerate(messages):
         if message.client_id is None:
@@ -156,8 +167,8 @@ def check_messages(messages: Sequence[Message], credentials: Credentials, where:
                 40012, f"{where}[{index}]: clientId {message.client_id!r} is incompatible with the credentials"
             )
         total += message.size()
-    if total > MAX_MESSAGE_SIZE:
-        raise AblyError(40009, f"{where}: messages are {total} bytes; the maximum is {MAX_MESSAGE_SIZE}", 400)
+    if total > limit:
+        raise AblyError(40009, f"{where}: messages are {total} bytes; the maximum is {limit}", 400)
     ids = [message.id for message in messages]
     if len(messages) > 1 and any(ids):
         base = (ids[0] or "").rpartition(":")[0]
@@ -237,12 +248,28 @@ def decode_body(body: bytes, binary: bool, what: str) -> Any:
         raise AblyError(40000, f"{what} is not valid msgpack: {str(exc)[:100]}") from None
 
 
+# Levels of nesting a checked value keeps to spare: it is encoded again inside the ProtocolMessage, deeper in the stack
+# (a delivery's loop over subscribers), where a RecursionError would cost every later subscriber the message.
+_DEPTH_HEADROOM = 32
+
+
 def _json_text(value: object, what: str, code: int) -> str:
-    """Compact JSON of a value from a msgpack body, which may hold what JSON cannot (binary, extension types)."""
+    """Compact JSON of a value from a msgpack body, which may hold what JSON cannot (binary, extension types, and
+    NaN or infinite floats, which JSON subscribers could not parse: RFC 8259 has no such numbers), or from a JSON
+    body: a value nested within ``_DEPTH_HEADROOM`` levels of what the encoder can take is refused here, where input
+    is checked, rather than failing when it is delivered."""
+    wrapped = value
+    for _ in range(_DEPTH_HEADROOM):
+        wrapped = [wrapped]
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
-        raise AblyError(code, f"{what} must be JSON-compatible (no binary or extension values inside)") from None
+        text = json.dumps(wrapped, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        raise AblyError(
+            code, f"{what} must be JSON-compatible (no binary, extension values, NaN or infinities inside)"
+        ) from None
+    except RecursionError:
+        raise AblyError(code, f"{what} is nested too deeply") from None
+    return text[_DEPTH_HEADROOM:-_DEPTH_HEADROOM]
 
 
 def binary_frame(payload: bytes) -> bytes:
@@ -266,15 +293,36 @@ def pusher_frame_payload(frame: bytes) -> bytes:
 
 
 def looks_like_json(data: str) -> bool:
-    """Whether pusher-js would ``JSON.parse`` this data successfully (then Ably clients get it with encoding json)."""
+    """Whether pusher-js would ``JSON.parse`` this data successfully (then Ably clients get it with encoding json).
+
+    Strict JSON (``frames.loads``): ``NaN`` or ``1e400`` is not JSON to a browser, and data nested deeper than the
+    parser goes is not treated as JSON either: it is forwarded as the text it is. Never raises (it runs inside a
+    delivery's loop over subscribers)."""
+    return _strict_json(data) is not _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
+def _strict_json(data: str) -> object:
     stripped = data.strip()
     if not stripped or stripped[0] not in _JSON_START:
-        return False
+        return _NOT_JSON
     try:
-        json.loads(stripped)
-    except ValueError:
-        return False
-    return True
+        return frames.loads(stripped, "data")
+    except InvalidFrame:
+        return _NOT_JSON
+
+
+def compact_json(data: str) -> str | None:
+    """The compact JSON of ``data`` when it is one strict JSON document (see :func:`looks_like_json`), else None."""
+    value = _strict_json(data)
+    if value is _NOT_JSON:
+        return None
+    try:
+        return frames.dumps(value)
+    except RecursionError:  # read at the parser's limit, a little too deep to write back: not JSON either
+        return None
 
 
 @dataclass(slots=True)
@@ -319,20 +367,27 @@ class PresenceRecord:
         return item
 
     def user_info_json(self) -> str:
-        """The member's data as Pusher ``user_info``: JSON data as it is, text as a JSON string, binary as base64."""
-        if self.data is None:
-            return "{}"
-        if isinstance(self.data, bytes):
-            return json.dumps(base64.b64encode(self.data).decode())
-        if self.encoding == "json" and looks_like_json(self.data):
-            return json.dumps(json.loads(self.data), separators=(",", ":"), ensure_ascii=False)
-        return json.dumps(self.data, ensure_ascii=False)
+        return user_info_json(self.data, self.encoding)
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> PresenceRecord:
         """A record from its wire item (another node's member)."""
         data, encoding = item.get("data"), item.get("encoding")
         return cls(item["clientId"], item["connectionId"], data, encoding, item["id"], item["timestamp"])
+
+
+def user_info_json(data: str | bytes | None, encoding: str | None) -> str:
+    """Ably presence data as Pusher ``user_info``: JSON data as it is, text (and JSON that is not strict JSON, or
+    nested too deeply) as a JSON string, binary as base64."""
+    if data is None:
+        return "{}"
+    if isinstance(data, bytes):
+        return json.dumps(base64.b64encode(data).decode())
+    if encoding == "json":
+        compact = compact_json(data)
+        if compact is not None:
+            return compact
+    return json.dumps(data, ensure_ascii=False)
 
 
 # -- one app ------------------------------------------------------------------------------------------------------
@@ -484,39 +539,75 @@ class AblyApp:
         item = pusher_member(socket_id, user_id, user_info_json, ENTER if entered else LEAVE, self.wall_ms())
         self.broadcast_presence(channel.name, socket_id, [item])
 
+    def check_presence(
+        self, name: str, socket_id: str, changes: Sequence[tuple[int, str, str | bytes | None, str | None]]
+    ) -> None:
+        """Refuse a PRESENCE message's changes (``(action, clientId, data, encoding)`` in order) before any is
+        applied, so a message is applied whole or not at all: the member limit (91003), and on a ``presence-``
+        channel what Pusher's presence cannot hold: a clientId over ``max_user_id_length`` characters (40012) or
+        ``user_info`` over ``max_user_info_bytes`` (40009)."""
+        channel = self.state.channels.get(name)
+        pusher = channel is not None and channel.kind is ChannelKind.PRESENCE
+        members = self.presence.get(name, {})
+        entered = {client_id for connection_id, client_id in members if connection_id == socket_id}
+        limits = self.state.app.limits
+        # A presence- channel counts users (Pusher's members: a user's connections of either protocol, on any node),
+        # other channels count Ably members (connection, clientId) on every node.
+        connections: dict[str, int] = {}  # this node's users → their connections in the channel's presence
+        elsewhere: set[str] = set()  # users other nodes' connections hold
+        count = len(members) + len(self.remote_members.get(name, {}))
+        if pusher:
+            assert channel is not None
+            limit = limits.max_presence_members
+            connections = {user_id: entry.connections for user_id, entry in channel.members.items()}
+            remote = self.state.remote.members.get(name, {})
+            elsewhere = {user_id for user_id, nodes in remote.items() if nodes}
+        else:
+            limit = MAX_PRESENCE_MEMBERS
+        for action, client_id, data, encoding in changes:
+            if action == LEAVE:
+                if client_id in entered:
+                    entered.discard(client_id)
+                    if not pusher:
+                        count -= 1
+                    elif connections.get(client_id, 0) > 1:
+                        connections[client_id] -= 1
+                    else:
+                        connections.pop(client_id, None)
+                continue
+            if pusher:
+                check_pusher_member(client_id, data, encoding, limits)
+            if client_id in entered:
+                continue  # an update of this connection's member
+            if pusher:
+                known = client_id in connections or client_id in elsewhere
+                over = not known and len(elsewhere.union(connections)) >= limit
+                connections[client_id] = connections.get(client_id, 0) + 1
+            else:
+                over = count >= limit
+                count += 1
+            if over:
+                raise AblyError(91003, f"Unable to enter presence: the channel has the maximum of {limit} members")
+            entered.add(client_id)
+
     def enter(
         self,
         name: str,
         socket_id: str,
         client_id: str,
-        action: int,
         data: str | bytes | None,
         encoding: str | None,
         message_id: str,
-    ) -> tuple[PresenceRecord, int] | None:
+    ) -> tuple[PresenceRecord, int]:
         """Record an ENTER or UPDATE (an UPDATE of an absent member enters it, an ENTER of a present one updates
-        it); returns the record and the action to broadcast. On a ``presence-`` channel the member also joins the
-        Pusher presence (``member_added`` on the user's first connection)."""
+        it) that :meth:`check_presence` passed; returns the record and the action to broadcast. On a ``presence-``
+        channel the member also joins the Pusher presence (``member_added`` on the user's first connection)."""
         members = self.presence.setdefault(name, {})
         key = (socket_id, client_id)
         known = key in members
+        record = members[key] = PresenceRecord(client_id, socket_id, data, encoding, message_id, self.wall_ms())
         channel = self.state.channels.get(name)
-        pusher = channel is not None and channel.kind is ChannelKind.PRESENCE
-        if not known:
-            limit = self.state.app.limits.max_presence_members if pusher else MAX_PRESENCE_MEMBERS
-            everywhere = len(members) + len(self.remote_members.get(name, {}))
-            over = self.state.would_exceed_members(name, client_id) if pusher else everywhere >= limit
-            if over:
-                raise AblyError(91003, f"Unable to enter presence: the channel has the maximum of {limit} members")
-        record = PresenceRecord(client_id, socket_id, data, encoding, message_id, self.wall_ms())
-        if pusher:
-            info = record.user_info_json()
-            if frames.utf8_length(info) > self.state.app.limits.max_user_info_bytes:
-                limit = self.state.app.limits.max_user_info_bytes
-                raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 400)
-        members[key] = record
-        if pusher and not known:
-            assert channel is not None
+        if channel is not None and channel.kind is ChannelKind.PRESENCE and not known:
             self.state.join_member(channel, socket_id, Member(client_id, record.user_info_json()))
         return record, (UPDATE if known else ENTER)
 
@@ -653,6 +744,22 @@ class AblyApp:
         }
         active = connections > 0 or members > 0
         return {"channelId": name, "name": name, "status": {"isActive": active, "occupancy": {"metrics": metrics}}}
+
+
+def check_pusher_member(client_id: str, data: str | bytes | None, encoding: str | None, limits: Limits) -> None:
+    """An Ably member of a ``presence-`` channel is a Pusher member too: its clientId is a Pusher ``user_id`` (1 to
+    ``max_user_id_length`` characters, as a Pusher client's ``channel_data`` must give) and its data the ``user_info``
+    (at most ``max_user_info_bytes``). Ably has no such limits, so what breaks them is refused as Ably refuses an
+    invalid clientId (40012) and an over-size message (40009)."""
+    if not client_id or len(client_id) > limits.max_user_id_length:
+        raise AblyError(
+            40012,
+            f"Invalid clientId on a Pusher presence channel: {len(client_id)} characters; "
+            f"Pusher user ids are 1 to {limits.max_user_id_length}",
+        )
+    if frames.utf8_length(user_info_json(data, encoding)) > limits.max_user_info_bytes:
+        limit = limits.max_user_info_bytes
+        raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 400)
 
 
 def pusher_member(socket_id: str, user_id: str, user_info_json: str, action: int, timestamp: int) -> dict[str, Any]:

@@ -140,6 +140,18 @@ class AblySession(ForeignPeer):
         self.ping_sent_at: float | None = None
         self._last_serial = -1
 
+    @property
+    def max_frame_size(self) -> int:
+        """The largest WebSocket message the connection's socket takes (CONNECTED's ``maxFrameSize``)."""
+        return self._max_frame_size
+
+    @property
+    def max_message_size(self) -> int:
+        """CONNECTED's ``maxMessageSize``, the limit a publish or presence message is NACKed over (40009): Ably's
+        64 KiB, or less when an app's ``max_message_bytes`` makes the socket's limit smaller (a message can never be
+        larger than the frame carrying it)."""
+        return min(MAX_MESSAGE_SIZE, self._max_frame_size)
+
     # -- lifecycle --------------------------------------------------------------------------------------------
 
     def open(self, resuming: bool) -> None:
@@ -152,7 +164,7 @@ class AblySession(ForeignPeer):
     def _connected(self) -> dict[str, Any]:
         details: dict[str, Any] = {
             "connectionKey": self.connection_key,
-            "maxMessageSize": MAX_MESSAGE_SIZE,
+            "maxMessageSize": self.max_message_size,
             "maxInboundRate": 50,
             "maxOutboundRate": 50,
             "maxFrameSize": self._max_frame_size,
@@ -206,6 +218,17 @@ class AblySession(ForeignPeer):
             self._end(DISCONNECTED, AblyError(80003, message))
         else:
             self._end(ERROR, AblyError(80000, message))
+
+    def frame_too_big(self) -> None:
+        """The socket refused a WebSocket message over ``maxFrameSize`` (the server closes it with 1009): the
+        connection fails with 40009 first. The frame was never read, so no NACK can name its msgSerial; and failing
+        rather than DISCONNECTED keeps the SDK from reconnecting to send the same frame again (RTN19a)."""
+        if self.closed:
+            return
+        limit = self._max_frame_size
+        error = AblyError(40009, f"Maximum message length exceeded: a WebSocket message over {limit} bytes", 400)
+        self._send({"action": ERROR, "error": error.body()})
+        self.closed = True
 
     def _end(self, action: int, error: AblyError) -> None:
         """DISCONNECTED (the client reconnects) or ERROR (the connection fails), then close the socket."""
@@ -395,7 +418,7 @@ class AblySession(ForeignPeer):
         if not isinstance(raw, list) or not raw:
             raise AblyError(40000, "MESSAGE needs a non-empty messages array")
         messages = [parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
-        check_messages(messages, self.credentials, "messages")
+        check_messages(messages, self.credentials, "messages", self.max_message_size)
         exclude = None if self.echo else self.socket_id
         _, serials = self.app.publish(name, messages, connection_id=self.socket_id, exclude=exclude)
         return serials
@@ -410,8 +433,10 @@ class AblySession(ForeignPeer):
             raise AblyError(40000, "PRESENCE needs a non-empty presence array")
         checked = [self._presence_item(item, index) for index, item in enumerate(raw)]
         total = sum(len(client_id.encode()) + _data_size(data) for _, client_id, data, _ in checked)
-        if total > MAX_MESSAGE_SIZE:  # presence messages are messages: the same 64 KiB limit
-            raise AblyError(40009, f"presence messages are {total} bytes; the maximum is {MAX_MESSAGE_SIZE}", 400)
+        limit = self.max_message_size
+        if total > limit:  # presence messages are messages: the same limit
+            raise AblyError(40009, f"presence messages are {total} bytes; the maximum is {limit}", 400)
+        self.app.check_presence(name, self.socket_id, checked)  # all or nothing: nothing is applied when it raises
         items = []
         for index, (action, client_id, data, encoding) in enumerate(checked):
             message_id = f"{self.socket_id}:{serial}:{index}"
@@ -423,11 +448,9 @@ class AblySession(ForeignPeer):
                         record.data, record.encoding = data, encoding
                     items.append(record.item(LEAVE))
             else:
-                entered = self.app.enter(name, self.socket_id, client_id, action, data, encoding, message_id)
+                record, broadcast = self.app.enter(name, self.socket_id, client_id, data, encoding, message_id)
                 attachment.entered.add(client_id)
-                if entered is not None:
-                    record, broadcast = entered
-                    items.append(record.item(broadcast))
+                items.append(record.item(broadcast))
         self.app.broadcast_presence(name, self.socket_id, items)
 
     def _presence_item(self, raw: object, index: int) -> tuple[int, str, str | bytes | None, str | None]:

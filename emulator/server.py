@@ -216,6 +216,14 @@ class HttpConnection(asyncio.Protocol):
             # The handshake was this connection's last HTTP. A WebSocket keeps neither the headers nor the parser,
             # which holds seven bound methods of this object: a cycle for every full garbage collection to walk.
             self.parser, self._raw_headers, self._headers = None, [], None
+        except httptools.HttpParserCallbackError as exc:
+            # Not malformed HTTP (httptools wraps what a callback raised in a subclass of HttpParserError): a request
+            # this server failed to answer. The parser stops at the error, so the connection ends after the 500;
+            # every other connection goes on.
+            path = split_target(self._url.decode("latin-1"))[0][:200]
+            log.error("HTTP request failed", exc_info=exc.__context__ or exc, extra={"path": path})
+            self._respond(error_response(500, "internal error"), keep_alive=False)
+            return
         except httptools.HttpParserError:
             self._respond(error_response(400, "malformed HTTP request"), keep_alive=False)
             return
@@ -340,9 +348,11 @@ class HttpConnection(asyncio.Protocol):
             self._window_bits = getattr(ws.extensions[0], "local_max_window_bits", None) or 15
             self.write = self._write_deflated  # type: ignore[method-assign]
         if urlsplit(target).path in ("", "/"):  # the Ably realtime endpoint
-            self.session = self.node.ably.open_session(self, target, self.headers)
-            if self.session is not None and rest:
-                self._websocket_data(rest)
+            session = self.session = self.node.ably.open_session(self, target, self.headers)
+            if session is not None:
+                ws.max_size = session.max_frame_size  # the maxFrameSize its CONNECTED advertised
+                if rest:
+                    self._websocket_data(rest)
             return
         error = self._refusal(target)
         if error is not None:
@@ -484,7 +494,12 @@ class HttpConnection(asyncio.Protocol):
         session.receive(text)
 
     def _too_big(self, session: Session | AblySession) -> None:
-        """websockets refused a message over the size limit and is closing with 1009: say why first."""
+        """websockets refused a message over the size limit and is closing with 1009: say why first (to an Ably
+        connection, over either limit: its CONNECTED advertised the one it has)."""
+        if isinstance(session, AblySession):
+            session.frame_too_big()
+            self.write_queued()
+            return
         if (
             session.closed
             or self.transport is None

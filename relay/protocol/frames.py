@@ -34,20 +34,47 @@ WATCHLIST_EVENTS = "pusher_internal:watchlist_events"
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-# The C scanner that json.loads ends in, called without json.loads' three Python frames around it (a third of the
-# cost of a small document). It accepts what json.loads accepts; loads checks the rest of the document itself.
-# (typeshed lacks the attribute JSONDecoder.__init__ sets.)
-_scan: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _JSON_WHITESPACE = " \t\n\r"
 
 
+class _NotFinite(ValueError):
+    """A number JSON cannot carry (RFC 8259 §6): ``NaN``, ``Infinity``, ``-Infinity``, or one too large for a double
+    (``1e400``), which Python would read as infinity and write back as ``Infinity``: text a browser's
+    ``JSON.parse`` refuses, losing the whole frame for every subscriber."""
+
+
+def _refuse_constant(name: str) -> object:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    """Called by the C scanner for number literals with a fraction or an exponent only (never for integers), so a
+    document without such numbers costs nothing more (about 0.1 µs per float literal otherwise). Checking the text
+    instead costs more on most frames: a regular expression for long exponents or digit runs reads every character
+    (measured 0.3 µs on a 33-byte frame and 8 µs on 4 KB of text, against 0.6 µs and 4 µs for the parse itself)."""
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is nan; a finite float minus itself is 0.0
+        raise _NotFinite(text)
+    return value
+
+
+# The C scanner that json.loads ends in, called without json.loads' three Python frames around it (a third of the
+# cost of a small document). It accepts what json.loads accepts except non-finite numbers (above); loads checks the
+# rest of the document itself. (typeshed lacks the attribute JSONDecoder.__init__ sets.)
+_scan: Callable[[str, int], tuple[object, int]] = json.JSONDecoder(  # type: ignore[attr-defined]
+    parse_constant=_refuse_constant, parse_float=_finite_float
+).scan_once
+
+
 def loads(text: str | bytes, what: str = "frame") -> object:
-    """Parse untrusted JSON (bytes must be UTF-8, RFC 8259 §8.1): malformed, too deeply nested or not encodable as
-    UTF-8 is :class:`InvalidFrame`."""
+    """Parse untrusted JSON (bytes must be UTF-8, RFC 8259 §8.1): malformed, too deeply nested, holding a number
+    JSON has no room for (``NaN``, ``Infinity``, ``1e400``) or not encodable as UTF-8 is :class:`InvalidFrame`."""
     try:
         raw = text if isinstance(text, str) else text.decode()
         document = raw.strip(_JSON_WHITESPACE)
         value, end = _scan(document, 0)
+    except _NotFinite as exc:
+        raise InvalidFrame(f"{what} is not valid JSON: {str(exc)[:20]} is not a finite number") from None
     except (ValueError, RecursionError, StopIteration):
         raise InvalidFrame(f"{what} is not valid JSON") from None
     if end != len(document):
@@ -58,6 +85,8 @@ def loads(text: str | bytes, what: str = "frame") -> object:
             _compact(value).encode()
         except UnicodeEncodeError:
             raise InvalidFrame(f"{what} contains a lone UTF-16 surrogate escape") from None
+        except RecursionError:  # read at the parser's depth limit, one level too deep to write back
+            raise InvalidFrame(f"{what} is not valid JSON") from None
     return value
 
 

@@ -232,7 +232,7 @@ async def test_request_token_checks(http: httpx.AsyncClient) -> None:
     assert (await http.get("/channels/room/presence", headers={"Authorization": f"Bearer {token}"})).status_code == 200
     assert_ably_error(await http.post("/channels/room/messages", json={}, headers=bearer(token)), 401, 40160)
     narrower = await http.post(path, json={"keyName": KEY_NAME, "capability": '{"other":["*"]}'}, headers=bearer(token))
-    assert_ably_error(narrower, 401, 40160)
+    assert_ably_error(narrower, 401, 40106)
 
 
 async def test_batch_presence(http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[Any]) -> None:

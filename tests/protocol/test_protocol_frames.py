@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -280,20 +281,73 @@ def test_client_event_data() -> None:
 _JSONISH = st.text(alphabet=' \t\n\r\x0b\ufeff{}[]":,0123456789.-+eEtruefalsnNIiy\\ab', max_size=40)
 
 
+_NON_FINITE = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1E+309", "1" * 310 + ".5", "1e-400"])
+
+
 @PROPERTY
 @given(
     st.one_of(
         _JSONISH,
         st.builds(lambda value, before, after: before + json.dumps(value) + after, json_values, _JSONISH, _JSONISH),
+        st.builds(lambda number, before, after: f"{before}[{number}]{after}", _NON_FINITE, _JSONISH, _JSONISH),
     )
 )
 def test_loads_accepts_exactly_what_json_loads_accepts(text: str) -> None:
-    """loads calls json's C scanner directly; what it accepts and what it returns are json.loads' own."""
+    """loads calls json's C scanner directly; what it accepts and what it returns are json.loads' own, except
+    numbers RFC 8259 has no room for: NaN, Infinity and -Infinity (which json.loads takes) and numbers too large for
+    a double (which json.loads turns into infinity), all of which json.dumps would write back as ``NaN`` or
+    ``Infinity``, text a browser's JSON.parse refuses."""
     try:
         expected = json.loads(text)
     except ValueError:
         with pytest.raises(InvalidFrame, match="not valid JSON"):
             frames.loads(text)
         return
+    try:
+        json.dumps(expected, allow_nan=False)
+    except ValueError:
+        with pytest.raises(InvalidFrame, match="is not a finite number"):
+            frames.loads(text)
+        return
     if "\\u" not in text:  # lone surrogate escapes are refused on purpose (test above)
-        assert json.dumps(frames.loads(text)) == json.dumps(expected)  # compared as text: NaN is not equal to itself
+        assert frames.loads(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ('{"v":NaN}', "NaN"),
+        ("[Infinity]", "Infinity"),
+        ('{"a":[1,-Infinity]}', "-Infinity"),
+        ("[1e400]", "1e400"),
+        ("[-1.5E+309]", "-1.5E+309"),
+        ("[" + "9" * 400 + ".0]", "9999999999"),  # no exponent, still beyond a double
+    ],
+)
+def test_loads_refuses_numbers_json_has_no_room_for(text: str, number: str) -> None:
+    """Python's json takes NaN and Infinity and reads 1e400 as infinity, and would write them back as NaN/Infinity:
+    a browser's JSON.parse then throws on the whole frame (every other message in it lost to every subscriber)."""
+    with pytest.raises(
+        InvalidFrame, match=rf"frame is not valid JSON: {re.escape(number)}.* is not a finite number"
+    ) as info:
+        frames.loads(text)
+    assert info.value.http_status == 400
+    with pytest.raises(InvalidFrame, match="is not a finite number"):
+        frames.decode_client_frame('{"event":"client-x","channel":"private-a","data":' + text + "}", BIG)
+
+
+def test_loads_keeps_finite_floats_and_big_integers() -> None:
+    """Only non-finite results are refused: a float that underflows to 0.0 is a number, and an integer of any
+    length stays an exact int (the scanner never makes it a float)."""
+    assert frames.loads("[1.5, -2e10, 1e-400, 1.7976931348623157e308]") == [1.5, -2e10, 0.0, 1.7976931348623157e308]
+    assert frames.loads("[" + "1" * 400 + "]") == [int("1" * 400)]
+
+
+def test_loads_never_raises_recursion_error_near_the_depth_limit() -> None:
+    """A document the scanner reads just under its depth limit may be a level too deep to write back, which loads
+    does when it holds a surrogate escape (to refuse a lone one): that is InvalidFrame too, never a RecursionError
+    escaping to a caller that handles protocol errors only (at some depth for any stack the test runs on)."""
+    for depth in range(800, 1100):
+        document = "[" * depth + '"\\ud800"' + "]" * depth
+        with pytest.raises(InvalidFrame):
+            frames.loads(document)
