@@ -3,9 +3,10 @@
 Each node keeps serving its own connections from memory and tells the others what changes, over one Redis pub/sub
 channel (the *bus*):
 
-- a publish or client event: the frame text, the channel and the excluded socket id; every other node delivers it to
-  its local subscribers, so each subscriber gets it exactly once (a publish made through Ably carries its Ably
-  ProtocolMessage too, for the Ably connections);
+- a publish or client event: the frame text, the channel, the excluded socket id and the 5 KiB units of its data;
+  every other node delivers it to its local subscribers, so each subscriber gets it exactly once, and meters those
+  deliveries as its own (the publish itself is metered once, on the node it was made on; a publish made through Ably
+  carries its Ably ProtocolMessage too, for the Ably connections);
 - its presence members, subscription counts and signed-in users; every node keeps a replica of the others'
   (:class:`~relay.emulator.hub.RemoteState`) so presence and the HTTP API's counts are answered cluster-wide, and
   each node sends its own subscribers the member events of cluster-wide transitions;
@@ -35,6 +36,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
@@ -42,13 +44,20 @@ from redis.exceptions import RedisError
 
 from relay.emulator.ably_hub import DELIVERED, LEAVE, PRESENT, Outbound
 from relay.emulator.hub import CACHE_MISS_INTERVAL, AppState
+from relay.emulator.logs import redact_urls
+from relay.emulator.usage import frame_units
 from relay.emulator.wire import encode_text
+from relay.errors import ConfigError
 
 log = logging.getLogger("relay.emulator.cluster")
 _ABLY_MEMBER_KEYS = ("id", "clientId", "connectionId")
 
 _SEP = "\x1f"
 CLOSE_SECONDS = 3.0  # the longest each step of leaving the cluster may take
+START_SECONDS = 10.0  # the longest connecting to Redis may take at start-up before it is given up
+# Publishes on the bus: kind, node, app, channel, excluded socket id, 5 KiB units of the data (one per event, comma
+# separated), body. P: an HTTP API publish, C: a client event (each with its Pusher frame), A: an Ably publish.
+_PUBLISHES = ("P", "C", "A")
 # KEYS: counter hash, pending key. ARGV: field, delta, pending ttl (ms). Returns 1 on 0→1 (send the "up" webhook),
 # -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook).
 _COUNT_SCRIPT = """
@@ -147,6 +156,30 @@ def _unpack(text: str) -> Any:
     return msgpack.unpackb(base64.b64decode(text), raw=False, strict_map_key=False)
 
 
+def unreachable(url: str, exc: BaseException) -> ConfigError:
+    """The one-line error for a Redis that cannot be reached at start-up (its URL without the password)."""
+    reason = str(exc).strip().rstrip(".") or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        reason = f"no answer within {START_SECONDS:g} s"
+    password = urlsplit(url).password
+    if password:
+        reason = reason.replace(password, "***")
+    return ConfigError(f"cannot reach Redis at {redact_urls(url)}: {redact_urls(reason)}")
+
+
+async def check_reachable(url: str) -> None:
+    """Connect to the Redis at ``url`` and ping it, as a node's start does; raise :func:`unreachable`'s error."""
+    client: aioredis.Redis = aioredis.Redis.from_url(url)
+    try:
+        async with asyncio.timeout(START_SECONDS):
+            await client.ping()
+    except (RedisError, OSError) as exc:
+        raise unreachable(url, exc) from None
+    finally:
+        with contextlib.suppress(RedisError, OSError):
+            await client.aclose()
+
+
 def _ably_member(text: str) -> dict[str, Any]:
     """A stored Ably member's PRESENT item; ValueError unless it has what a replica needs."""
     item = _unpack(text)
@@ -206,9 +239,18 @@ class RedisCluster:
     # -- lifecycle --------------------------------------------------------------------------------------------
 
     async def start(self, states: Mapping[str, AppState]) -> None:
+        """Join the cluster; a Redis that cannot be reached (down, a wrong password) is a :class:`ConfigError`."""
         self._states = dict(states)
-        self._pubsub = await self._subscribe()
-        await self._register()
+        try:
+            async with asyncio.timeout(START_SECONDS):  # the connection; registering may take longer (a big cache)
+                self._pubsub = await self._subscribe()
+            await self._register()
+        except (RedisError, OSError) as exc:
+            with contextlib.suppress(RedisError, OSError):
+                if self._pubsub is not None:
+                    await self._pubsub.aclose()
+                await self._redis.aclose()
+            raise unreachable(self.settings.url, exc) from None
         self._tasks = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._write()),
@@ -318,21 +360,28 @@ class RedisCluster:
             return
         self._queue.put_nowait((self._epoch, operation))
 
-    def published(self, app_id: str, channel: str, frame_text: str, exclude: str | None) -> None:
-        self._enqueue(self._on_bus(_SEP.join(("P", str(self.node_id), app_id, channel, exclude or "", frame_text))))
+    def published(
+        self, app_id: str, channel: str, frame_text: str, exclude: str | None, units: int, *, client_event: bool = False
+    ) -> None:
+        kind = "C" if client_event else "P"
+        self._enqueue(
+            self._on_bus(_SEP.join((kind, str(self.node_id), app_id, channel, exclude or "", str(units), frame_text)))
+        )
 
     def published_ably(
         self, app_id: str, channel: str, frame_texts: list[str], exclude: str | None, ably_fields: dict[str, Any]
     ) -> None:
         """An Ably publish: its Pusher events and its ProtocolMessage, so every node's Ably peers get the same
         message (id, extras, serial) rather than one translated back from Pusher (msgpack: data may be bytes)."""
+        units = [frame_units(text) for text in frame_texts]
         try:
             payload = _pack({"texts": frame_texts, "fields": ably_fields})
         except (OverflowError, TypeError, ValueError):  # JSON extras msgpack cannot hold (an integer over 64 bits)
-            for text in frame_texts:  # the other nodes' Ably peers get it translated from Pusher instead
-                self.published(app_id, channel, text, exclude)
+            for text, unit in zip(frame_texts, units, strict=True):  # translated from Pusher by the other nodes
+                self.published(app_id, channel, text, exclude, unit)
             return
-        self._enqueue(self._on_bus(_SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", payload))))
+        meter = ",".join(map(str, units))
+        self._enqueue(self._on_bus(_SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", meter, payload))))
 
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None:
         """An Ably PRESENCE message: stored members follow it, and the other nodes' Ably peers get it as it is."""
@@ -597,18 +646,20 @@ class RedisCluster:
     # -- incoming ---------------------------------------------------------------------------------------------
 
     def _receive(self, data: str) -> None:
-        if data[:1] in ("P", "A"):  # a publish: P with its Pusher frame, A with an Ably publish's frames and message
-            kind, node, app_id, channel, exclude, body = data.split(_SEP, 5)
+        if data[:1] in _PUBLISHES:  # P and C with a Pusher frame, A with an Ably publish's frames and message
+            kind, node, app_id, channel, exclude, units, body = data.split(_SEP, 6)
             state = self._states.get(app_id)
             if state is None or int(node) == self.node_id:
                 return
-            if kind == "P":
-                state.deliver_local(channel, encode_text(body), exclude or None)
+            if kind != "A":
+                state.deliver_remote(channel, encode_text(body), exclude or None, int(units), client_event=kind == "C")
                 return
             publish = _unpack(body)
             origin: object = Outbound(publish["fields"])  # the first event carries the whole message
-            for text in publish["texts"]:
-                state.deliver_local(channel, encode_text(text), exclude or None, origin)
+            for text, unit in zip(publish["texts"], units.split(","), strict=True):
+                state.deliver_remote(
+                    channel, encode_text(text), exclude or None, int(unit), client_event=False, origin=origin
+                )
                 origin = DELIVERED
             return
         kind, node, *args = json.loads(data[1:])

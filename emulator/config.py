@@ -9,8 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 from relay.config import is_ably_key_name, is_http_url, is_origin, is_url
+from relay.emulator.logs import redact_urls
 from relay.errors import ConfigError
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
 
@@ -65,6 +69,34 @@ def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # visible ASCII, spaces and tabs: no line breaks to inject headers
 _URL_PATH_UNSAFE = re.compile(r"[/?#%\s]")
+# Headers that frame the request or the connection: httpx sets them, and one given twice breaks the request (a
+# Content-Length that is not the body's is refused by httpx at every attempt).
+_FRAMING_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "host", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+     "upgrade"}
+)  # fmt: skip
+
+
+def shown_url(url: object) -> str:
+    """A URL as an error message may show it: without its user-info (a password), or not at all when an '@' is left
+    where the user-info could not be told apart (a password holding an unencoded '/', '?' or '#')."""
+    if not isinstance(url, str):
+        return repr(url)
+    shown = redact_urls(url)
+    if "@" in shown.partition("://")[2] and "://***@" not in shown:
+        return "(a URL with user-info, not shown)"
+    return repr(shown)
+
+
+def _sendable(url: str) -> str | None:
+    """Why httpx could not send to ``url`` (a host IDNA refuses, such as xn--a.com), or None."""
+    try:
+        httpx.URL(url).host  # noqa: B018 (decoding the host is the check)
+    except UnicodeError as exc:  # idna's errors
+        return f"its host is not a valid internationalized domain name ({exc})"
+    except (httpx.InvalidURL, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +109,18 @@ class Webhook:
 
     def __post_init__(self) -> None:
         if not is_http_url(self.url):
-            raise InvalidSetting("url", f"must be an http:// or https:// URL, got {self.url!r}")
+            raise InvalidSetting("url", f"must be an http:// or https:// URL, got {shown_url(self.url)}")
+        problem = _sendable(self.url)
+        if problem is not None:
+            raise InvalidSetting("url", f"{shown_url(self.url)} cannot be sent to: {problem}")
         for name, value in self.headers.items():
             if not _HEADER_NAME.fullmatch(name) or not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
                 raise InvalidSetting(
                     "headers", f"{name!r}: {value!r} is not an HTTP header (a token name, an ASCII value on one line)"
+                )
+            if name.lower() in _FRAMING_HEADERS:
+                raise InvalidSetting(
+                    "headers", f"{name!r} frames the request, which the emulator does itself: it cannot be set"
                 )
 
     def wants(self, event_name: str, channel: str | None) -> bool:
@@ -200,8 +239,15 @@ class EmulatorConfig:
             raise InvalidSetting("tls_cert", "and tls_key go together (a certificate chain and its private key)")
         for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
             _seconds(name, getattr(self, name), zero=True)
-        if self.redis_url is not None and not is_url(self.redis_url, ("redis", "rediss", "unix"), host=False):
-            raise InvalidSetting("redis_url", f"must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}")
+        if self.redis_url is not None:
+            if not is_url(self.redis_url, ("redis", "rediss", "unix"), host=False):
+                raise InvalidSetting(
+                    "redis_url", f"must be a redis://, rediss:// or unix:// URL, got {shown_url(self.redis_url)}"
+                )
+            if urlsplit(self.redis_url).port == 0:
+                raise InvalidSetting(
+                    "redis_url", f"has port 0 (Redis listens on 6379 by default): {shown_url(self.redis_url)}"
+                )
         _text("redis_prefix", self.redis_prefix)
         _seconds("node_ttl", self.node_ttl, zero=False)
 

@@ -15,7 +15,6 @@ import hmac
 import importlib.resources
 import ipaddress
 import itertools
-import json
 import logging
 import re
 import time
@@ -29,7 +28,7 @@ from relay.emulator.limits import TokenBucket
 from relay.emulator.usage import local_reach, usage_document, usage_summary
 from relay.errors import PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol.channels import validate_channel_name, validate_event_name
-from relay.protocol.frames import dumps, utf8_length
+from relay.protocol.frames import dumps, loads, utf8_length
 
 if TYPE_CHECKING:
     from relay.emulator.hub import AppState
@@ -124,9 +123,23 @@ class Operations:
         if path == "/ready":
             ready = self.ready
             return json_response(200 if ready else 503, {"status": "ready" if ready else "draining"})
-        denied = self._authorize(query, headers)
-        if denied is not None:
-            return denied
+        own_origin = (("Access-Control-Allow-Origin", self._own_origin(headers)),)
+        response = self._authorize(query, headers) or self._protected(transport, method, path, query, headers, body)
+        if response is STREAMING or any(name == "Access-Control-Allow-Origin" for name, _ in response.headers):
+            return response
+        # Refusals and errors too: a response without the header would get the Pusher API's "*" (any origin).
+        return Response(response.status, response.body, (*response.headers, *own_origin))
+
+    def _protected(
+        self,
+        transport: asyncio.Transport,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+    ) -> Response:
+        """Answer an authorized request for the console, /metrics or /usage."""
         own_origin = (("Access-Control-Allow-Origin", self._own_origin(headers)),)
         if path == "/metrics":
             text = metrics.render(self.node.states.values(), self.metrics, ready=self.ready)
@@ -260,7 +273,7 @@ class Operations:
         if origin is not None and urlsplit(origin).netloc != host:
             return error_response(403, "cross-site request refused: publish from the console page itself")
         try:
-            request = json.loads(body or b"null")
+            request = loads(body or b"null", "the body")
             if not isinstance(request, dict):
                 raise ProtocolError("the body must be a JSON object {app_id, channel, event, data}")
             state = self.node.states.get(str(request.get("app_id", "")))
@@ -275,8 +288,6 @@ class Operations:
                 raise PayloadTooLarge(f"data is over {limits.max_event_bytes} bytes")
         except RelayError as exc:
             return error_response(exc.http_status or 400, exc.message)
-        except ValueError:
-            return error_response(400, "the body must be JSON")
         reached = local_reach(state, channel, None)  # a #server-to-user- channel reaches the user's connections
         state.publish(channel, event, data)
         log.info("console publish", extra={"app_id": state.app.app_id, "channel": channel, "event": event})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relay.emulator.config import App
-from relay.emulator.usage import AppMeter, local_reach, recipients
+from relay.emulator.usage import AppMeter, frame_units, local_reach, recipients
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import encode_text
 from relay.protocol import frames
@@ -61,7 +61,10 @@ class ForeignPeer:
 class ClusterLink(Protocol):
     """What a node tells the others about one app; ``None`` on a single node."""
 
-    def published(self, app_id: str, channel: str, frame_text: str, exclude: str | None) -> None: ...
+    def published(
+        self, app_id: str, channel: str, frame_text: str, exclude: str | None, units: int, *, client_event: bool = False
+    ) -> None:
+        """A publish (or client event) whose data is ``units`` 5 KiB units, for the other nodes' subscribers."""
 
     def published_ably(
         self, app_id: str, channel: str, frame_texts: list[str], exclude: str | None, ably_fields: dict[str, Any]
@@ -347,14 +350,22 @@ class AppState:
         text = frames.channel_event(event, name, data)
         self.deliver_local(name, encode_text(text), exclude)
         # Counted after the writes, which nothing here changes the reach of: the first subscriber hears sooner.
-        self.meter.published(name, event, data, local_reach(self, name, exclude))
+        units = self.meter.published(name, event, data, local_reach(self, name, exclude))
         if self.cluster is not None:
-            self.cluster.published(self.app.app_id, name, text, exclude)
+            self.cluster.published(self.app.app_id, name, text, exclude, units)
 
     def relay_client_event(self, channel: Channel, text: str, sender: str) -> None:
         self.deliver(channel, encode_text(text), sender)
         if self.cluster is not None:
-            self.cluster.published(self.app.app_id, channel.name, text, sender)
+            self.cluster.published(self.app.app_id, channel.name, text, sender, frame_units(text), client_event=True)
+
+    def deliver_remote(
+        self, name: str, frame: bytes, exclude: str | None, units: int, *, client_event: bool, origin: object = None
+    ) -> None:
+        """Another node's publish (or client event), for this node's subscribers: they are this node's deliveries
+        to meter (the publish itself is metered on the node it was made on)."""
+        self.deliver_local(name, frame, exclude, origin)
+        self.meter.relayed(units, local_reach(self, name, exclude), client_event=client_event)
 
     def deliver_local(self, name: str, frame: bytes, exclude: str | None, origin: object = None) -> None:
         if name.startswith(SERVER_TO_USER_PREFIX):
@@ -507,6 +518,7 @@ class AppState:
         channel = self.channels.get(name)
         if not known and channel is not None:
             self.deliver(channel, encode_text(frames.member_added(name, user_id, user_info_json)))
+            self.meter.presence_relayed(len(channel.subscribers))
 
     def remote_member_left(self, node: int, name: str, user_id: str) -> None:
         users = self.remote.members.get(name, {})
@@ -520,6 +532,7 @@ class AppState:
         channel = self.channels.get(name)
         if channel is not None and not self._is_member(name, user_id):
             self.deliver(channel, encode_text(frames.member_removed(name, user_id)))
+            self.meter.presence_relayed(len(channel.subscribers))
 
     def remote_user(self, node: int, user_id: str, online: bool) -> None:
         was_online = self.is_online(user_id)

@@ -2,7 +2,9 @@
 
 Records carry their fields as ``extra={...}``; the text format appends them as ``key=value``, the JSON format as
 keys. Every line passes through the redactor last, whatever logged it: the app secrets and the console token are
-replaced by ``***``, and so are credentials in URLs and ``auth_signature``/``token`` query values.
+replaced by ``***`` (as written, JSON-escaped or percent-encoded), and so are credentials in URLs
+(:func:`redact_urls`, also what the console and configuration errors show of a URL) and ``auth_signature``/``token``
+query values.
 """
 
 from __future__ import annotations
@@ -14,29 +16,51 @@ import re
 import sys
 from collections.abc import Iterable
 from typing import TextIO
+from urllib.parse import quote, quote_plus
 
 REDACTED = "***"
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _QUERY_SECRETS = re.compile(r"(?i)((?:auth_signature|token|secret|password)=)[^&\s\"']+")
-_URL_USERINFO = re.compile(r"(://)[^/@\s\"']+@")
+# A URL's authority runs to the first '/', '?' or '#' (here also to whitespace, as URLs sit in text) and its user-info
+# to the authority's last '@', as urlsplit and httpx read it: a password may hold quotes or an unencoded '@'.
+_URL_USERINFO = re.compile(r"://[^/?#\s]*@")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+# What each way of percent-encoding leaves as it is, beyond letters, digits and "_.-~": urllib's quote (path and
+# component), and JavaScript's encodeURIComponent.
+_URL_SAFE = ("", "/", "!'()*")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the user-info of every URL in it hidden (``http://user:pass@host`` → ``http://***@host``)."""
+    return _URL_USERINFO.sub(f"://{REDACTED}@", text)
+
+
+def secret_forms(secret: str) -> set[str]:
+    """How ``secret`` may appear in a line: as it is, JSON-escaped, or percent-encoded (a client that put it in a
+    URL), with upper- or lower-case hex digits."""
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    for safe in _URL_SAFE:
+        for encoded in (quote(secret, safe=safe), quote_plus(secret, safe=safe)):
+            forms.add(encoded)
+            forms.add(_PERCENT_ESCAPE.sub(lambda escape: escape.group().lower(), encoded))
+    return forms
 
 
 class Redactor:
-    """Replaces known secrets (and their JSON-escaped forms) and credential-looking URL parts in a line."""
+    """Replaces known secrets (in the forms :func:`secret_forms` lists) and credential-looking URL parts in a line."""
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         forms: set[str] = set()
         for secret in secrets:
             if secret and len(secret) >= 3:
-                forms.add(secret)
-                forms.add(json.dumps(secret)[1:-1])
+                forms.update(secret_forms(secret))
         self._secrets = sorted(forms, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         text = _QUERY_SECRETS.sub(rf"\1{REDACTED}", text)
-        return _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+        return redact_urls(text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import math
+import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from relay.emulator.config import Webhook
+from relay.emulator.logs import redact_urls
 from relay.protocol.channels import SERVER_TO_USER_PREFIX
 from relay.protocol.frames import utf8_length
 
@@ -42,6 +45,19 @@ MAX_TRACKED_USERS = 1_000_000
 _EPOCH = dt.date(1970, 1, 1)
 
 Observer = Callable[[dict[str, object]], None]
+# app id → UTC day → peak field → value: the summed peaks of runs that were serving at the same time.
+Peaks = dict[str, dict[str, dict[str, int]]]
+
+
+def units_5kib(size: int) -> int:
+    """Whole 5 KiB units of a message of ``size`` bytes, at least one (an empty message counts)."""
+    return -(-size // 5120) or 1
+
+
+def frame_units(frame_text: str) -> int:
+    """The 5 KiB units of the data of a channel event frame (``relay.protocol.frames.channel_event``)."""
+    data = json.loads(frame_text).get("data")
+    return units_5kib(utf8_length(data) if isinstance(data, str) else 0)
 
 
 def recipients(subscribers: Collection[str], exclude: str | None = None) -> int:
@@ -127,6 +143,7 @@ class AppMeter:
         self._in_second = 0
         self.users: set[str] = set()
         self.observer: Observer | None = None
+        self.started_at = clock()  # runs whose lifetimes overlap add their peaks in a shared usage file
         # Lifetime totals for /metrics.
         self.connections_opened = 0
         self.messages_received = 0
@@ -170,8 +187,8 @@ class AppMeter:
                 return
             start = boundary
 
-    def _count_publish(self, now: float, day: DayUsage, size: int, reached: int) -> None:
-        units_5 = -(-size // 5120) or 1  # whole units, rounded up, and at least one (an empty message counts)
+    def _count_publish(self, now: float, day: DayUsage, size: int, reached: int) -> int:
+        units_5 = units_5kib(size)
         day.payload_bytes += size
         day.units_5kib += units_5
         day.units_2kib += -(-size // 2048) or 1
@@ -183,6 +200,7 @@ class AppMeter:
         self._in_second += 1
         if self._in_second > day.peak_publishes_per_second:
             day.peak_publishes_per_second = self._in_second
+        return units_5
 
     # -- hooks ------------------------------------------------------------------------------------------------
 
@@ -226,19 +244,21 @@ class AppMeter:
         if self.observer is not None:
             self.observer({"type": "unsubscribed", "channel": channel, "socket_id": socket_id})
 
-    def published(self, channel: str, event: str, data: str, reached: int) -> None:
-        """An HTTP API (or console) publish to one channel that reached ``reached`` connections."""
+    def published(self, channel: str, event: str, data: str, reached: int) -> int:
+        """An HTTP API (or console) publish to one channel that reached ``reached`` of this node's connections;
+        returns the 5 KiB units of its data (the other nodes of a cluster meter their deliveries of it)."""
         now = self._clock()
         day = self._day(now)
         size = utf8_length(data)
         day.publishes += 1
         day.deliveries += reached
-        self._count_publish(now, day, size, reached)
+        units = self._count_publish(now, day, size, reached)
         self.publishes += 1
         if self.observer is not None:
             self.observer(
                 {"type": "publish", "channel": channel, "event": event, "data": data[:500], "recipients": reached}
             )
+        return units
 
     def client_event(
         self, channel: str, event: str, data: str, socket_id: str, user_id: str | None, reached: int
@@ -274,6 +294,24 @@ class AppMeter:
             kind = "member_added" if added else "member_removed"
             self.observer({"type": kind, "channel": channel, "user_id": user_id, "recipients": reached})
 
+    def relayed(self, units: int, reached: int, *, client_event: bool) -> None:
+        """Another node's publish (or client event) of ``units`` 5 KiB units reached ``reached`` of this node's
+        connections: these deliveries are this node's to count; the publish itself is counted where it was made."""
+        day = self._day(self._clock())
+        if client_event:
+            day.client_event_deliveries += reached
+        else:
+            day.deliveries += reached
+        day.delivered_units_5kib += units * reached
+        day.ably_messages += units * reached
+
+    def presence_relayed(self, reached: int) -> None:
+        """Another node's member joined or left: its ``member_added``/``member_removed`` reached ``reached`` of
+        this node's connections (the presence event itself is counted on that node)."""
+        day = self._day(self._clock())
+        day.presence_deliveries += reached
+        day.ably_messages += reached
+
     def user_seen(self, user_id: str) -> None:
         if len(self.users) < MAX_TRACKED_USERS:
             self.users.add(user_id)
@@ -303,7 +341,7 @@ class AppMeter:
         if status is None or not 200 <= status < 300:
             self.webhook_failures += 1
         if self.observer is not None:
-            self.observer({"type": "webhook", "url": redact_url(hook.url), "status": status})
+            self.observer({"type": "webhook", "url": redact_urls(hook.url), "status": status})
 
     # -- snapshots --------------------------------------------------------------------------------------------
 
@@ -321,17 +359,6 @@ class AppMeter:
         for start in self._channels.values():
             self._add_minutes(days, start, now, "channel_minutes", "peak_channels")
         return {day_name(index): day for index, day in sorted(days.items())}
-
-
-def redact_url(url: str) -> str:
-    """A URL without its user-info (``http://user:pass@host`` → ``http://***@host``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 def usage_document(meters: Iterable[AppMeter], generated_by: str) -> dict[str, Any]:
@@ -352,31 +379,117 @@ def usage_summary(meters: Iterable[AppMeter]) -> dict[str, Any]:
 
 _PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
 _OPTIONAL = frozenset({"peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib"})
+_FIELDS = frozenset(DayUsage().to_dict())
+_REQUIRED = _FIELDS - _OPTIONAL
+_DAY_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """Add ``new`` to a usage file written by an earlier run: counts add up, peaks take the larger value.
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_day_name(name: str) -> bool:
+    if _DAY_NAME.fullmatch(name) is None:
+        return False
+    try:
+        dt.date.fromisoformat(name)
+    except ValueError:
+        return False
+    return True
+
+
+def check_usage_document(value: object) -> dict[str, Any]:
+    """``value`` when it is a usage file (version 1) that usage can be added to; else ValueError saying what is not.
+
+    The shape only (objects, field names, dates, whole numbers): the counts of one node of a cluster need not
+    agree with each other (its deliveries may be of publishes made on another node).
+    """
+    if not isinstance(value, dict):
+        kind = "null" if value is None else "an array" if isinstance(value, list) else repr(value)[:40]
+        raise ValueError(f"JSON {kind}, not an object")
+    if value.get("version") != USAGE_VERSION:
+        raise ValueError(f"not a version {USAGE_VERSION} usage file")
+    unknown = sorted(set(value) - {"version", "generated_by", "apps"})
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}")
+    apps = value.get("apps")
+    if not isinstance(apps, dict):
+        raise ValueError("apps is not an object")
+    for app_id, entry in apps.items():
+        where = f"apps.{app_id}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("days"), dict):
+            raise ValueError(f"{where} is not an object with days")
+        unknown = sorted(set(entry) - {"days", "unique_users"})
+        if unknown:
+            raise ValueError(f"{where} has an unknown field {unknown[0]!r}")
+        if "unique_users" in entry and not _is_count(entry["unique_users"]):
+            raise ValueError(f"{where}.unique_users is not a whole number ≥ 0")
+        for name, day in entry["days"].items():
+            if not _is_day_name(name):
+                raise ValueError(f"{where}.days has {name!r}, not a UTC date YYYY-MM-DD")
+            if not isinstance(day, dict):
+                raise ValueError(f"{where}.days.{name} is not an object")
+            missing = sorted(_REQUIRED - set(day))
+            if missing:
+                raise ValueError(f"{where}.days.{name} has no {missing[0]}")
+            for key, count in day.items():
+                if key not in _FIELDS:
+                    raise ValueError(f"{where}.days.{name}.{key} is not a usage field")
+                if not _is_count(count):
+                    raise ValueError(f"{where}.days.{name}.{key} is not a whole number ≥ 0")
+    return value
+
+
+def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any], concurrent: Peaks | None = None) -> dict[str, Any]:
+    """Add ``new``, this run's usage, to ``old``, a usage file: counts add up and each peak is the larger of the
+    file's and this run's, where this run's is its own plus ``concurrent``: the summed peaks of the earlier runs that
+    were serving while this one was (workers or nodes of one deployment: their connections were open together).
 
     ``unique_users`` takes the larger of the two runs' counts (a lower bound: two runs may have seen different
-    users). Raises ValueError when ``old`` is not a version-1 usage document.
+    users). Raises ValueError when ``old`` is not a usage file (:func:`check_usage_document`).
     """
-    if old.get("version") != USAGE_VERSION or not isinstance(old.get("apps"), dict):
-        raise ValueError(f"not a version {USAGE_VERSION} usage file")
+    check_usage_document(old)
+    concurrent = concurrent or {}
     apps: dict[str, Any] = copy.deepcopy(dict(old["apps"]))
     for app_id, entry in new["apps"].items():
         target = apps.setdefault(app_id, {"days": {}})
-        if not isinstance(target, dict) or not isinstance(target.get("days"), dict):
-            raise ValueError(f"apps.{app_id} is not an object with days")
         if "unique_users" in entry:
-            target["unique_users"] = max(int(target.get("unique_users", 0)), entry["unique_users"])
+            target["unique_users"] = max(target.get("unique_users", 0), entry["unique_users"])
+        others = concurrent.get(app_id, {})
         for name, counts in entry["days"].items():
             day = target["days"].setdefault(name, {})
             lacking = {key for key in _OPTIONAL if day and key not in day}
+            together = others.get(name, {})
             for key, value in counts.items():
                 previous = day.get(key, 0)
-                if not isinstance(previous, int):
-                    raise ValueError(f"apps.{app_id}.days.{name}.{key} is not a whole number")
-                day[key] = max(previous, value) if key in _PEAKS else previous + value
+                day[key] = max(previous, value + together.get(key, 0)) if key in _PEAKS else previous + value
             for key in lacking:  # the earlier run did not measure it: a sum would be wrong
                 day.pop(key, None)
     return {"version": USAGE_VERSION, "generated_by": new.get("generated_by", ""), "apps": apps}
+
+
+def add_peaks(concurrent: Peaks, new: Mapping[str, Any]) -> Peaks:
+    """``concurrent`` with the peaks of ``new`` (a usage document) added: what a later run that was serving at the
+    same time adds its own peaks to."""
+    total = copy.deepcopy(concurrent)
+    for app_id, entry in new["apps"].items():
+        for name, counts in entry["days"].items():
+            day = total.setdefault(app_id, {}).setdefault(name, {})
+            for key in _PEAKS & counts.keys():
+                day[key] = day.get(key, 0) + counts[key]
+    return total
+
+
+def read_peaks(value: object) -> Peaks:
+    """Peaks as :func:`add_peaks` made them, read back from JSON; anything else is no peaks."""
+    if not isinstance(value, dict):
+        return {}
+    peaks: Peaks = {}
+    for app_id, days in value.items():
+        if not isinstance(days, dict):
+            return {}
+        for name, counts in days.items():
+            if not isinstance(counts, dict) or not all(k in _PEAKS and _is_count(v) for k, v in counts.items()):
+                return {}
+            peaks.setdefault(str(app_id), {})[str(name)] = dict(counts)
+    return peaks

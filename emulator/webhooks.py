@@ -144,6 +144,8 @@ class WebhookDispatcher:
                 status = response.status_code
             except httpx.HTTPError as exc:
                 log.warning("webhook to %s failed: %s", hook.url, exc.__class__.__name__)
+            except Exception as exc:  # httpx refusing the request itself: one failed attempt, not a dead sender
+                log.error("webhook to %s could not be sent: %s: %.200s", hook.url, exc.__class__.__name__, exc)
             if self._on_delivery is not None:
                 self._on_delivery(hook, status)
             if status is not None and 200 <= status < 300:

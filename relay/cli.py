@@ -89,6 +89,9 @@ def _run_emulator(args: argparse.Namespace) -> int:
         return 0
     if config.redis_url is None:
         raise ConfigError("--workers needs --redis-url: the worker processes share state through Redis")
+    from relay.emulator.cluster import check_reachable
+
+    asyncio.run(check_reachable(config.redis_url))  # once, here, rather than once from each worker
     return _run_workers(config, args.workers)
 
 
@@ -180,9 +183,17 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
     ]
     for process in processes:
         process.start()
+    deadline = time.monotonic() + 30
     for _ in processes:
-        if not listening.acquire(timeout=30):
-            raise ConfigError("a worker did not start listening within 30 s (see its log above)")
+        while not listening.acquire(timeout=0.1):
+            ended = next((process.exitcode for process in processes if process.exitcode is not None), None)
+            if ended is not None or time.monotonic() > deadline:
+                for process in processes:  # the others would serve a cluster missing one of its workers
+                    if process.is_alive():
+                        process.terminate()
+                if ended is not None:
+                    return 2 if ended == 2 else 1  # 2: the worker printed its configuration error
+                raise ConfigError("a worker did not start listening within 30 s (see its log above)")
     print(_client_settings(config, config.port), flush=True)
     stopping = False
 
@@ -204,7 +215,11 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
 def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     sock = socket.create_server((config.host, config.port), family=_family(config.host), reuse_port=True, backlog=4096)
-    _run(_serve_emulator(config, sock, announce=False, ready=listening.release))
+    try:
+        _run(_serve_emulator(config, sock, announce=False, ready=listening.release))
+    except ConfigError as exc:  # found by the worker (Redis went away since the supervisor's check): as main says it
+        print(f"relay: configuration error: {exc.message}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -279,6 +294,12 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         "shutdown_spread": args.shutdown_spread,
     }
     config = replace(config, **{name: value for name, value in flags.items() if value is not None})
+    if config.usage_file is not None:
+        from relay.emulator.shutdown import usage_file_problem
+
+        problem = usage_file_problem(Path(config.usage_file))
+        if problem is not None:  # found now rather than at shutdown, with the run's usage lost
+            raise ConfigError(f"usage file {config.usage_file} cannot be written: {problem}")
     for path in (config.tls_cert, config.tls_key):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"TLS file {path} does not exist")
