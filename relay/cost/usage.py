@@ -315,8 +315,8 @@ def _check_delivered_units(day: UsageDay, where: str, fail: Any) -> None:
 
 def _check_peak_second(day: UsageDay, where: str, fail: Any) -> None:
     """``peak_publishes_per_second`` is the most publishes and client events in one second: at most the day's, and
-    at least 1 on a day with any. (Not at least the day's ÷ 86,400: worker processes sharing a usage file each keep
-    their own busiest second, and the file keeps the larger, not the sum.)"""
+    at least 1 on a day with any. (Not at least the day's ÷ 86,400: a run that started after the file's last writer
+    stopped keeps the larger of the two peaks, not their sum.)"""
     peak = day.peak_publishes_per_second
     if peak is None:
         return
