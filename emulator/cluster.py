@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +42,9 @@ from urllib.parse import urlsplit
 
 import msgpack  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.emulator.ably_hub import DELIVERED, LEAVE, PRESENT, Outbound
 from relay.emulator.hub import CACHE_MISS_INTERVAL, AppState
@@ -58,24 +62,61 @@ START_SECONDS = 10.0  # the longest connecting to Redis may take at start-up bef
 # Publishes on the bus: kind, node, app, channel, excluded socket id, 5 KiB units of the data (one per event, comma
 # separated), body. P: an HTTP API publish, C: a client event (each with its Pusher frame), A: an Ably publish.
 _PUBLISHES = ("P", "C", "A")
-# KEYS: counter hash, pending key. ARGV: field, delta, pending ttl (ms). Returns 1 on 0→1 (send the "up" webhook),
-# -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook).
+# KEYS: counter hash, pending key, the counting node's state hash, this count's result key. ARGV: field, delta,
+# pending ttl (ms), the node's state field for this count, its value. The counter moves only if the node's state
+# field does (set on +1, deleted on -1), in the same script, so counting what a reconciliation already counted changes
+# nothing; and a count run again under the same result key (a batch retried after a dropped connection, whose first
+# run may have happened with its answer lost) answers what the first run did. Returns 1 on 0→1 (send the "up"
+# webhook), -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook).
+# A hold's pending key holds the result key that made it: the hold's id, which its release checks.
 _COUNT_SCRIPT = """
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-if tonumber(ARGV[2]) > 0 then
-  if n == 1 then
-    if redis.call('DEL', KEYS[2]) == 1 then return 0 end
-    return 1
+local done = redis.call('GET', KEYS[4])
+if done then return tonumber(done) end
+local function count()
+  if tonumber(ARGV[2]) > 0 then
+    if redis.call('HSET', KEYS[3], ARGV[4], ARGV[5]) == 0 then return 0 end
+  elseif redis.call('HDEL', KEYS[3], ARGV[4]) == 0 then
+    return 0
+  end
+  local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+  if tonumber(ARGV[2]) > 0 then
+    if n == 1 then
+      if redis.call('DEL', KEYS[2]) == 1 then return 0 end
+      return 1
+    end
+    return 0
+  end
+  if n <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    redis.call('SET', KEYS[2], KEYS[4], 'PX', ARGV[3])
+    return -1
   end
   return 0
 end
-if n <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-  return -1
-end
+local result = count()
+redis.call('SET', KEYS[4], result, 'PX', 60000)
+return result
+"""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The batch the write task is running. A retried batch makes the same counts in the same order, so the n-th count
+    of a batch has the same result key in both runs, and the counts whose answer was acted on are not acted on again.
+    """
+
+    number: int
+    counts: int = 0
+    answered: set[int] = field(default_factory=set)
+
+
+# KEYS: pending key. ARGV: the hold's id. Deletes the key only if it is still that hold's: a stale timer (this node's
+# or another's, from a hold that was cancelled and made again since) does not release a newer hold early.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("relay_cluster_batch", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +128,8 @@ class NodeState:
     users: set[tuple[str, str]] = field(default_factory=set)
     # Ably members: (app, channel, connection id, client id) → their PRESENT item, packed (data may be binary).
     ably_members: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    # The channels this node counts in the channel counters (its `channel_occupied` without a `channel_vacated`).
+    occupied: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
     def parse(cls, fields: Mapping[str, str]) -> NodeState:
@@ -106,6 +149,8 @@ class NodeState:
                     state.members[(app_id, channel, user_id)] = value
                 elif kind == "u":
                     state.users.add((app_id, json.loads(tail)))
+                elif kind == "o":
+                    state.occupied.add((app_id, tail))
             except (ValueError, TypeError):
                 log.warning("unreadable field in a node's state skipped: %.200r", key)
         return state
@@ -117,6 +162,7 @@ class NodeState:
             app_id = state.app.app_id
             for name, channel in state.channels.items():
                 node.subscriptions[(app_id, name)] = len(channel.subscribers)
+                node.occupied.add((app_id, name))
                 for user_id, entry in channel.members.items():
                     node.members[(app_id, name, user_id)] = entry.user_info_json
             node.users.update((app_id, user_id) for user_id in state.users)
@@ -131,7 +177,12 @@ class NodeState:
         encoded.update({_member_field(*key): info for key, info in self.members.items()})
         encoded.update({_user_field(*key): "1" for key in self.users})
         encoded.update({_ably_member_field(*key): item for key, item in self.ably_members.items()})
+        encoded.update({_occupied_field(*key): "1" for key in self.occupied})
         return encoded
+
+
+def _occupied_field(app_id: str, channel: str) -> str:
+    return _SEP.join(("o", app_id, channel))
 
 
 def _member_field(app_id: str, channel: str, user_id: str) -> str:
@@ -216,15 +267,21 @@ class RedisCluster:
         self._queue: asyncio.Queue[tuple[int, Operation]] = asyncio.Queue()
         self._epoch = 0
         self._accepting = False  # False while Redis is away: operations are dropped at once (the queue stays bounded)
-        self._held: dict[str, tuple[asyncio.TimerHandle, str, dict[str, object]]] = {}  # delayed webhooks, by key
+        # Delayed webhooks, by pending key: the timer, the app, the webhook, the hold's id.
+        self._held: dict[str, tuple[asyncio.TimerHandle, str, dict[str, object], str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty_counts: dict[tuple[str, str], int] = {}
         self._count_script = self._redis.register_script(_COUNT_SCRIPT)
+        self._release_script = self._redis.register_script(_RELEASE_SCRIPT)
         self._connected = asyncio.Event()
         self._recovering = asyncio.Lock()
         self._pubsub: Any = None
         self._known_nodes: set[int] = set()
         self.lost_operations = 0
+        self._instance = secrets.token_hex(6)  # result keys of a node restarted with the same id are not its own
+        self._batches = 0
+        self._unreconciled = False  # operations were lost and Redis is not reconciled with this node yet
+        self._rejoined_at = float("-inf")  # when this node registered again after an outage
         self._key_prefix = f"{settings.prefix}:"
 
     # -- keys -------------------------------------------------------------------------------------------------
@@ -260,9 +317,9 @@ class RedisCluster:
     async def close(self) -> None:
         # The connections just closed queued their vacates; held webhooks go now (as on a single node), not never.
         await self._drain()
-        for pending, (handle, app_id, event) in list(self._held.items()):
+        for pending, (handle, app_id, event, hold) in list(self._held.items()):
             handle.cancel()
-            self._release_now(pending, app_id, event)
+            self._release_now(pending, app_id, event, hold)
         await self._drain()
         for task in self._tasks:
             task.cancel()
@@ -297,8 +354,13 @@ class RedisCluster:
                 await self._queue.join()
 
     async def _subscribe(self) -> Any:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.bus)
+        pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.bus)
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+            raise
         return pubsub
 
     async def _register(self) -> None:
@@ -322,18 +384,23 @@ class RedisCluster:
         fields: dict[str, str] = await self._redis.hgetall(self._key("nodestate", node))  # type: ignore[assignment]
         return NodeState.parse(fields)
 
-    async def _reconcile(self) -> None:
-        """Make ``nodestate`` and the webhook counters match what this node holds (after a start or an outage)."""
+    async def _reconcile(self, *, new_epoch: bool = True) -> None:
+        """Make ``nodestate`` and the webhook counters match what this node holds (after a start or an outage, or
+        after operations were lost). ``new_epoch`` drops what is still queued (an outage's stale publishes); without
+        it the queue runs on after this, which the counting script makes safe (what this counted is not again)."""
         stored = await self._node_state(self.node_id)
-        self._epoch += 1  # from here on what changes is queued for this connection; what came before is in `held`
+        if new_epoch:
+            self._epoch += 1  # from here on what changes is queued for this connection; what came before is in `held`
         self._accepting = True
         held = NodeState.of(self._states.values())
-        for app_id, channel in held.subscriptions.keys() - stored.subscriptions.keys():
+        self._unreconciled = False
+        for app_id, channel in held.occupied - stored.occupied:
             await self._count_channel(app_id, channel, +1)
-        for app_id, channel in stored.subscriptions.keys() - held.subscriptions.keys():
+        for app_id, channel in stored.occupied - held.occupied:
             await self._count_channel(app_id, channel, -1)
-        for app_id, channel, user_id in held.members.keys() - stored.members.keys():
-            await self._count_member(app_id, channel, user_id, +1)
+        for (app_id, channel, user_id), info in held.members.items():
+            if (app_id, channel, user_id) not in stored.members:
+                await self._count_member(app_id, channel, user_id, +1, info)
         for app_id, channel, user_id in stored.members.keys() - held.members.keys():
             await self._count_member(app_id, channel, user_id, -1)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -430,17 +497,14 @@ class RedisCluster:
         field_name = _member_field(app_id, channel, user_id)
 
         async def join(pipe: Any) -> None:
-            pipe.hset(self._key("nodestate", self.node_id), field_name, user_info_json)
             await self._announce("m+", app_id, channel, user_id, user_info_json)(pipe)
-            await self._count_member(app_id, channel, user_id, +1)
+            if await self._count_member(app_id, channel, user_id, +1, user_info_json) == 0:
+                pipe.hset(self._key("nodestate", self.node_id), field_name, user_info_json)  # the info may be new
 
         self._enqueue(join)
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None:
-        field_name = _member_field(app_id, channel, user_id)
-
         async def leave(pipe: Any) -> None:
-            pipe.hdel(self._key("nodestate", self.node_id), field_name)
             await self._announce("m-", app_id, channel, user_id)(pipe)
             await self._count_member(app_id, channel, user_id, -1)
 
@@ -482,41 +546,70 @@ class RedisCluster:
 
     # -- webhook counters -------------------------------------------------------------------------------------
 
-    async def _count(self, counter: str, pending: str, field_name: str, delta: int, app_id: str) -> int:
+    async def _count(
+        self, counter: str, pending: str, field_name: str, delta: int, app_id: str, node: int, held: tuple[str, str]
+    ) -> tuple[int, str]:
+        """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1);
+        the script's answer, and the id of the hold it makes on -1."""
         state = self._states[app_id]
         hold_ms = int((state.app.webhook_delay + 30) * 1000)
-        result: int = await self._count_script(keys=[counter, pending], args=[field_name, delta, hold_ms])
+        batch = _BATCH.get()
+        if batch is None:  # a reconciliation or a settlement, run once
+            self._batches += 1
+            tag = f"x{self._batches}"
+        else:
+            batch.counts += 1
+            if batch.counts in batch.answered:  # done in the failed run, and its webhook sent or held then
+                return 0, ""
+            tag = f"{batch.number}.{batch.counts}"
+        result_key = self._key("counted", self.node_id, self._instance, tag)
+        keys = [counter, pending, self._key("nodestate", node), result_key]
+        result: int = await self._count_script(keys=keys, args=[field_name, delta, hold_ms, *held])
+        if batch is not None:
+            batch.answered.add(batch.counts)
+        return result, result_key
+
+    async def _count_channel(self, app_id: str, channel: str, delta: int, node: int | None = None) -> None:
+        pending = self._key("vacating", app_id, channel)
+        held = (_occupied_field(app_id, channel), "1")
+        node = self.node_id if node is None else node
+        result, hold = await self._count(self._key("occ", app_id), pending, channel, delta, app_id, node, held)
+        event: dict[str, object] = {"name": "channel_occupied" if delta > 0 else "channel_vacated", "channel": channel}
+        self._webhook(app_id, result, pending, event, hold)
+
+    async def _count_member(
+        self, app_id: str, channel: str, user_id: str, delta: int, info: str = "", node: int | None = None
+    ) -> int:
+        pending = self._key("leaving", app_id, channel, user_id)
+        held = (_member_field(app_id, channel, user_id), info)
+        node = self.node_id if node is None else node
+        counter = self._key("mem", app_id, channel)
+        result, hold = await self._count(counter, pending, user_id, delta, app_id, node, held)
+        name = "member_added" if delta > 0 else "member_removed"
+        self._webhook(app_id, result, pending, {"name": name, "channel": channel, "user_id": user_id}, hold)
         return result
 
-    async def _count_channel(self, app_id: str, channel: str, delta: int) -> None:
-        pending = self._key("vacating", app_id, channel)
-        result = await self._count(self._key("occ", app_id), pending, channel, delta, app_id)
-        event: dict[str, object] = {"name": "channel_occupied" if delta > 0 else "channel_vacated", "channel": channel}
-        self._webhook(app_id, result, pending, event)
-
-    async def _count_member(self, app_id: str, channel: str, user_id: str, delta: int) -> None:
-        pending = self._key("leaving", app_id, channel, user_id)
-        result = await self._count(self._key("mem", app_id, channel), pending, user_id, delta, app_id)
-        name = "member_added" if delta > 0 else "member_removed"
-        self._webhook(app_id, result, pending, {"name": name, "channel": channel, "user_id": user_id})
-
-    def _webhook(self, app_id: str, result: int, pending: str, event: dict[str, object]) -> None:
+    def _webhook(self, app_id: str, result: int, pending: str, event: dict[str, object], hold: str) -> None:
         state = self._states[app_id]
         if result == 1:
             state.webhooks.emit(event)
         elif result == -1:
+            stale = self._held.pop(pending, None)
+            if stale is not None:  # a hold this node made before, cancelled since by a return: its timer must not run
+                stale[0].cancel()
             handle = asyncio.get_running_loop().call_later(
-                state.app.webhook_delay, self._release_now, pending, app_id, event
+                state.app.webhook_delay, self._release_now, pending, app_id, event, hold
             )
-            self._held[pending] = (handle, app_id, event)
+            self._held[pending] = (handle, app_id, event, hold)
 
-    def _release_now(self, pending: str, app_id: str, event: dict[str, object]) -> None:
-        self._held.pop(pending, None)
-        self._enqueue(self._release(app_id, pending, event))
+    def _release_now(self, pending: str, app_id: str, event: dict[str, object], hold: str) -> None:
+        if self._held.get(pending, (None, None, None, hold))[3] == hold:
+            self._held.pop(pending, None)
+        self._enqueue(self._release(app_id, pending, event, hold))
 
-    def _release(self, app_id: str, pending: str, event: dict[str, object]) -> Operation:
+    def _release(self, app_id: str, pending: str, event: dict[str, object], hold: str) -> Operation:
         async def release(pipe: Any) -> None:
-            if await self._redis.delete(pending) == 1:
+            if await self._release_script(keys=[pending], args=[hold]) == 1:
                 self._states[app_id].webhooks.emit(event)
 
         return release
@@ -532,21 +625,69 @@ class RedisCluster:
             await self._connected.wait()
             operations = [operation for epoch, operation in queued if epoch == self._epoch]
             self.lost_operations += len(queued) - len(operations)
+            counts, self._dirty_counts = self._dirty_counts, {}
+            self._batches += 1
+            batch = _Batch(self._batches)
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for operation in operations:
-                        await operation(pipe)
-                    self._flush_counts(pipe)
-                    await pipe.execute()
+                await self._run(batch, operations, counts)
             except (RedisError, OSError) as exc:
-                self.lost_operations += len(operations)
-                await self._recover(exc)
+                await self._failed(batch, operations, counts, exc)
             finally:
                 for _ in queued:
                     self._queue.task_done()
 
-    def _flush_counts(self, pipe: Any) -> None:
-        counts, self._dirty_counts = self._dirty_counts, {}
+    async def _run(self, batch: _Batch, operations: list[Operation], counts: Mapping[tuple[str, str], int]) -> None:
+        batch.counts = 0
+        token = _BATCH.set(batch)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for operation in operations:
+                    await operation(pipe)
+                self._flush_counts(pipe, counts)
+                await pipe.execute()
+        finally:
+            _BATCH.reset(token)
+
+    async def _failed(
+        self, batch: _Batch, operations: list[Operation], counts: Mapping[tuple[str, str], int], exc: BaseException
+    ) -> None:
+        """A batch failed. A dropped connection (an idle timeout, a CLIENT KILL) with Redis still there: run it once
+        more on a fresh connection; each operation may run twice (a count answers what its first run did, and a
+        pipeline that failed sent nothing). Otherwise its operations are lost: reconcile Redis with what this node
+        holds, or, if Redis is gone, wait for it (the reconnection reconciles)."""
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)) and await self._reachable():
+            try:
+                await self._run(batch, operations, counts)
+                return
+            except (RedisError, OSError) as again:
+                exc = again
+        self.lost_operations += len(operations)
+        for key, count in counts.items():  # announced by the reconciliation's snapshot, or after the outage
+            self._dirty_counts.setdefault(key, count)
+        log.warning(
+            "%d cluster operation(s) lost to a Redis error (%s); reconciling this node's state in Redis",
+            len(operations),
+            type(exc).__name__,
+        )
+        self._unreconciled = True
+        if await self._reachable():
+            try:
+                await self._reconcile(new_epoch=False)
+                return
+            except (RedisError, OSError) as again:
+                exc = again
+        await self._recover(exc)  # Redis is back (or was never gone): the next heartbeat reconciles
+
+    async def _reachable(self) -> bool:
+        """Whether Redis answers on a fresh connection (the pool's idle ones may all have been dropped with the
+        one that failed: an idle timeout closes them all)."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+            await self._redis.ping()
+            return True
+        return False
+
+    def _flush_counts(self, pipe: Any, counts: Mapping[tuple[str, str], int]) -> None:
         for (app_id, channel), count in counts.items():
             field_name = _SEP.join(("s", app_id, channel))
             if count > 0:
@@ -571,15 +712,22 @@ class RedisCluster:
             delay = 0.1
             while True:
                 await asyncio.sleep(delay)
+                pubsub = None
                 try:
+                    # The pool's idle connections are from before the outage: each would fail once, and fail this try.
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
                     pubsub = await self._subscribe()
                     await self._register()
                 except (RedisError, OSError):
+                    if pubsub is not None:  # its subscription would stay on Redis, one more per failed try
+                        with contextlib.suppress(RedisError, OSError):
+                            await pubsub.aclose()
                     delay = min(delay * 2, self.settings.reconnect_max)
                     continue
                 stale, self._pubsub = self._pubsub, pubsub
                 with contextlib.suppress(RedisError, OSError):
                     await stale.aclose()
+                self._rejoined_at = asyncio.get_running_loop().time()
                 log.warning("Redis is back; cross-node delivery resumed")
                 return
 
@@ -607,20 +755,39 @@ class RedisCluster:
             await asyncio.sleep(interval)
             await self._connected.wait()
             try:
-                await self._redis.set(self._key("node", self.node_id), "1", px=int(self.settings.node_ttl * 1000))
-                if not await self._redis.sismember(self._key("nodes"), str(self.node_id)):
-                    # Stalled past node_ttl (a paused VM, a half-open connection): the others buried this node and
-                    # settled what it held. Join again, as after an outage, so they see its members once more.
-                    log.warning("this node was taken for dead by the cluster; registering again")
-                    await self._register()
-                alive = set(await self._live_nodes())
-                for node in [int(n) for n in await self._redis.smembers(self._key("nodes"))]:
-                    if node not in alive and node != self.node_id:
-                        await self._bury(node)
-                for node in self._known_nodes - alive - {self.node_id}:
-                    self._forget(node)
-            except (RedisError, OSError) as exc:
+                await self._beat()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # A dropped connection (an idle timeout closes the pool's connections between two beats): beat again
+                # on a fresh one if Redis is there, rather than miss a beat.
+                if not await self._reachable():
+                    await self._recover(exc)
+                    continue
+                try:
+                    await self._beat()
+                except (RedisError, OSError) as again:
+                    await self._recover(again)
+            except RedisError as exc:
                 await self._recover(exc)
+
+    async def _beat(self) -> None:
+        await self._redis.set(self._key("node", self.node_id), "1", px=int(self.settings.node_ttl * 1000))
+        if not await self._redis.sismember(self._key("nodes"), str(self.node_id)):
+            # Stalled past node_ttl (a paused VM, a half-open connection): the others buried this node and
+            # settled what it held. Join again, as after an outage, so they see its members once more.
+            log.warning("this node was taken for dead by the cluster; registering again")
+            await self._register()
+        elif self._unreconciled:  # operations were lost, and so was the reconciliation after them
+            await self._reconcile(new_epoch=False)
+        if asyncio.get_running_loop().time() - self._rejoined_at < self.settings.node_ttl:
+            # Back from an outage: the others may not be back yet (a restarted Redis lost their heartbeats and node
+            # set). They are gone only if they stay away past node_ttl, as during the outage.
+            return
+        alive = set(await self._live_nodes())
+        for node in [int(n) for n in await self._redis.smembers(self._key("nodes"))]:
+            if node not in alive and node != self.node_id:
+                await self._bury(node)
+        for node in self._known_nodes - alive - {self.node_id}:
+            self._forget(node)
 
     async def _bury(self, node: int) -> None:
         """A node's heartbeat expired: whoever removes it from the node set settles its webhook counters."""
@@ -632,10 +799,10 @@ class RedisCluster:
     async def _settle(self, node: int, held: NodeState) -> None:
         for app_id, channel, user_id in held.members:
             if app_id in self._states:
-                await self._count_member(app_id, channel, user_id, -1)
-        for app_id, channel in held.subscriptions:
+                await self._count_member(app_id, channel, user_id, -1, node=node)
+        for app_id, channel in held.occupied:
             if app_id in self._states:
-                await self._count_channel(app_id, channel, -1)
+                await self._count_channel(app_id, channel, -1, node=node)
         await self._redis.delete(self._key("nodestate", node))
 
     def _forget(self, node: int) -> None:

@@ -316,10 +316,10 @@ async def test_http_to_a_tls_emulator_says_to_use_https(
     ("body", "message"),
     [
         (b"[" * 3000, "webhook body is not valid JSON"),
-        (b'{"time_ms": Infinity, "events": []}', "webhook body must be {time_ms, events: [...]}"),
-        (b'{"time_ms": 1e400, "events": []}', "webhook body must be {time_ms, events: [...]}"),
+        (b'{"time_ms": Infinity, "events": []}', "webhook body is not valid JSON: Infinity is not a finite number"),
+        (b'{"time_ms": 1e400, "events": []}', "webhook body is not valid JSON: 1e400 is not a finite number"),
         (b'{"time_ms": ' + b"9" * 400 + b', "events": []}', "webhook body must be {time_ms, events: [...]}"),
-        (b'{"time_ms": NaN, "events": []}', "webhook body must be {time_ms, events: [...]}"),
+        (b'{"time_ms": NaN, "events": []}', "webhook body is not valid JSON: NaN is not a finite number"),
     ],
     ids=["nested", "infinity", "float-overflow", "int-overflow", "nan"],
 )
