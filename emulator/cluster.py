@@ -408,6 +408,14 @@ class RedisCluster:
             if held.fields():
                 pipe.hset(self._key("nodestate", self.node_id), mapping=dict(held.fields()))  # type: ignore[arg-type]
             pipe.publish(self.bus, "J" + json.dumps(["snapshot", self.node_id]))
+            for state in self._states.values():  # a restarted Redis lost the cache: what this node has goes back
+                now = state.clock()
+                for channel, (event, data, expires) in list(state.cache.items()):
+                    if expires > now:
+                        value = json.dumps([channel, event, data])
+                        key = self._key("cache", state.app.app_id, channel)
+                        ttl_left = max(1, int((expires - now) * 1000))
+                        pipe.set(key, value, px=ttl_left, nx=True)  # not over what another node stored meanwhile
             await pipe.execute()
 
     async def _load_cache(self) -> None:

@@ -1,0 +1,168 @@
+"""Cluster faults found by a bug hunt, with a real redis-server and real nodes: dropped Redis connections (an idle
+timeout, CLIENT KILL) must not lose what was being written."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import redis.asyncio as aioredis
+
+from tests.cluster.conftest import RedisServer
+from tests.cluster.test_cluster import Client, sdk
+from tests.cluster.test_cluster_webhooks import cluster_of, hooked, until
+from tests.conftest import StartEmulator
+from tests.webhook_receiver import Receiver
+
+
+async def redis_command(server: RedisServer, *args: object) -> object:
+    client = aioredis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        return await client.execute_command(*args)
+    finally:
+        await client.aclose()
+
+
+async def test_publishes_after_redis_closed_idle_connections_reach_the_other_node(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """A redis.conf `timeout` closes idle client connections: the next batch written on one used to fail and be
+    dropped (the other node missed those publishes); it is now written again on a fresh connection."""
+    await redis_command(redis_server, "CONFIG", "SET", "timeout", "1")
+    a = await start_emulator(redis_url=redis_server.url)
+    b = await start_emulator(redis_url=redis_server.url)
+    on_b = await Client.open(b)
+    await on_b.subscribe("news")
+    for tick in range(3):
+        await asyncio.sleep(2.2)  # Redis checks idle clients about every second: past 1 s idle plus that check
+        await asyncio.to_thread(sdk(a).trigger, "news", "tick", str(tick))
+        frame = await on_b.expect("tick", within=5)
+        assert frame["data"] == str(tick)
+    assert cluster_of(a).lost_operations == 0
+
+
+async def test_a_presence_join_written_on_a_killed_connection_reaches_the_cluster_once(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """CLIENT KILL (a proxy reset) drops the nodes' command connections: the join written next is run again on a
+    fresh connection, so the other node sees the member, and its counter and webhook count it once."""
+    a = await start_emulator(app=hooked(receiver), redis_url=redis_server.url)
+    b = await start_emulator(app=hooked(receiver), redis_url=redis_server.url)
+    watcher = await Client.open(b)
+    await watcher.subscribe("presence-room", "watcher")
+    await receiver.until(lambda: len(receiver.events(names={"member_added"})) == 1, within=5)
+    await until(lambda: cluster_of(a)._queue.empty())
+    await redis_command(redis_server, "CLIENT", "KILL", "TYPE", "normal")
+    alice = await Client.open(a)
+    await alice.subscribe("presence-room", "alice")
+    added = await watcher.expect("pusher_internal:member_added", within=5)
+    assert '"alice"' in added["data"]
+    await receiver.until(lambda: len(receiver.events(names={"member_added"})) == 2, within=5)
+    assert await redis_command(redis_server, "HGET", "relay:mem:1:presence-room", "alice") == "1"
+    await alice.ws.close()
+    await receiver.until(lambda: len(receiver.events(names={"member_removed"})) == 1, within=5)
+    await asyncio.sleep(0.5)
+    assert [e["user_id"] for e in receiver.events(names={"member_added"})] == ["watcher", "alice"]
+
+
+async def test_a_stale_hold_timer_on_another_node_does_not_release_a_newer_hold_early(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """alice leaves on A (A holds member_removed for webhook_delay), comes back on B (the hold is cancelled), leaves
+    on B (B holds it) and comes back on A before B's hold ends: no absence lasted webhook_delay, so no webhook. A's
+    stale timer used to fire first and delete B's pending key, sending member_removed and channel_vacated."""
+    delay = 3.0
+    a = await start_emulator(app=replace(hooked(receiver), webhook_delay=delay), redis_url=redis_server.url)
+    b = await start_emulator(app=replace(hooked(receiver), webhook_delay=delay), redis_url=redis_server.url)
+    loop = asyncio.get_running_loop()
+    first = await Client.open(a)
+    await first.subscribe("presence-room", "alice")
+    await receiver.until(lambda: len(receiver.events(names={"member_added"})) == 1, within=5)
+    await until(lambda: cluster_of(a)._queue.empty())
+    start = loop.time()
+    await first.ws.close()  # A holds member_removed and channel_vacated until start + delay
+    await until(lambda: bool(cluster_of(a)._held))
+    second = await Client.open(b)
+    await second.subscribe("presence-room", "alice")  # cancels A's hold (its pending key), within delay
+    for _ in range(200):
+        if not await redis_command(redis_server, "EXISTS", "relay:leaving:1:presence-room:alice"):
+            break
+        await asyncio.sleep(0.05)
+    assert cluster_of(a)._held, "A's timer ran before the return; the test proves nothing"
+    await asyncio.sleep(max(0.0, start + delay / 2 - loop.time()))
+    await second.ws.close()  # B holds them until start + 1.5 delay
+    await until(lambda: bool(cluster_of(b)._held))
+    await asyncio.sleep(max(0.0, start + delay * 1.25 - loop.time()))  # A's stale timer has run (at start + delay)
+    third = await Client.open(a)
+    await third.subscribe("presence-room", "alice")
+    assert loop.time() < start + delay * 1.5, "too slow to come back within B's hold; the test proves nothing"
+    await until(lambda: not cluster_of(b)._held and cluster_of(a)._queue.empty())
+    await asyncio.sleep(0.5)
+    names = sorted(event["name"] for event in receiver.events())
+    assert names == ["channel_occupied", "member_added"]
+
+
+async def test_reconnecting_after_a_redis_restart_leaves_one_bus_subscription_per_node(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """The first reconnection attempt used to fail on a pooled connection from before the restart, and each failed
+    attempt left its bus subscription open on Redis (PUBSUB NUMSUB grew with every outage)."""
+    a = await start_emulator(redis_url=redis_server.url)
+    for _ in range(2):
+        redis_server.stop()
+        await until(lambda: not cluster_of(a)._connected.is_set())
+        redis_server.start()
+        await until(lambda: cluster_of(a)._connected.is_set())
+        await asyncio.sleep(0.3)  # a subscription closed last is gone from Redis by then
+        assert await redis_command(redis_server, "PUBSUB", "NUMSUB", "relay:bus") == ["relay:bus", 1]
+
+
+async def test_a_short_redis_restart_does_not_make_remote_members_leave(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """Redis restarted (its data gone) for well under node_ttl: the node back first used to forget the other at its
+    first heartbeat, before that one registered again, and its clients saw every remote member leave and re-join.
+    B is made to register 1 s after Redis is back (its own retry back-off may be that long)."""
+    a = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
+    b = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
+    watcher = await Client.open(a)
+    await watcher.subscribe("presence-room", "watcher")
+    bob = await Client.open(b)
+    await bob.subscribe("presence-room", "bob")
+    await watcher.expect("pusher_internal:member_added")
+    register = cluster_of(b)._register
+
+    async def late_register() -> None:
+        await asyncio.sleep(1.0)
+        await register()
+
+    cluster_of(b)._register = late_register  # type: ignore[method-assign]
+    redis_server.stop()
+    await until(lambda: not cluster_of(a)._connected.is_set() and not cluster_of(b)._connected.is_set())
+    redis_server.start()
+    await until(lambda: cluster_of(a)._connected.is_set())
+    await until(lambda: cluster_of(b)._connected.is_set())
+    await asyncio.sleep(1.5)  # A's heartbeats (every node_ttl / 3) have run since
+    await watcher.silent(within=0.5)
+    users = await asyncio.to_thread(sdk(a).users_info, "presence-room")
+    assert sorted(user["id"] for user in users["users"]) == ["bob", "watcher"]
+
+
+async def test_the_cache_is_written_back_to_a_redis_that_lost_it(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """After a Redis restart (its data gone) a node started later found the cache channel empty, though the node that
+    holds the entry was back; the reconciliation now writes the node's cache back, with its remaining TTL."""
+    a = await start_emulator(redis_url=redis_server.url)
+    await asyncio.to_thread(sdk(a).trigger, "cache-price", "tick", "41")
+    await until(lambda: cluster_of(a)._queue.empty())
+    redis_server.stop()
+    await until(lambda: not cluster_of(a)._connected.is_set())
+    redis_server.start()
+    await until(lambda: cluster_of(a)._connected.is_set())
+    ttl = await redis_command(redis_server, "PTTL", "relay:cache:1:cache-price")
+    assert isinstance(ttl, int) and 0 < ttl <= 1000 * a.app.cache_ttl
+    late = await start_emulator(redis_url=redis_server.url)
+    client = await Client.open(late)
+    await client.subscribe("cache-price")
+    assert (await client.expect("tick"))["data"] == "41"
