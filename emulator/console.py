@@ -142,7 +142,9 @@ class Operations:
         """Answer an authorized request for the console, /metrics or /usage."""
         own_origin = (("Access-Control-Allow-Origin", self._own_origin(headers)),)
         if path == "/metrics":
-            text = metrics.render(self.node.states.values(), self.metrics, ready=self.ready)
+            cluster = self.node.cluster
+            lost = 0 if cluster is None else cluster.lost_operations
+            text = metrics.render(self.node.states.values(), self.metrics, ready=self.ready, cluster_lost=lost)
             return Response(200, text.encode(), (("Content-Type", metrics.CONTENT_TYPE), *own_origin))
         if path == "/usage":
             meters = [state.meter for state in self.node.states.values()]

@@ -102,8 +102,8 @@ class _Writer:
         self.lines.append(f"{name}_count {histogram.count}")
 
 
-def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool) -> str:
-    """The exposition text for every app and the node."""
+def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool, cluster_lost: int = 0) -> str:
+    """The exposition text for every app and the node (``cluster_lost``: Redis operations this node lost)."""
     apps = list(states)
     out = _Writer()
 
@@ -166,6 +166,12 @@ def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool) -> str
         "counter",
         "WebSocket connections refused after the upgrade, by Pusher error code",
         [({"code": str(code)}, count) for code, count in sorted(node.refused.items())],
+    )
+    out.family(
+        "relay_cluster_lost_operations_total",
+        "counter",
+        "Cluster operations lost to a Redis error, then reconciled (always 0 without --redis-url)",
+        [({}, cluster_lost)],
     )
     out.histogram(
         "relay_publish_to_write_seconds",

@@ -12,6 +12,7 @@ from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, sdk
 from tests.cluster.test_cluster_webhooks import cluster_of, hooked, until
 from tests.conftest import StartEmulator
+from tests.operations.test_metrics import scrape
 from tests.webhook_receiver import Receiver
 
 
@@ -166,3 +167,18 @@ async def test_the_cache_is_written_back_to_a_redis_that_lost_it(
     client = await Client.open(late)
     await client.subscribe("cache-price")
     assert (await client.expect("tick"))["data"] == "41"
+
+
+async def test_metrics_count_the_cluster_operations_a_node_lost(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """What a node could not write to Redis, even on a fresh connection, is reconciled and counted: /metrics shows
+    the node's count (0 while nothing was lost, and without --redis-url)."""
+    clustered = await start_emulator(redis_url=redis_server.url)
+    single = await start_emulator()
+    assert (await scrape(clustered.http_url))[0][("relay_cluster_lost_operations_total", ())] == 0
+    assert (await scrape(single.http_url))[0][("relay_cluster_lost_operations_total", ())] == 0
+    cluster_of(clustered).lost_operations += 3  # as _failed counts a batch that could not be written
+    samples, kinds = await scrape(clustered.http_url)
+    assert samples[("relay_cluster_lost_operations_total", ())] == 3
+    assert kinds["relay_cluster_lost_operations"] == "counter"
