@@ -108,6 +108,7 @@ def parse_url(url: str) -> ProviderConfig:
     if scheme == "memory":
         options = dict(parse_qsl(parts.query.replace("+", "%2B")))
         master_key = _master_key(options.pop("encryption_master_key", None))
+        _refuse_unknown_options(scheme, options, "encryption_master_key")
         return ProviderConfig(scheme="memory", host=parts.hostname or "", encryption_master_key=master_key)
     if scheme == "ably" and parts.path not in (("", "/") if "@" in parts.netloc else ("",)):
         # An Ably URL has no path: what urlsplit took for one began at a '/' in the secret (never echoed here), and
@@ -129,11 +130,7 @@ def parse_url(url: str) -> ProviderConfig:
     _refuse_misplaced_options(scheme, options)
     master_key = _master_key(options.pop("encryption_master_key", None))
     client_events = _flag(options.pop("client_events", "false"), "client_events")
-    if options:
-        # A misspelt option would be dropped, and the error it leads to would name the option the URL seems to have
-        unknown = ", ".join(sorted(options))
-        known = "tls, client_events" if scheme == "ably" else "tls, encryption_master_key"
-        raise ConfigError(f"{scheme}:// URL has unknown option(s) {unknown}; the options are {known}")
+    _refuse_unknown_options(scheme, options, "tls, client_events" if scheme == "ably" else "tls, encryption_master_key")
     host = parts.hostname or ""
     if host and not _is_host(host):
         raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address")
@@ -156,6 +153,13 @@ def parse_url(url: str) -> ProviderConfig:
     if scheme == "pusher" and port is None and "." not in host and ":" not in host and host != "localhost":
         host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1" (a host with a port is a host)
     return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key)
+
+
+def _refuse_unknown_options(scheme: str, options: Mapping[str, str], known: str) -> None:
+    """A misspelt option would be dropped, and the error it leads to would name the option the URL seems to have."""
+    if options:
+        unknown = ", ".join(sorted(options))
+        raise ConfigError(f"{scheme}:// URL has unknown option(s) {unknown}; the options are {known}")
 
 
 _CLIENT_EVENTS_SETTING = {

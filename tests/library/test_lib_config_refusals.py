@@ -86,6 +86,11 @@ ABLY = "ably://appid.keyid:s@rest.ably.io"
             f"mirror:pusher://k:s@eu/apps/1|{ABLY}?client_events=yes&tls=yes&timeout=3",
             "ably:// URL has unknown option(s) timeout",
         ),
+        # memory:// dropped every option but the key: a test's misspelt option changed nothing, silently.
+        (
+            "memory://tests?encryption_masterkey=x&tls=false",
+            "memory:// URL has unknown option(s) encryption_masterkey, tls; the options are encryption_master_key",
+        ),
     ],
 )
 def test_client_events_and_unknown_options_are_refused_where_they_do_not_belong(url: str, message: str) -> None:
