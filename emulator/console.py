@@ -125,9 +125,9 @@ class Operations:
             return json_response(200 if ready else 503, {"status": "ready" if ready else "draining"})
         own_origin = (("Access-Control-Allow-Origin", self._own_origin(headers)),)
         response = self._authorize(query, headers) or self._protected(transport, method, path, query, headers, body)
-        if response is STREAMING or any(name == "Access-Control-Allow-Origin" for name, _ in response.headers):
+        if response is STREAMING:
             return response
-        # Refusals and errors too: a response without the header would get the Pusher API's "*" (any origin).
+        # Every answer, refusals and errors too: without the header it would get the Pusher API's "*" (any origin).
         return Response(response.status, response.body, (*response.headers, *own_origin))
 
     def _protected(
@@ -139,20 +139,19 @@ class Operations:
         headers: Sequence[tuple[str, str]],
         body: bytes,
     ) -> Response:
-        """Answer an authorized request for the console, /metrics or /usage."""
-        own_origin = (("Access-Control-Allow-Origin", self._own_origin(headers)),)
+        """Answer an authorized request for the console, /metrics or /usage (``handle`` adds the origin header)."""
         if path == "/metrics":
             cluster = self.node.cluster
             lost = 0 if cluster is None else cluster.lost_operations
             text = metrics.render(self.node.states.values(), self.metrics, ready=self.ready, cluster_lost=lost)
-            return Response(200, text.encode(), (("Content-Type", metrics.CONTENT_TYPE), *own_origin))
+            return Response(200, text.encode(), (("Content-Type", metrics.CONTENT_TYPE),))
         if path == "/usage":
             meters = [state.meter for state in self.node.states.values()]
             if dict(query).get("summary") in ("1", "true"):
                 document = usage_summary(meters)
             else:
                 document = usage_document(meters, generated_by=generated_by())
-            return Response(200, dumps(document).encode(), (("Content-Type", "application/json"), *own_origin))
+            return Response(200, dumps(document).encode(), (("Content-Type", "application/json"),))
         if path in ("/console", "/console/"):
             page = importlib.resources.files("relay.emulator").joinpath("console.html").read_bytes()
             return Response(
@@ -163,12 +162,11 @@ class Operations:
                     ("Cache-Control", "no-store"),
                     ("X-Frame-Options", "DENY"),
                     ("Referrer-Policy", "no-referrer"),
-                    *own_origin,
                 ),
             )
         if path == "/console/apps":
             apps = [{"app_id": s.app.app_id, "key": s.app.key} for s in self.node.states.values()]
-            return Response(200, dumps({"apps": apps}).encode(), (("Content-Type", "application/json"), *own_origin))
+            return Response(200, dumps({"apps": apps}).encode(), (("Content-Type", "application/json"),))
         if path == "/console/events":
             state = self.node.states.get(dict(query).get("app", ""))
             if state is None:
@@ -177,7 +175,7 @@ class Operations:
             return STREAMING
         if method != "POST":
             return error_response(405, "/console/publish accepts POST only")
-        return self._publish(headers, body, own_origin)
+        return self._publish(headers, body)
 
     @property
     def ready(self) -> bool:
@@ -267,9 +265,7 @@ class Operations:
 
     # -- the console's test publish ---------------------------------------------------------------------------
 
-    def _publish(
-        self, headers: Sequence[tuple[str, str]], body: bytes, own_origin: tuple[tuple[str, str], ...]
-    ) -> Response:
+    def _publish(self, headers: Sequence[tuple[str, str]], body: bytes) -> Response:
         origin = _header(headers, "origin")
         host = _header(headers, "host")
         if origin is not None and urlsplit(origin).netloc != host:
@@ -294,7 +290,7 @@ class Operations:
         state.publish(channel, event, data)
         log.info("console publish", extra={"app_id": state.app.app_id, "channel": channel, "event": event})
         answer = dumps({"ok": True, "recipients": reached}).encode()
-        return Response(200, answer, (("Content-Type", "application/json"), *own_origin))
+        return Response(200, answer, (("Content-Type", "application/json"),))
 
     # -- the console's live stream ----------------------------------------------------------------------------
 
