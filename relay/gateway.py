@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,6 +36,8 @@ from relay.models import Event, User, WebhookEvent
 from relay.protocol.channels import classify
 from relay.rules import ChannelRules, compile_pattern
 from relay.web import channel_auth_body_async, error_response, request_fields, socket_id_placeholder, user_auth_body
+
+log = logging.getLogger("relay.gateway")
 
 MAX_BODY_BYTES = 1_048_576
 MAX_AUTH_BODY_BYTES = 16_384  # pusher-js posts socket_id and channel_name, plus whatever params the app adds
@@ -491,6 +494,35 @@ class RequestGuard:
             await self.app(scope, _replay(body, receive), send)
 
 
+class InternalErrorGuard:
+    """ASGI middleware inside CORS for what no handler caught (a bug, or a ``webhook_hook`` that raised). Starlette
+    answers those from its outermost layer, outside CORS, in plain text a browser's page cannot read; here they are
+    logged with their traceback and answered as the routes answer errors, ``{"error": "…"}``, with the CORS headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            if started:  # part of the answer is out: nothing sound can follow it, so the connection is dropped
+                raise
+            log.exception("unhandled error answering %s %s", scope["method"], route_path(scope))
+            answer = JSONResponse({"error": "internal error: the gateway's log has the details"}, status_code=500)
+            await answer(scope, receive, send)
+
+
 def route_path(scope: Scope) -> str:
     """The request's path inside the app: mounted under a prefix, the scope's path starts with its ``root_path``
     (as Starlette keeps it now; older versions removed it), and the guard's fixed paths would match nothing."""
@@ -683,6 +715,7 @@ def _ably_client_options(config: ProviderConfig) -> dict[str, Any]:
 def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = None) -> FastAPI:
     client = AsyncRelay(settings.relay_url)
     app = FastAPI(title="Relay gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
+    app.add_middleware(InternalErrorGuard)
     app.add_middleware(RequestGuard, settings=settings)
     if settings.cors_origins:  # outermost, so a browser can read the guard's refusals too
         app.add_middleware(

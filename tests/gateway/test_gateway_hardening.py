@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from relay.adapters.ably import AblyAdapter
 from relay.config import parse_url
 from relay.errors import ConfigError, InvalidChannelName
 from relay.gateway import MAX_AUTH_BODY_BYTES, MAX_BODY_BYTES, GatewaySettings, create_app, route_path
+from relay.models import WebhookEvent
+from relay.protocol.signing import webhook_signature
 from tests.cli_support import assert_refused, run_relay, write
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import (
@@ -212,6 +215,36 @@ async def test_a_capitalised_cors_origin_matches_the_browser_s(
     assert (other.status_code, other.text) == (400, "Disallowed CORS origin")
     assert allowed.status_code == 200, allowed.text
     assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+async def test_an_unhandled_error_is_a_logged_json_500_a_browser_can_read(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette answers what no handler caught outside CORS, as plain text: the page saw only a network error."""
+    calls: list[int] = []
+
+    async def failing_hook(events: list[WebhookEvent]) -> None:
+        calls.append(len(events))
+        if len(calls) == 1:
+            raise RuntimeError("the application's hook failed")
+
+    settings = GatewaySettings(relay_url=emulator_url(emulator), cors_origins=("http://localhost:3000",))
+    body = json.dumps({"time_ms": int(time.time() * 1000), "events": [{"name": "channel_vacated", "channel": "c"}]})
+    signed = {
+        "origin": "http://localhost:3000",
+        "x-pusher-key": emulator.app.key,
+        "x-pusher-signature": webhook_signature(emulator.app.secret, body.encode()),
+    }
+    async with serve_asgi(create_app(settings, webhook_hook=failing_hook)) as url, httpx.AsyncClient() as http:
+        failed = await http.post(f"{url}/v1/webhooks", content=body, headers=signed)
+        retried = await http.post(f"{url}/v1/webhooks", content=body, headers=signed)
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "internal error: the gateway's log has the details"}
+    assert failed.headers["access-control-allow-origin"] == "http://localhost:3000"
+    [record] = [r for r in caplog.records if r.name == "relay.gateway"]
+    assert record.getMessage() == "unhandled error answering POST /v1/webhooks"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "the application's hook failed"
+    assert (retried.status_code, retried.json(), calls) == (200, {"events": 1}, [1, 1])
 
 
 # -- 4. the Authorization header ------------------------------------------------------------------------------------
