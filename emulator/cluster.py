@@ -19,7 +19,10 @@ them (the one whose ``SREM`` on the node set succeeds) settles the dead node's s
 
 Webhooks fire once per cluster transition: counters in Redis count the nodes that hold a channel (or a member), and
 only the node that moves a counter from 0 to 1 (or 1 to 0) sends the webhook. A held ``channel_vacated`` or
-``member_removed`` is a Redis key; whoever comes back first deletes it, which cancels the pending webhook.
+``member_removed`` is a Redis key; whoever comes back first deletes it, which cancels the pending webhook. The hold is
+also in a sorted set by its due time (Redis's clock): the node that made it releases it with its own timer, and if it
+cannot (it was killed, or cut off from Redis when the timer ran), another node's sweep, or its own once Redis is back,
+takes it a little later and sends it. Whoever deletes the key sends the webhook, so it is sent once.
 
 During a Redis outage each node keeps serving its local subscribers; what is published meanwhile reaches only the
 node it was published on, and other nodes' state changes arrive after the reconnection, when every node
@@ -59,16 +62,25 @@ _ABLY_MEMBER_KEYS = ("id", "clientId", "connectionId")
 _SEP = "\x1f"
 CLOSE_SECONDS = 3.0  # the longest each step of leaving the cluster may take
 START_SECONDS = 10.0  # the longest connecting to Redis may take at start-up before it is given up
+HOLD_SWEEP_SECONDS = 1.0  # how often each node looks for held webhooks that their own node did not release
+# How long past its due time a hold is left to the node that made it (whose timer runs at about that time, and whose
+# release may wait behind a batch) before another node takes it.
+HOLD_GRACE_SECONDS = 2.0
+_SWEEP_LIMIT = 100  # holds taken by one script run: a backlog (after an outage) is taken in several
 # Publishes on the bus: kind, node, app, channel, excluded socket id, 5 KiB units of the data (one per event, comma
 # separated), body. P: an HTTP API publish, C: a client event (each with its Pusher frame), A: an Ably publish.
 _PUBLISHES = ("P", "C", "A")
-# KEYS: counter hash, pending key, the counting node's state hash, this count's result key. ARGV: field, delta,
-# pending ttl (ms), the node's state field for this count, its value. The counter moves only if the node's state
-# field does (set on +1, deleted on -1), in the same script, so counting what a reconciliation already counted changes
-# nothing; and a count run again under the same result key (a batch retried after a dropped connection, whose first
-# run may have happened with its answer lost) answers what the first run did. Returns 1 on 0→1 (send the "up"
-# webhook), -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook).
-# A hold's pending key holds the result key that made it: the hold's id, which its release checks.
+# KEYS: counter hash, pending key, the counting node's state hash, this count's result key, the holds' sorted set.
+# ARGV: field, delta, pending ttl (ms), the node's state field for this count, its value, the webhook delay (ms), the
+# hold (on -1). The counter moves only if the node's state field does (set on +1, deleted on -1), in the same script,
+# so counting what a reconciliation already counted changes nothing; and a count run again under the same result key
+# (a batch retried after a dropped connection, whose first run may have happened with its answer lost) answers what
+# the first run did. Returns 1 on 0→1 (send the "up" webhook), -1 on 1→0 (hold the "down" webhook), 0 otherwise
+# (including a 0→1 that cancelled a held "down" webhook).
+# A hold's pending key holds the hold: JSON of the result key that made it (its id, which a release checks), the app
+# and the webhook, so any node can send it. The sorted set scores each pending key by when it is due, from Redis's
+# clock (the nodes' clocks may disagree); its TTL is raised to each new pending key's, never lowered, so it expires with
+# the last of them if it is not emptied first.
 _COUNT_SCRIPT = """
 local done = redis.call('GET', KEYS[4])
 if done then return tonumber(done) end
@@ -81,6 +93,7 @@ local function count()
   local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
   if tonumber(ARGV[2]) > 0 then
     if n == 1 then
+      redis.call('ZREM', KEYS[5], KEYS[2])
       if redis.call('DEL', KEYS[2]) == 1 then return 0 end
       return 1
     end
@@ -88,7 +101,11 @@ local function count()
   end
   if n <= 0 then
     redis.call('HDEL', KEYS[1], ARGV[1])
-    redis.call('SET', KEYS[2], KEYS[4], 'PX', ARGV[3])
+    redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[3])
+    local now = redis.call('TIME')
+    local due = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[6])
+    redis.call('ZADD', KEYS[5], due, KEYS[2])
+    if redis.call('PTTL', KEYS[5]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[5], ARGV[3]) end
     return -1
   end
   return 0
@@ -110,11 +127,33 @@ class _Batch:
     answered: set[int] = field(default_factory=set)
 
 
-# KEYS: pending key. ARGV: the hold's id. Deletes the key only if it is still that hold's: a stale timer (this node's
-# or another's, from a hold that was cancelled and made again since) does not release a newer hold early.
+# KEYS: pending key, the holds' sorted set. ARGV: the hold. Deletes the key only if it is still that hold's: a stale
+# timer (this node's or another's, from a hold that was cancelled and made again since) does not release a newer hold
+# early; nor does a timer whose hold another node's sweep has taken.
 _RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('ZREM', KEYS[2], KEYS[1])
+return redis.call('DEL', KEYS[1])
+"""
+# KEYS: the holds' sorted set. ARGV: grace (ms), most holds to take. Takes the holds due more than the grace ago by
+# Redis's clock, as their release would (the set's member names the pending key, whose current hold is the one that
+# score belongs to: every script that changes one changes the other), and returns them. Being one script, a hold is
+# taken by one node only, and not after its own node's release or a returning client deleted it. A member whose
+# pending key expired (not taken for 30 s past its time) is dropped.
+_SWEEP_SCRIPT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
+local taken = {}
+for _, pending in ipairs(due) do
+  redis.call('ZREM', KEYS[1], pending)
+  local hold = redis.call('GET', pending)
+  if hold then
+    redis.call('DEL', pending)
+    taken[#taken + 1] = hold
+  end
+end
+return taken
 """
 _BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("relay_cluster_batch", default=None)
 
@@ -273,6 +312,7 @@ class RedisCluster:
         self._dirty_counts: dict[tuple[str, str], int] = {}
         self._count_script = self._redis.register_script(_COUNT_SCRIPT)
         self._release_script = self._redis.register_script(_RELEASE_SCRIPT)
+        self._sweep_script = self._redis.register_script(_SWEEP_SCRIPT)
         self._connected = asyncio.Event()
         self._recovering = asyncio.Lock()
         self._pubsub: Any = None
@@ -312,6 +352,7 @@ class RedisCluster:
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._write()),
             asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._sweep()),
         ]
 
     async def close(self) -> None:
@@ -555,12 +596,21 @@ class RedisCluster:
     # -- webhook counters -------------------------------------------------------------------------------------
 
     async def _count(
-        self, counter: str, pending: str, field_name: str, delta: int, app_id: str, node: int, held: tuple[str, str]
+        self,
+        counter: str,
+        pending: str,
+        field_name: str,
+        delta: int,
+        app_id: str,
+        node: int,
+        held: tuple[str, str],
+        event: dict[str, object],
     ) -> tuple[int, str]:
         """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1);
-        the script's answer, and the id of the hold it makes on -1."""
+        the script's answer, and the hold it makes on -1 (of ``event``, the webhook to send when it ends)."""
         state = self._states[app_id]
-        hold_ms = int((state.app.webhook_delay + 30) * 1000)
+        delay_ms = int(state.app.webhook_delay * 1000)
+        hold_ms = delay_ms + 30_000
         batch = _BATCH.get()
         if batch is None:  # a reconciliation or a settlement, run once
             self._batches += 1
@@ -571,18 +621,20 @@ class RedisCluster:
                 return 0, ""
             tag = f"{batch.number}.{batch.counts}"
         result_key = self._key("counted", self.node_id, self._instance, tag)
-        keys = [counter, pending, self._key("nodestate", node), result_key]
-        result: int = await self._count_script(keys=keys, args=[field_name, delta, hold_ms, *held])
+        # The same in a retried run (same result key), so the hold the first run made is the one released.
+        hold = json.dumps([result_key, app_id, event]) if delta < 0 else ""
+        keys = [counter, pending, self._key("nodestate", node), result_key, self._key("holds")]
+        result: int = await self._count_script(keys=keys, args=[field_name, delta, hold_ms, *held, delay_ms, hold])
         if batch is not None:
             batch.answered.add(batch.counts)
-        return result, result_key
+        return result, hold
 
     async def _count_channel(self, app_id: str, channel: str, delta: int, node: int | None = None) -> None:
         pending = self._key("vacating", app_id, channel)
         held = (_occupied_field(app_id, channel), "1")
         node = self.node_id if node is None else node
-        result, hold = await self._count(self._key("occ", app_id), pending, channel, delta, app_id, node, held)
         event: dict[str, object] = {"name": "channel_occupied" if delta > 0 else "channel_vacated", "channel": channel}
+        result, hold = await self._count(self._key("occ", app_id), pending, channel, delta, app_id, node, held, event)
         self._webhook(app_id, result, pending, event, hold)
 
     async def _count_member(
@@ -592,9 +644,10 @@ class RedisCluster:
         held = (_member_field(app_id, channel, user_id), info)
         node = self.node_id if node is None else node
         counter = self._key("mem", app_id, channel)
-        result, hold = await self._count(counter, pending, user_id, delta, app_id, node, held)
         name = "member_added" if delta > 0 else "member_removed"
-        self._webhook(app_id, result, pending, {"name": name, "channel": channel, "user_id": user_id}, hold)
+        event: dict[str, object] = {"name": name, "channel": channel, "user_id": user_id}
+        result, hold = await self._count(counter, pending, user_id, delta, app_id, node, held, event)
+        self._webhook(app_id, result, pending, event, hold)
         return result
 
     def _webhook(self, app_id: str, result: int, pending: str, event: dict[str, object], hold: str) -> None:
@@ -617,10 +670,35 @@ class RedisCluster:
 
     def _release(self, app_id: str, pending: str, event: dict[str, object], hold: str) -> Operation:
         async def release(pipe: Any) -> None:
-            if await self._release_script(keys=[pending], args=[hold]) == 1:
+            if await self._release_script(keys=[pending, self._key("holds")], args=[hold]) == 1:
                 self._states[app_id].webhooks.emit(event)
 
         return release
+
+    async def _sweep(self) -> None:
+        """Send the held webhooks that their own node did not release in time (it was killed, or could not reach
+        Redis when its timer ran): each node looks every HOLD_SWEEP_SECONDS, and the script gives each to one."""
+        while True:
+            await asyncio.sleep(HOLD_SWEEP_SECONDS)
+            await self._connected.wait()
+            # Redis away or a dropped connection: the heartbeat deals with it, and the holds wait for the next look.
+            with contextlib.suppress(RedisError, OSError):
+                await self._take_overdue_holds()
+
+    async def _take_overdue_holds(self) -> None:
+        args = [int(HOLD_GRACE_SECONDS * 1000), _SWEEP_LIMIT]
+        while True:
+            taken: list[str] = await self._sweep_script(keys=[self._key("holds")], args=args)
+            for hold in taken:
+                try:
+                    _, app_id, event = json.loads(hold)
+                    state = self._states[app_id]
+                except (ValueError, TypeError, KeyError):
+                    log.warning("held webhook dropped: unreadable, or of an app this node does not serve: %.200r", hold)
+                    continue
+                state.webhooks.emit(event)
+            if len(taken) < _SWEEP_LIMIT:
+                return
 
     # -- background tasks -------------------------------------------------------------------------------------
 
