@@ -12,12 +12,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin
 
-from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse, unsupported
+from relay.adapters.base import (
+    Call,
+    Capability,
+    HttpRequest,
+    HttpResponse,
+    unreadable_answer,
+    unsupported,
+    webhook_bytes,
+    webhook_event,
+)
 from relay.config import ProviderConfig
 from relay.errors import (
     InvalidChannelName,
     InvalidSignature,
     InvalidSocketId,
+    PermissionDenied,
     ProtocolError,
     ProviderError,
     RelayError,
@@ -69,6 +79,9 @@ def token_channel(name: object) -> str:
 
 
 PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 100)
+# Ably's "capability denied", answered with status 401: the key is right but may not do this on that channel
+CAPABILITY_DENIED = 40160
+_CAPABILITY_ADVICE = "the API key's capabilities do not allow it there: Ably dashboard → API Keys"
 
 
 def next_link(header: str) -> str | None:
@@ -89,6 +102,7 @@ class AblyAdapter:
     unsupported_hints = UNSUPPORTED_HINTS
     max_channels_per_publish = 100
     max_batch_events = 100
+    webhook_headers = frozenset({"x-ably-key", "x-ably-signature"})
 
     def __init__(
         self,
@@ -120,7 +134,7 @@ class AblyAdapter:
         try:
             return json.loads(response.body) if response.body else None
         except ValueError:
-            raise RelayError(f"Ably answered with invalid JSON: {response.body[:200]!r}") from None
+            raise unreadable_answer(self.name, response, "invalid JSON") from None
 
     def check_channel(self, name: object) -> str:
         return validate_channel_name(name)
@@ -139,6 +153,14 @@ class AblyAdapter:
         except (ValueError, KeyError, TypeError, AttributeError):
             pass
         retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if code == CAPABILITY_DENIED:  # answered 401, but the credentials are right: no "check the key and secret"
+            return PermissionDenied(
+                f"Ably answered {response.status}: {message} ({_CAPABILITY_ADVICE})",
+                http_status=response.status,
+                code=code,
+                retry_after=retry_after,
+                answered_by=self.name,
+            )
         return error_for_status("Ably", response.status, message, code=code, retry_after=retry_after)
 
     def _message(self, event: str, payload: Payload, message_id: str, socket_id: str | None) -> dict[str, object]:
@@ -162,32 +184,29 @@ class AblyAdapter:
             request = self._request("POST", f"/channels/{quote(channels[0], safe='')}/messages", [message])
             return Call(request, lambda response: self._single(response, channels[0], message_id))
         request = self._request("POST", "/messages", [{"channels": list(channels), "messages": [message]}])
-        return Call(request, lambda response: self._batched(response, message_id))
+        return Call(request, lambda response: self._batched(response, (message_id,), batch=False))
 
     def _single(self, response: HttpResponse | None, channel: str, message_id: str) -> PublishResult:
         self._json(response)
         return PublishResult((channel,), (message_id,))
 
-    def _batched(self, response: HttpResponse | None, *message_ids: str) -> PublishResult:
+    def _batched(self, response: HttpResponse | None, message_ids: tuple[str, ...], *, batch: bool) -> PublishResult:
+        """A batch answer: one BatchResult per BatchSpec, with a result per channel, in the order they were sent.
+        Ably publishes on the channels it may and refuses the others: what it published is said, not lost."""
+        assert response is not None
         body = self._json(response)
-        results = body if isinstance(body, list) else [body]
-        published: list[str] = []
-        failed: list[str] = []
-        errors: list[Any] = []
-        for batch in results:
-            for result in batch.get("results", []):
-                target = published if "error" not in result else failed
-                target.append(f"{result.get('channel')}" + ("" if "error" not in result else f" ({result['error']})"))
-                if "error" in result:
-                    errors.append(result["error"])
-        if failed:
-            message = f"refused the publish on {len(failed)} channel(s): {'; '.join(failed)}"
-            first = errors[0] if isinstance(errors[0], dict) else {}
-            status, code = first.get("statusCode"), first.get("code")
-            if isinstance(status, int):  # a 4xx refusal is the caller's to fix, not a provider failure to fail over
-                raise error_for_status("Ably", status, message, code=code if isinstance(code, int) else None)
-            raise ProviderError(f"Ably {message}")
-        return PublishResult(tuple(published), message_ids)
+        results: list[dict[str, Any]] = []
+        for answer in body if isinstance(body, list) else [body]:
+            listed = answer.get("results", []) if isinstance(answer, dict) else None
+            if not isinstance(listed, list) or not all(isinstance(result, dict) for result in listed):
+                raise unreadable_answer(
+                    self.name, response, "what is not a BatchResult {successCount, failureCount, results} per spec"
+                )
+            results += listed
+        refused = [(index, result) for index, result in enumerate(results) if "error" in result]
+        if refused:
+            raise _refusal(refused, len(results) - len(refused), batch=batch)
+        return PublishResult(tuple(str(result.get("channel")) for result in results), message_ids)
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
         base = self._random_id()
@@ -199,12 +218,20 @@ class AblyAdapter:
             for i, (event, payload) in enumerate(events)
         ]
         request = self._request("POST", "/messages", specs)
-        return Call(request, lambda response: self._batched(response, *(f"{base}:{i}" for i in range(len(events)))))
+        message_ids = tuple(f"{base}:{i}" for i in range(len(events)))
+        return Call(request, lambda response: self._batched(response, message_ids, batch=True))
 
     def channel(self, name: str) -> Call[ChannelInfo]:
         def parse(response: HttpResponse | None) -> ChannelInfo:
-            status = (self._json(response) or {}).get("status", {})
-            metrics = status.get("occupancy", {}).get("metrics", {})
+            assert response is not None
+            details = self._json(response) or {}
+            status = details.get("status", {}) if isinstance(details, dict) else None
+            occupancy = status.get("occupancy", {}) if isinstance(status, dict) else None
+            metrics = occupancy.get("metrics", {}) if isinstance(occupancy, dict) else None
+            if not isinstance(status, dict) or not isinstance(metrics, dict):
+                raise unreadable_answer(
+                    self.name, response, "what is not a ChannelDetails {channelId, status: {isActive, occupancy}}"
+                )
             user_count = metrics.get("presenceMembers") if classify(name) is ChannelKind.PRESENCE else None
             return ChannelInfo(name, bool(status.get("isActive")), metrics.get("subscribers"), user_count)
 
@@ -215,9 +242,12 @@ class AblyAdapter:
         query = urlencode({**params, "by": "id", "limit": PAGE_LIMIT})
 
         def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
+            assert response is not None
             listed = self._json(response) or []
+            if not isinstance(listed, list) or not all(isinstance(item, str | dict) for item in listed):
+                raise unreadable_answer(self.name, response, "what is not a list of channel names (or ChannelDetails)")
             names = [item if isinstance(item, str) else item.get("channelId", "") for item in listed]
-            return {name: ChannelInfo(name, True) for name in names if name}
+            return {name: ChannelInfo(name, True) for name in names if isinstance(name, str) and name}
 
         return Call(self._request("GET", f"/channels?{query}"), parse, self._next_page, lambda a, b: {**a, **b})
 
@@ -232,11 +262,20 @@ class AblyAdapter:
 
     def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
         def parse(response: HttpResponse | None) -> list[PresenceMember]:
+            assert response is not None
+            messages = self._json(response) or []
+            if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
+                raise unreadable_answer(self.name, response, "what is not a list of PresenceMessages")
             members = []
-            for message in self._json(response) or []:
+            for message in messages:
                 data = message.get("data")
                 if message.get("encoding") == "json" and isinstance(data, str):
-                    data = json.loads(data)
+                    try:
+                        data = json.loads(data)
+                    except ValueError:
+                        raise unreadable_answer(
+                            self.name, response, "a PresenceMessage whose data, marked encoding: json, is not JSON"
+                        ) from None
                 members.append(PresenceMember(str(message.get("clientId")), data if isinstance(data, dict) else None))
             return members
 
@@ -268,7 +307,8 @@ class AblyAdapter:
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
         raise unsupported(self, Capability.USER_AUTH)
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
+        body = webhook_bytes(body)
         lowered = {name.lower(): value for name, value in headers.items()}
         supplied_key = lowered.get("x-ably-key")
         if supplied_key is None or not hmac.compare_digest(supplied_key.encode(), self._config.key.encode()):
@@ -277,31 +317,78 @@ class AblyAdapter:
         if not hmac.compare_digest(lowered.get("x-ably-signature", "").encode(), expected.encode()):
             raise InvalidSignature("webhook X-Ably-Signature does not match base64(HMAC-SHA256(key secret, body))")
         try:
-            return [event for item in json.loads(body)["items"] for event in _ably_webhook_events(item)]
+            items = json.loads(body)["items"]
+            return [event for index, item in enumerate(items) for event in _ably_webhook_events(index, item)]
         # Signed, but not what Ably sends; RecursionError: nested past the parser's depth; OverflowError: a timestamp
         # of Infinity, or past a float's range.
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
             raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode) of Ably's items") from None
 
 
-def _ably_webhook_events(item: Mapping[str, Any]) -> list[WebhookEvent]:
+def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEvent]:
+    where = f"Ably webhook items[{index}]"
     data = item.get("data") or {}
-    channel = str(data.get("channelId", ""))
+    channel = data.get("channelId")
     time_ms = int(item.get("timestamp", 0))
     name = item.get("name")
     if name in _LIFECYCLE:
-        return [WebhookEvent(_LIFECYCLE[str(name)], channel, time_ms)]
+        return [webhook_event(where, _LIFECYCLE[str(name)], channel, time_ms)]
     if name == "channel.message":
         return [
-            WebhookEvent(
-                "message", channel, int(m.get("timestamp", time_ms)), m.get("clientId"), m.get("name"), m.get("data")
+            webhook_event(
+                where,
+                "message",
+                channel,
+                int(m.get("timestamp", time_ms)),
+                user_id=m.get("clientId"),
+                event=m.get("name"),
+                data=m.get("data"),
             )
             for m in data.get("messages", [])
         ]
     if name == "presence.message":
         return [
-            WebhookEvent(_PRESENCE_ACTIONS[p["action"]], channel, int(p.get("timestamp", time_ms)), p.get("clientId"))
+            webhook_event(
+                where,
+                _PRESENCE_ACTIONS[p["action"]],
+                channel,
+                int(p.get("timestamp", time_ms)),
+                user_id=p.get("clientId"),
+            )
             for p in data.get("presence", [])
             if p.get("action") in _PRESENCE_ACTIONS
         ]
     return []
+
+
+def _refusal(refused: Sequence[tuple[int, Mapping[str, Any]]], published: int, *, batch: bool) -> RelayError:
+    """The error for a batch answer refusing some channels (or events) and publishing the others: which were refused
+    and why, and ``published``, how many were delivered (not to be sent again)."""
+    described = "; ".join(
+        f"{f'batch[{index}] on ' if batch else ''}{result.get('channel')} ({_refusal_reason(result['error'])})"
+        for index, result in refused
+    )
+    unit = "events" if batch else "channels"
+    message = f"refused the publish on {len(refused)} of {len(refused) + published} {unit}: {described}"
+    if published:
+        message += f"; the rest ({published}) was published: do not send it again"
+    first = refused[0][1]["error"] if isinstance(refused[0][1]["error"], dict) else {}
+    status, code = first.get("statusCode"), first.get("code")
+    code = code if isinstance(code, int) else None
+    error: RelayError
+    if not isinstance(status, int):
+        error = ProviderError(f"Ably {message}", answered_by="Ably")
+    elif code == CAPABILITY_DENIED:
+        error = PermissionDenied(f"Ably {message}", http_status=status, code=code, answered_by="Ably")
+    else:  # a 4xx refusal is the caller's to fix, not a provider failure to fail over
+        error = error_for_status("Ably", status, message, code=code)
+    if published:
+        error.published = published
+    return error
+
+
+def _refusal_reason(error: object) -> str:
+    if not isinstance(error, dict):
+        return repr(error)
+    reason = f"{error.get('message', 'refused')}, code {error.get('code')}"
+    return f"{reason}: {_CAPABILITY_ADVICE}" if error.get("code") == CAPABILITY_DENIED else reason

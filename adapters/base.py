@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from relay.errors import UnsupportedCapability
+from relay.errors import ProtocolError, RelayError, UnsupportedCapability
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 
@@ -56,6 +56,9 @@ class Call(Generic[T]):
     # ``join`` adds a page's parsed result to what the pages before it gave.
     next_page: Callable[[HttpResponse], HttpRequest | None] | None = None
     join: Callable[[T, T], T] | None = None
+    # What to ask instead when the provider refuses ``request`` with ``error`` because of an app setting (hosted
+    # Pusher's subscription counting, off by default): the request whose response ``parse`` reads, or None to raise.
+    instead: Callable[[RelayError], HttpRequest | None] | None = None
 
     def pages(self, response: HttpResponse | None) -> tuple[T, HttpRequest | None]:
         """The result ``response`` gives, and the request for the next page, if there is one to follow."""
@@ -66,6 +69,10 @@ class Call(Generic[T]):
         assert self.join is not None  # only a call with next_page has pages to join
         return self.join(result, page)
 
+    def request_instead(self, error: RelayError) -> HttpRequest | None:
+        """The request to send after ``request`` failed with ``error``, if the call has one for that error."""
+        return None if self.instead is None else self.instead(error)
+
 
 class Adapter(Protocol):
     scheme: str
@@ -75,6 +82,8 @@ class Adapter(Protocol):
     unsupported_hints: Mapping[Capability, str]
     max_channels_per_publish: int
     max_batch_events: int
+    # The headers (lowercase) that say a webhook claims to come from this provider
+    webhook_headers: frozenset[str]
 
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
@@ -96,7 +105,7 @@ class Adapter(Protocol):
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]: ...
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]: ...
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]: ...
 
     def error_for(self, response: HttpResponse) -> Exception: ...
 
@@ -108,3 +117,73 @@ class Adapter(Protocol):
 def unsupported(adapter: Adapter, capability: Capability) -> UnsupportedCapability:
     """The error for ``capability``, which ``adapter`` lacks, with the adapter's hint."""
     return UnsupportedCapability(adapter.name, capability.value, hint=adapter.unsupported_hints.get(capability, ""))
+
+
+def unreadable_answer(provider: str, response: HttpResponse, problem: str) -> ProtocolError:
+    """A provider's success answer that is not what its API answers (``problem`` says how): the provider, or a proxy
+    in front of it, broke the protocol, not the request; so the status to pass on is 502, as a gateway answers an
+    upstream's nonsense."""
+    return ProtocolError(
+        f"{provider} answered {response.status} with {problem}: {response.body[:200]!r}",
+        http_status=502,
+        answered_by=provider,
+    )
+
+
+def webhook_bytes(body: object) -> bytes:
+    """A webhook's body as signed: the bytes received, or the text they decode to (as some frameworks give it)."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogatepass")  # as the signature of a str was always computed
+    raise ProtocolError(f"a webhook body is the raw bytes (or str) received, not {type(body).__name__}")
+
+
+def webhook_event(
+    where: str,
+    kind: object,
+    channel: object,
+    time_ms: int,
+    *,
+    user_id: object = None,
+    event: object = None,
+    data: object = None,
+    socket_id: object = None,
+    subscription_count: object = None,
+) -> WebhookEvent:
+    """A verified webhook event in the common model; ``where`` names it in the body when a field is not what the
+    providers send (a signed body may still be malformed: a provider's bug, a test's typo)."""
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError(f"{where} has no name")
+    if not isinstance(channel, str) or not channel:
+        raise ProtocolError(f"{where} ({kind}) has no channel")
+    if subscription_count is not None and (
+        isinstance(subscription_count, bool) or not isinstance(subscription_count, int)
+    ):
+        raise ProtocolError(f"{where} ({kind}) has a subscription_count that is not an integer: {subscription_count!r}")
+    return WebhookEvent(
+        kind,
+        channel,
+        time_ms,
+        _user_id(where, kind, user_id),
+        _text(where, kind, "event", event),
+        data,
+        _text(where, kind, "socket_id", socket_id),
+        subscription_count,
+    )
+
+
+def _text(where: str, kind: str, name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ProtocolError(f"{where} ({kind}) has a {name} that is not a string: {value!r}")
+    return value
+
+
+def _user_id(where: str, kind: str, user_id: object) -> str | None:
+    """A user id as presence members carry it: a string, or an integer read as its digits (channel_data's
+    ``user_id`` may be either)."""
+    if user_id is None or isinstance(user_id, str):
+        return user_id
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        return str(user_id)
+    raise ProtocolError(f"{where} ({kind}) has a user id that is neither a string nor an integer: {user_id!r}")

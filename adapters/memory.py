@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.adapters.base import Call, Capability, HttpResponse
-from relay.adapters.pusher import PusherAdapter, check_encrypted_targets, presence_channel
+from relay.adapters.pusher import PusherAdapter, check_encrypted_targets, presence_channel, user_channel
 from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.channels import ChannelKind, classify, server_to_user_channel, validate_channel_name
+from relay.protocol.channels import ChannelKind, classify, validate_channel_name
 from relay.protocol.socket_ids import validate_socket_id
 
 MEMORY_KEY = "memory-key"
@@ -60,6 +60,7 @@ class MemoryAdapter:
     unsupported_hints: Mapping[Capability, str] = {}
     max_channels_per_publish = 100
     max_batch_events = 10
+    webhook_headers = PusherAdapter.webhook_headers  # signed as Pusher signs them
 
     def __init__(self, config: ProviderConfig) -> None:
         self.store = memory_store(config.host)
@@ -118,7 +119,7 @@ class MemoryAdapter:
         return Call(None, lambda _: [])
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
-        record = self._record(Published(server_to_user_channel(user_id), event, payload.text))
+        record = self._record(Published(user_channel(user_id), event, payload.text))
 
         def apply(response: HttpResponse | None) -> None:
             record.parse(response)
@@ -126,6 +127,8 @@ class MemoryAdapter:
         return Call(None, apply)
 
     def terminate_user_connections(self, user_id: str) -> Call[None]:
+        user_channel(user_id)  # refused as Pusher's adapter refuses it, before anything is recorded
+
         def apply(_: HttpResponse | None) -> None:
             with self.store.lock:
                 self.store.terminated_users.append(user_id)
@@ -138,5 +141,5 @@ class MemoryAdapter:
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
         return self._signer.authenticate_user(socket_id, user)
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
         return self._signer.verify_webhook(headers, body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -12,13 +13,35 @@ from urllib.parse import quote, urlencode
 import nacl.secret
 import nacl.utils
 
-from relay.adapters.base import Call, Capability, HttpRequest, HttpResponse
+from relay.adapters.base import (
+    Call,
+    Capability,
+    HttpRequest,
+    HttpResponse,
+    unreadable_answer,
+    webhook_bytes,
+    webhook_event,
+)
 from relay.config import ProviderConfig
-from relay.errors import ConfigError, InvalidChannelName, InvalidFrame, ProtocolError, RelayError, StaleTimestamp
+from relay.errors import (
+    ConfigError,
+    InvalidChannelName,
+    InvalidFrame,
+    LimitExceeded,
+    ProtocolError,
+    RelayError,
+    StaleTimestamp,
+)
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.channels import ChannelKind, classify, server_to_user_channel, validate_channel_name
+from relay.protocol.channels import (
+    DEFAULT_LIMITS,
+    ChannelKind,
+    classify,
+    server_to_user_channel,
+    validate_channel_name,
+)
 from relay.protocol.frames import dumps, loads
 from relay.protocol.members import parse_channel_data, parse_user_data
 from relay.protocol.signing import (
@@ -31,6 +54,9 @@ from relay.protocol.signing import (
 from relay.protocol.socket_ids import validate_socket_id
 
 WEBHOOK_WINDOW_SECONDS = 300
+# Hosted Pusher's 400 for info=subscription_count when the app has not enabled subscription counting (off by default):
+# "Cannot retrieve the subscription count because subscription counting is not enabled"
+_SUBSCRIPTION_COUNTING_OFF = re.compile(r"subscription counting is not enabled", re.IGNORECASE)
 
 
 def check_encrypted_targets(channels: Sequence[str], master_key: bytes | None) -> None:
@@ -52,6 +78,14 @@ def required_master_key(channel: str, master_key: bytes | None) -> bytes:
     return master_key
 
 
+def user_channel(user_id: object) -> str:
+    """The ``#server-to-user-`` channel of ``user_id``: an id it cannot carry ('/', '..', '?', spaces, over the
+    length) is refused, so it can neither reshape a request's path nor be recorded as done."""
+    if not isinstance(user_id, str):
+        raise InvalidChannelName(f"a user id must be a string, got {user_id!r}")
+    return server_to_user_channel(user_id)
+
+
 def presence_channel(channel: str) -> str:
     """``channel``, if members can be listed: only presence channels have them."""
     if classify(channel) is not ChannelKind.PRESENCE:
@@ -65,11 +99,14 @@ class PusherAdapter:
     unsupported_hints: Mapping[Capability, str] = {}
     max_channels_per_publish = 100
     max_batch_events = 10
+    webhook_headers = frozenset({"x-pusher-key", "x-pusher-signature"})
 
     def __init__(self, config: ProviderConfig, *, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock
         self.name = "the Relay emulator" if config.scheme == "emulator" else "Pusher"
+        # Set once the provider refused info=subscription_count: this client's channel() then asks without it
+        self._subscription_counting_off = False
 
     # -- requests ---------------------------------------------------------------------------------------------
 
@@ -90,8 +127,9 @@ class PusherAdapter:
             )
             url = f"{self._config.base_url}{quote(full_path)}?{urlencode(query)}"
         except UnicodeEncodeError as exc:
-            # The client refuses such data and event names itself; this is what reaches here any other way (a user
-            # id in a path). Pusher's servers refuse what UTF-8 cannot encode, so nothing is sent.
+            # The client refuses such data, names and user ids itself; this is what reaches here any other way (an
+            # adapter called directly, an app id of a hand-built ProviderConfig). Pusher's servers refuse what UTF-8
+            # cannot encode, so nothing is sent.
             raise ProtocolError(
                 f"the request to {self.name} contains a lone UTF-16 surrogate ({exc.object[exc.start : exc.end]!r}), "
                 "which UTF-8 cannot encode: a string cut in the middle of a character"
@@ -104,7 +142,15 @@ class PusherAdapter:
         try:
             return json.loads(response.body) if response.body else {}
         except ValueError:
-            raise RelayError(f"{self.name} answered with invalid JSON: {response.body[:200]!r}") from None
+            raise unreadable_answer(self.name, response, "invalid JSON") from None
+
+    def _object(self, response: HttpResponse | None) -> dict[str, Any]:
+        """The answer of a query, a JSON object as Pusher's API answers them all."""
+        body = self._json(response)
+        if not isinstance(body, dict):
+            assert response is not None
+            raise unreadable_answer(self.name, response, "JSON that is not an object")
+        return body
 
     def check_channel(self, name: object) -> str:
         return validate_channel_name(name)
@@ -167,14 +213,26 @@ class PusherAdapter:
         return required_master_key(channel, self._config.encryption_master_key)
 
     def channel(self, name: str) -> Call[ChannelInfo]:
-        info = "user_count" if classify(name) is ChannelKind.PRESENCE else "subscription_count"
-        request = self._request("GET", f"/channels/{name}", params={"info": info}, idempotent=True)
+        """A presence channel's user count, any other channel's subscription count: hosted Pusher answers the latter
+        only when the app enabled subscription counting (off by default). Refused once, this client stops asking
+        for it, and subscription_count is None."""
+        path = f"/channels/{name}"
+        presence = classify(name) is ChannelKind.PRESENCE
+        asks_count = not presence and not self._subscription_counting_off
+        params = {"info": "user_count"} if presence else {"info": "subscription_count"} if asks_count else None
+        request = self._request("GET", path, params=params, idempotent=True)
 
         def parse(response: HttpResponse | None) -> ChannelInfo:
-            body = self._json(response)
+            body = self._object(response)
             return ChannelInfo(name, bool(body.get("occupied")), body.get("subscription_count"), body.get("user_count"))
 
-        return Call(request, parse)
+        def without_count(error: RelayError) -> HttpRequest | None:
+            if not asks_count or error.http_status != 400 or not _SUBSCRIPTION_COUNTING_OFF.search(error.message):
+                return None
+            self._subscription_counting_off = True
+            return self._request("GET", path, idempotent=True)
+
+        return Call(request, parse, instead=without_count)
 
     def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
         params = {"filter_by_prefix": prefix} if prefix else {}
@@ -183,7 +241,10 @@ class PusherAdapter:
         request = self._request("GET", "/channels", params=params, idempotent=True)
 
         def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
-            listed = self._json(response).get("channels", {})
+            listed = self._object(response).get("channels", {})
+            if not isinstance(listed, dict) or not all(isinstance(attrs, dict) for attrs in listed.values()):
+                assert response is not None
+                raise unreadable_answer(self.name, response, 'what is not {"channels": {name: {attributes}}}')
             return {name: ChannelInfo(name, True, None, attrs.get("user_count")) for name, attrs in listed.items()}
 
         return Call(request, parse)
@@ -192,16 +253,21 @@ class PusherAdapter:
         request = self._request("GET", f"/channels/{presence_channel(channel)}/users", idempotent=True)
 
         def parse(response: HttpResponse | None) -> list[PresenceMember]:
-            return [PresenceMember(str(user["id"])) for user in self._json(response).get("users", [])]
+            users = self._object(response).get("users", [])
+            if not isinstance(users, list) or not all(isinstance(user, dict) and "id" in user for user in users):
+                assert response is not None
+                raise unreadable_answer(self.name, response, 'what is not {"users": [{"id": …}]}')
+            return [PresenceMember(str(user["id"])) for user in users]
 
         return Call(request, parse)
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
-        body = {"name": event, "channels": [server_to_user_channel(user_id)], "data": payload.text}
+        body = {"name": event, "channels": [user_channel(user_id)], "data": payload.text}
         request = self._request("POST", "/events", body, idempotent=False)
         return Call(request, self._no_result)
 
     def terminate_user_connections(self, user_id: str) -> Call[None]:
+        user_channel(user_id)  # the ids send_to_user takes, and no other: one goes into the path
         request = self._request("POST", f"/users/{user_id}/terminate_connections", {}, idempotent=True)
         return Call(request, self._no_result)
 
@@ -228,11 +294,23 @@ class PusherAdapter:
         )
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
-        user_data = dumps({"id": user.id, "user_info": dict(user.info)} if user.info else {"id": user.id})
-        parse_user_data(user_data)  # the limits the server holds a signin to: refused here, not by closing the socket
+        fields: dict[str, object] = {"id": user.id}
+        if user.info:
+            fields["user_info"] = dict(user.info)
+        if user.watchlist:
+            fields["watchlist"] = list(user.watchlist)
+        user_data = dumps(fields)
+        # The limits the server holds a signin to: refused here, not by closing the socket
+        _, cut = parse_user_data(user_data)
+        if cut:  # Pusher would watch the first 100 and tell only the browser (error 4302)
+            raise LimitExceeded(
+                f"the watchlist has {len(user.watchlist)} user ids; Pusher watches at most "
+                f"{DEFAULT_LIMITS.max_watchlist}"
+            )
         return {"auth": user_auth(self._config.key, self._config.secret, socket_id, user_data), "user_data": user_data}
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
+        body = webhook_bytes(body)
         lowered = {name.lower(): value for name, value in headers.items()}
         verify_webhook_signature(
             self._config.key,
@@ -258,20 +336,20 @@ class PusherAdapter:
                 f"webhook time_ms is {int(skew)} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay "
                 "(or a clock to fix)"
             )
-        return [_pusher_webhook_event(event, time_ms) for event in events]
-
-
-def _pusher_webhook_event(event: Mapping[str, Any], time_ms: int) -> WebhookEvent:
-    return WebhookEvent(
-        kind=str(event.get("name")),
-        channel=str(event.get("channel")),
-        time_ms=time_ms,
-        user_id=event.get("user_id"),
-        event=event.get("event"),
-        data=event.get("data"),
-        socket_id=event.get("socket_id"),
-        subscription_count=event.get("subscription_count"),
-    )
+        return [
+            webhook_event(
+                f"webhook events[{index}]",
+                event.get("name"),
+                event.get("channel"),
+                time_ms,
+                user_id=event.get("user_id"),
+                event=event.get("event"),
+                data=event.get("data"),
+                socket_id=event.get("socket_id"),
+                subscription_count=event.get("subscription_count"),
+            )
+            for index, event in enumerate(events)
+        ]
 
 
 def _b64(data: bytes) -> str:

@@ -16,14 +16,13 @@ import importlib.resources
 import ipaddress
 import itertools
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from relay.emulator import metrics
-from relay.emulator.http_api import Response, error_response, json_response
+from relay.emulator.http_api import Response, error_response, json_response, method_not_allowed
 from relay.emulator.limits import TokenBucket
 from relay.emulator.usage import local_reach, usage_document, usage_summary
 from relay.errors import PayloadTooLarge, ProtocolError, RelayError
@@ -42,8 +41,6 @@ STATE_INTERVAL = 0.5
 HEARTBEAT_INTERVAL = 10.0
 MAX_STREAM_BUFFER = 1 << 20
 MAX_LISTED = 500
-_API_APP = re.compile(r"/apps/([^/]+)/")
-_API_USER_ALIAS = re.compile(r"/users/[^/]+/terminate_connections")
 _OPS_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/usage", "/console", "/console/", "/console/apps", "/console/events",
      "/console/publish"}
@@ -174,7 +171,7 @@ class Operations:
             self._open_stream(transport, state)
             return STREAMING
         if method != "POST":
-            return error_response(405, "/console/publish accepts POST only")
+            return method_not_allowed("/console/publish accepts POST only", ["POST"])
         return self._publish(headers, body)
 
     @property
@@ -219,14 +216,10 @@ class Operations:
     # -- HTTP API rate limit and accounting -------------------------------------------------------------------
 
     def api_app(self, raw_path: str, query: Sequence[tuple[str, str]]) -> AppState | None:
-        """The app a Pusher API request is for (resolved once per request, for the rate limit and the accounting)."""
-        path = self._path(raw_path)
-        match = _API_APP.match(path)
-        if match is not None:
-            return self.node.states.get(match.group(1))
-        if _API_USER_ALIAS.fullmatch(path):
-            return self.node.by_key.get(dict(query).get("auth_key", ""))
-        return None
+        """The app a Pusher API request is for, as the API resolves it (``HttpApi.app_for``): resolved once per
+        request, for the rate limit, the API and the accounting."""
+        api = self.node.api
+        return None if api is None else api.app_for(raw_path, query)
 
     def rate_limited(self, method: str, state: AppState | None) -> Response | None:
         """The 429 answer when ``state``'s app is over its HTTP API rate limit, else None."""
@@ -243,22 +236,26 @@ class Operations:
         body = {"error": f"rate limit of {state.app.api_rate_limit:g} requests per second exceeded; retry later"}
         return Response(429, dumps(body).encode(), (("Content-Type", "application/json"), ("Retry-After", str(wait))))
 
+    def api_authenticated(self, state: AppState) -> None:
+        """A request's signature was verified (``HttpApi`` calls this): only such requests use the app's rate limit,
+        so forged ones, whatever they are answered (401, 404, 405), cannot lock its backend out."""
+        bucket = self._buckets.get(state.app.app_id)
+        if bucket is not None:
+            bucket.take(time.monotonic())
+
     def api_answered(
         self, method: str, raw_path: str, state: AppState | None, response: Response, started: float
     ) -> None:
-        """Account for a Pusher API response: status counts, latency, the rate limit and the usage meter."""
+        """Account for a Pusher API response: status counts, latency and the usage meter."""
         status = response.status
         self.metrics.http_response(status)
         # Only the two publish routes are POSTs ending in "events" (and a publish is only timed when it succeeded).
         publish = method == "POST" and raw_path.endswith("events") and state is not None
         if publish and status == 200:
             self.metrics.publish_latency.observe(time.perf_counter() - started)
-        if method == "OPTIONS" or status == 401 or status == 429 or state is None:
-            return  # preflights, unauthenticated and refused requests do not count against the app
-        bucket = self._buckets.get(state.app.app_id)
-        if bucket is not None:
-            bucket.take(time.monotonic())
-        if 200 <= status < 300 and not publish:
+        if method == "OPTIONS" or state is None:
+            return
+        if 200 <= status < 300 and not publish:  # only an authenticated request is answered with a 2xx
             state.meter.api_request()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("HTTP API request", extra={"app_id": state.app.app_id, "method": method, "status": status})

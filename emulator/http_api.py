@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
 from relay.errors import (
+    AuthenticationError,
     InvalidFrame,
     InvalidSignature,
     NotFound,
@@ -25,6 +26,12 @@ from relay.protocol.socket_ids import validate_socket_id
 
 if TYPE_CHECKING:
     from relay.emulator.hub import AppState
+
+_APP_IN_PATH = re.compile(r"/apps/([^/]+)/")
+_USER_ALIAS = re.compile(r"/users/[^/]+/terminate_connections")
+# Hosted Pusher's answer to info=subscription_count for an app that has not enabled subscription counting
+# (pusher/pusher-http-ruby#193); relay's PusherAdapter recognises it and asks again without the attribute.
+SUBSCRIPTION_COUNTING_OFF = "Cannot retrieve the subscription count because subscription counting is not enabled"
 
 CORS_HEADERS = (
     ("Access-Control-Allow-Origin", "*"),
@@ -49,6 +56,13 @@ def error_response(status: int, message: str) -> Response:
     return json_response(status, {"error": message})
 
 
+def method_not_allowed(message: str, allowed: Sequence[str]) -> Response:
+    """405 with the ``Allow`` header RFC 9110 §15.5.6 requires: the methods the resource answers."""
+    return Response(
+        405, dumps({"error": message}).encode(), (("Content-Type", "application/json"), ("Allow", ", ".join(allowed)))
+    )
+
+
 _PUBLISHED = json_response(200, {})  # the answer to most publishes, built once (Response is immutable)
 
 
@@ -63,11 +77,14 @@ class HttpApi:
         *,
         path_prefix: str = "",
         wall_clock: Callable[[], float] = time.time,
+        on_authenticated: Callable[[AppState], None] | None = None,
     ) -> None:
         self._apps_by_id = apps_by_id
         self._apps_by_key = apps_by_key
         self._prefix = path_prefix.rstrip("/")
         self._wall_clock = wall_clock
+        # Called once a request's signature is verified (the rate limit counts those requests only).
+        self._on_authenticated = on_authenticated
         self._routes: tuple[tuple[str, re.Pattern[str], Handler, bool], ...] = (
             ("POST", re.compile(r"/apps/([^/]+)/events"), self._events, True),
             ("POST", re.compile(r"/apps/([^/]+)/batch_events"), self._batch_events, True),
@@ -78,19 +95,51 @@ class HttpApi:
             ("POST", re.compile(r"/users/([^/]+)/terminate_connections"), self._terminate, False),
         )
 
-    def handle(self, method: str, raw_path: str, query: Sequence[tuple[str, str]], body: bytes) -> Response:
-        """Answer one request (the server adds the CORS headers to every response, see ``response_head``)."""
+    def _unprefixed(self, raw_path: str) -> str | None:
+        """The path without the emulator's path prefix (callers skip the call when there is none); None when it
+        lacks the prefix."""
+        return raw_path[len(self._prefix) :] if raw_path.startswith(self._prefix + "/") else None
+
+    def app_for(self, raw_path: str, query: Sequence[tuple[str, str]]) -> AppState | None:
+        """The app a request is for: by the (percent-decoded) id in ``/apps/{id}/…``, or on the bare
+        ``/users/{id}/terminate_connections`` by its ``auth_key`` (parameter names in any case). The one resolution
+        the API, its rate limit and its accounting share, so none can be told a different app than the others."""
+        path = self._unprefixed(raw_path) if self._prefix else raw_path
+        if path is None:
+            return None
+        match = _APP_IN_PATH.match(path)
+        if match is not None:
+            app_id = match.group(1)
+            return self._apps_by_id.get(unquote(app_id) if "%" in app_id else app_id)
+        if _USER_ALIAS.fullmatch(path) is None:
+            return None
         try:
-            return self._dispatch(method, raw_path, query, body)
+            params = unique_params(query)
+        except AuthenticationError:  # a repeated parameter: the API refuses the request (401)
+            return None
+        return self._apps_by_key.get(params.get("auth_key", ""))
+
+    def handle(
+        self,
+        method: str,
+        raw_path: str,
+        query: Sequence[tuple[str, str]],
+        body: bytes,
+        state: AppState | None = None,
+    ) -> Response:
+        """Answer one request (the server adds the CORS headers to every response, see ``response_head``); ``state``
+        is :meth:`app_for`'s answer when the caller has it already."""
+        try:
+            return self._dispatch(method, raw_path, query, body, state)
         except RelayError as exc:
             return error_response(exc.http_status or 500, exc.message)
 
-    def _dispatch(self, method: str, raw_path: str, query: Sequence[tuple[str, str]], body: bytes) -> Response:
-        path = raw_path
-        if self._prefix:
-            if not raw_path.startswith(self._prefix + "/"):
-                raise NotFound(f"no route for {raw_path}")
-            path = raw_path[len(self._prefix) :]
+    def _dispatch(
+        self, method: str, raw_path: str, query: Sequence[tuple[str, str]], body: bytes, state: AppState | None
+    ) -> Response:
+        path = self._unprefixed(raw_path) if self._prefix else raw_path
+        if path is None:
+            raise NotFound(f"no route for {raw_path}")
         if method == "OPTIONS":
             return Response(204, b"")
         allowed: list[str] = []
@@ -98,31 +147,35 @@ class HttpApi:
             match = pattern.fullmatch(path)
             if match is None:
                 continue
-            if route_method != method:
-                allowed.append(route_method)
+            # HEAD is GET without the body (RFC 9110 §9.3.2), which the server leaves out.
+            if route_method != method and (method != "HEAD" or route_method != "GET"):
+                allowed += ("GET", "HEAD") if route_method == "GET" else (route_method,)
                 continue
             params = unique_params(query)
-            args = [unquote(group) for group in match.groups()]
-            if app_in_path:
-                state = self._apps_by_id.get(args.pop(0))
+            if state is None:
+                state = self.app_for(raw_path, query)
                 if state is None:
-                    raise NotFound(f"unknown app id {match.group(1)!r}")
-            else:
-                state = self._apps_by_key.get(params.get("auth_key", ""))
-                if state is None:
-                    raise NotFound("unknown auth_key: no app has this key")
+                    raise NotFound(
+                        f"unknown app id {match.group(1)!r}" if app_in_path else "unknown auth_key: no app has this key"
+                    )
+            groups = match.groups()
+            # An /apps/{id}/… route's first group is the app's id; the others are the handler's arguments.
+            args = [unquote(group) for group in (groups[1:] if app_in_path else groups)]
             self._authenticate(state, method, raw_path, path, params, body)
+            if self._on_authenticated is not None:
+                self._on_authenticated(state)
             if not state.app.enabled:
                 raise PermissionDenied("the app is disabled")
             return handler(state, args, params, body)
         if allowed:
-            return error_response(405, f"{path} accepts {', '.join(allowed)} only")
+            return method_not_allowed(f"{path} accepts {', '.join(allowed)} only", [*allowed, "OPTIONS"])
         raise NotFound(f"no route for {method} {path}")
 
     def _authenticate(
         self, state: AppState, method: str, raw_path: str, path: str, params: Mapping[str, str], body: bytes
     ) -> None:
-        """The signature may cover the path as sent, unquoted, or without the emulator's path prefix."""
+        """The signature may cover the path as sent, unquoted, or without the emulator's path prefix; a HEAD's may
+        be the GET's it stands for (``curl -I`` on a signed GET URL)."""
         app = state.app
         now = self._wall_clock()
         try:
@@ -131,10 +184,20 @@ class HttpApi:
             )
             return
         except InvalidSignature as failure:
-            for candidate in {unquote(raw_path), path} - {raw_path}:
+            paths = {unquote(raw_path), path}
+            candidates = [(method, candidate) for candidate in paths - {raw_path}]
+            if method == "HEAD":
+                candidates += [("GET", candidate) for candidate in paths | {raw_path}]
+            for signed_method, candidate in candidates:
                 try:
                     verify_rest_request(
-                        key=app.key, secret=app.secret, method=method, path=candidate, params=params, body=body, now=now
+                        key=app.key,
+                        secret=app.secret,
+                        method=signed_method,
+                        path=candidate,
+                        params=params,
+                        body=body,
+                        now=now,
                     )
                     return
                 except InvalidSignature:
@@ -146,7 +209,7 @@ class HttpApi:
     def _events(self, state: AppState, _: Sequence[str], __: Mapping[str, str], body: bytes) -> Response:
         request = _json_object(body)
         event = _checked_event(state, request)
-        info = _info_fields(request.get("info"))
+        info = _info_fields(state, request.get("info"))
         _publish(state, event)
         if info:
             channels = {name: _channel_info(state, name, info, where_allowed=True) for name in event.channels}
@@ -164,11 +227,13 @@ class HttpApi:
         for index, item in enumerate(batch):
             if not isinstance(item, dict):
                 raise ProtocolError(f"batch[{index}] must be an object")
+            if "channels" in item:  # was published to each: a batch event has one channel in Pusher's API
+                raise ProtocolError(f"batch[{index}]: 'channels' is not allowed in a batch event; give one 'channel'")
             try:
                 events.append(_checked_event(state, item))
             except RelayError as exc:
                 raise type(exc)(f"batch[{index}]: {exc.message}") from None
-        infos = [_info_fields(item.get("info")) for item in batch]
+        infos = [_info_fields(state, item.get("info")) for item in batch]
         for event in events:
             _publish(state, event)
         if any(infos):
@@ -185,7 +250,7 @@ class HttpApi:
 
     def _channels(self, state: AppState, _: Sequence[str], params: Mapping[str, str], __: bytes) -> Response:
         prefix = params.get("filter_by_prefix", "")
-        info = _info_fields(params.get("info"))
+        info = _info_fields(state, params.get("info"))
         if "user_count" in info and not prefix.startswith("presence-"):
             raise ProtocolError(
                 "user_count may only be requested for presence channels - "
@@ -198,7 +263,7 @@ class HttpApi:
 
     def _channel(self, state: AppState, args: Sequence[str], params: Mapping[str, str], __: bytes) -> Response:
         name = validate_channel_name(args[0], state.app.limits)
-        info = _info_fields(params.get("info"))
+        info = _info_fields(state, params.get("info"))
         body: dict[str, object] = {"occupied": state.subscription_count(name) > 0}
         body.update(_channel_info(state, name, info))
         if "cache" in info:
@@ -268,7 +333,8 @@ def _publish(state: AppState, event: _Event) -> None:
         state.publish(channel, event.name, event.data, event.socket_id)
 
 
-def _info_fields(value: object) -> frozenset[str]:
+def _info_fields(state: AppState, value: object) -> frozenset[str]:
+    """The attributes an ``info`` parameter asks for, checked before anything is published."""
     if value is None or value == "":
         return frozenset()
     if not isinstance(value, str):
@@ -277,6 +343,8 @@ def _info_fields(value: object) -> frozenset[str]:
     unknown = fields - {"user_count", "subscription_count", "cache"}
     if unknown:
         raise ProtocolError(f"unknown info attribute(s): {', '.join(sorted(unknown))}")
+    if "subscription_count" in fields and not state.app.subscription_count:
+        raise ProtocolError(SUBSCRIPTION_COUNTING_OFF)
     return fields
 
 

@@ -189,6 +189,7 @@ class AppState:
         self.cache_missed_at: dict[str, float] = {}
         self.cache_missed_prune_at = 1024
         self.meter = AppMeter(app.app_id)  # usage and metrics; the node gives each app one that also sees webhooks
+        self.client_frame_limit = frames.client_frame_limit(app.limits)
 
     # -- connections ------------------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from relay.emulator.ably import AblyNode
 from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.console import STREAMING, Operations
-from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response
+from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response, method_not_allowed
 from relay.emulator.hub import AppState
 from relay.emulator.limits import origin_allowed
 from relay.emulator.session import OVER_CAPACITY, Session
@@ -53,6 +53,18 @@ logging.getLogger("websockets.server").setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 3.0
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
+# A read larger than this is parsed in pieces of this size, so that a head cannot pass MAX_HEAD_BYTES unmeasured by
+# arriving with other requests in one read (see HttpConnection.on_message_begin).
+HEAD_FEED_BYTES = 16 * 1024
+# Timeouts of HTTP connections, until they become WebSockets (docs/emulator.md "Limits and protection"). A kept-alive
+# connection idle this long is closed: nginx's keepalive_timeout, longer than the 60 s after which AWS's load balancers
+# drop an idle connection, so that a load balancer never sends a request on a connection the emulator is closing.
+HTTP_IDLE_TIMEOUT = 75.0
+# A request whose head and body have not all arrived this long after its first byte (or a new connection that has
+# sent nothing for as long) is closed; a started request is answered 408 first. nginx gives 60 s to each of head and
+# body, renewed by every read, so a byte a minute keeps its connection; this bounds the whole request, and 30 s is
+# ample for a 64 KiB head and a body of max_request_bytes (1 MiB) from the servers that call this API.
+HTTP_REQUEST_TIMEOUT = 30.0
 DIRECT_AFTER_IDLE = 0.001  # seconds without writes after which frames are written at once (HttpConnection.write)
 LISTEN_BACKLOG = 4096
 # permessage-deflate (RFC 7692), which browsers offer. Without context takeover on the server's side, a message
@@ -60,6 +72,8 @@ LISTEN_BACKLOG = 4096
 # it on the client's side, no connection keeps an inflate window between messages.
 _EXTENSIONS = [ServerPerMessageDeflateFactory(server_no_context_takeover=True, client_no_context_takeover=True)]
 _WS_PATH = re.compile(r"/app/([^/?]+)")
+_SERVED_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
+_NOT_REPEATED = (b"upgrade", b"expect")  # when a request is parsed again without its Upgrade header
 _REASONS = {
     200: "OK",
     204: "No Content",
@@ -68,6 +82,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     413: "Payload Too Large",
     426: "Upgrade Required",
     429: "Too Many Requests",
@@ -79,7 +94,14 @@ _REASONS = {
 class EmulatorNode:
     """Everything one emulator process holds: the apps' state, the HTTP API and the live sessions."""
 
-    def __init__(self, config: EmulatorConfig, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        http_idle_timeout: float = HTTP_IDLE_TIMEOUT,
+        http_request_timeout: float = HTTP_REQUEST_TIMEOUT,
+    ) -> None:
         self.config = config
         self.node_id = config.node_id if config.node_id is not None else random.randrange(1, 2**31)
         self._socket_counter = itertools.count(1)
@@ -90,6 +112,13 @@ class EmulatorNode:
         self.api: HttpApi | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.connections: set[HttpConnection] = set()
+        # Connections still speaking HTTP (not WebSockets, not console streams), swept for their timeouts.
+        self.http_connections: set[HttpConnection] = set()
+        self.http_idle_timeout = http_idle_timeout
+        self.http_request_timeout = http_request_timeout
+        self._http_sweeper: asyncio.Task[None] | None = None
+        # loop.time() at the last sweep: what HTTP connections stamp their waits with, at no cost per request.
+        self.http_clock = 0.0
         self.cluster: RedisCluster | None = None
         self.draining = False  # set by relay.emulator.shutdown: /ready answers 503 and new sockets get 4200
         self.ops = Operations(self)  # /health, /ready, /metrics, /usage, /console and the HTTP API rate limit
@@ -135,8 +164,17 @@ class EmulatorNode:
         if self.cluster is not None:
             self.ably.ready()
             await self.cluster.start(self.states)
-        self.api = HttpApi(self.states, self.by_key, path_prefix=self.config.path_prefix, wall_clock=self._wall_clock)
+        limited = any(app.api_rate_limit is not None for app in self.config.apps)
+        self.api = HttpApi(
+            self.states,
+            self.by_key,
+            path_prefix=self.config.path_prefix,
+            wall_clock=self._wall_clock,
+            on_authenticated=self.ops.api_authenticated if limited else None,  # no call per request without a limit
+        )
         self._sweeper = asyncio.create_task(self._sweep_liveness())
+        self.http_clock = loop.time()
+        self._http_sweeper = asyncio.create_task(self._sweep_http())
 
     def new_socket_id(self) -> str:
         return make_socket_id(self.node_id, next(self._socket_counter))
@@ -153,9 +191,31 @@ class EmulatorNode:
                     if isinstance(peer, Session | AblySession):
                         peer.check_liveness(now)
 
+    async def _sweep_http(self) -> None:
+        """Close HTTP connections past their timeouts: one pass over the HTTP connections a second (a quarter of the
+        shortest timeout when shorter), rather than a timer per request."""
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, self.http_idle_timeout / 4, self.http_request_timeout / 4)
+        # A wait is stamped with the clock of the sweep before it began, up to an interval early: the interval is
+        # added so that no connection is closed before its time (it is within two intervals after).
+        idle_limit = self.http_idle_timeout + interval
+        request_limit = self.http_request_timeout + interval
+        while True:
+            await asyncio.sleep(interval)
+            now = self.http_clock = loop.time()
+            for connection in list(self.http_connections):
+                began = connection.request_began
+                if began is not None:
+                    if now - began >= request_limit:
+                        connection.timed_out(self.http_request_timeout)
+                elif now - connection.idle_since >= idle_limit:
+                    connection.timed_out(self.http_idle_timeout)
+
     async def close(self, *, webhook_grace: float = 5.0) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._http_sweeper is not None:
+            self._http_sweeper.cancel()
         self.ops.close()
         for connection in list(self.connections):
             connection.shutdown()
@@ -179,9 +239,16 @@ class HttpConnection(asyncio.Protocol):
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: list[tuple[str, str]] | None = None
         self._body = bytearray()
-        self._too_large = False
-        self._head_bytes = 0  # bytes read since the current request began, until its headers are complete (then -1)
+        self._refused = False  # answered before its end (413, 431), or its body grew over the limit: not handled
+        # Bytes read since the current request's head began, at least as many as the head has so far, until the head
+        # is complete (then -1); 0 between requests.
+        self._head_bytes = 0
         self._finished = False
+        # For the timeouts (EmulatorNode._sweep_http): node.http_clock when the current request's first byte came,
+        # None between requests (a new connection counts as a request begun: one that sends nothing gets its
+        # timeout); and when the last answer was sent.
+        self.request_began: float | None = node.http_clock
+        self.idle_since = node.http_clock
         self.ws: ServerProtocol | None = None
         self.session: Session | AblySession | None = None
         self._fragments: list[bytes] = []
@@ -195,9 +262,11 @@ class HttpConnection(asyncio.Protocol):
         # Past this much unsent output the client is not reading what it is sent: see pause_writing.
         transport.set_write_buffer_limits(high=self.node.config.max_send_buffer)  # type: ignore[attr-defined]
         self.node.connections.add(self)
+        self.node.http_connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.node.connections.discard(self)
+        self.node.http_connections.discard(self)
         if self.session is not None:
             self.session.connection_lost()
 
@@ -208,15 +277,18 @@ class HttpConnection(asyncio.Protocol):
         parser = self.parser
         if parser is None or self._finished:  # answered with Connection: close, or a refused upgrade: drop the rest
             return
+        size = len(data)
+        if size > HEAD_FEED_BYTES:  # a large body, or a head sent with others to pass the limit unmeasured
+            for start in range(0, size, HEAD_FEED_BYTES):
+                self.data_received(data[start : start + HEAD_FEED_BYTES])
+            return
         if self._head_bytes >= 0:  # the current request's head is not complete yet
-            self._head_bytes += len(data)
+            self._head_bytes += size
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._upgrade(data[upgrade.args[0] :])
-            # The handshake was this connection's last HTTP. A WebSocket keeps neither the headers nor the parser,
-            # which holds seven bound methods of this object: a cycle for every full garbage collection to walk.
-            self.parser, self._raw_headers, self._headers = None, [], None
+            if not self._finished:  # its head was not refused (431)
+                self._switch_protocols(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
             # Not malformed HTTP (httptools wraps what a callback raised in a subclass of HttpParserError): a request
             # this server failed to answer. The parser stops at the error, so the connection ends after the 500;
@@ -230,9 +302,34 @@ class HttpConnection(asyncio.Protocol):
             return
         # Checked after parsing: the callbacks mark a head completed in this read (-1) or a request ended (0).
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._respond(
-                error_response(431, f"request line and headers over {MAX_HEAD_BYTES} bytes"), keep_alive=False
-            )
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        self._refused = True
+        self._respond(error_response(431, f"request line and headers over {MAX_HEAD_BYTES} bytes"), keep_alive=False)
+
+    def _head_size(self) -> int:
+        """The request line and headers as parsed: each header as ``Name: value``, each line ending in CRLF."""
+        parser = self.parser
+        assert parser is not None  # its callbacks are why this is asked
+        request_line = len(parser.get_method()) + len(self._url) + len("  HTTP/1.1\r\n")
+        return request_line + sum(len(name) + len(value) + len(": \r\n") for name, value in self._raw_headers) + 2
+
+    def timed_out(self, timeout: float) -> None:
+        """Past a timeout (EmulatorNode._sweep_http): a request begun and not complete is answered 408, as RFC 9110
+        §15.5.9 has it, so its client knows it was not handled (nginx closes without a word; an HTTP client then
+        reports an empty reply); an idle connection, or one that never sent a byte, is closed."""
+        self.node.http_connections.discard(self)
+        transport = self.transport
+        if transport is None or self._finished:  # answered with Connection: close: its own timer ends it
+            return
+        log.debug("HTTP connection timed out", extra={"timeout_s": timeout, "request": self._head_bytes != 0})
+        if self._writing_paused:
+            transport.abort()  # it reads nothing: close() would wait for it to take what is unsent
+        elif self.request_began is not None and self._head_bytes != 0:
+            self._respond(error_response(408, f"request not complete within {timeout:g} s"), keep_alive=False)
+        else:
+            transport.close()
 
     # -- httptools callbacks ----------------------------------------------------------------------------------
 
@@ -241,7 +338,12 @@ class HttpConnection(asyncio.Protocol):
         self._raw_headers = []
         self._headers = None
         self._body = bytearray()
-        self._too_large = False
+        self._refused = False
+        self.request_began = self.node.http_clock
+        if self._head_bytes == 0:
+            # Another request ended earlier in this read, so this head's share of it is unknown, but no larger than
+            # the read (HEAD_FEED_BYTES at most): charged that much, and measured in full if that passes the limit.
+            self._head_bytes = HEAD_FEED_BYTES
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -257,6 +359,10 @@ class HttpConnection(asyncio.Protocol):
         return self._headers
 
     def on_headers_complete(self) -> None:
+        # What was read since the head began also holds what followed it in the last read: measured when over.
+        if self._head_bytes > MAX_HEAD_BYTES and self._head_size() > MAX_HEAD_BYTES:
+            self._head_too_large()
+            return
         self._head_bytes = -1
         limit = self.node.config.max_request_bytes
         expects_continue = False
@@ -264,31 +370,42 @@ class HttpConnection(asyncio.Protocol):
             lowered = name.lower()
             if lowered == b"content-length" and value.isdigit() and int(value) > limit:  # bytes: ASCII digits only
                 # Answer now rather than after the body: it may be huge, or never come at all.
-                self._too_large = True
+                self._refused = True
                 self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
                 return
             if lowered == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
-        if expects_continue and self.transport is not None:
-            # curl (so Guzzle and pusher-http-php) waits a second for this before it sends a body over 1 KiB.
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if expects_continue:
+            self._continue()
+
+    def _continue(self) -> None:
+        """Answer ``Expect: 100-continue``: curl (so Guzzle and pusher-http-php) waits a second for it before it sends
+        a body over 1 KiB. An HTTP/1.0 client does not know 1xx answers, so its expectation is ignored (RFC 9110
+        §10.1.1)."""
+        parser, transport = self.parser, self.transport
+        if parser is not None and transport is not None and not self._finished and parser.get_http_version() != "1.0":
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self._too_large:
+        if self._refused:
             return
         self._body += body
         if len(self._body) > self.node.config.max_request_bytes:
-            self._too_large = True
+            self._refused = True
             self._body = bytearray()
 
     def on_message_complete(self) -> None:
+        if self._finished:  # answered with Connection: close: no request after it is handled (RFC 9112 §9.6)
+            return
         parser = self.parser
         assert parser is not None  # this is its callback
         if parser.should_upgrade():
-            return
+            return  # answered where httptools stops, in data_received (_switch_protocols)
         self._head_bytes = 0  # what follows is the next request's head
+        self.request_began = None
+        self.idle_since = self.node.http_clock
         keep_alive = parser.should_keep_alive()
-        if self._too_large:
+        if self._refused:  # its body grew over the limit (those refused earlier were answered with close)
             limit = self.node.config.max_request_bytes
             self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
             return
@@ -306,12 +423,13 @@ class HttpConnection(asyncio.Protocol):
                 answer = ops.handle(self.transport, method, path, query, self.headers, body)
                 if answer is STREAMING:  # the console's event stream owns the connection from now on
                     self._finished = True
+                    self.node.http_connections.discard(self)
                 else:
                     self._respond(answer, keep_alive=keep_alive, head=method == "HEAD")
                 return
             app = ops.api_app(path, query)
             ably = None if app is not None else self.node.ably.handle(method, path, query, self.headers, body)
-            response = ably or ops.rate_limited(method, app) or self.node.api.handle(method, path, query, body)
+            response = ably or ops.rate_limited(method, app) or self.node.api.handle(method, path, query, body, app)
             ops.api_answered(method, path, app, response, started)
         self._respond(response, keep_alive=keep_alive, head=method == "HEAD")
 
@@ -334,14 +452,53 @@ class HttpConnection(asyncio.Protocol):
 
     # -- WebSocket --------------------------------------------------------------------------------------------
 
-    def _upgrade(self, rest: bytes) -> None:
+    def _switch_protocols(self, rest: bytes) -> None:
+        """httptools stopped after the head of a request asking to switch protocols. A WebSocket handshake (a GET
+        offering websocket) is answered as one on any path, since a bad path is refused after the upgrade (4005);
+        another (curl --http2's ``Upgrade: h2c``, Java's HttpClient, a POST) is answered over HTTP/1.1, ignoring
+        its Upgrade header as RFC 9110 §7.8 lets a server do."""
+        ws = self._accept_fast()
+        if ws is None and not self._asks_for_websocket():
+            self._without_upgrade(rest)
+            return
+        ws = ws or self._accept()
+        if ws is not None:
+            self._upgrade(ws, rest)
+        # The handshake was this connection's last HTTP. A WebSocket keeps neither the headers nor the parser, which
+        # holds seven bound methods of this object: a cycle for every full garbage collection to walk.
+        self.parser, self._raw_headers, self._headers = None, [], None
+
+    def _asks_for_websocket(self) -> bool:
+        parser = self.parser
+        assert parser is not None  # the upgrade is answered before the parser is dropped
+        return parser.get_method() == b"GET" and any(
+            name.lower() == b"upgrade" and b"websocket" in (token.strip() for token in value.lower().split(b","))
+            for name, value in self._raw_headers
+        )
+
+    def _without_upgrade(self, rest: bytes) -> None:
+        """Answer a request over HTTP/1.1 despite its Upgrade header: httptools stopped before its body, so the head
+        is parsed again without the header by a new parser, which goes on to the body and what follows. A
+        ``100 Continue`` already sent is not sent twice."""
+        parser = self.parser
+        assert parser is not None
+        method = parser.get_method()
+        if method == b"CONNECT":  # httptools takes any CONNECT for a switch of protocols
+            refusal = method_not_allowed("CONNECT is not supported: the emulator is no proxy", _SERVED_METHODS)
+            self._respond(refusal, keep_alive=False)
+            return
+        head = [b"%s %s HTTP/%s" % (method, self._url, parser.get_http_version().encode())]
+        head += [name + b": " + value for name, value in self._raw_headers if name.lower() not in _NOT_REPEATED]
+        self.parser = httptools.HttpRequestParser(self)
+        self._head_bytes = 0
+        self.data_received(b"\r\n".join(head) + b"\r\n\r\n" + rest)
+
+    def _upgrade(self, ws: ServerProtocol, rest: bytes) -> None:
         transport = self.transport
         assert transport is not None
         target = self._url.decode("latin-1")
-        ws = self._accept_fast() or self._accept()
-        if ws is None:
-            return
         self.ws = ws
+        self.node.http_connections.discard(self)
         if self._writing_paused:  # the answers to its earlier requests are still unread: asyncio will not say again
             self.close(ErrorCode.OVER_CAPACITY, OVER_CAPACITY)
             return
@@ -481,8 +638,7 @@ class HttpConnection(asyncio.Protocol):
             session.receive(payload, binary=opcode is Opcode.BINARY)
             return
         if opcode is Opcode.BINARY:
-            session.heard()
-            session.send_text(frames.error(None, "Binary frames are not supported: send JSON in text frames"))
+            session.receive_binary()
             return
         try:
             text = payload.decode()
@@ -593,7 +749,8 @@ class HttpConnection(asyncio.Protocol):
         if ws is None or transport is None or transport.is_closing():
             return
         try:
-            ws.send_close(code, reason[:120])
+            # RFC 6455 §5.5: a close reason is at most 123 bytes of UTF-8; cut on a character's boundary
+            ws.send_close(code, reason.encode(errors="replace")[:123].decode(errors="ignore"))
         except Exception:  # the close handshake already started; the timer below still ends it
             log.debug("close frame not sent", exc_info=True)
         self._flush()

@@ -39,15 +39,16 @@ class Link(Protocol):
 
 class Session:
     __slots__ = (
+        "_authorized",
         "_clock",
         "_control_frames",
-        "_events_in_window",
         "_flood_reported_at",
         "_frame_tokens",
         "_link",
+        "_oldest_recent",
+        "_recent_client_events",
         "_released",
         "_tokens_at",
-        "_window_start",
         "closed",
         "last_activity",
         "opened_at",
@@ -72,8 +73,13 @@ class Session:
         self.opened_at = self.last_activity = clock()
         self.ping_sent_at: float | None = None
         self._control_frames = False  # the client has sent a WebSocket ping or pong: ping it that way too
-        self._window_start = 0.0
-        self._events_in_window = 0
+        # Signed in or subscribed to a private or presence channel once: hosted Pusher's "authorized connection",
+        # which stays authorized when it leaves the channel (user_authentication_timeout no longer applies).
+        self._authorized = False
+        # When the last client_events_per_second client events were relayed (a ring, oldest at _oldest_recent),
+        # made on the first client event.
+        self._recent_client_events: list[float] | None = None
+        self._oldest_recent = 0
         self._frame_tokens = float(state.app.limits.inbound_frame_burst)
         self._tokens_at = self.opened_at
         self._flood_reported_at = float("-inf")
@@ -118,12 +124,9 @@ class Session:
         if (
             app.user_authentication_timeout is not None
             and now - self.opened_at > app.user_authentication_timeout
-            and not self._authorized()
+            and not self._authorized
         ):
             self.terminate(ErrorCode.UNAUTHORIZED, "Connection is unauthorized: sign in or subscribe in time")
-
-    def _authorized(self) -> bool:
-        return self.user is not None or any(classify(name).needs_auth for name in self.subscriptions)
 
     # -- output -----------------------------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class Session:
         if not self._take_frame_token(now):
             return
         try:
-            frame = frames.decode_client_frame(text, self.state.app.limits.max_event_bytes + 4096)
+            frame = frames.decode_client_frame(text, self.state.client_frame_limit)
             event = frame.event
             if event == frames.PING:
                 self.send_text(frames.pong())
@@ -167,11 +170,17 @@ class Session:
             elif event == frames.SIGNIN:
                 self._signin(frames.data_object(frame))
             elif is_client_event(event):
-                self._client_event(frame)
+                self._client_event(frame, now)
             else:
                 self._error(f"Unsupported event {event[:64]!r}")
         except RelayError as exc:
             self._error(exc.message)
+
+    def receive_binary(self) -> None:
+        """A binary message: refused, as the protocol is JSON text, but from the same frame budget as text (a flood of
+        them is dropped like one of text frames, not answered one by one)."""
+        if self._take_frame_token(self.heard()):
+            self._error("Binary frames are not supported: send JSON in text frames")
 
     def _take_frame_token(self, now: float) -> bool:
         """A token bucket on inbound frames: bursts (a page subscribing to many channels) pass, floods are dropped."""
@@ -196,16 +205,21 @@ class Session:
     def _subscribe(self, data: dict[str, object]) -> None:
         name = data.get("channel")
         app = self.state.app
+        if not isinstance(name, str):
+            # No channel a subscription_error could name (pusher-js would file it under "None" or "123").
+            problem = "has no channel" if name is None else "has a channel that is not a string"
+            self._error(f"pusher:subscribe {problem}")
+            return
         try:
             validate_channel_name(name, app.limits)
         except ProtocolError as exc:
-            # Echo a string name verbatim (the frame size limit already bounds it) so the client can route the error.
-            echoed = name if isinstance(name, str) else str(name)[:200]
-            self.send_text(frames.subscription_error(echoed, "InvalidChannel", exc.message, 400))
+            # Echoed verbatim (the frame size limit bounds it) so the client can route the error.
+            self.send_text(frames.subscription_error(name, "InvalidChannel", exc.message, 400))
             return
-        assert isinstance(name, str)
         if name in self.subscriptions:
-            self._subscription_succeeded(name)
+            # Hosted Pusher's answer (pusher-js#45): the subscription stays as it is and the duplicate's auth grants
+            # nothing (a cache channel's replay or a presence member list is not sent again either).
+            self._error(f"Existing subscription to channel {name}")
             return
         if len(self.subscriptions) >= app.limits.max_subscriptions_per_connection:
             limit = app.limits.max_subscriptions_per_connection
@@ -240,6 +254,8 @@ class Session:
             self.send_text(frames.subscription_error(name, "LimitReached", f"presence limit of {limit} reached", 4100))
             return
         self.subscriptions[name] = None if member is None else member.user_id
+        if kind.needs_auth:
+            self._authorized = True
         if kind is ChannelKind.SERVER_TO_USER:
             self._subscription_succeeded(name)
             return
@@ -293,12 +309,13 @@ class Session:
                 self.terminate(ErrorCode.UNAUTHORIZED, "Signin failed: already signed in as another user")
             return
         self.user, self.user_id = user, user.user_id
+        self._authorized = True
         self.send_text(frames.signin_success(user_data))
         if truncated:
             self._error(f"Watchlist limit exceeded: only the first {app.limits.max_watchlist} ids are watched", 4302)
         self.state.sign_in(self, user.user_id, user.watchlist)
 
-    def _client_event(self, frame: frames.ClientFrame) -> None:
+    def _client_event(self, frame: frames.ClientFrame, now: float) -> None:
         app = self.state.app
         name = frame.channel
         if not app.client_events:
@@ -310,18 +327,22 @@ class Session:
         if not classify(name).allows_client_events:
             self._error("Client events are only allowed on private and presence channels")
             return
-        now = self._clock()
-        if now - self._window_start >= 1.0:
-            self._window_start, self._events_in_window = now, 0
-        self._events_in_window += 1
-        if self._events_in_window > app.limits.client_events_per_second:
-            limit = app.limits.client_events_per_second
+        # No one-second span relays more than the limit: the limit-th latest relayed event must be a second old.
+        # Only relayed events count: a refused one reaches no one (and the frame budget bounds what refusals cost).
+        limit = app.limits.client_events_per_second
+        recent = self._recent_client_events
+        if recent is None:
+            recent = self._recent_client_events = [float("-inf")] * limit
+        oldest = self._oldest_recent
+        if now - recent[oldest] < 1.0:
             self._error(f"Client event rejected due to rate limit ({limit}/s)", ErrorCode.CLIENT_EVENT_REJECTED)
             return
         validate_event_name(frame.event, app.limits)
         data = frames.client_event_data(frame.data)
         if frames.utf8_length(data) > app.limits.max_event_bytes:
             raise PayloadTooLarge(f"client event data is over {app.limits.max_event_bytes} bytes")
+        recent[oldest] = now
+        self._oldest_recent = (oldest + 1) % limit
         user_id = self.subscriptions[name]
         channel = self.state.channels[name]
         self.state.relay_client_event(channel, frames.channel_event(frame.event, name, data, user_id), self.socket_id)

@@ -15,11 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from relay.adapters.base import Adapter, Call, Capability, unsupported
+from relay.adapters.base import Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
 from relay.config import ProviderConfig, from_env, parse_url
 from relay.errors import (
     ClientClosed,
     ConfigError,
+    InvalidChannelName,
     InvalidEventName,
     LimitExceeded,
     ProtocolError,
@@ -27,6 +28,7 @@ from relay.errors import (
     RateLimited,
     RelayError,
     TransportError,
+    UnknownKey,
 )
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
@@ -157,6 +159,12 @@ class _Operations:
         assert isinstance(socket_id, str)
         return socket_id
 
+    def prefix(self, prefix: object) -> str:
+        """A prefix of channel names, as ``channels()`` lists them."""
+        if not isinstance(prefix, str):
+            raise InvalidChannelName(f"a channel name prefix must be a string, got {prefix!r}")
+        return prefix
+
     def checked_publish(
         self, channels: str | Sequence[str], event: str, socket_id: str | None
     ) -> tuple[list[str], str, str | None]:
@@ -239,10 +247,13 @@ def _note_published(error: RelayError, done: Sequence[Any], capability: Capabili
         message = _BATCH_INDEX.sub(lambda match: f"batch[{int(match[1]) + published}]", message)
     error.message = (
         f"{message}; {unit} 0-{published - 1} were already published by the calls before this one "
-        f"(the provider takes {len(done[0].channels)} per call): send only the {unit} from {published} on again"
+        f"(the provider takes {len(done[0].channels)} per call)"
     )
+    # A call refused in part (Ably answers channel by channel) already said which of its own were published
+    if error.published is None:
+        error.message += f": send only the {unit} from {published} on again"
     error.args = (error.message,)
-    error.published = published
+    error.published = published + (error.published or 0)
 
 
 class _Outcomes:
@@ -307,8 +318,9 @@ class _BaseRelay:
         self._ops.require(self.adapter, Capability.USER_AUTH)
         return self.adapter.authenticate_user(self.adapter.check_socket_id(socket_id), User.coerce(user))
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
-        """Check a webhook's signature and return its events in one model for every provider."""
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
+        """Check a webhook's signature and return its events in one model for every provider. ``body`` is the raw
+        body received: bytes, or the str they decode to."""
         return _verify_webhook(self._ops, headers, body)
 
 
@@ -341,12 +353,21 @@ class Relay(_BaseRelay):
         self._sender.close()
 
     def _run(self, call: Call[T], adapter: Adapter) -> T:
-        response = None if call.request is None else self._sender.send(call.request, adapter.error_for)
+        response = None if call.request is None else self._first_response(call, call.request, adapter)
         result, follow = call.pages(response)
         while follow is not None:
             page, follow = call.pages(self._sender.send(follow, adapter.error_for))
             result = call.joined(result, page)
         return result
+
+    def _first_response(self, call: Call[Any], request: HttpRequest, adapter: Adapter) -> HttpResponse:
+        try:
+            return self._sender.send(request, adapter.error_for)
+        except RelayError as error:
+            instead = call.request_instead(error)
+            if instead is None:
+                raise
+        return self._sender.send(instead, adapter.error_for)
 
     def _run_all(self, calls: list[Call[Any]], adapter: Adapter, capability: Capability) -> list[Any]:
         done: list[Any] = []
@@ -409,6 +430,7 @@ class Relay(_BaseRelay):
         return result
 
     def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
+        self._ops.prefix(prefix)
         result: dict[str, ChannelInfo] = self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST)
         return result
 
@@ -447,12 +469,21 @@ class AsyncRelay(_BaseRelay):
         await self._sender.aclose()
 
     async def _run(self, call: Call[T], adapter: Adapter) -> T:
-        response = None if call.request is None else await self._sender.send(call.request, adapter.error_for)
+        response = None if call.request is None else await self._first_response(call, call.request, adapter)
         result, follow = call.pages(response)
         while follow is not None:
             page, follow = call.pages(await self._sender.send(follow, adapter.error_for))
             result = call.joined(result, page)
         return result
+
+    async def _first_response(self, call: Call[Any], request: HttpRequest, adapter: Adapter) -> HttpResponse:
+        try:
+            return await self._sender.send(request, adapter.error_for)
+        except RelayError as error:
+            instead = call.request_instead(error)
+            if instead is None:
+                raise
+        return await self._sender.send(instead, adapter.error_for)
 
     async def _run_all(self, calls: list[Call[Any]], adapter: Adapter, capability: Capability) -> list[Any]:
         done: list[Any] = []
@@ -511,6 +542,7 @@ class AsyncRelay(_BaseRelay):
         return result
 
     async def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
+        self._ops.prefix(prefix)
         result: dict[str, ChannelInfo] = await self._each(
             lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST
         )
@@ -524,15 +556,19 @@ class AsyncRelay(_BaseRelay):
         return result
 
 
-def _verify_webhook(ops: _Operations, headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
-    """Any configured provider may be the sender (during a migration both are)."""
-    failures: list[RelayError] = []
+def _verify_webhook(ops: _Operations, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
+    """Any configured provider may be the sender (during a migration both are). When none verifies the webhook, the
+    error is the one of the provider it claims to come from: whose signature headers it has, and whose key."""
+    failures: list[tuple[Adapter, RelayError]] = []
     for route in ops.routes:
         try:
             return route.adapter.verify_webhook(headers, body)
         except RelayError as error:
-            failures.append(error)
-    raise failures[0]
+            failures.append((route.adapter, error))
+    named = {name.lower() for name in headers}
+    claimed = [(adapter, error) for adapter, error in failures if named & adapter.webhook_headers] or failures
+    # A key that is not this provider's says only that the webhook is another's
+    raise next((error for _, error in claimed if not isinstance(error, UnknownKey)), claimed[0][1])
 
 
 def _merge(parts: list[PublishResult]) -> PublishResult:

@@ -57,7 +57,7 @@ class ProviderConfig:
         secret = "***" if privacy else quote(self.secret, safe="")
         port = f":{self.port}" if self.port is not None else ""
         path = f"/apps/{self.app_id}" if self.scheme in ("pusher", "emulator") else ""
-        query = "" if self.tls or self.scheme != "pusher" else "?tls=false"
+        query = "" if self.tls or self.scheme == "emulator" else "?tls=false"  # emulator:// is plain by default
         if self.scheme == "emulator" and self.tls:
             query = "?tls=true"
         if self.client_events:
@@ -153,6 +153,21 @@ def parse_url(url: str) -> ProviderConfig:
     if scheme == "pusher" and port is None and "." not in host and ":" not in host and host != "localhost":
         host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1" (a host with a port is a host)
     return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key)
+
+
+_CLUSTER = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+def _cluster(cluster: str) -> str:
+    """``PUSHER_CLUSTER``, a cluster's short name (the host is made of it): a host or URL there would make one such
+    as api-https://eu.pusher.com, which fails only at the first request, as a network error."""
+    name = cluster.lower()  # host names are case-insensitive: EU is eu
+    if not _CLUSTER.fullmatch(name):
+        raise ConfigError(
+            f"PUSHER_CLUSTER must be a cluster's short name such as eu, mt1, us2 or ap3, got {cluster!r} "
+            "(a server's host goes in PUSHER_HOST, with PUSHER_PORT and PUSHER_SCHEME)"
+        )
+    return name
 
 
 def _refuse_unknown_options(scheme: str, options: Mapping[str, str], known: str) -> None:
@@ -285,7 +300,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
                 f"PUSHER_HOST must be a host name or an IP address, got {env['PUSHER_HOST']!r} "
                 "(the scheme goes in PUSHER_SCHEME, the port in PUSHER_PORT)"
             )
-        host = env.get("PUSHER_HOST") or f"api-{env.get('PUSHER_CLUSTER') or 'mt1'}.pusher.com"
+        host = env.get("PUSHER_HOST") or f"api-{_cluster(env.get('PUSHER_CLUSTER') or 'mt1')}.pusher.com"
         port_text = env.get("PUSHER_PORT") or ""
         port = _port_number(port_text) if port_text else None
         if port_text and port is None:

@@ -17,8 +17,11 @@ class RelayError(Exception):
     # The provider whose HTTP answer this is ("Pusher", "Ably", "the Relay emulator"), None when Relay itself refused
     # or failed: a provider's 401 is about Relay's own key, a 401 Relay raises is about what it was given.
     answered_by: str | None = None
-    # An operation sent as several calls (a batch over the provider's events per call, a publish over its channels
-    # per call) that failed after the first: how many events (or channels) the earlier calls published.
+    # A publish that failed after part of it was delivered: how many events (or channels) were published, so that
+    # they are not sent again. An operation sent as several calls (a batch over the provider's events per call, a
+    # publish over its channels per call) that failed after the first: the earlier calls' events, the first ones.
+    # A call the provider refused in part (Ably answers channel by channel): those it published, which the message
+    # names, not necessarily the first ones.
     published: int | None = None
 
     def __init__(
@@ -62,7 +65,7 @@ class InvalidChannelName(ProtocolError):
 
 
 class InvalidEventName(ProtocolError):
-    """An event name is empty or too long."""
+    """An event name is empty, too long, or in the ``pusher`` namespace Pusher reserves for its own events."""
 
 
 class InvalidSocketId(ProtocolError):
@@ -125,10 +128,19 @@ class TransportError(RelayError):
 
 class ClientClosed(RelayError):
     """The client was closed (``close()``, the end of its ``with`` block, ``reset_default_client()``) while, or
-    before, it was used."""
+    before, it was used. Closed during a request (sent, or between its retries), the error names the request's host
+    and says that it may have been processed."""
 
-    def __init__(self) -> None:
-        super().__init__("this Relay client is closed: create another one")
+    def __init__(self, *, in_flight_to: str | None = None) -> None:
+        if in_flight_to is None:
+            super().__init__("this Relay client is closed: create another one")
+        else:
+            # The request may have been processed: a publish sent again could be delivered twice
+            super().__init__(
+                f"this Relay client was closed during a request to {in_flight_to}: the request may or may not "
+                "have reached the provider (a publish may have been delivered); create another client, and check "
+                "before sending it again"
+            )
 
 
 class UnsupportedCapability(RelayError):

@@ -6,25 +6,42 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.errors import ProtocolError
+
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """An end user, as channel rules and presence see them."""
+    """An end user, as channel rules and presence see them. ``watchlist``: the ids of the users whose online status
+    Pusher tells this user's browser once signed in (``pusher.user.watchlist``), at most 100."""
 
     id: str
     info: Mapping[str, Any] = field(default_factory=dict)
+    watchlist: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        watchlist: object = self.watchlist
+        # A str would be read as a list of one-character ids
+        if not isinstance(watchlist, list | tuple) or not all(isinstance(watched, str) for watched in watchlist):
+            raise ProtocolError(f"a user's watchlist is a list of user id strings, not {watchlist!r}")
+        object.__setattr__(self, "watchlist", tuple(watchlist))  # a list given is kept as the tuple it is typed as
 
     @classmethod
     def coerce(cls, user: User | Mapping[str, Any] | str) -> User:
+        """``user`` as a :class:`User`: a mapping has ``id`` (or ``user_id``), maybe ``info`` (or ``user_info``) and
+        ``watchlist``, as pusher-http-python's ``user_data``."""
         if isinstance(user, User):
             return user
         if isinstance(user, str):
             return cls(user)
+        if not isinstance(user, Mapping):
+            raise ProtocolError(f"a user is a User, a mapping or a str id, not {type(user).__name__}")
         user_id = user.get("id", user.get("user_id"))
         if user_id is None or str(user_id) == "":
-            raise ValueError("a user needs an id")
+            raise ProtocolError("a user needs an id: the mapping's 'id' (or 'user_id') is missing or empty")
         info = user.get("info", user.get("user_info")) or {}
-        return cls(str(user_id), info)
+        if not isinstance(info, Mapping):
+            raise ProtocolError(f"a user's info is a mapping, not {type(info).__name__}")
+        return cls(str(user_id), info, user.get("watchlist") or ())
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,18 +145,21 @@ class SyncSender:
         self._client = client or httpx.Client(timeout=policy.timeout)
         self._sleep = sleep
         self._jitter = jitter
+        self._closed = False
 
     def send(self, request: HttpRequest, error_for: ErrorFor) -> HttpResponse:
         attempt = 0
         while True:
             attempt += 1
-            if self._client.is_closed:  # httpx would raise a bare RuntimeError
-                raise ClientClosed()
+            if self._closed or self._client.is_closed:  # httpx would raise a bare RuntimeError
+                raise _closed_error(request, attempt)
             try:
                 outcome: httpx.Response | httpx.HTTPError = self._client.request(
                     request.method, request.url, headers=request.headers, content=request.body
                 )
             except httpx.HTTPError as exc:
+                if self._closed:  # close() from another thread cut the connection: no network fault
+                    raise ClientClosed(in_flight_to=_host(request)) from None
                 outcome = exc
             result = _after_attempt(self.policy, attempt, request, outcome, error_for, self._jitter)
             if isinstance(result, HttpResponse):
@@ -164,10 +167,15 @@ class SyncSender:
             self._sleep(result)
 
     def close(self) -> None:
+        self._closed = True
         self._client.close()
 
 
 class AsyncSender:
+    """Sends with one ``httpx.AsyncClient`` per event loop: httpx's connections belong to the loop that opened them,
+    so an ``AsyncRelay`` shared by several ``asyncio.run()`` calls (scripts, CLI commands, per-test loops) would
+    otherwise reuse a dead loop's connections. A ``client`` passed in is used as is, in every loop."""
+
     def __init__(
         self,
         policy: RetryPolicy = DEFAULT_RETRY,
@@ -176,20 +184,37 @@ class AsyncSender:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.policy = policy
-        self._client = client or httpx.AsyncClient(timeout=policy.timeout)
+        self._given = client
+        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._jitter = jitter
+        self._closed = False
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._given is not None:
+            return self._given
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            # A finished loop's connections can no longer be closed (closing needs their loop): dropped, the
+            # garbage collector closes their sockets
+            self._clients = {other: kept for other, kept in self._clients.items() if not other.is_closed()}
+            client = self._clients[loop] = httpx.AsyncClient(timeout=self.policy.timeout)
+        return client
 
     async def send(self, request: HttpRequest, error_for: ErrorFor) -> HttpResponse:
         attempt = 0
         while True:
             attempt += 1
-            if self._client.is_closed:
-                raise ClientClosed()
+            client = None if self._closed else self._client()
+            if client is None or client.is_closed:
+                raise _closed_error(request, attempt)
             try:
-                outcome: httpx.Response | httpx.HTTPError = await self._client.request(
+                outcome: httpx.Response | httpx.HTTPError = await client.request(
                     request.method, request.url, headers=request.headers, content=request.body
                 )
             except httpx.HTTPError as exc:
+                if self._closed:  # aclose() during the request cut the connection: no network fault
+                    raise ClientClosed(in_flight_to=_host(request)) from None
                 outcome = exc
             result = _after_attempt(self.policy, attempt, request, outcome, error_for, self._jitter)
             if isinstance(result, HttpResponse):
@@ -197,4 +222,25 @@ class AsyncSender:
             await asyncio.sleep(result)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._closed = True
+        if self._given is not None:
+            await self._given.aclose()
+            return
+        running = asyncio.get_running_loop()
+        for loop, client in self._clients.items():
+            if loop is running:
+                await client.aclose()
+            elif loop.is_running():  # another thread's loop: closed there
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        self._clients.clear()
+
+
+def _host(request: HttpRequest) -> str:
+    url = httpx.URL(request.url)
+    return url_host(url.host) + (f":{url.port}" if url.port else "")
+
+
+def _closed_error(request: HttpRequest, attempt: int) -> ClientClosed:
+    """Closed before the first attempt, nothing was sent; before a retry, what an earlier attempt sent may have
+    been processed."""
+    return ClientClosed(in_flight_to=_host(request) if attempt > 1 else None)

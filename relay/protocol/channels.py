@@ -10,6 +10,10 @@ from relay.errors import InvalidChannelName, InvalidEventName
 
 SERVER_TO_USER_PREFIX = "#server-to-user-"
 CLIENT_EVENT_PREFIX = "client-"
+# Hosted Pusher refuses event names starting with "pusher" (pusher:…, pusher_internal:…, pusher-…) with 400 and this
+# text (pusher/pusher-http-ruby#142): clients would take such events for the protocol's own.
+RESERVED_EVENT_PREFIX = "pusher"
+RESERVED_EVENT_NAME = "The 'pusher' namespace is reserved for internal usage"
 
 
 class ChannelKind(enum.Enum):
@@ -89,11 +93,14 @@ def validate_channel_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
 
 
 def validate_event_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
-    """Any characters are allowed (Laravel sends ``App\\Events\\X``); only presence and length are checked."""
+    """Any characters are allowed (Laravel sends ``App\\Events\\X``); presence, length and the reserved ``pusher``
+    prefix are checked."""
     if not isinstance(name, str) or not name:
         raise InvalidEventName(f"event name must be a non-empty string, got {name!r}")
     if len(name) > limits.max_event_name:
         raise InvalidEventName(f"event name is {len(name)} characters long; the limit is {limits.max_event_name}")
+    if name.startswith(RESERVED_EVENT_PREFIX):
+        raise InvalidEventName(f"{RESERVED_EVENT_NAME}: event names cannot start with 'pusher' (got {name[:50]!r})")
     return name
 
 

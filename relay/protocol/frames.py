@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 
 from relay.errors import InvalidFrame, PayloadTooLarge
+from relay.protocol.channels import Limits
 
 CONNECTION_ESTABLISHED = "pusher:connection_established"
 ERROR = "pusher:error"
@@ -178,11 +179,27 @@ class ClientFrame:
     channel: str | None
 
 
+def client_frame_limit(limits: Limits) -> int:
+    """The largest client frame worth parsing: one carrying the largest payload ``limits`` allow with every byte of
+    it escaped (JSON writes a byte as at most six: ``\\u0022`` for a quote, ``\\u00e9`` for the two bytes of "é").
+
+    That payload is a client event's data or a sign-in's ``user_data`` (an id and a full watchlist of the longest ids
+    at UTF-8's four bytes a character, and the largest ``user_info``), whichever is larger, plus the longest event
+    name and channel; 1 KiB more holds the keys and a channel's auth. Payloads are checked on their decoded sizes,
+    so this only spares the parser frames no valid message makes. (A ``user_data`` escaped by its own encoder and
+    again inside the frame takes at most 14 bytes for a character of an id, within the 24 counted.)
+    """
+    user_data = (limits.max_watchlist + 1) * (4 * limits.max_user_id_length + 3) + limits.max_user_info_bytes + 64
+    payload = max(limits.max_event_bytes, user_data) + 4 * limits.max_event_name + limits.max_channel_name
+    return 6 * payload + 1024
+
+
 def decode_client_frame(text: str | bytes, max_bytes: int) -> ClientFrame:
     """Parse one client frame, raising :class:`InvalidFrame` (or :class:`PayloadTooLarge`) on anything malformed."""
-    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        raise PayloadTooLarge(f"frame is {size} bytes; the limit is {max_bytes}")
+    if len(text) > max_bytes // 4:  # a character is at most 4 bytes: a frame under this needs no encoding to measure
+        size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            raise PayloadTooLarge(f"Message too large: the frame is {size} bytes; the limit is {max_bytes}")
     message = loads(text)
     if not isinstance(message, dict):
         raise InvalidFrame("frame must be a JSON object")

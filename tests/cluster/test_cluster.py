@@ -152,7 +152,7 @@ async def test_presence_is_cluster_wide_with_one_member_event_per_user(nodes: No
 
 
 async def test_http_api_answers_are_cluster_wide(nodes: Nodes) -> None:
-    a, b = await nodes(2)
+    a, b = await nodes(2, app=replace(TEST_APP, subscription_count=True))  # info=subscription_count needs it
     on_a, on_b, other_b = await Client.open(a), await Client.open(b), await Client.open(b)
     await on_a.subscribe("orders")
     await on_b.subscribe("orders")
@@ -210,11 +210,13 @@ async def test_webhooks_fire_once_per_cluster_transition(nodes: Nodes, receiver:
 
 
 async def test_two_deployments_share_one_redis_without_cross_talk(nodes: Nodes) -> None:
-    (blue,) = await nodes(1, redis_prefix="blue")
-    (green,) = await nodes(1, redis_prefix="green")
+    counting = replace(TEST_APP, subscription_count=True)  # info=subscription_count needs it
+    (blue,) = await nodes(1, redis_prefix="blue", app=counting)
+    (green,) = await nodes(1, redis_prefix="green", app=counting)
     on_blue, on_green = await Client.open(blue), await Client.open(green)
     await on_blue.subscribe("news")
     await on_green.subscribe("news")
+    await on_green.expect("pusher_internal:subscription_count")
     await settle()
     await asyncio.to_thread(sdk(blue).trigger, "news", "only-blue", "x")
     await on_blue.expect("only-blue")

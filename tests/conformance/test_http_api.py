@@ -301,8 +301,12 @@ async def test_channels_info_lists_occupied_channels(emulator: RunningEmulator, 
     assert (await asyncio.to_thread(client.channels_info, "public-"))["channels"] == {"public-a": {}}
 
 
-async def test_channel_info_reports_occupancy_and_counts(emulator: RunningEmulator, open_ws: OpenSubscriber) -> None:
-    """Items 73, 92: ``occupied`` always; ``user_count`` counts users (presence only), subscription_count sockets."""
+async def test_channel_info_reports_occupancy_and_counts(
+    start_emulator: StartEmulator, open_ws: OpenSubscriber
+) -> None:
+    """Items 73, 92: ``occupied`` always; ``user_count`` counts users (presence only), subscription_count sockets
+    (on an app that counts them)."""
+    emulator = await start_emulator(app=replace(APP, subscription_count=True))
     client = pusher_client(emulator)
     await _presence_room(emulator, open_ws)
 
@@ -565,7 +569,7 @@ async def test_unknown_app_route_and_method(
     assert_error(await http.get(emulator.http_url + "/favicon.ico"), 404, "no route")
     assert_error(await http.get(emulator.http_url + "/apps/1/channels/a/b/c"), 404, "no route")
     assert_error(await signed(http, emulator, "GET", "/apps/1/events"), 405, "/apps/1/events accepts POST only")
-    assert_error(await signed(http, emulator, "POST", "/apps/1/channels", body={}), 405, "accepts GET only")
+    assert_error(await signed(http, emulator, "POST", "/apps/1/channels", body={}), 405, "accepts GET, HEAD only")
     alias = await signed(http, emulator, "POST", "/users/42/terminate_connections", body={}, key="nobody")
     assert_error(alias, 404, "unknown auth_key")
     assert_error(await http.get(emulator.http_url + "/app/app-key"), 426, "WebSocket endpoint")
@@ -793,11 +797,14 @@ async def test_one_bad_batch_item_rejects_the_whole_batch(
 
 
 async def test_trigger_info_attributes(
-    emulator: RunningEmulator, http: httpx.AsyncClient, open_ws: OpenSubscriber
+    start_emulator: StartEmulator, http: httpx.AsyncClient, open_ws: OpenSubscriber
 ) -> None:
     """Item 68: ``info`` on a trigger answers ``{"channels":{…}}``, each channel with only the attributes its type
     has (the docs' example: ``user_count`` for the presence channel, only ``subscription_count`` for the other)."""
+    emulator = await start_emulator(app=replace(APP, subscription_count=True))
     subs = await _presence_room(emulator, open_ws)
+    for sub in (subs[0], subs[2]):  # the counts of public-a and private-b, sent as they were subscribed
+        assert (await sub.recv())["event"] == "pusher_internal:subscription_count"
 
     body = event_body(["presence-room", "public-a", "nobody"], info="subscription_count")
     assert assert_json(await signed(http, emulator, "POST", "/apps/1/events", body=body)) == {
@@ -830,10 +837,11 @@ async def test_trigger_info_attributes(
 
 
 async def test_batch_info_is_index_aligned(
-    emulator: RunningEmulator, http: httpx.AsyncClient, open_ws: OpenSubscriber
+    start_emulator: StartEmulator, http: httpx.AsyncClient, open_ws: OpenSubscriber
 ) -> None:
     """Items 68, 69: a batch where any item asks for ``info`` answers ``{"batch":[…]}`` aligned with the items,
     each with only the attributes its channel type has."""
+    emulator = await start_emulator(app=replace(APP, subscription_count=True))
     await _presence_room(emulator, open_ws)
     batch = [
         {"name": "e", "channel": "presence-room", "data": "1", "info": "user_count,subscription_count"},

@@ -112,10 +112,12 @@ async def test_laravel_echo(node_modules: Path, emulator: Any) -> None:
     ]
 
 
-async def test_pusher_http_node(node_modules: Path, emulator: Any) -> None:
+async def test_pusher_http_node(node_modules: Path, start_emulator: Any) -> None:
     """§8 item 91 (with 24, 26, 49, 63, 65–69, 71–74): pusher-http-node ``trigger`` (several channels,
     ``socket_id``, ``info``), ``triggerBatch``, ``get`` on /channels, /channels/{name} and /channels/{presence}/users,
-    error statuses, and the published ``authorizeChannel``/``authenticateUser``/webhook vectors."""
+    error statuses, and the published ``authorizeChannel``/``authenticateUser``/webhook vectors. The app counts
+    subscriptions, which ``info=subscription_count`` needs."""
+    emulator = await start_emulator(app=replace(APP, subscription_count=True))
     run = await scenario("pusher_http_node.mjs", emulator)
     assert run.summary["checks"] == [
         "vectors",

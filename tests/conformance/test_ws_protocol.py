@@ -320,7 +320,6 @@ NON_FATAL_INPUTS: dict[str, tuple[str | bytes, bool, str]] = {
     "unknown-pusher-event": ('{"event":"pusher:frobnicate","data":{}}', True, "pusher:frobnicate"),
     "subscribe-data-not-object": ('{"event":"pusher:subscribe","data":["x"]}', True, "object"),
     "binary-frame": (b'{"event":"pusher:ping","data":{}}', False, "binary"),
-    "oversized-frame": (json.dumps({"event": "pusher:ping", "data": {"pad": "x" * 20_000}}), True, "limit"),
 }
 
 
@@ -436,10 +435,10 @@ async def test_public_subscribe(emulator: RunningEmulator, connect: Connect, aut
 
 @pytest.mark.parametrize(
     "channel",
-    ["x" * 201, "has space", "slash/channel", "dollar$", "ümlaut", "#foo", "#server-to-user-", "", 42, None],
-    ids=["201-chars", "space", "slash", "dollar", "non-ascii", "hash", "empty-server-to-user", "empty", "int", "null"],
+    ["x" * 201, "has space", "slash/channel", "dollar$", "ümlaut", "#foo", "#server-to-user-", ""],
+    ids=["201-chars", "space", "slash", "dollar", "non-ascii", "hash", "empty-server-to-user", "empty"],
 )
-async def test_invalid_channel_name_is_refused(emulator: RunningEmulator, connect: Connect, channel: object) -> None:
+async def test_invalid_channel_name_is_refused(emulator: RunningEmulator, connect: Connect, channel: str) -> None:
     """Items 22, 23: over-long names, illegal characters and '#' channels get pusher:subscription_error status 400;
     the socket stays open and the server keeps serving others."""
     client = await connect(emulator)
@@ -447,8 +446,7 @@ async def test_invalid_channel_name_is_refused(emulator: RunningEmulator, connec
     frame = await client.expect("pusher:subscription_error")
     assert frame["data"]["status"] == 400, frame
     assert isinstance(frame["data"]["error"], str) and frame["data"]["type"]
-    if isinstance(channel, str):
-        assert frame["channel"] == channel
+    assert frame["channel"] == channel
     await client.sync()
     await client.subscribed("valid-after-invalid")
     await assert_serves_others(emulator, connect)
@@ -551,15 +549,19 @@ async def test_encrypted_channel_is_authorized_like_private_and_forwarded_verbat
 
 
 async def test_duplicate_subscribe_is_idempotent(emulator: RunningEmulator, connect: Connect) -> None:
-    """Item 35: subscribing twice succeeds again but delivers each event once."""
+    """Item 35: subscribing again gets hosted Pusher's code-null "Existing subscription" error, and each event is
+    still delivered once."""
     client = await connect(emulator)
-    for _ in range(3):
-        await client.subscribed("private-dupe")
+    await client.subscribed("private-dupe")
+    for _ in range(2):
+        await client.send_subscribe("private-dupe")
+        await client.expect_error(None, "Existing subscription to channel private-dupe")
     await publish(emulator, "private-dupe", "once", "1")
     await client.expect("once", "private-dupe")
     await client.sync()
-    info = await api_get(emulator, "/channels/private-dupe", info="subscription_count")
-    assert info == {"occupied": True, "subscription_count": 1}
+    assert await api_get(emulator, "/channels/private-dupe") == {"occupied": True}
+    # Counted once (the API answers info=subscription_count only for apps that count subscriptions).
+    assert emulator.node.states[APP.app_id].subscription_count("private-dupe") == 1
 
 
 async def test_unsubscribe_stops_delivery_without_reply(emulator: RunningEmulator, connect: Connect) -> None:
@@ -596,9 +598,8 @@ async def test_disconnect_clears_all_membership(emulator: RunningEmulator, conne
         await asyncio.sleep(0.02)
     assert channels == {"channels": {}}
     assert await api_get(emulator, "/channels/presence-lobby/users") == {"users": []}
-    info = await api_get(emulator, "/channels/lobby", info="subscription_count")
-    assert info["occupied"] is False
-    assert info.get("subscription_count", 0) == 0
+    assert await api_get(emulator, "/channels/lobby") == {"occupied": False}
+    assert emulator.node.states[APP.app_id].subscription_count("lobby") == 0
 
 
 async def test_subscription_count_events(start_emulator: StartEmulator, connect: Connect) -> None:

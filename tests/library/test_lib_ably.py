@@ -139,11 +139,11 @@ async def test_batch_partial_failure_names_the_channel(make_relay: MakeRelay, re
     error = {"code": 40160, "statusCode": 401, "message": "action not permitted"}
     respx_mock.post(f"{BASE}/messages").respond(201, json=[batch_result("ok", "locked", failed={"locked": error})])
     relay = make_relay(URL)
-    with pytest.raises(AuthenticationError) as raised:  # the refusal's own status: a 401 is the caller's to fix
+    # Ably's 401 with 40160 is a refused capability, the caller's to fix (no failover), not a wrong key
+    with pytest.raises(PermissionDenied) as raised:
         await relay.publish(["ok", "locked"], "e", "x")
-    assert str(raised.value).startswith("Ably answered 401: refused the publish on 1 channel(s): locked (")
-    assert "action not permitted" in str(raised.value)
-    assert (raised.value.http_status, raised.value.code) == (401, 40160)
+    assert str(raised.value).startswith("Ably refused the publish on 1 of 2 channels: locked (action not permitted")
+    assert (raised.value.http_status, raised.value.code, raised.value.published) == (401, 40160, 1)
 
 
 async def test_publish_batch(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -281,7 +281,7 @@ async def test_unsupported_operations_name_provider_and_operation(
         (400, 40000, ProtocolError),
         (400, 40009, ProtocolError),
         (401, 40101, AuthenticationError),
-        (401, 40160, AuthenticationError),
+        (401, 40160, PermissionDenied),  # capability denied: the key is right, Ably answers 401 all the same
         (403, 40300, PermissionDenied),
         (404, 40400, NotFound),
         (413, 40009, PayloadTooLarge),

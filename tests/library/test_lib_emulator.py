@@ -166,8 +166,9 @@ async def test_presence_and_channel_queries(emulator: Emulator, make_relay: Make
 
     assert await relay.presence_members("presence-room") == [PresenceMember("alice")]
     assert await relay.channel("presence-room") == ChannelInfo("presence-room", True, None, 1)
-    assert await relay.channel("lobby") == ChannelInfo("lobby", True, 1, None)
-    assert await relay.channel("empty") == ChannelInfo("empty", False, 0, None)
+    # The default app counts no subscriptions, as a Pusher app unless enabled: no subscription_count
+    assert await relay.channel("lobby") == ChannelInfo("lobby", True, None, None)
+    assert await relay.channel("empty") == ChannelInfo("empty", False, None, None)
     assert set(await relay.channels()) == {"presence-room", "private-inbox", "lobby"}
     assert await relay.channels(prefix="presence-") == {"presence-room": ChannelInfo("presence-room", True, None, 1)}
     assert await relay.channels(prefix="priv") == {"private-inbox": ChannelInfo("private-inbox", True)}

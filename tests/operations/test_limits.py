@@ -120,6 +120,21 @@ async def test_allowed_origins_refuse_other_sites_with_4009(start_emulator: Star
     assert emulator.node.ops.metrics.refused == {4009: 1}
 
 
+async def test_a_refusal_whose_reason_is_long_in_utf_8_still_closes_with_its_code(
+    start_emulator: StartEmulator,
+) -> None:
+    """The close reason was cut to 120 characters: 95 'é' are 190 bytes of UTF-8, over RFC 6455's 123, so no close
+    frame went out and the socket ended without a code seconds later."""
+    emulator = await start_emulator(app=replace(APP, allowed_origins=("https://shop.example.com",)))
+    origin = "https://" + "\u00e9" * 95 + ".com"
+    data, code = await refused(emulator.ws_url(), origin=origin)
+    assert (data["code"], code) == (4009, 4009)
+    assert str(data["message"]).startswith("Origin not allowed: https://\u00c3\u00a9")  # header bytes read as Latin-1
+    allowed = await ws_client(emulator.ws_url(), origin="https://shop.example.com")
+    await still_serves(allowed, emulator.http_url, APP)
+    await allowed.close()
+
+
 def test_origin_matching() -> None:
     assert origin_allowed((), "https://anything.example")
     assert origin_allowed(("*",), "https://anything.example")
