@@ -649,8 +649,10 @@ def gateway_router(
                 return JSONResponse({"error": f"forward target answered {response.status_code}"}, status_code=502)
         return JSONResponse({"events": len(events)})
 
-    # HEAD too: load balancers' health checks send it (AWS target groups, HAProxy's option httpchk HEAD)
-    @router.api_route("/health", methods=["GET", "HEAD"], summary="Liveness")
+    # HEAD too: load balancers' health checks send it (AWS target groups, HAProxy's option httpchk HEAD). Out of the
+    # schema: one route for both methods gave both the same OpenAPI operation id.
+    @router.get("/health", summary="Liveness")
+    @router.head("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

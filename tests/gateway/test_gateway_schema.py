@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import httpx
 import pytest
 
+from relay.gateway import GatewaySettings, create_app
 from tests.gateway.conftest import TOKEN, RunningGateway
 
 pytest.importorskip("schemathesis", reason="schemathesis is a test dependency (pyproject [test] extra)")
@@ -85,3 +87,15 @@ async def test_auth_endpoints_document_the_fields_pusher_js_posts(gateway: Runni
     async with httpx.AsyncClient() as http:
         refused = await http.post(f"{gateway.url}/v1/auth/channel", data={"socket_id": "123.456"})
     assert refused.status_code == 400 and refused.json() == {"error": "channel_name is required"}
+
+
+def test_every_operation_of_the_schema_has_its_own_id() -> None:
+    """OpenAPI requires unique operation ids (client generators name functions by them); FastAPI gave GET and HEAD
+    /health one id, with a warning."""
+    app = create_app(GatewaySettings(relay_url="memory://schema"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        schema = app.openapi()
+    ids = [operation["operationId"] for item in schema["paths"].values() for operation in item.values()]
+    assert len(ids) == len(set(ids)), ids
+    assert set(schema["paths"]["/health"]) == {"get"}
