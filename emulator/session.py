@@ -27,6 +27,9 @@ from relay.protocol.members import Member, SignedInUser, parse_channel_data, par
 from relay.protocol.signing import verify_channel_auth, verify_user_auth
 
 OVER_CAPACITY = "Over capacity: the client is not reading its messages"
+# A frame takes one inbound token per this many characters begun: every frame a page sends in practice (subscribes,
+# client events of a few KiB) takes one, while a 10 KiB client event takes three, well within the rate.
+FRAME_TOKEN_BYTES = 4096
 
 
 class Link(Protocol):
@@ -154,7 +157,7 @@ class Session:
 
     def receive(self, text: str | bytes) -> None:
         now = self.heard()
-        if not self._take_frame_token(now):
+        if not self._take_frame_token(now, len(text)):
             return
         try:
             frame = frames.decode_client_frame(text, self.state.client_frame_limit)
@@ -179,16 +182,22 @@ class Session:
     def receive_binary(self) -> None:
         """A binary message: refused, as the protocol is JSON text, but from the same frame budget as text (a flood of
         them is dropped like one of text frames, not answered one by one)."""
-        if self._take_frame_token(self.heard()):
+        if self._take_frame_token(self.heard(), 0):
             self._error("Binary frames are not supported: send JSON in text frames")
 
-    def _take_frame_token(self, now: float) -> bool:
-        """A token bucket on inbound frames: bursts (a page subscribing to many channels) pass, floods are dropped."""
+    def _take_frame_token(self, now: float, size: int) -> bool:
+        """A token bucket on inbound frames: bursts (a page subscribing to many channels) pass, floods are dropped.
+        A frame takes a token per FRAME_TOKEN_BYTES begun: the parse limit admits frames of hundreds of KiB (a full
+        sign-in escaped), whose parsing costs in proportion, so a flood of large frames costs what one of small ones
+        does."""
         limits = self.state.app.limits
         tokens = self._frame_tokens + (now - self._tokens_at) * limits.inbound_frames_per_second
         self._tokens_at = now
-        if tokens >= 1.0:
-            self._frame_tokens = min(tokens, limits.inbound_frame_burst) - 1.0
+        cost = (
+            1.0 if size <= FRAME_TOKEN_BYTES else min(float(size // FRAME_TOKEN_BYTES + 1), limits.inbound_frame_burst)
+        )
+        if tokens >= cost:
+            self._frame_tokens = min(tokens, limits.inbound_frame_burst) - cost
             return True
         self._frame_tokens = tokens
         if now - self._flood_reported_at >= 1.0:

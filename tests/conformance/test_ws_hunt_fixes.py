@@ -217,6 +217,23 @@ async def test_binary_frames_use_the_inbound_frame_budget(start_emulator: StartE
     await client.sync()
 
 
+async def test_large_frames_take_inbound_tokens_by_their_size(start_emulator: StartEmulator, connect: Connect) -> None:
+    """Parsing costs by the byte: a 64 KiB frame takes 17 tokens (one per 4 KiB begun), so of three sent at once on a
+    budget of 40 the third is dropped with 4301, where three small frames would all pass. Small frames keep their
+    one token each, and the socket is served once the budget refills."""
+    limits = Limits(inbound_frames_per_second=10, inbound_frame_burst=40)
+    target = await start_emulator(app=replace(APP, limits=limits))
+    client = await connect(target)
+    big = compact({"event": "pusher:ping", "data": {"pad": "x" * (64 * 1024 - 40)}})
+    assert 16 * 4096 <= len(big) < 17 * 4096
+    for _ in range(3):
+        await client.ws.send(big)
+    replies = await frames_until_quiet(client)
+    assert [frame["event"] for frame in replies] == ["pusher:pong", "pusher:pong", "pusher:error"], replies
+    assert replies[2]["data"]["code"] == 4301 and "Too many messages" in replies[2]["data"]["message"]
+    await client.sync()
+
+
 # -- 3. the frame size cap admits every message the limits allow -------------------------------------------------------
 
 
