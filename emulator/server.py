@@ -274,21 +274,29 @@ class HttpConnection(asyncio.Protocol):
         if self.ws is not None:
             self._websocket_data(data)
             return
+        # A request that asked to switch to another protocol than WebSocket is parsed again without its Upgrade
+        # header, and so is each one pipelined behind it: in turn, not nested (hundreds fit in one read).
+        while data:
+            data = self._parse(data)
+
+    def _parse(self, data: bytes) -> bytes:
+        """Feed ``data`` to the parser; what is to be parsed again (see ``_without_upgrade``), or nothing."""
         parser = self.parser
         if parser is None or self._finished:  # answered with Connection: close, or a refused upgrade: drop the rest
-            return
+            return b""
         size = len(data)
         if size > HEAD_FEED_BYTES:  # a large body, or a head sent with others to pass the limit unmeasured
             for start in range(0, size, HEAD_FEED_BYTES):
                 self.data_received(data[start : start + HEAD_FEED_BYTES])
-            return
+            return b""
         if self._head_bytes >= 0:  # the current request's head is not complete yet
             self._head_bytes += size
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            if not self._finished:  # its head was not refused (431)
-                self._switch_protocols(data[upgrade.args[0] :])
+            if self._finished:  # its head was refused (431)
+                return b""
+            return self._switch_protocols(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
             # Not malformed HTTP (httptools wraps what a callback raised in a subclass of HttpParserError): a request
             # this server failed to answer. The parser stops at the error, so the connection ends after the 500;
@@ -296,13 +304,16 @@ class HttpConnection(asyncio.Protocol):
             path = split_target(self._url.decode("latin-1"))[0][:200]
             log.error("HTTP request failed", exc_info=exc.__context__ or exc, extra={"path": path})
             self._respond(error_response(500, "internal error"), keep_alive=False)
-            return
+            return b""
         except httptools.HttpParserError:
             self._respond(error_response(400, "malformed HTTP request"), keep_alive=False)
-            return
-        # Checked after parsing: the callbacks mark a head completed in this read (-1) or a request ended (0).
-        if self._head_bytes > MAX_HEAD_BYTES:
+            return b""
+        # Checked after parsing: the callbacks mark a head completed in this read (-1) or a request ended (0). A head
+        # is measured exactly when it is complete (on_headers_complete); this only bounds one that never ends, with
+        # room for the share of a read on_message_begin charges a pipelined head, which may be much less.
+        if self._head_bytes > MAX_HEAD_BYTES + HEAD_FEED_BYTES:
             self._head_too_large()
+        return b""
 
     def _head_too_large(self) -> None:
         self._refused = True
@@ -452,21 +463,21 @@ class HttpConnection(asyncio.Protocol):
 
     # -- WebSocket --------------------------------------------------------------------------------------------
 
-    def _switch_protocols(self, rest: bytes) -> None:
+    def _switch_protocols(self, rest: bytes) -> bytes:
         """httptools stopped after the head of a request asking to switch protocols. A WebSocket handshake (a GET
         offering websocket) is answered as one on any path, since a bad path is refused after the upgrade (4005);
         another (curl --http2's ``Upgrade: h2c``, Java's HttpClient, a POST) is answered over HTTP/1.1, ignoring
-        its Upgrade header as RFC 9110 §7.8 lets a server do."""
+        its Upgrade header as RFC 9110 §7.8 lets a server do: what to parse again for that, or nothing."""
         ws = self._accept_fast()
         if ws is None and not self._asks_for_websocket():
-            self._without_upgrade(rest)
-            return
+            return self._without_upgrade(rest)
         ws = ws or self._accept()
         if ws is not None:
             self._upgrade(ws, rest)
         # The handshake was this connection's last HTTP. A WebSocket keeps neither the headers nor the parser, which
         # holds seven bound methods of this object: a cycle for every full garbage collection to walk.
         self.parser, self._raw_headers, self._headers = None, [], None
+        return b""
 
     def _asks_for_websocket(self) -> bool:
         parser = self.parser
@@ -476,22 +487,22 @@ class HttpConnection(asyncio.Protocol):
             for name, value in self._raw_headers
         )
 
-    def _without_upgrade(self, rest: bytes) -> None:
+    def _without_upgrade(self, rest: bytes) -> bytes:
         """Answer a request over HTTP/1.1 despite its Upgrade header: httptools stopped before its body, so the head
-        is parsed again without the header by a new parser, which goes on to the body and what follows. A
-        ``100 Continue`` already sent is not sent twice."""
+        is to be parsed again without the header (returned) by a new parser, which goes on to the body and what
+        follows. A ``100 Continue`` already sent is not sent twice."""
         parser = self.parser
         assert parser is not None
         method = parser.get_method()
         if method == b"CONNECT":  # httptools takes any CONNECT for a switch of protocols
             refusal = method_not_allowed("CONNECT is not supported: the emulator is no proxy", _SERVED_METHODS)
             self._respond(refusal, keep_alive=False)
-            return
+            return b""
         head = [b"%s %s HTTP/%s" % (method, self._url, parser.get_http_version().encode())]
         head += [name + b": " + value for name, value in self._raw_headers if name.lower() not in _NOT_REPEATED]
         self.parser = httptools.HttpRequestParser(self)
         self._head_bytes = 0
-        self.data_received(b"\r\n".join(head) + b"\r\n\r\n" + rest)
+        return b"\r\n".join(head) + b"\r\n\r\n" + rest
 
     def _upgrade(self, ws: ServerProtocol, rest: bytes) -> None:
         transport = self.transport
