@@ -135,7 +135,9 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('ZREM', KEYS[2], KEYS[1])
 return redis.call('DEL', KEYS[1])
 """
-# KEYS: the holds' sorted set. ARGV: grace (ms), most holds to take. Takes the holds due more than the grace ago by
+# KEYS: the holds' sorted sets (one per app: a node takes only holds of apps it serves, so nodes whose app lists differ,
+# as in a rolling deploy, send each app's held webhooks from a node that has its webhook settings). ARGV: grace (ms),
+# most holds to take. Takes the holds due more than the grace ago by
 # Redis's clock, as their release would (the set's member names the pending key, whose current hold is the one that
 # score belongs to: every script that changes one changes the other), and returns them. Being one script, a hold is
 # taken by one node only, and not after its own node's release or a returning client deleted it. A member whose
@@ -143,15 +145,19 @@ return redis.call('DEL', KEYS[1])
 _SWEEP_SCRIPT = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
+local limit = tonumber(ARGV[2])
 local taken = {}
-for _, pending in ipairs(due) do
-  redis.call('ZREM', KEYS[1], pending)
-  local hold = redis.call('GET', pending)
-  if hold then
-    redis.call('DEL', pending)
-    taken[#taken + 1] = hold
+for _, holds in ipairs(KEYS) do
+  local due = redis.call('ZRANGEBYSCORE', holds, '-inf', ms - tonumber(ARGV[1]), 'LIMIT', 0, limit - #taken)
+  for _, pending in ipairs(due) do
+    redis.call('ZREM', holds, pending)
+    local hold = redis.call('GET', pending)
+    if hold then
+      redis.call('DEL', pending)
+      taken[#taken + 1] = hold
+    end
   end
+  if #taken >= limit then break end
 end
 return taken
 """
@@ -623,7 +629,7 @@ class RedisCluster:
         result_key = self._key("counted", self.node_id, self._instance, tag)
         # The same in a retried run (same result key), so the hold the first run made is the one released.
         hold = json.dumps([result_key, app_id, event]) if delta < 0 else ""
-        keys = [counter, pending, self._key("nodestate", node), result_key, self._key("holds")]
+        keys = [counter, pending, self._key("nodestate", node), result_key, self._key("holds", app_id)]
         result: int = await self._count_script(keys=keys, args=[field_name, delta, hold_ms, *held, delay_ms, hold])
         if batch is not None:
             batch.answered.add(batch.counts)
@@ -670,7 +676,7 @@ class RedisCluster:
 
     def _release(self, app_id: str, pending: str, event: dict[str, object], hold: str) -> Operation:
         async def release(pipe: Any) -> None:
-            if await self._release_script(keys=[pending, self._key("holds")], args=[hold]) == 1:
+            if await self._release_script(keys=[pending, self._key("holds", app_id)], args=[hold]) == 1:
                 self._states[app_id].webhooks.emit(event)
 
         return release
@@ -687,14 +693,15 @@ class RedisCluster:
 
     async def _take_overdue_holds(self) -> None:
         args = [int(HOLD_GRACE_SECONDS * 1000), _SWEEP_LIMIT]
+        keys = [self._key("holds", app_id) for app_id in self._states]
         while True:
-            taken: list[str] = await self._sweep_script(keys=[self._key("holds")], args=args)
+            taken: list[str] = await self._sweep_script(keys=keys, args=args)
             for hold in taken:
                 try:
                     _, app_id, event = json.loads(hold)
                     state = self._states[app_id]
                 except (ValueError, TypeError, KeyError):
-                    log.warning("held webhook dropped: unreadable, or of an app this node does not serve: %.200r", hold)
+                    log.warning("held webhook dropped: unreadable: %.200r", hold)
                     continue
                 state.webhooks.emit(event)
             if len(taken) < _SWEEP_LIMIT:

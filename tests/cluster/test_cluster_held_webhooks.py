@@ -24,16 +24,18 @@ from tests.emulator_process import EmulatorProcess
 from tests.webhook_receiver import Receiver, StartReceiver
 
 DELAY = 1.5  # webhook_delay: time to kill a node (or cut it off) after it made its holds and before they end
-HOLDS = "relay:holds"
+HOLDS = "relay:holds:1"
 CHANNEL_HOLD = "relay:vacating:1:presence-room"
 MEMBER_HOLD = "relay:leaving:1:presence-room:alice"
 NEWS_HOLD = "relay:vacating:1:news"
+APP_TWO = replace(TEST_APP, app_id="2", key="two-key", secret="two-secret")
+APP_TWO_HOLD = "relay:vacating:2:news"
 HELD = {"channel_vacated", "member_removed"}
 VACATED = {"name": "channel_vacated", "channel": "presence-room"}
 REMOVED = {"name": "member_removed", "channel": "presence-room", "user_id": "alice"}
 SWEEPS = HOLD_SWEEP_SECONDS + 0.5  # every node has swept again within this
 
-Spawn = Callable[[str], Awaitable[tuple[EmulatorProcess, RunningEmulator]]]
+Spawn = Callable[..., Awaitable[tuple[EmulatorProcess, RunningEmulator]]]
 
 
 @pytest.fixture
@@ -42,11 +44,16 @@ async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spaw
     test sees which node sent what. A test asks for its receivers first, so they still answer while the nodes stop."""
     processes: list[EmulatorProcess] = []
 
-    async def start(webhook_url: str) -> tuple[EmulatorProcess, RunningEmulator]:
+    async def start(webhook_url: str, *, app_two: bool = False) -> tuple[EmulatorProcess, RunningEmulator]:
+        """A node serving app 1, and APP_TWO too if asked, both posting their webhooks to ``webhook_url``."""
+        apps = [TEST_APP, APP_TWO] if app_two else [TEST_APP]
         config = tmp_path / f"node{len(processes)}.toml"
         config.write_text(
-            '[[apps]]\napp_id = "1"\nkey = "app-key"\nsecret = "app-secret"\n'
-            f'webhook_delay = {DELAY}\nwebhook_batch_ms = 10\nwebhooks = [{{ url = "{webhook_url}" }}]\n'
+            "".join(
+                f'[[apps]]\napp_id = "{app.app_id}"\nkey = "{app.key}"\nsecret = "{app.secret}"\n'
+                f'webhook_delay = {DELAY}\nwebhook_batch_ms = 10\nwebhooks = [{{ url = "{webhook_url}" }}]\n'
+                for app in apps
+            )
         )
         process = await EmulatorProcess.start(
             "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", "--shutdown-spread", "0"
@@ -155,7 +162,7 @@ async def until_pending(check: aioredis.Redis, expected: list[str], within: floa
 
 async def hold_keys(check: aioredis.Redis) -> list[str]:
     """Every key a hold may leave behind: the holds' sorted set and the pending keys."""
-    return sorted([*map(str, await check.keys(HOLDS)), *await pending_keys(check)])
+    return sorted([*map(str, await check.keys("relay:holds:*")), *await pending_keys(check)])
 
 
 async def redis_ms(check: aioredis.Redis) -> int:
@@ -297,4 +304,30 @@ async def test_a_hold_whose_node_is_cut_off_from_redis_when_it_ends_is_sent_once
     await receiver.until(lambda: len(receiver.events()) >= 4, within=20)
     await asyncio.sleep(SWEEPS)
     assert held_events(receiver) == [VACATED, REMOVED]
+    assert await hold_keys(check) == []
+
+
+async def test_a_node_leaves_the_holds_of_an_app_it_does_not_serve_to_one_that_does(
+    receiver: Receiver, start_receiver: StartReceiver, spawn: Spawn, check: aioredis.Redis
+) -> None:
+    """Nodes whose app lists differ, as in a rolling deploy that adds an app: the survivor, without app 2, leaves the
+    killed node's app 2 hold in Redis (it used to take it and drop it, lost for every node); a node serving app 2,
+    started later, sends it once."""
+    to_doomed = await start_receiver()
+    doomed_process, doomed = await spawn(to_doomed.url, app_two=True)
+    await spawn(receiver.url)
+    bob = await Client.open(replace(doomed, app=APP_TWO))
+    await bob.subscribe("news")
+    await to_doomed.until(lambda: len(to_doomed.events()) >= 1, within=5)  # channel_occupied
+    await bob.ws.close()
+    await until_pending(check, [APP_TWO_HOLD])
+    await doomed_process.kill()
+    await asyncio.sleep(DELAY + HOLD_GRACE_SECONDS + 2 * SWEEPS)  # the survivor has swept past the hold's time
+    assert (await pending_keys(check), receiver.events()) == ([APP_TWO_HOLD], [])
+
+    to_heir = await start_receiver()
+    await spawn(to_heir.url, app_two=True)
+    await to_heir.until(lambda: len(to_heir.events()) >= 1, within=10)
+    await asyncio.sleep(SWEEPS)  # not sent twice
+    assert to_heir.events() == [{"name": "channel_vacated", "channel": "news"}]
     assert await hold_keys(check) == []
