@@ -211,9 +211,9 @@ class EmulatorConfig:
     max_send_buffer: int = 4 * 1024 * 1024
     node_id: int | None = None
     # Operations: the token that opens /console, /metrics and /usage (required unless bound to a loopback host),
-    # TLS for wss/https on the same port, and graceful shutdown (stop accepting and answer /ready with 503, wait
-    # shutdown_delay seconds, close connections over shutdown_spread seconds, then wait up to shutdown_webhook_grace
-    # seconds for webhooks to be delivered).
+    # TLS for wss/https on the same port, and graceful shutdown (answer /ready with 503 and refuse new WebSockets with
+    # 4200 for shutdown_delay seconds, then stop accepting, close connections over shutdown_spread seconds, then wait
+    # up to shutdown_webhook_grace seconds for webhooks to be delivered).
     console_token: str | None = field(default=None, repr=False)
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -10,14 +10,14 @@ Occupancy and membership transitions drive webhooks; with a cluster, the cluster
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relay.emulator.config import App
 from relay.emulator.usage import AppMeter, frame_units, local_reach, recipients
 from relay.emulator.webhooks import WebhookDispatcher
-from relay.emulator.wire import encode_text
+from relay.emulator.wire import deflated, encode_text
 from relay.protocol import frames
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, classify, is_cache_channel
 from relay.protocol.members import Member
@@ -126,6 +126,9 @@ class Channel:
     count_pending: bool = False
     count_changed_here: bool = False  # a change of this node's subscribers awaits its subscription_count webhook
     foreign: int = 0  # subscribers that are ForeignPeers: while 0, delivery is the all-Pusher fast path
+    # Subscribers whose connections compress (permessage-deflate), counted by deflate window: a fan-out meters the
+    # bytes it wrote with one look at the compressed frame per window, not one per subscriber.
+    deflate_windows: dict[int, int] = field(default_factory=dict)
     _peers: tuple[Peer, ...] | None = field(default=None, init=False, repr=False)
 
     def add(self, peer: Peer) -> None:
@@ -182,6 +185,9 @@ class AppState:
         self.remote = RemoteState()
         self.foreign_presence: ForeignPresence | None = None
         self.peers: dict[str, Peer] = {}
+        # socket id → deflate window of each connection that negotiated permessage-deflate (set by the server before
+        # the session opens): its frames go out compressed, and the meter counts what is written.
+        self.compressing: dict[str, int] = {}
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, dict[str, Peer]] = {}
         self.watchers: dict[str, set[Peer]] = {}
@@ -199,6 +205,7 @@ class AppState:
 
     def disconnect(self, peer: Peer) -> None:
         self.peers.pop(peer.socket_id, None)
+        self.compressing.pop(peer.socket_id, None)
         self.meter.disconnected(peer.socket_id)
 
     # -- cluster-wide views -----------------------------------------------------------------------------------
@@ -246,6 +253,9 @@ class AppState:
             elif not self.webhooks.cancel_delayed(("vacated", name)):
                 self.webhooks.emit({"name": "channel_occupied", "channel": name})
         channel.add(peer)
+        window = self.compressing.get(peer.socket_id)
+        if window is not None:
+            channel.deflate_windows[window] = channel.deflate_windows.get(window, 0) + 1
         self.meter.subscribed(name, peer.socket_id, len(channel.subscribers), member.user_id if member else None)
         if isinstance(peer, ForeignPeer):
             channel.foreign += 1
@@ -279,6 +289,11 @@ class AppState:
         channel = self.channels.get(name)
         if channel is None or channel.remove(peer.socket_id) is None:
             return
+        window = self.compressing.get(peer.socket_id)
+        if window is not None:
+            left = channel.deflate_windows.pop(window) - 1
+            if left:
+                channel.deflate_windows[window] = left
         self.meter.unsubscribed(name, peer.socket_id, len(channel.subscribers))
         if isinstance(peer, ForeignPeer):
             channel.foreign -= 1
@@ -370,10 +385,12 @@ class AppState:
 
     def deliver_local(self, name: str, frame: bytes, exclude: str | None, origin: object = None) -> None:
         if name.startswith(SERVER_TO_USER_PREFIX):
-            for socket_id, peer in list(self.users.get(name[len(SERVER_TO_USER_PREFIX) :], {}).items()):
+            connections = list(self.users.get(name[len(SERVER_TO_USER_PREFIX) :], {}).items())
+            for socket_id, peer in connections:
                 if socket_id != exclude:
                     peer.send_frame(frame)
-            self.meter.fanout(len(frame), local_reach(self, name, exclude))
+            saved = self._deflate_saved(frame, (socket_id for socket_id, _ in connections if socket_id != exclude))
+            self.meter.fanout(len(frame), local_reach(self, name, exclude), saved)
             return
         channel = self.channels.get(name)
         if channel is not None:
@@ -388,7 +405,26 @@ class AppState:
             for peer in channel.peers():
                 if peer is not skip:
                     peer.send_frame(frame)
-        self.meter.fanout(len(frame), recipients(channel.subscribers, exclude))
+        saved = 0
+        if channel.deflate_windows:  # after the writes, which compressed the frame (once per window): looked up here
+            excluded = self.compressing.get(exclude) if exclude is not None and exclude in channel.subscribers else None
+            size = len(frame)
+            for window, count in channel.deflate_windows.items():
+                if window == excluded:
+                    count -= 1
+                if count:
+                    saved += (size - len(deflated(frame, window))) * count
+        self.meter.fanout(len(frame), recipients(channel.subscribers, exclude), saved)
+
+    def _deflate_saved(self, frame: bytes, socket_ids: Iterable[str]) -> int:
+        """The bytes permessage-deflate took off ``frame`` written to each of ``socket_ids``: a look per connection,
+        for the small audiences (a user's connections, a user's watchers), only while some connection compresses."""
+        compressing = self.compressing
+        if not compressing:
+            return 0
+        size = len(frame)
+        windows = (compressing.get(socket_id) for socket_id in socket_ids)
+        return sum(size - len(deflated(frame, window)) for window in windows if window is not None)
 
     def _deliver_mixed(self, channel: Channel, frame: bytes, exclude: str | None, origin: object) -> None:
         cache: dict[object, object] = {}
@@ -473,9 +509,10 @@ class AppState:
         frame = encode_text(
             frames.watchlist_events(online=[user_id] if online else [], offline=[] if online else [user_id])
         )
-        self.meter.fanout(len(frame), len(watchers))
-        for peer in list(watchers):
+        peers = list(watchers)
+        for peer in peers:
             peer.send_frame(frame)
+        self.meter.fanout(len(frame), len(peers), self._deflate_saved(frame, (peer.socket_id for peer in peers)))
 
     def terminate_user(self, user_id: str) -> int:
         """Close every connection signed in as ``user_id`` (on every node)."""

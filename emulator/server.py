@@ -535,6 +535,8 @@ class HttpConnection(asyncio.Protocol):
         if self.state.app.max_message_bytes is not None:
             ws.max_size = min(self.state.app.max_message_bytes, self.node.config.max_frame_bytes)
         self.session = Session(self.state, self.node.new_socket_id(), self, asyncio.get_running_loop().time)
+        if ws.extensions:  # its frames go out compressed: the meter counts them as written
+            self.state.compressing[self.session.socket_id] = self._window_bits
         self.session.open()
         if rest:
             self._websocket_data(rest)

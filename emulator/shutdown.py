@@ -1,4 +1,5 @@
-"""Graceful shutdown: stop accepting, close connections with 4200 in jittered batches, flush webhooks, stop.
+"""Graceful shutdown: answer /ready with 503 for shutdown_delay, stop accepting, close connections with 4200 in
+jittered batches, flush webhooks, stop.
 
 Pusher clients reconnect at once after 4200. Closing every socket in the same instant (soketi does) sends them all
 back at the same moment; spreading the closes over ``spread`` seconds, in shuffled batches at jittered intervals,
@@ -61,19 +62,22 @@ async def graceful_shutdown(
     webhook_grace = config.shutdown_webhook_grace if webhook_grace is None else webhook_grace
     hurry = hurry or asyncio.Event()
     started = time.monotonic()
-    node.draining = True
+    node.draining = True  # /ready answers 503, and a new WebSocket is refused with 4200
+    if config.shutdown_delay > 0:
+        # Time for load balancers to see /ready fail. Their health checks open new connections, so the listener
+        # stays open meanwhile: closed, they would find the port refusing (and so would requests still routed here).
+        log.info("shutdown: draining; /ready answers 503", extra={"delay_s": config.shutdown_delay})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hurry.wait(), config.shutdown_delay)
     if server is not None:
-        server.close()
+        server.close()  # the port is free from now on: a replacement can start on it
     sessions = [c for c in node.connections if c.session is not None and not c.session.closed]
     random.shuffle(sessions)
     batches, size, interval = batch_plan(len(sessions), spread)
     log.info(
         "shutdown: stopped accepting connections; closing connections with 4200",
-        extra={"connections": len(sessions), "batches": batches, "delay_s": config.shutdown_delay, "spread_s": spread},
+        extra={"connections": len(sessions), "batches": batches, "spread_s": spread},
     )
-    if config.shutdown_delay > 0:  # time for load balancers to see /ready fail and for a replacement to start
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(hurry.wait(), config.shutdown_delay)
     for index in range(batches):
         if index and not hurry.is_set():
             with contextlib.suppress(TimeoutError):

@@ -1,7 +1,8 @@
 """The usage meter: what one app did, per UTC day, counted the way hosted providers bill it.
 
 The hub and the sessions call an :class:`AppMeter` at each event (one call per publish, subscribe or connection, never
-one per recipient: a fan-out is counted as ``len(frame) * recipients``). The meter keeps
+one per recipient: a fan-out is counted as ``len(frame) * recipients``, less what permessage-deflate took off the
+frames of the recipients that compress, counted once per deflate window). The meter keeps
 
 - lifetime totals, exported by ``/metrics``;
 - one :class:`DayUsage` per UTC day, exported by ``/usage`` and ``relay emulator --usage-file`` in the usage-file
@@ -316,11 +317,13 @@ class AppMeter:
         if len(self.users) < MAX_TRACKED_USERS:
             self.users.add(user_id)
 
-    def fanout(self, frame_bytes: int, reached: int) -> None:
-        """``reached`` connections were written the same frame (any frame: bytes count, whatever it carries)."""
+    def fanout(self, frame_bytes: int, reached: int, deflate_saved: int = 0) -> None:
+        """``reached`` connections were written the same frame (any frame: bytes count, whatever it carries), less
+        ``deflate_saved`` bytes in all where permessage-deflate sent it compressed: what was written is counted."""
+        written = frame_bytes * reached - deflate_saved
         self.messages_sent += reached
-        self.bytes_sent += frame_bytes * reached
-        self._day(self._clock()).bytes_out += frame_bytes * reached
+        self.bytes_sent += written
+        self._day(self._clock()).bytes_out += written
 
     def received(self, size: int) -> None:
         self.messages_received += 1

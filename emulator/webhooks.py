@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
@@ -19,6 +20,13 @@ log = logging.getLogger("relay.emulator.webhooks")
 
 WebhookEvent = Mapping[str, object]
 MAX_EVENTS_PER_REQUEST = 1000  # what waits behind a slow receiver goes in requests of at most this many events
+# Seconds for a whole request, from connecting to the response's headers. The HTTP client's timeout bounds each read
+# alone, so a receiver sending a byte every few seconds would hold its URL's queue for as long as it liked.
+REQUEST_TIMEOUT = 10.0
+# A short answer's body is read, so that its connection carries the next request (a TLS handshake saved per webhook);
+# one longer than this, or still arriving after this long, is left unread and its connection closed. Its status stands.
+ANSWER_BODY_BYTES = 64 * 1024
+ANSWER_BODY_SECONDS = 1.0
 
 
 class WebhookDispatcher:
@@ -140,8 +148,15 @@ class WebhookDispatcher:
         while True:
             status: int | None = None
             try:
-                response = await self._client.post(hook.url, content=body, headers=headers)
-                status = response.status_code
+                async with (
+                    asyncio.timeout(REQUEST_TIMEOUT),
+                    self._client.stream("POST", hook.url, content=body, headers=headers) as response,
+                ):
+                    status = response.status_code
+                    await _read_short_answer(response)
+            except TimeoutError:
+                if status is None:  # past the headers, the answer is in: only reading its body was cut short
+                    log.warning("webhook to %s failed: no response within %g s", hook.url, REQUEST_TIMEOUT)
             except httpx.HTTPError as exc:
                 log.warning("webhook to %s failed: %s", hook.url, exc.__class__.__name__)
             except Exception as exc:  # httpx refusing the request itself: one failed attempt, not a dead sender
@@ -168,6 +183,16 @@ class WebhookDispatcher:
             _, pending = await asyncio.wait(self._senders.values(), timeout=grace)
             for task in pending:
                 task.cancel()
+
+
+async def _read_short_answer(response: httpx.Response) -> None:
+    read = 0
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(ANSWER_BODY_SECONDS):
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > ANSWER_BODY_BYTES:
+                    return
 
 
 def _channel_of(event: WebhookEvent) -> str | None:

@@ -31,7 +31,7 @@ SPREAD = 1.5
 def config_file(path: Path, webhook_url: str) -> Path:
     path.write_text(
         f"""[server]
-shutdown_delay = 1.0      # the replacement below starts meanwhile
+shutdown_delay = 1.0      # the port closes after it; the replacement below starts then
 shutdown_spread = {SPREAD}
 shutdown_webhook_grace = 3
 
@@ -86,7 +86,8 @@ async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_r
 
         old.process.send_signal(signal.SIGTERM)
         await old.wait_for_output("stopped accepting connections")
-        # The listening socket is closed first, so the replacement can bind the same port while the old one drains.
+        # The listening socket is closed once shutdown_delay is over, before the connections are, so the replacement
+        # can bind the same port while the old one drains.
         new = await EmulatorProcess.start("--config", str(config), port=old.port)
         assert await asyncio.wait_for(old.process.wait(), 15) == 0
         # Held for 30 s, yet delivered before the old process exited: flushed by the shutdown.

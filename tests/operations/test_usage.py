@@ -34,7 +34,8 @@ async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: Start
     app = replace(APP, webhooks=(Webhook(url=receiver.url, event_types=frozenset({"channel_occupied"})),),
                   webhook_batch_ms=10)  # fmt: skip
     emulator = await start_emulator(app=app)
-    alice, bob, carol = [await ws_client(emulator.ws_url()) for _ in range(3)]
+    # Without permessage-deflate, which websockets negotiates by default: BIG would go out in a few dozen bytes.
+    alice, bob, carol = [await ws_client(emulator.ws_url(), compression=None) for _ in range(3)]
     for client in (alice, bob, carol):
         await client.subscribe("news", app)
     await alice.subscribe("presence-room", app, user_id="alice")
