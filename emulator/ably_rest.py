@@ -134,7 +134,7 @@ class AblyRest:
                 continue
             handler = methods.get(method)
             if handler is None:
-                raise AblyError(40500, f"{path} accepts {', '.join(methods)} only", 405)
+                raise _MethodNotAllowed(path, [*methods, "OPTIONS"])
             return handler, [s for p, s in zip(pattern, segments, strict=True) if p == "*"]
         raise AblyError(40400, f"Not found: the emulator does not serve {method} {path[:100]}", 404)
 
@@ -259,6 +259,14 @@ class _BatchError(AblyError):
         self.outcomes = outcomes
 
 
+class _MethodNotAllowed(AblyError):
+    """405, with the ``Allow`` header RFC 9110 §15.5.6 requires."""
+
+    def __init__(self, path: str, allowed: list[str]) -> None:
+        super().__init__(40500, f"{path} accepts {', '.join(allowed[:-1])} only", 405)
+        self.allowed = allowed
+
+
 def _batch_spec(spec: object, index: int, credentials: Credentials) -> tuple[list[str], list[Message]]:
     where = f"batch[{index}]"
     if not isinstance(spec, dict):
@@ -327,4 +335,5 @@ def _encoded(status: int, value: Any, binary: bool, headers: Sequence[tuple[str,
 def _error_headers(error: AblyError) -> tuple[tuple[str, str], ...]:
     # Header values must stay latin-1: anything else becomes "?".
     message = error.message.encode("ascii", "replace").decode()[:500]
-    return (("X-Ably-ErrorCode", str(error.code)), ("X-Ably-ErrorMessage", message))
+    headers = (("X-Ably-ErrorCode", str(error.code)), ("X-Ably-ErrorMessage", message))
+    return (*headers, ("Allow", ", ".join(error.allowed))) if isinstance(error, _MethodNotAllowed) else headers

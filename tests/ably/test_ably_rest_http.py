@@ -127,7 +127,9 @@ async def test_routes_and_channel_names(http: httpx.AsyncClient) -> None:
     """Unknown Ably paths are 40400, a wrong method 40500, history is not kept (40400), metachannels and Pusher's
     per-user channels are not Ably channel names (40010); a preflight is answered with CORS headers."""
     assert_ably_error(await http.get("/channels/room/messages", headers=BASIC), 404, 40400, "history")
-    assert_ably_error(await http.get("/messages", headers=BASIC), 405, 40500)
+    wrong_method = await http.get("/messages", headers=BASIC)
+    assert_ably_error(wrong_method, 405, 40500, "/messages accepts POST only")
+    assert wrong_method.headers["allow"] == "POST, OPTIONS"  # RFC 9110 §15.5.6
     assert_ably_error(await http.get("/keys/x/nothing", headers=BASIC), 404, 40400)
     assert_ably_error(await http.get("/channels/%5Bmeta%5Dlog", headers=BASIC), 400, 40010)
     assert_ably_error(await http.get("/channels/%23server-to-user-1", headers=BASIC), 400, 40010)

@@ -179,6 +179,29 @@ async def test_bytes_sent_to_deflate_connections_are_counted_as_written(start_em
         client.close()
 
 
+async def test_protocol_replies_to_a_deflate_connection_are_counted_as_written(start_emulator: StartEmulator) -> None:
+    """A connection's own replies (subscription_succeeded, which lists a presence channel's members, errors, pongs)
+    go out compressed too, and were metered at their uncompressed size."""
+    emulator = await start_emulator(app=APP)
+    browser = await WireClient.open(emulator.port, "permessage-deflate; client_max_window_bits")
+    browser.frames = []
+    messages_before, bytes_before, bytes_out_before = await sent_so_far(emulator.http_url)
+    await browser.send("pusher:subscribe", {"channel": "a" * 160})
+    await browser.expect("pusher_internal:subscription_succeeded")
+    await browser.send("pusher:subscribe", {"channel": "b" * 160 + "!"})
+    await browser.expect("pusher:subscription_error")
+    await browser.send("pusher:ping", {})
+    await browser.expect("pusher:pong")
+    messages, bytes_sent, bytes_out = await sent_so_far(emulator.http_url)
+    written = browser.received
+    assert written < sum(len(text) for text, _ in browser.frames)  # compressed on the wire: the test can fail
+    assert (messages - messages_before, bytes_sent - bytes_before, bytes_out - bytes_out_before) == (
+        3,
+        written,
+        written,
+    )
+
+
 # -- a webhook receiver that trickles its answer ----------------------------------------------------------------
 
 TRICKLE_INTERVAL = 0.5  # seconds between the bytes of a trickled answer: no single read waits long
