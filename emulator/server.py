@@ -120,7 +120,8 @@ class EmulatorNode:
         # loop.time() at the last sweep: what HTTP connections stamp their waits with, at no cost per request.
         self.http_clock = 0.0
         self.cluster: RedisCluster | None = None
-        self.draining = False  # set by relay.emulator.shutdown: /ready answers 503 and new sockets get 4200
+        # Set by relay.emulator.shutdown: /ready answers 503, and so do new Pusher WebSocket handshakes.
+        self.draining = False
         self.ops = Operations(self)  # /health, /ready, /metrics, /usage, /console and the HTTP API rate limit
         self.ably = AblyNode(self, wall_clock)  # Ably REST paths and realtime connections on "/" (docs/ably.md)
         # Write coalescing (HttpConnection.write). An "iteration" runs from the first frame written after the last
@@ -468,6 +469,11 @@ class HttpConnection(asyncio.Protocol):
         offering websocket) is answered as one on any path, since a bad path is refused after the upgrade (4005);
         another (curl --http2's ``Upgrade: h2c``, Java's HttpClient, a POST) is answered over HTTP/1.1, ignoring
         its Upgrade header as RFC 9110 §7.8 lets a server do: what to parse again for that, or nothing."""
+        if self.node.draining and self._pusher_handshake():
+            # Accepted and closed with 4200, pusher-js would reconnect at once, hundreds of times a second for the
+            # whole shutdown_delay; a failed handshake sends it to its back-off (or to another node).
+            self._respond(error_response(503, "Server is shutting down: connect again shortly"), keep_alive=False)
+            return b""
         ws = self._accept_fast()
         if ws is None and not self._asks_for_websocket():
             return self._without_upgrade(rest)
@@ -478,6 +484,11 @@ class HttpConnection(asyncio.Protocol):
         # holds seven bound methods of this object: a cycle for every full garbage collection to walk.
         self.parser, self._raw_headers, self._headers = None, [], None
         return b""
+
+    def _pusher_handshake(self) -> bool:
+        """A WebSocket handshake on a Pusher path (Ably's realtime endpoint is ``/``: its clients get their own
+        draining answer)."""
+        return self._asks_for_websocket() and urlsplit(self._url.decode("latin-1")).path not in ("", "/")
 
     def _asks_for_websocket(self) -> bool:
         parser = self.parser
@@ -599,8 +610,6 @@ class HttpConnection(asyncio.Protocol):
         origin = next((value for name, value in self.headers if name.lower() == "origin"), None)
         if not origin_allowed(state.app.allowed_origins, origin):
             return ErrorCode.UNAUTHORIZED, f"Origin not allowed: {origin[:100] if origin else origin}"
-        if self.node.draining:
-            return ErrorCode.RECONNECT, "Server is shutting down; reconnect"
         protocol = dict(parse_qsl(url.query)).get("protocol", "7")
         if not (protocol.isascii() and protocol.isdigit()):  # '²' is a digit to isdigit() but not to int()
             return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
