@@ -389,7 +389,7 @@ class AppState:
             for socket_id, peer in connections:
                 if socket_id != exclude:
                     peer.send_frame(frame)
-            saved = self._deflate_saved(frame, (socket_id for socket_id, _ in connections if socket_id != exclude))
+            saved = self.deflate_saved(frame, (socket_id for socket_id, _ in connections if socket_id != exclude))
             self.meter.fanout(len(frame), local_reach(self, name, exclude), saved)
             return
         channel = self.channels.get(name)
@@ -416,9 +416,10 @@ class AppState:
                     saved += (size - len(deflated(frame, window))) * count
         self.meter.fanout(len(frame), recipients(channel.subscribers, exclude), saved)
 
-    def _deflate_saved(self, frame: bytes, socket_ids: Iterable[str]) -> int:
+    def deflate_saved(self, frame: bytes, socket_ids: Iterable[str]) -> int:
         """The bytes permessage-deflate took off ``frame`` written to each of ``socket_ids``: a look per connection,
-        for the small audiences (a user's connections, a user's watchers), only while some connection compresses."""
+        for the small audiences (a connection's own replies, a user's connections, a user's watchers), only while some
+        connection compresses. A channel's fan-out counts by window instead (``Channel.deflate_windows``)."""
         compressing = self.compressing
         if not compressing:
             return 0
@@ -512,7 +513,7 @@ class AppState:
         peers = list(watchers)
         for peer in peers:
             peer.send_frame(frame)
-        self.meter.fanout(len(frame), len(peers), self._deflate_saved(frame, (peer.socket_id for peer in peers)))
+        self.meter.fanout(len(frame), len(peers), self.deflate_saved(frame, (peer.socket_id for peer in peers)))
 
     def terminate_user(self, user_id: str) -> int:
         """Close every connection signed in as ``user_id`` (on every node)."""

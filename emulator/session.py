@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from relay.emulator.hub import AppState
-from relay.emulator.wire import PING_FRAME, deflated, encode_text
+from relay.emulator.wire import PING_FRAME, encode_text
 from relay.errors import LimitExceeded, PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol import frames
 from relay.protocol.channels import (
@@ -142,8 +142,7 @@ class Session:
     def send_text(self, text: str) -> None:
         frame = encode_text(text)
         self.send_frame(frame)
-        window = self.state.compressing.get(self.socket_id)  # metered as written: compressed where it was sent so
-        self.state.meter.fanout(len(frame), 1, 0 if window is None else len(frame) - len(deflated(frame, window)))
+        self.state.meter.fanout(len(frame), 1, self.state.deflate_saved(frame, (self.socket_id,)))  # as written
 
     def _error(self, message: str, code: int | None = None) -> None:
         self.send_text(frames.error(code, message))
