@@ -11,9 +11,9 @@ import enum
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from relay.adapters.base import Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
 from relay.config import ProviderConfig, from_env, parse_url
@@ -36,6 +36,7 @@ from relay.protocol.channels import validate_event_name
 from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, SyncSender
 
 T = TypeVar("T")
+R = TypeVar("R")  # what one operation returns, once its calls on one provider are combined
 UserLike = User | Mapping[str, Any] | str
 
 
@@ -256,12 +257,12 @@ def _note_published(error: RelayError, done: Sequence[Any], capability: Capabili
     error.published = published + (error.published or 0)
 
 
-class _Outcomes:
+class _Outcomes(Generic[R]):
     """One operation across the configured providers: what the mode makes of each provider's result or error."""
 
     def __init__(self, mode: Mode) -> None:
         self.mode = mode
-        self.results: dict[str, object] = {}
+        self.results: dict[str, R] = {}
         self.errors: dict[str, RelayError] = {}
 
     def failed(self, label: str, error: RelayError) -> None:
@@ -270,12 +271,12 @@ class _Outcomes:
             raise error
         self.errors[label] = error
 
-    def succeeded(self, label: str, outcome: object) -> bool:
+    def succeeded(self, label: str, outcome: R) -> bool:
         """Record ``outcome``; True when it is the answer (every mode but mirror stops at the first success)."""
         self.results[label] = outcome
         return self.mode is not Mode.MIRROR
 
-    def final(self) -> Any:
+    def final(self) -> R:
         """After every provider ran: failover's last error, or mirror's result (MirrorError if any failed)."""
         if self.mode is Mode.FAILOVER:
             raise next(reversed(self.errors.values()))
@@ -369,8 +370,8 @@ class Relay(_BaseRelay):
                 raise
         return self._sender.send(instead, adapter.error_for)
 
-    def _run_all(self, calls: list[Call[Any]], adapter: Adapter, capability: Capability) -> list[Any]:
-        done: list[Any] = []
+    def _run_all(self, calls: list[Call[T]], adapter: Adapter, capability: Capability) -> list[T]:
+        done: list[T] = []
         for call in calls:
             try:
                 done.append(self._run(call, adapter))
@@ -379,12 +380,14 @@ class Relay(_BaseRelay):
                 raise
         return done
 
-    def _each(self, operation: Any, capability: Capability) -> Any:
-        """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode."""
+    def _each(
+        self, operation: Callable[[Adapter], list[Call[T]]], capability: Capability, combine: Callable[[list[T]], R]
+    ) -> R:
+        """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode; ``combine``
+        makes one provider's call results the operation's."""
         if self._closed:
             raise ClientClosed()
-        outcomes = _Outcomes(self._ops.mode)
-        combine = _COMBINE.get(capability, _single)
+        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode)
         for route in self._ops.routes_for(capability):
             try:
                 self._ops.require(route.adapter, capability)
@@ -404,40 +407,37 @@ class Relay(_BaseRelay):
         """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels."""
         names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
         payload = _payload_of(data)
-        result: PublishResult = self._each(
-            lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
+        return self._each(
+            lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id),
+            Capability.PUBLISH,
+            _merge,
         )
-        return result
 
     def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
         checked = self._ops.checked_events(events)
-        result: PublishResult = self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH)
-        return result
+        return self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH, _merge)
 
     def send_to_user(self, user_id: str, event: str, data: Any) -> None:
         event = _event_name(event)
         payload = _payload_of(data)
-        self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER)
+        self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing)
 
     def terminate_user_connections(self, user_id: str) -> None:
-        self._each(lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER)
+        self._each(lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing)
 
     # -- queries ----------------------------------------------------------------------------------------------
 
     def channel(self, name: str) -> ChannelInfo:
         self._ops.channel(name)
-        result: ChannelInfo = self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO)
-        return result
+        return self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single)
 
     def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
         self._ops.prefix(prefix)
-        result: dict[str, ChannelInfo] = self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST)
-        return result
+        return self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single)
 
     def presence_members(self, channel: str) -> list[PresenceMember]:
         self._ops.channel(channel)
-        result: list[PresenceMember] = self._each(lambda a: [a.presence_members(channel)], Capability.PRESENCE)
-        return result
+        return self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
 
 
 class AsyncRelay(_BaseRelay):
@@ -485,8 +485,8 @@ class AsyncRelay(_BaseRelay):
                 raise
         return await self._sender.send(instead, adapter.error_for)
 
-    async def _run_all(self, calls: list[Call[Any]], adapter: Adapter, capability: Capability) -> list[Any]:
-        done: list[Any] = []
+    async def _run_all(self, calls: list[Call[T]], adapter: Adapter, capability: Capability) -> list[T]:
+        done: list[T] = []
         for call in calls:
             try:
                 done.append(await self._run(call, adapter))
@@ -495,11 +495,12 @@ class AsyncRelay(_BaseRelay):
                 raise
         return done
 
-    async def _each(self, operation: Any, capability: Capability) -> Any:
+    async def _each(
+        self, operation: Callable[[Adapter], list[Call[T]]], capability: Capability, combine: Callable[[list[T]], R]
+    ) -> R:
         if self._closed:
             raise ClientClosed()
-        outcomes = _Outcomes(self._ops.mode)
-        combine = _COMBINE.get(capability, _single)
+        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode)
         for route in self._ops.routes_for(capability):
             try:
                 self._ops.require(route.adapter, capability)
@@ -516,44 +517,39 @@ class AsyncRelay(_BaseRelay):
     ) -> PublishResult:
         names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
         payload = _payload_of(data)
-        result: PublishResult = await self._each(
-            lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id), Capability.PUBLISH
+        return await self._each(
+            lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id),
+            Capability.PUBLISH,
+            _merge,
         )
-        return result
 
     async def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
         checked = self._ops.checked_events(events)
-        result: PublishResult = await self._each(
-            lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH
-        )
-        return result
+        return await self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH, _merge)
 
     async def send_to_user(self, user_id: str, event: str, data: Any) -> None:
         event = _event_name(event)
         payload = _payload_of(data)
-        await self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER)
+        await self._each(
+            lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
+        )
 
     async def terminate_user_connections(self, user_id: str) -> None:
-        await self._each(lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER)
+        await self._each(
+            lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing
+        )
 
     async def channel(self, name: str) -> ChannelInfo:
         self._ops.channel(name)
-        result: ChannelInfo = await self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO)
-        return result
+        return await self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single)
 
     async def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
         self._ops.prefix(prefix)
-        result: dict[str, ChannelInfo] = await self._each(
-            lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST
-        )
-        return result
+        return await self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single)
 
     async def presence_members(self, channel: str) -> list[PresenceMember]:
         self._ops.channel(channel)
-        result: list[PresenceMember] = await self._each(
-            lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE
-        )
-        return result
+        return await self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
 
 
 def _verify_webhook(ops: _Operations, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
@@ -578,21 +574,16 @@ def _merge(parts: list[PublishResult]) -> PublishResult:
     )
 
 
-def _single(parts: list[Any]) -> Any:
+# What one provider's calls for an operation make (_merge above, for publishes): the operation's result, and a
+# MirrorError's per provider.
+def _single(parts: list[T]) -> T:
     return parts[0]
 
 
-def _nothing(parts: list[Any]) -> None:
+def _nothing(parts: list[T]) -> None:
     return None
 
 
-# What one provider's calls for an operation make: the operation's result (and a MirrorError's, per provider).
-_COMBINE: dict[Capability, Any] = {
-    Capability.PUBLISH: _merge,
-    Capability.BATCH: _merge,
-    Capability.SEND_TO_USER: _nothing,
-    Capability.TERMINATE_USER: _nothing,
-}
 _QUERIES = frozenset({Capability.CHANNEL_INFO, Capability.CHANNEL_LIST, Capability.PRESENCE})
 
 
