@@ -166,6 +166,7 @@ def main() -> None:
                 "delivered": result.delivered,
                 "lost": result.lost,
                 "duplicates": result.duplicates,
+                "out_of_order": result.out_of_order,
                 "extensions": sorted(result.extensions),
                 "errors": result.errors,
                 "seconds": round(time.monotonic() - started, 2),

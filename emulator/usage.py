@@ -9,7 +9,7 @@ frames of the recipients that compress, counted once per deflate window). The me
   format ``relay cost --usage`` reads (``relay/cost/usage.py``, version 1);
 - an optional observer (the debug console) that is told about each event while someone watches.
 
-Counting rules (``shared/reference/ably-and-pricing.md`` §F.1, §F.2, §F.6):
+Counting rules (the providers' own, as ``docs/cost.md`` "How each provider counts" gives them with sources):
 
 - Pusher messages: every HTTP API publish (one per channel), every delivery of it, every client event and its
   deliveries, every ``member_added``/``member_removed`` delivery, every webhook request and every other HTTP API call
