@@ -353,17 +353,7 @@ def workload_from_usage(
         apps = {app: usage.apps[app]}
     else:
         apps = dict(usage.apps)
-    merged: dict[str, dict[str, int | None]] = {}
-    for entry in apps.values():
-        for day, values in entry.days.items():
-            row = merged.setdefault(day, {})
-            for f in fields(UsageDay):
-                value = getattr(values, f.name)
-                if f.name in row and (row[f.name] is None or value is None):
-                    row[f.name] = None
-                else:
-                    row[f.name] = (row.get(f.name) or 0) + value if value is not None else None
-    days = {day: UsageDay(**row) for day, row in sorted(merged.items())}  # type: ignore[arg-type]
+    days = _merged_days(apps)
     n = len(days)
 
     def total(name: str) -> int:
@@ -432,6 +422,21 @@ def workload_from_usage(
         origin=f"measured: {usage.origin}, app{'s' if len(apps) > 1 else ''} {names}, {n} day{'s' if n > 1 else ''} "
         f"({span}){peak_note}",
     )
+
+
+def _merged_days(apps: Mapping[str, UsageApp]) -> dict[str, UsageDay]:
+    """The apps' days summed field by field, in date order; a field unknown for one app is unknown in the sum."""
+    merged: dict[str, dict[str, int | None]] = {}
+    for entry in apps.values():
+        for day, values in entry.days.items():
+            row = merged.setdefault(day, {})
+            for f in fields(UsageDay):
+                value = getattr(values, f.name)
+                if f.name in row and (row[f.name] is None or value is None):
+                    row[f.name] = None
+                else:
+                    row[f.name] = (row.get(f.name) or 0) + value if value is not None else None
+    return {day: UsageDay(**row) for day, row in sorted(merged.items())}  # type: ignore[arg-type]
 
 
 def _busiest_second(apps: Mapping[str, UsageApp]) -> tuple[float | None, str]:
