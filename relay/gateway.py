@@ -31,10 +31,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import AsyncRelay, configuration_from_env
 from relay.config import ProviderConfig, is_http_url, is_origin
-from relay.errors import AuthenticationError, ConfigError, PayloadTooLarge, RelayError
+from relay.errors import (
+    AuthenticationError,
+    ConfigError,
+    LimitExceeded,
+    PayloadTooLarge,
+    ProtocolError,
+    RelayError,
+)
 from relay.models import Event, User, WebhookEvent
-from relay.protocol.channels import classify
-from relay.rules import ChannelRules, compile_pattern
+from relay.protocol.channels import DEFAULT_LIMITS, classify
+from relay.rules import ChannelRules, compile_pattern, pattern_admits
 from relay.web import channel_auth_body_async, error_response, request_fields, socket_id_placeholder, user_auth_body
 
 log = logging.getLogger("relay.gateway")
@@ -52,9 +59,9 @@ USERS = ("authenticated", "anyone")
 
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
-    """A channel rule from the rules file: every ``{placeholder}`` must equal the JWT claim of the same name.
-    ``users = "anyone"`` also admits requests without a JWT, to the public channels the pattern matches (which only
-    Ably authorizes: every Ably subscription needs a token)."""
+    """A channel rule from the rules file: the channel name must be the pattern with each ``{placeholder}``
+    replaced by the JWT claim of the same name. ``users = "anyone"`` also admits requests without a JWT, to the
+    public channels the pattern matches (which only Ably authorizes: every Ably subscription needs a token)."""
 
     pattern: str
     users: str = "authenticated"
@@ -236,20 +243,62 @@ def load_rules(path: Path) -> tuple[RuleSpec, ...]:
 def build_rules(specs: Sequence[RuleSpec]) -> ChannelRules:
     rules = ChannelRules()
     for spec in specs:
-        rules.add(spec.pattern, _claims_rule(spec))
+        rules.add(spec.pattern, _claims_rule(spec), whole_name=True)
     return rules
 
 
-def _claims_rule(spec: RuleSpec) -> Callable[..., Any]:
-    def rule(user: User | None, **placeholders: str) -> bool | dict[str, Any]:
+def _claims_rule(spec: RuleSpec) -> Callable[[User | None, str], bool | dict[str, Any]]:
+    placeholders = tuple(compile_pattern(spec.pattern).groupindex)
+
+    def rule(user: User | None, channel: str) -> bool | dict[str, Any]:
         if user is None:
             return spec.users == "anyone" and not placeholders
         claims = user.info
-        if any(_claim_text(claims.get(name)) != value for name, value in placeholders.items()):
+        # The claims put in the pattern, not compared with one split of the name: a claim may hold "-", and
+        # "private-{org}-{sub}" reads private-acme-eu-u1 as org acme-eu and sub u1, and as org acme and sub eu-u1.
+        values = {name: text for name in placeholders if (text := _claim_text(claims.get(name))) is not None}
+        if not pattern_admits(spec.pattern, channel, values):
             return False
         return {claim: claims[claim] for claim in spec.user_info_claims if claim in claims}
 
     return rule
+
+
+WATCHLIST_CLAIM = "watchlist"
+_JSON_KINDS: Mapping[type, str] = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    dict: "an object",
+    list: "a list",
+    type(None): "null",
+}
+
+
+def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The JWT's ``watchlist`` claim, the user ids whose online status a signed-in user is told (Pusher's watchlist
+    events), or none without it. A malformed claim is refused rather than dropped: the user would watch nobody, and
+    nothing would say why."""
+    if WATCHLIST_CLAIM not in claims:
+        return ()
+    watchlist = claims[WATCHLIST_CLAIM]
+    wanted = f"the JWT's {WATCHLIST_CLAIM} claim must be a list of user id strings"
+    if not isinstance(watchlist, list):
+        raise ProtocolError(f"{wanted}, not {_json_kind(watchlist)}")
+    for index, item in enumerate(watchlist):
+        if not isinstance(item, str):
+            raise ProtocolError(f"{wanted}: item {index} is {_json_kind(item)}")
+    if len(watchlist) > DEFAULT_LIMITS.max_watchlist:
+        raise LimitExceeded(
+            f"the JWT's {WATCHLIST_CLAIM} claim has {len(watchlist)} user ids; Pusher watches at most "
+            f"{DEFAULT_LIMITS.max_watchlist}"
+        )
+    return tuple(watchlist)
+
+
+def _json_kind(value: object) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def _claim_text(value: object) -> str | None:
@@ -618,7 +667,7 @@ def gateway_router(
             user = verifier.user(request)
             if user is not None:
                 info = {claim: user.info[claim] for claim in ("name",) if claim in user.info}
-                user = User(user.id, info)
+                user = User(user.id, info, _watchlist_claim(user.info))
             body = user_auth_body(client, user, fields.get("socket_id", ""))
         except RelayError as error:
             return error_response(error)

@@ -15,6 +15,17 @@ A rule returns True (allow), False or None (deny), a mapping (allow; for presenc
 channels are allowed (Ably still needs a token to subscribe to them). A name outside the Pusher channel-name
 characters is refused before any rule sees it (:class:`~relay.errors.InvalidChannelName`, a 400), and so is a
 user's own ``#server-to-user-{id}``, which the user's sign-in subscribes.
+
+A rule gets one value per placeholder: one reading of the name, when a value can hold what separates two
+placeholders. ``private-{org}-{sub}`` reads ``private-acme-eu-u1`` as org ``acme-eu`` and sub ``u1``, never as org
+``acme`` and sub ``eu-u1`` (see :func:`compile_pattern`). Separate placeholders with a dot, which no value holds, or
+register the rule with ``whole_name=True`` and compare the whole name with :func:`pattern_admits`, which accepts
+any reading:
+
+    @rules.channel("private-{org}-{sub}", whole_name=True)
+    def org_member(user: User | None, channel: str) -> bool:
+        values = {"org": user.info.get("org", ""), "sub": user.id} if user is not None else {}
+        return pattern_admits("private-{org}-{sub}", channel, values)
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from relay.errors import InvalidChannelName, PermissionDenied
@@ -34,6 +46,8 @@ Rule = Callable[..., RuleResult | Awaitable[RuleResult]]
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}|\*")
 _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER_VALUE = r"[A-Za-z0-9_\-=@,;]+"
+_VALUE = re.compile(_PLACEHOLDER_VALUE)
+_REST = r"[A-Za-z0-9_\-=@,.;]*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +63,36 @@ class _Entry:
     pattern: str
     regex: re.Pattern[str]
     rule: Rule
+    whole_name: bool
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """``private-orders.{order_id}`` → a regex whose groups are the placeholders (which never span a dot);
     ``*`` matches any rest of a name, dots included, and binds nothing.
 
+    A name that fits the pattern in several ways (``private-{org}-{sub}`` and ``private-acme-eu-u1``: a value may
+    hold ``-``) binds one of them: from left to right, each placeholder and ``*`` takes the longest value that lets
+    the rest of the name match (org ``acme-eu``, sub ``u1``). :func:`pattern_admits` asks about every reading.
+
     Raises ValueError for a pattern that cannot mean what was written: an empty one, a brace outside a ``{name}``
     placeholder (channel names have no braces, so it would never match), a placeholder that is not an identifier,
     or the same placeholder twice (one name cannot bind two values)."""
+    return re.compile(_regex(pattern, lambda name: f"(?P<{name}>{_PLACEHOLDER_VALUE})"))
+
+
+def pattern_admits(pattern: str, channel: str, values: Mapping[str, str]) -> bool:
+    """Whether ``channel`` is ``pattern`` with each placeholder replaced by its value in ``values`` (``*`` matching
+    any rest of the name): whether some reading of the name binds exactly these values, where
+    :func:`compile_pattern` binds one. A placeholder whose value is missing, empty, holds a dot or a character no
+    channel name has admits nothing, as the placeholder never matches one. Raises ValueError as
+    :func:`compile_pattern` does."""
+    if not all(_VALUE.fullmatch(values.get(name, "")) for name in compile_pattern(pattern).groupindex):
+        return False
+    return re.fullmatch(_regex(pattern, lambda name: re.escape(values[name])), channel) is not None
+
+
+def _regex(pattern: str, placeholder: Callable[[str], str]) -> str:
+    """The regex source of ``pattern``, with ``placeholder(name)`` standing for each ``{name}``."""
     if not pattern:
         raise ValueError("a channel pattern must not be empty")
     parts: list[str] = []
@@ -67,7 +102,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         parts.append(_literal(pattern, pattern[position : match.start()]))
         name = match.group(1)
         if name is None:
-            parts.append(r"[A-Za-z0-9_\-=@,.;]*")
+            parts.append(_REST)
         elif not _PLACEHOLDER_NAME.fullmatch(name):
             raise ValueError(
                 f"channel pattern {pattern!r}: placeholder {{{name}}} is not a name "
@@ -77,10 +112,10 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
             raise ValueError(f"channel pattern {pattern!r}: placeholder {{{name}}} appears twice")
         else:
             names.add(name)
-            parts.append(f"(?P<{name}>{_PLACEHOLDER_VALUE})")
+            parts.append(placeholder(name))
         position = match.end()
     parts.append(_literal(pattern, pattern[position:]))
-    return re.compile("".join(parts))
+    return "".join(parts)
 
 
 def _literal(pattern: str, text: str) -> str:
@@ -93,20 +128,23 @@ class ChannelRules:
     def __init__(self) -> None:
         self._entries: list[_Entry] = []
 
-    def channel(self, pattern: str) -> Callable[[Rule], Rule]:
-        """Register the decorated function for channels matching ``pattern``; the first match wins."""
+    def channel(self, pattern: str, *, whole_name: bool = False) -> Callable[[Rule], Rule]:
+        """Register the decorated function for channels matching ``pattern``; the first match wins. It is called
+        as ``rule(user, **placeholders)``, with the one reading :func:`compile_pattern` binds, or with
+        ``whole_name=True`` as ``rule(user, channel)``, for a rule that must accept any reading of the name."""
         regex = compile_pattern(pattern)
 
         def register(rule: Rule) -> Rule:
-            self._entries.append(_Entry(pattern, regex, rule))
+            self._entries.append(_Entry(pattern, regex, rule, whole_name))
             return rule
 
         return register
 
-    def add(self, pattern: str, rule: Rule) -> None:
-        self.channel(pattern)(rule)
+    def add(self, pattern: str, rule: Rule, *, whole_name: bool = False) -> None:
+        self.channel(pattern, whole_name=whole_name)(rule)
 
-    def _match(self, channel: str) -> tuple[Rule, dict[str, str]] | None:
+    def _decider(self, user: User | None, channel: str) -> Callable[[], RuleResult | Awaitable[RuleResult]] | None:
+        """The call of the rule that decides ``channel`` for ``user``, or None if no pattern matches it."""
         # Before any rule or default: on Ably the name becomes a capability key, where "*" or "chat:*" would grant
         # every channel (or a whole namespace) to whoever asked for that name.
         validate_channel_name(channel)
@@ -118,16 +156,17 @@ class ChannelRules:
         for entry in self._entries:
             match = entry.regex.fullmatch(channel)
             if match is not None:
-                return entry.rule, match.groupdict()
+                if entry.whole_name:
+                    return partial(entry.rule, user, channel)
+                return partial(entry.rule, user, **match.groupdict())
         return None
 
     def authorize(self, user: User | None, channel: str) -> Decision:
         """Decide with synchronous rules; raises :class:`PermissionDenied` when the channel is refused."""
-        found = self._match(channel)
-        if found is None:
+        call = self._decider(user, channel)
+        if call is None:
             return self._unmatched(user, channel)
-        rule, params = found
-        result = rule(user, **params)
+        result = call()
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
@@ -135,11 +174,10 @@ class ChannelRules:
         return self._decide(user, channel, result)
 
     async def authorize_async(self, user: User | None, channel: str) -> Decision:
-        found = self._match(channel)
-        if found is None:
+        call = self._decider(user, channel)
+        if call is None:
             return self._unmatched(user, channel)
-        rule, params = found
-        result = rule(user, **params)
+        result = call()
         if inspect.isawaitable(result):
             result = await result
         return self._decide(user, channel, result)
