@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relay.client import AsyncRelay, configuration_from_env
+from relay.client import AsyncRelay, Relay, configuration_from_env
 from relay.config import ProviderConfig, is_http_url, is_origin
 from relay.errors import (
     AuthenticationError,
@@ -725,11 +725,23 @@ def _event_json(event: WebhookEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in event.__slots__ if getattr(event, name) is not None}
 
 
-def frontend_config(client: AsyncRelay) -> dict[str, Any]:
+def frontend_config(
+    client: Relay | AsyncRelay,
+    *,
+    channel_auth: str = "/v1/auth/channel",
+    user_auth: str = "/v1/auth/user",
+    ably_auth: str | None = None,
+) -> dict[str, Any]:
+    """What a page needs to connect to the client's (primary) provider: pusher-js options with ``provider`` and the
+    auth endpoints, or ably-js's ``authUrl`` (and its client options off Ably's cloud). The endpoints default to the
+    gateway's routes; an app serving ``relay.web.auth_router`` passes ``channel_auth="/pusher/auth"``,
+    ``user_auth="/pusher/user-auth"`` and ``ably_auth="/ably/token"``. ``ably_auth`` defaults to ``channel_auth``,
+    which answers Ably with a token request on the gateway."""
     config = client.config
-    auth = {"channelAuthEndpoint": "/v1/auth/channel", "userAuthEndpoint": "/v1/auth/user"}
+    auth = {"channelAuthEndpoint": channel_auth, "userAuthEndpoint": user_auth}
     if config.scheme == "ably":
-        ably: dict[str, Any] = {"provider": "ably", "authUrl": "/v1/auth/channel", "authMethod": "POST"}
+        ably_url = channel_auth if ably_auth is None else ably_auth
+        ably: dict[str, Any] = {"provider": "ably", "authUrl": ably_url, "authMethod": "POST"}
         if not _is_ably_cloud(config.host):
             ably["clientOptions"] = _ably_client_options(config)
         return ably
