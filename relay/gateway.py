@@ -42,7 +42,13 @@ from relay.errors import (
 from relay.models import Event, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.rules import ChannelRules, compile_pattern, pattern_admits
-from relay.web import channel_auth_body_async, error_response, request_fields, socket_id_placeholder, user_auth_body
+from relay.web import (
+    channel_auth_body_async,
+    channel_auth_request,
+    error_response,
+    request_fields,
+    user_auth_body,
+)
 
 log = logging.getLogger("relay.gateway")
 
@@ -646,11 +652,7 @@ def gateway_router(
     )
     async def auth_channel(request: Request) -> JSONResponse:
         try:
-            fields = await request_fields(request)
-            socket_id = fields.get("socket_id") or socket_id_placeholder(client)
-            channel = fields.get("channel_name") or fields.get("channel") or ""
-            if not channel:
-                return JSONResponse({"error": "channel_name is required"}, status_code=400)
+            socket_id, channel = channel_auth_request(client, await request_fields(request))
             body = await channel_auth_body_async(client, rules, verifier.user(request), socket_id, channel)
         except RelayError as error:
             return error_response(error)

@@ -70,6 +70,18 @@ def socket_id_placeholder(client: Relay | AsyncRelay) -> str:
     raise ProtocolError("socket_id is required")
 
 
+def channel_auth_request(client: Relay | AsyncRelay, fields: Mapping[str, str]) -> tuple[str, str]:
+    """The socket id and channel of a channel-auth request. pusher-js posts ``channel_name``; an Ably token URL is
+    given ``channel`` (ably-js ``authParams``); either is read, and both must then name the same channel, since the
+    one not read might be the one a rule would have been asked about."""
+    named = {name for name in (fields.get("channel_name"), fields.get("channel")) if name}
+    if not named:
+        raise ProtocolError("channel_name is required (channel is read too)")
+    if len(named) > 1:
+        raise ProtocolError("channel_name and channel name different channels: give one")
+    return fields.get("socket_id") or socket_id_placeholder(client), named.pop()
+
+
 def _required(fields: Mapping[str, str], name: str) -> str:
     value = fields.get(name)
     if not value:
@@ -108,10 +120,8 @@ def auth_router(
     @router.post("/pusher/auth")
     async def pusher_channel_auth(request: Request) -> JSONResponse:
         try:
-            fields = await request_fields(request)
-            body = await channel_auth_body_async(
-                client, rules, await user_of(request), _required(fields, "socket_id"), _required(fields, "channel_name")
-            )
+            socket_id, channel = channel_auth_request(client, await request_fields(request))
+            body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:
             return error_response(error)
         return JSONResponse(body)
@@ -128,13 +138,8 @@ def auth_router(
     @router.api_route("/ably/token", methods=["GET", "POST"])
     async def ably_token(request: Request) -> JSONResponse:
         try:
-            fields = await request_fields(request)
-            channel = fields.get("channel") or fields.get("channel_name")  # ably-js authParams, or Pusher's name
-            if not channel:
-                raise ProtocolError("channel is required (channel_name is read too)")
-            decision = await rules.authorize_async(await user_of(request), channel)
-            socket_id = fields.get("socket_id") or socket_id_placeholder(client)
-            body = client.authorize_channel(socket_id, channel, decision.member)
+            socket_id, channel = channel_auth_request(client, await request_fields(request))
+            body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:
             return error_response(error)
         return JSONResponse(body)

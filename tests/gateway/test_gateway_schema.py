@@ -86,7 +86,7 @@ async def test_auth_endpoints_document_the_fields_pusher_js_posts(gateway: Runni
     # What the schema promises is what the endpoint does: a form without channel_name is refused with a reason.
     async with httpx.AsyncClient() as http:
         refused = await http.post(f"{gateway.url}/v1/auth/channel", data={"socket_id": "123.456"})
-    assert refused.status_code == 400 and refused.json() == {"error": "channel_name is required"}
+    assert refused.status_code == 400 and refused.json() == {"error": "channel_name is required (channel is read too)"}
 
 
 def test_every_operation_of_the_schema_has_its_own_id() -> None:

@@ -12,7 +12,7 @@ from relay import Relay, User
 from relay.errors import InvalidChannelName, PermissionDenied
 from relay.protocol.signing import channel_auth, user_auth
 from relay.rules import ChannelRules, compile_pattern
-from relay.web import auth_router
+from relay.web import auth_router, channel_auth_body
 
 ALICE = User("alice", {"name": "Alice", "role": "kitchen"})
 BOB = User("bob", {"name": "Bob"})
@@ -63,6 +63,20 @@ def test_decisions() -> None:
         rules.authorize(ALICE, "private-user-alice")
 
 
+def test_the_sync_body_for_django_and_flask_views() -> None:
+    """``channel_auth_body`` is what a sync view calls: the signed body when the rules allow, PermissionDenied (a 403
+    for the view to answer) when they do not, and a coroutine rule is refused rather than left unawaited."""
+    rules = make_rules()
+    with Relay.from_url("emulator://key:secret@127.0.0.1:1/apps/1") as relay:
+        body = channel_auth_body(relay, rules, ALICE, "1.2", "presence-kitchen")
+        assert body["auth"] == channel_auth("key", "secret", "1.2", "presence-kitchen", body["channel_data"])
+        assert json.loads(body["channel_data"]) == {"user_id": "alice", "user_info": {"name": "Alice"}}
+        with pytest.raises(PermissionDenied, match="access to 'presence-kitchen' denied"):
+            channel_auth_body(relay, rules, BOB, "1.2", "presence-kitchen")
+        with pytest.raises(TypeError, match="authorize_async"):
+            channel_auth_body(relay, rules, BOB, "1.2", "private-user-bob")
+
+
 async def test_async_rules() -> None:
     rules = make_rules()
     assert (await rules.authorize_async(ALICE, "private-user-alice")).member == ALICE
@@ -101,7 +115,7 @@ async def test_json_auth_and_validation_errors(client: httpx.AsyncClient) -> Non
     )
     assert response.json() == {"auth": channel_auth("key", "secret", "1.2", "private-user-bob")}
     missing = await client.post("/pusher/auth", data={"socket_id": "1.2"}, headers={"x-user": "bob"})
-    assert (missing.status_code, missing.json()) == (400, {"error": "channel_name is required"})
+    assert (missing.status_code, missing.json()) == (400, {"error": "channel_name is required (channel is read too)"})
     bad_socket = await client.post("/pusher/auth", data={"socket_id": "x", "channel_name": "private-user-bob"})
     assert bad_socket.status_code == 403
     malformed = await client.post(
@@ -125,7 +139,22 @@ async def test_the_ably_token_route_reads_channel_or_channel_name(client: httpx.
         == {"auth": channel_auth("key", "secret", "1.2", "private-user-alice")}
     )
     missing = await client.post("/ably/token", data={"socket_id": "1.2"}, headers=as_alice)
-    assert (missing.status_code, missing.json()) == (400, {"error": "channel is required (channel_name is read too)"})
+    assert (missing.status_code, missing.json()) == (400, {"error": "channel_name is required (channel is read too)"})
+
+
+async def test_channel_and_channel_name_must_agree(client: httpx.AsyncClient) -> None:
+    """Given both, the one not read could be the one a rule would refuse: every route refuses the pair, and serves
+    the next request."""
+    both = {"socket_id": "1.2", "channel_name": "private-user-alice", "channel": "private-user-bob"}
+    for route in ("/pusher/auth", "/ably/token"):
+        refused = await client.post(route, data=both, headers={"x-user": "alice"})
+        assert (refused.status_code, refused.json()) == (
+            400,
+            {"error": "channel_name and channel name different channels: give one"},
+        ), route
+    same = {**both, "channel": "private-user-alice"}
+    served = await client.post("/ably/token", data=same, headers={"x-user": "alice"})
+    assert served.json() == {"auth": channel_auth("key", "secret", "1.2", "private-user-alice")}
 
 
 async def test_user_auth(client: httpx.AsyncClient) -> None:
