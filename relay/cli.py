@@ -33,15 +33,17 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="run the self-hosted Pusher-protocol server",
         description="Run a Pusher-protocol server (WebSocket protocol 7 and the HTTP API) on one port. "
         "The flags define the default app; --config replaces it with the TOML file's [[apps]] (with their limits and "
-        "webhooks) when the file has any, and may set [server] settings. A flag that is given wins over the file's "
-        "[server] setting of the same name.",
+        "webhooks) when the file has any (the default app's flags are then refused: they would be lost), and may set "
+        "[server] settings. A flag that is given wins over the file's [server] setting of the same name.",
     )
     # The [server] flags default to None, so that a flag typed out (even with the default value) can win over --config.
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port for WebSocket and HTTP API (default 6001)")
-    parser.add_argument("--app-id", default="app-id", help="default app's id (default app-id)")
-    parser.add_argument("--key", default="app-key", help="default app's key (default app-key)")
-    parser.add_argument("--secret", default="app-secret", help="default app's secret (default app-secret)")
+    parser.add_argument("--app-id", action=_DefaultAppFlag, default="app-id", help="default app's id (default app-id)")
+    parser.add_argument("--key", action=_DefaultAppFlag, default="app-key", help="default app's key (default app-key)")
+    parser.add_argument(
+        "--secret", action=_DefaultAppFlag, default="app-secret", help="default app's secret (default app-secret)"
+    )
     parser.add_argument("--config", type=Path, help="TOML file with [server] settings and [[apps]] tables")
     parser.add_argument(
         "--webhook-url", action="append", default=[], help="send the default app's webhooks here; repeat for several"
@@ -70,7 +72,18 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     operations.add_argument(
         "--shutdown-spread", type=float, help="seconds over which shutdown closes connections with 4200 (default 2)"
     )
-    parser.set_defaults(run=_run_emulator)
+    parser.set_defaults(run=_run_emulator, default_app_flags=())
+
+
+class _DefaultAppFlag(argparse.Action):
+    """Stores the value, and that the flag was typed out (even with its default value): with a config file's
+    [[apps]], which replace the default app, such a flag is refused rather than lost."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.default_app_flags = (*namespace.default_app_flags, option)
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
@@ -121,6 +134,12 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
     config = EmulatorConfig(apps=(app,))
     if args.config is not None:
         config = load_config(args.config, defaults=config)
+        typed = [*dict.fromkeys(args.default_app_flags), *(["--webhook-url"] if args.webhook_url else [])]
+        if typed and app not in config.apps:  # the file's [[apps]] replaced it: the flags' values would be lost
+            raise ConfigError(
+                f"{', '.join(typed)} set the default app, which the [[apps]] of {args.config} replace: set them in "
+                "the file's [[apps]] (app_id, key, secret, [[apps.webhooks]] url) or leave them out"
+            )
     given = {
         "host": args.host,
         "port": args.port,
@@ -132,13 +151,14 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
     return _operations_config(args, config)
 
 
-def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+def cannot_listen(host: str, port: int, exc: OSError, fix: str = "") -> ConfigError:
     """The port is taken, or the host is not this machine's: one line, not a traceback, and the same line from
-    every command (asyncio's message repeats the address: the errno says it alone)."""
+    every command and the examples (asyncio's message repeats the address: the errno says it alone); ``fix`` is the
+    caller's way out, such as the flag that picks another port."""
     reason = exc.strerror or str(exc)
     if exc.errno is not None and exc.errno > 0 and not isinstance(exc, socket.gaierror):
         reason = os.strerror(exc.errno)
-    return ConfigError(f"cannot listen on {url_host(host)}:{port}: {reason}")
+    return ConfigError(f"cannot listen on {url_host(host)}:{port}: {reason}{f'; {fix}' if fix else ''}")
 
 
 async def _serve_emulator(
@@ -151,7 +171,7 @@ async def _serve_emulator(
     try:
         server = await start_server(node, sock=sock)
     except OSError as exc:
-        raise _cannot_listen(config.host, config.port, exc) from None
+        raise cannot_listen(config.host, config.port, exc) from None
     # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
     # full collections, whose pause stops every connection and grows with what they walk. Collected first, so no
     # start-up garbage is frozen with it.
@@ -174,7 +194,7 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
     try:
         reservation.bind((config.host, config.port))
     except OSError as exc:
-        raise _cannot_listen(config.host, config.port, exc) from None
+        raise cannot_listen(config.host, config.port, exc) from None
     config = replace(config, port=reservation.getsockname()[1])
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)
@@ -276,7 +296,7 @@ def _check_can_listen(host: str, port: int) -> None:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind(address)
     except OSError as exc:
-        raise _cannot_listen(host, port, exc) from None
+        raise cannot_listen(host, port, exc) from None
 
 
 def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> EmulatorConfig:

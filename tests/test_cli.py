@@ -88,6 +88,37 @@ async def test_a_given_port_wins_over_the_config_file(tmp_path: Path, taken_port
         await process.stop()
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (
+            ["--app-id", "9", "--key", "kk", "--webhook-url", "http://127.0.0.1:9/hook"],
+            "--app-id, --key, --webhook-url",
+        ),
+        (["--secret", "app-secret"], "--secret"),  # typed out, even with the default value
+    ],
+    ids=["several", "the default value"],
+)
+async def test_default_app_flags_with_a_config_files_apps_are_refused(
+    tmp_path: Path, flags: list[str], named: str
+) -> None:
+    """The file's [[apps]] replace the default app: its flags were dropped without a word (webhooks lost)."""
+    config = write(tmp_path, '[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\n')
+    outcome = await run_relay("emulator", "--port", "0", "--config", str(config), *flags)
+    assert_refused(
+        outcome, f"{named} set the default app, which the [[apps]] of {config} replace", "set them in the file"
+    )
+
+
+async def test_default_app_flags_apply_with_a_config_file_without_apps(tmp_path: Path) -> None:
+    config = write(tmp_path, "[server]\nport = 0\n")
+    process = await EmulatorProcess.start("--config", str(config), "--app-id", "9", "--key", "kk")
+    try:
+        assert f"emulator://kk:app-secret@127.0.0.1:{process.port}/apps/9" in process.banner
+    finally:
+        await process.stop()
+
+
 def test_emulator_help_says_given_flags_win_over_the_config_file_and_webhook_url_repeats() -> None:
     help_text = " ".join(
         subprocess.run([*RELAY, "emulator", "--help"], capture_output=True, text=True, check=True).stdout.split()

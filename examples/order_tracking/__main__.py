@@ -1,21 +1,25 @@
 """``python -m examples.order_tracking``: the app, and an emulator for it unless a provider is configured.
 
 Without ``RELAY_URL`` (or the ``PUSHER_*`` variables or ``ABLY_API_KEY``) an emulator runs in this process on
-``--emulator-port``; with one, the same app and pages use that provider instead.
+``--emulator-port``; with one, the same app and pages use that provider instead (and a mistake in it is an error,
+exit status 2: never the emulator in its place).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 
 import uvicorn
 
 from examples.order_tracking.app import create_app
+from relay.cli import cannot_listen
 from relay.client import AsyncRelay, configuration_from_env
 from relay.config import ProviderConfig, parse_url
 from relay.emulator.config import App, EmulatorConfig
@@ -23,6 +27,20 @@ from relay.emulator.server import EmulatorNode, start_server
 from relay.errors import ConfigError
 
 EMULATOR_APP = App(app_id="1", key="app-key", secret="app-secret")
+# What relay.config.from_env reads: with any of them set, the user means a provider, and a mistake in it is reported
+# rather than replaced by the in-process emulator (its ConfigError for "none configured" has no type of its own).
+PROVIDER_VARIABLES = (
+    "RELAY_URL",
+    "PUSHER_APP_ID",
+    "PUSHER_KEY",
+    "PUSHER_SECRET",
+    "PUSHER_CLUSTER",
+    "PUSHER_HOST",
+    "PUSHER_PORT",
+    "PUSHER_SCHEME",
+    "PUSHER_ENCRYPTION_MASTER_KEY_BASE64",
+    "ABLY_API_KEY",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,21 +66,56 @@ def describe(url: str | ProviderConfig) -> str:
     return parse_url(url).url()
 
 
-async def serve(host: str, port: int, emulator_port: int) -> None:
-    node: EmulatorNode | None = None
-    emulator: asyncio.Server | None = None
-    try:
-        relay_url: str | ProviderConfig = configuration_from_env(None)
-        where = "from the environment"
-    except ConfigError:
-        node = EmulatorNode(EmulatorConfig(apps=(EMULATOR_APP,), host="127.0.0.1", port=emulator_port))
-        emulator = await start_server(node)
-        bound = emulator.sockets[0].getsockname()[1]
-        relay_url = f"emulator://{EMULATOR_APP.key}:{EMULATOR_APP.secret}@127.0.0.1:{bound}/apps/{EMULATOR_APP.app_id}"
-        where = "an emulator in this process (set RELAY_URL to use Pusher, Ably or another server)"
+def provider_configured(environ: Mapping[str, str]) -> bool:
+    # Empty is unset, as for relay.config.from_env (docker-compose passes unset variables as empty strings)
+    return any(environ.get(name) for name in PROVIDER_VARIABLES)
+
+
+def listen(host: str, port: int, fix: str) -> socket.socket:
+    """A bound socket for uvicorn; a port in use is a configuration error naming ``fix``, not a traceback."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise cannot_listen(host, port, error, fix) from None
+    return sock
+
+
+@asynccontextmanager
+async def emulator_in_process(port: int) -> AsyncIterator[str]:
+    """An emulator serving EMULATOR_APP on ``port``: its URL, while it runs."""
+    node = EmulatorNode(EmulatorConfig(apps=(EMULATOR_APP,), host="127.0.0.1", port=port))
+    try:
+        server = await start_server(node)
+    except OSError as error:
+        fix = (
+            "it is the emulator's port: choose another with --emulator-port (0 picks a free one), or set RELAY_URL "
+            "to use an emulator that is already running (the RELAY_URL it printed)"
+        )
+        raise cannot_listen("127.0.0.1", port, error, fix) from None
+    try:
+        bound = server.sockets[0].getsockname()[1]
+        yield f"emulator://{EMULATOR_APP.key}:{EMULATOR_APP.secret}@127.0.0.1:{bound}/apps/{EMULATOR_APP.app_id}"
+    finally:
+        server.close()
+        await node.close(webhook_grace=0)
+
+
+async def serve(host: str, port: int, emulator_port: int) -> None:
+    # The provider first: a mistake in its configuration is reported before anything listens.
+    configured = configuration_from_env(None) if provider_configured(os.environ) else None
+    with listen(host, port, "it is the web app's port: choose another with --port (0 picks a free one)") as sock:
+        if configured is not None:
+            await run(host, sock, configured, "from the environment")
+            return
+        async with emulator_in_process(emulator_port) as relay_url:
+            where = "an emulator in this process (set RELAY_URL to use Pusher, Ably or another server)"
+            await run(host, sock, relay_url, where)
+
+
+async def run(host: str, sock: socket.socket, relay_url: str | ProviderConfig, where: str) -> None:
     site = f"http://{host}:{sock.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(create_app(relay_url), log_level="warning", lifespan="on"))
     # uvicorn handles SIGINT/SIGTERM while it serves and raises them again afterwards, for the previous handlers:
@@ -84,10 +137,6 @@ async def serve(host: str, port: int, emulator_port: int) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sock.close()
-        if emulator is not None and node is not None:
-            emulator.close()
-            await node.close(webhook_grace=0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

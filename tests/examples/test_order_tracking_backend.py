@@ -21,6 +21,7 @@ from examples.order_tracking import create_app
 from examples.order_tracking.app import COOKIE, PUSHER_JS_CDN, Sessions
 from relay import User
 from relay.testing import assert_published, published, store_of
+from tests.test_cli import taken_port as taken_port
 
 MEMORY = "memory://order-tracking-tests"
 
@@ -197,9 +198,8 @@ def test_switching_providers_is_a_change_of_relay_url(relay_url: str, expected: 
 
 async def test_the_one_command_runs_the_app_and_an_emulator() -> None:
     """``python -m examples.order_tracking`` without RELAY_URL: an emulator in the same process, the pages and the
-    API on the printed address; an order is published live; SIGTERM stops it with status 0."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("RELAY_", "PUSHER_"))}
-    env.pop("ABLY_API_KEY", None)
+    API on the printed address; an order is published live; SIGTERM stops it with status 0. PUSHER_JS_PATH is the
+    example's own setting, not a provider's: it does not stop the emulator from starting."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -209,7 +209,7 @@ async def test_the_one_command_runs_the_app_and_an_emulator() -> None:
         "--emulator-port",
         "0",
         stdout=asyncio.subprocess.PIPE,
-        env=env,
+        env=without_provider(PUSHER_JS_PATH="/nonexistent/pusher.min.js"),  # the example's, not a provider's
     )
     assert process.stdout is not None
     try:
@@ -229,3 +229,65 @@ async def test_the_one_command_runs_the_app_and_an_emulator() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+def without_provider(**variables: str) -> dict[str, str]:
+    """This environment without any provider configuration, plus ``variables``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("RELAY_", "PUSHER_", "ABLY_"))}
+    return {**env, **variables}
+
+
+async def refused(*args: str, env: dict[str, str]) -> str:
+    """Run ``python -m examples.order_tracking ARGS``, which must exit 2 with one configuration error and serve
+    nothing: its stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "examples.order_tracking", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert b"realtime:" not in stdout, f"it served instead of refusing: {stdout.decode()}"
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert process.returncode == 2, (process.returncode, stderr.decode())
+    assert stderr.startswith(b"order-tracking: configuration error: "), stderr.decode()
+    return stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"PUSHER_APP_ID": "1", "PUSHER_KEY": "k"}, "set PUSHER_SECRET too"),
+        (
+            {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s", "PUSHER_CLUSTER": "api-eu.pusher.com"},
+            "PUSHER_CLUSTER must be a cluster's short name",
+        ),
+        ({"PUSHER_CLUSTER": "eu"}, "no provider configured"),
+        ({"ABLY_API_KEY": "not-a-key"}, "ABLY_API_KEY looks like APPID.KEYID:SECRET"),
+        ({"RELAY_URL": "pusher://k@eu/apps/1"}, "pusher:// URL needs credentials"),
+    ],
+    ids=["pusher without secret", "pusher cluster as host", "pusher cluster alone", "ably key", "relay url"],
+)
+async def test_a_provider_configured_wrongly_is_refused_not_replaced_by_an_emulator(
+    variables: dict[str, str], named: str
+) -> None:
+    """Every configuration error used to start the in-process emulator, printing "an emulator in this process" to a
+    user who had set the PUSHER_* variables: only no provider configuration at all means the emulator."""
+    stderr = await refused("--port", "0", "--emulator-port", "0", env=without_provider(**variables))
+    assert named in stderr
+
+
+async def test_an_emulator_port_in_use_names_the_flag_and_relay_url(taken_port: int) -> None:
+    """Following the README, `relay emulator` already holds 6001: that was OSError [Errno 98] as a traceback."""
+    stderr = await refused("--port", "0", "--emulator-port", str(taken_port), env=without_provider())
+    assert f"cannot listen on 127.0.0.1:{taken_port}: Address already in use; it is the emulator's port" in stderr
+    assert "--emulator-port" in stderr and "RELAY_URL" in stderr
+
+
+async def test_a_web_port_in_use_names_the_flag(taken_port: int) -> None:
+    stderr = await refused("--port", str(taken_port), "--emulator-port", "0", env=without_provider())
+    assert f"cannot listen on 127.0.0.1:{taken_port}: Address already in use; it is the web app's port" in stderr
+    assert "--port" in stderr

@@ -1,5 +1,6 @@
 """TLS (issue 4): wss:// and https:// straight from `relay emulator --tls-cert/--tls-key`, and the documented
-nginx reverse proxy (docs/nginx.conf) run with a real nginx terminating TLS, pusher-js connecting with forceTLS."""
+nginx reverse proxy (docs/nginx.conf) run with a real nginx terminating TLS, pusher-js connecting with forceTLS and
+ably-python with its REST and realtime clients."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import asyncio
 import shutil
 import socket
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from ably import AblyRealtime, AblyRest  # type: ignore[import-untyped]
 from websockets.exceptions import InvalidMessage
 
 from tests.conftest import StartEmulator
@@ -90,20 +95,19 @@ def nginx_site(emulator_port: int, listen_port: int, cert: Path, key: Path) -> s
     return text
 
 
-async def test_documented_nginx_config_terminates_tls_for_pusher_js(
-    start_emulator: StartEmulator, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def documented_nginx(emulator_port: int, tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    """docs/nginx.conf run by a real nginx in front of the emulator on ``emulator_port``: the port it serves
+    https:// and wss:// on at 127.0.0.1 and the certificate it presents, once it answers."""
     nginx = NGINX
     if nginx is None:
         pytest.fail("nginx is not installed: this test runs docs/nginx.conf with it (apt-get install nginx-light)")
-    node_modules("pusher-js")
     cert, key = make_certificate(tmp_path)
-    emulator = await start_emulator(app=APP)
     port = _free_port()
     prefix = tmp_path / "nginx"
     for directory in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (prefix / directory).mkdir(parents=True)
-    (prefix / "relay.conf").write_text(nginx_site(emulator.port, port, cert, key))
+    (prefix / "relay.conf").write_text(nginx_site(emulator_port, port, cert, key))
     (prefix / "nginx.conf").write_text(
         f"""daemon off;
 master_process off;
@@ -127,12 +131,10 @@ http {{
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        context = trusting(cert)
-        base = f"https://127.0.0.1:{port}"
-        async with httpx.AsyncClient(verify=context) as http:
+        async with httpx.AsyncClient(verify=trusting(cert)) as http:
             for _ in range(100):
                 try:
-                    ready = await http.get(f"{base}/ready")
+                    await http.get(f"https://127.0.0.1:{port}/health")
                     break
                 except httpx.ConnectError:
                     if process.returncode is not None:
@@ -141,18 +143,58 @@ http {{
                     await asyncio.sleep(0.05)
             else:
                 pytest.fail("nginx did not start listening within 5 s")
-            assert ready.json() == {"status": "ready"}
+        yield port, cert
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+
+
+async def test_documented_nginx_config_terminates_tls_for_pusher_js(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    node_modules("pusher-js")
+    emulator = await start_emulator(app=APP)
+    async with documented_nginx(emulator.port, tmp_path) as (port, cert):
+        base = f"https://127.0.0.1:{port}"
+        async with httpx.AsyncClient(verify=trusting(cert)) as http:
+            assert (await http.get(f"{base}/ready")).json() == {"status": "ready"}
             assert (await http.get(f"{base}/console")).status_code == 404  # not exposed by the documented config
         run = await run_scenario(
             NODE_SCRIPTS / "nginx_pusher_js.mjs",
             {**app_env("127.0.0.1", port, APP), "NODE_EXTRA_CA_CERTS": str(cert)},
             limit_s=30,
         )
-        assert run.summary["transport"] == "wss" and run.summary["states"][-1] == "connected"
-        # The emulator saw the connection and the publishes come through the proxy.
-        meter = emulator.node.states["1"].meter
-        assert meter.connections_opened == 1 and meter.publishes == 3
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await asyncio.wait_for(process.wait(), 10)
+    assert run.summary["transport"] == "wss" and run.summary["states"][-1] == "connected"
+    # The emulator saw the connection and the publishes come through the proxy.
+    meter = emulator.node.states["1"].meter
+    assert meter.connections_opened == 1 and meter.publishes == 3
+
+
+async def test_documented_nginx_config_serves_ably_clients(
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ably-python through nginx: realtime on / (a WebSocket upgrade), and REST's /keys/…/requestToken, /time,
+    /channels/…/messages, /messages and /channels, which the documented config answered with 404."""
+    emulator = await start_emulator(app=APP)
+    async with documented_nginx(emulator.port, tmp_path) as (port, cert):
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what ably-python's httpx and websockets then trust
+        key = f"{APP.app_id}.{APP.key}:{APP.secret}"  # the app's Ably key (docs/ably.md)
+        rest = AblyRest(key=key, endpoint="127.0.0.1", tls_port=port, use_token_auth=True)  # via requestToken
+        realtime = AblyRealtime(key=key, endpoint=f"127.0.0.1:{port}")  # its port goes in endpoint (ably-python#567)
+        try:
+            assert abs(await rest.time() - emulator.node.ably.wall_ms()) < 5_000
+            received: asyncio.Queue[Any] = asyncio.Queue()
+            await realtime.channels.get("orders").subscribe(received.put_nowait)
+            await rest.channels.get("orders").publish("created", {"id": 7})
+            message = await asyncio.wait_for(received.get(), 5)
+            assert (message.name, message.data) == ("created", {"id": 7})
+            body = {"channels": ["orders"], "messages": [{"name": "batched", "data": "x"}]}
+            assert (await rest.request("POST", "/messages", "5", body=body)).status_code == 201
+            assert (await asyncio.wait_for(received.get(), 5)).name == "batched"
+            listed = await rest.request("GET", "/channels", "5")
+            assert listed.status_code == 200 and listed.items == ["orders"]
+        finally:
+            await realtime.close()
+            await rest.close()
+    assert emulator.node.states["1"].meter.connections_opened == 1  # the realtime connection, through nginx
