@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
-from relay.errors import ConfigError
+from relay.errors import ConfigError, NoProviderConfigured
 
 SCHEMES = ("pusher", "emulator", "ably", "memory")
 DEFAULT_ABLY_HOST = "rest.ably.io"
@@ -281,6 +281,16 @@ def _master_key(value: str | None) -> bytes | None:
     return key
 
 
+# Read with PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET: set without them, they still say a Pusher app was meant.
+_PUSHER_SETTINGS = (
+    "PUSHER_CLUSTER",
+    "PUSHER_HOST",
+    "PUSHER_PORT",
+    "PUSHER_SCHEME",
+    "PUSHER_ENCRYPTION_MASTER_KEY_BASE64",
+)
+
+
 def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     """``RELAY_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``."""
     env = os.environ if environ is None else environ
@@ -321,7 +331,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
         if not secret or not is_ably_key_name(key_name):
             raise ConfigError("ABLY_API_KEY looks like APPID.KEYID:SECRET (Ably dashboard → API Keys)")
         return ProviderConfig("ably", key_name, secret, key_name.partition(".")[0], DEFAULT_ABLY_HOST)
-    raise ConfigError(
+    pusher_settings = [name for name in _PUSHER_SETTINGS if env.get(name)]
+    if pusher_settings:
+        raise ConfigError(f"{', '.join(pusher_settings)} set: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET too")
+    raise NoProviderConfigured(
         "no provider configured: set RELAY_URL (e.g. emulator://app-key:app-secret@127.0.0.1:6001/apps/1), "
         "or PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET, or ABLY_API_KEY"
     )

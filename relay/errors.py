@@ -50,6 +50,11 @@ class ConfigError(RelayError):
     """The configuration (URL, environment, file or flags) is invalid; the message names the fix."""
 
 
+class NoProviderConfigured(ConfigError):
+    """No ``RELAY_URL``, ``PUSHER_*`` or ``ABLY_API_KEY`` variable is set at all: a tool may then fall back to a
+    provider of its own (the order-tracking example runs an emulator), which it must not do for a mistake in one."""
+
+
 class ProtocolError(RelayError):
     """A request or frame breaks a protocol rule (name, size, shape). Answered with 400."""
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -24,23 +23,9 @@ from relay.client import AsyncRelay, configuration_from_env
 from relay.config import ProviderConfig, parse_url
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
-from relay.errors import ConfigError
+from relay.errors import ConfigError, NoProviderConfigured
 
 EMULATOR_APP = App(app_id="1", key="app-key", secret="app-secret")
-# What relay.config.from_env reads: with any of them set, the user means a provider, and a mistake in it is reported
-# rather than replaced by the in-process emulator (its ConfigError for "none configured" has no type of its own).
-PROVIDER_VARIABLES = (
-    "RELAY_URL",
-    "PUSHER_APP_ID",
-    "PUSHER_KEY",
-    "PUSHER_SECRET",
-    "PUSHER_CLUSTER",
-    "PUSHER_HOST",
-    "PUSHER_PORT",
-    "PUSHER_SCHEME",
-    "PUSHER_ENCRYPTION_MASTER_KEY_BASE64",
-    "ABLY_API_KEY",
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,11 +49,6 @@ def describe(url: str | ProviderConfig) -> str:
     if url.startswith(("mirror:", "failover:")):
         return repr(AsyncRelay(url)).removeprefix("AsyncRelay(").removesuffix(")").strip("'")
     return parse_url(url).url()
-
-
-def provider_configured(environ: Mapping[str, str]) -> bool:
-    # Empty is unset, as for relay.config.from_env (docker-compose passes unset variables as empty strings)
-    return any(environ.get(name) for name in PROVIDER_VARIABLES)
 
 
 def listen(host: str, port: int, fix: str) -> socket.socket:
@@ -104,8 +84,12 @@ async def emulator_in_process(port: int) -> AsyncIterator[str]:
 
 
 async def serve(host: str, port: int, emulator_port: int) -> None:
-    # The provider first: a mistake in its configuration is reported before anything listens.
-    configured = configuration_from_env(None) if provider_configured(os.environ) else None
+    # The provider first: a mistake in its configuration is reported before anything listens, and only none at all
+    # means the emulator.
+    try:
+        configured: str | ProviderConfig | None = configuration_from_env(None)
+    except NoProviderConfigured:
+        configured = None
     with listen(host, port, "it is the web app's port: choose another with --port (0 picks a free one)") as sock:
         if configured is not None:
             await run(host, sock, configured, "from the environment")

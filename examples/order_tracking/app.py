@@ -281,10 +281,10 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
     @app.get("/api/config")
     def config() -> dict[str, Any]:
         """What the pages need to connect: the provider's client settings and relay's auth endpoints."""
-        settings = frontend_config(client)
-        if settings["provider"] == "ably":
-            return {**settings, "authUrl": "/ably/token", "library": "/vendor/ably.min.js"}
-        return {**settings, "channelAuthEndpoint": "/pusher/auth", "userAuthEndpoint": "/pusher/user-auth"}
+        settings = frontend_config(
+            client, channel_auth="/pusher/auth", user_auth="/pusher/user-auth", ably_auth="/ably/token"
+        )
+        return {**settings, "library": "/vendor/ably.min.js"} if settings["provider"] == "ably" else settings
 
     @app.get("/api/menu")
     def menu() -> list[dict[str, Any]]:

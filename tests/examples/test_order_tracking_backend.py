@@ -265,7 +265,7 @@ async def refused(*args: str, env: dict[str, str]) -> str:
             {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s", "PUSHER_CLUSTER": "api-eu.pusher.com"},
             "PUSHER_CLUSTER must be a cluster's short name",
         ),
-        ({"PUSHER_CLUSTER": "eu"}, "no provider configured"),
+        ({"PUSHER_CLUSTER": "eu"}, "PUSHER_CLUSTER set: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET too"),
         ({"ABLY_API_KEY": "not-a-key"}, "ABLY_API_KEY looks like APPID.KEYID:SECRET"),
         ({"RELAY_URL": "pusher://k@eu/apps/1"}, "pusher:// URL needs credentials"),
     ],

@@ -15,7 +15,7 @@ import pytest
 from relay import AsyncRelay, Relay
 from relay.client import parse_configuration
 from relay.config import ProviderConfig, from_env, parse_url
-from relay.errors import ConfigError
+from relay.errors import ConfigError, NoProviderConfigured
 
 SECRET = "s3cr3t-Sauce-42"
 MASTER_KEY = bytes(range(32))
@@ -396,8 +396,18 @@ def test_provider_config_is_a_value() -> None:
 
 
 def test_no_provider_configured_names_every_way_to_configure_one() -> None:
-    with pytest.raises(ConfigError) as caught:
-        from_env({})
+    with pytest.raises(NoProviderConfigured) as caught:
+        from_env({"PUSHER_APP_ID": "", "RELAY_URL": ""})  # empty is unset, as docker-compose passes them
     message = caught.value.message
     assert message.startswith("no provider configured: set RELAY_URL")
     assert all(name in message for name in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "ABLY_API_KEY"))
+
+
+def test_pusher_settings_without_credentials_are_a_mistake_not_no_provider() -> None:
+    """A tool that falls back when nothing is configured (NoProviderConfigured) must not do so for these."""
+    with pytest.raises(ConfigError) as caught:
+        from_env({"PUSHER_CLUSTER": "eu", "PUSHER_SCHEME": "http"})
+    assert not isinstance(caught.value, NoProviderConfigured)
+    assert caught.value.message == (
+        "PUSHER_CLUSTER, PUSHER_SCHEME set: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET too"
+    )
