@@ -21,7 +21,6 @@ from relay.emulator.ably_rest import AblyRest
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.http_api import Response
 from relay.emulator.session import Link
-from relay.errors import ConfigError
 
 if TYPE_CHECKING:
     from relay.emulator.server import EmulatorNode
@@ -49,26 +48,12 @@ class AblyNode:
         keys: dict[str, AblyKey] = {}
         for state in self._node.states.values():
             key = AblyKey.of(state.app)
-            if key.key_name in keys:
-                raise ConfigError(f"two apps share the Ably key name {key.key_name!r}: give one an ably_key")
-            keys[key.key_name] = key
+            keys[key.key_name] = key  # one app a key name: EmulatorConfig refuses two sharing one
             self._apps[key.key_name] = AblyApp(state, key, self.wall_ms, self._serials)
         self.auth.keys = keys
 
     def _app_for(self, credentials: Credentials) -> AblyApp:
         return self._apps[credentials.key.key_name]
-
-    def app(self, app_id: str) -> AblyApp | None:
-        """The Ably side of an app, by its id (for tests and operations)."""
-        self.ready()
-        return next((app for app in self._apps.values() if app.state.app.app_id == app_id), None)
-
-    def _frame_limit(self, app: AblyApp) -> int:
-        """The largest WebSocket message the connection's socket takes: the server's ``max_frame_bytes``, or the
-        app's smaller ``max_message_bytes`` (server.HttpConnection sets its socket's limit to the session's)."""
-        limit = self._node.config.max_frame_bytes
-        app_limit = app.state.app.max_message_bytes
-        return limit if app_limit is None else min(app_limit, limit)
 
     def handle(
         self, method: str, path: str, query: Sequence[tuple[str, str]], headers: Sequence[tuple[str, str]], body: bytes
@@ -79,8 +64,11 @@ class AblyNode:
         self.ready()
         return self.rest.handle(method, path, query, headers, body)
 
-    def open_session(self, link: Link, target: str, headers: Sequence[tuple[str, str]]) -> AblySession | None:
-        """Authenticate a realtime connection and open its session, or send ERROR (or DISCONNECTED) and close."""
+    def open_session(
+        self, link: Link, target: str, headers: Sequence[tuple[str, str]], deflate_window: int | None
+    ) -> AblySession | None:
+        """Authenticate a realtime connection and open its session, or send ERROR (or DISCONNECTED) and close.
+        ``deflate_window``: the connection negotiated permessage-deflate, so its frames are metered as written."""
         self.ready()
         query = connect_query(target)
         binary = query.get("format") == "msgpack"
@@ -106,8 +94,10 @@ class AblyNode:
             credentials,
             binary=binary,
             echo=query.get("echo") != "false",
-            max_frame_size=self._frame_limit(app),
+            max_frame_size=self._node.config.frame_limit(app.state.app),  # the server sets its socket's limit to this
         )
+        if deflate_window is not None:
+            app.state.compressing[session.socket_id] = deflate_window
         session.open(resuming=bool(query.get("resume") or query.get("recover")))
         return session
 

@@ -55,10 +55,10 @@ from relay.emulator.ably_hub import (
     ws_frame,
 )
 from relay.emulator.hub import ForeignPeer
-from relay.emulator.limits import origin_allowed
 from relay.emulator.session import Link
 from relay.emulator.wire import PING_FRAME
 from relay.protocol.ably import resource_matches
+from relay.protocol.codes import Reconnect, reconnect_strategy
 
 log = logging.getLogger("relay.emulator")
 MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
@@ -211,10 +211,11 @@ class AblySession(ForeignPeer):
         return f"{self.socket_id}:{self._last_serial}:0"
 
     def terminate(self, code: int, message: str) -> None:
-        """The hub's or the server's close, with a Pusher close code: 41xx/42xx mean reconnect (DISCONNECTED)."""
+        """The hub's or the server's close, with a Pusher close code: DISCONNECTED (the Ably client reconnects) for a
+        code a Pusher client reconnects after (41xx, 42xx), else ERROR."""
         if self.closed:
             return
-        if 4100 <= code < 4300:
+        if reconnect_strategy(code) in (Reconnect.BACKOFF, Reconnect.IMMEDIATELY):
             self._end(DISCONNECTED, AblyError(80003, message))
         else:
             self._end(ERROR, AblyError(80000, message))
@@ -272,8 +273,8 @@ class AblySession(ForeignPeer):
 
     def _send(self, message: Mapping[str, Any]) -> None:
         frame = ws_frame(message, self.binary)
-        self.state.meter.fanout(len(frame), 1)
         self.send_frame(frame)
+        self.state.meter.fanout(len(frame), 1, self.state.deflate_saved(frame, (self.socket_id,)))  # as written
 
     def _error_for(self, channel: str | None, error: AblyError) -> None:
         """A channel ERROR: that channel fails, the connection stays."""
@@ -554,9 +555,9 @@ def connection_refusal(
     settings = app.state.app
     if not settings.enabled:
         return ERROR, AblyError(40120, "Application disabled")
-    origin = next((value for name, value in headers if name.lower() == "origin"), None)
-    if not origin_allowed(settings.allowed_origins, origin):
-        return ERROR, AblyError(40300, f"Origin not allowed: {origin[:100] if origin else origin}")
+    refused = settings.origin_refusal(headers)
+    if refused is not None:
+        return ERROR, AblyError(40300, refused)
     if draining:
         return DISCONNECTED, AblyError(80003, "Server is shutting down; reconnect")
     limit = settings.max_connections

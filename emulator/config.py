@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from relay.config import is_ably_key_name, is_http_url, is_origin, is_url
+from relay.emulator.limits import origin_allowed
 from relay.emulator.logs import redact_urls
 from relay.errors import ConfigError
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
@@ -199,6 +200,14 @@ class App:
         """The Ably key clients use: ``ably_key``, or ``{app_id}.{key}:{secret}``."""
         return self.ably_key if self.ably_key is not None else f"{self.app_id}.{self.key}:{self.secret}"
 
+    def origin_refusal(self, headers: Sequence[tuple[str, str]]) -> str | None:
+        """Why a WebSocket handshake with ``headers`` may not connect to this app (its ``Origin`` is not in
+        ``allowed_origins``), or None; the same rule and words for Pusher and Ably connections."""
+        origin = next((value for name, value in headers if name.lower() == "origin"), None)
+        if origin is None or origin_allowed(self.allowed_origins, origin):
+            return None
+        return f"Origin not allowed: {origin[:100]}"
+
 
 @dataclass(frozen=True, slots=True)
 class EmulatorConfig:
@@ -211,9 +220,10 @@ class EmulatorConfig:
     max_send_buffer: int = 4 * 1024 * 1024
     node_id: int | None = None
     # Operations: the token that opens /console, /metrics and /usage (required unless bound to a loopback host),
-    # TLS for wss/https on the same port, and graceful shutdown (answer /ready with 503 and refuse new WebSockets with
-    # 4200 for shutdown_delay seconds, then stop accepting, close connections over shutdown_spread seconds, then wait
-    # up to shutdown_webhook_grace seconds for webhooks to be delivered).
+    # TLS for wss/https on the same port, and graceful shutdown (for shutdown_delay seconds answer /ready and new
+    # Pusher WebSocket handshakes with an HTTP 503, and new Ably connections with DISCONNECTED, then stop accepting,
+    # close connections over shutdown_spread seconds, then wait up to shutdown_webhook_grace seconds for webhooks to
+    # be delivered).
     console_token: str | None = field(default=None, repr=False)
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -230,6 +240,8 @@ class EmulatorConfig:
         _whole("port", self.port, 0, 65535)
         if not isinstance(self.path_prefix, str) or (self.path_prefix and not self.path_prefix.startswith("/")):
             raise InvalidSetting("path_prefix", f"must be empty or start with '/', got {self.path_prefix!r}")
+        # "/ws/" means "/ws" (and "/" no prefix): kept without its trailing "/", which every route begins with.
+        object.__setattr__(self, "path_prefix", self.path_prefix.rstrip("/"))
         for name in ("max_request_bytes", "max_frame_bytes", "max_send_buffer"):
             _whole(name, getattr(self, name), 1)
         _optional(_whole, "node_id", self.node_id, 0)
@@ -250,12 +262,44 @@ class EmulatorConfig:
                 )
         _text("redis_prefix", self.redis_prefix)
         _seconds("node_ttl", self.node_ttl, zero=False)
+        _check_identities(self.apps)
+
+    def frame_limit(self, app: App) -> int:
+        """The largest WebSocket message a connection to ``app`` takes: ``max_frame_bytes``, or the app's smaller
+        ``max_message_bytes``."""
+        limit = app.max_message_bytes
+        return self.max_frame_bytes if limit is None else min(limit, self.max_frame_bytes)
 
     def app_by_id(self, app_id: str) -> App | None:
         return next((app for app in self.apps if app.app_id == app_id), None)
 
     def app_by_key(self, key: str) -> App | None:
         return next((app for app in self.apps if app.key == key), None)
+
+
+def _check_identities(apps: Sequence[App]) -> None:
+    """Requests and connections find their app by id, key or Ably key name: two apps sharing one would leave one of
+    them unreachable (the node's maps keep the last)."""
+    identities = {
+        "app_id": [app.app_id for app in apps],
+        "key": [app.key for app in apps],
+        "Ably key name": [app.ably_api_key.partition(":")[0] for app in apps],
+    }
+    for what, values in identities.items():
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                hint = ": give one an ably_key" if what == "Ably key name" else ""
+                raise ConfigError(f"two apps share the {what} {value!r}{hint}")
+            seen.add(value)
+
+
+def unprefixed(path: str, prefix: str) -> str | None:
+    """``path`` without ``prefix`` (an ``EmulatorConfig.path_prefix``: empty, or without a trailing "/"), or None when
+    ``path`` is not under it. One rule for the Pusher HTTP API, the WebSocket endpoint and the operations endpoints."""
+    if not prefix:
+        return path
+    return path[len(prefix) :] if path.startswith(prefix) and path.startswith("/", len(prefix)) else None
 
 
 def default_app(app_id: str = "app-id", key: str = "app-key", secret: str = "app-secret") -> App:
@@ -376,14 +420,6 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(tables))
     if not apps:
         apps = defaults.apps
-    identities = {
-        "app_id": [app.app_id for app in apps],
-        "key": [app.key for app in apps],
-        "Ably key name": [app.ably_api_key.partition(":")[0] for app in apps],
-    }
-    for what, seen in identities.items():
-        duplicated = {value for value in seen if seen.count(value) > 1}
-        if duplicated:
-            raise ConfigError(f"{path}: two apps share the {what} {sorted(duplicated)[0]!r}")
-    config: EmulatorConfig = _built(f"{path} [server]", replace, defaults, apps=apps, **server)
+    with_apps: EmulatorConfig = _built(str(path), replace, defaults, apps=apps)  # apps sharing an id or a key
+    config: EmulatorConfig = _built(f"{path} [server]", replace, with_apps, **server)
     return config

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from relay.emulator import metrics
+from relay.emulator.config import unprefixed
 from relay.emulator.http_api import Response, error_response, json_response, method_not_allowed
 from relay.emulator.limits import TokenBucket
 from relay.emulator.usage import local_reach, usage_document, usage_summary
@@ -92,7 +93,7 @@ class Operations:
         self._buckets: dict[str, TokenBucket] = {}
         self._streams: dict[str, set[_Stream]] = {}
         self._ticker: asyncio.Task[None] | None = None
-        self._prefix = node.config.path_prefix.rstrip("/")
+        self._prefix = node.config.path_prefix
 
     # -- routing ----------------------------------------------------------------------------------------------
 
@@ -100,9 +101,10 @@ class Operations:
         return self._path(raw_path) in _OPS_PATHS
 
     def _path(self, path: str) -> str:
-        if self._prefix and path.startswith(self._prefix + "/"):
-            return path[len(self._prefix) :]
-        return path
+        """The endpoint asked for: under the path prefix, or without it (a load balancer's health check, or a
+        Prometheus scraping, goes to the node itself, not through the proxy path; docs/emulator.md)."""
+        stripped = unprefixed(path, self._prefix) if self._prefix else None
+        return path if stripped is None else stripped
 
     def handle(
         self,

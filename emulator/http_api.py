@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
+from relay.emulator.config import unprefixed
 from relay.errors import (
     AuthenticationError,
     InvalidFrame,
@@ -81,7 +82,7 @@ class HttpApi:
     ) -> None:
         self._apps_by_id = apps_by_id
         self._apps_by_key = apps_by_key
-        self._prefix = path_prefix.rstrip("/")
+        self._prefix = path_prefix  # EmulatorConfig.path_prefix
         self._wall_clock = wall_clock
         # Called once a request's signature is verified (the rate limit counts those requests only).
         self._on_authenticated = on_authenticated
@@ -95,16 +96,11 @@ class HttpApi:
             ("POST", re.compile(r"/users/([^/]+)/terminate_connections"), self._terminate, False),
         )
 
-    def _unprefixed(self, raw_path: str) -> str | None:
-        """The path without the emulator's path prefix (callers skip the call when there is none); None when it
-        lacks the prefix."""
-        return raw_path[len(self._prefix) :] if raw_path.startswith(self._prefix + "/") else None
-
     def app_for(self, raw_path: str, query: Sequence[tuple[str, str]]) -> AppState | None:
         """The app a request is for: by the (percent-decoded) id in ``/apps/{id}/…``, or on the bare
         ``/users/{id}/terminate_connections`` by its ``auth_key`` (parameter names in any case). The one resolution
         the API, its rate limit and its accounting share, so none can be told a different app than the others."""
-        path = self._unprefixed(raw_path) if self._prefix else raw_path
+        path = unprefixed(raw_path, self._prefix) if self._prefix else raw_path
         if path is None:
             return None
         match = _APP_IN_PATH.match(path)
@@ -137,7 +133,7 @@ class HttpApi:
     def _dispatch(
         self, method: str, raw_path: str, query: Sequence[tuple[str, str]], body: bytes, state: AppState | None
     ) -> Response:
-        path = self._unprefixed(raw_path) if self._prefix else raw_path
+        path = unprefixed(raw_path, self._prefix) if self._prefix else raw_path
         if path is None:
             raise NotFound(f"no route for {raw_path}")
         if method == "OPTIONS":

@@ -15,7 +15,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,11 +31,10 @@ from websockets.server import ServerProtocol
 
 from relay.emulator.ably import AblyNode
 from relay.emulator.ably_realtime import AblySession
-from relay.emulator.config import EmulatorConfig
+from relay.emulator.config import EmulatorConfig, unprefixed
 from relay.emulator.console import STREAMING, Operations
 from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response, method_not_allowed
 from relay.emulator.hub import AppState
-from relay.emulator.limits import origin_allowed
 from relay.emulator.session import OVER_CAPACITY, Session
 from relay.emulator.usage import AppMeter
 from relay.emulator.webhooks import WebhookDispatcher
@@ -230,7 +229,7 @@ class EmulatorNode:
 
 
 class HttpConnection(asyncio.Protocol):
-    """One TCP connection: HTTP requests until an upgrade, then a WebSocket carrying one Pusher session."""
+    """One TCP connection: HTTP requests until an upgrade, then a WebSocket carrying one Pusher or Ably session."""
 
     def __init__(self, node: EmulatorNode) -> None:
         self.node = node
@@ -423,7 +422,8 @@ class HttpConnection(asyncio.Protocol):
             return
         method = parser.get_method().decode()
         path, query_string = split_target(self._url.decode("latin-1"))
-        if _WS_PATH.fullmatch(path.removeprefix(self.node.config.path_prefix.rstrip("/"))):
+        endpoint = unprefixed(path, self.node.config.path_prefix)
+        if endpoint is not None and _WS_PATH.fullmatch(endpoint):
             response = error_response(426, "this path is the WebSocket endpoint: connect with a WebSocket client")
         else:
             assert self.node.api is not None and self.transport is not None
@@ -488,7 +488,7 @@ class HttpConnection(asyncio.Protocol):
     def _pusher_handshake(self) -> bool:
         """A WebSocket handshake on a Pusher path (Ably's realtime endpoint is ``/``: its clients get their own
         draining answer)."""
-        return self._asks_for_websocket() and urlsplit(self._url.decode("latin-1")).path not in ("", "/")
+        return self._asks_for_websocket() and not is_ably_endpoint(self._url.decode("latin-1"))
 
     def _asks_for_websocket(self) -> bool:
         parser = self.parser
@@ -524,35 +524,37 @@ class HttpConnection(asyncio.Protocol):
         if self._writing_paused:  # the answers to its earlier requests are still unread: asyncio will not say again
             self.close(ErrorCode.OVER_CAPACITY, OVER_CAPACITY)
             return
-        if ws.extensions:  # permessage-deflate: data frames go out compressed, once per message for all recipients
-            self._window_bits = getattr(ws.extensions[0], "local_max_window_bits", None) or 15
+        # permessage-deflate: data frames go out compressed, once per message for all recipients, and the session's
+        # app meters them as written (AppState.compressing).
+        window = None
+        if ws.extensions:
+            window = self._window_bits = getattr(ws.extensions[0], "local_max_window_bits", None) or 15
             self.write = self._write_deflated  # type: ignore[method-assign]
-        if urlsplit(target).path in ("", "/"):  # the Ably realtime endpoint
-            session = self.session = self.node.ably.open_session(self, target, self.headers)
-            if session is not None:
-                ws.max_size = session.max_frame_size  # the maxFrameSize its CONNECTED advertised
+        if is_ably_endpoint(target):
+            ably = self.session = self.node.ably.open_session(self, target, self.headers, window)
+            if ably is not None:
+                ws.max_size = ably.max_frame_size  # the maxFrameSize its CONNECTED advertised
                 if rest:
                     self._websocket_data(rest)
             return
-        error = self._refusal(target)
-        if error is not None:
-            code, message = error
+        config = self.node.config
+        admission = pusher_admission(target, config.path_prefix, self.node.by_key, self.headers)
+        if isinstance(admission, tuple):
+            code, message = admission
             self.node.ops.metrics.connection_refused(code)
-            log.info("connection refused", extra={"code": int(code), "reason": message, "path": urlsplit(target).path})
+            path = split_target(target)[0]
+            log.info("connection refused", extra={"code": int(code), "reason": message, "path": path})
             transport.write(encode_text(frames.error(code, message)))
             self.close(code, message)
             return
-        assert self.state is not None
-        if self.state.app.max_message_bytes is not None:
-            ws.max_size = min(self.state.app.max_message_bytes, self.node.config.max_frame_bytes)
-        self.session = Session(self.state, self.node.new_socket_id(), self, asyncio.get_running_loop().time)
-        if ws.extensions:  # its frames go out compressed: the meter counts them as written
-            self.state.compressing[self.session.socket_id] = self._window_bits
-        self.session.open()
+        ws.max_size = config.frame_limit(admission.app)
+        session = self.session = Session(admission, self.node.new_socket_id(), self, asyncio.get_running_loop().time)
+        if window is not None:
+            admission.compressing[session.socket_id] = window
+        session.open()
         if rest:
             self._websocket_data(rest)
 
-    state: AppState | None = None
     _window_bits = 15  # the server's deflate window, when permessage-deflate was negotiated
 
     def _accept_fast(self) -> ServerProtocol | None:
@@ -596,30 +598,6 @@ class HttpConnection(asyncio.Protocol):
             transport.close()
             return None
         return ws
-
-    def _refusal(self, target: str) -> tuple[int, str] | None:
-        url = urlsplit(target)
-        match = _WS_PATH.fullmatch(url.path.removeprefix(self.node.config.path_prefix.rstrip("/")))
-        if match is None:
-            return ErrorCode.PATH_NOT_FOUND, f"Path not found: connect to {self.node.config.path_prefix}/app/{{key}}"
-        state = self.node.by_key.get(match.group(1))
-        if state is None:
-            return ErrorCode.APP_NOT_FOUND, f"Application does not exist: no app has key {match.group(1)!r}"
-        if not state.app.enabled:
-            return ErrorCode.APP_DISABLED, "Application disabled"
-        origin = next((value for name, value in self.headers if name.lower() == "origin"), None)
-        if not origin_allowed(state.app.allowed_origins, origin):
-            return ErrorCode.UNAUTHORIZED, f"Origin not allowed: {origin[:100] if origin else origin}"
-        protocol = dict(parse_qsl(url.query)).get("protocol", "7")
-        if not (protocol.isascii() and protocol.isdigit()):  # '²' is a digit to isdigit() but not to int()
-            return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
-        if not 5 <= int(protocol) <= 7:
-            return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}; use 5 to 7"
-        limit = state.app.max_connections
-        if limit is not None and len(state.peers) >= limit:
-            return ErrorCode.OVER_CONNECTION_QUOTA, f"Application is over connection quota ({limit})"
-        self.state = state
-        return None
 
     def _websocket_data(self, data: bytes) -> None:
         ws = self.ws
@@ -783,6 +761,44 @@ class HttpConnection(asyncio.Protocol):
             self.session.terminate(ErrorCode.RECONNECT, "Server is shutting down; reconnect")
         elif self.transport is not None:
             self.transport.close()
+
+
+def is_ably_endpoint(target: str) -> bool:
+    """Whether a WebSocket handshake's target is Ably's realtime endpoint, ``/`` (never under the path prefix: the
+    Ably SDKs take a host, not a path)."""
+    return split_target(target)[0] in ("", "/")
+
+
+def pusher_admission(
+    target: str, prefix: str, apps_by_key: Mapping[str, AppState], headers: Sequence[tuple[str, str]]
+) -> AppState | tuple[int, str]:
+    """The app a Pusher WebSocket handshake for ``target`` connects to, or why it is refused (the ``pusher:error``
+    code and message it gets before the close): a path that is not ``{prefix}/app/{key}``, an unknown or disabled
+    app, an Origin the app does not allow, a protocol version other than 5 to 7, or the app at its connection
+    quota."""
+    path, query = split_target(target)
+    endpoint = unprefixed(path, prefix)
+    match = None if endpoint is None else _WS_PATH.fullmatch(endpoint)
+    if match is None:
+        return ErrorCode.PATH_NOT_FOUND, f"Path not found: connect to {prefix}/app/{{key}}"
+    state = apps_by_key.get(match.group(1))
+    if state is None:
+        return ErrorCode.APP_NOT_FOUND, f"Application does not exist: no app has key {match.group(1)!r}"
+    app = state.app
+    if not app.enabled:
+        return ErrorCode.APP_DISABLED, "Application disabled"
+    refused = app.origin_refusal(headers)
+    if refused is not None:
+        return ErrorCode.UNAUTHORIZED, refused
+    protocol = dict(parse_qsl(query)).get("protocol", "7")
+    if not (protocol.isascii() and protocol.isdigit()):  # '²' is a digit to isdigit() but not to int()
+        return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
+    if not 5 <= int(protocol) <= 7:
+        return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}; use 5 to 7"
+    limit = app.max_connections
+    if limit is not None and len(state.peers) >= limit:
+        return ErrorCode.OVER_CONNECTION_QUOTA, f"Application is over connection quota ({limit})"
+    return state
 
 
 def split_target(target: str) -> tuple[str, str]:

@@ -27,7 +27,6 @@ from relay.emulator.console import generated_by
 from relay.emulator.server import CLOSE_TIMEOUT
 from relay.emulator.usage import add_peaks, check_usage_document, merge_documents, read_peaks, usage_document
 from relay.errors import RelayError
-from relay.protocol.codes import ErrorCode
 from relay.protocol.frames import loads
 
 if TYPE_CHECKING:
@@ -62,7 +61,8 @@ async def graceful_shutdown(
     webhook_grace = config.shutdown_webhook_grace if webhook_grace is None else webhook_grace
     hurry = hurry or asyncio.Event()
     started = time.monotonic()
-    node.draining = True  # /ready answers 503, and a new WebSocket is refused with 4200
+    # /ready answers 503, and so does a new Pusher WebSocket handshake; a new Ably connection gets DISCONNECTED.
+    node.draining = True
     if config.shutdown_delay > 0:
         # Time for load balancers to see /ready fail. Their health checks open new connections, so the listener
         # stays open meanwhile: closed, they would find the port refusing (and so would requests still routed here).
@@ -83,8 +83,7 @@ async def graceful_shutdown(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hurry.wait(), interval * rng(0.5, 1.5))
         for connection in sessions[index * size : (index + 1) * size]:
-            if connection.session is not None and not connection.session.closed:
-                connection.session.terminate(ErrorCode.RECONNECT, "Server is shutting down; reconnect")
+            connection.shutdown()
     # Wait for the close handshakes so each connection's channels and presence are released (and their webhooks
     # emitted) before the webhooks are flushed; the abort timer of each close bounds this.
     deadline = time.monotonic() + CLOSE_TIMEOUT + 0.5

@@ -12,14 +12,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from relay.emulator.ably import AblyNode, ably_client_settings
+from relay.emulator.ably import ably_client_settings
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey
 from relay.emulator.ably_hub import AblyApp, check_channel_name
 from relay.emulator.ably_realtime import AblySession
@@ -286,12 +285,9 @@ def test_app_ably_key_default_explicit_and_checked(tmp_path: Path) -> None:
 
 
 def test_two_apps_sharing_a_key_name_are_refused() -> None:
-    apps = (replace(APP, ably_key="x.y:1"), replace(APP, app_id="2", ably_key="x.y:2"))
-    node = SimpleNamespace(
-        states={app.app_id: AppState(app, WebhookDispatcher(app, httpx.AsyncClient()), float) for app in apps}
-    )
-    with pytest.raises(ConfigError, match="share the Ably key name"):
-        AblyNode(node).app("1")  # type: ignore[arg-type]
+    apps = (replace(APP, ably_key="x.y:1"), replace(APP, app_id="2", key="k2", ably_key="x.y:2"))
+    with pytest.raises(ConfigError, match=r"two apps share the Ably key name 'x\.y': give one an ably_key"):
+        EmulatorConfig(apps=apps)
 
 
 def test_ably_client_settings() -> None:
