@@ -61,9 +61,8 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     operations.add_argument("--tls-key", help="PEM private key of --tls-cert")
     operations.add_argument(
         "--console-token",
-        default=os.environ.get("RELAY_CONSOLE_TOKEN"),
-        help="token that opens /console, /metrics and /usage (default $RELAY_CONSOLE_TOKEN); without one they are "
-        "open only on a loopback --host",
+        help="token that opens /console, /metrics and /usage (else the config file's console_token, else "
+        "$RELAY_CONSOLE_TOKEN); without one they are open only on a loopback --host",
     )
     operations.add_argument("--usage-file", help="write the usage meter here at shutdown (for relay cost --usage)")
     operations.add_argument(
@@ -308,7 +307,9 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
     flags = {
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
-        "console_token": args.console_token or None,
+        # The flag, then the file's, then the environment's: a token written in the file for this server is meant
+        # more precisely than one the environment may hold for others.
+        "console_token": args.console_token or config.console_token or os.environ.get("RELAY_CONSOLE_TOKEN") or None,
         "usage_file": args.usage_file,
         "shutdown_delay": args.shutdown_delay,
         "shutdown_spread": args.shutdown_spread,

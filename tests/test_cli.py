@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -115,6 +116,30 @@ async def test_default_app_flags_apply_with_a_config_file_without_apps(tmp_path:
     process = await EmulatorProcess.start("--config", str(config), "--app-id", "9", "--key", "kk")
     try:
         assert f"emulator://kk:app-secret@127.0.0.1:{process.port}/apps/9" in process.banner
+    finally:
+        await process.stop()
+
+
+async def test_the_console_token_is_the_flag_then_the_file_then_the_environment(tmp_path: Path) -> None:
+    """RELAY_CONSOLE_TOKEN was --console-token's default, so it beat the file's console_token: the token written for
+    this server was refused (401) and the environment's, perhaps meant for another, opened /metrics."""
+    config = write(tmp_path, '[server]\nport = 0\nconsole_token = "file-token"\n')
+    for flags, opens in (([], "file-token"), (["--console-token", "flag-token"], "flag-token")):
+        process = await EmulatorProcess.start("--config", str(config), *flags, env={"RELAY_CONSOLE_TOKEN": "env-token"})
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.port}") as http:
+                statuses = {
+                    token: (await http.get("/metrics", params={"token": token})).status_code
+                    for token in ("file-token", "flag-token", "env-token")
+                }
+        finally:
+            await process.stop()
+        assert statuses == {token: 200 if token == opens else 401 for token in statuses}, flags
+    without_file_token = write(tmp_path, "[server]\nport = 0\n")
+    process = await EmulatorProcess.start("--config", str(without_file_token), env={"RELAY_CONSOLE_TOKEN": "env-token"})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.port}") as http:
+            assert (await http.get("/metrics", params={"token": "env-token"})).status_code == 200
     finally:
         await process.stop()
 
