@@ -270,12 +270,6 @@ class EmulatorConfig:
         limit = app.max_message_bytes
         return self.max_frame_bytes if limit is None else min(limit, self.max_frame_bytes)
 
-    def app_by_id(self, app_id: str) -> App | None:
-        return next((app for app in self.apps if app.app_id == app_id), None)
-
-    def app_by_key(self, key: str) -> App | None:
-        return next((app for app in self.apps if app.key == key), None)
-
 
 def _check_identities(apps: Sequence[App]) -> None:
     """Requests and connections find their app by id, key or Ably key name: two apps sharing one would leave one of
@@ -300,10 +294,6 @@ def unprefixed(path: str, prefix: str) -> str | None:
     if not prefix:
         return path
     return path[len(prefix) :] if path.startswith(prefix) and path.startswith("/", len(prefix)) else None
-
-
-def default_app(app_id: str = "app-id", key: str = "app-key", secret: str = "app-secret") -> App:
-    return App(app_id=app_id, key=key, secret=secret)
 
 
 _APP_FIELDS = {f.name for f in fields(App)} - {"limits", "webhooks"}
