@@ -64,7 +64,8 @@ def test_every_flag_of_every_command_is_documented(command: str) -> None:
 
 def test_the_order_tracking_flags_are_documented() -> None:
     documented = {
-        cell.split()[0].strip("`") for cell in first_column(section("### `python -m examples.order_tracking`"))
+        cell.split()[0].strip("`")
+        for cell in first_column(section("### `.venv/bin/python -m examples.order_tracking`"))
     }
     assert documented == long_flags(order_tracking_parser())
 
