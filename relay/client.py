@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from relay.adapters.base import Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
 from relay.config import ProviderConfig, from_env, parse_url
@@ -135,12 +135,11 @@ class _Operations:
         if capability not in adapter.capabilities:
             raise unsupported(adapter, capability)
 
-    def publish_calls(
-        self, adapter: Adapter, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
-    ) -> list[Call[PublishResult]]:
-        step = adapter.max_channels_per_publish
+    def publish_calls(self, adapter: Adapter, publish: _Publish) -> list[Call[PublishResult]]:
+        channels, step = publish.channels, adapter.max_channels_per_publish
         return [
-            adapter.publish(channels[i : i + step], event, payload, socket_id) for i in range(0, len(channels), step)
+            adapter.publish(channels[i : i + step], publish.event, publish.payload, publish.socket_id)
+            for i in range(0, len(channels), step)
         ]
 
     def batch_calls(self, adapter: Adapter, events: Sequence[tuple[Event, Payload]]) -> list[Call[PublishResult]]:
@@ -166,15 +165,19 @@ class _Operations:
             raise InvalidChannelName(f"a channel name prefix must be a string, got {prefix!r}")
         return prefix
 
-    def checked_publish(
-        self, channels: str | Sequence[str], event: str, socket_id: str | None
-    ) -> tuple[list[str], str, str | None]:
+    def checked_publish(self, channels: str | Sequence[str], event: str, data: Any, socket_id: str | None) -> _Publish:
+        """A publish checked and its data encoded, once for every provider it goes to."""
         names = [channels] if isinstance(channels, str) else list(channels)
         if not names:
             raise LimitExceeded("publish needs at least one channel")
         for name in names:
             self.channel(name)
-        return list(dict.fromkeys(names)), _event_name(event), None if socket_id is None else self.socket_id(socket_id)
+        checked_socket_id = None if socket_id is None else self.socket_id(socket_id)
+        return _Publish(list(dict.fromkeys(names)), _event_name(event), _payload_of(data), checked_socket_id)
+
+    @staticmethod
+    def checked_user_event(event: str, data: Any) -> tuple[str, Payload]:
+        return _event_name(event), _payload_of(data)
 
     def checked_events(self, events: Iterable[Event | Mapping[str, Any]]) -> list[tuple[Event, Payload]]:
         """Every event checked before any is sent: a batch split into calls must not fail after its first call."""
@@ -199,6 +202,13 @@ def _event_name(name: object) -> str:
     assert isinstance(name, str)
     _refuse_lone_surrogates(name, "event name", InvalidEventName)
     return name
+
+
+class _Publish(NamedTuple):
+    channels: list[str]
+    event: str
+    payload: Payload
+    socket_id: str | None
 
 
 def _payload_of(data: Any) -> Payload:
@@ -405,10 +415,9 @@ class Relay(_BaseRelay):
         self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
     ) -> PublishResult:
         """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels."""
-        names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
-        payload = _payload_of(data)
+        publish = self._ops.checked_publish(channels, event, data, socket_id)
         return self._each(
-            lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id),
+            lambda adapter: self._ops.publish_calls(adapter, publish),
             Capability.PUBLISH,
             _merge,
         )
@@ -418,8 +427,7 @@ class Relay(_BaseRelay):
         return self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH, _merge)
 
     def send_to_user(self, user_id: str, event: str, data: Any) -> None:
-        event = _event_name(event)
-        payload = _payload_of(data)
+        event, payload = self._ops.checked_user_event(event, data)
         self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing)
 
     def terminate_user_connections(self, user_id: str) -> None:
@@ -515,10 +523,9 @@ class AsyncRelay(_BaseRelay):
     async def publish(
         self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
     ) -> PublishResult:
-        names, event, socket_id = self._ops.checked_publish(channels, event, socket_id)
-        payload = _payload_of(data)
+        publish = self._ops.checked_publish(channels, event, data, socket_id)
         return await self._each(
-            lambda adapter: self._ops.publish_calls(adapter, names, event, payload, socket_id),
+            lambda adapter: self._ops.publish_calls(adapter, publish),
             Capability.PUBLISH,
             _merge,
         )
@@ -528,8 +535,7 @@ class AsyncRelay(_BaseRelay):
         return await self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH, _merge)
 
     async def send_to_user(self, user_id: str, event: str, data: Any) -> None:
-        event = _event_name(event)
-        payload = _payload_of(data)
+        event, payload = self._ops.checked_user_event(event, data)
         await self._each(
             lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
         )
