@@ -422,7 +422,8 @@ class HttpConnection(asyncio.Protocol):
             return
         method = parser.get_method().decode()
         path, query_string = split_target(self._url.decode("latin-1"))
-        endpoint = unprefixed(path, self.node.config.path_prefix)
+        prefix = self.node.config.path_prefix
+        endpoint = unprefixed(path, prefix) if prefix else path  # as the API does: no call per request without one
         if endpoint is not None and _WS_PATH.fullmatch(endpoint):
             response = error_response(426, "this path is the WebSocket endpoint: connect with a WebSocket client")
         else:
