@@ -4,6 +4,9 @@ Respx stands in only for Ably's cloud."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import time
 
 import httpx
@@ -13,7 +16,8 @@ import respx
 from relay.gateway import GatewaySettings, RuleSpec, create_app
 from tests.conftest import RunningEmulator
 
-ABLY_URL = "ably://appid.keyid:ably-Secret-5a4b3c"
+ABLY_KEY = "appid.keyid:ably-Secret-5a4b3c"  # key name:secret, sent as Basic auth
+ABLY_URL = f"ably://{ABLY_KEY}"
 ABLY_BASE = "https://rest.ably.io"
 TOKEN = "backend-token"
 JWT_SECRET = "jwt-secret-for-tests-0123456789abcdef"
@@ -63,7 +67,17 @@ async def test_gateway_publish_accepts_an_ably_connection_key_as_socket_id(respx
             headers={"authorization": f"Bearer {TOKEN}"},
         )
     assert response.status_code == 200, response.text
-    assert route.called
+    [call] = route.calls
+    assert call.request.headers["authorization"] == "Basic " + base64.b64encode(ABLY_KEY.encode()).decode()
+    [message] = json.loads(call.request.content)
+    assert message == {
+        "name": "e",
+        "data": '{"id":1}',
+        "encoding": "json",
+        "id": message["id"],
+        "connectionKey": "hjk3XS!CJ3xW5E3-mv9Sq",
+    }
+    assert re.fullmatch(r"[A-Za-z0-9_-]{12,}:0", message["id"]), "an idempotent Ably message id"
 
 
 async def test_gateway_user_auth_on_ably_is_a_client_error_not_a_500() -> None:

@@ -1,7 +1,7 @@
 """Hosted Pusher (api-eu.pusher.com, unreachable from here) with respx: exact requests, error mapping, retries.
 
-Signatures are recomputed independently with the official ``pusher`` package (``pusher.signature.sign`` over its own
-``make_query_string``). Every test runs through ``Relay`` and ``AsyncRelay``.
+Signatures are recomputed independently with the official ``pusher`` package (``respx_checks.check_signed``). Every
+test runs through ``Relay`` and ``AsyncRelay``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import respx
 from libsupport import FAST_RETRY, MakeRelay
 from pusher.http import make_query_string  # type: ignore[import-untyped]
 from pusher.signature import sign  # type: ignore[import-untyped]
+from respx_checks import check_sent, check_signed
 
 from relay import ChannelInfo, Event, PresenceMember, PublishResult
 from relay.adapters.base import HttpRequest, HttpResponse
@@ -40,25 +41,7 @@ from relay.senders import RetryPolicy, retry_delay
 KEY, SECRET, APP_ID = "hosted-key", "hosted-Secret-9f8e7d", "123"
 URL = f"pusher://{KEY}:{SECRET}@eu/apps/{APP_ID}"
 BASE = "https://api-eu.pusher.com"
-
-
-def check_signed(request: httpx.Request, *, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The query is exactly the auth parameters (+ ``extra``), the timestamp is now, the signature is Pusher's."""
-    query = dict(request.url.params.multi_items())
-    assert len(query) == len(request.url.params.multi_items()), "no repeated parameters"
-    expected_keys = {"auth_key", "auth_timestamp", "auth_version", "auth_signature", *(extra or {})}
-    if request.content:
-        expected_keys.add("body_md5")
-        assert query["body_md5"] == hashlib.md5(request.content).hexdigest()
-    assert set(query) == expected_keys
-    assert (query["auth_key"], query["auth_version"]) == (KEY, "1.0")
-    assert abs(int(query["auth_timestamp"]) - time.time()) <= 5
-    for name, value in (extra or {}).items():
-        assert query[name] == value
-    unsigned = {name: value for name, value in query.items() if name != "auth_signature"}
-    string_to_sign = "\n".join([request.method, request.url.path, make_query_string(unsigned)])
-    assert query["auth_signature"] == sign(SECRET, string_to_sign)
-    return query
+ORDERS_X = b'{"name":"e","channels":["orders"],"data":"x"}'  # publish("orders", "e", "x")
 
 
 # -- exact requests -------------------------------------------------------------------------------------------------
@@ -77,7 +60,7 @@ async def test_publish_request(make_relay: MakeRelay, respx_mock: respx.MockRout
         request.content
         == '{"name":"order-ready","channels":["orders"],"data":"{\\"id\\":42,\\"name\\":\\"ü\\"}"}'.encode()
     )
-    check_signed(request)
+    check_signed(request, KEY, SECRET)
 
 
 async def test_publish_with_socket_id_and_string_data(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -91,7 +74,7 @@ async def test_publish_with_socket_id_and_string_data(make_relay: MakeRelay, res
         "data": "raw text",
         "socket_id": "123.456",
     }
-    check_signed(request)
+    check_signed(request, KEY, SECRET)
 
 
 async def test_publish_over_100_channels_is_split(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -104,7 +87,7 @@ async def test_publish_over_100_channels_is_split(make_relay: MakeRelay, respx_m
     assert [len(body["channels"]) for body in bodies] == [100, 100, 1]
     assert {body["data"] for body in bodies} == {"[1,2]"}
     for call in route.calls:
-        check_signed(call.request)
+        check_signed(call.request, KEY, SECRET)
 
 
 async def test_publish_batch_request(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -117,7 +100,7 @@ async def test_publish_batch_request(make_relay: MakeRelay, respx_mock: respx.Mo
     assert first[0] == {"name": "e", "channel": "c0", "data": '{"i":0}', "socket_id": "1.2"}
     assert len(first) == 10 and second == [{"name": "e", "channel": "c10", "data": '{"i":10}'}]
     for call in route.calls:
-        check_signed(call.request)
+        check_signed(call.request, KEY, SECRET)
 
 
 async def test_channel_queries(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -138,15 +121,15 @@ async def test_channel_queries(make_relay: MakeRelay, respx_mock: respx.MockRout
     assert await relay.channel("lobby") == ChannelInfo("lobby", True, 7, None)
     assert await relay.channels(prefix="presence-") == {"presence-room": ChannelInfo("presence-room", True, None, 3)}
     assert await relay.presence_members("presence-room") == [PresenceMember("1"), PresenceMember("2")]
-    check_signed(presence.calls.last.request, extra={"info": "user_count"})
-    check_signed(public.calls.last.request, extra={"info": "subscription_count"})
-    check_signed(listing.calls.last.request, extra={"filter_by_prefix": "presence-", "info": "user_count"})
-    check_signed(users.calls.last.request)
+    check_signed(presence.calls.last.request, KEY, SECRET, extra={"info": "user_count"})
+    check_signed(public.calls.last.request, KEY, SECRET, extra={"info": "subscription_count"})
+    check_signed(listing.calls.last.request, KEY, SECRET, extra={"filter_by_prefix": "presence-", "info": "user_count"})
+    check_signed(users.calls.last.request, KEY, SECRET)
     for route in (presence, public, listing, users):
         assert route.calls.last.request.content == b""
         assert "content-type" not in route.calls.last.request.headers
     await relay.channels()
-    check_signed(listing.calls.last.request)
+    check_signed(listing.calls.last.request, KEY, SECRET)
 
 
 async def test_user_operations(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -159,10 +142,10 @@ async def test_user_operations(make_relay: MakeRelay, respx_mock: respx.MockRout
         "channels": ["#server-to-user-alice"],
         "data": '{"n":1}',
     }
-    check_signed(events.calls.last.request)
+    check_signed(events.calls.last.request, KEY, SECRET)
     await relay.terminate_user_connections("alice")
     assert terminate.calls.last.request.content == b"{}"
-    check_signed(terminate.calls.last.request)
+    check_signed(terminate.calls.last.request, KEY, SECRET)
 
 
 def test_fixed_clock_gives_the_exact_request() -> None:
@@ -247,8 +230,7 @@ async def test_429_is_retried_after_retry_after(make_relay: MakeRelay, respx_moc
     started = time.monotonic()
     await relay.publish("orders", "e", "x")
     assert time.monotonic() - started >= 0.3, "Retry-After wins over the 1 ms backoff"
-    assert route.call_count == 2
-    assert route.calls[0].request.content == route.calls[1].request.content
+    check_sent(route, KEY, SECRET, [ORDERS_X] * 2)
 
 
 async def test_429_exhausted_is_rate_limited(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -257,7 +239,7 @@ async def test_429_exhausted_is_rate_limited(make_relay: MakeRelay, respx_mock: 
     with pytest.raises(RateLimited) as raised:
         await relay.publish("orders", "e", "x")
     assert (raised.value.http_status, raised.value.retry_after) == (429, 0.0)
-    assert route.call_count == FAST_RETRY.attempts
+    check_sent(route, KEY, SECRET, [ORDERS_X] * FAST_RETRY.attempts)
 
 
 async def test_idempotent_get_is_retried_on_500_then_succeeds(
@@ -268,7 +250,7 @@ async def test_idempotent_get_is_retried_on_500_then_succeeds(
     )
     relay = make_relay(URL)
     assert await relay.channel("lobby") == ChannelInfo("lobby", False)
-    assert route.call_count == 3
+    check_sent(route, KEY, SECRET, [b""] * 3, extra={"info": "subscription_count"})
 
 
 async def test_idempotent_get_exhausted_is_provider_error(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -276,7 +258,8 @@ async def test_idempotent_get_exhausted_is_provider_error(make_relay: MakeRelay,
     relay = make_relay(URL, retry=RetryPolicy(attempts=4, backoff=0.001))
     with pytest.raises(ProviderError) as raised:
         await relay.channels()
-    assert (raised.value.http_status, route.call_count) == (500, 4)
+    assert raised.value.http_status == 500
+    check_sent(route, KEY, SECRET, [b""] * 4)
 
 
 async def test_publish_retried_on_503_but_not_500(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -285,11 +268,13 @@ async def test_publish_retried_on_503_but_not_500(make_relay: MakeRelay, respx_m
     )
     relay = make_relay(URL)
     await relay.publish("orders", "e", "first")
-    assert route.call_count == 2
+    first = b'{"name":"e","channels":["orders"],"data":"first"}'
+    check_sent(route, KEY, SECRET, [first] * 2)
     with pytest.raises(ProviderError) as raised:
         await relay.publish("orders", "e", "second")
     assert raised.value.http_status == 500
-    assert route.call_count == 3, "a 500 on a publish may have been processed: not retried"
+    second = b'{"name":"e","channels":["orders"],"data":"second"}'
+    check_sent(route, KEY, SECRET, [first, first, second])  # a 500 on a publish may have been processed: not retried
 
 
 async def test_publish_retried_on_connect_errors(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
@@ -298,7 +283,7 @@ async def test_publish_retried_on_connect_errors(make_relay: MakeRelay, respx_mo
     )
     relay = make_relay(URL)
     await relay.publish("orders", "e", "x")
-    assert route.call_count == 3
+    check_sent(route, KEY, SECRET, [ORDERS_X] * 3)
 
 
 async def test_connect_errors_exhausted_are_transport_errors(
@@ -310,7 +295,7 @@ async def test_connect_errors_exhausted_are_transport_errors(
     with pytest.raises(TransportError) as raised:
         await relay.publish("orders", "e", "x")
     assert "could not reach api-eu.pusher.com:443: ConnectError" in str(raised.value)
-    assert route.call_count == FAST_RETRY.attempts
+    check_sent(route, KEY, SECRET, [ORDERS_X] * FAST_RETRY.attempts)
     assert SECRET not in caplog.text and SECRET not in str(raised.value)
 
 
@@ -324,9 +309,9 @@ async def test_read_timeout_retries_only_idempotent_requests(
     relay = make_relay(URL)
     with pytest.raises(TransportError, match="ReadTimeout"):
         await relay.publish("orders", "e", "x")
-    assert publish.call_count == 1, "the publish may have arrived: not sent twice"
+    check_sent(publish, KEY, SECRET, [ORDERS_X])  # the publish may have arrived: not sent twice
     assert (await relay.channel("lobby")).occupied
-    assert query.call_count == 2
+    check_sent(query, KEY, SECRET, [b""] * 2, extra={"info": "subscription_count"})
 
 
 # -- the retry schedule -----------------------------------------------------------------------------------------

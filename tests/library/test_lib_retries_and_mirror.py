@@ -12,13 +12,15 @@ import httpx
 import pytest
 import respx
 from libsupport import MakeRelay
+from respx_checks import check_sent
 
 import relay
 from relay import ChannelInfo, MirrorError, PublishResult
-from relay.errors import ClientClosed, RateLimited, RelayError
+from relay.errors import ClientClosed, PermissionDenied, RateLimited
 
-PUSHER_EU = "pusher://k:hosted-secret@eu/apps/1"
-PUSHER_US = "pusher://k:hosted-secret@us2/apps/1"
+PUSHER_KEY, PUSHER_SECRET = "k", "hosted-secret"
+PUSHER_EU = f"pusher://{PUSHER_KEY}:{PUSHER_SECRET}@eu/apps/1"
+PUSHER_US = f"pusher://{PUSHER_KEY}:{PUSHER_SECRET}@us2/apps/1"
 EU_EVENTS = "https://api-eu.pusher.com/apps/1/events"
 US_EVENTS = "https://api-us2.pusher.com/apps/1/events"
 ABLY = "ably://appid.keyid:ably-Secret-5a4b3c"
@@ -78,8 +80,9 @@ async def test_failover_does_not_move_on_when_ably_refuses_a_channel_with_401(
     )
     pusher = respx_mock.post(EU_EVENTS).respond(200, json={})
     client = make_relay(f"failover:{ABLY}|{PUSHER_EU}")
-    with pytest.raises(RelayError):
+    with pytest.raises(PermissionDenied, match=r"^Ably refused the publish on 1 of 2 channels: locked ") as raised:
         await client.publish(["ok", "locked"], "e", "x")
+    assert (raised.value.http_status, raised.value.code, raised.value.published) == (401, 40160, 1)
     assert ably.call_count == 1
     assert pusher.call_count == 0, "failed over on a 401 refusal; 'ok' got the event twice"
 
@@ -92,12 +95,16 @@ async def test_mirror_error_results_are_what_the_operation_returns(
 ) -> None:
     """docs/library.md: MirrorError has ``results`` (what succeeded, by provider). A publish's result is a
     PublishResult, not the client's internal list of per-request parts."""
-    respx_mock.post(EU_EVENTS).respond(200, json={})
-    respx_mock.post(US_EVENTS).respond(500, text="boom")
+    eu = respx_mock.post(EU_EVENTS).respond(200, json={})
+    us = respx_mock.post(US_EVENTS).respond(500, text="boom")
     client = make_relay(f"mirror:{PUSHER_EU}|{PUSHER_US}")
     with pytest.raises(MirrorError) as raised:
         await client.publish("orders", "e", "x")
     assert raised.value.results == {"pusher://k:***@api-eu.pusher.com/apps/1": PublishResult(("orders",))}
+    # Both got the same event, each signed with its own request; a 500 on a publish is not retried.
+    body = b'{"name":"e","channels":["orders"],"data":"x"}'
+    for route in (eu, us):
+        check_sent(route, PUSHER_KEY, PUSHER_SECRET, [body])
 
 
 async def test_mirror_query_answers_from_the_first_provider_when_another_is_down(
@@ -105,12 +112,16 @@ async def test_mirror_query_answers_from_the_first_provider_when_another_is_down
 ) -> None:
     """docs/library.md: in mirror mode "Channel authorization and queries use the first provider". The first
     provider answered; an outage of the second must not turn a read into a MirrorError."""
-    respx_mock.get("https://api-eu.pusher.com/apps/1/channels/orders").respond(
+    eu = respx_mock.get("https://api-eu.pusher.com/apps/1/channels/orders").respond(
         200, json={"occupied": True, "subscription_count": 2}
     )
-    respx_mock.get("https://api-us2.pusher.com/apps/1/channels/orders").mock(side_effect=httpx.ConnectError("down"))
+    us = respx_mock.get("https://api-us2.pusher.com/apps/1/channels/orders").mock(
+        side_effect=httpx.ConnectError("down")
+    )
     client = make_relay(f"mirror:{PUSHER_EU}|{PUSHER_US}")
     assert await client.channel("orders") == ChannelInfo("orders", True, 2, None)
+    check_sent(eu, PUSHER_KEY, PUSHER_SECRET, [b""], extra={"info": "subscription_count"})
+    assert not us.called, "a query asks the first provider only"
 
 
 # -- the module-level default client --------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
@@ -119,7 +118,7 @@ def test_parse_channel_data_arbitrary_text_only_raises_protocol_errors(text: str
 
 
 def test_parse_channel_data_lone_surrogate_is_a_protocol_error() -> None:
-    with contextlib.suppress(ProtocolError):
+    with pytest.raises(InvalidFrame, match="channel_data contains a lone UTF-16 surrogate escape"):
         members.parse_channel_data('{"user_id":"1","user_info":{"name":"\\ud800"}}')
 
 
@@ -180,5 +179,5 @@ def test_watchlist_limit_is_configurable() -> None:
 
 
 def test_parse_user_data_lone_surrogate_is_a_protocol_error() -> None:
-    with contextlib.suppress(ProtocolError):
+    with pytest.raises(InvalidFrame, match="user_data contains a lone UTF-16 surrogate escape"):
         members.parse_user_data('{"id":"1","user_info":{"name":"\\ud800"}}')

@@ -280,16 +280,30 @@ def test_encrypted_shared_secret_requires_32_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("auth", "channel_data"),
+    ("auth", "channel_data", "error", "message"),
     [
-        (f"{KEY}:" + "0" * 64, '{"user_id":"\ud800"}'),
-        (f"{KEY}\ud800:" + "0" * 64, '{"user_id":"1"}'),
-        (f"{KEY}:\udfff", '{"user_id":"1"}'),
+        (
+            f"{KEY}:" + "0" * 64,
+            '{"user_id":"\ud800"}',
+            InvalidSignature,
+            "subscription to 'presence-x': invalid signature",
+        ),
+        (
+            f"{KEY}\ud800:" + "0" * 64,
+            '{"user_id":"1"}',
+            UnknownKey,
+            "subscription to 'presence-x': the auth token was signed for another application key",
+        ),
+        (f"{KEY}:\udfff", '{"user_id":"1"}', InvalidSignature, "subscription to 'presence-x': invalid signature"),
     ],
 )
-def test_verify_channel_auth_lone_surrogate_is_invalid_signature(auth: str, channel_data: str) -> None:
-    with pytest.raises(AuthenticationError):
+def test_verify_channel_auth_lone_surrogate_is_refused(
+    auth: str, channel_data: str, error: type[AuthenticationError], message: str
+) -> None:
+    with pytest.raises(error) as info:
         signing.verify_channel_auth(KEY, SECRET, SOCKET_ID, "presence-x", auth, channel_data)
+    assert type(info.value) is error
+    assert str(info.value) == message
 
 
 # -- user auth ------------------------------------------------------------------------------------------------
@@ -319,7 +333,7 @@ def test_channel_auth_cannot_forge_user_auth() -> None:
 
 
 def test_verify_user_auth_lone_surrogate_is_invalid_signature() -> None:
-    with pytest.raises(AuthenticationError):
+    with pytest.raises(InvalidSignature, match=r"^signin: invalid signature$"):
         signing.verify_user_auth(KEY, SECRET, SOCKET_ID, '{"id":"\ud800"}', f"{KEY}:" + "0" * 64)
 
 
