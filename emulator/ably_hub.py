@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import re
-import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +22,10 @@ from relay.emulator.ably_auth import AblyError, AblyKey, Credentials
 from relay.emulator.hub import AppState, Channel, ForeignPeer
 from relay.emulator.session import Session
 from relay.emulator.usage import local_reach
-from relay.emulator.wire import encode_text
+from relay.emulator.wire import binary_frame, encode_text, payload_offset
 from relay.errors import InvalidFrame
 from relay.protocol import frames
+from relay.protocol.ably import ably_channel_problem
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
 from relay.protocol.members import Member
 
@@ -39,13 +39,11 @@ MODES = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
 ABSENT, PRESENT, ENTER, LEAVE, UPDATE = range(5)
 
 MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's default limit, A.3)
-MAX_CHANNEL_NAME = 2_048
 MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- channels use the app's Pusher limit
 IDEMPOTENCY_WINDOW_MS = 120_000
 RESERVED_NAME_PREFIXES = ("pusher:", "pusher_internal:")
 UNNAMED_EVENT = "message"  # the Pusher event name of an Ably message without a name
 _JSON_START = frozenset('{["-0123456789tfn')
-_FIN_BINARY = 0x82
 DELIVERED = object()  # a hub delivery's origin when Ably peers already have the ProtocolMessage
 
 
@@ -180,19 +178,16 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_channel_name(name: object) -> str:
-    if not isinstance(name, str) or not name:
-        raise AblyError(40010, "Invalid channel name: a non-empty string is required")
-    if len(name) > MAX_CHANNEL_NAME:
-        raise AblyError(40010, f"Invalid channel name: longer than {MAX_CHANNEL_NAME} characters")
-    if name.startswith("["):
-        raise AblyError(40010, f"Invalid channel name {name[:100]!r}: metachannels and qualifiers are not emulated")
-    if name.startswith(":"):
-        raise AblyError(40010, f"Invalid channel name {name[:100]!r}: a name cannot start with ':'")
-    if _CONTROL_CHARACTER.search(name):  # one would also break the cluster bus's framing
-        raise AblyError(40010, f"Invalid channel name {name[:100]!r}: control characters are not allowed")
-    if name.startswith(SERVER_TO_USER_PREFIX):
-        raise AblyError(40010, f"Invalid channel name: {SERVER_TO_USER_PREFIX}… is Pusher's per-user channel")
-    return name
+    """``name`` if it is an Ably channel name (``relay.protocol.ably``'s rules) the emulator serves, else 40010."""
+    problem = ably_channel_problem(name)
+    if problem is None and isinstance(name, str):
+        if _CONTROL_CHARACTER.search(name):  # Ably refuses only a newline of them, but any breaks the bus's framing
+            problem = "control characters are not allowed"
+        elif name.startswith(SERVER_TO_USER_PREFIX):
+            problem = f"must not start with {SERVER_TO_USER_PREFIX!r}: that is Pusher's per-user channel"
+        else:
+            return name
+    raise AblyError(40010, f"Invalid channel name {name!r:.100}: {problem}")
 
 
 # -- the wire ------------------------------------------------------------------------------------------------------
@@ -272,24 +267,8 @@ def _json_text(value: object, what: str, code: int) -> str:
     return text[_DEPTH_HEADROOM:-_DEPTH_HEADROOM]
 
 
-def binary_frame(payload: bytes) -> bytes:
-    """An unmasked, final WebSocket binary frame (RFC 6455 §5.2), the msgpack counterpart of ``wire.text_frame``."""
-    length = len(payload)
-    if length < 126:
-        return bytes((_FIN_BINARY, length)) + payload
-    if length < 65_536:
-        return struct.pack("!BBH", _FIN_BINARY, 126, length) + payload
-    return struct.pack("!BBQ", _FIN_BINARY, 127, length) + payload
-
-
 def ws_frame(value: Any, binary: bool) -> bytes:
     return binary_frame(encode_msgpack(value)) if binary else encode_text(encode_json(value))
-
-
-def pusher_frame_payload(frame: bytes) -> bytes:
-    """The payload of one unmasked text frame built by ``wire.text_frame``."""
-    length = frame[1] & 0x7F
-    return frame[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
 
 
 def looks_like_json(data: str) -> bool:
@@ -461,11 +440,7 @@ class AblyApp:
         texts = [frames.channel_event(m.pusher_event(), name, m.pusher_data(), m.client_id) for m in messages]
         if is_cache_channel(name):
             last = messages[-1]
-            state.cache[name] = (last.pusher_event(), last.pusher_data(), state.clock() + state.app.cache_ttl)
-            if state.cluster is not None:
-                state.cluster.cache_set(
-                    state.app.app_id, name, last.pusher_event(), last.pusher_data(), state.app.cache_ttl
-                )
+            state.cache_published(name, last.pusher_event(), last.pusher_data())
         reached = local_reach(state, name, exclude)
         for message in messages:
             state.meter.published(name, message.pusher_event(), message.pusher_data(), reached)
@@ -480,7 +455,7 @@ class AblyApp:
     def from_pusher(self, channel: str, frame: bytes, exclude: str | None) -> Outbound | None:
         """An Ably MESSAGE for a Pusher channel event (``None`` for Pusher's own protocol events)."""
         try:
-            event = json.loads(pusher_frame_payload(frame))
+            event = json.loads(frame[payload_offset(frame) :])
         except ValueError:
             return None
         name = event.get("event") if isinstance(event, dict) else None

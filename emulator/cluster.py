@@ -50,7 +50,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.emulator.ably_hub import DELIVERED, LEAVE, PRESENT, Outbound
-from relay.emulator.hub import CACHE_MISS_INTERVAL, AppState
+from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState
 from relay.emulator.logs import redact_urls
 from relay.emulator.usage import frame_units
 from relay.emulator.wire import encode_text
@@ -216,6 +216,19 @@ class NodeState:
                     key = (app_id, name, item["connectionId"], item["clientId"])
                     node.ably_members[key] = _pack(item)
         return node
+
+    def holding(self, app_id: str) -> AppHolding:
+        """What the node holds of one app (its Ably members unpacked), for a replica to apply."""
+        return AppHolding(
+            subscriptions={name: count for (app, name), count in self.subscriptions.items() if app == app_id},
+            members={(name, user_id): info for (app, name, user_id), info in self.members.items() if app == app_id},
+            users={user_id for app, user_id in self.users if app == app_id},
+            ably_members={
+                (name, connection_id, client_id): _ably_member(item)
+                for (app, name, connection_id, client_id), item in self.ably_members.items()
+                if app == app_id
+            },
+        )
 
     def fields(self) -> dict[str, str]:
         encoded = {_SEP.join(("s", *key)): str(count) for key, count in self.subscriptions.items()}
@@ -960,31 +973,4 @@ class RedisCluster:
         """Replace what this node believes ``node`` holds with ``held``, sending only the differences."""
         self._known_nodes.add(node)
         for state in self._states.values():
-            app_id = state.app.app_id
-            remote = state.remote
-            for channel, counts in list(remote.subscriptions.items()):
-                if node in counts and (app_id, channel) not in held.subscriptions:
-                    state.remote_subscriptions(node, channel, 0)
-            for channel, users in list(remote.members.items()):
-                for user_id in [uid for uid, nodes in users.items() if node in nodes]:
-                    if (app_id, channel, user_id) not in held.members:
-                        state.remote_member_left(node, channel, user_id)
-            for user_id in [uid for uid, nodes in remote.users.items() if node in nodes]:
-                if (app_id, user_id) not in held.users:
-                    state.remote_user(node, user_id, False)
-            for (held_app, channel), count in held.subscriptions.items():
-                if held_app == app_id:
-                    state.remote_subscriptions(node, channel, count)
-            for (held_app, channel, user_id), info in held.members.items():
-                if held_app == app_id and node not in remote.members.get(channel, {}).get(user_id, {}):
-                    state.remote_member_joined(node, channel, user_id, info)
-            for held_app, user_id in held.users:
-                if held_app == app_id and node not in remote.users.get(user_id, set()):
-                    state.remote_user(node, user_id, True)
-            if state.foreign_presence is not None:
-                ably_members = {
-                    (channel, connection_id, client_id): _ably_member(item)
-                    for (held_app, channel, connection_id, client_id), item in held.ably_members.items()
-                    if held_app == app_id
-                }
-                state.foreign_presence.remote_snapshot(node, ably_members)
+            state.apply_snapshot(node, held.holding(state.app.app_id))

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relay.emulator.config import App
-from relay.emulator.usage import AppMeter, frame_units, local_reach, recipients
+from relay.emulator.usage import AppMeter, local_reach, recipients
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import deflated, encode_text
 from relay.protocol import frames
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, classify, is_cache_channel
+from relay.protocol.codes import ErrorCode
 from relay.protocol.members import Member
 
 SUBSCRIPTION_COUNT_BURST = 100
@@ -168,6 +169,17 @@ class RemoteState:
         found.update(node for users in self.members.values() for nodes in users.values() for node in nodes)
         found.update(node for nodes in self.users.values() for node in nodes)
         return found
+
+
+@dataclass(slots=True)
+class AppHolding:
+    """What one node holds of one app, as its snapshot (``nodestate`` in Redis) tells the others."""
+
+    subscriptions: dict[str, int] = field(default_factory=dict)  # channel → the node's subscribers
+    members: dict[tuple[str, str], str] = field(default_factory=dict)  # (channel, user id) → user_info JSON
+    users: set[str] = field(default_factory=set)  # signed-in user ids
+    # Ably members: (channel, connection id, client id) → their PRESENT item.
+    ably_members: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 class AppState:
@@ -335,6 +347,11 @@ class AppState:
         if not self.app.subscription_count or channel.kind is ChannelKind.PRESENCE:
             return
         channel.count_changed_here = True
+        self._throttle_subscription_count(channel)
+
+    def _throttle_subscription_count(self, channel: Channel) -> None:
+        """Send the channel's count now, or, past SUBSCRIPTION_COUNT_BURST subscribers, at most once per
+        SUBSCRIPTION_COUNT_INTERVAL: a crowd joining a big channel brings one count per interval, not one each."""
         if channel.count_pending:
             return
         wait = channel.count_sent_at + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
@@ -358,11 +375,10 @@ class AppState:
     # -- publishing -------------------------------------------------------------------------------------------
 
     def publish(self, name: str, event: str, data: str, exclude: str | None = None) -> None:
-        """An HTTP API publish: cached on cache channels, fanned out here as one shared frame, and to other nodes."""
+        """A server publish (the HTTP API's, or the console's): cached on cache channels, fanned out here as one
+        shared frame, and to other nodes."""
         if is_cache_channel(name):
-            self.cache_store(name, event, data, self.app.cache_ttl)
-            if self.cluster is not None:
-                self.cluster.cache_set(self.app.app_id, name, event, data, self.app.cache_ttl)
+            self.cache_published(name, event, data)
         text = frames.channel_event(event, name, data)
         self.deliver_local(name, encode_text(text), exclude)
         # Counted after the writes, which nothing here changes the reach of: the first subscriber hears sooner.
@@ -370,10 +386,11 @@ class AppState:
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, name, text, exclude, units)
 
-    def relay_client_event(self, channel: Channel, text: str, sender: str) -> None:
+    def relay_client_event(self, channel: Channel, text: str, sender: str, units: int) -> None:
+        """A client event's frame ``text``, whose data is ``units`` 5 KiB units, to everyone else in ``channel``."""
         self.deliver(channel, encode_text(text), sender)
         if self.cluster is not None:
-            self.cluster.published(self.app.app_id, channel.name, text, sender, frame_units(text), client_event=True)
+            self.cluster.published(self.app.app_id, channel.name, text, sender, units, client_event=True)
 
     def deliver_remote(
         self, name: str, frame: bytes, exclude: str | None, units: int, *, client_event: bool, origin: object = None
@@ -524,7 +541,7 @@ class AppState:
     def terminate_local_user(self, user_id: str) -> int:
         connections = list(self.users.get(user_id, {}).values())
         for peer in connections:
-            peer.terminate(4009, "Connection terminated by the server")
+            peer.terminate(ErrorCode.UNAUTHORIZED, "Connection terminated by the server")
         return len(connections)
 
     # -- what other nodes announce ----------------------------------------------------------------------------
@@ -542,14 +559,8 @@ class AppState:
             self.subscription_count_changed_remotely(channel)
 
     def subscription_count_changed_remotely(self, channel: Channel) -> None:
-        if channel.kind is ChannelKind.PRESENCE or channel.count_pending:
-            return
-        wait = channel.count_sent_at + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
-        if self.subscription_count(channel.name) <= SUBSCRIPTION_COUNT_BURST or wait <= 0:
-            self._send_subscription_count(channel)
-        else:
-            channel.count_pending = True
-            asyncio.get_running_loop().call_later(wait, self._send_subscription_count, channel)
+        if channel.kind is not ChannelKind.PRESENCE:
+            self._throttle_subscription_count(channel)
 
     def remote_member_joined(self, node: int, name: str, user_id: str, user_info_json: str) -> None:
         known = self._is_member(name, user_id)
@@ -597,6 +608,39 @@ class AppState:
         if self.foreign_presence is not None:
             self.foreign_presence.forget_node(node)
 
+    def apply_snapshot(self, node: int, held: AppHolding) -> None:
+        """Replace what this node believes ``node`` holds with ``held`` (a node that joined, or came back after an
+        outage): only the differences bring events, as if ``node`` had announced them one by one."""
+        remote = self.remote
+        for name, counts in list(remote.subscriptions.items()):
+            if node in counts and name not in held.subscriptions:
+                self.remote_subscriptions(node, name, 0)
+        for name, users in list(remote.members.items()):
+            for user_id in [uid for uid, nodes in users.items() if node in nodes]:
+                if (name, user_id) not in held.members:
+                    self.remote_member_left(node, name, user_id)
+        for user_id in [uid for uid, nodes in remote.users.items() if node in nodes]:
+            if user_id not in held.users:
+                self.remote_user(node, user_id, False)
+        for name, count in held.subscriptions.items():
+            self.remote_subscriptions(node, name, count)
+        for (name, user_id), info in held.members.items():
+            if node not in remote.members.get(name, {}).get(user_id, {}):
+                self.remote_member_joined(node, name, user_id, info)
+        for user_id in held.users:
+            if node not in remote.users.get(user_id, set()):
+                self.remote_user(node, user_id, True)
+        if self.foreign_presence is not None:
+            self.foreign_presence.remote_snapshot(node, held.ably_members)
+
+    def cache_published(self, name: str, event: str, data: str) -> None:
+        """A publish to cache channel ``name`` (either protocol's): kept for later subscribers, on every node."""
+        ttl = self.app.cache_ttl
+        self.cache_store(name, event, data, ttl)
+        if self.cluster is not None:
+            self.cluster.cache_set(self.app.app_id, name, event, data, ttl)
+
     def cache_store(self, name: str, event: str, data: str, ttl: float) -> None:
+        """Keep ``name``'s last event (this node's publish, or another node's): its next miss is news again."""
         self.cache[name] = (event, data, self.clock() + ttl)
         self.cache_missed_at.pop(name, None)

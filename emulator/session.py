@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from relay.emulator.hub import AppState
+from relay.emulator.usage import units_5kib
 from relay.emulator.wire import PING_FRAME, encode_text
 from relay.errors import LimitExceeded, PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol import frames
@@ -248,10 +249,7 @@ class Session:
                 member = self._presence_member(name, data)
             elif kind.needs_auth:
                 verify_channel_auth(app.key, app.secret, self.socket_id, name, data.get("auth"))
-        except LimitExceeded as exc:
-            self.send_text(frames.subscription_error(name, "LimitReached", exc.message, 4100))
-            return
-        except PayloadTooLarge as exc:
+        except (LimitExceeded, PayloadTooLarge) as exc:
             self.send_text(frames.subscription_error(name, "LimitReached", exc.message, 4100))
             return
         except RelayError as exc:
@@ -321,7 +319,10 @@ class Session:
         self._authorized = True
         self.send_text(frames.signin_success(user_data))
         if truncated:
-            self._error(f"Watchlist limit exceeded: only the first {app.limits.max_watchlist} ids are watched", 4302)
+            self._error(
+                f"Watchlist limit exceeded: only the first {app.limits.max_watchlist} ids are watched",
+                ErrorCode.WATCHLIST_LIMIT,
+            )
         self.state.sign_in(self, user.user_id, user.watchlist)
 
     def _client_event(self, frame: frames.ClientFrame, now: float) -> None:
@@ -348,13 +349,15 @@ class Session:
             return
         validate_event_name(frame.event, app.limits)
         data = frames.client_event_data(frame.data)
-        if frames.utf8_length(data) > app.limits.max_event_bytes:
+        size = frames.utf8_length(data)
+        if size > app.limits.max_event_bytes:
             raise PayloadTooLarge(f"client event data is over {app.limits.max_event_bytes} bytes")
         recent[oldest] = now
         self._oldest_recent = (oldest + 1) % limit
         user_id = self.subscriptions[name]
         channel = self.state.channels[name]
-        self.state.relay_client_event(channel, frames.channel_event(frame.event, name, data, user_id), self.socket_id)
+        text = frames.channel_event(frame.event, name, data, user_id)
+        self.state.relay_client_event(channel, text, self.socket_id, units_5kib(size))
         self.state.meter.client_event(name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1)
         webhook: dict[str, object] = {
             "name": "client_event",

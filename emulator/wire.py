@@ -24,19 +24,39 @@ _SYNC_TAIL = b"\x00\x00\xff\xff"
 # Below this many payload bytes a frame is sent as it is: deflate saves nothing worth its header on so little.
 MIN_DEFLATE_BYTES = 64
 PING_FRAME = b"\x89\x00"  # an unmasked WebSocket ping with no payload: clients answer with a pong
+# The headers of frames of up to 125 payload bytes, made once: building one is a look-up, not a bytes() of a tuple.
+_SHORT_HEADERS = {
+    first: [bytes((first, length)) for length in range(126)]
+    for first in (_FIN_TEXT, _FIN_BINARY, _FIN_TEXT | _RSV1, _FIN_BINARY | _RSV1)
+}
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
 
 
-def text_frame(payload: bytes) -> bytes:
+def build_frame(payload: bytes, first: int) -> bytes:
+    """An unmasked, final data frame (RFC 6455 §5.2) whose first byte is ``first``: text or binary, RSV1 set if the
+    payload is compressed."""
     length = len(payload)
     if length < 126:
-        return bytes((_FIN_TEXT, length)) + payload
+        return _SHORT_HEADERS[first][length] + payload
     if length < 65_536:
-        return struct.pack("!BBH", _FIN_TEXT, 126, length) + payload
-    return struct.pack("!BBQ", _FIN_TEXT, 127, length) + payload
+        return _HEADER_16(first, 126, length) + payload
+    return _HEADER_64(first, 127, length) + payload
+
+
+def payload_offset(frame: bytes) -> int:
+    """Where the payload of an unmasked frame (one built by :func:`build_frame`) begins."""
+    length = frame[1] & 0x7F
+    return 2 if length < 126 else 4 if length == 126 else 10
 
 
 def encode_text(text: str) -> bytes:
-    return text_frame(text.encode())
+    return build_frame(text.encode(), _FIN_TEXT)
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """A final binary frame: an Ably connection's msgpack ProtocolMessage."""
+    return build_frame(payload, _FIN_BINARY)
 
 
 # -- permessage-deflate (RFC 7692), without context takeover on the server's side ------------------------------
@@ -64,8 +84,7 @@ def _deflate(frame: bytes, max_window_bits: int) -> bytes:
     first = frame[0]
     if (first != _FIN_TEXT and first != _FIN_BINARY) or max_window_bits < 9:  # zlib cannot deflate in 256 bytes
         return frame  # control frames and fragments are never compressed
-    length = frame[1]
-    offset = 2 if length < 126 else 4 if length == 126 else 10
+    offset = payload_offset(frame)
     size = len(frame) - offset
     if size < MIN_DEFLATE_BYTES:
         return frame
@@ -78,13 +97,7 @@ def _deflate(frame: bytes, max_window_bits: int) -> bytes:
         data = data[:-4]
     if len(data) >= size:
         return frame  # an uncompressed message (RSV1 clear) is valid on a deflate connection too
-    first |= _RSV1
-    size = len(data)
-    if size < 126:
-        return bytes((first, size)) + data
-    if size < 65_536:
-        return struct.pack("!BBH", first, 126, size) + data
-    return struct.pack("!BBQ", first, 127, size) + data
+    return build_frame(data, first | _RSV1)
 
 
 # -- the opening handshake ----------------------------------------------------------------------------------------

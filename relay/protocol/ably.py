@@ -23,20 +23,34 @@ TIMESTAMP_WINDOW_MS = 2 * 60 * 1000
 Capability = dict[str, list[str]]
 
 
-MAX_CHANNEL_NAME = 250
+# Ably's channel naming rules (https://ably.com/docs/channels, "Channels are identified by their unique name"): a
+# name is case sensitive, not empty, does not start with "[" (a qualifier such as [meta] or [?rewind=1]) or ":", and
+# holds no newline. Ably sets no length limit but recommends under 2048 characters, as a REST request carries the
+# name in its URL: longer is refused here, before it reaches a URL.
+MAX_CHANNEL_NAME = 2_048
+
+
+def ably_channel_problem(name: object) -> str | None:
+    """Why ``name`` is not an Ably channel name, as a phrase ("must not start with ':'"), or None when it is one."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if len(name) > MAX_CHANNEL_NAME:
+        return f"must be at most {MAX_CHANNEL_NAME} characters, not {len(name)}"
+    if name[0] == "[":
+        return "must not start with '[' (that is a qualifier, such as [meta], not part of a name)"
+    if name[0] == ":":
+        return "must not start with ':'"
+    if "\n" in name:
+        return "must not contain a newline"
+    return None
 
 
 def validate_channel_name(name: object) -> str:
-    """Ably channel names: any non-empty string that does not start with ``[`` (qualifiers such as ``[meta]``)."""
-    if not isinstance(name, str) or not name:
-        raise InvalidChannelName(f"channel name must be a non-empty string, got {name!r}", code=40010)
-    if name.startswith("[") or len(name) > MAX_CHANNEL_NAME or "\n" in name:
-        raise InvalidChannelName(
-            f"invalid Ably channel name {name[:60]!r}: at most {MAX_CHANNEL_NAME} characters, no newline, "
-            "and not starting with '['",
-            code=40010,
-        )
-    return name
+    """``name`` if it is an Ably channel name (:func:`ably_channel_problem`), else InvalidChannelName (40010)."""
+    problem = ably_channel_problem(name)
+    if problem is None and isinstance(name, str):
+        return name
+    raise InvalidChannelName(f"invalid Ably channel name {name!r:.80}: {problem}", code=40010)
 
 
 def split_api_key(api_key: str) -> tuple[str, str]:

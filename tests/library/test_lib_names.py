@@ -18,7 +18,7 @@ def test_ably_namespaced_channels_are_allowed_on_ably_only() -> None:
         Relay.from_url(PUSHER).authorize_channel("1.2", "chat:room")
     with pytest.raises(InvalidChannelName, match="characters outside"):
         Relay.from_url(f"mirror:{ABLY}|{PUSHER}").publish("chat:room", "e", {})
-    with pytest.raises(InvalidChannelName, match="not starting with '\\['") as caught:
+    with pytest.raises(InvalidChannelName, match="must not start with '\\['") as caught:
         Relay.from_url(ABLY).publish("[meta]channel.lifecycle", "e", {})
     assert caught.value.code == 40010
 
