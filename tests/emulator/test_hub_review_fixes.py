@@ -34,7 +34,8 @@ async def test_an_ably_publish_to_a_cache_channel_re_arms_the_cache_miss_webhook
     """As with a Pusher publish: a miss posts ``cache_miss``, an Ably REST publish fills the cache (a later subscriber
     gets the event), and once it expires the next miss is posted at once, not CACHE_MISS_INTERVAL later."""
     hook = Webhook(url=receiver.url, event_types=frozenset({"cache_miss"}))
-    app = replace(TEST_APP, webhooks=(hook,), webhook_batch_ms=20, cache_ttl=0.3)
+    # The cached event lives long enough for a connect and subscribe on a loaded machine.
+    app = replace(TEST_APP, webhooks=(hook,), webhook_batch_ms=20, cache_ttl=2.0)
     emulator = await start_emulator(app=app)
     first = await connect(emulator)
     await first.subscribed("cache-x")
@@ -50,7 +51,7 @@ async def test_an_ably_publish_to_a_cache_channel_re_arms_the_cache_miss_webhook
     await cached.subscribed("cache-x")
     assert await cached.recv() == {"event": "price", "channel": "cache-x", "data": "42"}
 
-    await asyncio.sleep(0.4)  # the cached event expires
+    await asyncio.sleep(2.1)  # the cached event expires, well within CACHE_MISS_INTERVAL (10 s)
     late = await connect(emulator)
     await late.subscribed("cache-x")
     await late.expect("pusher:cache_miss", "cache-x")
