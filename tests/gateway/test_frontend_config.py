@@ -1,28 +1,14 @@
 """``relay.gateway.frontend_config``: a page's connection settings from either client, with the auth endpoints of
-the app that serves them (the gateway's by default, ``relay.web.auth_router``'s when given)."""
+the app that serves them (the gateway's by default, as tests/web/test_gateway.py's client-config test shows;
+``relay.web.auth_router``'s when given)."""
 
 from __future__ import annotations
 
-from relay import AsyncRelay, Relay
+from relay import Relay
 from relay.gateway import frontend_config
 
 EMULATOR_URL = "emulator://app-key:app-secret@127.0.0.1:6001/apps/app-id"
 ABLY_URL = "ably://app-id.key:secret@127.0.0.1:6001?tls=false"
-
-
-def test_pusher_settings_name_the_gateway_routes_by_default() -> None:
-    settings = frontend_config(AsyncRelay.from_url(EMULATOR_URL))
-    assert settings == {
-        "provider": "emulator",
-        "key": "app-key",
-        "cluster": "mt1",
-        "forceTLS": False,
-        "channelAuthEndpoint": "/v1/auth/channel",
-        "userAuthEndpoint": "/v1/auth/user",
-        "wsHost": "127.0.0.1",
-        "wsPort": 6001,
-        "enabledTransports": ["ws", "wss"],
-    }
 
 
 def test_a_sync_client_and_the_auth_router_endpoints() -> None:
