@@ -21,6 +21,7 @@ from relay.emulator.ably_rest import AblyRest
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.http_api import Response
 from relay.emulator.session import Link
+from relay.protocol.ably import split_api_key
 
 if TYPE_CHECKING:
     from relay.emulator.server import EmulatorNode
@@ -110,7 +111,7 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int) -> str:
     for app in config.apps:
         key = app.ably_api_key
         lines += [
-            f"app {app.app_id} (Ably key {key.partition(':')[0]}):",
+            f"app {app.app_id} (Ably key {split_api_key(key)[0]}):",
             f'  ably-js:     new Ably.Realtime({{ key: "{key}", endpoint: "{host}", {port_option}: {port}, '
             f"tls: {str(tls).lower()}, fallbackHosts: [] }})",
             # ably-python's realtime ignores port (ably-python#567): the port goes into endpoint. Its REST refuses

@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 
 from relay.emulator.config import App
-from relay.errors import RelayError
+from relay.errors import ConfigError, RelayError
 from relay.protocol.ably import (
     DEFAULT_TOKEN_TTL_MS,
     MAX_TOKEN_TTL_MS,
@@ -28,6 +28,7 @@ from relay.protocol.ably import (
     intersect_capability,
     jwt_claims,
     parse_capability,
+    split_api_key,
     verify_token_request,
 )
 
@@ -69,7 +70,7 @@ class AblyKey:
 
     @classmethod
     def of(cls, app: App) -> AblyKey:
-        key_name, _, secret = app.ably_api_key.partition(":")
+        key_name, secret = split_api_key(app.ably_api_key)  # App checked it
         return cls(key_name, secret, FULL_CAPABILITY)
 
 
@@ -131,9 +132,12 @@ class AblyAuth:
 
     def api_key(self, api_key: str, client_id: str | None = None) -> Credentials:
         """``keyName:secret`` (Basic auth, or ``key=`` on a realtime connection)."""
-        key_name, sep, secret = api_key.partition(":")
+        try:
+            key_name, secret = split_api_key(api_key)
+        except ConfigError:
+            raise AblyError(40101, "Invalid credentials: an Ably API key looks like APPID.KEYID:SECRET") from None
         key = self.key(key_name)
-        if not sep or not hmac.compare_digest(secret.encode(), key.secret.encode()):
+        if not hmac.compare_digest(secret.encode(), key.secret.encode()):
             raise AblyError(40101, "Invalid credentials: wrong key secret")
         if client_id == "*":
             raise AblyError(40012, "Invalid clientId: '*' is not a client id")

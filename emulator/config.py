@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from relay.config import is_ably_key_name, is_http_url, is_origin, is_url
+from relay.config import is_http_url, is_origin, is_url
 from relay.emulator.limits import origin_allowed
 from relay.emulator.logs import redact_urls
 from relay.errors import ConfigError
+from relay.protocol.ably import split_api_key
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
 
 WEBHOOK_EVENT_TYPES = frozenset(
@@ -188,9 +189,10 @@ class App:
         _optional(_whole, "max_message_bytes", self.max_message_bytes, 1)
         _optional(_seconds, "api_rate_limit", self.api_rate_limit, zero=False, unit="requests per second")
         _optional(_text, "ably_key", self.ably_key)
-        key_name, _, key_secret = self.ably_api_key.partition(":")
-        if not is_ably_key_name(key_name) or not key_secret:
-            raise InvalidSetting("ably_key", f"looks like 'APPID.KEYID:SECRET', got {self.ably_key!r}")
+        try:
+            split_api_key(self.ably_api_key)
+        except ConfigError:
+            raise InvalidSetting("ably_key", f"looks like 'APPID.KEYID:SECRET', got {self.ably_key!r}") from None
 
     def __repr__(self) -> str:
         return f"App(app_id={self.app_id!r}, key={self.key!r}, secret='***')"
@@ -277,7 +279,7 @@ def _check_identities(apps: Sequence[App]) -> None:
     identities = {
         "app_id": [app.app_id for app in apps],
         "key": [app.key for app in apps],
-        "Ably key name": [app.ably_api_key.partition(":")[0] for app in apps],
+        "Ably key name": [split_api_key(app.ably_api_key)[0] for app in apps],
     }
     for what, values in identities.items():
         seen: set[str] = set()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from relay.errors import ConfigError, NoProviderConfigured
+from relay.protocol.ably import split_api_key
 
 SCHEMES = ("pusher", "emulator", "ably", "memory")
 DEFAULT_ABLY_HOST = "rest.ably.io"
@@ -135,7 +136,12 @@ def parse_url(url: str) -> ProviderConfig:
     if host and not _is_host(host):
         raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address")
     if scheme == "ably":
-        if not is_ably_key_name(key):
+        try:
+            # the key was percent-decoded: a ':' in it (%3A) would end the key name when the key is sent to Ably
+            well_formed = split_api_key(f"{key}:{secret}") == (key, secret)
+        except ConfigError:
+            well_formed = False
+        if not well_formed:
             raise ConfigError("ably:// URL needs the full key name APPID.KEYID before the colon (Ably → API Keys)")
         return ProviderConfig(
             "ably",
@@ -242,12 +248,6 @@ def _is_host(host: str) -> bool:
     return bool(host) and all(char.isalnum() or char in "-._" for char in host)
 
 
-def is_ably_key_name(key_name: str) -> bool:
-    """``APPID.KEYID``, both parts present: the part of an Ably API key before its ``:SECRET``."""
-    app_id, dot, key_id = key_name.partition(".")
-    return bool(app_id and dot and key_id)
-
-
 def _decoded(text: str, what: str, *, secret: bool = False) -> str:
     """``text`` percent-decoded; an escape that is not UTF-8 is an error naming it (unless it is in a secret),
     where unquote() would have put '\ufffd' in its place."""
@@ -327,9 +327,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
             master_key,
         )
     if env.get("ABLY_API_KEY"):
-        key_name, _, secret = env["ABLY_API_KEY"].partition(":")
-        if not secret or not is_ably_key_name(key_name):
-            raise ConfigError("ABLY_API_KEY looks like APPID.KEYID:SECRET (Ably dashboard → API Keys)")
+        try:
+            key_name, secret = split_api_key(env["ABLY_API_KEY"])
+        except ConfigError:
+            raise ConfigError("ABLY_API_KEY looks like APPID.KEYID:SECRET (Ably dashboard → API Keys)") from None
         return ProviderConfig("ably", key_name, secret, key_name.partition(".")[0], DEFAULT_ABLY_HOST)
     pusher_settings = [name for name in _PUSHER_SETTINGS if env.get(name)]
     if pusher_settings:

@@ -54,9 +54,14 @@ def validate_channel_name(name: object) -> str:
 
 
 def split_api_key(api_key: str) -> tuple[str, str]:
-    """``appId.keyId:secret`` → (key name, secret)."""
-    key_name, sep, secret = api_key.partition(":")
-    if not sep or not secret or "." not in key_name:
+    """``APPID.KEYID:SECRET`` → (key name ``APPID.KEYID``, secret), else ConfigError (which never shows the secret).
+
+    An Ably API key has three parts, none of them empty (https://ably.com/docs/auth, "API key format"): the app id
+    and the key id, which together are the key name, and the secret after the first colon.
+    """
+    key_name, _, secret = api_key.partition(":")
+    app_id, dot, key_id = key_name.partition(".")
+    if not (app_id and dot and key_id and secret):
         raise ConfigError("an Ably API key looks like 'APPID.KEYID:SECRET' (Ably dashboard → API Keys)")
     return key_name, secret
 

@@ -83,6 +83,8 @@ async def test_connect_with_token_either_parameter_name(
     [
         ("key=1.app-key:wrong", 40101, "wrong key secret"),
         ("key=9.nobody:app-secret", 40101, "no app has the Ably key name"),
+        ("key=1.app-key", 40101, "an Ably API key looks like APPID.KEYID:SECRET"),
+        ("key=app-key:app-secret", 40101, "an Ably API key looks like APPID.KEYID:SECRET"),
         ("", 40101, "No key or token"),
         ("access_token=not-a-token", 40144, "Invalid"),
         (f"access_token={jwt_token(issued_at=1_000_000, ttl_s=60)}", 40142, "expired"),
@@ -90,7 +92,18 @@ async def test_connect_with_token_either_parameter_name(
         (f"access_token={jwt_token(client_id='bob')}&clientId=eve", 40102, "does not match"),
         (f"key={API_KEY}&clientId=*", 40012, "not a client id"),
     ],
-    ids=["wrong-secret", "unknown-key", "no-credentials", "garbage-token", "expired", "bad-signature", "clash", "star"],
+    ids=[
+        "wrong-secret",
+        "unknown-key",
+        "no-secret",
+        "no-key-id",
+        "no-credentials",
+        "garbage-token",
+        "expired",
+        "bad-signature",
+        "clash",
+        "star",
+    ],
 )
 async def test_connection_refused_in_ably_format(
     ably_emulator: RunningEmulator, wires: Wires, query: str, code: int, fragment: str

@@ -137,6 +137,7 @@ def test_pusher_and_ably_credentials() -> None:
     ably = parse_url(f"ably://appid.keyid:{SECRET}")
     assert (ably.key, ably.secret, ably.app_id) == ("appid.keyid", SECRET, "appid")
     assert repr(ably) == "ProviderConfig('ably://appid.keyid:***@rest.ably.io')"
+    assert parse_url("ably://appid.keyid:sec%3Aret").secret == "sec:ret"
 
 
 def test_percent_encoded_secret_round_trips() -> None:
@@ -260,6 +261,7 @@ async def test_relay_reprs_hide_the_secret() -> None:
         (f"pusher://app-key:{SECRET}@eu/apps/1?encryption_master_key=not*base64", "openssl rand -base64 32"),
         (f"pusher://app-key:{SECRET}@eu/apps/1?encryption_master_key=c2hvcnQ=", "must decode to 32 bytes"),
         (f"ably://nodot:{SECRET}@rest.ably.io", "full key name APPID.KEYID"),
+        (f"ably://appid.key%3Aid:{SECRET}@rest.ably.io", "full key name APPID.KEYID"),  # sent, the ':' ends the name
         (f"mirror:pusher://app-key:{SECRET}@eu/apps/1", "two or more provider URLs separated by '|'"),
         (f"failover:pusher://app-key:{SECRET}@eu/apps/1|", "two or more provider URLs"),
         (f"mirror:pusher://app-key:{SECRET}@eu/apps/1|redis://x:{SECRET}@y", "use one of"),

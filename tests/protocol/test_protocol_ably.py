@@ -11,7 +11,7 @@ from ably.types.tokenrequest import TokenRequest  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.errors import AuthenticationError, ConfigError, InvalidSignature, PermissionDenied, StaleTimestamp
+from relay.errors import AuthenticationError, InvalidSignature, PermissionDenied, StaleTimestamp
 from relay.protocol import ably
 
 PROPERTY = settings(max_examples=150, deadline=None)
@@ -183,15 +183,7 @@ def test_verify_token_request_superscript_ttl_is_an_authentication_error() -> No
         ably.verify_token_request(_request(ttl="²"), KEY_NAME, KEY_SECRET, now_ms=NOW_MS)
 
 
-# -- API keys and capabilities ---------------------------------------------------------------------------------
-
-
-def test_split_api_key() -> None:
-    assert ably.split_api_key("app.key1:s3cr:et") == ("app.key1", "s3cr:et")
-    for bad in ["app.key1", "app.key1:", "appkey1:hunter2"]:
-        with pytest.raises(ConfigError, match=r"APPID\.KEYID:SECRET") as info:
-            ably.split_api_key(bad)
-        assert "hunter2" not in str(info.value)
+# -- capabilities -----------------------------------------------------------------------------------------------
 
 
 def test_canonical_capability_and_parse() -> None:
