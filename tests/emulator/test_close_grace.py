@@ -12,7 +12,7 @@ import pytest
 from relay.emulator.config import App, EmulatorConfig, Webhook
 from relay.emulator.server import EmulatorNode
 
-GRACE = 1.0
+GRACE = 2.0
 
 
 @pytest.fixture
@@ -46,5 +46,6 @@ async def test_the_webhook_grace_is_shared_by_every_app(hanging_receiver: tuple[
     elapsed = time.monotonic() - started
     assert len(received) == 3, "every app's webhook was being sent when the grace began"
     assert all(b"channel_occupied" in request for request in received)
-    # One after another it took three graces (3 s); together, one.
-    assert GRACE * 0.9 <= elapsed < GRACE * 2
+    # One after another they took three graces (6 s); together they take one, and the bound gives a loaded machine
+    # 3 s more while staying under three.
+    assert GRACE * 0.9 <= elapsed < GRACE * 2.5

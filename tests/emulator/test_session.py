@@ -119,14 +119,19 @@ def test_presence_counts_users_not_connections(clock: Clock) -> None:
     assert json.loads(str(third.frames[0]["data"])) == {"user_id": "alice"}
 
 
-def test_client_events_reach_others_only_and_are_rate_limited(clock: Clock) -> None:
-    app = replace(APP, limits=Limits(client_events_per_second=2))
-    state = make_state(clock, app)
+def chat(state: AppState, clock: Clock) -> tuple[Session, RecordingLink, RecordingLink]:
+    """A sender and a receiver on private-chat, their links emptied: the sender, its link, the receiver's link."""
     (sender, sender_link), (receiver, receiver_link) = connect(state, clock, 1), connect(state, clock, 2)
     for session in (sender, receiver):
         auth = channel_auth("key", "secret", session.socket_id, "private-chat")
         send(session, "pusher:subscribe", {"channel": "private-chat", "auth": auth})
     sender_link.take(), receiver_link.take()
+    return sender, sender_link, receiver_link
+
+
+def test_client_events_reach_others_only_and_are_rate_limited(clock: Clock) -> None:
+    app = replace(APP, limits=Limits(client_events_per_second=2))
+    sender, sender_link, receiver_link = chat(make_state(clock, app), clock)
     for _ in range(3):
         send(sender, "client-typing", {"who": "me"}, channel="private-chat")
     assert receiver_link.events() == ["client-typing", "client-typing"]
@@ -139,6 +144,34 @@ def test_client_events_reach_others_only_and_are_rate_limited(clock: Clock) -> N
     send(sender, "client-typing", "again", channel="private-chat")
     assert receiver_link.take() == [{"event": "client-typing", "channel": "private-chat", "data": "again"}]
     assert sender_link.take() == []
+    assert sender_link.closed_with is None
+
+
+def test_the_client_event_limit_holds_in_any_one_second_span(clock: Clock) -> None:
+    """Ten a second means ten in the second before each event, not ten in fixed windows from the first: an event at
+    0 s and nine at 0.75 s leave room for one more at 1 s (the first has just left the last second), not ten, and
+    nine more at 1.75 s. Refused events use none of the budget. (Times in sixteenths of a second: exact floats.)"""
+    sender, sender_link, receiver_link = chat(make_state(clock), clock)
+    start = clock.now
+
+    def ticks_at(offset: float, numbers: range) -> None:
+        clock.now = start + offset
+        for n in numbers:
+            send(sender, "client-tick", {"n": n}, channel="private-chat")
+
+    ticks_at(0, range(1))
+    ticks_at(0.75, range(1, 10))
+    ticks_at(0.9375, range(10, 11))  # the first is still within the last second
+    ticks_at(1.0, range(11, 13))  # it has just left: room for one
+    ticks_at(1.6875, range(13, 14))  # the nine from 0.75 s are still within it
+    ticks_at(1.75, range(14, 24))  # they have just left: room for nine
+    relayed = [json.loads(str(frame["data"]))["n"] for frame in receiver_link.take()]
+    assert relayed == [*range(10), 11, *range(14, 23)]
+    refusal = {
+        "event": "pusher:error",
+        "data": {"code": 4301, "message": "Client event rejected due to rate limit (10/s)"},
+    }
+    assert sender_link.take() == [refusal] * 4  # 10, 12, 13 and 23
     assert sender_link.closed_with is None
 
 
@@ -182,6 +215,12 @@ def test_bad_signin_closes_4009_and_good_signin_succeeds(clock: Clock) -> None:
     send(bad, "pusher:signin", {"user_data": user_data, "auth": "key:0000"})
     assert bad_link.frames[-1]["data"] == {"code": 4009, "message": "Signin failed: signin: invalid signature"}
     assert bad_link.closed_with is not None and bad_link.closed_with[0] == 4009
+    assert state.users == {"42": {"1.1": good}}
+    assert good_link.closed_with is None
+    good_link.take(), bad_link.take()
+    state.publish("#server-to-user-42", "notice", '{"hi":1}')  # the HTTP API's send-to-user
+    assert good_link.take() == [{"event": "notice", "channel": "#server-to-user-42", "data": '{"hi":1}'}]
+    assert bad_link.frames == []
 
 
 def test_malformed_frames_get_non_fatal_errors(clock: Clock) -> None:

@@ -11,6 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from relay.protocol.channels import Limits
 from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
+from tests.operations.support import eventually
 
 
 async def open_client(emulator: RunningEmulator) -> ClientConnection:
@@ -65,10 +66,10 @@ async def test_ten_thousand_subscriptions_stop_at_the_per_connection_limit(start
         },
     }
     assert len(emulator.node.states["1"].channels) == 1_000
-    assert await assert_still_served(emulator) < 1.0
+    assert await assert_still_served(emulator) < 5.0  # served, not starved (each step waits at most 2 s)
     await flooder.close()
-    await asyncio.sleep(0.1)
-    assert emulator.node.states["1"].channels == {}
+    # The close is handled when the server reads it: soon, but not at once on a loaded machine.
+    await eventually(lambda: emulator.node.states["1"].channels == {}, what="the flooder's channels to go")
 
 
 async def test_a_thousand_frames_a_second_are_throttled_without_closing(emulator: RunningEmulator) -> None:
@@ -95,4 +96,4 @@ async def test_a_thousand_frames_a_second_are_throttled_without_closing(emulator
     assert errors[0]["data"] == {"code": 4301, "message": "Too many messages: frames beyond 100/s are dropped"}
     assert len(errors) <= 5  # at most one error a second: the server does not amplify a flood
     assert flooder.close_code is None
-    assert await assert_still_served(emulator) < 1.0
+    assert await assert_still_served(emulator) < 5.0

@@ -96,12 +96,21 @@ def assert_pusher_answer(response: httpx.Response) -> None:
 
 
 async def test_pusher_api_huge_auth_timestamp(emulator: RunningEmulator, caplog: pytest.LogCaptureFixture) -> None:
-    """A signed auth_timestamp too large for a float is a stale timestamp (401), not an OverflowError."""
+    """A signed auth_timestamp too large for a float is a stale timestamp (401), not an OverflowError. Its publish
+    reaches no one; the next valid one does."""
+    watcher = await sentinel(emulator)
     async with httpx.AsyncClient(base_url=emulator.http_url) as client:
         body = b'{"name":"e","channel":"a","data":"x"}'
         response = await pusher_request(client, "POST", "/apps/1/events", body, timestamp="1" + "0" * 400)
-    assert response.status_code == 401, response.text
-    assert_pusher_answer(response)
+        assert response.status_code == 401, response.text
+        assert_pusher_answer(response)
+        assert "check the sender's clock" in response.json()["error"], response.text
+        valid = await pusher_request(client, "POST", "/apps/1/events", b'{"name":"after","channel":"a","data":"y"}')
+        assert valid.status_code == 200, valid.text
+    delivered = await receive(watcher, binary=False)
+    assert delivered["action"] == MESSAGE and [m["name"] for m in delivered["messages"]] == ["after"], delivered
+    await assert_usable(watcher, binary=False)
+    await watcher.close()
     assert_no_traceback(caplog)
 
 
@@ -212,11 +221,14 @@ async def test_ably_rest_limit_with_a_non_decimal_digit(
     emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """'²'.isdigit() is true but int('²') raises: the limit is refused with 40003, not a 500."""
+    watcher = await sentinel(emulator)
     async with httpx.AsyncClient(base_url=emulator.http_url) as client:
         for path in ("/channels", "/channels/a/presence"):
             response = await ably_request(client, "GET", path, params={"limit": "²"})
             assert response.status_code == 400, response.text
             assert response.json()["error"]["code"] == 40003
+    await assert_usable(watcher, binary=False)
+    await watcher.close()
     assert_no_traceback(caplog)
 
 
@@ -265,19 +277,25 @@ async def test_ably_publish_extras_beyond_msgpack_to_a_msgpack_subscriber(
 msgpack_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what msgpack can encode
 
 
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        pytest.param({"Authorization": "Basic é".encode("latin-1")}, 401, 40101, id="basic"),
+        pytest.param({"Authorization": "Bearer é".encode("latin-1")}, 401, 40144, id="bearer"),
+        pytest.param({"X-Ably-ClientId": "é".encode("latin-1")}, 400, 40012, id="client-id"),
+    ],
+)
 async def test_ably_rest_credentials_that_are_not_ascii(
-    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture, headers: dict[str, str | bytes], status: int, code: int
 ) -> None:
     """base64.b64decode raises a plain ValueError (not binascii.Error) for non-ASCII text: invalid credentials."""
+    watcher = await sentinel(emulator)
     async with httpx.AsyncClient(base_url=emulator.http_url) as client:
-        for headers in (
-            {"Authorization": "Basic é".encode("latin-1")},
-            {"Authorization": "Bearer é".encode("latin-1")},
-            {"X-Ably-ClientId": "é".encode("latin-1")},
-        ):
-            response = await ably_request(client, "GET", "/channels", headers=dict(headers))
-            assert response.status_code in (400, 401), response.text
-            assert response.json()["error"]["code"] in (40101, 40144, 40012)
+        response = await ably_request(client, "GET", "/channels", headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    await assert_usable(watcher, binary=False)
+    await watcher.close()
     assert_no_traceback(caplog)
 
 
@@ -466,6 +484,15 @@ async def assert_usable(ws: ClientConnection, *, binary: bool) -> None:
         assert message.get("error", {}).get("code") != 50000, message
 
 
+async def sentinel(emulator: RunningEmulator) -> ClientConnection:
+    """A JSON connection attached to channel "a", opened before a malformed input so that :func:`assert_usable`
+    afterwards shows the server kept serving the others."""
+    ws = await ably_connect(emulator, binary=False)
+    await send(ws, {"action": ATTACH, "channel": "a"}, binary=False)
+    assert (await receive(ws, binary=False))["action"] == ATTACHED
+    return ws
+
+
 async def test_ably_realtime_msgpack_map_with_an_array_key(
     emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -505,6 +532,7 @@ async def test_ably_realtime_access_token_that_is_not_ascii(
 ) -> None:
     """The same ValueError on a realtime connection: at connect it escaped data_received and dropped the socket, in
     AUTH it ended the connection with an internal error."""
+    watcher = await sentinel(emulator)
     ws = await connect(f"ws://127.0.0.1:{emulator.port}/?access_token=%C3%A9&format=json", open_timeout=WAIT)
     refusal = await receive(ws, binary=False)
     assert refusal["action"] == ERROR and refusal["error"]["code"] == 40144, refusal
@@ -514,6 +542,8 @@ async def test_ably_realtime_access_token_that_is_not_ascii(
     reply = await receive(ws, binary=False)
     assert reply["action"] == ERROR and reply["error"]["code"] == 40144, reply
     await ws.close()
+    await assert_usable(watcher, binary=False)
+    await watcher.close()
     assert_no_traceback(caplog)
 
 
@@ -594,10 +624,13 @@ async def test_pusher_handshake_protocol_with_a_non_decimal_digit(
     emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """?protocol=² passed isdigit() and int() raised inside data_received: an invalid version (4006) instead."""
+    watcher = await sentinel(emulator)
     ws = await connect(emulator.ws_url(query="protocol=%C2%B2"), open_timeout=WAIT)
     try:
         frame = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
         assert frame["event"] == "pusher:error" and frame["data"]["code"] == 4006, frame
     finally:
         await ws.close()
+    await assert_usable(watcher, binary=False)
+    await watcher.close()
     assert_no_traceback(caplog)
