@@ -140,7 +140,7 @@ def verify_rest_request(
     skew = int(now) - timestamp  # whole seconds, in integers: a timestamp too big for a float is only stale
     if abs(skew) > window:
         raise StaleTimestamp(
-            f"auth_timestamp is {skew if abs(skew) < 10**12 else 'far'} s from the server's time; "
+            f"auth_timestamp is {f'{skew} s' if abs(skew) < 10**12 else 'far'} from the server's time; "
             f"the window is {window} s, so check the sender's clock"
         )
     supplied_md5 = params.get("body_md5")
