@@ -442,15 +442,14 @@ class AblyApp:
             last = messages[-1]
             state.cache_published(name, last.pusher_event(), last.pusher_data())
         reached = local_reach(state, name, exclude)
-        for message in messages:
-            state.meter.published(name, message.pusher_event(), message.pusher_data(), reached)
+        units = [state.meter.published(name, m.pusher_event(), m.pusher_data(), reached) for m in messages]
         channel = state.channels.get(name)
         if channel is not None:
             # One Pusher event per message; Ably peers get the whole ProtocolMessage with the first one.
             for index, text in enumerate(texts):
                 state.deliver(channel, encode_text(text), exclude, outbound if index == 0 else DELIVERED)
         if state.cluster is not None:  # the other nodes' Ably peers get the same ProtocolMessage (ids, extras)
-            state.cluster.published_ably(state.app.app_id, name, texts, exclude, outbound.fields)
+            state.cluster.published_ably(state.app.app_id, name, texts, exclude, outbound.fields, units)
 
     def from_pusher(self, channel: str, frame: bytes, exclude: str | None) -> Outbound | None:
         """An Ably MESSAGE for a Pusher channel event (``None`` for Pusher's own protocol events)."""

@@ -263,18 +263,20 @@ class AblySession(ForeignPeer):
     # -- output -----------------------------------------------------------------------------------------------
 
     def send_frame(self, frame: bytes) -> None:
+        """Write ``frame`` and meter it as written (compressed when the connection negotiated permessage-deflate):
+        every frame of the session goes through here, and the hub's fan-out counts leave ForeignPeers out."""
         if self.closed:
             return
         self.last_sent = self._clock()
         self._link.write(frame)
+        state = self.state
+        state.meter.fanout(len(frame), 1, state.deflate_saved(frame, (self.socket_id,)))
 
     def send_text(self, text: str) -> None:
         """Pusher protocol text is never sent to an Ably connection (the hub only sends it to signed-in users)."""
 
     def _send(self, message: Mapping[str, Any]) -> None:
-        frame = ws_frame(message, self.binary)
-        self.send_frame(frame)
-        self.state.meter.fanout(len(frame), 1, self.state.deflate_saved(frame, (self.socket_id,)))  # as written
+        self.send_frame(ws_frame(message, self.binary))
 
     def _error_for(self, channel: str | None, error: AblyError) -> None:
         """A channel ERROR: that channel fails, the connection stays."""

@@ -52,7 +52,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from relay.emulator.ably_hub import DELIVERED, LEAVE, PRESENT, Outbound
 from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState
 from relay.emulator.logs import redact_urls
-from relay.emulator.usage import frame_units
 from relay.emulator.wire import encode_text
 from relay.errors import ConfigError
 
@@ -504,11 +503,16 @@ class RedisCluster:
         )
 
     def published_ably(
-        self, app_id: str, channel: str, frame_texts: list[str], exclude: str | None, ably_fields: dict[str, Any]
+        self,
+        app_id: str,
+        channel: str,
+        frame_texts: list[str],
+        exclude: str | None,
+        ably_fields: dict[str, Any],
+        units: list[int],
     ) -> None:
         """An Ably publish: its Pusher events and its ProtocolMessage, so every node's Ably peers get the same
         message (id, extras, serial) rather than one translated back from Pusher (msgpack: data may be bytes)."""
-        units = [frame_units(text) for text in frame_texts]
         try:
             payload = _pack({"texts": frame_texts, "fields": ably_fields})
         except (OverflowError, TypeError, ValueError):  # JSON extras msgpack cannot hold (an integer over 64 bits)

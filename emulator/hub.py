@@ -48,7 +48,8 @@ class ForeignPeer:
 
     The hub hands such a peer what it delivers instead of writing Pusher frame bytes to it: the Pusher frame and the
     ``origin`` the publisher passed (``None`` for a Pusher publish). ``cache`` is shared by the recipients of one
-    delivery, so each encoding is built once.
+    delivery, so each encoding is built once. The peer meters the frames it writes (they differ from the Pusher
+    frame, and it may write none), so the hub's fan-out counts and deflate windows leave it out.
     """
 
     __slots__ = ()
@@ -68,8 +69,16 @@ class ClusterLink(Protocol):
         """A publish (or client event) whose data is ``units`` 5 KiB units, for the other nodes' subscribers."""
 
     def published_ably(
-        self, app_id: str, channel: str, frame_texts: list[str], exclude: str | None, ably_fields: dict[str, Any]
-    ) -> None: ...
+        self,
+        app_id: str,
+        channel: str,
+        frame_texts: list[str],
+        exclude: str | None,
+        ably_fields: dict[str, Any],
+        units: list[int],
+    ) -> None:
+        """An Ably publish: one Pusher event per message (``units``: the 5 KiB units of each one's data) and the
+        ProtocolMessage the other nodes' Ably peers get."""
 
     def channel_occupied(self, app_id: str, channel: str) -> None: ...
 
@@ -127,8 +136,9 @@ class Channel:
     count_pending: bool = False
     count_changed_here: bool = False  # a change of this node's subscribers awaits its subscription_count webhook
     foreign: int = 0  # subscribers that are ForeignPeers: while 0, delivery is the all-Pusher fast path
-    # Subscribers whose connections compress (permessage-deflate), counted by deflate window: a fan-out meters the
-    # bytes it wrote with one look at the compressed frame per window, not one per subscriber.
+    # Subscribers the hub writes its frames to (not ForeignPeers) whose connections compress (permessage-deflate),
+    # counted by deflate window: a fan-out meters the bytes it wrote with one look at the compressed frame per window,
+    # not one per subscriber.
     deflate_windows: dict[int, int] = field(default_factory=dict)
     _peers: tuple[Peer, ...] | None = field(default=None, init=False, repr=False)
 
@@ -265,13 +275,14 @@ class AppState:
             elif not self.webhooks.cancel_delayed(("vacated", name)):
                 self.webhooks.emit({"name": "channel_occupied", "channel": name})
         channel.add(peer)
-        window = self.compressing.get(peer.socket_id)
-        if window is not None:
-            channel.deflate_windows[window] = channel.deflate_windows.get(window, 0) + 1
         self.meter.subscribed(name, peer.socket_id, len(channel.subscribers), member.user_id if member else None)
         if isinstance(peer, ForeignPeer):
             channel.foreign += 1
-        elif member is not None:
+            return channel
+        window = self.compressing.get(peer.socket_id)
+        if window is not None:
+            channel.deflate_windows[window] = channel.deflate_windows.get(window, 0) + 1
+        if member is not None:
             if self.foreign_presence is not None:
                 entry = channel.members.get(member.user_id)  # a user's info is its first connection's, as in Pusher
                 info = member.user_info_json if entry is None else entry.user_info_json
@@ -301,19 +312,20 @@ class AppState:
         channel = self.channels.get(name)
         if channel is None or channel.remove(peer.socket_id) is None:
             return
-        window = self.compressing.get(peer.socket_id)
-        if window is not None:
-            left = channel.deflate_windows.pop(window) - 1
-            if left:
-                channel.deflate_windows[window] = left
         self.meter.unsubscribed(name, peer.socket_id, len(channel.subscribers))
         if isinstance(peer, ForeignPeer):
             channel.foreign -= 1
-        elif member_id is not None:
-            if self.foreign_presence is not None:
-                info = channel.members[member_id].user_info_json
-                self.foreign_presence.pusher_member(channel, peer.socket_id, member_id, info, entered=False)
-            self.leave_member(channel, member_id)
+        else:
+            window = self.compressing.get(peer.socket_id)
+            if window is not None:
+                left = channel.deflate_windows.pop(window) - 1
+                if left:
+                    channel.deflate_windows[window] = left
+            if member_id is not None:
+                if self.foreign_presence is not None:
+                    info = channel.members[member_id].user_info_json
+                    self.foreign_presence.pusher_member(channel, peer.socket_id, member_id, info, entered=False)
+                self.leave_member(channel, member_id)
         if channel.subscribers:
             self.subscription_count_changed(channel)
             return
@@ -414,24 +426,29 @@ class AppState:
             self.deliver(channel, frame, exclude, origin)
 
     def deliver(self, channel: Channel, frame: bytes, exclude: str | None = None, origin: object = None) -> None:
-        """Write ``frame`` to every subscriber but ``exclude``; ForeignPeers get ``origin`` to encode their own."""
+        """Write ``frame`` to every subscriber but ``exclude`` and meter it; ForeignPeers get ``origin`` to encode
+        (and meter) their own."""
+        skip = channel.subscribers.get(exclude) if exclude is not None else None
         if channel.foreign:
-            self._deliver_mixed(channel, frame, exclude, origin)
+            self._deliver_mixed(channel, frame, skip, exclude, origin)
+            if isinstance(skip, ForeignPeer):
+                skip = None  # not one the hub writes to: the counts below leave it out already
+            reached = len(channel.subscribers) - channel.foreign - (skip is not None)
         else:
-            skip = channel.subscribers.get(exclude) if exclude is not None else None
             for peer in channel.peers():
                 if peer is not skip:
                     peer.send_frame(frame)
+            reached = recipients(channel.subscribers, exclude)
         saved = 0
         if channel.deflate_windows:  # after the writes, which compressed the frame (once per window): looked up here
-            excluded = self.compressing.get(exclude) if exclude is not None and exclude in channel.subscribers else None
+            excluded = self.compressing.get(skip.socket_id) if skip is not None else None
             size = len(frame)
             for window, count in channel.deflate_windows.items():
                 if window == excluded:
                     count -= 1
                 if count:
                     saved += (size - len(deflated(frame, window))) * count
-        self.meter.fanout(len(frame), recipients(channel.subscribers, exclude), saved)
+        self.meter.fanout(len(frame), reached, saved)
 
     def deflate_saved(self, frame: bytes, socket_ids: Iterable[str]) -> int:
         """The bytes permessage-deflate took off ``frame`` written to each of ``socket_ids``: a look per connection,
@@ -444,9 +461,10 @@ class AppState:
         windows = (compressing.get(socket_id) for socket_id in socket_ids)
         return sum(size - len(deflated(frame, window)) for window in windows if window is not None)
 
-    def _deliver_mixed(self, channel: Channel, frame: bytes, exclude: str | None, origin: object) -> None:
+    def _deliver_mixed(
+        self, channel: Channel, frame: bytes, skip: Peer | None, exclude: str | None, origin: object
+    ) -> None:
         cache: dict[object, object] = {}
-        skip = channel.subscribers.get(exclude) if exclude is not None else None
         for peer in channel.peers():
             if peer is skip:
                 continue

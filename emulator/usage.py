@@ -1,8 +1,9 @@
 """The usage meter: what one app did, per UTC day, counted the way hosted providers bill it.
 
 The hub and the sessions call an :class:`AppMeter` at each event (one call per publish, subscribe or connection, never
-one per recipient: a fan-out is counted as ``len(frame) * recipients``, less what permessage-deflate took off the
-frames of the recipients that compress, counted once per deflate window). The meter keeps
+one per Pusher recipient: a fan-out is counted as ``len(frame) * recipients``, less what permessage-deflate took off
+the frames of the recipients that compress, counted once per deflate window; an Ably connection, written frames of its
+own protocol, counts each frame it writes). The meter keeps
 
 - lifetime totals, exported by ``/metrics``;
 - one :class:`DayUsage` per UTC day, exported by ``/usage`` and ``relay emulator --usage-file`` in the usage-file
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import json
 import math
 import re
 import time
@@ -53,12 +53,6 @@ Peaks = dict[str, dict[str, dict[str, int]]]
 def units_5kib(size: int) -> int:
     """Whole 5 KiB units of a message of ``size`` bytes, at least one (an empty message counts)."""
     return -(-size // 5120) or 1
-
-
-def frame_units(frame_text: str) -> int:
-    """The 5 KiB units of the data of a channel event frame (``relay.protocol.frames.channel_event``)."""
-    data = json.loads(frame_text).get("data")
-    return units_5kib(utf8_length(data) if isinstance(data, str) else 0)
 
 
 def recipients(subscribers: Collection[str], exclude: str | None = None) -> int:
