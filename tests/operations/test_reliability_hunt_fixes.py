@@ -13,13 +13,14 @@ import random
 import signal
 import struct
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -212,12 +213,7 @@ OCCUPIED = frozenset({"channel_occupied"})  # no channel_vacated sent at the end
 class TricklingReceiver(Receiver):
     """Answers 200 with a 100-byte body sent a byte at a time (50 s in all), as long as the client stays."""
 
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def trickle(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.body":
                 return
