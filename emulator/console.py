@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from relay.emulator import metrics
 from relay.emulator.config import unprefixed
+from relay.emulator.descriptors import open_files
 from relay.emulator.http_api import Response, error_response, json_response, method_not_allowed
 from relay.emulator.limits import TokenBucket
 from relay.emulator.usage import local_reach, usage_document, usage_summary
@@ -142,7 +143,14 @@ class Operations:
         if path == "/metrics":
             cluster = self.node.cluster
             lost = 0 if cluster is None else cluster.lost_operations
-            text = metrics.render(self.node.states.values(), self.metrics, ready=self.ready, cluster_lost=lost)
+            text = metrics.render(
+                self.node.states.values(),
+                self.metrics,
+                ready=self.ready,
+                cluster_lost=lost,
+                open_files=open_files(),
+                open_files_limit=self.node.open_files_limit,
+            )
             return Response(200, text.encode(), (("Content-Type", metrics.CONTENT_TYPE),))
         if path == "/usage":
             meters = [state.meter for state in self.node.states.values()]

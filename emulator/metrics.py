@@ -102,8 +102,17 @@ class _Writer:
         self.lines.append(f"{name}_count {histogram.count}")
 
 
-def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool, cluster_lost: int = 0) -> str:
-    """The exposition text for every app and the node (``cluster_lost``: Redis operations this node lost)."""
+def render(
+    states: Iterable[AppState],
+    node: NodeMetrics,
+    *,
+    ready: bool,
+    cluster_lost: int = 0,
+    open_files: int | None = None,
+    open_files_limit: int | None = None,
+) -> str:
+    """The exposition text for every app and the node (``cluster_lost``: Redis operations this node lost;
+    ``open_files`` and its limit: the process's descriptors, left out where unknown or unlimited)."""
     apps = list(states)
     out = _Writer()
 
@@ -173,6 +182,10 @@ def render(states: Iterable[AppState], node: NodeMetrics, *, ready: bool, cluste
         "Cluster operations lost to a Redis error, then reconciled (always 0 without --redis-url)",
         [({}, cluster_lost)],
     )
+    if open_files is not None:  # the names Prometheus' client libraries give them, which dashboards expect
+        out.family("process_open_fds", "gauge", "Open file descriptors", [({}, open_files)])
+    if open_files_limit is not None:
+        out.family("process_max_fds", "gauge", "Maximum number of open file descriptors", [({}, open_files_limit)])
     out.histogram(
         "relay_publish_to_write_seconds",
         "Time from a complete HTTP publish request to its frames written to every subscriber's socket",

@@ -14,6 +14,7 @@ import random
 import re
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from relay.emulator.ably import AblyNode
 from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import EmulatorConfig, unprefixed
 from relay.emulator.console import STREAMING, Operations
+from relay.emulator.descriptors import crowded_at, open_files_limit
 from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response, method_not_allowed
 from relay.emulator.hub import AppState
 from relay.emulator.session import OVER_CAPACITY, Session
@@ -51,6 +53,7 @@ log = logging.getLogger("relay.emulator")
 logging.getLogger("websockets.server").setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 3.0
+CROWDED_WARNING_INTERVAL = 60.0  # seconds between warnings that connections near the open-file limit
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
 # A read larger than this is parsed in pieces of this size, so that a head cannot pass MAX_HEAD_BYTES unmeasured by
 # arriving with other requests in one read (see HttpConnection.on_message_begin).
@@ -111,6 +114,10 @@ class EmulatorNode:
         self.api: HttpApi | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.connections: set[HttpConnection] = set()
+        # Past this many connections the process nears its open-file limit (set at start): see _connections_crowded.
+        self.open_files_limit: int | None = None
+        self.crowded_at = sys.maxsize
+        self._crowded_warned_at: float | None = None
         # Connections still speaking HTTP (not WebSockets, not console streams), swept for their timeouts.
         self.http_connections: set[HttpConnection] = set()
         self.http_idle_timeout = http_idle_timeout
@@ -148,6 +155,8 @@ class EmulatorNode:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.open_files_limit = open_files_limit()
+        self.crowded_at = crowded_at(self.open_files_limit) or sys.maxsize
         self._http = httpx.AsyncClient(timeout=10.0)
         if self.config.redis_url is not None:
             from relay.emulator.cluster import ClusterSettings, RedisCluster  # the optional extra relay[redis]
@@ -175,6 +184,21 @@ class EmulatorNode:
         self._sweeper = asyncio.create_task(self._sweep_liveness())
         self.http_clock = loop.time()
         self._http_sweeper = asyncio.create_task(self._sweep_http())
+
+    def connections_crowded(self) -> None:
+        """Connections near the open-file limit: say so (once a minute at most), as past it the kernel refuses them
+        and libuv drops them unanswered, unlogged."""
+        now = time.monotonic()
+        if self._crowded_warned_at is not None and now - self._crowded_warned_at < CROWDED_WARNING_INTERVAL:
+            return
+        self._crowded_warned_at = now
+        log.warning(
+            "%d connections open, near the open-file limit of %s: connections past it are dropped unanswered; "
+            "raise it (ulimit -n, or LimitNOFILE= in a systemd unit)",
+            len(self.connections),
+            self.open_files_limit,
+            extra={"connections": len(self.connections), "open_files_limit": self.open_files_limit},
+        )
 
     def new_socket_id(self) -> str:
         return make_socket_id(self.node_id, next(self._socket_counter))
@@ -261,8 +285,11 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
         # Past this much unsent output the client is not reading what it is sent: see pause_writing.
         transport.set_write_buffer_limits(high=self.node.config.max_send_buffer)  # type: ignore[attr-defined]
-        self.node.connections.add(self)
-        self.node.http_connections.add(self)
+        node = self.node
+        node.connections.add(self)
+        node.http_connections.add(self)
+        if len(node.connections) >= node.crowded_at:
+            node.connections_crowded()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.node.connections.discard(self)

@@ -117,6 +117,7 @@ async def serve_until_signalled(node: EmulatorNode, server: asyncio.Server) -> N
             "tls": node.config.tls_cert is not None,
             "apps": [state.app.app_id for state in node.states.values()],
             "node_id": node.node_id,
+            "open_files_limit": node.open_files_limit,
         },
     )
 

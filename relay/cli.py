@@ -163,9 +163,13 @@ def cannot_listen(host: str, port: int, exc: OSError, fix: str = "") -> ConfigEr
 async def _serve_emulator(
     config: EmulatorConfig, sock: socket.socket | None, *, announce: bool, ready: Callable[[], None] | None = None
 ) -> None:
-    from relay.emulator.server import EmulatorNode, start_server
+    from relay.emulator.descriptors import raise_open_files_limit
+    from relay.emulator.server import EmulatorNode, log, start_server
     from relay.emulator.shutdown import serve_until_signalled
 
+    raised = raise_open_files_limit()  # each connection is a descriptor: the soft limit (often 1024) would cap them
+    if raised is not None:
+        log.info("open-file limit raised from %d to %d", *raised, extra={"before": raised[0], "after": raised[1]})
     node = EmulatorNode(config)
     try:
         server = await start_server(node, sock=sock)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 LISTENING = re.compile(r"listening on https?://(?:\[[^\]]+\]|[^:]+):(\d+)")
@@ -26,13 +28,20 @@ class EmulatorProcess:
 
     @classmethod
     async def start(
-        cls, *args: str, port: int = 0, env: dict[str, str] | None = None, within: float = 20.0
+        cls,
+        *args: str,
+        port: int = 0,
+        env: dict[str, str] | None = None,
+        within: float = 20.0,
+        open_files: tuple[int, int] | None = None,
     ) -> EmulatorProcess:
         """Run ``relay emulator ARGS --port PORT`` (0: a free port; a fixed one to restart on the same port), with
-        ``env`` added to this process's environment, and wait for its banner."""
+        ``env`` added to this process's environment and ``open_files`` as its (soft, hard) open-file limits, and
+        wait for its banner."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "relay.cli", "emulator", *args, "--port", str(port),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
+            preexec_fn=None if open_files is None else partial(resource.setrlimit, resource.RLIMIT_NOFILE, open_files),
         )  # fmt: skip
         running = cls(process)
         running._readers = [

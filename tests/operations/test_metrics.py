@@ -7,6 +7,7 @@ import contextlib
 import math
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,7 @@ from tests.conftest import StartEmulator
 from tests.operations.support import APP, api, eventually, publish, ws_client
 from tests.webhook_receiver import StartReceiver
 
+METRICS_DOC = Path(__file__).parents[2] / "docs" / "emulator.md"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -159,3 +161,17 @@ async def test_metrics_samples_belong_to_the_family_their_type_line_names(start_
                 untyped.append(name)
     assert types["relay_publishes_total"] == "counter"  # the page was read, with its families
     assert untyped == []
+
+
+async def test_every_metric_served_is_in_the_docs_table_with_its_type(start_emulator: StartEmulator) -> None:
+    """docs/emulator.md "Metrics and health checks" lists each family /metrics serves, with its type."""
+    node = await start_emulator(app=APP)
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{node.http_url}/metrics")).text
+    served = dict(line.split(" ", 3)[2:] for line in text.splitlines() if line.startswith("# TYPE "))
+    documented: dict[str, str] = {}
+    for row in re.findall(r"^\| (`relay_.*|`process_.*)$", METRICS_DOC.read_text(), re.MULTILINE):
+        names, kind = row.split(" | ")[:2]
+        documented.update((name, kind) for name in re.findall(r"`([a-z_]+)`", names))
+    assert "process_max_fds" in served
+    assert served == documented

@@ -1,0 +1,73 @@
+"""Open files: every connection holds one descriptor, so the process's open-file limit is its connection limit.
+
+Linux starts services with a soft limit of 1024 (the hard limit is usually far higher), and past it the kernel refuses
+``accept`` while libuv quietly accepts and drops the waiting connections: clients see a closed socket and nothing is
+logged. So the CLI raises the soft limit to the hard one at start, and the node warns when its connections come near
+the limit it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("relay.emulator")
+
+# What the soft limit is raised to when the hard limit is unlimited: Linux's default fs.nr_open, which no
+# per-process limit may exceed anyway.
+UNLIMITED_CEILING = 1 << 20
+# Descriptors the process holds besides its connections (listening sockets, the event loop, stdio, logs, Redis,
+# webhook connections): a warning leaves at least this many, or a tenth of the limit, free.
+SPARE_DESCRIPTORS = 32
+
+
+def soft_limit_wanted(soft: int, hard: int, unlimited: int) -> int:
+    """The soft open-file limit to ask for: the hard limit (``unlimited`` is the platform's RLIM_INFINITY), never
+    lower than ``soft``."""
+    if soft == unlimited:
+        return soft
+    ceiling = UNLIMITED_CEILING if hard == unlimited else hard
+    return max(soft, ceiling)
+
+
+def crowded_at(limit: int | None) -> int | None:
+    """How many open connections come near an open-file limit of ``limit`` (None: no limit, no warning)."""
+    if limit is None:
+        return None
+    return max(1, limit - max(SPARE_DESCRIPTORS, limit // 10))
+
+
+def open_files_limit() -> int | None:
+    """The process's soft open-file limit; None where it is unlimited or the platform has none."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def raise_open_files_limit() -> tuple[int, int] | None:
+    """Raise the soft open-file limit to the hard one; returns (before, after) when it changed."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = soft_limit_wanted(soft, hard, resource.RLIM_INFINITY)
+    if wanted == soft:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:  # macOS caps it below an unlimited hard limit (kern.maxfilesperproc)
+        log.info("open-file limit left at %s: %s", soft, exc)
+        return None
+    return soft, wanted
+
+
+def open_files() -> int | None:
+    """How many descriptors the process has open, where the platform says (Linux's /proc)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None

@@ -1,0 +1,163 @@
+"""Open files: ``relay emulator`` raises its soft open-file limit to the hard one (each connection is a descriptor,
+and services start with 1024), warns when its connections come near the limit it has, and reports both in /metrics.
+Past the limit new connections are dropped while the open ones keep being served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import resource
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidMessage
+
+from relay.emulator.descriptors import UNLIMITED_CEILING, crowded_at, soft_limit_wanted
+from relay.protocol.signing import sign_rest_request
+from tests.emulator_process import EmulatorProcess
+from tests.operations.support import APP, Client, publish, ws_client
+from tests.operations.test_metrics import scrape
+
+CREDENTIALS = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]
+INFINITY = resource.RLIM_INFINITY
+CROWDED = "near the open-file limit"
+
+if not Path("/proc/self/fd").is_dir():
+    pytest.skip("counting open descriptors needs Linux's /proc", allow_module_level=True)
+
+
+def test_the_soft_limit_wanted_is_the_hard_one() -> None:
+    assert soft_limit_wanted(1024, 524_288, INFINITY) == 524_288
+    assert soft_limit_wanted(1024, 1024, INFINITY) == 1024
+    assert soft_limit_wanted(1024, INFINITY, INFINITY) == UNLIMITED_CEILING
+    assert soft_limit_wanted(2 * UNLIMITED_CEILING, INFINITY, INFINITY) == 2 * UNLIMITED_CEILING
+    assert soft_limit_wanted(INFINITY, INFINITY, INFINITY) == INFINITY
+
+
+def test_crowding_leaves_a_tenth_of_the_limit_or_32_descriptors_free() -> None:
+    assert crowded_at(None) is None
+    assert crowded_at(100) == 68
+    assert crowded_at(1024) == 922
+    assert crowded_at(1_048_576) == 943_719
+    assert crowded_at(20) == 1
+
+
+def soft_open_files_limit(pid: int) -> int:
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    match = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.MULTILINE)
+    assert match is not None, limits
+    return int(match.group(1))
+
+
+async def test_the_soft_limit_is_raised_to_the_hard_one_so_connections_can_outnumber_it() -> None:
+    relay = await EmulatorProcess.start(*CREDENTIALS, open_files=(64, 4096))
+    clients = []
+    try:
+        line = await relay.wait_for_output(r"open-file limit raised")
+        assert "open-file limit raised from 64 to 4096" in line
+        assert "open_files_limit=4096" in await relay.wait_for_output("emulator listening")
+        assert soft_open_files_limit(relay.process.pid) == 4096
+        url = f"ws://127.0.0.1:{relay.port}/app/{APP.key}?protocol=7"
+        clients = list(await asyncio.gather(*(ws_client(url) for _ in range(100))))
+        for client in (clients[0], clients[-1]):
+            await client.subscribe("news", APP)
+        await publish(f"http://127.0.0.1:{relay.port}", APP, "news", "update", "past 64")
+        for client in (clients[0], clients[-1]):
+            assert (await client.expect("update"))["data"] == "past 64"
+        samples, kinds = await scrape(f"http://127.0.0.1:{relay.port}")
+        assert kinds["process_max_fds"] == "gauge"
+        assert samples[("process_max_fds", ())] == 4096
+        assert samples[("process_open_fds", ())] >= 100
+        assert not any(CROWDED in line for line in relay.stderr)
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        await relay.kill()
+
+
+def raw_connection(port: int) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+    connection.setblocking(False)
+    return connection
+
+
+async def dropped(connection: socket.socket) -> bool:
+    """Whether the server closed ``connection`` (it was accepted past the limit) rather than left it open."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.wait_for(loop.sock_recv(connection, 1), 0.5) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+async def connect_when_freed(url: str, within: float = 5.0) -> Client:
+    """A client connected once the server has seen the flood's connections close and freed their descriptors."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await ws_client(url)
+        except InvalidMessage:  # dropped: the descriptors are not free yet
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def publish_on(http: httpx.AsyncClient, data: str) -> None:
+    """A signed publish to ``news`` on ``http``'s kept-alive connection, which a full descriptor table leaves open."""
+    path = f"/apps/{APP.app_id}/events"
+    body = json.dumps({"name": "update", "channel": "news", "data": data}).encode()
+    params = sign_rest_request(APP.key, APP.secret, "POST", path, timestamp=int(time.time()), body=body)
+    response = await http.post(path, params=params, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+
+
+async def test_near_the_limit_it_warns_once_and_past_it_drops_new_connections_but_serves_the_open_ones() -> None:
+    relay = await EmulatorProcess.start(*CREDENTIALS, "--log-json", open_files=(100, 100))
+    flood: list[socket.socket] = []
+    stack = contextlib.AsyncExitStack()
+    try:
+        assert not any("open-file limit raised" in line for line in relay.stderr)
+        base, url = f"http://127.0.0.1:{relay.port}", f"ws://127.0.0.1:{relay.port}/app/{APP.key}?protocol=7"
+        sentinel = await ws_client(url)
+        await sentinel.subscribe("news", APP)
+        publisher = await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=5))
+        await publish_on(publisher, "before the flood")
+        assert (await sentinel.expect("update"))["data"] == "before the flood"
+        for _ in range(80):  # the warning comes at 68 connections
+            flood.append(raw_connection(relay.port))
+        warning = json.loads(await relay.wait_for_output(CROWDED))
+        assert warning["level"] == "warning"
+        assert warning["open_files_limit"] == 100
+        assert warning["connections"] == 68
+        assert "raise it (ulimit -n, or LimitNOFILE= in a systemd unit)" in warning["msg"]
+
+        for _ in range(40):  # past 100 descriptors
+            flood.append(raw_connection(relay.port))
+        outcomes = await asyncio.gather(*(dropped(connection) for connection in flood[80:]))
+        assert any(outcomes), "no connection past the open-file limit was dropped"
+        assert not any(await asyncio.gather(*(dropped(connection) for connection in flood[:60])))
+
+        await publish_on(publisher, "still served")
+        assert (await sentinel.expect("update"))["data"] == "still served"
+        assert sum(CROWDED in line for line in relay.stderr) == 1  # once a minute at most
+
+        for connection in flood:
+            connection.close()
+        flood.clear()
+        late = await connect_when_freed(url)
+        await late.subscribe("news", APP)
+        await publish(base, APP, "news", "update", "after the flood")
+        assert (await late.expect("update"))["data"] == "after the flood"
+    finally:
+        for connection in flood:
+            connection.close()
+        await stack.aclose()
+        await relay.kill()
