@@ -562,9 +562,8 @@ def connection_refusal(
         return ERROR, AblyError(40300, refused)
     if draining:
         return DISCONNECTED, AblyError(80003, "Server is shutting down; reconnect")
-    limit = settings.max_connections
-    if limit is not None and len(app.state.peers) >= limit:
-        return ERROR, AblyError(40111, f"Connection limit of {limit} exceeded")
+    if app.state.over_connection_quota():
+        return ERROR, AblyError(40111, f"Connection limit of {settings.max_connections} exceeded")
     return None
 
 

@@ -174,6 +174,8 @@ class NodeState:
     ably_members: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
     # The channels this node counts in the channel counters (its `channel_occupied` without a `channel_vacated`).
     occupied: set[tuple[str, str]] = field(default_factory=set)
+    # app → the node's connections, for the apps with a connection quota.
+    connections: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, fields: Mapping[str, str]) -> NodeState:
@@ -195,6 +197,8 @@ class NodeState:
                     state.users.add((app_id, json.loads(tail)))
                 elif kind == "o":
                     state.occupied.add((app_id, tail))
+                elif kind == "n":
+                    state.connections[app_id] = int(value)
             except (ValueError, TypeError):
                 log.warning("unreadable field in a node's state skipped: %.200r", key)
         return state
@@ -210,6 +214,8 @@ class NodeState:
                 for user_id, entry in channel.members.items():
                     node.members[(app_id, name, user_id)] = entry.user_info_json
             node.users.update((app_id, user_id) for user_id in state.users)
+            if state.app.max_connections is not None and state.peers:
+                node.connections[app_id] = len(state.peers)
             if state.foreign_presence is not None:
                 for name, item in state.foreign_presence.held():
                     key = (app_id, name, item["connectionId"], item["clientId"])
@@ -222,6 +228,7 @@ class NodeState:
             subscriptions={name: count for (app, name), count in self.subscriptions.items() if app == app_id},
             members={(name, user_id): info for (app, name, user_id), info in self.members.items() if app == app_id},
             users={user_id for app, user_id in self.users if app == app_id},
+            connections=self.connections.get(app_id, 0),
             ably_members={
                 (name, connection_id, client_id): _ably_member(item)
                 for (app, name, connection_id, client_id), item in self.ably_members.items()
@@ -235,11 +242,16 @@ class NodeState:
         encoded.update({_user_field(*key): "1" for key in self.users})
         encoded.update({_ably_member_field(*key): item for key, item in self.ably_members.items()})
         encoded.update({_occupied_field(*key): "1" for key in self.occupied})
+        encoded.update({_connections_field(app_id): str(count) for app_id, count in self.connections.items()})
         return encoded
 
 
 def _occupied_field(app_id: str, channel: str) -> str:
     return _SEP.join(("o", app_id, channel))
+
+
+def _connections_field(app_id: str) -> str:
+    return _SEP.join(("n", app_id, ""))
 
 
 def _member_field(app_id: str, channel: str, user_id: str) -> str:
@@ -311,6 +323,10 @@ class ClusterSettings:
 Operation = Callable[[Any], Awaitable[None]]
 
 
+async def _nothing(pipe: Any) -> None:
+    """Queued to wake the writer, which sends the coalesced counts with its next batch."""
+
+
 class RedisCluster:
     """The bus and shared state of one node; implements :class:`~relay.emulator.hub.ClusterLink`."""
 
@@ -327,7 +343,9 @@ class RedisCluster:
         # Delayed webhooks, by pending key: the timer, the app, the webhook, the hold's id.
         self._held: dict[str, tuple[asyncio.TimerHandle, str, dict[str, object], str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._dirty_counts: dict[tuple[str, str], int] = {}
+        # Counts announced once per write cycle, whatever the churn: (app, channel) → the channel's subscribers here,
+        # (app, None) → the app's connections here.
+        self._dirty_counts: dict[tuple[str, str | None], int] = {}
         self._count_script = self._redis.register_script(_COUNT_SCRIPT)
         self._release_script = self._redis.register_script(_RELEASE_SCRIPT)
         self._sweep_script = self._redis.register_script(_SWEEP_SCRIPT)
@@ -557,13 +575,12 @@ class RedisCluster:
         self._enqueue(vacate)
 
     def subscription_count(self, app_id: str, channel: str, local_count: int) -> None:
-        # Counts are coalesced: one announcement per channel per write cycle, whatever the churn.
         self._dirty_counts[(app_id, channel)] = local_count
+        self._enqueue(_nothing)
 
-        async def nothing(pipe: Any) -> None:
-            return None
-
-        self._enqueue(nothing)
+    def connection_count(self, app_id: str, local_count: int) -> None:
+        self._dirty_counts[(app_id, None)] = local_count
+        self._enqueue(_nothing)
 
     def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None:
         field_name = _member_field(app_id, channel, user_id)
@@ -746,7 +763,9 @@ class RedisCluster:
                 for _ in queued:
                     self._queue.task_done()
 
-    async def _run(self, batch: _Batch, operations: list[Operation], counts: Mapping[tuple[str, str], int]) -> None:
+    async def _run(
+        self, batch: _Batch, operations: list[Operation], counts: Mapping[tuple[str, str | None], int]
+    ) -> None:
         batch.counts = 0
         token = _BATCH.set(batch)
         try:
@@ -759,7 +778,11 @@ class RedisCluster:
             _BATCH.reset(token)
 
     async def _failed(
-        self, batch: _Batch, operations: list[Operation], counts: Mapping[tuple[str, str], int], exc: BaseException
+        self,
+        batch: _Batch,
+        operations: list[Operation],
+        counts: Mapping[tuple[str, str | None], int],
+        exc: BaseException,
     ) -> None:
         """A batch failed. A dropped connection (an idle timeout, a CLIENT KILL) with Redis still there: run it once
         more on a fresh connection; each operation may run twice (a count answers what its first run did, and a
@@ -797,14 +820,17 @@ class RedisCluster:
             return True
         return False
 
-    def _flush_counts(self, pipe: Any, counts: Mapping[tuple[str, str], int]) -> None:
+    def _flush_counts(self, pipe: Any, counts: Mapping[tuple[str, str | None], int]) -> None:
         for (app_id, channel), count in counts.items():
-            field_name = _SEP.join(("s", app_id, channel))
+            if channel is None:
+                field_name, announced = _connections_field(app_id), ["n", self.node_id, app_id, count]
+            else:
+                field_name, announced = _SEP.join(("s", app_id, channel)), ["s", self.node_id, app_id, channel, count]
             if count > 0:
                 pipe.hset(self._key("nodestate", self.node_id), field_name, count)
             else:
                 pipe.hdel(self._key("nodestate", self.node_id), field_name)
-            pipe.publish(self.bus, "J" + json.dumps(["s", self.node_id, app_id, channel, count]))
+            pipe.publish(self.bus, "J" + json.dumps(announced))
 
     async def _recover(self, exc: BaseException) -> None:
         """After a failed Redis call: if Redis is really gone, wait for it, then subscribe and register anew."""
@@ -954,6 +980,8 @@ class RedisCluster:
         self._known_nodes.add(node)
         if kind == "s":
             state.remote_subscriptions(node, args[1], args[2])
+        elif kind == "n":
+            state.remote_connection_count(node, args[1])
         elif kind == "m+":
             state.remote_member_joined(node, args[1], args[2], args[3])
         elif kind == "m-":

@@ -86,6 +86,9 @@ class ClusterLink(Protocol):
 
     def subscription_count(self, app_id: str, channel: str, local_count: int) -> None: ...
 
+    def connection_count(self, app_id: str, local_count: int) -> None:
+        """This node's connections to an app with a connection quota, which the quota counts on every node."""
+
     def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None: ...
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None: ...
@@ -166,6 +169,7 @@ class RemoteState:
     subscriptions: dict[str, dict[int, int]] = field(default_factory=dict)
     members: dict[str, dict[str, dict[int, str]]] = field(default_factory=dict)
     users: dict[str, set[int]] = field(default_factory=dict)
+    connections: dict[int, int] = field(default_factory=dict)  # node → its connections (apps with a quota)
 
     def subscription_count(self, channel: str) -> int:
         return sum(self.subscriptions.get(channel, {}).values())
@@ -178,6 +182,7 @@ class RemoteState:
         found = {node for counts in self.subscriptions.values() for node in counts}
         found.update(node for users in self.members.values() for nodes in users.values() for node in nodes)
         found.update(node for nodes in self.users.values() for node in nodes)
+        found.update(self.connections)
         return found
 
 
@@ -188,6 +193,7 @@ class AppHolding:
     subscriptions: dict[str, int] = field(default_factory=dict)  # channel → the node's subscribers
     members: dict[tuple[str, str], str] = field(default_factory=dict)  # (channel, user id) → user_info JSON
     users: set[str] = field(default_factory=set)  # signed-in user ids
+    connections: int = 0  # announced only for an app with a connection quota
     # Ably members: (channel, connection id, client id) → their PRESENT item.
     ably_members: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -224,11 +230,26 @@ class AppState:
     def connect(self, peer: Peer) -> None:
         self.peers[peer.socket_id] = peer
         self.meter.connected(peer.socket_id)
+        if self.cluster is not None and self.app.max_connections is not None:
+            self.cluster.connection_count(self.app.app_id, len(self.peers))
 
     def disconnect(self, peer: Peer) -> None:
-        self.peers.pop(peer.socket_id, None)
+        gone = self.peers.pop(peer.socket_id, None)
+        if gone is not None and self.cluster is not None and self.app.max_connections is not None:
+            self.cluster.connection_count(self.app.app_id, len(self.peers))
         self.compressing.pop(peer.socket_id, None)
         self.meter.disconnected(peer.socket_id)
+
+    def over_connection_quota(self) -> bool:
+        """Whether the app's connections on every node (as the others last announced theirs) reach its quota."""
+        limit = self.app.max_connections
+        return limit is not None and len(self.peers) + sum(self.remote.connections.values()) >= limit
+
+    def remote_connection_count(self, node: int, count: int) -> None:
+        if count > 0:
+            self.remote.connections[node] = count
+        else:
+            self.remote.connections.pop(node, None)
 
     # -- cluster-wide views -----------------------------------------------------------------------------------
 
@@ -623,6 +644,7 @@ class AppState:
                 self.remote_member_left(node, name, user_id)
         for user_id in [uid for uid, nodes in self.remote.users.items() if node in nodes]:
             self.remote_user(node, user_id, False)
+        self.remote.connections.pop(node, None)
         if self.foreign_presence is not None:
             self.foreign_presence.forget_node(node)
 
@@ -648,6 +670,7 @@ class AppState:
         for user_id in held.users:
             if node not in remote.users.get(user_id, set()):
                 self.remote_user(node, user_id, True)
+        self.remote_connection_count(node, held.connections)
         if self.foreign_presence is not None:
             self.foreign_presence.remote_snapshot(node, held.ably_members)
 

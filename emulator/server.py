@@ -823,9 +823,8 @@ def pusher_admission(
         return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
     if not 5 <= int(protocol) <= 7:
         return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}; use 5 to 7"
-    limit = app.max_connections
-    if limit is not None and len(state.peers) >= limit:
-        return ErrorCode.OVER_CONNECTION_QUOTA, f"Application is over connection quota ({limit})"
+    if state.over_connection_quota():
+        return ErrorCode.OVER_CONNECTION_QUOTA, f"Application is over connection quota ({app.max_connections})"
     return state
 
 
