@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from ably import AblyRealtime, AblyRest  # type: ignore[import-untyped]
-from websockets.exceptions import InvalidMessage
+from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
@@ -34,6 +34,7 @@ from tests.operations.support import (
 
 NGINX_DOC = ROOT / "docs" / "nginx.conf"
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+CONNECTIONS_PER_ADDRESS = 3  # the documented 100, lowered to be reached
 
 
 async def test_emulator_serves_wss_and_https_with_its_own_certificate(tmp_path: Path) -> None:
@@ -89,6 +90,7 @@ def nginx_site(emulator_port: int, listen_port: int, cert: Path, key: Path) -> s
         ("server 127.0.0.1:6001;", f"server 127.0.0.1:{emulator_port};"),
         ("/etc/ssl/certs/relay.example.com.pem", str(cert)),
         ("/etc/ssl/private/relay.example.com.key", str(key)),
+        ("limit_conn relay_per_address 100;", f"limit_conn relay_per_address {CONNECTIONS_PER_ADDRESS};"),
     ):
         assert text.count(documented) == 1, f"docs/nginx.conf no longer has {documented!r} once: update this test"
         text = text.replace(documented, actual)
@@ -198,3 +200,33 @@ async def test_documented_nginx_config_serves_ably_clients(
             await realtime.close()
             await rest.close()
     assert emulator.node.states["1"].meter.connections_opened == 1  # the realtime connection, through nginx
+
+
+async def test_documented_nginx_config_caps_websocket_connections_per_client_address(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    """docs/nginx.conf's limit_conn: one address past its WebSocket connections gets 429 from nginx, the emulator
+    never sees it, the open connections are served, and a slot freed is taken again."""
+    emulator = await start_emulator(app=APP)
+    async with documented_nginx(emulator.port, tmp_path) as (port, cert):
+        context, url = trusting(cert), f"wss://127.0.0.1:{port}/app/{APP.key}?protocol=7"
+        clients = [await ws_client(url, ssl=context) for _ in range(CONNECTIONS_PER_ADDRESS)]
+        await clients[0].subscribe("orders", APP)
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_client(url, ssl=context)
+        assert refused.value.response.status_code == 429
+        assert emulator.node.states["1"].meter.connections_opened == CONNECTIONS_PER_ADDRESS
+        await publish(emulator.http_url, APP, "orders", "created", "still served")
+        assert (await clients[0].expect("created"))["data"] == "still served"
+
+        await clients[-1].close()
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:  # nginx frees the slot once it has seen the close
+            try:
+                clients[-1] = await ws_client(url, ssl=context)
+                break
+            except InvalidStatus:
+                assert asyncio.get_running_loop().time() < deadline, "the freed slot was not given back"
+                await asyncio.sleep(0.05)
+        for client in clients:
+            await client.close()
