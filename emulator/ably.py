@@ -48,9 +48,9 @@ class AblyNode:
             return
         keys: dict[str, AblyKey] = {}
         for state in self._node.states.values():
-            key = AblyKey.of(state.app)
-            keys[key.key_name] = key  # one app a key name: EmulatorConfig refuses two sharing one
-            self._apps[key.key_name] = AblyApp(state, key, self.wall_ms, self._serials)
+            for key in AblyKey.every_of(state.app):
+                keys[key.key_name] = key  # one app a key name: EmulatorConfig refuses two sharing one
+                self._apps[key.key_name] = AblyApp(state, key, self.wall_ms, self._serials)
         self.auth.keys = keys
 
     def _app_for(self, credentials: Credentials) -> AblyApp:

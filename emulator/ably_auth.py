@@ -70,7 +70,16 @@ class AblyKey:
 
     @classmethod
     def of(cls, app: App) -> AblyKey:
-        key_name, secret = split_api_key(app.ably_api_key)  # App checked it
+        return cls.parse(app.ably_api_key)
+
+    @classmethod
+    def every_of(cls, app: App) -> list[AblyKey]:
+        """The app's Ably key and those of its extra key pairs."""
+        return [cls.parse(api_key) for api_key in app.ably_api_keys]
+
+    @classmethod
+    def parse(cls, api_key: str) -> AblyKey:
+        key_name, secret = split_api_key(api_key)  # App checked it
         return cls(key_name, secret, FULL_CAPABILITY)
 
 

@@ -134,6 +134,22 @@ class Webhook:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyPair:
+    """Another key and secret of an app, accepted as its own are: rotating them without a moment when old or new
+    credentials fail (docs/emulator.md "Rotating an app's key")."""
+
+    key: str
+    secret: str
+
+    def __post_init__(self) -> None:
+        _text("key", self.key)
+        _text("secret", self.secret)
+
+    def __repr__(self) -> str:
+        return f"KeyPair(key={self.key!r}, secret='***')"
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     app_id: str
     key: str
@@ -160,6 +176,10 @@ class App:
     api_rate_limit: float | None = None
     # Ably compatibility (docs/ably.md): the app's Ably API key "APPID.KEYID:SECRET"; None derives it from the app.
     ably_key: str | None = None
+    # More key pairs, each accepted wherever the app's own is (connections, signed requests, auth signatures); the
+    # app's own `key` and `secret` sign its webhooks.
+    extra_keys: tuple[KeyPair, ...] = ()
+    _secrets: dict[str, str] = field(init=False, repr=False, compare=False)  # every key → its secret
 
     def __post_init__(self) -> None:
         for name in ("app_id", "key", "secret"):
@@ -193,6 +213,14 @@ class App:
             split_api_key(self.ably_api_key)
         except ConfigError:
             raise InvalidSetting("ably_key", f"looks like 'APPID.KEYID:SECRET', got {self.ably_key!r}") from None
+        secret_of = {self.key: self.secret}
+        for pair in self.extra_keys:
+            if not isinstance(pair, KeyPair):
+                raise InvalidSetting("extra_keys", f"holds KeyPair(key, secret) entries, got {pair!r}")
+            if pair.key in secret_of:
+                raise InvalidSetting("extra_keys", f"names the key {pair.key!r} twice (the app's own key included)")
+            secret_of[pair.key] = pair.secret
+        object.__setattr__(self, "_secrets", secret_of)
 
     def __repr__(self) -> str:
         return f"App(app_id={self.app_id!r}, key={self.key!r}, secret='***')"
@@ -201,6 +229,23 @@ class App:
     def ably_api_key(self) -> str:
         """The Ably key clients use: ``ably_key``, or ``{app_id}.{key}:{secret}``."""
         return self.ably_key if self.ably_key is not None else f"{self.app_id}.{self.key}:{self.secret}"
+
+    @property
+    def ably_api_keys(self) -> list[str]:
+        """Every Ably key of the app: its own, then ``{app_id}.{key}:{secret}`` of each extra key pair."""
+        return [self.ably_api_key, *(f"{self.app_id}.{pair.key}:{pair.secret}" for pair in self.extra_keys)]
+
+    @property
+    def keys(self) -> list[str]:
+        """The app's key, then its extra keys."""
+        return list(self._secrets)
+
+    def key_pair(self, key: object) -> tuple[str, str]:
+        """(key, secret) of the app's key pair named ``key``; its own pair for a key that is none of its (checking a
+        signature with it then says the key is not the app's)."""
+        if isinstance(key, str) and (secret := self._secrets.get(key)) is not None:
+            return key, secret
+        return self.key, self.secret
 
     def origin_refusal(self, headers: Sequence[tuple[str, str]]) -> str | None:
         """Why a WebSocket handshake with ``headers`` may not connect to this app (its ``Origin`` is not in
@@ -278,8 +323,8 @@ def _check_identities(apps: Sequence[App]) -> None:
     them unreachable (the node's maps keep the last)."""
     identities = {
         "app_id": [app.app_id for app in apps],
-        "key": [app.key for app in apps],
-        "Ably key name": [split_api_key(app.ably_api_key)[0] for app in apps],
+        "key": [key for app in apps for key in app.keys],
+        "Ably key name": [split_api_key(api_key)[0] for app in apps for api_key in app.ably_api_keys],
     }
     for what, values in identities.items():
         seen: set[str] = set()
@@ -298,7 +343,7 @@ def unprefixed(path: str, prefix: str) -> str | None:
     return path[len(prefix) :] if path.startswith(prefix) and path.startswith("/", len(prefix)) else None
 
 
-_APP_FIELDS = {f.name for f in fields(App)} - {"limits", "webhooks"}
+_APP_FIELDS = {f.name for f in fields(App) if f.init} - {"limits", "webhooks", "extra_keys"}
 _LIMIT_FIELDS = {f.name for f in fields(Limits)}
 _WEBHOOK_FIELDS = {"url", "event_types", "channel_prefix", "channel_suffix", "headers"}
 _SERVER_FIELDS = {
@@ -368,7 +413,7 @@ def _built(where: str, kind: Any, *args: Any, **values: Any) -> Any:
 def _app(table: Mapping[str, Any], where: str) -> App:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: each app is a table")
-    _check_keys(table, _APP_FIELDS | {"limits", "webhooks"}, where)
+    _check_keys(table, _APP_FIELDS | {"limits", "webhooks", "extra_keys"}, where)
     for required in ("app_id", "key", "secret"):
         if required not in table:
             raise ConfigError(f"{where}: {required} is required")
@@ -380,13 +425,29 @@ def _app(table: Mapping[str, Any], where: str) -> App:
     if not isinstance(hooks, list):
         raise ConfigError(f"{where}: webhooks must be [[apps.webhooks]] tables, got {hooks!r}")
     webhooks = tuple(_webhook(hook, f"{where}.webhooks[{i}]") for i, hook in enumerate(hooks))
+    pairs = table.get("extra_keys", [])
+    if not isinstance(pairs, list):
+        raise ConfigError(f"{where}: extra_keys must be a list like [{{ key = '…', secret = '…' }}], got {pairs!r}")
+    extra_keys = tuple(_key_pair(pair, f"{where}.extra_keys[{i}]") for i, pair in enumerate(pairs))
     values = {name: table[name] for name in _APP_FIELDS if name in table}
     origins = values.get("allowed_origins", ())
     if not isinstance(origins, list | tuple):
         raise ConfigError(f"{where}: allowed_origins must be a list of origins like 'https://app.example.com'")
     values["allowed_origins"] = tuple(origins)
-    app: App = _built(where, App, **values, limits=replace(Limits(), **limits_table), webhooks=webhooks)
+    limits = replace(Limits(), **limits_table)
+    app: App = _built(where, App, **values, limits=limits, webhooks=webhooks, extra_keys=extra_keys)
     return app
+
+
+def _key_pair(table: object, where: str) -> KeyPair:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: each extra key is a table like {{ key = '…', secret = '…' }}, got {table!r}")
+    _check_keys(table, {"key", "secret"}, where)
+    for required in ("key", "secret"):
+        if required not in table:
+            raise ConfigError(f"{where}: {required} is required")
+    pair: KeyPair = _built(where, KeyPair, table["key"], table["secret"])
+    return pair
 
 
 def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:

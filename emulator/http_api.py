@@ -172,12 +172,10 @@ class HttpApi:
     ) -> None:
         """The signature may cover the path as sent, unquoted, or without the emulator's path prefix; a HEAD's may
         be the GET's it stands for (``curl -I`` on a signed GET URL)."""
-        app = state.app
+        key, secret = state.app.key_pair(params.get("auth_key"))
         now = self._wall_clock()
         try:
-            verify_rest_request(
-                key=app.key, secret=app.secret, method=method, path=raw_path, params=params, body=body, now=now
-            )
+            verify_rest_request(key=key, secret=secret, method=method, path=raw_path, params=params, body=body, now=now)
             return
         except InvalidSignature as failure:
             paths = {unquote(raw_path), path}
@@ -187,8 +185,8 @@ class HttpApi:
             for signed_method, candidate in candidates:
                 try:
                     verify_rest_request(
-                        key=app.key,
-                        secret=app.secret,
+                        key=key,
+                        secret=secret,
                         method=signed_method,
                         path=candidate,
                         params=params,

@@ -169,7 +169,8 @@ class EmulatorNode:
             state = AppState(app, webhooks, loop.time, self.cluster)
             state.meter = meter
             self.states[app.app_id] = state
-            self.by_key[app.key] = state
+            for key in app.keys:
+                self.by_key[key] = state
         if self.cluster is not None:
             self.ably.ready()
             await self.cluster.start(self.states)

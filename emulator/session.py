@@ -25,7 +25,7 @@ from relay.protocol.channels import (
 )
 from relay.protocol.codes import ErrorCode
 from relay.protocol.members import Member, SignedInUser, parse_channel_data, parse_user_data
-from relay.protocol.signing import verify_channel_auth, verify_user_auth
+from relay.protocol.signing import token_key, verify_channel_auth, verify_user_auth
 
 OVER_CAPACITY = "Over capacity: the client is not reading its messages"
 # A frame takes one inbound token per this many characters begun: every frame a page sends in practice (subscribes,
@@ -248,7 +248,8 @@ class Session:
             elif kind is ChannelKind.PRESENCE:
                 member = self._presence_member(name, data)
             elif kind.needs_auth:
-                verify_channel_auth(app.key, app.secret, self.socket_id, name, data.get("auth"))
+                auth = data.get("auth")
+                verify_channel_auth(*app.key_pair(token_key(auth)), self.socket_id, name, auth)
         except (LimitExceeded, PayloadTooLarge) as exc:
             self.send_text(frames.subscription_error(name, "LimitReached", exc.message, 4100))
             return
@@ -279,13 +280,14 @@ class Session:
 
     def _presence_member(self, name: str, data: dict[str, object]) -> Member:
         app = self.state.app
-        channel_data = data.get("channel_data")
+        channel_data, auth = data.get("channel_data"), data.get("auth")
+        signer = app.key_pair(token_key(auth))
         if channel_data is None and self.user is not None:
-            verify_channel_auth(app.key, app.secret, self.socket_id, name, data.get("auth"))
+            verify_channel_auth(*signer, self.socket_id, name, auth)
             return Member(self.user.user_id, self.user.user_info_json)
         if not isinstance(channel_data, str):
             raise ProtocolError("presence subscriptions need channel_data (a JSON string)", http_status=401)
-        verify_channel_auth(app.key, app.secret, self.socket_id, name, data.get("auth"), channel_data)
+        verify_channel_auth(*signer, self.socket_id, name, auth, channel_data)
         return parse_channel_data(channel_data, app.limits)
 
     def _subscription_succeeded(self, name: str) -> None:
@@ -306,7 +308,8 @@ class Session:
         try:
             if not isinstance(user_data, str):
                 raise ProtocolError("signin needs user_data (a JSON string)")
-            verify_user_auth(app.key, app.secret, self.socket_id, user_data, data.get("auth"))
+            auth = data.get("auth")
+            verify_user_auth(*app.key_pair(token_key(auth)), self.socket_id, user_data, auth)
             user, truncated = parse_user_data(user_data, app.limits)
         except RelayError as exc:
             self.terminate(ErrorCode.UNAUTHORIZED, f"Signin failed: {exc.message}")

@@ -162,6 +162,11 @@ def channel_auth(key: str, secret: str, socket_id: str, channel: str, channel_da
     return f"{key}:{hmac_sha256_hex(secret, message)}"
 
 
+def token_key(token: object) -> str | None:
+    """The key a ``key:signature`` token names (which of an app's keys signed it), or None for no such token."""
+    return token.partition(":")[0] if isinstance(token, str) and ":" in token else None
+
+
 def verify_signed_token(key: str, secret: str, token: object, message: str, what: str) -> None:
     """Check a ``key:signature`` token over ``message``; ``what`` names the operation in the error."""
     if not isinstance(token, str) or ":" not in token:
