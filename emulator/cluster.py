@@ -884,6 +884,11 @@ class RedisCluster:
                     with contextlib.suppress(RedisError, OSError):
                         self._pubsub = await self._subscribe()
                         await pubsub.aclose()
+                        # What the others announced meanwhile is lost (Redis drops a subscriber that reads too
+                        # slowly, and counts are only sent when they change): read their stored state again.
+                        for node in await self._live_nodes():
+                            if node != self.node_id:
+                                self._enqueue(self._resync(node))
 
     async def _heartbeat(self) -> None:
         interval = self.settings.node_ttl / 3

@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 
 from relay.emulator import metrics
 from relay.emulator.config import unprefixed
-from relay.emulator.descriptors import open_files
 from relay.emulator.http_api import Response, error_response, json_response, method_not_allowed
 from relay.emulator.limits import TokenBucket
 from relay.emulator.usage import local_reach, usage_document, usage_summary
@@ -148,7 +147,7 @@ class Operations:
                 self.metrics,
                 ready=self.ready,
                 cluster_lost=lost,
-                open_files=open_files(),
+                tcp_connections=len(self.node.connections),
                 open_files_limit=self.node.open_files_limit,
             )
             return Response(200, text.encode(), (("Content-Type", metrics.CONTENT_TYPE),))

@@ -9,7 +9,6 @@ the limit it has.
 from __future__ import annotations
 
 import logging
-import os
 
 log = logging.getLogger("relay.emulator")
 
@@ -63,11 +62,3 @@ def raise_open_files_limit() -> tuple[int, int] | None:
         log.info("open-file limit left at %s: %s", soft, exc)
         return None
     return soft, wanted
-
-
-def open_files() -> int | None:
-    """How many descriptors the process has open, where the platform says (Linux's /proc)."""
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None

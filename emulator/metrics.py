@@ -108,11 +108,12 @@ def render(
     *,
     ready: bool,
     cluster_lost: int = 0,
-    open_files: int | None = None,
+    tcp_connections: int = 0,
     open_files_limit: int | None = None,
 ) -> str:
     """The exposition text for every app and the node (``cluster_lost``: Redis operations this node lost;
-    ``open_files`` and its limit: the process's descriptors, left out where unknown or unlimited)."""
+    ``tcp_connections``: the node's, HTTP and WebSocket, each holding a descriptor; ``open_files_limit``: the process's
+    limit, left out where unknown or unlimited)."""
     apps = list(states)
     out = _Writer()
 
@@ -182,9 +183,13 @@ def render(
         "Cluster operations lost to a Redis error, then reconciled (always 0 without --redis-url)",
         [({}, cluster_lost)],
     )
-    if open_files is not None:  # the names Prometheus' client libraries give them, which dashboards expect
-        out.family("process_open_fds", "gauge", "Open file descriptors", [({}, open_files)])
-    if open_files_limit is not None:
+    out.family(
+        "relay_tcp_connections",
+        "gauge",
+        "TCP connections open, HTTP and WebSocket, of every app: one file descriptor each (see process_max_fds)",
+        [({}, tcp_connections)],
+    )
+    if open_files_limit is not None:  # the name Prometheus' client libraries give it, which dashboards expect
         out.family("process_max_fds", "gauge", "Maximum number of open file descriptors", [({}, open_files_limit)])
     out.histogram(
         "relay_publish_to_write_seconds",

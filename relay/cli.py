@@ -96,6 +96,11 @@ def _run_emulator(args: argparse.Namespace) -> int:
         _require_redis("--redis-url" if args.redis_url is not None else f"redis_url in {args.config}")
     if args.workers < 1:
         raise ConfigError("--workers must be 1 or more")
+    from relay.emulator.descriptors import log, raise_open_files_limit
+
+    raised = raise_open_files_limit()  # each connection is a descriptor: the soft limit (often 1024) would cap them
+    if raised is not None:  # before the workers start, which inherit it
+        log.info("open-file limit raised from %d to %d", *raised, extra={"before": raised[0], "after": raised[1]})
     if args.workers == 1:
         _run(_serve_emulator(config, None, announce=True))
         return 0
@@ -163,13 +168,9 @@ def cannot_listen(host: str, port: int, exc: OSError, fix: str = "") -> ConfigEr
 async def _serve_emulator(
     config: EmulatorConfig, sock: socket.socket | None, *, announce: bool, ready: Callable[[], None] | None = None
 ) -> None:
-    from relay.emulator.descriptors import raise_open_files_limit
-    from relay.emulator.server import EmulatorNode, log, start_server
+    from relay.emulator.server import EmulatorNode, start_server
     from relay.emulator.shutdown import serve_until_signalled
 
-    raised = raise_open_files_limit()  # each connection is a descriptor: the soft limit (often 1024) would cap them
-    if raised is not None:
-        log.info("open-file limit raised from %d to %d", *raised, extra={"before": raised[0], "after": raised[1]})
     node = EmulatorNode(config)
     try:
         server = await start_server(node, sock=sock)

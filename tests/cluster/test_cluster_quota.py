@@ -15,6 +15,8 @@ from relay.emulator.cluster import NodeState
 from tests.ably.ablysupport import API_KEY, ERROR, ably_wire, open_wire
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, Nodes, nodes
+from tests.cluster.test_cluster_hunt_fixes import redis_command
+from tests.cluster.test_cluster_webhooks import cluster_of, until
 from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
 
 __all__ = ["nodes"]
@@ -77,23 +79,76 @@ async def test_ably_connections_count_toward_the_same_quota_and_are_refused_with
     await refused_with_4004(one)
 
 
-async def test_a_node_started_later_reads_the_others_connections_and_forgets_a_node_that_leaves(
+async def test_a_node_started_later_reads_the_others_connections(
     nodes: Nodes, redis_server: RedisServer, start_emulator: StartEmulator
 ) -> None:
     one, two = await nodes(2, app=QUOTA)
-    clients = [await Client.open(one), await Client.open(two), await Client.open(two)]
+    await Client.open(one)
+    await Client.open(two)
+    await Client.open(two)
     await remote_connections(one, 2)
     late = await start_emulator(app=QUOTA, redis_url=redis_server.url)
     await remote_connections(late, 3)  # from the others' stored state, not from announcements it missed
     await refused_with_4004(late)
 
-    for client in clients[1:]:
+
+async def test_a_node_that_stops_beating_is_no_longer_counted(nodes: Nodes) -> None:
+    """As a node killed with SIGKILL: it announces nothing more, its heartbeat expires, and the others bury it."""
+    one, two = await nodes(2, app=QUOTA, node_ttl=1.0)
+    await Client.open(one)
+    held = [await Client.open(two), await Client.open(two)]
+    await remote_connections(one, 2)
+    for task in cluster_of(two)._tasks:  # its connections stay open: no count of 0 is announced
+        task.cancel()
+    await remote_connections(one, 0, within=10)
+    await Client.open(one)
+    await Client.open(one)
+    await refused_with_4004(one)
+    assert len(two.node.states[QUOTA.app_id].peers) == len(held)
+
+
+async def test_a_redis_restart_keeps_every_node_s_count(nodes: Nodes, redis_server: RedisServer) -> None:
+    """Redis comes back empty; each node writes what it holds back (its connections included) and the others read
+    it, so the quota still counts connections that nobody opened or closed meanwhile."""
+    one, two = await nodes(2, app=QUOTA)
+    await Client.open(one)
+    await Client.open(one)
+    await remote_connections(two, 2)
+    redis_server.stop()
+    await until(lambda: not cluster_of(one)._connected.is_set() and not cluster_of(two)._connected.is_set())
+    redis_server.start()
+    await until(lambda: cluster_of(one)._connected.is_set() and cluster_of(two)._connected.is_set())
+    assert await redis_command(redis_server, "HGET", "relay:nodestate:" + str(one.node.node_id), "n\x1f1\x1f") == "2"
+    await remote_connections(two, 2)
+    await Client.open(two)
+    await refused_with_4004(two)
+
+
+async def test_announcements_missed_while_the_subscription_was_broken_are_read_again(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    """Redis drops a subscriber that reads too slowly (client-output-buffer-limit pubsub), a proxy may reset it: the
+    node subscribes again and re-reads the others' state, or a count announced meanwhile would stay wrong until that
+    node's connections change again."""
+    one, two = await nodes(2, app=QUOTA)
+    clients = [await Client.open(one), await Client.open(one)]
+    await remote_connections(two, 2)
+    subscribe = cluster_of(two)._subscribe
+
+    async def slow_subscribe() -> object:  # the announcement below goes out before the new subscription
+        await asyncio.sleep(0.5)
+        return await subscribe()
+
+    cluster_of(two)._subscribe = slow_subscribe  # type: ignore[method-assign]
+    await redis_command(redis_server, "CLIENT", "KILL", "TYPE", "pubsub")
+    for client in clients:
         await client.ws.close()
-    await two.node.close()
-    await remote_connections(late, 1)
-    await Client.open(late)
-    await Client.open(late)
-    await refused_with_4004(late)
+    await until(lambda: not one.node.states[QUOTA.app_id].peers)
+    await remote_connections(two, 0)
+    await Client.open(two)
+    await Client.open(two)
+    await Client.open(two)
+    await refused_with_4004(two)
 
 
 def test_a_node_s_stored_connections_survive_a_round_trip_and_only_quota_apps_store_them() -> None:
