@@ -15,6 +15,7 @@ log = logging.getLogger("relay.emulator")
 # What the soft limit is raised to when the hard limit is unlimited: Linux's default fs.nr_open, which no
 # per-process limit may exceed anyway.
 UNLIMITED_CEILING = 1 << 20
+MACOS_OPEN_MAX = 10_240
 # Descriptors the process holds besides its connections (listening sockets, the event loop, stdio, logs, Redis,
 # webhook connections): a warning leaves at least this many, or a tenth of the limit, free.
 SPARE_DESCRIPTORS = 32
@@ -54,11 +55,14 @@ def raise_open_files_limit() -> tuple[int, int] | None:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = soft_limit_wanted(soft, hard, resource.RLIM_INFINITY)
-    if wanted == soft:
-        return None
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    except (ValueError, OSError) as exc:  # macOS caps it below an unlimited hard limit (kern.maxfilesperproc)
-        log.info("open-file limit left at %s: %s", soft, exc)
-        return None
-    return soft, wanted
+    # macOS refuses more than kern.maxfilesperproc under an unlimited hard limit: then its OPEN_MAX, which it takes.
+    for candidate in dict.fromkeys((wanted, min(wanted, MACOS_OPEN_MAX))):
+        if candidate <= soft:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (candidate, hard))
+        except (ValueError, OSError) as exc:
+            log.debug("open-file limit not raised to %s: %s", candidate, exc)
+            continue
+        return soft, candidate
+    return None

@@ -17,7 +17,13 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidMessage
 
-from relay.emulator.descriptors import UNLIMITED_CEILING, crowded_at, soft_limit_wanted
+from relay.emulator.descriptors import (
+    MACOS_OPEN_MAX,
+    UNLIMITED_CEILING,
+    crowded_at,
+    raise_open_files_limit,
+    soft_limit_wanted,
+)
 from relay.protocol.signing import sign_rest_request
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import APP, Client, publish, ws_client
@@ -162,3 +168,25 @@ async def test_near_the_limit_it_warns_once_and_past_it_drops_new_connections_bu
             connection.close()
         await stack.aclose()
         await relay.kill()
+
+
+def test_where_the_hard_limit_cannot_be_reached_the_soft_one_goes_as_far_as_macos_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """macOS reports an unlimited hard limit but refuses a soft one over kern.maxfilesperproc."""
+    asked: list[tuple[int, int]] = []
+
+    def setrlimit(which: int, limits: tuple[int, int]) -> None:
+        asked.append(limits)
+        if limits[0] > MACOS_OPEN_MAX:
+            raise ValueError("current limit exceeds maximum limit")
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (256, INFINITY))
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    assert raise_open_files_limit() == (256, MACOS_OPEN_MAX)
+    assert asked == [(UNLIMITED_CEILING, INFINITY), (MACOS_OPEN_MAX, INFINITY)]
+
+    asked.clear()
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (20_000, INFINITY))
+    assert raise_open_files_limit() is None  # refused, and 10240 would be lower than what it has
+    assert asked == [(UNLIMITED_CEILING, INFINITY)]
