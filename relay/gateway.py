@@ -39,7 +39,7 @@ from relay.errors import (
     ProtocolError,
     RelayError,
 )
-from relay.models import Event, User, WebhookEvent
+from relay.models import ChannelInfo, Event, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.rules import ChannelRules, compile_pattern, pattern_admits
 from relay.web import (
@@ -487,13 +487,46 @@ class PublishResponse(BaseModel):
     message_ids: list[str]
 
 
+class UserEventRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(min_length=1, max_length=200)
+    data: Any
+
+
+class UserResponse(BaseModel):
+    user_id: str
+
+
+class ChannelResponse(BaseModel):
+    name: str
+    occupied: bool
+    subscription_count: int | None = None  # where the provider counts them (Pusher: with subscription counting on)
+    user_count: int | None = None  # presence channels
+
+
+class ChannelsResponse(BaseModel):
+    channels: list[ChannelResponse]
+
+
+class MemberResponse(BaseModel):
+    id: str
+    info: Any = None  # what the provider tells of the member (Pusher's HTTP API tells nothing)
+
+
+class MembersResponse(BaseModel):
+    users: list[MemberResponse]
+
+
 # -- the app ----------------------------------------------------------------------------------------------------
 
 WebhookHook = Callable[[list[WebhookEvent]], Awaitable[None]]
 
 
 MIN_HS256_SECRET_BYTES = 32  # the size of the hash's output (RFC 7518 §3.2)
+# The routes a backend calls with the API token; those under USER_ROUTES carry the user id in their path.
 PUBLISH_PATHS = frozenset({"/v1/publish", "/v1/publish/batch"})
+USER_ROUTES = "/v1/users/"
 BODY_LIMITS = {
     "/v1/publish": MAX_BODY_BYTES,
     "/v1/publish/batch": MAX_BODY_BYTES,
@@ -510,8 +543,13 @@ def bearer_token(header: str) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+def body_limit(path: str) -> int | None:
+    """The largest body a POST to ``path`` may have (None: not a route with a body)."""
+    return MAX_BODY_BYTES if path.startswith(USER_ROUTES) else BODY_LIMITS.get(path)
+
+
 def check_publish(settings: GatewaySettings, request: Request) -> None:
-    """The API token, compared in constant time."""
+    """The API token, compared in constant time: the publish routes' and every other backend route's."""
     if settings.api_token is None:
         raise AuthenticationError("publishing is disabled: set RELAY_API_TOKEN on the gateway")
     supplied = bearer_token(request.headers.get("authorization", ""))
@@ -529,14 +567,14 @@ class RequestGuard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = route_path(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
-        limit = BODY_LIMITS.get(path) if path is not None else None
+        path = route_path(scope) if scope["type"] == "http" and scope["method"] == "POST" else ""
+        limit = body_limit(path)
         if limit is None:
             await self.app(scope, receive, send)
             return
         try:
             request = Request(scope)
-            if path in PUBLISH_PATHS:
+            if path in PUBLISH_PATHS or path.startswith(USER_ROUTES):
                 check_publish(self.settings, request)
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
@@ -645,6 +683,50 @@ def gateway_router(
             return error_response(error)
         return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
 
+    @router.post("/v1/users/{user_id}/events", response_model=UserResponse, summary="Send an event to one user")
+    async def send_to_user(request: Request, user_id: str, body: UserEventRequest) -> Any:
+        try:
+            check_publish(settings, request)
+            await client.send_to_user(user_id, body.event, body.data)
+        except RelayError as error:
+            return error_response(error)
+        return UserResponse(user_id=user_id)
+
+    @router.post("/v1/users/{user_id}/terminate", response_model=UserResponse, summary="Close a user's connections")
+    async def terminate_user(request: Request, user_id: str) -> Any:
+        try:
+            check_publish(settings, request)
+            await client.terminate_user_connections(user_id)
+        except RelayError as error:
+            return error_response(error)
+        return UserResponse(user_id=user_id)
+
+    @router.get("/v1/channels", response_model=ChannelsResponse, summary="Occupied channels, by name prefix")
+    async def channels(request: Request, prefix: str = "") -> Any:
+        try:
+            check_publish(settings, request)
+            found = await client.channels(prefix)
+        except RelayError as error:
+            return error_response(error)
+        return ChannelsResponse(channels=[_channel_response(found[name]) for name in sorted(found)])
+
+    @router.get("/v1/channels/{channel}", response_model=ChannelResponse, summary="One channel's state")
+    async def channel(request: Request, channel: str) -> Any:
+        try:
+            check_publish(settings, request)
+            return _channel_response(await client.channel(channel))
+        except RelayError as error:
+            return error_response(error)
+
+    @router.get("/v1/channels/{channel}/users", response_model=MembersResponse, summary="A presence channel's users")
+    async def channel_users(request: Request, channel: str) -> Any:
+        try:
+            check_publish(settings, request)
+            members = await client.presence_members(channel)
+        except RelayError as error:
+            return error_response(error)
+        return MembersResponse(users=[MemberResponse(id=member.user_id, info=member.info) for member in members])
+
     @router.post(
         "/v1/auth/channel",
         summary="Channel authorization for pusher-js (form or JSON) or Ably",
@@ -708,6 +790,12 @@ def gateway_router(
         return {"status": "ok"}
 
     return router
+
+
+def _channel_response(info: ChannelInfo) -> ChannelResponse:
+    return ChannelResponse(
+        name=info.name, occupied=info.occupied, subscription_count=info.subscription_count, user_count=info.user_count
+    )
 
 
 def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, Any]:

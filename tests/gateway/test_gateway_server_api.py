@@ -1,0 +1,156 @@
+"""The gateway's server API beyond publishing, for backends that cannot import the library (a Next.js route handler):
+channel and presence queries, an event to one user and closing a user's connections, each behind the API token,
+against a real emulator and its WebSocket clients."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+import respx
+
+from relay.gateway import GatewaySettings, create_app
+from relay.protocol.signing import user_auth
+from tests.conftest import RunningEmulator
+from tests.gateway.conftest import TOKEN, RunningGateway
+from tests.operations.support import Client, ws_client
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def signed_in(emulator: RunningEmulator, user_id: str) -> Client:
+    client = await ws_client(emulator.ws_url())
+    user_data = json.dumps({"id": user_id})
+    app = emulator.app
+    auth = user_auth(app.key, app.secret, client.socket_id, user_data)
+    await client.send("pusher:signin", {"user_data": user_data, "auth": auth})
+    await client.expect("pusher:signin_success")
+    return client
+
+
+async def member(emulator: RunningEmulator, user_id: str) -> Client:
+    client = await ws_client(emulator.ws_url())
+    await client.subscribe("presence-room", emulator.app, user_id=user_id)
+    return client
+
+
+async def test_channel_and_presence_queries(gateway: RunningGateway, emulator: RunningEmulator) -> None:
+    await member(emulator, "alice")
+    await member(emulator, "bob")
+    news = await ws_client(emulator.ws_url())
+    await news.subscribe("news", emulator.app)
+    async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
+        users = await http.get("/v1/channels/presence-room/users")
+        assert users.status_code == 200
+        assert users.json() == {"users": [{"id": "alice", "info": None}, {"id": "bob", "info": None}]}
+
+        room = await http.get("/v1/channels/presence-room")
+        assert room.json() == {"name": "presence-room", "occupied": True, "subscription_count": None, "user_count": 2}
+        empty = await http.get("/v1/channels/quiet")
+        assert empty.json() == {"name": "quiet", "occupied": False, "subscription_count": None, "user_count": None}
+
+        everything = await http.get("/v1/channels")
+        assert [channel["name"] for channel in everything.json()["channels"]] == ["news", "presence-room"]
+        presence = await http.get("/v1/channels", params={"prefix": "presence-"})
+        assert presence.json() == {
+            "channels": [{"name": "presence-room", "occupied": True, "subscription_count": None, "user_count": 2}]
+        }
+
+
+async def test_an_event_to_one_user_and_closing_their_connections(
+    gateway: RunningGateway, emulator: RunningEmulator
+) -> None:
+    alice, other = await signed_in(emulator, "alice"), await signed_in(emulator, "bob")
+    async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
+        sent = await http.post("/v1/users/alice/events", json={"event": "notice", "data": {"hi": 1}})
+        assert sent.status_code == 200 and sent.json() == {"user_id": "alice"}
+        notice = await alice.expect("notice")
+        assert (notice["channel"], notice["data"]) == ("#server-to-user-alice", '{"hi":1}')
+
+        closed = await http.post("/v1/users/alice/terminate")
+        assert closed.json() == {"user_id": "alice"}
+        error = await alice.expect("pusher:error")
+        assert error["data"]["code"] == 4009
+    await other.send("pusher:ping", {})
+    await other.expect("pusher:pong")  # bob was left alone
+
+
+ROUTES = [
+    ("GET", "/v1/channels", None),
+    ("GET", "/v1/channels/news", None),
+    ("GET", "/v1/channels/presence-room/users", None),
+    ("POST", "/v1/users/alice/events", {"event": "notice", "data": 1}),
+    ("POST", "/v1/users/alice/terminate", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+async def test_every_server_route_needs_the_api_token(
+    gateway: RunningGateway, method: str, path: str, body: object
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            refused = await http.request(method, path, json=body, headers=headers)
+            assert refused.status_code == 401
+            assert refused.json() == {"error": "missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)"}
+        assert (await http.request(method, path, json=body, headers=AUTH)).status_code == 200
+
+
+async def test_a_user_route_refuses_a_body_over_its_limit_before_reading_it(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        oversized = b'{"event": "notice", "data": "' + b"x" * (1024 * 1024) + b'"}'
+        refused = await http.post("/v1/users/alice/events", content=oversized, headers=AUTH)
+        assert refused.status_code == 413
+        assert refused.json() == {"error": "the request body is over 1048576 bytes"}
+        unauthenticated = await http.post("/v1/users/alice/events", content=oversized)
+        assert unauthenticated.status_code == 401  # the token is checked before the body is read
+
+
+async def test_bad_input_gets_the_library_s_errors(gateway: RunningGateway, emulator: RunningEmulator) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
+        bad_name = await http.get("/v1/channels/chat:*")
+        assert bad_name.status_code == 400
+        assert "chat:*" in bad_name.json()["error"]
+        not_presence = await http.get("/v1/channels/news/users")
+        assert not_presence.status_code == 400
+        assert "presence" in not_presence.json()["error"]
+        no_event = await http.post("/v1/users/alice/events", json={"data": 1})
+        assert no_event.status_code == 422
+        assert no_event.json()["detail"][0]["loc"] == ["body", "event"]
+        reserved = await http.post("/v1/users/alice/events", json={"event": "pusher:x", "data": 1})
+        assert reserved.status_code == 400
+        assert "reserved" in reserved.json()["error"]
+        still = await http.get("/v1/channels/news")
+        assert still.status_code == 200
+
+
+async def test_an_operation_the_provider_lacks_is_a_501() -> None:
+    settings = GatewaySettings(relay_url="ably://appid.keyid:secret", api_token=TOKEN)
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTH) as http:
+        for path in ("/v1/users/alice/events", "/v1/users/alice/terminate"):
+            answer = await http.post(path, json={"event": "notice", "data": 1} if path.endswith("events") else None)
+            assert answer.status_code == 501
+            assert "Ably" in answer.json()["error"]
+
+
+async def test_ably_presence_members_come_with_their_data(respx_mock: respx.MockRouter) -> None:
+    """Ably's REST presence (its cloud stands in through respx): members' data is their info."""
+    key = "appid.keyid:ably-Secret-5a4b3c"
+    route = respx_mock.get("https://rest.ably.io/channels/presence-room/presence").respond(
+        200,
+        json=[
+            {"clientId": "alice", "data": '{"name":"Alice"}', "encoding": "json", "action": 1},
+            {"clientId": "bob", "action": 1},
+        ],
+    )
+    settings = GatewaySettings(relay_url=f"ably://{key}", api_token=TOKEN)
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTH) as http:
+        users = await http.get("/v1/channels/presence-room/users")
+    assert users.json() == {"users": [{"id": "alice", "info": {"name": "Alice"}}, {"id": "bob", "info": None}]}
+    [call] = route.calls
+    assert call.request.url.params["limit"] == "1000"
+    assert call.request.headers["authorization"] == "Basic " + base64.b64encode(key.encode()).decode()
