@@ -48,9 +48,12 @@ class AblyNode:
             return
         keys: dict[str, AblyKey] = {}
         for state in self._node.states.values():
+            # One Ably side per app, whichever of its keys a client uses: presence, attachments and idempotency are
+            # the app's.
+            app = AblyApp(state, AblyKey.of(state.app), self.wall_ms, self._serials)
             for key in AblyKey.every_of(state.app):
                 keys[key.key_name] = key  # one app a key name: EmulatorConfig refuses two sharing one
-                self._apps[key.key_name] = AblyApp(state, key, self.wall_ms, self._serials)
+                self._apps[key.key_name] = app
         self.auth.keys = keys
 
     def _app_for(self, credentials: Credentials) -> AblyApp:

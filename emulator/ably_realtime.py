@@ -483,7 +483,11 @@ class AblySession(ForeignPeer):
             raise AblyError(40101, "AUTH needs auth.accessToken")
         credentials = self.auth.token(token, now_ms=self.app.wall_ms())
         if credentials.key.key_name != self.credentials.key.key_name:
-            raise AblyError(40102, "Incompatible credentials: the new token is for another app")
+            # As Ably: a connection re-authenticates with its own key's tokens (another key, even of the same app,
+            # means connecting again).
+            raise AblyError(
+                40102, "Incompatible credentials: the new token is signed with another key than the connection's"
+            )
         credentials = _with_client_id(credentials, self.credentials.client_id)
         self.credentials = credentials
         denied = []

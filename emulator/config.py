@@ -71,6 +71,19 @@ def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # visible ASCII, spaces and tabs: no line breaks to inject headers
 _URL_PATH_UNSAFE = re.compile(r"[/?#%\s]")
+# A key is in the WebSocket path (/app/{key}), before the ':' of auth signatures and before the ':' of an Ably key.
+_KEY_UNSAFE = re.compile(r"[/?#%:\s]")
+
+
+def _key(name: str, value: object) -> None:
+    _text(name, value)
+    assert isinstance(value, str)
+    if _KEY_UNSAFE.search(value):
+        raise InvalidSetting(
+            name, f"goes in /app/{{key}} and before the ':' of signatures: {value!r} has / ? # % : or a space"
+        )
+
+
 # Headers that frame the request or the connection: httpx sets them, and one given twice breaks the request (a
 # Content-Length that is not the body's is refused by httpx at every attempt).
 _FRAMING_HEADERS = frozenset(
@@ -142,7 +155,7 @@ class KeyPair:
     secret: str
 
     def __post_init__(self) -> None:
-        _text("key", self.key)
+        _key("key", self.key)
         _text("secret", self.secret)
 
     def __repr__(self) -> str:
@@ -182,8 +195,9 @@ class App:
     _secrets: dict[str, str] = field(init=False, repr=False, compare=False)  # every key → its secret
 
     def __post_init__(self) -> None:
-        for name in ("app_id", "key", "secret"):
+        for name in ("app_id", "secret"):
             _text(name, getattr(self, name))
+        _key("key", self.key)
         if _URL_PATH_UNSAFE.search(self.app_id):
             raise InvalidSetting(
                 "app_id", f"is part of the URL path /apps/{{app_id}}/…: {self.app_id!r} has / ? # % or a space"
@@ -212,11 +226,12 @@ class App:
         try:
             split_api_key(self.ably_api_key)
         except ConfigError:
-            raise InvalidSetting("ably_key", f"looks like 'APPID.KEYID:SECRET', got {self.ably_key!r}") from None
+            # Not shown: what follows the colon is a secret.
+            raise InvalidSetting("ably_key", "looks like 'APPID.KEYID:SECRET'") from None
         secret_of = {self.key: self.secret}
         for pair in self.extra_keys:
             if not isinstance(pair, KeyPair):
-                raise InvalidSetting("extra_keys", f"holds KeyPair(key, secret) entries, got {pair!r}")
+                raise InvalidSetting("extra_keys", f"holds KeyPair(key, secret) entries, got a {type(pair).__name__}")
             if pair.key in secret_of:
                 raise InvalidSetting("extra_keys", f"names the key {pair.key!r} twice (the app's own key included)")
             secret_of[pair.key] = pair.secret
@@ -232,8 +247,16 @@ class App:
 
     @property
     def ably_api_keys(self) -> list[str]:
-        """Every Ably key of the app: its own, then ``{app_id}.{key}:{secret}`` of each extra key pair."""
+        """Every Ably key of the app: its own, then, unless ``ably_key`` sets it apart, ``{app_id}.{key}:{secret}`` of
+        each extra key pair."""
+        if self.ably_key is not None:
+            return [self.ably_key]
         return [self.ably_api_key, *(f"{self.app_id}.{pair.key}:{pair.secret}" for pair in self.extra_keys)]
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret the app holds (its own, its extra pairs', its Ably key's), for the logs to redact."""
+        return [*self._secrets.values(), *(split_api_key(api_key)[1] for api_key in self.ably_api_keys)]
 
     @property
     def keys(self) -> list[str]:
@@ -427,7 +450,9 @@ def _app(table: Mapping[str, Any], where: str) -> App:
     webhooks = tuple(_webhook(hook, f"{where}.webhooks[{i}]") for i, hook in enumerate(hooks))
     pairs = table.get("extra_keys", [])
     if not isinstance(pairs, list):
-        raise ConfigError(f"{where}: extra_keys must be a list like [{{ key = '…', secret = '…' }}], got {pairs!r}")
+        raise ConfigError(
+            f"{where}: extra_keys must be a list like [{{ key = '…', secret = '…' }}], got a {type(pairs).__name__}"
+        )
     extra_keys = tuple(_key_pair(pair, f"{where}.extra_keys[{i}]") for i, pair in enumerate(pairs))
     values = {name: table[name] for name in _APP_FIELDS if name in table}
     origins = values.get("allowed_origins", ())
@@ -441,7 +466,9 @@ def _app(table: Mapping[str, Any], where: str) -> App:
 
 def _key_pair(table: object, where: str) -> KeyPair:
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{where}: each extra key is a table like {{ key = '…', secret = '…' }}, got {table!r}")
+        raise ConfigError(
+            f"{where}: each extra key is a table like {{ key = '…', secret = '…' }}, got a {type(table).__name__}"
+        )
     _check_keys(table, {"key", "secret"}, where)
     for required in ("key", "secret"):
         if required not in table:

@@ -339,7 +339,7 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
                 f"TLS files {config.tls_cert} and {config.tls_key} are not a PEM certificate chain and its private key"
                 f" ({exc.reason or exc})"
             ) from None
-    secrets = [config.console_token, *(app.secret for app in config.apps), config.redis_url]
+    secrets = [config.console_token, *(secret for app in config.apps for secret in app.secrets), config.redis_url]
     configure_logging(args.log_level, json_format=args.log_json, secrets=secrets)
     return config
 

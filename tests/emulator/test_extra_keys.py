@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pusher  # type: ignore[import-untyped]
 import pytest
 from websockets.asyncio.client import connect
 
+from relay import cli
 from relay.emulator.config import App, EmulatorConfig, InvalidSetting, KeyPair, Webhook, load_config
 from relay.errors import ConfigError
 from relay.protocol.signing import channel_auth, user_auth
-from tests.ably.ablysupport import CONNECTED, ERROR, open_wire
+from tests.ably.ablysupport import ACK, AUTH, CONNECTED, ERROR, HAS_PRESENCE, SYNC, ably_wire, jwt_token, open_wire
 from tests.conftest import TEST_APP, StartEmulator
 from tests.operations.support import Client, ws_client
 from tests.webhook_receiver import Receiver
 
+ENTER = 2  # an Ably PresenceMessage's action
 NEW = KeyPair(key="new-key", secret="new-secret")
 ROTATING = replace(TEST_APP, extra_keys=(NEW,))
 
@@ -171,3 +175,92 @@ def test_a_key_two_apps_would_share_is_refused() -> None:
         EmulatorConfig(apps=(ROTATING, other))
     with pytest.raises(InvalidSetting, match="extra_keys holds KeyPair"):
         App(app_id="3", key="k", secret="s", extra_keys=(("k2", "s2"),))  # type: ignore[arg-type]
+
+
+async def test_an_ably_member_is_seen_whichever_key_each_client_uses(start_emulator: StartEmulator) -> None:
+    """One Ably side per app: presence entered with one key is in the REST answer, the SYNC and the occupancy of
+    clients using the other."""
+    emulator = await start_emulator(app=ROTATING)
+    old_key, new_key = f"1.{TEST_APP.key}:{TEST_APP.secret}", f"1.{NEW.key}:{NEW.secret}"
+    ann = await ably_wire(emulator, f"key={old_key}&clientId=ann")
+    await ann.attach("room")
+    await ann.presence("room", {"action": ENTER, "clientId": "ann", "data": "here"})
+    while (await ann.recv())["action"] != ACK:  # its own PRESENCE comes back first
+        pass
+    bob = await ably_wire(emulator, f"key={new_key}&clientId=bob")
+    attached = await bob.attach("room")
+    assert attached["flags"] & HAS_PRESENCE
+    sync = await bob.expect(SYNC)
+    assert [item["clientId"] for item in sync["presence"]] == ["ann"]
+    async with httpx.AsyncClient(base_url=emulator.http_url, auth=tuple(new_key.split(":"))) as http:  # type: ignore[arg-type]
+        members = (await http.get("/channels/room/presence")).json()
+        assert [member["clientId"] for member in members] == ["ann"]
+        occupancy = (await http.get("/channels/room")).json()["status"]["occupancy"]["metrics"]
+    assert (occupancy["subscribers"], occupancy["presenceMembers"]) == (2, 1)
+
+
+async def test_an_ably_connection_reauthorizing_with_another_key_s_token_is_told_why(
+    start_emulator: StartEmulator,
+) -> None:
+    emulator = await start_emulator(app=ROTATING)
+    ann = await ably_wire(emulator, f"accessToken={jwt_token(client_id='ann')}")
+    other = jwt_token(client_id="ann", key_name=f"1.{NEW.key}", secret=NEW.secret)
+    await ann.send({"action": AUTH, "auth": {"accessToken": other}})
+    refused = await ann.expect(ERROR)
+    assert refused["error"]["code"] == 40102
+    assert refused["error"]["message"] == (
+        "Incompatible credentials: the new token is signed with another key than the connection's"
+    )
+
+
+def test_an_explicit_ably_key_stands_apart_from_the_extra_pairs() -> None:
+    """With ``ably_key`` set, the extra pairs are not Ably keys, so swapping the pairs (rotation's step 3) keeps the
+    Ably key name and is not refused as a clash."""
+    app = replace(ROTATING, ably_key="1.shop:ably-secret")
+    assert app.ably_api_keys == ["1.shop:ably-secret"]
+    swapped = replace(app, key=NEW.key, secret=NEW.secret, extra_keys=(KeyPair(TEST_APP.key, TEST_APP.secret),))
+    assert EmulatorConfig(apps=(swapped,)).apps[0].ably_api_keys == ["1.shop:ably-secret"]
+
+
+@pytest.mark.parametrize("key", ["new:key", "new/key", "new key", "new%20"])
+def test_a_key_that_cannot_be_in_a_path_or_a_signature_is_refused(key: str) -> None:
+    with pytest.raises(InvalidSetting, match=r"goes in /app/\{key\} and before the ':' of signatures"):
+        KeyPair(key=key, secret="s")
+    with pytest.raises(InvalidSetting, match=r"goes in /app/\{key\} and before the ':' of signatures"):
+        App(app_id="1", key=key, secret="s")
+
+
+def test_every_secret_of_an_app_is_redacted_from_the_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "emulator.toml"
+    path.write_text(
+        '[[apps]]\napp_id = "1"\nkey = "own-key"\nsecret = "own-secret-1"\n'
+        'extra_keys = [{ key = "old-key", secret = "old-secret-2" }]\n'
+        '[[apps]]\napp_id = "2"\nkey = "k2"\nsecret = "s2-secret-3"\nably_key = "2.ably:ably-secret-4"\n'
+    )
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        cli._emulator_config(cli.build_parser().parse_args(["emulator", "--config", str(path)]))
+        logging.getLogger("relay.emulator").warning(
+            "%s %s %s %s", "own-secret-1", "old-secret-2", "s2-secret-3", "ably-secret-4"
+        )
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+    logged = capsys.readouterr().err
+    assert "*** *** *** ***" in logged
+    assert "secret-" not in logged
+
+
+def test_config_errors_do_not_echo_an_extra_key_s_secret(tmp_path: Path) -> None:
+    path = tmp_path / "emulator.toml"
+    path.write_text('[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\nextra_keys = ["k2:TOPSECRET"]\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, defaults=EmulatorConfig(apps=(TEST_APP,)))
+    assert "TOPSECRET" not in str(refused.value)
+    with pytest.raises(InvalidSetting) as refused_in_code:
+        App(app_id="1", key="k", secret="s", ably_key="no-colon-TOPSECRET")
+    assert "TOPSECRET" not in str(refused_in_code.value)
