@@ -29,6 +29,7 @@ from relay.errors import (
     RelayError,
     TransportError,
     UnknownKey,
+    UnsupportedCapability,
 )
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
@@ -47,7 +48,10 @@ class Mode(enum.Enum):
 
 
 class MirrorError(RelayError):
-    """In mirror mode, some providers failed: ``results`` has what succeeded, ``errors`` what failed, by provider."""
+    """In mirror mode, some providers failed: ``results`` has what succeeded, ``errors`` what failed, by provider.
+    A 502 to a web caller: the request was checked against every provider before any was sent it."""
+
+    http_status = 502
 
     def __init__(self, results: dict[str, object], errors: dict[str, RelayError]) -> None:
         failed = "; ".join(f"{name}: {error.message}" for name, error in errors.items())
@@ -98,7 +102,9 @@ def _refuse_repeated_providers(configs: Sequence[ProviderConfig]) -> None:
 
 
 def _can_fail_over(error: RelayError) -> bool:
-    return isinstance(error, TransportError | RateLimited) or (
+    """A provider that could not be reached, was rate limited, failed (5xx), or lacks the operation (Ably's
+    send_to_user): the next one may do it."""
+    return isinstance(error, TransportError | RateLimited | UnsupportedCapability) or (
         isinstance(error, ProviderError) and (error.http_status or 500) >= 500
     )
 

@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -524,9 +525,10 @@ WebhookHook = Callable[[list[WebhookEvent]], Awaitable[None]]
 
 
 MIN_HS256_SECRET_BYTES = 32  # the size of the hash's output (RFC 7518 §3.2)
-# The routes a backend calls with the API token; those under USER_ROUTES carry the user id in their path.
+# The POST routes a backend calls with the API token; USER_ROUTE's carry the user id in their path (and only these
+# two: an embedding app's own /v1/users/… routes are its own).
 PUBLISH_PATHS = frozenset({"/v1/publish", "/v1/publish/batch"})
-USER_ROUTES = "/v1/users/"
+USER_ROUTE = re.compile(r"/v1/users/[^/]+/(events|terminate)")
 BODY_LIMITS = {
     "/v1/publish": MAX_BODY_BYTES,
     "/v1/publish/batch": MAX_BODY_BYTES,
@@ -544,8 +546,11 @@ def bearer_token(header: str) -> str | None:
 
 
 def body_limit(path: str) -> int | None:
-    """The largest body a POST to ``path`` may have (None: not a route with a body)."""
-    return MAX_BODY_BYTES if path.startswith(USER_ROUTES) else BODY_LIMITS.get(path)
+    """The largest body a POST to ``path`` may have (None: not one of the gateway's routes)."""
+    user_route = USER_ROUTE.fullmatch(path)
+    if user_route is None:
+        return BODY_LIMITS.get(path)
+    return MAX_BODY_BYTES if user_route.group(1) == "events" else MAX_AUTH_BODY_BYTES  # terminate takes no body
 
 
 def check_publish(settings: GatewaySettings, request: Request) -> None:
@@ -574,7 +579,7 @@ class RequestGuard:
             return
         try:
             request = Request(scope)
-            if path in PUBLISH_PATHS or path.startswith(USER_ROUTES):
+            if path in PUBLISH_PATHS or USER_ROUTE.fullmatch(path):
                 check_publish(self.settings, request)
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:

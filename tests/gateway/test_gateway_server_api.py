@@ -10,11 +10,13 @@ import json
 import httpx
 import pytest
 import respx
+from fastapi import FastAPI, Request
 
-from relay.gateway import GatewaySettings, create_app
+from relay import AsyncRelay
+from relay.gateway import GatewaySettings, RequestGuard, create_app, gateway_router
 from relay.protocol.signing import user_auth
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import TOKEN, RunningGateway
+from tests.gateway.conftest import TOKEN, RunningGateway, StartGateway, emulator_url
 from tests.operations.support import Client, ws_client
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -154,3 +156,47 @@ async def test_ably_presence_members_come_with_their_data(respx_mock: respx.Mock
     [call] = route.calls
     assert call.request.url.params["limit"] == "1000"
     assert call.request.headers["authorization"] == "Basic " + base64.b64encode(key.encode()).decode()
+
+
+async def test_an_embedding_app_s_own_user_routes_are_left_to_it(emulator: RunningEmulator) -> None:
+    """RequestGuard wraps the whole app (docs/gateway.md): only the gateway's two user routes need the API token."""
+    settings = GatewaySettings(relay_url=emulator_url(emulator), api_token=TOKEN)
+    app = FastAPI()
+    app.add_middleware(RequestGuard, settings=settings)
+    app.include_router(gateway_router(settings, AsyncRelay(settings.relay_url)))
+
+    @app.post("/v1/users/{user_id}/avatar")
+    async def avatar(user_id: str, request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        upload = await http.post("/v1/users/alice/avatar", content=b"x" * (2 * 1024 * 1024))
+        assert (upload.status_code, upload.json()) == (200, {"bytes": 2 * 1024 * 1024})
+        refused = await http.post("/v1/users/alice/terminate")
+        assert refused.status_code == 401
+
+
+async def test_during_a_migration_user_routes_go_to_the_provider_that_has_them(
+    start_gateway: StartGateway, emulator: RunningEmulator
+) -> None:
+    """Ably has no send_to_user: failover: moves on to the emulator; mirror: delivers there and answers 502 naming
+    what Ably could not do (the event is not to be sent again)."""
+    ably = "ably://appid.keyid:ably-Secret-5a4b3c"
+    alice = await signed_in(emulator, "alice")
+    failover = await start_gateway(
+        GatewaySettings(relay_url=f"failover:{ably}|{emulator_url(emulator)}", api_token=TOKEN)
+    )
+    mirror = await start_gateway(GatewaySettings(relay_url=f"mirror:{emulator_url(emulator)}|{ably}", api_token=TOKEN))
+    async with httpx.AsyncClient(headers=AUTH) as http:
+        moved_on = await http.post(f"{failover.url}/v1/users/alice/events", json={"event": "notice", "data": "one"})
+        assert (moved_on.status_code, moved_on.json()) == (200, {"user_id": "alice"})
+        assert (await alice.expect("notice"))["data"] == "one"
+
+        mirrored = await http.post(f"{mirror.url}/v1/users/alice/events", json={"event": "notice", "data": "two"})
+        assert mirrored.status_code == 502
+        assert mirrored.json()["error"].startswith(
+            "mirror: 1 of 2 providers failed (ably://appid.keyid:***@rest.ably.io: "
+        )
+        assert "Ably does not support send_to_user" in mirrored.json()["error"]
+        assert (await alice.expect("notice"))["data"] == "two"
