@@ -200,3 +200,18 @@ async def test_during_a_migration_user_routes_go_to_the_provider_that_has_them(
         )
         assert "Ably does not support send_to_user" in mirrored.json()["error"]
         assert (await alice.expect("notice"))["data"] == "two"
+
+
+@pytest.mark.parametrize("user_id", ["a|b", "é", "u" * 185])
+async def test_a_user_id_no_channel_can_carry_is_refused_in_its_own_terms(
+    gateway: RunningGateway, user_id: str
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as http:
+        for path in (f"/v1/users/{user_id}/events", f"/v1/users/{user_id}/terminate"):
+            refused = await http.post(path, json={"event": "notice", "data": 1} if path.endswith("events") else None)
+            assert refused.status_code == 400
+            assert refused.json()["error"] == (
+                f"user id {user_id[:50]!r} cannot be used: it goes in the channel #server-to-user-{{id}}, so it is 1 "
+                "to 184 of A-Z a-z 0-9 _ - = @ , . ;"
+            )
+        assert (await http.post("/v1/users/a@b=c/terminate")).status_code == 200  # ids Pusher allows
