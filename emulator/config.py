@@ -345,17 +345,18 @@ def _check_identities(apps: Sequence[App]) -> None:
     """Requests and connections find their app by id, key or Ably key name: two apps sharing one would leave one of
     them unreachable (the node's maps keep the last)."""
     identities = {
-        "app_id": [app.app_id for app in apps],
-        "key": [key for app in apps for key in app.keys],
-        "Ably key name": [split_api_key(api_key)[0] for app in apps for api_key in app.ably_api_keys],
+        "app_id": [(app.app_id, app) for app in apps],
+        "key": [(key, app) for app in apps for key in app.keys],
+        "Ably key name": [(split_api_key(api_key)[0], app) for app in apps for api_key in app.ably_api_keys],
     }
     for what, values in identities.items():
-        seen: set[str] = set()
-        for value in values:
-            if value in seen:
+        owner: dict[str, App] = {}
+        for value, app in values:
+            first = owner.setdefault(value, app)
+            if first is not app:
                 hint = ": give one an ably_key" if what == "Ably key name" else ""
-                raise ConfigError(f"two apps share the {what} {value!r}{hint}")
-            seen.add(value)
+                which = "" if what == "app_id" else f" (app_id {first.app_id!r} and app_id {app.app_id!r}{hint})"
+                raise ConfigError(f"two apps share the {what} {value!r}{which}")
 
 
 def unprefixed(path: str, prefix: str) -> str | None:
@@ -451,7 +452,8 @@ def _app(table: Mapping[str, Any], where: str) -> App:
     pairs = table.get("extra_keys", [])
     if not isinstance(pairs, list):
         raise ConfigError(
-            f"{where}: extra_keys must be a list like [{{ key = '…', secret = '…' }}], got a {type(pairs).__name__}"
+            f"{where}: extra_keys must be an array like [{{ key = '…', secret = '…' }}] (or [[apps.extra_keys]] "
+            f"tables), got {_toml_kind(pairs)}"
         )
     extra_keys = tuple(_key_pair(pair, f"{where}.extra_keys[{i}]") for i, pair in enumerate(pairs))
     values = {name: table[name] for name in _APP_FIELDS if name in table}
@@ -464,10 +466,16 @@ def _app(table: Mapping[str, Any], where: str) -> App:
     return app
 
 
+def _toml_kind(value: object) -> str:
+    """What a TOML value is, in TOML's words (its text may be a secret)."""
+    kinds = {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer", float: "a float"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), "a date or time")
+
+
 def _key_pair(table: object, where: str) -> KeyPair:
     if not isinstance(table, Mapping):
         raise ConfigError(
-            f"{where}: each extra key is a table like {{ key = '…', secret = '…' }}, got a {type(table).__name__}"
+            f"{where}: each extra key is a table like {{ key = '…', secret = '…' }}, got {_toml_kind(table)}"
         )
     _check_keys(table, {"key", "secret"}, where)
     for required in ("key", "secret"):

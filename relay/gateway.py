@@ -556,7 +556,9 @@ def body_limit(path: str) -> int | None:
 def check_publish(settings: GatewaySettings, request: Request) -> None:
     """The API token, compared in constant time: the publish routes' and every other backend route's."""
     if settings.api_token is None:
-        raise AuthenticationError("publishing is disabled: set RELAY_API_TOKEN on the gateway")
+        raise AuthenticationError(
+            "the server API (/v1/publish…, /v1/channels…, /v1/users/…) is disabled: set RELAY_API_TOKEN on the gateway"
+        )
     supplied = bearer_token(request.headers.get("authorization", ""))
     if not supplied or not hmac.compare_digest(supplied.encode(), settings.api_token.encode()):
         raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")

@@ -150,7 +150,9 @@ def verify_rest_request(
         raise InvalidSignature("body_md5 does not match the MD5 of the request body")
     expected = hmac_sha256_hex(secret, _string_to_sign(method, path, params))
     if not same_secret_text(params["auth_signature"], expected):
-        raise InvalidSignature("invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret")
+        raise InvalidSignature(
+            f"invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret of auth_key {key!r}"
+        )
 
 
 # -- Channel authorization ------------------------------------------------------------------------------------

@@ -286,7 +286,10 @@ def test_app_ably_key_default_explicit_and_checked(tmp_path: Path) -> None:
 
 def test_two_apps_sharing_a_key_name_are_refused() -> None:
     apps = (replace(APP, ably_key="x.y:1"), replace(APP, app_id="2", key="k2", ably_key="x.y:2"))
-    with pytest.raises(ConfigError, match=r"two apps share the Ably key name 'x\.y': give one an ably_key"):
+    with pytest.raises(
+        ConfigError,
+        match=r"two apps share the Ably key name 'x\.y' \(app_id '1' and app_id '2': give one an ably_key\)",
+    ):
         EmulatorConfig(apps=apps)
 
 

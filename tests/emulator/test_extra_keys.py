@@ -141,11 +141,23 @@ def test_extra_keys_come_from_the_config_file(tmp_path: Path) -> None:
     assert app.key_pair("gone-key") == ("old-key", "old-secret")
     assert app.ably_api_keys == ["1.old-key:old-secret", "1.new-key:new-secret"]
     assert "new-secret" not in repr(app.extra_keys)
+    path.write_text(
+        '[[apps]]\napp_id = "1"\nkey = "old-key"\nsecret = "old-secret"\n'
+        '[[apps.extra_keys]]\nkey = "new-key"\nsecret = "new-secret"\n'
+    )
+    [tables] = load_config(path, defaults=EmulatorConfig(apps=(TEST_APP,))).apps
+    assert tables.extra_keys == (NEW,)  # the [[apps.extra_keys]] form docs/emulator.md gives too
 
 
 BAD_FILES = {
-    "not a list": ('extra_keys = { key = "k", secret = "s" }', "extra_keys must be a list like"),
-    "not a table": ('extra_keys = ["new-key:new-secret"]', "apps[0].extra_keys[0]: each extra key is a table like"),
+    "not a list": (
+        'extra_keys = { key = "k", secret = "s" }',
+        "extra_keys must be an array like [{ key = '…', secret = '…' }] (or [[apps.extra_keys]] tables), got a table",
+    ),
+    "not a table": (
+        'extra_keys = ["new-key:new-secret"]',
+        "apps[0].extra_keys[0]: each extra key is a table like { key = '…', secret = '…' }, got a string",
+    ),
     "no secret": ('extra_keys = [{ key = "new-key" }]', "apps[0].extra_keys[0]: secret is required"),
     "an unknown field": (
         'extra_keys = [{ key = "k", secret = "s", app_id = "2" }]',
@@ -171,7 +183,7 @@ def test_a_malformed_extra_key_is_refused_with_where_it_is(tmp_path: Path, probl
 
 def test_a_key_two_apps_would_share_is_refused() -> None:
     other = App(app_id="2", key="new-key", secret="s2")
-    with pytest.raises(ConfigError, match="two apps share the key 'new-key'"):
+    with pytest.raises(ConfigError, match=r"two apps share the key 'new-key' \(app_id '1' and app_id '2'\)"):
         EmulatorConfig(apps=(ROTATING, other))
     with pytest.raises(InvalidSetting, match="extra_keys holds KeyPair"):
         App(app_id="3", key="k", secret="s", extra_keys=(("k2", "s2"),))  # type: ignore[arg-type]

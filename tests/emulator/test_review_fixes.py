@@ -144,10 +144,10 @@ def test_frame_limit() -> None:
     ("second", "message"),
     [
         (App(app_id="1", key="other", secret="s"), "two apps share the app_id '1'"),
-        (App(app_id="2", key="app-key", secret="s"), "two apps share the key 'app-key'"),
+        (App(app_id="2", key="app-key", secret="s"), "two apps share the key 'app-key' (app_id '1' and app_id '2')"),
         (
             App(app_id="2", key="other", secret="s", ably_key="1.app-key:x"),
-            "two apps share the Ably key name '1.app-key': give one an ably_key",
+            "two apps share the Ably key name '1.app-key' (app_id '1' and app_id '2': give one an ably_key)",
         ),
     ],
 )

@@ -53,8 +53,8 @@ async def test_the_provider_refusing_the_gateway_s_credentials_is_a_502_not_the_
     cases = [
         (
             f"emulator://app-key:wrong-secret@127.0.0.1:{port}/apps/1",
-            "401: invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret (check the key and "
-            "secret in the provider URL, and the server clock)",
+            "401: invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret of auth_key "
+            "'app-key' (check the key and secret in the provider URL, and the server clock)",
         ),
         (
             f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/999",

@@ -215,3 +215,15 @@ async def test_a_user_id_no_channel_can_carry_is_refused_in_its_own_terms(
                 "to 184 of A-Z a-z 0-9 _ - = @ , . ;"
             )
         assert (await http.post("/v1/users/a@b=c/terminate")).status_code == 200  # ids Pusher allows
+
+
+async def test_without_an_api_token_configured_the_server_api_says_what_is_off() -> None:
+    transport = httpx.ASGITransport(app=create_app(GatewaySettings(relay_url="memory://off")))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTH) as http:
+        for method, path in (("GET", "/v1/channels"), ("POST", "/v1/users/alice/terminate"), ("POST", "/v1/publish")):
+            refused = await http.request(method, path)
+            assert refused.status_code == 401
+            assert refused.json() == {
+                "error": "the server API (/v1/publish…, /v1/channels…, /v1/users/…) is disabled: set RELAY_API_TOKEN "
+                "on the gateway"
+            }
