@@ -95,6 +95,15 @@ def next_link(header: str) -> str | None:
     return None
 
 
+def one_per_user(members: list[PresenceMember]) -> list[PresenceMember]:
+    """Ably lists a member per connection (clientId and connectionId); Pusher, and so the library, one per user: the
+    first of each clientId, in order."""
+    first: dict[str, PresenceMember] = {}
+    for member in members:
+        first.setdefault(member.user_id, member)
+    return list(first.values())
+
+
 class AblyAdapter:
     scheme = "ably"
     name = "Ably"
@@ -268,6 +277,8 @@ class AblyAdapter:
                 raise unreadable_answer(self.name, response, "what is not a list of PresenceMessages")
             members = []
             for message in messages:
+                if not isinstance(message.get("clientId"), str):
+                    raise unreadable_answer(self.name, response, "a PresenceMessage without its clientId")
                 data = message.get("data")
                 if message.get("encoding") == "json" and isinstance(data, str):
                     try:
@@ -276,11 +287,11 @@ class AblyAdapter:
                         raise unreadable_answer(
                             self.name, response, "a PresenceMessage whose data, marked encoding: json, is not JSON"
                         ) from None
-                members.append(PresenceMember(str(message.get("clientId")), data if isinstance(data, dict) else None))
-            return members
+                members.append(PresenceMember(message["clientId"], data if isinstance(data, dict) else None))
+            return one_per_user(members)
 
         request = self._request("GET", f"/channels/{quote(channel, safe='')}/presence?limit={PAGE_LIMIT}")
-        return Call(request, parse, self._next_page, lambda a, b: a + b)
+        return Call(request, parse, self._next_page, lambda a, b: one_per_user(a + b))
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
         raise unsupported(self, Capability.SEND_TO_USER)

@@ -193,6 +193,7 @@ async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, re
             {"clientId": "alice", "action": 1, "data": '{"name":"Alice"}', "encoding": "json"},
             {"clientId": "bob", "action": 1, "data": {"name": "Bob"}},
             {"clientId": "carol", "action": 1},
+            {"clientId": "alice", "connectionId": "her-phone", "action": 1, "data": {"name": "Alice"}},
         ],
     )
     listing = respx_mock.get(f"{BASE}/channels").respond(200, json=["presence-room", {"channelId": "presence-x"}])
@@ -236,7 +237,7 @@ async def test_paginated_answers_are_followed_to_the_last_page(
     members = respx_mock.get(f"{BASE}/channels/presence-room/presence").mock(
         side_effect=[
             httpx.Response(200, json=[{"clientId": "ann"}], headers={"Link": '<./presence?cursor=x>; rel="next"'}),
-            httpx.Response(200, json=[{"clientId": "ben"}]),
+            httpx.Response(200, json=[{"clientId": "ben"}, {"clientId": "ann", "connectionId": "second"}]),
         ]
     )
     relay = make_relay(URL)
@@ -246,6 +247,7 @@ async def test_paginated_answers_are_followed_to_the_last_page(
         {"by": "id", "cursor": "2"},
         {"by": "id", "cursor": "3"},
     ]
+    # ann on two connections, one on each page, is one user, as Pusher lists users
     assert [m.user_id for m in await relay.presence_members("presence-room")] == ["ann", "ben"]
     assert [dict(call.request.url.params) for call in members.calls] == [{"limit": "1000"}, {"cursor": "x"}]
     for call in [*listing.calls, *members.calls]:

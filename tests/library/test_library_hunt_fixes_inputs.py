@@ -286,6 +286,13 @@ async def test_channels_refuses_a_prefix_that_is_not_a_str(
         ),
         (
             ABLY,
+            f"{ABLY_BASE}/channels/presence-room/presence",
+            lambda relay: relay.presence_members("presence-room"),
+            b'[{"action": 1, "data": "x"}]',
+            "a PresenceMessage without its clientId",
+        ),
+        (
+            ABLY,
             f"{ABLY_BASE}/messages",
             lambda relay: relay.publish(["a", "b"], "e", 1),
             b'[{"results": {"a": 1}}]',
@@ -300,6 +307,7 @@ async def test_channels_refuses_a_prefix_that_is_not_a_str(
         "ably-channel",
         "ably-channels",
         "ably-presence",
+        "ably-presence-without-client-id",
         "ably-batch",
     ],
 )
