@@ -5,9 +5,12 @@ of the manual resolves."""
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
+
+from relay.emulator.config import App, EmulatorConfig, load_config
 
 ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
@@ -92,3 +95,18 @@ def test_the_gateway_embedding_example_runs(monkeypatch: pytest.MonkeyPatch) -> 
     paths = set(namespace["app"].openapi()["paths"])  # type: ignore[attr-defined]
     assert {"/v1/publish", "/v1/auth/channel", "/v1/webhooks"} <= paths
     assert set(namespace["whole"].openapi()["paths"]) >= paths  # type: ignore[attr-defined]
+
+
+def test_the_emulator_page_s_config_files_load(tmp_path: Path) -> None:
+    """docs/emulator.md's TOML blocks (the several-apps file, the key rotation's first step, the operations settings)
+    are files `relay emulator --config` takes as they are written."""
+    fenced = re.compile(r"^ *```toml\n(.*?)^ *```$", re.MULTILINE | re.DOTALL)
+    toml_blocks = [textwrap.dedent(block) for block in fenced.findall((DOCS / "emulator.md").read_text())]
+    assert len(toml_blocks) == 3
+    path = tmp_path / "emulator.toml"
+    loaded = []
+    for block in toml_blocks:
+        path.write_text(block)
+        loaded.append(load_config(path, defaults=EmulatorConfig(apps=(App("9", "k", "s"),))))
+    assert [app.app_id for app in loaded[0].apps] == ["1", "2"]
+    assert loaded[1].apps[0].keys == ["shop-key", "shop-key-2026"]
