@@ -96,7 +96,7 @@ async def test_nextjs_guide_runs_against_the_gateway(
     sender; a wrong token becomes the handler's 502); its realtime module connects pusher-js with the gateway's
     client config and the user's JWT, reports connecting → connected → reconnecting (after a server 4200) →
     connected → offline, subscribes the user's channel, gets 403 for another user's and 401 for an expired JWT,
-    and lists presence members with their JWT names."""
+    and lists presence members with their JWT names; its server helper reads a presence channel's users."""
     out = await build_guide(tmp_path)
     closed: list[int] = []
 
@@ -122,6 +122,7 @@ async def test_nextjs_guide_runs_against_the_gateway(
         "subscribe",
         "expired-jwt-401",
         "presence",
+        "server-presence-query",
         "route-handler-publishes",
         "route-handler-socket-id",
         "route-handler-401",

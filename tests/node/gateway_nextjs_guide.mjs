@@ -94,6 +94,12 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   ]);
   s.check('presence');
 
+  // A server component's presence query through GET /v1/channels/{channel}/users.
+  const server = await load('lib/relay-server.mjs');
+  assert.deepEqual(await server.presenceUserIds('presence-shop'), ['alice', 'bob']);
+  await assert.rejects(server.presenceUserIds('orders'), /^Error: realtime: 400 'orders' is not a presence channel/);
+  s.check('server-presence-query');
+
   // The route handler publishes to the customer's channel through /v1/publish.
   let response = await orderReady(POST, 'o-1', 'alice');
   assert.deepEqual(response, { status: 200, body: { ok: true, orderId: 'o-1' } });
