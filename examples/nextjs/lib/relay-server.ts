@@ -39,3 +39,16 @@ export async function publish(
   }
   return body as PublishResult;
 }
+
+/** Who is in a presence channel (GET /v1/channels/{channel}/users): for a server component's "online now" list. */
+export async function presenceUserIds(channel: string): Promise<string[]> {
+  const response = await fetch(
+    `${process.env.RELAY_GATEWAY_URL}/v1/channels/${encodeURIComponent(channel)}/users`,
+    { headers: { Authorization: `Bearer ${process.env.RELAY_API_TOKEN}` }, cache: 'no-store' },
+  );
+  const body = await response.json();
+  if (!response.ok) {
+    throw new Error(`realtime: ${response.status} ${body.error ?? JSON.stringify(body.detail)}`);
+  }
+  return (body.users as { id: string }[]).map((user) => user.id);
+}
