@@ -288,6 +288,9 @@ class EmulatorConfig:
     max_request_bytes: int = 1_048_576
     max_frame_bytes: int = 262_144
     max_send_buffer: int = 4 * 1024 * 1024
+    # TCP connections one client address may hold at once (None: no cap); more are closed as they arrive. Behind a
+    # proxy every connection has the proxy's address: cap there instead (docs/nginx.conf).
+    max_connections_per_address: int | None = None
     node_id: int | None = None
     # Operations: the token that opens /console, /metrics and /usage (required unless bound to a loopback host),
     # TLS for wss/https on the same port, and graceful shutdown (for shutdown_delay seconds answer /ready and new
@@ -314,6 +317,7 @@ class EmulatorConfig:
         object.__setattr__(self, "path_prefix", self.path_prefix.rstrip("/"))
         for name in ("max_request_bytes", "max_frame_bytes", "max_send_buffer"):
             _whole(name, getattr(self, name), 1)
+        _optional(_whole, "max_connections_per_address", self.max_connections_per_address, 1)
         _optional(_whole, "node_id", self.node_id, 0)
         for name in ("console_token", "tls_cert", "tls_key", "usage_file"):
             _optional(_text, name, getattr(self, name))
@@ -377,6 +381,7 @@ _SERVER_FIELDS = {
     "max_request_bytes",
     "max_frame_bytes",
     "max_send_buffer",
+    "max_connections_per_address",
     "redis_url",
     "redis_prefix",
     "node_ttl",

@@ -53,6 +53,8 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.http_responses: dict[str, int] = {}
         self.refused: dict[int, int] = {}
+        # Connections closed as they arrived: their address held max_connections_per_address.
+        self.address_refused = 0
         self.publish_latency = Histogram(LATENCY_BUCKETS)
 
     def http_response(self, status: int) -> None:
@@ -176,6 +178,12 @@ def render(
         "counter",
         "WebSocket connections refused after the upgrade, by Pusher error code",
         [({"code": str(code)}, count) for code, count in sorted(node.refused.items())],
+    )
+    out.family(
+        "relay_address_cap_refusals_total",
+        "counter",
+        "TCP connections closed as they arrived: their address held max_connections_per_address",
+        [({}, node.address_refused)],
     )
     out.family(
         "relay_cluster_lost_operations_total",

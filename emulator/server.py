@@ -118,6 +118,8 @@ class EmulatorNode:
         self.open_files_limit: int | None = None
         self.crowded_at = sys.maxsize
         self._crowded_warned_at: float | None = None
+        self.per_address: dict[str, int] = {}  # open connections by client address, under max_connections_per_address
+        self._capped_warned_at: float | None = None
         # Connections still speaking HTTP (not WebSockets, not console streams), swept for their timeouts.
         self.http_connections: set[HttpConnection] = set()
         self.http_idle_timeout = http_idle_timeout
@@ -185,6 +187,35 @@ class EmulatorNode:
         self._sweeper = asyncio.create_task(self._sweep_liveness())
         self.http_clock = loop.time()
         self._http_sweeper = asyncio.create_task(self._sweep_http())
+
+    def admit_address(self, connection: HttpConnection, transport: asyncio.BaseTransport) -> bool:
+        """Count ``connection`` against its address's cap (``max_connections_per_address``), or close it at once:
+        a refused connection costs a descriptor for no longer than it takes to close."""
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) else str(peer)
+        held = self.per_address.get(address, 0)
+        limit = self.config.max_connections_per_address
+        if limit is not None and held >= limit:
+            self.ops.metrics.address_refused += 1
+            now = time.monotonic()
+            if self._capped_warned_at is None or now - self._capped_warned_at >= CROWDED_WARNING_INTERVAL:
+                self._capped_warned_at = now
+                log.warning(
+                    "%s holds %d connections, the most one address may (max_connections_per_address): closing more",
+                    address,
+                    held,
+                    extra={"address": address, "max_connections_per_address": limit},
+                )
+            transport.abort()  # type: ignore[attr-defined]
+            return False
+        self.per_address[address] = held + 1
+        connection._address = address
+        return True
+
+    def release_address(self, address: str) -> None:
+        held = self.per_address.pop(address, 1) - 1
+        if held:
+            self.per_address[address] = held
 
     def connections_crowded(self) -> None:
         """Connections near the open-file limit: say so (once a minute at most), as past it the kernel refuses them
@@ -279,6 +310,7 @@ class HttpConnection(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._fragmented_opcode = Opcode.TEXT
         self._queued: list[bytes] = []  # frames written in this loop iteration, sent together (see write)
+        self._address: str | None = None  # the client's address, counted while a per-address cap is set
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -287,12 +319,16 @@ class HttpConnection(asyncio.Protocol):
         # Past this much unsent output the client is not reading what it is sent: see pause_writing.
         transport.set_write_buffer_limits(high=self.node.config.max_send_buffer)  # type: ignore[attr-defined]
         node = self.node
+        if node.config.max_connections_per_address is not None and not node.admit_address(self, transport):
+            return
         node.connections.add(self)
         node.http_connections.add(self)
         if len(node.connections) >= node.crowded_at:
             node.connections_crowded()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._address is not None:
+            self.node.release_address(self._address)
         self.node.connections.discard(self)
         self.node.http_connections.discard(self)
         if self.session is not None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import App, EmulatorConfig, load_config
 from relay.emulator.limits import TokenBucket, origin_allowed
 from relay.errors import ConfigError
+from relay.protocol.signing import sign_rest_request
 from tests.conftest import StartEmulator
 from tests.operations.support import APP, Client, api, eventually, publish, ws_client
 
@@ -174,3 +178,62 @@ def test_config_file_reads_and_checks_the_operations_settings(tmp_path: Path) ->
     config.write_text("[server]\nshutdown_spread = -1\n")
     with pytest.raises(ConfigError, match="shutdown_spread must be a number of seconds"):
         load_config(config, defaults=EmulatorConfig(apps=(APP,)))
+
+
+def from_address(port: int, address: str) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(address, 0))
+    connection.setblocking(False)
+    return connection
+
+
+async def closed_by_server(connection: socket.socket) -> bool:
+    try:
+        return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(connection, 1), 0.5) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+async def test_max_connections_per_address_closes_an_address_s_extra_connections_as_they_arrive(
+    start_emulator: StartEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """[server] max_connections_per_address: one address's connections past the cap are closed at once, whatever
+    they are; other addresses, and the address's open connections, are served."""
+    emulator = await start_emulator(app=APP, max_connections_per_address=3)
+    port = emulator.port
+    sentinel = await ws_client(emulator.ws_url())  # from 127.0.0.1: one of its 3
+    await sentinel.subscribe("news", APP)
+    held = [from_address(port, "127.0.0.1"), from_address(port, "127.0.0.1")]
+    extra = from_address(port, "127.0.0.1")
+    assert await closed_by_server(extra)
+    assert any(
+        record.getMessage()
+        == "127.0.0.1 holds 3 connections, the most one address may (max_connections_per_address): closing more"
+        for record in caplog.records
+    )
+    assert not any([await closed_by_server(connection) for connection in held])
+    other = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"))
+    async with other:
+        base = f"http://127.0.0.1:{port}"
+        body = json.dumps({"name": "update", "channel": "news", "data": "from elsewhere"}).encode()
+        params = sign_rest_request(APP.key, APP.secret, "POST", "/apps/1/events", timestamp=int(time.time()), body=body)
+        published = await other.post(f"{base}/apps/1/events", params=params, content=body)
+        assert published.status_code == 200, published.text
+        assert (await sentinel.expect("update"))["data"] == "from elsewhere"
+        metrics = (await other.get(f"{base}/metrics")).text
+    assert "relay_address_cap_refusals_total 1\n" in metrics
+    assert emulator.node.ops.metrics.address_refused == 1
+    await eventually(lambda: emulator.node.per_address == {"127.0.0.1": 3}, what="127.0.0.2's connection to close")
+
+    held.pop().close()
+    await eventually(lambda: emulator.node.per_address == {"127.0.0.1": 2}, what="the closed connection's slot")
+    again = from_address(port, "127.0.0.1")
+    assert not await closed_by_server(again)
+    for connection in (*held, extra, again):
+        connection.close()
+
+
+def test_max_connections_per_address_is_a_whole_number_of_one_or_more() -> None:
+    with pytest.raises(ConfigError, match="max_connections_per_address must be a whole number, 1 or more, got 0"):
+        EmulatorConfig(apps=(APP,), max_connections_per_address=0)
