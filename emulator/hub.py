@@ -230,15 +230,18 @@ class AppState:
     def connect(self, peer: Peer) -> None:
         self.peers[peer.socket_id] = peer
         self.meter.connected(peer.socket_id)
-        if self.cluster is not None and self.app.max_connections is not None:
-            self.cluster.connection_count(self.app.app_id, len(self.peers))
+        self._connections_changed()
 
     def disconnect(self, peer: Peer) -> None:
-        gone = self.peers.pop(peer.socket_id, None)
-        if gone is not None and self.cluster is not None and self.app.max_connections is not None:
-            self.cluster.connection_count(self.app.app_id, len(self.peers))
+        if self.peers.pop(peer.socket_id, None) is not None:
+            self._connections_changed()
         self.compressing.pop(peer.socket_id, None)
         self.meter.disconnected(peer.socket_id)
+
+    def _connections_changed(self) -> None:
+        """The other nodes count this node's connections against a quota (only an app with one announces them)."""
+        if self.cluster is not None and self.app.max_connections is not None:
+            self.cluster.connection_count(self.app.app_id, len(self.peers))
 
     def over_connection_quota(self) -> bool:
         """Whether the app's connections on every node (as the others last announced theirs) reach its quota."""

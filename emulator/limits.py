@@ -33,6 +33,13 @@ class TokenBucket:
         self._refill(now)
         self._tokens -= 1.0
 
+    def take_if_available(self, now: float) -> bool:
+        """Take a token if one is there now; whether it was."""
+        if self.retry_after(now) is not None:
+            return False
+        self._tokens -= 1.0
+        return True
+
 
 def origin_allowed(allowed: tuple[str, ...], origin: str | None) -> bool:
     """Whether a WebSocket handshake's ``Origin`` may connect.

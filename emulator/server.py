@@ -37,6 +37,7 @@ from relay.emulator.console import STREAMING, Operations
 from relay.emulator.descriptors import crowded_at, open_files_limit
 from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response, method_not_allowed
 from relay.emulator.hub import AppState
+from relay.emulator.limits import TokenBucket
 from relay.emulator.session import OVER_CAPACITY, Session
 from relay.emulator.usage import AppMeter
 from relay.emulator.webhooks import WebhookDispatcher
@@ -53,7 +54,7 @@ log = logging.getLogger("relay.emulator")
 logging.getLogger("websockets.server").setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 3.0
-CROWDED_WARNING_INTERVAL = 60.0  # seconds between warnings that connections near the open-file limit
+WARNING_INTERVAL = 60.0  # seconds between warnings of a flood (near the open-file limit, an address over its cap)
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
 # A read larger than this is parsed in pieces of this size, so that a head cannot pass MAX_HEAD_BYTES unmeasured by
 # arriving with other requests in one read (see HttpConnection.on_message_begin).
@@ -114,12 +115,13 @@ class EmulatorNode:
         self.api: HttpApi | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.connections: set[HttpConnection] = set()
-        # Past this many connections the process nears its open-file limit (set at start): see _connections_crowded.
+        # Past this many connections the process nears its open-file limit (set at start): see connections_crowded.
         self.open_files_limit: int | None = None
         self.crowded_at = sys.maxsize
-        self._crowded_warned_at: float | None = None
         self.per_address: dict[str, int] = {}  # open connections by client address, under max_connections_per_address
-        self._capped_warned_at: float | None = None
+        # One warning a minute at most, of each kind: a flood would otherwise log once per connection.
+        self._crowded_warnings = TokenBucket(1 / WARNING_INTERVAL, time.monotonic())
+        self._capped_warnings = TokenBucket(1 / WARNING_INTERVAL, time.monotonic())
         # Connections still speaking HTTP (not WebSockets, not console streams), swept for their timeouts.
         self.http_connections: set[HttpConnection] = set()
         self.http_idle_timeout = http_idle_timeout
@@ -197,9 +199,7 @@ class EmulatorNode:
         limit = self.config.max_connections_per_address
         if limit is not None and held >= limit:
             self.ops.metrics.address_refused += 1
-            now = time.monotonic()
-            if self._capped_warned_at is None or now - self._capped_warned_at >= CROWDED_WARNING_INTERVAL:
-                self._capped_warned_at = now
+            if self._capped_warnings.take_if_available(time.monotonic()):
                 log.warning(
                     "%s holds %d connections, the most one address may (max_connections_per_address): closing more",
                     address,
@@ -220,10 +220,8 @@ class EmulatorNode:
     def connections_crowded(self) -> None:
         """Connections near the open-file limit: say so (once a minute at most), as past it the kernel refuses them
         and libuv drops them unanswered, unlogged."""
-        now = time.monotonic()
-        if self._crowded_warned_at is not None and now - self._crowded_warned_at < CROWDED_WARNING_INTERVAL:
+        if not self._crowded_warnings.take_if_available(time.monotonic()):
             return
-        self._crowded_warned_at = now
         log.warning(
             "%d connections open, near the open-file limit of %s: connections past it are dropped unanswered; "
             "raise it (ulimit -n, or LimitNOFILE= in a systemd unit)",

@@ -553,8 +553,8 @@ def body_limit(path: str) -> int | None:
     return MAX_BODY_BYTES if user_route.group(1) == "events" else MAX_AUTH_BODY_BYTES  # terminate takes no body
 
 
-def check_publish(settings: GatewaySettings, request: Request) -> None:
-    """The API token, compared in constant time: the publish routes' and every other backend route's."""
+def check_api_token(settings: GatewaySettings, request: Request) -> None:
+    """The API token of the backend routes (publishing, channel queries, user events), compared in constant time."""
     if settings.api_token is None:
         raise AuthenticationError(
             "the server API (/v1/publish…, /v1/channels…, /v1/users/…) is disabled: set RELAY_API_TOKEN on the gateway"
@@ -582,7 +582,7 @@ class RequestGuard:
         try:
             request = Request(scope)
             if path in PUBLISH_PATHS or USER_ROUTE.fullmatch(path):
-                check_publish(self.settings, request)
+                check_api_token(self.settings, request)
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise PayloadTooLarge(f"the request body is over {limit} bytes")
@@ -674,7 +674,7 @@ def gateway_router(
     @router.post("/v1/publish", response_model=PublishResponse, summary="Publish an event to one or more channels")
     async def publish(request: Request, body: PublishRequest) -> Any:
         try:
-            check_publish(settings, request)
+            check_api_token(settings, request)
             result = await client.publish(body.targets, body.event, body.data, socket_id=body.socket_id)
         except RelayError as error:
             return error_response(error)
@@ -683,7 +683,7 @@ def gateway_router(
     @router.post("/v1/publish/batch", response_model=PublishResponse, summary="Publish several events")
     async def publish_batch(request: Request, body: BatchRequest) -> Any:
         try:
-            check_publish(settings, request)
+            check_api_token(settings, request)
             events = [Event(e.channel, e.event, e.data, e.socket_id) for e in body.events]
             result = await client.publish_batch(events)
         except RelayError as error:
@@ -693,7 +693,7 @@ def gateway_router(
     @router.post("/v1/users/{user_id}/events", response_model=UserResponse, summary="Send an event to one user")
     async def send_to_user(request: Request, user_id: str, body: UserEventRequest) -> Any:
         try:
-            check_publish(settings, request)
+            check_api_token(settings, request)
             await client.send_to_user(user_id, body.event, body.data)
         except RelayError as error:
             return error_response(error)
@@ -702,7 +702,7 @@ def gateway_router(
     @router.post("/v1/users/{user_id}/terminate", response_model=UserResponse, summary="Close a user's connections")
     async def terminate_user(request: Request, user_id: str) -> Any:
         try:
-            check_publish(settings, request)
+            check_api_token(settings, request)
             await client.terminate_user_connections(user_id)
         except RelayError as error:
             return error_response(error)
@@ -711,7 +711,7 @@ def gateway_router(
     @router.get("/v1/channels", response_model=ChannelsResponse, summary="Occupied channels, by name prefix")
     async def channels(request: Request, prefix: str = "") -> Any:
         try:
-            check_publish(settings, request)
+            check_api_token(settings, request)
             found = await client.channels(prefix)
         except RelayError as error:
             return error_response(error)
@@ -720,7 +720,7 @@ def gateway_router(
     @router.get("/v1/channels/{channel}", response_model=ChannelResponse, summary="One channel's state")
     async def channel(request: Request, channel: str) -> Any:
         try:
-            check_publish(settings, request)
+            check_api_token(settings, request)
             return _channel_response(await client.channel(channel))
         except RelayError as error:
             return error_response(error)
@@ -728,7 +728,7 @@ def gateway_router(
     @router.get("/v1/channels/{channel}/users", response_model=MembersResponse, summary="A presence channel's users")
     async def channel_users(request: Request, channel: str) -> Any:
         try:
-            check_publish(settings, request)
+            check_api_token(settings, request)
             members = await client.presence_members(channel)
         except RelayError as error:
             return error_response(error)

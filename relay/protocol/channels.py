@@ -107,13 +107,14 @@ def validate_event_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
 def server_to_user_channel(user_id: str, limits: Limits = DEFAULT_LIMITS) -> str:
     """The user's ``#server-to-user-{id}`` channel; an id no such channel can carry is refused here, before a
     request, in the terms of a user id."""
-    longest = limits.max_channel_name - len(SERVER_TO_USER_PREFIX)
-    if not user_id or len(user_id) > longest or not _NAME_CHARS.match(user_id):
+    try:
+        return validate_channel_name(SERVER_TO_USER_PREFIX + user_id, limits)
+    except InvalidChannelName:
+        longest = limits.max_channel_name - len(SERVER_TO_USER_PREFIX)
         raise InvalidChannelName(
             f"user id {user_id[:50]!r} cannot be used: it goes in the channel #server-to-user-{{id}}, so it is 1 to "
             f"{longest} of A-Z a-z 0-9 _ - = @ , . ;"
-        )
-    return SERVER_TO_USER_PREFIX + user_id
+        ) from None
 
 
 def is_client_event(name: str) -> bool:

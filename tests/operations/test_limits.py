@@ -109,6 +109,14 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert bucket.retry_after(2.0) is None
 
 
+def test_a_token_is_taken_only_when_there_is_one() -> None:
+    bucket = TokenBucket(1 / 60, now=0.0)  # a warning a minute
+    assert bucket.take_if_available(0.0)
+    assert not bucket.take_if_available(59.0)
+    assert not bucket.take_if_available(59.5)  # a refusal takes nothing: the minute still ends at 60
+    assert bucket.take_if_available(60.001)  # a minute on (1/60 a second adds up to a hair under 1 at 60.0)
+
+
 async def test_allowed_origins_refuse_other_sites_with_4009(start_emulator: StartEmulator) -> None:
     app = replace(APP, allowed_origins=("https://shop.example.com", "*.trusted.test"))
     emulator = await start_emulator(app=app)
