@@ -317,6 +317,8 @@ class Session:
         if self.user is not None:
             if self.user.user_id != user.user_id:
                 self.terminate(ErrorCode.UNAUTHORIZED, "Signin failed: already signed in as another user")
+            else:  # answered, so a client awaiting the answer goes on; it stays signed in as it was (same watchlist)
+                self.send_text(frames.signin_success(user_data))
             return
         self.user, self.user_id = user, user.user_id
         self._authorized = True

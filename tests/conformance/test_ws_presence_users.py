@@ -368,6 +368,23 @@ async def test_signin_again_as_another_user_is_4009(emulator: RunningEmulator, c
     await assert_serves_others(emulator, connect)
 
 
+async def test_signin_again_as_the_same_user_is_answered_again(emulator: RunningEmulator, connect: Connect) -> None:
+    """Signing in again as the user the connection is signed in as succeeds again (it got no answer at all, so a
+    client awaiting one waited for ever); the connection stays that user's, once, on its server-to-user channel."""
+    client = await connect(emulator)
+    assert (await client.signin('{"id":"same"}'))["event"] == "pusher:signin_success"
+    again = await client.signin('{"id":"same","user_info":{"name":"again"}}')
+    assert again == {
+        "event": "pusher:signin_success",
+        "data": {"user_data": '{"id":"same","user_info":{"name":"again"}}'},
+    }
+    await client.subscribed("#server-to-user-same")
+    await publish(emulator, "#server-to-user-same", "to-user", '"once"')
+    assert (await client.expect("to-user", "#server-to-user-same"))["data"] == '"once"'
+    await client.sync()
+    await assert_serves_others(emulator, connect)
+
+
 async def test_user_authentication_timeout(start_emulator: StartEmulator, connect: Connect) -> None:
     """Item 52: in authorized-connections mode a socket that neither signs in nor subscribes to a private or
     presence channel in time is closed with 4009; the signed-in and the privately subscribed ones stay."""
