@@ -199,6 +199,30 @@ async def test_presence_member_limit(start_emulator: StartEmulator, connect: Con
 
 
 @pytest.mark.parametrize(
+    ("channel_data", "error"),
+    [
+        ("not json", "channel_data is not valid JSON"),
+        ('{"user_info":{}}', "channel_data must contain user_id"),
+    ],
+    ids=["not-json", "no-user-id"],
+)
+async def test_signed_but_unreadable_channel_data_is_a_400_auth_error(
+    emulator: RunningEmulator, connect: Connect, channel_data: str, error: str
+) -> None:
+    """channel_data whose signature is valid but which no member can be read from: a subscription_error naming what is
+    wrong, with status 400 (the request, not the signature, is at fault); the socket stays open."""
+    client = await connect(emulator)
+    frame = await client.subscribe("presence-unreadable", channel_data)
+    assert frame == {
+        "event": "pusher:subscription_error",
+        "channel": "presence-unreadable",
+        "data": {"type": "AuthError", "error": error, "status": 400},
+    }
+    await client.sync()
+    await assert_serves_others(emulator, connect)
+
+
+@pytest.mark.parametrize(
     ("channel_data", "accepted"),
     [
         (cd("u", bio="x" * 1014), True),  # user_info {"bio":"…"} is exactly 1024 bytes
