@@ -32,6 +32,7 @@ from relay.errors import (
     ProviderError,
     RelayError,
     UnknownKey,
+    UnsupportedCapability,
 )
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
@@ -76,6 +77,19 @@ def token_channel(name: object) -> str:
             code=40010,
         )
     return channel
+
+
+def refuse_encrypted(channels: Sequence[str]) -> None:
+    """Ably has no counterpart of Pusher's end-to-end encrypted channels: their data would go out in clear, which the
+    name promises it never does, so a publish to one is refused before anything is sent."""
+    for name in channels:
+        if classify(name) is ChannelKind.ENCRYPTED:
+            raise UnsupportedCapability(
+                "Ably",
+                "end-to-end encrypted channels",
+                hint=f"{name!r} would be published in clear; publish it through Pusher or the emulator, "
+                "or use a private- channel",
+            )
 
 
 PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 100)
@@ -187,6 +201,7 @@ class AblyAdapter:
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
+        refuse_encrypted(channels)
         message_id = f"{self._random_id()}:0"
         message = self._message(event, payload, message_id, socket_id)
         if len(channels) == 1:
@@ -218,6 +233,7 @@ class AblyAdapter:
         return PublishResult(tuple(str(result.get("channel")) for result in results), message_ids)
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
+        refuse_encrypted([event.channel for event, _ in events])
         base = self._random_id()
         specs = [
             {

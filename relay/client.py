@@ -141,6 +141,26 @@ class _Operations:
         if capability not in adapter.capabilities:
             raise unsupported(adapter, capability)
 
+    def calls(
+        self, route: _Route, operation: Callable[[Adapter], list[Call[T]]], capability: Capability
+    ) -> list[Call[T]]:
+        self.require(route.adapter, capability)
+        return operation(route.adapter)
+
+    def plan(
+        self, operation: Callable[[Adapter], list[Call[T]]], capability: Capability
+    ) -> list[tuple[_Route, list[Call[T]] | None]]:
+        """The providers an operation goes to, each with its calls if built already (None: built in its turn). A
+        mirror builds every capable provider's calls before it sends any, so what one of them refuses as input (a user
+        id it cannot carry, a channel it would publish in clear) is the caller's error, raised before another
+        provider has delivered, not a MirrorError; a provider lacking the operation still fails in its turn."""
+        routes = self.routes_for(capability)
+        if self.mode is not Mode.MIRROR:
+            return [(route, None) for route in routes]
+        return [
+            (route, operation(route.adapter) if capability in route.adapter.capabilities else None) for route in routes
+        ]
+
     def publish_calls(self, adapter: Adapter, publish: _Publish) -> list[Call[PublishResult]]:
         channels, step = publish.channels, adapter.max_channels_per_publish
         return [
@@ -404,10 +424,10 @@ class Relay(_BaseRelay):
         if self._closed:
             raise ClientClosed()
         outcomes: _Outcomes[R] = _Outcomes(self._ops.mode)
-        for route in self._ops.routes_for(capability):
+        for route, built in self._ops.plan(operation, capability):
             try:
-                self._ops.require(route.adapter, capability)
-                outcome = combine(self._run_all(operation(route.adapter), route.adapter, capability))
+                calls = built if built is not None else self._ops.calls(route, operation, capability)
+                outcome = combine(self._run_all(calls, route.adapter, capability))
             except RelayError as error:
                 outcomes.failed(route.label, error)
                 continue
@@ -515,10 +535,10 @@ class AsyncRelay(_BaseRelay):
         if self._closed:
             raise ClientClosed()
         outcomes: _Outcomes[R] = _Outcomes(self._ops.mode)
-        for route in self._ops.routes_for(capability):
+        for route, built in self._ops.plan(operation, capability):
             try:
-                self._ops.require(route.adapter, capability)
-                outcome = combine(await self._run_all(operation(route.adapter), route.adapter, capability))
+                calls = built if built is not None else self._ops.calls(route, operation, capability)
+                outcome = combine(await self._run_all(calls, route.adapter, capability))
             except RelayError as error:
                 outcomes.failed(route.label, error)
                 continue

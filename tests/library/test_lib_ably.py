@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -274,6 +275,30 @@ async def test_unsupported_operations_name_provider_and_operation(
     assert (raised.value.provider, raised.value.operation) == ("Ably", operation)
     assert str(raised.value).startswith(f"Ably does not support {operation}")
     assert not respx_mock.calls, "never sent, never a silent no-op"
+
+
+@pytest.mark.parametrize(
+    "publish",
+    [
+        lambda relay: relay.publish("private-encrypted-card", "e", {"pan": "4111"}),
+        lambda relay: relay.publish(["orders", "private-encrypted-card"], "e", {"pan": "4111"}),
+        lambda relay: relay.publish_batch([Event("orders", "e", 1), Event("private-encrypted-card", "e", {"pan": 1})]),
+    ],
+    ids=["one-channel", "among-channels", "in-a-batch"],
+)
+async def test_encrypted_channels_are_refused_not_published_in_clear(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, publish: Callable[[Any], Awaitable[object]]
+) -> None:
+    """Ably has no end-to-end encrypted channels: a publish to a private-encrypted- channel is refused before anything
+    is sent (it went out in clear), naming the channel; private- channels publish as before."""
+    relay = make_relay(URL)
+    with pytest.raises(UnsupportedCapability) as raised:
+        await publish(relay)
+    assert raised.value.provider == "Ably" and raised.value.operation == "end-to-end encrypted channels"
+    assert "'private-encrypted-card' would be published in clear" in str(raised.value)
+    assert not respx_mock.calls
+    respx_mock.post(f"{BASE}/channels/private-card/messages").respond(201, json={"messageId": "m", "channel": "c"})
+    assert (await relay.publish("private-card", "e", {"pan": "4111"})).channels == ("private-card",)
 
 
 # -- errors -------------------------------------------------------------------------------------------------------

@@ -13,6 +13,10 @@ Semantics under test:
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import httpx
 import pytest
 import respx
@@ -20,7 +24,14 @@ from libsupport import MakeRelay, StartEmulator, StartStoppable, Subscribe, emul
 from respx_checks import check_sent
 
 from relay import MirrorError, PublishResult
-from relay.errors import AuthenticationError, PayloadTooLarge, RelayError, TransportError
+from relay.errors import (
+    AuthenticationError,
+    InvalidChannelName,
+    PayloadTooLarge,
+    RelayError,
+    TransportError,
+    UnsupportedCapability,
+)
 
 
 def label(port: int) -> str:
@@ -80,6 +91,57 @@ async def test_mirror_with_every_provider_down(start_stoppable: StartStoppable, 
     with pytest.raises(MirrorError) as queried:  # a query goes to the first provider only
         await relay.channel("orders")
     assert set(queried.value.errors) == {label(first.port)}
+
+
+@pytest.mark.parametrize(
+    ("operation", "error"),
+    [
+        (lambda relay: relay.send_to_user("a b", "e", 1), InvalidChannelName),
+        (lambda relay: relay.terminate_user_connections("a/b"), InvalidChannelName),
+        (lambda relay: relay.presence_members("orders"), InvalidChannelName),
+    ],
+    ids=["send_to_user", "terminate", "presence_members"],
+)
+async def test_a_mirror_raises_the_callers_mistake_before_sending(
+    start_emulator: StartEmulator,
+    make_relay: MakeRelay,
+    operation: Callable[[Any], Awaitable[object]],
+    error: type[RelayError],
+) -> None:
+    """What a provider refuses as input (a user id no channel can carry, members of a channel that has none) is the
+    same 400 error under mirror: as with that provider alone, raised before any provider is sent anything; it was a
+    MirrorError (502), which the gateway answered as the providers' failure."""
+    running = await start_emulator()
+    relay = make_relay(f"mirror:{emulator_url(running)}|memory://mirror-mistakes")
+    with pytest.raises(error) as raised:
+        await operation(relay)
+    assert raised.value.http_status == 400
+    assert relay.requests == []
+
+
+async def test_a_mirror_with_ably_refuses_encrypted_channels_before_pusher_delivers(
+    start_emulator: StartEmulator, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    """mirror:PUSHER?encryption_master_key=…|ABLY: the Pusher side would encrypt, the Ably side publish in clear, so
+    the publish is refused before either is sent it (UnsupportedCapability, naming the channel); a private- channel
+    goes to both."""
+    running = await start_emulator()
+    key = base64.b64encode(bytes(range(32))).decode()
+    ably = f"ably://{running.app.ably_api_key}@127.0.0.1:{running.port}?tls=false"
+    relay = make_relay(f"mirror:{emulator_url(running, query=f'encryption_master_key={key}')}|{ably}")
+    with pytest.raises(UnsupportedCapability) as raised:
+        await relay.publish("private-encrypted-card", "e", {"pan": "4111"})
+    assert "'private-encrypted-card' would be published in clear" in str(raised.value)
+    assert relay.requests == []
+    on_pusher = await subscriber(running)
+    await on_pusher.subscribe("orders")
+    assert await relay.publish("orders", "e", {"id": 1}) == PublishResult(("orders",))
+    assert [
+        frame["data"] for frame in (await on_pusher.expect("e", "orders"), await on_pusher.expect("e", "orders"))
+    ] == [
+        '{"id":1}',
+        '{"id":1}',
+    ]
 
 
 async def test_failover_to_the_second_when_the_first_is_unreachable(
