@@ -10,13 +10,14 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin
+from urllib.parse import urlencode, urljoin
 
 from relay.adapters.base import (
     Call,
     Capability,
     HttpRequest,
     HttpResponse,
+    path_segment,
     unreadable_answer,
     unsupported,
     webhook_bytes,
@@ -205,7 +206,7 @@ class AblyAdapter:
         message_id = f"{self._random_id()}:0"
         message = self._message(event, payload, message_id, socket_id)
         if len(channels) == 1:
-            request = self._request("POST", f"/channels/{quote(channels[0], safe='')}/messages", [message])
+            request = self._request("POST", f"/channels/{path_segment(channels[0])}/messages", [message])
             return Call(request, lambda response: self._single(response, channels[0], message_id))
         request = self._request("POST", "/messages", [{"channels": list(channels), "messages": [message]}])
         return Call(request, lambda response: self._batched(response, (message_id,), batch=False))
@@ -260,7 +261,7 @@ class AblyAdapter:
             user_count = metrics.get("presenceMembers") if classify(name) is ChannelKind.PRESENCE else None
             return ChannelInfo(name, bool(status.get("isActive")), metrics.get("subscribers"), user_count)
 
-        return Call(self._request("GET", f"/channels/{quote(name, safe='')}"), parse)
+        return Call(self._request("GET", f"/channels/{path_segment(name)}"), parse)
 
     def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
         params = {"prefix": prefix} if prefix else {}
@@ -306,7 +307,7 @@ class AblyAdapter:
                 members.append(PresenceMember(message["clientId"], data if isinstance(data, dict) else None))
             return one_per_user(members)
 
-        request = self._request("GET", f"/channels/{quote(channel, safe='')}/presence?limit={PAGE_LIMIT}")
+        request = self._request("GET", f"/channels/{path_segment(channel)}/presence?limit={PAGE_LIMIT}")
         return Call(request, parse, self._next_page, lambda a, b: one_per_user(a + b))
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:

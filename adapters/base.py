@@ -10,6 +10,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import quote
 
 from relay.errors import ProtocolError, RelayError, UnsupportedCapability
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
@@ -112,6 +113,21 @@ class Adapter(Protocol):
     def check_channel(self, name: object) -> str: ...
 
     def check_socket_id(self, socket_id: object) -> str: ...
+
+
+# URL parsers (httpx's among them) resolve "." and ".." segments away (RFC 3986 §5.2.4): a channel named ".." would
+# reach the channel list. Percent-encoded, they are names like any other.
+_DOT_SEGMENTS = {".": "%2E", "..": "%2E%2E"}
+
+
+def path_segment(name: str) -> str:
+    """``name`` as one segment of a URL's path: percent-encoded, ``/`` and dot-only names included."""
+    return _DOT_SEGMENTS.get(name) or quote(name, safe="")
+
+
+def quote_path(path: str) -> str:
+    """``path`` percent-encoded for a URL, keeping its ``/`` separators, its dot-only segments encoded."""
+    return "/".join(_DOT_SEGMENTS.get(segment, segment) for segment in quote(path).split("/"))
 
 
 def unsupported(adapter: Adapter, capability: Capability) -> UnsupportedCapability:

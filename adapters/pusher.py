@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import nacl.secret
 import nacl.utils
@@ -18,6 +18,7 @@ from relay.adapters.base import (
     Capability,
     HttpRequest,
     HttpResponse,
+    quote_path,
     unreadable_answer,
     webhook_bytes,
     webhook_event,
@@ -79,8 +80,8 @@ def required_master_key(channel: str, master_key: bytes | None) -> bytes:
 
 
 def user_channel(user_id: object) -> str:
-    """The ``#server-to-user-`` channel of ``user_id``: an id it cannot carry ('/', '..', '?', spaces, over the
-    length) is refused, so it can neither reshape a request's path nor be recorded as done."""
+    """The ``#server-to-user-`` channel of ``user_id``: an id it cannot carry ('/', '?', spaces, over the length) is
+    refused, so it can neither reshape a request's path nor be recorded as done."""
     if not isinstance(user_id, str):
         raise InvalidChannelName(f"a user id must be a string, got {user_id!r}")
     return server_to_user_channel(user_id)
@@ -125,7 +126,7 @@ class PusherAdapter:
                 body=raw,
                 params=params,
             )
-            url = f"{self._config.base_url}{quote(full_path)}?{urlencode(query)}"
+            url = f"{self._config.base_url}{quote_path(full_path)}?{urlencode(query)}"
         except UnicodeEncodeError as exc:
             # The client refuses such data, names and user ids itself; this is what reaches here any other way (an
             # adapter called directly, an app id of a hand-built ProviderConfig). Pusher's servers refuse what UTF-8

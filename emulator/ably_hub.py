@@ -166,7 +166,7 @@ def check_messages(
             )
         total += message.size()
     if total > limit:
-        raise AblyError(40009, f"{where}: messages are {total} bytes; the maximum is {limit}", 400)
+        raise AblyError(40009, f"{where}: messages are {total} bytes; the maximum is {limit}", 413)
     ids = [message.id for message in messages]
     if len(messages) > 1 and any(ids):
         base = (ids[0] or "").rpartition(":")[0]
@@ -733,7 +733,7 @@ def check_pusher_member(client_id: str, data: str | bytes | None, encoding: str 
         )
     if frames.utf8_length(user_info_json(data, encoding)) > limits.max_user_info_bytes:
         limit = limits.max_user_info_bytes
-        raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 400)
+        raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 413)
 
 
 def pusher_member(socket_id: str, user_id: str, user_info_json: str, action: int, timestamp: int) -> dict[str, Any]:

@@ -227,7 +227,7 @@ class AblySession(ForeignPeer):
         if self.closed:
             return
         limit = self._max_frame_size
-        error = AblyError(40009, f"Maximum message length exceeded: a WebSocket message over {limit} bytes", 400)
+        error = AblyError(40009, f"Maximum message length exceeded: a WebSocket message over {limit} bytes", 413)
         self._send({"action": ERROR, "error": error.body()})
         self.closed = True
 
@@ -438,7 +438,7 @@ class AblySession(ForeignPeer):
         total = sum(len(client_id.encode()) + _data_size(data) for _, client_id, data, _ in checked)
         limit = self.max_message_size
         if total > limit:  # presence messages are messages: the same limit
-            raise AblyError(40009, f"presence messages are {total} bytes; the maximum is {limit}", 400)
+            raise AblyError(40009, f"presence messages are {total} bytes; the maximum is {limit}", 413)
         self.app.check_presence(name, self.socket_id, checked)  # all or nothing: nothing is applied when it raises
         items = []
         for index, (action, client_id, data, encoding) in enumerate(checked):

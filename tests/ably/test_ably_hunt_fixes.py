@@ -593,7 +593,7 @@ async def test_app_message_limit_is_the_ably_frame_limit(
     assert (await pusher_side.expect("fits"))["data"] == "x" * 3000
     await publisher.publish("fs", {"name": "big", "data": "x" * 30_000})
     seen = await publisher.closed()
-    assert [(m["action"], m["error"]["code"], m["error"]["statusCode"]) for m in seen] == [(ERROR, 40009, 400)]
+    assert [(m["action"], m["error"]["code"], m["error"]["statusCode"]) for m in seen] == [(ERROR, 40009, 413)]
     assert "over 4096 bytes" in seen[0]["error"]["message"]
     with pytest.raises(ConnectionClosed) as closed:
         await publisher.ws.recv()

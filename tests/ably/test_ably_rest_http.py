@@ -108,7 +108,7 @@ async def test_publish_shapes_and_idempotency(
         (b'{"name": 5}', "application/json", 400, 40016),
         (b'{"data": true}', "application/json", 400, 40013),
         (b'{"extras": []}', "application/json", 400, 40000),
-        (b'{"data": "' + b"x" * 70_000 + b'"}', "application/json", 400, 40009),
+        (b'{"data": "' + b"x" * 70_000 + b'"}', "application/json", 413, 40009),
         (b'{"name": "\\ud800"}', "application/json", 400, 40000),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, 40000),
         (msgpack.packb({"data": msgpack.ExtType(1, b"x")}), "application/x-msgpack", 400, 40013),
