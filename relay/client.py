@@ -193,7 +193,12 @@ class _Operations:
 
     def checked_publish(self, channels: str | Sequence[str], event: str, data: Any, socket_id: str | None) -> _Publish:
         """A publish checked and its data encoded, once for every provider it goes to."""
-        names = [channels] if isinstance(channels, str) else list(channels)
+        if isinstance(channels, str):
+            names = [channels]
+        elif isinstance(channels, Iterable) and not isinstance(channels, bytes | Mapping):
+            names = list(channels)
+        else:
+            raise InvalidChannelName(f"channels is a channel name or a list of them, not {type(channels).__name__}")
         if not names:
             raise LimitExceeded("publish needs at least one channel")
         for name in names:
@@ -207,10 +212,12 @@ class _Operations:
 
     def checked_events(self, events: Iterable[Event | Mapping[str, Any]]) -> list[tuple[Event, Payload]]:
         """Every event checked before any is sent: a batch split into calls must not fail after its first call."""
+        if not isinstance(events, Iterable) or isinstance(events, str | bytes | Mapping):
+            raise ProtocolError(f"events is a list of Events or mappings, not {type(events).__name__}")
         checked = []
         for index, item in enumerate(events):
-            event = item if isinstance(item, Event) else Event(**item)
             try:
+                event = item if isinstance(item, Event) else _event_of(item)
                 self.channel(event.channel)
                 _event_name(event.name)
                 if event.socket_id is not None:
@@ -221,6 +228,27 @@ class _Operations:
                 error.args = (error.message,)
                 raise
         return checked
+
+
+_EVENT_FIELDS = ("channel", "name", "data", "socket_id")
+
+
+def _event_of(item: object) -> Event:
+    """A batch item given as a mapping of :class:`Event`'s fields (``socket_id`` optional)."""
+    if not isinstance(item, Mapping):
+        raise ProtocolError(f"an event is an Event or a mapping, not {type(item).__name__}")
+    unknown = [str(key) for key in item if key not in _EVENT_FIELDS]
+    missing = [key for key in _EVENT_FIELDS[:3] if key not in item]
+    problems = []
+    if unknown:
+        problems.append(f"unknown key(s) {', '.join(map(repr, unknown))}")
+    if missing:
+        problems.append(f"missing {', '.join(map(repr, missing))}")
+    if problems:
+        raise ProtocolError(
+            f"{'; '.join(problems)} (an event's keys are channel, name, data and, optionally, socket_id)"
+        )
+    return Event(**item)
 
 
 def _event_name(name: object) -> str:

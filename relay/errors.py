@@ -83,6 +83,11 @@ class PayloadTooLarge(ProtocolError):
     http_status = 413
 
 
+class InvalidData(ProtocolError, TypeError):
+    """Event data or a user's info that JSON cannot encode (a datetime, bytes, a set); a TypeError too, as the json
+    module's own refusal is."""
+
+
 class LimitExceeded(ProtocolError):
     """A count limit (channels per event, events per batch, presence members, watchlist) is exceeded."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from relay.errors import InvalidData
 from relay.protocol.frames import dumps
 
 
@@ -22,4 +23,4 @@ class Payload:
         try:
             return cls(dumps(data), True)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"event data must be a str or JSON-serialisable: {exc}") from None
+            raise InvalidData(f"event data must be a str or JSON-serialisable: {exc}") from None

@@ -23,6 +23,7 @@ from relay.errors import (
     AuthenticationError,
     ConfigError,
     InvalidChannelName,
+    InvalidData,
     InvalidSignature,
     InvalidSocketId,
     LimitExceeded,
@@ -139,7 +140,7 @@ async def test_invalid_input_is_refused_before_any_request(emulator: Emulator, m
         await relay.publish([], "e", "x")
     with pytest.raises(InvalidSocketId):
         await relay.publish("ok", "e", "x", socket_id="not-a-socket")
-    with pytest.raises(TypeError, match="JSON-serialisable"):
+    with pytest.raises(InvalidData, match="JSON-serialisable"):
         await relay.publish("ok", "e", {"when": object()})
     with pytest.raises(ProtocolError, match="one at a time"):
         await relay.publish(["private-encrypted-a", "b"], "e", "x")

@@ -1,5 +1,5 @@
-"""Fixes from a walkthrough of the library as a backend developer would use it: channel names made of dots, and the
-size error of Ably's REST API.
+"""Fixes from a walkthrough of the library as a backend developer would use it: channel names made of dots, the size
+error of Ably's REST API, and bad input that escaped RelayError.
 
 Against the real emulator (its Pusher side through ``emulator://``, its Ably side through ``ably://``); every test that
 takes ``make_relay`` runs through ``Relay`` and ``AsyncRelay``.
@@ -7,12 +7,17 @@ takes ``make_relay`` runs through ``Relay`` and ``AsyncRelay``.
 
 from __future__ import annotations
 
+import datetime
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from libsupport import MakeRelay, Subscribe, emulator_url
 
-from relay.errors import PayloadTooLarge
+from relay import Relay, User
+from relay.adapters.memory import memory_store
+from relay.errors import InvalidChannelName, InvalidData, PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol.signing import user_auth
 from tests.conftest import RunningEmulator
 
@@ -63,3 +68,66 @@ async def test_an_oversized_ably_publish_is_payload_too_large(emulator: RunningE
         await relay.publish("orders", "big", "x" * 70_000)
     assert raised.value.http_status == 413
     assert "messages are 70003 bytes; the maximum is 65536" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda relay: relay.publish("orders", "e", {"at": datetime.datetime(2026, 1, 1)}),
+            InvalidData,
+            "event data must be a str or JSON-serialisable: Object of type datetime is not JSON serializable",
+        ),
+        (
+            lambda relay: relay.publish(None, "e", 1),
+            InvalidChannelName,
+            "channels is a channel name or a list of them, not NoneType",
+        ),
+        (
+            lambda relay: relay.publish_batch(
+                [{"channel": "a", "name": "e", "data": 1}, {"channel": "a", "name": "e"}]
+            ),
+            ProtocolError,
+            "events[1]: missing 'data' (an event's keys are channel, name, data and, optionally, socket_id)",
+        ),
+        (
+            lambda relay: relay.publish_batch([{"channel": "a", "event": "e", "data": 1}]),
+            ProtocolError,
+            "events[0]: unknown key(s) 'event'; missing 'name'",
+        ),
+        (
+            lambda relay: relay.publish_batch(None),
+            ProtocolError,
+            "events is a list of Events or mappings, not NoneType",
+        ),
+        (
+            lambda relay: relay.send_to_user("u", "e", {1, 2}),
+            InvalidData,
+            "Object of type set is not JSON serializable",
+        ),
+    ],
+    ids=["datetime-data", "no-channels", "batch-missing-key", "batch-wrong-key", "no-batch", "set-to-user"],
+)
+async def test_bad_input_is_a_relay_error_before_anything_is_sent(
+    make_relay: MakeRelay, call: Callable[[Any], Awaitable[object]], error: type[RelayError], message: str
+) -> None:
+    """Input Python's own checks refused with a bare TypeError ("'NoneType' object is not iterable", Event()'s
+    keyword errors without the batch index) is a RelayError like every other refusal (docs/library.md: "Every error is
+    a RelayError"), the gateway's 400; data JSON cannot encode is InvalidData, a TypeError too."""
+    relay = make_relay("memory://walkthrough-input")
+    with pytest.raises(error) as raised:
+        await call(relay)
+    assert message in str(raised.value)
+    assert raised.value.http_status == 400
+    if error is InvalidData:
+        assert isinstance(raised.value, TypeError)
+    assert memory_store("walkthrough-input").published == []
+
+
+def test_a_users_info_that_json_cannot_encode_is_refused_when_the_user_is_made() -> None:
+    """A presence user whose info holds a date raised a bare TypeError from inside the provider's auth signer."""
+    relay = Relay("memory://walkthrough-user")
+    with pytest.raises(InvalidData, match="a user's info must be JSON-serialisable: Object of type date"):
+        relay.authorize_channel("1.2", "presence-a", {"id": "u", "info": {"d": datetime.date(2026, 1, 1)}})
+    with pytest.raises(InvalidData):
+        User("u", {"d": datetime.date(2026, 1, 1)})
