@@ -17,8 +17,8 @@ from libsupport import MakeRelay, Subscribe, emulator_url
 
 from relay import Relay, User
 from relay.adapters.memory import memory_store
-from relay.errors import InvalidChannelName, InvalidData, PayloadTooLarge, ProtocolError, RelayError
-from relay.protocol.signing import user_auth
+from relay.errors import ClientClosed, InvalidChannelName, InvalidData, PayloadTooLarge, ProtocolError, RelayError
+from relay.protocol.signing import channel_auth, user_auth
 from tests.conftest import RunningEmulator
 
 
@@ -131,3 +131,16 @@ def test_a_users_info_that_json_cannot_encode_is_refused_when_the_user_is_made()
         relay.authorize_channel("1.2", "presence-a", {"id": "u", "info": {"d": datetime.date(2026, 1, 1)}})
     with pytest.raises(InvalidData):
         User("u", {"d": datetime.date(2026, 1, 1)})
+
+
+def test_a_closed_client_still_signs_auth_bodies_but_sends_nothing() -> None:
+    """docs/library.md: publishing or querying a closed client raises ClientClosed; auth bodies need no connection
+    and are still signed."""
+    relay = Relay("emulator://app-key:app-secret@127.0.0.1:1/apps/1")
+    relay.close()
+    body = relay.authorize_channel("1.2", "private-orders")
+    assert body == {"auth": channel_auth("app-key", "app-secret", "1.2", "private-orders")}
+    with pytest.raises(ClientClosed):
+        relay.publish("orders", "e", 1)
+    with pytest.raises(ClientClosed):
+        relay.channel("orders")
