@@ -8,6 +8,7 @@ publish is handled without a task or a framework in between.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import itertools
 import logging
 import random
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from relay.emulator.cluster import RedisCluster
 
 log = logging.getLogger("relay.emulator")
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 # websockets' sans-I/O protocol logs every handshake at INFO; the emulator reports connections itself.
 logging.getLogger("websockets.server").setLevel(logging.WARNING)
 
@@ -683,15 +685,35 @@ class HttpConnection(asyncio.Protocol):
             if not frame.fin:
                 self._fragments = [bytes(frame.data)]
                 self._fragmented_opcode = opcode
+                if opcode is Opcode.TEXT:
+                    self._fragment_utf8 = _utf8_decoder()
+                    self._check_fragment(self._fragments[0])
                 return
             self._message(opcode, bytes(frame.data))
         elif opcode is Opcode.CONT:
             self._fragments.append(bytes(frame.data))
+            if self._fragment_utf8 is not None:
+                self._check_fragment(self._fragments[-1])
             if frame.fin:
+                self._fragment_utf8 = None
                 self._message(self._fragmented_opcode, b"".join(self._fragments))
                 self._fragments = []
         elif opcode is Opcode.PING or opcode is Opcode.PONG:
             session.pong_received()
+
+    _fragment_utf8: codecs.IncrementalDecoder | None = None  # while a fragmented text message is being received
+
+    def _check_fragment(self, data: bytes) -> None:
+        """Fail the connection at the first fragment of a text message that cannot be UTF-8, not after its last
+        (RFC 6455 §8.1; Autobahn's 6.4 cases call waiting for the end non-strict)."""
+        decoder = self._fragment_utf8
+        assert decoder is not None and self.ws is not None and self.session is not None
+        try:
+            decoder.decode(data)
+        except UnicodeDecodeError:
+            self._fragment_utf8, self._fragments = None, []
+            self.session.closed = True
+            self.ws.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
 
     def _message(self, opcode: Opcode, payload: bytes) -> None:
         session = self.session

@@ -141,6 +141,16 @@ async def test_a_large_message_uses_the_64_bit_length(emulator: RunningEmulator)
             1007,
             id="6.4 invalid UTF-8 after a valid fragmented message",
         ),
+        pytest.param(
+            [frame(TEXT, b'{"event":"\xce\xba\xed\xa0\x80', fin=False)],
+            1007,
+            id="6.4 invalid UTF-8 in a first fragment, failed before the message ends (fail fast)",
+        ),
+        pytest.param(
+            [frame(TEXT, b'{"event":"\xce', fin=False), frame(CONTINUATION, b"\xff", fin=False)],
+            1007,
+            id="6.4 invalid UTF-8 across fragments, failed before the message ends",
+        ),
         pytest.param([frame(CLOSE, b"\x03")], 1002, id="7.3 close payload of one byte"),
         pytest.param([frame(CLOSE, struct.pack("!H", 999))], 1002, id="7.9 close code 999"),
         pytest.param([frame(CLOSE, struct.pack("!H", 1004))], 1002, id="7.9 reserved close code 1004"),
