@@ -22,6 +22,8 @@ __all__ = ["add_cost_command", "parse_size", "run_cost"]
 
 # Scales the crossovers (and the no-crossover sentence) are judged at, evenly spread over --plot-range on a log scale.
 _POINTS = 61
+# The scale range of the crossovers and the plot without --plot-range.
+_DEFAULT_RANGE = (0.01, 100.0)
 
 _DESCRIPTION = """\
 What a realtime workload costs on Pusher Channels, Ably, Supabase Realtime and PubNub, and on self-hosted
@@ -216,8 +218,9 @@ def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--plot-range",
         metavar="LOW:HIGH",
         type=_scale_range,
-        default=(0.01, 100.0),
-        help="scale factors the plot and the crossovers span (default 0.01:100)",
+        default=None,
+        help="scale factors the plot and the crossovers span (default 0.01:100; without --plot, the crossovers stop "
+        "where the workload's counts would pass 1e18)",
     )
     parser.set_defaults(run=run_cost)
     return parser
@@ -356,15 +359,46 @@ def _prices(args: argparse.Namespace) -> Prices:
     return prices
 
 
-def _check_plot_range(workload: Workload, low: float, high: float) -> None:
-    """The crossovers and the plot scale the workload up to ``high``: say so if that is beyond the model."""
-    try:
-        workload.scaled(high)
-    except ConfigError as exc:
+def _at_most(factor: float) -> str:
+    """``factor`` for a message saying "at most": short, but never above it."""
+    text = f"{factor:g}"
+    return text if float(text) <= factor else repr(factor)
+
+
+def _check_plot_range(workload: Workload, low: float, high: float, plot: Path | None) -> None:
+    """The plot (and the crossovers) scale the workload up to ``high``: refuse a range beyond the model, naming the
+    flag given (``plot`` is the --plot file when the range is the default one)."""
+    largest = workload.largest_scale()
+    if high <= largest:
+        return
+    beyond = f"at ×{high:g} the workload's counts pass {MAX_QUANTITY:.0e}, the largest number the cost model takes"
+    if plot is not None:
         raise ConfigError(
-            f"--plot-range {low:g}:{high:g}: at ×{high:g} the workload's counts pass {MAX_QUANTITY:.0e}, the largest "
-            "number the cost model takes; lower HIGH"
-        ) from exc
+            f"--plot {plot} draws the default --plot-range {low:g}:{high:g}: {beyond}; pass --plot-range with HIGH "
+            f"at most {_at_most(largest)}"
+        )
+    raise ConfigError(f"--plot-range {low:g}:{high:g}: {beyond}; lower HIGH to at most {_at_most(largest)}")
+
+
+def _crossover_range(workload: Workload, args: argparse.Namespace) -> tuple[tuple[float, float], str]:
+    """The scale range of the crossovers and the plot, and a note when it is cut short.
+
+    A --plot-range given, or the default one for a plot, must stay within the model (else `ConfigError`). Without
+    either, the crossovers are searched over the default range up to the largest scale the workload can take.
+    """
+    given = args.plot_range is not None
+    low, high = args.plot_range if given else _DEFAULT_RANGE
+    if given or args.plot is not None:
+        _check_plot_range(workload, low, high, None if given else args.plot)
+        return (low, high), ""
+    largest = workload.largest_scale()
+    if high <= largest:  # the workload is within the model, so ×1 (above LOW) always is
+        return (low, high), ""
+    note = (
+        f"crossovers searched from {low:g}× to {largest:g}× (not the default {high:g}×): beyond ×{largest:g} the "
+        f"workload's counts would pass {MAX_QUANTITY:.0e}, the largest number the cost model takes"
+    )
+    return (low, largest), note
 
 
 def run_cost(args: argparse.Namespace) -> int:
@@ -373,14 +407,14 @@ def run_cost(args: argparse.Namespace) -> int:
 
     prices = _prices(args)
     workload = workload_from_args(args)
-    low, high = args.plot_range
-    if args.plot is not None or workload.connections:
-        _check_plot_range(workload, low, high)
+    (low, high), range_note = _crossover_range(workload, args)
     if args.plot is not None:
         from .plot import check_plot
 
         check_plot(workload, args.plot)
     result = estimate(workload, prices)
+    if range_note and workload.connections:
+        result = replace(result, assumptions=(*result.assumptions, range_note))
     crossings: tuple[Crossover, ...] = ()
     sides: tuple[tuple[float, CheapestSide], ...] = ()
     if workload.connections:

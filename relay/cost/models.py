@@ -34,6 +34,13 @@ SECONDS_PER_DAY = 86_400
 # The largest count or amount the model takes: far beyond any real workload or price, and far enough inside a float's
 # range that no product the rules form can overflow (10**400 from a JSON file cannot even become a float).
 MAX_QUANTITY = 10**18
+# Connection- and channel-minutes per day: up to MAX_QUANTITY connections (or channels) held all day.
+_MINUTE_FIELDS = frozenset({"connection_minutes_per_day", "channel_minutes_per_day"})
+
+
+def _bound(name: str) -> int:
+    """The largest value the workload field ``name`` takes."""
+    return MAX_QUANTITY * MINUTES_PER_DAY if name in _MINUTE_FIELDS else MAX_QUANTITY
 
 
 def shown_number(value: object) -> str:
@@ -118,8 +125,9 @@ class Workload:
             where = f"workload field {f.name}" + (f" ({flag})" if flag and flag != "--usage" else "")
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{where} must be a number, got {value!r}")
-            if value > MAX_QUANTITY and not value == math.inf:
-                raise ConfigError(f"{where} must be at most {MAX_QUANTITY:.0e}, got {shown_number(value)}")
+            bound = _bound(f.name)
+            if value > bound and not value == math.inf:
+                raise ConfigError(f"{where} must be at most {bound:.3g}, got {shown_number(value)}")
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{where} must be a finite number ≥ 0, got {value!r}")
             if f.name in ("connections", "channels", "mau") and value != int(value):
@@ -201,9 +209,9 @@ class Workload:
 
         def times(name: str, value: float) -> float:
             product = value * factor
-            if not product <= MAX_QUANTITY:  # infinity included: rounding it up to a whole number would not stop
+            if not product <= _bound(name):  # infinity included: rounding it up to a whole number would not stop
                 raise ConfigError(
-                    f"scale ×{factor:g} (--scale) makes {name} {product:.3g}, more than {MAX_QUANTITY:.0e}, "
+                    f"scale ×{factor:g} (--scale) makes {name} {product:.3g}, more than {_bound(name):.3g}, "
                     "the largest number the cost model takes"
                 )
             return product
@@ -229,6 +237,46 @@ class Workload:
             bytes_out_per_day=maybe("bytes_out_per_day", self.bytes_out_per_day),
             origin=self.origin if factor == 1 else f"{self.origin}, scaled ×{factor:g}",
         )
+
+    def largest_scale(self) -> float:
+        """The largest factor `scaled` takes: beyond it a count would pass what the model takes (`MAX_QUANTITY`;
+        1,440 times that for connection- and channel-minutes). Infinite when nothing scales (every count is 0)."""
+        ratios: list[float] = [
+            _bound(name) / value for name in _SCALED_FIELDS if (value := getattr(self, name)) is not None and value > 0
+        ]
+        if not ratios:
+            return math.inf
+        factor: float = min(ratios)
+        # The ratio rounds, and `scaled` checks each product as it rounds: settle on the largest factor it accepts.
+        while factor > 0:
+            try:
+                self.scaled(factor)
+            except ConfigError:
+                factor = math.nextafter(factor, 0.0)
+                continue
+            bigger = math.nextafter(factor, math.inf)
+            try:
+                self.scaled(bigger)
+            except ConfigError:
+                return factor
+            factor = bigger
+        return factor
+
+
+# The fields `Workload.scaled` multiplies (fan-out, sizes, peaks and days are kept).
+_SCALED_FIELDS = (
+    "connections",
+    "channels",
+    "mau",
+    "publishes_per_day",
+    "client_events_per_day",
+    "presence_events_per_day",
+    "webhooks_per_day",
+    "api_requests_per_day",
+    "connection_minutes_per_day",
+    "channel_minutes_per_day",
+    "bytes_out_per_day",
+)
 
 
 @dataclass(frozen=True)

@@ -360,18 +360,23 @@ class _Nodes:
         # CPU cores the whole workload needs at its peak second, and what every node pays per forwarded publish.
         self.work = self.cores(w.per_second_at_peak(self.requests_per_day), self.peak_deliveries, cap)
         self.forwarding = w.per_second_at_peak(self.fanouts_per_day) * cap.cpu_us_per_forwarded_publish / 1e6
-        self.count = self.least_nodes(w.connections)
+        self.by_memory = (
+            max(1, math.ceil(w.connections / self.connections_per_node)) if self.connections_per_node else 1
+        )
+        self.one_node_fits = self.by_memory == 1 and self.work <= self.cpu_usable
+        self.count = self.least_nodes()
         self.cpu_per_node = self.work / self.count + (self.forwarding if self.count > 1 else 0.0)
 
-    def least_nodes(self, connections: int) -> int:
+    def least_nodes(self) -> int:
         """The least n whose nodes hold both the connections (C ÷ n per node) and the CPU at the peak (the work on
         one node, or work ÷ n + forwarding on each of n > 1: forwarding applies only when there are several).
 
         When no node count is enough (too little memory, or every node's share of forwarded publishes alone is more
-        than its CPU), the count memory alone needs is reported (at least one) and the limit checks show what breaks.
+        than its CPU), the count memory alone needs is reported (at least one) and the limit checks show what breaks:
+        when the forwarding rules out several nodes, what one node lacks and the forwarding each of several pays.
         """
-        by_memory = max(1, math.ceil(connections / self.connections_per_node)) if self.connections_per_node else 1
-        if by_memory == 1 and self.work <= self.cpu_usable:
+        by_memory = self.by_memory
+        if self.one_node_fits:
             return 1
         # Several nodes: each pays the forwarding, so n ≥ work ÷ (usable − forwarding), as well as n ≥ 2 and memory's.
         spare = self.cpu_usable - self.forwarding
@@ -393,9 +398,22 @@ class _Nodes:
     def checks(self, w: Workload, plan: Plan) -> list[LimitCheck]:
         memory = None if "memory_mb" in plan.unknown else float(self.connections_per_node)
         cpu = None if "cpu_cores" in plan.unknown else self.cpu_usable
+        if cpu is None or self.one_node_fits or self.forwarding <= cpu:
+            return [
+                LimitCheck("connections per node", w.connections / self.count, memory, "memory_mb"),
+                LimitCheck("CPU cores per node at peak", self.cpu_per_node, cpu, "cpu_cores"),
+            ]
+        # No node count fits: one node is not enough, and with several, every node's share of the forwarded publishes
+        # alone is more than its CPU (more nodes do not help). Say both, with what one node lacks.
         return [
-            LimitCheck("connections per node", w.connections / self.count, memory, "memory_mb"),
-            LimitCheck("CPU cores per node at peak", self.cpu_per_node, cpu, "cpu_cores"),
+            LimitCheck("connections on one node", float(w.connections), memory, "memory_mb"),
+            LimitCheck("CPU cores at peak on one node", self.work, cpu, "cpu_cores"),
+            LimitCheck(
+                "CPU cores per node at peak for forwarded publishes alone (with 2+ nodes)",
+                self.forwarding,
+                cpu,
+                "cpu_cores",
+            ),
         ]
 
     def units(self, egress_gib: float) -> list[tuple[str, float]]:
