@@ -6,6 +6,7 @@ client from the same ``RELAY_URL`` see the same publishes.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +27,20 @@ MEMORY_SECRET = "memory-secret"
 
 @dataclass(frozen=True, slots=True)
 class Published:
+    """One event as published: ``data`` is the text the provider carries, ``is_json`` whether Relay encoded it as
+    JSON (any value but a str) or it was published as that str. Records compare by the text they carry, whatever
+    ``is_json`` says."""
+
     channel: str
     event: str
     data: str
     socket_id: str | None = None
+    is_json: bool = field(default=False, compare=False)
+
+    @property
+    def value(self) -> Any:
+        """What was published: the decoded JSON value, or the str as it was given."""
+        return json.loads(self.data) if self.is_json else self.data
 
 
 @dataclass
@@ -97,12 +108,14 @@ class MemoryAdapter:
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
         check_encrypted_targets(channels, self._master_key)
-        return self._record(*(Published(channel, event, payload.text, socket_id) for channel in channels))
+        return self._record(
+            *(Published(channel, event, payload.text, socket_id, payload.is_json) for channel in channels)
+        )
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
         for event, _ in events:
             check_encrypted_targets([event.channel], self._master_key)
-        return self._record(*(Published(e.channel, e.name, p.text, e.socket_id) for e, p in events))
+        return self._record(*(Published(e.channel, e.name, p.text, e.socket_id, p.is_json) for e, p in events))
 
     def channel(self, name: str) -> Call[ChannelInfo]:
         # The fields Pusher answers with: a presence channel's member count, any other channel's subscriptions.
@@ -119,7 +132,7 @@ class MemoryAdapter:
         return Call(None, lambda _: [])
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
-        record = self._record(Published(user_channel(user_id), event, payload.text))
+        record = self._record(Published(user_channel(user_id), event, payload.text, is_json=payload.is_json))
 
         def apply(response: HttpResponse | None) -> None:
             record.parse(response)

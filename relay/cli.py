@@ -262,8 +262,8 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "serve",
         help="run the HTTP gateway: publish with one fetch, channel auth for browsers",
         description="Run the gateway configured by RELAY_URL, RELAY_API_TOKEN, RELAY_JWT_SECRET or "
-        "RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE, RELAY_JWT_AUDIENCE, RELAY_JWT_ISSUER, RELAY_JWT_COOKIE, "
-        "RELAY_RULES_FILE, RELAY_CORS_ORIGINS and RELAY_WEBHOOK_FORWARD_URL. OpenAPI docs at /docs.",
+        "RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE, RELAY_JWT_AUDIENCE, RELAY_JWT_ISSUER, RELAY_JWT_LEEWAY, "
+        "RELAY_JWT_COOKIE, RELAY_RULES_FILE, RELAY_CORS_ORIGINS and RELAY_WEBHOOK_FORWARD_URL. OpenAPI docs at /docs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")

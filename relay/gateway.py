@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import time
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,11 @@ log = logging.getLogger("relay.gateway")
 MAX_BODY_BYTES = 1_048_576
 MAX_AUTH_BODY_BYTES = 16_384  # pusher-js posts socket_id and channel_name, plus whatever params the app adds
 JWT_ALGORITHMS = ("RS256", "ES256")
+# How far a JWT's iat and nbf may be ahead of the gateway's clock: an identity provider's clock a second or two ahead
+# made every fresh token a 401 ("not yet valid") until the gateway's clock caught up. Not applied to exp (see
+# JwtVerifier.claims). At most five minutes, Kerberos's customary skew: more is a clock to fix, not to allow for.
+DEFAULT_JWT_LEEWAY_S = 30.0
+MAX_JWT_LEEWAY_S = 300.0
 
 
 # -- configuration ------------------------------------------------------------------------------------------------
@@ -120,9 +126,16 @@ class GatewaySettings:
     rules: tuple[RuleSpec, ...] = DEFAULT_RULES
     cors_origins: tuple[str, ...] = ()
     webhook_forward_url: str | None = None
+    jwt_leeway: float = DEFAULT_JWT_LEEWAY_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cors_origins", tuple(browser_origin(origin) for origin in self.cors_origins))
+        leeway = self.jwt_leeway
+        if isinstance(leeway, bool) or not isinstance(leeway, int | float) or not 0 <= leeway <= MAX_JWT_LEEWAY_S:
+            raise ConfigError(
+                f"RELAY_JWT_LEEWAY: {leeway!r} is not a number of seconds from 0 to {MAX_JWT_LEEWAY_S:g} (how far "
+                f"a JWT's iat and nbf may be ahead of the gateway's clock; default {DEFAULT_JWT_LEEWAY_S:g})"
+            )
         if self.jwt_secret and (self.jwt_public_key or self.jwks):
             # With both, the secret won and every RS256/ES256 token was refused: the docs say "instead of".
             other = "RELAY_JWT_PUBLIC_KEY" if self.jwt_public_key else "RELAY_JWKS_FILE"
@@ -159,7 +172,17 @@ class GatewaySettings:
             rules=load_rules(Path(rules_file)) if rules_file else DEFAULT_RULES,
             cors_origins=tuple(o.strip() for o in env.get("RELAY_CORS_ORIGINS", "").split(",") if o.strip()),
             webhook_forward_url=env.get("RELAY_WEBHOOK_FORWARD_URL") or None,
+            jwt_leeway=_seconds(env.get("RELAY_JWT_LEEWAY"), "RELAY_JWT_LEEWAY", DEFAULT_JWT_LEEWAY_S),
         )
+
+
+def _seconds(value: str | None, name: str, default: float) -> float:
+    if value is None or not value.strip():
+        return default
+    try:
+        return float(value)  # NaN and infinity are refused with the range (GatewaySettings)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a number of seconds, such as 30") from None
 
 
 def browser_origin(origin: str) -> str:
@@ -341,7 +364,8 @@ class JwtVerifier:
         if token is not None:
             return token
         if self._settings.jwt_cookie:
-            return request.cookies.get(self._settings.jwt_cookie)
+            # An empty cookie (session=, as a sign-out leaves it) is no token: a visitor, not a malformed JWT (401).
+            return request.cookies.get(self._settings.jwt_cookie, "").strip() or None
         return None
 
     def user(self, request: Request) -> User | None:
@@ -371,7 +395,7 @@ class JwtVerifier:
                 key, algorithms = jwk.key, tuple(a for a in JWT_ALGORITHMS if a == jwk.algorithm_name)
             else:
                 key, algorithms = self._settings.jwt_public_key, JWT_ALGORITHMS
-            return dict(
+            claims = dict(
                 jwt.decode(
                     token,
                     key,
@@ -379,8 +403,16 @@ class JwtVerifier:
                     audience=self._settings.jwt_audience,
                     issuer=self._settings.jwt_issuer,
                     options={"require": ["exp", "sub"]},
+                    leeway=self._settings.jwt_leeway,
                 )
             )
+            # The leeway is for iat and nbf only: PyJWT applied it to exp too, so exp is checked again without it.
+            # Honoured past its exp, a token would outlive a sign-out or a revocation by the leeway; a gateway clock
+            # ahead of the issuer's only ends tokens a little early, and clients renew them before exp anyway.
+            # PyJWT has checked that exp is an integer.
+            if int(claims["exp"]) <= time.time():
+                raise AuthenticationError("the JWT has expired")
+            return claims
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("the JWT has expired") from None
         except jwt.InvalidAudienceError:
@@ -670,6 +702,18 @@ def gateway_router(
     verifier = JwtVerifier(settings)
     rules = build_rules(settings.rules)
     forward = httpx.AsyncClient(timeout=10.0) if settings.webhook_forward_url else None
+    # The forward says it comes from the gateway with Authorization: Bearer RELAY_API_TOKEN, not an HMAC of the
+    # body: its receiver is the app's backend, which holds that token already (it publishes with it), so there is
+    # no second secret to configure and the check is one constant-time comparison. The token crosses the network
+    # on every publish anyway, and the events inside were verified against the provider's signature here. httpx
+    # follows no redirect, so the header never goes on to another host.
+    forward_headers = {} if settings.api_token is None else {"Authorization": f"Bearer {settings.api_token}"}
+    if settings.webhook_forward_url is not None and settings.api_token is None:
+        log.warning(
+            "RELAY_WEBHOOK_FORWARD_URL is set but RELAY_API_TOKEN is not: webhooks are forwarded without "
+            "authentication, so the receiver cannot tell the gateway's requests from forged ones; set "
+            "RELAY_API_TOKEN and check Authorization: Bearer RELAY_API_TOKEN in the receiver"
+        )
 
     @router.post("/v1/publish", response_model=PublishResponse, summary="Publish an event to one or more channels")
     async def publish(request: Request, body: PublishRequest) -> Any:
@@ -677,7 +721,7 @@ def gateway_router(
             check_api_token(settings, request)
             result = await client.publish(body.targets, body.event, body.data, socket_id=body.socket_id)
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
 
     @router.post("/v1/publish/batch", response_model=PublishResponse, summary="Publish several events")
@@ -687,7 +731,7 @@ def gateway_router(
             events = [Event(e.channel, e.event, e.data, e.socket_id) for e in body.events]
             result = await client.publish_batch(events)
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
 
     @router.post("/v1/users/{user_id}/events", response_model=UserResponse, summary="Send an event to one user")
@@ -696,7 +740,7 @@ def gateway_router(
             check_api_token(settings, request)
             await client.send_to_user(user_id, body.event, body.data)
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         return UserResponse(user_id=user_id)
 
     @router.post("/v1/users/{user_id}/terminate", response_model=UserResponse, summary="Close a user's connections")
@@ -705,7 +749,7 @@ def gateway_router(
             check_api_token(settings, request)
             await client.terminate_user_connections(user_id)
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         return UserResponse(user_id=user_id)
 
     @router.get("/v1/channels", response_model=ChannelsResponse, summary="Occupied channels, by name prefix")
@@ -714,7 +758,7 @@ def gateway_router(
             check_api_token(settings, request)
             found = await client.channels(prefix)
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         return ChannelsResponse(channels=[_channel_response(found[name]) for name in sorted(found)])
 
     @router.get("/v1/channels/{channel}", response_model=ChannelResponse, summary="One channel's state")
@@ -723,7 +767,7 @@ def gateway_router(
             check_api_token(settings, request)
             return _channel_response(await client.channel(channel))
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
 
     @router.get("/v1/channels/{channel}/users", response_model=MembersResponse, summary="A presence channel's users")
     async def channel_users(request: Request, channel: str) -> Any:
@@ -731,7 +775,7 @@ def gateway_router(
             check_api_token(settings, request)
             members = await client.presence_members(channel)
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         return MembersResponse(users=[MemberResponse(id=member.user_id, info=member.info) for member in members])
 
     @router.post(
@@ -744,7 +788,7 @@ def gateway_router(
             socket_id, channel = channel_auth_request(client, await request_fields(request))
             body = await channel_auth_body_async(client, rules, verifier.user(request), socket_id, channel)
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         return JSONResponse(body)
 
     @router.post(
@@ -761,7 +805,7 @@ def gateway_router(
                 user = User(user.id, info, _watchlist_claim(user.info))
             body = user_auth_body(client, user, fields.get("socket_id", ""))
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         return JSONResponse(body)
 
     @router.get("/v1/client-config", summary="What a frontend needs to connect")
@@ -773,7 +817,7 @@ def gateway_router(
         try:
             events = client.verify_webhook(dict(request.headers), await request.body())
         except RelayError as error:
-            return error_response(error)
+            return _answer(request, error)
         if webhook_hook is None and forward is None:  # answered 200, the events would be lost without a word
             nowhere = "no RELAY_WEBHOOK_FORWARD_URL is set: the verified events have nowhere to go"
             return JSONResponse({"error": nowhere}, status_code=503)
@@ -782,7 +826,7 @@ def gateway_router(
         if forward is not None and settings.webhook_forward_url is not None:
             payload = {"events": [_event_json(event) for event in events]}
             try:
-                response = await forward.post(settings.webhook_forward_url, json=payload)
+                response = await forward.post(settings.webhook_forward_url, json=payload, headers=forward_headers)
             except httpx.HTTPError as exc:
                 return JSONResponse({"error": f"forwarding failed: {exc.__class__.__name__}"}, status_code=502)
             if response.status_code >= 300:
@@ -797,6 +841,22 @@ def gateway_router(
         return {"status": "ok"}
 
     return router
+
+
+def _answer(request: Request, error: RelayError) -> JSONResponse:
+    """A route's refusal (``error_response``), logged when it is a 500. A ConfigError raised while answering is the
+    gateway's own configuration lacking what a valid request needs (an encrypted channel a rule allows, or a publish
+    names, without encryption_master_key): a 500 as a bug's, but naming the setting to add. Unlogged, the operator
+    saw nothing and only the caller learnt what was missing."""
+    if isinstance(error, ConfigError):
+        message = f"the gateway's configuration cannot serve this request: {error.message}"
+        response = JSONResponse({"error": message}, status_code=500)
+    else:
+        response = error_response(error)
+        message = error.message
+    if response.status_code == 500:
+        log.error("%s %s answered 500: %s", request.method, route_path(request.scope), message)
+    return response
 
 
 def _channel_response(info: ChannelInfo) -> ChannelResponse:
@@ -820,6 +880,9 @@ def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, 
 
 def _event_json(event: WebhookEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in event.__slots__ if getattr(event, name) is not None}
+
+
+LEGACY_PUSHER_HOST = "api.pusherapp.com"
 
 
 def frontend_config(
@@ -855,7 +918,10 @@ def frontend_config(
         "forceTLS": config.tls,
         **auth,
     }
-    if config.scheme == "emulator" or not host.endswith(".pusher.com"):
+    # api.pusherapp.com is hosted Pusher's legacy API host, the mt1 cluster's (pusher-http-node's default): pusher-js
+    # connects there with cluster "mt1" alone, and cannot open a WebSocket to the API host itself.
+    hosted = host.endswith(".pusher.com") or host == LEGACY_PUSHER_HOST
+    if config.scheme == "emulator" or not hosted:
         settings.update(wsHost=host, wsPort=config.port or (443 if config.tls else 80), enabledTransports=["ws", "wss"])
     return settings
 
@@ -911,7 +977,27 @@ def add_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         if any(error.get("type") == "json_invalid" for error in exc.errors()):
             return JSONResponse({"error": "the JSON body is malformed"}, status_code=400)
+        content_type = request.headers.get("content-type", "")
+        if not _is_json_media_type(content_type) and _body_refused(exc):
+            # FastAPI parses a body as JSON only when its Content-Type says it is: fetch() with a string body sends
+            # text/plain, and the 422 said "Input should be a valid dictionary" without a word of the header. Such
+            # a body is refused, not read as JSON regardless: a text/plain POST is a CORS "simple request", one a
+            # cross-site page can send without a preflight.
+            sent = f"this request's is {content_type!r}" if content_type else "this request has none"
+            message = f"the body must be JSON: send Content-Type: application/json ({sent})"
+            return JSONResponse({"error": message}, status_code=415)
         return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/*+json`` (parameters and case aside), as FastAPI reads a body as JSON."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def _body_refused(exc: RequestValidationError) -> bool:
+    """Whether the schema refused a body as a whole (bytes where an object goes), not one field or an empty body."""
+    return any(tuple(error.get("loc", ())) == ("body",) and error.get("type") != "missing" for error in exc.errors())

@@ -11,7 +11,7 @@ import asyncio
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -70,8 +70,32 @@ def _response(response: httpx.Response) -> HttpResponse:
 def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportError:
     url = httpx.URL(request.url)
     port = url.port or (443 if url.scheme == "https" else 80)  # the port is the usual mistake: always name it
-    where = f"could not reach {url_host(url.host)}:{port}: {exc.__class__.__name__}"
-    return TransportError(f"{where}; {_tls_hint(url.scheme, exc) or 'check the host, port and network'}")
+    where, name = f"{url_host(url.host)}:{port}", exc.__class__.__name__
+    hint = _tls_hint(url.scheme, exc)
+    if hint is not None or not _was_sent(exc):
+        return TransportError(f"could not reach {where}: {name}; {hint or 'check the host, port and network'}")
+    # The request went out: the provider may have processed it, and a publish sent again may be delivered twice
+    if isinstance(exc, httpx.ReadTimeout):
+        failed = f"no answer from {where} within {_seconds(_read_timeout(exc))}: {name}"
+    else:
+        failed = f"the connection to {where} failed during the request: {name}"
+    return TransportError(
+        f"{failed}; the request was sent and may have been processed: a publish may have been delivered, check "
+        "before sending it again"
+    )
+
+
+def _read_timeout(exc: httpx.HTTPError) -> float | None:
+    try:
+        timeouts = exc.request.extensions.get("timeout") or {}
+    except RuntimeError:  # raised without its request
+        return None
+    read = timeouts.get("read")
+    return read if isinstance(read, int | float) else None
+
+
+def _seconds(timeout: float | None) -> str:
+    return "the timeout" if timeout is None else f"the {timeout:g}s timeout"
 
 
 def _tls_hint(scheme: str, exc: httpx.HTTPError) -> str | None:
@@ -174,7 +198,11 @@ class SyncSender:
 class AsyncSender:
     """Sends with one ``httpx.AsyncClient`` per event loop: httpx's connections belong to the loop that opened them,
     so an ``AsyncRelay`` shared by several ``asyncio.run()`` calls (scripts, CLI commands, per-test loops) would
-    otherwise reuse a dead loop's connections. A ``client`` passed in is used as is, in every loop."""
+    otherwise reuse a dead loop's connections. A ``client`` passed in is used as is, in every loop.
+
+    A loop's client is closed when that loop shuts down (``asyncio.run()`` and ``asyncio.Runner`` finalise async
+    generators while the loop still runs: a generator started in the loop closes it), since once the loop is closed
+    its connections can no longer be closed, only left to the garbage collector."""
 
     def __init__(
         self,
@@ -185,27 +213,32 @@ class AsyncSender:
     ) -> None:
         self.policy = policy
         self._given = client
-        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._jitter = jitter
         self._closed = False
 
-    def _client(self) -> httpx.AsyncClient:
+    async def _client(self) -> httpx.AsyncClient:
         if self._given is not None:
             return self._given
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            # A finished loop's connections can no longer be closed (closing needs their loop): dropped, the
-            # garbage collector closes their sockets
-            self._clients = {other: kept for other, kept in self._clients.items() if not other.is_closed()}
-            client = self._clients[loop] = httpx.AsyncClient(timeout=self.policy.timeout)
-        return client
+        entry = self._clients.get(loop)
+        if entry is None or entry.client.is_closed:  # closed by its loop's shutdown, which still uses the sender
+            for other, finished in list(self._clients.items()):
+                # A finished loop closed its client when it shut down; one closed without shutting down no longer
+                # can: its connections are left to the garbage collector
+                if other.is_closed():
+                    self._clients.pop(other, None)
+                    _finish_here(finished.closer)
+            client = httpx.AsyncClient(timeout=self.policy.timeout)
+            entry = self._clients[loop] = _LoopClient(client, _close_with_loop(client, loop))
+            await anext(entry.closer)  # registered with the loop: its shutdown closes the client
+        return entry.client
 
     async def send(self, request: HttpRequest, error_for: ErrorFor) -> HttpResponse:
         attempt = 0
         while True:
             attempt += 1
-            client = None if self._closed else self._client()
+            client = None if self._closed else await self._client()
             if client is None or client.is_closed:
                 raise _closed_error(request, attempt)
             try:
@@ -227,12 +260,48 @@ class AsyncSender:
             await self._given.aclose()
             return
         running = asyncio.get_running_loop()
-        for loop, client in self._clients.items():
+        entries, self._clients = self._clients, {}
+        for loop, entry in entries.items():
             if loop is running:
-                await client.aclose()
+                await entry.client.aclose()
             elif loop.is_running():  # another thread's loop: closed there
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-        self._clients.clear()
+                asyncio.run_coroutine_threadsafe(entry.client.aclose(), loop)
+            # A loop that no longer runs closed its client when it shut down; one closed without shutting down
+            # cannot close its connections any more: the garbage collector will
+            _finish_here(entry.closer)
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopClient:
+    client: httpx.AsyncClient
+    closer: AsyncGenerator[None, None]
+
+
+async def _close_with_loop(client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
+    """Started in ``loop``, which then finalises it when it shuts down, or when it is dropped: ``client`` is closed
+    in ``loop`` while it still runs. Finished from anywhere else, it only ends (there is no loop to close in)."""
+    try:
+        yield
+    finally:
+        if _running_loop() is loop and not client.is_closed:
+            await client.aclose()
+
+
+def _finish_here(closer: AsyncGenerator[None, None]) -> None:
+    """Ends ``closer`` without awaiting, once its client is closed or out of its loop: it then has nothing to await."""
+    step = closer.aclose()
+    try:
+        step.send(None)
+    except (StopIteration, RuntimeError):  # ended; or being ended by its loop's shutdown right now
+        return
+    step.close()  # it awaited, which it does only in its loop with its client open: not reached
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _host(request: HttpRequest) -> str:

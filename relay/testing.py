@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from typing import Any
 
 from relay.adapters.memory import MemoryAdapter, MemoryStore, Published, memory_store
@@ -36,14 +36,20 @@ def published(
 def assert_published(
     channel: str, event: str, data: Any = ANY, *, client: Relay | AsyncRelay | None = None, times: int | None = None
 ) -> None:
-    """Assert that ``event`` was published on ``channel`` (with ``data``, compared after JSON decoding)."""
-    matches = [
-        entry for entry in published(channel, event, client=client) if data is ANY or _decoded(entry.data) == data
-    ]
-    if not matches or (times is not None and len(matches) != times):
-        seen = [(e.channel, e.event, e.data) for e in store_of(client).published]
-        expected = "at least once" if times is None else f"{times} time(s)"
-        raise AssertionError(f"expected {event!r} on {channel!r} {expected} with data {data!r}; published: {seen}")
+    """Assert that ``event`` was published on ``channel``: at least once, or exactly ``times`` times (``times=0``:
+    never). With ``data``, only the publishes of that data count: a str matches the same str published, any other
+    value an equal value published as JSON (``"42"`` and ``42`` are different publishes, as are ``1`` and ``True``).
+    """
+    if times is not None and times < 0:
+        raise ValueError(f"times must be 0 or more, not {times}")
+    matches = [entry for entry in published(channel, event, client=client) if data is ANY or _same(entry.value, data)]
+    if (len(matches) == times) if times is not None else matches:
+        return
+    expected = {None: "at least once", 0: "never", 1: "once"}.get(times, f"{times} times")
+    with_data = "" if data is ANY else f" with data {data!r}"
+    found = "" if times is None else f", found {len(matches)}"
+    seen = [(e.channel, e.event, e.value) for e in store_of(client).published]
+    raise AssertionError(f"expected {event!r} on {channel!r} {expected}{with_data}{found}; published: {seen}")
 
 
 def assert_nothing_published(*, client: Relay | AsyncRelay | None = None) -> None:
@@ -52,11 +58,17 @@ def assert_nothing_published(*, client: Relay | AsyncRelay | None = None) -> Non
         raise AssertionError(f"expected no publishes, got {[(e.channel, e.event) for e in seen]}")
 
 
-def _decoded(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def _same(value: Any, expected: Any) -> bool:
+    """``value`` (as published) equals ``expected`` as JSON tells them apart: ``True`` is not ``1``, a tuple matches
+    the list it was encoded as; anything else by ``==`` (so ``unittest.mock.ANY`` matches, nested too)."""
+    numbers = isinstance(value, int | float) and isinstance(expected, int | float)
+    if numbers and isinstance(value, bool) is not isinstance(expected, bool):
+        return False
+    if isinstance(value, dict) and isinstance(expected, Mapping):
+        return value.keys() == expected.keys() and all(_same(value[key], expected[key]) for key in value)
+    if isinstance(value, list) and isinstance(expected, list | tuple):
+        return len(value) == len(expected) and all(map(_same, value, expected))
+    return bool(value == expected)
 
 
 __all__ = ["ANY", "assert_nothing_published", "assert_published", "memory_store", "published", "store_of"]

@@ -46,8 +46,14 @@ def user_auth_body(client: Relay | AsyncRelay, user: User | None, socket_id: str
     return client.authenticate_user(socket_id, user)
 
 
+# What the auth endpoints read from a request (a JSON body's other members, which no endpoint reads, may be anything)
+AUTH_FIELDS = ("socket_id", "channel_name", "channel")
+
+
 async def request_fields(request: Request) -> Mapping[str, str]:
-    """pusher-js posts form-encoded ``socket_id``/``channel_name``; JSON and query parameters work too."""
+    """pusher-js posts form-encoded ``socket_id``/``channel_name``; JSON (its values strings) and query parameters
+    work too. A multipart body (``fetch`` with a ``FormData``) is refused with 415: read as a form, it had no fields,
+    and the answer was "channel_name is required" although it was sent."""
     fields: dict[str, str] = dict(request.query_params)
     content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
     if content_type.startswith("application/json"):
@@ -57,10 +63,29 @@ async def request_fields(request: Request) -> Mapping[str, str]:
             raise ProtocolError("the JSON body is malformed") from None
         if not isinstance(body, dict):
             raise ProtocolError("the JSON body must be an object")
-        fields.update({str(k): str(v) for k, v in body.items() if v is not None})
+        for name in AUTH_FIELDS:
+            # str() made ["x"] the channel "['x']" and true "True": a value a form could not have sent is refused.
+            value = body.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ProtocolError(f"the JSON body's {name!r} must be a string, not {_json_kind(value)}")
+        fields.update({name: value for name, value in body.items() if isinstance(value, str)})
+    elif content_type.startswith("multipart/"):
+        raise ProtocolError(
+            "a multipart body (fetch with a FormData) is not read here: send the fields as "
+            "application/x-www-form-urlencoded (a URLSearchParams body) or as JSON (Content-Type: application/json)",
+            http_status=415,
+        )
     elif request.method == "POST":
         fields.update(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
     return fields
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def socket_id_placeholder(client: Relay | AsyncRelay) -> str:
