@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.adapters.base import Call, Capability, HttpResponse
-from relay.adapters.pusher import PusherAdapter, check_encrypted_targets, presence_channel, user_channel
+from relay.adapters.pusher import (
+    PusherAdapter,
+    check_encrypted_targets,
+    presence_channel,
+    terminated_user,
+    user_channel,
+)
 from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
@@ -140,7 +146,7 @@ class MemoryAdapter:
         return Call(None, apply)
 
     def terminate_user_connections(self, user_id: str) -> Call[None]:
-        user_channel(user_id)  # refused as Pusher's adapter refuses it, before anything is recorded
+        terminated_user(user_id)  # refused as Pusher's adapter refuses it, before anything is recorded
 
         def apply(_: HttpResponse | None) -> None:
             with self.store.lock:

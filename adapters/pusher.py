@@ -87,6 +87,29 @@ def user_channel(user_id: object) -> str:
     return server_to_user_channel(user_id)
 
 
+def terminated_user(user_id: object) -> str:
+    """``user_id``, if ``terminate_connections`` can name it: any id a user signs in with (1 to 128 characters; it
+    needs no channel, so ``auth0|123`` is one), but for ``/``, which a proxy may decode out of ``%2F`` and so send the
+    request to another path."""
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidChannelName(f"a user id must be a non-empty string, got {user_id!r}")
+    if not user_id.isascii():
+        try:
+            user_id.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidChannelName(
+                f"user id contains a lone UTF-16 surrogate ({user_id[exc.start]!r} at character {exc.start}), which "
+                "UTF-8 cannot encode: a string cut in the middle of a character"
+            ) from None
+    longest = DEFAULT_LIMITS.max_user_id_length
+    if len(user_id) > longest or "/" in user_id:
+        raise InvalidChannelName(
+            f"user id {user_id[:50]!r} cannot be used: a user signs in with 1 to {longest} characters, and one with "
+            "'/' cannot go in the terminate_connections path"
+        )
+    return user_id
+
+
 def presence_channel(channel: str) -> str:
     """``channel``, if members can be listed: only presence channels have them."""
     if classify(channel) is not ChannelKind.PRESENCE:
@@ -268,8 +291,7 @@ class PusherAdapter:
         return Call(request, self._no_result)
 
     def terminate_user_connections(self, user_id: str) -> Call[None]:
-        user_channel(user_id)  # the ids send_to_user takes, and no other: one goes into the path
-        request = self._request("POST", f"/users/{user_id}/terminate_connections", {}, idempotent=True)
+        request = self._request("POST", f"/users/{terminated_user(user_id)}/terminate_connections", {}, idempotent=True)
         return Call(request, self._no_result)
 
     def _no_result(self, response: HttpResponse | None) -> None:

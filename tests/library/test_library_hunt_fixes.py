@@ -22,6 +22,7 @@ from respx_checks import check_signed
 
 from relay import AsyncRelay, ChannelInfo, PublishResult, Relay, User
 from relay.errors import ClientClosed, InvalidChannelName, LimitExceeded, ProtocolError
+from relay.protocol.signing import user_auth
 from relay.rules import ChannelRules
 from relay.senders import RetryPolicy
 from relay.testing import store_of
@@ -246,18 +247,34 @@ async def test_one_async_client_serves_several_event_loops(emulator: Emulator, s
 # -- 5. the user ids terminate_user_connections takes ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("user_id", ["", "a/b", "../../../channels/x", "a?b", "a b", "x" * 300, 42])
-async def test_terminate_refuses_the_user_ids_send_to_user_refuses(
+@pytest.mark.parametrize("user_id", ["", "a/b", "../../../channels/x", "x" * 300, 42])
+async def test_terminate_refuses_the_user_ids_no_user_signs_in_with_or_no_path_carries(
     emulator: Emulator, make_relay: MakeRelay, user_id: object
 ) -> None:
     """'../../../channels/x' left the /apps/{id} prefix once httpx normalised the path, and memory:// recorded it as
-    done; the check is send_to_user's, with its error. (An int was a TypeError in both.)"""
+    done. (An int was a TypeError in both.)"""
     for url in (emulator_url(emulator), "memory://hunt-terminate"):
         relay = make_relay(url)
-        with pytest.raises(InvalidChannelName) as sent:
-            await relay.send_to_user(user_id, "notice", {})
-        with pytest.raises(InvalidChannelName) as terminated:
+        with pytest.raises(InvalidChannelName, match="user id"):
             await relay.terminate_user_connections(user_id)
-        assert str(terminated.value) == str(sent.value)
         assert relay.requests == []
     assert store_of(Relay("memory://hunt-terminate")).terminated_users == []
+
+
+@pytest.mark.parametrize("user_id", ["auth0|123", "a?b", "a b"])
+async def test_terminate_takes_a_user_id_no_server_to_user_channel_carries(
+    emulator: Emulator, make_relay: MakeRelay, subscriber: Subscribe, user_id: str
+) -> None:
+    """An Auth0-style id ('auth0|123') signs in, but no #server-to-user- channel can carry it, so send_to_user refuses
+    it; terminate needs no channel, and closes that user's connections (percent-encoded in the path)."""
+    sub = await subscriber(emulator)
+    user_data = json.dumps({"id": user_id})
+    await sub.signin({"auth": user_auth(KEY, SECRET, sub.socket_id, user_data), "user_data": user_data})
+    relay = make_relay(emulator_url(emulator))
+    with pytest.raises(InvalidChannelName, match="user id"):
+        await relay.send_to_user(user_id, "notice", {})
+    await relay.terminate_user_connections(user_id)
+    assert await sub.closed() == 4009
+    memory = make_relay("memory://hunt-terminate-any")
+    await memory.terminate_user_connections(user_id)
+    assert store_of(Relay("memory://hunt-terminate-any")).terminated_users[-1] == user_id
