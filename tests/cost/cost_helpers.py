@@ -9,6 +9,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
+from relay.cli import main
 from relay.cost.cli import add_cost_command
 
 
@@ -60,3 +63,13 @@ def usage_day(**overrides: int) -> dict[str, int]:
     }
     day.update(overrides)
     return day
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``relay ARGV`` as the command line does: it must exit 2, print nothing, and say why on stderr."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line: str = captured.err.strip()
+    assert line.startswith("relay: configuration error: "), line
+    return line.removeprefix("relay: configuration error: ")

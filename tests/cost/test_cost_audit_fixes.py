@@ -9,23 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cost_helpers import provider, run_cost, run_cost_json
+from cost_helpers import provider, refused, run_cost, run_cost_json
 
 from relay.cli import main
 from relay.cost import Prices, Workload, estimate
 from relay.errors import ConfigError
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "cost.md").read_text(encoding="utf-8")
-
-
-def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run ``relay ARGV`` as the command line does: it must exit 2, print nothing, and say why on stderr."""
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    line: str = captured.err.strip()
-    assert line.startswith("relay: configuration error: "), line
-    return line.removeprefix("relay: configuration error: ")
 
 
 def strict_json(text: str) -> Any:

@@ -11,23 +11,13 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from cost_helpers import cost_parser, provider, run_cost, run_cost_json, usage_day
+from cost_helpers import cost_parser, provider, refused, run_cost, run_cost_json, usage_day
 
 from relay.cli import main
 from relay.cost import Prices, Workload, crossovers, estimate, geometric_scales, parse_usage, workload_from_usage
 from relay.cost.render import range_sentence
 
 BUNDLED = resources.files("relay.cost").joinpath("pricing.toml").read_text(encoding="utf-8")
-
-
-def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run ``relay ARGV`` as the command line does: it must exit 2, print nothing, and say why on stderr."""
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    line: str = captured.err.strip()
-    assert line.startswith("relay: configuration error: "), line
-    return line.removeprefix("relay: configuration error: ")
 
 
 def pricing_file(tmp_path: Path, section: str, old: str, new: str) -> Path:
