@@ -91,6 +91,7 @@ class AblySession(ForeignPeer):
         "_link",
         "_max_frame_size",
         "_released",
+        "_renew_at_ms",
         "app",
         "auth",
         "binary",
@@ -130,6 +131,7 @@ class AblySession(ForeignPeer):
         self._link = link
         self._clock = clock
         self.credentials = credentials
+        self._renew_at_ms = renewal_time(credentials.expires_ms, app.wall_ms())
         self.binary = binary
         self.echo = echo
         self._heartbeat = min(MAX_HEARTBEAT_INTERVAL, float(app.state.app.activity_timeout))
@@ -244,9 +246,14 @@ class AblySession(ForeignPeer):
         if self.closed:
             return
         expires = self.credentials.expires_ms
-        if expires is not None and self.app.wall_ms() >= expires:
-            self._end(DISCONNECTED, AblyError(40142, "Token expired"))
-            return
+        if expires is not None:
+            wall_ms = self.app.wall_ms()
+            if wall_ms >= expires:
+                self._end(DISCONNECTED, AblyError(40142, "Token expired"))
+                return
+            if self._renew_at_ms is not None and wall_ms >= self._renew_at_ms:
+                self._renew_at_ms = None  # asked once per token: the client's AUTH brings the next one
+                self._send({"action": AUTH})
         if self.ping_sent_at is not None and now - self.ping_sent_at > self.state.app.pong_timeout:
             self._end(DISCONNECTED, AblyError(80003, "Disconnected: the client stopped answering pings"))
             return
@@ -490,6 +497,7 @@ class AblySession(ForeignPeer):
             )
         credentials = _with_client_id(credentials, self.credentials.client_id)
         self.credentials = credentials
+        self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
         denied = []
         for attachment_name, attachment in self.channels.items():  # a new capability may widen modes, or end them
             attachment.modes = (allowed_modes(credentials, attachment_name) or 0) & attachment.requested
@@ -500,6 +508,21 @@ class AblySession(ForeignPeer):
             self._release_channel(attachment_name)
             error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")
             self._error_for(attachment_name, error)
+
+
+# How long before a token expires the server asks for the next one (an AUTH message, RTN22): SDKs then fetch a token
+# (authCallback, authUrl, key) and send it in an AUTH of their own, on the same connection. Left to expire, the token
+# ends the connection (DISCONNECTED 40142), and since resuming is not emulated, the new connection would miss what was
+# published meanwhile and leave and re-enter its presence.
+RENEWAL_LEAD_MS = 30_000
+
+
+def renewal_time(expires_ms: int | None, now_ms: int) -> int | None:
+    """When to ask for a token expiring at ``expires_ms`` to be renewed: ``RENEWAL_LEAD_MS`` before, or halfway
+    through a shorter remaining life (a token of seconds would be asked for again as soon as it came)."""
+    if expires_ms is None:
+        return None
+    return expires_ms - min(RENEWAL_LEAD_MS, max(0, expires_ms - now_ms) // 2)
 
 
 def _is_serial(value: object) -> TypeGuard[int]:

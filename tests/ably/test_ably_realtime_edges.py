@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from ablysupport import (
     ACK,
     API_KEY,
@@ -30,6 +31,7 @@ from ablysupport import (
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from relay.emulator.ably_realtime import renewal_time
 from tests.conftest import RunningEmulator, StartEmulator
 
 Wires = list[AblyWire | PusherWire]
@@ -173,3 +175,16 @@ async def test_presence_data_over_the_message_size_is_nacked(ably_emulator: Runn
     assert (reply["action"], reply["msgSerial"], reply["error"]["code"]) == (NACK, serial, 40009), reply
     await wire.presence("room", {"action": 2, "data": "x" * 1_000})
     assert (await _ack_or_nack(wire))["action"] == ACK
+
+
+@pytest.mark.parametrize(
+    ("expires_ms", "now_ms", "asked_at"),
+    [
+        (None, 0, None),  # key auth: nothing expires
+        (3_600_000, 0, 3_570_000),  # an hour's token: asked for 30 s before it ends
+        (4_000, 0, 2_000),  # a 4 s token: halfway, not at once (it would be asked for again as soon as it came)
+        (1_000, 2_000, 1_000),  # already past: asked at once (the expiry check ends the connection first)
+    ],
+)
+def test_when_the_server_asks_for_the_next_token(expires_ms: int | None, now_ms: int, asked_at: int | None) -> None:
+    assert renewal_time(expires_ms, now_ms) == asked_at
