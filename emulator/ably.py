@@ -106,15 +106,17 @@ class AblyNode:
         return session
 
 
-def ably_client_settings(config: EmulatorConfig, host: str, port: int) -> str:
-    """The ably-js and ably-python options (and the library's URL) for each app, as ``relay emulator`` prints them."""
+def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_secrets: bool = True) -> str:
+    """The ably-js and ably-python options (and the library's URL) for each app, as ``relay emulator`` prints them;
+    without ``show_secrets``, each key's secret is ``***``."""
     tls = config.tls_cert is not None
     port_option, python_port = ("tlsPort", "tls_port") if tls else ("port", "port")
     lines: list[str] = []
     for app in config.apps:
-        key = app.ably_api_key
+        key_name = split_api_key(app.ably_api_key)[0]
+        key = app.ably_api_key if show_secrets else f"{key_name}:***"
         lines += [
-            f"app {app.app_id} (Ably key {split_api_key(key)[0]}):",
+            f"app {app.app_id} (Ably key {key_name}):",
             f'  ably-js:     new Ably.Realtime({{ key: "{key}", endpoint: "{host}", {port_option}: {port}, '
             f"tls: {str(tls).lower()}, fallbackHosts: [] }})",
             # ably-python's realtime ignores port (ably-python#567): the port goes into endpoint. Its REST refuses

@@ -102,14 +102,14 @@ def _run_emulator(args: argparse.Namespace) -> int:
     if raised is not None:  # before the workers start, which inherit it
         log.info("open-file limit raised from %d to %d", *raised, extra={"before": raised[0], "after": raised[1]})
     if args.workers == 1:
-        _run(_serve_emulator(config, None, announce=True))
+        _run(_serve_emulator(config, None, announce=True, show_secrets=not args.log_json))
         return 0
     if config.redis_url is None:
         raise ConfigError("--workers needs --redis-url: the worker processes share state through Redis")
     from relay.emulator.cluster import check_reachable
 
     asyncio.run(check_reachable(config.redis_url))  # once, here, rather than once from each worker
-    return _run_workers(config, args.workers)
+    return _run_workers(config, args.workers, show_secrets=not args.log_json)
 
 
 def _flag_error(exc: InvalidSetting) -> ConfigError:
@@ -166,7 +166,12 @@ def cannot_listen(host: str, port: int, exc: OSError, fix: str = "") -> ConfigEr
 
 
 async def _serve_emulator(
-    config: EmulatorConfig, sock: socket.socket | None, *, announce: bool, ready: Callable[[], None] | None = None
+    config: EmulatorConfig,
+    sock: socket.socket | None,
+    *,
+    announce: bool,
+    show_secrets: bool = True,
+    ready: Callable[[], None] | None = None,
 ) -> None:
     from relay.emulator.server import EmulatorNode, start_server
     from relay.emulator.shutdown import serve_until_signalled
@@ -182,14 +187,14 @@ async def _serve_emulator(
     gc.collect()
     gc.freeze()
     if announce:
-        print(_client_settings(config, server.sockets[0].getsockname()[1]), flush=True)
+        print(_client_settings(config, server.sockets[0].getsockname()[1], show_secrets=show_secrets), flush=True)
     if ready is not None:
         ready()
     await serve_until_signalled(node, server)  # then a graceful shutdown, and the usage file
     await server.wait_closed()
 
 
-def _run_workers(config: EmulatorConfig, workers: int) -> int:
+def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) -> int:
     """N processes, each an emulator node of the same cluster with its own SO_REUSEPORT listening socket, so the
     kernel spreads new connections across them. The supervisor holds the port bound (never listening, so it is
     handed no connection) to resolve --port 0 and keep the port while workers restart."""
@@ -218,7 +223,7 @@ def _run_workers(config: EmulatorConfig, workers: int) -> int:
                 if ended is not None:
                     return 2 if ended == 2 else 1  # 2: the worker printed its configuration error
                 raise ConfigError("a worker did not start listening within 30 s (see its log above)")
-    print(_client_settings(config, config.port), flush=True)
+    print(_client_settings(config, config.port, show_secrets=show_secrets), flush=True)
     stopping = False
 
     def stop(signum: int, _: object) -> None:
@@ -344,7 +349,9 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
     return config
 
 
-def _client_settings(config: object, port: int) -> str:
+def _client_settings(config: object, port: int, *, show_secrets: bool = True) -> str:
+    """The settings each kind of client needs, printed at start. With ``--log-json`` (a service, whose output goes to
+    a journal or a log store) the secrets are hidden: they are in the configuration."""
     from relay.emulator.ably import ably_client_settings
     from relay.emulator.config import EmulatorConfig
 
@@ -359,16 +366,17 @@ def _client_settings(config: object, port: int) -> str:
     listening = f"{http}://{in_url}:{port} (WebSocket {ws}://{in_url}:{port}/app/{{key}})"
     lines = [f"Relay emulator listening on {listening}", ""]
     for app in config.apps:
+        secret = app.secret if show_secrets else "***"
         lines += [
             f"app {app.app_id}:",
             "  pusher-js:   new Pusher("
             f'"{app.key}", {{ wsHost: "{host}", {port_option}: {port}, forceTLS: {str(tls).lower()}, '
             f'enabledTransports: {transports}, cluster: "mt1" }})',
-            f'  server SDKs: app_id="{app.app_id}" key="{app.key}" secret="{app.secret}" '
+            f'  server SDKs: app_id="{app.app_id}" key="{app.key}" secret="{secret}" '
             f'host="{host}" port={port} ssl={str(tls).lower()}',
-            f"  RELAY_URL:   emulator://{app.key}:{app.secret}@{in_url}:{port}/apps/{app.app_id}{query}",
+            f"  RELAY_URL:   emulator://{app.key}:{secret}@{in_url}:{port}/apps/{app.app_id}{query}",
         ]
-    lines += ["", ably_client_settings(config, host, port)]
+    lines += ["", ably_client_settings(config, host, port, show_secrets=show_secrets)]
     return "\n".join(lines)
 
 

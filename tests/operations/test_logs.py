@@ -72,6 +72,11 @@ url = "http://hooks:{HOOK_PASSWORD}@127.0.0.1:9/pusher"   # nothing listens ther
     everything = "\n".join(relay.stderr)
     for secret in (APP.secret, TOKEN, HOOK_PASSWORD):
         assert secret not in everything
+    # Under a service manager stdout goes to the journal too: the banner hides the secrets (they are in the config)
+    assert APP.secret not in relay.banner
+    assert f'key="{APP.key}" secret="***"' in relay.banner
+    assert f"RELAY_URL:   emulator://{APP.key}:***@127.0.0.1:{relay.port}/apps/{APP.app_id}" in relay.banner
+    assert f'new Ably.Realtime({{ key: "{APP.app_id}.{APP.key}:***"' in relay.banner
 
 
 @pytest.fixture
