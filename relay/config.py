@@ -281,6 +281,19 @@ def _master_key(value: str | None) -> bytes | None:
     return key
 
 
+def pusher_url(url: str) -> ProviderConfig:
+    """``PUSHER_URL``, as the Pusher server SDKs' ``from_env`` read it and Heroku's Pusher add-on sets it:
+    ``https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID`` (``http://`` for a server without TLS)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in ("http", "https"):
+        raise ConfigError("PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID")
+    tls = "" if scheme.lower() == "https" else ("&" if "?" in rest else "?") + "tls=false"
+    try:
+        return parse_url(f"pusher://{rest}{tls}")
+    except ConfigError as exc:
+        raise ConfigError(f"PUSHER_URL ({scheme}://KEY:SECRET@HOST/apps/APP_ID): {exc.message}") from None
+
+
 # Read with PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET: set without them, they still say a Pusher app was meant.
 _PUSHER_SETTINGS = (
     "PUSHER_CLUSTER",
@@ -292,10 +305,12 @@ _PUSHER_SETTINGS = (
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
-    """``RELAY_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``."""
+    """``RELAY_URL``, else ``PUSHER_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``."""
     env = os.environ if environ is None else environ
     if env.get("RELAY_URL"):
         return parse_url(env["RELAY_URL"])
+    if env.get("PUSHER_URL"):
+        return pusher_url(env["PUSHER_URL"])
     pusher_names = ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")
     if any(env.get(name) for name in pusher_names):
         missing = [name for name in pusher_names if not env.get(name)]
@@ -337,5 +352,5 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
         raise ConfigError(f"{', '.join(pusher_settings)} set: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET too")
     raise NoProviderConfigured(
         "no provider configured: set RELAY_URL (e.g. emulator://app-key:app-secret@127.0.0.1:6001/apps/1), "
-        "or PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET, or ABLY_API_KEY"
+        "or PUSHER_URL, or PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET, or ABLY_API_KEY"
     )

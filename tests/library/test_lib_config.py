@@ -332,6 +332,41 @@ def test_pusher_environment(extra: Mapping[str, str], base_url: str) -> None:
     assert_no_secret(repr(config))
 
 
+@pytest.mark.parametrize(
+    ("url", "base_url"),
+    [
+        (f"https://app-key:{SECRET}@api-eu.pusher.com/apps/123", "https://api-eu.pusher.com"),
+        (f"http://app-key:{SECRET}@api-eu.pusher.com/apps/123", "http://api-eu.pusher.com"),
+        (f"https://app-key:{SECRET}@api.pusherapp.com/apps/123", "https://api.pusherapp.com"),
+        (f"http://app-key:{SECRET}@127.0.0.1:6001/apps/123", "http://127.0.0.1:6001"),
+    ],
+)
+def test_pusher_url_as_the_pusher_sdks_read_it(url: str, base_url: str) -> None:
+    """PUSHER_URL, which pusher-http-python's (and -ruby's) from_env read and Heroku's Pusher add-on sets, configures
+    the same app; it comes after RELAY_URL and before the PUSHER_* variables."""
+    config = from_env({"PUSHER_URL": url, "PUSHER_APP_ID": "9", "PUSHER_KEY": "other", "PUSHER_SECRET": SECRET})
+    assert (config.scheme, config.key, config.secret, config.app_id) == ("pusher", "app-key", SECRET, "123")
+    assert config.base_url == base_url
+    assert from_env({"PUSHER_URL": url, "RELAY_URL": "memory://wins"}).scheme == "memory"
+    assert_no_secret(repr(config))
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("ftp://app-key:s@host/apps/1", "PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID"),
+        ("api-eu.pusher.com/apps/1", "PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID"),
+        (f"https://app-key:{SECRET}@api-eu.pusher.com", "PUSHER_URL (https://KEY:SECRET@HOST/apps/APP_ID): "),
+        ("https://app-key@api-eu.pusher.com/apps/1", "needs credentials"),
+    ],
+)
+def test_a_bad_pusher_url_names_the_fix(url: str, fix: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        from_env({"PUSHER_URL": url})
+    assert fix in str(raised.value)
+    assert_no_secret(str(raised.value))
+
+
 def test_pusher_encryption_master_key_from_the_environment() -> None:
     config = from_env(pusher_env(PUSHER_ENCRYPTION_MASTER_KEY_BASE64=MASTER_KEY_B64))
     assert config.encryption_master_key == MASTER_KEY

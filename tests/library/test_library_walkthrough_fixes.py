@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from libsupport import MakeRelay, Subscribe, emulator_url
 
-from relay import Relay, User
+from relay import AsyncRelay, Relay, User
 from relay.adapters.memory import memory_store
 from relay.errors import ClientClosed, InvalidChannelName, InvalidData, PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol.signing import channel_auth, user_auth
@@ -144,3 +144,16 @@ def test_a_closed_client_still_signs_auth_bodies_but_sends_nothing() -> None:
         relay.publish("orders", "e", 1)
     with pytest.raises(ClientClosed):
         relay.channel("orders")
+
+
+async def test_relay_publishes_with_the_pusher_url_a_pusher_sdk_codebase_has(
+    emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    """A codebase on pusher-http-python or -ruby often has PUSHER_URL (their from_env reads it, Heroku's Pusher add-on
+    sets it): Relay.from_env reads the same variable, so the code moves over without a new setting."""
+    env = {"PUSHER_URL": f"http://{emulator.app.key}:{emulator.app.secret}@127.0.0.1:{emulator.port}/apps/1"}
+    sub = await subscriber(emulator)
+    await sub.subscribe("orders")
+    async with AsyncRelay.from_env(env) as relay:
+        await relay.publish("orders", "from-relay", {"n": 2})
+    assert json.loads((await sub.expect("from-relay", "orders"))["data"]) == {"n": 2}
