@@ -1,6 +1,7 @@
 """The Ably REST subset on the emulator's port: publish (single, array, batch), channel status and enumeration,
-presence, time and ``requestToken``, with Ably's errors (``{"error": {code, statusCode, message, href}}`` and the
-``X-Ably-ErrorCode``/``X-Ably-ErrorMessage`` headers). Bodies are JSON or msgpack, chosen by ``Content-Type`` in and
+presence (both paginated with ``Link: rel="next"``), time and ``requestToken``, with Ably's errors
+(``{"error": {code, statusCode, message, href}}`` and the ``X-Ably-ErrorCode``/``X-Ably-ErrorMessage`` headers; 40400
+for history, stats and push, which are not emulated). Bodies are JSON or msgpack, chosen by ``Content-Type`` in and
 ``Accept`` (or ``?format=``) out, as the SDKs send them.
 """
 
@@ -8,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-from urllib.parse import quote, unquote
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlencode
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
 from relay.emulator.ably_hub import (
@@ -31,8 +32,10 @@ log = logging.getLogger("relay.emulator")
 MSGPACK = "application/x-msgpack"
 MAX_BATCH_CHANNELS = 100
 MAX_BATCH_MESSAGES = 1_000
+DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1_000
-ROOTS = frozenset({"time", "keys", "channels", "messages", "presence"})
+ROOTS = frozenset({"time", "keys", "channels", "messages", "presence", "stats", "push"})
+NOT_EMULATED = {"stats": "Stats are not emulated", "push": "Push is not emulated"}  # 40400 (404), as history is
 CORS = (
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
@@ -45,6 +48,7 @@ CORS = (
 )
 
 Handler = Callable[["_Request"], tuple[int, Any]]
+T = TypeVar("T")
 
 
 class _Request:
@@ -129,6 +133,8 @@ class AblyRest:
         segments = [unquote(segment) for segment in path.strip("/").split("/")]
         if method == "GET" and segments[:1] == ["channels"] and segments[2:] in (["messages"], ["history"]):
             raise AblyError(40400, "Channel history is not kept by the emulator", 404)
+        if segments[0] in NOT_EMULATED:  # any method: ably-js and ably-python read Ably's error, not a Pusher 404
+            raise AblyError(40400, f"{NOT_EMULATED[segments[0]]}: {method} {path[:100]}", 404)
         for pattern, methods in self._routes.items():
             if len(pattern) != len(segments) or any(p not in ("*", s) for p, s in zip(pattern, segments, strict=True)):
                 continue
@@ -213,23 +219,21 @@ class AblyRest:
         credentials, app = self._caller(request)
         _require(credentials, "*", "channel-metadata")
         prefix = request.query.get("prefix", "")
-        limit = _limit(request.query.get("limit"), 100)
+        limit = _limit(request.query.get("limit"), DEFAULT_LIST_LIMIT)
         by = request.query.get("by") or ("id" if request.version >= 3 else "value")
         if by not in ("id", "value"):
             raise AblyError(40003, "by must be id or value")
-        cursor = request.query.get("cursor", "")
-        names = sorted(name for name in app.state.channel_names() if name.startswith(prefix) and name > cursor)
-        page = names[:limit]
-        if len(names) > limit:
-            query = f"prefix={quote(prefix)}&limit={limit}&by={by}&cursor={quote(page[-1])}"
-            request.link = f'<./channels?{query}>; rel="next"'
+        names = [name for name in app.state.channel_names() if name.startswith(prefix)]
+        page = _page(request, "channels", names, str, limit, {"prefix": prefix, "by": by})
         return 200, page if by == "id" else [app.channel_details(name) for name in page]
 
     def _presence(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
         name = check_channel_name(request.args[0])
         _require(credentials, name, "subscribe")
-        return 200, _members(app, name, request.query)
+        filters = {field: request.query[field] for field in ("clientId", "connectionId") if field in request.query}
+        limit = _limit(request.query.get("limit"), DEFAULT_LIST_LIMIT)
+        return 200, _page(request, "presence", _members(app, name, filters), _member_key, limit, filters)
 
     def _batch_presence(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
@@ -242,7 +246,7 @@ class AblyRest:
             try:
                 name = check_channel_name(channel)
                 _require(credentials, name, "subscribe")
-                outcomes.append({"channel": name, "presence": _members(app, name, {})})
+                outcomes.append({"channel": name, "presence": _members(app, name, {})[:DEFAULT_LIST_LIMIT]})
             except AblyError as exc:
                 outcomes.append({"channel": channel, "error": exc.body()})
         if request.version < 2:
@@ -288,14 +292,30 @@ def _batch_spec(spec: object, index: int, credentials: Credentials) -> tuple[lis
     return channels, messages
 
 
-def _members(app: AblyApp, name: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
-    members = app.members(name)
-    client_id, connection_id = query.get("clientId"), query.get("connectionId")
-    if client_id is not None:
-        members = [m for m in members if m["clientId"] == client_id]
-    if connection_id is not None:
-        members = [m for m in members if m["connectionId"] == connection_id]
-    return members[: _limit(query.get("limit"), 100)]
+def _members(app: AblyApp, name: str, filters: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The presence set of ``name``, only the members matching ``filters`` (``clientId``, ``connectionId``)."""
+    return [m for m in app.members(name) if all(m[field] == value for field, value in filters.items())]
+
+
+def _member_key(member: dict[str, Any]) -> str:
+    """A member's key, its place in presence pages: connection ids (socket ids, ``digits.digits``) hold no ``:``."""
+    return f"{member['connectionId']}:{member['clientId']}"
+
+
+def _page(
+    request: _Request, resource: str, items: Sequence[T], key: Callable[[T], str], limit: int, params: Mapping[str, str]
+) -> list[T]:
+    """One page of ``items`` in ``key`` order: those after the request's ``cursor`` (the key of the last item of the
+    page before), at most ``limit``; when more follow, a ``Link: rel="next"`` to ``./{resource}?{params}&limit=…&
+    cursor=…`` (the relative form ably-js follows and ably-python joins to the request URL; reference §A.1). A
+    cursor, not an offset: an item added or removed between pages does not shift the next page (reference §A.8)."""
+    cursor = request.query.get("cursor", "")
+    after = sorted((item for item in items if key(item) > cursor), key=key)
+    page = after[:limit]
+    if len(after) > limit:
+        query = urlencode({**params, "limit": limit, "cursor": key(page[-1])}, quote_via=quote)  # no "+": ably-js
+        request.link = f'<./{resource}?{query}>; rel="next"'
+    return page
 
 
 def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[str | None, str | None]:
