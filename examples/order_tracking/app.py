@@ -280,11 +280,14 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
 
     @app.get("/api/config")
     def config() -> dict[str, Any]:
-        """What the pages need to connect: the provider's client settings and relay's auth endpoints."""
+        """What the pages need to connect: the provider's client settings and relay's auth endpoints, and where their
+        browser library comes from (``libraryCdn`` when there is no local copy, for the page to say if it fails)."""
         settings = frontend_config(
             client, channel_auth="/pusher/auth", user_auth="/pusher/user-auth", ably_auth="/ably/token"
         )
-        return {**settings, "library": "/vendor/ably.min.js"} if settings["provider"] == "ably" else settings
+        name = "ably" if settings["provider"] == "ably" else "pusher"
+        cdn = BROWSER_LIBRARIES[name].cdn if local_builds[name] is None else None
+        return {**settings, "library": f"/vendor/{name}.min.js", "libraryCdn": cdn}
 
     @app.get("/api/menu")
     def menu() -> list[dict[str, Any]]:

@@ -44,8 +44,9 @@ export function OrderUpdates({ userId, jwt }: { userId: string; jwt: string }) {
       </p>
       {error && <p role="alert">{error}</p>}
       <ul>
-        {ready.map((orderId) => (
-          <li key={orderId}>Order {orderId} is ready</li>
+        {/* The same order can be ready twice; the list only grows, so a position is a stable key. */}
+        {ready.map((orderId, index) => (
+          <li key={`${index}-${orderId}`}>Order {orderId} is ready</li>
         ))}
       </ul>
     </section>

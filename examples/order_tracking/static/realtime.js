@@ -7,6 +7,8 @@ export const LABELS = {
   connected: 'Live',
   reconnecting: 'Reconnecting…',
   offline: 'Offline',
+  idle: 'Idle', // Ably before the page's first channel: ably-js connects per channel, with that channel's token
+  error: 'Not live', // a channel was refused, or the provider's library did not load: #realtime-problems says why
 };
 
 /** A provider's connection state → what the page shows; "reconnecting" once the connection has been up before. */
@@ -22,6 +24,24 @@ export function showStatus(status) {
   badge.textContent = LABELS[status];
 }
 
+/** What keeps the page from being live, above its content; none: nothing shown. */
+export function showProblems(messages) {
+  let box = document.getElementById('realtime-problems');
+  if (messages.length === 0) {
+    box?.remove();
+    return;
+  }
+  if (!box) {
+    box = document.createElement('div');
+    box.id = 'realtime-problems';
+    box.className = 'card problems';
+    box.setAttribute('role', 'alert');
+    document.querySelector('main').prepend(box);
+  }
+  const paragraph = (text) => Object.assign(document.createElement('p'), { textContent: text });
+  box.replaceChildren(...messages.map(paragraph));
+}
+
 /** JSON in and out of the backend; errors carry FastAPI's `detail`. */
 export async function api(path, options = {}) {
   const response = await fetch(path, {
@@ -35,28 +55,104 @@ export async function api(path, options = {}) {
   return body;
 }
 
-function statusReporter(onStatus) {
+/**
+ * The badge and the problems shown: the connection's status, unless something keeps the page from being live (a
+ * refused channel, a library that did not load), which the page then says instead of "Live".
+ */
+function indicator(onStatus, onProblems) {
   let wasConnected = false;
-  let last = null;
-  return (state) => {
-    if (state === 'connected') wasConnected = true;
-    const status = connectionStatus(state, wasConnected);
-    if (status !== last) {
-      last = status;
+  let connection = 'connecting';
+  const problems = new Map(); // a channel (or 'library') → why it is not live
+  let shownStatus = null;
+  let shownProblems = '';
+  const render = () => {
+    const status = problems.size > 0 ? 'error' : connection;
+    if (status !== shownStatus) {
+      shownStatus = status;
       onStatus(status);
     }
+    const messages = [...problems.values()];
+    if (messages.join('\n') !== shownProblems) {
+      shownProblems = messages.join('\n');
+      onProblems(messages);
+    }
+  };
+  return {
+    /** A provider's connection state, or 'idle' (no connection needed yet). */
+    state(state) {
+      if (state === 'connected') wasConnected = true;
+      connection = state === 'idle' ? 'idle' : connectionStatus(state, wasConnected);
+      render();
+    },
+    /** Why `what` is not live; without a reason, it is live again. */
+    problem(what, why = null) {
+      if (why) problems.set(what, why);
+      else problems.delete(what);
+      render();
+    },
   };
 }
 
+/** Why a channel is not live. 401/403 is the app refusing this page's sign-in, as after the app restarts (a new
+ * session secret unless ORDER_TRACKING_SECRET is set; the orders, kept in memory, are gone). */
+function refusal(channel, status, detail) {
+  if (status === 401 || status === 403) {
+    const advice = 'reload the page, and sign in again if the app has restarted';
+    return `Live updates on ${channel} were refused (HTTP ${status}): ${advice}.`;
+  }
+  return `Live updates on ${channel} failed${status ? ` (HTTP ${status})` : ''}: ${detail ?? 'no reason given'}`;
+}
+
+const LIBRARIES = {
+  Pusher: { name: 'pusher-js', setting: 'PUSHER_JS_PATH', file: 'pusher.min.js', npm: 'examples/nextjs' },
+  Ably: { name: 'ably-js', setting: 'ABLY_JS_PATH', file: 'ably.min.js', npm: 'tests/node' },
+};
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement('script');
+    script.src = src;
+    script.onload = resolve;
+    script.onerror = () => reject(new Error(`could not load ${src}`));
+    document.head.append(script);
+  });
+}
+
+/** The provider's browser library (window.Pusher or window.Ably); false, and the page says why, if it did not load. */
+async function loadLibrary(global, config, show) {
+  if (!window[global]) await loadScript(config.library).catch(() => {});
+  if (window[global]) return true;
+  const { name, setting, file, npm } = LIBRARIES[global];
+  show.problem(
+    'library',
+    config.libraryCdn
+      ? `${name} did not load from its CDN (${config.libraryCdn}): is this computer offline? Give the app a local ` +
+          `copy (${setting}=/path/to/${file}, or run "npm ci --prefix ${npm}" in the repository) and restart it.`
+      : `${name} did not load from the app's local copy (${config.library}): check ${setting}.`,
+  );
+  return false;
+}
+
+// Without its library the page still works, without live updates: each page reads its state once.
+const NOT_LIVE = {
+  subscribe(name, { onReady }) {
+    onReady?.();
+  },
+  presence() {},
+};
+
 /**
  * Connect with the backend's settings. Returns
- *   subscribe(channel, { onReady, [event]: handler }): onReady runs after every (re)subscription, so a page re-reads
- *     its state there and misses nothing that happened while it was offline;
+ *   subscribe(channel, { onReady, onError, [event]: handler }): onReady runs after every (re)subscription, so a page
+ *     re-reads its state there and misses nothing that happened while it was offline; a refused subscription is
+ *     shown on the page (and passed to onError);
  *   presence(channel, onMembers): the members' names, on join and on every change.
  */
-export async function connect({ onStatus = showStatus } = {}) {
+export async function connect({ onStatus = showStatus, onProblems = showProblems } = {}) {
   const config = await api('/api/config');
-  if (config.provider === 'ably') return connectAbly(config, onStatus);
+  const show = indicator(onStatus, onProblems);
+  if (config.provider === 'ably') return connectAbly(config, show);
+  if (!(await loadLibrary('Pusher', config, show))) return NOT_LIVE;
   const pusher = new Pusher(config.key, {
     cluster: config.cluster,
     forceTLS: config.forceTLS,
@@ -66,20 +162,28 @@ export async function connect({ onStatus = showStatus } = {}) {
       : {}),
     channelAuthorization: { endpoint: config.channelAuthEndpoint, transport: 'ajax' },
   });
-  const report = statusReporter(onStatus);
-  pusher.connection.bind('state_change', ({ current }) => report(current));
-  report(pusher.connection.state);
+  pusher.connection.bind('state_change', ({ current }) => show.state(current));
+  show.state(pusher.connection.state);
   window.relayConnection = pusher; // for the console and the end-to-end test
 
+  // pusher-js subscribes again on every reconnection: a refusal is shown until a subscription succeeds.
+  const open = (name, onError) => {
+    const channel = pusher.subscribe(name);
+    channel.bind('pusher:subscription_succeeded', () => show.problem(name));
+    channel.bind('pusher:subscription_error', (error) => {
+      show.problem(name, refusal(name, error?.status, error?.error));
+      (onError ?? console.error)(error);
+    });
+    return channel;
+  };
   return {
     subscribe(name, { onReady, onError, ...events }) {
-      const channel = pusher.subscribe(name);
+      const channel = open(name, onError);
       if (onReady) channel.bind('pusher:subscription_succeeded', onReady);
-      channel.bind('pusher:subscription_error', (error) => (onError ?? console.error)(error));
       for (const [event, handler] of Object.entries(events)) channel.bind(event, handler);
     },
     presence(name, onMembers) {
-      const channel = pusher.subscribe(name);
+      const channel = open(name);
       const update = () => {
         const names = [];
         channel.members.each((member) => names.push(member.info.name));
@@ -92,24 +196,14 @@ export async function connect({ onStatus = showStatus } = {}) {
   };
 }
 
-function loadScript(src) {
-  return new Promise((resolve, reject) => {
-    const script = document.createElement('script');
-    script.src = src;
-    script.onload = resolve;
-    script.onerror = () => reject(new Error(`could not load ${src}`));
-    document.head.append(script);
-  });
-}
-
 // Ably: relay's /ably/token signs a TokenRequest whose capability covers one channel, with the user as clientId,
 // so each channel gets its own ably-js connection; the page shows the worst of their states.
-async function connectAbly(config, onStatus) {
-  if (!window.Ably) await loadScript(config.library);
+async function connectAbly(config, show) {
+  if (!(await loadLibrary('Ably', config, show))) return NOT_LIVE;
+  show.state('idle'); // no channel, no connection yet
   const states = new Map();
-  const report = statusReporter(onStatus);
   const rank = { connected: 0, connecting: 1, initialized: 1, disconnected: 2, suspended: 2, closed: 3, failed: 3 };
-  const open = (name) => {
+  const open = (name, onError) => {
     const client = new Ably.Realtime({
       // Only for the emulator or another self-hosted endpoint; Ably's cloud needs no host.
       ...config.clientOptions,
@@ -117,20 +211,30 @@ async function connectAbly(config, onStatus) {
       authMethod: config.authMethod,
       authParams: { channel: name },
     });
-    client.connection.on(({ current }) => {
+    client.connection.on(({ current, reason }) => {
       states.set(name, current);
       const worst = [...states.values()].sort((a, b) => rank[b] - rank[a])[0];
       // ably-js says "disconnected" while it retries: that is reconnecting here, not offline.
-      report(worst === 'disconnected' || worst === 'suspended' ? 'connecting' : worst);
+      show.state(worst === 'disconnected' || worst === 'suspended' ? 'connecting' : worst);
+      // A token refused by relay (403) fails the connection for good: the channel will not attach.
+      if (current === 'failed') show.problem(name, refusal(name, reason?.statusCode, reason?.message));
     });
-    return client.channels.get(name);
+    const channel = client.channels.get(name);
+    channel.on('attached', () => show.problem(name));
+    channel.on('failed', ({ reason }) => {
+      show.problem(name, refusal(name, reason?.statusCode, reason?.message));
+      (onError ?? console.error)(reason);
+    });
+    return channel;
   };
   return {
     subscribe(name, { onReady, onError, ...events }) {
-      const channel = open(name);
+      const channel = open(name, onError);
       channel.on('attached', () => onReady?.());
-      channel.on('failed', (change) => (onError ?? console.error)(change.reason));
-      for (const [event, handler] of Object.entries(events)) channel.subscribe(event, (message) => handler(message.data));
+      // subscribe() attaches; its failure is the channel's 'failed' above, shown on the page.
+      for (const [event, handler] of Object.entries(events)) {
+        channel.subscribe(event, (message) => handler(message.data)).catch(() => {});
+      }
     },
     presence(name, onMembers) {
       const channel = open(name);
@@ -138,11 +242,15 @@ async function connectAbly(config, onStatus) {
         const members = await channel.presence.get();
         onMembers(members.map((member) => member.data?.name ?? member.clientId).sort());
       };
-      channel.presence.subscribe(update);
+      channel.presence.subscribe(update).catch(() => {});
       channel.on('attached', async () => {
-        const me = await api('/api/me');
-        await channel.presence.enter({ name: me.name });
-        await update();
+        try {
+          const me = await api('/api/me');
+          await channel.presence.enter({ name: me.name });
+          await update();
+        } catch (error) {
+          show.problem(name, refusal(name, error.statusCode, error.message));
+        }
       });
     },
   };
