@@ -11,13 +11,14 @@ them, and the publish form refuses cross-site requests.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import hmac
 import importlib.resources
 import ipaddress
 import itertools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -39,9 +40,20 @@ log = logging.getLogger("relay.emulator.console")
 # Returned by :meth:`Operations.handle` when it took the connection over (the console's event stream).
 STREAMING = Response(0, b"")
 STATE_INTERVAL = 0.5
+# The share of the event loop's time the state snapshots may take: a state so large that building its snapshot takes
+# longer than STATE_DUTY × STATE_INTERVAL is looked at less often (up to HEARTBEAT_INTERVAL apart).
+STATE_DUTY = 0.05
 HEARTBEAT_INTERVAL = 10.0
 MAX_STREAM_BUFFER = 1 << 20
-MAX_LISTED = 500
+# A state event lists at most these, with the totals, so that its size does not grow with the app's state
+# (docs/emulator.md, "Debug console"): the connections in the order they opened, channels by name (a connection's
+# too), a channel's presence members in the order they joined.
+LISTED_CONNECTIONS = 100
+LISTED_CHANNELS = 100
+LISTED_CHANNELS_PER_CONNECTION = 10
+LISTED_MEMBERS = 10
+USER_INFO_CHARS = 100  # a member's user_info (JSON) is cut there, with "…"
+LIST_BYTES = 100_000  # and each of the two lists stops before its JSON would pass this size
 _OPS_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/usage", "/console", "/console/", "/console/apps", "/console/events",
      "/console/publish"}
@@ -94,6 +106,7 @@ class Operations:
         self._streams: dict[str, set[_Stream]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._prefix = node.config.path_prefix
+        self._wall_offset: float | None = None  # time.time() - loop.time(), taken once (see _now_ms)
 
     # -- routing ----------------------------------------------------------------------------------------------
 
@@ -149,6 +162,7 @@ class Operations:
                 cluster_lost=lost,
                 tcp_connections=len(self.node.connections),
                 open_files_limit=self.node.open_files_limit,
+                node_id=None if cluster is None else self.node.node_id,
             )
             return Response(200, text.encode(), (("Content-Type", metrics.CONTENT_TYPE),))
         if path == "/usage":
@@ -307,7 +321,7 @@ class Operations:
         )
         stream = _Stream(transport, state.app.app_id)
         stream.send("retry: 1000\n\n")
-        self._send_state(stream, state)
+        self._send_state(stream, self._state_text(state))
         streams = self._streams.setdefault(state.app.app_id, set())
         streams.add(stream)
         if state.meter.observer is None:
@@ -331,65 +345,88 @@ class Operations:
         if state is not None:
             state.meter.observer = None
 
-    def _send_state(self, stream: _Stream, state: AppState, *, force: bool = True) -> bool:
-        snapshot = dumps(self.snapshot(state))
-        if snapshot == stream.last_state and not force:
+    def _send_state(self, stream: _Stream, text: str, *, force: bool = True) -> bool:
+        """Send the state ``text`` (:meth:`_state_text`) unless the stream was last sent the same."""
+        if text == stream.last_state and not force:
             return not stream.transport.is_closing()
-        stream.last_state = snapshot
-        return stream.send("event: state\ndata: " + snapshot + "\n\n")
+        stream.last_state = text
+        # "now" goes with each event, outside the comparison: the page counts the connections' ages from it.
+        return stream.send(f'event: state\ndata: {{"now":{self._now_ms()},{text[1:]}\n\n')
 
     async def _tick(self) -> None:
         beat = time.monotonic()
+        interval = STATE_INTERVAL
         while self._streams:
-            await asyncio.sleep(STATE_INTERVAL)
+            await asyncio.sleep(interval)
+            started = time.perf_counter()
             heartbeat = time.monotonic() - beat > HEARTBEAT_INTERVAL
             if heartbeat:
                 beat = time.monotonic()
             for app_id, streams in list(self._streams.items()):
-                state = self.node.states[app_id]
+                text = self._state_text(self.node.states[app_id])  # once for all the app's viewers
                 for stream in list(streams):
-                    alive = self._send_state(stream, state, force=False)
+                    alive = self._send_state(stream, text, force=False)
                     if alive and heartbeat:
                         alive = stream.send(": heartbeat\n\n")
                     if not alive:
                         streams.discard(stream)
                 if not streams:
                     self._forget(app_id)
+            spent = time.perf_counter() - started
+            interval = min(max(STATE_INTERVAL, spent / STATE_DUTY), HEARTBEAT_INTERVAL)
+
+    def _now_ms(self) -> int:
+        return self._epoch_ms(asyncio.get_running_loop().time())
+
+    def _epoch_ms(self, loop_time: float) -> int:
+        """A time of the event loop's clock (the one connections are stamped with) in milliseconds since the epoch,
+        with one offset taken once: a connection's ``opened_at`` stays the same from one snapshot to the next, and
+        ``now - opened_at`` is its age even if the wall clock is set meanwhile."""
+        if self._wall_offset is None:
+            self._wall_offset = time.time() - asyncio.get_running_loop().time()
+        return round((loop_time + self._wall_offset) * 1000)
+
+    def _state_text(self, state: AppState) -> str:
+        return dumps(self.snapshot(state))
 
     def snapshot(self, state: AppState) -> dict[str, Any]:
-        """What the console shows of one app: connections, occupied channels with members, today's usage."""
-        now = asyncio.get_running_loop().time()
-        connections = [
-            {
-                "socket_id": peer.socket_id,
-                "user_id": peer.user_id or next(filter(None, getattr(peer, "subscriptions", {}).values()), None),
-                "channels": sorted(getattr(peer, "subscriptions", ()))[:50],
-                "seconds": round(now - getattr(peer, "opened_at", now)),
-            }
-            for peer in itertools.islice(state.peers.values(), MAX_LISTED)
-        ]
+        """What the console shows of one app: the counts, the first connections and occupied channels with their
+        first presence members, and today's usage. Its size is bounded whatever the app holds (``LISTED_*``,
+        ``LIST_BYTES``), and nothing in it changes while the app's state does not (a connection's age is
+        ``now - opened_at``, with ``now`` added to each event as it is sent)."""
+        connections = []
+        for peer in itertools.islice(state.peers.values(), LISTED_CONNECTIONS):
+            subscriptions: dict[str, str | None] = getattr(peer, "subscriptions", {})
+            opened_at = getattr(peer, "opened_at", None)
+            connections.append(
+                {
+                    "socket_id": peer.socket_id,
+                    "user_id": peer.user_id or next(filter(None, subscriptions.values()), None),
+                    "channels": _first(subscriptions, LISTED_CHANNELS_PER_CONNECTION),
+                    "channels_total": len(subscriptions),
+                    "opened_at": None if opened_at is None else self._epoch_ms(opened_at),
+                }
+            )
         channels = []
-        for name in sorted(state.channels)[:MAX_LISTED]:
+        for name in _first(state.channels, LISTED_CHANNELS):
             channel = state.channels[name]
-            members = [
-                {"user_id": user_id, "user_info": info}
-                for user_id, info in itertools.islice(state.presence_hash(name).items(), 100)
-            ]
+            members, members_total = _members(state, name)
             channels.append(
                 {
                     "name": name,
                     "kind": channel.kind.value,
                     "subscribers": state.subscription_count(name),
                     "members": members,
+                    "members_total": members_total,
                 }
             )
         today = state.meter.today()
         return {
             "app_id": state.app.app_id,
             "connections_total": len(state.peers),
-            "connections": connections,
+            "connections": _within(connections, LIST_BYTES),
             "channels_total": len(state.channels),
-            "channels": channels,
+            "channels": _within(channels, LIST_BYTES),
             "subscriptions": sum(len(c.subscribers) for c in state.channels.values()),
             "today": {
                 "publishes": today.publishes,
@@ -407,6 +444,43 @@ class Operations:
             for stream in self._streams[app_id]:
                 stream.transport.close()
             self._forget(app_id)
+
+
+def _first(names: Iterable[str], count: int) -> list[str]:
+    """The ``count`` first of ``names`` by name, in one pass over them (not a sort of all of them)."""
+    return heapq.nsmallest(count, names)
+
+
+def _members(state: AppState, name: str) -> tuple[list[dict[str, str]], int]:
+    """The first LISTED_MEMBERS members of a presence channel on any node (their user_info cut at USER_INFO_CHARS),
+    and how many there are; as ``AppState.presence_hash`` sees them, without copying them all."""
+    channel = state.channels.get(name)
+    local = {} if channel is None else channel.members
+    listed = [
+        {"user_id": user_id, "user_info": _cut(entry.user_info_json)}
+        for user_id, entry in itertools.islice(local.items(), LISTED_MEMBERS)
+    ]
+    total = len(local)
+    for user_id, nodes in state.remote.members.get(name, {}).items():
+        if nodes and user_id not in local:
+            total += 1
+            if len(listed) < LISTED_MEMBERS:
+                listed.append({"user_id": user_id, "user_info": _cut(next(iter(nodes.values())))})
+    return listed, total
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= USER_INFO_CHARS else text[:USER_INFO_CHARS] + "…"
+
+
+def _within(items: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """The first of ``items`` whose JSON fits in ``size`` bytes (a list of long names or ids stops early)."""
+    used = 0
+    for index, item in enumerate(items):
+        used += utf8_length(dumps(item)) + 1
+        if used > size:
+            return items[:index]
+    return items
 
 
 def generated_by() -> str:

@@ -84,8 +84,9 @@ def _labels(labels: Labels) -> str:
 
 
 class _Writer:
-    def __init__(self) -> None:
+    def __init__(self, node: str | None) -> None:
         self.lines: list[str] = []
+        self._node: Labels = {} if node is None else {"node": node}
 
     def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
         # Text format 0.0.4: a counter's samples and its HELP/TYPE lines carry one name, `_total` included, as the
@@ -93,15 +94,15 @@ class _Writer:
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
+            self.lines.append(f"{name}{_labels({**self._node, **labels})} {_number(value)}")
 
     def histogram(self, name: str, help_text: str, histogram: Histogram) -> None:
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} histogram")
         for bound, count in histogram.cumulative():
-            self.lines.append(f'{name}_bucket{{le="{bound}"}} {count}')
-        self.lines.append(f"{name}_sum {_number(histogram.sum)}")
-        self.lines.append(f"{name}_count {histogram.count}")
+            self.lines.append(f"{name}_bucket{_labels({**self._node, 'le': bound})} {count}")
+        self.lines.append(f"{name}_sum{_labels(self._node)} {_number(histogram.sum)}")
+        self.lines.append(f"{name}_count{_labels(self._node)} {histogram.count}")
 
 
 def render(
@@ -112,12 +113,15 @@ def render(
     cluster_lost: int = 0,
     tcp_connections: int = 0,
     open_files_limit: int | None = None,
+    node_id: int | None = None,
 ) -> str:
     """The exposition text for every app and the node (``cluster_lost``: Redis operations this node lost;
     ``tcp_connections``: the node's, HTTP and WebSocket, each holding a descriptor; ``open_files_limit``: the process's
-    limit, left out where unknown or unlimited)."""
+    limit, left out where unknown or unlimited). A cluster node's samples carry its ``node_id`` as a ``node`` label:
+    the workers of ``--workers`` share one port, so successive scrapes reach different ones, and without the label
+    their counters would read as one counter reset at every scrape."""
     apps = list(states)
-    out = _Writer()
+    out = _Writer(None if node_id is None else str(node_id))
 
     def per_app(values: Iterable[tuple[AppState, float]]) -> list[Sample]:
         return [({"app_id": state.app.app_id}, value) for state, value in values]
