@@ -176,9 +176,29 @@ async def test_metrics_count_the_cluster_operations_a_node_lost(
     the node's count (0 while nothing was lost, and without --redis-url)."""
     clustered = await start_emulator(redis_url=redis_server.url)
     single = await start_emulator()
-    assert (await scrape(clustered.http_url))[0][("relay_cluster_lost_operations_total", ())] == 0
+    node = (("node", str(clustered.node.node_id)),)
+    assert (await scrape(clustered.http_url))[0][("relay_cluster_lost_operations_total", node)] == 0
     assert (await scrape(single.http_url))[0][("relay_cluster_lost_operations_total", ())] == 0
     cluster_of(clustered).lost_operations += 3  # as _failed counts a batch that could not be written
     samples, kinds = await scrape(clustered.http_url)
-    assert samples[("relay_cluster_lost_operations_total", ())] == 3
+    assert samples[("relay_cluster_lost_operations_total", node)] == 3
     assert kinds["relay_cluster_lost_operations"] == "counter"
+
+
+async def test_each_cluster_nodes_metrics_carry_its_node_label(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """The workers of --workers share one port, so successive scrapes reach different nodes: without a label telling
+    them apart, Prometheus read one node's counter after another's as a counter reset. Every sample of a cluster
+    node, histogram buckets included, carries node="<its id>"; a single node's carry no such label."""
+    first = await start_emulator(redis_url=redis_server.url)
+    second = await start_emulator(redis_url=redis_server.url)
+    single = await start_emulator()
+    for running in (first, second):
+        samples, _ = await scrape(running.http_url)
+        node = ("node", str(running.node.node_id))
+        assert samples and all(node in labels for _, labels in samples), samples
+        assert samples[("relay_publish_to_write_seconds_count", (node,))] == 0
+    assert first.node.node_id != second.node.node_id
+    samples, _ = await scrape(single.http_url)
+    assert not any(name == "node" for _, labels in samples for name, _ in labels)
