@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import tomllib
@@ -58,9 +59,15 @@ def _seconds(name: str, value: object, *, zero: bool, unit: str = "seconds") -> 
         raise InvalidSetting(name, f"must be a number of {unit}{' ≥ 0' if zero else ' > 0'}, got {value!r}")
 
 
+# Settings whose value is a secret: an error about one says what kind of value it got, never the value (an unquoted
+# secret = 12345678 is an integer, a secret = ["…"] an array).
+_SECRET_SETTINGS = frozenset({"secret", "console_token", "ably_key"})
+
+
 def _text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
-        raise InvalidSetting(name, f"must be a non-empty string, got {value!r}")
+        shown = _toml_kind(value) if name in _SECRET_SETTINGS and value != "" else repr(value)
+        raise InvalidSetting(name, f"must be a non-empty string, got {shown}")
 
 
 def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -> None:
@@ -96,11 +103,35 @@ def shown_url(url: object) -> str:
     """A URL as an error message may show it: without its user-info (a password), or not at all when an '@' is left
     where the user-info could not be told apart (a password holding an unencoded '/', '?' or '#')."""
     if not isinstance(url, str):
-        return repr(url)
+        return _toml_kind(url)  # an array of URLs, say: its text could hold a password
     shown = redact_urls(url)
     if "@" in shown.partition("://")[2] and "://***@" not in shown:
         return "(a URL with user-info, not shown)"
     return repr(shown)
+
+
+def _header_problem(name: object, value: object) -> str | None:
+    """What is wrong with the webhook header ``name: value``, in words that show neither the value (it may be a
+    credential, such as an Authorization header's) nor a name past a ':' (one like 'Authorization: Bearer …' holds a
+    credential too); None when it is a header."""
+    if not isinstance(name, str):
+        return f"have a name that is not a string: {_toml_kind(name)}"
+    if not _HEADER_NAME.fullmatch(name):
+        # Up to a ':': a name like 'Authorization: Bearer …' is a whole header line, its value a credential.
+        shown = name.partition(":")[0] + ("…" if ":" in name else "")
+        token = "letters, digits and !#$%&'*+-.^_`|~, no spaces or ':'"
+        return f"have a name that is not an HTTP token ({token}): {shown!r}"
+    if not isinstance(value, str):
+        return f"{name!r}: its value must be a string, got {_toml_kind(value)}"
+    if not _HEADER_VALUE.fullmatch(value):
+        if "\r" in value or "\n" in value:
+            what = "a line break"
+        elif value.isascii():
+            what = "a control character"
+        else:
+            what = "a character that is not ASCII"
+        return f"{name!r}: its value (not shown) has {what}; a header's value is ASCII on one line"
+    return None
 
 
 def _sendable(url: str) -> str | None:
@@ -129,10 +160,10 @@ class Webhook:
         if problem is not None:
             raise InvalidSetting("url", f"{shown_url(self.url)} cannot be sent to: {problem}")
         for name, value in self.headers.items():
-            if not _HEADER_NAME.fullmatch(name) or not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
-                raise InvalidSetting(
-                    "headers", f"{name!r}: {value!r} is not an HTTP header (a token name, an ASCII value on one line)"
-                )
+            # A header's value is not shown: it may be a credential (Authorization).
+            problem = _header_problem(name, value)
+            if problem is not None:
+                raise InvalidSetting("headers", problem)
             if name.lower() in _FRAMING_HEADERS:
                 raise InvalidSetting(
                     "headers", f"{name!r} frames the request, which the emulator does itself: it cannot be set"
@@ -415,7 +446,9 @@ def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
         raise ConfigError(f"{where}: unknown event_types {unknown}; known: {sorted(WEBHOOK_EVENT_TYPES)}")
     headers = table.get("headers", {})
     if not isinstance(headers, Mapping):
-        raise ConfigError(f"{where}: headers must be a table like {{ 'X-Source' = 'relay' }}, got {headers!r}")
+        raise ConfigError(
+            f"{where}: headers must be a table like {{ 'X-Source' = 'relay' }}, got {_toml_kind(headers)}"
+        )
     for name in ("channel_prefix", "channel_suffix"):
         if not isinstance(table.get(name, ""), str):
             raise ConfigError(f"{where}: {name} must be a string, got {table[name]!r}")
@@ -448,11 +481,13 @@ def _app(table: Mapping[str, Any], where: str) -> App:
             raise ConfigError(f"{where}: {required} is required")
     limits_table = table.get("limits", {})
     if not isinstance(limits_table, Mapping):
-        raise ConfigError(f"{where}: limits must be a table ([apps.limits]), got {limits_table!r}")
+        raise ConfigError(f"{where}: limits must be a table ([apps.limits]), got {_toml_kind(limits_table)}")
     _check_keys(limits_table, _LIMIT_FIELDS, f"{where}.limits")
     hooks = table.get("webhooks", [])
     if not isinstance(hooks, list):
-        raise ConfigError(f"{where}: webhooks must be [[apps.webhooks]] tables, got {hooks!r}")
+        # Not shown: a table written [apps.webhooks] holds a URL and headers, which may carry credentials.
+        hint = " (written [apps.webhooks]: write [[apps.webhooks]])" if isinstance(hooks, Mapping) else ""
+        raise ConfigError(f"{where}: webhooks must be [[apps.webhooks]] tables, got {_toml_kind(hooks)}{hint}")
     webhooks = tuple(_webhook(hook, f"{where}.webhooks[{i}]") for i, hook in enumerate(hooks))
     pairs = table.get("extra_keys", [])
     if not isinstance(pairs, list):
@@ -473,8 +508,16 @@ def _app(table: Mapping[str, Any], where: str) -> App:
 
 def _toml_kind(value: object) -> str:
     """What a TOML value is, in TOML's words (its text may be a secret)."""
-    kinds = {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer", float: "a float"}
-    return next((name for kind, name in kinds.items() if isinstance(value, kind)), "a date or time")
+    kinds: dict[type | tuple[type, ...], str] = {
+        Mapping: "a table",
+        (list, tuple): "an array",
+        str: "a string",
+        bool: "a boolean",  # before int, of which bool is a subclass
+        int: "an integer",
+        float: "a float",
+        (dt.date, dt.time): "a date or time",
+    }
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), type(value).__name__)
 
 
 def _key_pair(table: object, where: str) -> KeyPair:
@@ -505,11 +548,13 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     _check_keys(document, {"server", "apps"}, str(path))
     server = document.get("server", {})
     if not isinstance(server, Mapping):
-        raise ConfigError(f"{path}: server must be a table ([server]), got {server!r}")
+        raise ConfigError(f"{path}: server must be a table ([server]), got {_toml_kind(server)}")
     _check_keys(server, _SERVER_FIELDS, f"{path} [server]")
     tables = document.get("apps", [])
     if not isinstance(tables, list):
-        raise ConfigError(f"{path}: apps must be [[apps]] tables, got {tables!r}")
+        # Not shown: a table written [apps] holds a secret.
+        hint = " (written [apps]: write [[apps]])" if isinstance(tables, Mapping) else ""
+        raise ConfigError(f"{path}: apps must be [[apps]] tables, got {_toml_kind(tables)}{hint}")
     apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(tables))
     if not apps:
         apps = defaults.apps

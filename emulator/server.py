@@ -18,7 +18,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httptools
@@ -39,6 +39,7 @@ from relay.emulator.descriptors import crowded_at, open_files_limit
 from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response, method_not_allowed
 from relay.emulator.hub import AppState
 from relay.emulator.limits import TokenBucket
+from relay.emulator.logs import Redactor
 from relay.emulator.session import OVER_CAPACITY, Session
 from relay.emulator.usage import AppMeter
 from relay.emulator.webhooks import WebhookDispatcher
@@ -57,6 +58,8 @@ logging.getLogger("websockets.server").setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 3.0
 WARNING_INTERVAL = 60.0  # seconds between warnings of a flood (near the open-file limit, an address over its cap)
+REFUSAL_LOGS_PER_SECOND = 1.0  # refused WebSocket connections logged (EmulatorNode.log_refusal); all are counted
+LOGGED_CLIENT_TEXT = 100  # characters of what a client sent kept in a log record (see clipped)
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
 # A read larger than this is parsed in pieces of this size, so that a head cannot pass MAX_HEAD_BYTES unmeasured by
 # arriving with other requests in one read (see HttpConnection.on_message_begin).
@@ -124,6 +127,9 @@ class EmulatorNode:
         # One warning a minute at most, of each kind: a flood would otherwise log once per connection.
         self._crowded_warnings = TokenBucket(1 / WARNING_INTERVAL, time.monotonic())
         self._capped_warnings = TokenBucket(1 / WARNING_INTERVAL, time.monotonic())
+        self._refusal_logs = TokenBucket(REFUSAL_LOGS_PER_SECOND, time.monotonic())  # see log_refusal
+        self._refusals_unlogged = 0
+        self._redact: Redactor | None = None
         # Connections still speaking HTTP (not WebSockets, not console streams), swept for their timeouts.
         self.http_connections: set[HttpConnection] = set()
         self.http_idle_timeout = http_idle_timeout
@@ -231,6 +237,21 @@ class EmulatorNode:
             self.open_files_limit,
             extra={"connections": len(self.connections), "open_files_limit": self.open_files_limit},
         )
+
+    def log_refusal(self, code: int, reason: str, path: str) -> None:
+        """Log a refused WebSocket connection, at most once a second: anyone can send refused handshakes, as many and
+        as long as they like. Every refusal is counted (relay_connections_refused_total); a line says how many went
+        unlogged before it. What the client sent (the key in the path and the reason) is cut to 100 characters, after
+        the secrets in it are redacted, so that a cut cannot leave part of one."""
+        if not self._refusal_logs.take_if_available(time.monotonic()):
+            self._refusals_unlogged += 1
+            return
+        unlogged, self._refusals_unlogged = self._refusals_unlogged, 0
+        if self._redact is None:
+            secrets = [secret for app in self.config.apps for secret in app.secrets]
+            self._redact = Redactor([*secrets, self.config.console_token])
+        fields = {"code": int(code), "reason": clipped(self._redact(reason)), "path": clipped(self._redact(path))}
+        log.info("connection refused", extra={**fields, "unlogged": unlogged} if unlogged else fields)
 
     def new_socket_id(self) -> str:
         return make_socket_id(self.node_id, next(self._socket_counter))
@@ -607,8 +628,7 @@ class HttpConnection(asyncio.Protocol):
         if isinstance(admission, tuple):
             code, message = admission
             self.node.ops.metrics.connection_refused(code)
-            path = split_target(target)[0]
-            log.info("connection refused", extra={"code": int(code), "reason": message, "path": path})
+            self.node.log_refusal(code, message, split_target(target)[0])
             transport.write(encode_text(frames.error(code, message)))
             self.close(code, message)
             return
@@ -848,6 +868,11 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
 
+def clipped(text: str, limit: int = LOGGED_CLIENT_TEXT) -> str:
+    """``text`` cut to ``limit`` characters and an ellipsis, for a log record."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def is_ably_endpoint(target: str) -> bool:
     """Whether a WebSocket handshake's target is Ably's realtime endpoint, ``/`` (never under the path prefix: the
     Ably SDKs take a host, not a path)."""
@@ -931,6 +956,12 @@ def make_ssl_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
+# Seconds a client has to complete its TLS handshake (or the HTTP request timeout, when shorter), not the event loop's
+# 60 s: a connection is an HttpConnection, counted and capped per address, only once its handshake is complete, so a
+# socket that never sends its ClientHello held a descriptor that long outside every limit (docs/emulator.md "TLS").
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
 async def start_server(
     node: EmulatorNode, *, sock: socket.socket | None = None, ssl_context: ssl.SSLContext | None = None
 ) -> asyncio.Server:
@@ -940,15 +971,11 @@ async def start_server(
     if ssl_context is None and node.config.tls_cert is not None and node.config.tls_key is not None:
         ssl_context = make_ssl_context(node.config.tls_cert, node.config.tls_key)
     # A deep accept queue: with the default (100), a burst of connects overflows it and clients wait for SYN retries.
+    options: dict[str, Any] = {"ssl": ssl_context, "backlog": LISTEN_BACKLOG}
+    if ssl_context is not None:  # asyncio refuses a handshake timeout without TLS
+        options["ssl_handshake_timeout"] = min(TLS_HANDSHAKE_TIMEOUT, node.http_request_timeout)
     if sock is not None:
-        return await loop.create_server(
-            lambda: HttpConnection(node), sock=sock, ssl=ssl_context, backlog=LISTEN_BACKLOG
-        )
+        return await loop.create_server(lambda: HttpConnection(node), sock=sock, **options)
     return await loop.create_server(
-        lambda: HttpConnection(node),
-        node.config.host,
-        node.config.port,
-        ssl=ssl_context,
-        reuse_address=True,
-        backlog=LISTEN_BACKLOG,
+        lambda: HttpConnection(node), node.config.host, node.config.port, reuse_address=True, **options
     )

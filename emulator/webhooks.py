@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -13,6 +14,7 @@ from collections.abc import Callable, Hashable, Mapping
 import httpx
 
 from relay.emulator.config import App, Webhook
+from relay.emulator.logs import redact_urls
 from relay.protocol.frames import dumps
 from relay.protocol.signing import webhook_signature
 
@@ -181,8 +183,29 @@ class WebhookDispatcher:
             self._flush()
         if self._senders:
             _, pending = await asyncio.wait(self._senders.values(), timeout=grace)
-            for task in pending:
-                task.cancel()
+            for index, task in list(self._senders.items()):
+                if task in pending:
+                    self._abandon(index, grace)
+                    task.cancel()
+
+    def _abandon(self, index: int, grace: float) -> None:
+        """The grace ran out with events still waiting for webhook ``index`` or being delivered to it (a request sent
+        and not answered, or waiting to be retried): they are dropped, so say how many and count them."""
+        outbox, in_flight = self._outboxes[index], self._in_flight[index]
+        events = len(outbox) + in_flight
+        if not events:
+            return
+        requests = (1 if in_flight else 0) + math.ceil(len(outbox) / MAX_EVENTS_PER_REQUEST)
+        outbox.clear()
+        self.dropped += events
+        log.warning(
+            "shutdown: dropped %d webhook event(s) in %d request(s) for %s: not delivered within the %g s grace",
+            events,
+            requests,
+            redact_urls(self._app.webhooks[index].url),
+            grace,
+            extra={"app_id": self._app.app_id, "events": events, "requests": requests},
+        )
 
 
 async def _read_short_answer(response: httpx.Response) -> None:
