@@ -168,7 +168,7 @@ def render(
     out.family(
         "relay_webhook_dropped_total",
         "counter",
-        "Webhook events dropped because the app's queue of pending events was full",
+        "Webhook events dropped: the app's queue of pending events was full, or the shutdown's grace ran out",
         per_app((s, s.webhooks.dropped) for s in apps),
     )
     out.family(
