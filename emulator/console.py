@@ -103,6 +103,8 @@ class Operations:
         self.node = node
         self.metrics = metrics.NodeMetrics()
         self._buckets: dict[str, TokenBucket] = {}
+        # A backend over its rate limit may send thousands of requests a second, each answered 429: one line a second
+        self._rate_limit_logs = TokenBucket(1.0, time.monotonic())
         self._streams: dict[str, set[_Stream]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._prefix = node.config.path_prefix
@@ -255,7 +257,8 @@ class Operations:
         wait = bucket.retry_after(now)
         if wait is None:
             return None
-        log.info("HTTP API rate limit", extra={"app_id": state.app.app_id, "retry_after": wait})
+        if self._rate_limit_logs.take_if_available(now):
+            log.info("HTTP API rate limit", extra={"app_id": state.app.app_id, "retry_after": wait})
         body = {"error": f"rate limit of {state.app.api_rate_limit:g} requests per second exceeded; retry later"}
         return Response(429, dumps(body).encode(), (("Content-Type", "application/json"), ("Retry-After", str(wait))))
 

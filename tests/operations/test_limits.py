@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from dataclasses import replace
@@ -99,6 +100,20 @@ async def test_http_api_rate_limit_answers_429_with_retry_after(start_emulator: 
     await asyncio.sleep(float(limited.headers["retry-after"]))
     assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200
     assert emulator.node.ops.metrics.http_responses["429"] == 1
+
+
+async def test_a_backend_over_its_rate_limit_is_logged_once_a_second(
+    start_emulator: StartEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each 429 was a log line: a backend retrying in a loop filled the log. One line a second; every 429 counted."""
+    app = replace(APP, api_rate_limit=1)
+    emulator = await start_emulator(app=app)
+    caplog.set_level(logging.INFO, logger="relay.emulator")
+    statuses = [(await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code for _ in range(20)]
+    assert statuses[0] == 200 and statuses.count(429) >= 15
+    logged = [record for record in caplog.records if record.getMessage() == "HTTP API rate limit"]
+    assert 1 <= len(logged) <= 2, len(logged)
+    assert emulator.node.ops.metrics.http_responses["429"] == statuses.count(429)
 
 
 def test_token_bucket_refills_at_its_rate() -> None:
