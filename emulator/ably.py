@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -25,8 +24,6 @@ from relay.protocol.ably import split_api_key
 
 if TYPE_CHECKING:
     from relay.emulator.server import EmulatorNode
-
-log = logging.getLogger("relay.emulator")
 
 
 class AblyNode:
@@ -85,7 +82,7 @@ class AblyNode:
         if refusal is not None:
             action, error = refusal
             self._node.ops.metrics.connection_refused(error.code)
-            log.info("Ably connection refused", extra={"code": error.code, "reason": error.message})
+            self._node.log_refusal(error.code, error.message, "/")  # at most once a second, cut short
             link.write(ws_frame({"action": action, "error": error.body()}, binary))
             link.close(1000, error.message)
             return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -188,3 +189,18 @@ async def test_presence_data_over_the_message_size_is_nacked(ably_emulator: Runn
 )
 def test_when_the_server_asks_for_the_next_token(expires_ms: int | None, now_ms: int, asked_at: int | None) -> None:
     assert renewal_time(expires_ms, now_ms) == asked_at
+
+
+async def test_refused_ably_connections_are_logged_at_most_once_a_second(
+    ably_emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone can open refused Ably connections (a wrong key), as many as they like: as for Pusher's, one line a
+    second, counted all the same in relay_connections_refused_total."""
+    caplog.set_level(logging.INFO, logger="relay.emulator")
+    key_name = API_KEY.partition(":")[0]
+    for _ in range(20):
+        async with connect(f"ws://127.0.0.1:{ably_emulator.port}/?key={key_name}:wrong&format=json") as ws:
+            assert json.loads(await ws.recv())["error"]["code"] == 40101
+    logged = [record for record in caplog.records if record.getMessage() == "connection refused"]
+    assert 1 <= len(logged) <= 2, len(logged)
+    assert ably_emulator.node.ops.metrics.refused[40101] == 20
