@@ -103,9 +103,12 @@ async def graceful_shutdown(
     log.info("shutdown: done", extra={"seconds": round(time.monotonic() - started, 3)})
 
 
+SAME_SIGNAL_WINDOW_S = 1.0  # see serve_until_signalled
+
+
 async def serve_until_signalled(node: EmulatorNode, server: asyncio.Server) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully (a second signal hurries it) and write the usage
-    file when the config names one."""
+    """Serve until SIGTERM, SIGINT or SIGHUP (a closed terminal; unless it is ignored, as under nohup), then shut
+    down gracefully (a second signal hurries it) and write the usage file when the config names one."""
     loop = asyncio.get_running_loop()
     stop, hurry = asyncio.Event(), asyncio.Event()
     address = server.sockets[0].getsockname() if server.sockets else (node.config.host, node.config.port)
@@ -121,14 +124,22 @@ async def serve_until_signalled(node: EmulatorNode, server: asyncio.Server) -> N
         },
     )
 
+    first_signal: list[float] = []
+
     def signalled() -> None:
-        if stop.is_set():
+        now = loop.time()
+        # Within a second it is the same stop told twice, not an operator's second Ctrl-C: a service manager signals
+        # every process of the group (systemd's default KillMode), and the --workers supervisor passes it on as well.
+        if first_signal and now - first_signal[0] >= SAME_SIGNAL_WINDOW_S and not hurry.is_set():
             log.warning("shutdown: second signal, closing what is left now")
             hurry.set()
+        if not first_signal:
+            first_signal.append(now)
         stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, signalled)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:  # nohup: SIGHUP stays ignored
+            loop.add_signal_handler(signum, signalled)
     await stop.wait()
     await graceful_shutdown(node, server, hurry=hurry)
     if node.config.usage_file is not None:

@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
 import ssl
+import stat
 import sys
 import threading
 import time
@@ -194,10 +196,23 @@ async def _serve_emulator(
     await server.wait_closed()
 
 
+# A worker that exits while the supervisor is not stopping is replaced, after a delay that grows with the deaths of
+# the last WORKER_FAILURE_WINDOW seconds (the first at once); the WORKER_FAILURE_LIMIT-th death within the window
+# stops the emulator (a worker that dies at start-up would otherwise be restarted for ever).
+WORKER_FAILURE_LIMIT = 5
+WORKER_FAILURE_WINDOW = 60.0
+WORKER_RESTART_DELAYS = (0.0, 1.0, 2.0, 4.0)
+# Stopping signals: the supervisor forwards them to its workers as SIGTERM; each worker drains on its own. (Looked up
+# by name: Windows has no SIGHUP, and this module serves every command there.)
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)
+)
+
+
 def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) -> int:
     """N processes, each an emulator node of the same cluster with its own SO_REUSEPORT listening socket, so the
     kernel spreads new connections across them. The supervisor holds the port bound (never listening, so it is
-    handed no connection) to resolve --port 0 and keep the port while workers restart."""
+    handed no connection) to resolve --port 0 and keep the port while a dead worker's replacement starts."""
     reservation = socket.socket(_family(config.host))
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
@@ -207,13 +222,24 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
     config = replace(config, port=reservation.getsockname()[1])
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)
-    processes = [
-        context.Process(target=_worker, args=(config, os.getpid(), listening), daemon=True) for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
+    processes: list[Any] = []  # the live workers (multiprocessing's fork Process)
+
+    def start_worker() -> Any:
+        process = context.Process(target=_worker, args=(config, os.getpid(), listening), daemon=True)
+        # Blocked over the fork: the stop handler below cannot run between the start and the append (and miss the new
+        # worker), and the worker unblocks them once it has dropped the supervisor's handlers.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+            processes.append(process)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return process
+
+    for _ in range(workers):
+        start_worker()
     deadline = time.monotonic() + 30
-    for _ in processes:
+    for _ in range(workers):
         while not listening.acquire(timeout=0.1):
             ended = next((process.exitcode for process in processes if process.exitcode is not None), None)
             if ended is not None or time.monotonic() > deadline:
@@ -224,24 +250,90 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
                     return 2 if ended == 2 else 1  # 2: the worker printed its configuration error
                 raise ConfigError("a worker did not start listening within 30 s (see its log above)")
     print(_client_settings(config, config.port, show_secrets=show_secrets), flush=True)
-    stopping = False
+    return _supervise(processes, start_worker)
 
-    def stop(signum: int, _: object) -> None:
+
+def _supervise(processes: list[Any], start_worker: Callable[[], Any]) -> int:
+    """Replace the workers that die until a stopping signal, then wait for them: 0 when every worker then shut down
+    cleanly (whatever happened to the workers replaced before), else 1; when workers keep dying, stop them all and
+    return 1 (2 when the last one printed a configuration error)."""
+    from relay.emulator.descriptors import log
+
+    stopping = False
+    failed = False  # a worker did not shut down cleanly
+    gave_up: int | None = None  # the exit status, when the workers kept dying
+    deaths: list[float] = []  # when workers died unexpectedly, within the last WORKER_FAILURE_WINDOW seconds
+    restarts: list[float] = []  # when each replacement is due
+
+    def stop(signum: int, _: object) -> None:  # each signal is forwarded: a second one hurries the workers' drain
         nonlocal stopping
         stopping = True
         for process in processes:
-            if process.pid is not None and process.is_alive():
+            if process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for process in processes:
-        process.join()
-    failed = [process.exitcode for process in processes if process.exitcode not in (0, -signal.SIGTERM)]
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:  # nohup: SIGHUP stays ignored
+            signal.signal(signum, stop)
+    while processes or (restarts and not stopping):
+        now = time.monotonic()
+        while restarts and restarts[0] <= now and not stopping:
+            restarts.pop(0)
+            process = start_worker()
+            log.info("worker %d started", process.pid, extra={"pid": process.pid})
+        timeout = None if stopping or not restarts else min(max(0.0, restarts[0] - now), 0.25)
+        ready = multiprocessing.connection.wait([process.sentinel for process in processes], timeout)
+        for process in [process for process in processes if process.sentinel in ready]:
+            process.join()
+            processes.remove(process)
+            code = process.exitcode
+            fields = {"pid": process.pid, "exit_status": code}
+            if stopping:
+                if code not in (0, -signal.SIGTERM):
+                    failed = True
+                    log.error("worker %d %s while shutting down", process.pid, _exit_reason(code), extra=fields)
+                continue
+            now = time.monotonic()
+            deaths = [*(death for death in deaths if death > now - WORKER_FAILURE_WINDOW), now]
+            if len(deaths) >= WORKER_FAILURE_LIMIT:
+                reason = f"{len(deaths)} workers died within {WORKER_FAILURE_WINDOW:g} s"
+                log.error(
+                    "worker %d %s; giving up: %s; stopping the emulator",
+                    process.pid,
+                    _exit_reason(code),
+                    reason,
+                    extra=fields,
+                )
+                gave_up = 2 if code == 2 else 1
+                stop(signal.SIGTERM, None)
+                continue
+            delay = WORKER_RESTART_DELAYS[min(len(deaths), len(WORKER_RESTART_DELAYS)) - 1]
+            when = f" in {delay:g} s" if delay else ""
+            log.error("worker %d %s; starting a replacement%s", process.pid, _exit_reason(code), when, extra=fields)
+            restarts.append(now + delay)
+    if gave_up is not None:
+        return gave_up
     return 0 if stopping and not failed else 1
 
 
+def _exit_reason(code: int | None) -> str:
+    """How a worker ended, from its exit code (negative: the signal that killed it)."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
 def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
+    # A replacement is forked from the supervisor, with its handlers (and those signals blocked): back to the defaults
+    # a worker starts with (a signal ignored, as nohup ignores SIGHUP, stays so); its server installs its own handlers
+    # once it is listening.
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     sock = socket.create_server((config.host, config.port), family=_family(config.host), reuse_port=True, backlog=4096)
     try:
@@ -332,8 +424,8 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         if problem is not None:  # found now rather than at shutdown, with the run's usage lost
             raise ConfigError(f"usage file {config.usage_file} cannot be written: {problem}")
     for path in (config.tls_cert, config.tls_key):
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"TLS file {path} does not exist")
+        if path is not None:
+            _check_tls_file(path)
     if config.tls_cert is not None and config.tls_key is not None:
         from relay.emulator.server import make_ssl_context
 
@@ -344,9 +436,29 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
                 f"TLS files {config.tls_cert} and {config.tls_key} are not a PEM certificate chain and its private key"
                 f" ({exc.reason or exc})"
             ) from None
+        except OSError as exc:  # read above, but not now (it changed in between): the error does not say which file
+            reason = exc.strerror or str(exc)
+            raise ConfigError(f"TLS files {config.tls_cert} and {config.tls_key} cannot be read: {reason}") from None
     secrets = [config.console_token, *(secret for app in config.apps for secret in app.secrets), config.redis_url]
     configure_logging(args.log_level, json_format=args.log_json, secrets=secrets)
     return config
+
+
+def _check_tls_file(path: str) -> None:
+    """A TLS file that is missing, not a file or cannot be read (permissions) is a configuration error naming it and
+    why, rather than a traceback from the TLS library (whose error does not say which of the two files it was)."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"TLS file {path} is a directory")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"TLS file {path} is not a regular file")
+        with open(path, "rb") as file:
+            file.read(1)
+    except FileNotFoundError:
+        raise ConfigError(f"TLS file {path} does not exist") from None
+    except OSError as exc:  # permissions (of the file or a directory on its path), a path through a file, I/O errors
+        raise ConfigError(f"TLS file {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def _client_settings(config: object, port: int, *, show_secrets: bool = True) -> str:

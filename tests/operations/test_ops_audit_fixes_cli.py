@@ -1,0 +1,222 @@
+"""Operations audit of ``relay emulator``'s process handling, with real processes: a ``--workers`` supervisor
+replaces a worker that dies (and gives up, with a reason, on one that keeps dying at start-up), TLS files the process
+cannot read are configuration errors, and SIGHUP (a closed terminal) shuts down gracefully like SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from relay.cost.usage import parse_usage
+from tests.cli_support import assert_refused, run_relay
+from tests.cluster.conftest import RedisServer
+from tests.emulator_process import EmulatorProcess
+from tests.operations.support import APP, eventually, make_certificate, publish, ws_client
+
+CREDENTIALS = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]
+LISTENING_LOG = re.compile(r"emulator listening .*node_id=(\d+)")
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def node_ids(process: EmulatorProcess) -> list[str]:
+    """The node id of each worker that logged it is listening, in the order they did."""
+    return [match.group(1) for line in process.stderr if (match := LISTENING_LOG.search(line))]
+
+
+async def nodes_serving(port: int, including: str, tries: int = 60) -> set[str]:
+    """The nodes (socket id prefixes) that new connections to ``port`` reach, connecting until two, one of them
+    ``including``, have been seen or ``tries`` connections were made."""
+    seen: set[str] = set()
+    clients = []
+    try:
+        while not (including in seen and len(seen) >= 2) and len(clients) < tries:
+            client = await ws_client(f"ws://127.0.0.1:{port}/app/{APP.key}?protocol=7")
+            clients.append(client)
+            seen.add(client.socket_id.split(".")[0])
+    finally:
+        for client in clients:
+            await client.close()
+    return seen
+
+
+# -- 1. --workers: a worker that dies is logged and replaced --------------------------------------------------------
+
+
+async def test_a_killed_worker_is_logged_and_replaced_and_sigterm_then_exits_0(redis: RedisServer) -> None:
+    """SIGKILL of one of two workers: the supervisor logs it (error, with the signal), starts a replacement on the
+    same port, connections reach both live workers again, and SIGTERM still ends the run with exit 0 (the killed
+    worker was replaced, not a failure of the shutdown)."""
+    supervisor = await EmulatorProcess.start(
+        *CREDENTIALS, "--workers", "2", "--redis-url", redis.url, "--shutdown-spread", "0"
+    )
+    try:
+        await eventually(lambda: len(node_ids(supervisor)) == 2, what="both workers listening")
+        before = children(supervisor.process.pid)
+        assert len(before) == 2
+        victim = before[0]
+        os.kill(victim, signal.SIGKILL)
+        line = await supervisor.wait_for_output(rf"ERROR .*worker {victim} killed by SIGKILL", within=10)
+        assert "replacement" in line, line
+        await eventually(lambda: len(node_ids(supervisor)) == 3, within=15, what="the replacement listening")
+        after = children(supervisor.process.pid)
+        assert len(after) == 2, after
+        assert victim not in after and before[1] in after
+        first_two, replacement = node_ids(supervisor)[:2], node_ids(supervisor)[2]
+        # The port is served by two live workers, the survivor and the replacement: the kernel hands new connections
+        # to the replacement too.
+        seen = await nodes_serving(supervisor.port, including=replacement)
+        assert replacement in seen and len(seen) == 2, (seen, first_two, replacement)
+        assert len(seen & set(first_two)) == 1
+        await publish(f"http://127.0.0.1:{supervisor.port}", APP, "news", "e", "still served")
+        supervisor.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(supervisor.process.wait(), 20) == 0
+    finally:
+        await supervisor.stop()
+    assert not any("Traceback" in line for line in supervisor.stderr), supervisor.stderr
+
+
+async def test_a_worker_that_keeps_dying_at_start_up_is_given_up_on_with_a_reason(redis: RedisServer) -> None:
+    """With Redis gone, each replacement of a killed worker fails at start-up: the supervisor waits longer between
+    tries (no tight respawn loop), then gives up, says why, stops the other worker and exits non-zero."""
+    supervisor = await EmulatorProcess.start(
+        *CREDENTIALS, "--workers", "2", "--redis-url", redis.url, "--shutdown-spread", "0"
+    )
+    try:
+        await eventually(lambda: len(node_ids(supervisor)) == 2, what="both workers listening")
+        victim, survivor = children(supervisor.process.pid)
+        redis.stop()
+        os.kill(victim, signal.SIGKILL)
+        code = await asyncio.wait_for(supervisor.process.wait(), 60)
+    finally:
+        await supervisor.stop()
+    log = "\n".join(supervisor.stderr)
+    assert code == 2, log  # the replacements' own error: they could not reach Redis
+    assert "cannot reach Redis" in log
+    failures = [line for line in supervisor.stderr if re.search(r"ERROR .*worker \d+ (killed by|exited with)", line)]
+    assert len(failures) >= 3, log
+    gave_up = next(line for line in supervisor.stderr if re.search(r"ERROR .*giving up", line))
+    # Back-off: from the first death to giving up took seconds, not a tight loop of respawns.
+    assert logged_at(gave_up) - logged_at(failures[0]) >= 5, log
+    await eventually(lambda: not running(survivor), what="the surviving worker to stop")
+
+
+def logged_at(line: str) -> float:
+    """The time of a text log line (``2026-11-30 06:51:31,444 INFO …``), in seconds."""
+    return dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def running(pid: int) -> bool:
+    """Still a live process (an exited one may linger as a zombie until its new parent reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# -- 2. TLS files that cannot be read -------------------------------------------------------------------------------
+
+# Unreadable even for root (whose CAP_DAC_OVERRIDE reads a mode 000 file): a write-only sysctl, which the kernel
+# refuses to open for reading with EACCES whoever asks.
+UNREADABLE = Path("/proc/sys/vm/drop_caches")
+
+
+@pytest.mark.skipif(not UNREADABLE.exists(), reason="needs Linux's /proc/sys/vm/drop_caches")
+@pytest.mark.parametrize("which", ["--tls-key", "--tls-cert"])
+async def test_a_tls_file_that_cannot_be_read_is_a_configuration_error(tmp_path: Path, which: str) -> None:
+    cert, key = make_certificate(tmp_path)
+    files = {"--tls-cert": str(cert), "--tls-key": str(key), which: str(UNREADABLE)}
+    outcome = await run_relay("emulator", "--port", "0", *(part for item in files.items() for part in item))
+    assert_refused(outcome, f"TLS file {UNREADABLE} cannot be read: Permission denied")
+
+
+async def test_a_tls_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    _, key = make_certificate(tmp_path)
+    outcome = await run_relay("emulator", "--port", "0", "--tls-cert", str(tmp_path), "--tls-key", str(key))
+    assert_refused(outcome, f"TLS file {tmp_path} is a directory")
+    assert "does not exist" not in outcome.stderr
+
+
+# -- 3. SIGHUP ------------------------------------------------------------------------------------------------------
+
+
+def usage_publishes(path: Path) -> int:
+    return sum(day.publishes for day in parse_usage(json.loads(path.read_text())).apps[APP.app_id].days.values())
+
+
+async def test_sighup_shuts_down_gracefully_and_writes_the_usage_file(tmp_path: Path) -> None:
+    usage = tmp_path / "usage.json"
+    relay = await EmulatorProcess.start(*CREDENTIALS, "--usage-file", str(usage), "--shutdown-spread", "0")
+    try:
+        await publish(f"http://127.0.0.1:{relay.port}", APP, "news", "e", "x")
+        relay.process.send_signal(signal.SIGHUP)
+        assert await asyncio.wait_for(relay.process.wait(), 15) == 0
+    finally:
+        await relay.stop()
+    assert any("shutdown: done" in line for line in relay.stderr), relay.stderr
+    assert usage_publishes(usage) == 1
+
+
+async def test_sighup_to_a_workers_supervisor_shuts_every_worker_down_gracefully(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    usage = tmp_path / "usage.json"
+    supervisor = await EmulatorProcess.start(
+        *CREDENTIALS, "--workers", "2", "--redis-url", redis.url, "--usage-file", str(usage), "--shutdown-spread", "0"
+    )
+    try:
+        await eventually(lambda: len(node_ids(supervisor)) == 2, what="both workers listening")
+        await publish(f"http://127.0.0.1:{supervisor.port}", APP, "news", "e", "x")
+        supervisor.process.send_signal(signal.SIGHUP)
+        assert await asyncio.wait_for(supervisor.process.wait(), 20) == 0
+    finally:
+        await supervisor.stop()
+    assert sum("shutdown: done" in line for line in supervisor.stderr) == 2, supervisor.stderr
+    assert usage_publishes(usage) == 1
+
+
+async def test_the_same_stop_signalled_twice_at_once_does_not_cut_the_drain_short() -> None:
+    """systemd's default KillMode signals every process of the service, and a --workers supervisor passes the signal
+    on too, so a worker got SIGTERM twice in a row and took it for an operator's second Ctrl-C: it skipped
+    shutdown_delay and dropped held webhooks. A second signal within a second is the same stop; one later hurries."""
+    relay = await EmulatorProcess.start(*CREDENTIALS, "--shutdown-delay", "2", "--shutdown-spread", "0")
+    try:
+        started = time.monotonic()
+        relay.process.send_signal(signal.SIGTERM)
+        await relay.wait_for_output("shutdown: draining", within=5)
+        await asyncio.sleep(0.2)  # as the supervisor's, a moment after the service manager's
+        relay.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(relay.process.wait(), 15) == 0
+        assert time.monotonic() - started >= 2.0  # the delay was kept
+    finally:
+        await relay.stop()
+    assert not any("second signal" in line for line in relay.stderr), relay.stderr
+    hurried = await EmulatorProcess.start(*CREDENTIALS, "--shutdown-delay", "30", "--shutdown-spread", "0")
+    try:
+        hurried.process.send_signal(signal.SIGTERM)
+        await hurried.wait_for_output("shutdown: draining", within=5)
+        await asyncio.sleep(1.2)
+        hurried.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(hurried.process.wait(), 10) == 0  # not the 30 s delay
+    finally:
+        await hurried.stop()
+    assert any("second signal" in line for line in hurried.stderr), hurried.stderr
