@@ -368,6 +368,9 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.set_defaults(run=_run_serve)
 
 
+GATEWAY_MAX_HEAD_BYTES = 64 * 1024  # a request line and headers, as the emulator's HTTP server allows
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -381,7 +384,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     settings = GatewaySettings.from_env()
     app = create_app(settings)
     _check_can_listen(args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    # h11, not httptools: uvicorn bounds only h11's unfinished request heads, and httptools buffered one without limit
+    # (a client sending headers that never end grew the process by what it sent). The gateway is not a hot path.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        http="h11",
+        h11_max_incomplete_event_size=GATEWAY_MAX_HEAD_BYTES,
+    )
     return 0
 
 
