@@ -108,12 +108,17 @@ class WireClient:
 
 
 async def sent_so_far(base_url: str) -> tuple[float, float, int]:
-    """relay_messages_sent_total, relay_bytes_sent_total and today's bytes_out in /usage."""
+    """relay_messages_sent_total, relay_bytes_sent_total and today's bytes_out in /usage (a cluster node's samples
+    carry its node label too)."""
     samples, _ = await scrape(base_url)
     async with httpx.AsyncClient() as http:
         (today,) = (await http.get(f"{base_url}/usage")).json()["apps"][APP.app_id]["days"].values()
-    messages = samples[("relay_messages_sent_total", APP_LABEL)]
-    return messages, samples[("relay_bytes_sent_total", APP_LABEL)], today["bytes_out"]
+
+    def of_the_app(name: str) -> float:
+        (value,) = [value for (sample, labels), value in samples.items() if sample == name and APP_LABEL[0] in labels]
+        return value
+
+    return of_the_app("relay_messages_sent_total"), of_the_app("relay_bytes_sent_total"), today["bytes_out"]
 
 
 async def test_bytes_sent_to_deflate_connections_are_counted_as_written(start_emulator: StartEmulator) -> None:
