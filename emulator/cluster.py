@@ -35,6 +35,7 @@ import asyncio
 import base64
 import contextlib
 import contextvars
+import itertools
 import json
 import logging
 import secrets
@@ -353,6 +354,10 @@ class RedisCluster:
         self._recovering = asyncio.Lock()
         self._pubsub: Any = None
         self._known_nodes: set[int] = set()
+        # Publishes carry "<node>.<sequence number>": a batch that timed out is sent again (see _failed), and Redis may
+        # have run the first one when it woke, so a receiver drops what it has seen from that node already.
+        self._publish_numbers = itertools.count()
+        self._last_published: dict[int, int] = {}
         self.lost_operations = 0
         self._instance = secrets.token_hex(6)  # result keys of a node restarted with the same id are not its own
         self._batches = 0
@@ -516,9 +521,8 @@ class RedisCluster:
         self, app_id: str, channel: str, frame_text: str, exclude: str | None, units: int, *, client_event: bool = False
     ) -> None:
         kind = "C" if client_event else "P"
-        self._enqueue(
-            self._on_bus(_SEP.join((kind, str(self.node_id), app_id, channel, exclude or "", str(units), frame_text)))
-        )
+        origin = self._publish_origin()
+        self._enqueue(self._on_bus(_SEP.join((kind, origin, app_id, channel, exclude or "", str(units), frame_text))))
 
     def published_ably(
         self,
@@ -538,7 +542,11 @@ class RedisCluster:
                 self.published(app_id, channel, text, exclude, unit)
             return
         meter = ",".join(map(str, units))
-        self._enqueue(self._on_bus(_SEP.join(("A", str(self.node_id), app_id, channel, exclude or "", meter, payload))))
+        origin = self._publish_origin()
+        self._enqueue(self._on_bus(_SEP.join(("A", origin, app_id, channel, exclude or "", meter, payload))))
+
+    def _publish_origin(self) -> str:
+        return f"{self.node_id}.{next(self._publish_numbers)}"
 
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None:
         """An Ably PRESENCE message: stored members follow it, and the other nodes' Ably peers get it as it is."""
@@ -948,6 +956,7 @@ class RedisCluster:
 
     def _forget(self, node: int) -> None:
         self._known_nodes.discard(node)
+        self._last_published.pop(node, None)
         for state in self._states.values():
             state.forget_node(node)
 
@@ -955,10 +964,13 @@ class RedisCluster:
 
     def _receive(self, data: str) -> None:
         if data[:1] in _PUBLISHES:  # P and C with a Pusher frame, A with an Ably publish's frames and message
-            kind, node, app_id, channel, exclude, units, body = data.split(_SEP, 6)
+            kind, sender, app_id, channel, exclude, units, body = data.split(_SEP, 6)
+            node_text, _, number_text = sender.partition(".")
+            node, number = int(node_text), int(number_text)
             state = self._states.get(app_id)
-            if state is None or int(node) == self.node_id:
+            if state is None or node == self.node_id or number <= self._last_published.get(node, -1):
                 return
+            self._last_published[node] = number
             if kind != "A":
                 state.deliver_remote(channel, encode_text(body), exclude or None, int(units), client_event=kind == "C")
                 return

@@ -202,3 +202,35 @@ async def test_each_cluster_nodes_metrics_carry_its_node_label(
     assert first.node.node_id != second.node.node_id
     samples, _ = await scrape(single.http_url)
     assert not any(name == "node" for _, labels in samples for name, _ in labels)
+
+
+async def test_a_publish_redis_runs_twice_reaches_the_other_nodes_once(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """A batch that timed out (a Redis stall past the client's socket timeout) is sent again, and Redis runs the first
+    one too when it wakes: each publish then reached the other nodes twice. A publish carries its node's sequence
+    number, and a node drops one it has had: here the bus message is published again as Redis would run it."""
+    a = await start_emulator(redis_url=redis_server.url)
+    b = await start_emulator(redis_url=redis_server.url)
+    on_b = await Client.open(b)
+    await on_b.subscribe("news")
+    listener = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    bus = listener.pubsub()
+    await bus.subscribe(cluster_of(a).bus)
+    try:
+        await asyncio.to_thread(sdk(a).trigger, "news", "tick", "1")
+        assert (await on_b.expect("tick"))["data"] == "1"
+        published = []
+        for _ in range(50):  # a read returns None for the subscription's own confirmation, or after 0.1 s of silence
+            message = await bus.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None and message["data"].startswith("P"):
+                published.append(message["data"])
+                break
+        (sent,) = published
+        await redis_command(redis_server, "PUBLISH", cluster_of(a).bus, sent)  # Redis runs it again
+        await asyncio.to_thread(sdk(a).trigger, "news", "tick", "2")
+        assert (await on_b.expect("tick"))["data"] == "2"  # the copy of "1" was dropped, not delivered before "2"
+        await on_b.silent()
+    finally:
+        await bus.aclose()
+        await listener.aclose()
