@@ -43,7 +43,7 @@ from relay.protocol.channels import (
     server_to_user_channel,
     validate_channel_name,
 )
-from relay.protocol.frames import dumps, loads
+from relay.protocol.frames import dumps, loads, refuse_lone_surrogates
 from relay.protocol.members import parse_channel_data, parse_user_data
 from relay.protocol.signing import (
     authorize_channel,
@@ -93,14 +93,7 @@ def terminated_user(user_id: object) -> str:
     request to another path."""
     if not isinstance(user_id, str) or not user_id:
         raise InvalidChannelName(f"a user id must be a non-empty string, got {user_id!r}")
-    if not user_id.isascii():
-        try:
-            user_id.encode()
-        except UnicodeEncodeError as exc:
-            raise InvalidChannelName(
-                f"user id contains a lone UTF-16 surrogate ({user_id[exc.start]!r} at character {exc.start}), which "
-                "UTF-8 cannot encode: a string cut in the middle of a character"
-            ) from None
+    refuse_lone_surrogates(user_id, "user id", InvalidChannelName)
     longest = DEFAULT_LIMITS.max_user_id_length
     if len(user_id) > longest or "/" in user_id:
         raise InvalidChannelName(

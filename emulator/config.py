@@ -375,6 +375,12 @@ class EmulatorConfig:
         limit = app.max_message_bytes
         return self.max_frame_bytes if limit is None else min(limit, self.max_frame_bytes)
 
+    @property
+    def secrets(self) -> list[str | None]:
+        """Every secret the configuration holds, for the logs to redact: the apps', the console token, the Redis URL
+        (its password)."""
+        return [self.console_token, *(secret for app in self.apps for secret in app.secrets), self.redis_url]
+
 
 def _check_identities(apps: Sequence[App]) -> None:
     """Requests and connections find their app by id, key or Ably key name: two apps sharing one would leave one of

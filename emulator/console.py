@@ -26,6 +26,7 @@ from relay.emulator import metrics
 from relay.emulator.config import unprefixed
 from relay.emulator.http_api import Response, error_response, json_response, method_not_allowed
 from relay.emulator.limits import TokenBucket
+from relay.emulator.logs import clipped
 from relay.emulator.usage import local_reach, usage_document, usage_summary
 from relay.errors import PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol.channels import validate_channel_name, validate_event_name
@@ -460,7 +461,7 @@ def _members(state: AppState, name: str) -> tuple[list[dict[str, str]], int]:
     channel = state.channels.get(name)
     local = {} if channel is None else channel.members
     listed = [
-        {"user_id": user_id, "user_info": _cut(entry.user_info_json)}
+        {"user_id": user_id, "user_info": clipped(entry.user_info_json, USER_INFO_CHARS)}
         for user_id, entry in itertools.islice(local.items(), LISTED_MEMBERS)
     ]
     total = len(local)
@@ -468,12 +469,8 @@ def _members(state: AppState, name: str) -> tuple[list[dict[str, str]], int]:
         if nodes and user_id not in local:
             total += 1
             if len(listed) < LISTED_MEMBERS:
-                listed.append({"user_id": user_id, "user_info": _cut(next(iter(nodes.values())))})
+                listed.append({"user_id": user_id, "user_info": clipped(next(iter(nodes.values())), USER_INFO_CHARS)})
     return listed, total
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= USER_INFO_CHARS else text[:USER_INFO_CHARS] + "…"
 
 
 def _within(items: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:

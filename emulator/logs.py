@@ -109,3 +109,8 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     return handler
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters and an ellipsis: what a client sent, kept short where it is shown."""
+    return text if len(text) <= limit else text[:limit] + "…"

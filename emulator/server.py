@@ -39,7 +39,7 @@ from relay.emulator.descriptors import crowded_at, open_files_limit
 from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response, method_not_allowed
 from relay.emulator.hub import AppState
 from relay.emulator.limits import TokenBucket
-from relay.emulator.logs import Redactor
+from relay.emulator.logs import Redactor, clipped
 from relay.emulator.session import OVER_CAPACITY, Session
 from relay.emulator.usage import AppMeter
 from relay.emulator.webhooks import WebhookDispatcher
@@ -59,7 +59,7 @@ logging.getLogger("websockets.server").setLevel(logging.WARNING)
 CLOSE_TIMEOUT = 3.0
 WARNING_INTERVAL = 60.0  # seconds between warnings of a flood (near the open-file limit, an address over its cap)
 REFUSAL_LOGS_PER_SECOND = 1.0  # refused WebSocket connections logged (EmulatorNode.log_refusal); all are counted
-LOGGED_CLIENT_TEXT = 100  # characters of what a client sent kept in a log record (see clipped)
+LOGGED_CLIENT_TEXT = 100  # characters of what a client sent kept in a log record (see log_refusal)
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
 # A read larger than this is parsed in pieces of this size, so that a head cannot pass MAX_HEAD_BYTES unmeasured by
 # arriving with other requests in one read (see HttpConnection.on_message_begin).
@@ -248,9 +248,12 @@ class EmulatorNode:
             return
         unlogged, self._refusals_unlogged = self._refusals_unlogged, 0
         if self._redact is None:
-            secrets = [secret for app in self.config.apps for secret in app.secrets]
-            self._redact = Redactor([*secrets, self.config.console_token])
-        fields = {"code": int(code), "reason": clipped(self._redact(reason)), "path": clipped(self._redact(path))}
+            self._redact = Redactor(self.config.secrets)
+        fields = {
+            "code": int(code),
+            "reason": clipped(self._redact(reason), LOGGED_CLIENT_TEXT),
+            "path": clipped(self._redact(path), LOGGED_CLIENT_TEXT),
+        }
         log.info("connection refused", extra={**fields, "unlogged": unlogged} if unlogged else fields)
 
     def new_socket_id(self) -> str:
@@ -727,13 +730,18 @@ class HttpConnection(asyncio.Protocol):
         """Fail the connection at the first fragment of a text message that cannot be UTF-8, not after its last
         (RFC 6455 §8.1; Autobahn's 6.4 cases call waiting for the end non-strict)."""
         decoder = self._fragment_utf8
-        assert decoder is not None and self.ws is not None and self.session is not None
+        assert decoder is not None
         try:
             decoder.decode(data)
         except UnicodeDecodeError:
             self._fragment_utf8, self._fragments = None, []
-            self.session.closed = True
-            self.ws.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
+            self._fail_invalid_utf8()
+
+    def _fail_invalid_utf8(self) -> None:
+        """RFC 6455 §8.1: an endpoint MUST fail the connection on invalid UTF-8 in a text message."""
+        assert self.ws is not None and self.session is not None
+        self.session.closed = True
+        self.ws.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
 
     def _message(self, opcode: Opcode, payload: bytes) -> None:
         session = self.session
@@ -748,10 +756,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             text = payload.decode()
         except UnicodeDecodeError:
-            # RFC 6455 §8.1: an endpoint MUST fail the connection on invalid UTF-8 in a text message.
-            assert self.ws is not None
-            session.closed = True
-            self.ws.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
+            self._fail_invalid_utf8()
             return
         session.receive(text)
 
@@ -866,11 +871,6 @@ class HttpConnection(asyncio.Protocol):
             self.session.terminate(ErrorCode.RECONNECT, "Server is shutting down; reconnect")
         elif self.transport is not None:
             self.transport.close()
-
-
-def clipped(text: str, limit: int = LOGGED_CLIENT_TEXT) -> str:
-    """``text`` cut to ``limit`` characters and an ellipsis, for a log record."""
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def is_ably_endpoint(target: str) -> bool:

@@ -452,8 +452,7 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         except OSError as exc:  # read above, but not now (it changed in between): the error does not say which file
             reason = exc.strerror or str(exc)
             raise ConfigError(f"TLS files {config.tls_cert} and {config.tls_key} cannot be read: {reason}") from None
-    secrets = [config.console_token, *(secret for app in config.apps for secret in app.secrets), config.redis_url]
-    configure_logging(args.log_level, json_format=args.log_json, secrets=secrets)
+    configure_logging(args.log_level, json_format=args.log_json, secrets=config.secrets)
     return config
 
 

@@ -34,6 +34,7 @@ from relay.errors import (
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 from relay.protocol.channels import validate_event_name
+from relay.protocol.frames import refuse_lone_surrogates
 from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, SyncSender
 
 T = TypeVar("T")
@@ -254,7 +255,7 @@ def _event_of(item: object) -> Event:
 def _event_name(name: object) -> str:
     validate_event_name(name)
     assert isinstance(name, str)
-    _refuse_lone_surrogates(name, "event name", InvalidEventName)
+    refuse_lone_surrogates(name, "event name", InvalidEventName)
     return name
 
 
@@ -268,7 +269,7 @@ class _Publish(NamedTuple):
 def _payload_of(data: Any) -> Payload:
     """``data`` encoded, if every provider's clients can read it back."""
     payload = Payload.of(data)
-    _refuse_lone_surrogates(payload.text, "event data", ProtocolError)
+    refuse_lone_surrogates(payload.text, "event data", ProtocolError)
     # Python writes NaN and Infinity into JSON, which has no such values: JSON.parse (pusher-js, ably-js) refuses the
     # whole message. The substring test keeps the second encoding off every other payload.
     if payload.is_json and ("NaN" in payload.text or "Infinity" in payload.text):
@@ -280,20 +281,6 @@ def _payload_of(data: Any) -> Payload:
                 "refuses the message): send null or a string instead"
             ) from None
     return payload
-
-
-def _refuse_lone_surrogates(text: str, what: str, error: type[ProtocolError]) -> None:
-    """JavaScript strings may hold half a UTF-16 pair (JSON.stringify of an emoji cut in two); UTF-8 cannot encode
-    one, so no provider can carry it."""
-    if text.isascii():
-        return
-    try:
-        text.encode()
-    except UnicodeEncodeError as exc:
-        raise error(
-            f"{what} contains a lone UTF-16 surrogate ({text[exc.start]!r} at character {exc.start}), which UTF-8 "
-            "cannot encode: a string cut in the middle of a character"
-        ) from None
 
 
 # Pusher-protocol servers (the emulator among them) name a refused event by its index in the call they got

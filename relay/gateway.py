@@ -48,6 +48,7 @@ from relay.web import (
     channel_auth_body_async,
     channel_auth_request,
     error_response,
+    json_kind,
     request_fields,
     user_auth_body,
 )
@@ -295,15 +296,6 @@ def _claims_rule(spec: RuleSpec) -> Callable[[User | None, str], bool | dict[str
 
 
 WATCHLIST_CLAIM = "watchlist"
-_JSON_KINDS: Mapping[type, str] = {
-    str: "a string",
-    int: "a number",
-    float: "a number",
-    bool: "a boolean",
-    dict: "an object",
-    list: "a list",
-    type(None): "null",
-}
 
 
 def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
@@ -315,20 +307,16 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
     watchlist = claims[WATCHLIST_CLAIM]
     wanted = f"the JWT's {WATCHLIST_CLAIM} claim must be a list of user id strings"
     if not isinstance(watchlist, list):
-        raise ProtocolError(f"{wanted}, not {_json_kind(watchlist)}")
+        raise ProtocolError(f"{wanted}, not {json_kind(watchlist)}")
     for index, item in enumerate(watchlist):
         if not isinstance(item, str):
-            raise ProtocolError(f"{wanted}: item {index} is {_json_kind(item)}")
+            raise ProtocolError(f"{wanted}: item {index} is {json_kind(item)}")
     if len(watchlist) > DEFAULT_LIMITS.max_watchlist:
         raise LimitExceeded(
             f"the JWT's {WATCHLIST_CLAIM} claim has {len(watchlist)} user ids; Pusher watches at most "
             f"{DEFAULT_LIMITS.max_watchlist}"
         )
     return tuple(watchlist)
-
-
-def _json_kind(value: object) -> str:
-    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def _claim_text(value: object) -> str | None:

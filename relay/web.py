@@ -67,7 +67,7 @@ async def request_fields(request: Request) -> Mapping[str, str]:
             # str() made ["x"] the channel "['x']" and true "True": a value a form could not have sent is refused.
             value = body.get(name)
             if value is not None and not isinstance(value, str):
-                raise ProtocolError(f"the JSON body's {name!r} must be a string, not {_json_kind(value)}")
+                raise ProtocolError(f"the JSON body's {name!r} must be a string, not {json_kind(value)}")
         fields.update({name: value for name, value in body.items() if isinstance(value, str)})
     elif content_type.startswith("multipart/"):
         raise ProtocolError(
@@ -80,12 +80,20 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     return fields
 
 
-def _json_kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "a list" if isinstance(value, list) else "an object"
+_JSON_KINDS: Mapping[type, str] = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    dict: "an object",
+    list: "a list",
+    type(None): "null",
+}
+
+
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, in words ("a list", "null"), for an error that must not show it."""
+    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def socket_id_placeholder(client: Relay | AsyncRelay) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 
-from relay.errors import InvalidFrame, PayloadTooLarge
+from relay.errors import InvalidFrame, PayloadTooLarge, ProtocolError
 from relay.protocol.channels import Limits
 
 CONNECTION_ESTABLISHED = "pusher:connection_established"
@@ -224,3 +224,17 @@ def data_object(frame: ClientFrame) -> dict[str, object]:
 def client_event_data(data: object) -> str:
     """Client-event data as relayed: a string stays as sent, an object is encoded once."""
     return data if isinstance(data, str) else _compact(data)
+
+
+def refuse_lone_surrogates(text: str, what: str, error: type[ProtocolError]) -> None:
+    """JavaScript strings may hold half a UTF-16 pair (JSON.stringify of an emoji cut in two); UTF-8 cannot encode
+    one, so no provider can carry it."""
+    if text.isascii():
+        return
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise error(
+            f"{what} contains a lone UTF-16 surrogate ({text[exc.start]!r} at character {exc.start}), which UTF-8 "
+            "cannot encode: a string cut in the middle of a character"
+        ) from None
