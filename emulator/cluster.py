@@ -341,7 +341,8 @@ class RedisCluster:
         self._queue: asyncio.Queue[tuple[int, Operation]] = asyncio.Queue()
         self._epoch = 0
         self._accepting = False  # False while Redis is away: operations are dropped at once (the queue stays bounded)
-        # Delayed webhooks, by pending key: the timer, the app, the webhook, the hold's id.
+        # Delayed webhooks, by pending key: the timer, the app, the webhook, the hold's id; kept until the release has
+        # run in Redis (one dropped during an outage is released again on reconnection, or restored after data loss).
         self._held: dict[str, tuple[asyncio.TimerHandle, str, dict[str, object], str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # Counts announced once per write cycle, whatever the churn: (app, channel) → the channel's subscribers here,
@@ -363,6 +364,13 @@ class RedisCluster:
         self._batches = 0
         self._unreconciled = False  # operations were lost and Redis is not reconciled with this node yet
         self._rejoined_at = float("-inf")  # when this node registered again after an outage
+        # The channels and members this node has counted, as its nodestate in Redis holds them: what it announced.
+        # A Redis that lost its data (restarted without persistence, flushed) lost that record, and this is the copy
+        # the reconciliation then compares with (see _restore).
+        self._counted = NodeState()
+        # The deployment's mark in Redis, made by the first node to register: a different one later means the data
+        # this node counted in is gone.
+        self._generation: str | None = None
         self._key_prefix = f"{settings.prefix}:"
 
     # -- keys -------------------------------------------------------------------------------------------------
@@ -470,21 +478,26 @@ class RedisCluster:
         """Make ``nodestate`` and the webhook counters match what this node holds (after a start or an outage, or
         after operations were lost). ``new_epoch`` drops what is still queued (an outage's stale publishes); without
         it the queue runs on after this, which the counting script makes safe (what this counted is not again)."""
-        stored = await self._node_state(self.node_id)
+        data_lost = await self._data_lost()
+        stored = NodeState() if data_lost else await self._node_state(self.node_id)
         if new_epoch:
             self._epoch += 1  # from here on what changes is queued for this connection; what came before is in `held`
         self._accepting = True
         held = NodeState.of(self._states.values())
         self._unreconciled = False
-        for app_id, channel in held.occupied - stored.occupied:
-            await self._count_channel(app_id, channel, +1)
-        for app_id, channel in stored.occupied - held.occupied:
-            await self._count_channel(app_id, channel, -1)
-        for (app_id, channel, user_id), info in held.members.items():
-            if (app_id, channel, user_id) not in stored.members:
-                await self._count_member(app_id, channel, user_id, +1, info)
-        for app_id, channel, user_id in stored.members.keys() - held.members.keys():
-            await self._count_member(app_id, channel, user_id, -1)
+        if data_lost:
+            await self._restore(held)
+        else:
+            self._release_overdue()
+            for app_id, channel in held.occupied - stored.occupied:
+                await self._count_channel(app_id, channel, +1)
+            for app_id, channel in stored.occupied - held.occupied:
+                await self._count_channel(app_id, channel, -1)
+            for (app_id, channel, user_id), info in held.members.items():
+                if (app_id, channel, user_id) not in stored.members:
+                    await self._count_member(app_id, channel, user_id, +1, info)
+            for app_id, channel, user_id in stored.members.keys() - held.members.keys():
+                await self._count_member(app_id, channel, user_id, -1)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._key("nodestate", self.node_id))
             if held.fields():
@@ -499,6 +512,52 @@ class RedisCluster:
                         ttl_left = max(1, int((expires - now) * 1000))
                         pipe.set(key, value, px=ttl_left, nx=True)  # not over what another node stored meanwhile
             await pipe.execute()
+        self._counted = NodeState(occupied=set(held.occupied), members=dict(held.members))
+
+    async def _data_lost(self) -> bool:
+        """Whether Redis lost the cluster's data since this node last registered: its generation mark is not the one
+        this node saw then. The first node to register after the loss (or ever) makes a new one."""
+        key = self._key("generation")
+        await self._redis.set(key, secrets.token_hex(8), nx=True)
+        generation: str | None = await self._redis.get(key)  # type: ignore[assignment]
+        lost = self._generation is not None and generation != self._generation
+        self._generation = generation
+        if lost:
+            log.warning(
+                "Redis lost the cluster's data (a restart without persistence, or a flush); restoring this "
+                "node's counts from what it announced"
+            )
+        return lost
+
+    async def _restore(self, held: NodeState) -> None:
+        """Count in a Redis that lost its data what this node holds, announcing only what it had not announced
+        before, and hold the departures of what it announced and no longer holds (left during the outage).
+
+        The nodes come back at different times, each counting only its own: a departure is held for node_ttl (or
+        the webhook delay, if longer), the time every live node has to return, and one that comes back holding the
+        channel or member cancels it, as a return within the webhook delay does."""
+        announced, self._counted = self._counted, NodeState()  # Redis holds none of it now; the counts fill it again
+        for handle, app_id, event, _ in self._held.values():  # departures announced by nothing yet: still due
+            handle.cancel()
+            channel = str(event["channel"])
+            if event["name"] == "channel_vacated":
+                announced.occupied.add((app_id, channel))
+            else:
+                announced.members[(app_id, channel, str(event["user_id"]))] = "null"
+        self._held.clear()
+
+        def departure_delay(app_id: str) -> float:
+            return max(self.settings.node_ttl, self._states[app_id].app.webhook_delay)
+
+        for app_id, channel in held.occupied | announced.occupied:
+            await self._count_channel(app_id, channel, +1, quiet=(app_id, channel) in announced.occupied)
+        for app_id, channel in announced.occupied - held.occupied:
+            await self._count_channel(app_id, channel, -1, delay=departure_delay(app_id))
+        for (app_id, channel, user_id), info in (announced.members | held.members).items():
+            quiet = (app_id, channel, user_id) in announced.members
+            await self._count_member(app_id, channel, user_id, +1, info, quiet=quiet)
+        for app_id, channel, user_id in announced.members.keys() - held.members.keys():
+            await self._count_member(app_id, channel, user_id, -1, delay=departure_delay(app_id))
 
     async def _load_cache(self) -> None:
         for state in self._states.values():
@@ -653,11 +712,12 @@ class RedisCluster:
         node: int,
         held: tuple[str, str],
         event: dict[str, object],
+        delay: float,
     ) -> tuple[int, str]:
         """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1);
-        the script's answer, and the hold it makes on -1 (of ``event``, the webhook to send when it ends)."""
-        state = self._states[app_id]
-        delay_ms = int(state.app.webhook_delay * 1000)
+        the script's answer, and the hold it makes on -1 (of ``event``, the webhook to send ``delay`` seconds later
+        unless a return cancels it)."""
+        delay_ms = int(delay * 1000)
         hold_ms = delay_ms + 30_000
         batch = _BATCH.get()
         if batch is None:  # a reconciliation or a settlement, run once
@@ -677,28 +737,65 @@ class RedisCluster:
             batch.answered.add(batch.counts)
         return result, hold
 
-    async def _count_channel(self, app_id: str, channel: str, delta: int, node: int | None = None) -> None:
+    async def _count_channel(
+        self,
+        app_id: str,
+        channel: str,
+        delta: int,
+        node: int | None = None,
+        *,
+        quiet: bool = False,
+        delay: float | None = None,
+    ) -> None:
+        """Count ``channel`` in (+1) or out (-1) for ``node`` (this one by default). ``quiet``: without the
+        channel_occupied webhook (it was sent before Redis lost the count); ``delay``: the hold's, for the app's
+        webhook delay."""
         pending = self._key("vacating", app_id, channel)
         held = (_occupied_field(app_id, channel), "1")
-        node = self.node_id if node is None else node
         event: dict[str, object] = {"name": "channel_occupied" if delta > 0 else "channel_vacated", "channel": channel}
-        result, hold = await self._count(self._key("occ", app_id), pending, channel, delta, app_id, node, held, event)
-        self._webhook(app_id, result, pending, event, hold)
+        delay = self._states[app_id].app.webhook_delay if delay is None else delay
+        counter = self._key("occ", app_id)
+        node_counted = self.node_id if node is None else node
+        result, hold = await self._count(counter, pending, channel, delta, app_id, node_counted, held, event, delay)
+        if node_counted == self.node_id:
+            if delta > 0:
+                self._counted.occupied.add((app_id, channel))
+            else:
+                self._counted.occupied.discard((app_id, channel))
+        self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
 
     async def _count_member(
-        self, app_id: str, channel: str, user_id: str, delta: int, info: str = "", node: int | None = None
+        self,
+        app_id: str,
+        channel: str,
+        user_id: str,
+        delta: int,
+        info: str = "",
+        node: int | None = None,
+        *,
+        quiet: bool = False,
+        delay: float | None = None,
     ) -> int:
+        """As :meth:`_count_channel`, for a presence member (``info``: its user_info JSON, stored on +1)."""
         pending = self._key("leaving", app_id, channel, user_id)
         held = (_member_field(app_id, channel, user_id), info)
-        node = self.node_id if node is None else node
         counter = self._key("mem", app_id, channel)
         name = "member_added" if delta > 0 else "member_removed"
         event: dict[str, object] = {"name": name, "channel": channel, "user_id": user_id}
-        result, hold = await self._count(counter, pending, user_id, delta, app_id, node, held, event)
-        self._webhook(app_id, result, pending, event, hold)
+        delay = self._states[app_id].app.webhook_delay if delay is None else delay
+        node_counted = self.node_id if node is None else node
+        result, hold = await self._count(counter, pending, user_id, delta, app_id, node_counted, held, event, delay)
+        if node_counted == self.node_id:
+            if delta > 0:
+                self._counted.members[(app_id, channel, user_id)] = info
+            else:
+                self._counted.members.pop((app_id, channel, user_id), None)
+        self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
         return result
 
-    def _webhook(self, app_id: str, result: int, pending: str, event: dict[str, object], hold: str) -> None:
+    def _webhook(
+        self, app_id: str, result: int, pending: str, event: dict[str, object], hold: str, delay: float
+    ) -> None:
         state = self._states[app_id]
         if result == 1:
             state.webhooks.emit(event)
@@ -706,22 +803,27 @@ class RedisCluster:
             stale = self._held.pop(pending, None)
             if stale is not None:  # a hold this node made before, cancelled since by a return: its timer must not run
                 stale[0].cancel()
-            handle = asyncio.get_running_loop().call_later(
-                state.app.webhook_delay, self._release_now, pending, app_id, event, hold
-            )
+            handle = asyncio.get_running_loop().call_later(delay, self._release_now, pending, app_id, event, hold)
             self._held[pending] = (handle, app_id, event, hold)
 
     def _release_now(self, pending: str, app_id: str, event: dict[str, object], hold: str) -> None:
-        if self._held.get(pending, (None, None, None, hold))[3] == hold:
-            self._held.pop(pending, None)
         self._enqueue(self._release(app_id, pending, event, hold))
 
     def _release(self, app_id: str, pending: str, event: dict[str, object], hold: str) -> Operation:
         async def release(pipe: Any) -> None:
             if await self._release_script(keys=[pending, self._key("holds", app_id)], args=[hold]) == 1:
                 self._states[app_id].webhooks.emit(event)
+            if pending in self._held and self._held[pending][3] == hold:  # sent, or cancelled or taken by another
+                del self._held[pending]
 
         return release
+
+    def _release_overdue(self) -> None:
+        """Release again the holds whose timers ran while their release could not reach Redis (it was dropped)."""
+        now = asyncio.get_running_loop().time()
+        for pending, (handle, app_id, event, hold) in list(self._held.items()):
+            if handle.when() <= now:
+                self._release_now(pending, app_id, event, hold)
 
     async def _sweep(self) -> None:
         """Send the held webhooks that their own node did not release in time (it was killed, or could not reach

@@ -1,0 +1,132 @@
+"""A Redis that loses its data (restarted without persistence, or flushed) while nodes hold channels and members:
+the webhooks the nodes sent before are not sent again, and what left during the outage is announced as gone, once.
+With a real redis-server and two nodes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tests.cluster.conftest import RedisServer
+from tests.cluster.test_cluster import Client
+from tests.cluster.test_cluster_webhooks import cluster_of, hooked, until
+from tests.conftest import RunningEmulator, StartEmulator
+from tests.webhook_receiver import Receiver
+
+NODE_TTL = 2.0  # departures are held this long after the loss, so the test waits past it
+
+
+def hooks(receiver: Receiver) -> list[tuple[str, str, str | None]]:
+    return sorted((event["name"], event["channel"], event.get("user_id")) for event in receiver.events())
+
+
+async def restart_empty(redis_server: RedisServer, nodes: list[RunningEmulator], during: Any) -> None:
+    """Stop Redis, run ``during`` while every node is cut off, start an empty Redis, wait for every node to count
+    itself in again."""
+    redis_server.stop()
+    await until(lambda: not any(cluster_of(node)._connected.is_set() for node in nodes))
+    await during()
+    redis_server.start()
+    await until(lambda: all(cluster_of(node)._connected.is_set() for node in nodes))
+
+
+async def test_a_redis_that_lost_its_data_hears_departures_and_no_second_arrival(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """Before: every node counted what it held into the empty Redis as new (channel_occupied and member_added again
+    for everything) and nothing that left during the outage was ever announced as gone."""
+    a = await start_emulator(app=hooked(receiver), redis_url=redis_server.url, node_ttl=NODE_TTL)
+    b = await start_emulator(app=hooked(receiver), redis_url=redis_server.url, node_ttl=NODE_TTL)
+    alice = await Client.open(a)
+    await alice.subscribe("presence-stay", "alice")
+    carol, bob = await Client.open(b), await Client.open(b)
+    await carol.subscribe("presence-stay", "carol")
+    await bob.subscribe("presence-gone", "bob")
+    await receiver.until(lambda: len(receiver.events()) == 5, within=5)
+    before = hooks(receiver)
+
+    async def both_leave() -> None:
+        await carol.ws.close()
+        await bob.ws.close()
+        await asyncio.sleep(0.2)
+
+    await restart_empty(redis_server, [a, b], both_leave)
+    await receiver.until(lambda: len(receiver.events()) == 8, within=NODE_TTL + 5)
+    await receiver.quiet(len(receiver.deliveries), 1.0)
+    assert hooks(receiver) == sorted(
+        [
+            *before,
+            ("channel_vacated", "presence-gone", None),
+            ("member_removed", "presence-gone", "bob"),
+            ("member_removed", "presence-stay", "carol"),
+        ]
+    )
+    check = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    occupied = await check.hgetall("relay:occ:1")
+    members = await check.hgetall("relay:mem:1:presence-stay")
+    await check.aclose()
+    assert (occupied, members) == ({"presence-stay": "1"}, {"alice": "1"})
+    after_outage = hooks(receiver)
+    await alice.ws.close()  # the restored counts end as they should: her leaving empties the channel
+    await receiver.until(lambda: len(receiver.events()) == 10, within=5)
+    assert hooks(receiver) == sorted(
+        [*after_outage, ("channel_vacated", "presence-stay", None), ("member_removed", "presence-stay", "alice")]
+    )
+
+
+async def test_a_departure_is_cancelled_by_a_node_that_comes_back_holding_it(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """The node back first held a member that left it during the outage, but the same user is still present on a
+    node that comes back later (within node_ttl): no member_removed, no channel_vacated."""
+    a = await start_emulator(app=hooked(receiver), redis_url=redis_server.url, node_ttl=NODE_TTL)
+    b = await start_emulator(app=hooked(receiver), redis_url=redis_server.url, node_ttl=NODE_TTL)
+    on_a, on_b = await Client.open(a), await Client.open(b)
+    await on_a.subscribe("presence-room", "dave")
+    await on_b.subscribe("presence-room", "dave")
+    await receiver.until(lambda: len(receiver.events()) == 2, within=5)
+    register = cluster_of(b)._register
+
+    async def late_register() -> None:
+        await asyncio.sleep(1.0)
+        await register()
+
+    cluster_of(b)._register = late_register  # type: ignore[method-assign]
+
+    async def leave_a() -> None:
+        await on_a.ws.close()
+        await asyncio.sleep(0.2)
+
+    await restart_empty(redis_server, [a, b], leave_a)
+    await asyncio.sleep(NODE_TTL + 1.0)
+    assert hooks(receiver) == [("channel_occupied", "presence-room", None), ("member_added", "presence-room", "dave")]
+
+
+async def test_a_departure_held_when_redis_lost_its_data_is_still_sent(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """A member left just before the loss: its member_removed and channel_vacated were held in Redis (the webhook
+    delay), which lost them. Before: never sent; now the node that held them holds them again."""
+    app = replace(hooked(receiver), webhook_delay=2.0)
+    a = await start_emulator(app=app, redis_url=redis_server.url, node_ttl=NODE_TTL)
+    erin = await Client.open(a)
+    await erin.subscribe("presence-brief", "erin")
+    await receiver.until(lambda: len(receiver.events()) == 2, within=5)
+    await erin.ws.close()
+    await until(lambda: len(cluster_of(a)._held) == 2)
+
+    async def nothing() -> None:
+        pass
+
+    await restart_empty(redis_server, [a], nothing)
+    await receiver.until(lambda: len(receiver.events()) == 4, within=NODE_TTL + 5)
+    await receiver.quiet(len(receiver.deliveries), 1.0)
+    assert hooks(receiver) == [
+        ("channel_occupied", "presence-brief", None),
+        ("channel_vacated", "presence-brief", None),
+        ("member_added", "presence-brief", "erin"),
+        ("member_removed", "presence-brief", "erin"),
+    ]
