@@ -55,6 +55,7 @@ from relay.emulator.ably_hub import (
     ws_frame,
 )
 from relay.emulator.hub import ForeignPeer
+from relay.emulator.limits import TokenBucket
 from relay.emulator.session import Link
 from relay.emulator.wire import PING_FRAME
 from relay.protocol.ably import resource_matches
@@ -62,6 +63,9 @@ from relay.protocol.codes import Reconnect, reconnect_strategy
 
 log = logging.getLogger("relay.emulator")
 MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
+# Ably's inbound limit: messages and presence items a connection may publish per second (CONNECTED's maxInboundRate;
+# beyond it, NACK 42911). The burst is one second's worth.
+MAX_INBOUND_RATE = 50
 MAX_HEARTBEAT_INTERVAL = 15.0
 CONNECTION_STATE_TTL_MS = 120_000
 _OPERATION_MODES = {
@@ -87,6 +91,7 @@ class AblySession(ForeignPeer):
     __slots__ = (
         "_clock",
         "_heartbeat",
+        "_inbound",
         "_last_serial",
         "_link",
         "_max_frame_size",
@@ -141,6 +146,7 @@ class AblySession(ForeignPeer):
         self.last_activity = self.last_sent = clock()
         self.ping_sent_at: float | None = None
         self._last_serial = -1
+        self._inbound = TokenBucket(MAX_INBOUND_RATE, self.last_activity)
 
     @property
     def max_frame_size(self) -> int:
@@ -167,7 +173,7 @@ class AblySession(ForeignPeer):
         details: dict[str, Any] = {
             "connectionKey": self.connection_key,
             "maxMessageSize": self.max_message_size,
-            "maxInboundRate": 50,
+            "maxInboundRate": MAX_INBOUND_RATE,
             "maxOutboundRate": 50,
             "maxFrameSize": self._max_frame_size,
             "connectionStateTtl": CONNECTION_STATE_TTL_MS,
@@ -409,16 +415,27 @@ class AblySession(ForeignPeer):
         if not _is_serial(serial):
             raise AblyError(80013, "Protocol error: MESSAGE and PRESENCE need a msgSerial from 0 to 2**63 - 1")
         self._last_serial = max(self._last_serial, serial)
+        items = message.get("messages" if action == MESSAGE else "presence")
+        count = len(items) if isinstance(items, list) and items else 1
+        now = self._clock()
         try:
+            if self._inbound.retry_after(now, count) is not None:  # before anything else is read
+                raise AblyError(
+                    42911, "max per-connection publish rate limit exceeded (nonfatal): unable to publish message", 429
+                )
             name = check_channel_name(message.get("channel"))
             if action == MESSAGE:
-                serials = self._publish(name, message.get("messages"))
-                self._send({"action": ACK, "msgSerial": serial, "count": 1, "res": [{"serials": serials}]})
+                serials = self._publish(name, items)
+                ack: dict[str, Any] = {"action": ACK, "msgSerial": serial, "count": 1, "res": [{"serials": serials}]}
             else:
-                self._presence(name, serial, message.get("presence"))
-                self._send({"action": ACK, "msgSerial": serial, "count": 1})
+                self._presence(name, serial, items)
+                ack = {"action": ACK, "msgSerial": serial, "count": 1}
         except AblyError as exc:
             self._send({"action": NACK, "msgSerial": serial, "count": 1, "error": exc.body()})
+            return
+        # Only what was delivered counts, as for Pusher client events: a refused message reached no one.
+        self._inbound.take(now, count)
+        self._send(ack)
 
     def _publish(self, name: str, raw: object) -> list[str]:
         attachment = self.channels.get(name)

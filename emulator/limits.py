@@ -22,16 +22,19 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
-    def retry_after(self, now: float) -> int | None:
-        """None when a request may go ahead now; otherwise whole seconds to wait (at least 1)."""
+    def retry_after(self, now: float, cost: float = 1.0) -> int | None:
+        """None when a request of ``cost`` tokens may go ahead now; otherwise whole seconds to wait (at least 1). A
+        cost over the burst goes ahead from a full bucket rather than never: the debt its ``take`` leaves holds later
+        requests back, so the rate still holds."""
         self._refill(now)
-        if self._tokens >= 1.0:
+        needed = min(cost, self.burst)
+        if self._tokens >= needed:
             return None
-        return max(1, math.ceil((1.0 - self._tokens) / self.rate))
+        return max(1, math.ceil((needed - self._tokens) / self.rate))
 
-    def take(self, now: float) -> None:
+    def take(self, now: float, cost: float = 1.0) -> None:
         self._refill(now)
-        self._tokens -= 1.0
+        self._tokens -= cost
 
     def take_if_available(self, now: float) -> bool:
         """Take a token if one is there now; whether it was."""

@@ -1,0 +1,132 @@
+"""Ably's per-connection inbound rate on the emulator's realtime connections: 50 messages or presence items a second
+(§A.13, CONNECTED's ``maxInboundRate``, §D.3), a burst of one second's worth, and past it NACK 42911 / 429 "max
+per-connection publish rate limit exceeded (nonfatal)" (ably-common errors.json) for the whole ProtocolMessage, the
+connection staying up. Raw Ably-protocol clients, which choose how messages are grouped into ProtocolMessages."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ablysupport import ACK, HEARTBEAT, MESSAGE, NACK, PRESENCE, AblyWire, PusherWire, ably_wire
+
+from relay.emulator.ably_realtime import MAX_INBOUND_RATE
+from tests.conftest import RunningEmulator
+
+Wires = list[AblyWire | PusherWire]
+PRESENCE_MODE, PUBLISH_MODE, PRESENCE_SUBSCRIBE_MODE = 1 << 16, 1 << 17, 1 << 19
+ENTER = 2
+QUIET = 0.3  # nothing more within this long: everything sent before has been delivered (loopback, one node)
+
+
+async def replies(wire: AblyWire, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` messages other than HEARTBEATs."""
+    seen: list[dict[str, Any]] = []
+    while len(seen) < count:
+        if (message := await wire.recv())["action"] != HEARTBEAT:
+            seen.append(message)
+    return seen
+
+
+async def received(wire: AblyWire, action: int, field: str) -> list[dict[str, Any]]:
+    """The items (``messages`` or ``presence``) of every ``action`` message that came until ``QUIET`` passed with
+    nothing; any other message fails the test."""
+    items: list[dict[str, Any]] = []
+    while True:
+        try:
+            message = await wire.recv(QUIET)
+        except TimeoutError:
+            return items
+        if message["action"] != HEARTBEAT:
+            assert message["action"] == action, message
+            items.extend(message[field])
+
+
+def named(*names: str) -> list[dict[str, Any]]:
+    return [{"name": name, "data": "d"} for name in names]
+
+
+def assert_rate_limited(reply: dict[str, Any], serial: int) -> None:
+    assert (reply["action"], reply["msgSerial"], reply["count"]) == (NACK, serial, 1), reply
+    error = reply["error"]
+    assert (error["code"], error["statusCode"]) == (42911, 429), error
+    assert error["message"].startswith("max per-connection publish rate limit exceeded (nonfatal)"), error
+
+
+async def test_a_burst_over_the_rate_is_nacked_42911_and_only_what_was_acked_is_delivered(
+    ably_emulator: RunningEmulator, wires: Wires
+) -> None:
+    """Six MESSAGEs of 10 messages each, back to back: the first five (50 messages, the burst) are ACKed and
+    delivered, the sixth is NACKed 42911 whole and none of it reaches the subscriber. Another connection publishes
+    meanwhile; the limited one publishes again once the bucket has refilled (10 messages take 0.2 s)."""
+    subscriber = await ably_wire(ably_emulator)
+    publisher = await ably_wire(ably_emulator)
+    bystander = await ably_wire(ably_emulator)
+    wires.extend((subscriber, publisher, bystander))
+    assert publisher.connected["connectionDetails"]["maxInboundRate"] == MAX_INBOUND_RATE == 50
+    await subscriber.attach("room")
+    for wire in (publisher, bystander):
+        await wire.attach("room", flags=PUBLISH_MODE)  # they hear nothing back but their ACKs and NACKs
+
+    serials = [await publisher.publish("room", *named(*(f"m{i}" for i in range(b, b + 10)))) for b in range(0, 60, 10)]
+    answers = await replies(publisher, 6)
+    assert [(a["action"], a["msgSerial"]) for a in answers[:5]] == [(ACK, serial) for serial in serials[:5]], answers
+    assert_rate_limited(answers[5], serials[5])
+    await bystander.publish("room", *named("other"))
+    assert (await bystander.expect(ACK))["action"] == ACK
+    assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == [
+        *(f"m{i}" for i in range(50)),
+        "other",
+    ]
+
+    await asyncio.sleep(0.4)
+    serial = await publisher.publish("room", *named(*(f"later{i}" for i in range(10))))
+    assert ((answer := await publisher.expect(ACK))["action"], answer["msgSerial"]) == (ACK, serial)
+    assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == [f"later{i}" for i in range(10)]
+
+
+async def test_presence_items_count_and_a_refused_presence_message_enters_no_one(
+    ably_emulator: RunningEmulator, wires: Wires
+) -> None:
+    """Presence shares the budget item by item: after 45 messages, an enter of 10 members is NACKed 42911 and
+    none of them enters; the refusal took nothing, so an enter of the 5 members left in the bucket is ACKed."""
+    watcher = await ably_wire(ably_emulator)
+    member = await ably_wire(ably_emulator)
+    wires.extend((watcher, member))
+    await watcher.attach("room", flags=PRESENCE_SUBSCRIBE_MODE)
+    await member.attach("room", flags=PRESENCE_MODE | PUBLISH_MODE)
+
+    published = await member.publish("room", *named(*(f"m{i}" for i in range(45))))
+    refused = await member.presence("room", *({"action": ENTER, "clientId": f"r{i}"} for i in range(10)))
+    entered = await member.presence("room", *({"action": ENTER, "clientId": f"e{i}"} for i in range(5)))
+    first, second, third = await replies(member, 3)
+    assert (first["action"], first["msgSerial"]) == (ACK, published), first
+    assert_rate_limited(second, refused)
+    assert (third["action"], third["msgSerial"]) == (ACK, entered), third
+    assert [p["clientId"] for p in await received(watcher, PRESENCE, "presence")] == [f"e{i}" for i in range(5)]
+
+
+async def test_a_protocol_message_of_more_than_a_burst_passes_once_and_the_rate_holds(
+    ably_emulator: RunningEmulator, wires: Wires
+) -> None:
+    """A MESSAGE of 60 messages (one ably-js may bundle from publishes queued while connecting) can never fit a
+    50-message burst: it is taken from the full bucket rather than refused for ever, and the 10 it overdrew are owed,
+    so a message right after is NACKed 42911 and one 0.3 s later (15 more) is ACKed."""
+    subscriber = await ably_wire(ably_emulator)
+    publisher = await ably_wire(ably_emulator)
+    wires.extend((subscriber, publisher))
+    await subscriber.attach("room")
+    await publisher.attach("room", flags=PUBLISH_MODE)
+
+    bundle = await publisher.publish("room", *named(*(f"m{i}" for i in range(60))))
+    owing = await publisher.publish("room", *named("owing"))
+    bundled, refused = await replies(publisher, 2)
+    assert (bundled["action"], bundled["msgSerial"]) == (ACK, bundle), bundled
+    assert_rate_limited(refused, owing)
+    await asyncio.sleep(0.3)
+    paid = await publisher.publish("room", *named("paid"))
+    assert ((answer := await publisher.expect(ACK))["action"], answer["msgSerial"]) == (ACK, paid)
+    assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == [
+        *(f"m{i}" for i in range(60)),
+        "paid",
+    ]
