@@ -457,19 +457,13 @@ def _first(names: Iterable[str], count: int) -> list[str]:
 
 def _members(state: AppState, name: str) -> tuple[list[dict[str, str]], int]:
     """The first LISTED_MEMBERS members of a presence channel on any node (their user_info cut at USER_INFO_CHARS),
-    and how many there are; as ``AppState.presence_hash`` sees them, without copying them all."""
-    channel = state.channels.get(name)
-    local = {} if channel is None else channel.members
-    listed = [
-        {"user_id": user_id, "user_info": clipped(entry.user_info_json, USER_INFO_CHARS)}
-        for user_id, entry in itertools.islice(local.items(), LISTED_MEMBERS)
-    ]
-    total = len(local)
-    for user_id, nodes in state.remote.members.get(name, {}).items():
-        if nodes and user_id not in local:
-            total += 1
-            if len(listed) < LISTED_MEMBERS:
-                listed.append({"user_id": user_id, "user_info": clipped(next(iter(nodes.values())), USER_INFO_CHARS)})
+    and how many there are, without copying them all."""
+    listed: list[dict[str, str]] = []
+    total = 0
+    for user_id, info in state.presence_members(name):
+        total += 1
+        if total <= LISTED_MEMBERS:
+            listed.append({"user_id": user_id, "user_info": clipped(info, USER_INFO_CHARS)})
     return listed, total
 
 

@@ -265,14 +265,20 @@ class AppState:
         channel = self.channels.get(name)
         return (0 if channel is None else len(channel.subscribers)) + self.remote.subscription_count(name)
 
+    def presence_members(self, name: str) -> Iterator[tuple[str, str]]:
+        """(user id, encoded user_info) of every member on any node, once each: this node's first, with their info
+        here; a member only on other nodes with the info of one of them."""
+        channel = self.channels.get(name)
+        local = {} if channel is None else channel.members
+        for user_id, entry in local.items():
+            yield user_id, entry.user_info_json
+        for user_id, nodes in self.remote.members.get(name, {}).items():
+            if nodes and user_id not in local:
+                yield user_id, next(iter(nodes.values()))
+
     def presence_hash(self, name: str) -> dict[str, str]:
         """user id → encoded user_info of every member on any node."""
-        channel = self.channels.get(name)
-        members = {} if channel is None else {uid: entry.user_info_json for uid, entry in channel.members.items()}
-        for user_id, nodes in self.remote.members.get(name, {}).items():
-            if user_id not in members and nodes:
-                members[user_id] = next(iter(nodes.values()))
-        return members
+        return dict(self.presence_members(name))
 
     def _is_member(self, name: str, user_id: str) -> bool:
         channel = self.channels.get(name)
