@@ -50,6 +50,7 @@ from relay.web import (
     error_response,
     json_kind,
     request_fields,
+    route_path,
     user_auth_body,
 )
 
@@ -608,7 +609,7 @@ class RequestGuard:
                 raise PayloadTooLarge(f"the request body is over {limit} bytes")
             body = await _bounded_body(receive, limit)
         except RelayError as error:
-            await error_response(error)(scope, receive, send)
+            await error_response(error, Request(scope))(scope, receive, send)
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
@@ -641,16 +642,6 @@ class InternalErrorGuard:
             log.exception("unhandled error answering %s %s", scope["method"], route_path(scope))
             answer = JSONResponse({"error": "internal error: the gateway's log has the details"}, status_code=500)
             await answer(scope, receive, send)
-
-
-def route_path(scope: Scope) -> str:
-    """The request's path inside the app: mounted under a prefix, the scope's path starts with its ``root_path``
-    (as Starlette keeps it now; older versions removed it), and the guard's fixed paths would match nothing."""
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if root_path and (path == root_path or path.startswith(f"{root_path}/")):
-        return path[len(root_path) :] or "/"
-    return path
 
 
 async def _bounded_body(receive: Receive, limit: int) -> bytes | None:
@@ -709,7 +700,7 @@ def gateway_router(
             check_api_token(settings, request)
             result = await client.publish(body.targets, body.event, body.data, socket_id=body.socket_id)
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
 
     @router.post("/v1/publish/batch", response_model=PublishResponse, summary="Publish several events")
@@ -719,7 +710,7 @@ def gateway_router(
             events = [Event(e.channel, e.event, e.data, e.socket_id) for e in body.events]
             result = await client.publish_batch(events)
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
 
     @router.post("/v1/users/{user_id}/events", response_model=UserResponse, summary="Send an event to one user")
@@ -728,7 +719,7 @@ def gateway_router(
             check_api_token(settings, request)
             await client.send_to_user(user_id, body.event, body.data)
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         return UserResponse(user_id=user_id)
 
     @router.post("/v1/users/{user_id}/terminate", response_model=UserResponse, summary="Close a user's connections")
@@ -737,7 +728,7 @@ def gateway_router(
             check_api_token(settings, request)
             await client.terminate_user_connections(user_id)
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         return UserResponse(user_id=user_id)
 
     @router.get("/v1/channels", response_model=ChannelsResponse, summary="Occupied channels, by name prefix")
@@ -746,7 +737,7 @@ def gateway_router(
             check_api_token(settings, request)
             found = await client.channels(prefix)
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         return ChannelsResponse(channels=[_channel_response(found[name]) for name in sorted(found)])
 
     @router.get("/v1/channels/{channel}", response_model=ChannelResponse, summary="One channel's state")
@@ -755,7 +746,7 @@ def gateway_router(
             check_api_token(settings, request)
             return _channel_response(await client.channel(channel))
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
 
     @router.get("/v1/channels/{channel}/users", response_model=MembersResponse, summary="A presence channel's users")
     async def channel_users(request: Request, channel: str) -> Any:
@@ -763,7 +754,7 @@ def gateway_router(
             check_api_token(settings, request)
             members = await client.presence_members(channel)
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         return MembersResponse(users=[MemberResponse(id=member.user_id, info=member.info) for member in members])
 
     @router.post(
@@ -776,7 +767,7 @@ def gateway_router(
             socket_id, channel = channel_auth_request(client, await request_fields(request))
             body = await channel_auth_body_async(client, rules, verifier.user(request), socket_id, channel)
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         return JSONResponse(body)
 
     @router.post(
@@ -793,7 +784,7 @@ def gateway_router(
                 user = User(user.id, info, _watchlist_claim(user.info))
             body = user_auth_body(client, user, fields.get("socket_id", ""))
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         return JSONResponse(body)
 
     @router.get("/v1/client-config", summary="What a frontend needs to connect")
@@ -805,7 +796,7 @@ def gateway_router(
         try:
             events = client.verify_webhook(dict(request.headers), await request.body())
         except RelayError as error:
-            return _answer(request, error)
+            return error_response(error, request)
         if webhook_hook is None and forward is None:  # answered 200, the events would be lost without a word
             nowhere = "no RELAY_WEBHOOK_FORWARD_URL is set: the verified events have nowhere to go"
             return JSONResponse({"error": nowhere}, status_code=503)
@@ -829,22 +820,6 @@ def gateway_router(
         return {"status": "ok"}
 
     return router
-
-
-def _answer(request: Request, error: RelayError) -> JSONResponse:
-    """A route's refusal (``error_response``), logged when it is a 500. A ConfigError raised while answering is the
-    gateway's own configuration lacking what a valid request needs (an encrypted channel a rule allows, or a publish
-    names, without encryption_master_key): a 500 as a bug's, but naming the setting to add. Unlogged, the operator
-    saw nothing and only the caller learnt what was missing."""
-    if isinstance(error, ConfigError):
-        message = f"the gateway's configuration cannot serve this request: {error.message}"
-        response = JSONResponse({"error": message}, status_code=500)
-    else:
-        response = error_response(error)
-        message = error.message
-    if response.status_code == 500:
-        log.error("%s %s answered 500: %s", request.method, route_path(request.scope), message)
-    return response
 
 
 def _channel_response(info: ChannelInfo) -> ChannelResponse:

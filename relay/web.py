@@ -9,6 +9,7 @@ functions serve Django or Flask: call :func:`channel_auth_body` and :func:`user_
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -16,12 +17,14 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.types import Scope
 
 from relay.client import AsyncRelay, Relay
-from relay.errors import AuthenticationError, ProtocolError, ProviderError, RelayError, TransportError
+from relay.errors import AuthenticationError, ConfigError, ProtocolError, ProviderError, RelayError, TransportError
 from relay.models import User
 from relay.rules import ChannelRules
 
+log = logging.getLogger("relay.web")
 CurrentUser = Callable[[Request], User | Awaitable[User | None] | None]
 
 
@@ -127,17 +130,40 @@ def _required(fields: Mapping[str, str], name: str) -> str:
 _REFUSED_SERVER_CONFIGURATION = frozenset({401, 403, 404})
 
 
-def error_response(error: RelayError) -> JSONResponse:
+def error_response(error: RelayError, request: Request | None = None) -> JSONResponse:
     """The error as JSON; a provider that failed, could not be reached or refused this server's own credentials is a
-    502 (the request was fine). A known ``retry_after`` goes out as ``Retry-After``."""
+    502 (the request was fine). A known ``retry_after`` goes out as ``Retry-After``.
+
+    A ConfigError raised while answering is this server's configuration lacking what a valid request needs (an
+    encrypted channel a rule allows, or a publish names, without encryption_master_key): a 500 as a bug's, but naming
+    the setting to add. Every 500 is logged (with ``request``'s method and path): unlogged, the operator saw nothing
+    and only the caller learnt what was missing."""
     # Retry-After is whole seconds (RFC 9110 §10.2.3): rounded up, so a client never comes back too early.
     headers = None if error.retry_after is None else {"Retry-After": str(math.ceil(error.retry_after))}
-    if error.answered_by is not None and error.http_status in _REFUSED_SERVER_CONFIGURATION:
+    message = error.message
+    if isinstance(error, ConfigError):
+        message, status = f"this server's configuration cannot serve this request: {error.message}", 500
+    elif error.answered_by is not None and error.http_status in _REFUSED_SERVER_CONFIGURATION:
         message = f"the provider refused this server's own credentials or app id, not this request: {error.message}"
-        return JSONResponse({"error": message}, status_code=502, headers=headers)
-    if isinstance(error, ProviderError | TransportError):
-        return JSONResponse({"error": error.message}, status_code=502, headers=headers)
-    return JSONResponse({"error": error.message}, status_code=error.http_status or 500, headers=headers)
+        status = 502
+    elif isinstance(error, ProviderError | TransportError):
+        status = 502
+    else:
+        status = error.http_status or 500
+    if status == 500:
+        where = "" if request is None else f"{request.method} {route_path(request.scope)} "
+        log.error("%sanswered 500: %s", where, message)
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path inside the app: mounted under a prefix, the scope's path starts with its ``root_path``
+    (as Starlette keeps it now; older versions removed it), and fixed paths compared with it would match nothing."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and (path == root_path or path.startswith(f"{root_path}/")):
+        return path[len(root_path) :] or "/"
+    return path
 
 
 def auth_router(
@@ -156,7 +182,7 @@ def auth_router(
             socket_id, channel = channel_auth_request(client, await request_fields(request))
             body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:
-            return error_response(error)
+            return error_response(error, request)
         return JSONResponse(body)
 
     @router.post("/pusher/user-auth")
@@ -165,7 +191,7 @@ def auth_router(
             fields = await request_fields(request)
             body = user_auth_body(client, await user_of(request), _required(fields, "socket_id"))
         except RelayError as error:
-            return error_response(error)
+            return error_response(error, request)
         return JSONResponse(body)
 
     @router.api_route("/ably/token", methods=["GET", "POST"])
@@ -174,7 +200,7 @@ def auth_router(
             socket_id, channel = channel_auth_request(client, await request_fields(request))
             body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:
-            return error_response(error)
+            return error_response(error, request)
         return JSONResponse(body)
 
     return router

@@ -223,7 +223,7 @@ async def test_an_encrypted_channel_without_a_master_key_is_a_logged_500_naming_
     )
     gateway = await start_gateway(settings)
     cause = "is end-to-end encrypted: add ?encryption_master_key=BASE64 (32 bytes) to the URL"
-    prefix = "the gateway's configuration cannot serve this request: "
+    prefix = "this server's configuration cannot serve this request: "
     assert await auth_status(gateway, "private-encrypted-alice", hs_jwt()) == (
         500,
         f"{prefix}'private-encrypted-alice' {cause}",
@@ -233,7 +233,7 @@ async def test_an_encrypted_channel_without_a_master_key_is_a_logged_500_naming_
             "/v1/publish", json={"channel": "private-encrypted-x", "event": "e", "data": 1}, headers=BEARER
         )
     assert (published.status_code, published.json()) == (500, {"error": f"{prefix}'private-encrypted-x' {cause}"})
-    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "relay.gateway"]
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "relay.web"]
     assert logged == [
         (logging.ERROR, f"POST /v1/auth/channel answered 500: {prefix}'private-encrypted-alice' {cause}"),
         (logging.ERROR, f"POST /v1/publish answered 500: {prefix}'private-encrypted-x' {cause}"),

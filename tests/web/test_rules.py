@@ -225,3 +225,29 @@ async def test_a_user_s_own_channel_is_not_authorized_per_channel() -> None:
     with pytest.raises(InvalidChannelName, match="a user's own channel"):
         await ChannelRules().authorize_async(None, "#server-to-user-bob")
     assert rules.authorize(None, "news").member is None
+
+
+async def test_a_channel_the_configuration_cannot_serve_is_a_logged_500_naming_the_setting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rule admits an end-to-end encrypted channel, but the client has no encryption_master_key: the auth router
+    answers a 500 that names the setting, and logs it (the library's router answered it unlogged: the operator saw
+    nothing, only the browser learnt what was missing)."""
+    rules = ChannelRules()
+
+    @rules.channel("private-encrypted-{name}")
+    def anyone(user: User | None, name: str) -> bool:
+        return True
+
+    app = FastAPI()
+    relay = Relay.from_url("emulator://key:secret@127.0.0.1:1/apps/1")
+    app.include_router(auth_router(relay, rules, lambda request: ALICE))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        answer = await http.post("/pusher/auth", data={"socket_id": "1.2", "channel_name": "private-encrypted-x"})
+    message = (
+        "this server's configuration cannot serve this request: 'private-encrypted-x' is end-to-end encrypted: "
+        "add ?encryption_master_key=BASE64 (32 bytes) to the URL"
+    )
+    assert (answer.status_code, answer.json()) == (500, {"error": message})
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "relay.web"]
+    assert logged == [("ERROR", f"POST /pusher/auth answered 500: {message}")]
