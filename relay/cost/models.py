@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
 from relay.errors import ConfigError
 
@@ -216,27 +216,13 @@ class Workload:
                 )
             return product
 
-        def whole(name: str, value: int | None) -> int | None:
-            return None if value is None else math.ceil(round(times(name, value), 6))
-
-        def maybe(name: str, value: float | None) -> float | None:
-            return None if value is None else times(name, value)
-
-        return replace(
-            self,
-            connections=math.ceil(round(times("connections", self.connections), 6)),
-            channels=whole("channels", self.channels),
-            mau=whole("mau", self.mau),
-            publishes_per_day=times("publishes_per_day", self.publishes_per_day),
-            client_events_per_day=times("client_events_per_day", self.client_events_per_day),
-            presence_events_per_day=times("presence_events_per_day", self.presence_events_per_day),
-            webhooks_per_day=times("webhooks_per_day", self.webhooks_per_day),
-            api_requests_per_day=times("api_requests_per_day", self.api_requests_per_day),
-            connection_minutes_per_day=maybe("connection_minutes_per_day", self.connection_minutes_per_day),
-            channel_minutes_per_day=maybe("channel_minutes_per_day", self.channel_minutes_per_day),
-            bytes_out_per_day=maybe("bytes_out_per_day", self.bytes_out_per_day),
-            origin=self.origin if factor == 1 else f"{self.origin}, scaled ×{factor:g}",
-        )
+        changes: dict[str, Any] = {}  # float, or int for the whole fields
+        for name in _SCALED_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                product = times(name, value)
+                changes[name] = math.ceil(round(product, 6)) if name in _WHOLE_FIELDS else product
+        return replace(self, **changes, origin=self.origin if factor == 1 else f"{self.origin}, scaled ×{factor:g}")
 
     def largest_scale(self) -> float:
         """The largest factor `scaled` takes: beyond it a count would pass what the model takes (`MAX_QUANTITY`;
@@ -263,7 +249,8 @@ class Workload:
         return factor
 
 
-# The fields `Workload.scaled` multiplies (fan-out, sizes, peaks and days are kept).
+# The fields `Workload.scaled` multiplies (fan-out, sizes, peaks and days are kept); the whole ones round up.
+_WHOLE_FIELDS = frozenset({"connections", "channels", "mau"})
 _SCALED_FIELDS = (
     "connections",
     "channels",
