@@ -371,6 +371,10 @@ class RedisCluster:
         # The deployment's mark in Redis, made by the first node to register: a different one later means the data
         # this node counted in is gone.
         self._generation: str | None = None
+        # Counts sent whose answer has not come back, by result key: what acting on it needs (see _count). A count
+        # whose answer was lost (Redis stalled past the socket timeout and ran it later) is looked up when the node
+        # reconciles, so its webhook is sent: the reconciliation finds the field set and counts nothing.
+        self._unanswered: dict[str, tuple[str, str, dict[str, object], str, float, bool]] = {}
         self._key_prefix = f"{settings.prefix}:"
 
     # -- keys -------------------------------------------------------------------------------------------------
@@ -479,6 +483,12 @@ class RedisCluster:
         after operations were lost). ``new_epoch`` drops what is still queued (an outage's stale publishes); without
         it the queue runs on after this, which the counting script makes safe (what this counted is not again)."""
         data_lost = await self._data_lost()
+        unanswered, self._unanswered = self._unanswered, {}
+        if not data_lost:  # else the answers went with the data, and the restore counts what this node holds
+            for result_key, (app_id, pending, webhook, hold, delay, quiet) in unanswered.items():
+                answer = await self._redis.get(result_key)
+                if answer is not None:  # the script ran
+                    self._webhook(app_id, 0 if quiet else int(answer), pending, webhook, hold, delay)
         stored = NodeState() if data_lost else await self._node_state(self.node_id)
         if new_epoch:
             self._epoch += 1  # from here on what changes is queued for this connection; what came before is in `held`
@@ -713,10 +723,11 @@ class RedisCluster:
         held: tuple[str, str],
         event: dict[str, object],
         delay: float,
-    ) -> tuple[int, str]:
-        """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1);
-        the script's answer, and the hold it makes on -1 (of ``event``, the webhook to send ``delay`` seconds later
-        unless a return cancels it)."""
+        quiet: bool,
+    ) -> int:
+        """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1),
+        and act on the script's answer, which it returns: send ``event`` on 0→1 (unless ``quiet``), hold it on 1→0
+        (to send ``delay`` seconds later unless a return cancels it)."""
         delay_ms = int(delay * 1000)
         hold_ms = delay_ms + 30_000
         batch = _BATCH.get()
@@ -726,16 +737,19 @@ class RedisCluster:
         else:
             batch.counts += 1
             if batch.counts in batch.answered:  # done in the failed run, and its webhook sent or held then
-                return 0, ""
+                return 0
             tag = f"{batch.number}.{batch.counts}"
         result_key = self._key("counted", self.node_id, self._instance, tag)
         # The same in a retried run (same result key), so the hold the first run made is the one released.
         hold = json.dumps([result_key, app_id, event]) if delta < 0 else ""
         keys = [counter, pending, self._key("nodestate", node), result_key, self._key("holds", app_id)]
+        self._unanswered[result_key] = (app_id, pending, event, hold, delay, quiet)
         result: int = await self._count_script(keys=keys, args=[field_name, delta, hold_ms, *held, delay_ms, hold])
+        del self._unanswered[result_key]
         if batch is not None:
             batch.answered.add(batch.counts)
-        return result, hold
+        self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
+        return result
 
     async def _count_channel(
         self,
@@ -756,13 +770,12 @@ class RedisCluster:
         delay = self._states[app_id].app.webhook_delay if delay is None else delay
         counter = self._key("occ", app_id)
         node_counted = self.node_id if node is None else node
-        result, hold = await self._count(counter, pending, channel, delta, app_id, node_counted, held, event, delay)
+        await self._count(counter, pending, channel, delta, app_id, node_counted, held, event, delay, quiet)
         if node_counted == self.node_id:
             if delta > 0:
                 self._counted.occupied.add((app_id, channel))
             else:
                 self._counted.occupied.discard((app_id, channel))
-        self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
 
     async def _count_member(
         self,
@@ -784,13 +797,12 @@ class RedisCluster:
         event: dict[str, object] = {"name": name, "channel": channel, "user_id": user_id}
         delay = self._states[app_id].app.webhook_delay if delay is None else delay
         node_counted = self.node_id if node is None else node
-        result, hold = await self._count(counter, pending, user_id, delta, app_id, node_counted, held, event, delay)
+        result = await self._count(counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet)
         if node_counted == self.node_id:
             if delta > 0:
                 self._counted.members[(app_id, channel, user_id)] = info
             else:
                 self._counted.members.pop((app_id, channel, user_id), None)
-        self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
         return result
 
     def _webhook(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, sdk
@@ -234,3 +236,33 @@ async def test_a_publish_redis_runs_twice_reaches_the_other_nodes_once(
     finally:
         await bus.aclose()
         await listener.aclose()
+
+
+async def test_a_webhook_whose_count_answer_redis_lost_is_sent_at_the_reconciliation(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """A Redis stall past the client's socket timeout: Redis ran the count script when it woke, but its answer was
+    lost, and the batch's second try failed too. The reconciliation found the channel counted and sent nothing, so
+    channel_occupied was lost. Now the node looks up the answers it did not get (Redis keeps them a minute).
+    Simulated on a real Redis: the first call runs the script and loses its answer, the second fails before it."""
+    node = await start_emulator(app=hooked(receiver), redis_url=redis_server.url)
+    cluster = cluster_of(node)
+    script = cluster._count_script
+    calls = 0
+
+    async def stalled(*, keys: list[str], args: list[Any]) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await script(keys=keys, args=args)
+        if calls <= 2:
+            raise RedisTimeoutError("Timeout reading from socket")
+        return await script(keys=keys, args=args)
+
+    cluster._count_script = stalled  # type: ignore[assignment]
+    alice = await Client.open(node)
+    await alice.subscribe("presence-room", "alice")
+    await receiver.until(lambda: len(receiver.events()) >= 2, within=5)
+    await receiver.quiet(len(receiver.deliveries), 0.5)
+    assert calls >= 3  # the lost answer, the failed retry, and the reconciliation's own count
+    assert sorted(receiver.event_names()) == ["channel_occupied", "member_added"]
