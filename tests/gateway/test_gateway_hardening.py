@@ -22,9 +22,10 @@ from jwt.algorithms import RSAAlgorithm
 from relay.adapters.ably import AblyAdapter
 from relay.config import parse_url
 from relay.errors import ConfigError, InvalidChannelName
-from relay.gateway import MAX_AUTH_BODY_BYTES, MAX_BODY_BYTES, GatewaySettings, create_app, route_path
+from relay.gateway import MAX_AUTH_BODY_BYTES, MAX_BODY_BYTES, GatewaySettings, create_app
 from relay.models import WebhookEvent
 from relay.protocol.signing import webhook_signature
+from relay.web import route_path
 from tests.cli_support import assert_refused, run_relay, write
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import (
