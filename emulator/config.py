@@ -335,6 +335,7 @@ class EmulatorConfig:
     shutdown_spread: float = 2.0
     shutdown_webhook_grace: float = 5.0
     usage_file: str | None = None  # where the usage meter is written (merged into what is there) at shutdown
+    usage_checkpoint: float = 60.0  # seconds between writes of the run's usage beside it, which a crash leaves behind
     redis_url: str | None = None
     redis_prefix: str = "relay"
     node_ttl: float = 10.0
@@ -356,6 +357,7 @@ class EmulatorConfig:
             raise InvalidSetting("tls_cert", "and tls_key go together (a certificate chain and its private key)")
         for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
             _seconds(name, getattr(self, name), zero=True)
+        _seconds("usage_checkpoint", self.usage_checkpoint, zero=False)
         if self.redis_url is not None:
             if not is_url(self.redis_url, ("redis", "rediss", "unix"), host=False):
                 raise InvalidSetting(
@@ -429,6 +431,7 @@ _SERVER_FIELDS = {
     "shutdown_spread",
     "shutdown_webhook_grace",
     "usage_file",
+    "usage_checkpoint",
 }
 
 

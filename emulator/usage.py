@@ -351,10 +351,24 @@ class AppMeter:
         now = self._clock()
         self._day(now)
         days = {index: copy.copy(day) for index, day in self._days.items()}
-        for start in self._connections.values():
-            self._add_minutes(days, start, now, "connection_minutes", "peak_connections")
-        for start in self._channels.values():
-            self._add_minutes(days, start, now, "channel_minutes", "peak_channels")
+        today = int(now // SECONDS_PER_DAY)
+        today_start = today * SECONDS_PER_DAY
+        for starts, attr, peak in (
+            (self._connections.values(), "connection_minutes", "peak_connections"),
+            (self._channels.values(), "channel_minutes", "peak_channels"),
+        ):
+            # Most started today: summed in one tight loop (a checkpoint runs this on the event loop, for every
+            # connection open), the rest split over the days they cover.
+            minutes = 0
+            for start in starts:
+                if start >= today_start:
+                    minutes += max(1, math.ceil((now - start) / 60))
+                else:
+                    self._add_minutes(days, start, now, attr, peak)
+            if minutes:
+                day = days[today]
+                setattr(day, attr, getattr(day, attr) + minutes)
+                setattr(day, peak, max(getattr(day, peak), 1))
         return {day_name(index): day for index, day in sorted(days.items())}
 
 

@@ -68,6 +68,12 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     operations.add_argument("--usage-file", help="write the usage meter here at shutdown (for relay cost --usage)")
     operations.add_argument(
+        "--usage-checkpoint",
+        type=float,
+        help="seconds between writes of the run's usage beside --usage-file, which a crash leaves to the next run "
+        "(default 60)",
+    )
+    operations.add_argument(
         "--shutdown-delay", type=float, help="seconds between stopping accepting and the first close (default 0)"
     )
     operations.add_argument(
@@ -426,16 +432,19 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         # more precisely than one the environment may hold for others.
         "console_token": args.console_token or config.console_token or os.environ.get("RELAY_CONSOLE_TOKEN") or None,
         "usage_file": args.usage_file,
+        "usage_checkpoint": args.usage_checkpoint,
         "shutdown_delay": args.shutdown_delay,
         "shutdown_spread": args.shutdown_spread,
     }
     config = replace(config, **{name: value for name, value in flags.items() if value is not None})
     if config.usage_file is not None:
-        from relay.emulator.shutdown import usage_file_problem
+        from relay.emulator.usage_file import usage_file_problem
 
         problem = usage_file_problem(Path(config.usage_file))
         if problem is not None:  # found now rather than at shutdown, with the run's usage lost
             raise ConfigError(f"usage file {config.usage_file} cannot be written: {problem}")
+    elif args.usage_checkpoint is not None:
+        raise ConfigError("--usage-checkpoint needs --usage-file (or usage_file in the config's [server])")
     for path in (config.tls_cert, config.tls_key):
         if path is not None:
             _check_tls_file(path)
@@ -453,6 +462,13 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
             reason = exc.strerror or str(exc)
             raise ConfigError(f"TLS files {config.tls_cert} and {config.tls_key} cannot be read: {reason}") from None
     configure_logging(args.log_level, json_format=args.log_json, secrets=config.secrets)
+    if config.usage_file is not None:
+        from relay.emulator.usage_file import recover_usage
+
+        try:
+            recover_usage(Path(config.usage_file))  # what runs that did not stop left beside it
+        except OSError as exc:
+            raise ConfigError(f"usage file {config.usage_file} cannot be written: {exc.strerror or exc}") from None
     return config
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from relay.cost.usage import parse_usage, workload_from_usage
 from relay.emulator.config import Webhook
-from relay.emulator.shutdown import write_usage_file
 from relay.emulator.usage import AppMeter, merge_documents, usage_document
+from relay.emulator.usage_file import write_usage_file
 from tests.conftest import StartEmulator
 from tests.operations.support import APP, api, eventually, publish, ws_client
 from tests.webhook_receiver import Receiver
