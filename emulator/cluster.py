@@ -67,6 +67,7 @@ HOLD_SWEEP_SECONDS = 1.0  # how often each node looks for held webhooks that the
 # release may wait behind a batch) before another node takes it.
 HOLD_GRACE_SECONDS = 2.0
 _SWEEP_LIMIT = 100  # holds taken by one script run: a backlog (after an outage) is taken in several
+RESULT_TTL_SECONDS = 60.0  # how long Redis keeps a count's answer (the script's PX 60000)
 # Publishes on the bus: kind, node, app, channel, excluded socket id, 5 KiB units of the data (one per event, comma
 # separated), body. P: an HTTP API publish, C: a client event (each with its Pusher frame), A: an Ably publish.
 _PUBLISHES = ("P", "C", "A")
@@ -371,10 +372,17 @@ class RedisCluster:
         # The deployment's mark in Redis, made by the first node to register: a different one later means the data
         # this node counted in is gone.
         self._generation: str | None = None
-        # Counts sent whose answer has not come back, by result key: what acting on it needs (see _count). A count
-        # whose answer was lost (Redis stalled past the socket timeout and ran it later) is looked up when the node
-        # reconciles, so its webhook is sent: the reconciliation finds the field set and counts nothing.
-        self._unanswered: dict[str, tuple[str, str, dict[str, object], str, float, bool]] = {}
+        # Counts sent whose answer has not come back, by result key: when it was sent and what acting on it needs (see
+        # _count). A count whose answer was lost (Redis stalled past the socket timeout and ran it later) is looked up
+        # when the node reconciles, so its webhook is sent: the reconciliation finds the field set and counts nothing.
+        # Whoever removes the entry acts on the answer: the count when it comes back, or the reconciliation.
+        self._unanswered: dict[str, tuple[float, str, str, dict[str, object], str, float, bool]] = {}
+        # Result keys a reconciliation acted on, with when: a retry of the same count (a failed batch run again) gets
+        # the same answer back and must not act on it a second time.
+        self._looked_up: dict[str, float] = {}
+        # What this node had announced when it found that Redis lost its data, kept until the restore has completed
+        # (a restore cut short by another Redis error starts again from it, not from what it had half rebuilt).
+        self._restoring: NodeState | None = None
         self._key_prefix = f"{settings.prefix}:"
 
     # -- keys -------------------------------------------------------------------------------------------------
@@ -482,13 +490,9 @@ class RedisCluster:
         """Make ``nodestate`` and the webhook counters match what this node holds (after a start or an outage, or
         after operations were lost). ``new_epoch`` drops what is still queued (an outage's stale publishes); without
         it the queue runs on after this, which the counting script makes safe (what this counted is not again)."""
-        data_lost = await self._data_lost()
-        unanswered, self._unanswered = self._unanswered, {}
+        generation, data_lost = await self._data_lost()
         if not data_lost:  # else the answers went with the data, and the restore counts what this node holds
-            for result_key, (app_id, pending, webhook, hold, delay, quiet) in unanswered.items():
-                answer = await self._redis.get(result_key)
-                if answer is not None:  # the script ran
-                    self._webhook(app_id, 0 if quiet else int(answer), pending, webhook, hold, delay)
+            await self._look_up_answers()
         stored = NodeState() if data_lost else await self._node_state(self.node_id)
         if new_epoch:
             self._epoch += 1  # from here on what changes is queued for this connection; what came before is in `held`
@@ -523,21 +527,41 @@ class RedisCluster:
                         pipe.set(key, value, px=ttl_left, nx=True)  # not over what another node stored meanwhile
             await pipe.execute()
         self._counted = NodeState(occupied=set(held.occupied), members=dict(held.members))
+        self._generation, self._restoring = generation, None  # only now: a reconciliation cut short is run again
 
-    async def _data_lost(self) -> bool:
-        """Whether Redis lost the cluster's data since this node last registered: its generation mark is not the one
-        this node saw then. The first node to register after the loss (or ever) makes a new one."""
+    async def _data_lost(self) -> tuple[str | None, bool]:
+        """Redis's generation mark, and whether Redis lost the cluster's data since this node last reconciled: the
+        mark is not the one this node saw then. The first node to register after the loss (or ever) makes a new one."""
         key = self._key("generation")
         await self._redis.set(key, secrets.token_hex(8), nx=True)
         generation: str | None = await self._redis.get(key)  # type: ignore[assignment]
         lost = self._generation is not None and generation != self._generation
-        self._generation = generation
         if lost:
             log.warning(
                 "Redis lost the cluster's data (a restart without persistence, or a flush); restoring this "
                 "node's counts from what it announced"
             )
-        return lost
+            # The others' heartbeats went with the data: give them node_ttl to register again, as after an outage.
+            self._rejoined_at = asyncio.get_running_loop().time()
+        return generation, lost
+
+    async def _look_up_answers(self) -> None:
+        """Act on the answers of counts that Redis ran but whose answer this node did not get; an entry whose answer
+        is not there either is left for a count still waiting for it, until the answer would have expired."""
+        now = asyncio.get_running_loop().time()
+        for result_key, looked_up_at in list(self._looked_up.items()):
+            if now - looked_up_at > RESULT_TTL_SECONDS:  # no retry can get its answer any more
+                del self._looked_up[result_key]
+        for result_key, entry in list(self._unanswered.items()):
+            answer = await self._redis.get(result_key)
+            if answer is None:
+                if now - entry[0] > RESULT_TTL_SECONDS:
+                    self._unanswered.pop(result_key, None)
+                continue
+            if self._unanswered.pop(result_key, None) is not None:  # else the count got it meanwhile and acted
+                self._looked_up[result_key] = now
+                _, app_id, pending, webhook, hold, delay, quiet = entry
+                self._webhook(app_id, 0 if quiet else int(answer), pending, webhook, hold, delay)
 
     async def _restore(self, held: NodeState) -> None:
         """Count in a Redis that lost its data what this node holds, announcing only what it had not announced
@@ -546,7 +570,11 @@ class RedisCluster:
         The nodes come back at different times, each counting only its own: a departure is held for node_ttl (or
         the webhook delay, if longer), the time every live node has to return, and one that comes back holding the
         channel or member cancels it, as a return within the webhook delay does."""
-        announced, self._counted = self._counted, NodeState()  # Redis holds none of it now; the counts fill it again
+        if self._restoring is None:
+            announced = self._restoring = self._counted
+            self._counted = NodeState()  # Redis holds none of it now; the counts fill it again
+        else:  # a restore cut short: the same again, from what this node had announced
+            announced = self._restoring
         for handle, app_id, event, _ in self._held.values():  # departures announced by nothing yet: still due
             handle.cancel()
             channel = str(event["channel"])
@@ -743,12 +771,14 @@ class RedisCluster:
         # The same in a retried run (same result key), so the hold the first run made is the one released.
         hold = json.dumps([result_key, app_id, event]) if delta < 0 else ""
         keys = [counter, pending, self._key("nodestate", node), result_key, self._key("holds", app_id)]
-        self._unanswered[result_key] = (app_id, pending, event, hold, delay, quiet)
+        sent_at = asyncio.get_running_loop().time()
+        self._unanswered.setdefault(result_key, (sent_at, app_id, pending, event, hold, delay, quiet))
         result: int = await self._count_script(keys=keys, args=[field_name, delta, hold_ms, *held, delay_ms, hold])
-        del self._unanswered[result_key]
         if batch is not None:
             batch.answered.add(batch.counts)
-        self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
+        waiting = self._unanswered.pop(result_key, None) is not None  # else a reconciliation looked it up and acted
+        if waiting and self._looked_up.pop(result_key, None) is None:  # nor did one before this retry
+            self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
         return result
 
     async def _count_channel(

@@ -266,3 +266,38 @@ async def test_a_webhook_whose_count_answer_redis_lost_is_sent_at_the_reconcilia
     await receiver.quiet(len(receiver.deliveries), 0.5)
     assert calls >= 3  # the lost answer, the failed retry, and the reconciliation's own count
     assert sorted(receiver.event_names()) == ["channel_occupied", "member_added"]
+
+
+async def test_a_reconciliation_during_a_count_in_flight_leaves_the_write_task_running(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """The heartbeat reconciles (operations were lost before) while the write task waits for a count's answer: the
+    count's bookkeeping must survive the reconciliation (it once raised KeyError and ended the write task, after
+    which the node wrote nothing to Redis again), and the webhook is sent once."""
+    node = await start_emulator(app=hooked(receiver), redis_url=redis_server.url)
+    cluster = cluster_of(node)
+    script = cluster._count_script
+    first = True
+
+    async def slow_first(*, keys: list[str], args: list[Any]) -> Any:
+        nonlocal first
+        if first:
+            first = False
+            await asyncio.sleep(0.3)
+        return await script(keys=keys, args=args)
+
+    cluster._count_script = slow_first  # type: ignore[method-assign]
+    alice = await Client.open(node)
+    await alice.subscribe("news")
+    await asyncio.sleep(0.05)  # the count is in flight
+    cluster._unreconciled = True
+    await cluster._beat()
+    bob = await Client.open(node)
+    await bob.subscribe("sports")
+    await receiver.until(lambda: len(receiver.events()) >= 2, within=5)
+    await receiver.quiet(len(receiver.deliveries), 0.5)
+    assert not cluster._tasks[1].done()
+    assert sorted((event["name"], event["channel"]) for event in receiver.events()) == [
+        ("channel_occupied", "news"),
+        ("channel_occupied", "sports"),
+    ]
