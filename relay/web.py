@@ -17,7 +17,6 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.types import Scope
 
 from relay.client import AsyncRelay, Relay
 from relay.errors import AuthenticationError, ConfigError, ProtocolError, ProviderError, RelayError, TransportError
@@ -156,7 +155,7 @@ def error_response(error: RelayError, request: Request | None = None) -> JSONRes
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def route_path(scope: Scope) -> str:
+def route_path(scope: Mapping[str, Any]) -> str:
     """The request's path inside the app: mounted under a prefix, the scope's path starts with its ``root_path``
     (as Starlette keeps it now; older versions removed it), and fixed paths compared with it would match nothing."""
     path: str = scope["path"]
