@@ -68,21 +68,25 @@ HOLD_SWEEP_SECONDS = 1.0  # how often each node looks for held webhooks that the
 HOLD_GRACE_SECONDS = 2.0
 _SWEEP_LIMIT = 100  # holds taken by one script run: a backlog (after an outage) is taken in several
 RESULT_TTL_SECONDS = 60.0  # how long Redis keeps a count's answer (the script's PX 60000)
+_NOT_COUNTED = 2  # the count script's answer when Redis's generation is not the node's
 # Publishes on the bus: kind, node, app, channel, excluded socket id, 5 KiB units of the data (one per event, comma
 # separated), body. P: an HTTP API publish, C: a client event (each with its Pusher frame), A: an Ably publish.
 _PUBLISHES = ("P", "C", "A")
-# KEYS: counter hash, pending key, the counting node's state hash, this count's result key, the holds' sorted set.
-# ARGV: field, delta, pending ttl (ms), the node's state field for this count, its value, the webhook delay (ms), the
-# hold (on -1). The counter moves only if the node's state field does (set on +1, deleted on -1), in the same script,
-# so counting what a reconciliation already counted changes nothing; and a count run again under the same result key
-# (a batch retried after a dropped connection, whose first run may have happened with its answer lost) answers what
-# the first run did. Returns 1 on 0→1 (send the "up" webhook), -1 on 1→0 (hold the "down" webhook), 0 otherwise
-# (including a 0→1 that cancelled a held "down" webhook).
+# KEYS: counter hash, pending key, the counting node's state hash, this count's result key, the holds' sorted set, the
+# generation key. ARGV: field, delta, pending ttl (ms), the node's state field for this count, its value, the webhook
+# delay (ms), the hold (on -1), the generation the node counts in. A Redis whose generation is not that one lost the
+# data the count would move (a flush, noticed by the node only at its next heartbeat): nothing is done, and the
+# script answers 2, so the node keeps its own record as it was for the restore. The counter moves only if the node's
+# state field does (set on +1, deleted on -1), in the same script, so counting what a reconciliation already counted
+# changes nothing; and a count run again under the same result key (a batch retried after a dropped connection, whose
+# first run may have happened with its answer lost) answers what the first run did. Returns 1 on 0→1 (send the "up"
+# webhook), -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook).
 # A hold's pending key holds the hold: JSON of the result key that made it (its id, which a release checks), the app
 # and the webhook, so any node can send it. The sorted set scores each pending key by when it is due, from Redis's
 # clock (the nodes' clocks may disagree); its TTL is raised to each new pending key's, never lowered, so it expires with
 # the last of them if it is not emptied first.
 _COUNT_SCRIPT = """
+if redis.call('GET', KEYS[6]) ~= ARGV[8] then return 2 end
 local done = redis.call('GET', KEYS[4])
 if done then return tonumber(done) end
 local function count()
@@ -372,6 +376,7 @@ class RedisCluster:
         # The deployment's mark in Redis, made by the first node to register: a different one later means the data
         # this node counted in is gone.
         self._generation: str | None = None
+        self._counting_in = ""  # the generation the counts are made in (the one being reconciled with)
         # Counts sent whose answer has not come back, by result key: when it was sent and what acting on it needs (see
         # _count). A count whose answer was lost (Redis stalled past the socket timeout and ran it later) is looked up
         # when the node reconciles, so its webhook is sent: the reconciliation finds the field set and counts nothing.
@@ -491,6 +496,7 @@ class RedisCluster:
         after operations were lost). ``new_epoch`` drops what is still queued (an outage's stale publishes); without
         it the queue runs on after this, which the counting script makes safe (what this counted is not again)."""
         generation, data_lost = await self._data_lost()
+        self._counting_in = generation or ""
         if not data_lost:  # else the answers went with the data, and the restore counts what this node holds
             await self._look_up_answers()
         stored = NodeState() if data_lost else await self._node_state(self.node_id)
@@ -752,10 +758,10 @@ class RedisCluster:
         event: dict[str, object],
         delay: float,
         quiet: bool,
-    ) -> int:
+    ) -> int | None:
         """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1),
         and act on the script's answer, which it returns: send ``event`` on 0→1 (unless ``quiet``), hold it on 1→0
-        (to send ``delay`` seconds later unless a return cancels it)."""
+        (to send ``delay`` seconds later unless a return cancels it). None: not counted, Redis lost its data."""
         delay_ms = int(delay * 1000)
         hold_ms = delay_ms + 30_000
         batch = _BATCH.get()
@@ -771,11 +777,17 @@ class RedisCluster:
         # The same in a retried run (same result key), so the hold the first run made is the one released.
         hold = json.dumps([result_key, app_id, event]) if delta < 0 else ""
         keys = [counter, pending, self._key("nodestate", node), result_key, self._key("holds", app_id)]
+        keys.append(self._key("generation"))
+        args: list[str | int] = [field_name, delta, hold_ms, *held, delay_ms, hold, self._counting_in]
         sent_at = asyncio.get_running_loop().time()
         self._unanswered.setdefault(result_key, (sent_at, app_id, pending, event, hold, delay, quiet))
-        result: int = await self._count_script(keys=keys, args=[field_name, delta, hold_ms, *held, delay_ms, hold])
+        result: int = await self._count_script(keys=keys, args=args)
         if batch is not None:
             batch.answered.add(batch.counts)
+        if result == _NOT_COUNTED:
+            self._unanswered.pop(result_key, None)
+            self._unreconciled = True  # the next heartbeat registers again, and restores
+            return None
         waiting = self._unanswered.pop(result_key, None) is not None  # else a reconciliation looked it up and acted
         if waiting and self._looked_up.pop(result_key, None) is None:  # nor did one before this retry
             self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
@@ -800,8 +812,8 @@ class RedisCluster:
         delay = self._states[app_id].app.webhook_delay if delay is None else delay
         counter = self._key("occ", app_id)
         node_counted = self.node_id if node is None else node
-        await self._count(counter, pending, channel, delta, app_id, node_counted, held, event, delay, quiet)
-        if node_counted == self.node_id:
+        counted = await self._count(counter, pending, channel, delta, app_id, node_counted, held, event, delay, quiet)
+        if counted is not None and node_counted == self.node_id:
             if delta > 0:
                 self._counted.occupied.add((app_id, channel))
             else:
@@ -818,8 +830,9 @@ class RedisCluster:
         *,
         quiet: bool = False,
         delay: float | None = None,
-    ) -> int:
-        """As :meth:`_count_channel`, for a presence member (``info``: its user_info JSON, stored on +1)."""
+    ) -> int | None:
+        """As :meth:`_count_channel`, for a presence member (``info``: its user_info JSON, stored on +1); the count's
+        answer, None if Redis lost its data."""
         pending = self._key("leaving", app_id, channel, user_id)
         held = (_member_field(app_id, channel, user_id), info)
         counter = self._key("mem", app_id, channel)
@@ -828,7 +841,7 @@ class RedisCluster:
         delay = self._states[app_id].app.webhook_delay if delay is None else delay
         node_counted = self.node_id if node is None else node
         result = await self._count(counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet)
-        if node_counted == self.node_id:
+        if result is not None and node_counted == self.node_id:
             if delta > 0:
                 self._counted.members[(app_id, channel, user_id)] = info
             else:

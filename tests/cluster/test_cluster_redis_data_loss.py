@@ -168,3 +168,27 @@ async def test_a_restore_cut_short_by_a_redis_error_is_run_again_from_what_was_a
     assert hooks(receiver) == sorted(
         [*before, ("channel_vacated", "presence-three", None), ("member_removed", "presence-three", "carol")]
     )
+
+
+async def test_a_departure_between_a_flush_and_the_next_heartbeat_is_still_sent(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """FLUSHALL with the node connected: it notices at its next heartbeat. A member leaving before then was counted
+    out of the empty Redis (nothing to move) and struck from the node's record, so the restore never announced the
+    departure. The count now refuses a Redis of another generation, and the record keeps her for the restore."""
+    node = await start_emulator(app=hooked(receiver), redis_url=redis_server.url, node_ttl=NODE_TTL)
+    frank = await Client.open(node)
+    await frank.subscribe("presence-flushed", "frank")
+    await receiver.until(lambda: len(receiver.events()) == 2, within=5)
+    check = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await check.flushall()
+    await check.aclose()
+    await frank.ws.close()
+    await receiver.until(lambda: len(receiver.events()) == 4, within=NODE_TTL * 2 + 5)
+    await receiver.quiet(len(receiver.deliveries), 1.0)
+    assert hooks(receiver) == [
+        ("channel_occupied", "presence-flushed", None),
+        ("channel_vacated", "presence-flushed", None),
+        ("member_added", "presence-flushed", "frank"),
+        ("member_removed", "presence-flushed", "frank"),
+    ]
