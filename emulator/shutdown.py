@@ -99,6 +99,12 @@ async def graceful_shutdown(
 SAME_SIGNAL_WINDOW_S = 1.0  # see serve_until_signalled
 
 
+def heeded(signum: int) -> bool:
+    """Whether the emulator stops on ``signum`` (SIGTERM, SIGINT or SIGHUP): not on a SIGHUP that is ignored, as
+    nohup leaves it, which stays ignored."""
+    return signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN
+
+
 async def serve_until_signalled(node: EmulatorNode, server: asyncio.Server) -> None:
     """Serve until SIGTERM, SIGINT or SIGHUP (a closed terminal; unless it is ignored, as under nohup), then shut
     down gracefully (a second signal hurries it) and write the usage file when the config names one (checkpointing
@@ -132,7 +138,7 @@ async def serve_until_signalled(node: EmulatorNode, server: asyncio.Server) -> N
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:  # nohup: SIGHUP stays ignored
+        if heeded(signum):
             loop.add_signal_handler(signum, signalled)
     usage_file = node.config.usage_file
     checkpoint = None if usage_file is None else start_checkpoint(node)

@@ -264,6 +264,7 @@ def _supervise(processes: list[Any], start_worker: Callable[[], Any]) -> int:
     cleanly (whatever happened to the workers replaced before), else 1; when workers keep dying, stop them all and
     return 1 (2 when the last one printed a configuration error)."""
     from relay.emulator.descriptors import log
+    from relay.emulator.shutdown import heeded
 
     stopping = False
     failed = False  # a worker did not shut down cleanly
@@ -279,7 +280,7 @@ def _supervise(processes: list[Any], start_worker: Callable[[], Any]) -> int:
                 os.kill(process.pid, signal.SIGTERM)
 
     for signum in STOP_SIGNALS:
-        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:  # nohup: SIGHUP stays ignored
+        if heeded(signum):
             signal.signal(signum, stop)
     while processes or (restarts and not stopping):
         now = time.monotonic()
