@@ -194,6 +194,26 @@ async def test_sighup_to_a_workers_supervisor_shuts_every_worker_down_gracefully
     assert usage_publishes(usage) == 1
 
 
+async def test_an_ignored_sighup_stays_ignored_as_under_nohup() -> None:
+    """Started with SIGHUP ignored (nohup, or a shell's trap), the emulator leaves it so: a SIGHUP then stops
+    nothing, and the emulator keeps serving until SIGTERM."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited by the child, as nohup sets it
+    try:
+        relay = await EmulatorProcess.start(*CREDENTIALS, "--shutdown-spread", "0")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    try:
+        relay.process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        assert relay.process.returncode is None
+        assert not [line for line in relay.stderr if "shutdown: draining" in line]
+        await publish(f"http://127.0.0.1:{relay.port}", APP, "news", "e", "x")
+        relay.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(relay.process.wait(), 20) == 0
+    finally:
+        await relay.stop()
+
+
 async def test_the_same_stop_signalled_twice_at_once_does_not_cut_the_drain_short() -> None:
     """systemd's default KillMode signals every process of the service, and a --workers supervisor passes the signal
     on too, so a worker got SIGTERM twice in a row and took it for an operator's second Ctrl-C: it skipped
