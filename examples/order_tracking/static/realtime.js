@@ -133,10 +133,27 @@ async function loadLibrary(global, config, show) {
   return false;
 }
 
+/**
+ * A page's onReady, which re-reads its state from the backend: while the backend cannot be reached (it restarts with
+ * the realtime server, or is not up yet) it is tried again every 2 s, instead of failing with an unhandled rejection;
+ * an error answer is logged once.
+ */
+function rereading(onReady) {
+  const attempt = () =>
+    Promise.resolve()
+      .then(onReady)
+      .catch((error) => {
+        if (!(error instanceof TypeError)) return console.error(`could not re-read the page's state: ${error.message}`);
+        console.warn(`the backend cannot be reached (${error.message}); re-reading the page's state in 2 s`);
+        setTimeout(attempt, 2000);
+      });
+  return onReady ? attempt : () => {};
+}
+
 // Without its library the page still works, without live updates: each page reads its state once.
 const NOT_LIVE = {
   subscribe(name, { onReady }) {
-    onReady?.();
+    rereading(onReady)();
   },
   presence() {},
 };
@@ -179,7 +196,7 @@ export async function connect({ onStatus = showStatus, onProblems = showProblems
   return {
     subscribe(name, { onReady, onError, ...events }) {
       const channel = open(name, onError);
-      if (onReady) channel.bind('pusher:subscription_succeeded', onReady);
+      channel.bind('pusher:subscription_succeeded', rereading(onReady));
       for (const [event, handler] of Object.entries(events)) channel.bind(event, handler);
     },
     presence(name, onMembers) {
@@ -230,7 +247,7 @@ async function connectAbly(config, show) {
   return {
     subscribe(name, { onReady, onError, ...events }) {
       const channel = open(name, onError);
-      channel.on('attached', () => onReady?.());
+      channel.on('attached', rereading(onReady));
       // subscribe() attaches; its failure is the channel's 'failed' above, shown on the page.
       for (const [event, handler] of Object.entries(events)) {
         channel.subscribe(event, (message) => handler(message.data)).catch(() => {});
