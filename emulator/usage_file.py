@@ -152,8 +152,7 @@ class RunCheckpoint:
         """What the run loses when the usage file cannot be written at its stop."""
         if self.written_at is None:
             return "this run's usage is lost"
-        written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.written_at))
-        return f"its usage up to {written} is kept in {self.path}, which the next run adds to the file"
+        return f"its usage up to {_utc(self.written_at)} is kept in {self.path}, which the next run adds to the file"
 
 
 def start_checkpoint(node: EmulatorNode) -> RunCheckpoint | None:
@@ -187,6 +186,11 @@ def usage_file_problem(path: Path) -> str | None:
             return f"{created} cannot be created: {exc.strerror or exc}"
     probe.unlink()
     return None
+
+
+def _utc(seconds: float) -> str:
+    """A checkpoint's write time, as the logs give it (UTC, to the second)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _lock_of(path: Path) -> Path:
@@ -274,7 +278,7 @@ def _remove_run(checkpoint: Path) -> None:
 def _log_recovered(dead: list[_DeadRun], target: Path) -> None:
     for run in dead:
         if run.usage is not None:
-            written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.written_at))
+            written = _utc(run.written_at)
             log.warning(
                 "usage of a run that did not stop: %s, last written %s, added to %s",
                 run.path.name,
