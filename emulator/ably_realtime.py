@@ -66,6 +66,9 @@ MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
 # Ably's inbound limit: messages and presence items a connection may publish per second (CONNECTED's maxInboundRate;
 # beyond it, NACK 42911). The burst is one second's worth.
 MAX_INBOUND_RATE = 50
+# Every ProtocolMessage a connection sends (ATTACH, DETACH, HEARTBEAT, AUTH as well as publishes) counts against this
+# rate; past it the connection is closed with 42924, as Ably does: a runaway client, not one an official SDK makes.
+MAX_PROTOCOL_MESSAGE_RATE = 2000
 MAX_HEARTBEAT_INTERVAL = 15.0
 CONNECTION_STATE_TTL_MS = 120_000
 _OPERATION_MODES = {
@@ -95,6 +98,7 @@ class AblySession(ForeignPeer):
         "_last_serial",
         "_link",
         "_max_frame_size",
+        "_protocol_messages",
         "_released",
         "_renew_at_ms",
         "app",
@@ -147,6 +151,7 @@ class AblySession(ForeignPeer):
         self.ping_sent_at: float | None = None
         self._last_serial = -1
         self._inbound = TokenBucket(MAX_INBOUND_RATE, self.last_activity)
+        self._protocol_messages = TokenBucket(MAX_PROTOCOL_MESSAGE_RATE, self.last_activity)
 
     @property
     def max_frame_size(self) -> int:
@@ -323,8 +328,15 @@ class AblySession(ForeignPeer):
     # -- input ------------------------------------------------------------------------------------------------
 
     def receive(self, payload: bytes, *, binary: bool) -> None:
-        self.last_activity = self._clock()
+        self.last_activity = now = self._clock()
         self.ping_sent_at = None
+        if not self._protocol_messages.take_if_available(now):  # before the frame is decoded: a flood costs little
+            rate = MAX_PROTOCOL_MESSAGE_RATE
+            reason = f"Connection terminated for abuse (inbound protocol message rate exceeded {rate}/s)"
+            self._end(ERROR, AblyError(42924, reason, 429))
+            fields = {"app_id": self.state.app.app_id, "socket_id": self.socket_id}
+            log.warning("Ably connection closed: over %d protocol messages a second", rate, extra=fields)
+            return
         try:
             message = decode_body(payload, binary, "the protocol message")
         except AblyError as exc:

@@ -1,16 +1,19 @@
 """Ably's per-connection inbound rate on the emulator's realtime connections: 50 messages or presence items a second
 (§A.13, CONNECTED's ``maxInboundRate``, §D.3), a burst of one second's worth, and past it NACK 42911 / 429 "max
 per-connection publish rate limit exceeded (nonfatal)" (ably-common errors.json) for the whole ProtocolMessage, the
-connection staying up. Raw Ably-protocol clients, which choose how messages are grouped into ProtocolMessages."""
+connection staying up; and Ably's limit on every ProtocolMessage a connection sends (about 2000 a second, error 42924),
+past which the connection is closed. Raw Ably-protocol clients, which choose how messages are grouped into
+ProtocolMessages and how fast they are sent."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from ablysupport import ACK, HEARTBEAT, MESSAGE, NACK, PRESENCE, AblyWire, PusherWire, ably_wire
+from ablysupport import ACK, ATTACH, DETACH, ERROR, HEARTBEAT, MESSAGE, NACK, PRESENCE, AblyWire, PusherWire, ably_wire
+from websockets.exceptions import ConnectionClosed
 
-from relay.emulator.ably_realtime import MAX_INBOUND_RATE
+from relay.emulator.ably_realtime import MAX_INBOUND_RATE, MAX_PROTOCOL_MESSAGE_RATE
 from tests.conftest import RunningEmulator
 
 Wires = list[AblyWire | PusherWire]
@@ -130,3 +133,47 @@ async def test_a_protocol_message_of_more_than_a_burst_passes_once_and_the_rate_
         *(f"m{i}" for i in range(60)),
         "paid",
     ]
+
+
+async def test_a_flood_of_protocol_messages_closes_that_connection_with_42924_and_others_are_served(
+    ably_emulator: RunningEmulator, wires: Wires
+) -> None:
+    """Every ProtocolMessage counts against Ably's 2000 a second, not only publishes: a burst of 1500 HEARTBEATs is
+    answered and the connection stays; a runaway ATTACH/DETACH loop (each ATTACH of a presence channel answered with
+    its members) is cut off with ERROR 42924 (429) and a close, having been answered fewer times than it asked. The
+    channel's subscriber and another publisher are served throughout."""
+    flooder = await ably_wire(ably_emulator)
+    subscriber = await ably_wire(ably_emulator)
+    publisher = await ably_wire(ably_emulator)
+    wires.extend((flooder, subscriber, publisher))
+    await subscriber.attach("room")
+    await publisher.attach("room", flags=PUBLISH_MODE)
+
+    burst = 1500
+    for i in range(burst):
+        await flooder.send({"action": HEARTBEAT, "id": f"h{i}"})
+    echoed = [await flooder.recv() for _ in range(burst)]
+    assert [m.get("id") for m in echoed] == [f"h{i}" for i in range(burst)]
+
+    sent = 0
+    try:  # a client that sends faster than the server's clock refills: it stops when the server has closed it
+        while sent < 20 * MAX_PROTOCOL_MESSAGE_RATE:
+            await flooder.send({"action": ATTACH if sent % 2 == 0 else DETACH, "channel": "room"})
+            sent += 1
+    except ConnectionClosed:
+        pass
+    answers = await flooder.closed()
+    last = answers[-1]
+    assert last["action"] == ERROR and "channel" not in last, last
+    assert last["error"] == {
+        "code": 42924,
+        "statusCode": 429,
+        "message": "Connection terminated for abuse (inbound protocol message rate exceeded 2000/s)",
+        "href": "https://help.ably.io/error/42924",
+    }
+    assert 0 < len(answers) - 1 < sent
+    assert flooder.ws.close_code == 1000
+
+    await publisher.publish("room", *named("still served"))
+    assert (await publisher.expect(ACK))["action"] == ACK
+    assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == ["still served"]
