@@ -130,7 +130,7 @@ class PusherAdapter:
     def _request(
         self, method: str, path: str, body: object = None, params: Mapping[str, str] | None = None, *, idempotent: bool
     ) -> HttpRequest:
-        full_path = f"/apps/{self._config.app_id}{path}"
+        full_path = f"{self._config.path_prefix}/apps/{self._config.app_id}{path}"
         try:
             raw = b"" if body is None else dumps(body).encode()
             query = sign_rest_request(

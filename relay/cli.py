@@ -56,7 +56,9 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument(
         "--node-ttl", type=float, help="seconds after which a silent node's members are removed (default 10)"
     )
-    parser.add_argument("--workers", type=int, default=1, help="processes on this machine, sharing --redis-url")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes on this machine, sharing --redis-url (default 1)"
+    )
     operations = parser.add_argument_group("operations (docs/emulator.md)")
     operations.add_argument("--log-json", action="store_true", help="log one JSON object a line (stderr)")
     operations.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// and https:// on --port")
@@ -504,18 +506,22 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
     # pusher-js's TLS strategy is its "ws" transport with TLS on: ["wss"] alone leaves it no transport (failed).
     transports = '["ws", "wss"]' if tls else '["ws"]'
     query = "?tls=true" if tls else ""  # emulator:// URLs are plain http unless told
-    listening = f"{http}://{in_url}:{port} (WebSocket {ws}://{in_url}:{port}/app/{{key}})"
+    prefix = config.path_prefix  # as requests must carry it (the server compares the raw path)
+    listening = f"{http}://{in_url}:{port} (WebSocket {ws}://{in_url}:{port}{prefix}/app/{{key}})"
+    ws_path = f'wsPath: "{prefix}", ' if prefix else ""
+    # The Pusher server SDKs have no path setting: they send /apps/… without the prefix, which is then refused (404).
+    sdks_note = f" (not with path_prefix {prefix}: they send /apps/… without it; use RELAY_URL)" if prefix else ""
     lines = [f"Relay emulator listening on {listening}", ""]
     for app in config.apps:
         secret = app.secret if show_secrets else "***"
         lines += [
-            f"app {app.app_id}:",
+            f"app {app.app_id}:" if app.enabled else f"app {app.app_id} (disabled: connections get 4003, the API 404):",
             "  pusher-js:   new Pusher("
-            f'"{app.key}", {{ wsHost: "{host}", {port_option}: {port}, forceTLS: {str(tls).lower()}, '
+            f'"{app.key}", {{ wsHost: "{host}", {port_option}: {port}, {ws_path}forceTLS: {str(tls).lower()}, '
             f'enabledTransports: {transports}, cluster: "mt1" }})',
             f'  server SDKs: app_id="{app.app_id}" key="{app.key}" secret="{secret}" '
-            f'host="{host}" port={port} ssl={str(tls).lower()}',
-            f"  RELAY_URL:   emulator://{app.key}:{secret}@{in_url}:{port}/apps/{app.app_id}{query}",
+            f'host="{host}" port={port} ssl={str(tls).lower()}{sdks_note}',
+            f"  RELAY_URL:   emulator://{app.key}:{secret}@{in_url}:{port}{prefix}/apps/{app.app_id}{query}",
         ]
     lines += ["", ably_client_settings(config, host, port, show_secrets=show_secrets)]
     return "\n".join(lines)

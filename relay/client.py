@@ -94,9 +94,9 @@ def parse_configuration(url: str | ProviderConfig) -> tuple[Mode, list[ProviderC
 
 def _refuse_repeated_providers(configs: Sequence[ProviderConfig]) -> None:
     """A mirror naming one provider twice (whatever the key) would publish every event twice to its subscribers."""
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     for config in configs:
-        provider = (config.scheme, config.base_url, config.app_id)
+        provider = (config.scheme, config.base_url, config.path_prefix, config.app_id)
         if provider in seen:
             raise ConfigError(f"mirror: names {config.url()} twice; each provider goes in once")
         seen.add(provider)

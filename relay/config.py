@@ -1,7 +1,8 @@
 """Provider configuration from one URL or the conventional environment variables.
 
     pusher://KEY:SECRET@api-eu.pusher.com/apps/APP_ID     hosted Pusher (or pusher://KEY:SECRET@eu/apps/ID: a cluster)
-    emulator://KEY:SECRET@127.0.0.1:6001/apps/APP_ID      the Relay emulator (plain HTTP unless ?tls=true)
+    emulator://KEY:SECRET@127.0.0.1:6001/apps/APP_ID      the Relay emulator (plain HTTP unless ?tls=true); a
+                                                          server behind a proxy path: …:6001/PREFIX/apps/APP_ID
     ably://KEYNAME:KEYSECRET@rest.ably.io                 Ably (the host may be omitted; ?client_events=true lets
                                                           channel tokens publish, as Pusher's client events)
     memory://                                             in process, for tests
@@ -39,6 +40,9 @@ class ProviderConfig:
     encryption_master_key: bytes | None = field(default=None, repr=False)
     # Ably only: channel tokens may publish (Pusher's client events, which a Pusher app enables in its settings)
     client_events: bool = False
+    # pusher:// and emulator:// only: the path before /apps/APP_ID, for a server behind a proxy path (the emulator's
+    # path_prefix); empty, or "/" and segments as written in the URL, without a trailing "/"
+    path_prefix: str = ""
 
     @property
     def url_host(self) -> str:
@@ -57,7 +61,7 @@ class ProviderConfig:
             return f"memory://{self.host}"
         secret = "***" if privacy else quote(self.secret, safe="")
         port = f":{self.port}" if self.port is not None else ""
-        path = f"/apps/{self.app_id}" if self.scheme in ("pusher", "emulator") else ""
+        path = f"{quote(self.path_prefix)}/apps/{self.app_id}" if self.scheme in ("pusher", "emulator") else ""
         query = "" if self.tls or self.scheme == "emulator" else "?tls=false"  # emulator:// is plain by default
         if self.scheme == "emulator" and self.tls:
             query = "?tls=true"
@@ -153,12 +157,12 @@ def parse_url(url: str) -> ProviderConfig:
             tls,
             client_events=client_events,
         )
-    app_id = _app_id(parts.path, scheme)
+    path_prefix, app_id = _app_path(parts.path, scheme)
     if not host:
         raise ConfigError(f"{scheme}:// URL needs a host, for example {scheme}://KEY:SECRET@127.0.0.1:6001/apps/1")
     if scheme == "pusher" and port is None and "." not in host and ":" not in host and host != "localhost":
         host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1" (a host with a port is a host)
-    return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key)
+    return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key, path_prefix=path_prefix)
 
 
 _CLUSTER = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -203,11 +207,16 @@ def _refuse_misplaced_options(scheme: str, options: Mapping[str, str]) -> None:
         )
 
 
-def _app_id(path: str, scheme: str) -> str:
+def _app_path(path: str, scheme: str) -> tuple[str, str]:
+    """(the path prefix, the app id) of a URL's path ``[/PREFIX…]/apps/APP_ID``, percent-decoded as the app id is
+    (both are encoded again when a request is sent)."""
     segments = [segment for segment in path.split("/") if segment]
-    if len(segments) != 2 or segments[0] != "apps":
-        raise ConfigError(f"{scheme}:// URL must end with /apps/APP_ID")
-    return _decoded(segments[1], f"the {scheme}:// URL's app id")
+    if len(segments) < 2 or segments[-2] != "apps":
+        raise ConfigError(f"{scheme}:// URL must end with /apps/APP_ID (after a path prefix, if the server has one)")
+    prefix = [_decoded(segment, f"the {scheme}:// URL's path prefix") for segment in segments[:-2]]
+    if any("/" in segment for segment in prefix):  # it would be sent as two segments
+        raise ConfigError(f"{scheme}:// URL's path prefix has an encoded '/' (%2F): write the segments with '/'")
+    return "".join(f"/{segment}" for segment in prefix), _decoded(segments[-1], f"the {scheme}:// URL's app id")
 
 
 def _split(url: str) -> SplitResult:

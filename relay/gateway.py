@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import jwt
@@ -886,6 +886,8 @@ def frontend_config(
     hosted = host.endswith(".pusher.com") or host == LEGACY_PUSHER_HOST
     if config.scheme == "emulator" or not hosted:
         settings.update(wsHost=host, wsPort=config.port or (443 if config.tls else 80), enabledTransports=["ws", "wss"])
+        if config.path_prefix:  # a server behind a proxy path: pusher-js puts wsPath before /app/{key}
+            settings["wsPath"] = quote(config.path_prefix)
     return settings
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from relay import __version__
+from relay import AsyncRelay, __version__
 from relay.cli import _run, main
 from tests.cli_support import assert_refused, not_installed, run_relay, write
 from tests.emulator_process import EmulatorProcess
@@ -116,6 +117,38 @@ async def test_default_app_flags_apply_with_a_config_file_without_apps(tmp_path:
     process = await EmulatorProcess.start("--config", str(config), "--app-id", "9", "--key", "kk")
     try:
         assert f"emulator://kk:app-secret@127.0.0.1:{process.port}/apps/9" in process.banner
+    finally:
+        await process.stop()
+
+
+async def test_the_banner_s_settings_reach_an_emulator_behind_a_path_prefix(tmp_path: Path) -> None:
+    """With ``path_prefix``, the banner's WebSocket path, pusher-js's ``wsPath`` and ``RELAY_URL`` carry the prefix
+    (they were printed without it, and every one was refused); the Pusher server SDKs, which cannot add one, are
+    told so; a disabled app is marked. The printed RELAY_URL publishes to a subscriber on the printed path."""
+    config = write(
+        tmp_path,
+        '[server]\npath_prefix = "/pusher"\n'
+        '[[apps]]\napp_id = "1"\nkey = "k1"\nsecret = "s1"\n'
+        '[[apps]]\napp_id = "2"\nkey = "k2"\nsecret = "s2"\nenabled = false\n',
+    )
+    process = await EmulatorProcess.start("--config", str(config))
+    port = process.port
+    try:
+        banner = process.banner
+        assert f"(WebSocket ws://127.0.0.1:{port}/pusher/app/{{key}})" in banner
+        assert f'new Pusher("k1", {{ wsHost: "127.0.0.1", wsPort: {port}, wsPath: "/pusher", ' in banner
+        assert "ssl=false (not with path_prefix /pusher: they send /apps/… without it; use RELAY_URL)" in banner
+        assert "app 1:\n" in banner and "app 2 (disabled: connections get 4003, the API 404):\n" in banner
+        [relay_url] = re.findall(r"RELAY_URL: +(emulator://k1\S*)", banner)
+        assert relay_url == f"emulator://k1:s1@127.0.0.1:{port}/pusher/apps/1"
+        async with connect(f"ws://127.0.0.1:{port}/pusher/app/k1?protocol=7") as ws:
+            assert json.loads(await ws.recv())["event"] == "pusher:connection_established"
+            await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "orders"}}))
+            assert json.loads(await ws.recv())["event"] == "pusher_internal:subscription_succeeded"
+            async with AsyncRelay.from_url(relay_url) as relay:
+                await relay.publish("orders", "order-ready", {"id": 7})
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert (frame["event"], json.loads(frame["data"])) == ("order-ready", {"id": 7})
     finally:
         await process.stop()
 
