@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import gc
+import logging.config
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -391,6 +393,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     except InvalidSetting as exc:
         raise _flag_error(exc) from None
     settings = GatewaySettings.from_env()
+    log_config = _gateway_logging(args.log_level)
+    logging.config.dictConfig(log_config)  # before create_app, which may warn
     app = create_app(settings)
     _check_can_listen(args.host, args.port)
     # h11, not httptools: uvicorn bounds only h11's unfinished request heads, and httptools buffered one without limit
@@ -401,10 +405,28 @@ def _run_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         access_log=False,
+        log_config=log_config,
         http="h11",
         h11_max_incomplete_event_size=GATEWAY_MAX_HEAD_BYTES,
     )
     return 0
+
+
+def _gateway_logging(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, with the ``relay`` loggers in its format at ``--log-level``: a warning at
+    start or a logged 500 reads ``WARNING:  relay.gateway: …`` (it was a bare line from Python's last-resort
+    handler, with no level, and INFO lines were dropped)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["relay"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+        "use_colors": None,
+    }
+    config["handlers"]["relay"] = {"formatter": "relay", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    config["loggers"]["relay"] = {"handlers": ["relay"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def _check_can_listen(host: str, port: int) -> None:

@@ -247,3 +247,18 @@ async def test_relay_serve_refuses_a_port_in_use_as_the_emulator_does(taken_port
     for command in ("serve", "emulator"):
         outcome = await run_relay(command, "--port", str(taken_port), env={"RELAY_URL": "memory://audit"})
         assert_refused(outcome, f"cannot listen on 127.0.0.1:{taken_port}: Address already in use")
+
+
+async def test_relay_serve_logs_the_gateway_s_warnings_with_their_level_and_logger() -> None:
+    """The warning for a webhook forward without RELAY_API_TOKEN is a log line in uvicorn's format, with its level
+    and logger (it was a bare line from Python's last-resort handler, which a log pipeline filtering on level
+    dropped)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"RELAY_URL": "memory://audit", "RELAY_WEBHOOK_FORWARD_URL": "http://127.0.0.1:9/hook"}
+    served = await run_relay("serve", "--port", str(port), env=env)
+    assert served.returncode is None, served.stderr
+    [warning] = [line for line in served.stderr.splitlines() if "RELAY_WEBHOOK_FORWARD_URL" in line]
+    assert warning.startswith("WARNING:  relay.gateway: RELAY_WEBHOOK_FORWARD_URL is set but RELAY_API_TOKEN is not")
+    assert "INFO:     Uvicorn running on" in served.stderr

@@ -18,6 +18,8 @@ import pytest
 from ably import AblyRealtime, AblyRest  # type: ignore[import-untyped]
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
+from relay import AsyncRelay
+from relay.errors import TransportError
 from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
 from tests.node_scenarios import app_env, node_modules, run_scenario
@@ -37,7 +39,9 @@ NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 CONNECTIONS_PER_ADDRESS = 3  # the documented 100, lowered to be reached
 
 
-async def test_emulator_serves_wss_and_https_with_its_own_certificate(tmp_path: Path) -> None:
+async def test_emulator_serves_wss_and_https_with_its_own_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cert, key = make_certificate(tmp_path)
     relay = await EmulatorProcess.start(
         "--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret,
@@ -62,6 +66,16 @@ async def test_emulator_serves_wss_and_https_with_its_own_certificate(tmp_path: 
             await ws_client(f"wss://127.0.0.1:{relay.port}/app/{APP.key}")
         with pytest.raises(InvalidMessage, match="did not receive a valid HTTP response"):  # the server speaks TLS only
             await ws_client(f"ws://127.0.0.1:{relay.port}/app/{APP.key}")
+        # The library with the banner's RELAY_URL: refused until told to trust the certificate (docs/emulator.md#tls).
+        relay_url = f"emulator://{APP.key}:{APP.secret}@127.0.0.1:{relay.port}/apps/{APP.app_id}?tls=true"
+        assert f"RELAY_URL:   {relay_url}" in banner
+        async with AsyncRelay.from_url(relay_url) as library:
+            with pytest.raises(TransportError, match="the server's TLS certificate did not verify"):
+                await library.publish("private-orders", "refused", {})
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        async with AsyncRelay.from_url(relay_url) as library:
+            await library.publish("private-orders", "trusted", {"id": 2})
+        assert (await client.expect("trusted"))["data"] == '{"id":2}'
         await client.close()
         assert await relay.stop() == 0
     finally:
