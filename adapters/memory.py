@@ -24,7 +24,8 @@ from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.channels import ChannelKind, classify, validate_channel_name
+from relay.protocol.channels import DEFAULT_LIMITS, ChannelKind, classify, validate_channel_name
+from relay.protocol.frames import check_event_data
 from relay.protocol.socket_ids import validate_socket_id
 
 MEMORY_KEY = "memory-key"
@@ -114,13 +115,15 @@ class MemoryAdapter:
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
         check_encrypted_targets(channels, self._master_key)
+        check_event_data(payload.text, DEFAULT_LIMITS)
         return self._record(
             *(Published(channel, event, payload.text, socket_id, payload.is_json) for channel in channels)
         )
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
-        for event, _ in events:
+        for event, payload in events:
             check_encrypted_targets([event.channel], self._master_key)
+            check_event_data(payload.text, DEFAULT_LIMITS)
         return self._record(*(Published(e.channel, e.name, p.text, e.socket_id, p.is_json) for e, p in events))
 
     def channel(self, name: str) -> Call[ChannelInfo]:
@@ -138,6 +141,7 @@ class MemoryAdapter:
         return Call(None, lambda _: [])
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
+        check_event_data(payload.text, DEFAULT_LIMITS)
         record = self._record(Published(user_channel(user_id), event, payload.text, is_json=payload.is_json))
 
         def apply(response: HttpResponse | None) -> None:

@@ -15,13 +15,12 @@ from relay.errors import (
     InvalidFrame,
     InvalidSignature,
     NotFound,
-    PayloadTooLarge,
     PermissionDenied,
     ProtocolError,
     RelayError,
 )
 from relay.protocol.channels import ChannelKind, classify, is_cache_channel, validate_channel_name, validate_event_name
-from relay.protocol.frames import dumps, loads, utf8_length
+from relay.protocol.frames import check_event_data, dumps, loads
 from relay.protocol.signing import unique_params, verify_rest_request
 from relay.protocol.socket_ids import validate_socket_id
 
@@ -315,9 +314,7 @@ def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
     if raw_data is None:
         raise ProtocolError("data is required (a string, usually JSON-encoded)")
     data = raw_data if isinstance(raw_data, str) else dumps(raw_data)
-    size = utf8_length(data)
-    if size > limits.max_event_bytes:
-        raise PayloadTooLarge(f"data is {size} bytes; the limit is {limits.max_event_bytes}")
+    check_event_data(data, limits)
     socket_id = request.get("socket_id")
     return _Event(name, checked, data, None if socket_id is None else validate_socket_id(socket_id))
 

@@ -12,7 +12,7 @@ from libsupport import MakeRelay
 import relay
 from relay import ChannelInfo, Event, PublishResult
 from relay.adapters.memory import MEMORY_KEY, MEMORY_SECRET, MemoryStore, Published, memory_store
-from relay.errors import ConfigError, InvalidChannelName, InvalidSignature
+from relay.errors import ConfigError, InvalidChannelName, InvalidSignature, PayloadTooLarge
 from relay.protocol.signing import verify_channel_auth, verify_user_auth, webhook_signature
 
 PROVIDER_VARIABLES = ("RELAY_URL", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "ABLY_API_KEY")
@@ -127,3 +127,25 @@ async def test_memory_records_large_publishes_and_validates(make_relay: MakeRela
     assert len(store.published) == 150
     store.clear()
     assert store.published == [] and store.terminated_users == []
+
+
+async def test_memory_refuses_data_over_pusher_s_10_kb_as_the_emulator_does(make_relay: MakeRelay) -> None:
+    """A test suite on memory:// must not pass what Pusher and the emulator refuse: data over 10,240 UTF-8 bytes is
+    PayloadTooLarge (413) with the emulator's message, for a publish, each event of a batch and send_to_user, and
+    nothing of the call is recorded. 10,240 bytes exactly is recorded."""
+    store = fresh_store("sized")
+    client = make_relay("memory://sized")
+    await client.publish("orders", "e", "x" * 10_240)
+    assert [len(entry.data) for entry in store.published] == [10_240]
+    store.clear()
+    too_big = "é" * 5_121  # 10,242 bytes in UTF-8, 5,121 characters
+    calls = [
+        lambda: client.publish(["a", "b"], "e", too_big),
+        lambda: client.publish_batch([Event("a", "e", "small"), Event("b", "e", too_big)]),
+        lambda: client.send_to_user("alice", "notice", too_big),
+    ]
+    for call in calls:
+        with pytest.raises(PayloadTooLarge) as refused:
+            await call()
+        assert (refused.value.message, refused.value.http_status) == ("data is 10242 bytes; the limit is 10240", 413)
+    assert store.published == []
