@@ -16,6 +16,7 @@ from relay.adapters.base import Call, Capability, HttpResponse
 from relay.adapters.pusher import (
     PusherAdapter,
     check_encrypted_targets,
+    encrypted_data_length,
     presence_channel,
     terminated_user,
     user_channel,
@@ -25,7 +26,7 @@ from relay.errors import RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 from relay.protocol.channels import DEFAULT_LIMITS, ChannelKind, classify, validate_channel_name
-from relay.protocol.frames import check_event_data
+from relay.protocol.frames import check_event_size, utf8_length
 from relay.protocol.socket_ids import validate_socket_id
 
 MEMORY_KEY = "memory-key"
@@ -69,6 +70,13 @@ _stores_lock = threading.Lock()
 def memory_store(name: str = "") -> MemoryStore:
     with _stores_lock:
         return _stores.setdefault(name, MemoryStore())
+
+
+def _check_size(channel: str, payload: Payload) -> None:
+    """Pusher's size limit on what would be sent: an encrypted channel's data is sent encrypted, and larger."""
+    size = utf8_length(payload.text)
+    encrypted = classify(channel) is ChannelKind.ENCRYPTED
+    check_event_size(encrypted_data_length(size) if encrypted else size, DEFAULT_LIMITS)
 
 
 class MemoryAdapter:
@@ -115,7 +123,7 @@ class MemoryAdapter:
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
         check_encrypted_targets(channels, self._master_key)
-        check_event_data(payload.text, DEFAULT_LIMITS)
+        _check_size(channels[0], payload)
         return self._record(
             *(Published(channel, event, payload.text, socket_id, payload.is_json) for channel in channels)
         )
@@ -123,7 +131,7 @@ class MemoryAdapter:
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
         for event, payload in events:
             check_encrypted_targets([event.channel], self._master_key)
-            check_event_data(payload.text, DEFAULT_LIMITS)
+            _check_size(event.channel, payload)
         return self._record(*(Published(e.channel, e.name, p.text, e.socket_id, p.is_json) for e, p in events))
 
     def channel(self, name: str) -> Call[ChannelInfo]:
@@ -141,7 +149,7 @@ class MemoryAdapter:
         return Call(None, lambda _: [])
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
-        check_event_data(payload.text, DEFAULT_LIMITS)
+        _check_size(user_channel(user_id), payload)
         record = self._record(Published(user_channel(user_id), event, payload.text, is_json=payload.is_json))
 
         def apply(response: HttpResponse | None) -> None:

@@ -130,7 +130,9 @@ class PusherAdapter:
     def _request(
         self, method: str, path: str, body: object = None, params: Mapping[str, str] | None = None, *, idempotent: bool
     ) -> HttpRequest:
-        full_path = f"{self._config.path_prefix}/apps/{self._config.app_id}{path}"
+        prefix = self._config.path_prefix  # as written in the URL, escapes included: sent and signed as it is
+        app_path = f"/apps/{self._config.app_id}{path}"
+        full_path = f"{prefix}{app_path}"
         try:
             raw = b"" if body is None else dumps(body).encode()
             query = sign_rest_request(
@@ -142,7 +144,7 @@ class PusherAdapter:
                 body=raw,
                 params=params,
             )
-            url = f"{self._config.base_url}{quote_path(full_path)}?{urlencode(query)}"
+            url = f"{self._config.base_url}{prefix}{quote_path(app_path)}?{urlencode(query)}"
         except UnicodeEncodeError as exc:
             # The client refuses such data, names and user ids itself; this is what reaches here any other way (an
             # adapter called directly, an app id of a hand-built ProviderConfig). Pusher's servers refuse what UTF-8
@@ -370,3 +372,14 @@ class PusherAdapter:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _b64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+def encrypted_data_length(plaintext_bytes: int) -> int:
+    """The length of what ``PusherAdapter`` sends as an encrypted channel's data for a plaintext of that many UTF-8
+    bytes (the JSON of the nonce and the ciphertext, in base64): what Pusher's size limit counts."""
+    nonce, ciphertext = nacl.secret.SecretBox.NONCE_SIZE, plaintext_bytes + nacl.secret.SecretBox.MACBYTES
+    return len('{"nonce":"","ciphertext":""}') + _b64_length(nonce) + _b64_length(ciphertext)

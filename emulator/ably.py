@@ -96,6 +96,7 @@ class AblyNode:
             binary=binary,
             echo=query.get("echo") != "false",
             max_frame_size=self._node.config.frame_limit(app.state.app),  # the server sets its socket's limit to this
+            log_refusal=self._node.log_refusal,
         )
         if deflate_window is not None:
             app.state.compressing[session.socket_id] = deflate_window

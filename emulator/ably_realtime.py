@@ -97,6 +97,7 @@ class AblySession(ForeignPeer):
         "_inbound",
         "_last_serial",
         "_link",
+        "_log_refusal",
         "_max_frame_size",
         "_protocol_messages",
         "_released",
@@ -129,8 +130,10 @@ class AblySession(ForeignPeer):
         binary: bool,
         echo: bool,
         max_frame_size: int = 524_288,
+        log_refusal: Callable[[int, str, str], None],
     ) -> None:
         self.app = app
+        self._log_refusal = log_refusal  # the node's: at most a line a second, whoever sends what
         self._max_frame_size = max_frame_size  # what the server's WebSocket accepts, advertised in CONNECTED
         self.state = app.state
         self.auth = auth
@@ -334,8 +337,10 @@ class AblySession(ForeignPeer):
             rate = MAX_PROTOCOL_MESSAGE_RATE
             reason = f"Connection terminated for abuse (inbound protocol message rate exceeded {rate}/s)"
             self._end(ERROR, AblyError(42924, reason, 429))
-            fields = {"app_id": self.state.app.app_id, "socket_id": self.socket_id}
-            log.warning("Ably connection closed: over %d protocol messages a second", rate, extra=fields)
+            summary = (
+                f"over {rate} protocol messages a second: app {self.state.app.app_id}, connection {self.socket_id}"
+            )
+            self._log_refusal(42924, summary, "/")
             return
         try:
             message = decode_body(payload, binary, "the protocol message")

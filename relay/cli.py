@@ -415,7 +415,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 def _gateway_logging(level: str) -> dict[str, Any]:
     """uvicorn's logging configuration, with the ``relay`` loggers in its format at ``--log-level``: a warning at
     start or a logged 500 reads ``WARNING:  relay.gateway: …`` (it was a bare line from Python's last-resort
-    handler, with no level, and INFO lines were dropped)."""
+    handler, with no level or logger)."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -537,7 +537,7 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
     for app in config.apps:
         secret = app.secret if show_secrets else "***"
         lines += [
-            f"app {app.app_id}:" if app.enabled else f"app {app.app_id} (disabled: connections get 4003, the API 404):",
+            f"app {app.app_id}:" if app.enabled else f"app {app.app_id} (disabled: connections get 4003, the API 403):",
             "  pusher-js:   new Pusher("
             f'"{app.key}", {{ wsHost: "{host}", {port_option}: {port}, {ws_path}forceTLS: {str(tls).lower()}, '
             f'enabledTransports: {transports}, cluster: "mt1" }})',

@@ -40,8 +40,9 @@ class ProviderConfig:
     encryption_master_key: bytes | None = field(default=None, repr=False)
     # Ably only: channel tokens may publish (Pusher's client events, which a Pusher app enables in its settings)
     client_events: bool = False
-    # pusher:// and emulator:// only: the path before /apps/APP_ID, for a server behind a proxy path (the emulator's
-    # path_prefix); empty, or "/" and segments as written in the URL, without a trailing "/"
+    # pusher:// and emulator:// only: the path before /apps/APP_ID of a server that serves its API under a prefix
+    # (the emulator's path_prefix): empty, or "/" and segments as written in the URL (escapes kept: a server compares
+    # the prefix with the raw request path), without a trailing "/"
     path_prefix: str = ""
 
     @property
@@ -61,7 +62,7 @@ class ProviderConfig:
             return f"memory://{self.host}"
         secret = "***" if privacy else quote(self.secret, safe="")
         port = f":{self.port}" if self.port is not None else ""
-        path = f"{quote(self.path_prefix)}/apps/{self.app_id}" if self.scheme in ("pusher", "emulator") else ""
+        path = f"{self.path_prefix}/apps/{self.app_id}" if self.scheme in ("pusher", "emulator") else ""
         query = "" if self.tls or self.scheme == "emulator" else "?tls=false"  # emulator:// is plain by default
         if self.scheme == "emulator" and self.tls:
             query = "?tls=true"
@@ -71,6 +72,14 @@ class ProviderConfig:
 
     def __repr__(self) -> str:
         return f"ProviderConfig({self.url()!r})"
+
+
+LEGACY_PUSHER_HOST = "api.pusherapp.com"  # hosted Pusher's legacy API host, the mt1 cluster's (pusher-http-node's)
+
+
+def is_hosted_pusher(host: str) -> bool:
+    """Whether ``host`` is hosted Pusher's API (``api-CLUSTER.pusher.com`` or the legacy host)."""
+    return host.endswith(".pusher.com") or host == LEGACY_PUSHER_HOST
 
 
 def url_host(host: str) -> str:
@@ -162,6 +171,8 @@ def parse_url(url: str) -> ProviderConfig:
         raise ConfigError(f"{scheme}:// URL needs a host, for example {scheme}://KEY:SECRET@127.0.0.1:6001/apps/1")
     if scheme == "pusher" and port is None and "." not in host and ":" not in host and host != "localhost":
         host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1" (a host with a port is a host)
+    if path_prefix and is_hosted_pusher(host):
+        raise ConfigError(f"{scheme}:// URL of hosted Pusher ({host}) takes no path prefix: its API is /apps/APP_ID")
     return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key, path_prefix=path_prefix)
 
 
@@ -207,16 +218,26 @@ def _refuse_misplaced_options(scheme: str, options: Mapping[str, str]) -> None:
         )
 
 
+_PATH_SEGMENT = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+")  # RFC 3986 pchar
+
+
 def _app_path(path: str, scheme: str) -> tuple[str, str]:
-    """(the path prefix, the app id) of a URL's path ``[/PREFIX…]/apps/APP_ID``, percent-decoded as the app id is
-    (both are encoded again when a request is sent)."""
+    """(the path prefix, the app id) of a URL's path ``[/PREFIX…]/apps/APP_ID``. The app id is percent-decoded (it is
+    encoded again when a request is sent); the prefix is kept as written, since a server compares it with the raw
+    request path, and is sent and signed so."""
     segments = [segment for segment in path.split("/") if segment]
     if len(segments) < 2 or segments[-2] != "apps":
         raise ConfigError(f"{scheme}:// URL must end with /apps/APP_ID (after a path prefix, if the server has one)")
-    prefix = [_decoded(segment, f"the {scheme}:// URL's path prefix") for segment in segments[:-2]]
-    if any("/" in segment for segment in prefix):  # it would be sent as two segments
-        raise ConfigError(f"{scheme}:// URL's path prefix has an encoded '/' (%2F): write the segments with '/'")
-    return "".join(f"/{segment}" for segment in prefix), _decoded(segments[-1], f"the {scheme}:// URL's app id")
+    for segment in segments[:-2]:
+        if segment in (".", ".."):  # a browser or a proxy would resolve it away
+            raise ConfigError(f"{scheme}:// URL's path prefix cannot have a {segment!r} segment")
+        if not _PATH_SEGMENT.fullmatch(segment):
+            raise ConfigError(
+                f"{scheme}:// URL's path prefix has {segment[:50]!r}: a segment is letters, digits, "
+                "-._~!$&'()*+,;=:@ and %XX escapes"
+            )
+    prefix = "".join(f"/{segment}" for segment in segments[:-2])
+    return prefix, _decoded(segments[-1], f"the {scheme}:// URL's app id")
 
 
 def _split(url: str) -> SplitResult:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import AsyncRelay, Relay, configuration_from_env
-from relay.config import ProviderConfig, is_http_url, is_origin
+from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin
 from relay.errors import (
     AuthenticationError,
     ConfigError,
@@ -845,9 +845,6 @@ def _event_json(event: WebhookEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in event.__slots__ if getattr(event, name) is not None}
 
 
-LEGACY_PUSHER_HOST = "api.pusherapp.com"
-
-
 def frontend_config(
     client: Relay | AsyncRelay,
     *,
@@ -883,11 +880,11 @@ def frontend_config(
     }
     # api.pusherapp.com is hosted Pusher's legacy API host, the mt1 cluster's (pusher-http-node's default): pusher-js
     # connects there with cluster "mt1" alone, and cannot open a WebSocket to the API host itself.
-    hosted = host.endswith(".pusher.com") or host == LEGACY_PUSHER_HOST
+    hosted = is_hosted_pusher(host)
     if config.scheme == "emulator" or not hosted:
         settings.update(wsHost=host, wsPort=config.port or (443 if config.tls else 80), enabledTransports=["ws", "wss"])
         if config.path_prefix:  # a server behind a proxy path: pusher-js puts wsPath before /app/{key}
-            settings["wsPath"] = quote(config.path_prefix)
+            settings["wsPath"] = config.path_prefix
     return settings
 
 

@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 
 from relay import AsyncRelay, __version__
 from relay.cli import _run, main
+from relay.errors import RelayError
 from tests.cli_support import assert_refused, not_installed, run_relay, write
 from tests.emulator_process import EmulatorProcess
 
@@ -138,7 +139,7 @@ async def test_the_banner_s_settings_reach_an_emulator_behind_a_path_prefix(tmp_
         assert f"(WebSocket ws://127.0.0.1:{port}/pusher/app/{{key}})" in banner
         assert f'new Pusher("k1", {{ wsHost: "127.0.0.1", wsPort: {port}, wsPath: "/pusher", ' in banner
         assert "ssl=false (not with path_prefix /pusher: they send /apps/… without it; use RELAY_URL)" in banner
-        assert "app 1:\n" in banner and "app 2 (disabled: connections get 4003, the API 404):\n" in banner
+        assert "app 1:\n" in banner and "app 2 (disabled: connections get 4003, the API 403):\n" in banner
         [relay_url] = re.findall(r"RELAY_URL: +(emulator://k1\S*)", banner)
         assert relay_url == f"emulator://k1:s1@127.0.0.1:{port}/pusher/apps/1"
         async with connect(f"ws://127.0.0.1:{port}/pusher/app/k1?protocol=7") as ws:
@@ -149,6 +150,10 @@ async def test_the_banner_s_settings_reach_an_emulator_behind_a_path_prefix(tmp_
                 await relay.publish("orders", "order-ready", {"id": 7})
             frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert (frame["event"], json.loads(frame["data"])) == ("order-ready", {"id": 7})
+        async with AsyncRelay.from_url(relay_url.replace("k1:s1", "k2:s2").replace("/apps/1", "/apps/2")) as disabled:
+            with pytest.raises(RelayError) as refused:
+                await disabled.publish("orders", "e", {})
+            assert refused.value.http_status == 403
     finally:
         await process.stop()
 

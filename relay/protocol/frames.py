@@ -96,9 +96,8 @@ def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-def check_event_data(data: str, limits: Limits) -> None:
-    """An event's ``data`` within Pusher's size limit (10 KB by default), counted in UTF-8 bytes."""
-    size = utf8_length(data)
+def check_event_size(size: int, limits: Limits) -> None:
+    """An event's ``data`` of ``size`` UTF-8 bytes within Pusher's size limit (10 KB by default)."""
     if size > limits.max_event_bytes:
         raise PayloadTooLarge(f"data is {size} bytes; the limit is {limits.max_event_bytes}")
 

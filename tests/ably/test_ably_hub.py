@@ -94,6 +94,7 @@ class Hub:
             credentials,
             binary=binary,
             echo=True,
+            log_refusal=lambda code, reason, path: None,
         )
         session.open(resuming=False)
         link.frames.clear()

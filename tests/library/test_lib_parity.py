@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from relay import AsyncRelay, Relay
+from relay.adapters.memory import Published, memory_store
 from relay.config import parse_url
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
 from relay.errors import ConfigError, LimitExceeded, PayloadTooLarge, ProtocolError
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, StartEmulator
 
 PUSHER_URL = "pusher://app-key:app-secret@api-eu.pusher.com/apps/1"
 
@@ -90,3 +91,36 @@ def test_a_presence_member_over_pusher_s_limits_is_refused_when_signing(url: str
     with pytest.raises(PayloadTooLarge, match=r"user_info is 1[0-9]{3} bytes; the limit is 1024"):
         client.authorize_channel("1.1", "presence-room", {"id": "u", "info": {"bio": "x" * 1100}})
     assert client.authorize_channel("1.1", "presence-room", {"id": "u" * 128})["auth"]
+
+
+MASTER_KEY = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
+
+
+async def test_memory_refuses_the_event_sizes_the_emulator_refuses_encrypted_channels_included(
+    start_emulator: StartEmulator,
+) -> None:
+    """Pusher's 10 KB limit counts what is sent: an encrypted channel's data goes as the JSON of a nonce and the
+    ciphertext in base64, so 7,619 plaintext bytes fit (10,240 sent) and 7,620 do not (10,244). memory:// refuses
+    exactly what the emulator refuses, with its message."""
+    emulator = await start_emulator()
+    query = f"?encryption_master_key={MASTER_KEY}"
+    plain, encrypted = "orders", "private-encrypted-orders"
+    cases = [(plain, 10_240), (plain, 10_241), (encrypted, 7_619), (encrypted, 7_620)]
+    refused = ["data is 10241 bytes; the limit is 10240", "data is 10244 bytes; the limit is 10240"]
+    memory_store("sizes").clear()
+    memory = AsyncRelay(f"memory://sizes{query}")
+    async with AsyncRelay(f"emulator://app-key:app-secret@127.0.0.1:{emulator.port}/apps/1{query}") as real:
+        for client in (memory, real):
+            outcomes = []
+            for channel, size in cases:
+                try:
+                    await client.publish(channel, "e", "x" * size)
+                    outcomes.append("sent")
+                except PayloadTooLarge as exc:
+                    outcomes.append(exc.message)
+            assert outcomes[0] == outcomes[2] == "sent", outcomes
+            assert refused[0] in outcomes[1] and refused[1] in outcomes[3], outcomes
+    assert memory_store("sizes").published == [
+        Published(plain, "e", "x" * 10_240),
+        Published(encrypted, "e", "x" * 7_619),
+    ]
