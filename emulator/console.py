@@ -28,9 +28,9 @@ from relay.emulator.http_api import Response, error_response, json_response, met
 from relay.emulator.limits import TokenBucket
 from relay.emulator.logs import clipped
 from relay.emulator.usage import local_reach, usage_document, usage_summary
-from relay.errors import PayloadTooLarge, ProtocolError, RelayError
-from relay.protocol.channels import validate_channel_name, validate_event_name
-from relay.protocol.frames import dumps, loads, utf8_length
+from relay.errors import ProtocolError, RelayError
+from relay.protocol.channels import ChannelKind, classify, validate_channel_name, validate_event_name
+from relay.protocol.frames import check_event_size, dumps, loads, utf8_length
 
 if TYPE_CHECKING:
     from relay.emulator.hub import AppState
@@ -304,10 +304,14 @@ class Operations:
             limits = state.app.limits
             channel = validate_channel_name(request.get("channel"), limits)
             event = validate_event_name(request.get("event"), limits)
+            if classify(channel) is ChannelKind.ENCRYPTED:  # the key is the app's backend's, never the server's
+                raise ProtocolError(
+                    f"{channel!r} is end-to-end encrypted and the emulator does not hold its key: publish to it with "
+                    "the library (encryption_master_key in RELAY_URL), whose data subscribers can decrypt"
+                )
             raw = request.get("data", "")
             data = raw if isinstance(raw, str) else dumps(raw)
-            if utf8_length(data) > limits.max_event_bytes:
-                raise PayloadTooLarge(f"data is over {limits.max_event_bytes} bytes")
+            check_event_size(utf8_length(data), limits)
         except RelayError as exc:
             return error_response(exc.http_status or 400, exc.message)
         reached = local_reach(state, channel, None)  # a #server-to-user- channel reaches the user's connections

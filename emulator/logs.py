@@ -2,9 +2,9 @@
 
 Records carry their fields as ``extra={...}``; the text format appends them as ``key=value``, the JSON format as
 keys. Every line passes through the redactor last, whatever logged it: the app secrets and the console token are
-replaced by ``***`` (as written, JSON-escaped or percent-encoded), and so are credentials in URLs
-(:func:`redact_urls`, also what the console and configuration errors show of a URL) and ``auth_signature``/``token``
-query values.
+replaced by ``***`` (as written, JSON-escaped or percent-encoded), and so are credentials in URLs: user-info and
+``auth_signature``, ``token``, ``secret`` and ``password`` query values (:func:`redact_urls`, also what the console
+and configuration errors show of a URL).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ _URL_SAFE = ("", "/", "!'()*")
 
 
 def redact_urls(text: str) -> str:
-    """``text`` with the user-info of every URL in it hidden (``http://user:pass@host`` → ``http://***@host``)."""
-    return _URL_USERINFO.sub(f"://{REDACTED}@", text)
+    """``text`` with the credentials of every URL in it hidden: user-info (``http://user:pass@host`` →
+    ``http://***@host``) and secret-looking query values (``?token=abc`` → ``?token=***``)."""
+    return _URL_USERINFO.sub(f"://{REDACTED}@", _QUERY_SECRETS.sub(rf"\1{REDACTED}", text))
 
 
 def secret_forms(secret: str) -> set[str]:
@@ -59,7 +60,6 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        text = _QUERY_SECRETS.sub(rf"\1{REDACTED}", text)
         return redact_urls(text)
 
 

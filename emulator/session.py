@@ -147,6 +147,11 @@ class Session:
 
     def _error(self, message: str, code: int | None = None) -> None:
         self.send_text(frames.error(code, message))
+        self.state.meter.refused("error", self.socket_id, None, code, message)
+
+    def _refuse_subscription(self, channel: str, kind: str, message: str, status: int) -> None:
+        self.send_text(frames.subscription_error(channel, kind, message, status))
+        self.state.meter.refused("subscription_error", self.socket_id, channel, status, message)
 
     # -- input ------------------------------------------------------------------------------------------------
 
@@ -224,7 +229,7 @@ class Session:
             validate_channel_name(name, app.limits)
         except ProtocolError as exc:
             # Echoed verbatim (the frame size limit bounds it) so the client can route the error.
-            self.send_text(frames.subscription_error(name, "InvalidChannel", exc.message, 400))
+            self._refuse_subscription(name, "InvalidChannel", exc.message, 400)
             return
         if name in self.subscriptions:
             # Hosted Pusher's answer (pusher-js#45): the subscription stays as it is and the duplicate's auth grants
@@ -234,16 +239,14 @@ class Session:
         if len(self.subscriptions) >= app.limits.max_subscriptions_per_connection:
             limit = app.limits.max_subscriptions_per_connection
             message = f"this connection already has {limit} subscriptions, the limit"
-            self.send_text(frames.subscription_error(name, "LimitReached", message, 4100))
+            self._refuse_subscription(name, "LimitReached", message, 4100)
             return
         kind = classify(name)
         member: Member | None = None
         try:
             if kind is ChannelKind.SERVER_TO_USER:
                 if self.user_id is None or name != SERVER_TO_USER_PREFIX + self.user_id:
-                    self.send_text(
-                        frames.subscription_error(name, "AuthError", "only the signed-in user may subscribe", 403)
-                    )
+                    self._refuse_subscription(name, "AuthError", "only the signed-in user may subscribe", 403)
                     return
             elif kind is ChannelKind.PRESENCE:
                 member = self._presence_member(name, data)
@@ -251,15 +254,15 @@ class Session:
                 auth = data.get("auth")
                 verify_channel_auth(*app.key_pair(token_key(auth)), self.socket_id, name, auth)
         except (LimitExceeded, PayloadTooLarge) as exc:
-            self.send_text(frames.subscription_error(name, "LimitReached", exc.message, 4100))
+            self._refuse_subscription(name, "LimitReached", exc.message, 4100)
             return
         except RelayError as exc:
             status = exc.http_status or 401
-            self.send_text(frames.subscription_error(name, "AuthError", exc.message, status))
+            self._refuse_subscription(name, "AuthError", exc.message, status)
             return
         if member is not None and self.state.would_exceed_members(name, member.user_id):
             limit = app.limits.max_presence_members
-            self.send_text(frames.subscription_error(name, "LimitReached", f"presence limit of {limit} reached", 4100))
+            self._refuse_subscription(name, "LimitReached", f"presence limit of {limit} reached", 4100)
             return
         self.subscriptions[name] = None if member is None else member.user_id
         if kind.needs_auth:

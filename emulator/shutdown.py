@@ -105,10 +105,13 @@ def heeded(signum: int) -> bool:
     return signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN
 
 
-async def serve_until_signalled(node: EmulatorNode, server: asyncio.Server) -> None:
+async def serve_until_signalled(
+    node: EmulatorNode, server: asyncio.Server, listening: Callable[[], None] | None = None
+) -> None:
     """Serve until SIGTERM, SIGINT or SIGHUP (a closed terminal; unless it is ignored, as under nohup), then shut
     down gracefully (a second signal hurries it) and write the usage file when the config names one (checkpointing
-    the run's usage beside it meanwhile, for a crash)."""
+    the run's usage beside it meanwhile, for a crash). ``listening`` (the banner, the readiness report) is called once
+    the handlers are in place: a stop sent as soon as it is seen must not find the default handler, which kills."""
     loop = asyncio.get_running_loop()
     stop, hurry = asyncio.Event(), asyncio.Event()
     address = server.sockets[0].getsockname() if server.sockets else (node.config.host, node.config.port)
@@ -140,6 +143,8 @@ async def serve_until_signalled(node: EmulatorNode, server: asyncio.Server) -> N
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if heeded(signum):
             loop.add_signal_handler(signum, signalled)
+    if listening is not None:
+        listening()
     usage_file = node.config.usage_file
     checkpoint = None if usage_file is None else start_checkpoint(node)
     await stop.wait()

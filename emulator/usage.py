@@ -28,7 +28,7 @@ import datetime as dt
 import math
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +117,15 @@ class DayUsage:
             "connection_minutes": self.connection_minutes,
             "bytes_out": self.bytes_out,
         }
+
+
+LOGGED_DATA = 500  # characters of an event's data a console row shows
+LOGGED_WEBHOOK_EVENTS = 10  # a console row names a webhook request's first events, and says how many it carried
+
+
+def _shown(data: str) -> str:
+    """An event's data as the console shows it: the first LOGGED_DATA characters, and "…" when there was more."""
+    return data if len(data) <= LOGGED_DATA else data[:LOGGED_DATA] + "…"
 
 
 def day_name(index: int) -> str:
@@ -251,7 +260,7 @@ class AppMeter:
         self.publishes += 1
         if self.observer is not None:
             self.observer(
-                {"type": "publish", "channel": channel, "event": event, "data": data[:500], "recipients": reached}
+                {"type": "publish", "channel": channel, "event": event, "data": _shown(data), "recipients": reached}
             )
         return units
 
@@ -270,11 +279,19 @@ class AppMeter:
                     "type": "client_event",
                     "channel": channel,
                     "event": event,
-                    "data": data[:500],
+                    "data": _shown(data),
                     "socket_id": socket_id,
                     "user_id": user_id,
                     "recipients": reached,
                 }
+            )
+
+    def refused(self, kind: str, socket_id: str, channel: str | None, code: int | None, message: str) -> None:
+        """A ``pusher:error`` (``kind`` "error") or ``pusher:subscription_error`` (``kind`` "subscription_error", the
+        HTTP-like status as ``code``) sent to a connection: not usage, but what the console shows of it."""
+        if self.observer is not None:
+            self.observer(
+                {"type": kind, "socket_id": socket_id, "channel": channel, "code": code, "message": _shown(message)}
             )
 
     def member_event(self, channel: str, user_id: str, *, added: bool, reached: int) -> None:
@@ -328,8 +345,11 @@ class AppMeter:
         self._day(self._clock()).api_requests += 1
         self.api_requests += 1
 
-    def webhook_sent(self, hook: Webhook, status: int | None) -> None:
-        """One webhook request (each retry is another request); ``status`` None when no response came back."""
+    def webhook_sent(
+        self, hook: Webhook, status: int | None, events: Sequence[Mapping[str, object]], attempt: int
+    ) -> None:
+        """One webhook request (each retry is another request, ``attempt`` counting from 1) carrying ``events``;
+        ``status`` None when no response came back."""
         day = self._day(self._clock())
         day.webhooks += 1
         day.ably_messages += 1
@@ -338,7 +358,18 @@ class AppMeter:
         if status is None or not 200 <= status < 300:
             self.webhook_failures += 1
         if self.observer is not None:
-            self.observer({"type": "webhook", "url": redact_urls(hook.url), "status": status})
+            channels = {str(event.get("channel", "")) for event in events}
+            self.observer(
+                {
+                    "type": "webhook",
+                    "url": redact_urls(hook.url),
+                    "status": status,
+                    "attempt": attempt,
+                    "events": [str(event["name"]) for event in events[:LOGGED_WEBHOOK_EVENTS]],
+                    "events_total": len(events),
+                    "channel": channels.pop() if len(channels) == 1 else None,
+                }
+            )
 
     # -- snapshots --------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import httpx
 
@@ -40,7 +40,7 @@ class WebhookDispatcher:
         client: httpx.AsyncClient,
         *,
         clock: Callable[[], float] = time.time,
-        on_delivery: Callable[[Webhook, int | None], None] | None = None,
+        on_delivery: Callable[[Webhook, int | None, Sequence[WebhookEvent], int], None] | None = None,
     ) -> None:
         self._app = app
         self._client = client
@@ -127,7 +127,7 @@ class WebhookDispatcher:
                 events = [outbox.popleft() for _ in range(min(len(outbox), MAX_EVENTS_PER_REQUEST))]
                 self._in_flight[index] = len(events)
                 try:
-                    await self._deliver(hook, {"time_ms": int(self._clock() * 1000), "events": events})
+                    await self._deliver(hook, events)
                 finally:
                     self._in_flight[index] = 0
         finally:
@@ -135,8 +135,8 @@ class WebhookDispatcher:
             # between would find this sender still registered and leave its events waiting for the next flush.
             del self._senders[index]
 
-    async def _deliver(self, hook: Webhook, payload: dict[str, object]) -> None:
-        body = dumps(payload).encode()
+    async def _deliver(self, hook: Webhook, events: list[WebhookEvent]) -> None:
+        body = dumps({"time_ms": int(self._clock() * 1000), "events": events}).encode()
         signed = ("content-type", "x-pusher-key", "x-pusher-signature")
         headers = {
             # A custom header named like one of these (in any case) would go out twice; the signed ones win.
@@ -147,7 +147,9 @@ class WebhookDispatcher:
         }
         deadline = self._clock() + self._app.webhook_retry_for
         delay = 1.0
+        attempt = 0
         while True:
+            attempt += 1
             status: int | None = None
             try:
                 async with (
@@ -164,7 +166,7 @@ class WebhookDispatcher:
             except Exception as exc:  # httpx refusing the request itself: one failed attempt, not a dead sender
                 log.error("webhook to %s could not be sent: %s: %.200s", hook.url, exc.__class__.__name__, exc)
             if self._on_delivery is not None:
-                self._on_delivery(hook, status)
+                self._on_delivery(hook, status, events, attempt)
             if status is not None and 200 <= status < 300:
                 return
             if self._clock() + delay > deadline:

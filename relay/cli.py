@@ -198,11 +198,14 @@ async def _serve_emulator(
     # start-up garbage is frozen with it.
     gc.collect()
     gc.freeze()
-    if announce:
-        print(_client_settings(config, server.sockets[0].getsockname()[1], show_secrets=show_secrets), flush=True)
-    if ready is not None:
-        ready()
-    await serve_until_signalled(node, server)  # then a graceful shutdown, and the usage file
+
+    def listening() -> None:
+        if announce:
+            print(_client_settings(config, server.sockets[0].getsockname()[1], show_secrets=show_secrets), flush=True)
+        if ready is not None:
+            ready()
+
+    await serve_until_signalled(node, server, listening)  # then a graceful shutdown, and the usage file
     await server.wait_closed()
 
 
@@ -259,14 +262,15 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
                 if ended is not None:
                     return 2 if ended == 2 else 1  # 2: the worker printed its configuration error
                 raise ConfigError("a worker did not start listening within 30 s (see its log above)")
-    print(_client_settings(config, config.port, show_secrets=show_secrets), flush=True)
-    return _supervise(processes, start_worker)
+    banner = _client_settings(config, config.port, show_secrets=show_secrets)
+    return _supervise(processes, start_worker, lambda: print(banner, flush=True))
 
 
-def _supervise(processes: list[Any], start_worker: Callable[[], Any]) -> int:
+def _supervise(processes: list[Any], start_worker: Callable[[], Any], listening: Callable[[], None]) -> int:
     """Replace the workers that die until a stopping signal, then wait for them: 0 when every worker then shut down
     cleanly (whatever happened to the workers replaced before), else 1; when workers keep dying, stop them all and
-    return 1 (2 when the last one printed a configuration error)."""
+    return 1 (2 when the last one printed a configuration error). ``listening`` (the banner) is called once the
+    handlers are in place, so that a stop sent as soon as it is seen is forwarded, not the supervisor killed."""
     from relay.emulator.descriptors import log
     from relay.emulator.shutdown import heeded
 
@@ -286,6 +290,7 @@ def _supervise(processes: list[Any], start_worker: Callable[[], Any]) -> int:
     for signum in STOP_SIGNALS:
         if heeded(signum):
             signal.signal(signum, stop)
+    listening()
     while processes or (restarts and not stopping):
         now = time.monotonic()
         while restarts and restarts[0] <= now and not stopping:

@@ -9,6 +9,8 @@ import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,3 +129,40 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 def trusting(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
+
+
+@dataclass
+class ConsoleLog:
+    """The log events of the console's stream (``/console/events``) of one app, as they come."""
+
+    lines: AsyncIterator[str]
+
+    async def next(self, within: float = 5.0) -> dict[str, Any]:
+        """The next log event (the stream's state snapshots are skipped)."""
+        async with asyncio.timeout(within):
+            kind = ""
+            async for line in self.lines:
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "log":
+                    event: dict[str, Any] = json.loads(line[6:])
+                    return event
+        raise AssertionError("the console stream ended")
+
+    async def until(self, kind: str, within: float = 5.0) -> dict[str, Any]:
+        """The next log event of type ``kind``."""
+        async with asyncio.timeout(within):
+            while (event := await self.next(within))["type"] != kind:
+                pass
+        return event
+
+
+@asynccontextmanager
+async def console_log(base_url: str, app_id: str) -> AsyncIterator[ConsoleLog]:
+    """Watch ``app_id``'s console stream (the emulator on loopback, no console token)."""
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=5) as http,
+        http.stream("GET", "/console/events", params={"app": app_id}) as stream,
+    ):
+        assert stream.status_code == 200
+        yield ConsoleLog(stream.aiter_lines())

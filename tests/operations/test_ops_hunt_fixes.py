@@ -313,7 +313,9 @@ async def test_a_webhook_sender_survives_any_error_counts_it_and_retries(
     app = App(app_id="1", key="k", secret="s", webhooks=(Webhook(url=receiver.url + "/hooks"),), webhook_batch_ms=0)
     statuses: list[int | None] = []
     async with httpx.AsyncClient(transport=FailingOnce()) as client:
-        dispatcher = WebhookDispatcher(app, client, on_delivery=lambda hook, status: statuses.append(status))
+        dispatcher = WebhookDispatcher(
+            app, client, on_delivery=lambda hook, status, events, attempt: statuses.append(status)
+        )
         with caplog.at_level(logging.WARNING, logger="relay.emulator.webhooks"):
             dispatcher.emit({"name": "channel_occupied", "channel": "news"})
             await receiver.wait_for(1, within=3.0)  # retried after about a second

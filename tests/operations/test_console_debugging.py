@@ -1,0 +1,115 @@
+"""The console as a frontend developer debugs with it: refused subscriptions and other errors sent to a connection
+are in its log, webhook rows say what each request carried and which attempt it was (and never show a secret of its
+URL), long data is marked as cut, the form refuses what it cannot publish (an encrypted channel) and says when the
+emulator cannot be reached, and an app that does not exist is named instead of a silent retry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+from playwright.async_api import Browser, expect
+
+from relay.emulator.config import Webhook
+from tests.conftest import StartEmulator
+from tests.emulator_process import EmulatorProcess
+from tests.operations.support import APP, console_log, publish, ws_client
+from tests.operations.test_console import browser as browser
+from tests.webhook_receiver import Receiver
+
+
+async def test_the_log_shows_refusals_what_each_webhook_carried_and_cut_data(
+    start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """A forged private subscription's subscription_error and a client event over the rate (4301) are logged with
+    the connection; a webhook answered 500 then 200 is two rows naming its events, its channel and the attempt, its
+    URL's token hidden; data over 500 characters ends with "…"."""
+    receiver.statuses.extend([500])
+    hook = Webhook(url=f"{receiver.url}?token=hook-secret-1")
+    app = replace(APP, client_events=True, webhooks=(hook,), webhook_batch_ms=10, webhook_retry_for=10.0)
+    emulator = await start_emulator(app=app)
+    async with console_log(emulator.http_url, app.app_id) as log:
+        client = await ws_client(emulator.ws_url())
+        forged = {"channel": "private-orders", "auth": f"{app.key}:{'0' * 64}"}
+        await client.send("pusher:subscribe", forged)
+        refusal = (await client.expect("pusher:subscription_error"))["data"]
+        logged = await log.until("subscription_error")
+        assert logged == {
+            **logged,
+            "channel": "private-orders",
+            "code": refusal["status"],
+            "message": refusal["error"],
+            "socket_id": client.socket_id,
+        }
+        assert refusal["status"] == 401
+
+        await client.subscribe("private-chat", app)
+        occupied = [await log.until("webhook", within=5.0) for _ in range(2)]
+        for attempt, status in enumerate((500, 200), start=1):
+            assert occupied[attempt - 1] == {
+                **occupied[attempt - 1],
+                "status": status,
+                "attempt": attempt,
+                "events": ["channel_occupied"],
+                "events_total": 1,
+                "channel": "private-chat",
+                "url": f"{receiver.url}?token=***",
+            }
+
+        for n in range(11):  # one over the 10 a second
+            await client.send("client-typing", {"n": n}, channel="private-chat")
+        error = await log.until("error")
+        assert (error["code"], error["socket_id"]) == (4301, client.socket_id)
+        assert error["message"] == "Client event rejected due to rate limit (10/s)"
+
+        await publish(emulator.http_url, app, "private-chat", "long", "x" * 600)
+        published = await log.until("publish")
+        assert published["data"] == "x" * 500 + "…"
+        await client.close()
+
+
+async def test_the_form_refuses_an_encrypted_channel_it_cannot_encrypt(start_emulator: StartEmulator) -> None:
+    """The emulator never holds an encrypted channel's key: a console publish to one would reach subscribers as data
+    pusher-js cannot decrypt (it drops it), so it is refused with what to do instead."""
+    emulator = await start_emulator(app=APP)
+    async with httpx.AsyncClient(base_url=emulator.http_url, timeout=5) as http:
+        body = {"app_id": APP.app_id, "channel": "private-encrypted-orders", "event": "e", "data": "{}"}
+        answer = await http.post("/console/publish", json=body)
+        assert answer.status_code == 400
+        assert answer.json()["error"].startswith(
+            "'private-encrypted-orders' is end-to-end encrypted and the emulator does not hold its key: publish to it"
+        )
+        body["channel"] = "orders"
+        assert (await http.post("/console/publish", json=body)).json() == {"ok": True, "recipients": 0}
+
+
+async def test_the_page_names_a_missing_app_shows_refusals_and_an_unreachable_emulator(browser: Browser) -> None:
+    """In Chromium: /console?app=999 says there is no such app and shows app 1 (an EventSource retried the 404 for
+    ever, "reconnecting…"); a refused subscription is a row of the log; the form, once the emulator has stopped,
+    says it cannot be reached (it kept the previous answer and threw "Failed to fetch" unhandled)."""
+    emulator = await EmulatorProcess.start("--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret)
+    try:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(f"http://127.0.0.1:{emulator.port}/console?app=999")
+        await expect(page.locator("#status")).to_have_text("live — no app 999 on this emulator: showing app 1")
+        await expect(page.locator("#app")).to_have_value("1")
+
+        client = await ws_client(f"ws://127.0.0.1:{emulator.port}/app/{APP.key}?protocol=7")
+        await client.send("pusher:subscribe", {"channel": "private-orders", "auth": f"{APP.key}:{'0' * 64}"})
+        await client.expect("pusher:subscription_error")
+        row = page.locator('#log tr[data-type="subscription_error"]')
+        await expect(row.locator(".channel")).to_have_text("private-orders")
+        await expect(row.locator(".what")).to_have_text("401")
+        await expect(row.locator(".details")).to_contain_text(client.socket_id)
+        await client.close()
+
+        assert await emulator.stop() == 0
+        await page.fill("#pub-channel", "orders")
+        await page.fill("#pub-event", "e")
+        await page.click("#pub-send")
+        await expect(page.locator("#pub-result")).to_contain_text("not sent: the emulator cannot be reached")
+        assert errors == []
+    finally:
+        await emulator.kill()
