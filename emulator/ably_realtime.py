@@ -112,6 +112,7 @@ class AblySession(ForeignPeer):
         "echo",
         "last_activity",
         "last_sent",
+        "opened_at",
         "ping_sent_at",
         "socket_id",
         "state",
@@ -150,7 +151,7 @@ class AblySession(ForeignPeer):
         self.channels: dict[str, Attachment] = {}
         self.closed = False
         self._released = False
-        self.last_activity = self.last_sent = clock()
+        self.opened_at = self.last_activity = self.last_sent = clock()
         self.ping_sent_at: float | None = None
         self._last_serial = -1
         self._inbound = TokenBucket(MAX_INBOUND_RATE, self.last_activity)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from relay.emulator import metrics
+from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import unprefixed
 from relay.emulator.http_api import Response, error_response, json_response, method_not_allowed
 from relay.emulator.limits import TokenBucket
@@ -404,14 +405,19 @@ class Operations:
         ``now - opened_at``, with ``now`` added to each event as it is sent)."""
         connections = []
         for peer in itertools.islice(state.peers.values(), LISTED_CONNECTIONS):
-            subscriptions: dict[str, str | None] = getattr(peer, "subscriptions", {})
+            if isinstance(peer, AblySession):  # its client id, and the channels it is attached to
+                user_id, channels_of = peer.credentials.identified(), list(peer.channels)
+            else:  # the signed-in user, or the user it is present as
+                subscriptions: dict[str, str | None] = getattr(peer, "subscriptions", {})
+                user_id = peer.user_id or next(filter(None, subscriptions.values()), None)
+                channels_of = list(subscriptions)
             opened_at = getattr(peer, "opened_at", None)
             connections.append(
                 {
                     "socket_id": peer.socket_id,
-                    "user_id": peer.user_id or next(filter(None, subscriptions.values()), None),
-                    "channels": _first(subscriptions, LISTED_CHANNELS_PER_CONNECTION),
-                    "channels_total": len(subscriptions),
+                    "user_id": user_id,
+                    "channels": _first(channels_of, LISTED_CHANNELS_PER_CONNECTION),
+                    "channels_total": len(channels_of),
                     "opened_at": None if opened_at is None else self._epoch_ms(opened_at),
                 }
             )
