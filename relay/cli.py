@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from relay import __version__
 from relay.config import url_host
@@ -524,6 +525,7 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
     a journal or a log store) the secrets are hidden: they are in the configuration."""
     from relay.emulator.ably import ably_client_settings
     from relay.emulator.config import EmulatorConfig
+    from relay.emulator.console import is_loopback
 
     assert isinstance(config, EmulatorConfig)
     host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
@@ -538,7 +540,14 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
     ws_path = f'wsPath: "{prefix}", ' if prefix else ""
     # The Pusher server SDKs have no path setting: they send /apps/… without the prefix, which is then refused (404).
     sdks_note = f" (not with path_prefix {prefix}: they send /apps/… without it; use RELAY_URL)" if prefix else ""
-    lines = [f"Relay emulator listening on {listening}", ""]
+    if config.console_token:
+        token = quote(config.console_token, safe="") if show_secrets else "***"
+        console = f"{http}://{in_url}:{port}/console?token={token}"
+    elif is_loopback(config.host):
+        console = f"{http}://{in_url}:{port}/console"
+    else:  # the console's own rule: off the loopback only with a token
+        console = "off (not bound to a loopback address: start with --console-token to open it)"
+    lines = [f"Relay emulator listening on {listening}", f"Console:     {console}", ""]
     for app in config.apps:
         secret = app.secret if show_secrets else "***"
         lines += [

@@ -16,7 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from relay import AsyncRelay, __version__
-from relay.cli import _run, main
+from relay.cli import _client_settings, _run, main
+from relay.emulator.config import App, EmulatorConfig
 from relay.errors import RelayError
 from tests.cli_support import assert_refused, not_installed, run_relay, write
 from tests.emulator_process import EmulatorProcess
@@ -34,6 +35,10 @@ def test_version(capsys: object) -> None:
 async def test_emulator_prints_client_settings_serves_and_stops_on_sigterm() -> None:
     emulator = await EmulatorProcess.start("--app-id", "7")
     port = emulator.port
+    [console] = re.findall(r"Console: +(\S+)", emulator.banner)
+    assert console == f"http://127.0.0.1:{port}/console"
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(console)).status_code == 200
     assert f'new Pusher("app-key", {{ wsHost: "127.0.0.1", wsPort: {port}' in emulator.banner
     assert f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/7" in emulator.banner
     async with connect(f"ws://127.0.0.1:{port}/app/app-key?protocol=7") as ws:
@@ -165,6 +170,7 @@ async def test_the_console_token_is_the_flag_then_the_file_then_the_environment(
     for flags, opens in (([], "file-token"), (["--console-token", "flag-token"], "flag-token")):
         process = await EmulatorProcess.start("--config", str(config), *flags, env={"RELAY_CONSOLE_TOKEN": "env-token"})
         try:
+            assert f"Console:     http://127.0.0.1:{process.port}/console?token={opens}\n" in process.banner
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.port}") as http:
                 statuses = {
                     token: (await http.get("/metrics", params={"token": token})).status_code
@@ -267,3 +273,15 @@ async def test_relay_serve_logs_the_gateway_s_warnings_with_their_level_and_logg
     [warning] = [line for line in served.stderr.splitlines() if "RELAY_WEBHOOK_FORWARD_URL" in line]
     assert warning.startswith("WARNING:  relay.gateway: RELAY_WEBHOOK_FORWARD_URL is set but RELAY_API_TOKEN is not")
     assert "INFO:     Uvicorn running on" in served.stderr
+
+
+def test_the_banner_says_the_console_is_off_where_it_is_and_hides_the_token_in_logged_output() -> None:
+    """Off loopback and without a token the console answers 404 (docs/emulator.md): the banner says so rather than
+    print an address that does not open; with --log-json (show_secrets off) the token is ***."""
+    app = App(app_id="1", key="k", secret="s")
+    public = _client_settings(EmulatorConfig(apps=(app,), host="0.0.0.0"), 6001)
+    assert "Console:     off (not bound to a loopback address: start with --console-token to open it)\n" in public
+    tokened = EmulatorConfig(apps=(app,), console_token="t&k n")
+    assert "Console:     http://127.0.0.1:6001/console?token=t%26k%20n\n" in _client_settings(tokened, 6001)
+    hidden = _client_settings(tokened, 6001, show_secrets=False)
+    assert "Console:     http://127.0.0.1:6001/console?token=***\n" in hidden
