@@ -2,9 +2,9 @@
 
 Records carry their fields as ``extra={...}``; the text format appends them as ``key=value``, the JSON format as
 keys. Every line passes through the redactor last, whatever logged it: the app secrets and the console token are
-replaced by ``***`` (as written, JSON-escaped or percent-encoded), and so are credentials in URLs: user-info and
-``auth_signature``, ``token``, ``secret`` and ``password`` query values (:func:`redact_urls`, also what the console
-and configuration errors show of a URL).
+replaced by ``***`` (as written, JSON-escaped or percent-encoded), and so are credentials in URLs (user-info and
+secret-looking query values: :func:`redact_urls`, also what the console and configuration errors show of a URL) and
+``auth_signature``/``token``/``secret``/``password`` values anywhere.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from urllib.parse import quote, quote_plus
 
 REDACTED = "***"
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
-_QUERY_SECRETS = re.compile(r"(?i)((?:auth_signature|token|secret|password)=)[^&\s\"']+")
+_QUERY_SECRETS = re.compile(r"(?i)((?:auth_signature|token|secret|password)=)[^&#\s\"']+")
+# In a URL, only query parameters are values to hide (a path segment or a password holding "token=" is not one).
+_URL_QUERY_SECRETS = re.compile(r"(?i)([?&;](?:[\w.-]*?(?:token|secret|password|signature|sig)|api_?key)=)[^&#\s\"']+")
 # A URL's authority runs to the first '/', '?' or '#' (here also to whitespace, as URLs sit in text) and its user-info
 # to the authority's last '@', as urlsplit and httpx read it: a password may hold quotes or an unencoded '@'.
 _URL_USERINFO = re.compile(r"://[^/?#\s]*@")
@@ -32,8 +34,9 @@ _URL_SAFE = ("", "/", "!'()*")
 
 def redact_urls(text: str) -> str:
     """``text`` with the credentials of every URL in it hidden: user-info (``http://user:pass@host`` →
-    ``http://***@host``) and secret-looking query values (``?token=abc`` → ``?token=***``)."""
-    return _URL_USERINFO.sub(f"://{REDACTED}@", _QUERY_SECRETS.sub(rf"\1{REDACTED}", text))
+    ``http://***@host``) and the values of secret-looking query parameters (``?token=abc``, ``&api_key=…``,
+    ``&sig=…`` → ``***``)."""
+    return _URL_QUERY_SECRETS.sub(rf"\1{REDACTED}", _URL_USERINFO.sub(f"://{REDACTED}@", text))
 
 
 def secret_forms(secret: str) -> set[str]:
@@ -60,7 +63,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return redact_urls(text)
+        return _QUERY_SECRETS.sub(rf"\1{REDACTED}", redact_urls(text))  # also outside URLs: a logged query string
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:

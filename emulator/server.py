@@ -778,6 +778,7 @@ class HttpConnection(asyncio.Protocol):
         message = f"Message too large: this app accepts WebSocket messages up to {self.ws.max_size} bytes"
         self.write(encode_text(frames.error(None, message)))
         self.write_queued()
+        session.state.meter.refused("error", session.socket_id, None, None, message)
 
     def _flush(self) -> None:
         ws, transport = self.ws, self.transport

@@ -113,6 +113,7 @@ class Session:
         self.closed = True
         self._link.write(encode_text(frames.error(code, message)))
         self._link.close(code, message)
+        self.state.meter.refused("error", self.socket_id, None, code, message)
 
     def check_liveness(self, now: float) -> None:
         """Ping after ``activity_timeout`` of silence; close 4201 when the ping goes unanswered."""
@@ -145,9 +146,9 @@ class Session:
         self.send_frame(frame)
         self.state.meter.fanout(len(frame), 1, self.state.deflate_saved(frame, (self.socket_id,)))  # as written
 
-    def _error(self, message: str, code: int | None = None) -> None:
+    def _error(self, message: str, code: int | None = None, channel: str | None = None) -> None:
         self.send_text(frames.error(code, message))
-        self.state.meter.refused("error", self.socket_id, None, code, message)
+        self.state.meter.refused("error", self.socket_id, channel, code, message)
 
     def _refuse_subscription(self, channel: str, kind: str, message: str, status: int) -> None:
         self.send_text(frames.subscription_error(channel, kind, message, status))
@@ -337,13 +338,13 @@ class Session:
         app = self.state.app
         name = frame.channel
         if not app.client_events:
-            self._error("Client events are not enabled for this app", ErrorCode.CLIENT_EVENT_REJECTED)
+            self._error("Client events are not enabled for this app", ErrorCode.CLIENT_EVENT_REJECTED, name)
             return
         if name is None or name not in self.subscriptions:
-            self._error(f"Client event rejected: not subscribed to {name!r}")
+            self._error(f"Client event rejected: not subscribed to {name!r}", channel=name)
             return
         if not classify(name).allows_client_events:
-            self._error("Client events are only allowed on private and presence channels")
+            self._error("Client events are only allowed on private and presence channels", channel=name)
             return
         # No one-second span relays more than the limit: the limit-th latest relayed event must be a second old.
         # Only relayed events count: a refused one reaches no one (and the frame budget bounds what refusals cost).
@@ -353,7 +354,7 @@ class Session:
             recent = self._recent_client_events = [float("-inf")] * limit
         oldest = self._oldest_recent
         if now - recent[oldest] < 1.0:
-            self._error(f"Client event rejected due to rate limit ({limit}/s)", ErrorCode.CLIENT_EVENT_REJECTED)
+            self._error(f"Client event rejected due to rate limit ({limit}/s)", ErrorCode.CLIENT_EVENT_REJECTED, name)
             return
         validate_event_name(frame.event, app.limits)
         data = frames.client_event_data(frame.data)

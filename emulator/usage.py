@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from relay.emulator.config import Webhook
-from relay.emulator.logs import redact_urls
+from relay.emulator.logs import clipped, redact_urls
 from relay.protocol.channels import SERVER_TO_USER_PREFIX
 from relay.protocol.frames import utf8_length
 
@@ -119,13 +119,10 @@ class DayUsage:
         }
 
 
-LOGGED_DATA = 500  # characters of an event's data a console row shows
+LOGGED_DATA = 500  # characters of an event's data (or of an error's message) a console row shows
+LOGGED_CHANNEL = 200  # characters of a refused channel name (any length a frame holds) a console row shows
+LOGGED_REFUSALS_PER_SECOND = 20  # refusals a second the console is told of, per app
 LOGGED_WEBHOOK_EVENTS = 10  # a console row names a webhook request's first events, and says how many it carried
-
-
-def _shown(data: str) -> str:
-    """An event's data as the console shows it: the first LOGGED_DATA characters, and "…" when there was more."""
-    return data if len(data) <= LOGGED_DATA else data[:LOGGED_DATA] + "…"
 
 
 def day_name(index: int) -> str:
@@ -147,6 +144,8 @@ class AppMeter:
         self._in_second = 0
         self.users: set[str] = set()
         self.observer: Observer | None = None
+        self._refusals_since = float("-inf")  # the second whose refusals the console is being told of
+        self._refusals_shown = self._refusals_unshown = 0
         self.started_at = clock()  # runs whose lifetimes overlap add their peaks in a shared usage file
         # Lifetime totals for /metrics.
         self.connections_opened = 0
@@ -259,9 +258,8 @@ class AppMeter:
         units = self._count_publish(now, day, size, reached)
         self.publishes += 1
         if self.observer is not None:
-            self.observer(
-                {"type": "publish", "channel": channel, "event": event, "data": _shown(data), "recipients": reached}
-            )
+            shown = clipped(data, LOGGED_DATA)
+            self.observer({"type": "publish", "channel": channel, "event": event, "data": shown, "recipients": reached})
         return units
 
     def client_event(
@@ -279,7 +277,7 @@ class AppMeter:
                     "type": "client_event",
                     "channel": channel,
                     "event": event,
-                    "data": _shown(data),
+                    "data": clipped(data, LOGGED_DATA),
                     "socket_id": socket_id,
                     "user_id": user_id,
                     "recipients": reached,
@@ -288,11 +286,28 @@ class AppMeter:
 
     def refused(self, kind: str, socket_id: str, channel: str | None, code: int | None, message: str) -> None:
         """A ``pusher:error`` (``kind`` "error") or ``pusher:subscription_error`` (``kind`` "subscription_error", the
-        HTTP-like status as ``code``) sent to a connection: not usage, but what the console shows of it."""
-        if self.observer is not None:
-            self.observer(
-                {"type": kind, "socket_id": socket_id, "channel": channel, "code": code, "message": _shown(message)}
-            )
+        HTTP-like status as ``code``) sent to a connection: not usage, but what the console shows of it. At most
+        LOGGED_REFUSALS_PER_SECOND a second are shown (a client in a loop would push everything else out of the
+        log), the next one shown saying how many were not."""
+        if self.observer is None:
+            return
+        now = self._clock()
+        if now - self._refusals_since >= 1.0:
+            self._refusals_since, self._refusals_shown = now, 0
+        if self._refusals_shown >= LOGGED_REFUSALS_PER_SECOND:
+            self._refusals_unshown += 1
+            return
+        self._refusals_shown += 1
+        event: dict[str, object] = {
+            "type": kind,
+            "socket_id": socket_id,
+            "channel": None if channel is None else clipped(channel, LOGGED_CHANNEL),
+            "code": code,
+            "message": clipped(message, LOGGED_DATA),
+        }
+        if self._refusals_unshown:
+            event["unshown"], self._refusals_unshown = self._refusals_unshown, 0
+        self.observer(event)
 
     def member_event(self, channel: str, user_id: str, *, added: bool, reached: int) -> None:
         day = self._day(self._clock())

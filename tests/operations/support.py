@@ -4,6 +4,7 @@ Node client scripts (``relay emulator`` as a real process is tests/emulator_proc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import ssl
@@ -135,34 +136,43 @@ def trusting(cert: Path) -> ssl.SSLContext:
 class ConsoleLog:
     """The log events of the console's stream (``/console/events``) of one app, as they come."""
 
-    lines: AsyncIterator[str]
+    events: asyncio.Queue[dict[str, Any]]
 
     async def next(self, within: float = 5.0) -> dict[str, Any]:
-        """The next log event (the stream's state snapshots are skipped)."""
-        async with asyncio.timeout(within):
-            kind = ""
-            async for line in self.lines:
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind == "log":
-                    event: dict[str, Any] = json.loads(line[6:])
-                    return event
-        raise AssertionError("the console stream ended")
+        """The next log event (the stream's state snapshots are left out); TimeoutError if none comes in time."""
+        return await asyncio.wait_for(self.events.get(), within)
 
     async def until(self, kind: str, within: float = 5.0) -> dict[str, Any]:
         """The next log event of type ``kind``."""
         async with asyncio.timeout(within):
-            while (event := await self.next(within))["type"] != kind:
+            while (event := await self.events.get())["type"] != kind:
                 pass
         return event
 
 
 @asynccontextmanager
 async def console_log(base_url: str, app_id: str) -> AsyncIterator[ConsoleLog]:
-    """Watch ``app_id``'s console stream (the emulator on loopback, no console token)."""
+    """Watch ``app_id``'s console stream (the emulator on loopback, no console token). The stream is read in a task
+    of its own, so that a wait given up does not end it."""
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     async with (
-        httpx.AsyncClient(base_url=base_url, timeout=5) as http,
+        httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(5, read=None)) as http,  # quiet spells are fine
         http.stream("GET", "/console/events", params={"app": app_id}) as stream,
     ):
         assert stream.status_code == 200
-        yield ConsoleLog(stream.aiter_lines())
+
+        async def read() -> None:
+            kind = ""
+            async for line in stream.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "log":
+                    events.put_nowait(json.loads(line[6:]))
+
+        reader = asyncio.create_task(read())
+        try:
+            yield ConsoleLog(events)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader

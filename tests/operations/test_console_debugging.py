@@ -5,6 +5,8 @@ emulator cannot be reached, and an app that does not exist is named instead of a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import replace
 
 import httpx
@@ -19,14 +21,16 @@ from tests.webhook_receiver import Receiver
 
 
 async def test_the_log_shows_refusals_what_each_webhook_carried_and_cut_data(
-    start_emulator: StartEmulator, receiver: Receiver
+    receiver: Receiver,  # first: it outlives the emulator, whose last webhooks then find it at once
+    start_emulator: StartEmulator,
 ) -> None:
     """A forged private subscription's subscription_error and a client event over the rate (4301) are logged with
     the connection; a webhook answered 500 then 200 is two rows naming its events, its channel and the attempt, its
     URL's token hidden; data over 500 characters ends with "…"."""
     receiver.statuses.extend([500])
     hook = Webhook(url=f"{receiver.url}?token=hook-secret-1")
-    app = replace(APP, client_events=True, webhooks=(hook,), webhook_batch_ms=10, webhook_retry_for=10.0)
+    limits = replace(APP.limits, client_events_per_second=2)  # 3 events within a second, even on a slow machine
+    app = replace(APP, client_events=True, limits=limits, webhooks=(hook,), webhook_batch_ms=10, webhook_retry_for=10.0)
     emulator = await start_emulator(app=app)
     async with console_log(emulator.http_url, app.app_id) as log:
         client = await ws_client(emulator.ws_url())
@@ -56,15 +60,49 @@ async def test_the_log_shows_refusals_what_each_webhook_carried_and_cut_data(
                 "url": f"{receiver.url}?token=***",
             }
 
-        for n in range(11):  # one over the 10 a second
+        for n in range(3):  # one over the 2 a second
             await client.send("client-typing", {"n": n}, channel="private-chat")
         error = await log.until("error")
-        assert (error["code"], error["socket_id"]) == (4301, client.socket_id)
-        assert error["message"] == "Client event rejected due to rate limit (10/s)"
+        assert (error["code"], error["socket_id"], error["channel"]) == (4301, client.socket_id, "private-chat")
+        assert error["message"] == "Client event rejected due to rate limit (2/s)"
 
         await publish(emulator.http_url, app, "private-chat", "long", "x" * 600)
         published = await log.until("publish")
         assert published["data"] == "x" * 500 + "…"
+        await client.close()
+
+        signing_in = await ws_client(emulator.ws_url())  # a forged sign-in: fatal, 4009, and logged as such
+        await signing_in.send("pusher:signin", {"auth": f"{app.key}:{'0' * 64}", "user_data": '{"id":"u"}'})
+        fatal = await log.until("error")
+        assert (fatal["code"], fatal["socket_id"]) == (4009, signing_in.socket_id)
+        assert fatal["message"].startswith("Signin failed")
+
+
+async def test_a_client_refused_in_a_loop_cannot_push_everything_else_out_of_the_log(
+    start_emulator: StartEmulator,
+) -> None:
+    """Refusals are shown at most 20 a second (the page keeps 500 rows, which one connection's loop filled in a
+    second); the next one shown says how many were not, so every refusal is accounted for. A refused channel name is
+    cut to 200 characters (a frame can carry 256 KiB of one)."""
+    emulator = await start_emulator(app=replace(APP, client_events=True))
+    async with console_log(emulator.http_url, APP.app_id) as log:
+        client = await ws_client(emulator.ws_url())
+        await log.until("connected")
+        for _ in range(60):
+            await client.send("client-typing", {}, channel="private-" + "x" * 1000)
+        shown = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                shown.append(await log.next(within=0.5))
+        assert 0 < len(shown) < 60 and {event["type"] for event in shown} == {"error"}
+        assert shown[0]["channel"] == "private-" + "x" * 192 + "…"
+        await asyncio.sleep(1.0)
+        await client.send("client-typing", {}, channel="private-late")
+        late = await log.until("error")
+        assert late["channel"] == "private-late"
+        assert len(shown) + sum(event.get("unshown", 0) for event in (*shown, late)) == 60
+        errors = [await client.expect("pusher:error") for _ in range(61)]  # the client got every one
+        assert {error["data"]["code"] for error in errors} == {None}
         await client.close()
 
 
@@ -93,8 +131,10 @@ async def test_the_page_names_a_missing_app_shows_refusals_and_an_unreachable_em
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         await page.goto(f"http://127.0.0.1:{emulator.port}/console?app=999")
-        await expect(page.locator("#status")).to_have_text("live — no app 999 on this emulator: showing app 1")
+        await expect(page.locator("#status")).to_have_text('live — no app "999" on this emulator: showing app 1')
         await expect(page.locator("#app")).to_have_value("1")
+        await page.goto(f"http://127.0.0.1:{emulator.port}/console?app=")
+        await expect(page.locator("#status")).to_have_text('live — no app "" on this emulator: showing app 1')
 
         client = await ws_client(f"ws://127.0.0.1:{emulator.port}/app/{APP.key}?protocol=7")
         await client.send("pusher:subscribe", {"channel": "private-orders", "auth": f"{APP.key}:{'0' * 64}"})

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import App, EmulatorConfig, Webhook, load_config
-from relay.emulator.logs import JsonFormatter, Redactor
+from relay.emulator.logs import JsonFormatter, Redactor, redact_urls
 from relay.emulator.server import EmulatorNode, start_server
 from relay.errors import ConfigError
 from tests.cli_support import assert_refused, run_relay, write
@@ -380,3 +380,25 @@ async def test_a_refused_key_holding_the_secret_is_redacted_before_it_is_cut(
     assert record.reason.endswith("…") and len(record.reason) <= 101  # type: ignore[attr-defined]
     (line,) = formatted([record])
     assert APP.secret[:4] not in line and APP.secret[-4:] not in line, line
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:pw@h/hook?token=T1", "http://***@h/hook?token=***"),
+        (
+            "http://h/x?a=1&access_token=T2&api_key=K&sig=S&client_secret=C#frag",
+            "http://h/x?a=1&access_token=***&api_key=***&sig=***&client_secret=***#frag",
+        ),
+        ("https://u:token=p@host/x?b=2", "https://***@host/x?b=2"),  # a password holding "token=": the host stays
+        ("https://h/hook/token=abc/more?x=1", "https://h/hook/token=abc/more?x=1"),  # a path segment is no secret
+    ],
+)
+def test_a_url_shown_hides_its_user_info_and_secret_query_values_only(url: str, shown: str) -> None:
+    """What the console and configuration errors show of a URL (a webhook's, Redis'): user-info and the values of
+    secret-looking query parameters become ***, and nothing else of the URL is cut (a `token=` in the path or the
+    password took the rest of the URL, the host included, with it)."""
+    assert redact_urls(url) == shown
+    # A log line goes through the same, then hides any `token=`-like value, in a URL's path too (log text is not
+    # parsed as URLs): the host of a password holding "token=" still shows.
+    assert Redactor()("https://u:token=p@host/x?b=2") == "https://***@host/x?b=2"
