@@ -18,7 +18,7 @@ import ipaddress
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -34,7 +34,7 @@ from relay.protocol.channels import ChannelKind, classify, validate_channel_name
 from relay.protocol.frames import check_event_size, dumps, loads, utf8_length
 
 if TYPE_CHECKING:
-    from relay.emulator.hub import AppState
+    from relay.emulator.hub import AppState, Peer
     from relay.emulator.server import EmulatorNode
 
 log = logging.getLogger("relay.emulator.console")
@@ -56,6 +56,7 @@ LISTED_CHANNELS_PER_CONNECTION = 10
 LISTED_MEMBERS = 10
 USER_INFO_CHARS = 100  # a member's user_info (JSON) is cut there, with "…"
 LIST_BYTES = 100_000  # and each of the two lists stops before its JSON would pass this size
+LISTING_FILTER_CHARACTERS = 200  # a filter is compared with every connection and channel each tick: kept short
 _OPS_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/usage", "/console", "/console/", "/console/apps", "/console/events",
      "/console/publish"}
@@ -79,11 +80,12 @@ def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
 class _Stream:
     """One console watching one app over Server-Sent Events (chunked, so proxies see where each event ends)."""
 
-    __slots__ = ("app_id", "last_state", "transport")
+    __slots__ = ("app_id", "last_state", "listing", "transport")
 
-    def __init__(self, transport: asyncio.Transport, app_id: str) -> None:
+    def __init__(self, transport: asyncio.Transport, app_id: str, listing: str) -> None:
         self.transport = transport
         self.app_id = app_id
+        self.listing = listing  # the text the listed connections and channels must contain; "" lists all
         self.last_state = ""
 
     def send(self, payload: str) -> bool:
@@ -192,10 +194,11 @@ class Operations:
             apps = [{"app_id": s.app.app_id, "key": s.app.key} for s in self.node.states.values()]
             return Response(200, dumps({"apps": apps}).encode(), (("Content-Type", "application/json"),))
         if path == "/console/events":
-            state = self.node.states.get(dict(query).get("app", ""))
+            params = dict(query)
+            state = self.node.states.get(params.get("app", ""))
             if state is None:
                 return error_response(404, "unknown app: give ?app=<app_id>")
-            self._open_stream(transport, state)
+            self._open_stream(transport, state, params.get("filter", "")[:LISTING_FILTER_CHARACTERS])
             return STREAMING
         if method != "POST":
             return method_not_allowed("/console/publish accepts POST only", ["POST"])
@@ -323,14 +326,14 @@ class Operations:
 
     # -- the console's live stream ----------------------------------------------------------------------------
 
-    def _open_stream(self, transport: asyncio.Transport, state: AppState) -> None:
+    def _open_stream(self, transport: asyncio.Transport, state: AppState, listing: str) -> None:
         transport.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n"
             b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
         )
-        stream = _Stream(transport, state.app.app_id)
+        stream = _Stream(transport, state.app.app_id, listing)
         stream.send("retry: 1000\n\n")
-        self._send_state(stream, self._state_text(state))
+        self._send_state(stream, self._state_text(state, listing))
         streams = self._streams.setdefault(state.app.app_id, set())
         streams.add(stream)
         if state.meter.observer is None:
@@ -372,8 +375,11 @@ class Operations:
             if heartbeat:
                 beat = time.monotonic()
             for app_id, streams in list(self._streams.items()):
-                text = self._state_text(self.node.states[app_id])  # once for all the app's viewers
+                texts: dict[str, str] = {}  # once for all the app's viewers with the same filter
                 for stream in list(streams):
+                    text = texts.get(stream.listing)
+                    if text is None:
+                        text = texts[stream.listing] = self._state_text(self.node.states[app_id], stream.listing)
                     alive = self._send_state(stream, text, force=False)
                     if alive and heartbeat:
                         alive = stream.send(": heartbeat\n\n")
@@ -395,22 +401,27 @@ class Operations:
             self._wall_offset = time.time() - asyncio.get_running_loop().time()
         return round((loop_time + self._wall_offset) * 1000)
 
-    def _state_text(self, state: AppState) -> str:
-        return dumps(self.snapshot(state))
+    def _state_text(self, state: AppState, listing: str) -> str:
+        return dumps(self.snapshot(state, listing))
 
-    def snapshot(self, state: AppState) -> dict[str, Any]:
+    def snapshot(self, state: AppState, listing: str = "") -> dict[str, Any]:
         """What the console shows of one app: the counts, the first connections and occupied channels with their
         first presence members, and today's usage. Its size is bounded whatever the app holds (``LISTED_*``,
         ``LIST_BYTES``), and nothing in it changes while the app's state does not (a connection's age is
-        ``now - opened_at``, with ``now`` added to each event as it is sent)."""
+        ``now - opened_at``, with ``now`` added to each event as it is sent). With ``listing``, only the channels
+        whose name contains it are listed, and the connections whose socket id or user does or that are on such a
+        channel; ``matching`` then counts them (a pass over all of them, where the unfiltered lists stop early)."""
+        peers: Iterable[Peer] = state.peers.values()
+        names: Iterable[str] = state.channels
+        matching: dict[str, int] | None = None
+        if listing:
+            matched_peers = [peer for peer in peers if _peer_matches(peer, listing)]
+            matched_names = [name for name in names if listing in name]
+            peers, names = matched_peers, matched_names
+            matching = {"connections": len(matched_peers), "channels": len(matched_names)}
         connections = []
-        for peer in itertools.islice(state.peers.values(), LISTED_CONNECTIONS):
-            if isinstance(peer, AblySession):  # its client id, and the channels it is attached to
-                user_id, channels_of = peer.credentials.identified(), list(peer.channels)
-            else:  # the signed-in user, or the user it is present as
-                subscriptions: dict[str, str | None] = getattr(peer, "subscriptions", {})
-                user_id = peer.user_id or next(filter(None, subscriptions.values()), None)
-                channels_of = list(subscriptions)
+        for peer in itertools.islice(peers, LISTED_CONNECTIONS):
+            user_id, channels_of = _listed(peer)
             opened_at = getattr(peer, "opened_at", None)
             connections.append(
                 {
@@ -422,7 +433,7 @@ class Operations:
                 }
             )
         channels = []
-        for name in _first(state.channels, LISTED_CHANNELS):
+        for name in _first(names, LISTED_CHANNELS):
             channel = state.channels[name]
             members, members_total = _members(state, name)
             channels.append(
@@ -442,6 +453,8 @@ class Operations:
             "channels_total": len(state.channels),
             "channels": _within(channels, LIST_BYTES),
             "subscriptions": sum(len(c.subscribers) for c in state.channels.values()),
+            "filter": listing,
+            "matching": matching,
             "today": {
                 "publishes": today.publishes,
                 "client_events": today.client_events,
@@ -458,6 +471,21 @@ class Operations:
             for stream in self._streams[app_id]:
                 stream.transport.close()
             self._forget(app_id)
+
+
+def _listed(peer: Peer) -> tuple[str | None, Collection[str]]:
+    """A connection's user and channels as the console lists them: an Ably connection's client id and the channels
+    it is attached to; a Pusher connection's signed-in user (or the user it is present as) and its subscriptions."""
+    if isinstance(peer, AblySession):
+        return peer.credentials.identified(), peer.channels.keys()
+    subscriptions: dict[str, str | None] = getattr(peer, "subscriptions", {})
+    return peer.user_id or next(filter(None, subscriptions.values()), None), subscriptions.keys()
+
+
+def _peer_matches(peer: Peer, listing: str) -> bool:
+    """Whether the console's filter ``listing`` lists ``peer``: in its socket id, its user or a channel it is on."""
+    user, channels = _listed(peer)
+    return listing in peer.socket_id or (user is not None and listing in user) or any(listing in c for c in channels)
 
 
 def _first(names: Iterable[str], count: int) -> list[str]:
