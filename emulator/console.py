@@ -409,8 +409,8 @@ class Operations:
         first presence members, and today's usage. Its size is bounded whatever the app holds (``LISTED_*``,
         ``LIST_BYTES``), and nothing in it changes while the app's state does not (a connection's age is
         ``now - opened_at``, with ``now`` added to each event as it is sent). With ``listing``, only the channels
-        whose name contains it are listed, and the connections whose socket id or user does or that are on such a
-        channel; ``matching`` then counts them (a pass over all of them, where the unfiltered lists stop early)."""
+        whose name contains it are listed, and the connections whose socket id or user does; ``matching`` then
+        counts them (a pass over all of them, where the unfiltered lists stop early)."""
         peers: Iterable[Peer] = state.peers.values()
         names: Iterable[str] = state.channels
         matching: dict[str, int] | None = None
@@ -483,9 +483,10 @@ def _listed(peer: Peer) -> tuple[str | None, Collection[str]]:
 
 
 def _peer_matches(peer: Peer, listing: str) -> bool:
-    """Whether the console's filter ``listing`` lists ``peer``: in its socket id, its user or a channel it is on."""
-    user, channels = _listed(peer)
-    return listing in peer.socket_id or (user is not None and listing in user) or any(listing in c for c in channels)
+    """Whether the console's filter ``listing`` lists ``peer``: in its socket id or its user. (Not in its channels: a
+    connection may be on a thousand, and every connection is looked at each tick, on the event loop.)"""
+    user, _ = _listed(peer)
+    return listing in peer.socket_id or (user is not None and listing in user)
 
 
 def _first(names: Iterable[str], count: int) -> list[str]:
