@@ -37,7 +37,6 @@ MAX_LIST_LIMIT = 1_000
 ROOTS = frozenset({"time", "keys", "channels", "messages", "presence", "stats", "push"})
 NOT_EMULATED = {"stats": "Stats are not emulated", "push": "Push is not emulated"}  # 40400 (404), as history is
 CORS = (
-    ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
     (
         "Access-Control-Allow-Headers",
@@ -46,6 +45,21 @@ CORS = (
     ("Access-Control-Expose-Headers", "Link, X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Ably-Serial"),
     ("Access-Control-Max-Age", "86400"),
 )
+
+
+def cors(origin: str | None) -> tuple[tuple[str, str], ...]:
+    """The CORS headers of an answer to a page from ``origin``: ably-js in a browser sends its Authorization header
+    with credentials included, which a browser refuses to combine with "*", so the page's origin is allowed by name
+    (as Ably answers). The emulator sets no cookies: what a page may send is only what it holds itself."""
+    if origin is None:
+        return (("Access-Control-Allow-Origin", "*"), *CORS)
+    return (
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Vary", "Origin"),
+        *CORS,
+    )
+
 
 Handler = Callable[["_Request"], tuple[int, Any]]
 T = TypeVar("T")
@@ -111,23 +125,24 @@ class AblyRest:
             binary = MSGPACK in accept
         else:
             binary = params.get("format") == "msgpack"
+        allowed = cors(lowered.get("origin"))
         try:
             if method == "OPTIONS":
-                return Response(204, b"", CORS)
+                return Response(204, b"", allowed)
             handler, args = self._route(method, path)
             request = _Request(args, params, lowered, body, self._wall_ms())
             status, value = handler(request)
             extra = (("Link", request.link),) if request.link else ()
-            return _encoded(status, value, binary, extra)
+            return _encoded(status, value, binary, (*extra, *allowed))
         except AblyError as exc:
             answer: dict[str, Any] = {"error": exc.body()}
             if isinstance(exc, _BatchError):
                 answer["batchResponse"] = exc.outcomes
-            return _encoded(exc.status, answer, binary, _error_headers(exc))
+            return _encoded(exc.status, answer, binary, (*_error_headers(exc), *allowed))
         except Exception:  # a bug must cost one request, not the connection's other requests
             log.exception("Ably REST request failed", extra={"method": method, "path": path[:200]})
             error = AblyError(50000, "Internal error")
-            return _encoded(500, {"error": error.body()}, binary, _error_headers(error))
+            return _encoded(500, {"error": error.body()}, binary, (*_error_headers(error), *allowed))
 
     def _route(self, method: str, path: str) -> tuple[Handler, list[str]]:
         segments = [unquote(segment) for segment in path.strip("/").split("/")]
@@ -345,11 +360,11 @@ def _limit(value: str | None, default: int) -> int:
     return int(value)
 
 
-def _encoded(status: int, value: Any, binary: bool, headers: Sequence[tuple[str, str]] = ()) -> Response:
+def _encoded(status: int, value: Any, binary: bool, headers: Sequence[tuple[str, str]]) -> Response:
     if binary:
-        return Response(status, encode_msgpack(value), (("Content-Type", MSGPACK), *headers, *CORS))
+        return Response(status, encode_msgpack(value), (("Content-Type", MSGPACK), *headers))
     body = encode_json(value).encode()
-    return Response(status, body, (("Content-Type", "application/json"), *headers, *CORS))
+    return Response(status, body, (("Content-Type", "application/json"), *headers))
 
 
 def _error_headers(error: AblyError) -> tuple[tuple[str, str], ...]:
