@@ -776,8 +776,8 @@ class RedisCluster:
         result_key = self._key("counted", self.node_id, self._instance, tag)
         # The same in a retried run (same result key), so the hold the first run made is the one released.
         hold = json.dumps([result_key, app_id, event]) if delta < 0 else ""
-        keys = [counter, pending, self._key("nodestate", node), result_key, self._key("holds", app_id)]
-        keys.append(self._key("generation"))
+        nodestate, holds, generation = self._key("nodestate", node), self._key("holds", app_id), self._key("generation")
+        keys = [counter, pending, nodestate, result_key, holds, generation]
         args: list[str | int] = [field_name, delta, hold_ms, *held, delay_ms, hold, self._counting_in]
         sent_at = asyncio.get_running_loop().time()
         self._unanswered.setdefault(result_key, (sent_at, app_id, pending, event, hold, delay, quiet))

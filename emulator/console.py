@@ -483,8 +483,9 @@ def _listed(peer: Peer) -> tuple[str | None, Collection[str]]:
 
 
 def _peer_matches(peer: Peer, listing: str) -> bool:
-    """Whether the console's filter ``listing`` lists ``peer``: in its socket id or its user. (Not in its channels: a
-    connection may be on a thousand, and every connection is looked at each tick, on the event loop.)"""
+    """Whether the console's filter ``listing`` lists ``peer``: in its socket id or its user. Not in its channels'
+    names: a connection may be on a thousand, and every connection is looked at each tick, on the event loop (a
+    Pusher connection's presence user is looked up among its subscriptions too, up to the first presence one)."""
     user, _ = _listed(peer)
     return listing in peer.socket_id or (user is not None and listing in user)
 

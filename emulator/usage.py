@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from relay.emulator.config import Webhook
+from relay.emulator.limits import TokenBucket
 from relay.emulator.logs import clipped, redact_urls
 from relay.protocol.channels import SERVER_TO_USER_PREFIX
 from relay.protocol.frames import utf8_length
@@ -121,7 +122,7 @@ class DayUsage:
 
 LOGGED_DATA = 500  # characters of an event's data (or of an error's message) a console row shows
 LOGGED_CHANNEL = 200  # characters of a refused channel name (any length a frame holds) a console row shows
-LOGGED_REFUSALS_PER_SECOND = 20  # refusals a second the console is told of, per app
+LOGGED_REFUSALS_PER_SECOND = 20  # refusals a second the console is told of, per app (bursts of as many)
 LOGGED_WEBHOOK_EVENTS = 10  # a console row names a webhook request's first events, and says how many it carried
 
 
@@ -144,8 +145,8 @@ class AppMeter:
         self._in_second = 0
         self.users: set[str] = set()
         self.observer: Observer | None = None
-        self._refusals_since = float("-inf")  # the second whose refusals the console is being told of
-        self._refusals_shown = self._refusals_unshown = 0
+        self._refusals = TokenBucket(LOGGED_REFUSALS_PER_SECOND, clock())  # those the console is told of
+        self._refusals_unshown = 0
         self.started_at = clock()  # runs whose lifetimes overlap add their peaks in a shared usage file
         # Lifetime totals for /metrics.
         self.connections_opened = 0
@@ -287,17 +288,13 @@ class AppMeter:
     def refused(self, kind: str, socket_id: str, channel: str | None, code: int | None, message: str) -> None:
         """A ``pusher:error`` (``kind`` "error") or ``pusher:subscription_error`` (``kind`` "subscription_error", the
         HTTP-like status as ``code``) sent to a connection: not usage, but what the console shows of it. At most
-        LOGGED_REFUSALS_PER_SECOND a second are shown (a client in a loop would push everything else out of the
-        log), the next one shown saying how many were not."""
+        LOGGED_REFUSALS_PER_SECOND a second are shown, in bursts of as many (a client in a loop would push everything
+        else out of the log), the next one shown saying how many were not."""
         if self.observer is None:
             return
-        now = self._clock()
-        if now - self._refusals_since >= 1.0:
-            self._refusals_since, self._refusals_shown = now, 0
-        if self._refusals_shown >= LOGGED_REFUSALS_PER_SECOND:
+        if not self._refusals.take_if_available(self._clock()):
             self._refusals_unshown += 1
             return
-        self._refusals_shown += 1
         event: dict[str, object] = {
             "type": kind,
             "socket_id": socket_id,
