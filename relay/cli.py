@@ -236,101 +236,120 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
     config = replace(config, port=reservation.getsockname()[1])
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)
-    processes: list[Any] = []  # the live workers (multiprocessing's fork Process)
+    supervisor = _Supervisor(
+        lambda: context.Process(target=_worker, args=(config, os.getpid(), listening), daemon=True)
+    )
+    banner = _client_settings(config, config.port, show_secrets=show_secrets)
+    return supervisor.run(workers, listening, lambda: print(banner, flush=True))
 
-    def start_worker() -> Any:
-        process = context.Process(target=_worker, args=(config, os.getpid(), listening), daemon=True)
-        # Blocked over the fork: the stop handler below cannot run between the start and the append (and miss the new
+
+class _Supervisor:
+    """Starts the workers, replaces those that die until a stopping signal, then waits for them. Its signal handlers
+    are in place before the first worker is forked, so a stop sent at any moment (even while the workers are still
+    starting, or as soon as the banner is seen) is forwarded to the workers rather than killing the supervisor."""
+
+    def __init__(self, new_process: Callable[[], Any]) -> None:
+        self.new_process = new_process  # an unstarted multiprocessing (fork) Process running one worker
+        self.processes: list[Any] = []  # the live workers
+        self.stopping = False
+
+    def stop(self, signum: int, _: object) -> None:  # each signal is forwarded: a second one hurries the workers' drain
+        self.stopping = True
+        for process in self.processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    def start_worker(self) -> Any:
+        process = self.new_process()
+        # Blocked over the fork: the stop handler cannot run between the start and the append (and miss the new
         # worker), and the worker unblocks them once it has dropped the supervisor's handlers.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             process.start()
-            processes.append(process)
+            self.processes.append(process)
+            if self.stopping:  # the stop came after this process was made, before the fork: not forwarded to it
+                os.kill(process.pid, signal.SIGTERM)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return process
 
-    for _ in range(workers):
-        start_worker()
-    deadline = time.monotonic() + 30
-    for _ in range(workers):
-        while not listening.acquire(timeout=0.1):
-            ended = next((process.exitcode for process in processes if process.exitcode is not None), None)
-            if ended is not None or time.monotonic() > deadline:
-                for process in processes:  # the others would serve a cluster missing one of its workers
-                    if process.is_alive():
-                        process.terminate()
-                if ended is not None:
-                    return 2 if ended == 2 else 1  # 2: the worker printed its configuration error
-                raise ConfigError("a worker did not start listening within 30 s (see its log above)")
-    banner = _client_settings(config, config.port, show_secrets=show_secrets)
-    return _supervise(processes, start_worker, lambda: print(banner, flush=True))
+    def run(self, workers: int, started: Any, listening: Callable[[], None]) -> int:
+        """Start ``workers`` workers, each releasing the semaphore ``started`` once it listens, then call
+        ``listening`` (the banner) and supervise. The exit status: 0 when every worker shut down cleanly after a stop
+        (whatever happened to the workers replaced before), else 1; 2 when a worker printed a configuration error."""
+        from relay.emulator.shutdown import heeded
 
+        for signum in STOP_SIGNALS:
+            if heeded(signum):
+                signal.signal(signum, self.stop)
+        for _ in range(workers):
+            if not self.stopping:
+                self.start_worker()
+        deadline = time.monotonic() + 30
+        for _ in range(workers):
+            while not started.acquire(timeout=0.1):
+                if self.stopping:  # stopped before serving: wait for the workers, print no banner
+                    return self.supervise()
+                ended = next((process.exitcode for process in self.processes if process.exitcode is not None), None)
+                if ended is not None or time.monotonic() > deadline:
+                    for process in self.processes:  # the others would serve a cluster missing one of its workers
+                        if process.is_alive():
+                            process.terminate()
+                    if ended is not None:
+                        return 2 if ended == 2 else 1  # 2: the worker printed its configuration error
+                    raise ConfigError("a worker did not start listening within 30 s (see its log above)")
+        if not self.stopping:
+            listening()
+        return self.supervise()
 
-def _supervise(processes: list[Any], start_worker: Callable[[], Any], listening: Callable[[], None]) -> int:
-    """Replace the workers that die until a stopping signal, then wait for them: 0 when every worker then shut down
-    cleanly (whatever happened to the workers replaced before), else 1; when workers keep dying, stop them all and
-    return 1 (2 when the last one printed a configuration error). ``listening`` (the banner) is called once the
-    handlers are in place, so that a stop sent as soon as it is seen is forwarded, not the supervisor killed."""
-    from relay.emulator.descriptors import log
-    from relay.emulator.shutdown import heeded
+    def supervise(self) -> int:
+        """Replace the workers that die until a stopping signal, then wait for them; when workers keep dying, stop
+        them all. Returns the exit status described in ``run``."""
+        from relay.emulator.descriptors import log
 
-    stopping = False
-    failed = False  # a worker did not shut down cleanly
-    gave_up: int | None = None  # the exit status, when the workers kept dying
-    deaths: list[float] = []  # when workers died unexpectedly, within the last WORKER_FAILURE_WINDOW seconds
-    restarts: list[float] = []  # when each replacement is due
-
-    def stop(signum: int, _: object) -> None:  # each signal is forwarded: a second one hurries the workers' drain
-        nonlocal stopping
-        stopping = True
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
-
-    for signum in STOP_SIGNALS:
-        if heeded(signum):
-            signal.signal(signum, stop)
-    listening()
-    while processes or (restarts and not stopping):
-        now = time.monotonic()
-        while restarts and restarts[0] <= now and not stopping:
-            restarts.pop(0)
-            process = start_worker()
-            log.info("worker %d started", process.pid, extra={"pid": process.pid})
-        timeout = None if stopping or not restarts else min(max(0.0, restarts[0] - now), 0.25)
-        ready = multiprocessing.connection.wait([process.sentinel for process in processes], timeout)
-        for process in [process for process in processes if process.sentinel in ready]:
-            process.join()
-            processes.remove(process)
-            code = process.exitcode
-            fields = {"pid": process.pid, "exit_status": code}
-            if stopping:
-                if code not in (0, -signal.SIGTERM):
-                    failed = True
-                    log.error("worker %d %s while shutting down", process.pid, _exit_reason(code), extra=fields)
-                continue
+        failed = False  # a worker did not shut down cleanly
+        gave_up: int | None = None  # the exit status, when the workers kept dying
+        deaths: list[float] = []  # when workers died unexpectedly, within the last WORKER_FAILURE_WINDOW seconds
+        restarts: list[float] = []  # when each replacement is due
+        while self.processes or (restarts and not self.stopping):
             now = time.monotonic()
-            deaths = [*(death for death in deaths if death > now - WORKER_FAILURE_WINDOW), now]
-            if len(deaths) >= WORKER_FAILURE_LIMIT:
-                reason = f"{len(deaths)} workers died within {WORKER_FAILURE_WINDOW:g} s"
-                log.error(
-                    "worker %d %s; giving up: %s; stopping the emulator",
-                    process.pid,
-                    _exit_reason(code),
-                    reason,
-                    extra=fields,
-                )
-                gave_up = 2 if code == 2 else 1
-                stop(signal.SIGTERM, None)
-                continue
-            delay = WORKER_RESTART_DELAYS[min(len(deaths), len(WORKER_RESTART_DELAYS)) - 1]
-            when = f" in {delay:g} s" if delay else ""
-            log.error("worker %d %s; starting a replacement%s", process.pid, _exit_reason(code), when, extra=fields)
-            restarts.append(now + delay)
-    if gave_up is not None:
-        return gave_up
-    return 0 if stopping and not failed else 1
+            while restarts and restarts[0] <= now and not self.stopping:
+                restarts.pop(0)
+                process = self.start_worker()
+                log.info("worker %d started", process.pid, extra={"pid": process.pid})
+            timeout = None if self.stopping or not restarts else min(max(0.0, restarts[0] - now), 0.25)
+            ready = multiprocessing.connection.wait([process.sentinel for process in self.processes], timeout)
+            for process in [process for process in self.processes if process.sentinel in ready]:
+                process.join()
+                self.processes.remove(process)
+                code = process.exitcode
+                fields = {"pid": process.pid, "exit_status": code}
+                if self.stopping:
+                    if code not in (0, -signal.SIGTERM):
+                        failed = True
+                        log.error("worker %d %s while shutting down", process.pid, _exit_reason(code), extra=fields)
+                    continue
+                now = time.monotonic()
+                deaths = [*(death for death in deaths if death > now - WORKER_FAILURE_WINDOW), now]
+                if len(deaths) >= WORKER_FAILURE_LIMIT:
+                    reason = f"{len(deaths)} workers died within {WORKER_FAILURE_WINDOW:g} s"
+                    log.error(
+                        "worker %d %s; giving up: %s; stopping the emulator",
+                        process.pid,
+                        _exit_reason(code),
+                        reason,
+                        extra=fields,
+                    )
+                    gave_up = 2 if code == 2 else 1
+                    self.stop(signal.SIGTERM, None)
+                    continue
+                delay = WORKER_RESTART_DELAYS[min(len(deaths), len(WORKER_RESTART_DELAYS)) - 1]
+                when = f" in {delay:g} s" if delay else ""
+                log.error("worker %d %s; starting a replacement%s", process.pid, _exit_reason(code), when, extra=fields)
+                restarts.append(now + delay)
+        if gave_up is not None:
+            return gave_up
+        return 0 if self.stopping and not failed else 1
 
 
 def _exit_reason(code: int | None) -> str:
