@@ -149,10 +149,10 @@ class HttpApi:
             params = unique_params(query)
             if state is None:
                 state = self.app_for(raw_path, query)
-                if state is None:
-                    raise NotFound(
-                        f"unknown app id {match.group(1)!r}" if app_in_path else "unknown auth_key: no app has this key"
-                    )
+                if state is None and app_in_path:
+                    raise NotFound(f"unknown app id {match.group(1)!r}")
+                if state is None:  # the key names the app on the bare paths: a wrong one is a wrong credential
+                    raise AuthenticationError("unknown auth_key: no app has this key")
             groups = match.groups()
             # An /apps/{id}/… route's first group is the app's id; the others are the handler's arguments.
             args = [unquote(group) for group in (groups[1:] if app_in_path else groups)]
@@ -217,6 +217,7 @@ class HttpApi:
         if len(batch) > limit:
             raise ProtocolError(f"batch has {len(batch)} events; the limit is {limit}")
         events: list[_Event] = []
+        infos: list[frozenset[str]] = []
         for index, item in enumerate(batch):
             if not isinstance(item, dict):
                 raise ProtocolError(f"batch[{index}] must be an object")
@@ -224,9 +225,9 @@ class HttpApi:
                 raise ProtocolError(f"batch[{index}]: 'channels' is not allowed in a batch event; give one 'channel'")
             try:
                 events.append(_checked_event(state, item))
+                infos.append(_info_fields(state, item.get("info")))
             except RelayError as exc:
                 raise type(exc)(f"batch[{index}]: {exc.message}") from None
-        infos = [_info_fields(state, item.get("info")) for item in batch]
         for event in events:
             _publish(state, event)
         if any(infos):

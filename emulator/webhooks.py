@@ -136,20 +136,23 @@ class WebhookDispatcher:
             del self._senders[index]
 
     async def _deliver(self, hook: Webhook, events: list[WebhookEvent]) -> None:
-        body = dumps({"time_ms": int(self._clock() * 1000), "events": events}).encode()
         signed = ("content-type", "x-pusher-key", "x-pusher-signature")
-        headers = {
-            # A custom header named like one of these (in any case) would go out twice; the signed ones win.
-            **{name: value for name, value in hook.headers.items() if name.lower() not in signed},
-            "Content-Type": "application/json",
-            "X-Pusher-Key": self._app.key,
-            "X-Pusher-Signature": webhook_signature(self._app.secret, body),
-        }
+        # A custom header named like a signed one (in any case) would go out twice; the signed ones win.
+        custom = {name: value for name, value in hook.headers.items() if name.lower() not in signed}
         deadline = self._clock() + self._app.webhook_retry_for
         delay = 1.0
         attempt = 0
         while True:
             attempt += 1
+            # Stamped and signed at each attempt: receivers (the Pusher SDKs, relay's verify_webhook) refuse a
+            # time_ms older than five minutes, which a retry of the first attempt's body would soon carry.
+            body = dumps({"time_ms": int(self._clock() * 1000), "events": events}).encode()
+            headers = {
+                **custom,
+                "Content-Type": "application/json",
+                "X-Pusher-Key": self._app.key,
+                "X-Pusher-Signature": webhook_signature(self._app.secret, body),
+            }
             status: int | None = None
             try:
                 async with (

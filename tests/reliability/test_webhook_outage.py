@@ -11,11 +11,14 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import httpx
 import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 
 from relay.emulator.config import Webhook
+from relay.emulator.webhooks import WebhookDispatcher
+from relay.protocol.signing import webhook_signature
 from tests.conftest import TEST_APP, StartEmulator
 from tests.webhook_receiver import Receiver
 
@@ -122,3 +125,23 @@ async def test_the_pending_queue_is_bounded_and_overflow_is_counted_and_logged(
     assert sorted(event["channel"] for event in late_receiver.app.events()) == ["room-0", "room-1", "room-2"]
     async with connect(emulator.http_url.replace("http", "ws") + "/app/app-key") as ws:  # still serving
         assert json.loads(await ws.recv())["event"] == "pusher:connection_established"
+
+
+async def test_each_retry_is_stamped_and_signed_when_it_is_sent(receiver: Receiver) -> None:
+    """Receivers refuse a webhook whose time_ms is over five minutes old (pusher-http-python, relay's
+    verify_webhook): retries sent the first attempt's body, so with webhook_retry_for over 300 s the receiver, back
+    after five minutes, refused every retry, and the events queued behind them waited for nothing."""
+    app = replace(TEST_APP, webhooks=(Webhook(url=receiver.url + "/hooks"),), webhook_batch_ms=0, webhook_retry_for=600)
+    receiver.statuses.append(503)
+    now = [1_000.0]
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(app, client, clock=lambda: now[0])
+        dispatcher.emit({"name": "channel_occupied", "channel": "news"})
+        await receiver.wait_for(1)
+        now[0] += 400  # the receiver came back minutes later
+        first, retry = await receiver.wait_for(2, within=3.0)  # retried after about a second
+        await dispatcher.close(grace=1.0)
+    assert [json.loads(delivery.body)["time_ms"] for delivery in (first, retry)] == [1_000_000, 1_400_000]
+    for delivery in (first, retry):
+        assert delivery.headers["x-pusher-signature"] == webhook_signature(app.secret, delivery.body)
+    assert first.events == retry.events == [{"name": "channel_occupied", "channel": "news"}]
