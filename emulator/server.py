@@ -696,7 +696,7 @@ class HttpConnection(asyncio.Protocol):
                 self._flush()  # pongs and close replies queued by websockets go out before our answers
                 self._frame(event)
         if ws.close_sent is not None and ws.close_sent.code == CloseCode.MESSAGE_TOO_BIG and self.session is not None:
-            self._too_big(self.session)  # an app's max_message_bytes (not the server's max_frame_bytes) refused it
+            self._too_big(self.session)  # an app's max_message_bytes or the server's max_frame_bytes refused it
         self._flush()
 
     def _frame(self, frame: Frame) -> None:
@@ -767,16 +767,13 @@ class HttpConnection(asyncio.Protocol):
             session.frame_too_big()
             self.write_queued()
             return
-        if (
-            session.closed
-            or self.transport is None
-            or self.ws is None
-            or self.ws.max_size == self.node.config.max_frame_bytes
-        ):
+        if session.closed or self.transport is None or self.ws is None:
             return
         session.closed = True
-        message = f"Message too large: this app accepts WebSocket messages up to {self.ws.max_size} bytes"
-        self.write(encode_text(frames.error(None, message)))
+        whose = "this server" if self.ws.max_size == self.node.config.max_frame_bytes else "this app"
+        message = f"Message too large: {whose} accepts WebSocket messages up to {self.ws.max_size} bytes"
+        # A fatal error's code is the close code that follows (what Pusher clients read to decide what to do).
+        self.write(encode_text(frames.error(CloseCode.MESSAGE_TOO_BIG, message)))
         self.write_queued()
         session.state.meter.refused("error", session.socket_id, None, None, message)
 

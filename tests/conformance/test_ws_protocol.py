@@ -365,12 +365,13 @@ async def test_invalid_utf8_fails_only_that_socket_with_1007(emulator: RunningEm
 async def test_frame_over_the_transport_limit_closes_only_that_socket(
     start_emulator: StartEmulator, connect: Connect
 ) -> None:
-    """Items 11, 13: a frame over max_frame_bytes ends that WebSocket with 1009 (RFC 6455), never a 43xx code;
-    the server and its other sockets are unaffected."""
+    """Items 9, 11, 13: a frame over max_frame_bytes ends that WebSocket with 1009 (RFC 6455), never a 43xx code,
+    after a pusher:error with the same code saying why; the server and its other sockets are unaffected."""
     target = await start_emulator(max_frame_bytes=32_768)
     client = await connect(target)
     bystander = await connect(target)
     await client.ws.send(json.dumps({"event": "pusher:ping", "data": {"pad": "x" * 40_000}}))
+    await client.expect_error(1009, "Message too large: this server accepts WebSocket messages up to 32768 bytes")
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(client.ws.recv(), 3.0)
     assert client.ws.close_code == 1009

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
 import time
 from dataclasses import replace
@@ -70,8 +71,10 @@ async def test_max_message_size_closes_only_the_sender_with_1009(start_emulator:
     await sender.expect("pusher:pong")
     await sender.send("pusher:ping", {"pad": "x" * 2000})
     error = await sender.expect("pusher:error")
-    assert error["data"]["code"] is None
-    assert "up to 1024 bytes" in error["data"]["message"]
+    assert error["data"] == {
+        "code": 1009,  # the close code that follows, as for every fatal error
+        "message": "Message too large: this app accepts WebSocket messages up to 1024 bytes",
+    }
     with pytest.raises(ConnectionClosed):
         await sender.next()
     assert sender.ws.close_code == 1009
@@ -109,10 +112,12 @@ async def test_a_backend_over_its_rate_limit_is_logged_once_a_second(
     app = replace(APP, api_rate_limit=1)
     emulator = await start_emulator(app=app)
     caplog.set_level(logging.INFO, logger="relay.emulator")
+    started = time.monotonic()
     statuses = [(await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code for _ in range(20)]
-    assert statuses[0] == 200 and statuses.count(429) >= 15
+    seconds = math.ceil(time.monotonic() - started)  # a loaded machine may take more than one
+    assert statuses[0] == 200 and statuses.count(200) <= seconds + 1 and statuses.count(429) >= 20 - (seconds + 1)
     logged = [record for record in caplog.records if record.getMessage() == "HTTP API rate limit"]
-    assert 1 <= len(logged) <= 2, len(logged)
+    assert 1 <= len(logged) <= seconds + 1 < statuses.count(429), (len(logged), seconds)
     assert emulator.node.ops.metrics.http_responses["429"] == statuses.count(429)
 
 
