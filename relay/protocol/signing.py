@@ -140,7 +140,7 @@ def verify_rest_request(
     skew = int(now) - timestamp  # whole seconds, in integers: a timestamp too big for a float is only stale
     if abs(skew) > window:
         raise StaleTimestamp(
-            f"auth_timestamp is {f'{skew} s' if abs(skew) < 10**12 else 'far'} from the server's time; "
+            f"auth_timestamp is {_offset(skew) if abs(skew) < 10**12 else 'far from'} the server's time; "
             f"the window is {window} s, so check the sender's clock"
         )
     supplied_md5 = params.get("body_md5")
@@ -244,3 +244,8 @@ def verify_webhook_signature(
         raise UnknownKey("webhook X-Pusher-Key is missing or not this application's key")
     if signature is None or not same_secret_text(signature, webhook_signature(secret, body)):
         raise InvalidSignature("webhook X-Pusher-Signature does not match HMAC-SHA256(secret, body)")
+
+
+def _offset(skew: int) -> str:
+    """Where a timestamp ``skew`` seconds before the server's time (negative: after it) stands."""
+    return f"{skew} s behind" if skew > 0 else f"{-skew} s ahead of"
