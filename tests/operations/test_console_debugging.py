@@ -203,3 +203,37 @@ async def test_a_filter_lists_what_the_first_hundred_hide(start_emulator: StartE
     await expect(page.locator("#channels tbody")).to_have_text("no channel has “nothing-has-this”")
     for client in (crowd, member):
         await client.close()
+
+
+async def test_the_log_pauses_keeping_what_comes_meanwhile_and_clears(
+    start_emulator: StartEmulator, browser: Browser
+) -> None:
+    """Rows scrolled away under the reader while a busy app published: Pause holds the new events (the button says
+    how many) and Resume shows them in order; Clear empties the log and its count."""
+    emulator = await start_emulator(app=APP)
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{emulator.http_url}/console")
+    await expect(page.locator("#status")).to_have_text("live")
+    events = page.locator('#log tr[data-type="publish"] .what')
+    await publish(emulator.http_url, APP, "news", "first", "1")
+    await expect(events).to_have_text(["first"])
+
+    await page.click("#log-pause")
+    for name in ("second", "third"):
+        await publish(emulator.http_url, APP, "news", name, "1")
+    await expect(page.locator("#log-pause")).to_have_text("Resume (2 new)")
+    await expect(events).to_have_text(["first"])
+    await page.click("#log-pause")
+    await expect(events).to_have_text(["third", "second", "first"])
+    await expect(page.locator("#log-count")).to_have_text("(3)")
+    await expect(page.locator("#log-pause")).to_have_text("Pause")
+
+    await page.click("#log-clear")
+    await expect(page.locator("#log tbody tr")).to_have_count(0)
+    await expect(page.locator("#log-count")).to_have_text("")
+    await publish(emulator.http_url, APP, "news", "fourth", "1")
+    await expect(events).to_have_text(["fourth"])
+    await expect(page.locator("#log-count")).to_have_text("(1)")
+    assert errors == []
