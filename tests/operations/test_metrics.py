@@ -126,6 +126,7 @@ async def test_health_and_ready_while_serving_and_while_draining(start_emulator:
         await asyncio.sleep(0)
         ready = await http.get("/ready")
         assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+        assert ready.reason_phrase == "Service Unavailable"  # was "Unknown"
         assert (await http.get("/health")).json() == {"status": "ok"}
         samples, _ = parse((await http.get("/metrics")).text)
         assert samples[("relay_ready", ())] == 0

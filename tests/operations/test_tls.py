@@ -8,7 +8,7 @@ import asyncio
 import shutil
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from ably import AblyRealtime, AblyRest  # type: ignore[import-untyped]
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from relay import AsyncRelay
+from relay.emulator.shutdown import graceful_shutdown
 from relay.errors import TransportError
 from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
@@ -96,12 +97,13 @@ def _free_port() -> int:
         return port
 
 
-def nginx_site(emulator_port: int, listen_port: int, cert: Path, key: Path) -> str:
-    """docs/nginx.conf with the test's ports and certificate; each documented value must be there exactly once."""
+def nginx_site(emulator_ports: Sequence[int], listen_port: int, cert: Path, key: Path) -> str:
+    """docs/nginx.conf with the test's ports (an upstream server per emulator node, as the file says to list them)
+    and certificate; each documented value must be there exactly once."""
     text = NGINX_DOC.read_text()
     for documented, actual in (
         ("listen 443 ssl;", f"listen 127.0.0.1:{listen_port} ssl;"),
-        ("server 127.0.0.1:6001;", f"server 127.0.0.1:{emulator_port};"),
+        ("server 127.0.0.1:6001;", "\n    ".join(f"server 127.0.0.1:{port};" for port in emulator_ports)),
         ("/etc/ssl/certs/relay.example.com.pem", str(cert)),
         ("/etc/ssl/private/relay.example.com.key", str(key)),
         ("limit_conn relay_per_address 100;", f"limit_conn relay_per_address {CONNECTIONS_PER_ADDRESS};"),
@@ -112,8 +114,8 @@ def nginx_site(emulator_port: int, listen_port: int, cert: Path, key: Path) -> s
 
 
 @asynccontextmanager
-async def documented_nginx(emulator_port: int, tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
-    """docs/nginx.conf run by a real nginx in front of the emulator on ``emulator_port``: the port it serves
+async def documented_nginx(emulator_ports: Sequence[int], tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    """docs/nginx.conf run by a real nginx in front of the emulator nodes on ``emulator_ports``: the port it serves
     https:// and wss:// on at 127.0.0.1 and the certificate it presents, once it answers."""
     nginx = NGINX
     if nginx is None:
@@ -123,7 +125,7 @@ async def documented_nginx(emulator_port: int, tmp_path: Path) -> AsyncIterator[
     prefix = tmp_path / "nginx"
     for directory in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (prefix / directory).mkdir(parents=True)
-    (prefix / "relay.conf").write_text(nginx_site(emulator_port, port, cert, key))
+    (prefix / "relay.conf").write_text(nginx_site(emulator_ports, port, cert, key))
     (prefix / "nginx.conf").write_text(
         f"""daemon off;
 master_process off;
@@ -171,7 +173,7 @@ async def test_documented_nginx_config_terminates_tls_for_pusher_js(
 ) -> None:
     node_modules("pusher-js")
     emulator = await start_emulator(app=APP)
-    async with documented_nginx(emulator.port, tmp_path) as (port, cert):
+    async with documented_nginx([emulator.port], tmp_path) as (port, cert):
         base = f"https://127.0.0.1:{port}"
         async with httpx.AsyncClient(verify=trusting(cert)) as http:
             assert (await http.get(f"{base}/ready")).json() == {"status": "ready"}
@@ -193,7 +195,7 @@ async def test_documented_nginx_config_serves_ably_clients(
     """ably-python through nginx: realtime on / (a WebSocket upgrade), and REST's /keys/…/requestToken, /time,
     /channels/…/messages, /messages and /channels, which the documented config answered with 404."""
     emulator = await start_emulator(app=APP)
-    async with documented_nginx(emulator.port, tmp_path) as (port, cert):
+    async with documented_nginx([emulator.port], tmp_path) as (port, cert):
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what ably-python's httpx and websockets then trust
         key = f"{APP.app_id}.{APP.key}:{APP.secret}"  # the app's Ably key (docs/ably.md)
         rest = AblyRest(key=key, endpoint="127.0.0.1", tls_port=port, use_token_auth=True)  # via requestToken
@@ -222,7 +224,7 @@ async def test_documented_nginx_config_caps_websocket_connections_per_client_add
     """docs/nginx.conf's limit_conn: one address past its WebSocket connections gets 429 from nginx, the emulator
     never sees it, the open connections are served, and a slot freed is taken again."""
     emulator = await start_emulator(app=APP)
-    async with documented_nginx(emulator.port, tmp_path) as (port, cert):
+    async with documented_nginx([emulator.port], tmp_path) as (port, cert):
         context, url = trusting(cert), f"wss://127.0.0.1:{port}/app/{APP.key}?protocol=7"
         clients = [await ws_client(url, ssl=context) for _ in range(CONNECTIONS_PER_ADDRESS)]
         await clients[0].subscribe("orders", APP)
@@ -244,3 +246,30 @@ async def test_documented_nginx_config_caps_websocket_connections_per_client_add
                 await asyncio.sleep(0.05)
         for client in clients:
             await client.close()
+
+
+async def test_documented_nginx_config_sends_new_connections_past_a_draining_node(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    """During its shutdown_delay a node answers new WebSocket handshakes 503; open-source nginx does not poll /ready,
+    so without proxy_next_upstream it handed that 503 to every other new client (pusher-js then waited ~15 s), while
+    the other node was healthy. Now nginx tries the next node: every client connects, all of them to the healthy
+    one."""
+    draining = await start_emulator(app=APP, shutdown_delay=30.0)
+    healthy = await start_emulator(app=APP)
+    hurry = asyncio.Event()
+    drain = asyncio.create_task(graceful_shutdown(draining.node, None, spread=0.1, webhook_grace=0.1, hurry=hurry))
+    try:
+        async with documented_nginx([draining.port, healthy.port], tmp_path) as (port, cert):
+            context, url = trusting(cert), f"wss://127.0.0.1:{port}/app/{APP.key}?protocol=7"
+            clients = [await ws_client(url, ssl=context) for _ in range(CONNECTIONS_PER_ADDRESS)]
+            await clients[0].subscribe("orders", APP)
+            await publish(healthy.http_url, APP, "orders", "created", "served")
+            assert (await clients[0].expect("created"))["data"] == "served"
+            assert healthy.node.states["1"].meter.connections_opened == CONNECTIONS_PER_ADDRESS
+            assert draining.node.states["1"].meter.connections_opened == 0
+            for client in clients:
+                await client.close()
+    finally:
+        hurry.set()
+        await drain
