@@ -22,11 +22,12 @@ from relay.adapters.pusher import (
     user_channel,
 )
 from relay.config import ProviderConfig
-from relay.errors import RelayError
+from relay.errors import PayloadTooLarge, RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 from relay.protocol.channels import DEFAULT_LIMITS, ChannelKind, classify, validate_channel_name
 from relay.protocol.frames import check_event_size, utf8_length
+from relay.protocol.signing import webhook_signature
 from relay.protocol.socket_ids import validate_socket_id
 
 MEMORY_KEY = "memory-key"
@@ -129,16 +130,26 @@ class MemoryAdapter:
         )
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
-        for event, payload in events:
+        for event, _ in events:
             check_encrypted_targets([event.channel], self._master_key)
-            _check_size(event.channel, payload)
-        return self._record(*(Published(e.channel, e.name, p.text, e.socket_id, p.is_json) for e, p in events))
+        record = self._record(*(Published(e.channel, e.name, p.text, e.socket_id, p.is_json) for e, p in events))
+
+        def apply(response: HttpResponse | None) -> PublishResult:
+            # Sizes are checked when the call runs, as a Pusher-protocol server checks the call it receives: in a
+            # batch split over several calls, the earlier calls are published, and the client says how many
+            for index, (event, payload) in enumerate(events):
+                try:
+                    _check_size(event.channel, payload)
+                except PayloadTooLarge as exc:
+                    raise PayloadTooLarge(f"batch[{index}]: {exc.message}") from None  # as the emulator names it
+            return record.parse(response)
+
+        return Call(None, apply)
 
     def channel(self, name: str) -> Call[ChannelInfo]:
-        # The fields Pusher answers with: a presence channel's member count, any other channel's subscriptions.
-        empty = (
-            ChannelInfo(name, False, None, 0) if classify(name) is ChannelKind.PRESENCE else ChannelInfo(name, False, 0)
-        )
+        # What Pusher answers an app with subscription counting off (its default, and the emulator's): a presence
+        # channel's member count, no subscription count.
+        empty = ChannelInfo(name, False, None, 0 if classify(name) is ChannelKind.PRESENCE else None)
         return Call(None, lambda _: empty)
 
     def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
@@ -174,3 +185,7 @@ class MemoryAdapter:
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
         return self._signer.verify_webhook(headers, body)
+
+    def webhook_signature_headers(self, body: bytes) -> dict[str, str]:
+        """The headers Pusher would sign ``body`` with for this provider's key: what ``verify_webhook`` accepts."""
+        return {"X-Pusher-Key": MEMORY_KEY, "X-Pusher-Signature": webhook_signature(MEMORY_SECRET, body)}

@@ -23,7 +23,7 @@ from relay.adapters.base import (
     webhook_bytes,
     webhook_event,
 )
-from relay.config import ProviderConfig
+from relay.config import ProviderConfig, is_hosted_pusher
 from relay.errors import (
     ConfigError,
     InvalidChannelName,
@@ -110,6 +110,17 @@ def presence_channel(channel: str) -> str:
     return channel
 
 
+def _server_name(config: ProviderConfig) -> str:
+    """Who answered, as errors name it: a pusher:// URL (or PUSHER_HOST) may point at soketi, Reverb or an emulator,
+    whose refusals are not hosted Pusher's, so such a server is named by its address."""
+    if config.scheme == "emulator":
+        return "the Relay emulator"
+    if is_hosted_pusher(config.host):
+        return "Pusher"
+    port = "" if config.port is None else f":{config.port}"
+    return f"the Pusher-protocol server at {config.url_host}{port}"
+
+
 class PusherAdapter:
     scheme = "pusher"
     capabilities = frozenset(Capability)
@@ -121,7 +132,7 @@ class PusherAdapter:
     def __init__(self, config: ProviderConfig, *, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock
-        self.name = "the Relay emulator" if config.scheme == "emulator" else "Pusher"
+        self.name = _server_name(config)
         # Set once the provider refused info=subscription_count: this client's channel() then asks without it
         self._subscription_counting_off = False
 

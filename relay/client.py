@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from relay.adapters.base import Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
-from relay.config import ProviderConfig, from_env, parse_url
+from relay.config import ProviderConfig, from_env, parse_url, provider_url_text
 from relay.errors import (
     ClientClosed,
     ConfigError,
@@ -35,7 +35,7 @@ from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User
 from relay.payload import Payload
 from relay.protocol.channels import validate_event_name
 from relay.protocol.frames import refuse_lone_surrogates
-from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, SyncSender
+from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, SyncSender, checked_retry_policy
 
 T = TypeVar("T")
 R = TypeVar("R")  # what one operation returns, once its calls on one provider are combined
@@ -79,6 +79,7 @@ def parse_configuration(url: str | ProviderConfig) -> tuple[Mode, list[ProviderC
     """``URL``, or ``mirror:URL|URL…`` / ``failover:URL|URL…``, or an already parsed configuration."""
     if isinstance(url, ProviderConfig):
         return Mode.SINGLE, [url]
+    provider_url_text(url)
     for mode in (Mode.MIRROR, Mode.FAILOVER):
         prefix = f"{mode.value}:"
         if url.startswith(prefix):
@@ -383,8 +384,9 @@ class Relay(_BaseRelay):
         self, url: str | ProviderConfig, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SyncSender | None = None
     ) -> None:
         mode, configs = parse_configuration(url)
+        policy = checked_retry_policy(retry)
         self._ops = _Operations(mode, configs)
-        self._sender = sender or SyncSender(retry)
+        self._sender = sender or SyncSender(policy)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Relay:
@@ -496,8 +498,9 @@ class AsyncRelay(_BaseRelay):
         self, url: str | ProviderConfig, *, retry: RetryPolicy = DEFAULT_RETRY, sender: AsyncSender | None = None
     ) -> None:
         mode, configs = parse_configuration(url)
+        policy = checked_retry_policy(retry)
         self._ops = _Operations(mode, configs)
-        self._sender = sender or AsyncSender(retry)
+        self._sender = sender or AsyncSender(policy)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncRelay:

@@ -5,7 +5,7 @@
                                                           server behind a proxy path: …:6001/PREFIX/apps/APP_ID
     ably://KEYNAME:KEYSECRET@rest.ably.io                 Ably (the host may be omitted; ?client_events=true lets
                                                           channel tokens publish, as Pusher's client events)
-    memory://                                             in process, for tests
+    memory://NAME                                         in process, for tests: one store per NAME, as written
 
 Secrets never appear in a repr, a log line or an error message.
 """
@@ -111,25 +111,51 @@ def is_origin(text: object) -> bool:
     return isinstance(text, str) and _ORIGIN.fullmatch(text) is not None and is_http_url(text)
 
 
+def provider_url_text(url: object) -> str:
+    """``url``, if it is a str a provider URL can be read from; anything else is a ConfigError naming the fix."""
+    if url is None:  # what os.getenv("RELAY_URL") returns when the variable is not set
+        raise ConfigError("no provider URL given (None): set RELAY_URL or pass a URL")
+    if isinstance(url, bytes | bytearray):
+        raise ConfigError("a provider URL is a str, not bytes: decode it (url.decode())")
+    if not isinstance(url, str):
+        schemes = ", ".join(SCHEMES)
+        raise ConfigError(
+            f"a provider URL is a str (scheme://…, with scheme one of {schemes}), not {type(url).__name__}"
+        )
+    refuse_surrounding_whitespace(url, "the provider URL")
+    return url
+
+
+def refuse_surrounding_whitespace(text: str, what: str) -> None:
+    """A value read from a .env file or pasted may end with a space or a newline, which a URL would keep: in the app
+    id (``/apps/1 ``), and so in every request path, refused as a wrong app id."""
+    leading = text[: len(text) - len(text.lstrip())]
+    trailing = text[len(text.rstrip()) :] if leading != text else ""  # all whitespace: said once
+    if leading or trailing:
+        around = " and ".join(
+            f"{whitespace!r} at its {end}" for whitespace, end in ((leading, "start"), (trailing, "end")) if whitespace
+        )
+        raise ConfigError(f"{what} has whitespace around it ({around}): remove it")
+
+
 def parse_url(url: str) -> ProviderConfig:
     """Parse a provider URL; a mistake raises :class:`ConfigError` naming the fix (and never the secret)."""
-    if not isinstance(url, str) or "://" not in url:
+    if "://" not in provider_url_text(url):
         raise ConfigError(f"a provider URL looks like scheme://…, with scheme one of {', '.join(SCHEMES)}")
     parts = _split(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown provider scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if scheme == "memory":
-        options = dict(parse_qsl(parts.query.replace("+", "%2B")))
-        master_key = _master_key(options.pop("encryption_master_key", None))
-        _refuse_unknown_options(scheme, options, "encryption_master_key")
-        return ProviderConfig(scheme="memory", host=parts.hostname or "", encryption_master_key=master_key)
+        return _memory_config(parts)
     if scheme == "ably" and parts.path not in (("", "/") if "@" in parts.netloc else ("",)):
         # An Ably URL has no path: what urlsplit took for one began at a '/' in the secret (never echoed here), and
         # without a host even a trailing '/' is the secret's last character
-        raise ConfigError("ably:// URL has a path after the host: a secret containing / is percent-encoded (%2F)")
+        raise ConfigError(f"ably:// URL has a path after the host: {_percent_encoding_hint('/')}")
     if scheme == "ably" and parts.netloc and "@" not in parts.netloc:
         parts = parts._replace(netloc=f"{parts.netloc}@")  # ably://APPID.KEYID:SECRET, the host omitted
+    if scheme != "ably" and "@" not in parts.netloc:
+        _refuse_cut_credentials(scheme, url.partition("://")[2])
     key = _decoded(parts.username or "", f"the {scheme}:// URL's key")
     secret = _decoded(parts.password or "", f"the {scheme}:// URL's secret", secret=True)
     if not key or not secret:
@@ -174,6 +200,39 @@ def parse_url(url: str) -> ProviderConfig:
     if path_prefix and is_hosted_pusher(host):
         raise ConfigError(f"{scheme}:// URL of hosted Pusher ({host}) takes no path prefix: its API is /apps/APP_ID")
     return ProviderConfig(scheme, key, secret, app_id, host, port, tls, master_key, path_prefix=path_prefix)
+
+
+def _memory_config(parts: SplitResult) -> ProviderConfig:
+    """``memory://NAME``: the name exactly as written names the store (it is no host name: ``Tests`` is not
+    ``tests``). Anything else the URL has would be dropped, and two URLs that differ by it share one store."""
+    where_not_allowed = [
+        ("has credentials (user@)", "@" in parts.netloc),
+        ("has a port (':' after the name)", ":" in parts.netloc),
+        ("has a path (after the name)", bool(parts.path)),
+        ("has a fragment (#…)", bool(parts.fragment)),
+    ]
+    problem = next((problem for problem, found in where_not_allowed if found), None)
+    if problem is not None:
+        raise ConfigError(
+            f"memory:// URL {problem}: a memory URL is memory://NAME (NAME as written, case-sensitive), with "
+            "?encryption_master_key=… if needed"
+        )
+    options = dict(parse_qsl(parts.query.replace("+", "%2B")))
+    master_key = _master_key(options.pop("encryption_master_key", None))
+    _refuse_unknown_options("memory", options, "encryption_master_key")
+    return ProviderConfig(scheme="memory", host=parts.netloc, encryption_master_key=master_key)
+
+
+def _percent_encoding_hint(character: str) -> str:
+    return f"a secret containing {character} is percent-encoded ({quote(character, safe='')})"
+
+
+def _refuse_cut_credentials(scheme: str, after_scheme: str) -> None:
+    """A '/', '?' or '#' in the key or secret ends the URL's host part early: its '@' comes after it (urlsplit then
+    finds no credentials, and the URL would be said to need some)."""
+    cut = re.search(r"[/?#]", after_scheme)
+    if cut is not None and "@" in after_scheme[cut.start() :]:
+        raise ConfigError(f"{scheme}:// URL's credentials end at a {cut[0]!r}: {_percent_encoding_hint(cut[0])}")
 
 
 _CLUSTER = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -314,6 +373,7 @@ def _master_key(value: str | None) -> bytes | None:
 def pusher_url(url: str) -> ProviderConfig:
     """``PUSHER_URL``, as the Pusher server SDKs' ``from_env`` read it and Heroku's Pusher add-on sets it:
     ``https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID`` (``http://`` for a server without TLS)."""
+    refuse_surrounding_whitespace(url, "PUSHER_URL")
     scheme, separator, rest = url.partition("://")
     if not separator or scheme.lower() not in ("http", "https"):
         raise ConfigError("PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID")

@@ -24,3 +24,7 @@ class Payload:
             return cls(dumps(data), True)
         except (TypeError, ValueError) as exc:
             raise InvalidData(f"event data must be a str or JSON-serialisable: {exc}") from None
+        except RecursionError:  # the encoder goes one call deeper per level: about a thousand levels at most
+            raise InvalidData(
+                "event data is nested too deeply to encode as JSON (past Python's recursion limit): flatten it"
+            ) from None

@@ -8,6 +8,7 @@ idempotent requests also other 5xx answers and timeouts. The delay doubles from 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import ssl
 import time
@@ -18,7 +19,7 @@ import httpx
 
 from relay.adapters.base import HttpRequest, HttpResponse
 from relay.config import url_host
-from relay.errors import ClientClosed, TransportError
+from relay.errors import ClientClosed, ConfigError, TransportError
 from relay.http_errors import parse_retry_after
 
 ErrorFor = Callable[[HttpResponse], Exception]
@@ -26,10 +27,36 @@ ErrorFor = Callable[[HttpResponse], Exception]
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """``attempts`` in all (1: no retry); the first retry waits about ``backoff`` seconds, each next one twice as
+    long, up to ``max_delay``; ``timeout`` is the seconds httpx waits to connect, and then for each read or write."""
+
     attempts: int = 3
     backoff: float = 0.25
     max_delay: float = 10.0
     timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        # Checked when the policy is made, as a URL is: httpx refuses a negative timeout only at the first request,
+        # and a backoff that is not a number fails only when a request is first retried, in production
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ConfigError(f"RetryPolicy attempts must be a whole number, 1 or more, got {self.attempts!r}")
+        for name, value in (("backoff", self.backoff), ("max_delay", self.max_delay)):
+            if not _is_seconds(value):
+                raise ConfigError(f"RetryPolicy {name} must be a number of seconds, 0 or more, got {value!r}")
+        if not _is_seconds(self.timeout) or self.timeout == 0:
+            raise ConfigError(f"RetryPolicy timeout must be a number of seconds over 0, got {self.timeout!r}")
+
+
+def _is_seconds(value: object) -> bool:
+    """A finite number, 0 or more (a bool is an int to Python, but no number of seconds)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def checked_retry_policy(retry: object) -> RetryPolicy:
+    """``retry`` as a client takes it (``Relay(url, retry=…)``): a RetryPolicy, not a number of attempts."""
+    if not isinstance(retry, RetryPolicy):
+        raise ConfigError(f"retry must be a RetryPolicy such as RetryPolicy(attempts=5), got {retry!r}")
+    return retry
 
 
 DEFAULT_RETRY = RetryPolicy()

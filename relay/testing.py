@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from relay.adapters.memory import MemoryAdapter, MemoryStore, Published, memory_store
 from relay.client import AsyncRelay, Relay
+from relay.protocol.frames import dumps
 
 ANY = object()
 
 
-def store_of(client: Relay | AsyncRelay | None = None) -> MemoryStore:
-    """The memory store behind ``client`` (by default the module-level client)."""
+def _memory_adapter(client: Relay | AsyncRelay | None) -> MemoryAdapter:
+    """The memory provider behind ``client`` (by default the module-level client)."""
     if client is None:
         from relay import default_client
 
@@ -20,7 +22,30 @@ def store_of(client: Relay | AsyncRelay | None = None) -> MemoryStore:
     adapter = client.adapter
     if not isinstance(adapter, MemoryAdapter):
         raise AssertionError(f"relay.testing needs the memory provider (RELAY_URL=memory://), not {adapter.name}")
-    return adapter.store
+    return adapter
+
+
+def store_of(client: Relay | AsyncRelay | None = None) -> MemoryStore:
+    """The memory store behind ``client`` (by default the module-level client)."""
+    return _memory_adapter(client).store
+
+
+class SignedWebhook(NamedTuple):
+    headers: dict[str, str]
+    body: bytes
+
+
+def signed_webhook(
+    events: Sequence[Mapping[str, Any]], *, client: Relay | AsyncRelay | None = None, time_ms: int | None = None
+) -> SignedWebhook:
+    """A webhook as Pusher delivers it, signed for the memory provider of ``client`` (by default the module-level
+    client): the headers and body a test sends to the application's webhook endpoint, which ``verify_webhook``
+    accepts. ``events`` are in Pusher's form, such as ``{"name": "member_added", "channel": …, "user_id": …}``;
+    ``time_ms`` is now unless given (more than 300 s from now, the webhook is refused as a replay)."""
+    adapter = _memory_adapter(client)
+    sent_at = int(time.time() * 1000) if time_ms is None else time_ms
+    body = dumps({"time_ms": sent_at, "events": [dict(event) for event in events]}).encode()
+    return SignedWebhook({"Content-Type": "application/json", **adapter.webhook_signature_headers(body)}, body)
 
 
 def published(
@@ -71,4 +96,13 @@ def _same(value: Any, expected: Any) -> bool:
     return bool(value == expected)
 
 
-__all__ = ["ANY", "assert_nothing_published", "assert_published", "memory_store", "published", "store_of"]
+__all__ = [
+    "ANY",
+    "SignedWebhook",
+    "assert_nothing_published",
+    "assert_published",
+    "memory_store",
+    "published",
+    "signed_webhook",
+    "store_of",
+]

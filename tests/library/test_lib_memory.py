@@ -80,7 +80,7 @@ def test_every_module_function(environment: pytest.MonkeyPatch) -> None:
         Published("#server-to-user-alice", "note", '{"n":1}'),
     ]
     assert store.terminated_users == ["alice"]
-    assert relay.channel("a") == ChannelInfo("a", False, 0)
+    assert relay.channel("a") == ChannelInfo("a", False, None)  # subscription counting off, as Pusher's default
     assert relay.channel("presence-room") == ChannelInfo("presence-room", False, None, 0)  # as Pusher answers it
     assert relay.channels() == {}
     assert relay.presence_members("presence-room") == []
@@ -131,21 +131,22 @@ async def test_memory_records_large_publishes_and_validates(make_relay: MakeRela
 
 async def test_memory_refuses_data_over_pusher_s_10_kb_as_the_emulator_does(make_relay: MakeRelay) -> None:
     """A test suite on memory:// must not pass what Pusher and the emulator refuse: data over 10,240 UTF-8 bytes is
-    PayloadTooLarge (413) with the emulator's message, for a publish, each event of a batch and send_to_user, and
-    nothing of the call is recorded. 10,240 bytes exactly is recorded."""
+    PayloadTooLarge (413) with the emulator's message (a batch's names the event, batch[i]), for a publish, each
+    event of a batch and send_to_user, and nothing of the call is recorded. 10,240 bytes exactly is recorded."""
     store = fresh_store("sized")
     client = make_relay("memory://sized")
     await client.publish("orders", "e", "x" * 10_240)
     assert [len(entry.data) for entry in store.published] == [10_240]
     store.clear()
     too_big = "é" * 5_121  # 10,242 bytes in UTF-8, 5,121 characters
+    refusal = "data is 10242 bytes; the limit is 10240"
     calls = [
-        lambda: client.publish(["a", "b"], "e", too_big),
-        lambda: client.publish_batch([Event("a", "e", "small"), Event("b", "e", too_big)]),
-        lambda: client.send_to_user("alice", "notice", too_big),
+        (lambda: client.publish(["a", "b"], "e", too_big), refusal),
+        (lambda: client.publish_batch([Event("a", "e", "small"), Event("b", "e", too_big)]), f"batch[1]: {refusal}"),
+        (lambda: client.send_to_user("alice", "notice", too_big), refusal),
     ]
-    for call in calls:
+    for call, message in calls:
         with pytest.raises(PayloadTooLarge) as refused:
             await call()
-        assert (refused.value.message, refused.value.http_status) == ("data is 10242 bytes; the limit is 10240", 413)
+        assert (refused.value.message, refused.value.http_status) == (message, 413)
     assert store.published == []
