@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.errors import InvalidData, ProtocolError
-from relay.protocol.frames import dumps
+from relay.errors import ProtocolError
+from relay.payload import json_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +25,7 @@ class User:
         if not isinstance(watchlist, list | tuple) or not all(isinstance(watched, str) for watched in watchlist):
             raise ProtocolError(f"a user's watchlist is a list of user id strings, not {watchlist!r}")
         object.__setattr__(self, "watchlist", tuple(watchlist))  # a list given is kept as the tuple it is typed as
-        try:
-            dumps(dict(self.info))  # sent as JSON by every provider: refused here, not in the middle of an auth
-        except (TypeError, ValueError) as exc:
-            raise InvalidData(f"a user's info must be JSON-serialisable: {exc}") from None
+        json_text(dict(self.info), "a user's info")  # sent as JSON by every provider: refused here, not mid-auth
 
     @classmethod
     def coerce(cls, user: User | Mapping[str, Any] | str) -> User:

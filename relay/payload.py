@@ -20,11 +20,17 @@ class Payload:
     def of(cls, data: Any) -> Payload:
         if isinstance(data, str):
             return cls(data, False)
-        try:
-            return cls(dumps(data), True)
-        except (TypeError, ValueError) as exc:
-            raise InvalidData(f"event data must be a str or JSON-serialisable: {exc}") from None
-        except RecursionError:  # the encoder goes one call deeper per level: about a thousand levels at most
-            raise InvalidData(
-                "event data is nested too deeply to encode as JSON (past Python's recursion limit): flatten it"
-            ) from None
+        return cls(json_text(data, "event data", "a str or JSON-serialisable"), True)
+
+
+def json_text(value: object, what: str, must_be: str = "JSON-serialisable") -> str:
+    """``value`` as the JSON text every provider is sent; what JSON cannot encode is :class:`InvalidData` naming
+    ``what``, before anything is sent."""
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidData(f"{what} must be {must_be}: {exc}") from None
+    except RecursionError:  # the encoder goes one call deeper per level: about a thousand levels at most
+        raise InvalidData(
+            f"{what} is nested too deeply to encode as JSON (past Python's recursion limit): flatten it"
+        ) from None

@@ -16,6 +16,7 @@ from relay import AsyncRelay, Relay
 from relay.adapters.memory import memory_store
 from relay.config import from_env, parse_url
 from relay.errors import AuthenticationError, ConfigError, InvalidData, PayloadTooLarge, StaleTimestamp
+from relay.models import User
 from relay.senders import RetryPolicy
 from relay.testing import published, signed_webhook
 from tests.conftest import RunningEmulator
@@ -282,3 +283,13 @@ def test_data_nested_too_deeply_is_invalid_data_before_anything_is_sent(url: str
         client.publish_batch([{"channel": "orders", "name": "e", "data": nested}])
     if url.startswith("memory://"):
         assert published(client=client) == []
+
+
+def test_a_user_info_nested_too_deeply_is_invalid_data_too() -> None:
+    nested: list[Any] = []
+    for _ in range(5_000):
+        nested = [nested]
+    with pytest.raises(InvalidData, match=r"^a user's info is nested too deeply to encode as JSON"):
+        User("alice", {"deep": nested})
+    with pytest.raises(InvalidData, match=r"^a user's info must be JSON-serialisable: "):
+        User("alice", {"when": object()})
