@@ -7,7 +7,8 @@ own protocol, counts each frame it writes). The meter keeps
 
 - lifetime totals, exported by ``/metrics``;
 - one :class:`DayUsage` per UTC day, exported by ``/usage`` and ``relay emulator --usage-file`` in the usage-file
-  format ``relay cost --usage`` reads (``relay/cost/usage.py``, version 1);
+  format ``relay cost --usage`` reads (``relay/cost/usage.py``, version 2), with the seconds of each day the meter
+  was measuring (from its start to the snapshot), so that part of a day is not taken for a whole one;
 - an optional observer (the debug console) that is told about each event while someone watches.
 
 Counting rules (the providers' own, as ``docs/cost.md`` "How each provider counts" gives them with sources):
@@ -41,12 +42,15 @@ from relay.protocol.frames import utf8_length
 if TYPE_CHECKING:
     from relay.emulator.hub import AppState
 
-USAGE_VERSION = 1
+USAGE_VERSION = 2  # version 2 added each day's "measured"; the files version 1 wrote are still added to
+_READABLE_VERSIONS = (1, USAGE_VERSION)
 SECONDS_PER_DAY = 86_400
 MAX_TRACKED_USERS = 1_000_000
 _EPOCH = dt.date(1970, 1, 1)
 
 Observer = Callable[[dict[str, object]], None]
+# Spans of seconds after a day's 00:00 UTC, [from, to): when the runs that wrote a day were measuring.
+Spans = tuple[tuple[int, int], ...]
 # app id → UTC day → peak field → value: the summed peaks of runs that were serving at the same time.
 Peaks = dict[str, dict[str, dict[str, int]]]
 
@@ -72,7 +76,7 @@ def local_reach(state: AppState, channel: str, exclude: str | None) -> int:
 
 @dataclass(slots=True)
 class DayUsage:
-    """One app's usage on one UTC day; the fields before ``ably_messages`` are the usage file's."""
+    """One app's usage on one UTC day; every field but ``ably_messages`` is the usage file's."""
 
     peak_connections: int = 0
     peak_channels: int = 0
@@ -93,6 +97,7 @@ class DayUsage:
     units_2kib: int = 0
     delivered_units_5kib: int = 0
     ably_messages: int = 0
+    measured: Spans = ()  # set on the snapshots of :meth:`AppMeter.days`, where "now" is known
 
     @property
     def pusher_messages(self) -> int:
@@ -106,9 +111,12 @@ class DayUsage:
             + self.api_requests
         )
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """The usage file's fields (``ably_messages`` is derived there from the others, so it is left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ably_messages"}
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _COUNTS}
+        if self.measured:
+            values["measured"] = [list(span) for span in self.measured]
+        return values
 
     def summary(self) -> dict[str, int]:
         return {
@@ -120,6 +128,9 @@ class DayUsage:
         }
 
 
+# The usage file's counts and peaks: every field but the derived ``ably_messages`` and the spans measured.
+_COUNTS = frozenset(f.name for f in fields(DayUsage) if f.name not in ("ably_messages", "measured"))
+
 LOGGED_DATA = 500  # characters of an event's data (or of an error's message) a console row shows
 LOGGED_CHANNEL = 200  # characters of a refused channel name (any length a frame holds) a console row shows
 LOGGED_REFUSALS_PER_SECOND = 20  # refusals a second the console is told of, per app (bursts of as many)
@@ -128,6 +139,20 @@ LOGGED_WEBHOOK_EVENTS = 10  # a console row names a webhook request's first even
 
 def day_name(index: int) -> str:
     return (_EPOCH + dt.timedelta(days=index)).isoformat()
+
+
+def measured_spans(start: float, now: float) -> dict[int, tuple[int, int]]:
+    """The whole seconds from ``start`` to ``now`` by UTC day (day index → its span), the second in progress
+    included: a meter started and read within one second measured during that second."""
+    first, stop = math.floor(start), math.floor(now) + 1
+    spans: dict[int, tuple[int, int]] = {}
+    while first < stop:  # a wall clock stepped back before ``start`` leaves nothing measured
+        index = first // SECONDS_PER_DAY
+        midnight = index * SECONDS_PER_DAY
+        until = min(stop, midnight + SECONDS_PER_DAY)
+        spans[index] = (first - midnight, until - midnight)
+        first = until
+    return spans
 
 
 class AppMeter:
@@ -147,7 +172,7 @@ class AppMeter:
         self.observer: Observer | None = None
         self._refusals = TokenBucket(LOGGED_REFUSALS_PER_SECOND, clock())  # those the console is told of
         self._refusals_unshown = 0
-        self.started_at = clock()  # runs whose lifetimes overlap add their peaks in a shared usage file
+        self.started_at = clock()  # the time measured starts here; runs whose lifetimes overlap add their peaks
         # Lifetime totals for /metrics.
         self.connections_opened = 0
         self.messages_received = 0
@@ -390,7 +415,8 @@ class AppMeter:
         return self._day(self._clock())
 
     def days(self) -> dict[str, DayUsage]:
-        """Every day so far, with the connections and channels still open counted up to now."""
+        """Every day so far, with the connections and channels still open counted up to now, and the seconds of
+        each day measured so far."""
         now = self._clock()
         self._day(now)
         days = {index: copy.copy(day) for index, day in self._days.items()}
@@ -412,11 +438,14 @@ class AppMeter:
                 day = days[today]
                 setattr(day, attr, getattr(day, attr) + minutes)
                 setattr(day, peak, max(getattr(day, peak), 1))
+        # Every day the run spanned, a quiet one too: its time measured is time nothing happened in, not time unknown.
+        for index, span in measured_spans(self.started_at, now).items():
+            days.setdefault(index, DayUsage()).measured = (span,)
         return {day_name(index): day for index, day in sorted(days.items())}
 
 
 def usage_document(meters: Iterable[AppMeter], generated_by: str) -> dict[str, Any]:
-    """The usage file (version 1) for these apps, as ``relay cost --usage`` reads it."""
+    """The usage file (version 2) for these apps, as ``relay cost --usage`` reads it."""
     apps: dict[str, Any] = {}
     for meter in meters:
         apps[meter.app_id] = {
@@ -432,8 +461,9 @@ def usage_summary(meters: Iterable[AppMeter]) -> dict[str, Any]:
 
 
 _PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
-_OPTIONAL = frozenset({"peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib"})
-_FIELDS = frozenset(DayUsage().to_dict())
+# Fields a day may lack: counts an earlier version did not keep, and the time measured, which version 1 did not.
+_OPTIONAL = frozenset({"peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib", "measured"})
+_FIELDS = _COUNTS | {"measured"}
 _REQUIRED = _FIELDS - _OPTIONAL
 _DAY_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -452,17 +482,34 @@ def _is_day_name(name: str) -> bool:
     return True
 
 
-def check_usage_document(value: object) -> dict[str, Any]:
-    """``value`` when it is a usage file (version 1) that usage can be added to; else ValueError saying what is not.
+def _spans_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a day's ``measured`` (spans [from, to) of seconds after 00:00 UTC, in order
+    and apart), or None."""
+    if not isinstance(value, list) or not value:
+        return "is not a list of [from, to] spans of seconds"
+    end = 0
+    for span in value:
+        if not (isinstance(span, list) and len(span) == 2 and all(_is_count(second) for second in span)):
+            return f"has {span!r}, not a [from, to] span of whole seconds"
+        if not end <= span[0] < span[1] <= SECONDS_PER_DAY:
+            return f"has {span!r}: not in the day, in order and apart from the spans before it"
+        end = span[1]
+    return None
 
-    The shape only (objects, field names, dates, whole numbers): the counts of one node of a cluster need not
+
+def check_usage_document(value: object) -> dict[str, Any]:
+    """``value`` when it is a usage file (version 1 or 2) that usage can be added to; else ValueError saying what is
+    not.
+
+    The shape only (objects, field names, dates, whole numbers, spans): the counts of one node of a cluster need not
     agree with each other (its deliveries may be of publishes made on another node).
     """
     if not isinstance(value, dict):
         kind = "null" if value is None else "an array" if isinstance(value, list) else repr(value)[:40]
         raise ValueError(f"JSON {kind}, not an object")
-    if value.get("version") != USAGE_VERSION:
-        raise ValueError(f"not a version {USAGE_VERSION} usage file")
+    if value.get("version") not in _READABLE_VERSIONS:
+        raise ValueError(f"not a version {' or '.join(map(str, _READABLE_VERSIONS))} usage file")
+    known = _FIELDS if value["version"] == USAGE_VERSION else _COUNTS
     unknown = sorted(set(value) - {"version", "generated_by", "apps"})
     if unknown:
         raise ValueError(f"unknown field {unknown[0]!r}")
@@ -487,17 +534,36 @@ def check_usage_document(value: object) -> dict[str, Any]:
             if missing:
                 raise ValueError(f"{where}.days.{name} has no {missing[0]}")
             for key, count in day.items():
-                if key not in _FIELDS:
-                    raise ValueError(f"{where}.days.{name}.{key} is not a usage field")
-                if not _is_count(count):
+                if key not in known:
+                    raise ValueError(f"{where}.days.{name}.{key} is not a usage field of version {value['version']}")
+                problem = _spans_problem(count) if key == "measured" else None
+                if problem is not None:
+                    raise ValueError(f"{where}.days.{name}.measured {problem}")
+                if key != "measured" and not _is_count(count):
                     raise ValueError(f"{where}.days.{name}.{key} is not a whole number ≥ 0")
     return value
+
+
+def _union(spans: Sequence[Sequence[int]], more: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The seconds in either ``spans`` or ``more``, as spans in order and apart (touching ones joined)."""
+    joined: list[list[int]] = []
+    for start, end in sorted((span[0], span[1]) for span in (*spans, *more)):
+        if joined and start <= joined[-1][1]:
+            joined[-1][1] = max(joined[-1][1], end)
+        else:
+            joined.append([start, end])
+    return joined
 
 
 def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any], concurrent: Peaks | None = None) -> dict[str, Any]:
     """Add ``new``, this run's usage, to ``old``, a usage file: counts add up and each peak is the larger of the
     file's and this run's, where this run's is its own plus ``concurrent``: the summed peaks of the earlier runs that
     were serving while this one was (workers or nodes of one deployment: their connections were open together).
+
+    The seconds measured are the union of the two: runs serving together measured the same seconds, runs in turn
+    add theirs, and nothing needs to know which of the two it was (a crashed run's checkpoint, recovered with no
+    word of what it overlapped, is measured once too). A day either lacks (its counts then came from runs whose
+    time nobody recorded, such as a version 1 file's) is left without.
 
     ``unique_users`` takes the larger of the two runs' counts (a lower bound: two runs may have seen different
     users). Raises ValueError when ``old`` is not a usage file (:func:`check_usage_document`).
@@ -512,12 +578,16 @@ def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any], concurrent: 
         others = concurrent.get(app_id, {})
         for name, counts in entry["days"].items():
             day = target["days"].setdefault(name, {})
-            lacking = {key for key in _OPTIONAL if day and key not in day}
+            lacking = {key for key in _OPTIONAL if day and (key not in day or key not in counts)}
             together = others.get(name, {})
             for key, value in counts.items():
-                previous = day.get(key, 0)
-                day[key] = max(previous, value + together.get(key, 0)) if key in _PEAKS else previous + value
-            for key in lacking:  # the earlier run did not measure it: a sum would be wrong
+                if key == "measured":
+                    day[key] = _union(day.get(key, []), value)
+                elif key in _PEAKS:
+                    day[key] = max(day.get(key, 0), value + together.get(key, 0))
+                else:
+                    day[key] = day.get(key, 0) + value
+            for key in lacking:  # one of the runs did not measure it: a sum would be wrong
                 day.pop(key, None)
     return {"version": USAGE_VERSION, "generated_by": new.get("generated_by", ""), "apps": apps}
 

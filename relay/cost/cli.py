@@ -239,15 +239,19 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise ConfigError(f"--usage describes the workload; it cannot be combined with {flags}")
-        from .usage import load_usage, workload_from_usage
+        from .usage import load_usage, short_measurement, workload_from_usage
 
+        usage = load_usage(args.usage)
         workload = workload_from_usage(
-            load_usage(args.usage),
+            usage,
             app=args.app,
             days_per_month=args.days_per_month,
             echo=args.echo,
             mau=_whole(args.mau),  # type: ignore[arg-type]
         )
+        warning = short_measurement(usage, args.app)
+        if warning is not None:  # also among the assumptions, but those come last, under the table
+            print(f"relay cost: warning: {usage.origin}: {warning}", file=sys.stderr)
     else:
         if args.app is not None:
             raise ConfigError("--app selects an app of a usage file: pass --usage FILE too")

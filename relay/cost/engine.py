@@ -71,6 +71,9 @@ def _summarise(workload: Workload, provider: Provider, prices: Prices) -> Provid
         broken = [fit for fit in fits if fit.status == "does_not_fit"]
         status, reference = "does_not_fit", broken[-1] if broken else fits[-1]
         limit, confidence = _break_reason(reference, custom, fits), provider.confidence
+    # A managed provider that does not fit still has a figure: its largest listed plan at list rates, a floor.
+    listed_floor = status == "does_not_fit" and provider.kind == "managed" and reference.status == "does_not_fit"
+    floor = reference.monthly_usd if listed_floor else None
     return ProviderEstimate(
         provider=provider.id,
         name=provider.name,
@@ -89,6 +92,7 @@ def _summarise(workload: Workload, provider: Provider, prices: Prices) -> Provid
         as_of=provider.as_of,
         source=provider.source,
         nodes=reference.nodes if status != "unknown" else None,
+        list_rate_usd=floor,
     )
 
 

@@ -485,6 +485,9 @@ class ProviderEstimate:
     as_of: str
     source: str
     nodes: int | None = None
+    # A managed provider no listed plan fits: its largest listed plan's cost for the workload at list rates, the
+    # limits it breaks ignored. A floor of what the workload costs there: it needs more than that plan.
+    list_rate_usd: float | None = None
 
     def unit(self, name: str) -> float:
         for key, value in self.units:

@@ -52,6 +52,13 @@ def money(value: float | None) -> str:
     return "—" if value is None else f"${value:,.2f}"
 
 
+def _cost_cell(result: ProviderEstimate) -> str:
+    """The monthly cost; for a managed provider that does not fit, the floor its largest listed plan sets."""
+    if result.list_rate_usd is not None:
+        return f"≥ {money(result.list_rate_usd)}\nat list rates"
+    return money(result.monthly_usd)
+
+
 def workload_summary(w: Workload) -> str:
     parts = [f"{w.connections:,} peak connections"]
     if w.publishes_per_day:
@@ -125,7 +132,7 @@ def print_table(
         table.add_row(
             result.name,
             _plan_name(result),
-            money(result.monthly_usd),
+            _cost_cell(result),
             Text(_STATUS_TEXT[result.status], style=_STATUS_STYLE[result.status]),
             _units_cell(result),
             _limit_cell(result),
@@ -208,6 +215,7 @@ def to_dict(estimate: Estimate, crossings: Sequence[Crossover] = ()) -> dict[str
                 "status": result.status,
                 "plan": result.plan,
                 "monthly_usd": result.monthly_usd,
+                "list_rate_usd": result.list_rate_usd,
                 "nodes": result.nodes,
                 "limit": result.limit,
                 "headroom": _clean(result.headroom),
@@ -273,6 +281,7 @@ CSV_COLUMNS = (
     "status",
     "plan",
     "monthly_usd",
+    "list_rate_usd",
     "nodes",
     "limit",
     "headroom_pct",
@@ -297,6 +306,7 @@ def to_csv(estimate: Estimate) -> str:
                 result.status,
                 result.plan or "",
                 "" if result.monthly_usd is None else f"{result.monthly_usd:.2f}",
+                "" if result.list_rate_usd is None else f"{result.list_rate_usd:.2f}",
                 "" if result.nodes is None else result.nodes,
                 result.limit,
                 "" if result.headroom is None else f"{result.headroom * 100:.1f}",

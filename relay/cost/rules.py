@@ -154,17 +154,20 @@ def _pusher(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> Plan
 
 
 def ably_messages_per_day(w: Workload) -> float:
-    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E) + W) + D·(P·S + CE·Sce) + Pr·(1 + Ps), where D is the 5 KiB units
+    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E)) + D·(P·S + CE·Sce) + W + Pr·(1 + Ps), where D is the 5 KiB units
     of a delivery: measured per recipient in a usage file, else the same as a message's.
 
     Server publishes go over REST and are not echoed; client publishes (client events) are echoed to the sender
-    when echo is on (Ably's default).
+    when echo is on (Ably's default). A webhook is 1 message: the reference's counting list says "integration or
+    webhook delivery = 1 per target" (ably-and-pricing §F.2), the rule for webhooks in particular, where its summary
+    formula (§F.6) puts W inside the 5 KiB chunks of the published messages, whose size is not a webhook's anyway.
+    The usage meter counts a webhook as 1 too.
     """
     echo = 1 if w.echo else 0
     chunks, delivered = w.units_of(5), w.delivery_units_of_5kib()
-    inbound = chunks * (w.publishes_per_day + w.client_events_per_day * (1 + echo) + w.webhooks_per_day)
+    inbound = chunks * (w.publishes_per_day + w.client_events_per_day * (1 + echo))
     outbound = delivered * (w.publishes_per_day * w.subscribers_per_publish + w.client_events_per_day * w.ce_recipients)
-    return inbound + outbound + w.presence_events_per_day * (1 + w.presence_audience)
+    return inbound + outbound + w.webhooks_per_day + w.presence_events_per_day * (1 + w.presence_audience)
 
 
 def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
@@ -490,7 +493,7 @@ _RULES: dict[str, Callable[[Workload, Provider, Plan, Prices], PlanFit]] = {
 
 _RULE_TEXT = {
     "P_COUNT": "messages/day = P·(1+S) + CE·(1+Sce) + Pr·Ps + W + Q, checked on the busiest UTC day; hard caps",
-    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E) + W) + Pr·(1+Ps); "
+    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E)) + W + Pr·(1+Ps); "
     "plus connection- and channel-minutes",
     "A_MAU25": "base + $/MAU; messages and connection-minutes beyond fair use at resource-based rates",
     "A_MAU26": "priced per monthly active user; package prices unknown",

@@ -1,9 +1,9 @@
 """The usage file: what the emulator's usage meter measured, per app and per UTC day, as `relay cost --usage` reads it.
 
-Format (JSON, version 1)::
+Format (JSON, version 2)::
 
     {
-      "version": 1,
+      "version": 2,
       "generated_by": "relay emulator 0.1.0",          # optional
       "apps": {
         "<app_id>": {
@@ -27,18 +27,26 @@ Format (JSON, version 1)::
               "peak_publishes_per_second": 40,         # optional: most publishes + client events in one second
               "units_5kib": 1020,                      # optional: Σ ceil(data bytes / 5 KiB) over those messages
               "units_2kib": 1020,                      # optional: Σ ceil(data bytes / 2 KiB)
-              "delivered_units_5kib": 50000            # optional: Σ ceil(data bytes / 5 KiB) × recipients
+              "delivered_units_5kib": 50000,           # optional: Σ ceil(data bytes / 5 KiB) × recipients
+              "measured": [[0, 86400]]                 # optional: when the meter was measuring, [from, to) in
+                                                       # seconds after 00:00 UTC (absent: not recorded)
             }
           }
         }
       }
     }
 
-The file is UTF-8. Every count is a whole number from 0 to 10**18. The loader is strict: an unknown or missing field, a
-wrong type, a bad date, a key given twice (JSON would keep only the last) or counts that contradict each other
-(deliveries without publishes; more 5 KiB units than the bytes allow, or fewer than the messages or deliveries; a
-busiest second with more messages than the day, or with none on a day with some) are errors naming the app, the day and
-the field.
+Version 1 is the same without ``measured`` (the meter did not record the time it measured): its days are taken as
+measured in full. A day of a version 2 file may lack it too, where its counts were added to a version 1 file's.
+
+The file is UTF-8 (a byte order mark is allowed). Every count is a whole number from 0 to 10**18. The loader is
+strict: an unknown or missing field, a wrong type, a bad date, a key given twice (JSON would keep only the last) or
+counts that contradict each other (deliveries without publishes; minutes without a peak; more 5 KiB units than the
+bytes allow, or fewer than the messages or deliveries; a busiest second with more messages than the day, or with none
+on a day with some) are errors naming the app, the day and the field.
+
+`relay cost` reads a day measured in part as a whole day at the rate measured: the average day is each app's counts
+÷ the days (in seconds ÷ 86,400) it measured, its peaks as measured.
 """
 
 from __future__ import annotations
@@ -54,11 +62,23 @@ from typing import Any
 from relay.errors import ConfigError
 
 from .files import parser_limits, read_text
-from .models import MAX_QUANTITY, SECONDS_PER_DAY, Workload, shown_number
+from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Workload, shown_number
 
-__all__ = ["USAGE_VERSION", "Usage", "UsageApp", "UsageDay", "load_usage", "parse_usage", "workload_from_usage"]
+__all__ = [
+    "USAGE_VERSION",
+    "Usage",
+    "UsageApp",
+    "UsageDay",
+    "load_usage",
+    "parse_usage",
+    "short_measurement",
+    "workload_from_usage",
+]
 
-USAGE_VERSION = 1
+USAGE_VERSION = 2  # version 2 added "measured"; version 1 files are still read
+_READABLE_VERSIONS = (1, USAGE_VERSION)
+# Less than this measured in all, the daily figures are extrapolated from too little to be more than a guess.
+SHORT_MEASUREMENT = 3600
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,14 @@ class UsageDay:
     units_5kib: int | None = None
     units_2kib: int | None = None
     delivered_units_5kib: int | None = None
+    measured: tuple[tuple[int, int], ...] | None = None  # None: not recorded (version 1), taken as the whole day
+
+    @property
+    def measured_seconds(self) -> int:
+        """Seconds of the day measured: the whole day when the file does not say."""
+        if self.measured is None:
+            return SECONDS_PER_DAY
+        return sum(end - start for start, end in self.measured)
 
     @property
     def messages(self) -> int:
@@ -92,23 +120,36 @@ class UsageDay:
     @property
     def pusher_messages(self) -> int:
         """What Pusher would count for this day (every API call and every delivery)."""
-        return (
-            self.publishes
-            + self.deliveries
-            + self.client_events
-            + self.client_event_deliveries
-            + self.presence_deliveries
-            + self.webhooks
-            + self.api_requests
-        )
+        return sum(getattr(self, name) for name in _PUSHER_COUNTS)
 
-    def to_dict(self) -> dict[str, int]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+    def to_dict(self) -> dict[str, Any]:
+        values: dict[str, Any] = {key: value for key, value in asdict(self).items() if value is not None}
+        if self.measured is not None:
+            values["measured"] = [list(span) for span in self.measured]
+        return values
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _OPTIONAL = ("peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib")
-_REQUIRED = tuple(f.name for f in fields(UsageDay) if f.name not in _OPTIONAL)
+_REQUIRED = tuple(f.name for f in fields(UsageDay) if f.name not in (*_OPTIONAL, "measured"))
+# The fields a day counts in: summed, and extrapolated from a day measured in part (the peaks are neither).
+_COUNTED = tuple(
+    f.name
+    for f in fields(UsageDay)
+    if f.name not in ("peak_connections", "peak_channels", "peak_publishes_per_second", "measured")
+)
+# What Pusher counts (`UsageDay.pusher_messages`): every API call and every delivery.
+_PUSHER_COUNTS = (
+    "publishes",
+    "deliveries",
+    "client_events",
+    "client_event_deliveries",
+    "presence_deliveries",
+    "webhooks",
+    "api_requests",
+)
+# Minutes, and the peak that bounds what a whole day of them can be (rounding aside).
+_MINUTE_PEAKS = {"connection_minutes": "peak_connections", "channel_minutes": "peak_channels"}
 # (count, what it counts deliveries of): deliveries need something delivered.
 _PAIRS = (
     ("deliveries", "publishes"),
@@ -147,7 +188,8 @@ class Usage:
 
 def load_usage(path: str | Path) -> Usage:
     path = Path(path)
-    text = read_text(path, "usage file")
+    # Windows editors save UTF-8 with a byte order mark; it is no part of the JSON.
+    text = read_text(path, "usage file").removeprefix("\ufeff")
     with parser_limits("usage file", str(path)):
         try:
             data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
@@ -187,9 +229,16 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
 
     if not isinstance(data, dict):
         raise fail("", f"must be a JSON object, got {type(data).__name__}")
+    if _is_summary(data):
+        raise fail(
+            "",
+            "this is the summary GET /usage?summary=1 returns, not a usage file: use GET /usage (without summary=1) "
+            "or the file relay emulator --usage-file writes",
+        )
     _no_unknown(data, {"version", "generated_by", "apps"}, "", fail)
-    if data.get("version") != USAGE_VERSION:
-        raise fail("", f"field 'version' must be {USAGE_VERSION}, got {data.get('version')!r}")
+    version = data.get("version")
+    if version not in _READABLE_VERSIONS:
+        raise fail("", f"field 'version' must be {' or '.join(map(str, _READABLE_VERSIONS))}, got {version!r}")
     generated_by = data.get("generated_by", "")
     if not isinstance(generated_by, str):
         raise fail("", f"field 'generated_by' must be a string, got {generated_by!r}")
@@ -217,9 +266,19 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
                 dt.date.fromisoformat(day)
             except ValueError:
                 raise fail(day_where, "a day is a UTC date YYYY-MM-DD") from None
-            days[day] = _day(day_raw, day_where, fail)
+            days[day] = _day(day_raw, day_where, version, fail)
         apps[str(app_id)] = UsageApp(days=days, unique_users=unique)
-    return Usage(apps=apps, version=USAGE_VERSION, generated_by=generated_by, origin=origin)
+    return Usage(apps=apps, version=version, generated_by=generated_by, origin=origin)
+
+
+def _is_summary(data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` has the shape of ``GET /usage?summary=1``: app id → UTC date → counts, and nothing else."""
+    return bool(data) and all(
+        isinstance(days, dict)
+        and days
+        and all(isinstance(day, dict) and _DAY.fullmatch(name) for name, day in days.items())
+        for days in data.values()
+    )
 
 
 def _check_count(value: object, name: str, where: str, fail: Any) -> None:
@@ -235,10 +294,12 @@ def _no_unknown(raw: Mapping[str, Any], allowed: set[str], where: str, fail: Any
             raise fail(where, f"unknown field {key!r} (allowed: {', '.join(sorted(allowed))})")
 
 
-def _day(raw: object, where: str, fail: Any) -> UsageDay:
+def _day(raw: object, where: str, version: int, fail: Any) -> UsageDay:
     if not isinstance(raw, dict):
         raise fail(where, f"must be an object, got {type(raw).__name__}")
-    _no_unknown(raw, set(_REQUIRED) | set(_OPTIONAL), where, fail)
+    if "measured" in raw and version < USAGE_VERSION:
+        raise fail(where, f"field 'measured' is new in version {USAGE_VERSION}, but the file says version {version}")
+    _no_unknown(raw, {*_REQUIRED, *_OPTIONAL, "measured"}, where, fail)
     values: dict[str, int | None] = {}
     for name in _REQUIRED:
         if name not in raw:
@@ -249,10 +310,21 @@ def _day(raw: object, where: str, fail: Any) -> UsageDay:
         value = raw[name]
         _check_count(value, name, where, fail)
         values[name] = value
-    day = UsageDay(**values)  # type: ignore[arg-type]
+    measured = _measured(raw["measured"], where, fail) if "measured" in raw else None
+    day = UsageDay(**values, measured=measured)  # type: ignore[arg-type]
     for deliveries, sent in _PAIRS:
         if getattr(day, deliveries) and not getattr(day, sent):
             raise fail(where, f"field {deliveries!r} is {getattr(day, deliveries)} but {sent!r} is 0")
+    for minutes, peak in _MINUTE_PEAKS.items():
+        # A minute is counted for a connection (or channel) that was open, which makes the day's peak at least 1.
+        # No upper bound holds: minutes are rounded up per connection, so short ones, one after another, may add up
+        # to more than the peak held all day.
+        if getattr(day, minutes) and not getattr(day, peak):
+            raise fail(
+                where,
+                f"field {minutes!r} is {getattr(day, minutes)} but {peak!r} is 0: a minute counted is a minute "
+                "something was open",
+            )
     if day.payload_bytes and not day.messages:
         raise fail(where, "field 'payload_bytes' is not 0 but there are no publishes or client events")
     for name, kib in (("units_5kib", 5), ("units_2kib", 2)):
@@ -272,6 +344,25 @@ def _day(raw: object, where: str, fail: Any) -> UsageDay:
     _check_delivered_units(day, where, fail)
     _check_peak_second(day, where, fail)
     return day
+
+
+def _measured(raw: object, where: str, fail: Any) -> tuple[tuple[int, int], ...]:
+    """A day's ``measured``: spans [from, to) of whole seconds after 00:00 UTC, in order and apart."""
+    if not isinstance(raw, list) or not raw:
+        raise fail(
+            where, f"field 'measured' must be a list of [from, to] pairs of seconds after 00:00 UTC, got {raw!r}"
+        )
+    spans: list[tuple[int, int]] = []
+    for span in raw:
+        whole = isinstance(span, list) and len(span) == 2 and all(type(second) is int for second in span)
+        if not whole or not 0 <= span[0] < span[1] <= SECONDS_PER_DAY:
+            raise fail(where, f"field 'measured' has {span!r}: from and to must be 0 ≤ from < to ≤ {SECONDS_PER_DAY}")
+        if spans and span[0] < spans[-1][1]:
+            raise fail(
+                where, f"field 'measured' has {span!r} after {list(spans[-1])!r}: the spans must be in order, apart"
+            )
+        spans.append((span[0], span[1]))
+    return tuple(spans)
 
 
 def _check_delivered_units(day: UsageDay, where: str, fail: Any) -> None:
@@ -344,99 +435,214 @@ def workload_from_usage(
 ) -> Workload:
     """The average measured day as a `Workload` (all apps summed, as Pusher counts per account, unless ``app``).
 
-    Peak connections and channels of several apps are summed per day: an upper bound of their true combined peak.
+    Each app's average day is its counts over the time it measured: Σ counts × 86,400 ÷ Σ seconds measured (a day
+    the file does not say of counts as a whole day), so a day measured in part weighs for the part it was measured,
+    at the rate it was. Peaks are as measured; the busiest day is the busiest measured in full (a part of a day says
+    nothing of a whole one). Peak connections and channels of several apps are summed per day: an upper bound of
+    their true combined peak.
     """
-    if app is not None:
-        if app not in usage.apps:
-            known = ", ".join(sorted(usage.apps))
-            raise ConfigError(f"usage file {usage.origin}: no app {app!r} (--app); it has: {known}")
-        apps = {app: usage.apps[app]}
-    else:
-        apps = dict(usage.apps)
-    days = _merged_days(apps)
-    n = len(days)
-
-    def total(name: str) -> int:
-        return sum(getattr(d, name) for d in days.values())
+    apps = _selected(usage, app)
+    average, capped = _average_day(apps)
+    dates = sorted({name for entry in apps.values() for name in entry.days})
+    n = len(dates)
 
     def ratio(numerator: str, denominator: str) -> float:
-        below = total(denominator)
-        return total(numerator) / below if below else 0.0
+        below = average[denominator] or 0.0
+        return (average[numerator] or 0.0) / below if below else 0.0
 
-    messages = total("publishes") + total("client_events")
-    pusher_days = [d.pusher_messages for d in days.values()]
-    mean_pusher = sum(pusher_days) / n
-    peak_day_factor = max(1.0, max(pusher_days) / mean_pusher) if mean_pusher else 1.0
+    messages = (average["publishes"] or 0.0) + (average["client_events"] or 0.0)
+    mean_pusher = sum(average[name] or 0.0 for name in _PUSHER_COUNTS)
+    whole_days = _whole_days(apps)
+    busiest_day = max(whole_days.values(), default=None)
+    peak_day_factor = max(1.0, busiest_day / mean_pusher) if busiest_day is not None and mean_pusher else 1.0
     peak_factor = 1.0
     busiest, peak_note = _busiest_second(apps)
     if messages and busiest is not None:
-        peak_factor = max(1.0, busiest * SECONDS_PER_DAY / (messages / n * peak_day_factor))
+        peak_factor = max(1.0, busiest * SECONDS_PER_DAY / (messages * peak_day_factor))
 
     def units(name: str) -> float | None:
-        values = [getattr(d, name) for d in days.values()]
-        if not messages or any(v is None for v in values):
+        value = average[name]
+        if not messages or value is None:
             return None
-        return max(1.0, sum(v or 0 for v in values) / messages)
+        return max(1.0, value / messages)
 
     def delivery_units() -> float | None:
         """Average 5 KiB units per delivery, weighted by each message's recipients (Ably bills each delivery)."""
-        values = [d.delivered_units_5kib for d in days.values()]
-        delivered = total("deliveries") + total("client_event_deliveries")
-        if not delivered or any(v is None for v in values):
+        delivered = (average["deliveries"] or 0.0) + (average["client_event_deliveries"] or 0.0)
+        value = average["delivered_units_5kib"]
+        if not delivered or value is None:
             return None
-        return max(1.0, sum(v or 0 for v in values) / delivered)
+        return max(1.0, value / delivered)
+
+    def summed_peak(name: str) -> int:
+        per_day: list[int] = [
+            sum(getattr(entry.days[day], name) for entry in apps.values() if day in entry.days) for day in dates
+        ]
+        return max(per_day)
 
     users = [entry.unique_users for entry in apps.values()]
-    connected = any(d.peak_connections > 0 for d in days.values())
+    connected = any(d.peak_connections > 0 for entry in apps.values() for d in entry.days.values())
     # The meter learns user ids from sign-ins and presence only: none seen while clients connected means unknown
     # (the estimate's fallback applies), not zero monthly active users.
     seen = sum(u or 0 for u in users)
     if mau is None and all(u is not None for u in users) and (seen > 0 or not connected):
         mau = seen
-    first, last = next(iter(days)), next(reversed(days))
-    span = first if first == last else f"{first} to {last}"
+    span = dates[0] if n == 1 else f"{dates[0]} to {dates[-1]}"
     names = ", ".join(apps)
+    coverage_note = _coverage_note(apps, capped, no_whole_day=n > 1 and not whole_days)
     return Workload(
-        connections=max(d.peak_connections for d in days.values()),
-        publishes_per_day=total("publishes") / n,
+        connections=summed_peak("peak_connections"),
+        publishes_per_day=average["publishes"] or 0.0,
         subscribers_per_publish=ratio("deliveries", "publishes"),
-        client_events_per_day=total("client_events") / n,
+        client_events_per_day=average["client_events"] or 0.0,
         client_event_recipients=ratio("client_event_deliveries", "client_events"),
-        presence_events_per_day=total("presence_events") / n,
+        presence_events_per_day=average["presence_events"] or 0.0,
         presence_subscribers=ratio("presence_deliveries", "presence_events"),
-        webhooks_per_day=total("webhooks") / n,
-        api_requests_per_day=total("api_requests") / n,
-        message_bytes=total("payload_bytes") / messages if messages else 0.0,
+        webhooks_per_day=average["webhooks"] or 0.0,
+        api_requests_per_day=average["api_requests"] or 0.0,
+        message_bytes=(average["payload_bytes"] or 0.0) / messages if messages else 0.0,
         days_per_month=days_per_month,
         peak_day_factor=peak_day_factor,
         peak_factor=peak_factor,
-        channels=max(d.peak_channels for d in days.values()),
-        connection_minutes_per_day=total("connection_minutes") / n,
-        channel_minutes_per_day=total("channel_minutes") / n,
-        bytes_out_per_day=total("bytes_out") / n,
+        channels=summed_peak("peak_channels"),
+        connection_minutes_per_day=average["connection_minutes"] or 0.0,
+        channel_minutes_per_day=average["channel_minutes"] or 0.0,
+        bytes_out_per_day=average["bytes_out"] or 0.0,
         size_units_5kib=units("units_5kib"),
         delivery_units_5kib=delivery_units(),
         size_units_2kib=units("units_2kib"),
         mau=mau,
         echo=echo,
         origin=f"measured: {usage.origin}, app{'s' if len(apps) > 1 else ''} {names}, {n} day{'s' if n > 1 else ''} "
-        f"({span}){peak_note}",
+        f"({span}){coverage_note}{peak_note}",
     )
 
 
-def _merged_days(apps: Mapping[str, UsageApp]) -> dict[str, UsageDay]:
-    """The apps' days summed field by field, in date order; a field unknown for one app is unknown in the sum."""
-    merged: dict[str, dict[str, int | None]] = {}
+def short_measurement(usage: Usage, app: str | None = None) -> str | None:
+    """A warning when the file (``app`` of it) measured less than an hour in all: its daily figures are a guess.
+    None otherwise."""
+    seconds = sum(_measured_by_day(_selected(usage, app)).values())
+    if seconds >= SHORT_MEASUREMENT:
+        return None
+    return (
+        f"less than an hour measured ({_duration(seconds)}): every daily figure is extrapolated from it and is a "
+        "guess; measure for an hour or more (a whole day is best)"
+    )
+
+
+def _selected(usage: Usage, app: str | None) -> dict[str, UsageApp]:
+    if app is None:
+        return dict(usage.apps)
+    if app not in usage.apps:
+        known = ", ".join(sorted(usage.apps))
+        raise ConfigError(f"usage file {usage.origin}: no app {app!r} (--app); it has: {known}")
+    return {app: usage.apps[app]}
+
+
+def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None], bool]:
+    """The apps' average day, summed: each app's counts × 86,400 ÷ the seconds it measured (None for a field some
+    app-day lacks), and whether the minutes were held down to the peaks held all day.
+
+    Minutes are rounded up per connection (and channel), so a few seconds measured would extrapolate to more minutes
+    than the peak open all day makes: the minutes are taken at most as that, unless the days as measured already have
+    more (many short connections, each rounded up, which a provider bills so).
+    """
+    average: dict[str, float | None] = dict.fromkeys(_COUNTED, 0.0)
+    capped = False
     for entry in apps.values():
-        for day, values in entry.days.items():
-            row = merged.setdefault(day, {})
-            for f in fields(UsageDay):
-                value = getattr(values, f.name)
-                if f.name in row and (row[f.name] is None or value is None):
-                    row[f.name] = None
-                else:
-                    row[f.name] = (row.get(f.name) or 0) + value if value is not None else None
-    return {day: UsageDay(**row) for day, row in sorted(merged.items())}  # type: ignore[arg-type]
+        days = entry.days.values()
+        measured_days = sum(day.measured_seconds for day in days) / SECONDS_PER_DAY
+        for name in _COUNTED:
+            values = [getattr(day, name) for day in days]
+            so_far = average[name]
+            if so_far is None or any(value is None for value in values):
+                average[name] = None
+                continue
+            per_day = sum(values) / measured_days
+            if name in _MINUTE_PEAKS:
+                peak = max(getattr(day, _MINUTE_PEAKS[name]) for day in days)
+                ceiling = max(peak * MINUTES_PER_DAY, sum(values) / len(days))
+                capped = capped or per_day > ceiling
+                per_day = min(per_day, ceiling)
+            average[name] = so_far + per_day
+    return average, capped
+
+
+def _whole_days(apps: Mapping[str, UsageApp]) -> dict[str, int]:
+    """Pusher's count of the apps on each day every one of them measured in full (or does not say)."""
+    counts: dict[str, int] = {}
+    partial: set[str] = set()
+    for entry in apps.values():
+        for name, day in entry.days.items():
+            counts[name] = counts.get(name, 0) + day.pusher_messages
+            if day.measured_seconds < SECONDS_PER_DAY:
+                partial.add(name)
+    return {name: count for name, count in counts.items() if name not in partial}
+
+
+def _measured_by_day(apps: Mapping[str, UsageApp]) -> dict[str, int]:
+    """Seconds of each day that any of the apps measured (a day one of them does not say of: the whole day)."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for entry in apps.values():
+        for name, day in entry.days.items():
+            spans.setdefault(name, []).extend(day.measured or ((0, SECONDS_PER_DAY),))
+    measured: dict[str, int] = {}
+    for name, found in spans.items():
+        seconds = end = 0
+        for start, stop in sorted(found):
+            seconds += max(0, stop - max(start, end))
+            end = max(end, stop)
+        measured[name] = seconds
+    return measured
+
+
+_LISTED = 5  # days measured in part the workload names, of many
+
+
+def _coverage_note(apps: Mapping[str, UsageApp], capped: bool, *, no_whole_day: bool) -> str:
+    """What the workload says of the time the file measured: in all, which days in part, and what was assumed."""
+    days = [day for entry in apps.values() for day in entry.days.values()]
+    unrecorded = sum(day.measured is None for day in days)
+    if unrecorded == len(days):
+        return (
+            "; the time measured is not recorded (a version 1 file, or days added to one): each day is taken as "
+            "measured in full, so a day measured in part is priced low"
+        )
+    by_day = _measured_by_day(apps)
+    partial = {name: seconds for name, seconds in by_day.items() if seconds < SECONDS_PER_DAY}
+    note = f"; {_duration(sum(by_day.values()))} measured"
+    if partial:
+        shown = ", ".join(f"{name}: {_duration(seconds)}" for name, seconds in sorted(partial.items())[:_LISTED])
+        more = f" and {len(partial) - _LISTED} more" if len(partial) > _LISTED else ""
+        which = "the day" if len(by_day) == 1 else f"{len(partial)} of the {len(by_day)} days"
+        whole = "a whole day" if len(partial) == 1 else "whole days"
+        note += (
+            f", {which} in part ({shown}{more}), extrapolated to {whole} at the rate measured (counts × 86,400 ÷ "
+            "seconds measured; peaks as measured)"
+        )
+    if unrecorded:
+        note += (
+            f"; {unrecorded} app-day{'s' if unrecorded > 1 else ''} without a record of the time measured (added to "
+            "a version 1 file) taken as measured in full"
+        )
+    if capped:
+        note += "; connection- or channel-minutes extrapolated to at most the peak held all day"
+    if no_whole_day:
+        note += "; no day measured in full, so no busiest day: --peak-day-factor 1"
+    if sum(by_day.values()) < SHORT_MEASUREMENT:
+        note += "; less than an hour measured: every daily figure is a guess"
+    return note
+
+
+def _duration(seconds: int) -> str:
+    """``seconds`` as people read a span, in its two largest units: "5 s", "12 min 5 s", "36 h", "3 days 4 h" (hours
+    up to two days: "24 h" over two half days reads better than "1 day")."""
+    days, rest = divmod(seconds, SECONDS_PER_DAY) if seconds >= 2 * SECONDS_PER_DAY else (0, seconds)
+    hours, rest = divmod(rest, 3600)
+    minutes, rest = divmod(rest, 60)
+    parts = [f"{days} days" if days else "", f"{hours} h" if hours else ""]
+    parts += [f"{minutes} min" if minutes else "", f"{rest} s" if rest else ""]
+    return " ".join([part for part in parts if part][:2]) or "0 s"
 
 
 def _busiest_second(apps: Mapping[str, UsageApp]) -> tuple[float | None, str]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pusher  # type: ignore[import-untyped]
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.emulator_process import EmulatorProcess
@@ -32,6 +33,7 @@ async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     document = json.loads(usage.read_text())
     (day,) = document["apps"]["1"]["days"].values()
     assert (day["peak_connections"], day["publishes"], day["deliveries"]) == (5, 10, 50)
+    ((start, end),) = day["measured"]  # the seconds of the day the run was measuring
 
     priced = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -50,10 +52,12 @@ async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     estimate = json.loads(out)
     by_provider = {entry["provider"]: entry for entry in estimate["providers"]}
     pusher_estimate = by_provider["pusher"]
-    assert pusher_estimate["units"]["messages_per_day"] == 60  # 10 API calls + 10 x 5 deliveries
-    assert (pusher_estimate["status"], pusher_estimate["plan"]) == ("fits", "sandbox")
+    # 10 API calls + 10 x 5 deliveries in the seconds measured, priced as a whole day at that rate
+    assert pusher_estimate["units"]["messages_per_day"] == pytest.approx(60 * 86_400 / (end - start))
+    assert pusher_estimate["status"] == "fits"
     assert any(name.startswith("ably") for name in by_provider)
     assert estimate["workload"]["origin"].startswith(f"measured: {usage}")
+    assert f"relay cost: warning: {usage}: less than an hour measured" in err.decode()
     scaled = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -87,11 +87,13 @@ def test_measured_ably_messages_follow_the_5kib_rule_per_delivery() -> None:
     50 KiB publish to 100 subscribers is 10 × 101 messages and a 100-byte publish to nobody 1: 1,011, as the meter
     counts. The usage file carries the chunks per delivery, weighted by recipients, so `relay cost --usage` gets the
     same (averages alone would give 5.5 × 102 = 561)."""
-    clock = [1_795_000_000.0]
+    midnight = 20_776 * 86_400.0
+    clock = [midnight]
     meter = AppMeter("app", clock=lambda: clock[0])
     meter.published("room", "big", "x" * 51_200, 100)
     clock[0] += 1
     meter.published("solo", "small", "y" * 100, 0)
+    clock[0] = midnight + 86_399.5  # a whole day measured: what it counted is the day's
     (measured,) = meter.days().values()
     assert measured.ably_messages == 10 * 101 + 1
     document = usage_document([meter], "test")

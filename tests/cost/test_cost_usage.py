@@ -104,7 +104,7 @@ def test_an_empty_day_is_a_valid_workload(tmp_path: Path, prices: Prices) -> Non
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d.update(version=2), "usage file U: field 'version' must be 1, got 2"),
+        (lambda d: d.update(version=3), "usage file U: field 'version' must be 1 or 2, got 3"),
         (lambda d: d.update(apps={}), "usage file U: field 'apps' must be an object with at least one app"),
         (lambda d: d.update(meter="x"), "usage file U: unknown field 'meter'"),
         (lambda d: d["apps"]["1"].update(unique_users=-1), "apps.1: field 'unique_users' must be a whole number ≥ 0"),

@@ -126,7 +126,7 @@ def test_merging_usage_adds_counts_and_keeps_the_larger_peak() -> None:
     assert day["publishes"] == 2 and day["payload_bytes"] == 200 and day["units_5kib"] == 2
     assert day["peak_connections"] == 1  # peaks are not added
     parse_usage(merged)
-    with pytest.raises(ValueError, match="not a version 1 usage file"):
+    with pytest.raises(ValueError, match="not a version 1 or 2 usage file"):
         merge_documents({"hello": "world"}, first)
 
 
