@@ -38,19 +38,20 @@ from relay.errors import (
     ConfigError,
     LimitExceeded,
     PayloadTooLarge,
+    PermissionDenied,
     ProtocolError,
     RelayError,
 )
 from relay.models import ChannelInfo, Event, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
-from relay.rules import ChannelRules, compile_pattern, pattern_admits
+from relay.rules import ChannelRules, compile_pattern, pattern_admits, placeholders_refusing
 from relay.web import (
-    channel_auth_body_async,
     channel_auth_request,
     error_response,
     json_kind,
     request_fields,
     route_path,
+    socket_id_placeholder,
     user_auth_body,
 )
 
@@ -284,16 +285,42 @@ def _claims_rule(spec: RuleSpec) -> Callable[[User | None, str], bool | dict[str
 
     def rule(user: User | None, channel: str) -> bool | dict[str, Any]:
         if user is None:
-            return spec.users == "anyone" and not placeholders
+            if spec.users == "anyone" and not placeholders:
+                return True
+            if classify(channel).needs_auth:
+                return False  # ChannelRules says the JWT is missing, which is the thing to fix
+            raise PermissionDenied(
+                f"access to {channel!r} denied by rule {spec.pattern!r}: it admits users with a JWT only "
+                "(users = 'authenticated'), and this request has none"
+            )
         claims = user.info
         # The claims put in the pattern, not compared with one split of the name: a claim may hold "-", and
         # "private-{org}-{sub}" reads private-acme-eu-u1 as org acme-eu and sub u1, and as org acme and sub eu-u1.
         values = {name: text for name in placeholders if (text := _claim_text(claims.get(name))) is not None}
         if not pattern_admits(spec.pattern, channel, values):
-            return False
+            # Named, the rule and the claim say what to fix: the JWT's claims, the channel name, or the rules file.
+            mismatch = _claims_mismatch(placeholders_refusing(spec.pattern, channel, values), placeholders, claims)
+            raise PermissionDenied(f"access to {channel!r} denied by rule {spec.pattern!r}: {mismatch}")
         return {claim: claims[claim] for claim in spec.user_info_claims if claim in claims}
 
     return rule
+
+
+def _claims_mismatch(refusing: Sequence[str], placeholders: Sequence[str], claims: Mapping[str, Any]) -> str:
+    """Why the claims do not make the channel name, claim by claim (``refusing``: the placeholders no reading of the
+    name binds to their claim). Claim values are not repeated: the message goes into the gateway's log too."""
+    if not refusing:
+        together = ", ".join(placeholders)
+        return f"each of the JWT's {together} claims fits some reading of the name, but no reading fits them all"
+    reasons = []
+    for name in refusing:
+        if name not in claims:
+            reasons.append(f"the JWT has no {name} claim")
+        elif _claim_text(claims[name]) is None:
+            reasons.append(f"the JWT's {name} claim is {json_kind(claims[name])}, not a string or an integer")
+        else:
+            reasons.append(f"the name's {{{name}}} is not the JWT's {name} claim")
+    return "; ".join(reasons)
 
 
 WATCHLIST_CLAIM = "watchlist"
@@ -347,11 +374,13 @@ class JwtVerifier:
             self._mode = "hs" if settings.jwt_secret else "public"
 
     def token_of(self, request: Request) -> str | None:
-        token = bearer_token(request.headers.get("authorization", ""))
-        if token == "":  # a credential sent but malformed, not an anonymous request
-            raise AuthenticationError("the Authorization header has no token after Bearer")
-        if token is not None:
+        header = request.headers.get("authorization", "")
+        token = bearer_token(header)
+        if token:
             return token
+        problem = _authorization_problem(header)
+        if problem is not None:  # a credential sent but malformed, not an anonymous request
+            raise AuthenticationError(f"the Authorization header is not 'Bearer <JWT>': {problem}")
         if self._settings.jwt_cookie:
             # An empty cookie (session=, as a sign-out leaves it) is no token: a visitor, not a malformed JWT (401).
             return request.cookies.get(self._settings.jwt_cookie, "").strip() or None
@@ -370,6 +399,11 @@ class JwtVerifier:
         return User(subject, claims)
 
     def claims(self, token: str) -> dict[str, Any]:
+        if token.count(".") != 2:
+            # PyJWT said "Not enough segments" for "Bearer undefined", the token of a page whose JWT was not loaded.
+            raise AuthenticationError(
+                f"invalid JWT: the token is not a JWT, three parts separated by dots (got {shown_credential(token)})"
+            )
         try:
             if self._mode == "hs":
                 key: Any = self._settings.jwt_secret
@@ -566,6 +600,37 @@ def bearer_token(header: str) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+# Schemes a browser sends by itself, for a protection space it was asked to sign in to (a staging site behind a
+# proxy's Basic auth, an intranet's Negotiate): another layer's credential, not a mistyped JWT, so a request carrying
+# one is judged without it (by RELAY_JWT_COOKIE's cookie, or as anonymous).
+BROWSER_AUTH_SCHEMES = frozenset({"basic", "digest", "negotiate", "ntlm"})
+
+
+def _authorization_problem(header: str) -> str | None:
+    """Why an ``Authorization`` header that is not ``Bearer <token>`` cannot be the user's JWT, or None for no header
+    and the browser's own schemes. Sent as ``<jwt>``, ``JWT <jwt>`` or ``Bearer: <jwt>``, the JWT was ignored and the
+    request was anonymous: a 403 "needs an authenticated user" that sent whoever read it to the rules."""
+    scheme, _, value = header.strip().partition(" ")
+    if not scheme or scheme.lower() in BROWSER_AUTH_SCHEMES:
+        return None
+    if scheme.lower() == "bearer":
+        return "it has no token after Bearer"
+    if not value.strip():
+        return "it has no scheme: send 'Bearer ' before the JWT"
+    return f"its scheme is {shown_credential(scheme)}: send 'Bearer ' before the JWT"
+
+
+SHOWN_CREDENTIAL_CHARACTERS = 16
+
+
+def shown_credential(value: str) -> str:
+    """``value`` quoted for an error message: whole when short ('undefined', 'null', '[object Object]'), else its
+    first characters and its length, so that a real credential is never repeated (the message is logged too)."""
+    if len(value) <= SHOWN_CREDENTIAL_CHARACTERS:
+        return repr(value)
+    return f"{value[:6] + '…'!r} ({len(value)} characters)"
+
+
 def body_limit(path: str) -> int | None:
     """The largest body a POST to ``path`` may have (None: not one of the gateway's routes)."""
     user_route = USER_ROUTE.fullmatch(path)
@@ -644,6 +709,75 @@ class InternalErrorGuard:
             await answer(scope, receive, send)
 
 
+# The most of an answer's body read for its reason: a 422 echoes the input, up to a whole 1 MiB publish body.
+MAX_LOGGED_ANSWER_BYTES = 65_536
+
+
+class RefusalLog:
+    """ASGI middleware, outermost: logs each refused request (4xx) at INFO on ``relay.gateway``, and each failure that
+    nothing else logs (5xx but 500, which is logged where it happens) at WARNING, with the method, the path, the
+    status and the reason the answer gives. A browser shows the page only pusher-js's "received status: 403", and
+    uvicorn's access log (off) gave no reason: the reason reached only the network tab of the browser that was
+    refused. The reason is the answer's, and answers never repeat a credential: no token or JWT is logged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        answer = bytearray()
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and _logged(status):
+                answer.extend(message.get("body", b"")[: MAX_LOGGED_ANSWER_BYTES - len(answer)])
+                if not message.get("more_body", False):
+                    _log_refusal(scope, status, bytes(answer))
+            await send(message)
+
+        await self.app(scope, receive, send_observed)
+
+
+def _logged(status: int) -> bool:
+    return 400 <= status < 600 and status != 500
+
+
+def _log_refusal(scope: Scope, status: int, answer: bytes) -> None:
+    origin = Request(scope).headers.get("origin")
+    source = "" if origin is None else f" (Origin: {origin})"  # which site's page, for a CORS refusal above all
+    level = logging.INFO if status < 500 else logging.WARNING
+    reason = _answer_reason(answer)
+    log.log(level, "%s %s answered %d%s: %s", scope["method"], route_path(scope), status, source, reason)
+
+
+def _answer_reason(answer: bytes) -> str:
+    """The reason an answer gives: its ``error``, a 422's fields and messages (not the input it echoes), or its text
+    (CORS refusals are plain text)."""
+    try:
+        body = json.loads(answer)
+    except ValueError:
+        if len(answer) >= MAX_LOGGED_ANSWER_BYTES:
+            return f"(an answer over {MAX_LOGGED_ANSWER_BYTES} bytes)"
+        return answer.decode("utf-8", "replace").strip()[:200] or "(no body)"
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    if isinstance(body, dict) and isinstance(body.get("detail"), list):
+        return "; ".join(_schema_problem(problem) for problem in body["detail"])
+    return "(an answer without a reason)"
+
+
+def _schema_problem(problem: object) -> str:
+    if not isinstance(problem, dict):
+        return str(problem)
+    where = ".".join(str(part) for part in problem.get("loc", ()))
+    return f"{where}: {problem.get('msg')}"
+
+
 async def _bounded_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body, or ``None`` if the client went away; PayloadTooLarge once it passes ``limit``."""
     chunks: list[bytes] = []
@@ -680,6 +814,9 @@ def gateway_router(
     router = APIRouter()
     verifier = JwtVerifier(settings)
     rules = build_rules(settings.rules)
+    rule_specs: dict[str, RuleSpec] = {}
+    for spec in settings.rules:  # the first rule with a pattern decides, so a later one with the same is never used
+        rule_specs.setdefault(spec.pattern, spec)
     forward = httpx.AsyncClient(timeout=10.0) if settings.webhook_forward_url else None
     # The forward says it comes from the gateway with Authorization: Bearer RELAY_API_TOKEN, not an HMAC of the
     # body: its receiver is the app's backend, which holds that token already (it publishes with it), so there is
@@ -765,7 +902,13 @@ def gateway_router(
     async def auth_channel(request: Request) -> JSONResponse:
         try:
             socket_id, channel = channel_auth_request(client, await request_fields(request))
-            body = await channel_auth_body_async(client, rules, verifier.user(request), socket_id, channel)
+            decision = await rules.authorize_async(verifier.user(request), channel)
+            try:
+                body = client.authorize_channel(socket_id, channel, decision.member)
+            except PayloadTooLarge as error:  # the only size checked here: a presence member's user_info
+                if decision.pattern is None:
+                    raise
+                raise PayloadTooLarge(_user_info_too_large(error.message, rule_specs[decision.pattern])) from None
         except RelayError as error:
             return error_response(error, request)
         return JSONResponse(body)
@@ -778,11 +921,13 @@ def gateway_router(
     async def auth_user(request: Request) -> JSONResponse:
         try:
             fields = await request_fields(request)
+            # As channel auth reads it: "invalid socket_id ''" sent a missing field looking for a malformed one.
+            socket_id = fields.get("socket_id") or socket_id_placeholder(client)
             user = verifier.user(request)
             if user is not None:
                 info = {claim: user.info[claim] for claim in ("name",) if claim in user.info}
                 user = User(user.id, info, _watchlist_claim(user.info))
-            body = user_auth_body(client, user, fields.get("socket_id", ""))
+            body = user_auth_body(client, user, socket_id)
         except RelayError as error:
             return error_response(error, request)
         return JSONResponse(body)
@@ -820,6 +965,15 @@ def gateway_router(
         return {"status": "ok"}
 
     return router
+
+
+def _user_info_too_large(message: str, spec: RuleSpec) -> str:
+    """The library's "user_info is 1111 bytes; the limit is 1024" said nothing of where user_info came from: here, from
+    the JWT claims the deciding rule names."""
+    return (
+        f"{message}: a presence member's user_info is the JWT claims that rule {spec.pattern!r} names in "
+        f"user_info_claims ({', '.join(spec.user_info_claims)}); send shorter claims, or name fewer in the rules file"
+    )
 
 
 def _channel_response(info: ChannelInfo) -> ChannelResponse:
@@ -913,6 +1067,7 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Socket-Id", "X-CSRF-Token"],
         )
+    app.add_middleware(RefusalLog)  # added last, so outermost: it sees CORS's own refusals too
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
     add_error_handlers(app)
     return app

@@ -52,10 +52,12 @@ _REST = r"[A-Za-z0-9_\-=@,.;]*"
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """``member`` is the presence member to sign for (None for other channels)."""
+    """``member`` is the presence member to sign for (None for other channels); ``pattern`` is the pattern of the rule
+    that decided, None for a public channel no rule matched (allowed)."""
 
     channel: str
     member: User | None
+    pattern: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,23 @@ def pattern_admits(pattern: str, channel: str, values: Mapping[str, str]) -> boo
     if not all(_VALUE.fullmatch(values.get(name, "")) for name in compile_pattern(pattern).groupindex):
         return False
     return re.fullmatch(_regex(pattern, lambda name: re.escape(values[name])), channel) is not None
+
+
+def placeholders_refusing(pattern: str, channel: str, values: Mapping[str, str]) -> tuple[str, ...]:
+    """The placeholders whose value in ``values`` no reading of ``channel`` binds, whatever the others bind: why
+    :func:`pattern_admits` refused, one value at a time. Empty when each value fits some reading of the name but no
+    reading fits them all together. Raises ValueError as :func:`compile_pattern` does."""
+    refusing = []
+    for name in compile_pattern(pattern).groupindex:
+        value = values.get(name, "")
+        if not _VALUE.fullmatch(value) or re.fullmatch(_regex(pattern, partial(_only, name, value)), channel) is None:
+            refusing.append(name)
+    return tuple(refusing)
+
+
+def _only(name: str, value: str, placeholder: str) -> str:
+    """The regex of ``placeholder`` when only ``name``'s value is known: exactly ``value`` for it, any value else."""
+    return re.escape(value) if placeholder == name else _PLACEHOLDER_VALUE
 
 
 def _regex(pattern: str, placeholder: Callable[[str], str]) -> str:
@@ -143,8 +162,11 @@ class ChannelRules:
     def add(self, pattern: str, rule: Rule, *, whole_name: bool = False) -> None:
         self.channel(pattern, whole_name=whole_name)(rule)
 
-    def _decider(self, user: User | None, channel: str) -> Callable[[], RuleResult | Awaitable[RuleResult]] | None:
-        """The call of the rule that decides ``channel`` for ``user``, or None if no pattern matches it."""
+    def _decider(
+        self, user: User | None, channel: str
+    ) -> tuple[str, Callable[[], RuleResult | Awaitable[RuleResult]]] | None:
+        """The pattern and the call of the rule that decides ``channel`` for ``user``, or None if no pattern matches
+        it."""
         # Before any rule or default: on Ably the name becomes a capability key, where "*" or "chat:*" would grant
         # every channel (or a whole namespace) to whoever asked for that name.
         validate_channel_name(channel)
@@ -157,30 +179,32 @@ class ChannelRules:
             match = entry.regex.fullmatch(channel)
             if match is not None:
                 if entry.whole_name:
-                    return partial(entry.rule, user, channel)
-                return partial(entry.rule, user, **match.groupdict())
+                    return entry.pattern, partial(entry.rule, user, channel)
+                return entry.pattern, partial(entry.rule, user, **match.groupdict())
         return None
 
     def authorize(self, user: User | None, channel: str) -> Decision:
         """Decide with synchronous rules; raises :class:`PermissionDenied` when the channel is refused."""
-        call = self._decider(user, channel)
-        if call is None:
+        decider = self._decider(user, channel)
+        if decider is None:
             return self._unmatched(user, channel)
+        pattern, call = decider
         result = call()
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
             raise TypeError(f"the rule for {channel!r} is async: use authorize_async")
-        return self._decide(user, channel, result)
+        return self._decide(user, channel, result, pattern)
 
     async def authorize_async(self, user: User | None, channel: str) -> Decision:
-        call = self._decider(user, channel)
-        if call is None:
+        decider = self._decider(user, channel)
+        if decider is None:
             return self._unmatched(user, channel)
+        pattern, call = decider
         result = call()
         if inspect.isawaitable(result):
             result = await result
-        return self._decide(user, channel, result)
+        return self._decide(user, channel, result, pattern)
 
     @staticmethod
     def _unmatched(user: User | None, channel: str) -> Decision:
@@ -189,7 +213,7 @@ class ChannelRules:
         return Decision(channel, None)
 
     @staticmethod
-    def _decide(user: User | None, channel: str, result: object) -> Decision:
+    def _decide(user: User | None, channel: str, result: object, pattern: str) -> Decision:
         # Checked first: without a user a private channel is refused whatever the rule said, and "denied" would send
         # whoever reads it to the rules rather than to the missing sign-in (a header or cookie that never arrived).
         if user is None and classify(channel).needs_auth:
@@ -197,11 +221,11 @@ class ChannelRules:
         if result is None or result is False:
             raise PermissionDenied(f"access to {channel!r} denied")
         if isinstance(result, User):
-            return Decision(channel, result)
+            return Decision(channel, result, pattern)
         if isinstance(result, Mapping):
             if user is None:  # user info needs a user: a rule's mistake, refused rather than crashing
                 raise PermissionDenied(f"access to {channel!r} denied: the rule gave user info, but there is no user")
-            return Decision(channel, User(user.id, result))
+            return Decision(channel, User(user.id, result), pattern)
         if result is True:
-            return Decision(channel, user)
+            return Decision(channel, user, pattern)
         raise TypeError(f"a channel rule returns bool, a mapping, a User or None, not {type(result).__name__}")

@@ -30,6 +30,9 @@ expect = playwright_api.expect
 EXAMPLE = ROOT / "examples" / "nextjs"
 NEXT_BIN = EXAMPLE / "node_modules" / "next" / "dist" / "bin" / "next"
 BUILD_LIMIT_S = 240
+# The example's demo JWTs live this long (its page's ?ttl=) and the page renews them at half of it: short, so the test
+# sees the first ones expire.
+DEMO_JWT_TTL_S = 6
 
 
 def free_port() -> int:
@@ -85,6 +88,18 @@ class Process:
         await self._reader
 
 
+async def resubscribed(gateway_url: str, channels: list[str], dropped: list[object], emulator: RunningEmulator) -> None:
+    """Wait until the ``dropped`` connections are gone and each channel is subscribed again (by a new connection)."""
+    async with httpx.AsyncClient(base_url=gateway_url, headers={"authorization": f"Bearer {TOKEN}"}) as api:
+        async with asyncio.timeout(15):
+            while True:
+                if not any(connection in emulator.node.connections for connection in dropped):
+                    answers = [await api.get(f"/v1/channels/{channel}") for channel in channels]
+                    if all(answer.json()["occupied"] for answer in answers):
+                        return
+                await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 def next_installed() -> Path:
     """The example's npm packages; their absence is a setup error, not a reason to skip."""
@@ -119,7 +134,10 @@ async def test_next_build_and_start_publish_through_relay_serve(
     """``next build`` (type-checked, telemetry off) succeeds; with ``next start``, ``relay serve`` (a real process)
     and the emulator, two users' pages in Chromium connect ("Live"), alice's "Mark ready" calls the route handler,
     which publishes through the gateway's /v1/publish to private-user-alice; only alice's page shows the order, bob's
-    private channel stays his own. A screenshot goes to tests/artifacts/nextjs_example.png."""
+    private channel stays his own. With JWTs that expire in seconds, after the ones the pages started with expired,
+    the emulator drops every connection: the pages reconnect and re-authorize with the renewed JWT, and events still
+    arrive (the JWT was a fixed header, refused with 401 after a reconnect). A screenshot goes to
+    tests/artifacts/nextjs_example.png."""
     base_env = {name: value for name, value in os.environ.items() if not name.startswith(("RELAY_", "NEXT_PUBLIC_"))}
     next_port = free_port()
     site = f"http://127.0.0.1:{next_port}"
@@ -171,9 +189,10 @@ async def test_next_build_and_start_publish_through_relay_serve(
         context = await browser.new_context(viewport={"width": 640, "height": 420})  # type: ignore[attr-defined]
         page = await context.new_page()
         page.on("pageerror", lambda error: problems.append(str(error)))
-        await page.goto(f"{site}/?user={user}")
+        await page.goto(f"{site}/?user={user}&ttl={DEMO_JWT_TTL_S}")
         await expect(page.locator("[role=status]")).to_have_text("Live", timeout=10_000)
         pages[user] = page
+    first_jwts_expire = time.time() + DEMO_JWT_TTL_S  # the pages' first JWTs were minted before now
     alice, bob = pages["alice"], pages["bob"]
     await expect(alice.get_by_role("heading")).to_have_text("Orders of Alice")
 
@@ -191,5 +210,18 @@ async def test_next_build_and_start_publish_through_relay_serve(
         answer = await http.post("/api/orders/9/ready", json={"customerId": "alice"})
         assert answer.json() == {"ok": True, "orderId": "9"}
     await expect(alice.locator("li")).to_have_text(["Order 42 is ready", "Order 9 is ready"])
+
+    # Past the JWTs the pages were rendered with, every connection drops: the re-authorization sends a renewed one.
+    await asyncio.sleep(max(0.0, first_jwts_expire + 1.5 - time.time()))
+    dropped = list(emulator.node.connections)
+    for connection in dropped:
+        connection.shutdown()
+    await resubscribed(gateway_url, [f"private-user-{user}" for user in pages], dropped, emulator)
+    for user, page in pages.items():
+        async with httpx.AsyncClient(base_url=site) as http:
+            answer = await http.post("/api/orders/77/ready", json={"customerId": user})
+            assert answer.json() == {"ok": True, "orderId": "77"}
+        await expect(page.locator("li").last).to_have_text("Order 77 is ready")
+        assert await page.locator("main [role=alert]").count() == 0
     assert problems == []
     await screenshot(alice, "nextjs_example")

@@ -63,10 +63,19 @@ async def test_a_rules_file_placeholder_grants_each_user_a_reading_of_the_name_b
 
     assert await join(emulator, gateway, "private-acme-eu-u1", headers=bearer("eu-u1", org="acme")) == {}
     assert await join(emulator, gateway, "private-acme-eu-u1", headers=bearer("u1", org="acme-eu")) == {}
-    denied = (403, "access to 'private-acme-eu-u1' denied")
-    assert await auth_status(gateway, "private-acme-eu-u1", hs_jwt("eu-u2", org="acme")) == denied
-    assert await auth_status(gateway, "private-acme-eu-u1", hs_jwt("u1", org="acme")) == denied
-    assert await auth_status(gateway, "private-acme-eu-u1", hs_jwt("acme-eu-u1")) == denied  # no org claim
+    denied = "access to 'private-acme-eu-u1' denied by rule 'private-{org}-{sub}': "
+    assert await auth_status(gateway, "private-acme-eu-u1", hs_jwt("eu-u2", org="acme")) == (
+        403,
+        denied + "the name's {sub} is not the JWT's sub claim",
+    )
+    assert await auth_status(gateway, "private-acme-eu-u1", hs_jwt("u1", org="acme")) == (
+        403,
+        denied + "each of the JWT's org, sub claims fits some reading of the name, but no reading fits them all",
+    )
+    assert await auth_status(gateway, "private-acme-eu-u1", hs_jwt("acme-eu-u1")) == (
+        403,
+        denied + "the JWT has no org claim; the name's {sub} is not the JWT's sub claim",
+    )
     assert await auth_status(gateway, "private-acme.eu-u1", hs_jwt("u1", org="acme.eu")) == (
         403,
         "no rule allows 'private-acme.eu-u1'",
@@ -75,7 +84,8 @@ async def test_a_rules_file_placeholder_grants_each_user_a_reading_of_the_name_b
 
     assert await auth_status(gateway, "private-room-lobby.red.blue", hs_jwt("ann", team="red.blue")) == (
         403,
-        "access to 'private-room-lobby.red.blue' denied",
+        "access to 'private-room-lobby.red.blue' denied by rule 'private-room-*.{team}': "
+        "the name's {team} is not the JWT's team claim",
     )
     assert await join(emulator, gateway, "private-room-lobby.red.blue", headers=bearer("ann", team="blue")) == {}
     assert await join(emulator, gateway, "private-acme-eu-u1", headers=bearer("eu-u1", org="acme")) == {}

@@ -22,6 +22,7 @@ const REACT_STUB = `
 declare module 'react' {
   export function useState<T>(initial: T): [T, (value: T | ((previous: T) => T)) => void];
   export function useEffect(effect: () => void | (() => void), deps?: readonly unknown[]): void;
+  export function useRef<T>(initial: T): { current: T };
 }
 declare module 'react/jsx-runtime' {
   export const jsx: unknown;

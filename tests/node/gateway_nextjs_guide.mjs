@@ -44,7 +44,7 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   const statuses = [];
   const alice = await realtime.createRealtime({
     gatewayUrl,
-    jwt: process.env.RELAY_JWT_ALICE,
+    getJwt: () => process.env.RELAY_JWT_ALICE,
     onStatus: (status) => statuses.push(status),
   });
   s.onCleanup(() => alice.close());
@@ -70,7 +70,11 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
 
   // An expired JWT: the module reports 401 through onError.
   const expiredErrors = [];
-  const expired = await realtime.createRealtime({ gatewayUrl, jwt: process.env.RELAY_JWT_EXPIRED, onStatus: () => {} });
+  const expired = await realtime.createRealtime({
+    gatewayUrl,
+    getJwt: () => process.env.RELAY_JWT_EXPIRED,
+    onStatus: () => {},
+  });
   s.onCleanup(() => expired.close());
   expired.subscribe('private-user-alice', { onEvent: () => {}, onError: (status) => expiredErrors.push(status) });
   await until(() => expiredErrors.length === 1, { what: 'the expired JWT to be refused' });
@@ -84,7 +88,7 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   await until(() => seen.length === 1, { what: 'alice in presence' });
   const me = { id: 'alice', name: 'Alice Liddell' };
   assert.deepEqual(seen[0], { members: [me], me });
-  const bob = await realtime.createRealtime({ gatewayUrl, jwt: process.env.RELAY_JWT_BOB, onStatus: () => {} });
+  const bob = await realtime.createRealtime({ gatewayUrl, getJwt: () => process.env.RELAY_JWT_BOB, onStatus: () => {} });
   s.onCleanup(() => bob.close());
   bob.presence('presence-shop', () => {});
   await until(() => seen.length === 2, { what: 'bob joining' });
@@ -108,7 +112,8 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   s.check('route-handler-publishes');
 
   // X-Socket-ID from the browser tab excludes that tab; the next event still arrives (so o-2 was not just late).
-  response = await orderReady(POST, 'o-2', 'alice', { 'X-Socket-ID': alice.pusher.connection.socket_id });
+  assert.deepEqual(alice.socketIdHeader(), { 'X-Socket-ID': alice.pusher.connection.socket_id });
+  response = await orderReady(POST, 'o-2', 'alice', alice.socketIdHeader());
   assert.equal(response.status, 200);
   response = await orderReady(POST, 'o-3', 'alice');
   await until(() => events.length === 2, { what: 'order o-3 to arrive' });

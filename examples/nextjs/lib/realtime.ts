@@ -15,8 +15,16 @@ export interface ClientConfig {
 
 export interface ChannelHandlers {
   onEvent: (event: string, data: unknown) => void;
+  /** Subscribed: first, and again after every reconnect (pusher-js authorizes the channel anew each time). */
   onReady?: () => void;
-  /** 401: the JWT was refused (expired?), 403: the rules deny this channel. */
+  /**
+   * The gateway refused the channel, or could not be asked. `status`: 401 the JWT (expired, or not sent as
+   * `Bearer <JWT>`), 403 the rules deny the channel, 400 a malformed request, 413 the presence member info (the JWT
+   * claims the rule names) is over 1 KB, 0 the gateway could not be reached or CORS hid its answer.
+   * `message` is pusher-js's own ("Unable to retrieve auth string … received status: 403"), never the gateway's
+   * reason: that is in the browser's network tab (the response body) and in the gateway's log. pusher-js does not
+   * ask again until the connection reconnects or the channel is subscribed anew.
+   */
   onError?: (status: number | null, message: string) => void;
 }
 
@@ -30,6 +38,11 @@ export interface Realtime {
   subscribe(channel: string, handlers: ChannelHandlers): () => void;
   /** A presence channel's members, reported on join and on every change. */
   presence(channel: string, onMembers: (members: Member[], me: Member) => void): () => void;
+  /**
+   * `{ 'X-Socket-ID': id }` for a request to your backend whose event must not echo back to this tab; `{}` until
+   * the connection has an id (a header "undefined" would make the gateway refuse the publish: 400).
+   */
+  socketIdHeader(): Record<string, string>;
   close(): void;
 }
 
@@ -48,12 +61,15 @@ export async function fetchClientConfig(gatewayUrl: string): Promise<ClientConfi
 
 export async function createRealtime(options: {
   gatewayUrl: string;
-  jwt: string;
+  /** The user's current JWT, from your auth library: asked for at every channel authorization and sign-in. */
+  getJwt: () => string;
   onStatus: (status: ConnectionStatus) => void;
 }): Promise<Realtime> {
-  const { gatewayUrl, jwt, onStatus } = options;
+  const { gatewayUrl, getJwt, onStatus } = options;
   const config = await fetchClientConfig(gatewayUrl);
-  const headers = { Authorization: `Bearer ${jwt}` };
+  // A provider, not fixed headers: pusher-js authorizes every channel again after a reconnect, maybe hours later,
+  // and a JWT fixed here would have expired by then (401, the channel lost while the status still says "Live").
+  const headersProvider = () => ({ Authorization: `Bearer ${getJwt()}` });
   const pusher = new Pusher(config.key, {
     cluster: config.cluster,
     forceTLS: config.forceTLS,
@@ -64,9 +80,13 @@ export async function createRealtime(options: {
     channelAuthorization: {
       endpoint: new URL(config.channelAuthEndpoint, gatewayUrl).href,
       transport: 'ajax',
-      headers,
+      headersProvider,
     },
-    userAuthentication: { endpoint: new URL(config.userAuthEndpoint, gatewayUrl).href, transport: 'ajax', headers },
+    userAuthentication: {
+      endpoint: new URL(config.userAuthEndpoint, gatewayUrl).href,
+      transport: 'ajax',
+      headersProvider,
+    },
   });
 
   let wasConnected = false;
@@ -111,6 +131,11 @@ export async function createRealtime(options: {
         channel.bind(event, update);
       }
       return () => pusher.unsubscribe(name);
+    },
+    socketIdHeader(): Record<string, string> {
+      // Typed string, but undefined until the first 'connected'.
+      const socketId: string | undefined = pusher.connection.socket_id;
+      return socketId ? { 'X-Socket-ID': socketId } : {};
     },
     close() {
       pusher.disconnect();
