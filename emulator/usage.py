@@ -144,9 +144,11 @@ def day_name(index: int) -> str:
 def measured_spans(start: float, now: float) -> dict[int, tuple[int, int]]:
     """The whole seconds from ``start`` to ``now`` by UTC day (day index → its span), the second in progress
     included: a meter started and read within one second measured during that second."""
-    first, stop = math.floor(start), math.floor(now) + 1
+    # A wall clock stepped back before ``start`` leaves the second of the start: with nothing measured, the day would
+    # lose, as it is added to the file, the spans that earlier runs measured (a span missing from either is unknown).
+    first, stop = math.floor(start), math.floor(max(now, start)) + 1
     spans: dict[int, tuple[int, int]] = {}
-    while first < stop:  # a wall clock stepped back before ``start`` leaves nothing measured
+    while first < stop:
         index = first // SECONDS_PER_DAY
         midnight = index * SECONDS_PER_DAY
         until = min(stop, midnight + SECONDS_PER_DAY)

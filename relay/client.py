@@ -79,7 +79,7 @@ def parse_configuration(url: str | ProviderConfig) -> tuple[Mode, list[ProviderC
     """``URL``, or ``mirror:URL|URL…`` / ``failover:URL|URL…``, or an already parsed configuration."""
     if isinstance(url, ProviderConfig):
         return Mode.SINGLE, [url]
-    provider_url_text(url)
+    url = provider_url_text(url)
     for mode in (Mode.MIRROR, Mode.FAILOVER):
         prefix = f"{mode.value}:"
         if url.startswith(prefix):

@@ -112,7 +112,9 @@ def is_origin(text: object) -> bool:
 
 
 def provider_url_text(url: object) -> str:
-    """``url``, if it is a str a provider URL can be read from; anything else is a ConfigError naming the fix."""
+    """``url`` without the whitespace around it, if it is a str a provider URL can be read from; anything else is a
+    ConfigError naming the fix. A value from a .env file or a secret file may end with a space or a newline, which
+    is no part of a URL: kept, a space would end up in the app id (``/apps/1 ``), refused as a wrong one."""
     if url is None:  # what os.getenv("RELAY_URL") returns when the variable is not set
         raise ConfigError("no provider URL given (None): set RELAY_URL or pass a URL")
     if isinstance(url, bytes | bytearray):
@@ -122,25 +124,13 @@ def provider_url_text(url: object) -> str:
         raise ConfigError(
             f"a provider URL is a str (scheme://…, with scheme one of {schemes}), not {type(url).__name__}"
         )
-    refuse_surrounding_whitespace(url, "the provider URL")
-    return url
-
-
-def refuse_surrounding_whitespace(text: str, what: str) -> None:
-    """A value read from a .env file or pasted may end with a space or a newline, which a URL would keep: in the app
-    id (``/apps/1 ``), and so in every request path, refused as a wrong app id."""
-    leading = text[: len(text) - len(text.lstrip())]
-    trailing = text[len(text.rstrip()) :] if leading != text else ""  # all whitespace: said once
-    if leading or trailing:
-        around = " and ".join(
-            f"{whitespace!r} at its {end}" for whitespace, end in ((leading, "start"), (trailing, "end")) if whitespace
-        )
-        raise ConfigError(f"{what} has whitespace around it ({around}): remove it")
+    return url.strip()
 
 
 def parse_url(url: str) -> ProviderConfig:
     """Parse a provider URL; a mistake raises :class:`ConfigError` naming the fix (and never the secret)."""
-    if "://" not in provider_url_text(url):
+    url = provider_url_text(url)
+    if "://" not in url:
         raise ConfigError(f"a provider URL looks like scheme://…, with scheme one of {', '.join(SCHEMES)}")
     parts = _split(url)
     scheme = parts.scheme.lower()
@@ -208,7 +198,7 @@ def _memory_config(parts: SplitResult) -> ProviderConfig:
     where_not_allowed = [
         ("has credentials (user@)", "@" in parts.netloc),
         ("has a port (':' after the name)", ":" in parts.netloc),
-        ("has a path (after the name)", bool(parts.path)),
+        ("has a path (after the name)", parts.path not in ("", "/")),  # memory://NAME/ is memory://NAME
         ("has a fragment (#…)", bool(parts.fragment)),
     ]
     problem = next((problem for problem, found in where_not_allowed if found), None)
@@ -373,8 +363,7 @@ def _master_key(value: str | None) -> bytes | None:
 def pusher_url(url: str) -> ProviderConfig:
     """``PUSHER_URL``, as the Pusher server SDKs' ``from_env`` read it and Heroku's Pusher add-on sets it:
     ``https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID`` (``http://`` for a server without TLS)."""
-    refuse_surrounding_whitespace(url, "PUSHER_URL")
-    scheme, separator, rest = url.partition("://")
+    scheme, separator, rest = url.strip().partition("://")
     if not separator or scheme.lower() not in ("http", "https"):
         raise ConfigError("PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID")
     tls = "" if scheme.lower() == "https" else ("&" if "?" in rest else "?") + "tls=false"

@@ -28,12 +28,13 @@ ErrorFor = Callable[[HttpResponse], Exception]
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """``attempts`` in all (1: no retry); the first retry waits about ``backoff`` seconds, each next one twice as
-    long, up to ``max_delay``; ``timeout`` is the seconds httpx waits to connect, and then for each read or write."""
+    long, up to ``max_delay``; ``timeout`` is the seconds httpx waits to connect, and then for each read or write
+    (None: no limit)."""
 
     attempts: int = 3
     backoff: float = 0.25
     max_delay: float = 10.0
-    timeout: float = 10.0
+    timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
         # Checked when the policy is made, as a URL is: httpx refuses a negative timeout only at the first request,
@@ -43,8 +44,10 @@ class RetryPolicy:
         for name, value in (("backoff", self.backoff), ("max_delay", self.max_delay)):
             if not _is_seconds(value):
                 raise ConfigError(f"RetryPolicy {name} must be a number of seconds, 0 or more, got {value!r}")
-        if not _is_seconds(self.timeout) or self.timeout == 0:
-            raise ConfigError(f"RetryPolicy timeout must be a number of seconds over 0, got {self.timeout!r}")
+        if self.timeout is not None and (not _is_seconds(self.timeout) or self.timeout == 0):
+            raise ConfigError(
+                f"RetryPolicy timeout must be a number of seconds over 0, or None for no limit, got {self.timeout!r}"
+            )
 
 
 def _is_seconds(value: object) -> bool:

@@ -437,9 +437,9 @@ def workload_from_usage(
 
     Each app's average day is its counts over the time it measured: Σ counts × 86,400 ÷ Σ seconds measured (a day
     the file does not say of counts as a whole day), so a day measured in part weighs for the part it was measured,
-    at the rate it was. Peaks are as measured; the busiest day is the busiest measured in full (a part of a day says
-    nothing of a whole one). Peak connections and channels of several apps are summed per day: an upper bound of
-    their true combined peak.
+    at the rate it was. Peaks are as measured; the busiest day is the busiest measured for 23 h or more (a part of a
+    day says nothing of a whole one). Peak connections and channels of several apps are summed per day: an upper
+    bound of their true combined peak.
     """
     apps = _selected(usage, app)
     average, capped = _average_day(apps)
@@ -539,6 +539,9 @@ def _selected(usage: Usage, app: str | None) -> dict[str, UsageApp]:
     return {app: usage.apps[app]}
 
 
+CAP_WORTH_SAYING = 1.01  # the minutes' cap is said when it takes off more than 1 % (a few seconds out of a day do not)
+
+
 def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None], bool]:
     """The apps' average day, summed: each app's counts × 86,400 ÷ the seconds it measured (None for a field some
     app-day lacks), and whether the minutes were held down to the peaks held all day.
@@ -562,20 +565,27 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
             if name in _MINUTE_PEAKS:
                 peak = max(getattr(day, _MINUTE_PEAKS[name]) for day in days)
                 ceiling = max(peak * MINUTES_PER_DAY, sum(values) / len(days))
-                capped = capped or per_day > ceiling
+                capped = capped or per_day > ceiling * CAP_WORTH_SAYING
                 per_day = min(per_day, ceiling)
             average[name] = so_far + per_day
     return average, capped
 
 
-def _whole_days(apps: Mapping[str, UsageApp]) -> dict[str, int]:
-    """Pusher's count of the apps on each day every one of them measured in full (or does not say)."""
-    counts: dict[str, int] = {}
+# A day measured this long stands for a whole one as a candidate for the busiest day (extrapolated to 24 h): a restart
+# or a crash recovered from its checkpoint leaves seconds to a minute out, every day of a deployment that has them.
+MOSTLY_MEASURED = 23 * 3600
+
+
+def _whole_days(apps: Mapping[str, UsageApp]) -> dict[str, float]:
+    """Pusher's count of the apps on each day every one of them measured for MOSTLY_MEASURED seconds or more (or
+    does not say), each app's extrapolated to a whole day."""
+    counts: dict[str, float] = {}
     partial: set[str] = set()
     for entry in apps.values():
         for name, day in entry.days.items():
-            counts[name] = counts.get(name, 0) + day.pusher_messages
-            if day.measured_seconds < SECONDS_PER_DAY:
+            seconds = day.measured_seconds
+            counts[name] = counts.get(name, 0.0) + day.pusher_messages * SECONDS_PER_DAY / seconds
+            if seconds < MOSTLY_MEASURED:
                 partial.add(name)
     return {name: count for name, count in counts.items() if name not in partial}
 
@@ -628,7 +638,7 @@ def _coverage_note(apps: Mapping[str, UsageApp], capped: bool, *, no_whole_day: 
     if capped:
         note += "; connection- or channel-minutes extrapolated to at most the peak held all day"
     if no_whole_day:
-        note += "; no day measured in full, so no busiest day: --peak-day-factor 1"
+        note += "; no day measured for 23 h or more, so no busiest day: --peak-day-factor 1"
     if sum(by_day.values()) < SHORT_MEASUREMENT:
         note += "; less than an hour measured: every daily figure is a guess"
     return note

@@ -244,3 +244,24 @@ def test_a_managed_provider_that_does_not_fit_shows_its_list_rate_floor_everywhe
 def test_a_provider_that_fits_has_no_list_rate_floor() -> None:
     result = run_cost_json(["--connections", "500", "--publishes-per-day", "20000", "--subscribers-per-publish", "49"])
     assert {entry["list_rate_usd"] for entry in result["providers"]} == {None}
+
+
+def test_a_day_with_a_restart_in_it_is_still_a_busiest_day_and_its_minutes_are_not_said_capped(tmp_path: Path) -> None:
+    """A 5-second restart at 01:00 every day left no day measured in full: --peak-day-factor fell to 1 and Pusher's
+    daily cap was checked against the average day (Pro instead of Business). A day measured for 23 h or more stands
+    for a whole one, extrapolated to 24 h; the few seconds do not make the minutes' cap worth saying."""
+    restarted = [[0, 3_600], [3_605, 86_400]]
+    days = {
+        "2026-11-28": measured(usage_day(publishes=200, deliveries=200), restarted),
+        "2026-11-29": measured(usage_day(publishes=2_500, deliveries=2_500), restarted),
+        "2026-11-30": measured(usage_day(publishes=200, deliveries=200), restarted),
+    }
+    for day in days.values():
+        day.update(peak_connections=10, connection_minutes=10 * 1_440)
+    usage = load_usage(usage_file(tmp_path, days))
+    workload = workload_from_usage(usage)
+    pusher_messages = [day.pusher_messages for day in usage.apps["chat"].days.values()]
+    assert max(pusher_messages) > 5_000  # every day measured the same 86,395 s: the ratio is the counts'
+    assert workload.peak_day_factor == pytest.approx(max(pusher_messages) / (sum(pusher_messages) / 3))
+    assert "no busiest day" not in workload.origin
+    assert "minutes extrapolated" not in workload.origin

@@ -57,6 +57,16 @@ def test_a_quiet_day_the_run_spanned_is_a_day_measured_with_nothing_in_it() -> N
     assert document["apps"]["1"]["days"]["2026-11-30"]["publishes"] == 0
 
 
+def test_a_clock_stepped_back_keeps_what_earlier_runs_measured() -> None:
+    """A run whose wall clock was stepped back two hours before its usage was written measured nothing by the clock:
+    added to the file, that day lost the 12 h an earlier run had measured (a span missing from either is unknown),
+    and relay cost priced the day as measured in full. It keeps the second it started in."""
+    earlier = run(MIDNIGHT, MIDNIGHT + 43_199.5)
+    stepped_back = run(MIDNIGHT + 46_800, MIDNIGHT + 39_600)
+    assert measured(stepped_back) == {"2026-11-30": [[46_800, 46_801]]}
+    assert measured(merge_documents(earlier, stepped_back)) == {"2026-11-30": [[0, 43_200], [46_800, 46_801]]}
+
+
 def test_runs_serving_together_measured_the_same_time_and_runs_in_turn_add_theirs() -> None:
     """Two workers from 10:00 to 10:10 (the second started a second later), then a restart from 11:00 to 11:10:
     20 minutes and a second measured, not 30 — the workers' counts add up, their time does not."""
