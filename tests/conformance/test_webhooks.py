@@ -402,17 +402,20 @@ async def test_batching_keeps_events_in_order(hooked: StartHooked, receiver: Rec
     assert receiver.deliveries[1].events == [{"name": "channel_occupied", "channel": "later"}]
 
 
-async def test_failed_deliveries_are_retried_with_the_same_body(
+async def test_failed_deliveries_are_retried_with_the_same_events(
     hooked: StartHooked, receiver: Receiver, open_ws: OpenClient
 ) -> None:
-    """Item 86: 500 and 503 are retried with growing back-off until a 2xx; every attempt is the same signed body."""
+    """Item 86: 500 and 503 are retried with growing back-off until a 2xx; every attempt carries the same events,
+    stamped and signed when it is sent (receivers refuse a time_ms over five minutes old)."""
     receiver.statuses.extend([500, 503])
     emulator = await hooked()
     client = await open_ws(emulator)
     await client.subscribe("room")
     first, second, third = await receiver.wait_for(3, within=4.0)
-    assert first.body == second.body == third.body
-    assert first.headers["x-pusher-signature"] == third.headers["x-pusher-signature"]
+    assert first.events == second.events == third.events
+    stamps = [json.loads(delivery.body)["time_ms"] for delivery in (first, second, third)]
+    assert stamps == sorted(stamps) and stamps[0] < stamps[2]
+    assert receiver.signed_by(SECRET)
     assert 0.4 <= second.at - first.at <= 1.5
     assert second.at - first.at < third.at - second.at + 0.5
     assert third.at - second.at >= 0.9
