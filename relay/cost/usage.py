@@ -452,8 +452,8 @@ def workload_from_usage(
 
     messages = (average["publishes"] or 0.0) + (average["client_events"] or 0.0)
     mean_pusher = sum(average[name] or 0.0 for name in _PUSHER_COUNTS)
-    whole_days = _whole_days(apps)
-    busiest_day = max(whole_days.values(), default=None)
+    days_standing_for_whole = _days_standing_for_whole(apps)
+    busiest_day = max(days_standing_for_whole.values(), default=None)
     peak_day_factor = max(1.0, busiest_day / mean_pusher) if busiest_day is not None and mean_pusher else 1.0
     peak_factor = 1.0
     busiest, peak_note = _busiest_second(apps)
@@ -489,7 +489,7 @@ def workload_from_usage(
         mau = seen
     span = dates[0] if n == 1 else f"{dates[0]} to {dates[-1]}"
     names = ", ".join(apps)
-    coverage_note = _coverage_note(apps, capped, no_whole_day=n > 1 and not whole_days)
+    coverage_note = _coverage_note(apps, capped, no_day_standing_for_whole=n > 1 and not days_standing_for_whole)
     return Workload(
         connections=summed_peak("peak_connections"),
         publishes_per_day=average["publishes"] or 0.0,
@@ -576,7 +576,7 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
 MOSTLY_MEASURED = 23 * 3600
 
 
-def _whole_days(apps: Mapping[str, UsageApp]) -> dict[str, float]:
+def _days_standing_for_whole(apps: Mapping[str, UsageApp]) -> dict[str, float]:
     """Pusher's count of the apps on each day every one of them measured for MOSTLY_MEASURED seconds or more (or
     does not say), each app's extrapolated to a whole day."""
     counts: dict[str, float] = {}
@@ -609,7 +609,7 @@ def _measured_by_day(apps: Mapping[str, UsageApp]) -> dict[str, int]:
 _LISTED = 5  # days measured in part the workload names, of many
 
 
-def _coverage_note(apps: Mapping[str, UsageApp], capped: bool, *, no_whole_day: bool) -> str:
+def _coverage_note(apps: Mapping[str, UsageApp], capped: bool, *, no_day_standing_for_whole: bool) -> str:
     """What the workload says of the time the file measured: in all, which days in part, and what was assumed."""
     days = [day for entry in apps.values() for day in entry.days.values()]
     unrecorded = sum(day.measured is None for day in days)
@@ -637,7 +637,7 @@ def _coverage_note(apps: Mapping[str, UsageApp], capped: bool, *, no_whole_day: 
         )
     if capped:
         note += "; connection- or channel-minutes extrapolated to at most the peak held all day"
-    if no_whole_day:
+    if no_day_standing_for_whole:
         note += "; no day measured for 23 h or more, so no busiest day: --peak-day-factor 1"
     if sum(by_day.values()) < SHORT_MEASUREMENT:
         note += "; less than an hour measured: every daily figure is a guess"
