@@ -28,7 +28,7 @@ PRESENT = 1
 
 
 async def test_an_ably_publish_reaches_another_node_s_ably_peers_unchanged(
-    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
     here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
     json_peer, binary_peer = await ably_wire(there), await ably_wire(there, binary=True)
@@ -73,7 +73,7 @@ async def test_an_ably_publish_reaches_another_node_s_ably_peers_unchanged(
 
 
 async def test_publishes_the_bus_cannot_carry_whole_still_cross_and_the_bus_keeps_working(
-    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
     """Ably accepts extras that msgpack cannot carry (an integer over 64 bits, from JSON) or that only a lenient
     decoder reads (a non-string map key, from msgpack): the publish is still answered 201 and still reaches the other
@@ -117,7 +117,7 @@ async def _presence_event(peer: AblyWire) -> dict[str, Any]:
 
 
 async def test_a_member_entered_on_one_node_is_present_on_another(
-    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
     here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
     alice, scanner = await ably_wire(there, f"key={API_KEY}&clientId=alice"), await ably_wire(there, binary=True)
@@ -149,7 +149,7 @@ async def test_a_member_entered_on_one_node_is_present_on_another(
 
 
 async def test_a_subscriber_hears_another_node_s_member_enter_update_and_leave(
-    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
     here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
     watcher, alice = await ably_wire(here), await ably_wire(there, f"key={API_KEY}&clientId=alice")
@@ -209,7 +209,7 @@ async def _pusher_presence_event(peer: AblyWire) -> tuple[Any, ...]:
 
 
 async def test_another_node_s_pusher_members_are_ably_members_of_a_presence_channel(
-    start_emulator: StartEmulator, redis_server: RedisServer, wires: list[Any]
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
     """A Pusher connection in a ``presence-`` channel is an Ably member on every node (connectionId: its socket id,
     data: its user_info), as on its own node: live, in a later attach's SYNC, over REST and in the occupancy."""

@@ -318,8 +318,8 @@ async def test_presence_sent_to_ably_connections_is_metered_as_written(
 
 
 async def test_another_node_s_publishes_and_presence_are_metered_as_written(
-    start_emulator: StartEmulator,
     redis_server: RedisServer,
+    start_emulator: StartEmulator,
     taps: Callable[[RunningEmulator], Awaitable[tuple[Tap, int]]],
     audiences: list[Audience],
 ) -> None:

@@ -109,7 +109,7 @@ async def test_publishes_made_during_a_redis_outage_are_not_sent_on_the_bus_afte
 
 
 async def test_subscription_count_webhook_is_sent_with_a_cluster(
-    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+    redis_server: RedisServer, receiver: Receiver, start_emulator: StartEmulator
 ) -> None:
     """docs/configuration.md: ``subscription_count`` sends "pusher:subscription_count and its webhook": on a cluster
     node too (the node whose subscribers changed sends it)."""

@@ -48,7 +48,7 @@ async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spaw
         await process.stop()
 
 
-async def test_a_killed_node_s_members_expire_and_survivors_hear_it(spawn: Spawn, receiver: Receiver) -> None:
+async def test_a_killed_node_s_members_expire_and_survivors_hear_it(receiver: Receiver, spawn: Spawn) -> None:
     doomed_process, doomed = await spawn(webhook_url=receiver.url)
     _, survivor = await spawn(webhook_url=receiver.url)
     watcher = await Client.open(survivor)
