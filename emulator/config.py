@@ -559,14 +559,20 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     if not isinstance(server, Mapping):
         raise ConfigError(f"{path}: server must be a table ([server]), got {_toml_kind(server)}")
     _check_keys(server, _SERVER_FIELDS, f"{path} [server]")
-    tables = document.get("apps", [])
-    if not isinstance(tables, list):
-        # Not shown: a table written [apps] holds a secret.
-        hint = " (written [apps]: write [[apps]])" if isinstance(tables, Mapping) else ""
-        raise ConfigError(f"{path}: apps must be [[apps]] tables, got {_toml_kind(tables)}{hint}")
-    apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(tables))
-    if not apps:
+    if "apps" not in document:
         apps = defaults.apps
+    else:
+        tables = document["apps"]
+        if not isinstance(tables, list):
+            # Not shown: a table written [apps] holds a secret.
+            hint = " (written [apps]: write [[apps]])" if isinstance(tables, Mapping) else ""
+            raise ConfigError(f"{path}: apps must be [[apps]] tables, got {_toml_kind(tables)}{hint}")
+        if not tables:
+            # A generated file that found no apps: the default app, whose secret is public, would serve in its place.
+            raise ConfigError(
+                f"{path}: apps is empty: give at least one [[apps]] table, or leave apps out for the default app"
+            )
+        apps = tuple(_app(table, f"{path} apps[{i}]") for i, table in enumerate(tables))
     with_apps: EmulatorConfig = _built(str(path), replace, defaults, apps=apps)  # apps sharing an id or a key
     config: EmulatorConfig = _built(f"{path} [server]", replace, with_apps, **server)
     return config

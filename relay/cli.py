@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import errno
 import gc
 import logging.config
 import multiprocessing
@@ -178,6 +179,14 @@ def cannot_listen(host: str, port: int, exc: OSError, fix: str = "") -> ConfigEr
     return ConfigError(f"cannot listen on {url_host(host)}:{port}: {reason}{f'; {fix}' if fix else ''}")
 
 
+def port_taken_fix(exc: OSError, command: str) -> str:
+    """What to do about a port in use, for a command that takes ``--port``; nothing for other failures (a host not
+    on this machine has its own reason)."""
+    if exc.errno != errno.EADDRINUSE:
+        return ""
+    return f"is {command} already running there? Stop it, or pick another port with --port (0 picks a free one)"
+
+
 async def _serve_emulator(
     config: EmulatorConfig,
     sock: socket.socket | None,
@@ -193,7 +202,7 @@ async def _serve_emulator(
     try:
         server = await start_server(node, sock=sock)
     except OSError as exc:
-        raise cannot_listen(config.host, config.port, exc) from None
+        raise cannot_listen(config.host, config.port, exc, port_taken_fix(exc, "an emulator")) from None
     # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
     # full collections, whose pause stops every connection and grows with what they walk. Collected first, so no
     # start-up garbage is frozen with it.
@@ -232,7 +241,7 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
     try:
         reservation.bind((config.host, config.port))
     except OSError as exc:
-        raise cannot_listen(config.host, config.port, exc) from None
+        raise cannot_listen(config.host, config.port, exc, port_taken_fix(exc, "an emulator")) from None
     config = replace(config, port=reservation.getsockname()[1])
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)
@@ -422,6 +431,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.config.dictConfig(log_config)  # before create_app, which may warn
     app = create_app(settings)
     _check_can_listen(args.host, args.port)
+    for line in settings.summary():
+        logging.getLogger("relay.gateway").info("%s", line)
     # h11, not httptools: uvicorn bounds only h11's unfinished request heads, and httptools buffered one without limit
     # (a client sending headers that never end grew the process by what it sent). The gateway is not a hot path.
     uvicorn.run(
@@ -466,7 +477,7 @@ def _check_can_listen(host: str, port: int) -> None:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind(address)
     except OSError as exc:
-        raise cannot_listen(host, port, exc) from None
+        raise cannot_listen(host, port, exc, port_taken_fix(exc, "relay serve")) from None
 
 
 def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> EmulatorConfig:

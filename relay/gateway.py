@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import AsyncRelay, Relay, configuration_from_env
-from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin
+from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin, parse_url
 from relay.errors import (
     AuthenticationError,
     ConfigError,
@@ -157,6 +157,30 @@ class GatewaySettings:
                 f"RELAY_WEBHOOK_FORWARD_URL: {self.webhook_forward_url!r} is not an http(s) URL "
                 "such as https://app.example.com/relay-webhooks"
             )
+
+    def summary(self) -> list[str]:
+        """What the gateway will do, for the log at start (no secret in it): where it publishes, whether the server
+        API is on, how users are identified. A setting left out otherwise showed only at the first request."""
+        provider = self.relay_url if isinstance(self.relay_url, ProviderConfig) else parse_url(self.relay_url)
+        if self.jwt_secret:
+            users = "users: JWTs verified with RELAY_JWT_SECRET (HS256)"
+        elif self.jwt_public_key:
+            users = "users: JWTs verified with RELAY_JWT_PUBLIC_KEY"
+        elif self.jwks is not None:
+            users = "users: JWTs verified with the keys of RELAY_JWKS_FILE"
+        else:
+            users = (
+                "users: none (no RELAY_JWT_SECRET, RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE): every visitor is "
+                "anonymous, so private and presence channels and sign-in are refused"
+            )
+        api = (
+            "server API (/v1/publish, /v1/channels, /v1/users): on, for requests with Authorization: Bearer "
+            "RELAY_API_TOKEN"
+            if self.api_token
+            else "server API (/v1/publish, /v1/channels, /v1/users): off: set RELAY_API_TOKEN to publish through "
+            "the gateway"
+        )
+        return [f"provider: {provider.url()}", api, users, f"channel rules: {len(self.rules)}"]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -20,6 +20,8 @@ from relay.cli import _client_settings, _run, main
 from relay.emulator.config import App, EmulatorConfig
 from relay.errors import RelayError
 from tests.cli_support import assert_refused, not_installed, run_relay, write
+from tests.cluster.conftest import RedisServer
+from tests.cluster.conftest import redis_server as redis_server
 from tests.emulator_process import EmulatorProcess
 
 RELAY = [sys.executable, "-m", "relay.cli"]
@@ -254,10 +256,18 @@ async def test_relay_serve_refuses_a_port_or_host_it_cannot_listen_on(flags: lis
     assert_refused(await run_relay("serve", *flags, env={"RELAY_URL": "memory://audit"}), message)
 
 
-async def test_relay_serve_refuses_a_port_in_use_as_the_emulator_does(taken_port: int) -> None:
-    for command in ("serve", "emulator"):
-        outcome = await run_relay(command, "--port", str(taken_port), env={"RELAY_URL": "memory://audit"})
-        assert_refused(outcome, f"cannot listen on 127.0.0.1:{taken_port}: Address already in use")
+@pytest.mark.parametrize(("command", "holder"), [("serve", "relay serve"), ("emulator", "an emulator")])
+async def test_a_port_in_use_says_what_may_hold_it_and_how_to_pick_another(
+    taken_port: int, command: str, holder: str, redis_server: RedisServer
+) -> None:
+    """A new user's first port clash (a second emulator started in another terminal) says what to do, as the
+    order-tracking example does, not only the errno's text; so does the --workers supervisor's."""
+    hint = f"is {holder} already running there? Stop it, or pick another port with --port (0 picks a free one)"
+    outcome = await run_relay(command, "--port", str(taken_port), env={"RELAY_URL": "memory://audit"})
+    assert_refused(outcome, f"cannot listen on 127.0.0.1:{taken_port}: Address already in use; {hint}")
+    if command == "emulator":
+        workers = await run_relay(command, "--port", str(taken_port), "--workers", "2", "--redis-url", redis_server.url)
+        assert_refused(workers, f"cannot listen on 127.0.0.1:{taken_port}: Address already in use; {hint}")
 
 
 async def test_relay_serve_logs_the_gateway_s_warnings_with_their_level_and_logger() -> None:
@@ -273,6 +283,32 @@ async def test_relay_serve_logs_the_gateway_s_warnings_with_their_level_and_logg
     [warning] = [line for line in served.stderr.splitlines() if "RELAY_WEBHOOK_FORWARD_URL" in line]
     assert warning.startswith("WARNING:  relay.gateway: RELAY_WEBHOOK_FORWARD_URL is set but RELAY_API_TOKEN is not")
     assert "INFO:     Uvicorn running on" in served.stderr
+
+
+@pytest.mark.parametrize("configured", [False, True], ids=["bare", "configured"])
+async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(configured: bool) -> None:
+    """A gateway started without RELAY_API_TOKEN or JWT settings said nothing of it until the first request was
+    refused; it now logs the provider (secret hidden), the server API and how users are identified."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"RELAY_URL": "emulator://app-key:top-secret-1@127.0.0.1:6001/apps/1"}
+    if configured:
+        env |= {"RELAY_API_TOKEN": "token-of-the-backend", "RELAY_JWT_SECRET": "s" * 32}
+    served = await run_relay("serve", "--port", str(port), env=env)
+    assert served.returncode is None, served.stderr
+    logged = [line for line in served.stderr.splitlines() if line.startswith("INFO:     relay.gateway: ")]
+    assert logged[0] == "INFO:     relay.gateway: provider: emulator://app-key:***@127.0.0.1:6001/apps/1"
+    if configured:
+        assert "server API (/v1/publish, /v1/channels, /v1/users): on" in logged[1]
+        assert logged[2] == "INFO:     relay.gateway: users: JWTs verified with RELAY_JWT_SECRET (HS256)"
+    else:  # as docs/gateway.md shows it
+        guide = (Path(__file__).parent.parent / "docs" / "gateway.md").read_text()
+        shown = guide.split("rather than at the first refused request:\n\n```\n", 1)[1].split("```", 1)[0]
+        assert logged == shown.splitlines()
+        assert logged[1].endswith("off: set RELAY_API_TOKEN to publish through the gateway")
+    for secret in ("top-secret-1", "token-of-the-backend", "s" * 32):
+        assert secret not in served.stderr
 
 
 def test_the_banner_says_the_console_is_off_where_it_is_and_hides_the_token_in_logged_output() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.emulator.config import EmulatorConfig, load_config
+from relay.emulator.config import App, EmulatorConfig, load_config
 from relay.errors import ConfigError
 from tests.cli_support import NOT_UTF8, assert_refused, run_relay, write
 
@@ -148,3 +148,12 @@ async def test_a_port_already_in_use_is_one_clear_line_not_a_traceback() -> None
         port = taken.getsockname()[1]
         outcome = await run_relay("emulator", "--port", str(port))
     assert_refused(outcome, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+async def test_an_empty_apps_list_is_refused_not_replaced_by_the_default_app(tmp_path: Path) -> None:
+    """``apps = []`` (a generated file that found no apps) served the default app, whose secret ``app-secret`` is in
+    every doc, with no word that it was a stand-in; a file that leaves ``apps`` out still means the default app."""
+    outcome = await run_relay("emulator", "--port", "0", "--config", str(write(tmp_path, "apps = []\n")))
+    assert_refused(outcome, "apps is empty: give at least one [[apps]] table, or leave apps out for the default app")
+    default = EmulatorConfig(apps=(App(app_id="1", key="app-key", secret="app-secret"),))
+    assert load_config(write(tmp_path, "[server]\nport = 7001\n"), defaults=default).apps == default.apps
