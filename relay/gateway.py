@@ -790,6 +790,8 @@ def _answer_reason(answer: bytes) -> str:
         return answer.decode("utf-8", "replace").strip()[:200] or "(no body)"
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return str(body["error"])
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and isinstance(body["error"].get("message"), str):
+        return str(body["error"]["message"])  # Ably's shape, on the token route of an Ably provider
     if isinstance(body, dict) and isinstance(body.get("detail"), list):
         return "; ".join(_schema_problem(problem) for problem in body["detail"])
     return "(an answer without a reason)"
@@ -934,7 +936,7 @@ def gateway_router(
                     raise
                 raise PayloadTooLarge(_user_info_too_large(error.message, rule_specs[decision.pattern])) from None
         except RelayError as error:
-            return error_response(error, request)
+            return error_response(error, request, ably=client.config.scheme == "ably")
         return JSONResponse(body)
 
     @router.post(

@@ -129,14 +129,18 @@ def _required(fields: Mapping[str, str], name: str) -> str:
 _REFUSED_SERVER_CONFIGURATION = frozenset({401, 403, 404})
 
 
-def error_response(error: RelayError, request: Request | None = None) -> JSONResponse:
+def error_response(error: RelayError, request: Request | None = None, *, ably: bool = False) -> JSONResponse:
     """The error as JSON; a provider that failed, could not be reached or refused this server's own credentials is a
     502 (the request was fine). A known ``retry_after`` goes out as ``Retry-After``.
 
     A ConfigError raised while answering is this server's configuration lacking what a valid request needs (an
     encrypted channel a rule allows, or a publish names, without encryption_master_key): a 500 as a bug's, but naming
     the setting to add. Every 500 is logged (with ``request``'s method and path): unlogged, the operator saw nothing
-    and only the caller learnt what was missing."""
+    and only the caller learnt what was missing.
+
+    With ``ably`` (an answer to ably-js's ``authUrl``) the error is in Ably's shape, ``{"error": {"message", "code",
+    "statusCode"}}``: ably-js takes the status from the body's ``error`` object, so a plain string lost the 403, and a
+    refused token was retried for ever (``80019/401``) instead of failing the connection with the reason (RSA4d)."""
     # Retry-After is whole seconds (RFC 9110 §10.2.3): rounded up, so a client never comes back too early.
     headers = None if error.retry_after is None else {"Retry-After": str(math.ceil(error.retry_after))}
     message = error.message
@@ -152,6 +156,11 @@ def error_response(error: RelayError, request: Request | None = None) -> JSONRes
     if status == 500:
         where = "" if request is None else f"{request.method} {route_path(request.scope)} "
         log.error("%sanswered 500: %s", where, message)
+    if ably:
+        code = status * 100 if status < 500 else 50000  # Ably's codes extend the status: 40300 is a refusal
+        return JSONResponse(
+            {"error": {"message": message, "code": code, "statusCode": status}}, status_code=status, headers=headers
+        )
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -199,7 +208,7 @@ def auth_router(
             socket_id, channel = channel_auth_request(client, await request_fields(request))
             body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:
-            return error_response(error, request)
+            return error_response(error, request, ably=client.config.scheme == "ably")
         return JSONResponse(body)
 
     return router

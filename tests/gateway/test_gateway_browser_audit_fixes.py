@@ -346,7 +346,8 @@ async def test_relay_serve_logs_each_refusal_with_its_reason_and_never_the_crede
         "POST /v1/publish answered 401: missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)",
         "OPTIONS /v1/auth/channel answered 400 (Origin: http://elsewhere.test): Disallowed CORS origin",
     ]
-    logged = [line.split("relay.gateway: ", 1)[1] for line in lines if "relay.gateway: " in line]
+    refusals = [line for line in lines if "relay.gateway: " in line and " answered " in line]  # not the start's
+    logged = [line.split("relay.gateway: ", 1)[1] for line in refusals]
     assert logged == expected, "\n".join(lines)
     assert all(line.startswith("INFO:") for line in lines if "relay.gateway: " in line)
     output = "\n".join(lines)

@@ -89,7 +89,8 @@ async def test_an_ably_token_is_never_issued_for_a_name_outside_pusher_s_charact
     gateway = await start_gateway(GatewaySettings(relay_url=ably_url(emulator), api_token=TOKEN, jwt_secret=JWT_SECRET))
     for headers in ({}, {"authorization": f"Bearer {hs_jwt()}"}):
         refused = await auth(gateway.url, name, headers)
-        assert (refused.status_code, refused.json()) == (400, {"error": pusher_name_error(name)}), headers
+        ably_refusal = {"message": pusher_name_error(name), "code": 40000, "statusCode": 400}
+        assert (refused.status_code, refused.json()) == (400, {"error": ably_refusal}), headers
     allowed = await auth(gateway.url, "news")
     assert allowed.status_code == 200, allowed.text
     assert (await exchange(emulator, allowed.json()))["capability"] == '{"news":["subscribe"]}'
@@ -350,8 +351,12 @@ async def test_users_decides_who_gets_an_ably_token_for_a_public_channel(
     assert (refused.status_code, refused.json()) == (
         403,
         {
-            "error": "access to 'members-today' denied by rule 'members-*': it admits users with a JWT only "
-            "(users = 'authenticated'), and this request has none"
+            "error": {
+                "message": "access to 'members-today' denied by rule 'members-*': it admits users with a JWT only "
+                "(users = 'authenticated'), and this request has none",
+                "code": 40300,
+                "statusCode": 403,
+            }
         },
     )
     member = await auth(gateway.url, "members-today", {"authorization": f"Bearer {hs_jwt()}"})
