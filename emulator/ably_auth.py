@@ -271,6 +271,11 @@ class AblyAuth:
         client_id = request.get("clientId")
         if client_id is not None and not isinstance(client_id, str):
             raise AblyError(40012, "Invalid clientId: it must be a string")
+        if client_id == "":
+            # A client id is "any non-empty string" (Ably's TokenParams); ably-js refuses "" before sending (40012,
+            # 400). A signed TokenRequest's MAC cannot tell "" from no clientId, so "" would otherwise make a token
+            # whose client id is empty: neither anonymous nor a usable identity.
+            raise AblyError(40012, "Invalid clientId: it can't be an empty string; omit it for an anonymous token")
         if caller is not None and client_id is not None and not caller.may_use_client_id(client_id):
             raise AblyError(40012, f"Invalid clientId {client_id!r}: incompatible with the caller's client id")
         return self.issue(key, capability, client_id, issued_ms=now_ms, ttl_ms=ttl)

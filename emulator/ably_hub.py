@@ -394,10 +394,12 @@ class AblyApp:
         self.remote_members: dict[str, dict[tuple[str, str], tuple[int, PresenceRecord]]] = {}
         self.attachments: dict[str, dict[str, Attachment]] = {}
         self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
+        self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
         state.foreign_presence = self
 
     def next_serial(self) -> int:
-        return next(self._serials)
+        self.last_serial = serial = next(self._serials)
+        return serial
 
     # -- publishing -------------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeGuard
+from typing import Any, NoReturn, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
@@ -410,7 +410,17 @@ class AblySession(ForeignPeer):
         else:
             attachment.modes, attachment.requested = modes, requested
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
-        self._send({"action": ATTACHED, "channel": name, "flags": modes | (HAS_PRESENCE if members else 0)})
+        # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
+        # greater ones): the SDKs keep it as the attachSerial, so ably-js's history({untilAttach: true}) asks the REST
+        # API (and gets its 40400: history is not kept) instead of failing in the SDK with a 40000 that blames the
+        # attach. The channelSerial a client's ATTACH sends back (to resume) is ignored: nothing is kept to resume.
+        attached = {
+            "action": ATTACHED,
+            "channel": name,
+            "channelSerial": f"{self.app.last_serial:016x}",
+            "flags": modes | (HAS_PRESENCE if members else 0),
+        }
+        self._send(attached)
         if members:
             sync_id = f"{self.app.next_serial():x}"
             pages = sync_pages(members)
@@ -459,7 +469,7 @@ class AblySession(ForeignPeer):
         attachment = self.channels.get(name)
         modes = attachment.modes if attachment is not None else allowed_modes(self.credentials, name)
         if not modes & MODE_PUBLISH:
-            raise AblyError(40160, f"Unable to publish to {name[:100]!r}: not permitted by the capability or mode")
+            self._refuse_mode(name, MODE_PUBLISH, f"Unable to publish to {name[:100]!r}")
         if not isinstance(raw, list) or not raw:
             raise AblyError(40000, "MESSAGE needs a non-empty messages array")
         messages = [parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
@@ -473,7 +483,7 @@ class AblySession(ForeignPeer):
         if attachment is None:
             raise AblyError(91001, f"Unable to enter presence: channel {name[:100]!r} is not attached")
         if not attachment.modes & MODE_PRESENCE:
-            raise AblyError(40160, f"Presence on {name[:100]!r} is not permitted by the capability or mode")
+            self._refuse_mode(name, MODE_PRESENCE, f"Unable to use presence on {name[:100]!r}")
         if not isinstance(raw, list) or not raw:
             raise AblyError(40000, "PRESENCE needs a non-empty presence array")
         checked = [self._presence_item(item, index) for index, item in enumerate(raw)]
@@ -497,6 +507,16 @@ class AblySession(ForeignPeer):
                 attachment.entered.add(client_id)
                 items.append(record.item(broadcast))
         self.app.broadcast_presence(name, self.socket_id, items)
+
+    def _refuse_mode(self, name: str, mode: int, refused: str) -> NoReturn:
+        """An operation the channel's modes leave out: 40160 when the capability does not allow it, 40165 when it
+        does but the client's ATTACH did not request the mode (Ably's "Channel mode not requested when attaching":
+        attaching again with the mode fixes it, a wider capability would not)."""
+        what = "PUBLISH" if mode == MODE_PUBLISH else "PRESENCE"
+        if allowed_modes(self.credentials, name) & mode:
+            raise AblyError(40165, f"{refused}: the client did not request the {what} mode when attaching", 401)
+        operation = "publish" if mode == MODE_PUBLISH else "presence"
+        raise AblyError(40160, f"{refused}: not permitted by the capability (it needs {operation!r} on the channel)")
 
     def _presence_item(self, raw: object, index: int) -> tuple[int, str, str | bytes | None, str | None]:
         where = f"presence[{index}]"

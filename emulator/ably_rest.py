@@ -2,14 +2,15 @@
 presence (both paginated with ``Link: rel="next"``), time and ``requestToken``, with Ably's errors
 (``{"error": {code, statusCode, message, href}}`` and the ``X-Ably-ErrorCode``/``X-Ably-ErrorMessage`` headers; 40400
 for history, stats and push, which are not emulated). Bodies are JSON or msgpack, chosen by ``Content-Type`` in and
-``Accept`` (or ``?format=``) out, as the SDKs send them.
+``Accept`` (or ``?format=``) out, as the SDKs send them. An app's ``api_rate_limit`` is shared with the Pusher HTTP
+API: over it, an authenticated request is refused with Ably's 42910 (429).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
@@ -24,7 +25,9 @@ from relay.emulator.ably_hub import (
     parse_message,
 )
 from relay.emulator.ably_realtime import AblySession
+from relay.emulator.config import App
 from relay.emulator.http_api import Response
+from relay.emulator.hub import AppState
 from relay.emulator.session import Session
 from relay.protocol.ably import allows
 
@@ -42,7 +45,7 @@ CORS = (
         "Access-Control-Allow-Headers",
         "Authorization, Content-Type, Accept, X-Ably-Version, Ably-Agent, X-Ably-Lib, X-Ably-ClientId",
     ),
-    ("Access-Control-Expose-Headers", "Link, X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Ably-Serial"),
+    ("Access-Control-Expose-Headers", "Link, X-Ably-ErrorCode, X-Ably-ErrorMessage, X-Ably-Serial, Retry-After"),
     ("Access-Control-Max-Age", "86400"),
 )
 
@@ -63,6 +66,17 @@ def cors(origin: str | None) -> tuple[tuple[str, str], ...]:
 
 Handler = Callable[["_Request"], tuple[int, Any]]
 T = TypeVar("T")
+
+
+class ApiBudget(Protocol):
+    """An app's HTTP API rate limit (``api_rate_limit``), the one the Pusher HTTP API uses: what is left of it is
+    checked before a request is served, and a request that authenticated spends it."""
+
+    def retry_after(self, state: AppState) -> int | None:
+        """None when ``state``'s app may make a request now, else the whole seconds to wait."""
+
+    def spend(self, state: AppState) -> None:
+        """One request of ``state``'s app authenticated."""
 
 
 class _Request:
@@ -96,10 +110,17 @@ class _Request:
 
 
 class AblyRest:
-    def __init__(self, auth: AblyAuth, app_for: Callable[[Credentials], AblyApp], wall_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        auth: AblyAuth,
+        app_for: Callable[[str], AblyApp | None],
+        wall_ms: Callable[[], int],
+        budget: ApiBudget | None = None,
+    ) -> None:
         self._auth = auth
-        self._app_for = app_for
+        self._app_for = app_for  # by key name
         self._wall_ms = wall_ms
+        self._budget = budget
         self._routes: dict[tuple[str, ...], dict[str, Handler]] = {
             ("time",): {"GET": self._time},
             ("keys", "*", "requestToken"): {"POST": self._request_token},
@@ -163,10 +184,28 @@ class AblyRest:
         credentials = self._auth.authorization(
             request.headers.get("authorization"), request.headers.get("x-ably-clientid"), now_ms=request.now_ms
         )
-        app = self._app_for(credentials)
+        app = self._app_for(credentials.key.key_name)
+        assert app is not None  # every key the auth knows is an app's
+        self._admit(app.state)
         if not app.state.app.enabled:
             raise AblyError(40120, "Application disabled")
         return credentials, app
+
+    def _admit(self, state: AppState, *, spend: bool = True) -> None:
+        """Refuse the request with 42910 when its app's HTTP API budget (shared with the Pusher HTTP API) is spent;
+        else, unless told not to, spend it. Only requests that authenticated get here, as on the Pusher side: forged
+        ones cannot lock an app's backend out."""
+        if state.app.api_rate_limit is None or self._budget is None:  # the usual case: no call per request
+            return
+        wait = self._budget.retry_after(state)
+        if wait is not None:
+            raise _RateLimited(state.app, wait)
+        if spend:
+            self._budget.spend(state)
+
+    def _spend(self, state: AppState) -> None:
+        if state.app.api_rate_limit is not None and self._budget is not None:
+            self._budget.spend(state)
 
     # -- handlers ---------------------------------------------------------------------------------------------
 
@@ -177,8 +216,18 @@ class AblyRest:
         token_request = request.body() if request.raw_body else {}
         if not isinstance(token_request, dict):
             raise AblyError(40000, "A TokenRequest is an object")
-        caller = None if token_request.get("mac") is not None else self._caller(request)[0]
-        details = self._auth.request_token(request.args[0], token_request, caller, now_ms=request.now_ms)
+        if token_request.get("mac") is None:  # unsigned: Basic auth, which spends the budget like any request
+            caller = self._caller(request)[0]
+            details = self._auth.request_token(request.args[0], token_request, caller, now_ms=request.now_ms)
+            return 200, details.to_dict()
+        # Signed: the MAC authenticates it. The budget is checked first, so a refused request does not use up its
+        # nonce, and spent once the token is issued (a forged TokenRequest spends nothing).
+        app = self._app_for(request.args[0])  # None: an unknown key, which request_token refuses (40101)
+        if app is not None:
+            self._admit(app.state, spend=False)
+        details = self._auth.request_token(request.args[0], token_request, None, now_ms=request.now_ms)
+        if app is not None:
+            self._spend(app.state)
         return 200, details.to_dict()
 
     def _publish(self, request: _Request) -> tuple[int, Any]:
@@ -278,6 +327,20 @@ class _BatchError(AblyError):
         self.outcomes = outcomes
 
 
+class _RateLimited(AblyError):
+    """42910 (429), Ably's "rate limit exceeded (nonfatal): request rejected", with ``Retry-After``."""
+
+    def __init__(self, app: App, retry_after: int) -> None:
+        super().__init__(
+            42910,
+            f"Rate limit exceeded; request rejected (nonfatal); metric = api_rate_limit: app {app.app_id[:100]!r} "
+            f"allows {app.api_rate_limit:g} HTTP API requests a second, Pusher and Ably REST together; "
+            f"retry in {retry_after} s",
+            429,
+        )
+        self.retry_after = retry_after
+
+
 class _MethodNotAllowed(AblyError):
     """405, with the ``Allow`` header RFC 9110 §15.5.6 requires."""
 
@@ -371,4 +434,6 @@ def _error_headers(error: AblyError) -> tuple[tuple[str, str], ...]:
     # Header values must stay latin-1: anything else becomes "?".
     message = error.message.encode("ascii", "replace").decode()[:500]
     headers = (("X-Ably-ErrorCode", str(error.code)), ("X-Ably-ErrorMessage", message))
+    if isinstance(error, _RateLimited):
+        return (*headers, ("Retry-After", str(error.retry_after)))
     return (*headers, ("Allow", ", ".join(error.allowed))) if isinstance(error, _MethodNotAllowed) else headers
