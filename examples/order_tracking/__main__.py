@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
-from examples.order_tracking.app import create_app
+from examples.order_tracking.app import BROWSER_LIBRARIES, browser_library_of, create_app, local_browser_builds
 from relay.cli import cannot_listen
 from relay.client import AsyncRelay, configuration_from_env
 from relay.config import ProviderConfig, parse_url
@@ -85,11 +86,12 @@ async def emulator_in_process(port: int) -> AsyncIterator[str]:
 
 async def serve(host: str, port: int, emulator_port: int) -> None:
     # The provider first: a mistake in its configuration is reported before anything listens, and only none at all
-    # means the emulator.
+    # means the emulator. Then the pages' browser libraries: a PUSHER_JS_PATH/ABLY_JS_PATH naming no file is one too.
     try:
         configured: str | ProviderConfig | None = configuration_from_env(None)
     except NoProviderConfigured:
         configured = None
+    local_browser_builds()
     with listen(host, port, "it is the web app's port: choose another with --port (0 picks a free one)") as sock:
         if configured is not None:
             await run(host, sock, configured, "from the environment")
@@ -99,9 +101,21 @@ async def serve(host: str, port: int, emulator_port: int) -> None:
             await run(host, sock, relay_url, where)
 
 
+def library_notice(app: FastAPI) -> str:
+    """The banner's line for a browser library the pages will load from its CDN (no local copy): which, from where,
+    and how to give the app a copy; "" when the app serves its own."""
+    name = browser_library_of(app.state.relay)
+    if app.state.local_builds[name] is not None:
+        return ""
+    library = BROWSER_LIBRARIES[name]
+    label = f"{library.package}:"
+    return f"\n  {label:<12}the pages load it from its CDN, {library.cdn} (a local copy: {library.local_copy_advice()})"
+
+
 async def run(host: str, sock: socket.socket, relay_url: str | ProviderConfig, where: str) -> None:
     site = f"http://{host}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(create_app(relay_url), log_level="warning", lifespan="on"))
+    app = create_app(relay_url)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     # uvicorn handles SIGINT/SIGTERM while it serves and raises them again afterwards, for the previous handlers:
     # these let the emulator close too, and the process exit with status 0.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -114,7 +128,7 @@ async def run(host: str, sock: socket.socket, relay_url: str | ProviderConfig, w
         print(
             f"Order tracking on {site}\n"
             f"  customers:  {site}/\n  kitchen:    {site}/kitchen\n  delivery:   {site}/delivery\n"
-            f"  realtime:   {describe(relay_url)}, {where}",
+            f"  realtime:   {describe(relay_url)}, {where}{library_notice(app)}",
             flush=True,
         )
         await serving

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from relay import AsyncRelay, User
 from relay.client import configuration_from_env
 from relay.config import ProviderConfig
-from relay.errors import RelayError
+from relay.errors import ConfigError, RelayError
 from relay.gateway import frontend_config
 from relay.rules import ChannelRules
 from relay.web import auth_router
@@ -201,31 +201,70 @@ class StatusRequest(BaseModel):
 class BrowserLibrary:
     """A provider's browser build: served from a local copy when there is one, else loaded from its CDN."""
 
+    package: str  # its npm name, as the pages and the start-up banner say it
+    setting: str  # the environment variable naming a local copy
     npm_path: str
+    npm_prefix: str  # where `npm ci --prefix …` installs it in this repository
     cdn: str
+
+    def local_copy_advice(self) -> str:
+        """How to give the app a local copy, as the pages say it."""
+        return f"{self.setting}=/path/to/{Path(self.npm_path).name}, or npm ci --prefix {self.npm_prefix}"
 
 
 BROWSER_LIBRARIES = {
-    "pusher": BrowserLibrary("pusher-js/dist/web/pusher.min.js", PUSHER_JS_CDN),
-    "ably": BrowserLibrary("ably/build/ably.min.js", ABLY_JS_CDN),
+    "pusher": BrowserLibrary(
+        "pusher-js", "PUSHER_JS_PATH", "pusher-js/dist/web/pusher.min.js", "examples/nextjs", PUSHER_JS_CDN
+    ),
+    "ably": BrowserLibrary("ably-js", "ABLY_JS_PATH", "ably/build/ably.min.js", "tests/node", ABLY_JS_CDN),
 }
 
 
 def find_browser_library(name: str, configured: str | None = None) -> Path | None:
     """A library's browser build: ``configured`` (a path from the environment), else one from ``npm ci`` in
-    examples/nextjs or tests/node, else None (the page loads it from the CDN)."""
-    npm_path = BROWSER_LIBRARIES[name].npm_path
+    examples/nextjs or tests/node, else None (the page loads it from the CDN). A ``configured`` path that is not a
+    readable file is a ConfigError naming the setting: the user asked for that copy, and the CDN in its place is
+    what they set it to avoid."""
+    library = BROWSER_LIBRARIES[name]
+    if configured:
+        path = Path(configured)
+        problem = (
+            "does not exist" if not path.exists()
+            else "is not a file" if not path.is_file()
+            else "cannot be read" if not os.access(path, os.R_OK)
+            else None
+        )  # fmt: skip
+        if problem is not None:
+            raise ConfigError(
+                f"{library.setting}={configured} {problem}: point it at a copy of {Path(library.npm_path).name} "
+                f"({library.package}'s browser build), or unset it"
+            )
+        return path
     candidates = [
-        Path(configured) if configured else None,
-        ROOT / "examples/nextjs/node_modules" / npm_path,
-        ROOT / "tests/node/node_modules" / npm_path,
+        ROOT / "examples/nextjs/node_modules" / library.npm_path,
+        ROOT / "tests/node/node_modules" / library.npm_path,
     ]
-    return next((path for path in candidates if path is not None and path.is_file()), None)
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def local_browser_builds() -> dict[str, Path | None]:
+    """The local copy of each browser library (None: the pages load it from its CDN), from ``PUSHER_JS_PATH`` and
+    ``ABLY_JS_PATH`` or an npm install; a setting that names no readable file is a ConfigError."""
+    return {
+        "pusher": find_browser_library("pusher", os.environ.get("PUSHER_JS_PATH")),
+        "ably": find_browser_library("ably", os.environ.get("ABLY_JS_PATH")),
+    }
+
+
+def browser_library_of(client: AsyncRelay) -> str:
+    """The browser library the pages use with ``client``'s provider: "ably" or "pusher"."""
+    return "ably" if client.config.scheme == "ably" else "pusher"
 
 
 def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret: bytes | None = None) -> FastAPI:
     """The app, publishing through ``relay_url`` (default: ``RELAY_URL`` or the ``PUSHER_*``/``ABLY_API_KEY``
     variables). Swapping providers changes nothing here or in the pages."""
+    local_builds = local_browser_builds()  # first: a PUSHER_JS_PATH naming no file is a ConfigError
     client = AsyncRelay(relay_url if relay_url is not None else configuration_from_env(None))
     orders = OrderStore()
     sessions = Sessions(session_secret or os.environ.get("ORDER_TRACKING_SECRET", "").encode() or os.urandom(32))
@@ -240,10 +279,7 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
     app.state.relay = client
     app.include_router(auth_router(client, build_rules(orders), sessions.user))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    local_builds = {
-        "pusher": find_browser_library("pusher", os.environ.get("PUSHER_JS_PATH")),
-        "ably": find_browser_library("ably", os.environ.get("ABLY_JS_PATH")),
-    }
+    app.state.local_builds = local_builds
 
     async def notify(channels: list[str], event: str, order: Order) -> bool:
         """Publish; a provider outage must not lose the order (the pages re-read the state when they reconnect)."""
@@ -285,7 +321,7 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
         settings = frontend_config(
             client, channel_auth="/pusher/auth", user_auth="/pusher/user-auth", ably_auth="/ably/token"
         )
-        name = "ably" if settings["provider"] == "ably" else "pusher"
+        name = browser_library_of(client)
         cdn = BROWSER_LIBRARIES[name].cdn if local_builds[name] is None else None
         return {**settings, "library": f"/vendor/{name}.min.js", "libraryCdn": cdn}
 

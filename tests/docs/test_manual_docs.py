@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from relay.emulator.config import App, EmulatorConfig, load_config
+from tests.emulator_process import EmulatorProcess
+from tests.operations.support import ws_client
 
 ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
@@ -110,3 +113,129 @@ def test_the_emulator_page_s_config_files_load(tmp_path: Path) -> None:
         loaded.append(load_config(path, defaults=EmulatorConfig(apps=(App("9", "k", "s"),))))
     assert [app.app_id for app in loaded[0].apps] == ["1", "2"]
     assert loaded[1].apps[0].keys == ["shop-key", "shop-key-2026"]
+
+
+# docs/migration.md "From soketi": its converter, run as the page defines it.
+def soketi_converter() -> dict[str, Any]:
+    (body,) = [
+        body for lang, body in blocks(DOCS / "migration.md") if lang == "python" and "def soketi_to_toml" in body
+    ]
+    namespace: dict[str, Any] = {"__name__": "docs"}
+    exec(compile(body, str(DOCS / "migration.md"), "exec"), namespace)
+    return namespace
+
+
+def converted(soketi_config: dict[str, Any], tmp_path: Path) -> tuple[EmulatorConfig, list[str], Path]:
+    """soketi's config through the page's converter, loaded as `relay emulator --config` loads the file."""
+    text, dropped = soketi_converter()["soketi_to_toml"](soketi_config)
+    path = tmp_path / "emulator.toml"
+    path.write_text(text)
+    return load_config(path, defaults=EmulatorConfig(apps=(App("default", "app-key", "app-secret"),))), dropped, path
+
+
+SHOP = {"id": "shop", "key": "shop-key", "secret": "shop-secret"}
+
+
+async def test_a_converted_soketi_app_without_enable_client_messages_refuses_client_events(tmp_path: Path) -> None:
+    """soketi's enableClientMessages defaults to false, the emulator's client_events to true: the converter wrote no
+    line for an app that left it out, and the emulator it fed relayed client-* events soketi had refused."""
+    config, dropped, path = converted({"appManager.array.apps": [SHOP]}, tmp_path)
+    (app,) = config.apps
+    assert app.client_events is False
+    assert dropped == ["app shop: maxClientEventsPerSecond (no limit)"]  # soketi's default: the emulator has one
+    emulator = await EmulatorProcess.start("--config", str(path))
+    try:
+        client = await ws_client(f"ws://127.0.0.1:{emulator.port}/app/shop-key?protocol=7")
+        await client.subscribe("private-orders", app)
+        await client.send("client-typing", {"who": "meera"}, channel="private-orders")
+        error = await client.expect("pusher:error")
+        assert "Client events are not enabled" in error["data"]["message"]
+        await client.close()
+    finally:
+        await emulator.stop()
+
+
+def test_soketis_other_defaults_are_written_out(tmp_path: Path) -> None:
+    """Every soketi default that is not the emulator's is written: 100 KB events (the emulator's 10 KiB refused
+    client events soketi took), 2 KB of presence member info (1 KiB), and the rest as soketi has them; soketi's
+    "no limit" for connections and the HTTP API is the emulator's default too, so nothing is reported for those."""
+    config, dropped, _ = converted({"appManager.array.apps": [SHOP]}, tmp_path)
+    (app,) = config.apps
+    assert (app.enabled, app.max_connections, app.api_rate_limit) == (True, None, None)
+    limits = app.limits
+    assert (limits.max_event_bytes, limits.max_user_info_bytes) == (100 * 1024, 2 * 1024)
+    assert (limits.max_presence_members, limits.max_channel_name, limits.max_event_name) == (100, 200, 200)
+    assert (limits.max_channels_per_event, limits.max_batch_events) == (100, 10)
+    assert dropped == ["app shop: maxClientEventsPerSecond (no limit)"]
+
+
+@pytest.mark.parametrize(
+    "server_wide",
+    [
+        {"presence.maxMembersPerChannel": 50, "eventLimits.maxPayloadInKb": 20},
+        {"presence": {"maxMembersPerChannel": 50}, "eventLimits": {"maxPayloadInKb": 20}},
+    ],
+    ids=["dotted", "nested"],
+)
+def test_soketis_server_wide_limits_are_the_apps_defaults(server_wide: dict[str, Any], tmp_path: Path) -> None:
+    """soketi takes an app's limit from the server-wide option when the app does not set it."""
+    apps = [SHOP, {"id": "2", "key": "k2", "secret": "s2", "maxPresenceMembersPerChannel": 7}]
+    config, _, _ = converted({**server_wide, "appManager.array.apps": apps}, tmp_path)
+    assert [(app.limits.max_presence_members, app.limits.max_event_bytes) for app in config.apps] == [
+        (50, 20 * 1024),
+        (7, 20 * 1024),
+    ]
+
+
+@pytest.mark.parametrize(
+    "soketi_config",
+    [
+        {"appManager": {"array": {"apps": [{**SHOP, "enableClientMessages": True, "maxConnections": 500}]}}},
+        {
+            "appManager": {
+                "driver": "array",
+                "array": {"apps": [{**SHOP, "enableClientMessages": True, "maxConnections": 500}]},
+            }
+        },
+    ],
+    ids=["nested", "nested with the driver"],
+)
+def test_soketis_nested_config_is_converted(soketi_config: dict[str, Any], tmp_path: Path) -> None:
+    """A config.json written nested gave an empty file and reported nothing dropped."""
+    dotted = {"appManager.array.apps": soketi_config["appManager"]["array"]["apps"]}
+    config, dropped, _ = converted(soketi_config, tmp_path)
+    (app,) = config.apps
+    assert (app.app_id, app.key, app.secret, app.client_events, app.max_connections) == (
+        "shop", "shop-key", "shop-secret", True, 500,
+    )  # fmt: skip
+    assert soketi_converter()["soketi_to_toml"](soketi_config) == soketi_converter()["soketi_to_toml"](dotted)
+    assert dropped == ["app shop: maxClientEventsPerSecond (no limit)"]
+
+
+@pytest.mark.parametrize(
+    "soketi_config",
+    [
+        {},
+        {"port": 6001},
+        {"appManager.array.apps": []},
+        {"appManager": {"driver": "mysql"}},
+        {"appManager.apps": [SHOP]},
+    ],
+    ids=["empty", "no apps key", "empty list", "another driver", "misspelt key"],
+)
+def test_a_soketi_config_without_apps_is_an_error_not_an_empty_file(soketi_config: dict[str, Any]) -> None:
+    """An empty emulator.toml runs the emulator's default app, whose secret (app-secret) is public."""
+    with pytest.raises(ValueError, match=r'no apps found under "appManager\.array\.apps" or \{"appManager"'):
+        soketi_converter()["soketi_to_toml"](soketi_config)
+
+
+def test_a_soketi_app_without_a_secret_or_with_a_lambda_webhook(tmp_path: Path) -> None:
+    """soketi fills a missing secret with its public default, app-secret: the converter refuses the app rather than
+    write one; a webhook to an AWS Lambda function (no url) is reported dropped, not a KeyError."""
+    convert = soketi_converter()["soketi_to_toml"]
+    with pytest.raises(ValueError, match=r"app #1 has no secret"):
+        convert({"appManager.array.apps": [{"id": "shop", "key": "shop-key"}]})
+    lambda_hook = {"lambda_function": "on-occupied", "event_types": ["channel_occupied"]}
+    config, dropped, _ = converted({"appManager.array.apps": [{**SHOP, "webhooks": [lambda_hook]}]}, tmp_path)
+    assert config.apps[0].webhooks == ()
+    assert "app shop: a webhook without a url (on-occupied)" in dropped

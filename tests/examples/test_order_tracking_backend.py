@@ -196,10 +196,12 @@ def test_switching_providers_is_a_change_of_relay_url(relay_url: str, expected: 
         assert body["auth"].startswith(f"{expected['key']}:")
 
 
-async def test_the_one_command_runs_the_app_and_an_emulator() -> None:
+async def test_the_one_command_runs_the_app_and_an_emulator(tmp_path: Path) -> None:
     """``python -m examples.order_tracking`` without RELAY_URL: an emulator in the same process, the pages and the
     API on the printed address; an order is published live; SIGTERM stops it with status 0. PUSHER_JS_PATH is the
     example's own setting, not a provider's: it does not stop the emulator from starting."""
+    local_copy = tmp_path / "pusher.min.js"
+    local_copy.write_text("/* a local pusher-js */")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -209,7 +211,7 @@ async def test_the_one_command_runs_the_app_and_an_emulator() -> None:
         "--emulator-port",
         "0",
         stdout=asyncio.subprocess.PIPE,
-        env=without_provider(PUSHER_JS_PATH="/nonexistent/pusher.min.js"),  # the example's, not a provider's
+        env=without_provider(PUSHER_JS_PATH=str(local_copy)),  # the example's, not a provider's
     )
     assert process.stdout is not None
     try:
