@@ -61,9 +61,12 @@ WARNING_INTERVAL = 60.0  # seconds between warnings of a flood (near the open-fi
 REFUSAL_LOGS_PER_SECOND = 1.0  # refused WebSocket connections logged (EmulatorNode.log_refusal); all are counted
 LOGGED_CLIENT_TEXT = 100  # characters of what a client sent kept in a log record (see log_refusal)
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
-# A read larger than this is parsed in pieces of this size, so that a head cannot pass MAX_HEAD_BYTES unmeasured by
-# arriving with other requests in one read (see HttpConnection.on_message_begin).
-HEAD_FEED_BYTES = 16 * 1024
+# A connection's reads are handled this much per turn of the event loop; the rest waits, with reading paused, for its
+# next turn (HttpConnection.data_received). One read holds up to 256 KiB: some 37,000 tiny WebSocket frames or 7,000
+# pipelined requests, which handled at once stopped every other connection for 0.1 s a read, and seconds under a flood
+# from a few clients. A piece this size takes milliseconds. It also keeps a head from passing MAX_HEAD_BYTES unmeasured
+# by arriving with other requests in one read (see HttpConnection.on_message_begin).
+READ_TURN_BYTES = 16 * 1024
 # Timeouts of HTTP connections, until they become WebSockets (docs/emulator.md "Limits and protection"). A kept-alive
 # connection idle this long is closed: nginx's keepalive_timeout, longer than the 60 s after which AWS's load balancers
 # drop an idle connection, so that a load balancer never sends a request on a connection the emulator is closing.
@@ -360,14 +363,47 @@ class HttpConnection(asyncio.Protocol):
         if self.session is not None:
             self.session.connection_lost()
 
+    # What was read beyond this turn's share (READ_TURN_BYTES), with reading paused until its turn: None when reading.
+    _held: bytes | None = None
+
     def data_received(self, data: bytes) -> None:
+        rest = b""
+        if len(data) > READ_TURN_BYTES:
+            data, rest = data[:READ_TURN_BYTES], data[READ_TURN_BYTES:]
         if self.ws is not None:
             self._websocket_data(data)
+        else:
+            # A request that asked to switch to another protocol than WebSocket is parsed again without its Upgrade
+            # header, and so is each one pipelined behind it: in turn, not nested (hundreds fit in one read).
+            while data:
+                data = self._parse(data)
+        wait = self.session.flood_wait() if isinstance(self.session, Session) else 0.0
+        if rest or wait > 0.0:
+            self._wait_turn(rest, wait)
+
+    def _wait_turn(self, rest: bytes, wait: float) -> None:
+        """Pause reading; after the other connections' turns (or, for a client flooding its frame budget, ``wait``
+        seconds, so the kernel holds its frames and its sends slow down) handle ``rest`` and read again."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
-        # A request that asked to switch to another protocol than WebSocket is parsed again without its Upgrade
-        # header, and so is each one pipelined behind it: in turn, not nested (hundreds fit in one read).
-        while data:
-            data = self._parse(data)
+        self._held = rest
+        transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        if wait > 0.0:
+            loop.call_later(wait, self._take_turn)
+        else:
+            loop.call_soon(self._take_turn)
+
+    def _take_turn(self) -> None:
+        held, self._held = self._held, None
+        transport = self.transport
+        if held is None or transport is None or transport.is_closing():
+            return
+        if held:
+            self.data_received(held)
+        if self._held is None and not self._writing_paused:  # not waiting again, nor for the client to read
+            transport.resume_reading()
 
     def _parse(self, data: bytes) -> bytes:
         """Feed ``data`` to the parser; what is to be parsed again (see ``_without_upgrade``), or nothing."""
@@ -375,12 +411,10 @@ class HttpConnection(asyncio.Protocol):
         if parser is None or self._finished:  # answered with Connection: close, or a refused upgrade: drop the rest
             return b""
         size = len(data)
-        if size > HEAD_FEED_BYTES:  # a large body, or a head sent with others to pass the limit unmeasured
-            for start in range(0, size, HEAD_FEED_BYTES):
-                self.data_received(data[start : start + HEAD_FEED_BYTES])
-            return b""
         if self._head_bytes >= 0:  # the current request's head is not complete yet
             self._head_bytes += size
+        else:
+            self._after_head_bytes += size
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -401,8 +435,16 @@ class HttpConnection(asyncio.Protocol):
         # Checked after parsing: the callbacks mark a head completed in this read (-1) or a request ended (0). A head
         # is measured exactly when it is complete (on_headers_complete); this only bounds one that never ends, with
         # room for the share of a read on_message_begin charges a pipelined head, which may be much less.
-        if self._head_bytes > MAX_HEAD_BYTES + HEAD_FEED_BYTES:
+        if self._head_bytes > MAX_HEAD_BYTES + READ_TURN_BYTES:
             self._head_too_large()
+        elif self._after_head_bytes > 2 * self.node.config.max_request_bytes + MAX_HEAD_BYTES:
+            # The body is bounded as it comes (on_body), but not a chunked body's framing nor its trailers, which
+            # httptools gathers line by line: 300 MB of trailer lines grew the process by as much. Room is left for a
+            # body of the limit sent in small chunks, and for a head's worth of trailers.
+            self._refused = True
+            limit = self.node.config.max_request_bytes
+            message = f"request body is over {limit} bytes (with its chunk framing and trailers)"
+            self._respond(error_response(413, message), keep_alive=False)
         return b""
 
     def _head_too_large(self) -> None:
@@ -434,7 +476,12 @@ class HttpConnection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------------------------
 
+    # Bytes read since the current request's head was complete: its body, with a chunked body's framing and trailers.
+    _after_head_bytes = 0
+
     def on_message_begin(self) -> None:
+        if self._after_head_bytes:  # set on the instance only by a request with a body (a WebSocket's has none)
+            self._after_head_bytes = 0
         self._url = b""
         self._raw_headers = []
         self._headers = None
@@ -443,13 +490,15 @@ class HttpConnection(asyncio.Protocol):
         self.request_began = self.node.http_clock
         if self._head_bytes == 0:
             # Another request ended earlier in this read, so this head's share of it is unknown, but no larger than
-            # the read (HEAD_FEED_BYTES at most): charged that much, and measured in full if that passes the limit.
-            self._head_bytes = HEAD_FEED_BYTES
+            # the read (READ_TURN_BYTES at most): charged that much, and measured in full if that passes the limit.
+            self._head_bytes = READ_TURN_BYTES
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_bytes < 0:  # a trailer: not kept, nor merged into the headers (RFC 9110 §6.5.1)
+            return
         self._raw_headers.append((name, value))
 
     @property
@@ -851,7 +900,9 @@ class HttpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         transport = self.transport
-        if self.session is None and self.ws is None and transport is not None and not transport.is_closing():
+        http = self.session is None and self.ws is None
+        # With data held, reading resumes at the end of its turn.
+        if http and self._held is None and transport is not None and not transport.is_closing():
             transport.resume_reading()
 
     def close(self, code: int, reason: str) -> None:

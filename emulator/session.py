@@ -213,9 +213,18 @@ class Session:
             self._error(f"Too many messages: frames beyond {rate}/s are dropped", ErrorCode.CLIENT_EVENT_REJECTED)
         return False
 
+    def flood_wait(self) -> float:
+        """How long to stop reading this connection: none while its frame budget lasts; once spent (a flood), until a
+        tenth of the burst is back, so that a flooding client is read ten times a second at most and the frames it
+        sends meanwhile wait in the kernel (its sends slow down) instead of being parsed only to be dropped."""
+        if self._frame_tokens >= 1.0:
+            return 0.0
+        limits = self.state.app.limits
+        return (limits.inbound_frame_burst / 10 - self._frame_tokens) / limits.inbound_frames_per_second
+
     def pong_received(self) -> None:
-        """A WebSocket ping or pong from the client."""
-        self.heard()
+        """A WebSocket ping or pong from the client: from the frame budget too, as websockets answers each ping."""
+        self._take_frame_token(self.heard(), 0)
         self._control_frames = True
 
     def _subscribe(self, data: dict[str, object]) -> None:

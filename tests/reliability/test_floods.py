@@ -83,17 +83,21 @@ async def test_a_thousand_frames_a_second_are_throttled_without_closing(emulator
         await asyncio.sleep(0.1)
     assert sent >= 2_000
     received = []
+    last_heard = started
     while True:
         try:
-            received.append(json.loads(await asyncio.wait_for(flooder.recv(), 1.0)))
+            # A flooding connection is read ten times a second at most (Session.flood_wait): its frames wait in
+            # the kernel, so answers come in bursts a second or so apart until what it sent is read.
+            received.append(json.loads(await asyncio.wait_for(flooder.recv(), 2.0)))
         except TimeoutError:
             break
+        last_heard = time.monotonic()
     pongs = [f for f in received if f["event"] == "pusher:pong"]
     errors = [f for f in received if f["event"] == "pusher:error"]
-    # the burst (1000) plus 100/s for the ~4 s of the test; the rest dropped
-    assert 1_000 <= len(pongs) <= 1_000 + 100 * 5
+    # the burst (1000) plus 100/s for as long as the server was reading what was sent; the rest dropped
+    assert 1_000 <= len(pongs) <= 1_000 + 100 * (last_heard - started + 1)
     assert errors
     assert errors[0]["data"] == {"code": 4301, "message": "Too many messages: frames beyond 100/s are dropped"}
-    assert len(errors) <= 5  # at most one error a second: the server does not amplify a flood
+    assert len(errors) <= last_heard - started + 1  # at most one error a second: the server does not amplify a flood
     assert flooder.close_code is None
     assert await assert_still_served(emulator) < 5.0

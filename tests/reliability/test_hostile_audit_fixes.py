@@ -1,0 +1,126 @@
+"""What a hostile-client audit found: a flood of tiny WebSocket messages (or pings, or pipelined requests) from one
+client stopped the emulator for everyone for seconds, since a read of 256 KiB was handled whole (tens of thousands of
+frames) and a flooding client was read as fast as it sent; and a chunked request's trailer section was unbounded
+(300 MB of trailer lines grew the process by as much)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import RunningEmulator
+from tests.reliability.test_floods import assert_still_served
+
+NODE = shutil.which("node")
+FLOODER = Path(__file__).with_name("node_flood.mjs")
+
+
+async def health_delays(emulator: RunningEmulator, until: asyncio.Task[bytes]) -> list[float]:
+    """GET /health every 50 ms on one kept-alive connection while ``until`` runs: how long each answer took."""
+    delays = []
+    async with httpx.AsyncClient(base_url=emulator.http_url, timeout=30) as http:
+        while not until.done():
+            started = time.monotonic()
+            assert (await http.get("/health")).status_code == 200
+            delays.append(time.monotonic() - started)
+            await asyncio.sleep(0.05)
+    return delays
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+@pytest.mark.parametrize("kind", ["text", "ping"])
+async def test_a_client_flooding_tiny_messages_does_not_stop_the_others(emulator: RunningEmulator, kind: str) -> None:
+    assert NODE is not None
+    flooder = await asyncio.create_subprocess_exec(
+        NODE,
+        str(FLOODER),
+        env={**os.environ, "FLOOD_URL": emulator.ws_url(), "FLOOD_KIND": kind, "FLOOD_SECONDS": "3"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert flooder.stdout is not None
+    output = asyncio.create_task(flooder.stdout.read())
+    delays = await health_delays(emulator, output)
+    await flooder.wait()
+    report = json.loads(await output)
+    assert report["sent"] > 100_000, report  # a flood, not a trickle
+    assert report["close"] is None, report  # throttled, not cut off
+    # Before: answers waited seconds behind the flooder's reads (7.9 s seen by the audit).
+    assert max(delays) < 0.5, f"/health took up to {max(delays):.2f} s during the flood"
+    assert await assert_still_served(emulator) < 2.0
+
+
+async def test_pipelined_requests_are_answered_a_piece_a_turn(emulator: RunningEmulator) -> None:
+    """Ten thousand pipelined requests in one write (340 KB, read in pieces held between turns with reading paused)
+    are all answered, and another connection's requests are answered meanwhile."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    count = 10_000
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+    drained = asyncio.create_task(writer.drain())
+    answers = bytearray()
+
+    async def read_answers() -> bytes:
+        while answers.count(b"HTTP/1.1 200 OK") < count:
+            chunk = await reader.read(1 << 20)
+            assert chunk, "closed before every request was answered"
+            answers.extend(chunk)
+        return b""
+
+    reading = asyncio.create_task(read_answers())
+    delays = await health_delays(emulator, reading)
+    await reading
+    await drained
+    writer.close()
+    assert answers.count(b"HTTP/1.1 200 OK") == count
+    assert max(delays, default=0.0) < 0.5
+
+
+async def test_a_trailer_section_that_never_ends_is_refused_not_gathered(emulator: RunningEmulator) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    writer.write(
+        b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n"
+    )
+    line = b"".join(b"X-T%d: %s\r\n" % (index, b"a" * 1000) for index in range(1000))  # about 1 MB
+    sent = 0
+    try:
+        for _ in range(20):
+            writer.write(line)
+            await asyncio.wait_for(writer.drain(), 10)
+            sent += len(line)
+    except (ConnectionError, TimeoutError):
+        pass
+    answer = await asyncio.wait_for(reader.read(), 10)  # then the server closes
+    writer.close()
+    limit = emulator.node.config.max_request_bytes
+    assert answer.startswith(b"HTTP/1.1 413 Payload Too Large\r\n"), answer[:200]
+    assert f"request body is over {limit} bytes (with its chunk framing and trailers)".encode() in answer
+    assert sent < 20 * len(line) or answer  # refused as it came, not after 20 MB
+    assert await assert_still_served(emulator) < 2.0
+
+
+async def test_a_few_trailers_are_read_and_left_out_of_the_headers(emulator: RunningEmulator) -> None:
+    """A chunked request with trailers is served as one without them; a trailer is not a header (RFC 9110 §6.5.1): an
+    Ably REST publish whose credentials come only as a trailer is refused, as one without credentials."""
+    credentials = b"Authorization: Basic " + base64.b64encode(emulator.app.ably_api_key.encode()) + b"\r\n"
+    body = b'{"name": "e", "data": "1"}'
+    chunked = b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+    head = b"POST /channels/orders/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+
+    async def status_of(request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer.split(b" ", 2)[1]
+
+    assert await status_of(head + credentials + b"\r\n" + chunked + b"X-Checksum: 1\r\n\r\n") == b"201"
+    assert await status_of(head + b"\r\n" + chunked + credentials + b"\r\n") == b"401"
