@@ -13,6 +13,7 @@ Every file beside the usage file is created and removed under the exclusive lock
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import fcntl
 import itertools
@@ -317,7 +318,8 @@ def _usage_target(path: Path) -> tuple[Path, dict[str, Any] | None]:
 def _read_usage(path: Path) -> dict[str, Any] | None:
     """The usage file at ``path``, None when there is none; ValueError when something else is there."""
     try:
-        text = path.read_bytes()
+        # An editor's UTF-8 byte order mark, as relay cost reads the file: it made a usage file "foreign".
+        text = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     except FileNotFoundError:
         return None
     except OSError as exc:

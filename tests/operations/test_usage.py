@@ -146,3 +146,8 @@ async def test_usage_file_accumulates_across_runs_and_never_clobbers_another_fil
     assert written == tmp_path / "notes.json.new"
     assert json.loads(other.read_text()) == {"not": "usage"}
     parse_usage(json.loads(written.read_text()))
+    # Saved by an editor with a UTF-8 byte order mark, it is still the usage file (relay cost reads it so).
+    target.write_bytes(b"\xef\xbb\xbf" + target.read_bytes())
+    assert write_usage_file(emulator.node, target) == target
+    usage = parse_usage(json.loads(target.read_text()))
+    assert sum(day.publishes for day in usage.apps["1"].days.values()) == 3
