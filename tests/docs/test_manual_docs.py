@@ -4,6 +4,8 @@ of the manual resolves."""
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from relay.cost import parse_usage
 from relay.emulator.config import App, EmulatorConfig, load_config
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import ws_client
@@ -239,3 +242,29 @@ def test_a_soketi_app_without_a_secret_or_with_a_lambda_webhook(tmp_path: Path) 
     config, dropped, _ = converted({"appManager.array.apps": [{**SHOP, "webhooks": [lambda_hook]}]}, tmp_path)
     assert config.apps[0].webhooks == ()
     assert "app shop: a webhook without a url (on-occupied)" in dropped
+
+
+def test_the_cost_api_example_gives_what_its_comments_say() -> None:
+    """docs/cost.md's Python block: each line commented with a value evaluates to that value."""
+    (body,) = [body for lang, body in blocks(DOCS / "cost.md") if lang == "python"]
+    namespace: dict[str, Any] = {}
+    checked = 0
+    for line in body.splitlines():
+        code, _, comment = line.partition("  # ")
+        if comment and not code.startswith(("from", "import")):
+            assert eval(code, namespace) == ast.literal_eval(comment), line
+            checked += 1
+        else:
+            exec(line, namespace)
+    assert checked == 2
+
+
+def test_the_usage_document_shown_is_one_relay_cost_reads_with_the_summary_s_counts() -> None:
+    """docs/emulator.md's usage document parses as a usage file, and its day counts the Pusher messages the
+    summary beside it gives (18)."""
+    (document,) = [body for lang, body in blocks(DOCS / "emulator.md") if lang == "json" and '"version": 2' in body]
+    usage = parse_usage(json.loads(document))
+    (day,) = usage.apps["1"].days.values()
+    assert day.pusher_messages == 18
+    assert day.measured_seconds == 31
+    assert '{"1": {"2026-11-29": {"pusher_messages": 18,' in (DOCS / "emulator.md").read_text()
