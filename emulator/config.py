@@ -310,6 +310,10 @@ class App:
         return f"Origin not allowed: {origin[:100]}"
 
 
+# The largest max_frame_bytes (EmulatorConfig's check says why): 16 times the default.
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class EmulatorConfig:
     apps: tuple[App, ...]
@@ -349,6 +353,13 @@ class EmulatorConfig:
         object.__setattr__(self, "path_prefix", self.path_prefix.rstrip("/"))
         for name in ("max_request_bytes", "max_frame_bytes", "max_send_buffer"):
             _whole(name, getattr(self, name), 1)
+        if self.max_frame_bytes > MAX_FRAME_BYTES:
+            raise InvalidSetting(
+                "max_frame_bytes",
+                f"must be at most {MAX_FRAME_BYTES} (4 MiB), got {self.max_frame_bytes}: a WebSocket message is held "
+                "in memory whole until it is handled, so this is what each connection can make the server hold; no "
+                "Pusher message the default limits allow is over 320 KiB, nor an Ably frame over 512 KiB",
+            )
         _optional(_whole, "max_connections_per_address", self.max_connections_per_address, 1)
         _optional(_whole, "node_id", self.node_id, 0)
         for name in ("console_token", "tls_cert", "tls_key", "usage_file"):

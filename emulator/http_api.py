@@ -300,6 +300,9 @@ def _json_object(body: bytes) -> dict[str, object]:
 def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
     limits = state.app.limits
     name = validate_event_name(request.get("name"), limits)
+    if "channels" in request and "channel" in request:
+        # Pusher's reference has channel "instead of channels"; with both, channel was dropped without a word.
+        raise ProtocolError("an event has channels (a list) or channel (a name), not both: give one")
     if "channels" in request:
         channels = request["channels"]
         if not isinstance(channels, list) or not channels:

@@ -413,14 +413,11 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.set_defaults(run=_run_serve)
 
 
-GATEWAY_MAX_HEAD_BYTES = 64 * 1024  # a request line and headers, as the emulator's HTTP server allows
-
-
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from relay.emulator.config import EmulatorConfig, InvalidSetting
-    from relay.gateway import GatewaySettings, create_app
+    from relay.gateway import GatewaySettings, create_app, server_options
 
     try:  # the emulator's checks and messages: uvicorn took --port 70000 and listened on 70000 % 65536
         EmulatorConfig(apps=(), host=args.host, port=args.port)
@@ -433,8 +430,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     _check_can_listen(args.host, args.port)
     for line in settings.summary():
         logging.getLogger("relay.gateway").info("%s", line)
-    # h11, not httptools: uvicorn bounds only h11's unfinished request heads, and httptools buffered one without limit
-    # (a client sending headers that never end grew the process by what it sent). The gateway is not a hot path.
+    # h11 with the gateway's refusals and head limit (server_options says why not httptools).
     uvicorn.run(
         app,
         host=args.host,
@@ -442,8 +438,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         log_config=log_config,
-        http="h11",
-        h11_max_incomplete_event_size=GATEWAY_MAX_HEAD_BYTES,
+        **server_options(),
     )
     return 0
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
 import re
+import sys
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -30,6 +34,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
 from relay.client import AsyncRelay, Relay, configuration_from_env
 from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin, parse_url
@@ -443,7 +450,7 @@ class JwtVerifier:
             else:
                 key, algorithms = self._settings.jwt_public_key, JWT_ALGORITHMS
             claims = dict(
-                jwt.decode(
+                _STRICT_JWT.decode(
                     token,
                     key,
                     algorithms=list(algorithms),
@@ -456,7 +463,7 @@ class JwtVerifier:
             # The leeway is for iat and nbf only: PyJWT applied it to exp too, so exp is checked again without it.
             # Honoured past its exp, a token would outlive a sign-out or a revocation by the leeway; a gateway clock
             # ahead of the issuer's only ends tokens a little early, and clients renew them before exp anyway.
-            # PyJWT has checked that exp is an integer.
+            # _claims_of has checked that exp is a number (PyJWT that it is present).
             if int(claims["exp"]) <= time.time():
                 raise AuthenticationError("the JWT has expired")
             return claims
@@ -474,7 +481,108 @@ class JwtVerifier:
         except jwt.InvalidKeyError:  # an RS256 token for an EC public key, or the other way round
             raise AuthenticationError("invalid JWT: its algorithm does not fit the configured key") from None
         except jwt.InvalidTokenError as exc:
+            if str(exc).startswith("Invalid header string"):  # PyJWT's words went on with the parser's own
+                raise AuthenticationError("invalid JWT: its header is not a JSON object") from None
             raise AuthenticationError(f"invalid JWT: {exc}") from None
+
+
+# RFC 7519 §2: a NumericDate is a JSON number of seconds since 1970. The latest one read is the end of the year 9999
+# (the last second with a four-digit year, and the last Python's datetime can represent): a later exp is no expiry at
+# all, a mistake rather than a lifetime.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+MAX_NUMERIC_DATE = 253_402_300_799
+# The most digits a JSON integer in a JWT may have: Python's default limit on converting digits to an int. Read with
+# Python's own limit, a longer one answered the client with a message naming sys.set_int_max_str_digits().
+MAX_JSON_INTEGER_DIGITS = 4300
+
+
+class _Unreadable:
+    """A number a JWT's payload holds that no claim can: NaN or Infinity (not JSON), a float beyond a double, or an
+    integer of more than MAX_JSON_INTEGER_DIGITS digits; kept as what it is, for the message."""
+
+    __slots__ = ("described",)
+
+    def __init__(self, described: str) -> None:
+        self.described = described
+
+
+def _json_integer(text: str) -> int | _Unreadable:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_JSON_INTEGER_DIGITS:
+        return _Unreadable(f"an integer of {digits} digits")
+    return int(text)
+
+
+def _json_float(text: str) -> float | _Unreadable:
+    value = float(text)
+    return value if math.isfinite(value) else _Unreadable(f"a number too large for a double ({text[:24]})")
+
+
+def _json_constant(name: str) -> _Unreadable:
+    return _Unreadable(f"{name}, which is not a JSON number")
+
+
+def _claims_of(payload: bytes) -> dict[str, Any]:
+    """A JWT's verified payload as claims: a JSON object in UTF-8, whose ``exp``, ``nbf`` and ``iat`` are NumericDates
+    (RFC 7519 §2). PyJWT took ``"exp": "1700000000"`` (a string), read ``"exp": true`` as 1 ("the JWT has expired"),
+    and answered a 5,000-digit ``exp`` with Python's own error, naming ``sys.set_int_max_str_digits()``."""
+    try:
+        claims = json.loads(payload, parse_int=_json_integer, parse_float=_json_float, parse_constant=_json_constant)
+    except RecursionError:
+        raise jwt.DecodeError("its payload nests arrays and objects too deeply") from None
+    except UnicodeDecodeError:
+        raise jwt.DecodeError("its payload is not UTF-8 text") from None
+    except ValueError:
+        raise jwt.DecodeError("its payload is not JSON") from None
+    if not isinstance(claims, dict):
+        raise jwt.DecodeError(f"its payload must be a JSON object, not {json_kind(claims)}")
+    for name in NUMERIC_DATE_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, _Unreadable):
+            got = value.described
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise jwt.DecodeError(f"the {name} claim must be a number of seconds, got {json_kind(value)}")
+        elif value > MAX_NUMERIC_DATE:
+            got = f"{value:.6g}"
+        else:
+            continue
+        raise jwt.DecodeError(
+            f"the {name} claim must be a number of seconds up to {MAX_NUMERIC_DATE} (the end of the year 9999), "
+            f"got {got}"
+        )
+    for name, value in claims.items():
+        unreadable = _first_unreadable(value)
+        if unreadable is not None:
+            raise jwt.DecodeError(f"its {shown_credential(name)} claim holds {unreadable.described}")
+    return claims
+
+
+def _first_unreadable(value: object) -> _Unreadable | None:
+    """The first unreadable number inside ``value``, looked for without recursion (the parser allows ~1,000 levels)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, _Unreadable):
+            return item
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
+class _StrictJWT(jwt.PyJWT):
+    """PyJWT, reading the payload with :func:`_claims_of` (``_decode_payload`` is PyJWT's hook for subclasses to read
+    the payload their way). The signature is verified before it is called, so the claims of a forged token are never
+    described."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        return _claims_of(decoded["payload"])
+
+
+_STRICT_JWT = _StrictJWT()
 
 
 PRIVATE_KEY_HINT = "is a private key: the gateway only verifies JWTs, and a private key does not belong on it"
@@ -674,6 +782,76 @@ def check_api_token(settings: GatewaySettings, request: Request) -> None:
         raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")
 
 
+MAX_HEAD_BYTES = 65_536  # a request line and headers, as the emulator's HTTP server allows
+
+
+def head_size(scope: Scope) -> int:
+    """The bytes of a request's line and headers as written plainly (``Name: value``, CRLFs, the blank line): the
+    server has parsed them, so whitespace around a header's value is not counted."""
+    target = len(scope.get("raw_path") or scope["path"].encode())
+    query = scope.get("query_string", b"")
+    line = len(scope["method"]) + 1 + target + (1 + len(query) if query else 0) + len(" HTTP/\r\n")
+    line += len(scope.get("http_version", "1.1"))
+    return line + sum(len(name) + 2 + len(value) + 2 for name, value in scope["headers"]) + 2
+
+
+UNSUPPORTED_TRANSFER_CODING = (
+    "the request's Transfer-Encoding is not supported (only chunked is): send the body with Content-Length, or with "
+    "Transfer-Encoding: chunked alone"
+)
+
+
+def framing_refusal(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    """Why a request's body framing cannot be trusted (a status and the reason), or None. With Content-Length and
+    Transfer-Encoding both, servers and proxies disagree where the body ends, and what one takes for the rest of the
+    body another takes for the next request (request smuggling): RFC 9112 §6.1 lets a server refuse such a request and
+    has it close the connection after answering. A transfer coding the gateway does not decode is a 501 (§6.1)."""
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name == b"transfer-encoding"
+        for coding in value.decode("latin-1").split(",")
+    ]
+    if not codings:
+        return None
+    if codings != ["chunked"]:
+        return 501, UNSUPPORTED_TRANSFER_CODING
+    if any(name == b"content-length" for name, _ in headers):
+        return 400, (
+            "the request has both Content-Length and Transfer-Encoding, which say different things of where its "
+            "body ends: send one (RFC 9112 §6.1)"
+        )
+    return None
+
+
+def _closing_refusal(status: int, message: str) -> JSONResponse:
+    """An answer after which the connection is closed (``Connection: close``): what follows this request on the
+    connection is not read, as its framing or size is not trusted."""
+    return JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"})
+
+
+class HeadGuard:
+    """ASGI middleware, outside CORS (whose preflight answers would otherwise let such a request through, and keep its
+    connection): a request whose body framing is ambiguous (Content-Length with Transfer-Encoding), whose transfer
+    coding the gateway does not decode, or whose line and headers are over MAX_HEAD_BYTES, is refused and its
+    connection closed. A head h11 could not finish within the limit is refused before it gets here
+    (GatewayHttpProtocol), without CORS headers either."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = framing_refusal(scope["headers"])
+            size = head_size(scope)
+            if refusal is None and size > MAX_HEAD_BYTES:
+                refusal = 431, _head_too_large(MAX_HEAD_BYTES, size)
+            if refusal is not None:
+                await _closing_refusal(*refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class RequestGuard:
     """ASGI middleware for the gateway's POST routes. A publish without the API token is refused before its body is
     read, and a body over its route's limit, declared or streamed, is refused without being buffered whole: FastAPI
@@ -702,6 +880,99 @@ class RequestGuard:
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
+
+
+def _head_too_large(limit: int, size: int | None = None) -> str:
+    sent = f"over {limit}" if size is None else str(size)
+    return (
+        f"the request line and headers are {sent} bytes; the gateway takes at most {limit} (a JWT in Authorization "
+        "or a cookie counts: leave out of it the claims the gateway does not need)"
+    )
+
+
+class _RefusalNotingConnection(h11.Connection):
+    """h11's server connection, noting the error it refused the client's data with, and whether in a request's head."""
+
+    def __init__(self, max_head_bytes: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head_bytes)
+        self.max_head_bytes = max_head_bytes
+        self.refusal: h11.RemoteProtocolError | None = None
+        self.refused_in_head = False
+
+    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        in_head = self.their_state is h11.IDLE
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as error:
+            self.refusal, self.refused_in_head = error, in_head
+            raise
+
+
+class GatewayHttpProtocol(H11Protocol):
+    """uvicorn's h11 protocol as ``relay serve`` runs it (:func:`server_options`). A request h11 refuses never reaches
+    the app: a head still unfinished past ``h11_max_incomplete_event_size`` (h11 checks it only between reads, so a
+    whole head that arrives in one read is measured by HeadGuard instead), a Transfer-Encoding other than chunked,
+    a request line or header that is not HTTP/1.1. uvicorn answered each ``400 Invalid HTTP request received.`` in
+    plain text; here the answer is the gateway's, ``{"error": "…"}`` with the status h11 gives (431, 501, 400; 413
+    for chunked framing past the limit, as the emulator answers it), and the connection is closed after it, as
+    before."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: Any = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limit = config.h11_max_incomplete_event_size
+        self.conn = _RefusalNotingConnection(MAX_HEAD_BYTES if limit is None else limit)
+
+    def send_400_response(self, msg: str) -> None:
+        conn = self.conn
+        assert isinstance(conn, _RefusalNotingConnection)
+        status, message = _parser_refusal(conn)
+        detail = "" if conn.refusal is None else f" ({str(conn.refusal)[:200]})"
+        log.info("a request the HTTP parser refused answered %d: %s%s", status, message, detail)
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # an answer is on its way already: only close
+            self.transport.close()
+            return
+        body = bytes(JSONResponse({"error": message}).body)  # as the routes write it
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        reason = HTTPStatus(status).phrase.encode()
+        answer = (h11.Response(status_code=status, headers=headers, reason=reason), h11.Data(data=body))
+        for event in (*answer, h11.EndOfMessage()):
+            self.transport.write(conn.send(event) or b"")
+        self.transport.close()
+
+
+def _parser_refusal(conn: _RefusalNotingConnection) -> tuple[int, str]:
+    error = conn.refusal
+    status = 400 if error is None else error.error_status_hint
+    if status == 431 and conn.refused_in_head:
+        return 431, _head_too_large(conn.max_head_bytes)
+    if status == 431:  # past the head, h11 buffers only a chunk-size line or the trailer section: 413, as the emulator
+        return 413, (
+            f"the request body's chunked framing (a chunk-size line, or the trailer section) is over "
+            f"{conn.max_head_bytes} bytes"
+        )
+    if status == 501:
+        return 501, UNSUPPORTED_TRANSFER_CODING
+    if conn.refused_in_head:
+        return 400, "malformed HTTP request: its request line or headers are not HTTP/1.1 (RFC 9112)"
+    return 400, "malformed HTTP request: its body's chunked framing is not HTTP/1.1 (RFC 9112 §7.1)"
+
+
+def server_options() -> dict[str, Any]:
+    """The uvicorn settings ``relay serve`` runs the gateway with. h11, not httptools: uvicorn bounds only h11's
+    unfinished request heads, and httptools buffered one without limit (a client sending headers that never end grew
+    the process by what it sent); with GatewayHttpProtocol, h11's refusals are answered as the gateway's errors. The
+    gateway is not a hot path."""
+    return {"http": GatewayHttpProtocol, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
 
 
 class InternalErrorGuard:
@@ -1085,7 +1356,7 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
     app = FastAPI(title="Relay gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
     app.add_middleware(InternalErrorGuard)
     app.add_middleware(RequestGuard, settings=settings)
-    if settings.cors_origins:  # outermost, so a browser can read the guard's refusals too
+    if settings.cors_origins:  # outside RequestGuard, so a browser can read its refusals too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
@@ -1093,6 +1364,7 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Socket-Id", "X-CSRF-Token"],
         )
+    app.add_middleware(HeadGuard)
     app.add_middleware(RefusalLog)  # added last, so outermost: it sees CORS's own refusals too
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
     add_error_handlers(app)
@@ -1114,6 +1386,8 @@ def add_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
+            return JSONResponse({"error": _malformed_body(exc.__cause__)}, status_code=400)
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -1133,6 +1407,23 @@ def add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+# FastAPI's 400 for a JSON body its parser raised on with anything but a JSONDecodeError (that one is its json_invalid,
+# answered above): invalid UTF-8, nesting past the parser's recursion limit, an integer past Python's limit on digits.
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
+def _malformed_body(cause: BaseException | None) -> str:
+    """The gateway's words for a body FastAPI could not parse (``cause``, the parser's error): the words of a body
+    that is not JSON at all, and why, never the parser's own message."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "the JSON body is malformed: it is not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return "the JSON body is malformed: it nests arrays and objects too deeply"
+    if isinstance(cause, ValueError) and sys.get_int_max_str_digits():
+        return f"the JSON body is malformed: it has an integer of more than {sys.get_int_max_str_digits()} digits"
+    return "the JSON body is malformed"
 
 
 def _is_json_media_type(content_type: str) -> bool:
