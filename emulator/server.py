@@ -366,9 +366,12 @@ class HttpConnection(asyncio.Protocol):
     # What was read beyond this turn's share (READ_TURN_BYTES), with reading paused until its turn: None when reading.
     _held: bytes | None = None
 
+    # The client has sent its last byte: what is left is handled at once (nothing more can come, so it is bounded).
+    _at_eof = False
+
     def data_received(self, data: bytes) -> None:
         rest = b""
-        if len(data) > READ_TURN_BYTES:
+        if len(data) > READ_TURN_BYTES and not self._at_eof:
             data, rest = data[:READ_TURN_BYTES], data[READ_TURN_BYTES:]
         if self.ws is not None:
             self._websocket_data(data)
@@ -396,14 +399,25 @@ class HttpConnection(asyncio.Protocol):
             loop.call_soon(self._take_turn)
 
     def _take_turn(self) -> None:
-        held, self._held = self._held, None
         transport = self.transport
-        if held is None or transport is None or transport.is_closing():
+        if self._held is None or transport is None or transport.is_closing():
             return
+        if self._writing_paused and self.ws is None:
+            return  # an HTTP client not reading its answers: resume_writing takes the turn once it has
+        held, self._held = self._held, None
         if held:
             self.data_received(held)
         if self._held is None and not self._writing_paused:  # not waiting again, nor for the client to read
             transport.resume_reading()
+
+    def eof_received(self) -> None:
+        """The client closed its side. Over TLS this comes while reading is paused, and the transport closes after
+        its last read: what is held is handled now, else it was lost (pipelined requests, or frames, sent just
+        before a half-close). The transport then closes, once what was written has gone out."""
+        self._at_eof = True
+        held, self._held = self._held, None
+        if held:
+            self.data_received(held)
 
     def _parse(self, data: bytes) -> bytes:
         """Feed ``data`` to the parser; what is to be parsed again (see ``_without_upgrade``), or nothing."""
@@ -900,10 +914,11 @@ class HttpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         transport = self.transport
-        http = self.session is None and self.ws is None
-        # With data held, reading resumes at the end of its turn.
-        if http and self._held is None and transport is not None and not transport.is_closing():
-            transport.resume_reading()
+        if self.session is None and self.ws is None and transport is not None and not transport.is_closing():
+            if self._held is None:
+                transport.resume_reading()
+            else:  # its turn, which waited for the client to read; reading resumes at the end of it
+                asyncio.get_running_loop().call_soon(self._take_turn)
 
     def close(self, code: int, reason: str) -> None:
         ws, transport = self.ws, self.transport

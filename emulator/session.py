@@ -215,12 +215,13 @@ class Session:
 
     def flood_wait(self) -> float:
         """How long to stop reading this connection: none while its frame budget lasts; once spent (a flood), until a
-        tenth of the burst is back, so that a flooding client is read ten times a second at most and the frames it
-        sends meanwhile wait in the kernel (its sends slow down) instead of being parsed only to be dropped."""
+        tenth of a second's frames are back, so that a flooding client is read ten times a second at most (a piece of
+        READ_TURN_BYTES each time: a few milliseconds of parsing) and what it sends meanwhile waits in the kernel,
+        slowing its sends, instead of being parsed only to be dropped."""
         if self._frame_tokens >= 1.0:
             return 0.0
-        limits = self.state.app.limits
-        return (limits.inbound_frame_burst / 10 - self._frame_tokens) / limits.inbound_frames_per_second
+        rate = self.state.app.limits.inbound_frames_per_second
+        return (rate / 10 - self._frame_tokens) / rate
 
     def pong_received(self) -> None:
         """A WebSocket ping or pong from the client: from the frame budget too, as websockets answers each ping."""
