@@ -184,7 +184,10 @@ def port_taken_fix(exc: OSError, command: str) -> str:
     on this machine has its own reason)."""
     if exc.errno != errno.EADDRINUSE:
         return ""
-    return f"is {command} already running there? Stop it, or pick another port with --port (0 picks a free one)"
+    return (
+        f"another server is listening there ({command} already running?): stop it, or pick another port with --port "
+        "(0 picks a free one)"
+    )
 
 
 async def _serve_emulator(

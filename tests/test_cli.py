@@ -262,7 +262,10 @@ async def test_a_port_in_use_says_what_may_hold_it_and_how_to_pick_another(
 ) -> None:
     """A new user's first port clash (a second emulator started in another terminal) says what to do, as the
     order-tracking example does, not only the errno's text; so does the --workers supervisor's."""
-    hint = f"is {holder} already running there? Stop it, or pick another port with --port (0 picks a free one)"
+    hint = (
+        f"another server is listening there ({holder} already running?): stop it, or pick another port with --port "
+        "(0 picks a free one)"
+    )
     outcome = await run_relay(command, "--port", str(taken_port), env={"RELAY_URL": "memory://audit"})
     assert_refused(outcome, f"cannot listen on 127.0.0.1:{taken_port}: Address already in use; {hint}")
     if command == "emulator":
