@@ -420,7 +420,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from relay.emulator.config import EmulatorConfig, InvalidSetting
-    from relay.gateway import GatewaySettings, create_app, server_options
+    from relay.gateway import GatewaySettings, create_app
+    from relay.serve import server_options
 
     try:  # the emulator's checks and messages: uvicorn took --port 70000 and listened on 70000 % 65536
         EmulatorConfig(apps=(), host=args.host, port=args.port)

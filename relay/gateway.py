@@ -12,17 +12,14 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import h11
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -34,9 +31,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.server import ServerState
 
 from relay.client import AsyncRelay, Relay, configuration_from_env
 from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin, parse_url
@@ -56,6 +50,7 @@ from relay.web import (
     channel_auth_request,
     error_response,
     json_kind,
+    malformed_json_body,
     request_fields,
     route_path,
     socket_id_placeholder,
@@ -845,7 +840,7 @@ class HeadGuard:
             refusal = framing_refusal(scope["headers"])
             size = head_size(scope)
             if refusal is None and size > MAX_HEAD_BYTES:
-                refusal = 431, _head_too_large(MAX_HEAD_BYTES, size)
+                refusal = 431, head_too_large(MAX_HEAD_BYTES, size)
             if refusal is not None:
                 await _closing_refusal(*refusal)(scope, receive, send)
                 return
@@ -882,97 +877,12 @@ class RequestGuard:
             await self.app(scope, _replay(body, receive), send)
 
 
-def _head_too_large(limit: int, size: int | None = None) -> str:
+def head_too_large(limit: int, size: int | None = None) -> str:
     sent = f"over {limit}" if size is None else str(size)
     return (
         f"the request line and headers are {sent} bytes; the gateway takes at most {limit} (a JWT in Authorization "
         "or a cookie counts: leave out of it the claims the gateway does not need)"
     )
-
-
-class _RefusalNotingConnection(h11.Connection):
-    """h11's server connection, noting the error it refused the client's data with, and whether in a request's head."""
-
-    def __init__(self, max_head_bytes: int) -> None:
-        super().__init__(h11.SERVER, max_incomplete_event_size=max_head_bytes)
-        self.max_head_bytes = max_head_bytes
-        self.refusal: h11.RemoteProtocolError | None = None
-        self.refused_in_head = False
-
-    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
-        in_head = self.their_state is h11.IDLE
-        try:
-            return super().next_event()
-        except h11.RemoteProtocolError as error:
-            self.refusal, self.refused_in_head = error, in_head
-            raise
-
-
-class GatewayHttpProtocol(H11Protocol):
-    """uvicorn's h11 protocol as ``relay serve`` runs it (:func:`server_options`). A request h11 refuses never reaches
-    the app: a head still unfinished past ``h11_max_incomplete_event_size`` (h11 checks it only between reads, so a
-    whole head that arrives in one read is measured by HeadGuard instead), a Transfer-Encoding other than chunked,
-    a request line or header that is not HTTP/1.1. uvicorn answered each ``400 Invalid HTTP request received.`` in
-    plain text; here the answer is the gateway's, ``{"error": "…"}`` with the status h11 gives (431, 501, 400; 413
-    for chunked framing past the limit, as the emulator answers it), and the connection is closed after it, as
-    before."""
-
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: Any = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        limit = config.h11_max_incomplete_event_size
-        self.conn = _RefusalNotingConnection(MAX_HEAD_BYTES if limit is None else limit)
-
-    def send_400_response(self, msg: str) -> None:
-        conn = self.conn
-        assert isinstance(conn, _RefusalNotingConnection)
-        status, message = _parser_refusal(conn)
-        detail = "" if conn.refusal is None else f" ({str(conn.refusal)[:200]})"
-        log.info("a request the HTTP parser refused answered %d: %s%s", status, message, detail)
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # an answer is on its way already: only close
-            self.transport.close()
-            return
-        body = bytes(JSONResponse({"error": message}).body)  # as the routes write it
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        reason = HTTPStatus(status).phrase.encode()
-        answer = (h11.Response(status_code=status, headers=headers, reason=reason), h11.Data(data=body))
-        for event in (*answer, h11.EndOfMessage()):
-            self.transport.write(conn.send(event) or b"")
-        self.transport.close()
-
-
-def _parser_refusal(conn: _RefusalNotingConnection) -> tuple[int, str]:
-    error = conn.refusal
-    status = 400 if error is None else error.error_status_hint
-    if status == 431 and conn.refused_in_head:
-        return 431, _head_too_large(conn.max_head_bytes)
-    if status == 431:  # past the head, h11 buffers only a chunk-size line or the trailer section: 413, as the emulator
-        return 413, (
-            f"the request body's chunked framing (a chunk-size line, or the trailer section) is over "
-            f"{conn.max_head_bytes} bytes"
-        )
-    if status == 501:
-        return 501, UNSUPPORTED_TRANSFER_CODING
-    if conn.refused_in_head:
-        return 400, "malformed HTTP request: its request line or headers are not HTTP/1.1 (RFC 9112)"
-    return 400, "malformed HTTP request: its body's chunked framing is not HTTP/1.1 (RFC 9112 §7.1)"
-
-
-def server_options() -> dict[str, Any]:
-    """The uvicorn settings ``relay serve`` runs the gateway with. h11, not httptools: uvicorn bounds only h11's
-    unfinished request heads, and httptools buffered one without limit (a client sending headers that never end grew
-    the process by what it sent); with GatewayHttpProtocol, h11's refusals are answered as the gateway's errors. The
-    gateway is not a hot path."""
-    return {"http": GatewayHttpProtocol, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
 
 
 class InternalErrorGuard:
@@ -1387,7 +1297,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
-            return JSONResponse({"error": _malformed_body(exc.__cause__)}, status_code=400)
+            return JSONResponse({"error": malformed_json_body(exc.__cause__)}, status_code=400)
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -1412,18 +1322,6 @@ def add_error_handlers(app: FastAPI) -> None:
 # FastAPI's 400 for a JSON body its parser raised on with anything but a JSONDecodeError (that one is its json_invalid,
 # answered above): invalid UTF-8, nesting past the parser's recursion limit, an integer past Python's limit on digits.
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
-
-
-def _malformed_body(cause: BaseException | None) -> str:
-    """The gateway's words for a body FastAPI could not parse (``cause``, the parser's error): the words of a body
-    that is not JSON at all, and why, never the parser's own message."""
-    if isinstance(cause, UnicodeDecodeError):
-        return "the JSON body is malformed: it is not UTF-8 text"
-    if isinstance(cause, RecursionError):
-        return "the JSON body is malformed: it nests arrays and objects too deeply"
-    if isinstance(cause, ValueError) and sys.get_int_max_str_digits():
-        return f"the JSON body is malformed: it has an integer of more than {sys.get_int_max_str_digits()} digits"
-    return "the JSON body is malformed"
 
 
 def _is_json_media_type(content_type: str) -> bool:

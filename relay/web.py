@@ -9,8 +9,10 @@ functions serve Django or Flask: call :func:`channel_auth_body` and :func:`user_
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -61,8 +63,8 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     if content_type.startswith("application/json"):
         try:
             body = await request.json()
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes ('[' * 3000)
-            raise ProtocolError("the JSON body is malformed") from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes ('[' * 3000)
+            raise ProtocolError(malformed_json_body(exc)) from None
         if not isinstance(body, dict):
             raise ProtocolError("the JSON body must be an object")
         for name in AUTH_FIELDS:
@@ -80,6 +82,18 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     elif request.method == "POST":
         fields.update(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
     return fields
+
+
+def malformed_json_body(cause: BaseException | None) -> str:
+    """The words for a JSON body the parser raised ``cause`` on: why, where it is not plainly bad JSON, never the
+    parser's own message (one named Python's sys.set_int_max_str_digits())."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "the JSON body is malformed: it is not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return "the JSON body is malformed: it nests arrays and objects too deeply"
+    if isinstance(cause, ValueError) and not isinstance(cause, json.JSONDecodeError) and "digits" in str(cause):
+        return f"the JSON body is malformed: it has an integer of more than {sys.get_int_max_str_digits()} digits"
+    return "the JSON body is malformed"
 
 
 _JSON_KINDS: Mapping[type, str] = {

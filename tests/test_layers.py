@@ -70,9 +70,9 @@ LAYERS = (
     Layer("cost", ("relay.cost",), ("errors",), third_party=frozenset({"rich", "matplotlib"})),
     Layer(
         "CLI",
-        ("relay.cli",),
+        ("relay.cli", "relay.serve"),
         ("errors", "protocol", "values", "adapters", "public API", "gateway", "emulator", "cost"),
-        third_party=frozenset({"uvicorn", "uvloop", "redis"}),
+        third_party=frozenset({"uvicorn", "h11", "fastapi", "uvloop", "redis"}),
         network=True,
     ),
 )

@@ -153,7 +153,8 @@ async def test_json_nested_past_the_parser_s_depth_is_a_400_on_the_auth_routes(
 ) -> None:
     """No credentials are needed to reach the parser: '[' * 3000 was a plain-text 500 (a RecursionError)."""
     nested = await post(gateway, path, content=b"[" * 3000, headers={"content-type": "application/json"})
-    assert (nested.status_code, nested.json()) == (400, {"error": "the JSON body is malformed"})
+    message = "the JSON body is malformed: it nests arrays and objects too deeply"
+    assert (nested.status_code, nested.json()) == (400, {"error": message})
     fields = {"socket_id": "1.1", "channel_name": "private-user-alice"}
     ok = await post(gateway, path, json=fields, headers={"authorization": f"Bearer {hs_jwt()}"})
     assert ok.status_code == 200, ok.text
