@@ -375,14 +375,17 @@ class HttpConnection(asyncio.Protocol):
             data, rest = data[:READ_TURN_BYTES], data[READ_TURN_BYTES:]
         if self.ws is not None:
             self._websocket_data(data)
-        else:
-            # A request that asked to switch to another protocol than WebSocket is parsed again without its Upgrade
-            # header, and so is each one pipelined behind it: in turn, not nested (hundreds fit in one read).
-            while data:
-                data = self._parse(data)
-        wait = self.session.flood_wait() if isinstance(self.session, Session) else 0.0
-        if rest or wait > 0.0:
-            self._wait_turn(rest, wait)
+            session = self.session
+            wait = session.flood_wait() if isinstance(session, Session) else 0.0
+            if rest or wait > 0.0:
+                self._wait_turn(rest, wait)
+            return
+        # A request that asked to switch to another protocol than WebSocket is parsed again without its Upgrade
+        # header, and so is each one pipelined behind it: in turn, not nested (hundreds fit in one read).
+        while data:
+            data = self._parse(data)
+        if rest:
+            self._wait_turn(rest, 0.0)
 
     def _wait_turn(self, rest: bytes, wait: float) -> None:
         """Pause reading; after the other connections' turns (or, for a client flooding its frame budget, ``wait``
