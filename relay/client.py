@@ -638,8 +638,18 @@ _QUERIES = frozenset({Capability.CHANNEL_INFO, Capability.CHANNEL_LIST, Capabili
 
 
 def _describe(ops: _Operations) -> str:
-    urls = "|".join(route.label for route in ops.routes)
-    return urls if ops.mode is Mode.SINGLE else f"{ops.mode.value}:{urls}"
+    return _written(ops.mode, [route.config for route in ops.routes])
+
+
+def describe_configuration(url: str | ProviderConfig) -> str:
+    """A provider configuration as written (one URL, or ``mirror:``/``failover:`` URLs joined by ``|``), each secret
+    shown as ``***``: for logs and banners."""
+    return _written(*parse_configuration(url))
+
+
+def _written(mode: Mode, configs: Sequence[ProviderConfig]) -> str:
+    urls = "|".join(config.url() for config in configs)
+    return urls if mode is Mode.SINGLE else f"{mode.value}:{urls}"
 
 
 def configuration_from_env(environ: Mapping[str, str] | None) -> str | ProviderConfig:

@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relay.client import AsyncRelay, Relay, configuration_from_env
-from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin, parse_url
+from relay.client import AsyncRelay, Relay, configuration_from_env, describe_configuration
+from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin
 from relay.errors import (
     AuthenticationError,
     ConfigError,
@@ -163,7 +163,6 @@ class GatewaySettings:
     def summary(self) -> list[str]:
         """What the gateway will do, for the log at start (no secret in it): where it publishes, whether the server
         API is on, how users are identified. A setting left out otherwise showed only at the first request."""
-        provider = self.relay_url if isinstance(self.relay_url, ProviderConfig) else parse_url(self.relay_url)
         if self.jwt_secret:
             users = "users: JWTs verified with RELAY_JWT_SECRET (HS256)"
         elif self.jwt_public_key:
@@ -176,13 +175,16 @@ class GatewaySettings:
                 "anonymous, so private and presence channels and sign-in are refused"
             )
         api = (
-            "server API (/v1/publish, /v1/channels, /v1/users): on, for requests with Authorization: Bearer "
-            "RELAY_API_TOKEN"
+            "on, for requests with Authorization: Bearer RELAY_API_TOKEN"
             if self.api_token
-            else "server API (/v1/publish, /v1/channels, /v1/users): off: set RELAY_API_TOKEN to publish through "
-            "the gateway"
+            else "off: set RELAY_API_TOKEN to publish through the gateway"
         )
-        return [f"provider: {provider.url()}", api, users, f"channel rules: {len(self.rules)}"]
+        return [
+            f"provider: {describe_configuration(self.relay_url)}",
+            f"server API (/v1/publish, /v1/channels, /v1/users): {api}",
+            users,
+            f"channel rules: {len(self.rules)}",
+        ]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:

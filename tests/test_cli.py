@@ -314,6 +314,20 @@ async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(confi
         assert secret not in served.stderr
 
 
+async def test_relay_serve_with_a_mirror_starts_and_logs_both_providers() -> None:
+    """The start-up summary parsed RELAY_URL as one provider URL: a mirror: or failover: gateway stopped at start
+    with "unknown provider scheme 'mirror'"."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mirror = "mirror:memory://a|emulator://app-key:top-secret-1@127.0.0.1:6001/apps/1"
+    served = await run_relay("serve", "--port", str(port), env={"RELAY_URL": mirror})
+    assert served.returncode is None, served.stderr
+    provider = "provider: mirror:memory://a|emulator://app-key:***@127.0.0.1:6001/apps/1"
+    assert f"INFO:     relay.gateway: {provider}" in served.stderr.splitlines()
+    assert "top-secret-1" not in served.stderr
+
+
 def test_the_banner_says_the_console_is_off_where_it_is_and_hides_the_token_in_logged_output() -> None:
     """Off loopback and without a token the console answers 404 (docs/emulator.md): the banner says so rather than
     print an address that does not open; with --log-json (show_secrets off) the token is ***."""
