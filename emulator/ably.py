@@ -19,7 +19,6 @@ from relay.emulator.ably_realtime import AblySession, authenticate, connect_quer
 from relay.emulator.ably_rest import AblyRest
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.http_api import Response
-from relay.emulator.hub import AppState
 from relay.emulator.session import Link
 from relay.protocol.ably import split_api_key
 
@@ -34,7 +33,7 @@ class AblyNode:
         self._serials = itertools.count(1)
         self._apps: dict[str, AblyApp] = {}  # by key name; built once the node's app states exist (start())
         self.auth = AblyAuth({})
-        self.rest = AblyRest(self.auth, self._apps.get, self.wall_ms, _SharedApiBudget(node))
+        self.rest = AblyRest(self.auth, self._apps.get, self.wall_ms, node.ops)
 
     def wall_ms(self) -> int:
         return int(self._wall_clock() * 1000)
@@ -103,23 +102,6 @@ class AblyNode:
             app.state.compressing[session.socket_id] = deflate_window
         session.open(resuming=bool(query.get("resume") or query.get("recover")))
         return session
-
-
-class _SharedApiBudget:
-    """The apps' ``api_rate_limit`` budgets of the Pusher HTTP API (the node's ``Operations``), for Ably's REST API:
-    one budget per app, whichever API a request uses (docs/emulator.md)."""
-
-    def __init__(self, node: EmulatorNode) -> None:
-        self._node = node
-
-    def retry_after(self, state: AppState) -> int | None:
-        refusal = self._node.ops.rate_limited("POST", state)  # the Pusher API's 429 (and its rate-limited log line)
-        if refusal is None:
-            return None
-        return next(int(value) for name, value in refusal.headers if name == "Retry-After")
-
-    def spend(self, state: AppState) -> None:
-        self._node.ops.api_authenticated(state)
 
 
 def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_secrets: bool = True) -> str:

@@ -69,13 +69,14 @@ T = TypeVar("T")
 
 
 class ApiBudget(Protocol):
-    """An app's HTTP API rate limit (``api_rate_limit``), the one the Pusher HTTP API uses: what is left of it is
-    checked before a request is served, and a request that authenticated spends it."""
+    """An app's HTTP API rate limit (``api_rate_limit``), the one the Pusher HTTP API uses (the node's
+    ``Operations``): what is left of it is checked before a request is served, and a request that authenticated
+    spends it."""
 
-    def retry_after(self, state: AppState) -> int | None:
+    def api_wait(self, state: AppState) -> int | None:
         """None when ``state``'s app may make a request now, else the whole seconds to wait."""
 
-    def spend(self, state: AppState) -> None:
+    def api_authenticated(self, state: AppState) -> None:
         """One request of ``state``'s app authenticated."""
 
 
@@ -187,25 +188,24 @@ class AblyRest:
         app = self._app_for(credentials.key.key_name)
         assert app is not None  # every key the auth knows is an app's
         self._admit(app.state)
+        self._spend(app.state)
         if not app.state.app.enabled:
             raise AblyError(40120, "Application disabled")
         return credentials, app
 
-    def _admit(self, state: AppState, *, spend: bool = True) -> None:
-        """Refuse the request with 42910 when its app's HTTP API budget (shared with the Pusher HTTP API) is spent;
-        else, unless told not to, spend it. Only requests that authenticated get here, as on the Pusher side: forged
-        ones cannot lock an app's backend out."""
+    def _admit(self, state: AppState) -> None:
+        """Refuse the request with 42910 when its app's HTTP API budget (shared with the Pusher HTTP API) is spent.
+        Only requests that authenticated are checked and spend it (:meth:`_spend`), as on the Pusher side: forged ones
+        cannot lock an app's backend out."""
         if state.app.api_rate_limit is None or self._budget is None:  # the usual case: no call per request
             return
-        wait = self._budget.retry_after(state)
+        wait = self._budget.api_wait(state)
         if wait is not None:
             raise _RateLimited(state.app, wait)
-        if spend:
-            self._budget.spend(state)
 
     def _spend(self, state: AppState) -> None:
         if state.app.api_rate_limit is not None and self._budget is not None:
-            self._budget.spend(state)
+            self._budget.api_authenticated(state)
 
     # -- handlers ---------------------------------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ class AblyRest:
         # nonce, and spent once the token is issued (a forged TokenRequest spends nothing).
         app = self._app_for(request.args[0])  # None: an unknown key, which request_token refuses (40101)
         if app is not None:
-            self._admit(app.state, spend=False)
+            self._admit(app.state)
         details = self._auth.request_token(request.args[0], token_request, None, now_ms=request.now_ms)
         if app is not None:
             self._spend(app.state)

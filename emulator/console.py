@@ -253,19 +253,27 @@ class Operations:
 
     def rate_limited(self, method: str, state: AppState | None) -> Response | None:
         """The 429 answer when ``state``'s app is over its HTTP API rate limit, else None."""
-        if method == "OPTIONS" or state is None or state.app.api_rate_limit is None:
+        if method == "OPTIONS" or state is None:
+            return None
+        wait = self.api_wait(state)
+        if wait is None:
+            return None
+        body = {"error": f"rate limit of {state.app.api_rate_limit:g} requests per second exceeded; retry later"}
+        return Response(429, dumps(body).encode(), (("Content-Type", "application/json"), ("Retry-After", str(wait))))
+
+    def api_wait(self, state: AppState) -> int | None:
+        """None when ``state``'s app may make an HTTP API request now (the Pusher API or Ably's REST API: one budget),
+        else the whole seconds to wait, logged at most once a second."""
+        if state.app.api_rate_limit is None:
             return None
         now = time.monotonic()
         bucket = self._buckets.get(state.app.app_id)
         if bucket is None:
             bucket = self._buckets[state.app.app_id] = TokenBucket(state.app.api_rate_limit, now)
         wait = bucket.retry_after(now)
-        if wait is None:
-            return None
-        if self._rate_limit_logs.take_if_available(now):
+        if wait is not None and self._rate_limit_logs.take_if_available(now):
             log.info("HTTP API rate limit", extra={"app_id": state.app.app_id, "retry_after": wait})
-        body = {"error": f"rate limit of {state.app.api_rate_limit:g} requests per second exceeded; retry later"}
-        return Response(429, dumps(body).encode(), (("Content-Type", "application/json"), ("Retry-After", str(wait))))
+        return wait
 
     def api_authenticated(self, state: AppState) -> None:
         """A request's signature was verified (``HttpApi`` calls this): only such requests use the app's rate limit,

@@ -458,11 +458,14 @@ class HttpConnection(asyncio.Protocol):
             # The body is bounded as it comes (on_body), but not a chunked body's framing nor its trailers, which
             # httptools gathers line by line: 300 MB of trailer lines grew the process by as much. Room is left for a
             # body of the limit sent in small chunks, and for a head's worth of trailers.
-            self._refused = True
-            limit = self.node.config.max_request_bytes
-            message = f"request body is over {limit} bytes (with its chunk framing and trailers)"
-            self._respond(error_response(413, message), keep_alive=False)
+            self._refuse_body(" (with its chunk framing and trailers)")
         return b""
+
+    def _refuse_body(self, detail: str = "") -> None:
+        """413, and the connection closed: the rest of a body over the limit is not read."""
+        self._refused = True
+        limit = self.node.config.max_request_bytes
+        self._respond(error_response(413, f"request body is over {limit} bytes{detail}"), keep_alive=False)
 
     def _head_too_large(self) -> None:
         self._refused = True
@@ -537,8 +540,7 @@ class HttpConnection(asyncio.Protocol):
             lowered = name.lower()
             if lowered == b"content-length" and value.isdigit() and int(value) > limit:  # bytes: ASCII digits only
                 # Answer now rather than after the body: it may be huge, or never come at all.
-                self._refused = True
-                self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
+                self._refuse_body()
                 return
             if lowered == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
@@ -573,8 +575,7 @@ class HttpConnection(asyncio.Protocol):
         self.idle_since = self.node.http_clock
         keep_alive = parser.should_keep_alive()
         if self._refused:  # its body grew over the limit (those refused earlier were answered with close)
-            limit = self.node.config.max_request_bytes
-            self._respond(error_response(413, f"request body is over {limit} bytes"), keep_alive=False)
+            self._refuse_body()
             return
         method = parser.get_method().decode()
         path, query_string = split_target(self._url.decode("latin-1"))

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 
 from examples.order_tracking.app import BROWSER_LIBRARIES, browser_library_of, create_app, local_browser_builds
 from relay.cli import cannot_listen
-from relay.client import AsyncRelay, configuration_from_env
-from relay.config import ProviderConfig, parse_url
+from relay.client import configuration_from_env, describe_configuration
+from relay.config import ProviderConfig
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
 from relay.errors import ConfigError, NoProviderConfigured
@@ -41,15 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--emulator-port", type=int, default=6001, help="port of the emulator started without RELAY_URL (default 6001)"
     )
     return parser
-
-
-def describe(url: str | ProviderConfig) -> str:
-    """The provider, with its secret hidden."""
-    if isinstance(url, ProviderConfig):
-        return url.url()
-    if url.startswith(("mirror:", "failover:")):
-        return repr(AsyncRelay(url)).removeprefix("AsyncRelay(").removesuffix(")").strip("'")
-    return parse_url(url).url()
 
 
 def listen(host: str, port: int, fix: str) -> socket.socket:
@@ -128,7 +119,7 @@ async def run(host: str, sock: socket.socket, relay_url: str | ProviderConfig, w
         print(
             f"Order tracking on {site}\n"
             f"  customers:  {site}/\n  kitchen:    {site}/kitchen\n  delivery:   {site}/delivery\n"
-            f"  realtime:   {describe(relay_url)}, {where}{library_notice(app)}",
+            f"  realtime:   {describe_configuration(relay_url)}, {where}{library_notice(app)}",
             flush=True,
         )
         await serving
