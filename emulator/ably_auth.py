@@ -212,6 +212,8 @@ class AblyAuth:
         client_id = claims.get("x-ably-clientId")
         if client_id is not None and not isinstance(client_id, str):
             raise AblyError(40144, "Invalid JWT format: x-ably-clientId must be a string")
+        if client_id == "":
+            raise AblyError(40012, "Invalid clientId: x-ably-clientId can't be an empty string; omit it for anonymous")
         expires_ms = int(claims["exp"]) * 1000
         if expires_ms <= now_ms:
             raise AblyError(40142, "Token expired")

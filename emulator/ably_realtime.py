@@ -42,6 +42,7 @@ from relay.emulator.ably_hub import (
     NACK,
     PRESENCE,
     PRESENT,
+    RESUMED,
     SYNC,
     UPDATE,
     AblyApp,
@@ -410,23 +411,20 @@ class AblySession(ForeignPeer):
         else:
             attachment.modes, attachment.requested = modes, requested
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
-        # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
-        # greater ones): the SDKs keep it as the attachSerial, so ably-js's history({untilAttach: true}) asks the REST
-        # API (and gets its 40400: history is not kept) instead of failing in the SDK with a 40000 that blames the
-        # attach. The channelSerial a client's ATTACH sends back (to resume) is ignored: nothing is kept to resume.
-        attached = {
-            "action": ATTACHED,
-            "channel": name,
-            "channelSerial": f"{self.app.last_serial:016x}",
-            "flags": modes | (HAS_PRESENCE if members else 0),
-        }
-        self._send(attached)
+        self._send(self._attached(name, modes | (HAS_PRESENCE if members else 0)))
         if members:
             sync_id = f"{self.app.next_serial():x}"
             pages = sync_pages(members)
             for number, page in enumerate(pages, 1):
                 cursor = "" if number == len(pages) else str(number)  # an empty cursor ends the sync (RTP18)
                 self._send({"action": SYNC, "channel": name, "channelSerial": f"{sync_id}:{cursor}", "presence": page})
+
+    def _attached(self, name: str, flags: int) -> dict[str, Any]:
+        # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
+        # greater ones): the SDKs keep it as the attachSerial, so ably-js's history({untilAttach: true}) asks the REST
+        # API (and gets its 40400: history is not kept) instead of failing in the SDK with a 40000 that blames the
+        # attach. The channelSerial a client's ATTACH sends back (to resume) is ignored: nothing is kept to resume.
+        return {"action": ATTACHED, "channel": name, "channelSerial": f"{self.app.last_serial:016x}", "flags": flags}
 
     def _detach(self, message: Mapping[str, Any]) -> None:
         name = message.get("channel")
@@ -553,12 +551,19 @@ class AblySession(ForeignPeer):
         credentials = _with_client_id(credentials, self.credentials.client_id)
         self.credentials = credentials
         self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
-        denied = []
+        denied, changed = [], []
         for attachment_name, attachment in self.channels.items():  # a new capability may widen modes, or end them
-            attachment.modes = (allowed_modes(credentials, attachment_name) or 0) & attachment.requested
-            if not attachment.modes:
+            modes = (allowed_modes(credentials, attachment_name) or 0) & attachment.requested
+            if not modes:
                 denied.append(attachment_name)
+            elif modes != attachment.modes:
+                changed.append(attachment_name)
+            attachment.modes = modes
         self._send(self._connected())
+        for attachment_name in changed:
+            # RESUMED: the SDK takes the new modes (ably-js's channel.modes) and keeps its presence set and attach
+            # serial, as the channel's continuity was never broken (RTL12).
+            self._send(self._attached(attachment_name, self.channels[attachment_name].modes | RESUMED))
         for attachment_name in denied:  # that channel fails (RTC8a1), the connection stays
             self._release_channel(attachment_name)
             error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")

@@ -242,7 +242,8 @@ async def test_attached_carries_a_channel_serial(ably_emulator: RunningEmulator,
 
 async def test_ably_js_modes_until_attach_and_an_empty_client_id(ably_emulator: RunningEmulator) -> None:
     """ably-js: 40165 for a publish and a presence enter outside the requested modes (channel and connection stay;
-    ``setOptions`` with the modes fixes it), 40160 where the capability lacks publish; ``history({untilAttach:
+    ``setOptions`` with the modes fixes it), 40160 where the capability lacks publish; a renewal with a narrower
+    capability changes ``channel.modes`` at once and keeps presence and attach serial; ``history({untilAttach:
     true})`` rejects with the REST API's 40400/404 (it was a 40000 from the SDK: no attachSerial); a backend's
     TokenRequest with ``clientId: ""`` is refused with 40012."""
     request = signed_token_request(client_id="")
@@ -253,6 +254,7 @@ async def test_ably_js_modes_until_attach_and_an_empty_client_id(ably_emulator: 
         "mode-not-requested-40165",
         "attach-with-the-mode",
         "capability-40160",
+        "narrowed-modes-shown",
         "until-attach-40400",
         "empty-client-id-40012",
     ]

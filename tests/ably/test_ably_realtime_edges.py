@@ -16,6 +16,7 @@ from ablysupport import (
     API_KEY,
     APP,
     ATTACH,
+    ATTACHED,
     AUTH,
     CONNECTED,
     DETACHED,
@@ -36,7 +37,8 @@ from relay.emulator.ably_realtime import renewal_time
 from tests.conftest import RunningEmulator, StartEmulator
 
 Wires = list[AblyWire | PusherWire]
-PRESENCE_MODE, PUBLISH_MODE = 1 << 16, 1 << 17
+PRESENCE_MODE, PUBLISH_MODE, SUBSCRIBE_MODE, PRESENCE_SUBSCRIBE_MODE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
+RESUMED_FLAG = 4
 ABLY_PYTHON_MAX_FRAME = 2**20  # ably-python 3.x opens its WebSocket with websockets' default max_size (1 MiB)
 
 
@@ -76,6 +78,29 @@ async def test_reauth_upgrade_adds_publish_to_an_attached_channel(ably_emulator:
     serial = await wire.publish("room", {"name": "n", "data": "d"})
     reply = await _ack_or_nack(wire)
     assert reply["action"] == ACK and reply["msgSerial"] == serial, reply
+
+
+async def test_reauth_narrowing_modes_sends_attached_with_the_new_modes(
+    ably_emulator: RunningEmulator, wires: Wires
+) -> None:
+    """RTL12/RTC8a1: AUTH with a token that leaves an attached channel fewer modes tells the client with an
+    ATTACHED flagged RESUMED (ably-js then shows the new ``channel.modes`` and keeps its presence set); a channel
+    whose modes are unchanged gets nothing; a publish where the new token refuses it is NACKed 40160."""
+    first = jwt_token({"room": ["subscribe", "publish"], "lobby": ["subscribe"]}, client_id="c")
+    wire = await ably_wire(ably_emulator, f"access_token={first}")
+    wires.append(wire)
+    await wire.attach("room")
+    await wire.attach("lobby")
+    narrowed = jwt_token({"room": ["subscribe"], "lobby": ["subscribe"]}, client_id="c")
+    await wire.send({"action": AUTH, "auth": {"accessToken": narrowed}})
+    await wire.expect(CONNECTED)
+    update = await next_non_heartbeat(wire)
+    assert update is not None and update["action"] == ATTACHED and update["channel"] == "room", update
+    assert update["flags"] == SUBSCRIBE_MODE | PRESENCE_SUBSCRIBE_MODE | RESUMED_FLAG, update  # "subscribe" grants both
+    assert await next_non_heartbeat(wire, 0.5) is None, "lobby's modes did not change: no ATTACHED for it"
+    serial = await wire.publish("room", {"name": "n", "data": "d"})
+    reply = await _ack_or_nack(wire)
+    assert (reply["action"], reply["msgSerial"], reply["error"]["code"]) == (NACK, serial, 40160), reply
 
 
 async def test_reauth_downgrade_fails_a_channel_the_new_token_excludes(

@@ -69,6 +69,15 @@ async def test_auth_failures(http: httpx.AsyncClient, headers: dict[str, str], c
     assert ok.status_code == 201
 
 
+async def test_jwt_with_an_empty_client_id_is_refused(http: httpx.AsyncClient) -> None:
+    """A client id is a non-empty string: a JWT claiming ``x-ably-clientId: ""`` (neither anonymous nor an identity)
+    is 40012, as a TokenRequest with ``clientId: ""`` is."""
+    response = await http.post("/channels/room/messages", json={"name": "n"}, headers=bearer(jwt_token(client_id="")))
+    assert_ably_error(response, 400, 40012, "x-ably-clientId can't be an empty string")
+    ok = await http.post("/channels/room/messages", json={"name": "n"}, headers=BASIC)
+    assert ok.status_code == 201
+
+
 async def test_publish_shapes_and_idempotency(
     http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[Any]
 ) -> None:

@@ -91,6 +91,7 @@ async def test_connect_with_token_either_parameter_name(
         (f"access_token={jwt_token(secret='another-secret')}", 40101, "signature"),
         (f"access_token={jwt_token(client_id='bob')}&clientId=eve", 40102, "does not match"),
         (f"key={API_KEY}&clientId=*", 40012, "not a client id"),
+        (f"access_token={jwt_token(client_id='')}", 40012, "x-ably-clientId can't be an empty string"),
     ],
     ids=[
         "wrong-secret",
@@ -103,6 +104,7 @@ async def test_connect_with_token_either_parameter_name(
         "bad-signature",
         "clash",
         "star",
+        "empty-jwt-client-id",
     ],
 )
 async def test_connection_refused_in_ably_format(

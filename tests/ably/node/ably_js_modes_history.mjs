@@ -2,8 +2,9 @@
 // with 40165 ("Channel mode not requested when attaching"), one the capability does not allow with 40160; the
 // connection and the channel stay, and attaching again with the mode fixes it. history({untilAttach: true}), Ably's
 // recovery after a lost continuity, reaches the REST API and its 40400 (history is not kept): ATTACHED carries a
-// channelSerial, without which ably-js failed with a 40000 of its own. A TokenRequest with clientId "" (from a
-// backend, ABLY_EMPTY_CLIENT_ID_REQUEST) is refused with 40012.
+// channelSerial, without which ably-js failed with a 40000 of its own. A token renewal that narrows the capability
+// changes channel.modes at once. A TokenRequest with clientId "" (from a backend, ABLY_EMPTY_CLIENT_ID_REQUEST) is
+// refused with 40012.
 import { Scenario, assert } from '../../node/lib.mjs';
 import { Ably, ablyOptions, nextMessage, nextPresence, realtime } from './ablylib.mjs';
 
@@ -57,6 +58,39 @@ new Scenario('ably-js-modes-history').run(async (s) => {
   );
   assert.equal(readOnly.connection.state, 'connected');
   s.check('capability-40160');
+
+  // A renewal with a narrower capability: ably-js shows the new modes at once (an ATTACHED flagged RESUMED) and
+  // keeps the channel's presence set and attach serial.
+  const capabilities = [{ narrow: ['subscribe', 'publish', 'presence'] }, { narrow: ['subscribe', 'presence'] }];
+  const renewing = await realtime(s, {
+    key: undefined,
+    clientId: 'nan',
+    authCallback: (params, callback) => {
+      rest.auth.requestToken({ clientId: 'nan', capability: capabilities.shift() }).then(
+        (details) => callback(null, details),
+        (error) => callback(error, null),
+      );
+    },
+  });
+  const narrowing = renewing.channels.get('narrow');
+  await narrowing.attach();
+  await narrowing.presence.enter('here');
+  assert.deepEqual([...narrowing.modes].sort(), ['presence', 'presence_subscribe', 'publish', 'subscribe']);
+  const serialBefore = narrowing.properties.attachSerial;
+  await renewing.auth.authorize();
+  const deadline = Date.now() + 3000;
+  while (narrowing.modes.includes('publish') && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.deepEqual([...narrowing.modes].sort(), ['presence', 'presence_subscribe', 'subscribe']);
+  assert.equal(narrowing.state, 'attached');
+  assert.equal(narrowing.properties.attachSerial, serialBefore);
+  assert.deepEqual((await narrowing.presence.get()).map((member) => member.clientId), ['nan']);
+  await assert.rejects(
+    narrowing.publish('n', 'd'),
+    refused(40160, "Unable to publish to 'narrow': not permitted by the capability (it needs 'publish' on the channel)"),
+  );
+  s.check('narrowed-modes-shown');
 
   const history = client.channels.get('history');
   await history.attach();
