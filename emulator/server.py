@@ -970,7 +970,7 @@ def pusher_admission(
     refused = app.origin_refusal(headers)
     if refused is not None:
         return ErrorCode.UNAUTHORIZED, refused
-    protocol = dict(parse_qsl(query)).get("protocol", "7")
+    protocol = dict(parse_qsl(query, keep_blank_values=True)).get("protocol", "7")  # "protocol=" is no version
     if not (protocol.isascii() and protocol.isdigit()):  # '²' is a digit to isdigit() but not to int()
         return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
     if not 5 <= int(protocol) <= 7:
@@ -981,9 +981,10 @@ def pusher_admission(
 
 
 def split_target(target: str) -> tuple[str, str]:
-    """(path, query) of an HTTP request target; ``urlsplit`` only when the target is not a plain origin-form."""
-    if target.startswith("/") and not target.startswith("//") and "#" not in target:
-        path, _, query = target.partition("?")
+    """(path, query) of an HTTP request target; ``urlsplit`` only for an absolute-form target (``http://host/…``). An
+    origin-form target is a path even when it starts ``//``, which ``urlsplit`` would read as a host."""
+    if target.startswith("/"):
+        path, _, query = target.partition("#")[0].partition("?")
         return path, query
     url = urlsplit(target)
     return url.path, url.query

@@ -263,7 +263,11 @@ class Session:
                 member = self._presence_member(name, data)
             elif kind.needs_auth:
                 auth = data.get("auth")
-                verify_channel_auth(*app.key_pair(token_key(auth)), self.socket_id, name, auth)
+                # The server libraries sign channel_data into a private channel's auth when the app passes user data
+                # (pusher-http-node's authorizeChannel, pusher-http-python's authenticate), and pusher-js then sends it.
+                channel_data = data.get("channel_data")
+                signed_data = channel_data if isinstance(channel_data, str) else None
+                verify_channel_auth(*app.key_pair(token_key(auth)), self.socket_id, name, auth, signed_data)
         except (LimitExceeded, PayloadTooLarge) as exc:
             self._refuse_subscription(name, "LimitReached", exc.message, 4100)
             return

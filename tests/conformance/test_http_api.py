@@ -566,6 +566,8 @@ async def test_unknown_app_route_and_method(
     all JSON."""
     assert_error(await signed(http, emulator, "POST", "/apps/999/events", body=event_body()), 404, "unknown app id")
     assert_error(await signed(http, emulator, "GET", "/apps/1/nothing"), 404, "no route for GET /apps/1/nothing")
+    doubled = await signed(http, emulator, "POST", "//apps/1/events", body=event_body())  # a path, not a host
+    assert_error(doubled, 404, "no route for POST //apps/1/events")
     assert_error(await http.get(emulator.http_url + "/favicon.ico"), 404, "no route")
     assert_error(await http.get(emulator.http_url + "/apps/1/channels/a/b/c"), 404, "no route")
     assert_error(await signed(http, emulator, "GET", "/apps/1/events"), 405, "/apps/1/events accepts POST only")

@@ -121,7 +121,7 @@ async def test_unsupported_protocol_is_4007(emulator: RunningEmulator, connect: 
     await assert_serves_others(emulator, connect)
 
 
-@pytest.mark.parametrize("protocol", ["abc", "7.0", "-7"])
+@pytest.mark.parametrize("protocol", ["abc", "7.0", "-7", ""])
 async def test_malformed_protocol_is_4006(emulator: RunningEmulator, connect: Connect, protocol: str) -> None:
     """Items 8, 9: a malformed version string gets 4006; the server keeps serving others."""
     async with ws_connect(emulator.ws_url(query=f"protocol={protocol}"), **WS_OPTIONS) as ws:
@@ -491,6 +491,32 @@ async def test_private_subscribe_signed_by_pusher_http_python(emulator: RunningE
     await asyncio.to_thread(official.trigger, "private-official", "from-python", {"x": 1})
     frame = await client.expect("from-python", "private-official")
     assert json.loads(frame["data"]) == {"x": 1}
+
+
+@pytest.mark.parametrize("channel", ["private-with-data", "private-encrypted-with-data"])
+async def test_private_auth_signed_with_channel_data(emulator: RunningEmulator, connect: Connect, channel: str) -> None:
+    """Item 24: an app that passes user data for every channel gets a private channel's auth signed over
+    ``socket_id:channel:channel_data`` (pusher-http-python's ``authenticate(..., custom_data)``, as
+    pusher-http-node's ``authorizeChannel(socketId, channel, data)``), and pusher-js then sends that
+    ``channel_data``: the subscription succeeds. The same signature without the ``channel_data`` it covers is
+    refused (401), and so is ``channel_data`` the signature does not cover."""
+    client = await connect(emulator)
+    official = official_client(emulator)
+    auth = official.authenticate(channel="private-with-data", socket_id=client.socket_id, custom_data={"user_id": 7})
+    if channel != "private-with-data":  # the official client also wants a master key here: sign the same way
+        auth["auth"] = channel_auth("app-key", "app-secret", client.socket_id, channel, auth["channel_data"])
+    await client.send("pusher:subscribe", {"channel": channel, "auth": auth["auth"]})
+    refused = await client.expect("pusher:subscription_error", channel)
+    assert (refused["data"]["type"], refused["data"]["status"]) == ("AuthError", 401)
+    plain = channel_auth("app-key", "app-secret", client.socket_id, channel)
+    await client.send("pusher:subscribe", {"channel": channel, "auth": plain, "channel_data": auth["channel_data"]})
+    refused = await client.expect("pusher:subscription_error", channel)
+    assert (refused["data"]["type"], refused["data"]["status"]) == ("AuthError", 401)
+    await client.send("pusher:subscribe", {"channel": channel, **auth})
+    await client.expect("pusher_internal:subscription_succeeded", channel)
+    await publish(emulator, channel, "after", "{}")
+    assert (await client.expect("after", channel))["data"] == "{}"
+    await assert_serves_others(emulator, connect)
 
 
 BAD_AUTHS: dict[str, Callable[[str, str], dict[str, object]]] = {
