@@ -119,5 +119,7 @@ def authenticate_user(socket_id: str, user: User | Mapping[str, Any] | str) -> d
     return default_client().authenticate_user(socket_id, user)
 
 
-def verify_webhook(headers: Mapping[str, str], body: bytes) -> list[WebhookEvent]:
+def verify_webhook(headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
+    """Check a webhook's signature and return its events. ``body`` is the raw body received: bytes, or the str they
+    decode to."""
     return default_client().verify_webhook(headers, body)

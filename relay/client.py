@@ -35,7 +35,7 @@ from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User
 from relay.payload import Payload
 from relay.protocol.channels import validate_event_name
 from relay.protocol.frames import refuse_lone_surrogates
-from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, SyncSender, checked_retry_policy
+from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, Sending, SyncSender, checked_retry_policy
 
 T = TypeVar("T")
 R = TypeVar("R")  # what one operation returns, once its calls on one provider are combined
@@ -389,12 +389,21 @@ class Relay(_BaseRelay):
         self._sender = sender or SyncSender(policy)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Relay:
-        return cls(url, **options)
+    def from_url(
+        cls, url: str | None, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SyncSender | None = None
+    ) -> Relay:
+        """``url`` may be ``os.getenv("RELAY_URL")``: None raises a ConfigError saying to set it."""
+        return cls(provider_url_text(url), retry=retry, sender=sender)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Relay:
-        return cls(configuration_from_env(environ), **options)
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        sender: SyncSender | None = None,
+    ) -> Relay:
+        return cls(configuration_from_env(environ), retry=retry, sender=sender)
 
     def __enter__(self) -> Relay:
         return self
@@ -406,28 +415,29 @@ class Relay(_BaseRelay):
         self._closed = True
         self._sender.close()
 
-    def _run(self, call: Call[T], adapter: Adapter) -> T:
-        response = None if call.request is None else self._first_response(call, call.request, adapter)
+    def _run(self, call: Call[T], sending: Sending) -> T:
+        response = None if call.request is None else self._first_response(call, call.request, sending)
         result, follow = call.pages(response)
         while follow is not None:
-            page, follow = call.pages(self._sender.send(follow, adapter.error_for))
+            page, follow = call.pages(self._sender.send(follow, sending))
             result = call.joined(result, page)
         return result
 
-    def _first_response(self, call: Call[Any], request: HttpRequest, adapter: Adapter) -> HttpResponse:
+    def _first_response(self, call: Call[Any], request: HttpRequest, sending: Sending) -> HttpResponse:
         try:
-            return self._sender.send(request, adapter.error_for)
+            return self._sender.send(request, sending)
         except RelayError as error:
             instead = call.request_instead(error)
             if instead is None:
                 raise
-        return self._sender.send(instead, adapter.error_for)
+        return self._sender.send(instead, sending)
 
-    def _run_all(self, calls: list[Call[T]], adapter: Adapter, capability: Capability) -> list[T]:
+    def _run_all(self, calls: list[Call[T]], route: _Route, capability: Capability) -> list[T]:
         done: list[T] = []
+        sending = _sending(route, capability)
         for call in calls:
             try:
-                done.append(self._run(call, adapter))
+                done.append(self._run(call, sending))
             except RelayError as error:
                 _note_published(error, done, capability)
                 raise
@@ -444,7 +454,7 @@ class Relay(_BaseRelay):
         for route, built in self._ops.plan(operation, capability):
             try:
                 calls = built if built is not None else self._ops.calls(route, operation, capability)
-                outcome = combine(self._run_all(calls, route.adapter, capability))
+                outcome = combine(self._run_all(calls, route, capability))
             except RelayError as error:
                 outcomes.failed(route.label, error)
                 continue
@@ -503,12 +513,21 @@ class AsyncRelay(_BaseRelay):
         self._sender = sender or AsyncSender(policy)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> AsyncRelay:
-        return cls(url, **options)
+    def from_url(
+        cls, url: str | None, *, retry: RetryPolicy = DEFAULT_RETRY, sender: AsyncSender | None = None
+    ) -> AsyncRelay:
+        """``url`` may be ``os.getenv("RELAY_URL")``: None raises a ConfigError saying to set it."""
+        return cls(provider_url_text(url), retry=retry, sender=sender)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncRelay:
-        return cls(configuration_from_env(environ), **options)
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        sender: AsyncSender | None = None,
+    ) -> AsyncRelay:
+        return cls(configuration_from_env(environ), retry=retry, sender=sender)
 
     async def __aenter__(self) -> AsyncRelay:
         return self
@@ -520,28 +539,29 @@ class AsyncRelay(_BaseRelay):
         self._closed = True
         await self._sender.aclose()
 
-    async def _run(self, call: Call[T], adapter: Adapter) -> T:
-        response = None if call.request is None else await self._first_response(call, call.request, adapter)
+    async def _run(self, call: Call[T], sending: Sending) -> T:
+        response = None if call.request is None else await self._first_response(call, call.request, sending)
         result, follow = call.pages(response)
         while follow is not None:
-            page, follow = call.pages(await self._sender.send(follow, adapter.error_for))
+            page, follow = call.pages(await self._sender.send(follow, sending))
             result = call.joined(result, page)
         return result
 
-    async def _first_response(self, call: Call[Any], request: HttpRequest, adapter: Adapter) -> HttpResponse:
+    async def _first_response(self, call: Call[Any], request: HttpRequest, sending: Sending) -> HttpResponse:
         try:
-            return await self._sender.send(request, adapter.error_for)
+            return await self._sender.send(request, sending)
         except RelayError as error:
             instead = call.request_instead(error)
             if instead is None:
                 raise
-        return await self._sender.send(instead, adapter.error_for)
+        return await self._sender.send(instead, sending)
 
-    async def _run_all(self, calls: list[Call[T]], adapter: Adapter, capability: Capability) -> list[T]:
+    async def _run_all(self, calls: list[Call[T]], route: _Route, capability: Capability) -> list[T]:
         done: list[T] = []
+        sending = _sending(route, capability)
         for call in calls:
             try:
-                done.append(await self._run(call, adapter))
+                done.append(await self._run(call, sending))
             except RelayError as error:
                 _note_published(error, done, capability)
                 raise
@@ -556,7 +576,7 @@ class AsyncRelay(_BaseRelay):
         for route, built in self._ops.plan(operation, capability):
             try:
                 calls = built if built is not None else self._ops.calls(route, operation, capability)
-                outcome = combine(await self._run_all(calls, route.adapter, capability))
+                outcome = combine(await self._run_all(calls, route, capability))
             except RelayError as error:
                 outcomes.failed(route.label, error)
                 continue
@@ -635,6 +655,13 @@ def _nothing(parts: list[T]) -> None:
 
 
 _QUERIES = frozenset({Capability.CHANNEL_INFO, Capability.CHANNEL_LIST, Capability.PRESENCE})
+_PUBLISHES = frozenset({Capability.PUBLISH, Capability.BATCH, Capability.SEND_TO_USER})
+
+
+def _sending(route: _Route, capability: Capability) -> Sending:
+    """What the errors of an operation's requests to ``route`` say: the provider's own, and, for a publish sent
+    without an answer, that it may have been delivered."""
+    return Sending(route.adapter.error_for, route.config.scheme, capability in _PUBLISHES)
 
 
 def _describe(ops: _Operations) -> str:

@@ -8,12 +8,18 @@ idempotent requests also other 5xx answers and timeouts. The delay doubles from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import random
+import socket
 import ssl
+import threading
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -23,6 +29,21 @@ from relay.errors import ClientClosed, ConfigError, TransportError
 from relay.http_errors import parse_retry_after
 
 ErrorFor = Callable[[HttpResponse], Exception]
+
+# httpx's default pool, named so that the error of a full one can say how many connections it holds
+_POOL_SIZE = 100
+_LIMITS = httpx.Limits(max_connections=_POOL_SIZE, max_keepalive_connections=20)
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """What a request's errors say besides where it went: ``error_for`` makes the provider's refusals typed errors;
+    ``provider`` is the provider URL's scheme, whose setting switches TLS; ``publishes``: a publish sent without an
+    answer may have been delivered."""
+
+    error_for: ErrorFor
+    provider: str
+    publishes: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,54 +118,71 @@ def _response(response: httpx.Response) -> HttpResponse:
     return HttpResponse(response.status_code, headers, response.content, str(response.url))
 
 
-def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportError:
+def _transport_error(
+    request: HttpRequest, sending: Sending, exc: httpx.HTTPError, pool_size: int | None
+) -> TransportError:
     url = httpx.URL(request.url)
     port = url.port or (443 if url.scheme == "https" else 80)  # the port is the usual mistake: always name it
     where, name = f"{url_host(url.host)}:{port}", exc.__class__.__name__
-    hint = _tls_hint(url.scheme, exc)
+    if isinstance(exc, httpx.PoolTimeout):  # the host is not in question: no connection was free to reach it with
+        connections = "its connections" if pool_size is None else f"its {pool_size} connections"
+        return TransportError(
+            f"could not send to {where}: {name}; the client's connection pool was full: {connections} were all busy "
+            f"with earlier requests throughout {_seconds(_timeout(exc, 'pool'))} (more requests at once than the "
+            "server answers in time: find why it is slow, or make fewer requests at once); the request was not sent"
+        )
+    hint = _tls_hint(url.scheme, sending.provider, exc)
     if hint is not None or not _was_sent(exc):
         return TransportError(f"could not reach {where}: {name}; {hint or 'check the host, port and network'}")
-    # The request went out: the provider may have processed it, and a publish sent again may be delivered twice
     if isinstance(exc, httpx.ReadTimeout):
-        failed = f"no answer from {where} within {_seconds(_read_timeout(exc))}: {name}"
+        failed = f"no answer from {where} within {_seconds(_timeout(exc, 'read'))}: {name}"
     else:
         failed = f"the connection to {where} failed during the request: {name}"
-    return TransportError(
-        f"{failed}; the request was sent and may have been processed: a publish may have been delivered, check "
-        "before sending it again"
-    )
+    if request.method == "GET":  # a query changes nothing, whether or not the provider got it
+        return TransportError(failed)
+    # The request went out: the provider may have processed it, and a publish sent again may be delivered twice
+    failed += "; the request was sent and may have been processed"
+    if sending.publishes:
+        failed += ": a publish may have been delivered, check before sending it again"
+    return TransportError(failed)
 
 
-def _read_timeout(exc: httpx.HTTPError) -> float | None:
+def _timeout(exc: httpx.HTTPError, kind: str) -> float | None:
+    """The ``kind`` timeout (connect, read, write or pool) the request had."""
     try:
         timeouts = exc.request.extensions.get("timeout") or {}
     except RuntimeError:  # raised without its request
         return None
-    read = timeouts.get("read")
-    return read if isinstance(read, int | float) else None
+    seconds = timeouts.get(kind)
+    return seconds if isinstance(seconds, int | float) else None
 
 
 def _seconds(timeout: float | None) -> str:
     return "the timeout" if timeout is None else f"the {timeout:g}s timeout"
 
 
-def _tls_hint(scheme: str, exc: httpx.HTTPError) -> str | None:
+def _tls_hint(scheme: str, provider: str, exc: httpx.HTTPError) -> str | None:
     """TLS spoken to a plain-HTTP server, plain HTTP to a TLS one, or a refused certificate fails like a network
-    fault; what to change instead of the host, port or network."""
+    fault; what to change instead of the host, port or network, in the ``provider``'s settings."""
     tls_error = next((cause for cause in _causes(exc) if isinstance(cause, ssl.SSLError)), None)
     if isinstance(tls_error, ssl.SSLCertVerificationError):  # TLS was spoken on both sides: the scheme is right
         return f"the server's TLS certificate did not verify ({tls_error.verify_message or tls_error.reason})"
     if scheme == "https" and tls_error is not None:
-        return (
-            f"the TLS handshake failed ({tls_error.reason or tls_error}): if the server speaks plain HTTP, "
-            "set PUSHER_SCHEME=http or ?tls=false (emulator:// URLs are plain HTTP unless ?tls=true)"
+        to_plain = (
+            "add ?tls=false to the ably:// URL (it is HTTPS unless ?tls=false)"
+            if provider == "ably"
+            else "set PUSHER_SCHEME=http or ?tls=false (emulator:// URLs are plain HTTP unless ?tls=true)"
         )
+        failed = tls_error.reason or tls_error
+        return f"the TLS handshake failed ({failed}): if the server speaks plain HTTP, {to_plain}"
     # A TLS server reads the plain request as a broken handshake and hangs up without an HTTP answer
     if scheme == "http" and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return (
-            "the server closed the connection without an HTTP answer: if it serves HTTPS, set PUSHER_SCHEME=https "
-            "or add ?tls=true to the URL"
+        to_tls = (
+            "remove ?tls=false from the ably:// URL"
+            if provider == "ably"
+            else "set PUSHER_SCHEME=https or add ?tls=true to the URL"
         )
+        return f"the server closed the connection without an HTTP answer: if it serves HTTPS, {to_tls}"
     return None
 
 
@@ -166,20 +204,21 @@ def _after_attempt(
     policy: RetryPolicy,
     attempt: int,
     request: HttpRequest,
+    sending: Sending,
     outcome: httpx.Response | httpx.HTTPError,
-    error_for: ErrorFor,
     jitter: Callable[[], float],
+    pool_size: int | None,
 ) -> HttpResponse | float:
     """What the sync and async senders share: the response on success, else the delay before the next attempt;
-    raises the typed error when the failure is final."""
+    raises the typed error when the failure is final. ``pool_size``: the connections the client holds, if known."""
     error: Exception
     if isinstance(outcome, httpx.HTTPError):
-        response, error, sent = None, _transport_error(request, outcome), _was_sent(outcome)
+        response, error, sent = None, _transport_error(request, sending, outcome, pool_size), _was_sent(outcome)
     else:
         response = _response(outcome)
         if 200 <= response.status < 300:
             return response
-        error, sent = error_for(response), True
+        error, sent = sending.error_for(response), True
     delay = retry_delay(policy, attempt, request, response, request_was_sent=sent, jitter=jitter)
     if delay is None:
         raise error
@@ -187,6 +226,16 @@ def _after_attempt(
 
 
 class SyncSender:
+    """Sends with one ``httpx.Client`` per process. A process forked once the sender was made (gunicorn --preload,
+    uWSGI without lazy-apps, multiprocessing) has a copy of its parent's client, keep-alive connections included:
+    requests that both sent on one connection would interleave their bytes, and fail as whatever the server made of
+    them (a wrong signature, a malformed request). So a process makes a client of its own at its first request; the
+    copy is dropped unclosed (a parent's thread may have held its pool's lock at the fork), which closes its sockets
+    in that process alone. A ``client`` passed in is used as is, in every process.
+
+    ``close()`` from another thread ends a request waiting for its answer at once: closing a socket does not wake a
+    thread reading from it, shutting it down does."""
+
     def __init__(
         self,
         policy: RetryPolicy = DEFAULT_RETRY,
@@ -196,33 +245,99 @@ class SyncSender:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.policy = policy
-        self._client = client or httpx.Client(timeout=policy.timeout)
+        self._given = client
+        self._clients = {os.getpid(): _ProcessClient(client or self._new_client())}
         self._sleep = sleep
         self._jitter = jitter
         self._closed = False
 
-    def send(self, request: HttpRequest, error_for: ErrorFor) -> HttpResponse:
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(timeout=self.policy.timeout, limits=_LIMITS)
+
+    def _here(self) -> _ProcessClient:
+        """This process's client (a dict lookup per request: os.getpid() is a cheap system call)."""
+        pid = os.getpid()
+        here = self._clients.get(pid)
+        if here is not None:
+            return here
+        fresh = _ProcessClient(self._given or self._new_client())
+        here = self._clients.setdefault(pid, fresh)  # atomic: the threads of a new process share the first stored
+        if here is not fresh and self._given is None:
+            fresh.client.close()
+        for other in list(self._clients):  # the process forked from
+            if other != pid:
+                self._clients.pop(other, None)
+        return here
+
+    def send(self, request: HttpRequest, sending: Sending) -> HttpResponse:
         attempt = 0
         while True:
             attempt += 1
-            if self._closed or self._client.is_closed:  # httpx would raise a bare RuntimeError
+            here = self._here()
+            if self._closed or here.client.is_closed:  # httpx would raise a bare RuntimeError
                 raise _closed_error(request, attempt)
             try:
-                outcome: httpx.Response | httpx.HTTPError = self._client.request(
-                    request.method, request.url, headers=request.headers, content=request.body
+                outcome: httpx.Response | httpx.HTTPError = here.client.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    content=request.body,
+                    extensions={"trace": here.trace},
                 )
             except httpx.HTTPError as exc:
                 if self._closed:  # close() from another thread cut the connection: no network fault
                     raise ClientClosed(in_flight_to=_host(request)) from None
                 outcome = exc
-            result = _after_attempt(self.policy, attempt, request, outcome, error_for, self._jitter)
+            except RuntimeError:
+                if here.client.is_closed:  # closed from another thread since the check above
+                    raise _closed_error(request, attempt) from None
+                raise
+            pool_size = None if self._given is not None else _POOL_SIZE
+            result = _after_attempt(self.policy, attempt, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
                 return result
             self._sleep(result)
 
     def close(self) -> None:
         self._closed = True
-        self._client.close()
+        here = self._here()
+        here.cut()
+        here.client.close()
+
+
+class _ProcessClient:
+    """One process's ``httpx.Client``, and the sockets it opened, to shut down when it is closed."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()  # close() runs in another thread than the requests
+        self._cut = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx's ``trace`` request extension: httpcore reports each connection it opens, and its TLS layer, with
+        the network stream as ``return_value``."""
+        if event.endswith(("connect_tcp.complete", "start_tls.complete")):
+            opened = info["return_value"].get_extra_info("socket")
+            with self._lock:
+                self._sockets.add(opened)
+                cut = self._cut
+            if cut:  # opened while close() ran: no request waits on it
+                _shut_down(opened)
+
+    def cut(self) -> None:
+        """Ends every request in flight: a thread waiting for an answer reads the end of the connection."""
+        with self._lock:
+            self._cut = True
+            opened = list(self._sockets)
+        for sock in opened:
+            _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    # A socket closed already raises OSError: it has no descriptor left, so none reused by another socket is touched
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class AsyncSender:
@@ -259,12 +374,12 @@ class AsyncSender:
                 if other.is_closed():
                     self._clients.pop(other, None)
                     _finish_here(finished.closer)
-            client = httpx.AsyncClient(timeout=self.policy.timeout)
+            client = httpx.AsyncClient(timeout=self.policy.timeout, limits=_LIMITS)
             entry = self._clients[loop] = _LoopClient(client, _close_with_loop(client, loop))
             await anext(entry.closer)  # registered with the loop: its shutdown closes the client
         return entry.client
 
-    async def send(self, request: HttpRequest, error_for: ErrorFor) -> HttpResponse:
+    async def send(self, request: HttpRequest, sending: Sending) -> HttpResponse:
         attempt = 0
         while True:
             attempt += 1
@@ -279,7 +394,8 @@ class AsyncSender:
                 if self._closed:  # aclose() during the request cut the connection: no network fault
                     raise ClientClosed(in_flight_to=_host(request)) from None
                 outcome = exc
-            result = _after_attempt(self.policy, attempt, request, outcome, error_for, self._jitter)
+            pool_size = None if self._given is not None else _POOL_SIZE
+            result = _after_attempt(self.policy, attempt, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
                 return result
             await asyncio.sleep(result)

@@ -1,0 +1,277 @@
+"""The senders under the conditions a deployment adds: a client made before fork() (gunicorn --preload, uWSGI
+without lazy-apps) used by the worker processes, ``close()`` from another thread while a request waits for an
+answer, a connection pool too small for the requests at once, and what a transport error says a request may have
+done and which setting switches TLS for the provider configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from libsupport import KEY, SECRET, Emulator, MakeRelay, StartEmulator
+
+from relay import AsyncRelay, Relay
+from relay.errors import ClientClosed, TransportError
+from relay.senders import RetryPolicy
+from tests.operations.support import make_certificate
+
+# -- 1. fork() after the client was used -------------------------------------------------------------------------------
+
+# Run in a process of its own: pytest's process has threads and an event loop, which fork() does not take along.
+# The parent publishes first (a preloaded app at startup), so it holds a keep-alive connection when it forks; then
+# the parent and its children publish at once, released together through a pipe.
+FORKING_APP = r"""
+import json, os, sys
+from relay import Relay
+
+client = Relay(sys.argv[1])
+client.publish("forked", "warm-up", {})
+release_read, release_write = os.pipe()
+
+
+def publish_all(process):
+    failures = []
+    for number in range(40):
+        try:
+            client.publish("forked", "e", {"process": process, "number": number})
+        except Exception as error:
+            failures.append(f"{process}: {type(error).__name__}: {error}")
+    return failures
+
+
+def report(failures):
+    # One write of less than PIPE_BUF bytes: the processes' reports do not interleave
+    os.write(1, json.dumps([failure[:300] for failure in failures[:5]]).encode() + b"\n")
+
+
+children = []
+for child in range(4):
+    pid = os.fork()
+    if pid == 0:
+        os.close(release_write)
+        os.read(release_read, 1)  # the parent closed its end: all start at once
+        report(publish_all(f"child {child}"))
+        os._exit(0)
+    children.append(pid)
+os.close(release_write)
+failures = publish_all("parent")
+for pid in children:
+    os.waitpid(pid, 0)
+report(failures)
+"""
+
+
+class CountingProxy:
+    """Forwards each TCP connection to ``target_port`` on 127.0.0.1, counting them."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.connections = 0
+        self._streams: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._streams += [writer, upstream_writer]
+        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    async def close(self) -> None:
+        self._server.close()
+        for writer in self._streams:
+            writer.close()
+
+
+async def test_processes_forked_from_a_client_s_process_each_publish_on_connections_of_their_own(
+    emulator: Emulator,
+) -> None:
+    """The children used the parent's keep-alive connection: the bytes of several processes' requests interleaved on
+    it, and they failed as "401 body_md5 does not match", "400 malformed HTTP request" or "RemoteProtocolError …
+    set PUSHER_SCHEME=https", hints at causes that were not the cause. Each process now opens its own connection:
+    the parent's, and one per child."""
+    proxy = CountingProxy(emulator.port)
+    url = f"emulator://{KEY}:{SECRET}@127.0.0.1:{await proxy.start()}/apps/1"
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FORKING_APP, url, stdout=asyncio.subprocess.PIPE
+        )
+        stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        await proxy.close()
+    reports = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert process.returncode == 0
+    assert len(reports) == 5  # 4 children and the parent
+    assert [failure for report in reports for failure in report] == []
+    assert proxy.connections == 5
+
+
+# -- 2. close() from another thread interrupts a request waiting for its answer --------------------------------------
+
+
+class SilentServer:
+    """Accepts connections and reads, never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=200)
+        self.port: int = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted.append(conn)
+
+    def wait_for_connections(self, count: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(self.accepted) < count:
+            assert time.monotonic() < deadline, f"{len(self.accepted)} connections of {count}"
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:  # ends a request the test left waiting, whatever it asserted
+            conn.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def silent_url(server: SilentServer) -> str:
+    return f"emulator://{KEY}:{SECRET}@127.0.0.1:{server.port}/apps/1"
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "timeout"])
+def test_close_from_another_thread_interrupts_a_request_waiting_for_its_answer(
+    silent: SilentServer, timeout: float | None
+) -> None:
+    """docs/library.md: closed while a request was under way, the request fails with ClientClosed. It did only when
+    the timeout ran out, and with timeout=None never."""
+    client = Relay(silent_url(silent), retry=RetryPolicy(timeout=timeout))
+    outcome: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            client.publish("orders", "e", {"id": 1})
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=publish, daemon=True)
+    worker.start()
+    silent.wait_for_connections(1)
+    time.sleep(0.1)  # the request sent, waiting for the answer
+    started = time.monotonic()
+    client.close()
+    worker.join(5)
+    assert not worker.is_alive(), "the request still waits after close()"
+    assert time.monotonic() - started < 2
+    (error,) = outcome
+    assert isinstance(error, ClientClosed), error
+    assert "may or may not have reached the provider" in str(error)
+
+
+# -- 3. a full connection pool -----------------------------------------------------------------------------------------
+
+
+async def test_a_full_connection_pool_says_so_not_that_the_host_was_unreachable(silent: SilentServer) -> None:
+    """110 queries at once on 100 connections to a server that does not answer in time: the 10 that waited for a
+    connection failed with "could not reach HOST:PORT: PoolTimeout; check the host, port and network"."""
+    where = f"127.0.0.1:{silent.port}"
+    async with AsyncRelay(silent_url(silent), retry=RetryPolicy(attempts=1, timeout=1.0)) as client:
+        outcomes = await asyncio.gather(*(client.channel(f"c{n}") for n in range(110)), return_exceptions=True)
+    messages = [str(outcome) for outcome in outcomes if isinstance(outcome, TransportError)]
+    assert len(messages) == 110
+    pool = [message for message in messages if "PoolTimeout" in message]
+    assert len(pool) == 10
+    assert set(pool) == {
+        f"could not send to {where}: PoolTimeout; the client's connection pool was full: its 100 connections were all "
+        "busy with earlier requests throughout the 1s timeout (more requests at once than the server answers in time: "
+        "find why it is slow, or make fewer requests at once); the request was not sent"
+    }
+    assert set(messages) - set(pool) == {f"no answer from {where} within the 1s timeout: ReadTimeout"}
+
+
+# -- 4. what a transport error says ------------------------------------------------------------------------------------
+
+NO_ANSWER = "no answer from 127.0.0.1:{port} within the 0.3s timeout: ReadTimeout"
+MAY_HAVE_BEEN_PROCESSED = "; the request was sent and may have been processed"
+MAY_HAVE_BEEN_DELIVERED = ": a publish may have been delivered, check before sending it again"
+
+
+def test_a_timeout_says_a_publish_may_have_been_delivered_only_for_a_publish(silent: SilentServer) -> None:
+    """A query (channel()) that timed out said "a publish may have been delivered"."""
+    no_answer = NO_ANSWER.format(port=silent.port)
+    with Relay(silent_url(silent), retry=RetryPolicy(attempts=1, timeout=0.3)) as client:
+        with pytest.raises(TransportError) as raised:
+            client.channel("orders")
+        assert str(raised.value) == no_answer
+        with pytest.raises(TransportError) as raised:
+            client.terminate_user_connections("42")
+        assert str(raised.value) == no_answer + MAY_HAVE_BEEN_PROCESSED
+        for publish in (
+            lambda: client.publish("orders", "e", 1),
+            lambda: client.publish_batch([{"channel": "orders", "name": "e", "data": 1}]),
+            lambda: client.send_to_user("42", "e", 1),
+        ):
+            with pytest.raises(TransportError) as raised:
+                publish()
+            assert str(raised.value) == no_answer + MAY_HAVE_BEEN_PROCESSED + MAY_HAVE_BEEN_DELIVERED
+
+
+ABLY_KEY = f"1.{KEY}:{SECRET}"
+
+
+async def test_https_to_a_plain_server_names_ably_s_tls_setting(emulator: Emulator, make_relay: MakeRelay) -> None:
+    """An ably:// URL (HTTPS unless ?tls=false) at a plain-HTTP server said "set PUSHER_SCHEME=http or ?tls=false
+    (emulator:// URLs are …)": Ably has no PUSHER_SCHEME."""
+    relay = make_relay(f"ably://{ABLY_KEY}@127.0.0.1:{emulator.port}")
+    with pytest.raises(TransportError) as raised:
+        await relay.publish("orders", "e", "x")
+    assert str(raised.value).startswith(f"could not reach 127.0.0.1:{emulator.port}: ConnectError; the TLS handshake")
+    assert str(raised.value).endswith(
+        "): if the server speaks plain HTTP, add ?tls=false to the ably:// URL (it is HTTPS unless ?tls=false)"
+    )
+
+
+async def test_plain_http_to_a_tls_server_names_ably_s_tls_setting(
+    tmp_path: Path, start_emulator: StartEmulator, make_relay: MakeRelay
+) -> None:
+    cert, key = make_certificate(tmp_path)
+    emulator = await start_emulator(tls_cert=str(cert), tls_key=str(key))
+    relay = make_relay(f"ably://{ABLY_KEY}@127.0.0.1:{emulator.port}?tls=false")
+    with pytest.raises(TransportError) as raised:
+        await relay.publish("orders", "e", "x")
+    assert str(raised.value) in {
+        f"could not reach 127.0.0.1:{emulator.port}: {name}; the server closed the connection without an HTTP "
+        "answer: if it serves HTTPS, remove ?tls=false from the ably:// URL"
+        for name in ("RemoteProtocolError", "ReadError")
+    }

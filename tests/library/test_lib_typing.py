@@ -1,0 +1,94 @@
+"""The public API as ``mypy --strict`` sees it from an application: what the docs show type-checks, and a misspelt or
+mistyped client option is an error before the code runs.
+
+mypy does not follow the editable install's import hook, so it reads the package through a view of it as installed
+(``relay.adapters`` and ``relay.emulator`` are the checkout's ``adapters/`` and ``emulator/``), as ``.ci/typecheck``
+does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+# What docs/library.md shows, or states the types of
+DOCUMENTED_USE = """
+import os
+
+import relay
+from relay import AsyncRelay, Relay
+from relay.senders import AsyncSender, RetryPolicy, SyncSender
+
+
+def main(headers: dict[str, str], raw: bytes, text: str) -> None:
+    client = Relay.from_url(os.getenv("RELAY_URL"))  # unset: a ConfigError saying to set RELAY_URL
+    Relay.from_url("memory://docs", retry=RetryPolicy(attempts=5, backoff=0.5))
+    Relay.from_url("memory://docs", sender=SyncSender())
+    Relay.from_env(retry=RetryPolicy(timeout=None))
+    Relay.from_env({"RELAY_URL": "memory://docs"}, retry=RetryPolicy())
+    AsyncRelay.from_url(os.getenv("RELAY_URL"), retry=RetryPolicy(), sender=AsyncSender())
+    AsyncRelay.from_env(retry=RetryPolicy())
+    relay.verify_webhook(headers, raw)
+    relay.verify_webhook(headers, text)  # the raw body: bytes, or the str they decode to
+    client.verify_webhook(headers, text)
+"""
+
+# Each line marked "error" is one mypy must report
+MISTAKES = """
+from relay import AsyncRelay, Relay
+
+Relay.from_url("memory://docs", retyr=3)  # error: misspelt
+Relay.from_url("memory://docs", retry=3)  # error: a number of attempts, not a RetryPolicy
+Relay.from_env(retry=3)  # error
+Relay.from_env({"RELAY_URL": "memory://docs"}, timeout=3)  # error: no such option
+AsyncRelay.from_url("memory://docs", retyr=3)  # error
+AsyncRelay.from_env(retry=3)  # error
+"""
+
+
+def installed_view(directory: Path) -> Path:
+    view = directory / "view"
+    (view / "relay").mkdir(parents=True)
+    for entry in (CHECKOUT / "relay").iterdir():
+        (view / "relay" / entry.name).symlink_to(entry)
+    (view / "relay" / "adapters").symlink_to(CHECKOUT / "adapters")
+    (view / "relay" / "emulator").symlink_to(CHECKOUT / "emulator")
+    return view
+
+
+def mypy_errors(tmp_path: Path, files: dict[str, str]) -> dict[str, set[int]]:
+    """The lines of each file that ``mypy --strict`` reports an error on."""
+    app = tmp_path / "app"
+    app.mkdir()
+    for name, text in files.items():
+        (app / name).write_text(text)
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--python-version", "3.11", "--no-error-summary",
+         "--cache-dir", str(tmp_path / "cache"), *files],
+        cwd=app, env={**os.environ, "MYPYPATH": str(installed_view(tmp_path))}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    errors: dict[str, set[int]] = {name: set() for name in files}
+    for line in checked.stdout.splitlines():
+        if re.match(r"[^:]+:\d+: note: ", line):  # where a function is defined, what was meant
+            continue
+        reported = re.match(r"([^:]+):(\d+): error: ", line)
+        assert reported is not None and reported[1] in files, f"mypy: {line}\n{checked.stdout}{checked.stderr}"
+        errors[reported[1]].add(int(reported[2]))
+    assert checked.returncode == (1 if any(errors.values()) else 0), checked.stdout + checked.stderr
+    return errors
+
+
+def test_documented_use_type_checks_and_a_wrong_option_does_not(tmp_path: Path) -> None:
+    """``relay.verify_webhook(headers, body)`` took only bytes (the docs, and ``Relay.verify_webhook``, bytes or
+    str); ``Relay.from_url(os.getenv("RELAY_URL"))``, shown in the docs, was a str | None error; and ``from_url`` and
+    ``from_env`` took ``**options: Any``, so ``retyr=3`` and ``retry=3`` passed."""
+    errors = mypy_errors(tmp_path, {"documented.py": DOCUMENTED_USE, "mistakes.py": MISTAKES})
+    assert errors["documented.py"] == set()
+    marked = {number for number, line in enumerate(MISTAKES.splitlines(), 1) if "# error" in line}
+    assert errors["mistakes.py"] == marked
