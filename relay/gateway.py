@@ -414,6 +414,22 @@ class JwtVerifier:
             return request.cookies.get(self._settings.jwt_cookie, "").strip() or None
         return None
 
+    def no_user_reason(self, request: Request) -> str:
+        """Why :meth:`user` found no user for ``request``, for the refusal of a channel that needs one: a cookie
+        the browser kept to itself (pusher-js's requests to another origin carry none) read as a missing sign-in."""
+        if self._mode == "none":
+            return "this gateway verifies no JWTs (no RELAY_JWT_SECRET, RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE)"
+        missing = "the request had no Authorization: Bearer header"
+        cookie = self._settings.jwt_cookie
+        if cookie is None:
+            return missing
+        if cookie in request.cookies:
+            return f"{missing}, and its {cookie!r} cookie was empty (signed out)"
+        return (
+            f"{missing} and no {cookie!r} cookie (a browser sends the cookie to another origin only with "
+            "credentials, which pusher-js's own requests never ask for)"
+        )
+
     def user(self, request: Request) -> User | None:
         if self._mode == "none":
             return None
@@ -1111,7 +1127,9 @@ def gateway_router(
     async def auth_channel(request: Request) -> JSONResponse:
         try:
             socket_id, channel = channel_auth_request(client, await request_fields(request))
-            decision = await rules.authorize_async(verifier.user(request), channel)
+            user = verifier.user(request)
+            no_user_reason = verifier.no_user_reason(request) if user is None else None
+            decision = await rules.authorize_async(user, channel, no_user_reason=no_user_reason)
             try:
                 body = client.authorize_channel(socket_id, channel, decision.member)
             except PayloadTooLarge as error:  # the only size checked here: a presence member's user_info

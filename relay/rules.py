@@ -48,6 +48,11 @@ _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER_VALUE = r"[A-Za-z0-9_\-=@,;]+"
 _VALUE = re.compile(_PLACEHOLDER_VALUE)
 _REST = r"[A-Za-z0-9_\-=@,.;]*"
+_VALUE_CHARACTER = re.compile(r"[A-Za-z0-9_\-=@,;]")
+_VALUE_ADVICE = (
+    "a placeholder's value holds only A-Z a-z 0-9 _ - = @ , ; (a channel name's characters but the dot), so such a "
+    "user needs channels named after another claim, such as a custom claim that holds only these"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +174,13 @@ class ChannelRules:
         it."""
         # Before any rule or default: on Ably the name becomes a capability key, where "*" or "chat:*" would grant
         # every channel (or a whole namespace) to whoever asked for that name.
-        validate_channel_name(channel)
+        try:
+            validate_channel_name(channel)
+        except InvalidChannelName as error:
+            near_miss = self._near_miss(user, channel)
+            if near_miss is None:
+                raise
+            raise InvalidChannelName(f"{error.message}; {near_miss}") from None
         if classify(channel) is ChannelKind.SERVER_TO_USER:  # needs no auth by its kind: an Ably token to anyone
             raise InvalidChannelName(
                 f"{channel!r} is a user's own channel: the user's sign-in subscribes it (user authentication), "
@@ -183,8 +194,10 @@ class ChannelRules:
                 return entry.pattern, partial(entry.rule, user, **match.groupdict())
         return None
 
-    def authorize(self, user: User | None, channel: str) -> Decision:
-        """Decide with synchronous rules; raises :class:`PermissionDenied` when the channel is refused."""
+    def authorize(self, user: User | None, channel: str, *, no_user_reason: str | None = None) -> Decision:
+        """Decide with synchronous rules; raises :class:`PermissionDenied` when the channel is refused.
+        ``no_user_reason``, for a request without a user, says why it has none (no credential arrived, say): the
+        refusal of a channel that needs a user ends with it."""
         decider = self._decider(user, channel)
         if decider is None:
             return self._unmatched(user, channel)
@@ -194,9 +207,9 @@ class ChannelRules:
             if inspect.iscoroutine(result):
                 result.close()
             raise TypeError(f"the rule for {channel!r} is async: use authorize_async")
-        return self._decide(user, channel, result, pattern)
+        return self._decide(user, channel, result, pattern, no_user_reason)
 
-    async def authorize_async(self, user: User | None, channel: str) -> Decision:
+    async def authorize_async(self, user: User | None, channel: str, *, no_user_reason: str | None = None) -> Decision:
         decider = self._decider(user, channel)
         if decider is None:
             return self._unmatched(user, channel)
@@ -204,20 +217,41 @@ class ChannelRules:
         result = call()
         if inspect.isawaitable(result):
             result = await result
-        return self._decide(user, channel, result, pattern)
+        return self._decide(user, channel, result, pattern, no_user_reason)
+
+    def _unmatched(self, user: User | None, channel: str) -> Decision:
+        if not classify(channel).needs_auth:
+            return Decision(channel, None)
+        near_miss = self._near_miss(user, channel)
+        raise PermissionDenied(f"no rule allows {channel!r}" + (f": {near_miss}" if near_miss else ""))
+
+    def _near_miss(self, user: User | None, channel: str) -> str | None:
+        """Why no rule matched ``channel`` although one would for this user: the name is a rule's pattern filled in
+        with the user's claims (``user.info``, a JWT's claims in ``relay serve``), one of which holds a character a
+        placeholder never matches (an email address's dot, Auth0's ``auth0|123``). None when no rule is."""
+        if user is None:
+            return None
+        for entry in self._entries:
+            values = {name: _claim_text(user.info.get(name)) or "" for name in entry.regex.groupindex}
+            unfit = {name: value for name, value in values.items() if value and not _VALUE.fullmatch(value)}
+            if not unfit or not all(values.values()):
+                continue
+            # The user's own values, escaped, for the placeholders: no loose pattern for a hostile name to backtrack on.
+            escaped = {name: re.escape(value) for name, value in values.items()}
+            if re.fullmatch(_regex(entry.pattern, escaped.__getitem__), channel) is not None:
+                claims = ", and ".join(
+                    f"{name} claim, which holds {_characters_outside(value)}" for name, value in unfit.items()
+                )
+                return f"the name is rule {entry.pattern!r} filled in with the user's {claims}: {_VALUE_ADVICE}"
+        return None
 
     @staticmethod
-    def _unmatched(user: User | None, channel: str) -> Decision:
-        if classify(channel).needs_auth:
-            raise PermissionDenied(f"no rule allows {channel!r}")
-        return Decision(channel, None)
-
-    @staticmethod
-    def _decide(user: User | None, channel: str, result: object, pattern: str) -> Decision:
+    def _decide(user: User | None, channel: str, result: object, pattern: str, no_user_reason: str | None) -> Decision:
         # Checked first: without a user a private channel is refused whatever the rule said, and "denied" would send
         # whoever reads it to the rules rather than to the missing sign-in (a header or cookie that never arrived).
         if user is None and classify(channel).needs_auth:
-            raise PermissionDenied(f"{channel!r} needs an authenticated user")
+            because = f": {no_user_reason}" if no_user_reason else ""
+            raise PermissionDenied(f"{channel!r} needs an authenticated user{because}")
         if result is None or result is False:
             raise PermissionDenied(f"access to {channel!r} denied")
         if isinstance(result, User):
@@ -229,3 +263,18 @@ class ChannelRules:
         if result is True:
             return Decision(channel, user, pattern)
         raise TypeError(f"a channel rule returns bool, a mapping, a User or None, not {type(result).__name__}")
+
+
+def _claim_text(value: object) -> str | None:
+    """A claim as a placeholder would hold it: a string, an integer in decimal; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _characters_outside(value: str) -> str:
+    """The characters of ``value`` that no placeholder matches, quoted: ``'.'``, or ``' ', '|'``."""
+    outside = {character for character in value if not _VALUE_CHARACTER.fullmatch(character)}
+    return ", ".join(repr(character) for character in sorted(outside))

@@ -331,7 +331,8 @@ async def test_an_empty_jwt_cookie_is_an_anonymous_request(
     gateway = await start_gateway(env=env_for(emulator, RELAY_JWT_COOKIE="session"))
     assert await auth_status(gateway, "private-user-alice", cookies={"session": ""}) == (
         403,
-        "'private-user-alice' needs an authenticated user",
+        "'private-user-alice' needs an authenticated user: the request had no Authorization: Bearer header, and its "
+        "'session' cookie was empty (signed out)",
     )
     async with httpx.AsyncClient(base_url=gateway.url, cookies={"session": ""}) as http:
         signin = await http.post("/v1/auth/user", data={"socket_id": "1.1"})

@@ -262,7 +262,9 @@ async def test_the_browsers_own_schemes_leave_the_jwt_to_the_cookie(
         anonymous = await http.post("/v1/auth/channel", data={"socket_id": "1.1", "channel_name": "private-user-alice"})
         assert (anonymous.status_code, anonymous.json()["error"]) == (
             403,
-            "'private-user-alice' needs an authenticated user",
+            "'private-user-alice' needs an authenticated user: the request had no Authorization: Bearer header and no "
+            "'session' cookie (a browser sends the cookie to another origin only with credentials, which pusher-js's "
+            "own requests never ask for)",
         )
         body = {"channel": "orders", "event": "created", "data": {}}
         refused = await http.post("/v1/publish", json=body)

@@ -78,7 +78,10 @@ async def test_a_rules_file_placeholder_grants_each_user_a_reading_of_the_name_b
     )
     assert await auth_status(gateway, "private-acme.eu-u1", hs_jwt("u1", org="acme.eu")) == (
         403,
-        "no rule allows 'private-acme.eu-u1'",
+        "no rule allows 'private-acme.eu-u1': the name is rule 'private-{org}-{sub}' filled in with the user's org "
+        "claim, which holds '.': a placeholder's value holds only A-Z a-z 0-9 _ - = @ , ; (a channel name's "
+        "characters but the dot), so such a user needs channels named after another claim, such as a custom claim "
+        "that holds only these",
     )
     assert await join(emulator, gateway, "private-42-u1", headers=bearer("u1", org=42)) == {}
 
