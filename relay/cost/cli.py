@@ -191,6 +191,13 @@ def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     both.add_argument("--days-per-month", metavar="D", type=_number, default=30.0, help="days billed (default 30)")
     both.add_argument(
+        "--min-nodes",
+        metavar="N",
+        type=_number,
+        default=1.0,
+        help="self-hosted nodes at least, behind Redis: 2 or more for failover (default 1: one node, no failover)",
+    )
+    both.add_argument(
         "--scale",
         metavar="K",
         type=_number,
@@ -260,7 +267,10 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
                 "describe the workload (at least --connections; see relay cost --help) or pass --usage FILE"
             )
         workload = Workload(**_described(args))
-    return workload.scaled(args.scale)
+        impossible = workload.impossible_fan_out()
+        if impossible is not None:
+            raise ConfigError(impossible)
+    return replace(workload, min_nodes=_whole(args.min_nodes)).scaled(args.scale)  # type: ignore[arg-type]
 
 
 def _described(args: argparse.Namespace) -> dict[str, Any]:
@@ -338,8 +348,29 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
         fields["publishes_per_day"] = per_day
     if peak is not None:
         fields["peak_factor"] = peak
+    _check_channels(args)
     fields["origin"] = "described by flags"
     return fields
+
+
+def _check_channels(args: argparse.Namespace) -> None:
+    """--channels 0 with traffic is impossible: every publish, client event and presence change is on a channel, which
+    it makes active. (Described workloads only: a usage file counts channels occupied, and a publish to a channel
+    nobody listens to occupies none.)"""
+    if args.channels != 0:
+        return
+    traffic = (
+        ("--publishes-per-day", args.publishes_per_day),
+        ("--publishes-per-second", args.publishes_per_second),
+        ("--client-events-per-day", args.client_events_per_day),
+        ("--presence-events-per-day", args.presence_events_per_day),
+    )
+    for flag, value in traffic:
+        if value:
+            raise ConfigError(
+                f"--channels 0 with {flag} {value:g}: every publish, client event and presence change is on a "
+                "channel, so at least one is active at the peak"
+            )
 
 
 def _non_negative(value: float, flag: str) -> float:

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
-from typing import Literal
+from collections.abc import Collection, Iterable, Sequence
+from typing import Literal, Protocol, TypeVar
 
-from .models import Crossover, Estimate, PlanFit, Prices, Provider, ProviderEstimate, ProviderStatus, Workload
+from .models import (
+    Crossover,
+    Estimate,
+    PlanFit,
+    Prices,
+    Provider,
+    ProviderEstimate,
+    ProviderKind,
+    ProviderStatus,
+    Workload,
+)
 from .rules import assumptions_for, evaluate
 
 __all__ = ["CheapestSide", "cheapest_side", "crossovers", "estimate", "geometric_scales", "sweep"]
@@ -93,6 +103,7 @@ def _summarise(workload: Workload, provider: Provider, prices: Prices) -> Provid
         source=provider.source,
         nodes=reference.nodes if status != "unknown" else None,
         list_rate_usd=floor,
+        new_accounts=provider.new_accounts,
     )
 
 
@@ -146,9 +157,28 @@ def _workload_assumptions(w: Workload, prices: Prices, results: Sequence[Provide
         lines.append("each presence join or leave is told to as many members as publishes reach")
     if any(result.kind == "selfhosted" for result in results):
         cap = prices.capacity
+        lines.append(_selfhosted_caveat(w))
         lines.append(f"self-hosted capacity ({cap.confidence} confidence, as of {cap.as_of}): {cap.source}")
+    closed = [result.name for result in results if result.kind == "managed" and not result.new_accounts]
+    if closed:
+        lines.append(
+            f"closed to new accounts: {', '.join(closed)}; the cheapest managed option and the crossovers against "
+            "every managed option leave them out"
+        )
     lines.append(f"pricing data {prices.version} (as of {prices.as_of}, {prices.origin})")
     return tuple(lines)
+
+
+def _selfhosted_caveat(w: Workload) -> str:
+    """What a self-hosted figure leaves out that a managed price includes."""
+    if w.min_nodes == 1:
+        nodes = "one node where one carries the load, with no failover: pass --min-nodes 2 for a standby"
+    else:
+        nodes = f"at least {w.min_nodes} nodes (--min-nodes), behind one Redis, itself not redundant"
+    return (
+        f"self-hosted figures are machines only, {nodes}; the time to run, patch and watch them (on call) is not "
+        "priced, while a managed price includes it"
+    )
 
 
 # --- across scales --------------------------------------------------------------------------------------------------
@@ -174,11 +204,32 @@ def _costs(est: Estimate) -> dict[str, float]:
     return {p.provider: math.inf if p.monthly_usd is None else p.monthly_usd for p in est.providers}
 
 
+class _Offer(Protocol):
+    """A provider, or a provider's estimate: what kind it is and whether new customers can buy it."""
+
+    @property
+    def kind(self) -> ProviderKind: ...
+
+    @property
+    def new_accounts(self) -> bool: ...
+
+
+_OfferT = TypeVar("_OfferT", bound=_Offer)
+
+
+def _compared_managed(offers: Iterable[_OfferT]) -> list[_OfferT]:
+    """The managed options self-hosting is compared with at once: those open to new accounts (every managed one if
+    none is, as when only closed ones were asked for)."""
+    managed = [offer for offer in offers if offer.kind == "managed"]
+    return [offer for offer in managed if offer.new_accounts] or managed
+
+
 def cheapest_side(est: Estimate) -> CheapestSide:
-    """Whether self-hosting or a managed option is the cheapest fitting option in ``est`` (see `CheapestSide`)."""
+    """Whether self-hosting or a managed option (one open to new accounts, see `_compared_managed`) is the cheapest
+    fitting option in ``est`` (see `CheapestSide`)."""
     costs = _costs(est)
     hosted = min((costs[p.provider] for p in est.providers if p.kind == "selfhosted"), default=math.inf)
-    managed = min((costs[p.provider] for p in est.providers if p.kind == "managed"), default=math.inf)
+    managed = min((costs[p.provider] for p in _compared_managed(est.providers)), default=math.inf)
     if math.isinf(hosted) and math.isinf(managed):
         return "none"
     if hosted < managed:
@@ -197,11 +248,12 @@ def crossovers(
 ) -> tuple[Crossover, ...]:
     """Where, between ``low``× and ``high``× the workload, self-hosting starts or stops being cheaper.
 
-    Compares the cheapest self-hosted option with each managed provider and with the cheapest managed option
-    (``managed="*"``). A plan that does not fit counts as infinitely expensive; providers whose prices are unknown
-    at every scale are skipped. Each change between two grid points is narrowed down by bisection. A change is a
-    crossover only between options that fit: where the cheaper side fits on both sides of it (self-hosting that
-    stops fitting where the managed side does not fit either is no crossover, only the end of both).
+    Compares the cheapest self-hosted option with each managed provider and with the cheapest managed option open to
+    new accounts (``managed="*"``; see `_compared_managed`). A plan that does not fit counts as infinitely expensive;
+    providers whose prices are unknown at every scale are skipped. Each change between two grid points is narrowed
+    down by bisection. A change is a crossover only between options that fit: where the cheaper side fits on both
+    sides of it (self-hosting that stops fitting where the managed side does not fit either is no crossover, only
+    the end of both).
     """
     managed = [p for p in prices.providers if p.kind == "managed"]
     hosted = [p for p in prices.providers if p.kind == "selfhosted"]
@@ -212,8 +264,12 @@ def crossovers(
     if len(grid) != len(scales):
         raise ValueError("estimates must match the scale grid")
     hosted_ids = {p.id for p in hosted}
-    targets: list[tuple[str, str, set[str]]] = [(p.id, p.name, {p.id}) for p in managed]
-    targets.append(("*", "every managed option", {p.id for p in managed}))
+    targets: list[tuple[str, str, set[str]]] = [
+        (p.id, p.name if p.new_accounts else f"{p.name} (existing accounts only)", {p.id}) for p in managed
+    ]
+    compared = _compared_managed(managed)
+    every = "every managed option" + ("" if len(compared) == len(managed) else " open to new accounts")
+    targets.append(("*", every, {p.id for p in compared}))
     found: list[Crossover] = []
     for target, target_name, ids in targets:
         if all(math.isinf(min(_costs(est)[i] for i in ids)) for est in grid):
@@ -263,6 +319,7 @@ def crossovers(
                     selfhosted_plan=best.plan or "",
                     managed_usd=None if math.isinf(managed_cost) else managed_cost,
                     selfhosted_usd=best.monthly_usd,
+                    selfhosted_nodes=best.nodes,
                 )
             )
     return tuple(found)

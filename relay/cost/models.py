@@ -27,6 +27,7 @@ __all__ = [
     "ProviderKind",
     "ProviderStatus",
     "Workload",
+    "duration_text",
 ]
 
 MINUTES_PER_DAY = 1_440
@@ -48,6 +49,17 @@ def shown_number(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
         return f"about 10**{round(math.log10(value))}"
     return repr(value)
+
+
+def duration_text(seconds: int) -> str:
+    """``seconds`` as people read a span, in its two largest units: "5 s", "12 min 5 s", "36 h", "3 days 4 h" (hours
+    up to two days: "24 h" over two half days reads better than "1 day")."""
+    days, rest = divmod(seconds, SECONDS_PER_DAY) if seconds >= 2 * SECONDS_PER_DAY else (0, seconds)
+    hours, rest = divmod(rest, 3600)
+    minutes, rest = divmod(rest, 60)
+    parts = [f"{days} days" if days else "", f"{hours} h" if hours else ""]
+    parts += [f"{minutes} min" if minutes else "", f"{rest} s" if rest else ""]
+    return " ".join([part for part in parts if part][:2]) or "0 s"
 
 
 ProviderKind = Literal["managed", "selfhosted"]
@@ -111,6 +123,13 @@ class Workload:
         default=None, metadata=_flag("--usage", "average 5 KiB units per delivery, weighted by recipients")
     )
     mau: int | None = field(default=None, metadata=_flag("--mau", "monthly active users"))
+    users_seen: int | None = field(
+        default=None, metadata=_flag("--usage", "distinct users a usage file saw (signed in or joined presence)")
+    )
+    users_seen_seconds: float | None = field(
+        default=None, metadata=_flag("--usage", "seconds the usage file measured those users over")
+    )
+    min_nodes: int = field(default=1, metadata=_flag("--min-nodes", "self-hosted nodes at least (2+: failover)"))
     echo: bool = field(default=True, metadata=_flag("--no-echo", "Ably echoes client publishes to the sender"))
     origin: str = field(default="described", metadata=_flag("--usage", "where the workload came from"))
 
@@ -130,7 +149,7 @@ class Workload:
                 raise ConfigError(f"{where} must be at most {bound:.3g}, got {shown_number(value)}")
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{where} must be a finite number ≥ 0, got {value!r}")
-            if f.name in ("connections", "channels", "mau") and value != int(value):
+            if f.name in _WHOLE_NUMBERS and value != int(value):
                 raise ConfigError(f"{where} must be a whole number, got {value!r}")
         if not 1 <= self.days_per_month <= 31:
             raise ConfigError(
@@ -149,16 +168,38 @@ class Workload:
                 raise ConfigError(
                     f"workload field {name} must be ≥ 1 (every message is at least one unit), got {value}"
                 )
+        if self.min_nodes < 1:
+            raise ConfigError(f"workload field min_nodes (--min-nodes) must be at least 1, got {self.min_nodes}")
+
+    def impossible_fan_out(self) -> str | None:
+        """Why a fan-out is more than the connections allow (a publish reaches at most every connection), naming the
+        flags; None when none is. `relay cost` refuses such a described workload. A measured one is taken as the
+        meter counted it, and `scaled` caps what scaling down makes impossible."""
+        for name, excluded, reason in _FAN_OUTS:
+            value = getattr(self, name)
+            most = _reachable(self.connections, excluded)
+            if value is not None and _beyond(value, most):
+                return (
+                    f"{_FIELD_FLAGS[name]} {value:g} is more than the {most:,} that --connections {self.connections} "
+                    f"allows: {reason}"
+                )
+        return None
 
     # Defaults that depend on other fields: one place, so every rule and every assumption line agrees.
 
     @property
     def ce_recipients(self) -> float:
-        return self.subscribers_per_publish if self.client_event_recipients is None else self.client_event_recipients
+        """Recipients of a client event: as many as a publish reaches unless given, but never the sender."""
+        if self.client_event_recipients is None:
+            return min(self.subscribers_per_publish, _reachable(self.connections, 1))
+        return self.client_event_recipients
 
     @property
     def presence_audience(self) -> float:
-        return self.subscribers_per_publish if self.presence_subscribers is None else self.presence_subscribers
+        """Members told of a join or leave: as many as a publish reaches unless given, but never the member itself."""
+        if self.presence_subscribers is None:
+            return min(self.subscribers_per_publish, _reachable(self.connections, 1))
+        return self.presence_subscribers
 
     @property
     def peak_channels(self) -> int:
@@ -202,7 +243,8 @@ class Workload:
         """``factor`` times the users: connections, channels, users and every per-day count grow by ``factor``.
 
         Fan-out (subscribers per publish), message size, peaks and days stay the same: that is ``factor`` times as
-        many rooms of the same size.
+        many rooms of the same size, except that no room holds more than every connection: scaled down below its
+        fan-out, the workload reaches every connection (and its origin says the fan-out was capped).
         """
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not math.isfinite(factor) or factor <= 0:
             raise ConfigError(f"scale (--scale) must be a number > 0, got {factor!r}")
@@ -222,7 +264,23 @@ class Workload:
             if value is not None:
                 product = times(name, value)
                 changes[name] = math.ceil(round(product, 6)) if name in _WHOLE_FIELDS else product
-        return replace(self, **changes, origin=self.origin if factor == 1 else f"{self.origin}, scaled ×{factor:g}")
+        connections: int = changes["connections"]
+        for name, excluded, _ in _FAN_OUTS:
+            value = getattr(self, name)
+            most = _reachable(connections, excluded)
+            # Only what scaling down makes impossible: a measured fan-out beyond the peak stays as the meter saw it.
+            if (
+                value is not None
+                and _beyond(value, most)
+                and not _beyond(value, _reachable(self.connections, excluded))
+            ):
+                changes[name] = float(most)
+        origin = self.origin
+        if factor != 1:
+            origin += f", scaled ×{factor:g}"
+        if any(name in changes for name, _, _ in _FAN_OUTS):
+            origin += f" (fan-out capped at the {connections:,} connections)"
+        return replace(self, **changes, origin=origin)
 
     def largest_scale(self) -> float:
         """The largest factor `scaled` takes: beyond it a count would pass what the model takes (`MAX_QUANTITY`;
@@ -249,12 +307,32 @@ class Workload:
         return factor
 
 
+def _reachable(connections: int, excluded: int) -> int:
+    """The connections a message can reach: all of them, less the ``excluded`` ones (the sender's)."""
+    return max(connections - excluded, 0)
+
+
+def _beyond(fan_out: float, most: int) -> bool:
+    """Whether ``fan_out`` is more than ``most``: by more than a rounding error, since a measured fan-out is the ratio
+    of two averages, each rounded."""
+    return fan_out > most * (1 + 1e-9)
+
+
+# Fan-out fields, the connections each cannot reach (the sender's), and why.
+_FAN_OUTS = (
+    ("subscribers_per_publish", 0, "a publish reaches at most every connection"),
+    ("client_event_recipients", 1, "a client event reaches at most every connection but the sender's"),
+    ("presence_subscribers", 1, "a join or leave is told at most to every connection but the member's"),
+)
+_FIELD_FLAGS = {f.name: f.metadata["flag"] for f in fields(Workload)}
 # The fields `Workload.scaled` multiplies (fan-out, sizes, peaks and days are kept); the whole ones round up.
-_WHOLE_FIELDS = frozenset({"connections", "channels", "mau"})
+_WHOLE_FIELDS = frozenset({"connections", "channels", "mau", "users_seen"})
+_WHOLE_NUMBERS = _WHOLE_FIELDS | {"min_nodes"}
 _SCALED_FIELDS = (
     "connections",
     "channels",
     "mau",
+    "users_seen",
     "publishes_per_day",
     "client_events_per_day",
     "presence_events_per_day",
@@ -336,6 +414,8 @@ class Provider:
     notes: tuple[str, ...] = ()
     redis_usd_month: float = 0.0
     redis_note: str = ""
+    # False for a pricing model new customers cannot sign up for (kept for the accounts that have it).
+    new_accounts: bool = True
 
 
 @dataclass(frozen=True)
@@ -418,9 +498,15 @@ class LimitCheck:
         return f"{self.name} {_num(self.used)} {'≤' if self.ok else '>'} {_num(self.limit)}"
 
 
+# Above this, a float's digits beyond the first few are noise (10**36 prints as 1,000,000,000,000,000,042,…).
+LARGEST_SHOWN_IN_FULL = 1e15
+
+
 def _num(value: float) -> str:
     if math.isinf(value):
         return "unlimited"
+    if abs(value) >= LARGEST_SHOWN_IN_FULL:
+        return f"{value:.2e}"
     if value == int(value):
         return f"{int(value):,}"
     return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
@@ -488,6 +574,7 @@ class ProviderEstimate:
     # A managed provider no listed plan fits: its largest listed plan's cost for the workload at list rates, the
     # limits it breaks ignored. A floor of what the workload costs there: it needs more than that plan.
     list_rate_usd: float | None = None
+    new_accounts: bool = True
 
     def unit(self, name: str) -> float:
         for key, value in self.units:
@@ -511,9 +598,15 @@ class Estimate:
                 return result
         raise KeyError(provider_id)
 
-    def cheapest(self, kind: ProviderKind | None = None) -> ProviderEstimate | None:
+    def cheapest(self, kind: ProviderKind | None = None, *, new_accounts_only: bool = False) -> ProviderEstimate | None:
+        """The cheapest option that fits (of ``kind``; with ``new_accounts_only``, of those a new customer can buy)."""
         priced = [
-            p for p in self.providers if p.monthly_usd is not None and p.status == "fits" and kind in (None, p.kind)
+            p
+            for p in self.providers
+            if p.monthly_usd is not None
+            and p.status == "fits"
+            and kind in (None, p.kind)
+            and (p.new_accounts or not new_accounts_only)
         ]
         return min(priced, key=lambda p: p.monthly_usd or 0.0, default=None)
 
@@ -525,6 +618,7 @@ class Crossover:
     ``connections`` is the last peak-connection count on the managed side of the change: self-hosting is cheaper
     above it (or, for "below", up to it). ``selfhosted`` and its plan and cost are the self-hosted option that is the
     cheaper one: just after the change for "above", just before it for "below"; ``managed_usd`` is just after it.
+    ``selfhosted_nodes`` is its node count there: the comparison is of machines only, and one node has no failover.
     """
 
     managed: str
@@ -536,11 +630,16 @@ class Crossover:
     selfhosted_plan: str
     managed_usd: float | None
     selfhosted_usd: float | None
+    selfhosted_nodes: int | None = None
 
     def describe(self) -> str:
-        cheaper = "cheaper" if self.direction == "above" else "no longer cheaper"
-        target = "every managed option" if self.managed == "*" else self.managed_name
+        cost = "cost less" if self.direction == "above" else "no longer cost less"
+        nodes = ""
+        if self.selfhosted_nodes is not None:
+            plural = "s" if self.selfhosted_nodes > 1 else ""
+            nodes = f", {self.selfhosted_nodes} node{plural}" + (": no failover" if self.selfhosted_nodes == 1 else "")
+        # "Machines": the time to run them is in no figure, and a managed price includes it.
         return (
-            f"self-hosting ({self.selfhosted} {self.selfhosted_plan}) is {cheaper} than {target} "
-            f"above {self.connections:,} connections"
+            f"self-hosting's machines ({self.selfhosted} {self.selfhosted_plan}{nodes}) {cost} than "
+            f"{self.managed_name} above {self.connections:,} connections"
         )

@@ -72,6 +72,8 @@ def plot_costs(
         ys = [_cost(est, provider.id) for est in grid]
         style = "-" if provider.kind == "managed" else "--"
         label = provider.name if provider.kind == "managed" else f"{provider.name} (self-hosted)"
+        if not provider.new_accounts:
+            label += " (existing accounts only)"
         if all(math.isnan(y) for y in ys):
             label += ": prices unknown, not drawn"
         else:
@@ -87,9 +89,9 @@ def plot_costs(
         if crossing.managed == "*":
             axes.axvline(x, color="black", linestyle=":", linewidth=1)
             axes.annotate(
-                f"self-hosting is cheaper\nabove {crossing.connections:,} connections"
+                f"self-hosting's machines cost less\nabove {crossing.connections:,} connections"
                 if crossing.direction == "above"
-                else f"self-hosting stops being cheaper\nabove {crossing.connections:,} connections",
+                else f"self-hosting's machines stop costing less\nabove {crossing.connections:,} connections",
                 xy=(x, crossing.selfhosted_usd),
                 xytext=(8, 40),
                 textcoords="offset points",
@@ -111,9 +113,10 @@ def plot_costs(
     figure.text(
         0.01,
         0.005,
-        f"Gaps: no listed plan fits. Dots (in a provider's colour): self-hosting becomes cheaper than it. Pricing data "
-        f"{prices.version} (as of {prices.as_of}); self-hosted capacity {capacity.confidence} confidence "
-        f"(as of {capacity.as_of}). {workload.days_per_month:g} days/month.",
+        f"Gaps: no listed plan fits. Dots (in a provider's colour): self-hosting becomes cheaper than it. Self-hosted: "
+        f"machines only, at least {workload.min_nodes} node{'s' if workload.min_nodes > 1 else ' (no failover)'}, no "
+        f"staff time. Pricing data {prices.version} (as of {prices.as_of}); self-hosted capacity "
+        f"{capacity.confidence} confidence (as of {capacity.as_of}). {workload.days_per_month:g} days/month.",
         fontsize=7,
     )
     try:

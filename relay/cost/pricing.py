@@ -81,7 +81,7 @@ _ONE_OF: Mapping[str, tuple[str, ...]] = {
 
 _PROVIDER_KEYS = frozenset(
     {"name", "kind", "unit_rules", "as_of", "source", "confidence", "notes", "redis_usd_month", "redis_note"}
-    | {"plan_defaults", "plans"}
+    | {"new_accounts", "plan_defaults", "plans"}
 )
 _ID = re.compile(r"\A[a-z0-9][a-z0-9_.-]*\Z")
 _DATE = re.compile(r"\A\d{4}-\d{2}(-\d{2})?\Z")
@@ -238,6 +238,10 @@ def _provider(
     notes = _notes(errors, where, entry)
     redis = _number(errors, where, entry, "redis_usd_month", required=False)
     redis_note = _text(errors, where, entry, "redis_note", required=False)
+    new_accounts = entry.get("new_accounts", True)
+    if not isinstance(new_accounts, bool):
+        errors.add(where, f"field 'new_accounts' must be true or false, got {new_accounts!r}")
+        new_accounts = True
     defaults = _table(errors, where, entry, "plan_defaults", required=False)
     for key in defaults:
         if key in ("id", "name", "price_usd_month"):
@@ -287,6 +291,7 @@ def _provider(
         notes=notes,
         redis_usd_month=redis or 0.0,
         redis_note=redis_note,
+        new_accounts=new_accounts,
     )
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .engine import CheapestSide
-from .models import Crossover, Estimate, ProviderEstimate, Workload
+from .models import LARGEST_SHOWN_IN_FULL, Crossover, Estimate, ProviderEstimate, ProviderKind, Workload
 
 __all__ = ["print_table", "range_sentence", "to_csv", "to_dict", "to_json", "workload_summary"]
 
@@ -40,16 +40,20 @@ _STATUS_TEXT = {"fits": "fits", "does_not_fit": "does not fit", "unknown": "unkn
 
 
 def number(value: float) -> str:
-    """A count as people read it: 1,000,000; 32.1; 0.54."""
+    """A count as people read it: 1,000,000; 32.1; 0.54; 1.00e+36 (beyond 10**15 a float's further digits are noise)."""
     if math.isinf(value):
         return "unlimited"
+    if abs(value) >= LARGEST_SHOWN_IN_FULL:
+        return f"{value:.2e}"
     if abs(value - round(value)) < 1e-9 or abs(value) >= 1000:
         return f"{round(value):,}"
     return f"{value:,.2f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
 def money(value: float | None) -> str:
-    return "—" if value is None else f"${value:,.2f}"
+    if value is None:
+        return "—"
+    return f"${value:.2e}" if abs(value) >= LARGEST_SHOWN_IN_FULL else f"${value:,.2f}"
 
 
 def _cost_cell(result: ProviderEstimate) -> str:
@@ -139,10 +143,18 @@ def print_table(
             result.confidence,
         )
     console.print(table)
-    for kind, label in (("managed", "managed"), ("selfhosted", "self-hosted")):
-        best = estimate.cheapest(kind)  # type: ignore[arg-type]
+    labels: tuple[tuple[ProviderKind, str], ...] = (("managed", "managed"), ("selfhosted", "self-hosted"))
+    for kind, label in labels:
+        best = estimate.cheapest(kind, new_accounts_only=True)
         if best is not None:
             console.print(f"Cheapest {label}: {best.name} {_plan_name(best)}, {money(best.monthly_usd)}/month")
+        # A pricing model closed to new accounts is no answer for a new customer, but is one for those who have it.
+        closed = estimate.cheapest(kind)
+        if closed is not None and (best is None or (closed.monthly_usd or 0.0) < (best.monthly_usd or 0.0)):
+            console.print(
+                f"Cheaper, but closed to new accounts: {closed.name} {_plan_name(closed)}, "
+                f"{money(closed.monthly_usd)}/month"
+            )
     for crossing in crossings:
         console.print(f"Crossover: {crossing.describe()}")
     kinds = {result.kind for result in estimate.providers}
@@ -211,6 +223,7 @@ def to_dict(estimate: Estimate, crossings: Sequence[Crossover] = ()) -> dict[str
                 "provider": result.provider,
                 "name": result.name,
                 "kind": result.kind,
+                "new_accounts": result.new_accounts,
                 "unit_rules": result.unit_rules,
                 "status": result.status,
                 "plan": result.plan,
@@ -261,6 +274,7 @@ def to_dict(estimate: Estimate, crossings: Sequence[Crossover] = ()) -> dict[str
                 "scale": round(c.scale, 6),
                 "selfhosted": c.selfhosted,
                 "selfhosted_plan": c.selfhosted_plan,
+                "selfhosted_nodes": c.selfhosted_nodes,
                 "managed_usd": c.managed_usd,
                 "selfhosted_usd": c.selfhosted_usd,
                 "text": c.describe(),

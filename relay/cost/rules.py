@@ -10,7 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .models import SECONDS_PER_DAY, Capacity, LimitCheck, Plan, PlanFit, PlanStatus, Prices, Provider, Workload
+from .models import (
+    SECONDS_PER_DAY,
+    Capacity,
+    LimitCheck,
+    Plan,
+    PlanFit,
+    PlanStatus,
+    Prices,
+    Provider,
+    Workload,
+    duration_text,
+)
 
 __all__ = ["assumptions_for", "evaluate"]
 
@@ -114,9 +125,15 @@ def _bytes_out_per_day(w: Workload, prices: Prices, *, echo: bool = False) -> fl
 
 
 def _mau(w: Workload, prices: Prices) -> float:
+    """The MAU given or measured over a month; else the default per peak connection, or the users a usage file saw
+    in less than a month if more (they are a lower bound)."""
     if w.mau is not None:
         return float(w.mau)
-    return float(math.ceil(w.connections * prices.model.mau_per_peak_connection))
+    return float(max(_default_mau(w, prices), w.users_seen or 0))
+
+
+def _default_mau(w: Workload, prices: Prices) -> int:
+    return math.ceil(w.connections * prices.model.mau_per_peak_connection)
 
 
 # --- Pusher ---------------------------------------------------------------------------------------------------------
@@ -338,8 +355,15 @@ def _pubnub_mau(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> 
 # --- self-hosting ---------------------------------------------------------------------------------------------------
 
 
+# Beyond one node, every node receives every publish through Redis. A node that would spend more than this share of
+# its usable CPU on them mostly relays the other nodes' publishes: its count would hinge on the forwarding cost (an
+# estimate) more than on the work, and near the whole CPU it runs away (hundreds of nodes, each all but full of
+# forwarding). Relay plans no such cluster: the plan does not fit (sharding channels over clusters is not modelled).
+MAX_FORWARDING_SHARE = 0.5
+
+
 class _Nodes:
-    """How many emulator nodes a plan needs at peak, and how loaded each one is."""
+    """How many emulator nodes a plan needs at peak (at least the workload's ``min_nodes``), and how loaded each is."""
 
     def __init__(self, w: Workload, plan: Plan, prices: Prices) -> None:
         cap = prices.capacity
@@ -363,29 +387,33 @@ class _Nodes:
         # CPU cores the whole workload needs at its peak second, and what every node pays per forwarded publish.
         self.work = self.cores(w.per_second_at_peak(self.requests_per_day), self.peak_deliveries, cap)
         self.forwarding = w.per_second_at_peak(self.fanouts_per_day) * cap.cpu_us_per_forwarded_publish / 1e6
-        self.by_memory = (
-            max(1, math.ceil(w.connections / self.connections_per_node)) if self.connections_per_node else 1
+        self.min_nodes = w.min_nodes
+        # The least count memory allows, and --min-nodes.
+        self.at_least = max(
+            self.min_nodes,
+            math.ceil(w.connections / self.connections_per_node) if self.connections_per_node else 1,
         )
-        self.one_node_fits = self.by_memory == 1 and self.work <= self.cpu_usable
+        self.one_node_fits = self.at_least == 1 and self.work <= self.cpu_usable
+        self.forwarding_most = self.cpu_usable * MAX_FORWARDING_SHARE
         self.count = self.least_nodes()
         self.cpu_per_node = self.work / self.count + (self.forwarding if self.count > 1 else 0.0)
 
     def least_nodes(self) -> int:
-        """The least n whose nodes hold both the connections (C ÷ n per node) and the CPU at the peak (the work on
-        one node, or work ÷ n + forwarding on each of n > 1: forwarding applies only when there are several).
+        """The least n (at least ``min_nodes``) whose nodes hold both the connections (C ÷ n per node) and the CPU at
+        the peak (the work on one node, or work ÷ n + forwarding on each of n > 1: forwarding applies only when there
+        are several, and may take at most MAX_FORWARDING_SHARE of a node's usable CPU).
 
-        When no node count is enough (too little memory, or every node's share of forwarded publishes alone is more
-        than its CPU), the count memory alone needs is reported (at least one) and the limit checks show what breaks:
+        When no node count is enough (too little memory, or forwarded publishes would take more than that share),
+        the count memory alone needs is reported (at least ``min_nodes``) and the limit checks show what breaks:
         when the forwarding rules out several nodes, what one node lacks and the forwarding each of several pays.
         """
-        by_memory = self.by_memory
         if self.one_node_fits:
             return 1
         # Several nodes: each pays the forwarding, so n ≥ work ÷ (usable − forwarding), as well as n ≥ 2 and memory's.
         spare = self.cpu_usable - self.forwarding
-        if spare <= 0:
-            return by_memory
-        least = max(2, by_memory)
+        if self.forwarding > self.forwarding_most or spare <= 0:
+            return self.at_least
+        least = max(2, self.at_least)
         n = max(least, math.ceil(self.work / spare))
         # The division rounds: settle on the count the CPU check itself (work ÷ n + forwarding ≤ usable) accepts.
         if n > least and self.work / (n - 1) + self.forwarding <= self.cpu_usable:
@@ -401,23 +429,26 @@ class _Nodes:
     def checks(self, w: Workload, plan: Plan) -> list[LimitCheck]:
         memory = None if "memory_mb" in plan.unknown else float(self.connections_per_node)
         cpu = None if "cpu_cores" in plan.unknown else self.cpu_usable
-        if cpu is None or self.one_node_fits or self.forwarding <= cpu:
+        if cpu is None or self.one_node_fits or self.forwarding <= self.forwarding_most:
             return [
                 LimitCheck("connections per node", w.connections / self.count, memory, "memory_mb"),
                 LimitCheck("CPU cores per node at peak", self.cpu_per_node, cpu, "cpu_cores"),
             ]
-        # No node count fits: one node is not enough, and with several, every node's share of the forwarded publishes
-        # alone is more than its CPU (more nodes do not help). Say both, with what one node lacks.
-        return [
+        # No node count fits: one node is not enough (or fewer than --min-nodes), and with several, forwarded
+        # publishes would take more than their share of every node's CPU (more nodes do not help). Say both, with what
+        # one node lacks.
+        one_node = [
             LimitCheck("connections on one node", float(w.connections), memory, "memory_mb"),
             LimitCheck("CPU cores at peak on one node", self.work, cpu, "cpu_cores"),
-            LimitCheck(
-                "CPU cores per node at peak for forwarded publishes alone (with 2+ nodes)",
-                self.forwarding,
-                cpu,
-                "cpu_cores",
-            ),
         ]
+        forwarding = LimitCheck(
+            f"CPU cores per node at peak for forwarded publishes (with 2+ nodes; at most {MAX_FORWARDING_SHARE:.0%} of "
+            "a node's usable CPU)",
+            self.forwarding,
+            self.forwarding_most,
+            "cpu_cores",
+        )
+        return [*(one_node if self.min_nodes == 1 else []), forwarding]
 
     def units(self, egress_gib: float) -> list[tuple[str, float]]:
         return [
@@ -500,12 +531,32 @@ _RULE_TEXT = {
     "S_COUNT": "messages = P·(1+S) + CE·(1+Sce) + Pr·(1+Ps); Pro bills peak connections in packages of 1,000",
     "N_TXN": "replicated = (P+CE)·ceil(size/2 KiB) + Pr; edge = one per delivery (upper bound)",
     "N_MAU": "priced per monthly active user tier",
-    "H_VM": "nodes = the least n holding the connections and the peak CPU (CPU ÷ n + forwarded publishes per node "
-    "when n > 1); + Redis beyond one node; "
-    "+ egress beyond the allowance",
+    "H_VM": "nodes = the least n (at least --min-nodes) holding the connections and the peak CPU (CPU ÷ n + "
+    f"forwarded publishes per node when n > 1, those at most {MAX_FORWARDING_SHARE:.0%} of a node's CPU); + Redis "
+    "beyond one node; + egress beyond the allowance",
     "H_PAAS_USAGE": "plan fee + memory, CPU and egress actually used beyond the included usage; "
     "+ Redis beyond one node",
 }
+
+
+def _mau_assumption(w: Workload, prices: Prices) -> str:
+    """Where the MAU comes from: --mau, a usage file (a month of it, or less: a lower bound) or the default."""
+    default = f"{prices.model.mau_per_peak_connection:g} × peak connections = {_default_mau(w, prices):,}"
+    seen_by_meter = "the meter sees only users who sign in or join presence"
+    if w.users_seen is None or w.users_seen_seconds is None:
+        if w.mau is not None:
+            return f"MAU {w.mau:,} from --mau"
+        return f"MAU not given: assumed {default} (pass --mau)"
+    measured = duration_text(round(w.users_seen_seconds))
+    if w.mau is not None:
+        return (
+            f"MAU {w.mau:,}: the users seen over the {measured} the usage file measured ({seen_by_meter}); pass "
+            "--mau if others connect"
+        )
+    return (
+        f"MAU {_mau(w, prices):,.0f}: the larger of {default} and the {w.users_seen:,} users seen, a lower bound (the "
+        f"usage file measured {measured}, less than a month, and {seen_by_meter}); pass --mau"
+    )
 
 
 def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> tuple[str, ...]:
@@ -523,11 +574,8 @@ def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> t
         lines.append("connection-minutes: the peak connection count held all day (pass --average-connections)")
     if provider.unit_rules == "A_USAGE" and workload.channel_minutes_per_day is None:
         lines.append("channel-minutes: the peak channel count held all day (pass --average-channels)")
-    if provider.unit_rules in ("A_MAU25", "A_MAU26", "N_MAU") and workload.mau is None:
-        lines.append(
-            f"MAU not given: assumed {prices.model.mau_per_peak_connection:g} × peak connections "
-            f"= {_mau(workload, prices):,.0f} (pass --mau)"
-        )
+    if provider.unit_rules in ("A_MAU25", "A_MAU26", "N_MAU"):
+        lines.append(_mau_assumption(workload, prices))
     if provider.kind == "selfhosted":
         cap = prices.capacity
         lines.append(

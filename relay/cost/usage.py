@@ -62,7 +62,7 @@ from typing import Any
 from relay.errors import ConfigError
 
 from .files import parser_limits, read_text
-from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Workload, shown_number
+from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Workload, duration_text, shown_number
 
 __all__ = [
     "USAGE_VERSION",
@@ -439,7 +439,8 @@ def workload_from_usage(
     the file does not say of counts as a whole day), so a day measured in part weighs for the part it was measured,
     at the rate it was. Peaks are as measured; the busiest day is the busiest measured for 23 h or more (a part of a
     day says nothing of a whole one). Peak connections and channels of several apps are summed per day: an upper
-    bound of their true combined peak.
+    bound of their true combined peak. The users the file saw (``unique_users``) are the MAU when it measured a
+    month (``days_per_month`` days of 23 h or more); over less, ``users_seen``, a lower bound of the MAU.
     """
     apps = _selected(usage, app)
     average, capped = _average_day(apps)
@@ -485,8 +486,13 @@ def workload_from_usage(
     # The meter learns user ids from sign-ins and presence only: none seen while clients connected means unknown
     # (the estimate's fallback applies), not zero monthly active users.
     seen = sum(u or 0 for u in users)
+    users_seen: int | None = None
+    seconds = sum(_measured_by_day(apps).values())
     if mau is None and all(u is not None for u in users) and (seen > 0 or not connected):
-        mau = seen
+        users_seen = seen
+        # Users seen over a month are its MAU; over less, a month has more users than were seen: a lower bound.
+        if seconds >= days_per_month * MOSTLY_MEASURED:
+            mau = seen
     span = dates[0] if n == 1 else f"{dates[0]} to {dates[-1]}"
     names = ", ".join(apps)
     coverage_note = _coverage_note(apps, capped, no_day_standing_for_whole=n > 1 and not days_standing_for_whole)
@@ -512,6 +518,8 @@ def workload_from_usage(
         delivery_units_5kib=delivery_units(),
         size_units_2kib=units("units_2kib"),
         mau=mau,
+        users_seen=users_seen,
+        users_seen_seconds=None if users_seen is None else seconds,
         echo=echo,
         origin=f"measured: {usage.origin}, app{'s' if len(apps) > 1 else ''} {names}, {n} day{'s' if n > 1 else ''} "
         f"({span}){coverage_note}{peak_note}",
@@ -525,7 +533,7 @@ def short_measurement(usage: Usage, app: str | None = None) -> str | None:
     if seconds >= SHORT_MEASUREMENT:
         return None
     return (
-        f"less than an hour measured ({_duration(seconds)}): every daily figure is extrapolated from it and is a "
+        f"less than an hour measured ({duration_text(seconds)}): every daily figure is extrapolated from it and is a "
         "guess; measure for an hour or more (a whole day is best)"
     )
 
@@ -620,9 +628,9 @@ def _coverage_note(apps: Mapping[str, UsageApp], capped: bool, *, no_day_standin
         )
     by_day = _measured_by_day(apps)
     partial = {name: seconds for name, seconds in by_day.items() if seconds < SECONDS_PER_DAY}
-    note = f"; {_duration(sum(by_day.values()))} measured"
+    note = f"; {duration_text(sum(by_day.values()))} measured"
     if partial:
-        shown = ", ".join(f"{name}: {_duration(seconds)}" for name, seconds in sorted(partial.items())[:_LISTED])
+        shown = ", ".join(f"{name}: {duration_text(seconds)}" for name, seconds in sorted(partial.items())[:_LISTED])
         more = f" and {len(partial) - _LISTED} more" if len(partial) > _LISTED else ""
         which = "the day" if len(by_day) == 1 else f"{len(partial)} of the {len(by_day)} days"
         whole = "a whole day" if len(partial) == 1 else "whole days"
@@ -642,17 +650,6 @@ def _coverage_note(apps: Mapping[str, UsageApp], capped: bool, *, no_day_standin
     if sum(by_day.values()) < SHORT_MEASUREMENT:
         note += "; less than an hour measured: every daily figure is a guess"
     return note
-
-
-def _duration(seconds: int) -> str:
-    """``seconds`` as people read a span, in its two largest units: "5 s", "12 min 5 s", "36 h", "3 days 4 h" (hours
-    up to two days: "24 h" over two half days reads better than "1 day")."""
-    days, rest = divmod(seconds, SECONDS_PER_DAY) if seconds >= 2 * SECONDS_PER_DAY else (0, seconds)
-    hours, rest = divmod(rest, 3600)
-    minutes, rest = divmod(rest, 60)
-    parts = [f"{days} days" if days else "", f"{hours} h" if hours else ""]
-    parts += [f"{minutes} min" if minutes else "", f"{rest} s" if rest else ""]
-    return " ".join([part for part in parts if part][:2]) or "0 s"
 
 
 def _busiest_second(apps: Mapping[str, UsageApp]) -> tuple[float | None, str]:

@@ -45,18 +45,18 @@ def usage_file(tmp_path: Path, apps: dict[str, dict[str, int]]) -> Path:
 
 
 def test_a_memory_bound_node_count_also_pays_the_forwarding(prices: Prices) -> None:
-    """200,000 connections, 4,500 publishes a second (to no one), on Fly.io's performance-1x 2 GB ($33.00):
+    """300,000 connections, 3,000 publishes a second (to no one), on Fly.io's performance-1x 2 GB ($33.00):
 
-    - connections per node: (2,048 MB × 70% − 60 MB) × 1,024 ÷ 10 KB = 140,656, so memory needs ceil(200,000 ÷
-      140,656) = 2 nodes;
-    - the work at the peak: 4,500 requests/s × 150 µs = 0.675 cores, within one node's 1 × 70% = 0.7, but with 2+ nodes
-      every node also receives every publish: 4,500 × 100 µs = 0.45 cores, leaving 0.25 for its share;
-    - nodes = max(2, ceil(0.675 ÷ (0.7 − 0.45)) = ceil(2.7) = 3) = 3, each at 0.675 ÷ 3 + 0.45 = 0.675 ≤ 0.7;
+    - connections per node: (2,048 MB × 70% − 60 MB) × 1,024 ÷ 10 KB = 140,656, so memory needs ceil(300,000 ÷
+      140,656) = 3 nodes;
+    - the work at the peak: 3,000 requests/s × 150 µs = 0.45 cores, within one node's 1 × 70% = 0.7, but with 2+ nodes
+      every node also receives every publish: 3,000 × 100 µs = 0.3 cores (within half of the 0.7);
+    - nodes = max(3, ceil(0.45 ÷ (0.7 − 0.3)) = 2) = 3, each at 0.45 ÷ 3 + 0.3 = 0.45 ≤ 0.7;
     - $/month = 3 × $33.00 + $2.19 for Redis (one more shared-1x-256mb) = $101.19.
 
-    The bug kept 2 nodes (0.675 ÷ 2 + 0.45 = 0.7875 > 0.7) and said Fly.io does not fit.
+    The shared-CPU machines plan for 1/16 or 1/8 of a core × 70%: the forwarding alone is more than half of it.
     """
-    result = run_cost_json(["--connections", "200000", "--publishes-per-second", "4500", "--provider", "flyio"])
+    result = run_cost_json(["--connections", "300000", "--publishes-per-second", "3000", "--provider", "flyio"])
     flyio = provider(result, "flyio")
     assert (flyio["status"], flyio["plan"], flyio["nodes"], flyio["monthly_usd"]) == (
         "fits",
@@ -68,15 +68,29 @@ def test_a_memory_bound_node_count_also_pays_the_forwarding(prices: Prices) -> N
         {"item": "3 × performance-1x 2 GB", "usd": 99.0},
         {"item": "Redis between nodes", "usd": 2.19},
     ]
-    assert flyio["limit"] == "CPU cores per node at peak 0.675 ≤ 0.7"
     performance = next(p for p in flyio["plans"] if p["plan"] == "performance-1x-2gb")
-    assert {"limit": "connections per node", "used": 66666.6667, "max": 140656.0, "ok": True} in performance["checks"]
+    assert {"limit": "CPU cores per node at peak", "used": 0.45, "max": 0.7, "ok": True} in performance["checks"]
+    assert {"limit": "connections per node", "used": 100_000.0, "max": 140_656.0, "ok": True} in performance["checks"]
+
+
+def test_forwarding_over_half_a_node_rules_the_cluster_out(prices: Prices) -> None:
+    """200,000 connections and 4,500 publishes a second on the same machine: memory needs 2 nodes, and each would
+    receive 4,500 × 100 µs = 0.45 cores of forwarded publishes, more than half of its 0.7: the node count would hinge
+    on the forwarding estimate, so Relay plans no such cluster (it once priced 3 nodes, each 64% forwarding)."""
+    result = run_cost_json(["--connections", "200000", "--publishes-per-second", "4500", "--provider", "flyio"])
+    flyio = provider(result, "flyio")
+    assert (flyio["status"], flyio["plan"], flyio["monthly_usd"]) == ("does_not_fit", None, None)
+    assert flyio["limit"] == (
+        "connections on one node 200,000 > 140,656; CPU cores per node at peak for forwarded publishes (with 2+ "
+        "nodes; at most 50% of a node's usable CPU) 0.45 > 0.35 on performance-1x 2 GB, the largest listed plan"
+    )
 
 
 def test_the_node_count_is_the_least_that_fits_so_no_crossover_flip_flops() -> None:
     """The same workload against Pusher, which fits nowhere (200,000 connections > Growth Plus's 30,000): with the
-    node count fixed, Fly.io fits from 0.01× up to where 7,000 publishes a second leave no CPU beside the forwarding
-    (7,000 × 100 µs = 0.7, at 1.56×), and nothing fits beyond. The bug reported self-hosting as "no longer cheaper"
+    node count fixed, Fly.io fits from 0.01× up to where one node holds the connections (140,656, at 0.70×) and, with
+    several, up to where forwarding passes half of a node's CPU (3,500 publishes a second, at 0.78×), and nothing
+    fits beyond. The bug reported self-hosting as "no longer cheaper"
     above 177,778 connections, "cheaper" again above 207,408 and "no longer cheaper" above 311,112, where in truth
     self-hosting never stops being the only option that fits until nothing does: no crossover at all."""
     argv = ["--connections", "200000", "--publishes-per-second", "4500", "--provider", "flyio", "--provider", "pusher"]
@@ -246,7 +260,7 @@ def test_an_unknown_input_the_cost_needs_makes_the_provider_unknown(
     path = pricing_file(tmp_path, section, old, new)
     result = provider(run_cost_json([*DESCRIBED, "--pricing", str(path), "--provider", provider_id]), provider_id)
     assert (result["status"], result["plan"], result["monthly_usd"]) == ("unknown", None, None)
-    assert result["limit"].endswith(f"(unknown in the pricing data: {fields})"), result["limit"]
+    assert f"(unknown in the pricing data: {fields})" in result["limit"], result["limit"]
 
 
 def test_an_unknown_plan_that_could_be_cheaper_makes_the_provider_unknown(tmp_path: Path) -> None:
@@ -283,18 +297,22 @@ def test_no_crossover_where_neither_side_fits(prices: Prices) -> None:
     - Ably Free holds 6 M messages a month: 40k × 86,400 × 2 × 30 = 207.36 M × k, so up to k = 0.0289, 28.9
       connections: above 29 connections Ably costs Standard's $29 at least and one CX23 ($4.77) is cheaper.
     - Ably's largest listed plan, Pro, holds 50,000 connections (50×); Enterprise is custom.
-    - Every Hetzner node receives every publish from Redis: 40k × 100 µs = 0.004k cores of its 0.5 × 70% = 0.35, so
-      Hetzner fits only below k = 87.5: from 87,500 connections nothing fits.
+    - One Hetzner node does 40k × (150 + 6) µs = 0.00624k cores of its 0.5 × 70% = 0.35, up to k = 56.1; with
+      several, every node receives every publish from Redis, 40k × 100 µs = 0.004k cores, at most half of the 0.35
+      up to k = 43.75: from 56,100 connections nothing fits.
 
     So the one crossover is "cheaper above 29 connections"; the bug also reported self-hosting "(hetzner )" as no
-    longer cheaper above 87,500 connections, with both costs null.
+    longer cheaper where nothing fits, with both costs null. Ably (resource-based) is closed to new accounts, but it is
+    the only managed option here, so it is also "every managed option".
     """
     chosen = replace(prices, providers=tuple(p for p in prices.providers if p.id in ("ably_rb", "hetzner")))
     workload = Workload(connections=1_000, publishes_per_day=40 * 86_400, subscribers_per_publish=1)
     found = crossovers(workload, chosen)
     assert [c.describe() for c in found] == [
-        "self-hosting (hetzner cx23) is cheaper than Ably (resource-based) above 29 connections",
-        "self-hosting (hetzner cx23) is cheaper than every managed option above 29 connections",
+        "self-hosting's machines (hetzner cx23, 1 node: no failover) cost less than Ably (resource-based) (existing "
+        "accounts only) above 29 connections",
+        "self-hosting's machines (hetzner cx23, 1 node: no failover) cost less than every managed option above 29 "
+        "connections",
     ]
     assert all(c.selfhosted_plan and c.selfhosted_usd == 4.77 for c in found)
     # the change the bug reported: past 87.5×, neither fits

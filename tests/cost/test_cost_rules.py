@@ -295,7 +295,9 @@ def test_self_hosting_is_cheaper_than_pusher_above_100_connections(prices: Price
     assert pusher.connections == 100  # the Sandbox's last connection; Startup costs $49 from 101
     assert pusher.managed_usd == 49.0
     assert pusher.selfhosted_usd is not None and pusher.selfhosted_usd < 49.0
-    assert found["*"].describe().endswith("is cheaper than every managed option above 100 connections")
+    assert (
+        found["*"].describe().endswith("cost less than every managed option open to new accounts above 100 connections")
+    )
 
 
 @pytest.mark.parametrize(

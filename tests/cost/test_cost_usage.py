@@ -54,7 +54,8 @@ def test_the_average_day_becomes_the_workload(tmp_path: Path) -> None:
     assert workload.message_bytes == 100  # 4,400 bytes / 44 messages
     assert workload.connection_minutes_per_day == 6 * 1440
     assert workload.bytes_out_per_day == (70 * 250 + 40_000) / 2
-    assert workload.mau == 11
+    # 11 users seen in 2 days: a lower bound of the MAU (a month has more), not the MAU
+    assert (workload.mau, workload.users_seen, workload.users_seen_seconds) == (None, 11, 2 * 86_400)
     # Pusher's count on the busy day (206) against the average day (146) is the peak-day factor
     assert workload.peak_day_factor == pytest.approx(206 / 146)
     assert workload.origin.startswith(f"measured: {tmp_path / 'usage.json'}, app 1, 2 days (2026-11-29 to 2026-11-30)")
@@ -83,11 +84,12 @@ def test_peak_second_and_chunks_come_from_the_optional_fields(tmp_path: Path) ->
 
 def test_apps_are_summed_unless_one_is_chosen(tmp_path: Path) -> None:
     data = document(usage_day(), app="a")
-    data["apps"]["b"] = {"days": {"2026-11-29": usage_day(peak_connections=4, publishes=30, deliveries=30)}}
+    b_day = usage_day(peak_connections=4, publishes=30, deliveries=30, client_event_deliveries=6)  # 3 others each
+    data["apps"]["b"] = {"days": {"2026-11-29": b_day}}
     usage = load_usage(write(tmp_path, data))
     both = workload_from_usage(usage)
     assert (both.connections, both.publishes_per_day, both.subscribers_per_publish) == (10, 40, 2)
-    assert both.mau is None  # app b has no unique_users
+    assert both.mau is None and both.users_seen is None  # app b has no unique_users
     only_b = workload_from_usage(usage, app="b")
     assert (only_b.connections, only_b.publishes_per_day) == (4, 30)
     with pytest.raises(ConfigError, match=r"no app 'c' \(--app\); it has: a, b"):
