@@ -111,6 +111,9 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx writes an INFO line for every request, one per webhook sent: noise beside the emulator's own lines, which
+    # say when a webhook fails or is dropped. Shown with --log-level debug.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
     return handler
 
 

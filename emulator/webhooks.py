@@ -173,7 +173,18 @@ class WebhookDispatcher:
             if status is not None and 200 <= status < 300:
                 return
             if self._clock() + delay > deadline:
-                log.error("webhook to %s dropped after retrying for %.0f s", hook.url, self._app.webhook_retry_for)
+                self.dropped += len(events)
+                # The last answer tells a receiver refusing the signature (401, a secret being rotated) from one down
+                last = "no answer" if status is None else f"status {status}"
+                log.error(
+                    "webhook to %s dropped %d event(s) after retrying for %.0f s (%d attempts, the last: %s)",
+                    redact_urls(hook.url),
+                    len(events),
+                    self._app.webhook_retry_for,
+                    attempt,
+                    last,
+                    extra={"app_id": self._app.app_id, "events": len(events), "status": status},
+                )
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 60.0)

@@ -145,3 +145,31 @@ async def test_each_retry_is_stamped_and_signed_when_it_is_sent(receiver: Receiv
     for delivery in (first, retry):
         assert delivery.headers["x-pusher-signature"] == webhook_signature(app.secret, delivery.body)
     assert first.events == retry.events == [{"name": "channel_occupied", "channel": "news"}]
+
+
+async def test_events_given_up_after_webhook_retry_for_are_counted_and_logged_with_the_last_status(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver refusing every attempt (401: a secret being rotated) past ``webhook_retry_for``: the events are
+    dropped, counted in what relay_webhook_dropped_total reports (they were not), and the log line says how many and
+    the last answer, which tells a refused signature from a receiver that is down. The next event is still sent."""
+    app = replace(TEST_APP, webhooks=(Webhook(url=receiver.url + "/hooks"),), webhook_batch_ms=0, webhook_retry_for=0)
+    receiver.status = 401
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(app, client)
+        with caplog.at_level(logging.ERROR, logger="relay.emulator.webhooks"):
+            dispatcher.emit({"name": "channel_occupied", "channel": "news"})
+            await receiver.wait_for(1)
+            for _ in range(100):
+                if dispatcher.dropped:
+                    break
+                await asyncio.sleep(0.01)
+        assert dispatcher.dropped == 1
+        expected = "/hooks dropped 1 event(s) after retrying for 0 s (1 attempts, the last: status 401)"
+        assert expected in caplog.text, caplog.text
+        receiver.status = 200
+        dispatcher.emit({"name": "channel_vacated", "channel": "news"})
+        second = (await receiver.wait_for(2))[1]
+        await dispatcher.close(grace=1.0)
+    assert second.events == [{"name": "channel_vacated", "channel": "news"}]
+    assert dispatcher.dropped == 1
