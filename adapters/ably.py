@@ -23,6 +23,7 @@ from relay.adapters.base import (
     webhook_bytes,
     webhook_event,
 )
+from relay.adapters.pusher import WEBHOOK_WINDOW_SECONDS
 from relay.config import ProviderConfig
 from relay.errors import (
     InvalidChannelName,
@@ -32,6 +33,7 @@ from relay.errors import (
     ProtocolError,
     ProviderError,
     RelayError,
+    StaleTimestamp,
     UnknownKey,
     UnsupportedCapability,
 )
@@ -92,6 +94,18 @@ def refuse_encrypted(channels: Sequence[str]) -> None:
                 "or use a private- channel",
             )
 
+
+# A token's clientId that lets its holder act as any client (enterClient('bob')); Ably's error for a clientId it
+# cannot take is 40012
+WILDCARD_CLIENT_ID = "*"
+INVALID_CLIENT_ID = 40012
+
+# The largest batch publish request body sent. Ably refuses one of 2 MiB or more (its BatchSpecs' messages each within
+# the message size limit); half that is also within the emulator's max_request_bytes (1 MiB by default) and a
+# proxy's usual limit (nginx's client_max_body_size is 1m), so a batch published to either is not refused whole.
+MAX_BATCH_REQUEST_BYTES = 1 << 20
+# What a message id ("{random base}:{index}", 16 characters and the index by default) may add to a spec's size
+_MESSAGE_ID_ROOM = 64
 
 PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 100)
 # Ably's "capability denied", answered with status 401: the key is right but may not do this on that channel
@@ -233,16 +247,33 @@ class AblyAdapter:
             raise _refusal(refused, len(results) - len(refused), batch=batch)
         return PublishResult(tuple(str(result.get("channel")) for result in results), message_ids)
 
+    def _spec(self, event: Event, payload: Payload, message_id: str) -> dict[str, object]:
+        """The BatchSpec publishing ``event``: its channel and its one message."""
+        message = self._message(event.name, payload, message_id, event.socket_id)
+        return {"channels": [event.channel], "messages": [message]}
+
+    def batch_parts(self, events: Sequence[tuple[Event, Payload]]) -> list[Sequence[tuple[Event, Payload]]]:
+        """``events`` in the calls they are published in: at most ``max_batch_events`` a call, and a request body of
+        at most ``MAX_BATCH_REQUEST_BYTES`` (each event is within Ably's 64 KiB, but 100 of them are not within its
+        2 MiB a request, and a request over it fails whole). An event larger than that goes alone, for Ably to say
+        why it refuses it."""
+        parts: list[Sequence[tuple[Event, Payload]]] = []
+        part: list[tuple[Event, Payload]] = []
+        size = 1  # the body's closing ']'
+        for event, payload in events:
+            # the spec as sent, with room for its message id, and the '[' or ',' before it
+            spec_size = len(json.dumps(self._spec(event, payload, ""), separators=(",", ":"))) + _MESSAGE_ID_ROOM + 1
+            if part and (len(part) == self.max_batch_events or size + spec_size > MAX_BATCH_REQUEST_BYTES):
+                parts.append(part)
+                part, size = [], 1
+            part.append((event, payload))
+            size += spec_size
+        return [*parts, part] if part else parts
+
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
         refuse_encrypted([event.channel for event, _ in events])
         base = self._random_id()
-        specs = [
-            {
-                "channels": [event.channel],
-                "messages": [self._message(event.name, payload, f"{base}:{i}", event.socket_id)],
-            }
-            for i, (event, payload) in enumerate(events)
-        ]
+        specs = [self._spec(event, payload, f"{base}:{i}") for i, (event, payload) in enumerate(events)]
         request = self._request("POST", "/messages", specs)
         message_ids = tuple(f"{base}:{i}" for i in range(len(events)))
         return Call(request, lambda response: self._batched(response, message_ids, batch=True))
@@ -264,16 +295,19 @@ class AblyAdapter:
         return Call(self._request("GET", f"/channels/{path_segment(name)}"), parse)
 
     def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
+        """The active channels; listing presence channels (``presence-…``), their user counts, as Pusher gives them
+        then: Ably's ChannelDetails (``by=value``) carry each channel's occupancy, names alone (``by=id``) do not."""
         params = {"prefix": prefix} if prefix else {}
-        query = urlencode({**params, "by": "id", "limit": PAGE_LIMIT})
+        counts_users = prefix.startswith("presence-")
+        query = urlencode({**params, "by": "value" if counts_users else "id", "limit": PAGE_LIMIT})
 
         def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
             assert response is not None
             listed = self._json(response) or []
             if not isinstance(listed, list) or not all(isinstance(item, str | dict) for item in listed):
                 raise unreadable_answer(self.name, response, "what is not a list of channel names (or ChannelDetails)")
-            names = [item if isinstance(item, str) else item.get("channelId", "") for item in listed]
-            return {name: ChannelInfo(name, True) for name in names if isinstance(name, str) and name}
+            found = [_listed_channel(item, counts_users) for item in listed]
+            return {info.name: info for info in found if info.name}
 
         return Call(self._request("GET", f"/channels?{query}"), parse, self._next_page, lambda a, b: {**a, **b})
 
@@ -323,6 +357,12 @@ class AblyAdapter:
         channel = token_channel(channel)  # here too, for callers that reach the adapter without ChannelRules
         if classify(channel) is ChannelKind.PRESENCE and user is None:
             raise ProtocolError(f"{channel!r} is a presence channel: authorize it with a user")
+        if user is not None and user.id == WILDCARD_CLIENT_ID:
+            raise ProtocolError(
+                "user id '*' cannot be authorized on Ably: a token's clientId '*' is a wildcard, with which its holder "
+                "enters presence as any user it names",
+                code=INVALID_CLIENT_ID,
+            )
         return build_token_request(
             self._config.key,
             self._config.secret,
@@ -346,11 +386,42 @@ class AblyAdapter:
             raise InvalidSignature("webhook X-Ably-Signature does not match base64(HMAC-SHA256(key secret, body))")
         try:
             items = json.loads(body)["items"]
-            return [event for index, item in enumerate(items) for event in _ably_webhook_events(index, item)]
+            events = [event for index, item in enumerate(items) for event in _ably_webhook_events(index, item)]
+            stamped = [int(item["timestamp"]) for item in items if "timestamp" in item]
         # Signed, but not what Ably sends; RecursionError: nested past the parser's depth; OverflowError: a timestamp
         # of Infinity, or past a float's range.
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
             raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode) of Ably's items") from None
+        if items and not stamped:
+            raise ProtocolError("Ably webhook items have no timestamp (Ably stamps every item of a batched webhook)")
+        if stamped:
+            self._refuse_replay(max(stamped))
+        return events
+
+    def _refuse_replay(self, newest_ms: int) -> None:
+        """A signed body carries no nonce: sent again later by whoever saw it, it would verify. So, as Pusher's
+        webhooks (pusher-http-python's validate_webhook), a body whose newest item is over the window from now is
+        refused. Ably retries a batch it could not deliver for up to 5 minutes (backing off to 60 s), so its last
+        attempts still arrive within 300 s of their items."""
+        skew = abs(self._clock() - newest_ms / 1000)
+        if skew > WEBHOOK_WINDOW_SECONDS:
+            raise StaleTimestamp(
+                f"Ably webhook's newest item is {int(skew)} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay "
+                "(or a clock to fix)"
+            )
+
+
+def _listed_channel(item: str | Mapping[str, Any], counts_users: bool) -> ChannelInfo:
+    """A channel of Ably's channel list: a name, or ChannelDetails whose occupancy has the presence set's size."""
+    if isinstance(item, str):
+        return ChannelInfo(item, True)
+    name = item.get("channelId")
+    status = item.get("status")
+    occupancy = status.get("occupancy") if isinstance(status, Mapping) else None
+    metrics = occupancy.get("metrics") if isinstance(occupancy, Mapping) else None
+    members = metrics.get("presenceMembers") if isinstance(metrics, Mapping) and counts_users else None
+    user_count = members if isinstance(members, int) and not isinstance(members, bool) else None
+    return ChannelInfo(name if isinstance(name, str) else "", True, None, user_count)
 
 
 def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEvent]:

@@ -90,6 +90,11 @@ class Adapter(Protocol):
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]: ...
 
+    def batch_parts(self, events: Sequence[tuple[Event, Payload]]) -> list[Sequence[tuple[Event, Payload]]]:
+        """``events`` in the calls ``publish_batch`` is given them in: the provider's events per call, within its
+        request size."""
+        ...
+
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]: ...
 
     def channel(self, name: str) -> Call[ChannelInfo]: ...
@@ -120,14 +125,15 @@ class Adapter(Protocol):
 _DOT_SEGMENTS = {".": "%2E", "..": "%2E%2E"}
 
 
-def path_segment(name: str) -> str:
-    """``name`` as one segment of a URL's path: percent-encoded, ``/`` and dot-only names included."""
-    return _DOT_SEGMENTS.get(name) or quote(name, safe="")
+def path_segment(name: str, kept: str = "") -> str:
+    """``name`` as one segment of a URL's path: percent-encoded but for the characters in ``kept``, ``/`` and dot-only
+    names included."""
+    return _DOT_SEGMENTS.get(name) or quote(name, safe=kept)
 
 
-def quote_path(path: str) -> str:
-    """``path`` percent-encoded for a URL, keeping its ``/`` separators, its dot-only segments encoded."""
-    return "/".join(_DOT_SEGMENTS.get(segment, segment) for segment in quote(path).split("/"))
+def calls_of(events: Sequence[tuple[Event, Payload]], size: int) -> list[Sequence[tuple[Event, Payload]]]:
+    """``events`` in calls of ``size`` (the last one shorter): a provider's batch limit when that is a count."""
+    return [events[i : i + size] for i in range(0, len(events), size)]
 
 
 def unsupported(adapter: Adapter, capability: Capability) -> UnsupportedCapability:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.adapters.base import Call, Capability, HttpResponse
+from relay.adapters.base import Call, Capability, HttpResponse, calls_of
 from relay.adapters.pusher import (
     PusherAdapter,
     check_encrypted_targets,
@@ -128,6 +128,10 @@ class MemoryAdapter:
         return self._record(
             *(Published(channel, event, payload.text, socket_id, payload.is_json) for channel in channels)
         )
+
+    def batch_parts(self, events: Sequence[tuple[Event, Payload]]) -> list[Sequence[tuple[Event, Payload]]]:
+        """``events`` in the calls Pusher would take them in: ``max_batch_events`` a call."""
+        return calls_of(events, self.max_batch_events)
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
         for event, _ in events:

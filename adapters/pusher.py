@@ -18,7 +18,8 @@ from relay.adapters.base import (
     Capability,
     HttpRequest,
     HttpResponse,
-    quote_path,
+    calls_of,
+    path_segment,
     unreadable_answer,
     webhook_bytes,
     webhook_event,
@@ -58,6 +59,19 @@ WEBHOOK_WINDOW_SECONDS = 300
 # Hosted Pusher's 400 for info=subscription_count when the app has not enabled subscription counting (off by default):
 # "Cannot retrieve the subscription count because subscription counting is not enabled"
 _SUBSCRIPTION_COUNTING_OFF = re.compile(r"subscription counting is not enabled", re.IGNORECASE)
+
+
+# What pusher-http-node and pusher-http-python send as it is in a request's path, and so sign as sent: a channel
+# name's '=', '@', ',' and ';', and what else a user id may hold that a URL's path keeps (RFC 3986's sub-delimiters,
+# ':', and '|' as WHATWG URLs keep it). Anything else is percent-encoded, and the path is signed decoded, as theirs
+# is (node's fetch encodes the path after signing; the emulator verifies either form).
+_SENT_AS_IS = "=@,;:!$&'()*+|"
+
+
+def sent_path(path: str) -> str:
+    """``path`` as the request line carries it: each segment percent-encoded but for what the official SDKs send
+    unencoded, a dot-only segment encoded."""
+    return "/".join(path_segment(segment, _SENT_AS_IS) for segment in path.split("/"))
 
 
 def check_encrypted_targets(channels: Sequence[str], master_key: bytes | None) -> None:
@@ -155,11 +169,11 @@ class PusherAdapter:
                 body=raw,
                 params=params,
             )
-            url = f"{self._config.base_url}{prefix}{quote_path(app_path)}?{urlencode(query)}"
+            url = f"{self._config.base_url}{prefix}{sent_path(app_path)}?{urlencode(query)}"
         except UnicodeEncodeError as exc:
-            # The client refuses such data, names and user ids itself; this is what reaches here any other way (an
-            # adapter called directly, an app id of a hand-built ProviderConfig). Pusher's servers refuse what UTF-8
-            # cannot encode, so nothing is sent.
+            # The client refuses such data, names and user ids itself (and ProviderConfig such an app id); this is
+            # what reaches here any other way (an adapter called directly). Pusher's servers refuse what UTF-8 cannot
+            # encode, so nothing is sent.
             raise ProtocolError(
                 f"the request to {self.name} contains a lone UTF-16 surrogate ({exc.object[exc.start : exc.end]!r}), "
                 "which UTF-8 cannot encode: a string cut in the middle of a character"
@@ -218,6 +232,11 @@ class PusherAdapter:
     def _published(self, response: HttpResponse | None, channels: tuple[str, ...]) -> PublishResult:
         self._json(response)
         return PublishResult(channels)
+
+    def batch_parts(self, events: Sequence[tuple[Event, Payload]]) -> list[Sequence[tuple[Event, Payload]]]:
+        """``events`` in the calls they are published in: ``max_batch_events`` a call (each event is within the size
+        limit, and so are ten of them within a server's request limit)."""
+        return calls_of(events, self.max_batch_events)
 
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
         batch = []

@@ -39,7 +39,7 @@ from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, Sending, Sync
 
 T = TypeVar("T")
 R = TypeVar("R")  # what one operation returns, once its calls on one provider are combined
-UserLike = User | Mapping[str, Any] | str
+UserLike = User | Mapping[str, Any] | str | int
 
 
 class Mode(enum.Enum):
@@ -171,8 +171,7 @@ class _Operations:
         ]
 
     def batch_calls(self, adapter: Adapter, events: Sequence[tuple[Event, Payload]]) -> list[Call[PublishResult]]:
-        step = adapter.max_batch_events
-        return [adapter.publish_batch(events[i : i + step]) for i in range(0, len(events), step)]
+        return [adapter.publish_batch(part) for part in adapter.batch_parts(events)]
 
     def channel(self, name: object) -> str:
         """A channel name every configured provider accepts."""
@@ -300,7 +299,7 @@ def _note_published(error: RelayError, done: Sequence[Any], capability: Capabili
         message = _BATCH_INDEX.sub(lambda match: f"batch[{int(match[1]) + published}]", message)
     error.message = (
         f"{message}; {unit} 0-{published - 1} were already published by the calls before this one "
-        f"(the provider takes {len(done[0].channels)} per call)"
+        f"(its first call took {len(done[0].channels)})"
     )
     # A call refused in part (Ably answers channel by channel) already said which of its own were published
     if error.published is None:
@@ -680,5 +679,11 @@ def _written(mode: Mode, configs: Sequence[ProviderConfig]) -> str:
 
 
 def configuration_from_env(environ: Mapping[str, str] | None) -> str | ProviderConfig:
+    """``RELAY_URL`` naming several providers (``mirror:``/``failover:``) as written; else the one provider
+    :func:`relay.config.from_env` reads (whitespace around values left out, ``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``
+    applied to a Pusher-protocol or memory URL)."""
     env = os.environ if environ is None else environ
-    return env["RELAY_URL"] if env.get("RELAY_URL") else from_env(env)
+    url = (env.get("RELAY_URL") or "").strip()
+    if url.startswith((f"{Mode.MIRROR.value}:", f"{Mode.FAILOVER.value}:")):
+        return url
+    return from_env(env)

@@ -18,7 +18,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from relay.errors import ConfigError, NoProviderConfigured
@@ -44,6 +44,10 @@ class ProviderConfig:
     # (the emulator's path_prefix): empty, or "/" and segments as written in the URL (escapes kept: a server compares
     # the prefix with the raw request path), without a trailing "/"
     path_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scheme in ("pusher", "emulator"):
+            _check_app_id(self.app_id)
 
     @property
     def url_host(self) -> str:
@@ -72,6 +76,20 @@ class ProviderConfig:
 
     def __repr__(self) -> str:
         return f"ProviderConfig({self.url()!r})"
+
+
+# What the emulator refuses in an app id (emulator/config.py): a request's path is /apps/APP_ID/…, so an app id with
+# '/' would send it to another path (PUSHER_APP_ID=1/2 → /apps/1/2/events), and '?', '#', '%' or whitespace would be
+# read as something else by the server
+_APP_ID_UNSAFE = re.compile(r"[/?#%\s]")
+
+
+def _check_app_id(app_id: str) -> None:
+    if not app_id or _APP_ID_UNSAFE.search(app_id) or not app_id.isprintable():
+        raise ConfigError(
+            f"app id {app_id!r} cannot be used: it goes in the request path /apps/APP_ID/…, so it is a non-empty "
+            "id without '/', '?', '#', '%' or whitespace (hosted Pusher's are numbers: dashboard → App Keys)"
+        )
 
 
 LEGACY_PUSHER_HOST = "api.pusherapp.com"  # hosted Pusher's legacy API host, the mt1 cluster's (pusher-http-node's)
@@ -384,12 +402,16 @@ _PUSHER_SETTINGS = (
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
-    """``RELAY_URL``, else ``PUSHER_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``."""
-    env = os.environ if environ is None else environ
+    """``RELAY_URL``, else ``PUSHER_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``; with
+    ``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``, whichever configures a Pusher-protocol or memory provider."""
+    # A value from a .env file or a secret file may end with a space or a newline, which is no part of an id, a key or
+    # a secret: kept, a secret "s\n" would sign every request wrongly and fail only at the first, as a 401.
+    env = {name: value.strip() for name, value in (os.environ if environ is None else environ).items()}
+    master_key = _env_master_key(env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64") or None)
     if env.get("RELAY_URL"):
-        return parse_url(env["RELAY_URL"])
+        return with_master_key(parse_url(env["RELAY_URL"]), master_key)
     if env.get("PUSHER_URL"):
-        return pusher_url(env["PUSHER_URL"])
+        return with_master_key(pusher_url(env["PUSHER_URL"]), master_key)
     pusher_names = ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")
     if any(env.get(name) for name in pusher_names):
         missing = [name for name in pusher_names if not env.get(name)]
@@ -409,17 +431,19 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
         port = _port_number(port_text) if port_text else None
         if port_text and port is None:
             raise ConfigError(f"PUSHER_PORT must be a number from 1 to 65535, got {port_text!r}")
-        master_key = _master_key(env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64") or None)
-        return ProviderConfig(
-            "pusher",
-            env["PUSHER_KEY"],
-            env["PUSHER_SECRET"],
-            env["PUSHER_APP_ID"],
-            host,
-            port,
-            scheme == "https",
-            master_key,
-        )
+        try:
+            return ProviderConfig(
+                "pusher",
+                env["PUSHER_KEY"],
+                env["PUSHER_SECRET"],
+                env["PUSHER_APP_ID"],
+                host,
+                port,
+                scheme == "https",
+                master_key,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"PUSHER_APP_ID: {exc.message}") from None
     if env.get("ABLY_API_KEY"):
         try:
             key_name, secret = split_api_key(env["ABLY_API_KEY"])
@@ -433,3 +457,25 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
         "no provider configured: set RELAY_URL (e.g. emulator://app-key:app-secret@127.0.0.1:6001/apps/1), "
         "or PUSHER_URL, or PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET, or ABLY_API_KEY"
     )
+
+
+def _env_master_key(value: str | None) -> bytes | None:
+    try:
+        return _master_key(value)
+    except ConfigError as exc:
+        raise ConfigError(f"PUSHER_ENCRYPTION_MASTER_KEY_BASE64: {exc.message}") from None
+
+
+def with_master_key(config: ProviderConfig, master_key: bytes | None) -> ProviderConfig:
+    """``config`` with ``master_key`` (``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``), if it configures a provider with
+    encrypted channels (Pusher's protocol, memory; Ably has none). The variable is set beside a URL (Heroku's Pusher
+    add-on sets PUSHER_URL, with no place for the key): a URL with a key of its own must have that one, or which is
+    meant is unknown."""
+    if master_key is None or config.scheme == "ably" or config.encryption_master_key == master_key:
+        return config
+    if config.encryption_master_key is not None:
+        raise ConfigError(
+            f"{config.scheme}:// URL's encryption_master_key differs from PUSHER_ENCRYPTION_MASTER_KEY_BASE64: "
+            "set the key in one place"
+        )
+    return replace(config, encryption_master_key=master_key)

@@ -20,6 +20,15 @@ class User:
     watchlist: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        user_id: object = self.id
+        # A database's integer primary key (Django's user.pk) is an id as its digits, as the mapping form's is: kept an
+        # int, Pusher's channel_data would carry a number where its clients and sign-in expect a string
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            object.__setattr__(self, "id", str(user_id))
+        elif not isinstance(user_id, str):
+            raise ProtocolError(f"a user id is a str (or an int, taken as its digits), not {type(user_id).__name__}")
+        elif not user_id:
+            raise ProtocolError("a user needs an id: User('') has an empty one")
         watchlist: object = self.watchlist
         # A str would be read as a list of one-character ids
         if not isinstance(watchlist, list | tuple) or not all(isinstance(watched, str) for watched in watchlist):
@@ -28,15 +37,17 @@ class User:
         json_text(dict(self.info), "a user's info")  # sent as JSON by every provider: refused here, not mid-auth
 
     @classmethod
-    def coerce(cls, user: User | Mapping[str, Any] | str) -> User:
-        """``user`` as a :class:`User`: a mapping has ``id`` (or ``user_id``), maybe ``info`` (or ``user_info``) and
-        ``watchlist``, as pusher-http-python's ``user_data``."""
+    def coerce(cls, user: User | Mapping[str, Any] | str | int) -> User:
+        """``user`` as a :class:`User`: an id (an int is taken as its digits), or a mapping with ``id`` (or
+        ``user_id``), maybe ``info`` (or ``user_info``) and ``watchlist``, as pusher-http-python's ``user_data``."""
         if isinstance(user, User):
             return user
         if isinstance(user, str):
             return cls(user)
+        if isinstance(user, int) and not isinstance(user, bool):  # an integer key, as User(5) and {"id": 5} take it
+            return cls(str(user))
         if not isinstance(user, Mapping):
-            raise ProtocolError(f"a user is a User, a mapping or a str id, not {type(user).__name__}")
+            raise ProtocolError(f"a user is a User, a mapping or an id (a str or an int), not {type(user).__name__}")
         user_id = user.get("id", user.get("user_id"))
         if user_id is None or str(user_id) == "":
             raise ProtocolError("a user needs an id: the mapping's 'id' (or 'user_id') is missing or empty")

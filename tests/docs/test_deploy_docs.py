@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from relay.cli import build_parser
-from relay.config import parse_url
+from relay.config import ProviderConfig, parse_url
 from relay.emulator.config import EmulatorConfig, load_config
 from relay.gateway import GatewaySettings
 
@@ -68,7 +68,8 @@ def test_the_environment_files_configure_the_emulator_and_the_gateway() -> None:
     emulator_env, gateway_env = (env_file(body) for body in blocks("bash") if not body.startswith(NOT_RUN))
     assert set(emulator_env) == {"RELAY_CONSOLE_TOKEN"}
     settings = GatewaySettings.from_env(gateway_env)
-    assert parse_url(str(settings.relay_url)).port == 6001
+    relay_url = settings.relay_url
+    assert (relay_url if isinstance(relay_url, ProviderConfig) else parse_url(relay_url)).port == 6001
     assert settings.api_token and settings.jwt_secret
     assert settings.cors_origins == ("https://shop.example.com",)
 

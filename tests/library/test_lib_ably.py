@@ -197,7 +197,8 @@ async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, re
             {"clientId": "alice", "connectionId": "her-phone", "action": 1, "data": {"name": "Alice"}},
         ],
     )
-    listing = respx_mock.get(f"{BASE}/channels").respond(200, json=["presence-room", {"channelId": "presence-x"}])
+    details = {"channelId": "presence-room", "status": {"isActive": True, "occupancy": {"metrics": metrics}}}
+    listing = respx_mock.get(f"{BASE}/channels").respond(200, json=[details, {"channelId": "presence-x"}, "presence-y"])
     relay = make_relay(URL)
     assert await relay.channel("presence-room") == ChannelInfo("presence-room", True, 3, 2)
     assert await relay.channel("lobby") == ChannelInfo("lobby", False, 0, None)
@@ -206,13 +207,17 @@ async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, re
         PresenceMember("bob", {"name": "Bob"}),
         PresenceMember("carol", None),
     ]
+    # Presence channels are listed with their user counts (as Pusher lists them): Ably's ChannelDetails (by=value)
     assert await relay.channels(prefix="presence-") == {
-        "presence-room": ChannelInfo("presence-room", True),
+        "presence-room": ChannelInfo("presence-room", True, None, 2),
         "presence-x": ChannelInfo("presence-x", True),
+        "presence-y": ChannelInfo("presence-y", True),
     }
     assert dict(members.calls.last.request.url.params) == {"limit": "1000"}
-    assert dict(listing.calls.last.request.url.params) == {"prefix": "presence-", "by": "id", "limit": "1000"}
-    await relay.channels()
+    assert dict(listing.calls.last.request.url.params) == {"prefix": "presence-", "by": "value", "limit": "1000"}
+    assert await relay.channels() == {
+        name: ChannelInfo(name, True) for name in ("presence-room", "presence-x", "presence-y")
+    }
     assert dict(listing.calls.last.request.url.params) == {"by": "id", "limit": "1000"}
     for route in (status, idle, members, listing):
         check_headers(route.calls.last.request, body=False)
@@ -509,55 +514,62 @@ def test_fixed_clock_token_request() -> None:
 
 # -- webhooks -----------------------------------------------------------------------------------------------------
 
-WEBHOOK_BODY = json.dumps(
-    {
-        "items": [
-            {
-                "webhookId": "w1",
-                "source": "channel.lifecycle",
-                "timestamp": 1700000000001,
-                "name": "channel.opened",
-                "data": {"channelId": "room", "name": "[meta]channel.lifecycle", "status": {"isActive": True}},
-            },
-            {
-                "webhookId": "w1",
-                "source": "channel.presence",
-                "timestamp": 1700000000002,
-                "name": "presence.message",
-                "data": {
-                    "channelId": "presence-room",
-                    "site": "eu-west-1-A",
-                    "presence": [
-                        {"clientId": "alice", "action": 2, "timestamp": 1700000000010},
-                        {"clientId": "carol", "action": 1, "timestamp": 1700000000011},
-                        {"clientId": "bob", "action": 3, "timestamp": 1700000000012},
-                    ],
+
+def webhook_body(now_ms: int) -> bytes:
+    """A batched webhook of Ably's, its items stamped ``now_ms`` and just after (Ably refuses stale ones)."""
+    return json.dumps(
+        {
+            "items": [
+                {
+                    "webhookId": "w1",
+                    "source": "channel.lifecycle",
+                    "timestamp": now_ms + 1,
+                    "name": "channel.opened",
+                    "data": {"channelId": "room", "name": "[meta]channel.lifecycle", "status": {"isActive": True}},
                 },
-            },
-            {
-                "webhookId": "w1",
-                "source": "channel.message",
-                "timestamp": 1700000000003,
-                "name": "channel.message",
-                "data": {
-                    "channelId": "room",
-                    "site": "eu-west-1-A",
-                    "messages": [
-                        {"id": "m:0", "clientId": "alice", "name": "said", "data": "hi", "timestamp": 1700000000020},
-                        {"id": "m:1", "name": "json", "data": '{"a":1}', "encoding": "json"},
-                    ],
+                {
+                    "webhookId": "w1",
+                    "source": "channel.presence",
+                    "timestamp": now_ms + 2,
+                    "name": "presence.message",
+                    "data": {
+                        "channelId": "presence-room",
+                        "site": "eu-west-1-A",
+                        "presence": [
+                            {"clientId": "alice", "action": 2, "timestamp": now_ms + 10},
+                            {"clientId": "carol", "action": 1, "timestamp": now_ms + 11},
+                            {"clientId": "bob", "action": 3, "timestamp": now_ms + 12},
+                        ],
+                    },
                 },
-            },
-            {
-                "webhookId": "w1",
-                "source": "channel.lifecycle",
-                "timestamp": 1700000000004,
-                "name": "channel.closed",
-                "data": {"channelId": "room"},
-            },
-        ]
-    }
-).encode()
+                {
+                    "webhookId": "w1",
+                    "source": "channel.message",
+                    "timestamp": now_ms + 3,
+                    "name": "channel.message",
+                    "data": {
+                        "channelId": "room",
+                        "site": "eu-west-1-A",
+                        "messages": [
+                            {"id": "m:0", "clientId": "alice", "name": "said", "data": "hi", "timestamp": now_ms + 20},
+                            {"id": "m:1", "name": "json", "data": '{"a":1}', "encoding": "json"},
+                        ],
+                    },
+                },
+                {
+                    "webhookId": "w1",
+                    "source": "channel.lifecycle",
+                    "timestamp": now_ms + 4,
+                    "name": "channel.closed",
+                    "data": {"channelId": "room"},
+                },
+            ]
+        }
+    ).encode()
+
+
+# For refusals found before the timestamp is read (signature, key, shape): stamped at collection
+WEBHOOK_BODY = webhook_body(int(time.time() * 1000))
 
 
 def ably_signature(body: bytes, secret: str = KEY_SECRET) -> str:
@@ -566,18 +578,20 @@ def ably_signature(body: bytes, secret: str = KEY_SECRET) -> str:
 
 async def test_verify_ably_webhook(make_relay: MakeRelay) -> None:
     relay = make_relay(URL)
-    headers = {"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(WEBHOOK_BODY), "X-Ably-Version": "1.2"}
-    events = await relay.verify_webhook(headers, WEBHOOK_BODY)
+    now_ms = int(time.time() * 1000)
+    body = webhook_body(now_ms)
+    headers = {"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(body), "X-Ably-Version": "1.2"}
+    events = await relay.verify_webhook(headers, body)
     assert events == [
-        WebhookEvent("channel_occupied", "room", 1700000000001),
-        WebhookEvent("member_added", "presence-room", 1700000000010, user_id="alice"),
-        WebhookEvent("member_removed", "presence-room", 1700000000012, user_id="bob"),
-        WebhookEvent("message", "room", 1700000000020, user_id="alice", event="said", data="hi"),
-        WebhookEvent("message", "room", 1700000000003, event="json", data='{"a":1}'),
-        WebhookEvent("channel_vacated", "room", 1700000000004),
+        WebhookEvent("channel_occupied", "room", now_ms + 1),
+        WebhookEvent("member_added", "presence-room", now_ms + 10, user_id="alice"),
+        WebhookEvent("member_removed", "presence-room", now_ms + 12, user_id="bob"),
+        WebhookEvent("message", "room", now_ms + 20, user_id="alice", event="said", data="hi"),
+        WebhookEvent("message", "room", now_ms + 3, event="json", data='{"a":1}'),
+        WebhookEvent("channel_vacated", "room", now_ms + 4),
     ]
     lowered = {name.lower(): value for name, value in headers.items()}
-    assert await relay.verify_webhook(lowered, WEBHOOK_BODY) == events
+    assert await relay.verify_webhook(lowered, body) == events
 
 
 @pytest.mark.parametrize(
@@ -650,11 +664,10 @@ async def test_mirror_pusher_and_ably(make_relay: MakeRelay, respx_mock: respx.M
     assert ably.call_count == 1, "Ably was asked nothing it cannot do"
 
     # Webhooks from either provider verify; the auth body is the primary's (Pusher).
-    assert (
-        await relay.verify_webhook(
-            {"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(WEBHOOK_BODY)}, WEBHOOK_BODY
-        )
-    )[0].kind == "channel_occupied"
+    body = webhook_body(int(time.time() * 1000))
+    assert (await relay.verify_webhook({"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(body)}, body))[
+        0
+    ].kind == "channel_occupied"
     official = pusher_http.Pusher(app_id="9", key=pusher_key, secret=pusher_secret)
     assert await relay.authorize_channel("1.1", "private-a") == official.authenticate(
         channel="private-a", socket_id="1.1"
