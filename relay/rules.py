@@ -34,7 +34,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from relay.errors import InvalidChannelName, PermissionDenied
@@ -47,8 +47,11 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}|\*")
 _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER_VALUE = r"[A-Za-z0-9_\-=@,;]+"
 _VALUE = re.compile(_PLACEHOLDER_VALUE)
+_VALUE_RUN = re.compile(r"[A-Za-z0-9_\-=@,;]*")
 _REST = r"[A-Za-z0-9_\-=@,.;]*"
+_REST_RUN = re.compile(_REST)
 _VALUE_CHARACTER = re.compile(r"[A-Za-z0-9_\-=@,;]")
+_NOTHING_KNOWN: Mapping[str, str] = {}  # never changed: what ChannelRules knows of a name's values before reading it
 _VALUE_ADVICE = (
     "a placeholder's value holds only A-Z a-z 0-9 _ - = @ , ; (a channel name's characters but the dot), so such a "
     "user needs channels named after another claim, such as a custom claim that holds only these"
@@ -66,9 +69,34 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class _Span:
+    """A placeholder ``{name}``, or ``*`` (``name`` None): a run of what ``run`` matches, at least ``shortest``
+    characters long, whose end the search chooses; ``tail`` is the literal text after it, up to the next span or the
+    pattern's end."""
+
+    name: str | None
+    run: re.Pattern[str]
+    shortest: int
+    tail: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    """A channel pattern read into the literal text before its first span (all of it without spans) and its spans.
+    ``regex`` is :func:`compile_pattern`'s when its backtracking is linear in a name's length, which it is when every
+    span but the last has one possible end, the end of its run (``{a}`` in ``private-{a}.{b}``: a value holds no dot),
+    and None else (``{a}`` in ``private-{a}-{b}``)."""
+
+    head: str
+    spans: tuple[_Span, ...]
+    placeholders: tuple[str, ...]
+    regex: re.Pattern[str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     pattern: str
-    regex: re.Pattern[str]
+    parsed: _Pattern
     rule: Rule
     whole_name: bool
 
@@ -80,11 +108,15 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     A name that fits the pattern in several ways (``private-{org}-{sub}`` and ``private-acme-eu-u1``: a value may
     hold ``-``) binds one of them: from left to right, each placeholder and ``*`` takes the longest value that lets
     the rest of the name match (org ``acme-eu``, sub ``u1``). :func:`pattern_admits` asks about every reading.
+    :class:`ChannelRules` binds the same reading with a search whose cost is linear in the name's length, where this
+    regex backtracks, for seconds on a hostile name when placeholders are separated by ``-``: match untrusted names
+    with the rules, not with the regex.
 
     Raises ValueError for a pattern that cannot mean what was written: an empty one, a brace outside a ``{name}``
     placeholder (channel names have no braces, so it would never match), a placeholder that is not an identifier,
     or the same placeholder twice (one name cannot bind two values)."""
-    return re.compile(_regex(pattern, lambda name: f"(?P<{name}>{_PLACEHOLDER_VALUE})"))
+    parsed = _parse(pattern)
+    return re.compile(_regex(parsed.head, parsed.spans))
 
 
 def pattern_admits(pattern: str, channel: str, values: Mapping[str, str]) -> bool:
@@ -93,40 +125,111 @@ def pattern_admits(pattern: str, channel: str, values: Mapping[str, str]) -> boo
     :func:`compile_pattern` binds one. A placeholder whose value is missing, empty, holds a dot or a character no
     channel name has admits nothing, as the placeholder never matches one. Raises ValueError as
     :func:`compile_pattern` does."""
-    if not all(_VALUE.fullmatch(values.get(name, "")) for name in compile_pattern(pattern).groupindex):
+    parsed = _parse(pattern)
+    if not all(_VALUE.fullmatch(values.get(name, "")) for name in parsed.placeholders):
         return False
-    return re.fullmatch(_regex(pattern, lambda name: re.escape(values[name])), channel) is not None
+    return _read(parsed, channel, values) is not None
 
 
 def placeholders_refusing(pattern: str, channel: str, values: Mapping[str, str]) -> tuple[str, ...]:
     """The placeholders whose value in ``values`` no reading of ``channel`` binds, whatever the others bind: why
     :func:`pattern_admits` refused, one value at a time. Empty when each value fits some reading of the name but no
     reading fits them all together. Raises ValueError as :func:`compile_pattern` does."""
+    parsed = _parse(pattern)
     refusing = []
-    for name in compile_pattern(pattern).groupindex:
+    for name in parsed.placeholders:
         value = values.get(name, "")
-        if not _VALUE.fullmatch(value) or re.fullmatch(_regex(pattern, partial(_only, name, value)), channel) is None:
+        if not _VALUE.fullmatch(value) or _read(parsed, channel, {name: value}) is None:
             refusing.append(name)
     return tuple(refusing)
 
 
-def _only(name: str, value: str, placeholder: str) -> str:
-    """The regex of ``placeholder`` when only ``name``'s value is known: exactly ``value`` for it, any value else."""
-    return re.escape(value) if placeholder == name else _PLACEHOLDER_VALUE
+def _read(pattern: _Pattern, channel: str, known: Mapping[str, str]) -> dict[str, str] | None:
+    """The placeholders' values in the reading of ``channel`` that :func:`compile_pattern` binds, among the readings
+    that bind each placeholder named in ``known`` to exactly its value there (compared as it is, whatever its
+    characters); None when no reading does.
+
+    A search from left to right, each span trying its longest end first, as the regex's backtracking does; but an
+    end a span has tried is never tried again. A search ends at its first success, so every end tried before failed:
+    the rest of the pattern does not match from there. Each span tries each end of the name at most once: a name
+    costs at most spans × (characters + 1) steps, where the regex's backtracking grows as the name's length to the
+    power of the number of placeholders separated by a character their values hold."""
+    if not known and pattern.regex is not None:  # faster than the search, for most patterns (private-user-{sub})
+        found = pattern.regex.fullmatch(channel)
+        return None if found is None else found.groupdict()
+    head, spans = pattern.head, pattern.spans
+    if not channel.startswith(head):
+        return None
+    if not spans:
+        return {} if len(channel) == len(head) else None
+    last = len(spans) - 1
+    # Each placeholder's value in the reading being tried. The search reaches a span only after binding every
+    # placeholder before it, so the values are in the pattern's order; a success ends the search, so they are those
+    # of the reading found.
+    bound: dict[str, str] = {}
+    # Per span and run of the characters it may hold (keyed by the run's end): the lowest end tried, every end from
+    # there to the run's end having failed.
+    tried_down_to: dict[tuple[int, int], int] = {}
+
+    def match(index: int, start: int) -> bool:
+        """Whether ``spans[index:]`` (with their tails) match ``channel[start:]``."""
+        span = spans[index]
+        name, tail = span.name, span.tail
+        if name is not None and name in known:
+            value = bound[name] = known[name]
+            end = start + len(value)
+            return (
+                channel.startswith(value, start)
+                and channel.startswith(tail, end)
+                and (end + len(tail) == len(channel) if index == last else match(index + 1, end + len(tail)))
+            )
+        if index == last:  # its only end is where its tail ends the name
+            end = len(channel) - len(tail)
+            if name is not None:
+                bound[name] = channel[start:end]
+            return (
+                end - start >= span.shortest
+                and bool(span.run.fullmatch(channel, start, end))
+                and channel.endswith(tail)
+            )
+        run = span.run.match(channel, start)
+        assert run is not None  # a run's class is starred: it matches, if only the empty string
+        key = (index, run.end())
+        lowest = start + span.shortest
+        end = min(run.end(), tried_down_to.get(key, run.end() + 1) - 1)
+        tried_down_to[key] = min(lowest, end + 1)
+        while (end := _last_end(channel, tail, lowest, end)) >= lowest:
+            if name is not None:
+                bound[name] = channel[start:end]
+            if match(index + 1, end + len(tail)):
+                return True
+            end -= 1
+        return False
+
+    return bound if match(0, len(head)) else None
 
 
-def _regex(pattern: str, placeholder: Callable[[str], str]) -> str:
-    """The regex source of ``pattern``, with ``placeholder(name)`` standing for each ``{name}``."""
+def _last_end(channel: str, tail: str, lowest: int, highest: int) -> int:
+    """The highest end from ``highest`` down to ``lowest`` that ``tail`` follows in ``channel``; -1 if none."""
+    if not tail:
+        return highest
+    return channel.rfind(tail, lowest, highest + len(tail))
+
+
+@lru_cache(maxsize=256)
+def _parse(pattern: str) -> _Pattern:
+    """``pattern`` read into its literal texts and spans: the gateway's rules read theirs on every request."""
     if not pattern:
         raise ValueError("a channel pattern must not be empty")
-    parts: list[str] = []
-    names: set[str] = set()
+    literals: list[str] = []
+    spans: list[tuple[str | None, re.Pattern[str], int]] = []
+    names: list[str] = []
     position = 0
     for match in _PLACEHOLDER.finditer(pattern):
-        parts.append(_literal(pattern, pattern[position : match.start()]))
+        literals.append(_literal(pattern, pattern[position : match.start()]))
         name = match.group(1)
         if name is None:
-            parts.append(_REST)
+            spans.append((None, _REST_RUN, 0))
         elif not _PLACEHOLDER_NAME.fullmatch(name):
             raise ValueError(
                 f"channel pattern {pattern!r}: placeholder {{{name}}} is not a name "
@@ -135,17 +238,30 @@ def _regex(pattern: str, placeholder: Callable[[str], str]) -> str:
         elif name in names:
             raise ValueError(f"channel pattern {pattern!r}: placeholder {{{name}}} appears twice")
         else:
-            names.add(name)
-            parts.append(placeholder(name))
+            names.append(name)
+            spans.append((name, _VALUE_RUN, 1))
         position = match.end()
-    parts.append(_literal(pattern, pattern[position:]))
-    return "".join(parts)
+    literals.append(_literal(pattern, pattern[position:]))
+    head, tails = literals[0], literals[1:]
+    tailed = tuple(_Span(*span, tail) for span, tail in zip(spans, tails, strict=True))
+    # A span whose tail starts with a character its run never holds ends where its run ends.
+    linear = all(span.tail and not span.run.fullmatch(span.tail[0]) for span in tailed[:-1])
+    return _Pattern(head, tailed, tuple(names), re.compile(_regex(head, tailed)) if linear else None)
 
 
 def _literal(pattern: str, text: str) -> str:
     if "{" in text or "}" in text:
         raise ValueError(f"channel pattern {pattern!r} has an unmatched brace: a placeholder is written {{name}}")
-    return re.escape(text)
+    return text
+
+
+def _regex(head: str, spans: tuple[_Span, ...]) -> str:
+    """The source of a pattern's regex: a named group per placeholder, ``*`` any rest of the name."""
+    regexes = (
+        (_REST if span.name is None else f"(?P<{span.name}>{_PLACEHOLDER_VALUE})") + re.escape(span.tail)
+        for span in spans
+    )
+    return re.escape(head) + "".join(regexes)
 
 
 class ChannelRules:
@@ -156,10 +272,10 @@ class ChannelRules:
         """Register the decorated function for channels matching ``pattern``; the first match wins. It is called
         as ``rule(user, **placeholders)``, with the one reading :func:`compile_pattern` binds, or with
         ``whole_name=True`` as ``rule(user, channel)``, for a rule that must accept any reading of the name."""
-        regex = compile_pattern(pattern)
+        parsed = _parse(pattern)
 
         def register(rule: Rule) -> Rule:
-            self._entries.append(_Entry(pattern, regex, rule, whole_name))
+            self._entries.append(_Entry(pattern, parsed, rule, whole_name))
             return rule
 
         return register
@@ -187,11 +303,11 @@ class ChannelRules:
                 "no channel authorization does"
             )
         for entry in self._entries:
-            match = entry.regex.fullmatch(channel)
-            if match is not None:
+            bound = _read(entry.parsed, channel, _NOTHING_KNOWN)
+            if bound is not None:
                 if entry.whole_name:
                     return entry.pattern, partial(entry.rule, user, channel)
-                return entry.pattern, partial(entry.rule, user, **match.groupdict())
+                return entry.pattern, partial(entry.rule, user, **bound)
         return None
 
     def authorize(self, user: User | None, channel: str, *, no_user_reason: str | None = None) -> Decision:
@@ -232,13 +348,11 @@ class ChannelRules:
         if user is None:
             return None
         for entry in self._entries:
-            values = {name: _claim_text(user.info.get(name)) or "" for name in entry.regex.groupindex}
+            values = {name: _claim_text(user.info.get(name)) or "" for name in entry.parsed.placeholders}
             unfit = {name: value for name, value in values.items() if value and not _VALUE.fullmatch(value)}
             if not unfit or not all(values.values()):
                 continue
-            # The user's own values, escaped, for the placeholders: no loose pattern for a hostile name to backtrack on.
-            escaped = {name: re.escape(value) for name, value in values.items()}
-            if re.fullmatch(_regex(entry.pattern, escaped.__getitem__), channel) is not None:
+            if _read(entry.parsed, channel, values) is not None:
                 claims = ", and ".join(
                     f"{name} claim, which holds {_characters_outside(value)}" for name, value in unfit.items()
                 )
