@@ -5,6 +5,7 @@ ably-python with its REST and realtime clients."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import socket
 import ssl
@@ -38,6 +39,8 @@ from tests.operations.support import (
 NGINX_DOC = ROOT / "docs" / "nginx.conf"
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 CONNECTIONS_PER_ADDRESS = 3  # the documented 100, lowered to be reached
+# The documented upstream server, with its parameters: the test runs one such line per emulator node.
+DOCUMENTED_NODE = re.compile(r"^(?P<indent> *)server 127\.0\.0\.1:6001\b(?P<parameters>[^;]*);", re.MULTILINE)
 
 
 async def test_emulator_serves_wss_and_https_with_its_own_certificate(
@@ -97,16 +100,26 @@ def _free_port() -> int:
         return port
 
 
-def nginx_site(emulator_ports: Sequence[int], listen_port: int, cert: Path, key: Path) -> str:
-    """docs/nginx.conf with the test's ports (an upstream server per emulator node, as the file says to list them)
-    and certificate; each documented value must be there exactly once."""
+def nginx_site(
+    emulator_ports: Sequence[int], listen_port: int, cert: Path, key: Path, connections_per_address: int
+) -> str:
+    """docs/nginx.conf with the test's ports (an upstream server per emulator node, as the file says to list them,
+    each with the documented server's parameters), certificate and WebSocket connections per address; each
+    documented value must be there exactly once."""
     text = NGINX_DOC.read_text()
+    servers = DOCUMENTED_NODE.findall(text)
+    assert len(servers) == 1, f"docs/nginx.conf has {len(servers)} `server 127.0.0.1:6001…;` lines: update this test"
+
+    def one_per_node(documented: re.Match[str]) -> str:
+        indent, parameters = documented["indent"], documented["parameters"]
+        return "\n".join(f"{indent}server 127.0.0.1:{port}{parameters};" for port in emulator_ports)
+
+    text = DOCUMENTED_NODE.sub(one_per_node, text)
     for documented, actual in (
         ("listen 443 ssl;", f"listen 127.0.0.1:{listen_port} ssl;"),
-        ("server 127.0.0.1:6001;", "\n    ".join(f"server 127.0.0.1:{port};" for port in emulator_ports)),
         ("/etc/ssl/certs/relay.example.com.pem", str(cert)),
         ("/etc/ssl/private/relay.example.com.key", str(key)),
-        ("limit_conn relay_per_address 100;", f"limit_conn relay_per_address {CONNECTIONS_PER_ADDRESS};"),
+        ("limit_conn relay_per_address 100;", f"limit_conn relay_per_address {connections_per_address};"),
     ):
         assert text.count(documented) == 1, f"docs/nginx.conf no longer has {documented!r} once: update this test"
         text = text.replace(documented, actual)
@@ -114,7 +127,9 @@ def nginx_site(emulator_ports: Sequence[int], listen_port: int, cert: Path, key:
 
 
 @asynccontextmanager
-async def documented_nginx(emulator_ports: Sequence[int], tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+async def documented_nginx(
+    emulator_ports: Sequence[int], tmp_path: Path, *, connections_per_address: int = CONNECTIONS_PER_ADDRESS
+) -> AsyncIterator[tuple[int, Path]]:
     """docs/nginx.conf run by a real nginx in front of the emulator nodes on ``emulator_ports``: the port it serves
     https:// and wss:// on at 127.0.0.1 and the certificate it presents, once it answers."""
     nginx = NGINX
@@ -125,7 +140,7 @@ async def documented_nginx(emulator_ports: Sequence[int], tmp_path: Path) -> Asy
     prefix = tmp_path / "nginx"
     for directory in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (prefix / directory).mkdir(parents=True)
-    (prefix / "relay.conf").write_text(nginx_site(emulator_ports, port, cert, key))
+    (prefix / "relay.conf").write_text(nginx_site(emulator_ports, port, cert, key, connections_per_address))
     (prefix / "nginx.conf").write_text(
         f"""daemon off;
 master_process off;
@@ -273,3 +288,63 @@ async def test_documented_nginx_config_sends_new_connections_past_a_draining_nod
     finally:
         hurry.set()
         await drain
+
+
+ROLLING_CLIENTS = 10
+# Every client must be back this long after each node's replacement is ready: a bound, not a benchmark (they are back
+# by then; with nginx's default max_fails, 18 of 20 were still away 35 s later in the ops audit).
+RECONNECT_WITHIN_S = 5.0
+
+
+async def wait_ready(node: EmulatorProcess, within: float = 10.0) -> None:
+    """Poll the node's own /ready (not through nginx) as docs/deploy.md's rolling restart does."""
+    deadline = asyncio.get_running_loop().time() + within
+    async with httpx.AsyncClient() as http:
+        while (await http.get(f"http://127.0.0.1:{node.port}/ready")).status_code != 200:
+            assert asyncio.get_running_loop().time() < deadline, f"node on {node.port} not ready within {within} s"
+            await asyncio.sleep(0.05)
+
+
+async def test_documented_nginx_config_keeps_pusher_js_connected_through_a_rolling_restart(tmp_path: Path) -> None:
+    """docs/deploy.md's rolling restart: two nodes behind docs/nginx.conf, one restarted (SIGTERM, its replacement
+    started on the same port) and waited for on /ready, then the other. With nginx's default max_fails=1 the first
+    node's refusals and 503s while it drained marked it failed for fail_timeout, and a WebSocket sent to it after that
+    counts as a success only when it ends, so it stayed failed: when the second node drained nginx had no live
+    upstream (502) and pusher-js waited ~15 s between tries. With max_fails=0 every client is back within seconds of
+    each restart, the second time all of them on the first node."""
+    node_modules("pusher-js")
+    node_flags = (
+        "--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret,
+        "--shutdown-delay", "0.5", "--shutdown-spread", "0.5",
+    )  # fmt: skip
+    nodes: list[EmulatorProcess] = []
+    try:
+        for _ in range(2):
+            nodes.append(await EmulatorProcess.start(*node_flags))
+        ports = [node.port for node in nodes]
+        async with documented_nginx(ports, tmp_path, connections_per_address=100) as (port, cert):  # as documented
+
+            async def restart(step: dict[str, Any]) -> str:
+                index = step["node"]
+                assert await nodes[index].stop() == 0
+                nodes[index] = await EmulatorProcess.start(*node_flags, port=ports[index])
+                await wait_ready(nodes[index])
+                return "ready"
+
+            run = await run_scenario(
+                NODE_SCRIPTS / "nginx_rolling_restart.mjs",
+                {
+                    **app_env("127.0.0.1", port, APP),
+                    "NODE_EXTRA_CA_CERTS": str(cert),
+                    "CLIENTS": str(ROLLING_CLIENTS),
+                    "RECONNECT_WITHIN_MS": str(int(RECONNECT_WITHIN_S * 1000)),
+                },
+                on_step=restart,
+                limit_s=40,
+            )
+    finally:
+        for node in nodes:
+            await node.kill()
+    first, second = run.summary["reconnected"]
+    assert 0 < first < ROLLING_CLIENTS, run.summary  # round robin put some clients on each node
+    assert second == ROLLING_CLIENTS, run.summary  # all of them had moved to the second node
