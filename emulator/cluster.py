@@ -22,7 +22,9 @@ only the node that moves a counter from 0 to 1 (or 1 to 0) sends the webhook. A 
 ``member_removed`` is a Redis key; whoever comes back first deletes it, which cancels the pending webhook. The hold is
 also in a sorted set by its due time (Redis's clock): the node that made it releases it with its own timer, and if it
 cannot (it was killed, or cut off from Redis when the timer ran), another node's sweep, or its own once Redis is back,
-takes it a little later and sends it. Whoever deletes the key sends the webhook, so it is sent once.
+takes it a little later and sends it. A node shutting down hands its holds to the others' sweep, due at their own
+time, so a client it closed that comes back on another node still cancels them; the last node to leave sends them.
+Whoever deletes the key sends the webhook, so it is sent once.
 
 During a Redis outage each node keeps serving its local subscribers; what is published meanwhile reaches only the
 node it was published on, and other nodes' state changes arrive after the reconnection, when every node
@@ -142,7 +144,8 @@ return redis.call('DEL', KEYS[1])
 """
 # KEYS: the holds' sorted sets (one per app: a node takes only holds of apps it serves, so nodes whose app lists differ,
 # as in a rolling deploy, send each app's held webhooks from a node that has its webhook settings). ARGV: grace (ms),
-# most holds to take. Takes the holds due more than the grace ago by
+# most holds to take, and "every" to take every hold whatever its time (the last node leaving the cluster) or "due".
+# Takes the holds due more than the grace ago by
 # Redis's clock, as their release would (the set's member names the pending key, whose current hold is the one that
 # score belongs to: every script that changes one changes the other), and returns them. Being one script, a hold is
 # taken by one node only, and not after its own node's release or a returning client deleted it. A member whose
@@ -151,9 +154,11 @@ _SWEEP_SCRIPT = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local limit = tonumber(ARGV[2])
+local upto = ms - tonumber(ARGV[1])
+if ARGV[3] == 'every' then upto = '+inf' end
 local taken = {}
 for _, holds in ipairs(KEYS) do
-  local due = redis.call('ZRANGEBYSCORE', holds, '-inf', ms - tonumber(ARGV[1]), 'LIMIT', 0, limit - #taken)
+  local due = redis.call('ZRANGEBYSCORE', holds, '-inf', upto, 'LIMIT', 0, limit - #taken)
   for _, pending in ipairs(due) do
     redis.call('ZREM', holds, pending)
     local hold = redis.call('GET', pending)
@@ -165,6 +170,17 @@ for _, holds in ipairs(KEYS) do
   if #taken >= limit then break end
 end
 return taken
+"""
+# KEYS: pending key, the holds' sorted set. ARGV: the hold, the sweep's grace (ms). A node leaving the cluster hands a
+# hold it made to the nodes that stay: no timer of its own will release it, so it is made due the grace earlier, for
+# their sweep to take it at its own time rather than the grace after it that a live node's timer is given. Only if
+# the key is still that hold's: a returning client may have cancelled it, and another node held it anew since.
+_HAND_OVER_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local due = redis.call('ZSCORE', KEYS[2], KEYS[1])
+if not due then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', tonumber(due) - tonumber(ARGV[2]), KEYS[1])
+return 1
 """
 _BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("relay_cluster_batch", default=None)
 
@@ -356,6 +372,7 @@ class RedisCluster:
         self._count_script = self._redis.register_script(_COUNT_SCRIPT)
         self._release_script = self._redis.register_script(_RELEASE_SCRIPT)
         self._sweep_script = self._redis.register_script(_SWEEP_SCRIPT)
+        self._hand_over_script = self._redis.register_script(_HAND_OVER_SCRIPT)
         self._connected = asyncio.Event()
         self._recovering = asyncio.Lock()
         self._pubsub: Any = None
@@ -422,11 +439,7 @@ class RedisCluster:
         ]
 
     async def close(self) -> None:
-        # The connections just closed queued their vacates; held webhooks go now (as on a single node), not never.
-        await self._drain()
-        for pending, (handle, app_id, event, hold) in list(self._held.items()):
-            handle.cancel()
-            self._release_now(pending, app_id, event, hold)
+        # The connections just closed queued their leaves and vacates: once counted, their holds are in Redis.
         await self._drain()
         for task in self._tasks:
             task.cancel()
@@ -441,7 +454,8 @@ class RedisCluster:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(CLOSE_SECONDS):
                     await self._pubsub.aclose()
-        # Leaving is bounded: with Redis down, the survivors' heartbeat check settles this node instead.
+        # Leaving is bounded: with Redis down, the survivors' heartbeat check settles this node instead, and the
+        # holds stay in Redis for their sweep.
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(CLOSE_SECONDS):
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -450,9 +464,30 @@ class RedisCluster:
                     pipe.publish(self.bus, "J" + json.dumps(["bye", self.node_id]))
                     await pipe.execute()
                 await self._settle(self.node_id, await self._node_state(self.node_id))
+                await self._hand_over_holds()
+        for handle, *_ in self._held.values():  # handed over or sent; a release from here would reach no one
+            handle.cancel()
+        self._held.clear()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(CLOSE_SECONDS):
                 await self._redis.aclose()
+
+    async def _hand_over_holds(self) -> None:
+        """Leaving, once out of the node set: the holds this node made go to the nodes that stay, whose sweep sends
+        each at its time unless its member or channel comes back meanwhile, on any node (a client closed by this
+        shutdown comes back on another within the webhook delay, and nothing is sent, as when it comes back to a node
+        that stays). The last node to leave, with no one to hand them to, sends every held webhook of its apps now,
+        as a single node does; nodes leaving together each look after leaving the set, so the last to look sees none
+        left and sends what the others handed over too."""
+        if any(node != self.node_id for node in await self._live_nodes()):
+            grace_ms = int(HOLD_GRACE_SECONDS * 1000)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for pending, (_, app_id, _, hold) in self._held.items():
+                    keys = [pending, self._key("holds", app_id)]
+                    await self._hand_over_script(keys=keys, args=[hold, grace_ms], client=pipe)
+                await pipe.execute()
+        else:
+            await self._take_overdue_holds(every=True)
 
     async def _drain(self) -> None:
         """Wait, for a bounded time, until the write task has run every queued operation."""
@@ -890,8 +925,9 @@ class RedisCluster:
             with contextlib.suppress(RedisError, OSError):
                 await self._take_overdue_holds()
 
-    async def _take_overdue_holds(self) -> None:
-        args = [int(HOLD_GRACE_SECONDS * 1000), _SWEEP_LIMIT]
+    async def _take_overdue_holds(self, *, every: bool = False) -> None:
+        """Take the holds of this node's apps due more than the grace ago (``every``: all of them) and send them."""
+        args = [int(HOLD_GRACE_SECONDS * 1000), _SWEEP_LIMIT, "every" if every else "due"]
         keys = [self._key("holds", app_id) for app_id in self._states]
         while True:
             taken: list[str] = await self._sweep_script(keys=keys, args=args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import copy
 import errno
 import gc
@@ -223,11 +224,14 @@ async def _serve_emulator(
 
 
 # A worker that exits while the supervisor is not stopping is replaced, after a delay that grows with the deaths of
-# the last WORKER_FAILURE_WINDOW seconds (the first at once); the WORKER_FAILURE_LIMIT-th death within the window
-# stops the emulator (a worker that dies at start-up would otherwise be restarted for ever).
+# the last WORKER_FAILURE_WINDOW seconds (the first at once) and, while another worker is serving, with the
+# replacements that failed in a row, up to the last delay. Replacements start one at a time, and one serves once it
+# reports that it listens. With no worker serving, the WORKER_FAILURE_LIMIT-th death within the window stops the
+# emulator (a worker that dies at start-up would otherwise be restarted for ever). While one serves, the supervisor
+# keeps it and retries: during a Redis outage every replacement fails at start-up, but the workers serving do not.
 WORKER_FAILURE_LIMIT = 5
 WORKER_FAILURE_WINDOW = 60.0
-WORKER_RESTART_DELAYS = (0.0, 1.0, 2.0, 4.0)
+WORKER_RESTART_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 # Stopping signals: the supervisor forwards them to its workers as SIGTERM; each worker drains on its own. (Looked up
 # by name: Windows has no SIGHUP, and this module serves every command there.)
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -263,6 +267,7 @@ class _Supervisor:
     def __init__(self, new_process: Callable[[], Any]) -> None:
         self.new_process = new_process  # an unstarted multiprocessing (fork) Process running one worker
         self.processes: list[Any] = []  # the live workers
+        self.workers = 0  # how many there should be
         self.stopping = False
 
     def stop(self, signum: int, _: object) -> None:  # each signal is forwarded: a second one hurries the workers' drain
@@ -291,6 +296,7 @@ class _Supervisor:
         (whatever happened to the workers replaced before), else 1; 2 when a worker printed a configuration error."""
         from relay.emulator.shutdown import heeded
 
+        self.workers = workers
         for signum in STOP_SIGNALS:
             if heeded(signum):
                 signal.signal(signum, self.stop)
@@ -301,7 +307,7 @@ class _Supervisor:
         for _ in range(workers):
             while not started.acquire(timeout=0.1):
                 if self.stopping:  # stopped before serving: wait for the workers, print no banner
-                    return self.supervise()
+                    return self.supervise(started)
                 ended = next((process.exitcode for process in self.processes if process.exitcode is not None), None)
                 if ended is not None or time.monotonic() > deadline:
                     for process in self.processes:  # the others would serve a cluster missing one of its workers
@@ -312,25 +318,49 @@ class _Supervisor:
                     raise ConfigError("a worker did not start listening within 30 s (see its log above)")
         if not self.stopping:
             listening()
-        return self.supervise()
+        return self.supervise(started)
 
-    def supervise(self) -> int:
-        """Replace the workers that die until a stopping signal, then wait for them; when workers keep dying, stop
-        them all. Returns the exit status described in ``run``."""
+    def supervise(self, started: Any) -> int:
+        """Replace the workers that die until a stopping signal, then wait for them; when workers keep dying and none
+        is left serving, stop them all. ``started`` is the semaphore each worker releases once it listens. Returns
+        the exit status described in ``run``."""
         from relay.emulator.descriptors import log
 
         failed = False  # a worker did not shut down cleanly
         gave_up: int | None = None  # the exit status, when the workers kept dying
-        deaths: list[float] = []  # when workers died unexpectedly, within the last WORKER_FAILURE_WINDOW seconds
-        restarts: list[float] = []  # when each replacement is due
+        # The workers that died unexpectedly within the last WORKER_FAILURE_WINDOW seconds: when, and whether before
+        # they listened (a failed start, forgotten once a replacement listens: what failed it, such as Redis, is over).
+        deaths: list[tuple[float, bool]] = []
+        failed_starts = 0  # replacements in a row that died before they listened
+        restarts: list[float] = []  # when each replacement is due, soonest first
+        # The replacement started and not listening yet. One at a time: the semaphore says that a worker listens, not
+        # which, and a replacement that cannot reach Redis is only one process retrying, not several.
+        starting: Any = None
         while self.processes or (restarts and not self.stopping):
+            if starting is not None and started.acquire(False):
+                log.info(
+                    "worker %d serving: %d of %d workers",
+                    starting.pid,
+                    len(self.processes),
+                    self.workers,
+                    extra={"pid": starting.pid},
+                )
+                starting, failed_starts = None, 0
+                deaths = [death for death in deaths if not death[1]]
             now = time.monotonic()
-            while restarts and restarts[0] <= now and not self.stopping:
+            if starting is None and restarts and restarts[0] <= now and not self.stopping:
                 restarts.pop(0)
-                process = self.start_worker()
-                log.info("worker %d started", process.pid, extra={"pid": process.pid})
-            timeout = None if self.stopping or not restarts else min(max(0.0, restarts[0] - now), 0.25)
+                starting = self.start_worker()
+                log.info("worker %d started", starting.pid, extra={"pid": starting.pid})
+            if self.stopping:
+                timeout = None
+            elif starting is not None:  # polling its semaphore
+                timeout = 0.25
+            else:
+                timeout = min(max(0.0, restarts[0] - now), 0.25) if restarts else None
             ready = multiprocessing.connection.wait([process.sentinel for process in self.processes], timeout)
+            if starting is not None and starting.sentinel in ready and started.acquire(False):
+                starting = None  # it listened before it died: a serving worker's death, not a failed start
             for process in [process for process in self.processes if process.sentinel in ready]:
                 process.join()
                 self.processes.remove(process)
@@ -341,10 +371,15 @@ class _Supervisor:
                         failed = True
                         log.error("worker %d %s while shutting down", process.pid, _exit_reason(code), extra=fields)
                     continue
+                failed_start = process is starting
+                if failed_start:
+                    starting = None
+                    failed_starts += 1
                 now = time.monotonic()
-                deaths = [*(death for death in deaths if death > now - WORKER_FAILURE_WINDOW), now]
-                if len(deaths) >= WORKER_FAILURE_LIMIT:
-                    reason = f"{len(deaths)} workers died within {WORKER_FAILURE_WINDOW:g} s"
+                deaths = [*(death for death in deaths if death[0] > now - WORKER_FAILURE_WINDOW), (now, failed_start)]
+                serving = len([other for other in self.processes if other is not starting])
+                if not serving and len(deaths) >= WORKER_FAILURE_LIMIT:
+                    reason = f"{len(deaths)} workers died within {WORKER_FAILURE_WINDOW:g} s and none serving"
                     log.error(
                         "worker %d %s; giving up: %s; stopping the emulator",
                         process.pid,
@@ -355,10 +390,21 @@ class _Supervisor:
                     gave_up = 2 if code == 2 else 1
                     self.stop(signal.SIGTERM, None)
                     continue
-                delay = WORKER_RESTART_DELAYS[min(len(deaths), len(WORKER_RESTART_DELAYS)) - 1]
+                # With a worker serving, failed starts (Redis still down) keep the delay growing, up to the cap,
+                # however spread out they are; with none, the quick retries before giving up.
+                failures = max(len(deaths), failed_starts) if serving else len(deaths)
+                delay = WORKER_RESTART_DELAYS[min(failures, len(WORKER_RESTART_DELAYS)) - 1]
                 when = f" in {delay:g} s" if delay else ""
-                log.error("worker %d %s; starting a replacement%s", process.pid, _exit_reason(code), when, extra=fields)
-                restarts.append(now + delay)
+                log.error(
+                    "worker %d %s; starting a replacement%s (%d of %d workers still serving)",
+                    process.pid,
+                    _exit_reason(code),
+                    when,
+                    serving,
+                    self.workers,
+                    extra=fields,
+                )
+                bisect.insort(restarts, now + delay)
         if gave_up is not None:
             return gave_up
         return 0 if self.stopping and not failed else 1
@@ -383,7 +429,7 @@ def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    sock = socket.create_server((config.host, config.port), family=_family(config.host), reuse_port=True, backlog=4096)
+    sock = _unlistening_socket(config.host, config.port)
     try:
         _run(_serve_emulator(config, sock, announce=False, ready=listening.release))
     except ConfigError as exc:  # found by the worker (Redis went away since the supervisor's check): as main says it
@@ -393,6 +439,23 @@ def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _unlistening_socket(host: str, port: int) -> socket.socket:
+    """A worker's socket, bound to the shared port as ``socket.create_server`` binds it, but not listening: the kernel
+    hands connections only to listening sockets, so none waits on a worker that is still starting (reaching Redis
+    may take seconds) and is reset if it fails to start. Its server listens once the node has started."""
+    sock = socket.socket(_family(host))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _exit_with_parent(parent: int) -> None:

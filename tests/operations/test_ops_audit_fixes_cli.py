@@ -5,7 +5,6 @@ cannot read are configuration errors, and SIGHUP (a closed terminal) shuts down 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 import re
@@ -93,36 +92,6 @@ async def test_a_killed_worker_is_logged_and_replaced_and_sigterm_then_exits_0(r
     finally:
         await supervisor.stop()
     assert not any("Traceback" in line for line in supervisor.stderr), supervisor.stderr
-
-
-async def test_a_worker_that_keeps_dying_at_start_up_is_given_up_on_with_a_reason(redis: RedisServer) -> None:
-    """With Redis gone, each replacement of a killed worker fails at start-up: the supervisor waits longer between
-    tries (no tight respawn loop), then gives up, says why, stops the other worker and exits non-zero."""
-    supervisor = await EmulatorProcess.start(
-        *CREDENTIALS, "--workers", "2", "--redis-url", redis.url, "--shutdown-spread", "0"
-    )
-    try:
-        await eventually(lambda: len(node_ids(supervisor)) == 2, what="both workers listening")
-        victim, survivor = children(supervisor.process.pid)
-        redis.stop()
-        os.kill(victim, signal.SIGKILL)
-        code = await asyncio.wait_for(supervisor.process.wait(), 60)
-    finally:
-        await supervisor.stop()
-    log = "\n".join(supervisor.stderr)
-    assert code == 2, log  # the replacements' own error: they could not reach Redis
-    assert "cannot reach Redis" in log
-    failures = [line for line in supervisor.stderr if re.search(r"ERROR .*worker \d+ (killed by|exited with)", line)]
-    assert len(failures) >= 3, log
-    gave_up = next(line for line in supervisor.stderr if re.search(r"ERROR .*giving up", line))
-    # Back-off: from the first death to giving up took seconds, not a tight loop of respawns.
-    assert logged_at(gave_up) - logged_at(failures[0]) >= 5, log
-    await eventually(lambda: not running(survivor), what="the surviving worker to stop")
-
-
-def logged_at(line: str) -> float:
-    """The time of a text log line (``2026-11-30 06:51:31,444 INFO …``), in seconds."""
-    return dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def running(pid: int) -> bool:

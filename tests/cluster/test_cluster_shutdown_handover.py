@@ -1,0 +1,188 @@
+"""A node's graceful shutdown in a cluster leaves its held channel_vacated / member_removed webhooks to the nodes that
+stay, with a real redis-server and nodes as real processes stopped with SIGTERM: a client that moves to another node
+within webhook_delay cancels them (no webhook at all, as when it comes back to the same node), and one that does not
+come back gets each webhook once, from a survivor, after the delay. The last node to leave sends them itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from relay.emulator.cluster import HOLD_GRACE_SECONDS, HOLD_SWEEP_SECONDS
+from tests.cluster.conftest import RedisServer
+from tests.cluster.test_cluster import Client
+from tests.conftest import TEST_APP, RunningEmulator
+from tests.emulator_process import EmulatorProcess
+from tests.webhook_receiver import Receiver, StartReceiver
+
+DELAY = 2.0  # webhook_delay: the time a client has to come back on the other node
+MEMBERS = "relay:mem:1:presence-room"  # the member counter: alice's field goes when her last node counts her out
+PENDING = ("relay:vacating:*", "relay:leaving:*")
+HELD = {"channel_vacated", "member_removed"}
+RETURNS = {"channel_occupied", "member_added"}  # what a return after a sent departure would send again
+VACATED = {"name": "channel_vacated", "channel": "presence-room"}
+REMOVED = {"name": "member_removed", "channel": "presence-room", "user_id": "alice"}
+SWEEPS = HOLD_SWEEP_SECONDS + 0.5  # every node has swept again within this
+
+Spawn = Callable[[str], Awaitable[tuple[EmulatorProcess, RunningEmulator]]]
+
+
+@pytest.fixture
+async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spawn]:
+    """Nodes as real processes (stopped with SIGTERM, as a service manager does), each posting its webhooks to the
+    URL it is given, so a test sees which node sent what. A test asks for its receivers first, so they still answer
+    while the nodes stop."""
+    processes: list[EmulatorProcess] = []
+
+    async def start(webhook_url: str) -> tuple[EmulatorProcess, RunningEmulator]:
+        config = tmp_path / f"node{len(processes)}.toml"
+        config.write_text(
+            f'[[apps]]\napp_id = "{TEST_APP.app_id}"\nkey = "{TEST_APP.key}"\nsecret = "{TEST_APP.secret}"\n'
+            f'webhook_delay = {DELAY}\nwebhook_batch_ms = 10\nwebhooks = [{{ url = "{webhook_url}" }}]\n'
+        )
+        process = await EmulatorProcess.start(
+            "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", "--shutdown-spread", "0"
+        )
+        processes.append(process)
+        return process, RunningEmulator(node=None, port=process.port, app=TEST_APP)  # type: ignore[arg-type]
+
+    yield start
+    for process in processes:
+        await process.stop()
+
+
+@pytest.fixture
+async def check(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """The test's own connection to Redis, to watch the counters and the holds."""
+    client: aioredis.Redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def counted_out(check: aioredis.Redis, within: float = 10.0) -> None:
+    """Wait until no node counts alice in presence-room any more (the stopping node has counted her leave)."""
+    deadline = time.monotonic() + within
+    while await check.hget(MEMBERS, "alice") is not None:
+        assert time.monotonic() < deadline, "alice was never counted out"
+        await asyncio.sleep(0.01)
+
+
+async def hold_keys(check: aioredis.Redis) -> list[str]:
+    """Every key a hold may leave behind: the holds' sorted set and the pending keys."""
+    found = [str(key) for key in await check.keys("relay:holds:*")]
+    for pattern in PENDING:
+        found += [str(key) for key in await check.keys(pattern)]
+    return sorted(found)
+
+
+def held_events(receiver: Receiver) -> list[dict[str, object]]:
+    return sorted(receiver.events(names=HELD), key=lambda event: str(event["name"]))
+
+
+def arrivals(receiver: Receiver) -> list[float]:
+    """When each held webhook's delivery arrived."""
+    return [delivery.at for delivery in receiver.deliveries for event in delivery.events if event["name"] in HELD]
+
+
+async def closed_by_shutdown(client: Client) -> float:
+    """Wait for the stopping node to close ``client`` (4200), and return when it did."""
+    await asyncio.wait_for(client.ws.wait_closed(), 10)
+    assert client.ws.close_code == 4200
+    return time.monotonic()
+
+
+async def test_a_member_who_moves_to_another_node_within_the_delay_at_a_shutdown_makes_no_webhook(
+    start_receiver: StartReceiver, spawn: Spawn, check: aioredis.Redis
+) -> None:
+    """The ops audit's case: alice, in a presence channel on A, is closed by A's SIGTERM and subscribes again on B
+    within webhook_delay. No member_removed or channel_vacated (A used to send them at once, as it left), and so no
+    member_added or channel_occupied from B either: as when she comes back to a node that stays."""
+    to_a, to_b = await start_receiver(), await start_receiver()
+    a_process, a = await spawn(to_a.url)
+    _, b = await spawn(to_b.url)
+    alice = await Client.open(a)
+    await alice.subscribe("presence-room", "alice")
+    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
+    stopping = asyncio.create_task(a_process.stop())
+    left_at = await closed_by_shutdown(alice)
+    assert await stopping == 0  # A is gone: whatever it would send for her leave, it has sent
+    await counted_out(check)  # and her leave was counted (held, or sent): a return now is one a hold must absorb
+    back = await Client.open(b)
+    await back.subscribe("presence-room", "alice")
+    assert time.monotonic() < left_at + DELAY, "not back within the delay: the test proves nothing"
+
+    await asyncio.sleep(DELAY + HOLD_GRACE_SECONDS + SWEEPS)  # B's sweep would have sent a hold still in Redis
+    assert to_a.events()[2:] == []
+    assert to_b.events(names=HELD | RETURNS) == []
+    assert await hold_keys(check) == []
+
+
+async def test_a_member_who_does_not_come_back_after_a_shutdown_is_removed_once_by_a_survivor_after_the_delay(
+    start_receiver: StartReceiver, spawn: Spawn, check: aioredis.Redis
+) -> None:
+    """alice is closed by A's SIGTERM and does not come back: B, which stays, sends channel_vacated and
+    member_removed once each, after the delay; A sends neither. A handed its holds over as due at their own time, so
+    B sends them at its next sweep after the delay, not past the grace it gives a live node's timer."""
+    to_a, to_b = await start_receiver(), await start_receiver()
+    a_process, a = await spawn(to_a.url)
+    await spawn(to_b.url)  # the survivor: no client of its own, only its sweep
+    alice = await Client.open(a)
+    await alice.subscribe("presence-room", "alice")
+    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
+    stopping = asyncio.create_task(a_process.stop())
+    left_at = await closed_by_shutdown(alice)
+    assert await stopping == 0
+
+    await to_b.until(lambda: len(to_b.events(names=HELD)) >= 2, within=15)
+    await asyncio.sleep(SWEEPS)  # not sent again: B has swept once more meanwhile
+    assert held_events(to_b) == [VACATED, REMOVED]
+    assert to_b.events() == to_b.events(names=HELD)
+    assert to_a.events(names=HELD) == []
+    assert min(arrivals(to_b)) >= left_at + DELAY, "sent before the delay ended"
+    assert max(arrivals(to_b)) < left_at + DELAY + HOLD_GRACE_SECONDS, "held past the delay as for a killed node"
+    assert await hold_keys(check) == []
+
+
+async def test_nodes_stopping_together_send_each_held_webhook_once(
+    start_receiver: StartReceiver, spawn: Spawn, check: aioredis.Redis
+) -> None:
+    """Both nodes get SIGTERM at once (a whole deployment stopped, or --workers): whichever leaves Redis last finds
+    no node left to hand the holds to and sends them, its own and those the other left, at once; each once."""
+    to_a, to_b = await start_receiver(), await start_receiver()
+    a_process, a = await spawn(to_a.url)
+    b_process, _ = await spawn(to_b.url)
+    alice = await Client.open(a)
+    await alice.subscribe("presence-room", "alice")
+    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
+    assert await asyncio.gather(a_process.stop(), b_process.stop()) == [0, 0]
+
+    both = [*to_a.events(names=HELD), *to_b.events(names=HELD)]
+    assert sorted(both, key=lambda event: str(event["name"])) == [VACATED, REMOVED]
+    assert await hold_keys(check) == []
+
+
+async def test_the_last_node_to_leave_sends_the_holds_handed_to_it(
+    start_receiver: StartReceiver, spawn: Spawn, check: aioredis.Redis
+) -> None:
+    """A stops and hands alice's holds to B; B stops too before their time: with no node left to hand them to, B
+    sends them as it leaves, once each, rather than leaving them to no one."""
+    to_a, to_b = await start_receiver(), await start_receiver()
+    a_process, a = await spawn(to_a.url)
+    b_process, _ = await spawn(to_b.url)
+    alice = await Client.open(a)
+    await alice.subscribe("presence-room", "alice")
+    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
+    stopping = asyncio.create_task(a_process.stop())
+    left_at = await closed_by_shutdown(alice)
+    assert await stopping == 0
+    assert await b_process.stop() == 0
+    assert time.monotonic() < left_at + DELAY, "B left after the holds' time: the test proves nothing"
+
+    assert held_events(to_b) == [VACATED, REMOVED]
+    assert to_a.events(names=HELD) == []
+    assert await hold_keys(check) == []
