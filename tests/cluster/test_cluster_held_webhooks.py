@@ -44,14 +44,17 @@ async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spaw
     test sees which node sent what. A test asks for its receivers first, so they still answer while the nodes stop."""
     processes: list[EmulatorProcess] = []
 
-    async def start(webhook_url: str, *, app_two: bool = False) -> tuple[EmulatorProcess, RunningEmulator]:
-        """A node serving app 1, and APP_TWO too if asked, both posting their webhooks to ``webhook_url``."""
+    async def start(
+        webhook_url: str, *, app_two: bool = False, delay: float = DELAY
+    ) -> tuple[EmulatorProcess, RunningEmulator]:
+        """A node serving app 1, and APP_TWO too if asked, both posting their webhooks to ``webhook_url`` and holding
+        departures for ``delay`` seconds."""
         apps = [TEST_APP, APP_TWO] if app_two else [TEST_APP]
         config = tmp_path / f"node{len(processes)}.toml"
         config.write_text(
             "".join(
                 f'[[apps]]\napp_id = "{app.app_id}"\nkey = "{app.key}"\nsecret = "{app.secret}"\n'
-                f'webhook_delay = {DELAY}\nwebhook_batch_ms = 10\nwebhooks = [{{ url = "{webhook_url}" }}]\n'
+                f'webhook_delay = {delay}\nwebhook_batch_ms = 10\nwebhooks = [{{ url = "{webhook_url}" }}]\n'
                 for app in apps
             )
         )

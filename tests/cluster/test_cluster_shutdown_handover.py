@@ -7,61 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 
-from relay.emulator.cluster import HOLD_GRACE_SECONDS, HOLD_SWEEP_SECONDS
-from tests.cluster.conftest import RedisServer
+from relay.emulator.cluster import HOLD_GRACE_SECONDS
 from tests.cluster.test_cluster import Client
-from tests.conftest import TEST_APP, RunningEmulator
-from tests.emulator_process import EmulatorProcess
+from tests.cluster.test_cluster_held_webhooks import HELD, REMOVED, SWEEPS, VACATED, Spawn
+from tests.cluster.test_cluster_held_webhooks import check as check
+from tests.cluster.test_cluster_held_webhooks import spawn as spawn
 from tests.webhook_receiver import Receiver, StartReceiver
 
 DELAY = 2.0  # webhook_delay: the time a client has to come back on the other node
 MEMBERS = "relay:mem:1:presence-room"  # the member counter: alice's field goes when her last node counts her out
 PENDING = ("relay:vacating:*", "relay:leaving:*")
-HELD = {"channel_vacated", "member_removed"}
 RETURNS = {"channel_occupied", "member_added"}  # what a return after a sent departure would send again
-VACATED = {"name": "channel_vacated", "channel": "presence-room"}
-REMOVED = {"name": "member_removed", "channel": "presence-room", "user_id": "alice"}
-SWEEPS = HOLD_SWEEP_SECONDS + 0.5  # every node has swept again within this
-
-Spawn = Callable[[str], Awaitable[tuple[EmulatorProcess, RunningEmulator]]]
-
-
-@pytest.fixture
-async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spawn]:
-    """Nodes as real processes (stopped with SIGTERM, as a service manager does), each posting its webhooks to the
-    URL it is given, so a test sees which node sent what. A test asks for its receivers first, so they still answer
-    while the nodes stop."""
-    processes: list[EmulatorProcess] = []
-
-    async def start(webhook_url: str) -> tuple[EmulatorProcess, RunningEmulator]:
-        config = tmp_path / f"node{len(processes)}.toml"
-        config.write_text(
-            f'[[apps]]\napp_id = "{TEST_APP.app_id}"\nkey = "{TEST_APP.key}"\nsecret = "{TEST_APP.secret}"\n'
-            f'webhook_delay = {DELAY}\nwebhook_batch_ms = 10\nwebhooks = [{{ url = "{webhook_url}" }}]\n'
-        )
-        process = await EmulatorProcess.start(
-            "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", "--shutdown-spread", "0"
-        )
-        processes.append(process)
-        return process, RunningEmulator(node=None, port=process.port, app=TEST_APP)  # type: ignore[arg-type]
-
-    yield start
-    for process in processes:
-        await process.stop()
-
-
-@pytest.fixture
-async def check(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """The test's own connection to Redis, to watch the counters and the holds."""
-    client: aioredis.Redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def counted_out(check: aioredis.Redis, within: float = 10.0) -> None:
@@ -103,8 +62,8 @@ async def test_a_member_who_moves_to_another_node_within_the_delay_at_a_shutdown
     within webhook_delay. No member_removed or channel_vacated (A used to send them at once, as it left), and so no
     member_added or channel_occupied from B either: as when she comes back to a node that stays."""
     to_a, to_b = await start_receiver(), await start_receiver()
-    a_process, a = await spawn(to_a.url)
-    _, b = await spawn(to_b.url)
+    a_process, a = await spawn(to_a.url, delay=DELAY)
+    _, b = await spawn(to_b.url, delay=DELAY)
     alice = await Client.open(a)
     await alice.subscribe("presence-room", "alice")
     await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
@@ -129,8 +88,8 @@ async def test_a_member_who_does_not_come_back_after_a_shutdown_is_removed_once_
     member_removed once each, after the delay; A sends neither. A handed its holds over as due at their own time, so
     B sends them at its next sweep after the delay, not past the grace it gives a live node's timer."""
     to_a, to_b = await start_receiver(), await start_receiver()
-    a_process, a = await spawn(to_a.url)
-    await spawn(to_b.url)  # the survivor: no client of its own, only its sweep
+    a_process, a = await spawn(to_a.url, delay=DELAY)
+    await spawn(to_b.url, delay=DELAY)  # the survivor: no client of its own, only its sweep
     alice = await Client.open(a)
     await alice.subscribe("presence-room", "alice")
     await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
@@ -154,8 +113,8 @@ async def test_nodes_stopping_together_send_each_held_webhook_once(
     """Both nodes get SIGTERM at once (a whole deployment stopped, or --workers): whichever leaves Redis last finds
     no node left to hand the holds to and sends them, its own and those the other left, at once; each once."""
     to_a, to_b = await start_receiver(), await start_receiver()
-    a_process, a = await spawn(to_a.url)
-    b_process, _ = await spawn(to_b.url)
+    a_process, a = await spawn(to_a.url, delay=DELAY)
+    b_process, _ = await spawn(to_b.url, delay=DELAY)
     alice = await Client.open(a)
     await alice.subscribe("presence-room", "alice")
     await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
@@ -172,8 +131,8 @@ async def test_the_last_node_to_leave_sends_the_holds_handed_to_it(
     """A stops and hands alice's holds to B; B stops too before their time: with no node left to hand them to, B
     sends them as it leaves, once each, rather than leaving them to no one."""
     to_a, to_b = await start_receiver(), await start_receiver()
-    a_process, a = await spawn(to_a.url)
-    b_process, _ = await spawn(to_b.url)
+    a_process, a = await spawn(to_a.url, delay=DELAY)
+    b_process, _ = await spawn(to_b.url, delay=DELAY)
     alice = await Client.open(a)
     await alice.subscribe("presence-room", "alice")
     await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added

@@ -17,6 +17,7 @@ from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, Nodes, nodes, sdk, settle
 from tests.conftest import RunningEmulator
 from tests.emulator_process import EmulatorProcess
+from tests.operations.support import children
 from tests.webhook_receiver import Receiver
 
 __all__ = ["nodes"]
@@ -82,10 +83,6 @@ async def test_workers_share_one_port_and_deliver_across_processes(spawn: Spawn)
     for client in clients:
         await client.expect("hello")
         await client.silent(0.05)
-
-
-def children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def running(pid: int) -> bool:

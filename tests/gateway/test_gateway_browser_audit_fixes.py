@@ -69,11 +69,16 @@ SUBSCRIBE = """(name) => {
 
 
 def guide_site(compiled: Path) -> Starlette:
-    module = (compiled / "lib" / "realtime.mjs").read_bytes()
+    return module_site(GUIDE_PAGE, "/lib/realtime.mjs", (compiled / "lib" / "realtime.mjs").read_bytes())
+
+
+def module_site(html: str, module_path: str, module: bytes) -> Starlette:
+    """A page (``html``) with pusher-js, as a script and as the module the guide's code imports, and a compiled
+    module of the guide at ``module_path``."""
     script = PUSHER_JS.read_bytes()
 
     async def page(request: Request) -> Response:
-        return Response(GUIDE_PAGE, media_type="text/html")
+        return Response(html, media_type="text/html")
 
     async def pusher(request: Request) -> Response:
         return Response(script, media_type="application/javascript")
@@ -81,7 +86,7 @@ def guide_site(compiled: Path) -> Starlette:
     async def pusher_module(request: Request) -> Response:
         return Response("export default window.Pusher;\n", media_type="application/javascript")
 
-    async def realtime(request: Request) -> Response:
+    async def compiled(request: Request) -> Response:
         return Response(module, media_type="application/javascript")
 
     return Starlette(
@@ -89,7 +94,7 @@ def guide_site(compiled: Path) -> Starlette:
             Route("/", page),
             Route("/pusher.min.js", pusher),
             Route("/pusher-js.mjs", pusher_module),
-            Route("/lib/realtime.mjs", realtime),
+            Route(module_path, compiled),
         ]
     )
 

@@ -19,15 +19,13 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from relay.gateway import GatewaySettings
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, StartGateway, emulator_url, hs_jwt, serve_asgi
-from tests.gateway.test_gateway_browser import CHROMIUM, PUSHER_JS
+from tests.gateway.test_gateway_browser import CHROMIUM
 from tests.gateway.test_gateway_browser import browser as browser
+from tests.gateway.test_gateway_browser_audit_fixes import module_site
 from tests.gateway.test_gateway_nextjs_guide import GUIDE
 from tests.node_scenarios import NODE, NODE_DIR
 
@@ -119,28 +117,7 @@ async def build_recipe(tmp_path: Path) -> Path:
 
 
 def recipe_site(module: bytes) -> Starlette:
-    script = PUSHER_JS.read_bytes()
-
-    async def page(request: Request) -> Response:
-        return Response(PAGE, media_type="text/html")
-
-    async def pusher(request: Request) -> Response:
-        return Response(script, media_type="application/javascript")
-
-    async def pusher_module(request: Request) -> Response:
-        return Response("export default window.Pusher;\n", media_type="application/javascript")
-
-    async def recipe(request: Request) -> Response:
-        return Response(module, media_type="application/javascript")
-
-    return Starlette(
-        routes=[
-            Route("/", page),
-            Route("/pusher.min.js", pusher),
-            Route("/pusher-js.mjs", pusher_module),
-            Route("/lib/gateway-auth.mjs", recipe),
-        ]
-    )
+    return module_site(PAGE, "/lib/gateway-auth.mjs", module)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -21,11 +22,24 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from relay.emulator.config import App
 from relay.protocol.signing import channel_auth, sign_rest_request
+from tests.emulator_process import EmulatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 NODE_SCRIPTS = Path(__file__).resolve().parent / "node"
 APP = App(app_id="1", key="ops-key", secret="ops-secret-value-42")
+CREDENTIALS = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]  # APP as `relay emulator` flags
+LISTENING_LOG = re.compile(r"emulator listening .*node_id=(\d+)")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a ``--workers`` supervisor's workers)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def node_ids(process: EmulatorProcess) -> list[str]:
+    """The node id of each worker that logged it is listening, in the order they did."""
+    return [match.group(1) for line in process.stderr if (match := LISTENING_LOG.search(line))]
 
 
 async def api(

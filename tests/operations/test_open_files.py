@@ -26,10 +26,9 @@ from relay.emulator.descriptors import (
 )
 from relay.protocol.signing import sign_rest_request
 from tests.emulator_process import EmulatorProcess
-from tests.operations.support import APP, Client, publish, ws_client
+from tests.operations.support import APP, CREDENTIALS, Client, publish, ws_client
 from tests.operations.test_metrics import scrape
 
-CREDENTIALS = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]
 INFINITY = resource.RLIM_INFINITY
 CROWDED = "near the open-file limit"
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,27 +17,16 @@ from relay.cost.usage import parse_usage
 from tests.cli_support import assert_refused, run_relay
 from tests.cluster.conftest import RedisServer
 from tests.emulator_process import EmulatorProcess
-from tests.operations.support import APP, eventually, make_certificate, publish, ws_client
-
-CREDENTIALS = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]
-LISTENING_LOG = re.compile(r"emulator listening .*node_id=(\d+)")
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def node_ids(process: EmulatorProcess) -> list[str]:
-    """The node id of each worker that logged it is listening, in the order they did."""
-    return [match.group(1) for line in process.stderr if (match := LISTENING_LOG.search(line))]
+from tests.operations.support import (
+    APP,
+    CREDENTIALS,
+    children,
+    eventually,
+    make_certificate,
+    node_ids,
+    publish,
+    ws_client,
+)
 
 
 async def nodes_serving(port: int, including: str, tries: int = 60) -> set[str]:

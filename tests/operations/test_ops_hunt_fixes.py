@@ -24,10 +24,8 @@ from tests.cli_support import assert_refused, run_relay, write
 from tests.cluster.conftest import free_port
 from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
-from tests.operations.support import APP, api, publish, ws_client
+from tests.operations.support import APP, CREDENTIALS, api, publish, ws_client
 from tests.webhook_receiver import Receiver
-
-CREDENTIALS = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]
 
 
 async def read(path: Path) -> str:

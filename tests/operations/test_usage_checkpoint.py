@@ -24,11 +24,7 @@ from tests.cli_support import assert_refused, run_relay, write
 from tests.cluster.conftest import RedisServer
 from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
-from tests.operations.support import APP, eventually, publish
-from tests.operations.test_ops_audit_fixes_cli import children
-from tests.operations.test_ops_audit_fixes_cli import redis as redis
-
-CREDENTIALS = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]
+from tests.operations.support import APP, CREDENTIALS, children, eventually, publish
 
 
 def publishes_in(document: dict[str, Any]) -> int:

@@ -11,37 +11,16 @@ import os
 import re
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.cluster.conftest import RedisServer
 from tests.emulator_process import EmulatorProcess
-from tests.operations.support import APP, eventually, publish, ws_client
+from tests.operations.support import APP, CREDENTIALS, children, eventually, node_ids, publish, ws_client
 
-CREDENTIALS = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]
-LISTENING_LOG = re.compile(r"emulator listening .*node_id=(\d+)")
 WORKER_DIED = re.compile(r"ERROR .*worker \d+ (killed by|exited with)")
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def node_ids(process: EmulatorProcess) -> list[str]:
-    """The node id of each worker that logged it is listening, in the order they did."""
-    return [match.group(1) for line in process.stderr if (match := LISTENING_LOG.search(line))]
 
 
 def worker_deaths(process: EmulatorProcess) -> list[str]:
