@@ -45,7 +45,7 @@ from relay.errors import (
 )
 from relay.models import ChannelInfo, Event, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
-from relay.rules import ChannelRules, compile_pattern, pattern_admits, placeholders_refusing
+from relay.rules import ChannelRules, claim_text, compile_pattern, pattern_admits, placeholders_refusing
 from relay.web import (
     channel_auth_request,
     error_response,
@@ -324,7 +324,7 @@ def _claims_rule(spec: RuleSpec) -> Callable[[User | None, str], bool | dict[str
         claims = user.info
         # The claims put in the pattern, not compared with one split of the name: a claim may hold "-", and
         # "private-{org}-{sub}" reads private-acme-eu-u1 as org acme-eu and sub u1, and as org acme and sub eu-u1.
-        values = {name: text for name in placeholders if (text := _claim_text(claims.get(name))) is not None}
+        values = {name: text for name in placeholders if (text := claim_text(claims.get(name))) is not None}
         if not pattern_admits(spec.pattern, channel, values):
             # Named, the rule and the claim say what to fix: the JWT's claims, the channel name, or the rules file.
             mismatch = _claims_mismatch(placeholders_refusing(spec.pattern, channel, values), placeholders, claims)
@@ -344,7 +344,7 @@ def _claims_mismatch(refusing: Sequence[str], placeholders: Sequence[str], claim
     for name in refusing:
         if name not in claims:
             reasons.append(f"the JWT has no {name} claim")
-        elif _claim_text(claims[name]) is None:
+        elif claim_text(claims[name]) is None:
             reasons.append(f"the JWT's {name} claim is {json_kind(claims[name])}, not a string or an integer")
         else:
             reasons.append(f"the name's {{{name}}} is not the JWT's {name} claim")
@@ -373,16 +373,6 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
             f"{DEFAULT_LIMITS.max_watchlist}"
         )
     return tuple(watchlist)
-
-
-def _claim_text(value: object) -> str | None:
-    """A claim as a placeholder compares it: a string as it is, an integer in decimal. Anything else (an absent or
-    null claim, a boolean, a list) matches no channel name: ``str()`` would have let "None" stand for a missing team."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 # -- identity ---------------------------------------------------------------------------------------------------
@@ -491,6 +481,10 @@ class JwtVerifier:
             raise AuthenticationError("the JWT's audience is not accepted") from None
         except jwt.InvalidIssuerError:
             raise AuthenticationError("the JWT's issuer is not accepted") from None
+        except jwt.exceptions.InvalidSubjectError:  # PyJWT said "Subject must be a string", naming no claim
+            raise AuthenticationError(
+                "invalid JWT: its sub claim must be a string (RFC 7519 §4.1.2); put a numeric id in quotes"
+            ) from None
         except jwt.InvalidKeyError:  # an RS256 token for an EC public key, or the other way round
             raise AuthenticationError("invalid JWT: its algorithm does not fit the configured key") from None
         except jwt.InvalidTokenError as exc:
@@ -1154,7 +1148,8 @@ def gateway_router(
             if user is not None:
                 info = {claim: user.info[claim] for claim in ("name",) if claim in user.info}
                 user = User(user.id, info, _watchlist_claim(user.info))
-            body = user_auth_body(client, user, socket_id)
+            no_user_reason = verifier.no_user_reason(request) if user is None else None
+            body = user_auth_body(client, user, socket_id, no_user_reason)
         except RelayError as error:
             return error_response(error, request)
         return JSONResponse(body)

@@ -348,7 +348,7 @@ class ChannelRules:
         if user is None:
             return None
         for entry in self._entries:
-            values = {name: _claim_text(user.info.get(name)) or "" for name in entry.parsed.placeholders}
+            values = {name: claim_text(user.info.get(name)) or "" for name in entry.parsed.placeholders}
             unfit = {name: value for name, value in values.items() if value and not _VALUE.fullmatch(value)}
             if not unfit or not all(values.values()):
                 continue
@@ -379,8 +379,10 @@ class ChannelRules:
         raise TypeError(f"a channel rule returns bool, a mapping, a User or None, not {type(result).__name__}")
 
 
-def _claim_text(value: object) -> str | None:
-    """A claim as a placeholder would hold it: a string, an integer in decimal; None for anything else."""
+def claim_text(value: object) -> str | None:
+    """A claim as a placeholder compares it: a string as it is, an integer in decimal. Anything else (an absent or
+    null claim, a boolean, a list) is None and matches no channel name: ``str()`` would have let "None" stand for a
+    missing team."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):

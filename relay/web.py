@@ -44,9 +44,14 @@ async def channel_auth_body_async(
     return client.authorize_channel(socket_id, channel, decision.member)
 
 
-def user_auth_body(client: Relay | AsyncRelay, user: User | None, socket_id: str) -> dict[str, Any]:
+def user_auth_body(
+    client: Relay | AsyncRelay, user: User | None, socket_id: str, no_user_reason: str | None = None
+) -> dict[str, Any]:
+    """The provider's user-authentication body; with no ``user``, the refusal ends with ``no_user_reason``, what
+    the caller knows of the missing credential."""
     if user is None:
-        raise AuthenticationError("sign in first: no user for this request")
+        reason = f": {no_user_reason}" if no_user_reason else ""
+        raise AuthenticationError(f"sign in first: no user for this request{reason}")
     return client.authenticate_user(socket_id, user)
 
 

@@ -336,7 +336,11 @@ async def test_an_empty_jwt_cookie_is_an_anonymous_request(
     )
     async with httpx.AsyncClient(base_url=gateway.url, cookies={"session": ""}) as http:
         signin = await http.post("/v1/auth/user", data={"socket_id": "1.1"})
-    assert (signin.status_code, signin.json()) == (401, {"error": "sign in first: no user for this request"})
+    refusal = (
+        "sign in first: no user for this request: the request had no Authorization: Bearer header, and its 'session' "
+        "cookie was empty (signed out)"
+    )
+    assert (signin.status_code, signin.json()) == (401, {"error": refusal})
     assert await join(emulator, gateway, "private-user-alice", cookies={"session": hs_jwt()}) == {}
 
 

@@ -113,7 +113,10 @@ async def test_the_documented_custom_claim_subscribes_an_auth0_user(
     assert member["presence"]["ids"] == ["auth0|123"]
 
     numeric = jwt.encode({"sub": 42, "exp": 2_000_000_000}, JWT_SECRET, algorithm="HS256")
-    assert await auth_status(gateway, "private-user-42", numeric) == (401, "invalid JWT: Subject must be a string")
+    assert await auth_status(gateway, "private-user-42", numeric) == (
+        401,
+        "invalid JWT: its sub claim must be a string (RFC 7519 §4.1.2); put a numeric id in quotes",
+    )
 
 
 def test_an_anonymous_refusal_says_why_the_request_has_no_user() -> None:
