@@ -423,6 +423,11 @@ def _limit(value: str | None, default: int) -> int:
     return int(value)
 
 
+def error_answer(error: AblyError) -> Response:
+    """``error`` as an Ably REST answer in JSON, for a request refused before it is read (a body over the limit)."""
+    return _encoded(error.status, {"error": error.body()}, False, _error_headers(error))
+
+
 def _encoded(status: int, value: Any, binary: bool, headers: Sequence[tuple[str, str]]) -> Response:
     if binary:
         return Response(status, encode_msgpack(value), (("Content-Type", MSGPACK), *headers))

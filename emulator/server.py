@@ -32,7 +32,10 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from relay.emulator.ably import AblyNode
+from relay.emulator.ably_auth import AblyError
 from relay.emulator.ably_realtime import AblySession
+from relay.emulator.ably_rest import AblyRest
+from relay.emulator.ably_rest import error_answer as ably_error_answer
 from relay.emulator.config import EmulatorConfig, unprefixed
 from relay.emulator.console import STREAMING, Operations
 from relay.emulator.descriptors import crowded_at, open_files_limit
@@ -464,8 +467,11 @@ class HttpConnection(asyncio.Protocol):
     def _refuse_body(self, detail: str = "") -> None:
         """413, and the connection closed: the rest of a body over the limit is not read."""
         self._refused = True
-        limit = self.node.config.max_request_bytes
-        self._respond(error_response(413, f"request body is over {limit} bytes{detail}"), keep_alive=False)
+        message = f"request body is over {self.node.config.max_request_bytes} bytes{detail}"
+        if AblyRest.owns(split_target(self._url.decode("latin-1"))[0]):  # ably-js and ably-python read Ably's error
+            self._respond(ably_error_answer(AblyError(40009, message, 413)), keep_alive=False)
+        else:
+            self._respond(error_response(413, message), keep_alive=False)
 
     def _head_too_large(self) -> None:
         self._refused = True

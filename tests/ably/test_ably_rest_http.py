@@ -78,6 +78,26 @@ async def test_jwt_with_an_empty_client_id_is_refused(http: httpx.AsyncClient) -
     assert ok.status_code == 201
 
 
+async def test_a_body_over_the_limit_is_refused_in_ablys_format(
+    http: httpx.AsyncClient, ably_emulator: RunningEmulator
+) -> None:
+    """A body over ``max_request_bytes`` (1 MiB) is refused before it is read whole, as on the Pusher API, but on
+    Ably's paths in Ably's error format (status 413, code 40009, ``X-Ably-Error*`` headers): ably-js and ably-python
+    read that, where the Pusher API's ``{"error": "..."}`` left them only the raw body. The Pusher API's answer is
+    unchanged, and the next request is served."""
+    limit = ably_emulator.node.config.max_request_bytes
+    body = b'{"name": "n", "data": "' + b"x" * limit + b'"}'
+    refused = await http.post(
+        "/channels/room/messages", content=body, headers={**BASIC, "Content-Type": "application/json"}
+    )
+    assert_ably_error(refused, 413, 40009, f"request body is over {limit} bytes")
+    assert refused.headers["x-ably-errorcode"] == "40009"
+    pusher = await http.post("/apps/1/events", content=body, headers={"Content-Type": "application/json"})
+    assert (pusher.status_code, pusher.json()) == (413, {"error": f"request body is over {limit} bytes"})
+    ok = await http.post("/channels/room/messages", json={"name": "n"}, headers=BASIC)
+    assert ok.status_code == 201
+
+
 async def test_publish_shapes_and_idempotency(
     http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[Any]
 ) -> None:
