@@ -204,7 +204,9 @@ class _Operations:
             raise LimitExceeded("publish needs at least one channel")
         for name in names:
             self.channel(name)
-        checked_socket_id = None if socket_id is None else self.socket_id(socket_id)
+        # "" is no socket id, as pusher-http-python reads it: a backend passing on a request's missing X-Socket-Id
+        # header as "" publishes to everyone, where refusing it lost the event
+        checked_socket_id = None if socket_id is None or socket_id == "" else self.socket_id(socket_id)
         return _Publish(list(dict.fromkeys(names)), _event_name(event), _payload_of(data), checked_socket_id)
 
     @staticmethod

@@ -1287,7 +1287,15 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
             allow_origins=list(settings.cors_origins),
             allow_credentials=True,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Socket-Id", "X-CSRF-Token"],
+            # X-Requested-With and X-XSRF-TOKEN: what Laravel's stock axios set-up sends with every request
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Socket-Id",
+                "X-CSRF-Token",
+                "X-Requested-With",
+                "X-XSRF-TOKEN",
+            ],
         )
     app.add_middleware(HeadGuard)
     app.add_middleware(RefusalLog)  # added last, so outermost: it sees CORS's own refusals too

@@ -66,6 +66,10 @@ class Event:
     data: Any
     socket_id: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.socket_id == "":  # no socket id, as publish() reads one (a missing X-Socket-Id header passed on)
+            object.__setattr__(self, "socket_id", None)
+
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:

@@ -219,6 +219,28 @@ async def test_a_capitalised_cors_origin_matches_the_browser_s(
     assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
 
 
+async def test_a_stock_laravel_page_s_headers_pass_the_preflight(
+    emulator: RunningEmulator, start_gateway: StartGateway
+) -> None:
+    """Laravel's stock bootstrap.js adds ``X-Requested-With: XMLHttpRequest`` to every axios request and axios sends
+    ``X-XSRF-TOKEN`` from Laravel's cookie: an Echo authorizer using axios was refused at the preflight (400
+    "Disallowed CORS headers"), a network error to the page. A header outside the list is still refused."""
+    gateway = await start_gateway(
+        env={"RELAY_URL": emulator_url(emulator), "RELAY_CORS_ORIGINS": "http://localhost:3000"}
+    )
+    asked = "authorization, content-type, x-requested-with, x-xsrf-token, x-socket-id, x-csrf-token"
+    preflight = {"origin": "http://localhost:3000", "access-control-request-method": "POST"}
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        laravel = await http.options("/v1/auth/channel", headers={**preflight, "access-control-request-headers": asked})
+        other = await http.options(
+            "/v1/auth/channel", headers={**preflight, "access-control-request-headers": "x-other"}
+        )
+    assert laravel.status_code == 200, laravel.text
+    allowed = {header.strip().lower() for header in laravel.headers["access-control-allow-headers"].split(",")}
+    assert {"x-requested-with", "x-xsrf-token"} <= allowed
+    assert (other.status_code, other.text) == (400, "Disallowed CORS headers")
+
+
 async def test_an_unhandled_error_is_a_logged_json_500_a_browser_can_read(
     emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:

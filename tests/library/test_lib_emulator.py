@@ -105,6 +105,29 @@ async def test_socket_id_exclusion(emulator: Emulator, make_relay: MakeRelay, su
     assert (await other.expect("after", "room"))["data"] == "x"
 
 
+async def test_an_empty_socket_id_excludes_no_one(
+    emulator: Emulator, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    """``socket_id=""`` is no socket id, as pusher-http-python reads it (``if socket_id:``): a backend passing on a
+    request's missing ``X-Socket-Id`` header as "" publishes to everyone (it was refused, and the event lost); the
+    same in a batch. No ``socket_id`` goes in the request."""
+    relay = make_relay(emulator_url(emulator))
+    sub = await subscriber(emulator)
+    await sub.subscribe("room")
+    await relay.publish("room", "said", "x", socket_id="")
+    assert "socket_id" not in relay.requests[0].json()
+    assert (await sub.expect("said", "room"))["data"] == "x"
+    await relay.publish_batch(
+        [
+            Event("room", "batched", "y", socket_id=""),
+            {"channel": "room", "name": "mapped", "data": "z", "socket_id": ""},
+        ]
+    )
+    assert all("socket_id" not in item for item in relay.requests[1].json()["batch"])
+    assert (await sub.expect("batched", "room"))["data"] == "y"
+    assert (await sub.expect("mapped", "room"))["data"] == "z"
+
+
 async def test_publish_batch_is_split_above_10(
     emulator: Emulator, make_relay: MakeRelay, subscriber: Subscribe
 ) -> None:
