@@ -649,7 +649,8 @@ class PublishRequest(BaseModel):
     channels: list[str] | None = Field(default=None, min_length=1)
     event: str = Field(min_length=1, max_length=200)
     data: Any
-    socket_id: str | None = Field(default=None, min_length=1, max_length=200)  # checked by the provider's adapter
+    # checked by the provider's adapter; "" is none, as the library reads it (a missing X-Socket-Id passed on)
+    socket_id: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")
     def one_target(self) -> PublishRequest:
@@ -668,7 +669,8 @@ class BatchEventRequest(BaseModel):
     channel: str = Field(min_length=1, max_length=200)
     event: str = Field(min_length=1, max_length=200)
     data: Any
-    socket_id: str | None = Field(default=None, min_length=1, max_length=200)  # checked by the provider's adapter
+    # checked by the provider's adapter; "" is none, as the library reads it (a missing X-Socket-Id passed on)
+    socket_id: str | None = Field(default=None, max_length=200)
 
 
 class BatchRequest(BaseModel):

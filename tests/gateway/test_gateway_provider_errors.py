@@ -242,3 +242,17 @@ async def test_a_batch_refused_after_its_first_call_names_the_event_and_what_was
     assert (await post(gateway, "/v1/publish/batch", json={"events": rest}, headers=BEARER)).status_code == 200
     assert (await subscriber.next())["event"] == "e10", "nothing of the refused call was delivered"
     await subscriber.close()
+
+
+async def test_an_empty_socket_id_excludes_no_one(gateway: RunningGateway, emulator: RunningEmulator) -> None:
+    """A route handler passing on a request's missing X-Socket-Id header as "" publishes to everyone, as the library
+    and pusher-http-python read "" (it was a 422), in a publish and in a batch."""
+    subscriber = await ws_client(emulator.ws_url())
+    await subscriber.subscribe("orders", TEST_APP)
+    published = await post(gateway, "/v1/publish", json={**PUBLISH, "socket_id": ""}, headers=BEARER)
+    assert published.status_code == 200, published.text
+    assert (await subscriber.expect("created"))["data"] == '{"id":1}'
+    batch = {"events": [{"channel": "orders", "event": "batched", "data": "x", "socket_id": ""}]}
+    batched = await post(gateway, "/v1/publish/batch", json=batch, headers=BEARER)
+    assert batched.status_code == 200, batched.text
+    assert (await subscriber.expect("batched"))["data"] == "x"
