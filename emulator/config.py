@@ -343,6 +343,10 @@ class EmulatorConfig:
     redis_url: str | None = None
     redis_prefix: str = "relay"
     node_ttl: float = 10.0
+    # Bind the port with SO_REUSEPORT (Linux), so that a replacement started with it too listens beside this process
+    # before it is stopped: a restart on one host with no moment when nothing listens. Off by default: a second
+    # emulator started on the port by mistake would then share it rather than be refused.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         _text("host", self.host)
@@ -380,6 +384,7 @@ class EmulatorConfig:
                 )
         _text("redis_prefix", self.redis_prefix)
         _seconds("node_ttl", self.node_ttl, zero=False)
+        _flag("reuse_port", self.reuse_port)
         _check_identities(self.apps)
 
     def frame_limit(self, app: App) -> int:
@@ -443,6 +448,7 @@ _SERVER_FIELDS = {
     "shutdown_webhook_grace",
     "usage_file",
     "usage_checkpoint",
+    "reuse_port",
 }
 
 

@@ -64,6 +64,13 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument(
         "--workers", type=int, default=1, help="processes on this machine, sharing --redis-url (default 1)"
     )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=None,
+        help="bind --port with SO_REUSEPORT (Linux), so that a replacement started with --reuse-port listens beside "
+        "this process before it is stopped: a restart on one host without refused connections (docs/emulator.md)",
+    )
     operations = parser.add_argument_group("operations (docs/emulator.md)")
     operations.add_argument("--log-json", action="store_true", help="log one JSON object a line (stderr)")
     operations.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// and https:// on --port")
@@ -111,13 +118,17 @@ def _run_emulator(args: argparse.Namespace) -> int:
         _require_redis("--redis-url" if args.redis_url is not None else f"redis_url in {args.config}")
     if args.workers < 1:
         raise ConfigError("--workers must be 1 or more")
+    if config.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        setting = "--reuse-port" if args.reuse_port else f"reuse_port in {args.config}"
+        raise ConfigError(f"{setting} needs SO_REUSEPORT, which this platform ({sys.platform}) does not have")
     from relay.emulator.descriptors import log, raise_open_files_limit
 
     raised = raise_open_files_limit()  # each connection is a descriptor: the soft limit (often 1024) would cap them
     if raised is not None:  # before the workers start, which inherit it
         log.info("open-file limit raised from %d to %d", *raised, extra={"before": raised[0], "after": raised[1]})
     if args.workers == 1:
-        _run(_serve_emulator(config, None, announce=True, show_secrets=not args.log_json))
+        sock = _shared_socket(config) if config.reuse_port else None
+        _run(_serve_emulator(config, sock, announce=True, show_secrets=not args.log_json))
         return 0
     if config.redis_url is None:
         raise ConfigError("--workers needs --redis-url: the worker processes share state through Redis")
@@ -165,6 +176,7 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
         "redis_url": args.redis_url,
         "redis_prefix": args.redis_prefix,
         "node_ttl": args.node_ttl,
+        "reuse_port": args.reuse_port,
     }
     config = replace(config, **{name: value for name, value in given.items() if value is not None})
     return _operations_config(args, config)
@@ -191,6 +203,26 @@ def port_taken_fix(exc: OSError, command: str) -> str:
     )
 
 
+def _cannot_bind(config: EmulatorConfig, exc: OSError) -> ConfigError:
+    """The emulator's port could not be bound: why, and what to do."""
+    fix = port_taken_fix(exc, "an emulator")
+    if config.reuse_port and exc.errno == errno.EADDRINUSE:  # only a socket without SO_REUSEPORT refuses to share
+        fix = (
+            "the server listening there does not share its port (an emulator started without --reuse-port?): stop "
+            "it, or pick another port with --port (0 picks a free one)"
+        )
+    return cannot_listen(config.host, config.port, exc, fix)
+
+
+def _shared_socket(config: EmulatorConfig) -> socket.socket:
+    """The single process's socket with ``reuse_port``: bound with SO_REUSEPORT, as each ``--workers`` worker's, so
+    that another emulator with ``reuse_port`` can listen on the port too (its replacement, in a restart)."""
+    try:
+        return _unlistening_socket(config.host, config.port)
+    except OSError as exc:
+        raise _cannot_bind(config, exc) from None
+
+
 async def _serve_emulator(
     config: EmulatorConfig,
     sock: socket.socket | None,
@@ -206,7 +238,7 @@ async def _serve_emulator(
     try:
         server = await start_server(node, sock=sock)
     except OSError as exc:
-        raise cannot_listen(config.host, config.port, exc, port_taken_fix(exc, "an emulator")) from None
+        raise _cannot_bind(config, exc) from None
     # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
     # full collections, whose pause stops every connection and grows with what they walk. Collected first, so no
     # start-up garbage is frozen with it.
@@ -243,12 +275,14 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
     """N processes, each an emulator node of the same cluster with its own SO_REUSEPORT listening socket, so the
     kernel spreads new connections across them. The supervisor holds the port bound (never listening, so it is
     handed no connection) to resolve --port 0 and keep the port while a dead worker's replacement starts."""
+    if not config.reuse_port:  # else the SO_REUSEPORT sockets would share the port with another emulator's
+        _check_can_listen(config.host, config.port, "an emulator")
     reservation = socket.socket(_family(config.host))
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         reservation.bind((config.host, config.port))
     except OSError as exc:
-        raise cannot_listen(config.host, config.port, exc, port_taken_fix(exc, "an emulator")) from None
+        raise _cannot_bind(config, exc) from None
     config = replace(config, port=reservation.getsockname()[1])
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)
@@ -494,7 +528,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     log_config = _gateway_logging(args.log_level)
     logging.config.dictConfig(log_config)  # before create_app, which may warn
     app = create_app(settings)
-    _check_can_listen(args.host, args.port)
+    _check_can_listen(args.host, args.port, "relay serve")
     for line in settings.summary():
         logging.getLogger("relay.gateway").info("%s", line)
     # h11 with the gateway's refusals and head limit (server_options says why not httptools).
@@ -527,9 +561,10 @@ def _gateway_logging(level: str) -> dict[str, Any]:
     return config
 
 
-def _check_can_listen(host: str, port: int) -> None:
-    """Bind each address ``host`` resolves to as uvicorn will, then let go: uvicorn reports a failed bind only as a
-    logged exception and exit status 3. Something else may take the port in between; the check is for mistakes."""
+def _check_can_listen(host: str, port: int, holder: str) -> None:
+    """Bind each address ``host`` resolves to as uvicorn (or asyncio) binds it, then let go: uvicorn reports a failed
+    bind only as a logged exception and exit status 3, and the ``--workers`` sockets would share a port in use.
+    Something else may take the port in between; the check is for mistakes. ``holder``: what may be holding it."""
     try:
         addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         for family, kind, protocol, _, address in addresses:
@@ -539,7 +574,7 @@ def _check_can_listen(host: str, port: int) -> None:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind(address)
     except OSError as exc:
-        raise cannot_listen(host, port, exc, port_taken_fix(exc, "relay serve")) from None
+        raise cannot_listen(host, port, exc, port_taken_fix(exc, holder)) from None
 
 
 def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> EmulatorConfig:
