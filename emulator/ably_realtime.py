@@ -563,7 +563,9 @@ class AblySession(ForeignPeer):
         for attachment_name in changed:
             # RESUMED: the SDK takes the new modes (ably-js's channel.modes) and keeps its presence set and attach
             # serial, as the channel's continuity was never broken (RTL12).
-            self._send(self._attached(attachment_name, self.channels[attachment_name].modes | RESUMED))
+            modes = self.channels[attachment_name].modes
+            present = modes & MODE_PRESENCE_SUBSCRIBE and self.app.members(attachment_name)
+            self._send(self._attached(attachment_name, modes | RESUMED | (HAS_PRESENCE if present else 0)))
         for attachment_name in denied:  # that channel fails (RTC8a1), the connection stays
             self._release_channel(attachment_name)
             error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")

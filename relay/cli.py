@@ -264,6 +264,9 @@ async def _serve_emulator(
 WORKER_FAILURE_LIMIT = 5
 WORKER_FAILURE_WINDOW = 60.0
 WORKER_RESTART_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+# A worker not listening this long after it started is stuck (Redis answering nothing while it registers): the first
+# workers are then given up on, a replacement is stopped and counted as a failed start, so the others are replaced.
+WORKER_START_SECONDS = 30.0
 # Stopping signals: the supervisor forwards them to its workers as SIGTERM; each worker drains on its own. (Looked up
 # by name: Windows has no SIGHUP, and this module serves every command there.)
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -337,7 +340,7 @@ class _Supervisor:
         for _ in range(workers):
             if not self.stopping:
                 self.start_worker()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + WORKER_START_SECONDS
         for _ in range(workers):
             while not started.acquire(timeout=0.1):
                 if self.stopping:  # stopped before serving: wait for the workers, print no banner
@@ -349,7 +352,9 @@ class _Supervisor:
                             process.terminate()
                     if ended is not None:
                         return 2 if ended == 2 else 1  # 2: the worker printed its configuration error
-                    raise ConfigError("a worker did not start listening within 30 s (see its log above)")
+                    raise ConfigError(
+                        f"a worker did not start listening within {WORKER_START_SECONDS:g} s (see its log above)"
+                    )
         if not self.stopping:
             listening()
         return self.supervise(started)
@@ -370,6 +375,7 @@ class _Supervisor:
         # The replacement started and not listening yet. One at a time: the semaphore says that a worker listens, not
         # which, and a replacement that cannot reach Redis is only one process retrying, not several.
         starting: Any = None
+        started_at = 0.0  # when it started
         while self.processes or (restarts and not self.stopping):
             if starting is not None and started.acquire(False):
                 log.info(
@@ -384,8 +390,17 @@ class _Supervisor:
             now = time.monotonic()
             if starting is None and restarts and restarts[0] <= now and not self.stopping:
                 restarts.pop(0)
-                starting = self.start_worker()
+                starting, started_at = self.start_worker(), now
                 log.info("worker %d started", starting.pid, extra={"pid": starting.pid})
+            elif starting is not None and now - started_at > WORKER_START_SECONDS and starting.is_alive():
+                log.error(
+                    "worker %d did not start listening within %g s; stopping it",
+                    starting.pid,
+                    WORKER_START_SECONDS,
+                    extra={"pid": starting.pid},
+                )
+                starting.kill()  # its death below counts as a failed start
+                started_at = now  # not asked again while it dies
             if self.stopping:
                 timeout = None
             elif starting is not None:  # polling its semaphore

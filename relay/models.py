@@ -49,12 +49,12 @@ class User:
         if not isinstance(user, Mapping):
             raise ProtocolError(f"a user is a User, a mapping or an id (a str or an int), not {type(user).__name__}")
         user_id = user.get("id", user.get("user_id"))
-        if user_id is None or str(user_id) == "":
+        if user_id is None or user_id == "":
             raise ProtocolError("a user needs an id: the mapping's 'id' (or 'user_id') is missing or empty")
         info = user.get("info", user.get("user_info")) or {}
         if not isinstance(info, Mapping):
             raise ProtocolError(f"a user's info is a mapping, not {type(info).__name__}")
-        return cls(str(user_id), info, user.get("watchlist") or ())
+        return cls(user_id, info, user.get("watchlist") or ())  # its id a str or an int, as User(…) takes it
 
 
 @dataclass(frozen=True, slots=True)

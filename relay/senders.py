@@ -319,6 +319,8 @@ class _ProcessClient:
         the network stream as ``return_value``."""
         if event.endswith(("connect_tcp.complete", "start_tls.complete")):
             opened = info["return_value"].get_extra_info("socket")
+            if opened is None:  # a stream with no socket (httpcore's mock backends): nothing to shut down
+                return
             with self._lock:
                 self._sockets.add(opened)
                 cut = self._cut

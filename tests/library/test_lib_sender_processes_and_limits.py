@@ -15,12 +15,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpcore
+import httpx
 import pytest
 from libsupport import KEY, SECRET, Emulator, MakeRelay, StartEmulator
 
 from relay import AsyncRelay, Relay
+from relay.adapters.base import HttpRequest
 from relay.errors import ClientClosed, TransportError
-from relay.senders import RetryPolicy
+from relay.senders import RetryPolicy, Sending, SyncSender
 from tests.operations.support import make_certificate
 
 # -- 1. fork() after the client was used -------------------------------------------------------------------------------
@@ -275,3 +278,16 @@ async def test_plain_http_to_a_tls_server_names_ably_s_tls_setting(
         "answer: if it serves HTTPS, remove ?tls=false from the ably:// URL"
         for name in ("RemoteProtocolError", "ReadError")
     }
+
+
+def test_a_given_client_whose_connections_have_no_socket_still_sends() -> None:
+    """The sender notes each socket its client opens (to shut it down at close()); a connection with none, such as
+    httpcore's in-memory backends that tests use, is sent on as before (it raised TypeError from the note)."""
+    answer = [b"HTTP/1.1 200 OK\r\n", b"Content-Type: application/json\r\n", b"Content-Length: 2\r\n", b"\r\n", b"{}"]
+    transport = httpx.HTTPTransport()
+    transport._pool = httpcore.ConnectionPool(network_backend=httpcore.MockBackend(answer))
+    sender = SyncSender(client=httpx.Client(transport=transport))
+    sending = Sending(error_for=lambda response: AssertionError(response), provider="emulator", publishes=True)
+    response = sender.send(HttpRequest("POST", "http://mock.test/apps/1/events", body=b"{}"), sending)
+    assert (response.status, response.body) == (200, b"{}")
+    sender.close()

@@ -87,6 +87,9 @@ def test_an_integer_user_id_is_its_digits() -> None:
     for wrong in (True, 5.0, None, b"5"):
         with pytest.raises(ProtocolError, match=r"a user id is a str \(or an int, taken as its digits\), not "):
             User(wrong)  # type: ignore[arg-type]
+    for wrong in (True, 5.0, b"5"):  # the mapping form takes its id as User does ("True" and "5.0" were ids)
+        with pytest.raises(ProtocolError, match=r"a user id is a str \(or an int, taken as its digits\), not "):
+            User.coerce({"id": wrong})
 
 
 @pytest.mark.parametrize("url", ["pusher://k:s@eu/apps/1", "memory://ids"])

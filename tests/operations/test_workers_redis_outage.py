@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import multiprocessing
 import os
 import re
 import signal
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import pytest
 
+from relay import cli
 from tests.cluster.conftest import RedisServer
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import APP, CREDENTIALS, children, eventually, node_ids, publish, ws_client
@@ -149,3 +155,33 @@ async def test_a_replacement_waiting_for_redis_is_handed_no_connection(redis: Re
             assert replacement in children(supervisor.process.pid) and len(node_ids(supervisor)) == 2
     finally:
         await supervisor.stop()
+
+
+def _never_listens() -> None:
+    """A worker stuck at start-up (as one is when Redis accepts its connection and then answers nothing)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, cli.STOP_SIGNALS)  # the supervisor blocks them over the fork
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    time.sleep(60)
+
+
+def test_a_replacement_that_never_listens_is_stopped_so_the_next_can_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replacements start one at a time: one stuck at start-up held back every other replacement for as long as it
+    hung. Past WORKER_START_SECONDS it is stopped and counted as a failed start, and the next one starts; the worker
+    still serving is kept throughout."""
+    monkeypatch.setattr(cli, "WORKER_START_SECONDS", 0.3)
+    monkeypatch.setattr(cli, "WORKER_RESTART_DELAYS", (0.0, 0.1))
+    context = multiprocessing.get_context("fork")
+    started = context.Semaphore(0)
+    supervisor = cli._Supervisor(lambda: context.Process(target=_never_listens, daemon=True))
+    supervisor.workers = 2
+    serving = supervisor.start_worker()  # never released the semaphore either, but counted as serving from here
+    supervisor.start_worker().kill()  # the other worker dies: its replacements never listen
+    threading.Timer(2.0, supervisor.stop, (signal.SIGTERM, None)).start()
+    with caplog.at_level(logging.INFO, logger="relay.emulator"):
+        supervisor.supervise(started)
+    stuck = [record for record in caplog.records if "did not start listening within 0.3 s" in record.getMessage()]
+    assert len(stuck) >= 3, caplog.text  # each replacement stopped in turn, none holding the next back for good
+    assert serving.exitcode == -signal.SIGTERM  # kept serving until the stop
+    assert "giving up" not in caplog.text
