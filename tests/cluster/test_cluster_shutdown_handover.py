@@ -15,12 +15,36 @@ from tests.cluster.test_cluster import Client
 from tests.cluster.test_cluster_held_webhooks import HELD, REMOVED, SWEEPS, VACATED, Spawn
 from tests.cluster.test_cluster_held_webhooks import check as check
 from tests.cluster.test_cluster_held_webhooks import spawn as spawn
+from tests.conftest import RunningEmulator
+from tests.emulator_process import EmulatorProcess
 from tests.webhook_receiver import Receiver, StartReceiver
 
 DELAY = 2.0  # webhook_delay: the time a client has to come back on the other node
 MEMBERS = "relay:mem:1:presence-room"  # the member counter: alice's field goes when her last node counts her out
 PENDING = ("relay:vacating:*", "relay:leaving:*")
 RETURNS = {"channel_occupied", "member_added"}  # what a return after a sent departure would send again
+
+
+async def alice_on_a(
+    start_receiver: StartReceiver, spawn: Spawn
+) -> tuple[Receiver, Receiver, EmulatorProcess, EmulatorProcess, RunningEmulator, Client]:
+    """Nodes A and B, each posting its webhooks to a receiver of its own, and alice in presence-room on A, which has
+    sent channel_occupied and member_added: (A's receiver, B's, A, B, B as a client reaches it, alice)."""
+    to_a, to_b = await start_receiver(), await start_receiver()
+    a_process, a = await spawn(to_a.url, delay=DELAY)
+    b_process, b = await spawn(to_b.url, delay=DELAY)
+    alice = await Client.open(a)
+    await alice.subscribe("presence-room", "alice")
+    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)
+    return to_a, to_b, a_process, b_process, b, alice
+
+
+async def stop_a(a_process: EmulatorProcess, alice: Client) -> float:
+    """SIGTERM A, which closes alice: when she was closed, once A has exited cleanly."""
+    stopping = asyncio.create_task(a_process.stop())
+    left_at = await closed_by_shutdown(alice)
+    assert await stopping == 0
+    return left_at
 
 
 async def counted_out(check: aioredis.Redis, within: float = 10.0) -> None:
@@ -61,15 +85,8 @@ async def test_a_member_who_moves_to_another_node_within_the_delay_at_a_shutdown
     """The ops audit's case: alice, in a presence channel on A, is closed by A's SIGTERM and subscribes again on B
     within webhook_delay. No member_removed or channel_vacated (A used to send them at once, as it left), and so no
     member_added or channel_occupied from B either: as when she comes back to a node that stays."""
-    to_a, to_b = await start_receiver(), await start_receiver()
-    a_process, a = await spawn(to_a.url, delay=DELAY)
-    _, b = await spawn(to_b.url, delay=DELAY)
-    alice = await Client.open(a)
-    await alice.subscribe("presence-room", "alice")
-    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
-    stopping = asyncio.create_task(a_process.stop())
-    left_at = await closed_by_shutdown(alice)
-    assert await stopping == 0  # A is gone: whatever it would send for her leave, it has sent
+    to_a, to_b, a_process, _, b, alice = await alice_on_a(start_receiver, spawn)
+    left_at = await stop_a(a_process, alice)  # A is gone: whatever it would send for her leave, it has sent
     await counted_out(check)  # and her leave was counted (held, or sent): a return now is one a hold must absorb
     back = await Client.open(b)
     await back.subscribe("presence-room", "alice")
@@ -87,15 +104,8 @@ async def test_a_member_who_does_not_come_back_after_a_shutdown_is_removed_once_
     """alice is closed by A's SIGTERM and does not come back: B, which stays, sends channel_vacated and
     member_removed once each, after the delay; A sends neither. A handed its holds over as due at their own time, so
     B sends them at its next sweep after the delay, not past the grace it gives a live node's timer."""
-    to_a, to_b = await start_receiver(), await start_receiver()
-    a_process, a = await spawn(to_a.url, delay=DELAY)
-    await spawn(to_b.url, delay=DELAY)  # the survivor: no client of its own, only its sweep
-    alice = await Client.open(a)
-    await alice.subscribe("presence-room", "alice")
-    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
-    stopping = asyncio.create_task(a_process.stop())
-    left_at = await closed_by_shutdown(alice)
-    assert await stopping == 0
+    to_a, to_b, a_process, _, _, alice = await alice_on_a(start_receiver, spawn)  # B: no client, only its sweep
+    left_at = await stop_a(a_process, alice)
 
     await to_b.until(lambda: len(to_b.events(names=HELD)) >= 2, within=15)
     await asyncio.sleep(SWEEPS)  # not sent again: B has swept once more meanwhile
@@ -112,12 +122,7 @@ async def test_nodes_stopping_together_send_each_held_webhook_once(
 ) -> None:
     """Both nodes get SIGTERM at once (a whole deployment stopped, or --workers): whichever leaves Redis last finds
     no node left to hand the holds to and sends them, its own and those the other left, at once; each once."""
-    to_a, to_b = await start_receiver(), await start_receiver()
-    a_process, a = await spawn(to_a.url, delay=DELAY)
-    b_process, _ = await spawn(to_b.url, delay=DELAY)
-    alice = await Client.open(a)
-    await alice.subscribe("presence-room", "alice")
-    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
+    to_a, to_b, a_process, b_process, _, _alice = await alice_on_a(start_receiver, spawn)
     assert await asyncio.gather(a_process.stop(), b_process.stop()) == [0, 0]
 
     both = [*to_a.events(names=HELD), *to_b.events(names=HELD)]
@@ -130,15 +135,8 @@ async def test_the_last_node_to_leave_sends_the_holds_handed_to_it(
 ) -> None:
     """A stops and hands alice's holds to B; B stops too before their time: with no node left to hand them to, B
     sends them as it leaves, once each, rather than leaving them to no one."""
-    to_a, to_b = await start_receiver(), await start_receiver()
-    a_process, a = await spawn(to_a.url, delay=DELAY)
-    b_process, _ = await spawn(to_b.url, delay=DELAY)
-    alice = await Client.open(a)
-    await alice.subscribe("presence-room", "alice")
-    await to_a.until(lambda: len(to_a.events()) >= 2, within=5)  # channel_occupied, member_added
-    stopping = asyncio.create_task(a_process.stop())
-    left_at = await closed_by_shutdown(alice)
-    assert await stopping == 0
+    to_a, to_b, a_process, b_process, _, alice = await alice_on_a(start_receiver, spawn)
+    left_at = await stop_a(a_process, alice)
     assert await b_process.stop() == 0
     assert time.monotonic() < left_at + DELAY, "B left after the holds' time: the test proves nothing"
 

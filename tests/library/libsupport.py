@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Awaitable, Callable
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -158,3 +162,39 @@ class StoppableEmulator:
 
 
 StartStoppable = Callable[[], Awaitable[StoppableEmulator]]
+
+
+class SilentServer:
+    """Accepts connections and reads, never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=200)
+        self.port: int = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted.append(conn)
+
+    def wait_for_connections(self, count: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(self.accepted) < count:
+            assert time.monotonic() < deadline, f"{len(self.accepted)} connections of {count}"
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:  # ends a request the test left waiting, whatever it asserted
+            conn.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()

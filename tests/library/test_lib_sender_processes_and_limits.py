@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpcore
 import httpx
 import pytest
-from libsupport import KEY, SECRET, Emulator, MakeRelay, StartEmulator
+from libsupport import KEY, SECRET, Emulator, MakeRelay, SilentServer, StartEmulator
+from libsupport import silent as silent
 
 from relay import AsyncRelay, Relay
 from relay.adapters.base import HttpRequest
@@ -131,42 +130,6 @@ async def test_processes_forked_from_a_client_s_process_each_publish_on_connecti
 
 
 # -- 2. close() from another thread interrupts a request waiting for its answer --------------------------------------
-
-
-class SilentServer:
-    """Accepts connections and reads, never answers."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=200)
-        self.port: int = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:  # closed
-                return
-            self.accepted.append(conn)
-
-    def wait_for_connections(self, count: int) -> None:
-        deadline = time.monotonic() + 5
-        while len(self.accepted) < count:
-            assert time.monotonic() < deadline, f"{len(self.accepted)} connections of {count}"
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        self.listener.close()
-        for conn in self.accepted:  # ends a request the test left waiting, whatever it asserted
-            conn.close()
-
-
-@pytest.fixture
-def silent() -> Iterator[SilentServer]:
-    server = SilentServer()
-    yield server
-    server.close()
 
 
 def silent_url(server: SilentServer) -> str:

@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import socket
 import subprocess
 import sys
-import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
 import pytest
+from libsupport import SilentServer
+from libsupport import silent as silent
 
 from relay import AsyncRelay, Event, Relay
 from relay.adapters.memory import Published
@@ -118,37 +118,6 @@ def test_the_failure_message_shows_the_data_only_when_given_and_as_published(mem
 
 
 # -- 2. a request sent that got no answer is not "could not reach" ------------------------------------------------
-
-
-class SilentServer:
-    """Accepts connections and reads, never answers."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:  # closed
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.listener.close()
-        for conn in self.accepted:
-            conn.close()
-
-
-@pytest.fixture
-def silent() -> Iterator[SilentServer]:
-    server = SilentServer()
-    yield server
-    server.close()
 
 
 NO_ANSWER = (

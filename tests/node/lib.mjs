@@ -268,6 +268,15 @@ export function pusherOptions(auth, user, extra = {}) {
   return options;
 }
 
+/** pusher-js channel authorization signed in this process by pusher-http-node's `signer`, with no auth endpoint;
+ *  `data`: a presence member's channel_data. */
+export function signedAuthorization(signer, data) {
+  return {
+    customHandler: ({ socketId, channelName }, callback) =>
+      callback(null, signer.authorizeChannel(socketId, channelName, data)),
+  };
+}
+
 /** A connected pusher-js client. */
 export async function connect(scenario, auth, user, extra = {}) {
   const client = new PusherJS(env.key, pusherOptions(auth, user, extra));

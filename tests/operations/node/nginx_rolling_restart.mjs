@@ -4,12 +4,7 @@
 // each answer every client must be connected and subscribed again within RECONNECT_WITHIN_MS (the clients of the node
 // restarted went through nginx to the other node). The summary gives, per restart, how many clients reconnected and
 // how long after the answer the last of them was back.
-import { createRequire } from 'node:module';
-
-import { PusherJS, Scenario, env, sleep, step } from '../../node/lib.mjs';
-
-const require = createRequire(new URL('../../node/package.json', import.meta.url));
-const PusherServer = require('pusher');
+import { PusherJS, PusherServer, Scenario, env, pusherOptions, signedAuthorization, sleep, step } from '../../node/lib.mjs';
 
 const CLIENTS = Number(process.env.CLIENTS);
 const RECONNECT_WITHIN_MS = Number(process.env.RECONNECT_WITHIN_MS);
@@ -36,18 +31,14 @@ await scenario.run(async () => {
   const signer = new PusherServer({ appId: env.appId, key: env.key, secret: env.secret });
   const clients = [];
   for (let i = 0; i < CLIENTS; i += 1) {
-    const pusher = new PusherJS(env.key, {
-      cluster: 'mt1',
-      wsHost: env.host,
-      wssPort: env.port,
-      forceTLS: true,
-      enabledTransports: ['ws', 'wss'],
-      enableStats: false,
-      channelAuthorization: {
-        customHandler: ({ socketId, channelName }, callback) =>
-          callback(null, signer.authorizeChannel(socketId, channelName)),
-      },
-    });
+    const pusher = new PusherJS(
+      env.key,
+      pusherOptions(null, null, {
+        forceTLS: true,
+        enabledTransports: ['ws', 'wss'],
+        channelAuthorization: signedAuthorization(signer),
+      }),
+    );
     scenario.onCleanup(() => pusher.disconnect());
     const client = { pusher, socketIds: [], subscribedOn: null };
     pusher.connection.bind('connected', () => client.socketIds.push(pusher.connection.socket_id));

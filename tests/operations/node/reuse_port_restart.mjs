@@ -5,7 +5,17 @@
 // RECONNECT_WITHIN_MS of the answer (the new process was already listening: no refused reconnection, so no back-off).
 // Then {"step": "publish"}: the driver publishes once the old process has exited, and every client must receive it.
 // The summary gives how long after the answer the last client was back, and the codes the clients were closed with.
-import { PusherJS, PusherServer, Scenario, env, sleep, step, until } from '../../node/lib.mjs';
+import {
+  PusherJS,
+  PusherServer,
+  Scenario,
+  env,
+  pusherOptions,
+  signedAuthorization,
+  sleep,
+  step,
+  until,
+} from '../../node/lib.mjs';
 
 const CLIENTS = Number(process.env.CLIENTS);
 const RECONNECT_WITHIN_MS = Number(process.env.RECONNECT_WITHIN_MS);
@@ -15,18 +25,7 @@ await scenario.run(async () => {
   const signer = new PusherServer({ appId: env.appId, key: env.key, secret: env.secret });
   const clients = [];
   for (let i = 0; i < CLIENTS; i += 1) {
-    const pusher = new PusherJS(env.key, {
-      cluster: 'mt1',
-      wsHost: env.host,
-      wsPort: env.port,
-      forceTLS: false,
-      enabledTransports: ['ws'],
-      enableStats: false,
-      channelAuthorization: {
-        customHandler: ({ socketId, channelName }, callback) =>
-          callback(null, signer.authorizeChannel(socketId, channelName)),
-      },
-    });
+    const pusher = new PusherJS(env.key, pusherOptions(null, null, { channelAuthorization: signedAuthorization(signer) }));
     scenario.onCleanup(() => pusher.disconnect());
     const client = { pusher, socketIds: [], subscribedOn: null, closeCode: null, received: [] };
     pusher.connection.bind('connected', () => client.socketIds.push(pusher.connection.socket_id));
