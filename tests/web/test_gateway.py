@@ -123,6 +123,7 @@ async def test_channel_auth_follows_the_default_rules(gateway: httpx.AsyncClient
         ),
         ("not-a-jwt", "invalid JWT"),
     ],
+    ids=["forged", "expired", "alg-none", "not-a-jwt"],  # the same names in every process of a parallel run
 )
 async def test_bad_jwts_are_refused(gateway: httpx.AsyncClient, token: str, message: str) -> None:
     response = await gateway.post(
