@@ -88,7 +88,10 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "(default 60)",
     )
     operations.add_argument(
-        "--shutdown-delay", type=float, help="seconds between stopping accepting and the first close (default 0)"
+        "--shutdown-delay",
+        type=float,
+        help="on SIGTERM, seconds of /ready answering 503 and new connections refused before the port closes and the "
+        "first connection is closed (default 0)",
     )
     operations.add_argument(
         "--shutdown-spread", type=float, help="seconds over which shutdown closes connections with 4200 (default 2)"
@@ -559,6 +562,52 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "publish",
+        help="publish one event to one or more channels, through the provider RELAY_URL names",
+        description="Publish one event through the provider that --url, RELAY_URL or the conventional variables "
+        "(PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, PUSHER_CLUSTER or PUSHER_HOST, ABLY_API_KEY) name, as "
+        "relay.publish() does. Example: relay publish orders order-ready '{\"id\": 42}'",
+    )
+    parser.add_argument("channels", nargs="+", metavar="CHANNEL", help="one or more channel names")
+    parser.add_argument("event", metavar="EVENT", help="the event name")
+    parser.add_argument("data", metavar="DATA", help="the event's data as JSON, or - to read it from standard input")
+    parser.add_argument("--string", action="store_true", help="send DATA as a string, not read as JSON")
+    parser.add_argument("--socket-id", help="leave out this connection (the publisher's own browser tab)")
+    parser.add_argument("--url", help="the provider URL (default: RELAY_URL, or the conventional variables)")
+    parser.set_defaults(run=_run_publish)
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    import json
+
+    from relay.client import Relay
+    from relay.errors import RelayError
+
+    text = sys.stdin.read() if args.data == "-" else args.data
+    if args.string:
+        data: object = text
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            print(
+                f"relay publish: DATA is not JSON ({exc}): write a string in quotes, or pass --string", file=sys.stderr
+            )
+            return 2
+    with Relay.from_url(args.url) if args.url is not None else Relay.from_env() as client:
+        try:
+            result = client.publish(args.channels, args.event, data, socket_id=args.socket_id)
+        except RelayError as exc:
+            who = f" ({exc.answered_by} answered {exc.http_status})" if exc.answered_by else ""
+            print(f"relay: publish failed{who}: {exc.message}", file=sys.stderr)
+            return 1
+    ids = f" (message id {', '.join(result.message_ids)})" if result.message_ids else ""
+    print(f"published {args.event} to {', '.join(result.channels)}{ids}")
+    return 0
+
+
 def _gateway_logging(level: str) -> dict[str, Any]:
     """uvicorn's logging configuration, with the ``relay`` loggers in its format at ``--log-level``: a warning at
     start or a logged 500 reads ``WARNING:  relay.gateway: …`` (it was a bare line from Python's last-resort
@@ -724,6 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _emulator_parser(subparsers)
     _serve_parser(subparsers)
+    _publish_parser(subparsers)
     add_cost_command(subparsers)
     return parser
 

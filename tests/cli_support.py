@@ -25,12 +25,24 @@ class Outcome:
     stderr: str
 
 
-async def run_relay(*args: str, env: dict[str, str] | None = None, within: float = 20.0) -> Outcome:
-    """Run ``relay ARGS``; return when it exits, or stop it as soon as it says it is serving."""
+async def run_relay(
+    *args: str, env: dict[str, str] | None = None, within: float = 20.0, stdin: str | None = None
+) -> Outcome:
+    """Run ``relay ARGS`` (``stdin`` its standard input); return when it exits, or stop it as soon as it says it is
+    serving."""
     clean = {name: value for name, value in os.environ.items() if not name.startswith(("RELAY_", "PUSHER_", "ABLY_"))}
     process = await asyncio.create_subprocess_exec(
-        *RELAY, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**clean, **(env or {})}
+        *RELAY,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**clean, **(env or {})},
     )
+    if stdin is not None:
+        assert process.stdin is not None
+        process.stdin.write(stdin.encode())
+        process.stdin.close()
     out: list[str] = []
     err: list[str] = []
 

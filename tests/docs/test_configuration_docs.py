@@ -56,7 +56,7 @@ def long_flags(parser: argparse.ArgumentParser) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("command", ["emulator", "serve", "cost"])
+@pytest.mark.parametrize("command", ["emulator", "serve", "publish", "cost"])
 def test_every_flag_of_every_command_is_documented(command: str) -> None:
     documented = {cell.split()[0].strip("`") for cell in first_column(section(f"### `relay {command}`"))}
     assert documented == long_flags(subcommands()[command])
@@ -71,8 +71,8 @@ def test_the_order_tracking_flags_are_documented() -> None:
 
 
 def test_every_documented_default_is_the_parsers() -> None:
-    """The default column of the emulator and serve tables says what argparse defaults to."""
-    for command in ("emulator", "serve"):
+    """The default column of the emulator, serve and publish tables says what argparse defaults to."""
+    for command in ("emulator", "serve", "publish"):
         parser = subcommands()[command]
         defaults = {option: action.default for action in parser._actions for option in action.option_strings}
         for line in section(f"### `relay {command}`").splitlines()[2:]:
