@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import secrets
@@ -40,7 +39,7 @@ from relay.errors import (
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.ably import build_token_request, validate_channel_name
+from relay.protocol.ably import build_token_request, validate_channel_name, webhook_signature
 from relay.protocol.channels import ChannelKind, classify
 
 ABLY_PROTOCOL_VERSION = "3"
@@ -381,7 +380,7 @@ class AblyAdapter:
         supplied_key = lowered.get("x-ably-key")
         if supplied_key is None or not hmac.compare_digest(supplied_key.encode(), self._config.key.encode()):
             raise UnknownKey("webhook X-Ably-Key is missing or not this key's name")
-        expected = base64.b64encode(hmac.new(self._config.secret.encode(), body, hashlib.sha256).digest()).decode()
+        expected = webhook_signature(self._config.secret, body)
         if not hmac.compare_digest(lowered.get("x-ably-signature", "").encode(), expected.encode()):
             raise InvalidSignature("webhook X-Ably-Signature does not match base64(HMAC-SHA256(key secret, body))")
         try:

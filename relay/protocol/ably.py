@@ -86,7 +86,16 @@ def token_request_mac(
     nonce: str,
 ) -> str:
     text = token_request_text(key_name, ttl, capability, client_id, timestamp, nonce)
-    return base64.b64encode(hmac.new(key_secret.encode(), text.encode(), hashlib.sha256).digest()).decode()
+    return _mac(key_secret, text.encode())
+
+
+def webhook_signature(key_secret: str, body: bytes) -> str:
+    """``X-Ably-Signature`` of a webhook request: base64(HMAC-SHA256(key secret, body))."""
+    return _mac(key_secret, body)
+
+
+def _mac(key_secret: str, message: bytes) -> str:
+    return base64.b64encode(hmac.new(key_secret.encode(), message, hashlib.sha256).digest()).decode()
 
 
 def build_token_request(

@@ -296,3 +296,13 @@ def test_jwt_claims_ttl_limits_inclusive() -> None:
     assert claims["exp"] == 86_410
     _, claims = ably.jwt_claims(KEY_NAME, {"*": ["*"]}, issued_at=10, ttl_seconds=1)
     assert claims["exp"] == 11
+
+
+# -- webhook signature --------------------------------------------------------------------------------------------
+
+
+def test_webhook_signature_is_base64_hmac_sha256_of_the_raw_body() -> None:
+    """Reference §A webhooks: base64(HMAC-SHA256(key secret, raw body)); the figure is OpenSSL's
+    (`printf body | openssl dgst -sha256 -hmac secret -binary | base64`)."""
+    assert ably.webhook_signature("secret", b"body") == "3EaYNVf+oSe0OvchRn65s/3iM4/j4U9RlSqoR4wT01U="
+    assert ably.webhook_signature("secret", b"body ") != ably.webhook_signature("secret", b"body")
