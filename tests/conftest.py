@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import pytest
 
@@ -34,6 +35,21 @@ class RunningEmulator:
 
 
 StartEmulator = Callable[..., Awaitable[RunningEmulator]]
+
+
+class ServesAnApp(Protocol):
+    """An emulator a test started: RunningEmulator, or one of the library tests' stoppable ones."""
+
+    app: App
+    host: str
+    port: int
+
+
+def emulator_url(running: ServesAnApp, *, secret: str | None = None, app_id: str | None = None, query: str = "") -> str:
+    """The ``RELAY_URL`` of a running emulator's app (``secret``, ``app_id``: another one, to be refused)."""
+    app = running.app
+    url = f"emulator://{app.key}:{secret or app.secret}@{running.host}:{running.port}/apps/{app_id or app.app_id}"
+    return url + (f"?{query}" if query else "")
 
 
 @pytest.fixture

@@ -13,11 +13,7 @@ from pathlib import Path
 from tests.cli_support import assert_refused, run_relay
 from tests.conformance.wsclient import Connect
 from tests.conformance.wsclient import connect as connect
-from tests.conftest import RunningEmulator
-
-
-def _url(emulator: RunningEmulator, secret: str = "app-secret") -> str:
-    return f"emulator://app-key:{secret}@127.0.0.1:{emulator.port}/apps/1"
+from tests.conftest import RunningEmulator, emulator_url
 
 
 async def test_publishes_json_data_to_every_channel_named(emulator: RunningEmulator, connect: Connect) -> None:
@@ -26,7 +22,7 @@ async def test_publishes_json_data_to_every_channel_named(emulator: RunningEmula
     await audit.subscribed("private-audit")
 
     outcome = await run_relay(
-        "publish", "orders", "private-audit", "order-ready", '{"id": 42}', env={"RELAY_URL": _url(emulator)}
+        "publish", "orders", "private-audit", "order-ready", '{"id": 42}', env={"RELAY_URL": emulator_url(emulator)}
     )
 
     assert (outcome.returncode, outcome.stderr) == (0, "")
@@ -42,7 +38,7 @@ async def test_data_from_standard_input_a_string_and_the_publisher_left_out(
     publisher, other = await connect(emulator), await connect(emulator)
     for client in (publisher, other):
         await client.subscribed("chat")
-    env = {"RELAY_URL": _url(emulator)}
+    env = {"RELAY_URL": emulator_url(emulator)}
 
     piped = await run_relay("publish", "chat", "message", "-", env=env, stdin='{"text": "from a pipe"}\n')
     text = await run_relay("publish", "chat", "message", "plain words", "--string", env=env)
@@ -62,7 +58,7 @@ async def test_the_url_flag_wins_over_the_environment(emulator: RunningEmulator,
     await client.subscribed("orders")
 
     outcome = await run_relay(
-        "publish", "--url", _url(emulator), "orders", "shipped", "1", env={"RELAY_URL": "memory://elsewhere"}
+        "publish", "--url", emulator_url(emulator), "orders", "shipped", "1", env={"RELAY_URL": "memory://elsewhere"}
     )
 
     assert outcome.returncode == 0, outcome.stderr
@@ -75,7 +71,7 @@ async def test_data_that_is_not_json_is_refused_before_anything_is_sent(
     client = await connect(emulator)
     await client.subscribed("orders")
 
-    outcome = await run_relay("publish", "orders", "shipped", "hello", env={"RELAY_URL": _url(emulator)})
+    outcome = await run_relay("publish", "orders", "shipped", "hello", env={"RELAY_URL": emulator_url(emulator)})
 
     assert outcome.returncode == 2
     assert outcome.stderr == (
@@ -96,9 +92,11 @@ async def test_a_refusal_says_who_refused_and_why_and_the_emulator_serves_on(
     client = await connect(emulator)
     await client.subscribed("orders")
 
-    wrong_secret = await run_relay("publish", "orders", "shipped", "1", env={"RELAY_URL": _url(emulator, "wrong")})
-    bad_channel = await run_relay("publish", "orders!", "shipped", "1", env={"RELAY_URL": _url(emulator)})
-    after = await run_relay("publish", "orders", "shipped", "2", env={"RELAY_URL": _url(emulator)})
+    wrong_secret = await run_relay(
+        "publish", "orders", "shipped", "1", env={"RELAY_URL": emulator_url(emulator, secret="wrong")}
+    )
+    bad_channel = await run_relay("publish", "orders!", "shipped", "1", env={"RELAY_URL": emulator_url(emulator)})
+    after = await run_relay("publish", "orders", "shipped", "2", env={"RELAY_URL": emulator_url(emulator)})
 
     assert wrong_secret.returncode == 1
     assert wrong_secret.stderr.startswith("relay: publish failed (the Relay emulator answered 401): "), wrong_secret

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 
 from relay.gateway import GatewaySettings, create_app
 from tests.conftest import RunningEmulator
+from tests.conftest import emulator_url as emulator_url
 from tests.node_scenarios import NODE_DIR, NodeRun, StepHandler, app_env, run_scenario
 from tests.node_scenarios import node_modules as installed_modules
 
@@ -31,11 +32,6 @@ def hs_jwt(sub: str = "alice", *, secret: str = JWT_SECRET, ttl: int = 60, **cla
     """An HS256 user JWT; ``name`` defaults to the capitalised subject."""
     payload = {"sub": sub, "name": sub.title(), "exp": int(time.time()) + ttl, **claims}
     return jwt.encode(payload, secret, algorithm="HS256")
-
-
-def emulator_url(emulator: RunningEmulator) -> str:
-    app = emulator.app
-    return f"emulator://{app.key}:{app.secret}@127.0.0.1:{emulator.port}/apps/{app.app_id}"
 
 
 @asynccontextmanager

@@ -23,8 +23,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from relay import AsyncRelay, Relay
+from relay.emulator.config import App
 from relay.emulator.server import EmulatorNode
 from relay.senders import RetryPolicy
+from tests.conftest import TEST_APP
+from tests.conftest import emulator_url as emulator_url
 
 KEY, SECRET, APP_ID = "app-key", "app-secret", "1"
 RECV_TIMEOUT = 2.0
@@ -41,10 +44,6 @@ class Emulator(Protocol):
 
 
 StartEmulator = Callable[..., Awaitable[Emulator]]
-
-
-def emulator_url(running: Emulator, *, secret: str = SECRET, app_id: str = APP_ID, query: str = "") -> str:
-    return f"emulator://{KEY}:{secret}@127.0.0.1:{running.port}/apps/{app_id}" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -150,9 +149,11 @@ class StoppableEmulator:
     server: asyncio.Server
     port: int
     stopped: bool = False
+    app: App = TEST_APP
+    host: str = "127.0.0.1"
 
     def ws_url(self, key: str | None = None, query: str = "protocol=7") -> str:
-        return f"ws://127.0.0.1:{self.port}/app/{key or KEY}?{query}"
+        return f"ws://{self.host}:{self.port}/app/{key or self.app.key}?{query}"
 
     async def stop(self) -> None:
         if not self.stopped:

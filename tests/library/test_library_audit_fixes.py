@@ -20,12 +20,7 @@ from relay.errors import AuthenticationError, ConfigError, InvalidData, PayloadT
 from relay.models import User
 from relay.senders import RetryPolicy
 from relay.testing import published, signed_webhook
-from tests.conftest import RunningEmulator
-
-
-def emulator_url(emulator: RunningEmulator, *, secret: str = "app-secret") -> str:
-    return f"emulator://app-key:{secret}@127.0.0.1:{emulator.port}/apps/1"
-
+from tests.conftest import RunningEmulator, emulator_url
 
 # -- 1. memory:// answers channel queries as the emulator does (subscription counting off) -------------------------
 
