@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from relay.emulator.config import App
@@ -89,7 +90,17 @@ class ClusterLink(Protocol):
     def connection_count(self, app_id: str, local_count: int) -> None:
         """This node's connections to an app with a connection quota, which the quota counts on every node."""
 
-    def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None: ...
+    def member_joined(
+        self,
+        app_id: str,
+        channel: str,
+        user_id: str,
+        user_info_json: str,
+        refused: Callable[[], bool] | None = None,
+    ) -> None:
+        """A user's first connection on this node joined ``channel``'s presence. With ``refused``, the cluster admits
+        the user only within the app's member limit across every node, and calls ``refused`` if it does not: it
+        answers whether the member is gone from this node."""
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None: ...
 
@@ -334,9 +345,39 @@ class AppState:
             self.deliver(channel, added, exclude=socket_id)
             self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
         if self.cluster is not None:
-            self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json)
+            # Admitted against the members this node knows of; the cluster checks the limit again against every
+            # node's, in Redis, and refuses a user who joined at the same moment as others elsewhere. Only a Pusher
+            # connection can be refused then (an Ably ENTER was acknowledged already): the first connection decides.
+            peer = channel.subscribers.get(socket_id)
+            refused = None
+            if peer is not None and not isinstance(peer, ForeignPeer):
+                refused = partial(self._refused_member, channel, member.user_id, channel.members[member.user_id])
+            self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json, refused)
         elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
             self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
+
+    def _refused_member(self, channel: Channel, user_id: str, entry: PresenceEntry) -> bool:
+        """The cluster refused ``user_id``'s join of ``channel``'s presence: other nodes filled the channel's member
+        limit at the same moment. Its Pusher connections here leave the channel with the refusal a single node gives
+        (they had their ``subscription_succeeded`` already, and the subscribers here their ``member_added``, which a
+        ``member_removed`` follows; the other nodes heard of nothing). Returns whether the member is gone from this
+        node, as it is when it left meanwhile (a join of the same user since is checked on its own); it is not when
+        Ably connections that entered as the same user since hold it."""
+        from relay.emulator.session import Session  # the session module imports this one
+
+        name = channel.name
+        if self.channels.get(name) is not channel or channel.members.get(user_id) is not entry:
+            return True  # it left meanwhile: its leave, queued after the join, counts nothing
+        limit = self.app.limits.max_presence_members
+        message = f"presence limit of {limit} reached"  # as Session._subscribe's own refusal
+        refusal = frames.subscription_error(name, "LimitReached", message, 4100)
+        for peer in channel.peers():
+            if isinstance(peer, Session) and peer.subscriptions.get(name) == user_id:
+                del peer.subscriptions[name]
+                self.unsubscribe(peer, name, user_id)
+                peer.send_text(refusal)
+                self.meter.refused("subscription_error", peer.socket_id, name, 4100, message)
+        return channel.members.get(user_id) is not entry
 
     def unsubscribe(self, peer: Peer, name: str, member_id: str | None) -> None:
         channel = self.channels.get(name)
