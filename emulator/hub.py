@@ -43,6 +43,10 @@ class Peer(Protocol):
 
     def terminate(self, code: int, message: str) -> None: ...
 
+    def leave_over_member_limit(self, channel: str, user_id: str) -> None:
+        """The cluster refused this connection's presence join of ``channel`` as ``user_id``: users joining on other
+        nodes at the same moment filled the member limit. A Pusher connection leaves with a single node's refusal."""
+
 
 class ForeignPeer:
     """Base of peers speaking another protocol (Ably, ``relay.emulator.ably_realtime``) on the same channels.
@@ -59,6 +63,9 @@ class ForeignPeer:
         self, channel: str, frame: bytes, origin: object, exclude: str | None, cache: dict[object, object]
     ) -> None:
         raise NotImplementedError
+
+    def leave_over_member_limit(self, channel: str, user_id: str) -> None:
+        """Nothing: an Ably ENTER was acknowledged before the cluster answered, and stays."""
 
 
 class ClusterLink(Protocol):
@@ -363,20 +370,10 @@ class AppState:
         ``member_removed`` follows; the other nodes heard of nothing). Returns whether the member is gone from this
         node, as it is when it left meanwhile (a join of the same user since is checked on its own); it is not when
         Ably connections that entered as the same user since hold it."""
-        from relay.emulator.session import Session  # the session module imports this one
-
-        name = channel.name
-        if self.channels.get(name) is not channel or channel.members.get(user_id) is not entry:
+        if self.channels.get(channel.name) is not channel or channel.members.get(user_id) is not entry:
             return True  # it left meanwhile: its leave, queued after the join, counts nothing
-        limit = self.app.limits.max_presence_members
-        message = f"presence limit of {limit} reached"  # as Session._subscribe's own refusal
-        refusal = frames.subscription_error(name, "LimitReached", message, 4100)
         for peer in channel.peers():
-            if isinstance(peer, Session) and peer.subscriptions.get(name) == user_id:
-                del peer.subscriptions[name]
-                self.unsubscribe(peer, name, user_id)
-                peer.send_text(refusal)
-                self.meter.refused("subscription_error", peer.socket_id, name, 4100, message)
+            peer.leave_over_member_limit(channel.name, user_id)
         return channel.members.get(user_id) is not entry
 
     def unsubscribe(self, peer: Peer, name: str, member_id: str | None) -> None:
