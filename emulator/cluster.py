@@ -71,36 +71,28 @@ HOLD_GRACE_SECONDS = 2.0
 _SWEEP_LIMIT = 100  # holds taken by one script run: a backlog (after an outage) is taken in several
 RESULT_TTL_SECONDS = 60.0  # how long Redis keeps a count's answer (the script's PX 60000)
 _NOT_COUNTED = 2  # the count script's answer when Redis's generation is not the node's
-_REFUSED = 3  # its answer to a member's join past the channel's member limit (counting nothing)
 # Publishes on the bus: kind, node, app, channel, excluded socket id, 5 KiB units of the data (one per event, comma
 # separated), body. P: an HTTP API publish, C: a client event (each with its Pusher frame), A: an Ably publish.
 _PUBLISHES = ("P", "C", "A")
 # KEYS: counter hash, pending key, the counting node's state hash, this count's result key, the holds' sorted set, the
 # generation key. ARGV: field, delta, pending ttl (ms), the node's state field for this count, its value, the webhook
-# delay (ms), the hold (on -1), the generation the node counts in, and a limit on the counter's fields ('' for none: a
-# presence channel's member limit, as the member counter holds a field per user any node holds). A +1 for a field not
-# there yet, with the limit's fields there already, counts nothing and answers 3 (the node refuses the member): being
-# one script, users joining at once on several nodes are admitted one at a time. A Redis whose generation is not that
-# one lost the data the count would move (a flush, noticed by the node only at its next heartbeat): nothing is done, and
-# the script answers 2, so the node keeps its own record as it was for the restore. The counter moves only if the node's
+# delay (ms), the hold (on -1), the generation the node counts in. A Redis whose generation is not that one lost the
+# data the count would move (a flush, noticed by the node only at its next heartbeat): nothing is done, and the
+# script answers 2, so the node keeps its own record as it was for the restore. The counter moves only if the node's
 # state field does (set on +1, deleted on -1), in the same script, so counting what a reconciliation already counted
 # changes nothing; and a count run again under the same result key (a batch retried after a dropped connection, whose
 # first run may have happened with its answer lost) answers what the first run did. Returns 1 on 0→1 (send the "up"
-# webhook), -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook). A
-# hold's pending key holds the hold: JSON of the result key that made it (its id, which a release checks), the app and
-# the webhook, so any node can send it. The sorted set scores each pending key by when it is due, from Redis's clock
-# (the nodes' clocks may disagree); its TTL is raised to each new pending key's, never lowered, so it expires with the
-# last of them if it is not emptied first.
+# webhook), -1 on 1→0 (hold the "down" webhook), 0 otherwise (including a 0→1 that cancelled a held "down" webhook).
+# A hold's pending key holds the hold: JSON of the result key that made it (its id, which a release checks), the app
+# and the webhook, so any node can send it. The sorted set scores each pending key by when it is due, from Redis's
+# clock (the nodes' clocks may disagree); its TTL is raised to each new pending key's, never lowered, so it expires with
+# the last of them if it is not emptied first.
 _COUNT_SCRIPT = """
 if redis.call('GET', KEYS[6]) ~= ARGV[8] then return 2 end
 local done = redis.call('GET', KEYS[4])
 if done then return tonumber(done) end
 local function count()
   if tonumber(ARGV[2]) > 0 then
-    if ARGV[9] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
-        and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[9]) then
-      return 3
-    end
     if redis.call('HSET', KEYS[3], ARGV[4], ARGV[5]) == 0 then return 0 end
   elseif redis.call('HDEL', KEYS[3], ARGV[4]) == 0 then
     return 0
@@ -736,38 +728,12 @@ class RedisCluster:
         self._dirty_counts[(app_id, None)] = local_count
         self._enqueue(_nothing)
 
-    def member_joined(
-        self,
-        app_id: str,
-        channel: str,
-        user_id: str,
-        user_info_json: str,
-        refused: Callable[[], bool] | None = None,
-    ) -> None:
-        """A user's first connection here joined ``channel``'s presence: counted in Redis, and announced to the
-        other nodes. With ``refused``, only within the channel's member limit across the cluster: the count's script
-        admits users joining at once on several nodes one at a time, in the same round trip as the count. A join it
-        refuses is neither counted nor announced, and ``refused`` is called, which answers whether the member is gone
-        from this node; one that is not (held by connections the node could not refuse) is counted after all.
-        While Redis is away the join is not counted (the reconciliation counts what the node holds, whatever the
-        limit): the node's own check, against the members it knows, is all there is."""
+    def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None:
         field_name = _member_field(app_id, channel, user_id)
-        limit = None if refused is None else self._states[app_id].app.limits.max_presence_members
-        # Whether the refusal left the member held here, once it was acted on: a batch run again after a dropped
-        # connection makes the same counts (the first answered with nothing), and must not act on it again.
-        kept: bool | None = None
 
         async def join(pipe: Any) -> None:
-            nonlocal kept
-            result = await self._count_member(app_id, channel, user_id, +1, user_info_json, limit=limit)
-            if result == _REFUSED and kept is None and refused is not None:
-                kept = not refused()
-            if kept is not None:
-                if not kept:
-                    return
-                result = await self._count_member(app_id, channel, user_id, +1, user_info_json)
             await self._announce("m+", app_id, channel, user_id, user_info_json)(pipe)
-            if result == 0:
+            if await self._count_member(app_id, channel, user_id, +1, user_info_json) == 0:
                 pipe.hset(self._key("nodestate", self.node_id), field_name, user_info_json)  # the info may be new
 
         self._enqueue(join)
@@ -827,13 +793,10 @@ class RedisCluster:
         event: dict[str, object],
         delay: float,
         quiet: bool,
-        limit: int | None = None,
     ) -> int | None:
         """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1),
         and act on the script's answer, which it returns: send ``event`` on 0→1 (unless ``quiet``), hold it on 1→0
-        (to send ``delay`` seconds later unless a return cancels it). None: not counted, Redis lost its data.
-        ``limit``: a +1 of a field the counter does not have is refused (``_REFUSED``, nothing counted) once the
-        counter has that many fields."""
+        (to send ``delay`` seconds later unless a return cancels it). None: not counted, Redis lost its data."""
         delay_ms = int(delay * 1000)
         hold_ms = delay_ms + 30_000
         batch = _BATCH.get()
@@ -851,7 +814,6 @@ class RedisCluster:
         nodestate, holds, generation = self._key("nodestate", node), self._key("holds", app_id), self._key("generation")
         keys = [counter, pending, nodestate, result_key, holds, generation]
         args: list[str | int] = [field_name, delta, hold_ms, *held, delay_ms, hold, self._counting_in]
-        args.append("" if limit is None else limit)
         sent_at = asyncio.get_running_loop().time()
         self._unanswered.setdefault(result_key, (sent_at, app_id, pending, event, hold, delay, quiet))
         result: int = await self._count_script(keys=keys, args=args)
@@ -903,11 +865,9 @@ class RedisCluster:
         *,
         quiet: bool = False,
         delay: float | None = None,
-        limit: int | None = None,
     ) -> int | None:
         """As :meth:`_count_channel`, for a presence member (``info``: its user_info JSON, stored on +1); the count's
-        answer, None if Redis lost its data. ``limit``: the channel's member limit, for a join that may be refused
-        (the answer is then ``_REFUSED`` and nothing is counted)."""
+        answer, None if Redis lost its data."""
         pending = self._key("leaving", app_id, channel, user_id)
         held = (_member_field(app_id, channel, user_id), info)
         counter = self._key("mem", app_id, channel)
@@ -915,10 +875,8 @@ class RedisCluster:
         event: dict[str, object] = {"name": name, "channel": channel, "user_id": user_id}
         delay = self._states[app_id].app.webhook_delay if delay is None else delay
         node_counted = self.node_id if node is None else node
-        result = await self._count(
-            counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet, limit
-        )
-        if result is not None and result != _REFUSED and node_counted == self.node_id:
+        result = await self._count(counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet)
+        if result is not None and node_counted == self.node_id:
             if delta > 0:
                 self._counted.members[(app_id, channel, user_id)] = info
             else:

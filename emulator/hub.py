@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol
 
 from relay.emulator.config import App
@@ -43,10 +42,6 @@ class Peer(Protocol):
 
     def terminate(self, code: int, message: str) -> None: ...
 
-    def leave_over_member_limit(self, channel: str, user_id: str) -> None:
-        """The cluster refused this connection's presence join of ``channel`` as ``user_id``: users joining on other
-        nodes at the same moment filled the member limit. A Pusher connection leaves with a single node's refusal."""
-
 
 class ForeignPeer:
     """Base of peers speaking another protocol (Ably, ``relay.emulator.ably_realtime``) on the same channels.
@@ -63,9 +58,6 @@ class ForeignPeer:
         self, channel: str, frame: bytes, origin: object, exclude: str | None, cache: dict[object, object]
     ) -> None:
         raise NotImplementedError
-
-    def leave_over_member_limit(self, channel: str, user_id: str) -> None:
-        """Nothing: an Ably ENTER was acknowledged before the cluster answered, and stays."""
 
 
 class ClusterLink(Protocol):
@@ -97,17 +89,7 @@ class ClusterLink(Protocol):
     def connection_count(self, app_id: str, local_count: int) -> None:
         """This node's connections to an app with a connection quota, which the quota counts on every node."""
 
-    def member_joined(
-        self,
-        app_id: str,
-        channel: str,
-        user_id: str,
-        user_info_json: str,
-        refused: Callable[[], bool] | None = None,
-    ) -> None:
-        """A user's first connection on this node joined ``channel``'s presence. With ``refused``, the cluster admits
-        the user only within the app's member limit across every node, and calls ``refused`` if it does not: it
-        answers whether the member is gone from this node."""
+    def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None: ...
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None: ...
 
@@ -352,29 +334,9 @@ class AppState:
             self.deliver(channel, added, exclude=socket_id)
             self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
         if self.cluster is not None:
-            # Admitted against the members this node knows of; the cluster checks the limit again against every
-            # node's, in Redis, and refuses a user who joined at the same moment as others elsewhere. Only a Pusher
-            # connection can be refused then (an Ably ENTER was acknowledged already): the first connection decides.
-            peer = channel.subscribers.get(socket_id)
-            refused = None
-            if peer is not None and not isinstance(peer, ForeignPeer):
-                refused = partial(self._refused_member, channel, member.user_id, channel.members[member.user_id])
-            self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json, refused)
+            self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json)
         elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
             self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
-
-    def _refused_member(self, channel: Channel, user_id: str, entry: PresenceEntry) -> bool:
-        """The cluster refused ``user_id``'s join of ``channel``'s presence: other nodes filled the channel's member
-        limit at the same moment. Its Pusher connections here leave the channel with the refusal a single node gives
-        (they had their ``subscription_succeeded`` already, and the subscribers here their ``member_added``, which a
-        ``member_removed`` follows; the other nodes heard of nothing). Returns whether the member is gone from this
-        node, as it is when it left meanwhile (a join of the same user since is checked on its own); it is not when
-        Ably connections that entered as the same user since hold it."""
-        if self.channels.get(channel.name) is not channel or channel.members.get(user_id) is not entry:
-            return True  # it left meanwhile: its leave, queued after the join, counts nothing
-        for peer in channel.peers():
-            peer.leave_over_member_limit(channel.name, user_id)
-        return channel.members.get(user_id) is not entry
 
     def unsubscribe(self, peer: Peer, name: str, member_id: str | None) -> None:
         channel = self.channels.get(name)

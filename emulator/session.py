@@ -150,17 +150,6 @@ class Session:
         self.send_text(frames.error(code, message))
         self.state.meter.refused("error", self.socket_id, channel, code, message)
 
-    def leave_over_member_limit(self, channel: str, user_id: str) -> None:
-        if self.subscriptions.get(channel) != user_id:
-            return
-        del self.subscriptions[channel]
-        self.state.unsubscribe(self, channel, user_id)
-        self._refuse_over_member_limit(channel)
-
-    def _refuse_over_member_limit(self, channel: str) -> None:
-        limit = self.state.app.limits.max_presence_members
-        self._refuse_subscription(channel, "LimitReached", f"presence limit of {limit} reached", 4100)
-
     def _refuse_subscription(self, channel: str, kind: str, message: str, status: int) -> None:
         self.send_text(frames.subscription_error(channel, kind, message, status))
         self.state.meter.refused("subscription_error", self.socket_id, channel, status, message)
@@ -287,7 +276,8 @@ class Session:
             self._refuse_subscription(name, "AuthError", exc.message, status)
             return
         if member is not None and self.state.would_exceed_members(name, member.user_id):
-            self._refuse_over_member_limit(name)
+            limit = app.limits.max_presence_members
+            self._refuse_subscription(name, "LimitReached", f"presence limit of {limit} reached", 4100)
             return
         self.subscriptions[name] = None if member is None else member.user_id
         if kind.needs_auth:
