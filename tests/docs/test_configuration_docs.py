@@ -4,9 +4,11 @@ config-file keys (the dataclasses and the loaders' allowed keys), rules-file key
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -93,14 +95,21 @@ def test_every_documented_default_is_the_parsers() -> None:
                 assert default in (None, False, []) or flag == "--console-token", flag
 
 
+def sources(folder: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """The folder's files with those suffixes, outside installed and built folders: a parallel test process may be
+    rebuilding examples/nextjs/.next, and a folder removed under rglob's walk raises FileNotFoundError."""
+    for directory, subfolders, files in os.walk(folder):
+        subfolders[:] = [name for name in subfolders if name not in ("node_modules", ".next", "__pycache__")]
+        yield from (Path(directory, name) for name in files if name.endswith(suffixes))
+
+
 def environment_variables_in_code() -> set[str]:
     names: set[str] = set()
     for folder in ("relay", "emulator", "adapters", "examples"):
-        for path in (ROOT / folder).rglob("*.py"):
+        for path in sources(ROOT / folder, (".py",)):
             names.update(ENV_READ.findall(path.read_text()))
-    for path in (ROOT / "examples" / "nextjs").rglob("*.ts*"):
-        if "node_modules" not in path.parts and ".next" not in path.parts:
-            names.update(PROCESS_ENV.findall(path.read_text()))
+    for path in sources(ROOT / "examples" / "nextjs", (".ts", ".tsx")):
+        names.update(PROCESS_ENV.findall(path.read_text()))
     return names
 
 
