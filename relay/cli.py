@@ -90,8 +90,8 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     operations.add_argument(
         "--shutdown-delay",
         type=float,
-        help="on SIGTERM, seconds of /ready answering 503 and new connections refused before the port closes and the "
-        "first connection is closed (default 0)",
+        help="on SIGTERM, seconds of /ready answering 503 and new WebSocket connections refused (the HTTP API still "
+        "serves) before the port closes and the first connection is closed (default 0)",
     )
     operations.add_argument(
         "--shutdown-spread", type=float, help="seconds over which shutdown closes connections with 4200 (default 2)"
@@ -569,10 +569,17 @@ def _publish_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         description="Publish one event through the provider that --url, RELAY_URL or the conventional variables "
         "(PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, PUSHER_CLUSTER or PUSHER_HOST, ABLY_API_KEY) name, as "
         "relay.publish() does. Example: relay publish orders order-ready '{\"id\": 42}'",
+        epilog="Exit status: 0 published; 1 the provider refused or could not be reached; 2 nothing was sent "
+        "(no provider configured, or input the provider would refuse). Prefer RELAY_URL to --url, which shows the "
+        "secret to ps and the shell's history.",
     )
     parser.add_argument("channels", nargs="+", metavar="CHANNEL", help="one or more channel names")
     parser.add_argument("event", metavar="EVENT", help="the event name")
-    parser.add_argument("data", metavar="DATA", help="the event's data as JSON, or - to read it from standard input")
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="the event's data as JSON, or - to read it from standard input (one final newline left out)",
+    )
     parser.add_argument("--string", action="store_true", help="send DATA as a string, not read as JSON")
     parser.add_argument("--socket-id", help="leave out this connection (the publisher's own browser tab)")
     parser.add_argument("--url", help="the provider URL (default: RELAY_URL, or the conventional variables)")
@@ -582,30 +589,60 @@ def _publish_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 def _run_publish(args: argparse.Namespace) -> int:
     import json
 
-    from relay.client import Relay
-    from relay.errors import RelayError
+    from relay.client import Relay, configuration_from_env, parse_configuration
+    from relay.errors import ProtocolError, RelayError
 
-    text = sys.stdin.read() if args.data == "-" else args.data
+    environ = os.environ if args.url is None else {**os.environ, "RELAY_URL": args.url}
+    configuration = configuration_from_env(environ)  # --url as RELAY_URL: the master key variable applies to both
+    if all(config.scheme == "memory" for config in parse_configuration(configuration)[1]):
+        raise ConfigError("memory:// keeps events inside one process: name a provider that subscribers can reach")
+    try:
+        text = _read_data(args.data)
+    except KeyboardInterrupt:
+        print("relay publish: interrupted while reading standard input; nothing was sent", file=sys.stderr)
+        return 130
+    if text is None:
+        return 2
     if args.string:
         data: object = text
     else:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            print(
-                f"relay publish: DATA is not JSON ({exc}): write a string in quotes, or pass --string", file=sys.stderr
-            )
+            hint = "write a string in quotes, or pass --string"
+            print(f"relay publish: DATA is not JSON ({exc}): {hint}", file=sys.stderr)
             return 2
-    with Relay.from_url(args.url) if args.url is not None else Relay.from_env() as client:
+    with Relay(configuration) as client:
         try:
             result = client.publish(args.channels, args.event, data, socket_id=args.socket_id)
+        except ConfigError:
+            raise  # nothing sent: the configuration lacks what this publish needs (an encrypted channel's key)
+        except ProtocolError as exc:
+            if exc.answered_by is None:  # refused before anything was sent
+                print(f"relay publish: {exc.message}", file=sys.stderr)
+                return 2
+            print(f"relay: publish failed: {exc.message}", file=sys.stderr)
+            return 1
         except RelayError as exc:
-            who = f" ({exc.answered_by} answered {exc.http_status})" if exc.answered_by else ""
-            print(f"relay: publish failed{who}: {exc.message}", file=sys.stderr)
+            print(f"relay: publish failed: {exc.message}", file=sys.stderr)
             return 1
     ids = f" (message id {', '.join(result.message_ids)})" if result.message_ids else ""
-    print(f"published {args.event} to {', '.join(result.channels)}{ids}")
+    try:
+        print(f"published {args.event} to {', '.join(result.channels)}{ids}", flush=True)
+    except OSError:  # a closed pipe or a full disk: the event went out all the same, so no failure to retry
+        # What could not be written stays buffered: without this, Python's flush at exit fails again (status 120).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _read_data(argument: str) -> str | None:
+    """DATA as given, or standard input's for ``-`` (None, said why, when there is none to read)."""
+    if argument != "-":
+        return argument
+    if sys.stdin is None:
+        print("relay publish: DATA is -, but there is no standard input to read it from", file=sys.stderr)
+        return None
+    return sys.stdin.read().removesuffix("\n")  # as the shell's $(...) leaves the newline out
 
 
 def _gateway_logging(level: str) -> dict[str, Any]:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
+import shlex
 import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
-from tests.cli_support import assert_refused, run_relay
+import pytest
+
+from tests.cli_support import RELAY, assert_refused, run_relay
 from tests.conformance.wsclient import Connect
 from tests.conformance.wsclient import connect as connect
 from tests.conftest import RunningEmulator, emulator_url
@@ -41,7 +45,7 @@ async def test_data_from_standard_input_a_string_and_the_publisher_left_out(
     env = {"RELAY_URL": emulator_url(emulator)}
 
     piped = await run_relay("publish", "chat", "message", "-", env=env, stdin='{"text": "from a pipe"}\n')
-    text = await run_relay("publish", "chat", "message", "plain words", "--string", env=env)
+    text = await run_relay("publish", "chat", "message", "-", "--string", env=env, stdin="plain words\n")
     excluded = await run_relay("publish", "--socket-id", publisher.socket_id, "chat", "message", '"not to me"', env=env)
 
     assert [o.returncode for o in (piped, text, excluded)] == [0, 0, 0], [o.stderr for o in (piped, text, excluded)]
@@ -95,17 +99,98 @@ async def test_a_refusal_says_who_refused_and_why_and_the_emulator_serves_on(
     wrong_secret = await run_relay(
         "publish", "orders", "shipped", "1", env={"RELAY_URL": emulator_url(emulator, secret="wrong")}
     )
-    bad_channel = await run_relay("publish", "orders!", "shipped", "1", env={"RELAY_URL": emulator_url(emulator)})
     after = await run_relay("publish", "orders", "shipped", "2", env={"RELAY_URL": emulator_url(emulator)})
 
     assert wrong_secret.returncode == 1
-    assert wrong_secret.stderr.startswith("relay: publish failed (the Relay emulator answered 401): "), wrong_secret
-    assert "Traceback" not in wrong_secret.stderr + bad_channel.stderr
-    assert bad_channel.returncode == 1
-    assert bad_channel.stderr.startswith("relay: publish failed: "), bad_channel.stderr
-    assert "orders!" in bad_channel.stderr
+    assert wrong_secret.stderr.startswith(
+        "relay: publish failed: the Relay emulator answered 401: invalid auth_signature"
+    )
+    assert wrong_secret.stderr.count("answered 401") == 1
     assert after.returncode == 0
     assert (await client.expect("shipped", "orders"))["data"] == "2"
+
+
+async def test_an_unreachable_provider_exits_1_saying_so() -> None:
+    url = "emulator://app-key:app-secret@127.0.0.1:1/apps/1"
+    outcome = await run_relay("publish", "orders", "shipped", "1", env={"RELAY_URL": url})
+    assert outcome.returncode == 1
+    assert outcome.stderr.startswith("relay: publish failed: could not reach 127.0.0.1:1: ConnectError"), outcome
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (("orders!", "shipped", "1"), None, "relay publish: channel name 'orders!' has characters outside"),
+        (("orders", "pusher:shipped", "1"), None, "relay publish: The 'pusher' namespace is reserved"),
+        (("orders", "shipped", "NaN"), None, "relay publish: event data holds NaN or Infinity"),
+        (("--socket-id", "bogus", "orders", "shipped", "1"), None, "relay publish: invalid socket_id 'bogus'"),
+        (("orders", "shipped", "-"), "", "relay publish: DATA is not JSON (Expecting value"),
+    ],
+    ids=["channel", "event", "nan", "socket-id", "empty-stdin"],
+)
+async def test_input_the_provider_would_refuse_exits_2_and_sends_nothing(
+    emulator: RunningEmulator, connect: Connect, args: tuple[str, ...], stdin: str | None, message: str
+) -> None:
+    client = await connect(emulator)
+    await client.subscribed("orders")
+
+    outcome = await run_relay("publish", *args, env={"RELAY_URL": emulator_url(emulator)}, stdin=stdin)
+
+    assert outcome.returncode == 2, outcome
+    assert outcome.stderr.startswith(message), outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    await client.sync()  # nothing was published
+
+
+async def test_a_memory_url_is_refused_as_nobody_could_hear_it() -> None:
+    assert_refused(
+        await run_relay("publish", "--url", "memory://", "orders", "shipped", "1"),
+        "memory:// keeps events inside one process",
+    )
+
+
+async def test_the_url_flag_is_read_as_relay_url_with_the_master_key_variable(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
+    key = base64.b64encode(bytes(range(32))).decode()
+    env = {"PUSHER_ENCRYPTION_MASTER_KEY_BASE64": key}
+    outcome = await run_relay("publish", "--url", emulator_url(emulator), "private-encrypted-x", "e", "1", env=env)
+    without = await run_relay("publish", "--url", emulator_url(emulator), "private-encrypted-x", "e", "1")
+
+    assert (outcome.returncode, outcome.stdout) == (0, "published e to private-encrypted-x\n"), outcome.stderr
+    assert_refused(without, "'private-encrypted-x' is end-to-end encrypted: add ?encryption_master_key=")
+
+
+async def test_a_closed_stdout_after_publishing_is_still_success(emulator: RunningEmulator, connect: Connect) -> None:
+    """A retrying script must not publish twice because nobody read the confirmation."""
+    client = await connect(emulator)
+    await client.subscribed("orders")
+    relay = " ".join(shlex.quote(part) for part in RELAY)
+    script = f"{relay} publish orders shipped 7 | true; echo ${{PIPESTATUS[0]}}"
+
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", script, stdout=PIPE, stderr=PIPE, env={**os.environ, "RELAY_URL": emulator_url(emulator)}
+    )
+    stdout, stderr = await process.communicate()
+
+    assert (stdout, stderr) == (b"0\n", b"")
+    assert (await client.expect("shipped", "orders"))["data"] == "7"
+
+
+async def test_no_standard_input_to_read_is_said_plainly(emulator: RunningEmulator) -> None:
+    relay = " ".join(shlex.quote(part) for part in RELAY)
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        f"{relay} publish orders shipped - <&-",
+        stdout=PIPE,
+        stderr=PIPE,
+        env={**os.environ, "RELAY_URL": emulator_url(emulator)},
+    )
+    _, stderr = await process.communicate()
+
+    assert process.returncode == 2
+    assert stderr == b"relay publish: DATA is -, but there is no standard input to read it from\n"
 
 
 async def test_the_documented_commands_run(emulator: RunningEmulator, connect: Connect) -> None:
