@@ -1,0 +1,61 @@
+"""Webhook delivery edges: what counts as delivered, and custom headers that collide with the signed ones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import pusher  # type: ignore[import-untyped]
+
+from relay.emulator.config import App, Webhook
+from relay.protocol.signing import webhook_signature
+from tests.conformance.wsclient import Connect
+from tests.conftest import StartEmulator
+from tests.webhook_receiver import Receiver
+
+KEY, SECRET = "app-key", "app-secret"
+
+
+def hooked_app(*webhooks: Webhook) -> App:
+    return App(app_id="1", key=KEY, secret=SECRET, webhooks=webhooks, webhook_batch_ms=20, webhook_retry_for=10.0)
+
+
+async def test_a_redirect_answer_is_not_a_delivery_and_the_same_events_are_sent_again(
+    receiver: Receiver, start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Only a 2xx answer delivers a webhook: a receiver answering 302 (a misconfigured URL, a login page) gets the
+    same events again on the retry, and none is lost."""
+    receiver.statuses.append(302)
+    emulator = await start_emulator(app=hooked_app(Webhook(url=receiver.url)))
+    client = await connect(emulator)
+    await client.subscribed("room")
+    with contextlib.suppress(TimeoutError):  # the assertion below says what is missing
+        await receiver.wait_for(2, within=4.0)
+    occupied = [{"name": "channel_occupied", "channel": "room"}]
+    assert [delivery.events for delivery in receiver.deliveries] == [occupied, occupied], (
+        "a 302 answer must be retried with the same events"
+    )
+    await receiver.quiet(2, 0.3)
+
+
+async def test_custom_headers_named_like_the_signed_ones_in_capitals_are_dropped(
+    receiver: Receiver, start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """A webhook's custom headers whose names are Content-Type or X-Pusher-Key in another case do not go out next to
+    (or instead of) the real ones: the POST has one ``application/json`` content type and one ``X-Pusher-Key`` (the
+    app key), other custom headers are kept, and pusher-http-python's ``validate_webhook`` accepts it."""
+    headers = {"CONTENT-TYPE": "text/plain", "X-PUSHER-KEY": "no", "X-Extra": "1"}
+    emulator = await start_emulator(app=hooked_app(Webhook(url=receiver.url, headers=headers)))
+    client = await connect(emulator)
+    await client.subscribed("room")
+    (delivery,) = await receiver.wait_for(1)
+    assert delivery.header_values("content-type") == ["application/json"]
+    assert delivery.header_values("x-pusher-key") == [KEY]
+    assert delivery.header_values("x-extra") == ["1"]
+    (signature,) = delivery.header_values("x-pusher-signature")
+    assert signature == webhook_signature(SECRET, delivery.body)
+    validator = pusher.Pusher(app_id="1", key=KEY, secret=SECRET)
+    validated = await asyncio.to_thread(validator.validate_webhook, KEY, signature, delivery.body.decode())
+    assert validated == json.loads(delivery.body)
+    assert validated["events"] == [{"name": "channel_occupied", "channel": "room"}]
