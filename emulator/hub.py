@@ -89,18 +89,7 @@ class ClusterLink(Protocol):
     def connection_count(self, app_id: str, local_count: int) -> None:
         """This node's connections to an app with a connection quota, which the quota counts on every node."""
 
-    def member_joined(
-        self, app_id: str, channel: str, user_id: str, user_info_json: str, *, counted: bool = False
-    ) -> None:
-        """A user's first connection on this node joined ``channel``'s presence: announced to the other nodes, and
-        counted in Redis unless ``counted`` (its admission, :meth:`admit_member`, counted it already)."""
-
-    def admit_member(
-        self, app_id: str, channel: str, user_id: str, user_info_json: str, admission: MemberAdmission
-    ) -> bool:
-        """Ask the cluster to admit a user who is not a member of ``channel`` on this node, within the app's member
-        limit across every node (one atomic check in Redis, which counts the user if admitted); the answer goes to
-        ``admission``. False: the cluster cannot ask now (Redis is away), and the node decides alone."""
+    def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None: ...
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None: ...
 
@@ -113,19 +102,6 @@ class ClusterLink(Protocol):
     def cache_missed(self, app_id: str, channel: str) -> None: ...
 
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
-
-
-class MemberAdmission(Protocol):
-    """A presence join waiting for the cluster's answer (:meth:`ClusterLink.admit_member`): nothing of it is visible
-    until then, to the joining connection or anyone else."""
-
-    def waiting(self) -> bool:
-        """Whether the connection still waits for the answer (it has not closed nor unsubscribed meanwhile)."""
-
-    def decide(self, admitted: bool | None) -> bool:
-        """The answer: admitted (and counted), refused (nothing counted), or None when the cluster could not answer
-        (Redis went away, or lost its data: the node decides alone, as during an outage). Returns whether the user is
-        a member on this node afterwards (when not, an admission that counted the user is undone)."""
 
 
 class ForeignPresence(Protocol):
@@ -310,19 +286,6 @@ class AppState:
             self.remote.members.get(name, {}).get(user_id)
         )
 
-    def is_local_member(self, name: str, user_id: str) -> bool:
-        """Whether ``user_id`` is a member of ``name``'s presence through a connection to this node."""
-        channel = self.channels.get(name)
-        return channel is not None and user_id in channel.members
-
-    def admit_member(self, name: str, member: Member, admission: MemberAdmission) -> bool:
-        """In a cluster, ask Redis to admit ``member`` to ``name``'s presence within the member limit of every node
-        (see :meth:`ClusterLink.admit_member`); False when there is nothing to ask (a single node, Redis away)."""
-        if self.cluster is None:
-            return False
-        app_id = self.app.app_id
-        return bool(self.cluster.admit_member(app_id, name, member.user_id, member.user_info_json, admission))
-
     def would_exceed_members(self, name: str, user_id: str) -> bool:
         if self._is_member(name, user_id):
             return False
@@ -333,8 +296,7 @@ class AppState:
 
     # -- subscriptions ----------------------------------------------------------------------------------------
 
-    def subscribe(self, peer: Peer, name: str, member: Member | None, *, counted: bool = False) -> Channel:
-        """``counted``: the cluster admitted ``member`` and counted the user in Redis already."""
+    def subscribe(self, peer: Peer, name: str, member: Member | None) -> Channel:
         channel = self.channels.get(name)
         if channel is None:
             channel = self.channels[name] = Channel(name, classify(name))
@@ -355,10 +317,10 @@ class AppState:
                 entry = channel.members.get(member.user_id)  # a user's info is its first connection's, as in Pusher
                 info = member.user_info_json if entry is None else entry.user_info_json
                 self.foreign_presence.pusher_member(channel, peer.socket_id, member.user_id, info, entered=True)
-            self.join_member(channel, peer.socket_id, member, counted=counted)
+            self.join_member(channel, peer.socket_id, member)
         return channel
 
-    def join_member(self, channel: Channel, socket_id: str, member: Member, *, counted: bool = False) -> None:
+    def join_member(self, channel: Channel, socket_id: str, member: Member) -> None:
         """A subscribed connection joins the channel's presence: ``member_added`` on the user's first connection."""
         name = channel.name
         entry = channel.members.get(member.user_id)
@@ -372,7 +334,7 @@ class AppState:
             self.deliver(channel, added, exclude=socket_id)
             self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
         if self.cluster is not None:
-            self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json, counted=counted)
+            self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json)
         elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
             self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
 
