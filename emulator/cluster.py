@@ -53,7 +53,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.emulator.ably_hub import DELIVERED, LEAVE, PRESENT, Outbound
-from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState
+from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState, MemberAdmission
 from relay.emulator.logs import redact_urls
 from relay.emulator.wire import encode_text
 from relay.errors import ConfigError
@@ -71,14 +71,22 @@ HOLD_GRACE_SECONDS = 2.0
 _SWEEP_LIMIT = 100  # holds taken by one script run: a backlog (after an outage) is taken in several
 RESULT_TTL_SECONDS = 60.0  # how long Redis keeps a count's answer (the script's PX 60000)
 _NOT_COUNTED = 2  # the count script's answer when Redis's generation is not the node's
+_REFUSED = 3  # its answer to a member's admission past the channel's member limit (counting nothing)
+# How long a presence join waits for Redis's admission: unanswered by then (Redis stalled while connected), the node
+# decides alone, at once, and a late answer that counted a user the node does not hold is counted out again.
+ADMISSION_DEADLINE_SECONDS = 1.0
 # Publishes on the bus: kind, node, app, channel, excluded socket id, 5 KiB units of the data (one per event, comma
 # separated), body. P: an HTTP API publish, C: a client event (each with its Pusher frame), A: an Ably publish.
 _PUBLISHES = ("P", "C", "A")
 # KEYS: counter hash, pending key, the counting node's state hash, this count's result key, the holds' sorted set, the
 # generation key. ARGV: field, delta, pending ttl (ms), the node's state field for this count, its value, the webhook
-# delay (ms), the hold (on -1), the generation the node counts in. A Redis whose generation is not that one lost the
-# data the count would move (a flush, noticed by the node only at its next heartbeat): nothing is done, and the
-# script answers 2, so the node keeps its own record as it was for the restore. The counter moves only if the node's
+# delay (ms), the hold (on -1), the generation the node counts in, and a limit on the counter's fields ('' for none: a
+# presence channel's member limit, for a user's admission, as the member counter holds a field per user any node
+# holds). A +1 for a field not there yet, with the limit's fields there already, counts nothing and answers 3 (the
+# node refuses the user): being one script, users joining at once on several nodes are admitted one at a time. A
+# Redis whose generation is not that one lost the data the count would move (a flush, noticed by the node only at its
+# next heartbeat): nothing is done, and the script answers 2, so the node keeps its own record as it was for the
+# restore. The counter moves only if the node's
 # state field does (set on +1, deleted on -1), in the same script, so counting what a reconciliation already counted
 # changes nothing; and a count run again under the same result key (a batch retried after a dropped connection, whose
 # first run may have happened with its answer lost) answers what the first run did. Returns 1 on 0→1 (send the "up"
@@ -93,6 +101,10 @@ local done = redis.call('GET', KEYS[4])
 if done then return tonumber(done) end
 local function count()
   if tonumber(ARGV[2]) > 0 then
+    if ARGV[9] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+        and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[9]) then
+      return 3
+    end
     if redis.call('HSET', KEYS[3], ARGV[4], ARGV[5]) == 0 then return 0 end
   elseif redis.call('HDEL', KEYS[3], ARGV[4]) == 0 then
     return 0
@@ -345,6 +357,17 @@ class ClusterSettings:
 Operation = Callable[[Any], Awaitable[None]]
 
 
+@dataclass(slots=True, eq=False)
+class _Admitting:
+    """A presence join waiting for Redis's answer (:meth:`RedisCluster.admit_member`)."""
+
+    admission: MemberAdmission
+    epoch: int
+    decided: bool = False
+    late: bool = False  # decided by the node alone at the admission's deadline, its script maybe still to answer
+    deadline: asyncio.TimerHandle | None = None
+
+
 async def _nothing(pipe: Any) -> None:
     """Queued to wake the writer, which sends the coalesced counts with its next batch."""
 
@@ -406,6 +429,8 @@ class RedisCluster:
         # (a restore cut short by another Redis error starts again from it, not from what it had half rebuilt).
         self._restoring: NodeState | None = None
         self._key_prefix = f"{settings.prefix}:"
+        # Presence joins waiting for Redis's admission: decided by the node alone if their operation is lost.
+        self._admitting: set[_Admitting] = set()
 
     # -- keys -------------------------------------------------------------------------------------------------
 
@@ -536,6 +561,7 @@ class RedisCluster:
             await self._look_up_answers()
         stored = NodeState() if data_lost else await self._node_state(self.node_id)
         if new_epoch:
+            self._decide_alone()  # their operations are dropped with the epoch: what the node holds is reconciled
             self._epoch += 1  # from here on what changes is queued for this connection; what came before is in `held`
         self._accepting = True
         held = NodeState.of(self._states.values())
@@ -733,10 +759,83 @@ class RedisCluster:
 
         async def join(pipe: Any) -> None:
             await self._announce("m+", app_id, channel, user_id, user_info_json)(pipe)
+            # Counted even when its admission counted the user (the node's field is set: nothing moves), so the count
+            # follows a leave of another connection of the user queued before this join.
             if await self._count_member(app_id, channel, user_id, +1, user_info_json) == 0:
                 pipe.hset(self._key("nodestate", self.node_id), field_name, user_info_json)  # the info may be new
 
         self._enqueue(join)
+
+    def admit_member(
+        self, app_id: str, channel: str, user_id: str, user_info_json: str, admission: MemberAdmission
+    ) -> bool:
+        """Count ``user_id`` in ``channel``'s members only within the app's member limit: the count script checks
+        the counter (HEXISTS, HLEN) and counts the user in the same run, one round trip, so users joining at once on
+        several nodes are admitted one at a time, and a user already counted (held by another node, or another
+        connection here) is admitted at once. ``admission`` gets the answer (:meth:`MemberAdmission.decide`); a user
+        counted whose connection left meanwhile (and whom no other connection here holds) is counted out again. A
+        join whose operation is lost (a Redis outage, a failed batch, Redis's data lost) is decided by the node alone
+        (:meth:`_decide_alone`), as are the joins made while Redis is away (False: nothing is asked), and those Redis
+        has not answered within ``ADMISSION_DEADLINE_SECONDS`` (a Redis stalled while connected): a late answer
+        that counted the user is then counted out again unless the node holds the user."""
+        if not self._accepting:
+            return False
+        limit = self._states[app_id].app.limits.max_presence_members
+        pending = _Admitting(admission, self._epoch)
+        self._admitting.add(pending)
+
+        def expire() -> None:
+            if not pending.decided:
+                pending.decided = pending.late = True
+                self._admitting.discard(pending)
+                admission.decide(None)
+
+        pending.deadline = asyncio.get_running_loop().call_later(ADMISSION_DEADLINE_SECONDS, expire)
+        # Decided once, for a batch run again after a dropped connection (which must make the same counts in order).
+        skip: bool | None = None
+        undo: bool | None = None
+
+        async def admit(pipe: Any) -> None:
+            nonlocal skip, undo
+            if skip is None:
+                skip = pending.decided or not admission.waiting()  # left, or past its deadline, before asked
+                if skip:
+                    self._admission_done(pending)
+            if skip:
+                return
+            result = await self._count_member(app_id, channel, user_id, +1, user_info_json, limit=limit)
+            if undo is None:
+                counted = result is not None and result != _REFUSED
+                if not pending.decided:
+                    self._admission_done(pending)
+                    held = admission.decide(None if result is None else counted)
+                    undo = counted and not held
+                else:  # decided alone: at its deadline (undone unless held), or its operation lost (reconciled)
+                    undo = pending.late and counted and not admission.held()
+            if undo:
+                await self._count_member(app_id, channel, user_id, -1)
+
+        self._enqueue(admit)
+        return True
+
+    def _admission_done(self, pending: _Admitting) -> None:
+        """``pending`` is decided (or needs no decision): no longer waiting, its deadline cancelled."""
+        pending.decided = True
+        self._admitting.discard(pending)
+        if pending.deadline is not None:
+            pending.deadline.cancel()
+
+    def _decide_alone(self, *, stale_only: bool = False) -> None:
+        """The joins waiting for Redis's admission whose answer may not come are decided by the node alone, against
+        the members it knows of (as while Redis is away); Redis is reconciled with what the node then holds, and the
+        operations still queued for them do nothing. ``stale_only``: those queued before the current epoch."""
+        for pending in list(self._admitting):
+            if stale_only and pending.epoch == self._epoch:
+                continue
+            decided = pending.decided
+            self._admission_done(pending)
+            if not decided:
+                pending.admission.decide(None)
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None:
         async def leave(pipe: Any) -> None:
@@ -793,10 +892,13 @@ class RedisCluster:
         event: dict[str, object],
         delay: float,
         quiet: bool,
+        limit: int | None = None,
     ) -> int | None:
         """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1),
         and act on the script's answer, which it returns: send ``event`` on 0→1 (unless ``quiet``), hold it on 1→0
-        (to send ``delay`` seconds later unless a return cancels it). None: not counted, Redis lost its data."""
+        (to send ``delay`` seconds later unless a return cancels it). None: not counted, Redis lost its data.
+        ``limit``: a +1 of a field the counter does not have is refused (``_REFUSED``, nothing counted) once the
+        counter has that many fields."""
         delay_ms = int(delay * 1000)
         hold_ms = delay_ms + 30_000
         batch = _BATCH.get()
@@ -814,6 +916,7 @@ class RedisCluster:
         nodestate, holds, generation = self._key("nodestate", node), self._key("holds", app_id), self._key("generation")
         keys = [counter, pending, nodestate, result_key, holds, generation]
         args: list[str | int] = [field_name, delta, hold_ms, *held, delay_ms, hold, self._counting_in]
+        args.append("" if limit is None else limit)
         sent_at = asyncio.get_running_loop().time()
         self._unanswered.setdefault(result_key, (sent_at, app_id, pending, event, hold, delay, quiet))
         result: int = await self._count_script(keys=keys, args=args)
@@ -865,9 +968,11 @@ class RedisCluster:
         *,
         quiet: bool = False,
         delay: float | None = None,
+        limit: int | None = None,
     ) -> int | None:
         """As :meth:`_count_channel`, for a presence member (``info``: its user_info JSON, stored on +1); the count's
-        answer, None if Redis lost its data."""
+        answer, None if Redis lost its data. ``limit``: the channel's member limit, for an admission (the answer is
+        then ``_REFUSED`` if the counter is full without the user, and nothing is counted)."""
         pending = self._key("leaving", app_id, channel, user_id)
         held = (_member_field(app_id, channel, user_id), info)
         counter = self._key("mem", app_id, channel)
@@ -875,8 +980,10 @@ class RedisCluster:
         event: dict[str, object] = {"name": name, "channel": channel, "user_id": user_id}
         delay = self._states[app_id].app.webhook_delay if delay is None else delay
         node_counted = self.node_id if node is None else node
-        result = await self._count(counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet)
-        if result is not None and node_counted == self.node_id:
+        result = await self._count(
+            counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet, limit
+        )
+        if result is not None and result != _REFUSED and node_counted == self.node_id:
             if delta > 0:
                 self._counted.members[(app_id, channel, user_id)] = info
             else:
@@ -952,7 +1059,9 @@ class RedisCluster:
                 queued.append(self._queue.get_nowait())
             await self._connected.wait()
             operations = [operation for epoch, operation in queued if epoch == self._epoch]
-            self.lost_operations += len(queued) - len(operations)
+            if len(operations) < len(queued):
+                self.lost_operations += len(queued) - len(operations)
+                self._decide_alone(stale_only=True)
             counts, self._dirty_counts = self._dirty_counts, {}
             self._batches += 1
             batch = _Batch(self._batches)
@@ -996,6 +1105,7 @@ class RedisCluster:
             except (RedisError, OSError) as again:
                 exc = again
         self.lost_operations += len(operations)
+        self._decide_alone()  # the lost batch's among them; before the reconciliation, which counts what they leave
         for key, count in counts.items():  # announced by the reconciliation's snapshot, or after the outage
             self._dirty_counts.setdefault(key, count)
         log.warning(
@@ -1045,6 +1155,7 @@ class RedisCluster:
                     return  # a connection from before an outage that is already over
             self._connected.clear()
             self._accepting = False
+            self._decide_alone()
             log.warning("Redis unavailable (%s); serving local subscribers only until it returns", type(exc).__name__)
             delay = 0.1
             while True:

@@ -89,7 +89,16 @@ class ClusterLink(Protocol):
     def connection_count(self, app_id: str, local_count: int) -> None:
         """This node's connections to an app with a connection quota, which the quota counts on every node."""
 
-    def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None: ...
+    def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None:
+        """A user's first connection on this node joined ``channel``'s presence: announced to the other nodes, and
+        counted in Redis (again if its admission, :meth:`admit_member`, counted it: that changes nothing)."""
+
+    def admit_member(
+        self, app_id: str, channel: str, user_id: str, user_info_json: str, admission: MemberAdmission
+    ) -> bool:
+        """Ask the cluster to admit a user who is not a member of ``channel`` on this node, within the app's member
+        limit across every node (one atomic check in Redis, which counts the user if admitted); the answer goes to
+        ``admission``. False: the cluster cannot ask now (Redis is away), and the node decides alone."""
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None: ...
 
@@ -102,6 +111,23 @@ class ClusterLink(Protocol):
     def cache_missed(self, app_id: str, channel: str) -> None: ...
 
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
+
+
+class MemberAdmission(Protocol):
+    """A presence join waiting for the cluster's answer (:meth:`ClusterLink.admit_member`): nothing of it is visible
+    until then, to the joining connection or anyone else."""
+
+    def waiting(self) -> bool:
+        """Whether the connection still waits for the answer (it has not closed nor unsubscribed meanwhile)."""
+
+    def decide(self, admitted: bool | None) -> bool:
+        """The answer: admitted (and counted), refused (nothing counted), or None when the cluster could not answer
+        (Redis went away, or lost its data: the node decides alone, as during an outage). Returns whether the user is
+        a member on this node afterwards (when not, an admission that counted the user is undone)."""
+
+    def held(self) -> bool:
+        """Whether the user is a member on this node now, through any connection (for an answer that came after the
+        admission's deadline, when the node had decided alone)."""
 
 
 class ForeignPresence(Protocol):
@@ -285,6 +311,19 @@ class AppState:
         return (channel is not None and user_id in channel.members) or bool(
             self.remote.members.get(name, {}).get(user_id)
         )
+
+    def is_local_member(self, name: str, user_id: str) -> bool:
+        """Whether ``user_id`` is a member of ``name``'s presence through a connection to this node."""
+        channel = self.channels.get(name)
+        return channel is not None and user_id in channel.members
+
+    def admit_member(self, name: str, member: Member, admission: MemberAdmission) -> bool:
+        """In a cluster, ask Redis to admit ``member`` to ``name``'s presence within the member limit of every node
+        (see :meth:`ClusterLink.admit_member`); False when there is nothing to ask (a single node, Redis away)."""
+        if self.cluster is None:
+            return False
+        app_id = self.app.app_id
+        return bool(self.cluster.admit_member(app_id, name, member.user_id, member.user_info_json, admission))
 
     def would_exceed_members(self, name: str, user_id: str) -> bool:
         if self._is_member(name, user_id):

@@ -41,8 +41,31 @@ class Link(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
 
+class _Admission:
+    """A presence join of a user not yet a member on this node, waiting for the cluster to admit it within the
+    channel's member limit (:meth:`relay.emulator.hub.ClusterLink.admit_member`): until the answer, nothing of it is
+    sent, to the connection or anyone else, and the connection is not subscribed (publishes do not reach it)."""
+
+    __slots__ = ("member", "name", "session")
+
+    def __init__(self, session: Session, name: str, member: Member) -> None:
+        self.session = session
+        self.name = name
+        self.member = member
+
+    def waiting(self) -> bool:
+        return not self.session.closed and self.session._admitting.get(self.name) is self
+
+    def decide(self, admitted: bool | None) -> bool:
+        return self.session._admission_decided(self, admitted)
+
+    def held(self) -> bool:
+        return self.session.state.is_local_member(self.name, self.member.user_id)
+
+
 class Session:
     __slots__ = (
+        "_admitting",
         "_authorized",
         "_clock",
         "_control_frames",
@@ -72,6 +95,7 @@ class Session:
         self.user: SignedInUser | None = None
         self.user_id: str | None = None
         self.subscriptions: dict[str, str | None] = {}
+        self._admitting: dict[str, _Admission] = {}  # presence joins waiting for the cluster's answer, by channel
         self.closed = False
         self._released = False
         self.opened_at = self.last_activity = clock()
@@ -102,6 +126,7 @@ class Session:
         for name, member_id in list(self.subscriptions.items()):
             self.state.unsubscribe(self, name, member_id)
         self.subscriptions.clear()
+        self._admitting.clear()  # an admission answered later is undone (see RedisCluster.admit_member)
         if self.user is not None:
             self.state.sign_out(self, self.user.user_id, self.user.watchlist)
         self.state.disconnect(self)
@@ -149,6 +174,10 @@ class Session:
     def _error(self, message: str, code: int | None = None, channel: str | None = None) -> None:
         self.send_text(frames.error(code, message))
         self.state.meter.refused("error", self.socket_id, channel, code, message)
+
+    def _refuse_over_member_limit(self, channel: str) -> None:
+        limit = self.state.app.limits.max_presence_members
+        self._refuse_subscription(channel, "LimitReached", f"presence limit of {limit} reached", 4100)
 
     def _refuse_subscription(self, channel: str, kind: str, message: str, status: int) -> None:
         self.send_text(frames.subscription_error(channel, kind, message, status))
@@ -242,12 +271,12 @@ class Session:
             # Echoed verbatim (the frame size limit bounds it) so the client can route the error.
             self._refuse_subscription(name, "InvalidChannel", exc.message, 400)
             return
-        if name in self.subscriptions:
+        if name in self.subscriptions or name in self._admitting:
             # Hosted Pusher's answer (pusher-js#45): the subscription stays as it is and the duplicate's auth grants
             # nothing (a cache channel's replay or a presence member list is not sent again either).
             self._error(f"Existing subscription to channel {name}")
             return
-        if len(self.subscriptions) >= app.limits.max_subscriptions_per_connection:
+        if len(self.subscriptions) + len(self._admitting) >= app.limits.max_subscriptions_per_connection:
             limit = app.limits.max_subscriptions_per_connection
             message = f"this connection already has {limit} subscriptions, the limit"
             self._refuse_subscription(name, "LimitReached", message, 4100)
@@ -275,10 +304,40 @@ class Session:
             status = exc.http_status or 401
             self._refuse_subscription(name, "AuthError", exc.message, status)
             return
-        if member is not None and self.state.would_exceed_members(name, member.user_id):
-            limit = app.limits.max_presence_members
-            self._refuse_subscription(name, "LimitReached", f"presence limit of {limit} reached", 4100)
-            return
+        if member is not None:
+            if self.state.would_exceed_members(name, member.user_id):
+                self._refuse_over_member_limit(name)
+                return
+            if not self.state.is_local_member(name, member.user_id):
+                # In a cluster, users joining at once on other nodes may fill the limit: Redis admits the user
+                # first (one round trip), and the subscription goes on, or is refused, when it answers.
+                admission = _Admission(self, name, member)
+                if self.state.admit_member(name, member, admission):
+                    self._admitting[name] = admission
+                    self._authorized = True  # its auth passed: the wait does not count against the auth timeout
+                    return
+        self._join(name, kind, member)
+
+    def _admission_decided(self, admission: _Admission, admitted: bool | None) -> bool:
+        """The cluster's answer to a presence join (see :class:`_Admission`): the subscription goes on as on a single
+        node, or is refused with a single node's refusal; None: the cluster could not answer, and this node's own
+        check decides. Returns whether the user is a member here afterwards."""
+        name, member = admission.name, admission.member
+        if not admission.waiting():  # closed or unsubscribed meanwhile
+            return self.state.is_local_member(name, member.user_id)
+        del self._admitting[name]
+        if self.state.is_local_member(name, member.user_id):  # another connection of the user joined meanwhile
+            admitted = True
+        elif admitted is None:
+            admitted = not self.state.would_exceed_members(name, member.user_id)
+        if not admitted:
+            self._refuse_over_member_limit(name)
+            return False
+        self._join(name, ChannelKind.PRESENCE, member)
+        return True
+
+    def _join(self, name: str, kind: ChannelKind, member: Member | None) -> None:
+        """Subscribe, once every check passed."""
         self.subscriptions[name] = None if member is None else member.user_id
         if kind.needs_auth:
             self._authorized = True
@@ -319,6 +378,8 @@ class Session:
         if isinstance(name, str) and name in self.subscriptions:
             member_id = self.subscriptions.pop(name)
             self.state.unsubscribe(self, name, member_id)
+        elif isinstance(name, str):
+            self._admitting.pop(name, None)  # not joined yet: an admission answered later is undone
 
     def _signin(self, data: dict[str, object]) -> None:
         app = self.state.app
