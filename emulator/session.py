@@ -155,6 +155,7 @@ class Session:
             app.user_authentication_timeout is not None
             and now - self.opened_at > app.user_authentication_timeout
             and not self._authorized
+            and not self._admitting  # a join whose auth passed, waiting for the cluster: decided when it answers
         ):
             self.terminate(ErrorCode.UNAUTHORIZED, "Connection is unauthorized: sign in or subscribe in time")
 
@@ -314,7 +315,6 @@ class Session:
                 admission = _Admission(self, name, member)
                 if self.state.admit_member(name, member, admission):
                     self._admitting[name] = admission
-                    self._authorized = True  # its auth passed: the wait does not count against the auth timeout
                     return
         self._join(name, kind, member)
 

@@ -335,3 +335,20 @@ async def test_a_join_waiting_for_admission_counts_as_authorized(
     await client.silent(1.5)
     assert client.ws.close_code is None
     assert await presence_ids(one, ROOM) == ["alice"]
+
+
+async def test_a_join_redis_refuses_leaves_the_connection_unauthorized_as_on_a_single_node(
+    receiver: Receiver, nodes: Nodes, redis_server: RedisServer
+) -> None:
+    """The wait does not authorize: refused by Redis (the channel full of a user node one has not heard of), the
+    connection has joined nothing and is closed 4009 at the authentication timeout, as a single node closes one."""
+    one, _ = await nodes(2, app=replace(limited(receiver, 1), user_authentication_timeout=1.0))
+    await redis_command(redis_server, "HSET", f"relay:mem:1:{ROOM}", "ghost", "{}")
+    client = await Client.open(one)
+    await send_join(client, "alice")
+    refusal = await client.expect("pusher:subscription_error", within=3.0)
+    assert refusal["data"]["type"] == "LimitReached", refusal
+    error = await client.expect("pusher:error", within=3.0)
+    assert error["data"] == {"code": 4009, "message": "Connection is unauthorized: sign in or subscribe in time"}
+    await asyncio.wait_for(client.ws.wait_closed(), 3.0)
+    assert client.ws.close_code == 4009
