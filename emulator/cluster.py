@@ -466,6 +466,8 @@ class RedisCluster:
     async def close(self) -> None:
         # The connections just closed queued their leaves and vacates: once counted, their holds are in Redis.
         await self._drain()
+        for pending in list(self._admitting):  # their sessions are closed: no deadline is left to fire after this
+            self._admission_done(pending)
         for task in self._tasks:
             task.cancel()
         # Bounded: a task cancelled inside a redis-py read can take its time to end (or not end), and a process

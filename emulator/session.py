@@ -324,7 +324,7 @@ class Session:
         check decides. Returns whether the user is a member here afterwards."""
         name, member = admission.name, admission.member
         if not admission.waiting():  # closed or unsubscribed meanwhile
-            return self.state.is_local_member(name, member.user_id)
+            return admission.held()
         del self._admitting[name]
         if self.state.is_local_member(name, member.user_id):  # another connection of the user joined meanwhile
             admitted = True
