@@ -19,6 +19,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from relay.emulator.ably_auth import AblyError, AblyKey, Credentials
+from relay.emulator.ably_history import MessageHistory
 from relay.emulator.hub import AppState, Channel, ForeignPeer
 from relay.emulator.session import Session
 from relay.emulator.usage import local_reach
@@ -32,7 +33,7 @@ from relay.protocol.members import Member
 # ProtocolMessage actions (Ably spec TR2) and flags (TR3).
 HEARTBEAT, ACK, NACK, CONNECT, CONNECTED, DISCONNECT, DISCONNECTED, CLOSE, CLOSED, ERROR = range(10)
 ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = range(10, 18)
-HAS_PRESENCE, RESUMED = 1, 4
+HAS_PRESENCE, HAS_BACKLOG, RESUMED = 1, 2, 4
 MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
 MODES = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
 # Presence actions (TP2).
@@ -382,7 +383,7 @@ class Attachment:
 class AblyApp:
     """An app's Ably-only state next to its hub ``AppState``: presence members of Ably connections (this node's, and
     a replica of the other nodes' in a cluster), attachments' modes (for occupancy), recently published idempotency
-    keys, and serials."""
+    keys, serials, and the messages published through Ably's protocol (history)."""
 
     def __init__(self, state: AppState, key: AblyKey, wall_ms: Callable[[], int], serials: Iterator[int]) -> None:
         self.state = state
@@ -395,6 +396,7 @@ class AblyApp:
         self.attachments: dict[str, dict[str, Attachment]] = {}
         self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
         self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
+        self.history = MessageHistory(round(state.app.ably_history_seconds * 1000))
         state.foreign_presence = self
 
     def next_serial(self) -> int:
@@ -434,7 +436,13 @@ class AblyApp:
         if connection_id is not None:
             fields["connectionId"] = connection_id
         self._deliver_to_hub(channel, messages, Outbound(fields), exclude)
+        self.history.keep(channel, fields, serial, now)
         return message_id, serials
+
+    def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
+        """Another node's Ably publish arrived: kept in history where this node's publishes are, after those this
+        node took before it (a serial of this node's marks its place)."""
+        self.history.keep(channel, fields, self.next_serial(), self.wall_ms())
 
     def _deliver_to_hub(self, name: str, messages: list[Message], outbound: Outbound, exclude: str | None) -> None:
         """What ``AppState.publish`` does for a Pusher publish, with one Pusher event per Ably message."""

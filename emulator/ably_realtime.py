@@ -11,10 +11,13 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from itertools import groupby
+from operator import attrgetter
 from typing import Any, NoReturn, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
+from relay.emulator.ably_history import Kept
 from relay.emulator.ably_hub import (
     ACK,
     ATTACH,
@@ -29,6 +32,7 @@ from relay.emulator.ably_hub import (
     DISCONNECTED,
     ENTER,
     ERROR,
+    HAS_BACKLOG,
     HAS_PRESENCE,
     HEARTBEAT,
     LEAVE,
@@ -59,7 +63,7 @@ from relay.emulator.hub import ForeignPeer
 from relay.emulator.limits import TokenBucket
 from relay.emulator.session import Link
 from relay.emulator.wire import PING_FRAME
-from relay.protocol.ably import resource_matches
+from relay.protocol.ably import Rewind, parse_rewind, resource_matches
 from relay.protocol.codes import Reconnect, reconnect_strategy
 
 log = logging.getLogger("relay.emulator")
@@ -400,24 +404,36 @@ class AblySession(ForeignPeer):
             if attachment is None and len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
                 limit = MAX_CHANNELS_PER_CONNECTION
                 raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
+            rewind = _rewind(message)
         except AblyError as exc:
             self._error_for(raw if isinstance(raw, str) else None, exc)
             return
+        rewound: list[Kept] = []
         if attachment is None:
             attachment = self.channels[name] = Attachment(modes, requested)
             self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
             channel = self.state.subscribe(self, name, None)
             self.state.subscription_count_changed(channel)  # Pusher's pusher:subscription_count, when enabled
+            # Ably rewinds a first attachment only: an ATTACH with a channelSerial resumes, which the emulator cannot
+            # (a reconnected ably-js sends one), and a second ATTACH changes modes.
+            if rewind is not None and modes & MODE_SUBSCRIBE and not message.get("channelSerial"):
+                rewound = self.app.history.last(name, self.app.wall_ms(), rewind)
         else:
             attachment.modes, attachment.requested = modes, requested
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
-        self._send(self._attached(name, modes | (HAS_PRESENCE if members else 0)))
+        attached = self._attached(name, modes | (HAS_PRESENCE if members else 0) | (HAS_BACKLOG if rewound else 0))
+        if rewind is not None:  # accepted, so shown, whether or not this attach rewinds (ably-js's channel.params)
+            params = message["params"]
+            attached["params"] = {key: params[key] for key in ("rewind", "rewindLimit") if key in params}
+        self._send(attached)
         if members:
             sync_id = f"{self.app.next_serial():x}"
             pages = sync_pages(members)
             for number, page in enumerate(pages, 1):
                 cursor = "" if number == len(pages) else str(number)  # an empty cursor ends the sync (RTP18)
                 self._send({"action": SYNC, "channel": name, "channelSerial": f"{sync_id}:{cursor}", "presence": page})
+        for fields, messages in groupby(rewound, attrgetter("fields")):  # the messages of one publish go together
+            self._send({**fields, "messages": [kept.item() for kept in messages]})
 
     def _attached(self, name: str, flags: int) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
@@ -577,6 +593,19 @@ class AblySession(ForeignPeer):
 # ends the connection (DISCONNECTED 40142), and since resuming is not emulated, the new connection would miss what was
 # published meanwhile and leave and re-enter its presence.
 RENEWAL_LEAD_MS = 30_000
+
+
+def _rewind(attach: Mapping[str, Any]) -> Rewind | None:
+    """The rewind an ATTACH's params ask for; 40003 for one Ably would refuse."""
+    params = attach.get("params")
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise AblyError(40003, "ATTACH params must be an object of channel params")
+    try:
+        return parse_rewind(params)
+    except ValueError as exc:
+        raise AblyError(40003, f"Invalid channel params: {exc}") from None
 
 
 def renewal_time(expires_ms: int | None, now_ms: int) -> int | None:

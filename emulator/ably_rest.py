@@ -1,14 +1,15 @@
-"""The Ably REST subset on the emulator's port: publish (single, array, batch), channel status and enumeration,
-presence (both paginated with ``Link: rel="next"``), time and ``requestToken``, with Ably's errors
-(``{"error": {code, statusCode, message, href}}`` and the ``X-Ably-ErrorCode``/``X-Ably-ErrorMessage`` headers; 40400
-for history, stats and push, which are not emulated). Bodies are JSON or msgpack, chosen by ``Content-Type`` in and
-``Accept`` (or ``?format=``) out, as the SDKs send them. An app's ``api_rate_limit`` is shared with the Pusher HTTP
-API: over it, an authenticated request is refused with Ably's 42910 (429).
+"""The Ably REST subset on the emulator's port: publish (single, array, batch), history, channel status and
+enumeration, presence (each paginated with ``Link: rel="next"``), time and ``requestToken``, with Ably's errors
+(``{"error": {code, statusCode, message, href}}`` and the ``X-Ably-ErrorCode``/``X-Ably-ErrorMessage`` headers;
+40400 for presence history, stats and push, which are not emulated). Bodies are JSON or msgpack, chosen by
+``Content-Type`` in and ``Accept`` (or ``?format=``) out, as the SDKs send them. An app's ``api_rate_limit`` is
+shared with the Pusher HTTP API: over it, an authenticated request is refused with Ably's 42910 (429).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlencode
@@ -38,7 +39,7 @@ MAX_BATCH_MESSAGES = 1_000
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1_000
 ROOTS = frozenset({"time", "keys", "channels", "messages", "presence", "stats", "push"})
-NOT_EMULATED = {"stats": "Stats are not emulated", "push": "Push is not emulated"}  # 40400 (404), as history is
+NOT_EMULATED = {"stats": "Stats are not emulated", "push": "Push is not emulated"}  # 40400 (404)
 CORS = (
     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
     (
@@ -127,7 +128,7 @@ class AblyRest:
             ("keys", "*", "requestToken"): {"POST": self._request_token},
             ("channels",): {"GET": self._channels},
             ("channels", "*"): {"GET": self._channel},
-            ("channels", "*", "messages"): {"POST": self._publish},
+            ("channels", "*", "messages"): {"POST": self._publish, "GET": self._history},
             ("channels", "*", "presence"): {"GET": self._presence},
             ("messages",): {"POST": self._batch_publish},
             ("presence",): {"GET": self._batch_presence},
@@ -168,8 +169,8 @@ class AblyRest:
 
     def _route(self, method: str, path: str) -> tuple[Handler, list[str]]:
         segments = [unquote(segment) for segment in path.strip("/").split("/")]
-        if method == "GET" and segments[:1] == ["channels"] and segments[2:] in (["messages"], ["history"]):
-            raise AblyError(40400, "Channel history is not kept by the emulator", 404)
+        if method == "GET" and segments[:1] == ["channels"] and segments[2:] == ["presence", "history"]:
+            raise AblyError(40400, "Presence history is not kept by the emulator", 404)
         if segments[0] in NOT_EMULATED:  # any method: ably-js and ably-python read Ably's error, not a Pusher 404
             raise AblyError(40400, f"{NOT_EMULATED[segments[0]]}: {method} {path[:100]}", 404)
         for pattern, methods in self._routes.items():
@@ -272,6 +273,44 @@ class AblyRest:
             error = AblyError(40020, "Batch error: some channels were not published to", 400)
             raise _BatchError(error, flat)
         return 201, [{"channel": outcome["channel"], "messageId": outcome["messageId"]} for outcome in flat]
+
+    def _history(self, request: _Request) -> tuple[int, Any]:
+        """``channel.history()``: the messages published through Ably's protocol within the app's retention, newest
+        first unless ``direction=forwards``; ``from_serial`` (``untilAttach``) leaves out those kept after the
+        ATTACHED whose channelSerial it is."""
+        credentials, app = self._caller(request)
+        name = check_channel_name(request.args[0])
+        _require(credentials, name, "history")
+        query = request.query
+        limit = _limit(query.get("limit"), DEFAULT_LIST_LIMIT)
+        direction = query.get("direction") or "backwards"
+        if direction not in ("backwards", "forwards"):
+            raise AblyError(40003, f"direction must be backwards or forwards, got {direction[:20]!r}")
+        start = _milliseconds(query, "start", 0)
+        end = _milliseconds(query, "end", request.now_ms)  # pinned in the next page's link: later messages stay out
+        if start > end:
+            raise AblyError(40003, "start must not be later than end")
+        serial_param = "from_serial" if "from_serial" in query else "fromSerial"  # ably-js's, other SDKs'
+        until = _serial(query.get(serial_param))
+        if until is not None and direction == "forwards":
+            raise AblyError(40003, "untilAttach (from_serial) needs direction=backwards")
+        found, more = app.history.page(
+            name,
+            request.now_ms,
+            start=start,
+            end=end,
+            backwards=direction == "backwards",
+            limit=limit,
+            until=until,
+            after=_history_cursor(query.get("cursor")),
+        )
+        if more:
+            params = {"start": str(start), "end": str(end), "direction": direction, "limit": str(limit)}
+            if until is not None:
+                params[serial_param] = query[serial_param]
+            last = found[-1]
+            _link_next(request, "messages", {**params, "cursor": f"{last.position}:{last.index}"})
+        return 200, [message.item() for message in found]
 
     def _channel(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
@@ -391,9 +430,44 @@ def _page(
     after = sorted((item for item in items if key(item) > cursor), key=key)
     page = after[:limit]
     if len(after) > limit:
-        query = urlencode({**params, "limit": limit, "cursor": key(page[-1])}, quote_via=quote)  # no "+": ably-js
-        request.link = f'<./{resource}?{query}>; rel="next"'
+        _link_next(request, resource, {**params, "limit": str(limit), "cursor": key(page[-1])})
     return page
+
+
+def _link_next(request: _Request, resource: str, params: Mapping[str, str]) -> None:
+    """The answer's ``Link: rel="next"`` to ``./{resource}?{params}``: the relative form ably-js follows and
+    ably-python joins to the request URL (reference §A.1)."""
+    request.link = f'<./{resource}?{urlencode(params, quote_via=quote)}>; rel="next"'  # quote: no "+", for ably-js
+
+
+def _milliseconds(query: Mapping[str, str], name: str, default: int) -> int:
+    value = query.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit() and len(value) <= 16):
+        raise AblyError(40003, f"{name} must be a time in milliseconds since the epoch, got {value[:20]!r}")
+    return int(value)
+
+
+_CHANNEL_SERIAL = re.compile(r"[0-9a-f]{16}")
+
+
+def _serial(value: str | None) -> int | None:
+    """The position an ATTACHED's ``channelSerial`` names (``untilAttach``'s ``from_serial``)."""
+    if value is None:
+        return None
+    if not _CHANNEL_SERIAL.fullmatch(value):
+        raise AblyError(40003, f"from_serial {value[:40]!r} is not a channelSerial this emulator sent")
+    return int(value, 16)
+
+
+def _history_cursor(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    position, _, index = value.partition(":")
+    if not (position.isascii() and position.isdigit() and index.isascii() and index.isdigit()):
+        raise AblyError(40003, f"cursor {value[:40]!r} is not one this emulator sent")
+    return int(position), int(index)
 
 
 def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[str | None, str | None]:

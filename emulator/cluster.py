@@ -1287,6 +1287,8 @@ class RedisCluster:
                     channel, encode_text(text), exclude or None, int(unit), client_event=False, origin=origin
                 )
                 origin = DELIVERED
+            if state.foreign_presence is not None:
+                state.foreign_presence.published_elsewhere(channel, publish["fields"])
             return
         kind, node, *args = json.loads(data[1:])
         if node == self.node_id:

@@ -220,6 +220,8 @@ class App:
     api_rate_limit: float | None = None
     # Ably compatibility (docs/ably.md): the app's Ably API key "APPID.KEYID:SECRET"; None derives it from the app.
     ably_key: str | None = None
+    # How long messages published through Ably's protocol are kept for history and rewind (0: none are kept).
+    ably_history_seconds: float = 120.0
     # More key pairs, each accepted wherever the app's own is (connections, signed requests, auth signatures); the
     # app's own `key` and `secret` sign its webhooks.
     extra_keys: tuple[KeyPair, ...] = ()
@@ -254,6 +256,7 @@ class App:
         _optional(_whole, "max_message_bytes", self.max_message_bytes, 1)
         _optional(_seconds, "api_rate_limit", self.api_rate_limit, zero=False, unit="requests per second")
         _optional(_text, "ably_key", self.ably_key)
+        _seconds("ably_history_seconds", self.ably_history_seconds, zero=True)
         try:
             split_api_key(self.ably_api_key)
         except ConfigError:

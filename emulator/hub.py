@@ -148,6 +148,9 @@ class ForeignPresence(Protocol):
     def pusher_member(self, channel: Channel, socket_id: str, user_id: str, user_info_json: str, entered: bool) -> None:
         """A Pusher connection joined or left ``channel``'s presence (to the other protocol, a member of its own)."""
 
+    def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
+        """Another node's publish through the other protocol (its ProtocolMessage), for that protocol's history."""
+
 
 @dataclass(slots=True)
 class PresenceEntry:

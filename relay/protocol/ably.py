@@ -1,4 +1,5 @@
-"""Ably token auth: TokenRequest MACs, Ably JWT claims and capability matching (Ably docs, TokenRequest spec TE)."""
+"""Ably token auth: TokenRequest MACs, Ably JWT claims and capability matching (Ably docs, TokenRequest spec TE),
+and the ``rewind`` channel param."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from relay.errors import (
     AuthenticationError,
@@ -51,6 +54,39 @@ def validate_channel_name(name: object) -> str:
     if problem is None and isinstance(name, str):
         return name
     raise InvalidChannelName(f"invalid Ably channel name {name!r:.80}: {problem}", code=40010)
+
+
+# The rewind channel param (https://ably.com/docs/channels/options/rewind): a number of messages, or a time
+# ("30s", "2m") with at most rewindLimit messages; never more than the last 100.
+MAX_REWIND_MESSAGES = 100
+_REWIND = re.compile(r"(\d{1,9})([sm]?)")
+
+
+class Rewind(NamedTuple):
+    """What an attachment is sent first: at most the last ``messages`` messages, and for a time only those published
+    in the last ``window_ms``."""
+
+    messages: int
+    window_ms: int | None = None
+
+
+def parse_rewind(params: Mapping[str, object]) -> Rewind | None:
+    """The rewind an ATTACH's ``params`` ask for (``rewind`` and ``rewindLimit``), None without one; ValueError,
+    with the reason, for a value Ably would refuse."""
+    value = params.get("rewind")
+    if value is None:
+        return None
+    match = _REWIND.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"rewind must be a number of messages or a time such as '30s' or '2m', got {value!r:.40}")
+    amount, unit = int(match[1]), match[2]
+    limit = params.get("rewindLimit")
+    if limit is not None and not (isinstance(limit, str) and limit.isascii() and limit.isdigit() and int(limit) > 0):
+        raise ValueError(f"rewindLimit must be a positive number of messages, got {limit!r:.40}")
+    most = min(int(limit), MAX_REWIND_MESSAGES) if limit is not None else MAX_REWIND_MESSAGES
+    if not unit:
+        return Rewind(min(amount, most))
+    return Rewind(most, amount * (60_000 if unit == "m" else 1_000))
 
 
 def split_api_key(api_key: str) -> tuple[str, str]:

@@ -117,6 +117,12 @@ async def ably_wire(running: RunningEmulator, query: str = f"key={API_KEY}", *, 
     return AblyWire(ws, binary, first)
 
 
+async def connected(client: Any) -> None:
+    """Wait until an ably-python realtime client is connected (``once_async`` would miss a connection made already)."""
+    if client.connection.state.value != "connected":
+        await asyncio.wait_for(client.connection.once_async("connected"), 5)
+
+
 @dataclass
 class PusherWire:
     """A raw Pusher-protocol client."""

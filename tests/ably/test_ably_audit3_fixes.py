@@ -5,10 +5,10 @@ ably-python) and on the wire:
   app now spends the same budget and is refused with Ably's 42910 (429, ``Retry-After``);
 - a publish or presence outside the modes an ATTACH requested was 40160 (capability); it is Ably's 40165;
 - ``requestToken`` with ``clientId: ""`` issued a token with an empty client id; it is 40012, as ably-js and Ably say;
-- ATTACHED carries a ``channelSerial``, so ably-js's ``history({untilAttach: true})`` reaches the REST API's 40400
-  instead of failing in the SDK with a 40000 that blames the attach;
-- docs/ably.md: channel params are accepted and dropped (occupancy too), Ably's history recovery cannot be exercised,
-  and names with ``:`` are the gateway's to refuse.
+- ATTACHED carries a ``channelSerial``, so ably-js's ``history({untilAttach: true})`` reaches the REST API (now
+  answered: tests/ably/test_ably_history.py) instead of failing in the SDK with a 40000 that blames the attach;
+- docs/ably.md: channel params other than rewind are accepted and dropped (occupancy too), and names with ``:`` are
+  the gateway's to refuse.
 """
 
 from __future__ import annotations
@@ -244,8 +244,8 @@ async def test_ably_js_modes_until_attach_and_an_empty_client_id(ably_emulator: 
     """ably-js: 40165 for a publish and a presence enter outside the requested modes (channel and connection stay;
     ``setOptions`` with the modes fixes it), 40160 where the capability lacks publish; a renewal with a narrower
     capability changes ``channel.modes`` at once and keeps presence and attach serial; ``history({untilAttach:
-    true})`` rejects with the REST API's 40400/404 (it was a 40000 from the SDK: no attachSerial); a backend's
-    TokenRequest with ``clientId: ""`` is refused with 40012."""
+    true})`` gives what was published before the attach only (it was a 40000 from the SDK: no attachSerial); a
+    backend's TokenRequest with ``clientId: ""`` is refused with 40012."""
     request = signed_token_request(client_id="")
     run = await run_node(
         "ably_js_modes_history.mjs", ably_emulator, env={"ABLY_EMPTY_CLIENT_ID_REQUEST": json.dumps(request)}
@@ -255,7 +255,7 @@ async def test_ably_js_modes_until_attach_and_an_empty_client_id(ably_emulator: 
         "attach-with-the-mode",
         "capability-40160",
         "narrowed-modes-shown",
-        "until-attach-40400",
+        "until-attach",
         "empty-client-id-40012",
     ]
 
@@ -294,14 +294,18 @@ async def test_request_token_refuses_an_empty_client_id(ably_emulator: RunningEm
 # -- C, E, F and A: the docs ----------------------------------------------------------------------------------------
 
 
-def test_docs_say_what_is_dropped_and_what_cannot_be_exercised() -> None:
-    """docs/ably.md: channel params (rewind, delta, occupancy) accepted and dropped (``channel.params`` is ``{}``);
-    Ably's untilAttach recovery cannot be exercised, with what a user sees; ``:`` names and the gateway's rules;
+def test_docs_say_what_is_dropped_and_how_a_gap_is_filled() -> None:
+    """docs/ably.md: channel params other than rewind (delta, occupancy) accepted and dropped, with what
+    ``channel.params`` shows; Ably's untilAttach recovery answered from history; ``:`` names and the gateway's rules;
     40165 and 42910 are named. The api_rate_limit lines of the other docs say the Ably REST API shares the budget."""
     not_emulated = " ".join(ABLY_DOC.split("## Not emulated", 1)[1].split())
-    assert "occupancy" in not_emulated and "rewind" in not_emulated and "delta" in not_emulated
-    assert "accepted and dropped" in not_emulated and "`channel.params` is `{}`" in not_emulated
-    assert "untilAttach" in not_emulated and "80008" in not_emulated and "40400" in not_emulated
+    assert "occupancy" in not_emulated and "delta" in not_emulated and "other than `rewind`" in not_emulated
+    assert "accepted and dropped" in not_emulated and "`channel.params` holds only `rewind`" in not_emulated
+    assert (
+        "untilAttach" in not_emulated
+        and "80008" in not_emulated
+        and "answers from the emulator's history" in not_emulated
+    )
     assert "(gateway.md#channel-rules)" in ABLY_DOC
     assert "40165" in ABLY_DOC and "42910" in ABLY_DOC
     for name in ("emulator.md", "configuration.md", "security.md"):

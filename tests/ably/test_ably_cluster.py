@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import msgpack  # type: ignore[import-untyped]
-from ablysupport import API_KEY, APP, MESSAGE, PRESENCE, SYNC, AblyWire, PusherWire, ably_wire, pusher_wire
+from ablysupport import ACK, API_KEY, APP, MESSAGE, PRESENCE, SYNC, AblyWire, PusherWire, ably_wire, pusher_wire
 
 from relay.emulator.cluster import NodeState
 from relay.protocol.signing import channel_auth
@@ -103,6 +103,47 @@ async def test_publishes_the_bus_cannot_carry_whole_still_cross_and_the_bus_keep
     names = [(await ably_peer.expect(MESSAGE))["messages"][0]["name"] for _ in range(3)]
     assert names == ["huge", "odd-key", "after"]
     assert [(await pusher_peer.expect(name))["event"] for name in names] == names
+
+
+async def test_history_and_rewind_hold_every_node_s_ably_publishes(
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """Each node keeps the Ably publishes of every node, in the order they reached it, without a subscriber there:
+    ``history()`` on either node lists them all, a rewind on one node sends what was published on the other, and
+    an untilAttach cut made from that node's ATTACHED leaves out what came later."""
+    here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
+    publisher = await ably_wire(there)
+    wires.append(publisher)
+    await asyncio.sleep(0.2)
+    async with httpx.AsyncClient(base_url=here.http_url) as near, httpx.AsyncClient(base_url=there.http_url) as far:
+        for name in ("placed", "packed"):
+            published = await near.post("/channels/order-9/messages", json={"name": name, "data": "x"}, headers=BASIC)
+            assert published.status_code == 201, published.text
+        await publisher.publish("order-9", {"name": "shipped", "data": "x"})
+        assert (await publisher.expect(ACK))["msgSerial"] == 0
+
+        async def names(http: httpx.AsyncClient, query: str = "") -> list[str]:
+            for _ in range(50):  # the other node's publishes arrive through Redis
+                response = await http.get(f"/channels/order-9/messages{query}", headers=BASIC)
+                assert response.status_code == 200, response.text
+                found = [item["name"] for item in response.json()]
+                if len(found) >= 3 or query:
+                    return found
+                await asyncio.sleep(0.05)
+            return found
+
+        assert await names(near) == await names(far) == ["shipped", "packed", "placed"]
+        reader = await ably_wire(there)
+        wires.append(reader)
+        attached = await reader.attach("order-9", params={"rewind": "2"})
+        rewound = [(await reader.expect(MESSAGE))["messages"][0]["name"] for _ in range(2)]
+        assert rewound == ["packed", "shipped"]
+        later = await near.post("/channels/order-9/messages", json={"name": "later", "data": "x"}, headers=BASIC)
+        assert later.status_code == 201
+        assert (await reader.expect(MESSAGE))["messages"][0]["name"] == "later"
+        cut = f"?from_serial={attached['channelSerial']}"
+        assert await names(far, cut) == ["shipped", "packed", "placed"]
+        assert (await names(far))[0] == "later"
 
 
 def _member(item: dict[str, Any]) -> tuple[Any, ...]:

@@ -15,7 +15,7 @@ import pytest
 from ably import AblyException, AblyRealtime, AblyRest  # type: ignore[import-untyped]
 from ably.types.message import Message  # type: ignore[import-untyped]
 from ably.types.tokendetails import TokenDetails  # type: ignore[import-untyped]
-from ablysupport import API_KEY, KEY_NAME, MESSAGE, PRESENCE, ably_wire, pusher_wire
+from ablysupport import API_KEY, KEY_NAME, MESSAGE, PRESENCE, ably_wire, connected, pusher_wire
 
 from relay.protocol.signing import authorize_channel
 from tests.conftest import RunningEmulator
@@ -42,12 +42,6 @@ async def clients(ably_emulator: RunningEmulator) -> AsyncIterator[Made]:
     yield make
     for client in made:
         await client.close()
-
-
-async def connected(client: Any) -> None:
-    """Wait until a realtime client is connected (``once_async`` would miss a connection made already)."""
-    if client.connection.state.value != "connected":
-        await asyncio.wait_for(client.connection.once_async("connected"), 5)
 
 
 async def next_message(received: asyncio.Queue[Any], wait: float = 3.0) -> Any:

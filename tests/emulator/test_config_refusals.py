@@ -56,6 +56,8 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "webhook_max_pending = 0\n", ["webhook_max_pending", "0"]),  # every webhook silently dropped
         (APP + "webhook_max_pending = -1\n", ["webhook_max_pending", "-1"]),
         (APP + "ably_key = 5\n", ["ably_key"]),  # AttributeError
+        (APP + "ably_history_seconds = -1\n", ["ably_history_seconds", "-1"]),
+        (APP + "ably_history_seconds = '2m'\n", ["ably_history_seconds", "'2m'"]),
         (APP + "allowed_origins = ['https://a.example/path']\n", ["allowed_origins", "https://a.example/path"]),
         ("[[apps]]\napp_id = 'a/b'\nkey = 'k'\nsecret = 's'\n", ["app_id", "a/b"]),  # /apps/a/b/events: 404
         # [apps.limits]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import jwt
@@ -306,3 +307,44 @@ def test_webhook_signature_is_base64_hmac_sha256_of_the_raw_body() -> None:
     (`printf body | openssl dgst -sha256 -hmac secret -binary | base64`)."""
     assert ably.webhook_signature("secret", b"body") == "3EaYNVf+oSe0OvchRn65s/3iM4/j4U9RlSqoR4wT01U="
     assert ably.webhook_signature("secret", b"body ") != ably.webhook_signature("secret", b"body")
+
+
+@pytest.mark.parametrize(
+    ("params", "rewind"),
+    [
+        ({}, None),
+        ({"delta": "vcdiff"}, None),
+        ({"rewind": "1"}, ably.Rewind(1)),
+        ({"rewind": "0"}, ably.Rewind(0)),
+        ({"rewind": "250"}, ably.Rewind(100)),  # never more than the last 100
+        ({"rewind": "5", "rewindLimit": "2"}, ably.Rewind(2)),
+        ({"rewind": "30s"}, ably.Rewind(100, 30_000)),
+        ({"rewind": "2m", "rewindLimit": "10"}, ably.Rewind(10, 120_000)),
+        ({"rewind": "1m", "rewindLimit": "1000"}, ably.Rewind(100, 60_000)),
+    ],
+)
+def test_rewind_params(params: dict[str, object], rewind: ably.Rewind | None) -> None:
+    """The rewind channel param: a number of messages, or seconds or minutes, with rewindLimit; at most 100."""
+    assert ably.parse_rewind(params) == rewind
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"rewind": ""}, "rewind must be a number of messages or a time such as '30s' or '2m', got ''"),
+        ({"rewind": "1h"}, "rewind must be a number of messages or a time such as '30s' or '2m', got '1h'"),
+        ({"rewind": "-1"}, "rewind must be a number of messages or a time such as '30s' or '2m', got '-1'"),
+        ({"rewind": " 1"}, "rewind must be a number of messages or a time such as '30s' or '2m', got ' 1'"),
+        (
+            {"rewind": "1234567890"},
+            "rewind must be a number of messages or a time such as '30s' or '2m', got '1234567890'",
+        ),
+        ({"rewind": True}, "rewind must be a number of messages or a time such as '30s' or '2m', got True"),
+        ({"rewind": "1", "rewindLimit": "0"}, "rewindLimit must be a positive number of messages, got '0'"),
+        ({"rewind": "1", "rewindLimit": 5}, "rewindLimit must be a positive number of messages, got 5"),
+        ({"rewind": "1", "rewindLimit": "²"}, "rewindLimit must be a positive number of messages, got '²'"),
+    ],
+)
+def test_rewind_params_ably_refuses(params: dict[str, object], reason: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(reason)):
+        ably.parse_rewind(params)

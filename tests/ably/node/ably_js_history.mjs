@@ -1,0 +1,65 @@
+// ably-js 2.x and the emulator's history (docs/ably.md#history): history() pages through the REST API's Link header,
+// the rewind channel param delivers the last messages right after the attach (channel.params shows it, the attached
+// state change has hasBacklog), a rewind by time with rewindLimit, and a re-attach after a lost transport (which
+// carries the channel's serial) is not rewound a second time.
+import { Scenario, assert, sleep, until } from '../../node/lib.mjs';
+import { Ably, ablyOptions, realtime } from './ablylib.mjs';
+
+function collected(channel) {
+  const names = [];
+  channel.subscribe((message) => names.push(message.name));
+  return names;
+}
+
+new Scenario('ably-js-history').run(async (s) => {
+  const rest = new Ably.Rest(ablyOptions());
+  const paged = rest.channels.get('paged');
+  for (let number = 0; number < 5; number += 1) await paged.publish(`m${number}`, { number });
+  let page = await paged.history({ limit: 2 });
+  const pages = [page.items.map((message) => message.name)];
+  while (page.hasNext()) {
+    page = await page.next();
+    pages.push(page.items.map((message) => message.name));
+  }
+  assert.deepEqual(pages, [['m4', 'm3'], ['m2', 'm1'], ['m0']]);
+  assert.ok(page.isLast());
+  const forwards = await paged.history({ direction: 'forwards', limit: 3 });
+  assert.deepEqual(forwards.items.map((message) => message.name), ['m0', 'm1', 'm2']);
+  assert.deepEqual(forwards.items[0].data, { number: 0 });
+  s.check('pages');
+
+  const order = rest.channels.get('order-7');
+  for (const status of ['placed', 'packed', 'shipped']) await order.publish('status', status);
+  const client = await realtime(s);
+  const tracked = client.channels.get('order-7', { params: { rewind: '2' } });
+  const attached = new Promise((resolve) => tracked.once('attached', resolve));
+  const statuses = [];
+  tracked.subscribe('status', (message) => statuses.push(message.data));
+  const change = await attached;
+  assert.equal(change.hasBacklog, true);
+  assert.deepEqual(tracked.params, { rewind: '2' });
+  await until(() => statuses.length === 2, { what: 'the two rewound messages' });
+  await order.publish('status', 'delivered');
+  await until(() => statuses.length === 3, { what: 'the live message' });
+  assert.deepEqual(statuses, ['packed', 'shipped', 'delivered']);
+  s.check('rewind-count');
+
+  const timed = rest.channels.get('timed');
+  for (let number = 0; number < 3; number += 1) await timed.publish(`t${number}`, 'x');
+  const recent = client.channels.get('timed', { params: { rewind: '1m', rewindLimit: '2' } });
+  const recentNames = collected(recent);
+  await until(() => recentNames.length === 2, { what: 'the rewound messages' });
+  assert.deepEqual(recentNames, ['t1', 't2']);
+  s.check('rewind-time');
+
+  // A lost transport: ably-js reconnects (the emulator does not resume) and attaches again with the channelSerial.
+  client.connection.connectionManager.activeProtocol.getTransport().disconnect();
+  await client.connection.whenState('disconnected');
+  await client.connection.whenState('connected');
+  await tracked.whenState('attached');
+  await order.publish('status', 'signed');
+  await until(() => statuses.length === 4, { what: 'the message after the re-attach' });
+  await sleep(200);
+  assert.deepEqual(statuses, ['packed', 'shipped', 'delivered', 'signed']);
+  s.check('no-rewind-on-reattach');
+});

@@ -1,0 +1,366 @@
+"""Ably history and rewind on the emulator (docs/ably.md#history): what is published through Ably's protocol is kept
+for the app's ``ably_history_seconds`` (2 minutes, Ably's default without persistence) within a byte budget, and
+served by ``GET /channels/{ch}/messages`` (ably-python and ably-js ``history()``, ``untilAttach``) and by the
+``rewind`` channel param; bad parameters are refused with Ably's codes while everything else is served."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ably import AblyException, AblyRealtime, AblyRest  # type: ignore[import-untyped]
+from ably.types.channeloptions import ChannelOptions  # type: ignore[import-untyped]
+from ably.types.message import Message  # type: ignore[import-untyped]
+from ablysupport import (
+    APP,
+    ATTACHED,
+    ERROR,
+    MESSAGE,
+    AblyWire,
+    ably_wire,
+    connected,
+    jwt_token,
+    run_node,
+)
+
+from relay.emulator.ably_history import MessageHistory
+from relay.emulator.config import App
+from relay.protocol.ably import Rewind
+from relay.protocol.signing import sign_rest_request
+from tests.conftest import RunningEmulator
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(b"1.app-key:app-secret").decode()}
+HAS_BACKLOG = 2
+StartEmulator = Callable[..., Any]
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+async def http(ably_emulator: RunningEmulator) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=ably_emulator.http_url, headers={"X-Ably-Version": "6"}) as client:
+        yield client
+
+
+async def publish(http: httpx.AsyncClient, channel: str, *messages: dict[str, Any]) -> None:
+    response = await http.post(f"/channels/{channel}/messages", json=list(messages), headers=BASIC)
+    assert response.status_code == 201, response.text
+
+
+def names(items: list[dict[str, Any]]) -> list[str]:
+    return [item["name"] for item in items]
+
+
+async def pusher_publish(http: httpx.AsyncClient, channel: str, event: str) -> None:
+    """A publish through the Pusher HTTP API, signed as pusher-http-python signs it."""
+    body = f'{{"name":"{event}","channel":"{channel}","data":"{{}}"}}'.encode()
+    path = f"/apps/{APP.app_id}/events"
+    params = sign_rest_request(APP.key, APP.secret, "POST", path, timestamp=int(time.time()), body=body)
+    published = await http.post(path, params=params, content=body, headers={"Content-Type": "application/json"})
+    assert published.status_code == 200, published.text
+
+
+# -- the store, in process -----------------------------------------------------------------------------------------
+
+
+def protocol_message(serial: int, timestamp: int, *names: str) -> dict[str, Any]:
+    return {"id": f"rest:{serial}", "timestamp": timestamp, "messages": [{"name": name, "data": "x"} for name in names]}
+
+
+def test_pages_follow_the_order_kept_across_messages_of_one_publish() -> None:
+    """Cursors are (position, index): a page may end inside a multi-message publish and the next goes on from there,
+    backwards and forwards; ``until`` leaves out what was kept after a position, ``start``/``end`` filter by time."""
+    history = MessageHistory(retention_ms=60_000)
+    history.keep("room", protocol_message(1, 1_000, "a", "b", "c"), 1, 1_000)
+    history.keep("room", protocol_message(2, 2_000, "d"), 2, 2_000)
+    history.keep("other", protocol_message(3, 2_500, "elsewhere"), 3, 2_500)
+    history.keep("room", protocol_message(4, 3_000, "e", "f"), 4, 3_000)
+
+    def walk(backwards: bool, limit: int, **bounds: Any) -> list[list[str]]:
+        pages: list[list[str]] = []
+        after = None
+        while True:
+            found, more = history.page(
+                "room", 3_000, start=bounds.get("start", 0), end=bounds.get("end", 3_000), backwards=backwards,
+                limit=limit, until=bounds.get("until"), after=after,
+            )  # fmt: skip
+            pages.append([kept.item()["name"] for kept in found])
+            if not more:
+                return pages
+            after = (found[-1].position, found[-1].index)
+
+    assert walk(True, 2) == [["f", "e"], ["d", "c"], ["b", "a"]]
+    assert walk(False, 4) == [["a", "b", "c", "d"], ["e", "f"]]
+    assert walk(True, 10, until=2) == [["d", "c", "b", "a"]]
+    assert walk(False, 10, start=2_000, end=2_999) == [["d"]]
+    [first] = history.page("room", 3_000, start=0, end=3_000, backwards=True, limit=1)[0]
+    assert first.item() == {"name": "f", "data": "x", "id": "rest:4:1", "timestamp": 3_000}
+
+
+def test_retention_and_the_byte_budget_drop_the_oldest_first() -> None:
+    """Past the retention period a message is gone; past the byte budget the app's oldest go first, whatever their
+    channel; a channel left with nothing is forgotten."""
+    history = MessageHistory(retention_ms=10_000, max_bytes=3 * (64 + 1 + 1000))
+    big = {"id": "rest:1", "timestamp": 0, "messages": [{"name": "a", "data": "x" * 1000}]}
+    for position, channel in enumerate(["one", "two", "two", "three"], 1):
+        history.keep(channel, {**big, "id": f"rest:{position}", "timestamp": position}, position, position)
+    assert [len(history.messages(name, 4)) for name in ("one", "two", "three")] == [0, 2, 1]
+    assert history.messages("three", 10_003)[0].item()["id"] == "rest:4:0"
+    assert len(history.messages("three", 10_005)) == 0
+    assert history.page("two", 10_005, start=0, end=10_005, backwards=True, limit=10) == ([], False)
+
+
+def test_rewind_takes_the_last_messages_or_a_time_window() -> None:
+    history = MessageHistory(retention_ms=120_000)
+    for position in range(1, 6):
+        history.keep("room", protocol_message(position, position * 1_000, f"m{position}"), position, position * 1_000)
+
+    def rewound(rewind: Rewind) -> list[str]:
+        return [kept.item()["name"] for kept in history.last("room", 5_000, rewind)]
+
+    assert rewound(Rewind(2)) == ["m4", "m5"]
+    assert rewound(Rewind(100)) == ["m1", "m2", "m3", "m4", "m5"]
+    assert rewound(Rewind(100, 2_000)) == ["m3", "m4", "m5"]
+    assert rewound(Rewind(1, 2_000)) == ["m5"]
+    assert rewound(Rewind(0)) == []
+
+
+# -- REST, with the SDKs -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["msgpack", "json"])
+async def test_ably_python_reads_history_in_both_directions_and_pages(
+    ably_emulator: RunningEmulator, binary: bool
+) -> None:
+    """ably-python's ``history()``: newest first, ``direction="forwards"``, ``limit`` with ``next()`` through the
+    ``Link`` header; binary data, JSON data, extras and clientId come back as published; a realtime publish carries
+    its connectionId; Pusher-protocol publishes are not Ably history."""
+    rest = AblyRest(key=APP.ably_api_key, endpoint="127.0.0.1", port=ably_emulator.port, tls=False,
+                    use_token_auth=True, use_binary_protocol=binary, client_id="ann")  # fmt: skip
+    realtime = AblyRealtime(key=APP.ably_api_key, endpoint=f"127.0.0.1:{ably_emulator.port}", tls=False)
+    try:
+        channel = rest.channels.get("orders")
+        await channel.publish(Message(name="created", data={"id": 7}, extras={"headers": {"k": "v"}}))
+        await channel.publish("blob", b"\x00\xffbinary")
+        await connected(realtime)
+        await realtime.channels.get("orders").publish("shipped", "by van")
+        async with httpx.AsyncClient(base_url=ably_emulator.http_url) as http:
+            await pusher_publish(http, "orders", "via-pusher-api")
+        for number in range(3):
+            await channel.publish(f"n{number}", str(number))
+
+        page = await channel.history()
+        assert [m.name for m in page.items] == ["n2", "n1", "n0", "shipped", "blob", "created"]
+        shipped, blob, created = page.items[3:]
+        assert created.data == {"id": 7} and created.extras == {"headers": {"k": "v"}} and created.client_id == "ann"
+        assert blob.data == b"\x00\xffbinary" and blob.client_id == "ann"
+        assert (
+            shipped.data == "by van" and shipped.connection_id == realtime.connection.connection_manager.connection_id
+        )
+        assert created.connection_id is None and all(m.id and m.timestamp for m in page.items)
+        assert page.items[0].timestamp >= created.timestamp
+
+        forwards = await channel.history(direction="forwards", limit=4)
+        assert [m.name for m in forwards.items] == ["created", "blob", "shipped", "n0"]
+        assert forwards.has_next()
+        rest_of_it = await forwards.next()
+        assert [m.name for m in rest_of_it.items] == ["n1", "n2"] and not rest_of_it.has_next()
+        assert [m.id for m in (await channel.history(limit=1)).items] == [page.items[0].id]
+    finally:
+        await rest.close()
+        await realtime.close()
+
+
+async def test_ably_js_history_untilattach_and_rewind(ably_emulator: RunningEmulator) -> None:
+    """ably-js: ``history()`` pages with ``hasNext()``/``next()``, ``rewind: '2'`` delivers the last two messages
+    after the attach (``channel.params`` shows it, the state change has ``hasBacklog``), ``rewind: '1m'`` with
+    ``rewindLimit``, and a reconnection's re-attach (with its channelSerial) is not rewound again."""
+    run = await run_node("ably_js_history.mjs", ably_emulator)
+    assert run.summary["checks"] == ["pages", "rewind-count", "rewind-time", "no-rewind-on-reattach"]
+
+
+# -- REST, on the wire ---------------------------------------------------------------------------------------------
+
+
+async def test_the_link_header_carries_the_query_and_the_next_page_is_stable(http: httpx.AsyncClient) -> None:
+    """A next link is relative, keeps the bounds (``end`` pinned to the first request's time, so what is published
+    meanwhile stays out of a backwards walk) and the untilAttach serial, under the name the client sent."""
+    for number in range(3):
+        await publish(http, "room", {"name": f"m{number}", "data": "x"})
+    first = await http.get("/channels/room/messages?limit=2&fromSerial=ffffffffffffffff", headers=BASIC)
+    assert first.status_code == 200 and names(first.json()) == ["m2", "m1"]
+    link = first.headers["link"]
+    assert link.startswith("<./messages?start=0&end=") and link.endswith('>; rel="next"')
+    assert "&direction=backwards&limit=2&fromSerial=ffffffffffffffff&cursor=" in link
+    await publish(http, "room", {"name": "later", "data": "x"})
+    following = await http.get(f"/channels/room/{link[3 : link.index('>')]}", headers=BASIC)
+    assert names(following.json()) == ["m0"] and "link" not in following.headers
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("direction=sideways", "direction must be backwards or forwards, got 'sideways'"),
+        ("limit=0", "limit must be between 1 and 1000"),
+        ("limit=1001", "limit must be between 1 and 1000"),
+        ("start=soon", "start must be a time in milliseconds since the epoch, got 'soon'"),
+        ("end=-1", "end must be a time in milliseconds since the epoch, got '-1'"),
+        ("start=20&end=10", "start must not be later than end"),
+        ("from_serial=s0", "from_serial 's0' is not a channelSerial this emulator sent"),
+        ("from_serial=00000000000000ff&direction=forwards", "untilAttach (from_serial) needs direction=backwards"),
+        ("cursor=1-2", "cursor '1-2' is not one this emulator sent"),
+    ],
+)
+async def test_bad_history_parameters_are_40003(http: httpx.AsyncClient, query: str, message: str) -> None:
+    await publish(http, "room", {"name": "kept", "data": "x"})
+    response = await http.get(f"/channels/room/messages?{query}", headers=BASIC)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == 40003 and response.json()["error"]["message"] == message
+    assert response.headers["x-ably-errorcode"] == "40003"
+    assert names((await http.get("/channels/room/messages", headers=BASIC)).json()) == ["kept"]
+
+
+async def test_history_needs_the_history_capability(http: httpx.AsyncClient) -> None:
+    """A token without ``history`` on the channel is refused with 40160 (401); the key's own ``*`` allows it."""
+    await publish(http, "room", {"name": "kept", "data": "x"})
+    token = jwt_token(capability={"room": ["subscribe", "publish"], "open": ["history"]})
+    bearer = {"Authorization": "Bearer " + base64.b64encode(token.encode()).decode()}
+    refused = await http.get("/channels/room/messages", headers=bearer)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == 40160
+    assert refused.json()["error"]["message"] == (
+        "Action not permitted: 'history' on channel 'room' by this capability"
+    )
+    assert (await http.get("/channels/open/messages", headers=bearer)).json() == []
+    assert names((await http.get("/channels/room/messages", headers=BASIC)).json()) == ["kept"]
+
+
+async def test_retention_is_the_apps_and_zero_keeps_nothing(start_emulator: StartEmulator) -> None:
+    """``ably_history_seconds`` per app: a message is gone once it is older (0.3 s here), and 0 keeps none, with no
+    effect on delivery."""
+    short = replace(APP, ably_history_seconds=0.3)
+    none = replace(APP, app_id="2", key="other-key", ably_history_seconds=0)
+    running = await start_emulator(app=short, apps=(none,))
+    other = {"Authorization": "Basic " + base64.b64encode(none.ably_api_key.encode()).decode()}
+    async with httpx.AsyncClient(base_url=running.http_url) as http:
+        await publish(http, "room", {"name": "brief", "data": "x"})
+        assert names((await http.get("/channels/room/messages", headers=BASIC)).json()) == ["brief"]
+        await asyncio.sleep(0.5)
+        assert (await http.get("/channels/room/messages", headers=BASIC)).json() == []
+        response = await http.post("/channels/room/messages", json={"name": "unkept"}, headers=other)
+        assert response.status_code == 201
+        assert (await http.get("/channels/room/messages", headers=other)).json() == []
+
+
+async def test_pusher_publishes_are_not_ably_history(http: httpx.AsyncClient) -> None:
+    """A publish through the Pusher HTTP API reaches Ably subscribers but is not kept: history is what was published
+    through Ably's protocol (docs/ably.md#history)."""
+    await pusher_publish(http, "room", "via-pusher-api")
+    await publish(http, "room", {"name": "ably-side", "data": "x"})
+    assert names((await http.get("/channels/room/messages", headers=BASIC)).json()) == ["ably-side"]
+
+
+# -- rewind, on the wire -------------------------------------------------------------------------------------------
+
+
+async def test_rewind_on_the_wire(ably_emulator: RunningEmulator, http: httpx.AsyncClient, wires: list[Any]) -> None:
+    """``params: {rewind}`` on a first ATTACH: ATTACHED echoes it with HAS_BACKLOG, then the rewound messages come
+    as MESSAGEs, the messages of one publish together, each with its id, timestamp and connectionId, before any
+    later message. No messages kept: no HAS_BACKLOG, nothing sent. An ATTACH of an attached channel, or one carrying
+    a channelSerial (a resume), is not rewound, though its ATTACHED shows the param (ably-js's ``channel.params``)."""
+    await publish(http, "room", {"name": "a", "data": "1"}, {"name": "b", "data": "2"})
+    await publish(http, "room", {"name": "c", "data": "3"})
+    wire = await ably_wire(ably_emulator)
+    wires.append(wire)
+    attached = await wire.attach("room", params={"rewind": "2", "delta": "vcdiff"})
+    assert attached["params"] == {"rewind": "2"} and attached["flags"] & HAS_BACKLOG
+    first, second = await wire.expect(MESSAGE), await wire.expect(MESSAGE)
+    assert [names(m["messages"]) for m in (first, second)] == [["b"], ["c"]]
+    assert first["messages"][0]["id"] == f"{first['id']}:1" and first["messages"][0]["timestamp"] == first["timestamp"]
+    await publish(http, "room", {"name": "live", "data": "4"})
+    assert names((await wire.expect(MESSAGE))["messages"]) == ["live"]
+
+    again = await wire.attach("room", params={"rewind": "2"})
+    assert again["params"] == {"rewind": "2"} and not again["flags"] & HAS_BACKLOG
+    empty = await wire.attach("quiet", params={"rewind": "5"})
+    assert empty["params"] == {"rewind": "5"} and not empty["flags"] & HAS_BACKLOG
+    await publish(http, "room2", {"name": "earlier", "data": "x"})
+    resumed = await wire.attach("room2", params={"rewind": "1"}, channelSerial="0000000000000001")
+    assert resumed["params"] == {"rewind": "1"} and not resumed["flags"] & HAS_BACKLOG
+    await publish(http, "room", {"name": "after", "data": "5"})
+    assert names((await wire.expect(MESSAGE))["messages"]) == ["after"]  # nothing rewound was queued before it
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"rewind": "ten"}, "rewind must be a number of messages or a time such as '30s' or '2m', got 'ten'"),
+        ({"rewind": "5h"}, "rewind must be a number of messages or a time such as '30s' or '2m', got '5h'"),
+        ({"rewind": 1}, "rewind must be a number of messages or a time such as '30s' or '2m', got 1"),
+        ({"rewind": "1m", "rewindLimit": "0"}, "rewindLimit must be a positive number of messages, got '0'"),
+        ("rewind=1", None),
+    ],
+    ids=["word", "hours", "number", "limit-zero", "params-not-object"],
+)
+async def test_a_bad_rewind_fails_that_channel_only(
+    ably_emulator: RunningEmulator, wires: list[Any], params: object, message: str | None
+) -> None:
+    wire = await ably_wire(ably_emulator)
+    wires.append(wire)
+    await wire.send({"action": 10, "channel": "room", "params": params})
+    error = await wire.expect(ERROR)
+    expected = (
+        "ATTACH params must be an object of channel params" if message is None else f"Invalid channel params: {message}"
+    )
+    assert (error["channel"], error["error"]["code"], error["error"]["message"]) == ("room", 40003, expected)
+    assert (await wire.attach("other", params={"rewind": "1"}))["action"] == ATTACHED
+
+
+async def test_rewind_by_time_and_limit(ably_emulator: RunningEmulator, http: httpx.AsyncClient) -> None:
+    for number in range(5):
+        await publish(http, "room", {"name": f"m{number}", "data": "x"})
+    wire: AblyWire = await ably_wire(ably_emulator)
+    try:
+        attached = await wire.attach("room", params={"rewind": "1m", "rewindLimit": "3"})
+        assert attached["params"] == {"rewind": "1m", "rewindLimit": "3"}
+        assert [names((await wire.expect(MESSAGE))["messages"]) for _ in range(3)] == [["m2"], ["m3"], ["m4"]]
+    finally:
+        await wire.ws.close()
+
+
+async def test_ably_python_refuses_a_bad_rewind_with_the_channel_error(ably_emulator: RunningEmulator) -> None:
+    realtime = AblyRealtime(key=APP.ably_api_key, endpoint=f"127.0.0.1:{ably_emulator.port}", tls=False)
+    try:
+        with pytest.raises(AblyException) as refused:
+            await realtime.channels.get("room", ChannelOptions(params={"rewind": "soon"})).attach()
+        assert refused.value.code == 40003
+        await realtime.channels.get("fine").attach()
+    finally:
+        await realtime.close()
+
+
+# -- the docs ------------------------------------------------------------------------------------------------------
+
+
+async def test_the_docs_python_example_reads_an_orders_statuses(start_emulator: StartEmulator) -> None:
+    """docs/ably.md's ably-python block, run as printed against an emulator serving the default app (its port put in
+    for 6001)."""
+    section = (ROOT / "docs" / "ably.md").read_text().split("## History and rewind", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    default_app = App(app_id="app-id", key="app-key", secret="app-secret")
+    running = await start_emulator(app=default_app)
+    namespace: dict[str, Any] = {}
+    exec(compile(code.replace("port=6001", f"port={running.port}"), "docs/ably.md", "exec"), namespace)
+    async with httpx.AsyncClient(base_url=running.http_url) as http:
+        basic = {"Authorization": "Basic " + base64.b64encode(default_app.ably_api_key.encode()).decode()}
+        for status in ("placed", "packed", "shipped"):
+            response = await http.post(
+                "/channels/order-42/messages", json={"name": "status", "data": status}, headers=basic
+            )
+            assert response.status_code == 201
+    assert await namespace["recent_statuses"]("42") == ["shipped", "packed", "placed"]
