@@ -37,6 +37,16 @@ class RunningEmulator:
 StartEmulator = Callable[..., Awaitable[RunningEmulator]]
 
 
+def free_port() -> int:
+    """A port nothing listens on now, for a server that must be told its port before it starts (a subprocess
+    without ``--port 0``). Another process may take it before that server binds it: prefer ``--port 0`` and the
+    banner where the server has them."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 class ServesAnApp(Protocol):
     """An emulator a test started: RunningEmulator, or one of the library tests' stoppable ones."""
 

@@ -22,9 +22,9 @@ import pytest
 from relay.cost.usage import parse_usage
 from relay.emulator.usage import merge_documents
 from tests.cli_support import assert_refused, run_relay
-from tests.cluster.conftest import RedisServer, free_port
+from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client
-from tests.conftest import RunningEmulator, StartEmulator
+from tests.conftest import RunningEmulator, StartEmulator, free_port
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import APP, eventually, publish, ws_client
 

@@ -30,9 +30,9 @@ from starlette.routing import Route
 from examples.order_tracking import app as order_tracking_app
 from examples.order_tracking import create_app
 from examples.order_tracking.app import PUSHER_JS_CDN, find_browser_library
+from tests.conftest import free_port
 from tests.emulator_process import EmulatorProcess
 from tests.examples.conftest import needs_chromium, screenshot
-from tests.examples.test_nextjs_example import free_port
 from tests.examples.test_order_tracking_backend import without_provider
 from tests.examples.test_order_tracking_e2e import emulator_process as emulator_process
 from tests.examples.test_order_tracking_e2e import new_page, start_shift

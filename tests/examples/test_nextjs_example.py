@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, free_port
 from tests.examples.conftest import needs_chromium, screenshot
 from tests.gateway.conftest import JWT_SECRET, ROOT, TOKEN, emulator_url
 from tests.gateway.test_gateway_nextjs_guide import EXPECTED_FILES, extract_guide
@@ -33,12 +32,6 @@ BUILD_LIMIT_S = 240
 # The example's demo JWTs live this long (its page's ?ttl=) and the page renews them at half of it: short, so the test
 # sees the first ones expire.
 DEMO_JWT_TTL_S = 6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Process:

@@ -28,7 +28,7 @@ import pytest
 from fastapi import FastAPI
 
 from relay.gateway import MAX_HEAD_BYTES, MAX_NUMERIC_DATE, HeadGuard
-from tests.cluster.conftest import free_port
+from tests.conftest import free_port
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, serve_asgi
 
 CL_AND_TE = (

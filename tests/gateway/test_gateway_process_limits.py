@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.cluster.conftest import free_port
+from tests.conftest import free_port
 
 
 @pytest.fixture

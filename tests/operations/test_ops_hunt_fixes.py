@@ -21,8 +21,7 @@ from relay.emulator.logs import Redactor, redact_urls
 from relay.emulator.usage import AppMeter, add_peaks, merge_documents, usage_document
 from relay.emulator.webhooks import WebhookDispatcher
 from tests.cli_support import assert_refused, run_relay, write
-from tests.cluster.conftest import free_port
-from tests.conftest import StartEmulator
+from tests.conftest import StartEmulator, free_port
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import APP, CREDENTIALS, api, publish, ws_client
 from tests.webhook_receiver import Receiver

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,7 +21,7 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 from relay import AsyncRelay
 from relay.emulator.shutdown import graceful_shutdown
 from relay.errors import TransportError
-from tests.conftest import StartEmulator
+from tests.conftest import StartEmulator, free_port
 from tests.emulator_process import EmulatorProcess
 from tests.node_scenarios import app_env, node_modules, run_scenario
 from tests.operations.support import (
@@ -93,13 +92,6 @@ def test_tls_flags_go_together(tmp_path: Path) -> None:
     assert main(["emulator", "--tls-cert", str(tmp_path / "c"), "--tls-key", str(tmp_path / "k")]) == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def nginx_site(
     emulator_ports: Sequence[int], listen_port: int, cert: Path, key: Path, connections_per_address: int
 ) -> str:
@@ -136,7 +128,7 @@ async def documented_nginx(
     if nginx is None:
         pytest.fail("nginx is not installed: this test runs docs/nginx.conf with it (apt-get install nginx-light)")
     cert, key = make_certificate(tmp_path)
-    port = _free_port()
+    port = free_port()
     prefix = tmp_path / "nginx"
     for directory in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (prefix / directory).mkdir(parents=True)
