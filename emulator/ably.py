@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ class AblyNode:
         self._node = node
         self._wall_clock = wall_clock
         self._serials = itertools.count(1)
+        self._tag = secrets.token_hex(3)  # this node's, in the ids of its REST publishes (AblyApp)
         self._apps: dict[str, AblyApp] = {}  # by key name; built once the node's app states exist (start())
         self.auth = AblyAuth({})
         self.rest = AblyRest(self.auth, self._apps.get, self.wall_ms, node.ops)
@@ -47,7 +49,7 @@ class AblyNode:
         for state in self._node.states.values():
             # One Ably side per app, whichever of its keys a client uses: presence, attachments and idempotency are
             # the app's.
-            app = AblyApp(state, AblyKey.of(state.app), self.wall_ms, self._serials)
+            app = AblyApp(state, AblyKey.of(state.app), self.wall_ms, self._serials, self._tag)
             for key in AblyKey.every_of(state.app):
                 keys[key.key_name] = key  # one app a key name: EmulatorConfig refuses two sharing one
                 self._apps[key.key_name] = app

@@ -1,25 +1,34 @@
 """Ably message history on one node: what was published through Ably's protocol (REST or realtime, on this node or,
-in a cluster, on another) on each channel of an app, kept for the app's retention period within a byte budget. It
+in a cluster, on another) on each channel of an app, kept for the app's retention period within a memory budget. It
 answers ``GET /channels/{ch}/messages`` (the SDKs' ``channel.history()``, ``untilAttach`` included) and the
-``rewind`` channel param (docs/ably.md#history).
+``rewind`` channel param (docs/ably.md#history-and-rewind).
 
 One deque per channel and one for the app in the order messages were kept: the oldest message of the app is always
-the first of its channel's deque, so expiry and the byte budget drop from the left of both, and a publish costs an
-append to each.
+the first of its channel's deque, so expiry and the budget drop from the left of both, and a publish costs an append
+to each.
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from relay.protocol.ably import Rewind
 
-DEFAULT_RETENTION_SECONDS = 120.0
-MAX_BYTES = 64 * 1024 * 1024  # per app: beyond it the oldest messages go first
+MAX_BYTES = 64 * 1024 * 1024  # per app, as counted by kept_size: beyond it the oldest messages go first
+# What keeping costs beyond the payload, measured with tracemalloc (a message of a one-message publish: its Kept, its
+# item and ProtocolMessage dicts, their strings; a channel: its deque and its entry).
+MESSAGE_OVERHEAD = 800
+CHANNEL_OVERHEAD = 800
+# Messages that time-expiry drops per call at most: a publish after a long quiet spell does not pay for all of them
+# at once (reads skip what is older than the retention anyway).
+EXPIRY_STEP = 1_000
+
+
+OrderKey = tuple[int, str, int, int]
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,26 +47,43 @@ class Kept:
         timestamp: int = self.fields["timestamp"]
         return timestamp
 
+    @property
+    def order(self) -> OrderKey:
+        """Where the message is in history: by timestamp, then by the node or connection that published it and its
+        serial there, then within the publish. Every node orders the same messages the same way, whatever order
+        they reached it in, so a next page's cursor (:func:`cursor_text`) means the same on every node."""
+        origin, _, serial = self.fields["id"].rpartition(":")
+        return self.timestamp, origin, int(serial) if serial.isdigit() and len(serial) <= 18 else -1, self.index
+
+    @property
+    def id(self) -> str:
+        """The message's id: its own (an idempotent publish's), else its ProtocolMessage's id and its index (RTL15)."""
+        message_id: str = self.fields["messages"][self.index].get("id") or f"{self.fields['id']}:{self.index}"
+        return message_id
+
     def item(self) -> dict[str, Any]:
         """The message with what its ProtocolMessage gave it on delivery (RTL15: id, timestamp, connectionId)."""
         fields = self.fields
         item: dict[str, Any] = dict(fields["messages"][self.index])
-        item.setdefault("id", f"{fields['id']}:{self.index}")
+        item["id"] = self.id
         item["timestamp"] = fields["timestamp"]
         if "connectionId" in fields:
             item.setdefault("connectionId", fields["connectionId"])
         return item
 
 
-def message_size(item: dict[str, Any]) -> int:
-    """What a kept message costs the byte budget: its name, clientId, data and extras (Ably's size, A.3), roughly."""
-    data = item.get("data")
-    size = len(item.get("name") or "") + len(item.get("clientId") or "") + 64
-    if isinstance(data, str | bytes):
-        size += len(data)
+def kept_size(item: dict[str, Any]) -> int:
+    """What a kept message costs the budget: its payload in bytes (name, clientId, data, extras) and the overhead."""
+    size = MESSAGE_OVERHEAD
+    for name in ("name", "clientId", "data"):
+        value = item.get(name)
+        if isinstance(value, str):
+            size += len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+        elif isinstance(value, bytes):
+            size += len(value)
     extras = item.get("extras")
     if extras:
-        size += len(json.dumps(extras))
+        size += len(json.dumps(extras, default=str))
     return size
 
 
@@ -71,6 +97,11 @@ class MessageHistory:
         self._order: deque[Kept] = deque()
         self._bytes = 0
 
+    @property
+    def size(self) -> int:
+        """What is kept, in the budget's bytes."""
+        return self._bytes
+
     def keep(self, channel: str, fields: dict[str, Any], position: int, now_ms: int) -> None:
         """Keep the messages of a MESSAGE ProtocolMessage published on ``channel``."""
         if self.retention_ms <= 0:
@@ -78,28 +109,32 @@ class MessageHistory:
         kept = self._channels.get(channel)
         if kept is None:
             kept = self._channels[channel] = deque()
+            self._bytes += CHANNEL_OVERHEAD
         for index, item in enumerate(fields["messages"]):
-            message = Kept(channel, position, index, fields, message_size(item))
+            message = Kept(channel, position, index, fields, kept_size(item))
             kept.append(message)
             self._order.append(message)
             self._bytes += message.size
-        self.expire(now_ms)
+        self._expire(now_ms)
 
-    def expire(self, now_ms: int) -> None:
-        """Drop what is older than the retention period, then the oldest until the budget holds the rest."""
-        order, oldest = self._order, now_ms - self.retention_ms
-        while order and (order[0].timestamp < oldest or self._bytes > self.max_bytes):
+    def _expire(self, now_ms: int) -> None:
+        """Drop up to EXPIRY_STEP messages older than the retention period, then the oldest until the budget holds
+        the rest (as many as it takes: no more than what was just kept would need)."""
+        order, oldest, step = self._order, now_ms - self.retention_ms, EXPIRY_STEP
+        while order and ((step > 0 and order[0].timestamp < oldest) or self._bytes > self.max_bytes):
+            step -= 1
             message = order.popleft()
             self._bytes -= message.size
             kept = self._channels[message.channel]
             kept.popleft()
             if not kept:
                 del self._channels[message.channel]
+                self._bytes -= CHANNEL_OVERHEAD
 
-    def messages(self, channel: str, now_ms: int) -> deque[Kept]:
-        """``channel``'s kept messages, oldest first."""
-        self.expire(now_ms)
-        return self._channels.get(channel) or deque()
+    def _current(self, channel: str, now_ms: int) -> list[Kept]:
+        """``channel``'s messages within the retention period, oldest first."""
+        oldest = now_ms - self.retention_ms
+        return [message for message in self._channels.get(channel, ()) if message.timestamp >= oldest]
 
     def page(
         self,
@@ -111,19 +146,18 @@ class MessageHistory:
         backwards: bool,
         limit: int,
         until: int | None = None,
-        after: tuple[int, int] | None = None,
+        after: OrderKey | None = None,
     ) -> tuple[list[Kept], bool]:
         """Up to ``limit`` of ``channel``'s messages with ``start <= timestamp <= end``, kept at or before position
-        ``until`` (untilAttach), in the direction asked, from after the message ``after`` (position, index: the last
-        of the page before); and whether more follow."""
-        kept = self.messages(channel, now_ms)
-        ordered: Iterable[Kept] = reversed(kept) if backwards else kept
+        ``until`` (untilAttach), in history's order (:attr:`Kept.order`) or its reverse, past the message whose order
+        is ``after`` (the last of the page before); and whether more follow."""
+        kept = sorted(self._current(channel, now_ms), key=_ORDER, reverse=backwards)  # nearly sorted already: cheap
         found: list[Kept] = []
-        for message in _after(ordered, after, backwards):
-            if until is not None and message.position > until:
+        for message in kept:
+            if after is not None and ((message.order >= after) if backwards else (message.order <= after)):
                 continue
-            if not start <= message.timestamp <= end:
-                continue  # not a break: in a cluster, timestamps come from each publishing node's clock
+            if (until is not None and message.position > until) or not start <= message.timestamp <= end:
+                continue
             if len(found) == limit:
                 return found, True
             found.append(message)
@@ -131,7 +165,7 @@ class MessageHistory:
 
     def last(self, channel: str, now_ms: int, rewind: Rewind) -> list[Kept]:
         """What ``rewind`` sends an attachment to ``channel``: its last messages, oldest first."""
-        kept = self.messages(channel, now_ms)
+        kept = self._current(channel, now_ms)
         since = None if rewind.window_ms is None else now_ms - rewind.window_ms
         chosen: list[Kept] = []
         for message in reversed(kept):
@@ -142,11 +176,19 @@ class MessageHistory:
         return chosen
 
 
-def _after(ordered: Iterable[Kept], after: tuple[int, int] | None, backwards: bool) -> Iterator[Kept]:
-    """The messages of ``ordered`` past the cursor ``after`` (in the iteration's direction)."""
-    for message in ordered:
-        if after is not None:
-            key = (message.position, message.index)
-            if (key >= after) if backwards else (key <= after):
-                continue
-        yield message
+_ORDER = attrgetter("order")
+
+
+def cursor_text(message: Kept) -> str:
+    """The cursor of a next link: ``message``'s order, as text."""
+    timestamp, origin, serial, index = message.order
+    return f"{timestamp}:{index}:{serial}:{origin}"
+
+
+def parse_cursor(text: str) -> OrderKey:
+    """The order a cursor names; ValueError for one :func:`cursor_text` did not make."""
+    timestamp, index, serial, origin = text.split(":", 3)
+    numbers = (timestamp, index, serial.removeprefix("-"))
+    if not all(0 < len(number) <= 18 and number.isascii() and number.isdigit() for number in numbers):
+        raise ValueError(text)
+    return int(timestamp), origin, int(serial), int(index)

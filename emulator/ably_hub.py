@@ -385,11 +385,17 @@ class AblyApp:
     a replica of the other nodes' in a cluster), attachments' modes (for occupancy), recently published idempotency
     keys, serials, and the messages published through Ably's protocol (history)."""
 
-    def __init__(self, state: AppState, key: AblyKey, wall_ms: Callable[[], int], serials: Iterator[int]) -> None:
+    def __init__(
+        self, state: AppState, key: AblyKey, wall_ms: Callable[[], int], serials: Iterator[int], node_tag: str
+    ) -> None:
         self.state = state
         self.key = key
         self.wall_ms = wall_ms
         self._serials = serials
+        # In the ids of ProtocolMessages that no connection sent (REST publishes, translated Pusher events): each node
+        # counts its own serials, and history lists every node's messages, so ids must differ between nodes.
+        self._rest_id = f"rest-{node_tag}"
+        self._pusher_id = f"pusher-{node_tag}"
         self.presence: dict[str, dict[tuple[str, str], PresenceRecord]] = {}
         # Other nodes' members: channel → (connection id, client id) → (node, record).
         self.remote_members: dict[str, dict[tuple[str, str], tuple[int, PresenceRecord]]] = {}
@@ -419,7 +425,7 @@ class AblyApp:
             if seen is not None and seen[0] > now:
                 return seen[1], seen[2]
         serial = self.next_serial()
-        protocol_id = f"{connection_id or 'rest'}:{serial}"
+        protocol_id = f"{connection_id or self._rest_id}:{serial}"
         channel_serial = f"{serial:016x}"
         serials = [f"{channel_serial}:{index}" for index in range(len(messages))]
         message_id = (ids[0].rpartition(":")[0] or ids[0]) if ids else protocol_id
@@ -483,7 +489,7 @@ class AblyApp:
         fields: dict[str, Any] = {
             "action": MESSAGE,
             "channel": channel,
-            "id": f"{exclude or 'pusher'}:{serial}",
+            "id": f"{exclude or self._pusher_id}:{serial}",
             "timestamp": self.wall_ms(),
             "channelSerial": f"{serial:016x}",
             "messages": [item],

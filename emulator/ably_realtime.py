@@ -12,7 +12,6 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from itertools import groupby
-from operator import attrgetter
 from typing import Any, NoReturn, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
@@ -406,6 +405,8 @@ class AblySession(ForeignPeer):
                 raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
             rewind = _rewind(message)
         except AblyError as exc:
+            if isinstance(raw, str) and raw in self.channels:  # the channel fails: nothing more is delivered to it
+                self._release_channel(raw)
             self._error_for(raw if isinstance(raw, str) else None, exc)
             return
         rewound: list[Kept] = []
@@ -432,14 +433,15 @@ class AblySession(ForeignPeer):
             for number, page in enumerate(pages, 1):
                 cursor = "" if number == len(pages) else str(number)  # an empty cursor ends the sync (RTP18)
                 self._send({"action": SYNC, "channel": name, "channelSerial": f"{sync_id}:{cursor}", "presence": page})
-        for fields, messages in groupby(rewound, attrgetter("fields")):  # the messages of one publish go together
-            self._send({**fields, "messages": [kept.item() for kept in messages]})
+        for _, messages in groupby(rewound, lambda kept: id(kept.fields)):  # the messages of a publish go together
+            group = list(messages)
+            self._send({**group[0].fields, "messages": [kept.item() for kept in group]})
 
     def _attached(self, name: str, flags: int) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
-        # greater ones): the SDKs keep it as the attachSerial, so ably-js's history({untilAttach: true}) asks the REST
-        # API (and gets its 40400: history is not kept) instead of failing in the SDK with a 40000 that blames the
-        # attach. The channelSerial a client's ATTACH sends back (to resume) is ignored: nothing is kept to resume.
+        # greater ones): the SDKs keep it as the attachSerial, and ably-js's history({untilAttach: true}) sends it
+        # back as from_serial, where history stops. The channelSerial a client's ATTACH sends back (to resume) only
+        # keeps that attach from being rewound: nothing is kept to resume.
         return {"action": ATTACHED, "channel": name, "channelSerial": f"{self.app.last_serial:016x}", "flags": flags}
 
     def _detach(self, message: Mapping[str, Any]) -> None:

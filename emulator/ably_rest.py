@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
+from relay.emulator.ably_history import OrderKey, cursor_text, parse_cursor
 from relay.emulator.ably_hub import (
     AblyApp,
     Message,
@@ -287,7 +288,8 @@ class AblyRest:
         if direction not in ("backwards", "forwards"):
             raise AblyError(40003, f"direction must be backwards or forwards, got {direction[:20]!r}")
         start = _milliseconds(query, "start", 0)
-        end = _milliseconds(query, "end", request.now_ms)  # pinned in the next page's link: later messages stay out
+        # Pinned in the next page's link: later messages stay out. A start ahead of this clock is an empty answer.
+        end = _milliseconds(query, "end", max(request.now_ms, start))
         if start > end:
             raise AblyError(40003, "start must not be later than end")
         serial_param = "from_serial" if "from_serial" in query else "fromSerial"  # ably-js's, other SDKs'
@@ -309,7 +311,7 @@ class AblyRest:
             if until is not None:
                 params[serial_param] = query[serial_param]
             last = found[-1]
-            _link_next(request, "messages", {**params, "cursor": f"{last.position}:{last.index}"})
+            _link_next(request, "messages", {**params, "cursor": cursor_text(last)})
         return 200, [message.item() for message in found]
 
     def _channel(self, request: _Request) -> tuple[int, Any]:
@@ -444,7 +446,7 @@ def _milliseconds(query: Mapping[str, str], name: str, default: int) -> int:
     value = query.get(name)
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit() and len(value) <= 16):
+    if not _is_number(value, 16):
         raise AblyError(40003, f"{name} must be a time in milliseconds since the epoch, got {value[:20]!r}")
     return int(value)
 
@@ -461,13 +463,18 @@ def _serial(value: str | None) -> int | None:
     return int(value, 16)
 
 
-def _history_cursor(value: str | None) -> tuple[int, int] | None:
+def _history_cursor(value: str | None) -> OrderKey | None:
     if value is None:
         return None
-    position, _, index = value.partition(":")
-    if not (position.isascii() and position.isdigit() and index.isascii() and index.isdigit()):
-        raise AblyError(40003, f"cursor {value[:40]!r} is not one this emulator sent")
-    return int(position), int(index)
+    try:
+        return parse_cursor(value)
+    except ValueError:
+        raise AblyError(40003, f"cursor {value[:40]!r} is not one this emulator sent") from None
+
+
+def _is_number(text: str, most_digits: int) -> bool:
+    """Whether ``text`` is a whole number in ASCII digits, short enough for ``int`` (which refuses over 4,300)."""
+    return 0 < len(text) <= most_digits and text.isascii() and text.isdigit()
 
 
 def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[str | None, str | None]:
@@ -492,7 +499,7 @@ def _require(credentials: Credentials, channel: str, operation: str) -> None:
 def _limit(value: str | None, default: int) -> int:
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIST_LIMIT:
+    if not _is_number(value, 4) or not 1 <= int(value) <= MAX_LIST_LIMIT:
         raise AblyError(40003, f"limit must be between 1 and {MAX_LIST_LIMIT}")
     return int(value)
 

@@ -59,7 +59,7 @@ def validate_channel_name(name: object) -> str:
 # The rewind channel param (https://ably.com/docs/channels/options/rewind): a number of messages, or a time
 # ("30s", "2m") with at most rewindLimit messages; never more than the last 100.
 MAX_REWIND_MESSAGES = 100
-_REWIND = re.compile(r"(\d{1,9})([sm]?)")
+_REWIND = re.compile(r"([0-9]{1,9})([sm]?)")
 
 
 class Rewind(NamedTuple):

@@ -116,22 +116,23 @@ async def test_history_and_rewind_hold_every_node_s_ably_publishes(
     wires.append(publisher)
     await asyncio.sleep(0.2)
     async with httpx.AsyncClient(base_url=here.http_url) as near, httpx.AsyncClient(base_url=there.http_url) as far:
-        for name in ("placed", "packed"):
-            published = await near.post("/channels/order-9/messages", json={"name": name, "data": "x"}, headers=BASIC)
-            assert published.status_code == 201, published.text
-        await publisher.publish("order-9", {"name": "shipped", "data": "x"})
-        assert (await publisher.expect(ACK))["msgSerial"] == 0
 
-        async def names(http: httpx.AsyncClient, query: str = "") -> list[str]:
+        async def names(http: httpx.AsyncClient, query: str = "", count: int = 3) -> list[str]:
             for _ in range(50):  # the other node's publishes arrive through Redis
                 response = await http.get(f"/channels/order-9/messages{query}", headers=BASIC)
                 assert response.status_code == 200, response.text
                 found = [item["name"] for item in response.json()]
-                if len(found) >= 3 or query:
+                if len(found) >= count or query:
                     return found
                 await asyncio.sleep(0.05)
             return found
 
+        for name in ("placed", "packed"):
+            published = await near.post("/channels/order-9/messages", json={"name": name, "data": "x"}, headers=BASIC)
+            assert published.status_code == 201, published.text
+        assert await names(far, count=2) == ["packed", "placed"]  # arrived there before the next publish there
+        await publisher.publish("order-9", {"name": "shipped", "data": "x"})
+        assert (await publisher.expect(ACK))["msgSerial"] == 0
         assert await names(near) == await names(far) == ["shipped", "packed", "placed"]
         reader = await ably_wire(there)
         wires.append(reader)
@@ -144,6 +145,29 @@ async def test_history_and_rewind_hold_every_node_s_ably_publishes(
         cut = f"?from_serial={attached['channelSerial']}"
         assert await names(far, cut) == ["shipped", "packed", "placed"]
         assert (await names(far))[0] == "later"
+
+        # Publishes at the same moment on both nodes have distinct ids (each node counts its own serials), and a
+        # next link made by one node is followed on the other from the same message.
+        async def burst(http: httpx.AsyncClient, prefix: str) -> None:
+            async def one(number: int) -> None:
+                message = {"name": f"{prefix}{number}", "data": "x"}
+                assert (await http.post("/channels/burst/messages", json=message, headers=BASIC)).status_code == 201
+
+            await asyncio.gather(*(one(number) for number in range(10)))
+
+        await asyncio.gather(burst(near, "n"), burst(far, "f"))
+        for http in (far, near):
+            for _ in range(50):
+                everything = (await http.get("/channels/burst/messages", headers=BASIC)).json()
+                if len(everything) == 20:
+                    break
+                await asyncio.sleep(0.05)
+            assert len({item["id"] for item in everything}) == 20
+        first = await far.get("/channels/burst/messages?limit=7", headers=BASIC)
+        link = first.headers["link"]
+        rest = await near.get(f"/channels/burst/{link[3 : link.index('>')]}&limit=20", headers=BASIC)
+        assert len(first.json()) + len(rest.json()) == 20
+        assert {item["id"] for item in first.json()}.isdisjoint(item["id"] for item in rest.json())
 
 
 def _member(item: dict[str, Any]) -> tuple[Any, ...]:

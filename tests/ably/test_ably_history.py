@@ -20,7 +20,6 @@ from ably.types.channeloptions import ChannelOptions  # type: ignore[import-unty
 from ably.types.message import Message  # type: ignore[import-untyped]
 from ablysupport import (
     APP,
-    ATTACHED,
     ERROR,
     MESSAGE,
     AblyWire,
@@ -30,7 +29,15 @@ from ablysupport import (
     run_node,
 )
 
-from relay.emulator.ably_history import MessageHistory
+from relay.emulator.ably_history import (
+    CHANNEL_OVERHEAD,
+    EXPIRY_STEP,
+    MESSAGE_OVERHEAD,
+    MessageHistory,
+    cursor_text,
+    kept_size,
+    parse_cursor,
+)
 from relay.emulator.config import App
 from relay.protocol.ably import Rewind
 from relay.protocol.signing import sign_rest_request
@@ -74,8 +81,10 @@ def protocol_message(serial: int, timestamp: int, *names: str) -> dict[str, Any]
 
 
 def test_pages_follow_the_order_kept_across_messages_of_one_publish() -> None:
-    """Cursors are (position, index): a page may end inside a multi-message publish and the next goes on from there,
-    backwards and forwards; ``until`` leaves out what was kept after a position, ``start``/``end`` filter by time."""
+    """History's order is timestamp, publisher and serial, index: the same on every node. A cursor is the last
+    message's place in it, so a page may end inside a multi-message publish and the next goes on from there,
+    backwards and forwards, and a cursor naming a message this node does not hold goes on from where it would be.
+    ``until`` leaves out what was kept after a position, ``start``/``end`` filter by time."""
     history = MessageHistory(retention_ms=60_000)
     history.keep("room", protocol_message(1, 1_000, "a", "b", "c"), 1, 1_000)
     history.keep("room", protocol_message(2, 2_000, "d"), 2, 2_000)
@@ -93,7 +102,7 @@ def test_pages_follow_the_order_kept_across_messages_of_one_publish() -> None:
             pages.append([kept.item()["name"] for kept in found])
             if not more:
                 return pages
-            after = (found[-1].position, found[-1].index)
+            after = found[-1].order
 
     assert walk(True, 2) == [["f", "e"], ["d", "c"], ["b", "a"]]
     assert walk(False, 4) == [["a", "b", "c", "d"], ["e", "f"]]
@@ -101,19 +110,49 @@ def test_pages_follow_the_order_kept_across_messages_of_one_publish() -> None:
     assert walk(False, 10, start=2_000, end=2_999) == [["d"]]
     [first] = history.page("room", 3_000, start=0, end=3_000, backwards=True, limit=1)[0]
     assert first.item() == {"name": "f", "data": "x", "id": "rest:4:1", "timestamp": 3_000}
+    elsewhere = (2_000, "rest-other-node", 7, 0)  # a message this node does not hold, where it would be
+    backwards = history.page("room", 3_000, start=0, end=3_000, backwards=True, limit=10, after=elsewhere)
+    assert [kept.item()["name"] for kept in backwards[0]] == ["d", "c", "b", "a"]
+    forwards = history.page("room", 3_000, start=0, end=3_000, backwards=False, limit=10, after=elsewhere)
+    assert [kept.item()["name"] for kept in forwards[0]] == ["e", "f"]
+    assert parse_cursor(cursor_text(first)) == first.order == (3_000, "rest", 4, 1)
 
 
-def test_retention_and_the_byte_budget_drop_the_oldest_first() -> None:
-    """Past the retention period a message is gone; past the byte budget the app's oldest go first, whatever their
-    channel; a channel left with nothing is forgotten."""
-    history = MessageHistory(retention_ms=10_000, max_bytes=3 * (64 + 1 + 1000))
-    big = {"id": "rest:1", "timestamp": 0, "messages": [{"name": "a", "data": "x" * 1000}]}
+def test_retention_and_the_budget_drop_the_oldest_first() -> None:
+    """Past the budget the app's oldest messages go first, whatever their channel, each counted with its overhead
+    and a channel's own (given back when the channel is left with nothing); past the retention period a message is
+    no longer read, and is dropped EXPIRY_STEP at a time as messages are kept."""
+    big = {"name": "a", "data": "é" * 500}  # 1000 bytes in UTF-8
+    cost = kept_size(big)
+    assert cost == MESSAGE_OVERHEAD + 1 + 1000
+    history = MessageHistory(retention_ms=10_000, max_bytes=3 * cost + 2 * CHANNEL_OVERHEAD)
     for position, channel in enumerate(["one", "two", "two", "three"], 1):
-        history.keep(channel, {**big, "id": f"rest:{position}", "timestamp": position}, position, position)
-    assert [len(history.messages(name, 4)) for name in ("one", "two", "three")] == [0, 2, 1]
-    assert history.messages("three", 10_003)[0].item()["id"] == "rest:4:0"
-    assert len(history.messages("three", 10_005)) == 0
-    assert history.page("two", 10_005, start=0, end=10_005, backwards=True, limit=10) == ([], False)
+        history.keep(channel, {"id": f"rest:{position}", "timestamp": position, "messages": [big]}, position, position)
+
+    def names(channel: str, now: int) -> list[str]:
+        found, _ = history.page(channel, now, start=0, end=now, backwards=True, limit=10)
+        return [kept.id for kept in found]
+
+    assert [names(channel, 4) for channel in ("one", "two", "three")] == [[], ["rest:3:0", "rest:2:0"], ["rest:4:0"]]
+    assert history.size == 3 * cost + 2 * CHANNEL_OVERHEAD
+    assert names("three", 10_004) == ["rest:4:0"] and names("three", 10_005) == []
+
+    quiet = MessageHistory(retention_ms=10_000)
+    small = {"name": "s", "data": "x"}
+    for position in range(1, 2 * EXPIRY_STEP + 1):
+        quiet.keep("room", {"id": f"rest:{position}", "timestamp": position, "messages": [small]}, position, position)
+    assert quiet.size == 2 * EXPIRY_STEP * kept_size(small) + CHANNEL_OVERHEAD
+    later = 2 * EXPIRY_STEP + 20_000
+    quiet.keep("other", {"id": "rest:new", "timestamp": later, "messages": [small]}, later, later)
+    assert quiet.size == (EXPIRY_STEP + 1) * kept_size(small) + 2 * CHANNEL_OVERHEAD  # one step, not all at once
+    assert names_of(quiet, "room", later) == []
+    quiet.keep("other", {"id": "rest:newer", "timestamp": later, "messages": [small]}, later + 1, later)
+    assert quiet.size == 2 * kept_size(small) + CHANNEL_OVERHEAD  # the rest, and the emptied channel's overhead
+
+
+def names_of(history: MessageHistory, channel: str, now: int) -> list[str]:
+    found, _ = history.page(channel, now, start=0, end=now, backwards=True, limit=1000)
+    return [kept.id for kept in found]
 
 
 def test_rewind_takes_the_last_messages_or_a_time_window() -> None:
@@ -203,6 +242,15 @@ async def test_the_link_header_carries_the_query_and_the_next_page_is_stable(htt
     assert names(following.json()) == ["m0"] and "link" not in following.headers
 
 
+async def test_a_start_ahead_of_the_emulators_clock_is_an_empty_answer(http: httpx.AsyncClient) -> None:
+    """A client whose clock runs ahead asks for messages since a time the emulator has not reached: none, not a
+    40003 for ``start`` later than the default ``end`` (now)."""
+    await publish(http, "room", {"name": "kept", "data": "x"})
+    ahead = int(time.time() * 1000) + 60_000
+    response = await http.get(f"/channels/room/messages?start={ahead}", headers=BASIC)
+    assert response.status_code == 200 and response.json() == []
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
@@ -215,6 +263,8 @@ async def test_the_link_header_carries_the_query_and_the_next_page_is_stable(htt
         ("from_serial=s0", "from_serial 's0' is not a channelSerial this emulator sent"),
         ("from_serial=00000000000000ff&direction=forwards", "untilAttach (from_serial) needs direction=backwards"),
         ("cursor=1-2", "cursor '1-2' is not one this emulator sent"),
+        ("cursor=" + "9" * 5000 + ":x", "cursor '" + "9" * 40 + "' is not one this emulator sent"),
+        ("limit=" + "9" * 5000, "limit must be between 1 and 1000"),  # int() refuses over 4,300 digits: was a 500
     ],
 )
 async def test_bad_history_parameters_are_40003(http: httpx.AsyncClient, query: str, message: str) -> None:
@@ -308,17 +358,23 @@ async def test_rewind_on_the_wire(ably_emulator: RunningEmulator, http: httpx.As
     ids=["word", "hours", "number", "limit-zero", "params-not-object"],
 )
 async def test_a_bad_rewind_fails_that_channel_only(
-    ably_emulator: RunningEmulator, wires: list[Any], params: object, message: str | None
+    ably_emulator: RunningEmulator, http: httpx.AsyncClient, wires: list[Any], params: object, message: str | None
 ) -> None:
+    """The channel's attach fails with 40003, an attached one too (nothing more is delivered to it, as to any channel
+    whose attach failed); the connection and its other channels stay."""
     wire = await ably_wire(ably_emulator)
     wires.append(wire)
-    await wire.send({"action": 10, "channel": "room", "params": params})
-    error = await wire.expect(ERROR)
-    expected = (
-        "ATTACH params must be an object of channel params" if message is None else f"Invalid channel params: {message}"
-    )
-    assert (error["channel"], error["error"]["code"], error["error"]["message"]) == ("room", 40003, expected)
-    assert (await wire.attach("other", params={"rewind": "1"}))["action"] == ATTACHED
+    await wire.attach("other")
+    expected = f"Invalid channel params: {message}" if message else "ATTACH params must be an object of channel params"
+    for attached_before in (False, True):
+        if attached_before:
+            await wire.attach("room")
+        await wire.send({"action": 10, "channel": "room", "params": params})
+        error = await wire.expect(ERROR)
+        assert (error["channel"], error["error"]["code"], error["error"]["message"]) == ("room", 40003, expected)
+    await publish(http, "room", {"name": "not-delivered", "data": "x"})
+    await publish(http, "other", {"name": "delivered", "data": "x"})
+    assert (await wire.expect(MESSAGE))["channel"] == "other"
 
 
 async def test_rewind_by_time_and_limit(ably_emulator: RunningEmulator, http: httpx.AsyncClient) -> None:

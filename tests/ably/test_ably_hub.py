@@ -72,7 +72,7 @@ class Hub:
         self.state = AppState(app, WebhookDispatcher(app, httpx.AsyncClient()), lambda: 1000.0, cluster)
         self.key = AblyKey.of(APP)
         self.auth = AblyAuth({self.key.key_name: self.key})
-        self.ably = AblyApp(self.state, self.key, wall_ms, itertools.count(1))
+        self.ably = AblyApp(self.state, self.key, wall_ms, itertools.count(1), "test")
         self.ids = itertools.count(1)
 
     def pusher(self) -> tuple[Session, Link]:
