@@ -11,6 +11,7 @@ to each.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from dataclasses import dataclass
 from operator import attrgetter
@@ -28,7 +29,7 @@ CHANNEL_OVERHEAD = 800
 EXPIRY_STEP = 1_000
 
 
-OrderKey = tuple[int, str, int, int]
+OrderKey = tuple[int, str, str, int]
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,11 +50,12 @@ class Kept:
 
     @property
     def order(self) -> OrderKey:
-        """Where the message is in history: by timestamp, then by the node or connection that published it and its
-        serial there, then within the publish. Every node orders the same messages the same way, whatever order
-        they reached it in, so a next page's cursor (:func:`cursor_text`) means the same on every node."""
-        origin, _, serial = self.fields["id"].rpartition(":")
-        return self.timestamp, origin, int(serial) if serial.isdigit() and len(serial) <= 18 else -1, self.index
+        """Where the message is in history: by timestamp, then by its publishing node's serial (the order of that
+        node's publishes within a millisecond), its ProtocolMessage's id (two nodes' serials may be equal), its
+        place in the publish. Every node orders the same messages the same way, whatever order they reached it in,
+        so a next page's cursor (:func:`cursor_text`) means the same on every node."""
+        fields = self.fields
+        return fields["timestamp"], fields["channelSerial"], fields["id"], self.index
 
     @property
     def id(self) -> str:
@@ -181,14 +183,16 @@ _ORDER = attrgetter("order")
 
 def cursor_text(message: Kept) -> str:
     """The cursor of a next link: ``message``'s order, as text."""
-    timestamp, origin, serial, index = message.order
-    return f"{timestamp}:{index}:{serial}:{origin}"
+    timestamp, serial, protocol_id, index = message.order
+    return f"{timestamp}:{index}:{serial}:{protocol_id}"
+
+
+_CURSOR = re.compile(r"([0-9]{1,16}):([0-9]{1,6}):([0-9a-f]{16}):(.+)", re.DOTALL)
 
 
 def parse_cursor(text: str) -> OrderKey:
     """The order a cursor names; ValueError for one :func:`cursor_text` did not make."""
-    timestamp, index, serial, origin = text.split(":", 3)
-    numbers = (timestamp, index, serial.removeprefix("-"))
-    if not all(0 < len(number) <= 18 and number.isascii() and number.isdigit() for number in numbers):
+    match = _CURSOR.fullmatch(text)
+    if match is None:
         raise ValueError(text)
-    return int(timestamp), origin, int(serial), int(index)
+    return int(match[1]), match[3], match[4], int(match[2])

@@ -77,7 +77,12 @@ async def pusher_publish(http: httpx.AsyncClient, channel: str, event: str) -> N
 
 
 def protocol_message(serial: int, timestamp: int, *names: str) -> dict[str, Any]:
-    return {"id": f"rest:{serial}", "timestamp": timestamp, "messages": [{"name": name, "data": "x"} for name in names]}
+    messages = [{"name": name, "data": "x"} for name in names]
+    return {"id": f"rest:{serial}", "timestamp": timestamp, "channelSerial": f"{serial:016x}", "messages": messages}
+
+
+def one_message(serial: int, timestamp: int, item: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"rest:{serial}", "timestamp": timestamp, "channelSerial": f"{serial:016x}", "messages": [item]}
 
 
 def test_pages_follow_the_order_kept_across_messages_of_one_publish() -> None:
@@ -110,12 +115,23 @@ def test_pages_follow_the_order_kept_across_messages_of_one_publish() -> None:
     assert walk(False, 10, start=2_000, end=2_999) == [["d"]]
     [first] = history.page("room", 3_000, start=0, end=3_000, backwards=True, limit=1)[0]
     assert first.item() == {"name": "f", "data": "x", "id": "rest:4:1", "timestamp": 3_000}
-    elsewhere = (2_000, "rest-other-node", 7, 0)  # a message this node does not hold, where it would be
+    elsewhere = (2_000, f"{7:016x}", "rest-other-node:7", 0)  # a message this node does not hold, where it would be
     backwards = history.page("room", 3_000, start=0, end=3_000, backwards=True, limit=10, after=elsewhere)
     assert [kept.item()["name"] for kept in backwards[0]] == ["d", "c", "b", "a"]
     forwards = history.page("room", 3_000, start=0, end=3_000, backwards=False, limit=10, after=elsewhere)
     assert [kept.item()["name"] for kept in forwards[0]] == ["e", "f"]
-    assert parse_cursor(cursor_text(first)) == first.order == (3_000, "rest", 4, 1)
+    assert parse_cursor(cursor_text(first)) == first.order == (3_000, f"{4:016x}", "rest:4", 1)
+
+
+def test_publishes_in_the_same_millisecond_keep_their_order() -> None:
+    """Within a millisecond a node's publishes are in the order of its serials, whoever published them (a REST
+    publish, then a realtime connection's: the ids alone would put the connection's first)."""
+    history = MessageHistory(retention_ms=60_000)
+    for serial, protocol_id in ((10, "rest-ab12cd:10"), (11, "4821.93817:11")):
+        fields = {**one_message(serial, 5_000, {"name": protocol_id}), "id": protocol_id}
+        history.keep("room", fields, serial, 5_000)
+    found, _ = history.page("room", 5_000, start=0, end=5_000, backwards=False, limit=10)
+    assert [kept.item()["name"] for kept in found] == ["rest-ab12cd:10", "4821.93817:11"]
 
 
 def test_retention_and_the_budget_drop_the_oldest_first() -> None:
@@ -127,7 +143,7 @@ def test_retention_and_the_budget_drop_the_oldest_first() -> None:
     assert cost == MESSAGE_OVERHEAD + 1 + 1000
     history = MessageHistory(retention_ms=10_000, max_bytes=3 * cost + 2 * CHANNEL_OVERHEAD)
     for position, channel in enumerate(["one", "two", "two", "three"], 1):
-        history.keep(channel, {"id": f"rest:{position}", "timestamp": position, "messages": [big]}, position, position)
+        history.keep(channel, one_message(position, position, big), position, position)
 
     def names(channel: str, now: int) -> list[str]:
         found, _ = history.page(channel, now, start=0, end=now, backwards=True, limit=10)
@@ -140,13 +156,13 @@ def test_retention_and_the_budget_drop_the_oldest_first() -> None:
     quiet = MessageHistory(retention_ms=10_000)
     small = {"name": "s", "data": "x"}
     for position in range(1, 2 * EXPIRY_STEP + 1):
-        quiet.keep("room", {"id": f"rest:{position}", "timestamp": position, "messages": [small]}, position, position)
+        quiet.keep("room", one_message(position, position, small), position, position)
     assert quiet.size == 2 * EXPIRY_STEP * kept_size(small) + CHANNEL_OVERHEAD
     later = 2 * EXPIRY_STEP + 20_000
-    quiet.keep("other", {"id": "rest:new", "timestamp": later, "messages": [small]}, later, later)
+    quiet.keep("other", one_message(later, later, small), later, later)
     assert quiet.size == (EXPIRY_STEP + 1) * kept_size(small) + 2 * CHANNEL_OVERHEAD  # one step, not all at once
     assert names_of(quiet, "room", later) == []
-    quiet.keep("other", {"id": "rest:newer", "timestamp": later, "messages": [small]}, later + 1, later)
+    quiet.keep("other", one_message(later + 1, later, small), later + 1, later)
     assert quiet.size == 2 * kept_size(small) + CHANNEL_OVERHEAD  # the rest, and the emptied channel's overhead
 
 
