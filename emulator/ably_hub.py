@@ -8,13 +8,14 @@ Pusher frame bytes, Ably peers (``ForeignPeer``\\s) get an Ably ProtocolMessage 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack  # type: ignore[import-untyped]
 
@@ -46,6 +47,10 @@ RESERVED_NAME_PREFIXES = ("pusher:", "pusher_internal:")
 UNNAMED_EVENT = "message"  # the Pusher event name of an Ably message without a name
 _JSON_START = frozenset('{["-0123456789tfn')
 DELIVERED = object()  # a hub delivery's origin when Ably peers already have the ProtocolMessage
+# Inband occupancy: how often the channels watched are looked at (Ably sends a change within 15 s, one that takes a
+# count from or to zero at once), and the name of the messages.
+OCCUPANCY_INTERVAL = 1.0
+OCCUPANCY_EVENT = "[meta]occupancy"
 
 
 # -- messages ------------------------------------------------------------------------------------------------------
@@ -370,6 +375,22 @@ def user_info_json(data: str | bytes | None, encoding: str | None) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
+class OccupancyWatcher(Protocol):
+    """An Ably connection (``AblySession``), as occupancy events are sent to it."""
+
+    socket_id: str
+    binary: bool
+
+    def send_frame(self, frame: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class OccupancyWatch:
+    watcher: OccupancyWatcher
+    categories: tuple[str, ...]
+    sent: dict[str, int] | None = None  # the metrics last sent, as sent
+
+
 # -- one app ------------------------------------------------------------------------------------------------------
 
 
@@ -396,6 +417,7 @@ class AblyApp:
         # counts its own serials, and history lists every node's messages, so ids must differ between nodes.
         self._rest_id = f"rest-{node_tag}"
         self._pusher_id = f"pusher-{node_tag}"
+        self._meta_id = f"meta-{node_tag}"
         self.presence: dict[str, dict[tuple[str, str], PresenceRecord]] = {}
         # Other nodes' members: channel → (connection id, client id) → (node, record).
         self.remote_members: dict[str, dict[tuple[str, str], tuple[int, PresenceRecord]]] = {}
@@ -403,6 +425,9 @@ class AblyApp:
         self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
         self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
         self.history = MessageHistory(round(state.app.ably_history_seconds * 1000))
+        # Attachments that asked for occupancy events (the occupancy channel param): channel → socket id → watch.
+        self.occupancy_watches: dict[str, dict[str, OccupancyWatch]] = {}
+        self._occupancy_sweep: asyncio.TimerHandle | None = None
         state.foreign_presence = self
 
     def next_serial(self) -> int:
@@ -708,6 +733,46 @@ class AblyApp:
         self.remote_presence(node, name, fields)
 
     # -- occupancy --------------------------------------------------------------------------------------------
+
+    def watch_occupancy(self, name: str, watcher: OccupancyWatcher, categories: tuple[str, ...]) -> None:
+        """Send ``watcher`` the occupancy of ``name`` now, and again whenever the ``categories`` change."""
+        watch = OccupancyWatch(watcher, categories)
+        self.occupancy_watches.setdefault(name, {})[watcher.socket_id] = watch
+        self._send_occupancy(name, watch, self.channel_details(name)["status"]["occupancy"]["metrics"])
+        if self._occupancy_sweep is None:
+            self._occupancy_sweep = asyncio.get_running_loop().call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
+
+    def unwatch_occupancy(self, name: str, socket_id: str) -> None:
+        watches = self.occupancy_watches.get(name)
+        if watches is not None and watches.pop(socket_id, None) is not None and not watches:
+            del self.occupancy_watches[name]
+            if not self.occupancy_watches and self._occupancy_sweep is not None:
+                self._occupancy_sweep.cancel()
+                self._occupancy_sweep = None
+
+    def _sweep_occupancy(self) -> None:
+        """Each watched channel's occupancy counted once, sent to the watches whose categories changed."""
+        for name, watches in self.occupancy_watches.items():
+            metrics = self.channel_details(name)["status"]["occupancy"]["metrics"]
+            for watch in watches.values():
+                self._send_occupancy(name, watch, metrics)
+        self._occupancy_sweep = asyncio.get_running_loop().call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
+
+    def _send_occupancy(self, name: str, watch: OccupancyWatch, metrics: dict[str, int]) -> None:
+        view = {category: metrics[category] for category in watch.categories}
+        if view == watch.sent:
+            return
+        watch.sent = view
+        now, protocol_id = self.wall_ms(), f"{self._meta_id}:{self.next_serial()}"
+        event = {
+            "id": f"{protocol_id}:0",
+            "name": OCCUPANCY_EVENT,
+            "timestamp": now,
+            "encoding": "json",
+            "data": json.dumps({"metrics": view}, separators=(",", ":")),
+        }
+        fields = {"action": MESSAGE, "channel": name, "id": protocol_id, "timestamp": now, "messages": [event]}
+        watch.watcher.send_frame(ws_frame(fields, watch.watcher.binary))
 
     def channel_details(self, name: str) -> dict[str, Any]:
         """ChannelDetails (A.7) counted across both protocols."""

@@ -62,11 +62,12 @@ from relay.emulator.hub import ForeignPeer
 from relay.emulator.limits import TokenBucket
 from relay.emulator.session import Link
 from relay.emulator.wire import PING_FRAME
-from relay.protocol.ably import Rewind, parse_rewind, resource_matches
+from relay.protocol.ably import Rewind, allows, parse_occupancy, parse_rewind, resource_matches
 from relay.protocol.codes import Reconnect, reconnect_strategy
 
 log = logging.getLogger("relay.emulator")
 MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
+APPLIED_PARAMS = ("rewind", "rewindLimit", "occupancy")  # the channel params the emulator applies, shown in ATTACHED
 # Ably's inbound limit: messages and presence items a connection may publish per second (CONNECTED's maxInboundRate;
 # beyond it, NACK 42911). The burst is one second's worth.
 MAX_INBOUND_RATE = 50
@@ -214,6 +215,7 @@ class AblySession(ForeignPeer):
 
     def _release_channel(self, name: str) -> None:
         attachment = self.channels.pop(name)
+        self.app.unwatch_occupancy(name, self.socket_id)
         left = []
         for client_id in sorted(attachment.entered):
             record = self.app.leave(name, self.socket_id, client_id, self._next_id())
@@ -403,7 +405,11 @@ class AblySession(ForeignPeer):
             if attachment is None and len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
                 limit = MAX_CHANNELS_PER_CONNECTION
                 raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
-            rewind = _rewind(message)
+            rewind, occupancy = _channel_params(message)
+            if occupancy is not None and not allows(self.credentials.capability, name, "channel-metadata"):
+                raise AblyError(
+                    40160, f"Occupancy events need the 'channel-metadata' capability on channel {name[:100]!r}"
+                )
         except AblyError as exc:
             if isinstance(raw, str) and raw in self.channels:  # the channel fails: nothing more is delivered to it
                 self._release_channel(raw)
@@ -423,9 +429,9 @@ class AblySession(ForeignPeer):
             attachment.modes, attachment.requested = modes, requested
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
         attached = self._attached(name, modes | (HAS_PRESENCE if members else 0) | (HAS_BACKLOG if rewound else 0))
-        if rewind is not None:  # accepted, so shown, whether or not this attach rewinds (ably-js's channel.params)
+        if rewind is not None or occupancy is not None:  # applied, so shown (ably-js's channel.params)
             params = message["params"]
-            attached["params"] = {key: params[key] for key in ("rewind", "rewindLimit") if key in params}
+            attached["params"] = {key: params[key] for key in APPLIED_PARAMS if key in params}
         self._send(attached)
         if members:
             sync_id = f"{self.app.next_serial():x}"
@@ -436,6 +442,10 @@ class AblySession(ForeignPeer):
         for _, messages in groupby(rewound, lambda kept: id(kept.fields)):  # the messages of a publish go together
             group = list(messages)
             self._send({**group[0].fields, "messages": [kept.item() for kept in group]})
+        if occupancy is not None:
+            self.app.watch_occupancy(name, self, occupancy)
+        else:
+            self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
 
     def _attached(self, name: str, flags: int) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
@@ -597,15 +607,15 @@ class AblySession(ForeignPeer):
 RENEWAL_LEAD_MS = 30_000
 
 
-def _rewind(attach: Mapping[str, Any]) -> Rewind | None:
-    """The rewind an ATTACH's params ask for; 40003 for one Ably would refuse."""
+def _channel_params(attach: Mapping[str, Any]) -> tuple[Rewind | None, tuple[str, ...] | None]:
+    """The rewind and the occupancy categories an ATTACH's params ask for; 40003 for a value Ably would refuse."""
     params = attach.get("params")
     if params is None:
-        return None
+        return None, None
     if not isinstance(params, dict):
         raise AblyError(40003, "ATTACH params must be an object of channel params")
     try:
-        return parse_rewind(params)
+        return parse_rewind(params), parse_occupancy(params)
     except ValueError as exc:
         raise AblyError(40003, f"Invalid channel params: {exc}") from None
 

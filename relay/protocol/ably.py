@@ -89,6 +89,36 @@ def parse_rewind(params: Mapping[str, object]) -> Rewind | None:
     return Rewind(most, amount * (60_000 if unit == "m" else 1_000))
 
 
+# The occupancy channel param (https://ably.com/docs/channels/options#occupancy): "metrics" streams every count,
+# "metrics.<category>" one of them, as [meta]occupancy messages.
+OCCUPANCY_CATEGORIES = (
+    "connections",
+    "presenceConnections",
+    "presenceMembers",
+    "presenceSubscribers",
+    "publishers",
+    "subscribers",
+    "objectPublishers",
+    "objectSubscribers",
+)
+
+
+def parse_occupancy(params: Mapping[str, object]) -> tuple[str, ...] | None:
+    """The occupancy categories an ATTACH's ``params`` ask to be sent (``occupancy``), None without the param;
+    ValueError, with the reason, for a value that is not ``metrics`` or ``metrics.<category>``."""
+    value = params.get("occupancy")
+    if value is None:
+        return None
+    if value == "metrics":
+        return OCCUPANCY_CATEGORIES
+    category = value.removeprefix("metrics.") if isinstance(value, str) and value.startswith("metrics.") else None
+    if category not in OCCUPANCY_CATEGORIES:
+        raise ValueError(
+            f"occupancy must be 'metrics' or 'metrics.' and one of {', '.join(OCCUPANCY_CATEGORIES)}, got {value!r:.40}"
+        )
+    return (category,)
+
+
 def split_api_key(api_key: str) -> tuple[str, str]:
     """``APPID.KEYID:SECRET`` → (key name ``APPID.KEYID``, secret), else ConfigError (which never shows the secret).
 
