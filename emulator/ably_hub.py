@@ -752,11 +752,14 @@ class AblyApp:
 
     def _sweep_occupancy(self) -> None:
         """Each watched channel's occupancy counted once, sent to the watches whose categories changed."""
-        for name, watches in self.occupancy_watches.items():
+        # Copies: a write can end a connection (its buffer over the limit), which stops its watches meanwhile.
+        for name, watches in list(self.occupancy_watches.items()):
             metrics = self.channel_details(name)["status"]["occupancy"]["metrics"]
-            for watch in watches.values():
+            for watch in list(watches.values()):
                 self._send_occupancy(name, watch, metrics)
-        self._occupancy_sweep = asyncio.get_running_loop().call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
+        self._occupancy_sweep = None
+        if self.occupancy_watches:
+            self._occupancy_sweep = asyncio.get_running_loop().call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
 
     def _send_occupancy(self, name: str, watch: OccupancyWatch, metrics: dict[str, int]) -> None:
         view = {category: metrics[category] for category in watch.categories}
