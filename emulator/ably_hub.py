@@ -738,7 +738,7 @@ class AblyApp:
         """Send ``watcher`` the occupancy of ``name`` now, and again whenever the ``categories`` change."""
         watch = OccupancyWatch(watcher, categories)
         self.occupancy_watches.setdefault(name, {})[watcher.socket_id] = watch
-        self._send_occupancy(name, watch, self.channel_details(name)["status"]["occupancy"]["metrics"])
+        self._send_occupancy(name, [watch])
         if self._occupancy_sweep is None:
             self._occupancy_sweep = asyncio.get_running_loop().call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
 
@@ -754,18 +754,32 @@ class AblyApp:
         """Each watched channel's occupancy counted once, sent to the watches whose categories changed."""
         # Copies: a write can end a connection (its buffer over the limit), which stops its watches meanwhile.
         for name, watches in list(self.occupancy_watches.items()):
-            metrics = self.channel_details(name)["status"]["occupancy"]["metrics"]
-            for watch in list(watches.values()):
-                self._send_occupancy(name, watch, metrics)
+            self._send_occupancy(name, list(watches.values()))
         self._occupancy_sweep = None
         if self.occupancy_watches:
             self._occupancy_sweep = asyncio.get_running_loop().call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
 
-    def _send_occupancy(self, name: str, watch: OccupancyWatch, metrics: dict[str, int]) -> None:
-        view = {category: metrics[category] for category in watch.categories}
-        if view == watch.sent:
-            return
-        watch.sent = view
+    def _send_occupancy(self, name: str, watches: list[OccupancyWatch]) -> None:
+        """``name``'s occupancy to each of ``watches`` whose categories changed since it was last sent them: one
+        message per set of categories, encoded once per wire format."""
+        metrics = self.channel_details(name)["status"]["occupancy"]["metrics"]
+        messages: dict[tuple[str, ...], dict[str, Any]] = {}
+        encoded: dict[tuple[tuple[str, ...], bool], bytes] = {}
+        for watch in watches:
+            view = {category: metrics[category] for category in watch.categories}
+            if view == watch.sent:
+                continue
+            watch.sent = view
+            key = (watch.categories, watch.watcher.binary)
+            frame = encoded.get(key)
+            if frame is None:
+                fields = messages.get(watch.categories)
+                if fields is None:
+                    fields = messages[watch.categories] = self._occupancy_message(name, view)
+                frame = encoded[key] = ws_frame(fields, watch.watcher.binary)
+            watch.watcher.send_frame(frame)
+
+    def _occupancy_message(self, name: str, view: dict[str, int]) -> dict[str, Any]:
         now, protocol_id = self.wall_ms(), f"{self._meta_id}:{self.next_serial()}"
         event = {
             "id": f"{protocol_id}:0",
@@ -774,8 +788,7 @@ class AblyApp:
             "encoding": "json",
             "data": json.dumps({"metrics": view}, separators=(",", ":")),
         }
-        fields = {"action": MESSAGE, "channel": name, "id": protocol_id, "timestamp": now, "messages": [event]}
-        watch.watcher.send_frame(ws_frame(fields, watch.watcher.binary))
+        return {"action": MESSAGE, "channel": name, "id": protocol_id, "timestamp": now, "messages": [event]}
 
     def channel_details(self, name: str) -> dict[str, Any]:
         """ChannelDetails (A.7) counted across both protocols."""

@@ -193,3 +193,25 @@ async def test_ably_js_shows_a_live_viewer_count(ably_emulator: RunningEmulator)
     ``channel.params`` shows the param."""
     run = await run_node("ably_js_occupancy.mjs", ably_emulator)
     assert run.summary["checks"] == ["first-count", "viewer-joined", "viewer-left"]
+
+
+async def test_a_change_is_one_message_for_every_watcher(ably_emulator: RunningEmulator, wires: list[Any]) -> None:
+    """Watchers of the same counts get the same message (one id, encoded once per wire format), whatever their
+    format."""
+    watchers = [await ably_wire(ably_emulator), await ably_wire(ably_emulator, binary=True)]
+    wires.extend(watchers)
+    for watcher in watchers:
+        await watcher.attach("room", params={"occupancy": "metrics.connections"})
+    await occupancy(watchers[1])  # its first: two connections, the first watcher's first said one
+    pusher = await pusher_wire(ably_emulator)
+    wires.append(pusher)
+    await pusher.send("pusher:subscribe", {"channel": "room"})
+    await pusher.expect("pusher_internal:subscription_succeeded")
+    ids = []
+    for watcher in watchers:
+        while True:
+            message = await watcher.expect(MESSAGE)
+            if json.loads(message["messages"][0]["data"])["metrics"]["connections"] == 3:
+                ids.append(message["id"])
+                break
+    assert ids[0] == ids[1]
