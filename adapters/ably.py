@@ -53,18 +53,21 @@ UNSUPPORTED_HINTS: Mapping[Capability, str] = {
 }
 
 
-def capability_for(channel: str, *, client_events: bool = False) -> list[str]:
+def capability_for(channel: str, *, client_events: bool = False, history: bool = False) -> list[str]:
     """Ably operations matching what a Pusher client may do on a channel of that kind.
 
     A Pusher client may only send ``client-…`` events, on private and presence channels, when the app enables client
     events (off by default; pusher-js refuses them on encrypted channels). An Ably capability cannot restrict event
     names: ``publish`` lets the token publish any name to every subscriber, as if the server had sent it. So it is
-    granted only with ``client_events`` (``ably://…?client_events=true``), and never on encrypted channels."""
+    granted only with ``client_events`` (``ably://…?client_events=true``), and never on encrypted channels.
+    ``history`` (``ably://…?history=true``) lets the token read what the channel kept (Pusher keeps nothing): the
+    messages before the subscriber came, as far back as the Ably app keeps them."""
     kind = classify(channel)
     publish = ["publish"] if client_events and kind in (ChannelKind.PRIVATE, ChannelKind.PRESENCE) else []
+    reading = ["history", "subscribe"] if history else ["subscribe"]
     if kind is ChannelKind.PRESENCE:
-        return ["presence", *publish, "subscribe"]
-    return [*publish, "subscribe"]
+        return ["presence", *publish, *reading]
+    return [*publish, *reading]
 
 
 def token_channel(name: object) -> str:
@@ -367,7 +370,9 @@ class AblyAdapter:
             self._config.secret,
             timestamp=int(self._clock() * 1000),
             nonce=secrets.token_hex(16),
-            capability={channel: capability_for(channel, client_events=self._config.client_events)},
+            capability={
+                channel: capability_for(channel, client_events=self._config.client_events, history=self._config.history)
+            },
             client_id=None if user is None else user.id,
         )
 

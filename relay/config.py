@@ -4,7 +4,8 @@
     emulator://KEY:SECRET@127.0.0.1:6001/apps/APP_ID      the Relay emulator (plain HTTP unless ?tls=true); a
                                                           server behind a proxy path: …:6001/PREFIX/apps/APP_ID
     ably://KEYNAME:KEYSECRET@rest.ably.io                 Ably (the host may be omitted; ?client_events=true lets
-                                                          channel tokens publish, as Pusher's client events)
+                                                          channel tokens publish, as Pusher's client events;
+                                                          ?history=true lets them read the channel's history)
     memory://NAME                                         in process, for tests: one store per NAME, as written
 
 Secrets never appear in a repr, a log line or an error message.
@@ -40,6 +41,8 @@ class ProviderConfig:
     encryption_master_key: bytes | None = field(default=None, repr=False)
     # Ably only: channel tokens may publish (Pusher's client events, which a Pusher app enables in its settings)
     client_events: bool = False
+    # Ably only: channel tokens may read the channel's history (history(), and untilAttach after a lost connection)
+    history: bool = False
     # pusher:// and emulator:// only: the path before /apps/APP_ID of a server that serves its API under a prefix
     # (the emulator's path_prefix): empty, or "/" and segments as written in the URL (escapes kept: a server compares
     # the prefix with the raw request path), without a trailing "/"
@@ -72,6 +75,8 @@ class ProviderConfig:
             query = "?tls=true"
         if self.client_events:
             query += f"{'&' if query else '?'}client_events=true"
+        if self.history:
+            query += f"{'&' if query else '?'}history=true"
         return f"{self.scheme}://{quote(self.key, safe='.')}:{secret}@{self.url_host}{port}{path}{query}"
 
     def __repr__(self) -> str:
@@ -178,7 +183,8 @@ def parse_url(url: str) -> ProviderConfig:
     _refuse_misplaced_options(scheme, options)
     master_key = _master_key(options.pop("encryption_master_key", None))
     client_events = _flag(options.pop("client_events", "false"), "client_events")
-    _refuse_unknown_options(scheme, options, "tls, client_events" if scheme == "ably" else "tls, encryption_master_key")
+    history = _flag(options.pop("history", "false"), "history")
+    _refuse_unknown_options(scheme, options, _ABLY_OPTIONS if scheme == "ably" else "tls, encryption_master_key")
     host = parts.hostname or ""
     if host and not _is_host(host):
         raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address")
@@ -199,6 +205,7 @@ def parse_url(url: str) -> ProviderConfig:
             port,
             tls,
             client_events=client_events,
+            history=history,
         )
     path_prefix, app_id = _app_path(parts.path, scheme)
     if not host:
@@ -265,6 +272,7 @@ def _refuse_unknown_options(scheme: str, options: Mapping[str, str], known: str)
         raise ConfigError(f"{scheme}:// URL has unknown option(s) {unknown}; the options are {known}")
 
 
+_ABLY_OPTIONS = "tls, client_events, history"
 _CLIENT_EVENTS_SETTING = {
     "pusher": "the Pusher app's setting (dashboard → App Settings → Enable client events)",
     "emulator": "the emulator app's setting: client_events = true|false in its [[apps]] entry of the config file",
@@ -278,10 +286,14 @@ def _refuse_misplaced_options(scheme: str, options: Mapping[str, str]) -> None:
             f"{scheme}:// URL cannot set client_events: whether clients may send client-* events is "
             f"{_CLIENT_EVENTS_SETTING[scheme]}"
         )
+    if "history" in options and scheme in _CLIENT_EVENTS_SETTING:
+        raise ConfigError(
+            f"{scheme}:// URL cannot set history: Pusher channels keep no history (the option is for ably:// URLs)"
+        )
     if "encryption_master_key" in options and scheme == "ably":
         raise ConfigError(
             "ably:// URL cannot take encryption_master_key: Ably has no end-to-end encrypted channels here "
-            "(the key is for pusher://, emulator:// and memory:// URLs); the options are tls, client_events"
+            f"(the key is for pusher://, emulator:// and memory:// URLs); the options are {_ABLY_OPTIONS}"
         )
 
 

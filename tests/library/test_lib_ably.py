@@ -503,6 +503,44 @@ async def test_a_channel_token_publishes_only_with_client_events(
         await relay.aclose()
 
 
+@pytest.mark.parametrize(
+    ("channel", "user", "operations"),
+    [
+        ("private-order-42", None, ["history", "subscribe"]),
+        ("presence-kitchen", User("cook-1"), ["history", "presence", "subscribe"]),
+        ("news", None, ["history", "subscribe"]),
+    ],
+)
+def test_history_option_adds_the_history_operation(channel: str, user: User | None, operations: list[str]) -> None:
+    adapter = AblyAdapter(parse_url(f"{URL}?history=true"))
+    token_request = adapter.authorize_channel("1.1", channel, user)
+    assert parse_capability(token_request["capability"]) == {channel: operations}
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["default", "history"])
+async def test_a_channel_token_reads_history_only_with_the_option(start_emulator: StartEmulator, history: bool) -> None:
+    """ably-python holding a channel token from ``authorize_channel``: ``history()`` gets what the server published
+    before with ``?history=true``, and is refused with 40160 without it (as Ably refuses it), while the token's
+    live subscription works either way."""
+    running = await start_emulator()
+    query = "?tls=false&history=true" if history else "?tls=false"
+    relay = AsyncRelay(f"ably://{running.app.ably_api_key}@127.0.0.1:{running.port}{query}")
+    try:
+        await relay.publish("private-order-42", "order-status", {"status": "cooking"})
+        token_request = relay.authorize_channel("1.1", "private-order-42")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http:
+            exchanged = await http.post(f"/keys/{token_request['keyName']}/requestToken", json=token_request)
+            assert exchanged.status_code == 200, exchanged.text
+            bearer = {"Authorization": "Bearer " + base64.b64encode(exchanged.json()["token"].encode()).decode()}
+            read = await http.get("/channels/private-order-42/messages", headers=bearer)
+        if history:
+            assert read.status_code == 200 and [m["name"] for m in read.json()] == ["order-status"]
+        else:
+            assert read.status_code == 401 and read.json()["error"]["code"] == 40160
+    finally:
+        await relay.aclose()
+
+
 def test_fixed_clock_token_request() -> None:
     adapter = AblyAdapter(parse_url(URL), clock=lambda: 1_700_000_000.25)
     token_request = adapter.authorize_channel("1.1", "private-orders", None)

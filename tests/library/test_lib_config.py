@@ -200,6 +200,24 @@ def test_ably_client_events_option(query: str, client_events: bool, written: str
 
 
 @pytest.mark.parametrize(
+    ("query", "history", "written"),
+    [
+        ("", False, ""),
+        ("?history=true", True, "?history=true"),
+        ("?client_events=true&history=1", True, "?client_events=true&history=true"),
+        ("?tls=false&history=false", False, "?tls=false"),
+    ],
+)
+def test_ably_history_option(query: str, history: bool, written: str) -> None:
+    """``ably://…?history=true`` lets channel tokens read the channel's history (adapters/ably.py
+    ``capability_for``); off by default, and the private URL keeps it."""
+    config = parse_url(f"ably://appid.keyid:{SECRET}@rest.ably.io{query}")
+    assert config.history is history
+    assert config.url().endswith(f"@rest.ably.io{written}")
+    assert parse_url(config.url(privacy=False)).history is history
+
+
+@pytest.mark.parametrize(
     ("url", "mode", "schemes"),
     [
         (f"pusher://app-key:{SECRET}@eu/apps/1", "single", ["pusher"]),

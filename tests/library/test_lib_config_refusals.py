@@ -64,9 +64,12 @@ ABLY = "ably://appid.keyid:s@rest.ably.io"
         # A misspelt option was kept in an options mapping nothing read: client events silently stayed off.
         (
             f"{ABLY}?client_event=true",
-            "ably:// URL has unknown option(s) client_event; the options are tls, client_events",
+            "ably:// URL has unknown option(s) client_event; the options are tls, client_events, history",
         ),
-        (f"{ABLY}?timeout=3&tls=true", "ably:// URL has unknown option(s) timeout; the options are tls, client_events"),
+        (
+            f"{ABLY}?timeout=3&tls=true",
+            "ably:// URL has unknown option(s) timeout; the options are tls, client_events, history",
+        ),
         (f"{ABLY}?client_events=maybe", "client_events must be true or false, got 'maybe'"),
         (
             f"{ABLY}?encryption_master_key={'A' * 43}=",
@@ -85,6 +88,15 @@ ABLY = "ably://appid.keyid:s@rest.ably.io"
         (
             f"mirror:pusher://k:s@eu/apps/1|{ABLY}?client_events=yes&tls=yes&timeout=3",
             "ably:// URL has unknown option(s) timeout",
+        ),
+        (f"{ABLY}?history=sometimes", "history must be true or false, got 'sometimes'"),
+        (
+            "pusher://k:s@eu/apps/1?history=true",
+            "pusher:// URL cannot set history: Pusher channels keep no history (the option is for ably:// URLs)",
+        ),
+        (
+            "emulator://k:s@127.0.0.1:6001/apps/1?history=true",
+            "emulator:// URL cannot set history: Pusher channels keep no history (the option is for ably:// URLs)",
         ),
         # memory:// dropped every option but the key: a test's misspelt option changed nothing, silently.
         (
