@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,9 +49,13 @@ UNNAMED_EVENT = "message"  # the Pusher event name of an Ably message without a 
 _JSON_START = frozenset('{["-0123456789tfn')
 DELIVERED = object()  # a hub delivery's origin when Ably peers already have the ProtocolMessage
 # Inband occupancy: how often the channels watched are looked at (Ably sends a change within 15 s, one that takes a
-# count from or to zero at once), and the name of the messages.
+# count from or to zero at once), how soon a new watch gets its first message (the attachments of a burst share one
+# count of the channel), and the name of the messages.
 OCCUPANCY_INTERVAL = 1.0
+FIRST_OCCUPANCY_DELAY = 0.05
 OCCUPANCY_EVENT = "[meta]occupancy"
+
+log = logging.getLogger("relay.emulator")
 
 
 # -- messages ------------------------------------------------------------------------------------------------------
@@ -428,6 +433,7 @@ class AblyApp:
         # Attachments that asked for occupancy events (the occupancy channel param): channel → socket id → watch.
         self.occupancy_watches: dict[str, dict[str, OccupancyWatch]] = {}
         self._occupancy_sweep: asyncio.TimerHandle | None = None
+        self._first_occupancy: dict[str, list[OccupancyWatch]] = {}  # new watches, sent their first together
         state.foreign_presence = self
 
     def next_serial(self) -> int:
@@ -735,12 +741,19 @@ class AblyApp:
     # -- occupancy --------------------------------------------------------------------------------------------
 
     def watch_occupancy(self, name: str, watcher: OccupancyWatcher, categories: tuple[str, ...]) -> None:
-        """Send ``watcher`` the occupancy of ``name`` now, and again whenever the ``categories`` change."""
+        """Send ``watcher`` the occupancy of ``name`` at once (with the other watches new by then: one count of the
+        channel for them all), and again whenever the ``categories`` change."""
         watch = OccupancyWatch(watcher, categories)
         self.occupancy_watches.setdefault(name, {})[watcher.socket_id] = watch
-        self._send_occupancy(name, [watch])
+        loop = asyncio.get_running_loop()
+        if not self._first_occupancy:
+            loop.call_later(FIRST_OCCUPANCY_DELAY, self._send_first_occupancy)
+        self._first_occupancy.setdefault(name, []).append(watch)
         if self._occupancy_sweep is None:
-            self._occupancy_sweep = asyncio.get_running_loop().call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
+            self._occupancy_sweep = loop.call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
+
+    def watching_occupancy(self, name: str, socket_id: str) -> bool:
+        return socket_id in self.occupancy_watches.get(name, {})
 
     def unwatch_occupancy(self, name: str, socket_id: str) -> None:
         watches = self.occupancy_watches.get(name)
@@ -750,18 +763,35 @@ class AblyApp:
                 self._occupancy_sweep.cancel()
                 self._occupancy_sweep = None
 
+    def _send_first_occupancy(self) -> None:
+        first, self._first_occupancy = self._first_occupancy, {}
+        for name, watches in first.items():
+            current = self.occupancy_watches.get(name, {})
+            self._send_occupancy_safely(name, [w for w in watches if current.get(w.watcher.socket_id) is w])
+
     def _sweep_occupancy(self) -> None:
         """Each watched channel's occupancy counted once, sent to the watches whose categories changed."""
-        # Copies: a write can end a connection (its buffer over the limit), which stops its watches meanwhile.
-        for name, watches in list(self.occupancy_watches.items()):
-            self._send_occupancy(name, list(watches.values()))
-        self._occupancy_sweep = None
-        if self.occupancy_watches:
-            self._occupancy_sweep = asyncio.get_running_loop().call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
+        try:
+            for name, watches in list(self.occupancy_watches.items()):  # copies: the loop must not see them change
+                self._send_occupancy_safely(name, list(watches.values()))
+        finally:
+            self._occupancy_sweep = None
+            if self.occupancy_watches:
+                loop = asyncio.get_running_loop()
+                self._occupancy_sweep = loop.call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
+
+    def _send_occupancy_safely(self, name: str, watches: list[OccupancyWatch]) -> None:
+        """A bug must cost this channel's message only, not the app's occupancy events from then on."""
+        try:
+            self._send_occupancy(name, watches)
+        except Exception:
+            log.exception("occupancy event failed", extra={"channel": name[:200]})
 
     def _send_occupancy(self, name: str, watches: list[OccupancyWatch]) -> None:
         """``name``'s occupancy to each of ``watches`` whose categories changed since it was last sent them: one
         message per set of categories, encoded once per wire format."""
+        if not watches:
+            return
         metrics = self.channel_details(name)["status"]["occupancy"]["metrics"]
         messages: dict[tuple[str, ...], dict[str, Any]] = {}
         encoded: dict[tuple[tuple[str, ...], bool], bytes] = {}

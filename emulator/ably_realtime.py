@@ -442,7 +442,7 @@ class AblySession(ForeignPeer):
         for _, messages in groupby(rewound, lambda kept: id(kept.fields)):  # the messages of a publish go together
             group = list(messages)
             self._send({**group[0].fields, "messages": [kept.item() for kept in group]})
-        if occupancy is not None:
+        if occupancy is not None and modes & MODE_SUBSCRIBE:  # the events are MESSAGEs: a subscriber's
             self.app.watch_occupancy(name, self, occupancy)
         else:
             self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
@@ -582,10 +582,13 @@ class AblySession(ForeignPeer):
         denied, changed = [], []
         for attachment_name, attachment in self.channels.items():  # a new capability may widen modes, or end them
             modes = (allowed_modes(credentials, attachment_name) or 0) & attachment.requested
-            if not modes:
-                denied.append(attachment_name)
+            watching = self.app.watching_occupancy(attachment_name, self.socket_id)
+            if not modes or (watching and not allows(credentials.capability, attachment_name, "channel-metadata")):
+                denied.append(attachment_name)  # its occupancy events too need what the attach needed
             elif modes != attachment.modes:
                 changed.append(attachment_name)
+                if watching and not modes & MODE_SUBSCRIBE:
+                    self.app.unwatch_occupancy(attachment_name, self.socket_id)
             attachment.modes = modes
         self._send(self._connected())
         for attachment_name in changed:

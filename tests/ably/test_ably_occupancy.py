@@ -15,6 +15,8 @@ from ably.types.channeloptions import ChannelOptions  # type: ignore[import-unty
 from ablysupport import (
     APP,
     ATTACHED,
+    AUTH,
+    CONNECTED,
     DETACH,
     DETACHED,
     ERROR,
@@ -215,3 +217,85 @@ async def test_a_change_is_one_message_for_every_watcher(ably_emulator: RunningE
                 ids.append(message["id"])
                 break
     assert ids[0] == ids[1]
+
+
+async def test_a_renewal_without_channel_metadata_fails_the_watched_channel(
+    ably_emulator: RunningEmulator, wires: list[Any]
+) -> None:
+    """A token renewal (AUTH) whose capability no longer has ``channel-metadata`` on a watched channel fails that
+    channel with 40160, as its attach would be now; the connection and its other channels stay."""
+    wire = await ably_wire(ably_emulator, f"accessToken={jwt_token({'*': ['*']})}")
+    wires.append(wire)
+    await wire.attach("room", params={"occupancy": "metrics.connections"})
+    await wire.attach("other")
+    assert await occupancy(wire) == {"connections": 1}
+    narrowed = jwt_token({"room": ["subscribe"], "other": ["subscribe", "publish"]})
+    await wire.send({"action": AUTH, "auth": {"accessToken": narrowed}})
+    await wire.expect(CONNECTED)
+    while (error := await wire.recv())["action"] == ATTACHED:  # "other": its new modes
+        assert error["channel"] == "other"
+    assert (error["action"], error["channel"], error["error"]["code"]) == (ERROR, "room", 40160)
+    app = ably_emulator.node.states[APP.app_id].foreign_presence
+    assert isinstance(app, AblyApp) and app.occupancy_watches == {}
+    assert (await wire.attach("other"))["action"] == ATTACHED
+
+
+async def test_a_publish_only_attachment_gets_no_occupancy_messages(
+    ably_emulator: RunningEmulator, wires: list[Any]
+) -> None:
+    """The messages are MESSAGEs: an attachment without the SUBSCRIBE mode gets none, as it gets no other message."""
+    wire = await ably_wire(ably_emulator)
+    wires.append(wire)
+    attached = await wire.attach("room", params={"occupancy": "metrics"}, flags=1 << 17)  # PUBLISH only
+    assert attached["params"] == {"occupancy": "metrics"}
+    await no_occupancy(wire)
+
+
+async def test_a_failing_count_costs_one_message_not_the_apps_later_ones(
+    ably_emulator: RunningEmulator, wires: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while counting one channel (forced here) is logged, and the next sweep still sends every change."""
+    watcher = await ably_wire(ably_emulator)
+    wires.append(watcher)
+    app = ably_emulator.node.states[APP.app_id].foreign_presence
+    assert isinstance(app, AblyApp)
+    await watcher.attach("room", params={"occupancy": "metrics.connections"})
+    assert await occupancy(watcher) == {"connections": 1}
+    counted = app.channel_details
+    failures = [RuntimeError("a bug")]
+
+    def failing_once(name: str) -> dict[str, Any]:
+        if failures:
+            raise failures.pop()
+        return counted(name)
+
+    monkeypatch.setattr(app, "channel_details", failing_once)
+    pusher = await pusher_wire(ably_emulator)
+    wires.append(pusher)
+    await pusher.send("pusher:subscribe", {"channel": "room"})
+    await pusher.expect("pusher_internal:subscription_succeeded")
+    assert await occupancy(watcher, 4.0) == {"connections": 2}
+    assert not failures
+
+
+async def test_a_burst_of_watchers_shares_one_count(
+    ably_emulator: RunningEmulator, wires: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watches new at the same moment get their first message from one count of the channel, not one each (the
+    count walks the channel's attachments: one per watcher made a crowd quadratic)."""
+    watchers = [await ably_wire(ably_emulator) for _ in range(20)]
+    wires.extend(watchers)
+    app = ably_emulator.node.states[APP.app_id].foreign_presence
+    assert isinstance(app, AblyApp)
+    counted, calls = app.channel_details, []
+
+    def counting(name: str) -> dict[str, Any]:
+        calls.append(name)
+        return counted(name)
+
+    monkeypatch.setattr(app, "channel_details", counting)
+    await asyncio.gather(
+        *(w.send({"action": 10, "channel": "room", "params": {"occupancy": "metrics"}}) for w in watchers)
+    )
+    firsts = [await occupancy(watcher) for watcher in watchers]
+    assert {first["connections"] for first in firsts} <= set(range(1, 21)) and len(calls) <= 10, len(calls)
