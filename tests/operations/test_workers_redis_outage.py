@@ -178,10 +178,20 @@ def test_a_replacement_that_never_listens_is_stopped_so_the_next_can_start(
     supervisor.workers = 2
     serving = supervisor.start_worker()  # never released the semaphore either, but counted as serving from here
     supervisor.start_worker().kill()  # the other worker dies: its replacements never listen
-    threading.Timer(2.0, supervisor.stop, (signal.SIGTERM, None)).start()
+
+    def stuck() -> list[logging.LogRecord]:
+        return [record for record in caplog.records if "did not start listening within 0.3 s" in record.getMessage()]
+
+    def stop_after_three() -> None:
+        """Stop once three replacements were stopped in turn (a fixed time left a slow fork only two)."""
+        deadline = time.monotonic() + 15
+        while len(stuck()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        supervisor.stop(signal.SIGTERM, None)
+
+    threading.Thread(target=stop_after_three, daemon=True).start()
     with caplog.at_level(logging.INFO, logger="relay.emulator"):
         supervisor.supervise(started)
-    stuck = [record for record in caplog.records if "did not start listening within 0.3 s" in record.getMessage()]
-    assert len(stuck) >= 3, caplog.text  # each replacement stopped in turn, none holding the next back for good
+    assert len(stuck()) >= 3, caplog.text  # each replacement stopped in turn, none holding the next back for good
     assert serving.exitcode == -signal.SIGTERM  # kept serving until the stop
     assert "giving up" not in caplog.text

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import ssl
+import statistics
 import time
 from pathlib import Path
 
@@ -59,7 +60,9 @@ async def test_a_client_flooding_tiny_messages_does_not_stop_the_others(emulator
     assert report["sent"] > 100_000, report  # a flood, not a trickle
     assert report["close"] is None, report  # throttled, not cut off
     # Before: answers waited seconds behind the flooder's reads (7.9 s seen by the audit).
-    assert max(delays) < 0.5, f"/health took up to {max(delays):.2f} s during the flood"
+    # (A bound far from that, and far from a loaded machine's slowest single answer.)
+    assert max(delays) < 2.0, f"/health took up to {max(delays):.2f} s during the flood"
+    assert statistics.median(delays) < 0.2, f"/health took {statistics.median(delays):.2f} s (median) during the flood"
     assert await assert_still_served(emulator) < 2.0
 
 
@@ -85,7 +88,7 @@ async def test_pipelined_requests_are_answered_a_piece_a_turn(emulator: RunningE
     await drained
     writer.close()
     assert answers.count(b"HTTP/1.1 200 OK") == count
-    assert max(delays, default=0.0) < 0.5
+    assert max(delays, default=0.0) < 2.0
 
 
 async def test_a_trailer_section_that_never_ends_is_refused_not_gathered(emulator: RunningEmulator) -> None:

@@ -2,7 +2,7 @@
 // expires the server asks for the next one (AUTH), and ably-js renews on the same connection. Over several renewals
 // the connection keeps its id, a presence member stays (a watcher sees no leave), and every message published
 // meanwhile (Pusher HTTP API, pusher-http-node) arrives once, in order.
-import { Scenario, assert, serverClient, sleep } from '../../node/lib.mjs';
+import { Scenario, assert, serverClient, sleep, until } from '../../node/lib.mjs';
 import { Ably, ablyOptions, realtime } from './ablylib.mjs';
 
 const TOKEN_TTL_MS = 3000;
@@ -43,7 +43,7 @@ new Scenario('ably-js-token-renewal').run(async (s) => {
     sent += 1;
     await sleep(50);
   }
-  await sleep(500);
+  await until(() => received.length >= sent, { what: `all ${sent} ticks` });
 
   assert.ok(tokensSigned >= 3, `only ${tokensSigned} tokens signed in ${RUN_MS} ms of ${TOKEN_TTL_MS} ms tokens`);
   assert.equal(renewing.connection.id, connectionId);
