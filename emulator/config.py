@@ -32,6 +32,12 @@ WEBHOOK_EVENT_TYPES = frozenset(
         "subscription_count",
     }
 )
+# The events an Ably-format webhook sends: channel.opened and channel.closed (channel.lifecycle), presence enter and
+# leave (channel.presence), client events as messages (channel.message).
+ABLY_WEBHOOK_EVENT_TYPES = frozenset(
+    {"channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"}
+)
+WEBHOOK_FORMATS = ("pusher", "ably")
 
 
 class InvalidSetting(ConfigError):
@@ -152,8 +158,18 @@ class Webhook:
     channel_prefix: str = ""
     channel_suffix: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+    # "pusher": Pusher's webhooks ({time_ms, events}, X-Pusher-Signature); "ably": Ably's batched integration
+    # webhooks ({items}, X-Ably-Key and X-Ably-Signature with the app's Ably key), of the events Ably has.
+    format: str = "pusher"
 
     def __post_init__(self) -> None:
+        if self.format not in WEBHOOK_FORMATS:
+            raise InvalidSetting("format", f"must be one of {', '.join(WEBHOOK_FORMATS)}, got {self.format!r}")
+        if self.format == "ably" and self.event_types == WEBHOOK_EVENT_TYPES:  # all: all Ably has
+            object.__setattr__(self, "event_types", ABLY_WEBHOOK_EVENT_TYPES)
+        if self.format == "ably" and not self.event_types <= ABLY_WEBHOOK_EVENT_TYPES:
+            others = ", ".join(sorted(self.event_types - ABLY_WEBHOOK_EVENT_TYPES))
+            raise InvalidSetting("event_types", f"{others}: Ably's webhooks have no such event (format = 'ably')")
         if not is_http_url(self.url):
             raise InvalidSetting("url", f"must be an http:// or https:// URL, got {shown_url(self.url)}")
         problem = _sendable(self.url)
@@ -431,7 +447,7 @@ def unprefixed(path: str, prefix: str) -> str | None:
 
 _APP_FIELDS = {f.name for f in fields(App) if f.init} - {"limits", "webhooks", "extra_keys"}
 _LIMIT_FIELDS = {f.name for f in fields(Limits)}
-_WEBHOOK_FIELDS = {"url", "event_types", "channel_prefix", "channel_suffix", "headers"}
+_WEBHOOK_FIELDS = {"url", "event_types", "channel_prefix", "channel_suffix", "headers", "format"}
 _SERVER_FIELDS = {
     "host",
     "port",
@@ -489,6 +505,7 @@ def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
         channel_prefix=table.get("channel_prefix", ""),
         channel_suffix=table.get("channel_suffix", ""),
         headers=dict(headers),
+        format=table.get("format", "pusher"),
     )
     return webhook
 

@@ -5,22 +5,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 
 import httpx
 
 from relay.emulator.config import App, Webhook
 from relay.emulator.logs import redact_urls
+from relay.protocol.ably import split_api_key
+from relay.protocol.ably import webhook_signature as ably_webhook_signature
 from relay.protocol.frames import dumps
 from relay.protocol.signing import webhook_signature
 
 log = logging.getLogger("relay.emulator.webhooks")
 
 WebhookEvent = Mapping[str, object]
+# The headers the emulator signs, which a webhook's custom headers cannot replace.
+SIGNED_HEADERS = frozenset({"content-type", "x-pusher-key", "x-pusher-signature", "x-ably-key", "x-ably-signature"})
+_LIFECYCLE = {"channel_occupied": "channel.opened", "channel_vacated": "channel.closed"}
+ABLY_ENTER, ABLY_LEAVE = 2, 3  # PresenceMessage actions (TP2)
+ABLY_SITE = "local"
 MAX_EVENTS_PER_REQUEST = 1000  # what waits behind a slow receiver goes in requests of at most this many events
 # Seconds for a whole request, from connecting to the response's headers. The HTTP client's timeout bounds each read
 # alone, so a receiver sending a byte every few seconds would hold its URL's queue for as long as it liked.
@@ -55,6 +63,7 @@ class WebhookDispatcher:
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._in_flight = [0 for _ in app.webhooks]  # events of each webhook's request being sent or retried
         self._dropped_logged_at = float("-inf")
+        self._ably_serials = itertools.count(1)  # the serials of Ably-format items, the app's own sequence
         self.dropped = 0
 
     @property
@@ -136,23 +145,19 @@ class WebhookDispatcher:
             del self._senders[index]
 
     async def _deliver(self, hook: Webhook, events: list[WebhookEvent]) -> None:
-        signed = ("content-type", "x-pusher-key", "x-pusher-signature")
         # A custom header named like a signed one (in any case) would go out twice; the signed ones win.
-        custom = {name: value for name, value in hook.headers.items() if name.lower() not in signed}
+        custom = {name: value for name, value in hook.headers.items() if name.lower() not in SIGNED_HEADERS}
         deadline = self._clock() + self._app.webhook_retry_for
+        items = ably_items(events, int(self._clock() * 1000), self._ably_serials) if hook.format == "ably" else []
         delay = 1.0
         attempt = 0
         while True:
             attempt += 1
             # Stamped and signed at each attempt: receivers (the Pusher SDKs, relay's verify_webhook) refuse a
-            # time_ms older than five minutes, which a retry of the first attempt's body would soon carry.
-            body = dumps({"time_ms": int(self._clock() * 1000), "events": events}).encode()
-            headers = {
-                **custom,
-                "Content-Type": "application/json",
-                "X-Pusher-Key": self._app.key,
-                "X-Pusher-Signature": webhook_signature(self._app.secret, body),
-            }
+            # time_ms (an Ably item's timestamp) older than five minutes, which a retry of the first attempt's body
+            # would soon carry.
+            body, signed = self._signed(hook, events, items)
+            headers = {**custom, **signed}
             status: int | None = None
             try:
                 async with (
@@ -188,6 +193,27 @@ class WebhookDispatcher:
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 60.0)
+
+    def _signed(
+        self, hook: Webhook, events: list[WebhookEvent], items: list[dict[str, object]]
+    ) -> tuple[bytes, dict[str, str]]:
+        """A request's body, stamped now, and its signed headers, in the webhook's format."""
+        now_ms = int(self._clock() * 1000)
+        if hook.format == "ably":
+            body = dumps({"items": [{**item, "timestamp": now_ms} for item in items]}).encode()
+            key_name, key_secret = split_api_key(self._app.ably_api_key)
+            return body, {
+                "Content-Type": "application/json",
+                "X-Ably-Version": "1.2",
+                "X-Ably-Key": key_name,
+                "X-Ably-Signature": ably_webhook_signature(key_secret, body),
+            }
+        body = dumps({"time_ms": now_ms, "events": events}).encode()
+        return body, {
+            "Content-Type": "application/json",
+            "X-Pusher-Key": self._app.key,
+            "X-Pusher-Signature": webhook_signature(self._app.secret, body),
+        }
 
     async def close(self, grace: float) -> None:
         """Send what is batched or held now, and wait up to ``grace`` seconds for deliveries in flight."""
@@ -232,6 +258,42 @@ async def _read_short_answer(response: httpx.Response) -> None:
                 read += len(chunk)
                 if read > ANSWER_BODY_BYTES:
                     return
+
+
+def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[int]) -> list[dict[str, object]]:
+    """Events as the items of an Ably batched webhook (reference §D.9): channel.opened and channel.closed
+    (channel.lifecycle), presence enter and leave (channel.presence), client events as messages (channel.message).
+    Each item is stamped again at each attempt; its serial and the events' own timestamps stay."""
+    items: list[dict[str, object]] = []
+    for event in events:
+        name, channel = event["name"], event["channel"]
+        data: dict[str, object]
+        if name in ("channel_occupied", "channel_vacated"):
+            source, item_name = "channel.lifecycle", _LIFECYCLE[str(name)]
+            data = {"channelId": channel, "name": channel, "status": {"isActive": name == "channel_occupied"}}
+        elif name in ("member_added", "member_removed"):
+            action = ABLY_ENTER if name == "member_added" else ABLY_LEAVE
+            member = {"action": action, "clientId": str(event["user_id"]), "timestamp": now_ms}
+            source, item_name = "channel.presence", "presence.message"
+            data = {"channelId": channel, "site": ABLY_SITE, "presence": [member]}
+        elif name == "client_event":
+            message = {
+                "name": event["event"],
+                "data": event["data"],
+                "connectionId": event["socket_id"],
+                "timestamp": now_ms,
+            }
+            if "user_id" in event:
+                message["clientId"] = event["user_id"]
+            source, item_name = "channel.message", "channel.message"
+            data = {"channelId": channel, "site": ABLY_SITE, "messages": [message]}
+        else:  # no such Ably webhook: Webhook refuses these event types for format = "ably"
+            continue
+        serial = f"{next(serials):016x}"
+        items.append(
+            {"webhookId": "relay-emulator", "source": source, "serial": serial, "name": item_name, "data": data}
+        )
+    return items
 
 
 def _channel_of(event: WebhookEvent) -> str | None:

@@ -55,6 +55,11 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument(
         "--webhook-url", action="append", default=[], help="send the default app's webhooks here; repeat for several"
     )
+    parser.add_argument(
+        "--webhook-format",
+        choices=["pusher", "ably"],
+        help="the --webhook-url webhooks as Pusher sends them (default) or as Ably's batched webhooks",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--redis-url", help="share state with other nodes through this Redis (redis://host:port/db)")
     parser.add_argument("--redis-prefix", help="namespace of this deployment's Redis keys and channel (default relay)")
@@ -162,8 +167,13 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
         app_id=args.app_id,
         key=args.key,
         secret=args.secret,
-        webhooks=tuple(Webhook(url=url) for url in args.webhook_url),
+        webhooks=tuple(Webhook(url=url, format=args.webhook_format or "pusher") for url in args.webhook_url),
     )
+    if args.webhook_format is not None and not args.webhook_url:
+        raise ConfigError(
+            "--webhook-format is the format of the --webhook-url webhooks: give one, or set format in a config "
+            "file's [[apps.webhooks]]"
+        )
     config = EmulatorConfig(apps=(app,))
     if args.config is not None:
         config = load_config(args.config, defaults=config)

@@ -67,6 +67,11 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "[apps.limits]\nmax_event_bytes = 1.5\n", ["max_event_bytes", "1.5"]),
         # [[apps.webhooks]]
         (APP + "[[apps.webhooks]]\nurl = ''\n", ["url"]),
+        (APP + "[[apps.webhooks]]\nurl = 'http://127.0.0.1:9/h'\nformat = 'xml'\n", ["format", "'xml'"]),
+        (
+            APP + "[[apps.webhooks]]\nurl = 'http://127.0.0.1:9/h'\nformat = 'ably'\nevent_types = ['cache_miss']\n",
+            ["event_types", "cache_miss", "Ably's webhooks have no such event"],
+        ),
         (APP + "[[apps.webhooks]]\nurl = 'not a url'\n", ["url", "not a url"]),
         (APP + "[[apps.webhooks]]\nurl = 'ftp://hooks.example'\n", ["url", "ftp://hooks.example"]),
         (APP + "[[apps.webhooks]]\nurl = 'http://[hooks'\n", ["url", "http://[hooks"]),  # ValueError escaped

@@ -1,0 +1,132 @@
+"""Ably-format webhooks from the emulator (docs/emulator.md#webhooks, ``format = "ably"``): a team on Ably develops
+its webhook handler against the emulator with ``RELAY_URL=ably://…`` and relay's ``verify_webhook`` unchanged. The
+emulator sends Ably's batched webhooks ({items}, ``X-Ably-Key`` and ``X-Ably-Signature`` with the app's Ably key) of
+the events Ably has: channel.opened and channel.closed, presence enter and leave, client events as messages."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from ablysupport import APP, ably_wire, pusher_wire
+
+from relay import Relay
+from relay.emulator.config import ABLY_WEBHOOK_EVENT_TYPES, Webhook
+from relay.emulator.webhooks import ably_items
+from relay.errors import ConfigError
+from relay.protocol.signing import channel_auth
+from tests.cli_support import assert_refused, run_relay
+from tests.conftest import StartEmulator
+from tests.webhook_receiver import Receiver
+
+
+def test_events_become_the_items_of_ably_s_sources() -> None:
+    events = [
+        {"name": "channel_occupied", "channel": "orders"},
+        {"name": "member_added", "channel": "presence-room", "user_id": "ann"},
+        {"name": "client_event", "channel": "private-chat", "event": "client-typing", "data": "{}", "socket_id": "1.2"},
+        {"name": "member_removed", "channel": "presence-room", "user_id": "ann"},
+        {"name": "channel_vacated", "channel": "orders"},
+        {"name": "subscription_count", "channel": "orders", "subscription_count": 2},  # no such Ably webhook
+    ]
+    items = ably_items(events, 1_700_000_000_000, itertools.count(7))
+    assert [(item["source"], item["name"], item["serial"]) for item in items] == [
+        ("channel.lifecycle", "channel.opened", f"{7:016x}"),
+        ("channel.presence", "presence.message", f"{8:016x}"),
+        ("channel.message", "channel.message", f"{9:016x}"),
+        ("channel.presence", "presence.message", f"{10:016x}"),
+        ("channel.lifecycle", "channel.closed", f"{11:016x}"),
+    ]
+    assert items[0]["data"] == {"channelId": "orders", "name": "orders", "status": {"isActive": True}}
+    assert items[1]["data"] == {
+        "channelId": "presence-room",
+        "site": "local",
+        "presence": [{"action": 2, "clientId": "ann", "timestamp": 1_700_000_000_000}],
+    }
+    assert items[2]["data"] == {
+        "channelId": "private-chat",
+        "site": "local",
+        "messages": [{"name": "client-typing", "data": "{}", "connectionId": "1.2", "timestamp": 1_700_000_000_000}],
+    }
+    assert items[3]["data"]["presence"][0]["action"] == 3  # type: ignore[index]
+    assert items[4]["data"]["status"] == {"isActive": False}  # type: ignore[index]
+
+
+async def test_relay_verifies_the_emulators_ably_webhooks(
+    start_emulator: StartEmulator, receiver: Receiver, wires: list[Any]
+) -> None:
+    """End to end: an Ably member of a presence channel, a Pusher client's client event, the member leaving; each
+    request is signed with the app's Ably key, and relay's ``verify_webhook`` on an ``ably://`` URL of the emulator
+    turns them into the same events a Pusher webhook gives."""
+    app = replace(APP, webhooks=(Webhook(url=receiver.url, format="ably"),), webhook_delay=0.2)
+    running = await start_emulator(app=app)
+    member = await ably_wire(running, f"key={APP.ably_api_key}&clientId=ann")
+    wires.append(member)
+    await member.attach("presence-room")
+    await member.presence("presence-room", {"action": 2, "data": "hi"})  # ENTER
+    pusher = await pusher_wire(running)
+    wires.append(pusher)
+    auth = channel_auth(APP.key, APP.secret, pusher.socket_id, "private-chat")
+    await pusher.send("pusher:subscribe", {"channel": "private-chat", "auth": auth})
+    await pusher.expect("pusher_internal:subscription_succeeded")
+    await pusher.send("client-typing", {"who": "bo"}, channel="private-chat")
+    await receiver.until(lambda: len(receiver.deliveries) >= 1, within=5)
+    await member.ws.close()
+
+    relay = Relay.from_url(f"ably://{APP.ably_api_key}@127.0.0.1:{running.port}?tls=false")
+    key_name, secret = APP.ably_api_key.rsplit(":", 1)
+    seen: list[tuple[str, str, str | None, str | None]] = []
+
+    def verified() -> list[tuple[str, str, str | None, str | None]]:
+        seen.clear()
+        for delivery in receiver.deliveries:
+            headers = delivery.headers
+            assert headers["x-ably-key"] == key_name and headers["content-type"] == "application/json"
+            expected = base64.b64encode(hmac.new(secret.encode(), delivery.body, hashlib.sha256).digest()).decode()
+            assert headers["x-ably-signature"] == expected
+            assert "x-pusher-signature" not in headers and "items" in json.loads(delivery.body)
+            seen.extend((e.kind, e.channel, e.user_id, e.event) for e in relay.verify_webhook(headers, delivery.body))
+        return seen
+
+    await receiver.until(lambda: ("channel_vacated", "presence-room", None, None) in verified(), within=5)
+    assert sorted(set(seen)) == sorted(
+        {
+            ("channel_occupied", "presence-room", None, None),
+            ("member_added", "presence-room", "ann", None),
+            ("channel_occupied", "private-chat", None, None),
+            ("message", "private-chat", None, "client-typing"),
+            ("member_removed", "presence-room", "ann", None),
+            ("channel_vacated", "presence-room", None, None),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"format": "json"}, "format must be one of pusher, ably, got 'json'"),
+        (
+            {"format": "ably", "event_types": frozenset({"member_added", "subscription_count"})},
+            "event_types subscription_count: Ably's webhooks have no such event (format = 'ably')",
+        ),
+    ],
+)
+def test_a_webhook_format_ably_cannot_carry_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Webhook(url="http://127.0.0.1:9/hooks", **fields)
+    assert refused.value.message == message
+
+
+def test_an_ably_webhook_takes_every_event_ably_has_by_default() -> None:
+    assert Webhook(url="http://127.0.0.1:9/hooks", format="ably").event_types == ABLY_WEBHOOK_EVENT_TYPES
+
+
+async def test_the_cli_sends_ably_webhooks_only_with_a_url() -> None:
+    outcome = await run_relay("emulator", "--port", "0", "--webhook-format", "ably")
+    assert_refused(outcome, "--webhook-format is the format of the --webhook-url webhooks: give one")
