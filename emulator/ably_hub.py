@@ -330,6 +330,17 @@ class Outbound:
         return encoded
 
 
+def _webhook_message(fields: dict[str, Any], index: int) -> dict[str, Any]:
+    """A published message as Ably's webhooks carry it: with its id, timestamp and connectionId, in JSON."""
+    item = dict(fields["messages"][index])
+    item.setdefault("id", f"{fields['id']}:{index}")
+    item["timestamp"] = fields["timestamp"]
+    if "connectionId" in fields:
+        item["connectionId"] = fields["connectionId"]
+    jsoned: dict[str, Any] = jsonable(item)
+    return jsoned
+
+
 # -- presence ------------------------------------------------------------------------------------------------------
 
 
@@ -474,6 +485,9 @@ class AblyApp:
             fields["connectionId"] = connection_id
         self._deliver_to_hub(channel, messages, Outbound(fields), exclude)
         self.history.keep(channel, fields, serial, now)
+        if self.state.webhooks.enabled:  # for Ably-format webhooks (channel.message); Pusher's have no such event
+            webhook_messages = [_webhook_message(fields, index) for index in range(len(messages))]
+            self.state.webhooks.emit({"name": "message", "channel": channel, "messages": webhook_messages})
         return message_id, serials
 
     def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:

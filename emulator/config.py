@@ -33,9 +33,10 @@ WEBHOOK_EVENT_TYPES = frozenset(
     }
 )
 # The events an Ably-format webhook sends: channel.opened and channel.closed (channel.lifecycle), presence enter and
-# leave (channel.presence), client events as messages (channel.message).
+# leave (channel.presence), client events and the messages published through Ably's protocol ("message") as
+# channel.message.
 ABLY_WEBHOOK_EVENT_TYPES = frozenset(
-    {"channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"}
+    {"channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event", "message"}
 )
 WEBHOOK_FORMATS = ("pusher", "ably")
 
@@ -165,11 +166,12 @@ class Webhook:
     def __post_init__(self) -> None:
         if self.format not in WEBHOOK_FORMATS:
             raise InvalidSetting("format", f"must be one of {', '.join(WEBHOOK_FORMATS)}, got {self.format!r}")
-        if self.format == "ably" and self.event_types == WEBHOOK_EVENT_TYPES:  # all: all Ably has
+        if self.format == "ably" and self.event_types == WEBHOOK_EVENT_TYPES:  # the default, all: all Ably has
             object.__setattr__(self, "event_types", ABLY_WEBHOOK_EVENT_TYPES)
-        if self.format == "ably" and not self.event_types <= ABLY_WEBHOOK_EVENT_TYPES:
-            others = ", ".join(sorted(self.event_types - ABLY_WEBHOOK_EVENT_TYPES))
-            raise InvalidSetting("event_types", f"{others}: Ably's webhooks have no such event (format = 'ably')")
+        known = ABLY_WEBHOOK_EVENT_TYPES if self.format == "ably" else WEBHOOK_EVENT_TYPES
+        if not self.event_types <= known:
+            others = ", ".join(sorted(self.event_types - known))
+            raise InvalidSetting("event_types", f"{others}: {self.format} webhooks have no such event")
         if not is_http_url(self.url):
             raise InvalidSetting("url", f"must be an http:// or https:// URL, got {shown_url(self.url)}")
         problem = _sendable(self.url)
@@ -483,12 +485,13 @@ def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
     _check_keys(table, _WEBHOOK_FIELDS, where)
     if "url" not in table:
         raise ConfigError(f"{where}: url is required")
-    event_types = table.get("event_types", list(WEBHOOK_EVENT_TYPES))
+    known = ABLY_WEBHOOK_EVENT_TYPES if table.get("format") == "ably" else WEBHOOK_EVENT_TYPES
+    event_types = table.get("event_types", list(known))
     if not isinstance(event_types, list) or not all(isinstance(name, str) for name in event_types):
         raise ConfigError(f"{where}: event_types must be a list like ['member_added'], got {event_types!r}")
-    unknown = sorted(set(event_types) - WEBHOOK_EVENT_TYPES)
+    unknown = sorted(set(event_types) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown event_types {unknown}; known: {sorted(WEBHOOK_EVENT_TYPES)}")
+        raise ConfigError(f"{where}: unknown event_types {unknown}; known: {sorted(known)}")
     headers = table.get("headers", {})
     if not isinstance(headers, Mapping):
         raise ConfigError(

@@ -9,6 +9,7 @@ import itertools
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 
@@ -25,7 +26,9 @@ log = logging.getLogger("relay.emulator.webhooks")
 
 WebhookEvent = Mapping[str, object]
 # The headers the emulator signs, which a webhook's custom headers cannot replace.
-SIGNED_HEADERS = frozenset({"content-type", "x-pusher-key", "x-pusher-signature", "x-ably-key", "x-ably-signature"})
+SIGNED_HEADERS = frozenset(
+    {"content-type", "x-pusher-key", "x-pusher-signature", "x-ably-key", "x-ably-signature", "x-ably-version"}
+)
 _LIFECYCLE = {"channel_occupied": "channel.opened", "channel_vacated": "channel.closed"}
 ABLY_ENTER, ABLY_LEAVE = 2, 3  # PresenceMessage actions (TP2)
 ABLY_SITE = "local"
@@ -63,7 +66,9 @@ class WebhookDispatcher:
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._in_flight = [0 for _ in app.webhooks]  # events of each webhook's request being sent or retried
         self._dropped_logged_at = float("-inf")
-        self._ably_serials = itertools.count(1)  # the serials of Ably-format items, the app's own sequence
+        # The serials of Ably-format items: this process's own sequence, unlike any other node's or an earlier run's.
+        origin = secrets.token_hex(4)
+        self._ably_serials = (f"{origin}{number:012x}" for number in itertools.count(1))
         self.dropped = 0
 
     @property
@@ -260,10 +265,11 @@ async def _read_short_answer(response: httpx.Response) -> None:
                     return
 
 
-def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[int]) -> list[dict[str, object]]:
+def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[str]) -> list[dict[str, object]]:
     """Events as the items of an Ably batched webhook (reference §D.9): channel.opened and channel.closed
-    (channel.lifecycle), presence enter and leave (channel.presence), client events as messages (channel.message).
-    Each item is stamped again at each attempt; its serial and the events' own timestamps stay."""
+    (channel.lifecycle), presence enter and leave (channel.presence), client events and the messages published through
+    Ably's protocol (channel.message). Each item is stamped again at each attempt; its serial and the events' own
+    timestamps stay."""
     items: list[dict[str, object]] = []
     for event in events:
         name, channel = event["name"], event["channel"]
@@ -287,9 +293,12 @@ def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[in
                 message["clientId"] = event["user_id"]
             source, item_name = "channel.message", "channel.message"
             data = {"channelId": channel, "site": ABLY_SITE, "messages": [message]}
+        elif name == "message":  # AblyApp.publish's, its messages in Ably's JSON
+            source, item_name = "channel.message", "channel.message"
+            data = {"channelId": channel, "site": ABLY_SITE, "messages": event["messages"]}
         else:  # no such Ably webhook: Webhook refuses these event types for format = "ably"
             continue
-        serial = f"{next(serials):016x}"
+        serial = next(serials)
         items.append(
             {"webhookId": "relay-emulator", "source": source, "serial": serial, "name": item_name, "data": data}
         )

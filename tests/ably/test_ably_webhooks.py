@@ -11,13 +11,16 @@ import hmac
 import itertools
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import httpx
+import msgpack  # type: ignore[import-untyped]
 import pytest
 from ablysupport import APP, ably_wire, pusher_wire
 
 from relay import Relay
-from relay.emulator.config import ABLY_WEBHOOK_EVENT_TYPES, Webhook
+from relay.emulator.config import ABLY_WEBHOOK_EVENT_TYPES, WEBHOOK_EVENT_TYPES, EmulatorConfig, Webhook, load_config
 from relay.emulator.webhooks import ably_items
 from relay.errors import ConfigError
 from relay.protocol.signing import channel_auth
@@ -35,13 +38,13 @@ def test_events_become_the_items_of_ably_s_sources() -> None:
         {"name": "channel_vacated", "channel": "orders"},
         {"name": "subscription_count", "channel": "orders", "subscription_count": 2},  # no such Ably webhook
     ]
-    items = ably_items(events, 1_700_000_000_000, itertools.count(7))
+    items = ably_items(events, 1_700_000_000_000, (f"s{number}" for number in itertools.count(7)))
     assert [(item["source"], item["name"], item["serial"]) for item in items] == [
-        ("channel.lifecycle", "channel.opened", f"{7:016x}"),
-        ("channel.presence", "presence.message", f"{8:016x}"),
-        ("channel.message", "channel.message", f"{9:016x}"),
-        ("channel.presence", "presence.message", f"{10:016x}"),
-        ("channel.lifecycle", "channel.closed", f"{11:016x}"),
+        ("channel.lifecycle", "channel.opened", "s7"),
+        ("channel.presence", "presence.message", "s8"),
+        ("channel.message", "channel.message", "s9"),
+        ("channel.presence", "presence.message", "s10"),
+        ("channel.lifecycle", "channel.closed", "s11"),
     ]
     assert items[0]["data"] == {"channelId": "orders", "name": "orders", "status": {"isActive": True}}
     assert items[1]["data"] == {
@@ -59,11 +62,11 @@ def test_events_become_the_items_of_ably_s_sources() -> None:
 
 
 async def test_relay_verifies_the_emulators_ably_webhooks(
-    start_emulator: StartEmulator, receiver: Receiver, wires: list[Any]
+    receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
-    """End to end: an Ably member of a presence channel, a Pusher client's client event, the member leaving; each
-    request is signed with the app's Ably key, and relay's ``verify_webhook`` on an ``ably://`` URL of the emulator
-    turns them into the same events a Pusher webhook gives."""
+    """End to end: an Ably member of a presence channel, a Pusher client's client event, the member's publish, a REST
+    publish of binary data, the member leaving; each request is signed with the app's Ably key, and relay's
+    ``verify_webhook`` on an ``ably://`` URL of the emulator reads them as it reads Ably's."""
     app = replace(APP, webhooks=(Webhook(url=receiver.url, format="ably"),), webhook_delay=0.2)
     running = await start_emulator(app=app)
     member = await ably_wire(running, f"key={APP.ably_api_key}&clientId=ann")
@@ -76,12 +79,19 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
     await pusher.send("pusher:subscribe", {"channel": "private-chat", "auth": auth})
     await pusher.expect("pusher_internal:subscription_succeeded")
     await pusher.send("client-typing", {"who": "bo"}, channel="private-chat")
+    await member.publish("presence-room", {"name": "hello", "data": "from ann"})
+    async with httpx.AsyncClient(base_url=running.http_url) as http:
+        basic = {"Authorization": "Basic " + base64.b64encode(APP.ably_api_key.encode()).decode()}
+        blob = msgpack.packb({"name": "scan", "data": b"\x00\xff"}, use_bin_type=True)
+        headers = {**basic, "Content-Type": "application/x-msgpack"}
+        assert (await http.post("/channels/orders/messages", content=blob, headers=headers)).status_code == 201
     await receiver.until(lambda: len(receiver.deliveries) >= 1, within=5)
     await member.ws.close()
 
     relay = Relay.from_url(f"ably://{APP.ably_api_key}@127.0.0.1:{running.port}?tls=false")
     key_name, secret = APP.ably_api_key.rsplit(":", 1)
     seen: list[tuple[str, str, str | None, str | None]] = []
+    data: dict[str | None, Any] = {}
 
     def verified() -> list[tuple[str, str, str | None, str | None]]:
         seen.clear()
@@ -91,16 +101,21 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
             expected = base64.b64encode(hmac.new(secret.encode(), delivery.body, hashlib.sha256).digest()).decode()
             assert headers["x-ably-signature"] == expected
             assert "x-pusher-signature" not in headers and "items" in json.loads(delivery.body)
-            seen.extend((e.kind, e.channel, e.user_id, e.event) for e in relay.verify_webhook(headers, delivery.body))
+            for event in relay.verify_webhook(headers, delivery.body):
+                seen.append((event.kind, event.channel, event.user_id, event.event))
+                data[event.event] = event.data
         return seen
 
     await receiver.until(lambda: ("channel_vacated", "presence-room", None, None) in verified(), within=5)
+    assert data["hello"] == "from ann" and data["scan"] == base64.b64encode(b"\x00\xff").decode()
     assert sorted(set(seen)) == sorted(
         {
             ("channel_occupied", "presence-room", None, None),
             ("member_added", "presence-room", "ann", None),
             ("channel_occupied", "private-chat", None, None),
             ("message", "private-chat", None, "client-typing"),
+            ("message", "presence-room", "ann", "hello"),  # an Ably client's publish
+            ("message", "orders", None, "scan"),  # a REST publish, binary data in base64
             ("member_removed", "presence-room", "ann", None),
             ("channel_vacated", "presence-room", None, None),
         }
@@ -113,7 +128,7 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
         ({"format": "json"}, "format must be one of pusher, ably, got 'json'"),
         (
             {"format": "ably", "event_types": frozenset({"member_added", "subscription_count"})},
-            "event_types subscription_count: Ably's webhooks have no such event (format = 'ably')",
+            "event_types subscription_count: ably webhooks have no such event",
         ),
     ],
 )
@@ -130,3 +145,31 @@ def test_an_ably_webhook_takes_every_event_ably_has_by_default() -> None:
 async def test_the_cli_sends_ably_webhooks_only_with_a_url() -> None:
     outcome = await run_relay("emulator", "--port", "0", "--webhook-format", "ably")
     assert_refused(outcome, "--webhook-format is the format of the --webhook-url webhooks: give one")
+
+
+def test_an_explicit_list_is_checked_against_ably_s_events(tmp_path: Path) -> None:
+    """Every event type written out, as for a Pusher webhook, is refused for an Ably one: two have no Ably event (it
+    was narrowed silently when all seven were listed, refused when six were)."""
+    every = ", ".join(f"'{name}'" for name in sorted(WEBHOOK_EVENT_TYPES))
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        f"[[apps]]\napp_id = '1'\nkey = 'k'\nsecret = 's'\n[[apps.webhooks]]\nurl = 'http://127.0.0.1:9/h'\n"
+        f"format = 'ably'\nevent_types = [{every}]\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, defaults=EmulatorConfig(apps=(APP,)))
+    assert "unknown event_types ['cache_miss', 'subscription_count']" in refused.value.message
+
+
+async def test_custom_headers_cannot_replace_the_signed_ones(
+    receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    headers = {"x-ably-version": "9.9", "X-Ably-Key": "someone.else", "X-Source": "relay"}
+    hook = Webhook(url=receiver.url, format="ably", headers=headers)
+    running = await start_emulator(app=replace(APP, webhooks=(hook,)))
+    wires.append(await pusher_wire(running))
+    await wires[0].send("pusher:subscribe", {"channel": "orders"})
+    [delivery] = await receiver.wait_for(1, within=5)
+    assert delivery.header_values("x-ably-version") == ["1.2"]
+    assert delivery.header_values("x-ably-key") == [APP.ably_api_key.split(":")[0]]
+    assert delivery.header_values("x-source") == ["relay"]

@@ -70,7 +70,11 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "[[apps.webhooks]]\nurl = 'http://127.0.0.1:9/h'\nformat = 'xml'\n", ["format", "'xml'"]),
         (
             APP + "[[apps.webhooks]]\nurl = 'http://127.0.0.1:9/h'\nformat = 'ably'\nevent_types = ['cache_miss']\n",
-            ["event_types", "cache_miss", "Ably's webhooks have no such event"],
+            [
+                "event_types",
+                "cache_miss",
+                "known: ['channel_occupied', 'channel_vacated', 'client_event', 'member_added',",
+            ],
         ),
         (APP + "[[apps.webhooks]]\nurl = 'not a url'\n", ["url", "not a url"]),
         (APP + "[[apps.webhooks]]\nurl = 'ftp://hooks.example'\n", ["url", "ftp://hooks.example"]),
