@@ -676,6 +676,9 @@ class AblyApp:
         if self.state.cluster is not None:  # even with no local subscriber left: the others still hold the member
             self.state.cluster.ably_presence(self.state.app.app_id, name, fields)
         self._deliver_presence(name, Outbound(fields, presence=True))
+        # For Ably-format webhooks: a presence- channel's members are member_added and member_removed already.
+        if self.state.webhooks.enabled and classify(name) is not ChannelKind.PRESENCE:
+            self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
 
     def _deliver_presence(self, name: str, outbound: Outbound) -> None:
         channel = self.state.channels.get(name)

@@ -33,10 +33,10 @@ WEBHOOK_EVENT_TYPES = frozenset(
     }
 )
 # The events an Ably-format webhook sends: channel.opened and channel.closed (channel.lifecycle), presence enter and
-# leave (channel.presence), client events and the messages published through Ably's protocol ("message") as
-# channel.message.
+# leave of presence- channels and Ably members' presence on the others ("presence") as channel.presence, client
+# events and the messages published through Ably's protocol ("message") as channel.message.
 ABLY_WEBHOOK_EVENT_TYPES = frozenset(
-    {"channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event", "message"}
+    {"channel_occupied", "channel_vacated", "member_added", "member_removed", "presence", "client_event", "message"}
 )
 WEBHOOK_FORMATS = ("pusher", "ably")
 

@@ -293,6 +293,9 @@ def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[st
                 message["clientId"] = event["user_id"]
             source, item_name = "channel.message", "channel.message"
             data = {"channelId": channel, "site": ABLY_SITE, "messages": [message]}
+        elif name == "presence":  # AblyApp.broadcast_presence's, its PresenceMessages in Ably's JSON
+            source, item_name = "channel.presence", "presence.message"
+            data = {"channelId": channel, "site": ABLY_SITE, "presence": event["presence"]}
         elif name == "message":  # AblyApp.publish's, its messages in Ably's JSON
             source, item_name = "channel.message", "channel.message"
             data = {"channelId": channel, "site": ABLY_SITE, "messages": event["messages"]}

@@ -65,13 +65,15 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
     receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
     """End to end: an Ably member of a presence channel, a Pusher client's client event, the member's publish, a REST
-    publish of binary data, the member leaving; each request is signed with the app's Ably key, and relay's
-    ``verify_webhook`` on an ``ably://`` URL of the emulator reads them as it reads Ably's."""
+    publish of binary data, the member's presence on an ordinary channel, her leaving; each request is signed with the
+    app's Ably key, and relay's ``verify_webhook`` on an ``ably://`` URL of the emulator reads them as it reads
+    Ably's."""
     app = replace(APP, webhooks=(Webhook(url=receiver.url, format="ably"),), webhook_delay=0.2)
     running = await start_emulator(app=app)
     member = await ably_wire(running, f"key={APP.ably_api_key}&clientId=ann")
     wires.append(member)
     await member.attach("presence-room")
+    await member.attach("room")
     await member.presence("presence-room", {"action": 2, "data": "hi"})  # ENTER
     pusher = await pusher_wire(running)
     wires.append(pusher)
@@ -80,6 +82,7 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
     await pusher.expect("pusher_internal:subscription_succeeded")
     await pusher.send("client-typing", {"who": "bo"}, channel="private-chat")
     await member.publish("presence-room", {"name": "hello", "data": "from ann"})
+    await member.presence("room", {"action": 2, "data": {"mood": "ok"}})  # Ably presence on any channel
     async with httpx.AsyncClient(base_url=running.http_url) as http:
         basic = {"Authorization": "Basic " + base64.b64encode(APP.ably_api_key.encode()).decode()}
         blob = msgpack.packb({"name": "scan", "data": b"\x00\xff"}, use_bin_type=True)
@@ -106,7 +109,13 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
                 data[event.event] = event.data
         return seen
 
-    await receiver.until(lambda: ("channel_vacated", "presence-room", None, None) in verified(), within=5)
+    await receiver.until(
+        lambda: (
+            {("channel_vacated", "presence-room", None, None), ("channel_vacated", "room", None, None)}
+            <= set(verified())
+        ),
+        within=5,
+    )
     assert data["hello"] == "from ann" and data["scan"] == base64.b64encode(b"\x00\xff").decode()
     assert sorted(set(seen)) == sorted(
         {
@@ -118,8 +127,13 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
             ("message", "orders", None, "scan"),  # a REST publish, binary data in base64
             ("member_removed", "presence-room", "ann", None),
             ("channel_vacated", "presence-room", None, None),
+            ("channel_occupied", "room", None, None),
+            ("member_added", "room", "ann", None),
+            ("member_removed", "room", "ann", None),  # her connection closed
+            ("channel_vacated", "room", None, None),
         }
     )
+    assert seen.count(("member_added", "presence-room", "ann", None)) == 1  # once, though she is an Ably member too
 
 
 @pytest.mark.parametrize(
