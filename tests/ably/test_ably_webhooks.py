@@ -26,6 +26,8 @@ from relay.errors import ConfigError
 from relay.protocol.signing import channel_auth
 from tests.cli_support import assert_refused, run_relay
 from tests.conftest import StartEmulator
+from tests.gateway.conftest import JWT_SECRET, TOKEN, StartGateway
+from tests.gateway.conftest import start_gateway as start_gateway
 from tests.webhook_receiver import Receiver
 
 
@@ -187,3 +189,27 @@ async def test_custom_headers_cannot_replace_the_signed_ones(
     assert delivery.header_values("x-ably-version") == ["1.2"]
     assert delivery.header_values("x-ably-key") == [APP.ably_api_key.split(":")[0]]
     assert delivery.header_values("x-source") == ["relay"]
+
+
+async def test_relay_serve_forwards_the_emulators_ably_webhooks(
+    receiver: Receiver, start_emulator: StartEmulator, start_gateway: StartGateway, wires: list[Any]
+) -> None:
+    """The gateway's ``/v1/webhooks`` with ``RELAY_URL=ably://…`` of the emulator verifies the emulator's Ably-format
+    webhook as it verifies Ably's, and forwards the normalised events (Next.js route handlers receive them so)."""
+    hook = Webhook(url=f"{receiver.url}/from-emulator", format="ably")
+    running = await start_emulator(app=replace(APP, webhooks=(hook,)))
+    env = {
+        "RELAY_URL": f"ably://{APP.ably_api_key}@127.0.0.1:{running.port}?tls=false",
+        "RELAY_API_TOKEN": TOKEN,
+        "RELAY_JWT_SECRET": JWT_SECRET,
+        "RELAY_WEBHOOK_FORWARD_URL": f"{receiver.url}/forwarded",
+    }
+    gateway = await start_gateway(env=env)
+    wires.append(await ably_wire(running))
+    await wires[0].attach("orders")
+    [sent] = await receiver.wait_for(1, within=5)
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        answer = await http.post("/v1/webhooks", content=sent.body, headers=sent.headers)
+    assert (answer.status_code, answer.json()) == (200, {"events": 1})
+    [forwarded] = [delivery for delivery in await receiver.wait_for(2) if delivery.path == "/forwarded"]
+    assert [(event["kind"], event["channel"]) for event in forwarded.events] == [("channel_occupied", "orders")]
