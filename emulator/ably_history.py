@@ -38,7 +38,7 @@ class Kept:
     every subscriber it was delivered to, never changed."""
 
     channel: str
-    position: int  # this node's serial when the message was kept: history's order and untilAttach's cut
+    position: int  # this node's serial when the message was kept: untilAttach's cut
     index: int  # within the ProtocolMessage's messages
     fields: dict[str, Any]  # the MESSAGE ProtocolMessage it came in
     size: int
@@ -64,14 +64,18 @@ class Kept:
         return message_id
 
     def item(self) -> dict[str, Any]:
-        """The message with what its ProtocolMessage gave it on delivery (RTL15: id, timestamp, connectionId)."""
-        fields = self.fields
-        item: dict[str, Any] = dict(fields["messages"][self.index])
-        item["id"] = self.id
-        item["timestamp"] = fields["timestamp"]
-        if "connectionId" in fields:
-            item.setdefault("connectionId", fields["connectionId"])
-        return item
+        return delivered_message(self.fields, self.index)
+
+
+def delivered_message(fields: dict[str, Any], index: int) -> dict[str, Any]:
+    """Message ``index`` of a MESSAGE ProtocolMessage with what the ProtocolMessage gives it on delivery (RTL15: id,
+    timestamp, connectionId), as history and webhooks carry it."""
+    item: dict[str, Any] = dict(fields["messages"][index])
+    item["id"] = item.get("id") or f"{fields['id']}:{index}"
+    item["timestamp"] = fields["timestamp"]
+    if "connectionId" in fields:
+        item.setdefault("connectionId", fields["connectionId"])
+    return item
 
 
 def kept_size(item: dict[str, Any]) -> int:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import msgpack  # type: ignore[import-untyped]
 
 from relay.emulator.ably_auth import AblyError, AblyKey, Credentials
-from relay.emulator.ably_history import MessageHistory
+from relay.emulator.ably_history import MessageHistory, delivered_message
 from relay.emulator.hub import AppState, Channel, ForeignPeer
 from relay.emulator.session import Session
 from relay.emulator.usage import local_reach
@@ -330,17 +330,6 @@ class Outbound:
         return encoded
 
 
-def _webhook_message(fields: dict[str, Any], index: int) -> dict[str, Any]:
-    """A published message as Ably's webhooks carry it: with its id, timestamp and connectionId, in JSON."""
-    item = dict(fields["messages"][index])
-    item.setdefault("id", f"{fields['id']}:{index}")
-    item["timestamp"] = fields["timestamp"]
-    if "connectionId" in fields:
-        item["connectionId"] = fields["connectionId"]
-    jsoned: dict[str, Any] = jsonable(item)
-    return jsoned
-
-
 # -- presence ------------------------------------------------------------------------------------------------------
 
 
@@ -486,7 +475,7 @@ class AblyApp:
         self._deliver_to_hub(channel, messages, Outbound(fields), exclude)
         self.history.keep(channel, fields, serial, now)
         if self.state.webhooks.enabled:  # for Ably-format webhooks (channel.message); Pusher's have no such event
-            webhook_messages = [_webhook_message(fields, index) for index in range(len(messages))]
+            webhook_messages = [jsonable(delivered_message(fields, index)) for index in range(len(messages))]
             self.state.webhooks.emit({"name": "message", "channel": channel, "messages": webhook_messages})
         return message_id, serials
 
