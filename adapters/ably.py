@@ -53,7 +53,9 @@ UNSUPPORTED_HINTS: Mapping[Capability, str] = {
 }
 
 
-def capability_for(channel: str, *, client_events: bool = False, history: bool = False) -> list[str]:
+def capability_for(
+    channel: str, *, client_events: bool = False, history: bool = False, occupancy: bool = False
+) -> list[str]:
     """Ably operations matching what a Pusher client may do on a channel of that kind.
 
     A Pusher client may only send ``client-…`` events, on private and presence channels, when the app enables client
@@ -61,10 +63,12 @@ def capability_for(channel: str, *, client_events: bool = False, history: bool =
     names: ``publish`` lets the token publish any name to every subscriber, as if the server had sent it. So it is
     granted only with ``client_events`` (``ably://…?client_events=true``), and never on encrypted channels.
     ``history`` (``ably://…?history=true``) lets the token read what the channel kept (Pusher keeps nothing): the
-    messages before the subscriber came, as far back as the Ably app keeps them."""
+    messages before the subscriber came, as far back as the Ably app keeps them. ``occupancy``
+    (``ably://…?occupancy=true``) grants ``channel-metadata``: the channel's counts, as occupancy events (Pusher's
+    subscription_count, which a Pusher app enables in its settings)."""
     kind = classify(channel)
     publish = ["publish"] if client_events and kind in (ChannelKind.PRIVATE, ChannelKind.PRESENCE) else []
-    reading = ["history", "subscribe"] if history else ["subscribe"]
+    reading = [*(["channel-metadata"] if occupancy else []), *(["history"] if history else []), "subscribe"]
     if kind is ChannelKind.PRESENCE:
         return ["presence", *publish, *reading]
     return [*publish, *reading]
@@ -371,7 +375,12 @@ class AblyAdapter:
             timestamp=int(self._clock() * 1000),
             nonce=secrets.token_hex(16),
             capability={
-                channel: capability_for(channel, client_events=self._config.client_events, history=self._config.history)
+                channel: capability_for(
+                    channel,
+                    client_events=self._config.client_events,
+                    history=self._config.history,
+                    occupancy=self._config.occupancy,
+                )
             },
             client_id=None if user is None else user.id,
         )
@@ -446,6 +455,7 @@ def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEve
                 user_id=m.get("clientId"),
                 event=m.get("name"),
                 data=m.get("data"),
+                socket_id=m.get("connectionId"),  # the connection key's id part: Pusher's socket id, as a sender
             )
             for m in data.get("messages", [])
         ]
@@ -457,6 +467,8 @@ def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEve
                 channel,
                 int(p.get("timestamp", time_ms)),
                 user_id=p.get("clientId"),
+                data=p.get("data"),
+                socket_id=p.get("connectionId"),
             )
             for p in data.get("presence", [])
             if p.get("action") in _PRESENCE_ACTIONS

@@ -491,7 +491,8 @@ def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
         raise ConfigError(f"{where}: event_types must be a list like ['member_added'], got {event_types!r}")
     unknown = sorted(set(event_types) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown event_types {unknown}; known: {sorted(known)}")
+        of = " for format = 'ably'" if known is ABLY_WEBHOOK_EVENT_TYPES else ""
+        raise ConfigError(f"{where}: unknown event_types {unknown}{of}; known: {sorted(known)}")
     headers = table.get("headers", {})
     if not isinstance(headers, Mapping):
         raise ConfigError(

@@ -5,7 +5,8 @@
                                                           server behind a proxy path: …:6001/PREFIX/apps/APP_ID
     ably://KEYNAME:KEYSECRET@rest.ably.io                 Ably (the host may be omitted; ?client_events=true lets
                                                           channel tokens publish, as Pusher's client events;
-                                                          ?history=true lets them read the channel's history)
+                                                          ?history=true lets them read the channel's history;
+                                                          ?occupancy=true lets them have occupancy events)
     memory://NAME                                         in process, for tests: one store per NAME, as written
 
 Secrets never appear in a repr, a log line or an error message.
@@ -43,6 +44,8 @@ class ProviderConfig:
     client_events: bool = False
     # Ably only: channel tokens may read the channel's history (history(), and untilAttach after a lost connection)
     history: bool = False
+    # Ably only: channel tokens may have the channel's occupancy (channel-metadata: occupancy events, its status)
+    occupancy: bool = False
     # pusher:// and emulator:// only: the path before /apps/APP_ID of a server that serves its API under a prefix
     # (the emulator's path_prefix): empty, or "/" and segments as written in the URL (escapes kept: a server compares
     # the prefix with the raw request path), without a trailing "/"
@@ -77,6 +80,8 @@ class ProviderConfig:
             query += f"{'&' if query else '?'}client_events=true"
         if self.history:
             query += f"{'&' if query else '?'}history=true"
+        if self.occupancy:
+            query += f"{'&' if query else '?'}occupancy=true"
         return f"{self.scheme}://{quote(self.key, safe='.')}:{secret}@{self.url_host}{port}{path}{query}"
 
     def __repr__(self) -> str:
@@ -184,6 +189,7 @@ def parse_url(url: str) -> ProviderConfig:
     master_key = _master_key(options.pop("encryption_master_key", None))
     client_events = _flag(options.pop("client_events", "false"), "client_events")
     history = _flag(options.pop("history", "false"), "history")
+    occupancy = _flag(options.pop("occupancy", "false"), "occupancy")
     _refuse_unknown_options(scheme, options, _ABLY_OPTIONS if scheme == "ably" else "tls, encryption_master_key")
     host = parts.hostname or ""
     if host and not _is_host(host):
@@ -206,6 +212,7 @@ def parse_url(url: str) -> ProviderConfig:
             tls,
             client_events=client_events,
             history=history,
+            occupancy=occupancy,
         )
     path_prefix, app_id = _app_path(parts.path, scheme)
     if not host:
@@ -272,7 +279,7 @@ def _refuse_unknown_options(scheme: str, options: Mapping[str, str], known: str)
         raise ConfigError(f"{scheme}:// URL has unknown option(s) {unknown}; the options are {known}")
 
 
-_ABLY_OPTIONS = "tls, client_events, history"
+_ABLY_OPTIONS = "tls, client_events, history, occupancy"
 _CLIENT_EVENTS_SETTING = {
     "pusher": "the Pusher app's setting (dashboard → App Settings → Enable client events)",
     "emulator": "the emulator app's setting: client_events = true|false in its [[apps]] entry of the config file",
@@ -289,6 +296,11 @@ def _refuse_misplaced_options(scheme: str, options: Mapping[str, str]) -> None:
     if "history" in options and scheme in _CLIENT_EVENTS_SETTING:
         raise ConfigError(
             f"{scheme}:// URL cannot set history: Pusher channels keep no history (the option is for ably:// URLs)"
+        )
+    if "occupancy" in options and scheme in _CLIENT_EVENTS_SETTING:
+        raise ConfigError(
+            f"{scheme}:// URL cannot set occupancy: Pusher's subscription counts are the app's subscription_count "
+            "setting (the option is for ably:// URLs)"
         )
     if "encryption_master_key" in options and scheme == "ably":
         raise ConfigError(

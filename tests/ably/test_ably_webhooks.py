@@ -97,6 +97,8 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
     key_name, secret = APP.ably_api_key.rsplit(":", 1)
     seen: list[tuple[str, str, str | None, str | None]] = []
     data: dict[str | None, Any] = {}
+    senders: dict[tuple[str, str | None], str | None] = {}
+    presence_data: dict[tuple[str, str], Any] = {}
 
     def verified() -> list[tuple[str, str, str | None, str | None]]:
         seen.clear()
@@ -109,6 +111,9 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
             for event in relay.verify_webhook(headers, delivery.body):
                 seen.append((event.kind, event.channel, event.user_id, event.event))
                 data[event.event] = event.data
+                senders[(event.kind, event.event or event.channel)] = event.socket_id
+                if event.kind.startswith("member_"):
+                    presence_data[(event.kind, event.channel)] = event.data
         return seen
 
     await receiver.until(
@@ -118,6 +123,12 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
         ),
         within=5,
     )
+    # The sender's connection id is the event's socket id, as a Pusher client event's; presence data comes too.
+    assert senders[("message", "hello")] == member.connected["connectionId"]
+    assert senders[("message", "client-typing")] == pusher.socket_id
+    assert senders[("member_added", "room")] == member.connected["connectionId"]
+    assert presence_data[("member_added", "room")] == '{"mood":"ok"}'  # Ably's presence data, as sent (JSON text)
+    assert presence_data[("member_added", "presence-room")] is None  # Pusher's member_added carries no user_info
     assert data["hello"] == "from ann" and data["scan"] == base64.b64encode(b"\x00\xff").decode()
     assert sorted(set(seen)) == sorted(
         {

@@ -541,6 +541,34 @@ async def test_a_channel_token_reads_history_only_with_the_option(start_emulator
         await relay.aclose()
 
 
+@pytest.mark.parametrize("occupancy", [False, True], ids=["default", "occupancy"])
+async def test_a_channel_token_has_occupancy_events_only_with_the_option(
+    start_emulator: StartEmulator, occupancy: bool
+) -> None:
+    """``?occupancy=true`` grants ``channel-metadata``: a page attaching with the occupancy param gets its viewer
+    count; without it the attach is refused with 40160, as Ably refuses it."""
+    running = await start_emulator()
+    query = "?tls=false&occupancy=true" if occupancy else "?tls=false"
+    relay = AsyncRelay(f"ably://{running.app.ably_api_key}@127.0.0.1:{running.port}{query}")
+    try:
+        token_request = relay.authorize_channel("1.1", "match-7")
+        assert ("channel-metadata" in parse_capability(token_request["capability"])["match-7"]) is occupancy
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http:
+            exchanged = await http.post(f"/keys/{token_request['keyName']}/requestToken", json=token_request)
+        page = await ably_wire(running, f"accessToken={exchanged.json()['token']}")
+        await page.send({"action": 10, "channel": "match-7", "params": {"occupancy": "metrics.connections"}})
+        answer = await page.recv()
+        if occupancy:
+            assert answer["action"] == 11 and answer["params"] == {"occupancy": "metrics.connections"}
+            event = (await page.expect(MESSAGE))["messages"][0]
+            assert (event["name"], json.loads(event["data"])) == ("[meta]occupancy", {"metrics": {"connections": 1}})
+        else:
+            assert (answer["action"], answer["error"]["code"]) == (9, 40160)
+        await page.ws.close()
+    finally:
+        await relay.aclose()
+
+
 def test_fixed_clock_token_request() -> None:
     adapter = AblyAdapter(parse_url(URL), clock=lambda: 1_700_000_000.25)
     token_request = adapter.authorize_channel("1.1", "private-orders", None)

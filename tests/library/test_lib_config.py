@@ -206,6 +206,7 @@ def test_ably_client_events_option(query: str, client_events: bool, written: str
         ("?history=true", True, "?history=true"),
         ("?client_events=true&history=1", True, "?client_events=true&history=true"),
         ("?tls=false&history=false", False, "?tls=false"),
+        ("?history=true&occupancy=true", True, "?history=true&occupancy=true"),
     ],
 )
 def test_ably_history_option(query: str, history: bool, written: str) -> None:
@@ -215,6 +216,7 @@ def test_ably_history_option(query: str, history: bool, written: str) -> None:
     assert config.history is history
     assert config.url().endswith(f"@rest.ably.io{written}")
     assert parse_url(config.url(privacy=False)).history is history
+    assert parse_url(config.url(privacy=False)).occupancy is ("occupancy" in query)
 
 
 @pytest.mark.parametrize(

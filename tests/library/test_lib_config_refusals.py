@@ -64,11 +64,11 @@ ABLY = "ably://appid.keyid:s@rest.ably.io"
         # A misspelt option was kept in an options mapping nothing read: client events silently stayed off.
         (
             f"{ABLY}?client_event=true",
-            "ably:// URL has unknown option(s) client_event; the options are tls, client_events, history",
+            "ably:// URL has unknown option(s) client_event; the options are tls, client_events, history, occupancy",
         ),
         (
             f"{ABLY}?timeout=3&tls=true",
-            "ably:// URL has unknown option(s) timeout; the options are tls, client_events, history",
+            "ably:// URL has unknown option(s) timeout; the options are tls, client_events, history, occupancy",
         ),
         (f"{ABLY}?client_events=maybe", "client_events must be true or false, got 'maybe'"),
         (
@@ -93,6 +93,10 @@ ABLY = "ably://appid.keyid:s@rest.ably.io"
         (
             "pusher://k:s@eu/apps/1?history=true",
             "pusher:// URL cannot set history: Pusher channels keep no history (the option is for ably:// URLs)",
+        ),
+        (
+            "pusher://k:s@eu/apps/1?occupancy=true",
+            "pusher:// URL cannot set occupancy: Pusher's subscription counts are the app's subscription_count setting",
         ),
         (
             "emulator://k:s@127.0.0.1:6001/apps/1?history=true",
