@@ -39,11 +39,11 @@ from relay.errors import (
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.ably import build_token_request, validate_channel_name, webhook_signature
+from relay.protocol.ably import ENTER, LEAVE, build_token_request, validate_channel_name, webhook_signature
 from relay.protocol.channels import ChannelKind, classify
 
 ABLY_PROTOCOL_VERSION = "3"
-_PRESENCE_ACTIONS = {2: "member_added", 3: "member_removed"}
+_PRESENCE_ACTIONS = {ENTER: "member_added", LEAVE: "member_removed"}
 _LIFECYCLE = {"channel.opened": "channel_occupied", "channel.closed": "channel_vacated"}
 # What Ably has no counterpart for, and what to do instead (docs/providers.md)
 UNSUPPORTED_HINTS: Mapping[Capability, str] = {

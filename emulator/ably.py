@@ -32,7 +32,7 @@ class AblyNode:
         self._node = node
         self._wall_clock = wall_clock
         self._serials = itertools.count(1)
-        self._tag = secrets.token_hex(3)  # this node's, in the ids of its REST publishes (AblyApp)
+        self._tag = secrets.token_hex(3)  # this node's, in the ids of ProtocolMessages it makes without a connection
         self._apps: dict[str, AblyApp] = {}  # by key name; built once the node's app states exist (start())
         self.auth = AblyAuth({})
         self.rest = AblyRest(self.auth, self._apps.get, self.wall_ms, node.ops)

@@ -57,12 +57,6 @@ class Kept:
         fields = self.fields
         return fields["timestamp"], fields["channelSerial"], fields["id"], self.index
 
-    @property
-    def id(self) -> str:
-        """The message's id: its own (an idempotent publish's), else its ProtocolMessage's id and its index (RTL15)."""
-        message_id: str = self.fields["messages"][self.index].get("id") or f"{self.fields['id']}:{self.index}"
-        return message_id
-
     def item(self) -> dict[str, Any]:
         return delivered_message(self.fields, self.index)
 
@@ -171,11 +165,12 @@ class MessageHistory:
 
     def last(self, channel: str, now_ms: int, rewind: Rewind) -> list[Kept]:
         """What ``rewind`` sends an attachment to ``channel``: its last messages, oldest first."""
-        kept = self._current(channel, now_ms)
-        since = None if rewind.window_ms is None else now_ms - rewind.window_ms
+        since = now_ms - self.retention_ms
+        if rewind.window_ms is not None:
+            since = max(since, now_ms - rewind.window_ms)
         chosen: list[Kept] = []
-        for message in reversed(kept):
-            if len(chosen) == rewind.messages or (since is not None and message.timestamp < since):
+        for message in reversed(self._channels.get(channel, ())):  # newest first: at most 100 are looked at
+            if len(chosen) == rewind.messages or message.timestamp < since:
                 break
             chosen.append(message)
         chosen.reverse()

@@ -28,7 +28,7 @@ from relay.emulator.usage import local_reach
 from relay.emulator.wire import binary_frame, encode_text, payload_offset
 from relay.errors import InvalidFrame
 from relay.protocol import frames
-from relay.protocol.ably import ably_channel_problem
+from relay.protocol.ably import ENTER, LEAVE, PRESENT, UPDATE, ably_channel_problem
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
 from relay.protocol.members import Member
 
@@ -38,8 +38,6 @@ ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = range(10, 18
 HAS_PRESENCE, HAS_BACKLOG, RESUMED = 1, 2, 4
 MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
 MODES = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
-# Presence actions (TP2).
-ABSENT, PRESENT, ENTER, LEAVE, UPDATE = range(5)
 
 MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's default limit, A.3)
 MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- channels use the app's Pusher limit
@@ -418,8 +416,9 @@ class AblyApp:
         self.key = key
         self.wall_ms = wall_ms
         self._serials = serials
-        # In the ids of ProtocolMessages that no connection sent (REST publishes, translated Pusher events): each node
-        # counts its own serials, and history lists every node's messages, so ids must differ between nodes.
+        # In the ids of ProtocolMessages that no connection sent (REST publishes, translated Pusher events, occupancy
+        # events): each node counts its own serials, and history and webhooks list every node's REST publishes, so
+        # their ids must differ between nodes.
         self._rest_id = f"rest-{node_tag}"
         self._pusher_id = f"pusher-{node_tag}"
         self._meta_id = f"meta-{node_tag}"
@@ -474,14 +473,14 @@ class AblyApp:
             fields["connectionId"] = connection_id
         self._deliver_to_hub(channel, messages, Outbound(fields), exclude)
         self.history.keep(channel, fields, serial, now)
-        if self.state.webhooks.enabled:  # for Ably-format webhooks (channel.message); Pusher's have no such event
+        if self.state.webhooks.wants("message"):  # Ably-format webhooks' channel.message: Pusher's have no such event
             webhook_messages = [jsonable(delivered_message(fields, index)) for index in range(len(messages))]
             self.state.webhooks.emit({"name": "message", "channel": channel, "messages": webhook_messages})
         return message_id, serials
 
     def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
-        """Another node's Ably publish arrived: kept in history where this node's publishes are, after those this
-        node took before it (a serial of this node's marks its place)."""
+        """Another node's Ably publish arrived: kept in history as this node's are, its position (where untilAttach
+        cuts) a serial of this node's."""
         self.history.keep(channel, fields, self.next_serial(), self.wall_ms())
 
     def _deliver_to_hub(self, name: str, messages: list[Message], outbound: Outbound, exclude: str | None) -> None:
@@ -666,7 +665,7 @@ class AblyApp:
             self.state.cluster.ably_presence(self.state.app.app_id, name, fields)
         self._deliver_presence(name, Outbound(fields, presence=True))
         # For Ably-format webhooks: a presence- channel's members are member_added and member_removed already.
-        if self.state.webhooks.enabled and classify(name) is not ChannelKind.PRESENCE:
+        if self.state.webhooks.wants("presence") and classify(name) is not ChannelKind.PRESENCE:
             self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
 
     def _deliver_presence(self, name: str, outbound: Outbound) -> None:
@@ -747,8 +746,8 @@ class AblyApp:
     # -- occupancy --------------------------------------------------------------------------------------------
 
     def watch_occupancy(self, name: str, watcher: OccupancyWatcher, categories: tuple[str, ...]) -> None:
-        """Send ``watcher`` the occupancy of ``name`` at once (with the other watches new by then: one count of the
-        channel for them all), and again whenever the ``categories`` change."""
+        """Send ``watcher`` the occupancy of ``name`` within FIRST_OCCUPANCY_DELAY (with the other watches new by then:
+        one count of the channel for them all), and again whenever the ``categories`` change."""
         watch = OccupancyWatch(watcher, categories)
         self.occupancy_watches.setdefault(name, {})[watcher.socket_id] = watch
         loop = asyncio.get_running_loop()

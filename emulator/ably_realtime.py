@@ -29,12 +29,10 @@ from relay.emulator.ably_hub import (
     DETACHED,
     DISCONNECT,
     DISCONNECTED,
-    ENTER,
     ERROR,
     HAS_BACKLOG,
     HAS_PRESENCE,
     HEARTBEAT,
-    LEAVE,
     MAX_MESSAGE_SIZE,
     MESSAGE,
     MODE_PRESENCE,
@@ -44,10 +42,8 @@ from relay.emulator.ably_hub import (
     MODES,
     NACK,
     PRESENCE,
-    PRESENT,
     RESUMED,
     SYNC,
-    UPDATE,
     AblyApp,
     Attachment,
     Outbound,
@@ -62,7 +58,17 @@ from relay.emulator.hub import ForeignPeer
 from relay.emulator.limits import TokenBucket
 from relay.emulator.session import Link
 from relay.emulator.wire import PING_FRAME
-from relay.protocol.ably import Rewind, allows, parse_occupancy, parse_rewind, resource_matches
+from relay.protocol.ably import (
+    ENTER,
+    LEAVE,
+    PRESENT,
+    UPDATE,
+    Rewind,
+    allows,
+    parse_occupancy,
+    parse_rewind,
+    resource_matches,
+)
 from relay.protocol.codes import Reconnect, reconnect_strategy
 
 log = logging.getLogger("relay.emulator")

@@ -425,9 +425,9 @@ def _page(
     request: _Request, resource: str, items: Sequence[T], key: Callable[[T], str], limit: int, params: Mapping[str, str]
 ) -> list[T]:
     """One page of ``items`` in ``key`` order: those after the request's ``cursor`` (the key of the last item of the
-    page before), at most ``limit``; when more follow, a ``Link: rel="next"`` to ``./{resource}?{params}&limit=…&
-    cursor=…`` (the relative form ably-js follows and ably-python joins to the request URL; reference §A.1). A
-    cursor, not an offset: an item added or removed between pages does not shift the next page (reference §A.8)."""
+    page before), at most ``limit``; when more follow, a next link (:func:`_link_next`) with ``params``, the limit and
+    the cursor. A cursor, not an offset: an item added or removed between pages does not shift the next page
+    (reference §A.8)."""
     cursor = request.query.get("cursor", "")
     after = sorted((item for item in items if key(item) > cursor), key=key)
     page = after[:limit]

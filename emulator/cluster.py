@@ -52,11 +52,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relay.emulator.ably_hub import DELIVERED, LEAVE, PRESENT, Outbound
+from relay.emulator.ably_hub import DELIVERED, Outbound
 from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState, MemberAdmission
 from relay.emulator.logs import redact_urls
 from relay.emulator.wire import encode_text
 from relay.errors import ConfigError
+from relay.protocol.ably import LEAVE, PRESENT
 
 log = logging.getLogger("relay.emulator.cluster")
 _ABLY_MEMBER_KEYS = ("id", "clientId", "connectionId")

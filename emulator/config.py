@@ -39,6 +39,7 @@ ABLY_WEBHOOK_EVENT_TYPES = frozenset(
     {"channel_occupied", "channel_vacated", "member_added", "member_removed", "presence", "client_event", "message"}
 )
 WEBHOOK_FORMATS = ("pusher", "ably")
+EVERY_EVENT_TYPE: frozenset[str] = frozenset({"*"})  # a webhook's default: every event type of its format
 
 
 class InvalidSetting(ConfigError):
@@ -155,7 +156,7 @@ def _sendable(url: str) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Webhook:
     url: str
-    event_types: frozenset[str] = WEBHOOK_EVENT_TYPES
+    event_types: frozenset[str] = EVERY_EVENT_TYPE  # the format's every event type
     channel_prefix: str = ""
     channel_suffix: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -166,12 +167,14 @@ class Webhook:
     def __post_init__(self) -> None:
         if self.format not in WEBHOOK_FORMATS:
             raise InvalidSetting("format", f"must be one of {', '.join(WEBHOOK_FORMATS)}, got {self.format!r}")
-        if self.format == "ably" and self.event_types == WEBHOOK_EVENT_TYPES:  # the default, all: all Ably has
-            object.__setattr__(self, "event_types", ABLY_WEBHOOK_EVENT_TYPES)
         known = ABLY_WEBHOOK_EVENT_TYPES if self.format == "ably" else WEBHOOK_EVENT_TYPES
-        if not self.event_types <= known:
-            others = ", ".join(sorted(self.event_types - known))
-            raise InvalidSetting("event_types", f"{others}: {self.format} webhooks have no such event")
+        if self.event_types is EVERY_EVENT_TYPE:
+            object.__setattr__(self, "event_types", known)
+        elif not self.event_types <= known:
+            unknown = sorted(self.event_types - known)
+            raise InvalidSetting(
+                "event_types", f"has types {self.format} webhooks do not send: {unknown}; known: {sorted(known)}"
+            )
         if not is_http_url(self.url):
             raise InvalidSetting("url", f"must be an http:// or https:// URL, got {shown_url(self.url)}")
         problem = _sendable(self.url)
@@ -485,14 +488,11 @@ def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
     _check_keys(table, _WEBHOOK_FIELDS, where)
     if "url" not in table:
         raise ConfigError(f"{where}: url is required")
-    known = ABLY_WEBHOOK_EVENT_TYPES if table.get("format") == "ably" else WEBHOOK_EVENT_TYPES
-    event_types = table.get("event_types", list(known))
-    if not isinstance(event_types, list) or not all(isinstance(name, str) for name in event_types):
+    event_types = table.get("event_types")
+    if event_types is not None and (
+        not isinstance(event_types, list) or not all(isinstance(name, str) for name in event_types)
+    ):
         raise ConfigError(f"{where}: event_types must be a list like ['member_added'], got {event_types!r}")
-    unknown = sorted(set(event_types) - known)
-    if unknown:
-        of = " for format = 'ably'" if known is ABLY_WEBHOOK_EVENT_TYPES else ""
-        raise ConfigError(f"{where}: unknown event_types {unknown}{of}; known: {sorted(known)}")
     headers = table.get("headers", {})
     if not isinstance(headers, Mapping):
         raise ConfigError(
@@ -505,7 +505,7 @@ def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
         where,
         Webhook,
         url=table.get("url"),
-        event_types=frozenset(event_types),
+        event_types=EVERY_EVENT_TYPE if event_types is None else frozenset(event_types),
         channel_prefix=table.get("channel_prefix", ""),
         channel_suffix=table.get("channel_suffix", ""),
         headers=dict(headers),

@@ -17,7 +17,7 @@ import httpx
 
 from relay.emulator.config import App, Webhook
 from relay.emulator.logs import redact_urls
-from relay.protocol.ably import split_api_key
+from relay.protocol.ably import ENTER, LEAVE, split_api_key
 from relay.protocol.ably import webhook_signature as ably_webhook_signature
 from relay.protocol.frames import dumps
 from relay.protocol.signing import webhook_signature
@@ -30,7 +30,6 @@ SIGNED_HEADERS = frozenset(
     {"content-type", "x-pusher-key", "x-pusher-signature", "x-ably-key", "x-ably-signature", "x-ably-version"}
 )
 _LIFECYCLE = {"channel_occupied": "channel.opened", "channel_vacated": "channel.closed"}
-ABLY_ENTER, ABLY_LEAVE = 2, 3  # PresenceMessage actions (TP2)
 ABLY_SITE = "local"
 MAX_EVENTS_PER_REQUEST = 1000  # what waits behind a slow receiver goes in requests of at most this many events
 # Seconds for a whole request, from connecting to the response's headers. The HTTP client's timeout bounds each read
@@ -74,6 +73,10 @@ class WebhookDispatcher:
     @property
     def enabled(self) -> bool:
         return bool(self._app.webhooks)
+
+    def wants(self, event_name: str) -> bool:
+        """Whether any of the app's webhooks sends events of this name (what is not wanted need not be built)."""
+        return any(event_name in hook.event_types for hook in self._app.webhooks)
 
     @property
     def pending(self) -> int:
@@ -278,7 +281,7 @@ def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[st
             source, item_name = "channel.lifecycle", _LIFECYCLE[str(name)]
             data = {"channelId": channel, "name": channel, "status": {"isActive": name == "channel_occupied"}}
         elif name in ("member_added", "member_removed"):
-            action = ABLY_ENTER if name == "member_added" else ABLY_LEAVE
+            action = ENTER if name == "member_added" else LEAVE
             member = {"action": action, "clientId": str(event["user_id"]), "timestamp": now_ms}
             source, item_name = "channel.presence", "presence.message"
             data = {"channelId": channel, "site": ABLY_SITE, "presence": [member]}

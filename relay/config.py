@@ -280,6 +280,7 @@ def _refuse_unknown_options(scheme: str, options: Mapping[str, str], known: str)
 
 
 _ABLY_OPTIONS = "tls, client_events, history, occupancy"
+_PUSHER_SCHEMES = ("pusher", "emulator")
 _CLIENT_EVENTS_SETTING = {
     "pusher": "the Pusher app's setting (dashboard → App Settings → Enable client events)",
     "emulator": "the emulator app's setting: client_events = true|false in its [[apps]] entry of the config file",
@@ -293,11 +294,11 @@ def _refuse_misplaced_options(scheme: str, options: Mapping[str, str]) -> None:
             f"{scheme}:// URL cannot set client_events: whether clients may send client-* events is "
             f"{_CLIENT_EVENTS_SETTING[scheme]}"
         )
-    if "history" in options and scheme in _CLIENT_EVENTS_SETTING:
+    if "history" in options and scheme in _PUSHER_SCHEMES:
         raise ConfigError(
             f"{scheme}:// URL cannot set history: Pusher channels keep no history (the option is for ably:// URLs)"
         )
-    if "occupancy" in options and scheme in _CLIENT_EVENTS_SETTING:
+    if "occupancy" in options and scheme in _PUSHER_SCHEMES:
         raise ConfigError(
             f"{scheme}:// URL cannot set occupancy: Pusher's subscription counts are the app's subscription_count "
             "setting (the option is for ably:// URLs)"

@@ -22,6 +22,7 @@ from relay.errors import RelayError
 from tests.cli_support import assert_refused, not_installed, run_relay, write
 from tests.cluster.conftest import RedisServer
 from tests.cluster.conftest import redis_server as redis_server
+from tests.conftest import free_port
 from tests.emulator_process import EmulatorProcess
 
 RELAY = [sys.executable, "-m", "relay.cli"]
@@ -277,9 +278,7 @@ async def test_relay_serve_logs_the_gateway_s_warnings_with_their_level_and_logg
     """The warning for a webhook forward without RELAY_API_TOKEN is a log line in uvicorn's format, with its level
     and logger (it was a bare line from Python's last-resort handler, which a log pipeline filtering on level
     dropped)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {"RELAY_URL": "memory://audit", "RELAY_WEBHOOK_FORWARD_URL": "http://127.0.0.1:9/hook"}
     served = await run_relay("serve", "--port", str(port), env=env)
     assert served.returncode is None, served.stderr
@@ -292,9 +291,7 @@ async def test_relay_serve_logs_the_gateway_s_warnings_with_their_level_and_logg
 async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(configured: bool) -> None:
     """A gateway started without RELAY_API_TOKEN or JWT settings said nothing of it until the first request was
     refused; it now logs the provider (secret hidden), the server API and how users are identified."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {"RELAY_URL": "emulator://app-key:top-secret-1@127.0.0.1:6001/apps/1"}
     if configured:
         env |= {"RELAY_API_TOKEN": "token-of-the-backend", "RELAY_JWT_SECRET": "s" * 32}
@@ -317,9 +314,7 @@ async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(confi
 async def test_relay_serve_with_a_mirror_starts_and_logs_both_providers() -> None:
     """The start-up summary parsed RELAY_URL as one provider URL: a mirror: or failover: gateway stopped at start
     with "unknown provider scheme 'mirror'"."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     mirror = "mirror:memory://a|emulator://app-key:top-secret-1@127.0.0.1:6001/apps/1"
     served = await run_relay("serve", "--port", str(port), env={"RELAY_URL": mirror})
     assert served.returncode is None, served.stderr

@@ -1,5 +1,5 @@
 """Ably token auth: TokenRequest MACs, Ably JWT claims and capability matching (Ably docs, TokenRequest spec TE),
-and the ``rewind`` channel param."""
+presence actions, and the ``rewind`` and ``occupancy`` channel params."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ MAX_TOKEN_TTL_MS = 24 * 3600 * 1000
 DEFAULT_TOKEN_TTL_MS = 3600 * 1000
 TIMESTAMP_WINDOW_MS = 2 * 60 * 1000
 Capability = dict[str, list[str]]
+# PresenceMessage actions (Ably spec TP2), in ProtocolMessages, REST answers and webhooks alike.
+ABSENT, PRESENT, ENTER, LEAVE, UPDATE = range(5)
 
 
 # Ably's channel naming rules (https://ably.com/docs/channels, "Channels are identified by their unique name"): a
@@ -60,6 +62,7 @@ def validate_channel_name(name: object) -> str:
 # ("30s", "2m") with at most rewindLimit messages; never more than the last 100.
 MAX_REWIND_MESSAGES = 100
 _REWIND = re.compile(r"([0-9]{1,9})([sm]?)")
+_REWIND_LIMIT = re.compile(r"[0-9]{1,9}")
 
 
 class Rewind(NamedTuple):
@@ -81,7 +84,7 @@ def parse_rewind(params: Mapping[str, object]) -> Rewind | None:
         raise ValueError(f"rewind must be a number of messages or a time such as '30s' or '2m', got {value!r:.40}")
     amount, unit = int(match[1]), match[2]
     limit = params.get("rewindLimit")
-    if limit is not None and not (isinstance(limit, str) and limit.isascii() and limit.isdigit() and int(limit) > 0):
+    if limit is not None and not (isinstance(limit, str) and _REWIND_LIMIT.fullmatch(limit) and int(limit) > 0):
         raise ValueError(f"rewindLimit must be a positive number of messages, got {limit!r:.40}")
     most = min(int(limit), MAX_REWIND_MESSAGES) if limit is not None else MAX_REWIND_MESSAGES
     if not unit:

@@ -108,7 +108,7 @@ async def test_publishes_the_bus_cannot_carry_whole_still_cross_and_the_bus_keep
 async def test_history_and_rewind_hold_every_node_s_ably_publishes(
     redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
-    """Each node keeps the Ably publishes of every node, in the order they reached it, without a subscriber there:
+    """Each node keeps the Ably publishes of every node, without a subscriber there, in one order on every node:
     ``history()`` on either node lists them all, a rewind on one node sends what was published on the other, and
     an untilAttach cut made from that node's ATTACHED leaves out what came later."""
     here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]

@@ -1,7 +1,7 @@
-"""Ably history and rewind on the emulator (docs/ably.md#history): what is published through Ably's protocol is kept
-for the app's ``ably_history_seconds`` (2 minutes, Ably's default without persistence) within a byte budget, and
-served by ``GET /channels/{ch}/messages`` (ably-python and ably-js ``history()``, ``untilAttach``) and by the
-``rewind`` channel param; bad parameters are refused with Ably's codes while everything else is served."""
+"""Ably history and rewind on the emulator (docs/ably.md#history-and-rewind): what is published through Ably's
+protocol is kept for the app's ``ably_history_seconds`` (2 minutes, Ably's default without persistence) within a
+memory budget, and served by ``GET /channels/{ch}/messages`` (ably-python and ably-js ``history()``, ``untilAttach``)
+and by the ``rewind`` channel param; bad parameters are refused with Ably's codes while everything else is served."""
 
 from __future__ import annotations
 
@@ -145,13 +145,10 @@ def test_retention_and_the_budget_drop_the_oldest_first() -> None:
     for position, channel in enumerate(["one", "two", "two", "three"], 1):
         history.keep(channel, one_message(position, position, big), position, position)
 
-    def names(channel: str, now: int) -> list[str]:
-        found, _ = history.page(channel, now, start=0, end=now, backwards=True, limit=10)
-        return [kept.id for kept in found]
-
-    assert [names(channel, 4) for channel in ("one", "two", "three")] == [[], ["rest:3:0", "rest:2:0"], ["rest:4:0"]]
+    kept_ids = [ids_of(history, channel, 4) for channel in ("one", "two", "three")]
+    assert kept_ids == [[], ["rest:3:0", "rest:2:0"], ["rest:4:0"]]
     assert history.size == 3 * cost + 2 * CHANNEL_OVERHEAD
-    assert names("three", 10_004) == ["rest:4:0"] and names("three", 10_005) == []
+    assert ids_of(history, "three", 10_004) == ["rest:4:0"] and ids_of(history, "three", 10_005) == []
 
     quiet = MessageHistory(retention_ms=10_000)
     small = {"name": "s", "data": "x"}
@@ -161,14 +158,15 @@ def test_retention_and_the_budget_drop_the_oldest_first() -> None:
     later = 2 * EXPIRY_STEP + 20_000
     quiet.keep("other", one_message(later, later, small), later, later)
     assert quiet.size == (EXPIRY_STEP + 1) * kept_size(small) + 2 * CHANNEL_OVERHEAD  # one step, not all at once
-    assert names_of(quiet, "room", later) == []
+    assert ids_of(quiet, "room", later) == []
     quiet.keep("other", one_message(later + 1, later, small), later + 1, later)
     assert quiet.size == 2 * kept_size(small) + CHANNEL_OVERHEAD  # the rest, and the emptied channel's overhead
 
 
-def names_of(history: MessageHistory, channel: str, now: int) -> list[str]:
+def ids_of(history: MessageHistory, channel: str, now: int) -> list[str]:
+    """The ids of ``channel``'s messages as history answers at ``now``, newest first."""
     found, _ = history.page(channel, now, start=0, end=now, backwards=True, limit=1000)
-    return [kept.id for kept in found]
+    return [kept.item()["id"] for kept in found]
 
 
 def test_rewind_takes_the_last_messages_or_a_time_window() -> None:
@@ -232,7 +230,7 @@ async def test_ably_python_reads_history_in_both_directions_and_pages(
         await realtime.close()
 
 
-async def test_ably_js_history_untilattach_and_rewind(ably_emulator: RunningEmulator) -> None:
+async def test_ably_js_history_pages_and_rewind(ably_emulator: RunningEmulator) -> None:
     """ably-js: ``history()`` pages with ``hasNext()``/``next()``, ``rewind: '2'`` delivers the last two messages
     after the attach (``channel.params`` shows it, the state change has ``hasBacklog``), ``rewind: '1m'`` with
     ``rewindLimit``, and a reconnection's re-attach (with its channelSerial) is not rewound again."""
@@ -325,7 +323,7 @@ async def test_retention_is_the_apps_and_zero_keeps_nothing(start_emulator: Star
 
 async def test_pusher_publishes_are_not_ably_history(http: httpx.AsyncClient) -> None:
     """A publish through the Pusher HTTP API reaches Ably subscribers but is not kept: history is what was published
-    through Ably's protocol (docs/ably.md#history)."""
+    through Ably's protocol (docs/ably.md#history-and-rewind)."""
     await pusher_publish(http, "room", "via-pusher-api")
     await publish(http, "room", {"name": "ably-side", "data": "x"})
     assert names((await http.get("/channels/room/messages", headers=BASIC)).json()) == ["ably-side"]

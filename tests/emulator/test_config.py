@@ -52,7 +52,7 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
         ),
         (
             "[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[[apps.webhooks]]\nurl='http://x'\nevent_types=['nope']\n",
-            "unknown event_types ['nope']",
+            "event_types has types pusher webhooks do not send: ['nope']",
         ),
         ("[[apps]]\napp_id='1'\nkey='k'\nsecret='s'\n[[apps]]\napp_id='1'\nkey='j'\nsecret='s'\n", "share the app_id"),
         (

@@ -20,7 +20,6 @@ import asyncio
 import logging
 import os
 import re
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.gateway import GatewaySettings, load_rules
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, free_port
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt, serve_asgi
 from tests.gateway.test_gateway_browser import CHROMIUM, PUSHER_JS
 from tests.gateway.test_gateway_browser import browser as browser
@@ -368,7 +367,7 @@ async def test_a_provider_failure_is_logged_as_a_warning(
     """5xx answers other than 500 (which is logged where it happens, at ERROR) were logged nowhere: a provider that
     cannot be reached (502) is a WARNING with the reason."""
     gateway = await start_gateway(
-        GatewaySettings(relay_url=f"emulator://key:secret@127.0.0.1:{closed_port()}/apps/1", api_token=TOKEN)
+        GatewaySettings(relay_url=f"emulator://key:secret@127.0.0.1:{free_port()}/apps/1", api_token=TOKEN)
     )
     with caplog.at_level(logging.INFO, logger="relay.gateway"):
         async with httpx.AsyncClient(base_url=gateway.url, headers={"authorization": f"Bearer {TOKEN}"}) as api:
@@ -377,13 +376,6 @@ async def test_a_provider_failure_is_logged_as_a_warning(
     (logged,) = [r for r in caplog.records if r.name == "relay.gateway"]
     assert logged.levelno == logging.WARNING
     assert logged.getMessage() == f"POST /v1/publish answered 502: {answer.json()['error']}"
-
-
-def closed_port() -> int:
-    """A port nothing listens on: bound, then let go."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- 6. presence member info from JWT claims -------------------------------------------------------------------------

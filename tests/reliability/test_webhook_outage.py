@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from relay.emulator.config import Webhook
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.protocol.signing import webhook_signature
-from tests.conftest import TEST_APP, StartEmulator
+from tests.conftest import TEST_APP, StartEmulator, free_port
 from tests.webhook_receiver import Receiver
 
 # How long the receiver stays down; RELAY_WEBHOOK_OUTAGE_SECONDS=120 is the two-minute run of the issue.
@@ -30,9 +30,7 @@ class LateReceiver:
     """A receiver whose port is known before it listens, so webhooks to it fail with 'connection refused'."""
 
     def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.app = Receiver(url=f"http://127.0.0.1:{self.port}")
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None

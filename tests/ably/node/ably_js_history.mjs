@@ -1,4 +1,4 @@
-// ably-js 2.x and the emulator's history (docs/ably.md#history): history() pages through the REST API's Link header,
+// ably-js 2.x and the emulator's history (docs/ably.md#history-and-rewind): history() pages through the REST API's Link header,
 // the rewind channel param delivers the last messages right after the attach (channel.params shows it, the attached
 // state change has hasBacklog), a rewind by time with rewindLimit, and a re-attach after a lost transport (which
 // carries the channel's serial) is not rewound a second time.
