@@ -1,7 +1,8 @@
 """Ably message history on one node: what was published through Ably's protocol (REST or realtime, on this node or,
 in a cluster, on another) on each channel of an app, kept for the app's retention period within a memory budget. It
 answers ``GET /channels/{ch}/messages`` (the SDKs' ``channel.history()``, ``untilAttach`` included) and the
-``rewind`` channel param (docs/ably.md#history-and-rewind).
+``rewind`` channel param (docs/ably.md#history-and-rewind). An app keeps its members' presence changes the same way,
+for ``GET /channels/{ch}/presence/history``.
 
 One deque per channel and one for the app in the order messages were kept: the oldest message of the app is always
 the first of its channel's deque, so expiry and the budget drop from the left of both, and a publish costs an append
@@ -30,6 +31,7 @@ EXPIRY_STEP = 1_000
 
 
 OrderKey = tuple[int, str, str, int]
+NO_SERIAL = "0" * 16  # in a presence change's order: PRESENCE ProtocolMessages carry no channelSerial
 
 
 @dataclass(slots=True, frozen=True)
@@ -40,8 +42,9 @@ class Kept:
     channel: str
     position: int  # this node's serial when the message was kept: untilAttach's cut
     index: int  # within the ProtocolMessage's messages
-    fields: dict[str, Any]  # the MESSAGE ProtocolMessage it came in
+    fields: dict[str, Any]  # the MESSAGE ProtocolMessage it came in (PRESENCE for a member's change)
     size: int
+    presence: bool = False  # a member's change (a PresenceMessage), not a message
 
     @property
     def timestamp(self) -> int:
@@ -55,9 +58,13 @@ class Kept:
         place in the publish. Every node orders the same messages the same way, whatever order they reached it in,
         so a next page's cursor (:func:`cursor_text`) means the same on every node."""
         fields = self.fields
+        if self.presence:  # told apart by the change's own id (connectionId:msgSerial:index), the same on every node
+            return fields["timestamp"], NO_SERIAL, fields["presence"][self.index]["id"], self.index
         return fields["timestamp"], fields["channelSerial"], fields["id"], self.index
 
     def item(self) -> dict[str, Any]:
+        if self.presence:  # complete as sent: action, clientId, connectionId, id, timestamp, data
+            return dict(self.fields["presence"][self.index])
         return delivered_message(self.fields, self.index)
 
 
@@ -88,11 +95,12 @@ def kept_size(item: dict[str, Any]) -> int:
 
 
 class MessageHistory:
-    """An app's kept messages on this node."""
+    """An app's kept messages on this node, or (``presence``) its members' presence changes."""
 
-    def __init__(self, retention_ms: int, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, retention_ms: int, max_bytes: int = MAX_BYTES, *, presence: bool = False) -> None:
         self.retention_ms = retention_ms
         self.max_bytes = max_bytes
+        self.presence = presence
         self._channels: dict[str, deque[Kept]] = {}
         self._order: deque[Kept] = deque()
         self._bytes = 0
@@ -103,15 +111,15 @@ class MessageHistory:
         return self._bytes
 
     def keep(self, channel: str, fields: dict[str, Any], position: int, now_ms: int) -> None:
-        """Keep the messages of a MESSAGE ProtocolMessage published on ``channel``."""
+        """Keep the messages of a MESSAGE ProtocolMessage published on ``channel`` (the changes of a PRESENCE one)."""
         if self.retention_ms <= 0:
             return
         kept = self._channels.get(channel)
         if kept is None:
             kept = self._channels[channel] = deque()
             self._bytes += CHANNEL_OVERHEAD
-        for index, item in enumerate(fields["messages"]):
-            message = Kept(channel, position, index, fields, kept_size(item))
+        for index, item in enumerate(fields["presence" if self.presence else "messages"]):
+            message = Kept(channel, position, index, fields, kept_size(item), self.presence)
             kept.append(message)
             self._order.append(message)
             self._bytes += message.size

@@ -429,6 +429,7 @@ class AblyApp:
         self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
         self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
         self.history = MessageHistory(round(state.app.ably_history_seconds * 1000))
+        self.presence_history = MessageHistory(round(state.app.ably_history_seconds * 1000), presence=True)
         # Attachments that asked for occupancy events (the occupancy channel param): channel → socket id → watch.
         self.occupancy_watches: dict[str, dict[str, OccupancyWatch]] = {}
         self._occupancy_sweep: asyncio.TimerHandle | None = None
@@ -654,16 +655,18 @@ class AblyApp:
         Pusher frame: Pusher peers hear of members through ``member_added``/``member_removed``)."""
         if not items:
             return
+        now = self.wall_ms()
         fields = {
             "action": PRESENCE,
             "channel": name,
             "connectionId": connection_id,
-            "timestamp": self.wall_ms(),
+            "timestamp": now,
             "presence": items,
         }
         if self.state.cluster is not None:  # even with no local subscriber left: the others still hold the member
             self.state.cluster.ably_presence(self.state.app.app_id, name, fields)
         self._deliver_presence(name, Outbound(fields, presence=True))
+        self.presence_history.keep(name, fields, self.next_serial(), now)
         # For Ably-format webhooks: a presence- channel's members are member_added and member_removed already.
         if self.state.webhooks.wants("presence") and classify(name) is not ChannelKind.PRESENCE:
             self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
@@ -709,6 +712,7 @@ class AblyApp:
         if changed:
             message = fields if len(changed) == len(fields["presence"]) else {**fields, "presence": changed}
             self._deliver_presence(channel, Outbound(message, presence=True))
+            self.presence_history.keep(channel, message, self.next_serial(), self.wall_ms())
 
     def remote_snapshot(self, node: int, held: dict[tuple[str, str, str], dict[str, Any]]) -> None:
         changes: dict[str, list[dict[str, Any]]] = {}

@@ -1,8 +1,8 @@
-"""The Ably REST subset on the emulator's port: publish (single, array, batch), history, channel status and
-enumeration, presence (each paginated with ``Link: rel="next"``), time and ``requestToken``, with Ably's errors
-(``{"error": {code, statusCode, message, href}}`` and the ``X-Ably-ErrorCode``/``X-Ably-ErrorMessage`` headers;
-40400 for presence history, stats and push, which are not emulated). Bodies are JSON or msgpack, chosen by
-``Content-Type`` in and ``Accept`` (or ``?format=``) out, as the SDKs send them. An app's ``api_rate_limit`` is
+"""The Ably REST subset on the emulator's port: publish (single, array, batch), history and presence history, channel
+status and enumeration, presence (each paginated with ``Link: rel="next"``), time and ``requestToken``, with Ably's
+errors (``{"error": {code, statusCode, message, href}}`` and the ``X-Ably-ErrorCode``/``X-Ably-ErrorMessage``
+headers; 40400 for stats and push, which are not emulated). Bodies are JSON or msgpack, chosen by ``Content-Type`` in
+and ``Accept`` (or ``?format=``) out, as the SDKs send them. An app's ``api_rate_limit`` is
 shared with the Pusher HTTP API: over it, an authenticated request is refused with Ably's 42910 (429).
 """
 
@@ -131,6 +131,7 @@ class AblyRest:
             ("channels", "*"): {"GET": self._channel},
             ("channels", "*", "messages"): {"POST": self._publish, "GET": self._history},
             ("channels", "*", "presence"): {"GET": self._presence},
+            ("channels", "*", "presence", "history"): {"GET": self._presence_history},
             ("messages",): {"POST": self._batch_publish},
             ("presence",): {"GET": self._batch_presence},
         }
@@ -170,8 +171,6 @@ class AblyRest:
 
     def _route(self, method: str, path: str) -> tuple[Handler, list[str]]:
         segments = [unquote(segment) for segment in path.strip("/").split("/")]
-        if method == "GET" and segments[:1] == ["channels"] and segments[2:] == ["presence", "history"]:
-            raise AblyError(40400, "Presence history is not kept by the emulator", 404)
         if segments[0] in NOT_EMULATED:  # any method: ably-js and ably-python read Ably's error, not a Pusher 404
             raise AblyError(40400, f"{NOT_EMULATED[segments[0]]}: {method} {path[:100]}", 404)
         for pattern, methods in self._routes.items():
@@ -279,6 +278,13 @@ class AblyRest:
         """``channel.history()``: the messages published through Ably's protocol within the app's retention, newest
         first unless ``direction=forwards``; ``from_serial`` (``untilAttach``) leaves out those kept after the
         ATTACHED whose channelSerial it is."""
+        return self._kept(request, presence=False)
+
+    def _presence_history(self, request: _Request) -> tuple[int, Any]:
+        """``channel.presence.history()``: the members' enters, updates and leaves, as ``_history`` answers."""
+        return self._kept(request, presence=True)
+
+    def _kept(self, request: _Request, *, presence: bool) -> tuple[int, Any]:
         credentials, app = self._caller(request)
         name = check_channel_name(request.args[0])
         _require(credentials, name, "history")
@@ -296,7 +302,7 @@ class AblyRest:
         until = _serial(query.get(serial_param))
         if until is not None and direction == "forwards":
             raise AblyError(40003, "untilAttach (from_serial) needs direction=backwards")
-        found, more = app.history.page(
+        found, more = (app.presence_history if presence else app.history).page(
             name,
             request.now_ms,
             start=start,
@@ -311,7 +317,7 @@ class AblyRest:
             if until is not None:
                 params[serial_param] = query[serial_param]
             last = found[-1]
-            _link_next(request, "messages", {**params, "cursor": cursor_text(last)})
+            _link_next(request, "history" if presence else "messages", {**params, "cursor": cursor_text(last)})
         return 200, [message.item() for message in found]
 
     def _channel(self, request: _Request) -> tuple[int, Any]:

@@ -211,6 +211,13 @@ async def test_a_member_entered_on_one_node_is_present_on_another(
         details = await http.get("/channels/room", headers=BASIC)
     assert sorted(_member(item) for item in listed.json()) == sorted(_member(item) for item in synced["presence"])
     assert details.json()["status"]["occupancy"]["metrics"]["presenceMembers"] == 2
+    # The other node's presence history holds both enters, as it received them (ids, data).
+    async with httpx.AsyncClient(base_url=here.http_url) as http:
+        history = (await http.get("/channels/room/presence/history?direction=forwards", headers=BASIC)).json()
+    assert sorted((item["action"], item["clientId"], item["connectionId"]) for item in history) == [
+        (ENTER, "alice", alice_id),
+        (ENTER, "scanner", scanner_id),
+    ]
 
 
 async def test_a_subscriber_hears_another_node_s_member_enter_update_and_leave(

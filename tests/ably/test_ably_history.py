@@ -18,6 +18,7 @@ import pytest
 from ably import AblyException, AblyRealtime, AblyRest  # type: ignore[import-untyped]
 from ably.types.channeloptions import ChannelOptions  # type: ignore[import-untyped]
 from ably.types.message import Message  # type: ignore[import-untyped]
+from ably.types.presence import PresenceAction  # type: ignore[import-untyped]
 from ablysupport import (
     APP,
     ERROR,
@@ -434,3 +435,46 @@ async def test_the_docs_python_example_reads_an_orders_statuses(start_emulator: 
             )
             assert response.status_code == 201
     assert await namespace["recent_statuses"]("42") == ["shipped", "packed", "placed"]
+
+
+# -- presence history ----------------------------------------------------------------------------------------------
+
+
+async def test_presence_history_lists_members_changes(ably_emulator: RunningEmulator) -> None:
+    """``channel.presence.history()`` (ably-python, REST): a member's enter, update and leave, newest first, each as
+    it was sent (action, clientId, connectionId, id, data); ``direction="forwards"`` and paging as for messages."""
+    member = AblyRealtime(key=APP.ably_api_key, endpoint=f"127.0.0.1:{ably_emulator.port}", tls=False, client_id="ann")
+    rest = AblyRest(key=APP.ably_api_key, endpoint="127.0.0.1", port=ably_emulator.port, tls=False,
+                    use_token_auth=True)  # fmt: skip
+    try:
+        await connected(member)
+        room = member.channels.get("room")
+        await room.attach()
+        await room.presence.enter("hello")
+        await room.presence.update("busy")
+        await room.presence.leave()
+        for _ in range(50):  # the leave's ACK may come before its PRESENCE is kept
+            page = await rest.channels.get("room").presence.history()
+            if len(page.items) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert [(p.action, p.client_id, p.data) for p in page.items] == [
+            (PresenceAction.LEAVE, "ann", "busy"),
+            (PresenceAction.UPDATE, "ann", "busy"),
+            (PresenceAction.ENTER, "ann", "hello"),
+        ]
+        assert len({p.id for p in page.items}) == 3 and all(p.connection_id for p in page.items)
+        first = await rest.channels.get("room").presence.history(direction="forwards", limit=2)
+        assert [p.action for p in first.items] == [PresenceAction.ENTER, PresenceAction.UPDATE] and first.has_next()
+        assert [p.action for p in (await first.next()).items] == [PresenceAction.LEAVE]
+    finally:
+        await member.close()
+        await rest.close()
+
+
+async def test_presence_history_is_refused_without_the_history_operation(http: httpx.AsyncClient) -> None:
+    token = jwt_token(capability={"room": ["subscribe", "presence"]})
+    bearer = {"Authorization": "Bearer " + base64.b64encode(token.encode()).decode()}
+    refused = await http.get("/channels/room/presence/history", headers=bearer)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == 40160
+    assert (await http.get("/channels/room/presence/history", headers=BASIC)).json() == []

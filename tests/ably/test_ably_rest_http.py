@@ -165,10 +165,9 @@ async def test_bad_publish_bodies(
 
 
 async def test_routes_and_channel_names(http: httpx.AsyncClient) -> None:
-    """Unknown Ably paths are 40400, a wrong method 40500, presence history is not kept (40400), metachannels and
-    Pusher's per-user channels are not Ably channel names (40010); a preflight is answered with CORS headers."""
-    presence_history = await http.get("/channels/room/presence/history", headers=BASIC)
-    assert_ably_error(presence_history, 404, 40400, "Presence history is not kept by the emulator")
+    """Unknown Ably paths are 40400, a wrong method 40500, metachannels and Pusher's per-user channels are not Ably
+    channel names (40010); a preflight is answered with CORS headers."""
+    assert_ably_error(await http.get("/stats/x", headers=BASIC), 404, 40400, "Stats are not emulated")
     wrong_method = await http.get("/messages", headers=BASIC)
     assert_ably_error(wrong_method, 405, 40500, "/messages accepts POST only")
     assert wrong_method.headers["allow"] == "POST, OPTIONS"  # RFC 9110 §15.5.6
