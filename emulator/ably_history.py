@@ -21,6 +21,8 @@ from typing import Any
 from relay.protocol.ably import Rewind
 
 MAX_BYTES = 64 * 1024 * 1024  # per app, as counted by kept_size: beyond it the oldest messages go first
+# Per app for presence changes: a cluster keeps every Pusher presence join and leave too (each is an Ably member's).
+PRESENCE_HISTORY_BYTES = 16 * 1024 * 1024
 # What keeping costs beyond the payload, measured with tracemalloc (a message of a one-message publish: its Kept, its
 # item and ProtocolMessage dicts, their strings; a channel: its deque and its entry).
 MESSAGE_OVERHEAD = 800
@@ -31,7 +33,7 @@ EXPIRY_STEP = 1_000
 
 
 OrderKey = tuple[int, str, str, int]
-NO_SERIAL = "0" * 16  # in a presence change's order: PRESENCE ProtocolMessages carry no channelSerial
+NO_SERIAL = "0" * 16
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,8 +60,9 @@ class Kept:
         place in the publish. Every node orders the same messages the same way, whatever order they reached it in,
         so a next page's cursor (:func:`cursor_text`) means the same on every node."""
         fields = self.fields
-        if self.presence:  # told apart by the change's own id (connectionId:msgSerial:index), the same on every node
-            return fields["timestamp"], NO_SERIAL, fields["presence"][self.index]["id"], self.index
+        if self.presence:  # a node may send on a part of a PRESENCE message: not its index there, the change's id
+            serial = fields.get("channelSerial") or NO_SERIAL  # none from a node of an earlier version
+            return fields["timestamp"], serial, fields["presence"][self.index]["id"], 0
         return fields["timestamp"], fields["channelSerial"], fields["id"], self.index
 
     def item(self) -> dict[str, Any]:

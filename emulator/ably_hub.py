@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import msgpack  # type: ignore[import-untyped]
 
 from relay.emulator.ably_auth import AblyError, AblyKey, Credentials
-from relay.emulator.ably_history import MessageHistory, delivered_message
+from relay.emulator.ably_history import PRESENCE_HISTORY_BYTES, MessageHistory, delivered_message
 from relay.emulator.hub import AppState, Channel, ForeignPeer
 from relay.emulator.session import Session
 from relay.emulator.usage import local_reach
@@ -429,7 +429,9 @@ class AblyApp:
         self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
         self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
         self.history = MessageHistory(round(state.app.ably_history_seconds * 1000))
-        self.presence_history = MessageHistory(round(state.app.ably_history_seconds * 1000), presence=True)
+        self.presence_history = MessageHistory(
+            round(state.app.ably_history_seconds * 1000), PRESENCE_HISTORY_BYTES, presence=True
+        )
         # Attachments that asked for occupancy events (the occupancy channel param): channel → socket id → watch.
         self.occupancy_watches: dict[str, dict[str, OccupancyWatch]] = {}
         self._occupancy_sweep: asyncio.TimerHandle | None = None
@@ -655,18 +657,20 @@ class AblyApp:
         Pusher frame: Pusher peers hear of members through ``member_added``/``member_removed``)."""
         if not items:
             return
-        now = self.wall_ms()
+        now, serial = self.wall_ms(), self.next_serial()
+        # A channelSerial, as Ably's PRESENCE messages carry: presence history's order within a millisecond.
         fields = {
             "action": PRESENCE,
             "channel": name,
             "connectionId": connection_id,
             "timestamp": now,
+            "channelSerial": f"{serial:016x}",
             "presence": items,
         }
         if self.state.cluster is not None:  # even with no local subscriber left: the others still hold the member
             self.state.cluster.ably_presence(self.state.app.app_id, name, fields)
         self._deliver_presence(name, Outbound(fields, presence=True))
-        self.presence_history.keep(name, fields, self.next_serial(), now)
+        self.presence_history.keep(name, fields, serial, now)
         # For Ably-format webhooks: a presence- channel's members are member_added and member_removed already.
         if self.state.webhooks.wants("presence") and classify(name) is not ChannelKind.PRESENCE:
             self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
@@ -744,7 +748,14 @@ class AblyApp:
         return item
 
     def _remote_change(self, node: int, name: str, items: list[dict[str, Any]]) -> None:
-        fields = {"action": PRESENCE, "channel": name, "timestamp": self.wall_ms(), "presence": items}
+        serial = f"{self.next_serial():016x}"
+        fields = {
+            "action": PRESENCE,
+            "channel": name,
+            "timestamp": self.wall_ms(),
+            "channelSerial": serial,
+            "presence": items,
+        }
         self.remote_presence(node, name, fields)
 
     # -- occupancy --------------------------------------------------------------------------------------------

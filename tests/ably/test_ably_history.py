@@ -478,3 +478,22 @@ async def test_presence_history_is_refused_without_the_history_operation(http: h
     refused = await http.get("/channels/room/presence/history", headers=bearer)
     assert refused.status_code == 401 and refused.json()["error"]["code"] == 40160
     assert (await http.get("/channels/room/presence/history", headers=BASIC)).json() == []
+
+
+def test_presence_changes_in_one_millisecond_keep_the_order_they_were_made() -> None:
+    """By the serial each change's PRESENCE message was sent with, not by the ids' text (``:10:`` before ``:9:``),
+    and a member's leave and return in one millisecond (a Pusher member's ids are fixed) are two changes."""
+    history = MessageHistory(retention_ms=60_000, presence=True)
+    changes = [(2, "1.1:0:0")] + [(4, f"1.1:{n}:0") for n in range(1, 11)] + [(3, "1.2:1:0"), (2, "1.2:0:0")]
+    for serial, (action, change_id) in enumerate(changes, 1):
+        fields = {
+            "timestamp": 5_000,
+            "channelSerial": f"{serial:016x}",
+            "presence": [{"action": action, "id": change_id}],
+        }
+        history.keep("room", fields, serial, 5_000)
+    found, _ = history.page("room", 5_000, start=0, end=5_000, backwards=False, limit=100)
+    assert [(kept.item()["action"], kept.item()["id"]) for kept in found] == changes
+    first, more = history.page("room", 5_000, start=0, end=5_000, backwards=True, limit=1)
+    rest, _ = history.page("room", 5_000, start=0, end=5_000, backwards=True, limit=100, after=first[0].order)
+    assert more and [kept.item()["id"] for kept in [*first, *rest]] == [change_id for _, change_id in reversed(changes)]
