@@ -31,7 +31,7 @@ from relay.emulator.config import App
 from relay.emulator.http_api import Response
 from relay.emulator.hub import AppState
 from relay.emulator.session import Session
-from relay.protocol.ably import allows
+from relay.protocol.ably import allows, is_whole_number
 
 log = logging.getLogger("relay.emulator")
 MSGPACK = "application/x-msgpack"
@@ -452,7 +452,7 @@ def _milliseconds(query: Mapping[str, str], name: str, default: int) -> int:
     value = query.get(name)
     if value is None:
         return default
-    if not _is_number(value, 16):
+    if not is_whole_number(value, 16):
         raise AblyError(40003, f"{name} must be a time in milliseconds since the epoch, got {value[:20]!r}")
     return int(value)
 
@@ -478,11 +478,6 @@ def _history_cursor(value: str | None) -> OrderKey | None:
         raise AblyError(40003, f"cursor {value[:40]!r} is not one this emulator sent") from None
 
 
-def _is_number(text: str, most_digits: int) -> bool:
-    """Whether ``text`` is a whole number in ASCII digits, short enough for ``int`` (which refuses over 4,300)."""
-    return 0 < len(text) <= most_digits and text.isascii() and text.isdigit()
-
-
 def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[str | None, str | None]:
     """(connectionId, excluded socket) for a publish "as" a connection (``connectionKey``): an Ably connection that
     set ``echo=false`` does not get its own message back; a Pusher socket id is excluded, as Pusher's ``socket_id``."""
@@ -505,7 +500,7 @@ def _require(credentials: Credentials, channel: str, operation: str) -> None:
 def _limit(value: str | None, default: int) -> int:
     if value is None:
         return default
-    if not _is_number(value, 4) or not 1 <= int(value) <= MAX_LIST_LIMIT:
+    if not is_whole_number(value, 4) or not 1 <= int(value) <= MAX_LIST_LIMIT:
         raise AblyError(40003, f"limit must be between 1 and {MAX_LIST_LIMIT}")
     return int(value)
 

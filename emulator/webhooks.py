@@ -53,6 +53,7 @@ class WebhookDispatcher:
         on_delivery: Callable[[Webhook, int | None, Sequence[WebhookEvent], int], None] | None = None,
     ) -> None:
         self._app = app
+        self._wanted = frozenset().union(*(hook.event_types for hook in app.webhooks))  # every webhook's event types
         self._client = client
         self._clock = clock
         self._on_delivery = on_delivery
@@ -76,7 +77,7 @@ class WebhookDispatcher:
 
     def wants(self, event_name: str) -> bool:
         """Whether any of the app's webhooks sends events of this name (what is not wanted need not be built)."""
-        return any(event_name in hook.event_types for hook in self._app.webhooks)
+        return event_name in self._wanted
 
     @property
     def pending(self) -> int:

@@ -9,7 +9,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from relay.errors import (
     AuthenticationError,
@@ -62,7 +62,12 @@ def validate_channel_name(name: object) -> str:
 # ("30s", "2m") with at most rewindLimit messages; never more than the last 100.
 MAX_REWIND_MESSAGES = 100
 _REWIND = re.compile(r"([0-9]{1,9})([sm]?)")
-_REWIND_LIMIT = re.compile(r"[0-9]{1,9}")
+
+
+def is_whole_number(text: object, most_digits: int) -> TypeGuard[str]:
+    """Whether ``text`` is a whole number in ASCII digits, at most ``most_digits`` of them (a query or channel
+    param; ``int`` refuses more than 4,300 digits, and ``str.isdigit`` takes other scripts' digits)."""
+    return isinstance(text, str) and 0 < len(text) <= most_digits and text.isascii() and text.isdigit()
 
 
 class Rewind(NamedTuple):
@@ -84,7 +89,7 @@ def parse_rewind(params: Mapping[str, object]) -> Rewind | None:
         raise ValueError(f"rewind must be a number of messages or a time such as '30s' or '2m', got {value!r:.40}")
     amount, unit = int(match[1]), match[2]
     limit = params.get("rewindLimit")
-    if limit is not None and not (isinstance(limit, str) and _REWIND_LIMIT.fullmatch(limit) and int(limit) > 0):
+    if limit is not None and not (is_whole_number(limit, 9) and int(limit) > 0):
         raise ValueError(f"rewindLimit must be a positive number of messages, got {limit!r:.40}")
     most = min(int(limit), MAX_REWIND_MESSAGES) if limit is not None else MAX_REWIND_MESSAGES
     if not unit:
