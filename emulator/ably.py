@@ -16,11 +16,16 @@ from typing import TYPE_CHECKING
 from relay.config import url_host
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
 from relay.emulator.ably_hub import ERROR, AblyApp, ws_frame
-from relay.emulator.ably_realtime import AblySession, authenticate, connect_query, connection_refusal
+from relay.emulator.ably_realtime import (
+    AblySession,
+    ResumableLink,
+    authenticate,
+    connect_query,
+    connection_refusal,
+)
 from relay.emulator.ably_rest import AblyRest
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.http_api import Response
-from relay.emulator.session import Link
 from relay.protocol.ably import split_api_key
 
 if TYPE_CHECKING:
@@ -68,17 +73,25 @@ class AblyNode:
         return self.rest.handle(method, path, query, headers, body)
 
     def open_session(
-        self, link: Link, target: str, headers: Sequence[tuple[str, str]], deflate_window: int | None
+        self, link: ResumableLink, target: str, headers: Sequence[tuple[str, str]], deflate_window: int | None
     ) -> AblySession | None:
-        """Authenticate a realtime connection and open its session, or send ERROR (or DISCONNECTED) and close.
-        ``deflate_window``: the connection negotiated permessage-deflate, so its frames are metered as written."""
+        """Authenticate a realtime connection and open its session (or resume the one it names), or send ERROR (or
+        DISCONNECTED) and close. ``deflate_window``: the connection negotiated permessage-deflate, so its frames are
+        metered as written."""
         self.ready()
         query = connect_query(target)
         binary = query.get("format") == "msgpack"
+        resume_key = query.get("resume") or query.get("recover")  # recover: a page reloaded with its recovery key
+        resumed: AblySession | None = None
         try:
             credentials = authenticate(self.auth, query, self.wall_ms())
             app = self._app_for(credentials)
-            refusal = connection_refusal(app, headers, draining=self._node.draining)
+            if resume_key:
+                resumed = app.connections.get(resume_key)
+                if resumed is not None and not resumed.resumable_by(credentials, binary):
+                    resumed = None
+            # A resumed connection is counted already: the quota does not refuse it.
+            refusal = connection_refusal(app, headers, draining=self._node.draining, counted=resumed is not None)
         except AblyError as exc:
             refusal = ERROR, exc
         if refusal is not None:
@@ -88,6 +101,11 @@ class AblyNode:
             link.write(ws_frame({"action": action, "error": error.body()}, binary))
             link.close(1000, error.message)
             return None
+        echo = query.get("echo") != "false"
+        if resumed is not None:
+            self._compressing(app, resumed.socket_id, deflate_window)
+            resumed.resume(link, credentials, echo=echo)
+            return resumed
         session = AblySession(
             app,
             self.auth,
@@ -96,14 +114,27 @@ class AblyNode:
             asyncio.get_running_loop().time,
             credentials,
             binary=binary,
-            echo=query.get("echo") != "false",
+            echo=echo,
             max_frame_size=self._node.config.frame_limit(app.state.app),  # the server sets its socket's limit to this
             log_refusal=self._node.log_refusal,
         )
-        if deflate_window is not None:
-            app.state.compressing[session.socket_id] = deflate_window
-        session.open(resuming=bool(query.get("resume") or query.get("recover")))
+        self._compressing(app, session.socket_id, deflate_window)
+        session.open(resuming=bool(resume_key))
         return session
+
+    @staticmethod
+    def _compressing(app: AblyApp, socket_id: str, deflate_window: int | None) -> None:
+        if deflate_window is None:
+            app.state.compressing.pop(socket_id, None)
+        else:
+            app.state.compressing[socket_id] = deflate_window
+
+    def release_held(self) -> None:
+        """Let go of the connections waiting to be resumed (the node is stopping): their members leave now."""
+        for app in set(self._apps.values()):
+            for session in list(app.connections.values()):
+                if session.held:
+                    session.release()
 
 
 def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_secrets: bool = True) -> str:

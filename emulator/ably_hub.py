@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack  # type: ignore[import-untyped]
 
@@ -31,6 +31,9 @@ from relay.protocol import frames
 from relay.protocol.ably import ENTER, LEAVE, PRESENT, UPDATE, ably_channel_problem
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
 from relay.protocol.members import Member
+
+if TYPE_CHECKING:
+    from relay.emulator.ably_realtime import AblySession
 
 # ProtocolMessage actions (Ably spec TR2) and flags (TR3).
 HEARTBEAT, ACK, NACK, CONNECT, CONNECTED, DISCONNECT, DISCONNECTED, CLOSE, CLOSED, ERROR = range(10)
@@ -384,7 +387,7 @@ class OccupancyWatcher(Protocol):
     socket_id: str
     binary: bool
 
-    def send_frame(self, frame: bytes) -> None: ...
+    def send_on(self, channel: str, frame: bytes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -426,6 +429,8 @@ class AblyApp:
         # Other nodes' members: channel → (connection id, client id) → (node, record).
         self.remote_members: dict[str, dict[tuple[str, str], tuple[int, PresenceRecord]]] = {}
         self.attachments: dict[str, dict[str, Attachment]] = {}
+        # This node's Ably connections by connection key, the ones held for a resume included (docs/ably.md).
+        self.connections: dict[str, AblySession] = {}
         self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
         self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
         self.history = MessageHistory(round(state.app.ably_history_seconds * 1000))
@@ -827,7 +832,7 @@ class AblyApp:
                 if fields is None:
                     fields = messages[watch.categories] = self._occupancy_message(name, view)
                 frame = encoded[key] = ws_frame(fields, watch.watcher.binary)
-            watch.watcher.send_frame(frame)
+            watch.watcher.send_on(name, frame)
 
     def _occupancy_message(self, name: str, view: dict[str, int]) -> dict[str, Any]:
         now, protocol_id = self.wall_ms(), f"{self._meta_id}:{self.next_serial()}"

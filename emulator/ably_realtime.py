@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from itertools import groupby
-from typing import Any, NoReturn, TypeGuard
+from typing import Any, NoReturn, Protocol, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
@@ -81,7 +81,15 @@ MAX_INBOUND_RATE = 50
 # rate; past it the connection is closed with 42924, as Ably does: a runaway client, not one an official SDK makes.
 MAX_PROTOCOL_MESSAGE_RATE = 2000
 MAX_HEARTBEAT_INTERVAL = 15.0
-CONNECTION_STATE_TTL_MS = 120_000
+CONNECTION_STATE_TTL_MS = 120_000  # how long a connection whose socket dropped can be resumed (Ably's two minutes)
+# How long the members a dropped connection entered stay present, waiting for it to resume (Ably's 15 seconds).
+PRESENCE_HOLD_SECONDS = 15.0
+# How long a resumed connection's channels wait for the client's ATTACH (the SDKs send it at once; a page recovering
+# a connection attaches as its code runs) before they are let go.
+REATTACH_GRACE_SECONDS = 30.0
+# What a dropped connection may have waiting for it, in encoded frames; past it, the channels whose messages no longer
+# fit lose their continuity (their re-attach is answered without RESUMED), as the slow-consumer limit would have it.
+MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 _OPERATION_MODES = {
     "subscribe": MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE,
     "publish": MODE_PUBLISH,
@@ -101,18 +109,32 @@ def allowed_modes(credentials: Credentials, channel: str) -> int:
     return modes
 
 
+class ResumableLink(Link, Protocol):
+    """The WebSocket under an Ably session, which a resume may move to another socket."""
+
+    def abandon(self, reason: str) -> None:
+        """Close without the session, which has moved to another socket."""
+
+
 class AblySession(ForeignPeer):
     __slots__ = (
+        "_awaiting",
+        "_backlog",
+        "_backlog_bytes",
         "_clock",
+        "_discontinued",
         "_heartbeat",
+        "_held_at",
         "_inbound",
         "_last_serial",
         "_link",
         "_log_refusal",
         "_max_frame_size",
+        "_members_held",
         "_protocol_messages",
         "_released",
         "_renew_at_ms",
+        "_resumed_at",
         "app",
         "auth",
         "binary",
@@ -135,7 +157,7 @@ class AblySession(ForeignPeer):
         app: AblyApp,
         auth: AblyAuth,
         socket_id: str,
-        link: Link,
+        link: ResumableLink,
         clock: Callable[[], float],
         credentials: Credentials,
         *,
@@ -167,6 +189,27 @@ class AblySession(ForeignPeer):
         self._last_serial = -1
         self._inbound = TokenBucket(MAX_INBOUND_RATE, self.last_activity)
         self._protocol_messages = TokenBucket(MAX_PROTOCOL_MESSAGE_RATE, self.last_activity)
+        # A connection whose socket dropped without the client closing it is held for a resume
+        # (docs/ably.md#connection-resume): since when (None while it has a socket); what was sent to its channels
+        # meanwhile, in order; channels that lost messages to the backlog's limit; whether its members are still
+        # present. After a resume, the channels wait for the client's ATTACH, and keep their backlog until it comes.
+        self._held_at: float | None = None
+        self._backlog: list[tuple[str, bytes]] = []
+        self._backlog_bytes = 0
+        self._discontinued: set[str] = set()
+        self._members_held = False
+        self._awaiting: set[str] = set()
+        self._resumed_at = 0.0
+
+    @property
+    def link(self) -> ResumableLink:
+        """The socket the session is on (a resume moves it)."""
+        return self._link
+
+    @property
+    def held(self) -> bool:
+        """Whether the socket dropped and the connection waits to be resumed."""
+        return self._held_at is not None
 
     @property
     def max_frame_size(self) -> int:
@@ -184,10 +227,51 @@ class AblySession(ForeignPeer):
 
     def open(self, resuming: bool) -> None:
         self.state.connect(self)
+        self.app.connections[self.connection_key] = self
         connected = self._connected()
-        if resuming:  # state is not kept across connections: the client re-attaches its channels (RTN15c)
+        if resuming:  # not one this node holds: a new connection, and the client re-attaches its channels (RTN15c7)
             connected["error"] = AblyError(80008, "Unable to recover connection: connection expired").body()
         self._send(connected)
+
+    def resumable_by(self, credentials: Credentials, binary: bool) -> bool:
+        """Whether a connection request with ``credentials`` may resume this connection: the same client id and wire
+        format (its backlog is encoded in it), and not released."""
+        return not self._released and credentials.client_id == self.credentials.client_id and binary == self.binary
+
+    def resume(self, link: ResumableLink, credentials: Credentials, *, echo: bool) -> None:
+        """Carry on over ``link`` (RTN15c6): the same connection id, what was sent to the channels meanwhile kept
+        for their re-attach. A socket the connection still had (the client gave up on it first) is closed."""
+        if self._held_at is None:
+            self._link.abandon("the connection was resumed on another socket")
+        now = self._clock()
+        self._link, self.credentials, self.echo = link, credentials, echo
+        self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
+        self._held_at, self.closed, self.ping_sent_at = None, False, None
+        self.last_activity = self.last_sent = self._resumed_at = now
+        self._awaiting = set(self.channels)
+        self._send(self._connected())
+
+    def connection_lost(self, link: ResumableLink | None = None) -> None:
+        """The socket closed. A connection neither side closed (no CLOSE or DISCONNECT from the client, no ERROR or
+        DISCONNECTED from the server) is held for a resume; any other is released (its members leave). ``link``: the
+        socket that closed, ignored when the session has moved off it."""
+        if self._released or (link is not None and link is not self._link):
+            return
+        if not self.closed:
+            self._held_at, self.closed, self._members_held = self._clock(), True, True
+            return
+        self.release()
+
+    def release(self) -> None:
+        """Let the connection go: its channels detach and its members leave."""
+        if self._released:
+            return
+        self._released = self.closed = True
+        self._held_at = None
+        self.app.connections.pop(self.connection_key, None)
+        for name in list(self.channels):
+            self._release_channel(name)
+        self.state.disconnect(self)
 
     def _connected(self) -> dict[str, Any]:
         details: dict[str, Any] = {
@@ -210,28 +294,29 @@ class AblySession(ForeignPeer):
             "connectionDetails": details,
         }
 
-    def connection_lost(self) -> None:
-        """Release everything the connection held (its members leave), whoever closed it."""
-        if self._released:
-            return
-        self._released = self.closed = True
-        for name in list(self.channels):
-            self._release_channel(name)
-        self.state.disconnect(self)
-
     def _release_channel(self, name: str) -> None:
         attachment = self.channels.pop(name)
         self.app.unwatch_occupancy(name, self.socket_id)
-        left = []
-        for client_id in sorted(attachment.entered):
-            record = self.app.leave(name, self.socket_id, client_id, self._next_id())
-            if record is not None:
-                left.append(record.item(LEAVE))
+        self._awaiting.discard(name)
+        self._discontinued.discard(name)
+        if self._backlog:
+            self._backlog = [(channel, frame) for channel, frame in self._backlog if channel != name]
+            self._backlog_bytes = sum(len(frame) for _, frame in self._backlog)
+        self._leave(name, attachment)
         attachments = self.app.attachments.get(name, {})
         attachments.pop(self.socket_id, None)
         if not attachments:
             self.app.attachments.pop(name, None)
         self.state.unsubscribe(self, name, None)
+
+    def _leave(self, name: str, attachment: Attachment) -> None:
+        """The members the connection entered on ``name`` leave."""
+        left = []
+        for client_id in sorted(attachment.entered):
+            record = self.app.leave(name, self.socket_id, client_id, self._next_id())
+            if record is not None:
+                left.append(record.item(LEAVE))
+        attachment.entered.clear()
         self.app.broadcast_presence(name, self.socket_id, left)
 
     def _next_id(self) -> str:
@@ -241,7 +326,10 @@ class AblySession(ForeignPeer):
 
     def terminate(self, code: int, message: str) -> None:
         """The hub's or the server's close, with a Pusher close code: DISCONNECTED (the Ably client reconnects) for a
-        code a Pusher client reconnects after (41xx, 42xx), else ERROR."""
+        code a Pusher client reconnects after (41xx, 42xx), else ERROR; a held connection is released."""
+        if self._held_at is not None:
+            self.release()
+            return
         if self.closed:
             return
         if reconnect_strategy(code) in (Reconnect.BACKOFF, Reconnect.IMMEDIATELY):
@@ -268,21 +356,41 @@ class AblySession(ForeignPeer):
         self.closed = True
         self._link.close(1000, error.message)
 
+    def _drop_socket(self, error: AblyError) -> None:
+        """DISCONNECTED and close the socket, the connection kept for the client's resume."""
+        self._send({"action": DISCONNECTED, "error": error.body()})
+        self._link.close(1000, error.message)
+
     def check_liveness(self, now: float) -> None:
-        """Heartbeats while quiet, a WebSocket ping after silence (closing when unanswered), and token expiry."""
+        """Heartbeats while quiet, a WebSocket ping after silence (closing when unanswered), and token expiry; for a
+        held connection, its members' and its own time limits; for a resumed one, its channels' re-attach."""
+        if self._held_at is not None:
+            held_for = now - self._held_at
+            if held_for * 1000 >= CONNECTION_STATE_TTL_MS:
+                self.release()
+            elif held_for >= PRESENCE_HOLD_SECONDS and self._members_held:
+                self._members_held = False
+                for name, attachment in self.channels.items():
+                    self._leave(name, attachment)
+            return
         if self.closed:
             return
+        if self._awaiting and now - self._resumed_at >= REATTACH_GRACE_SECONDS:
+            for name in sorted(self._awaiting):  # the client did not want them back
+                self._release_channel(name)
         expires = self.credentials.expires_ms
         if expires is not None:
             wall_ms = self.app.wall_ms()
-            if wall_ms >= expires:
-                self._end(DISCONNECTED, AblyError(40142, "Token expired"))
+            if wall_ms >= expires:  # the SDK fetches a token and resumes with it (RTN15h2)
+                self._drop_socket(AblyError(40142, "Token expired"))
                 return
             if self._renew_at_ms is not None and wall_ms >= self._renew_at_ms:
                 self._renew_at_ms = None  # asked once per token: the client's AUTH brings the next one
                 self._send({"action": AUTH})
         if self.ping_sent_at is not None and now - self.ping_sent_at > self.state.app.pong_timeout:
-            self._end(DISCONNECTED, AblyError(80003, "Disconnected: the client stopped answering pings"))
+            # Gone without a word (its network, most likely): the socket closes and the connection is held for a
+            # resume, not closed.
+            self._drop_socket(AblyError(80003, "Disconnected: the client stopped answering pings"))
             return
         if now - self.last_sent >= self._heartbeat:
             self._send({"action": HEARTBEAT})
@@ -305,6 +413,20 @@ class AblySession(ForeignPeer):
         self._link.write(frame)
         state = self.state
         state.meter.fanout(len(frame), 1, state.deflate_saved(frame, (self.socket_id,)))
+
+    def send_on(self, channel: str, frame: bytes) -> None:
+        """A frame of ``channel``'s (a message, a presence change, an occupancy event): kept while the connection is
+        held or the channel waits for its re-attach, else written."""
+        if self._held_at is None and channel not in self._awaiting:
+            self.send_frame(frame)
+        elif channel not in self._discontinued:
+            if self._backlog_bytes + len(frame) > MAX_BACKLOG_BYTES:  # those channels' continuity is lost
+                self._discontinued.update(kept for kept, _ in self._backlog)
+                self._discontinued.add(channel)
+                self._backlog, self._backlog_bytes = [], 0
+            else:
+                self._backlog.append((channel, frame))
+                self._backlog_bytes += len(frame)
 
     def send_text(self, text: str) -> None:
         """Pusher protocol text is never sent to an Ably connection (the hub only sends it to signed-in users)."""
@@ -339,7 +461,7 @@ class AblySession(ForeignPeer):
             return
         wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
         if attachment.modes & wanted:
-            self.send_frame(outbound.frame(self.binary))
+            self.send_on(channel, outbound.frame(self.binary))
 
     # -- input ------------------------------------------------------------------------------------------------
 
@@ -422,6 +544,7 @@ class AblySession(ForeignPeer):
             self._error_for(raw if isinstance(raw, str) else None, exc)
             return
         rewound: list[Kept] = []
+        resumed = 0
         if attachment is None:
             attachment = self.channels[name] = Attachment(modes, requested)
             self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
@@ -433,12 +556,19 @@ class AblySession(ForeignPeer):
                 rewound = self.app.history.last(name, self.app.wall_ms(), rewind)
         else:
             attachment.modes, attachment.requested = modes, requested
+            if name in self._awaiting:  # a resumed connection's: RESUMED unless messages were lost meanwhile
+                self._awaiting.discard(name)
+                resumed = 0 if name in self._discontinued else RESUMED
+                self._discontinued.discard(name)
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
-        attached = self._attached(name, modes | (HAS_PRESENCE if members else 0) | (HAS_BACKLOG if rewound else 0))
+        flags = modes | resumed | (HAS_PRESENCE if members else 0) | (HAS_BACKLOG if rewound else 0)
+        attached = self._attached(name, flags)
         if rewind is not None or occupancy is not None:  # applied, so shown (ably-js's channel.params)
             params = message["params"]
             attached["params"] = {key: params[key] for key in APPLIED_PARAMS if key in params}
         self._send(attached)
+        if resumed and self._backlog:  # what was sent meanwhile, before the presence set it led to
+            self._send_backlog(name)
         if members:
             sync_id = f"{self.app.next_serial():x}"
             pages = sync_pages(members)
@@ -452,6 +582,16 @@ class AblySession(ForeignPeer):
             self.app.watch_occupancy(name, self, occupancy)
         else:
             self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
+
+    def _send_backlog(self, name: str) -> None:
+        kept = []
+        for channel, frame in self._backlog:
+            if channel == name:
+                self.send_frame(frame)
+                self._backlog_bytes -= len(frame)
+            else:
+                kept.append((channel, frame))
+        self._backlog = kept
 
     def _attached(self, name: str, flags: int) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
@@ -611,8 +751,7 @@ class AblySession(ForeignPeer):
 
 # How long before a token expires the server asks for the next one (an AUTH message, RTN22): SDKs then fetch a token
 # (authCallback, authUrl, key) and send it in an AUTH of their own, on the same connection. Left to expire, the token
-# ends the connection (DISCONNECTED 40142), and since resuming is not emulated, the new connection would miss what was
-# published meanwhile and leave and re-enter its presence.
+# drops the socket (DISCONNECTED 40142) and the SDK resumes the connection with a new token.
 RENEWAL_LEAD_MS = 30_000
 
 
@@ -690,9 +829,10 @@ def authenticate(auth: AblyAuth, query: Mapping[str, str], now_ms: int) -> Crede
 
 
 def connection_refusal(
-    app: AblyApp, headers: Sequence[tuple[str, str]], *, draining: bool
+    app: AblyApp, headers: Sequence[tuple[str, str]], *, draining: bool, counted: bool = False
 ) -> tuple[int, AblyError] | None:
-    """Why a realtime connection that authenticated is still refused (the action to send and the error)."""
+    """Why a realtime connection that authenticated is still refused (the action to send and the error).
+    ``counted``: it resumes a connection the quota counts already."""
     settings = app.state.app
     if not settings.enabled:
         return ERROR, AblyError(40120, "Application disabled")
@@ -701,7 +841,7 @@ def connection_refusal(
         return ERROR, AblyError(40300, refused)
     if draining:
         return DISCONNECTED, AblyError(80003, "Server is shutting down; reconnect")
-    if app.state.over_connection_quota():
+    if not counted and app.state.over_connection_quota():
         return ERROR, AblyError(40111, f"Connection limit of {settings.max_connections} exceeded")
     return None
 

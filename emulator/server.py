@@ -307,6 +307,7 @@ class EmulatorNode:
         self.ops.close()
         for connection in list(self.connections):
             connection.shutdown()
+        self.ably.release_held()
         if self.cluster is not None:
             await self.cluster.close()
         # One grace for all apps, not one after another: with several receivers down, the drain would outlast a
@@ -363,8 +364,11 @@ class HttpConnection(asyncio.Protocol):
             self.node.release_address(self._address)
         self.node.connections.discard(self)
         self.node.http_connections.discard(self)
-        if self.session is not None:
-            self.session.connection_lost()
+        session = self.session
+        if isinstance(session, AblySession):
+            session.connection_lost(self)
+        elif session is not None:
+            session.connection_lost()
 
     # What was read beyond this turn's share (READ_TURN_BYTES), with reading paused until its turn: None when reading.
     _held: bytes | None = None
@@ -941,6 +945,11 @@ class HttpConnection(asyncio.Protocol):
             log.debug("close frame not sent", exc_info=True)
         self._flush()
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def abandon(self, reason: str) -> None:
+        """The Ably session moved to another socket (the client resumed it there): close without it."""
+        self.session = None
+        self.close(1000, reason)
 
     def shutdown(self) -> None:
         if self.session is not None and not self.session.closed:

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from relay.emulator.config import App
 from relay.protocol.ably import jwt_claims
 from tests.conftest import RunningEmulator
-from tests.node_scenarios import NodeRun, app_env, run_scenario
+from tests.node_scenarios import NodeRun, StepHandler, app_env, run_scenario
 
 APP = App(app_id="1", key="app-key", secret="app-secret", activity_timeout=120)
 KEY_NAME, KEY_SECRET = "1.app-key", "app-secret"
@@ -88,6 +88,12 @@ class AblyWire:
         serial, self.serial = self.serial, self.serial + 1
         await self.send({"action": PRESENCE, "channel": channel, "msgSerial": serial, "presence": list(items)})
         return serial
+
+    async def close(self) -> None:
+        """Close as the SDKs' ``connection.close()`` does: CLOSE, then the socket once the server has answered. (A
+        socket closed without CLOSE leaves the connection held for a resume, its members present for 15 s.)"""
+        await self.send({"action": CLOSE})
+        await self.closed()
 
     async def closed(self, wait: float = 3.0) -> list[dict[str, Any]]:
         """Read until the server closes the socket; the messages read before."""
@@ -155,11 +161,13 @@ async def pusher_wire(running: RunningEmulator) -> PusherWire:
 # -- Node scenarios ------------------------------------------------------------------------------------------------
 
 
-async def run_node(script: str, running: RunningEmulator, *, env: dict[str, str] | None = None) -> NodeRun:
+async def run_node(
+    script: str, running: RunningEmulator, *, env: dict[str, str] | None = None, on_step: StepHandler | None = None
+) -> NodeRun:
     """Run ``tests/ably/node/<script>`` (ably-js, pusher-js and pusher-http-node from ``tests/node``) against
     ``running`` with its Ably key in ``ABLY_KEY`` (see tests/node_scenarios.py)."""
     app_settings = {**app_env("127.0.0.1", running.port, running.app), "ABLY_KEY": running.app.ably_api_key}
-    return await run_scenario(SCRIPTS / script, {**(env or {}), **app_settings})
+    return await run_scenario(SCRIPTS / script, {**(env or {}), **app_settings}, on_step=on_step)
 
 
 def jwt_token(

@@ -241,7 +241,7 @@ async def test_a_subscriber_hears_another_node_s_member_enter_update_and_leave(
 
     await bob.presence("room", {"action": ENTER, "data": "here"})
     assert _member(await _presence_event(watcher)) == (ENTER, "bob", bob_id, "here", None)
-    await bob.ws.close()  # the connection's members leave with it, on every node
+    await bob.close()  # the connection's members leave with it, on every node
     assert _member(await _presence_event(watcher)) == (LEAVE, "bob", bob_id, "here", None)
     async with httpx.AsyncClient(base_url=here.http_url) as http:
         assert (await http.get("/channels/room/presence", headers=BASIC)).json() == []

@@ -71,7 +71,7 @@ async def test_ably_activity_drives_pusher_webhooks(start_emulator: Any, receive
     wire = await ably_wire(running, f"key={API_KEY}&clientId=ann")
     await wire.attach("presence-hall")
     await wire.presence("presence-hall", {"action": 2, "data": '{"seat":1}', "encoding": "json"})
-    await wire.ws.close()
+    await wire.close()
     names = {"channel_occupied", "member_added", "member_removed", "channel_vacated"}
     await receiver.until(lambda: len(receiver.events(names=names)) == 4)
     events = [(event["name"], event.get("user_id")) for event in receiver.events(names=names)]

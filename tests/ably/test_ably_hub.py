@@ -44,9 +44,14 @@ class Link:
     def close(self, code: int, reason: str) -> None:
         self.closed_with = (code, reason)
 
+    def abandon(self, reason: str) -> None:
+        self.close(1000, reason)
+
     def decoded(self) -> list[Any]:
         out = []
         for frame in self.frames:
+            if frame[0] & 0x08:  # a control frame (a ping)
+                continue
             length = frame[1] & 0x7F
             payload = frame[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
             out.append(msgpack.unpackb(payload) if frame[0] == 0x82 else json.loads(payload))
@@ -82,7 +87,9 @@ class Hub:
         link.frames.clear()
         return session, link
 
-    def ably_session(self, *, binary: bool = False, client_id: str | None = None) -> tuple[AblySession, Link]:
+    def ably_session(
+        self, *, binary: bool = False, client_id: str | None = None, clock: Callable[[], float] = lambda: 1000.0
+    ) -> tuple[AblySession, Link]:
         link = Link()
         credentials = self.auth.api_key(f"{self.key.key_name}:{self.key.secret}", client_id)
         session = AblySession(
@@ -90,7 +97,7 @@ class Hub:
             self.auth,
             f"{self.node}.{next(self.ids)}",
             link,
-            lambda: 1000.0,
+            clock,
             credentials,
             binary=binary,
             echo=True,
@@ -179,6 +186,7 @@ def test_foreign_count_follows_attach_detach_and_close() -> None:
     assert hub.state.channels["room"].foreign == 2 and len(hub.state.channels["room"].subscribers) == 2
     send(ably, {"action": 12, "channel": "room"})
     assert hub.state.channels["room"].foreign == 1
+    send(other, {"action": 7})  # CLOSE
     other.connection_lost()
     assert "room" not in hub.state.channels and not hub.ably.attachments
 
@@ -261,6 +269,7 @@ def test_ably_members_are_pusher_members_per_user() -> None:
     added = watcher_link.take()
     assert [f["event"] for f in added] == ["pusher_internal:member_added"]
     assert json.loads(added[0]["data"]) == {"user_id": "ann", "user_info": {"name": "Ann", "n": 0}}
+    send(connections[0], {"action": 7})  # CLOSE
     connections[0].connection_lost()
     assert not watcher_link.frames
     send(connections[1], {"action": 14, "channel": "presence-room", "msgSerial": 1, "presence": [{"action": 3}]})

@@ -341,6 +341,6 @@ async def test_another_node_s_publishes_and_presence_are_metered_as_written(
     await member.attach("presence-room")
     await member.presence("presence-room", {"action": 2, "data": "by the door " * 20})
     await audience.heard(["pusher_internal:member_added"], ably_messages=0, presence=1)
-    await member.ws.close()  # ann leaves with her connection
+    await member.close()  # ann leaves with her connection
     await audience.heard(["pusher_internal:member_removed"], ably_messages=0, presence=1)
     await assert_metered_as_written(there, tap)

@@ -92,7 +92,7 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
         headers = {**basic, "Content-Type": "application/x-msgpack"}
         assert (await http.post("/channels/orders/messages", content=blob, headers=headers)).status_code == 201
     await receiver.until(lambda: len(receiver.deliveries) >= 1, within=5)
-    await member.ws.close()
+    await member.close()
 
     relay = Relay.from_url(f"ably://{APP.ably_api_key}@127.0.0.1:{running.port}?tls=false")
     key_name, secret = APP.ably_api_key.rsplit(":", 1)

@@ -203,7 +203,7 @@ async def test_presence_update_leave_and_leave_on_close(ably_emulator: RunningEm
     serial = await watcher.presence("lobby", {"action": 2})
     nack = await watcher.expect(NACK)
     assert (nack["msgSerial"], nack["error"]["code"]) == (serial, 91000)
-    await bob.ws.close()
+    await bob.close()
     left = (await watcher.expect(PRESENCE))["presence"][0]
     assert (left["action"], left["clientId"], left["data"]) == (3, "bob", "two")
 
