@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pusher
+from ably import AblyRealtime  # type: ignore[import-untyped]
 
 from relay.emulator.ably_realtime import MAX_BACKLOG_BYTES, AblySession
-from tests.ably.ablysupport import API_KEY, SCRIPTS, AblyWire, PusherWire, ably_wire, run_node
+from tests.ably.ablysupport import API_KEY, SCRIPTS, AblyWire, PusherWire, ably_wire, connected, run_node
 from tests.ably.test_ably_hub import Hub, Link, send
 from tests.conftest import RunningEmulator
 
@@ -312,6 +313,40 @@ async def test_ably_js_resumes_across_a_dropped_network(node_modules: Path, ably
     finally:
         await cable.close()
     assert run.summary["checks"] == ["resumed", "no-message-lost", "presence-kept"]
+
+
+async def test_ably_python_resumes_across_a_dropped_network(
+    ably_emulator: RunningEmulator, wires: list[AblyWire | PusherWire]
+) -> None:
+    """ably-python 3.x: the same connection id after the cut, and the messages published meanwhile, in order."""
+    cable = Cable(ably_emulator.port)
+    port = await cable.start()
+    realtime = AblyRealtime(
+        key=API_KEY, client_id="py", endpoint=f"127.0.0.1:{port}", tls=False, disconnected_retry_timeout=300
+    )
+    try:
+        await connected(realtime)
+        connection_id = realtime.connection.connection_manager.connection_id
+        received: asyncio.Queue[str] = asyncio.Queue()
+        channel = realtime.channels.get("orders")
+        await channel.subscribe("tick", lambda message: received.put_nowait(message.data))
+        publisher = await ably_wire(ably_emulator)
+        wires.append(publisher)
+
+        disconnected = asyncio.Event()
+        realtime.connection.on("disconnected", lambda change: disconnected.set())
+        cable.cut()
+        await asyncio.wait_for(disconnected.wait(), 5)
+        for data in ("t0", "t1", "t2"):
+            await publisher.publish("orders", {"name": "tick", "data": data})
+        await asyncio.sleep(0.5)
+        cable.down = False
+        got = [await asyncio.wait_for(received.get(), 10) for _ in range(3)]
+        assert got == ["t0", "t1", "t2"]
+        assert realtime.connection.connection_manager.connection_id == connection_id
+    finally:
+        await realtime.close()
+        await cable.close()
 
 
 def test_the_docs_listener_is_the_one_the_scenario_runs() -> None:
