@@ -27,6 +27,9 @@ PRESENCE_HISTORY_BYTES = 16 * 1024 * 1024
 # item and ProtocolMessage dicts, their strings; a channel: its deque and its entry).
 MESSAGE_OVERHEAD = 800
 CHANNEL_OVERHEAD = 800
+# Per app for the last messages of channels under Ably's "persist last message" rule, kept past the retention period;
+# past it the channels published to longest ago lose theirs first.
+PERSISTED_LAST_BYTES = 16 * 1024 * 1024
 # Messages that time-expiry drops per call at most: a publish after a long quiet spell does not pay for all of them
 # at once (reads skip what is older than the retention anyway).
 EXPIRY_STEP = 1_000
@@ -100,13 +103,25 @@ def kept_size(item: dict[str, Any]) -> int:
 class MessageHistory:
     """An app's kept messages on this node, or (``presence``) its members' presence changes."""
 
-    def __init__(self, retention_ms: int, max_bytes: int = MAX_BYTES, *, presence: bool = False) -> None:
+    def __init__(
+        self,
+        retention_ms: int,
+        max_bytes: int = MAX_BYTES,
+        *,
+        presence: bool = False,
+        persist_last: tuple[str, ...] = (),
+    ) -> None:
         self.retention_ms = retention_ms
         self.max_bytes = max_bytes
         self.presence = presence
         self._channels: dict[str, deque[Kept]] = {}
         self._order: deque[Kept] = deque()
         self._bytes = 0
+        # Ably's "persist last message" rule: channel names and namespaces whose channels keep their last message
+        # for rewind past the retention period; the last messages, the channel published to longest ago first.
+        self._persist_last = frozenset(persist_last)
+        self._last: dict[str, Kept] = {}
+        self._last_bytes = 0
 
     @property
     def size(self) -> int:
@@ -115,18 +130,32 @@ class MessageHistory:
 
     def keep(self, channel: str, fields: dict[str, Any], position: int, now_ms: int) -> None:
         """Keep the messages of a MESSAGE ProtocolMessage published on ``channel`` (the changes of a PRESENCE one)."""
+        items = fields["presence" if self.presence else "messages"]
+        if self._persist_last and persisted_by(self._persist_last, channel):
+            index = len(items) - 1
+            self._persist(Kept(channel, position, index, fields, kept_size(items[index]), self.presence))
         if self.retention_ms <= 0:
             return
         kept = self._channels.get(channel)
         if kept is None:
             kept = self._channels[channel] = deque()
             self._bytes += CHANNEL_OVERHEAD
-        for index, item in enumerate(fields["presence" if self.presence else "messages"]):
+        for index, item in enumerate(items):
             message = Kept(channel, position, index, fields, kept_size(item), self.presence)
             kept.append(message)
             self._order.append(message)
             self._bytes += message.size
         self._expire(now_ms)
+
+    def _persist(self, message: Kept) -> None:
+        replaced = self._last.pop(message.channel, None)
+        if replaced is not None:
+            self._last_bytes -= replaced.size
+        self._last[message.channel] = message
+        self._last_bytes += message.size
+        while self._last_bytes > PERSISTED_LAST_BYTES:
+            oldest = next(iter(self._last))
+            self._last_bytes -= self._last.pop(oldest).size
 
     def _expire(self, now_ms: int) -> None:
         """Drop up to EXPIRY_STEP messages older than the retention period, then the oldest until the budget holds
@@ -185,10 +214,19 @@ class MessageHistory:
                 break
             chosen.append(message)
         chosen.reverse()
+        if not chosen and rewind.messages and rewind.window_ms is None and channel in self._last:
+            return [self._last[channel]]  # past the retention period: the persisted last message, as Ably's rule
         return chosen
 
 
 _ORDER = attrgetter("order")
+
+
+def persisted_by(rules: frozenset[str], channel: str) -> bool:
+    """Whether a "persist last message" rule covers ``channel``: one naming it, or its namespace (what comes before
+    its first ``:``), as Ably's channel rules match."""
+    namespace, colon, _ = channel.partition(":")
+    return channel in rules or (bool(colon) and namespace in rules)
 
 
 def cursor_text(message: Kept) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import json
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -405,6 +407,70 @@ class Attachment:
     modes: int
     requested: int  # the modes the ATTACH asked for: a new token's capability may grant more of them, or fewer
     entered: set[str] = field(default_factory=set)  # client ids this connection entered with
+    attached_at: int = 0  # the app's serial its last ATTACHED named (the channelSerial a client echoes to resume)
+
+
+# -- what Ably attachments were sent, for resumes ------------------------------------------------------------------
+
+DELIVERY_LOG_MS = 120_000  # a held connection's two minutes (connectionStateTtl)
+DELIVERY_LOG_BYTES = 16 * 1024 * 1024  # per app, as counted by DeliveryLog.record
+DELIVERY_OVERHEAD = 800  # beyond the frame: the ProtocolMessage's dict and strings, the entry (as history's)
+
+
+@dataclass(slots=True, frozen=True)
+class Delivered:
+    position: int  # the app's serial when it was sent: later than the ATTACHED serials given before
+    outbound: Outbound
+    at_ms: int
+    size: int
+
+    @property
+    def channel_serial(self) -> str | None:
+        serial = self.outbound.fields.get("channelSerial")
+        return serial if isinstance(serial, str) else None
+
+
+class DeliveryLog:
+    """What an app's Ably attachments were sent on each channel (messages of both protocols, presence changes) in the
+    last two minutes, once per delivery whatever the number of recipients: a resumed connection's re-ATTACH names the
+    last channelSerial it received, and gets what came after it from here (docs/ably.md#connection-resume). One
+    deque per channel and one for the app in the order things were sent, as :class:`MessageHistory` keeps them."""
+
+    def __init__(self, retention_ms: int = DELIVERY_LOG_MS, max_bytes: int = DELIVERY_LOG_BYTES) -> None:
+        self.retention_ms = retention_ms
+        self.max_bytes = max_bytes
+        self._channels: dict[str, deque[Delivered]] = {}
+        self._order: deque[tuple[str, Delivered]] = deque()
+        self._bytes = 0
+        self._dropped_through = 0  # the newest position dropped: what came after an older ATTACHED may be gone
+
+    def record(self, channel: str, outbound: Outbound, frame_size: int, position: int, now_ms: int) -> None:
+        entry = Delivered(position, outbound, now_ms, DELIVERY_OVERHEAD + 2 * frame_size)
+        self._channels.setdefault(channel, deque()).append(entry)
+        self._order.append((channel, entry))
+        self._bytes += entry.size
+        order, oldest = self._order, now_ms - self.retention_ms
+        while order and (order[0][1].at_ms < oldest or self._bytes > self.max_bytes):
+            dropped_channel, dropped = order.popleft()
+            self._bytes -= dropped.size
+            self._dropped_through = dropped.position
+            kept = self._channels[dropped_channel]
+            kept.popleft()
+            if not kept:
+                del self._channels[dropped_channel]
+
+    def since(self, channel: str, channel_serial: object, attached_at: int) -> list[Delivered] | None:
+        """What was sent on ``channel`` after the delivery whose channelSerial is ``channel_serial`` (or, when that is
+        the serial of the attachment's last ATTACHED, ``attached_at``, after that), oldest first; None when the log
+        no longer reaches back that far, or the serial is none this node sent."""
+        sent = self._channels.get(channel, deque())
+        if isinstance(channel_serial, str):
+            for index in range(len(sent) - 1, -1, -1):
+                if sent[index].channel_serial == channel_serial:
+                    return list(itertools.islice(sent, index + 1, None))
+        if channel_serial != f"{attached_at:016x}" or self._dropped_through > attached_at:
+            return None
+        return [entry for entry in sent if entry.position > attached_at]
 
 
 class AblyApp:
@@ -429,11 +495,15 @@ class AblyApp:
         # Other nodes' members: channel → (connection id, client id) → (node, record).
         self.remote_members: dict[str, dict[tuple[str, str], tuple[int, PresenceRecord]]] = {}
         self.attachments: dict[str, dict[str, Attachment]] = {}
-        # This node's Ably connections by connection key, the ones held for a resume included (docs/ably.md).
+        # This node's Ably connections by connection key, the ones held for a resume included (docs/ably.md), and
+        # what their channels were sent lately, for the resumes.
         self.connections: dict[str, AblySession] = {}
+        self.deliveries = DeliveryLog()
         self._published: dict[tuple[str, tuple[str, ...]], tuple[int, str, list[str]]] = {}
         self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
-        self.history = MessageHistory(round(state.app.ably_history_seconds * 1000))
+        self.history = MessageHistory(
+            round(state.app.ably_history_seconds * 1000), persist_last=state.app.ably_persist_last_message
+        )
         self.presence_history = MessageHistory(
             round(state.app.ably_history_seconds * 1000), PRESENCE_HISTORY_BYTES, presence=True
         )

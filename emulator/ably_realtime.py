@@ -7,6 +7,7 @@ It is a ``ForeignPeer`` of the hub, so it sits in the same channels as Pusher se
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,7 @@ from relay.emulator.ably_hub import (
     SYNC,
     AblyApp,
     Attachment,
+    Delivered,
     Outbound,
     check_channel_name,
     check_messages,
@@ -87,9 +89,8 @@ PRESENCE_HOLD_SECONDS = 15.0
 # How long a resumed connection's channels wait for the client's ATTACH (the SDKs send it at once; a page recovering
 # a connection attaches as its code runs) before they are let go.
 REATTACH_GRACE_SECONDS = 30.0
-# What a dropped connection may have waiting for it, in encoded frames; past it, the channels whose messages no longer
-# fit lose their continuity (their re-attach is answered without RESUMED), as the slow-consumer limit would have it.
-MAX_BACKLOG_BYTES = 4 * 1024 * 1024
+# The replies to a connection's last publishes, kept to answer a resumed client's resend of one whose ACK it lost.
+KEPT_REPLIES = 64
 _OPERATION_MODES = {
     "subscribe": MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE,
     "publish": MODE_PUBLISH,
@@ -119,10 +120,7 @@ class ResumableLink(Link, Protocol):
 class AblySession(ForeignPeer):
     __slots__ = (
         "_awaiting",
-        "_backlog",
-        "_backlog_bytes",
         "_clock",
-        "_discontinued",
         "_heartbeat",
         "_held_at",
         "_inbound",
@@ -134,7 +132,9 @@ class AblySession(ForeignPeer):
         "_protocol_messages",
         "_released",
         "_renew_at_ms",
+        "_replies",
         "_resumed_at",
+        "_server_ids",
         "app",
         "auth",
         "binary",
@@ -186,20 +186,19 @@ class AblySession(ForeignPeer):
         self._released = False
         self.opened_at = self.last_activity = self.last_sent = clock()
         self.ping_sent_at: float | None = None
-        self._last_serial = -1
+        self._last_serial = -1  # the client's last msgSerial
+        self._replies: dict[int, dict[str, Any]] = {}  # msgSerial → its ACK or NACK, the last KEPT_REPLIES
+        self._server_ids = itertools.count()  # for the ids of presence messages the server makes for the connection
         self._inbound = TokenBucket(MAX_INBOUND_RATE, self.last_activity)
         self._protocol_messages = TokenBucket(MAX_PROTOCOL_MESSAGE_RATE, self.last_activity)
         # A connection whose socket dropped without the client closing it is held for a resume
-        # (docs/ably.md#connection-resume): since when (None while it has a socket); what was sent to its channels
-        # meanwhile, in order; channels that lost messages to the backlog's limit; whether its members are still
-        # present. After a resume, the channels wait for the client's ATTACH, and keep their backlog until it comes.
+        # (docs/ably.md#connection-resume): since when (None while it has a socket), and whether its members are
+        # still present. After a resume, its channels wait for the client's ATTACH, which names the last message it
+        # received: what came after is sent from the app's DeliveryLog, not from a backlog of the connection's.
         self._held_at: float | None = None
-        self._backlog: list[tuple[str, bytes]] = []
-        self._backlog_bytes = 0
-        self._discontinued: set[str] = set()
         self._members_held = False
         self._awaiting: set[str] = set()
-        self._resumed_at = 0.0
+        self._resumed_at: float | None = None
 
     @property
     def link(self) -> ResumableLink:
@@ -234,9 +233,13 @@ class AblySession(ForeignPeer):
         self._send(connected)
 
     def resumable_by(self, credentials: Credentials, binary: bool) -> bool:
-        """Whether a connection request with ``credentials`` may resume this connection: the same client id and wire
-        format (its backlog is encoded in it), and not released."""
-        return not self._released and credentials.client_id == self.credentials.client_id and binary == self.binary
+        """Whether a connection request with ``credentials`` may resume this connection: held, or open (the client
+        gave up on its socket first), not closed or failed, with the same client id and wire format."""
+        return (
+            (self._held_at is not None or not self.closed)
+            and credentials.client_id == self.credentials.client_id
+            and binary == self.binary
+        )
 
     def resume(self, link: ResumableLink, credentials: Credentials, *, echo: bool) -> None:
         """Carry on over ``link`` (RTN15c6): the same connection id, what was sent to the channels meanwhile kept
@@ -255,12 +258,15 @@ class AblySession(ForeignPeer):
         """The socket closed. A connection neither side closed (no CLOSE or DISCONNECT from the client, no ERROR or
         DISCONNECTED from the server) is held for a resume; any other is released (its members leave). ``link``: the
         socket that closed, ignored when the session has moved off it."""
-        if self._released or (link is not None and link is not self._link):
+        if self._released or self._held_at is not None or (link is not None and link is not self._link):
             return
-        if not self.closed:
-            self._held_at, self.closed, self._members_held = self._clock(), True, True
-            return
-        self.release()
+        if self.closed:
+            self.release()
+        else:
+            self._hold()
+
+    def _hold(self) -> None:
+        self._held_at, self.closed, self._members_held = self._clock(), True, True
 
     def release(self) -> None:
         """Let the connection go: its channels detach and its members leave."""
@@ -298,10 +304,6 @@ class AblySession(ForeignPeer):
         attachment = self.channels.pop(name)
         self.app.unwatch_occupancy(name, self.socket_id)
         self._awaiting.discard(name)
-        self._discontinued.discard(name)
-        if self._backlog:
-            self._backlog = [(channel, frame) for channel, frame in self._backlog if channel != name]
-            self._backlog_bytes = sum(len(frame) for _, frame in self._backlog)
         self._leave(name, attachment)
         attachments = self.app.attachments.get(name, {})
         attachments.pop(self.socket_id, None)
@@ -320,9 +322,9 @@ class AblySession(ForeignPeer):
         self.app.broadcast_presence(name, self.socket_id, left)
 
     def _next_id(self) -> str:
-        """An id for a presence message the server makes for this connection (newer than the client's own)."""
-        self._last_serial += 1
-        return f"{self.socket_id}:{self._last_serial}:0"
+        """An id for a presence message the server makes for this connection: newer than the client's messages so far
+        and older than its next (RTP2b2 compares msgSerial, then index), whose serials it must not take."""
+        return f"{self.socket_id}:{max(self._last_serial, 0)}:{1_000_000 + next(self._server_ids)}"
 
     def terminate(self, code: int, message: str) -> None:
         """The hub's or the server's close, with a Pusher close code: DISCONNECTED (the Ably client reconnects) for a
@@ -357,9 +359,10 @@ class AblySession(ForeignPeer):
         self._link.close(1000, error.message)
 
     def _drop_socket(self, error: AblyError) -> None:
-        """DISCONNECTED and close the socket, the connection kept for the client's resume."""
+        """DISCONNECTED and close the socket, the connection held for the client's resume from then on."""
         self._send({"action": DISCONNECTED, "error": error.body()})
         self._link.close(1000, error.message)
+        self._hold()
 
     def check_liveness(self, now: float) -> None:
         """Heartbeats while quiet, a WebSocket ping after silence (closing when unanswered), and token expiry; for a
@@ -375,7 +378,7 @@ class AblySession(ForeignPeer):
             return
         if self.closed:
             return
-        if self._awaiting and now - self._resumed_at >= REATTACH_GRACE_SECONDS:
+        if self._awaiting and self._resumed_at is not None and now - self._resumed_at >= REATTACH_GRACE_SECONDS:
             for name in sorted(self._awaiting):  # the client did not want them back
                 self._release_channel(name)
         expires = self.credentials.expires_ms
@@ -415,18 +418,10 @@ class AblySession(ForeignPeer):
         state.meter.fanout(len(frame), 1, state.deflate_saved(frame, (self.socket_id,)))
 
     def send_on(self, channel: str, frame: bytes) -> None:
-        """A frame of ``channel``'s (a message, a presence change, an occupancy event): kept while the connection is
-        held or the channel waits for its re-attach, else written."""
+        """A frame of ``channel``'s (a message, a presence change, an occupancy event), unless the connection is held
+        or the channel waits for its re-attach: the re-attach gets what it missed from the app's DeliveryLog."""
         if self._held_at is None and channel not in self._awaiting:
             self.send_frame(frame)
-        elif channel not in self._discontinued:
-            if self._backlog_bytes + len(frame) > MAX_BACKLOG_BYTES:  # those channels' continuity is lost
-                self._discontinued.update(kept for kept, _ in self._backlog)
-                self._discontinued.add(channel)
-                self._backlog, self._backlog_bytes = [], 0
-            else:
-                self._backlog.append((channel, frame))
-                self._backlog_bytes += len(frame)
 
     def send_text(self, text: str) -> None:
         """Pusher protocol text is never sent to an Ably connection (the hub only sends it to signed-in users)."""
@@ -459,9 +454,13 @@ class AblySession(ForeignPeer):
             return
         if outbound is None:
             return
+        frame = outbound.frame(self.binary)
+        if "logged" not in cache:  # once per delivery, whoever receives it
+            cache["logged"] = True
+            self.app.deliveries.record(channel, outbound, len(frame), self.app.next_serial(), self.app.wall_ms())
         wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
         if attachment.modes & wanted:
-            self.send_on(channel, outbound.frame(self.binary))
+            self.send_on(channel, frame)
 
     # -- input ------------------------------------------------------------------------------------------------
 
@@ -544,31 +543,36 @@ class AblySession(ForeignPeer):
             self._error_for(raw if isinstance(raw, str) else None, exc)
             return
         rewound: list[Kept] = []
-        resumed = 0
+        missed: list[Delivered] | None = None
         if attachment is None:
             attachment = self.channels[name] = Attachment(modes, requested)
             self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
             channel = self.state.subscribe(self, name, None)
             self.state.subscription_count_changed(channel)  # Pusher's pusher:subscription_count, when enabled
-            # Ably rewinds a first attachment only: an ATTACH with a channelSerial resumes, which the emulator cannot
-            # (a reconnected ably-js sends one), and a second ATTACH changes modes.
+            # Ably rewinds a first attachment only: an ATTACH with a channelSerial resumes (a reconnected ably-js sends
+            # one), and a second ATTACH changes modes.
             if rewind is not None and modes & MODE_SUBSCRIBE and not message.get("channelSerial"):
                 rewound = self.app.history.last(name, self.app.wall_ms(), rewind)
         else:
             attachment.modes, attachment.requested = modes, requested
-            if name in self._awaiting:  # a resumed connection's: RESUMED unless messages were lost meanwhile
+            if name in self._awaiting:  # a resumed connection's: what it missed since the serial it names
                 self._awaiting.discard(name)
-                resumed = 0 if name in self._discontinued else RESUMED
-                self._discontinued.discard(name)
+                missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment.attached_at)
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
-        flags = modes | resumed | (HAS_PRESENCE if members else 0) | (HAS_BACKLOG if rewound else 0)
-        attached = self._attached(name, flags)
+        flags = modes | (RESUMED if missed is not None else 0) | (HAS_PRESENCE if members else 0)
+        attached = self._attached(name, flags | (HAS_BACKLOG if rewound else 0), attachment)
+        if missed:  # the client's serial stays its last message's until the missed ones move it on
+            attached["channelSerial"] = message["channelSerial"]
         if rewind is not None or occupancy is not None:  # applied, so shown (ably-js's channel.params)
             params = message["params"]
             attached["params"] = {key: params[key] for key in APPLIED_PARAMS if key in params}
         self._send(attached)
-        if resumed and self._backlog:  # what was sent meanwhile, before the presence set it led to
-            self._send_backlog(name)
+        for delivered in missed or ():  # before the presence set they led to
+            presence = delivered.outbound.presence
+            wanted = MODE_PRESENCE_SUBSCRIBE if presence else MODE_SUBSCRIBE
+            own = not presence and delivered.outbound.fields.get("connectionId") == self.socket_id
+            if modes & wanted and (self.echo or not own):  # echo=false: its own messages were not sent to it
+                self.send_frame(delivered.outbound.frame(self.binary))
         if members:
             sync_id = f"{self.app.next_serial():x}"
             pages = sync_pages(members)
@@ -583,22 +587,12 @@ class AblySession(ForeignPeer):
         else:
             self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
 
-    def _send_backlog(self, name: str) -> None:
-        kept = []
-        for channel, frame in self._backlog:
-            if channel == name:
-                self.send_frame(frame)
-                self._backlog_bytes -= len(frame)
-            else:
-                kept.append((channel, frame))
-        self._backlog = kept
-
-    def _attached(self, name: str, flags: int) -> dict[str, Any]:
+    def _attached(self, name: str, flags: int, attachment: Attachment) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
         # greater ones): the SDKs keep it as the attachSerial, and ably-js's history({untilAttach: true}) sends it
-        # back as from_serial, where history stops. The channelSerial a client's ATTACH sends back (to resume) only
-        # keeps that attach from being rewound: nothing is kept to resume.
-        return {"action": ATTACHED, "channel": name, "channelSerial": f"{self.app.last_serial:016x}", "flags": flags}
+        # back as from_serial, where history stops. A resuming client that received nothing since sends it back.
+        attachment.attached_at = serial = self.app.last_serial
+        return {"action": ATTACHED, "channel": name, "channelSerial": f"{serial:016x}", "flags": flags}
 
     def _detach(self, message: Mapping[str, Any]) -> None:
         name = message.get("channel")
@@ -614,6 +608,10 @@ class AblySession(ForeignPeer):
         serial = message.get("msgSerial")
         if not _is_serial(serial):
             raise AblyError(80013, "Protocol error: MESSAGE and PRESENCE need a msgSerial from 0 to 2**63 - 1")
+        replied = self._replies.get(serial) if self._resumed_at is not None and serial <= self._last_serial else None
+        if replied is not None:  # a resumed client's resend of one whose ACK it lost (RTN19a2): not published twice
+            self._send(replied)
+            return
         self._last_serial = max(self._last_serial, serial)
         items = message.get("messages" if action == MESSAGE else "presence")
         count = len(items) if isinstance(items, list) and items else 1
@@ -631,11 +629,18 @@ class AblySession(ForeignPeer):
                 self._presence(name, serial, items)
                 ack = {"action": ACK, "msgSerial": serial, "count": 1}
         except AblyError as exc:
-            self._send({"action": NACK, "msgSerial": serial, "count": 1, "error": exc.body()})
+            self._reply(serial, {"action": NACK, "msgSerial": serial, "count": 1, "error": exc.body()})
             return
         # Only what was delivered counts, as for Pusher client events: a refused message reached no one.
         self._inbound.take(now, count)
-        self._send(ack)
+        self._reply(serial, ack)
+
+    def _reply(self, serial: int, reply: dict[str, Any]) -> None:
+        replies = self._replies
+        replies[serial] = reply
+        if len(replies) > KEPT_REPLIES:
+            del replies[next(iter(replies))]
+        self._send(reply)
 
     def _publish(self, name: str, raw: object) -> list[str]:
         attachment = self.channels.get(name)
@@ -740,9 +745,10 @@ class AblySession(ForeignPeer):
         for attachment_name in changed:
             # RESUMED: the SDK takes the new modes (ably-js's channel.modes) and keeps its presence set and attach
             # serial, as the channel's continuity was never broken (RTL12).
-            modes = self.channels[attachment_name].modes
-            present = modes & MODE_PRESENCE_SUBSCRIBE and self.app.members(attachment_name)
-            self._send(self._attached(attachment_name, modes | RESUMED | (HAS_PRESENCE if present else 0)))
+            attachment = self.channels[attachment_name]
+            present = attachment.modes & MODE_PRESENCE_SUBSCRIBE and self.app.members(attachment_name)
+            flags = attachment.modes | RESUMED | (HAS_PRESENCE if present else 0)
+            self._send(self._attached(attachment_name, flags, attachment))
         for attachment_name in denied:  # that channel fails (RTC8a1), the connection stays
             self._release_channel(attachment_name)
             error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")

@@ -243,6 +243,9 @@ class App:
     ably_key: str | None = None
     # How long messages published through Ably's protocol are kept for history and rewind (0: none are kept).
     ably_history_seconds: float = 120.0
+    # Ably's "persist last message" channel rule: channel names and namespaces (the part of a name before its first
+    # ':') whose channels keep their last Ably message past ably_history_seconds, for the rewind channel param.
+    ably_persist_last_message: tuple[str, ...] = ()
     # More key pairs, each accepted wherever the app's own is (connections, signed requests, auth signatures); the
     # app's own `key` and `secret` sign its webhooks.
     extra_keys: tuple[KeyPair, ...] = ()
@@ -278,6 +281,12 @@ class App:
         _optional(_seconds, "api_rate_limit", self.api_rate_limit, zero=False, unit="requests per second")
         _optional(_text, "ably_key", self.ably_key)
         _seconds("ably_history_seconds", self.ably_history_seconds, zero=True)
+        for rule in self.ably_persist_last_message:
+            if not isinstance(rule, str) or not rule or rule.startswith((":", "[")):
+                raise InvalidSetting(
+                    "ably_persist_last_message",
+                    f"holds channel names and namespaces (such as 'orders' for 'orders:42'), got {rule!r}",
+                )
         try:
             split_api_key(self.ably_api_key)
         except ConfigError:
@@ -551,6 +560,10 @@ def _app(table: Mapping[str, Any], where: str) -> App:
     if not isinstance(origins, list | tuple):
         raise ConfigError(f"{where}: allowed_origins must be a list of origins like 'https://app.example.com'")
     values["allowed_origins"] = tuple(origins)
+    rules = values.get("ably_persist_last_message", ())
+    if not isinstance(rules, list | tuple):
+        raise ConfigError(f"{where}: ably_persist_last_message must be a list of channel namespaces like ['orders']")
+    values["ably_persist_last_message"] = tuple(rules)
     limits = replace(Limits(), **limits_table)
     app: App = _built(where, App, **values, limits=limits, webhooks=webhooks, extra_keys=extra_keys)
     return app

@@ -224,7 +224,8 @@ async def test_operations_outside_the_requested_modes_are_40165(
 
 async def test_attached_carries_a_channel_serial(ably_emulator: RunningEmulator, wires: list[Any]) -> None:
     """ATTACHED has a ``channelSerial`` of the form messages carry (16 hex digits): the app's newest, so the next
-    message's is greater; an ATTACH sending one back (a resume) is answered all the same, with the newest again."""
+    message's is greater; an ATTACH sending one back is answered all the same, with the newest again (at least the
+    last message's: delivering a message takes a serial too, for resumes)."""
     wire = await ably_wire(ably_emulator)
     wires.append(wire)
     attached = await wire.attach("room")
@@ -234,7 +235,7 @@ async def test_attached_carries_a_channel_serial(ably_emulator: RunningEmulator,
     assert message["channelSerial"] > attached["channelSerial"]
     await wire.expect(ACK)
     again = await wire.attach("room", channelSerial=message["channelSerial"])
-    assert again["action"] == ATTACHED and again["channelSerial"] == message["channelSerial"]
+    assert again["action"] == ATTACHED and again["channelSerial"] >= message["channelSerial"]
     await wire.publish("room", {"name": "n"})
     assert (await wire.expect(MESSAGE))["channelSerial"] > again["channelSerial"]
     await wire.expect(ACK)

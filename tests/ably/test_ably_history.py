@@ -30,6 +30,7 @@ from ablysupport import (
     run_node,
 )
 
+from relay.emulator import ably_history
 from relay.emulator.ably_history import (
     CHANNEL_OVERHEAD,
     EXPIRY_STEP,
@@ -39,7 +40,8 @@ from relay.emulator.ably_history import (
     kept_size,
     parse_cursor,
 )
-from relay.emulator.config import App
+from relay.emulator.config import App, EmulatorConfig, load_config
+from relay.errors import ConfigError
 from relay.protocol.ably import Rewind
 from relay.protocol.signing import sign_rest_request
 from tests.conftest import RunningEmulator
@@ -183,6 +185,63 @@ def test_rewind_takes_the_last_messages_or_a_time_window() -> None:
     assert rewound(Rewind(100, 2_000)) == ["m3", "m4", "m5"]
     assert rewound(Rewind(1, 2_000)) == ["m5"]
     assert rewound(Rewind(0)) == []
+
+
+def test_a_persisted_last_message_outlives_the_retention_for_a_count_rewind() -> None:
+    """Ably's "persist last message" rule, by channel name or namespace: a rewind by count gets the channel's last
+    message past the retention period (a rewind by time does not, nor does history); other channels get nothing."""
+    history = MessageHistory(retention_ms=10_000, persist_last=("orders", "lobby:main"))
+    for position, channel in enumerate(["orders:42", "orders:42", "orders", "lobby:main", "ordersx:1", "chat:1"], 1):
+        history.keep(channel, protocol_message(position, 1_000, f"m{position}", f"n{position}"), position, 1_000)
+    later = 60_000
+
+    def rewound(channel: str, rewind: Rewind) -> list[str]:
+        return [kept.item()["name"] for kept in history.last(channel, later, rewind)]
+
+    assert rewound("orders:42", Rewind(1)) == ["n2"] and rewound("orders:42", Rewind(5)) == ["n2"]
+    assert rewound("orders", Rewind(1)) == ["n3"] and rewound("lobby:main", Rewind(1)) == ["n4"]
+    assert rewound("ordersx:1", Rewind(1)) == [] and rewound("chat:1", Rewind(1)) == []
+    assert rewound("orders:42", Rewind(1, 30_000)) == [] and rewound("orders:42", Rewind(0)) == []
+    assert ids_of(history, "orders:42", later) == []
+    assert [kept.item()["name"] for kept in history.last("orders:42", 1_500, Rewind(3))] == ["n1", "m2", "n2"]
+
+    nothing_kept = MessageHistory(retention_ms=0, persist_last=("orders",))
+    nothing_kept.keep("orders:1", protocol_message(1, 1_000, "only"), 1, 1_000)
+    assert [kept.item()["name"] for kept in nothing_kept.last("orders:1", 1_000, Rewind(1))] == ["only"]
+
+
+def test_persisted_last_messages_have_a_budget_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past it, the channels published to longest ago lose their last message first."""
+    big = {"name": "a", "data": "x" * 1000}
+    monkeypatch.setattr(ably_history, "PERSISTED_LAST_BYTES", 2 * kept_size(big))
+    history = MessageHistory(retention_ms=0, persist_last=("orders",))
+    for position, channel in enumerate(["orders:1", "orders:2", "orders:1", "orders:3"], 1):
+        history.keep(channel, one_message(position, position, big), position, position)
+    persisted = {channel: history.last(channel, 10, Rewind(1)) for channel in ("orders:1", "orders:2", "orders:3")}
+    assert {channel: [kept.position for kept in found] for channel, found in persisted.items()} == {
+        "orders:1": [3],
+        "orders:2": [],
+        "orders:3": [4],
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('ably_persist_last_message = [":orders"]', "holds channel names and namespaces .*got ':orders'"),
+        ('ably_persist_last_message = [""]', "holds channel names and namespaces .*got ''"),
+        ('ably_persist_last_message = ["[meta]x"]', "holds channel names and namespaces .*got '\\[meta\\]x'"),
+        ("ably_persist_last_message = [7]", "holds channel names and namespaces .*got 7"),
+        ('ably_persist_last_message = "orders"', "must be a list of channel namespaces like \\['orders'\\]"),
+    ],
+)
+def test_a_persist_last_message_rule_must_name_channels(tmp_path: Path, line: str, message: str) -> None:
+    config = tmp_path / "emulator.toml"
+    config.write_text(f'[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\n{line}\n')
+    with pytest.raises(ConfigError, match=f"apps\\[0\\]: ably_persist_last_message {message}"):
+        load_config(config, defaults=EmulatorConfig(apps=()))
+    config.write_text('[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\nably_persist_last_message = ["orders"]\n')
+    assert load_config(config, defaults=EmulatorConfig(apps=())).apps[0].ably_persist_last_message == ("orders",)
 
 
 # -- REST, with the SDKs -------------------------------------------------------------------------------------------
@@ -359,6 +418,28 @@ async def test_rewind_on_the_wire(ably_emulator: RunningEmulator, http: httpx.As
     assert resumed["params"] == {"rewind": "1"} and not resumed["flags"] & HAS_BACKLOG
     await publish(http, "room", {"name": "after", "data": "5"})
     assert names((await wire.expect(MESSAGE))["messages"]) == ["after"]  # nothing rewound was queued before it
+
+
+async def test_a_persisted_last_message_is_rewound_after_the_retention(
+    start_emulator: StartEmulator, wires: list[Any], tmp_path: Path
+) -> None:
+    """docs/ably.md's app, keeping no other history: a page opening later gets the order's current status with
+    ``rewind: '1'``."""
+    section = (ROOT / "docs" / "ably.md").read_text().split('"persist last message"', 1)[1]
+    (tmp_path / "app.toml").write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    [documented] = load_config(tmp_path / "app.toml", defaults=EmulatorConfig(apps=())).apps
+    running = await start_emulator(app=replace(documented, ably_history_seconds=0))
+    async with httpx.AsyncClient(base_url=running.http_url) as http:
+        await publish(http, "orders:42", {"name": "status", "data": "cooking"}, {"name": "status", "data": "ready"})
+        await publish(http, "chat:42", {"name": "line", "data": "hi"})
+        assert (await http.get("/channels/orders:42/messages", headers=BASIC)).json() == []
+    page = await ably_wire(running)
+    wires.append(page)
+    attached = await page.attach("orders:42", params={"rewind": "1"})
+    assert attached["flags"] & HAS_BACKLOG
+    rewound = (await page.expect(MESSAGE))["messages"]
+    assert [(item["name"], item["data"]) for item in rewound] == [("status", "ready")]
+    assert not (await page.attach("chat:42", params={"rewind": "1"}))["flags"] & HAS_BACKLOG
 
 
 @pytest.mark.parametrize(
