@@ -324,12 +324,23 @@ class Outbound:
 
     fields: dict[str, Any]
     presence: bool = False
-    _encoded: dict[bool, bytes] = field(default_factory=dict)
+    _encoded: dict[object, bytes] = field(default_factory=dict)
 
     def frame(self, binary: bool) -> bytes:
         encoded = self._encoded.get(binary)
         if encoded is None:
             encoded = self._encoded[binary] = ws_frame(self.fields, binary)
+        return encoded
+
+    def frame_as(self, channel: str, binary: bool) -> bytes:
+        """The frame with ``channel`` for its channel: the name a client attached with (``[?rewind=1]orders``),
+        which its SDK routes the message by."""
+        if channel == self.fields["channel"]:
+            return self.frame(binary)
+        key = (channel, binary)
+        encoded = self._encoded.get(key)
+        if encoded is None:
+            encoded = self._encoded[key] = ws_frame({**self.fields, "channel": channel}, binary)
         return encoded
 
 
@@ -387,9 +398,8 @@ class OccupancyWatcher(Protocol):
     """An Ably connection (``AblySession``), as occupancy events are sent to it."""
 
     socket_id: str
-    binary: bool
 
-    def send_on(self, channel: str, frame: bytes) -> None: ...
+    def send_meta(self, channel: str, outbound: Outbound) -> None: ...
 
 
 @dataclass(slots=True)
@@ -408,6 +418,9 @@ class Attachment:
     requested: int  # the modes the ATTACH asked for: a new token's capability may grant more of them, or fewer
     entered: set[str] = field(default_factory=set)  # client ids this connection entered with
     attached_at: int = 0  # the app's serial its last ATTACHED named (the channelSerial a client echoes to resume)
+    # The names the client attached the channel with, which its frames carry (an SDK routes by them): orders, and
+    # [?rewind=1]orders too when a page has both channel objects.
+    names: list[str] = field(default_factory=list)
 
 
 # -- what Ably attachments were sent, for resumes ------------------------------------------------------------------
@@ -888,21 +901,16 @@ class AblyApp:
         if not watches:
             return
         metrics = self.channel_details(name)["status"]["occupancy"]["metrics"]
-        messages: dict[tuple[str, ...], dict[str, Any]] = {}
-        encoded: dict[tuple[tuple[str, ...], bool], bytes] = {}
+        messages: dict[tuple[str, ...], Outbound] = {}
         for watch in watches:
             view = {category: metrics[category] for category in watch.categories}
             if view == watch.sent:
                 continue
             watch.sent = view
-            key = (watch.categories, watch.watcher.binary)
-            frame = encoded.get(key)
-            if frame is None:
-                fields = messages.get(watch.categories)
-                if fields is None:
-                    fields = messages[watch.categories] = self._occupancy_message(name, view)
-                frame = encoded[key] = ws_frame(fields, watch.watcher.binary)
-            watch.watcher.send_on(name, frame)
+            outbound = messages.get(watch.categories)
+            if outbound is None:
+                outbound = messages[watch.categories] = Outbound(self._occupancy_message(name, view))
+            watch.watcher.send_meta(name, outbound)
 
     def _occupancy_message(self, name: str, view: dict[str, int]) -> dict[str, Any]:
         now, protocol_id = self.wall_ms(), f"{self._meta_id}:{self.next_serial()}"

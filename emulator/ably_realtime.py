@@ -69,6 +69,7 @@ from relay.protocol.ably import (
     allows,
     parse_occupancy,
     parse_rewind,
+    qualified_params,
     resource_matches,
 )
 from relay.protocol.codes import Reconnect, reconnect_strategy
@@ -251,7 +252,7 @@ class AblySession(ForeignPeer):
         self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
         self._held_at, self.closed, self.ping_sent_at = None, False, None
         self.last_activity = self.last_sent = self._resumed_at = now
-        self._awaiting = set(self.channels)
+        self._awaiting = {name for attachment in self.channels.values() for name in attachment.names}
         self._send(self._connected())
 
     def connection_lost(self, link: ResumableLink | None = None) -> None:
@@ -303,7 +304,7 @@ class AblySession(ForeignPeer):
     def _release_channel(self, name: str) -> None:
         attachment = self.channels.pop(name)
         self.app.unwatch_occupancy(name, self.socket_id)
-        self._awaiting.discard(name)
+        self._awaiting.difference_update(attachment.names)
         self._leave(name, attachment)
         attachments = self.app.attachments.get(name, {})
         attachments.pop(self.socket_id, None)
@@ -380,7 +381,7 @@ class AblySession(ForeignPeer):
             return
         if self._awaiting and self._resumed_at is not None and now - self._resumed_at >= REATTACH_GRACE_SECONDS:
             for name in sorted(self._awaiting):  # the client did not want them back
-                self._release_channel(name)
+                self._forget_name(name)
         expires = self.credentials.expires_ms
         if expires is not None:
             wall_ms = self.app.wall_ms()
@@ -417,11 +418,19 @@ class AblySession(ForeignPeer):
         state = self.state
         state.meter.fanout(len(frame), 1, state.deflate_saved(frame, (self.socket_id,)))
 
-    def send_on(self, channel: str, frame: bytes) -> None:
-        """A frame of ``channel``'s (a message, a presence change, an occupancy event), unless the connection is held
-        or the channel waits for its re-attach: the re-attach gets what it missed from the app's DeliveryLog."""
-        if self._held_at is None and channel not in self._awaiting:
-            self.send_frame(frame)
+    def send_meta(self, channel: str, outbound: Outbound) -> None:
+        """An occupancy event for an attachment that asked for them (not kept for a resume: the next change sends the
+        counts again)."""
+        attachment = self.channels.get(channel)
+        if attachment is not None:
+            self._send_as(attachment, outbound)
+
+    def _send_as(self, attachment: Attachment, outbound: Outbound) -> None:
+        """``outbound`` under each name the client attached its channel with, unless the connection is held or that
+        name waits for its re-attach: the re-attach gets what it missed from the app's DeliveryLog."""
+        for name in attachment.names:
+            if self._held_at is None and name not in self._awaiting:
+                self.send_frame(outbound.frame_as(name, self.binary))
 
     def send_text(self, text: str) -> None:
         """Pusher protocol text is never sent to an Ably connection (the hub only sends it to signed-in users)."""
@@ -454,13 +463,13 @@ class AblySession(ForeignPeer):
             return
         if outbound is None:
             return
-        frame = outbound.frame(self.binary)
         if "logged" not in cache:  # once per delivery, whoever receives it
             cache["logged"] = True
-            self.app.deliveries.record(channel, outbound, len(frame), self.app.next_serial(), self.app.wall_ms())
+            size = len(outbound.frame(self.binary))
+            self.app.deliveries.record(channel, outbound, size, self.app.next_serial(), self.app.wall_ms())
         wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
         if attachment.modes & wanted:
-            self.send_on(channel, frame)
+            self._send_as(attachment, outbound)
 
     # -- input ------------------------------------------------------------------------------------------------
 
@@ -521,7 +530,8 @@ class AblySession(ForeignPeer):
     def _attach(self, message: Mapping[str, Any]) -> None:
         raw = message.get("channel")
         try:
-            name = check_channel_name(raw)
+            name, params = self._channel_of(raw, message.get("params"))
+            assert isinstance(raw, str)  # a name: _channel_of refused anything else
             modes = allowed_modes(self.credentials, name)
             if not modes:
                 raise AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}")
@@ -532,14 +542,14 @@ class AblySession(ForeignPeer):
             if attachment is None and len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
                 limit = MAX_CHANNELS_PER_CONNECTION
                 raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
-            rewind, occupancy = _channel_params(message)
+            rewind, occupancy = _channel_params(params)
             if occupancy is not None and not allows(self.credentials.capability, name, "channel-metadata"):
                 raise AblyError(
                     40160, f"Occupancy events need the 'channel-metadata' capability on channel {name[:100]!r}"
                 )
         except AblyError as exc:
-            if isinstance(raw, str) and raw in self.channels:  # the channel fails: nothing more is delivered to it
-                self._release_channel(raw)
+            if isinstance(raw, str):  # that channel fails: nothing more is delivered to it
+                self._forget_name(raw)
             self._error_for(raw if isinstance(raw, str) else None, exc)
             return
         rewound: list[Kept] = []
@@ -549,22 +559,23 @@ class AblySession(ForeignPeer):
             self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
             channel = self.state.subscribe(self, name, None)
             self.state.subscription_count_changed(channel)  # Pusher's pusher:subscription_count, when enabled
+        else:
+            attachment.modes, attachment.requested = modes, requested
+        if raw not in attachment.names:
+            attachment.names.append(raw)
             # Ably rewinds a first attachment only: an ATTACH with a channelSerial resumes (a reconnected ably-js sends
             # one), and a second ATTACH changes modes.
             if rewind is not None and modes & MODE_SUBSCRIBE and not message.get("channelSerial"):
                 rewound = self.app.history.last(name, self.app.wall_ms(), rewind)
-        else:
-            attachment.modes, attachment.requested = modes, requested
-            if name in self._awaiting:  # a resumed connection's: what it missed since the serial it names
-                self._awaiting.discard(name)
-                missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment.attached_at)
+        elif raw in self._awaiting:  # a resumed connection's: what it missed since the serial it names
+            self._awaiting.discard(raw)
+            missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment.attached_at)
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
         flags = modes | (RESUMED if missed is not None else 0) | (HAS_PRESENCE if members else 0)
-        attached = self._attached(name, flags | (HAS_BACKLOG if rewound else 0), attachment)
+        attached = self._attached(raw, flags | (HAS_BACKLOG if rewound else 0), attachment)
         if missed:  # the client's serial stays its last message's until the missed ones move it on
             attached["channelSerial"] = message["channelSerial"]
         if rewind is not None or occupancy is not None:  # applied, so shown (ably-js's channel.params)
-            params = message["params"]
             attached["params"] = {key: params[key] for key in APPLIED_PARAMS if key in params}
         self._send(attached)
         for delivered in missed or ():  # before the presence set they led to
@@ -572,35 +583,63 @@ class AblySession(ForeignPeer):
             wanted = MODE_PRESENCE_SUBSCRIBE if presence else MODE_SUBSCRIBE
             own = not presence and delivered.outbound.fields.get("connectionId") == self.socket_id
             if modes & wanted and (self.echo or not own):  # echo=false: its own messages were not sent to it
-                self.send_frame(delivered.outbound.frame(self.binary))
+                self.send_frame(delivered.outbound.frame_as(raw, self.binary))
         if members:
             sync_id = f"{self.app.next_serial():x}"
             pages = sync_pages(members)
             for number, page in enumerate(pages, 1):
                 cursor = "" if number == len(pages) else str(number)  # an empty cursor ends the sync (RTP18)
-                self._send({"action": SYNC, "channel": name, "channelSerial": f"{sync_id}:{cursor}", "presence": page})
+                sync = {"action": SYNC, "channel": raw, "channelSerial": f"{sync_id}:{cursor}", "presence": page}
+                self._send(sync)
         for _, messages in groupby(rewound, lambda kept: id(kept.fields)):  # the messages of a publish go together
             group = list(messages)
-            self._send({**group[0].fields, "messages": [kept.item() for kept in group]})
+            self._send({**group[0].fields, "channel": raw, "messages": [kept.item() for kept in group]})
         if occupancy is not None and modes & MODE_SUBSCRIBE:  # the events are MESSAGEs: a subscriber's
             self.app.watch_occupancy(name, self, occupancy)
         else:
             self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
 
-    def _attached(self, name: str, flags: int, attachment: Attachment) -> dict[str, Any]:
+    def _attached(self, shown: str, flags: int, attachment: Attachment) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
         # greater ones): the SDKs keep it as the attachSerial, and ably-js's history({untilAttach: true}) sends it
         # back as from_serial, where history stops. A resuming client that received nothing since sends it back.
         attachment.attached_at = serial = self.app.last_serial
-        return {"action": ATTACHED, "channel": name, "channelSerial": f"{serial:016x}", "flags": flags}
+        return {"action": ATTACHED, "channel": shown, "channelSerial": f"{serial:016x}", "flags": flags}
+
+    def _channel_of(self, raw: object, params: object = None) -> tuple[str, Mapping[str, Any]]:
+        """The channel a ProtocolMessage names, and its ATTACH's params: a name qualified with params
+        (``[?rewind=1]orders``) is that channel with those params (the ATTACH's own win); 40010 for a bad name."""
+        if params is not None and not isinstance(params, dict):
+            raise AblyError(40003, "ATTACH params must be an object of channel params")
+        if isinstance(raw, str):
+            try:
+                qualified = qualified_params(raw)
+            except ValueError as exc:
+                raise AblyError(40010, f"Invalid channel name {raw!r:.100}: {exc}") from None
+            if qualified is not None:
+                return check_channel_name(qualified[0]), {**qualified[1], **(params or {})}
+        return check_channel_name(raw), params or {}
+
+    def _forget_name(self, shown: str) -> None:
+        """The client's channel named ``shown`` is no longer attached; the channel goes with its last name."""
+        try:
+            name, _ = self._channel_of(shown)
+        except AblyError:
+            return
+        attachment = self.channels.get(name)
+        if attachment is None or shown not in attachment.names:
+            return
+        attachment.names.remove(shown)
+        self._awaiting.discard(shown)
+        if not attachment.names:
+            self._release_channel(name)
 
     def _detach(self, message: Mapping[str, Any]) -> None:
         name = message.get("channel")
         if not isinstance(name, str):
             self._error_for(None, AblyError(40010, "DETACH needs a channel name"))
             return
-        if name in self.channels:
-            self._release_channel(name)
+        self._forget_name(name)
         self._send({"action": DETACHED, "channel": name})
 
     def _acknowledged(self, action: int, message: Mapping[str, Any]) -> None:
@@ -621,7 +660,7 @@ class AblySession(ForeignPeer):
                 raise AblyError(
                     42911, "max per-connection publish rate limit exceeded (nonfatal): unable to publish message", 429
                 )
-            name = check_channel_name(message.get("channel"))
+            name, _ = self._channel_of(message.get("channel"))
             if action == MESSAGE:
                 serials = self._publish(name, items)
                 ack: dict[str, Any] = {"action": ACK, "msgSerial": serial, "count": 1, "res": [{"serials": serials}]}
@@ -748,11 +787,14 @@ class AblySession(ForeignPeer):
             attachment = self.channels[attachment_name]
             present = attachment.modes & MODE_PRESENCE_SUBSCRIBE and self.app.members(attachment_name)
             flags = attachment.modes | RESUMED | (HAS_PRESENCE if present else 0)
-            self._send(self._attached(attachment_name, flags, attachment))
+            for shown in attachment.names:
+                self._send(self._attached(shown, flags, attachment))
         for attachment_name in denied:  # that channel fails (RTC8a1), the connection stays
+            names = self.channels[attachment_name].names
             self._release_channel(attachment_name)
             error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")
-            self._error_for(attachment_name, error)
+            for shown in names:
+                self._error_for(shown, error)
 
 
 # How long before a token expires the server asks for the next one (an AUTH message, RTN22): SDKs then fetch a token
@@ -761,13 +803,8 @@ class AblySession(ForeignPeer):
 RENEWAL_LEAD_MS = 30_000
 
 
-def _channel_params(attach: Mapping[str, Any]) -> tuple[Rewind | None, tuple[str, ...] | None]:
+def _channel_params(params: Mapping[str, Any]) -> tuple[Rewind | None, tuple[str, ...] | None]:
     """The rewind and the occupancy categories an ATTACH's params ask for; 40003 for a value Ably would refuse."""
-    params = attach.get("params")
-    if params is None:
-        return None, None
-    if not isinstance(params, dict):
-        raise AblyError(40003, "ATTACH params must be an object of channel params")
     try:
         return parse_rewind(params), parse_occupancy(params)
     except ValueError as exc:

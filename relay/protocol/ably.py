@@ -1,5 +1,5 @@
 """Ably token auth: TokenRequest MACs, Ably JWT claims and capability matching (Ably docs, TokenRequest spec TE),
-presence actions, and the ``rewind`` and ``occupancy`` channel params."""
+presence actions, and the ``rewind`` and ``occupancy`` channel params (as params, or qualifying a name)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,24 @@ def ably_channel_problem(name: object) -> str | None:
     if "\n" in name:
         return "must not contain a newline"
     return None
+
+
+def qualified_params(name: str) -> tuple[str, dict[str, str]] | None:
+    """A name qualified with channel params, Ably's other way of passing them (``[?rewind=1]orders``: the channel
+    ``orders`` with ``{"rewind": "1"}``), as (channel, params); None for a name without such a qualifier.
+    ValueError, with the reason, for a qualifier that does not end or whose params are not ``key=value`` pairs."""
+    if not name.startswith("[?"):
+        return None
+    end = name.find("]")
+    if end < 0:
+        raise ValueError("a qualifier '[?…' ends with ']'")
+    params: dict[str, str] = {}
+    for pair in name[2:end].split("&"):
+        key, equals, value = pair.partition("=")
+        if not key or not equals:
+            raise ValueError(f"the qualifier's params are key=value pairs joined by '&', got {pair!r:.40}")
+        params[key] = value
+    return name[end + 1 :], params
 
 
 def validate_channel_name(name: object) -> str:

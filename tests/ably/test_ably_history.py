@@ -20,6 +20,7 @@ from ably.types.channeloptions import ChannelOptions  # type: ignore[import-unty
 from ably.types.message import Message  # type: ignore[import-untyped]
 from ably.types.presence import PresenceAction  # type: ignore[import-untyped]
 from ablysupport import (
+    ACK,
     APP,
     ERROR,
     MESSAGE,
@@ -293,9 +294,16 @@ async def test_ably_python_reads_history_in_both_directions_and_pages(
 async def test_ably_js_history_pages_and_rewind(ably_emulator: RunningEmulator) -> None:
     """ably-js: ``history()`` pages with ``hasNext()``/``next()``, ``rewind: '2'`` delivers the last two messages
     after the attach (``channel.params`` shows it, the state change has ``hasBacklog``), ``rewind: '1m'`` with
-    ``rewindLimit``, and a reconnection's re-attach (with its channelSerial) is not rewound again."""
+    ``rewindLimit``, ``[?rewind=1]order-7`` beside ``order-7``, and a reconnection's re-attach (with its
+    channelSerial) is not rewound again."""
     run = await run_node("ably_js_history.mjs", ably_emulator)
-    assert run.summary["checks"] == ["pages", "rewind-count", "rewind-time", "no-rewind-on-reattach"]
+    assert run.summary["checks"] == [
+        "pages",
+        "rewind-count",
+        "rewind-time",
+        "rewind-qualifier",
+        "no-rewind-on-reattach",
+    ]
 
 
 # -- REST, on the wire ---------------------------------------------------------------------------------------------
@@ -440,6 +448,40 @@ async def test_a_persisted_last_message_is_rewound_after_the_retention(
     rewound = (await page.expect(MESSAGE))["messages"]
     assert [(item["name"], item["data"]) for item in rewound] == [("status", "ready")]
     assert not (await page.attach("chat:42", params={"rewind": "1"}))["flags"] & HAS_BACKLOG
+
+
+async def test_a_name_qualified_with_rewind(
+    ably_emulator: RunningEmulator, http: httpx.AsyncClient, wires: list[Any]
+) -> None:
+    """``[?rewind=1]orders`` is the channel ``orders`` rewound by one, every frame of it named as the client attached
+    it (the SDK routes by that name), beside a plain ``orders`` attachment of the same connection; a DETACH of the
+    qualified name leaves the plain one; a qualifier that does not end fails that channel only (40010)."""
+    await publish(http, "orders", {"name": "status", "data": "placed"}, {"name": "status", "data": "packed"})
+    wire = await ably_wire(ably_emulator)
+    wires.append(wire)
+    assert (await wire.attach("orders"))["channel"] == "orders"
+    qualified = await wire.attach("[?rewind=1]orders")
+    assert (qualified["channel"], qualified["params"]) == ("[?rewind=1]orders", {"rewind": "1"})
+    assert qualified["flags"] & HAS_BACKLOG
+    rewound = await wire.expect(MESSAGE)
+    assert rewound["channel"] == "[?rewind=1]orders" and [m["data"] for m in rewound["messages"]] == ["packed"]
+    await publish(http, "orders", {"name": "status", "data": "shipped"})
+    live = [await wire.expect(MESSAGE) for _ in range(2)]
+    assert sorted(message["channel"] for message in live) == ["[?rewind=1]orders", "orders"]
+
+    await wire.send({"action": 12, "channel": "[?rewind=1]orders"})
+    assert (await wire.expect(13))["channel"] == "[?rewind=1]orders"  # DETACHED
+    await wire.publish("[?rewind=1]orders", {"name": "status", "data": "delivered"})  # publishes to orders
+    echoed = await wire.expect(MESSAGE)
+    assert (echoed["channel"], echoed["messages"][0]["data"]) == ("orders", "delivered")
+    assert (await wire.expect(ACK))["msgSerial"] == 0
+
+    await wire.send({"action": 10, "channel": "[?rewind=1orders"})
+    error = await wire.expect(ERROR)
+    assert (error["channel"], error["error"]["code"]) == ("[?rewind=1orders", 40010)
+    assert error["error"]["message"] == "Invalid channel name '[?rewind=1orders': a qualifier '[?…' ends with ']'"
+    await publish(http, "orders", {"name": "status", "data": "signed"})
+    assert (await wire.expect(MESSAGE))["channel"] == "orders"
 
 
 @pytest.mark.parametrize(

@@ -348,3 +348,33 @@ def test_rewind_params(params: dict[str, object], rewind: ably.Rewind | None) ->
 def test_rewind_params_ably_refuses(params: dict[str, object], reason: str) -> None:
     with pytest.raises(ValueError, match="^" + re.escape(reason)):
         ably.parse_rewind(params)
+
+
+@pytest.mark.parametrize(
+    ("name", "qualified"),
+    [
+        ("orders", None),
+        ("[meta]log", None),  # a metachannel, not params
+        ("[?rewind=1]orders", ("orders", {"rewind": "1"})),
+        ("[?rewind=2m&rewindLimit=5]orders:42", ("orders:42", {"rewind": "2m", "rewindLimit": "5"})),
+        ("[?occupancy=metrics]match-7", ("match-7", {"occupancy": "metrics"})),
+        ("[?rewind=1]", ("", {"rewind": "1"})),  # the name is then checked, and refused, as any other
+    ],
+)
+def test_a_name_qualified_with_params(name: str, qualified: tuple[str, dict[str, str]] | None) -> None:
+    """Ably's other way of passing channel params: ``[?rewind=1]orders``."""
+    assert ably.qualified_params(name) == qualified
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("[?rewind=1orders", "a qualifier '[?…' ends with ']'"),
+        ("[?rewind]orders", "the qualifier's params are key=value pairs joined by '&', got 'rewind'"),
+        ("[?=1]orders", "the qualifier's params are key=value pairs joined by '&', got '=1'"),
+        ("[?rewind=1&]orders", "the qualifier's params are key=value pairs joined by '&', got ''"),
+    ],
+)
+def test_a_bad_qualifier_says_why(name: str, reason: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(reason) + "$"):
+        ably.qualified_params(name)

@@ -1,7 +1,7 @@
 // ably-js 2.x and the emulator's history (docs/ably.md#history-and-rewind): history() pages through the REST API's Link header,
 // the rewind channel param delivers the last messages right after the attach (channel.params shows it, the attached
-// state change has hasBacklog), a rewind by time with rewindLimit, and a re-attach after a lost transport (which
-// carries the channel's serial) is not rewound a second time.
+// state change has hasBacklog), a rewind by time with rewindLimit, the [?rewind=1]name form, and a re-attach after a
+// lost transport (which carries the channel's serial) is not rewound a second time.
 import { Scenario, assert, sleep, until } from '../../node/lib.mjs';
 import { Ably, ablyOptions, realtime } from './ablylib.mjs';
 
@@ -52,7 +52,17 @@ new Scenario('ably-js-history').run(async (s) => {
   assert.deepEqual(recentNames, ['t1', 't2']);
   s.check('rewind-time');
 
-  // A lost transport: ably-js reconnects (the emulator does not resume) and attaches again with the channelSerial.
+  // The qualified form, beside the plain channel object of the same name on the same connection.
+  const latest = client.channels.get('[?rewind=1]order-7');
+  const latestStatuses = [];
+  await latest.subscribe('status', (message) => latestStatuses.push(message.data));
+  await until(() => latestStatuses.length === 1, { what: 'the rewound message of [?rewind=1]order-7' });
+  assert.deepEqual(latestStatuses, ['delivered']);
+  assert.deepEqual(latest.params, { rewind: '1' });
+  await latest.detach();
+  s.check('rewind-qualifier');
+
+  // A lost transport: ably-js resumes and attaches again with the channelSerial, which is not rewound again.
   client.connection.connectionManager.activeProtocol.getTransport().disconnect();
   await client.connection.whenState('disconnected');
   await client.connection.whenState('connected');
