@@ -36,7 +36,9 @@ class AblyNode:
     def __init__(self, node: EmulatorNode, wall_clock: Callable[[], float] = time.time) -> None:
         self._node = node
         self._wall_clock = wall_clock
-        self._serials = itertools.count(1)
+        # Each node counts from a random start, so that two nodes' serials (every message's channelSerial) do not
+        # meet: a resume finds the last message a client took in by its channelSerial (DeliveryLog).
+        self._serials = itertools.count(secrets.randbits(52) + 1)
         self._tag = secrets.token_hex(3)  # this node's, in the ids of ProtocolMessages it makes without a connection
         self._apps: dict[str, AblyApp] = {}  # by key name; built once the node's app states exist (start())
         self.auth = AblyAuth({})

@@ -131,9 +131,10 @@ class MessageHistory:
     def keep(self, channel: str, fields: dict[str, Any], position: int, now_ms: int) -> None:
         """Keep the messages of a MESSAGE ProtocolMessage published on ``channel`` (the changes of a PRESENCE one)."""
         items = fields["presence" if self.presence else "messages"]
-        if self._persist_last and persisted_by(self._persist_last, channel):
-            index = len(items) - 1
-            self._persist(Kept(channel, position, index, fields, kept_size(items[index]), self.presence))
+        if self._persist_last and not self.presence and persisted_by(self._persist_last, channel):
+            # Its last message alone, complete (its id, timestamp and connectionId), not the publish it came in.
+            last = delivered_message(fields, len(items) - 1)
+            self._persist(Kept(channel, position, 0, {**fields, "messages": [last]}, kept_size(last)))
         if self.retention_ms <= 0:
             return
         kept = self._channels.get(channel)

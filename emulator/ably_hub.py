@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import itertools
 import json
 import logging
 import re
@@ -417,7 +416,11 @@ class Attachment:
     modes: int
     requested: int  # the modes the ATTACH asked for: a new token's capability may grant more of them, or fewer
     entered: set[str] = field(default_factory=set)  # client ids this connection entered with
-    attached_at: int = 0  # the app's serial its last ATTACHED named (the channelSerial a client echoes to resume)
+    # For a resume (DeliveryLog.since): the app's serial when it was made (nothing before is replayed to it), and
+    # the channelSerials it was sent that are no delivery of the log (its ATTACHEDs', its rewind's last), each with
+    # the serial it stands for.
+    made_at: int = 0
+    points: dict[str, int] = field(default_factory=dict)
     # The names the client attached the channel with, which its frames carry (an SDK routes by them): orders, and
     # [?rewind=1]orders too when a page has both channel objects.
     names: list[str] = field(default_factory=list)
@@ -447,19 +450,24 @@ class DeliveryLog:
     """What an app's Ably attachments were sent on each channel (messages of both protocols, presence changes) in the
     last two minutes, once per delivery whatever the number of recipients: a resumed connection's re-ATTACH names the
     last channelSerial it received, and gets what came after it from here (docs/ably.md#connection-resume). One
-    deque per channel and one for the app in the order things were sent, as :class:`MessageHistory` keeps them."""
+    deque per channel and one for the app in the order things were sent, as :class:`MessageHistory` keeps them, and
+    each channel's deliveries by channelSerial (unique: each node counts its serials from a random start)."""
 
     def __init__(self, retention_ms: int = DELIVERY_LOG_MS, max_bytes: int = DELIVERY_LOG_BYTES) -> None:
         self.retention_ms = retention_ms
         self.max_bytes = max_bytes
         self._channels: dict[str, deque[Delivered]] = {}
+        self._by_serial: dict[str, dict[str, Delivered]] = {}
         self._order: deque[tuple[str, Delivered]] = deque()
         self._bytes = 0
-        self._dropped_through = 0  # the newest position dropped: what came after an older ATTACHED may be gone
+        self._dropped_through = 0  # the newest position dropped: what came after an older one may be gone
 
     def record(self, channel: str, outbound: Outbound, frame_size: int, position: int, now_ms: int) -> None:
         entry = Delivered(position, outbound, now_ms, DELIVERY_OVERHEAD + 2 * frame_size)
         self._channels.setdefault(channel, deque()).append(entry)
+        serial = entry.channel_serial
+        if serial is not None:
+            self._by_serial.setdefault(channel, {})[serial] = entry
         self._order.append((channel, entry))
         self._bytes += entry.size
         order, oldest = self._order, now_ms - self.retention_ms
@@ -469,21 +477,41 @@ class DeliveryLog:
             self._dropped_through = dropped.position
             kept = self._channels[dropped_channel]
             kept.popleft()
+            by_serial = self._by_serial.get(dropped_channel, {})
+            if by_serial.get(dropped.channel_serial or "") is dropped:
+                del by_serial[dropped.channel_serial or ""]
             if not kept:
                 del self._channels[dropped_channel]
+                self._by_serial.pop(dropped_channel, None)
 
-    def since(self, channel: str, channel_serial: object, attached_at: int) -> list[Delivered] | None:
-        """What was sent on ``channel`` after the delivery whose channelSerial is ``channel_serial`` (or, when that is
-        the serial of the attachment's last ATTACHED, ``attached_at``, after that), oldest first; None when the log
-        no longer reaches back that far, or the serial is none this node sent."""
-        sent = self._channels.get(channel, deque())
-        if isinstance(channel_serial, str):
-            for index in range(len(sent) - 1, -1, -1):
-                if sent[index].channel_serial == channel_serial:
-                    return list(itertools.islice(sent, index + 1, None))
-        if channel_serial != f"{attached_at:016x}" or self._dropped_through > attached_at:
+    def last_serial(self, channel: str) -> str | None:
+        """The channelSerial of the last delivery on ``channel`` that had one."""
+        for entry in reversed(self._channels.get(channel, ())):
+            if entry.channel_serial is not None:
+                return entry.channel_serial
+        return None
+
+    def since(self, channel: str, channel_serial: object, attachment: Attachment) -> list[Delivered] | None:
+        """What ``attachment`` was sent on ``channel`` after the delivery whose channelSerial is ``channel_serial``
+        (or after the point of its own that serial names: an ATTACHED, a rewind), oldest first; None when the log no
+        longer reaches back that far, or the serial is none this node sent it."""
+        if not isinstance(channel_serial, str):
             return None
-        return [entry for entry in sent if entry.position > attached_at]
+        found = self._by_serial.get(channel, {}).get(channel_serial)
+        if found is not None:
+            start = found.position
+        elif channel_serial in attachment.points and self._dropped_through <= attachment.points[channel_serial]:
+            start = attachment.points[channel_serial]
+        else:
+            return None
+        start = max(start, attachment.made_at)  # a rewound message logged before the attachment: not sent to it
+        missed: list[Delivered] = []
+        for entry in reversed(self._channels.get(channel, ())):
+            if entry.position <= start:
+                break
+            missed.append(entry)
+        missed.reverse()
+        return missed
 
 
 class AblyApp:
@@ -921,7 +949,13 @@ class AblyApp:
             "encoding": "json",
             "data": json.dumps({"metrics": view}, separators=(",", ":")),
         }
-        return {"action": MESSAGE, "channel": name, "id": protocol_id, "timestamp": now, "messages": [event]}
+        message = {"action": MESSAGE, "channel": name, "id": protocol_id, "timestamp": now, "messages": [event]}
+        # The channel's position, unmoved: ably-python takes a MESSAGE's channelSerial, present or not, for the one a
+        # resume names (ably-js skips a missing one).
+        serial = self.deliveries.last_serial(name)
+        if serial is not None:
+            message["channelSerial"] = serial
+        return message
 
     def channel_details(self, name: str) -> dict[str, Any]:
         """ChannelDetails (A.7) counted across both protocols."""

@@ -92,6 +92,8 @@ PRESENCE_HOLD_SECONDS = 15.0
 REATTACH_GRACE_SECONDS = 30.0
 # The replies to a connection's last publishes, kept to answer a resumed client's resend of one whose ACK it lost.
 KEPT_REPLIES = 64
+# The channelSerials of an attachment's last ATTACHEDs and rewinds a resume may name (Attachment.points).
+KEPT_POINTS = 16
 _OPERATION_MODES = {
     "subscribe": MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE,
     "publish": MODE_PUBLISH,
@@ -422,8 +424,11 @@ class AblySession(ForeignPeer):
         """An occupancy event for an attachment that asked for them (not kept for a resume: the next change sends the
         counts again)."""
         attachment = self.channels.get(channel)
-        if attachment is not None:
-            self._send_as(attachment, outbound)
+        if attachment is None:
+            return
+        if "channelSerial" not in outbound.fields and attachment.points:  # a channel nothing was sent on yet
+            outbound = Outbound({**outbound.fields, "channelSerial": next(reversed(attachment.points))})
+        self._send_as(attachment, outbound)
 
     def _send_as(self, attachment: Attachment, outbound: Outbound) -> None:
         """``outbound`` under each name the client attached its channel with, unless the connection is held or that
@@ -555,7 +560,7 @@ class AblySession(ForeignPeer):
         rewound: list[Kept] = []
         missed: list[Delivered] | None = None
         if attachment is None:
-            attachment = self.channels[name] = Attachment(modes, requested)
+            attachment = self.channels[name] = Attachment(modes, requested, made_at=self.app.last_serial)
             self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
             channel = self.state.subscribe(self, name, None)
             self.state.subscription_count_changed(channel)  # Pusher's pusher:subscription_count, when enabled
@@ -569,21 +574,18 @@ class AblySession(ForeignPeer):
                 rewound = self.app.history.last(name, self.app.wall_ms(), rewind)
         elif raw in self._awaiting:  # a resumed connection's: what it missed since the serial it names
             self._awaiting.discard(raw)
-            missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment.attached_at)
+            missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment)
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
         flags = modes | (RESUMED if missed is not None else 0) | (HAS_PRESENCE if members else 0)
-        attached = self._attached(raw, flags | (HAS_BACKLOG if rewound else 0), attachment)
-        if missed:  # the client's serial stays its last message's until the missed ones move it on
+        replay = [delivered.outbound for delivered in missed or () if self._was_sent(delivered.outbound, modes)]
+        attached = self._attached(raw, flags | (HAS_BACKLOG if rewound else 0), attachment, keep_serial=bool(replay))
+        if replay:  # the client's serial stays its last message's until the missed ones move it on
             attached["channelSerial"] = message["channelSerial"]
         if rewind is not None or occupancy is not None:  # applied, so shown (ably-js's channel.params)
             attached["params"] = {key: params[key] for key in APPLIED_PARAMS if key in params}
         self._send(attached)
-        for delivered in missed or ():  # before the presence set they led to
-            presence = delivered.outbound.presence
-            wanted = MODE_PRESENCE_SUBSCRIBE if presence else MODE_SUBSCRIBE
-            own = not presence and delivered.outbound.fields.get("connectionId") == self.socket_id
-            if modes & wanted and (self.echo or not own):  # echo=false: its own messages were not sent to it
-                self.send_frame(delivered.outbound.frame_as(raw, self.binary))
+        for outbound in replay:  # before the presence set they led to
+            self.send_frame(outbound.frame_as(raw, self.binary))
         if members:
             sync_id = f"{self.app.next_serial():x}"
             pages = sync_pages(members)
@@ -594,17 +596,35 @@ class AblySession(ForeignPeer):
         for _, messages in groupby(rewound, lambda kept: id(kept.fields)):  # the messages of a publish go together
             group = list(messages)
             self._send({**group[0].fields, "channel": raw, "messages": [kept.item() for kept in group]})
+        if rewound:  # the client's serial is then the last rewound message's: it stands for the attach
+            self._point(attachment, rewound[-1].fields["channelSerial"], attachment.made_at)
         if occupancy is not None and modes & MODE_SUBSCRIBE:  # the events are MESSAGEs: a subscriber's
             self.app.watch_occupancy(name, self, occupancy)
         else:
             self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
 
-    def _attached(self, shown: str, flags: int, attachment: Attachment) -> dict[str, Any]:
+    def _was_sent(self, outbound: Outbound, modes: int) -> bool:
+        """Whether an attachment with ``modes`` was sent ``outbound`` (echo=false: not its own messages)."""
+        wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
+        own = not outbound.presence and outbound.fields.get("connectionId") == self.socket_id
+        return bool(modes & wanted) and (self.echo or not own)
+
+    def _attached(self, shown: str, flags: int, attachment: Attachment, *, keep_serial: bool = False) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
         # greater ones): the SDKs keep it as the attachSerial, and ably-js's history({untilAttach: true}) sends it
         # back as from_serial, where history stops. A resuming client that received nothing since sends it back.
-        attachment.attached_at = serial = self.app.last_serial
+        serial = self.app.last_serial
+        if not keep_serial:
+            self._point(attachment, f"{serial:016x}", serial)
         return {"action": ATTACHED, "channel": shown, "channelSerial": f"{serial:016x}", "flags": flags}
+
+    @staticmethod
+    def _point(attachment: Attachment, channel_serial: str, position: int) -> None:
+        points = attachment.points
+        points.pop(channel_serial, None)
+        points[channel_serial] = position
+        if len(points) > KEPT_POINTS:
+            del points[next(iter(points))]
 
     def _channel_of(self, raw: object, params: object = None) -> tuple[str, Mapping[str, Any]]:
         """The channel a ProtocolMessage names, and its ATTACH's params: a name qualified with params
@@ -788,7 +808,8 @@ class AblySession(ForeignPeer):
             present = attachment.modes & MODE_PRESENCE_SUBSCRIBE and self.app.members(attachment_name)
             flags = attachment.modes | RESUMED | (HAS_PRESENCE if present else 0)
             for shown in attachment.names:
-                self._send(self._attached(shown, flags, attachment))
+                if shown not in self._awaiting:  # its re-ATTACH is answered with the new modes, and what it missed
+                    self._send(self._attached(shown, flags, attachment))
         for attachment_name in denied:  # that channel fails (RTC8a1), the connection stays
             names = self.channels[attachment_name].names
             self._release_channel(attachment_name)

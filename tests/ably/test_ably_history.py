@@ -200,6 +200,9 @@ def test_a_persisted_last_message_outlives_the_retention_for_a_count_rewind() ->
         return [kept.item()["name"] for kept in history.last(channel, later, rewind)]
 
     assert rewound("orders:42", Rewind(1)) == ["n2"] and rewound("orders:42", Rewind(5)) == ["n2"]
+    [persisted] = history.last("orders:42", later, Rewind(1))
+    assert persisted.item()["id"] == "rest:2:1"  # its own id, though kept without the publish's other messages
+    assert len(persisted.fields["messages"]) == 1  # what the budget counts is all it holds
     assert rewound("orders", Rewind(1)) == ["n3"] and rewound("lobby:main", Rewind(1)) == ["n4"]
     assert rewound("ordersx:1", Rewind(1)) == [] and rewound("chat:1", Rewind(1)) == []
     assert rewound("orders:42", Rewind(1, 30_000)) == [] and rewound("orders:42", Rewind(0)) == []

@@ -7,19 +7,32 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pusher
 from ably import AblyRealtime  # type: ignore[import-untyped]
 
-from relay.emulator.ably_hub import DeliveryLog, Outbound
-from tests.ably.ablysupport import API_KEY, SCRIPTS, AblyWire, PusherWire, ably_wire, connected, run_node
+from relay.emulator.ably import AblyNode
+from relay.emulator.ably_hub import Attachment, DeliveryLog, Outbound
+from relay.emulator.wire import encode_text
+from tests.ably.ablysupport import (
+    API_KEY,
+    SCRIPTS,
+    AblyWire,
+    PusherWire,
+    ably_wire,
+    connected,
+    jwt_token,
+    run_node,
+)
 from tests.ably.test_ably_hub import Hub, Link, send
 from tests.conftest import RunningEmulator
 
 ACK, ATTACH, ATTACHED, PRESENCE, MESSAGE, SYNC = 1, 10, 11, 14, 15, 16
 CONNECTED, DISCONNECTED, CLOSE = 4, 6, 7
 RESUMED, HAS_PRESENCE = 4, 1
+PRESENCE_MODE, PUBLISH_MODE, SUBSCRIBE_MODE = 1 << 16, 1 << 17, 1 << 18
 ENTER, LEAVE = 2, 3
 
 
@@ -62,9 +75,9 @@ class Client:
         self.session.resume(self.link, self.session.credentials, echo=True)
         return self.take()
 
-    def reattach(self, channel: str) -> list[Any]:
+    def reattach(self, channel: str, **extra: Any) -> list[Any]:
         """The SDKs' ATTACH once connected again, naming the last channelSerial taken in."""
-        self.send({"action": ATTACH, "channel": channel, "channelSerial": self.serials.get(channel)})
+        self.send({"action": ATTACH, "channel": channel, "channelSerial": self.serials.get(channel), **extra})
         return self.take()
 
 
@@ -144,17 +157,124 @@ def test_a_re_attach_from_a_serial_the_log_does_not_reach_is_not_resumed() -> No
 
 
 def test_the_log_says_when_it_no_longer_reaches_back() -> None:
-    """Past its budget (or its two minutes) the oldest deliveries go, and a resume from before them is refused."""
+    """Past its budget (or its two minutes) the oldest deliveries go, and a resume from before them is refused; a
+    serial of the attachment's own (its ATTACHED's) stands for its position."""
     log = DeliveryLog(max_bytes=3 * 900)
     for position in range(1, 5):
         fields = {"action": MESSAGE, "channel": "room", "channelSerial": f"{position:016x}", "messages": []}
         log.record("room", Outbound(fields), 50, position, now_ms=position)
-    serials_after = log.since("room", f"{2:016x}", attached_at=0)
-    assert serials_after is not None and [entry.position for entry in serials_after] == [3, 4]
-    assert log.since("room", f"{1:016x}", attached_at=0) is None  # dropped: what came after it may be gone
-    assert log.since("room", f"{0:016x}", attached_at=0) is None  # an ATTACHED before what was dropped
-    assert [entry.position for entry in log.since("room", f"{3:016x}", attached_at=3) or []] == [4]
-    assert log.since("room", "bogus", attached_at=3) is None
+    attachment = Attachment(0, 0, points={f"{0:016x}": 0, "attached-at-3": 3})
+
+    def positions(serial: str) -> list[int] | None:
+        found = log.since("room", serial, attachment)
+        return None if found is None else [entry.position for entry in found]
+
+    assert positions(f"{2:016x}") == [3, 4]
+    assert positions(f"{1:016x}") is None  # dropped: what came after it may be gone
+    assert positions(f"{0:016x}") is None  # an ATTACHED before what was dropped
+    assert positions("attached-at-3") == [4]
+    assert positions("bogus") is None
+    attachment.made_at = 3  # made after the delivery the serial names: only what it was sent
+    assert positions(f"{2:016x}") == [4]
+
+
+def test_nodes_count_serials_from_far_apart() -> None:
+    """A resume finds the client's last message by its channelSerial, which in a cluster may be another node's: two
+    nodes' serials must not meet (each starts at a random point of 2**52)."""
+    node = SimpleNamespace(states={}, ops=None)
+    starts = [next(AblyNode(node)._serials) for _ in range(2)]  # type: ignore[arg-type]
+    assert abs(starts[0] - starts[1]) > 2**32
+
+
+def test_a_rewound_attachment_resumes_from_its_attach() -> None:
+    """A rewind's last message is older than the attach: a resume from it replays nothing from before the attach
+    (a Pusher publish then, kept by the log but not by history), and what came after."""
+    clock = Clock()
+    hub = Hub()
+    watcher = Client(hub, "watcher", clock)
+    watcher.send({"action": ATTACH, "channel": "room"})
+    watcher.publish("room", "ably-1")
+    hub.state.deliver_local("room", encode_text('{"event":"tick","channel":"room","data":"pusher-1"}'), None)
+    phone = Client(hub, "phone", clock)
+    phone.send({"action": ATTACH, "channel": "room", "params": {"rewind": "1"}})
+    assert ticks(phone.take()) == ["ably-1"]
+    phone.session.connection_lost(phone.link)
+    watcher.publish("room", "later")
+    phone.resume()
+    attached, *rest = phone.reattach("room")
+    assert attached["flags"] & RESUMED and ticks(rest) == ["later"]
+
+
+def test_a_new_token_before_the_re_attach_does_not_hide_what_was_missed() -> None:
+    """AUTH after the resume (a page recovering attaches as its code runs): no ATTACHED for a channel waiting for
+    its re-attach, whose serial would have skipped what it missed."""
+    clock = Clock()
+    hub, phone, watcher = setup(clock, "room")
+    phone.session.connection_lost(phone.link)
+    watcher.publish("room", "missed")
+    phone.resume()
+    token = jwt_token(
+        {"room": ["subscribe", "presence"]},
+        client_id="phone",
+        key_name=hub.key.key_name,
+        secret=hub.key.secret,
+        issued_at=1_800_000_000 - 10,
+    )
+    phone.send({"action": 17, "auth": {"accessToken": token}})  # AUTH
+    assert [frame["action"] for frame in phone.take()] == [CONNECTED]
+    attached, *rest = phone.reattach("room")
+    assert attached["flags"] & RESUMED and ticks(rest) == ["missed"]
+
+
+def test_a_re_attach_that_replays_nothing_it_may_receive_gives_a_serial_the_next_resume_knows() -> None:
+    """Without presence-subscribe, a member's enter meanwhile is not replayed: ATTACHED then names a new serial of
+    the attachment's, and a second drop resumes from it."""
+    clock = Clock()
+    hub = Hub()
+    phone, watcher = Client(hub, "phone", clock), Client(hub, "watcher", clock)
+    watcher.send({"action": ATTACH, "channel": "room"})
+    modes = PRESENCE_MODE | PUBLISH_MODE | SUBSCRIBE_MODE
+    phone.send({"action": ATTACH, "channel": "room", "flags": modes})
+    phone.take(), watcher.take()
+    phone.session.connection_lost(phone.link)
+    watcher.send({"action": PRESENCE, "channel": "room", "msgSerial": 0, "presence": [{"action": ENTER}]})
+    watcher.msg_serial = 1
+    phone.resume()
+    attached, *rest = phone.reattach("room", flags=modes)
+    assert attached["flags"] & RESUMED and rest == []
+    phone.session.connection_lost(phone.link)
+    watcher.publish("room", "after")
+    phone.resume()
+    attached, *rest = phone.reattach("room", flags=modes)
+    assert attached["flags"] & RESUMED and ticks(rest) == ["after"]
+
+
+async def test_occupancy_events_keep_the_channel_s_serial() -> None:
+    """ably-python takes any MESSAGE's channelSerial, even a missing one, for the one a resume names: an occupancy
+    event carries the channel's last, so a resume after one still finds what was missed."""
+    clock = Clock()
+    hub = Hub()
+    phone, watcher = Client(hub, "phone", clock), Client(hub, "watcher", clock)
+    watcher.send({"action": ATTACH, "channel": "room"})
+    phone.send({"action": ATTACH, "channel": "room", "params": {"occupancy": "metrics"}})
+    watcher.publish("room", "seen")
+    [occupancy] = [await asyncio.wait_for(occupancy_event(phone), 3)]
+    assert occupancy["channelSerial"] == phone.serials["room"]  # the channel's position, unmoved
+    phone.session.connection_lost(phone.link)
+    watcher.publish("room", "missed")
+    phone.resume()
+    phone.serials["room"] = occupancy["channelSerial"]  # as ably-python keeps it
+    attached, *rest = phone.reattach("room")
+    hub.ably.unwatch_occupancy("room", phone.session.socket_id)
+    assert attached["flags"] & RESUMED and ticks(rest) == ["missed"]
+
+
+async def occupancy_event(client: Client) -> dict[str, Any]:
+    while True:
+        for frame in client.take():
+            if frame["action"] == MESSAGE and frame["messages"][0]["name"] == "[meta]occupancy":
+                return frame
+        await asyncio.sleep(0.05)
 
 
 def test_members_of_a_dropped_connection_stay_15_s_and_it_goes_after_2_minutes() -> None:
