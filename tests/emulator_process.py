@@ -88,9 +88,11 @@ class EmulatorProcess:
                 )
             await asyncio.sleep(0.02)
 
-    async def stop(self, grace: float = 15.0) -> int:
+    async def stop(self, grace: float = 30.0) -> int:
         """Stop it as a user would (SIGTERM, which a ``--workers`` supervisor passes on to its workers), kill it if
-        it has not exited within ``grace`` seconds, and return its exit code once its output is collected."""
+        it has not exited within ``grace`` seconds, and return its exit code once its output is collected. (A cluster
+        node's leaving is bounded at 3 s a step, five steps, and 5 s for its webhooks: a loaded machine has taken
+        over 15 s of that.)"""
         if self.process.returncode is None:
             self.process.terminate()
             try:

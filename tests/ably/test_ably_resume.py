@@ -493,6 +493,23 @@ async def test_ably_js_resumes_across_a_dropped_network(node_modules: Path, ably
     assert run.summary["checks"] == ["resumed", "no-message-lost", "presence-kept"]
 
 
+async def test_ably_js_recovers_a_connection_after_a_reload(node_modules: Path, ably_emulator: RunningEmulator) -> None:
+    """ably-js's ``recover`` option: a page reloaded after its network died continues its connection."""
+    cable = Cable(ably_emulator.port)
+    port = await cable.start()
+
+    async def on_step(message: dict[str, Any]) -> str:
+        assert message["step"] == "cut"
+        cable.cut()  # for good: the first client never comes back
+        return "ok"
+
+    try:
+        run = await run_node("ably_js_recover.mjs", ably_emulator, env={"CABLE_PORT": str(port)}, on_step=on_step)
+    finally:
+        await cable.close()
+    assert run.summary["checks"] == ["recovered", "presence-kept"]
+
+
 async def test_ably_python_resumes_across_a_dropped_network(
     ably_emulator: RunningEmulator, wires: list[AblyWire | PusherWire]
 ) -> None:

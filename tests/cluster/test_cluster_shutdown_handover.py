@@ -140,8 +140,9 @@ async def test_the_last_node_to_leave_sends_the_holds_handed_to_it(
 ) -> None:
     """A stops and hands alice's holds to B; B stops too before their time: with no node left to hand them to, B
     sends them as it leaves, once each, rather than leaving them to no one. The holds' time is long here, as nothing
-    waits for it: two stops on a loaded machine (parallel test processes) took more than 2 s."""
-    long_delay = 20.0
+    waits for it: two stops on a loaded machine (parallel test processes) took more than 2 s, and a node's leaving is
+    bounded at 3 s a step (five steps) and 5 s for its webhooks, which a loaded CI machine once took over 15 s of."""
+    long_delay = 40.0
     to_a, to_b, a_process, b_process, _, alice = await alice_on_a(start_receiver, spawn, delay=long_delay)
     left_at = await stop_a(a_process, alice)
     assert await b_process.stop() == 0
