@@ -258,7 +258,7 @@ async def test_occupancy_events_keep_the_channel_s_serial() -> None:
     watcher.send({"action": ATTACH, "channel": "room"})
     phone.send({"action": ATTACH, "channel": "room", "params": {"occupancy": "metrics"}})
     watcher.publish("room", "seen")
-    [occupancy] = [await asyncio.wait_for(occupancy_event(phone), 3)]
+    [occupancy] = [await asyncio.wait_for(occupancy_event(phone), 10)]
     assert occupancy["channelSerial"] == phone.serials["room"]  # the channel's position, unmoved
     phone.session.connection_lost(phone.link)
     watcher.publish("room", "missed")
