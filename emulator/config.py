@@ -282,10 +282,17 @@ class App:
         _optional(_text, "ably_key", self.ably_key)
         _seconds("ably_history_seconds", self.ably_history_seconds, zero=True)
         for rule in self.ably_persist_last_message:
-            if not isinstance(rule, str) or not rule or rule.startswith((":", "[")):
+            if (
+                not isinstance(rule, str)
+                or not rule
+                or rule.startswith((":", "["))
+                or rule.endswith(":")
+                or "*" in rule
+            ):
                 raise InvalidSetting(
                     "ably_persist_last_message",
-                    f"holds channel names and namespaces (such as 'orders' for 'orders:42'), got {rule!r}",
+                    f"holds exact channel names and namespaces (such as 'orders' for 'orders:42'; no wildcards), "
+                    f"got {rule!r}",
                 )
         try:
             split_api_key(self.ably_api_key)
@@ -562,7 +569,9 @@ def _app(table: Mapping[str, Any], where: str) -> App:
     values["allowed_origins"] = tuple(origins)
     rules = values.get("ably_persist_last_message", ())
     if not isinstance(rules, list | tuple):
-        raise ConfigError(f"{where}: ably_persist_last_message must be a list of channel namespaces like ['orders']")
+        raise ConfigError(
+            f'{where}: ably_persist_last_message must be an array of channel names and namespaces, like ["orders"]'
+        )
     values["ably_persist_last_message"] = tuple(rules)
     limits = replace(Limits(), **limits_table)
     app: App = _built(where, App, **values, limits=limits, webhooks=webhooks, extra_keys=extra_keys)

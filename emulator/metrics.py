@@ -127,7 +127,8 @@ def render(
         return [({"app_id": state.app.app_id}, value) for state, value in values]
 
     out.family("relay_ready", "gauge", "1 while the emulator accepts connections, 0 while it drains", [({}, ready)])
-    out.family("relay_connections", "gauge", "Open WebSocket connections", per_app((s, len(s.peers)) for s in apps))
+    connections = "Open WebSocket connections, and Ably connections held for a resume"
+    out.family("relay_connections", "gauge", connections, per_app((s, len(s.peers)) for s in apps))
     out.family("relay_channels", "gauge", "Occupied channels", per_app((s, len(s.channels)) for s in apps))
     out.family(
         "relay_subscriptions",

@@ -232,11 +232,16 @@ def test_persisted_last_messages_have_a_budget_of_their_own(monkeypatch: pytest.
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('ably_persist_last_message = [":orders"]', "holds channel names and namespaces .*got ':orders'"),
-        ('ably_persist_last_message = [""]', "holds channel names and namespaces .*got ''"),
-        ('ably_persist_last_message = ["[meta]x"]', "holds channel names and namespaces .*got '\\[meta\\]x'"),
-        ("ably_persist_last_message = [7]", "holds channel names and namespaces .*got 7"),
-        ('ably_persist_last_message = "orders"', "must be a list of channel namespaces like \\['orders'\\]"),
+        ('ably_persist_last_message = [":orders"]', "holds exact channel names and namespaces .*got ':orders'"),
+        ('ably_persist_last_message = [""]', "holds exact channel names and namespaces .*got ''"),
+        ('ably_persist_last_message = ["[meta]x"]', "holds exact channel names and namespaces .*got '\\[meta\\]x'"),
+        ("ably_persist_last_message = [7]", "holds exact channel names and namespaces .*got 7"),
+        ('ably_persist_last_message = ["*"]', "holds exact channel names and namespaces .*no wildcards.*got '\\*'"),
+        ('ably_persist_last_message = ["orders:"]', "holds exact channel names and namespaces .*got 'orders:'"),
+        (
+            'ably_persist_last_message = "orders"',
+            'must be an array of channel names and namespaces, like \\["orders"\\]',
+        ),
     ],
 )
 def test_a_persist_last_message_rule_must_name_channels(tmp_path: Path, line: str, message: str) -> None:

@@ -21,7 +21,7 @@ new Scenario('ably-js-resume').run(async (s) => {
   let refetches = 0;
   const refetchOrders = () => (refetches += 1);
   channel.on('attached', (change) => {
-    if (!change.resumed) refetchOrders(); // continuity lost: what was missed is not coming
+    if (!change.resumed) refetchOrders(); // the first load, or continuity lost
   });
   const states = [];
   realtime.connection.on((change) => states.push(change.current));
