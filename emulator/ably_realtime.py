@@ -204,11 +204,6 @@ class AblySession(ForeignPeer):
         self._resumed_at: float | None = None
 
     @property
-    def link(self) -> ResumableLink:
-        """The socket the session is on (a resume moves it)."""
-        return self._link
-
-    @property
     def held(self) -> bool:
         """Whether the socket dropped and the connection waits to be resumed."""
         return self._held_at is not None
@@ -245,8 +240,8 @@ class AblySession(ForeignPeer):
         )
 
     def resume(self, link: ResumableLink, credentials: Credentials, *, echo: bool) -> None:
-        """Carry on over ``link`` (RTN15c6): the same connection id, what was sent to the channels meanwhile kept
-        for their re-attach. A socket the connection still had (the client gave up on it first) is closed."""
+        """Carry on over ``link`` (RTN15c6): the same connection id; each channel's re-attach then gets what it
+        missed. A socket the connection still had (the client gave up on it first) is closed."""
         if self._held_at is None:
             self._link.abandon("the connection was resumed on another socket")
         now = self._clock()
