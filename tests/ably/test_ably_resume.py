@@ -455,6 +455,10 @@ class Cable:
             client_writer.transport.abort()
             return
         server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        if self.down:  # cut while connecting
+            client_writer.transport.abort()
+            server_writer.transport.abort()
+            return
         self._writers |= {client_writer, server_writer}
         try:
             await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
