@@ -86,9 +86,9 @@ async def test_a_member_who_moves_to_another_node_within_the_delay_at_a_shutdown
     """The ops audit's case: alice, in a presence channel on A, is closed by A's SIGTERM and subscribes again on B
     within webhook_delay. No member_removed or channel_vacated (A used to send them at once, as it left), and so no
     member_added or channel_occupied from B either: as when she comes back to a node that stays."""
-    # A delay longer than a stopping node's slowest exit (a step of leaving the cluster may take its 3 s bound under
-    # load), so that she is back within it.
-    delay = 8.0
+    # A delay longer than a stopping node's slowest exit (each of its five steps of leaving the cluster may take its
+    # 3 s bound under load, and its webhooks 5 s), so that she is back within it.
+    delay = 21.0
     to_a, to_b, a_process, _, b, alice = await alice_on_a(start_receiver, spawn, delay=delay)
     left_at = await stop_a(a_process, alice)  # A is gone: whatever it would send for her leave, it has sent
     await counted_out(check)  # and her leave was counted (held, or sent): a return now is one a hold must absorb
