@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from relay.adapters.base import Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
-from relay.config import ProviderConfig, from_env, parse_url, provider_url_text
+from relay.config import ProviderConfig, env_master_key, from_env, parse_url, provider_url_text, with_master_key
 from relay.errors import (
     ClientClosed,
     ConfigError,
@@ -75,10 +75,24 @@ def make_adapter(config: ProviderConfig) -> Adapter:
     return MemoryAdapter(config)
 
 
-def parse_configuration(url: str | ProviderConfig) -> tuple[Mode, list[ProviderConfig]]:
+@dataclass(frozen=True, slots=True)
+class Providers:
+    """Several providers as ``mirror:URL|URL…`` or ``failover:URL|URL…`` configure them, parsed."""
+
+    mode: Mode
+    configs: tuple[ProviderConfig, ...]
+
+
+# What names the providers a client sends to: a URL as written, or one or several providers parsed.
+Configuration = str | ProviderConfig | Providers
+
+
+def parse_configuration(url: Configuration) -> tuple[Mode, list[ProviderConfig]]:
     """``URL``, or ``mirror:URL|URL…`` / ``failover:URL|URL…``, or an already parsed configuration."""
     if isinstance(url, ProviderConfig):
         return Mode.SINGLE, [url]
+    if isinstance(url, Providers):
+        return url.mode, list(url.configs)
     url = provider_url_text(url)
     for mode in (Mode.MIRROR, Mode.FAILOVER):
         prefix = f"{mode.value}:"
@@ -382,7 +396,7 @@ class Relay(_BaseRelay):
     """The synchronous client. Build it with :meth:`from_url` or :meth:`from_env`."""
 
     def __init__(
-        self, url: str | ProviderConfig, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SyncSender | None = None
+        self, url: Configuration, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SyncSender | None = None
     ) -> None:
         mode, configs = parse_configuration(url)
         policy = checked_retry_policy(retry)
@@ -506,7 +520,7 @@ class AsyncRelay(_BaseRelay):
     """The asynchronous client: the same methods as :class:`Relay`, awaited."""
 
     def __init__(
-        self, url: str | ProviderConfig, *, retry: RetryPolicy = DEFAULT_RETRY, sender: AsyncSender | None = None
+        self, url: Configuration, *, retry: RetryPolicy = DEFAULT_RETRY, sender: AsyncSender | None = None
     ) -> None:
         mode, configs = parse_configuration(url)
         policy = checked_retry_policy(retry)
@@ -669,7 +683,7 @@ def _describe(ops: _Operations) -> str:
     return _written(ops.mode, [route.config for route in ops.routes])
 
 
-def describe_configuration(url: str | ProviderConfig) -> str:
+def describe_configuration(url: Configuration) -> str:
     """A provider configuration as written (one URL, or ``mirror:``/``failover:`` URLs joined by ``|``), each secret
     shown as ``***``: for logs and banners."""
     return _written(*parse_configuration(url))
@@ -680,12 +694,14 @@ def _written(mode: Mode, configs: Sequence[ProviderConfig]) -> str:
     return urls if mode is Mode.SINGLE else f"{mode.value}:{urls}"
 
 
-def configuration_from_env(environ: Mapping[str, str] | None) -> str | ProviderConfig:
-    """``RELAY_URL`` naming several providers (``mirror:``/``failover:``) as written; else the one provider
-    :func:`relay.config.from_env` reads (whitespace around values left out, ``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``
-    applied to a Pusher-protocol or memory URL)."""
+def configuration_from_env(environ: Mapping[str, str] | None) -> Configuration:
+    """The providers ``RELAY_URL`` names (``mirror:``/``failover:`` several), else the one provider
+    :func:`relay.config.from_env` reads; whitespace around values left out, and ``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``
+    applied to each Pusher-protocol or memory provider."""
     env = os.environ if environ is None else environ
     url = (env.get("RELAY_URL") or "").strip()
     if url.startswith((f"{Mode.MIRROR.value}:", f"{Mode.FAILOVER.value}:")):
-        return url
+        mode, configs = parse_configuration(url)
+        master_key = env_master_key(env)
+        return Providers(mode, tuple(with_master_key(config, master_key) for config in configs))
     return from_env(env)

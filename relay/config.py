@@ -432,7 +432,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     # A value from a .env file or a secret file may end with a space or a newline, which is no part of an id, a key or
     # a secret: kept, a secret "s\n" would sign every request wrongly and fail only at the first, as a 401.
     env = {name: value.strip() for name, value in (os.environ if environ is None else environ).items()}
-    master_key = _env_master_key(env.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64") or None)
+    master_key = env_master_key(env)
     if env.get("RELAY_URL"):
         return with_master_key(parse_url(env["RELAY_URL"]), master_key)
     if env.get("PUSHER_URL"):
@@ -484,9 +484,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     )
 
 
-def _env_master_key(value: str | None) -> bytes | None:
+def env_master_key(environ: Mapping[str, str]) -> bytes | None:
+    """``PUSHER_ENCRYPTION_MASTER_KEY_BASE64`` of ``environ``, decoded (None when unset or empty); ConfigError naming
+    the variable for one that is not 32 bytes of base64."""
     try:
-        return _master_key(value)
+        return _master_key(environ.get("PUSHER_ENCRYPTION_MASTER_KEY_BASE64", "").strip() or None)
     except ConfigError as exc:
         raise ConfigError(f"PUSHER_ENCRYPTION_MASTER_KEY_BASE64: {exc.message}") from None
 

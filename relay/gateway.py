@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relay.client import AsyncRelay, Relay, configuration_from_env, describe_configuration
+from relay.client import AsyncRelay, Configuration, Relay, configuration_from_env, describe_configuration
 from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin
 from relay.errors import (
     AuthenticationError,
@@ -120,7 +120,7 @@ DEFAULT_RULES = (
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
-    relay_url: str | ProviderConfig
+    relay_url: Configuration
     api_token: str | None = field(default=None, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None

@@ -11,8 +11,9 @@ from libsupport import MakeRelay
 
 from relay import Event, PublishResult, Relay
 from relay.adapters.ably import MAX_BATCH_REQUEST_BYTES
-from relay.client import configuration_from_env
-from relay.errors import PayloadTooLarge
+from relay.client import Mode, Providers, configuration_from_env
+from relay.config import parse_url
+from relay.errors import ConfigError, PayloadTooLarge
 from tests.conftest import RunningEmulator
 
 
@@ -57,4 +58,22 @@ def test_relay_from_env_applies_the_encryption_key_variable_to_a_relay_url_of_on
     with Relay.from_env({"RELAY_URL": " \n", "ABLY_API_KEY": "appid.keyid:secret"}) as relay:
         assert relay.config.scheme == "ably"
     mirror = "mirror:memory://a|memory://b"
-    assert configuration_from_env({"RELAY_URL": f" {mirror}\n"}) == mirror
+    assert configuration_from_env({"RELAY_URL": f" {mirror}\n"}) == Providers(
+        Mode.MIRROR, (parse_url("memory://a"), parse_url("memory://b"))
+    )
+
+
+def test_the_encryption_key_variable_applies_to_each_pusher_protocol_provider_of_a_mirror_or_failover() -> None:
+    """It was left out of ``mirror:`` and ``failover:`` URLs: an encrypted channel then failed on a ConfigError."""
+    key = base64.b64encode(bytes(range(32))).decode()
+    ably = "ably://appid.keyid:secret@127.0.0.1:6001?tls=false"
+    env = {"RELAY_URL": f"failover:memory://a|{ably}", "PUSHER_ENCRYPTION_MASTER_KEY_BASE64": key}
+    providers = configuration_from_env(env)
+    assert isinstance(providers, Providers) and providers.mode is Mode.FAILOVER
+    assert [config.encryption_master_key for config in providers.configs] == [bytes(range(32)), None]
+    with Relay.from_env({**env, "RELAY_URL": "mirror:memory://a|memory://b"}) as relay:
+        assert "shared_secret" in relay.authorize_channel("1.2", "private-encrypted-orders")
+    other = base64.b64encode(bytes(32)).decode()
+    clashing = {**env, "RELAY_URL": f"mirror:memory://a?encryption_master_key={other}|memory://b"}
+    with pytest.raises(ConfigError, match="differs from PUSHER_ENCRYPTION_MASTER_KEY_BASE64"):
+        configuration_from_env(clashing)
