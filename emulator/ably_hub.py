@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgpack  # type: ignore[import-untyped]
 
 from relay.emulator.ably_auth import AblyError, AblyKey, Credentials
-from relay.emulator.ably_history import PRESENCE_HISTORY_BYTES, MessageHistory, delivered_message
+from relay.emulator.ably_history import EXPIRY_STEP, PRESENCE_HISTORY_BYTES, MessageHistory, delivered_message
 from relay.emulator.hub import AppState, Channel, ForeignPeer
 from relay.emulator.session import Session
 from relay.emulator.usage import local_reach
@@ -470,8 +470,10 @@ class DeliveryLog:
             self._by_serial.setdefault(channel, {})[serial] = entry
         self._order.append((channel, entry))
         self._bytes += entry.size
-        order, oldest = self._order, now_ms - self.retention_ms
-        while order and (order[0][1].at_ms < oldest or self._bytes > self.max_bytes):
+        order, oldest, step = self._order, now_ms - self.retention_ms, EXPIRY_STEP
+        # As history's expiry: a delivery after a quiet spell does not pay for every entry that aged meanwhile.
+        while order and ((step > 0 and order[0][1].at_ms < oldest) or self._bytes > self.max_bytes):
+            step -= 1
             dropped_channel, dropped = order.popleft()
             self._bytes -= dropped.size
             self._dropped_through = dropped.position

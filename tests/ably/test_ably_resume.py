@@ -14,7 +14,8 @@ import pusher
 from ably import AblyRealtime  # type: ignore[import-untyped]
 
 from relay.emulator.ably import AblyNode
-from relay.emulator.ably_hub import Attachment, DeliveryLog, Outbound
+from relay.emulator.ably_history import EXPIRY_STEP
+from relay.emulator.ably_hub import DELIVERY_LOG_MS, Attachment, DeliveryLog, Outbound
 from relay.emulator.wire import encode_text
 from tests.ably.ablysupport import (
     API_KEY,
@@ -176,6 +177,21 @@ def test_the_log_says_when_it_no_longer_reaches_back() -> None:
     assert positions("bogus") is None
     attachment.made_at = 3  # made after the delivery the serial names: only what it was sent
     assert positions(f"{2:016x}") == [4]
+
+
+def test_a_delivery_after_a_quiet_spell_drops_the_aged_entries_a_step_at_a_time() -> None:
+    """As history's expiry: the first delivery after two quiet minutes does not pay for the whole log at once."""
+    log = DeliveryLog()
+    for position in range(1, 2 * EXPIRY_STEP + 1):
+        fields = {"action": MESSAGE, "channel": "room", "channelSerial": f"{position:016x}", "messages": []}
+        log.record("room", Outbound(fields), 50, position, now_ms=0)
+    attachment = Attachment(0, 0)
+    later = DELIVERY_LOG_MS + 1
+    fields = {"action": MESSAGE, "channel": "room", "channelSerial": "live", "messages": []}
+    log.record("room", Outbound(fields), 50, 2 * EXPIRY_STEP + 1, now_ms=later)
+    assert log.since("room", f"{EXPIRY_STEP:016x}", attachment) is None  # dropped in this step
+    kept = log.since("room", f"{EXPIRY_STEP + 1:016x}", attachment)
+    assert kept is not None and len(kept) == EXPIRY_STEP  # the rest waits for the next deliveries
 
 
 def test_nodes_count_serials_from_far_apart() -> None:
