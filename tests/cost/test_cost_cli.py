@@ -76,6 +76,10 @@ def test_csv_output_is_one_row_per_provider() -> None:
     assert "counting rule P_COUNT" in pusher["assumptions"]
     unknown = next(r for r in rows if r["provider"] == "ably_mau_2026")
     assert (unknown["status"], unknown["monthly_usd"]) == ("unknown", "")
+    assert {r["provider"]: r["new_accounts"] for r in rows if r["provider"] in ("pusher", "ably_rb")} == {
+        "pusher": "true",
+        "ably_rb": "false",
+    }
 
 
 def test_scale_multiplies_the_described_workload() -> None:
