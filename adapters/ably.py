@@ -360,27 +360,33 @@ class AblyAdapter:
 
     def authorize_channel(self, socket_id: str, channel: str, user: User | None) -> dict[str, Any]:
         """A signed TokenRequest for this channel only; ably-js and ably-python exchange it for a token."""
-        channel = token_channel(channel)  # here too, for callers that reach the adapter without ChannelRules
-        if classify(channel) is ChannelKind.PRESENCE and user is None:
-            raise ProtocolError(f"{channel!r} is a presence channel: authorize it with a user")
-        if user is not None and user.id == WILDCARD_CLIENT_ID:
+        return self.authorize_channels([channel], user)
+
+    def authorize_channels(self, channels: Sequence[str], user: User | None) -> dict[str, Any]:
+        """A signed TokenRequest for these channels, each with the operations of its kind: one ably-js client (one
+        connection) for all of them."""
+        names = [token_channel(channel) for channel in channels]  # also for callers that reach it without rules
+        if user is None:
+            presence = next((name for name in names if classify(name) is ChannelKind.PRESENCE), None)
+            if presence is not None:
+                raise ProtocolError(f"{presence!r} is a presence channel: authorize it with a user")
+        elif user.id == WILDCARD_CLIENT_ID:
             raise ProtocolError(
                 "user id '*' cannot be authorized on Ably: a token's clientId '*' is a wildcard, with which its holder "
                 "enters presence as any user it names",
                 code=INVALID_CLIENT_ID,
             )
+        config = self._config
         return build_token_request(
-            self._config.key,
-            self._config.secret,
+            config.key,
+            config.secret,
             timestamp=int(self._clock() * 1000),
             nonce=secrets.token_hex(16),
             capability={
-                channel: capability_for(
-                    channel,
-                    client_events=self._config.client_events,
-                    history=self._config.history,
-                    occupancy=self._config.occupancy,
+                name: capability_for(
+                    name, client_events=config.client_events, history=config.history, occupancy=config.occupancy
                 )
+                for name in names
             },
             client_id=None if user is None else user.id,
         )

@@ -28,6 +28,7 @@ class Capability(enum.Enum):
     SEND_TO_USER = "send_to_user"
     TERMINATE_USER = "terminate_user_connections"
     CHANNEL_AUTH = "authorize_channel"
+    CHANNELS_TOKEN = "authorize_channels"
     USER_AUTH = "authenticate_user"
     WEBHOOKS = "verify_webhook"
 
@@ -108,6 +109,8 @@ class Adapter(Protocol):
     def terminate_user_connections(self, user_id: str) -> Call[None]: ...
 
     def authorize_channel(self, socket_id: str, channel: str, user: User | None) -> dict[str, Any]: ...
+
+    def authorize_channels(self, channels: Sequence[str], user: User | None) -> dict[str, Any]: ...
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]: ...
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.adapters.base import Call, Capability, HttpResponse, calls_of
+from relay.adapters.base import Call, HttpResponse, calls_of
 from relay.adapters.pusher import (
     PusherAdapter,
     check_encrypted_targets,
@@ -83,8 +83,8 @@ def _check_size(channel: str, payload: Payload) -> None:
 class MemoryAdapter:
     scheme = "memory"
     name = "memory"
-    capabilities = frozenset(Capability)
-    unsupported_hints: Mapping[Capability, str] = {}
+    capabilities = PusherAdapter.capabilities  # it signs as Pusher does
+    unsupported_hints = PusherAdapter.unsupported_hints
     max_channels_per_publish = 100
     max_batch_events = 10
     webhook_headers = PusherAdapter.webhook_headers  # signed as Pusher signs them
@@ -183,6 +183,9 @@ class MemoryAdapter:
 
     def authorize_channel(self, socket_id: str, channel: str, user: User | None) -> dict[str, Any]:
         return self._signer.authorize_channel(socket_id, channel, user)
+
+    def authorize_channels(self, channels: Sequence[str], user: User | None) -> dict[str, Any]:
+        return self._signer.authorize_channels(channels, user)
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
         return self._signer.authenticate_user(socket_id, user)

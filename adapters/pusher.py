@@ -21,6 +21,7 @@ from relay.adapters.base import (
     calls_of,
     path_segment,
     unreadable_answer,
+    unsupported,
     webhook_bytes,
     webhook_event,
 )
@@ -135,10 +136,16 @@ def _server_name(config: ProviderConfig) -> str:
     return f"the Pusher-protocol server at {config.url_host}{port}"
 
 
+# pusher-js asks for each subscription's signature on its own, bound to its socket id
+UNSUPPORTED_HINTS: Mapping[Capability, str] = {
+    Capability.CHANNELS_TOKEN: "pusher-js authorizes each channel on its own: use authorize_channel (channel_name)",
+}
+
+
 class PusherAdapter:
     scheme = "pusher"
-    capabilities = frozenset(Capability)
-    unsupported_hints: Mapping[Capability, str] = {}
+    capabilities = frozenset(Capability) - UNSUPPORTED_HINTS.keys()
+    unsupported_hints = UNSUPPORTED_HINTS
     max_channels_per_publish = 100
     max_batch_events = 10
     webhook_headers = frozenset({"x-pusher-key", "x-pusher-signature"})
@@ -340,6 +347,9 @@ class PusherAdapter:
             channel_data=channel_data,
             encryption_master_key=self._master_key(channel) if encrypted else None,
         )
+
+    def authorize_channels(self, channels: Sequence[str], user: User | None) -> dict[str, Any]:
+        raise unsupported(self, Capability.CHANNELS_TOKEN)
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:
         fields: dict[str, object] = {"id": user.id}

@@ -47,6 +47,7 @@ __all__ = [
     "WebhookEvent",
     "authenticate_user",
     "authorize_channel",
+    "authorize_channels",
     "channel",
     "channels",
     "default_client",
@@ -113,6 +114,10 @@ def authorize_channel(
     socket_id: str, channel: str, user: User | Mapping[str, Any] | str | None = None
 ) -> dict[str, Any]:
     return default_client().authorize_channel(socket_id, channel, user)
+
+
+def authorize_channels(channels: Sequence[str], user: User | Mapping[str, Any] | str | None = None) -> dict[str, Any]:
+    return default_client().authorize_channels(channels, user)
 
 
 def authenticate_user(socket_id: str, user: User | Mapping[str, Any] | str) -> dict[str, Any]:

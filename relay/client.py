@@ -39,6 +39,9 @@ from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, Sending, Sync
 
 T = TypeVar("T")
 R = TypeVar("R")  # what one operation returns, once its calls on one provider are combined
+# Channels one Ably token may be asked for: a TokenRequest's capability grows with each, and so does every
+# request that carries the token.
+MAX_TOKEN_CHANNELS = 100
 UserLike = User | Mapping[str, Any] | str | int
 
 
@@ -381,6 +384,22 @@ class _BaseRelay:
             self.adapter.check_channel(channel),
             None if user is None else User.coerce(user),
         )
+
+    def authorize_channels(self, channels: Sequence[str], user: UserLike | None = None) -> dict[str, Any]:
+        """An Ably TokenRequest for all of ``channels``, so one ably-js client, one connection, serves them. Ably
+        only: pusher-js authorizes each channel on its own (:meth:`authorize_channel`)."""
+        names = self.token_channels(channels)
+        return self.adapter.authorize_channels(names, None if user is None else User.coerce(user))
+
+    def token_channels(self, channels: Sequence[str]) -> list[str]:
+        """``channels`` as :meth:`authorize_channels` takes them: 1 to MAX_TOKEN_CHANNELS valid names, each once.
+        Raises UnsupportedCapability off Ably, before anything else is checked."""
+        self._ops.require(self.adapter, Capability.CHANNELS_TOKEN)
+        if isinstance(channels, str):  # a str is a sequence of one-character channel names
+            raise ProtocolError("channels must be a list of channel names, not a str")
+        if not 1 <= len(channels) <= MAX_TOKEN_CHANNELS:
+            raise ProtocolError(f"a token is asked for 1 to {MAX_TOKEN_CHANNELS} channels, not {len(channels)}")
+        return list(dict.fromkeys(self.adapter.check_channel(channel) for channel in channels))
 
     def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
         self._ops.require(self.adapter, Capability.USER_AUTH)

@@ -48,10 +48,12 @@ from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.rules import ChannelRules, claim_text, compile_pattern, pattern_admits, placeholders_refusing
 from relay.web import (
     channel_auth_request,
+    channels_token_body_async,
     error_response,
     json_kind,
     malformed_json_body,
     request_fields,
+    requested_channels,
     route_path,
     socket_id_placeholder,
     user_auth_body,
@@ -1122,9 +1124,14 @@ def gateway_router(
     )
     async def auth_channel(request: Request) -> JSONResponse:
         try:
-            socket_id, channel = channel_auth_request(client, await request_fields(request))
+            fields = await request_fields(request)
+            channels = requested_channels(fields)
             user = verifier.user(request)
             no_user_reason = verifier.no_user_reason(request) if user is None else None
+            if channels is not None:
+                body = await channels_token_body_async(client, rules, user, channels, no_user_reason=no_user_reason)
+                return JSONResponse(body)
+            socket_id, channel = channel_auth_request(client, fields)
             decision = await rules.authorize_async(user, channel, no_user_reason=no_user_reason)
             try:
                 body = client.authorize_channel(socket_id, channel, decision.member)

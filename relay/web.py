@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -21,9 +21,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from relay.client import AsyncRelay, Relay
-from relay.errors import AuthenticationError, ConfigError, ProtocolError, ProviderError, RelayError, TransportError
+from relay.errors import (
+    AuthenticationError,
+    ConfigError,
+    PermissionDenied,
+    ProtocolError,
+    ProviderError,
+    RelayError,
+    TransportError,
+)
 from relay.models import User
-from relay.rules import ChannelRules
+from relay.rules import ChannelRules, Decision
 
 log = logging.getLogger("relay.web")
 CurrentUser = Callable[[Request], User | Awaitable[User | None] | None]
@@ -44,6 +52,55 @@ async def channel_auth_body_async(
     return client.authorize_channel(socket_id, channel, decision.member)
 
 
+def channels_token_body(
+    client: Relay | AsyncRelay, rules: ChannelRules, user: User | None, channels: Sequence[str]
+) -> dict[str, Any]:
+    """An Ably TokenRequest for those of ``channels`` that ``rules`` allow ``user``. One refused (401, 403) is left
+    out, so attaching it fails on its own (40160) while the others serve, as a refused pusher-js subscription does;
+    when all are refused, the first refusal is raised."""
+    decisions: list[Decision] = []
+    refusals: list[RelayError] = []
+    for channel in client.token_channels(channels):  # checked before any rule runs: a rule may cost a query
+        try:
+            decisions.append(rules.authorize(user, channel))
+        except (AuthenticationError, PermissionDenied) as refusal:
+            refusals.append(refusal)
+    return _token_for(client, decisions, refusals)
+
+
+async def channels_token_body_async(
+    client: Relay | AsyncRelay,
+    rules: ChannelRules,
+    user: User | None,
+    channels: Sequence[str],
+    *,
+    no_user_reason: str | None = None,
+) -> dict[str, Any]:
+    decisions: list[Decision] = []
+    refusals: list[RelayError] = []
+    for channel in client.token_channels(channels):
+        try:
+            decisions.append(await rules.authorize_async(user, channel, no_user_reason=no_user_reason))
+        except (AuthenticationError, PermissionDenied) as refusal:
+            refusals.append(refusal)
+    return _token_for(client, decisions, refusals)
+
+
+def _token_for(client: Relay | AsyncRelay, decisions: list[Decision], refusals: list[RelayError]) -> dict[str, Any]:
+    if not decisions:
+        raise refusals[0]
+    # The token's clientId is the presence member's (a token has one): None without a presence channel, as for one
+    # channel's token
+    members = {decision.member.id: decision.member for decision in decisions if decision.member is not None}
+    if len(members) > 1:
+        raise ProtocolError(
+            f"the rules made different presence members ({', '.join(sorted(map(repr, members)))}) of these channels, "
+            "and a token has one clientId: ask for their tokens separately"
+        )
+    member = next(iter(members.values()), None)
+    return client.authorize_channels([decision.channel for decision in decisions], member)
+
+
 def user_auth_body(
     client: Relay | AsyncRelay, user: User | None, socket_id: str, no_user_reason: str | None = None
 ) -> dict[str, Any]:
@@ -56,7 +113,7 @@ def user_auth_body(
 
 
 # What the auth endpoints read from a request (a JSON body's other members, which no endpoint reads, may be anything)
-AUTH_FIELDS = ("socket_id", "channel_name", "channel")
+AUTH_FIELDS = ("socket_id", "channel_name", "channel", "channels")
 
 
 async def request_fields(request: Request) -> Mapping[str, str]:
@@ -134,6 +191,27 @@ def channel_auth_request(client: Relay | AsyncRelay, fields: Mapping[str, str]) 
     if len(named) > 1:
         raise ProtocolError("channel_name and channel name different channels: give one")
     return fields.get("socket_id") or socket_id_placeholder(client), named.pop()
+
+
+def requested_channels(fields: Mapping[str, str]) -> list[str] | None:
+    """The channels of an Ably token request for several, or None for a request naming one channel. ``channels`` is
+    a JSON array of names, as ably-js sends ``authParams: {channels: JSON.stringify(names)}`` (a comma, which
+    joining an array would put between them, may be in a name)."""
+    text = fields.get("channels")
+    if text is None:
+        return None
+    if fields.get("channel_name") or fields.get("channel"):
+        raise ProtocolError("channels and channel_name (or channel) are both given: give one")
+    try:
+        names = json.loads(text)
+    except (ValueError, RecursionError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ProtocolError(
+            "channels must be a JSON array of channel names, as ably-js sends "
+            'authParams: {channels: JSON.stringify(["orders-42", "presence-room-1"])}'
+        )
+    return names
 
 
 def _required(fields: Mapping[str, str], name: str) -> str:
@@ -224,8 +302,13 @@ def auth_router(
     @router.api_route("/ably/token", methods=["GET", "POST"])
     async def ably_token(request: Request) -> JSONResponse:
         try:
-            socket_id, channel = channel_auth_request(client, await request_fields(request))
-            body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
+            fields = await request_fields(request)
+            channels = requested_channels(fields)
+            if channels is not None:
+                body = await channels_token_body_async(client, rules, await user_of(request), channels)
+            else:
+                socket_id, channel = channel_auth_request(client, fields)
+                body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:
             return error_response(error, request, ably=client.config.scheme == "ably")
         return JSONResponse(body)

@@ -34,6 +34,7 @@ from relay.adapters.ably import AblyAdapter
 from relay.config import parse_url
 from relay.errors import (
     AuthenticationError,
+    InvalidChannelName,
     InvalidSignature,
     NotFound,
     PayloadTooLarge,
@@ -450,6 +451,57 @@ async def test_presence_without_user_is_refused(make_relay: MakeRelay) -> None:
         await relay.authorize_channel("123.456", "presence-room")
 
 
+async def test_authorize_channels_signs_one_token_for_every_channel_with_its_kind_s_operations(
+    make_relay: MakeRelay,
+) -> None:
+    relay = make_relay(f"{URL}?client_events=true")
+    names = ["news", "private-orders", "presence-room", "news"]
+    token_request = await relay.authorize_channels(names, {"id": "alice", "info": {"name": "Alice"}})
+    assert parse_capability(token_request["capability"]) == {
+        "news": ["subscribe"],
+        "private-orders": ["publish", "subscribe"],
+        "presence-room": ["presence", "publish", "subscribe"],
+    }
+    assert len(json.loads(token_request["capability"])) == 3  # "news", named twice, is asked for once
+    assert token_request["clientId"] == "alice"
+    verify_token_request(token_request, KEY_NAME, KEY_SECRET, now_ms=int(time.time() * 1000))
+    assert ably_oracle_accepts(token_request)
+    one = await relay.authorize_channels(["private-orders"])
+    assert "clientId" not in one and parse_capability(one["capability"]) == {"private-orders": ["publish", "subscribe"]}
+
+
+@pytest.mark.parametrize(
+    ("channels", "user", "error", "message"),
+    [
+        ([], None, ProtocolError, "a token is asked for 1 to 100 channels, not 0"),
+        ([f"c-{n}" for n in range(101)], None, ProtocolError, "a token is asked for 1 to 100 channels, not 101"),
+        ("private-orders", None, ProtocolError, "channels must be a list of channel names, not a str"),
+        (["news", ":orders"], None, InvalidChannelName, "':orders': must not start with ':'"),
+        (["news", "chat:*"], None, InvalidChannelName, "in a token's capability '\\*' is a wildcard"),
+        (["news", "presence-room"], None, ProtocolError, "'presence-room' is a presence channel: authorize it"),
+        (["news"], {"id": "*"}, ProtocolError, "user id '\\*' cannot be authorized on Ably"),
+    ],
+    ids=["none", "over-100", "a-str", "bad-name", "wildcard", "presence-without-user", "wildcard-user"],
+)
+async def test_authorize_channels_refuses_what_it_cannot_sign(
+    make_relay: MakeRelay, channels: Any, user: Any, error: type[Exception], message: str
+) -> None:
+    relay = make_relay(URL)
+    with pytest.raises(error, match=message):
+        await relay.authorize_channels(channels, user)
+
+
+@pytest.mark.parametrize("url", ["pusher://k:s@eu/apps/1", "emulator://k:s@127.0.0.1:6001/apps/1", "memory://tokens"])
+async def test_authorize_channels_is_ably_s_alone_and_says_what_to_use(make_relay: MakeRelay, url: str) -> None:
+    relay = make_relay(url)
+    with pytest.raises(UnsupportedCapability) as raised:
+        await relay.authorize_channels(["private-orders"], {"id": "alice"})
+    assert raised.value.operation == "authorize_channels"
+    assert str(raised.value).endswith(
+        "pusher-js authorizes each channel on its own: use authorize_channel (channel_name)"
+    )
+
+
 @pytest.mark.parametrize("client_events", [False, True], ids=["default", "client_events"])
 @pytest.mark.parametrize(("channel", "user"), [("private-order-42", None), ("presence-kitchen", User("cook-1"))])
 async def test_a_channel_token_publishes_only_with_client_events(
@@ -738,3 +790,19 @@ async def test_mirror_pusher_and_ably(make_relay: MakeRelay, respx_mock: respx.M
     assert await relay.authorize_channel("1.1", "private-a") == official.authenticate(
         channel="private-a", socket_id="1.1"
     )
+
+
+def test_the_module_level_authorize_channels_uses_the_default_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    import relay
+
+    monkeypatch.setenv("RELAY_URL", URL)
+    relay.reset_default_client()
+    try:
+        token_request = relay.authorize_channels(["private-a", "presence-b"], 7)
+    finally:
+        relay.reset_default_client()
+    assert parse_capability(token_request["capability"]) == {
+        "private-a": ["subscribe"],
+        "presence-b": ["presence", "subscribe"],
+    }
+    assert token_request["clientId"] == "7"
