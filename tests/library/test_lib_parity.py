@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+import respx
 
 from relay import AsyncRelay, Relay
 from relay.adapters.memory import Published, memory_store
@@ -33,6 +34,13 @@ def test_memory_presence_members_refuses_a_non_presence_channel_like_pusher() ->
         Relay.from_url(PUSHER_URL).presence_members("orders")
     with pytest.raises(ProtocolError, match="not a presence channel"):
         Relay.from_url("memory://audit").presence_members("orders")
+    # Ably would answer [] for any channel: refused before anything is sent
+    with (
+        respx.mock(assert_all_called=False) as cloud,
+        pytest.raises(ProtocolError, match="'orders' is not a presence channel"),
+    ):
+        Relay.from_url("ably://app.key:secret@rest.ably.io").presence_members("orders")
+    assert not cloud.calls
 
 
 def test_memory_refuses_a_multi_channel_encrypted_publish_like_pusher() -> None:
