@@ -41,6 +41,7 @@ from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User
 from relay.payload import Payload
 from relay.protocol.ably import ENTER, LEAVE, build_token_request, validate_channel_name, webhook_signature
 from relay.protocol.channels import ChannelKind, classify
+from relay.protocol.frames import looks_like_json
 
 ABLY_PROTOCOL_VERSION = "3"
 _PRESENCE_ACTIONS = {ENTER: "member_added", LEAVE: "member_removed"}
@@ -209,7 +210,9 @@ class AblyAdapter:
 
     def _message(self, event: str, payload: Payload, message_id: str, socket_id: str | None) -> dict[str, object]:
         message: dict[str, object] = {"name": event, "data": payload.text, "id": message_id}
-        if payload.is_json:
+        # A str holding JSON too: pusher-js parses every data string it can, so its subscribers get the object, and
+        # so do ably-js's with encoding json (the emulator's Pusher-to-Ably bridge does the same)
+        if payload.is_json or looks_like_json(payload.text):
             message["encoding"] = "json"
         if socket_id is not None:
             # Ably's equivalent of Pusher's socket_id exclusion: publish as that connection, which

@@ -48,7 +48,6 @@ MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- chann
 IDEMPOTENCY_WINDOW_MS = 120_000
 RESERVED_NAME_PREFIXES = ("pusher:", "pusher_internal:")
 UNNAMED_EVENT = "message"  # the Pusher event name of an Ably message without a name
-_JSON_START = frozenset('{["-0123456789tfn')
 DELIVERED = object()  # a hub delivery's origin when Ably peers already have the ProtocolMessage
 # Inband occupancy: how often the channels watched are looked at (Ably sends a change within 15 s, one that takes a
 # count from or to zero at once), how soon a new watch gets its first message (the attachments of a burst share one
@@ -284,32 +283,10 @@ def ws_frame(value: Any, binary: bool) -> bytes:
     return binary_frame(encode_msgpack(value)) if binary else encode_text(encode_json(value))
 
 
-def looks_like_json(data: str) -> bool:
-    """Whether pusher-js would ``JSON.parse`` this data successfully (then Ably clients get it with encoding json).
-
-    Strict JSON (``frames.loads``): ``NaN`` or ``1e400`` is not JSON to a browser, and data nested deeper than the
-    parser goes is not treated as JSON either: it is forwarded as the text it is. Never raises (it runs inside a
-    delivery's loop over subscribers)."""
-    return _strict_json(data) is not _NOT_JSON
-
-
-_NOT_JSON = object()
-
-
-def _strict_json(data: str) -> object:
-    stripped = data.strip()
-    if not stripped or stripped[0] not in _JSON_START:
-        return _NOT_JSON
-    try:
-        return frames.loads(stripped, "data")
-    except InvalidFrame:
-        return _NOT_JSON
-
-
 def compact_json(data: str) -> str | None:
     """The compact JSON of ``data`` when it is one strict JSON document (see :func:`looks_like_json`), else None."""
-    value = _strict_json(data)
-    if value is _NOT_JSON:
+    value = frames.strict_json(data)
+    if value is frames.NOT_JSON:
         return None
     try:
         return frames.dumps(value)
@@ -634,7 +611,7 @@ class AblyApp:
         item: dict[str, Any] = {"name": name}
         if isinstance(data, str):
             item["data"] = data
-            if looks_like_json(data):
+            if frames.looks_like_json(data):
                 item["encoding"] = "json"
         user_id = event.get("user_id")
         if isinstance(user_id, str):

@@ -244,3 +244,29 @@ def refuse_lone_surrogates(text: str, what: str, error: type[ProtocolError]) -> 
             f"{what} contains a lone UTF-16 surrogate ({text[exc.start]!r} at character {exc.start}), which UTF-8 "
             "cannot encode: a string cut in the middle of a character"
         ) from None
+
+
+# The first character of a JSON document (after whitespace): anything else is text without trying the parser
+_JSON_START = frozenset('{["-0123456789tfn')
+NOT_JSON = object()
+
+
+def looks_like_json(data: str) -> bool:
+    """Whether pusher-js would ``JSON.parse`` this data successfully: then Ably clients are sent it with encoding
+    json, so they get what pusher-js gets.
+
+    Strict JSON (:func:`loads`): ``NaN`` or ``1e400`` is not JSON to a browser, and data nested deeper than the
+    parser goes is not treated as JSON either: it is the text it is. Never raises (it runs inside a delivery's loop
+    over subscribers)."""
+    return strict_json(data) is not NOT_JSON
+
+
+def strict_json(data: str) -> object:
+    """The value of ``data`` as one strict JSON document, else :data:`NOT_JSON`."""
+    stripped = data.strip()
+    if not stripped or stripped[0] not in _JSON_START:
+        return NOT_JSON
+    try:
+        return loads(stripped, "data")
+    except InvalidFrame:
+        return NOT_JSON

@@ -39,7 +39,8 @@ from ablysupport import (
 )
 from websockets.exceptions import ConnectionClosed
 
-from relay.emulator.ably_hub import looks_like_json, user_info_json
+from relay.emulator.ably_hub import user_info_json
+from relay.protocol import frames
 from relay.protocol.ably import build_token_request
 from relay.protocol.channels import Limits
 from relay.protocol.signing import authorize_channel
@@ -243,7 +244,7 @@ def test_json_checks_near_the_depth_limit_never_raise() -> None:
     never raise: JSON they cannot hold is text."""
     for depth in range(800, 1100):
         document = "[" * depth + "]" * depth
-        assert isinstance(looks_like_json(document), bool)
+        assert isinstance(frames.looks_like_json(document), bool)
         assert user_info_json(document, "json") in (document, json.dumps(document))  # as JSON, or as text
 
 

@@ -111,6 +111,21 @@ async def test_publish_string_data_and_connection_key(make_relay: MakeRelay, res
     assert (message["data"], message["connectionKey"]) == ("plain", "123.456")
 
 
+@pytest.mark.parametrize(
+    ("data", "encoding"),
+    [('{"id": 42}', "json"), ("[1, 2]", "json"), ("42", "json"), ("NaN", None), ("{not json", None), ("", None)],
+)
+async def test_a_str_pusher_js_would_parse_is_sent_as_json(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, data: str, encoding: str | None
+) -> None:
+    """pusher-js JSON.parses every data string it can: ``publish(ch, e, json.dumps(obj))``, the pusher-http-python
+    habit, gives its subscribers the object, and now ably-js's too (encoding json; the text is sent as it is)."""
+    route = respx_mock.post(f"{BASE}/channels/orders/messages").respond(201, json={})
+    await make_relay(URL).publish("orders", "e", data)
+    [message] = json.loads(route.calls.last.request.content)
+    assert (message["data"], message.get("encoding")) == (data, encoding)
+
+
 async def test_publish_to_many_channels_is_a_batch(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
     channels = [f"c{i}" for i in range(150)]
     route = respx_mock.post(f"{BASE}/messages").mock(
