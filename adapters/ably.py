@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -118,6 +119,11 @@ PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 10
 # Ably's "capability denied", answered with status 401: the key is right but may not do this on that channel
 CAPABILITY_DENIED = 40160
 _CAPABILITY_ADVICE = "the API key's capabilities do not allow it there: Ably dashboard → API Keys"
+# Ably's "Malformed message; invalid connectionKey": the whole publish is refused for a socket_id that is not a live
+# connection's key (a Pusher socket id, a key cut short)
+MALFORMED_MESSAGE = 40006
+
+log = logging.getLogger("relay.adapters.ably")
 
 
 def next_link(header: str) -> str | None:
@@ -227,12 +233,19 @@ class AblyAdapter:
     ) -> Call[PublishResult]:
         refuse_encrypted(channels)
         message_id = f"{self._random_id()}:0"
-        message = self._message(event, payload, message_id, socket_id)
-        if len(channels) == 1:
-            request = self._request("POST", f"/channels/{path_segment(channels[0])}/messages", [message])
-            return Call(request, lambda response: self._single(response, channels[0], message_id))
-        request = self._request("POST", "/messages", [{"channels": list(channels), "messages": [message]}])
-        return Call(request, lambda response: self._batched(response, (message_id,), batch=False))
+
+        def request(connection_key: str | None) -> HttpRequest:
+            message = self._message(event, payload, message_id, connection_key)
+            if len(channels) == 1:
+                return self._request("POST", f"/channels/{path_segment(channels[0])}/messages", [message])
+            return self._request("POST", "/messages", [{"channels": list(channels), "messages": [message]}])
+
+        def parse(response: HttpResponse | None) -> PublishResult:
+            if len(channels) == 1:
+                return self._single(response, channels[0], message_id)
+            return self._batched(response, (message_id,), batch=False)
+
+        return Call(request(socket_id), parse, instead=_unkeyed(socket_id is not None, lambda: request(None)))
 
     def _single(self, response: HttpResponse | None, channel: str, message_id: str) -> PublishResult:
         self._json(response)
@@ -256,9 +269,10 @@ class AblyAdapter:
             raise _refusal(refused, len(results) - len(refused), batch=batch)
         return PublishResult(tuple(str(result.get("channel")) for result in results), message_ids)
 
-    def _spec(self, event: Event, payload: Payload, message_id: str) -> dict[str, object]:
-        """The BatchSpec publishing ``event``: its channel and its one message."""
-        message = self._message(event.name, payload, message_id, event.socket_id)
+    def _spec(self, event: Event, payload: Payload, message_id: str, keyed: bool = True) -> dict[str, object]:
+        """The BatchSpec publishing ``event``: its channel and its one message (without its connection key unless
+        ``keyed``)."""
+        message = self._message(event.name, payload, message_id, event.socket_id if keyed else None)
         return {"channels": [event.channel], "messages": [message]}
 
     def batch_parts(self, events: Sequence[tuple[Event, Payload]]) -> list[Sequence[tuple[Event, Payload]]]:
@@ -282,10 +296,19 @@ class AblyAdapter:
     def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
         refuse_encrypted([event.channel for event, _ in events])
         base = self._random_id()
-        specs = [self._spec(event, payload, f"{base}:{i}") for i, (event, payload) in enumerate(events)]
-        request = self._request("POST", "/messages", specs)
         message_ids = tuple(f"{base}:{i}" for i in range(len(events)))
-        return Call(request, lambda response: self._batched(response, message_ids, batch=True))
+
+        def request(keyed: bool) -> HttpRequest:
+            pairs = zip(events, message_ids, strict=True)
+            specs = [self._spec(event, payload, message_id, keyed) for (event, payload), message_id in pairs]
+            return self._request("POST", "/messages", specs)
+
+        keyed = any(event.socket_id is not None for event, _ in events)
+        return Call(
+            request(True),
+            lambda response: self._batched(response, message_ids, batch=True),
+            instead=_unkeyed(keyed, lambda: request(False)),
+        )
 
     def channel(self, name: str) -> Call[ChannelInfo]:
         def parse(response: HttpResponse | None) -> ChannelInfo:
@@ -434,6 +457,23 @@ class AblyAdapter:
                 f"Ably webhook's newest item is {int(skew)} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay "
                 "(or a clock to fix)"
             )
+
+
+def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[RelayError], HttpRequest | None] | None:
+    """For a publish carrying a socket_id (a connectionKey): the same messages without it, when Ably refuses the key.
+    Ably refuses the whole publish for a key that is not a connection's (a Pusher socket id, a key cut short): the
+    sender would get its own message back, a smaller harm than every subscriber missing it. The message ids stay,
+    so the publish is still idempotent."""
+    if not keyed:
+        return None
+
+    def instead(error: RelayError) -> HttpRequest | None:
+        if error.code != MALFORMED_MESSAGE or "connectionkey" not in error.message.lower():
+            return None
+        log.warning("Ably refused the socket_id (connectionKey) of a publish, sent again without it: %s", error)
+        return unkeyed()
+
+    return instead
 
 
 def _listed_channel(item: str | Mapping[str, Any], counts_users: bool) -> ChannelInfo:

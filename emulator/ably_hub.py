@@ -32,6 +32,7 @@ from relay.protocol import frames
 from relay.protocol.ably import ENTER, LEAVE, PRESENT, UPDATE, ably_channel_problem
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
 from relay.protocol.members import Member
+from relay.protocol.socket_ids import is_valid_socket_id
 
 if TYPE_CHECKING:
     from relay.emulator.ably_realtime import AblySession
@@ -144,7 +145,22 @@ def parse_message(raw: object, where: str) -> Message:
     connection_key = raw.get("connectionKey")
     if connection_key is not None and not isinstance(connection_key, str):
         raise AblyError(40000, f"{where}: connectionKey must be a string")
+    if connection_key is not None and not is_connection_key(connection_key):
+        # Ably refuses the whole publish, as here (a Pusher client's socket id sent to Ably's REST API gets this)
+        raise AblyError(
+            40006,
+            f"Malformed message; invalid connectionKey {connection_key[:40]!r} ({where}): expected a connection's "
+            "key (connection.key in ably-js) or a Pusher socket id",
+        )
     return Message(name, data, encoding, client_id, message_id, extras, connection_key)
+
+
+def is_connection_key(key: str) -> bool:
+    """A connection key of this emulator's (``{socket id}!{secret}``), or a Pusher socket id: a publish "as" either
+    leaves that connection out. A well-formed key of a connection that has closed is not refused: it leaves nobody
+    out."""
+    socket_id, _, secret = key.partition("!")
+    return is_valid_socket_id(socket_id) and (key == socket_id or (secret.isascii() and secret.isalnum()))
 
 
 def decoded_data(data: object, encoding: str | None, where: str) -> tuple[str | bytes | None, str | None]:

@@ -141,3 +141,25 @@ async def test_errors_map_to_relay_errors(ably_emulator: RunningEmulator) -> Non
         await relay.aclose()
         assert refused.value.http_status == 401 and refused.value.code == 40101
         assert not isinstance(refused.value, PermissionDenied)
+
+
+async def test_a_connection_key_that_is_no_connections_is_refused_and_dropped(
+    relay: Call, ably_emulator: RunningEmulator, wires: list[Any]
+) -> None:
+    """A connectionKey that no connection could have (a key cut short, another service's id) is refused as Ably
+    refuses it, 40006 and the whole publish; the library sends the message again without it, so both protocols'
+    subscribers get it. A well-formed key of a closed connection leaves nobody out and is not refused."""
+    ably_side, pusher_side = await subscribed(ably_emulator, "orders", wires)
+    base = f"http://127.0.0.1:{ably_emulator.port}"
+    async with httpx.AsyncClient(auth=tuple(API_KEY.split(":", 1))) as http:  # type: ignore[arg-type]
+        for key in ("not-a-key", f"{ably_side.connected['connectionId']}!", "1.2!x y", "1.2.3"):
+            answer = await http.post(f"{base}/channels/orders/messages", json={"data": "x", "connectionKey": key})
+            error = answer.json()["error"]
+            assert (answer.status_code, error["code"]) == (400, 40006), key
+            assert error["message"].startswith("Malformed message; invalid connectionKey"), error
+        answer = await http.post(f"{base}/channels/orders/messages", json={"name": "stale", "connectionKey": "7.7!ab"})
+        assert answer.status_code == 201
+    await relay("publish", "orders", "kept", "y", socket_id="not-a-key")
+    assert [(await ably_side.expect(MESSAGE))["messages"][0]["name"] for _ in range(2)] == ["stale", "kept"]
+    assert (await pusher_side.expect("stale"))["event"] == "stale"
+    assert (await pusher_side.expect("kept"))["data"] == "y"

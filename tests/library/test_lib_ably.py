@@ -111,6 +111,74 @@ async def test_publish_string_data_and_connection_key(make_relay: MakeRelay, res
     assert (message["data"], message["connectionKey"]) == ("plain", "123.456")
 
 
+INVALID_KEY = {
+    "error": {
+        "code": 40006,
+        "statusCode": 400,
+        "message": "Malformed message; invalid connectionKey. (See https://help.ably.io/error/40006 for help.)",
+    }
+}
+
+
+@pytest.mark.parametrize("channels", [["orders"], ["orders", "audit"]])
+async def test_a_refused_connection_key_is_dropped_not_the_publish(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, caplog: pytest.LogCaptureFixture, channels: list[str]
+) -> None:
+    """Ably refuses the whole publish for a connectionKey that is not a connection's (a pusher-js socket id sent to
+    Ably's REST API: ably-php#165). The same message, same id, goes again without the key, and a warning says so:
+    the sender may see its own message, every other subscriber still gets it."""
+    path = "/channels/orders/messages" if len(channels) == 1 else "/messages"
+    route = respx_mock.post(f"{BASE}{path}").mock(
+        side_effect=[
+            httpx.Response(400, json=INVALID_KEY),
+            httpx.Response(201, json={} if len(channels) == 1 else [batch_result(*channels)]),
+        ]
+    )
+    with caplog.at_level(logging.WARNING, "relay.adapters.ably"):
+        result = await make_relay(URL).publish(channels, "e", "x", socket_id="123.456")
+    first, second = (json.loads(call.request.content) for call in route.calls)
+    keyed = first[0] if len(channels) == 1 else first[0]["messages"][0]
+    unkeyed = second[0] if len(channels) == 1 else second[0]["messages"][0]
+    assert keyed["connectionKey"] == "123.456" and "connectionKey" not in unkeyed
+    assert unkeyed == {key: value for key, value in keyed.items() if key != "connectionKey"}
+    assert result.message_ids == (keyed["id"],)
+    assert "sent again without it" in caplog.text and "invalid connectionKey" in caplog.text
+
+
+async def test_a_batch_refused_for_a_connection_key_goes_again_without_keys(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.post(f"{BASE}/messages").mock(
+        side_effect=[
+            httpx.Response(400, json=INVALID_KEY),
+            httpx.Response(201, json=[batch_result("a"), batch_result("a")]),
+        ]
+    )
+    events = [Event("a", "e", "1", socket_id="123.456"), Event("a", "e", "2")]
+    result = await make_relay(URL).publish_batch(events)
+    first, second = (json.loads(call.request.content) for call in route.calls)
+    assert [spec["messages"][0].get("connectionKey") for spec in first] == ["123.456", None]
+    assert [spec["messages"][0].get("connectionKey") for spec in second] == [None, None]
+    assert [spec["messages"][0]["id"] for spec in second] == [spec["messages"][0]["id"] for spec in first]
+    assert len(result.message_ids) == 2
+
+
+@pytest.mark.parametrize(
+    ("socket_id", "answer"),
+    [
+        (None, INVALID_KEY),  # no key sent: nothing to drop
+        ("123.456", {"error": {"code": 40006, "statusCode": 400, "message": "Malformed message; invalid data"}}),
+    ],
+)
+async def test_other_malformed_message_refusals_are_raised_at_once(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, socket_id: str | None, answer: dict[str, Any]
+) -> None:
+    route = respx_mock.post(f"{BASE}/channels/orders/messages").respond(400, json=answer)
+    with pytest.raises(RelayError, match="Malformed message") as raised:
+        await make_relay(URL).publish("orders", "e", "x", socket_id=socket_id)
+    assert (raised.value.http_status, raised.value.code, route.call_count) == (400, 40006, 1)
+
+
 @pytest.mark.parametrize(
     ("data", "encoding"),
     [('{"id": 42}', "json"), ("[1, 2]", "json"), ("42", "json"), ("NaN", None), ("{not json", None), ("", None)],
