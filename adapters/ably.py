@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 import json
 import logging
@@ -506,7 +507,7 @@ def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEve
                 int(m.get("timestamp", time_ms)),
                 user_id=m.get("clientId"),
                 event=m.get("name"),
-                data=m.get("data"),
+                data=_decoded(f"{where} message", m.get("data"), m.get("encoding")),
                 socket_id=m.get("connectionId"),  # the connection key's id part: Pusher's socket id, as a sender
             )
             for m in data.get("messages", [])
@@ -519,13 +520,37 @@ def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEve
                 channel,
                 int(p.get("timestamp", time_ms)),
                 user_id=p.get("clientId"),
-                data=p.get("data"),
+                data=_decoded(f"{where} presence", p.get("data"), p.get("encoding")),
                 socket_id=p.get("connectionId"),
             )
             for p in data.get("presence", [])
             if p.get("action") in _PRESENCE_ACTIONS
         ]
     return []
+
+
+def _decoded(where: str, data: object, encoding: object) -> object:
+    """A webhook message's data decoded as Ably's SDKs decode it (``Message.fromEncoded``, the steps of ``encoding``
+    from the last): ``base64`` to bytes, ``utf-8`` to text. ``json`` leaves the JSON text, as a Pusher webhook's data
+    is. A step relay cannot undo (``cipher+aes-…``: it holds no channel cipher key) ends the decoding there."""
+    if encoding is None or encoding == "":
+        return data
+    if not isinstance(encoding, str):
+        raise ProtocolError(f"{where} has an encoding that is not a string: {encoding!r}")
+    for step in reversed(encoding.split("/")):
+        if step == "base64" and isinstance(data, str):
+            try:
+                data = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise ProtocolError(f"{where} has data that is not the base64 its encoding {encoding!r} says") from None
+        elif step == "utf-8" and isinstance(data, bytes):
+            try:
+                data = data.decode()
+            except UnicodeDecodeError:
+                raise ProtocolError(f"{where} has data that is not the UTF-8 its encoding {encoding!r} says") from None
+        elif step != "json":
+            break
+    return data
 
 
 def _refusal(refused: Sequence[tuple[int, Mapping[str, Any]]], published: int, *, batch: bool) -> RelayError:

@@ -6,6 +6,7 @@ that embed Relay (:func:`gateway_router`).
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -1227,7 +1228,12 @@ def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, 
 
 
 def _event_json(event: WebhookEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in event.__slots__ if getattr(event, name) is not None}
+    """``event`` as forwarded: binary data (an Ably message's) as base64, marked ``"encoding": "base64"`` as Ably marks
+    it, since JSON has no bytes."""
+    fields = {name: getattr(event, name) for name in event.__slots__ if getattr(event, name) is not None}
+    if isinstance(event.data, bytes):
+        fields["data"], fields["encoding"] = base64.b64encode(event.data).decode(), "base64"
+    return fields
 
 
 def frontend_config(

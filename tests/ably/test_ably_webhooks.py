@@ -130,7 +130,7 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
     assert senders[("member_added", "room")] == member.connected["connectionId"]
     assert presence_data[("member_added", "room")] == '{"mood":"ok"}'  # Ably's presence data, as sent (JSON text)
     assert presence_data[("member_added", "presence-room")] is None  # Pusher's member_added carries no user_info
-    assert data["hello"] == "from ann" and data["scan"] == base64.b64encode(b"\x00\xff").decode()
+    assert data["hello"] == "from ann" and data["scan"] == b"\x00\xff"  # sent as base64, given back as bytes
     assert sorted(set(seen)) == sorted(
         {
             ("channel_occupied", "presence-room", None, None),
@@ -138,7 +138,7 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
             ("channel_occupied", "private-chat", None, None),
             ("message", "private-chat", None, "client-typing"),
             ("message", "presence-room", "ann", "hello"),  # an Ably client's publish
-            ("message", "orders", None, "scan"),  # a REST publish, binary data in base64
+            ("message", "orders", None, "scan"),  # a REST publish of binary data
             ("member_removed", "presence-room", "ann", None),
             ("channel_vacated", "presence-room", None, None),
             ("channel_occupied", "room", None, None),
@@ -224,6 +224,19 @@ async def test_relay_serve_forwards_the_emulators_ably_webhooks(
     [sent] = await receiver.wait_for(1, within=5)
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         answer = await http.post("/v1/webhooks", content=sent.body, headers=sent.headers)
-    assert (answer.status_code, answer.json()) == (200, {"events": 1})
-    [forwarded] = [delivery for delivery in await receiver.wait_for(2) if delivery.path == "/forwarded"]
-    assert [(event["kind"], event["channel"]) for event in forwarded.events] == [("channel_occupied", "orders")]
+        assert (answer.status_code, answer.json()) == (200, {"events": 1})
+        [forwarded] = [delivery for delivery in await receiver.wait_for(2) if delivery.path == "/forwarded"]
+        assert [(event["kind"], event["channel"]) for event in forwarded.events] == [("channel_occupied", "orders")]
+
+        # Binary data (an Ably message's) is forwarded as base64, marked so: JSON has no bytes
+        basic = {"Authorization": "Basic " + base64.b64encode(APP.ably_api_key.encode()).decode()}
+        blob = msgpack.packb({"name": "scan", "data": b"\x00\xff"}, use_bin_type=True)
+        headers = {**basic, "Content-Type": "application/x-msgpack"}
+        published = await http.post(f"{running.http_url}/channels/orders/messages", content=blob, headers=headers)
+        assert published.status_code == 201
+        sent = (await receiver.wait_for(3, within=5))[2]
+        answer = await http.post("/v1/webhooks", content=sent.body, headers=sent.headers)
+        assert (answer.status_code, answer.json()) == (200, {"events": 1})
+    forwarded = (await receiver.wait_for(4))[3]
+    [event] = forwarded.events
+    assert (event["kind"], event["event"], event["data"], event["encoding"]) == ("message", "scan", "AP8=", "base64")

@@ -831,6 +831,59 @@ async def test_bad_ably_webhooks(
     assert KEY_SECRET not in str(raised.value)
 
 
+def _signed_message_webhook(data: str, encoding: object) -> tuple[dict[str, str], bytes]:
+    message = {"name": "e", "data": data, "encoding": encoding, "timestamp": int(time.time() * 1000)}
+    item = {
+        "name": "channel.message",
+        "timestamp": message["timestamp"],
+        "data": {"channelId": "c", "messages": [message]},
+    }
+    body = json.dumps({"items": [item]}).encode()
+    return {"X-Ably-Key": KEY_NAME, "X-Ably-Signature": ably_signature(body)}, body
+
+
+CIPHERTEXT = bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "decoded"),
+    [
+        ("AP8=", "base64", b"\x00\xff"),  # binary data, as Ably's JSON carries it
+        (base64.b64encode("é".encode()).decode(), "utf-8/base64", "é"),
+        (base64.b64encode(b'{"a":1}').decode(), "json/utf-8/base64", '{"a":1}'),  # JSON text, as Pusher's data
+        ('{"a":1}', "json", '{"a":1}'),
+        ("plain", "", "plain"),
+        # relay holds no cipher key: the decoding stops there, and the ciphertext is what is left
+        (base64.b64encode(CIPHERTEXT).decode(), "utf-8/cipher+aes-128-cbc/base64", CIPHERTEXT),
+    ],
+)
+async def test_ably_webhook_data_is_decoded_as_the_sdks_decode_it(
+    make_relay: MakeRelay, data: str, encoding: str, decoded: object
+) -> None:
+    [event] = await make_relay(URL).verify_webhook(*_signed_message_webhook(data, encoding))
+    assert event.data == decoded
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "message"),
+    [
+        (
+            "not base64!",
+            "base64",
+            "Ably webhook items[0] message has data that is not the base64 its encoding 'base64'",
+        ),
+        ("//4=", "utf-8/base64", "Ably webhook items[0] message has data that is not the UTF-8 its encoding"),
+        ("x", 7, "Ably webhook items[0] message has an encoding that is not a string: 7"),
+    ],
+)
+async def test_ably_webhook_data_its_encoding_does_not_describe_is_refused(
+    make_relay: MakeRelay, data: str, encoding: object, message: str
+) -> None:
+    with pytest.raises(ProtocolError) as raised:
+        await make_relay(URL).verify_webhook(*_signed_message_webhook(data, encoding))
+    assert str(raised.value).startswith(message)
+
+
 # -- Pusher and Ably together -------------------------------------------------------------------------------------
 
 
