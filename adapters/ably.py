@@ -323,7 +323,14 @@ class AblyAdapter:
                     self.name, response, "what is not a ChannelDetails {channelId, status: {isActive, occupancy}}"
                 )
             user_count = metrics.get("presenceMembers") if classify(name) is ChannelKind.PRESENCE else None
-            return ChannelInfo(name, bool(status.get("isActive")), metrics.get("subscribers"), user_count)
+            subscribers = metrics.get("subscribers")
+            # Occupied as on Pusher: someone subscribed. Ably keeps a channel active a while after its last
+            # subscriber left, or after a publish nobody received; isActive is the answer only without the count.
+            if isinstance(subscribers, int) and not isinstance(subscribers, bool):
+                occupied = subscribers > 0
+            else:
+                occupied = bool(status.get("isActive"))
+            return ChannelInfo(name, occupied, subscribers, user_count)
 
         return Call(self._request("GET", f"/channels/{path_segment(name)}"), parse)
 

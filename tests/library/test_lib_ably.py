@@ -283,9 +283,14 @@ async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, re
     )
     details = {"channelId": "presence-room", "status": {"isActive": True, "occupancy": {"metrics": metrics}}}
     listing = respx_mock.get(f"{BASE}/channels").respond(200, json=[details, {"channelId": "presence-x"}, "presence-y"])
+    # Active, nobody subscribed (a publish nobody received, a subscriber who just left): not occupied, as on Pusher
+    lingering = respx_mock.get(f"{BASE}/channels/hall").respond(
+        200, json={"channelId": "hall", "status": {"isActive": True, "occupancy": {"metrics": {"subscribers": 0}}}}
+    )
     relay = make_relay(URL)
     assert await relay.channel("presence-room") == ChannelInfo("presence-room", True, 3, 2)
     assert await relay.channel("lobby") == ChannelInfo("lobby", False, 0, None)
+    assert await relay.channel("hall") == ChannelInfo("hall", False, 0, None) and lingering.called
     assert await relay.presence_members("presence-room") == [
         PresenceMember("alice", {"name": "Alice"}),
         PresenceMember("bob", {"name": "Bob"}),
