@@ -24,7 +24,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "adapters")) and os
     __path__.append(_checkout)
 
 # The imports below need the path above.
-from relay.client import AsyncRelay, MirrorError, Relay  # noqa: E402
+from relay.client import AsyncRelay, MirrorError, Relay, UserLike  # noqa: E402
 from relay.errors import RelayError, UnsupportedCapability  # noqa: E402
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent  # noqa: E402
 
@@ -110,17 +110,15 @@ def terminate_user_connections(user_id: str) -> None:
     default_client().terminate_user_connections(user_id)
 
 
-def authorize_channel(
-    socket_id: str, channel: str, user: User | Mapping[str, Any] | str | None = None
-) -> dict[str, Any]:
+def authorize_channel(socket_id: str, channel: str, user: UserLike | None = None) -> dict[str, Any]:
     return default_client().authorize_channel(socket_id, channel, user)
 
 
-def authorize_channels(channels: Sequence[str], user: User | Mapping[str, Any] | str | None = None) -> dict[str, Any]:
+def authorize_channels(channels: Sequence[str], user: UserLike | None = None) -> dict[str, Any]:
     return default_client().authorize_channels(channels, user)
 
 
-def authenticate_user(socket_id: str, user: User | Mapping[str, Any] | str) -> dict[str, Any]:
+def authenticate_user(socket_id: str, user: UserLike) -> dict[str, Any]:
     return default_client().authenticate_user(socket_id, user)
 
 
