@@ -933,6 +933,21 @@ async def test_mirror_pusher_and_ably(make_relay: MakeRelay, respx_mock: respx.M
     )
 
 
+async def test_mirror_with_a_pusher_socket_id_still_reaches_ably(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    """A migration's publish on behalf of a pusher-js client: Pusher leaves that socket out; Ably refuses the socket
+    id as a connectionKey (40006) and gets the message again without it, so its subscribers are not left out."""
+    pusher = respx_mock.post("https://api-eu.pusher.com/apps/9/events").respond(200, json={})
+    ably = respx_mock.post(f"{BASE}/channels/orders/messages").mock(
+        side_effect=[httpx.Response(400, json=INVALID_KEY), httpx.Response(201, json={})]
+    )
+    relay = make_relay(f"mirror:pusher://pkey:pusher-Secret-1@eu/apps/9|{URL}")
+    await relay.publish("orders", "e", "x", socket_id="123.456")
+    assert json.loads(pusher.calls.last.request.content)["socket_id"] == "123.456"
+    assert [json.loads(call.request.content)[0].get("connectionKey") for call in ably.calls] == ["123.456", None]
+
+
 def test_the_module_level_authorize_channels_uses_the_default_client(monkeypatch: pytest.MonkeyPatch) -> None:
     import relay
 
