@@ -123,6 +123,8 @@ _CAPABILITY_ADVICE = "the API key's capabilities do not allow it there: Ably das
 # Ably's "Malformed message; invalid connectionKey": the whole publish is refused for a socket_id that is not a live
 # connection's key (a Pusher socket id, a key cut short)
 MALFORMED_MESSAGE = 40006
+# A channel enumeration's pages went stale (the channels changed meanwhile): Ably says to start it again
+STALE_PAGINATION = 40011
 
 log = logging.getLogger("relay.adapters.ably")
 
@@ -349,7 +351,13 @@ class AblyAdapter:
             found = [_listed_channel(item, counts_users) for item in listed]
             return {info.name: info for info in found if info.name}
 
-        return Call(self._request("GET", f"/channels?{query}"), parse, self._next_page, lambda a, b: {**a, **b})
+        return Call(
+            self._request("GET", f"/channels?{query}"),
+            parse,
+            self._next_page,
+            lambda a, b: {**a, **b},  # a page may repeat a channel an earlier one gave
+            restarts=lambda error: error.code == STALE_PAGINATION,
+        )
 
     def _next_page(self, response: HttpResponse) -> HttpRequest | None:
         """The request for the page a paginated answer links as ``rel="next"`` (RFC 5988; Ably's links are relative

@@ -50,6 +50,10 @@ class HttpResponse:
     url: str = ""  # the URL that answered, for links relative to it
 
 
+# How often a paginated call starts again from its first page when its pages went stale
+MAX_RESTARTS = 2
+
+
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
     request: HttpRequest | None
@@ -61,6 +65,9 @@ class Call(Generic[T]):
     # What to ask instead when the provider refuses ``request`` with ``error`` because of an app setting (hosted
     # Pusher's subscription counting, off by default): the request whose response ``parse`` reads, or None to raise.
     instead: Callable[[RelayError], HttpRequest | None] | None = None
+    # Whether a later page's ``error`` says the pagination went stale (Ably's channel enumeration, 40011): the pages are
+    # then asked for again from the first, at most MAX_RESTARTS times.
+    restarts: Callable[[RelayError], bool] | None = None
 
     def pages(self, response: HttpResponse | None) -> tuple[T, HttpRequest | None]:
         """The result ``response`` gives, and the request for the next page, if there is one to follow."""
@@ -70,6 +77,9 @@ class Call(Generic[T]):
     def joined(self, result: T, page: T) -> T:
         assert self.join is not None  # only a call with next_page has pages to join
         return self.join(result, page)
+
+    def restarts_after(self, error: RelayError) -> bool:
+        return self.restarts is not None and self.restarts(error)
 
     def request_instead(self, error: RelayError) -> HttpRequest | None:
         """The request to send after ``request`` failed with ``error``, if the call has one for that error."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from relay.adapters.base import Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
+from relay.adapters.base import MAX_RESTARTS, Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
 from relay.config import ProviderConfig, env_master_key, from_env, parse_url, provider_url_text, with_master_key
 from relay.errors import (
     ClientClosed,
@@ -452,8 +452,17 @@ class Relay(_BaseRelay):
     def _run(self, call: Call[T], sending: Sending) -> T:
         response = None if call.request is None else self._first_response(call, call.request, sending)
         result, follow = call.pages(response)
+        restarts = MAX_RESTARTS
         while follow is not None:
-            page, follow = call.pages(self._sender.send(follow, sending))
+            try:
+                page_response = self._sender.send(follow, sending)
+            except RelayError as error:
+                if call.request is None or not restarts or not call.restarts_after(error):
+                    raise
+                restarts -= 1
+                result, follow = call.pages(self._sender.send(call.request, sending))
+                continue
+            page, follow = call.pages(page_response)
             result = call.joined(result, page)
         return result
 
@@ -576,8 +585,17 @@ class AsyncRelay(_BaseRelay):
     async def _run(self, call: Call[T], sending: Sending) -> T:
         response = None if call.request is None else await self._first_response(call, call.request, sending)
         result, follow = call.pages(response)
+        restarts = MAX_RESTARTS
         while follow is not None:
-            page, follow = call.pages(await self._sender.send(follow, sending))
+            try:
+                page_response = await self._sender.send(follow, sending)
+            except RelayError as error:
+                if call.request is None or not restarts or not call.restarts_after(error):
+                    raise
+                restarts -= 1
+                result, follow = call.pages(await self._sender.send(call.request, sending))
+                continue
+            page, follow = call.pages(page_response)
             result = call.joined(result, page)
         return result
 

@@ -313,6 +313,51 @@ async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, re
         assert route.calls.last.request.method == "GET"
 
 
+STALE = {"error": {"code": 40011, "statusCode": 400, "message": "Stale ring state"}}
+NEXT_PAGE = {"Link": '<./channels?by=id&cursor=2>; rel="next"'}
+
+
+async def test_a_channel_listing_whose_pages_went_stale_starts_again(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    """Ably's channel enumeration may go stale between pages (40011, reference A.8: restart it); the listing is asked
+    for again from the first page, and only what that pass gives is kept ("gone" was listed before it closed)."""
+    listing = respx_mock.get(f"{BASE}/channels").mock(
+        side_effect=[
+            httpx.Response(200, json=["a", "gone"], headers=NEXT_PAGE),
+            httpx.Response(400, json=STALE),
+            httpx.Response(200, json=["a", "b"], headers=NEXT_PAGE),
+            httpx.Response(200, json=["b", "c"]),  # a page may repeat a channel: listed once
+        ]
+    )
+    assert list(await make_relay(URL).channels()) == ["a", "b", "c"]
+    assert [dict(call.request.url.params) for call in listing.calls] == [
+        {"by": "id", "limit": "1000"},
+        {"by": "id", "cursor": "2"},
+        {"by": "id", "limit": "1000"},
+        {"by": "id", "cursor": "2"},
+    ]
+
+
+async def test_a_listing_that_keeps_going_stale_fails_with_ably_s_error(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    first, stale = httpx.Response(200, json=["a"], headers=NEXT_PAGE), httpx.Response(400, json=STALE)
+    listing = respx_mock.get(f"{BASE}/channels").mock(side_effect=[first, stale] * 3)
+    with pytest.raises(RelayError, match="Stale ring state") as raised:
+        await make_relay(URL).channels()
+    assert (raised.value.code, listing.call_count) == (40011, 6)  # the first pass and two restarts
+
+
+async def test_a_stale_error_on_the_first_page_is_not_retried(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    listing = respx_mock.get(f"{BASE}/channels").respond(400, json=STALE)
+    with pytest.raises(RelayError):
+        await make_relay(URL).channels()
+    assert listing.call_count == 1
+
+
 async def test_paginated_answers_are_followed_to_the_last_page(
     make_relay: MakeRelay, respx_mock: respx.MockRouter
 ) -> None:
