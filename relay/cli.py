@@ -22,16 +22,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from relay import __version__
 from relay.config import url_host
 from relay.cost.cli import add_cost_command
+from relay.emulator.config import WEBHOOK_FORMATS, App, EmulatorConfig, InvalidSetting, Webhook, load_config
 from relay.errors import ConfigError
-
-if TYPE_CHECKING:
-    from relay.emulator.config import EmulatorConfig, InvalidSetting
 
 
 def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +55,7 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     parser.add_argument(
         "--webhook-format",
-        choices=["pusher", "ably"],
+        choices=WEBHOOK_FORMATS,
         help="the --webhook-url webhooks as Pusher sends them (default) or as Ably's batched webhooks",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -116,8 +114,6 @@ class _DefaultAppFlag(argparse.Action):
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
-    from relay.emulator.config import InvalidSetting
-
     try:
         config = _emulator_config(args)
     except InvalidSetting as exc:
@@ -161,8 +157,6 @@ def _require_redis(setting: str) -> None:
 
 
 def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
-    from relay.emulator.config import App, EmulatorConfig, Webhook, load_config
-
     app = App(
         app_id=args.app_id,
         key=args.key,
@@ -544,7 +538,6 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from relay.emulator.config import EmulatorConfig, InvalidSetting
     from relay.gateway import GatewaySettings, create_app
     from relay.serve import server_options
 
@@ -762,7 +755,6 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
     """The settings each kind of client needs, printed at start. With ``--log-json`` (a service, whose output goes to
     a journal or a log store) the secrets are hidden: they are in the configuration."""
     from relay.emulator.ably import ably_client_settings
-    from relay.emulator.config import EmulatorConfig
     from relay.emulator.console import is_loopback
 
     assert isinstance(config, EmulatorConfig)
