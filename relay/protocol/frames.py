@@ -263,10 +263,11 @@ def looks_like_json(data: str) -> bool:
 
 def strict_json(data: str) -> object:
     """The value of ``data`` as one strict JSON document, else :data:`NOT_JSON`."""
-    stripped = data.strip()
-    if not stripped or stripped[0] not in _JSON_START:
+    # JSON's whitespace only: str.strip would also take "\xa0" off, which JSON.parse refuses.
+    start = data.lstrip(_JSON_WHITESPACE)
+    if not start or start[0] not in _JSON_START:
         return NOT_JSON
     try:
-        return loads(stripped, "data")
+        return loads(data, "data")
     except InvalidFrame:
         return NOT_JSON

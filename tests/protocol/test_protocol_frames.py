@@ -348,3 +348,18 @@ def test_loads_never_raises_recursion_error_near_the_depth_limit() -> None:
         document = "[" * depth + '"\\ud800"' + "]" * depth
         with pytest.raises(InvalidFrame):
             frames.loads(document)
+
+
+
+@pytest.mark.parametrize(("data", "value"), [(" 42", 42), ('\t\n\r{"a": 1}\n', {"a": 1})])
+def test_strict_json_reads_a_document_with_jsons_whitespace_around_it(data: str, value: object) -> None:
+    assert frames.strict_json(data) == value
+    assert frames.looks_like_json(data)
+
+
+@pytest.mark.parametrize("data", ["\xa042", "42\u2028", "\u3000[]"])
+def test_strict_json_takes_other_whitespace_for_text(data: str) -> None:
+    """Ably subscribers are sent data as JSON exactly when pusher-js's ``JSON.parse`` would read it: a no-break space
+    or a line separator around the document makes it text to a browser, so it stays text."""
+    assert frames.strict_json(data) is frames.NOT_JSON
+    assert not frames.looks_like_json(data)
