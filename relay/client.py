@@ -460,7 +460,7 @@ class Relay(_BaseRelay):
                 if call.request is None or not restarts or not call.restarts_after(error):
                     raise
                 restarts -= 1
-                result, follow = call.pages(self._sender.send(call.request, sending))
+                result, follow = call.pages(self._first_response(call, call.request, sending))
                 continue
             page, follow = call.pages(page_response)
             result = call.joined(result, page)
@@ -593,7 +593,7 @@ class AsyncRelay(_BaseRelay):
                 if call.request is None or not restarts or not call.restarts_after(error):
                     raise
                 restarts -= 1
-                result, follow = call.pages(await self._sender.send(call.request, sending))
+                result, follow = call.pages(await self._first_response(call, call.request, sending))
                 continue
             page, follow = call.pages(page_response)
             result = call.joined(result, page)
