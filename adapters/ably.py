@@ -317,28 +317,22 @@ class AblyAdapter:
         def parse(response: HttpResponse | None) -> ChannelInfo:
             assert response is not None
             details = self._json(response) or {}
-            status = details.get("status", {}) if isinstance(details, dict) else None
-            occupancy = status.get("occupancy", {}) if isinstance(status, dict) else None
-            metrics = occupancy.get("metrics", {}) if isinstance(occupancy, dict) else None
-            if not isinstance(status, dict) or not isinstance(metrics, dict):
+            counts = _occupancy_counts(details)
+            if counts is None:
                 raise unreadable_answer(
                     self.name, response, "what is not a ChannelDetails {channelId, status: {isActive, occupancy}}"
                 )
-            user_count = metrics.get("presenceMembers") if classify(name) is ChannelKind.PRESENCE else None
-            subscribers = metrics.get("subscribers")
-            # Occupied as on Pusher: someone subscribed. Ably keeps a channel active a while after its last
-            # subscriber left, or after a publish nobody received; isActive is the answer only without the count.
-            if isinstance(subscribers, int) and not isinstance(subscribers, bool):
-                occupied = subscribers > 0
-            else:
-                occupied = bool(status.get("isActive"))
-            return ChannelInfo(name, occupied, subscribers, user_count)
+            subscribers, members = counts
+            active = bool(details.get("status", {}).get("isActive"))
+            occupied = subscribers > 0 if subscribers is not None else active
+            return ChannelInfo(name, occupied, subscribers, members if classify(name) is ChannelKind.PRESENCE else None)
 
         return Call(self._request("GET", f"/channels/{path_segment(name)}"), parse)
 
     def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
         """The active channels; listing presence channels (``presence-…``), their user counts, as Pusher gives them
-        then: Ably's ChannelDetails (``by=value``) carry each channel's occupancy, names alone (``by=id``) do not."""
+        then: Ably's ChannelDetails (``by=value``) carry each channel's occupancy, names alone (``by=id``) do not, so
+        only a ChannelDetails listing can leave out the active channels nobody is subscribed to."""
         params = {"prefix": prefix} if prefix else {}
         counts_users = prefix.startswith("presence-")
         query = urlencode({**params, "by": "value" if counts_users else "id", "limit": PAGE_LIMIT})
@@ -349,7 +343,7 @@ class AblyAdapter:
             if not isinstance(listed, list) or not all(isinstance(item, str | dict) for item in listed):
                 raise unreadable_answer(self.name, response, "what is not a list of channel names (or ChannelDetails)")
             found = [_listed_channel(item, counts_users) for item in listed]
-            return {info.name: info for info in found if info.name}
+            return {info.name: info for info in found if info is not None and info.name}
 
         return Call(
             self._request("GET", f"/channels?{query}"),
@@ -496,17 +490,34 @@ def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[Relay
     return instead
 
 
-def _listed_channel(item: str | Mapping[str, Any], counts_users: bool) -> ChannelInfo:
-    """A channel of Ably's channel list: a name, or ChannelDetails whose occupancy has the presence set's size."""
+def _occupancy_counts(details: object) -> tuple[int | None, int | None] | None:
+    """A ChannelDetails' subscribers and presence members, each None where Ably leaves it out; None for what is not a
+    ChannelDetails.
+
+    Occupied means someone subscribed, as on Pusher: Ably keeps a channel active (``isActive``) a while after its last
+    subscriber left, or after a publish nobody received, so the subscriber count decides wherever Ably gives it."""
+    status = details.get("status", {}) if isinstance(details, Mapping) else None
+    occupancy = status.get("occupancy", {}) if isinstance(status, Mapping) else None
+    metrics = occupancy.get("metrics", {}) if isinstance(occupancy, Mapping) else None
+    if not isinstance(metrics, Mapping):
+        return None
+    return _count(metrics.get("subscribers")), _count(metrics.get("presenceMembers"))
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _listed_channel(item: str | Mapping[str, Any], counts_users: bool) -> ChannelInfo | None:
+    """A channel of Ably's list of active channels: a name, or ChannelDetails, whose occupancy has the presence set's
+    size; None for an active channel nobody is subscribed to, which Pusher would not list."""
     if isinstance(item, str):
         return ChannelInfo(item, True)
     name = item.get("channelId")
-    status = item.get("status")
-    occupancy = status.get("occupancy") if isinstance(status, Mapping) else None
-    metrics = occupancy.get("metrics") if isinstance(occupancy, Mapping) else None
-    members = metrics.get("presenceMembers") if isinstance(metrics, Mapping) and counts_users else None
-    user_count = members if isinstance(members, int) and not isinstance(members, bool) else None
-    return ChannelInfo(name if isinstance(name, str) else "", True, None, user_count)
+    subscribers, members = _occupancy_counts(item) or (None, None)
+    if subscribers == 0:
+        return None
+    return ChannelInfo(name if isinstance(name, str) else "", True, None, members if counts_users else None)
 
 
 def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEvent]:

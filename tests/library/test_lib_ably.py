@@ -282,7 +282,11 @@ async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, re
         ],
     )
     details = {"channelId": "presence-room", "status": {"isActive": True, "occupancy": {"metrics": metrics}}}
-    listing = respx_mock.get(f"{BASE}/channels").respond(200, json=[details, {"channelId": "presence-x"}, "presence-y"])
+    # Active a while after its last member left: Ably lists it, Pusher would not
+    left = {"channelId": "presence-left", "status": {"isActive": True, "occupancy": {"metrics": {"subscribers": 0}}}}
+    listing = respx_mock.get(f"{BASE}/channels").respond(
+        200, json=[details, {"channelId": "presence-x"}, left, "presence-y"]
+    )
     # Active, nobody subscribed (a publish nobody received, a subscriber who just left): not occupied, as on Pusher
     lingering = respx_mock.get(f"{BASE}/channels/hall").respond(
         200, json={"channelId": "hall", "status": {"isActive": True, "occupancy": {"metrics": {"subscribers": 0}}}}
@@ -296,7 +300,8 @@ async def test_channel_status_presence_and_enumeration(make_relay: MakeRelay, re
         PresenceMember("bob", {"name": "Bob"}),
         PresenceMember("carol", None),
     ]
-    # Presence channels are listed with their user counts (as Pusher lists them): Ably's ChannelDetails (by=value)
+    # Presence channels are listed with their user counts (as Pusher lists them): Ably's ChannelDetails (by=value),
+    # which also tell the active channels nobody is subscribed to, left out as Pusher leaves them out
     assert await relay.channels(prefix="presence-") == {
         "presence-room": ChannelInfo("presence-room", True, None, 2),
         "presence-x": ChannelInfo("presence-x", True),

@@ -350,7 +350,6 @@ def test_loads_never_raises_recursion_error_near_the_depth_limit() -> None:
             frames.loads(document)
 
 
-
 @pytest.mark.parametrize(("data", "value"), [(" 42", 42), ('\t\n\r{"a": 1}\n', {"a": 1})])
 def test_strict_json_reads_a_document_with_jsons_whitespace_around_it(data: str, value: object) -> None:
     assert frames.strict_json(data) == value
