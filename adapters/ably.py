@@ -530,57 +530,63 @@ def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEve
         return [webhook_event(where, _LIFECYCLE[str(name)], channel, time_ms)]
     if name == "channel.message":
         return [
-            webhook_event(
-                where,
-                "message",
-                channel,
-                int(m.get("timestamp", time_ms)),
-                user_id=m.get("clientId"),
-                event=m.get("name"),
-                data=_decoded(f"{where} message", m.get("data"), m.get("encoding")),
-                socket_id=m.get("connectionId"),  # the connection key's id part: Pusher's socket id, as a sender
-            )
-            for m in data.get("messages", [])
+            _message_event(where, "message", channel, time_ms, m, event=m.get("name")) for m in data.get("messages", [])
         ]
     if name == "presence.message":
         return [
-            webhook_event(
-                where,
-                _PRESENCE_ACTIONS[p["action"]],
-                channel,
-                int(p.get("timestamp", time_ms)),
-                user_id=p.get("clientId"),
-                data=_decoded(f"{where} presence", p.get("data"), p.get("encoding")),
-                socket_id=p.get("connectionId"),
-            )
+            _message_event(where, _PRESENCE_ACTIONS[p["action"]], channel, time_ms, p)
             for p in data.get("presence", [])
             if p.get("action") in _PRESENCE_ACTIONS
         ]
     return []
 
 
-def _decoded(where: str, data: object, encoding: object) -> object:
+def _message_event(
+    where: str, kind: str, channel: object, time_ms: int, message: Mapping[str, Any], event: object = None
+) -> WebhookEvent:
+    """The event of an Ably message or presence message; its ``connectionId``, the connection key's id part, is
+    Pusher's socket id, as a sender."""
+    data, encoding = _decoded(f"{where} {kind}", message.get("data"), message.get("encoding"))
+    return webhook_event(
+        where,
+        kind,
+        channel,
+        int(message.get("timestamp", time_ms)),
+        user_id=message.get("clientId"),
+        event=event,
+        data=data,
+        socket_id=message.get("connectionId"),
+        encoding=encoding,
+    )
+
+
+def _decoded(where: str, data: object, encoding: object) -> tuple[object, str | None]:
     """A webhook message's data decoded as Ably's SDKs decode it (``Message.fromEncoded``, the steps of ``encoding``
     from the last): ``base64`` to bytes, ``utf-8`` to text. ``json`` leaves the JSON text, as a Pusher webhook's data
-    is. A step relay cannot undo (``cipher+aes-…``: it holds no channel cipher key) ends the decoding there."""
+    is. Decoding ends at a step relay cannot undo (``cipher+aes-…``: it holds no channel cipher key) or one the data
+    does not follow (base64 that is not), leaving that message's data as far as it got and the steps still on it:
+    one odd message does not cost the others in the batch."""
     if encoding is None or encoding == "":
-        return data
+        return data, None
     if not isinstance(encoding, str):
         raise ProtocolError(f"{where} has an encoding that is not a string: {encoding!r}")
-    for step in reversed(encoding.split("/")):
+    steps = encoding.split("/")
+    while steps:
+        step = steps[-1]
         if step == "base64" and isinstance(data, str):
             try:
                 data = base64.b64decode(data, validate=True)
             except (binascii.Error, ValueError):
-                raise ProtocolError(f"{where} has data that is not the base64 its encoding {encoding!r} says") from None
+                break
         elif step == "utf-8" and isinstance(data, bytes):
             try:
                 data = data.decode()
             except UnicodeDecodeError:
-                raise ProtocolError(f"{where} has data that is not the UTF-8 its encoding {encoding!r} says") from None
-        elif step != "json":
+                break
+        elif step != "json" or not isinstance(data, str):
             break
-    return data
+        steps.pop()
+    return data, "/".join(steps) or None
 
 
 def _refusal(refused: Sequence[tuple[int, Mapping[str, Any]]], published: int, *, batch: bool) -> RelayError:

@@ -185,6 +185,7 @@ def webhook_event(
     data: object = None,
     socket_id: object = None,
     subscription_count: object = None,
+    encoding: str | None = None,
 ) -> WebhookEvent:
     """A verified webhook event in the common model; ``where`` names it in the body when a field is not what the
     providers send (a signed body may still be malformed: a provider's bug, a test's typo)."""
@@ -205,6 +206,7 @@ def webhook_event(
         data,
         _text(where, kind, "socket_id", socket_id),
         subscription_count,
+        encoding,
     )
 
 

@@ -1228,11 +1228,12 @@ def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, 
 
 
 def _event_json(event: WebhookEvent) -> dict[str, Any]:
-    """``event`` as forwarded: binary data (an Ably message's) as base64, marked ``"encoding": "base64"`` as Ably marks
-    it, since JSON has no bytes."""
+    """``event`` as forwarded: binary data (an Ably message's) as base64, the step added to its ``encoding`` as Ably
+    writes it (``"base64"``, or ``"utf-8/cipher+aes-128-cbc/base64"`` for ciphertext), since JSON has no bytes."""
     fields = {name: getattr(event, name) for name in event.__slots__ if getattr(event, name) is not None}
     if isinstance(event.data, bytes):
-        fields["data"], fields["encoding"] = base64.b64encode(event.data).decode(), "base64"
+        fields["data"] = base64.b64encode(event.data).decode()
+        fields["encoding"] = "/".join(step for step in (event.encoding, "base64") if step)
     return fields
 
 

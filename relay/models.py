@@ -97,6 +97,10 @@ class WebhookEvent:
 
     ``kind`` is one of ``channel_occupied``, ``channel_vacated``, ``member_added``, ``member_removed``,
     ``client_event``, ``message``, ``cache_miss``, ``subscription_count``.
+
+    ``encoding`` is None when ``data`` is decoded. Otherwise it names, in Ably's notation, the steps of an Ably
+    message's encoding still on ``data``: a step relay cannot undo (``cipher+aes-128-cbc``, without the channel's key)
+    and those before it, or all of them from a step ``data`` did not follow (base64 that is not).
     """
 
     kind: str
@@ -107,3 +111,4 @@ class WebhookEvent:
     data: Any = None
     socket_id: str | None = None
     subscription_count: int | None = None
+    encoding: str | None = None
