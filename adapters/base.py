@@ -62,8 +62,9 @@ class Call(Generic[T]):
     # ``join`` adds a page's parsed result to what the pages before it gave.
     next_page: Callable[[HttpResponse], HttpRequest | None] | None = None
     join: Callable[[T, T], T] | None = None
-    # What to ask instead when the provider refuses ``request`` with ``error`` because of an app setting (hosted
-    # Pusher's subscription counting, off by default): the request whose response ``parse`` reads, or None to raise.
+    # What to ask instead when the provider refuses ``request`` with ``error`` for a part it can do without (hosted
+    # Pusher's subscription count, off by default in the app's settings; an Ably connectionKey Ably calls invalid):
+    # the request whose response ``parse`` reads, or None to raise.
     instead: Callable[[RelayError], HttpRequest | None] | None = None
     # Whether a later page's ``error`` says the pagination went stale (Ably's channel enumeration, 40011): the pages are
     # then asked for again from the first, at most MAX_RESTARTS times.

@@ -146,11 +146,12 @@ def parse_message(raw: object, where: str) -> Message:
     if connection_key is not None and not isinstance(connection_key, str):
         raise AblyError(40000, f"{where}: connectionKey must be a string")
     if connection_key is not None and not is_connection_key(connection_key):
-        # Ably refuses the whole publish, as here (a Pusher client's socket id sent to Ably's REST API gets this)
+        # Ably refuses the whole publish, as here (a Pusher client's socket id sent to Ably's REST API gets this). The
+        # message names the connection, not the part after "!", which is what lets a sender act as that connection.
         raise AblyError(
             40006,
-            f"Malformed message; invalid connectionKey {connection_key[:40]!r} ({where}): expected a connection's "
-            "key (connection.key in ably-js) or a Pusher socket id",
+            f"Malformed message; invalid connectionKey {connection_key.partition('!')[0][:40]!r} ({where}): expected "
+            "a connection's key (connection.key in ably-js) or a Pusher socket id",
         )
     return Message(name, data, encoding, client_id, message_id, extras, connection_key)
 
@@ -300,7 +301,7 @@ def ws_frame(value: Any, binary: bool) -> bytes:
 
 
 def compact_json(data: str) -> str | None:
-    """The compact JSON of ``data`` when it is one strict JSON document (see :func:`looks_like_json`), else None."""
+    """The compact JSON of ``data`` when it is one strict JSON document (:func:`frames.strict_json`), else None."""
     value = frames.strict_json(data)
     if value is frames.NOT_JSON:
         return None

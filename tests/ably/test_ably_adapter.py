@@ -156,7 +156,9 @@ async def test_a_connection_key_that_is_no_connections_is_refused_and_dropped(
             answer = await http.post(f"{base}/channels/orders/messages", json={"data": "x", "connectionKey": key})
             error = answer.json()["error"]
             assert (answer.status_code, error["code"]) == (400, 40006), key
-            assert error["message"].startswith("Malformed message; invalid connectionKey"), error
+            named = repr(key.partition("!")[0])
+            assert error["message"].startswith(f"Malformed message; invalid connectionKey {named} ("), error
+            assert "x y" not in error["message"]  # the part after "!" is the connection's secret
         answer = await http.post(f"{base}/channels/orders/messages", json={"name": "stale", "connectionKey": "7.7!ab"})
         assert answer.status_code == 201
     await relay("publish", "orders", "kept", "y", socket_id="not-a-key")
