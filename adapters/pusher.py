@@ -40,7 +40,9 @@ from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User
 from relay.payload import Payload
 from relay.protocol.channels import (
     DEFAULT_LIMITS,
+    HOSTED_PUSHER_LIMITS,
     ChannelKind,
+    Limits,
     classify,
     server_to_user_channel,
     validate_channel_name,
@@ -94,12 +96,12 @@ def required_master_key(channel: str, master_key: bytes | None) -> bytes:
     return master_key
 
 
-def user_channel(user_id: object) -> str:
+def user_channel(user_id: object, limits: Limits = DEFAULT_LIMITS) -> str:
     """The ``#server-to-user-`` channel of ``user_id``: an id it cannot carry ('/', '?', spaces, over the length) is
     refused, so it can neither reshape a request's path nor be recorded as done."""
     if not isinstance(user_id, str):
         raise InvalidChannelName(f"a user id must be a string, got {user_id!r}")
-    return server_to_user_channel(user_id)
+    return server_to_user_channel(user_id, limits)
 
 
 def terminated_user(user_id: object) -> str:
@@ -154,6 +156,7 @@ class PusherAdapter:
         self._config = config
         self._clock = clock
         self.name = _server_name(config)
+        self._limits = HOSTED_PUSHER_LIMITS if is_hosted_pusher(config.host) else DEFAULT_LIMITS
         # Set once the provider refused info=subscription_count: this client's channel() then asks without it
         self._subscription_counting_off = False
 
@@ -204,7 +207,7 @@ class PusherAdapter:
         return body
 
     def check_channel(self, name: object) -> str:
-        return validate_channel_name(name)
+        return validate_channel_name(name, self._limits)
 
     def check_socket_id(self, socket_id: object) -> str:
         return validate_socket_id(socket_id)
@@ -318,7 +321,7 @@ class PusherAdapter:
         return Call(request, parse)
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
-        body = {"name": event, "channels": [user_channel(user_id)], "data": payload.text}
+        body = {"name": event, "channels": [user_channel(user_id, self._limits)], "data": payload.text}
         request = self._request("POST", "/events", body, idempotent=False)
         return Call(request, self._no_result)
 

@@ -71,6 +71,9 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+# Hosted Pusher refuses a subscription to a channel whose name, prefix included, is over 164 characters (its support
+# article "What does the error 'Invalid channel name' mean?"); its HTTP libraries, soketi and the emulator allow 200.
+HOSTED_PUSHER_LIMITS = Limits(max_channel_name=164)
 
 
 def validate_channel_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:

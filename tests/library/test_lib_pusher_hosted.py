@@ -26,6 +26,7 @@ from relay.adapters.pusher import PusherAdapter
 from relay.config import parse_url
 from relay.errors import (
     AuthenticationError,
+    InvalidChannelName,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -378,3 +379,40 @@ def test_sync_sender_sleeps_the_retry_after(respx_mock: respx.MockRouter) -> Non
     with Relay(URL, sender=SyncSender(policy, sleep=slept.append, jitter=lambda: 1.0)) as relay:
         relay.publish("orders", "e", "x")
     assert slept == [7.0, 0.5]
+
+
+# -- hosted Pusher's channel-name limit ---------------------------------------------------------------------------
+
+
+async def test_hosted_pusher_refuses_channel_names_over_164_characters_before_sending(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    """Hosted Pusher refuses a subscription to a name over 164 characters, prefix included, though its HTTP libraries
+    allow 200: such a channel could be published to and never subscribed to, so relay refuses it up front, and a user
+    id its #server-to-user- channel cannot carry; a self-hosted Pusher-protocol server keeps the protocol's 200."""
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").respond(200, json={})
+    relay = make_relay(URL)
+    longest = "private-" + "a" * 156
+    assert await relay.publish(longest, "e", "x") == PublishResult((longest,))
+    assert (await relay.authorize_channel("123.456", longest))["auth"].startswith(f"{KEY}:")
+    for call in (
+        lambda: relay.publish(longest + "b", "e", "x"),
+        lambda: relay.authorize_channel("123.456", longest + "b"),
+        lambda: relay.channel(longest + "b"),
+    ):
+        with pytest.raises(InvalidChannelName) as refused:
+            await call()
+        assert str(refused.value) == "channel name is 165 characters long; the limit is 164"
+    with pytest.raises(InvalidChannelName) as refused:
+        await relay.send_to_user("u" * 149, "e", "x")
+    assert "it goes in the channel #server-to-user-{id}, so it is 1 to 148 of" in str(refused.value)
+    await relay.send_to_user("u" * 148, "e", "x")
+    assert route.call_count == 2
+
+    self_hosted = respx_mock.post("http://soketi:6001/apps/1/events").respond(200, json={})
+    relay = make_relay("pusher://key:secret@soketi:6001/apps/1?tls=false")
+    await relay.publish("a" * 200, "e", "x")
+    await relay.send_to_user("u" * 184, "e", "x")
+    assert self_hosted.call_count == 2
+    with pytest.raises(InvalidChannelName, match=r"^channel name is 201 characters long; the limit is 200$"):
+        await relay.publish("a" * 201, "e", "x")
