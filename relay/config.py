@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from relay.errors import ConfigError, NoProviderConfigured
 from relay.protocol.ably import split_api_key
@@ -106,8 +106,10 @@ LEGACY_PUSHER_HOST = "api.pusherapp.com"  # hosted Pusher's legacy API host, the
 
 
 def is_hosted_pusher(host: str) -> bool:
-    """Whether ``host`` is hosted Pusher's API (``api-CLUSTER.pusher.com`` or the legacy host)."""
-    return host.endswith(".pusher.com") or host == LEGACY_PUSHER_HOST
+    """Whether ``host`` is hosted Pusher's API (``api-CLUSTER.pusher.com`` or the legacy host), however written: DNS
+    names ignore case, and a trailing dot names the same host."""
+    name = host.lower().rstrip(".")
+    return name.endswith(".pusher.com") or name == LEGACY_PUSHER_HOST
 
 
 def url_host(host: str) -> str:
@@ -166,6 +168,10 @@ def parse_url(url: str) -> ProviderConfig:
         raise ConfigError(f"unknown provider scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if scheme == "memory":
         return _memory_config(parts)
+    if parts.fragment or url.endswith("#"):
+        raise ConfigError(
+            f"{scheme}:// URL has a fragment (#…), which no provider reads: drop it ({_percent_encoding_hint('#')})"
+        )
     if scheme == "ably" and parts.path not in (("", "/") if "@" in parts.netloc else ("",)):
         # An Ably URL has no path: what urlsplit took for one began at a '/' in the secret (never echoed here), and
         # without a host even a trailing '/' is the secret's last character
@@ -179,7 +185,7 @@ def parse_url(url: str) -> ProviderConfig:
     if not key or not secret:
         hint = "KEYNAME:KEYSECRET" if scheme == "ably" else "KEY:SECRET"
         raise ConfigError(f"{scheme}:// URL needs credentials: {scheme}://{hint}@host…")
-    options = dict(parse_qsl(parts.query.replace("+", "%2B")))  # a literal '+', as in base64 keys
+    options = _options(scheme, parts.query)
     port_text = _port_text(parts.netloc)
     port = _port_number(port_text) if port_text else None
     if port_text and port is None:
@@ -239,7 +245,7 @@ def _memory_config(parts: SplitResult) -> ProviderConfig:
             f"memory:// URL {problem}: a memory URL is memory://NAME (NAME as written, case-sensitive), with "
             "?encryption_master_key=… if needed"
         )
-    options = dict(parse_qsl(parts.query.replace("+", "%2B")))
+    options = _options("memory", parts.query)
     master_key = _master_key(options.pop("encryption_master_key", None))
     _refuse_unknown_options("memory", options, "encryption_master_key")
     return ProviderConfig(scheme="memory", host=parts.netloc, encryption_master_key=master_key)
@@ -270,6 +276,26 @@ def _cluster(cluster: str) -> str:
             "(a server's host goes in PUSHER_HOST, with PUSHER_PORT and PUSHER_SCHEME)"
         )
     return name
+
+
+_OPTION_NAMES = frozenset({"tls", "encryption_master_key", "client_events", "history", "occupancy"})
+
+
+def _options(scheme: str, query: str) -> dict[str, str]:
+    """A URL's options, each given once. An empty value (``?tls=``, a template's unset variable) leaves the option at
+    its default; a name without ``=`` is refused, since ``?client_events`` alone reads as on and would be left off,
+    and an unknown name is kept for the caller to refuse, blank or not."""
+    bare = next((part for part in query.split("&") if part and "=" not in part), None)
+    if bare is not None:
+        name = unquote(bare)
+        raise ConfigError(f"{scheme}:// URL has the option {name} without a value: write {name}=VALUE")
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(query.replace("+", "%2B"), keep_blank_values=True):  # a literal '+', as in base64
+        if name in options:
+            raise ConfigError(f"{scheme}:// URL gives the option {name} twice: give it once")
+        if value or name not in _OPTION_NAMES:
+            options[name] = value
+    return options
 
 
 def _refuse_unknown_options(scheme: str, options: Mapping[str, str], known: str) -> None:
@@ -409,9 +435,16 @@ def pusher_url(url: str) -> ProviderConfig:
     scheme, separator, rest = url.strip().partition("://")
     if not separator or scheme.lower() not in ("http", "https"):
         raise ConfigError("PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID")
-    tls = "" if scheme.lower() == "https" else ("&" if "?" in rest else "?") + "tls=false"
+    https = scheme.lower() == "https"
     try:
-        return parse_url(f"pusher://{rest}{tls}")
+        parts = _split(f"pusher://{rest}")
+        host = parts.hostname or ""
+        if host and not _port_text(parts.netloc) and "." not in host and ":" not in host and host != "localhost":
+            # The SDKs read the host as a host: a service name such as "soketi" is no cluster name here
+            parts = parts._replace(netloc=f"{parts.netloc}:{443 if https else 80}")
+        if not https:
+            parts = parts._replace(query="&".join(query for query in (parts.query, "tls=false") if query))
+        return parse_url(urlunsplit(parts))
     except ConfigError as exc:
         raise ConfigError(f"PUSHER_URL ({scheme}://KEY:SECRET@HOST/apps/APP_ID): {exc.message}") from None
 

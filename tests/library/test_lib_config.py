@@ -359,6 +359,10 @@ def test_pusher_environment(extra: Mapping[str, str], base_url: str) -> None:
         (f"http://app-key:{SECRET}@api-eu.pusher.com/apps/123", "http://api-eu.pusher.com"),
         (f"https://app-key:{SECRET}@api.pusherapp.com/apps/123", "https://api.pusherapp.com"),
         (f"http://app-key:{SECRET}@127.0.0.1:6001/apps/123", "http://127.0.0.1:6001"),
+        # A host name without a dot (a docker-compose service) is that host, as the SDKs read it: no cluster name
+        (f"http://app-key:{SECRET}@soketi/apps/123", "http://soketi"),
+        (f"https://app-key:{SECRET}@soketi/apps/123", "https://soketi"),
+        (f"http://app-key:{SECRET}@soketi/apps/123?encryption_master_key={'A' * 43}=", "http://soketi"),
     ],
 )
 def test_pusher_url_as_the_pusher_sdks_read_it(url: str, base_url: str) -> None:
@@ -378,6 +382,8 @@ def test_pusher_url_as_the_pusher_sdks_read_it(url: str, base_url: str) -> None:
         ("api-eu.pusher.com/apps/1", "PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID"),
         (f"https://app-key:{SECRET}@api-eu.pusher.com", "PUSHER_URL (https://KEY:SECRET@HOST/apps/APP_ID): "),
         ("https://app-key@api-eu.pusher.com/apps/1", "needs credentials"),
+        # tls=false went after the fragment, into it: an http:// server was spoken to with TLS
+        ("http://app-key:s@127.0.0.1:6001/apps/1#x", "pusher:// URL has a fragment (#…)"),
     ],
 )
 def test_a_bad_pusher_url_names_the_fix(url: str, fix: str) -> None:

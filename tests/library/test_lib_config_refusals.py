@@ -102,6 +102,16 @@ ABLY = "ably://appid.keyid:s@rest.ably.io"
             "emulator://k:s@127.0.0.1:6001/apps/1?history=true",
             "emulator:// URL cannot set history: Pusher channels keep no history (the option is for ably:// URLs)",
         ),
+        # Blank options were dropped: ?client_events alone (meant as on) left client events off, with no word, and
+        # an unknown name with no value went unnoticed
+        (f"{ABLY}?client_events", "ably:// URL has the option client_events without a value: write client_events="),
+        ("pusher://k:s@eu/apps/1?bogus", "pusher:// URL has the option bogus without a value: write bogus=VALUE"),
+        ("pusher://k:s@eu/apps/1?bogus=", "pusher:// URL has unknown option(s) bogus; the options are tls, "),
+        # Given twice, the last silently won
+        ("pusher://k:s@eu/apps/1?tls=false&tls=true", "pusher:// URL gives the option tls twice: give it once"),
+        # A fragment no provider reads: dropped, it may have been a secret's unencoded '#'
+        ("pusher://k:s@host.example/apps/1#x", "pusher:// URL has a fragment (#…), which no provider reads: drop it"),
+        (f"{ABLY}#", "ably:// URL has a fragment (#…)"),
         # memory:// dropped every option but the key: a test's misspelt option changed nothing, silently.
         (
             "memory://tests?encryption_masterkey=x&tls=false",

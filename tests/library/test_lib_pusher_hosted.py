@@ -23,7 +23,7 @@ from respx_checks import check_sent, check_signed
 from relay import ChannelInfo, Event, PresenceMember, PublishResult
 from relay.adapters.base import HttpRequest, HttpResponse
 from relay.adapters.pusher import PusherAdapter
-from relay.config import parse_url
+from relay.config import from_env, parse_url
 from relay.errors import (
     AuthenticationError,
     InvalidChannelName,
@@ -416,3 +416,15 @@ async def test_hosted_pusher_refuses_channel_names_over_164_characters_before_se
     assert self_hosted.call_count == 2
     with pytest.raises(InvalidChannelName, match=r"^channel name is 201 characters long; the limit is 200$"):
         await relay.publish("a" * 201, "e", "x")
+
+
+@pytest.mark.parametrize("host", ["API-EU.PUSHER.COM", "api-eu.pusher.com.", "Api.PusherApp.com."])
+def test_hosted_pusher_is_recognised_however_its_host_is_written(host: str) -> None:
+    """DNS names ignore case and a trailing dot names the same host: PUSHER_HOST written so is still hosted Pusher,
+    with its limit and its name in errors."""
+    adapter = PusherAdapter(
+        from_env({"PUSHER_APP_ID": APP_ID, "PUSHER_KEY": KEY, "PUSHER_SECRET": SECRET, "PUSHER_HOST": host})
+    )
+    assert adapter.name == "Pusher"
+    with pytest.raises(InvalidChannelName, match="the limit is 164"):
+        adapter.check_channel("a" * 165)
