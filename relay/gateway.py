@@ -532,6 +532,10 @@ def _json_constant(name: str) -> _Unreadable:
     return _Unreadable(f"{name}, which is not a JSON number")
 
 
+# Where a JSON text may hold half a UTF-16 pair ("\ud83c"): only then are the claims checked for one
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _claims_of(payload: bytes) -> dict[str, Any]:
     """A JWT's verified payload as claims: a JSON object in UTF-8, whose ``exp``, ``nbf`` and ``iat`` are NumericDates
     (RFC 7519 §2). PyJWT took ``"exp": "1700000000"`` (a string), read ``"exp": true`` as 1 ("the JWT has expired"),
@@ -566,6 +570,14 @@ def _claims_of(payload: bytes) -> dict[str, Any]:
         unreadable = _first_unreadable(value)
         if unreadable is not None:
             raise jwt.DecodeError(f"its {shown_credential(name)} claim holds {unreadable.described}")
+    if _SURROGATE_ESCAPE.search(payload):
+        # JavaScript's slice() of a name can cut an emoji in two: valid JSON, but text no provider can carry
+        for name, value in claims.items():
+            if _holds_lone_surrogate([name, value]):
+                raise jwt.DecodeError(
+                    f"its {shown_credential(name)} claim holds a lone UTF-16 surrogate, which UTF-8 cannot encode: "
+                    "a string cut in the middle of a character"
+                )
     return claims
 
 
@@ -581,6 +593,25 @@ def _first_unreadable(value: object) -> _Unreadable | None:
         elif isinstance(item, list):
             pending.extend(item)
     return None
+
+
+def _holds_lone_surrogate(value: object) -> bool:
+    """Whether a string inside ``value`` (a key too) holds half a UTF-16 pair; looked for without recursion."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 class _StrictJWT(jwt.PyJWT):

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.errors import ProtocolError
+from relay.errors import InvalidData, ProtocolError
 from relay.payload import json_text
+from relay.protocol.frames import refuse_lone_surrogates
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,11 @@ class User:
         if not isinstance(watchlist, list | tuple) or not all(isinstance(watched, str) for watched in watchlist):
             raise ProtocolError(f"a user's watchlist is a list of user id strings, not {watchlist!r}")
         object.__setattr__(self, "watchlist", tuple(watchlist))  # a list given is kept as the tuple it is typed as
-        json_text(dict(self.info), "a user's info")  # sent as JSON by every provider: refused here, not mid-auth
+        # Sent as JSON, in UTF-8, by every provider: what cannot be is refused here, not mid-auth
+        refuse_lone_surrogates(self.id, "a user id", ProtocolError)
+        for watched in self.watchlist:
+            refuse_lone_surrogates(watched, "a user's watchlist", ProtocolError)
+        refuse_lone_surrogates(json_text(dict(self.info), "a user's info"), "a user's info", InvalidData)
 
     @classmethod
     def coerce(cls, user: User | Mapping[str, Any] | str | int) -> User:

@@ -340,6 +340,39 @@ async def test_jwt_claims_that_are_not_numeric_dates_are_a_401_that_names_the_cl
     assert "sys." not in response.text and "recursion" not in response.text
 
 
+@pytest.mark.parametrize(
+    ("claims", "path", "form", "refused"),
+    [
+        (b'"sub":"alice","name":"Ann \\ud83c"', "/v1/auth/channel", {"channel_name": "presence-room"}, "'name'"),
+        (b'"sub":"al\\udc00ice"', "/v1/auth/channel", {"channel_name": "presence-room"}, "'sub'"),
+        (b'"sub":"alice","watchlist":["bob\\ud800"]', "/v1/auth/user", {}, "'watchlist'"),
+        (b'"sub":"alice","name":"Ann \\uD83C"', "/v1/auth/user", {}, "'name'"),
+    ],
+    ids=["name on presence", "sub on presence", "watchlist on signin", "upper-case escape"],
+)
+async def test_a_jwt_claim_with_half_a_utf16_pair_is_a_401_not_a_500(
+    gateway: RunningGateway, claims: bytes, path: str, form: dict[str, str], refused: str
+) -> None:
+    """A JavaScript issuer that cuts a display name with slice() can leave half an emoji: valid JSON, signed, but text
+    no provider can carry. The answer was a 500 as the channel_data was written; the token is refused, naming the
+    claim, and the gateway serves the next request."""
+    token = signed_jwt(b"{" + claims + b',"exp":%d}' % LATER)
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}) as http:
+        response = await http.post(path, data={"socket_id": "1234.5678", **form})
+    assert (response.status_code, response.json()) == (
+        401,
+        {
+            "error": f"invalid JWT: its {refused} claim holds a lone UTF-16 surrogate, which UTF-8 cannot encode: a "
+            "string cut in the middle of a character"
+        },
+    )
+    whole = signed_jwt(b'{"sub":"alice","name":"Ann \\ud83c\\udf89","exp":%d}' % LATER)  # a whole pair is fine
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {whole}"}) as http:
+        answer = await http.post("/v1/auth/channel", data={"socket_id": "1234.5678", "channel_name": "presence-room"})
+    assert answer.status_code == 200, answer.text
+    assert json.loads(answer.json()["channel_data"])["user_info"]["name"] == "Ann 🎉"
+
+
 async def test_a_jwt_header_python_cannot_read_is_a_401_without_python_s_words(gateway: RunningGateway) -> None:
     token = signed_jwt(b'{"sub":"alice","exp":%d}' % LATER, header=b'{"alg":"HS256","x":' + b"9" * 5000 + b"}")
     response = await channel_auth(gateway, token)

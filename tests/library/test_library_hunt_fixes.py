@@ -21,7 +21,7 @@ from libsupport import KEY, RECV_TIMEOUT, SECRET, Emulator, MakeRelay, StartEmul
 from respx_checks import check_signed
 
 from relay import AsyncRelay, ChannelInfo, PublishResult, Relay, User
-from relay.errors import ClientClosed, InvalidChannelName, LimitExceeded, ProtocolError
+from relay.errors import ClientClosed, InvalidChannelName, InvalidData, LimitExceeded, ProtocolError
 from relay.protocol.signing import user_auth
 from relay.rules import ChannelRules
 from relay.senders import RetryPolicy
@@ -218,6 +218,34 @@ async def test_a_watchlist_pusher_would_not_take_is_refused(
         await relay.authenticate_user("1.2", user)
     assert str(raised.value).startswith(message)
     assert len((await relay.authenticate_user("1.2", {"id": "alice", "watchlist": ["b"] * 100}))["auth"]) > 0
+
+
+LONE = "a string cut in the middle of a character"
+
+
+@pytest.mark.parametrize(
+    ("user", "error", "message"),
+    [
+        ({"id": "alice", "info": {"name": "Ann \ud83c"}}, InvalidData, "a user's info contains a lone UTF-16"),
+        ("al\udc00ice", ProtocolError, "a user id contains a lone UTF-16 surrogate ('\\udc00' at character 2)"),
+        ({"id": "alice", "watchlist": ["bob\ud800"]}, ProtocolError, "a user's watchlist contains a lone UTF-16"),
+    ],
+    ids=["info", "id", "watchlist"],
+)
+@pytest.mark.parametrize("url", ["pusher://k:s@eu/apps/1", "ably://app.key:secret@rest.ably.io", "memory://lone"])
+async def test_a_user_with_half_a_utf16_pair_is_refused_by_name(
+    make_relay: MakeRelay, url: str, user: object, error: type[Exception], message: str
+) -> None:
+    """A name cut with JavaScript's slice() may end in half an emoji, which UTF-8 cannot encode: Pusher's signature
+    raised a bare UnicodeEncodeError, and a sign-in's user_data carried it on to the provider."""
+    relay = make_relay(url)
+    calls = [lambda: relay.authorize_channel("1.2", "presence-room", user)]
+    if not url.startswith("ably"):  # Ably has no sign-in
+        calls.append(lambda: relay.authenticate_user("1.2", user))
+    for call in calls:
+        with pytest.raises(error) as raised:
+            await call()
+        assert str(raised.value).startswith(message) and str(raised.value).endswith(LONE)
 
 
 # -- 4. one AsyncRelay across event loops -----------------------------------------------------------------------------
