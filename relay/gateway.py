@@ -957,7 +957,7 @@ class InternalErrorGuard:
         except Exception:
             if started:  # part of the answer is out: nothing sound can follow it, so the connection is dropped
                 raise
-            log.exception("unhandled error answering %s %s", scope["method"], route_path(scope))
+            log.exception("unhandled error answering %s %s", scope["method"], _logged_path(scope))
             answer = JSONResponse({"error": "internal error: the gateway's log has the details"}, status_code=500)
             await answer(scope, receive, send)
 
@@ -1004,8 +1004,20 @@ def _log_refusal(scope: Scope, status: int, answer: bytes) -> None:
     origin = Request(scope).headers.get("origin")
     source = "" if origin is None else f" (Origin: {origin})"  # which site's page, for a CORS refusal above all
     level = logging.INFO if status < 500 else logging.WARNING
-    reason = _answer_reason(answer)
-    log.log(level, "%s %s answered %d%s: %s", scope["method"], route_path(scope), status, source, reason)
+    reason = _printable(_answer_reason(answer))
+    log.log(level, "%s %s answered %d%s: %s", scope["method"], _logged_path(scope), status, _printable(source), reason)
+
+
+def _logged_path(scope: Scope) -> str:
+    return _printable(route_path(scope))
+
+
+def _printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a request's path is percent-decoded, and a
+    ``%0a`` in it would otherwise write a line of the attacker's into the log, or a terminal escape into a console."""
+    if text.isprintable():
+        return text
+    return "".join(character if character.isprintable() else ascii(character)[1:-1] for character in text)
 
 
 def _answer_reason(answer: bytes) -> str:
