@@ -1208,8 +1208,10 @@ def gateway_router(
         return JSONResponse(body)
 
     @router.get("/v1/client-config", summary="What a frontend needs to connect")
-    async def client_config() -> dict[str, Any]:
-        return frontend_config(client)
+    async def client_config(request: Request) -> dict[str, Any]:
+        # Mounted under a prefix (parent.mount("/relay", …)), the auth routes are under it too
+        root = request.scope.get("root_path", "")
+        return frontend_config(client, channel_auth=f"{root}/v1/auth/channel", user_auth=f"{root}/v1/auth/user")
 
     @router.post("/v1/webhooks", summary="Verify a provider webhook and forward its normalised events")
     async def webhooks(request: Request) -> JSONResponse:
@@ -1317,7 +1319,9 @@ def frontend_config(
     # connects there with cluster "mt1" alone, and cannot open a WebSocket to the API host itself.
     hosted = is_hosted_pusher(host)
     if config.scheme == "emulator" or not hosted:
-        settings.update(wsHost=host, wsPort=config.port or (443 if config.tls else 80), enabledTransports=["ws", "wss"])
+        # pusher-js dials wssPort with TLS (443 unless told) and wsPort without: both, so the options work as given
+        port = config.port or (443 if config.tls else 80)
+        settings.update(wsHost=host, wsPort=port, wssPort=port, enabledTransports=["ws", "wss"])
         if config.path_prefix:  # a server behind a proxy path: pusher-js puts wsPath before /app/{key}
             settings["wsPath"] = config.path_prefix
     return settings

@@ -22,3 +22,14 @@ def test_ably_auth_url_is_the_channel_route_unless_given() -> None:
     assert frontend_config(client)["authUrl"] == "/v1/auth/channel"
     assert frontend_config(client, channel_auth="/pusher/auth", ably_auth="/ably/token")["authUrl"] == "/ably/token"
     assert frontend_config(client)["clientOptions"]["port"] == 6001
+
+
+def test_a_tls_server_on_its_own_port_is_told_as_wss_port_too() -> None:
+    """pusher-js dials wsHost:wssPort when forceTLS is on, wssPort 443 unless given: a self-hosted server behind TLS
+    on 6001 was dialled on 443 by a page passing the config on."""
+    tls = frontend_config(Relay.from_url("pusher://k:s@soketi.example.com:6001/apps/1"))
+    assert (tls["forceTLS"], tls["wsHost"], tls["wsPort"], tls["wssPort"]) == (True, "soketi.example.com", 6001, 6001)
+    plain = frontend_config(Relay.from_url("pusher://k:s@soketi.example.com/apps/1?tls=false"))
+    assert (plain["forceTLS"], plain["wsPort"], plain["wssPort"]) == (False, 80, 80)
+    hosted = frontend_config(Relay.from_url("pusher://k:s@eu/apps/1"))
+    assert "wssPort" not in hosted and hosted["cluster"] == "eu"

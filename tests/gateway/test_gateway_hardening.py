@@ -443,6 +443,17 @@ async def test_the_guard_holds_when_the_gateway_is_mounted_under_a_prefix(gatewa
                 413,
                 {"error": f"the request body is over {MAX_AUTH_BODY_BYTES} bytes"},
             )
+            # The auth endpoints a frontend is told are the mounted ones
+            config = (await http.get("/relay/v1/client-config")).json()
+            assert (config["channelAuthEndpoint"], config["userAuthEndpoint"]) == (
+                "/relay/v1/auth/channel",
+                "/relay/v1/auth/user",
+            )
+            form = {"socket_id": "1.1", "channel_name": "private-user-alice"}
+            authorized = await http.post(
+                config["channelAuthEndpoint"], data=form, headers={"authorization": f"Bearer {hs_jwt()}"}
+            )
+            assert authorized.status_code == 200, authorized.text
         answer = await post_chunked_without_end(
             url, "/relay/v1/publish", {"content-type": "application/json"}, b'{"channel": "a", "data": "' + b"x" * 9
         )

@@ -162,6 +162,7 @@ async def test_client_config_and_health(gateway: httpx.AsyncClient, emulator: Ru
         "userAuthEndpoint": "/v1/auth/user",
         "wsHost": "127.0.0.1",
         "wsPort": emulator.port,
+        "wssPort": emulator.port,
         "enabledTransports": ["ws", "wss"],
     }
     assert (await gateway.get("/health")).json() == {"status": "ok"}

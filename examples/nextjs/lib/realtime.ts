@@ -9,6 +9,7 @@ export interface ClientConfig {
   forceTLS: boolean;
   wsHost?: string;
   wsPort?: number;
+  wssPort?: number;
   channelAuthEndpoint: string;
   userAuthEndpoint: string;
 }
@@ -75,7 +76,7 @@ export async function createRealtime(options: {
     forceTLS: config.forceTLS,
     // Only for the emulator or a self-hosted server; hosted Pusher needs just the cluster.
     ...(config.wsHost
-      ? { wsHost: config.wsHost, wsPort: config.wsPort, wssPort: config.wsPort, enabledTransports: ['ws', 'wss'] }
+      ? { wsHost: config.wsHost, wsPort: config.wsPort, wssPort: config.wssPort, enabledTransports: ['ws', 'wss'] }
       : {}),
     channelAuthorization: {
       endpoint: new URL(config.channelAuthEndpoint, gatewayUrl).href,
