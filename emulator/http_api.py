@@ -20,7 +20,7 @@ from relay.errors import (
     RelayError,
 )
 from relay.protocol.channels import ChannelKind, classify, is_cache_channel, validate_channel_name, validate_event_name
-from relay.protocol.frames import check_event_size, dumps, loads, utf8_length
+from relay.protocol.frames import check_event_size, dumps, dumps_parsed, loads, utf8_length
 from relay.protocol.signing import unique_params, verify_rest_request
 from relay.protocol.socket_ids import validate_socket_id
 
@@ -317,7 +317,7 @@ def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
     raw_data = request.get("data")
     if raw_data is None:
         raise ProtocolError("data is required (a string, usually JSON-encoded)")
-    data = raw_data if isinstance(raw_data, str) else dumps(raw_data)
+    data = raw_data if isinstance(raw_data, str) else dumps_parsed(raw_data, "data")
     check_event_size(utf8_length(data), limits)
     socket_id = request.get("socket_id")
     return _Event(name, checked, data, None if socket_id is None else validate_socket_id(socket_id))

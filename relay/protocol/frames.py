@@ -107,6 +107,16 @@ def dumps(value: object) -> str:
     return _compact(value)
 
 
+def dumps_parsed(value: object, what: str) -> str:
+    """:func:`dumps` of a value :func:`loads` read from a client: one nested at the parser's limit may be a level too
+    deep to write back (a RecursionError, which would drop the connection or answer 500), so it is refused as
+    :class:`InvalidFrame` as a level deeper would have been."""
+    try:
+        return _compact(value)
+    except RecursionError:
+        raise InvalidFrame(f"{what} nests arrays and objects too deeply") from None
+
+
 def channel_event(event: str, channel: str, data: str, user_id: str | None = None) -> str:
     """A channel event; ``data`` is forwarded verbatim as the string the publisher sent.
 
@@ -229,7 +239,7 @@ def data_object(frame: ClientFrame) -> dict[str, object]:
 
 def client_event_data(data: object) -> str:
     """Client-event data as relayed: a string stays as sent, an object is encoded once."""
-    return data if isinstance(data, str) else _compact(data)
+    return data if isinstance(data, str) else dumps_parsed(data, "client event data")
 
 
 def refuse_lone_surrogates(text: str, what: str, error: type[ProtocolError]) -> None:

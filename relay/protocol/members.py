@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from relay.errors import InvalidFrame, LimitExceeded, PayloadTooLarge
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
-from relay.protocol.frames import dumps, loads, utf8_length
+from relay.protocol.frames import dumps_parsed, loads, utf8_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def _user_id(value: object, what: str, limits: Limits) -> str:
 
 
 def _info_json(value: object, what: str, limits: Limits) -> str:
-    encoded = dumps(value if value is not None else {})
+    encoded = dumps_parsed(value if value is not None else {}, what)
     size = utf8_length(encoded)
     if size > limits.max_user_info_bytes:
         raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {limits.max_user_info_bytes}")

@@ -504,3 +504,46 @@ async def test_no_request_after_an_answer_that_closes_the_connection_is_handled(
         writer.close()
     assert (status_line, headers["connection"], rest) == ("HTTP/1.1 413 Payload Too Large", "close", b"")
     await assert_nothing_published(emulator, subscriber, "room")
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+async def test_data_nested_at_the_parsers_limit_is_refused_not_fatal(
+    start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Data the parser just reads may be a level too deep to write back: a client event's RecursionError escaped the
+    session (no pusher:error, the socket aborted, a traceback logged) and the HTTP API answered 500. Around that
+    depth, each event is relayed or refused as malformed; the sender stays connected, the API answers 200 or 400."""
+    app = replace(TEST_APP, limits=replace(TEST_APP.limits, client_events_per_second=1000))
+    emulator = await start_emulator(app=app)
+    sender, receiver = await connect(emulator), await connect(emulator)
+    for client in (sender, receiver):
+        await client.subscribed("private-deep")
+    outcomes: set[str] = set()
+    for depth in range(500, 1020):
+        await sender.ws.send('{"event":"client-deep","channel":"private-deep","data":' + _nested(depth) + "}")
+        await sender.send("pusher:ping", {})
+        frame = await sender.recv()
+        if frame["event"] == "pusher:error":
+            assert frame["data"]["message"] in (
+                "client event data nests arrays and objects too deeply",
+                "frame is not valid JSON",
+            ), frame
+            outcomes.add(frame["data"]["message"])
+            frame = await sender.recv()
+        else:
+            assert (await receiver.expect("client-deep"))["data"] == _nested(depth)  # relayed as text
+            outcomes.add("relayed")
+        assert frame["event"] == "pusher:pong", frame
+    assert "relayed" in outcomes and len(outcomes) >= 2, outcomes
+    statuses = set()
+    async with httpx.AsyncClient(base_url=emulator.http_url) as http:
+        for depth in range(500, 1020):
+            body = ('{"name":"deep","channel":"room","data":' + _nested(depth) + "}").encode()
+            answer = await http.post(signed("POST", "/apps/1/events", body), content=body)
+            assert answer.status_code in (200, 400), (depth, answer.text)
+            statuses.add(answer.status_code)
+    assert statuses == {200, 400}
+    await sender.sync()
