@@ -586,13 +586,14 @@ class AppState:
             online = [uid for uid in watchlist if self.is_online(uid)]
             offline = [uid for uid in watchlist if not self.is_online(uid)]
             peer.send_text(frames.watchlist_events(online=online, offline=offline))
-        for watched in watchlist:
-            self.watchers.setdefault(watched, set()).add(peer)
         if first:
             if not self.remote.users.get(user_id):
                 self._notify_watchers(user_id, online=True)
             if self.cluster is not None:
                 self.cluster.user_online(self.app.app_id, user_id, True)
+        # Only now a watcher: a user watching their own id was told once, in the list above, that they are online
+        for watched in watchlist:
+            self.watchers.setdefault(watched, set()).add(peer)
 
     def sign_out(self, peer: Peer, user_id: str, watchlist: tuple[str, ...]) -> None:
         for watched in watchlist:

@@ -524,6 +524,27 @@ async def test_watchlist_events(emulator: RunningEmulator, connect: Connect) -> 
     await watcher.sync()
 
 
+async def test_a_watchlist_id_listed_twice_or_the_users_own_is_reported_once(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
+    """A watchlist ["me", "x", "x"] signed in as "me" was told x offline twice, then "me" online a second time: each
+    id is reported once, and the user's own sign-in only in the list they are sent."""
+    me = await connect(emulator)
+    frame = await me.signin(json.dumps({"id": "me", "watchlist": ["me", "x", "x"]}))
+    assert frame["event"] == "pusher:signin_success"
+    assert watchlist_events(await me.recv()) == {"online": ["me"], "offline": ["x"]}
+    await me.sync()  # no second "online: me"
+    x = await connect(emulator)
+    await x.signin('{"id":"x"}')
+    assert watchlist_events(await me.recv()) == {"online": ["x"]}
+    await me.sync()
+    again = await connect(emulator)  # the user's second connection watches too; the first is not told of it
+    await again.signin(json.dumps({"id": "me", "watchlist": ["me"]}))
+    assert watchlist_events(await again.recv()) == {"online": ["me"]}
+    await again.sync()
+    await me.sync()
+
+
 async def test_watchlist_over_100_ids(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 58: a watchlist over 100 ids is cut to the first 100 with a non-fatal 4302; the user stays signed in."""
     watched = [f"u{n}" for n in range(101)]
