@@ -256,11 +256,12 @@ class AblyRest:
         flat: list[dict[str, Any]] = []
         for channels, messages in checked:
             outcomes: list[dict[str, Any]] = []
+            connection_id, exclude = _publishing_connection(app, messages)  # as a channel's own publish reads it
             for channel in channels:
                 try:
                     name = check_channel_name(channel)
                     _require(credentials, name, "publish")
-                    message_id, serials = app.publish(name, messages, connection_id=None, exclude=None)
+                    message_id, serials = app.publish(name, messages, connection_id=connection_id, exclude=exclude)
                     outcomes.append({"channel": name, "messageId": message_id, "serials": serials})
                 except AblyError as exc:
                     outcomes.append({"channel": channel, "error": exc.body()})

@@ -76,6 +76,17 @@ async def test_publish_reaches_both_protocols(relay: Call, ably_emulator: Runnin
     names = [(await ably_side.expect(MESSAGE))["messages"][0]["name"] for _ in range(3)]
     assert names == ["fanned", "not-to-me", "to-everyone"]
 
+    # To several channels (one batch request) and in a batch, socket_id leaves the socket out as well
+    await relay("publish", ["orders", "audit"], "fanned-not-to-me", "x", socket_id=pusher_side.socket_id)
+    await relay(
+        "publish_batch",
+        [{"channel": "orders", "name": "batch-not-to-me", "data": "x", "socket_id": pusher_side.socket_id}],
+    )
+    await relay("publish", "orders", "after", "z")
+    assert (await pusher_side.expect("after"))["data"] == "z"
+    names = [(await ably_side.expect(MESSAGE))["messages"][0]["name"] for _ in range(3)]
+    assert names == ["fanned-not-to-me", "batch-not-to-me", "after"]
+
 
 async def test_publish_batch(relay: Call, ably_emulator: RunningEmulator, wires: list[Any]) -> None:
     """``publish_batch``: one BatchSpec per event in one ``POST /messages``, each delivered."""
