@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from relay.adapters.base import (
     Call,
@@ -360,7 +360,12 @@ class AblyAdapter:
         if target is None:
             return None
         request = self._request("GET", "/")
-        return HttpRequest("GET", urljoin(response.url or request.url, target), request.headers, b"", True)
+        url = urljoin(response.url or request.url, target)
+        if _origin(url) != _origin(request.url):
+            # The request carries the API key: followed elsewhere (another host, or http:// from https://), it would
+            # hand the key over. Ably's links are relative.
+            raise unreadable_answer(self.name, response, f"a next page at another origin ({_origin(url)})")
+        return HttpRequest("GET", url, request.headers, b"", True)
 
     def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
         def parse(response: HttpResponse | None) -> list[PresenceMember]:
@@ -488,6 +493,11 @@ def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[Relay
         return unkeyed()
 
     return instead
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port
 
 
 def _occupancy_counts(details: object) -> tuple[int | None, int | None] | None:

@@ -363,6 +363,30 @@ async def test_a_stale_error_on_the_first_page_is_not_retried(
     assert listing.call_count == 1
 
 
+@pytest.mark.parametrize(
+    "link",
+    [
+        "<https://collector.example/collect?cursor=2>",
+        "<http://rest.ably.io/channels?by=id&cursor=2>",  # the same host, without TLS
+        "<https://rest.ably.io:8443/channels?by=id&cursor=2>",
+        "<//collector.example/channels>",
+    ],
+)
+async def test_a_next_page_at_another_origin_is_not_followed_with_the_key(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, link: str
+) -> None:
+    """The next page's request carries the API key: an answer (of a proxy in the middle, say) linking elsewhere would
+    have been followed, key and all. It is an answer Ably never gives: a 502, and nothing sent there."""
+    respx_mock.get(f"{BASE}/channels").respond(200, json=["a"], headers={"Link": f'{link}; rel="next"'})
+    elsewhere = respx_mock.route().respond(200, json=["stolen"])  # whatever else would be asked
+    with pytest.raises(ProtocolError) as raised:
+        await make_relay(URL).channels()
+    assert raised.value.http_status == 502
+    assert "answered 200 with a next page at another origin" in str(raised.value)
+    assert not elsewhere.called
+    assert KEY_SECRET not in str(raised.value)
+
+
 async def test_paginated_answers_are_followed_to_the_last_page(
     make_relay: MakeRelay, respx_mock: respx.MockRouter
 ) -> None:
