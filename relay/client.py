@@ -348,7 +348,8 @@ class _Outcomes(Generic[R]):
 
     def final(self) -> R:
         """After every provider ran: failover's last error, or mirror's result (MirrorError if any failed)."""
-        if self.mode is Mode.FAILOVER:
+        if self.mode is Mode.FAILOVER or (len(self.errors) == 1 and not self.results):
+            # A mirror's query goes to its first provider alone: that provider's error is the answer, as unmirrored
             raise next(reversed(self.errors.values()))
         if self.errors:
             raise MirrorError(dict(self.results), self.errors)

@@ -27,6 +27,7 @@ from relay import MirrorError, PublishResult
 from relay.errors import (
     AuthenticationError,
     InvalidChannelName,
+    NotFound,
     PayloadTooLarge,
     RelayError,
     TransportError,
@@ -88,9 +89,21 @@ async def test_mirror_with_every_provider_down(start_stoppable: StartStoppable, 
         await relay.publish("orders", "order-ready", {"id": 3})
     assert raised.value.results == {}
     assert set(raised.value.errors) == {label(first.port), label(second.port)}
-    with pytest.raises(MirrorError) as queried:  # a query goes to the first provider only
+    # A query goes to the first provider only, and its error is raised as it would be unmirrored: code that catches
+    # TransportError (or NotFound, RateLimited with its retry_after) works the same with a mirror
+    with pytest.raises(TransportError) as queried:
         await relay.channel("orders")
-    assert set(queried.value.errors) == {label(first.port)}
+    assert "could not reach 127.0.0.1" in str(queried.value) and f":{first.port}" in str(queried.value)
+
+
+async def test_a_mirror_s_query_raises_its_first_provider_s_own_error(
+    start_emulator: StartEmulator, make_relay: MakeRelay
+) -> None:
+    first, second = await start_emulator(), await start_emulator()
+    relay = make_relay(f"mirror:{emulator_url(first).replace('/apps/1', '/apps/9')}|{emulator_url(second)}")
+    with pytest.raises(NotFound) as raised:
+        await relay.channels()
+    assert raised.value.http_status == 404 and "unknown app id '9'" in str(raised.value)
 
 
 @pytest.mark.parametrize(
