@@ -261,7 +261,8 @@ class AblyAdapter:
         body = self._json(response)
         results: list[dict[str, Any]] = []
         for answer in body if isinstance(body, list) else [body]:
-            listed = answer.get("results", []) if isinstance(answer, dict) else None
+            # Protocol 1's answer, a list of {channel, messageId}, read as BatchResults said nothing was published
+            listed = answer.get("results") if isinstance(answer, dict) else None
             if not isinstance(listed, list) or not all(isinstance(result, dict) for result in listed):
                 raise unreadable_answer(
                     self.name, response, "what is not a BatchResult {successCount, failureCount, results} per spec"
@@ -506,7 +507,7 @@ def _occupancy_counts(details: object) -> tuple[int | None, int | None] | None:
 
     Occupied means someone subscribed, as on Pusher: Ably keeps a channel active (``isActive``) a while after its last
     subscriber left, or after a publish nobody received, so the subscriber count decides wherever Ably gives it."""
-    status = details.get("status", {}) if isinstance(details, Mapping) else None
+    status = details.get("status") if isinstance(details, Mapping) else None
     occupancy = status.get("occupancy", {}) if isinstance(status, Mapping) else None
     metrics = occupancy.get("metrics", {}) if isinstance(occupancy, Mapping) else None
     if not isinstance(metrics, Mapping):

@@ -120,6 +120,11 @@ def terminated_user(user_id: object) -> str:
     return user_id
 
 
+def _is_count(value: object) -> bool:
+    """An integer count, or no count at all."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
 def presence_channel(channel: str) -> str:
     """``channel``, if members can be listed: only presence channels have them."""
     if classify(channel) is not ChannelKind.PRESENCE:
@@ -283,7 +288,15 @@ class PusherAdapter:
 
         def parse(response: HttpResponse | None) -> ChannelInfo:
             body = self._object(response)
-            return ChannelInfo(name, bool(body.get("occupied")), body.get("subscription_count"), body.get("user_count"))
+            occupied = body.get("occupied")
+            subscriptions, users = body.get("subscription_count"), body.get("user_count")
+            # bool("false") is True: what is not Pusher's answer is said, not read as the nearest thing
+            if not isinstance(occupied, bool | None) or not all(_is_count(count) for count in (subscriptions, users)):
+                assert response is not None
+                raise unreadable_answer(
+                    self.name, response, "what is not a channel {occupied: true|false, subscription_count, user_count}"
+                )
+            return ChannelInfo(name, bool(occupied), subscriptions, users)
 
         def without_count(error: RelayError) -> HttpRequest | None:
             if not asks_count or error.http_status != 400 or not _SUBSCRIPTION_COUNTING_OFF.search(error.message):

@@ -223,6 +223,22 @@ async def test_invalid_json_on_success_is_a_relay_error(make_relay: MakeRelay, r
         await relay.channel("lobby")
 
 
+@pytest.mark.parametrize(
+    "body", [{"occupied": "false"}, {"occupied": True, "subscription_count": "7"}, {"occupied": True, "user_count": -1}]
+)
+async def test_a_channel_answer_that_is_not_pusher_s_is_a_502_not_a_guess(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, body: dict[str, object]
+) -> None:
+    """{"occupied": "false"} read as occupied (bool of a non-empty string), a string count was passed on as one."""
+    respx_mock.get(f"{BASE}/apps/{APP_ID}/channels/lobby").respond(200, json=body)
+    with pytest.raises(ProtocolError) as raised:
+        await make_relay(URL).channel("lobby")
+    assert raised.value.http_status == 502
+    assert str(raised.value).startswith(
+        "Pusher answered 200 with what is not a channel {occupied: true|false, subscription_count, user_count}: "
+    )
+
+
 async def test_429_is_retried_after_retry_after(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(
         side_effect=[httpx.Response(429, headers={"Retry-After": "0.3"}, json={"error": "slow"}), httpx.Response(200)]

@@ -298,6 +298,20 @@ async def test_channels_refuses_a_prefix_that_is_not_a_str(
             b'[{"results": {"a": 1}}]',
             "what is not a BatchResult",
         ),
+        (
+            ABLY,
+            f"{ABLY_BASE}/channels/lobby",
+            lambda relay: relay.channel("lobby"),
+            b'{"channelId": "lobby"}',  # no status: was read as an unoccupied channel
+            "what is not a ChannelDetails",
+        ),
+        (
+            ABLY,
+            f"{ABLY_BASE}/messages",
+            lambda relay: relay.publish(["a", "b"], "e", 1),
+            b'[{"channel": "a", "messageId": "m"}, {"channel": "b", "messageId": "m"}]',  # protocol 1's
+            "what is not a BatchResult",
+        ),
     ],
     ids=[
         "pusher-channel",
@@ -309,6 +323,8 @@ async def test_channels_refuses_a_prefix_that_is_not_a_str(
         "ably-presence",
         "ably-presence-without-client-id",
         "ably-batch",
+        "ably-channel-without-status",
+        "ably-batch-of-protocol-1",
     ],
 )
 async def test_an_answer_of_the_wrong_shape_is_a_protocol_error_naming_it(
