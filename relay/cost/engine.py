@@ -81,9 +81,10 @@ def _summarise(workload: Workload, provider: Provider, prices: Prices) -> Provid
         broken = [fit for fit in fits if fit.status == "does_not_fit"]
         status, reference = "does_not_fit", broken[-1] if broken else fits[-1]
         limit, confidence = _break_reason(reference, custom, fits), provider.confidence
-    # A managed provider that does not fit still has a figure: its largest listed plan at list rates, a floor.
-    listed_floor = status == "does_not_fit" and provider.kind == "managed" and reference.status == "does_not_fit"
-    floor = reference.monthly_usd if listed_floor else None
+    # A managed provider that does not fit still has a figure: its largest plan with a list price, at list rates, a
+    # floor (the largest plan may have none: Ably's Enterprise breaks a limit too, at a custom price).
+    priced = [fit for fit in fits if fit.status == "does_not_fit" and fit.monthly_usd is not None]
+    floor = priced[-1].monthly_usd if status == "does_not_fit" and provider.kind == "managed" and priced else None
     return ProviderEstimate(
         provider=provider.id,
         name=provider.name,
@@ -111,6 +112,8 @@ def _break_reason(reference: PlanFit, custom: list[PlanFit], fits: Sequence[Plan
     if reference.status == "does_not_fit":
         broken = "; ".join(check.describe() for check in reference.breaks)
         reason = f"{broken} on {reference.name}, the largest listed plan"
+        if reference.monthly_usd is None and reference not in custom:
+            reason += " (custom price, contact sales)"
     else:
         reason = reference.reason or "no plan is usable"
     unsuitable = [fit for fit in fits if fit.status == "unsuitable" and fit is not reference]

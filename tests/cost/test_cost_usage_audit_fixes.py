@@ -241,6 +241,18 @@ def test_a_managed_provider_that_does_not_fit_shows_its_list_rate_floor_everywhe
     assert rows["pusher"]["monthly_usd"] == ""
 
 
+def test_a_floor_comes_from_the_largest_priced_plan_when_the_largest_is_custom_priced() -> None:
+    """300 KB messages break every plan of Ably and PubNub's MAU tiers, their custom-priced top plan included: the
+    floor was left out. It is the largest plan with a list price, and the reason says the top one's price is custom."""
+    result = run_cost_json(["--connections", "100", "--publishes-per-day", "1000", "--message-size", "300KB"])
+    for provider_id, top in (("ably_rb", "Enterprise"), ("pubnub_mau", "Larger tiers")):
+        entry = provider(result, provider_id)
+        assert (entry["status"], entry["monthly_usd"]) == ("does_not_fit", None)
+        priced = [plan for plan in entry["plans"] if plan["status"] == "does_not_fit" and plan["monthly_usd"]]
+        assert entry["list_rate_usd"] == priced[-1]["monthly_usd"] > 0
+        assert entry["limit"].endswith(f"on {top}, the largest listed plan (custom price, contact sales)")
+
+
 def test_a_provider_that_fits_has_no_list_rate_floor() -> None:
     result = run_cost_json(["--connections", "500", "--publishes-per-day", "20000", "--subscribers-per-publish", "49"])
     assert {entry["list_rate_usd"] for entry in result["providers"]} == {None}
