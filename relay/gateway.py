@@ -439,7 +439,7 @@ class JwtVerifier:
         if token.count(".") != 2:
             # PyJWT said "Not enough segments" for "Bearer undefined", the token of a page whose JWT was not loaded.
             raise AuthenticationError(
-                f"invalid JWT: the token is not a JWT, three parts separated by dots (got {shown_credential(token)})"
+                f"invalid JWT: the token is not a JWT, three parts separated by dots (got {shown_token(token)})"
             )
         try:
             if self._mode == "hs":
@@ -804,6 +804,20 @@ def shown_credential(value: str) -> str:
     if len(value) <= SHOWN_CREDENTIAL_CHARACTERS:
         return repr(value)
     return f"{value[:6] + '…'!r} ({len(value)} characters)"
+
+
+# What a page sends in place of a token it has not loaded yet, shown whole: they are no one's credential
+TOKEN_PLACEHOLDERS = frozenset({"undefined", "null", "[object Object]", "NaN", "None", "true", "false"})
+
+
+def shown_token(token: str) -> str:
+    """A token that is not a JWT, for an error message: a page's placeholder whole; a short one by its length alone
+    (an opaque token of 16 characters was repeated whole), a long one as :func:`shown_credential` shows it."""
+    if token in TOKEN_PLACEHOLDERS:
+        return repr(token)
+    if len(token) <= SHOWN_CREDENTIAL_CHARACTERS:
+        return f"a token of {len(token)} characters"
+    return shown_credential(token)
 
 
 def body_limit(path: str) -> int | None:

@@ -437,7 +437,8 @@ async def test_user_info_over_the_limit_names_the_jwt_claims_and_the_rule(
         ("null", "'null'"),
         ("[object Object]", "'[object Object]'"),
         ("opaque-access-token-0123456789abcdefghij", "'opaque…' (40 characters)"),
-        ("a.b.c.d.e", "'a.b.c.d.e'"),
+        ("a.b.c.d.e", "a token of 9 characters"),
+        ("abcdefgh12345678", "a token of 16 characters"),  # a short opaque token: never repeated
     ],
 )
 async def test_a_token_that_is_not_a_jwt_says_so(gateway: RunningGateway, token: str, shown: str) -> None:
