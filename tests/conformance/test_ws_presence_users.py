@@ -379,6 +379,27 @@ async def test_the_longest_signin_id_joins_presence_and_has_its_server_to_user_c
     assert (await client.expect("to-user", own))["data"] == '"hi"'
 
 
+async def test_a_signin_id_no_channel_name_can_hold_signs_in_without_a_server_to_user_channel(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
+    """An Auth0 id (``auth0|abc``) signs in (pusher-http-node signs it) and its connections can be terminated, but
+    no ``#server-to-user-`` channel can carry it: the subscription and an event to it are refused, as documented."""
+    client = await connect(emulator)
+    assert (await client.signin('{"id":"auth0|abc"}'))["event"] == "pusher:signin_success"
+    refused = await client.subscribe("#server-to-user-auth0|abc")
+    assert refused["event"] == "pusher:subscription_error" and refused["data"]["status"] == 400, refused
+    body = json.dumps({"name": "e", "channel": "#server-to-user-auth0|abc", "data": "x"}).encode()
+    path = f"/apps/{APP.app_id}/events"
+    params = sign_rest_request(APP.key, APP.secret, "POST", path, timestamp=int(time.time()), body=body)
+    async with httpx.AsyncClient(timeout=5) as http:
+        answer = await http.post(emulator.http_url + path, params=params, content=body)
+        assert answer.status_code == 400 and "invalid server-to-user channel" in answer.json()["error"], answer.text
+        terminate = f"/apps/{APP.app_id}/users/auth0|abc/terminate_connections"
+        params = sign_rest_request(APP.key, APP.secret, "POST", terminate, timestamp=int(time.time()), body=b"{}")
+        assert (await http.post(emulator.http_url + terminate, params=params, content=b"{}")).status_code == 200
+    await expect_fatal(client.ws, 4009)
+
+
 async def test_signin_again_as_another_user_is_4009(emulator: RunningEmulator, connect: Connect) -> None:
     """Item 51: a connection signed in as one user cannot sign in as another."""
     client = await connect(emulator)
