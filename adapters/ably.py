@@ -261,7 +261,7 @@ class AblyAdapter:
         body = self._json(response)
         results: list[dict[str, Any]] = []
         for answer in body if isinstance(body, list) else [body]:
-            # Protocol 1's answer, a list of {channel, messageId}, read as BatchResults said nothing was published
+            # Protocol 1's answer, a list of {channel, messageId}, has no results: not a publish to nobody
             listed = answer.get("results") if isinstance(answer, dict) else None
             if not isinstance(listed, list) or not all(isinstance(result, dict) for result in listed):
                 raise unreadable_answer(
@@ -498,7 +498,7 @@ def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[Relay
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
-    return parts.scheme, parts.hostname or "", parts.port
+    return parts.scheme, parts.hostname or "", parts.port or {"https": 443, "http": 80}.get(parts.scheme)
 
 
 def _occupancy_counts(details: object) -> tuple[int | None, int | None] | None:
@@ -507,7 +507,7 @@ def _occupancy_counts(details: object) -> tuple[int | None, int | None] | None:
 
     Occupied means someone subscribed, as on Pusher: Ably keeps a channel active (``isActive``) a while after its last
     subscriber left, or after a publish nobody received, so the subscriber count decides wherever Ably gives it."""
-    status = details.get("status") if isinstance(details, Mapping) else None
+    status = details.get("status", {}) if isinstance(details, Mapping) else None  # optional in Ably's reference
     occupancy = status.get("occupancy", {}) if isinstance(status, Mapping) else None
     metrics = occupancy.get("metrics", {}) if isinstance(occupancy, Mapping) else None
     if not isinstance(metrics, Mapping):

@@ -306,8 +306,8 @@ def compact_json(data: str) -> str | None:
     if value is frames.NOT_JSON:
         return None
     try:
-        return frames.dumps(value)
-    except RecursionError:  # read at the parser's limit, a little too deep to write back: not JSON either
+        return frames.dumps_parsed(value, "data")
+    except InvalidFrame:  # read at the parser's limit, a little too deep to write back: not JSON either
         return None
 
 

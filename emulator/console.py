@@ -31,7 +31,7 @@ from relay.emulator.logs import clipped
 from relay.emulator.usage import local_reach, usage_document, usage_summary
 from relay.errors import ProtocolError, RelayError
 from relay.protocol.channels import ChannelKind, classify, validate_channel_name, validate_event_name
-from relay.protocol.frames import check_event_size, dumps, loads, utf8_length
+from relay.protocol.frames import check_event_size, dumps, dumps_parsed, loads, utf8_length
 
 if TYPE_CHECKING:
     from relay.emulator.hub import AppState, Peer
@@ -322,7 +322,7 @@ class Operations:
                     "the library (encryption_master_key in RELAY_URL), whose data subscribers can decrypt"
                 )
             raw = request.get("data", "")
-            data = raw if isinstance(raw, str) else dumps(raw)
+            data = raw if isinstance(raw, str) else dumps_parsed(raw, "data")
             check_event_size(utf8_length(data), limits)
         except RelayError as exc:
             return error_response(exc.http_status or 400, exc.message)

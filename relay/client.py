@@ -330,8 +330,10 @@ def _note_published(error: RelayError, done: Sequence[Any], capability: Capabili
 class _Outcomes(Generic[R]):
     """One operation across the configured providers: what the mode makes of each provider's result or error."""
 
-    def __init__(self, mode: Mode) -> None:
+    def __init__(self, mode: Mode, *, asked_one: bool = False) -> None:
         self.mode = mode
+        # A mirror's query goes to its first provider alone: that provider's error is the answer, as without a mirror
+        self.asked_one = asked_one
         self.results: dict[str, R] = {}
         self.errors: dict[str, RelayError] = {}
 
@@ -348,8 +350,7 @@ class _Outcomes(Generic[R]):
 
     def final(self) -> R:
         """After every provider ran: failover's last error, or mirror's result (MirrorError if any failed)."""
-        if self.mode is Mode.FAILOVER or (len(self.errors) == 1 and not self.results):
-            # A mirror's query goes to its first provider alone: that provider's error is the answer, as unmirrored
+        if self.errors and (self.mode is Mode.FAILOVER or self.asked_one):
             raise next(reversed(self.errors.values()))
         if self.errors:
             raise MirrorError(dict(self.results), self.errors)
@@ -494,7 +495,7 @@ class Relay(_BaseRelay):
         makes one provider's call results the operation's."""
         if self._closed:
             raise ClientClosed()
-        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode)
+        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=capability in _QUERIES)
         for route, built in self._ops.plan(operation, capability):
             try:
                 calls = built if built is not None else self._ops.calls(route, operation, capability)
@@ -625,7 +626,7 @@ class AsyncRelay(_BaseRelay):
     ) -> R:
         if self._closed:
             raise ClientClosed()
-        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode)
+        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=capability in _QUERIES)
         for route, built in self._ops.plan(operation, capability):
             try:
                 calls = built if built is not None else self._ops.calls(route, operation, capability)

@@ -108,8 +108,20 @@ LEGACY_PUSHER_HOST = "api.pusherapp.com"  # hosted Pusher's legacy API host, the
 def is_hosted_pusher(host: str) -> bool:
     """Whether ``host`` is hosted Pusher's API (``api-CLUSTER.pusher.com`` or the legacy host), however written: DNS
     names ignore case, and a trailing dot names the same host."""
-    name = host.lower().rstrip(".")
+    name = _dns_name(host)
     return name.endswith(".pusher.com") or name == LEGACY_PUSHER_HOST
+
+
+def hosted_pusher_cluster(host: str) -> str:
+    """The cluster of hosted Pusher's API host ``api-CLUSTER.pusher.com``; the legacy host's is ``mt1``."""
+    name = _dns_name(host)
+    if name.startswith("api-") and name.endswith(".pusher.com"):
+        return name[len("api-") : -len(".pusher.com")]
+    return "mt1"
+
+
+def _dns_name(host: str) -> str:
+    return host.lower().rstrip(".")
 
 
 def url_host(host: str) -> str:

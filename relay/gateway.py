@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import AsyncRelay, Configuration, Relay, configuration_from_env, describe_configuration
-from relay.config import ProviderConfig, is_hosted_pusher, is_http_url, is_origin
+from relay.config import ProviderConfig, hosted_pusher_cluster, is_hosted_pusher, is_http_url, is_origin
 from relay.errors import (
     AuthenticationError,
     ConfigError,
@@ -53,6 +53,7 @@ from relay.web import (
     error_response,
     json_kind,
     malformed_json_body,
+    printable,
     request_fields,
     requested_channels,
     route_path,
@@ -799,8 +800,9 @@ SHOWN_CREDENTIAL_CHARACTERS = 16
 
 
 def shown_credential(value: str) -> str:
-    """``value`` quoted for an error message: whole when short ('undefined', 'null', '[object Object]'), else its
-    first characters and its length, so that a real credential is never repeated (the message is logged too)."""
+    """``value`` quoted for an error message: whole when short (a claim's name, an Authorization scheme such as
+    'Token'), else its first characters and its length, so that a long value (a credential sent in the wrong place)
+    is never repeated whole (the message is logged too)."""
     if len(value) <= SHOWN_CREDENTIAL_CHARACTERS:
         return repr(value)
     return f"{value[:6] + '…'!r} ({len(value)} characters)"
@@ -971,7 +973,7 @@ class InternalErrorGuard:
         except Exception:
             if started:  # part of the answer is out: nothing sound can follow it, so the connection is dropped
                 raise
-            log.exception("unhandled error answering %s %s", scope["method"], _logged_path(scope))
+            log.exception("unhandled error answering %s %s", scope["method"], printable(route_path(scope)))
             answer = JSONResponse({"error": "internal error: the gateway's log has the details"}, status_code=500)
             await answer(scope, receive, send)
 
@@ -1018,20 +1020,9 @@ def _log_refusal(scope: Scope, status: int, answer: bytes) -> None:
     origin = Request(scope).headers.get("origin")
     source = "" if origin is None else f" (Origin: {origin})"  # which site's page, for a CORS refusal above all
     level = logging.INFO if status < 500 else logging.WARNING
-    reason = _printable(_answer_reason(answer))
-    log.log(level, "%s %s answered %d%s: %s", scope["method"], _logged_path(scope), status, _printable(source), reason)
-
-
-def _logged_path(scope: Scope) -> str:
-    return _printable(route_path(scope))
-
-
-def _printable(text: str) -> str:
-    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a request's path is percent-decoded, and a
-    ``%0a`` in it would otherwise write a line of the attacker's into the log, or a terminal escape into a console."""
-    if text.isprintable():
-        return text
-    return "".join(character if character.isprintable() else ascii(character)[1:-1] for character in text)
+    reason = printable(_answer_reason(answer))
+    path = printable(route_path(scope))
+    log.log(level, "%s %s answered %d%s: %s", scope["method"], path, status, printable(source), reason)
 
 
 def _answer_reason(answer: bytes) -> str:
@@ -1223,9 +1214,10 @@ def gateway_router(
 
     @router.get("/v1/client-config", summary="What a frontend needs to connect")
     async def client_config(request: Request) -> dict[str, Any]:
-        # Mounted under a prefix (parent.mount("/relay", …)), the auth routes are under it too
-        root = request.scope.get("root_path", "")
-        return frontend_config(client, channel_auth=f"{root}/v1/auth/channel", user_auth=f"{root}/v1/auth/user")
+        # The routes' own paths, wherever they are served: under a mount's prefix (parent.mount("/relay", …)) or an
+        # included router's (include_router(…, prefix="/rt"))
+        channel_auth, user_auth = (request.url_for(name).path for name in ("auth_channel", "auth_user"))
+        return frontend_config(client, channel_auth=channel_auth, user_auth=user_auth)
 
     @router.post("/v1/webhooks", summary="Verify a provider webhook and forward its normalised events")
     async def webhooks(request: Request) -> JSONResponse:
@@ -1319,9 +1311,7 @@ def frontend_config(
     if config.scheme == "memory":
         return {"provider": "memory", **auth}
     host = config.host
-    cluster = (
-        host[len("api-") : -len(".pusher.com")] if host.startswith("api-") and host.endswith(".pusher.com") else "mt1"
-    )
+    cluster = hosted_pusher_cluster(host)
     settings: dict[str, Any] = {
         "provider": config.scheme,
         "key": config.key,

@@ -251,7 +251,7 @@ def error_response(error: RelayError, request: Request | None = None, *, ably: b
     else:
         status = error.http_status or 500
     if status == 500:
-        where = "" if request is None else f"{request.method} {route_path(request.scope)} "
+        where = "" if request is None else f"{request.method} {printable(route_path(request.scope))} "
         log.error("%sanswered 500: %s", where, message)
     if ably:
         code = status * 100 if status < 500 else 50000  # Ably's codes extend the status: 40300 is a refusal
@@ -259,6 +259,17 @@ def error_response(error: RelayError, request: Request | None = None, *, ably: b
             {"error": {"message": message, "code": code, "statusCode": status}}, status_code=status, headers=headers
         )
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def printable(text: str) -> str:
+    """``text`` for a log line, its control characters and backslashes escaped (``\\n``, ``\\x1b``, ``\\\\``): a
+    request's path is percent-decoded, and a ``%0a`` in it would otherwise write a line of the sender's into the log,
+    or a terminal escape into a console (the backslash too, so that ``%5Cn`` does not read as ``%0a``)."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        character if character.isprintable() and character != "\\" else ascii(character)[1:-1] for character in text
+    )
 
 
 def route_path(scope: Mapping[str, Any]) -> str:

@@ -112,7 +112,7 @@ def _break_reason(reference: PlanFit, custom: list[PlanFit], fits: Sequence[Plan
     if reference.status == "does_not_fit":
         broken = "; ".join(check.describe() for check in reference.breaks)
         reason = f"{broken} on {reference.name}, the largest listed plan"
-        if reference.monthly_usd is None and reference not in custom:
+        if reference.monthly_usd is None:
             reason += " (custom price, contact sales)"
     else:
         reason = reference.reason or "no plan is usable"

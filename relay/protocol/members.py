@@ -72,7 +72,7 @@ def parse_user_data(user_data: object, limits: Limits = DEFAULT_LIMITS) -> tuple
     watchlist = data.get("watchlist", [])
     if not isinstance(watchlist, list) or not all(isinstance(item, str) for item in watchlist):
         raise InvalidFrame("user_data watchlist must be a list of user id strings")
-    watchlist = list(dict.fromkeys(watchlist))  # an id listed twice is watched, and reported, once
+    watchlist = list(dict.fromkeys(watchlist))  # pusher-js fires its online callback once per report
     truncated = len(watchlist) > limits.max_watchlist
     if len(user_id) > limits.max_user_id_length:  # as a presence member's; its #server-to-user- channel then fits
         raise LimitExceeded(f"user_data id is {len(user_id)} characters long; the limit is {limits.max_user_id_length}")

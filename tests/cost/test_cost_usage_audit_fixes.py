@@ -248,8 +248,8 @@ def test_a_floor_comes_from_the_largest_priced_plan_when_the_largest_is_custom_p
     for provider_id, top in (("ably_rb", "Enterprise"), ("pubnub_mau", "Larger tiers")):
         entry = provider(result, provider_id)
         assert (entry["status"], entry["monthly_usd"]) == ("does_not_fit", None)
-        priced = [plan for plan in entry["plans"] if plan["status"] == "does_not_fit" and plan["monthly_usd"]]
-        assert entry["list_rate_usd"] == priced[-1]["monthly_usd"] > 0
+        pro = next(plan for plan in entry["plans"] if plan["plan"] == "pro")  # both name their largest priced plan so
+        assert pro["status"] == "does_not_fit" and entry["list_rate_usd"] == pro["monthly_usd"] > 300
         assert entry["limit"].endswith(f"on {top}, the largest listed plan (custom price, contact sales)")
 
 

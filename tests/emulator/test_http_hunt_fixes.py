@@ -514,8 +514,9 @@ async def test_data_nested_at_the_parsers_limit_is_refused_not_fatal(
     start_emulator: StartEmulator, connect: Connect
 ) -> None:
     """Data the parser just reads may be a level too deep to write back: a client event's RecursionError escaped the
-    session (no pusher:error, the socket aborted, a traceback logged) and the HTTP API answered 500. Around that
-    depth, each event is relayed or refused as malformed; the sender stays connected, the API answers 200 or 400."""
+    session (no pusher:error, the socket aborted, a traceback logged), and the HTTP API and the console answered 500.
+    Around that depth, each event is relayed or refused as malformed; the sender stays connected, the API and the
+    console answer 200 or 400."""
     app = replace(TEST_APP, limits=replace(TEST_APP.limits, client_events_per_second=1000))
     emulator = await start_emulator(app=app)
     sender, receiver = await connect(emulator), await connect(emulator)
@@ -538,12 +539,16 @@ async def test_data_nested_at_the_parsers_limit_is_refused_not_fatal(
             outcomes.add("relayed")
         assert frame["event"] == "pusher:pong", frame
     assert "relayed" in outcomes and len(outcomes) >= 2, outcomes
-    statuses = set()
+    statuses, console_statuses = set(), set()
     async with httpx.AsyncClient(base_url=emulator.http_url) as http:
         for depth in range(500, 1020):
             body = ('{"name":"deep","channel":"room","data":' + _nested(depth) + "}").encode()
             answer = await http.post(signed("POST", "/apps/1/events", body), content=body)
             assert answer.status_code in (200, 400), (depth, answer.text)
             statuses.add(answer.status_code)
-    assert statuses == {200, 400}
+            console = ('{"app_id":"1","channel":"room","event":"deep","data":' + _nested(depth) + "}").encode()
+            answer = await http.post("/console/publish", content=console)
+            assert answer.status_code in (200, 400), (depth, answer.text)
+            console_statuses.add(answer.status_code)
+    assert statuses == console_statuses == {200, 400}
     await sender.sync()

@@ -33,3 +33,11 @@ def test_a_tls_server_on_its_own_port_is_told_as_wss_port_too() -> None:
     assert (plain["forceTLS"], plain["wsPort"], plain["wssPort"]) == (False, 80, 80)
     hosted = frontend_config(Relay.from_url("pusher://k:s@eu/apps/1"))
     assert "wssPort" not in hosted and hosted["cluster"] == "eu"
+
+
+def test_hosted_pusher_s_cluster_however_its_host_is_written() -> None:
+    """A host written in capitals or with a trailing dot is hosted Pusher's: its cluster too, not mt1's."""
+    for url in ("pusher://k:s@API-EU.PUSHER.COM/apps/1", "pusher://k:s@api-eu.pusher.com./apps/1"):
+        settings = frontend_config(Relay.from_url(url))
+        assert (settings["cluster"], "wsHost" in settings) == ("eu", False)
+    assert frontend_config(Relay.from_url("pusher://k:s@api.pusherapp.com/apps/1"))["cluster"] == "mt1"

@@ -365,7 +365,7 @@ async def test_a_refusal_s_path_cannot_write_lines_or_escapes_into_the_log(emula
     """The path is logged percent-decoded: a %0a in it wrote a line of the sender's choosing (a forged WARNING), and a
     %1b a terminal escape, with no credential at all. Control characters are logged escaped, on the one line."""
     env = {"RELAY_URL": emulator_url(emulator), "RELAY_API_TOKEN": TOKEN}
-    forged = "/v1/channels/x%0aWARNING:%20%20relay.gateway:%20token%20rotated%0d%1b[31m%00%E2%80%A8"
+    forged = "/v1/channels/x%0aWARNING:%20%20relay.gateway:%20token%20rotated%0d%1b[31m%00%E2%80%A8%5Cn"
     async with relay_serve(env) as (url, lines):
         async with httpx.AsyncClient(base_url=url) as http:
             assert (await http.get(forged)).status_code == 401
@@ -373,7 +373,8 @@ async def test_a_refusal_s_path_cannot_write_lines_or_escapes_into_the_log(emula
         await asyncio.sleep(0.3)  # the log lines cross a pipe
     gateway_lines = [line for line in lines if "relay.gateway: " in line and " answered " in line]
     assert gateway_lines == [
-        "INFO:     relay.gateway: GET /v1/channels/x\\nWARNING:  relay.gateway: token rotated\\r\\x1b[31m\\x00\\u2028 "
+        "INFO:     relay.gateway: GET /v1/channels/x\\nWARNING:  relay.gateway: token rotated\\r\\x1b[31m\\x00\\u2028"
+        "\\\\n "  # a backslash sent as such (%5C) is escaped too, so it cannot pass for an escape
         "answered 401: missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)"
     ], "\n".join(lines)
     assert not any(line.startswith("WARNING:  relay.gateway: token") for line in lines)

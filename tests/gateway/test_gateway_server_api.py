@@ -177,6 +177,24 @@ async def test_an_embedding_app_s_own_user_routes_are_left_to_it(emulator: Runni
         assert refused.status_code == 401
 
 
+async def test_client_config_names_the_auth_routes_where_an_app_serves_them(emulator: RunningEmulator) -> None:
+    """Included under a router prefix, the auth routes are there: client-config told /v1/auth/channel, a 404."""
+    settings = GatewaySettings(relay_url=emulator_url(emulator), api_token=TOKEN)
+    app = FastAPI()
+    app.include_router(gateway_router(settings, AsyncRelay(settings.relay_url)), prefix="/rt")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as http:
+        config = (await http.get("/rt/v1/client-config")).json()
+        assert (config["channelAuthEndpoint"], config["userAuthEndpoint"]) == (
+            "/rt/v1/auth/channel",
+            "/rt/v1/auth/user",
+        )
+        public = await http.post(config["channelAuthEndpoint"], data={"socket_id": "1.1", "channel_name": "orders"})
+        assert (public.status_code, public.json()) == (
+            400,
+            {"error": "'orders' is a public channel; only private and presence need auth"},
+        )
+
+
 async def test_during_a_migration_user_routes_go_to_the_provider_that_has_them(
     start_gateway: StartGateway, emulator: RunningEmulator
 ) -> None:

@@ -398,7 +398,8 @@ async def test_paginated_answers_are_followed_to_the_last_page(
             httpx.Response(
                 200,
                 json=[{"channelId": "c"}],
-                headers={"Link": '<./channels?by=id>; rel="first", <./channels?by=id&cursor=3>; rel="next"'},
+                # an absolute link to the same origin, its port written out, is as good as a relative one
+                headers={"Link": f'<./channels?by=id>; rel="first", <{BASE}:443/channels?by=id&cursor=3>; rel="next"'},
             ),
             httpx.Response(200, json=["d"], headers={"Link": '<./channels?by=id>; rel="first"'}),
         ]

@@ -302,7 +302,7 @@ async def test_channels_refuses_a_prefix_that_is_not_a_str(
             ABLY,
             f"{ABLY_BASE}/channels/lobby",
             lambda relay: relay.channel("lobby"),
-            b'{"channelId": "lobby"}',  # no status: was read as an unoccupied channel
+            b'{"channelId": "lobby", "status": "active"}',  # a status that is not a ChannelStatus
             "what is not a ChannelDetails",
         ),
         (
@@ -323,7 +323,7 @@ async def test_channels_refuses_a_prefix_that_is_not_a_str(
         "ably-presence",
         "ably-presence-without-client-id",
         "ably-batch",
-        "ably-channel-without-status",
+        "ably-channel-status-not-an-object",
         "ably-batch-of-protocol-1",
     ],
 )
