@@ -783,9 +783,12 @@ class AblyApp:
             self.state.cluster.ably_presence(self.state.app.app_id, name, fields)
         self._deliver_presence(name, Outbound(fields, presence=True))
         self.presence_history.keep(name, fields, serial, now)
-        # For Ably-format webhooks: a presence- channel's members are member_added and member_removed already.
-        if self.state.webhooks.wants("presence") and classify(name) is not ChannelKind.PRESENCE:
-            self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
+        if self.state.webhooks.wants("presence"):  # Ably-format webhooks' channel.presence
+            # A presence- channel's enters and leaves are its member_added and member_removed already; not its updates
+            if classify(name) is ChannelKind.PRESENCE:
+                items = [item for item in items if item.get("action") == UPDATE]
+            if items:
+                self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
 
     def _deliver_presence(self, name: str, outbound: Outbound) -> None:
         channel = self.state.channels.get(name)

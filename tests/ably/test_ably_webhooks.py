@@ -6,6 +6,7 @@ members on the others), client events and what is published through Ably's proto
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -189,6 +190,33 @@ def test_an_explicit_list_is_checked_against_ably_s_events(tmp_path: Path) -> No
     assert "event_types has types ably webhooks do not send: ['cache_miss', 'subscription_count']" in (
         refused.value.message
     )
+
+
+async def test_an_ably_members_update_on_a_presence_channel_is_sent(
+    receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """On a presence- channel, enters and leaves go as member_added and member_removed; an Ably member's update has
+    no such event and was dropped: it is sent as Ably sends it, data included, once (not beside another enter)."""
+    app = replace(APP, webhooks=(Webhook(url=receiver.url, format="ably"),), webhook_delay=0.2)
+    running = await start_emulator(app=app)
+    member = await ably_wire(running, f"key={APP.ably_api_key}&clientId=ann")
+    wires.append(member)
+    await member.attach("presence-room")
+    await member.presence("presence-room", {"action": 2, "data": "hi"})  # ENTER
+    await member.presence("presence-room", {"action": 4, "data": "away"})  # UPDATE
+
+    def presence() -> list[tuple[str, int, str, Any]]:
+        return [
+            (item["data"]["channelId"], member_item["action"], member_item["clientId"], member_item.get("data"))
+            for delivery in receiver.deliveries
+            for item in json.loads(delivery.body)["items"]
+            if item["name"] == "presence.message"
+            for member_item in item["data"]["presence"]
+        ]
+
+    await receiver.until(lambda: len(presence()) >= 2, within=5)
+    await asyncio.sleep(0.3)  # no third: the update is not sent again, nor as an enter
+    assert presence() == [("presence-room", 2, "ann", None), ("presence-room", 4, "ann", "away")]
 
 
 async def test_custom_headers_cannot_replace_the_signed_ones(
