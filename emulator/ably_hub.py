@@ -29,7 +29,7 @@ from relay.emulator.usage import local_reach
 from relay.emulator.wire import binary_frame, encode_text, payload_offset
 from relay.errors import InvalidFrame
 from relay.protocol import frames
-from relay.protocol.ably import ENTER, LEAVE, PRESENT, UPDATE, ably_channel_problem
+from relay.protocol.ably import ENTER, LEAVE, PRESENT, UPDATE, ably_channel_problem, qualified_params
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
 from relay.protocol.members import Member
 from relay.protocol.socket_ids import is_valid_socket_id
@@ -204,6 +204,19 @@ def check_messages(
 
 
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def qualified_channel(raw: object) -> tuple[str, dict[str, str]]:
+    """The channel a name denotes and the params its qualifier gives: ``[?rewind=1]orders`` is the channel ``orders``
+    with ``{"rewind": "1"}``, on REST routes as on an ATTACH; 40010 for a bad name or qualifier."""
+    if isinstance(raw, str):
+        try:
+            qualified = qualified_params(raw)
+        except ValueError as exc:
+            raise AblyError(40010, f"Invalid channel name {raw!r:.100}: {exc}") from None
+        if qualified is not None:
+            return check_channel_name(qualified[0]), qualified[1]
+    return check_channel_name(raw), {}
 
 
 def check_channel_name(name: object) -> str:

@@ -49,11 +49,11 @@ from relay.emulator.ably_hub import (
     Attachment,
     Delivered,
     Outbound,
-    check_channel_name,
     check_messages,
     decode_body,
     decoded_data,
     parse_message,
+    qualified_channel,
     ws_frame,
 )
 from relay.emulator.hub import ForeignPeer
@@ -69,7 +69,6 @@ from relay.protocol.ably import (
     allows,
     parse_occupancy,
     parse_rewind,
-    qualified_params,
     resource_matches,
 )
 from relay.protocol.codes import Reconnect, reconnect_strategy
@@ -626,14 +625,8 @@ class AblySession(ForeignPeer):
         (``[?rewind=1]orders``) is that channel with those params (the ATTACH's own win); 40010 for a bad name."""
         if params is not None and not isinstance(params, dict):
             raise AblyError(40003, "ATTACH params must be an object of channel params")
-        if isinstance(raw, str):
-            try:
-                qualified = qualified_params(raw)
-            except ValueError as exc:
-                raise AblyError(40010, f"Invalid channel name {raw!r:.100}: {exc}") from None
-            if qualified is not None:
-                return check_channel_name(qualified[0]), {**qualified[1], **(params or {})}
-        return check_channel_name(raw), params or {}
+        name, qualifier_params = qualified_channel(raw)
+        return name, {**qualifier_params, **(params or {})}
 
     def _forget_name(self, shown: str) -> None:
         """The client's channel named ``shown`` is no longer attached; the channel goes with its last name."""

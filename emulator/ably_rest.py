@@ -25,6 +25,7 @@ from relay.emulator.ably_hub import (
     encode_json,
     encode_msgpack,
     parse_message,
+    qualified_channel,
 )
 from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import App
@@ -233,7 +234,7 @@ class AblyRest:
 
     def _publish(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = check_channel_name(request.args[0])
+        name = qualified_channel(request.args[0])[0]  # [?rewind=1]orders is orders
         _require(credentials, name, "publish")
         body = request.body()
         raw = body if isinstance(body, list) else [body]
@@ -287,7 +288,7 @@ class AblyRest:
 
     def _kept(self, request: _Request, *, presence: bool) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = check_channel_name(request.args[0])
+        name = qualified_channel(request.args[0])[0]  # [?rewind=1]orders is orders
         _require(credentials, name, "history")
         query = request.query
         limit = _limit(query.get("limit"), DEFAULT_LIST_LIMIT)
@@ -323,7 +324,7 @@ class AblyRest:
 
     def _channel(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = check_channel_name(request.args[0])
+        name = qualified_channel(request.args[0])[0]  # [?rewind=1]orders is orders
         _require(credentials, name, "channel-metadata")
         return 200, app.channel_details(name)
 
@@ -341,7 +342,7 @@ class AblyRest:
 
     def _presence(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = check_channel_name(request.args[0])
+        name = qualified_channel(request.args[0])[0]  # [?rewind=1]orders is orders
         _require(credentials, name, "subscribe")
         filters = {field: request.query[field] for field in ("clientId", "connectionId") if field in request.query}
         limit = _limit(request.query.get("limit"), DEFAULT_LIST_LIMIT)

@@ -491,6 +491,19 @@ async def test_a_name_qualified_with_rewind(
     await publish(http, "orders", {"name": "status", "data": "signed"})
     assert (await wire.expect(MESSAGE))["channel"] == "orders"
 
+    # The SDK's REST calls on the same channel object use the qualified name in the path: history() (with
+    # untilAttach, as docs/ably.md advises), presence, presence.history() and status() were refused with 40010
+    qualified_path = "/channels/%5B%3Frewind%3D1%5Dorders"
+    history = await http.get(f"{qualified_path}/messages", headers=BASIC)
+    assert history.status_code == 200, history.text
+    assert [item["data"] for item in history.json()][:2] == ["signed", "delivered"]
+    for route in ("/presence", "/presence/history", ""):
+        answer = await http.get(f"{qualified_path}{route}", headers=BASIC)
+        assert answer.status_code == 200, (route, answer.text)
+    assert (await http.get(qualified_path, headers=BASIC)).json()["channelId"] == "orders"
+    refused = await http.get("/channels/%5B%3Frewind%3D1orders/messages", headers=BASIC)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, 40010)
+
 
 @pytest.mark.parametrize(
     ("params", "message"),
