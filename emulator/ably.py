@@ -27,6 +27,7 @@ from relay.emulator.ably_rest import AblyRest
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.http_api import Response
 from relay.protocol.ably import split_api_key
+from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
 
 if TYPE_CHECKING:
     from relay.emulator.server import EmulatorNode
@@ -150,12 +151,12 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_s
         key = app.ably_api_key if show_secrets else f"{key_name}:***"
         lines += [
             f"app {app.app_id} (Ably key {key_name}):",
-            f'  ably-js:     new Ably.Realtime({{ key: "{key}", endpoint: "{host}", {port_option}: {port}, '
-            f"tls: {str(tls).lower()}, fallbackHosts: [] }})",
+            f"  ably-js:     new Ably.Realtime({{ key: {literal(key)}, endpoint: {literal(host)}, "
+            f"{port_option}: {port}, tls: {str(tls).lower()}, fallbackHosts: [] }})",
             # ably-python's realtime ignores port (ably-python#567): the port goes into endpoint. Its REST refuses
             # Basic auth without TLS, so it exchanges the key for a token first.
-            f'  ably-python: AblyRealtime(key="{key}", endpoint="{host}:{port}", tls={tls})',
-            f'               AblyRest(key="{key}", endpoint="{host}", {python_port}={port}, tls={tls}'
+            f"  ably-python: AblyRealtime(key={literal(key)}, endpoint={literal(f'{host}:{port}')}, tls={tls})",
+            f"               AblyRest(key={literal(key)}, endpoint={literal(host)}, {python_port}={port}, tls={tls}"
             + ("" if tls else ", use_token_auth=True")
             + ")",
             f"  RELAY_URL:   ably://{key}@{url_host(host)}:{port}?tls={str(tls).lower()}",

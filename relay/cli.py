@@ -30,6 +30,7 @@ from relay.config import url_host
 from relay.cost.cli import add_cost_command
 from relay.emulator.config import WEBHOOK_FORMATS, App, EmulatorConfig, InvalidSetting, Webhook, load_config
 from relay.errors import ConfigError
+from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
 
 
 def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -783,10 +784,10 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
         lines += [
             f"app {app.app_id}:" if app.enabled else f"app {app.app_id} (disabled: connections get 4003, the API 403):",
             "  pusher-js:   new Pusher("
-            f'"{app.key}", {{ wsHost: "{host}", {port_option}: {port}, {ws_path}forceTLS: {str(tls).lower()}, '
-            f'enabledTransports: {transports}, cluster: "mt1" }})',
-            f'  server SDKs: app_id="{app.app_id}" key="{app.key}" secret="{secret}" '
-            f'host="{host}" port={port} ssl={str(tls).lower()}{sdks_note}',
+            f"{literal(app.key)}, {{ wsHost: {literal(host)}, {port_option}: {port}, {ws_path}forceTLS: "
+            f'{str(tls).lower()}, enabledTransports: {transports}, cluster: "mt1" }})',
+            f"  server SDKs: app_id={literal(app.app_id)} key={literal(app.key)} secret={literal(secret)} "
+            f"host={literal(host)} port={port} ssl={str(tls).lower()}{sdks_note}",
             f"  RELAY_URL:   emulator://{app.key}:{secret}@{in_url}:{port}{prefix}/apps/{app.app_id}{query}",
         ]
     lines += ["", ably_client_settings(config, host, port, show_secrets=show_secrets)]

@@ -333,3 +333,16 @@ def test_the_banner_says_the_console_is_off_where_it_is_and_hides_the_token_in_l
     assert "Console:     http://127.0.0.1:6001/console?token=t%26k%20n\n" in _client_settings(tokened, 6001)
     hidden = _client_settings(tokened, 6001, show_secrets=False)
     assert "Console:     http://127.0.0.1:6001/console?token=***\n" in hidden
+
+
+def test_the_banner_s_settings_are_literals_whatever_the_app_id_holds() -> None:
+    """An app id may hold a quote or a backslash (only / ? # % and whitespace are refused): written between quotes
+    as it was, the printed settings were neither JavaScript nor Python. Each string is a JSON string: both read it."""
+    app = App(app_id='we"ird\\id', key="k2", secret="s")
+    banner = _client_settings(EmulatorConfig(apps=(app,)), 6001)
+    [server_sdks] = [line for line in banner.splitlines() if "server SDKs:" in line]
+    assert server_sdks.startswith('  server SDKs: app_id="we\\"ird\\\\id" key="k2" secret="s" host="127.0.0.1"')
+    [ably_js] = [line for line in banner.splitlines() if "new Ably.Realtime(" in line]
+    options = ably_js.split("new Ably.Realtime(", 1)[1].rsplit(")", 1)[0]
+    key = options.split("key: ", 1)[1].split(", endpoint", 1)[0]
+    assert json.loads(key) == app.ably_api_key
