@@ -418,9 +418,15 @@ class EmulatorConfig:
                 raise InvalidSetting(
                     "redis_url", f"must be a redis://, rediss:// or unix:// URL, got {shown_url(self.redis_url)}"
                 )
-            if urlsplit(self.redis_url).port == 0:
+            try:
+                port = urlsplit(self.redis_url).port
+            except ValueError:  # not a number, or over 65535
+                port = 0
+            if port == 0:
                 raise InvalidSetting(
-                    "redis_url", f"has port 0 (Redis listens on 6379 by default): {shown_url(self.redis_url)}"
+                    "redis_url",
+                    f"has a port that is not one from 1 to 65535 (Redis listens on 6379 by default): "
+                    f"{shown_url(self.redis_url)}",
                 )
         _text("redis_prefix", self.redis_prefix)
         _seconds("node_ttl", self.node_ttl, zero=False)

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from relay import __version__
-from relay.config import url_host
+from relay.config import trimmed_environment, url_host
 from relay.cost.cli import add_cost_command
 from relay.emulator.config import WEBHOOK_FORMATS, App, EmulatorConfig, InvalidSetting, Webhook, load_config
 from relay.errors import ConfigError
@@ -693,7 +693,7 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         "tls_key": args.tls_key,
         # The flag, then the file's, then the environment's: a token written in the file for this server is meant
         # more precisely than one the environment may hold for others.
-        "console_token": args.console_token or config.console_token or os.environ.get("RELAY_CONSOLE_TOKEN") or None,
+        "console_token": args.console_token or config.console_token or trimmed_environment().get("RELAY_CONSOLE_TOKEN"),
         "usage_file": args.usage_file,
         "usage_checkpoint": args.usage_checkpoint,
         "shutdown_delay": args.shutdown_delay,

@@ -190,7 +190,7 @@ def parse_url(url: str) -> ProviderConfig:
         raise ConfigError(f"ably:// URL has a path after the host: {_percent_encoding_hint('/')}")
     if scheme == "ably" and parts.netloc and "@" not in parts.netloc:
         parts = parts._replace(netloc=f"{parts.netloc}@")  # ably://APPID.KEYID:SECRET, the host omitted
-    if scheme != "ably" and "@" not in parts.netloc:
+    if scheme != "ably":
         _refuse_cut_credentials(scheme, url.partition("://")[2])
     key = _decoded(parts.username or "", f"the {scheme}:// URL's key")
     secret = _decoded(parts.password or "", f"the {scheme}:// URL's secret", secret=True)
@@ -268,8 +268,9 @@ def _percent_encoding_hint(character: str) -> str:
 
 
 def _refuse_cut_credentials(scheme: str, after_scheme: str) -> None:
-    """A '/', '?' or '#' in the key or secret ends the URL's host part early: its '@' comes after it (urlsplit then
-    finds no credentials, and the URL would be said to need some)."""
+    """A '/', '?' or '#' in the key or secret ends the URL's host part early: its '@' comes after it. urlsplit then
+    finds no credentials (the URL would be said to need some), or, with an '@' in the secret before it, takes the
+    secret's start for the host ("k:p@ss/w:rd@host" would be sent to "ss")."""
     cut = re.search(r"[/?#]", after_scheme)
     if cut is not None and "@" in after_scheme[cut.start() :]:
         raise ConfigError(f"{scheme}:// URL's credentials end at a {cut[0]!r}: {_percent_encoding_hint(cut[0])}")
@@ -471,12 +472,19 @@ _PUSHER_SETTINGS = (
 )
 
 
+def trimmed_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment's values without the whitespace around them, and without those of whitespace only. A value
+    from a .env file or a secret file may end with a space or a newline, which is no part of an id, a key or a secret:
+    kept, a secret "s\n" would sign every request wrongly and fail only at the first, as a 401. docker-compose passes
+    unset variables as empty strings: empty is unset."""
+    values = os.environ if environ is None else environ
+    return {name: value.strip() for name, value in values.items() if value.strip()}
+
+
 def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     """``RELAY_URL``, else ``PUSHER_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``; with
     ``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``, whichever configures a Pusher-protocol or memory provider."""
-    # A value from a .env file or a secret file may end with a space or a newline, which is no part of an id, a key or
-    # a secret: kept, a secret "s\n" would sign every request wrongly and fail only at the first, as a 401.
-    env = {name: value.strip() for name, value in (os.environ if environ is None else environ).items()}
+    env = trimmed_environment(environ)
     master_key = env_master_key(env)
     if env.get("RELAY_URL"):
         return with_master_key(parse_url(env["RELAY_URL"]), master_key)

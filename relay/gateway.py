@@ -11,7 +11,6 @@ import hmac
 import json
 import logging
 import math
-import os
 import re
 import time
 import tomllib
@@ -34,7 +33,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import AsyncRelay, Configuration, Relay, configuration_from_env, describe_configuration
-from relay.config import ProviderConfig, hosted_pusher_cluster, is_hosted_pusher, is_http_url, is_origin
+from relay.config import (
+    ProviderConfig,
+    hosted_pusher_cluster,
+    is_hosted_pusher,
+    is_http_url,
+    is_origin,
+    trimmed_environment,
+)
 from relay.errors import (
     AuthenticationError,
     ConfigError,
@@ -192,7 +198,7 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
-        env = os.environ if environ is None else environ
+        env = trimmed_environment(environ)
         jwks_file = env.get("RELAY_JWKS_FILE")
         rules_file = env.get("RELAY_RULES_FILE")
         return cls(

@@ -183,10 +183,20 @@ async def test_the_console_token_is_the_flag_then_the_file_then_the_environment(
             await process.stop()
         assert statuses == {token: 200 if token == opens else 401 for token in statuses}, flags
     without_file_token = write(tmp_path, "[server]\nport = 0\n")
-    process = await EmulatorProcess.start("--config", str(without_file_token), env={"RELAY_CONSOLE_TOKEN": "env-token"})
+    # The environment's value without the whitespace around it (a .env line ending in a space locked the operator out)
+    spaced = {"RELAY_CONSOLE_TOKEN": "env-token "}
+    process = await EmulatorProcess.start("--config", str(without_file_token), env=spaced)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.port}") as http:
             assert (await http.get("/metrics", params={"token": "env-token"})).status_code == 200
+    finally:
+        await process.stop()
+    # ... and one of whitespace only is no token: off the loopback the console stays off, not open to "   "
+    process = await EmulatorProcess.start(
+        "--config", str(without_file_token), "--host", "0.0.0.0", env={"RELAY_CONSOLE_TOKEN": "   "}
+    )
+    try:
+        assert "Console:     off (not bound to a loopback address" in process.banner
     finally:
         await process.stop()
 

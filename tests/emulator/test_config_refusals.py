@@ -81,6 +81,9 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "[[apps.webhooks]]\nurl = 'http://[hooks'\n", ["url", "http://[hooks"]),  # ValueError escaped
         (APP + "allowed_origins = ['https://[shop']\n", ["allowed_origins", "https://[shop"]),
         ("[server]\nredis_url = 'redis://[cache'\n", ["redis_url", "redis://[cache"]),
+        # urlsplit's port raised ValueError: a traceback, exit 1
+        ("[server]\nredis_url = 'redis://127.0.0.1:abc/0'\n", ["redis_url", "not one from 1 to 65535", ":abc/0"]),
+        ("[server]\nredis_url = 'redis://127.0.0.1:99999/0'\n", ["redis_url", "not one from 1 to 65535"]),
         (APP + "[[apps.webhooks]]\nurl = 'http://x'\nevent_types = 'member_added'\n", ["event_types", "list"]),
         (APP + "[[apps.webhooks]]\nurl = 'http://x'\nheaders = ['X-Source']\n", ["headers"]),  # AttributeError
         (APP + "[[apps.webhooks]]\nurl = 'http://x'\nheaders = { 'X-Source' = 'café' }\n", ["X-Source"]),

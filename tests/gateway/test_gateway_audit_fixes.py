@@ -407,3 +407,12 @@ async def test_client_config_for_the_legacy_api_pusherapp_com_host_is_cluster_mt
             "userAuthEndpoint": "/v1/auth/user",
         }
     )
+
+
+def test_the_gateway_s_environment_is_read_without_the_whitespace_around_values() -> None:
+    """docs/configuration.md: whitespace around a value is no part of it, and whitespace only is unset (a token read
+    from a secret file ends with its newline; docker-compose passes unset variables as empty strings)."""
+    settings = GatewaySettings.from_env(
+        {"RELAY_URL": " memory://trim\n", "RELAY_API_TOKEN": "api-token\n", "RELAY_JWT_SECRET": "   "}
+    )
+    assert (settings.api_token, settings.jwt_secret) == ("api-token", None)

@@ -21,6 +21,8 @@ from relay.errors import ConfigError
         ("emulator://k:s@127.0.0.1:6001/apps/%E9", "%E9"),  # app id became '\ufffd'
         ("emulator://k%E9:s@127.0.0.1:6001/apps/1", "%E9"),
         ("emulator://k:s@ho st:6001/apps/1", "ho st"),
+        # An '@' in the secret before a bare '/': urlsplit read the host as "ss", and requests went there
+        ("emulator://k:p@ss/w:rd@127.0.0.1:6001/apps/1", "URL's credentials end at a '/': a secret containing / is"),
         ("ably://.keyid:s@rest.ably.io", "APPID.KEYID"),  # empty app id
         ("ably://appid.:s@rest.ably.io", "APPID.KEYID"),  # empty key id
         ("mirror:emulator://k:s@127.0.0.1:6001/apps/1|emulator://k:s@127.0.0.1:6001/apps/1", "127.0.0.1:6001"),
