@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from relay.config import url_host
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
@@ -159,6 +160,7 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_s
             f"               AblyRest(key={literal(key)}, endpoint={literal(host)}, {python_port}={port}, tls={tls}"
             + ("" if tls else ", use_token_auth=True")
             + ")",
-            f"  RELAY_URL:   ably://{key}@{url_host(host)}:{port}?tls={str(tls).lower()}",
+            f"  RELAY_URL:   ably://{quote(key_name, safe='.')}:{quote(key.partition(':')[2], safe='*')}@"
+            f"{url_host(host)}:{port}?tls={str(tls).lower()}",
         ]
     return "\n".join(lines)

@@ -688,12 +688,13 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together (a PEM certificate chain and its private key)")
+    env = trimmed_environment()
     flags = {
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         # The flag, then the file's, then the environment's: a token written in the file for this server is meant
         # more precisely than one the environment may hold for others.
-        "console_token": args.console_token or config.console_token or trimmed_environment().get("RELAY_CONSOLE_TOKEN"),
+        "console_token": args.console_token or config.console_token or env.get("RELAY_CONSOLE_TOKEN"),
         "usage_file": args.usage_file,
         "usage_checkpoint": args.usage_checkpoint,
         "shutdown_delay": args.shutdown_delay,
@@ -788,7 +789,9 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
             f'{str(tls).lower()}, enabledTransports: {transports}, cluster: "mt1" }})',
             f"  server SDKs: app_id={literal(app.app_id)} key={literal(app.key)} secret={literal(secret)} "
             f"host={literal(host)} port={port} ssl={str(tls).lower()}{sdks_note}",
-            f"  RELAY_URL:   emulator://{app.key}:{secret}@{in_url}:{port}{prefix}/apps/{app.app_id}{query}",
+            # Percent-encoded, as a URL's credentials are: a secret with '/', '@' or ':' would end them early
+            f"  RELAY_URL:   emulator://{quote(app.key, safe='')}:{quote(secret, safe='*')}@{in_url}:{port}{prefix}"
+            f"/apps/{quote(app.app_id, safe='')}{query}",
         ]
     lines += ["", ably_client_settings(config, host, port, show_secrets=show_secrets)]
     return "\n".join(lines)

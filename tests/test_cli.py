@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 
 from relay import AsyncRelay, __version__
 from relay.cli import _client_settings, _run, main
+from relay.config import parse_url
 from relay.emulator.config import App, EmulatorConfig
 from relay.errors import RelayError
 from tests.cli_support import assert_refused, not_installed, run_relay, write
@@ -356,3 +357,16 @@ def test_the_banner_s_settings_are_literals_whatever_the_app_id_holds() -> None:
     options = ably_js.split("new Ably.Realtime(", 1)[1].rsplit(")", 1)[0]
     key = options.split("key: ", 1)[1].split(", endpoint", 1)[0]
     assert json.loads(key) == app.ably_api_key
+
+
+def test_the_banner_s_relay_urls_work_whatever_the_secret_holds() -> None:
+    """A secret with '@', '/' or ':' was printed as is in RELAY_URL: pasted, the URL sent the request to a host made
+    of the secret. Percent-encoded, each URL configures the app as it is."""
+    app = App(app_id="1", key="app-key", secret="p@ss/w:rd")
+    banner = _client_settings(EmulatorConfig(apps=(app,)), 6001)
+    urls = [line.split("RELAY_URL:", 1)[1].strip() for line in banner.splitlines() if "RELAY_URL:" in line]
+    assert [parse_url(url).url(privacy=False) for url in urls] == [
+        "emulator://app-key:p%40ss%2Fw%3Ard@127.0.0.1:6001/apps/1",
+        "ably://1.app-key:p%40ss%2Fw%3Ard@127.0.0.1:6001?tls=false",
+    ]
+    assert [parse_url(url).secret for url in urls] == ["p@ss/w:rd"] * 2

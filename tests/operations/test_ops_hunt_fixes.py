@@ -261,7 +261,10 @@ url = "http://alice:pa@ssSECRET5@127.0.0.1:{port}/y"
     [
         (["--webhook-url", "http://user:SECRETPW@h:0/x"], ["--webhook-url", "http://***@h:0/x"]),
         (["--webhook-url", "http://user:SECRET/PW@h/x"], ["--webhook-url", "user-info, not shown"]),
-        (["--redis-url", "redis://:SECRETPW@127.0.0.1:0"], ["--redis-url", "port 0", "redis://***@127.0.0.1:0"]),
+        (
+            ["--redis-url", "redis://:SECRETPW@127.0.0.1:0"],
+            ["--redis-url", "not one from 1 to 65535", "redis://***@127.0.0.1:0"],
+        ),
         (["--redis-url", "http://:SECRETPW@cache:6379"], ["--redis-url", "http://***@cache:6379"]),
     ],
 )
