@@ -86,8 +86,10 @@ def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # visible ASCII, spaces and tabs: no line breaks to inject headers
 _URL_PATH_UNSAFE = re.compile(r"[/?#%\s]")
-# A key is in the WebSocket path (/app/{key}), before the ':' of auth signatures and before the ':' of an Ably key.
-_KEY_UNSAFE = re.compile(r"[/?#%:\s]")
+_PREFIX_UNSAFE = re.compile(r'[?#"<>`{}\\]|[^\x21-\x7e]')  # a prefix may hold escapes: /v1/%7Eteam
+# A key is in the WebSocket path (/app/{key}), before the ':' of auth signatures and before the ':' of an Ably key;
+# what a browser percent-encodes in a path (a quote, < > ` { }, a space, anything outside ASCII) would never match.
+_KEY_UNSAFE = re.compile(r'[/?#%:"<>`{}\\]|[^\x21-\x7e]')
 
 
 def _key(name: str, value: object) -> None:
@@ -95,7 +97,9 @@ def _key(name: str, value: object) -> None:
     assert isinstance(value, str)
     if _KEY_UNSAFE.search(value):
         raise InvalidSetting(
-            name, f"goes in /app/{{key}} and before the ':' of signatures: {value!r} has / ? # % : or a space"
+            name,
+            f"goes in /app/{{key}} and before the ':' of signatures: {value!r} has one of / ? # % : \" < > ` {{ }} \\, "
+            "a space or a character outside ASCII (a browser sends those percent-encoded)",
         )
 
 
@@ -277,6 +281,12 @@ class App:
                 raise InvalidSetting(
                     "allowed_origins", f"entries are '*', 'https://host[:port]' or '*.host', got {origin!r}"
                 )
+            if "://" not in origin and ":" in origin:  # matched against the host alone, it would match nothing
+                raise InvalidSetting(
+                    "allowed_origins",
+                    f"entry {origin!r} has a port but no scheme: a host entry matches the host whatever the port; "
+                    f"write 'http://{origin}' for that origin alone",
+                )
         _optional(_whole, "max_message_bytes", self.max_message_bytes, 1)
         _optional(_seconds, "api_rate_limit", self.api_rate_limit, zero=False, unit="requests per second")
         _optional(_text, "ably_key", self.ably_key)
@@ -393,6 +403,12 @@ class EmulatorConfig:
         _whole("port", self.port, 0, 65535)
         if not isinstance(self.path_prefix, str) or (self.path_prefix and not self.path_prefix.startswith("/")):
             raise InvalidSetting("path_prefix", f"must be empty or start with '/', got {self.path_prefix!r}")
+        if _PREFIX_UNSAFE.search(self.path_prefix):  # no client could send it as it is, and no URL could name it
+            raise InvalidSetting(
+                "path_prefix",
+                f'has one of ? # " < > ` {{ }} \\, a space or a character outside ASCII, which end a path or which '
+                f"a client sends percent-encoded: {self.path_prefix!r}",
+            )
         # "/ws/" means "/ws" (and "/" no prefix): kept without its trailing "/", which every route begins with.
         object.__setattr__(self, "path_prefix", self.path_prefix.rstrip("/"))
         for name in ("max_request_bytes", "max_frame_bytes", "max_send_buffer"):

@@ -81,6 +81,12 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "[[apps.webhooks]]\nurl = 'http://[hooks'\n", ["url", "http://[hooks"]),  # ValueError escaped
         (APP + "allowed_origins = ['https://[shop']\n", ["allowed_origins", "https://[shop"]),
         ("[server]\nredis_url = 'redis://[cache'\n", ["redis_url", "redis://[cache"]),
+        # Accepted, then no browser could reach them: pusher-js sends /app/a%22b, and the origin matched no host
+        ("[[apps]]\napp_id = '1'\nkey = 'a\"b'\nsecret = 's'\n", ["key", "a browser sends those percent-encoded"]),
+        ("[[apps]]\napp_id = '1'\nkey = 'é'\nsecret = 's'\n", ["key", "outside ASCII"]),
+        (APP + "allowed_origins = ['localhost:3000']\n", ["allowed_origins", "write 'http://localhost:3000'"]),
+        ("[server]\npath_prefix = '/a?b'\n", ["path_prefix", "'/a?b'"]),
+        ("[server]\npath_prefix = '/a b'\n", ["path_prefix", "'/a b'"]),
         # urlsplit's port raised ValueError: a traceback, exit 1
         ("[server]\nredis_url = 'redis://127.0.0.1:abc/0'\n", ["redis_url", "not one from 1 to 65535", ":abc/0"]),
         ("[server]\nredis_url = 'redis://127.0.0.1:99999/0'\n", ["redis_url", "not one from 1 to 65535"]),
