@@ -12,9 +12,8 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
-from relay.config import url_host
+from relay.config import ProviderConfig
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
 from relay.emulator.ably_hub import ERROR, AblyApp, ws_frame
 from relay.emulator.ably_realtime import (
@@ -150,6 +149,7 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_s
     for app in config.apps:
         key_name = split_api_key(app.ably_api_key)[0]
         key = app.ably_api_key if show_secrets else f"{key_name}:***"
+        ably_url = ProviderConfig("ably", key_name, split_api_key(app.ably_api_key)[1], host=host, port=port, tls=tls)
         lines += [
             f"app {app.app_id} (Ably key {key_name}):",
             f"  ably-js:     new Ably.Realtime({{ key: {literal(key)}, endpoint: {literal(host)}, "
@@ -160,7 +160,6 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_s
             f"               AblyRest(key={literal(key)}, endpoint={literal(host)}, {python_port}={port}, tls={tls}"
             + ("" if tls else ", use_token_auth=True")
             + ")",
-            f"  RELAY_URL:   ably://{quote(key_name, safe='.')}:{quote(key.partition(':')[2], safe='*')}@"
-            f"{url_host(host)}:{port}?tls={str(tls).lower()}",
+            f"  RELAY_URL:   {ably_url.url(privacy=not show_secrets)}",
         ]
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from relay import __version__
-from relay.config import trimmed_environment, url_host
+from relay.config import ProviderConfig, trimmed_environment, url_host
 from relay.cost.cli import add_cost_command
 from relay.emulator.config import WEBHOOK_FORMATS, App, EmulatorConfig, InvalidSetting, Webhook, load_config
 from relay.errors import ConfigError
@@ -766,7 +766,6 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
     http, ws, port_option = ("https", "wss", "wssPort") if tls else ("http", "ws", "wsPort")
     # pusher-js's TLS strategy is its "ws" transport with TLS on: ["wss"] alone leaves it no transport (failed).
     transports = '["ws", "wss"]' if tls else '["ws"]'
-    query = "?tls=true" if tls else ""  # emulator:// URLs are plain http unless told
     prefix = config.path_prefix  # as requests must carry it (the server compares the raw path)
     listening = f"{http}://{in_url}:{port} (WebSocket {ws}://{in_url}:{port}{prefix}/app/{{key}})"
     ws_path = f'wsPath: "{prefix}", ' if prefix else ""
@@ -789,12 +788,16 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
             f'{str(tls).lower()}, enabledTransports: {transports}, cluster: "mt1" }})',
             f"  server SDKs: app_id={literal(app.app_id)} key={literal(app.key)} secret={literal(secret)} "
             f"host={literal(host)} port={port} ssl={str(tls).lower()}{sdks_note}",
-            # Percent-encoded, as a URL's credentials are: a secret with '/', '@' or ':' would end them early
-            f"  RELAY_URL:   emulator://{quote(app.key, safe='')}:{quote(secret, safe='*')}@{in_url}:{port}{prefix}"
-            f"/apps/{quote(app.app_id, safe='')}{query}",
+            f"  RELAY_URL:   {_relay_url(app, host, port, tls, prefix, show_secrets)}",
         ]
     lines += ["", ably_client_settings(config, host, port, show_secrets=show_secrets)]
     return "\n".join(lines)
+
+
+def _relay_url(app: App, host: str, port: int, tls: bool, prefix: str, show_secrets: bool) -> str:
+    """The app's ``emulator://`` URL as the library writes one (its credentials percent-encoded)."""
+    config = ProviderConfig("emulator", app.key, app.secret, app.app_id, host, port, tls, path_prefix=prefix)
+    return config.url(privacy=not show_secrets)
 
 
 def _run(coroutine: object) -> None:
