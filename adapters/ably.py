@@ -18,6 +18,7 @@ from relay.adapters.base import (
     Capability,
     HttpRequest,
     HttpResponse,
+    count_of,
     path_segment,
     unreadable_answer,
     unsupported,
@@ -512,11 +513,7 @@ def _occupancy_counts(details: object) -> tuple[int | None, int | None] | None:
     metrics = occupancy.get("metrics", {}) if isinstance(occupancy, Mapping) else None
     if not isinstance(metrics, Mapping):
         return None
-    return _count(metrics.get("subscribers")), _count(metrics.get("presenceMembers"))
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return count_of(metrics.get("subscribers")), count_of(metrics.get("presenceMembers"))
 
 
 def _listed_channel(item: str | Mapping[str, Any], counts_users: bool) -> ChannelInfo | None:

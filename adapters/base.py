@@ -155,6 +155,11 @@ def unsupported(adapter: Adapter, capability: Capability) -> UnsupportedCapabili
     return UnsupportedCapability(adapter.name, capability.value, hint=adapter.unsupported_hints.get(capability, ""))
 
 
+def count_of(value: object) -> int | None:
+    """``value`` if it is a count a provider answers (a whole number, 0 or more; not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def unreadable_answer(provider: str, response: HttpResponse, problem: str) -> ProtocolError:
     """A provider's success answer that is not what its API answers (``problem`` says how): the provider, or a proxy
     in front of it, broke the protocol, not the request; so the status to pass on is 502, as a gateway answers an

@@ -19,6 +19,7 @@ from relay.adapters.base import (
     HttpRequest,
     HttpResponse,
     calls_of,
+    count_of,
     path_segment,
     unreadable_answer,
     unsupported,
@@ -118,11 +119,6 @@ def terminated_user(user_id: object) -> str:
             "'/' cannot go in the terminate_connections path"
         )
     return user_id
-
-
-def _is_count(value: object) -> bool:
-    """An integer count, or no count at all."""
-    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
 def presence_channel(channel: str) -> str:
@@ -291,7 +287,9 @@ class PusherAdapter:
             occupied = body.get("occupied")
             subscriptions, users = body.get("subscription_count"), body.get("user_count")
             # bool("false") is True: what is not Pusher's answer is said, not read as the nearest thing
-            if not isinstance(occupied, bool | None) or not all(_is_count(count) for count in (subscriptions, users)):
+            if not isinstance(occupied, bool | None) or any(
+                count is not None and count_of(count) is None for count in (subscriptions, users)
+            ):
                 assert response is not None
                 raise unreadable_answer(
                     self.name, response, "what is not a channel {occupied: true|false, subscription_count, user_count}"

@@ -332,7 +332,8 @@ class _Outcomes(Generic[R]):
 
     def __init__(self, mode: Mode, *, asked_one: bool = False) -> None:
         self.mode = mode
-        # A mirror's query goes to its first provider alone: that provider's error is the answer, as without a mirror
+        # An operation asked of one provider (a mirror's query goes to its first alone): its error is the answer, as
+        # without a mirror
         self.asked_one = asked_one
         self.results: dict[str, R] = {}
         self.errors: dict[str, RelayError] = {}
@@ -495,8 +496,9 @@ class Relay(_BaseRelay):
         makes one provider's call results the operation's."""
         if self._closed:
             raise ClientClosed()
-        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=capability in _QUERIES)
-        for route, built in self._ops.plan(operation, capability):
+        plan = self._ops.plan(operation, capability)
+        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=len(plan) == 1)
+        for route, built in plan:
             try:
                 calls = built if built is not None else self._ops.calls(route, operation, capability)
                 outcome = combine(self._run_all(calls, route, capability))
@@ -626,8 +628,9 @@ class AsyncRelay(_BaseRelay):
     ) -> R:
         if self._closed:
             raise ClientClosed()
-        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=capability in _QUERIES)
-        for route, built in self._ops.plan(operation, capability):
+        plan = self._ops.plan(operation, capability)
+        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=len(plan) == 1)
+        for route, built in plan:
             try:
                 calls = built if built is not None else self._ops.calls(route, operation, capability)
                 outcome = combine(await self._run_all(calls, route, capability))
