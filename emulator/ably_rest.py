@@ -234,7 +234,7 @@ class AblyRest:
 
     def _publish(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = qualified_channel(request.args[0])[0]  # [?rewind=1]orders is orders
+        name = _channel_in_path(request)
         _require(credentials, name, "publish")
         body = request.body()
         raw = body if isinstance(body, list) else [body]
@@ -288,7 +288,7 @@ class AblyRest:
 
     def _kept(self, request: _Request, *, presence: bool) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = qualified_channel(request.args[0])[0]  # [?rewind=1]orders is orders
+        name = _channel_in_path(request)
         _require(credentials, name, "history")
         query = request.query
         limit = _limit(query.get("limit"), DEFAULT_LIST_LIMIT)
@@ -324,7 +324,7 @@ class AblyRest:
 
     def _channel(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = qualified_channel(request.args[0])[0]  # [?rewind=1]orders is orders
+        name = _channel_in_path(request)
         _require(credentials, name, "channel-metadata")
         return 200, app.channel_details(name)
 
@@ -342,7 +342,7 @@ class AblyRest:
 
     def _presence(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = qualified_channel(request.args[0])[0]  # [?rewind=1]orders is orders
+        name = _channel_in_path(request)
         _require(credentials, name, "subscribe")
         filters = {field: request.query[field] for field in ("clientId", "connectionId") if field in request.query}
         limit = _limit(request.query.get("limit"), DEFAULT_LIST_LIMIT)
@@ -492,6 +492,11 @@ def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[s
     if isinstance(peer, Session):
         return peer.socket_id, peer.socket_id
     return None, None
+
+
+def _channel_in_path(request: _Request) -> str:
+    """The channel a route's path names: as an ATTACH reads it, ``[?rewind=1]orders`` is ``orders``."""
+    return qualified_channel(request.args[0])[0]
 
 
 def _require(credentials: Credentials, channel: str, operation: str) -> None:

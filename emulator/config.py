@@ -86,10 +86,11 @@ def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # visible ASCII, spaces and tabs: no line breaks to inject headers
 _URL_PATH_UNSAFE = re.compile(r"[/?#%\s]")
-_PREFIX_UNSAFE = re.compile(r'[?#"<>`{}\\]|[^\x21-\x7e]')  # a prefix may hold escapes: /v1/%7Eteam
-# A key is in the WebSocket path (/app/{key}), before the ':' of auth signatures and before the ':' of an Ably key;
-# what a browser percent-encodes in a path (a quote, < > ` { }, a space, anything outside ASCII) would never match.
-_KEY_UNSAFE = re.compile(r'[/?#%:"<>`{}\\]|[^\x21-\x7e]')
+# What a browser percent-encodes in a path (a quote, < > ` { }, a space, anything outside ASCII), or what ends one
+_BROWSER_ENCODED = r'[?#"<>`{}\\]|[^\x21-\x7e]'
+_PREFIX_UNSAFE = re.compile(_BROWSER_ENCODED)  # a prefix may hold escapes: /v1/%7Eteam
+# A key is in the WebSocket path (/app/{key}), before the ':' of auth signatures and before the ':' of an Ably key
+_KEY_UNSAFE = re.compile(f"[/%:]|{_BROWSER_ENCODED}")
 
 
 def _key(name: str, value: object) -> None:
