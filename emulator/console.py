@@ -57,10 +57,13 @@ LISTED_MEMBERS = 10
 USER_INFO_CHARS = 100  # a member's user_info (JSON) is cut there, with "…"
 LIST_BYTES = 100_000  # and each of the two lists stops before its JSON would pass this size
 LISTING_FILTER_CHARACTERS = 200  # a filter is compared with every connection and channel each tick: kept short
-_OPS_PATHS = frozenset(
-    {"/health", "/ready", "/metrics", "/usage", "/console", "/console/", "/console/apps", "/console/events",
-     "/console/publish"}
-)  # fmt: skip
+_READ = ("GET", "HEAD")
+# The events stream has no head to give alone (a HEAD would open it): GET only.
+_OPS_METHODS: dict[str, tuple[str, ...]] = {
+    "/health": _READ, "/ready": _READ, "/metrics": _READ, "/usage": _READ, "/console": _READ, "/console/": _READ,
+    "/console/apps": _READ, "/console/events": ("GET",), "/console/publish": ("POST",),
+}  # fmt: skip
+_OPEN_PATHS = frozenset({"/health", "/ready"})  # for load balancers: no token, no origin check
 
 
 def is_loopback(host: str) -> bool:
@@ -117,7 +120,7 @@ class Operations:
     # -- routing ----------------------------------------------------------------------------------------------
 
     def owns(self, raw_path: str) -> bool:
-        return self._path(raw_path) in _OPS_PATHS
+        return self._path(raw_path) in _OPS_METHODS
 
     def _path(self, path: str) -> str:
         """The endpoint asked for: under the path prefix, or without it (a load balancer's health check, or a
@@ -136,17 +139,25 @@ class Operations:
     ) -> Response:
         """Answer a request for one of the operations endpoints (see :meth:`owns`)."""
         path = self._path(raw_path)
+        allowed = _OPS_METHODS[path]
+        if method not in allowed:
+            refusal = method_not_allowed(f"{path} accepts {', '.join(allowed)} only", allowed)
+            return self._with_origin(path, headers, refusal)
         if path == "/health":
             return json_response(200, {"status": "ok"})
         if path == "/ready":
             ready = self.ready
             return json_response(200 if ready else 503, {"status": "ready" if ready else "draining"})
-        own_origin = (("Access-Control-Allow-Origin", self._own_origin(headers)),)
         response = self._authorize(query, headers) or self._protected(transport, method, path, query, headers, body)
-        if response is STREAMING:
+        return self._with_origin(path, headers, response)
+
+    def _with_origin(self, path: str, headers: Sequence[tuple[str, str]], response: Response) -> Response:
+        """Every answer of the protected endpoints, refusals and errors too, names the node's own origin: without
+        it the response would get the Pusher API's ``*`` (any origin)."""
+        if response is STREAMING or path in _OPEN_PATHS:
             return response
-        # Every answer, refusals and errors too: without the header it would get the Pusher API's "*" (any origin).
-        return Response(response.status, response.body, (*response.headers, *own_origin))
+        own_origin = ("Access-Control-Allow-Origin", self._own_origin(headers))
+        return Response(response.status, response.body, (*response.headers, own_origin))
 
     def _protected(
         self,
@@ -200,8 +211,6 @@ class Operations:
                 return error_response(404, "unknown app: give ?app=<app_id>")
             self._open_stream(transport, state, params.get("filter", "")[:LISTING_FILTER_CHARACTERS])
             return STREAMING
-        if method != "POST":
-            return method_not_allowed("/console/publish accepts POST only", ["POST"])
         return self._publish(headers, body)
 
     @property
