@@ -204,20 +204,25 @@ class MessageHistory:
             found.append(message)
         return found, False
 
-    def last(self, channel: str, now_ms: int, rewind: Rewind) -> list[Kept]:
-        """What ``rewind`` sends an attachment to ``channel``: its last messages, oldest first."""
+    def last(self, channel: str, now_ms: int, rewind: Rewind) -> tuple[list[Kept], bool]:
+        """What ``rewind`` sends an attachment to ``channel``: its last messages, oldest first, and whether the cap of
+        a ``capped`` rewind left out older ones it asked for (which Ably reports)."""
         since = now_ms - self.retention_ms
         if rewind.window_ms is not None:
             since = max(since, now_ms - rewind.window_ms)
+        looked_at = rewind.messages + rewind.capped  # one more tells a truncated backlog from one that fits
         chosen: list[Kept] = []
-        for message in reversed(self._channels.get(channel, ())):  # newest first: at most 100 are looked at
-            if len(chosen) == rewind.messages or message.timestamp < since:
+        for message in reversed(self._channels.get(channel, ())):  # newest first: at most 101 are looked at
+            if len(chosen) == looked_at or message.timestamp < since:
                 break
             chosen.append(message)
+        truncated = len(chosen) > rewind.messages
+        if truncated:
+            chosen.pop()
         chosen.reverse()
         if not chosen and rewind.messages and rewind.window_ms is None and channel in self._last:
-            return [self._last[channel]]  # past the retention period: the persisted last message, as Ably's rule
-        return chosen
+            return [self._last[channel]], False  # past the retention period: the persisted last message, Ably's rule
+        return chosen, truncated
 
 
 _ORDER = attrgetter("order")

@@ -685,8 +685,8 @@ class AblyApp:
     def pusher_member(self, channel: Channel, socket_id: str, user_id: str, user_info_json: str, entered: bool) -> None:
         """A Pusher connection entered or left a presence channel: to Ably, a member with the socket id as its
         connectionId, on every node (in a cluster the other nodes keep it in their replica, as an Ably member)."""
-        if self.state.cluster is None and not channel.foreign:
-            return  # no Ably connection anywhere can hear of it
+        if self.state.cluster is None and not channel.foreign and not self.state.webhooks.wants("presence"):
+            return  # no Ably connection anywhere nor an Ably-format webhook can hear of it
         item = pusher_member(socket_id, user_id, user_info_json, ENTER if entered else LEAVE, self.wall_ms())
         self.broadcast_presence(channel.name, socket_id, [item])
 
@@ -796,12 +796,8 @@ class AblyApp:
             self.state.cluster.ably_presence(self.state.app.app_id, name, fields)
         self._deliver_presence(name, Outbound(fields, presence=True))
         self.presence_history.keep(name, fields, serial, now)
-        if self.state.webhooks.wants("presence"):  # Ably-format webhooks' channel.presence
-            # A presence- channel's enters and leaves are its member_added and member_removed already; not its updates
-            if classify(name) is ChannelKind.PRESENCE:
-                items = [item for item in items if item.get("action") == UPDATE]
-            if items:
-                self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
+        if self.state.webhooks.wants("presence"):  # Ably-format webhooks' channel.presence, per connection as Ably's
+            self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
 
     def _deliver_presence(self, name: str, outbound: Outbound) -> None:
         channel = self.state.channels.get(name)

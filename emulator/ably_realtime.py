@@ -63,6 +63,7 @@ from relay.emulator.wire import PING_FRAME
 from relay.protocol.ably import (
     ENTER,
     LEAVE,
+    MAX_REWIND_MESSAGES,
     PRESENT,
     UPDATE,
     Rewind,
@@ -552,6 +553,7 @@ class AblySession(ForeignPeer):
             self._error_for(raw if isinstance(raw, str) else None, exc)
             return
         rewound: list[Kept] = []
+        truncated = False
         missed: list[Delivered] | None = None
         if attachment is None:
             attachment = self.channels[name] = Attachment(modes, requested, made_at=self.app.last_serial)
@@ -565,7 +567,7 @@ class AblySession(ForeignPeer):
             # Ably rewinds a first attachment only: an ATTACH with a channelSerial resumes (a reconnected ably-js sends
             # one), and a second ATTACH changes modes.
             if rewind is not None and modes & MODE_SUBSCRIBE and not message.get("channelSerial"):
-                rewound = self.app.history.last(name, self.app.wall_ms(), rewind)
+                rewound, truncated = self.app.history.last(name, self.app.wall_ms(), rewind)
         elif raw in self._awaiting:  # a resumed connection's: what it missed since the serial it names
             self._awaiting.discard(raw)
             missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment)
@@ -577,6 +579,10 @@ class AblySession(ForeignPeer):
             attached["channelSerial"] = message["channelSerial"]
         if rewind is not None or occupancy is not None:  # applied, so shown (ably-js's channel.params)
             attached["params"] = {key: params[key] for key in APPLIED_PARAMS if key in params}
+        if truncated:  # the attach succeeds; the cut is a non-fatal error, the state change's reason in ably-js
+            most = MAX_REWIND_MESSAGES
+            cut = f"Unable to recover channel (message limit exceeded): rewind sends the last {most} messages at most"
+            attached["error"] = AblyError(90004, cut, 404).body()
         self._send(attached)
         for outbound in replay:  # before the presence set they led to
             self.send_frame(outbound.frame_as(raw, self.binary))

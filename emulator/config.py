@@ -32,12 +32,10 @@ WEBHOOK_EVENT_TYPES = frozenset(
         "subscription_count",
     }
 )
-# The events an Ably-format webhook sends: channel.opened and channel.closed (channel.lifecycle), presence enter and
-# leave of presence- channels and Ably members' presence on the others ("presence") as channel.presence, client
-# events and the messages published through Ably's protocol ("message") as channel.message.
-ABLY_WEBHOOK_EVENT_TYPES = frozenset(
-    {"channel_occupied", "channel_vacated", "member_added", "member_removed", "presence", "client_event", "message"}
-)
+# The events an Ably-format webhook sends: channel.opened and channel.closed (channel.lifecycle), every presence
+# member's enter, update and leave, per connection as Ably has them ("presence") as channel.presence, client events and
+# the messages published through Ably's protocol ("message") as channel.message.
+ABLY_WEBHOOK_EVENT_TYPES = frozenset({"channel_occupied", "channel_vacated", "presence", "client_event", "message"})
 WEBHOOK_FORMATS = ("pusher", "ably")
 EVERY_EVENT_TYPE: frozenset[str] = frozenset({"*"})  # a webhook's default: every event type of its format
 

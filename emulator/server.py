@@ -191,8 +191,11 @@ class EmulatorNode:
             self.states[app.app_id] = state
             for key in app.keys:
                 self.by_key[key] = state
-        if self.cluster is not None:
+        # Built when an Ably client first comes, but at once where other nodes' Ably members need somewhere to go, or
+        # where an Ably-format webhook tells of Pusher members' presence (as Ably members) before any Ably client.
+        if self.cluster is not None or any(hook.format == "ably" for app in self.config.apps for hook in app.webhooks):
             self.ably.ready()
+        if self.cluster is not None:
             await self.cluster.start(self.states)
         limited = any(app.api_rate_limit is not None for app in self.config.apps)
         self.api = HttpApi(

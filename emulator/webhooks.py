@@ -17,7 +17,7 @@ import httpx
 
 from relay.emulator.config import App, Webhook
 from relay.emulator.logs import redact_urls
-from relay.protocol.ably import ENTER, LEAVE, split_api_key
+from relay.protocol.ably import split_api_key
 from relay.protocol.ably import webhook_signature as ably_webhook_signature
 from relay.protocol.frames import dumps
 from relay.protocol.signing import webhook_signature
@@ -281,11 +281,6 @@ def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[st
         if name in ("channel_occupied", "channel_vacated"):
             source, item_name = "channel.lifecycle", _LIFECYCLE[str(name)]
             data = {"channelId": channel, "name": channel, "status": {"isActive": name == "channel_occupied"}}
-        elif name in ("member_added", "member_removed"):
-            action = ENTER if name == "member_added" else LEAVE
-            member = {"action": action, "clientId": str(event["user_id"]), "timestamp": now_ms}
-            source, item_name = "channel.presence", "presence.message"
-            data = {"channelId": channel, "site": ABLY_SITE, "presence": [member]}
         elif name == "client_event":
             message = {
                 "name": event["event"],
@@ -297,7 +292,7 @@ def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[st
                 message["clientId"] = event["user_id"]
             source, item_name = "channel.message", "channel.message"
             data = {"channelId": channel, "site": ABLY_SITE, "messages": [message]}
-        elif name == "presence":  # AblyApp.broadcast_presence's, its PresenceMessages in Ably's JSON
+        elif name == "presence":  # AblyApp.broadcast_presence's: every member of either protocol, per connection
             source, item_name = "channel.presence", "presence.message"
             data = {"channelId": channel, "site": ABLY_SITE, "presence": event["presence"]}
         elif name == "message":  # AblyApp.publish's, its messages in Ably's JSON

@@ -90,10 +90,12 @@ def is_whole_number(text: object, most_digits: int) -> TypeGuard[str]:
 
 class Rewind(NamedTuple):
     """What an attachment is sent first: at most the last ``messages`` messages, and for a time only those published
-    in the last ``window_ms``."""
+    in the last ``window_ms``. ``capped``: the request asked for more than Ably sends (over 100 messages, or a time
+    without a ``rewindLimit`` of 100 or fewer), so a backlog longer than ``messages`` is a truncation Ably reports."""
 
     messages: int
     window_ms: int | None = None
+    capped: bool = False
 
 
 def parse_rewind(params: Mapping[str, object]) -> Rewind | None:
@@ -109,10 +111,12 @@ def parse_rewind(params: Mapping[str, object]) -> Rewind | None:
     limit = params.get("rewindLimit")
     if limit is not None and not (is_whole_number(limit, 9) and int(limit) > 0):
         raise ValueError(f"rewindLimit must be a positive number of messages, got {limit!r:.40}")
-    most = min(int(limit), MAX_REWIND_MESSAGES) if limit is not None else MAX_REWIND_MESSAGES
+    wanted = int(limit) if limit is not None else None  # a time rewind without a limit wants all in its window
     if not unit:
-        return Rewind(min(amount, most))
-    return Rewind(most, amount * (60_000 if unit == "m" else 1_000))
+        wanted = amount if wanted is None else min(amount, wanted)
+    capped = wanted is None or wanted > MAX_REWIND_MESSAGES
+    messages = MAX_REWIND_MESSAGES if wanted is None else min(wanted, MAX_REWIND_MESSAGES)
+    return Rewind(messages, amount * (60_000 if unit == "m" else 1_000) if unit else None, capped)
 
 
 # The occupancy channel param (https://ably.com/docs/channels/options#occupancy): "metrics" streams every count,

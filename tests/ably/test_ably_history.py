@@ -179,13 +179,29 @@ def test_rewind_takes_the_last_messages_or_a_time_window() -> None:
         history.keep("room", protocol_message(position, position * 1_000, f"m{position}"), position, position * 1_000)
 
     def rewound(rewind: Rewind) -> list[str]:
-        return [kept.item()["name"] for kept in history.last("room", 5_000, rewind)]
+        return [kept.item()["name"] for kept in history.last("room", 5_000, rewind)[0]]
 
     assert rewound(Rewind(2)) == ["m4", "m5"]
     assert rewound(Rewind(100)) == ["m1", "m2", "m3", "m4", "m5"]
     assert rewound(Rewind(100, 2_000)) == ["m3", "m4", "m5"]
     assert rewound(Rewind(1, 2_000)) == ["m5"]
     assert rewound(Rewind(0)) == []
+
+
+def test_a_capped_rewind_tells_whether_its_cap_left_messages_out() -> None:
+    """Ably sends at most 100 and reports the cut of a longer backlog; fewer than asked for is no cut."""
+    history = MessageHistory(retention_ms=120_000)
+    for position in range(1, 4):
+        history.keep("room", protocol_message(position, position * 1_000, f"m{position}"), position, position * 1_000)
+
+    def rewound(rewind: Rewind) -> tuple[list[str], bool]:
+        kept, truncated = history.last("room", 5_000, rewind)
+        return [message.item()["name"] for message in kept], truncated
+
+    assert rewound(Rewind(2, capped=True)) == (["m2", "m3"], True)
+    assert rewound(Rewind(3, capped=True)) == (["m1", "m2", "m3"], False)
+    assert rewound(Rewind(2, 2_500, capped=True)) == (["m3"], False)  # what the window holds fits
+    assert rewound(Rewind(2)) == (["m2", "m3"], False)  # the client's own limit is no cut
 
 
 def test_a_persisted_last_message_outlives_the_retention_for_a_count_rewind() -> None:
@@ -197,21 +213,21 @@ def test_a_persisted_last_message_outlives_the_retention_for_a_count_rewind() ->
     later = 60_000
 
     def rewound(channel: str, rewind: Rewind) -> list[str]:
-        return [kept.item()["name"] for kept in history.last(channel, later, rewind)]
+        return [kept.item()["name"] for kept in history.last(channel, later, rewind)[0]]
 
     assert rewound("orders:42", Rewind(1)) == ["n2"] and rewound("orders:42", Rewind(5)) == ["n2"]
-    [persisted] = history.last("orders:42", later, Rewind(1))
+    [persisted], _ = history.last("orders:42", later, Rewind(1))
     assert persisted.item()["id"] == "rest:2:1"  # its own id, though kept without the publish's other messages
     assert len(persisted.fields["messages"]) == 1  # what the budget counts is all it holds
     assert rewound("orders", Rewind(1)) == ["n3"] and rewound("lobby:main", Rewind(1)) == ["n4"]
     assert rewound("ordersx:1", Rewind(1)) == [] and rewound("chat:1", Rewind(1)) == []
     assert rewound("orders:42", Rewind(1, 30_000)) == [] and rewound("orders:42", Rewind(0)) == []
     assert ids_of(history, "orders:42", later) == []
-    assert [kept.item()["name"] for kept in history.last("orders:42", 1_500, Rewind(3))] == ["n1", "m2", "n2"]
+    assert [kept.item()["name"] for kept in history.last("orders:42", 1_500, Rewind(3))[0]] == ["n1", "m2", "n2"]
 
     nothing_kept = MessageHistory(retention_ms=0, persist_last=("orders",))
     nothing_kept.keep("orders:1", protocol_message(1, 1_000, "only"), 1, 1_000)
-    assert [kept.item()["name"] for kept in nothing_kept.last("orders:1", 1_000, Rewind(1))] == ["only"]
+    assert [kept.item()["name"] for kept in nothing_kept.last("orders:1", 1_000, Rewind(1))[0]] == ["only"]
 
 
 def test_persisted_last_messages_have_a_budget_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,7 +237,7 @@ def test_persisted_last_messages_have_a_budget_of_their_own(monkeypatch: pytest.
     history = MessageHistory(retention_ms=0, persist_last=("orders",))
     for position, channel in enumerate(["orders:1", "orders:2", "orders:1", "orders:3"], 1):
         history.keep(channel, one_message(position, position, big), position, position)
-    persisted = {channel: history.last(channel, 10, Rewind(1)) for channel in ("orders:1", "orders:2", "orders:3")}
+    persisted = {channel: history.last(channel, 10, Rewind(1))[0] for channel in ("orders:1", "orders:2", "orders:3")}
     assert {channel: [kept.position for kept in found] for channel, found in persisted.items()} == {
         "orders:1": [3],
         "orders:2": [],
@@ -302,14 +318,15 @@ async def test_ably_python_reads_history_in_both_directions_and_pages(
 async def test_ably_js_history_pages_and_rewind(ably_emulator: RunningEmulator) -> None:
     """ably-js: ``history()`` pages with ``hasNext()``/``next()``, ``rewind: '2'`` delivers the last two messages
     after the attach (``channel.params`` shows it, the state change has ``hasBacklog``), ``rewind: '1m'`` with
-    ``rewindLimit``, ``[?rewind=1]order-7`` beside ``order-7``, and a reconnection's re-attach (with its
-    channelSerial) is not rewound again."""
+    ``rewindLimit``, ``[?rewind=1]order-7`` beside ``order-7``, a rewind past 100 attached with the cut as the state
+    change's reason (90004), and a reconnection's re-attach (with its channelSerial) is not rewound again."""
     run = await run_node("ably_js_history.mjs", ably_emulator)
     assert run.summary["checks"] == [
         "pages",
         "rewind-count",
         "rewind-time",
         "rewind-qualifier",
+        "rewind-cut",
         "no-rewind-on-reattach",
     ]
 
@@ -544,6 +561,29 @@ async def test_rewind_by_time_and_limit(ably_emulator: RunningEmulator, http: ht
         attached = await wire.attach("room", params={"rewind": "1m", "rewindLimit": "3"})
         assert attached["params"] == {"rewind": "1m", "rewindLimit": "3"}
         assert [names((await wire.expect(MESSAGE))["messages"]) for _ in range(3)] == [["m2"], ["m3"], ["m4"]]
+    finally:
+        await wire.ws.close()
+
+
+async def test_a_rewind_past_100_messages_attaches_with_the_cut_reported(
+    ably_emulator: RunningEmulator, http: httpx.AsyncClient
+) -> None:
+    """Ably: "At most 100 messages will be sent… The attachment succeeds, but truncation of the message backlog is
+    indicated as a non-fatal error in the attachment response" (90004, 404); the last 100 come, oldest first."""
+    batch = [{"name": f"m{number}", "data": "x"} for number in range(150)]
+    await publish(http, "room", *batch)
+    wire: AblyWire = await ably_wire(ably_emulator)
+    try:
+        attached = await wire.attach("room", params={"rewind": "500"})
+        assert attached["params"] == {"rewind": "500"}
+        assert attached["error"]["code"] == 90004 and attached["error"]["statusCode"] == 404
+        assert attached["error"]["message"].startswith("Unable to recover channel (message limit exceeded)")
+        [rewound] = [await wire.expect(MESSAGE)]
+        assert names(rewound["messages"]) == [f"m{number}" for number in range(50, 150)]
+        exact = await wire.attach("fits", params={"rewind": "500"})  # fewer than asked for: no error
+        assert "error" not in exact and "error" not in await wire.attach("other", params={"rewind": "100"})
+        await publish(http, "room", {"name": "live", "data": "x"})
+        assert names((await wire.expect(MESSAGE))["messages"]) == ["live"]
     finally:
         await wire.ws.close()
 

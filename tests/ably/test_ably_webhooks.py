@@ -34,13 +34,16 @@ from tests.webhook_receiver import Receiver
 
 
 def test_events_become_the_items_of_ably_s_sources() -> None:
+    entered = {"action": 2, "clientId": "ann", "connectionId": "1.2", "id": "1.2:0:0", "data": '{"a":1}'}
     events = [
         {"name": "channel_occupied", "channel": "orders"},
-        {"name": "member_added", "channel": "presence-room", "user_id": "ann"},
+        {"name": "presence", "channel": "presence-room", "presence": [entered]},
         {"name": "client_event", "channel": "private-chat", "event": "client-typing", "data": "{}", "socket_id": "1.2"},
-        {"name": "member_removed", "channel": "presence-room", "user_id": "ann"},
+        {"name": "presence", "channel": "presence-room", "presence": [{**entered, "action": 3, "id": "1.2:1:0"}]},
         {"name": "channel_vacated", "channel": "orders"},
-        {"name": "subscription_count", "channel": "orders", "subscription_count": 2},  # no such Ably webhook
+        # Pusher's user-level presence events and the other Pusher-only ones have no Ably webhook
+        {"name": "member_added", "channel": "presence-room", "user_id": "ann"},
+        {"name": "subscription_count", "channel": "orders", "subscription_count": 2},
     ]
     items = ably_items(events, 1_700_000_000_000, (f"s{number}" for number in itertools.count(7)))
     assert [(item["source"], item["name"], item["serial"]) for item in items] == [
@@ -54,7 +57,7 @@ def test_events_become_the_items_of_ably_s_sources() -> None:
     assert items[1]["data"] == {
         "channelId": "presence-room",
         "site": "local",
-        "presence": [{"action": 2, "clientId": "ann", "timestamp": 1_700_000_000_000}],
+        "presence": [entered],
     }
     assert items[2]["data"] == {
         "channelId": "private-chat",
@@ -130,7 +133,7 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
     assert senders[("message", "client-typing")] == pusher.socket_id
     assert senders[("member_added", "room")] == member.connected["connectionId"]
     assert presence_data[("member_added", "room")] == '{"mood":"ok"}'  # Ably's presence data, as sent (JSON text)
-    assert presence_data[("member_added", "presence-room")] is None  # Pusher's member_added carries no user_info
+    assert presence_data[("member_added", "presence-room")] == "hi"  # as Ably sends it: the member's own data
     assert data["hello"] == "from ann" and data["scan"] == b"\x00\xff"  # sent as base64, given back as bytes
     assert sorted(set(seen)) == sorted(
         {
@@ -148,7 +151,7 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
             ("channel_vacated", "room", None, None),
         }
     )
-    assert seen.count(("member_added", "presence-room", "ann", None)) == 1  # once, though she is an Ably member too
+    assert seen.count(("member_added", "presence-room", "ann", None)) == 1  # once: not again as a Pusher member
 
 
 @pytest.mark.parametrize(
@@ -156,8 +159,13 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
     [
         ({"format": "json"}, "format must be one of pusher, ably, got 'json'"),
         (
-            {"format": "ably", "event_types": frozenset({"member_added", "subscription_count"})},
+            {"format": "ably", "event_types": frozenset({"presence", "subscription_count"})},
             "event_types has types ably webhooks do not send: ['subscription_count']; known: ['channel_occupied',",
+        ),
+        (
+            # Ably's presence is per connection, all of it the event type "presence"; Pusher's per-user events are not
+            {"format": "ably", "event_types": frozenset({"member_added", "member_removed"})},
+            "event_types has types ably webhooks do not send: ['member_added', 'member_removed']; known: ['chann",
         ),
     ],
 )
@@ -177,7 +185,7 @@ async def test_the_cli_refuses_a_webhook_format_without_a_url() -> None:
 
 
 def test_an_explicit_list_is_checked_against_ably_s_events(tmp_path: Path) -> None:
-    """Every event type written out, as for a Pusher webhook, is refused for an Ably one: two have no Ably event (it
+    """Every event type written out, as for a Pusher webhook, is refused for an Ably one: four have no Ably event (it
     was narrowed silently when all seven were listed, refused when six were)."""
     every = ", ".join(f"'{name}'" for name in sorted(WEBHOOK_EVENT_TYPES))
     path = tmp_path / "relay.toml"
@@ -187,7 +195,7 @@ def test_an_explicit_list_is_checked_against_ably_s_events(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError) as refused:
         load_config(path, defaults=EmulatorConfig(apps=(APP,)))
-    assert "event_types has types ably webhooks do not send: ['cache_miss', 'subscription_count']" in (
+    assert "do not send: ['cache_miss', 'member_added', 'member_removed', 'subscription_count']" in (
         refused.value.message
     )
 
@@ -195,8 +203,8 @@ def test_an_explicit_list_is_checked_against_ably_s_events(tmp_path: Path) -> No
 async def test_an_ably_members_update_on_a_presence_channel_is_sent(
     receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
-    """On a presence- channel, enters and leaves go as member_added and member_removed; an Ably member's update has
-    no such event and was dropped: it is sent as Ably sends it, data included, once (not beside another enter)."""
+    """An Ably member's update on a presence- channel (Pusher has no such event) is sent as Ably sends it, data
+    included, once (not beside another enter)."""
     app = replace(APP, webhooks=(Webhook(url=receiver.url, format="ably"),), webhook_delay=0.2)
     running = await start_emulator(app=app)
     member = await ably_wire(running, f"key={APP.ably_api_key}&clientId=ann")
@@ -216,7 +224,7 @@ async def test_an_ably_members_update_on_a_presence_channel_is_sent(
 
     await receiver.until(lambda: len(presence()) >= 2, within=5)
     await asyncio.sleep(0.3)  # no third: the update is not sent again, nor as an enter
-    assert presence() == [("presence-room", 2, "ann", None), ("presence-room", 4, "ann", "away")]
+    assert presence() == [("presence-room", 2, "ann", "hi"), ("presence-room", 4, "ann", "away")]
 
 
 async def test_custom_headers_cannot_replace_the_signed_ones(
@@ -274,4 +282,63 @@ async def test_relay_serve_forwards_the_emulators_ably_webhooks(
     assert [(event["kind"], event["event"], event["data"], event["encoding"]) for event in forwarded.events] == [
         ("message", "scan", "AP8=", "base64"),
         ("message", "secret", "AAECAw==", "utf-8/cipher+aes-128-cbc/base64"),
+    ]
+
+
+async def test_presence_channel_members_are_sent_per_connection_with_their_data(
+    receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """Ably's channel.presence has one item per connection's enter and leave, with the member's data (reference §D.9).
+    On a presence- channel the Ably-format webhook sent one bare item per user (Pusher's member_added, without
+    connectionId, id or data), and nothing for a second connection of the same user. Now: each Ably connection's own
+    PresenceMessage, and each Pusher member connection as an Ably member (its user_info as JSON data), even with no
+    Ably client connected; a Pusher-format webhook of the same app keeps Pusher's one member_added per user."""
+    ably_hook = Webhook(url=f"{receiver.url}/ably", format="ably", event_types=frozenset({"presence"}))
+    pusher_hook = Webhook(url=f"{receiver.url}/pusher", event_types=frozenset({"member_added", "member_removed"}))
+    running = await start_emulator(app=replace(APP, webhooks=(ably_hook, pusher_hook), webhook_delay=0.2))
+
+    def ably_presence() -> list[dict[str, Any]]:
+        return [
+            {**member, "channel": item["data"]["channelId"]}
+            for delivery in receiver.deliveries
+            if delivery.path == "/ably"
+            for item in json.loads(delivery.body)["items"]
+            for member in item["data"]["presence"]
+        ]
+
+    bo = await pusher_wire(running)
+    wires.append(bo)
+    channel_data = json.dumps({"user_id": "bo", "user_info": {"name": "Bo"}})
+    auth = channel_auth(APP.key, APP.secret, bo.socket_id, "presence-room", channel_data)
+    await bo.send("pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data})
+    await bo.expect("pusher_internal:subscription_succeeded")
+    await receiver.until(lambda: len(ably_presence()) == 1, within=5)  # before any Ably client has come
+    [entered] = ably_presence()
+    assert entered["channel"] == "presence-room" and entered["timestamp"] > 0
+    assert {key: entered[key] for key in ("action", "clientId", "connectionId", "id", "data", "encoding")} == {
+        "action": 2,
+        "clientId": "bo",
+        "connectionId": bo.socket_id,
+        "id": f"{bo.socket_id}:0:0",
+        "data": '{"name":"Bo"}',
+        "encoding": "json",
+    }
+
+    first, second = [await ably_wire(running, f"key={APP.ably_api_key}&clientId=ann") for _ in range(2)]
+    wires.extend((first, second))
+    for wire, mood in ((first, "one"), (second, "two")):
+        await wire.attach("presence-room")
+        await wire.presence("presence-room", {"action": 2, "data": mood})
+    await bo.send("pusher:unsubscribe", {"channel": "presence-room"})
+    await receiver.until(lambda: len(ably_presence()) == 4, within=5)
+    assert [(m["action"], m["clientId"], m["connectionId"], m.get("data")) for m in ably_presence()[1:]] == [
+        (2, "ann", first.connected["connectionId"], "one"),
+        (2, "ann", second.connected["connectionId"], "two"),
+        (3, "bo", bo.socket_id, '{"name":"Bo"}'),
+    ]
+    await receiver.until(lambda: len(receiver.events("/pusher")) == 3, within=5)
+    assert [(event["name"], event["user_id"]) for event in receiver.events("/pusher")] == [
+        ("member_added", "bo"),
+        ("member_added", "ann"),  # once, for her first connection
+        ("member_removed", "bo"),
     ]

@@ -316,11 +316,13 @@ def test_webhook_signature_is_base64_hmac_sha256_of_the_raw_body() -> None:
         ({"delta": "vcdiff"}, None),
         ({"rewind": "1"}, ably.Rewind(1)),
         ({"rewind": "0"}, ably.Rewind(0)),
-        ({"rewind": "250"}, ably.Rewind(100)),  # never more than the last 100
+        ({"rewind": "100"}, ably.Rewind(100)),
+        ({"rewind": "250"}, ably.Rewind(100, capped=True)),  # never more than the last 100
+        ({"rewind": "250", "rewindLimit": "100"}, ably.Rewind(100)),  # the client's own limit: no cap of Ably's
         ({"rewind": "5", "rewindLimit": "2"}, ably.Rewind(2)),
-        ({"rewind": "30s"}, ably.Rewind(100, 30_000)),
+        ({"rewind": "30s"}, ably.Rewind(100, 30_000, capped=True)),  # all of the last 30 s, 100 at most
         ({"rewind": "2m", "rewindLimit": "10"}, ably.Rewind(10, 120_000)),
-        ({"rewind": "1m", "rewindLimit": "1000"}, ably.Rewind(100, 60_000)),
+        ({"rewind": "1m", "rewindLimit": "1000"}, ably.Rewind(100, 60_000, capped=True)),
     ],
 )
 def test_rewind_params(params: dict[str, object], rewind: ably.Rewind | None) -> None:

@@ -62,6 +62,20 @@ new Scenario('ably-js-history').run(async (s) => {
   await latest.detach();
   s.check('rewind-qualifier');
 
+  // More than the 100 Ably sends: the attach succeeds, its state change's reason tells of the cut.
+  await rest.channels.get('long').publish(Array.from({ length: 101 }, (_, number) => ({ name: `l${number}`, data: 'x' })));
+  const long = client.channels.get('long', { params: { rewind: '150' } });
+  const longAttached = new Promise((resolve) => long.once('attached', resolve));
+  const longNames = collected(long);
+  const cut = await longAttached;
+  assert.equal(long.state, 'attached');
+  assert.equal(cut.reason.code, 90004);
+  assert.equal(cut.reason.statusCode, 404);
+  await until(() => longNames.length === 100, { what: 'the last 100 messages' });
+  assert.equal(longNames[0], 'l1');
+  assert.equal(longNames[99], 'l100');
+  s.check('rewind-cut');
+
   // A lost transport: ably-js resumes and attaches again with the channelSerial, which is not rewound again.
   client.connection.connectionManager.activeProtocol.getTransport().disconnect();
   await client.connection.whenState('disconnected');
