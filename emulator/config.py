@@ -629,7 +629,7 @@ def _key_pair(table: object, where: str) -> KeyPair:
 def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     """Read a TOML file: optional ``[server]`` settings and one ``[[apps]]`` table per app."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        document = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM, as Windows editors save: no TOML
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:

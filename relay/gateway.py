@@ -266,7 +266,7 @@ def _read_json(path: Path, name: str) -> Mapping[str, Any]:
 def load_rules(path: Path) -> tuple[RuleSpec, ...]:
     """Read ``[[channels]]`` tables: ``pattern`` (required), ``users``, ``user_info_claims``."""
     try:
-        document = tomllib.loads(path.read_bytes().decode("utf-8"))
+        document = tomllib.loads(path.read_bytes().decode("utf-8-sig"))  # a BOM, as Windows editors save: no TOML
     except OSError as exc:
         raise ConfigError(f"rules file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:

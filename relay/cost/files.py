@@ -10,9 +10,10 @@ from relay.errors import ConfigError
 
 
 def read_text(path: Path, what: str) -> str:
-    """The UTF-8 text of the ``what`` (e.g. "usage file") at ``path``."""
+    """The UTF-8 text of the ``what`` (e.g. "usage file") at ``path``, without the byte order mark Windows editors
+    save UTF-8 with (no part of the text)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:

@@ -188,8 +188,7 @@ class Usage:
 
 def load_usage(path: str | Path) -> Usage:
     path = Path(path)
-    # Windows editors save UTF-8 with a byte order mark; it is no part of the JSON.
-    text = read_text(path, "usage file").removeprefix("\ufeff")
+    text = read_text(path, "usage file")
     with parser_limits("usage file", str(path)):
         try:
             data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
