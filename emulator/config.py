@@ -50,19 +50,19 @@ class InvalidSetting(ConfigError):
 
 def _flag(name: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise InvalidSetting(name, f"must be true or false, got {value!r}")
+        raise InvalidSetting(name, f"must be true or false, got {_as_written(value)}")
 
 
 def _whole(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
         bounds = f"{minimum}–{maximum}" if maximum else f"{minimum} or more"
-        raise InvalidSetting(name, f"must be a whole number, {bounds}, got {value!r}")
+        raise InvalidSetting(name, f"must be a whole number, {bounds}, got {_as_written(value)}")
 
 
 def _seconds(name: str, value: object, *, zero: bool, unit: str = "seconds") -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not number or value < 0 or (value == 0 and not zero):  # type: ignore[operator]
-        raise InvalidSetting(name, f"must be a number of {unit}{' ≥ 0' if zero else ' > 0'}, got {value!r}")
+        raise InvalidSetting(name, f"must be a number of {unit}{' ≥ 0' if zero else ' > 0'}, got {_as_written(value)}")
 
 
 # Settings whose value is a secret: an error about one says what kind of value it got, never the value (an unquoted
@@ -537,7 +537,7 @@ def _webhook(table: Mapping[str, Any], where: str) -> Webhook:
         )
     for name in ("channel_prefix", "channel_suffix"):
         if not isinstance(table.get(name, ""), str):
-            raise ConfigError(f"{where}: {name} must be a string, got {table[name]!r}")
+            raise ConfigError(f"{where}: {name} must be a string, got {_as_written(table[name])}")
     webhook: Webhook = _built(
         where,
         Webhook,
@@ -597,6 +597,17 @@ def _app(table: Mapping[str, Any], where: str) -> App:
     limits = replace(Limits(), **limits_table)
     app: App = _built(where, App, **values, limits=limits, webhooks=webhooks, extra_keys=extra_keys)
     return app
+
+
+def _as_written(value: object) -> str:
+    """A value as the config file writes it (``true``, not Python's ``True``), for an error about it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(map(_as_written, value))}]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key} = {_as_written(item)}" for key, item in value.items()) + "}"
+    return repr(value)
 
 
 def _toml_kind(value: object) -> str:

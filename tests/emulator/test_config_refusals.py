@@ -45,6 +45,13 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "max_connections = '10'\n", ["max_connections", "'10'"]),  # every connection crashed: TypeError
         (APP + "max_connections = -1\n", ["max_connections", "-1"]),  # every connection refused, "quota (-1)"
         (APP + "max_connections = 1.5\n", ["max_connections", "1.5"]),
+        # a value shown as the file writes it: "got true", not Python's "got True"
+        (APP + "max_connections = true\n", ["max_connections", "got true"]),
+        (APP + "pong_timeout = [false, 2]\n", ["pong_timeout", "got [false, 2]"]),
+        (
+            APP + "[[apps.webhooks]]\nurl = 'http://127.0.0.1:9/h'\nchannel_prefix = false\n",
+            ["channel_prefix", "got false"],
+        ),
         (APP + "pong_timeout = nan\n", ["pong_timeout", "nan"]),
         (APP + "cache_ttl = nan\n", ["cache_ttl", "nan"]),
         (APP + "api_rate_limit = nan\n", ["api_rate_limit", "nan"]),
@@ -73,7 +80,7 @@ DEFAULTS = EmulatorConfig(apps=())
             [
                 "event_types",
                 "cache_miss",
-                "known: ['channel_occupied', 'channel_vacated', 'client_event', 'member_added',",
+                "known: ['channel_occupied', 'channel_vacated', 'client_event', 'message', 'presence']",
             ],
         ),
         (APP + "[[apps.webhooks]]\nurl = 'not a url'\n", ["url", "not a url"]),
