@@ -57,8 +57,10 @@ LISTED_MEMBERS = 10
 USER_INFO_CHARS = 100  # a member's user_info (JSON) is cut there, with "…"
 LIST_BYTES = 100_000  # and each of the two lists stops before its JSON would pass this size
 LISTING_FILTER_CHARACTERS = 200  # a filter is compared with every connection and channel each tick: kept short
-_READ = ("GET", "HEAD")
-# The events stream has no head to give alone (a HEAD would open it): GET only.
+# OPTIONS is answered as GET: HAProxy's `option httpchk` checks with OPTIONS unless told otherwise, and takes a node
+# whose /health or /ready answers it with a 4xx or 5xx out of service. The events stream has no head to give alone (a
+# HEAD would open it): GET only.
+_READ = ("GET", "HEAD", "OPTIONS")
 _OPS_METHODS: dict[str, tuple[str, ...]] = {
     "/health": _READ, "/ready": _READ, "/metrics": _READ, "/usage": _READ, "/console": _READ, "/console/": _READ,
     "/console/apps": _READ, "/console/events": ("GET",), "/console/publish": ("POST",),

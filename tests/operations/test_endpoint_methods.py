@@ -6,16 +6,17 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, StartEmulator
 
 REFUSED = [
-    ("POST", "/health", "GET, HEAD"),
-    ("DELETE", "/ready", "GET, HEAD"),
-    ("PUT", "/metrics", "GET, HEAD"),
-    ("POST", "/usage", "GET, HEAD"),
-    ("POST", "/console", "GET, HEAD"),
-    ("PATCH", "/console/apps", "GET, HEAD"),
+    ("POST", "/health", "GET, HEAD, OPTIONS"),
+    ("DELETE", "/ready", "GET, HEAD, OPTIONS"),
+    ("PUT", "/metrics", "GET, HEAD, OPTIONS"),
+    ("POST", "/usage", "GET, HEAD, OPTIONS"),
+    ("POST", "/console", "GET, HEAD, OPTIONS"),
+    ("PATCH", "/console/apps", "GET, HEAD, OPTIONS"),
     ("HEAD", "/console/events", "GET"),
+    ("OPTIONS", "/console/events", "GET"),
     ("GET", "/console/publish", "POST"),
 ]
 
@@ -49,6 +50,19 @@ async def test_the_served_methods_are_answered(emulator: RunningEmulator) -> Non
     assert head.status_code == 200 and head.content == b""
     assert metrics.status_code == 200 and b"relay_" in metrics.content
     assert published.status_code == 200 and published.json() == {"ok": True, "recipients": 0}
+
+
+async def test_options_on_the_health_checks_answers_as_get_for_haproxy(start_emulator: StartEmulator) -> None:
+    """HAProxy's ``option httpchk /health`` sends OPTIONS and counts only 2xx and 3xx as up: a 405 took every node out
+    of service, and /ready's 503 while draining must still take one out."""
+    running = await start_emulator()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http:
+        health, ready = await http.options("/health"), await http.options("/ready")
+        running.node.draining = True
+        draining = await http.options("/ready")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    assert (draining.status_code, draining.json()) == (503, {"status": "draining"})
 
 
 async def test_a_refusal_of_a_protected_endpoint_names_the_nodes_own_origin(emulator: RunningEmulator) -> None:
