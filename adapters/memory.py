@@ -25,7 +25,7 @@ from relay.config import ProviderConfig
 from relay.errors import PayloadTooLarge, RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.channels import DEFAULT_LIMITS, ChannelKind, classify, validate_channel_name
+from relay.protocol.channels import DEFAULT_LIMITS, HOSTED_PUSHER_LIMITS, ChannelKind, classify, validate_channel_name
 from relay.protocol.frames import check_event_size, utf8_length
 from relay.protocol.signing import webhook_signature
 from relay.protocol.socket_ids import validate_socket_id
@@ -104,7 +104,8 @@ class MemoryAdapter:
         )
 
     def check_channel(self, name: object) -> str:
-        return validate_channel_name(name)
+        # Hosted Pusher's 164 characters, not a self-hosted server's 200: a test passes only where production would
+        return validate_channel_name(name, HOSTED_PUSHER_LIMITS)
 
     def check_socket_id(self, socket_id: object) -> str:
         return validate_socket_id(socket_id)
@@ -164,8 +165,9 @@ class MemoryAdapter:
         return Call(None, lambda _: [])
 
     def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
-        _check_size(user_channel(user_id), payload)
-        record = self._record(Published(user_channel(user_id), event, payload.text, is_json=payload.is_json))
+        channel = user_channel(user_id, HOSTED_PUSHER_LIMITS)
+        _check_size(channel, payload)
+        record = self._record(Published(channel, event, payload.text, is_json=payload.is_json))
 
         def apply(response: HttpResponse | None) -> None:
             record.parse(response)

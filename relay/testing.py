@@ -90,10 +90,18 @@ def _same(value: Any, expected: Any) -> bool:
     if numbers and isinstance(value, bool) is not isinstance(expected, bool):
         return False
     if isinstance(value, dict) and isinstance(expected, Mapping):
+        expected = {_json_key(key): item for key, item in expected.items()}  # {1: …} was published as {"1": …}
         return value.keys() == expected.keys() and all(_same(value[key], expected[key]) for key in value)
     if isinstance(value, list) and isinstance(expected, list | tuple):
         return len(value) == len(expected) and all(map(_same, value, expected))
     return bool(value == expected)
+
+
+def _json_key(key: object) -> object:
+    """A key as JSON writes it: ``1`` as ``"1"``, ``True`` as ``"true"`` (one JSON cannot write stays, and differs)."""
+    if isinstance(key, str) or not isinstance(key, int | float | None):
+        return key
+    return dumps(key)
 
 
 __all__ = [

@@ -58,6 +58,32 @@ async def test_memory_send_to_user_refuses_an_invalid_user_id_like_the_emulator(
         Relay.from_url("memory://audit").send_to_user("bad id", "notice", {})
 
 
+LONG_CALLS = {
+    "publish": lambda client: client.publish("a" * 165, "e", 1),
+    "authorize_channel": lambda client: client.authorize_channel("123.456", "private-" + "a" * 157),
+    "channel": lambda client: client.channel("a" * 165),
+    "send_to_user": lambda client: client.send_to_user("u" * 149, "e", 1),
+}
+
+
+@pytest.mark.parametrize("call", list(LONG_CALLS))
+@pytest.mark.parametrize("url", [PUSHER_URL, "memory://audit"])
+def test_memory_refuses_the_names_hosted_pusher_refuses(url: str, call: str) -> None:
+    """Hosted Pusher takes channel names of 164 characters, so user ids of 148 (``#server-to-user-`` and the id):
+    memory accepted up to 200, a self-hosted server's limit, and a test passed that production failed."""
+    client = Relay.from_url(url)
+    with respx.mock(assert_all_called=False) as cloud, pytest.raises(ProtocolError) as refused:
+        LONG_CALLS[call](client)
+    assert not cloud.calls
+    assert "164" in refused.value.message if call != "send_to_user" else "1 to 148" in refused.value.message
+    if url.startswith("memory"):
+        store = memory_store("audit")
+        assert not [record for record in store.published if len(record.channel) > 164]
+        client.publish("a" * 164, "e", 1)
+        client.send_to_user("u" * 148, "e", 1)
+        assert [len(record.channel) for record in store.published[-2:]] == [164, 164]
+
+
 @pytest.mark.parametrize(
     ("url", "host"),
     [

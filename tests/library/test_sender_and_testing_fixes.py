@@ -69,6 +69,17 @@ def test_json_values_match_as_json_tells_them_apart(memory: Relay) -> None:
     assert_published("c", "flag", mock.ANY, client=memory)
 
 
+def test_keys_that_json_writes_as_strings_match_as_published(memory: Relay) -> None:
+    """docs/library.md: any other value matches "an equal JSON value"; ``{1: "a"}`` is published as ``{"1": "a"}``,
+    yet asserting the very value published failed."""
+    memory.publish("c", "keyed", {7: "a", False: [None], None: {2.5: 0}})
+    assert_published("c", "keyed", {7: "a", False: [None], None: {2.5: 0}}, client=memory)
+    assert_published("c", "keyed", {"7": "a", "false": [None], "null": {"2.5": 0}}, client=memory)
+    for wrong in [{8: "a", False: [None], None: {2.5: 0}}, {7: "a", True: [None], None: {2.5: 0}}]:
+        with pytest.raises(AssertionError):
+            assert_published("c", "keyed", wrong, client=memory)
+
+
 def test_every_way_to_publish_records_whether_it_was_json(memory: Relay) -> None:
     memory.publish(["a", "b"], "e", "7")
     memory.publish_batch([Event("a", "batch-text", "7"), Event("a", "batch-json", 7)])
