@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import json
 import logging
 import re
@@ -561,6 +562,10 @@ class AblyApp:
         self.occupancy_watches: dict[str, dict[str, OccupancyWatch]] = {}
         self._occupancy_sweep: asyncio.TimerHandle | None = None
         self._first_occupancy: dict[str, list[OccupancyWatch]] = {}  # new watches, sent their first together
+        # Each presence join of a Pusher connection has a number of its own, the msgSerial of its members' ids: a
+        # socket that leaves and joins again is a newer member, not the same one (ids are compared, RTP2b2).
+        self._pusher_joins: dict[tuple[str, str], int] = {}  # (channel, socket id) → its join's number
+        self._join_numbers = itertools.count(1)
         state.foreign_presence = self
 
     def next_serial(self) -> int:
@@ -680,14 +685,17 @@ class AblyApp:
             user_id = peer.subscriptions.get(channel.name) if isinstance(peer, Session) else None
             entry = channel.members.get(user_id) if user_id is not None else None
             if user_id is not None and entry is not None:
-                yield pusher_member(socket_id, user_id, entry.user_info_json, PRESENT, now)
+                join = self._pusher_joins.get((channel.name, socket_id), 0)
+                yield pusher_member(socket_id, user_id, entry.user_info_json, PRESENT, now, join)
 
     def pusher_member(self, channel: Channel, socket_id: str, user_id: str, user_info_json: str, entered: bool) -> None:
         """A Pusher connection entered or left a presence channel: to Ably, a member with the socket id as its
         connectionId, on every node (in a cluster the other nodes keep it in their replica, as an Ably member)."""
+        key = (channel.name, socket_id)
+        join = self._pusher_joins[key] = next(self._join_numbers) if entered else self._pusher_joins.pop(key, 0)
         if self.state.cluster is None and not channel.foreign and not self.state.webhooks.wants("presence"):
             return  # no Ably connection anywhere nor an Ably-format webhook can hear of it
-        item = pusher_member(socket_id, user_id, user_info_json, ENTER if entered else LEAVE, self.wall_ms())
+        item = pusher_member(socket_id, user_id, user_info_json, ENTER if entered else LEAVE, self.wall_ms(), join)
         self.broadcast_presence(channel.name, socket_id, [item])
 
     def check_presence(
@@ -1008,17 +1016,19 @@ def check_pusher_member(client_id: str, data: str | bytes | None, encoding: str 
         raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 413)
 
 
-def pusher_member(socket_id: str, user_id: str, user_info_json: str, action: int, timestamp: int) -> dict[str, Any]:
+def pusher_member(
+    socket_id: str, user_id: str, user_info_json: str, action: int, timestamp: int, join: int
+) -> dict[str, Any]:
     """A Pusher connection's presence member as an Ably PresenceMessage (data: the user_info, JSON-encoded).
 
-    Its id is fixed by the socket and the action (a member present or entering is ``socket:0:0``, its leave
-    ``socket:1:0``), so every node and every snapshot of the member carry the same id, and a leave is newer than the
-    enter by Ably's comparison of ids (RTP2b2)."""
+    Its id is fixed by the socket, the number of its presence join and the action (a member present or entering is
+    ``socket:join:0``, its leave ``socket:join:1``), so every node and every snapshot of the member carry the same id,
+    and by Ably's comparison of ids (RTP2b2) a leave is newer than its enter, and a later join newer than both."""
     return {
         "action": action,
         "clientId": user_id,
         "connectionId": socket_id,
-        "id": f"{socket_id}:{1 if action == LEAVE else 0}:0",
+        "id": f"{socket_id}:{join}:{1 if action == LEAVE else 0}",
         "timestamp": timestamp,
         "data": user_info_json,
         "encoding": "json",

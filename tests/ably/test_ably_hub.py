@@ -231,16 +231,16 @@ def test_pusher_presence_reaches_ably_per_connection() -> None:
     }
     # The same member carries the same id live, in the presence set and in what a cluster snapshot stores.
     first = sessions[0].socket_id
-    assert entered[0]["presence"][0]["id"] == f"{first}:0:0"
-    assert {m["connectionId"]: m["id"] for m in hub.ably.members("presence-room")}[first] == f"{first}:0:0"
+    assert entered[0]["presence"][0]["id"] == f"{first}:1:0"  # socket:join:0, joins counted from 1 by the app
+    assert {m["connectionId"]: m["id"] for m in hub.ably.members("presence-room")}[first] == f"{first}:1:0"
     assert {item["connectionId"]: (name, item["id"]) for name, item in hub.ably.held()}[first] == (
         "presence-room",
-        f"{first}:0:0",
+        f"{first}:1:0",
     )
     pusher_send(sessions[0], "pusher:unsubscribe", {"channel": "presence-room"})
     [left] = ably_link.take()
     assert (left["presence"][0]["action"], left["presence"][0]["clientId"]) == (3, "pat")
-    assert left["presence"][0]["id"] == f"{first}:1:0"  # newer than the enter by Ably's comparison of ids
+    assert left["presence"][0]["id"] == f"{first}:1:1"  # newer than the enter by Ably's comparison of ids
     assert [item["connectionId"] for _, item in hub.ably.held()] == [sessions[1].socket_id]
 
 

@@ -89,7 +89,7 @@ def client_ids(node: Node) -> list[str]:
 
 def test_a_dead_node_s_pusher_member_leaves_an_ably_sdk_s_presence_set() -> None:
     """Node 1 dies holding Pusher member pat: node 2 sends its Ably subscribers pat's LEAVE with an id of its own, so
-    the SDK compares it with the ENTER by timestamp (RTP2b1); with the ENTER's id (``1.1:0:0``) it would find it no
+    the SDK compares it with the ENTER by timestamp (RTP2b1); with the ENTER's id (``1.1:1:0``) it would find it no
     newer (RTP2b2), ignore it, and keep pat for ever."""
     doomed, survivor = Node(1), Node(2)
     _, watched = survivor.ably_watcher()
@@ -101,7 +101,7 @@ def test_a_dead_node_s_pusher_member_leaves_an_ably_sdk_s_presence_set() -> None
 
     presence = [m for m in watched.decoded() if m["action"] == PRESENCE]
     [(entered, enter_id), (left, leave_id)] = [(m["presence"][0]["action"], m["presence"][0]["id"]) for m in presence]
-    assert (entered, enter_id) == (ENTER, "1.1:0:0")
+    assert (entered, enter_id) == (ENTER, "1.1:1:0")
     assert left == LEAVE and leave_id.startswith("leave-") and leave_id.endswith(":0:0")  # an id of the survivor's
     assert survivor.ably.members("presence-room") == []
     assert sdk_view(watched) == set()
@@ -154,7 +154,7 @@ def test_every_node_shows_the_same_data_for_a_pusher_member() -> None:
 
 
 def test_a_pusher_member_s_leave_and_re_enter_reach_an_ably_sdk_s_presence_set() -> None:
-    """A Pusher member's own LEAVE (``socket:1:0``) and its re-enter (``socket:0:0``) on another node."""
+    """A Pusher member's own LEAVE (``socket:1:1``) and its re-enter (``socket:2:0``, newer) on another node."""
     here, there = Node(1), Node(2)
     _, watched = there.ably_watcher()
     session = here.pusher_member("pat")

@@ -319,7 +319,7 @@ async def test_presence_channel_members_are_sent_per_connection_with_their_data(
         "action": 2,
         "clientId": "bo",
         "connectionId": bo.socket_id,
-        "id": f"{bo.socket_id}:0:0",
+        "id": f"{bo.socket_id}:1:0",  # the app's first presence join of a Pusher connection
         "data": '{"name":"Bo"}',
         "encoding": "json",
     }
@@ -341,4 +341,18 @@ async def test_presence_channel_members_are_sent_per_connection_with_their_data(
         ("member_added", "bo"),
         ("member_added", "ann"),  # once, for her first connection
         ("member_removed", "bo"),
+    ]
+
+    # The same socket joining again is a newer member (Ably compares ids: connection, then msgSerial, then index),
+    # not the first enter again: ids were socket:0:0 at every enter, socket:1:0 at every leave.
+    await bo.send("pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data})
+    await receiver.until(lambda: len(ably_presence()) == 5, within=5)
+    await bo.send("pusher:unsubscribe", {"channel": "presence-room"})
+    await receiver.until(lambda: len(ably_presence()) == 6, within=5)
+    bos = [(m["action"], m["id"]) for m in ably_presence() if m["clientId"] == "bo"]
+    assert bos == [
+        (2, f"{bo.socket_id}:1:0"),
+        (3, f"{bo.socket_id}:1:1"),
+        (2, f"{bo.socket_id}:2:0"),
+        (3, f"{bo.socket_id}:2:1"),
     ]
