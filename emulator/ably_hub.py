@@ -692,7 +692,10 @@ class AblyApp:
         """A Pusher connection entered or left a presence channel: to Ably, a member with the socket id as its
         connectionId, on every node (in a cluster the other nodes keep it in their replica, as an Ably member)."""
         key = (channel.name, socket_id)
-        join = self._pusher_joins[key] = next(self._join_numbers) if entered else self._pusher_joins.pop(key, 0)
+        if entered:
+            join = self._pusher_joins[key] = next(self._join_numbers)
+        else:
+            join = self._pusher_joins.pop(key, 0)
         if self.state.cluster is None and not channel.foreign and not self.state.webhooks.wants("presence"):
             return  # no Ably connection anywhere nor an Ably-format webhook can hear of it
         item = pusher_member(socket_id, user_id, user_info_json, ENTER if entered else LEAVE, self.wall_ms(), join)

@@ -241,6 +241,7 @@ def test_pusher_presence_reaches_ably_per_connection() -> None:
     [left] = ably_link.take()
     assert (left["presence"][0]["action"], left["presence"][0]["clientId"]) == (3, "pat")
     assert left["presence"][0]["id"] == f"{first}:1:1"  # newer than the enter by Ably's comparison of ids
+    assert ("presence-room", first) not in hub.ably._pusher_joins  # its join's number goes with it
     assert [item["connectionId"] for _, item in hub.ably.held()] == [sessions[1].socket_id]
 
 
