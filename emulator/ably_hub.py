@@ -807,8 +807,26 @@ class AblyApp:
             self.state.cluster.ably_presence(self.state.app.app_id, name, fields)
         self._deliver_presence(name, Outbound(fields, presence=True))
         self.presence_history.keep(name, fields, serial, now)
+        counted = self._metered_changes(name, items)
+        if counted:
+            self.state.meter.presence_changed(counted, self._presence_subscribers(name))
         if self.state.webhooks.wants("presence"):  # Ably-format webhooks' channel.presence, per connection as Ably's
             self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
+
+    @staticmethod
+    def _metered_changes(name: str, items: list[dict[str, Any]]) -> int:
+        """How many of a PRESENCE message's changes the usage meter counts here: all of them, but on a ``presence-``
+        channel only the updates (its enters and leaves are Pusher members' joins and leaves, which
+        ``AppState.join_member`` and ``leave_member`` count)."""
+        if classify(name) is not ChannelKind.PRESENCE:
+            return len(items)
+        return sum(1 for item in items if item.get("action") == UPDATE)
+
+    def _presence_subscribers(self, name: str) -> int:
+        """This node's attachments to ``name`` that are sent its presence (those with the PRESENCE_SUBSCRIBE mode)."""
+        return sum(
+            1 for attachment in self.attachments.get(name, {}).values() if attachment.modes & MODE_PRESENCE_SUBSCRIBE
+        )
 
     def _deliver_presence(self, name: str, outbound: Outbound) -> None:
         channel = self.state.channels.get(name)
@@ -852,6 +870,10 @@ class AblyApp:
             message = fields if len(changed) == len(fields["presence"]) else {**fields, "presence": changed}
             self._deliver_presence(channel, Outbound(message, presence=True))
             self.presence_history.keep(channel, message, self.next_serial(), self.wall_ms())
+            # Deliveries of another node's presence events, which that node counted as events
+            self.state.meter.presence_relayed(
+                self._metered_changes(channel, changed) * self._presence_subscribers(channel)
+            )
 
     def remote_snapshot(self, node: int, held: dict[tuple[str, str, str], dict[str, Any]]) -> None:
         changes: dict[str, list[dict[str, Any]]] = {}

@@ -150,7 +150,7 @@ def render(
         ("relay_bytes_sent", "Bytes written to WebSocket clients, frame headers included", "bytes_sent"),
         ("relay_publishes", "Events published through the HTTP API or the console, one per channel", "publishes"),
         ("relay_client_events", "Client events relayed", "client_events"),
-        ("relay_presence_events", "Presence members added or removed", "presence_events"),
+        ("relay_presence_events", "Presence changes: members added or removed, Ably updates", "presence_events"),
         ("relay_api_requests", "Successful HTTP API calls other than publishes", "api_requests"),
         ("relay_webhook_failures", "Webhook requests that failed or were not answered with 2xx", "webhook_failures"),
     )

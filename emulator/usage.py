@@ -334,16 +334,21 @@ class AppMeter:
         self.observer(event)
 
     def member_event(self, channel: str, user_id: str, *, added: bool, reached: int) -> None:
-        day = self._day(self._clock())
-        day.presence_events += 1
-        day.presence_deliveries += reached
-        day.ably_messages += 1 + reached
-        self.presence_events += 1
+        self.presence_changed(1, reached)
         if added:
             self.user_seen(user_id)
         if self.observer is not None:
             kind = "member_added" if added else "member_removed"
             self.observer({"type": kind, "channel": channel, "user_id": user_id, "recipients": reached})
+
+    def presence_changed(self, changes: int, reached: int) -> None:
+        """``changes`` presence events (an enter, update or leave each) that reached ``reached`` connections here each:
+        1 and 1 per connection reached, as Ably bills a presence message."""
+        day = self._day(self._clock())
+        day.presence_events += changes
+        day.presence_deliveries += changes * reached
+        day.ably_messages += changes * (1 + reached)
+        self.presence_events += changes
 
     def relayed(self, units: int, reached: int, *, client_event: bool) -> None:
         """Another node's publish (or client event) of ``units`` 5 KiB units reached ``reached`` of this node's
@@ -357,8 +362,8 @@ class AppMeter:
         day.ably_messages += units * reached
 
     def presence_relayed(self, reached: int) -> None:
-        """Another node's member joined or left: its ``member_added``/``member_removed`` reached ``reached`` of
-        this node's connections (the presence event itself is counted on that node)."""
+        """Another node's presence events (a Pusher member joined or left, an Ably member's enter, update or leave)
+        made ``reached`` deliveries to this node's connections (the events themselves are counted on that node)."""
         day = self._day(self._clock())
         day.presence_deliveries += reached
         day.ably_messages += reached

@@ -344,3 +344,35 @@ async def test_another_node_s_publishes_and_presence_are_metered_as_written(
     await member.close()  # ann leaves with her connection
     await audience.heard(["pusher_internal:member_removed"], ably_messages=0, presence=1)
     await assert_metered_as_written(there, tap)
+
+
+@pytest.mark.parametrize(
+    ("channel", "events", "deliveries"),
+    [
+        # enter a, enter b, update a, leave a: 4 presence messages, each to the 3 attachments
+        ("room", 4, 12),
+        # on a presence- channel the enters and leaves are Pusher members' (member_added reaches the 2 others,
+        # member_removed the 3 subscribers), and the update is Ably's alone, to its 3 presence subscribers
+        ("presence-room", 4, 2 + 2 + 3 + 3),
+    ],
+)
+async def test_ably_presence_is_counted_in_the_usage_as_ably_bills_it(
+    ably_emulator: RunningEmulator, channel: str, events: int, deliveries: int
+) -> None:
+    """Ably bills a presence enter, update or leave 1 message, plus 1 per presence subscriber it reaches (reference
+    §F.2). Ably presence on an ordinary channel was not metered at all, nor an update on any channel: `relay cost
+    --usage` priced a presence-heavy Ably app at Ably's Free plan where it needed Standard."""
+    wires = [await ably_wire(ably_emulator, f"key={API_KEY}&clientId={client_id}") for client_id in "abc"]
+    try:
+        for wire in wires:
+            await wire.attach(channel)
+        a, b, _ = wires
+        for wire, action, data in ((a, 2, "in"), (b, 2, "in"), (a, 4, "away"), (a, 3, None)):
+            serial = await wire.presence(channel, {"action": action, "data": data})
+            while not ((answer := await wire.recv(5))["action"] == ACK and answer["msgSerial"] == serial):
+                pass  # the PRESENCE messages it is sent meanwhile
+        day = ably_emulator.node.states[APP.app_id].meter.today()
+        assert (day.presence_events, day.presence_deliveries) == (events, deliveries)
+    finally:
+        for wire in wires:
+            await wire.ws.close()
