@@ -568,6 +568,7 @@ class AblySession(ForeignPeer):
             # one), and a second ATTACH changes modes.
             if rewind is not None and modes & MODE_SUBSCRIBE and not message.get("channelSerial"):
                 rewound, truncated = self.app.history.last(name, self.app.wall_ms(), rewind)
+                self.state.meter.history_read(len(rewound))
         elif raw in self._awaiting:  # a resumed connection's: what it missed since the serial it names
             self._awaiting.discard(raw)
             missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment)

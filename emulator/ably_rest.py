@@ -320,6 +320,7 @@ class AblyRest:
                 params[serial_param] = query[serial_param]
             last = found[-1]
             _link_next(request, "history" if presence else "messages", {**params, "cursor": cursor_text(last)})
+        app.state.meter.history_read(len(found))
         return 200, [message.item() for message in found]
 
     def _channel(self, request: _Request) -> tuple[int, Any]:
@@ -346,7 +347,9 @@ class AblyRest:
         _require(credentials, name, "subscribe")
         filters = {field: request.query[field] for field in ("clientId", "connectionId") if field in request.query}
         limit = _limit(request.query.get("limit"), DEFAULT_LIST_LIMIT)
-        return 200, _page(request, "presence", _members(app, name, filters), _member_key, limit, filters)
+        members = _page(request, "presence", _members(app, name, filters), _member_key, limit, filters)
+        app.state.meter.history_read(len(members))
+        return 200, members
 
     def _batch_presence(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
@@ -359,7 +362,9 @@ class AblyRest:
             try:
                 name = check_channel_name(channel)
                 _require(credentials, name, "subscribe")
-                outcomes.append({"channel": name, "presence": _members(app, name, {})[:DEFAULT_LIST_LIMIT]})
+                members = _members(app, name, {})[:DEFAULT_LIST_LIMIT]
+                app.state.meter.history_read(len(members))
+                outcomes.append({"channel": name, "presence": members})
             except AblyError as exc:
                 outcomes.append({"channel": channel, "error": exc.body()})
         if request.version < 2:

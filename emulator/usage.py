@@ -17,8 +17,9 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   deliveries, every ``member_added``/``member_removed`` delivery, every webhook request and every other HTTP API call
   that succeeded. Pings, pongs, subscribes and the protocol's own replies are not counted.
 - Ably messages: each publish or client event is 1 inbound plus 1 outbound per recipient, each counted in 5 KiB
-  chunks of its data; presence enter/leave is 1 inbound plus 1 per presence subscriber; a webhook is 1. Echo to the
-  publisher is not added (Pusher-protocol clients never receive their own client events).
+  chunks of its data; presence enter/leave is 1 inbound plus 1 per presence subscriber; a webhook is 1; each message
+  read from history (a REST history or presence query's answer, a rewind's backlog) is 1. Echo to the publisher is
+  not added (Pusher-protocol clients never receive their own client events).
 - Connection and channel minutes are rounded up per connection (or channel) and per UTC day.
 """
 
@@ -96,6 +97,7 @@ class DayUsage:
     units_5kib: int = 0
     units_2kib: int = 0
     delivered_units_5kib: int = 0
+    history_messages: int = 0
     ably_messages: int = 0
     measured: Spans = ()  # set on the snapshots of :meth:`AppMeter.days`, where "now" is known
 
@@ -350,6 +352,13 @@ class AppMeter:
         day.ably_messages += changes * (1 + reached)
         self.presence_events += changes
 
+    def history_read(self, messages: int) -> None:
+        """``messages`` messages read from what Ably keeps (a REST history or presence query's answer, a rewind's
+        backlog): Ably bills each as 1 message."""
+        day = self._day(self._clock())
+        day.history_messages += messages
+        day.ably_messages += messages
+
     def relayed(self, units: int, reached: int, *, client_event: bool) -> None:
         """Another node's publish (or client event) of ``units`` 5 KiB units reached ``reached`` of this node's
         connections: these deliveries are this node's to count; the publish itself is counted where it was made."""
@@ -469,7 +478,9 @@ def usage_summary(meters: Iterable[AppMeter]) -> dict[str, Any]:
 
 _PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
 # Fields a day may lack: counts an earlier version did not keep, and the time measured, which version 1 did not.
-_OPTIONAL = frozenset({"peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib", "measured"})
+_OPTIONAL = frozenset(
+    {"peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib", "history_messages", "measured"}
+)
 _FIELDS = _COUNTS | {"measured"}
 _REQUIRED = _FIELDS - _OPTIONAL
 _DAY_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -51,6 +51,7 @@ _DESCRIBING = (
     "presence_events_per_day",
     "presence_subscribers",
     "webhooks_per_day",
+    "history_messages_per_day",
     "api_requests_per_day",
     "message_size",
     "peak_factor",
@@ -139,6 +140,12 @@ def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         **num,
     )
     work.add_argument("--webhooks-per-day", metavar="N", help="webhook requests per day (default 0)", **num)
+    work.add_argument(
+        "--history-messages-per-day",
+        metavar="N",
+        help="messages read from Ably's history per day: history and presence queries' answers, rewinds (default 0)",
+        **num,
+    )
     work.add_argument(
         "--api-requests-per-day",
         metavar="N",
@@ -282,6 +289,7 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
         "presence_events_per_day",
         "presence_subscribers",
         "webhooks_per_day",
+        "history_messages_per_day",
         "api_requests_per_day",
         "peak_day_factor",
     ):

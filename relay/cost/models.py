@@ -102,6 +102,10 @@ class Workload:
         default=None, metadata=_flag("--presence-subscribers", "average members told of each join or leave")
     )
     webhooks_per_day: float = field(default=0.0, metadata=_flag("--webhooks-per-day", "webhook requests per day"))
+    history_messages_per_day: float = field(
+        default=0.0,
+        metadata=_flag("--history-messages-per-day", "messages read from Ably's history per day (Ably bills each)"),
+    )
     api_requests_per_day: float = field(
         default=0.0, metadata=_flag("--api-requests-per-day", "HTTP API calls other than publishes per day")
     )
@@ -337,6 +341,7 @@ _SCALED_FIELDS = (
     "client_events_per_day",
     "presence_events_per_day",
     "webhooks_per_day",
+    "history_messages_per_day",
     "api_requests_per_day",
     "connection_minutes_per_day",
     "channel_minutes_per_day",

@@ -73,6 +73,8 @@ def workload_summary(w: Workload) -> str:
         parts.append(f"{number(w.presence_events_per_day)} presence events/day × {number(w.presence_audience)}")
     if w.webhooks_per_day:
         parts.append(f"{number(w.webhooks_per_day)} webhooks/day")
+    if w.history_messages_per_day:
+        parts.append(f"{number(w.history_messages_per_day)} history messages/day")
     if w.api_requests_per_day:
         parts.append(f"{number(w.api_requests_per_day)} other API calls/day")
     parts.append(f"{number(w.message_bytes)}-byte messages")

@@ -2,7 +2,8 @@
 
 One function per unit-rule code of the pricing file (ably-and-pricing §F.6). Symbols, per average day:
 P publishes, S subscribers per publish, CE client events, Sce their recipients, E echo (1 or 0), Pr presence joins +
-leaves, Ps members told of each, W webhooks, Q other HTTP API calls, C peak connections, D days per month.
+leaves, Ps members told of each, W webhooks, H messages read from Ably's history, Q other HTTP API calls, C peak
+connections, D days per month.
 """
 
 from __future__ import annotations
@@ -171,8 +172,10 @@ def _pusher(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> Plan
 
 
 def ably_messages_per_day(w: Workload) -> float:
-    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E)) + D·(P·S + CE·Sce) + W + Pr·(1 + Ps), where D is the 5 KiB units
-    of a delivery: measured per recipient in a usage file, else the same as a message's.
+    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E)) + D·(P·S + CE·Sce) + W + Pr·(1 + Ps) + H, where D is the 5 KiB
+    units of a delivery: measured per recipient in a usage file, else the same as a message's, and H the messages read
+    from history (each 1 message: "History = 1 per retrieved message", ably-and-pricing §F.2; a REST presence query's
+    members and a rewind's backlog too).
 
     Server publishes go over REST and are not echoed; client publishes (client events) are echoed to the sender
     when echo is on (Ably's default). A webhook is 1 message: the reference's counting list says "integration or
@@ -184,7 +187,8 @@ def ably_messages_per_day(w: Workload) -> float:
     chunks, delivered = w.units_of(5), w.delivery_units_of_5kib()
     inbound = chunks * (w.publishes_per_day + w.client_events_per_day * (1 + echo))
     outbound = delivered * (w.publishes_per_day * w.subscribers_per_publish + w.client_events_per_day * w.ce_recipients)
-    return inbound + outbound + w.webhooks_per_day + w.presence_events_per_day * (1 + w.presence_audience)
+    presence = w.presence_events_per_day * (1 + w.presence_audience)
+    return inbound + outbound + w.webhooks_per_day + presence + w.history_messages_per_day
 
 
 def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
@@ -524,7 +528,7 @@ _RULES: dict[str, Callable[[Workload, Provider, Plan, Prices], PlanFit]] = {
 
 _RULE_TEXT = {
     "P_COUNT": "messages/day = P·(1+S) + CE·(1+Sce) + Pr·Ps + W + Q, checked on the busiest UTC day; hard caps",
-    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E)) + W + Pr·(1+Ps); "
+    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E)) + W + Pr·(1+Ps) + H; "
     "plus connection- and channel-minutes",
     "A_MAU25": "base + $/MAU; messages and connection-minutes beyond fair use at resource-based rates",
     "A_MAU26": "priced per monthly active user; package prices unknown",

@@ -28,6 +28,8 @@ Format (JSON, version 2)::
               "units_5kib": 1020,                      # optional: Σ ceil(data bytes / 5 KiB) over those messages
               "units_2kib": 1020,                      # optional: Σ ceil(data bytes / 2 KiB)
               "delivered_units_5kib": 50000,           # optional: Σ ceil(data bytes / 5 KiB) × recipients
+              "history_messages": 300,                 # optional: messages read from Ably's history, presence
+                                                       # queries' members and rewinds' backlogs
               "measured": [[0, 86400]]                 # optional: when the meter was measuring, [from, to) in
                                                        # seconds after 00:00 UTC (absent: not recorded)
             }
@@ -103,6 +105,7 @@ class UsageDay:
     units_5kib: int | None = None
     units_2kib: int | None = None
     delivered_units_5kib: int | None = None
+    history_messages: int | None = None
     measured: tuple[tuple[int, int], ...] | None = None  # None: not recorded (version 1), taken as the whole day
 
     @property
@@ -130,7 +133,7 @@ class UsageDay:
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_OPTIONAL = ("peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib")
+_OPTIONAL = ("peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib", "history_messages")
 _REQUIRED = tuple(f.name for f in fields(UsageDay) if f.name not in (*_OPTIONAL, "measured"))
 # The fields a day counts in: summed, and extrapolated from a day measured in part (the peaks are neither).
 _COUNTED = tuple(
@@ -504,6 +507,7 @@ def workload_from_usage(
         presence_events_per_day=average["presence_events"] or 0.0,
         presence_subscribers=ratio("presence_deliveries", "presence_events"),
         webhooks_per_day=average["webhooks"] or 0.0,
+        history_messages_per_day=average["history_messages"] or 0.0,
         api_requests_per_day=average["api_requests"] or 0.0,
         message_bytes=(average["payload_bytes"] or 0.0) / messages if messages else 0.0,
         days_per_month=days_per_month,

@@ -21,6 +21,7 @@ from ably.types.message import Message  # type: ignore[import-untyped]
 from ably.types.presence import PresenceAction  # type: ignore[import-untyped]
 from ablysupport import (
     ACK,
+    API_KEY,
     APP,
     ERROR,
     MESSAGE,
@@ -42,6 +43,7 @@ from relay.emulator.ably_history import (
     parse_cursor,
 )
 from relay.emulator.config import App, EmulatorConfig, load_config
+from relay.emulator.usage import usage_document
 from relay.errors import ConfigError
 from relay.protocol.ably import Rewind
 from relay.protocol.signing import sign_rest_request
@@ -681,3 +683,32 @@ def test_presence_changes_in_one_millisecond_keep_the_order_they_were_made() -> 
     first, more = history.page("room", 5_000, start=0, end=5_000, backwards=True, limit=1)
     rest, _ = history.page("room", 5_000, start=0, end=5_000, backwards=True, limit=100, after=first[0].order)
     assert more and [kept.item()["id"] for kept in [*first, *rest]] == [change_id for _, change_id in reversed(changes)]
+
+
+async def test_messages_read_from_history_are_in_the_usage_as_ably_bills_them(
+    ably_emulator: RunningEmulator, http: httpx.AsyncClient
+) -> None:
+    """Ably bills "1 per retrieved message" of history, and a REST presence query's members and a rewind's backlog
+    likewise (reference §F.2): none was metered, so relay cost --usage left out what a chat loading its history pays."""
+    await publish(http, "room", *({"name": f"m{number}", "data": "x"} for number in range(3)))
+    members = [await ably_wire(ably_emulator, f"key={API_KEY}&clientId={client_id}") for client_id in "ab"]
+    try:
+        for member in members:
+            await member.attach("lobby")
+            serial = await member.presence("lobby", {"action": 2, "data": "in"})
+            while not ((answer := await member.recv(5))["action"] == ACK and answer["msgSerial"] == serial):
+                pass
+        present = await http.get("/channels/lobby/presence", headers=BASIC)  # 2 members
+        history = await http.get("/channels/room/messages?limit=2", headers=BASIC)  # 2 of the 3 messages
+        reader = await ably_wire(ably_emulator)
+        members.append(reader)
+        await reader.attach("room", params={"rewind": "3"})  # the 3
+        assert len((await reader.expect(MESSAGE))["messages"]) == 3
+        assert (len(present.json()), len(history.json())) == (2, 2)
+        meter = ably_emulator.node.states[APP.app_id].meter
+        assert meter.today().history_messages == 2 + 2 + 3
+        [day] = usage_document([meter], generated_by="test")["apps"][APP.app_id]["days"].values()
+        assert day["history_messages"] == 7
+    finally:
+        for member in members:
+            await member.ws.close()
