@@ -591,9 +591,9 @@ class AblyApp:
         protocol_id = f"{connection_id or self._rest_id}:{serial}"
         channel_serial = f"{serial:016x}"
         serials = [f"{channel_serial}:{index}" for index in range(len(messages))]
-        message_id = (ids[0].rpartition(":")[0] or ids[0]) if ids else protocol_id
+        message_id = _publish_id(ids) if ids else protocol_id
         if ids:
-            self._published[(channel, ids)] = (now + IDEMPOTENCY_WINDOW_MS, message_id, serials)
+            self._remember(channel, ids, now, message_id, serials)
         fields: dict[str, Any] = {
             "action": MESSAGE,
             "channel": channel,
@@ -613,8 +613,19 @@ class AblyApp:
 
     def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
         """Another node's Ably publish arrived: kept in history as this node's are, its position (where untilAttach
-        cuts) a serial of this node's."""
-        self.history.keep(channel, fields, self.next_serial(), self.wall_ms())
+        cuts) a serial of this node's; its message ids are remembered as this node's, so a retry sent here (a load
+        balancer's choice) is answered as the first was, not delivered again."""
+        now = self.wall_ms()
+        self.history.keep(channel, fields, self.next_serial(), now)
+        items = fields["messages"]
+        ids = tuple(item["id"] for item in items if item.get("id") is not None)
+        if ids:
+            serials = [f"{fields['channelSerial']}:{index}" for index in range(len(items))]
+            self._remember(channel, ids, now, _publish_id(ids), serials)
+
+    def _remember(self, channel: str, ids: tuple[str, ...], now: int, message_id: str, serials: list[str]) -> None:
+        """An idempotent publish's answer, for its repeats within Ably's 2 minutes."""
+        self._published[(channel, ids)] = (now + IDEMPOTENCY_WINDOW_MS, message_id, serials)
 
     def _deliver_to_hub(self, name: str, messages: list[Message], outbound: Outbound, exclude: str | None) -> None:
         """What ``AppState.publish`` does for a Pusher publish, with one Pusher event per Ably message."""
@@ -1039,6 +1050,11 @@ def check_pusher_member(client_id: str, data: str | bytes | None, encoding: str 
     if frames.utf8_length(user_info_json(data, encoding)) > limits.max_user_info_bytes:
         limit = limits.max_user_info_bytes
         raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 413)
+
+
+def _publish_id(ids: tuple[str, ...]) -> str:
+    """The messageId of a publish whose messages carry ``ids``: the base the SDKs number them from (``base:0``)."""
+    return ids[0].rpartition(":")[0] or ids[0]
 
 
 def pusher_member(

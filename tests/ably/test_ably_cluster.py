@@ -72,6 +72,31 @@ async def test_an_ably_publish_reaches_another_node_s_ably_peers_unchanged(
     assert json.loads(events[0]["data"]) == {"state": "shipped"} and events[1]["data"] == "tomorrow"
 
 
+async def test_an_idempotent_publish_retried_on_another_node_is_not_delivered_again(
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """Ably deduplicates by message id for 2 minutes, which the SDKs rely on to retry safely; behind a load balancer
+    the retry may reach another node, which delivered it again (each node remembered only its own publishes)."""
+    here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
+    listeners = [await ably_wire(here), await ably_wire(there)]
+    wires.extend(listeners)
+    for listener in listeners:
+        await listener.attach("orders")
+    await asyncio.sleep(0.2)  # the nodes' bus subscriptions are live well before this
+    message = {"id": "retry-1:0", "name": "paid", "data": "order 42"}
+    async with httpx.AsyncClient() as http:
+        first = await http.post(f"{here.http_url}/channels/orders/messages", json=message, headers=BASIC)
+        for listener in listeners:
+            assert [item["id"] for item in (await listener.expect(MESSAGE))["messages"]] == ["retry-1:0"]
+        retried = await http.post(f"{there.http_url}/channels/orders/messages", json=message, headers=BASIC)
+        assert (first.status_code, retried.status_code) == (201, 201)
+        assert retried.json() == first.json()  # answered as the first was: its messageId and serials
+        other = {"id": "next-1:0", "name": "shipped", "data": "order 42"}
+        assert (await http.post(f"{there.http_url}/channels/orders/messages", json=other, headers=BASIC)).is_success
+    for listener in listeners:  # the retry was not delivered: the next message is the other one
+        assert [item["id"] for item in (await listener.expect(MESSAGE))["messages"]] == ["next-1:0"]
+
+
 async def test_publishes_the_bus_cannot_carry_whole_still_cross_and_the_bus_keeps_working(
     redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
