@@ -364,3 +364,66 @@ def test_the_examples_readme_restarts_a_separate_emulator_not_the_one_command() 
     assert "relay emulator --app-id 1" in paragraph
     assert "15 s" in paragraph
     assert "ORDER_TRACKING_SECRET" in paragraph
+
+
+@needs_chromium()
+async def test_a_refused_kitchen_action_is_said_on_the_page(browser: object, emulator_process: EmulatorProcess) -> None:
+    """Two staff pages in one browser share its sign-in (a cookie): the delivery page's sign-in took the kitchen
+    page's role, and "Start preparing" then failed with 403 as an unhandled rejection: the button stayed disabled and
+    nothing was said. The refusal is shown above the board and the button can be pressed again."""
+    app = create_app(f"emulator://app-key:app-secret@127.0.0.1:{emulator_process.port}/apps/1", session_secret=b"t")
+    problems: list[str] = []
+    async with serve_asgi(app) as site:
+        kitchen = await new_page(browser, "/kitchen", site, problems)
+        await start_shift(kitchen, "Ravi")
+        await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+        delivery = await kitchen.context.new_page()  # type: ignore[attr-defined]
+        await delivery.goto(f"{site}/delivery")
+        await start_shift(delivery, "Joe")  # the same browser: the kitchen page is Joe of delivery now
+        customer = await new_page(browser, "/", site, problems)
+        await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]
+        await customer.get_by_label("Palada payasam").check()  # type: ignore[attr-defined]
+        await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
+        start = kitchen.locator('[data-order-id="1"]').get_by_role("button", name="Start preparing")  # type: ignore[attr-defined]
+        await start.click()
+        problem = kitchen.locator("#action-problem")  # type: ignore[attr-defined]
+        await expect(problem).to_have_text("That did not go through: only kitchen staff may do this")
+        await expect(start).to_be_enabled()
+        await expect(customer.locator("#order-status")).to_have_text("Order placed")  # type: ignore[attr-defined]
+    assert problems == []
+
+
+@needs_chromium()
+async def test_an_unreachable_realtime_server_is_said_on_the_page(browser: object) -> None:
+    """RELAY_URL naming a server that is not running (the quickstart's, stopped): the pages said "Connecting…" for
+    ever. Once pusher-js gives up its first attempts ("unavailable") the page says the server cannot be reached."""
+    app = create_app(f"emulator://app-key:app-secret@127.0.0.1:{free_port()}/apps/1", session_secret=b"t")
+    problems: list[str] = []
+    async with serve_asgi(app) as site:
+        kitchen = await new_page(browser, "/kitchen", site, problems)
+        await start_shift(kitchen, "Asha")
+        badge = kitchen.locator("#connection")  # type: ignore[attr-defined]
+        await expect(badge).to_have_text("Not live", timeout=RECONNECT)
+        problem = kitchen.locator("#realtime-problems")  # type: ignore[attr-defined]
+        await expect(problem).to_contain_text("The realtime server cannot be reached")
+        await expect(problem).to_contain_text("RELAY_URL")
+    assert problems == []
+
+
+@needs_chromium()
+@needs_ably_js
+async def test_on_ably_a_cook_with_two_tabs_is_listed_once(browser: object, emulator_process: EmulatorProcess) -> None:
+    """Ably has a presence member per connection: "On shift" listed a cook with two kitchen tabs twice ("Meena, Ravi,
+    Ravi"), where the same page on Pusher lists each user once."""
+    app = create_app(f"ably://1.app-key:app-secret@127.0.0.1:{emulator_process.port}?tls=false", session_secret=b"t")
+    problems: list[str] = []
+    async with serve_asgi(app) as site:
+        ravi = await new_page(browser, "/kitchen", site, problems)
+        await start_shift(ravi, "Ravi")
+        second_tab = await ravi.context.new_page()  # type: ignore[attr-defined]
+        await second_tab.goto(f"{site}/kitchen")  # signed in already: the same cookie
+        meena = await new_page(browser, "/kitchen", site, problems)
+        await start_shift(meena, "Meena")
+        for page in (ravi, second_tab, meena):
+            await expect(page.locator("#staff")).to_have_text("Meena, Ravi", timeout=SLOW)
+    assert problems == []

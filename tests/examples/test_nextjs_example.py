@@ -218,3 +218,28 @@ async def test_next_build_and_start_publish_through_relay_serve(
         assert await page.locator("main [role=alert]").count() == 0
     assert problems == []
     await screenshot(alice, "nextjs_example")
+
+    # The gateway down: the route handler answers a JSON 502 naming it (fetch's rejection was a 500 without a body,
+    # which the button could not read, so nothing was shown)
+    await gateway.stop()
+    await alice.get_by_role("button", name="Mark ready").click()
+    await expect(alice.get_by_test_id("publish-result")).to_contain_text(
+        f"HTTP 502: realtime: could not reach the gateway at {gateway_url}"
+    )
+    # A gateway for Ably at that address: the page says pusher-js cannot use it (it said "You must pass your app
+    # key when you instantiate Pusher", and stayed "Connecting…")
+    ably_gateway = await Process.start(
+        sys.executable, "-m", "relay.cli", "serve", "--port", gateway_url.rpartition(":")[2],
+        env={
+            **base_env,
+            "RELAY_URL": f"ably://1.app-key:app-secret@127.0.0.1:{emulator.port}?tls=false",
+            "RELAY_API_TOKEN": TOKEN,
+            "RELAY_JWT_SECRET": JWT_SECRET,
+            "RELAY_CORS_ORIGINS": site,
+        },
+    )  # fmt: skip
+    processes.append(ably_gateway)
+    await ably_gateway.wait_for(r"Uvicorn running on", 20)
+    await alice.reload()
+    await expect(alice.locator("main [role=alert]")).to_contain_text("the gateway's provider is Ably")
+    assert problems == []

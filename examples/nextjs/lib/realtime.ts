@@ -4,6 +4,7 @@ import Pusher, { type PresenceChannel } from 'pusher-js';
 export type ConnectionStatus = 'connecting' | 'connected' | 'reconnecting' | 'offline';
 
 export interface ClientConfig {
+  provider: string;
   key: string;
   cluster: string;
   forceTLS: boolean;
@@ -57,7 +58,10 @@ export function connectionStatus(state: string, wasConnected: boolean): Connecti
 export async function fetchClientConfig(gatewayUrl: string): Promise<ClientConfig> {
   const response = await fetch(new URL('/v1/client-config', gatewayUrl));
   if (!response.ok) throw new Error(`client-config: HTTP ${response.status}`);
-  return (await response.json()) as ClientConfig;
+  const config = (await response.json()) as ClientConfig;
+  // pusher-js speaks Pusher's protocol (Pusher, the emulator): an Ably gateway's config has no key for it.
+  if (config.provider === 'ably') throw new Error("client-config: the gateway's provider is Ably: connect with ably-js");
+  return config;
 }
 
 export async function createRealtime(options: {

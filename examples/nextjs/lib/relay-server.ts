@@ -23,15 +23,23 @@ export async function publish(
   options: { socketId?: string } = {},
 ): Promise<PublishResult> {
   const target = Array.isArray(channel) ? { channels: channel } : { channel };
-  const response = await fetch(`${process.env.RELAY_GATEWAY_URL}/v1/publish`, {
-    method: 'POST',
-    headers: {
-      Authorization: `Bearer ${process.env.RELAY_API_TOKEN}`,
-      'Content-Type': 'application/json',
-    },
-    // socket_id (pusher-js's connection.socket_id, sent by the browser) keeps the event from echoing back to it.
-    body: JSON.stringify({ ...target, event, data, socket_id: options.socketId }),
-  });
+  const gateway = process.env.RELAY_GATEWAY_URL;
+  if (!gateway) throw new RelayPublishError(500, 'RELAY_GATEWAY_URL is not set: the URL of relay serve');
+  let response: Response;
+  try {
+    response = await fetch(`${gateway}/v1/publish`, {
+      method: 'POST',
+      headers: {
+        Authorization: `Bearer ${process.env.RELAY_API_TOKEN}`,
+        'Content-Type': 'application/json',
+      },
+      // socket_id (pusher-js's connection.socket_id, sent by the browser) keeps the event from echoing back to it.
+      body: JSON.stringify({ ...target, event, data, socket_id: options.socketId }),
+    });
+  } catch (error) {
+    // fetch rejects ("fetch failed") when the gateway is down or its URL is wrong
+    throw new RelayPublishError(502, `could not reach the gateway at ${gateway}: ${(error as Error).message}`);
+  }
   const body = await response.json();
   if (!response.ok) {
     // 401: wrong RELAY_API_TOKEN; 400/413/422: the event (the body names the field).

@@ -1,5 +1,5 @@
 // The delivery staff's page: orders appear when the kitchen marks them ready (status-changed on private-delivery).
-import { api, connect, escapeHtml } from '/static/realtime.js';
+import { api, connect, escapeHtml, showActionError } from '/static/realtime.js';
 import { signIn } from '/static/staff.js';
 
 const ACTIONS = { ready: ['picked_up', 'Picked up'], picked_up: ['delivered', 'Delivered'] };
@@ -42,7 +42,13 @@ document.getElementById('pickups').addEventListener('click', async (event) => {
   const button = event.target.closest('button[data-order]');
   if (!button) return;
   button.disabled = true;
-  update(await api(`/api/orders/${button.dataset.order}/status`, { method: 'POST', body: { status: button.dataset.next } }));
+  try {
+    update(await api(`/api/orders/${button.dataset.order}/status`, { method: 'POST', body: { status: button.dataset.next } }));
+    showActionError(null);
+  } catch (error) {
+    button.disabled = false;
+    showActionError(error);
+  }
 });
 
 async function main() {

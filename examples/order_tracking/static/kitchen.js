@@ -1,5 +1,5 @@
 // The kitchen display: new orders arrive on private-kitchen, staff on shift are the members of presence-kitchen.
-import { api, connect, escapeHtml } from '/static/realtime.js';
+import { api, connect, escapeHtml, showActionError } from '/static/realtime.js';
 import { signIn } from '/static/staff.js';
 
 const ACTIONS = { placed: ['preparing', 'Start preparing'], preparing: ['ready', 'Mark ready'] };
@@ -38,7 +38,13 @@ document.getElementById('orders').addEventListener('click', async (event) => {
   const button = event.target.closest('button[data-order]');
   if (!button) return;
   button.disabled = true;
-  update(await api(`/api/orders/${button.dataset.order}/status`, { method: 'POST', body: { status: button.dataset.next } }));
+  try {
+    update(await api(`/api/orders/${button.dataset.order}/status`, { method: 'POST', body: { status: button.dataset.next } }));
+    showActionError(null);
+  } catch (error) {
+    button.disabled = false;
+    showActionError(error);
+  }
 });
 
 async function main() {

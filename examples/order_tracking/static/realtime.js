@@ -42,6 +42,27 @@ export function showProblems(messages) {
   box.replaceChildren(...messages.map(paragraph));
 }
 
+/** An action the backend refused (or could not be asked), above the page's content until the next one succeeds. */
+export function showActionError(error) {
+  let box = document.getElementById('action-problem');
+  if (!error) {
+    box?.remove();
+    return;
+  }
+  if (!box) {
+    box = Object.assign(document.createElement('div'), { id: 'action-problem', className: 'card problems' });
+    box.setAttribute('role', 'alert');
+    document.querySelector('main').prepend(box);
+  }
+  box.textContent = `That did not go through: ${error.message}`;
+}
+
+// What a page says once its provider's library gives up its first attempts (pusher-js: "unavailable" after about
+// 15 s; ably-js: "suspended"); both keep trying, and the message goes at the next connection.
+const UNREACHABLE =
+  'The realtime server cannot be reached, so this page is not live: is it running? (RELAY_URL on the backend names ' +
+  'it.) The page keeps trying.';
+
 /** JSON in and out of the backend; errors carry FastAPI's `detail`. */
 export async function api(path, options = {}) {
   const response = await fetch(path, {
@@ -179,7 +200,11 @@ export async function connect({ onStatus = showStatus, onProblems = showProblems
       : {}),
     channelAuthorization: { endpoint: config.channelAuthEndpoint, transport: 'ajax' },
   });
-  pusher.connection.bind('state_change', ({ current }) => show.state(current));
+  pusher.connection.bind('state_change', ({ current }) => {
+    show.state(current);
+    if (current === 'unavailable') show.problem('connection', UNREACHABLE);
+    else if (current === 'connected') show.problem('connection');
+  });
   show.state(pusher.connection.state);
   window.relayConnection = pusher; // for the console and the end-to-end test
 
@@ -233,6 +258,8 @@ async function connectAbly(config, show) {
       const worst = [...states.values()].sort((a, b) => rank[b] - rank[a])[0];
       // ably-js says "disconnected" while it retries: that is reconnecting here, not offline.
       show.state(worst === 'disconnected' || worst === 'suspended' ? 'connecting' : worst);
+      if (current === 'suspended') show.problem('connection', UNREACHABLE);
+      else if (current === 'connected') show.problem('connection');
       // A token refused by relay (403) fails the connection for good: the channel will not attach.
       if (current === 'failed') show.problem(name, refusal(name, reason?.statusCode, reason?.message));
     });
@@ -256,8 +283,9 @@ async function connectAbly(config, show) {
     presence(name, onMembers) {
       const channel = open(name);
       const update = async () => {
-        const members = await channel.presence.get();
-        onMembers(members.map((member) => member.data?.name ?? member.clientId).sort());
+        // Ably has a member per connection: a cook with two tabs open is one cook, as on Pusher.
+        const byUser = new Map((await channel.presence.get()).map((m) => [m.clientId, m.data?.name ?? m.clientId]));
+        onMembers([...byUser.values()].sort());
       };
       channel.presence.subscribe(update).catch(() => {});
       channel.on('attached', async () => {
