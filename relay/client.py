@@ -321,7 +321,9 @@ def _note_published(error: RelayError, done: Sequence[Any], capability: Capabili
         f"(its first call took {len(done[0].channels)})"
     )
     # A call refused in part (Ably answers channel by channel) already said which of its own were published
-    if error.published is None:
+    if error.outcome_unknown:  # this call was sent, and its part may have been delivered too
+        error.message += f": those from {published} on may have been delivered in part, check before sending them again"
+    elif error.published is None:
         error.message += f": send only the {unit} from {published} on again"
     error.args = (error.message,)
     error.published = published + (error.published or 0)

@@ -23,6 +23,9 @@ class RelayError(Exception):
     # A call the provider refused in part (Ably answers channel by channel): those it published, which the message
     # names, not necessarily the first ones.
     published: int | None = None
+    # The request went out and no answer came (a timeout, a connection lost, the client closed meanwhile): the provider
+    # may or may not have processed it, so a publish may have been delivered.
+    outcome_unknown: bool = False
 
     def __init__(
         self,
@@ -151,6 +154,7 @@ class ClientClosed(RelayError):
                 "have reached the provider (a publish may have been delivered); create another client, and check "
                 "before sending it again"
             )
+            self.outcome_unknown = True
 
 
 class UnsupportedCapability(RelayError):

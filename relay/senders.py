@@ -15,7 +15,6 @@ import random
 import socket
 import ssl
 import threading
-import time
 import weakref
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -132,19 +131,22 @@ def _transport_error(
             "server answers in time: find why it is slow, or make fewer requests at once); the request was not sent"
         )
     hint = _tls_hint(url.scheme, sending.provider, exc)
-    if hint is not None or not _was_sent(exc):
+    if not _was_sent(exc):
         return TransportError(f"could not reach {where}: {name}; {hint or 'check the host, port and network'}")
     if isinstance(exc, httpx.ReadTimeout):
         failed = f"no answer from {where} within {_seconds(_timeout(exc, 'read'))}: {name}"
     else:
         failed = f"the connection to {where} failed during the request: {name}"
-    if request.method == "GET":  # a query changes nothing, whether or not the provider got it
-        return TransportError(failed)
-    # The request went out: the provider may have processed it, and a publish sent again may be delivered twice
-    failed += "; the request was sent and may have been processed"
-    if sending.publishes:
-        failed += ": a publish may have been delivered, check before sending it again"
-    return TransportError(failed)
+    unknown = request.method != "GET"  # a query changes nothing, whether or not the provider got it
+    if unknown:
+        # The request went out: the provider may have processed it (a hang-up that suggests a TLS server may be a
+        # reset after the answer was on its way), and a publish sent again may be delivered twice
+        failed += "; the request was sent and may have been processed"
+        if sending.publishes:
+            failed += ": a publish may have been delivered, check before sending it again"
+    error = TransportError(failed if hint is None else f"{failed}; {hint}")
+    error.outcome_unknown = unknown
+    return error
 
 
 def _timeout(exc: httpx.HTTPError, kind: str) -> float | None:
@@ -241,13 +243,15 @@ class SyncSender:
         policy: RetryPolicy = DEFAULT_RETRY,
         *,
         client: httpx.Client | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.policy = policy
         self._given = client
         self._clients = {os.getpid(): _ProcessClient(client or self._new_client())}
-        self._sleep = sleep
+        self._closing = threading.Event()
+        # The wait between attempts: on the closing event by default, so that close() ends it at once
+        self._sleep = sleep or self._closing.wait
         self._jitter = jitter
         self._closed = False
 
@@ -300,6 +304,7 @@ class SyncSender:
 
     def close(self) -> None:
         self._closed = True
+        self._closing.set()
         here = self._here()
         here.cut()
         here.client.close()
@@ -363,6 +368,8 @@ class AsyncSender:
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._jitter = jitter
         self._closed = False
+        # The waits between attempts under way, each with its loop: aclose() ends them at once
+        self._waits: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
 
     async def _client(self) -> httpx.AsyncClient:
         if self._given is not None:
@@ -400,10 +407,28 @@ class AsyncSender:
             result = _after_attempt(self.policy, attempt, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
                 return result
-            await asyncio.sleep(result)
+            await self._wait(result)
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep before the next attempt; aclose() (from any loop or thread) ends the sleep, and the next attempt
+        then raises ClientClosed."""
+        loop = asyncio.get_running_loop()
+        wait = (loop, asyncio.ensure_future(asyncio.sleep(seconds)))
+        self._waits.add(wait)
+        try:
+            await wait[1]
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._closed or (task is not None and task.cancelling()):  # the caller's own cancellation
+                raise
+        finally:
+            self._waits.discard(wait)
 
     async def aclose(self) -> None:
         self._closed = True
+        for loop, wait in list(self._waits):
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(wait.cancel)
         if self._given is not None:
             await self._given.aclose()
             return
