@@ -1,6 +1,6 @@
 // The delivery staff's page: orders appear when the kitchen marks them ready (status-changed on private-delivery).
-import { api, connect, escapeHtml, showActionError } from '/static/realtime.js';
-import { signIn } from '/static/staff.js';
+import { api, connect, escapeHtml } from '/static/realtime.js';
+import { onStatusButtons, signIn } from '/static/staff.js';
 
 const ACTIONS = { ready: ['picked_up', 'Picked up'], picked_up: ['delivered', 'Delivered'] };
 const orders = new Map();
@@ -38,18 +38,7 @@ function update(order, { live = false } = {}) {
   render();
 }
 
-document.getElementById('pickups').addEventListener('click', async (event) => {
-  const button = event.target.closest('button[data-order]');
-  if (!button) return;
-  button.disabled = true;
-  try {
-    update(await api(`/api/orders/${button.dataset.order}/status`, { method: 'POST', body: { status: button.dataset.next } }));
-    showActionError(null);
-  } catch (error) {
-    button.disabled = false;
-    showActionError(error);
-  }
-});
+onStatusButtons(document.getElementById('pickups'), update);
 
 async function main() {
   await signIn('delivery');

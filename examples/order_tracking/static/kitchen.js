@@ -1,6 +1,6 @@
 // The kitchen display: new orders arrive on private-kitchen, staff on shift are the members of presence-kitchen.
-import { api, connect, escapeHtml, showActionError } from '/static/realtime.js';
-import { signIn } from '/static/staff.js';
+import { api, connect, escapeHtml } from '/static/realtime.js';
+import { onStatusButtons, signIn } from '/static/staff.js';
 
 const ACTIONS = { placed: ['preparing', 'Start preparing'], preparing: ['ready', 'Mark ready'] };
 const LABELS = { placed: 'New', preparing: 'Preparing', ready: 'Ready' };
@@ -34,18 +34,7 @@ function update(order) {
   render();
 }
 
-document.getElementById('orders').addEventListener('click', async (event) => {
-  const button = event.target.closest('button[data-order]');
-  if (!button) return;
-  button.disabled = true;
-  try {
-    update(await api(`/api/orders/${button.dataset.order}/status`, { method: 'POST', body: { status: button.dataset.next } }));
-    showActionError(null);
-  } catch (error) {
-    button.disabled = false;
-    showActionError(error);
-  }
-});
+onStatusButtons(document.getElementById('orders'), update);
 
 async function main() {
   await signIn('kitchen');
