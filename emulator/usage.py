@@ -17,9 +17,9 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   deliveries, every ``member_added``/``member_removed`` delivery, every webhook request and every other HTTP API call
   that succeeded. Pings, pongs, subscribes and the protocol's own replies are not counted.
 - Ably messages: each publish or client event is 1 inbound plus 1 outbound per recipient, each counted in 5 KiB
-  chunks of its data; presence enter/leave is 1 inbound plus 1 per presence subscriber; a webhook is 1; each message
-  read from history (a REST history or presence query's answer, a rewind's backlog) is 1. Echo to the publisher is
-  not added (Pusher-protocol clients never receive their own client events).
+  chunks of its data; a presence enter, update or leave is 1 inbound plus 1 per presence subscriber; a webhook is 1;
+  each message read from history (a REST history or presence query's answer, a rewind's backlog) is 1. Echo to the
+  publisher is not added (Pusher-protocol clients never receive their own client events).
 - Connection and channel minutes are rounded up per connection (or channel) and per UTC day.
 """
 
