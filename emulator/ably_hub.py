@@ -881,10 +881,9 @@ class AblyApp:
             message = fields if len(changed) == len(fields["presence"]) else {**fields, "presence": changed}
             self._deliver_presence(channel, Outbound(message, presence=True))
             self.presence_history.keep(channel, message, self.next_serial(), self.wall_ms())
-            # Deliveries of another node's presence events, which that node counted as events
-            self.state.meter.presence_relayed(
-                self._metered_changes(channel, changed) * self._presence_subscribers(channel)
-            )
+            counted = self._metered_changes(channel, changed)
+            if counted:  # deliveries of another node's presence events, which that node counted as events
+                self.state.meter.presence_relayed(counted * self._presence_subscribers(channel))
 
     def remote_snapshot(self, node: int, held: dict[tuple[str, str, str], dict[str, Any]]) -> None:
         changes: dict[str, list[dict[str, Any]]] = {}
