@@ -567,6 +567,7 @@ class AblyApp:
         self._pusher_joins: dict[tuple[str, str], int] = {}  # (channel, socket id) → its join's number
         self._join_numbers = itertools.count(1)
         state.foreign_presence = self
+        state.webhooks.lifecycle_status = self.lifecycle_status
 
     def next_serial(self) -> int:
         self.last_serial = serial = next(self._serials)
@@ -1033,6 +1034,12 @@ class AblyApp:
         }
         active = connections > 0 or members > 0
         return {"channelId": name, "name": name, "status": {"isActive": active, "occupancy": {"metrics": metrics}}}
+
+    def lifecycle_status(self, name: str, opened: bool) -> dict[str, object]:
+        """The ChannelStatus of a channel.opened or channel.closed webhook item: the occupancy when it is sent, or, at
+        the closing, nothing (the channel may be open again by the time the item is sent)."""
+        metrics = self.channel_details(name)["status"]["occupancy"]["metrics"]
+        return {"isActive": opened, "occupancy": {"metrics": metrics if opened else dict.fromkeys(metrics, 0)}}
 
 
 def check_pusher_member(client_id: str, data: str | bytes | None, encoding: str | None, limits: Limits) -> None:

@@ -31,6 +31,9 @@ SIGNED_HEADERS = frozenset(
 )
 _LIFECYCLE = {"channel_occupied": "channel.opened", "channel_vacated": "channel.closed"}
 ABLY_SITE = "local"
+# A channel's ChannelStatus in an Ably lifecycle item ({isActive, occupancy: {metrics}}), given the channel and whether
+# the item is its opening.
+LifecycleStatus = Callable[[str, bool], dict[str, object]]
 MAX_EVENTS_PER_REQUEST = 1000  # what waits behind a slow receiver goes in requests of at most this many events
 # Seconds for a whole request, from connecting to the response's headers. The HTTP client's timeout bounds each read
 # alone, so a receiver sending a byte every few seconds would hold its URL's queue for as long as it liked.
@@ -66,6 +69,8 @@ class WebhookDispatcher:
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._in_flight = [0 for _ in app.webhooks]  # events of each webhook's request being sent or retried
         self._dropped_logged_at = float("-inf")
+        # Set by the app's Ably side (AblyApp), which an app with an Ably-format webhook has from the start.
+        self.lifecycle_status: LifecycleStatus | None = None
         # The serials of Ably-format items: this process's own sequence, unlike any other node's or an earlier run's.
         origin = secrets.token_hex(4)
         self._ably_serials = (f"{origin}{number:012x}" for number in itertools.count(1))
@@ -157,7 +162,10 @@ class WebhookDispatcher:
         # A custom header named like a signed one (in any case) would go out twice; the signed ones win.
         custom = {name: value for name, value in hook.headers.items() if name.lower() not in SIGNED_HEADERS}
         deadline = self._clock() + self._app.webhook_retry_for
-        items = ably_items(events, int(self._clock() * 1000), self._ably_serials) if hook.format == "ably" else []
+        items: list[dict[str, object]] = []
+        if hook.format == "ably":
+            assert self.lifecycle_status is not None  # EmulatorNode.start builds the Ably side of such an app
+            items = ably_items(events, int(self._clock() * 1000), self._ably_serials, self.lifecycle_status)
         delay = 1.0
         attempt = 0
         while True:
@@ -269,18 +277,24 @@ async def _read_short_answer(response: httpx.Response) -> None:
                     return
 
 
-def ably_items(events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[str]) -> list[dict[str, object]]:
+def ably_items(
+    events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[str], lifecycle_status: LifecycleStatus
+) -> list[dict[str, object]]:
     """Events as the items of an Ably batched webhook (reference §D.9): channel.opened and channel.closed
-    (channel.lifecycle), presence enter and leave (channel.presence), client events and the messages published through
-    Ably's protocol (channel.message). Each item is stamped again at each attempt; its serial and the events' own
-    timestamps stay."""
+    (channel.lifecycle, whose data is a ChannelDetails, occupancy included), presence enter and leave
+    (channel.presence), client events and the messages published through Ably's protocol (channel.message). Each
+    item is stamped again at each attempt; its serial and the events' own timestamps stay."""
     items: list[dict[str, object]] = []
     for event in events:
         name, channel = event["name"], event["channel"]
         data: dict[str, object]
         if name in ("channel_occupied", "channel_vacated"):
             source, item_name = "channel.lifecycle", _LIFECYCLE[str(name)]
-            data = {"channelId": channel, "name": channel, "status": {"isActive": name == "channel_occupied"}}
+            data = {
+                "channelId": channel,
+                "name": channel,
+                "status": lifecycle_status(str(channel), name == "channel_occupied"),
+            }
         elif name == "client_event":
             message = {
                 "name": event["event"],

@@ -45,7 +45,8 @@ def test_events_become_the_items_of_ably_s_sources() -> None:
         {"name": "member_added", "channel": "presence-room", "user_id": "ann"},
         {"name": "subscription_count", "channel": "orders", "subscription_count": 2},
     ]
-    items = ably_items(events, 1_700_000_000_000, (f"s{number}" for number in itertools.count(7)))
+    serials = (f"s{number}" for number in itertools.count(7))
+    items = ably_items(events, 1_700_000_000_000, serials, lambda channel, opened: {"of": [channel, opened]})
     assert [(item["source"], item["name"], item["serial"]) for item in items] == [
         ("channel.lifecycle", "channel.opened", "s7"),
         ("channel.presence", "presence.message", "s8"),
@@ -53,7 +54,7 @@ def test_events_become_the_items_of_ably_s_sources() -> None:
         ("channel.presence", "presence.message", "s10"),
         ("channel.lifecycle", "channel.closed", "s11"),
     ]
-    assert items[0]["data"] == {"channelId": "orders", "name": "orders", "status": {"isActive": True}}
+    assert items[0]["data"] == {"channelId": "orders", "name": "orders", "status": {"of": ["orders", True]}}
     assert items[1]["data"] == {
         "channelId": "presence-room",
         "site": "local",
@@ -65,7 +66,7 @@ def test_events_become_the_items_of_ably_s_sources() -> None:
         "messages": [{"name": "client-typing", "data": "{}", "connectionId": "1.2", "timestamp": 1_700_000_000_000}],
     }
     assert items[3]["data"]["presence"][0]["action"] == 3  # type: ignore[index]
-    assert items[4]["data"]["status"] == {"isActive": False}  # type: ignore[index]
+    assert items[4]["data"]["status"] == {"of": ["orders", False]}  # type: ignore[index]
 
 
 async def test_relay_verifies_the_emulators_ably_webhooks(
@@ -225,6 +226,48 @@ async def test_an_ably_members_update_on_a_presence_channel_is_sent(
     await receiver.until(lambda: len(presence()) >= 2, within=5)
     await asyncio.sleep(0.3)  # no third: the update is not sent again, nor as an enter
     assert presence() == [("presence-room", 2, "ann", "hi"), ("presence-room", 4, "ann", "away")]
+
+
+async def test_lifecycle_items_carry_the_channels_occupancy(
+    receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """channel.opened and channel.closed carry a ChannelDetails as Ably's do, ``status.occupancy.metrics`` included
+    (a receiver written for Ably reads ``data.status.occupancy.metrics.connections``): counted when the item is
+    sent, across both protocols; nothing at the closing."""
+    app = replace(APP, webhooks=(Webhook(url=receiver.url, format="ably"),), webhook_delay=0.1)
+    running = await start_emulator(app=app)
+
+    def lifecycle() -> list[tuple[str, str, dict[str, Any]]]:
+        return [
+            (item["name"], item["data"]["channelId"], item["data"]["status"])
+            for delivery in receiver.deliveries
+            for item in json.loads(delivery.body)["items"]
+            if item["source"] == "channel.lifecycle"
+        ]
+
+    metrics = "connections presenceConnections presenceMembers presenceSubscribers publishers subscribers"
+    zero = dict.fromkeys([*metrics.split(), "objectPublishers", "objectSubscribers"], 0)
+    pusher = await pusher_wire(running)
+    wires.append(pusher)
+    await pusher.send("pusher:subscribe", {"channel": "orders"})
+    await pusher.expect("pusher_internal:subscription_succeeded")
+    await receiver.until(lambda: len(lifecycle()) == 1, within=5)
+    one_pusher_subscriber = {**zero, "connections": 1, "subscribers": 1}  # a public channel: no client events
+    assert lifecycle() == [
+        ("channel.opened", "orders", {"isActive": True, "occupancy": {"metrics": one_pusher_subscriber}})
+    ]
+
+    member = await ably_wire(running, f"key={APP.ably_api_key}&clientId=ann")
+    wires.append(member)
+    await member.attach("room")  # every mode its key allows
+    await receiver.until(lambda: len(lifecycle()) == 2, within=5)
+    every_mode = {**zero, "connections": 1, "subscribers": 1, "publishers": 1}
+    every_mode |= {"presenceConnections": 1, "presenceSubscribers": 1}
+    assert lifecycle()[1] == ("channel.opened", "room", {"isActive": True, "occupancy": {"metrics": every_mode}})
+
+    await pusher.send("pusher:unsubscribe", {"channel": "orders"})
+    await receiver.until(lambda: len(lifecycle()) == 3, within=5)
+    assert lifecycle()[2] == ("channel.closed", "orders", {"isActive": False, "occupancy": {"metrics": zero}})
 
 
 async def test_custom_headers_cannot_replace_the_signed_ones(
