@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from relay.emulator.config import Webhook
 from relay.emulator.limits import TokenBucket
 from relay.emulator.logs import clipped, redact_urls
+from relay.emulator.user_sketch import UserSketch
 from relay.protocol.channels import SERVER_TO_USER_PREFIX
 from relay.protocol.frames import utf8_length
 
@@ -172,7 +173,8 @@ class AppMeter:
         self._channels: dict[str, float] = {}
         self._second = -1
         self._in_second = 0
-        self.users: set[str] = set()
+        self.users: set[str] = set()  # exact, up to MAX_TRACKED_USERS
+        self.user_sketch = UserSketch()  # every user, for the usage file's runs to merge
         self.observer: Observer | None = None
         self._refusals = TokenBucket(LOGGED_REFUSALS_PER_SECOND, clock())  # those the console is told of
         self._refusals_unshown = 0
@@ -378,8 +380,18 @@ class AppMeter:
         day.ably_messages += reached
 
     def user_seen(self, user_id: str) -> None:
+        if user_id in self.users:
+            return
+        self.user_sketch.add(user_id)
         if len(self.users) < MAX_TRACKED_USERS:
             self.users.add(user_id)
+
+    @property
+    def unique_users(self) -> int:
+        """The users seen: counted exactly up to MAX_TRACKED_USERS, estimated past it."""
+        if len(self.users) < MAX_TRACKED_USERS:
+            return len(self.users)
+        return max(len(self.users), self.user_sketch.estimate())
 
     def fanout(self, frame_bytes: int, reached: int, deflate_saved: int = 0) -> None:
         """``reached`` connections were written the same frame (any frame: bytes count, whatever it carries), less
@@ -465,7 +477,8 @@ def usage_document(meters: Iterable[AppMeter], generated_by: str) -> dict[str, A
     apps: dict[str, Any] = {}
     for meter in meters:
         apps[meter.app_id] = {
-            "unique_users": len(meter.users),
+            "unique_users": meter.unique_users,
+            "users_sketch": meter.user_sketch.encode(),
             "days": {name: day.to_dict() for name, day in meter.days().items()},
         }
     return {"version": USAGE_VERSION, "generated_by": generated_by, "apps": apps}
@@ -538,11 +551,18 @@ def check_usage_document(value: object) -> dict[str, Any]:
         where = f"apps.{app_id}"
         if not isinstance(entry, dict) or not isinstance(entry.get("days"), dict):
             raise ValueError(f"{where} is not an object with days")
-        unknown = sorted(set(entry) - {"days", "unique_users"})
+        unknown = sorted(set(entry) - {"days", "unique_users", "users_sketch"})
         if unknown:
             raise ValueError(f"{where} has an unknown field {unknown[0]!r}")
         if "unique_users" in entry and not _is_count(entry["unique_users"]):
             raise ValueError(f"{where}.unique_users is not a whole number ≥ 0")
+        if "users_sketch" in entry:
+            if "unique_users" not in entry:
+                raise ValueError(f"{where} has users_sketch without unique_users")
+            try:
+                UserSketch.decode(entry["users_sketch"])
+            except ValueError as exc:
+                raise ValueError(f"{where}.users_sketch {exc}") from None
         for name, day in entry["days"].items():
             if not _is_day_name(name):
                 raise ValueError(f"{where}.days has {name!r}, not a UTC date YYYY-MM-DD")
@@ -583,8 +603,9 @@ def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any], concurrent: 
     word of what it overlapped, is measured once too). A day either lacks (its counts then came from runs whose
     time nobody recorded, such as a version 1 file's) is left without.
 
-    ``unique_users`` takes the larger of the two runs' counts (a lower bound: two runs may have seen different
-    users). Raises ValueError when ``old`` is not a usage file (:func:`check_usage_document`).
+    ``unique_users`` counts the users either saw, from the union of their ``users_sketch``; where one lacks its
+    sketch (a file written before sketches), it is the larger of the two counts, a lower bound, and the file keeps no
+    sketch from then on. Raises ValueError when ``old`` is not a usage file (:func:`check_usage_document`).
     """
     check_usage_document(old)
     concurrent = concurrent or {}
@@ -592,7 +613,7 @@ def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any], concurrent: 
     for app_id, entry in new["apps"].items():
         target = apps.setdefault(app_id, {"days": {}})
         if "unique_users" in entry:
-            target["unique_users"] = max(target.get("unique_users", 0), entry["unique_users"])
+            _merge_users(target, entry)
         others = concurrent.get(app_id, {})
         for name, counts in entry["days"].items():
             day = target["days"].setdefault(name, {})
@@ -608,6 +629,20 @@ def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any], concurrent: 
             for key in lacking:  # one of the runs did not measure it: a sum would be wrong
                 day.pop(key, None)
     return {"version": USAGE_VERSION, "generated_by": new.get("generated_by", ""), "apps": apps}
+
+
+def _merge_users(target: dict[str, Any], entry: Mapping[str, Any]) -> None:
+    if "unique_users" not in target:
+        target.update({key: entry[key] for key in ("unique_users", "users_sketch") if key in entry})
+        return
+    counted = max(target["unique_users"], entry["unique_users"])
+    if "users_sketch" in target and "users_sketch" in entry:
+        union = UserSketch.decode(target["users_sketch"]).merged(UserSketch.decode(entry["users_sketch"]))
+        target["users_sketch"] = union.encode()
+        counted = max(counted, union.estimate())
+    else:
+        target.pop("users_sketch", None)
+    target["unique_users"] = counted
 
 
 def add_peaks(concurrent: Peaks, new: Mapping[str, Any]) -> Peaks:

@@ -8,6 +8,7 @@ Format (JSON, version 2)::
       "apps": {
         "<app_id>": {
           "unique_users": 120,                         # optional: distinct user ids over the whole file (MAU)
+          "users_sketch": "eNrtwTEB…",                # optional: those users, as a sketch the emulator merges
           "days": {
             "2026-11-29": {                            # a UTC date
               "peak_connections": 50,                  # most connections open at once that day
@@ -165,6 +166,8 @@ _PAIRS = (
 class UsageApp:
     days: Mapping[str, UsageDay]
     unique_users: int | None = None
+    # The users as the emulator's usage files merge them (its emulator/user_sketch.py); carried, not read here.
+    users_sketch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ class Usage:
             entry: dict[str, Any] = {"days": {day: usage.to_dict() for day, usage in sorted(app.days.items())}}
             if app.unique_users is not None:
                 entry["unique_users"] = app.unique_users
+            if app.users_sketch is not None:
+                entry["users_sketch"] = app.users_sketch
             apps[app_id] = entry
         document: dict[str, Any] = {"version": self.version}
         if self.generated_by:
@@ -252,10 +257,13 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
         where = f"apps.{app_id}"
         if not isinstance(app_raw, dict):
             raise fail(where, f"must be an object, got {type(app_raw).__name__}")
-        _no_unknown(app_raw, {"days", "unique_users"}, where, fail)
+        _no_unknown(app_raw, {"days", "unique_users", "users_sketch"}, where, fail)
         unique = app_raw.get("unique_users")
         if unique is not None:
             _check_count(unique, "unique_users", where, fail)
+        sketch = app_raw.get("users_sketch")
+        if sketch is not None and (not isinstance(sketch, str) or unique is None):
+            raise fail(where, "field 'users_sketch' must be a string, beside unique_users, as the emulator writes it")
         days_raw = app_raw.get("days")
         if not isinstance(days_raw, dict) or not days_raw:
             raise fail(where, "field 'days' must be an object with at least one UTC date (YYYY-MM-DD)")
@@ -269,7 +277,7 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
             except ValueError:
                 raise fail(day_where, "a day is a UTC date YYYY-MM-DD") from None
             days[day] = _day(day_raw, day_where, version, fail)
-        apps[str(app_id)] = UsageApp(days=days, unique_users=unique)
+        apps[str(app_id)] = UsageApp(days=days, unique_users=unique, users_sketch=sketch)
     return Usage(apps=apps, version=version, generated_by=generated_by, origin=origin)
 
 

@@ -124,8 +124,9 @@ async def test_workers_sharing_a_usage_file_count_every_delivery_and_add_their_p
     redis_server: RedisServer, usage_file: Path
 ) -> None:
     """--workers 2: the kernel spreads 20 subscribers over both workers; 5 publishes are 5 + 100 deliveries in the
-    file they share (60 were counted when only the publishing worker counted), and the peak of connections is the
-    20 open together, not one worker's share."""
+    file they share (60 were counted when only the publishing worker counted), the peak of connections is the 20
+    open together, not one worker's share, and the users are the 20 who joined presence on either worker (the file
+    kept the larger worker's count when it had no sketch of their users to merge)."""
     relay = await EmulatorProcess.start(
         "--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret, "--workers", "2",
         "--redis-url", redis_server.url, "--usage-file", str(usage_file),
@@ -133,8 +134,9 @@ async def test_workers_sharing_a_usage_file_count_every_delivery_and_add_their_p
     try:
         url = f"ws://127.0.0.1:{relay.port}/app/{APP.key}"
         subscribers = [await ws_client(url) for _ in range(20)]
-        for client in subscribers:
+        for number, client in enumerate(subscribers):
             await client.subscribe("news", APP)
+            await client.subscribe("presence-room", APP, user_id=f"user-{number}")
         await asyncio.sleep(0.5)  # subscription counts reach the other worker
         base = f"http://127.0.0.1:{relay.port}"
         for index in range(5):
@@ -151,6 +153,7 @@ async def test_workers_sharing_a_usage_file_count_every_delivery_and_add_their_p
     (day,) = usage.apps[APP.app_id].days.values()
     assert (day.publishes, day.deliveries) == (5, 100)
     assert day.peak_connections == 20
+    assert usage.apps[APP.app_id].unique_users == 20
 
 
 # -- a Redis that cannot be reached at start-up ---------------------------------------------------------------

@@ -40,6 +40,14 @@ def test_a_usage_file_round_trips(tmp_path: Path) -> None:
     assert usage.to_dict() == data
 
 
+def test_the_users_sketch_the_emulator_writes_is_carried_back(tmp_path: Path) -> None:
+    data = document(usage_day(), unique_users=7)
+    data["apps"]["1"]["users_sketch"] = "eNrtwTEBAAAAwqD1T20MH6AAAAAAAAAAAAAAAAAAAACAtwFAAAAB"
+    usage = load_usage(write(tmp_path, data))
+    assert usage.apps["1"].unique_users == 7
+    assert usage.to_dict() == data
+
+
 def test_the_average_day_becomes_the_workload(tmp_path: Path) -> None:
     quiet = usage_day()
     busy = usage_day(publishes=30, deliveries=150, payload_bytes=32 * 100, peak_connections=9, bytes_out=40_000)
@@ -110,6 +118,14 @@ def test_an_empty_day_is_a_valid_workload(tmp_path: Path, prices: Prices) -> Non
         (lambda d: d.update(apps={}), "usage file U: field 'apps' must be an object with at least one app"),
         (lambda d: d.update(meter="x"), "usage file U: unknown field 'meter'"),
         (lambda d: d["apps"]["1"].update(unique_users=-1), "apps.1: field 'unique_users' must be a whole number ≥ 0"),
+        (
+            lambda d: d["apps"]["1"].update(unique_users=3, users_sketch=["ann"]),
+            "apps.1: field 'users_sketch' must be a string, beside unique_users, as the emulator writes it",
+        ),
+        (
+            lambda d: d["apps"]["1"].update(users_sketch="eNrtwTEB"),
+            "apps.1: field 'users_sketch' must be a string, beside unique_users, as the emulator writes it",
+        ),
         (lambda d: d["apps"]["1"].update(days={}), "apps.1: field 'days' must be an object with at least one UTC date"),
         (
             lambda d: d["apps"]["1"]["days"].update({"29/11/2026": usage_day()}),
