@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 USAGE_VERSION = 2  # version 2 added each day's "measured"; the files version 1 wrote are still added to
 _READABLE_VERSIONS = (1, USAGE_VERSION)
 SECONDS_PER_DAY = 86_400
-MAX_TRACKED_USERS = 1_000_000
+# Users counted exactly (their ids kept, ~80 bytes each); past that many the sketch estimates them (within ~1 %).
+MAX_TRACKED_USERS = 50_000
 _EPOCH = dt.date(1970, 1, 1)
 
 Observer = Callable[[dict[str, object]], None]

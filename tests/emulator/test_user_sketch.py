@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+from relay.emulator import usage
 from relay.emulator.usage import AppMeter, check_usage_document, merge_documents, usage_document
 from relay.emulator.user_sketch import REGISTERS, UserSketch
 
@@ -130,3 +131,14 @@ def test_a_file_with_a_broken_sketch_is_not_a_usage_file(change: dict[str, objec
         del entry["unique_users"]
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         merge_documents(document, run_with_users("bo"))
+
+
+def test_past_the_users_kept_the_meter_estimates_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The meter keeps the ids of its first MAX_TRACKED_USERS users, for an exact count; the rest are counted by the
+    sketch alone, so a crowd of users costs no more memory than that."""
+    monkeypatch.setattr(usage, "MAX_TRACKED_USERS", 100)
+    meter = AppMeter("1", clock=lambda: 1_800_000_000.0)
+    for number in range(5_000):
+        meter.user_seen(f"user-{number}")
+    assert len(meter.users) == 100
+    assert meter.unique_users == pytest.approx(5_000, rel=0.02)
