@@ -553,9 +553,12 @@ def _mau_assumption(w: Workload, prices: Prices) -> str:
         return f"MAU not given: assumed {default} (pass --mau)"
     measured = duration_text(round(w.users_seen_seconds))
     if w.mau is not None:
+        # Users come and go: those of a longer span are more than one month's.
+        longer = w.users_seen_seconds > w.days_per_month * SECONDS_PER_DAY
+        span = ", more than a month: an upper bound of a month's users" if longer else ""
         return (
-            f"MAU {w.mau:,}: the users seen over the {measured} the usage file measured ({seen_by_meter}); pass "
-            "--mau if others connect"
+            f"MAU {w.mau:,}: the users seen over the {measured} the usage file measured{span} ({seen_by_meter}); "
+            "pass --mau if others connect"
         )
     return (
         f"MAU {_mau(w, prices):,.0f}: the larger of {default} and the {w.users_seen:,} users seen, a lower bound (the "

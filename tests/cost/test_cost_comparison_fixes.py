@@ -6,6 +6,7 @@ DigitalOcean sizes, float noise), each pinned by a figure worked out by hand fro
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -109,6 +110,21 @@ def test_users_seen_over_a_month_are_the_mau(tmp_path: Path) -> None:
         "MAU 500: the users seen over the 30 days the usage file measured (the meter sees only users who sign in or "
         "join presence); pass --mau if others connect"
     ) in pubnub["assumptions"]
+
+
+def test_users_seen_over_more_than_a_month_are_said_to_be_an_upper_bound(tmp_path: Path) -> None:
+    """45 whole days measured: the 800 users seen include some of only the first or the last weeks, more than one
+    month has."""
+    start = dt.date(2026, 10, 1)
+    days = {
+        (start + dt.timedelta(days=offset)).isoformat(): {**usage_day(), "measured": [[0, 86_400]]}
+        for offset in range(45)
+    }
+    result = run_cost_json(["--usage", str(usage_file(tmp_path, days, 800)), "--provider", "pubnub_mau"])
+    assert (
+        "MAU 800: the users seen over the 45 days the usage file measured, more than a month: an upper bound of a "
+        "month's users (the meter sees only users who sign in or join presence); pass --mau if others connect"
+    ) in provider(result, "pubnub_mau")["assumptions"]
 
 
 def test_a_given_mau_is_said_too() -> None:
