@@ -5,10 +5,12 @@ cannot read are configuration errors, and SIGHUP (a closed terminal) shuts down 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,13 +117,26 @@ async def test_a_tls_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
 # -- 3. SIGHUP ------------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def sighup_in_children(disposition: signal.Handlers) -> Iterator[None]:
+    """Processes started meanwhile inherit ``disposition`` for SIGHUP: SIG_DFL as from a terminal, whatever this
+    run's is (a CI runner under nohup has it ignored, and the emulator then leaves it ignored), or SIG_IGN as under
+    nohup."""
+    previous = signal.signal(signal.SIGHUP, disposition)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def usage_publishes(path: Path) -> int:
     return sum(day.publishes for day in parse_usage(json.loads(path.read_text())).apps[APP.app_id].days.values())
 
 
 async def test_sighup_shuts_down_gracefully_and_writes_the_usage_file(tmp_path: Path) -> None:
     usage = tmp_path / "usage.json"
-    relay = await EmulatorProcess.start(*CREDENTIALS, "--usage-file", str(usage), "--shutdown-spread", "0")
+    with sighup_in_children(signal.SIG_DFL):
+        relay = await EmulatorProcess.start(*CREDENTIALS, "--usage-file", str(usage), "--shutdown-spread", "0")
     try:
         await publish(f"http://127.0.0.1:{relay.port}", APP, "news", "e", "x")
         relay.process.send_signal(signal.SIGHUP)
@@ -136,9 +151,11 @@ async def test_sighup_to_a_workers_supervisor_shuts_every_worker_down_gracefully
     tmp_path: Path, redis: RedisServer
 ) -> None:
     usage = tmp_path / "usage.json"
-    supervisor = await EmulatorProcess.start(
-        *CREDENTIALS, "--workers", "2", "--redis-url", redis.url, "--usage-file", str(usage), "--shutdown-spread", "0"
-    )
+    with sighup_in_children(signal.SIG_DFL):
+        supervisor = await EmulatorProcess.start(
+            *CREDENTIALS, "--workers", "2", "--redis-url", redis.url, "--usage-file", str(usage),
+            "--shutdown-spread", "0",
+        )  # fmt: skip
     try:
         await eventually(lambda: len(node_ids(supervisor)) == 2, what="both workers listening")
         await publish(f"http://127.0.0.1:{supervisor.port}", APP, "news", "e", "x")
@@ -153,11 +170,8 @@ async def test_sighup_to_a_workers_supervisor_shuts_every_worker_down_gracefully
 async def test_an_ignored_sighup_stays_ignored_as_under_nohup() -> None:
     """Started with SIGHUP ignored (nohup, or a shell's trap), the emulator leaves it so: a SIGHUP then stops
     nothing, and the emulator keeps serving until SIGTERM."""
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited by the child, as nohup sets it
-    try:
+    with sighup_in_children(signal.SIG_IGN):
         relay = await EmulatorProcess.start(*CREDENTIALS, "--shutdown-spread", "0")
-    finally:
-        signal.signal(signal.SIGHUP, previous)
     try:
         relay.process.send_signal(signal.SIGHUP)
         await asyncio.sleep(0.5)
