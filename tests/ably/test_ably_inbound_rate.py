@@ -16,7 +16,7 @@ import pytest
 from ablysupport import ACK, ATTACH, DETACH, ERROR, HEARTBEAT, MESSAGE, NACK, PRESENCE, AblyWire, PusherWire, ably_wire
 from websockets.exceptions import ConnectionClosed
 
-from relay.emulator.ably_realtime import MAX_INBOUND_RATE, MAX_PROTOCOL_MESSAGE_RATE
+from relay.emulator.ably_realtime import MAX_INBOUND_RATE, MAX_PROTOCOL_MESSAGE_RATE, AblySession
 from tests.conftest import RunningEmulator
 
 Wires = list[AblyWire | PusherWire]
@@ -52,6 +52,31 @@ def named(*names: str) -> list[dict[str, Any]]:
     return [{"name": name, "data": "d"} for name in names]
 
 
+class HeldClock:
+    """A connection's clock, held still: its bucket refills only when the test moves it on, not when a slow machine
+    takes long between two frames."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def hold_clock(emulator: RunningEmulator, wire: AblyWire) -> HeldClock:
+    connection_id = wire.connected["connectionId"]
+    [session] = [
+        connection.session
+        for connection in emulator.node.connections
+        if isinstance(connection.session, AblySession) and connection.session.socket_id == connection_id
+    ]
+    clock = session._clock = HeldClock(session._clock())
+    return clock
+
+
 def assert_rate_limited(reply: dict[str, Any], serial: int) -> None:
     assert (reply["action"], reply["msgSerial"], reply["count"]) == (NACK, serial, 1), reply
     error = reply["error"]
@@ -73,6 +98,7 @@ async def test_a_burst_over_the_rate_is_nacked_42911_and_only_what_was_acked_is_
     await subscriber.attach("room")
     for wire in (publisher, bystander):
         await wire.attach("room", flags=PUBLISH_MODE)  # they hear nothing back but their ACKs and NACKs
+    clock = hold_clock(ably_emulator, publisher)
 
     serials = [await publisher.publish("room", *named(*(f"m{i}" for i in range(b, b + 10)))) for b in range(0, 60, 10)]
     answers = await replies(publisher, 6)
@@ -85,7 +111,7 @@ async def test_a_burst_over_the_rate_is_nacked_42911_and_only_what_was_acked_is_
         "other",
     ]
 
-    await asyncio.sleep(0.4)
+    clock.advance(0.4)
     serial = await publisher.publish("room", *named(*(f"later{i}" for i in range(10))))
     assert ((answer := await publisher.expect(ACK))["action"], answer["msgSerial"]) == (ACK, serial)
     assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == [f"later{i}" for i in range(10)]
@@ -101,6 +127,7 @@ async def test_presence_items_count_and_a_refused_presence_message_enters_no_one
     wires.extend((watcher, member))
     await watcher.attach("room", flags=PRESENCE_SUBSCRIBE_MODE)
     await member.attach("room", flags=PRESENCE_MODE | PUBLISH_MODE)
+    hold_clock(ably_emulator, member)
 
     published = await member.publish("room", *named(*(f"m{i}" for i in range(45))))
     refused = await member.presence("room", *({"action": ENTER, "clientId": f"r{i}"} for i in range(10)))
@@ -123,13 +150,14 @@ async def test_a_protocol_message_of_more_than_a_burst_passes_once_and_the_rate_
     wires.extend((subscriber, publisher))
     await subscriber.attach("room")
     await publisher.attach("room", flags=PUBLISH_MODE)
+    clock = hold_clock(ably_emulator, publisher)
 
     bundle = await publisher.publish("room", *named(*(f"m{i}" for i in range(60))))
     owing = await publisher.publish("room", *named("owing"))
     bundled, refused = await replies(publisher, 2)
     assert (bundled["action"], bundled["msgSerial"]) == (ACK, bundle), bundled
     assert_rate_limited(refused, owing)
-    await asyncio.sleep(0.3)
+    clock.advance(0.3)
     paid = await publisher.publish("room", *named("paid"))
     assert ((answer := await publisher.expect(ACK))["action"], answer["msgSerial"]) == (ACK, paid)
     assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == [
