@@ -67,66 +67,70 @@ async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_r
     usage_file = tmp_path / "usage.json"
     old = await EmulatorProcess.start("--config", str(config), "--usage-file", str(usage_file))
     new: EmulatorProcess | None = None
-    assert NODE is not None
-    node = await asyncio.create_subprocess_exec(
-        NODE,
-        str(NODE_SCRIPTS / "shutdown_clients.mjs"),
-        env={**os.environ, **app_env("127.0.0.1", old.port, APP), "CLIENTS": str(CLIENTS)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert node.stdout is not None and node.stderr is not None
     try:
-        ready = await next_line(node.stdout, 15)
-        assert ready.get("step") == "ready", ready
-        base = f"http://127.0.0.1:{old.port}"
-        await publish(base, APP, "news", "before", '{"n": 1}')
-        await eventually(lambda: receiver.event_names().count("member_added") == CLIENTS, what="member_added hooks")
-        assert "member_removed" not in receiver.event_names()
+        assert NODE is not None
+        node = await asyncio.create_subprocess_exec(
+            NODE,
+            str(NODE_SCRIPTS / "shutdown_clients.mjs"),
+            env={**os.environ, **app_env("127.0.0.1", old.port, APP), "CLIENTS": str(CLIENTS)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert node.stdout is not None and node.stderr is not None
+        try:
+            ready = await next_line(node.stdout, 15)
+            assert ready.get("step") == "ready", ready
+            base = f"http://127.0.0.1:{old.port}"
+            await publish(base, APP, "news", "before", '{"n": 1}')
+            await eventually(lambda: receiver.event_names().count("member_added") == CLIENTS, what="member_added hooks")
+            assert "member_removed" not in receiver.event_names()
 
-        old.process.send_signal(signal.SIGTERM)
-        await old.wait_for_output("stopped accepting connections")
-        # The listening socket is closed once shutdown_delay is over, before the connections are, so the replacement
-        # can bind the same port while the old one drains.
-        new = await EmulatorProcess.start("--config", str(config), port=old.port)
-        assert await asyncio.wait_for(old.process.wait(), 15) == 0
-        # Held for 30 s, yet delivered before the old process exited: flushed by the shutdown.
-        names = receiver.event_names()
-        assert names.count("member_removed") == CLIENTS
-        assert names.count("channel_vacated") == 2
-        assert receiver.signed_by(APP.secret)
+            old.process.send_signal(signal.SIGTERM)
+            await old.wait_for_output("stopped accepting connections")
+            # The listening socket is closed once shutdown_delay is over, before the connections are, so the replacement
+            # can bind the same port while the old one drains.
+            new = await EmulatorProcess.start("--config", str(config), port=old.port)
+            assert await asyncio.wait_for(old.process.wait(), 15) == 0
+            # Held for 30 s, yet delivered before the old process exited: flushed by the shutdown.
+            names = receiver.event_names()
+            assert names.count("member_removed") == CLIENTS
+            assert names.count("channel_vacated") == 2
+            assert receiver.signed_by(APP.secret)
 
-        reconnected = await next_line(node.stdout, 30)
-        assert reconnected.get("step") == "reconnected", reconnected
-        await publish(base, APP, "news", "after", '{"n": 2}')
-        summary = await next_line(node.stdout, 10)
-        assert summary["ok"], summary
-        assert await asyncio.wait_for(node.wait(), 5) == 0
-    finally:
-        if node.returncode is None:
-            node.kill()
-            await node.wait()
-        stderr = (await node.stderr.read()).decode()
-    assert summary["closeCodes"] == [4200] * CLIENTS, stderr
-    assert set(summary["firstIds"]).isdisjoint(summary["secondIds"])
-    assert summary["members"] == CLIENTS
-    # Jittered batches: the closes are spread over the window, not one instant.
-    closed = sorted(summary["closedAt"])
-    assert closed[-1] - closed[0] >= 0.3 * SPREAD * 1000, closed
-    assert len({t // 50 for t in closed}) >= 3, closed
-    log = "\n".join(old.stderr)
-    assert "closing connections with 4200" in log and f"connections={CLIENTS}" in log
+            reconnected = await next_line(node.stdout, 30)
+            assert reconnected.get("step") == "reconnected", reconnected
+            await publish(base, APP, "news", "after", '{"n": 2}')
+            summary = await next_line(node.stdout, 10)
+            assert summary["ok"], summary
+            assert await asyncio.wait_for(node.wait(), 5) == 0
+        finally:
+            if node.returncode is None:
+                node.kill()
+                await node.wait()
+            stderr = (await node.stderr.read()).decode()
+        assert summary["closeCodes"] == [4200] * CLIENTS, stderr
+        assert set(summary["firstIds"]).isdisjoint(summary["secondIds"])
+        assert summary["members"] == CLIENTS
+        # Jittered batches: the closes are spread over the window, not one instant.
+        closed = sorted(summary["closedAt"])
+        assert closed[-1] - closed[0] >= 0.3 * SPREAD * 1000, closed
+        assert len({t // 50 for t in closed}) >= 3, closed
+        log = "\n".join(old.stderr)
+        assert "closing connections with 4200" in log and f"connections={CLIENTS}" in log
 
-    usage = parse_usage(json.loads(usage_file.read_text()))  # what `relay cost --usage` reads
-    (day,) = usage.apps[APP.app_id].days.values()
-    assert day.peak_connections == CLIENTS
-    assert (day.publishes, day.deliveries) == (1, CLIENTS)
-    assert day.presence_events == 2 * CLIENTS  # everyone joined, everyone left
-    assert day.webhooks >= 2 and usage.apps[APP.app_id].unique_users == CLIENTS
+        usage = parse_usage(json.loads(usage_file.read_text()))  # what `relay cost --usage` reads
+        (day,) = usage.apps[APP.app_id].days.values()
+        assert day.peak_connections == CLIENTS
+        assert (day.publishes, day.deliveries) == (1, CLIENTS)
+        assert day.presence_events == 2 * CLIENTS  # everyone joined, everyone left
+        assert day.webhooks >= 2 and usage.apps[APP.app_id].unique_users == CLIENTS
 
-    assert new is not None
-    assert await new.stop() == 0
-    await old.kill()
+        assert new is not None
+        assert await new.stop() == 0
+    finally:  # whatever failed, no emulator is left running
+        await old.kill()
+        if new is not None:
+            await new.kill()
 
 
 def test_batch_plan_spreads_connections_over_the_window() -> None:
