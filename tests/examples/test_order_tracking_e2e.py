@@ -114,7 +114,7 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
         # The emulator stops (SIGTERM: connections are closed with 4200): every page shows it is reconnecting.
         assert await emulator_process.stop() == 0
         for page in pages.values():
-            await expect(page.locator("#connection")).to_have_text("Reconnecting…")  # type: ignore[attr-defined]
+            await expect(page.locator("#connection")).to_have_text("Reconnecting…", timeout=SLOW)  # type: ignore[attr-defined]
             await expect(page.locator("#connection")).to_have_attribute("data-status", "reconnecting")  # type: ignore[attr-defined]
         await screenshot(customer, "order_tracking_customer_reconnecting")
 
@@ -132,8 +132,9 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
             assert restarted.port == port
             for page in pages.values():
                 await expect(page.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
-            await expect(customer.locator("#order-status")).to_have_text("Out for delivery")  # type: ignore[attr-defined]
-            await expect(kitchen.locator("#empty")).to_have_text("No orders yet.")  # type: ignore[attr-defined]
+            # Each page re-reads its state from the backend once live again.
+            await expect(customer.locator("#order-status")).to_have_text("Out for delivery", timeout=SLOW)  # type: ignore[attr-defined]
+            await expect(kitchen.locator("#empty")).to_have_text("No orders yet.", timeout=SLOW)  # type: ignore[attr-defined]
             await expect(kitchen.locator('[data-order-id="1"]')).to_have_count(0)  # type: ignore[attr-defined]
 
             # Later updates arrive live: delivered, and a second order reaches the kitchen.
