@@ -8,7 +8,6 @@ in the file while users are few, compressed): a standard error of 1.04 / √1638
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import math
 import zlib
@@ -63,7 +62,7 @@ class UserSketch:
             compressed = base64.b64decode(text, validate=True)
             inflater = zlib.decompressobj()
             registers = inflater.decompress(compressed, REGISTERS + 1)  # no more: a forged one cannot fill memory
-        except (binascii.Error, zlib.error) as exc:
+        except (ValueError, zlib.error) as exc:  # binascii.Error is a ValueError, and so is a non-ASCII string's
             raise ValueError(f"is not base64 of zlib-compressed registers ({exc})") from None
         if len(registers) != REGISTERS or not inflater.eof:
             raise ValueError(f"does not hold {REGISTERS} registers")

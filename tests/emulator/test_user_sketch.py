@@ -75,6 +75,7 @@ def compressed(registers: bytes) -> str:
         (None, "is not a string (base64 of the compressed registers) but NoneType"),
         (12, "is not a string (base64 of the compressed registers) but int"),
         ("not base64!", "is not base64 of zlib-compressed registers"),
+        ("sketché", "is not base64 of zlib-compressed registers (string argument should contain only ASCII"),
         (base64.b64encode(b"plain bytes").decode(), "is not base64 of zlib-compressed registers"),
         (compressed(bytes(100)), f"does not hold {REGISTERS} registers"),
         (compressed(bytes(REGISTERS + 1)), f"does not hold {REGISTERS} registers"),
