@@ -158,9 +158,9 @@ async def test_a_connection_closed_while_its_admission_is_pending_leaves_nothing
     """Redis is held up (``CLIENT PAUSE``) while a user joins: nothing of the join is visible meanwhile (a publish to
     the channel does not reach it, a second subscribe is answered as for an existing subscription), and when the
     connection closes before Redis answers, the count is undone: a later join, with a limit of 2, is admitted."""
-    # Redis held up for 3 s, and a deadline past it: everything below happens while the admission is pending, on
+    # Redis held up for 6 s, and a deadline past it: everything below happens while the admission is pending, on
     # however loaded a machine.
-    monkeypatch.setattr(cluster_module, "ADMISSION_DEADLINE_SECONDS", 5.0)
+    monkeypatch.setattr(cluster_module, "ADMISSION_DEADLINE_SECONDS", 8.0)
     one, two = await nodes(2, app=limited(receiver, limit=2))
     host = await Client.open(one)
     await host.subscribe(ROOM, "host")
@@ -168,9 +168,9 @@ async def test_a_connection_closed_while_its_admission_is_pending_leaves_nothing
     pending, later = await Client.open(one), await Client.open(two)
     loop = asyncio.get_running_loop()
     paused_at = loop.time()
-    await redis_command(redis_server, "CLIENT", "PAUSE", "3000")
+    await redis_command(redis_server, "CLIENT", "PAUSE", "6000")
     await send_join(pending, "ghost")
-    await asyncio.sleep(0.2)  # the node asked Redis, which answers no one for 3 s
+    await asyncio.sleep(0.2)  # the node asked Redis, which answers no one for 6 s
     await send_join(pending, "ghost")
     duplicate = await pending.recv()
     assert duplicate["event"] == "pusher:error", duplicate
@@ -179,8 +179,8 @@ async def test_a_connection_closed_while_its_admission_is_pending_leaves_nothing
     assert (await host.expect("news"))["data"] == "while-pending"
     await pending.silent(0.1)
     await pending.ws.close()
-    assert loop.time() < paused_at + 3.0, "closed after Redis answered: the test proves nothing"
-    await asyncio.sleep(paused_at + 3.0 - loop.time())
+    assert loop.time() < paused_at + 6.0, "closed after Redis answered: the test proves nothing"
+    await asyncio.sleep(paused_at + 6.0 - loop.time())
     await settled([one, two])
     assert await presence_ids(one, ROOM) == ["host"]
     await until(lambda: not cluster_of(one)._admitting)
@@ -229,7 +229,7 @@ async def test_a_join_pending_when_redis_goes_away_is_decided_by_its_node(
     """Redis stops while a join waits for its answer: the node decides it alone (not held up until Redis is back)."""
     one, _ = await nodes(2, app=limited(receiver))
     waiting = await Client.open(one)
-    await redis_command(redis_server, "CLIENT", "PAUSE", "3000")
+    await redis_command(redis_server, "CLIENT", "PAUSE", "6000")
     await send_join(waiting, "alice")
     await waiting.silent(0.3)  # Redis has not answered
     redis_server.stop()
@@ -252,18 +252,16 @@ async def test_a_join_is_answered_within_the_admission_deadline_while_redis_is_s
     one, two = await nodes(2, app=limited(receiver))
     assert redis_server.process is not None
     ghost, alice = await Client.open(one), await Client.open(one)
-    loop = asyncio.get_running_loop()
     redis_server.process.send_signal(signal.SIGSTOP)
     try:
         await send_join(ghost, "ghost")  # its admission is sent to the stalled Redis
         await asyncio.sleep(0.1)
-        started = loop.time()
         await send_join(alice, "alice")
         await asyncio.sleep(0.1)
         await ghost.ws.close()  # before its deadline: the node never holds ghost
-        # Within the 1 s deadline and some room for a loaded machine: the bug waited for the whole stall.
-        await alice.expect("pusher_internal:subscription_succeeded", within=3.0)
-        assert loop.time() - started < 3.0
+        # At the 1 s deadline, with room for a loaded machine: the bug waited for the whole stall, which lasts until
+        # the SIGCONT below.
+        await alice.expect("pusher_internal:subscription_succeeded", within=8.0)
         assert await presence_ids(one, ROOM) == ["alice"]
         await asyncio.sleep(0.5)  # the late answers are still to come
     finally:
@@ -330,7 +328,7 @@ async def test_a_join_waiting_for_admission_counts_as_authorized(
     """``user_authentication_timeout`` of 1 s, a presence join sent at once, Redis held up (``CLIENT PAUSE``, with a
     deadline longer than the pause so that Redis answers). Before: the connection, not yet subscribed while it waited,
     was closed 4009 as unauthorized; its join passed auth, so it is authorized: Redis's answer admits it."""
-    monkeypatch.setattr(cluster_module, "ADMISSION_DEADLINE_SECONDS", 5.0)
+    monkeypatch.setattr(cluster_module, "ADMISSION_DEADLINE_SECONDS", 8.0)
     one, _ = await nodes(2, app=replace(limited(receiver), user_authentication_timeout=1.0))
     client = await Client.open(one)
     await redis_command(redis_server, "CLIENT", "PAUSE", "2500")
