@@ -86,8 +86,8 @@ async def test_pusher_js_in_chromium(
     await page.goto(f"{site}/#{urlencode({'gateway': gateway.url, 'jwt': jwt})}")
 
     expect = playwright_api.expect
-    await expect(page.locator("#status")).to_have_text("connected", timeout=5000)
-    await expect(page.locator("#subscribed li")).to_have_count(2, timeout=5000)  # in the order auth answers
+    await expect(page.locator("#status")).to_have_text("connected", timeout=15_000)
+    await expect(page.locator("#subscribed li")).to_have_count(2, timeout=15_000)  # in the order auth answers
     assert sorted(await page.locator("#subscribed li").all_text_contents()) == ["presence-lobby", "private-user-alice"]
     await expect(page.locator("#errors li")).to_have_text(["private-user-bob: 403 AuthError"])
     await expect(page.locator("#me")).to_have_text("alice (Alice Liddell)")

@@ -37,6 +37,7 @@ from tests.gateway.test_gateway_nextjs_guide import GUIDE
 from tests.node_scenarios import NODE_DIR
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
+FIRST_CONNECTION = 15_000  # ms: a page's first connection and authorizations, on a busy CI machine
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
 
 LARAVEL_ECHO = NODE_DIR / "node_modules" / "laravel-echo" / "dist" / "echo.js"  # the ES module build, no imports
@@ -211,7 +212,7 @@ async def open_page(browser: Any, site: LaravelSite, jwt: str) -> Any:
     await page.goto(f"{site.url}/?{urlencode({'jwt': jwt})}")
     try:
         await page.wait_for_function(
-            "() => window.records && window.Echo.connectionStatus() === 'connected'", timeout=5000
+            "() => window.records && window.Echo.connectionStatus() === 'connected'", timeout=FIRST_CONNECTION
         )
     except playwright_api.TimeoutError:
         raise AssertionError(f"Echo did not connect: {problems}") from None
@@ -221,7 +222,7 @@ async def open_page(browser: Any, site: LaravelSite, jwt: str) -> Any:
 async def records(page: Any, kind: str, count: int) -> list[Any]:
     """The page's records of ``kind``, once there are ``count``."""
     try:
-        await page.wait_for_function(f"(n) => window.records.{kind}.length >= n", arg=count, timeout=5000)
+        await page.wait_for_function(f"(n) => window.records.{kind}.length >= n", arg=count, timeout=FIRST_CONNECTION)
     except playwright_api.TimeoutError:
         raise AssertionError(f"{kind}: {await page.evaluate('() => window.records')}") from None
     found: list[Any] = await page.evaluate(f"() => window.records.{kind}")
@@ -335,8 +336,11 @@ async def test_headers_provider_recovers_where_bearer_token_loses_the_channel(
     (headersProvider) and through an Echo with ``bearerToken``. Once it has expired, the page holds a fresh one in its
     meta tag and the emulator drops the connections: the section's Echo re-authorizes with the fresh JWT and gets the
     next notification; the bearerToken Echo is refused, 401."""
-    expires = int(time.time()) + 3
-    page = await open_page(browser, laravel, user_jwt(exp=expires))
+    page = await open_page(browser, laravel, user_jwt())
+    # The short JWT is made once the page is open, so its seconds cover the two authorizations alone.
+    expires = int(time.time()) + 4
+    short_jwt = user_jwt(exp=expires)
+    await page.evaluate("(jwt) => { document.querySelector('meta[name=\"relay-jwt\"]').content = jwt; }", short_jwt)
     await page.evaluate(
         """(jwt) => {
           const options = window.Echo.options;
@@ -356,7 +360,7 @@ async def test_headers_provider_recovers_where_bearer_token_loses_the_channel(
             .subscribed(() => window.records.fixedSubscribed.push(Date.now()))
             .error((error) => window.records.fixedErrors.push(error.status));
         }""",
-        await page.evaluate("() => document.querySelector('meta[name=\"relay-jwt\"]').content"),
+        short_jwt,
     )
     await records(page, "subscribed", 1)
     await records(page, "fixedSubscribed", 1)
