@@ -162,12 +162,17 @@ async def pusher_wire(running: RunningEmulator) -> PusherWire:
 
 
 async def run_node(
-    script: str, running: RunningEmulator, *, env: dict[str, str] | None = None, on_step: StepHandler | None = None
+    script: str,
+    running: RunningEmulator,
+    *,
+    env: dict[str, str] | None = None,
+    on_step: StepHandler | None = None,
+    limit_s: float = 20.0,
 ) -> NodeRun:
     """Run ``tests/ably/node/<script>`` (ably-js, pusher-js and pusher-http-node from ``tests/node``) against
     ``running`` with its Ably key in ``ABLY_KEY`` (see tests/node_scenarios.py)."""
     app_settings = {**app_env("127.0.0.1", running.port, running.app), "ABLY_KEY": running.app.ably_api_key}
-    return await run_scenario(SCRIPTS / script, {**(env or {}), **app_settings}, on_step=on_step)
+    return await run_scenario(SCRIPTS / script, {**(env or {}), **app_settings}, on_step=on_step, limit_s=limit_s)
 
 
 def jwt_token(
