@@ -136,7 +136,10 @@ async def test_one_cache_miss_webhook_for_the_whole_cluster_and_a_fill_re_arms_i
     await receiver.quiet(1, 0.3)
 
     await asyncio.to_thread(sdk(a).trigger, "cache-score", "score", "1-0")
-    await asyncio.sleep(0.7)  # the cached event expires
+    # b times the cached event from when the publish reaches it over Redis; the test waits for both ends.
+    on_b = b.node.states["1"]
+    await until(lambda: "cache-score" in on_b.cache)
+    await until(lambda: on_b.cached("cache-score") is None)
     late = await Client.open(b)
     await late.subscribe("cache-score")
     await late.expect("pusher:cache_miss")

@@ -106,6 +106,8 @@ async def test_restarting_the_one_command_shows_the_refused_subscriptions_instea
     problems: list[str] = []
     kitchen = await new_page(browser, "/kitchen", one_command.site, problems)
     await start_shift(kitchen, "Asha")
+    # The kitchen lists orders once its channel is subscribed, so the order is placed after that.
+    await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
     customer = await new_page(browser, "/", one_command.site, problems)
     pages = {"customer": customer, "kitchen": kitchen}
     await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]

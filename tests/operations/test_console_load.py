@@ -222,8 +222,9 @@ async def test_health_answers_promptly_while_a_console_watches_a_large_state(sta
         f"{sum(watched) * 1000:.0f} ms, slowest {max(watched) * 1000:.0f} ms; {streamed} bytes streamed"
     )
     assert statistics.median(watched) <= 5 * statistics.median(baseline), summary
-    # The probes span more than a second: every stall of the loop in that time is in their total.
-    assert sum(watched) <= 4 * sum(baseline), summary
+    # The probes span more than a second: every stall of the loop in that time is in their total (the audit's were
+    # 600 ms each). Half a second of slack lets the machine deschedule the test once without failing it.
+    assert sum(watched) <= max(4 * sum(baseline), sum(baseline) + 0.5), summary
     assert streamed <= 2 * MAX_STATE_BYTES, summary
 
 
