@@ -40,12 +40,14 @@ async def alice_on_a(
     return to_a, to_b, a_process, b_process, b, alice
 
 
-async def stop_a(a_process: EmulatorProcess, alice: Client) -> float:
-    """SIGTERM A, which closes alice: when she was closed, once A has exited cleanly."""
+async def stop_a(a_process: EmulatorProcess, alice: Client) -> tuple[float, float]:
+    """SIGTERM A, which closes alice: once A has exited cleanly, when it was signalled and when she saw the close
+    (her leave lies between the two)."""
+    signalled_at = time.monotonic()
     stopping = asyncio.create_task(a_process.stop())
     left_at = await closed_by_shutdown(alice)
     assert await stopping == 0
-    return left_at
+    return signalled_at, left_at
 
 
 async def counted_out(check: aioredis.Redis, within: float = 10.0) -> None:
@@ -90,7 +92,7 @@ async def test_a_member_who_moves_to_another_node_within_the_delay_at_a_shutdown
     # 3 s bound under load, and its webhooks 5 s), so that she is back within it.
     delay = 21.0
     to_a, to_b, a_process, _, b, alice = await alice_on_a(start_receiver, spawn, delay=delay)
-    left_at = await stop_a(a_process, alice)  # A is gone: whatever it would send for her leave, it has sent
+    _, left_at = await stop_a(a_process, alice)  # A is gone: whatever it would send for her leave, it has sent
     await counted_out(check)  # and her leave was counted (held, or sent): a return now is one a hold must absorb
     back = await Client.open(b)
     await back.subscribe("presence-room", "alice")
@@ -110,14 +112,14 @@ async def test_a_member_who_does_not_come_back_after_a_shutdown_is_removed_once_
     member_removed once each, after the delay; A sends neither. A handed its holds over as due at their own time, so
     B sends them at its next sweep after the delay, not past the grace it gives a live node's timer."""
     to_a, to_b, a_process, _, _, alice = await alice_on_a(start_receiver, spawn)  # B: no client, only its sweep
-    left_at = await stop_a(a_process, alice)
+    signalled_at, left_at = await stop_a(a_process, alice)
 
     await to_b.until(lambda: len(to_b.events(names=HELD)) >= 2, within=15)
     await asyncio.sleep(SWEEPS)  # not sent again: B has swept once more meanwhile
     assert held_events(to_b) == [VACATED, REMOVED]
     assert to_b.events() == to_b.events(names=HELD)
     assert to_a.events(names=HELD) == []
-    assert min(arrivals(to_b)) >= left_at + DELAY, "sent before the delay ended"
+    assert min(arrivals(to_b)) >= signalled_at + DELAY, "sent before the delay ended"
     assert max(arrivals(to_b)) < left_at + DELAY + HOLD_GRACE_SECONDS, "held past the delay as for a killed node"
     assert await hold_keys(check) == []
 
@@ -144,7 +146,7 @@ async def test_the_last_node_to_leave_sends_the_holds_handed_to_it(
     bounded at 3 s a step (five steps) and 5 s for its webhooks, which a loaded CI machine once took over 15 s of."""
     long_delay = 40.0
     to_a, to_b, a_process, b_process, _, alice = await alice_on_a(start_receiver, spawn, delay=long_delay)
-    left_at = await stop_a(a_process, alice)
+    _, left_at = await stop_a(a_process, alice)
     assert await b_process.stop() == 0
     assert time.monotonic() < left_at + long_delay, "B left after the holds' time: the test proves nothing"
 

@@ -238,11 +238,12 @@ async def test_unanswered_ping_closes_4201(start_emulator: StartEmulator, connec
 
 async def test_any_inbound_frame_resets_the_inactivity_timer(start_emulator: StartEmulator, connect: Connect) -> None:
     """Item 17: any frame from the client (not only pusher:ping) counts as activity; silence then brings a ping."""
-    target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
+    # A frame every 0.4 s against a 2 s timeout: the test may be descheduled for a second without being idle.
+    target = await start_emulator(app=replace(APP, activity_timeout=2, pong_timeout=1))
     client = await connect(target)
     seen: list[Frame] = []
     kinds = itertools.cycle(["pong", "bad-json", "ws-ping", "subscribe", "binary"])
-    deadline = time.monotonic() + 2.6
+    deadline = time.monotonic() + 4.5
     while time.monotonic() < deadline:
         kind = next(kinds)
         if kind == "pong":
@@ -262,7 +263,7 @@ async def test_any_inbound_frame_resets_the_inactivity_timer(start_emulator: Sta
             pass
     assert not [frame for frame in seen if frame["event"] == "pusher:ping"], "pinged although the client was active"
     assert {frame["event"] for frame in seen} <= {"pusher:error", "pusher_internal:subscription_succeeded"}
-    await client.expect("pusher:ping", wait=2.5)
+    await client.expect("pusher:ping", wait=4.0)
 
 
 async def test_binary_frame_counts_as_activity_after_a_server_ping(
@@ -270,10 +271,11 @@ async def test_binary_frame_counts_as_activity_after_a_server_ping(
 ) -> None:
     """Item 17 (§1.5 "count **any** inbound frame as activity"): a client that keeps sending frames after the server's
     pusher:ping, binary ones included, is active and is not closed 4201."""
-    target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=1))
+    # A frame every 0.25 s against a 2 s pong_timeout: the test may be descheduled for a second without being idle.
+    target = await start_emulator(app=replace(APP, activity_timeout=1, pong_timeout=2))
     client = await connect(target)
     await client.expect("pusher:ping", wait=3.0)
-    deadline = time.monotonic() + 2.5  # past pong_timeout (1 s) plus the sweeper's interval
+    deadline = time.monotonic() + 3.5  # past pong_timeout (2 s) plus the sweeper's interval
     closed: int | None = None
     try:
         while time.monotonic() < deadline:

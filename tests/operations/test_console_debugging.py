@@ -143,13 +143,13 @@ async def test_the_page_names_a_missing_app_shows_refusals_and_an_unreachable_em
         await expect(row.locator(".channel")).to_have_text("private-orders")
         await expect(row.locator(".what")).to_have_text("401")
         await expect(row.locator(".details")).to_contain_text(client.socket_id)
-        for _ in range(30):  # refused in a loop: 20 rows a second at most, then the next one says what was not shown
+        for _ in range(60):  # refused in a loop: 20 rows a second at most, then the next one says what was not shown
             await client.send("client-typing", {}, channel="private-orders")
         await asyncio.sleep(1.1)
         await client.send("client-typing", {}, channel="private-orders")
         newest = page.locator('#log tr[data-type="error"] .details').first
         await expect(newest).to_contain_text("more refused before this one, not shown")
-        for _ in range(31):
+        for _ in range(61):
             await client.expect("pusher:error")
         await client.close()
 
