@@ -96,12 +96,12 @@ async def assert_nothing_published(emulator: RunningEmulator, subscriber: Client
 
 # -- 1. timeouts before the upgrade -----------------------------------------------------------------------------------
 
-IDLE, REQUEST = 1.5, 0.5
+IDLE, REQUEST = 3.0, 0.5
 
 
 @pytest.fixture
 async def timed() -> AsyncIterator[RunningEmulator]:
-    """An emulator whose HTTP timeouts are short: 1.5 s idle, 0.5 s for a request (75 s and 30 s by default)."""
+    """An emulator whose HTTP timeouts are short: 3 s idle, 0.5 s for a request (75 s and 30 s by default)."""
     node = EmulatorNode(EmulatorConfig(apps=(TEST_APP,)), http_idle_timeout=IDLE, http_request_timeout=REQUEST)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

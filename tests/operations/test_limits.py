@@ -93,7 +93,12 @@ async def test_http_api_rate_limit_answers_429_with_retry_after(start_emulator: 
         assert forged.status_code == 401
     assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200
     assert (await api(emulator.http_url, app, "GET", "/apps/1/channels")).status_code == 200
-    limited = await api(emulator.http_url, app, "POST", "/apps/1/events", {"name": "e", "channel": "c", "data": "1"})
+    for _ in range(5):  # the budget refills at 2/s: on a loaded machine the requests so far may have taken a while
+        limited = await api(
+            emulator.http_url, app, "POST", "/apps/1/events", {"name": "e", "channel": "c", "data": "1"}
+        )
+        if limited.status_code != 200:
+            break
     assert limited.status_code == 429
     assert limited.headers["retry-after"] == "1"
     assert limited.headers["content-type"] == "application/json"

@@ -362,7 +362,7 @@ async def test_new_connections_during_shutdown_delay_get_ready_503_then_the_port
     a 503 (pusher-js backs off); the listener closes when the delay ends."""
     config = tmp_path / "emulator.toml"
     config.write_text(
-        f'[server]\nshutdown_delay = 2\nshutdown_spread = 0\n\n[[apps]]\napp_id = "{APP.app_id}"\n'
+        f'[server]\nshutdown_delay = 5\nshutdown_spread = 0\n\n[[apps]]\napp_id = "{APP.app_id}"\n'
         f'key = "{APP.key}"\nsecret = "{APP.secret}"\n'
     )
     relay = await EmulatorProcess.start("--config", str(config))
@@ -392,7 +392,7 @@ async def test_new_connections_during_shutdown_delay_get_ready_503_then_the_port
             "error": "Server is shutting down: connect again shortly"
         }
 
-        await relay.wait_for_output("stopped accepting connections", within=5)
+        await relay.wait_for_output("stopped accepting connections", within=10)
         assert (await subscriber.expect("pusher:error"))["data"]["code"] == 4200  # closed after the delay
         with pytest.raises(httpx.ConnectError):
             await on_a_new_connection("/ready")

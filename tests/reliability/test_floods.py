@@ -74,14 +74,11 @@ async def test_ten_thousand_subscriptions_stop_at_the_per_connection_limit(start
 
 async def test_a_thousand_frames_a_second_are_throttled_without_closing(emulator: RunningEmulator) -> None:
     flooder = await open_client(emulator)
-    sent = 0
     started = time.monotonic()
-    while time.monotonic() - started < 3.0:
+    for _ in range(30):  # 3,000 pings at about 1,000/s, however slowly this machine sends them
         for _ in range(100):
             await flooder.send(json.dumps({"event": "pusher:ping", "data": {}}))
-        sent += 100
         await asyncio.sleep(0.1)
-    assert sent >= 2_000
     received = []
     last_heard = started
     while True:
