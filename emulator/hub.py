@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relay.emulator.config import App
-from relay.emulator.usage import AppMeter, local_reach, recipients
+from relay.emulator.usage import AppMeter, local_reach, message_size, recipients
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import deflated, encode_text
 from relay.protocol import frames
@@ -466,7 +466,7 @@ class AppState:
         text = frames.channel_event(event, name, data)
         self.deliver_local(name, encode_text(text), exclude)
         # Counted after the writes, which nothing here changes the reach of: the first subscriber hears sooner.
-        units = self.meter.published(name, event, data, local_reach(self, name, exclude))
+        units = self.meter.published(name, event, data, local_reach(self, name, exclude), message_size(event, data))
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, name, text, exclude, units)
 

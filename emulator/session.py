@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from relay.emulator.hub import AppState
-from relay.emulator.usage import units_5kib
+from relay.emulator.usage import message_size, units_5kib
 from relay.emulator.wire import PING_FRAME, encode_text
 from relay.errors import LimitExceeded, PayloadTooLarge, ProtocolError, RelayError
 from relay.protocol import frames
@@ -441,8 +441,11 @@ class Session:
         user_id = self.subscriptions[name]
         channel = self.state.channels[name]
         text = frames.channel_event(frame.event, name, data, user_id)
+        size = message_size(frame.event, data, user_id)
         self.state.relay_client_event(channel, text, self.socket_id, units_5kib(size))
-        self.state.meter.client_event(name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1)
+        self.state.meter.client_event(
+            name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1, size
+        )
         webhook: dict[str, object] = {
             "name": "client_event",
             "channel": name,

@@ -17,16 +17,20 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   deliveries, every ``member_added``/``member_removed`` delivery, every webhook request and every other HTTP API call
   that succeeded. Pings, pongs, subscribes and the protocol's own replies are not counted.
 - Ably messages: each publish or client event is 1 inbound plus 1 outbound per recipient, each counted in 5 KiB
-  chunks of its data; a presence enter, update or leave is 1 inbound plus 1 per presence subscriber; a webhook is 1;
-  each message read from history (a REST history or presence query's answer, a rewind's backlog) is 1. Echo to the
-  publisher is not added (Pusher-protocol clients never receive their own client events).
-- Connection and channel minutes are rounded up per connection (or channel) and per UTC day.
+  chunks of its size (its name, data, client id and extras); a presence enter, update or leave is 1 inbound plus 1
+  per presence subscriber; a webhook is 1; each message read from history (a REST history or presence query's
+  answer, a rewind's backlog) is 1. Echo to the publisher is not added (Pusher-protocol clients never receive their
+  own client events).
+- Connection and channel minutes are rounded up per connection (or channel) and per UTC day. A channel is active as
+  Ably counts one: from its first subscriber or publish until it has no subscriber and CHANNEL_LINGER_SECONDS have
+  passed since its last subscriber left and since its last publish. Peak channels count the active ones.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import itertools
 import math
 import re
 import time
@@ -49,6 +53,8 @@ _READABLE_VERSIONS = (1, USAGE_VERSION)
 SECONDS_PER_DAY = 86_400
 # Users counted exactly (their ids kept, ~80 bytes each); past that many the sketch estimates them (within ~1 %).
 MAX_TRACKED_USERS = 50_000
+# Ably keeps a channel active "about a minute" after its last detach and its last publish, and bills those minutes.
+CHANNEL_LINGER_SECONDS = 60.0
 _EPOCH = dt.date(1970, 1, 1)
 
 Observer = Callable[[dict[str, object]], None]
@@ -61,6 +67,12 @@ Peaks = dict[str, dict[str, dict[str, int]]]
 def units_5kib(size: int) -> int:
     """Whole 5 KiB units of a message of ``size`` bytes, at least one (an empty message counts)."""
     return -(-size // 5120) or 1
+
+
+def message_size(event: str, data: str, user_id: str | None = None) -> int:
+    """A Pusher event's size as Ably sizes the message it would be: the bytes of its name, data and client id (the
+    user id a client event carries); an Ably message measures its own (``ably_hub.Message.size``)."""
+    return utf8_length(event) + utf8_length(data) + (0 if user_id is None else utf8_length(user_id))
 
 
 def recipients(subscribers: Collection[str], exclude: str | None = None) -> int:
@@ -171,7 +183,10 @@ class AppMeter:
         self._day_index = -1
         self._today = DayUsage()
         self._connections: dict[str, float] = {}
-        self._channels: dict[str, float] = {}
+        self._channels: dict[str, float] = {}  # occupied channels → when each became active
+        # Channels active with no subscriber (for CHANNEL_LINGER_SECONDS after their last one left or their last
+        # publish) → (active since, active until), in the order they expire: each entry is put last when it is set.
+        self._lingering: dict[str, tuple[float, float]] = {}
         self._second = -1
         self._in_second = 0
         self.users: set[str] = set()  # exact, up to MAX_TRACKED_USERS
@@ -199,13 +214,30 @@ class AppMeter:
     def _day(self, now: float) -> DayUsage:
         index = int(now // SECONDS_PER_DAY)
         if index != self._day_index:
+            self._expire_lingering(now)
+            # The day may exist already: minutes of a connection or channel that ended since midnight made it.
             day = self._days.get(index)
             if day is None:
-                day = self._days[index] = DayUsage(
-                    peak_connections=len(self._connections), peak_channels=len(self._channels)
-                )
+                day = self._days[index] = DayUsage()
+            day.peak_connections = max(day.peak_connections, len(self._connections))
+            day.peak_channels = max(day.peak_channels, len(self._channels) + len(self._lingering))
             self._today, self._day_index = day, index
         return self._today
+
+    def _expire_lingering(self, now: float) -> None:
+        """Count the minutes of the channels whose linger ended by ``now``; they are no longer active."""
+        lingering = self._lingering
+        while lingering:
+            channel, (since, until) = next(iter(lingering.items()))
+            if until > now:
+                return
+            del lingering[channel]
+            self._add_minutes(self._days, since, until, "channel_minutes", "peak_channels")
+
+    def _channel_activated(self, day: DayUsage) -> None:
+        active = len(self._channels) + len(self._lingering)
+        if active > day.peak_channels:
+            day.peak_channels = active
 
     @staticmethod
     def _add_minutes(days: dict[int, DayUsage], start: float, end: float, attr: str, peak: str) -> None:
@@ -264,9 +296,10 @@ class AppMeter:
         if subscribers == 1:
             now = self._clock()
             day = self._day(now)
-            self._channels[channel] = now
-            if len(self._channels) > day.peak_channels:
-                day.peak_channels = len(self._channels)
+            self._expire_lingering(now)
+            lingering = self._lingering.pop(channel, None)
+            self._channels[channel] = now if lingering is None else lingering[0]
+            self._channel_activated(day)
         if self.observer is not None:
             self.observer({"type": "subscribed", "channel": channel, "socket_id": socket_id, "user_id": user_id})
 
@@ -276,16 +309,21 @@ class AppMeter:
             self._day(now)
             start = self._channels.pop(channel, None)
             if start is not None:
-                self._add_minutes(self._days, start, now, "channel_minutes", "peak_channels")
+                self._lingering[channel] = (start, now + CHANNEL_LINGER_SECONDS)
         if self.observer is not None:
             self.observer({"type": "unsubscribed", "channel": channel, "socket_id": socket_id})
 
-    def published(self, channel: str, event: str, data: str, reached: int) -> int:
-        """An HTTP API (or console) publish to one channel that reached ``reached`` of this node's connections;
-        returns the 5 KiB units of its data (the other nodes of a cluster meter their deliveries of it)."""
+    def published(self, channel: str, event: str, data: str, reached: int, size: int) -> int:
+        """An HTTP API (or console, or Ably) publish to one channel of a message of ``size`` bytes as Ably sizes it,
+        that reached ``reached`` of this node's connections; returns its 5 KiB units (the other nodes of a cluster
+        meter their deliveries of it)."""
         now = self._clock()
         day = self._day(now)
-        size = utf8_length(data)
+        if channel not in self._channels:
+            self._expire_lingering(now)
+            since = self._lingering.pop(channel, (now, now))[0]
+            self._lingering[channel] = (since, now + CHANNEL_LINGER_SECONDS)
+            self._channel_activated(day)
         day.publishes += 1
         day.deliveries += reached
         units = self._count_publish(now, day, size, reached)
@@ -296,13 +334,14 @@ class AppMeter:
         return units
 
     def client_event(
-        self, channel: str, event: str, data: str, socket_id: str, user_id: str | None, reached: int
+        self, channel: str, event: str, data: str, socket_id: str, user_id: str | None, reached: int, size: int
     ) -> None:
+        """A client event of ``size`` bytes as Ably sizes it (:func:`message_size`), relayed to ``reached``."""
         now = self._clock()
         day = self._day(now)
         day.client_events += 1
         day.client_event_deliveries += reached
-        self._count_publish(now, day, utf8_length(data), reached)
+        self._count_publish(now, day, size, reached)
         self.client_events += 1
         if self.observer is not None:
             self.observer(
@@ -448,12 +487,17 @@ class AppMeter:
         each day measured so far."""
         now = self._clock()
         self._day(now)
+        self._expire_lingering(now)
         days = {index: copy.copy(day) for index, day in self._days.items()}
         today = int(now // SECONDS_PER_DAY)
         today_start = today * SECONDS_PER_DAY
         for starts, attr, peak in (
             (self._connections.values(), "connection_minutes", "peak_connections"),
-            (self._channels.values(), "channel_minutes", "peak_channels"),
+            (
+                itertools.chain(self._channels.values(), (since for since, _ in self._lingering.values())),
+                "channel_minutes",
+                "peak_channels",
+            ),
         ):
             # Most started today: summed in one tight loop (a checkpoint runs this on the event loop, for every
             # connection open), the rest split over the days they cover.

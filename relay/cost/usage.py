@@ -12,9 +12,9 @@ Format (JSON, version 2)::
           "days": {
             "2026-11-29": {                            # a UTC date
               "peak_connections": 50,                  # most connections open at once that day
-              "peak_channels": 12,                     # most channels occupied at once
+              "peak_channels": 12,                     # most channels active at once (as Ably counts them)
               "connection_minutes": 61200,             # Σ minutes each connection was open, rounded up per connection
-              "channel_minutes": 14400,                # Σ minutes each channel was occupied
+              "channel_minutes": 14400,                # Σ minutes each channel was active, rounded up per channel
               "publishes": 1000,                       # events published through the HTTP API, one per channel
               "deliveries": 49000,                     # those events written to subscribers
               "client_events": 20,                     # client events received from connections
@@ -23,12 +23,13 @@ Format (JSON, version 2)::
               "presence_deliveries": 600,              # pusher_internal:member_added/removed frames written
               "webhooks": 12,                          # webhook requests sent
               "api_requests": 5,                       # other HTTP API calls (channel info, users, terminate)
-              "payload_bytes": 250000,                 # Σ data bytes of publishes + client events
+              "payload_bytes": 250000,                 # Σ bytes of publishes + client events (name, data,
+                                                       # client id, extras: as Ably sizes a message)
               "bytes_out": 9800000,                    # Σ bytes written to WebSocket connections (frames included)
               "peak_publishes_per_second": 40,         # optional: most publishes + client events in one second
-              "units_5kib": 1020,                      # optional: Σ ceil(data bytes / 5 KiB) over those messages
-              "units_2kib": 1020,                      # optional: Σ ceil(data bytes / 2 KiB)
-              "delivered_units_5kib": 50000,           # optional: Σ ceil(data bytes / 5 KiB) × recipients
+              "units_5kib": 1020,                      # optional: Σ ceil(message bytes / 5 KiB) over those messages
+              "units_2kib": 1020,                      # optional: Σ ceil(message bytes / 2 KiB)
+              "delivered_units_5kib": 50000,           # optional: Σ ceil(message bytes / 5 KiB) × recipients
               "history_messages": 300,                 # optional: messages read from Ably's history, presence
                                                        # queries' members and rewinds' backlogs
               "measured": [[0, 86400]]                 # optional: when the meter was measuring, [from, to) in

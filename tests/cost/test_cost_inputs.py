@@ -75,7 +75,7 @@ def test_a_measured_workload_with_connections_has_monthly_active_users() -> None
     meter = AppMeter("app", clock=lambda: clock[0])
     for index in range(60):
         meter.connected(f"socket-{index}")
-    meter.published("room", "update", "x" * 100, 60)
+    meter.published("room", "update", "x" * 100, 60, size=106)
     clock[0] += 60
     workload = workload_from_usage(parse_usage(usage_document([meter], "audit")))
     assert workload.connections == 60
@@ -84,15 +84,15 @@ def test_a_measured_workload_with_connections_has_monthly_active_users() -> None
 
 def test_measured_ably_messages_follow_the_5kib_rule_per_delivery() -> None:
     """Reference §F.2: each publish is 1 inbound and each delivery 1 outbound message, each billed in 5 KiB chunks. A
-    50 KiB publish to 100 subscribers is 10 × 101 messages and a 100-byte publish to nobody 1: 1,011, as the meter
-    counts. The usage file carries the chunks per delivery, weighted by recipients, so `relay cost --usage` gets the
-    same (averages alone would give 5.5 × 102 = 561)."""
+    50 KiB message (name and data) to 100 subscribers is 10 × 101 messages and a 105-byte one to nobody 1: 1,011, as
+    the meter counts. The usage file carries the chunks per delivery, weighted by recipients, so `relay cost --usage`
+    gets the same (averages alone would give 5.5 × 102 = 561)."""
     midnight = 20_776 * 86_400.0
     clock = [midnight]
     meter = AppMeter("app", clock=lambda: clock[0])
-    meter.published("room", "big", "x" * 51_200, 100)
+    meter.published("room", "big", "x" * (51_200 - 3), 100, size=51_200)
     clock[0] += 1
-    meter.published("solo", "small", "y" * 100, 0)
+    meter.published("solo", "small", "y" * 100, 0, size=105)
     clock[0] = midnight + 86_399.5  # a whole day measured: what it counted is the day's
     (measured,) = meter.days().values()
     assert measured.ably_messages == 10 * 101 + 1

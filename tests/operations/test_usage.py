@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,14 +67,15 @@ async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: Start
     today = dt.datetime.now(dt.UTC).date().isoformat()
     day = usage.apps["1"].days[today]
     assert day.peak_connections == 3
-    assert day.peak_channels == 2  # news and presence-room ("empty" never had a subscriber)
-    assert day.connection_minutes == 3 and day.channel_minutes == 2  # open ones count, rounded up
+    assert day.peak_channels == 3  # news, presence-room and "empty", active for a minute after its publish
+    assert day.connection_minutes == 3 and day.channel_minutes == 3  # open ones count, rounded up
     assert (day.publishes, day.deliveries) == (4, 3 + 3 + 3 + 0)
     assert (day.client_events, day.client_event_deliveries) == (1, 1)
     assert (day.presence_events, day.presence_deliveries) == (2, 1)  # alice (nobody to tell), bob (alice told)
     assert day.webhooks == webhooks
     assert day.api_requests == 1
-    assert day.payload_bytes == 5 + 6000 + 1 + 1 + len('{"n":1}')
+    # Each message's name, data and (a client event's) user id, as Ably sizes a message.
+    assert day.payload_bytes == (5 + 5) + (3 + 6000) + (1 + 1) + (1 + 1) + len('client-hi{"n":1}bob')
     assert day.units_5kib == 1 + 2 + 1 + 1 + 1 and day.units_2kib == 1 + 3 + 1 + 1 + 1
     assert day.peak_publishes_per_second is not None and 1 <= day.peak_publishes_per_second <= 5
     assert usage.apps["1"].unique_users == 2
@@ -94,6 +97,25 @@ async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: Start
         await client.close()
 
 
+async def test_an_ably_message_is_billed_by_its_name_data_client_id_and_extras(start_emulator: StartEmulator) -> None:
+    """Ably sizes a message as its name + clientId + data + the JSON of its extras, in 5 KiB chunks (ably-and-pricing
+    §F.2): 5,100 bytes of data alone are one chunk, with the rest two. Published to a channel nobody is subscribed
+    to, which Ably keeps active for a minute: one channel, one channel-minute."""
+    emulator = await start_emulator()
+    message = {"name": "n", "data": "x" * 5100, "clientId": "courier-7", "extras": {"headers": {"k": "v"}}}
+    basic = {"Authorization": "Basic " + base64.b64encode(emulator.app.ably_api_key.encode()).decode()}
+    async with httpx.AsyncClient(base_url=emulator.http_url) as http:
+        response = await http.post("/channels/orders/messages", json=message, headers=basic)
+    assert response.status_code == 201, response.text
+    document = await get_json(f"{emulator.http_url}/usage")
+    (day,) = parse_usage(document).apps["1"].days.values()
+    assert day.payload_bytes == 1 + 9 + 5100 + len('{"headers":{"k":"v"}}')
+    assert (day.publishes, day.units_5kib, day.units_2kib) == (1, 2, 3)
+    assert (day.peak_channels, day.channel_minutes) == (1, 1)
+    summary = await get_json(f"{emulator.http_url}/usage?summary=1")
+    assert next(iter(summary["1"].values()))["ably_messages"] == 2  # type: ignore[attr-defined]
+
+
 def test_days_roll_over_at_utc_midnight_and_minutes_are_split() -> None:
     """Connection minutes are rounded up per connection and per UTC day; a new day starts with the connections
     still open as its peak."""
@@ -103,10 +125,10 @@ def test_days_roll_over_at_utc_midnight_and_minutes_are_split() -> None:
     meter.connected("1.1")
     meter.connected("1.2")
     meter.subscribed("news", "1.1", 1, None)
-    meter.published("news", "e", "data", 1)
+    meter.published("news", "e", "data", 1, size=5)
     now[0] = midnight + 70.0
     meter.disconnected("1.2")  # 30 s before midnight (1 minute), 70 s after (2 minutes)
-    meter.published("news", "e", "data", 1)
+    meter.published("news", "e", "data", 1, size=5)
     days = meter.days()
     before, after = days["2026-11-29"], days["2026-11-30"]
     assert (before.peak_connections, before.connection_minutes) == (2, 1 + 1)  # 1.1 is still open: 1 minute so far
@@ -116,10 +138,61 @@ def test_days_roll_over_at_utc_midnight_and_minutes_are_split() -> None:
     parse_usage(usage_document([meter], "test"))
 
 
+def test_a_channel_is_active_as_ably_bills_it_until_a_minute_after_its_last_subscriber_and_publish() -> None:
+    """Ably bills a channel from its first attach or publish until it has no subscriber and about a minute has
+    passed since its last detach and its last publish (ably-and-pricing §F.2): a subscriber back within the minute,
+    or a publish, keeps the channel one active span; a publish with no subscriber makes a channel active."""
+    start = 1_800_000_000.0
+    now = [start]
+    meter = AppMeter("1", clock=lambda: now[0])
+
+    def at(seconds: float) -> None:
+        now[0] = start + seconds
+
+    meter.subscribed("news", "1.1", 1, None)
+    at(10)
+    meter.published("alerts", "e", "x", 0, size=2)  # nobody subscribed: active from 10 s to 70 s
+    at(30)
+    meter.unsubscribed("news", "1.1", 0)  # news lingers until 90 s
+    at(50)
+    meter.subscribed("news", "1.2", 1, None)  # back within the minute: the same span
+    at(100)
+    meter.unsubscribed("news", "1.2", 0)  # lingers until 160 s
+    at(120)
+    (day,) = meter.days().values()
+    assert (day.peak_channels, day.channel_minutes) == (2, 1 + 2)  # alerts: 1 minute; news: 0–120 s so far
+    at(150)
+    meter.published("news", "e", "x", 0, size=2)  # lingers until 210 s
+    at(400)
+    meter.published("news", "e", "x", 0, size=2)  # its linger ended at 210 s: a new span, 400–460 s
+    at(1000)
+    (day,) = meter.days().values()
+    assert day.channel_minutes == 1 + math.ceil(210 / 60) + 1
+    assert day.peak_channels == 2
+    parse_usage(usage_document([meter], "test"))
+
+
+def test_a_channel_lingering_over_midnight_counts_its_minutes_and_its_peak_on_both_days() -> None:
+    midnight = dt.datetime(2026, 11, 30, tzinfo=dt.UTC).timestamp()
+    now = [midnight - 100.0]
+    meter = AppMeter("9", clock=lambda: now[0])
+    meter.subscribed("news", "1.1", 1, None)
+    now[0] = midnight - 30.0
+    meter.unsubscribed("news", "1.1", 0)  # lingers until 30 s after midnight
+    now[0] = midnight + 10.0
+    meter.connected("1.2")  # the new day starts with news active
+    assert meter.today().peak_channels == 1
+    now[0] = midnight + 300.0
+    days = meter.days()
+    before, after = days["2026-11-29"], days["2026-11-30"]
+    assert (before.peak_channels, before.channel_minutes) == (1, 2)
+    assert (after.peak_channels, after.channel_minutes) == (1, 1)
+
+
 def test_merging_usage_adds_counts_and_keeps_the_larger_peak() -> None:
     meter = AppMeter("1", clock=lambda: 1_800_000_000.0)
     meter.connected("1.1")
-    meter.published("news", "e", "x" * 100, 0)
+    meter.published("news", "e", "x" * 99, 0, size=100)
     first = usage_document([meter], "run 1")
     merged = merge_documents(first, first)
     day = next(iter(merged["apps"]["1"]["days"].values()))

@@ -27,7 +27,7 @@ def run(start: float, stop: float, publishes: int = 1) -> dict[str, Any]:
     meter = AppMeter("1", clock=lambda: now[0])
     now[0] = stop
     for _ in range(publishes):
-        meter.published("news", "e", "x", 0)
+        meter.published("news", "e", "x", 0, size=2)
     return usage_document([meter], "test")
 
 
