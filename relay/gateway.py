@@ -454,6 +454,12 @@ class JwtVerifier:
                 algorithms: Sequence[str] = ("HS256",)
             elif self._jwks is not None:
                 kid = jwt.get_unverified_header(token).get("kid")
+                if kid is None and len(self._jwks) > 1:
+                    # Checked with the first key, a token of another would fail as forged, whichever key signed it.
+                    raise AuthenticationError(
+                        f"the JWT has no kid header, and the JWKS holds {len(self._jwks)} keys: the kid says which "
+                        "one signed it"
+                    )
                 jwk = next((k for k in self._jwks if k.key_id == kid or kid is None), None)
                 if jwk is None:
                     raise AuthenticationError("the JWT's kid is not in the JWKS")

@@ -161,7 +161,7 @@ async def test_rs256_and_es256_from_a_jwks_file(
     ec_key: ec.EllipticCurvePrivateKey,
 ) -> None:
     """RELAY_JWKS_FILE with an RSA and an EC P-256 key: each JWT is checked with the key its ``kid`` names; an
-    unknown kid, or an ES256 token claiming the RSA key's kid, is 401."""
+    unknown kid, an ES256 token claiming the RSA key's kid, or no kid (which key?), is 401."""
     rsa_jwk = {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "rsa-1", "alg": "RS256", "use": "sig"}
     ec_jwk = {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "ec-1", "alg": "ES256", "use": "sig"}
     jwks_file = tmp_path / "jwks.json"
@@ -183,6 +183,31 @@ async def test_rs256_and_es256_from_a_jwks_file(
         "invalid JWT: The specified alg value is not allowed",
     )
     assert (await auth_status(gateway, "private-user-bob", es))[0] == 200
+    for key, algorithm in ((rsa_key, "RS256"), (ec_key, "ES256")):  # was checked with the first key: ES256 "forged"
+        assert await auth_status(gateway, "private-user-alice", sign(key, algorithm)) == (
+            401,
+            "the JWT has no kid header, and the JWKS holds 2 keys: the kid says which one signed it",
+        )
+
+
+async def test_a_jwt_without_a_kid_is_checked_with_the_only_key_of_a_jwks(
+    tmp_path: Path, emulator: RunningEmulator, start_gateway: StartGateway, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    rsa_jwk = {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "rsa-1", "alg": "RS256"}
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [rsa_jwk]}))
+    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWKS_FILE": str(jwks_file)})
+    assert (
+        await join(
+            emulator, gateway, "private-user-alice", headers={"authorization": f"Bearer {sign(rsa_key, 'RS256')}"}
+        )
+        == {}
+    )
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert await auth_status(gateway, "private-user-alice", sign(other, "RS256")) == (
+        401,
+        "invalid JWT: Signature verification failed",
+    )
 
 
 async def test_jwt_from_a_cookie(emulator: RunningEmulator, start_gateway: StartGateway) -> None:
