@@ -23,7 +23,8 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   own client events).
 - Connection and channel minutes are rounded up per connection (or channel) and per UTC day. A channel is active as
   Ably counts one: from its first subscriber or publish until it has no subscriber and CHANNEL_LINGER_SECONDS have
-  passed since its last subscriber left and since its last publish. Peak channels count the active ones.
+  passed since its last subscriber left and since its last publish. Peak channels count the active ones. Events sent
+  to a user (``#server-to-user-…``) make no channel active.
 """
 
 from __future__ import annotations
@@ -319,7 +320,7 @@ class AppMeter:
         meter their deliveries of it)."""
         now = self._clock()
         day = self._day(now)
-        if channel not in self._channels:
+        if channel not in self._channels and not channel.startswith(SERVER_TO_USER_PREFIX):  # a user is no channel
             self._expire_lingering(now)
             since = self._lingering.pop(channel, (now, now))[0]
             self._lingering[channel] = (since, now + CHANNEL_LINGER_SECONDS)

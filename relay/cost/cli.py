@@ -363,8 +363,7 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_channels(args: argparse.Namespace) -> None:
     """--channels 0 with traffic is impossible: every publish, client event and presence change is on a channel, which
-    it makes active. (Described workloads only: a usage file counts channels occupied, and a publish to a channel
-    nobody listens to occupies none.)"""
+    it makes active. (Described workloads only: a usage file counts the channels it measured active.)"""
     if args.channels != 0:
         return
     traffic = (

@@ -141,7 +141,8 @@ def test_days_roll_over_at_utc_midnight_and_minutes_are_split() -> None:
 def test_a_channel_is_active_as_ably_bills_it_until_a_minute_after_its_last_subscriber_and_publish() -> None:
     """Ably bills a channel from its first attach or publish until it has no subscriber and about a minute has
     passed since its last detach and its last publish (ably-and-pricing §F.2): a subscriber back within the minute,
-    or a publish, keeps the channel one active span; a publish with no subscriber makes a channel active."""
+    or a publish, keeps the channel one active span; a publish with no subscriber makes a channel active (an event
+    sent to a user does not: it is on no channel)."""
     start = 1_800_000_000.0
     now = [start]
     meter = AppMeter("1", clock=lambda: now[0])
@@ -152,6 +153,7 @@ def test_a_channel_is_active_as_ably_bills_it_until_a_minute_after_its_last_subs
     meter.subscribed("news", "1.1", 1, None)
     at(10)
     meter.published("alerts", "e", "x", 0, size=2)  # nobody subscribed: active from 10 s to 70 s
+    meter.published("#server-to-user-42", "e", "x", 0, size=2)  # a user, not a channel: none active
     at(30)
     meter.unsubscribed("news", "1.1", 0)  # news lingers until 90 s
     at(50)
