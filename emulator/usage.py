@@ -215,7 +215,8 @@ class AppMeter:
     def _day(self, now: float) -> DayUsage:
         index = int(now // SECONDS_PER_DAY)
         if index != self._day_index:
-            self._expire_lingering(now)
+            # The day starts with the channels active at its midnight, those whose linger ended since included.
+            self._expire_lingering(min(now, index * SECONDS_PER_DAY))
             # The day may exist already: minutes of a connection or channel that ended since midnight made it.
             day = self._days.get(index)
             if day is None:
@@ -223,6 +224,7 @@ class AppMeter:
             day.peak_connections = max(day.peak_connections, len(self._connections))
             day.peak_channels = max(day.peak_channels, len(self._channels) + len(self._lingering))
             self._today, self._day_index = day, index
+            self._expire_lingering(now)
         return self._today
 
     def _expire_lingering(self, now: float) -> None:
@@ -230,10 +232,28 @@ class AppMeter:
         lingering = self._lingering
         while lingering:
             channel, (since, until) = next(iter(lingering.items()))
+            if until > now + CHANNEL_LINGER_SECONDS:
+                # Set before the wall clock stepped back: ending in what is now the future, it would hold every
+                # linger set after it active. Its end is taken from the clock as it is, and it goes last, in order.
+                del lingering[channel]
+                lingering[channel] = (min(since, now), now + CHANNEL_LINGER_SECONDS)
+                continue
             if until > now:
                 return
             del lingering[channel]
             self._add_minutes(self._days, since, until, "channel_minutes", "peak_channels")
+
+    def _still_lingering(self, channel: str, now: float) -> float | None:
+        """When ``channel`` became active, if it lingers still; it no longer lingers either way. (One whose linger
+        ended behind a later one, out of order after a small step back of the clock, is counted here.)"""
+        lingering = self._lingering.pop(channel, None)
+        if lingering is None:
+            return None
+        since, until = lingering
+        if until > now:
+            return since
+        self._add_minutes(self._days, since, until, "channel_minutes", "peak_channels")
+        return None
 
     def _channel_activated(self, day: DayUsage) -> None:
         active = len(self._channels) + len(self._lingering)
@@ -298,8 +318,8 @@ class AppMeter:
             now = self._clock()
             day = self._day(now)
             self._expire_lingering(now)
-            lingering = self._lingering.pop(channel, None)
-            self._channels[channel] = now if lingering is None else lingering[0]
+            since = self._still_lingering(channel, now)
+            self._channels[channel] = now if since is None else since
             self._channel_activated(day)
         if self.observer is not None:
             self.observer({"type": "subscribed", "channel": channel, "socket_id": socket_id, "user_id": user_id})
@@ -322,8 +342,8 @@ class AppMeter:
         day = self._day(now)
         if channel not in self._channels and not channel.startswith(SERVER_TO_USER_PREFIX):  # a user is no channel
             self._expire_lingering(now)
-            since = self._lingering.pop(channel, (now, now))[0]
-            self._lingering[channel] = (since, now + CHANNEL_LINGER_SECONDS)
+            since = self._still_lingering(channel, now)
+            self._lingering[channel] = (now if since is None else since, now + CHANNEL_LINGER_SECONDS)
             self._channel_activated(day)
         day.publishes += 1
         day.deliveries += reached

@@ -191,6 +191,50 @@ def test_a_channel_lingering_over_midnight_counts_its_minutes_and_its_peak_on_bo
     assert (after.peak_channels, after.channel_minutes) == (1, 1)
 
 
+@pytest.mark.parametrize("first_event", [10.0, 120.0])
+def test_channels_whose_linger_ends_after_midnight_are_in_the_new_day_s_peak_whenever_its_first_event_comes(
+    first_event: float,
+) -> None:
+    """Three channels left at 23:59:30 linger until 00:00:30; the day's first event at 00:02 still finds them in its
+    peak (they were active at its midnight), as one at 00:00:10 does."""
+    midnight = dt.datetime(2026, 11, 30, tzinfo=dt.UTC).timestamp()
+    now = [midnight - 100.0]
+    meter = AppMeter("9", clock=lambda: now[0])
+    for name in ("a", "b", "c"):
+        meter.subscribed(name, "1.1", 1, None)
+    now[0] = midnight - 30.0
+    for name in ("a", "b", "c"):
+        meter.unsubscribed(name, "1.1", 0)
+    now[0] = midnight + first_event
+    meter.connected("1.2")
+    after = meter.days()["2026-11-30"]
+    assert (after.peak_channels, after.channel_minutes) == (3, 3)
+
+
+def test_a_wall_clock_stepped_back_does_not_hold_later_channels_active() -> None:
+    """A channel left while the clock ran an hour fast lingers until an hour from the clock as it is once set back:
+    the channels that linger after it still end a minute after they are left, and a channel back after its linger
+    ended starts a new span."""
+    start = 1_800_000_000.0
+    now = [start + 3600]
+    meter = AppMeter("1", clock=lambda: now[0])
+    meter.subscribed("x", "1.1", 1, None)
+    meter.unsubscribed("x", "1.1", 0)
+    now[0] = start
+    for index in range(20):  # each occupied for a second, 100 s apart
+        now[0] = start + index * 100
+        meter.subscribed(f"c{index}", "1.2", 1, None)
+        now[0] += 1
+        meter.unsubscribed(f"c{index}", "1.2", 0)
+    now[0] = start + 2000
+    meter.subscribed("c0", "1.3", 1, None)  # its linger ended at 61 s
+    now[0] = start + 2030
+    (day,) = meter.days().values()
+    assert day.peak_channels <= 3  # x, one channel lingering, one occupied
+    # x: at most 2 (re-based to the clock); c0: 2 then 1 so far; c1..c19: 2 each.
+    assert 2 + 19 * 2 + 1 <= day.channel_minutes <= 2 + 2 + 19 * 2 + 1
+
+
 def test_merging_usage_adds_counts_and_keeps_the_larger_peak() -> None:
     meter = AppMeter("1", clock=lambda: 1_800_000_000.0)
     meter.connected("1.1")
