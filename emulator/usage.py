@@ -56,6 +56,9 @@ SECONDS_PER_DAY = 86_400
 MAX_TRACKED_USERS = 50_000
 # Ably keeps a channel active "about a minute" after its last detach and its last publish, and bills those minutes.
 CHANNEL_LINGER_SECONDS = 60.0
+# Channels kept lingering at most: publishes to this many channels nobody watches within a minute (a backend that makes
+# up a name per request) would hold that many names. Past it, such a publish counts its channel's minute at once.
+MAX_LINGERING_CHANNELS = 100_000
 _EPOCH = dt.date(1970, 1, 1)
 
 Observer = Callable[[dict[str, object]], None]
@@ -343,8 +346,11 @@ class AppMeter:
         if channel not in self._channels and not channel.startswith(SERVER_TO_USER_PREFIX):  # a user is no channel
             self._expire_lingering(now)
             since = self._still_lingering(channel, now)
-            self._lingering[channel] = (now if since is None else since, now + CHANNEL_LINGER_SECONDS)
-            self._channel_activated(day)
+            if since is None and len(self._lingering) >= MAX_LINGERING_CHANNELS:
+                self._add_minutes(self._days, now, now + CHANNEL_LINGER_SECONDS, "channel_minutes", "peak_channels")
+            else:
+                self._lingering[channel] = (now if since is None else since, now + CHANNEL_LINGER_SECONDS)
+                self._channel_activated(day)
         day.publishes += 1
         day.deliveries += reached
         units = self._count_publish(now, day, size, reached)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from relay.cost.usage import parse_usage, workload_from_usage
+from relay.emulator import usage as usage_meter
 from relay.emulator.config import Webhook
 from relay.emulator.usage import AppMeter, merge_documents, usage_document
 from relay.emulator.usage_file import write_usage_file
@@ -189,6 +190,26 @@ def test_a_channel_lingering_over_midnight_counts_its_minutes_and_its_peak_on_bo
     before, after = days["2026-11-29"], days["2026-11-30"]
     assert (before.peak_channels, before.channel_minutes) == (1, 2)
     assert (after.peak_channels, after.channel_minutes) == (1, 1)
+
+
+def test_past_its_bound_a_publish_to_a_channel_nobody_watches_counts_its_minute_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The names of channels only published to are held for their minute, up to MAX_LINGERING_CHANNELS (a backend
+    making up a name per request would hold them all); past it, each such publish counts its minute at once."""
+    monkeypatch.setattr(usage_meter, "MAX_LINGERING_CHANNELS", 3)
+    start = 1_800_000_000.0
+    now = [start]
+    meter = AppMeter("1", clock=lambda: now[0])
+    for index in range(5):
+        meter.published(f"made-up-{index}", "e", "x", 0, size=2)
+    assert len(meter._lingering) == 3  # the names held
+    (day,) = meter.days().values()
+    assert (day.peak_channels, day.channel_minutes) == (3, 3 + 2)  # 3 lingering so far (a minute each), 2 counted
+    meter.published("made-up-0", "e", "x", 0, size=2)  # still lingering: its span goes on
+    now[0] = start + 200
+    (day,) = meter.days().values()
+    assert (day.peak_channels, day.channel_minutes) == (3, 5) and not meter._lingering
 
 
 @pytest.mark.parametrize("first_event", [10.0, 120.0])
