@@ -729,6 +729,30 @@ def add_peaks(concurrent: Peaks, new: Mapping[str, Any]) -> Peaks:
     return total
 
 
+def concurrent_peaks(runs: Iterable[tuple[float, float, Peaks]], started: float, now: float) -> Peaks:
+    """The peaks that ``runs`` (each: started, stopped, its own peaks) serving while a run did, from ``started`` to
+    ``now``, add to that run's: at each moment, the sum of the peaks of the runs serving then, and per app, day and
+    peak the most of those sums (each run's peak taken as held for all its time: an upper bound). Runs that served one
+    after another, such as the restarts of one node beside another node, do not add up."""
+    serving = [(start, stop, peaks) for start, stop, peaks in runs if stop > started and start < now]
+    most: Peaks = {}
+    for moment in sorted({max(start, started) for start, _, _ in serving}):
+        total: Peaks = {}
+        for start, stop, peaks in serving:
+            if start <= moment < stop:
+                for app_id, days in peaks.items():
+                    for name, counts in days.items():
+                        day = total.setdefault(app_id, {}).setdefault(name, {})
+                        for key, value in counts.items():
+                            day[key] = day.get(key, 0) + value
+        for app_id, days in total.items():
+            for name, counts in days.items():
+                day = most.setdefault(app_id, {}).setdefault(name, {})
+                for key, value in counts.items():
+                    day[key] = max(day.get(key, 0), value)
+    return most
+
+
 def read_peaks(value: object) -> Peaks:
     """Peaks as :func:`add_peaks` made them, read back from JSON; anything else is no peaks."""
     if not isinstance(value, dict):

@@ -19,6 +19,7 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -26,10 +27,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeGuard
 
 from relay.emulator.console import generated_by
-from relay.emulator.usage import add_peaks, check_usage_document, merge_documents, read_peaks, usage_document
+from relay.emulator.usage import (
+    Peaks,
+    add_peaks,
+    check_usage_document,
+    concurrent_peaks,
+    merge_documents,
+    read_peaks,
+    usage_document,
+)
 from relay.errors import RelayError
 from relay.protocol.frames import loads
 
@@ -37,6 +46,11 @@ if TYPE_CHECKING:
     from relay.emulator.server import EmulatorNode
 
 log = logging.getLogger("relay.emulator.usage_file")
+
+# The writers of a usage file its lock file remembers (when each served, and its peaks), for the runs that served with
+# them: those that stopped within a week, the latest this many.
+RUNS_REMEMBERED = 256
+RUN_MEMORY_SECONDS = 7 * 86_400
 
 
 def node_usage(node: EmulatorNode) -> dict[str, Any]:
@@ -53,17 +67,17 @@ def write_usage_file(node: EmulatorNode, path: Path, checkpoint: RunCheckpoint |
     holds, or, when that is not a usage file either, to a new ``<path>.new.<UTC time>-<pid>``; each is logged.
 
     Peaks: runs that were serving at the same time (the workers of one ``--workers`` run, the nodes of a cluster)
-    add theirs up; a run that started after the last writer stopped keeps the larger peak. The lock file remembers,
-    per file, when its last writer stopped and the summed peaks of the runs that were serving together then.
+    add theirs up (:func:`concurrent_peaks`); a run that started after the others stopped keeps the larger peak. The
+    lock file remembers, per file, when its recent writers served and their own peaks.
     """
     own = node_usage(node)
     started = min((state.meter.started_at for state in node.states.values()), default=time.time())
     with _locked(path) as lock, _dead_runs(path) as dead:
         runs = _read_runs(lock.read())
         target, old = _usage_target(path)
-        last = runs.get(target.name)
-        together = old is not None and last is not None and started < last["until"]
-        concurrent = last["peaks"] if together and last is not None else {}
+        now = time.time()
+        writers = runs.get(target.name, [])
+        concurrent = {} if old is None else concurrent_peaks(writers, started, now)
         earlier = _with_dead_runs(old, dead)
         document = own if earlier is None else merge_documents(earlier, own, concurrent)
         finished = [run.path for run in dead] + ([] if checkpoint is None else [checkpoint.path])
@@ -71,10 +85,15 @@ def write_usage_file(node: EmulatorNode, path: Path, checkpoint: RunCheckpoint |
         if checkpoint is not None:
             checkpoint.close()
         if target.name in (path.name, path.name + ".new"):  # not a file named after the time: it has no successor
-            runs[target.name] = {"until": time.time(), "peaks": add_peaks(concurrent, own)}
+            kept = [run for run in writers if run[1] > now - RUN_MEMORY_SECONDS][-(RUNS_REMEMBERED - 1) :]
+            runs[target.name] = [*kept, (started, now, add_peaks({}, own))]
+            files = {
+                name: [{"started": start, "until": stop, "peaks": peaks} for start, stop, peaks in records]
+                for name, records in runs.items()
+            }
             lock.seek(0)
             lock.truncate()
-            lock.write(json.dumps({"version": 1, "files": runs}) + "\n")
+            lock.write(json.dumps({"version": 2, "files": files}) + "\n")
     _log_recovered(dead, target)
     log.info("usage written", extra={"path": str(target), "apps": len(document["apps"])})
     return target
@@ -289,18 +308,31 @@ def _log_recovered(dead: list[_DeadRun], target: Path) -> None:
             )
 
 
-def _read_runs(text: str) -> dict[str, dict[str, Any]]:
-    """What the lock file remembers of the last writers, per file name; nothing when it holds anything else."""
+Runs = dict[str, list[tuple[float, float, Peaks]]]
+
+
+def _read_runs(text: str) -> Runs:
+    """What the lock file remembers of a file's recent writers (started, stopped, own peaks), per file name; nothing
+    when it holds anything else. A version 1 lock file remembers one, the last, with the peaks of the runs that served
+    with it summed, from a start it did not keep: taken as having served from the start of time."""
     try:
         value = json.loads(text) if text.strip() else {}
     except ValueError:
         return {}
     files = value.get("files") if isinstance(value, dict) else None
-    runs: dict[str, dict[str, Any]] = {}
-    for name, run in files.items() if isinstance(files, dict) else ():
-        if isinstance(run, dict) and isinstance(run.get("until"), int | float):
-            runs[name] = {"until": float(run["until"]), "peaks": read_peaks(run.get("peaks"))}
+    runs: Runs = {}
+    for name, records in files.items() if isinstance(files, dict) else ():
+        for run in records if isinstance(records, list) else [records]:
+            if not isinstance(run, dict):
+                continue
+            until, started = run.get("until"), run.get("started", 0.0)
+            if _is_time(until) and _is_time(started):
+                runs.setdefault(name, []).append((float(started), float(until), read_peaks(run.get("peaks"))))
     return runs
+
+
+def _is_time(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _usage_target(path: Path) -> tuple[Path, dict[str, Any] | None]:

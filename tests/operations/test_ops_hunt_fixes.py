@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from relay.cost.usage import parse_usage
 from relay.emulator.config import App, Webhook
 from relay.emulator.logs import Redactor, redact_urls
-from relay.emulator.usage import AppMeter, add_peaks, merge_documents, usage_document
+from relay.emulator.usage import AppMeter, add_peaks, concurrent_peaks, merge_documents, usage_document
 from relay.emulator.webhooks import WebhookDispatcher
 from tests.cli_support import assert_refused, run_relay, write
 from tests.conftest import StartEmulator, free_port
@@ -176,6 +176,45 @@ async def test_workers_in_turn_add_their_peaks_and_a_restart_keeps_the_larger(tm
     await together()  # a restart: the same peaks again, not added to the first run's
     assert day_of(json.loads(await read(usage_file)))["peak_connections"] == 3
     parse_usage(json.loads(await read(usage_file)))
+
+
+def test_runs_that_served_one_after_another_beside_others_do_not_add_up() -> None:
+    """A node B serving all along while A is restarted three times: at any moment two runs served, so the peaks that
+    serving alongside adds are B's and one of A's, not every A's (each A overlapped B, not the other A's)."""
+    peaks = {"1": {"2026-12-03": {"peak_connections": 1}}}
+    b = (0.0, 400.0, {"1": {"2026-12-03": {"peak_connections": 5}}})
+    restarts = [(float(start), start + 100.0, peaks) for start in (0, 100, 200)]
+    assert concurrent_peaks([b, *restarts], 300.0, 400.0) == {"1": {"2026-12-03": {"peak_connections": 5}}}
+    assert concurrent_peaks([b, *restarts], 250.0, 400.0) == {"1": {"2026-12-03": {"peak_connections": 5 + 1}}}
+    overlapping = [(0.0, 300.0, peaks), (50.0, 350.0, peaks), (500.0, 600.0, peaks)]  # two together, one later
+    assert concurrent_peaks(overlapping, 100.0, 400.0) == {"1": {"2026-12-03": {"peak_connections": 2}}}
+    assert concurrent_peaks(overlapping, 400.0, 450.0) == {}
+
+
+async def test_a_chain_of_overlapping_restarts_keeps_the_peak_of_two_runs_at_once(tmp_path: Path) -> None:
+    """Each run starts before the previous one stops (a restart beside the old process, as --reuse-port does), with
+    one connection each: never more than two were open, and the file said one more with each restart."""
+    usage_file = tmp_path / "usage.json"
+    relays: list[EmulatorProcess] = []
+    try:
+        previous = None
+        for _ in range(4):
+            relays.append(relay := await EmulatorProcess.start(*CREDENTIALS, "--usage-file", str(usage_file)))
+            client = await ws_client(f"ws://127.0.0.1:{relay.port}/app/{APP.key}")
+            if previous is not None:
+                old_relay, old_client = previous
+                await old_client.close()
+                assert await old_relay.stop() == 0
+            previous = relay, client
+        assert previous is not None
+        await previous[1].close()
+        assert await previous[0].stop() == 0
+    finally:
+        for relay in relays:
+            await relay.kill()
+    file = json.loads(await read(usage_file))
+    assert day_of(file)["peak_connections"] == 2
+    parse_usage(file)
 
 
 # -- credentials in logs and configuration errors ---------------------------------------------------------------
