@@ -189,7 +189,8 @@ def start_checkpoint(node: EmulatorNode) -> RunCheckpoint | None:
 
 def usage_file_problem(path: Path) -> str | None:
     """Why the usage file could not be written at ``path`` at shutdown (its directory is missing, is not one, or
-    cannot be written to; the path is a directory), or None. Creates the lock file, as writing it would."""
+    cannot be written to; the path is a directory, or something else that is not a file), or None. Creates the lock
+    file, as writing it would."""
     directory = path.parent
     if not directory.exists():
         return f"its directory {directory} does not exist"
@@ -197,6 +198,8 @@ def usage_file_problem(path: Path) -> str | None:
         return f"{directory} is not a directory"
     if path.is_dir():
         return "it is a directory"
+    if path.exists() and not path.is_file():  # a FIFO or a device: reading it at shutdown would wait forever
+        return "it is not a regular file"
     lock = _lock_of(path)
     probe = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     for created in (lock, probe):
@@ -221,7 +224,8 @@ def _lock_of(path: Path) -> Path:
 def _locked(path: Path) -> Iterator[TextIO]:
     """The lock file of the usage file at ``path``, open and locked exclusively."""
     descriptor = os.open(_lock_of(path), os.O_RDWR | os.O_CREAT, 0o644)
-    with open(descriptor, "r+", encoding="utf-8") as lock:
+    # A lock file holding what is not UTF-8 (damaged) reads as what it is not: remembered runs, which are then none.
+    with open(descriptor, "r+", encoding="utf-8", errors="replace") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield lock
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ async def test_usage_new_accumulates_across_runs_and_a_bad_new_gets_a_file_of_it
         ("a-file/usage.json", "is not a directory"),
         ("missing/usage.json", "directory {tmp}/missing does not exist"),
         ("a-directory", "it is a directory"),
+        ("a-fifo", "it is not a regular file"),  # read at shutdown, it held the stop forever
         ("/sys/usage.json", "/sys/usage.json.lock cannot be created: Permission denied"),  # even for root
     ],
 )
@@ -115,6 +117,7 @@ async def test_a_usage_file_that_cannot_be_written_is_refused_at_start(tmp_path:
     """It started, then failed at shutdown (FileExistsError, exit 1, the usage lost)."""
     write(tmp_path, "x", "a-file")
     (tmp_path / "a-directory").mkdir()
+    os.mkfifo(tmp_path / "a-fifo")
     outcome = await run_relay("emulator", "--port", "0", "--usage-file", str(tmp_path / where))
     assert_refused(outcome, "usage file", "cannot be written", reason.format(tmp=tmp_path))
     config = write(tmp_path, f"[server]\nusage_file = '{tmp_path / where}'\n")

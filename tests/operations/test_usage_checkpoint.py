@@ -225,3 +225,18 @@ async def test_the_usage_checkpoint_flag_is_checked_and_needs_a_usage_file(tmp_p
     for outcome, error in zip(outcomes, errors, strict=True):
         assert_refused(outcome)
         assert outcome.stderr == f"relay: configuration error: --usage-checkpoint {error}\n"
+
+
+async def test_a_lock_file_that_is_not_utf8_is_taken_for_no_remembered_runs(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    """A damaged lock file (bytes that are not UTF-8) made every write of the usage file raise UnicodeDecodeError: the
+    run's usage was lost at each stop. It holds no runs to remember: the usage is written, and the lock file after."""
+    usage_file = tmp_path / "usage.json"
+    lock = tmp_path / "usage.json.lock"
+    lock.write_bytes(b"\xff\xfe garbage")
+    emulator = await start_emulator(app=APP)
+    await publish(emulator.http_url, APP, "orders", "e", "x")
+    assert write_usage_file(emulator.node, usage_file) == usage_file
+    assert publishes_in(read_json(usage_file)) == 1
+    assert json.loads(lock.read_text())["files"]["usage.json"][0]["until"] > 0
