@@ -571,8 +571,13 @@ _REQUIRED = _FIELDS - _OPTIONAL
 _DAY_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+# The most a usage file counts, as relay cost reads it (relay/cost/usage.py, MAX_QUANTITY): a file holding more is not
+# one it reads, so not one to add usage to.
+MAX_USAGE_COUNT = 10**18
+
+
 def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_USAGE_COUNT
 
 
 def _is_day_name(name: str) -> bool:
@@ -621,13 +626,13 @@ def check_usage_document(value: object) -> dict[str, Any]:
         raise ValueError("apps is not an object")
     for app_id, entry in apps.items():
         where = f"apps.{app_id}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("days"), dict):
+        if not isinstance(entry, dict) or not isinstance(entry.get("days"), dict) or not entry["days"]:
             raise ValueError(f"{where} is not an object with days")
         unknown = sorted(set(entry) - {"days", "unique_users", "users_sketch"})
         if unknown:
             raise ValueError(f"{where} has an unknown field {unknown[0]!r}")
         if "unique_users" in entry and not _is_count(entry["unique_users"]):
-            raise ValueError(f"{where}.unique_users is not a whole number ≥ 0")
+            raise ValueError(f"{where}.unique_users is not a whole number from 0 to 10**18")
         if "users_sketch" in entry:
             if "unique_users" not in entry:
                 raise ValueError(f"{where} has users_sketch without unique_users")
@@ -650,7 +655,7 @@ def check_usage_document(value: object) -> dict[str, Any]:
                 if problem is not None:
                     raise ValueError(f"{where}.days.{name}.measured {problem}")
                 if key != "measured" and not _is_count(count):
-                    raise ValueError(f"{where}.days.{name}.{key} is not a whole number ≥ 0")
+                    raise ValueError(f"{where}.days.{name}.{key} is not a whole number from 0 to 10**18")
     return value
 
 

@@ -245,7 +245,7 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
         )
     _no_unknown(data, {"version", "generated_by", "apps"}, "", fail)
     version = data.get("version")
-    if version not in _READABLE_VERSIONS:
+    if type(version) is not int or version not in _READABLE_VERSIONS:  # not true, nor 2.0
         raise fail("", f"field 'version' must be {' or '.join(map(str, _READABLE_VERSIONS))}, got {version!r}")
     generated_by = data.get("generated_by", "")
     if not isinstance(generated_by, str):

@@ -57,8 +57,25 @@ WRONG_SHAPES = {
     "null": ("null", "JSON null, not an object"),
     "a number": ("5", "JSON 5, not an object"),
     "unique_users null": (
-        json.dumps({"version": 1, "apps": {"1": {"unique_users": None, "days": {}}}}),
-        "apps.1.unique_users is not a whole number ≥ 0",
+        json.dumps({"version": 1, "apps": {"1": {"unique_users": None, "days": {"2026-11-29": ZERO_DAY}}}}),
+        "apps.1.unique_users is not a whole number from 0 to 10**18",
+    ),
+    # Three files relay cost refuses, which the emulator added to (the third losing the first copy's counts):
+    "an app without days": (
+        json.dumps({"version": 2, "apps": {"other": {"days": {}}}}),
+        "apps.other is not an object with days",
+    ),
+    "a count over 10**18": (
+        json.dumps({"version": 1, "apps": {"1": {"days": {"2026-11-29": {**ZERO_DAY, "bytes_out": 10**18 + 1}}}}}),
+        "apps.1.days.2026-11-29.bytes_out is not a whole number from 0 to 10**18",
+    ),
+    "a day given twice": (
+        '{"version": 1, "apps": {"1": {"days": {"2026-11-29": '
+        + json.dumps(ZERO_DAY)
+        + ', "2026-11-29": '
+        + json.dumps(ZERO_DAY)
+        + "}}}}",
+        "'2026-11-29' is given twice in one object",
     ),
     "a day given as an array": (
         json.dumps({"version": 1, "apps": {"1": {"days": {"2026-11-29": []}}}}),
@@ -66,7 +83,7 @@ WRONG_SHAPES = {
     ),
     "a count given as a string": (
         json.dumps({"version": 1, "apps": {"1": {"days": {"2026-11-29": {**ZERO_DAY, "publishes": "3"}}}}}),
-        "apps.1.days.2026-11-29.publishes is not a whole number ≥ 0",
+        "apps.1.days.2026-11-29.publishes is not a whole number from 0 to 10**18",
     ),
 }
 
