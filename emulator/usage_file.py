@@ -321,7 +321,7 @@ def _read_runs(text: str) -> Runs:
     with it summed, from a start it did not keep: taken as having served from the start of time."""
     try:
         value = json.loads(text) if text.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # damaged, or nested past what the parser takes
         return {}
     files = value.get("files") if isinstance(value, dict) else None
     runs: Runs = {}

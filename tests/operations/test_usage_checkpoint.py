@@ -227,14 +227,18 @@ async def test_the_usage_checkpoint_flag_is_checked_and_needs_a_usage_file(tmp_p
         assert outcome.stderr == f"relay: configuration error: --usage-checkpoint {error}\n"
 
 
-async def test_a_lock_file_that_is_not_utf8_is_taken_for_no_remembered_runs(
-    start_emulator: StartEmulator, tmp_path: Path
+@pytest.mark.parametrize(
+    "damage", [b"\xff\xfe garbage", b"[" * 100_000, b'{"files": {"usage.json": [{"until": 1e400}]}}']
+)
+async def test_a_damaged_lock_file_is_taken_for_no_remembered_runs(
+    start_emulator: StartEmulator, tmp_path: Path, damage: bytes
 ) -> None:
     """A damaged lock file (bytes that are not UTF-8) made every write of the usage file raise UnicodeDecodeError: the
-    run's usage was lost at each stop. It holds no runs to remember: the usage is written, and the lock file after."""
+    run's usage was lost at each stop; so would JSON nested past what the parser takes (RecursionError). It holds no
+    runs to remember: the usage is written, and the lock file after."""
     usage_file = tmp_path / "usage.json"
     lock = tmp_path / "usage.json.lock"
-    lock.write_bytes(b"\xff\xfe garbage")
+    lock.write_bytes(damage)
     emulator = await start_emulator(app=APP)
     await publish(emulator.http_url, APP, "orders", "e", "x")
     assert write_usage_file(emulator.node, usage_file) == usage_file
