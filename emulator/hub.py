@@ -466,7 +466,8 @@ class AppState:
         text = frames.channel_event(event, name, data)
         self.deliver_local(name, encode_text(text), exclude)
         # Counted after the writes, which nothing here changes the reach of: the first subscriber hears sooner.
-        units = self.meter.published(name, event, data, local_reach(self, name, exclude), message_size(event, data))
+        size = message_size(event, frames.utf8_length(data))
+        units = self.meter.published(name, event, data, local_reach(self, name, exclude), size)
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, name, text, exclude, units)
 

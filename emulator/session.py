@@ -441,10 +441,10 @@ class Session:
         user_id = self.subscriptions[name]
         channel = self.state.channels[name]
         text = frames.channel_event(frame.event, name, data, user_id)
-        size = message_size(frame.event, data, user_id)
-        self.state.relay_client_event(channel, text, self.socket_id, units_5kib(size))
+        ably_size = message_size(frame.event, size, user_id)
+        self.state.relay_client_event(channel, text, self.socket_id, units_5kib(ably_size))
         self.state.meter.client_event(
-            name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1, size
+            name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1, ably_size
         )
         webhook: dict[str, object] = {
             "name": "client_event",

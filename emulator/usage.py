@@ -33,6 +33,7 @@ import copy
 import datetime as dt
 import itertools
 import math
+import operator
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -73,10 +74,11 @@ def units_5kib(size: int) -> int:
     return -(-size // 5120) or 1
 
 
-def message_size(event: str, data: str, user_id: str | None = None) -> int:
-    """A Pusher event's size as Ably sizes the message it would be: the bytes of its name, data and client id (the
-    user id a client event carries); an Ably message measures its own (``ably_hub.Message.size``)."""
-    return utf8_length(event) + utf8_length(data) + (0 if user_id is None else utf8_length(user_id))
+def message_size(event: str, data_bytes: int, user_id: str | None = None) -> int:
+    """A Pusher event's size as Ably sizes the message it would be: the bytes of its name, its data (``data_bytes``,
+    which its sender measured already) and client id (the user id a client event carries); an Ably message measures
+    its own (``ably_hub.Message.size``)."""
+    return utf8_length(event) + data_bytes + (0 if user_id is None else utf8_length(user_id))
 
 
 def recipients(subscribers: Collection[str], exclude: str | None = None) -> int:
@@ -745,17 +747,18 @@ def concurrent_peaks(runs: Iterable[tuple[float, float, Peaks]], started: float,
         total: Peaks = {}
         for start, stop, peaks in serving:
             if start <= moment < stop:
-                for app_id, days in peaks.items():
-                    for name, counts in days.items():
-                        day = total.setdefault(app_id, {}).setdefault(name, {})
-                        for key, value in counts.items():
-                            day[key] = day.get(key, 0) + value
-        for app_id, days in total.items():
-            for name, counts in days.items():
-                day = most.setdefault(app_id, {}).setdefault(name, {})
-                for key, value in counts.items():
-                    day[key] = max(day.get(key, 0), value)
+                _fold_peaks(total, peaks, operator.add)
+        _fold_peaks(most, total, max)
     return most
+
+
+def _fold_peaks(into: Peaks, peaks: Peaks, combine: Callable[[int, int], int]) -> None:
+    """``peaks`` folded into ``into``, per app, day and peak, by ``combine`` (their sum, or the larger)."""
+    for app_id, days in peaks.items():
+        for name, counts in days.items():
+            day = into.setdefault(app_id, {}).setdefault(name, {})
+            for key, value in counts.items():
+                day[key] = combine(day.get(key, 0), value)
 
 
 def read_peaks(value: object) -> Peaks:
