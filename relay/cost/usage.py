@@ -45,9 +45,11 @@ measured in full. A day of a version 2 file may lack it too, where its counts we
 
 The file is UTF-8 (a byte order mark is allowed). Every count is a whole number from 0 to 10**18. The loader is
 strict: an unknown or missing field, a wrong type, a bad date, a key given twice (JSON would keep only the last) or
-counts that contradict each other (deliveries without publishes; minutes without a peak; more 5 KiB units than the
-bytes allow, or fewer than the messages or deliveries; a busiest second with more messages than the day, or with none
-on a day with some) are errors naming the app, the day and the field.
+counts that contradict each other (minutes without a peak; more 5 KiB units than the bytes allow, or fewer than the
+messages or deliveries; a busiest second with more messages than the day, or with none on a day with some) are errors
+naming the app, the day and the field. Deliveries without publishes are checked over each app's days summed, not
+day by day: a cluster's nodes count a publish where it was received and its deliveries where they were made, so a
+day can hold deliveries of publishes a killed node never wrote.
 
 `relay cost` reads a day measured in part as a whole day at the rate measured: the average day is each app's counts
 ÷ the days (in seconds ÷ 86,400) it measured, its peaks as measured.
@@ -278,6 +280,7 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
             except ValueError:
                 raise fail(day_where, "a day is a UTC date YYYY-MM-DD") from None
             days[day] = _day(day_raw, day_where, version, fail)
+        _check_deliveries_have_what_they_deliver(days, where, fail)
         apps[str(app_id)] = UsageApp(days=days, unique_users=unique, users_sketch=sketch)
     return Usage(apps=apps, version=version, generated_by=generated_by, origin=origin)
 
@@ -323,9 +326,6 @@ def _day(raw: object, where: str, version: int, fail: Any) -> UsageDay:
         values[name] = value
     measured = _measured(raw["measured"], where, fail) if "measured" in raw else None
     day = UsageDay(**values, measured=measured)  # type: ignore[arg-type]
-    for deliveries, sent in _PAIRS:
-        if getattr(day, deliveries) and not getattr(day, sent):
-            raise fail(where, f"field {deliveries!r} is {getattr(day, deliveries)} but {sent!r} is 0")
     for minutes, peak in _MINUTE_PEAKS.items():
         # A minute is counted for a connection (or channel) that was open, which makes the day's peak at least 1.
         # No upper bound holds: minutes are rounded up per connection, so short ones, one after another, may add up
@@ -377,42 +377,46 @@ def _measured(raw: object, where: str, fail: Any) -> tuple[tuple[int, int], ...]
 
 
 def _check_delivered_units(day: UsageDay, where: str, fail: Any) -> None:
-    """``delivered_units_5kib`` against the deliveries and bytes it counts.
+    """``delivered_units_5kib`` against the deliveries it counts: the meter adds ceil(size ÷ 5 KiB), at least 1, times
+    the connections reached, so each delivery is at least one unit.
 
-    The meter adds ceil(size ÷ 5 KiB), at least 1, times the connections reached, for every publish and client event.
-    Each delivery is so at least one unit, and at most as many as the largest message can make: one message holding
-    every byte of the day, max(1, ceil(payload_bytes ÷ 5 KiB)) units; with ``units_5kib`` also known, the largest
-    message makes at most units_5kib − (messages − 1), every other message taking at least one.
+    No upper bound from the bytes published holds: a cluster's nodes count a message's bytes where it was received and
+    its delivered units where they were written, so a node killed between checkpoints leaves deliveries of large
+    messages whose bytes no node wrote.
     """
     delivered = day.delivered_units_5kib
     if delivered is None:
         return
     deliveries = day.deliveries + day.client_event_deliveries
-    if not deliveries:
-        if delivered:
-            raise fail(
-                where,
-                f"field 'delivered_units_5kib' is {delivered} but there are no deliveries ('deliveries' and "
-                "'client_event_deliveries' are 0)",
-            )
-        return
+    if not deliveries and delivered:
+        raise fail(
+            where,
+            f"field 'delivered_units_5kib' is {delivered} but there are no deliveries ('deliveries' and "
+            "'client_event_deliveries' are 0)",
+        )
     if delivered < deliveries:
         raise fail(
             where,
             f"field 'delivered_units_5kib' is {delivered}, fewer than the {deliveries} deliveries and client event "
             "deliveries (each delivery is at least one unit of 5 KiB)",
         )
-    largest_message = max(1, -(-day.payload_bytes // 5120))
-    if day.units_5kib is not None:
-        largest_message = min(largest_message, day.units_5kib - day.messages + 1)
-    if delivered > largest_message * deliveries:
-        raise fail(
-            where,
-            f"field 'delivered_units_5kib' is {delivered}, but {deliveries} deliveries and client event deliveries "
-            f"make at most {largest_message * deliveries}: the largest message {day.payload_bytes} bytes in all allow "
-            f"is {largest_message} × 5 KiB"
-            + (f" ({day.units_5kib} units in {day.messages} messages)" if day.units_5kib is not None else ""),
-        )
+
+
+def _check_deliveries_have_what_they_deliver(days: Mapping[str, UsageDay], where: str, fail: Any) -> None:
+    """Deliveries (of client events, of presence changes) need publishes (client events, presence changes) to
+    deliver, over the app's days summed.
+
+    Not day by day: a cluster's nodes count a message where it was received and its deliveries where they were
+    written, so a node killed between checkpoints loses its publishes since the last one while the other nodes keep
+    their deliveries of them, and a publish seconds before midnight can be delivered by a node whose clock has passed
+    it. A day of the shared file can so hold deliveries of publishes no node counted; the days summed cannot, unless
+    every one was lost. With one day the error names it.
+    """
+    where = f"{where}.days.{next(iter(days))}" if len(days) == 1 else f"{where}, its {len(days)} days summed"
+    for deliveries, sent in _PAIRS:
+        delivered = sum(getattr(day, deliveries) for day in days.values())
+        if delivered and not any(getattr(day, sent) for day in days.values()):
+            raise fail(where, f"field {deliveries!r} is {delivered} but {sent!r} is 0")
 
 
 def _check_peak_second(day: UsageDay, where: str, fail: Any) -> None:

@@ -199,3 +199,37 @@ async def test_a_wrong_redis_password_is_one_line_and_exit_2(
     right = f"redis://:rightPW-31@127.0.0.1:{guarded_redis}/0"
     served = await run_relay("emulator", "--port", "0", "--redis-url", right, *workers, *log_json)
     assert served.returncode is None, served.stderr
+
+
+async def test_relay_cost_reads_a_shared_usage_file_after_a_node_was_killed_before_its_checkpoint(
+    redis_server: RedisServer, usage_file: Path
+) -> None:
+    """Two nodes share one usage file. A small publish on B and one of 6,000 bytes (two 5 KiB units) on A both reach
+    a subscriber on B; A is then SIGKILLed before its first checkpoint, so its publish and its bytes are lost while B's
+    delivery of it (2 units) stays. The file so holds 3 delivered units for 2 deliveries of messages whose counted
+    bytes make 1 unit each, and relay cost prices it (Ably: 1.5 units per delivery) instead of refusing it."""
+    arguments = ["--app-id", APP.app_id, "--key", APP.key, "--secret", APP.secret]
+    arguments += ["--redis-url", redis_server.url, "--usage-file", str(usage_file)]
+    nodes = [await EmulatorProcess.start(*arguments) for _ in range(2)]
+    a, b = nodes
+    try:
+        subscriber = await ws_client(f"ws://127.0.0.1:{b.port}/app/{APP.key}")
+        await subscriber.subscribe("news", APP)
+        await asyncio.sleep(0.5)  # the subscription reaches A
+        await publish(f"http://127.0.0.1:{b.port}", APP, "news", "small", "hi")
+        await publish(f"http://127.0.0.1:{a.port}", APP, "news", "big", "x" * 6000)
+        assert (await subscriber.expect("small"))["data"] == "hi"
+        assert len((await subscriber.expect("big"))["data"]) == 6000
+        await a.kill()
+        await subscriber.close()
+        assert await b.stop() == 0
+    finally:
+        for node in nodes:
+            await node.kill()
+    (day,) = json.loads(await asyncio.to_thread(usage_file.read_text))["apps"][APP.app_id]["days"].values()
+    assert (day["publishes"], day["deliveries"], day["delivered_units_5kib"]) == (1, 2, 3)
+    assert day["units_5kib"] == 1
+    outcome = await run_relay("cost", "--usage", str(usage_file), "--format", "json")
+    assert outcome.returncode == 0, outcome.stderr
+    workload = json.loads(outcome.stdout)["workload"]
+    assert workload["delivery_units_5kib"] == 1.5

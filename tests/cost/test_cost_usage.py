@@ -167,6 +167,48 @@ def test_invalid_usage_files_name_the_field(mutate: Any, expected: str) -> None:
     assert expected in error.value.message
 
 
+def test_a_day_may_hold_deliveries_of_publishes_another_day_or_a_lost_node_counted() -> None:
+    """A cluster counts a publish where it was received and its deliveries where they were written: a node killed
+    between checkpoints leaves, on a quiet day, deliveries without their publishes (and client events, and presence
+    changes). The file is read, and each ratio is taken over the days summed: (50 + 7) deliveries ÷ 10 publishes."""
+    quiet = usage_day(
+        publishes=0, client_events=0, presence_events=0, payload_bytes=0, units_5kib=0, units_2kib=0,
+        peak_publishes_per_second=0, deliveries=7, client_event_deliveries=3, presence_deliveries=2,
+        delivered_units_5kib=30,
+    )  # fmt: skip
+    workload = workload_from_usage(parse_usage(document(usage_day(), quiet)))
+    assert workload.subscribers_per_publish == pytest.approx(57 / 10)
+    assert workload.client_event_recipients == pytest.approx(11 / 2)
+    assert workload.presence_subscribers == pytest.approx(14 / 4)
+
+
+@pytest.mark.parametrize(
+    ("field", "sent", "count"),
+    [("deliveries", "publishes", 50), ("client_event_deliveries", "client_events", 8),
+     ("presence_deliveries", "presence_events", 12)],
+)  # fmt: skip
+def test_deliveries_without_anything_delivered_on_any_day_are_refused_naming_the_days_summed(
+    field: str, sent: str, count: int
+) -> None:
+    """Over the days summed, deliveries need something delivered: with none on any of the app's days the counts
+    contradict each other however the nodes were stopped."""
+    no_messages = {
+        "publishes": 0, "client_events": 0, "payload_bytes": 0, "units_5kib": 0, "units_2kib": 0,
+        "peak_publishes_per_second": 0, "deliveries": 0, "client_event_deliveries": 0,
+    }  # fmt: skip
+    if sent == "presence_events":
+        nothing_sent = {sent: 0}
+    else:
+        nothing_sent = {**no_messages, field: count, "delivered_units_5kib": count}
+    days = [usage_day(**nothing_sent), usage_day(**nothing_sent)]
+    with pytest.raises(ConfigError) as error:
+        parse_usage(document(*days), origin="U")
+    assert (
+        error.value.message
+        == f"usage file U: apps.1, its 2 days summed: field {field!r} is {2 * count} but {sent!r} is 0"
+    )
+
+
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read it"):
         load_usage(tmp_path / "missing.json")
