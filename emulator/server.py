@@ -507,6 +507,17 @@ class HttpConnection(asyncio.Protocol):
         else:
             transport.close()
 
+    def close_if_idle(self) -> None:
+        """Close an HTTP keep-alive between requests (at shutdown, once the listener is closed: see
+        emulator/shutdown.py). A proxy sees the close and drops it from its pool; a request it had already sent on it
+        is retried on a new connection, as RFC 9112 §9.3.1 lets a client do when a connection closes under it."""
+        transport = self.transport
+        if self.request_began is not None or self.ws is not None or self._held is not None or self._finished:
+            return
+        if transport is not None and not transport.is_closing():
+            self.node.http_connections.discard(self)
+            transport.close()
+
     # -- httptools callbacks ----------------------------------------------------------------------------------
 
     # Bytes read since the current request's head was complete: its body, with a chunked body's framing and trailers.
@@ -586,7 +597,9 @@ class HttpConnection(asyncio.Protocol):
         self._head_bytes = 0  # what follows is the next request's head
         self.request_began = None
         self.idle_since = self.node.http_clock
-        keep_alive = parser.should_keep_alive()
+        # Draining, each answer closes its connection: a proxy keeping it for later requests would bring them here
+        # (WebSocket handshakes answered 503) rather than to the replacement or another node.
+        keep_alive = parser.should_keep_alive() and not self.node.draining
         if self._refused:  # its body grew over the limit (those refused earlier were answered with close)
             self._refuse_body()
             return

@@ -64,6 +64,10 @@ async def graceful_shutdown(
             await asyncio.wait_for(hurry.wait(), config.shutdown_delay)
     if server is not None:
         server.close()  # the port is free from now on: a replacement can start on it
+    # A proxy's idle connections to this node would carry its clients' reconnections here (503) instead of to the
+    # replacement listening beside it (reuse_port) or another node.
+    for connection in list(node.http_connections):
+        connection.close_if_idle()
     sessions = [c for c in node.connections if c.session is not None and not c.session.closed]
     random.shuffle(sessions)
     batches, size, interval = batch_plan(len(sessions), spread)

@@ -116,16 +116,19 @@ async def test_metrics_count_connections_subscriptions_messages_webhooks_and_req
 
 async def test_health_and_ready_while_serving_and_while_draining(start_emulator: StartEmulator) -> None:
     """/ready turns 503 once a graceful shutdown starts (load balancers stop routing), /health stays 200; the
-    connections are closed only after shutdown_delay (here cut short by a second signal)."""
+    connections are closed only after shutdown_delay (here cut short by a second signal). Each answer while draining
+    closes its HTTP connection, so a proxy does not keep it to send later requests here."""
     emulator = await start_emulator(app=APP, shutdown_delay=30.0)
     client = await ws_client(emulator.ws_url())
     hurry = asyncio.Event()
-    async with httpx.AsyncClient(base_url=emulator.http_url) as http:  # keep-alive: survives the listener closing
-        assert (await http.get("/ready")).json() == {"status": "ready"}
+    async with httpx.AsyncClient(base_url=emulator.http_url) as http:
+        ready = await http.get("/ready")
+        assert (ready.json(), ready.headers["connection"]) == ({"status": "ready"}, "keep-alive")
         drain = asyncio.create_task(graceful_shutdown(emulator.node, None, spread=0.3, webhook_grace=0.1, hurry=hurry))
         await asyncio.sleep(0)
         ready = await http.get("/ready")
         assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+        assert ready.headers["connection"] == "close"
         assert ready.reason_phrase == "Service Unavailable"  # was "Unknown"
         assert (await http.get("/health")).json() == {"status": "ok"}
         samples, _ = parse((await http.get("/metrics")).text)
