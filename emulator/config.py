@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import math
 import re
 import tomllib
@@ -671,3 +672,33 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     with_apps: EmulatorConfig = _built(str(path), replace, defaults, apps=apps)  # apps sharing an id or a key
     config: EmulatorConfig = _built(f"{path} [server]", replace, with_apps, **server)
     return config
+
+
+# The default app's secret (`relay emulator` without --secret): printed in every doc and banner, so anyone has it.
+PUBLIC_SECRET = "app-secret"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def public_secret_warning(config: EmulatorConfig) -> str | None:
+    """What to warn of when an app keeps the public default secret on an address other machines reach, or None.
+
+    A warning, not a refusal: the emulator run for local development in a container must listen on 0.0.0.0."""
+    if is_loopback(config.host):
+        return None
+    apps = [app.app_id for app in config.apps if app.secret == PUBLIC_SECRET]
+    if not apps:
+        return None
+    named = f"app {apps[0]}" if len(apps) == 1 else f"apps {', '.join(apps)}"
+    return (
+        f"{named} keep{'s' if len(apps) == 1 else ''} the default secret (--secret's default, in every doc), and "
+        f"{config.host} is not a loopback address: anyone who reaches this port can publish and sign subscriptions to "
+        "private and presence channels; give your own secret (--secret, or [[apps]] in --config)"
+    )

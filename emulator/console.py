@@ -14,7 +14,6 @@ import asyncio
 import heapq
 import hmac
 import importlib.resources
-import ipaddress
 import itertools
 import logging
 import time
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 
 from relay.emulator import metrics
 from relay.emulator.ably_realtime import AblySession
-from relay.emulator.config import unprefixed
+from relay.emulator.config import is_loopback, unprefixed
 from relay.emulator.http_api import Response, error_response, json_response, method_not_allowed
 from relay.emulator.limits import TokenBucket
 from relay.emulator.logs import clipped
@@ -66,15 +65,6 @@ _OPS_METHODS: dict[str, tuple[str, ...]] = {
     "/console/apps": _READ, "/console/events": ("GET",), "/console/publish": ("POST",),
 }  # fmt: skip
 _OPEN_PATHS = frozenset({"/health", "/ready"})  # for load balancers: no token, no origin check
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:

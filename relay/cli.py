@@ -28,7 +28,17 @@ from urllib.parse import quote
 from relay import __version__
 from relay.config import ProviderConfig, trimmed_environment, url_host
 from relay.cost.cli import add_cost_command
-from relay.emulator.config import WEBHOOK_FORMATS, App, EmulatorConfig, InvalidSetting, Webhook, load_config
+from relay.emulator.config import (
+    PUBLIC_SECRET,
+    WEBHOOK_FORMATS,
+    App,
+    EmulatorConfig,
+    InvalidSetting,
+    Webhook,
+    is_loopback,
+    load_config,
+    public_secret_warning,
+)
 from relay.errors import ConfigError
 from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
 
@@ -48,7 +58,10 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--app-id", action=_DefaultAppFlag, default="app-id", help="default app's id (default app-id)")
     parser.add_argument("--key", action=_DefaultAppFlag, default="app-key", help="default app's key (default app-key)")
     parser.add_argument(
-        "--secret", action=_DefaultAppFlag, default="app-secret", help="default app's secret (default app-secret)"
+        "--secret",
+        action=_DefaultAppFlag,
+        default=PUBLIC_SECRET,
+        help=f"default app's secret (default {PUBLIC_SECRET})",
     )
     parser.add_argument("--config", type=Path, help="TOML file with [server] settings and [[apps]] tables")
     parser.add_argument(
@@ -131,6 +144,9 @@ def _run_emulator(args: argparse.Namespace) -> int:
     raised = raise_open_files_limit()  # each connection is a descriptor: the soft limit (often 1024) would cap them
     if raised is not None:  # before the workers start, which inherit it
         log.info("open-file limit raised from %d to %d", *raised, extra={"before": raised[0], "after": raised[1]})
+    exposed = public_secret_warning(config)
+    if exposed is not None:
+        log.warning("%s", exposed)
     if args.workers == 1:
         sock = _shared_socket(config) if config.reuse_port else None
         _run(_serve_emulator(config, sock, announce=True, show_secrets=not args.log_json))
@@ -757,7 +773,6 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
     """The settings each kind of client needs, printed at start. With ``--log-json`` (a service, whose output goes to
     a journal or a log store) the secrets are hidden: they are in the configuration."""
     from relay.emulator.ably import ably_client_settings
-    from relay.emulator.console import is_loopback
 
     assert isinstance(config, EmulatorConfig)
     host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from relay import AsyncRelay, __version__
 from relay.cli import _client_settings, _run, main
 from relay.config import parse_url
-from relay.emulator.config import App, EmulatorConfig
+from relay.emulator.config import App, EmulatorConfig, public_secret_warning
 from relay.errors import RelayError
 from tests.cli_support import assert_refused, not_installed, run_relay, write
 from tests.cluster.conftest import RedisServer
@@ -77,6 +77,40 @@ async def test_a_given_host_wins_over_the_config_file_even_the_default_one(
         assert f"listening on {listening}{process.port} " in process.banner
     finally:
         await process.stop()
+
+
+PUBLIC_SECRET_WARNING = (
+    "keeps the default secret (--secret's default, in every doc), and 0.0.0.0 is not a loopback address: anyone who "
+    "reaches this port can publish and sign subscriptions to private and presence channels; give your own secret "
+    "(--secret, or [[apps]] in --config)"
+)
+
+
+@pytest.mark.parametrize(
+    ("flags", "warned"),
+    [
+        (["--host", "0.0.0.0"], True),
+        (["--host", "0.0.0.0", "--log-json"], True),
+        (["--host", "0.0.0.0", "--secret", "ours-9f2c"], False),
+        (["--host", "127.0.0.1"], False),
+        (["--host", "localhost"], False),
+    ],
+)
+async def test_the_public_default_secret_on_an_address_others_reach_is_warned_of_and_served(
+    flags: list[str], warned: bool
+) -> None:
+    """The default app's secret is in every doc: served beyond the loopback, anyone can publish and sign with it. The
+    emulator says so (a warning, not a refusal: a container for local development listens on 0.0.0.0)."""
+    outcome = await run_relay("emulator", "--port", "0", *flags)
+    assert outcome.returncode is None, outcome.stderr  # it served
+    assert (f"app app-id {PUBLIC_SECRET_WARNING}" in outcome.stderr) is warned, outcome.stderr
+
+
+def test_every_app_keeping_the_public_secret_is_named() -> None:
+    apps = (App("1", "k1", "app-secret"), App("2", "k2", "theirs-77"), App("3", "k3", "app-secret"))
+    warning = public_secret_warning(EmulatorConfig(apps=apps, host="0.0.0.0"))
+    assert warning == f"apps 1, 3 {PUBLIC_SECRET_WARNING.replace('keeps', 'keep', 1)}"
+    assert public_secret_warning(EmulatorConfig(apps=apps, host="127.0.0.2")) is None
 
 
 @pytest.fixture
