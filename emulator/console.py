@@ -112,6 +112,8 @@ class Operations:
     # -- routing ----------------------------------------------------------------------------------------------
 
     def owns(self, raw_path: str) -> bool:
+        if not self._prefix:  # _path's answer without a call (once per request)
+            return raw_path in _OPS_METHODS
         return self._path(raw_path) in _OPS_METHODS
 
     def _path(self, path: str) -> str:
@@ -246,15 +248,9 @@ class Operations:
 
     # -- HTTP API rate limit and accounting -------------------------------------------------------------------
 
-    def api_app(self, raw_path: str, query: Sequence[tuple[str, str]]) -> AppState | None:
-        """The app a Pusher API request is for, as the API resolves it (``HttpApi.app_for``): resolved once per
-        request, for the rate limit, the API and the accounting."""
-        api = self.node.api
-        return None if api is None else api.app_for(raw_path, query)
-
     def rate_limited(self, method: str, state: AppState | None) -> Response | None:
         """The 429 answer when ``state``'s app is over its HTTP API rate limit, else None."""
-        if method == "OPTIONS" or state is None:
+        if method == "OPTIONS" or state is None or state.app.api_rate_limit is None:
             return None
         wait = self.api_wait(state)
         if wait is None:

@@ -63,7 +63,7 @@ def method_not_allowed(message: str, allowed: Sequence[str]) -> Response:
     )
 
 
-_PUBLISHED = json_response(200, {})  # the answer to most publishes, built once (Response is immutable)
+PUBLISHED = json_response(200, {})  # the answer to most publishes, built once (Response is immutable)
 
 
 Handler = Callable[["AppState", Sequence[str], Mapping[str, str], bytes], Response]
@@ -155,7 +155,8 @@ class HttpApi:
                     raise AuthenticationError("unknown auth_key: no app has this key")
             groups = match.groups()
             # An /apps/{id}/… route's first group is the app's id; the others are the handler's arguments.
-            args = [unquote(group) for group in (groups[1:] if app_in_path else groups)]
+            arguments = groups[1:] if app_in_path else groups
+            args = [unquote(group) for group in arguments] if arguments else []
             self._authenticate(state, method, raw_path, path, params, body)
             if self._on_authenticated is not None:
                 self._on_authenticated(state)
@@ -202,12 +203,13 @@ class HttpApi:
     def _events(self, state: AppState, _: Sequence[str], __: Mapping[str, str], body: bytes) -> Response:
         request = _json_object(body)
         event = _checked_event(state, request)
-        info = _info_fields(state, request.get("info"))
+        info_value = request.get("info")
+        info = _info_fields(state, info_value) if info_value is not None else _NO_INFO
         _publish(state, event)
         if info:
             channels = {name: _channel_info(state, name, info, where_allowed=True) for name in event.channels}
             return json_response(200, {"channels": channels})
-        return _PUBLISHED
+        return PUBLISHED
 
     def _batch_events(self, state: AppState, _: Sequence[str], __: Mapping[str, str], body: bytes) -> Response:
         batch = _json_object(body).get("batch")
@@ -280,11 +282,17 @@ class HttpApi:
         return json_response(200, {})
 
 
+_NO_INFO: frozenset[str] = frozenset()
+
+
 class _Event(NamedTuple):  # built per publish: a NamedTuple costs half of a frozen dataclass's __init__
     name: str
     channels: list[str]
     data: str
     socket_id: str | None
+
+
+_new_tuple = tuple.__new__
 
 
 def _json_object(body: bytes) -> dict[str, object]:
@@ -313,14 +321,18 @@ def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
         raise ProtocolError("an event needs channels (a list) or channel (a name)")
     if len(channels) > limits.max_channels_per_event:
         raise ProtocolError(f"{len(channels)} channels given; the limit is {limits.max_channels_per_event}")
-    checked = list(dict.fromkeys(validate_channel_name(channel, limits) for channel in channels))  # once each
+    if len(channels) == 1:  # the usual publish: no generator, dict and list to drop repeats from one name
+        checked = [validate_channel_name(channels[0], limits)]
+    else:
+        checked = list(dict.fromkeys(validate_channel_name(channel, limits) for channel in channels))  # once each
     raw_data = request.get("data")
     if raw_data is None:
         raise ProtocolError("data is required (a string, usually JSON-encoded)")
     data = raw_data if isinstance(raw_data, str) else dumps_parsed(raw_data, "data")
     check_event_size(utf8_length(data), limits)
     socket_id = request.get("socket_id")
-    return _Event(name, checked, data, None if socket_id is None else validate_socket_id(socket_id))
+    # _Event(...) without its generated Python __new__
+    return _new_tuple(_Event, (name, checked, data, None if socket_id is None else validate_socket_id(socket_id)))
 
 
 def _publish(state: AppState, event: _Event) -> None:

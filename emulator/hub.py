@@ -464,10 +464,10 @@ class AppState:
         if is_cache_channel(name):
             self.cache_published(name, event, data)
         text = frames.channel_event(event, name, data)
-        self.deliver_local(name, encode_text(text), exclude)
+        reached = self.deliver_local(name, encode_text(text), exclude)
         # Counted after the writes, which nothing here changes the reach of: the first subscriber hears sooner.
         size = message_size(event, frames.utf8_length(data))
-        units = self.meter.published(name, event, data, local_reach(self, name, exclude), size)
+        units = self.meter.published(name, event, data, reached, size)
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, name, text, exclude, units)
 
@@ -485,33 +485,39 @@ class AppState:
         self.deliver_local(name, frame, exclude, origin)
         self.meter.relayed(units, local_reach(self, name, exclude), client_event=client_event)
 
-    def deliver_local(self, name: str, frame: bytes, exclude: str | None, origin: object = None) -> None:
+    def deliver_local(self, name: str, frame: bytes, exclude: str | None, origin: object = None) -> int:
+        """Write ``frame`` to this node's connections on ``name`` and meter it; returns :func:`local_reach`'s answer
+        after the writes."""
         if name.startswith(SERVER_TO_USER_PREFIX):
             connections = list(self.users.get(name[len(SERVER_TO_USER_PREFIX) :], {}).items())
             for socket_id, peer in connections:
                 if socket_id != exclude:
                     peer.send_frame(frame)
             saved = self.deflate_saved(frame, (socket_id for socket_id, _ in connections if socket_id != exclude))
-            self.meter.fanout(len(frame), local_reach(self, name, exclude), saved)
-            return
+            reached = local_reach(self, name, exclude)
+            self.meter.fanout(len(frame), reached, saved)
+            return reached
         channel = self.channels.get(name)
-        if channel is not None:
-            self.deliver(channel, frame, exclude, origin)
+        if channel is None:
+            return 0
+        return self.deliver(channel, frame, exclude, origin)
 
-    def deliver(self, channel: Channel, frame: bytes, exclude: str | None = None, origin: object = None) -> None:
+    def deliver(self, channel: Channel, frame: bytes, exclude: str | None = None, origin: object = None) -> int:
         """Write ``frame`` to every subscriber but ``exclude`` and meter it; ForeignPeers get ``origin`` to encode
-        (and meter) their own."""
+        (and meter) their own. Returns the subscribers but ``exclude`` after the writes, ForeignPeers included (what
+        :func:`local_reach` counts)."""
         skip = channel.subscribers.get(exclude) if exclude is not None else None
         if channel.foreign:
             self._deliver_mixed(channel, frame, skip, exclude, origin)
             if isinstance(skip, ForeignPeer):
                 skip = None  # not one the hub writes to: the counts below leave it out already
             reached = len(channel.subscribers) - channel.foreign - (skip is not None)
+            local = recipients(channel.subscribers, exclude)
         else:
             for peer in channel.peers():
                 if peer is not skip:
                     peer.send_frame(frame)
-            reached = recipients(channel.subscribers, exclude)
+            reached = local = recipients(channel.subscribers, exclude)
         saved = 0
         if channel.deflate_windows:  # after the writes, which compressed the frame (once per window): looked up here
             excluded = self.compressing.get(skip.socket_id) if skip is not None else None
@@ -522,6 +528,7 @@ class AppState:
                 if count:
                     saved += (size - len(deflated(frame, window))) * count
         self.meter.fanout(len(frame), reached, saved)
+        return local
 
     def deflate_saved(self, frame: bytes, socket_ids: Iterable[str]) -> int:
         """The bytes permessage-deflate took off ``frame`` written to each of ``socket_ids``: a look per connection,

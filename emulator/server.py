@@ -39,7 +39,14 @@ from relay.emulator.ably_rest import error_answer as ably_error_answer
 from relay.emulator.config import EmulatorConfig, unprefixed
 from relay.emulator.console import STREAMING, Operations
 from relay.emulator.descriptors import crowded_at, open_files_limit
-from relay.emulator.http_api import CORS_HEADERS, HttpApi, Response, error_response, method_not_allowed
+from relay.emulator.http_api import (
+    CORS_HEADERS,
+    PUBLISHED,
+    HttpApi,
+    Response,
+    error_response,
+    method_not_allowed,
+)
 from relay.emulator.hub import AppState
 from relay.emulator.limits import TokenBucket
 from relay.emulator.logs import Redactor, clipped
@@ -157,6 +164,7 @@ class EmulatorNode:
         self._in_iteration = False
         self._direct = True  # this iteration writes each frame at once (the loop was idle before it)
         self._iteration_ended = 0.0  # time.perf_counter() at the end of the last iteration
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, once started
 
     def _begin_iteration(self) -> None:
         self._iteration += 1
@@ -164,7 +172,9 @@ class EmulatorNode:
         # After a quiet spell a publish is alone: writing at once is quickest. Under load, frames are queued and
         # each connection gets its iteration's frames in one send.
         self._direct = time.perf_counter() - self._iteration_ended > DIRECT_AFTER_IDLE
-        asyncio.get_running_loop().call_soon(self._end_iteration)
+        # The loop start() ran in: asyncio.get_running_loop() makes a getpid() system call (CPython 3.11), here once
+        # per iteration that writes.
+        (self._loop or asyncio.get_running_loop()).call_soon(self._end_iteration)
 
     def _end_iteration(self) -> None:
         connections, self._unflushed = self._unflushed, []
@@ -174,7 +184,7 @@ class EmulatorNode:
         self._iteration_ended = time.perf_counter()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.open_files_limit = open_files_limit()
         self.crowded_at = crowded_at(self.open_files_limit) or sys.maxsize
         self._http = httpx.AsyncClient(timeout=10.0)
@@ -330,7 +340,7 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: list[tuple[str, str]] | None = None
-        self._body = bytearray()
+        self._body: bytes | bytearray = b""
         self._refused = False  # answered before its end (413, 431), or its body grew over the limit: not handled
         # Bytes read since the current request's head began, at least as many as the head has so far, until the head
         # is complete (then -1); 0 between requests.
@@ -529,7 +539,7 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._raw_headers = []
         self._headers = None
-        self._body = bytearray()
+        self._body = b""
         self._refused = False
         self.request_began = self.node.http_clock
         if self._head_bytes == 0:
@@ -582,10 +592,17 @@ class HttpConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._refused:
             return
-        self._body += body
-        if len(self._body) > self.node.config.max_request_bytes:
+        held = self._body
+        if not held:
+            held = body  # the usual body, in one piece: kept as it came, not copied
+        else:
+            if type(held) is bytes:
+                held = bytearray(held)
+            held += body
+        self._body = held
+        if len(held) > self.node.config.max_request_bytes:
             self._refused = True
-            self._body = bytearray()
+            self._body = b""
 
     def on_message_complete(self) -> None:
         if self._finished:  # answered with Connection: close: no request after it is handled (RFC 9112 §9.6)
@@ -607,7 +624,7 @@ class HttpConnection(asyncio.Protocol):
         path, query_string = split_target(self._url.decode("latin-1"))
         prefix = self.node.config.path_prefix
         endpoint = unprefixed(path, prefix) if prefix else path  # as the API does: no call per request without one
-        if endpoint is not None and _WS_PATH.fullmatch(endpoint):
+        if endpoint is not None and endpoint.startswith("/app/") and _WS_PATH.fullmatch(endpoint):
             response = error_response(426, "this path is the WebSocket endpoint: connect with a WebSocket client")
         else:
             assert self.node.api is not None and self.transport is not None
@@ -623,9 +640,10 @@ class HttpConnection(asyncio.Protocol):
                 else:
                     self._respond(answer, keep_alive=keep_alive, head=method == "HEAD")
                 return
-            app = ops.api_app(path, query)
+            api = self.node.api
+            app = api.app_for(path, query)  # resolved once per request: the rate limit, the API, the accounting
             ably = None if app is not None else self.node.ably.handle(method, path, query, self.headers, body)
-            response = ably or ops.rate_limited(method, app) or self.node.api.handle(method, path, query, body, app)
+            response = ably or ops.rate_limited(method, app) or api.handle(method, path, query, body, app)
             ops.api_answered(method, path, app, response, started)
         self._respond(response, keep_alive=keep_alive, head=method == "HEAD")
 
@@ -635,7 +653,13 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self._finished:
             return
-        transport.write(response_head(response, keep_alive) + (b"" if head else response.body))
+        if response is PUBLISHED and not head:  # most answers: its bytes are made once per keep_alive
+            wire = _published_wire.get(keep_alive)
+            if wire is None:
+                wire = _published_wire[keep_alive] = response_head(response, keep_alive) + response.body
+            transport.write(wire)
+        else:
+            transport.write(response_head(response, keep_alive) + (b"" if head else response.body))
         if not keep_alive:
             self._finished = True
             if transport.can_write_eof():
@@ -1029,6 +1053,7 @@ def parse_query(query: str) -> list[tuple[str, str]]:
 
 
 _heads: dict[tuple[int, tuple[tuple[str, str], ...], bool], tuple[bytes, bytes]] = {}
+_published_wire: dict[bool, bytes] = {}  # the whole answer to a publish (http_api.PUBLISHED), by keep_alive
 
 
 def response_head(response: Response, keep_alive: bool) -> bytes:

@@ -78,7 +78,8 @@ def message_size(event: str, data_bytes: int, user_id: str | None = None) -> int
     """A Pusher event's size as Ably sizes the message it would be: the bytes of its name, its data (``data_bytes``,
     which its sender measured already) and client id (the user id a client event carries); an Ably message measures
     its own (``ably_hub.Message.size``)."""
-    return utf8_length(event) + data_bytes + (0 if user_id is None else utf8_length(user_id))
+    event_bytes = len(event) if event.isascii() else len(event.encode())  # utf8_length(event), without its call
+    return event_bytes + data_bytes + (0 if user_id is None else utf8_length(user_id))
 
 
 def recipients(subscribers: Collection[str], exclude: str | None = None) -> int:
@@ -282,7 +283,7 @@ class AppMeter:
             start = boundary
 
     def _count_publish(self, now: float, day: DayUsage, size: int, reached: int) -> int:
-        units_5 = units_5kib(size)
+        units_5 = -(-size // 5120) or 1  # units_5kib(size), without its call
         day.payload_bytes += size
         day.units_5kib += units_5
         day.units_2kib += -(-size // 2048) or 1
@@ -344,7 +345,8 @@ class AppMeter:
         that reached ``reached`` of this node's connections; returns its 5 KiB units (the other nodes of a cluster
         meter their deliveries of it)."""
         now = self._clock()
-        day = self._day(now)
+        # _day(now), without its call when the day is the current one (once per publish)
+        day = self._today if int(now // SECONDS_PER_DAY) == self._day_index else self._day(now)
         if channel not in self._channels and not channel.startswith(SERVER_TO_USER_PREFIX):  # a user is no channel
             self._expire_lingering(now)
             since = self._still_lingering(channel, now)
@@ -468,7 +470,8 @@ class AppMeter:
         written = frame_bytes * reached - deflate_saved
         self.messages_sent += reached
         self.bytes_sent += written
-        self._day(self._clock()).bytes_out += written
+        now = self._clock()  # _day(now), without its call when the day is the current one (once per fan-out)
+        (self._today if int(now // SECONDS_PER_DAY) == self._day_index else self._day(now)).bytes_out += written
 
     def received(self, size: int) -> None:
         self.messages_received += 1

@@ -81,7 +81,7 @@ def loads(text: str | bytes, what: str = "frame") -> object:
     if end != len(document):
         raise InvalidFrame(f"{what} is not valid JSON")
     # A lone surrogate escape ("\ud800") decodes to a str that cannot be encoded, so it could never be sent on.
-    if _SURROGATE_ESCAPE.search(raw):
+    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):  # a substring test first: most documents have no escape
         try:
             _compact(value).encode()
         except UnicodeEncodeError:

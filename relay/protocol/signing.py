@@ -10,7 +10,7 @@ import base64
 import functools
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from relay.errors import (
     AuthenticationError,
@@ -59,8 +59,15 @@ def same_secret_text(supplied: str, expected: str) -> bool:
     return hmac.compare_digest(supplied.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
+try:  # CPython's own MD5: half the time of OpenSSL 3's for a request body (its set-up per hash is most of it)
+    from _md5 import md5 as _cpython_md5  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # a Python built without it
+    _cpython_md5 = hashlib.md5
+_md5: Callable[[bytes], hashlib._Hash] = _cpython_md5
+
+
 def body_md5(body: bytes) -> str:
-    return hashlib.md5(body).hexdigest()
+    return _md5(body).hexdigest()
 
 
 # -- HTTP API requests ------------------------------------------------------------------------------------------
@@ -146,7 +153,7 @@ def verify_rest_request(
     supplied_md5 = params.get("body_md5")
     if body and supplied_md5 is None:
         raise AuthenticationError("body_md5 is required when the request has a body")
-    if supplied_md5 is not None and supplied_md5 != body_md5(body):
+    if supplied_md5 is not None and supplied_md5 != _md5(body).hexdigest():  # body_md5, without its call
         raise InvalidSignature("body_md5 does not match the MD5 of the request body")
     expected = hmac_sha256_hex(secret, _string_to_sign(method, path, params))
     if not same_secret_text(params["auth_signature"], expected):
