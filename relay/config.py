@@ -166,7 +166,20 @@ def provider_url_text(url: object) -> str:
         raise ConfigError(
             f"a provider URL is a str (scheme://…, with scheme one of {schemes}), not {type(url).__name__}"
         )
+    _refuse_undecoded(url, "the provider URL")
     return url.strip()
+
+
+def _refuse_undecoded(text: str, what: str) -> None:
+    """ConfigError when ``text`` holds a lone surrogate: os.environ keeps so each byte of a variable that is not
+    UTF-8, and nothing holding one can be sent to a provider (or signed with)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"{what} is not UTF-8 text: its character {exc.start + 1} is a byte that could not be decoded (the "
+            "environment keeps such bytes as they were); set it again"
+        ) from None
 
 
 def parse_url(url: str) -> ProviderConfig:
@@ -372,16 +385,24 @@ def _app_path(path: str, scheme: str) -> tuple[str, str]:
 
 
 def _split(url: str) -> SplitResult:
+    scheme = url.partition("://")[0].lower()
     try:
-        return urlsplit(url)
+        parts = urlsplit(url)
     except ValueError:  # a bracket left open or closed, or brackets around something that is not IPv6
-        scheme = url.partition("://")[0].lower()
         credentials, _, host_and_port = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0].rpartition("@")
         if "[" in credentials or "]" in credentials:  # urlsplit looks for brackets in the whole netloc
             raise ConfigError(f"{scheme}:// URL's key or secret has '[' or ']': percent-encode it (%5B, %5D)") from None
         raise ConfigError(
             f"{scheme}:// URL's host {host_and_port!r} is not a host name or an IP address (IPv6 is written [::1])"
         ) from None
+    host_and_port = parts.netloc.rpartition("@")[2]
+    _, bracket, after_ipv6 = host_and_port.rpartition("]")
+    if bracket and after_ipv6 and not after_ipv6.startswith(":"):  # urlsplit drops what follows the ']'
+        raise ConfigError(
+            f"{scheme}:// URL's host {host_and_port!r} is not a host name or an IP address (IPv6 is written [::1], "
+            "with a port [::1]:6001)"
+        )
+    return parts
 
 
 def _port_text(netloc: str) -> str:
@@ -472,6 +493,11 @@ _PUSHER_SETTINGS = (
 )
 
 
+_READ_BY_FROM_ENV = (
+    "RELAY_URL", "PUSHER_URL", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", *_PUSHER_SETTINGS, "ABLY_API_KEY",
+)  # fmt: skip
+
+
 def trimmed_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment's values without the whitespace around them, and without those of whitespace only. A value
     from a .env file or a secret file may end with a space or a newline, which is no part of an id, a key or a secret:
@@ -485,6 +511,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     """``RELAY_URL``, else ``PUSHER_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``; with
     ``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``, whichever configures a Pusher-protocol or memory provider."""
     env = trimmed_environment(environ)
+    for name in _READ_BY_FROM_ENV:
+        if name in env:
+            _refuse_undecoded(env[name], name)
     master_key = env_master_key(env)
     if env.get("RELAY_URL"):
         return with_master_key(parse_url(env["RELAY_URL"]), master_key)

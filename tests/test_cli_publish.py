@@ -224,3 +224,35 @@ async def test_the_documented_commands_run(emulator: RunningEmulator, connect: C
     assert json.loads((await orders.expect("order-ready", "orders"))["data"]) == {"id": 42, "dish": "Appam with stew"}
     assert json.loads((await orders.expect("order-ready", "orders"))["data"]) == {"id": 43}
     assert json.loads((await kitchen.expect("order-ready", "kitchen"))["data"]) == {"id": 43}
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({b"RELAY_URL": b"emulator://k:s\xff@127.0.0.1:6001/apps/1"}, "RELAY_URL is not UTF-8 text: its character 15"),
+        (
+            {b"PUSHER_APP_ID": b"1", b"PUSHER_KEY": b"k", b"PUSHER_SECRET": b"s\xff", b"PUSHER_HOST": b"127.0.0.1"},
+            "PUSHER_SECRET is not UTF-8 text: its character 2",
+        ),
+    ],
+)
+async def test_a_variable_holding_bytes_that_are_not_utf8_is_named_before_any_request(
+    variables: dict[bytes, bytes], named: str
+) -> None:
+    """The environment as a shell can set it (export RELAY_URL=$'…\\xff…'): Python keeps the byte as a lone
+    surrogate, and the publish failed at its request ("a string cut in the middle of a character"), naming no
+    variable."""
+    clean = {
+        name.encode(): value.encode()
+        for name, value in os.environ.items()
+        if not name.startswith(("RELAY_", "PUSHER_", "ABLY_"))
+    }
+    process = await asyncio.create_subprocess_exec(
+        *RELAY, "publish", "orders", "shipped", "{}", env={**clean, **variables}, stdout=PIPE, stderr=PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert stderr.decode() == (
+        f"relay: configuration error: {named} is a byte that could not be decoded (the environment keeps such bytes "
+        "as they were); set it again\n"
+    )

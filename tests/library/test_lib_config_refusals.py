@@ -26,6 +26,11 @@ from relay.errors import ConfigError
         ("ably://.keyid:s@rest.ably.io", "APPID.KEYID"),  # empty app id
         ("ably://appid.:s@rest.ably.io", "APPID.KEYID"),  # empty key id
         ("mirror:emulator://k:s@127.0.0.1:6001/apps/1|emulator://k:s@127.0.0.1:6001/apps/1", "127.0.0.1:6001"),
+        # urlsplit drops what follows an IPv6 address's ']': the URL read as [::1] on port 80
+        ("pusher://k:s@[::1]x:80/apps/1", "URL's host '[::1]x:80' is not a host name or an IP address"),
+        ("emulator://k:s@[::1]emulator:/:80/apps/%401", "URL's host '[::1]emulator:' is not a host name"),
+        # a byte os.environ could not decode, kept as a lone surrogate: it failed at the first request
+        ("pusher://k:s\udcff@eu/apps/1", "the provider URL is not UTF-8 text: its character 13 is a byte"),
     ],
 )
 def test_malformed_provider_urls_are_config_errors(url: str, fragment: str) -> None:
@@ -47,6 +52,9 @@ PUSHER = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
         ({**PUSHER, "PUSHER_HOST": "https://soketi.example"}, "PUSHER_HOST"),  # base_url https://[https://…]
         ({**PUSHER, "PUSHER_HOST": "soketi.example:6001"}, "PUSHER_HOST"),  # taken for IPv6: https://[…:6001]
         ({"ABLY_API_KEY": ".keyid:secret"}, "APPID.KEYID"),
+        ({**PUSHER, "PUSHER_SECRET": "s\udcff"}, "PUSHER_SECRET is not UTF-8 text: its character 2 is a byte"),
+        ({"ABLY_API_KEY": "a.b:s\udcff"}, "ABLY_API_KEY is not UTF-8 text: its character 6 is a byte"),
+        ({**PUSHER, "PUSHER_CLUSTER": "\udcffeu"}, "PUSHER_CLUSTER is not UTF-8 text: its character 1 is a byte"),
     ],
 )
 def test_malformed_environment_is_a_config_error(env: dict[str, str], fragment: str) -> None:
@@ -125,3 +133,8 @@ def test_client_events_and_unknown_options_are_refused_where_they_do_not_belong(
     with pytest.raises(ConfigError) as caught:
         parse_configuration(url)
     assert message in caught.value.message, caught.value.message
+
+
+def test_a_variable_from_env_does_not_read_is_not_checked() -> None:
+    """Only the variables that configure a provider: a LANG holding a byte that is not UTF-8 is none of its business."""
+    assert from_env({"LANG": "\udcff", "ABLY_API_KEY": "a.b:s"}).key == "a.b"
