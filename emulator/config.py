@@ -75,6 +75,13 @@ def _text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         shown = _toml_kind(value) if name in _SECRET_SETTINGS and value != "" else repr(value)
         raise InvalidSetting(name, f"must be a non-empty string, got {shown}")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:  # a flag or variable's bytes that are not UTF-8, kept as lone surrogates
+        raise InvalidSetting(
+            name,
+            f"is not UTF-8 text: its character {exc.start + 1} is a byte that could not be decoded; set it again",
+        ) from None
 
 
 def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -> None:

@@ -404,3 +404,11 @@ def test_the_banner_s_relay_urls_work_whatever_the_secret_holds() -> None:
         "ably://1.app-key:p%40ss%2Fw%3Ard@127.0.0.1:6001?tls=false",
     ]
     assert [parse_url(url).secret for url in urls] == ["p@ss/w:rd"] * 2
+
+
+@pytest.mark.parametrize("flag", ["--secret", "--app-id"])
+async def test_an_app_setting_holding_bytes_that_are_not_utf8_is_refused_at_start(flag: str) -> None:
+    """`--secret $'s\\xff'`: Python keeps the byte as a lone surrogate (os.fsencode gives the byte back here), and the
+    emulator served with it, every signed request then raising UnicodeEncodeError (a 500)."""
+    outcome = await run_relay("emulator", "--port", "0", flag, "s\udcff")
+    assert_refused(outcome, f"{flag} is not UTF-8 text: its character 2 is a byte that could not be decoded")
