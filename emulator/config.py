@@ -657,6 +657,10 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or inline tables nested some hundreds deep: tomllib recurses once a level
+        raise ConfigError(f"config file {path} is nested too deeply to be read") from None
+    except ValueError as exc:  # Python reads no integer of over 4,300 digits
+        raise ConfigError(f"config file {path}: a number is too long: {str(exc).split(';')[0]}") from None
     _check_keys(document, {"server", "apps"}, str(path))
     server = document.get("server", {})
     if not isinstance(server, Mapping):

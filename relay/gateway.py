@@ -273,6 +273,10 @@ def load_rules(path: Path) -> tuple[RuleSpec, ...]:
         raise ConfigError(f"rules file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or inline tables nested some hundreds deep: tomllib recurses once a level
+        raise ConfigError(f"rules file {path} is nested too deeply to be read") from None
+    except ValueError as exc:  # Python reads no integer of over 4,300 digits
+        raise ConfigError(f"rules file {path}: a number is too long: {str(exc).split(';')[0]}") from None
     unknown = sorted(set(document) - {"channels"})
     if unknown:
         raise ConfigError(f"rules file {path}: unknown key(s) {', '.join(unknown)} (it holds [[channels]] tables)")

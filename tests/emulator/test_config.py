@@ -64,6 +64,9 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
         ("[server]\nmax_send_buffer = -1\n", "[server]: max_send_buffer must be a whole number, 1 or more, got -1"),
         ("[server]\nmax_frame_bytes = 1.5\n", "max_frame_bytes must be a whole number, 1 or more, got 1.5"),
         ("this is not toml", "is not valid TOML"),
+        # Python's limits met in tomllib: they were a RecursionError and a ValueError traceback
+        ("x = " + "[" * 600 + "]" * 600, "is nested too deeply to be read"),
+        ("x = " + "9" * 5000, ": a number is too long: Exceeds the limit (4300 digits)"),
     ],
 )
 def test_mistakes_name_what_to_fix(tmp_path: Path, text: str, message: str) -> None:

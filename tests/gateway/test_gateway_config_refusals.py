@@ -37,6 +37,8 @@ def gateway(env: dict[str, str]) -> None:
         ("channels = [5]\n", ["channels[0]"]),  # TypeError
         ("[channels]\npattern = 'private-{sub}'\n", ["[[channels]]"]),  # said "unknown key(s) a, e, n, p, r, t"
         ("chanels = 1\n[[channels]]\npattern = 'private-user-{sub}'\n", ["chanels"]),  # a typo, silently ignored
+        ("x = " + "[" * 600 + "]" * 600, ["is nested too deeply to be read"]),  # RecursionError in tomllib
+        ("x = " + "9" * 5000, ["a number is too long"]),  # ValueError: over 4,300 digits
     ],
 )
 def test_rules_file_mistakes_are_config_errors(tmp_path: Path, rules: str, fragments: list[str]) -> None:
