@@ -632,6 +632,9 @@ def _run_publish(args: argparse.Namespace) -> int:
             hint = "write a string in quotes, or pass --string"
             print(f"relay publish: DATA is not JSON ({exc}): {hint}", file=sys.stderr)
             return 2
+        except RecursionError:
+            print("relay publish: DATA is JSON nested too deeply to be read (or sent)", file=sys.stderr)
+            return 2
     with Relay(configuration) as client:
         try:
             result = client.publish(args.channels, args.event, data, socket_id=args.socket_id)

@@ -258,6 +258,8 @@ def _read_json(path: Path, name: str) -> Mapping[str, Any]:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{name}: cannot read JSON from {path}: {exc}") from None
+    except RecursionError:  # arrays or objects nested some thousands deep
+        raise ConfigError(f"{name}: cannot read JSON from {path}: it is nested too deeply") from None
     if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
         raise ConfigError(f'{name}: {path} is not a JWKS document ({{"keys": [...]}})')
     return value

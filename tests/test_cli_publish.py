@@ -85,6 +85,18 @@ async def test_data_that_is_not_json_is_refused_before_anything_is_sent(
     await client.sync()  # nothing was published
 
 
+async def test_data_nested_too_deeply_is_refused_without_a_traceback(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
+    client = await connect(emulator)
+    await client.subscribed("orders")
+    deep = "[" * 5000 + "]" * 5000
+    outcome = await run_relay("publish", "orders", "shipped", deep, env={"RELAY_URL": emulator_url(emulator)})
+    assert outcome.returncode == 2
+    assert outcome.stderr == "relay publish: DATA is JSON nested too deeply to be read (or sent)\n"
+    await client.sync()  # nothing was published
+
+
 async def test_no_provider_configured_is_a_configuration_error() -> None:
     assert_refused(await run_relay("publish", "orders", "shipped", "1"), "no provider configured: set RELAY_URL")
     assert_refused(await run_relay("publish", "--url", "pusher://nope", "orders", "shipped", "1"), "pusher://")

@@ -63,6 +63,14 @@ def test_a_jwks_without_usable_keys_is_a_config_error(tmp_path: Path, keys: list
         gateway({"RELAY_JWKS_FILE": str(path)})
 
 
+def test_a_jwks_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    """json.loads raised RecursionError, which escaped as a traceback."""
+    path = write(tmp_path, '{"keys": ' + "[" * 5000 + "]" * 5000 + "}", "jwks.json")
+    with pytest.raises(ConfigError) as caught:
+        gateway({"RELAY_JWKS_FILE": str(path)})
+    assert caught.value.message == f"RELAY_JWKS_FILE: cannot read JSON from {path}: it is nested too deeply"
+
+
 def test_a_public_key_that_is_not_a_key_is_refused_at_startup(tmp_path: Path) -> None:
     """Accepted, it made every valid JWT a 401 "its algorithm does not fit the configured key"."""
     garbage = "-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n"
