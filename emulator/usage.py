@@ -620,7 +620,7 @@ def check_usage_document(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         kind = "null" if value is None else "an array" if isinstance(value, list) else repr(value)[:40]
         raise ValueError(f"JSON {kind}, not an object")
-    if value.get("version") not in _READABLE_VERSIONS:
+    if type(value.get("version")) is not int or value["version"] not in _READABLE_VERSIONS:  # not true, nor 2.0
         raise ValueError(f"not a version {' or '.join(map(str, _READABLE_VERSIONS))} usage file")
     known = _FIELDS if value["version"] == USAGE_VERSION else _COUNTS
     unknown = sorted(set(value) - {"version", "generated_by", "apps"})

@@ -143,3 +143,12 @@ async def test_the_usage_file_records_the_time_the_run_measured(start_emulator: 
     usage = parse_usage(json.loads(target.read_text()))
     seconds = sum(day.measured_seconds for day in usage.apps[APP.app_id].days.values())
     assert 1 <= seconds <= dt.datetime.now(dt.UTC).timestamp() - started + 2
+
+
+@pytest.mark.parametrize("version", [True, 1.0, 2.0])
+def test_a_version_that_is_not_a_whole_number_is_not_a_usage_file(version: object) -> None:
+    """True == 1 and 2.0 == 2 in Python: the writer took such a file as its own, which relay cost refuses."""
+    document = run(MIDNIGHT, MIDNIGHT + 10)
+    document["version"] = version
+    with pytest.raises(ValueError, match="not a version 1 or 2 usage file"):
+        check_usage_document(document)
