@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from relay.config import is_http_url, is_origin, is_url
+from relay.config import is_http_url, is_origin, is_url, undecoded
 from relay.emulator.limits import origin_allowed
 from relay.emulator.logs import redact_urls
-from relay.errors import ConfigError
+from relay.errors import ConfigError, parser_limits
 from relay.protocol.ably import split_api_key
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
 
@@ -75,13 +75,9 @@ def _text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         shown = _toml_kind(value) if name in _SECRET_SETTINGS and value != "" else repr(value)
         raise InvalidSetting(name, f"must be a non-empty string, got {shown}")
-    try:
-        value.encode()
-    except UnicodeEncodeError as exc:  # a flag or variable's bytes that are not UTF-8, kept as lone surrogates
-        raise InvalidSetting(
-            name,
-            f"is not UTF-8 text: its character {exc.start + 1} is a byte that could not be decoded; set it again",
-        ) from None
+    problem = undecoded(value)
+    if problem is not None:
+        raise InvalidSetting(name, f"{problem}; set it again")
 
 
 def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -> None:
@@ -648,19 +644,18 @@ def _key_pair(table: object, where: str) -> KeyPair:
 def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     """Read a TOML file: optional ``[server]`` settings and one ``[[apps]]`` table per app."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM, as Windows editors save: no TOML
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors save: no TOML
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    except RecursionError:  # arrays or inline tables nested some hundreds deep: tomllib recurses once a level
-        raise ConfigError(f"config file {path} is nested too deeply to be read") from None
-    except ValueError as exc:  # Python reads no integer of over 4,300 digits
-        raise ConfigError(f"config file {path}: a number is too long: {str(exc).split(';')[0]}") from None
+    with parser_limits("config file", str(path)):
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     _check_keys(document, {"server", "apps"}, str(path))
     server = document.get("server", {})
     if not isinstance(server, Mapping):

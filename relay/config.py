@@ -170,16 +170,20 @@ def provider_url_text(url: object) -> str:
     return url.strip()
 
 
-def _refuse_undecoded(text: str, what: str) -> None:
-    """ConfigError when ``text`` holds a lone surrogate: os.environ keeps so each byte of a variable that is not
-    UTF-8, and nothing holding one can be sent to a provider (or signed with)."""
+def undecoded(text: str) -> str | None:
+    """What is wrong with ``text`` when it holds a lone surrogate, else None: os.environ and sys.argv keep so each byte
+    that is not UTF-8, and nothing holding one can be sent to a provider (or signed with)."""
     try:
         text.encode()
     except UnicodeEncodeError as exc:
-        raise ConfigError(
-            f"{what} is not UTF-8 text: its character {exc.start + 1} is a byte that could not be decoded (the "
-            "environment keeps such bytes as they were); set it again"
-        ) from None
+        return f"is not UTF-8 text: its character {exc.start + 1} is a byte that could not be decoded"
+    return None
+
+
+def _refuse_undecoded(text: str, what: str) -> None:
+    problem = undecoded(text)
+    if problem is not None:
+        raise ConfigError(f"{what} {problem} (the environment keeps such bytes as they were); set it again")
 
 
 def parse_url(url: str) -> ProviderConfig:

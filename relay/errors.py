@@ -7,6 +7,9 @@ Messages say what went wrong and what to do about it, and never contain a secret
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class RelayError(Exception):
     """Base of every Relay error."""
@@ -167,3 +170,14 @@ class UnsupportedCapability(RelayError):
         super().__init__(f"{message}: {hint}" if hint else message)
         self.provider = provider
         self.operation = operation
+
+
+@contextmanager
+def parser_limits(what: str, origin: str) -> Iterator[None]:
+    """Python's own limits met while parsing a ``what``, as its errors; the parser's syntax errors are the caller's."""
+    try:
+        yield
+    except RecursionError as exc:
+        raise ConfigError(f"{what} {origin} is nested too deeply to be a {what}") from exc
+    except ValueError as exc:  # Python refuses to read an integer of over 4,300 digits (its advice is not the user's)
+        raise ConfigError(f"{what} {origin}: a number is too long: {str(exc).split(';')[0]}") from exc

@@ -49,6 +49,7 @@ from relay.errors import (
     PermissionDenied,
     ProtocolError,
     RelayError,
+    parser_limits,
 )
 from relay.models import ChannelInfo, Event, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
@@ -255,11 +256,14 @@ def _read_key(value: str | None) -> str | None:
 
 def _read_json(path: Path, name: str) -> Mapping[str, Any]:
     try:
-        value = json.loads(path.read_text())
+        text = path.read_text()
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{name}: cannot read JSON from {path}: {exc}") from None
-    except RecursionError:  # arrays or objects nested some thousands deep
-        raise ConfigError(f"{name}: cannot read JSON from {path}: it is nested too deeply") from None
+    with parser_limits("JWKS file", f"{path} ({name})"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{name}: cannot read JSON from {path}: {exc}") from None
     if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
         raise ConfigError(f'{name}: {path} is not a JWKS document ({{"keys": [...]}})')
     return value
@@ -268,17 +272,16 @@ def _read_json(path: Path, name: str) -> Mapping[str, Any]:
 def load_rules(path: Path) -> tuple[RuleSpec, ...]:
     """Read ``[[channels]]`` tables: ``pattern`` (required), ``users``, ``user_info_claims``."""
     try:
-        document = tomllib.loads(path.read_bytes().decode("utf-8-sig"))  # a BOM, as Windows editors save: no TOML
+        text = path.read_bytes().decode("utf-8-sig")  # a BOM, as Windows editors save: no TOML
     except OSError as exc:
         raise ConfigError(f"rules file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"rules file {path} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from None
-    except RecursionError:  # arrays or inline tables nested some hundreds deep: tomllib recurses once a level
-        raise ConfigError(f"rules file {path} is nested too deeply to be read") from None
-    except ValueError as exc:  # Python reads no integer of over 4,300 digits
-        raise ConfigError(f"rules file {path}: a number is too long: {str(exc).split(';')[0]}") from None
+    with parser_limits("rules file", str(path)):
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from None
     unknown = sorted(set(document) - {"channels"})
     if unknown:
         raise ConfigError(f"rules file {path}: unknown key(s) {', '.join(unknown)} (it holds [[channels]] tables)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from relay.errors import ConfigError
@@ -18,14 +16,3 @@ def read_text(path: Path, what: str) -> str:
         raise ConfigError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} {path} is not UTF-8 text: byte {exc.start} cannot be decoded") from exc
-
-
-@contextmanager
-def parser_limits(what: str, origin: str) -> Iterator[None]:
-    """Python's own limits met while parsing a ``what``, as its errors; the parser's syntax errors are the caller's."""
-    try:
-        yield
-    except RecursionError as exc:
-        raise ConfigError(f"{what} {origin} is nested too deeply to be a {what}") from exc
-    except ValueError as exc:  # Python refuses to read an integer of over 4,300 digits (its advice is not the user's)
-        raise ConfigError(f"{what} {origin}: a number is too long: {str(exc).split(';')[0]}") from exc

@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from relay.errors import ConfigError
+from relay.errors import ConfigError, parser_limits
 
-from .files import parser_limits, read_text
+from .files import read_text
 from .models import MAX_QUANTITY, Capacity, Model, Plan, Prices, Provider, shown_number
 
 __all__ = ["UNIT_RULES", "default_prices", "load_prices", "parse_prices"]

@@ -65,9 +65,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from relay.errors import ConfigError
+from relay.errors import ConfigError, parser_limits
 
-from .files import parser_limits, read_text
+from .files import read_text
 from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Workload, duration_text, shown_number
 
 __all__ = [

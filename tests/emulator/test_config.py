@@ -65,7 +65,7 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
         ("[server]\nmax_frame_bytes = 1.5\n", "max_frame_bytes must be a whole number, 1 or more, got 1.5"),
         ("this is not toml", "is not valid TOML"),
         # Python's limits met in tomllib: they were a RecursionError and a ValueError traceback
-        ("x = " + "[" * 600 + "]" * 600, "is nested too deeply to be read"),
+        ("x = " + "[" * 600 + "]" * 600, "is nested too deeply to be a config file"),
         ("x = " + "9" * 5000, ": a number is too long: Exceeds the limit (4300 digits)"),
     ],
 )

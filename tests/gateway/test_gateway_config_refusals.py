@@ -37,7 +37,7 @@ def gateway(env: dict[str, str]) -> None:
         ("channels = [5]\n", ["channels[0]"]),  # TypeError
         ("[channels]\npattern = 'private-{sub}'\n", ["[[channels]]"]),  # said "unknown key(s) a, e, n, p, r, t"
         ("chanels = 1\n[[channels]]\npattern = 'private-user-{sub}'\n", ["chanels"]),  # a typo, silently ignored
-        ("x = " + "[" * 600 + "]" * 600, ["is nested too deeply to be read"]),  # RecursionError in tomllib
+        ("x = " + "[" * 600 + "]" * 600, ["is nested too deeply to be a rules file"]),  # RecursionError in tomllib
         ("x = " + "9" * 5000, ["a number is too long"]),  # ValueError: over 4,300 digits
     ],
 )
@@ -68,7 +68,7 @@ def test_a_jwks_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path, '{"keys": ' + "[" * 5000 + "]" * 5000 + "}", "jwks.json")
     with pytest.raises(ConfigError) as caught:
         gateway({"RELAY_JWKS_FILE": str(path)})
-    assert caught.value.message == f"RELAY_JWKS_FILE: cannot read JSON from {path}: it is nested too deeply"
+    assert caught.value.message == f"JWKS file {path} (RELAY_JWKS_FILE) is nested too deeply to be a JWKS file"
 
 
 def test_a_public_key_that_is_not_a_key_is_refused_at_startup(tmp_path: Path) -> None:
