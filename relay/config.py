@@ -72,7 +72,7 @@ class ProviderConfig:
             return f"memory://{self.host}"
         secret = "***" if privacy else quote(self.secret, safe="")
         port = f":{self.port}" if self.port is not None else ""
-        path = f"{self.path_prefix}/apps/{self.app_id}" if self.scheme in ("pusher", "emulator") else ""
+        path = f"{self.path_prefix}/apps/{quote(self.app_id, safe='')}" if self.scheme in ("pusher", "emulator") else ""
         query = "" if self.tls or self.scheme == "emulator" else "?tls=false"  # emulator:// is plain by default
         if self.scheme == "emulator" and self.tls:
             query = "?tls=true"

@@ -130,6 +130,16 @@ def test_url_forms(url: str, scheme: str, host: str, port: int | None, tls: bool
     assert parse_url(config.url(privacy=False)) == config
 
 
+@pytest.mark.parametrize("app_id", ["@1", "a:b", "a&b", "a+b", "[x]", "é"])
+def test_app_id_round_trips_through_the_url(app_id: str) -> None:
+    # An app id from PUSHER_APP_ID is written into the URL percent-encoded: "/apps/@1" would be read as credentials.
+    config = from_env(
+        {"PUSHER_APP_ID": app_id, "PUSHER_KEY": "app-key", "PUSHER_SECRET": SECRET, "PUSHER_HOST": "h.test"}
+    )
+    assert parse_url(config.url(privacy=False)) == config
+    assert parse_url(config.url(privacy=False)).app_id == app_id
+
+
 def test_pusher_and_ably_credentials() -> None:
     pusher = parse_url(f"pusher://app-key:{SECRET}@eu/apps/123")
     assert (pusher.key, pusher.secret) == ("app-key", SECRET)
