@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -127,6 +128,26 @@ async def test_processes_forked_from_a_client_s_process_each_publish_on_connecti
     assert len(reports) == 5  # 4 children and the parent
     assert [failure for report in reports for failure in report] == []
     assert proxy.connections == 5
+
+
+async def test_the_module_level_client_closes_its_connection_at_exit(emulator: Emulator) -> None:
+    """A script that calls relay.publish() has no client to close: the default client's kept-alive connection was
+    left to the garbage collector at exit, and `python -X dev` printed "ResourceWarning: unclosed <socket…>"."""
+    url = f"emulator://{KEY}:{SECRET}@127.0.0.1:{emulator.port}/apps/1"
+    script = "import relay; relay.publish('orders', 'order-ready', {'id': 42}); print('published')"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-X",
+        "dev",
+        "-c",
+        script,
+        env={**os.environ, "RELAY_URL": url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert (process.returncode, stdout.decode()) == (0, "published\n")
+    assert stderr.decode() == ""
 
 
 # -- 2. close() from another thread interrupts a request waiting for its answer --------------------------------------
