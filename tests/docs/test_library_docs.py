@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 import relay
 
@@ -28,3 +29,31 @@ def test_the_library_guide_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     finally:
         relay.reset_default_client()
     assert "Relay('memory://docs')" in capsys.readouterr().out
+    assert_auth_routes_answer_cors(namespace["app"])
+
+
+def assert_auth_routes_answer_cors(app: object) -> None:
+    """The guide's CORS block lets a page on the listed origin through the browser's preflight and read the auth
+    answer; another origin gets no CORS header, so its browser refuses the answer."""
+    page = "http://localhost:5173"
+    preflight = {
+        "origin": page,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,x-demo-user",
+    }
+    with TestClient(app) as http:  # type: ignore[arg-type]
+        allowed = http.options("/pusher/auth", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == page
+        assert allowed.headers["access-control-allow-credentials"] == "true"
+        refused = http.options("/pusher/auth", headers={**preflight, "origin": "http://elsewhere.test"})
+        assert refused.status_code == 400
+        assert "access-control-allow-origin" not in refused.headers
+        answer = http.post(
+            "/pusher/auth",
+            data={"socket_id": "123.456", "channel_name": "private-orders.42"},
+            headers={"origin": page, "x-demo-user": "1"},
+        )
+        assert answer.headers["access-control-allow-origin"] == page
+        assert answer.status_code == 200
+        assert answer.json()["auth"].startswith("app-key:")
