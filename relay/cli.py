@@ -587,7 +587,7 @@ def _publish_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "publish",
         help="publish one event to one or more channels, through the provider RELAY_URL names",
         description="Publish one event through the provider that --url, RELAY_URL or the conventional variables "
-        "(PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, PUSHER_CLUSTER or PUSHER_HOST, ABLY_API_KEY) name, as "
+        "(PUSHER_URL; PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, PUSHER_CLUSTER or PUSHER_HOST; ABLY_API_KEY) name, as "
         "relay.publish() does. Example: relay publish orders order-ready '{\"id\": 42}'",
         epilog="Exit status: 0 published; 1 the provider refused or could not be reached; 2 nothing was sent "
         "(no provider configured, or input the provider would refuse). Prefer RELAY_URL to --url, which shows the "
@@ -805,11 +805,18 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
             f"{literal(app.key)}, {{ wsHost: {literal(host)}, {port_option}: {port}, {ws_path}forceTLS: "
             f'{str(tls).lower()}, enabledTransports: {transports}, cluster: "mt1" }})',
             f"  server SDKs: app_id={literal(app.app_id)} key={literal(app.key)} secret={literal(secret)} "
-            f"host={literal(host)} port={port} ssl={str(tls).lower()}{sdks_note}",
+            f"host={literal(host)} port={port} ssl={str(tls).lower()}{sdks_note}{_python_sdk_note(app.app_id)}",
             f"  RELAY_URL:   {_relay_url(app, host, port, tls, prefix, show_secrets)}",
         ]
     lines += ["", ably_client_settings(config, host, port, show_secrets=show_secrets)]
     return "\n".join(lines)
+
+
+def _python_sdk_note(app_id: str) -> str:
+    # pusher-http-python raises "ValueError: Invalid app id" for an id that is not ASCII digits; the others take any.
+    if app_id.isascii() and app_id.isdigit():
+        return ""
+    return " (pusher-http-python takes only a numeric app_id: use RELAY_URL there)"
 
 
 def _relay_url(app: App, host: str, port: int, tls: bool, prefix: str, show_secrets: bool) -> str:

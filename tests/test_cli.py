@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pusher
 import pytest
 from websockets.asyncio.client import connect
 
@@ -391,6 +392,19 @@ def test_the_banner_s_settings_are_literals_whatever_the_app_id_holds() -> None:
     options = ably_js.split("new Ably.Realtime(", 1)[1].rsplit(")", 1)[0]
     key = options.split("key: ", 1)[1].split(", endpoint", 1)[0]
     assert json.loads(key) == app.ably_api_key
+
+
+@pytest.mark.parametrize("app_id", ["shop", "１２"])
+def test_the_banner_says_pusher_http_python_refuses_an_app_id_that_is_not_numeric(app_id: str) -> None:
+    """pusher-http-python's Pusher(app_id="shop") raises ValueError("Invalid app id") (its check: ASCII digits only),
+    so the banner's server SDK settings, pasted, failed with no hint; the banner now says where they do not work."""
+    with pytest.raises(ValueError, match="Invalid app id"):
+        pusher.Pusher(app_id=app_id, key="k", secret="s")
+    banner = _client_settings(EmulatorConfig(apps=(App(app_id=app_id, key="k", secret="s"),)), 6001)
+    assert "ssl=false (pusher-http-python takes only a numeric app_id: use RELAY_URL there)\n" in banner
+    numeric = _client_settings(EmulatorConfig(apps=(App(app_id="12", key="k", secret="s"),)), 6001)
+    pusher.Pusher(app_id="12", key="k", secret="s")
+    assert "pusher-http-python" not in numeric and 'app_id="12" key="k"' in numeric
 
 
 def test_the_banner_s_relay_urls_work_whatever_the_secret_holds() -> None:
