@@ -11,6 +11,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx
 command -v redis-server >/dev/null || missing="$missing redis-server"
 command -v openssl >/dev/null || missing="$missing openssl"
 command -v npm >/dev/null || missing="$missing nodejs npm"  # pusher-js, ably-js and the Next.js example
+python3 -c "import ensurepip" 2>/dev/null || missing="$missing python3-venv"  # Debian's python3 makes no venv without it
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
