@@ -34,10 +34,14 @@ ABLY_SITE = "local"
 # A channel's ChannelStatus in an Ably lifecycle item ({isActive, occupancy: {metrics}}), given the channel and whether
 # the item is its opening.
 LifecycleStatus = Callable[[str, bool], dict[str, object]]
-MAX_EVENTS_PER_REQUEST = 1000  # what waits behind a slow receiver goes in requests of at most this many events
-# Seconds for a whole request, from connecting to the response's headers. The HTTP client's timeout bounds each read
-# alone, so a receiver sending a byte every few seconds would hold its URL's queue for as long as it liked.
-REQUEST_TIMEOUT = 10.0
+# Per webhook format: the most events one request carries (what waits behind a slow receiver goes in several), and the
+# seconds a whole request may take, from connecting to the response's headers (the HTTP client's timeout bounds each
+# read alone, so a receiver sending a byte every few seconds would hold its URL's queue for as long as it liked).
+# Hosted Pusher closes a batch at 20 events and counts an answer later than 4 s as a failure, to be retried (Pusher
+# support: "What is the batch size and batch window for Channels webhooks", "Channels webhook timeouts and
+# retries"); Ably bundles up to 1,000 events in a request.
+EVENTS_PER_REQUEST = {"pusher": 20, "ably": 1000}
+REQUEST_TIMEOUT = {"pusher": 4.0, "ably": 10.0}
 # A short answer's body is read, so that its connection carries the next request (a TLS handshake saved per webhook);
 # one longer than this, or still arriving after this long, is left unread and its connection closed. Its status stands.
 ANSWER_BODY_BYTES = 64 * 1024
@@ -147,7 +151,7 @@ class WebhookDispatcher:
         outbox = self._outboxes[index]
         try:
             while outbox:
-                events = [outbox.popleft() for _ in range(min(len(outbox), MAX_EVENTS_PER_REQUEST))]
+                events = [outbox.popleft() for _ in range(min(len(outbox), EVENTS_PER_REQUEST[hook.format]))]
                 self._in_flight[index] = len(events)
                 try:
                     await self._deliver(hook, events)
@@ -166,6 +170,7 @@ class WebhookDispatcher:
         if hook.format == "ably":
             assert self.lifecycle_status is not None  # EmulatorNode.start builds the Ably side of such an app
             items = ably_items(events, int(self._clock() * 1000), self._ably_serials, self.lifecycle_status)
+        timeout = REQUEST_TIMEOUT[hook.format]
         delay = 1.0
         attempt = 0
         while True:
@@ -178,14 +183,14 @@ class WebhookDispatcher:
             status: int | None = None
             try:
                 async with (
-                    asyncio.timeout(REQUEST_TIMEOUT),
+                    asyncio.timeout(timeout),
                     self._client.stream("POST", hook.url, content=body, headers=headers) as response,
                 ):
                     status = response.status_code
                     await _read_short_answer(response)
             except TimeoutError:
                 if status is None:  # past the headers, the answer is in: only reading its body was cut short
-                    log.warning("webhook to %s failed: no response within %g s", hook.url, REQUEST_TIMEOUT)
+                    log.warning("webhook to %s failed: no response within %g s", hook.url, timeout)
             except httpx.HTTPError as exc:
                 log.warning("webhook to %s failed: %s", hook.url, exc.__class__.__name__)
             except Exception as exc:  # httpx refusing the request itself: one failed attempt, not a dead sender
@@ -254,14 +259,15 @@ class WebhookDispatcher:
         events = len(outbox) + in_flight
         if not events:
             return
-        requests = (1 if in_flight else 0) + math.ceil(len(outbox) / MAX_EVENTS_PER_REQUEST)
+        hook = self._app.webhooks[index]
+        requests = (1 if in_flight else 0) + math.ceil(len(outbox) / EVENTS_PER_REQUEST[hook.format])
         outbox.clear()
         self.dropped += events
         log.warning(
             "shutdown: dropped %d webhook event(s) in %d request(s) for %s: not delivered within the %g s grace",
             events,
             requests,
-            redact_urls(self._app.webhooks[index].url),
+            redact_urls(hook.url),
             grace,
             extra={"app_id": self._app.app_id, "events": events, "requests": requests},
         )

@@ -45,12 +45,14 @@ class Delivery:
 
 @dataclass
 class Receiver:
-    """An ASGI app recording every request and answering ``statuses`` in turn (``status`` once they run out)."""
+    """An ASGI app recording every request and answering ``statuses`` in turn (``status`` once they run out), each
+    after the next of ``delays`` seconds (at once once they run out)."""
 
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)
     statuses: deque[int] = field(default_factory=deque)
     status: int = 200
+    delays: deque[float] = field(default_factory=deque)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,6 +68,8 @@ class Receiver:
         async with self.changed:
             self.changed.notify_all()
         status = self.statuses.popleft() if self.statuses else self.status
+        if self.delays:
+            await asyncio.sleep(self.delays.popleft())
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"ok"})
 

@@ -39,6 +39,44 @@ async def test_a_redirect_answer_is_not_a_delivery_and_the_same_events_are_sent_
     await receiver.quiet(2, 0.3)
 
 
+async def test_a_burst_of_events_goes_out_in_requests_of_at_most_20_as_hosted_pusher_sends_them(
+    receiver: Receiver, start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Everything waiting went out in one request of up to 1,000 events: a burst (or what piled up while the receiver
+    was down) made a body of any size, which a receiver's body limit refused with 413 at every retry, until all of
+    it was dropped. Hosted Pusher closes a batch at 20 events; so does the emulator, in order."""
+    app = App(app_id="1", key=KEY, secret=SECRET, webhooks=(Webhook(url=receiver.url),), webhook_batch_ms=300)
+    emulator = await start_emulator(app=app)
+    client = await connect(emulator)
+    channels = [f"room-{number}" for number in range(45)]
+    for channel in channels:
+        await client.send_subscribe(channel)
+    for channel in channels:
+        await client.expect("pusher_internal:subscription_succeeded", channel)
+    await receiver.wait_for(3, within=5.0)
+    await receiver.quiet(3, 0.3)
+    assert [len(delivery.events) for delivery in receiver.deliveries] == [20, 20, 5]
+    assert receiver.events() == [{"name": "channel_occupied", "channel": channel} for channel in channels]
+    assert receiver.signed_by(SECRET)
+
+
+async def test_an_answer_later_than_4_seconds_is_a_failure_and_the_events_are_sent_again(
+    receiver: Receiver, start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Hosted Pusher wants a 2xx within 4 seconds and retries otherwise; the emulator waited 10 s, so a handler that
+    took 6 s passed locally and got every webhook twice in production. Now it is retried here too."""
+    receiver.delays.append(4.6)
+    emulator = await start_emulator(app=hooked_app(Webhook(url=receiver.url)))
+    client = await connect(emulator)
+    await client.subscribed("room")
+    first, second = await receiver.wait_for(2, within=10.0)
+    occupied = [{"name": "channel_occupied", "channel": "room"}]
+    assert first.events == second.events == occupied
+    # With a 10 s limit the slow 200 was a delivery, and nothing came again; now 4 s, then a back-off of 0.5-1 s.
+    assert 4.5 <= second.at - first.at < 5.5
+    await receiver.quiet(2, 0.5)
+
+
 async def test_custom_headers_named_like_the_signed_ones_in_capitals_are_dropped(
     receiver: Receiver, start_emulator: StartEmulator, connect: Connect
 ) -> None:
