@@ -182,6 +182,8 @@ class Webhook:
             raise InvalidSetting(
                 "event_types", f"has types {self.format} webhooks do not send: {unknown}; known: {sorted(known)}"
             )
+        if isinstance(self.url, str) and self.url.strip() != self.url:
+            raise InvalidSetting("url", f"{shown_url(self.url)} has whitespace around it: a URL has none")
         if not is_http_url(self.url):
             raise InvalidSetting("url", f"must be an http:// or https:// URL, got {shown_url(self.url)}")
         problem = _sendable(self.url)

@@ -130,11 +130,14 @@ def url_host(host: str) -> str:
 
 
 _ORIGIN = re.compile(r"https?://[^/\s*]+")
+_WHITESPACE = re.compile(r"\s")
 
 
 def is_url(url: object, schemes: Collection[str], *, host: bool = True) -> bool:
-    """A URL with one of ``schemes``; with ``host``, a host too (and, if it has one, a port other than 0)."""
-    if not isinstance(url, str):
+    """A URL with one of ``schemes``; with ``host``, a host too (and, if it has one, a port other than 0). Whitespace
+    anywhere, or a control character, makes it none: urlsplit strips them from the ends and reads on, where httpx
+    reads a URL with an empty scheme (a leading space) or sends a path ending in %20 (a trailing one)."""
+    if not isinstance(url, str) or not url.isprintable() or _WHITESPACE.search(url):
         return False
     try:
         parts = urlsplit(url)

@@ -357,6 +357,22 @@ async def test_webhooks_httpx_cannot_send_are_configuration_errors(
     assert_refused(flag, "--webhook-url 'http://xn--a.com/hooks'")
 
 
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        (" http://127.0.0.1:9/hooks", "' http://127.0.0.1:9/hooks' has whitespace around it: a URL has none"),
+        ("http://127.0.0.1:9/hooks\n", "'http://127.0.0.1:9/hooks\\n' has whitespace around it: a URL has none"),
+        ("http://exa mple.com/hooks", "must be an http:// or https:// URL, got 'http://exa mple.com/hooks'"),
+    ],
+)
+async def test_a_webhook_url_with_whitespace_is_a_configuration_error(url: str, fragment: str) -> None:
+    """urlsplit strips spaces from a URL's ends and reads on, so ' http://…' passed the check at start; httpx then
+    read it as a URL with no scheme, and every delivery failed (UnsupportedProtocol) until its events were dropped. A
+    trailing space posted to '/hooks%20', a 404 retried for five minutes."""
+    outcome = await run_relay("emulator", "--port", "0", "--webhook-url", url)
+    assert_refused(outcome, "--webhook-url", fragment)
+
+
 class FailingOnce(httpx.AsyncHTTPTransport):
     """The first request fails with an error that is not an httpx one (as IDNA's and h11's were)."""
 
