@@ -910,12 +910,21 @@ def _closing_refusal(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"})
 
 
+# A control character in a request's (percent-decoded) path: no route, channel name or user id holds one, and
+# Starlette's routes match up to a final "\n" (their regular expressions end in "$"), so "/v1/publish%0A" reached the
+# publish route past RequestGuard, which knows the routes by their exact paths.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+PATH_WITH_CONTROL_CHARACTER = (
+    "the request's path has a control character (such as %0A): no route of the gateway has one"
+)
+
+
 class HeadGuard:
     """ASGI middleware, outside CORS (whose preflight answers would otherwise let such a request through, and keep its
     connection): a request whose body framing is ambiguous (Content-Length with Transfer-Encoding), whose transfer
-    coding the gateway does not decode, or whose line and headers are over MAX_HEAD_BYTES, is refused and its
-    connection closed. A head h11 could not finish within the limit is refused before it gets here
-    (GatewayHttpProtocol), without CORS headers either."""
+    coding the gateway does not decode, whose path has a control character, or whose line and headers are over
+    MAX_HEAD_BYTES, is refused and its connection closed. A head h11 could not finish within the limit is refused
+    before it gets here (GatewayHttpProtocol), without CORS headers either."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -923,6 +932,8 @@ class HeadGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refusal = framing_refusal(scope["headers"])
+            if refusal is None and CONTROL_CHARACTER.search(scope["path"]):
+                refusal = 400, PATH_WITH_CONTROL_CHARACTER
             size = head_size(scope)
             if refusal is None and size > MAX_HEAD_BYTES:
                 refusal = 431, head_too_large(MAX_HEAD_BYTES, size)

@@ -370,14 +370,14 @@ async def test_a_refusal_s_path_cannot_write_lines_or_escapes_into_the_log(emula
     forged = "/v1/channels/x%0aWARNING:%20%20relay.gateway:%20token%20rotated%0d%1b[31m%00%E2%80%A8%5Cn"
     async with relay_serve(env) as (url, lines):
         async with httpx.AsyncClient(base_url=url) as http:
-            assert (await http.get(forged)).status_code == 401
+            assert (await http.get(forged)).status_code == 400  # HeadGuard: no route has a control character
             assert (await http.get("/v1/channels", headers={"authorization": f"Bearer {TOKEN}"})).status_code == 200
         await asyncio.sleep(0.3)  # the log lines cross a pipe
     gateway_lines = [line for line in lines if "relay.gateway: " in line and " answered " in line]
     assert gateway_lines == [
         "INFO:     relay.gateway: GET /v1/channels/x\\nWARNING:  relay.gateway: token rotated\\r\\x1b[31m\\x00\\u2028"
         "\\\\n "  # a backslash sent as such (%5C) is escaped too, so it cannot pass for an escape
-        "answered 401: missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)"
+        "answered 400: the request's path has a control character (such as %0A): no route of the gateway has one"
     ], "\n".join(lines)
     assert not any(line.startswith("WARNING:  relay.gateway: token") for line in lines)
 

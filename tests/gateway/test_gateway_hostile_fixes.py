@@ -179,6 +179,22 @@ def test_a_transfer_coding_other_than_chunked_alone_is_a_501_in_json_and_closes(
     assert_serving(serve_port)
 
 
+@pytest.mark.parametrize("path", ["/v1/publish%0A", "/v1/publish/batch%0a", "/v1/auth/channel%0A", "/v1/webhooks%00"])
+def test_a_route_s_path_with_a_control_character_is_a_400_before_its_body_is_read(serve_port: int, path: str) -> None:
+    """Starlette's route patterns end in "$", which also matches before a final newline: "/v1/publish%0A" reached the
+    publish route, while RequestGuard, which knows the routes by their exact paths, let it through unchecked. A body
+    of any size was then read whole without the API token (a 422 repeating 100 KB of input took the event loop for
+    a second), and /v1/auth/channel's 16 KiB limit did not apply. Now the head alone is answered, before any body."""
+    head = f"POST {path} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", serve_port), timeout=5) as sock:
+        sock.sendall(head.encode() + f"Content-Length: {50_000_000}\r\n\r\n".encode())
+        raw = read_until_closed(sock)  # answered, and closed, with not one byte of the body sent
+    status, headers, body = only_answer(raw)
+    message = "the request's path has a control character (such as %0A): no route of the gateway has one"
+    assert (status, body, headers["connection"]) == (400, {"error": message}, "close")
+    assert_serving(serve_port)
+
+
 def head_of(size: int, first_lines: bytes = b"GET /health HTTP/1.1\r\nHost: gateway\r\n") -> bytes:
     """A request head of exactly ``size`` bytes: ``first_lines``, ``Connection: close``, a padding header, the blank
     line."""
