@@ -54,6 +54,13 @@ class ProviderConfig:
     def __post_init__(self) -> None:
         if self.scheme in ("pusher", "emulator"):
             _check_app_id(self.app_id)
+        if self.scheme == "ably" and not self.tls and is_hosted_ably(self.host):
+            # The library sends the key with HTTP Basic auth, its secret readable by anyone on the way; Ably answers
+            # 40103 "Cannot use Basic Auth over non-TLS connections", after the secret has crossed the network.
+            raise ConfigError(
+                f"ably:// URL with tls=false names Ably's cloud ({self.host}), which takes a key only over TLS "
+                "(Ably error 40103) and would have its secret sent in clear: leave out tls=false"
+            )
 
     @property
     def url_host(self) -> str:
@@ -110,6 +117,12 @@ def is_hosted_pusher(host: str) -> bool:
     names ignore case, and a trailing dot names the same host."""
     name = _dns_name(host)
     return name.endswith(".pusher.com") or name == LEGACY_PUSHER_HOST
+
+
+def is_hosted_ably(host: str) -> bool:
+    """Whether ``host`` is Ably's cloud (``rest.ably.io``, ``main.realtime.ably.net`` and the like), however written."""
+    name = _dns_name(host)
+    return name == "ably.io" or name.endswith((".ably.io", ".ably.net"))
 
 
 def hosted_pusher_cluster(host: str) -> str:

@@ -36,6 +36,7 @@ from relay.client import AsyncRelay, Configuration, Relay, configuration_from_en
 from relay.config import (
     ProviderConfig,
     hosted_pusher_cluster,
+    is_hosted_ably,
     is_hosted_pusher,
     is_http_url,
     is_origin,
@@ -1337,7 +1338,7 @@ def frontend_config(
     if config.scheme == "ably":
         ably_url = channel_auth if ably_auth is None else ably_auth
         ably: dict[str, Any] = {"provider": "ably", "authUrl": ably_url, "authMethod": "POST"}
-        if not _is_ably_cloud(config.host):
+        if not is_hosted_ably(config.host):
             ably["clientOptions"] = _ably_client_options(config)
         return ably
     if config.scheme == "memory":
@@ -1361,10 +1362,6 @@ def frontend_config(
         if config.path_prefix:  # a server behind a proxy path: pusher-js puts wsPath before /app/{key}
             settings["wsPath"] = config.path_prefix
     return settings
-
-
-def _is_ably_cloud(host: str) -> bool:
-    return host == "ably.io" or host.endswith((".ably.io", ".ably.net"))
 
 
 def _ably_client_options(config: ProviderConfig) -> dict[str, Any]:

@@ -202,9 +202,9 @@ def test_unknown_query_options_are_refused_by_name(scheme_and_host: str) -> None
 def test_ably_client_events_option(query: str, client_events: bool, written: str) -> None:
     """``ably://…?client_events=true`` lets channel tokens publish (adapters/ably.py ``capability_for``); it is off by
     default, like a Pusher app's client events, and the private URL keeps it."""
-    config = parse_url(f"ably://appid.keyid:{SECRET}@rest.ably.io{query}")
+    config = parse_url(f"ably://appid.keyid:{SECRET}@ably.internal.test{query}")
     assert config.client_events is client_events
-    assert config.url().endswith(f"@rest.ably.io{written}")
+    assert config.url().endswith(f"@ably.internal.test{written}")
     assert parse_url(config.url(privacy=False)).client_events is client_events
     assert not hasattr(config, "options"), "no untyped options mapping: every option is a typed field"
 
@@ -222,9 +222,9 @@ def test_ably_client_events_option(query: str, client_events: bool, written: str
 def test_ably_history_option(query: str, history: bool, written: str) -> None:
     """``ably://…?history=true`` lets channel tokens read the channel's history (adapters/ably.py
     ``capability_for``); off by default, and the private URL keeps it."""
-    config = parse_url(f"ably://appid.keyid:{SECRET}@rest.ably.io{query}")
+    config = parse_url(f"ably://appid.keyid:{SECRET}@ably.internal.test{query}")
     assert config.history is history
-    assert config.url().endswith(f"@rest.ably.io{written}")
+    assert config.url().endswith(f"@ably.internal.test{written}")
     assert parse_url(config.url(privacy=False)).history is history
     assert parse_url(config.url(privacy=False)).occupancy is ("occupancy" in query)
 

@@ -222,6 +222,20 @@ async def test_an_ably_url_keeps_tls_false(emulator: RunningEmulator, subscriber
     assert json.loads((await sub.expect("order-ready", "orders"))["data"]) == {"id": 42}
 
 
+@pytest.mark.parametrize("host", ["", "@rest.ably.io", "@REST.ABLY.IO.", "@main.realtime.ably.net:80"])
+def test_an_ably_url_to_ably_s_cloud_refuses_tls_false_before_sending_the_secret(
+    respx_mock: respx.MockRouter, host: str
+) -> None:
+    """ably://KEY:SECRET?tls=false was taken for Ably's cloud: the first publish went to http://rest.ably.io with the
+    key in Basic auth, readable on the way, and Ably answered 40103 (Basic auth only over TLS), which the library
+    reported as a wrong key or clock. Now the URL is refused, and nothing is sent."""
+    message = "names Ably's cloud .*, which takes a key only over TLS \\(Ably error 40103\\) and would have its secret"
+    with pytest.raises(ConfigError, match=message):
+        Relay(f"ably://appid.keyid:s3cret{host}?tls=false")
+    assert not respx_mock.calls
+    assert repr(Relay("ably://appid.keyid:s3cret@rest.ably.io")) == "Relay('ably://appid.keyid:***@rest.ably.io')"
+
+
 # -- 10. errors that were not RelayErrors -------------------------------------------------------------------------
 
 
