@@ -232,10 +232,13 @@ class AblyAdapter:
 
     # -- operations -------------------------------------------------------------------------------------------
 
+    def check_publish_channels(self, channels: Sequence[str]) -> None:
+        refuse_encrypted(channels)
+
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
-        refuse_encrypted(channels)
+        self.check_publish_channels(channels)
         message_id = f"{self._random_id()}:0"
 
         def request(connection_key: str | None) -> HttpRequest:
@@ -396,10 +399,10 @@ class AblyAdapter:
         request = self._request("GET", f"/channels/{path_segment(presence)}/presence?limit={PAGE_LIMIT}")
         return Call(request, parse, self._next_page, lambda a, b: one_per_user(a + b))
 
-    def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
+    def send_to_user(self, user_id: str | int, event: str, payload: Payload) -> Call[None]:
         raise unsupported(self, Capability.SEND_TO_USER)
 
-    def terminate_user_connections(self, user_id: str) -> Call[None]:
+    def terminate_user_connections(self, user_id: str | int) -> Call[None]:
         raise unsupported(self, Capability.TERMINATE_USER)
 
     # -- auth and webhooks ------------------------------------------------------------------------------------

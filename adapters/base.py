@@ -13,7 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 from relay.errors import ProtocolError, RelayError, UnsupportedCapability
-from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
+from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent, integer_id_as_digits
 from relay.payload import Payload
 
 T = TypeVar("T")
@@ -98,6 +98,12 @@ class Adapter(Protocol):
     # The headers (lowercase) that say a webhook claims to come from this provider
     webhook_headers: frozenset[str]
 
+    def check_publish_channels(self, channels: Sequence[str]) -> None:
+        """What the provider refuses of a publish's channels taken together (an encrypted channel among others), for
+        all of them before they are split into calls of ``max_channels_per_publish``: ``publish`` checks only the
+        channels of its own call."""
+        ...
+
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]: ...
@@ -115,9 +121,9 @@ class Adapter(Protocol):
 
     def presence_members(self, channel: str) -> Call[list[PresenceMember]]: ...
 
-    def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]: ...
+    def send_to_user(self, user_id: str | int, event: str, payload: Payload) -> Call[None]: ...
 
-    def terminate_user_connections(self, user_id: str) -> Call[None]: ...
+    def terminate_user_connections(self, user_id: str | int) -> Call[None]: ...
 
     def authorize_channel(self, socket_id: str, channel: str, user: User | None) -> dict[str, Any]: ...
 
@@ -225,8 +231,7 @@ def _text(where: str, kind: str, name: str, value: object) -> str | None:
 def _user_id(where: str, kind: str, user_id: object) -> str | None:
     """A user id as presence members carry it: a string, or an integer read as its digits (channel_data's
     ``user_id`` may be either)."""
+    user_id = integer_id_as_digits(user_id)
     if user_id is None or isinstance(user_id, str):
         return user_id
-    if isinstance(user_id, int) and not isinstance(user_id, bool):
-        return str(user_id)
     raise ProtocolError(f"{where} ({kind}) has a user id that is neither a string nor an integer: {user_id!r}")

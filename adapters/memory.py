@@ -121,10 +121,13 @@ class MemoryAdapter:
 
         return Call(None, apply)
 
+    def check_publish_channels(self, channels: Sequence[str]) -> None:
+        check_encrypted_targets(channels, self._master_key)
+
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
-        check_encrypted_targets(channels, self._master_key)
+        self.check_publish_channels(channels)
         _check_size(channels[0], payload)
         return self._record(
             *(Published(channel, event, payload.text, socket_id, payload.is_json) for channel in channels)
@@ -164,7 +167,7 @@ class MemoryAdapter:
         presence_channel(channel)
         return Call(None, lambda _: [])
 
-    def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
+    def send_to_user(self, user_id: str | int, event: str, payload: Payload) -> Call[None]:
         channel = user_channel(user_id, HOSTED_PUSHER_LIMITS)
         _check_size(channel, payload)
         record = self._record(Published(channel, event, payload.text, is_json=payload.is_json))
@@ -174,12 +177,12 @@ class MemoryAdapter:
 
         return Call(None, apply)
 
-    def terminate_user_connections(self, user_id: str) -> Call[None]:
-        terminated_user(user_id)  # refused as Pusher's adapter refuses it, before anything is recorded
+    def terminate_user_connections(self, user_id: str | int) -> Call[None]:
+        terminated = terminated_user(user_id)  # refused as Pusher's adapter refuses it, before anything is recorded
 
         def apply(_: HttpResponse | None) -> None:
             with self.store.lock:
-                self.store.terminated_users.append(user_id)
+                self.store.terminated_users.append(terminated)
 
         return Call(None, apply)
 

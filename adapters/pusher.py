@@ -37,7 +37,7 @@ from relay.errors import (
     StaleTimestamp,
 )
 from relay.http_errors import error_for_status, parse_retry_after
-from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
+from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent, integer_id_as_digits
 from relay.payload import Payload
 from relay.protocol.channels import (
     DEFAULT_LIMITS,
@@ -98,19 +98,24 @@ def required_master_key(channel: str, master_key: bytes | None) -> bytes:
 
 
 def user_channel(user_id: object, limits: Limits = DEFAULT_LIMITS) -> str:
-    """The ``#server-to-user-`` channel of ``user_id``: an id it cannot carry ('/', '?', spaces, over the length) is
-    refused, so it can neither reshape a request's path nor be recorded as done."""
+    """The ``#server-to-user-`` channel of ``user_id`` (an int is its digits, as a signed-in user's id is): an id it
+    cannot carry ('/', '?', spaces, over the length) is refused, so it can neither reshape a request's path nor be
+    recorded as done."""
+    user_id = integer_id_as_digits(user_id)
     if not isinstance(user_id, str):
-        raise InvalidChannelName(f"a user id must be a string, got {user_id!r}")
+        raise InvalidChannelName(f"a user id must be a string (or an int, taken as its digits), got {user_id!r}")
     return server_to_user_channel(user_id, limits)
 
 
 def terminated_user(user_id: object) -> str:
-    """``user_id``, if ``terminate_connections`` can name it: any id a user signs in with (1 to 128 characters; it
-    needs no channel, so ``auth0|123`` is one), but for ``/``, which a proxy may decode out of ``%2F`` and so send the
-    request to another path."""
+    """``user_id`` (an int as its digits, as a signed-in user's id is), if ``terminate_connections`` can name it: any
+    id a user signs in with (1 to 128 characters; it needs no channel, so ``auth0|123`` is one), but for ``/``, which
+    a proxy may decode out of ``%2F`` and so send the request to another path."""
+    user_id = integer_id_as_digits(user_id)
     if not isinstance(user_id, str) or not user_id:
-        raise InvalidChannelName(f"a user id must be a non-empty string, got {user_id!r}")
+        raise InvalidChannelName(
+            f"a user id must be a non-empty string (or an int, taken as its digits), got {user_id!r}"
+        )
     refuse_lone_surrogates(user_id, "user id", InvalidChannelName)
     longest = DEFAULT_LIMITS.max_user_id_length
     if len(user_id) > longest or "/" in user_id:
@@ -226,10 +231,13 @@ class PusherAdapter:
 
     # -- operations -------------------------------------------------------------------------------------------
 
+    def check_publish_channels(self, channels: Sequence[str]) -> None:
+        check_encrypted_targets(channels, self._config.encryption_master_key)
+
     def publish(
         self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
     ) -> Call[PublishResult]:
-        check_encrypted_targets(channels, self._config.encryption_master_key)
+        self.check_publish_channels(channels)  # its data is encrypted for channels[0] alone
         body: dict[str, object] = {
             "name": event,
             "channels": list(channels),
@@ -331,12 +339,12 @@ class PusherAdapter:
 
         return Call(request, parse)
 
-    def send_to_user(self, user_id: str, event: str, payload: Payload) -> Call[None]:
+    def send_to_user(self, user_id: str | int, event: str, payload: Payload) -> Call[None]:
         body = {"name": event, "channels": [user_channel(user_id, self._limits)], "data": payload.text}
         request = self._request("POST", "/events", body, idempotent=False)
         return Call(request, self._no_result)
 
-    def terminate_user_connections(self, user_id: str) -> Call[None]:
+    def terminate_user_connections(self, user_id: str | int) -> Call[None]:
         request = self._request("POST", f"/users/{terminated_user(user_id)}/terminate_connections", {}, idempotent=True)
         return Call(request, self._no_result)
 

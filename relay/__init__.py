@@ -108,11 +108,11 @@ def presence_members(channel: str) -> list[PresenceMember]:
     return default_client().presence_members(channel)
 
 
-def send_to_user(user_id: str, event: str, data: Any) -> None:
+def send_to_user(user_id: str | int, event: str, data: Any) -> None:
     default_client().send_to_user(user_id, event, data)
 
 
-def terminate_user_connections(user_id: str) -> None:
+def terminate_user_connections(user_id: str | int) -> None:
     default_client().terminate_user_connections(user_id)
 
 

@@ -182,6 +182,8 @@ class _Operations:
 
     def publish_calls(self, adapter: Adapter, publish: _Publish) -> list[Call[PublishResult]]:
         channels, step = publish.channels, adapter.max_channels_per_publish
+        # The publish as the caller made it: an encrypted channel 101st of 101 is as shared as one first
+        adapter.check_publish_channels(channels)
         return [
             adapter.publish(channels[i : i + step], publish.event, publish.payload, publish.socket_id)
             for i in range(0, len(channels), step)
@@ -207,6 +209,8 @@ class _Operations:
         """A prefix of channel names, as ``channels()`` lists them."""
         if not isinstance(prefix, str):
             raise InvalidChannelName(f"a channel name prefix must be a string, got {prefix!r}")
+        # Checked here, as names are, so every provider refuses it alike: memory:// has no request to fail
+        refuse_lone_surrogates(prefix, "a channel name prefix", ProtocolError)
         return prefix
 
     def checked_publish(self, channels: str | Sequence[str], event: str, data: Any, socket_id: str | None) -> _Publish:
@@ -528,11 +532,11 @@ class Relay(_BaseRelay):
         checked = self._ops.checked_events(events)
         return self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH, _merge)
 
-    def send_to_user(self, user_id: str, event: str, data: Any) -> None:
+    def send_to_user(self, user_id: str | int, event: str, data: Any) -> None:
         event, payload = self._ops.checked_user_event(event, data)
         self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing)
 
-    def terminate_user_connections(self, user_id: str) -> None:
+    def terminate_user_connections(self, user_id: str | int) -> None:
         self._each(lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing)
 
     # -- queries ----------------------------------------------------------------------------------------------
@@ -657,13 +661,13 @@ class AsyncRelay(_BaseRelay):
         checked = self._ops.checked_events(events)
         return await self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH, _merge)
 
-    async def send_to_user(self, user_id: str, event: str, data: Any) -> None:
+    async def send_to_user(self, user_id: str | int, event: str, data: Any) -> None:
         event, payload = self._ops.checked_user_event(event, data)
         await self._each(
             lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
         )
 
-    async def terminate_user_connections(self, user_id: str) -> None:
+    async def terminate_user_connections(self, user_id: str | int) -> None:
         await self._each(
             lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing
         )

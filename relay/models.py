@@ -11,6 +11,15 @@ from relay.payload import json_text
 from relay.protocol.frames import refuse_lone_surrogates
 
 
+def integer_id_as_digits(user_id: object) -> object:
+    """``user_id``, an int (a database's integer primary key, Django's ``user.pk``) taken as its digits, anything else
+    as it is, for the caller to refuse: kept an int, Pusher's channel_data would carry a number where its clients and
+    sign-in expect a string. A bool is no id, though Python counts it an int."""
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        return str(user_id)
+    return user_id
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     """An end user, as channel rules and presence see them. ``watchlist``: the ids of the users whose online status
@@ -21,15 +30,12 @@ class User:
     watchlist: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        user_id: object = self.id
-        # A database's integer primary key (Django's user.pk) is an id as its digits, as the mapping form's is: kept an
-        # int, Pusher's channel_data would carry a number where its clients and sign-in expect a string
-        if isinstance(user_id, int) and not isinstance(user_id, bool):
-            object.__setattr__(self, "id", str(user_id))
-        elif not isinstance(user_id, str):
+        user_id = integer_id_as_digits(self.id)  # as the mapping form's is
+        if not isinstance(user_id, str):
             raise ProtocolError(f"a user id is a str (or an int, taken as its digits), not {type(user_id).__name__}")
-        elif not user_id:
+        if not user_id:
             raise ProtocolError("a user needs an id: User('') has an empty one")
+        object.__setattr__(self, "id", user_id)
         watchlist: object = self.watchlist
         # A str would be read as a list of one-character ids
         if not isinstance(watchlist, list | tuple) or not all(isinstance(watched, str) for watched in watchlist):
@@ -47,10 +53,9 @@ class User:
         ``user_id``), maybe ``info`` (or ``user_info``) and ``watchlist``, as pusher-http-python's ``user_data``."""
         if isinstance(user, User):
             return user
-        if isinstance(user, str):
-            return cls(user)
-        if isinstance(user, int) and not isinstance(user, bool):  # an integer key, as User(5) and {"id": 5} take it
-            return cls(str(user))
+        user_id = integer_id_as_digits(user)  # an integer key, as User(5) and {"id": 5} take it
+        if isinstance(user_id, str):
+            return cls(user_id)
         if not isinstance(user, Mapping):
             raise ProtocolError(f"a user is a User, a mapping or an id (a str or an int), not {type(user).__name__}")
         user_id = user.get("id", user.get("user_id"))

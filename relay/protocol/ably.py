@@ -19,6 +19,7 @@ from relay.errors import (
     PermissionDenied,
     StaleTimestamp,
 )
+from relay.protocol.frames import lone_surrogate_problem
 
 MAX_TOKEN_TTL_MS = 24 * 3600 * 1000
 DEFAULT_TOKEN_TTL_MS = 3600 * 1000
@@ -31,7 +32,8 @@ ABSENT, PRESENT, ENTER, LEAVE, UPDATE = range(5)
 # Ably's channel naming rules (https://ably.com/docs/channels, "Channels are identified by their unique name"): a
 # name is case sensitive, not empty, does not start with "[" (a qualifier such as [meta] or [?rewind=1]) or ":", and
 # holds no newline. Ably sets no length limit but recommends under 2048 characters, as a REST request carries the
-# name in its URL: longer is refused here, before it reaches a URL.
+# name in its URL: longer is refused here, before it reaches a URL, and so is a name UTF-8 cannot encode (a URL's
+# path is percent-encoded UTF-8).
 MAX_CHANNEL_NAME = 2_048
 
 
@@ -47,7 +49,7 @@ def ably_channel_problem(name: object) -> str | None:
         return "must not start with ':'"
     if "\n" in name:
         return "must not contain a newline"
-    return None
+    return lone_surrogate_problem(name)
 
 
 def qualified_params(name: str) -> tuple[str, dict[str, str]] | None:

@@ -242,18 +242,27 @@ def client_event_data(data: object) -> str:
     return data if isinstance(data, str) else dumps_parsed(data, "client event data")
 
 
-def refuse_lone_surrogates(text: str, what: str, error: type[ProtocolError]) -> None:
-    """JavaScript strings may hold half a UTF-16 pair (JSON.stringify of an emoji cut in two); UTF-8 cannot encode
-    one, so no provider can carry it."""
+def lone_surrogate_problem(text: str) -> str | None:
+    """What is wrong with ``text`` when it holds half a UTF-16 pair, as a phrase ("contains a lone UTF-16 surrogate
+    …"), else None. JavaScript strings may hold one (JSON.stringify of an emoji cut in two); UTF-8 cannot encode it,
+    so no provider can carry it."""
     if text.isascii():
-        return
+        return None
     try:
         text.encode()
     except UnicodeEncodeError as exc:
-        raise error(
-            f"{what} contains a lone UTF-16 surrogate ({text[exc.start]!r} at character {exc.start}), which UTF-8 "
-            "cannot encode: a string cut in the middle of a character"
-        ) from None
+        return (
+            f"contains a lone UTF-16 surrogate ({text[exc.start]!r} at character {exc.start}), which UTF-8 cannot "
+            "encode: a string cut in the middle of a character"
+        )
+    return None
+
+
+def refuse_lone_surrogates(text: str, what: str, error: type[ProtocolError]) -> None:
+    """``error`` naming ``what`` when ``text`` holds a lone surrogate (:func:`lone_surrogate_problem`)."""
+    problem = lone_surrogate_problem(text)
+    if problem is not None:
+        raise error(f"{what} {problem}")
 
 
 # The first character of a JSON document (after whitespace): anything else is text without trying the parser

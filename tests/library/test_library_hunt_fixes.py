@@ -275,12 +275,12 @@ async def test_one_async_client_serves_several_event_loops(emulator: Emulator, s
 # -- 5. the user ids terminate_user_connections takes ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("user_id", ["", "a/b", "../../../channels/x", "x" * 300, 42])
+@pytest.mark.parametrize("user_id", ["", "a/b", "../../../channels/x", "x" * 300, 4.2])
 async def test_terminate_refuses_the_user_ids_no_user_signs_in_with_or_no_path_carries(
     emulator: Emulator, make_relay: MakeRelay, user_id: object
 ) -> None:
     """'../../../channels/x' left the /apps/{id} prefix once httpx normalised the path, and memory:// recorded it as
-    done. (An int was a TypeError in both.)"""
+    done. (A number was a TypeError in both; an int is now the id of its digits, test_library_hunt_fixes_3.py.)"""
     for url in (emulator_url(emulator), "memory://hunt-terminate"):
         relay = make_relay(url)
         with pytest.raises(InvalidChannelName, match="user id"):
