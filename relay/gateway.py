@@ -492,8 +492,9 @@ class JwtVerifier:
             # The leeway is for iat and nbf only: PyJWT applied it to exp too, so exp is checked again without it.
             # Honoured past its exp, a token would outlive a sign-out or a revocation by the leeway; a gateway clock
             # ahead of the issuer's only ends tokens a little early, and clients renew them before exp anyway.
-            # _claims_of has checked that exp is a number (PyJWT that it is present).
-            if int(claims["exp"]) <= time.time():
+            # _claims_of has checked that exp is a number (PyJWT that it is present); a NumericDate may have a
+            # fraction (RFC 7519 §2), which int() cut off, ending such a token up to a second early.
+            if claims["exp"] <= time.time():
                 raise AuthenticationError("the JWT has expired")
             return claims
         except jwt.ExpiredSignatureError:

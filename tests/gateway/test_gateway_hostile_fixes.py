@@ -404,6 +404,19 @@ async def test_numeric_dates_as_json_numbers_are_accepted(gateway: RunningGatewa
     assert set(response.json()) == {"auth"}
 
 
+async def test_a_fractional_exp_still_ahead_is_accepted(gateway: RunningGateway) -> None:
+    """exp was compared as int(exp): at 12.2 s past some second, a token with exp 12.7 s was "expired" (12 <= 12.2),
+    half a second before its time. RFC 7519 §2: a NumericDate may hold a fraction."""
+    while not 0.1 <= time.time() % 1 < 0.3:  # noqa: ASYNC110 (a fraction of the current second, not an event)
+        await asyncio.sleep(0.01)
+    exp = b"%.3f" % (time.time() + 0.5)
+    response = await channel_auth(gateway, signed_jwt(b'{"sub":"alice","exp":' + exp + b"}"))
+    assert response.status_code == 200, response.text
+    expired = b"%.3f" % (time.time() - 0.2)
+    response = await channel_auth(gateway, signed_jwt(b'{"sub":"alice","exp":' + expired + b"}"))
+    assert (response.status_code, response.json()) == (401, {"error": "the JWT has expired"})
+
+
 async def test_a_forged_jwt_with_a_bad_exp_is_refused_for_its_signature(gateway: RunningGateway) -> None:
     """The claims are read once the signature is verified: a forged token learns nothing of what its claims would
     have been told."""
