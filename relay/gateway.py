@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import jwt
@@ -32,7 +32,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relay.client import AsyncRelay, Configuration, Relay, configuration_from_env, describe_configuration
+from relay.client import (
+    MAX_TOKEN_CHANNELS,
+    AsyncRelay,
+    Configuration,
+    Relay,
+    configuration_from_env,
+    describe_configuration,
+    parse_configuration,
+)
 from relay.config import (
     ProviderConfig,
     hosted_pusher_cluster,
@@ -73,6 +81,16 @@ log = logging.getLogger("relay.gateway")
 
 MAX_BODY_BYTES = 1_048_576
 MAX_AUTH_BODY_BYTES = 16_384  # pusher-js posts socket_id and channel_name, plus whatever params the app adds
+# /v1/auth/channel's largest valid body: an Ably token request for MAX_TOKEN_CHANNELS names as long as the rules take
+# (DEFAULT_LIMITS), each character one a form encoder percent-encodes ("@"), sent as ably-js sends `channels`
+# (JSON.stringify's array, form-encoded): 3 bytes for each character of the array, its quotes, commas and brackets
+# too. A JSON body holds it in fewer (2 bytes for an escaped quote, 1 for the rest). Over that, MAX_AUTH_BODY_BYTES
+# for socket_id, the params an app adds and an encoder's spaces. The 16 KiB alone refused 100 names of 200 characters.
+MAX_CHANNEL_AUTH_BODY_BYTES = MAX_AUTH_BODY_BYTES + len(
+    urlencode(
+        {"channels": json.dumps(["@" * DEFAULT_LIMITS.max_channel_name] * MAX_TOKEN_CHANNELS, separators=(",", ":"))}
+    )
+)
 JWT_ALGORITHMS = ("RS256", "ES256")
 # How far a JWT's iat and nbf may be ahead of the gateway's clock: an identity provider's clock a second or two ahead
 # made every fresh token a 401 ("not yet valid") until the gateway's clock caught up. Not applied to exp (see
@@ -787,7 +805,7 @@ BODY_LIMITS = {
     "/v1/publish": MAX_BODY_BYTES,
     "/v1/publish/batch": MAX_BODY_BYTES,
     "/v1/webhooks": MAX_BODY_BYTES,
-    "/v1/auth/channel": MAX_AUTH_BODY_BYTES,
+    "/v1/auth/channel": MAX_CHANNEL_AUTH_BODY_BYTES,
     "/v1/auth/user": MAX_AUTH_BODY_BYTES,
 }
 
@@ -953,6 +971,10 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, settings: GatewaySettings) -> None:
         self.app = app
         self.settings = settings
+        # Whether /v1/auth/channel answers ably-js, decided as the route decides (the primary provider is Ably): its
+        # refusals here are then in Ably's shape as the route's are, since ably-js reads the status from the body
+        _, configs = parse_configuration(settings.relay_url)
+        self.ably = configs[0].scheme == "ably"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope) if scope["type"] == "http" and scope["method"] == "POST" else ""
@@ -969,7 +991,8 @@ class RequestGuard:
                 raise PayloadTooLarge(f"the request body is over {limit} bytes")
             body = await _bounded_body(receive, limit)
         except RelayError as error:
-            await error_response(error, Request(scope))(scope, receive, send)
+            ably = self.ably and path == "/v1/auth/channel"
+            await error_response(error, Request(scope), ably=ably)(scope, receive, send)
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)

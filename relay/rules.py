@@ -345,7 +345,7 @@ class ChannelRules:
         """Why no rule matched ``channel`` although one would for this user: the name is a rule's pattern filled in
         with the user's claims (``user.info``, a JWT's claims in ``relay serve``), one of which holds a character a
         placeholder never matches (an email address's dot, Auth0's ``auth0|123``). None when no rule is."""
-        # A name over the length limit (up to the auth body's 16 KiB) is refused for that alone: reading it against
+        # A name over the length limit (up to the auth body's 75 KiB) is refused for that alone: reading it against
         # the rules' `*`s would cost the event loop time in proportion to its square
         if user is None or len(channel) > DEFAULT_LIMITS.max_channel_name:
             return None

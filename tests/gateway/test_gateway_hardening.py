@@ -22,7 +22,7 @@ from jwt.algorithms import RSAAlgorithm
 from relay.adapters.ably import AblyAdapter
 from relay.config import parse_url
 from relay.errors import ConfigError, InvalidChannelName
-from relay.gateway import MAX_AUTH_BODY_BYTES, MAX_BODY_BYTES, GatewaySettings, create_app
+from relay.gateway import MAX_BODY_BYTES, MAX_CHANNEL_AUTH_BODY_BYTES, GatewaySettings, create_app
 from relay.models import WebhookEvent
 from relay.protocol.signing import webhook_signature
 from relay.web import route_path
@@ -435,13 +435,13 @@ async def test_the_guard_holds_when_the_gateway_is_mounted_under_a_prefix(gatewa
                 413,
                 {"error": f"the request body is over {MAX_BODY_BYTES} bytes"},
             )
-            form = {"socket_id": "1.1", "channel_name": "private-user-alice", "pad": "x" * MAX_AUTH_BODY_BYTES}
+            form = {"socket_id": "1.1", "channel_name": "private-user-alice", "pad": "x" * MAX_CHANNEL_AUTH_BODY_BYTES}
             auth_body = await http.post(
                 "/relay/v1/auth/channel", data=form, headers={"authorization": f"Bearer {hs_jwt()}"}
             )
             assert (auth_body.status_code, auth_body.json()) == (
                 413,
-                {"error": f"the request body is over {MAX_AUTH_BODY_BYTES} bytes"},
+                {"error": f"the request body is over {MAX_CHANNEL_AUTH_BODY_BYTES} bytes"},
             )
             # The auth endpoints a frontend is told are the mounted ones
             config = (await http.get("/relay/v1/client-config")).json()

@@ -17,7 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from websockets.asyncio.client import connect
 
-from relay.gateway import MAX_AUTH_BODY_BYTES, MAX_BODY_BYTES, GatewaySettings, create_app
+from relay.gateway import (
+    MAX_AUTH_BODY_BYTES,
+    MAX_BODY_BYTES,
+    MAX_CHANNEL_AUTH_BODY_BYTES,
+    GatewaySettings,
+    create_app,
+)
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, emulator_url, hs_jwt
 
@@ -133,7 +139,7 @@ async def post_chunked_without_end(url: str, path: str, headers: dict[str, str],
     [
         ("/v1/publish", "application/json", MAX_BODY_BYTES),
         ("/v1/webhooks", "application/json", MAX_BODY_BYTES),
-        ("/v1/auth/channel", "application/x-www-form-urlencoded", MAX_AUTH_BODY_BYTES),
+        ("/v1/auth/channel", "application/x-www-form-urlencoded", MAX_CHANNEL_AUTH_BODY_BYTES),
         ("/v1/auth/user", "application/json", MAX_AUTH_BODY_BYTES),
     ],
 )
@@ -158,7 +164,7 @@ async def test_a_body_over_its_route_s_limit_is_refused_while_it_streams(
 
 
 @pytest.mark.parametrize(
-    ("path", "limit"), [("/v1/auth/channel", MAX_AUTH_BODY_BYTES), ("/v1/webhooks", MAX_BODY_BYTES)]
+    ("path", "limit"), [("/v1/auth/channel", MAX_CHANNEL_AUTH_BODY_BYTES), ("/v1/webhooks", MAX_BODY_BYTES)]
 )
 async def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(
     gateway: RunningGateway, path: str, limit: int
@@ -171,7 +177,7 @@ async def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(
 
 async def test_a_body_at_the_auth_limit_is_read_whole(gateway: RunningGateway) -> None:
     form = b"socket_id=1.1&channel_name=private-user-alice&pad="
-    body = form + b"x" * (MAX_AUTH_BODY_BYTES - len(form))
+    body = form + b"x" * (MAX_CHANNEL_AUTH_BODY_BYTES - len(form))
     headers = {"authorization": f"Bearer {hs_jwt()}", "content-type": "application/x-www-form-urlencoded"}
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         response = await http.post("/v1/auth/channel", content=body, headers=headers)
@@ -185,7 +191,7 @@ async def test_a_browser_can_read_the_refusal_of_an_oversized_auth_body(emulator
     settings = GatewaySettings(relay_url=emulator_url(emulator), jwt_secret=JWT_SECRET, cors_origins=(origin,))
     async with in_process(settings) as gateway:
         response = await gateway.post(
-            "/v1/auth/channel", content=b"x" * (MAX_AUTH_BODY_BYTES + 1), headers={"origin": origin}
+            "/v1/auth/channel", content=b"x" * (MAX_CHANNEL_AUTH_BODY_BYTES + 1), headers={"origin": origin}
         )
     assert response.status_code == 413
     assert response.headers["access-control-allow-origin"] == origin

@@ -261,7 +261,7 @@ def steps_bound(pattern: str, channel: str) -> int:
 
 
 def test_a_name_over_the_length_limit_is_refused_for_its_length_alone() -> None:
-    """A name over 200 characters (the auth body takes up to 16 KiB of one) is not compared with the rules filled in
+    """A name over 200 characters (the auth body takes up to 75 KiB of one) is not compared with the rules filled in
     with the user's claims: with stars free, that search costs the square of the name's length (0.7 s for 16 KB)."""
     user = User("mallory", {"sub": "auth0|1"})
     rules = ChannelRules()
