@@ -608,8 +608,7 @@ class AblyApp:
         self._deliver_to_hub(channel, messages, Outbound(fields), exclude)
         self.history.keep(channel, fields, serial, now)
         if self.state.webhooks.wants("message"):  # Ably-format webhooks' channel.message: Pusher's have no such event
-            webhook_messages = [jsonable(delivered_message(fields, index)) for index in range(len(messages))]
-            self.state.webhooks.emit({"name": "message", "channel": channel, "messages": webhook_messages})
+            self.state.webhooks.emit({"name": "message", "channel": channel, "messages": _webhook_messages(fields)})
         return message_id, serials
 
     def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
@@ -654,14 +653,32 @@ class AblyApp:
         name = event.get("event") if isinstance(event, dict) else None
         if not isinstance(name, str) or name.startswith(RESERVED_NAME_PREFIXES):
             return None
-        data = event.get("data")
+        data, user_id = event.get("data"), event.get("user_id")
+        return self._pusher_message(
+            channel,
+            name,
+            data if isinstance(data, str) else None,
+            user_id if isinstance(user_id, str) else None,
+            exclude,
+        )
+
+    def client_event(
+        self, channel: str, event: str, data: str, user_id: str | None, sender: str
+    ) -> tuple[Outbound, list[dict[str, Any]]]:
+        """A Pusher client event as Ably has it, built once: the MESSAGE for this node's Ably subscribers (the
+        ``origin`` to deliver with) and its messages for Ably-format webhooks, so that both carry the same id."""
+        outbound = self._pusher_message(channel, event, data, user_id, sender)
+        return outbound, _webhook_messages(outbound.fields)
+
+    def _pusher_message(
+        self, channel: str, name: str, data: str | None, user_id: str | None, exclude: str | None
+    ) -> Outbound:
         item: dict[str, Any] = {"name": name}
-        if isinstance(data, str):
+        if data is not None:
             item["data"] = data
             if frames.looks_like_json(data):
                 item["encoding"] = "json"
-        user_id = event.get("user_id")
-        if isinstance(user_id, str):
+        if user_id is not None:
             item["clientId"] = user_id
         serial = self.next_serial()
         fields: dict[str, Any] = {
@@ -1056,6 +1073,12 @@ def check_pusher_member(client_id: str, data: str | bytes | None, encoding: str 
     if frames.utf8_length(user_info_json(data, encoding)) > limits.max_user_info_bytes:
         limit = limits.max_user_info_bytes
         raise AblyError(40009, f"Presence data on a Pusher presence channel is limited to {limit} bytes", 413)
+
+
+def _webhook_messages(fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """A MESSAGE's messages as Ably-format webhooks carry them: each as its subscribers get it (ids, timestamp,
+    connectionId), in Ably's JSON."""
+    return [jsonable(delivered_message(fields, index)) for index in range(len(fields["messages"]))]
 
 
 def _publish_id(ids: tuple[str, ...]) -> str:

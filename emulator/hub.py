@@ -151,6 +151,12 @@ class ForeignPresence(Protocol):
     def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
         """Another node's publish through the other protocol (its ProtocolMessage), for that protocol's history."""
 
+    def client_event(
+        self, channel: str, event: str, data: str, user_id: str | None, sender: str
+    ) -> tuple[object, list[dict[str, Any]]]:
+        """A client event in the other protocol, built once: the ``origin`` to :meth:`AppState.deliver` it with, and
+        its messages for that protocol's webhooks (the same ids as its subscribers get)."""
+
 
 @dataclass(slots=True)
 class PresenceEntry:
@@ -471,9 +477,10 @@ class AppState:
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, name, text, exclude, units)
 
-    def relay_client_event(self, channel: Channel, text: str, sender: str, units: int) -> None:
-        """A client event's frame ``text``, whose data is ``units`` 5 KiB units, to everyone else in ``channel``."""
-        self.deliver(channel, encode_text(text), sender)
+    def relay_client_event(self, channel: Channel, text: str, sender: str, units: int, origin: object = None) -> None:
+        """A client event's frame ``text``, whose data is ``units`` 5 KiB units, to everyone else in ``channel``
+        (``origin``: as :meth:`deliver`'s)."""
+        self.deliver(channel, encode_text(text), sender, origin)
         if self.cluster is not None:
             self.cluster.published(self.app.app_id, channel.name, text, sender, units, client_event=True)
 

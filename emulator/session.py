@@ -442,7 +442,12 @@ class Session:
         channel = self.state.channels[name]
         text = frames.channel_event(frame.event, name, data, user_id)
         ably_size = message_size(frame.event, size, user_id)
-        self.state.relay_client_event(channel, text, self.socket_id, units_5kib(ably_size))
+        # An Ably-format webhook's item is the message this node's Ably subscribers get (its id, its encoding), so
+        # it is built once for both here rather than translated from the frame at delivery.
+        ably, origin, ably_messages = self.state.foreign_presence, None, None
+        if ably is not None and self.state.webhooks.wants("client_event", ably=True):
+            origin, ably_messages = ably.client_event(name, frame.event, data, user_id, self.socket_id)
+        self.state.relay_client_event(channel, text, self.socket_id, units_5kib(ably_size), origin)
         self.state.meter.client_event(
             name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1, ably_size
         )
@@ -455,4 +460,6 @@ class Session:
         }
         if user_id is not None:
             webhook["user_id"] = user_id
+        if ably_messages is not None:
+            webhook["messages"] = ably_messages
         self.state.webhooks.emit(webhook)

@@ -61,6 +61,7 @@ class WebhookDispatcher:
     ) -> None:
         self._app = app
         self._wanted = frozenset().union(*(hook.event_types for hook in app.webhooks))  # every webhook's event types
+        self._wanted_as_ably = frozenset().union(*(hook.event_types for hook in app.webhooks if hook.format == "ably"))
         self._client = client
         self._clock = clock
         self._on_delivery = on_delivery
@@ -84,9 +85,10 @@ class WebhookDispatcher:
     def enabled(self) -> bool:
         return bool(self._app.webhooks)
 
-    def wants(self, event_name: str) -> bool:
-        """Whether any of the app's webhooks sends events of this name (what is not wanted need not be built)."""
-        return event_name in self._wanted
+    def wants(self, event_name: str, *, ably: bool = False) -> bool:
+        """Whether any of the app's webhooks (with ``ably``, of its Ably-format ones) sends events of this name (what
+        is not wanted need not be built)."""
+        return event_name in (self._wanted_as_ably if ably else self._wanted)
 
     @property
     def pending(self) -> int:
@@ -169,7 +171,7 @@ class WebhookDispatcher:
         items: list[dict[str, object]] = []
         if hook.format == "ably":
             assert self.lifecycle_status is not None  # EmulatorNode.start builds the Ably side of such an app
-            items = ably_items(events, int(self._clock() * 1000), self._ably_serials, self.lifecycle_status)
+            items = ably_items(events, self._ably_serials, self.lifecycle_status)
         timeout = REQUEST_TIMEOUT[hook.format]
         delay = 1.0
         attempt = 0
@@ -230,7 +232,7 @@ class WebhookDispatcher:
                 "X-Ably-Key": key_name,
                 "X-Ably-Signature": ably_webhook_signature(key_secret, body),
             }
-        body = dumps({"time_ms": now_ms, "events": events}).encode()
+        body = dumps({"time_ms": now_ms, "events": [_as_pusher(event) for event in events]}).encode()
         return body, {
             "Content-Type": "application/json",
             "X-Pusher-Key": self._app.key,
@@ -284,7 +286,7 @@ async def _read_short_answer(response: httpx.Response) -> None:
 
 
 def ably_items(
-    events: Sequence[WebhookEvent], now_ms: int, serials: Iterator[str], lifecycle_status: LifecycleStatus
+    events: Sequence[WebhookEvent], serials: Iterator[str], lifecycle_status: LifecycleStatus
 ) -> list[dict[str, object]]:
     """Events as the items of an Ably batched webhook (reference §D.9): channel.opened and channel.closed
     (channel.lifecycle, whose data is a ChannelDetails, occupancy included), presence enter and leave
@@ -301,21 +303,10 @@ def ably_items(
                 "name": channel,
                 "status": lifecycle_status(str(channel), name == "channel_occupied"),
             }
-        elif name == "client_event":
-            message = {
-                "name": event["event"],
-                "data": event["data"],
-                "connectionId": event["socket_id"],
-                "timestamp": now_ms,
-            }
-            if "user_id" in event:
-                message["clientId"] = event["user_id"]
-            source, item_name = "channel.message", "channel.message"
-            data = {"channelId": channel, "site": ABLY_SITE, "messages": [message]}
         elif name == "presence":  # AblyApp.broadcast_presence's: every member of either protocol, per connection
             source, item_name = "channel.presence", "presence.message"
             data = {"channelId": channel, "site": ABLY_SITE, "presence": event["presence"]}
-        elif name == "message":  # AblyApp.publish's, its messages in Ably's JSON
+        elif name in ("client_event", "message"):  # AblyApp.client_event's and AblyApp.publish's, in Ably's JSON
             source, item_name = "channel.message", "channel.message"
             data = {"channelId": channel, "site": ABLY_SITE, "messages": event["messages"]}
         else:  # no such Ably webhook: Webhook refuses these event types for format = "ably"
@@ -325,6 +316,14 @@ def ably_items(
             {"webhookId": "relay-emulator", "source": source, "serial": serial, "name": item_name, "data": data}
         )
     return items
+
+
+def _as_pusher(event: WebhookEvent) -> WebhookEvent:
+    """An event as Pusher-format webhooks carry it: a client event's Ably messages (of the events Pusher's have, the
+    only ones with any) are for the Ably-format webhooks."""
+    if "messages" not in event:
+        return event
+    return {name: value for name, value in event.items() if name != "messages"}
 
 
 def _channel_of(event: WebhookEvent) -> str | None:

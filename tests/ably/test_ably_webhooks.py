@@ -35,10 +35,25 @@ from tests.webhook_receiver import Receiver
 
 def test_events_become_the_items_of_ably_s_sources() -> None:
     entered = {"action": 2, "clientId": "ann", "connectionId": "1.2", "id": "1.2:0:0", "data": '{"a":1}'}
+    # A client event's message as AblyApp.client_event builds it, the one its Ably subscribers get
+    client_message = {
+        "name": "client-typing",
+        "data": "{}",
+        "encoding": "json",
+        "id": "1.2:5:0",
+        "timestamp": 1_700_000_000_000,
+    }
     events = [
         {"name": "channel_occupied", "channel": "orders"},
         {"name": "presence", "channel": "presence-room", "presence": [entered]},
-        {"name": "client_event", "channel": "private-chat", "event": "client-typing", "data": "{}", "socket_id": "1.2"},
+        {
+            "name": "client_event",
+            "channel": "private-chat",
+            "event": "client-typing",
+            "data": "{}",
+            "socket_id": "1.2",
+            "messages": [{**client_message, "connectionId": "1.2"}],
+        },
         {"name": "presence", "channel": "presence-room", "presence": [{**entered, "action": 3, "id": "1.2:1:0"}]},
         {"name": "channel_vacated", "channel": "orders"},
         # Pusher's user-level presence events and the other Pusher-only ones have no Ably webhook
@@ -46,7 +61,7 @@ def test_events_become_the_items_of_ably_s_sources() -> None:
         {"name": "subscription_count", "channel": "orders", "subscription_count": 2},
     ]
     serials = (f"s{number}" for number in itertools.count(7))
-    items = ably_items(events, 1_700_000_000_000, serials, lambda channel, opened: {"of": [channel, opened]})
+    items = ably_items(events, serials, lambda channel, opened: {"of": [channel, opened]})
     assert [(item["source"], item["name"], item["serial"]) for item in items] == [
         ("channel.lifecycle", "channel.opened", "s7"),
         ("channel.presence", "presence.message", "s8"),
@@ -63,7 +78,7 @@ def test_events_become_the_items_of_ably_s_sources() -> None:
     assert items[2]["data"] == {
         "channelId": "private-chat",
         "site": "local",
-        "messages": [{"name": "client-typing", "data": "{}", "connectionId": "1.2", "timestamp": 1_700_000_000_000}],
+        "messages": [{**client_message, "connectionId": "1.2"}],
     }
     assert items[3]["data"]["presence"][0]["action"] == 3  # type: ignore[index]
     assert items[4]["data"]["status"] == {"of": ["orders", False]}  # type: ignore[index]

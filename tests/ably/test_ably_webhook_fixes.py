@@ -1,0 +1,88 @@
+"""Ably-format webhooks' channel.message items for Pusher client events (docs/emulator.md, ``format = "ably"``): the
+message is the one the channel's Ably subscribers get (reference §D.9: the raw Message with its id), so a handler
+de-duplicates on its id and decodes it as a subscriber does (``encoding: json`` for JSON data, docs/ably.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from typing import Any
+
+from ably import AblyRealtime  # type: ignore[import-untyped]
+from ably.types.message import Message  # type: ignore[import-untyped]
+from ablysupport import API_KEY, APP, connected, pusher_wire
+
+from relay import Relay
+from relay.emulator.config import Webhook
+from relay.protocol.signing import channel_auth
+from tests.conftest import StartEmulator
+from tests.webhook_receiver import Receiver
+
+
+async def test_a_client_events_webhook_message_is_the_one_ably_subscribers_get(
+    receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """A Pusher client's client events, JSON and not, reach an ably-python subscriber and an Ably-format webhook:
+    the item's message has the subscriber's id, and ``Message.from_encoded`` gives it the subscriber's data (a dict
+    for JSON, with ``encoding: json``; text as text). relay's ``verify_webhook`` still gives the data as sent, and a
+    Pusher-format webhook beside it gets Pusher's client_event, nothing of Ably's."""
+    hooks = (Webhook(url=f"{receiver.url}/ably", format="ably"), Webhook(url=f"{receiver.url}/pusher"))
+    running = await start_emulator(app=replace(APP, webhooks=hooks))
+    realtime = AblyRealtime(key=API_KEY, endpoint=f"127.0.0.1:{running.port}", tls=False)
+    try:
+        await connected(realtime)
+        received: asyncio.Queue[Any] = asyncio.Queue()
+        await realtime.channels.get("private-chat").subscribe(received.put_nowait)
+        pusher = await pusher_wire(running)
+        wires.append(pusher)
+        auth = channel_auth(APP.key, APP.secret, pusher.socket_id, "private-chat")
+        await pusher.send("pusher:subscribe", {"channel": "private-chat", "auth": auth})
+        await pusher.expect("pusher_internal:subscription_succeeded")
+        await pusher.send("client-typing", {"who": "bo"}, channel="private-chat")
+        await pusher.send("client-note", "plain text", channel="private-chat")
+        typing, note = [await asyncio.wait_for(received.get(), 3) for _ in range(2)]
+    finally:
+        await realtime.close()
+
+    def items() -> list[dict[str, Any]]:
+        return [
+            message
+            for delivery in receiver.deliveries
+            if delivery.path == "/ably"
+            for item in json.loads(delivery.body)["items"]
+            if item["name"] == "channel.message"
+            for message in item["data"]["messages"]
+        ]
+
+    await receiver.until(lambda: len(items()) >= 2, within=5)
+    sent_typing, sent_note = items()
+    assert (typing.data, note.data) == ({"who": "bo"}, "plain text")  # as the subscriber decoded them
+    assert sent_typing["id"] == typing.id and sent_note["id"] == note.id
+    assert sent_typing["encoding"] == "json" and "encoding" not in sent_note
+    assert (sent_typing["connectionId"], sent_typing["timestamp"]) == (pusher.socket_id, typing.timestamp)
+    assert Message.from_encoded(sent_typing).data == {"who": "bo"}
+    assert Message.from_encoded(sent_note).data == "plain text"
+
+    # docs/emulator.md: verify_webhook gives a message's data as sent, the JSON text for JSON
+    relay = Relay.from_url(f"ably://{APP.ably_api_key}@127.0.0.1:{running.port}?tls=false")
+    verified = [
+        (event.event, event.data, event.socket_id)
+        for delivery in receiver.deliveries
+        if delivery.path == "/ably"
+        for event in relay.verify_webhook(delivery.headers, delivery.body)
+        if event.kind == "message"
+    ]
+    assert verified == [
+        ("client-typing", '{"who":"bo"}', pusher.socket_id),
+        ("client-note", "plain text", pusher.socket_id),
+    ]
+
+    await receiver.until(lambda: len(receiver.events("/pusher", {"client_event"})) >= 2, within=5)
+    assert receiver.events("/pusher", {"client_event"})[0] == {
+        "name": "client_event",
+        "channel": "private-chat",
+        "event": "client-typing",
+        "data": '{"who":"bo"}',
+        "socket_id": pusher.socket_id,
+    }
