@@ -20,7 +20,7 @@ import pytest
 
 from relay.emulator.ably import ably_client_settings
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey
-from relay.emulator.ably_hub import AblyApp, check_channel_name
+from relay.emulator.ably_hub import AblyApp, Message, check_channel_name
 from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import App, EmulatorConfig, load_config
 from relay.emulator.hub import AppState, ClusterLink
@@ -349,3 +349,32 @@ def test_ably_channel_names_are_refused_with_control_characters_only() -> None:
         assert refused.value.code == 40010 and "control characters are not allowed" in refused.value.message
     for name in ("rooms: café\u00a0bar", "family-\U0001f468\u200d\U0001f469", "a" * 250):
         assert check_channel_name(name) == name
+
+
+def test_idempotent_publishes_are_remembered_for_the_window_then_forgotten_in_order() -> None:
+    """A repeat within Ably's 2 minutes is answered as the first and delivered to nobody; past them it is a new
+    publish, and the app no longer holds the first (what it holds is bounded by the window, not by a size past which
+    every publish walked all of it: 5 ms a publish at 15,000 held). A publish remembered again after its expiry is
+    not forgotten at its first expiry."""
+    clock = [1_800_000_000_000]
+    hub = Hub(wall_ms=lambda: clock[0])
+    subscriber, link = hub.pusher()
+    pusher_send(subscriber, "pusher:subscribe", {"channel": "room"})
+    link.frames.clear()
+
+    def publish(message_id: str) -> tuple[str, list[str]]:
+        return hub.ably.publish("room", [Message("n", "x", id=f"{message_id}:0")], connection_id=None, exclude=None)
+
+    first = {message_id: publish(message_id) for message_id in ("a", "b", "c")}
+    assert len(link.take()) == 3
+    clock[0] += 60_000
+    assert publish("a") == first["a"]
+    assert link.take() == []
+    clock[0] += 60_000  # a, b and c are now 2 minutes old
+    again = publish("a")
+    assert again != first["a"]
+    assert [frame["event"] for frame in link.take()] == ["n"]
+    assert hub.ably._published.keys() == {("room", ("a:0",))}
+    clock[0] += 60_000
+    assert publish("a") == again, "remembered again at its second publish: still within the window"
+    assert link.take() == []
