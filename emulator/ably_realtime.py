@@ -76,7 +76,8 @@ from relay.protocol.codes import Reconnect, reconnect_strategy
 
 log = logging.getLogger("relay.emulator")
 MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
-APPLIED_PARAMS = ("rewind", "rewindLimit", "occupancy")  # the channel params the emulator applies, shown in ATTACHED
+# The channel params the emulator applies, shown in ATTACHED.
+APPLIED_PARAMS = ("rewind", "rewindLimit", "occupancy", "modes")
 # Ably's inbound limit: messages and presence items a connection may publish per second (CONNECTED's maxInboundRate;
 # beyond it, NACK 42911). The burst is one second's worth.
 MAX_INBOUND_RATE = 50
@@ -438,12 +439,9 @@ class AblySession(ForeignPeer):
     def _send(self, message: Mapping[str, Any]) -> None:
         self.send_frame(ws_frame(message, self.binary))
 
-    def _error_for(self, channel: str | None, error: AblyError) -> None:
+    def _error_for(self, channel: str, error: AblyError) -> None:
         """A channel ERROR: that channel fails, the connection stays."""
-        message: dict[str, Any] = {"action": ERROR, "error": error.body()}
-        if channel is not None:
-            message["channel"] = channel
-        self._send(message)
+        self._send({"action": ERROR, "channel": channel, "error": error.body()})
 
     # -- what the hub delivers --------------------------------------------------------------------------------
 
@@ -535,8 +533,7 @@ class AblySession(ForeignPeer):
             modes = allowed_modes(self.credentials, name)
             if not modes:
                 raise AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}")
-            flags = message.get("flags")
-            requested = flags & MODES if isinstance(flags, int) and flags & MODES else MODES
+            requested = _requested_modes(params, message.get("flags"))
             modes &= requested
             attachment = self.channels.get(name)
             if attachment is None and len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
@@ -548,9 +545,10 @@ class AblySession(ForeignPeer):
                     40160, f"Occupancy events need the 'channel-metadata' capability on channel {name[:100]!r}"
                 )
         except AblyError as exc:
-            if isinstance(raw, str):  # that channel fails: nothing more is delivered to it
-                self._forget_name(raw)
-            self._error_for(raw if isinstance(raw, str) else None, exc)
+            if not isinstance(raw, str):  # no channel to fail: the ERROR fails the connection (§D.4), so it ends
+                raise
+            self._forget_name(raw)  # that channel fails: nothing more is delivered to it
+            self._error_for(raw, exc)
             return
         rewound: list[Kept] = []
         truncated = False
@@ -578,7 +576,7 @@ class AblySession(ForeignPeer):
         attached = self._attached(raw, flags | (HAS_BACKLOG if rewound else 0), attachment, keep_serial=bool(replay))
         if replay:  # the client's serial stays its last message's until the missed ones move it on
             attached["channelSerial"] = message["channelSerial"]
-        if rewind is not None or occupancy is not None:  # applied, so shown (ably-js's channel.params)
+        if rewind is not None or occupancy is not None or "modes" in params:  # applied, so shown (channel.params)
             attached["params"] = {key: params[key] for key in APPLIED_PARAMS if key in params}
         if truncated:  # the attach succeeds; the cut is a non-fatal error, the state change's reason in ably-js
             most = MAX_REWIND_MESSAGES
@@ -651,9 +649,8 @@ class AblySession(ForeignPeer):
 
     def _detach(self, message: Mapping[str, Any]) -> None:
         name = message.get("channel")
-        if not isinstance(name, str):
-            self._error_for(None, AblyError(40010, "DETACH needs a channel name"))
-            return
+        if not isinstance(name, str):  # an ERROR without a channel fails the connection (§D.4): the socket closes
+            raise AblyError(40010, "DETACH needs a channel name")
         self._forget_name(name)
         self._send({"action": DETACHED, "channel": name})
 
@@ -781,6 +778,13 @@ class AblySession(ForeignPeer):
             raise AblyError(
                 40102, "Incompatible credentials: the new token is signed with another key than the connection's"
             )
+        if self.credentials.client_id is None and credentials.identified() is not None:
+            # RSA15c: a reauth's credentials keep the connection's client id, none included (as resumable_by has it:
+            # an anonymous connection that took one mid-connection would publish under it).
+            raise AblyError(
+                40102,
+                f"Incompatible credentials: clientId {credentials.client_id!r} does not match the connection's (none)",
+            )
         credentials = _with_client_id(credentials, self.credentials.client_id)
         self.credentials = credentials
         self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
@@ -827,12 +831,48 @@ def _channel_params(params: Mapping[str, Any]) -> tuple[Rewind | None, tuple[str
         raise AblyError(40003, f"Invalid channel params: {exc}") from None
 
 
+# The mode names of the ``modes`` channel param (ably-js's channelModes, lower case; message_subscribe is ably-js
+# 2.30's name for subscribe), with the modes the emulator grants for them: annotations and LiveObjects are not
+# emulated, so theirs grant nothing.
+_PARAM_MODES = {
+    "presence": MODE_PRESENCE,
+    "publish": MODE_PUBLISH,
+    "subscribe": MODE_SUBSCRIBE,
+    "message_subscribe": MODE_SUBSCRIBE,
+    "presence_subscribe": MODE_PRESENCE_SUBSCRIBE,
+    "annotation_publish": 0,
+    "annotation_subscribe": 0,
+    "object_subscribe": 0,
+    "object_publish": 0,
+}
+
+
+def _requested_modes(params: Mapping[str, Any], flags: object) -> int:
+    """The modes an ATTACH asks for: its ``modes`` param (comma-separated names), which wins over its mode flags
+    (ably-js's attachWithChannelParamsModesAndChannelModes), else the flags; all of them when it names none the
+    emulator grants. 40000 for a mode name Ably does not know."""
+    raw = params.get("modes")
+    if raw is None:
+        requested = flags & MODES if isinstance(flags, int) else 0
+    elif not isinstance(raw, str):
+        raise AblyError(40000, "Invalid channel params: modes is a comma-separated string of channel modes")
+    else:
+        requested = 0
+        for mode in raw.split(","):
+            granted = _PARAM_MODES.get(mode.strip().lower())
+            if granted is None:
+                raise AblyError(40000, f"Invalid channel params: unknown channel mode {mode.strip()[:100]!r}")
+            requested |= granted
+    return requested or MODES
+
+
 def renewal_time(expires_ms: int | None, now_ms: int) -> int | None:
-    """When to ask for a token expiring at ``expires_ms`` to be renewed: ``RENEWAL_LEAD_MS`` before, or halfway
-    through a shorter remaining life (a token of seconds would be asked for again as soon as it came)."""
-    if expires_ms is None:
+    """When to ask for a token expiring at ``expires_ms`` to be renewed: ``RENEWAL_LEAD_MS`` before, as Ably asks.
+    ``None`` when that has passed (a token of under 30 s): as on Ably, it expires into DISCONNECTED 40142 and the
+    SDK reconnects with a new one (ably-js's sandbox tests expect this of a 5 s token)."""
+    if expires_ms is None or expires_ms - RENEWAL_LEAD_MS <= now_ms:
         return None
-    return expires_ms - min(RENEWAL_LEAD_MS, max(0, expires_ms - now_ms) // 2)
+    return expires_ms - RENEWAL_LEAD_MS
 
 
 def _is_serial(value: object) -> TypeGuard[int]:

@@ -217,8 +217,10 @@ async def test_presence_data_over_the_message_size_is_nacked(ably_emulator: Runn
     [
         (None, 0, None),  # key auth: nothing expires
         (3_600_000, 0, 3_570_000),  # an hour's token: asked for 30 s before it ends
-        (4_000, 0, 2_000),  # a 4 s token: halfway, not at once (it would be asked for again as soon as it came)
-        (1_000, 2_000, 1_000),  # already past: asked at once (the expiry check ends the connection first)
+        (35_000, 0, 5_000),  # ably-js's sandbox tests renew 35 s tokens: asked for 5 s in
+        (30_000, 0, None),  # a token of 30 s or less: not asked for, it expires into DISCONNECTED 40142
+        (4_000, 0, None),
+        (1_000, 2_000, None),  # already past: the expiry check ends the connection
     ],
 )
 def test_when_the_server_asks_for_the_next_token(expires_ms: int | None, now_ms: int, asked_at: int | None) -> None:
