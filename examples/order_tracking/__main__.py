@@ -20,8 +20,7 @@ from fastapi import FastAPI
 
 from examples.order_tracking.app import BROWSER_LIBRARIES, browser_library_of, create_app, local_browser_builds
 from relay.cli import cannot_listen
-from relay.client import configuration_from_env, describe_configuration
-from relay.config import ProviderConfig
+from relay.client import Configuration, configuration_from_env, describe_configuration, parse_configuration
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
 from relay.errors import ConfigError, NoProviderConfigured
@@ -79,9 +78,11 @@ async def serve(host: str, port: int, emulator_port: int) -> None:
     # The provider first: a mistake in its configuration is reported before anything listens, and only none at all
     # means the emulator. Then the pages' browser libraries: a PUSHER_JS_PATH/ABLY_JS_PATH naming no file is one too.
     try:
-        configured: str | ProviderConfig | None = configuration_from_env(None)
+        configured: Configuration | None = configuration_from_env(None)
     except NoProviderConfigured:
         configured = None
+    if configured is not None:
+        refuse_without_browser_side(configured)
     local_browser_builds()
     with listen(host, port, "it is the web app's port: choose another with --port (0 picks a free one)") as sock:
         if configured is not None:
@@ -90,6 +91,18 @@ async def serve(host: str, port: int, emulator_port: int) -> None:
         async with emulator_in_process(emulator_port) as relay_url:
             where = "an emulator in this process (set RELAY_URL to use Pusher, Ably or another server)"
             await run(host, sock, relay_url, where)
+
+
+def refuse_without_browser_side(configured: Configuration) -> None:
+    """A ConfigError for a provider the pages cannot connect to: memory:// lives inside this process, with no
+    websocket for a browser (it is for tests), so the pages would say *Connecting…* for ever."""
+    _, providers = parse_configuration(configured)
+    if providers[0].scheme == "memory":  # the pages connect to the primary provider
+        raise ConfigError(
+            "RELAY_URL names a memory:// provider: it lives inside this process and no browser can connect to it, "
+            "so the pages would never be live; unset RELAY_URL to run an emulator here, or name a pusher://, "
+            "emulator:// or ably:// provider"
+        )
 
 
 def library_notice(app: FastAPI) -> str:
@@ -103,7 +116,7 @@ def library_notice(app: FastAPI) -> str:
     return f"\n  {label:<12}the pages load it from its CDN, {library.cdn} (a local copy: {library.local_copy_advice()})"
 
 
-async def run(host: str, sock: socket.socket, relay_url: str | ProviderConfig, where: str) -> None:
+async def run(host: str, sock: socket.socket, relay_url: Configuration, where: str) -> None:
     site = f"http://{host}:{sock.getsockname()[1]}"
     app = create_app(relay_url)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

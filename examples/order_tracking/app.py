@@ -27,16 +27,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from relay import AsyncRelay, User
-from relay.client import configuration_from_env
-from relay.config import ProviderConfig
+from relay.client import Configuration, configuration_from_env
 from relay.errors import ConfigError, RelayError
 from relay.gateway import frontend_config
 from relay.rules import ChannelRules
@@ -147,7 +146,13 @@ class Sessions:
         return User(user_id, data)
 
     def sign_in(self, response: Response, role: Role, name: str) -> User:
-        user = User(f"{role}-{secrets.token_hex(4)}", {"name": name, "role": role})
+        return self._save(response, User(f"{role}-{secrets.token_hex(4)}", {"name": name, "role": role}))
+
+    def rename(self, response: Response, user: User, name: str) -> User:
+        """The same user (same id) under a new name."""
+        return self._save(response, User(user.id, {**user.info, "name": name}))
+
+    def _save(self, response: Response, user: User) -> User:
         response.set_cookie(COOKIE, self.cookie_for(user), httponly=True, samesite="lax")
         return user
 
@@ -183,14 +188,18 @@ def build_rules(orders: OrderStore) -> ChannelRules:
     return rules
 
 
+# A name as typed, without the spaces around it: "   " is no name.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+
+
 class OrderRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=60)
+    name: Name
     items: list[str] = Field(min_length=1, max_length=20)
 
 
 class SessionRequest(BaseModel):
     role: Literal["kitchen", "delivery"]
-    name: str = Field(min_length=1, max_length=60)
+    name: Name
 
 
 class StatusRequest(BaseModel):
@@ -261,7 +270,7 @@ def browser_library_of(client: AsyncRelay) -> str:
     return "ably" if client.config.scheme == "ably" else "pusher"
 
 
-def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret: bytes | None = None) -> FastAPI:
+def create_app(relay_url: Configuration | None = None, *, session_secret: bytes | None = None) -> FastAPI:
     """The app, publishing through ``relay_url`` (default: ``RELAY_URL`` or the ``PUSHER_*``/``ABLY_API_KEY``
     variables). Swapping providers changes nothing here or in the pages."""
     local_builds = local_browser_builds()  # first: a PUSHER_JS_PATH naming no file is a ConfigError
@@ -337,7 +346,7 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
     @app.post("/api/session")
     def sign_in(body: SessionRequest, response: Response) -> dict[str, Any]:
         """Staff sign-in (a demo: no password)."""
-        user = sessions.sign_in(response, body.role, body.name.strip())
+        user = sessions.sign_in(response, body.role, body.name)
         return {"id": user.id, **user.info}
 
     @app.post("/api/orders", status_code=201)
@@ -347,7 +356,11 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
             raise HTTPException(422, f"not on the menu: {', '.join(unknown)}")
         customer = sessions.user(request)
         if customer is None or customer.info.get("role") != "customer":
-            customer = sessions.sign_in(response, "customer", body.name.strip())
+            customer = sessions.sign_in(response, "customer", body.name)
+        elif customer.info.get("name") != body.name:
+            # The name on the form is the one the order is for (a typo fixed, a meal for someone else): the order
+            # and the cookie take it, under the same id, so the customer's earlier orders stay theirs.
+            customer = sessions.rename(response, customer, body.name)
         order = orders.create(customer, body.items)
         live = await notify([KITCHEN], "order-placed", order)
         return {**order.to_json(), "live": live}
@@ -369,6 +382,7 @@ def create_app(relay_url: str | ProviderConfig | None = None, *, session_secret:
 
     @app.post("/api/orders/{order_id}/status")
     async def set_status(order_id: int, body: StatusRequest, request: Request) -> dict[str, Any]:
+        require(request)  # first: whether an order exists is no answer for someone not signed in
         order = orders.get(order_id)
         if order is None:
             raise HTTPException(404, "no such order")

@@ -24,7 +24,11 @@ function render() {
     .join('');
 }
 
+// Orders from events that arrived while a re-read was in flight (null when none is): applied again over its answer.
+let arrivedDuringReread = null;
+
 function update(order, { live = false } = {}) {
+  arrivedDuringReread?.push(order);
   // A re-read that was in flight while an event arrived may be older than what the page has.
   if ((orders.get(order.id)?.history.length ?? 0) > order.history.length) return;
   const before = orders.get(order.id)?.status;
@@ -40,14 +44,28 @@ function update(order, { live = false } = {}) {
 
 onStatusButtons(document.getElementById('pickups'), update);
 
+/** After every (re)subscription: the backend's list replaces the page's, as it may have restarted and lost orders. */
+async function reread() {
+  arrivedDuringReread = [];
+  let current, arrived;
+  try {
+    current = await api('/api/orders');
+  } finally {
+    // A failed re-read keeps what the page has, and stops collecting.
+    [arrived, arrivedDuringReread] = [arrivedDuringReread, null];
+  }
+  orders.clear();
+  for (const order of current) orders.set(order.id, order);
+  for (const order of arrived) update(order);
+  render();
+}
+
 async function main() {
   await signIn('delivery');
   document.getElementById('board').hidden = false;
   const realtime = await connect();
   realtime.subscribe('private-delivery', {
-    onReady: async () => {
-      for (const order of await api('/api/orders')) update(order);
-    },
+    onReady: reread,
     'status-changed': (order) => update(order, { live: true }),
   });
 }

@@ -29,8 +29,28 @@ function remember(order) {
   if ((orders.get(order.id)?.history.length ?? 0) <= order.history.length) orders.set(order.id, order);
 }
 
+// Orders from events that arrived while a re-read was in flight (null when none is): applied again over its answer.
+let arrivedDuringReread = null;
+
 function update(order) {
+  arrivedDuringReread?.push(order);
   remember(order);
+  render();
+}
+
+/** After every (re)subscription: the backend's list replaces the page's, as it may have restarted and lost orders. */
+async function reread() {
+  arrivedDuringReread = [];
+  let current, arrived;
+  try {
+    current = await api('/api/orders');
+  } finally {
+    // A failed re-read keeps what the page has, and stops collecting.
+    [arrived, arrivedDuringReread] = [arrivedDuringReread, null];
+  }
+  orders.clear();
+  for (const order of current) orders.set(order.id, order);
+  for (const order of arrived) remember(order);
   render();
 }
 
@@ -41,10 +61,7 @@ async function main() {
   document.getElementById('board').hidden = false;
   const realtime = await connect();
   realtime.subscribe('private-kitchen', {
-    onReady: async () => {
-      for (const order of await api('/api/orders')) remember(order);
-      render();
-    },
+    onReady: reread,
     'order-placed': update,
     'status-changed': update,
   });

@@ -1,0 +1,143 @@
+"""examples/order_tracking fixes: memory:// refused at start, names validated without their spaces, sign-in checked
+before an order is looked up, a customer's new name on an order, and the staff boards after a restart of the app
+with ``ORDER_TRACKING_SECRET`` (sign-ins kept, orders gone)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from examples.order_tracking import create_app
+from relay.testing import store_of
+from tests.emulator_process import EmulatorProcess
+from tests.examples.conftest import needs_chromium
+from tests.examples.test_order_tracking_backend import MEMORY, browser, refused, staff, without_provider
+from tests.examples.test_order_tracking_e2e import SLOW, new_page, start_shift
+from tests.gateway.conftest import serve_asgi
+
+
+@pytest.fixture
+def app() -> Iterator[object]:
+    application = create_app(MEMORY, session_secret=b"tests")
+    store_of(application.state.relay).clear()
+    yield application
+    store_of(application.state.relay).clear()
+
+
+async def test_a_memory_provider_is_refused_at_start() -> None:
+    """``RELAY_URL=memory://demo`` started, and every page said "Connecting…" for ever (pusher-js: "You must pass your
+    app key"): no browser can connect to a provider inside the app's process."""
+    stderr = await refused("--port", "0", "--emulator-port", "0", env=without_provider(RELAY_URL="memory://demo"))
+    assert "memory://" in stderr and "no browser can connect to it" in stderr
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_blank_name_is_refused(app: object, name: str) -> None:
+    """A name of spaces was accepted, and stored as ""."""
+    client = browser(app)
+    assert client.post("/api/session", json={"role": "kitchen", "name": name}).status_code == 422
+    assert client.post("/api/orders", json={"name": name, "items": ["payasam"]}).status_code == 422
+
+
+def test_names_are_kept_without_the_spaces_around_them(app: object) -> None:
+    assert browser(app).post("/api/session", json={"role": "kitchen", "name": "  Asha "}).json()["name"] == "Asha"
+    order = browser(app).post("/api/orders", json={"name": " Meera  ", "items": ["payasam"]}).json()
+    assert order["customer_name"] == "Meera"
+
+
+def test_a_status_change_without_sign_in_is_401_whether_the_order_exists_or_not(app: object) -> None:
+    """A missing order answered 404 and an existing one 401: a visitor could tell which orders exist."""
+    browser(app).post("/api/orders", json={"name": "Meera", "items": ["payasam"]})
+    visitor = browser(app)
+    for order_id in (1, 99):
+        answer = visitor.post(f"/api/orders/{order_id}/status", json={"status": "preparing"})
+        assert answer.status_code == 401, (order_id, answer.text)
+    kitchen = staff(app, "kitchen", "Asha")
+    assert kitchen.post("/api/orders/99/status", json={"status": "preparing"}).status_code == 404
+
+
+def test_a_customer_ordering_under_a_new_name_gets_the_order_under_that_name(app: object) -> None:
+    """The second order of a signed-in customer was recorded under the first order's name, whatever the form said.
+    The name typed is the order's (and the cookie's, for the form next time); the customer keeps their id, so both
+    orders stay theirs."""
+    customer: TestClient = browser(app)
+    first = customer.post("/api/orders", json={"name": "Meera", "items": ["payasam"]}).json()
+    second = customer.post("/api/orders", json={"name": "Meera K", "items": ["karimeen"]}).json()
+    assert (first["customer_name"], second["customer_name"]) == ("Meera", "Meera K")
+    assert first["customer_id"] == second["customer_id"]
+    assert customer.get("/api/me").json()["name"] == "Meera K"
+    assert [order["id"] for order in customer.get("/api/orders").json()] == [first["id"], second["id"]]
+
+
+class Restartable:
+    """An ASGI app that is one order-tracking app until :meth:`restart` swaps in a new one with the same session
+    secret: the app restarted with ``ORDER_TRACKING_SECRET`` set, on the same address (orders gone, sign-ins kept)."""
+
+    def __init__(self, relay_url: str) -> None:
+        self.relay_url = relay_url
+        self.app = create_app(relay_url, session_secret=b"kept")
+
+    def restart(self) -> None:
+        self.app = create_app(self.relay_url, session_secret=b"kept")
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] == "lifespan":  # the apps' lifespans only close their relay clients
+            message = await receive()  # type: ignore[operator]
+            await send({"type": "lifespan.startup.complete"})  # type: ignore[operator]
+            message = await receive()  # type: ignore[operator]
+            assert message["type"] == "lifespan.shutdown"
+            await send({"type": "lifespan.shutdown.complete"})  # type: ignore[operator]
+            return
+        await self.app(scope, receive, send)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def emulator_process() -> AsyncIterator[EmulatorProcess]:
+    process = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0")
+    yield process
+    await process.kill()
+
+
+@needs_chromium()
+async def test_staff_boards_drop_the_orders_a_restarted_app_no_longer_has(
+    browser: object, emulator_process: EmulatorProcess
+) -> None:
+    """After a restart of the app (and its emulator) with the sign-ins kept, the kitchen and delivery boards merged
+    the re-read list into what they had: the old orders stayed on them for ever. The re-read now replaces them."""
+    expect = pytest.importorskip("playwright.async_api").expect
+    port = emulator_process.port
+    app = Restartable(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1")
+    problems: list[str] = []
+    async with serve_asgi(app) as site:  # type: ignore[arg-type]
+        kitchen = await new_page(browser, "/kitchen", site, problems)
+        await start_shift(kitchen, "Asha")
+        delivery = await new_page(browser, "/delivery", site, problems)
+        await start_shift(delivery, "Ravi")
+        for page in (kitchen, delivery):
+            await expect(page.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+        customer = (await browser.new_context()).request  # type: ignore[attr-defined]
+        for name in ("Meera", "Biju"):
+            assert (await customer.post(f"{site}/api/orders", data={"name": name, "items": ["payasam"]})).ok
+        cook = (await browser.new_context()).request  # type: ignore[attr-defined]
+        assert (await cook.post(f"{site}/api/session", data={"role": "kitchen", "name": "Asha"})).ok
+        for status in ("preparing", "ready"):
+            assert (await cook.post(f"{site}/api/orders/2/status", data={"status": status})).ok
+        await expect(kitchen.locator("[data-order-id]")).to_have_count(2)  # type: ignore[attr-defined]
+        await expect(delivery.locator("[data-order-id]")).to_have_count(1)  # type: ignore[attr-defined]
+
+        # The app restarts (its orders are gone) and so does the emulator, on the same port: the pages resubscribe.
+        assert await emulator_process.stop() == 0
+        app.restart()
+        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
+        try:
+            for page in (kitchen, delivery):
+                await expect(page.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+            await expect(kitchen.locator("#empty")).to_be_visible(timeout=SLOW)  # type: ignore[attr-defined]
+            await expect(kitchen.locator("[data-order-id]")).to_have_count(0)  # type: ignore[attr-defined]
+            await expect(delivery.locator("#empty")).to_be_visible()  # type: ignore[attr-defined]
+            await expect(delivery.locator("[data-order-id]")).to_have_count(0)  # type: ignore[attr-defined]
+        finally:
+            await restarted.kill()
+    assert problems == []
