@@ -4,6 +4,7 @@ with ``ORDER_TRACKING_SECRET`` (sign-ins kept, orders gone)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -138,6 +139,55 @@ async def test_staff_boards_drop_the_orders_a_restarted_app_no_longer_has(
             await expect(kitchen.locator("[data-order-id]")).to_have_count(0)  # type: ignore[attr-defined]
             await expect(delivery.locator("#empty")).to_be_visible()  # type: ignore[attr-defined]
             await expect(delivery.locator("[data-order-id]")).to_have_count(0)  # type: ignore[attr-defined]
+        finally:
+            await restarted.kill()
+    assert problems == []
+
+
+@needs_chromium()
+async def test_after_a_reconnect_the_customer_page_stays_on_its_current_order(
+    browser: object, emulator_process: EmulatorProcess
+) -> None:
+    """Every order channel the page had subscribed re-read its order after a reconnect, and the page showed whichever
+    answer came last: a delivered first order answering after the second took the page back to it (status
+    *Delivered*, the order form shown) while the second was being prepared. Its re-read is held back here."""
+    expect = pytest.importorskip("playwright.async_api").expect
+    port = emulator_process.port
+    problems: list[str] = []
+    async with serve_asgi(Restartable(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1")) as site:  # type: ignore[arg-type]
+        customer = await new_page(browser, "/", site, problems)
+        await expect(customer.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+        await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]
+        for dish, order_id in (("Palada payasam", "#1"), ("Karimeen pollichathu", "#2")):
+            await customer.get_by_label(dish).check()  # type: ignore[attr-defined]
+            await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
+            await expect(customer.locator("#order-id")).to_have_text(order_id)  # type: ignore[attr-defined]
+            if order_id == "#1":  # delivered, so the form comes back for a second order
+                kitchen = (await browser.new_context()).request  # type: ignore[attr-defined]
+                assert (await kitchen.post(f"{site}/api/session", data={"role": "kitchen", "name": "Asha"})).ok
+                rider = (await browser.new_context()).request  # type: ignore[attr-defined]
+                assert (await rider.post(f"{site}/api/session", data={"role": "delivery", "name": "Ravi"})).ok
+                for staff_member, status in ((kitchen, "preparing"), (kitchen, "ready"), (rider, "picked_up")):
+                    assert (await staff_member.post(f"{site}/api/orders/1/status", data={"status": status})).ok
+                assert (await rider.post(f"{site}/api/orders/1/status", data={"status": "delivered"})).ok
+                await expect(customer.locator("#order-status")).to_have_text("Delivered")  # type: ignore[attr-defined]
+        assert (await kitchen.post(f"{site}/api/orders/2/status", data={"status": "preparing"})).ok
+        await expect(customer.locator("#order-status")).to_have_text("Preparing")  # type: ignore[attr-defined]
+
+        async def answer_late(route: object) -> None:
+            await asyncio.sleep(1.5)
+            await route.continue_()  # type: ignore[attr-defined]
+
+        await customer.route("**/api/orders/1", answer_late)  # type: ignore[attr-defined]
+        assert await emulator_process.stop() == 0
+        await expect(customer.locator("#connection")).not_to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
+        try:
+            await expect(customer.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+            await customer.wait_for_timeout(2500)  # type: ignore[attr-defined]  # past the first order's late answer
+            await expect(customer.locator("#order-id")).to_have_text("#2")  # type: ignore[attr-defined]
+            await expect(customer.locator("#order-status")).to_have_text("Preparing")  # type: ignore[attr-defined]
+            await expect(customer.locator("#order-form")).to_be_hidden()  # type: ignore[attr-defined]
         finally:
             await restarted.kill()
     assert problems == []

@@ -11,6 +11,9 @@ const STATUS_TEXT = {
 const form = document.getElementById('order-form');
 let realtime = null;
 let shown = null;
+// The order the page follows: after a reconnect every channel subscribed before re-reads its order, and an earlier,
+// delivered one answering last must not take the page back to it.
+let following = null;
 
 /** Newer than what the page shows? A re-read that was in flight while an event arrived may be older. */
 function isNewer(order, than) {
@@ -18,7 +21,7 @@ function isNewer(order, than) {
 }
 
 function show(order) {
-  if (!isNewer(order, shown)) return;
+  if (order.id !== following || !isNewer(order, shown)) return;
   shown = order;
   document.getElementById('order').hidden = false;
   document.getElementById('order-id').textContent = `#${order.id}`;
@@ -32,10 +35,12 @@ function show(order) {
   form.hidden = order.status !== 'delivered';
 }
 
-function follow(orderId) {
-  realtime.subscribe(`private-order-${orderId}`, {
+function follow(order) {
+  following = order.id;
+  show(order);
+  realtime.subscribe(`private-order-${order.id}`, {
     // After every (re)subscription: re-read the order, so nothing is lost while the connection was down.
-    onReady: async () => show(await api(`/api/orders/${orderId}`)),
+    onReady: async () => show(await api(`/api/orders/${order.id}`)),
     'status-changed': show,
   });
 }
@@ -51,10 +56,7 @@ async function main() {
   if (me?.role === 'customer') {
     form.elements.name.value = me.name;
     const active = (await api('/api/orders')).filter((order) => order.status !== 'delivered').at(-1);
-    if (active) {
-      show(active);
-      follow(active.id);
-    }
+    if (active) follow(active);
   }
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -63,8 +65,7 @@ async function main() {
       const order = await api('/api/orders', { method: 'POST', body: { name: form.elements.name.value, items } });
       document.getElementById('order-error').textContent = '';
       for (const box of form.querySelectorAll('input[name=items]')) box.checked = false;
-      show(order);
-      follow(order.id);
+      follow(order);
     } catch (error) {
       document.getElementById('order-error').textContent = error.message;
     }
