@@ -1,6 +1,6 @@
 // The delivery staff's page: orders appear when the kitchen marks them ready (status-changed on private-delivery).
-import { api, connect, escapeHtml } from '/static/realtime.js';
-import { onStatusButtons, signIn } from '/static/staff.js';
+import { connect, escapeHtml } from '/static/realtime.js';
+import { boardRereader, onStatusButtons, signIn } from '/static/staff.js';
 
 const ACTIONS = { ready: ['picked_up', 'Picked up'], picked_up: ['delivered', 'Delivered'] };
 const orders = new Map();
@@ -24,11 +24,10 @@ function render() {
     .join('');
 }
 
-// Orders from events that arrived while a re-read was in flight (null when none is): applied again over its answer.
-let arrivedDuringReread = null;
+const board = boardRereader(orders, update, render);
 
 function update(order, { live = false } = {}) {
-  arrivedDuringReread?.push(order);
+  board.noted(order);
   // A re-read that was in flight while an event arrived may be older than what the page has.
   if ((orders.get(order.id)?.history.length ?? 0) > order.history.length) return;
   const before = orders.get(order.id)?.status;
@@ -44,28 +43,12 @@ function update(order, { live = false } = {}) {
 
 onStatusButtons(document.getElementById('pickups'), update);
 
-/** After every (re)subscription: the backend's list replaces the page's, as it may have restarted and lost orders. */
-async function reread() {
-  arrivedDuringReread = [];
-  let current, arrived;
-  try {
-    current = await api('/api/orders');
-  } finally {
-    // A failed re-read keeps what the page has, and stops collecting.
-    [arrived, arrivedDuringReread] = [arrivedDuringReread, null];
-  }
-  orders.clear();
-  for (const order of current) orders.set(order.id, order);
-  for (const order of arrived) update(order);
-  render();
-}
-
 async function main() {
   await signIn('delivery');
   document.getElementById('board').hidden = false;
   const realtime = await connect();
   realtime.subscribe('private-delivery', {
-    onReady: reread,
+    onReady: board.reread,
     'status-changed': (order) => update(order, { live: true }),
   });
 }

@@ -1,6 +1,6 @@
 // The kitchen display: new orders arrive on private-kitchen, staff on shift are the members of presence-kitchen.
-import { api, connect, escapeHtml } from '/static/realtime.js';
-import { onStatusButtons, signIn } from '/static/staff.js';
+import { connect, escapeHtml } from '/static/realtime.js';
+import { boardRereader, onStatusButtons, signIn } from '/static/staff.js';
 
 const ACTIONS = { placed: ['preparing', 'Start preparing'], preparing: ['ready', 'Mark ready'] };
 const LABELS = { placed: 'New', preparing: 'Preparing', ready: 'Ready' };
@@ -29,28 +29,11 @@ function remember(order) {
   if ((orders.get(order.id)?.history.length ?? 0) <= order.history.length) orders.set(order.id, order);
 }
 
-// Orders from events that arrived while a re-read was in flight (null when none is): applied again over its answer.
-let arrivedDuringReread = null;
+const board = boardRereader(orders, remember, render);
 
 function update(order) {
-  arrivedDuringReread?.push(order);
+  board.noted(order);
   remember(order);
-  render();
-}
-
-/** After every (re)subscription: the backend's list replaces the page's, as it may have restarted and lost orders. */
-async function reread() {
-  arrivedDuringReread = [];
-  let current, arrived;
-  try {
-    current = await api('/api/orders');
-  } finally {
-    // A failed re-read keeps what the page has, and stops collecting.
-    [arrived, arrivedDuringReread] = [arrivedDuringReread, null];
-  }
-  orders.clear();
-  for (const order of current) orders.set(order.id, order);
-  for (const order of arrived) remember(order);
   render();
 }
 
@@ -61,7 +44,7 @@ async function main() {
   document.getElementById('board').hidden = false;
   const realtime = await connect();
   realtime.subscribe('private-kitchen', {
-    onReady: reread,
+    onReady: board.reread,
     'order-placed': update,
     'status-changed': update,
   });

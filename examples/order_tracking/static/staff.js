@@ -1,4 +1,5 @@
-// Staff sign-in (a demo: a name and a role in a signed cookie; use your own login), and the staff pages' buttons.
+// Staff sign-in (a demo: a name and a role in a signed cookie; use your own login), the staff pages' buttons, and
+// their boards' re-reads.
 import { api, showActionError } from '/static/realtime.js';
 
 export async function signIn(role) {
@@ -31,4 +32,31 @@ export function onStatusButtons(list, update) {
       showActionError(error);
     }
   });
+}
+
+/**
+ * A staff board's re-read, for after every (re)subscription: the backend's list replaces the page's `orders` (id →
+ * order), as the app may have restarted and lost orders. The events `noted` while the re-read is in flight are applied
+ * again over its answer with `apply`, then the board is drawn with `render`; a failed re-read keeps what the page has.
+ */
+export function boardRereader(orders, apply, render) {
+  let arrivedDuringReread = null; // null when no re-read is in flight
+  return {
+    noted(order) {
+      arrivedDuringReread?.push(order);
+    },
+    async reread() {
+      arrivedDuringReread = [];
+      let current, arrived;
+      try {
+        current = await api('/api/orders');
+      } finally {
+        [arrived, arrivedDuringReread] = [arrivedDuringReread, null];
+      }
+      orders.clear();
+      for (const order of current) orders.set(order.id, order);
+      for (const order of arrived) apply(order);
+      render();
+    },
+  };
 }
