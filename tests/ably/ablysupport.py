@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import App
 from relay.protocol.ably import jwt_claims
+from relay.protocol.signing import channel_auth
 from tests.conftest import RunningEmulator
 from tests.node_scenarios import NodeRun, StepHandler, app_env, run_scenario
 
@@ -149,6 +150,12 @@ class PusherWire:
                 break
         assert frame["event"] == event, f"expected {event}, got {frame}"
         return frame
+
+    async def subscribe_private(self, channel: str) -> None:
+        """Subscribe to a private channel of APP, signed as its backend would sign it."""
+        auth = channel_auth(APP.key, APP.secret, self.socket_id, channel)
+        await self.send("pusher:subscribe", {"channel": channel, "auth": auth})
+        await self.expect("pusher_internal:subscription_succeeded")
 
 
 async def pusher_wire(running: RunningEmulator) -> PusherWire:

@@ -18,18 +18,21 @@ from ablysupport import (
     ERROR,
     MESSAGE,
     PRESENCE,
-    AblyWire,
-    PusherWire,
     ably_wire,
     jwt_token,
     run_node,
 )
-from test_ably_realtime_edges import next_non_heartbeat
+from test_ably_realtime_edges import (
+    PRESENCE_MODE,
+    PRESENCE_SUBSCRIBE_MODE,
+    PUBLISH_MODE,
+    SUBSCRIBE_MODE,
+    Wires,
+    next_non_heartbeat,
+)
 
 from tests.conftest import RunningEmulator
 
-Wires = list[AblyWire | PusherWire]
-PRESENCE_MODE, PUBLISH_MODE, SUBSCRIBE_MODE, PRESENCE_SUBSCRIBE_MODE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
 LEAVE = 3
 
 

@@ -15,7 +15,6 @@ from ablysupport import API_KEY, APP, connected, pusher_wire
 
 from relay import Relay
 from relay.emulator.config import Webhook
-from relay.protocol.signing import channel_auth
 from tests.conftest import StartEmulator
 from tests.webhook_receiver import Receiver
 
@@ -36,9 +35,7 @@ async def test_a_client_events_webhook_message_is_the_one_ably_subscribers_get(
         await realtime.channels.get("private-chat").subscribe(received.put_nowait)
         pusher = await pusher_wire(running)
         wires.append(pusher)
-        auth = channel_auth(APP.key, APP.secret, pusher.socket_id, "private-chat")
-        await pusher.send("pusher:subscribe", {"channel": "private-chat", "auth": auth})
-        await pusher.expect("pusher_internal:subscription_succeeded")
+        await pusher.subscribe_private("private-chat")
         await pusher.send("client-typing", {"who": "bo"}, channel="private-chat")
         await pusher.send("client-note", "plain text", channel="private-chat")
         typing, note = [await asyncio.wait_for(received.get(), 3) for _ in range(2)]

@@ -100,9 +100,7 @@ async def test_relay_verifies_the_emulators_ably_webhooks(
     await member.presence("presence-room", {"action": 2, "data": "hi"})  # ENTER
     pusher = await pusher_wire(running)
     wires.append(pusher)
-    auth = channel_auth(APP.key, APP.secret, pusher.socket_id, "private-chat")
-    await pusher.send("pusher:subscribe", {"channel": "private-chat", "auth": auth})
-    await pusher.expect("pusher_internal:subscription_succeeded")
+    await pusher.subscribe_private("private-chat")
     await pusher.send("client-typing", {"who": "bo"}, channel="private-chat")
     await member.publish("presence-room", {"name": "hello", "data": "from ann"})
     await member.presence("room", {"action": 2, "data": {"mood": "ok"}})  # Ably presence on any channel

@@ -5,26 +5,18 @@ with ``ORDER_TRACKING_SECRET`` (sign-ins kept, orders gone)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from examples.order_tracking import create_app
-from relay.testing import store_of
 from tests.emulator_process import EmulatorProcess
 from tests.examples.conftest import needs_chromium
-from tests.examples.test_order_tracking_backend import MEMORY, browser, refused, staff, without_provider
+from tests.examples.test_order_tracking_backend import app as app
+from tests.examples.test_order_tracking_backend import browser, refused, staff, without_provider
 from tests.examples.test_order_tracking_e2e import SLOW, new_page, start_shift
 from tests.gateway.conftest import serve_asgi
-
-
-@pytest.fixture
-def app() -> Iterator[object]:
-    application = create_app(MEMORY, session_secret=b"tests")
-    store_of(application.state.relay).clear()
-    yield application
-    store_of(application.state.relay).clear()
 
 
 async def test_a_memory_provider_is_refused_at_start() -> None:
