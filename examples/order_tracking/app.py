@@ -5,7 +5,7 @@ Channels (the provider is whatever ``RELAY_URL`` names):
 - ``private-kitchen``: ``order-placed`` when a customer orders, ``status-changed`` on every change (kitchen staff);
 - ``presence-kitchen``: the kitchen staff on shift, with their names (kitchen staff);
 - ``private-delivery``: ``status-changed`` for every order, so the delivery staff see pickups (delivery staff);
-- ``private-order-{id}``: ``status-changed`` for that order (its customer, and the staff).
+- ``private-order-{run}-{id}``: ``status-changed`` for that order (its customer, and the staff).
 
 The browser pages authorize those channels at relay's ``/pusher/auth`` (or ``/ably/token``) through the channel rules
 below, and read their connection settings from ``/api/config``. Sign-in is a demo: a name and a role in a signed
@@ -73,13 +73,10 @@ TRANSITIONS: dict[Status, tuple[Role, Status]] = {
 }
 
 
-def order_channel(order_id: int | str) -> str:
-    return f"private-order-{order_id}"
-
-
 @dataclass
 class Order:
     id: int
+    channel: str
     customer_id: str
     customer_name: str
     items: list[str]
@@ -99,11 +96,16 @@ class OrderStore:
     def __init__(self) -> None:
         self._orders: dict[int, Order] = {}
         self._ids = itertools.count(1)
+        # The numbers start at 1 again when the app restarts, while an emulator of its own (or Pusher) keeps the
+        # pages' subscriptions: the channels carry this run's token, so a page still subscribed to the last run's #1
+        # is not sent this run's #1, someone else's order.
+        self._run = secrets.token_hex(4)
 
     def create(self, customer: User, items: list[str]) -> Order:
         order_id = next(self._ids)
         total = sum(MENU[item][1] for item in items)
-        order = Order(order_id, customer.id, str(customer.info.get("name", "")), items, total)
+        channel = f"private-order-{self._run}-{order_id}"
+        order = Order(order_id, channel, customer.id, str(customer.info.get("name", "")), items, total)
         order.history.append({"status": "placed", "at": time.time(), "by": customer.info.get("name")})
         self._orders[order_id] = order
         return order
@@ -114,8 +116,10 @@ class OrderStore:
     def all(self) -> list[Order]:
         return list(self._orders.values())
 
-    def owner_of(self, order_id: str) -> str | None:
-        order = self._orders.get(int(order_id)) if order_id.isdigit() else None
+    def owner_of(self, run_and_id: str) -> str | None:
+        """The customer of the order whose channel ends in ``run_and_id`` (``{run}-{id}``)."""
+        run, _, order_id = run_and_id.partition("-")
+        order = self._orders.get(int(order_id)) if run == self._run and order_id.isdigit() else None
         return None if order is None else order.customer_id
 
 
@@ -179,11 +183,11 @@ def build_rules(orders: OrderStore) -> ChannelRules:
     def delivery_board(user: User | None) -> bool:
         return role(user) == "delivery"
 
-    @rules.channel("private-order-{order_id}")
-    def order_updates(user: User | None, order_id: str) -> bool:
+    @rules.channel("private-order-{run_and_id}")
+    def order_updates(user: User | None, run_and_id: str) -> bool:
         if user is None:
             return False
-        return role(user) in ("kitchen", "delivery") or orders.owner_of(order_id) == user.id
+        return role(user) in ("kitchen", "delivery") or orders.owner_of(run_and_id) == user.id
 
     return rules
 
@@ -394,7 +398,7 @@ def create_app(relay_url: Configuration | None = None, *, session_secret: bytes 
             raise HTTPException(409, f"order {order_id} is {order.status}, not {previous}")
         order.status = body.status
         order.history.append({"status": body.status, "at": time.time(), "by": user.info.get("name")})
-        live = await notify([order_channel(order.id), KITCHEN, DELIVERY], "status-changed", order)
+        live = await notify([order.channel, KITCHEN, DELIVERY], "status-changed", order)
         return {**order.to_json(), "live": live}
 
     return app

@@ -70,7 +70,7 @@ def test_an_order_is_published_to_the_kitchen_and_its_status_to_the_order_channe
         answer = who.post("/api/orders/1/status", json={"status": status})
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == status
-    changes = published("private-order-1", "status-changed", client=relay_client)
+    changes = published(order["channel"], "status-changed", client=relay_client)
     assert [json.loads(p.data)["status"] for p in changes] == ["preparing", "ready", "picked_up", "delivered"]
     for channel in ("private-kitchen", "private-delivery"):
         assert len(published(channel, "status-changed", client=relay_client)) == 4
@@ -88,13 +88,15 @@ def test_channel_rules(app: object) -> None:
     name); delivery staff the delivery board and every order; anonymous visitors nothing private."""
     customer, other = browser(app), browser(app)
     kitchen, delivery = staff(app, "kitchen", "Asha"), staff(app, "delivery", "Ravi")
-    customer.post("/api/orders", json={"name": "Meera", "items": ["karimeen"]})
-    other.post("/api/orders", json={"name": "Anil", "items": ["payasam"]})
+    mine = customer.post("/api/orders", json={"name": "Meera", "items": ["karimeen"]}).json()["channel"]
+    theirs = other.post("/api/orders", json={"name": "Anil", "items": ["payasam"]}).json()["channel"]
+    run = mine.removesuffix("-1")
+    assert re.fullmatch(r"private-order-[0-9a-f]{8}", run) and theirs == f"{run}-2"
 
-    assert auth(customer, "private-order-1").status_code == 200
-    assert auth(customer, "private-order-2").json() == {"error": "access to 'private-order-2' denied"}
-    assert auth(customer, "private-order-2").status_code == 403
-    assert auth(customer, "private-order-99").status_code == 403
+    assert auth(customer, mine).status_code == 200
+    assert auth(customer, theirs).json() == {"error": f"access to {theirs!r} denied"}
+    assert auth(customer, theirs).status_code == 403
+    assert auth(customer, f"{run}-99").status_code == 403
     assert auth(customer, "private-kitchen").status_code == 403
     assert auth(customer, "presence-kitchen").status_code == 403
 
@@ -106,8 +108,8 @@ def test_channel_rules(app: object) -> None:
     assert auth(kitchen, "private-delivery").status_code == 403
     assert auth(delivery, "private-delivery").status_code == 200
     assert auth(delivery, "presence-kitchen").status_code == 403
-    assert auth(delivery, "private-order-2").status_code == 200
-    assert auth(browser(app), "private-order-1").status_code == 403
+    assert auth(delivery, theirs).status_code == 200
+    assert auth(browser(app), mine).status_code == 403
     assert auth(browser(app), "private-unknown").json() == {"error": "no rule allows 'private-unknown'"}
 
     assert customer.get("/api/orders/2").status_code == 404  # not theirs
@@ -115,6 +117,22 @@ def test_channel_rules(app: object) -> None:
     assert [o["id"] for o in delivery.get("/api/orders").json()] == [1, 2]
     assert browser(app).get("/api/orders").status_code == 401
     assert customer.post("/api/orders", json={"name": "Meera", "items": ["pizza"]}).status_code == 422
+
+
+def test_an_order_number_used_again_after_a_restart_is_another_channel() -> None:
+    """The orders live in memory, so after a restart #1 is someone else's: a page still subscribed to the last run's
+    #1 (the emulator kept it) is not sent it, and its customer cannot subscribe to it."""
+    before = create_app(MEMORY, session_secret=b"tests")
+    meera = browser(before)
+    earlier = meera.post("/api/orders", json={"name": "Meera", "items": ["karimeen"]}).json()
+    after = create_app(MEMORY, session_secret=b"tests")  # the same cookie key: Meera is still signed in
+    placed = browser(after).post("/api/orders", json={"name": "Anil", "items": ["payasam"]}).json()
+    assert (earlier["id"], placed["id"]) == (1, 1)
+    assert earlier["channel"] != placed["channel"]
+    meera_now = browser(after)
+    meera_now.cookies = meera.cookies
+    assert auth(meera_now, earlier["channel"]).json() == {"error": f"access to {earlier['channel']!r} denied"}
+    assert auth(meera_now, placed["channel"]).status_code == 403
 
 
 def test_a_provider_outage_keeps_the_order() -> None:
@@ -182,17 +200,17 @@ def test_switching_providers_is_a_change_of_relay_url(relay_url: str, expected: 
         assert settings["channelAuthEndpoint"] == "/pusher/auth"
     # An order placed without publishing (these providers' hosts are not reachable from the tests).
     meera = User("customer-meera", {"name": "Meera", "role": "customer"})
-    app.state.orders.create(meera, ["payasam"])  # type: ignore[attr-defined]
+    channel = app.state.orders.create(meera, ["payasam"]).channel  # type: ignore[attr-defined]
     customer = browser(app)
     customer.cookies.set(COOKIE, Sessions(b"tests").cookie_for(meera))
     if expected["provider"] == "ably":
-        token = customer.post("/ably/token", data={"channel": "private-order-1"}).json()
+        token = customer.post("/ably/token", data={"channel": channel}).json()
         assert token["keyName"] == "app.key"
-        assert json.loads(token["capability"]) == {"private-order-1": ["subscribe"]}  # the page only listens
+        assert json.loads(token["capability"]) == {channel: ["subscribe"]}  # the page only listens
         assert token["clientId"] == "customer-meera"
         assert customer.post("/ably/token", data={"channel": "private-kitchen"}).status_code == 403
     else:
-        body = auth(customer, "private-order-1").json()
+        body = auth(customer, channel).json()
         assert body["auth"].startswith(f"{expected['key']}:")
 
 

@@ -38,7 +38,7 @@ function show(order) {
 function follow(order) {
   following = order.id;
   show(order);
-  realtime.subscribe(`private-order-${order.id}`, {
+  realtime.subscribe(order.channel, {
     // After every (re)subscription: re-read the order, so nothing is lost while the connection was down.
     onReady: async () => show(await api(`/api/orders/${order.id}`)),
     'status-changed': show,
