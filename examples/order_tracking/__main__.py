@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import signal
 import socket
 import sys
@@ -24,8 +25,6 @@ from relay.client import Configuration, configuration_from_env, describe_configu
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
 from relay.errors import ConfigError, NoProviderConfigured
-
-EMULATOR_APP = App(app_id="1", key="app-key", secret="app-secret")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +54,12 @@ def listen(host: str, port: int, fix: str) -> socket.socket:
 
 
 @asynccontextmanager
-async def emulator_in_process(port: int) -> AsyncIterator[str]:
-    """An emulator serving EMULATOR_APP on ``port``: its URL, while it runs."""
-    node = EmulatorNode(EmulatorConfig(apps=(EMULATOR_APP,), host="127.0.0.1", port=port))
+async def emulator_in_process(host: str, port: int) -> AsyncIterator[str]:
+    """An emulator of one app on ``host`` and ``port`` (the web app's address, so a phone that reaches the pages
+    reaches it too): its URL, while it runs. Only this process publishes and signs, so the secret is its own, new at
+    each start: the documented default secret would let anyone on the network sign for any order's channel."""
+    app = App(app_id="1", key="app-key", secret=secrets.token_urlsafe(24))
+    node = EmulatorNode(EmulatorConfig(apps=(app,), host=host, port=port))
     try:
         server = await start_server(node)
     except OSError as error:
@@ -65,10 +67,14 @@ async def emulator_in_process(port: int) -> AsyncIterator[str]:
             "it is the emulator's port: choose another with --emulator-port (0 picks a free one), or set RELAY_URL "
             "to use an emulator that is already running (the RELAY_URL it printed)"
         )
-        raise cannot_listen("127.0.0.1", port, error, fix) from None
+        raise cannot_listen(host, port, error, fix) from None
     try:
         bound = server.sockets[0].getsockname()[1]
-        yield f"emulator://{EMULATOR_APP.key}:{EMULATOR_APP.secret}@127.0.0.1:{bound}/apps/{EMULATOR_APP.app_id}"
+        # The app publishes from this machine: over loopback when the emulator listens on every address
+        reached = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(
+            host, f"[{host}]" if ":" in host else host
+        )
+        yield f"emulator://{app.key}:{app.secret}@{reached}:{bound}/apps/{app.app_id}"
     finally:
         server.close()
         await node.close(webhook_grace=0)
@@ -88,9 +94,9 @@ async def serve(host: str, port: int, emulator_port: int) -> None:
         if configured is not None:
             await run(host, sock, configured, "from the environment")
             return
-        async with emulator_in_process(emulator_port) as relay_url:
+        async with emulator_in_process(host, emulator_port) as relay_url:
             where = "an emulator in this process (set RELAY_URL to use Pusher, Ably or another server)"
-            await run(host, sock, relay_url, where)
+            await run(host, sock, relay_url, where, emulator_on_page_host=True)
 
 
 def refuse_without_browser_side(configured: Configuration) -> None:
@@ -116,9 +122,11 @@ def library_notice(app: FastAPI) -> str:
     return f"\n  {label:<12}the pages load it from its CDN, {library.cdn} (a local copy: {library.local_copy_advice()})"
 
 
-async def run(host: str, sock: socket.socket, relay_url: Configuration, where: str) -> None:
+async def run(
+    host: str, sock: socket.socket, relay_url: Configuration, where: str, *, emulator_on_page_host: bool = False
+) -> None:
     site = f"http://{host}:{sock.getsockname()[1]}"
-    app = create_app(relay_url)
+    app = create_app(relay_url, emulator_on_page_host=emulator_on_page_host)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     # uvicorn handles SIGINT/SIGTERM while it serves and raises them again afterwards, for the previous handlers:
     # these let the emulator close too, and the process exit with status 0.

@@ -274,9 +274,13 @@ def browser_library_of(client: AsyncRelay) -> str:
     return "ably" if client.config.scheme == "ably" else "pusher"
 
 
-def create_app(relay_url: Configuration | None = None, *, session_secret: bytes | None = None) -> FastAPI:
+def create_app(
+    relay_url: Configuration | None = None, *, session_secret: bytes | None = None, emulator_on_page_host: bool = False
+) -> FastAPI:
     """The app, publishing through ``relay_url`` (default: ``RELAY_URL`` or the ``PUSHER_*``/``ABLY_API_KEY``
-    variables). Swapping providers changes nothing here or in the pages."""
+    variables). Swapping providers changes nothing here or in the pages. ``emulator_on_page_host``: the emulator
+    listens where the app does, and the pages connect to it at the host they were loaded from (the app's own
+    ``relay_url`` names it at loopback, which is another machine's own address for a phone on the network)."""
     local_builds = local_browser_builds()  # first: a PUSHER_JS_PATH naming no file is a ConfigError
     client = AsyncRelay(relay_url if relay_url is not None else configuration_from_env(None))
     orders = OrderStore()
@@ -328,12 +332,15 @@ def create_app(relay_url: Configuration | None = None, *, session_secret: bytes 
         return FileResponse(local, media_type="application/javascript")
 
     @app.get("/api/config")
-    def config() -> dict[str, Any]:
+    def config(request: Request) -> dict[str, Any]:
         """What the pages need to connect: the provider's client settings and relay's auth endpoints, and where their
         browser library comes from (``libraryCdn`` when there is no local copy, for the page to say if it fails)."""
         settings = frontend_config(
             client, channel_auth="/pusher/auth", user_auth="/pusher/user-auth", ably_auth="/ably/token"
         )
+        page_host = request.url.hostname
+        if emulator_on_page_host and page_host:
+            settings["wsHost"] = f"[{page_host}]" if ":" in page_host else page_host
         name = browser_library_of(client)
         cdn = BROWSER_LIBRARIES[name].cdn if local_builds[name] is None else None
         return {**settings, "library": f"/vendor/{name}.min.js", "libraryCdn": cdn}

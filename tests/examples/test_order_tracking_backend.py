@@ -9,17 +9,20 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from fastapi.testclient import TestClient
 
 from examples.order_tracking import app as order_tracking_app
 from examples.order_tracking import create_app
 from examples.order_tracking.app import COOKIE, PUSHER_JS_CDN, Sessions
 from relay import User
+from relay.protocol.signing import channel_auth
 from relay.testing import assert_published, published, store_of
 from tests.test_cli import taken_port as taken_port
 
@@ -214,23 +217,14 @@ def test_switching_providers_is_a_change_of_relay_url(relay_url: str, expected: 
         assert body["auth"].startswith(f"{expected['key']}:")
 
 
-async def test_the_one_command_runs_the_app_and_an_emulator(tmp_path: Path) -> None:
-    """``python -m examples.order_tracking`` without RELAY_URL: an emulator in the same process, the pages and the
-    API on the printed address; an order is published live; SIGTERM stops it with status 0. PUSHER_JS_PATH is the
-    example's own setting, not a provider's: it does not stop the emulator from starting."""
-    local_copy = tmp_path / "pusher.min.js"
-    local_copy.write_text("/* a local pusher-js */")
+@asynccontextmanager
+async def one_command(*args: str, env: dict[str, str]) -> AsyncIterator[tuple[str, int, str]]:
+    """``python -m examples.order_tracking ARGS`` with an emulator in it, on free ports: the site it prints, its
+    emulator's port and its banner, while it runs; SIGTERM must then stop it with status 0."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "examples.order_tracking",
-        "--port",
-        "0",
-        "--emulator-port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        env=without_provider(PUSHER_JS_PATH=str(local_copy)),  # the example's, not a provider's
-    )
+        sys.executable, "-m", "examples.order_tracking", "--port", "0", "--emulator-port", "0", *args,
+        stdout=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
     assert process.stdout is not None
     try:
         banner = ""
@@ -238,6 +232,19 @@ async def test_the_one_command_runs_the_app_and_an_emulator(tmp_path: Path) -> N
             banner += (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
         site = re.search(r"Order tracking on (http://\S+)", banner).group(1)  # type: ignore[union-attr]
         emulator_port = int(re.search(r"emulator://app-key:\*\*\*@127\.0\.0\.1:(\d+)/apps/1", banner).group(1))  # type: ignore[union-attr]
+        yield site, emulator_port, banner
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_the_one_command_runs_the_app_and_an_emulator(tmp_path: Path) -> None:
+    """``python -m examples.order_tracking`` without RELAY_URL: an emulator in the same process, the pages and the
+    API on the printed address; an order is published live; SIGTERM stops it with status 0. PUSHER_JS_PATH is the
+    example's own setting, not a provider's: it does not stop the emulator from starting."""
+    local_copy = tmp_path / "pusher.min.js"
+    local_copy.write_text("/* a local pusher-js */")
+    async with one_command(env=without_provider(PUSHER_JS_PATH=str(local_copy))) as (site, emulator_port, banner):
         assert f"kitchen:    {site}/kitchen" in banner
         async with httpx.AsyncClient(base_url=site) as http:
             assert (await http.get("/api/config")).json()["wsPort"] == emulator_port
@@ -246,9 +253,32 @@ async def test_the_one_command_runs_the_app_and_an_emulator(tmp_path: Path) -> N
             assert (await http.get("/vendor/pusher.min.js")).status_code in (200, 307)
             order = await http.post("/api/orders", json={"name": "Meera", "items": ["payasam"]})
             assert order.json()["live"] is True
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_on_every_address_the_pages_reach_the_emulator_where_they_reached_the_app() -> None:
+    """``--host 0.0.0.0`` (to try the pages on a phone): the emulator listens there too, and the pages are told to
+    connect to it at the address they were loaded from. It listened on loopback only, and the pages were sent there:
+    another machine's own. 127.0.0.2 stands for the machine's network address (every 127.x is this machine, but only
+    a server on every address answers there). The emulator's secret is the process's own: the documented default
+    one would let anyone there sign for any order's channel."""
+    async with one_command("--host", "0.0.0.0", env=without_provider()) as (site, emulator_port, _):
+        page_address = site.replace("0.0.0.0", "127.0.0.2")
+        async with httpx.AsyncClient(base_url=page_address) as http:
+            config = (await http.get("/api/config")).json()
+            assert (config["wsHost"], config["wsPort"]) == ("127.0.0.2", emulator_port)
+            order = await http.post("/api/orders", json={"name": "Meera", "items": ["payasam"]})
+            assert order.json()["live"] is True  # the app publishes over loopback
+        async with websockets.connect(f"ws://127.0.0.2:{emulator_port}/app/app-key?protocol=7") as socket:
+            established = json.loads(await socket.recv())
+            assert established["event"] == "pusher:connection_established"
+            # Someone else on the network, signing with the documented default secret: the emulator's is its own
+            socket_id = json.loads(established["data"])["socket_id"]
+            forged = channel_auth("app-key", "app-secret", socket_id, order.json()["channel"])
+            await socket.send(
+                json.dumps({"event": "pusher:subscribe", "data": {"channel": order.json()["channel"], "auth": forged}})
+            )
+            refusal = json.loads(await socket.recv())
+            assert (refusal["event"], refusal["data"]["status"]) == ("pusher:subscription_error", 401)
 
 
 def without_provider(**variables: str) -> dict[str, str]:
