@@ -1,10 +1,10 @@
 """Logging for ``relay emulator``: structured records (text or one JSON object a line) with secrets redacted.
 
 Records carry their fields as ``extra={...}``; the text format appends them as ``key=value``, the JSON format as
-keys. Every line passes through the redactor last, whatever logged it: the app secrets and the console token are
-replaced by ``***`` (as written, JSON-escaped or percent-encoded), and so are credentials in URLs (user-info and
-secret-looking query values: :func:`redact_urls`, also what the console and configuration errors show of a URL) and
-``auth_signature``/``token``/``secret``/``password`` values anywhere.
+keys. Every line (in JSON, every string of it) passes through the redactor last, whatever logged it: the app secrets
+and the console token are replaced by ``***`` (as written, JSON-escaped or percent-encoded), and so are credentials in
+URLs (user-info and secret-looking query values: :func:`redact_urls`, also what the console and configuration errors
+show of a URL) and ``auth_signature``/``token``/``secret``/``password`` values anywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TextIO
 from urllib.parse import quote, quote_plus
 
@@ -70,6 +70,20 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return {key: value for key, value in vars(record).items() if key not in _STANDARD and not key.startswith("_")}
 
 
+def _redacted(value: object, redact: Redactor) -> object:
+    """``value`` as JSON encodes it, with every string in it (keys too) redacted; what JSON has no form for, as its
+    ``str``."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {redact(str(key)): _redacted(item, redact) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item, redact) for item in value]
+    return redact(str(value))
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, redact: Redactor) -> None:
         super().__init__()
@@ -85,7 +99,9 @@ class JsonFormatter(logging.Formatter):
         document.update(_fields(record))
         if record.exc_info:
             document["exc"] = self.formatException(record.exc_info)
-        return self._redact(json.dumps(document, default=str, ensure_ascii=False))
+        # Each string before encoding, not the encoded line: there a value's redaction (token=… up to a quote) could
+        # swallow the backslash escaping a quote a client sent, and end the JSON string early
+        return json.dumps(_redacted(document, self._redact), ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):

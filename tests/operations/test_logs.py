@@ -106,3 +106,19 @@ def test_text_logs_append_fields_and_redact_whatever_logged_the_secret() -> None
     log.debug("has %s", 'quote"secret')
     record = json.loads(stream.getvalue().splitlines()[-1])
     assert record["msg"] == "has ***" and record["level"] == "debug"
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_json_lines_stay_json_whatever_a_client_sent_after_token() -> None:
+    """A refused handshake's path is a client's text: ``token="x`` redacted in the encoded line took the backslash
+    escaping its quote, and the line was no JSON. Each value is redacted before encoding."""
+    stream = io.StringIO()
+    configure_logging("info", json_format=True, secrets=["s3cr3t-value"], stream=stream)
+    log = logging.getLogger("relay.emulator.test")
+    sent = ['/app/token="x', '/app/sec%22password="', '/app/token=a\\"', "/app/x?token=abc&y=s3cr3t-value"]
+    for path in sent:
+        log.info("connection refused", extra={"path": path, "reason": f"no app has key {path!r}"})
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [record["path"] for record in records[:3]] == ['/app/token="x', '/app/sec%22password="', '/app/token=***"']
+    assert records[3]["path"] == "/app/x?token=***&y=***"
+    assert records[3]["reason"] == "no app has key '/app/x?token=***&y=***'"
