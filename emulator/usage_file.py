@@ -284,8 +284,8 @@ def _replace(target: Path, document: Mapping[str, Any], finished: list[Path]) ->
     crash loses a checkpoint rather than counting it twice: the new file is written in full first (a failure there
     leaves the checkpoints), then the checkpoints are removed, then the new file is put in place."""
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     try:
+        temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         for checkpoint in finished:
             _remove_run(checkpoint)
     except OSError:

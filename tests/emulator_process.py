@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import resource
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,16 @@ from functools import partial
 from typing import Literal
 
 LISTENING = re.compile(r"listening on https?://(?:\[[^\]]+\]|[^:]+):(\d+)")
+
+
+def _limit(open_files: tuple[int, int] | None, largest_file: int | None) -> None:
+    """The resource limits of a ``relay emulator`` process, set in it before it runs."""
+    if open_files is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+    if largest_file is not None:
+        # A write past it then fails with EFBIG, as one on a full disk fails, instead of killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (largest_file, largest_file))
 
 
 @dataclass
@@ -34,14 +45,15 @@ class EmulatorProcess:
         env: dict[str, str] | None = None,
         within: float = 20.0,
         open_files: tuple[int, int] | None = None,
+        largest_file: int | None = None,
     ) -> EmulatorProcess:
         """Run ``relay emulator ARGS --port PORT`` (0: a free port; a fixed one to restart on the same port), with
-        ``env`` added to this process's environment and ``open_files`` as its (soft, hard) open-file limits, and
-        wait for its banner."""
+        ``env`` added to this process's environment, ``open_files`` as its (soft, hard) open-file limits and
+        ``largest_file`` as the bytes a file it writes may hold, and wait for its banner."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "relay.cli", "emulator", *args, "--port", str(port),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
-            preexec_fn=None if open_files is None else partial(resource.setrlimit, resource.RLIMIT_NOFILE, open_files),
+            preexec_fn=partial(_limit, open_files, largest_file),
         )  # fmt: skip
         running = cls(process)
         running._readers = [

@@ -38,7 +38,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def run_files(usage_file: Path) -> list[str]:
     """The files the runs left beside the usage file: checkpoints, their lock files and temporary files."""
-    return sorted(path.name for path in usage_file.parent.glob(usage_file.name + ".run.*"))
+    runs = [*usage_file.parent.glob(usage_file.name + ".run.*"), *usage_file.parent.glob(f".{usage_file.name}.*.tmp")]
+    return sorted(path.name for path in runs)
 
 
 def checkpoint_of(usage_file: Path, pid: int) -> Path | None:
@@ -169,6 +170,20 @@ async def test_a_usage_file_that_cannot_be_written_at_the_stop_keeps_the_checkpo
     recover_usage(usage_file)
     assert publishes_in(read_json(usage_file)) == 1
     assert run_files(usage_file) == []
+
+
+async def test_a_usage_file_whose_writing_fails_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A write that fails part way (a full disk; here a file-size limit) left the new file's temporary copy, named
+    by the process id, so no later run removed it: one more at each failed start under a restarting service."""
+    usage_file = tmp_path / "usage.json"
+    relay = await EmulatorProcess.start(*CREDENTIALS, "--usage-file", str(usage_file), largest_file=300)
+    try:
+        await publish(f"http://127.0.0.1:{relay.port}", APP, "news", "e", "x")
+        await relay.stop()
+    finally:
+        await relay.kill()
+    assert any("could not be written: [Errno 27] File too large" in line for line in relay.stderr), relay.stderr
+    assert not [name for name in run_files(usage_file) if name.endswith(".tmp")]
 
 
 async def test_every_worker_has_its_own_checkpoint_and_a_killed_worker_s_is_added_at_the_stop(
