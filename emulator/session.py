@@ -135,8 +135,8 @@ class Session:
         """Send a fatal ``pusher:error`` and close with the same code."""
         if self.closed:
             return
+        self.send_text(frames.error(code, message))  # metered, as every frame written is
         self.closed = True
-        self._link.write(encode_text(frames.error(code, message)))
         self._link.close(code, message)
         self.state.meter.refused("error", self.socket_id, None, code, message)
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import re
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
+import websockets
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import Webhook
 from relay.emulator.shutdown import graceful_shutdown
@@ -179,3 +183,19 @@ async def test_every_metric_served_is_in_the_docs_table_with_its_type(start_emul
         documented.update((name, kind) for name in re.findall(r"`([a-z_]+)`", names))
     assert "process_max_fds" in served
     assert served == documented
+
+
+async def test_the_frame_a_connection_is_closed_with_is_metered(start_emulator: StartEmulator) -> None:
+    """A terminated session's ``pusher:error`` (here 4009, not signed in in time) is written like any frame, and
+    counted like one: it was left out of relay_messages_sent_total, relay_bytes_sent_total and the usage meter."""
+    emulator = await start_emulator(app=replace(APP, user_authentication_timeout=1.0))
+    async with websockets.connect(emulator.ws_url(), compression=None) as ws:  # the bytes as the client gets them
+        received = [await ws.recv(), await asyncio.wait_for(ws.recv(), 5)]
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4009
+    assert [json.loads(frame)["event"] for frame in received] == ["pusher:connection_established", "pusher:error"]
+    written = sum(len(frame) + (2 if len(frame) < 126 else 4) for frame in received)  # payload and frame header
+    samples, _ = await scrape(emulator.http_url)
+    assert samples[("relay_messages_sent_total", APP_LABEL)] == 2
+    assert samples[("relay_bytes_sent_total", APP_LABEL)] == written
