@@ -15,7 +15,8 @@ channel (the *bus*):
 
 Redis also holds each node's state (``nodestate:{node}``, for nodes that join later) and a heartbeat key with a TTL.
 When a heartbeat expires, the survivors drop that node's members (sending ``member_removed``), and exactly one of
-them (the one whose ``SREM`` on the node set succeeds) settles the dead node's share of the webhook counters.
+them (the one whose ``SREM`` on the node set succeeds) settles the dead node's share of the webhook counters, of
+every app (a departure of an app it does not serve is held for a node that does).
 
 Webhooks fire once per cluster transition: counters in Redis count the nodes that hold a channel (or a member), and
 only the node that moves a counter from 0 to 1 (or 1 to 0) sends the webhook. A held ``channel_vacated`` or
@@ -303,6 +304,14 @@ def _ably_member_field(app_id: str, channel: str, connection_id: str, client_id:
     return _SEP.join(("a", app_id, json.dumps([channel, connection_id, client_id])))
 
 
+def bus_channel(prefix: str, db: int) -> str:
+    """The bus's pub/sub channel for a deployment on database ``db``. Redis's pub/sub ignores database numbers (a
+    PUBLISH reaches the channel's subscribers on every database), so the number is in the name; database 0 keeps the
+    name it always had, so the nodes of a running deployment and those upgraded in a rolling restart still hear each
+    other."""
+    return f"{prefix}:bus" if db == 0 else f"{prefix}:bus:{db}"
+
+
 def _pack(value: Any) -> str:
     return base64.b64encode(msgpack.packb(value, use_bin_type=True)).decode()
 
@@ -430,6 +439,8 @@ class RedisCluster:
         # (a restore cut short by another Redis error starts again from it, not from what it had half rebuilt).
         self._restoring: NodeState | None = None
         self._key_prefix = f"{settings.prefix}:"
+        # The database as redis-py read it from the URL (its path, or ?db=), 0 when the URL names none.
+        self.bus = bus_channel(settings.prefix, int(self._redis.connection_pool.connection_kwargs.get("db") or 0))
         # Presence joins waiting for Redis's admission: decided by the node alone if their operation is lost.
         self._admitting: set[_Admitting] = set()
 
@@ -437,10 +448,6 @@ class RedisCluster:
 
     def _key(self, *parts: object) -> str:
         return self._key_prefix + ":".join(str(part) for part in parts)
-
-    @property
-    def bus(self) -> str:
-        return self._key("bus")
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -678,11 +685,13 @@ class RedisCluster:
 
     # -- ClusterLink: called synchronously by the hub -----------------------------------------------------------
 
-    def _enqueue(self, operation: Operation) -> None:
+    def _enqueue(self, operation: Operation) -> bool:
+        """Queue ``operation`` for Redis; False if it is dropped, Redis being away."""
         if not self._accepting:  # Redis is away: the reconciliation on its return accounts for this change
             self.lost_operations += 1
-            return
+            return False
         self._queue.put_nowait((self._epoch, operation))
+        return True
 
     def published(
         self, app_id: str, channel: str, frame_text: str, exclude: str | None, units: int, *, client_event: bool = False
@@ -859,8 +868,8 @@ class RedisCluster:
 
         self._enqueue(announce)
 
-    def terminate_user(self, app_id: str, user_id: str) -> None:
-        self._enqueue(self._announce("t", app_id, user_id))
+    def terminate_user(self, app_id: str, user_id: str) -> bool:
+        return self._enqueue(self._announce("t", app_id, user_id))
 
     def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None:
         async def store(pipe: Any) -> None:
@@ -950,7 +959,7 @@ class RedisCluster:
         pending = self._key("vacating", app_id, channel)
         held = (_occupied_field(app_id, channel), "1")
         event: dict[str, object] = {"name": "channel_occupied" if delta > 0 else "channel_vacated", "channel": channel}
-        delay = self._states[app_id].app.webhook_delay if delay is None else delay
+        delay = self._webhook_delay(app_id) if delay is None else delay
         counter = self._key("occ", app_id)
         node_counted = self.node_id if node is None else node
         counted = await self._count(counter, pending, channel, delta, app_id, node_counted, held, event, delay, quiet)
@@ -981,7 +990,7 @@ class RedisCluster:
         counter = self._key("mem", app_id, channel)
         name = "member_added" if delta > 0 else "member_removed"
         event: dict[str, object] = {"name": name, "channel": channel, "user_id": user_id}
-        delay = self._states[app_id].app.webhook_delay if delay is None else delay
+        delay = self._webhook_delay(app_id) if delay is None else delay
         node_counted = self.node_id if node is None else node
         result = await self._count(
             counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet, limit
@@ -993,10 +1002,20 @@ class RedisCluster:
                 self._counted.members.pop((app_id, channel, user_id), None)
         return result
 
+    def _webhook_delay(self, app_id: str) -> float:
+        """How long a departure of ``app_id`` is held. 0 for an app this node does not serve (it settles a buried
+        node's counters of every app, and the app's delay is not known here): nodes whose app lists differ, as in a
+        rolling deploy, leave the hold in Redis, where the sweep of a node serving the app takes it, HOLD_GRACE_SECONDS
+        past its time, and a client coming back meanwhile still cancels it."""
+        state = self._states.get(app_id)
+        return 0.0 if state is None else state.app.webhook_delay
+
     def _webhook(
         self, app_id: str, result: int, pending: str, event: dict[str, object], hold: str, delay: float
     ) -> None:
-        state = self._states[app_id]
+        state = self._states.get(app_id)
+        if state is None:  # a settled departure of an app this node does not serve: held in Redis for the sweep
+            return
         if result == 1:
             state.webhooks.emit(event)
         elif result == -1:
@@ -1253,12 +1272,13 @@ class RedisCluster:
         self._forget(node)
 
     async def _settle(self, node: int, held: NodeState) -> None:
+        """Count ``node``'s channels and members out of the webhook counters, of every app, those this node does not
+        serve too: its state is deleted after, so no other node would (their departures are held in Redis for a node
+        that serves the app, see :meth:`_webhook_delay`)."""
         for app_id, channel, user_id in held.members:
-            if app_id in self._states:
-                await self._count_member(app_id, channel, user_id, -1, node=node)
+            await self._count_member(app_id, channel, user_id, -1, node=node)
         for app_id, channel in held.occupied:
-            if app_id in self._states:
-                await self._count_channel(app_id, channel, -1, node=node)
+            await self._count_channel(app_id, channel, -1, node=node)
         await self._redis.delete(self._key("nodestate", node))
 
     def _forget(self, node: int) -> None:

@@ -33,6 +33,11 @@ _USER_ALIAS = re.compile(r"/users/[^/]+/terminate_connections")
 # (pusher/pusher-http-ruby#193); relay's PusherAdapter recognises it and asks again without the attribute.
 SUBSCRIPTION_COUNTING_OFF = "Cannot retrieve the subscription count because subscription counting is not enabled"
 
+# The answer to terminate_connections on a cluster node that cannot reach Redis.
+TERMINATE_UNREACHED = (
+    "Redis is unavailable: the user's connections on this node were closed, those on other nodes were not; retry"
+)
+
 CORS_HEADERS = (
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
@@ -278,7 +283,10 @@ class HttpApi:
         return json_response(200, {"users": [{"id": user_id} for user_id in state.presence_hash(name)]})
 
     def _terminate(self, state: AppState, args: Sequence[str], _: Mapping[str, str], __: bytes) -> Response:
-        state.terminate_user(args[0])
+        if not state.terminate_user(args[0]):
+            # A security action must not look done when the user's connections on other nodes stay open: the caller
+            # retries (closing nothing twice) rather than trust a 200.
+            return error_response(503, TERMINATE_UNREACHED)
         return json_response(200, {})
 
 

@@ -104,7 +104,8 @@ class ClusterLink(Protocol):
 
     def user_online(self, app_id: str, user_id: str, online: bool) -> None: ...
 
-    def terminate_user(self, app_id: str, user_id: str) -> None: ...
+    def terminate_user(self, app_id: str, user_id: str) -> bool:
+        """Tell the other nodes to close ``user_id``'s connections; False if they cannot be told (Redis is away)."""
 
     def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None: ...
 
@@ -638,17 +639,16 @@ class AppState:
             peer.send_frame(frame)
         self.meter.fanout(len(frame), len(peers), self.deflate_saved(frame, (peer.socket_id for peer in peers)))
 
-    def terminate_user(self, user_id: str) -> int:
-        """Close every connection signed in as ``user_id`` (on every node)."""
-        if self.cluster is not None:
-            self.cluster.terminate_user(self.app.app_id, user_id)
-        return self.terminate_local_user(user_id)
+    def terminate_user(self, user_id: str) -> bool:
+        """Close every connection signed in as ``user_id`` (on every node); False if only this node's were closed,
+        the other nodes being out of reach (a Redis outage)."""
+        reached = self.cluster is None or self.cluster.terminate_user(self.app.app_id, user_id)
+        self.terminate_local_user(user_id)
+        return reached
 
-    def terminate_local_user(self, user_id: str) -> int:
-        connections = list(self.users.get(user_id, {}).values())
-        for peer in connections:
+    def terminate_local_user(self, user_id: str) -> None:
+        for peer in list(self.users.get(user_id, {}).values()):
             peer.terminate(ErrorCode.UNAUTHORIZED, "Connection terminated by the server")
-        return len(connections)
 
     # -- what other nodes announce ----------------------------------------------------------------------------
 

@@ -246,6 +246,29 @@ async def test_two_deployments_share_one_redis_without_cross_talk(nodes: Nodes) 
     assert listed["subscription_count"] == 1
 
 
+async def test_two_deployments_on_different_redis_databases_do_not_hear_each_other(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    """The same prefix on databases 0 and 1 of one Redis: pub/sub ignores the database, so each deployment got the
+    other's publishes and presence members (and forgot the other's nodes at each heartbeat, member_removed and all).
+    The bus now carries the database number; database 0's keeps its name, for a rolling upgrade."""
+    prod, prod_peer = await nodes(2)
+    (staging,) = await nodes(1, redis_url=redis_server.url.removesuffix("/0") + "/1")
+    on_peer, on_staging = await Client.open(prod_peer), await Client.open(staging)
+    await on_peer.subscribe("news")
+    await on_staging.subscribe("news")
+    await on_staging.subscribe("presence-room", "watcher")
+    alice = await Client.open(prod)
+    await alice.subscribe("presence-room", "alice")
+    await asyncio.to_thread(sdk(prod).trigger, "news", "only-prod", "x")
+    await on_peer.expect("only-prod")  # it crossed database 0's bus
+    await on_staging.silent()  # neither the publish nor alice's member_added
+    assert await presence_ids(staging) == ["watcher"]
+    check = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert sorted(await check.pubsub_channels()) == ["relay:bus", "relay:bus:1"]
+    await check.aclose()
+
+
 async def test_a_presence_member_whose_user_id_holds_the_separator_is_seen_by_a_node_started_later(
     redis_server: RedisServer, start_emulator: StartEmulator
 ) -> None:

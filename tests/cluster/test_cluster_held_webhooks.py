@@ -340,3 +340,40 @@ async def test_a_node_leaves_the_holds_of_an_app_it_does_not_serve_to_one_that_d
     await asyncio.sleep(SWEEPS)  # not sent twice
     assert to_heir.events() == [{"name": "channel_vacated", "channel": "news"}]
     assert await hold_keys(check) == []
+
+
+async def test_a_killed_node_buried_by_a_node_without_its_app_is_settled_and_its_departures_sent_by_one_with_it(
+    redis_server: RedisServer,
+    receiver: Receiver,
+    start_receiver: StartReceiver,
+    spawn: Spawn,
+    start_emulator: StartEmulator,
+    check: aioredis.Redis,
+) -> None:
+    """The only survivor of a killed app 1 node serves app 2 only: it buries the node and used to skip app 1's counters
+    while deleting the node's state, so they stayed counted for good and app 1 never had a channel_occupied,
+    member_added, member_removed or channel_vacated webhook for that channel again. Now it counts them out, holding
+    the departures in Redis, and a node serving app 1 started later sends them, then the next join's."""
+    to_doomed = await start_receiver()
+    doomed_process, doomed = await spawn(to_doomed.url)
+    await start_emulator(app=APP_TWO, redis_url=redis_server.url, node_ttl=1.0)
+    alice = await Client.open(doomed)
+    await alice.subscribe("presence-room", "alice")
+    await to_doomed.until(lambda: len(to_doomed.events()) >= 2, within=5)  # channel_occupied, member_added
+    await doomed_process.kill()
+    deadline = time.monotonic() + 10
+    while await check.exists("relay:mem:1:presence-room", "relay:occ:1"):
+        assert time.monotonic() < deadline, "the killed node's app 1 counters were not settled"
+        await asyncio.sleep(0.05)
+    assert await pending_keys(check) == sorted([CHANNEL_HOLD, MEMBER_HOLD])
+
+    _, heir = await spawn(receiver.url)
+    await receiver.until(lambda: len(receiver.events()) >= 2, within=10)
+    assert held_events(receiver) == [VACATED, REMOVED]
+    back = await Client.open(heir)
+    await back.subscribe("presence-room", "alice")
+    await receiver.until(lambda: len(receiver.events()) >= 4, within=5)
+    await asyncio.sleep(SWEEPS)  # nothing sent twice
+    assert sorted(event["name"] for event in receiver.events()[2:]) == ["channel_occupied", "member_added"]
+    assert len(receiver.events()) == 4
+    assert await hold_keys(check) == []

@@ -8,7 +8,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
+from pusher.errors import PusherBadStatus  # type: ignore[import-untyped]
 
 from relay.emulator.cluster import RedisCluster
 from relay.emulator.config import Webhook
@@ -106,6 +108,29 @@ async def test_publishes_made_during_a_redis_outage_are_not_sent_on_the_bus_afte
     await bus.aclose()
     await watcher.aclose()
     assert [text for text in messages if "during-outage" in text] == []
+
+
+async def test_terminate_connections_during_a_redis_outage_answers_503_and_succeeds_once_redis_is_back(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """terminate_connections, a security action, used to answer 200 during an outage though the user's connections
+    on the other nodes stayed open (the operation is dropped while Redis is away). It now closes this node's and
+    answers 503, so the caller retries; once Redis is back the retry reaches every node."""
+    a = await start_emulator(redis_url=redis_server.url)
+    b = await start_emulator(redis_url=redis_server.url)
+    on_a, on_b = await Client.open(a), await Client.open(b)
+    for client in (on_a, on_b):
+        await client.sign_in("42")
+    redis_server.stop()
+    await until(lambda: not cluster_of(a)._connected.is_set())
+    with pytest.raises(PusherBadStatus, match=r"^503: .*Redis is unavailable"):
+        await asyncio.to_thread(sdk(a).terminate_user_connections, "42")
+    assert (await on_a.expect("pusher:error"))["data"]["code"] == 4009
+    await on_b.silent()
+    redis_server.start()
+    await until(lambda: cluster_of(a)._connected.is_set() and cluster_of(b)._connected.is_set())
+    await asyncio.to_thread(sdk(a).terminate_user_connections, "42")
+    assert (await on_b.expect("pusher:error"))["data"]["code"] == 4009
 
 
 async def test_subscription_count_webhook_is_sent_with_a_cluster(
