@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from dataclasses import replace
@@ -162,7 +163,8 @@ def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     work.add_argument(
         "--peak-factor",
         metavar="F",
-        help="busiest second's rate ÷ the day's average rate, for per-second limits and CPU (default 1)",
+        help="busiest second's rate ÷ the day's average rate, for per-second limits and CPU (default 1; at most "
+        "86,400: the second holds at most the whole day)",
         **num,
     )
     work.add_argument(
@@ -311,15 +313,11 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
             MINUTES_PER_DAY
         )
     if args.average_channels is not None:
-        # The peak channel count is --channels, or --connections without it (one channel per connection).
-        peak_channels, peak_flag = (
-            (args.channels, "--channels") if args.channels is not None else (args.connections, "--connections")
-        )
-        if peak_channels is not None and args.average_channels > peak_channels:
-            default = "" if args.channels is not None else " (the peak channel count without --channels)"
+        peak_channels, named = _peak_channels(args)
+        if args.average_channels > peak_channels:
             raise ConfigError(
-                f"--average-channels {args.average_channels:g} is above {peak_flag} {peak_channels:g}{default}, "
-                "the peak: an average is at most the peak"
+                f"--average-channels {args.average_channels:g} is above {named}, the peak: an average is at most the "
+                "peak"
             )
         fields["channel_minutes_per_day"] = _non_negative(args.average_channels, "--average-channels") * (
             MINUTES_PER_DAY
@@ -333,25 +331,18 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
             )
         if per_day is None:  # the peak second is on the busiest day: the average day is that much quieter
             per_day = per_second * SECONDS_PER_DAY / ((peak or 1.0) * (args.peak_day_factor or 1.0))
+            if per_day > MAX_QUANTITY:
+                raise ConfigError(
+                    f"--publishes-per-second {per_second:g} makes {per_day:.3g} publishes a day (× 86,400 ÷ the peak "
+                    f"factors), more than {MAX_QUANTITY:.0e}, the largest number the cost model takes"
+                )
         elif per_day == 0 and per_second > 0:
             raise ConfigError(
                 f"--publishes-per-second {per_second:g} with --publishes-per-day 0: a day without publishes has no "
                 "peak; give one of them"
             )
         elif per_day > 0:
-            day_factor = args.peak_day_factor or 1.0
-            peak = per_second * SECONDS_PER_DAY / (per_day * day_factor)
-            if peak < 1:
-                # The peak second is on the busiest day: compared with that day's average rate.
-                busiest = (
-                    f"--publishes-per-day {per_day:g}"
-                    if args.peak_day_factor is None
-                    else f"--publishes-per-day {per_day:g} × --peak-day-factor {day_factor:g}"
-                )
-                raise ConfigError(
-                    f"--publishes-per-second {per_second:g} is below the busiest day's average rate, {busiest} ÷ "
-                    f"86,400 = {per_day * day_factor / SECONDS_PER_DAY:.3g}/s: a peak is at least the average"
-                )
+            peak = _peak_factor(per_second, per_day, args.peak_day_factor)
     if per_day is not None:
         fields["publishes_per_day"] = per_day
     if peak is not None:
@@ -361,26 +352,67 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _check_channels(args: argparse.Namespace) -> None:
-    """--channels 0 with traffic is impossible: every publish, client event and presence change is on a channel, which
-    it makes active. (Described workloads only: a usage file counts the channels it measured active.)"""
-    if args.channels != 0:
-        return
+def _peak_factor(per_second: float, per_day: float, peak_day_factor: float | None) -> float:
+    """The peak factor ``--publishes-per-second`` and ``--publishes-per-day`` give: the peak second is on the busiest
+    day, so it is compared with that day's average rate, and it holds at least that rate and at most the whole day."""
+    day_factor = peak_day_factor or 1.0
+    busiest = (
+        f"--publishes-per-day {per_day:g}"
+        if peak_day_factor is None
+        else f"--publishes-per-day {per_day:g} × --peak-day-factor {day_factor:g}"
+    )
+    if per_second > per_day * day_factor:
+        raise ConfigError(
+            f"--publishes-per-second {per_second:g} is more than the busiest day holds, {busiest} = "
+            f"{per_day * day_factor:g} publishes: its busiest second has at most all of them"
+        )
+    peak = per_second * SECONDS_PER_DAY / (per_day * day_factor)
+    if peak < 1:
+        raise ConfigError(
+            f"--publishes-per-second {per_second:g} is below the busiest day's average rate, {busiest} ÷ "
+            f"86,400 = {per_day * day_factor / SECONDS_PER_DAY:.3g}/s: a peak is at least the average"
+        )
+    return peak
+
+
+def _on_a_channel(args: argparse.Namespace) -> tuple[str, float] | None:
+    """The first flag (and its value) of traffic on a channel: publishes, client events or presence changes."""
     traffic = (
         ("--publishes-per-day", args.publishes_per_day),
         ("--publishes-per-second", args.publishes_per_second),
         ("--client-events-per-day", args.client_events_per_day),
         ("--presence-events-per-day", args.presence_events_per_day),
     )
-    for flag, value in traffic:
-        if value:
-            raise ConfigError(
-                f"--channels 0 with {flag} {value:g}: every publish, client event and presence change is on a "
-                "channel, so at least one is active at the peak"
-            )
+    return next(((flag, value) for flag, value in traffic if value), None)
+
+
+def _peak_channels(args: argparse.Namespace) -> tuple[float, str]:
+    """The peak channel count, as `Workload.peak_channels` takes it, and how to name it in a message."""
+    if args.channels is not None:
+        return args.channels, f"--channels {args.channels:g}"
+    traffic = _on_a_channel(args)
+    if args.connections == 0 and traffic is not None:
+        return 1, (
+            f"1 (the peak channel count without --channels: --connections 0, but {traffic[0]} {traffic[1]:g} makes a "
+            "channel active)"
+        )
+    return args.connections, f"--connections {args.connections:g} (the peak channel count without --channels)"
+
+
+def _check_channels(args: argparse.Namespace) -> None:
+    """--channels 0 with traffic is impossible: every publish, client event and presence change is on a channel, which
+    it makes active. (Described workloads only: a usage file counts the channels it measured active.)"""
+    traffic = _on_a_channel(args)
+    if args.channels == 0 and traffic is not None:
+        raise ConfigError(
+            f"--channels 0 with {traffic[0]} {traffic[1]:g}: every publish, client event and presence change is on a "
+            "channel, so at least one is active at the peak"
+        )
 
 
 def _non_negative(value: float, flag: str) -> float:
+    if not math.isfinite(value):  # argparse takes "nan" and "inf" as numbers
+        raise ConfigError(f"{flag} must be a finite number, got {value:g}")
     if value < 0:
         raise ConfigError(f"{flag} must be ≥ 0, got {value:g}")
     return value
@@ -444,7 +476,8 @@ def _crossover_range(workload: Workload, args: argparse.Namespace) -> tuple[tupl
 
 
 def run_cost(args: argparse.Namespace) -> int:
-    """Print the estimate in ``args.format``; draw the plot if asked. Returns the exit code."""
+    """Print the estimate in ``args.format``; draw the plot if asked. Returns the exit code: 0, or 1 when the answer
+    cannot be written."""
     from .engine import CheapestSide, cheapest_side, crossovers, estimate, geometric_scales, sweep
 
     prices = _prices(args)
@@ -465,21 +498,31 @@ def run_cost(args: argparse.Namespace) -> int:
         crossings = crossovers(workload, prices, low=low, high=high, points=_POINTS, estimates=grid)
         sides = tuple((scale, cheapest_side(est)) for scale, est in zip(scales, grid, strict=True))
     out = sys.stdout
-    if args.format == "json":
-        from .render import to_json
+    try:
+        if args.format == "json":
+            from .render import to_json
 
-        out.write(to_json(result, crossings))
-    elif args.format == "csv":
-        from .render import to_csv
+            out.write(to_json(result, crossings))
+        elif args.format == "csv":
+            from .render import to_csv
 
-        out.write(to_csv(result))
-    else:
-        from rich.console import Console
+            out.write(to_csv(result))
+        else:
+            from rich.console import Console
 
-        from .render import print_table
+            from .render import print_table
 
-        console = Console(file=out, width=None if out.isatty() else 160, soft_wrap=False)
-        print_table(result, console, crossings, (low, high) if workload.connections else None, sides)
+            console = Console(file=out, width=None if out.isatty() else 160, soft_wrap=False)
+            print_table(result, console, crossings, (low, high) if workload.connections else None, sides)
+        out.flush()  # a full disk or a closed pipe shows here, not in Python's flush at exit, which only complains
+    except OSError as exc:
+        # What could not be written stays buffered: without this, Python's flush at exit fails again (status 120), as
+        # relay publish says too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        # Whoever closed the pipe (`| head`) wanted no more: nothing to say, as Rich says nothing for the table.
+        if not isinstance(exc, BrokenPipeError):
+            print(f"relay cost: cannot write the answer to standard output: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     if args.plot is not None:
         from .plot import plot_costs
 

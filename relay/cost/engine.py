@@ -152,8 +152,12 @@ def _workload_assumptions(w: Workload, prices: Prices, results: Sequence[Provide
         + (" (traffic spread evenly; pass --peak-factor for bursts)" if w.peak_factor == 1 else ""),
         f"average message size {w.message_bytes:,.0f} bytes",
     ]
-    if w.channels is None:
+    if w.channels is None and w.peak_channels == w.connections:
         lines.append("active channels at peak = peak connections (pass --channels)")
+    elif w.channels is None:
+        lines.append(
+            "active channels at peak = 1: no connections, but what is published is on a channel (pass --channels)"
+        )
     if w.client_events_per_day and w.client_event_recipients is None:
         lines.append("client events reach as many subscribers as publishes (pass --client-event-recipients)")
     if w.presence_events_per_day and w.presence_subscribers is None:

@@ -32,6 +32,8 @@ __all__ = [
 
 MINUTES_PER_DAY = 1_440
 SECONDS_PER_DAY = 86_400
+# The peak second runs at the busiest day's average rate × the peak factor, and holds at most that whole day.
+MAX_PEAK_FACTOR = SECONDS_PER_DAY
 # The largest count or amount the model takes: far beyond any real workload or price, and far enough inside a float's
 # range that no product the rules form can overflow (10**400 from a JSON file cannot even become a float).
 MAX_QUANTITY = 10**18
@@ -77,7 +79,8 @@ class Workload:
 
     All per-day counts are for an average day. ``peak_day_factor`` says how much busier the busiest UTC day is (Pusher's
     daily message cap is checked against that day); ``peak_factor`` says how much faster than the day's average rate
-    traffic runs in its busiest second (per-second and per-hour limits, and self-hosted CPU, are checked at that rate).
+    traffic runs in its busiest second (per-second and per-hour limits, and self-hosted CPU, are checked at that rate;
+    at most 86,400, as a second holds at most its day).
 
     A "publish" is one event published through the server API to one channel (a trigger to three channels is three
     publishes). A "client event" is one event a connected client sends to a channel; it is delivered to the channel's
@@ -152,7 +155,7 @@ class Workload:
             if value > bound and not value == math.inf:
                 raise ConfigError(f"{where} must be at most {bound:.3g}, got {shown_number(value)}")
             if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{where} must be a finite number ≥ 0, got {value!r}")
+                raise ConfigError(f"{where} must be a finite number ≥ {_LEAST.get(f.name, 0)}, got {value!r}")
             if f.name in _WHOLE_NUMBERS and value != int(value):
                 raise ConfigError(f"{where} must be a whole number, got {value!r}")
         if not 1 <= self.days_per_month <= 31:
@@ -166,6 +169,12 @@ class Workload:
                     f"workload field {name} ({flag}) must be ≥ 1 (a peak is at least the average), "
                     f"got {getattr(self, name)}"
                 )
+        if self.peak_factor > MAX_PEAK_FACTOR:
+            raise ConfigError(
+                f"workload field peak_factor (--peak-factor) must be at most {MAX_PEAK_FACTOR:,} (the busiest second "
+                f"holds at most the whole busiest day: {MAX_PEAK_FACTOR:,} times that day's average second), "
+                f"got {self.peak_factor:g}"
+            )
         for name in ("size_units_5kib", "size_units_2kib", "delivery_units_5kib"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -207,7 +216,12 @@ class Workload:
 
     @property
     def peak_channels(self) -> int:
-        return self.connections if self.channels is None else self.channels
+        """Channels active at the peak: ``channels``, else one per connection, and at least one when anything is
+        published, sent or joined (each is on a channel, which it makes active, connections or not)."""
+        if self.channels is not None:
+            return self.channels
+        on_a_channel = self.messages_sent + self.presence_events_per_day
+        return max(self.connections, 1) if on_a_channel else self.connections
 
     @property
     def connection_minutes(self) -> float:
@@ -332,6 +346,19 @@ _FIELD_FLAGS = {f.name: f.metadata["flag"] for f in fields(Workload)}
 # The fields `Workload.scaled` multiplies (fan-out, sizes, peaks and days are kept); the whole ones round up.
 _WHOLE_FIELDS = frozenset({"connections", "channels", "mau", "users_seen"})
 _WHOLE_NUMBERS = _WHOLE_FIELDS | {"min_nodes"}
+# The least value of the fields that may not be 0 (the rest: 0), for the message refusing a value that is no number.
+_LEAST = dict.fromkeys(
+    (
+        "days_per_month",
+        "peak_day_factor",
+        "peak_factor",
+        "size_units_5kib",
+        "size_units_2kib",
+        "delivery_units_5kib",
+        "min_nodes",
+    ),
+    1,
+)
 _SCALED_FIELDS = (
     "connections",
     "channels",
@@ -399,6 +426,8 @@ class Plan:
     vcpus: float | None = None
     cpu_cores: float | None = None
     included_egress_gib: float | None = None
+    # Who the allowance is for: each node (machine) has its own, or the account (workspace) has one for all of them.
+    included_egress_per: Literal["node", "account"] = "node"
     usd_per_gib_egress: float | None = None
     usd_per_vcpu_month: float | None = None
     usd_per_gb_ram_month: float | None = None

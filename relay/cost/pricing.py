@@ -59,7 +59,9 @@ _LIMITS = frozenset(
 _PLAN_TEXT = frozenset({"id", "name", "as_of", "source", "confidence", "unsuitable_reason"})
 _PLAN_BOOL = frozenset({"usage_hard_cap", "suitable"})
 _PLAN_SPECIAL = frozenset({"price_usd_month", "notes", "price_status", "unknown"})
-_PLAN_NUMBERS = frozenset(f.name for f in fields(Plan)) - _PLAN_TEXT - _PLAN_BOOL - _PLAN_SPECIAL
+# Plan fields that take one of a few words.
+_PLAN_CHOICES: Mapping[str, tuple[str, ...]] = {"included_egress_per": ("node", "account")}
+_PLAN_NUMBERS = frozenset(f.name for f in fields(Plan)) - _PLAN_TEXT - _PLAN_BOOL - _PLAN_SPECIAL - set(_PLAN_CHOICES)
 
 # For each rule: fields every plan needs, and groups of which a plan with a listed price needs at least one.
 _REQUIRED: Mapping[str, tuple[str, ...]] = {
@@ -299,7 +301,7 @@ def _plan(
     errors: _Errors, where: str, raw: Mapping[str, Any], *, rules: str, kind: str, inherited: tuple[str, str, str]
 ) -> Plan | None:
     count = len(errors.items)
-    allowed = _PLAN_TEXT | _PLAN_BOOL | _PLAN_NUMBERS | {"price_usd_month", "notes"}
+    allowed = _PLAN_TEXT | _PLAN_BOOL | _PLAN_NUMBERS | set(_PLAN_CHOICES) | {"price_usd_month", "notes"}
     _unknown_keys(errors, where, raw, allowed)
     plan_id = raw.get("id")
     if not isinstance(plan_id, str) or not _ID.match(plan_id):
@@ -338,6 +340,14 @@ def _plan(
         value = values.get(name)
         if value is not None and value <= 0:
             errors.add(where, f"field {name!r} must be > 0, got {value}")
+    choices = _choices(errors, where, raw)
+    if values.get("included_egress_gib") != 0 and "included_egress_gib" in raw and "included_egress_per" not in raw:
+        # Render's allowance is the workspace's, Hetzner's each server's: a default would be wrong for one of them.
+        errors.add(
+            where,
+            "field 'included_egress_gib' needs 'included_egress_per': 'node' (each machine has the allowance) or "
+            "'account' (one allowance for the account or workspace, however many machines)",
+        )
     for name in _REQUIRED.get(rules, ()):
         if name not in raw:
             errors.add(where, f"missing required field {name!r} (needed by unit_rules {rules})")
@@ -361,7 +371,7 @@ def _plan(
         errors.add(where, "a plan with suitable = false needs an 'unsuitable_reason'")
     if len(errors.items) > count:
         return None
-    extra: dict[str, Any] = {**flags, **values}
+    extra: dict[str, Any] = {**flags, **values, **choices}
     return Plan(
         id=plan_id,
         name=name_text,
@@ -447,6 +457,18 @@ def _confidence(errors: _Errors, where: str, data: Mapping[str, Any], *, require
         errors.add(where, f"field 'confidence' must be one of {', '.join(CONFIDENCE)}, got {value!r}")
         return ""
     return str(value)
+
+
+def _choices(errors: _Errors, where: str, data: Mapping[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, words in _PLAN_CHOICES.items():
+        if name not in data:
+            continue
+        if data[name] not in words:
+            errors.add(where, f"field {name!r} must be one of {', '.join(words)}, got {data[name]!r}")
+        else:
+            found[name] = data[name]
+    return found
 
 
 def _notes(errors: _Errors, where: str, data: Mapping[str, Any]) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 from .models import (
+    MAX_QUANTITY,
     SECONDS_PER_DAY,
     Capacity,
     LimitCheck,
@@ -372,7 +373,10 @@ class _Nodes:
     def __init__(self, w: Workload, plan: Plan, prices: Prices) -> None:
         cap = prices.capacity
         memory_mb = (plan.memory_mb or 0.0) * cap.memory_usable - cap.base_rss_mb
-        self.connections_per_node = max(0, math.floor(memory_mb * 1024 / cap.kb_per_connection))
+        # No workload has more connections than MAX_QUANTITY: a node holding that many holds any (and a pricing
+        # file's 1e18 MB at 1e-300 KB a connection would hold an infinite number, which no whole number is).
+        per_node = min(memory_mb * 1024 / cap.kb_per_connection, MAX_QUANTITY)
+        self.connections_per_node = max(0, math.floor(per_node))
         self.cpu_usable = (plan.cpu_cores or 0.0) * cap.cpu_usable
         self.requests_per_day = (
             w.publishes_per_day
@@ -407,7 +411,8 @@ class _Nodes:
         the peak (the work on one node, or work ÷ n + forwarding on each of n > 1: forwarding applies only when there
         are several, and may take at most MAX_FORWARDING_SHARE of a node's usable CPU).
 
-        When no node count is enough (too little memory, or forwarded publishes would take more than that share),
+        When no node count is enough (too little memory, forwarded publishes would take more than that share, or
+        more than MAX_QUANTITY nodes would be needed),
         the count memory alone needs is reported (at least ``min_nodes``) and the limit checks show what breaks:
         when the forwarding rules out several nodes, what one node lacks and the forwarding each of several pays.
         """
@@ -415,7 +420,9 @@ class _Nodes:
             return 1
         # Several nodes: each pays the forwarding, so n ≥ work ÷ (usable − forwarding), as well as n ≥ 2 and memory's.
         spare = self.cpu_usable - self.forwarding
-        if self.forwarding > self.forwarding_most or spare <= 0:
+        # More than MAX_QUANTITY nodes is no plan (and a tiny spare, from a pricing file's tiny cpu_cores, makes the
+        # quotient infinite, which no count is).
+        if self.forwarding > self.forwarding_most or spare <= 0 or self.work / spare > MAX_QUANTITY:
             return self.at_least
         least = max(2, self.at_least)
         n = max(least, math.ceil(self.work / spare))
@@ -471,7 +478,8 @@ def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) 
     cost = [(f"{n} × {plan.name}", n * (plan.price_usd_month or 0.0))]
     if n > 1:
         cost.append(("Redis between nodes", provider.redis_usd_month))
-    excess = max(0.0, egress - _rate(plan, "included_egress_gib") * n)
+    allowance = _rate(plan, "included_egress_gib") * (n if plan.included_egress_per == "node" else 1)
+    excess = max(0.0, egress - allowance)
     if excess > 0:
         cost.append((f"egress beyond the allowance ({excess:,.0f} GiB)", excess * _rate(plan, "usd_per_gib_egress")))
     # The allowance matters only when there is egress.
@@ -537,7 +545,7 @@ _RULE_TEXT = {
     "N_MAU": "priced per monthly active user tier",
     "H_VM": "nodes = the least n (at least --min-nodes) holding the connections and the peak CPU (CPU ÷ n + "
     f"forwarded publishes per node when n > 1, those at most {MAX_FORWARDING_SHARE:.0%} of a node's CPU); + Redis "
-    "beyond one node; + egress beyond the allowance",
+    "beyond one node; + egress beyond the allowance (each node's, or one for the account, as the plan says)",
     "H_PAAS_USAGE": "plan fee + memory, CPU and egress actually used beyond the included usage; "
     "+ Redis beyond one node",
 }

@@ -52,7 +52,8 @@ day by day: a cluster's nodes count a publish where it was received and its deli
 day can hold deliveries of publishes a killed node never wrote.
 
 `relay cost` reads a day measured in part as a whole day at the rate measured: the average day is each app's counts
-÷ the days (in seconds ÷ 86,400) it measured, its peaks as measured.
+÷ the days (in seconds ÷ 86,400) it measured, its peaks as measured. ``history_messages`` is each app's over the days
+that have it (older emulators served history reads without counting them), and 0 for an app with none.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,15 @@ from typing import Any
 from relay.errors import ConfigError, parser_limits
 
 from .files import read_text
-from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Workload, duration_text, shown_number
+from .models import (
+    MAX_PEAK_FACTOR,
+    MAX_QUANTITY,
+    MINUTES_PER_DAY,
+    SECONDS_PER_DAY,
+    Workload,
+    duration_text,
+    shown_number,
+)
 
 __all__ = [
     "USAGE_VERSION",
@@ -475,6 +484,11 @@ def workload_from_usage(
     busiest, peak_note = _busiest_second(apps)
     if messages and busiest is not None:
         peak_factor = max(1.0, busiest * SECONDS_PER_DAY / (messages * peak_day_factor))
+        if peak_factor > MAX_PEAK_FACTOR:
+            # A day holds at least its busiest second: a burst on a day measured in part (no candidate for the
+            # busiest day) can carry more than the busiest whole day, which is then taken as at least that burst.
+            peak_day_factor *= peak_factor / MAX_PEAK_FACTOR
+            peak_factor = MAX_PEAK_FACTOR
 
     def units(name: str) -> float | None:
         value = average[name]
@@ -538,7 +552,7 @@ def workload_from_usage(
         users_seen_seconds=None if users_seen is None else seconds,
         echo=echo,
         origin=f"measured: {usage.origin}, app{'s' if len(apps) > 1 else ''} {names}, {n} day{'s' if n > 1 else ''} "
-        f"({span}){coverage_note}{peak_note}",
+        f"({span}){coverage_note}{peak_note}{_unrecorded_note(apps)}",
     )
 
 
@@ -566,9 +580,16 @@ def _selected(usage: Usage, app: str | None) -> dict[str, UsageApp]:
 CAP_WORTH_SAYING = 1.01  # the minutes' cap is said when it takes off more than 1 % (a few seconds out of a day do not)
 
 
+# Counts an older emulator did not meter, though it served what they count (REST presence and history queries): an
+# app-day without one (written by such an emulator, or a day such a run shared with a newer one, which merging leaves
+# without) recorded nothing, which is not 0. The app's days that have the count give its rate, for all of them.
+_AT_THE_RATE_RECORDED = frozenset({"history_messages"})
+
+
 def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None], bool]:
     """The apps' average day, summed: each app's counts × 86,400 ÷ the seconds it measured (None for a field some
-    app-day lacks), and whether the minutes were held down to the peaks held all day.
+    app-day lacks; for those of _AT_THE_RATE_RECORDED, the days that have it over the seconds they measured, and 0
+    for an app none of whose days has it), and whether the minutes were held down to the peaks held all day.
 
     Minutes are rounded up per connection (and channel), so a few seconds measured would extrapolate to more minutes
     than the peak open all day makes: the minutes are taken at most as that, unless the days as measured already have
@@ -580,9 +601,14 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
         days = entry.days.values()
         measured_days = sum(day.measured_seconds for day in days) / SECONDS_PER_DAY
         for name in _COUNTED:
-            values = [getattr(day, name) for day in days]
             so_far = average[name]
-            if so_far is None or any(value is None for value in values):
+            if so_far is None:
+                continue
+            if name in _AT_THE_RATE_RECORDED:
+                average[name] = so_far + _rate_recorded(days, name)
+                continue
+            values = [getattr(day, name) for day in days]
+            if any(value is None for value in values):
                 average[name] = None
                 continue
             per_day = sum(values) / measured_days
@@ -593,6 +619,27 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
                 per_day = min(per_day, ceiling)
             average[name] = so_far + per_day
     return average, capped
+
+
+def _rate_recorded(days: Collection[UsageDay], name: str) -> float:
+    """``name`` per day over the days that record it: their count × 86,400 ÷ the seconds they measured (0 if none)."""
+    recorded = [day for day in days if getattr(day, name) is not None]
+    seconds = sum(day.measured_seconds for day in recorded)
+    return sum(getattr(day, name) for day in recorded) * SECONDS_PER_DAY / seconds if seconds else 0.0
+
+
+def _unrecorded_note(apps: Mapping[str, UsageApp]) -> str:
+    """Which app-days lack a count taken at the rate recorded, when some have it (a file with none says nothing)."""
+    days = [day for entry in apps.values() for day in entry.days.values()]
+    note = ""
+    for name in sorted(_AT_THE_RATE_RECORDED):
+        recorded = sum(getattr(day, name) is not None for day in days)
+        if 0 < recorded < len(days):
+            note += (
+                f"; {name} recorded on {recorded} of the {len(days)} app-days (older emulators do not count it): the "
+                "others are taken at their app's rate on the days that record it"
+            )
+    return note
 
 
 # A day measured this long stands for a whole one as a candidate for the busiest day (extrapolated to 24 h): a restart

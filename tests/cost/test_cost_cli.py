@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from relay.cost import Prices, Workload
 from relay.cost.cli import parse_size
 from relay.cost.plot import plot_costs
 from relay.errors import ConfigError
+from tests.cli_support import RELAY
 
 EDGE = ["--connections", "500", "--publishes-per-day", "20000", "--subscribers-per-publish", "49"]
 
@@ -210,3 +213,36 @@ def test_plot_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert captured.out.startswith("provider,name,kind")
     assert f"plot written to {path}" in captured.err
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")
+@pytest.mark.parametrize("output", ["csv", "json", "table"])
+def test_an_answer_that_cannot_be_written_is_a_failure_said_plainly(output: str) -> None:
+    """A full disk: the answer is lost, so relay cost says so and exits 1, with no traceback (it printed an OSError's,
+    or only Python's complaint at exit)."""
+    with open("/dev/full", "w") as full:
+        outcome = subprocess.run(
+            [*RELAY, "cost", "--connections", "500", "--format", output],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert (outcome.returncode, outcome.stderr) == (
+        1,
+        "relay cost: cannot write the answer to standard output: No space left on device\n",
+    )
+
+
+@pytest.mark.parametrize("output", ["csv", "json", "table"])
+def test_a_closed_pipe_ends_the_answer_silently_with_status_1(output: str) -> None:
+    """``relay cost … | head``: the reader wanted no more, so nothing is said, in every format (Rich exits 1 silently
+    for the table; CSV and JSON printed an OSError's traceback)."""
+    relay = " ".join(shlex.quote(part) for part in RELAY)
+    outcome = subprocess.run(
+        ["bash", "-c", f"{relay} cost --connections 500 --format {output} | true; echo ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (outcome.stdout, outcome.stderr) == ("1\n", "")

@@ -72,3 +72,36 @@ def test_cost_inputs_that_overflow_are_config_errors(
     argv = [str(path) if arg == "{huge}" else arg for arg in argv]
     assert main(["cost", *argv, "--format", "csv"]) == 2
     assert fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("figures", "argv", "expected"),
+    [
+        # (4,096 MB × 70% − 60 MB) ÷ 1e-300 KB is beyond a float: a node holds any workload's connections
+        (
+            {"kb_per_connection = 10": "kb_per_connection = 1e-300", "memory_mb = 4096\n": "memory_mb = 1e18\n"},
+            ["--connections", "10"],
+            "fits",
+        ),
+        # 1e18 API calls a day on the busiest of 1e18 days, on a machine of 1e-300 cores: no node count carries it
+        (
+            {"cpu_cores = 0.5\n\n[[providers.hetzner": "cpu_cores = 1e-300\n\n[[providers.hetzner"},
+            ["--connections", "10", "--api-requests-per-day", "1e18", "--peak-day-factor", "1e18"],
+            "does_not_fit",
+        ),
+    ],
+    ids=["memory per connection", "cpu per node"],
+)
+def test_extreme_capacity_figures_give_an_answer_not_an_overflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], figures: dict[str, str], argv: list[str], expected: str
+) -> None:
+    """A pricing file's figures within their bounds, but whose quotient is beyond a float (OverflowError: cannot
+    convert float infinity to integer, from the node count)."""
+    text = (Path(__file__).resolve().parents[2] / "relay" / "cost" / "pricing.toml").read_text(encoding="utf-8")
+    for old, new in figures.items():
+        assert old in text
+        text = text.replace(old, new)
+    pricing = write(tmp_path, text, "pricing.toml")
+    assert main(["cost", *argv, "--pricing", str(pricing), "--provider", "hetzner", "--format", "json"]) == 0
+    (hetzner,) = json.loads(capsys.readouterr().out)["providers"]
+    assert hetzner["status"] == expected

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from cost_helpers import provider, run_cost_json, usage_day
-from test_cost_usage_audit_fixes import usage_file
+from test_cost_usage_audit_fixes import AFTERNOON, WHOLE_DAY, measured, usage_file
 
+from relay.cost.rules import ably_messages_per_day
 from relay.cost.usage import load_usage, workload_from_usage
 
 
@@ -36,3 +38,23 @@ def test_the_flag_describes_them(tmp_path: Path) -> None:
     assert described["workload"]["history_messages_per_day"] == 100_000
     scaled = run_cost_json([*base, "--history-messages-per-day", "100000", "--scale", "10"])
     assert provider(scaled, "ably_rb")["units"]["messages_per_month"] == (1000 + 1_000_000) * 30
+
+
+def test_days_that_did_not_record_them_are_taken_at_the_rate_of_those_that_did(tmp_path: Path) -> None:
+    """An older emulator served REST history and presence queries but did not count them, and merging its run into a
+    newer one's file (emulator/usage.py merge_documents) leaves the days they shared without ``history_messages``. Such
+    a day recorded nothing, not none: the 40,000 reads recorded in the 12 h measured on 2026-11-29 are 80,000 a day,
+    the other day included. (Every history read vanished: one day without the field made the whole file's 0.)"""
+    days = {
+        "2026-11-28": measured(usage_day(), WHOLE_DAY),
+        "2026-11-29": measured(usage_day(history_messages=40_000), AFTERNOON),
+    }
+    workload = workload_from_usage(load_usage(usage_file(tmp_path, days)))
+    assert workload.history_messages_per_day == 80_000
+    assert (
+        "history_messages recorded on 1 of the 2 app-days (older emulators do not count it): the others are taken at "
+        "their app's rate on the days that record it"
+    ) in workload.origin
+    ably = provider(run_cost_json(["--usage", str(tmp_path / "usage.json"), "--provider", "ably_rb"]), "ably_rb")
+    assert ably["units"]["messages_per_day"] == pytest.approx(ably_messages_per_day(workload))
+    assert ably["units"]["messages_per_day"] > 80_000

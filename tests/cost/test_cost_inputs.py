@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from cost_helpers import cost_parser, run_cost, usage_day
+from cost_helpers import cost_parser, refused, run_cost, run_cost_json, usage_day
 
 from relay.cost import Workload, parse_usage, workload_from_usage
 from relay.cost.cli import workload_from_args
@@ -35,6 +35,75 @@ def test_publishes_per_second_is_not_silently_dropped_when_publishes_per_day_is_
     day without publishes): a ConfigError, like every other contradictory combination of these flags."""
     with pytest.raises(ConfigError):
         _workload(["--connections", "10", "--publishes-per-day", "0", "--publishes-per-second", "100"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # 1,000 in one second of a day of 5: a peak factor of 17,280,000 was priced
+        (
+            ["--publishes-per-day", "5", "--publishes-per-second", "1000"],
+            "--publishes-per-second 1000 is more than the busiest day holds, --publishes-per-day 5 = 5 publishes: its "
+            "busiest second has at most all of them",
+        ),
+        (
+            ["--publishes-per-day", "5", "--peak-day-factor", "2", "--publishes-per-second", "11"],
+            "--publishes-per-second 11 is more than the busiest day holds, --publishes-per-day 5 × --peak-day-factor "
+            "2 = 10 publishes: its busiest second has at most all of them",
+        ),
+        (
+            ["--peak-factor", "86401"],
+            "workload field peak_factor (--peak-factor) must be at most 86,400 (the busiest second holds at most the "
+            "whole busiest day: 86,400 times that day's average second), got 86401",
+        ),
+        (
+            ["--peak-factor", "nan"],
+            "workload field peak_factor (--peak-factor) must be a finite number ≥ 1, got nan",
+        ),
+        # --publishes-per-day was named, a flag not given
+        (
+            ["--publishes-per-second", "2e13"],
+            "--publishes-per-second 2e+13 makes 1.73e+18 publishes a day (× 86,400 ÷ the peak factors), more than "
+            "1e+18, the largest number the cost model takes",
+        ),
+        (["--publishes-per-second", "nan"], "--publishes-per-second must be a finite number, got nan"),
+        (["--publishes-per-second", "inf"], "--publishes-per-second must be a finite number, got inf"),
+    ],
+    ids=["beyond the day", "beyond the busiest day", "peak factor", "peak factor nan", "2e13", "nan", "inf"],
+)
+def test_a_peak_beyond_the_busiest_day_is_refused_naming_the_flags_given(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second holds at most its day: the peak second runs at the busiest day's average rate × the peak factor, so
+    the factor is at most 86,400 (the usage loader refuses a busiest second with more messages than its day too)."""
+    assert refused(["cost", "--connections", "10", "--subscribers-per-publish", "10", *argv], capsys) == message
+
+
+def test_a_peak_of_the_whole_busiest_day_in_one_second_is_taken() -> None:
+    workload = _workload(["--connections", "10", "--publishes-per-day", "5", "--publishes-per-second", "5"])
+    assert workload.peak_factor == 86_400
+    assert _workload(["--connections", "10", "--peak-factor", "86400"]).peak_factor == 86_400
+
+
+def test_publishes_without_connections_make_a_channel_active(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--channels 0`` with publishes is refused (a publish makes its channel active), so the default, one channel per
+    connection, is at least one with publishes too: with ``--connections 0`` it was 0."""
+    workload = _workload(["--connections", "0", "--publishes-per-day", "5"])
+    assert workload.peak_channels == 1
+    assert workload.channel_minutes == 1_440
+    assert _workload(["--connections", "0"]).peak_channels == 0
+    assert _workload(["--connections", "0", "--publishes-per-day", "5", "--average-channels", "1"]).channel_minutes == (
+        1_440
+    )
+    assert refused(["cost", "--connections", "0", "--publishes-per-day", "5", "--average-channels", "2"], capsys) == (
+        "--average-channels 2 is above 1 (the peak channel count without --channels: --connections 0, but "
+        "--publishes-per-day 5 makes a channel active), the peak: an average is at most the peak"
+    )
+    result = run_cost_json(["--connections", "0", "--publishes-per-day", "5", "--provider", "ably_rb"])
+    assert any(
+        "active channels at peak = 1: no connections, but what is published is on a channel" in line
+        for line in result["assumptions"]
+    )
 
 
 def test_average_connections_above_the_peak_is_rejected() -> None:

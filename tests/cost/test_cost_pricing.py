@@ -181,6 +181,16 @@ def test_every_problem_is_reported_at_once() -> None:
             "providers.digitalocean.plans[0] (basic-512mb-1vcpu): field 'memory_mb' must be a number ≥ 0, "
             "got 'unlimited'",
         ),
+        (
+            lambda d: d["providers"]["render"]["plan_defaults"].pop("included_egress_per"),
+            "providers.render.plans[1] (starter): field 'included_egress_gib' needs 'included_egress_per': 'node' "
+            "(each machine has the allowance) or 'account' (one allowance for the account or workspace, however many "
+            "machines)",
+        ),
+        (
+            lambda d: d["providers"]["hetzner"]["plans"][0].update(included_egress_per="server"),
+            "providers.hetzner.plans[0] (cx23): field 'included_egress_per' must be one of node, account, got 'server'",
+        ),
         (lambda d: d["providers"]["pusher"].update(plans=[]), "providers.pusher: field 'plans' must be a non-empty"),
         (lambda d: d.update(providers={}), "providers: no providers defined"),
     ],
@@ -189,6 +199,20 @@ def test_invalid_pricing_entries(change: Any, expected: str) -> None:
     data = bundled()
     change(data)
     assert expected in invalid(data)
+
+
+def test_each_allowance_says_whose_it_is(prices: Prices) -> None:
+    """ably-and-pricing F.4 and the providers' notes: Hetzner's traffic is each server's, DigitalOcean pools each
+    droplet's, Render's bandwidth is the workspace's; Fly.io includes none."""
+    scopes = {
+        p.id: {(plan.included_egress_gib, plan.included_egress_per) for plan in p.plans}
+        for p in prices.providers
+        if p.unit_rules == "H_VM"
+    }
+    assert scopes["hetzner"] == {(18_626, "node")}
+    assert {scope for _, scope in scopes["digitalocean"]} == {"node"}
+    assert scopes["render"] == {(93.1, "account")}
+    assert {allowance for allowance, _ in scopes["flyio"]} == {0}
 
 
 def test_invalid_toml_and_missing_files_are_config_errors(tmp_path: Path) -> None:

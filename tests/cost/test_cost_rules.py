@@ -268,6 +268,30 @@ def test_selfhosted_egress_beyond_the_allowance_is_billed(prices: Prices) -> Non
     assert any(label.startswith("egress beyond the allowance") for label in lines)
 
 
+# 150,000 publishes a day to 1,000 subscribers, 300 bytes: 1.5e8 deliveries × 450 bytes × 30 days = 1,885.9 GiB a month.
+EGRESS_HEAVY = Workload(connections=1_000, publishes_per_day=150_000, subscribers_per_publish=1_000, message_bytes=300)
+
+
+def test_an_account_allowance_is_counted_once_however_many_nodes(prices: Prices) -> None:
+    """Render's 100 GB (93.1 GiB) is the workspace's monthly allowance: three instances have it once, so they cost two
+    instances and Redis more than one, never less (it was counted per instance, and three came out cheaper)."""
+    one = fit(prices, EGRESS_HEAVY, "render", "starter")
+    three = fit(prices, replace(EGRESS_HEAVY, min_nodes=3), "render", "starter")
+    egress = 150_000 * 1_000 * 450 * 30 / 2**30
+    assert dict(one.cost_lines)["egress beyond the allowance (1,793 GiB)"] == round((egress - 93.1) * 0.161, 2)
+    assert dict(three.cost_lines)["egress beyond the allowance (1,793 GiB)"] == round((egress - 93.1) * 0.161, 2)
+    assert three.monthly_usd == pytest.approx((one.monthly_usd or 0.0) + 2 * 7 + 10)
+
+
+def test_a_node_allowance_is_each_nodes(prices: Prices) -> None:
+    """DigitalOcean pools its droplets' allowances, each adding its own: two 512 MB droplets leave 1,885.9 − 2 × 500
+    GiB to pay for."""
+    two = fit(prices, replace(EGRESS_HEAVY, min_nodes=2), "digitalocean", "basic-512mb-1vcpu")
+    assert dict(two.cost_lines)["egress beyond the allowance (886 GiB)"] == round(
+        (150_000 * 1_000 * 450 * 30 / 2**30 - 1_000) * 0.01, 2
+    )
+
+
 # --- purity, scale, crossovers --------------------------------------------------------------------------------------
 
 

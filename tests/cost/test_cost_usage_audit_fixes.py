@@ -277,3 +277,19 @@ def test_a_day_with_a_restart_in_it_is_still_a_busiest_day_and_its_minutes_are_n
     assert workload.peak_day_factor == pytest.approx(max(pusher_messages) / (sum(pusher_messages) / 3))
     assert "no busiest day" not in workload.origin
     assert "minutes extrapolated" not in workload.origin
+
+
+def test_a_burst_on_a_day_measured_in_part_makes_the_busiest_day_at_least_that_burst(tmp_path: Path) -> None:
+    """A quiet whole day (1 publish) and an hour with 1,000 publishes in one second: the busiest whole day is the
+    quiet one, against whose rate the burst is a peak factor of about 90,000, more than a day's 86,400 seconds hold
+    (refused as --peak-factor). The day of the burst holds at least the burst: the busiest day is raised to it, and the
+    peak second is still the 1,000 measured."""
+    quiet = usage_day(publishes=1, deliveries=5, client_events=0, client_event_deliveries=0, presence_events=0)
+    quiet.update(presence_deliveries=0, webhooks=0, api_requests=0, payload_bytes=100)
+    burst = {**quiet, "publishes": 1_000, "deliveries": 5_000, "payload_bytes": 100_000}
+    burst.update(peak_publishes_per_second=1_000, connection_minutes=6 * 60, channel_minutes=2 * 60)
+    days = {"2026-11-28": measured(quiet, WHOLE_DAY), "2026-11-29": measured(burst, [[0, 3_600]])}
+    workload = workload_from_usage(load_usage(usage_file(tmp_path, days)))
+    assert workload.peak_factor == 86_400
+    assert workload.per_second_at_peak(workload.publishes_per_day) == pytest.approx(1_000)
+    assert workload.peak_day_factor * workload.publishes_per_day == pytest.approx(1_000)
