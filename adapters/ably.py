@@ -204,7 +204,7 @@ class AblyAdapter:
         message, code = response.body.decode("utf-8", "replace")[:500] or "(empty body)", None
         try:
             error = json.loads(response.body)["error"]
-            message, code = str(error.get("message", message)), error.get("code")
+            message, code = str(error.get("message", message)), _error_code(error.get("code"))
         except (ValueError, KeyError, TypeError, AttributeError):
             pass
         retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -498,6 +498,14 @@ def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[Relay
         return unkeyed()
 
     return instead
+
+
+def _error_code(value: object) -> int | None:
+    """An ErrorInfo's ``code``: a whole number (a proxy's or an older server's "40160" read as one); anything else is
+    no code, so that no advice is given for a code that was not Ably's."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -462,7 +462,9 @@ class Relay(_BaseRelay):
         response = None if call.request is None else self._first_response(call, call.request, sending)
         result, follow = call.pages(response)
         restarts = MAX_RESTARTS
+        requested = _Requested(call.request)
         while follow is not None:
+            requested.add(follow, sending)
             try:
                 page_response = self._sender.send(follow, sending)
             except RelayError as error:
@@ -470,6 +472,7 @@ class Relay(_BaseRelay):
                     raise
                 restarts -= 1
                 result, follow = call.pages(self._first_response(call, call.request, sending))
+                requested = _Requested(call.request)
                 continue
             page, follow = call.pages(page_response)
             result = call.joined(result, page)
@@ -596,7 +599,9 @@ class AsyncRelay(_BaseRelay):
         response = None if call.request is None else await self._first_response(call, call.request, sending)
         result, follow = call.pages(response)
         restarts = MAX_RESTARTS
+        requested = _Requested(call.request)
         while follow is not None:
+            requested.add(follow, sending)
             try:
                 page_response = await self._sender.send(follow, sending)
             except RelayError as error:
@@ -604,6 +609,7 @@ class AsyncRelay(_BaseRelay):
                     raise
                 restarts -= 1
                 result, follow = call.pages(await self._first_response(call, call.request, sending))
+                requested = _Requested(call.request)
                 continue
             page, follow = call.pages(page_response)
             result = call.joined(result, page)
@@ -717,6 +723,35 @@ def _nothing(parts: list[T]) -> None:
     return None
 
 
+# The most pages one listing follows: 10 million channels at Ably's 1,000 a page. A server whose every page links
+# a new next one (a fresh cursor each time) would otherwise be followed for ever.
+MAX_PAGES = 10_000
+
+
+class _Requested:
+    """The pages one paginated call requested, from its first: a next page linked again (a server, or a proxy,
+    whose link never moves on) would be followed for ever, each time with the same answer."""
+
+    def __init__(self, first: HttpRequest | None) -> None:
+        self._urls = set() if first is None else {first.url}
+
+    def add(self, page: HttpRequest, sending: Sending) -> None:
+        """``page``, about to be requested; a ProtocolError if it was already, or is one too many."""
+        if page.url in self._urls:
+            problem = f"linked as the next page {page.url[:300]}, which this listing already requested"
+        elif len(self._urls) >= MAX_PAGES:
+            problem = f"linked a next page after {MAX_PAGES} pages, more than any listing of its API has"
+        else:
+            self._urls.add(page.url)
+            return
+        raise ProtocolError(
+            f"{sending.answered_by} {problem}: its pages would never end (check that the provider URL points at the "
+            "provider itself, not at a proxy or another server)",
+            http_status=502,  # the provider broke the protocol, not the request
+            answered_by=sending.answered_by,
+        )
+
+
 _QUERIES = frozenset({Capability.CHANNEL_INFO, Capability.CHANNEL_LIST, Capability.PRESENCE})
 _PUBLISHES = frozenset({Capability.PUBLISH, Capability.BATCH, Capability.SEND_TO_USER})
 
@@ -724,7 +759,7 @@ _PUBLISHES = frozenset({Capability.PUBLISH, Capability.BATCH, Capability.SEND_TO
 def _sending(route: _Route, capability: Capability) -> Sending:
     """What the errors of an operation's requests to ``route`` say: the provider's own, and, for a publish sent
     without an answer, that it may have been delivered."""
-    return Sending(route.adapter.error_for, route.config.scheme, capability in _PUBLISHES)
+    return Sending(route.adapter.error_for, route.config.scheme, capability in _PUBLISHES, route.adapter.name)
 
 
 def _describe(ops: _Operations) -> str:

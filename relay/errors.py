@@ -144,18 +144,22 @@ class TransportError(RelayError):
 
 class ClientClosed(RelayError):
     """The client was closed (``close()``, the end of its ``with`` block, ``reset_default_client()``) while, or
-    before, it was used. Closed during a request (sent, or between its retries), the error names the request's host
-    and says that it may have been processed."""
+    before, it was used. Closed during a request (sent, or between its retries), the error names the request's host;
+    a request that changes something (not a ``query``) may have been processed, and a publish delivered."""
 
-    def __init__(self, *, in_flight_to: str | None = None) -> None:
+    def __init__(self, *, in_flight_to: str | None = None, query: bool = False, publishes: bool = False) -> None:
         if in_flight_to is None:
             super().__init__("this Relay client is closed: create another one")
+        elif query:  # a query changes nothing, whether or not the provider got it
+            super().__init__(
+                f"this Relay client was closed during a query to {in_flight_to}: create another client to ask again"
+            )
         else:
             # The request may have been processed: a publish sent again could be delivered twice
+            delivered = " (a publish may have been delivered)" if publishes else ""
             super().__init__(
                 f"this Relay client was closed during a request to {in_flight_to}: the request may or may not "
-                "have reached the provider (a publish may have been delivered); create another client, and check "
-                "before sending it again"
+                f"have reached the provider{delivered}; create another client, and check before sending it again"
             )
             self.outcome_unknown = True
 

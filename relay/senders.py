@@ -16,15 +16,16 @@ import socket
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
 from relay.adapters.base import HttpRequest, HttpResponse
 from relay.config import url_host
-from relay.errors import ClientClosed, ConfigError, TransportError
+from relay.errors import ClientClosed, ConfigError, ProtocolError, ProviderError, TransportError
 from relay.http_errors import parse_retry_after
 
 ErrorFor = Callable[[HttpResponse], Exception]
@@ -33,16 +34,31 @@ ErrorFor = Callable[[HttpResponse], Exception]
 _POOL_SIZE = 100
 _LIMITS = httpx.Limits(max_connections=_POOL_SIZE, max_keepalive_connections=20)
 
+# The largest success answer read. The largest legitimate ones are a hosted Pusher app's whole channel list (one
+# answer, unpaginated: a million channels at the longest names, 164 characters, with their user counts, is about
+# 200 MB) and a page of 1,000 Ably presence members (each member's data within Ably's default 64 KiB message size,
+# 64 MiB, twice that were every byte escaped in the JSON). A larger one is a misbehaving server or proxy, whose
+# body would otherwise be held whole (three times over, decoded and parsed), or read for ever if it never ends.
+MAX_ANSWER_BYTES = 256 << 20
+# An error answer's body is only shown, its first 500 characters; the providers' errors are a few hundred bytes of
+# JSON. What comes after this many is not read.
+MAX_ERROR_ANSWER_BYTES = 64 << 10
+# httpcore's words for a connection closed before any byte of an answer came: what a TLS server does with a plain
+# HTTP request (or it resets the connection). A malformed or cut-short answer is another RemoteProtocolError.
+_NO_ANSWER = "Server disconnected without sending a response"
+
 
 @dataclass(frozen=True, slots=True)
 class Sending:
     """What a request's errors say besides where it went: ``error_for`` makes the provider's refusals typed errors;
     ``provider`` is the provider URL's scheme, whose setting switches TLS; ``publishes``: a publish sent without an
-    answer may have been delivered."""
+    answer may have been delivered; ``answered_by`` names the provider in the errors of its answers."""
 
     error_for: ErrorFor
     provider: str
     publishes: bool
+    # Who answers, as errors name it ("Pusher", "Ably", "the Relay emulator", …): the adapter's name
+    answered_by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,39 +128,98 @@ def retry_delay(
     return min(exponential, policy.max_delay) * (0.5 + jitter() / 2)
 
 
-def _response(response: httpx.Response) -> HttpResponse:
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A request that got no whole answer: ``exc`` says why; ``answered``: the answer's status and headers had come
+    (the body failed), so the server speaks HTTP."""
+
+    exc: httpx.HTTPError
+    answered: bool
+
+
+class _Body:
+    """An answer's body as it comes, kept up to its limit (``MAX_ANSWER_BYTES``, or ``MAX_ERROR_ANSWER_BYTES`` for an
+    error answer): a server that sends more is not read on, so an endless body ends too."""
+
+    def __init__(self, status: int) -> None:
+        self.limit = MAX_ANSWER_BYTES if 200 <= status < 300 else MAX_ERROR_ANSWER_BYTES
+        self._parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Keeps ``chunk``; False once the body is over its limit: read no more."""
+        self._parts.append(chunk)
+        self.size += len(chunk)
+        return self.size <= self.limit
+
+    def content(self) -> bytes:
+        return b"".join(self._parts)[: self.limit]
+
+
+def _response(response: httpx.Response, body: _Body, sending: Sending) -> HttpResponse:
+    """The answer as adapters read it; an error answer's body cut at its limit (only its start is shown)."""
+    if body.size > body.limit and 200 <= response.status_code < 300:
+        raise ProtocolError(
+            f"{sending.answered_by} answered {response.status_code} with a body of over {body.limit >> 20} MiB, "
+            "larger than any answer of its API, and it was not read on: check that the provider URL points at the "
+            "provider itself, not at a proxy or another server",
+            http_status=502,  # the provider broke the protocol, not the request
+            answered_by=sending.answered_by,
+        )
     headers = {k.lower(): v for k, v in response.headers.items()}
-    return HttpResponse(response.status_code, headers, response.content, str(response.url))
+    return HttpResponse(response.status_code, headers, body.content(), str(response.url))
 
 
-def _transport_error(
-    request: HttpRequest, sending: Sending, exc: httpx.HTTPError, pool_size: int | None
-) -> TransportError:
+def _redirect_error(response: HttpResponse, sending: Sending) -> ProviderError:
+    """A 3xx answer: httpx follows no redirect, and should not (a signed request, or the key it carries, would go to
+    another URL); the URL to configure is most likely the one it names."""
+    location = response.headers.get("location")
+    where = "without a Location" if location is None else f"to {urljoin(response.url, location)[:300]}"
+    return ProviderError(
+        f"{sending.answered_by} answered {response.status}, a redirect {where}: redirects are not followed; fix the "
+        "host or scheme of the provider URL to the address the provider answers at",
+        http_status=response.status,
+        answered_by=sending.answered_by,
+    )
+
+
+def _where(request: HttpRequest) -> str:
     url = httpx.URL(request.url)
     port = url.port or (443 if url.scheme == "https" else 80)  # the port is the usual mistake: always name it
-    where, name = f"{url_host(url.host)}:{port}", exc.__class__.__name__
-    if isinstance(exc, httpx.PoolTimeout):  # the host is not in question: no connection was free to reach it with
-        connections = "its connections" if pool_size is None else f"its {pool_size} connections"
-        return TransportError(
-            f"could not send to {where}: {name}; the client's connection pool was full: {connections} were all busy "
-            f"with earlier requests throughout {_seconds(_timeout(exc, 'pool'))} (more requests at once than the "
-            "server answers in time: find why it is slow, or make fewer requests at once); the request was not sent"
-        )
-    hint = _tls_hint(url.scheme, sending.provider, exc)
+    return f"{url_host(url.host)}:{port}"
+
+
+def _pool_full(request: HttpRequest, pool_size: int | None, timeout: float | None) -> TransportError:
+    """The host is not in question: no connection was free to reach it with, throughout ``timeout``."""
+    connections = "its connections" if pool_size is None else f"its {pool_size} connections"
+    return TransportError(
+        f"could not send to {_where(request)}: PoolTimeout; the client's connection pool was full: {connections} were "
+        f"all busy with earlier requests throughout {_seconds(timeout)} (more requests at once than the server "
+        "answers in time: find why it is slow, or make fewer requests at once); the request was not sent"
+    )
+
+
+def _transport_error(request: HttpRequest, sending: Sending, failed: _Failed, pool_size: int | None) -> TransportError:
+    exc = failed.exc
+    if isinstance(exc, httpx.PoolTimeout):
+        return _pool_full(request, pool_size, _timeout(exc, "pool"))
+    where, name = _where(request), exc.__class__.__name__
+    scheme = httpx.URL(request.url).scheme
+    hint = _tls_hint(scheme, sending.provider, exc, answered=failed.answered)
     if not _was_sent(exc):
         return TransportError(f"could not reach {where}: {name}; {hint or 'check the host, port and network'}")
     if isinstance(exc, httpx.ReadTimeout):
-        failed = f"no answer from {where} within {_seconds(_timeout(exc, 'read'))}: {name}"
+        message = f"no answer from {where} within {_seconds(_timeout(exc, 'read'))}: {name}"
     else:
-        failed = f"the connection to {where} failed during the request: {name}"
+        message = f"the connection to {where} failed during the request: {name}"
     unknown = request.method != "GET"  # a query changes nothing, whether or not the provider got it
     if unknown:
         # The request went out: the provider may have processed it (a hang-up that suggests a TLS server may be a
         # reset after the answer was on its way), and a publish sent again may be delivered twice
-        failed += "; the request was sent and may have been processed"
+        message += "; the request was sent and may have been processed"
         if sending.publishes:
-            failed += ": a publish may have been delivered, check before sending it again"
-    error = TransportError(failed if hint is None else f"{failed}; {hint}")
+            message += ": a publish may have been delivered, check before sending it again"
+    error = TransportError(message if hint is None else f"{message}; {hint}")
     error.outcome_unknown = unknown
     return error
 
@@ -163,9 +238,10 @@ def _seconds(timeout: float | None) -> str:
     return "the timeout" if timeout is None else f"the {timeout:g}s timeout"
 
 
-def _tls_hint(scheme: str, provider: str, exc: httpx.HTTPError) -> str | None:
+def _tls_hint(scheme: str, provider: str, exc: httpx.HTTPError, *, answered: bool) -> str | None:
     """TLS spoken to a plain-HTTP server, plain HTTP to a TLS one, or a refused certificate fails like a network
-    fault; what to change instead of the host, port or network, in the ``provider``'s settings."""
+    fault; what to change instead of the host, port or network, in the ``provider``'s settings. ``answered``: the
+    answer's head had come, so the server speaks plain HTTP."""
     tls_error = next((cause for cause in _causes(exc) if isinstance(cause, ssl.SSLError)), None)
     if isinstance(tls_error, ssl.SSLCertVerificationError):  # TLS was spoken on both sides: the scheme is right
         return f"the server's TLS certificate did not verify ({tls_error.verify_message or tls_error.reason})"
@@ -177,8 +253,12 @@ def _tls_hint(scheme: str, provider: str, exc: httpx.HTTPError) -> str | None:
         )
         failed = tls_error.reason or tls_error
         return f"the TLS handshake failed ({failed}): if the server speaks plain HTTP, {to_plain}"
-    # A TLS server reads the plain request as a broken handshake and hangs up without an HTTP answer
-    if scheme == "http" and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+    # A TLS server reads the plain request as a broken handshake and hangs up (or resets) before any byte of an
+    # answer; an answer malformed or cut short came from an HTTP server
+    hung_up = isinstance(exc, httpx.ReadError) or (
+        isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(_NO_ANSWER)
+    )
+    if scheme == "http" and hung_up and not answered:
         to_tls = (
             "remove ?tls=false from the ably:// URL"
             if provider == "ably"
@@ -207,24 +287,75 @@ def _after_attempt(
     attempt: int,
     request: HttpRequest,
     sending: Sending,
-    outcome: httpx.Response | httpx.HTTPError,
+    outcome: HttpResponse | _Failed,
     jitter: Callable[[], float],
     pool_size: int | None,
 ) -> HttpResponse | float:
     """What the sync and async senders share: the response on success, else the delay before the next attempt;
     raises the typed error when the failure is final. ``pool_size``: the connections the client holds, if known."""
     error: Exception
-    if isinstance(outcome, httpx.HTTPError):
-        response, error, sent = None, _transport_error(request, sending, outcome, pool_size), _was_sent(outcome)
+    if isinstance(outcome, _Failed):
+        response, error, sent = None, _transport_error(request, sending, outcome, pool_size), _was_sent(outcome.exc)
+        if isinstance(outcome.exc, httpx.PoolTimeout):
+            # Waiting again would only add to the requests the pool is busy with (docs/library.md: it fails)
+            raise error
     else:
-        response = _response(outcome)
+        response = outcome
         if 200 <= response.status < 300:
             return response
-        error, sent = sending.error_for(response), True
+        error, sent = _answer_error(response, sending), True
     delay = retry_delay(policy, attempt, request, response, request_was_sent=sent, jitter=jitter)
     if delay is None:
         raise error
     return delay
+
+
+def _answer_error(response: HttpResponse, sending: Sending) -> Exception:
+    if 300 <= response.status < 400:
+        return _redirect_error(response, sending)
+    return sending.error_for(response)
+
+
+def _exchange(client: httpx.Client, request: HttpRequest, sending: Sending, trace: Any) -> HttpResponse | _Failed:
+    """``request`` sent and its answer read, the body up to its limit; a RuntimeError if ``client`` is closed."""
+    try:
+        response = client.send(_built(client, request, {"trace": trace}), stream=True)
+    except httpx.HTTPError as exc:
+        return _Failed(exc, answered=False)
+    try:
+        body = _Body(response.status_code)
+        for chunk in response.iter_bytes():
+            if not body.add(chunk):
+                break
+    except httpx.HTTPError as exc:
+        return _Failed(exc, answered=True)
+    finally:
+        response.close()  # one not read to its end closes its connection: the rest is never read
+    return _response(response, body, sending)
+
+
+async def _exchange_async(client: httpx.AsyncClient, request: HttpRequest, sending: Sending) -> HttpResponse | _Failed:
+    """``_exchange`` with an ``httpx.AsyncClient``."""
+    try:
+        response = await client.send(_built(client, request, {}), stream=True)
+    except httpx.HTTPError as exc:
+        return _Failed(exc, answered=False)
+    try:
+        body = _Body(response.status_code)
+        async for chunk in response.aiter_bytes():
+            if not body.add(chunk):
+                break
+    except httpx.HTTPError as exc:
+        return _Failed(exc, answered=True)
+    finally:
+        await response.aclose()
+    return _response(response, body, sending)
+
+
+def _built(client: httpx.Client | httpx.AsyncClient, request: HttpRequest, extensions: dict[str, Any]) -> httpx.Request:
+    return client.build_request(
+        request.method, request.url, headers=request.headers, content=request.body, extensions=extensions
+    )
 
 
 class SyncSender:
@@ -279,23 +410,16 @@ class SyncSender:
             attempt += 1
             here = self._here()
             if self._closed or here.client.is_closed:  # httpx would raise a bare RuntimeError
-                raise _closed_error(request, attempt)
+                raise _closed_error(request, sending, attempt)
             try:
-                outcome: httpx.Response | httpx.HTTPError = here.client.request(
-                    request.method,
-                    request.url,
-                    headers=request.headers,
-                    content=request.body,
-                    extensions={"trace": here.trace},
-                )
-            except httpx.HTTPError as exc:
-                if self._closed:  # close() from another thread cut the connection: no network fault
-                    raise ClientClosed(in_flight_to=_host(request)) from None
-                outcome = exc
+                outcome = _exchange(here.client, request, sending, here.trace)
             except RuntimeError:
                 if here.client.is_closed:  # closed from another thread since the check above
-                    raise _closed_error(request, attempt) from None
+                    raise _closed_error(request, sending, attempt) from None
                 raise
+            if isinstance(outcome, _Failed) and self._closed:
+                # close() from another thread cut the connection: no network fault
+                raise _closed_error(request, sending, attempt, in_flight=True)
             pool_size = None if self._given is not None else _POOL_SIZE
             result = _after_attempt(self.policy, attempt, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
@@ -371,9 +495,11 @@ class AsyncSender:
         # The waits between attempts under way, each with its loop: aclose() ends them at once
         self._waits: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
 
-    async def _client(self) -> httpx.AsyncClient:
+    async def _client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore | None]:
+        """This loop's client, and the slots its requests take (None for a ``client`` passed in, whose pool is its
+        own)."""
         if self._given is not None:
-            return self._given
+            return self._given, None
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None or entry.client.is_closed:  # closed by its loop's shutdown, which still uses the sender
@@ -384,25 +510,25 @@ class AsyncSender:
                     self._clients.pop(other, None)
                     _finish_here(finished.closer)
             client = httpx.AsyncClient(timeout=self.policy.timeout, limits=_LIMITS)
-            entry = self._clients[loop] = _LoopClient(client, _close_with_loop(client, loop))
+            slots = asyncio.Semaphore(_POOL_SIZE)
+            entry = self._clients[loop] = _LoopClient(client, _close_with_loop(client, loop), slots)
             await anext(entry.closer)  # registered with the loop: its shutdown closes the client
-        return entry.client
+        return entry.client, entry.slots
 
     async def send(self, request: HttpRequest, sending: Sending) -> HttpResponse:
         attempt = 0
         while True:
             attempt += 1
-            client = None if self._closed else await self._client()
-            if client is None or client.is_closed:
-                raise _closed_error(request, attempt)
-            try:
-                outcome: httpx.Response | httpx.HTTPError = await client.request(
-                    request.method, request.url, headers=request.headers, content=request.body
-                )
-            except httpx.HTTPError as exc:
-                if self._closed:  # aclose() during the request cut the connection: no network fault
-                    raise ClientClosed(in_flight_to=_host(request)) from None
-                outcome = exc
+            if self._closed:
+                raise _closed_error(request, sending, attempt)
+            client, slots = await self._client()
+            async with _slot(slots, self.policy.timeout, request):
+                if self._closed or client.is_closed:  # closed before, or while the request waited for a slot
+                    raise _closed_error(request, sending, attempt)
+                outcome = await _exchange_async(client, request, sending)
+            if isinstance(outcome, _Failed) and self._closed:
+                # aclose() during the request cut the connection: no network fault
+                raise _closed_error(request, sending, attempt, in_flight=True)
             pool_size = None if self._given is not None else _POOL_SIZE
             result = _after_attempt(self.policy, attempt, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
@@ -448,6 +574,28 @@ class AsyncSender:
 class _LoopClient:
     client: httpx.AsyncClient
     closer: AsyncGenerator[None, None]
+    # One per connection of the pool: a request takes one before it goes to httpx. httpcore 1.0's pool, on every
+    # request that ends, goes through every queued request for each connection: a thousand requests queued at once
+    # starved the event loop, and all failed as PoolTimeout against a healthy server. Queued here, they cost nothing.
+    slots: asyncio.Semaphore
+
+
+@contextlib.asynccontextmanager
+async def _slot(slots: asyncio.Semaphore | None, wait: float | None, request: HttpRequest) -> AsyncIterator[None]:
+    """Holds one of ``slots`` while the request is sent and answered; waiting for one longer than ``wait`` (the
+    policy's timeout, which bounded the wait in httpx's pool) fails as a full pool does there."""
+    if slots is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout(wait):
+            await slots.acquire()
+    except TimeoutError:
+        raise _pool_full(request, _POOL_SIZE, wait) from None
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 async def _close_with_loop(client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
@@ -482,7 +630,9 @@ def _host(request: HttpRequest) -> str:
     return url_host(url.host) + (f":{url.port}" if url.port else "")
 
 
-def _closed_error(request: HttpRequest, attempt: int) -> ClientClosed:
-    """Closed before the first attempt, nothing was sent; before a retry, what an earlier attempt sent may have
-    been processed."""
-    return ClientClosed(in_flight_to=_host(request) if attempt > 1 else None)
+def _closed_error(request: HttpRequest, sending: Sending, attempt: int, *, in_flight: bool = False) -> ClientClosed:
+    """Closed during the request (``in_flight``) or before a retry, what was sent may have been processed; closed
+    before the first attempt, nothing was sent."""
+    if not in_flight and attempt == 1:
+        return ClientClosed()
+    return ClientClosed(in_flight_to=_host(request), query=request.method == "GET", publishes=sending.publishes)

@@ -13,7 +13,8 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -199,3 +200,51 @@ def silent() -> Iterator[SilentServer]:
     server = SilentServer()
     yield server
     server.close()
+
+
+# An answer of the plain-HTTP server below: the bytes to write (the connection then waits for the next request), or
+# chunks written in turn and then the end of the connection (a generator may never end), or None to hang up without
+# an answer
+Answer = bytes | Iterable[bytes] | None
+
+
+@asynccontextmanager
+async def server(answer: Callable[[int], Answer]) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A plain-HTTP server that reads each request whole and gives ``answer(n)`` (an :data:`Answer`) for the n-th
+    (from 1): an emulator:// URL of it and the requests it got."""
+    got: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                got.append(head + await reader.readexactly(length))
+                reply = answer(len(got))
+                if reply is None:
+                    writer.transport.abort()
+                    return
+                if isinstance(reply, bytes):
+                    writer.write(reply)
+                    await writer.drain()
+                    continue
+                for chunk in reply:
+                    writer.write(chunk)
+                    await writer.drain()
+                writer.close()
+                return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        yield f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1", got
+    finally:
+        listening.close()

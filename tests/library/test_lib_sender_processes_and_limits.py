@@ -273,7 +273,12 @@ def test_a_given_client_whose_connections_have_no_socket_still_sends() -> None:
     transport = httpx.HTTPTransport()
     transport._pool = httpcore.ConnectionPool(network_backend=httpcore.MockBackend(answer))
     sender = SyncSender(client=httpx.Client(transport=transport))
-    sending = Sending(error_for=lambda response: AssertionError(response), provider="emulator", publishes=True)
+    sending = Sending(
+        error_for=lambda response: AssertionError(response),
+        provider="emulator",
+        publishes=True,
+        answered_by="the Relay emulator",
+    )
     response = sender.send(HttpRequest("POST", "http://mock.test/apps/1/events", body=b"{}"), sending)
     assert (response.status, response.body) == (200, b"{}")
     sender.close()

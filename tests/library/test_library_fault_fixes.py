@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import pytest
+from libsupport import server
 
 from relay import AsyncRelay, Event, Relay
 from relay.errors import ClientClosed, TransportError
@@ -24,41 +23,6 @@ from relay.senders import RetryPolicy
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 8\r\nContent-Length: 0\r\n\r\n"
 POLICY = RetryPolicy(attempts=3, backoff=0.01, max_delay=10.0, timeout=5.0)
-
-
-@asynccontextmanager
-async def server(answer: Callable[[int], bytes | None]) -> AsyncIterator[tuple[str, list[bytes]]]:
-    """A plain-HTTP server that reads each request whole and gives ``answer(n)`` for the n-th (from 1), or hangs up
-    without an answer for None: an emulator:// URL of it and the requests it got."""
-    got: list[bytes] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next(
-                    (
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                got.append(head + await reader.readexactly(length))
-                reply = answer(len(got))
-                if reply is None:
-                    writer.transport.abort()
-                    return
-                writer.write(reply)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-
-    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = listening.sockets[0].getsockname()[1]
-    try:
-        yield f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1", got
-    finally:
-        listening.close()
 
 
 async def test_a_publish_whose_connection_is_lost_after_it_was_sent_may_have_been_delivered() -> None:
