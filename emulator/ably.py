@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from relay.config import ProviderConfig
+from relay.config import ProviderConfig, url_host
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
 from relay.emulator.ably_hub import ERROR, AblyApp, ws_frame
 from relay.emulator.ably_realtime import (
@@ -145,6 +145,7 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_s
     without ``show_secrets``, each key's secret is ``***``."""
     tls = config.tls_cert is not None
     port_option, python_port = ("tlsPort", "tls_port") if tls else ("port", "port")
+    endpoint = url_host(host)  # the SDKs put it in URLs as it is: an IPv6 address needs its brackets
     lines: list[str] = []
     for app in config.apps:
         key_name = split_api_key(app.ably_api_key)[0]
@@ -152,12 +153,12 @@ def ably_client_settings(config: EmulatorConfig, host: str, port: int, *, show_s
         ably_url = ProviderConfig("ably", key_name, split_api_key(app.ably_api_key)[1], host=host, port=port, tls=tls)
         lines += [
             f"app {app.app_id} (Ably key {key_name}):",
-            f"  ably-js:     new Ably.Realtime({{ key: {literal(key)}, endpoint: {literal(host)}, "
+            f"  ably-js:     new Ably.Realtime({{ key: {literal(key)}, endpoint: {literal(endpoint)}, "
             f"{port_option}: {port}, tls: {str(tls).lower()}, fallbackHosts: [] }})",
             # ably-python's realtime ignores port (ably-python#567): the port goes into endpoint. Its REST refuses
             # Basic auth without TLS, so it exchanges the key for a token first.
-            f"  ably-python: AblyRealtime(key={literal(key)}, endpoint={literal(f'{host}:{port}')}, tls={tls})",
-            f"               AblyRest(key={literal(key)}, endpoint={literal(host)}, {python_port}={port}, tls={tls}"
+            f"  ably-python: AblyRealtime(key={literal(key)}, endpoint={literal(f'{endpoint}:{port}')}, tls={tls})",
+            f"               AblyRest(key={literal(key)}, endpoint={literal(endpoint)}, {python_port}={port}, tls={tls}"
             + ("" if tls else ", use_token_auth=True")
             + ")",
             f"  RELAY_URL:   {ably_url.url(privacy=not show_secrets)}",

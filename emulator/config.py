@@ -405,6 +405,11 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         _text("host", self.host)
+        if "[" in self.host or "]" in self.host:  # a URL's IPv6 address ([::1]): as a host name, nothing resolves it
+            address = self.host.strip("[]")
+            raise InvalidSetting(
+                "host", f"must be an address without brackets ({address}, not {self.host}): only a URL writes them"
+            )
         _whole("port", self.port, 0, 65535)
         if not isinstance(self.path_prefix, str) or (self.path_prefix and not self.path_prefix.startswith("/")):
             raise InvalidSetting("path_prefix", f"must be empty or start with '/', got {self.path_prefix!r}")

@@ -8,6 +8,7 @@ import bisect
 import copy
 import errno
 import gc
+import ipaddress
 import logging.config
 import multiprocessing
 import multiprocessing.connection
@@ -26,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from relay import __version__
-from relay.config import ProviderConfig, trimmed_environment, url_host
+from relay.config import ProviderConfig, trimmed_environment, undecoded, url_host
 from relay.cost.cli import add_cost_command
 from relay.emulator.config import (
     PUBLIC_SECRET,
@@ -63,7 +64,7 @@ def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         default=PUBLIC_SECRET,
         help=f"default app's secret (default {PUBLIC_SECRET})",
     )
-    parser.add_argument("--config", type=Path, help="TOML file with [server] settings and [[apps]] tables")
+    parser.add_argument("--config", help="TOML file with [server] settings and [[apps]] tables")
     parser.add_argument(
         "--webhook-url", action="append", default=[], help="send the default app's webhooks here; repeat for several"
     )
@@ -186,8 +187,10 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
             "file's [[apps.webhooks]]"
         )
     config = EmulatorConfig(apps=(app,))
+    if args.config == "":  # as Path(""), the current directory: "config file . cannot be read: Is a directory"
+        raise ConfigError("--config must be a non-empty string, got ''")
     if args.config is not None:
-        config = load_config(args.config, defaults=config)
+        config = load_config(Path(args.config), defaults=config)
         typed = [*dict.fromkeys(args.default_app_flags), *(["--webhook-url"] if args.webhook_url else [])]
         if typed and app not in config.apps:  # the file's [[apps]] replaced it: the flags' values would be lost
             raise ConfigError(
@@ -262,6 +265,7 @@ async def _serve_emulator(
     try:
         server = await start_server(node, sock=sock)
     except OSError as exc:
+        await node.close(webhook_grace=0)  # it joined the cluster in Redis: leave, rather than be counted until its TTL
         raise _cannot_bind(config, exc) from None
     # What exists now (modules, configuration, the apps' state) lives as long as the process: keep it out of the
     # full collections, whose pause stops every connection and grows with what they walk. Collected first, so no
@@ -542,9 +546,11 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser = subparsers.add_parser(
         "serve",
         help="run the HTTP gateway: publish with one fetch, channel auth for browsers",
-        description="Run the gateway configured by RELAY_URL, RELAY_API_TOKEN, RELAY_JWT_SECRET or "
-        "RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE, RELAY_JWT_AUDIENCE, RELAY_JWT_ISSUER, RELAY_JWT_LEEWAY, "
-        "RELAY_JWT_COOKIE, RELAY_RULES_FILE, RELAY_CORS_ORIGINS and RELAY_WEBHOOK_FORWARD_URL. OpenAPI docs at /docs.",
+        description="Run the gateway configured by RELAY_URL (else PUSHER_URL; PUSHER_APP_ID, PUSHER_KEY, "
+        "PUSHER_SECRET, PUSHER_CLUSTER or PUSHER_HOST; ABLY_API_KEY, as relay publish), RELAY_API_TOKEN, "
+        "RELAY_JWT_SECRET or RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE, RELAY_JWT_AUDIENCE, RELAY_JWT_ISSUER, "
+        "RELAY_JWT_LEEWAY, RELAY_JWT_COOKIE, RELAY_RULES_FILE, RELAY_CORS_ORIGINS and RELAY_WEBHOOK_FORWARD_URL. "
+        "OpenAPI docs at /docs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -612,7 +618,7 @@ def _run_publish(args: argparse.Namespace) -> int:
     from relay.client import Relay, configuration_from_env, parse_configuration
     from relay.errors import ProtocolError, RelayError
 
-    environ = os.environ if args.url is None else {**os.environ, "RELAY_URL": args.url}
+    environ = os.environ if args.url is None else {**os.environ, "RELAY_URL": _url_flag(args.url)}
     configuration = configuration_from_env(environ)  # --url as RELAY_URL: the master key variable applies to both
     if all(config.scheme == "memory" for config in parse_configuration(configuration)[1]):
         raise ConfigError("memory:// keeps events inside one process: name a provider that subscribers can reach")
@@ -638,6 +644,12 @@ def _run_publish(args: argparse.Namespace) -> int:
     with Relay(configuration) as client:
         try:
             result = client.publish(args.channels, args.event, data, socket_id=args.socket_id)
+        except KeyboardInterrupt:
+            print(
+                "relay publish: interrupted before the provider answered: the event may have been published",
+                file=sys.stderr,
+            )
+            return 130
         except ConfigError:
             raise  # nothing sent: the configuration lacks what this publish needs (an encrypted channel's key)
         except ProtocolError as exc:
@@ -658,6 +670,17 @@ def _run_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _url_flag(url: str) -> str:
+    """``--url`` as RELAY_URL would be read (the whitespace around it dropped), checked here to name the flag: an
+    empty RELAY_URL counts as unset, so an empty --url would publish through PUSHER_URL or ABLY_API_KEY instead."""
+    if not url.strip():
+        raise ConfigError(f"--url must be a provider URL (scheme://…), got {url!r}")
+    problem = undecoded(url)
+    if problem is not None:
+        raise ConfigError(f"--url {problem}")
+    return url
+
+
 def _read_data(argument: str) -> str | None:
     """DATA as given, or standard input's for ``-`` (None, said why, when there is none to read)."""
     if argument != "-":
@@ -665,7 +688,14 @@ def _read_data(argument: str) -> str | None:
     if sys.stdin is None:
         print("relay publish: DATA is -, but there is no standard input to read it from", file=sys.stderr)
         return None
-    return sys.stdin.read().removesuffix("\n")  # as the shell's $(...) leaves the newline out
+    try:
+        text = sys.stdin.read()
+    except UnicodeDecodeError:  # a UTF-8 locale's strict decoding; Python's UTF-8 mode keeps the bytes as surrogates
+        text = None
+    if text is None or undecoded(text) is not None:
+        print("relay publish: DATA is -, but standard input is not UTF-8 text", file=sys.stderr)
+        return None
+    return text.removesuffix("\n")  # as the shell's $(...) leaves the newline out
 
 
 def _gateway_logging(level: str) -> dict[str, Any]:
@@ -713,7 +743,7 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         "tls_key": args.tls_key,
         # The flag, then the file's, then the environment's: a token written in the file for this server is meant
         # more precisely than one the environment may hold for others.
-        "console_token": args.console_token or config.console_token or env.get("RELAY_CONSOLE_TOKEN"),
+        "console_token": _console_token(args.console_token) or config.console_token or env.get("RELAY_CONSOLE_TOKEN"),
         "usage_file": args.usage_file,
         "usage_checkpoint": args.usage_checkpoint,
         "shutdown_delay": args.shutdown_delay,
@@ -755,6 +785,16 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
     return config
 
 
+def _console_token(flag: str | None) -> str | None:
+    """``--console-token`` read as RELAY_CONSOLE_TOKEN is (the whitespace around it dropped); typed out, one left
+    empty is refused, where the variable's would count as unset and the file's or the environment's token be used."""
+    if flag is None:
+        return None
+    if not flag.strip():
+        raise ConfigError("--console-token must be a non-empty string (whitespace is not a token)")
+    return flag.strip()
+
+
 def _check_tls_file(path: str) -> None:
     """A TLS file that is missing, not a file or cannot be read (permissions) is a configuration error naming it and
     why, rather than a traceback from the TLS library (whose error does not say which of the two files it was)."""
@@ -778,8 +818,7 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
     from relay.emulator.ably import ably_client_settings
 
     assert isinstance(config, EmulatorConfig)
-    host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    in_url = url_host(host)
+    in_url = url_host(reachable_host(config.host))  # what every client line takes: pusher-js, the SDKs and Ably's
     tls = config.tls_cert is not None
     http, ws, port_option = ("https", "wss", "wssPort") if tls else ("http", "ws", "wsPort")
     # pusher-js's TLS strategy is its "ws" transport with TLS on: ["wss"] alone leaves it no transport (failed).
@@ -802,14 +841,27 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
         lines += [
             f"app {app.app_id}:" if app.enabled else f"app {app.app_id} (disabled: connections get 4003, the API 403):",
             "  pusher-js:   new Pusher("
-            f"{literal(app.key)}, {{ wsHost: {literal(host)}, {port_option}: {port}, {ws_path}forceTLS: "
+            f"{literal(app.key)}, {{ wsHost: {literal(in_url)}, {port_option}: {port}, {ws_path}forceTLS: "
             f'{str(tls).lower()}, enabledTransports: {transports}, cluster: "mt1" }})',
             f"  server SDKs: app_id={literal(app.app_id)} key={literal(app.key)} secret={literal(secret)} "
-            f"host={literal(host)} port={port} ssl={str(tls).lower()}{sdks_note}{_python_sdk_note(app.app_id)}",
-            f"  RELAY_URL:   {_relay_url(app, host, port, tls, prefix, show_secrets)}",
+            f"host={literal(in_url)} port={port} ssl={str(tls).lower()}{sdks_note}{_python_sdk_note(app.app_id)}",
+            f"  RELAY_URL:   {_relay_url(app, reachable_host(config.host), port, tls, prefix, show_secrets)}",
         ]
-    lines += ["", ably_client_settings(config, host, port, show_secrets=show_secrets)]
+    lines += ["", ably_client_settings(config, reachable_host(config.host), port, show_secrets=show_secrets)]
     return "\n".join(lines)
+
+
+def reachable_host(host: str) -> str:
+    """The address a client on this machine connects to for a server listening on ``host``: for every address of a
+    family (0.0.0.0, ::), that family's loopback. asyncio binds :: for IPv6 alone (IPV6_V6ONLY), so 127.0.0.1 is
+    refused there."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name, such as localhost
+        return host
+    if not address.is_unspecified:
+        return host
+    return "::1" if address.version == 6 else "127.0.0.1"
 
 
 def _python_sdk_note(app_id: str) -> str:
@@ -841,7 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="relay", description="Relay: one realtime API over Pusher, Ably and a self-hosted Pusher-protocol server."
     )
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", required=True)
     _emulator_parser(subparsers)
     _serve_parser(subparsers)
     _publish_parser(subparsers)
@@ -857,6 +909,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"relay: configuration error: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the command handles SIGINT itself (the servers then stop cleanly)
+        print(f"relay {args.command}: interrupted", file=sys.stderr)
+        return 130  # as a shell reports a command that SIGINT ended
     return result
 
 

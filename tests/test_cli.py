@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -245,6 +247,13 @@ def test_emulator_help_says_given_flags_win_over_the_config_file_and_webhook_url
     assert "send the default app's webhooks here; repeat for several" in help_text
 
 
+def test_serve_help_names_every_variable_the_provider_is_read_from() -> None:
+    """It named RELAY_URL alone, though the gateway reads the provider as relay publish does."""
+    help_text = " ".join(subprocess.run([*RELAY, "serve", "--help"], capture_output=True, text=True).stdout.split())
+    for variable in ("RELAY_URL", "PUSHER_URL", "PUSHER_APP_ID", "PUSHER_CLUSTER", "ABLY_API_KEY"):
+        assert variable in help_text
+
+
 @pytest.mark.parametrize(
     ("flags", "config", "named"),
     [
@@ -426,3 +435,144 @@ async def test_an_app_setting_holding_bytes_that_are_not_utf8_is_refused_at_star
     emulator served with it, every signed request then raising UnicodeEncodeError (a 500)."""
     outcome = await run_relay("emulator", "--port", "0", flag, "s\udcff")
     assert_refused(outcome, f"{flag} is not UTF-8 text: its character 2 is a byte that could not be decoded")
+
+
+def _banner_value(banner: str, pattern: str) -> str:
+    """The literal the banner prints for ``pattern`` (a regex with one group), read as JavaScript or Python would."""
+    match = re.search(pattern, banner)
+    assert match is not None, f"/{pattern}/ not in the banner:\n{banner}"
+    value: str = json.loads(match.group(1))
+    return value
+
+
+async def test_on_every_ipv6_address_the_banner_s_client_settings_reach_the_emulator() -> None:
+    """`--host ::`: asyncio binds it for IPv6 alone, so the banner's 127.0.0.1 was refused; and an IPv6 host was
+    printed bare where each client puts it in a URL (pusher-js ws://::1:port, pusher-http-python InvalidURL, Ably).
+    Each printed setting, used as the client uses it, reaches the emulator."""
+    from ably import AblyRest
+
+    emulator = await EmulatorProcess.start("--host", "::", "--app-id", "1")
+    port, banner = emulator.port, emulator.banner
+    try:
+        assert f"listening on http://[::1]:{port} (WebSocket ws://[::1]:{port}/app/{{key}})" in banner
+        ws_host = _banner_value(banner, r"wsHost: (\"[^\"]*\")")
+        async with connect(f"ws://{ws_host}:{port}/app/app-key?protocol=7") as ws:  # as pusher-js builds it
+            assert json.loads(await ws.recv())["event"] == "pusher:connection_established"
+        sdk_host = _banner_value(banner, r" host=(\"[^\"]*\")")
+        sdk = pusher.Pusher(app_id="1", key="app-key", secret="app-secret", host=sdk_host, port=port, ssl=False)
+        assert await asyncio.to_thread(sdk.trigger, "orders", "e", {}) == {}
+        for url in re.findall(r"RELAY_URL: +(\S+)", banner):
+            async with AsyncRelay.from_url(url) as relay:
+                await relay.publish("orders", "e", {})
+        ably_endpoint = _banner_value(banner, r"AblyRest\(key=\"[^\"]*\", endpoint=(\"[^\"]*\")")
+        ably = AblyRest(key="1.app-key:app-secret", endpoint=ably_endpoint, port=port, tls=False, use_token_auth=True)
+        try:
+            await ably.channels.get("orders").publish("e", "d")
+        finally:
+            await ably.close()
+        assert _banner_value(banner, r"endpoint=(\"[^\"]*\"), tls=False\)") == f"[::1]:{port}"  # ably-python realtime
+        assert _banner_value(banner, r"ably-js: .* endpoint: (\"[^\"]*\")") == "[::1]"
+    finally:
+        await emulator.stop()
+
+
+@pytest.mark.parametrize("command", ["emulator", "serve"])
+async def test_a_host_written_in_brackets_is_refused_saying_how_to_write_it(command: str) -> None:
+    """`--host [::1]`, as a URL writes it, was looked up as a name: "cannot listen on [[::1]]:6001: Name or service
+    not known", after a warning that it was not a loopback address."""
+    outcome = await run_relay(command, "--host", "[::1]", "--port", "0", env={"RELAY_URL": "memory://audit"})
+    assert_refused(outcome, "--host must be an address without brackets (::1, not [::1])")
+    assert "loopback" not in outcome.stderr
+
+
+@pytest.mark.parametrize("token", ["", "   "])
+async def test_an_empty_console_token_flag_is_refused_not_replaced_by_another_token(token: str) -> None:
+    """`--console-token ""` fell back to RELAY_CONSOLE_TOKEN (or the file's token): a token someone else chose opened
+    the console. Read as the variable is, whitespace only is as empty."""
+    outcome = await run_relay(
+        "emulator", "--port", "0", "--console-token", token, env={"RELAY_CONSOLE_TOKEN": "someone-else-s"}
+    )
+    assert_refused(outcome, "--console-token must be a non-empty string")
+
+
+async def test_an_empty_config_path_is_refused_naming_the_flag() -> None:
+    """`--config ""` was the current directory: "config file . cannot be read: Is a directory"."""
+    assert_refused(await run_relay("emulator", "--port", "0", "--config", ""), "--config must be a non-empty string")
+
+
+async def _interrupted_once_connected(*args: str, env: dict[str, str]) -> tuple[int | None, str]:
+    """Run ``relay ARGS`` (``{port}`` in them and in ``env``: a server that accepts connections and never answers,
+    a Redis or a provider that hangs) and send it SIGINT, as Ctrl-C does, once it has connected: its exit status
+    and standard error."""
+    connected = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        connected.set()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    clean = {name: value for name, value in os.environ.items() if not name.startswith(("RELAY_", "PUSHER_", "ABLY_"))}
+    async with server:
+        process = await asyncio.create_subprocess_exec(
+            *RELAY,
+            *(arg.replace("{port}", str(port)) for arg in args),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**clean, **{name: value.replace("{port}", str(port)) for name, value in env.items()}},
+        )
+        try:
+            await asyncio.wait_for(connected.wait(), 20)
+            process.send_signal(signal.SIGINT)
+            _, stderr = await asyncio.wait_for(process.communicate(), 20)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for writer in held:
+                writer.close()
+    return process.returncode, stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (["emulator", "--port", "0", "--redis-url", "redis://127.0.0.1:{port}/0"], {}, "relay emulator: interrupted"),
+        (
+            ["emulator", "--port", "0", "--workers", "2", "--redis-url", "redis://127.0.0.1:{port}/0"],
+            {},
+            "relay emulator: interrupted",
+        ),
+        (
+            ["publish", "orders", "shipped", "{}"],
+            {"RELAY_URL": "emulator://k:s@127.0.0.1:{port}/apps/1"},
+            "relay publish: interrupted before the provider answered: the event may have been published",
+        ),
+    ],
+    ids=["emulator connecting to redis", "workers supervisor checking redis", "publish awaiting the provider"],
+)
+async def test_ctrl_c_before_the_command_handles_it_is_one_line_and_status_130(
+    args: list[str], env: dict[str, str], said: str
+) -> None:
+    """Ctrl-C while the emulator connects to a Redis that does not answer (up to 10 s), or while relay publish waits
+    on a provider that does not, was a KeyboardInterrupt traceback and status -2 (killed by SIGINT)."""
+    status, stderr = await _interrupted_once_connected(*args, env=env)
+    assert "Traceback" not in stderr, stderr[-1500:]
+    assert (status, stderr.splitlines()[-1]) == (130, said)
+
+
+async def test_a_node_that_cannot_listen_leaves_the_cluster_it_joined(
+    taken_port: int, redis_server: RedisServer
+) -> None:
+    """The node joins the cluster in Redis before it binds: refused the port, it stayed in the node set until its
+    heartbeat expired, a node that never served counted by the others."""
+    import redis.asyncio as redis
+
+    outcome = await run_relay("emulator", "--port", str(taken_port), "--redis-url", redis_server.url)
+    assert_refused(outcome, f"cannot listen on 127.0.0.1:{taken_port}: Address already in use")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert await client.smembers("relay:nodes") == set()
+    finally:
+        await client.aclose()

@@ -268,3 +268,40 @@ async def test_a_variable_holding_bytes_that_are_not_utf8_is_named_before_any_re
         f"relay: configuration error: {named} is a byte that could not be decoded (the environment keeps such bytes "
         "as they were); set it again\n"
     )
+
+
+@pytest.mark.parametrize("url", ["", "  "])
+async def test_an_empty_url_flag_is_refused_not_replaced_by_the_environment_s_provider(url: str) -> None:
+    """--url was put in RELAY_URL, where empty is unset: `--url ""` published through PUSHER_URL, another provider."""
+    outcome = await run_relay(
+        "publish", "--url", url, "orders", "shipped", "{}", env={"PUSHER_URL": "http://k:s@127.0.0.1:9/apps/1"}
+    )
+    assert_refused(outcome, f"--url must be a provider URL (scheme://…), got {url!r}")
+
+
+async def test_a_url_flag_holding_bytes_that_are_not_utf8_is_named_as_the_flag() -> None:
+    """`--url $'…\\xff'` was reported as RELAY_URL, which the user had not set."""
+    outcome = await run_relay("publish", "--url", "emulator://k:s\udcff@127.0.0.1:9/apps/1", "orders", "shipped", "{}")
+    assert_refused(outcome, "--url is not UTF-8 text: its character 15 is a byte that could not be decoded")
+    assert "RELAY_URL" not in outcome.stderr
+
+
+@pytest.mark.parametrize("utf8_mode", ["0", "1"])
+async def test_standard_input_that_is_not_utf8_is_said_plainly(emulator: RunningEmulator, utf8_mode: str) -> None:
+    """Python's UTF-8 mode reads such bytes as lone surrogates, and the publish failed on one of them; a UTF-8
+    locale's strict decoding raised UnicodeDecodeError."""
+    process = await asyncio.create_subprocess_exec(
+        *RELAY,
+        "publish",
+        "orders",
+        "shipped",
+        "-",
+        "--string",
+        stdin=PIPE,
+        stdout=PIPE,
+        stderr=PIPE,
+        env={**os.environ, "RELAY_URL": emulator_url(emulator), "PYTHONUTF8": utf8_mode, "LC_ALL": "C.UTF-8"},
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(b"caf\xe9\n"), 30)
+
+    assert (process.returncode, stderr) == (2, b"relay publish: DATA is -, but standard input is not UTF-8 text\n")

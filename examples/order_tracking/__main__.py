@@ -20,9 +20,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from examples.order_tracking.app import BROWSER_LIBRARIES, browser_library_of, create_app, local_browser_builds
-from relay.cli import cannot_listen
+from relay.cli import cannot_listen, reachable_host
 from relay.client import Configuration, configuration_from_env, describe_configuration, parse_configuration
-from relay.emulator.config import App, EmulatorConfig
+from relay.config import url_host
+from relay.emulator.config import App, EmulatorConfig, InvalidSetting
 from relay.emulator.server import EmulatorNode, start_server
 from relay.errors import ConfigError, NoProviderConfigured
 
@@ -39,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--emulator-port", type=int, default=6001, help="port of the emulator started without RELAY_URL (default 6001)"
     )
     return parser
+
+
+def check_flags(host: str, port: int, emulator_port: int) -> None:
+    """The flags checked as the emulator checks its own settings, named as typed: --port 70000 was an OverflowError
+    from the bind, and a wrong --emulator-port or --host was named "port" or "host"."""
+    for flag, value in (("--port", port), ("--emulator-port", emulator_port)):
+        try:
+            EmulatorConfig(apps=(), host=host, port=value)
+        except InvalidSetting as error:
+            name = "--host" if error.setting == "host" else flag
+            raise ConfigError(f"{name} {error.message.removeprefix(error.setting + ' ')}") from None
 
 
 def listen(host: str, port: int, fix: str) -> socket.socket:
@@ -70,10 +82,7 @@ async def emulator_in_process(host: str, port: int) -> AsyncIterator[str]:
         raise cannot_listen(host, port, error, fix) from None
     try:
         bound = server.sockets[0].getsockname()[1]
-        # The app publishes from this machine: over loopback when the emulator listens on every address
-        reached = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(
-            host, f"[{host}]" if ":" in host else host
-        )
+        reached = url_host(reachable_host(host))  # the app publishes from this machine
         yield f"emulator://{app.key}:{app.secret}@{reached}:{bound}/apps/{app.app_id}"
     finally:
         server.close()
@@ -125,7 +134,7 @@ def library_notice(app: FastAPI) -> str:
 async def run(
     host: str, sock: socket.socket, relay_url: Configuration, where: str, *, emulator_on_page_host: bool = False
 ) -> None:
-    site = f"http://{host}:{sock.getsockname()[1]}"
+    site = f"http://{url_host(host)}:{sock.getsockname()[1]}"
     app = create_app(relay_url, emulator_on_page_host=emulator_on_page_host)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     # uvicorn handles SIGINT/SIGTERM while it serves and raises them again afterwards, for the previous handlers:
@@ -152,6 +161,7 @@ async def run(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_flags(args.host, args.port, args.emulator_port)
         asyncio.run(serve(args.host, args.port, args.emulator_port))
     except ConfigError as error:
         print(f"order-tracking: configuration error: {error.message}", file=sys.stderr)

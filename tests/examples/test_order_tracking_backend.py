@@ -231,7 +231,9 @@ async def one_command(*args: str, env: dict[str, str]) -> AsyncIterator[tuple[st
         while "realtime:" not in banner:
             banner += (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
         site = re.search(r"Order tracking on (http://\S+)", banner).group(1)  # type: ignore[union-attr]
-        emulator_port = int(re.search(r"emulator://app-key:\*\*\*@127\.0\.0\.1:(\d+)/apps/1", banner).group(1))  # type: ignore[union-attr]
+        relay_url = re.search(r"emulator://app-key:\*\*\*@(?:127\.0\.0\.1|\[::1\]):(\d+)/apps/1", banner)
+        assert relay_url is not None, banner
+        emulator_port = int(relay_url.group(1))
         yield site, emulator_port, banner
     finally:
         process.send_signal(signal.SIGTERM)
@@ -341,3 +343,26 @@ async def test_a_web_port_in_use_names_the_flag(taken_port: int) -> None:
     stderr = await refused("--port", str(taken_port), "--emulator-port", "0", env=without_provider())
     assert f"cannot listen on 127.0.0.1:{taken_port}: Address already in use; it is the web app's port" in stderr
     assert "--port" in stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--port", "70000"], "--port must be a whole number, 0–65535, got 70000"),  # an OverflowError traceback
+        (["--port", "-1"], "--port must be a whole number, 0–65535, got -1"),
+        (["--emulator-port", "70000"], "--emulator-port must be a whole number, 0–65535, got 70000"),  # "port …"
+        (["--host", "[::1]"], "--host must be an address without brackets (::1, not [::1])"),
+    ],
+    ids=["port over 65535", "negative port", "emulator port", "host in brackets"],
+)
+async def test_a_flag_out_of_range_is_refused_naming_it(flags: list[str], named: str) -> None:
+    stderr = await refused(*flags, env=without_provider())
+    assert named in stderr
+
+
+async def test_on_ipv6_loopback_the_printed_site_is_a_url() -> None:
+    """`--host ::1` printed http://::1:PORT, which no browser opens."""
+    async with one_command("--host", "::1", env=without_provider()) as (site, _, _):
+        assert site.startswith("http://[::1]:")
+        async with httpx.AsyncClient(base_url=site) as http:
+            assert (await http.get("/kitchen")).status_code == 200
