@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import contextvars
 import itertools
 import json
 import logging
@@ -77,6 +76,8 @@ _REFUSED = 3  # its answer to a member's admission past the channel's member lim
 # How long a presence join waits for Redis's admission: unanswered by then (Redis stalled while connected), the node
 # decides alone, at once, and a late answer that counted a user the node does not hold is counted out again.
 ADMISSION_DEADLINE_SECONDS = 1.0
+# The longest a node acts on the replies of one round trip without letting its other work run (see _Commands.run).
+ACTING_SLICE_SECONDS = 0.005
 # Publishes on the bus: kind, node, app, channel, excluded socket id, 5 KiB units of the data (one per event, comma
 # separated), body. P: an HTTP API publish, C: a client event (each with its Pusher frame), A: an Ably publish.
 _PUBLISHES = ("P", "C", "A")
@@ -140,12 +141,72 @@ return result
 @dataclass(slots=True)
 class _Batch:
     """The batch the write task is running. A retried batch makes the same counts in the same order, so the n-th count
-    of a batch has the same result key in both runs, and the counts whose answer was acted on are not acted on again.
+    of a batch has the same result key in both runs, and the counts whose answer was acted on are not acted on again:
+    ``answered`` keeps, by count number, what each answered its first run, for what follows from it to run again.
     """
 
     number: int
     counts: int = 0
-    answered: set[int] = field(default_factory=set)
+    answered: dict[int, int | None] = field(default_factory=dict)
+
+
+Reply = Callable[[Any], None]
+
+
+class _Commands:
+    """Commands for Redis sent together, one round trip for them all, count scripts included, and what to do with
+    their replies: Redis runs them in the order they were queued (the count scripts among the plain commands, such as
+    the bus's publishes), and the replies are acted on in that order once the round trip is back. Acting on a reply
+    may queue more commands (an admission whose connection left meanwhile counts its user out again): :meth:`run`
+    sends those in one more round trip, after all of this one's, and before anything the node queues later (the
+    write task takes its next batch only once :meth:`run` is done)."""
+
+    def __init__(self, pipe: Any, batch: _Batch | None, send: Callable[[Any], Awaitable[list[Any]]]) -> None:
+        self.pipe = pipe
+        self.batch = batch  # None: a reconciliation or a settlement, run once
+        self._send = send
+        # What to do with each reply of the next round trip: the command's index in the pipeline, or None for a reply
+        # known already (a count its batch's failed run answered), acted on in its turn among the others.
+        self._replies: list[tuple[int | None, Reply]] = []
+        self._loaded: set[str] = set()  # the scripts this round trip loads before it calls them
+
+    def script(self, script: Any, keys: list[str], args: list[str | int], then: Reply) -> None:
+        """Queue a call of a registered script, and ``then`` for its reply. Its ``SCRIPT LOAD`` goes first, in the
+        same round trip (not redis-py's ``SCRIPT EXISTS``, a round trip of its own before each): a Redis that lost its
+        scripts (restarted, ``SCRIPT FLUSH``) has it again for the ``EVALSHA``s that follow, and no call fails."""
+        if script.sha not in self._loaded:
+            self._loaded.add(script.sha)
+            self.pipe.script_load(script.script)
+        self.pipe.evalsha(script.sha, len(keys), *keys, *args)
+        self.then(then)
+
+    def then(self, act: Reply) -> None:
+        """Act on the reply of the command queued last, once the round trip is back."""
+        self._replies.append((len(self.pipe) - 1, act))
+
+    def known(self, reply: Any, act: Reply) -> None:
+        """Act on ``reply``, known already, in its turn: after the replies of the commands queued before."""
+        self._replies.append((None, lambda _: act(reply)))
+
+    async def run(self) -> None:
+        """Send what is queued and act on the replies, again while acting queues more. Acting on a burst's replies
+        (each admission's decision sends its member events) lets the node's other work run every ACTING_SLICE_SECONDS,
+        as waiting for each count's answer did: its local subscribers are not held up while it acts on them all."""
+        loop = asyncio.get_running_loop()
+        while self._replies or len(self.pipe):
+            replies = await self._send(self.pipe) if len(self.pipe) else []
+            acting, self._replies = self._replies, []
+            self._loaded.clear()
+            slice_started = loop.time()
+            for index, act in acting:
+                act(None if index is None else replies[index])
+                if loop.time() - slice_started > ACTING_SLICE_SECONDS:
+                    await asyncio.sleep(0)
+                    slice_started = loop.time()
+
+
+def _ignore(answer: int | None) -> None:
+    """For a count whose answer needs nothing more than what :meth:`RedisCluster._count` does with it."""
 
 
 # KEYS: pending key, the holds' sorted set. ARGV: the hold. Deletes the key only if it is still that hold's: a stale
@@ -196,7 +257,6 @@ if not due then return 0 end
 redis.call('ZADD', KEYS[2], 'XX', tonumber(due) - tonumber(ARGV[2]), KEYS[1])
 return 1
 """
-_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("relay_cluster_batch", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +424,8 @@ class ClusterSettings:
     reconnect_max: float = 5.0
 
 
-Operation = Callable[[Any], Awaitable[None]]
+# What a change queues for Redis (see _Commands): its commands, and what to do with their replies.
+Operation = Callable[[_Commands], None]
 
 
 @dataclass(slots=True, eq=False)
@@ -378,7 +439,7 @@ class _Admitting:
     deadline: asyncio.TimerHandle | None = None
 
 
-async def _nothing(pipe: Any) -> None:
+def _nothing(commands: _Commands) -> None:
     """Queued to wake the writer, which sends the coalesced counts with its next batch."""
 
 
@@ -576,19 +637,22 @@ class RedisCluster:
         self._accepting = True
         held = NodeState.of(self._states.values())
         self._unreconciled = False
-        if data_lost:
-            await self._restore(held)
-        else:
-            self._release_overdue()
-            for app_id, channel in held.occupied - stored.occupied:
-                await self._count_channel(app_id, channel, +1)
-            for app_id, channel in stored.occupied - held.occupied:
-                await self._count_channel(app_id, channel, -1)
-            for (app_id, channel, user_id), info in held.members.items():
-                if (app_id, channel, user_id) not in stored.members:
-                    await self._count_member(app_id, channel, user_id, +1, info)
-            for app_id, channel, user_id in stored.members.keys() - held.members.keys():
-                await self._count_member(app_id, channel, user_id, -1)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            counts = _Commands(pipe, None, self._send)
+            if data_lost:
+                self._restore(counts, held)
+            else:
+                self._release_overdue()
+                for app_id, channel in held.occupied - stored.occupied:
+                    self._count_channel(counts, app_id, channel, +1)
+                for app_id, channel in stored.occupied - held.occupied:
+                    self._count_channel(counts, app_id, channel, -1)
+                for (app_id, channel, user_id), info in held.members.items():
+                    if (app_id, channel, user_id) not in stored.members:
+                        self._count_member(counts, app_id, channel, user_id, +1, info)
+                for app_id, channel, user_id in stored.members.keys() - held.members.keys():
+                    self._count_member(counts, app_id, channel, user_id, -1)
+            await counts.run()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._key("nodestate", self.node_id))
             if held.fields():
@@ -640,9 +704,9 @@ class RedisCluster:
                 _, app_id, pending, webhook, hold, delay, quiet = entry
                 self._webhook(app_id, 0 if quiet else int(answer), pending, webhook, hold, delay)
 
-    async def _restore(self, held: NodeState) -> None:
-        """Count in a Redis that lost its data what this node holds, announcing only what it had not announced
-        before, and hold the departures of what it announced and no longer holds (left during the outage).
+    def _restore(self, counts: _Commands, held: NodeState) -> None:
+        """Queue the counts, in a Redis that lost its data, of what this node holds, announcing only what it had not
+        announced before, and hold the departures of what it announced and no longer holds (left during the outage).
 
         The nodes come back at different times, each counting only its own: a departure is held for node_ttl (or
         the webhook delay, if longer), the time every live node has to return, and one that comes back holding the
@@ -665,14 +729,14 @@ class RedisCluster:
             return max(self.settings.node_ttl, self._states[app_id].app.webhook_delay)
 
         for app_id, channel in held.occupied | announced.occupied:
-            await self._count_channel(app_id, channel, +1, quiet=(app_id, channel) in announced.occupied)
+            self._count_channel(counts, app_id, channel, +1, quiet=(app_id, channel) in announced.occupied)
         for app_id, channel in announced.occupied - held.occupied:
-            await self._count_channel(app_id, channel, -1, delay=departure_delay(app_id))
+            self._count_channel(counts, app_id, channel, -1, delay=departure_delay(app_id))
         for (app_id, channel, user_id), info in (announced.members | held.members).items():
             quiet = (app_id, channel, user_id) in announced.members
-            await self._count_member(app_id, channel, user_id, +1, info, quiet=quiet)
+            self._count_member(counts, app_id, channel, user_id, +1, info, quiet=quiet)
         for app_id, channel, user_id in announced.members.keys() - held.members.keys():
-            await self._count_member(app_id, channel, user_id, -1, delay=departure_delay(app_id))
+            self._count_member(counts, app_id, channel, user_id, -1, delay=departure_delay(app_id))
 
     async def _load_cache(self) -> None:
         for state in self._states.values():
@@ -727,14 +791,15 @@ class RedisCluster:
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None:
         """An Ably PRESENCE message: stored members follow it, and the other nodes' Ably peers get it as it is."""
 
-        async def announce(pipe: Any) -> None:
+        def announce(commands: _Commands) -> None:
             for item in fields["presence"]:
                 field_name = _ably_member_field(app_id, channel, item["connectionId"], item["clientId"])
                 if item["action"] == LEAVE:
-                    pipe.hdel(self._key("nodestate", self.node_id), field_name)
+                    commands.pipe.hdel(self._key("nodestate", self.node_id), field_name)
                 else:
-                    pipe.hset(self._key("nodestate", self.node_id), field_name, _pack({**item, "action": PRESENT}))
-            await self._announce("a", app_id, channel, _pack(fields))(pipe)
+                    member = _pack({**item, "action": PRESENT})
+                    commands.pipe.hset(self._key("nodestate", self.node_id), field_name, member)
+            self._announce("a", app_id, channel, _pack(fields))(commands)
 
         self._enqueue(announce)
 
@@ -742,19 +807,19 @@ class RedisCluster:
         return self._on_bus("J" + json.dumps([message[0], self.node_id, *message[1:]]))
 
     def _on_bus(self, text: str) -> Operation:
-        async def send(pipe: Any) -> None:
-            pipe.publish(self.bus, text)
+        def send(commands: _Commands) -> None:
+            commands.pipe.publish(self.bus, text)
 
         return send
 
     def channel_occupied(self, app_id: str, channel: str) -> None:
-        self._enqueue(lambda pipe: self._count_channel(app_id, channel, +1))
+        self._enqueue(lambda commands: self._count_channel(commands, app_id, channel, +1))
 
     def channel_vacated(self, app_id: str, channel: str) -> None:
         self._dirty_counts[(app_id, channel)] = 0
 
-        async def vacate(pipe: Any) -> None:
-            await self._count_channel(app_id, channel, -1)
+        def vacate(commands: _Commands) -> None:
+            self._count_channel(commands, app_id, channel, -1)
 
         self._enqueue(vacate)
 
@@ -767,14 +832,12 @@ class RedisCluster:
         self._enqueue(_nothing)
 
     def member_joined(self, app_id: str, channel: str, user_id: str, user_info_json: str) -> None:
-        field_name = _member_field(app_id, channel, user_id)
-
-        async def join(pipe: Any) -> None:
-            await self._announce("m+", app_id, channel, user_id, user_info_json)(pipe)
-            # Counted even when its admission counted the user (the node's field is set: nothing moves), so the count
-            # follows a leave of another connection of the user queued before this join.
-            if await self._count_member(app_id, channel, user_id, +1, user_info_json) == 0:
-                pipe.hset(self._key("nodestate", self.node_id), field_name, user_info_json)  # the info may be new
+        def join(commands: _Commands) -> None:
+            self._announce("m+", app_id, channel, user_id, user_info_json)(commands)
+            # Counted even when its admission counted the user (the node's field is set: nothing moves, and the script
+            # stores this info in it, which may be new), so the count follows a leave of another connection of the
+            # user queued before this join.
+            self._count_member(commands, app_id, channel, user_id, +1, user_info_json)
 
         self._enqueue(join)
 
@@ -807,25 +870,29 @@ class RedisCluster:
         skip: bool | None = None
         undo: bool | None = None
 
-        async def admit(pipe: Any) -> None:
-            nonlocal skip, undo
+        def admit(commands: _Commands) -> None:
+            nonlocal skip
             if skip is None:
                 skip = pending.decided or not admission.waiting()  # left, or past its deadline, before asked
                 if skip:
                     self._admission_done(pending)
             if skip:
                 return
-            result = await self._count_member(app_id, channel, user_id, +1, user_info_json, limit=limit)
-            if undo is None:
-                counted = result is not None and result != _REFUSED
-                if not pending.decided:
-                    self._admission_done(pending)
-                    held = admission.decide(None if result is None else counted)
-                    undo = counted and not held
-                else:  # decided alone: at its deadline (undone unless held), or its operation lost (reconciled)
-                    undo = pending.late and counted and not admission.held()
-            if undo:
-                await self._count_member(app_id, channel, user_id, -1)
+
+            def answered(result: int | None) -> None:
+                nonlocal undo
+                if undo is None:
+                    counted = result is not None and result != _REFUSED
+                    if not pending.decided:
+                        self._admission_done(pending)
+                        held = admission.decide(None if result is None else counted)
+                        undo = counted and not held
+                    else:  # decided alone: at its deadline (undone unless held), or its operation lost (reconciled)
+                        undo = pending.late and counted and not admission.held()
+                if undo:  # in the next round trip: before what the node queued since (the decision's join among it)
+                    self._count_member(commands, app_id, channel, user_id, -1)
+
+            self._count_member(commands, app_id, channel, user_id, +1, user_info_json, limit=limit, then=answered)
 
         self._enqueue(admit)
         return True
@@ -850,21 +917,21 @@ class RedisCluster:
                 pending.admission.decide(None)
 
     def member_left(self, app_id: str, channel: str, user_id: str) -> None:
-        async def leave(pipe: Any) -> None:
-            await self._announce("m-", app_id, channel, user_id)(pipe)
-            await self._count_member(app_id, channel, user_id, -1)
+        def leave(commands: _Commands) -> None:
+            self._announce("m-", app_id, channel, user_id)(commands)
+            self._count_member(commands, app_id, channel, user_id, -1)
 
         self._enqueue(leave)
 
     def user_online(self, app_id: str, user_id: str, online: bool) -> None:
         field_name = _user_field(app_id, user_id)
 
-        async def announce(pipe: Any) -> None:
+        def announce(commands: _Commands) -> None:
             if online:
-                pipe.hset(self._key("nodestate", self.node_id), field_name, "1")
+                commands.pipe.hset(self._key("nodestate", self.node_id), field_name, "1")
             else:
-                pipe.hdel(self._key("nodestate", self.node_id), field_name)
-            await self._announce("u", app_id, user_id, online)(pipe)
+                commands.pipe.hdel(self._key("nodestate", self.node_id), field_name)
+            self._announce("u", app_id, user_id, online)(commands)
 
         self._enqueue(announce)
 
@@ -872,10 +939,11 @@ class RedisCluster:
         return self._enqueue(self._announce("t", app_id, user_id))
 
     def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None:
-        async def store(pipe: Any) -> None:
-            pipe.set(self._key("cache", app_id, channel), json.dumps([channel, event, data]), px=int(ttl * 1000))
-            pipe.delete(self._key("cache-missed", app_id, channel))  # filled: the next miss is news again
-            await self._announce("c", app_id, channel, event, data, ttl)(pipe)
+        def store(commands: _Commands) -> None:
+            value = json.dumps([channel, event, data])
+            commands.pipe.set(self._key("cache", app_id, channel), value, px=int(ttl * 1000))
+            commands.pipe.delete(self._key("cache-missed", app_id, channel))  # filled: the next miss is news again
+            self._announce("c", app_id, channel, event, data, ttl)(commands)
 
         self._enqueue(store)
 
@@ -883,17 +951,22 @@ class RedisCluster:
         """One cache_miss webhook per channel per CACHE_MISS_INTERVAL across the cluster: the node that sets the
         key first sends it."""
 
-        async def claim(pipe: Any) -> None:
+        def claim(commands: _Commands) -> None:
             key = self._key("cache-missed", app_id, channel)
-            if await self._redis.set(key, str(self.node_id), px=int(CACHE_MISS_INTERVAL * 1000), nx=True):
+            commands.pipe.set(key, str(self.node_id), px=int(CACHE_MISS_INTERVAL * 1000), nx=True)
+            commands.then(claimed)
+
+        def claimed(first: bool | None) -> None:
+            if first:
                 self._states[app_id].webhooks.emit({"name": "cache_miss", "channel": channel})
 
         self._enqueue(claim)
 
     # -- webhook counters -------------------------------------------------------------------------------------
 
-    async def _count(
+    def _count(
         self,
+        commands: _Commands,
         counter: str,
         pending: str,
         field_name: str,
@@ -905,23 +978,26 @@ class RedisCluster:
         delay: float,
         quiet: bool,
         limit: int | None = None,
-    ) -> int | None:
-        """Move a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1, deleted on -1),
-        and act on the script's answer, which it returns: send ``event`` on 0→1 (unless ``quiet``), hold it on 1→0
-        (to send ``delay`` seconds later unless a return cancels it). None: not counted, Redis lost its data.
-        ``limit``: a +1 of a field the counter does not have is refused (``_REFUSED``, nothing counted) once the
-        counter has that many fields."""
+        then: Callable[[int | None], None] = _ignore,
+    ) -> None:
+        """Queue a move of a counter by ``delta`` for ``node``, with the field ``held`` of its state (set on +1,
+        deleted on -1); once Redis has answered, act on the script's answer and pass it to ``then``: send ``event`` on
+        0→1 (unless ``quiet``), hold it on 1→0 (to send ``delay`` seconds later unless a return cancels it). None:
+        not counted, Redis lost its data. ``limit``: a +1 of a field the counter does not have is refused
+        (``_REFUSED``, nothing counted) once the counter has that many fields."""
         delay_ms = int(delay * 1000)
         hold_ms = delay_ms + 30_000
-        batch = _BATCH.get()
+        batch = commands.batch
         if batch is None:  # a reconciliation or a settlement, run once
             self._batches += 1
-            tag = f"x{self._batches}"
+            number, tag = 0, f"x{self._batches}"
         else:
             batch.counts += 1
-            if batch.counts in batch.answered:  # done in the failed run, and its webhook sent or held then
-                return 0
-            tag = f"{batch.number}.{batch.counts}"
+            number = batch.counts
+            if number in batch.answered:  # done in the failed run, and its webhook sent or held then
+                commands.known(batch.answered[number], then)
+                return
+            tag = f"{batch.number}.{number}"
         result_key = self._key("counted", self.node_id, self._instance, tag)
         # The same in a retried run (same result key), so the hold the first run made is the one released.
         hold = json.dumps([result_key, app_id, event]) if delta < 0 else ""
@@ -931,20 +1007,26 @@ class RedisCluster:
         args.append("" if limit is None else limit)
         sent_at = asyncio.get_running_loop().time()
         self._unanswered.setdefault(result_key, (sent_at, app_id, pending, event, hold, delay, quiet))
-        result: int = await self._count_script(keys=keys, args=args)
-        if batch is not None:
-            batch.answered.add(batch.counts)
-        if result == _NOT_COUNTED:
-            self._unanswered.pop(result_key, None)
-            self._unreconciled = True  # the next heartbeat registers again, and restores
-            return None
-        waiting = self._unanswered.pop(result_key, None) is not None  # else a reconciliation looked it up and acted
-        if waiting and self._looked_up.pop(result_key, None) is None:  # nor did one before this retry
-            self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
-        return result
 
-    async def _count_channel(
+        def answered(result: int) -> None:
+            counted: int | None = result
+            if result == _NOT_COUNTED:
+                self._unanswered.pop(result_key, None)
+                self._unreconciled = True  # the next heartbeat registers again, and restores
+                counted = None
+            else:
+                waiting = self._unanswered.pop(result_key, None) is not None  # else a reconciliation acted on it
+                if waiting and self._looked_up.pop(result_key, None) is None:  # nor did one before this retry
+                    self._webhook(app_id, 0 if quiet else result, pending, event, hold, delay)
+            if batch is not None:
+                batch.answered[number] = counted
+            then(counted)
+
+        commands.script(self._count_script, keys, args, answered)
+
+    def _count_channel(
         self,
+        commands: _Commands,
         app_id: str,
         channel: str,
         delta: int,
@@ -953,7 +1035,7 @@ class RedisCluster:
         quiet: bool = False,
         delay: float | None = None,
     ) -> None:
-        """Count ``channel`` in (+1) or out (-1) for ``node`` (this one by default). ``quiet``: without the
+        """Queue the count of ``channel`` in (+1) or out (-1) for ``node`` (this one by default). ``quiet``: without the
         channel_occupied webhook (it was sent before Redis lost the count); ``delay``: the hold's, for the app's
         webhook delay."""
         pending = self._key("vacating", app_id, channel)
@@ -962,15 +1044,21 @@ class RedisCluster:
         delay = self._webhook_delay(app_id) if delay is None else delay
         counter = self._key("occ", app_id)
         node_counted = self.node_id if node is None else node
-        counted = await self._count(counter, pending, channel, delta, app_id, node_counted, held, event, delay, quiet)
-        if counted is not None and node_counted == self.node_id:
-            if delta > 0:
-                self._counted.occupied.add((app_id, channel))
-            else:
-                self._counted.occupied.discard((app_id, channel))
 
-    async def _count_member(
+        def counted(result: int | None) -> None:
+            if result is not None and node_counted == self.node_id:
+                if delta > 0:
+                    self._counted.occupied.add((app_id, channel))
+                else:
+                    self._counted.occupied.discard((app_id, channel))
+
+        self._count(
+            commands, counter, pending, channel, delta, app_id, node_counted, held, event, delay, quiet, then=counted
+        )
+
+    def _count_member(
         self,
+        commands: _Commands,
         app_id: str,
         channel: str,
         user_id: str,
@@ -981,10 +1069,11 @@ class RedisCluster:
         quiet: bool = False,
         delay: float | None = None,
         limit: int | None = None,
-    ) -> int | None:
-        """As :meth:`_count_channel`, for a presence member (``info``: its user_info JSON, stored on +1); the count's
-        answer, None if Redis lost its data. ``limit``: the channel's member limit, for an admission (the answer is
-        then ``_REFUSED`` if the counter is full without the user, and nothing is counted)."""
+        then: Callable[[int | None], None] = _ignore,
+    ) -> None:
+        """As :meth:`_count_channel`, for a presence member (``info``: its user_info JSON, stored on +1); ``then``
+        gets the count's answer, None if Redis lost its data. ``limit``: the channel's member limit, for an admission
+        (the answer is then ``_REFUSED`` if the counter is full without the user, and nothing is counted)."""
         pending = self._key("leaving", app_id, channel, user_id)
         held = (_member_field(app_id, channel, user_id), info)
         counter = self._key("mem", app_id, channel)
@@ -992,15 +1081,18 @@ class RedisCluster:
         event: dict[str, object] = {"name": name, "channel": channel, "user_id": user_id}
         delay = self._webhook_delay(app_id) if delay is None else delay
         node_counted = self.node_id if node is None else node
-        result = await self._count(
-            counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet, limit
+
+        def counted(result: int | None) -> None:
+            if result is not None and result != _REFUSED and node_counted == self.node_id:
+                if delta > 0:
+                    self._counted.members[(app_id, channel, user_id)] = info
+                else:
+                    self._counted.members.pop((app_id, channel, user_id), None)
+            then(result)
+
+        self._count(
+            commands, counter, pending, user_id, delta, app_id, node_counted, held, event, delay, quiet, limit, counted
         )
-        if result is not None and result != _REFUSED and node_counted == self.node_id:
-            if delta > 0:
-                self._counted.members[(app_id, channel, user_id)] = info
-            else:
-                self._counted.members.pop((app_id, channel, user_id), None)
-        return result
 
     def _webhook_delay(self, app_id: str) -> float:
         """How long a departure of ``app_id`` is held. 0 for an app this node does not serve (it settles a buried
@@ -1029,8 +1121,11 @@ class RedisCluster:
         self._enqueue(self._release(app_id, pending, event, hold))
 
     def _release(self, app_id: str, pending: str, event: dict[str, object], hold: str) -> Operation:
-        async def release(pipe: Any) -> None:
-            if await self._release_script(keys=[pending, self._key("holds", app_id)], args=[hold]) == 1:
+        def release(commands: _Commands) -> None:
+            commands.script(self._release_script, [pending, self._key("holds", app_id)], [hold], released)
+
+        def released(deleted: int) -> None:
+            if deleted == 1:
                 self._states[app_id].webhooks.emit(event)
             if pending in self._held and self._held[pending][3] == hold:  # sent, or cancelled or taken by another
                 del self._held[pending]
@@ -1074,7 +1169,8 @@ class RedisCluster:
     # -- background tasks -------------------------------------------------------------------------------------
 
     async def _write(self) -> None:
-        """Run queued operations in order, their plain commands pipelined, reconnecting after a Redis failure."""
+        """Run queued operations in order, in batches of one round trip each (see _run), reconnecting after a Redis
+        failure."""
         while True:
             queued = [await self._queue.get()]
             while not self._queue.empty():
@@ -1098,16 +1194,20 @@ class RedisCluster:
     async def _run(
         self, batch: _Batch, operations: list[Operation], counts: Mapping[tuple[str, str | None], int]
     ) -> None:
+        """One round trip for the batch's commands, count scripts and all (and one more if acting on an answer
+        queues commands): a burst of presence joins does not hold up the publishes queued behind it."""
         batch.counts = 0
-        token = _BATCH.set(batch)
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for operation in operations:
-                    await operation(pipe)
-                self._flush_counts(pipe, counts)
-                await pipe.execute()
-        finally:
-            _BATCH.reset(token)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            commands = _Commands(pipe, batch, self._send)
+            for operation in operations:
+                operation(commands)
+            self._flush_counts(pipe, counts)
+            await commands.run()
+
+    async def _send(self, pipe: Any) -> list[Any]:
+        """One round trip: run the pipeline's commands, and return their replies."""
+        replies: list[Any] = await pipe.execute()
+        return replies
 
     async def _failed(
         self,
@@ -1275,10 +1375,13 @@ class RedisCluster:
         """Count ``node``'s channels and members out of the webhook counters, of every app, those this node does not
         serve too: its state is deleted after, so no other node would (their departures are held in Redis for a node
         that serves the app, see :meth:`_webhook_delay`)."""
-        for app_id, channel, user_id in held.members:
-            await self._count_member(app_id, channel, user_id, -1, node=node)
-        for app_id, channel in held.occupied:
-            await self._count_channel(app_id, channel, -1, node=node)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            counts = _Commands(pipe, None, self._send)
+            for app_id, channel, user_id in held.members:
+                self._count_member(counts, app_id, channel, user_id, -1, node=node)
+            for app_id, channel in held.occupied:
+                self._count_channel(counts, app_id, channel, -1, node=node)
+            await counts.run()
         await self._redis.delete(self._key("nodestate", node))
 
     def _forget(self, node: int) -> None:
@@ -1342,8 +1445,9 @@ class RedisCluster:
             state.foreign_presence.remote_presence(node, args[1], _unpack(args[2]))
 
     def _resync(self, node: int) -> Operation:
-        async def resync(pipe: Any) -> None:
-            self._apply_snapshot(node, await self._node_state(node))
+        def resync(commands: _Commands) -> None:
+            commands.pipe.hgetall(self._key("nodestate", node))
+            commands.then(lambda fields: self._apply_snapshot(node, NodeState.parse(fields)))
 
         return resync
 

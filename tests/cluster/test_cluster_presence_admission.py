@@ -20,7 +20,7 @@ from relay.protocol.signing import channel_auth
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, Nodes, answers, nodes, presence_ids, sdk
 from tests.cluster.test_cluster_hunt_fixes import redis_command
-from tests.cluster.test_cluster_webhooks import cluster_of, hooked, until
+from tests.cluster.test_cluster_webhooks import cluster_of, counts_in, hooked, until
 from tests.conftest import RunningEmulator, StartEmulator
 from tests.node_scenarios import NODE_DIR, app_env, node_modules, run_scenario
 from tests.webhook_receiver import Receiver
@@ -287,14 +287,14 @@ async def test_a_second_connection_of_a_user_admitted_after_the_first_left_stays
     webhook comes only then."""
     one, two = await nodes(2, app=limited(receiver, limit=2))
     cluster = cluster_of(one)
-    real = cluster._count_script
+    send = cluster._send
 
-    async def slow(*, keys: list[str], args: list[str | int], **kwargs: Any) -> Any:
-        if args[-1] != "":  # an admission (with a limit)
+    async def slow(pipe: Any) -> list[Any]:
+        if any(count[-1] != "" for count in counts_in(cluster, pipe)):  # an admission (with a limit)
             await asyncio.sleep(0.3)
-        return await real(keys=keys, args=args, **kwargs)
+        return await send(pipe)
 
-    cluster._count_script = slow  # type: ignore[method-assign]
+    cluster._send = slow  # type: ignore[method-assign]
     first, second = await Client.open(one), await Client.open(one)
     await send_join(first, "u")
     await asyncio.sleep(0.05)

@@ -39,6 +39,13 @@ def cluster_of(node: RunningEmulator) -> RedisCluster:
     return cluster
 
 
+def counts_in(cluster: RedisCluster, pipe: Any) -> list[tuple[Any, ...]]:
+    """The webhook counts a round trip about to be sent holds (each count script's EVALSHA arguments: number of keys,
+    keys, then ARGV), for a test that puts a Redis fault where counts are sent (:meth:`RedisCluster._send`)."""
+    sha = cluster._count_script.sha
+    return [args[2:] for args, _ in pipe.command_stack if args[:2] == ("EVALSHA", sha)]
+
+
 async def test_cluster_node_graceful_shutdown_sends_the_vacated_and_member_removed_webhooks(
     redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
 ) -> None:
