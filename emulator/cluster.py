@@ -43,7 +43,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgpack  # type: ignore[import-untyped]
@@ -65,6 +65,7 @@ _ABLY_MEMBER_KEYS = ("id", "clientId", "connectionId")
 _SEP = "\x1f"
 CLOSE_SECONDS = 3.0  # the longest each step of leaving the cluster may take
 START_SECONDS = 10.0  # the longest connecting to Redis may take at start-up before it is given up
+RECANCEL_SECONDS = 0.1  # how often a cancelled start-up call that has not ended is cancelled again (see _cancellable)
 HOLD_SWEEP_SECONDS = 1.0  # how often each node looks for held webhooks that their own node did not release
 # How long past its due time a hold is left to the node that made it (whose timer runs at about that time, and whose
 # release may wait behind a batch) before another node takes it.
@@ -391,12 +392,38 @@ def unreachable(url: str, exc: BaseException) -> ConfigError:
     return ConfigError(f"cannot reach Redis at {redact_urls(url)}: {redact_urls(reason)}")
 
 
+_T = TypeVar("_T")
+
+
+async def _cancellable(awaitable: Awaitable[_T]) -> _T:
+    """Await redis-py's ``awaitable`` so that cancelling the caller ends it at once, however redis-py takes it.
+
+    On Python 3.11 redis-py loses a cancellation: it sends each command through ``asyncio.wait_for`` (for its socket
+    timeout, 5 s by default), which returns the send's result, dropping the cancellation, when the cancellation comes
+    as the send completes (fixed in 3.12). Ctrl-C at start-up (``asyncio.run`` cancels the main task) was lost when it
+    came as the connection sent its HELLO: the start-up then waited for the answer of a Redis that accepts connections
+    but does not answer, and ended 5 s later as "cannot reach Redis ...: Timeout reading", status 2, not 130. Here the
+    caller awaits the call's own task through a shield, and a cancellation ends that wait whatever the task does with
+    it; the task is cancelled, again until it has ended (a lost cancellation is followed by another), and then the
+    caller's cancellation goes on."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait((task,), timeout=RECANCEL_SECONDS)
+        if not task.cancelled():
+            task.exception()  # retrieved: an error that ended it meanwhile is superseded by the cancellation
+        raise
+
+
 async def check_reachable(url: str) -> None:
     """Connect to the Redis at ``url`` and ping it, as a node's start does; raise :func:`unreachable`'s error."""
     client: aioredis.Redis = aioredis.Redis.from_url(url)
     try:
         async with asyncio.timeout(START_SECONDS):
-            await client.ping()
+            await _cancellable(client.ping())
     except (RedisError, OSError) as exc:
         raise unreachable(url, exc) from None
     finally:
@@ -516,9 +543,10 @@ class RedisCluster:
         """Join the cluster; a Redis that cannot be reached (down, a wrong password) is a :class:`ConfigError`."""
         self._states = dict(states)
         try:
+            # Through _cancellable: a Ctrl-C (or the timeout) that redis-py would lose still ends the start-up at once.
             async with asyncio.timeout(START_SECONDS):  # the connection; registering may take longer (a big cache)
-                self._pubsub = await self._subscribe()
-            await self._register()
+                self._pubsub = await _cancellable(self._subscribe())
+            await _cancellable(self._register())
         except (RedisError, OSError) as exc:
             with contextlib.suppress(RedisError, OSError):
                 if self._pubsub is not None:
