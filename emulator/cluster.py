@@ -200,10 +200,19 @@ class _Commands:
             self._loaded.clear()
             slice_started = loop.time()
             for index, act in acting:
-                act(None if index is None else replies[index])
+                reply = None if index is None else replies[index]
+                if isinstance(reply, Exception):  # that command failed; raised below, once the others are acted on
+                    continue
+                act(reply)
                 if loop.time() - slice_started > ACTING_SLICE_SECONDS:
                     await asyncio.sleep(0)
                     slice_started = loop.time()
+            # Redis ran every other command of the round trip (a pipeline without a transaction): what they did, such
+            # as a release that deleted its hold, is acted on above, and only then does the batch fail (its error
+            # handling reconciles what the failed command left undone)
+            failure = next((reply for reply in replies if isinstance(reply, Exception)), None)
+            if failure is not None:
+                raise failure
 
 
 def _ignore(answer: int | None) -> None:
@@ -1233,8 +1242,8 @@ class RedisCluster:
             await commands.run()
 
     async def _send(self, pipe: Any) -> list[Any]:
-        """One round trip: run the pipeline's commands, and return their replies."""
-        replies: list[Any] = await pipe.execute()
+        """One round trip: run the pipeline's commands, and return their replies (a command's error as its reply)."""
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
     async def _failed(

@@ -177,3 +177,37 @@ async def test_one_cache_miss_webhook_for_the_whole_cluster_and_a_fill_re_arms_i
     await late.expect("pusher:cache_miss")
     await receiver.until(lambda: len(receiver.events()) == 2, within=3)
     assert receiver.events() == [{"name": "cache_miss", "channel": "cache-score"}] * 2
+
+
+async def test_a_command_redis_refuses_does_not_lose_what_the_rest_of_its_round_trip_did(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's commands share one round trip, and Redis runs them all: one refused (a count on a key someone
+    overwrote, WRONGTYPE) made the node throw every reply away, so a release in the same round trip, which had deleted
+    its hold in Redis, never sent its channel_vacated (nor left a hold for another node to send)."""
+    node = await start_emulator(app=hooked(receiver), redis_url=redis_server.url)
+    cluster = cluster_of(node)
+    check = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await check.set("relay:mem:1:presence-overwritten", "not a hash")
+    await check.aclose()
+    leaving, joining = await Client.open(node), await Client.open(node)
+    await leaving.subscribe("news")
+    await receiver.until(lambda: receiver.event_names() == ["channel_occupied"], within=3)
+    gate = asyncio.Event()
+    send = cluster._send
+
+    async def held(pipe: Any) -> list[Any]:
+        await gate.wait()
+        return await send(pipe)
+
+    await leaving.send("pusher:unsubscribe", {"channel": "news"})
+    await until(lambda: bool(cluster._held))  # counted out: channel_vacated is held 0.3 s
+    monkeypatch.setattr(cluster, "_send", held)  # round trips wait: what is queued meanwhile goes in one batch
+    await asyncio.to_thread(sdk(node).trigger, "elsewhere", "tick", "x")  # a round trip, waiting at the gate
+    await asyncio.sleep(0.5)  # the hold's release is queued behind it
+    await joining.subscribe("presence-overwritten", "alice")  # decided by the node alone once Redis refuses it
+    gate.set()
+    await receiver.until(lambda: "channel_vacated" in receiver.event_names(), within=5)
+    await receiver.quiet(len(receiver.deliveries), 1.0)
+    news = [event["name"] for event in receiver.events() if event["channel"] == "news"]
+    assert news == ["channel_occupied", "channel_vacated"], receiver.events()
