@@ -16,9 +16,9 @@ import socket
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 import httpx
@@ -29,6 +29,7 @@ from relay.errors import ClientClosed, ConfigError, ProtocolError, ProviderError
 from relay.http_errors import parse_retry_after
 
 ErrorFor = Callable[[HttpResponse], Exception]
+T = TypeVar("T")
 
 # httpx's default pool, named so that the error of a full one can say how many connections it holds
 _POOL_SIZE = 100
@@ -478,7 +479,12 @@ class AsyncSender:
 
     A loop's client is closed when that loop shuts down (``asyncio.run()`` and ``asyncio.Runner`` finalise async
     generators while the loop still runs: a generator started in the loop closes it), since once the loop is closed
-    its connections can no longer be closed, only left to the garbage collector."""
+    its connections can no longer be closed, only left to the garbage collector.
+
+    ``aclose()``, from any loop or thread, ends the requests under way at once: each exchange and each wait between
+    attempts runs as a task of its own, which it cancels. Closing the clients alone missed a request whose connection
+    was still being opened (it went on once it opened, on a connection no longer in the pool), and cannot be done
+    from another thread than the loop's."""
 
     def __init__(
         self,
@@ -492,8 +498,8 @@ class AsyncSender:
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._jitter = jitter
         self._closed = False
-        # The waits between attempts under way, each with its loop: aclose() ends them at once
-        self._waits: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        # The exchanges and waits between attempts under way, each with its loop: aclose() cancels them
+        self._under_way: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = set()
 
     async def _client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore | None]:
         """This loop's client, and the slots its requests take (None for a ``client`` passed in, whose pool is its
@@ -525,36 +531,40 @@ class AsyncSender:
             async with _slot(slots, self.policy.timeout, request):
                 if self._closed or client.is_closed:  # closed before, or while the request waited for a slot
                     raise _closed_error(request, sending, attempt)
-                outcome = await _exchange_async(client, request, sending)
-            if isinstance(outcome, _Failed) and self._closed:
-                # aclose() during the request cut the connection: no network fault
+                outcome = await self._until_closed(_exchange_async(client, request, sending))
+            if outcome is None or (isinstance(outcome, _Failed) and self._closed):
+                # aclose() during the request ended it, or cut its connection: no network fault
                 raise _closed_error(request, sending, attempt, in_flight=True)
             pool_size = None if self._given is not None else _POOL_SIZE
             result = _after_attempt(self.policy, attempt, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
                 return result
-            await self._wait(result)
+            # aclose() ends the wait, and the next attempt then raises ClientClosed
+            await self._until_closed(asyncio.sleep(result))
 
-    async def _wait(self, seconds: float) -> None:
-        """Sleep before the next attempt; aclose() (from any loop or thread) ends the sleep, and the next attempt
-        then raises ClientClosed."""
+    async def _until_closed(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``work``'s result, or None once aclose() (from any loop or thread) ended it: it runs as a task of its own,
+        which aclose() cancels, so that a cancellation of the caller's task is still the caller's."""
         loop = asyncio.get_running_loop()
-        wait = (loop, asyncio.ensure_future(asyncio.sleep(seconds)))
-        self._waits.add(wait)
+        entry = (loop, asyncio.ensure_future(work))
+        self._under_way.add(entry)
         try:
-            await wait[1]
+            if self._closed:  # closed from another thread after send() checked, before aclose() could see it here
+                entry[1].cancel()
+            return await entry[1]
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not self._closed or (task is not None and task.cancelling()):  # the caller's own cancellation
                 raise
+            return None
         finally:
-            self._waits.discard(wait)
+            self._under_way.discard(entry)
 
     async def aclose(self) -> None:
         self._closed = True
-        for loop, wait in list(self._waits):
+        for loop, work in list(self._under_way):
             if not loop.is_closed():
-                loop.call_soon_threadsafe(wait.cancel)
+                loop.call_soon_threadsafe(work.cancel)
         if self._given is not None:
             await self._given.aclose()
             return

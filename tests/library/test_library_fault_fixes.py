@@ -4,14 +4,18 @@
   closes as a request leaves) was reported as "could not reach" with advice to switch to HTTPS, and no word that the
   publish may have been delivered, though it had been;
 - a batch split into calls whose second call was sent and never answered said to send its events again;
-- ``close()``/``aclose()`` waited out the back-off between retries (up to ``max_delay``) before ``ClientClosed``.
+- ``close()``/``aclose()`` waited out the back-off between retries (up to ``max_delay``) before ``ClientClosed``;
+- ``aclose()`` left a request whose connection was still being opened to go on once it opened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from libsupport import server
@@ -23,6 +27,7 @@ from relay.senders import RetryPolicy
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 8\r\nContent-Length: 0\r\n\r\n"
 POLICY = RetryPolicy(attempts=3, backoff=0.01, max_delay=10.0, timeout=5.0)
+KEY, SECRET = "app-key", "app-secret"
 
 
 async def test_a_publish_whose_connection_is_lost_after_it_was_sent_may_have_been_delivered() -> None:
@@ -79,3 +84,67 @@ async def test_a_task_cancelled_while_it_waits_to_retry_is_cancelled() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+@contextlib.contextmanager
+def never_connecting() -> Iterator[int]:
+    """A port whose new connections stay being opened: its listener accepts none and its backlog is full, so Linux
+    drops their SYNs (a connect then retries them for as long as its timeout)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    queued: list[socket.socket] = []
+    try:
+        for _ in range(10):
+            probe = socket.create_connection(listener.getsockname(), timeout=5)  # into the backlog
+            queued.append(probe)
+            with socket.socket() as extra:
+                extra.settimeout(0.2)
+                try:
+                    extra.connect(listener.getsockname())
+                except TimeoutError:
+                    break  # the backlog is full
+        else:
+            pytest.fail("the listener's backlog never filled")
+        yield listener.getsockname()[1]
+    finally:
+        for sock in [*queued, listener]:
+            sock.close()
+
+
+@pytest.mark.parametrize("closed_from", ["its loop", "another thread"])
+async def test_aclose_ends_at_once_a_request_whose_connection_is_being_opened(closed_from: str) -> None:
+    """docs/library.md: closed during a request, the request fails with ClientClosed at once whatever the timeout.
+    aclose() closed each loop's connections, which left out one still being opened: its request went on once it
+    opened, to its answer or its timeout. One client used from two loops: aclose() from either, or from a third,
+    ends the requests of both."""
+    with never_connecting() as port:
+        relay = AsyncRelay(f"emulator://{KEY}:{SECRET}@127.0.0.1:{port}/apps/1", retry=RetryPolicy(timeout=30.0))
+        here = asyncio.ensure_future(relay.publish("orders", "paid", 1))
+        there = asyncio.ensure_future(asyncio.to_thread(asyncio.run, relay.publish("orders", "paid", 2)))
+        await asyncio.sleep(0.5)  # both connecting
+        assert not here.done() and not there.done()
+        started = time.monotonic()
+        if closed_from == "its loop":
+            await relay.aclose()
+        else:
+            await asyncio.to_thread(asyncio.run, relay.aclose())
+        outcomes = await asyncio.wait_for(asyncio.gather(here, there, return_exceptions=True), 10)
+    assert time.monotonic() - started < 1, "not at once"
+    for outcome in outcomes:
+        assert isinstance(outcome, ClientClosed), repr(outcome)
+        assert outcome.outcome_unknown and "may or may not have reached the provider" in outcome.message
+
+
+async def test_aclose_from_another_thread_ends_a_request_reading_its_answer() -> None:
+    """A request whose answer is coming (its body never ends) fails with ClientClosed at once too."""
+    head_only = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{"
+    async with server(lambda _: head_only) as (url, got):
+        relay = AsyncRelay(url, retry=RetryPolicy(timeout=30.0))
+        publish = asyncio.ensure_future(relay.publish("orders", "paid", 1))
+        await asyncio.sleep(0.5)  # the request sent, the head read, the body awaited
+        assert got and not publish.done()
+        started = time.monotonic()
+        await asyncio.to_thread(asyncio.run, relay.aclose())
+        with pytest.raises(ClientClosed) as raised:
+            await asyncio.wait_for(publish, 10)
+    assert time.monotonic() - started < 1, "not at once"
+    assert raised.value.outcome_unknown
