@@ -1254,9 +1254,11 @@ class RedisCluster:
         exc: BaseException,
     ) -> None:
         """A batch failed. A dropped connection (an idle timeout, a CLIENT KILL) with Redis still there: run it once
-        more on a fresh connection; each operation may run twice (a count answers what its first run did, and a
-        pipeline that failed sent nothing). Otherwise its operations are lost: reconcile Redis with what this node
-        holds, or, if Redis is gone, wait for it (the reconnection reconciles)."""
+        more on a fresh connection; each operation may run twice (a count answers what its first run did, a publish is
+        delivered once by its sequence number, the node's own state is written again; a release or a cache_miss claim
+        whose reply was lost answers "already done" the second time, and its webhook is not sent). Otherwise its
+        operations are lost: reconcile Redis with what this node holds, or, if Redis is gone, wait for it (the
+        reconnection reconciles)."""
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)) and await self._reachable():
             try:
                 await self._run(batch, operations, counts)
