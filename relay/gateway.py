@@ -7,6 +7,7 @@ that embed Relay (:func:`gateway_router`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -29,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -952,15 +954,34 @@ class HeadGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refusal = framing_refusal(scope["headers"])
-            if refusal is None and CONTROL_CHARACTER.search(scope["path"]):
+            if refusal is not None:  # where its body ends is not known: none of it is read
+                await _closing_refusal(*refusal)(scope, receive, send)
+                return
+            if CONTROL_CHARACTER.search(scope["path"]):
                 refusal = 400, PATH_WITH_CONTROL_CHARACTER
             size = head_size(scope)
             if refusal is None and size > MAX_HEAD_BYTES:
                 refusal = 431, head_too_large(MAX_HEAD_BYTES, size)
             if refusal is not None:
+                await _drain_small_body(scope, receive)
                 await _closing_refusal(*refusal)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+# The most of a refused request's body read before the answer. Closing a connection with unread bytes in it sends the
+# client a reset, which can reach it before the answer and lose it ("connection reset" for a 400 on an ordinary
+# request); a larger body is not waited for (an answer with the head alone, then the close).
+DRAINED_BODY_BYTES = 65_536
+
+
+async def _drain_small_body(scope: Scope, receive: Receive) -> None:
+    """Read and drop the body of a request refused by its head alone, if it declares at most DRAINED_BODY_BYTES."""
+    declared = Headers(scope=scope).get("content-length", "")
+    if not declared.isdigit() or int(declared) > DRAINED_BODY_BYTES:
+        return
+    with contextlib.suppress(PayloadTooLarge):
+        await _bounded_body(receive, DRAINED_BODY_BYTES)
 
 
 class RequestGuard:
