@@ -976,7 +976,8 @@ DRAINED_BODY_BYTES = 65_536
 
 
 async def _drain_small_body(scope: Scope, receive: Receive) -> None:
-    """Read and drop the body of a request refused by its head alone, if it declares at most DRAINED_BODY_BYTES."""
+    """Read and drop the body of a request refused by its head alone, if it declares at most DRAINED_BODY_BYTES (a
+    chunked body, of no declared size, is not read: nobody without the token makes the gateway read a body)."""
     declared = Headers(scope=scope).get("content-length", "")
     if not declared.isdigit() or int(declared) > DRAINED_BODY_BYTES:
         return
@@ -1013,6 +1014,7 @@ class RequestGuard:
             body = await _bounded_body(receive, limit)
         except RelayError as error:
             ably = self.ably and path == "/v1/auth/channel"
+            await _drain_small_body(scope, receive)  # a 401 before the body: no reset overtaking it (see HeadGuard)
             await error_response(error, Request(scope), ably=ably)(scope, receive, send)
             return
         if body is not None:
