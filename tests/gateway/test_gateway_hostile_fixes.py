@@ -458,20 +458,25 @@ async def test_a_json_body_the_parser_cannot_read_is_the_gateway_s_400(
         assert (await http.get("/health")).json() == {"status": "ok"}
 
 
+def answer_after_the_body(port: int, head: bytes, body: bytes) -> bytes:
+    """Send ``head``; the gateway must not answer before ``body`` comes (0.3 s); then send it: all it answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):  # waiting for the body, not answering without it
+            sock.recv(1)
+        sock.settimeout(5)
+        sock.sendall(body)
+        return read_until_closed(sock)
+
+
 def test_a_small_body_of_a_request_refused_by_its_path_is_read_before_the_answer(serve_port: int) -> None:
     """Answered before its body came, the connection was closed with the body unread: the client got a reset that
     could overtake the 400 ("connection reset" for an ordinary request with a stray %13 in a user id; schemathesis
     found it). A body of at most 64 KiB is now read first; a larger one is not waited for (above)."""
     body = b'{"event": "e", "data": {}}'
     head = f"POST /v1/users/%13x/events HTTP/1.1\r\nHost: gateway\r\nContent-Length: {len(body)}\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", serve_port), timeout=5) as sock:
-        sock.sendall(head.encode())
-        sock.settimeout(0.3)
-        with pytest.raises(TimeoutError):  # waiting for the body, not answering without it
-            sock.recv(1)
-        sock.settimeout(5)
-        sock.sendall(body)
-        raw = read_until_closed(sock)
+    raw = answer_after_the_body(serve_port, head.encode(), body)
     status, headers, answer = only_answer(raw)
     message = "the request's path has a control character (such as %0A): no route of the gateway has one"
     assert (status, answer, headers["connection"]) == (400, {"error": message}, "close")
@@ -487,13 +492,7 @@ def test_a_small_body_of_a_publish_without_the_token_is_read_before_the_401(serv
         "POST /v1/publish HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", serve_port), timeout=5) as sock:
-        sock.sendall(head.encode())
-        sock.settimeout(0.3)
-        with pytest.raises(TimeoutError):  # waiting for the body, not answering without it
-            sock.recv(1)
-        sock.settimeout(5)
-        sock.sendall(body + b"GET /health HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
-        raw = read_until_closed(sock)
+    then_close = b"GET /health HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n"  # the 401 keeps it open
+    raw = answer_after_the_body(serve_port, head.encode(), body + then_close)
     assert raw.startswith(b"HTTP/1.1 401 "), raw[:200]
     assert_serving(serve_port)
