@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from libsupport import server
@@ -110,6 +111,18 @@ def never_connecting() -> Iterator[int]:
             sock.close()
 
 
+async def connections_being_opened(port: int, count: int) -> None:
+    """Returns once ``count`` connections to ``port`` are being opened (SYN sent): a fixed sleep was too short for the
+    other thread's request on a loaded machine, which then started after aclose() (ClientClosed, nothing sent)."""
+    syn_sent = "02"
+    for _ in range(200):
+        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]  # noqa: ASYNC240
+        if sum(row[2].endswith(f":{port:04X}") and row[3] == syn_sent for row in rows) >= count:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{count} connections to port {port} were never being opened")
+
+
 @pytest.mark.parametrize("closed_from", ["its loop", "another thread"])
 async def test_aclose_ends_at_once_a_request_whose_connection_is_being_opened(closed_from: str) -> None:
     """docs/library.md: closed during a request, the request fails with ClientClosed at once whatever the timeout.
@@ -120,7 +133,7 @@ async def test_aclose_ends_at_once_a_request_whose_connection_is_being_opened(cl
         relay = AsyncRelay(f"emulator://{KEY}:{SECRET}@127.0.0.1:{port}/apps/1", retry=RetryPolicy(timeout=30.0))
         here = asyncio.ensure_future(relay.publish("orders", "paid", 1))
         there = asyncio.ensure_future(asyncio.to_thread(asyncio.run, relay.publish("orders", "paid", 2)))
-        await asyncio.sleep(0.5)  # both connecting
+        await connections_being_opened(port, 2)
         assert not here.done() and not there.done()
         started = time.monotonic()
         if closed_from == "its loop":
