@@ -321,9 +321,10 @@ class AblyAdapter:
     def channel(self, name: str) -> Call[ChannelInfo]:
         def parse(response: HttpResponse | None) -> ChannelInfo:
             assert response is not None
-            details = self._json(response) or {}
+            details = self._json(response)
             counts = _occupancy_counts(details)
-            if counts is None:
+            # An empty answer (a proxy's 200 or 204) is not an idle channel: Ably always names the channel
+            if counts is None or not isinstance(details.get("channelId"), str):
                 raise unreadable_answer(
                     self.name, response, "what is not a ChannelDetails {channelId, status: {isActive, occupancy}}"
                 )
@@ -344,7 +345,7 @@ class AblyAdapter:
 
         def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
             assert response is not None
-            listed = self._json(response) or []
+            listed = self._json(response)
             if not isinstance(listed, list) or not all(isinstance(item, str | dict) for item in listed):
                 raise unreadable_answer(self.name, response, "what is not a list of channel names (or ChannelDetails)")
             found = [_listed_channel(item, counts_users) for item in listed]
@@ -375,7 +376,7 @@ class AblyAdapter:
     def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
         def parse(response: HttpResponse | None) -> list[PresenceMember]:
             assert response is not None
-            messages = self._json(response) or []
+            messages = self._json(response)
             if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
                 raise unreadable_answer(self.name, response, "what is not a list of PresenceMessages")
             members = []

@@ -294,15 +294,16 @@ class PusherAdapter:
             body = self._object(response)
             occupied = body.get("occupied")
             subscriptions, users = body.get("subscription_count"), body.get("user_count")
-            # bool("false") is True: what is not Pusher's answer is said, not read as the nearest thing
-            if not isinstance(occupied, bool | None) or any(
+            # bool("false") is True, and an answer without "occupied" (an empty 200 from a proxy) is not "unoccupied":
+            # what is not Pusher's answer is said, not read as the nearest thing
+            if not isinstance(occupied, bool) or any(
                 count is not None and count_of(count) is None for count in (subscriptions, users)
             ):
                 assert response is not None
                 raise unreadable_answer(
                     self.name, response, "what is not a channel {occupied: true|false, subscription_count, user_count}"
                 )
-            return ChannelInfo(name, bool(occupied), subscriptions, users)
+            return ChannelInfo(name, occupied, subscriptions, users)
 
         def without_count(error: RelayError) -> HttpRequest | None:
             if not asks_count or error.http_status != 400 or not _SUBSCRIPTION_COUNTING_OFF.search(error.message):
@@ -319,7 +320,7 @@ class PusherAdapter:
         request = self._request("GET", "/channels", params=params, idempotent=True)
 
         def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
-            listed = self._object(response).get("channels", {})
+            listed = self._object(response).get("channels")
             if not isinstance(listed, dict) or not all(isinstance(attrs, dict) for attrs in listed.values()):
                 assert response is not None
                 raise unreadable_answer(self.name, response, 'what is not {"channels": {name: {attributes}}}')
@@ -331,7 +332,7 @@ class PusherAdapter:
         request = self._request("GET", f"/channels/{presence_channel(channel)}/users", idempotent=True)
 
         def parse(response: HttpResponse | None) -> list[PresenceMember]:
-            users = self._object(response).get("users", [])
+            users = self._object(response).get("users")
             if not isinstance(users, list) or not all(isinstance(user, dict) and "id" in user for user in users):
                 assert response is not None
                 raise unreadable_answer(self.name, response, 'what is not {"users": [{"id": …}]}')

@@ -520,7 +520,7 @@ async def test_retry_after_and_recovery(make_relay: MakeRelay, respx_mock: respx
         side_effect=[
             httpx.Response(429, headers={"Retry-After": "0.2"}, json={"error": {"code": 42910, "message": "slow"}}),
             httpx.Response(500, text="oops"),
-            httpx.Response(200, json={"status": {"isActive": True}}),
+            httpx.Response(200, json={"channelId": "lobby", "status": {"isActive": True}}),
         ]
     )
     relay = make_relay(URL)

@@ -356,6 +356,32 @@ async def test_an_answer_of_the_wrong_shape_is_a_protocol_error_naming_it(
     assert (raised.value.http_status, raised.value.answered_by) == (502, provider)
 
 
+QUERIES = {
+    "channel": (lambda relay: relay.channel("lobby"), "/channels/lobby"),
+    "presence channel": (lambda relay: relay.channel("presence-room"), "/channels/presence-room"),
+    "channels": (lambda relay: relay.channels(), "/channels"),
+    "presence members": (lambda relay: relay.presence_members("presence-room"), "/channels/presence-room/"),
+}
+
+
+@pytest.mark.parametrize("answer", [httpx.Response(200), httpx.Response(204), httpx.Response(200, json={})])
+@pytest.mark.parametrize(("url", "base"), [(PUSHER, PUSHER_BASE), (ABLY, ABLY_BASE)], ids=["pusher", "ably"])
+@pytest.mark.parametrize("query", QUERIES, ids=str)
+async def test_an_empty_answer_to_a_query_is_a_protocol_error_not_an_idle_channel(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, query: str, url: str, base: str, answer: httpx.Response
+) -> None:
+    """An empty 200 (a proxy, a path prefix routed elsewhere) was read as an unoccupied channel, no channels or no
+    members: both APIs always answer these with the channel or list named, so anything else is the provider's (or
+    the path's) fault, said as such."""
+    ask, path = QUERIES[query]
+    respx_mock.route(url__startswith=f"{base}{path}").mock(return_value=answer)
+    with pytest.raises(ProtocolError) as raised:
+        await ask(make_relay(url))
+    provider = "Pusher" if url == PUSHER else "Ably"
+    assert str(raised.value).startswith(f"{provider} answered {answer.status_code} with ")
+    assert (raised.value.http_status, raised.value.answered_by) == (502, provider)
+
+
 @pytest.mark.parametrize(
     ("user", "message"),
     [
