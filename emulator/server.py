@@ -187,7 +187,9 @@ class EmulatorNode:
         loop = self._loop = asyncio.get_running_loop()
         self.open_files_limit = open_files_limit()
         self.crowded_at = crowded_at(self.open_files_limit) or sys.maxsize
-        self._http = httpx.AsyncClient(timeout=10.0)
+        # No cap on connections: each webhook sends one request at a time, so they are as many as the webhooks, and
+        # httpx's default 100 let a hundred receivers that never answer hold up every other webhook's requests
+        self._http = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=None))
         if self.config.redis_url is not None:
             from relay.emulator.cluster import ClusterSettings, RedisCluster  # the optional extra relay[redis]
 

@@ -97,3 +97,36 @@ async def test_custom_headers_named_like_the_signed_ones_in_capitals_are_dropped
     validated = await asyncio.to_thread(validator.validate_webhook, KEY, signature, delivery.body.decode())
     assert validated == json.loads(delivery.body)
     assert validated["events"] == [{"name": "channel_occupied", "channel": "room"}]
+
+
+async def test_receivers_that_never_answer_do_not_hold_up_another_webhook(
+    receiver: Receiver, start_emulator: StartEmulator, connect: Connect
+) -> None:
+    """Every webhook's requests shared one HTTP client with httpx's cap of 100 connections: 120 receivers that
+    accept and never answer (a hung handler, a host dropping packets) held them all, and the healthy webhook's
+    request waited for a connection until its 4 s ran out, retried. docs/security.md: other URLs are not held up."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    hung = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = hung.sockets[0].getsockname()[1]
+    try:
+        stuck = [Webhook(url=f"http://127.0.0.1:{port}/hook-{number}") for number in range(120)]
+        emulator = await start_emulator(app=hooked_app(*stuck, Webhook(url=receiver.url)))
+        client = await connect(emulator)
+        await client.subscribed("room")
+        subscribed = asyncio.get_running_loop().time()
+        await receiver.wait_for(1, within=5.0)
+        assert receiver.deliveries[0].at - subscribed < 2.0, "the healthy webhook waited for a connection"
+        assert receiver.events() == [{"name": "channel_occupied", "channel": "room"}]
+        for _ in range(100):  # every stuck webhook's request open at once
+            if len(held) == len(stuck):
+                break
+            await asyncio.sleep(0.05)
+        assert len(held) == len(stuck)
+    finally:
+        for writer in held:
+            writer.close()
+        hung.close()
