@@ -19,7 +19,7 @@ from relay.emulator.config import App, Webhook
 from relay.emulator.logs import redact_urls
 from relay.protocol.ably import split_api_key
 from relay.protocol.ably import webhook_signature as ably_webhook_signature
-from relay.protocol.frames import dumps
+from relay.protocol.frames import dumps, utf8_length
 from relay.protocol.signing import webhook_signature
 
 log = logging.getLogger("relay.emulator.webhooks")
@@ -41,6 +41,12 @@ LifecycleStatus = Callable[[str, bool], dict[str, object]]
 # support: "What is the batch size and batch window for Channels webhooks", "Channels webhook timeouts and
 # retries"); Ably bundles up to 1,000 events in a request.
 EVENTS_PER_REQUEST = {"pusher": 20, "ably": 1000}
+# And the bytes of a request's events, under the 1 MiB body a receiver commonly takes (relay serve's /v1/webhooks,
+# Next.js's route handlers): 1,000 Ably messages of 60 KB made one 60 MB request, refused whole, every event lost.
+# Counted per event as its JSON (an Ably item's envelope at most ITEM_ENVELOPE_BYTES more); a request has one event
+# at least.
+REQUEST_EVENT_BYTES = 1_000_000
+ITEM_ENVELOPE_BYTES = 256
 REQUEST_TIMEOUT = {"pusher": 4.0, "ably": 10.0}
 # A short answer's body is read, so that its connection carries the next request (a TLS handshake saved per webhook);
 # one longer than this, or still arriving after this long, is left unread and its connection closed. Its status stands.
@@ -153,7 +159,7 @@ class WebhookDispatcher:
         outbox = self._outboxes[index]
         try:
             while outbox:
-                events = [outbox.popleft() for _ in range(min(len(outbox), EVENTS_PER_REQUEST[hook.format]))]
+                events = _next_request(outbox, hook.format)
                 self._in_flight[index] = len(events)
                 try:
                     await self._deliver(hook, events)
@@ -273,6 +279,22 @@ class WebhookDispatcher:
             grace,
             extra={"app_id": self._app.app_id, "events": events, "requests": requests},
         )
+
+
+def _next_request(outbox: collections.deque[WebhookEvent], webhook_format: str) -> list[WebhookEvent]:
+    """The events waiting first in ``outbox`` that one request of the format carries, taken from it."""
+    events: list[WebhookEvent] = []
+    size = 0
+    while outbox and len(events) < EVENTS_PER_REQUEST[webhook_format]:
+        event = outbox[0]
+        if webhook_format == "pusher":
+            size += utf8_length(dumps(_as_pusher(event))) + 1
+        else:  # the event whole: an Ably item carries only one of its forms, a client event's data and messages
+            size += utf8_length(dumps(event)) + ITEM_ENVELOPE_BYTES
+        if events and size > REQUEST_EVENT_BYTES:
+            break
+        events.append(outbox.popleft())
+    return events
 
 
 async def _read_short_answer(response: httpx.Response) -> None:

@@ -5,16 +5,19 @@ de-duplicates on its id and decodes it as a subscriber does (``encoding: json`` 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from dataclasses import replace
 from typing import Any
 
+import httpx
 from ably import AblyRealtime  # type: ignore[import-untyped]
 from ably.types.message import Message  # type: ignore[import-untyped]
 from ablysupport import API_KEY, APP, connected, pusher_wire
 
 from relay import Relay
 from relay.emulator.config import Webhook
+from relay.gateway import MAX_BODY_BYTES
 from tests.conftest import StartEmulator
 from tests.webhook_receiver import Receiver
 
@@ -83,3 +86,33 @@ async def test_a_client_events_webhook_message_is_the_one_ably_subscribers_get(
         "data": '{"who":"bo"}',
         "socket_id": pusher.socket_id,
     }
+
+
+async def test_a_burst_of_large_messages_goes_out_in_requests_a_1_mib_body_limit_takes(
+    receiver: Receiver, start_emulator: StartEmulator
+) -> None:
+    """Up to 1,000 items went in one request whatever their size: twenty 60 KB messages published together made a
+    1.2 MB body, which relay serve's /v1/webhooks (and Next.js's route handlers) refused with 413 at every retry,
+    until all of it was dropped, the small message too. Now each request's body stays within 1 MiB, in order."""
+    hook = Webhook(url=receiver.url, format="ably", event_types=frozenset({"message"}))
+    running = await start_emulator(app=replace(APP, webhooks=(hook,), webhook_batch_ms=500))
+    basic = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
+    names = ["small", *(f"large-{number}" for number in range(20))]
+    async with httpx.AsyncClient(base_url=running.http_url, headers=basic) as http:
+        for name in names:  # within the batch window: one flush holds them all
+            data = "x" if name == "small" else "y" * 60_000
+            answer = await http.post("/channels/orders/messages", json={"name": name, "data": data})
+            assert answer.status_code == 201, answer.text
+
+    def sent() -> list[str]:
+        return [
+            message["name"]
+            for delivery in receiver.deliveries
+            for item in json.loads(delivery.body)["items"]
+            for message in item["data"]["messages"]
+        ]
+
+    await receiver.until(lambda: len(sent()) == len(names), within=5)
+    assert sent() == names
+    assert len(receiver.deliveries) == 2
+    assert all(len(delivery.body) <= MAX_BODY_BYTES for delivery in receiver.deliveries)
