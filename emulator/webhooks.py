@@ -7,7 +7,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import math
 import random
 import secrets
 import time
@@ -268,8 +267,10 @@ class WebhookDispatcher:
         if not events:
             return
         hook = self._app.webhooks[index]
-        requests = (1 if in_flight else 0) + math.ceil(len(outbox) / EVENTS_PER_REQUEST[hook.format])
-        outbox.clear()
+        requests = 1 if in_flight else 0
+        while outbox:
+            _next_request(outbox, hook.format)
+            requests += 1
         self.dropped += events
         log.warning(
             "shutdown: dropped %d webhook event(s) in %d request(s) for %s: not delivered within the %g s grace",
