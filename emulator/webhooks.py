@@ -7,6 +7,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import os
 import random
 import secrets
 import time
@@ -199,13 +200,15 @@ class WebhookDispatcher:
                 if status is None:  # past the headers, the answer is in: only reading its body was cut short
                     log.warning("webhook to %s failed: no response within %g s", hook.url, timeout)
             except httpx.HTTPError as exc:
-                log.warning("webhook to %s failed: %s", hook.url, exc.__class__.__name__)
+                log.warning("webhook to %s failed: %s: %.300s", hook.url, exc.__class__.__name__, _first_cause(exc))
             except Exception as exc:  # httpx refusing the request itself: one failed attempt, not a dead sender
                 log.error("webhook to %s could not be sent: %s: %.200s", hook.url, exc.__class__.__name__, exc)
             if self._on_delivery is not None:
                 self._on_delivery(hook, status, events, attempt)
             if status is not None and 200 <= status < 300:
                 return
+            if status is not None:  # a 401 (a secret being rotated) or a redirect is seen at once, not in 5 minutes
+                log.warning("webhook to %s failed: answered %d", hook.url, status)
             if self._clock() + delay > deadline:
                 self.dropped += len(events)
                 # The last answer tells a receiver refusing the signature (401, a secret being rotated) from one down
@@ -280,6 +283,16 @@ class WebhookDispatcher:
             grace,
             extra={"app_id": self._app.app_id, "events": events, "requests": requests},
         )
+
+
+def _first_cause(error: BaseException) -> str:
+    """What first went wrong under an HTTP client's error, which tells a refused port from a name that does not
+    resolve or a failed TLS handshake (httpx says "All connection attempts failed" for the first)."""
+    while (under := error.__cause__ or error.__context__) is not None:
+        error = under
+    if isinstance(error, ConnectionError) and error.errno:  # "Connect call failed ('127.0.0.1', 1)" names no cause
+        return os.strerror(error.errno)
+    return str(error) or error.__class__.__name__
 
 
 def _next_request(outbox: collections.deque[WebhookEvent], webhook_format: str) -> list[WebhookEvent]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import socket
 
 import pusher  # type: ignore[import-untyped]
+import pytest
 
 from relay.emulator.config import App, Webhook
 from relay.protocol.signing import webhook_signature
@@ -130,3 +133,36 @@ async def test_receivers_that_never_answer_do_not_hold_up_another_webhook(
         for writer in held:
             writer.close()
         hung.close()
+
+
+async def test_each_failed_attempt_is_logged_with_what_went_wrong(
+    receiver: Receiver, start_emulator: StartEmulator, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused port, a name that does not resolve and a failed TLS handshake were all logged as 'failed:
+    ConnectError', and an answer that is not 2xx (a 401 from a mismatched secret, a redirect) not at all until its
+    events were dropped, 5 minutes later. Each attempt now says what happened."""
+    receiver.statuses.extend([401, 307])
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{unused.getsockname()[1]}/hook"
+    hooks = (Webhook(url=receiver.url), Webhook(url=refused), Webhook(url=f"https://{receiver.url[len('http://') :]}"))
+    emulator = await start_emulator(app=hooked_app(*hooks))
+    client = await connect(emulator)
+    caplog.set_level(logging.WARNING, "relay.emulator.webhooks")
+    await client.subscribed("room")
+    await receiver.wait_for(3, within=8.0)  # the 401, the 307 and the delivery
+
+    def failures(url: str) -> list[str]:
+        return [
+            record.getMessage() for record in caplog.records if record.getMessage().startswith(f"webhook to {url} ")
+        ]
+
+    await receiver.until(lambda: bool(failures(refused) and failures(hooks[2].url)), within=3.0)
+    assert failures(receiver.url) == [
+        f"webhook to {receiver.url} failed: answered 401",
+        f"webhook to {receiver.url} failed: answered 307",
+    ]
+    assert failures(refused)[0] == f"webhook to {refused} failed: ConnectError: Connection refused"
+    assert failures(hooks[2].url)[0].startswith(
+        f"webhook to {hooks[2].url} failed: ConnectError: [SSL: WRONG_VERSION_NUMBER]"
+    )
