@@ -54,14 +54,59 @@ class Published:
 
 @dataclass
 class MemoryStore:
+    """What was published and terminated, and the subscriptions a test made up, which the queries answer from."""
+
     published: list[Published] = field(default_factory=list)
     terminated_users: list[str] = field(default_factory=list)
+    # Per channel, its subscriptions' user ids (None off presence channels), one per connection, in order
+    subscriptions: dict[str, list[str | None]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def subscribe(self, channel: str, user_id: str | int | None = None) -> None:
+        """A client's subscription to ``channel``, which ``channel()``, ``channels()`` and ``presence_members()`` then
+        count: on a presence channel it is ``user_id``'s (a user subscribed twice, from two tabs, is one member), on
+        any other it has none."""
+        channel = validate_channel_name(channel, HOSTED_PUSHER_LIMITS)
+        if (classify(channel) is ChannelKind.PRESENCE) != (user_id is not None):
+            raise ValueError(
+                f"a subscription to {channel!r} needs a user id"
+                if user_id is None
+                else f"{channel!r} is not a presence channel: its subscriptions have no user id"
+            )
+        member = None if user_id is None else terminated_user(user_id)
+        with self.lock:
+            self.subscriptions.setdefault(channel, []).append(member)
+
+    def unsubscribe(self, channel: str, user_id: str | int | None = None) -> None:
+        """Ends one of the subscriptions :meth:`subscribe` made (``user_id``'s, on a presence channel)."""
+        member = None if user_id is None else terminated_user(user_id)
+        with self.lock:
+            subscribed = self.subscriptions.get(channel, [])
+            if member not in subscribed:
+                whose = "" if user_id is None else f" of user {member!r}"
+                raise ValueError(f"no subscription{whose} to {channel!r} to end")
+            subscribed.remove(member)
+            if not subscribed:
+                del self.subscriptions[channel]
 
     def clear(self) -> None:
         with self.lock:
             self.published.clear()
             self.terminated_users.clear()
+            self.subscriptions.clear()
+
+
+def _channel_info(store: MemoryStore, channel: str, *, user_count: bool) -> ChannelInfo:
+    """``channel`` as Pusher's API answers for it, from the store's subscriptions (its lock held)."""
+    members = store.subscriptions.get(channel, [])
+    return ChannelInfo(channel, bool(members), None, len(set(members)) if user_count else None)
+
+
+def _end_subscriptions_of(store: MemoryStore, user_id: str) -> None:
+    for channel, members in list(store.subscriptions.items()):
+        members[:] = [member for member in members if member != user_id]
+        if not members:
+            del store.subscriptions[channel]
 
 
 _stores: dict[str, MemoryStore] = {}
@@ -157,15 +202,36 @@ class MemoryAdapter:
     def channel(self, name: str) -> Call[ChannelInfo]:
         # What Pusher answers an app with subscription counting off (its default, and the emulator's): a presence
         # channel's member count, no subscription count.
-        empty = ChannelInfo(name, False, None, 0 if classify(name) is ChannelKind.PRESENCE else None)
-        return Call(None, lambda _: empty)
+        presence = classify(name) is ChannelKind.PRESENCE
+
+        def answer(_: HttpResponse | None) -> ChannelInfo:
+            with self.store.lock:
+                return _channel_info(self.store, name, user_count=presence)
+
+        return Call(None, answer)
 
     def channels(self, prefix: str) -> Call[dict[str, ChannelInfo]]:
-        return Call(None, lambda _: {})
+        user_count = prefix.startswith("presence-")  # as Pusher's answer has them: asked for presence channels only
+
+        def answer(_: HttpResponse | None) -> dict[str, ChannelInfo]:
+            with self.store.lock:
+                return {
+                    name: _channel_info(self.store, name, user_count=user_count)
+                    for name in self.store.subscriptions
+                    if name.startswith(prefix)
+                }
+
+        return Call(None, answer)
 
     def presence_members(self, channel: str) -> Call[list[PresenceMember]]:
         presence_channel(channel)
-        return Call(None, lambda _: [])
+
+        def answer(_: HttpResponse | None) -> list[PresenceMember]:
+            with self.store.lock:
+                members = self.store.subscriptions.get(channel, [])
+            return [PresenceMember(user_id) for user_id in dict.fromkeys(members) if user_id is not None]
+
+        return Call(None, answer)
 
     def send_to_user(self, user_id: str | int, event: str, payload: Payload) -> Call[None]:
         channel = user_channel(user_id, HOSTED_PUSHER_LIMITS)
@@ -183,6 +249,7 @@ class MemoryAdapter:
         def apply(_: HttpResponse | None) -> None:
             with self.store.lock:
                 self.store.terminated_users.append(terminated)
+                _end_subscriptions_of(self.store, terminated)  # its connections closed, its memberships end
 
         return Call(None, apply)
 

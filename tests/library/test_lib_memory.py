@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from libsupport import MakeRelay
+from libsupport import Emulator, MakeRelay, Subscribe, emulator_url
 
 import relay
 from relay import ChannelInfo, Event, PublishResult
@@ -150,3 +151,66 @@ async def test_memory_refuses_data_over_pusher_s_10_kb_as_the_emulator_does(make
             await call()
         assert (refused.value.message, refused.value.http_status) == (message, 413)
     assert store.published == []
+
+
+# -- subscriptions a test makes up ----------------------------------------------------------------------------------
+
+
+async def test_made_up_subscriptions_are_answered_as_the_emulator_answers_real_ones(
+    emulator: Emulator, make_relay: MakeRelay, subscriber: Subscribe
+) -> None:
+    """Memory answered every channel unoccupied and every presence channel empty, so code that branches on who is
+    online could not be tested without monkeypatching. ``store.subscribe`` makes up the subscriptions real clients
+    would make: the queries then answer as the emulator answers for those clients."""
+    real = make_relay(emulator_url(emulator))
+    for user in ("alice", "alice", "bob"):  # alice in two tabs: two connections, one member
+        member = await subscriber(emulator)
+        await member.subscribe("presence-room", await real.authorize_channel(member.socket_id, "presence-room", user))
+    for channel in ("lobby", "private-inbox"):
+        client = await subscriber(emulator)
+        auth = await real.authorize_channel(client.socket_id, channel) if channel.startswith("private-") else None
+        await client.subscribe(channel, auth)
+
+    store = fresh_store("made-up")
+    for channel, user in [("presence-room", "alice"), ("presence-room", "alice"), ("presence-room", "bob")]:
+        store.subscribe(channel, user)
+    store.subscribe("lobby")
+    store.subscribe("private-inbox")
+    memory = make_relay("memory://made-up")
+
+    async def answers(client: Any) -> list[object]:
+        members = sorted(member.user_id for member in await client.presence_members("presence-room"))
+        queries = [client.channel(name) for name in ("presence-room", "presence-none", "lobby", "empty")]
+        listings = [client.channels(prefix) for prefix in ("", "presence-", "priv", "x")]
+        return [members, *[await query for query in queries], *[await listing for listing in listings]]
+
+    expected = await answers(real)
+    assert expected[:2] == [["alice", "bob"], ChannelInfo("presence-room", True, None, 2)]
+    assert await answers(memory) == expected
+
+    store.unsubscribe("presence-room", "alice")  # one of her tabs closed: still a member
+    assert [member.user_id for member in await memory.presence_members("presence-room")] == ["alice", "bob"]
+    await memory.terminate_user_connections("alice")  # her other connection closed
+    assert [member.user_id for member in await memory.presence_members("presence-room")] == ["bob"]
+    store.unsubscribe("lobby")
+    assert await memory.channel("lobby") == ChannelInfo("lobby", False, None, None)
+    store.clear()
+    assert await memory.channels() == {}
+
+
+def test_made_up_subscriptions_are_checked_as_a_subscription_is() -> None:
+    store = fresh_store("made-up-refusals")
+    with pytest.raises(ValueError, match=r"^a subscription to 'presence-room' needs a user id$"):
+        store.subscribe("presence-room")
+    with pytest.raises(ValueError, match=r"^'lobby' is not a presence channel: its subscriptions have no user id$"):
+        store.subscribe("lobby", "alice")
+    with pytest.raises(InvalidChannelName, match="the limit is 164"):
+        store.subscribe("a" * 165)
+    with pytest.raises(InvalidChannelName, match="user id"):
+        store.subscribe("presence-room", "")
+    with pytest.raises(ValueError, match=r"^no subscription of user 'bob' to 'presence-room' to end$"):
+        store.unsubscribe("presence-room", "bob")
+    with pytest.raises(ValueError, match=r"^no subscription to 'lobby' to end$"):
+        store.unsubscribe("lobby")
+    store.subscribe("presence-room", 42)  # an int id, as its digits, as a signed-in user's
+    assert store.subscriptions == {"presence-room": ["42"]}
