@@ -25,7 +25,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "adapters")) and os
     __path__.append(_checkout)
 
 # The imports below need the path above.
-from relay.client import AsyncRelay, MirrorError, Relay, UserLike  # noqa: E402
+from relay.client import AsyncRelay, MirrorError, Relay, UserLike, WebhookHeaders  # noqa: E402
 from relay.errors import RelayError, UnsupportedCapability  # noqa: E402
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent  # noqa: E402
 
@@ -128,7 +128,7 @@ def authenticate_user(socket_id: str, user: UserLike) -> dict[str, Any]:
     return default_client().authenticate_user(socket_id, user)
 
 
-def verify_webhook(headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
+def verify_webhook(headers: WebhookHeaders, body: bytes | str) -> list[WebhookEvent]:
     """Check a webhook's signature and return its events. ``body`` is the raw body received: bytes, or the str they
     decode to."""
     return default_client().verify_webhook(headers, body)

@@ -43,6 +43,9 @@ R = TypeVar("R")  # what one operation returns, once its calls on one provider a
 # request that carries the token.
 MAX_TOKEN_CHANNELS = 100
 UserLike = User | Mapping[str, Any] | str | int
+# A request's headers as web frameworks give them: a mapping (Starlette, Django, a dict) or what lists its
+# (name, value) pairs (Flask's werkzeug Headers, an ASGI scope's raw pairs of bytes)
+WebhookHeaders = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
 
 
 class Mode(enum.Enum):
@@ -414,7 +417,7 @@ class _BaseRelay:
         self._ops.require(self.adapter, Capability.USER_AUTH)
         return self.adapter.authenticate_user(self.adapter.check_socket_id(socket_id), User.coerce(user))
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
+    def verify_webhook(self, headers: WebhookHeaders, body: bytes | str) -> list[WebhookEvent]:
         """Check a webhook's signature and return its events in one model for every provider. ``body`` is the raw
         body received: bytes, or the str they decode to."""
         return _verify_webhook(self._ops, headers, body)
@@ -691,19 +694,39 @@ class AsyncRelay(_BaseRelay):
         return await self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
 
 
-def _verify_webhook(ops: _Operations, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
+def _verify_webhook(ops: _Operations, headers: WebhookHeaders, body: bytes | str) -> list[WebhookEvent]:
     """Any configured provider may be the sender (during a migration both are). When none verifies the webhook, the
     error is the one of the provider it claims to come from: whose signature headers it has, and whose key."""
+    received = _header_values(headers)
     failures: list[tuple[Adapter, RelayError]] = []
     for route in ops.routes:
         try:
-            return route.adapter.verify_webhook(headers, body)
+            return route.adapter.verify_webhook(received, body)
         except RelayError as error:
             failures.append((route.adapter, error))
-    named = {name.lower() for name in headers}
+    named = set(received)
     claimed = [(adapter, error) for adapter, error in failures if named & adapter.webhook_headers] or failures
     # A key that is not this provider's says only that the webhook is another's
     raise next((error for _, error in claimed if not isinstance(error, UnknownKey)), claimed[0][1])
+
+
+def _header_values(headers: object) -> dict[str, str]:
+    """``headers`` by lower-case name (HTTP's names are case-insensitive); bytes, as an ASGI scope has them, decoded
+    as HTTP's latin-1."""
+    items = getattr(headers, "items", None)
+    pairs = items() if callable(items) else headers
+    if isinstance(pairs, str | bytes) or not isinstance(pairs, Iterable):
+        raise ProtocolError(
+            "headers must be the request's headers: a mapping of names to values, or (name, value) pairs, "
+            f"not {type(headers).__name__}"
+        )
+    received: dict[str, str] = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(p, str | bytes) for p in pair)):
+            raise ProtocolError(f"a header must be a (name, value) pair of str (or bytes), not {pair!r:.100}")
+        name, value = (part.decode("latin-1") if isinstance(part, bytes) else part for part in pair)
+        received[name.lower()] = value
+    return received
 
 
 def _merge(parts: list[PublishResult]) -> PublishResult:

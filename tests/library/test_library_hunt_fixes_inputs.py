@@ -31,6 +31,7 @@ from relay.errors import (
     StaleTimestamp,
     UnknownKey,
 )
+from relay.testing import signed_webhook
 from tests.conftest import RunningEmulator
 
 PUSHER_KEY, PUSHER_SECRET = "app-key", "app-secret"
@@ -441,3 +442,26 @@ def test_webhook_events_are_read_alike_from_both_providers(url: str) -> None:
                 {"name": "member_added", "channel": "presence-room", "user_id": {"id": 1}},
             ],
         )
+
+
+def test_webhook_headers_are_taken_as_every_web_framework_gives_them() -> None:
+    """Flask's request.headers (werkzeug's Headers) lists (name, value) pairs: a webhook with a wrong signature was
+    an AttributeError (a 500) rather than InvalidSignature, and None an AttributeError too. Mappings, werkzeug's
+    Headers and an ASGI scope's raw pairs of bytes are all read, by name in any case."""
+    from werkzeug.datastructures import Headers
+
+    client = Relay.from_url("memory://webhook-headers")
+    headers, body = signed_webhook([{"name": "channel_occupied", "channel": "orders"}], client=client)
+    raw_pairs = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    for given in (headers, Headers(list(headers.items())), raw_pairs, {n.upper(): v for n, v in headers.items()}):
+        assert [(event.kind, event.channel) for event in client.verify_webhook(given, body)] == [
+            ("channel_occupied", "orders")
+        ]
+    forged = Headers([*headers.items()])
+    forged["X-Pusher-Signature"] = "0" * 64
+    with pytest.raises(InvalidSignature):
+        client.verify_webhook(forged, body)
+    with pytest.raises(ProtocolError, match=r"^headers must be the request's headers: .*, not NoneType$"):
+        client.verify_webhook(None, body)  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match=r"^a header must be a \(name, value\) pair of str \(or bytes\), not"):
+        client.verify_webhook({"X-Pusher-Key": None}, body)  # type: ignore[dict-item]
