@@ -46,6 +46,9 @@ MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 
 MODES = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
 
 MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's default limit, A.3)
+# The messages (or presence messages) one publish carries: empty ones weigh nothing against the size limit, and
+# 100,000 of them in one request held the event loop for a second and pushed every other channel out of history
+MAX_MESSAGES_PER_PUBLISH = 1_000
 MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- channels use the app's Pusher limit
 IDEMPOTENCY_WINDOW_MS = 120_000
 RESERVED_NAME_PREFIXES = ("pusher:", "pusher_internal:")
@@ -179,6 +182,12 @@ def decoded_data(data: object, encoding: str | None, where: str) -> tuple[str | 
             raise AblyError(40013, f"{where}: data is not valid base64 although its encoding says so") from None
         encoding = encoding.rpartition("/")[0] or None
     return data, encoding
+
+
+def check_message_count(count: int, where: str) -> None:
+    """At most MAX_MESSAGES_PER_PUBLISH in one publish, checked before any of them is read."""
+    if count > MAX_MESSAGES_PER_PUBLISH:
+        raise AblyError(40000, f"{where}: {count} messages; the maximum is {MAX_MESSAGES_PER_PUBLISH}")
 
 
 def check_messages(

@@ -49,6 +49,7 @@ from relay.emulator.ably_hub import (
     Attachment,
     Delivered,
     Outbound,
+    check_message_count,
     check_messages,
     decode_body,
     decoded_data,
@@ -668,6 +669,7 @@ class AblySession(ForeignPeer):
         count = len(items) if isinstance(items, list) and items else 1
         now = self._clock()
         try:
+            check_message_count(count, "messages" if action == MESSAGE else "presence")
             if self._inbound.retry_after(now, count) is not None:  # before anything else is read
                 raise AblyError(
                     42911, "max per-connection publish rate limit exceeded (nonfatal): unable to publish message", 429

@@ -20,6 +20,7 @@ from relay.emulator.ably_hub import (
     AblyApp,
     Message,
     check_channel_name,
+    check_message_count,
     check_messages,
     decode_body,
     encode_json,
@@ -37,7 +38,6 @@ from relay.protocol.ably import allows, is_whole_number
 log = logging.getLogger("relay.emulator")
 MSGPACK = "application/x-msgpack"
 MAX_BATCH_CHANNELS = 100
-MAX_BATCH_MESSAGES = 1_000
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1_000
 ROOTS = frozenset({"time", "keys", "channels", "messages", "presence", "stats", "push"})
@@ -240,6 +240,7 @@ class AblyRest:
         raw = body if isinstance(body, list) else [body]
         if not raw:
             raise AblyError(40000, "Publish at least one message")
+        check_message_count(len(raw), "messages")
         messages = [parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
         check_messages(messages, credentials, "messages")
         connection_id, exclude = _publishing_connection(app, messages)
@@ -417,8 +418,7 @@ def _batch_spec(spec: object, index: int, credentials: Credentials) -> tuple[lis
     raw = [raw] if isinstance(raw, dict) else raw
     if not isinstance(raw, list) or not raw:
         raise AblyError(40000, f"{where}: messages is a message or a non-empty array of them")
-    if len(raw) > MAX_BATCH_MESSAGES:
-        raise AblyError(40000, f"{where}: {len(raw)} messages; the maximum is {MAX_BATCH_MESSAGES}")
+    check_message_count(len(raw), f"{where}.messages")
     messages = [parse_message(item, f"{where}.messages[{i}]") for i, item in enumerate(raw)]
     check_messages(messages, credentials, f"{where}.messages")
     return channels, messages

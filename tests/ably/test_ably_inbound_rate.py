@@ -8,12 +8,27 @@ ProtocolMessages and how fast they are sent."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from typing import Any
 
+import httpx
 import pytest
-from ablysupport import ACK, ATTACH, DETACH, ERROR, HEARTBEAT, MESSAGE, NACK, PRESENCE, AblyWire, PusherWire, ably_wire
+from ablysupport import (
+    ACK,
+    API_KEY,
+    ATTACH,
+    DETACH,
+    ERROR,
+    HEARTBEAT,
+    MESSAGE,
+    NACK,
+    PRESENCE,
+    AblyWire,
+    PusherWire,
+    ably_wire,
+)
 from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.ably_realtime import MAX_INBOUND_RATE, MAX_PROTOCOL_MESSAGE_RATE, AblySession
@@ -220,3 +235,44 @@ async def test_a_flood_of_protocol_messages_closes_that_connection_with_42924_an
     await publisher.publish("room", *named("still served"))
     assert (await publisher.expect(ACK))["action"] == ACK
     assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == ["still served"]
+
+
+async def test_a_publish_of_more_than_1000_messages_is_refused_whole_and_the_connection_stays(
+    ably_emulator: RunningEmulator, wires: Wires
+) -> None:
+    """Empty messages weigh nothing against the 64 KiB limit and the bucket lets one publish of any size through:
+    a MESSAGE of 100,000 ``{}`` was ACKed after a second with the event loop held, reached the subscriber as one
+    100,000-item MESSAGE and pushed other channels out of history. Over 1,000 messages (or presence items) a publish
+    is NACKed 40000 before any is read; the connection goes on."""
+    subscriber = await ably_wire(ably_emulator)
+    publisher = await ably_wire(ably_emulator)
+    wires.extend((subscriber, publisher))
+    await subscriber.attach("room")
+    await publisher.attach("room", flags=PUBLISH_MODE | PRESENCE_MODE)
+    hold_clock(ably_emulator, publisher)
+
+    flood = await publisher.publish("room", *([{}] * 1001))
+    entering = await publisher.presence("room", *({"action": ENTER, "clientId": f"c{i}"} for i in range(1001)))
+    after = await publisher.publish("room", *named("after"))
+    refused, refused_presence, acked = await replies(publisher, 3)
+    for reply, serial, what in ((refused, flood, "messages"), (refused_presence, entering, "presence")):
+        assert (reply["action"], reply["msgSerial"]) == (NACK, serial), reply
+        assert (reply["error"]["code"], reply["error"]["statusCode"]) == (40000, 400)
+        assert reply["error"]["message"] == f"{what}: 1001 messages; the maximum is 1000"
+    assert (acked["action"], acked["msgSerial"]) == (ACK, after)
+    assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == ["after"]
+
+
+async def test_a_rest_publish_of_more_than_1000_messages_is_refused(ably_emulator: RunningEmulator) -> None:
+    basic = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
+    async with httpx.AsyncClient(base_url=ably_emulator.http_url, headers=basic) as http:
+        refused = await http.post("/channels/flood/messages", json=[{}] * 1001)
+        batch = await http.post("/messages", json=[{"channels": "flood", "messages": [{}] * 1001}])
+        accepted = await http.post("/channels/flood/messages", json=[{"name": "n"}] * 1000)
+        history = await http.get("/channels/flood/messages", params={"limit": 1000})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "messages: 1001 messages; the maximum is 1000"
+    assert batch.status_code == 400
+    assert batch.json()["error"]["message"] == "batch[0].messages: 1001 messages; the maximum is 1000"
+    assert accepted.status_code == 201
+    assert len(history.json()) == 1000  # only the accepted publish
