@@ -255,8 +255,8 @@ class AblySession(ForeignPeer):
         self._send(self._connected())
 
     def connection_lost(self, link: ResumableLink | None = None) -> None:
-        """The socket closed. A connection neither side closed (no CLOSE or DISCONNECT from the client, no ERROR or
-        DISCONNECTED from the server) is held for a resume; any other is released (its members leave). ``link``: the
+        """The socket closed. A connection neither side closed (no CLOSE from the client, no ERROR or DISCONNECTED
+        that ends it from the server) is held for a resume; any other is released (its members leave). ``link``: the
         socket that closed, ignored when the session has moved off it."""
         if self._released or self._held_at is not None or (link is not None and link is not self._link):
             return
@@ -358,10 +358,11 @@ class AblySession(ForeignPeer):
         self.closed = True
         self._link.close(1000, error.message)
 
-    def _drop_socket(self, error: AblyError) -> None:
-        """DISCONNECTED and close the socket, the connection held for the client's resume from then on."""
-        self._send({"action": DISCONNECTED, "error": error.body()})
-        self._link.close(1000, error.message)
+    def _drop_socket(self, error: AblyError | None) -> None:
+        """DISCONNECTED (with ``error``, the server's reason; None when the client asked) and close the socket, the
+        connection held for the client's resume from then on."""
+        self._send({"action": DISCONNECTED} if error is None else {"action": DISCONNECTED, "error": error.body()})
+        self._link.close(1000, "disconnected by the client" if error is None else error.message)
         self._hold()
 
     def check_liveness(self, now: float) -> None:
@@ -517,9 +518,8 @@ class AblySession(ForeignPeer):
             self._send({"action": CLOSED})
             self.closed = True
             self._link.close(1000, "closed by the client")
-        elif action == DISCONNECT:
-            self.closed = True
-            self._link.close(1000, "disconnected by the client")
+        elif action == DISCONNECT:  # the client gives up on this socket, not on the connection (ably-js's idle timer)
+            self._drop_socket(None)
         elif action == AUTH:
             self._reauthorize(message)
         elif _is_serial(message.get("msgSerial")):  # OBJECT, ANNOTATION, …: refused, the connection stays

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pusher
+import pytest
 from ably import AblyRealtime  # type: ignore[import-untyped]
 
 from relay.emulator.ably import AblyNode
@@ -31,7 +32,7 @@ from tests.ably.test_ably_hub import Hub, Link, send
 from tests.conftest import RunningEmulator
 
 ACK, ATTACH, ATTACHED, PRESENCE, MESSAGE, SYNC = 1, 10, 11, 14, 15, 16
-CONNECTED, DISCONNECTED, CLOSE = 4, 6, 7
+CONNECTED, DISCONNECT, DISCONNECTED, CLOSE = 4, 5, 6, 7
 RESUMED, HAS_PRESENCE = 4, 1
 PRESENCE_MODE, PUBLISH_MODE, SUBSCRIBE_MODE = 1 << 16, 1 << 17, 1 << 18
 ENTER, LEAVE = 2, 3
@@ -390,12 +391,15 @@ def test_a_server_end_releases_the_held_connection() -> None:
 # -- over a real socket --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("gone", ["network drop", "client's DISCONNECT"])
 async def test_a_client_resuming_with_its_connection_key_gets_what_it_missed(
-    ably_emulator: RunningEmulator, wires: list[AblyWire | PusherWire]
+    ably_emulator: RunningEmulator, wires: list[AblyWire | PusherWire], gone: str
 ) -> None:
     """The wire as an SDK sees it: ``resume=`` with the connection key gives the same connection id without an
     error, and the channel's re-attach is RESUMED, followed by the messages of both protocols published meanwhile,
-    in order; the member never left."""
+    in order; the member never left. The socket goes with the network, or with the client's DISCONNECT (ably-js's,
+    when it hears nothing for 25 s: a laptop waking from sleep), which keeps the connection: it was taken as CLOSE,
+    the member left and the resume found nothing (80008), what was published meanwhile lost."""
     phone = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=phone")
     watcher = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=watcher")
     wires += [phone, watcher]
@@ -404,7 +408,13 @@ async def test_a_client_resuming_with_its_connection_key_gets_what_it_missed(
     await phone.presence("room", {"action": ENTER})
     last_taken = (await phone.expect(PRESENCE))["channelSerial"]  # its own ENTER, the last it took in
     assert (await watcher.expect(PRESENCE))["presence"][0]["action"] == ENTER
-    phone.ws.transport.abort()  # the network goes: no CLOSE, no close frame
+    if gone == "network drop":
+        phone.ws.transport.abort()  # no CLOSE, no close frame
+    else:
+        await phone.send({"action": DISCONNECT})
+        while (frame := await phone.recv())["action"] != DISCONNECTED:  # its ENTER's ACK first
+            pass
+        assert frame == {"action": DISCONNECTED}
     await asyncio.sleep(0.1)
 
     await watcher.publish("room", {"name": "tick", "data": "1"})
