@@ -315,12 +315,11 @@ class AblyRest:
             until=until,
             after=_history_cursor(query.get("cursor")),
         )
-        if more:
-            params = {"start": str(start), "end": str(end), "direction": direction, "limit": str(limit)}
-            if until is not None:
-                params[serial_param] = query[serial_param]
-            last = found[-1]
-            _link_next(request, "history" if presence else "messages", {**params, "cursor": cursor_text(last)})
+        params = {"start": str(start), "end": str(end), "direction": direction, "limit": str(limit)}
+        if until is not None:
+            params[serial_param] = query[serial_param]
+        next_cursor = cursor_text(found[-1]) if more else None
+        _link_pages(request, "history" if presence else "messages", params, next_cursor)
         app.state.meter.history_read(len(found))
         return 200, [message.item() for message in found]
 
@@ -438,21 +437,30 @@ def _page(
     request: _Request, resource: str, items: Sequence[T], key: Callable[[T], str], limit: int, params: Mapping[str, str]
 ) -> list[T]:
     """One page of ``items`` in ``key`` order: those after the request's ``cursor`` (the key of the last item of the
-    page before), at most ``limit``; when more follow, a next link (:func:`_link_next`) with ``params``, the limit and
-    the cursor. A cursor, not an offset: an item added or removed between pages does not shift the next page
-    (reference §A.8)."""
+    page before), at most ``limit``; with the links to pages (:func:`_link_pages`) of ``params`` and the limit. A
+    cursor, not an offset: an item added or removed between pages does not shift the next page (reference §A.8)."""
     cursor = request.query.get("cursor", "")
     after = sorted((item for item in items if key(item) > cursor), key=key)
     page = after[:limit]
-    if len(after) > limit:
-        _link_next(request, resource, {**params, "limit": str(limit), "cursor": key(page[-1])})
+    next_cursor = key(page[-1]) if len(after) > limit else None
+    _link_pages(request, resource, {**params, "limit": str(limit)}, next_cursor)
     return page
 
 
-def _link_next(request: _Request, resource: str, params: Mapping[str, str]) -> None:
-    """The answer's ``Link: rel="next"`` to ``./{resource}?{params}``: the relative form ably-js follows and
-    ably-python joins to the request URL (reference §A.1)."""
-    request.link = f'<./{resource}?{urlencode(params, quote_via=quote)}>; rel="next"'  # quote: no "+", for ably-js
+def _link_pages(request: _Request, resource: str, params: Mapping[str, str], next_cursor: str | None) -> None:
+    """The answer's ``Link`` header, as Ably's: ``rel="first"`` (``params`` alone), ``rel="current"`` (this page
+    again: the request's cursor) and, when more follow, ``rel="next"`` (``next_cursor``), each to
+    ``./{resource}?{query}``, the relative form ably-js follows and ably-python joins to the request URL (reference
+    §A.1). The SDKs' ``first()`` and ``current()`` follow the first two."""
+
+    def link(query: Mapping[str, str], rel: str) -> str:
+        return f'<./{resource}?{urlencode(query, quote_via=quote)}>; rel="{rel}"'  # quote: no "+" nor ",", for ably-js
+
+    cursor = request.query.get("cursor")
+    links = [link(params, "first"), link({**params, "cursor": cursor} if cursor else params, "current")]
+    if next_cursor is not None:
+        links.append(link({**params, "cursor": next_cursor}, "next"))
+    request.link = ", ".join(links)
 
 
 def _milliseconds(query: Mapping[str, str], name: str, default: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -106,6 +107,20 @@ class AblyWire:
         except ConnectionClosed:
             pass
         return seen
+
+
+PAGE_LINK = re.compile(r'<(\./\w+\?[^>,]+)>; rel="(first|current|next)"')
+
+
+def page_links(link_header: str | None) -> dict[str, str]:
+    """A paginated answer's ``Link`` header by ``rel``: Ably's ``first``, ``current`` and (more to come) ``next``,
+    each in the only form ably-js follows (``./name?query``), separated by ", "."""
+    if link_header is None:
+        return {}
+    links = link_header.split(", ")
+    matches = [PAGE_LINK.fullmatch(link) for link in links]
+    assert all(matches), link_header
+    return {match.group(2): match.group(1) for match in matches if match is not None}
 
 
 async def open_wire(

@@ -29,6 +29,7 @@ from ablysupport import (
     ably_wire,
     connected,
     jwt_token,
+    page_links,
     run_node,
 )
 
@@ -343,12 +344,18 @@ async def test_the_link_header_carries_the_query_and_the_next_page_is_stable(htt
         await publish(http, "room", {"name": f"m{number}", "data": "x"})
     first = await http.get("/channels/room/messages?limit=2&fromSerial=ffffffffffffffff", headers=BASIC)
     assert first.status_code == 200 and names(first.json()) == ["m2", "m1"]
-    link = first.headers["link"]
-    assert link.startswith("<./messages?start=0&end=") and link.endswith('>; rel="next"')
+    links = page_links(first.headers["link"])
+    link = links["next"]
+    assert link.startswith("./messages?start=0&end=")
     assert "&direction=backwards&limit=2&fromSerial=ffffffffffffffff&cursor=" in link
+    assert links["first"] == links["current"] == link[: link.index("&cursor=")]
     await publish(http, "room", {"name": "later", "data": "x"})
-    following = await http.get(f"/channels/room/{link[3 : link.index('>')]}", headers=BASIC)
-    assert names(following.json()) == ["m0"] and "link" not in following.headers
+    following = await http.get(f"/channels/room/{link.removeprefix('./')}", headers=BASIC)
+    assert names(following.json()) == ["m0"]
+    last_links = page_links(following.headers["link"])  # the last page: no next, and first() walks back to the top
+    assert "next" not in last_links and last_links["first"] == links["first"] and last_links["current"] == link
+    again = await http.get(f"/channels/room/{last_links['first'].removeprefix('./')}", headers=BASIC)
+    assert names(again.json()) == ["m2", "m1"]
 
 
 async def test_a_start_ahead_of_the_emulators_clock_is_an_empty_answer(http: httpx.AsyncClient) -> None:

@@ -200,3 +200,17 @@ async def test_realtime_bad_key_fails_with_ably_error(clients: Made) -> None:
     failing = clients("realtime", key=f"{KEY_NAME}:wrong")
     state_change = await asyncio.wait_for(failing.connection.once_async("failed"), 5)
     assert state_change.reason.code == 40101
+
+
+async def test_rest_history_pages_go_first_and_current_as_well_as_next(clients: Made) -> None:
+    """Answers linked only the next page: ably-python's ``first()`` gave None (an AttributeError on ``.items``), and
+    ably-js's rejected with 40400 "No link to the first page of results". Every page links its first, itself
+    (``current()`` in ably-js) and any next."""
+    channel = clients("rest").channels.get("paged")
+    await channel.publish([Message(f"m{number}", "x") for number in range(5)])
+    top = await channel.history(limit=2)
+    second = await top.next()
+    third = await second.next()
+    assert [[m.name for m in page.items] for page in (top, second, third)] == [["m4", "m3"], ["m2", "m1"], ["m0"]]
+    assert not third.has_next() and third.is_last()
+    assert [m.name for m in (await third.first()).items] == ["m4", "m3"]
