@@ -120,7 +120,7 @@ def authorize_channel(socket_id: str, channel: str, user: UserLike | None = None
     return default_client().authorize_channel(socket_id, channel, user)
 
 
-def authorize_channels(channels: Sequence[str], user: UserLike | None = None) -> dict[str, Any]:
+def authorize_channels(channels: Iterable[str], user: UserLike | None = None) -> dict[str, Any]:
     return default_client().authorize_channels(channels, user)
 
 

@@ -397,18 +397,20 @@ class _BaseRelay:
             None if user is None else User.coerce(user),
         )
 
-    def authorize_channels(self, channels: Sequence[str], user: UserLike | None = None) -> dict[str, Any]:
+    def authorize_channels(self, channels: Iterable[str], user: UserLike | None = None) -> dict[str, Any]:
         """An Ably TokenRequest for all of ``channels``, so one ably-js client, one connection, serves them. Ably
         only: pusher-js authorizes each channel on its own (:meth:`authorize_channel`)."""
         names = self.token_channels(channels)
         return self.adapter.authorize_channels(names, None if user is None else User.coerce(user))
 
-    def token_channels(self, channels: Sequence[str]) -> list[str]:
+    def token_channels(self, channels: Iterable[str]) -> list[str]:
         """``channels`` as :meth:`authorize_channels` takes them: 1 to MAX_TOKEN_CHANNELS valid names, each once.
         Raises UnsupportedCapability off Ably, before anything else is checked."""
         self._ops.require(self.adapter, Capability.CHANNELS_TOKEN)
-        if isinstance(channels, str):  # a str is a sequence of one-character channel names
-            raise ProtocolError("channels must be a list of channel names, not a str")
+        # A str is a sequence of one-character channel names; any other iterable is taken, as publish() takes it
+        if isinstance(channels, str | bytes) or not isinstance(channels, Iterable):
+            raise ProtocolError(f"channels must be a list of channel names, not {type(channels).__name__}")
+        channels = list(channels)
         if not 1 <= len(channels) <= MAX_TOKEN_CHANNELS:
             raise ProtocolError(f"a token is asked for 1 to {MAX_TOKEN_CHANNELS} channels, not {len(channels)}")
         return list(dict.fromkeys(self.adapter.check_channel(channel) for channel in channels))

@@ -631,6 +631,8 @@ async def test_authorize_channels_signs_one_token_for_every_channel_with_its_kin
     assert ably_oracle_accepts(token_request)
     one = await relay.authorize_channels(["private-orders"])
     assert "clientId" not in one and parse_capability(one["capability"]) == {"private-orders": ["publish", "subscribe"]}
+    generated = await relay.authorize_channels(name for name in ("private-orders",))  # any iterable, as publish()
+    assert parse_capability(generated["capability"]) == parse_capability(one["capability"])
 
 
 @pytest.mark.parametrize(
@@ -638,13 +640,14 @@ async def test_authorize_channels_signs_one_token_for_every_channel_with_its_kin
     [
         ([], None, ProtocolError, "a token is asked for 1 to 100 channels, not 0"),
         ([f"c-{n}" for n in range(101)], None, ProtocolError, "a token is asked for 1 to 100 channels, not 101"),
-        ("private-orders", None, ProtocolError, "channels must be a list of channel names, not a str"),
+        ("private-orders", None, ProtocolError, "channels must be a list of channel names, not str"),
+        (None, None, ProtocolError, "channels must be a list of channel names, not NoneType"),
         (["news", ":orders"], None, InvalidChannelName, "':orders': must not start with ':'"),
         (["news", "chat:*"], None, InvalidChannelName, "in a token's capability '\\*' is a wildcard"),
         (["news", "presence-room"], None, ProtocolError, "'presence-room' is a presence channel: authorize it"),
         (["news"], {"id": "*"}, ProtocolError, "user id '\\*' cannot be authorized on Ably"),
     ],
-    ids=["none", "over-100", "a-str", "bad-name", "wildcard", "presence-without-user", "wildcard-user"],
+    ids=["none", "over-100", "a-str", "None", "bad-name", "wildcard", "presence-without-user", "wildcard-user"],
 )
 async def test_authorize_channels_refuses_what_it_cannot_sign(
     make_relay: MakeRelay, channels: Any, user: Any, error: type[Exception], message: str
