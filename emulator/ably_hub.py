@@ -565,6 +565,7 @@ class AblyApp:
         # 5 ms a publish at 15,000 of them, the SDKs' and the library's REST publishes all being idempotent).
         self._published_order: deque[tuple[int, tuple[str, tuple[str, ...]]]] = deque()
         self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
+        self._first_serial: int | None = None
         self.history = MessageHistory(
             round(state.app.ably_history_seconds * 1000), persist_last=state.app.ably_persist_last_message
         )
@@ -584,7 +585,15 @@ class AblyApp:
 
     def next_serial(self) -> int:
         self.last_serial = serial = next(self._serials)
+        if self._first_serial is None:
+            self._first_serial = serial
         return serial
+
+    def gave_serial(self, serial: int) -> bool:
+        """Whether ``serial`` is one this node's app gave (an ATTACHED's channelSerial: 0 before any), not another
+        node's or an earlier run's: each node counts from a random start, so another's cuts nothing here."""
+        first = self._first_serial
+        return serial == 0 or (first is not None and first <= serial <= self.last_serial)
 
     # -- publishing -------------------------------------------------------------------------------------------
 

@@ -305,6 +305,14 @@ class AblyRest:
         until = _serial(query.get(serial_param))
         if until is not None and direction == "forwards":
             raise AblyError(40003, "untilAttach (from_serial) needs direction=backwards")
+        if until is not None and not app.gave_serial(until):
+            # Compared with this node's serials, another node's cut nothing or everything, silently
+            raise AblyError(
+                40003,
+                f"{serial_param} {query[serial_param]!r} is not a channelSerial this node sent: untilAttach is "
+                "answered by the node the channel was attached on (in a cluster, another node's, or a restarted "
+                "node's, cuts nothing here)",
+            )
         found, more = (app.presence_history if presence else app.history).page(
             name,
             request.now_ms,

@@ -181,6 +181,10 @@ async def test_history_and_rewind_hold_every_node_s_ably_publishes(
         assert (await reader.expect(MESSAGE))["messages"][0]["name"] == "later"
         cut = f"?from_serial={attached['channelSerial']}"
         assert await names(far, cut) == ["shipped", "packed", "placed"]
+        # The other node counts serials from elsewhere: compared with its own, the cut was nothing or everything
+        elsewhere = await near.get(f"/channels/order-9/messages{cut}", headers=BASIC)
+        assert (elsewhere.status_code, elsewhere.json()["error"]["code"]) == (400, 40003)
+        assert "is not a channelSerial this node sent" in elsewhere.json()["error"]["message"]
         assert (await names(far))[0] == "later"
 
         # Publishes at the same moment on both nodes have distinct ids (each node counts its own serials), and a

@@ -337,17 +337,21 @@ async def test_ably_js_history_pages_and_rewind(ably_emulator: RunningEmulator) 
 # -- REST, on the wire ---------------------------------------------------------------------------------------------
 
 
-async def test_the_link_header_carries_the_query_and_the_next_page_is_stable(http: httpx.AsyncClient) -> None:
+async def test_the_link_header_carries_the_query_and_the_next_page_is_stable(
+    http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[AblyWire]
+) -> None:
     """A next link is relative, keeps the bounds (``end`` pinned to the first request's time, so what is published
     meanwhile stays out of a backwards walk) and the untilAttach serial, under the name the client sent."""
     for number in range(3):
         await publish(http, "room", {"name": f"m{number}", "data": "x"})
-    first = await http.get("/channels/room/messages?limit=2&fromSerial=ffffffffffffffff", headers=BASIC)
+    wires.append(attached := await ably_wire(ably_emulator))
+    serial = (await attached.attach("room"))["channelSerial"]
+    first = await http.get(f"/channels/room/messages?limit=2&fromSerial={serial}", headers=BASIC)
     assert first.status_code == 200 and names(first.json()) == ["m2", "m1"]
     links = page_links(first.headers["link"])
     link = links["next"]
     assert link.startswith("./messages?start=0&end=")
-    assert "&direction=backwards&limit=2&fromSerial=ffffffffffffffff&cursor=" in link
+    assert f"&direction=backwards&limit=2&fromSerial={serial}&cursor=" in link
     assert links["first"] == links["current"] == link[: link.index("&cursor=")]
     await publish(http, "room", {"name": "later", "data": "x"})
     following = await http.get(f"/channels/room/{link.removeprefix('./')}", headers=BASIC)
@@ -378,6 +382,14 @@ async def test_a_start_ahead_of_the_emulators_clock_is_an_empty_answer(http: htt
         ("start=20&end=10", "start must not be later than end"),
         ("from_serial=s0", "from_serial 's0' is not a channelSerial this emulator sent"),
         ("from_serial=00000000000000ff&direction=forwards", "untilAttach (from_serial) needs direction=backwards"),
+        *(  # another node's (each counts from a random start), or a restarted one's: it cut nothing or everything
+            (
+                f"from_serial={serial}",
+                f"from_serial '{serial}' is not a channelSerial this node sent: untilAttach is answered by the node "
+                "the channel was attached on (in a cluster, another node's, or a restarted node's, cuts nothing here)",
+            )
+            for serial in ("0000000000000001", "ffffffffffffffff")
+        ),
         ("cursor=1-2", "cursor '1-2' is not one this emulator sent"),
         ("cursor=" + "9" * 5000 + ":x", "cursor '" + "9" * 40 + "' is not one this emulator sent"),
         ("limit=" + "9" * 5000, "limit must be between 1 and 1000"),  # int() refuses over 4,300 digits: was a 500
