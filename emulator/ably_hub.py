@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -582,6 +584,13 @@ class AblyApp:
         self._join_numbers = itertools.count(1)
         state.foreign_presence = self
         state.webhooks.lifecycle_status = self.lifecycle_status
+
+    def connection_key(self, connection_id: str) -> str:
+        """A connection's key (``connection.key`` in ably-js): its id and a MAC of it with the app's key secret, so
+        that every node of a cluster can tell it from a made-up one, a publish "as" that connection reaching a node
+        that does not hold it."""
+        mac = hmac.new(self.key.secret.encode(), connection_id.encode(), hashlib.sha256).hexdigest()[:16]
+        return f"{connection_id}!{mac}"
 
     def next_serial(self) -> int:
         self.last_serial = serial = next(self._serials)

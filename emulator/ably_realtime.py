@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from itertools import groupby
@@ -178,7 +177,7 @@ class AblySession(ForeignPeer):
         self.auth = auth
         self.socket_id = socket_id
         self.user_id: str | None = None  # Pusher's signed-in user: never set on an Ably connection
-        self.connection_key = f"{socket_id}!{secrets.token_hex(8)}"
+        self.connection_key = app.connection_key(socket_id)
         self._link = link
         self._clock = clock
         self.credentials = credentials
@@ -467,8 +466,9 @@ class AblySession(ForeignPeer):
             cache["logged"] = True
             size = len(outbound.frame(self.binary))
             self.app.deliveries.record(channel, outbound, size, self.app.next_serial(), self.app.wall_ms())
-        wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
-        if attachment.modes & wanted:
+        # echo=false by the message's connectionId too: a publish "as" this connection sent to another node (REST
+        # with its connectionKey) cannot name it as the one to leave out, not knowing its echo setting
+        if self._was_sent(outbound, attachment.modes):
             self._send_as(attachment, outbound)
 
     # -- input ------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ shared with the Pusher HTTP API: over it, an authenticated request is refused wi
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -503,15 +504,23 @@ def _history_cursor(value: str | None) -> OrderKey | None:
 
 def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[str | None, str | None]:
     """(connectionId, excluded socket) for a publish "as" a connection (``connectionKey``): an Ably connection that
-    set ``echo=false`` does not get its own message back; a Pusher socket id is excluded, as Pusher's ``socket_id``."""
+    set ``echo=false`` does not get its own message back; a Pusher socket id is excluded, as Pusher's ``socket_id``.
+    In a cluster the connection may be another node's: the bus carries the excluded socket, and the message's
+    connectionId keeps an echo=false connection's own message from it there."""
     key = next((message.connection_key for message in messages if message.connection_key), None)
     if key is None:
         return None, None
-    peer = app.state.peers.get(key.partition("!")[0])
+    socket_id = key.partition("!")[0]
+    peer = app.state.peers.get(socket_id)
     if isinstance(peer, AblySession) and peer.connection_key == key:
         return peer.socket_id, None if peer.echo else peer.socket_id
     if isinstance(peer, Session):
         return peer.socket_id, peer.socket_id
+    if app.state.cluster is not None and peer is None:
+        if key == socket_id:  # a Pusher socket id, left out wherever it is, as Pusher's socket_id
+            return socket_id, socket_id
+        if hmac.compare_digest(key, app.connection_key(socket_id)):
+            return socket_id, None
     return None, None
 
 

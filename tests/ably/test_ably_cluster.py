@@ -391,3 +391,44 @@ def test_an_unreadable_ably_member_in_a_nodes_state_is_skipped() -> None:
     parsed = NodeState.parse(fields)
     assert parsed.ably_members == {("1", "room", "9.5", "ann"): packed}
     assert parsed.subscriptions == {("1", "room"): 2}
+
+
+async def test_a_publish_as_another_node_s_connection_leaves_it_out_there(
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """A REST publish "as" a connection (``connectionKey``) reaching a node that does not hold the connection (a load
+    balancer's choice) left nobody out: the echo=false Ably connection got its own message back and the Pusher socket
+    its own event (the library's ``socket_id`` on ``ably://``). Every node now tells a connection's key from a made-up
+    one (a MAC with the app's key secret): a forged key, well-formed, still leaves nobody out."""
+    here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
+    quiet = await ably_wire(there, f"key={API_KEY}&echo=false")
+    listener = await ably_wire(there)
+    pusher_peer = await pusher_wire(there)
+    wires.extend([quiet, listener, pusher_peer])
+    for peer in (quiet, listener):
+        await peer.attach("orders")
+    await pusher_peer.send("pusher:subscribe", {"channel": "orders"})
+    await pusher_peer.expect("pusher_internal:subscription_succeeded")
+    await asyncio.sleep(0.2)  # the nodes' bus subscriptions are live well before this
+
+    quiet_id = quiet.connected["connectionId"]
+    keys = {
+        "as-ably": quiet.connected["connectionKey"],
+        "as-pusher": pusher_peer.socket_id,
+        "forged": f"{quiet_id}!0123456789abcdef",
+    }
+    async with httpx.AsyncClient(base_url=here.http_url, headers=BASIC) as http:
+        for name, key in keys.items():
+            answer = await http.post(
+                "/channels/orders/messages", json={"name": name, "data": "x", "connectionKey": key}
+            )
+            assert answer.status_code == 201, answer.text
+
+    heard = [(await listener.expect(MESSAGE)) for _ in keys]
+    assert [(m["messages"][0]["name"], m.get("connectionId")) for m in heard] == [
+        ("as-ably", quiet_id),
+        ("as-pusher", pusher_peer.socket_id),
+        ("forged", None),
+    ]
+    assert [(await quiet.expect(MESSAGE))["messages"][0]["name"] for _ in range(2)] == ["as-pusher", "forged"]
+    assert [(await pusher_peer.expect(name))["event"] for name in ("as-ably", "forged")] == ["as-ably", "forged"]
