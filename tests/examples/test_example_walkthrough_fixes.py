@@ -30,7 +30,7 @@ from starlette.routing import Route
 from examples.order_tracking import app as order_tracking_app
 from examples.order_tracking import create_app
 from examples.order_tracking.app import PUSHER_JS_CDN, find_browser_library
-from tests.conftest import free_port
+from tests.conftest import StartEmulator, free_port
 from tests.emulator_process import EmulatorProcess
 from tests.examples.conftest import needs_chromium, screenshot
 from tests.examples.test_order_tracking_backend import without_provider
@@ -430,4 +430,20 @@ async def test_on_ably_a_cook_with_two_tabs_is_listed_once(browser: object, emul
         await start_shift(meena, "Meena")
         for page in (ravi, second_tab, meena):
             await expect(page.locator("#staff")).to_have_text("Meena, Ravi", timeout=SLOW)
+    assert problems == []
+
+
+@needs_chromium()
+async def test_the_pages_reach_an_emulator_behind_a_path_prefix(browser: object, start_emulator: StartEmulator) -> None:
+    """docs/emulator.md: with RELAY_URL=emulator://…/pusher/apps/ID the config the pages get has wsPath, but the
+    pages left it out of pusher-js's options: pusher-js connected to /app/{key}, was refused (4005, "Path not found:
+    connect to /pusher/app/{key}") and the pages said "Not live" for good."""
+    running = await start_emulator(path_prefix="/pusher")
+    url = f"emulator://{running.app.key}:{running.app.secret}@127.0.0.1:{running.port}/pusher/apps/{running.app.app_id}"
+    problems: list[str] = []
+    async with serve_asgi(create_app(url, session_secret=b"t")) as site:
+        kitchen = await new_page(browser, "/kitchen", site, problems)
+        await start_shift(kitchen, "Asha")
+        await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+        await expect(kitchen.locator("#staff")).to_have_text("Asha", timeout=SLOW)  # type: ignore[attr-defined]
     assert problems == []

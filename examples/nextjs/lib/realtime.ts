@@ -11,6 +11,7 @@ export interface ClientConfig {
   wsHost?: string;
   wsPort?: number;
   wssPort?: number;
+  wsPath?: string; // an emulator behind a path prefix (emulator://…/pusher/apps/ID)
   channelAuthEndpoint: string;
   userAuthEndpoint: string;
 }
@@ -80,7 +81,13 @@ export async function createRealtime(options: {
     forceTLS: config.forceTLS,
     // Only for the emulator or a self-hosted server; hosted Pusher needs just the cluster.
     ...(config.wsHost
-      ? { wsHost: config.wsHost, wsPort: config.wsPort, wssPort: config.wssPort, enabledTransports: ['ws', 'wss'] }
+      ? {
+          wsHost: config.wsHost,
+          wsPort: config.wsPort,
+          wssPort: config.wssPort,
+          wsPath: config.wsPath ?? '',
+          enabledTransports: ['ws', 'wss'],
+        }
       : {}),
     channelAuthorization: {
       endpoint: new URL(config.channelAuthEndpoint, gatewayUrl).href,

@@ -196,7 +196,13 @@ export async function connect({ onStatus = showStatus, onProblems = showProblems
     forceTLS: config.forceTLS,
     // Only for the emulator or another self-hosted server; hosted Pusher needs just the cluster.
     ...(config.wsHost
-      ? { wsHost: config.wsHost, wsPort: config.wsPort, wssPort: config.wssPort, enabledTransports: config.enabledTransports }
+      ? {
+          wsHost: config.wsHost,
+          wsPort: config.wsPort,
+          wssPort: config.wssPort,
+          wsPath: config.wsPath ?? '', // an emulator behind a path prefix
+          enabledTransports: config.enabledTransports,
+        }
       : {}),
     channelAuthorization: { endpoint: config.channelAuthEndpoint, transport: 'ajax' },
   });
