@@ -10,6 +10,7 @@ Occupancy and membership transitions drive webhooks; with a cluster, the cluster
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,8 @@ SUBSCRIPTION_COUNT_INTERVAL = 5.0
 # A crowd subscribing to an empty cache channel (a page going live) brings one cache_miss webhook, not one each, as
 # hosted Pusher dedupes it; a publish that fills the cache re-arms it at once.
 CACHE_MISS_INTERVAL = 10.0
+# Expired cache channels a publish to a cache channel drops at most: more than it adds, and no pause for a backlog
+CACHE_EXPIRY_STEP = 64
 
 
 class Peer(Protocol):
@@ -255,7 +258,9 @@ class AppState:
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, dict[str, Peer]] = {}
         self.watchers: dict[str, set[Peer]] = {}
-        self.cache: dict[str, tuple[str, str, float]] = {}
+        # Each cache channel's last event, in the order they expire (an app has one TTL): kept past its TTL only
+        # until the next publish drops it, so channels published once do not stay for the life of the process
+        self.cache: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
         self.cache_missed_at: dict[str, float] = {}
         self.cache_missed_prune_at = 1024
         self.meter = AppMeter(app.app_id)  # usage and metrics; the node gives each app one that also sees webhooks
@@ -750,5 +755,13 @@ class AppState:
 
     def cache_store(self, name: str, event: str, data: str, ttl: float) -> None:
         """Keep ``name``'s last event (this node's publish, or another node's): its next miss is news again."""
-        self.cache[name] = (event, data, self.clock() + ttl)
+        now = self.clock()
+        cache = self.cache
+        cache[name] = (event, data, now + ttl)
+        cache.move_to_end(name)
         self.cache_missed_at.pop(name, None)
+        for _ in range(CACHE_EXPIRY_STEP):
+            oldest, (_, _, expires_at) = next(iter(cache.items()))
+            if expires_at >= now:
+                break
+            del cache[oldest]
