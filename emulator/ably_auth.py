@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hmac
 import warnings
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -129,7 +130,8 @@ class AblyAuth:
 
     def __init__(self, keys: Mapping[str, AblyKey]) -> None:
         self.keys = keys  # by key name
-        self._nonces: dict[tuple[str, str, int], int] = {}
+        self._nonces: set[tuple[str, str, int]] = set()
+        self._nonce_arrivals: deque[tuple[int, tuple[str, str, int]]] = deque()
 
     def key(self, key_name: str) -> AblyKey:
         key = self.keys.get(key_name)
@@ -301,12 +303,16 @@ class AblyAuth:
         nonce, timestamp = str(request.get("nonce")), int(request["timestamp"])
         if len(nonce) < 16:
             raise AblyError(40000, "TokenRequest nonce must be at least 16 characters")
-        if len(self._nonces) > 1000:
-            self._nonces = {k: t for k, t in self._nonces.items() if t > now_ms - 2 * TIMESTAMP_WINDOW_MS}
+        # A nonce is kept until its TokenRequest's timestamp, within the window of when it came, is out of the window
+        # of now: dropped in the order they came (rebuilding the set past a size cost every request O(nonces held))
+        nonces, arrivals = self._nonces, self._nonce_arrivals
+        while arrivals and arrivals[0][0] < now_ms - 2 * TIMESTAMP_WINDOW_MS:
+            nonces.discard(arrivals.popleft()[1])
         seen = (key_name, nonce, timestamp)
-        if seen in self._nonces:
+        if seen in nonces:
             raise AblyError(40105, "Nonce value replayed: this TokenRequest was already used")
-        self._nonces[seen] = timestamp
+        nonces.add(seen)
+        arrivals.append((now_ms, seen))
 
 
 def _ttl(value: object) -> int:
