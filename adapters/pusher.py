@@ -321,6 +321,8 @@ class PusherAdapter:
 
         def parse(response: HttpResponse | None) -> dict[str, ChannelInfo]:
             listed = self._object(response).get("channels")
+            if listed == []:  # Laravel Reverb's none: PHP writes an empty map as a list
+                listed = {}
             if not isinstance(listed, dict) or not all(isinstance(attrs, dict) for attrs in listed.values()):
                 assert response is not None
                 raise unreadable_answer(self.name, response, 'what is not {"channels": {name: {attributes}}}')

@@ -466,9 +466,12 @@ class AblySession(ForeignPeer):
             cache["logged"] = True
             size = len(outbound.frame(self.binary))
             self.app.deliveries.record(channel, outbound, size, self.app.next_serial(), self.app.wall_ms())
+        wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
         # echo=false by the message's connectionId too: a publish "as" this connection sent to another node (REST
         # with its connectionKey) cannot name it as the one to leave out, not knowing its echo setting
-        if self._was_sent(outbound, attachment.modes):
+        if attachment.modes & wanted and (
+            self.echo or outbound.presence or outbound.fields.get("connectionId") != self.socket_id
+        ):
             self._send_as(attachment, outbound)
 
     # -- input ------------------------------------------------------------------------------------------------

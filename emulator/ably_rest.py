@@ -39,6 +39,9 @@ from relay.protocol.ably import allows, is_whole_number
 log = logging.getLogger("relay.emulator")
 MSGPACK = "application/x-msgpack"
 MAX_BATCH_CHANNELS = 100
+# Messages a batch publish delivers in all (a channel's message counting once per channel): 100 channels × 1,000
+# messages a spec, and any number of specs, held the event loop for seconds from a body of a few KB
+MAX_BATCH_DELIVERIES = 10_000
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1_000
 ROOTS = frozenset({"time", "keys", "channels", "messages", "presence", "stats", "push"})
@@ -254,7 +257,18 @@ class AblyRest:
         specs = body if isinstance(body, list) else [body]
         if not specs:
             raise AblyError(40000, "A batch publish needs at least one BatchSpec")
-        checked = [_batch_spec(spec, index, credentials) for index, spec in enumerate(specs)]
+        checked = []
+        deliveries = 0
+        for index, spec in enumerate(specs):
+            channels, messages = _batch_spec(spec, index, credentials)
+            deliveries += len(channels) * len(messages)
+            if deliveries > MAX_BATCH_DELIVERIES:  # each spec within its limits, the request's total is not
+                raise AblyError(
+                    40000,
+                    f"batch: more than {MAX_BATCH_DELIVERIES} messages to channels in one request (channels × messages,"
+                    f" summed over the BatchSpecs, reached {deliveries} at batch[{index}])",
+                )
+            checked.append((channels, messages))
         results: list[dict[str, Any]] = []
         flat: list[dict[str, Any]] = []
         for channels, messages in checked:
@@ -517,8 +531,8 @@ def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[s
     if isinstance(peer, Session):
         return peer.socket_id, peer.socket_id
     if app.state.cluster is not None and peer is None:
-        if key == socket_id:  # a Pusher socket id, left out wherever it is, as Pusher's socket_id
-            return socket_id, socket_id
+        if key == socket_id:  # a Pusher socket id, left out wherever it is, as Pusher's socket_id; but whose it is
+            return None, socket_id  # cannot be told here (an Ably connection's id has the same form): not named
         if hmac.compare_digest(key, app.connection_key(socket_id)):
             return socket_id, None
     return None, None

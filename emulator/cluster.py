@@ -778,11 +778,15 @@ class RedisCluster:
     async def _load_cache(self) -> None:
         for state in self._states.values():
             pattern = self._key("cache", state.app.app_id, "*")
+            found: list[tuple[int, str, str, str]] = []
             async for key in self._redis.scan_iter(match=pattern, count=500):
                 value, ttl_ms = await asyncio.gather(self._redis.get(key), self._redis.pttl(key))
                 if value is not None and ttl_ms > 0:
                     channel, event, data = json.loads(value)
-                    state.cache_store(channel, event, data, ttl_ms / 1000)
+                    found.append((ttl_ms, channel, event, data))
+            # Stored soonest to expire first: the store drops expired events from its front (SCAN's order is none)
+            for ttl_ms, channel, event, data in sorted(found):
+                state.cache_store(channel, event, data, ttl_ms / 1000)
 
     # -- ClusterLink: called synchronously by the hub -----------------------------------------------------------
 

@@ -43,10 +43,11 @@ LifecycleStatus = Callable[[str, bool], dict[str, object]]
 EVENTS_PER_REQUEST = {"pusher": 20, "ably": 1000}
 # And the bytes of a request's events, under the 1 MiB body a receiver commonly takes (relay serve's /v1/webhooks,
 # Next.js's route handlers): 1,000 Ably messages of 60 KB made one 60 MB request, refused whole, every event lost.
-# Counted per event as its JSON (an Ably item's envelope at most ITEM_ENVELOPE_BYTES more); a request has one event
-# at least.
+# Counted per event as its JSON; an Ably item carries its channel twice more (channelId, a lifecycle's name) and at
+# most ITEM_ENVELOPE_BYTES besides (webhookId, source, serial, name, site, a lifecycle's ChannelStatus). A request
+# has one event at least.
 REQUEST_EVENT_BYTES = 1_000_000
-ITEM_ENVELOPE_BYTES = 256
+ITEM_ENVELOPE_BYTES = 512
 REQUEST_TIMEOUT = {"pusher": 4.0, "ably": 10.0}
 # A short answer's body is read, so that its connection carries the next request (a TLS handshake saved per webhook);
 # one longer than this, or still arriving after this long, is left unread and its connection closed. Its status stands.
@@ -304,7 +305,8 @@ def _next_request(outbox: collections.deque[WebhookEvent], webhook_format: str) 
         if webhook_format == "pusher":
             size += utf8_length(dumps(_as_pusher(event))) + 1
         else:  # the event whole: an Ably item carries only one of its forms, a client event's data and messages
-            size += utf8_length(dumps(event)) + ITEM_ENVELOPE_BYTES
+            channel = _channel_of(event) or ""
+            size += utf8_length(dumps(event)) + 2 * utf8_length(channel) + ITEM_ENVELOPE_BYTES
         if events and size > REQUEST_EVENT_BYTES:
             break
         events.append(outbox.popleft())

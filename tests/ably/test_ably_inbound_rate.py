@@ -276,3 +276,24 @@ async def test_a_rest_publish_of_more_than_1000_messages_is_refused(ably_emulato
     assert batch.json()["error"]["message"] == "batch[0].messages: 1001 messages; the maximum is 1000"
     assert accepted.status_code == 201
     assert len(history.json()) == 1000  # only the accepted publish
+
+
+async def test_a_batch_of_more_than_10000_messages_to_channels_in_all_is_refused_before_any(
+    ably_emulator: RunningEmulator,
+) -> None:
+    """Each BatchSpec within its limits (100 channels, 1,000 messages), a request's total was not: a 3.6 KB body of
+    100 channels × 1,000 empty messages held the event loop 0.7 s, five such specs 3.8 s."""
+    basic = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
+    channels = [f"flood-{number}" for number in range(100)]
+    small = {"channels": ["kept"], "messages": [{"name": "first"}]}
+    async with httpx.AsyncClient(base_url=ably_emulator.http_url, headers=basic) as http:
+        refused = await http.post("/messages", json=[small, {"channels": channels, "messages": [{}] * 101}])
+        history = await http.get("/channels/kept/messages")
+        within = await http.post("/messages", json=[{"channels": channels, "messages": [{}] * 100}])
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == (
+        "batch: more than 10000 messages to channels in one request (channels × messages, summed over the "
+        "BatchSpecs, reached 10101 at batch[1])"
+    )
+    assert history.json() == []  # nothing of the refused request was published, its first spec neither
+    assert within.status_code == 201

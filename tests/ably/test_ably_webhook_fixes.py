@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -17,7 +19,9 @@ from ablysupport import API_KEY, APP, connected, pusher_wire
 
 from relay import Relay
 from relay.emulator.config import Webhook
+from relay.emulator.webhooks import WebhookEvent, _next_request, ably_items
 from relay.gateway import MAX_BODY_BYTES
+from relay.protocol.frames import dumps
 from tests.conftest import StartEmulator
 from tests.webhook_receiver import Receiver
 
@@ -116,3 +120,22 @@ async def test_a_burst_of_large_messages_goes_out_in_requests_a_1_mib_body_limit
     assert sent() == names
     assert len(receiver.deliveries) == 2
     assert all(len(delivery.body) <= MAX_BODY_BYTES for delivery in receiver.deliveries)
+
+
+def test_lifecycle_items_of_long_channel_names_stay_within_a_1_mib_body() -> None:
+    """A lifecycle item carries its channel twice more (channelId, name) and a ChannelStatus: counted as the event's
+    JSON and 256 bytes, 1,000 vacates of 400-character channels made a 1.18 MB request, refused by a 1 MiB limit at
+    every retry."""
+    status = {"isActive": False, "occupancy": {"metrics": dict.fromkeys(("connections", "presenceConnections",
+        "presenceMembers", "presenceSubscribers", "publishers", "subscribers", "objectPublishers",
+        "objectSubscribers"), 0)}}  # fmt: skip
+    for length in (200, 400, 2_040):
+        outbox: deque[WebhookEvent] = deque(
+            {"name": "channel_vacated", "channel": f"{number:08d}" + "c" * length} for number in range(1_000)
+        )
+        serials = (f"{number:016x}" for number in itertools.count())
+        while outbox:
+            events = _next_request(outbox, "ably")
+            items = ably_items(events, serials, lambda channel, opened: status)
+            body = dumps({"items": [{**item, "timestamp": 1_800_000_000_000} for item in items]}).encode()
+            assert len(body) <= MAX_BODY_BYTES, (length, len(events), len(body))

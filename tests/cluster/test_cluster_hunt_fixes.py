@@ -304,3 +304,19 @@ async def test_a_reconciliation_during_a_count_in_flight_leaves_the_write_task_r
         ("channel_occupied", "news"),
         ("channel_occupied", "sports"),
     ]
+
+
+async def test_a_joining_node_keeps_the_cache_in_the_order_it_expires(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """A node joining loads the cluster's cache channels from Redis, whose SCAN has no order: stored as found, an
+    entry expiring late could stand before ones long expired, which the store's sweep (from its front, up to the
+    first live entry) then kept up to a TTL longer. Loaded soonest to expire first."""
+    a = await start_emulator(redis_url=redis_server.url)
+    channels = [f"cache-{number:02d}" for number in range(20)]
+    for channel in channels:  # each a few milliseconds later: TTLs left that differ, in this order
+        await asyncio.to_thread(sdk(a).trigger, channel, "tick", "1")
+        await asyncio.sleep(0.005)
+    await until(lambda: cluster_of(a)._queue.empty())
+    late = await start_emulator(redis_url=redis_server.url)
+    assert list(late.node.states["1"].cache) == channels

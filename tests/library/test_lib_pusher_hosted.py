@@ -239,6 +239,15 @@ async def test_a_channel_answer_that_is_not_pusher_s_is_a_502_not_a_guess(
     )
 
 
+async def test_laravel_reverb_s_empty_channel_list_is_no_channels(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    """Reverb answers GET /channels with no channel occupied as {"channels": []} (PHP writes an empty map as a list):
+    a ProtocolError (502), where it is no channels."""
+    respx_mock.get(f"{BASE}/apps/{APP_ID}/channels").respond(200, json={"channels": []})
+    assert await make_relay(URL).channels() == {}
+
+
 async def test_429_is_retried_after_retry_after(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(
         side_effect=[httpx.Response(429, headers={"Retry-After": "0.3"}, json={"error": "slow"}), httpx.Response(200)]
