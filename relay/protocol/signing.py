@@ -155,10 +155,13 @@ def verify_rest_request(
         raise AuthenticationError("body_md5 is required when the request has a body")
     if supplied_md5 is not None and supplied_md5 != _md5(body).hexdigest():  # body_md5, without its call
         raise InvalidSignature("body_md5 does not match the MD5 of the request body")
-    expected = hmac_sha256_hex(secret, _string_to_sign(method, path, params))
-    if not same_secret_text(params["auth_signature"], expected):
+    signed = _string_to_sign(method, path, params)
+    if not same_secret_text(params["auth_signature"], hmac_sha256_hex(secret, signed)):
+        # The string to sign, as hosted Pusher shows it (it holds no secret): what the sender signed differs from it
+        # where a query value was encoded differently ('+' for a space, '&' not percent-encoded)
         raise InvalidSignature(
-            f"invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret of auth_key {key!r}"
+            f"invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret of auth_key {key!r}:"
+            f" here {signed[:500]!r}"
         )
 
 

@@ -83,6 +83,9 @@ def test_rest_rejects_wrong_signature() -> None:
     assert info.value.http_status == 401
     _assert_no_secret(info.value)
     assert DOC_PARAMS["auth_signature"] not in str(info.value)
+    # The string the server signed, as hosted Pusher shows it: a sender can diff it against its own
+    string_to_sign = signing.rest_string_to_sign("POST", PATH, {k: v for k, v in params.items()})
+    assert str(info.value).endswith(f": here {string_to_sign!r}")
 
 
 def test_rest_rejects_signature_over_other_path() -> None:
