@@ -19,7 +19,14 @@ from relay.errors import (
     ProtocolError,
     RelayError,
 )
-from relay.protocol.channels import ChannelKind, classify, is_cache_channel, validate_channel_name, validate_event_name
+from relay.protocol.channels import (
+    ChannelKind,
+    classify,
+    is_cache_channel,
+    is_valid_channel_name,
+    validate_channel_name,
+    validate_event_name,
+)
 from relay.protocol.frames import check_event_size, dumps, dumps_parsed, loads, utf8_length
 from relay.protocol.signing import unique_params, verify_rest_request
 from relay.protocol.socket_ids import validate_socket_id
@@ -257,8 +264,13 @@ class HttpApi:
                 "user_count may only be requested for presence channels - "
                 "please supply filter_by_prefix beginning with presence-"
             )
+        # Only names Pusher's API can then ask about (an Ably client's "room:1" is not one): listed, a channel would
+        # be refused by GET /channels/{name}
+        limits = state.app.limits
         channels = {
-            name: _channel_info(state, name, info) for name in sorted(state.channel_names()) if name.startswith(prefix)
+            name: _channel_info(state, name, info)
+            for name in sorted(state.channel_names())
+            if name.startswith(prefix) and is_valid_channel_name(name, limits)
         }
         return json_response(200, {"channels": channels})
 

@@ -95,6 +95,15 @@ def validate_channel_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
     return name
 
 
+def is_valid_channel_name(name: str, limits: Limits = DEFAULT_LIMITS) -> bool:
+    """Whether :func:`validate_channel_name` takes ``name``."""
+    try:
+        validate_channel_name(name, limits)
+    except InvalidChannelName:
+        return False
+    return True
+
+
 def validate_event_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
     """Any characters are allowed (Laravel sends ``App\\Events\\X``); presence, length and the reserved ``pusher``
     prefix are checked."""

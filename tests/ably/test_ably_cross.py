@@ -82,3 +82,20 @@ async def test_ably_activity_drives_pusher_webhooks(start_emulator: Any, receive
         ("channel_vacated", None),
     ]
     assert all(json.loads(d.body)["events"][0]["channel"] == "presence-hall" for d in receiver.deliveries)
+
+
+async def test_the_pusher_api_lists_only_channels_it_can_then_describe(
+    ably_emulator: RunningEmulator, wires: list[Any]
+) -> None:
+    """Ably's names take characters Pusher's do not (``room:1``): GET /channels listed them, and pusher-http-python's
+    channel_info() on a listed name then failed (400 from the server, or its own ValueError)."""
+    wire = await ably_wire(ably_emulator)
+    wires.append(wire)
+    for name in ("room:1", "plain-room"):
+        await wire.attach(name)
+    app = ably_emulator.app
+    backend = pusher.Pusher(app.app_id, app.key, app.secret, host="127.0.0.1", port=ably_emulator.port, ssl=False)
+    listed = (await asyncio.to_thread(backend.channels_info))["channels"]
+    assert list(listed) == ["plain-room"]
+    for name in listed:
+        assert (await asyncio.to_thread(backend.channel_info, name))["occupied"] is True
