@@ -212,7 +212,12 @@ class HttpApi:
 
     # -- handlers ---------------------------------------------------------------------------------------------
 
-    def _events(self, state: AppState, _: Sequence[str], __: Mapping[str, str], body: bytes) -> Response:
+    def _events(self, state: AppState, _: Sequence[str], params: Mapping[str, str], body: bytes) -> Response:
+        if not body and "name" in params:  # Pusher's API allows them there; no Pusher library sends them so
+            raise ProtocolError(
+                "event parameters in the query string are not supported by the emulator: send name, channel(s) and "
+                "data as a JSON body, as the Pusher libraries do"
+            )
         request = _json_object(body)
         event = _checked_event(state, request)
         info_value = request.get("info")

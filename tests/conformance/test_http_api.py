@@ -947,3 +947,22 @@ async def test_keep_alive_serves_many_requests_on_one_connection(emulator: Runni
     assert len(local_addresses) == 1
     await room.expect_event("e", "room", "1")
     await room.expect_event("e", "room", "2")
+
+
+async def test_event_parameters_in_the_query_string_are_a_400_that_says_so(
+    emulator: RunningEmulator, http: httpx.AsyncClient, open_ws: OpenSubscriber
+) -> None:
+    """Pusher's API allows a POST's parameters in the query string; no Pusher library sends them so, and the
+    emulator reads the JSON body: the answer was 'the request body is not valid JSON', which hid the cause."""
+    sub = await open_ws(emulator)
+    await sub.subscribe("orders")
+    params = {"name": "placed", "channel": "orders", "data": "hello"}
+    response = await signed(http, emulator, "POST", "/apps/1/events", params=params)
+    assert assert_json(response, 400) == {
+        "error": "event parameters in the query string are not supported by the emulator: send name, channel(s) and "
+        "data as a JSON body, as the Pusher libraries do"
+    }
+    published = await signed(http, emulator, "POST", "/apps/1/events", body={**params, "data": "in the body"})
+    assert assert_json(published) == {}
+    await sub.expect_event("placed", "orders", "in the body")  # only the second reached anyone
+    await sub.silent()
