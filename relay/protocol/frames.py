@@ -72,7 +72,14 @@ def loads(text: str | bytes, what: str = "frame") -> object:
     JSON has no room for (``NaN``, ``Infinity``, ``1e400``) or not encodable as UTF-8 is :class:`InvalidFrame`."""
     try:
         raw = text if isinstance(text, str) else text.decode()
-        document = raw.strip(_JSON_WHITESPACE)
+    except UnicodeDecodeError:  # gzip, UTF-16, Latin-1: said, for the sender to see what it sent
+        raise InvalidFrame(f"{what} is not valid JSON: it is not UTF-8 text") from None
+    if raw.startswith("\ufeff"):  # RFC 8259 §8.1: a sender must not add one (Windows tools do)
+        raise InvalidFrame(f"{what} is not valid JSON: it starts with a byte order mark (U+FEFF)")
+    document = raw.strip(_JSON_WHITESPACE)
+    if not document:
+        raise InvalidFrame(f"{what} is not valid JSON: it is empty")
+    try:
         value, end = _scan(document, 0)
     except _NotFinite as exc:
         raise InvalidFrame(f"{what} is not valid JSON: {str(exc)[:20]} is not a finite number") from None

@@ -362,3 +362,22 @@ def test_strict_json_takes_other_whitespace_for_text(data: str) -> None:
     or a line separator around the document makes it text to a browser, so it stays text."""
     assert frames.strict_json(data) is frames.NOT_JSON
     assert not frames.looks_like_json(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        ("", "it is empty"),
+        (" \r\n", "it is empty"),
+        ('\ufeff{"event":"x"}', "it starts with a byte order mark (U+FEFF)"),
+        ('\ufeff{"event":"x"}'.encode(), "it starts with a byte order mark (U+FEFF)"),
+        (b"\x1f\x8b\x08\x00", "it is not UTF-8 text"),  # a gzip header
+        ('{"event":"x"}'.encode("utf-16"), "it is not UTF-8 text"),
+        (b'{"event":"caf\xe9"}', "it is not UTF-8 text"),  # Latin-1
+    ],
+)
+def test_json_that_is_not_json_for_a_reason_a_sender_can_fix_says_the_reason(text: str | bytes, cause: str) -> None:
+    """An empty body, a byte order mark, gzip or another encoding all said only 'is not valid JSON'."""
+    with pytest.raises(InvalidFrame) as raised:
+        frames.loads(text, "the request body")
+    assert str(raised.value) == f"the request body is not valid JSON: {cause}"
