@@ -39,6 +39,15 @@ ENTER, LEAVE, UPDATE = 2, 3, 4
 PRESENT = 1
 
 
+async def on_orders(*ably_peers: AblyWire, pusher_peer: PusherWire) -> None:
+    """Every peer on channel ``orders``, and the nodes' bus subscriptions live."""
+    for peer in ably_peers:
+        await peer.attach("orders")
+    await pusher_peer.send("pusher:subscribe", {"channel": "orders"})
+    await pusher_peer.expect("pusher_internal:subscription_succeeded")
+    await asyncio.sleep(0.2)  # the nodes' bus subscriptions are live well before this
+
+
 async def test_an_ably_publish_reaches_another_node_s_ably_peers_unchanged(
     redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
@@ -46,11 +55,7 @@ async def test_an_ably_publish_reaches_another_node_s_ably_peers_unchanged(
     json_peer, binary_peer = await ably_wire(there), await ably_wire(there, binary=True)
     pusher_peer = await pusher_wire(there)
     wires.extend([json_peer, binary_peer, pusher_peer])
-    for peer in (json_peer, binary_peer):
-        await peer.attach("orders")
-    await pusher_peer.send("pusher:subscribe", {"channel": "orders"})
-    await pusher_peer.expect("pusher_internal:subscription_succeeded")
-    await asyncio.sleep(0.2)  # the nodes' bus subscriptions are live well before this
+    await on_orders(json_peer, binary_peer, pusher_peer=pusher_peer)
 
     batch = [
         {"id": "order-42:0", "name": "status", "data": {"state": "shipped"}, "extras": {"headers": {"trace": "t1"}}},
@@ -405,11 +410,7 @@ async def test_a_publish_as_another_node_s_connection_leaves_it_out_there(
     listener = await ably_wire(there)
     pusher_peer = await pusher_wire(there)
     wires.extend([quiet, listener, pusher_peer])
-    for peer in (quiet, listener):
-        await peer.attach("orders")
-    await pusher_peer.send("pusher:subscribe", {"channel": "orders"})
-    await pusher_peer.expect("pusher_internal:subscription_succeeded")
-    await asyncio.sleep(0.2)  # the nodes' bus subscriptions are live well before this
+    await on_orders(quiet, listener, pusher_peer=pusher_peer)
 
     quiet_id = quiet.connected["connectionId"]
     keys = {
