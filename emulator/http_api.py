@@ -372,6 +372,8 @@ def _info_fields(state: AppState, value: object) -> frozenset[str]:
     if not isinstance(value, str):
         raise ProtocolError("info must be a comma-separated string")
     fields = frozenset(part.strip() for part in value.split(","))
+    if "" in fields:  # "user_count," or "a,,b": named as such, not as an unknown attribute called ""
+        raise ProtocolError(f"info {value[:100]!r} has an empty attribute: list them separated by single commas")
     unknown = fields - {"user_count", "subscription_count", "cache"}
     if unknown:
         raise ProtocolError(f"unknown info attribute(s): {', '.join(sorted(unknown))}")

@@ -870,6 +870,12 @@ GET_ERRORS: list[Any] = [
     pytest.param("/apps/1/channels/room", {"info": "user_count"}, "Cannot retrieve the user count", id="channel-uc"),
     pytest.param("/apps/1/channels/room", {"info": "cache"}, "cache may only be requested for cache channels", id="c"),
     pytest.param("/apps/1/channels/room", {"info": "bogus"}, "unknown info attribute(s): bogus", id="bogus-info"),
+    pytest.param(  # an attribute named "" was said to be unknown, naming nothing
+        "/apps/1/channels/room",
+        {"info": "subscription_count,"},
+        "info 'subscription_count,' has an empty attribute: list them separated by single commas",
+        id="trailing-comma-info",
+    ),
     pytest.param("/apps/1/channels/room/users", {}, "users may only be requested for presence channels", id="users"),
     pytest.param("/apps/1/channels/bad%20name", {}, "has characters outside", id="bad-name"),
 ]
