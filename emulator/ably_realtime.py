@@ -467,8 +467,8 @@ class AblySession(ForeignPeer):
             size = len(outbound.frame(self.binary))
             self.app.deliveries.record(channel, outbound, size, self.app.next_serial(), self.app.wall_ms())
         wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
-        # echo=false by the message's connectionId too: a publish "as" this connection sent to another node (REST
-        # with its connectionKey) cannot name it as the one to leave out, not knowing its echo setting
+        # _was_sent, inline (per subscriber): echo=false by the message's connectionId too, since a publish "as" this
+        # connection sent to another node (REST with its connectionKey) cannot name it as the one to leave out
         if attachment.modes & wanted and (
             self.echo or outbound.presence or outbound.fields.get("connectionId") != self.socket_id
         ):
@@ -607,10 +607,12 @@ class AblySession(ForeignPeer):
             self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
 
     def _was_sent(self, outbound: Outbound, modes: int) -> bool:
-        """Whether an attachment with ``modes`` was sent ``outbound`` (echo=false: not its own messages)."""
+        """Whether an attachment with ``modes`` was sent ``outbound`` (echo=false: not its own messages). The rule
+        deliver_foreign applies inline, once per subscriber of each publish, where a call costs as much as the rule."""
         wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
-        own = not outbound.presence and outbound.fields.get("connectionId") == self.socket_id
-        return bool(modes & wanted) and (self.echo or not own)
+        return bool(modes & wanted) and (
+            self.echo or outbound.presence or outbound.fields.get("connectionId") != self.socket_id
+        )
 
     def _attached(self, shown: str, flags: int, attachment: Attachment, *, keep_serial: bool = False) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
