@@ -65,6 +65,8 @@ class MirrorError(RelayError):
         super().__init__(f"mirror: {len(errors)} of {len(results) + len(errors)} providers failed ({failed})")
         self.results = results
         self.errors = errors
+        # A caller that checks only this error before sending again would deliver twice what one provider may have
+        self.outcome_unknown = any(error.outcome_unknown for error in errors.values())
 
 
 def make_adapter(config: ProviderConfig) -> Adapter:
@@ -348,8 +350,13 @@ class _Outcomes(Generic[R]):
         self.errors: dict[str, RelayError] = {}
 
     def failed(self, label: str, error: RelayError) -> None:
-        """Record ``error``, or raise it where the mode does not go on to the next provider."""
-        if self.mode is Mode.SINGLE or (self.mode is Mode.FAILOVER and not _can_fail_over(error)):
+        """Record ``error``, or raise it where the mode does not go on to the next provider: a client closed
+        (during this provider's request) is closed for the next one too, and says so alone."""
+        if (
+            self.mode is Mode.SINGLE
+            or isinstance(error, ClientClosed)
+            or (self.mode is Mode.FAILOVER and not _can_fail_over(error))
+        ):
             raise error
         self.errors[label] = error
 
