@@ -93,6 +93,8 @@ LISTEN_BACKLOG = 4096
 # it on the client's side, no connection keeps an inflate window between messages.
 _EXTENSIONS = [ServerPerMessageDeflateFactory(server_no_context_takeover=True, client_no_context_takeover=True)]
 _WS_PATH = re.compile(r"/app/([^/?]+)")
+# Ably's codes for what the server refuses before a route sees the request; others are 40000 or 50000 by status
+_ABLY_REFUSAL_CODES = {413: 40009}
 _SERVED_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
 _NOT_REPEATED = (b"upgrade", b"expect")  # when a request is parsed again without its Upgrade header
 _REASONS = {
@@ -466,10 +468,10 @@ class HttpConnection(asyncio.Protocol):
             # every other connection goes on.
             path = split_target(self._url.decode("latin-1"))[0][:200]
             log.error("HTTP request failed", exc_info=exc.__context__ or exc, extra={"path": path})
-            self._respond(error_response(500, "internal error"), keep_alive=False)
+            self._refuse(500, "internal error")
             return b""
         except httptools.HttpParserError:
-            self._respond(error_response(400, "malformed HTTP request"), keep_alive=False)
+            self._refuse(400, "malformed HTTP request")
             return b""
         # Checked after parsing: the callbacks mark a head completed in this read (-1) or a request ended (0). A head
         # is measured exactly when it is complete (on_headers_complete); this only bounds one that never ends, with
@@ -486,15 +488,20 @@ class HttpConnection(asyncio.Protocol):
     def _refuse_body(self, detail: str = "") -> None:
         """413, and the connection closed: the rest of a body over the limit is not read."""
         self._refused = True
-        message = f"request body is over {self.node.config.max_request_bytes} bytes{detail}"
-        if AblyRest.owns(split_target(self._url.decode("latin-1"))[0]):  # ably-js and ably-python read Ably's error
-            self._respond(ably_error_answer(AblyError(40009, message, 413)), keep_alive=False)
-        else:
-            self._respond(error_response(413, message), keep_alive=False)
+        self._refuse(413, f"request body is over {self.node.config.max_request_bytes} bytes{detail}")
 
     def _head_too_large(self) -> None:
         self._refused = True
-        self._respond(error_response(431, f"request line and headers over {MAX_HEAD_BYTES} bytes"), keep_alive=False)
+        self._refuse(431, f"request line and headers over {MAX_HEAD_BYTES} bytes")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` and close: on Ably's paths in Ably's error format, which ably-js and ably-python read
+        (the Pusher API's ``{"error": "..."}`` left them only the raw body), with what of the path has arrived."""
+        if AblyRest.owns(split_target(self._url.decode("latin-1"))[0]):
+            code = _ABLY_REFUSAL_CODES.get(status, 50000 if status >= 500 else 40000)
+            self._respond(ably_error_answer(AblyError(code, message, status)), keep_alive=False)
+        else:
+            self._respond(error_response(status, message), keep_alive=False)
 
     def _head_size(self) -> int:
         """The request line and headers as parsed: each header as ``Name: value``, each line ending in CRLF."""
@@ -515,7 +522,7 @@ class HttpConnection(asyncio.Protocol):
         if self._writing_paused:
             transport.abort()  # it reads nothing: close() would wait for it to take what is unsent
         elif self.request_began is not None and self._head_bytes != 0:
-            self._respond(error_response(408, f"request not complete within {timeout:g} s"), keep_alive=False)
+            self._refuse(408, f"request not complete within {timeout:g} s")
         else:
             transport.close()
 

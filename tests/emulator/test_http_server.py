@@ -8,6 +8,7 @@ import time
 
 import httpx
 import msgpack  # type: ignore[import-untyped]
+import pytest
 
 from relay.protocol.signing import sign_rest_request
 from tests.conformance.wsclient import Connect, publish
@@ -79,6 +80,45 @@ async def test_ably_accept_header_wins_over_format_param(emulator: RunningEmulat
         )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json", msgpack.unpackb(response.content)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status_line", "message"),
+    [
+        (
+            b"POST /channels/room/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 90_000,
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "request line and headers over 65536 bytes",
+        ),
+        (
+            b"POST /channels/room/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ten\r\n\r\n",
+            "HTTP/1.1 400 Bad Request",
+            "malformed HTTP request",
+        ),
+    ],
+    ids=["head-too-large", "malformed"],
+)
+async def test_refusals_before_routing_are_in_ablys_format_on_ablys_paths(
+    emulator: RunningEmulator, request_bytes: bytes, status_line: str, message: str
+) -> None:
+    """A head over 64 KiB (431) or malformed HTTP (400) on an Ably REST path is answered in Ably's error format, as a
+    413 there is: ably-js and ably-python read ``error.code`` and ``X-Ably-ErrorCode``, and found only the Pusher
+    API's ``{"error": ...}``. The next request is served."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    try:
+        writer.write(request_bytes)
+        await writer.drain()
+        got_status_line, headers = await read_head(reader)
+        body = json.loads(await asyncio.wait_for(reader.read(), RECV_TIMEOUT))
+    finally:
+        writer.close()
+    status = int(status_line.split()[1])
+    assert got_status_line == status_line
+    assert (headers["x-ably-errorcode"], headers["connection"]) == ("40000", "close")
+    assert body["error"]["code"] == 40000
+    assert (body["error"]["statusCode"], body["error"]["message"]) == (status, message)
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        assert (await http.get(emulator.http_url + "/time")).status_code == 200
 
 
 async def test_a_request_head_over_64_kib_is_refused_and_others_are_served(
