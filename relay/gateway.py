@@ -17,6 +17,7 @@ import time
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -603,7 +604,8 @@ def _claims_of(payload: bytes) -> dict[str, Any]:
         elif isinstance(value, bool) or not isinstance(value, int | float):
             raise jwt.DecodeError(f"the {name} claim must be a number of seconds, got {json_kind(value)}")
         elif value > MAX_NUMERIC_DATE:
-            got = f"{value:.6g}"
+            # An integer past a double's range made the float formatting an OverflowError (a 500)
+            got = f"{value:.6g}" if isinstance(value, float) else f"{Decimal(value).normalize():.6g}"
         else:
             continue
         raise jwt.DecodeError(
@@ -1479,11 +1481,21 @@ def add_error_handlers(app: FastAPI) -> None:
             sent = f"this request's is {content_type!r}" if content_type else "this request has none"
             message = f"the body must be JSON: send Content-Type: application/json ({sent})"
             return JSONResponse({"error": message}, status_code=415)
-        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        try:
+            return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        except ValueError:
+            # The input echoed holds NaN or Infinity, which Python's parser reads (1e400 as Infinity) and JSON has
+            # not: rendering it failed, and the answer was a 500.
+            return JSONResponse({"error": NON_FINITE_JSON_BODY}, status_code=400)
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
 
+
+NON_FINITE_JSON_BODY = (
+    "the JSON body is malformed: it holds NaN or Infinity (or a number past a double's range, such as 1e400), "
+    "which JSON has no value for"
+)
 
 # FastAPI's 400 for a JSON body its parser raised on with anything but a JSONDecodeError (that one is its json_invalid,
 # answered above): invalid UTF-8, nesting past the parser's recursion limit, an integer past Python's limit on digits.

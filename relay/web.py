@@ -142,7 +142,16 @@ async def request_fields(request: Request) -> Mapping[str, str]:
             http_status=415,
         )
     elif request.method == "POST":
-        fields.update(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        body = (await request.body()).decode("utf-8", "replace")
+        if body.lstrip().startswith("{"):
+            # fetch() with a JSON.stringify body and no header sends text/plain: read as a form, it had no fields, and
+            # the answer was "channel_name is required" although it was sent.
+            sent = f"sent as {content_type!r}" if content_type else "sent with no Content-Type"
+            raise ProtocolError(
+                f"the body is JSON {sent}: send Content-Type: application/json (or the fields form-encoded)",
+                http_status=415,
+            )
+        fields.update(parse_qsl(body, keep_blank_values=True))
     return fields
 
 

@@ -323,6 +323,28 @@ async def test_auth_bodies_a_form_cannot_send_are_refused_by_name(
     assert await join(emulator, gateway, "private-user-alice", headers=auth) == {}
 
 
+@pytest.mark.parametrize(
+    ("content_type", "sent"),
+    [("text/plain;charset=UTF-8", "sent as 'text/plain;charset=utf-8'"), (None, "sent with no Content-Type")],
+    ids=["text-plain", "no-content-type"],
+)
+async def test_a_json_auth_body_without_the_json_content_type_is_a_415_that_says_so(
+    emulator: RunningEmulator, gateway: RunningGateway, content_type: str | None, sent: str
+) -> None:
+    """fetch() with a JSON.stringify body and no Content-Type header sends text/plain: read as a form, it had no
+    fields, and the answer was "channel_name is required" although it was sent. The same body as JSON subscribes."""
+    auth = {"authorization": f"Bearer {hs_jwt()}"}
+    body = json.dumps({"socket_id": "1.1", "channel_name": "private-user-alice"}).encode()
+    headers = {**auth, "content-type": content_type} if content_type else auth
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        refused = await http.post("/v1/auth/channel", content=body, headers=headers)
+        signin = await http.post("/v1/auth/user", content=b' {"socket_id": "1.1"}', headers=headers)
+    message = f"the body is JSON {sent}: send Content-Type: application/json (or the fields form-encoded)"
+    assert (refused.status_code, refused.json()) == (415, {"error": message})
+    assert (signin.status_code, signin.json()) == (415, {"error": message})
+    assert await join(emulator, gateway, "private-user-alice", headers=auth) == {}
+
+
 async def test_an_empty_jwt_cookie_is_an_anonymous_request(
     emulator: RunningEmulator, start_gateway: StartGateway
 ) -> None:

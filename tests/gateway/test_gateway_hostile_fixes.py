@@ -336,6 +336,7 @@ TOO_DEEP = "invalid JWT: its payload nests arrays and objects too deeply"
         (b'{"sub":"alice","exp":1e400}', UP_TO_9999 + "a number too large for a double (1e400)"),
         (b'{"sub":"alice","exp":NaN}', UP_TO_9999 + "NaN, which is not a JSON number"),
         (b'{"sub":"alice","exp":100000000000000000000}', UP_TO_9999 + "1e+20"),
+        (b'{"sub":"alice","exp":1' + b"0" * 400 + b"}", UP_TO_9999 + "1e+400"),
         (b'{"sub":"alice","exp":%d,"team":' % LATER + b"7" * 5000 + b"}", TEAM_DIGITS),
         (b'{"sub":"alice","exp":%d,"x":' % LATER + b"[" * 3000 + b"]" * 3000 + b"}", TOO_DEEP),
         (b'{"sub":"alice\xff","exp":%d}' % LATER, "invalid JWT: its payload is not UTF-8 text"),
@@ -343,7 +344,8 @@ TOO_DEEP = "invalid JWT: its payload nests arrays and objects too deeply"
     ],
     ids=[
         "exp string", "exp true", "exp null", "exp list", "nbf string", "iat false", "exp 5000 digits", "exp 1e400",
-        "exp NaN", "exp after 9999", "other claim 5000 digits", "nested 3000 deep", "not UTF-8", "not an object",
+        "exp NaN", "exp after 9999", "exp 401 digits", "other claim 5000 digits", "nested 3000 deep", "not UTF-8",
+        "not an object",
     ],
 )  # fmt: skip
 async def test_jwt_claims_that_are_not_numeric_dates_are_a_401_that_names_the_claim(

@@ -19,7 +19,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from relay.emulator.config import App
-from relay.gateway import GatewaySettings
+from relay.gateway import NON_FINITE_JSON_BODY, GatewaySettings
 from relay.protocol.signing import webhook_signature
 from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt, serve_asgi
@@ -219,6 +219,30 @@ async def test_publish_data_no_subscriber_could_read_is_a_400(
     assert (refused.status_code, refused.json()) == (400, {"error": error})
     assert (await post(gateway, "/v1/publish", json=PUBLISH, headers=BEARER)).status_code == 200
     assert (await subscriber.expect("created"))["data"] == '{"id":1}', "the refused publish never reached anyone"
+    await subscriber.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"channel": NaN, "event": "created", "data": 1}',
+        b'{"channel": "orders", "event": 1e400, "data": 1}',
+        b'{"events": [{"channel": "orders", "event": -Infinity}]}',
+    ],
+    ids=["nan-channel", "1e400-event", "infinity-in-batch"],
+)
+async def test_a_body_the_schema_refuses_holding_nan_or_infinity_is_a_400(
+    gateway: RunningGateway, emulator: RunningEmulator, body: bytes
+) -> None:
+    """Python's parser reads NaN, Infinity and 1e400 (as Infinity); where the schema refused such a value, its 422
+    echoed the input and failed to render it (JSON has no NaN): a 500. It is a 400 that says why."""
+    subscriber = await ws_client(emulator.ws_url())
+    await subscriber.subscribe("orders", TEST_APP)
+    path = "/v1/publish/batch" if body.startswith(b'{"events"') else "/v1/publish"
+    refused = await post(gateway, path, content=body, headers={**BEARER, "content-type": "application/json"})
+    assert (refused.status_code, refused.json()) == (400, {"error": NON_FINITE_JSON_BODY})
+    assert (await post(gateway, "/v1/publish", json=PUBLISH, headers=BEARER)).status_code == 200
+    assert (await subscriber.expect("created"))["data"] == '{"id":1}'
     await subscriber.close()
 
 
