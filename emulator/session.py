@@ -259,13 +259,10 @@ class Session:
         self._control_frames = True
 
     def _subscribe(self, data: dict[str, object]) -> None:
-        name = data.get("channel")
-        app = self.state.app
-        if not isinstance(name, str):
-            # No channel a subscription_error could name (pusher-js would file it under "None" or "123").
-            problem = "has no channel" if name is None else "has a channel that is not a string"
-            self._error(f"pusher:subscribe {problem}")
+        name = self._channel_named(frames.SUBSCRIBE, data)
+        if name is None:
             return
+        app = self.state.app
         try:
             validate_channel_name(name, app.limits)
         except ProtocolError as exc:
@@ -374,12 +371,25 @@ class Session:
             self.send_text(frames.subscription_succeeded(name))
 
     def _unsubscribe(self, data: dict[str, object]) -> None:
-        name = data.get("channel")
-        if isinstance(name, str) and name in self.subscriptions:
+        name = self._channel_named(frames.UNSUBSCRIBE, data)
+        if name is None:
+            return
+        if name in self.subscriptions:
             member_id = self.subscriptions.pop(name)
             self.state.unsubscribe(self, name, member_id)
-        elif isinstance(name, str):
-            self._admitting.pop(name, None)  # not joined yet: an admission answered later is undone
+        else:  # a channel not subscribed is ignored (protocol §36); one not joined yet has its admission undone
+            self._admitting.pop(name, None)
+
+    def _channel_named(self, event: str, data: dict[str, object]) -> str | None:
+        """The frame's channel, or None after a code-null pusher:error saying what is wrong with it: no channel a
+        subscription_error could name (pusher-js would file it under "None" or "123"), and an unsubscribe that names
+        none is a client bug worth seeing rather than a silent no-op."""
+        name = data.get("channel")
+        if isinstance(name, str):
+            return name
+        problem = "has no channel" if name is None else "has a channel that is not a string"
+        self._error(f"{event} {problem}")
+        return None
 
     def _signin(self, data: dict[str, object]) -> None:
         app = self.state.app

@@ -418,3 +418,27 @@ async def test_subscribe_without_a_string_channel_gets_a_pusher_error(
     await client.expect_error(None, f"pusher:subscribe {problem}")
     await client.sync()
     await client.subscribed(unique("after-"))
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        pytest.param({}, "has no channel", id="missing"),
+        pytest.param({"channel": None}, "has no channel", id="null"),
+        pytest.param({"channel": 123}, "has a channel that is not a string", id="number"),
+        pytest.param({"channel": ["news"]}, "has a channel that is not a string", id="array"),
+    ],
+)
+async def test_unsubscribe_without_a_string_channel_gets_a_pusher_error_and_keeps_every_subscription(
+    emulator: RunningEmulator, connect: Connect, data: dict[str, object], problem: str
+) -> None:
+    """An unsubscribe naming no channel was ignored without a word, as one naming a channel not subscribed still is
+    (protocol §36): it is a client bug, so a code-null pusher:error says what is wrong, and nothing is unsubscribed."""
+    client = await connect(emulator)
+    channel = unique("kept-")
+    await client.subscribed(channel)
+    await client.send("pusher:unsubscribe", data)
+    await client.expect_error(None, f"pusher:unsubscribe {problem}")
+    await client.send("pusher:unsubscribe", {"channel": unique("never-subscribed-")})
+    await publish(emulator, channel, "still-here", "1")
+    await client.expect("still-here", channel)
