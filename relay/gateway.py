@@ -928,10 +928,10 @@ def framing_refusal(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, str] |
     return None
 
 
-def _closing_refusal(status: int, message: str) -> JSONResponse:
+def _closing_refusal(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """An answer after which the connection is closed (``Connection: close``): what follows this request on the
     connection is not read, as its framing or size is not trusted."""
-    return JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"})
+    return JSONResponse({"error": message}, status_code=status, headers={**(headers or {}), "Connection": "close"})
 
 
 # A control character in a request's (percent-decoded) path: no route, channel name or user id holds one, and
@@ -948,16 +948,20 @@ class HeadGuard:
     connection): a request whose body framing is ambiguous (Content-Length with Transfer-Encoding), whose transfer
     coding the gateway does not decode, whose path has a control character, or whose line and headers are over
     MAX_HEAD_BYTES, is refused and its connection closed. A head h11 could not finish within the limit is refused
-    before it gets here (GatewayHttpProtocol), without CORS headers either."""
+    before it gets here (GatewayHttpProtocol), without CORS headers.
 
-    def __init__(self, app: ASGIApp) -> None:
+    A refusal to a page of one of ``cors_origins`` carries CORS's headers for it, as CORSMiddleware's answers do:
+    without them the page saw only a network error for the 431 an oversized cookie or JWT brought, not the reason."""
+
+    def __init__(self, app: ASGIApp, cors_origins: Sequence[str] = ()) -> None:
         self.app = app
+        self.cors_origins = frozenset(browser_origin(origin) for origin in cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refusal = framing_refusal(scope["headers"])
             if refusal is not None:  # where its body ends is not known: none of it is read
-                await _closing_refusal(*refusal)(scope, receive, send)
+                await _closing_refusal(*refusal, self._cors_headers(scope))(scope, receive, send)
                 return
             if CONTROL_CHARACTER.search(scope["path"]):
                 refusal = 400, PATH_WITH_CONTROL_CHARACTER
@@ -966,9 +970,15 @@ class HeadGuard:
                 refusal = 431, head_too_large(MAX_HEAD_BYTES, size)
             if refusal is not None:
                 await _drain_small_body(scope, receive)
-                await _closing_refusal(*refusal)(scope, receive, send)
+                await _closing_refusal(*refusal, self._cors_headers(scope))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _cors_headers(self, scope: Scope) -> dict[str, str]:
+        origin = Headers(scope=scope).get("origin")
+        if origin not in self.cors_origins:
+            return {"Vary": "Origin"} if self.cors_origins else {}
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
 
 
 # The most of a refused request's body read before the answer. Closing a connection with unread bytes in it sends the
@@ -1442,7 +1452,7 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
                 "X-XSRF-TOKEN",
             ],
         )
-    app.add_middleware(HeadGuard)
+    app.add_middleware(HeadGuard, cors_origins=settings.cors_origins)
     app.add_middleware(RefusalLog)  # added last, so outermost: it sees CORS's own refusals too
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
     add_error_handlers(app)

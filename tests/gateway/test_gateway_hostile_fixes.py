@@ -227,6 +227,26 @@ def test_a_jwt_that_makes_the_head_pass_64_kib_is_a_431_that_says_so(serve_port:
     assert_serving(serve_port)
 
 
+def test_a_431_to_a_page_of_an_allowed_origin_carries_cors_headers_and_to_another_none(serve_port: int) -> None:
+    """A page whose cookie or JWT passed 64 KiB saw a network error, not the 431: HeadGuard answers outside CORS, and
+    its refusals had no CORS headers. Now an allowed origin gets them (so the page reads the reason), another none."""
+    first = f"POST /v1/auth/channel HTTP/1.1\r\nHost: gateway\r\nOrigin: {ORIGIN}\r\n".encode()
+    status, headers, body = only_answer(exchange(serve_port, head_of(MAX_HEAD_BYTES + 1, first)))
+    message = f"the request line and headers are 65537 bytes; the gateway takes at most 65536 {JWT_HINT}"
+    assert (status, body, headers["connection"]) == (431, {"error": message}, "close")
+    assert (headers["access-control-allow-origin"], headers["access-control-allow-credentials"]) == (ORIGIN, "true")
+    assert headers["vary"] == "Origin"
+    other = first.replace(ORIGIN.encode(), b"https://elsewhere.example")
+    status, headers, _ = only_answer(exchange(serve_port, head_of(MAX_HEAD_BYTES + 1, other)))
+    assert status == 431
+    assert "access-control-allow-origin" not in headers
+    assert headers["vary"] == "Origin"
+    raw = exchange(serve_port, f"GET /v1/publish%0A HTTP/1.1\r\nHost: gateway\r\nOrigin: {ORIGIN}\r\n\r\n".encode())
+    status, headers, body = only_answer(raw)
+    assert (status, headers["access-control-allow-origin"]) == (400, ORIGIN)
+    assert_serving(serve_port)
+
+
 def test_a_head_still_arriving_past_64_kib_is_a_431_in_json_and_the_connection_closed(serve_port: int) -> None:
     """A head that has not ended by 64 KiB is refused as its bytes arrive (nothing more is read), with the gateway's
     JSON rather than uvicorn's plain-text 400."""
