@@ -398,16 +398,16 @@ async def test_duplicate_subscribe_gets_existing_subscription_and_grants_nothing
 # -- 7. a subscribe without a string channel --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("data", "problem"),
-    [
-        pytest.param({}, "has no channel", id="missing"),
-        pytest.param({"channel": None}, "has no channel", id="null"),
-        pytest.param({"channel": 123}, "has a channel that is not a string", id="number"),
-        pytest.param({"channel": ["news"]}, "has a channel that is not a string", id="array"),
-        pytest.param({"channel": {"name": "news"}}, "has a channel that is not a string", id="object"),
-    ],
-)
+NOT_A_STRING_CHANNEL = [
+    pytest.param({}, "has no channel", id="missing"),
+    pytest.param({"channel": None}, "has no channel", id="null"),
+    pytest.param({"channel": 123}, "has a channel that is not a string", id="number"),
+    pytest.param({"channel": ["news"]}, "has a channel that is not a string", id="array"),
+    pytest.param({"channel": {"name": "news"}}, "has a channel that is not a string", id="object"),
+]
+
+
+@pytest.mark.parametrize(("data", "problem"), NOT_A_STRING_CHANNEL)
 async def test_subscribe_without_a_string_channel_gets_a_pusher_error(
     emulator: RunningEmulator, connect: Connect, data: dict[str, object], problem: str
 ) -> None:
@@ -420,15 +420,7 @@ async def test_subscribe_without_a_string_channel_gets_a_pusher_error(
     await client.subscribed(unique("after-"))
 
 
-@pytest.mark.parametrize(
-    ("data", "problem"),
-    [
-        pytest.param({}, "has no channel", id="missing"),
-        pytest.param({"channel": None}, "has no channel", id="null"),
-        pytest.param({"channel": 123}, "has a channel that is not a string", id="number"),
-        pytest.param({"channel": ["news"]}, "has a channel that is not a string", id="array"),
-    ],
-)
+@pytest.mark.parametrize(("data", "problem"), NOT_A_STRING_CHANNEL)
 async def test_unsubscribe_without_a_string_channel_gets_a_pusher_error_and_keeps_every_subscription(
     emulator: RunningEmulator, connect: Connect, data: dict[str, object], problem: str
 ) -> None:
