@@ -674,8 +674,10 @@ class AblyApp:
         if is_cache_channel(name):
             last = messages[-1]
             state.cache_published(name, last.pusher_event(), last.pusher_data())
-        reached = local_reach(state, name, exclude)
-        units = [state.meter.published(name, m.pusher_event(), m.pusher_data(), reached, m.size()) for m in messages]
+        counted, echoes = state.publisher_reach(name, outbound.fields.get("connectionId"), exclude)
+        reached = local_reach(state, name, exclude) - counted
+        meter = state.meter
+        units = [meter.published(name, m.pusher_event(), m.pusher_data(), reached, m.size(), echoes) for m in messages]
         channel = state.channels.get(name)
         if channel is not None:
             # One Pusher event per message; Ably peers get the whole ProtocolMessage with the first one.

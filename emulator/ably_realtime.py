@@ -614,6 +614,12 @@ class AblySession(ForeignPeer):
             self.echo or outbound.presence or outbound.fields.get("connectionId") != self.socket_id
         )
 
+    def sends_own_messages(self, channel: str) -> bool:
+        """:meth:`_was_sent` for a message this connection published on ``channel``: for the usage meter, once per
+        publish (Ably bills the echo)."""
+        attachment = self.channels.get(channel)
+        return self.echo and attachment is not None and bool(attachment.modes & MODE_SUBSCRIBE)
+
     def _attached(self, shown: str, flags: int, attachment: Attachment, *, keep_serial: bool = False) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
         # greater ones): the SDKs keep it as the attachSerial, and ably-js's history({untilAttach: true}) sends it

@@ -1449,9 +1449,16 @@ class RedisCluster:
                 return
             publish = _unpack(body)
             origin: object = Outbound(publish["fields"])  # the first event carries the whole message
+            publisher = publish["fields"].get("connectionId")  # its echo, if that connection is here, is metered
             for text, unit in zip(publish["texts"], units.split(","), strict=True):
                 state.deliver_remote(
-                    channel, encode_text(text), exclude or None, int(unit), client_event=False, origin=origin
+                    channel,
+                    encode_text(text),
+                    exclude or None,
+                    int(unit),
+                    client_event=False,
+                    origin=origin,
+                    publisher=publisher,
                 )
                 origin = DELIVERED
             if state.foreign_presence is not None:

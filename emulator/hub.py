@@ -62,6 +62,10 @@ class ForeignPeer:
     ) -> None:
         raise NotImplementedError
 
+    def sends_own_messages(self, channel: str) -> bool:
+        """Whether this connection is sent back what it publishes on ``channel`` (Ably's echo)."""
+        raise NotImplementedError
+
 
 class ClusterLink(Protocol):
     """What a node tells the others about one app; ``None`` on a single node."""
@@ -491,12 +495,36 @@ class AppState:
             self.cluster.published(self.app.app_id, channel.name, text, sender, units, client_event=True)
 
     def deliver_remote(
-        self, name: str, frame: bytes, exclude: str | None, units: int, *, client_event: bool, origin: object = None
+        self,
+        name: str,
+        frame: bytes,
+        exclude: str | None,
+        units: int,
+        *,
+        client_event: bool,
+        origin: object = None,
+        publisher: str | None = None,
     ) -> None:
         """Another node's publish (or client event), for this node's subscribers: they are this node's deliveries
-        to meter (the publish itself is metered on the node it was made on)."""
+        to meter (the publish itself is metered on the node it was made on). ``publisher``: the connection id an Ably
+        publish carries, whose echo is metered apart (:meth:`publisher_reach`)."""
         self.deliver_local(name, frame, exclude, origin)
-        self.meter.relayed(units, local_reach(self, name, exclude), client_event=client_event)
+        counted, echoes = self.publisher_reach(name, publisher, exclude)
+        self.meter.relayed(units, local_reach(self, name, exclude) - counted, client_event=client_event, echoes=echoes)
+
+    def publisher_reach(self, name: str, publisher: str | None, exclude: str | None) -> tuple[int, int]:
+        """For a publish by the Ably connection ``publisher`` (None: by no connection), once per publish: whether
+        :func:`local_reach` counted that connection, one of this node's subscribers of ``name`` not excluded (1 or
+        0), and whether it is sent the message back (1 or 0): Ably's echo, which Ably bills as a delivery of its own,
+        and no other provider does. Not with echo=false, nor to an attachment that does not subscribe: counted, such
+        a connection is sent nothing."""
+        if publisher is None or publisher == exclude:
+            return 0, 0
+        channel = self.channels.get(name)
+        peer = None if channel is None else channel.subscribers.get(publisher)
+        if not isinstance(peer, ForeignPeer):  # not here, or a Pusher socket (sent it as any subscriber)
+            return 0, 0
+        return 1, int(peer.sends_own_messages(name))
 
     def deliver_local(self, name: str, frame: bytes, exclude: str | None, origin: object = None) -> int:
         """Write ``frame`` to this node's connections on ``name`` and meter it; returns :func:`local_reach`'s answer

@@ -19,8 +19,9 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
 - Ably messages: each publish or client event is 1 inbound plus 1 outbound per recipient, each counted in 5 KiB
   chunks of its size (its name, data, client id and extras); a presence enter, update or leave is 1 inbound plus 1
   per presence subscriber; a webhook is 1; each message read from history (a REST history or presence query's
-  answer, a rewind's backlog) is 1. Echo to the publisher is not added (Pusher-protocol clients never receive their
-  own client events).
+  answer, a rewind's backlog) is 1. An Ably connection sent its own publish back (echo, on unless it connected with
+  echo=false) is 1 outbound more, counted apart (``echo_deliveries``, not ``deliveries``): Ably bills it, Pusher
+  (whose clients never receive their own client events) and the others would not.
 - Connection and channel minutes are rounded up per connection (or channel) and per UTC day. A channel is active as
   Ably counts one: from its first subscriber or publish until it has no subscriber and CHANNEL_LINGER_SECONDS have
   passed since its last subscriber left and since its last publish. Peak channels count the active ones. Events sent
@@ -119,6 +120,7 @@ class DayUsage:
     units_2kib: int = 0
     delivered_units_5kib: int = 0
     history_messages: int = 0
+    echo_deliveries: int = 0
     ably_messages: int = 0
     measured: Spans = ()  # set on the snapshots of :meth:`AppMeter.days`, where "now" is known
 
@@ -340,9 +342,10 @@ class AppMeter:
         if self.observer is not None:
             self.observer({"type": "unsubscribed", "channel": channel, "socket_id": socket_id})
 
-    def published(self, channel: str, event: str, data: str, reached: int, size: int) -> int:
+    def published(self, channel: str, event: str, data: str, reached: int, size: int, echoes: int = 0) -> int:
         """An HTTP API (or console, or Ably) publish to one channel of a message of ``size`` bytes as Ably sizes it,
-        that reached ``reached`` of this node's connections; returns its 5 KiB units (the other nodes of a cluster
+        that reached ``reached`` of this node's connections besides its publisher's, and was sent back to that
+        connection ``echoes`` times (0 or 1: Ably's echo); returns its 5 KiB units (the other nodes of a cluster
         meter their deliveries of it)."""
         now = self._clock()
         # _day(now), without its call when the day is the current one (once per publish)
@@ -358,6 +361,9 @@ class AppMeter:
         day.publishes += 1
         day.deliveries += reached
         units = self._count_publish(now, day, size, reached)
+        if echoes:
+            day.echo_deliveries += echoes
+            day.ably_messages += units * echoes
         self.publishes += 1
         if self.observer is not None:
             shown = clipped(data, LOGGED_DATA)
@@ -432,16 +438,19 @@ class AppMeter:
         day.history_messages += messages
         day.ably_messages += messages
 
-    def relayed(self, units: int, reached: int, *, client_event: bool) -> None:
+    def relayed(self, units: int, reached: int, *, client_event: bool, echoes: int = 0) -> None:
         """Another node's publish (or client event) of ``units`` 5 KiB units reached ``reached`` of this node's
-        connections: these deliveries are this node's to count; the publish itself is counted where it was made."""
+        connections besides its publisher's, and was sent back to the publisher's ``echoes`` times (0 or 1: an Ably
+        publish "as" a connection here): these deliveries are this node's to count; the publish itself is counted
+        where it was made."""
         day = self._day(self._clock())
         if client_event:
             day.client_event_deliveries += reached
         else:
             day.deliveries += reached
         day.delivered_units_5kib += units * reached
-        day.ably_messages += units * reached
+        day.echo_deliveries += echoes
+        day.ably_messages += units * (reached + echoes)
 
     def presence_relayed(self, reached: int) -> None:
         """Another node's presence events (a Pusher member joined or left, an Ably member's enter, update or leave)
@@ -569,7 +578,15 @@ def usage_summary(meters: Iterable[AppMeter]) -> dict[str, Any]:
 _PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
 # Fields a day may lack: counts an earlier version did not keep, and the time measured, which version 1 did not.
 _OPTIONAL = frozenset(
-    {"peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib", "history_messages", "measured"}
+    {
+        "peak_publishes_per_second",
+        "units_5kib",
+        "units_2kib",
+        "delivered_units_5kib",
+        "history_messages",
+        "echo_deliveries",
+        "measured",
+    }
 )
 _FIELDS = _COUNTS | {"measured"}
 _REQUIRED = _FIELDS - _OPTIONAL

@@ -17,7 +17,7 @@ from typing import Any
 
 from relay.errors import ConfigError
 
-from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Crossover, Prices, Workload
+from .models import MAX_QUANTITY, MINUTES_PER_DAY, SECONDS_PER_DAY, Crossover, Prices, Workload, check_peak
 
 __all__ = ["add_cost_command", "parse_size", "run_cost"]
 
@@ -325,6 +325,9 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
     per_day, per_second, peak = args.publishes_per_day, args.publishes_per_second, args.peak_factor
     if per_second is not None:
         _non_negative(per_second, "--publishes-per-second")
+        for name in ("peak_factor", "peak_day_factor"):  # checked before publishes per day are derived from them
+            if getattr(args, name) is not None:
+                check_peak(name, getattr(args, name))
         if per_day is not None and peak is not None:
             raise ConfigError(
                 "--publishes-per-day, --publishes-per-second and --peak-factor: give at most two (the third follows)"

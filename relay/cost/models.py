@@ -112,6 +112,10 @@ class Workload:
     api_requests_per_day: float = field(
         default=0.0, metadata=_flag("--api-requests-per-day", "HTTP API calls other than publishes per day")
     )
+    echo_deliveries_per_day: float | None = field(
+        default=None,
+        metadata=_flag("--usage", "measured publishes sent back to the Ably connection that published them (echo)"),
+    )
     message_bytes: float = field(default=1024.0, metadata=_flag("--message-size", "average message size in bytes"))
     days_per_month: float = field(default=30.0, metadata=_flag("--days-per-month", "days in the billed month"))
     peak_day_factor: float = field(default=1.0, metadata=_flag("--peak-day-factor", "busiest day / average day"))
@@ -163,18 +167,7 @@ class Workload:
                 f"workload field days_per_month (--days-per-month) must be 1–31, got {self.days_per_month}"
             )
         for name in ("peak_day_factor", "peak_factor"):
-            if getattr(self, name) < 1:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(
-                    f"workload field {name} ({flag}) must be ≥ 1 (a peak is at least the average), "
-                    f"got {getattr(self, name)}"
-                )
-        if self.peak_factor > MAX_PEAK_FACTOR:
-            raise ConfigError(
-                f"workload field peak_factor (--peak-factor) must be at most {MAX_PEAK_FACTOR:,} (the busiest second "
-                f"holds at most the whole busiest day: {MAX_PEAK_FACTOR:,} times that day's average second), "
-                f"got {self.peak_factor:g}"
-            )
+            check_peak(name, getattr(self, name))
         for name in ("size_units_5kib", "size_units_2kib", "delivery_units_5kib"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -281,7 +274,7 @@ class Workload:
             value = getattr(self, name)
             if value is not None:
                 product = times(name, value)
-                changes[name] = math.ceil(round(product, 6)) if name in _WHOLE_FIELDS else product
+                changes[name] = _scaled_whole(product) if name in _WHOLE_FIELDS else product
         connections: int = changes["connections"]
         for name, excluded, _ in _FAN_OUTS:
             value = getattr(self, name)
@@ -323,6 +316,28 @@ class Workload:
                 return factor
             factor = bigger
         return factor
+
+
+def _scaled_whole(product: float) -> int:
+    """A whole count (connections, channels, users) scaled: rounded up, as part of a connection is one, but not for a
+    float's noise above a whole number (100.00000000000001 is 100), and never to 0 from a count above 0 (500
+    connections × 1e-12 is 1 connection, not none)."""
+    return math.ceil(round(product, 6)) or math.ceil(product)
+
+
+def check_peak(name: str, value: float) -> None:
+    """Refuse a peak factor (``peak_factor`` or ``peak_day_factor``) below 1 or not finite (a peak is at least the
+    average), or a ``peak_factor`` above MAX_PEAK_FACTOR, naming its flag: before anything is derived from it too."""
+    where = f"workload field {name} ({_FIELD_FLAGS[name]})"
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number ≥ 1, got {value!r}")
+    if value < 1:
+        raise ConfigError(f"{where} must be ≥ 1 (a peak is at least the average), got {value:g}")
+    if name == "peak_factor" and value > MAX_PEAK_FACTOR:
+        raise ConfigError(
+            f"{where} must be at most {MAX_PEAK_FACTOR:,} (the busiest second holds at most the whole busiest day: "
+            f"{MAX_PEAK_FACTOR:,} times that day's average second), got {value:g}"
+        )
 
 
 def _reachable(connections: int, excluded: int) -> int:
@@ -370,6 +385,7 @@ _SCALED_FIELDS = (
     "webhooks_per_day",
     "history_messages_per_day",
     "api_requests_per_day",
+    "echo_deliveries_per_day",
     "connection_minutes_per_day",
     "channel_minutes_per_day",
     "bytes_out_per_day",

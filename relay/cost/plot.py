@@ -6,6 +6,7 @@ matplotlib is imported only when a plot is asked for, and only through its objec
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +20,11 @@ from .render import workload_summary
 __all__ = ["PlotResult", "check_plot", "plot_costs"]
 
 FORMATS = ("png", "svg")
+_WIDTH_INCHES = 12
+_FOOTER_POINTS = 7
+# Characters of a footer line: the figure's width over a wide character's (0.7 em, beyond the average letter's, so
+# that a line of digits and capitals fits too), less a margin.
+_FOOTER_LINE = int(_WIDTH_INCHES * 72 * 0.95 / (_FOOTER_POINTS * 0.7))
 # Distinct colours for up to 16 providers (managed lines are solid, self-hosted dashed).
 _PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -62,7 +68,7 @@ def plot_costs(
     crossings = crossovers(workload, chosen, low=low, high=high, points=points, estimates=grid)
     xs = [est.workload.connections for est in grid]
 
-    figure = Figure(figsize=(12, 6.5), dpi=100, layout=ConstrainedLayoutEngine(rect=(0, 0.03, 1, 0.97)))
+    figure = Figure(figsize=(_WIDTH_INCHES, 6.5), dpi=100, layout=ConstrainedLayoutEngine(rect=(0, 0, 1, 0.97)))
     axes = figure.add_subplot()
     legend_handles: list[Line2D] = []
     drawn: list[str] = []
@@ -110,15 +116,15 @@ def plot_costs(
     axes.grid(True, which="both", linewidth=0.3, alpha=0.6)
     legend = figure.legend(handles=legend_handles, fontsize=8, loc="outside right upper")
     capacity = prices.capacity
-    figure.text(
-        0.01,
-        0.005,
+    footer = (
         f"Gaps: no listed plan fits. Dots (in a provider's colour): self-hosting becomes cheaper than it. Self-hosted: "
         f"machines only, at least {workload.min_nodes} node{'s' if workload.min_nodes > 1 else ' (no failover)'}, no "
         f"staff time. Pricing data {prices.version} (as of {prices.as_of}); self-hosted capacity "
-        f"{capacity.confidence} confidence (as of {capacity.as_of}). {workload.days_per_month:g} days/month.",
-        fontsize=7,
+        f"{capacity.confidence} confidence (as of {capacity.as_of}). {workload.days_per_month:g} days/month."
     )
+    # Wrapped here, in lines the figure holds, so that the layout makes room for all of them (matplotlib's own wrap
+    # happens when drawing, after the layout, in the versions the extra allows).
+    figure.supxlabel(textwrap.fill(footer, _FOOTER_LINE), x=0.01, ha="left", fontsize=_FOOTER_POINTS)
     try:
         figure.savefig(path, format=fmt)
     except OSError as exc:

@@ -1,9 +1,9 @@
 """Counting rules: how each provider turns a workload into billed units, and one plan's limits and prices into a fit.
 
 One function per unit-rule code of the pricing file (ably-and-pricing §F.6). Symbols, per average day:
-P publishes, S subscribers per publish, CE client events, Sce their recipients, E echo (1 or 0), Pr presence joins +
-leaves, Ps members told of each, W webhooks, H messages read from Ably's history, Q other HTTP API calls, C peak
-connections, D days per month.
+P publishes, S subscribers per publish, CE client events, Sce their recipients, E echo (1 or 0), EP publishes echoed
+back to the Ably connection that published them (measured only), Pr presence joins + leaves, Ps members told of each,
+W webhooks, H messages read from Ably's history, Q other HTTP API calls, C peak connections, D days per month.
 """
 
 from __future__ import annotations
@@ -173,20 +173,23 @@ def _pusher(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> Plan
 
 
 def ably_messages_per_day(w: Workload) -> float:
-    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E)) + D·(P·S + CE·Sce) + W + Pr·(1 + Ps) + H, where D is the 5 KiB
+    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E) + EP·E) + D·(P·S + CE·Sce) + W + Pr·(1 + Ps) + H, where D is the 5 KiB
     units of a delivery: measured per recipient in a usage file, else the same as a message's, and H the messages read
     from history (each 1 message: "History = 1 per retrieved message", ably-and-pricing §F.2; a REST presence query's
     members and a rewind's backlog too).
 
     Server publishes go over REST and are not echoed; client publishes (client events) are echoed to the sender
-    when echo is on (Ably's default). A webhook is 1 message: the reference's counting list says "integration or
-    webhook delivery = 1 per target" (ably-and-pricing §F.2), the rule for webhooks in particular, where its summary
-    formula (§F.6) puts W inside the 5 KiB chunks of the published messages, whose size is not a webhook's anyway.
-    The usage meter counts a webhook as 1 too.
+    when echo is on (Ably's default), and so are the Ably realtime publishes a usage file measured echoed (EP: the
+    meter counts them apart from the deliveries, as no other provider sends a publisher its own message). A webhook
+    is 1 message: the reference's counting list says "integration or webhook delivery = 1 per target"
+    (ably-and-pricing §F.2), the rule for webhooks in particular, where its summary formula (§F.6) puts W inside the
+    5 KiB chunks of the published messages, whose size is not a webhook's anyway. The usage meter counts a webhook as
+    1 too.
     """
     echo = 1 if w.echo else 0
     chunks, delivered = w.units_of(5), w.delivery_units_of_5kib()
-    inbound = chunks * (w.publishes_per_day + w.client_events_per_day * (1 + echo))
+    echoed = w.client_events_per_day + (w.echo_deliveries_per_day or 0.0)
+    inbound = chunks * (w.publishes_per_day + w.client_events_per_day + echoed * echo)
     outbound = delivered * (w.publishes_per_day * w.subscribers_per_publish + w.client_events_per_day * w.ce_recipients)
     presence = w.presence_events_per_day * (1 + w.presence_audience)
     return inbound + outbound + w.webhooks_per_day + presence + w.history_messages_per_day
@@ -574,6 +577,14 @@ def _mau_assumption(w: Workload, prices: Prices) -> str:
     )
 
 
+def _measured_echo(w: Workload) -> str:
+    """What the usage file says of the realtime publishes Ably echoed, for the echo assumption."""
+    if not w.echo_deliveries_per_day:
+        return ""
+    billed = "billed as deliveries" if w.echo else "not billed (--no-echo)"
+    return f"; {w.echo_deliveries_per_day:,.0f} realtime publishes a day measured echoed to their publisher: {billed}"
+
+
 def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> tuple[str, ...]:
     """The assumptions behind one provider's figures: its counting rule, the defaults used and its notes."""
     lines = [f"counting rule {provider.unit_rules}: {_RULE_TEXT[provider.unit_rules]}"]
@@ -581,7 +592,7 @@ def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> t
         lines.append(
             f"echo {'on' if workload.echo else 'off'}: client events "
             f"{'count' if workload.echo else 'do not count'} a delivery back to the sender; server publishes are REST "
-            "(never echoed)"
+            "(never echoed)" + _measured_echo(workload)
         )
         if workload.size_units_5kib is None:
             lines.append(f"every message billed as {workload.units_of(5):g} × 5 KiB from the average size")

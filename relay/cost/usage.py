@@ -32,6 +32,8 @@ Format (JSON, version 2)::
               "delivered_units_5kib": 50000,           # optional: Σ ceil(message bytes / 5 KiB) × recipients
               "history_messages": 300,                 # optional: messages read from Ably's history, presence
                                                        # queries' members and rewinds' backlogs
+              "echo_deliveries": 40,                   # optional: Ably publishes sent back to the connection that
+                                                       # published them (echo), not among the deliveries
               "measured": [[0, 86400]]                 # optional: when the meter was measuring, [from, to) in
                                                        # seconds after 00:00 UTC (absent: not recorded)
             }
@@ -119,6 +121,7 @@ class UsageDay:
     units_2kib: int | None = None
     delivered_units_5kib: int | None = None
     history_messages: int | None = None
+    echo_deliveries: int | None = None
     measured: tuple[tuple[int, int], ...] | None = None  # None: not recorded (version 1), taken as the whole day
 
     @property
@@ -146,7 +149,14 @@ class UsageDay:
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_OPTIONAL = ("peak_publishes_per_second", "units_5kib", "units_2kib", "delivered_units_5kib", "history_messages")
+_OPTIONAL = (
+    "peak_publishes_per_second",
+    "units_5kib",
+    "units_2kib",
+    "delivered_units_5kib",
+    "history_messages",
+    "echo_deliveries",
+)
 _REQUIRED = tuple(f.name for f in fields(UsageDay) if f.name not in (*_OPTIONAL, "measured"))
 # The fields a day counts in: summed, and extrapolated from a day measured in part (the peaks are neither).
 _COUNTED = tuple(
@@ -169,6 +179,7 @@ _MINUTE_PEAKS = {"connection_minutes": "peak_connections", "channel_minutes": "p
 # (count, what it counts deliveries of): deliveries need something delivered.
 _PAIRS = (
     ("deliveries", "publishes"),
+    ("echo_deliveries", "publishes"),
     ("client_event_deliveries", "client_events"),
     ("presence_deliveries", "presence_events"),
 )
@@ -423,7 +434,7 @@ def _check_deliveries_have_what_they_deliver(days: Mapping[str, UsageDay], where
     """
     where = f"{where}.days.{next(iter(days))}" if len(days) == 1 else f"{where}, its {len(days)} days summed"
     for deliveries, sent in _PAIRS:
-        delivered = sum(getattr(day, deliveries) for day in days.values())
+        delivered = sum(getattr(day, deliveries) or 0 for day in days.values())  # echo_deliveries may be absent
         if delivered and not any(getattr(day, sent) for day in days.values()):
             raise fail(where, f"field {deliveries!r} is {delivered} but {sent!r} is 0")
 
@@ -535,6 +546,7 @@ def workload_from_usage(
         presence_subscribers=ratio("presence_deliveries", "presence_events"),
         webhooks_per_day=average["webhooks"] or 0.0,
         history_messages_per_day=average["history_messages"] or 0.0,
+        echo_deliveries_per_day=average["echo_deliveries"],
         api_requests_per_day=average["api_requests"] or 0.0,
         message_bytes=(average["payload_bytes"] or 0.0) / messages if messages else 0.0,
         days_per_month=days_per_month,
