@@ -30,6 +30,7 @@ from relay.errors import (
     TransportError,
     UnknownKey,
     UnsupportedCapability,
+    about_item,
 )
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
@@ -253,9 +254,7 @@ class _Operations:
                     self.socket_id(event.socket_id)
                 checked.append((event, _payload_of(event.data)))
             except ProtocolError as error:
-                error.message = f"events[{index}]: {error.message}"  # in a batch of 1,000, which one
-                error.args = (error.message,)
-                raise
+                raise about_item(error, f"events[{index}]") from None  # in a batch of 1,000, which one
         return checked
 
 
@@ -420,7 +419,13 @@ class _BaseRelay:
         channels = list(channels)
         if not 1 <= len(channels) <= MAX_TOKEN_CHANNELS:
             raise ProtocolError(f"a token is asked for 1 to {MAX_TOKEN_CHANNELS} channels, not {len(channels)}")
-        return list(dict.fromkeys(self.adapter.check_channel(channel) for channel in channels))
+        checked = []
+        for index, channel in enumerate(channels):
+            try:
+                checked.append(self.adapter.check_channel(channel))
+            except ProtocolError as error:
+                raise about_item(error, f"channels[{index}]") from None  # of 100, which one
+        return list(dict.fromkeys(checked))
 
     def authenticate_user(self, socket_id: str, user: UserLike) -> dict[str, Any]:
         self._ops.require(self.adapter, Capability.USER_AUTH)

@@ -176,6 +176,14 @@ class UnsupportedCapability(RelayError):
         self.operation = operation
 
 
+def about_item(error: RelayError, where: str) -> RelayError:
+    """``error``, its message now starting with ``where`` (``events[3]``, ``channels[0]``): which item of a list it is
+    about, in a list of hundreds. Its class, status and code are unchanged; raise it again."""
+    error.message = f"{where}: {error.message}"
+    error.args = (error.message,)
+    return error
+
+
 @contextmanager
 def parser_limits(what: str, origin: str) -> Iterator[None]:
     """Python's own limits met while parsing a ``what``, as its errors; the parser's syntax errors are the caller's."""

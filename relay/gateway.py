@@ -24,7 +24,9 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import jwt
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -72,6 +74,7 @@ from relay.web import (
     error_response,
     json_kind,
     malformed_json_body,
+    no_store,
     printable,
     request_fields,
     requested_channels,
@@ -165,9 +168,14 @@ class GatewaySettings:
     cors_origins: tuple[str, ...] = ()
     webhook_forward_url: str | None = None
     jwt_leeway: float = DEFAULT_JWT_LEEWAY_S
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cors_origins", tuple(browser_origin(origin) for origin in self.cors_origins))
+        if self.jwt_public_key is not None:
+            object.__setattr__(self, "jwt_public_key", certificate_public_key(self.jwt_public_key))
+        if self.public_url is not None:
+            object.__setattr__(self, "public_url", public_base_url(self.public_url))
         leeway = self.jwt_leeway
         if isinstance(leeway, bool) or not isinstance(leeway, int | float) or not 0 <= leeway <= MAX_JWT_LEEWAY_S:
             raise ConfigError(
@@ -237,6 +245,7 @@ class GatewaySettings:
             cors_origins=tuple(o.strip() for o in env.get("RELAY_CORS_ORIGINS", "").split(",") if o.strip()),
             webhook_forward_url=env.get("RELAY_WEBHOOK_FORWARD_URL") or None,
             jwt_leeway=_seconds(env.get("RELAY_JWT_LEEWAY"), "RELAY_JWT_LEEWAY", DEFAULT_JWT_LEEWAY_S),
+            public_url=env.get("RELAY_PUBLIC_URL") or None,
         )
 
 
@@ -247,6 +256,28 @@ def _seconds(value: str | None, name: str, default: float) -> float:
         return float(value)  # NaN and infinity are refused with the range (GatewaySettings)
     except ValueError:
         raise ConfigError(f"{name}: {value!r} is not a number of seconds, such as 30") from None
+
+
+def public_base_url(url: str) -> str:
+    """``url``, the gateway's address as browsers reach it (RELAY_PUBLIC_URL), without a final ``/``: the routes'
+    paths are appended to it in /v1/client-config, so it is a base alone (no query, no fragment) and never holds
+    credentials, which every page would be given."""
+    example = "such as https://rt.example.com or https://example.com/relay"
+    if not is_http_url(url):
+        raise ConfigError(f"RELAY_PUBLIC_URL: {url!r} is not an http(s) URL with a host, {example}")
+    parts = urlsplit(url)
+    if "?" in url or "#" in url:
+        raise ConfigError(
+            f"RELAY_PUBLIC_URL: {url!r} has a query or a fragment; give the base URL the routes' paths are appended "
+            f"to, {example}"
+        )
+    if parts.username is not None:
+        shown = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+        raise ConfigError(
+            f"RELAY_PUBLIC_URL: {shown!r} has credentials before its host: /v1/client-config gives this URL to every "
+            "page, so leave them out"
+        )
+    return url.rstrip("/")
 
 
 def browser_origin(origin: str) -> str:
@@ -265,6 +296,36 @@ def browser_origin(origin: str) -> str:
     default_port = 443 if parts.scheme == "https" else 80
     port = "" if parts.port in (None, default_port) else f":{parts.port}"
     return f"{parts.scheme}://{host}{port}"
+
+
+CERTIFICATE_PEM = "-----BEGIN CERTIFICATE-----"
+
+
+def certificate_public_key(pem: str) -> str:
+    """``pem``'s public key in PEM when it is an X.509 certificate, what Auth0 (``https://TENANT/pem``), Azure AD and
+    Firebase publish for their signing keys; any other PEM unchanged (PyJWT reads keys, not certificates). Only the
+    key is taken: the certificate's dates and issuer are not checked, as identity providers' are self-signed."""
+    if CERTIFICATE_PEM not in pem:
+        return pem
+    count = pem.count(CERTIFICATE_PEM)
+    if count > 1:  # the first of a chain is the usual guess, and a wrong one would refuse every JWT as forged
+        raise ConfigError(
+            f"RELAY_JWT_PUBLIC_KEY holds {count} certificates: give the one whose key signs your users' JWTs (or all "
+            "of the identity provider's keys, as a JWKS, in RELAY_JWKS_FILE)"
+        )
+    try:
+        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    except ValueError:
+        raise ConfigError(
+            "RELAY_JWT_PUBLIC_KEY holds a certificate (-----BEGIN CERTIFICATE-----) that cannot be read, cut short "
+            "or altered: copy it whole as your identity provider publishes it, from -----BEGIN to -----END"
+        ) from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise ConfigError(
+            f"RELAY_JWT_PUBLIC_KEY holds a certificate whose key is {type(key).__name__.removesuffix('PublicKey')}: "
+            "the gateway verifies RS256 (an RSA key) and ES256 (an EC P-256 key) JWTs"
+        )
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def _read_key(value: str | None) -> str | None:
@@ -716,7 +777,10 @@ def _check_public_key(pem: str) -> None:
                 f"RELAY_JWT_PUBLIC_KEY {PRIVATE_KEY_HINT} (give it the public half: openssl pkey -in KEY -pubout)"
             )
         return
-    raise ConfigError("RELAY_JWT_PUBLIC_KEY is not an RS256 or ES256 public key in PEM (-----BEGIN PUBLIC KEY-----)")
+    raise ConfigError(
+        "RELAY_JWT_PUBLIC_KEY is not an RS256 or ES256 public key in PEM (-----BEGIN PUBLIC KEY-----) or a "
+        "certificate holding one (-----BEGIN CERTIFICATE-----)"
+    )
 
 
 # -- request bodies ---------------------------------------------------------------------------------------------
@@ -812,6 +876,8 @@ BODY_LIMITS = {
     "/v1/auth/channel": MAX_CHANNEL_AUTH_BODY_BYTES,
     "/v1/auth/user": MAX_AUTH_BODY_BYTES,
 }
+# Their answers are Cache-Control: no-store (relay.web.no_store), the refusals of the gateway's own layers too
+AUTH_PATHS = frozenset({"/v1/auth/channel", "/v1/auth/user"})
 
 
 def bearer_token(header: str) -> str | None:
@@ -1027,7 +1093,8 @@ class RequestGuard:
         except RelayError as error:
             ably = self.ably and path == "/v1/auth/channel"
             await _drain_small_body(scope, receive)  # a 401 before the body: no reset overtaking it (see HeadGuard)
-            await error_response(error, Request(scope), ably=ably)(scope, receive, send)
+            refusal = error_response(error, Request(scope), ably=ably)
+            await (no_store(refusal) if path in AUTH_PATHS else refusal)(scope, receive, send)
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
@@ -1258,10 +1325,17 @@ def gateway_router(
             return error_response(error, request)
         return MembersResponse(users=[MemberResponse(id=member.user_id, info=member.info) for member in members])
 
+    # GET too: ably-js's authUrl asks with GET unless told authMethod 'POST', its authParams in the query (a page
+    # pointed at this route with the default got a 405)
     @router.post(
         "/v1/auth/channel",
         summary="Channel authorization for pusher-js (form or JSON) or Ably",
         openapi_extra=_auth_body({"socket_id": "123.456", "channel_name": "private-orders"}, required=["channel_name"]),
+    )
+    @router.get(
+        "/v1/auth/channel",
+        summary="An Ably token request, as ably-js's authUrl asks with GET",
+        openapi_extra=_auth_query({"channel": "private-orders", "channels": '["orders-42", "presence-room-1"]'}),
     )
     async def auth_channel(request: Request) -> JSONResponse:
         try:
@@ -1271,7 +1345,7 @@ def gateway_router(
             no_user_reason = verifier.no_user_reason(request) if user is None else None
             if channels is not None:
                 body = await channels_token_body_async(client, rules, user, channels, no_user_reason=no_user_reason)
-                return JSONResponse(body)
+                return no_store(JSONResponse(body))
             socket_id, channel = channel_auth_request(client, fields)
             decision = await rules.authorize_async(user, channel, no_user_reason=no_user_reason)
             try:
@@ -1281,8 +1355,8 @@ def gateway_router(
                     raise
                 raise PayloadTooLarge(_user_info_too_large(error.message, rule_specs[decision.pattern])) from None
         except RelayError as error:
-            return error_response(error, request, ably=client.config.scheme == "ably")
-        return JSONResponse(body)
+            return no_store(error_response(error, request, ably=client.config.scheme == "ably"))
+        return no_store(JSONResponse(body))
 
     @router.post(
         "/v1/auth/user",
@@ -1301,14 +1375,16 @@ def gateway_router(
             no_user_reason = verifier.no_user_reason(request) if user is None else None
             body = user_auth_body(client, user, socket_id, no_user_reason)
         except RelayError as error:
-            return error_response(error, request)
-        return JSONResponse(body)
+            return no_store(error_response(error, request))
+        return no_store(JSONResponse(body))
 
     @router.get("/v1/client-config", summary="What a frontend needs to connect")
     async def client_config(request: Request) -> dict[str, Any]:
         # The routes' own paths, wherever they are served: under a mount's prefix (parent.mount("/relay", …)) or an
-        # included router's (include_router(…, prefix="/rt"))
-        channel_auth, user_auth = (request.url_for(name).path for name in ("auth_channel", "auth_user"))
+        # included router's (include_router(…, prefix="/rt")). With RELAY_PUBLIC_URL, whole URLs: a page from another
+        # origin resolved a bare path against its own (a Next.js dev server's), and asked it for its tokens.
+        base = settings.public_url or ""
+        channel_auth, user_auth = (base + request.url_for(name).path for name in ("auth_channel", "auth_user"))
         return frontend_config(client, channel_auth=channel_auth, user_auth=user_auth)
 
     @router.post("/v1/webhooks", summary="Verify a provider webhook and forward its normalised events")
@@ -1368,6 +1444,15 @@ def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, 
     media_types = ("application/x-www-form-urlencoded", "application/json")
     content = {media_type: {"schema": schema} for media_type in media_types}
     return {"requestBody": {"required": True, "content": content}}
+
+
+def _auth_query(example: Mapping[str, str]) -> dict[str, Any]:
+    """The OpenAPI query parameters of an auth endpoint asked with GET (the handler reads them itself)."""
+    parameters = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string", "example": value}}
+        for name, value in example.items()
+    ]
+    return {"parameters": parameters}
 
 
 def _event_json(event: WebhookEvent) -> dict[str, Any]:
@@ -1476,7 +1561,8 @@ def add_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
             return JSONResponse({"error": malformed_json_body(exc.__cause__)}, status_code=400)
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        answer = JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return no_store(answer) if route_path(request.scope) in AUTH_PATHS else answer
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

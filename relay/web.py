@@ -29,6 +29,7 @@ from relay.errors import (
     ProviderError,
     RelayError,
     TransportError,
+    about_item,
 )
 from relay.models import User
 from relay.rules import ChannelRules, Decision
@@ -65,6 +66,8 @@ def channels_token_body(
             decisions.append(rules.authorize(user, channel))
         except (AuthenticationError, PermissionDenied) as refusal:
             refusals.append(refusal)
+        except ProtocolError as error:  # a name the rules refuse (over their length limit, "*"): which of the list
+            raise about_item(error, f"channels[{channels.index(channel)}]") from None
     return _token_for(client, decisions, refusals)
 
 
@@ -83,6 +86,8 @@ async def channels_token_body_async(
             decisions.append(await rules.authorize_async(user, channel, no_user_reason=no_user_reason))
         except (AuthenticationError, PermissionDenied) as refusal:
             refusals.append(refusal)
+        except ProtocolError as error:
+            raise about_item(error, f"channels[{channels.index(channel)}]") from None
     return _token_for(client, decisions, refusals)
 
 
@@ -119,8 +124,12 @@ AUTH_FIELDS = ("socket_id", "channel_name", "channel", "channels")
 async def request_fields(request: Request) -> Mapping[str, str]:
     """pusher-js posts form-encoded ``socket_id``/``channel_name``; JSON (its values strings) and query parameters
     work too. A multipart body (``fetch`` with a ``FormData``) is refused with 415: read as a form, it had no fields,
-    and the answer was "channel_name is required" although it was sent."""
+    and the answer was "channel_name is required" although it was sent. A GET (ably-js's ``authUrl`` with its
+    default ``authMethod``, its ``authParams`` in the query) is read from its query alone: a GET's body means nothing
+    (RFC 9110 §9.3.1)."""
     fields: dict[str, str] = dict(request.query_params)
+    if request.method in ("GET", "HEAD"):
+        return fields
     content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
     if content_type.startswith("application/json"):
         try:
@@ -270,6 +279,14 @@ def error_response(error: RelayError, request: Request | None = None, *, ably: b
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def no_store(response: JSONResponse) -> JSONResponse:
+    """``response`` marked ``Cache-Control: no-store``: an auth answer carries a signature or a token made for one
+    visitor's request, which a shared cache (a CDN, a proxy) must never keep and hand to the next; its refusals too,
+    since a GET's (ably-js's authUrl) would be kept for the URL and answer a visitor whose request it was not."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def printable(text: str) -> str:
     """``text`` for a log line, its control characters and backslashes escaped (``\\n``, ``\\x1b``, ``\\\\``): a
     request's path is percent-decoded, and a ``%0a`` in it would otherwise write a line of the sender's into the log,
@@ -307,8 +324,8 @@ def auth_router(
             socket_id, channel = channel_auth_request(client, await request_fields(request))
             body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:
-            return error_response(error, request)
-        return JSONResponse(body)
+            return no_store(error_response(error, request))
+        return no_store(JSONResponse(body))
 
     @router.post("/pusher/user-auth")
     async def pusher_user_auth(request: Request) -> JSONResponse:
@@ -316,8 +333,8 @@ def auth_router(
             fields = await request_fields(request)
             body = user_auth_body(client, await user_of(request), _required(fields, "socket_id"))
         except RelayError as error:
-            return error_response(error, request)
-        return JSONResponse(body)
+            return no_store(error_response(error, request))
+        return no_store(JSONResponse(body))
 
     @router.api_route("/ably/token", methods=["GET", "POST"])
     async def ably_token(request: Request) -> JSONResponse:
@@ -330,7 +347,7 @@ def auth_router(
                 socket_id, channel = channel_auth_request(client, fields)
                 body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:
-            return error_response(error, request, ably=client.config.scheme == "ably")
-        return JSONResponse(body)
+            return no_store(error_response(error, request, ably=client.config.scheme == "ably"))
+        return no_store(JSONResponse(body))
 
     return router

@@ -72,6 +72,7 @@ def test_the_environment_files_configure_the_emulator_and_the_gateway() -> None:
     assert (relay_url if isinstance(relay_url, ProviderConfig) else parse_url(relay_url)).port == 6001
     assert settings.api_token and settings.jwt_secret
     assert settings.cors_origins == ("https://shop.example.com",)
+    assert settings.public_url == "https://relay.example.com"
 
 
 @pytest.mark.parametrize("command", ["emulator", "serve"])

@@ -45,7 +45,7 @@ def ably_url(running: RunningEmulator) -> str:
         (lambda relay: relay.channel("\ud800"), "\ud800", ""),
         (lambda relay: relay.presence_members("presence-\ud800"), "presence-\ud800", ""),
         (lambda relay: relay.authorize_channel("1.2", "private-\ud800"), "private-\ud800", ""),
-        (lambda relay: relay.authorize_channels(["orders", "private-\ud800"]), "private-\ud800", ""),
+        (lambda relay: relay.authorize_channels(["orders", "private-\ud800"]), "private-\ud800", "channels[1]: "),
     ],
     ids=["publish", "publish-to-several", "batch", "channel", "presence", "authorize", "token"],
 )
