@@ -53,7 +53,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.emulator.ably_hub import DELIVERED, Outbound
-from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState, MemberAdmission
+from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState, CacheVersion, MemberAdmission
 from relay.emulator.logs import redact_urls
 from relay.emulator.wire import encode_text
 from relay.errors import ConfigError
@@ -267,6 +267,31 @@ if not due then return 0 end
 redis.call('ZADD', KEYS[2], 'XX', tonumber(due) - tonumber(ARGV[2]), KEYS[1])
 return 1
 """
+# KEYS: a cache channel's event key, its version key. ARGV: the event (JSON), its version's milliseconds and node id,
+# the TTL (ms). Stores the event only if its version is greater than the one stored (see relay.emulator.hub's
+# CacheVersion): two nodes' writes for one channel may reach Redis in either order, and the newer stays. Answers
+# whether it stored. The version has a key of its own, with the event's TTL, so the event key holds what it always
+# did (a node of an earlier release reads it, and its plain SET leaves the version, which the next publish passes).
+_CACHE_SCRIPT = """
+local stored = redis.call('GET', KEYS[2])
+if stored then
+  local ms, node = string.match(stored, '^(%d+) (%d+)$')
+  ms, node = tonumber(ms), tonumber(node)
+  local new_ms, new_node = tonumber(ARGV[2]), tonumber(ARGV[3])
+  if ms and (ms > new_ms or (ms == new_ms and node >= new_node)) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[3], 'PX', ARGV[4])
+return 1
+"""
+
+
+def _cache_version(stored: str | None) -> CacheVersion:
+    """A version key's value; a missing one (written by a node of an earlier release) is older than any."""
+    if stored is None:
+        return 0, 0
+    milliseconds, node = stored.split(" ")
+    return int(milliseconds), int(node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,15 +528,18 @@ class RedisCluster:
         self._release_script = self._redis.register_script(_RELEASE_SCRIPT)
         self._sweep_script = self._redis.register_script(_SWEEP_SCRIPT)
         self._hand_over_script = self._redis.register_script(_HAND_OVER_SCRIPT)
+        self._cache_script = self._redis.register_script(_CACHE_SCRIPT)
         self._connected = asyncio.Event()
         self._recovering = asyncio.Lock()
         self._pubsub: Any = None
         self._known_nodes: set[int] = set()
         # Publishes carry "<node>.<sequence number>": a batch that timed out is sent again (see _failed), and Redis may
-        # have run the first one when it woke, so a receiver drops what it has seen from that node already.
+        # have run the first one when it woke, so a receiver drops what it has seen from that node already; a number
+        # past the next one tells it that the publishes in between never reached it (the bus is at most once).
         self._publish_numbers = itertools.count()
         self._last_published: dict[int, int] = {}
         self.lost_operations = 0
+        self.missed_messages = 0  # other nodes' publishes this node found it never got
         self._instance = secrets.token_hex(6)  # result keys of a node restarted with the same id are not its own
         self._batches = 0
         self._unreconciled = False  # operations were lost and Redis is not reconciled with this node yet
@@ -540,6 +568,8 @@ class RedisCluster:
         self.bus = bus_channel(settings.prefix, int(self._redis.connection_pool.connection_kwargs.get("db") or 0))
         # Presence joins waiting for Redis's admission: decided by the node alone if their operation is lost.
         self._admitting: set[_Admitting] = set()
+        # member_added webhooks waiting for this node's count of their channel, by (app, channel): see _webhook.
+        self._awaiting_channel: dict[tuple[str, str], list[dict[str, object]]] = {}
 
     # -- keys -------------------------------------------------------------------------------------------------
 
@@ -572,6 +602,8 @@ class RedisCluster:
     async def close(self) -> None:
         # The connections just closed queued their leaves and vacates: once counted, their holds are in Redis.
         await self._drain()
+        for app_id, channel in list(self._awaiting_channel):  # due, and no count of their channel is coming now
+            self._send_awaiting(app_id, channel)
         for pending in list(self._admitting):  # their sessions are closed: no deadline is left to fire after this
             self._admission_done(pending)
         for task in self._tasks:
@@ -697,14 +729,14 @@ class RedisCluster:
             pipe.publish(self.bus, "J" + json.dumps(["snapshot", self.node_id]))
             for state in self._states.values():  # a restarted Redis lost the cache: what this node has goes back
                 now = state.clock()
-                for channel, (event, data, expires) in list(state.cache.items()):
-                    if expires > now:
-                        value = json.dumps([channel, event, data])
-                        key = self._key("cache", state.app.app_id, channel)
-                        ttl_left = max(1, int((expires - now) * 1000))
-                        pipe.set(key, value, px=ttl_left, nx=True)  # not over what another node stored meanwhile
+                for channel, (event, data, expires, version) in list(state.cache.items()):
+                    if expires > now:  # not over a newer event another node stored meanwhile
+                        keys, args = self._cache_write(state.app.app_id, channel, event, data, expires - now, version)
+                        await self._cache_script(keys=keys, args=args, client=pipe)
             await pipe.execute()
         self._counted = NodeState(occupied=set(held.occupied), members=dict(held.members))
+        for app_id, channel in [key for key in self._awaiting_channel if key in self._counted.occupied]:
+            self._send_awaiting(app_id, channel)  # counted by a count whose answer was lost
         self._generation, self._restoring = generation, None  # only now: a reconciliation cut short is run again
 
     async def _data_lost(self) -> tuple[str | None, bool]:
@@ -777,16 +809,21 @@ class RedisCluster:
 
     async def _load_cache(self) -> None:
         for state in self._states.values():
-            pattern = self._key("cache", state.app.app_id, "*")
-            found: list[tuple[int, str, str, str]] = []
-            async for key in self._redis.scan_iter(match=pattern, count=500):
-                value, ttl_ms = await asyncio.gather(self._redis.get(key), self._redis.pttl(key))
+            app_id = state.app.app_id
+            found: list[tuple[int, str, str, str, CacheVersion]] = []
+            channel_at = len(self._key("cache", app_id, ""))
+            async for key in self._redis.scan_iter(match=self._key("cache", app_id, "*"), count=500):
+                version_key = self._key("cache-version", app_id, key[channel_at:])
+                value, ttl_ms, stored_version = await asyncio.gather(
+                    self._redis.get(key), self._redis.pttl(key), self._redis.get(version_key)
+                )
                 if value is not None and ttl_ms > 0:
                     channel, event, data = json.loads(value)
-                    found.append((ttl_ms, channel, event, data))
+                    version = _cache_version(stored_version)  # type: ignore[arg-type]  # decode_responses: a str
+                    found.append((ttl_ms, channel, event, data, version))
             # Stored soonest to expire first: the store drops expired events from its front (SCAN's order is none)
-            for ttl_ms, channel, event, data in sorted(found):
-                state.cache_store(channel, event, data, ttl_ms / 1000)
+            for ttl_ms, channel, event, data, version in sorted(found):
+                state.cache_store(channel, event, data, ttl_ms / 1000, version)
 
     # -- ClusterLink: called synchronously by the hub -----------------------------------------------------------
 
@@ -979,14 +1016,23 @@ class RedisCluster:
     def terminate_user(self, app_id: str, user_id: str) -> bool:
         return self._enqueue(self._announce("t", app_id, user_id))
 
-    def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None:
+    def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float, version: CacheVersion) -> None:
+        keys, args = self._cache_write(app_id, channel, event, data, ttl, version)
+
         def store(commands: _Commands) -> None:
-            value = json.dumps([channel, event, data])
-            commands.pipe.set(self._key("cache", app_id, channel), value, px=int(ttl * 1000))
+            # Stored or not (a newer event is), the newest is what Redis keeps: nothing follows from the answer.
+            commands.script(self._cache_script, keys, args, lambda stored: None)
             commands.pipe.delete(self._key("cache-missed", app_id, channel))  # filled: the next miss is news again
-            self._announce("c", app_id, channel, event, data, ttl)(commands)
+            self._announce("c", app_id, channel, event, data, ttl, version[0])(commands)
 
         self._enqueue(store)
+
+    def _cache_write(
+        self, app_id: str, channel: str, event: str, data: str, ttl: float, version: CacheVersion
+    ) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of the cache script storing ``channel``'s event for ``ttl`` seconds."""
+        keys = [self._key("cache", app_id, channel), self._key("cache-version", app_id, channel)]
+        return keys, [json.dumps([channel, event, data]), *version, max(1, int(ttl * 1000))]
 
     def cache_missed(self, app_id: str, channel: str) -> None:
         """One cache_miss webhook per channel per CACHE_MISS_INTERVAL across the cluster: the node that sets the
@@ -1090,6 +1136,7 @@ class RedisCluster:
             if result is not None and node_counted == self.node_id:
                 if delta > 0:
                     self._counted.occupied.add((app_id, channel))
+                    self._send_awaiting(app_id, channel)
                 else:
                     self._counted.occupied.discard((app_id, channel))
 
@@ -1149,14 +1196,32 @@ class RedisCluster:
         state = self._states.get(app_id)
         if state is None:  # a settled departure of an app this node does not serve: held in Redis for the sweep
             return
+        channel = str(event["channel"])
         if result == 1:
-            state.webhooks.emit(event)
+            if event["name"] == "member_added" and (app_id, channel) not in self._counted.occupied:
+                # A join is admitted (its user counted) before its subscription counts the channel: the channel's
+                # channel_occupied, if this node sends it, goes first, as on a single node.
+                self._awaiting_channel.setdefault((app_id, channel), []).append(event)
+            else:
+                state.webhooks.emit(event)
         elif result == -1:
+            if event["name"] == "member_removed":  # its connection left before the channel was counted
+                self._send_awaiting(app_id, channel, str(event["user_id"]))
             stale = self._held.pop(pending, None)
             if stale is not None:  # a hold this node made before, cancelled since by a return: its timer must not run
                 stale[0].cancel()
             handle = asyncio.get_running_loop().call_later(delay, self._release_now, pending, app_id, event, hold)
             self._held[pending] = (handle, app_id, event, hold)
+
+    def _send_awaiting(self, app_id: str, channel: str, user_id: str | None = None) -> None:
+        """Send the member_added webhooks waiting for ``channel``'s count (only ``user_id``'s, if given)."""
+        waiting = self._awaiting_channel.pop((app_id, channel), [])
+        kept = [event for event in waiting if user_id is not None and event["user_id"] != user_id]
+        if kept:
+            self._awaiting_channel[(app_id, channel)] = kept
+        for event in waiting:
+            if event not in kept:
+                self._states[app_id].webhooks.emit(event)
 
     def _release_now(self, pending: str, app_id: str, event: dict[str, object], hold: str) -> None:
         self._enqueue(self._release(app_id, pending, event, hold))
@@ -1361,11 +1426,18 @@ class RedisCluster:
                     with contextlib.suppress(RedisError, OSError):
                         self._pubsub = await self._subscribe()
                         await pubsub.aclose()
+                        log.warning(
+                            "the Redis bus subscription dropped (%s) and is back: what other nodes published "
+                            "meanwhile did not reach this node (see relay_cluster_missed_messages_total)",
+                            type(exc).__name__,
+                        )
                         # What the others announced meanwhile is lost (Redis drops a subscriber that reads too
-                        # slowly, and counts are only sent when they change): read their stored state again.
+                        # slowly, and counts are only sent when they change): read their stored state again, and
+                        # the cache channels' events, which Redis keeps.
                         for node in await self._live_nodes():
                             if node != self.node_id:
                                 self._enqueue(self._resync(node))
+                        await self._load_cache()
 
     async def _heartbeat(self) -> None:
         interval = self.settings.node_ttl / 3
@@ -1440,10 +1512,15 @@ class RedisCluster:
             kind, sender, app_id, channel, exclude, units, body = data.split(_SEP, 6)
             node_text, _, number_text = sender.partition(".")
             node, number = int(node_text), int(number_text)
-            state = self._states.get(app_id)
-            if state is None or node == self.node_id or number <= self._last_published.get(node, -1):
+            last = self._last_published.get(node)
+            if node == self.node_id or (last is not None and number <= last):
                 return
-            self._last_published[node] = number
+            if last is not None:
+                self.missed_messages += number - last - 1
+            self._last_published[node] = number  # for every app: a node's numbers run across the apps it serves
+            state = self._states.get(app_id)
+            if state is None:
+                return
             if kind != "A":
                 state.deliver_remote(channel, encode_text(body), exclude or None, int(units), client_event=kind == "C")
                 return
@@ -1490,7 +1567,9 @@ class RedisCluster:
         elif kind == "t":
             state.terminate_local_user(args[1])
         elif kind == "c":
-            state.cache_store(args[1], args[2], args[3], args[4])
+            # A node of an earlier release sends no version: its event is older than any versioned one.
+            milliseconds = args[5] if len(args) > 5 else 0
+            state.cache_store(args[1], args[2], args[3], args[4], (milliseconds, node))
         elif kind == "a" and state.foreign_presence is not None:
             state.foreign_presence.remote_presence(node, args[1], _unpack(args[2]))
 

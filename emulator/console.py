@@ -165,12 +165,12 @@ class Operations:
         """Answer an authorized request for the console, /metrics or /usage (``handle`` adds the origin header)."""
         if path == "/metrics":
             cluster = self.node.cluster
-            lost = 0 if cluster is None else cluster.lost_operations
             text = metrics.render(
                 self.node.states.values(),
                 self.metrics,
                 ready=self.ready,
-                cluster_lost=lost,
+                cluster_lost=0 if cluster is None else cluster.lost_operations,
+                cluster_missed=0 if cluster is None else cluster.missed_messages,
                 tcp_connections=len(self.node.connections),
                 open_files_limit=self.node.open_files_limit,
                 node_id=None if cluster is None else self.node.node_id,

@@ -31,6 +31,9 @@ SUBSCRIPTION_COUNT_INTERVAL = 5.0
 CACHE_MISS_INTERVAL = 10.0
 # Expired cache channels a publish to a cache channel drops at most: more than it adds, and no pause for a backlog
 CACHE_EXPIRY_STEP = 64
+# A cache channel's event's version, (milliseconds, node id): of two nodes' events for one channel the greater is kept,
+# on every node and in Redis, whatever order their writes arrive in (the node id breaks a tie).
+CacheVersion = tuple[int, int]
 
 
 class Peer(Protocol):
@@ -114,7 +117,9 @@ class ClusterLink(Protocol):
     def terminate_user(self, app_id: str, user_id: str) -> bool:
         """Tell the other nodes to close ``user_id``'s connections; False if they cannot be told (Redis is away)."""
 
-    def cache_set(self, app_id: str, channel: str, event: str, data: str, ttl: float) -> None: ...
+    def cache_set(
+        self, app_id: str, channel: str, event: str, data: str, ttl: float, version: CacheVersion
+    ) -> None: ...
 
     def cache_missed(self, app_id: str, channel: str) -> None: ...
 
@@ -248,11 +253,18 @@ class AppState:
         webhooks: WebhookDispatcher,
         clock: Callable[[], float],
         cluster: ClusterLink | None = None,
+        *,
+        node_id: int = 0,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.app = app
         self.webhooks = webhooks
         self.clock = clock
         self.cluster = cluster
+        self.node_id = node_id
+        # What cache versions are stamped with: the nodes of a cluster compare each other's, so it is the wall clock
+        # there; a single node compares only its own, and its clock does.
+        self.wall_clock = clock if wall_clock is None else wall_clock
         self.remote = RemoteState()
         self.foreign_presence: ForeignPresence | None = None
         self.peers: dict[str, Peer] = {}
@@ -262,9 +274,10 @@ class AppState:
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, dict[str, Peer]] = {}
         self.watchers: dict[str, set[Peer]] = {}
-        # Each cache channel's last event, in the order they expire (an app has one TTL): kept past its TTL only
-        # until the next publish drops it, so channels published once do not stay for the life of the process
-        self.cache: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+        # Each cache channel's last event (event, data, expiry, version), in the order they expire (an app has one
+        # TTL): kept past its TTL only until the next publish drops it, so channels published once do not stay for the
+        # life of the process
+        self.cache: OrderedDict[str, tuple[str, str, float, CacheVersion]] = OrderedDict()
         self.cache_missed_at: dict[str, float] = {}
         self.cache_missed_prune_at = 1024
         self.meter = AppMeter(app.app_id)  # usage and metrics; the node gives each app one that also sees webhooks
@@ -598,7 +611,7 @@ class AppState:
         entry = self.cache.get(name)
         if entry is None:
             return None
-        event, data, expires_at = entry
+        event, data, expires_at, _ = entry
         if expires_at < self.clock():
             del self.cache[name]
             return None
@@ -777,19 +790,33 @@ class AppState:
     def cache_published(self, name: str, event: str, data: str) -> None:
         """A publish to cache channel ``name`` (either protocol's): kept for later subscribers, on every node."""
         ttl = self.app.cache_ttl
-        self.cache_store(name, event, data, ttl)
+        version = self._next_cache_version(name)
+        self.cache_store(name, event, data, ttl, version)
         if self.cluster is not None:
-            self.cluster.cache_set(self.app.app_id, name, event, data, ttl)
+            self.cluster.cache_set(self.app.app_id, name, event, data, ttl, version)
 
-    def cache_store(self, name: str, event: str, data: str, ttl: float) -> None:
-        """Keep ``name``'s last event (this node's publish, or another node's): its next miss is news again."""
+    def _next_cache_version(self, name: str) -> CacheVersion:
+        """Past the version of the event kept now, even one from a node whose clock is ahead of this one's: a publish
+        made after this node got another node's event supersedes it everywhere."""
+        milliseconds = int(self.wall_clock() * 1000)
+        entry = self.cache.get(name)
+        if entry is not None:
+            milliseconds = max(milliseconds, entry[3][0] + 1)
+        return milliseconds, self.node_id
+
+    def cache_store(self, name: str, event: str, data: str, ttl: float, version: CacheVersion) -> None:
+        """Keep ``name``'s last event (this node's publish, or another node's) unless the one kept is newer (a later
+        version, still live): its next miss is news again."""
         now = self.clock()
         cache = self.cache
-        cache[name] = (event, data, now + ttl)
+        kept = cache.get(name)
+        if kept is not None and kept[3] >= version and kept[2] >= now:
+            return
+        cache[name] = (event, data, now + ttl, version)
         cache.move_to_end(name)
         self.cache_missed_at.pop(name, None)
         for _ in range(CACHE_EXPIRY_STEP):
-            oldest, (_, _, expires_at) = next(iter(cache.items()))
+            oldest, (_, _, expires_at, _) = next(iter(cache.items()))
             if expires_at >= now:
                 break
             del cache[oldest]

@@ -111,11 +111,13 @@ def render(
     *,
     ready: bool,
     cluster_lost: int = 0,
+    cluster_missed: int = 0,
     tcp_connections: int = 0,
     open_files_limit: int | None = None,
     node_id: int | None = None,
 ) -> str:
     """The exposition text for every app and the node (``cluster_lost``: Redis operations this node lost;
+    ``cluster_missed``: other nodes' publishes that never reached it over the bus;
     ``tcp_connections``: the node's, HTTP and WebSocket, each holding a descriptor; ``open_files_limit``: the process's
     limit, left out where unknown or unlimited). A cluster node's samples carry its ``node_id`` as a ``node`` label:
     the workers of ``--workers`` share one port, so successive scrapes reach different ones, and without the label
@@ -195,6 +197,13 @@ def render(
         "counter",
         "Cluster operations lost to a Redis error, then reconciled (always 0 without --redis-url)",
         [({}, cluster_lost)],
+    )
+    out.family(
+        "relay_cluster_missed_messages_total",
+        "counter",
+        "Other nodes' publishes and client events that never reached this node over the Redis bus, found by a gap "
+        "in their sequence numbers (always 0 without --redis-url)",
+        [({}, cluster_missed)],
     )
     out.family(
         "relay_tcp_connections",

@@ -200,7 +200,7 @@ class EmulatorNode:
         for app in self.config.apps:
             meter = AppMeter(app.app_id, self._wall_clock)
             webhooks = WebhookDispatcher(app, self._http, clock=self._wall_clock, on_delivery=meter.webhook_sent)
-            state = AppState(app, webhooks, loop.time, self.cluster)
+            state = AppState(app, webhooks, loop.time, self.cluster, node_id=self.node_id, wall_clock=self._wall_clock)
             state.meter = meter
             self.states[app.app_id] = state
             for key in app.keys:

@@ -157,11 +157,11 @@ def test_cache_channels_past_their_ttl_are_dropped_as_publishes_come() -> None:
     clock = Clock()
     state = AppState(TEST_APP, WebhookDispatcher(TEST_APP, httpx.AsyncClient()), clock)
     for number in range(1_000):
-        state.cache_store(f"cache-{number}", "price", "x" * 2_000, ttl=60)
+        state.cache_store(f"cache-{number}", "price", "x" * 2_000, ttl=60, version=(0, 0))
     clock.now += 30
-    state.cache_store("cache-7", "price", "again", ttl=60)  # published again: its TTL starts anew
+    state.cache_store("cache-7", "price", "again", ttl=60, version=(1, 0))  # published again: its TTL starts anew
     clock.now += 31
     for number in range(100):  # each publish drops a step of the expired ones
-        state.cache_store(f"cache-later-{number}", "price", "y", ttl=60)
+        state.cache_store(f"cache-later-{number}", "price", "y", ttl=60, version=(0, 0))
     assert list(state.cache) == ["cache-7", *(f"cache-later-{number}" for number in range(100))]
     assert state.cached("cache-7") == ("price", "again")
