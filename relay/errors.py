@@ -144,12 +144,37 @@ class TransportError(RelayError):
 
 class ClientClosed(RelayError):
     """The client was closed (``close()``, the end of its ``with`` block, ``reset_default_client()``) while, or
-    before, it was used. Closed during a request (sent, or between its retries), the error names the request's host;
-    a request that changes something (not a ``query``) may have been processed, and a publish delivered."""
+    before, it was used. Closed during a request (being sent, or between its retries), the error names the request's
+    host and says whether the provider may have processed it: ``sent`` is true once any of the request's bytes went
+    to the network (false: the provider got none of it, and it may be sent again with another client), and
+    ``outcome_unknown`` when what went out got no answer and changes something (not a ``query``): a publish may have
+    been delivered."""
 
-    def __init__(self, *, in_flight_to: str | None = None, query: bool = False, publishes: bool = False) -> None:
+    # Whether any byte of the request went to the network before the client was closed
+    sent: bool = False
+
+    def __init__(
+        self,
+        *,
+        in_flight_to: str | None = None,
+        sent: bool = False,
+        unanswered: bool = False,
+        query: bool = False,
+        publishes: bool = False,
+    ) -> None:
+        closed_during = f"this Relay client was closed during a request to {in_flight_to}"
         if in_flight_to is None:
             super().__init__("this Relay client is closed: create another one")
+        elif not sent:
+            super().__init__(
+                f"{closed_during}, before any of it was sent: the provider got nothing; create another client to "
+                "send it again"
+            )
+        elif not unanswered:  # closed while it waited to be retried, every attempt refused
+            super().__init__(
+                f"{closed_during}, while it waited to be sent again: the provider had answered each attempt with "
+                "an error; create another client to send it again"
+            )
         elif query:  # a query changes nothing, whether or not the provider got it
             super().__init__(
                 f"this Relay client was closed during a query to {in_flight_to}: create another client to ask again"
@@ -158,10 +183,11 @@ class ClientClosed(RelayError):
             # The request may have been processed: a publish sent again could be delivered twice
             delivered = " (a publish may have been delivered)" if publishes else ""
             super().__init__(
-                f"this Relay client was closed during a request to {in_flight_to}: the request may or may not "
-                f"have reached the provider{delivered}; create another client, and check before sending it again"
+                f"{closed_during}: the request may or may not have reached the provider{delivered}; "
+                "create another client, and check before sending it again"
             )
             self.outcome_unknown = True
+        self.sent = sent
 
 
 class UnsupportedCapability(RelayError):

@@ -317,7 +317,9 @@ def _answer_error(response: HttpResponse, sending: Sending) -> Exception:
     return sending.error_for(response)
 
 
-def _exchange(client: httpx.Client, request: HttpRequest, sending: Sending, trace: Any) -> HttpResponse | _Failed:
+def _exchange(
+    client: httpx.Client, request: HttpRequest, sending: Sending, trace: Callable[[str, dict[str, Any]], None]
+) -> HttpResponse | _Failed:
     """``request`` sent and its answer read, the body up to its limit; a RuntimeError if ``client`` is closed."""
     try:
         response = client.send(_built(client, request, {"trace": trace}), stream=True)
@@ -335,10 +337,12 @@ def _exchange(client: httpx.Client, request: HttpRequest, sending: Sending, trac
     return _response(response, body, sending)
 
 
-async def _exchange_async(client: httpx.AsyncClient, request: HttpRequest, sending: Sending) -> HttpResponse | _Failed:
-    """``_exchange`` with an ``httpx.AsyncClient``."""
+async def _exchange_async(
+    client: httpx.AsyncClient, request: HttpRequest, sending: Sending, attempt: _Attempt
+) -> HttpResponse | _Failed:
+    """``_exchange`` with an ``httpx.AsyncClient``, its progress traced into ``attempt``."""
     try:
-        response = await client.send(_built(client, request, {}), stream=True)
+        response = await client.send(_built(client, request, {"trace": attempt.trace_async}), stream=True)
     except httpx.HTTPError as exc:
         return _Failed(exc, answered=False)
     try:
@@ -351,6 +355,69 @@ async def _exchange_async(client: httpx.AsyncClient, request: HttpRequest, sendi
     finally:
         await response.aclose()
     return _response(response, body, sending)
+
+
+class _Attempt:
+    """One exchange as httpcore reports it through httpx's ``trace`` request extension: whether the request may have
+    gone out, and the connection it is opening."""
+
+    __slots__ = ("connecting", "handshaking", "sent")
+
+    def __init__(self) -> None:
+        # From the moment its head is being written: bytes handed to a connection may still reach the server after
+        # the request is cancelled (a closing transport flushes what it holds), so a request cut short while being
+        # written counts as sent. Before, it waited for a connection, or was opening one: the provider got nothing.
+        self.sent = False
+        # The network stream of the connection the exchange opened, while its TLS handshake may be under way
+        self.connecting: Any = None
+        # A sync exchange's duplicate of that connection's socket during its TLS handshake (see _ProcessClient)
+        self.handshaking: socket.socket | None = None
+
+    async def trace_async(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".send_request_headers.started"):
+            self.sent = True
+        elif event.endswith(".connect_tcp.complete"):
+            self.connecting = info["return_value"]
+        elif event.endswith(".start_tls.failed") and not isinstance(info["exception"], Exception):
+            # httpcore closes the connection of a failed handshake, not of a cancelled one (aclose(), the caller's
+            # timeout, the end of the loop): its socket would be left open for the garbage collector to warn about
+            await self.connecting.aclose()
+
+
+@dataclass(slots=True)
+class _SoFar:
+    """What a request's attempts did so far: how many were made, whether any went out, and whether one that went
+    out got no answer (it may have been processed)."""
+
+    attempts: int = 0
+    sent: bool = False
+    unanswered: bool = False
+
+    def add(self, *, sent: bool, answered: bool) -> None:
+        self.attempts += 1
+        self.sent = self.sent or sent
+        self.unanswered = self.unanswered or (sent and not answered)
+
+    def closed(self, request: HttpRequest, sending: Sending, *, in_flight: bool = False) -> ClientClosed:
+        """The error of a client closed during an attempt (``in_flight``, once it was added) or before one; closed
+        before the first, the request is not named: nothing was sent."""
+        if not in_flight and not self.attempts:
+            return ClientClosed()
+        return ClientClosed(
+            in_flight_to=_host(request),
+            sent=self.sent,
+            unanswered=self.unanswered,
+            query=request.method == "GET",
+            publishes=sending.publishes,
+        )
+
+
+def _outcome_sent(outcome: HttpResponse | _Failed, attempt: _Attempt, traced: bool) -> bool:
+    """Whether an attempt that ended went out: as traced, or when its client's transport may not trace (a client
+    passed in), as its error says."""
+    if isinstance(outcome, HttpResponse):
+        return True
+    return attempt.sent if traced else _was_sent(outcome.exc)
 
 
 def _built(client: httpx.Client | httpx.AsyncClient, request: HttpRequest, extensions: dict[str, Any]) -> httpx.Request:
@@ -406,23 +473,26 @@ class SyncSender:
         return here
 
     def send(self, request: HttpRequest, sending: Sending) -> HttpResponse:
-        attempt = 0
+        so_far = _SoFar()
+        traced = self._given is None  # a client passed in may have a transport that reports no progress
         while True:
-            attempt += 1
             here = self._here()
             if self._closed or here.client.is_closed:  # httpx would raise a bare RuntimeError
-                raise _closed_error(request, sending, attempt)
+                raise so_far.closed(request, sending)
+            attempt = _Attempt()
             try:
-                outcome = _exchange(here.client, request, sending, here.trace)
+                outcome = _exchange(here.client, request, sending, here.tracer(attempt))
             except RuntimeError:
                 if here.client.is_closed:  # closed from another thread since the check above
-                    raise _closed_error(request, sending, attempt) from None
+                    raise so_far.closed(request, sending) from None
                 raise
             if isinstance(outcome, _Failed) and self._closed:
                 # close() from another thread cut the connection: no network fault
-                raise _closed_error(request, sending, attempt, in_flight=True)
+                so_far.add(sent=attempt.sent or not traced, answered=False)
+                raise so_far.closed(request, sending, in_flight=True)
+            so_far.add(sent=_outcome_sent(outcome, attempt, traced), answered=isinstance(outcome, HttpResponse))
             pool_size = None if self._given is not None else _POOL_SIZE
-            result = _after_attempt(self.policy, attempt, request, sending, outcome, self._jitter, pool_size)
+            result = _after_attempt(self.policy, so_far.attempts, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
                 return result
             self._sleep(result)
@@ -444,26 +514,47 @@ class _ProcessClient:
         self._lock = threading.Lock()  # close() runs in another thread than the requests
         self._cut = False
 
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpx's ``trace`` request extension: httpcore reports each connection it opens, and its TLS layer, with
-        the network stream as ``return_value``."""
-        if event.endswith(("connect_tcp.complete", "start_tls.complete")):
-            opened = info["return_value"].get_extra_info("socket")
-            if opened is None:  # a stream with no socket (httpcore's mock backends): nothing to shut down
-                return
-            with self._lock:
-                self._sockets.add(opened)
-                cut = self._cut
-            if cut:  # opened while close() ran: no request waits on it
-                _shut_down(opened)
+    def tracer(self, attempt: _Attempt) -> Callable[[str, dict[str, Any]], None]:
+        """httpx's ``trace`` request extension for one exchange: httpcore reports each connection it opens, and its
+        TLS layer, with the network stream as ``return_value``, and when it starts writing the request."""
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith(".send_request_headers.started"):
+                with self._lock:
+                    # Once cut, every socket of the client was shut down: the request's refuses its first byte
+                    attempt.sent = not self._cut
+            elif event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+                opened = info["return_value"].get_extra_info("socket")
+                attempt.connecting = opened
+                if opened is not None:  # a stream with no socket (httpcore's mock backends): nothing to shut down
+                    self._add(opened)
+            elif event.endswith(".start_tls.started") and attempt.connecting is not None:
+                # ssl's handshake moves the descriptor to a socket object of its own, out of reach until it is
+                # done: a duplicate of it lets cut() end a handshake that waits for the server (a close() would
+                # otherwise wait for the timeout, or for ever). Held during the handshake only, as it keeps the
+                # connection open.
+                attempt.handshaking = attempt.connecting.dup()
+                self._add(attempt.handshaking)
+            if event.endswith((".start_tls.complete", ".start_tls.failed")) and attempt.handshaking is not None:
+                attempt.handshaking.close()
+                attempt.handshaking = None
+
+        return trace
+
+    def _add(self, opened: socket.socket) -> None:
+        with self._lock:
+            self._sockets.add(opened)
+            cut = self._cut
+        if cut:  # opened while close() ran: no request waits on it
+            _shut_down(opened)
 
     def cut(self) -> None:
         """Ends every request in flight: a thread waiting for an answer reads the end of the connection."""
         with self._lock:
             self._cut = True
-            opened = list(self._sockets)
-        for sock in opened:
-            _shut_down(sock)
+            # Under the lock, so that a request that starts writing after sees its socket shut down already
+            for sock in list(self._sockets):
+                _shut_down(sock)
 
 
 def _shut_down(sock: socket.socket) -> None:
@@ -522,21 +613,24 @@ class AsyncSender:
         return entry.client, entry.slots
 
     async def send(self, request: HttpRequest, sending: Sending) -> HttpResponse:
-        attempt = 0
+        so_far = _SoFar()
+        traced = self._given is None  # a client passed in may have a transport that reports no progress
         while True:
-            attempt += 1
             if self._closed:
-                raise _closed_error(request, sending, attempt)
+                raise so_far.closed(request, sending)
             client, slots = await self._client()
             async with _slot(slots, self.policy.timeout, request):
                 if self._closed or client.is_closed:  # closed before, or while the request waited for a slot
-                    raise _closed_error(request, sending, attempt)
-                outcome = await self._until_closed(_exchange_async(client, request, sending))
+                    raise so_far.closed(request, sending)
+                attempt = _Attempt()
+                outcome = await self._until_closed(_exchange_async(client, request, sending, attempt))
             if outcome is None or (isinstance(outcome, _Failed) and self._closed):
                 # aclose() during the request ended it, or cut its connection: no network fault
-                raise _closed_error(request, sending, attempt, in_flight=True)
+                so_far.add(sent=attempt.sent or not traced, answered=False)
+                raise so_far.closed(request, sending, in_flight=True)
+            so_far.add(sent=_outcome_sent(outcome, attempt, traced), answered=isinstance(outcome, HttpResponse))
             pool_size = None if self._given is not None else _POOL_SIZE
-            result = _after_attempt(self.policy, attempt, request, sending, outcome, self._jitter, pool_size)
+            result = _after_attempt(self.policy, so_far.attempts, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
                 return result
             # aclose() ends the wait, and the next attempt then raises ClientClosed
@@ -638,11 +732,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _host(request: HttpRequest) -> str:
     url = httpx.URL(request.url)
     return url_host(url.host) + (f":{url.port}" if url.port else "")
-
-
-def _closed_error(request: HttpRequest, sending: Sending, attempt: int, *, in_flight: bool = False) -> ClientClosed:
-    """Closed during the request (``in_flight``) or before a retry, what was sent may have been processed; closed
-    before the first attempt, nothing was sent."""
-    if not in_flight and attempt == 1:
-        return ClientClosed()
-    return ClientClosed(in_flight_to=_host(request), query=request.method == "GET", publishes=sending.publishes)

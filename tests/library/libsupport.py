@@ -241,6 +241,8 @@ async def server(answer: Callable[[int], Answer]) -> AsyncIterator[tuple[str, li
                 return
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        finally:
+            writer.close()  # not left to the garbage collector, which warns of each connection it closes
 
     listening = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
