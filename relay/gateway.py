@@ -220,12 +220,15 @@ class GatewaySettings:
             if self.api_token
             else "off: set RELAY_API_TOKEN to publish through the gateway"
         )
-        return [
+        lines = [
             f"provider: {describe_configuration(self.relay_url)}",
             f"server API (/v1/publish, /v1/channels, /v1/users): {api}",
             users,
             f"channel rules: {len(self.rules)}",
         ]
+        if self.public_url is not None:
+            lines.append(f"pages are given whole URLs under RELAY_PUBLIC_URL: {self.public_url}")
+        return lines
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:

@@ -349,7 +349,11 @@ async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(confi
     port = free_port()
     env = {"RELAY_URL": "emulator://app-key:top-secret-1@127.0.0.1:6001/apps/1"}
     if configured:
-        env |= {"RELAY_API_TOKEN": "token-of-the-backend", "RELAY_JWT_SECRET": "s" * 32}
+        env |= {
+            "RELAY_API_TOKEN": "token-of-the-backend",
+            "RELAY_JWT_SECRET": "s" * 32,
+            "RELAY_PUBLIC_URL": "https://rt.example.com/relay/",
+        }
     served = await run_relay("serve", "--port", str(port), env=env)
     assert served.returncode is None, served.stderr
     logged = [line for line in served.stderr.splitlines() if line.startswith("INFO:     relay.gateway: ")]
@@ -357,6 +361,9 @@ async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(confi
     if configured:
         assert "server API (/v1/publish, /v1/channels, /v1/users): on" in logged[1]
         assert logged[2] == "INFO:     relay.gateway: users: JWTs verified with RELAY_JWT_SECRET (HS256)"
+        assert logged[4] == (
+            "INFO:     relay.gateway: pages are given whole URLs under RELAY_PUBLIC_URL: https://rt.example.com/relay"
+        )
     else:  # as docs/gateway.md shows it
         guide = (Path(__file__).parent.parent / "docs" / "gateway.md").read_text()
         shown = guide.split("rather than at the first refused request:\n\n```\n", 1)[1].split("```", 1)[0]
