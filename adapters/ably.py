@@ -122,8 +122,10 @@ PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 10
 CAPABILITY_DENIED = 40160
 _CAPABILITY_ADVICE = "the API key's capabilities do not allow it there: Ably dashboard → API Keys"
 # Ably's "Malformed message; invalid connectionKey": the whole publish is refused for a socket_id that is not a live
-# connection's key (a Pusher socket id, a key cut short)
+# connection's key (a Pusher socket id, a key cut short). Hosted Ably's text names the connectionId the key holds
+# ("Malformed message; invalid connectionId", or "mismatched connectionId": its 40006 page).
 MALFORMED_MESSAGE = 40006
+_CONNECTION_FIELDS = ("connectionkey", "connectionid")
 # A channel enumeration's pages went stale (the channels changed meanwhile): Ably says to start it again
 STALE_PAGINATION = 40011
 
@@ -201,7 +203,10 @@ class AblyAdapter:
         return socket_id
 
     def error_for(self, response: HttpResponse) -> RelayError:
-        message, code = response.body.decode("utf-8", "replace")[:500] or "(empty body)", None
+        # Without an ErrorInfo body (Ably's edge refuses a flood of requests so, 42922), the error is in the headers
+        # Ably sends with every error, where ably-js reads it then
+        text = response.headers.get("x-ably-errormessage") or response.body.decode("utf-8", "replace")
+        message, code = text[:500] or "(empty body)", _error_code(response.headers.get("x-ably-errorcode"))
         try:
             error = json.loads(response.body)["error"]
             message, code = str(error.get("message", message)), _error_code(error.get("code"))
@@ -493,7 +498,8 @@ def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[Relay
         return None
 
     def instead(error: RelayError) -> HttpRequest | None:
-        if error.code != MALFORMED_MESSAGE or "connectionkey" not in error.message.lower():
+        reason = error.message.lower()
+        if error.code != MALFORMED_MESSAGE or not any(field in reason for field in _CONNECTION_FIELDS):
             return None
         log.warning("Ably refused the socket_id (connectionKey) of a publish, sent again without it: %s", error)
         return unkeyed()
