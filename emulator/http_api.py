@@ -281,7 +281,7 @@ class HttpApi:
 
     def _channel(self, state: AppState, args: Sequence[str], params: Mapping[str, str], __: bytes) -> Response:
         name = validate_channel_name(args[0], state.app.limits)
-        info = _info_fields(state, params.get("info"))
+        info = _info_fields(state, params.get("info"), _CHANNEL_INFO)
         body: dict[str, object] = {"occupied": state.subscription_count(name) > 0}
         body.update(_channel_info(state, name, info))
         if "cache" in info:
@@ -308,6 +308,9 @@ class HttpApi:
 
 
 _NO_INFO: frozenset[str] = frozenset()
+# The attributes a publish's answer and the channel list have; one channel's (GET /channels/{name}) has its cache too.
+_COUNTS = frozenset({"user_count", "subscription_count"})
+_CHANNEL_INFO = _COUNTS | {"cache"}
 
 
 class _Event(NamedTuple):  # built per publish: a NamedTuple costs half of a frozen dataclass's __init__
@@ -365,8 +368,9 @@ def _publish(state: AppState, event: _Event) -> None:
         state.publish(channel, event.name, event.data, event.socket_id)
 
 
-def _info_fields(state: AppState, value: object) -> frozenset[str]:
-    """The attributes an ``info`` parameter asks for, checked before anything is published."""
+def _info_fields(state: AppState, value: object, allowed: frozenset[str] = _COUNTS) -> frozenset[str]:
+    """The attributes an ``info`` parameter asks for, of those ``allowed`` where it is given, checked before anything
+    is published."""
     if value is None or value == "":
         return frozenset()
     if not isinstance(value, str):
@@ -374,9 +378,12 @@ def _info_fields(state: AppState, value: object) -> frozenset[str]:
     fields = frozenset(part.strip() for part in value.split(","))
     if "" in fields:  # "user_count," or "a,,b": named as such, not as an unknown attribute called ""
         raise ProtocolError(f"info {value[:100]!r} has an empty attribute: list them separated by single commas")
-    unknown = fields - {"user_count", "subscription_count", "cache"}
+    unknown = fields - _CHANNEL_INFO
     if unknown:
         raise ProtocolError(f"unknown info attribute(s): {', '.join(sorted(unknown))}")
+    if not fields <= allowed:  # cache, of a publish or the list: answered as if not asked, {} for every channel
+        where = f"/apps/{state.app.app_id}/channels/{{name}}?info=cache"
+        raise ProtocolError(f"info=cache is answered for one channel only: ask GET {where}")
     if "subscription_count" in fields and not state.app.subscription_count:
         raise ProtocolError(SUBSCRIPTION_COUNTING_OFF)
     return fields
