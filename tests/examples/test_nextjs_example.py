@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import RunningEmulator, free_port
 from tests.examples.conftest import needs_chromium, screenshot
-from tests.gateway.conftest import JWT_SECRET, ROOT, TOKEN, emulator_url
+from tests.gateway.conftest import JWT_SECRET, ROOT, TOKEN, emulator_url, hs_jwt
 from tests.gateway.test_gateway_nextjs_guide import EXPECTED_FILES, extract_guide
 from tests.node_scenarios import NODE
 
@@ -32,6 +32,11 @@ BUILD_LIMIT_S = 240
 # The example's demo JWTs live this long (its page's ?ttl=) and the page renews them at half of it: short, so the test
 # sees the first ones expire.
 DEMO_JWT_TTL_S = 6
+
+
+def bearer(user: str) -> dict[str, str]:
+    """The header the example's page sends to its route handler: the user's JWT, as lib/session.ts mints it."""
+    return {"authorization": f"Bearer {hs_jwt(user)}"}
 
 
 class Process:
@@ -125,9 +130,10 @@ async def test_next_build_and_start_publish_through_relay_serve(
     next_installed: Path, emulator: RunningEmulator, processes: list[Process], browser: object
 ) -> None:
     """``next build`` (type-checked, telemetry off) succeeds; with ``next start``, ``relay serve`` (a real process)
-    and the emulator, two users' pages in Chromium connect ("Live"), alice's "Mark ready" calls the route handler,
-    which publishes through the gateway's /v1/publish to private-user-alice; only alice's page shows the order, bob's
-    private channel stays his own. With JWTs that expire in seconds, after the ones the pages started with expired,
+    and the emulator, two users' pages in Chromium connect ("Live") and log no error, alice's "Mark ready" calls the
+    route handler with her JWT, which publishes through the gateway's /v1/publish to private-user-alice; only alice's
+    page shows the order, bob's private channel stays his own, and the route handler publishes to its caller's
+    channel only (no JWT: 401). With JWTs that expire in seconds, after the ones the pages started with expired,
     the emulator drops every connection: the pages reconnect and re-authorize with the renewed JWT, and events still
     arrive (the JWT was a fixed header, refused with 401 after a reconnect). A screenshot goes to
     tests/artifacts/nextjs_example.png."""
@@ -178,10 +184,12 @@ async def test_next_build_and_start_publish_through_relay_serve(
 
     pages = {}
     problems: list[str] = []
+    logged: list[str] = []  # console errors: a missing /favicon.ico was one
     for user in ("alice", "bob"):
         context = await browser.new_context(viewport={"width": 640, "height": 420})  # type: ignore[attr-defined]
         page = await context.new_page()
         page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("console", lambda message: logged.append(message.text) if message.type == "error" else None)
         await page.goto(f"{site}/?user={user}&ttl={DEMO_JWT_TTL_S}")
         await expect(page.locator("[role=status]")).to_have_text("Live", timeout=10_000)
         pages[user] = page
@@ -198,11 +206,24 @@ async def test_next_build_and_start_publish_through_relay_serve(
     await expect(alice.locator("li")).to_have_text(["Order 42 is ready"])
     assert await alice.locator("main [role=alert]").count() == 0  # the component's errors (Next has its own alert)
 
-    # Any caller of the route handler reaches the page (here a plain HTTP client, as another backend would).
+    # The route handler publishes to its caller's channel, from the session's JWT: a request naming alice in its body
+    # reached alice's page from anyone (bob's page, or any HTTP client); without a JWT it is refused, with bob's it
+    # reaches bob. Alice's own JWT reaches her page from another client too.
     async with httpx.AsyncClient(base_url=site) as http:
         answer = await http.post("/api/orders/9/ready", json={"customerId": "alice"})
+        assert answer.status_code == 401
+        assert answer.json() == {"error": "sign in first (Authorization: Bearer <your JWT>)"}
+        answer = await http.post("/api/orders/8/ready", headers=bearer("bob"), json={"customerId": "alice"})
+        assert answer.json() == {"ok": True, "orderId": "8"}
+        await expect(bob.locator("li")).to_have_text(["Order 7 is ready", "Order 8 is ready"])
+        answer = await http.post("/api/orders/9/ready", headers=bearer("alice"))
         assert answer.json() == {"ok": True, "orderId": "9"}
     await expect(alice.locator("li")).to_have_text(["Order 42 is ready", "Order 9 is ready"])
+    assert logged == []
+    # An empty order id is Next's 404 page, not JSON: the button says so (it was an unhandled rejection).
+    await bob.locator("input[name=orderId]").fill("")
+    await bob.get_by_role("button", name="Mark ready").click()
+    await expect(bob.get_by_test_id("publish-result")).to_have_text("HTTP 404: Not Found")
 
     # Past the JWTs the pages were rendered with, every connection drops: the re-authorization sends a renewed one.
     await asyncio.sleep(max(0.0, first_jwts_expire + 1.5 - time.time()))
@@ -212,7 +233,7 @@ async def test_next_build_and_start_publish_through_relay_serve(
     await resubscribed(gateway_url, [f"private-user-{user}" for user in pages], dropped, emulator)
     for user, page in pages.items():
         async with httpx.AsyncClient(base_url=site) as http:
-            answer = await http.post("/api/orders/77/ready", json={"customerId": user})
+            answer = await http.post("/api/orders/77/ready", headers=bearer(user))
             assert answer.json() == {"ok": True, "orderId": "77"}
         await expect(page.locator("li").last).to_have_text("Order 77 is ready")
         assert await page.locator("main [role=alert]").count() == 0

@@ -18,13 +18,14 @@ import pytest
 
 from relay.gateway import RuleSpec, load_rules
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import ROOT, TOKEN, RunningGateway, hs_jwt, run_node
+from tests.gateway.conftest import JWT_SECRET, ROOT, TOKEN, RunningGateway, hs_jwt, run_node
 from tests.node_scenarios import NODE, NODE_DIR
 
 GUIDE = ROOT / "docs" / "gateway.md"
 BLOCK = re.compile(r"^```(?:ts|tsx)\n(// file: (?P<path>\S+)\n.*?)^```$", re.MULTILINE | re.DOTALL)
 EXPECTED_FILES = {
     "lib/relay-server.ts",
+    "lib/session.ts",
     "app/api/orders/[orderId]/ready/route.ts",
     "lib/realtime.ts",
     "components/OrderUpdates.tsx",
@@ -93,10 +94,12 @@ async def test_nextjs_guide_runs_against_the_gateway(
     node_modules: Path, tmp_path: Path, emulator: RunningEmulator, gateway: RunningGateway
 ) -> None:
     """Issue 7 docs: the guide's route handler publishes through /v1/publish with fetch (X-Socket-ID excludes the
-    sender; a wrong token becomes the handler's 502); its realtime module connects pusher-js with the gateway's
-    client config and the user's JWT, reports connecting → connected → reconnecting (after a server 4200) →
-    connected → offline, subscribes the user's channel, gets 403 for another user's and 401 for an expired JWT,
-    and lists presence members with their JWT names; its server helper reads a presence channel's users."""
+    sender; a wrong token becomes the handler's 502) to its caller's channel only (the JWT's sub: a customerId in the
+    body is ignored, a request without a valid JWT is 401 and publishes nothing); its realtime module connects
+    pusher-js with the gateway's client config and the user's JWT, reports connecting → connected → reconnecting
+    (after a server 4200) → connected → offline, subscribes the user's channel, gets 403 for another user's and 401
+    for an expired JWT, and lists presence members with their JWT names; its server helper reads a presence
+    channel's users."""
     out = await build_guide(tmp_path)
     closed: list[int] = []
 
@@ -114,6 +117,7 @@ async def test_nextjs_guide_runs_against_the_gateway(
         "RELAY_JWT_ALICE": hs_jwt("alice", name="Alice Liddell"),
         "RELAY_JWT_BOB": hs_jwt("bob"),
         "RELAY_JWT_EXPIRED": hs_jwt("alice", ttl=-30),
+        "RELAY_JWT_SECRET_FOR_APP": JWT_SECRET,
     }
     run = await run_node("gateway_nextjs_guide.mjs", emulator, env, on_step=close_all, limit_s=25)
     assert closed and closed[0] >= 2  # alice and bob were connected
@@ -124,6 +128,7 @@ async def test_nextjs_guide_runs_against_the_gateway(
         "presence",
         "server-presence-query",
         "route-handler-publishes",
+        "route-handler-caller",
         "route-handler-socket-id",
         "route-handler-401",
         "reconnecting",

@@ -4,7 +4,8 @@
 // realtime module drives pusher-js in Node, exactly as the client component does in the browser.
 //
 // Environment (from tests/gateway/test_gateway_nextjs_guide.py): RELAY_GUIDE_DIR (the compiled guide),
-// RELAY_GATEWAY_URL, RELAY_API_TOKEN, RELAY_JWT_ALICE, RELAY_JWT_BOB, RELAY_JWT_EXPIRED.
+// RELAY_GATEWAY_URL, RELAY_API_TOKEN_FOR_APP, RELAY_JWT_SECRET_FOR_APP, RELAY_JWT_ALICE, RELAY_JWT_BOB,
+// RELAY_JWT_EXPIRED.
 // Step: {"step": "close-all-4200"} — the driver closes every emulator connection with pusher:error 4200.
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -14,12 +15,11 @@ const guide = process.env.RELAY_GUIDE_DIR;
 const gatewayUrl = process.env.RELAY_GATEWAY_URL;
 const load = (file) => import(pathToFileURL(path.join(guide, file)).href);
 
-/** The guide's route handler, called as Next.js would for POST /api/orders/{orderId}/ready. */
-async function orderReady(POST, orderId, customerId, headers = {}) {
+/** The guide's route handler, called as Next.js would for POST /api/orders/{orderId}/ready by the user of `jwt`. */
+async function orderReady(POST, orderId, jwt, headers = {}) {
   const request = new Request(`http://shop.test/api/orders/${orderId}/ready`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', ...headers },
-    body: JSON.stringify({ customerId }),
+    headers: jwt ? { Authorization: `Bearer ${jwt}`, ...headers } : headers,
   });
   const response = await POST(request, { params: Promise.resolve({ orderId }) });
   assert.ok(response instanceof Response);
@@ -32,6 +32,8 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   // The Next.js server's environment, read by lib/relay-server.ts at each publish.
   process.env.RELAY_GATEWAY_URL = gatewayUrl;
   process.env.RELAY_API_TOKEN = process.env.RELAY_API_TOKEN_FOR_APP;
+  process.env.RELAY_JWT_SECRET = process.env.RELAY_JWT_SECRET_FOR_APP; // lib/session.ts checks the caller's JWT
+  const aliceJwt = process.env.RELAY_JWT_ALICE;
 
   // Pure mapping of pusher-js states.
   assert.equal(realtime.connectionStatus('initialized', false), 'connecting');
@@ -105,24 +107,47 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   s.check('server-presence-query');
 
   // The route handler publishes to the customer's channel through /v1/publish.
-  let response = await orderReady(POST, 'o-1', 'alice');
+  let response = await orderReady(POST, 'o-1', aliceJwt);
   assert.deepEqual(response, { status: 200, body: { ok: true, orderId: 'o-1' } });
   await until(() => events.length === 1, { what: 'order o-1 to arrive' });
   assert.deepEqual(events[0], { event: 'order-ready', data: { orderId: 'o-1' } });
   s.check('route-handler-publishes');
 
+  // The caller is the session's (the JWT's sub), never the request's: bob's request reaches bob's channel, not
+  // alice's, whatever customerId its body names; without a valid JWT (none, a forged one, an expired one) it is 401.
+  const forged = `${aliceJwt.slice(0, aliceJwt.lastIndexOf('.'))}.${'A'.repeat(43)}`;
+  for (const jwt of [null, forged, process.env.RELAY_JWT_EXPIRED]) {
+    response = await orderReady(POST, 'o-forged', jwt);
+    assert.equal(response.status, 401);
+    assert.match(response.body.error, /^sign in first/);
+  }
+  const bobEvents = [];
+  let bobReady = false;
+  bob.subscribe('private-user-bob', { onEvent: (event, data) => bobEvents.push(data), onReady: () => (bobReady = true) });
+  await until(() => bobReady, { what: "bob's subscription" });
+  const bobRequest = new Request('http://shop.test/api/orders/o-bob/ready', {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${process.env.RELAY_JWT_BOB}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ customerId: 'alice' }),
+  });
+  response = await POST(bobRequest, { params: Promise.resolve({ orderId: 'o-bob' }) });
+  assert.equal(response.status, 200);
+  await until(() => bobEvents.length === 1, { what: "o-bob on bob's channel" });
+  assert.deepEqual(bobEvents, [{ orderId: 'o-bob' }]);
+  s.check('route-handler-caller'); // and alice's next event is o-3: neither o-forged nor o-bob reached her
+
   // X-Socket-ID from the browser tab excludes that tab; the next event still arrives (so o-2 was not just late).
   assert.deepEqual(alice.socketIdHeader(), { 'X-Socket-ID': alice.pusher.connection.socket_id });
-  response = await orderReady(POST, 'o-2', 'alice', alice.socketIdHeader());
+  response = await orderReady(POST, 'o-2', aliceJwt, alice.socketIdHeader());
   assert.equal(response.status, 200);
-  response = await orderReady(POST, 'o-3', 'alice');
+  response = await orderReady(POST, 'o-3', aliceJwt);
   await until(() => events.length === 2, { what: 'order o-3 to arrive' });
   assert.deepEqual(events[1].data, { orderId: 'o-3' });
   s.check('route-handler-socket-id');
 
   // A wrong API token: the gateway answers 401 and the route handler turns it into 502 with the reason.
   process.env.RELAY_API_TOKEN = 'not-the-token';
-  response = await orderReady(POST, 'o-4', 'alice');
+  response = await orderReady(POST, 'o-4', aliceJwt);
   assert.equal(response.status, 502);
   assert.match(response.body.error, /^realtime: missing or invalid API token/);
   process.env.RELAY_API_TOKEN = process.env.RELAY_API_TOKEN_FOR_APP;
@@ -133,7 +158,7 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   assert.equal(await step('close-all-4200'), 'ok');
   await until(() => statuses.length === 4 && ready === aliceReady + 1, { what: 'reconnect and resubscribe' });
   assert.deepEqual(statuses, ['connecting', 'connected', 'reconnecting', 'connected']);
-  response = await orderReady(POST, 'o-5', 'alice');
+  response = await orderReady(POST, 'o-5', aliceJwt);
   await until(() => events.length === 3, { what: 'order o-5 after the reconnect' });
   assert.deepEqual(events.map((e) => e.data.orderId), ['o-1', 'o-3', 'o-5']);
   s.check('reconnecting');

@@ -1,7 +1,8 @@
 import type { Metadata } from 'next';
 import type { ReactNode } from 'react';
 
-export const metadata: Metadata = { title: 'Relay + Next.js' };
+// No icon: without one the browser asks for /favicon.ico, a 404 error in its console.
+export const metadata: Metadata = { title: 'Relay + Next.js', icons: 'data:,' };
 
 export default function RootLayout({ children }: { children: ReactNode }) {
   return (

@@ -14,13 +14,14 @@ export default async function Home({ searchParams }: { searchParams: Promise<Sea
   const name = userId.charAt(0).toUpperCase() + userId.slice(1);
   // The demo JWT lives an hour; ?ttl=SECONDS shortens it, to watch the page renew it.
   const ttlSeconds = Math.max(2, Number(ttl) || 3600);
+  const jwt = demoJwt(userId, name, ttlSeconds);
   return (
     <main>
       <h1>Orders of {name}</h1>
-      <OrderUpdates userId={userId} jwt={demoJwt(userId, name, ttlSeconds)} />
+      <OrderUpdates userId={userId} jwt={jwt} />
       {/* A fresh JWT at half its lifetime: this page mints one at each render. */}
       <RenewSession everySeconds={ttlSeconds / 2} />
-      <MarkReady customerId={userId} />
+      <MarkReady jwt={jwt} />
     </main>
   );
 }

@@ -63,6 +63,12 @@ const UNREACHABLE =
   'The realtime server cannot be reached, so this page is not live: is it running? (RELAY_URL on the backend names ' +
   'it.) The page keeps trying.';
 
+/** FastAPI's `detail` as a sentence: a refusal's text, or each refused field and why (a 422's list of errors). */
+function reason(detail) {
+  if (!Array.isArray(detail)) return detail;
+  return detail.map(({ loc, msg }) => `${loc.at(-1)}: ${msg}`).join('; ');
+}
+
 /** JSON in and out of the backend; errors carry FastAPI's `detail`. */
 export async function api(path, options = {}) {
   const response = await fetch(path, {
@@ -72,7 +78,7 @@ export async function api(path, options = {}) {
     body: options.body === undefined ? undefined : JSON.stringify(options.body),
   });
   const body = await response.json().catch(() => null);
-  if (!response.ok) throw new Error(body?.detail ?? `HTTP ${response.status}`);
+  if (!response.ok) throw new Error(reason(body?.detail) ?? `HTTP ${response.status}`);
   return body;
 }
 

@@ -10,7 +10,14 @@ export async function signIn(role) {
   return new Promise((resolve) => {
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
-      const user = await api('/api/session', { method: 'POST', body: { role, name: form.elements.name.value } });
+      let user;
+      try {
+        user = await api('/api/session', { method: 'POST', body: { role, name: form.elements.name.value } });
+      } catch (error) {
+        showActionError(error); // a refused name: said above the form, which stays for another try
+        return;
+      }
+      showActionError(null);
       form.hidden = true;
       resolve(user);
     });

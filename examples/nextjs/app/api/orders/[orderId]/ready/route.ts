@@ -1,13 +1,19 @@
 // file: app/api/orders/[orderId]/ready/route.ts
 import { publish, RelayPublishError } from '@/lib/relay-server';
+import { sessionUser } from '@/lib/session';
 
 export async function POST(
   request: Request,
   { params }: { params: Promise<{ orderId: string }> },
 ): Promise<Response> {
   const { orderId } = await params;
-  // In a real app the customer comes from your database (and the caller from your session).
-  const { customerId } = (await request.json()) as { customerId: string };
+  // The caller from the session, never a user id from the request: with the gateway's API token this route can
+  // publish to any channel, so it decides who is told what.
+  const user = sessionUser(request);
+  if (!user) return Response.json({ error: 'sign in first (Authorization: Bearer <your JWT>)' }, { status: 401 });
+  // In a real app, check that the caller may mark this order ready (kitchen staff) and read its customer from your
+  // database; in this demo every order is its caller's own.
+  const customerId = user.sub;
   try {
     await publish(`private-user-${customerId}`, 'order-ready', { orderId }, {
       socketId: request.headers.get('x-socket-id') ?? undefined,
