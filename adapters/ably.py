@@ -24,6 +24,7 @@ from relay.adapters.base import (
     unsupported,
     webhook_bytes,
     webhook_event,
+    webhook_json,
 )
 from relay.adapters.pusher import WEBHOOK_WINDOW_SECONDS, presence_channel
 from relay.config import ProviderConfig
@@ -462,26 +463,26 @@ class AblyAdapter:
         expected = webhook_signature(self._config.secret, body)
         if not hmac.compare_digest(lowered.get("x-ably-signature", "").encode(), expected.encode()):
             raise InvalidSignature("webhook X-Ably-Signature does not match base64(HMAC-SHA256(key secret, body))")
+        payload = webhook_json(body, "Ably webhook body")
         try:
-            items = json.loads(body)["items"]
+            items = payload["items"]
             events = [event for index, item in enumerate(items) for event in _ably_webhook_events(index, item)]
             stamped = [int(item["timestamp"]) for item in items if "timestamp" in item]
-        # Signed, but not what Ably sends; RecursionError: nested past the parser's depth; OverflowError: a timestamp
-        # of Infinity, or past a float's range.
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
+            skew = abs(self._clock() - max(stamped) / 1000) if stamped else None
+        # Signed, but not what Ably sends; OverflowError: a timestamp past a float's range (10**400).
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode) of Ably's items") from None
-        if items and not stamped:
+        if items and skew is None:
             raise ProtocolError("Ably webhook items have no timestamp (Ably stamps every item of a batched webhook)")
-        if stamped:
-            self._refuse_replay(max(stamped))
+        if skew is not None:
+            self._refuse_replay(skew)
         return events
 
-    def _refuse_replay(self, newest_ms: int) -> None:
+    def _refuse_replay(self, skew: float) -> None:
         """A signed body carries no nonce: sent again later by whoever saw it, it would verify. So, as Pusher's
-        webhooks (pusher-http-python's validate_webhook), a body whose newest item is over the window from now is
-        refused. Ably retries a batch it could not deliver for up to 5 minutes (backing off to 60 s), so its last
-        attempts still arrive within 300 s of their items."""
-        skew = abs(self._clock() - newest_ms / 1000)
+        webhooks (pusher-http-python's validate_webhook), a body whose newest item is over the window (``skew``
+        seconds) from now is refused. Ably retries a batch it could not deliver for up to 5 minutes (backing off to
+        60 s), so its last attempts still arrive within 300 s of their items."""
         if skew > WEBHOOK_WINDOW_SECONDS:
             raise StaleTimestamp(
                 f"Ably webhook's newest item is {int(skew)} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay "

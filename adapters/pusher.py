@@ -25,12 +25,12 @@ from relay.adapters.base import (
     unsupported,
     webhook_bytes,
     webhook_event,
+    webhook_json,
 )
 from relay.config import ProviderConfig, is_hosted_pusher
 from relay.errors import (
     ConfigError,
     InvalidChannelName,
-    InvalidFrame,
     LimitExceeded,
     ProtocolError,
     RelayError,
@@ -48,7 +48,7 @@ from relay.protocol.channels import (
     server_to_user_channel,
     validate_channel_name,
 )
-from relay.protocol.frames import dumps, loads, refuse_lone_surrogates
+from relay.protocol.frames import dumps, refuse_lone_surrogates
 from relay.protocol.members import parse_channel_data, parse_user_data
 from relay.protocol.signing import (
     authorize_channel,
@@ -402,10 +402,7 @@ class PusherAdapter:
             signature=lowered.get("x-pusher-signature"),
             body=body,
         )
-        try:
-            payload: Any = loads(body, "webhook body")  # also refuses nesting deeper than the parser goes
-        except InvalidFrame as exc:  # the parser's error names a frame; a webhook body is no frame
-            raise ProtocolError(exc.message) from None
+        payload = webhook_json(body, "webhook body")
         try:
             time_ms = int(payload["time_ms"])
             events = payload["events"]

@@ -7,7 +7,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import os
 import random
 import secrets
 import time
@@ -17,6 +16,7 @@ import httpx
 
 from relay.emulator.config import App, Webhook
 from relay.emulator.logs import redact_urls
+from relay.errors import first_cause
 from relay.protocol.ably import split_api_key
 from relay.protocol.ably import webhook_signature as ably_webhook_signature
 from relay.protocol.frames import dumps, utf8_length
@@ -81,6 +81,8 @@ class WebhookDispatcher:
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._in_flight = [0 for _ in app.webhooks]  # events of each webhook's request being sent or retried
         self._dropped_logged_at = float("-inf")
+        # Set by close: a request waiting out its back-off is tried again at once, within the shutdown's grace.
+        self._closing = asyncio.Event()
         # Set by the app's Ably side (AblyApp), which an app with an Ably-format webhook has from the start.
         self.lifecycle_status: LifecycleStatus | None = None
         # The serials of Ably-format items: this process's own sequence, unlike any other node's or an earlier run's.
@@ -182,6 +184,7 @@ class WebhookDispatcher:
         timeout = REQUEST_TIMEOUT[hook.format]
         delay = 1.0
         attempt = 0
+        hurried = False
         while True:
             attempt += 1
             # Stamped and signed at each attempt: receivers (the Pusher SDKs, relay's verify_webhook) refuse a
@@ -201,7 +204,7 @@ class WebhookDispatcher:
                 if status is None:  # past the headers, the answer is in: only reading its body was cut short
                     log.warning("webhook to %s failed: no response within %g s", hook.url, timeout)
             except httpx.HTTPError as exc:
-                log.warning("webhook to %s failed: %s: %.300s", hook.url, exc.__class__.__name__, _first_cause(exc))
+                log.warning("webhook to %s failed: %s: %.300s", hook.url, exc.__class__.__name__, first_cause(exc))
             except Exception as exc:  # httpx refusing the request itself: one failed attempt, not a dead sender
                 log.error("webhook to %s could not be sent: %s: %.200s", hook.url, exc.__class__.__name__, exc)
             if self._on_delivery is not None:
@@ -224,8 +227,21 @@ class WebhookDispatcher:
                     extra={"app_id": self._app.app_id, "events": len(events), "status": status},
                 )
                 return
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            hurried = await self._back_off(delay * random.uniform(0.5, 1.0), hurried=hurried)
             delay = min(delay * 2, 60.0)
+
+    async def _back_off(self, seconds: float, *, hurried: bool) -> bool:
+        """Wait ``seconds`` before a retry, unless a shutdown has begun or begins meanwhile: its grace is seconds and
+        a back-off up to a minute, so a receiver back by then would lose every event still waiting for it. Each
+        request is ``hurried`` once: a receiver still failing is not sent it again and again for the whole grace.
+        Returns whether the request has been hurried."""
+        if hurried:
+            await asyncio.sleep(seconds)
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
+        return self._closing.is_set()
 
     def _signed(
         self, hook: Webhook, events: list[WebhookEvent], items: list[dict[str, object]]
@@ -249,7 +265,9 @@ class WebhookDispatcher:
         }
 
     async def close(self, grace: float) -> None:
-        """Send what is batched or held now, and wait up to ``grace`` seconds for deliveries in flight."""
+        """Send what is batched or held now, retry at once what waits to be retried, and wait up to ``grace`` seconds
+        for deliveries in flight."""
+        self._closing.set()
         for key, (handle, _) in list(self._delayed.items()):
             handle.cancel()
             self._release(key)
@@ -284,16 +302,6 @@ class WebhookDispatcher:
             grace,
             extra={"app_id": self._app.app_id, "events": events, "requests": requests},
         )
-
-
-def _first_cause(error: BaseException) -> str:
-    """What first went wrong under an HTTP client's error, which tells a refused port from a name that does not
-    resolve or a failed TLS handshake (httpx says "All connection attempts failed" for the first)."""
-    while (under := error.__cause__ or error.__context__) is not None:
-        error = under
-    if isinstance(error, ConnectionError) and error.errno:  # "Connect call failed ('127.0.0.1', 1)" names no cause
-        return os.strerror(error.errno)
-    return str(error) or error.__class__.__name__
 
 
 def _next_request(outbox: collections.deque[WebhookEvent], webhook_format: str) -> list[WebhookEvent]:

@@ -7,6 +7,7 @@ Messages say what went wrong and what to do about it, and never contain a secret
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -219,3 +220,13 @@ def parser_limits(what: str, origin: str) -> Iterator[None]:
         raise ConfigError(f"{what} {origin} is nested too deeply to be a {what}") from exc
     except ValueError as exc:  # Python refuses to read an integer of over 4,300 digits (its advice is not the user's)
         raise ConfigError(f"{what} {origin}: a number is too long: {str(exc).split(';')[0]}") from exc
+
+
+def first_cause(error: BaseException) -> str:
+    """What first went wrong under an HTTP client's error, which tells a refused port from a name that does not
+    resolve or a failed TLS handshake (httpx says "All connection attempts failed" for the first)."""
+    while (under := error.__cause__ or error.__context__) is not None:
+        error = under
+    if isinstance(error, ConnectionError) and error.errno:  # "Connect call failed ('127.0.0.1', 1)" names no cause
+        return os.strerror(error.errno)
+    return str(error) or error.__class__.__name__

@@ -63,6 +63,7 @@ from relay.errors import (
     PermissionDenied,
     ProtocolError,
     RelayError,
+    first_cause,
     parser_limits,
 )
 from relay.models import ChannelInfo, Event, User, WebhookEvent
@@ -1406,9 +1407,12 @@ def gateway_router(
             try:
                 response = await forward.post(settings.webhook_forward_url, json=payload, headers=forward_headers)
             except httpx.HTTPError as exc:
-                return JSONResponse({"error": f"forwarding failed: {exc.__class__.__name__}"}, status_code=502)
+                failed = (
+                    f"forwarding to RELAY_WEBHOOK_FORWARD_URL failed: {exc.__class__.__name__}: {first_cause(exc):.300}"
+                )
+                return JSONResponse({"error": f"{failed} {RETRIED}"}, status_code=502)
             if response.status_code >= 300:
-                return JSONResponse({"error": f"forward target answered {response.status_code}"}, status_code=502)
+                return JSONResponse({"error": _forward_refused(response.status_code, settings)}, status_code=502)
         return JSONResponse({"events": len(events)})
 
     # HEAD too: load balancers' health checks send it (AWS target groups, HAProxy's option httpchk HEAD). Out of the
@@ -1419,6 +1423,21 @@ def gateway_router(
         return {"status": "ok"}
 
     return router
+
+
+# What a 502 to the provider brings about: it delivers the webhook again later, so nothing is lost meanwhile.
+RETRIED = "(the provider sends the webhook again)"
+
+
+def _forward_refused(status: int, settings: GatewaySettings) -> str:
+    """The 502 for a forward the route answered ``status`` (not a 2xx): a 401 or 403 is most likely the route checking
+    another token than the one the gateway sends."""
+    if status in (401, 403) and settings.api_token is not None:
+        return (
+            f"RELAY_WEBHOOK_FORWARD_URL answered {status}: the route refused the gateway's Authorization: Bearer "
+            f"RELAY_API_TOKEN; it must check the gateway's RELAY_API_TOKEN {RETRIED}"
+        )
+    return f"RELAY_WEBHOOK_FORWARD_URL answered {status} {RETRIED}"
 
 
 def _user_info_too_large(message: str, spec: RuleSpec) -> str:

@@ -1,0 +1,65 @@
+"""Found hunting webhook bugs end to end (the emulator's side), with a real emulator and a real HTTP receiver: each
+test failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+
+import pytest
+
+from relay.emulator.config import Webhook
+from tests.conformance.wsclient import Connect
+from tests.conformance.wsclient import connect as connect
+from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
+from tests.webhook_receiver import Receiver
+
+
+async def refused_twice_then_left(running: RunningEmulator, receiver: Receiver, connect: Connect) -> None:
+    """A subscriber comes and goes: its channel_occupied is refused twice (its third attempt waits 1 to 2 s), and its
+    channel_vacated is held for the webhook delay (3 s)."""
+    client = await connect(running)
+    await client.subscribe("orders")
+    await receiver.wait_for(2, within=3)  # the first attempt, and its retry 0.5 to 1 s later
+    await client.ws.close()
+    while "orders" in running.node.states[TEST_APP.app_id].channels:  # noqa: ASYNC110  (no event for "left")
+        await asyncio.sleep(0.01)
+
+
+async def test_a_webhook_waiting_out_its_back_off_is_sent_again_at_shutdown(
+    start_emulator: StartEmulator, receiver: Receiver, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request refused twice waits 1 to 2 s for its third attempt (up to a minute after a longer outage). Closing
+    waited out that back-off, past the grace, and dropped the events though the receiver was answering again (the
+    held channel_vacated behind them too); now the shutdown retries at once what is waiting, within the grace."""
+    receiver.statuses.extend([503, 503])
+    running = await start_emulator(app=replace(TEST_APP, webhooks=(Webhook(url=f"{receiver.url}/hooks"),)))
+    await refused_twice_then_left(running, receiver, connect)
+    started = time.monotonic()
+    await running.node.close(webhook_grace=0.8)
+    assert time.monotonic() - started < 0.8
+    assert receiver.event_names() == ["channel_occupied"] * 3 + ["channel_vacated"]
+    assert receiver.signed_by(TEST_APP.secret)
+    assert running.node.states[TEST_APP.app_id].webhooks.dropped == 0
+    assert not [record for record in caplog.records if record.getMessage().startswith("shutdown: dropped")]
+
+
+async def test_a_receiver_still_failing_at_shutdown_is_retried_once_more_not_in_a_loop(
+    start_emulator: StartEmulator, receiver: Receiver, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The retry a shutdown brings forward is one: a receiver still refusing is not sent the request again and again
+    for the whole grace, and what it refused is dropped, counted and logged when the grace runs out."""
+    receiver.status = 503
+    running = await start_emulator(app=replace(TEST_APP, webhooks=(Webhook(url=f"{receiver.url}/hooks"),)))
+    await refused_twice_then_left(running, receiver, connect)
+    caplog.set_level(logging.WARNING, "relay.emulator.webhooks")
+    await running.node.close(webhook_grace=0.4)
+    assert len(receiver.deliveries) == 3
+    assert running.node.states[TEST_APP.app_id].webhooks.dropped == 2  # channel_occupied, and channel_vacated behind it
+    [dropped] = [record for record in caplog.records if record.getMessage().startswith("shutdown: dropped")]
+    assert dropped.getMessage() == (
+        f"shutdown: dropped 2 webhook event(s) in 2 request(s) for {receiver.url}/hooks: "
+        "not delivered within the 0.4 s grace"
+    )

@@ -1,0 +1,122 @@
+"""Found hunting webhook bugs end to end (the gateway's side): each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from relay.protocol.ably import webhook_signature
+from relay.protocol.signing import webhook_signature as pusher_signature
+from tests.conftest import free_port
+from tests.gateway.conftest import JWT_SECRET, TOKEN, StartGateway
+from tests.webhook_receiver import Receiver, StartReceiver
+
+ABLY_KEY_NAME, ABLY_SECRET = "appid.keyid", "ably-key-secret"
+
+
+def ably_webhook(messages: str, *, encode: str = "utf-8") -> tuple[bytes, dict[str, str]]:
+    """A signed Ably batched webhook of one channel.message item carrying ``messages`` (JSON text, as written)."""
+    item = (
+        f'{{"webhookId":"w","source":"channel.message","serial":"1","timestamp":{int(time.time() * 1000)},'
+        f'"name":"channel.message","data":{{"channelId":"orders","messages":{messages}}}}}'
+    )
+    body = f'{{"items":[{item}]}}'.encode(encode)
+    return body, {"X-Ably-Key": ABLY_KEY_NAME, "X-Ably-Signature": webhook_signature(ABLY_SECRET, body)}
+
+
+@pytest.mark.parametrize(
+    ("messages", "encode", "error"),
+    [
+        ('[{"name":"e","data":NaN}]', "utf-8", "Ably webhook body is not valid JSON: NaN is not a finite number"),
+        ('[{"name":"e","data":1e400}]', "utf-8", "Ably webhook body is not valid JSON: 1e400 is not a finite number"),
+        ('[{"name":"e","data":"\\ud800"}]', "utf-8", "Ably webhook body contains a lone UTF-16 surrogate escape"),
+        ('[{"name":"e","data":"x"}]', "utf-16", "Ably webhook body is not valid JSON: it is not UTF-8 text"),
+    ],
+)
+async def test_an_ably_webhook_body_json_cannot_carry_is_a_400_naming_it_and_the_gateway_serves_on(
+    start_gateway: StartGateway, receiver: Receiver, messages: str, encode: str, error: str
+) -> None:
+    """The Ably side parsed webhooks with json.loads, unlike the Pusher side: a signed body holding NaN or a lone
+    surrogate verified, and forwarding it (JSON has neither) answered 500 at every retry; UTF-16 verified too, and
+    other bytes that are not UTF-8 got a vague "must be {items: [...]}". Now both formats are read alike."""
+    env = {
+        "RELAY_URL": f"ably://{ABLY_KEY_NAME}:{ABLY_SECRET}@127.0.0.1:1?tls=false",
+        "RELAY_API_TOKEN": TOKEN,
+        "RELAY_JWT_SECRET": JWT_SECRET,
+        "RELAY_WEBHOOK_FORWARD_URL": receiver.url,
+    }
+    gateway = await start_gateway(env=env)
+    body, headers = ably_webhook(messages, encode=encode)
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        refused = await http.post("/v1/webhooks", content=body, headers=headers)
+        assert (refused.status_code, refused.json()["error"]) == (400, error)
+        body, headers = ably_webhook('[{"name":"e","data":"fine"}]')
+        accepted = await http.post("/v1/webhooks", content=body, headers=headers)
+        assert (accepted.status_code, accepted.json()) == (200, {"events": 1})
+    [forwarded] = await receiver.wait_for(1)
+    assert [(event["kind"], event["data"]) for event in forwarded.events] == [("message", "fine")]
+
+
+async def test_an_ably_webhook_stamped_past_a_float_s_range_is_a_400_not_a_500(
+    start_gateway: StartGateway, receiver: Receiver
+) -> None:
+    """The replay check divided the newest item's timestamp outside the parsing's error handling: a signed item
+    stamped 10**400 ms raised OverflowError, a 500 at every retry. The Pusher side already answered 400."""
+    env = {
+        "RELAY_URL": f"ably://{ABLY_KEY_NAME}:{ABLY_SECRET}@127.0.0.1:1?tls=false",
+        "RELAY_WEBHOOK_FORWARD_URL": receiver.url,
+    }
+    gateway = await start_gateway(env=env)
+    body = b'{"items":[{"timestamp":1' + b"0" * 400 + b',"name":"channel.opened","data":{"channelId":"c"}}]}'
+    headers = {"X-Ably-Key": ABLY_KEY_NAME, "X-Ably-Signature": webhook_signature(ABLY_SECRET, body)}
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        refused = await http.post("/v1/webhooks", content=body, headers=headers)
+        assert (refused.status_code, refused.json()["error"]) == (
+            400,
+            "Ably webhook body must be {items: [...]} (batched mode) of Ably's items",
+        )
+        assert (await http.get("/health")).status_code == 200
+    assert receiver.deliveries == []
+
+
+def pusher_webhook() -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"time_ms": int(time.time() * 1000), "events": [{"name": "channel_occupied", "channel": "o"}]})
+    return body.encode(), {
+        "X-Pusher-Key": "app-key",
+        "X-Pusher-Signature": pusher_signature("app-secret", body.encode()),
+    }
+
+
+async def test_a_forward_that_fails_says_where_to_and_why(
+    start_gateway: StartGateway, start_receiver: StartReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forward URL nothing listens on (a receiver not started yet) answered 502 "forwarding failed: ConnectError",
+    and a route refusing the gateway's token "forward target answered 401": neither said which setting, nor why.
+    Now the answer (and the gateway's log line) names RELAY_WEBHOOK_FORWARD_URL and the cause, and a refusal of the
+    token says which token the route must check."""
+    env = {"RELAY_URL": "emulator://app-key:app-secret@127.0.0.1:1/apps/1", "RELAY_API_TOKEN": TOKEN}
+    down = await start_gateway(env={**env, "RELAY_WEBHOOK_FORWARD_URL": f"http://127.0.0.1:{free_port()}/hooks"})
+    refusing = await start_receiver(status=401)
+    refused = await start_gateway(env={**env, "RELAY_WEBHOOK_FORWARD_URL": refusing.url})
+    body, headers = pusher_webhook()
+    async with httpx.AsyncClient() as http:
+        unreachable = await http.post(f"{down.url}/v1/webhooks", content=body, headers=headers)
+        assert (unreachable.status_code, unreachable.json()["error"]) == (
+            502,
+            "forwarding to RELAY_WEBHOOK_FORWARD_URL failed: ConnectError: Connection refused "
+            "(the provider sends the webhook again)",
+        )
+        answered = await http.post(f"{refused.url}/v1/webhooks", content=body, headers=headers)
+        assert (answered.status_code, answered.json()["error"]) == (
+            502,
+            "RELAY_WEBHOOK_FORWARD_URL answered 401: the route refused the gateway's Authorization: Bearer "
+            "RELAY_API_TOKEN; it must check the gateway's RELAY_API_TOKEN (the provider sends the webhook again)",
+        )
+    assert len(refusing.deliveries) == 1
+    logged = [record.getMessage() for record in caplog.records if record.name == "relay.gateway"]
+    assert "POST /v1/webhooks answered 502: forwarding to RELAY_WEBHOOK_FORWARD_URL failed: ConnectError" in (
+        " ".join(logged)
+    )
