@@ -68,7 +68,14 @@ from relay.errors import (
 )
 from relay.models import ChannelInfo, Event, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
-from relay.rules import ChannelRules, claim_text, compile_pattern, pattern_admits, placeholders_refusing
+from relay.rules import (
+    ChannelRules,
+    claim_text,
+    compile_pattern,
+    pattern_admits,
+    pattern_covers,
+    placeholders_refusing,
+)
 from relay.web import (
     channel_auth_request,
     channels_token_body_async,
@@ -162,6 +169,8 @@ class GatewaySettings:
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
     jwks: Mapping[str, Any] | None = None
+    # Where jwks was read from (RELAY_JWKS_FILE): read again when it changes, as identity providers rotate keys.
+    jwks_file: Path | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_cookie: str | None = None
@@ -242,6 +251,7 @@ class GatewaySettings:
             jwt_secret=env.get("RELAY_JWT_SECRET") or None,
             jwt_public_key=_read_key(env.get("RELAY_JWT_PUBLIC_KEY")),
             jwks=_read_json(Path(jwks_file), "RELAY_JWKS_FILE") if jwks_file else None,
+            jwks_file=Path(jwks_file) if jwks_file else None,
             jwt_audience=env.get("RELAY_JWT_AUDIENCE") or None,
             jwt_issuer=env.get("RELAY_JWT_ISSUER") or None,
             jwt_cookie=env.get("RELAY_JWT_COOKIE") or None,
@@ -356,6 +366,9 @@ def _read_json(path: Path, name: str) -> Mapping[str, Any]:
     return value
 
 
+RULE_KEYS = ("pattern", "users", "user_info_claims")
+
+
 def load_rules(path: Path) -> tuple[RuleSpec, ...]:
     """Read ``[[channels]]`` tables: ``pattern`` (required), ``users``, ``user_info_claims``."""
     try:
@@ -377,14 +390,15 @@ def load_rules(path: Path) -> tuple[RuleSpec, ...]:
         raise ConfigError(f"rules file {path}: write [[channels]] (one table per rule), not [channels]")
     if not isinstance(tables, list):
         raise ConfigError(f"rules file {path}: channels must be [[channels]] tables, not {tables!r}")
-    specs = []
+    specs: list[RuleSpec] = []
     for index, table in enumerate(tables):
         where = f"{path} channels[{index}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: {table!r} is not a table: write [[channels]] with pattern = ...")
-        unknown = sorted(set(table) - {"pattern", "users", "user_info_claims"})
+        unknown = sorted(set(table) - set(RULE_KEYS))
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+            # Named with the allowed keys, a typo (user_info_claim) shows its fix
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(RULE_KEYS)}")
         pattern = table.get("pattern")
         if not isinstance(pattern, str):
             raise ConfigError(f"{where}: pattern is required, a string such as 'private-user-{{sub}}'")
@@ -392,6 +406,13 @@ def load_rules(path: Path) -> tuple[RuleSpec, ...]:
             compile_pattern(pattern)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        earlier = next((number for number, spec in enumerate(specs) if pattern_covers(spec.pattern, pattern)), None)
+        if earlier is not None:
+            raise ConfigError(
+                f"{where}: pattern {pattern!r} never decides: channels[{earlier}] ({specs[earlier].pattern!r}) comes "
+                "first and matches every name it matches, and the first pattern that matches decides (put the "
+                "narrower rule first, or remove the one that repeats)"
+            )
         users = table.get("users", "authenticated")
         problem = users_problem(pattern, users)
         if problem is not None:
@@ -490,6 +511,9 @@ class JwtVerifier:
     def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
         self._jwks = _signing_keys(settings.jwks) if settings.jwks is not None else None
+        # The jwks_file's identity when its keys were last read; None before any check, so the first JWT reads the
+        # file again, whatever changed between the settings reading it and this verifier.
+        self._jwks_stamp: _FileStamp | None = None
         if settings.jwt_public_key is not None:
             _check_public_key(settings.jwt_public_key)
         if not (settings.jwt_secret or settings.jwt_public_key or self._jwks):
@@ -533,9 +557,9 @@ class JwtVerifier:
         if token is None:
             return None
         claims = self.claims(token)
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise AuthenticationError("the JWT has no sub claim")
+        subject: str = claims["sub"]  # PyJWT has checked that it is there, and a string
+        if not subject:
+            raise AuthenticationError("the JWT's sub claim is empty: the gateway identifies the user by it")
         return User(subject, claims)
 
     def claims(self, token: str) -> dict[str, Any]:
@@ -550,13 +574,14 @@ class JwtVerifier:
                 algorithms: Sequence[str] = ("HS256",)
             elif self._jwks is not None:
                 kid = jwt.get_unverified_header(token).get("kid")
-                if kid is None and len(self._jwks) > 1:
+                jwks = self._current_jwks()
+                if kid is None and len(jwks) > 1:
                     # Checked with the first key, a token of another would fail as forged, whichever key signed it.
                     raise AuthenticationError(
-                        f"the JWT has no kid header, and the JWKS holds {len(self._jwks)} keys: the kid says which "
+                        f"the JWT has no kid header, and the JWKS holds {len(jwks)} keys: the kid says which "
                         "one signed it"
                     )
-                jwk = next((k for k in self._jwks if k.key_id == kid or kid is None), None)
+                jwk = next((k for k in jwks if k.key_id == kid or kid is None), None)
                 if jwk is None:
                     raise AuthenticationError("the JWT's kid is not in the JWKS")
                 # Only the key's own algorithm: an ES256 token naming an RSA key's kid must not reach PyJWT's
@@ -604,6 +629,39 @@ class JwtVerifier:
             if str(exc).startswith("Invalid header string"):  # PyJWT's words went on with the parser's own
                 raise AuthenticationError("invalid JWT: its header is not a JSON object") from None
             raise AuthenticationError(f"invalid JWT: {exc}") from None
+
+    def _current_jwks(self) -> list[jwt.PyJWK]:
+        """The JWKS's signing keys, read again when RELAY_JWKS_FILE has changed (one stat per JWT): an identity
+        provider that rotates its keys publishes the next one before signing with it, and drops the last one, which
+        must then stop verifying. A file that no longer reads, or holds no usable key, keeps the keys last read: a
+        warning rather than every user refused."""
+        assert self._jwks is not None  # called in JWKS mode only
+        path = self._settings.jwks_file
+        if path is None:
+            return self._jwks
+        stamp = _file_stamp(path)
+        if stamp != self._jwks_stamp:
+            self._jwks_stamp = stamp
+            try:
+                self._jwks = _signing_keys(_read_json(path, "RELAY_JWKS_FILE"))
+            except ConfigError as error:
+                log.warning(
+                    "%s; the gateway keeps verifying with the %d key(s) it last read", error.message, len(self._jwks)
+                )
+        return self._jwks
+
+
+# A file's identity: a rename over it changes the inode, an edit in place its modification time or size.
+_FileStamp = tuple[int, ...]
+
+
+def _file_stamp(path: Path) -> _FileStamp:
+    """Empty for a file that cannot be stat'ed: reading it again says why."""
+    try:
+        status = path.stat()
+    except OSError:
+        return ()
+    return (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
 # RFC 7519 §2: a NumericDate is a JSON number of seconds since 1970. The latest one read is the end of the year 9999

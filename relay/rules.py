@@ -35,6 +35,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from itertools import islice
 from typing import Any
 
 from relay.errors import InvalidChannelName, PermissionDenied
@@ -112,9 +113,9 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     regex backtracks, for seconds on a hostile name when placeholders are separated by ``-``: match untrusted names
     with the rules, not with the regex.
 
-    Raises ValueError for a pattern that cannot mean what was written: an empty one, a brace outside a ``{name}``
-    placeholder (channel names have no braces, so it would never match), a placeholder that is not an identifier,
-    or the same placeholder twice (one name cannot bind two values)."""
+    Raises ValueError for a pattern that cannot mean what was written: an empty one, a brace or another character
+    no channel name holds outside a ``{name}`` placeholder (``chat:*``: it would never match), a placeholder that is
+    not an identifier, or the same placeholder twice (one name cannot bind two values)."""
     parsed = _parse(pattern)
     return re.compile(_regex(parsed.head, parsed.spans))
 
@@ -252,7 +253,75 @@ def _parse(pattern: str) -> _Pattern:
 def _literal(pattern: str, text: str) -> str:
     if "{" in text or "}" in text:
         raise ValueError(f"channel pattern {pattern!r} has an unmatched brace: a placeholder is written {{name}}")
+    if not _REST_RUN.fullmatch(text):  # names are checked for these characters before any rule sees them
+        outside = ", ".join(repr(character) for character in sorted(set(text)) if not _REST_RUN.fullmatch(character))
+        raise ValueError(
+            f"channel pattern {pattern!r} has {outside}, which no channel name holds (A-Z a-z 0-9 _ - = @ , . ;), "
+            "so it would never match"
+        )
     return text
+
+
+def pattern_covers(wider: str, narrower: str) -> bool:
+    """Whether every channel name ``narrower`` matches, ``wider`` matches too: registered after ``wider``, a rule for
+    ``narrower`` would never decide, as the first pattern that matches does. Raises ValueError as
+    :func:`compile_pattern` does.
+
+    Both patterns are read as automata over one representative of each set of characters they treat alike (each
+    character their literal texts hold, the dot, and any other character a value holds), run together on every
+    string of those until ``narrower`` accepts one that ``wider`` does not; a few patterns of a rules file, read once,
+    reach few sets of positions."""
+    steps = {pattern: _steps(_parse(pattern)) for pattern in (wider, narrower)}
+    literals = {takes for pattern_steps in steps.values() for _, takes in pattern_steps if isinstance(takes, str)}
+    other_values = (c for c in map(chr, range(128)) if _VALUE_CHARACTER.fullmatch(c) and c not in literals)
+    alphabet = literals | {"."} | set(islice(other_values, 1))
+    start = (_closure(steps[narrower], {0}), _closure(steps[wider], {0}))
+    pending, seen = [start], {start}
+    while pending:
+        narrow, wide = pending.pop()
+        if len(steps[narrower]) in narrow and len(steps[wider]) not in wide:
+            return False
+        for character in alphabet:
+            following = (_advance(steps[narrower], narrow, character), _advance(steps[wider], wide, character))
+            if following[0] and following not in seen:
+                seen.add(following)
+                pending.append(following)
+    return True
+
+
+# A pattern as an automaton: per position, whether it repeats (takes any number of characters, else one) and the
+# character it takes, a literal or one of a span's run. A placeholder is one value character then any number more.
+_Step = tuple[bool, str | re.Pattern[str]]
+
+
+def _steps(pattern: _Pattern) -> tuple[_Step, ...]:
+    steps: list[_Step] = [(False, character) for character in pattern.head]
+    for span in pattern.spans:
+        steps.extend([(False, span.run)] * span.shortest)
+        steps.append((True, span.run))
+        steps.extend((False, character) for character in span.tail)
+    return tuple(steps)
+
+
+def _closure(steps: tuple[_Step, ...], positions: set[int]) -> frozenset[int]:
+    """``positions`` and those a repeating step lets the automaton reach without a character."""
+    reached = set(positions)
+    for position in sorted(positions):
+        while position < len(steps) and steps[position][0]:
+            position += 1
+            reached.add(position)
+    return frozenset(reached)
+
+
+def _advance(steps: tuple[_Step, ...], positions: frozenset[int], character: str) -> frozenset[int]:
+    following = set()
+    for position in positions:
+        if position == len(steps):
+            continue
+        repeats, takes = steps[position]
+        if takes == character if isinstance(takes, str) else takes.fullmatch(character):
+            following.add(position if repeats else position + 1)
+    return _closure(steps, following)
 
 
 def _regex(head: str, spans: tuple[_Span, ...]) -> str:
