@@ -85,6 +85,12 @@ def delivered_message(fields: dict[str, Any], index: int) -> dict[str, Any]:
     return item
 
 
+def is_ephemeral(extras: object) -> bool:
+    """Whether a message with ``extras`` is ephemeral (``{"ephemeral": true}``: typing indicators, reactions): Ably
+    delivers it to the channel's subscribers of the moment and leaves it out of history, rewind and integrations."""
+    return isinstance(extras, dict) and extras.get("ephemeral") is True
+
+
 def kept_size(item: dict[str, Any]) -> int:
     """What a kept message costs the budget: its payload in bytes (name, clientId, data, extras) and the overhead."""
     size = MESSAGE_OVERHEAD
@@ -129,11 +135,19 @@ class MessageHistory:
         return self._bytes
 
     def keep(self, channel: str, fields: dict[str, Any], position: int, now_ms: int) -> None:
-        """Keep the messages of a MESSAGE ProtocolMessage published on ``channel`` (the changes of a PRESENCE one)."""
+        """Keep the messages of a MESSAGE ProtocolMessage published on ``channel`` (the changes of a PRESENCE one),
+        but for ephemeral ones, which Ably delivers and forgets."""
         items = fields["presence" if self.presence else "messages"]
+        indexes = (
+            range(len(items))
+            if self.presence
+            else [i for i, item in enumerate(items) if not is_ephemeral(item.get("extras"))]
+        )
+        if not indexes:
+            return
         if self._persist_last and not self.presence and persisted_by(self._persist_last, channel):
             # Its last message alone, complete (its id, timestamp and connectionId), not the publish it came in.
-            last = delivered_message(fields, len(items) - 1)
+            last = delivered_message(fields, indexes[-1])
             self._persist(Kept(channel, position, 0, {**fields, "messages": [last]}, kept_size(last)))
         if self.retention_ms <= 0:
             return
@@ -141,8 +155,8 @@ class MessageHistory:
         if kept is None:
             kept = self._channels[channel] = deque()
             self._bytes += CHANNEL_OVERHEAD
-        for index, item in enumerate(items):
-            message = Kept(channel, position, index, fields, kept_size(item), self.presence)
+        for index in indexes:  # a message keeps its place in the publish: its id and its order are the delivered ones
+            message = Kept(channel, position, index, fields, kept_size(items[index]), self.presence)
             kept.append(message)
             self._order.append(message)
             self._bytes += message.size

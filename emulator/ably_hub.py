@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgpack  # type: ignore[import-untyped]
 
 from relay.emulator.ably_auth import AblyError, AblyKey, Credentials
-from relay.emulator.ably_history import EXPIRY_STEP, PRESENCE_HISTORY_BYTES, MessageHistory, delivered_message
+from relay.emulator.ably_history import (
+    EXPIRY_STEP,
+    PRESENCE_HISTORY_BYTES,
+    MessageHistory,
+    delivered_message,
+    is_ephemeral,
+)
 from relay.emulator.hub import AppState, Channel, ForeignPeer
 from relay.emulator.session import Session
 from relay.emulator.usage import local_reach
@@ -362,6 +368,22 @@ class Outbound:
         return encoded
 
 
+def replayed(outbound: Outbound) -> Outbound | None:
+    """What a resumed connection is sent again of ``outbound``, which it missed: all of it but its ephemeral messages
+    (Ably delivers those once, to whoever is connected), each other one with the id it was delivered with; None when
+    nothing is left."""
+    if outbound.presence:
+        return outbound
+    fields = outbound.fields
+    messages: list[dict[str, Any]] = fields["messages"]
+    if not any(is_ephemeral(item.get("extras")) for item in messages):
+        return outbound
+    kept = [
+        delivered_message(fields, index) for index, item in enumerate(messages) if not is_ephemeral(item.get("extras"))
+    ]
+    return Outbound({**fields, "messages": kept}) if kept else None
+
+
 # -- presence ------------------------------------------------------------------------------------------------------
 
 
@@ -637,7 +659,9 @@ class AblyApp:
         self._deliver_to_hub(channel, messages, Outbound(fields), exclude)
         self.history.keep(channel, fields, serial, now)
         if self.state.webhooks.wants("message"):  # Ably-format webhooks' channel.message: Pusher's have no such event
-            self.state.webhooks.emit({"name": "message", "channel": channel, "messages": _webhook_messages(fields)})
+            kept = _webhook_messages(fields)
+            if kept:
+                self.state.webhooks.emit({"name": "message", "channel": channel, "messages": kept})
         return message_id, serials
 
     def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
@@ -671,9 +695,10 @@ class AblyApp:
         """What ``AppState.publish`` does for a Pusher publish, with one Pusher event per Ably message."""
         state = self.state
         texts = [frames.channel_event(m.pusher_event(), name, m.pusher_data(), m.client_id) for m in messages]
-        if is_cache_channel(name):
-            last = messages[-1]
-            state.cache_published(name, last.pusher_event(), last.pusher_data())
+        if is_cache_channel(name):  # for later subscribers: not an ephemeral message, the current subscribers' only
+            lasting = [message for message in messages if not is_ephemeral(message.extras)]
+            if lasting:
+                state.cache_published(name, lasting[-1].pusher_event(), lasting[-1].pusher_data())
         counted, echoes = state.publisher_reach(name, outbound.fields.get("connectionId"), exclude)
         reached = local_reach(state, name, exclude) - counted
         meter = state.meter
@@ -1119,8 +1144,11 @@ def check_pusher_member(client_id: str, data: str | bytes | None, encoding: str 
 
 def _webhook_messages(fields: dict[str, Any]) -> list[dict[str, Any]]:
     """A MESSAGE's messages as Ably-format webhooks carry them: each as its subscribers get it (ids, timestamp,
-    connectionId), in Ably's JSON."""
-    return [jsonable(delivered_message(fields, index)) for index in range(len(fields["messages"]))]
+    connectionId), in Ably's JSON; none of its ephemeral ones (Ably sends those to no integration)."""
+    items = fields["messages"]
+    return [
+        jsonable(delivered_message(fields, i)) for i, item in enumerate(items) if not is_ephemeral(item.get("extras"))
+    ]
 
 
 def _publish_id(ids: tuple[str, ...]) -> str:

@@ -54,6 +54,7 @@ from relay.emulator.ably_hub import (
     decoded_data,
     parse_message,
     qualified_channel,
+    replayed,
     ws_frame,
 )
 from relay.emulator.hub import ForeignPeer
@@ -576,7 +577,11 @@ class AblySession(ForeignPeer):
             missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment)
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
         flags = modes | (RESUMED if missed is not None else 0) | (HAS_PRESENCE if members else 0)
-        replay = [delivered.outbound for delivered in missed or () if self._was_sent(delivered.outbound, modes)]
+        replay = [
+            outbound
+            for delivered in missed or ()
+            if self._was_sent(delivered.outbound, modes) and (outbound := replayed(delivered.outbound)) is not None
+        ]
         attached = self._attached(raw, flags | (HAS_BACKLOG if rewound else 0), attachment, keep_serial=bool(replay))
         if replay:  # the client's serial stays its last message's until the missed ones move it on
             attached["channelSerial"] = message["channelSerial"]
