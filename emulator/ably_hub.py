@@ -224,6 +224,11 @@ def check_messages(
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
+# Characters of a channel name's qualifier (``[?rewind=1&modes=subscribe]``): the params Ably has fit in far fewer,
+# and a connection keeps each name it attached a channel by (90010 counts them).
+MAX_QUALIFIER = 1024
+
+
 def qualified_channel(raw: object) -> tuple[str, dict[str, str]]:
     """The channel a name denotes and the params its qualifier gives: ``[?rewind=1]orders`` is the channel ``orders``
     with ``{"rewind": "1"}``, on REST routes as on an ATTACH; 40010 for a bad name or qualifier."""
@@ -233,6 +238,10 @@ def qualified_channel(raw: object) -> tuple[str, dict[str, str]]:
         except ValueError as exc:
             raise AblyError(40010, f"Invalid channel name {raw!r:.100}: {exc}") from None
         if qualified is not None:
+            qualifier = len(raw) - len(qualified[0])
+            if qualifier > MAX_QUALIFIER:
+                problem = f"its qualifier is {qualifier} characters, the most is {MAX_QUALIFIER}"
+                raise AblyError(40010, f"Invalid channel name {raw!r:.100}: {problem}")
             return check_channel_name(qualified[0]), qualified[1]
     return check_channel_name(raw), {}
 

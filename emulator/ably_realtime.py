@@ -82,8 +82,9 @@ APPLIED_PARAMS = ("rewind", "rewindLimit", "occupancy", "modes")
 # Ably's inbound limit: messages and presence items a connection may publish per second (CONNECTED's maxInboundRate;
 # beyond it, NACK 42911). The burst is one second's worth.
 MAX_INBOUND_RATE = 50
-# Every ProtocolMessage a connection sends (ATTACH, DETACH, HEARTBEAT, AUTH as well as publishes) counts against this
-# rate; past it the connection is closed with 42924, as Ably does: a runaway client, not one an official SDK makes.
+# Every ProtocolMessage a connection sends (ATTACH, DETACH, HEARTBEAT, AUTH as well as publishes), and every WebSocket
+# ping or pong, counts against this rate; past it the connection is closed with 42924, as Ably does: a runaway client,
+# not one an official SDK makes.
 MAX_PROTOCOL_MESSAGE_RATE = 2000
 MAX_HEARTBEAT_INTERVAL = 15.0
 CONNECTION_STATE_TTL_MS = 120_000  # how long a connection whose socket dropped can be resumed (Ably's two minutes)
@@ -140,6 +141,7 @@ class AblySession(ForeignPeer):
         "_replies",
         "_resumed_at",
         "_server_ids",
+        "address_place",
         "app",
         "auth",
         "binary",
@@ -204,6 +206,8 @@ class AblySession(ForeignPeer):
         self._members_held = False
         self._awaiting: set[str] = set()
         self._resumed_at: float | None = None
+        # While held: what frees the place its dropped socket had under max_connections_per_address (the server's)
+        self.address_place: Callable[[], None] | None = None
 
     @property
     def held(self) -> bool:
@@ -246,6 +250,7 @@ class AblySession(ForeignPeer):
         missed. A socket the connection still had (the client gave up on it first) is closed."""
         if self._held_at is None:
             self._link.abandon("the connection was resumed on another socket")
+        self._free_address_place()  # the socket it resumes on has its own
         now = self._clock()
         self._link, self.credentials, self.echo = link, credentials, echo
         self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
@@ -274,10 +279,16 @@ class AblySession(ForeignPeer):
             return
         self._released = self.closed = True
         self._held_at = None
+        self._free_address_place()
         self.app.connections.pop(self.connection_key, None)
         for name in list(self.channels):
             self._release_channel(name)
         self.state.disconnect(self)
+
+    def _free_address_place(self) -> None:
+        place, self.address_place = self.address_place, None
+        if place is not None:
+            place()
 
     def _connected(self) -> dict[str, Any]:
         details: dict[str, Any] = {
@@ -339,14 +350,16 @@ class AblySession(ForeignPeer):
         else:
             self._end(ERROR, AblyError(80000, message))
 
-    def frame_too_big(self) -> None:
-        """The socket refused a WebSocket message over ``maxFrameSize`` (the server closes it with 1009): the
-        connection fails with 40009 first. The frame was never read, so no NACK can name its msgSerial; and failing
-        rather than DISCONNECTED keeps the SDK from reconnecting to send the same frame again (RTN19a)."""
+    def frame_too_big(self, message: str | None = None) -> None:
+        """The socket refused a WebSocket message over ``maxFrameSize`` (the server closes it with 1009), or in too
+        many frames (``message`` says so): the connection fails with 40009 first. The frame was never read, so no NACK
+        can name its msgSerial; and failing rather than DISCONNECTED keeps the SDK from reconnecting to send the same
+        frame again (RTN19a)."""
         if self.closed:
             return
         limit = self._max_frame_size
-        error = AblyError(40009, f"Maximum message length exceeded: a WebSocket message over {limit} bytes", 413)
+        message = message or f"Maximum message length exceeded: a WebSocket message over {limit} bytes"
+        error = AblyError(40009, message, 413)
         self._send({"action": ERROR, "error": error.body()})
         self.closed = True
 
@@ -403,8 +416,24 @@ class AblySession(ForeignPeer):
             self._link.write(PING_FRAME)
 
     def pong_received(self) -> None:
-        self.last_activity = self._clock()
+        """A WebSocket ping or pong: from the protocol messages' budget too, as websockets answers each ping (the SDKs
+        send none; a flood of them kept a core busy answering)."""
+        self.last_activity = now = self._clock()
         self.ping_sent_at = None
+        self._within_rate(now, "WebSocket ping")
+
+    def _within_rate(self, now: float, kind: str) -> bool:
+        """Whether the connection is within MAX_PROTOCOL_MESSAGE_RATE; past it, closed with 42924."""
+        if self._protocol_messages.take_if_available(now):
+            return True
+        if self.closed:
+            return False
+        rate = MAX_PROTOCOL_MESSAGE_RATE
+        reason = f"Connection terminated for abuse (inbound {kind} rate exceeded {rate}/s)"
+        self._end(ERROR, AblyError(42924, reason, 429))
+        summary = f"over {rate} {kind}s a second: app {self.state.app.app_id}, connection {self.socket_id}"
+        self._log_refusal(42924, summary, "/")
+        return False
 
     # -- output -----------------------------------------------------------------------------------------------
 
@@ -480,14 +509,7 @@ class AblySession(ForeignPeer):
     def receive(self, payload: bytes, *, binary: bool) -> None:
         self.last_activity = now = self._clock()
         self.ping_sent_at = None
-        if not self._protocol_messages.take_if_available(now):  # before the frame is decoded: a flood costs little
-            rate = MAX_PROTOCOL_MESSAGE_RATE
-            reason = f"Connection terminated for abuse (inbound protocol message rate exceeded {rate}/s)"
-            self._end(ERROR, AblyError(42924, reason, 429))
-            summary = (
-                f"over {rate} protocol messages a second: app {self.state.app.app_id}, connection {self.socket_id}"
-            )
-            self._log_refusal(42924, summary, "/")
+        if not self._within_rate(now, "protocol message"):  # before the frame is decoded: a flood costs little
             return
         try:
             message = decode_body(payload, binary, "the protocol message")
@@ -541,7 +563,8 @@ class AblySession(ForeignPeer):
             requested = _requested_modes(params, message.get("flags"))
             modes &= requested
             attachment = self.channels.get(name)
-            if attachment is None and len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
+            # Each name is a channel to the client (``room`` and ``[?rewind=1]room``), and is kept: all count
+            if (attachment is None or raw not in attachment.names) and self._names() >= MAX_CHANNELS_PER_CONNECTION:
                 limit = MAX_CHANNELS_PER_CONNECTION
                 raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
             rewind, occupancy = _channel_params(params)
@@ -610,6 +633,10 @@ class AblySession(ForeignPeer):
             self.app.watch_occupancy(name, self, occupancy)
         else:
             self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
+
+    def _names(self) -> int:
+        """The channel names the connection is attached by."""
+        return sum(len(attachment.names) for attachment in self.channels.values())
 
     def _was_sent(self, outbound: Outbound, modes: int) -> bool:
         """Whether an attachment with ``modes`` was sent ``outbound`` (echo=false: not its own messages). The rule

@@ -86,6 +86,11 @@ HTTP_IDLE_TIMEOUT = 75.0
 # body, renewed by every read, so a byte a minute keeps its connection; this bounds the whole request, and 30 s is
 # ample for a 64 KiB head and a body of max_request_bytes (1 MiB) from the servers that call this API.
 HTTP_REQUEST_TIMEOUT = 30.0
+# A WebSocket message may come in this many frames at most. websockets bounds a message's bytes across its fragments
+# (max_size), not its frames: empty continuation frames, 6 bytes each on the wire, never reach that limit, and each
+# cost a parse for no token of the frame budget (which a message takes once, whole). Clients send a message in one
+# frame (browsers, the SDKs); this is room for a 16 KiB message in 16-byte pieces.
+MAX_MESSAGE_FRAGMENTS = 1024
 DIRECT_AFTER_IDLE = 0.001  # seconds without writes after which frames are written at once (HttpConnection.write)
 LISTEN_BACKLOG = 4096
 # permessage-deflate (RFC 7692), which browsers offer. Without context takeover on the server's side, a message
@@ -141,6 +146,9 @@ class EmulatorNode:
         self.open_files_limit: int | None = None
         self.crowded_at = sys.maxsize
         self.per_address: dict[str, int] = {}  # open connections by client address, under max_connections_per_address
+        # Ably connections held for a resume, by the address whose socket dropped, oldest first: each keeps its
+        # socket's place in per_address until it is resumed or let go (see admit_address).
+        self.held_by_address: dict[str, dict[AblySession, None]] = {}
         # One warning a minute at most, of each kind: a flood would otherwise log once per connection.
         self._crowded_warnings = TokenBucket(1 / WARNING_INTERVAL, time.monotonic())
         self._capped_warnings = TokenBucket(1 / WARNING_INTERVAL, time.monotonic())
@@ -230,6 +238,11 @@ class EmulatorNode:
         address = peer[0] if isinstance(peer, tuple) else str(peer)
         held = self.per_address.get(address, 0)
         limit = self.config.max_connections_per_address
+        if limit is not None and held >= limit and address in self.held_by_address:
+            # A live socket goes before a connection waiting for one: the oldest held one is let go (its members
+            # leave, as when its time to resume is up), freeing its place.
+            next(iter(self.held_by_address[address])).release()
+            held = self.per_address.get(address, 0)
         if limit is not None and held >= limit:
             self.ops.metrics.address_refused += 1
             if self._capped_warnings.take_if_available(time.monotonic()):
@@ -249,6 +262,23 @@ class EmulatorNode:
         held = self.per_address.pop(address, 1) - 1
         if held:
             self.per_address[address] = held
+
+    def hold_address(self, address: str, session: AblySession) -> Callable[[], None]:
+        """Keep the place of ``session``'s dropped socket under ``address``'s cap while the connection is held for a
+        resume: else one address dropping its sockets held any number of connections (2,000 in 5 s, with their
+        channels). What frees the place, once the connection is resumed or let go."""
+        self.held_by_address.setdefault(address, {})[session] = None
+
+        def free() -> None:
+            held = self.held_by_address.get(address)
+            if held is None or session not in held:
+                return
+            del held[session]
+            if not held:
+                del self.held_by_address[address]
+            self.release_address(address)
+
+        return free
 
     def connections_crowded(self) -> None:
         """Connections near the open-file limit: say so (once a minute at most), as past it the kernel refuses them
@@ -357,7 +387,8 @@ class HttpConnection(asyncio.Protocol):
         self.idle_since = node.http_clock
         self.ws: ServerProtocol | None = None
         self.session: Session | AblySession | None = None
-        self._fragments: list[bytes] = []
+        self._fragments = bytearray()  # a fragmented message's bytes so far
+        self._fragment_count = 0  # and its frames
         self._fragmented_opcode = Opcode.TEXT
         self._queued: list[bytes] = []  # frames written in this loop iteration, sent together (see write)
         self._address: str | None = None  # the client's address, counted while a per-address cap is set
@@ -377,15 +408,19 @@ class HttpConnection(asyncio.Protocol):
             node.connections_crowded()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._address is not None:
-            self.node.release_address(self._address)
+        address = self._address
         self.node.connections.discard(self)
         self.node.http_connections.discard(self)
         session = self.session
         if isinstance(session, AblySession):
             session.connection_lost(self)
+            if address is not None and session.held and session.address_place is None:
+                session.address_place = self.node.hold_address(address, session)
+                address = None
         elif session is not None:
             session.connection_lost()
+        if address is not None:
+            self.node.release_address(address)
 
     # What was read beyond this turn's share (READ_TURN_BYTES), with reading paused until its turn: None when reading.
     _held: bytes | None = None
@@ -834,27 +869,33 @@ class HttpConnection(asyncio.Protocol):
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if not frame.fin:
-                self._fragments = [bytes(frame.data)]
+                # Held as its bytes alone (max_size bounds them): a list of 1-byte fragments took 42 bytes each
+                self._fragments = bytearray(frame.data)
+                self._fragment_count = 1
                 self._fragmented_opcode = opcode
                 if opcode is Opcode.TEXT:
                     self._fragment_utf8 = _utf8_decoder()
-                    self._check_fragment(self._fragments[0])
+                    self._check_fragment(frame.data)
                 return
             self._message(opcode, bytes(frame.data))
         elif opcode is Opcode.CONT:
-            self._fragments.append(bytes(frame.data))
+            self._fragment_count += 1
+            if self._fragment_count > MAX_MESSAGE_FRAGMENTS:
+                self._too_fragmented(session)
+                return
+            self._fragments += frame.data
             if self._fragment_utf8 is not None:
-                self._check_fragment(self._fragments[-1])
+                self._check_fragment(frame.data)
             if frame.fin:
                 self._fragment_utf8 = None
-                self._message(self._fragmented_opcode, b"".join(self._fragments))
-                self._fragments = []
+                self._message(self._fragmented_opcode, bytes(self._fragments))
+                self._fragments = bytearray()
         elif opcode is Opcode.PING or opcode is Opcode.PONG:
             session.pong_received()
 
     _fragment_utf8: codecs.IncrementalDecoder | None = None  # while a fragmented text message is being received
 
-    def _check_fragment(self, data: bytes) -> None:
+    def _check_fragment(self, data: bytes | bytearray | memoryview) -> None:
         """Fail the connection at the first fragment of a text message that cannot be UTF-8, not after its last
         (RFC 6455 §8.1; Autobahn's 6.4 cases call waiting for the end non-strict)."""
         decoder = self._fragment_utf8
@@ -862,7 +903,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             decoder.decode(data)
         except UnicodeDecodeError:
-            self._fragment_utf8, self._fragments = None, []
+            self._fragment_utf8, self._fragments = None, bytearray()
             self._fail_invalid_utf8()
 
     def _fail_invalid_utf8(self) -> None:
@@ -904,6 +945,21 @@ class HttpConnection(asyncio.Protocol):
         self.write(encode_text(frames.error(CloseCode.MESSAGE_TOO_BIG, message)))
         self.write_queued()
         session.state.meter.refused("error", session.socket_id, None, None, message)
+
+    def _too_fragmented(self, session: Session | AblySession) -> None:
+        """A message in more than MAX_MESSAGE_FRAGMENTS frames: say so, as over the size limit, and close 1009."""
+        assert self.ws is not None
+        self._fragment_utf8, self._fragments = None, bytearray()
+        message = (
+            f"Message too fragmented: this server accepts a WebSocket message in up to {MAX_MESSAGE_FRAGMENTS} frames"
+        )
+        if isinstance(session, AblySession):
+            session.frame_too_big(message)
+        else:
+            session.closed = True
+            self.write(encode_text(frames.error(CloseCode.MESSAGE_TOO_BIG, message)))
+            session.state.meter.refused("error", session.socket_id, None, CloseCode.MESSAGE_TOO_BIG, message)
+        self.ws.fail(CloseCode.MESSAGE_TOO_BIG, f"message in over {MAX_MESSAGE_FRAGMENTS} frames")
 
     def _flush(self) -> None:
         ws, transport = self.ws, self.transport

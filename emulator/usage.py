@@ -59,7 +59,8 @@ MAX_TRACKED_USERS = 50_000
 # Ably keeps a channel active "about a minute" after its last detach and its last publish, and bills those minutes.
 CHANNEL_LINGER_SECONDS = 60.0
 # Channels kept lingering at most: publishes to this many channels nobody watches within a minute (a backend that makes
-# up a name per request) would hold that many names. Past it, such a publish counts its channel's minute at once.
+# up a name per request), or clients subscribing to as many and leaving, would hold that many names. Past it, such a
+# publish counts its channel's minute at once, and so does the last unsubscribe of a channel.
 MAX_LINGERING_CHANNELS = 100_000
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -338,7 +339,12 @@ class AppMeter:
             self._day(now)
             start = self._channels.pop(channel, None)
             if start is not None:
-                self._lingering[channel] = (start, now + CHANNEL_LINGER_SECONDS)
+                self._expire_lingering(now)
+                if len(self._lingering) < MAX_LINGERING_CHANNELS:
+                    self._lingering[channel] = (start, now + CHANNEL_LINGER_SECONDS)
+                else:  # as a publish's past the cap: its minutes, linger included, counted at once
+                    end = now + CHANNEL_LINGER_SECONDS
+                    self._add_minutes(self._days, start, end, "channel_minutes", "peak_channels")
         if self.observer is not None:
             self.observer({"type": "unsubscribed", "channel": channel, "socket_id": socket_id})
 
