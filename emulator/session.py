@@ -68,7 +68,6 @@ class Session:
         "_admitting",
         "_authorized",
         "_clock",
-        "_control_frames",
         "_flood_reported_at",
         "_frame_tokens",
         "_link",
@@ -100,7 +99,6 @@ class Session:
         self._released = False
         self.opened_at = self.last_activity = clock()
         self.ping_sent_at: float | None = None
-        self._control_frames = False  # the client has sent a WebSocket ping or pong: ping it that way too
         # Signed in or subscribed to a private or presence channel once: hosted Pusher's "authorized connection",
         # which stays authorized when it leaves the channel (user_authentication_timeout no longer applies).
         self._authorized = False
@@ -148,8 +146,10 @@ class Session:
                 self.terminate(ErrorCode.PONG_NOT_RECEIVED, "Pong reply not received")
         elif now - self.last_activity > app.activity_timeout:
             self.ping_sent_at = now
-            if self._control_frames:  # it may answer only those (a Flutter SDK: reverb#224); either answer will do
-                self._link.write(PING_FRAME)
+            # Both pings, either answer will do. The WebSocket ping is hosted Pusher's for RFC 6455 clients: a browser
+            # answers it itself, so a tab whose script is busy or paused (a long task, alert(), a breakpoint) stays
+            # connected, and some SDKs answer only it (a Flutter one: reverb#224). pusher:ping is the protocol's own.
+            self._link.write(PING_FRAME)
             self.send_text(frames.ping())
         if (
             app.user_authentication_timeout is not None
@@ -256,7 +256,6 @@ class Session:
     def pong_received(self) -> None:
         """A WebSocket ping or pong from the client: from the frame budget too, as websockets answers each ping."""
         self._take_frame_token(self.heard(), 0)
-        self._control_frames = True
 
     def _subscribe(self, data: dict[str, object]) -> None:
         name = self._channel_named(frames.SUBSCRIBE, data)

@@ -12,6 +12,7 @@ from relay.emulator.config import App
 from relay.emulator.hub import CACHE_MISS_INTERVAL, AppState
 from relay.emulator.session import Session
 from relay.emulator.webhooks import WebhookDispatcher
+from relay.emulator.wire import PING_FRAME
 from relay.protocol.channels import Limits
 from relay.protocol.signing import channel_auth, user_auth
 
@@ -22,8 +23,12 @@ APP = App(app_id="1", key="key", secret="secret", activity_timeout=10, pong_time
 class RecordingLink:
     frames: list[dict[str, object]] = field(default_factory=list)
     closed_with: tuple[int, str] | None = None
+    pings: int = 0  # WebSocket ping frames written
 
     def write(self, frame: bytes) -> None:
+        if frame == PING_FRAME:
+            self.pings += 1
+            return
         header = 2 if frame[1] < 126 else 4
         self.frames.append(json.loads(frame[header:]))
 
@@ -184,6 +189,7 @@ def test_liveness_pings_then_closes_4201(clock: Clock) -> None:
     clock.now += 2
     session.check_liveness(clock.now)
     assert link.take() == [{"event": "pusher:ping", "data": {}}]
+    assert link.pings == 1  # a WebSocket ping too: either answer will do
     clock.now += 6
     session.check_liveness(clock.now)
     assert link.events() == ["pusher:error"]
