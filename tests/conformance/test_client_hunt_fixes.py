@@ -13,7 +13,6 @@ from tests.conformance.test_node_clients import APP
 from tests.gateway.test_gateway_browser import CHROMIUM, PUSHER_JS
 from tests.gateway.test_gateway_browser import browser as browser
 
-
 # pusher-js in a blank page, connected to the emulator: resolves with its socket id; `window.refusals` collects the
 # pusher:error codes it is sent.
 CONNECT_PUSHER_JS = """(port) => new Promise((resolve) => {
