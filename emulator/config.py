@@ -88,6 +88,7 @@ def _optional(check: Any, name: str, value: object, *args: Any, **kwargs: Any) -
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # visible ASCII, spaces and tabs: no line breaks to inject headers
 _URL_PATH_UNSAFE = re.compile(r"[/?#%\s]")
+_REDIS_DATABASE = re.compile(r"(/[0-9]*)?")  # a redis:// or rediss:// URL's path
 # What a browser percent-encodes in a path (a quote, < > ` { }, a space, anything outside ASCII), or what ends one
 _BROWSER_ENCODED = r'[?#"<>`{}\\]|[^\x21-\x7e]'
 _PREFIX_UNSAFE = re.compile(_BROWSER_ENCODED)  # a prefix may hold escapes: /v1/%7Eteam
@@ -277,6 +278,13 @@ class App:
         _seconds("cache_ttl", self.cache_ttl, zero=False)
         for limit in fields(Limits):
             _whole(limit.name, getattr(self.limits, limit.name), 1)
+        for i, webhook in enumerate(self.webhooks):
+            if webhook in self.webhooks[:i]:
+                raise InvalidSetting(
+                    "url",
+                    f"{shown_url(webhook.url)} is given twice with the same settings: each event would be sent to it "
+                    "twice; give it once",
+                )
         _whole("webhook_batch_ms", self.webhook_batch_ms, 0)
         _seconds("webhook_delay", self.webhook_delay, zero=True)
         _seconds("webhook_retry_for", self.webhook_retry_for, zero=True)
@@ -365,6 +373,8 @@ class App:
         return f"Origin not allowed: {origin[:100]}"
 
 
+# The shortest node_ttl (EmulatorConfig's check says why).
+MIN_NODE_TTL = 1.0
 # The largest max_frame_bytes (EmulatorConfig's check says why): 16 times the default.
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 
@@ -434,6 +444,14 @@ class EmulatorConfig:
         _optional(_whole, "node_id", self.node_id, 0)
         for name in ("console_token", "tls_cert", "tls_key", "usage_file"):
             _optional(_text, name, getattr(self, name))
+        if self.console_token is not None and self.console_token != self.console_token.strip():
+            # `Authorization: Bearer …` is read without it, so only ?token= could open the console (and a token of
+            # whitespace alone, anyone's ?token=%20).
+            raise InvalidSetting(
+                "console_token",
+                "has whitespace around it (the token is not shown), which an Authorization: Bearer header cannot "
+                "carry: remove it",
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidSetting("tls_cert", "and tls_key go together (a certificate chain and its private key)")
         for name in ("shutdown_delay", "shutdown_spread", "shutdown_webhook_grace"):
@@ -454,8 +472,22 @@ class EmulatorConfig:
                     f"has a port that is not one from 1 to 65535 (Redis listens on 6379 by default): "
                     f"{shown_url(self.redis_url)}",
                 )
+            parts = urlsplit(self.redis_url)
+            if parts.scheme != "unix" and not _REDIS_DATABASE.fullmatch(parts.path):
+                # redis-py reads /abc as no database at all (0: perhaps another deployment's), and /1/2 as 12
+                raise InvalidSetting(
+                    "redis_url",
+                    f"has the path {parts.path!r}: a Redis URL's path is the database number, such as "
+                    "redis://127.0.0.1:6379/0, or nothing (database 0)",
+                )
         _text("redis_prefix", self.redis_prefix)
         _seconds("node_ttl", self.node_ttl, zero=False)
+        if self.node_ttl < MIN_NODE_TTL:
+            # Each node beats every node_ttl / 3 seconds: a shorter pause of its event loop (a collection, a busy
+            # moment) would have the others bury it; under 1 ms Redis refuses the expiry itself.
+            raise InvalidSetting(
+                "node_ttl", f"must be at least {MIN_NODE_TTL:g} second (the default is 10), got {self.node_ttl!r}"
+            )
         _flag("reuse_port", self.reuse_port)
         _check_identities(self.apps)
 

@@ -54,6 +54,7 @@ from relay.emulator.session import OVER_CAPACITY, Session
 from relay.emulator.usage import AppMeter
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import deflated, encode_text, fast_accept, switching_protocols
+from relay.errors import ConfigError
 from relay.protocol import frames
 from relay.protocol.codes import ErrorCode
 from relay.protocol.socket_ids import make_socket_id
@@ -1144,7 +1145,16 @@ def response_head(response: Response, keep_alive: bool) -> bytes:
 
 def make_ssl_context(cert: str, key: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+
+    def passphrase() -> bytes:
+        # Asked for by an encrypted key only. Without this, OpenSSL prompts on the terminal (at the check, at the
+        # start, in each worker) or, with none (a service), fails as "Invalid argument".
+        raise ConfigError(
+            f"TLS key {key} is encrypted (it needs a passphrase), which the emulator cannot be given: decrypt it "
+            f"into a file only the emulator's user can read (openssl pkey -in {key} -out KEY.pem) and give that"
+        )
+
+    context.load_cert_chain(cert, key, password=passphrase)
     return context
 
 

@@ -440,14 +440,21 @@ def _port_number(text: str) -> int | None:
 
 
 def _is_host(host: str) -> bool:
-    """A host name or an IP address alone: no scheme, port, path, brackets or spaces."""
+    """A host name or an IP address alone: no scheme, port, path, brackets or spaces, and no empty label or one over
+    63 characters, which the resolver refuses with a UnicodeError (not an OSError) from inside the first request."""
     if ":" in host:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
             return False
         return True
-    return bool(host) and all(char.isalnum() or char in "-._" for char in host)
+    if not host or not all(char.isalnum() or char in "-._" for char in host):
+        return False
+    try:
+        host.encode("idna")  # as socket.getaddrinfo encodes it
+    except UnicodeError:
+        return False
+    return True
 
 
 def _decoded(text: str, what: str, *, secret: bool = False) -> str:
@@ -492,6 +499,9 @@ def pusher_url(url: str) -> ProviderConfig:
     https = scheme.lower() == "https"
     try:
         parts = _split(f"pusher://{rest}")
+        if any(name == "tls" and value for name, value in parse_qsl(parts.query, keep_blank_values=True)):
+            # https://…?tls=false would publish in clear; http://…?tls=true read as the option given twice
+            raise ConfigError("no tls option: the scheme says whether TLS is used (https:// or http://)")
         host = parts.hostname or ""
         if host and not _port_text(parts.netloc) and "." not in host and ":" not in host and host != "localhost":
             # The SDKs read the host as a host: a service name such as "soketi" is no cluster name here
