@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from relay.adapters.base import MAX_RESTARTS, Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
@@ -22,6 +22,7 @@ from relay.errors import (
     ConfigError,
     InvalidChannelName,
     InvalidEventName,
+    InvalidSocketId,
     LimitExceeded,
     ProtocolError,
     ProviderError,
@@ -190,12 +191,20 @@ class _Operations:
         channels, step = publish.channels, adapter.max_channels_per_publish
         # The publish as the caller made it: an encrypted channel 101st of 101 is as shared as one first
         adapter.check_publish_channels(channels)
+        socket_id = self.socket_id_for(adapter, publish.socket_id)
         return [
-            adapter.publish(channels[i : i + step], publish.event, publish.payload, publish.socket_id)
+            adapter.publish(channels[i : i + step], publish.event, publish.payload, socket_id)
             for i in range(0, len(channels), step)
         ]
 
     def batch_calls(self, adapter: Adapter, events: Sequence[tuple[Event, Payload]]) -> list[Call[PublishResult]]:
+        if self.mode is not Mode.SINGLE:  # one provider has checked each socket id already
+            events = [
+                (event, payload)
+                if event.socket_id == (socket_id := self.socket_id_for(adapter, event.socket_id))
+                else (replace(event, socket_id=socket_id), payload)
+                for event, payload in events
+            ]
         return [adapter.publish_batch(part) for part in adapter.batch_parts(events)]
 
     def channel(self, name: object) -> str:
@@ -206,10 +215,26 @@ class _Operations:
         return name
 
     def socket_id(self, socket_id: object) -> str:
+        """A socket id some configured provider accepts: a connection is one provider's (mid-migration, pusher-js
+        pages send Pusher socket ids and ably-js pages Ably connection keys); else the first provider's error."""
+        refusals: list[InvalidSocketId] = []
         for route in self.routes:
-            route.adapter.check_socket_id(socket_id)
-        assert isinstance(socket_id, str)
-        return socket_id
+            try:
+                return route.adapter.check_socket_id(socket_id)
+            except InvalidSocketId as error:
+                refusals.append(error)
+        raise refusals[0]
+
+    @staticmethod
+    def socket_id_for(adapter: Adapter, socket_id: str | None) -> str | None:
+        """``socket_id`` as ``adapter`` gets it: none when it cannot be a connection of that provider's (an Ably
+        connection key to Pusher), which then has no connection to leave out."""
+        if socket_id is None:
+            return None
+        try:
+            return adapter.check_socket_id(socket_id)
+        except InvalidSocketId:
+            return None
 
     def prefix(self, prefix: object) -> str:
         """A prefix of channel names, as ``channels()`` lists them."""
@@ -356,8 +381,23 @@ class _Outcomes(Generic[R]):
             or isinstance(error, ClientClosed)
             or (self.mode is Mode.FAILOVER and not _can_fail_over(error))
         ):
-            raise error
+            raise self._after_earlier(error)
         self.errors[label] = error
+
+    def _after_earlier(self, error: RelayError) -> RelayError:
+        """A failover's error, saying so when a provider tried before it got the request and gave no answer: the
+        last provider's refusal alone would tell the caller it may send again, and a publish be delivered twice."""
+        if self.mode is not Mode.FAILOVER or error.outcome_unknown:
+            return error
+        unanswered = next((label for label, earlier in self.errors.items() if earlier.outcome_unknown), None)
+        if unanswered is not None:
+            error.message += (
+                f"; an earlier provider, {unanswered}, got it and gave no answer: it may have processed it (a publish "
+                "may have been delivered), check before sending it again"
+            )
+            error.args = (error.message,)
+            error.outcome_unknown = True
+        return error
 
     def succeeded(self, label: str, outcome: R) -> bool:
         """Record ``outcome``; True when it is the answer (every mode but mirror stops at the first success)."""
@@ -367,7 +407,8 @@ class _Outcomes(Generic[R]):
     def final(self) -> R:
         """After every provider ran: failover's last error, or mirror's result (MirrorError if any failed)."""
         if self.errors and (self.mode is Mode.FAILOVER or self.asked_one):
-            raise next(reversed(self.errors.values()))
+            last = self.errors.popitem()[1]
+            raise self._after_earlier(last)
         if self.errors:
             raise MirrorError(dict(self.results), self.errors)
         return next(iter(self.results.values()))
