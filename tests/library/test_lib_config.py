@@ -15,7 +15,9 @@ import pytest
 from relay import AsyncRelay, Relay
 from relay.client import parse_configuration
 from relay.config import ProviderConfig, from_env, parse_url
+from relay.emulator.config import App, KeyPair
 from relay.errors import ConfigError, NoProviderConfigured
+from relay.gateway import GatewaySettings
 
 SECRET = "s3cr3t-Sauce-42"
 MASTER_KEY = bytes(range(32))
@@ -266,6 +268,26 @@ async def test_relay_reprs_hide_the_secret() -> None:
     finally:
         sync_client.close()
         await async_client.aclose()
+
+
+def test_app_and_gateway_settings_reprs_hide_their_secrets() -> None:
+    """docs/security.md's Secrets row: the emulator's App prints its secret as ***, and GatewaySettings prints its
+    provider URL's as *** and leaves out its API token and JWT secret."""
+    app = App(
+        app_id="1",
+        key="app-key",
+        secret=SECRET,
+        extra_keys=(KeyPair("app-key-2", f"extra-{SECRET}"),),
+        ably_key=f"1.app-key:ably-{SECRET}",
+    )
+    assert repr(app) == "App(app_id='1', key='app-key', secret='***')"
+    settings = GatewaySettings(
+        relay_url=parse_configuration(f"pusher://app-key:{SECRET}@eu/apps/123"),
+        api_token=f"token-{SECRET}",
+        jwt_secret=f"jwt-secret-of-32-bytes-{SECRET}",
+    )
+    assert "ProviderConfig('pusher://app-key:***@api-eu.pusher.com/apps/123')" in repr(settings)
+    assert_no_secret(repr(app), repr(settings))
 
 
 # -- bad URLs -----------------------------------------------------------------------------------------------------

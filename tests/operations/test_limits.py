@@ -11,10 +11,12 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
 
 from relay.emulator.config import App, EmulatorConfig, load_config
 from relay.emulator.limits import TokenBucket, origin_allowed
@@ -155,6 +157,25 @@ async def test_allowed_origins_refuse_other_sites_with_4009(start_emulator: Star
     await still_serves(no_origin, emulator.http_url, app)
     await no_origin.close()
     assert emulator.node.ops.metrics.refused == {4009: 1}
+
+
+async def test_allowed_origins_refuse_an_ably_connection_from_another_site_with_40300(
+    start_emulator: StartEmulator,
+) -> None:
+    """The same list guards Ably's realtime endpoint: ERROR 40300 naming the origin, then the close."""
+    from websockets.asyncio.client import connect
+
+    emulator = await start_emulator(app=replace(APP, allowed_origins=("https://shop.example.com",)))
+    url = f"ws://127.0.0.1:{emulator.port}/?key={quote(APP.ably_api_key)}&format=json"
+    async with connect(url, origin=Origin("https://evil.example"), open_timeout=5) as ws:
+        error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert error["action"] == 9  # ERROR
+    assert (error["error"]["code"], error["error"]["statusCode"]) == (40300, 403)
+    assert error["error"]["message"] == "Origin not allowed: https://evil.example"
+    async with connect(url, origin=Origin("https://shop.example.com"), open_timeout=5) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["action"] == 4  # CONNECTED
 
 
 async def test_a_refusal_whose_reason_is_long_in_utf_8_still_closes_with_its_code(
