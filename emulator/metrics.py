@@ -171,7 +171,8 @@ def render(
     out.family(
         "relay_webhook_dropped_total",
         "counter",
-        "Webhook events dropped: the app's queue of pending events was full, or the shutdown's grace ran out",
+        "Webhook events dropped: the app's queue of pending events was full, the receiver still failed after "
+        "webhook_retry_for, or the shutdown's grace ran out",
         per_app((s, s.webhooks.dropped) for s in apps),
     )
     out.family(
