@@ -1481,10 +1481,11 @@ class RedisCluster:
 
     async def _bury(self, node: int) -> None:
         """A node's heartbeat expired: whoever removes it from the node set settles its webhook counters."""
-        if await self._redis.srem(self._key("nodes"), node) == 1:
+        settled_here = await self._redis.srem(self._key("nodes"), node) == 1
+        if settled_here:
             log.warning("node %s stopped sending heartbeats; removing its members", node)
             await self._settle(node, await self._node_state(node))
-        self._forget(node)
+        self._forget(node, settled_here=settled_here)
 
     async def _settle(self, node: int, held: NodeState) -> None:
         """Count ``node``'s channels and members out of the webhook counters, of every app, those this node does not
@@ -1499,11 +1500,11 @@ class RedisCluster:
             await counts.run()
         await self._redis.delete(self._key("nodestate", node))
 
-    def _forget(self, node: int) -> None:
+    def _forget(self, node: int, *, settled_here: bool = False) -> None:
         self._known_nodes.discard(node)
         self._last_published.pop(node, None)
         for state in self._states.values():
-            state.forget_node(node)
+            state.forget_node(node, settled_here=settled_here)
 
     # -- incoming ---------------------------------------------------------------------------------------------
 

@@ -433,6 +433,7 @@ class AppState:
         del self.channels[name]
         if self.cluster is not None:
             self.cluster.channel_vacated(self.app.app_id, name)
+            self._send_count_left_elsewhere(name)
         else:
             self.webhooks.emit_delayed(("vacated", name), {"name": "channel_vacated", "channel": name})
 
@@ -484,6 +485,14 @@ class AppState:
         if channel.count_changed_here:  # in a cluster, the node whose subscribers changed sends the webhook
             channel.count_changed_here = False
             self.webhooks.emit({"name": "subscription_count", "channel": channel.name, "subscription_count": count})
+
+    def _send_count_left_elsewhere(self, name: str) -> None:
+        """This node's subscribers of a channel are gone (its last one left, or a dead node's, counted out here):
+        the channel is vacated only when no node has one left, so the count the others keep is this change's
+        webhook. Their nodes send their subscribers that count, but not the webhook: the change was not theirs."""
+        count = self.subscription_count(name)
+        if self.app.subscription_count and classify(name) is not ChannelKind.PRESENCE and count > 0:
+            self.webhooks.emit({"name": "subscription_count", "channel": name, "subscription_count": count})
 
     # -- publishing -------------------------------------------------------------------------------------------
 
@@ -748,10 +757,13 @@ class AppState:
         if was_online != self.is_online(user_id):
             self._notify_watchers(user_id, online=online)
 
-    def forget_node(self, node: int) -> None:
-        """A node is gone: what it held disappears, with the presence events that follows from it."""
+    def forget_node(self, node: int, *, settled_here: bool = False) -> None:
+        """A node is gone: what it held disappears, with the presence events that follows from it. The node that
+        ``settled_here`` its webhook counters (one, for a node that stopped sending heartbeats) sends the webhooks."""
         for name in [name for name, counts in self.remote.subscriptions.items() if node in counts]:
             self.remote_subscriptions(node, name, 0)
+            if settled_here:
+                self._send_count_left_elsewhere(name)
         for name, users in list(self.remote.members.items()):
             for user_id in [uid for uid, nodes in users.items() if node in nodes]:
                 self.remote_member_left(node, name, user_id)

@@ -29,12 +29,14 @@ Spawn = Callable[..., Awaitable[tuple[EmulatorProcess, RunningEmulator]]]
 async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spawn]:
     processes: list[EmulatorProcess] = []
 
-    async def start(*extra: str, webhook_url: str | None = None) -> tuple[EmulatorProcess, RunningEmulator]:
+    async def start(
+        *extra: str, webhook_url: str | None = None, app_options: str = ""
+    ) -> tuple[EmulatorProcess, RunningEmulator]:
         config = tmp_path / f"node{len(processes)}.toml"
         hooks = f'webhooks = [{{ url = "{webhook_url}" }}]\n' if webhook_url else ""
         config.write_text(
             '[[apps]]\napp_id = "1"\nkey = "app-key"\nsecret = "app-secret"\n'
-            f"webhook_delay = 0.3\nwebhook_batch_ms = 10\n{hooks}"
+            f"webhook_delay = 0.3\nwebhook_batch_ms = 10\n{app_options}{hooks}"
         )
         process = await EmulatorProcess.start(
             "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", *extra
