@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -27,7 +27,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -58,11 +58,13 @@ from relay.config import (
 from relay.errors import (
     AuthenticationError,
     ConfigError,
+    InvalidSocketId,
     LimitExceeded,
     PayloadTooLarge,
     PermissionDenied,
     ProtocolError,
     RelayError,
+    about_item,
     first_cause,
     parser_limits,
 )
@@ -885,6 +887,13 @@ class BatchRequest(BaseModel):
     events: list[BatchEventRequest] = Field(min_length=1, max_length=1000)
 
 
+# The socket id of a publish whose body names none, as Laravel's toOthers() reads it: a route handler passing on the
+# header the browser sent it (pusher-js's or Echo's socket id) excludes that tab, as the body's socket_id does.
+SocketIdHeader = Annotated[
+    str | None, Header(description="the socket_id of a publish (of each event, in a batch) whose body gives none")
+]
+
+
 class PublishResponse(BaseModel):
     channels: list[str]
     message_ids: list[str]
@@ -931,6 +940,9 @@ MIN_HS256_SECRET_BYTES = 32  # the size of the hash's output (RFC 7518 §3.2)
 # two: an embedding app's own /v1/users/… routes are its own).
 PUBLISH_PATHS = frozenset({"/v1/publish", "/v1/publish/batch"})
 USER_ROUTE = re.compile(r"/v1/users/[^/]+/(events|terminate)")
+# A path shaped as a user route but for its user id, which is not one path segment: empty, or holding a '/' (a %2F is
+# decoded before routing, so encodeURIComponent cannot carry one)
+MISSED_USER_ROUTE = re.compile(r"/v1/users/(|.*/.*)/(events|terminate)")
 BODY_LIMITS = {
     "/v1/publish": MAX_BODY_BYTES,
     "/v1/publish/batch": MAX_BODY_BYTES,
@@ -1325,22 +1337,26 @@ def gateway_router(
         )
 
     @router.post("/v1/publish", response_model=PublishResponse, summary="Publish an event to one or more channels")
-    async def publish(request: Request, body: PublishRequest) -> Any:
+    async def publish(request: Request, body: PublishRequest, x_socket_id: SocketIdHeader = None) -> Any:
         try:
             check_api_token(settings, request)
-            result = await client.publish(body.targets, body.event, body.data, socket_id=body.socket_id)
+            socket_id = x_socket_id if body.socket_id is None else body.socket_id
+            result = await client.publish(body.targets, body.event, body.data, socket_id=socket_id)
         except RelayError as error:
-            return error_response(error, request)
+            return error_response(_from_header(error, x_socket_id), request)
         return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
 
     @router.post("/v1/publish/batch", response_model=PublishResponse, summary="Publish several events")
-    async def publish_batch(request: Request, body: BatchRequest) -> Any:
+    async def publish_batch(request: Request, body: BatchRequest, x_socket_id: SocketIdHeader = None) -> Any:
         try:
             check_api_token(settings, request)
-            events = [Event(e.channel, e.event, e.data, e.socket_id) for e in body.events]
+            events = [
+                Event(e.channel, e.event, e.data, x_socket_id if e.socket_id is None else e.socket_id)
+                for e in body.events
+            ]
             result = await client.publish_batch(events)
         except RelayError as error:
-            return error_response(error, request)
+            return error_response(_from_header(error, x_socket_id), request)
         return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
 
     @router.post("/v1/users/{user_id}/events", response_model=UserResponse, summary="Send an event to one user")
@@ -1485,6 +1501,13 @@ def gateway_router(
 
 # What a 502 to the provider brings about: it delivers the webhook again later, so nothing is lost meanwhile.
 RETRIED = "(the provider sends the webhook again)"
+
+
+def _from_header(error: RelayError, header: str | None) -> RelayError:
+    """``error``, saying so when the socket id it refuses came from the X-Socket-Id header: the body had none."""
+    if header is not None and isinstance(error, InvalidSocketId) and repr(header) in error.message:
+        return about_item(error, "the X-Socket-Id header")
+    return error
 
 
 def _forward_refused(status: int, settings: GatewaySettings) -> str:
@@ -1641,6 +1664,9 @@ def add_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
             return JSONResponse({"error": malformed_json_body(exc.__cause__)}, status_code=400)
+        missed = MISSED_USER_ROUTE.fullmatch(route_path(request.scope)) if request.method == "POST" else None
+        if exc.status_code == 404 and missed is not None:
+            return JSONResponse({"error": _missed_user_route(*missed.groups())}, status_code=404)
         answer = JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
         return no_store(answer) if route_path(request.scope) in AUTH_PATHS else answer
 
@@ -1666,6 +1692,15 @@ def add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _missed_user_route(user_id: str, action: str) -> str:
+    """The 404 of a user route whose user id is not one path segment: a bare 'Not Found' read as a mistyped route."""
+    problem = "it is empty" if not user_id else f"{user_id[:50]!r} holds a '/'"
+    return (
+        f"no route for the user id of POST /v1/users/{{id}}/{action}: {problem}; a user id is one path segment, "
+        "percent-encoded (a '/' cannot be one: the %2F is decoded before routing)"
+    )
 
 
 NON_FINITE_JSON_BODY = (

@@ -246,7 +246,8 @@ _REFUSED_SERVER_CONFIGURATION = frozenset({401, 403, 404})
 
 def error_response(error: RelayError, request: Request | None = None, *, ably: bool = False) -> JSONResponse:
     """The error as JSON; a provider that failed, could not be reached or refused this server's own credentials is a
-    502 (the request was fine). A known ``retry_after`` goes out as ``Retry-After``.
+    502 (the request was fine). A known ``retry_after`` goes out as ``Retry-After``; a publish's ``published`` and
+    ``outcome_unknown``, where they apply, as fields of the same names.
 
     A ConfigError raised while answering is this server's configuration lacking what a valid request needs (an
     encrypted channel a rule allows, or a publish names, without encryption_master_key): a 500 as a bug's, but naming
@@ -276,7 +277,19 @@ def error_response(error: RelayError, request: Request | None = None, *, ably: b
         return JSONResponse(
             {"error": {"message": message, "code": code, "statusCode": status}}, status_code=status, headers=headers
         )
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse({"error": message, **_resend_facts(error)}, status_code=status, headers=headers)
+
+
+def _resend_facts(error: RelayError) -> dict[str, Any]:
+    """What a caller must know before sending a failed publish again, as fields it can branch on (the message says
+    it too, in a sentence): ``published``, how many events or channels were delivered (send only the rest), and
+    ``outcome_unknown``, a request sent and not answered (it may have been delivered). Only those that apply."""
+    facts: dict[str, Any] = {}
+    if error.published is not None:
+        facts["published"] = error.published
+    if error.outcome_unknown:
+        facts["outcome_unknown"] = True
+    return facts
 
 
 def no_store(response: JSONResponse) -> JSONResponse:

@@ -261,7 +261,8 @@ async def test_a_batch_refused_after_its_first_call_names_the_event_and_what_was
         {
             "error": "the Relay emulator answered 413: batch[12]: data is 11000 bytes; the limit is 10240 (the "
             "payload is over the provider's size limit); events 0-9 were already published by the calls before this "
-            "one (its first call took 10): send only the events from 10 on again"
+            "one (its first call took 10): send only the events from 10 on again",
+            "published": 10,
         },
     )
     assert [(await subscriber.expect(f"e{i}"))["data"] for i in range(10)] == [str(i) for i in range(10)]

@@ -42,7 +42,8 @@ export async function publish(
   }
   const body = await response.json();
   if (!response.ok) {
-    // 401: wrong RELAY_API_TOKEN; 400/413/422: the event (the body names the field).
+    // 401: wrong RELAY_API_TOKEN; 400/413/422: the event (the body names the field). A 502 with
+    // body.outcome_unknown may have been delivered: do not send it again blindly.
     throw new RelayPublishError(response.status, body.error ?? JSON.stringify(body.detail));
   }
   return body as PublishResult;
