@@ -930,36 +930,33 @@ class HttpConnection(asyncio.Protocol):
             return
         session.receive(text)
 
-    def _too_big(self, session: Session | AblySession) -> None:
-        """websockets refused a message over the size limit and is closing with 1009: say why first (to an Ably
-        connection, over either limit: its CONNECTED advertised the one it has)."""
+    def _too_big(self, session: Session | AblySession, message: str | None = None) -> None:
+        """A message refused with 1009, over the size limit (websockets is closing already) or in too many frames
+        (``message`` says so): say why first (to an Ably connection, over either limit: its CONNECTED advertised the
+        one it has)."""
         if isinstance(session, AblySession):
-            session.frame_too_big()
+            session.frame_too_big(message)
             self.write_queued()
             return
         if session.closed or self.transport is None or self.ws is None:
             return
         session.closed = True
-        whose = "this server" if self.ws.max_size == self.node.config.max_frame_bytes else "this app"
-        message = f"Message too large: {whose} accepts WebSocket messages up to {self.ws.max_size} bytes"
+        if message is None:
+            whose = "this server" if self.ws.max_size == self.node.config.max_frame_bytes else "this app"
+            message = f"Message too large: {whose} accepts WebSocket messages up to {self.ws.max_size} bytes"
         # A fatal error's code is the close code that follows (what Pusher clients read to decide what to do).
         self.write(encode_text(frames.error(CloseCode.MESSAGE_TOO_BIG, message)))
         self.write_queued()
-        session.state.meter.refused("error", session.socket_id, None, None, message)
+        session.state.meter.refused("error", session.socket_id, None, CloseCode.MESSAGE_TOO_BIG, message)
 
     def _too_fragmented(self, session: Session | AblySession) -> None:
         """A message in more than MAX_MESSAGE_FRAGMENTS frames: say so, as over the size limit, and close 1009."""
         assert self.ws is not None
         self._fragment_utf8, self._fragments = None, bytearray()
-        message = (
-            f"Message too fragmented: this server accepts a WebSocket message in up to {MAX_MESSAGE_FRAGMENTS} frames"
+        self._too_big(
+            session,
+            f"Message too fragmented: this server accepts a WebSocket message in up to {MAX_MESSAGE_FRAGMENTS} frames",
         )
-        if isinstance(session, AblySession):
-            session.frame_too_big(message)
-        else:
-            session.closed = True
-            self.write(encode_text(frames.error(CloseCode.MESSAGE_TOO_BIG, message)))
-            session.state.meter.refused("error", session.socket_id, None, CloseCode.MESSAGE_TOO_BIG, message)
         self.ws.fail(CloseCode.MESSAGE_TOO_BIG, f"message in over {MAX_MESSAGE_FRAGMENTS} frames")
 
     def _flush(self) -> None:

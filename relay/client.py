@@ -191,7 +191,8 @@ class _Operations:
         channels, step = publish.channels, adapter.max_channels_per_publish
         # The publish as the caller made it: an encrypted channel 101st of 101 is as shared as one first
         adapter.check_publish_channels(channels)
-        socket_id = self.socket_id_for(adapter, publish.socket_id)
+        # One provider has checked the socket id already (per publish: no second check)
+        socket_id = publish.socket_id if self.mode is Mode.SINGLE else self.socket_id_for(adapter, publish.socket_id)
         return [
             adapter.publish(channels[i : i + step], publish.event, publish.payload, socket_id)
             for i in range(0, len(channels), step)

@@ -1101,7 +1101,7 @@ class HeadGuard:
         if scope["type"] == "http":
             refusal = framing_refusal(scope["headers"])
             if refusal is not None:  # where its body ends is not known: none of it is read
-                await _closing_refusal(*refusal, self._cors_headers(scope))(scope, receive, send)
+                await _closing_refusal(*refusal, self._refusal_headers(scope))(scope, receive, send)
                 return
             if CONTROL_CHARACTER.search(scope["path"]):
                 refusal = 400, PATH_WITH_CONTROL_CHARACTER
@@ -1110,15 +1110,19 @@ class HeadGuard:
                 refusal = 431, head_too_large(MAX_HEAD_BYTES, size)
             if refusal is not None:
                 await _drain_small_body(scope, receive)
-                await _closing_refusal(*refusal, self._cors_headers(scope))(scope, receive, send)
+                await _closing_refusal(*refusal, self._refusal_headers(scope))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _cors_headers(self, scope: Scope) -> dict[str, str]:
+    def _refusal_headers(self, scope: Scope) -> dict[str, str]:
+        """CORS's headers for an allowed origin, and ``no-store`` on the auth paths, as their other refusals."""
+        headers = {"Cache-Control": "no-store"} if route_path(scope) in AUTH_PATHS else {}
         origin = Headers(scope=scope).get("origin")
-        if origin not in self.cors_origins:
-            return {"Vary": "Origin"} if self.cors_origins else {}
-        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+        if origin in self.cors_origins:
+            headers |= {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true"}
+        if self.cors_origins:
+            headers["Vary"] = "Origin"
+        return headers
 
 
 # The most of a refused request's body read before the answer. Closing a connection with unread bytes in it sends the

@@ -235,7 +235,7 @@ def test_a_431_to_a_page_of_an_allowed_origin_carries_cors_headers_and_to_anothe
     message = f"the request line and headers are 65537 bytes; the gateway takes at most 65536 {JWT_HINT}"
     assert (status, body, headers["connection"]) == (431, {"error": message}, "close")
     assert (headers["access-control-allow-origin"], headers["access-control-allow-credentials"]) == (ORIGIN, "true")
-    assert headers["vary"] == "Origin"
+    assert (headers["vary"], headers["cache-control"]) == ("Origin", "no-store")  # an auth path's, as its others
     other = first.replace(ORIGIN.encode(), b"https://elsewhere.example")
     status, headers, _ = only_answer(exchange(serve_port, head_of(MAX_HEAD_BYTES + 1, other)))
     assert status == 431
@@ -244,6 +244,7 @@ def test_a_431_to_a_page_of_an_allowed_origin_carries_cors_headers_and_to_anothe
     raw = exchange(serve_port, f"GET /v1/publish%0A HTTP/1.1\r\nHost: gateway\r\nOrigin: {ORIGIN}\r\n\r\n".encode())
     status, headers, body = only_answer(raw)
     assert (status, headers["access-control-allow-origin"]) == (400, ORIGIN)
+    assert "cache-control" not in headers  # not an auth path: as the gateway's other answers
     assert_serving(serve_port)
 
 

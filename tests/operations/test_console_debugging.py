@@ -78,6 +78,19 @@ async def test_the_log_shows_refusals_what_each_webhook_carried_and_cut_data(
         assert fatal["message"].startswith("Signin failed")
 
 
+async def test_a_message_over_the_size_limit_is_logged_with_its_close_code(start_emulator: StartEmulator) -> None:
+    """The pusher:error before close 1009 is fatal: logged with its code, as a message in too many frames is."""
+    emulator = await start_emulator(app=replace(APP, max_message_bytes=1024))
+    async with console_log(emulator.http_url, APP.app_id) as log:
+        client = await ws_client(emulator.ws_url())
+        await client.ws.send("x" * 2048)
+        fatal = await log.until("error")
+        message = "Message too large: this app accepts WebSocket messages up to 1024 bytes"
+        assert (fatal["code"], fatal["socket_id"], fatal["message"]) == (1009, client.socket_id, message)
+        assert (await client.expect("pusher:error"))["data"] == {"code": 1009, "message": message}
+    await (await ws_client(emulator.ws_url())).ws.close()  # the emulator serves on
+
+
 async def test_a_client_refused_in_a_loop_cannot_push_everything_else_out_of_the_log(
     start_emulator: StartEmulator,
 ) -> None:
