@@ -297,11 +297,12 @@ async def test_request_token_refuses_an_empty_client_id(ably_emulator: RunningEm
 
 
 def test_docs_say_what_is_dropped_and_how_a_gap_is_filled() -> None:
-    """docs/ably.md: channel params other than rewind and occupancy (delta) accepted and dropped, with what
+    """docs/ably.md: channel params other than rewind, occupancy and modes (delta) accepted and dropped, with what
     ``channel.params`` shows; Ably's untilAttach recovery answered from history; ``:`` names and the gateway's rules;
     40165 and 42910 are named. The api_rate_limit lines of the other docs say the Ably REST API shares the budget."""
     not_emulated = " ".join(ABLY_DOC.split("## Not emulated", 1)[1].split())
-    assert "delta" in not_emulated and "other than `rewind` and `occupancy`" in not_emulated
+    assert "delta" in not_emulated
+    assert "other than `rewind` (with `rewindLimit`), `occupancy` and `modes`" in not_emulated
     assert "accepted and dropped" in not_emulated and "`channel.params` holds only `rewind`" in not_emulated
     assert (
         "untilAttach" in not_emulated
