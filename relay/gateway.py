@@ -16,7 +16,7 @@ import re
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -78,6 +78,7 @@ from relay.rules import (
     pattern_covers,
     placeholders_refusing,
 )
+from relay.senders import DEFAULT_RETRY, RetryPolicy
 from relay.web import (
     channel_auth_request,
     channels_token_body_async,
@@ -181,6 +182,9 @@ class GatewaySettings:
     webhook_forward_url: str | None = None
     jwt_leeway: float = DEFAULT_JWT_LEEWAY_S
     public_url: str | None = None
+    # How long the gateway waits for the provider, and how often it tries: a serverless route handler calling it
+    # may have 10 s in all, where the library's default waits up to 3 attempts of 10 s each
+    provider_retry: RetryPolicy = DEFAULT_RETRY
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cors_origins", tuple(browser_origin(origin) for origin in self.cors_origins))
@@ -262,7 +266,29 @@ class GatewaySettings:
             webhook_forward_url=env.get("RELAY_WEBHOOK_FORWARD_URL") or None,
             jwt_leeway=_seconds(env.get("RELAY_JWT_LEEWAY"), "RELAY_JWT_LEEWAY", DEFAULT_JWT_LEEWAY_S),
             public_url=env.get("RELAY_PUBLIC_URL") or None,
+            provider_retry=_provider_retry(env),
         )
+
+
+def _provider_retry(env: Mapping[str, str]) -> RetryPolicy:
+    """RELAY_PROVIDER_TIMEOUT (seconds to connect, then for each read or write) and RELAY_PROVIDER_ATTEMPTS (tries in
+    all) over the library's defaults."""
+    timeout, attempts = env.get("RELAY_PROVIDER_TIMEOUT", ""), env.get("RELAY_PROVIDER_ATTEMPTS", "")
+    try:
+        seconds = float(timeout) if timeout else DEFAULT_RETRY.timeout
+    except ValueError:
+        seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(
+            f"RELAY_PROVIDER_TIMEOUT: {timeout!r} is not a number of seconds over 0 (how long the gateway waits to "
+            f"connect to the provider, then for each read or write; default {DEFAULT_RETRY.timeout:g})"
+        )
+    if attempts and not (attempts.isascii() and attempts.isdigit() and int(attempts) >= 1):
+        raise ConfigError(
+            f"RELAY_PROVIDER_ATTEMPTS: {attempts!r} is not a whole number, 1 or more (how many times the gateway "
+            f"tries a request the provider fails or does not answer; default {DEFAULT_RETRY.attempts})"
+        )
+    return replace(DEFAULT_RETRY, timeout=seconds, attempts=int(attempts) if attempts else DEFAULT_RETRY.attempts)
 
 
 def _seconds(value: str | None, name: str, default: float) -> float:
@@ -1624,7 +1650,7 @@ def _ably_client_options(config: ProviderConfig) -> dict[str, Any]:
 
 
 def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = None) -> FastAPI:
-    client = AsyncRelay(settings.relay_url)
+    client = AsyncRelay(settings.relay_url, retry=settings.provider_retry)
     app = FastAPI(title="Relay gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
     app.add_middleware(InternalErrorGuard)
     app.add_middleware(RequestGuard, settings=settings)
