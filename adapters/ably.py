@@ -40,7 +40,7 @@ from relay.errors import (
     UnknownKey,
     UnsupportedCapability,
 )
-from relay.http_errors import error_for_status, parse_retry_after
+from relay.http_errors import error_for_status, leaves_outcome_unknown, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 from relay.protocol.ably import ENTER, LEAVE, build_token_request, validate_channel_name, webhook_signature
@@ -639,7 +639,20 @@ def _refusal(refused: Sequence[tuple[int, Mapping[str, Any]]], published: int, *
         error = error_for_status("Ably", status, message, code=code)
     if published:
         error.published = published
+    # A channel whose publish timed out while it was processed (50003) may have had it published all the same
+    if any(_undecided(result["error"]) for _, result in refused):
+        error.message += "; where it timed out, it may have been published: check before sending it again"
+        error.args = (error.message,)
+        error.outcome_unknown = True
     return error
+
+
+def _undecided(error: object) -> bool:
+    """Whether a batch result's ErrorInfo leaves open whether its channel's publish was processed."""
+    if not isinstance(error, dict):
+        return False
+    status = error.get("statusCode")
+    return leaves_outcome_unknown(status if isinstance(status, int) else None, _error_code(error.get("code")))
 
 
 def _refusal_reason(error: object) -> str:

@@ -27,8 +27,9 @@ class RelayError(Exception):
     # A call the provider refused in part (Ably answers channel by channel): those it published, which the message
     # names, not necessarily the first ones.
     published: int | None = None
-    # The request went out and no answer came (a timeout, a connection lost, the client closed meanwhile): the provider
-    # may or may not have processed it, so a publish may have been delivered.
+    # The request went out and no answer came (a timeout, a connection lost, the client closed meanwhile), or an answer
+    # that leaves it open (a gateway's 502 or 504, Ably's 50003): the provider may or may not have processed it, so a
+    # publish may have been delivered.
     outcome_unknown: bool = False
 
     def __init__(

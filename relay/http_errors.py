@@ -37,6 +37,20 @@ _ADVICE: dict[int, str] = {
 }
 
 
+# Error answers that leave open whether the provider processed the request, as no answer at all does: a gateway's 504
+# (the provider did not answer it in time), a gateway's 502 (its exchange with the provider broke, maybe once the
+# provider had the request: the gateway does not say when) and Ably's 50003 (a publish timed out while it was being
+# processed). A 500 is the provider's own answer that it failed, and a 503 that it took nothing on.
+_UNDECIDED_STATUSES = frozenset({502, 504})
+_UNDECIDED_CODES = frozenset({50003})
+
+
+def leaves_outcome_unknown(status: int | None, code: int | None) -> bool:
+    """Whether an error answer (``status``, the provider's ``code``, each None when not given) may follow the
+    request's being processed."""
+    return status in _UNDECIDED_STATUSES or code in _UNDECIDED_CODES
+
+
 def error_for_status(
     provider: str, status: int, message: str, *, code: int | None = None, retry_after: float | None = None
 ) -> RelayError:

@@ -25,8 +25,8 @@ import httpx
 
 from relay.adapters.base import HttpRequest, HttpResponse
 from relay.config import url_host
-from relay.errors import ClientClosed, ConfigError, ProtocolError, ProviderError, TransportError
-from relay.http_errors import parse_retry_after
+from relay.errors import ClientClosed, ConfigError, ProtocolError, ProviderError, RelayError, TransportError
+from relay.http_errors import leaves_outcome_unknown, parse_retry_after
 
 ErrorFor = Callable[[HttpResponse], Exception]
 T = TypeVar("T")
@@ -217,12 +217,16 @@ def _transport_error(request: HttpRequest, sending: Sending, failed: _Failed, po
     if unknown:
         # The request went out: the provider may have processed it (a hang-up that suggests a TLS server may be a
         # reset after the answer was on its way), and a publish sent again may be delivered twice
-        message += "; the request was sent and may have been processed"
-        if sending.publishes:
-            message += ": a publish may have been delivered, check before sending it again"
+        message += _may_have_been_processed(sending)
     error = TransportError(message if hint is None else f"{message}; {hint}")
     error.outcome_unknown = unknown
     return error
+
+
+def _may_have_been_processed(sending: Sending) -> str:
+    """What an error whose request was sent and may have been processed adds to its message."""
+    said = "; the request was sent and may have been processed"
+    return said + (": a publish may have been delivered, check before sending it again" if sending.publishes else "")
 
 
 def _timeout(exc: httpx.HTTPError, kind: str) -> float | None:
@@ -304,17 +308,27 @@ def _after_attempt(
         response = outcome
         if 200 <= response.status < 300:
             return response
-        error, sent = _answer_error(response, sending), True
+        error, sent = _answer_error(request, response, sending), True
     delay = retry_delay(policy, attempt, request, response, request_was_sent=sent, jitter=jitter)
     if delay is None:
         raise error
     return delay
 
 
-def _answer_error(response: HttpResponse, sending: Sending) -> Exception:
+def _answer_error(request: HttpRequest, response: HttpResponse, sending: Sending) -> Exception:
     if 300 <= response.status < 400:
         return _redirect_error(response, sending)
-    return sending.error_for(response)
+    error = sending.error_for(response)
+    # A query changes nothing, whatever became of it
+    if (
+        isinstance(error, RelayError)
+        and request.method != "GET"
+        and leaves_outcome_unknown(response.status, error.code)
+    ):
+        error.message += _may_have_been_processed(sending)
+        error.args = (error.message,)
+        error.outcome_unknown = True
+    return error
 
 
 def _exchange(
