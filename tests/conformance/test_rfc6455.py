@@ -41,18 +41,23 @@ class RawClient:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, emulator: RunningEmulator) -> RawClient:
+    async def upgrade(cls, emulator: RunningEmulator, target: str) -> RawClient:
+        """A WebSocket to ``target`` (a path and query), its handshake done, nothing read after it."""
         reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
             (
-                f"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101")
-        client = cls(reader, writer)
+        return cls(reader, writer)
+
+    @classmethod
+    async def open(cls, emulator: RunningEmulator) -> RawClient:
+        client = await cls.upgrade(emulator, "/app/app-key?protocol=7")
         opcode, payload = await client.read()
         assert opcode == TEXT
         assert json.loads(payload)["event"] == "pusher:connection_established"

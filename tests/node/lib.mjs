@@ -320,4 +320,14 @@ export function subscribeRefused(client, name, { timeoutMs = 5000 } = {}) {
   });
 }
 
+/** The error `promise` is rejected with; an error of its own if it is fulfilled instead. */
+export async function rejection(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('the request unexpectedly succeeded');
+}
+
 export { assert };

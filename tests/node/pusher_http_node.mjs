@@ -6,6 +6,7 @@ import {
   Scenario,
   assert,
   collect,
+  rejection,
   connect,
   serverClient,
   sleep,
@@ -44,15 +45,6 @@ function vectors(s) {
   };
   assert.equal(pusher.webhook({ headers, rawBody }).isValid(), true);
   s.check('vectors');
-}
-
-async function rejection(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('the request unexpectedly succeeded');
 }
 
 new Scenario('pusher-http-node').run(async (s) => {

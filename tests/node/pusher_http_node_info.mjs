@@ -1,19 +1,10 @@
 // pusher-http-node 5 asking a publish for info=cache, which only GET /channels/{name} answers: trigger and
 // triggerBatch get a 400 that says where to ask, nothing is published (the cache channel stays empty), and the same
 // calls with an attribute a publish has are answered.
-import { Scenario, assert, serverClient } from './lib.mjs';
+import { Scenario, assert, rejection, serverClient } from './lib.mjs';
 
 const ONE_CHANNEL_ONLY =
   "info=cache is answered for one channel only: ask GET /apps/1/channels/{name}?info=cache";
-
-async function rejection(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('the request unexpectedly succeeded');
-}
 
 async function cacheOf(api, channel) {
   const response = await api.get({ path: `/channels/${channel}`, params: { info: 'cache' } });

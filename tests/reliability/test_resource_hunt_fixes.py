@@ -6,9 +6,7 @@ of them in 10 s grew the process by 27 MB, and it went on; 1-byte fragments were
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import struct
 
 import pytest
@@ -67,44 +65,26 @@ async def test_fragments_are_counted_per_message_with_controls_in_between(emulat
         assert await client.read() == (TEXT, b'{"event":"pusher:pong","data":{}}')
 
 
-async def ably_raw(emulator: RunningEmulator) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /?key={ABLY_KEY}&format=json HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-    return reader, writer
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    async with asyncio.timeout(3):
-        first, second = await reader.readexactly(2)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await reader.readexactly(8))
-        return first & 0x0F, await reader.readexactly(length)
+async def ably_raw(emulator: RunningEmulator) -> RawClient:
+    """A raw Ably connection, its CONNECTED read."""
+    client = await RawClient.upgrade(emulator, f"/?key={ABLY_KEY}&format=json")
+    assert json.loads((await client.read())[1])["action"] == 4  # CONNECTED
+    return client
 
 
 async def test_an_ably_connection_s_endless_fragments_fail_it_with_40009(emulator: RunningEmulator) -> None:
-    reader, writer = await ably_raw(emulator)
-    opcode, payload = await read_frame(reader)
-    assert json.loads(payload)["action"] == 4  # CONNECTED
-    writer.write(b"".join(in_fragments(b'{"action":0}', 100_000)))
-    opcode, payload = await read_frame(reader)
+    client = await ably_raw(emulator)
+    client.send(*in_fragments(b'{"action":0}', 100_000))
+    opcode, payload = await client.read()
+    assert opcode == TEXT
     message = json.loads(payload)
     assert (message["action"], message["error"]["code"], message["error"]["statusCode"]) == (9, 40009, 413)
     assert message["error"]["message"] == (
         f"Message too fragmented: this server accepts a WebSocket message in up to {MAX_MESSAGE_FRAGMENTS} frames"
     )
-    opcode, payload = await read_frame(reader)
+    opcode, payload = await client.read()  # the close, next
     assert (opcode, struct.unpack("!H", payload[:2])[0]) == (CLOSE, 1009)
-    writer.close()
+    client.writer.close()
     await still_served(emulator)
 
 
@@ -182,11 +162,10 @@ async def test_an_ably_connection_flooding_websocket_pings_is_closed_with_42924(
     """A Pusher connection's pings come out of its frame budget; an Ably connection's came out of nothing: two
     clients pinging as fast as they could had 1.1 million pings answered in 5 s and kept a core busy. They now count
     against the 2000 protocol messages a second, past which the connection is closed with 42924."""
-    reader, writer = await ably_raw(emulator)
-    assert json.loads((await read_frame(reader))[1])["action"] == 4  # CONNECTED
-    writer.write(frame(PING, b"") * 2_100)
+    client = await ably_raw(emulator)
+    client.send(frame(PING, b"") * 2_100)
     pongs = 0
-    while (answer := await read_frame(reader))[0] == PONG:
+    while (answer := await client.read())[0] == PONG:
         pongs += 1
     assert pongs <= 2_100  # those read before the flood was seen, answered by websockets as it parsed them
     message = json.loads(answer[1])
@@ -194,24 +173,25 @@ async def test_an_ably_connection_flooding_websocket_pings_is_closed_with_42924(
     assert (
         message["error"]["message"] == "Connection terminated for abuse (inbound WebSocket ping rate exceeded 2000/s)"
     )
-    opcode, payload = await read_frame(reader)
+    opcode, payload = await client.read()  # the close, next
     assert (opcode, struct.unpack("!H", payload[:2])[0]) == (CLOSE, 1000)
-    writer.close()
+    client.writer.close()
     await still_served(emulator)
-    calm_reader, calm_writer = await ably_raw(emulator)  # a few pings a second are nothing
-    assert json.loads((await read_frame(calm_reader))[1])["action"] == 4
+    calm = await ably_raw(emulator)  # a few pings a second are nothing
     for _ in range(3):
-        calm_writer.write(frame(PING, b"calm"))
-        assert await read_frame(calm_reader) == (PONG, b"calm")
-    calm_writer.close()
+        calm.send(frame(PING, b"calm"))
+        assert await calm.read() == (PONG, b"calm")
+    calm.writer.close()
 
 
 # -- 4. an Ably channel's qualified names, outside every limit ---------------------------------------------------------
 
 
-async def send_ably(writer: asyncio.StreamWriter, message: dict[str, object]) -> None:
-    writer.write(frame(TEXT, json.dumps(message).encode()))
-    await writer.drain()
+async def send_ably(client: RawClient, message: dict[str, object]) -> dict[str, object]:
+    """Send an Ably protocol message; the next message read."""
+    client.send(frame(TEXT, json.dumps(message).encode()))
+    answer: dict[str, object] = json.loads((await client.read())[1])
+    return answer
 
 
 async def test_an_ably_channel_s_qualified_names_are_bounded_in_length_and_number(emulator: RunningEmulator) -> None:
@@ -219,27 +199,27 @@ async def test_an_ably_channel_s_qualified_names_are_bounded_in_length_and_numbe
     length and however many: 2,000 ATTACHes of one channel with 100 KB qualifiers grew the process by 196 MB in 4 s,
     without end. A qualifier is now at most 1,024 characters (40010), and every name counts against the 200 channels
     of a connection (90010); that channel's ATTACH fails, and the connection stays."""
-    reader, writer = await ably_raw(emulator)
-    assert json.loads((await read_frame(reader))[1])["action"] == 4  # CONNECTED
+    client = await ably_raw(emulator)
     long_name = f"[?pad={'x' * 1018}]room"  # a qualifier of 1,025 characters
-    await send_ably(writer, {"action": 10, "channel": long_name})
-    refused = json.loads((await read_frame(reader))[1])
-    assert (refused["action"], refused["channel"], refused["error"]["code"]) == (9, long_name, 40010)
-    assert refused["error"]["message"].endswith("its qualifier is 1025 characters, the most is 1024")
-    await send_ably(writer, {"action": 10, "channel": f"[?pad={'x' * 1017}]room"})
-    assert json.loads((await read_frame(reader))[1])["action"] == 11  # ATTACHED: 1,024 fit
+    refused = await send_ably(client, {"action": 10, "channel": long_name})
+    error = refused["error"]
+    assert isinstance(error, dict)
+    assert (refused["action"], refused["channel"], error["code"]) == (9, long_name, 40010)
+    assert error["message"].endswith("its qualifier is 1025 characters, the most is 1024")
+    attached = await send_ably(client, {"action": 10, "channel": f"[?pad={'x' * 1017}]room"})
+    assert attached["action"] == 11  # ATTACHED: 1,024 fit
     for number in range(1, 200):
-        await send_ably(writer, {"action": 10, "channel": f"[?n={number}]room"})
-        assert json.loads((await read_frame(reader))[1])["action"] == 11
-    await send_ably(writer, {"action": 10, "channel": "[?n=200]room"})
-    refused = json.loads((await read_frame(reader))[1])
-    assert (refused["action"], refused["channel"], refused["error"]["code"]) == (9, "[?n=200]room", 90010)
-    assert refused["error"]["message"] == "Maximum number of channels per connection (200) exceeded"
-    await send_ably(writer, {"action": 10, "channel": "[?n=1]room"})  # a name it has: attached again
-    assert json.loads((await read_frame(reader))[1])["action"] == 11
-    await send_ably(writer, {"action": 0, "id": "still here"})  # HEARTBEAT: the connection stays
-    assert json.loads((await read_frame(reader))[1]) == {"action": 0, "id": "still here"}
-    writer.close()
+        assert (await send_ably(client, {"action": 10, "channel": f"[?n={number}]room"}))["action"] == 11
+    refused = await send_ably(client, {"action": 10, "channel": "[?n=200]room"})
+    error = refused["error"]
+    assert isinstance(error, dict)
+    assert (refused["action"], refused["channel"], error["code"]) == (9, "[?n=200]room", 90010)
+    assert error["message"] == "Maximum number of channels per connection (200) exceeded"
+    again = await send_ably(client, {"action": 10, "channel": "[?n=1]room"})  # a name it has: attached again
+    assert again["action"] == 11
+    heartbeat = await send_ably(client, {"action": 0, "id": "still here"})  # the connection stays
+    assert heartbeat == {"action": 0, "id": "still here"}
+    client.writer.close()
     await still_served(emulator)
 
 
