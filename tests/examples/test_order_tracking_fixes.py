@@ -175,7 +175,9 @@ async def test_after_a_reconnect_the_customer_page_stays_on_its_current_order(
         await expect(customer.locator("#connection")).not_to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
         try:
-            await expect(customer.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
+            # pusher-js, gone 'unavailable' while the emulator was down, retries on its own back-off: it may take
+            # more than SLOW to try again once the emulator is back
+            await expect(customer.locator("#connection")).to_have_text("Live", timeout=2 * SLOW)  # type: ignore[attr-defined]
             await customer.wait_for_timeout(2500)  # type: ignore[attr-defined]  # past the first order's late answer
             await expect(customer.locator("#order-id")).to_have_text("#2")  # type: ignore[attr-defined]
             await expect(customer.locator("#order-status")).to_have_text("Preparing")  # type: ignore[attr-defined]
