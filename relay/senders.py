@@ -223,9 +223,14 @@ def _transport_error(request: HttpRequest, sending: Sending, failed: _Failed, po
     return error
 
 
-def _may_have_been_processed(sending: Sending) -> str:
-    """What an error whose request was sent and may have been processed adds to its message."""
-    said = "; the request was sent and may have been processed"
+def _may_have_been_processed(sending: Sending, *, earlier: bool = False) -> str:
+    """What an error whose request was sent and may have been processed adds to its message; ``earlier``: not by the
+    attempt whose error it is, but by one before it."""
+    said = (
+        "; an earlier attempt was sent and may have been processed"
+        if earlier
+        else "; the request was sent and may have been processed"
+    )
     return said + (": a publish may have been delivered, check before sending it again" if sending.publishes else "")
 
 
@@ -289,7 +294,7 @@ def _was_sent(exc: httpx.HTTPError) -> bool:
 
 def _after_attempt(
     policy: RetryPolicy,
-    attempt: int,
+    so_far: _SoFar,
     request: HttpRequest,
     sending: Sending,
     outcome: HttpResponse | _Failed,
@@ -297,10 +302,12 @@ def _after_attempt(
     pool_size: int | None,
 ) -> HttpResponse | float:
     """What the sync and async senders share: the response on success, else the delay before the next attempt;
-    raises the typed error when the failure is final. ``pool_size``: the connections the client holds, if known."""
+    raises the typed error when the failure is final. ``so_far``: the attempts made, this one included;
+    ``pool_size``: the connections the client holds, if known."""
     error: Exception
     if isinstance(outcome, _Failed):
         response, error, sent = None, _transport_error(request, sending, outcome, pool_size), _was_sent(outcome.exc)
+        _note_undecided(error, so_far, request, sending)
         if isinstance(outcome.exc, httpx.PoolTimeout):
             # Waiting again would only add to the requests the pool is busy with (docs/library.md: it fails)
             raise error
@@ -309,10 +316,24 @@ def _after_attempt(
         if 200 <= response.status < 300:
             return response
         error, sent = _answer_error(request, response, sending), True
-    delay = retry_delay(policy, attempt, request, response, request_was_sent=sent, jitter=jitter)
+        _note_undecided(error, so_far, request, sending)
+    delay = retry_delay(policy, so_far.attempts, request, response, request_was_sent=sent, jitter=jitter)
     if delay is None:
         raise error
     return delay
+
+
+def _note_undecided(error: Exception, so_far: _SoFar, request: HttpRequest, sending: Sending) -> None:
+    """An attempt that may have been processed leaves every later one's error so: a publish answered 504 and then,
+    retried, 503 (or refused a connection) may have been delivered by the first attempt."""
+    if not isinstance(error, RelayError) or request.method == "GET":
+        return
+    if error.outcome_unknown:
+        so_far.undecided = True
+    elif so_far.undecided:
+        error.message += _may_have_been_processed(sending, earlier=True)
+        error.args = (error.message,)
+        error.outcome_unknown = True
 
 
 def _answer_error(request: HttpRequest, response: HttpResponse, sending: Sending) -> Exception:
@@ -401,16 +422,16 @@ class _Attempt:
 @dataclass(slots=True)
 class _SoFar:
     """What a request's attempts did so far: how many were made, whether any went out, and whether one that went
-    out got no answer (it may have been processed)."""
+    out may have been processed (it got no answer, or one that leaves it open, such as a gateway's 504)."""
 
     attempts: int = 0
     sent: bool = False
-    unanswered: bool = False
+    undecided: bool = False
 
     def add(self, *, sent: bool, answered: bool) -> None:
         self.attempts += 1
         self.sent = self.sent or sent
-        self.unanswered = self.unanswered or (sent and not answered)
+        self.undecided = self.undecided or (sent and not answered)
 
     def closed(self, request: HttpRequest, sending: Sending, *, in_flight: bool = False) -> ClientClosed:
         """The error of a client closed during an attempt (``in_flight``, once it was added) or before one; closed
@@ -420,7 +441,7 @@ class _SoFar:
         return ClientClosed(
             in_flight_to=_host(request),
             sent=self.sent,
-            unanswered=self.unanswered,
+            unanswered=self.undecided,
             query=request.method == "GET",
             publishes=sending.publishes,
         )
@@ -506,7 +527,7 @@ class SyncSender:
                 raise so_far.closed(request, sending, in_flight=True)
             so_far.add(sent=_outcome_sent(outcome, attempt, traced), answered=isinstance(outcome, HttpResponse))
             pool_size = None if self._given is not None else _POOL_SIZE
-            result = _after_attempt(self.policy, so_far.attempts, request, sending, outcome, self._jitter, pool_size)
+            result = _after_attempt(self.policy, so_far, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
                 return result
             self._sleep(result)
@@ -644,7 +665,7 @@ class AsyncSender:
                 raise so_far.closed(request, sending, in_flight=True)
             so_far.add(sent=_outcome_sent(outcome, attempt, traced), answered=isinstance(outcome, HttpResponse))
             pool_size = None if self._given is not None else _POOL_SIZE
-            result = _after_attempt(self.policy, so_far.attempts, request, sending, outcome, self._jitter, pool_size)
+            result = _after_attempt(self.policy, so_far, request, sending, outcome, self._jitter, pool_size)
             if isinstance(result, HttpResponse):
                 return result
             # aclose() ends the wait, and the next attempt then raises ClientClosed

@@ -77,6 +77,25 @@ async def test_aclose_ends_the_wait_between_retries() -> None:
     assert len(got) == 1 and "closed during a request to 127.0.0.1" in raised.value.message
 
 
+async def test_aclose_in_the_wait_after_an_undecided_attempt_says_the_publish_may_have_been_delivered() -> None:
+    """An Ably publish answered 504 (a gateway gave up waiting for Ably: it may have published) is retried as the same
+    message, and the retry answered 503; closed in the wait that follows, the publish may still have been delivered
+    by the first attempt. It said the provider had refused each attempt: create another client to send it again."""
+    timed_out = b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\n\r\n"
+    async with server(lambda n: timed_out if n == 1 else BUSY) as (url, got):
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        relay = AsyncRelay(f"ably://appid.keyid:secret@127.0.0.1:{port}?tls=false", retry=POLICY)
+        asyncio.get_running_loop().call_later(0.5, lambda: asyncio.ensure_future(relay.aclose()))
+        with pytest.raises(ClientClosed) as raised:
+            await relay.publish("orders", "paid", 1)
+    assert len(got) == 2
+    assert raised.value.outcome_unknown and raised.value.sent
+    assert raised.value.message == (
+        f"this Relay client was closed during a request to 127.0.0.1:{port}: the request may or may not have reached "
+        "the provider (a publish may have been delivered); create another client, and check before sending it again"
+    )
+
+
 async def test_a_task_cancelled_while_it_waits_to_retry_is_cancelled() -> None:
     """The wait aclose() can end is the caller's too: cancelling the caller still cancels it."""
     async with server(lambda _: BUSY) as (url, _got), AsyncRelay(url, retry=POLICY) as relay:

@@ -15,7 +15,7 @@ import respx
 from libsupport import MakeRelay
 from respx_checks import check_sent
 
-from relay.errors import ProviderError
+from relay.errors import ProviderError, TransportError
 
 PUSHER_KEY, PUSHER_SECRET, APP_ID = "hosted-key", "hosted-Secret-9f8e7d", "123"
 PUSHER_URL = f"pusher://{PUSHER_KEY}:{PUSHER_SECRET}@eu/apps/{APP_ID}"
@@ -159,3 +159,75 @@ async def test_an_ably_publish_timed_out_on_one_of_its_channels_may_have_been_de
     )
     (spec,) = json.loads(route.calls.last.request.content)
     assert spec["channels"] == ["ok", "slow"] and route.call_count == 1
+
+
+EARLIER = (
+    "an earlier attempt was sent and may have been processed: a publish may have been delivered, check before sending "
+    "it again"
+)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        httpx.Response(504, json={"error": {"code": 50003, "statusCode": 504, "message": "Timeout exceeded"}}),
+        httpx.ReadTimeout("timed out"),
+    ],
+    ids=["answered-504", "no-answer"],
+)
+async def test_an_ably_publish_left_undecided_by_one_attempt_stays_so_whatever_the_last_attempt_answers(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, first: httpx.Response | Exception
+) -> None:
+    """The first attempt may have published (a 504, or no answer); the retries were refused without processing (503,
+    then a connection refused). The last error alone said resending was safe."""
+    refused = {"error": {"code": 50001, "statusCode": 503, "message": "Service unavailable"}}
+    route = respx_mock.post(f"{ABLY}/channels/orders/messages").mock(
+        side_effect=[first, httpx.Response(503, json=refused), httpx.ConnectError("connection refused")]
+    )
+    relay = make_relay(ABLY_URL)
+    with pytest.raises(TransportError) as raised:
+        await relay.publish("orders", "e", "x")
+    error = raised.value
+    assert error.outcome_unknown is True
+    assert str(error) == (
+        "could not reach rest.ably.io:443: ConnectError; check the host, port and network; " + EARLIER
+    )
+    assert route.call_count == 3
+    assert len({call.request.content for call in route.calls}) == 1  # one message id: Ably dedupes the resends
+
+
+async def test_a_publish_whose_attempts_were_all_refused_unprocessed_is_not_undecided(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    refused = {"error": {"code": 50001, "statusCode": 503, "message": "Service unavailable"}}
+    route = respx_mock.post(f"{ABLY}/channels/orders/messages").mock(
+        side_effect=[
+            httpx.ConnectError("connection refused"),
+            httpx.Response(503, json=refused),
+            httpx.Response(503, json=refused),
+        ]
+    )
+    relay = make_relay(ABLY_URL)
+    with pytest.raises(ProviderError) as raised:
+        await relay.publish("orders", "e", "x")
+    assert (raised.value.http_status, raised.value.outcome_unknown) == (503, False)
+    assert str(raised.value) == "Ably answered 503: Service unavailable"
+    assert route.call_count == 3
+
+
+async def test_a_query_left_undecided_by_one_attempt_is_never_outcome_unknown(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.get(f"{ABLY}/channels/lobby").mock(
+        side_effect=[
+            httpx.ReadTimeout("timed out"),
+            httpx.Response(504, text="gateway timeout"),
+            httpx.ConnectError("no"),
+        ]
+    )
+    relay = make_relay(ABLY_URL)
+    with pytest.raises(TransportError) as raised:
+        await relay.channel("lobby")
+    assert raised.value.outcome_unknown is False
+    assert "processed" not in str(raised.value)
+    assert route.call_count == 3
