@@ -597,9 +597,9 @@ class JwtVerifier:
                 f"invalid JWT: the token is not a JWT, three parts separated by dots (got {shown_token(token)})"
             )
         try:
+            keys: list[tuple[Any, Sequence[str]]]
             if self._mode == "hs":
-                key: Any = self._settings.jwt_secret
-                algorithms: Sequence[str] = ("HS256",)
+                keys = [(self._settings.jwt_secret, ("HS256",))]
             elif self._jwks is not None:
                 kid = jwt.get_unverified_header(token).get("kid")
                 jwks = self._current_jwks()
@@ -609,25 +609,20 @@ class JwtVerifier:
                         f"the JWT has no kid header, and the JWKS holds {len(jwks)} keys: the kid says which "
                         "one signed it"
                     )
-                jwk = next((k for k in jwks if k.key_id == kid or kid is None), None)
-                if jwk is None:
+                # Only each key's own algorithm: an ES256 token naming an RSA key's kid must not reach PyJWT's
+                # key preparation, which raises TypeError (a 500) for a mismatched key object. Every key with the
+                # token's kid: kids SHOULD differ (RFC 7517 §4.5), but a set may give one kid to a key per algorithm,
+                # or keep it across a rotation, and only the first of them verified.
+                keys = [
+                    (jwk.key, tuple(a for a in JWT_ALGORITHMS if a == jwk.algorithm_name))
+                    for jwk in jwks
+                    if jwk.key_id == kid or kid is None
+                ]
+                if not keys:
                     raise AuthenticationError("the JWT's kid is not in the JWKS")
-                # Only the key's own algorithm: an ES256 token naming an RSA key's kid must not reach PyJWT's
-                # key preparation, which raises TypeError (a 500) for a mismatched key object.
-                key, algorithms = jwk.key, tuple(a for a in JWT_ALGORITHMS if a == jwk.algorithm_name)
             else:
-                key, algorithms = self._settings.jwt_public_key, JWT_ALGORITHMS
-            claims = dict(
-                _STRICT_JWT.decode(
-                    token,
-                    key,
-                    algorithms=list(algorithms),
-                    audience=self._settings.jwt_audience,
-                    issuer=self._settings.jwt_issuer,
-                    options={"require": ["exp", "sub"]},
-                    leeway=self._settings.jwt_leeway,
-                )
-            )
+                keys = [(self._settings.jwt_public_key, JWT_ALGORITHMS)]
+            claims = self._verified(token, keys)
             # The leeway is for iat and nbf only: PyJWT applied it to exp too, so exp is checked again without it.
             # Honoured past its exp, a token would outlive a sign-out or a revocation by the leeway; a gateway clock
             # ahead of the issuer's only ends tokens a little early, and clients renew them before exp anyway.
@@ -657,6 +652,28 @@ class JwtVerifier:
             if str(exc).startswith("Invalid header string"):  # PyJWT's words went on with the parser's own
                 raise AuthenticationError("invalid JWT: its header is not a JSON object") from None
             raise AuthenticationError(f"invalid JWT: {exc}") from None
+
+    def _verified(self, token: str, keys: Sequence[tuple[Any, Sequence[str]]]) -> dict[str, Any]:
+        """``token``'s claims, its signature verified by one of ``keys`` (each with the algorithms it may sign with):
+        the last key's error when none verifies it."""
+        *others, last = keys
+        for key, algorithms in others:
+            with contextlib.suppress(jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
+                return self._decoded(token, key, algorithms)
+        return self._decoded(token, *last)
+
+    def _decoded(self, token: str, key: Any, algorithms: Sequence[str]) -> dict[str, Any]:
+        return dict(
+            _STRICT_JWT.decode(
+                token,
+                key,
+                algorithms=list(algorithms),
+                audience=self._settings.jwt_audience,
+                issuer=self._settings.jwt_issuer,
+                options={"require": ["exp", "sub"]},
+                leeway=self._settings.jwt_leeway,
+            )
+        )
 
     def _current_jwks(self) -> list[jwt.PyJWK]:
         """The JWKS's signing keys, read again when RELAY_JWKS_FILE has changed (one stat per JWT): an identity

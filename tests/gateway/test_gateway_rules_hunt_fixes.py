@@ -13,8 +13,8 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from relay.errors import ConfigError
 from relay.gateway import GatewaySettings, create_app
@@ -189,3 +189,24 @@ async def test_a_rotated_jwks_file_is_read_again_without_a_restart(
     assert len(warnings) == 1, warnings  # once per change of the file, not once per request
     assert f"RELAY_JWKS_FILE: cannot read JSON from {jwks}" in warnings[0], warnings
     assert "the gateway keeps verifying with the 1 key(s) it last read" in warnings[0], warnings
+
+
+async def test_every_key_with_the_token_s_kid_is_tried(
+    tmp_path: Path, emulator: RunningEmulator, start_gateway: StartGateway
+) -> None:
+    """Kids SHOULD differ within a JWKS (RFC 7517 §4.5), but a provider that keeps a kid across a rotation, or gives one
+    kid to a key per algorithm, publishes two keys with it: only the first was tried, and the other's tokens were
+    refused as forged. A token no key with its kid verifies still is."""
+    old_key, old_jwk = signing_key("main")
+    new_key, new_jwk = signing_key("main")
+    stranger, _ = signing_key("main")
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_jwk = {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "main", "alg": "ES256", "use": "sig"}
+    jwks = write(tmp_path, json.dumps({"keys": [old_jwk, ec_jwk, new_jwk]}), "jwks.json")
+    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWKS_FILE": str(jwks)})
+    assert await join(emulator, gateway, "private-user-ann", headers=rs256(old_key, "main", "ann")) == {}
+    assert await join(emulator, gateway, "private-user-bob", headers=rs256(new_key, "main", "bob")) == {}
+    es256 = jwt.encode({"sub": "cy", "exp": int(time.time()) + 60}, ec_key, algorithm="ES256", headers={"kid": "main"})
+    assert await join(emulator, gateway, "private-user-cy", headers={"authorization": f"Bearer {es256}"}) == {}
+    forged = rs256(stranger, "main", "eve")["authorization"].removeprefix("Bearer ")
+    assert await auth_status(gateway, "private-user-eve", forged) == (401, "invalid JWT: Signature verification failed")
