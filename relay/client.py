@@ -37,7 +37,15 @@ from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User
 from relay.payload import Payload
 from relay.protocol.channels import validate_event_name
 from relay.protocol.frames import refuse_lone_surrogates
-from relay.senders import DEFAULT_RETRY, AsyncSender, RetryPolicy, Sending, SyncSender, checked_retry_policy
+from relay.senders import (
+    DEFAULT_RETRY,
+    AsyncSender,
+    RetryPolicy,
+    Sending,
+    SyncSender,
+    checked_retry_policy,
+    refuse_undecodable_host,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")  # what one operation returns, once its calls on one provider are combined
@@ -99,6 +107,13 @@ Configuration = str | ProviderConfig | Providers
 
 def parse_configuration(url: Configuration) -> tuple[Mode, list[ProviderConfig]]:
     """``URL``, or ``mirror:URL|URL…`` / ``failover:URL|URL…``, or an already parsed configuration."""
+    mode, configs = _parsed_configuration(url)
+    for config in configs:
+        refuse_undecodable_host(config)
+    return mode, configs
+
+
+def _parsed_configuration(url: Configuration) -> tuple[Mode, list[ProviderConfig]]:
     if isinstance(url, ProviderConfig):
         return Mode.SINGLE, [url]
     if isinstance(url, Providers):

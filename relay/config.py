@@ -23,8 +23,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-import httpx
-
 from relay.errors import ConfigError, NoProviderConfigured
 from relay.protocol.ably import split_api_key
 
@@ -442,9 +440,8 @@ def _port_number(text: str) -> int | None:
 
 
 def _is_host(host: str) -> bool:
-    """A host name or an IP address alone: no scheme, port, path, brackets or spaces, and no empty label, one over
-    63 characters or an ``xn--`` one that is not a name's punycode, which fail with a UnicodeError (not an OSError)
-    from inside the first request."""
+    """A host name or an IP address alone: no scheme, port, path, brackets or spaces, and no empty label or one over
+    63 characters, which the resolver refuses with a UnicodeError (not an OSError) from inside the first request."""
     if ":" in host:
         try:
             ipaddress.IPv6Address(host)
@@ -455,8 +452,7 @@ def _is_host(host: str) -> bool:
         return False
     try:
         host.encode("idna")  # as socket.getaddrinfo encodes it
-        _ = httpx.URL(f"http://{host}/").host  # decodes each xn-- label: one that is no name's punycode fails there
-    except (UnicodeError, httpx.InvalidURL):
+    except UnicodeError:
         return False
     return True
 

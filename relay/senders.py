@@ -24,7 +24,7 @@ from urllib.parse import urljoin
 import httpx
 
 from relay.adapters.base import HttpRequest, HttpResponse
-from relay.config import url_host
+from relay.config import ProviderConfig, url_host
 from relay.errors import ClientClosed, ConfigError, ProtocolError, ProviderError, RelayError, TransportError
 from relay.http_errors import leaves_outcome_unknown, parse_retry_after
 
@@ -90,6 +90,20 @@ class RetryPolicy:
 def _is_seconds(value: object) -> bool:
     """A finite number, 0 or more (a bool is an int to Python, but no number of seconds)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def refuse_undecodable_host(config: ProviderConfig) -> None:
+    """httpx decodes each ``xn--`` label of a host (IDNA 2008): one that is no name's punycode raised idna's error
+    from inside the first request, so a client is not made with it."""
+    if "xn--" not in config.host.lower():
+        return
+    try:
+        httpx.URL(config.base_url).host  # noqa: B018 (decoding it is the check)
+    except (UnicodeError, httpx.InvalidURL):
+        raise ConfigError(
+            f"{config.scheme}:// URL's host {config.host!r} is not a host name: an xn-- label in it is not the "
+            "punycode of a name"
+        ) from None
 
 
 def checked_retry_policy(retry: object) -> RetryPolicy:

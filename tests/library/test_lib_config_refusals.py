@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.client import parse_configuration
+from relay.client import Relay, parse_configuration
 from relay.config import from_env
 from relay.errors import ConfigError
 
@@ -30,8 +30,11 @@ from relay.errors import ConfigError
         ("pusher://k:s@[::1]x:80/apps/1", "URL's host '[::1]x:80' is not a host name or an IP address"),
         ("emulator://k:s@[::1]emulator:/:80/apps/%401", "URL's host '[::1]emulator:' is not a host name"),
         # an xn-- label that is no name's punycode: httpx's IDNA decoding raised idna's error at the first request
-        ("pusher://k:s@xn--abc.example.com/apps/1", "URL's host 'xn--abc.example.com' is not a host name"),
-        ("ably://appid.keyid:s@xn--a-ecp.ru", "URL's host 'xn--a-ecp.ru' is not a host name"),
+        (
+            "pusher://k:s@xn--abc.example.com/apps/1",
+            "pusher:// URL's host 'xn--abc.example.com' is not a host name: an xn-- label in it is not the punycode",
+        ),
+        ("ably://appid.keyid:s@xn--a-ecp.ru", "ably:// URL's host 'xn--a-ecp.ru' is not a host name: an xn-- label"),
         # a byte os.environ could not decode, kept as a lone surrogate: it failed at the first request
         ("pusher://k:s\udcff@eu/apps/1", "the provider URL is not UTF-8 text: its character 13 is a byte"),
     ],
@@ -54,7 +57,6 @@ PUSHER = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
         ({**PUSHER, "PUSHER_PORT": "²"}, "PUSHER_PORT"),  # str.isdigit() is true, int() raised ValueError
         ({**PUSHER, "PUSHER_HOST": "https://soketi.example"}, "PUSHER_HOST"),  # base_url https://[https://…]
         ({**PUSHER, "PUSHER_HOST": "soketi.example:6001"}, "PUSHER_HOST"),  # taken for IPv6: https://[…:6001]
-        ({**PUSHER, "PUSHER_HOST": "xn--abc.example.com"}, "PUSHER_HOST"),  # not punycode of a name
         ({"ABLY_API_KEY": ".keyid:secret"}, "APPID.KEYID"),
         ({**PUSHER, "PUSHER_SECRET": "s\udcff"}, "PUSHER_SECRET is not UTF-8 text: its character 2 is a byte"),
         ({"ABLY_API_KEY": "a.b:s\udcff"}, "ABLY_API_KEY is not UTF-8 text: its character 6 is a byte"),
@@ -142,6 +144,15 @@ def test_client_events_and_unknown_options_are_refused_where_they_do_not_belong(
 def test_a_variable_from_env_does_not_read_is_not_checked() -> None:
     """Only the variables that configure a provider: a LANG holding a byte that is not UTF-8 is none of its business."""
     assert from_env({"LANG": "\udcff", "ABLY_API_KEY": "a.b:s"}).key == "a.b"
+
+
+def test_a_pusher_host_in_no_name_s_punycode_is_refused_when_the_client_is_made() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Relay.from_env({**PUSHER, "PUSHER_HOST": "xn--abc.example.com"})
+    assert caught.value.message == (
+        "pusher:// URL's host 'xn--abc.example.com' is not a host name: an xn-- label in it is not the punycode of a "
+        "name"
+    )
 
 
 def test_a_host_in_punycode_is_a_host() -> None:
