@@ -810,8 +810,9 @@ class RedisCluster:
     async def _load_cache(self) -> None:
         for state in self._states.values():
             app_id = state.app.app_id
-            found: list[tuple[int, str, str, str, CacheVersion]] = []
+            found: list[tuple[float, str, str, str, CacheVersion]] = []
             channel_at = len(self._key("cache", app_id, ""))
+            clock = asyncio.get_running_loop().time
             async for key in self._redis.scan_iter(match=self._key("cache", app_id, "*"), count=500):
                 version_key = self._key("cache-version", app_id, key[channel_at:])
                 value, ttl_ms, stored_version = await asyncio.gather(
@@ -820,10 +821,11 @@ class RedisCluster:
                 if value is not None and ttl_ms > 0:
                     channel, event, data = json.loads(value)
                     version = _cache_version(stored_version)  # type: ignore[arg-type]  # decode_responses: a str
-                    found.append((ttl_ms, channel, event, data, version))
+                    # When it expires, not the TTL left: read one by one, a TTL read later is shorter by the wait
+                    found.append((clock() + ttl_ms / 1000, channel, event, data, version))
             # Stored soonest to expire first: the store drops expired events from its front (SCAN's order is none)
-            for ttl_ms, channel, event, data, version in sorted(found):
-                state.cache_store(channel, event, data, ttl_ms / 1000, version)
+            for expires_at, channel, event, data, version in sorted(found):
+                state.cache_store(channel, event, data, max(expires_at - clock(), 0.001), version)
 
     # -- ClusterLink: called synchronously by the hub -----------------------------------------------------------
 
