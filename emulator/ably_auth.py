@@ -71,17 +71,23 @@ class AblyKey:
 
     @classmethod
     def of(cls, app: App) -> AblyKey:
-        return cls.parse(app.ably_api_key)
+        return cls.parse(app.ably_api_key, key_capability(app))
 
     @classmethod
     def every_of(cls, app: App) -> list[AblyKey]:
         """The app's Ably key and those of its extra key pairs."""
-        return [cls.parse(api_key) for api_key in app.ably_api_keys]
+        capability = key_capability(app)
+        return [cls.parse(api_key, capability) for api_key in app.ably_api_keys]
 
     @classmethod
-    def parse(cls, api_key: str) -> AblyKey:
+    def parse(cls, api_key: str, capability: Capability = FULL_CAPABILITY) -> AblyKey:
         key_name, secret = split_api_key(api_key)  # App checked it
-        return cls(key_name, secret, FULL_CAPABILITY)
+        return cls(key_name, secret, capability)
+
+
+def key_capability(app: App) -> Capability:
+    """The capability of the app's keys: its ``ably_capability`` (App checked it), else every channel's everything."""
+    return FULL_CAPABILITY if app.ably_capability is None else parse_capability(app.ably_capability)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,19 @@ from relay.emulator.ably_history import (
 from relay.emulator.hub import AppState, Channel, ForeignPeer
 from relay.emulator.session import Session
 from relay.emulator.usage import local_reach
+from relay.emulator.webhooks import ABLY_SITE, WebhookEvent
 from relay.emulator.wire import binary_frame, encode_text, payload_offset
 from relay.errors import InvalidFrame
 from relay.protocol import frames
-from relay.protocol.ably import ENTER, LEAVE, PRESENT, UPDATE, ably_channel_problem, qualified_params
+from relay.protocol.ably import (
+    CHANNEL_LIFECYCLE,
+    ENTER,
+    LEAVE,
+    PRESENT,
+    UPDATE,
+    ably_channel_problem,
+    qualified_params,
+)
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
 from relay.protocol.members import Member
 from relay.protocol.socket_ids import is_valid_socket_id
@@ -68,6 +77,9 @@ DELIVERED = object()  # a hub delivery's origin when Ably peers already have the
 OCCUPANCY_INTERVAL = 1.0
 FIRST_OCCUPANCY_DELAY = 0.05
 OCCUPANCY_EVENT = "[meta]occupancy"
+# The events of [meta]channel.lifecycle, in the order they are sent: the channel's one region first, then globally.
+LIFECYCLE_OPENED = ("channel.region.active", "channel.opened")
+LIFECYCLE_CLOSED = ("channel.region.inactive", "channel.closed")
 
 log = logging.getLogger("relay.emulator")
 
@@ -615,6 +627,7 @@ class AblyApp:
         self._join_numbers = itertools.count(1)
         state.foreign_presence = self
         state.webhooks.lifecycle_status = self.lifecycle_status
+        state.webhooks.lifecycle_listener = self
 
     def connection_key(self, connection_id: str) -> str:
         """A connection's key (``connection.key`` in ably-js): its id and a MAC of it with the app's key secret, so
@@ -1127,6 +1140,52 @@ class AblyApp:
         }
         active = connections > 0 or members > 0
         return {"channelId": name, "name": name, "status": {"isActive": active, "occupancy": {"metrics": metrics}}}
+
+    # -- [meta]channel.lifecycle ------------------------------------------------------------------------------
+
+    def watching(self) -> bool:
+        """Whether the lifecycle metachannel has a subscriber on any node (nothing is built for nobody)."""
+        return self.state.subscription_count(CHANNEL_LIFECYCLE) > 0
+
+    def channel_lifecycle(self, event: WebhookEvent) -> None:
+        """A channel opened or closed (a channel_occupied or channel_vacated as the webhooks have it: sent by one node
+        of a cluster, a closing after the app's webhook delay): reported on the lifecycle metachannel to its
+        subscribers on every node. Built on the loop's next turn: an opening is heard of from inside the attach that
+        opened it, which its occupancy then counts."""
+        if self.watching():
+            opened = event["name"] == "channel_occupied"
+            asyncio.get_running_loop().call_soon(self._publish_lifecycle_safely, str(event["channel"]), opened)
+
+    def _publish_lifecycle_safely(self, name: str, opened: bool) -> None:
+        """A bug must cost this event only, not the channel's opening or the app's later events."""
+        try:
+            self._publish_lifecycle(name, opened)
+        except Exception:
+            log.exception("channel lifecycle event failed", extra={"channel": name[:200]})
+
+    def _publish_lifecycle(self, name: str, opened: bool) -> None:
+        """One MESSAGE on the metachannel: channel.region.active then channel.opened (channel.region.inactive then
+        channel.closed), each one's data a ChannelDetails. The emulator is one region, the global master, whose
+        occupancy is the channel's."""
+        status = self.lifecycle_status(name, opened)
+        regional = {"channelId": name, "name": name, "region": ABLY_SITE, "isGlobalMaster": True, "status": status}
+        overall = {"channelId": name, "name": name, "status": status}
+        names = LIFECYCLE_OPENED if opened else LIFECYCLE_CLOSED
+        messages = [
+            Message(event, json.dumps(details, separators=(",", ":")), "json")
+            for event, details in zip(names, (regional, overall), strict=True)
+        ]
+        serial, now = self.next_serial(), self.wall_ms()
+        fields: dict[str, Any] = {
+            "action": MESSAGE,
+            "channel": CHANNEL_LIFECYCLE,
+            "id": f"{self._meta_id}:{serial}",
+            "timestamp": now,
+            "channelSerial": f"{serial:016x}",
+            "messages": [message.item() for message in messages],
+        }
+        self._deliver_to_hub(CHANNEL_LIFECYCLE, messages, Outbound(fields), None)
+        self.history.keep(CHANNEL_LIFECYCLE, fields, serial, now)
 
     def lifecycle_status(self, name: str, opened: bool) -> dict[str, object]:
         """The ChannelStatus of a channel.opened or channel.closed webhook item: the occupancy when it is sent, or, at

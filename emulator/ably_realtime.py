@@ -62,6 +62,7 @@ from relay.emulator.limits import TokenBucket
 from relay.emulator.session import Link
 from relay.emulator.wire import PING_FRAME
 from relay.protocol.ably import (
+    CHANNEL_LIFECYCLE,
     ENTER,
     LEAVE,
     MAX_REWIND_MESSAGES,
@@ -69,6 +70,7 @@ from relay.protocol.ably import (
     UPDATE,
     Rewind,
     allows,
+    is_metachannel,
     parse_occupancy,
     parse_rewind,
     resource_matches,
@@ -105,15 +107,17 @@ _OPERATION_MODES = {
 
 
 def allowed_modes(credentials: Credentials, channel: str) -> int:
-    """The channel modes the credentials' capability allows on ``channel`` (0: it may not attach)."""
+    """The channel modes the credentials' capability allows on ``channel`` (0: it may not attach); on a metachannel
+    the subscribe mode at most, whatever the capability: nobody publishes or enters presence there."""
     modes = 0
     for resource, operations in credentials.capability.items():
         if resource_matches(resource, channel):
             if "*" in operations:
-                return MODES
+                modes = MODES
+                break
             for operation in operations:
                 modes |= _OPERATION_MODES.get(operation, 0)
-    return modes
+    return modes & MODE_SUBSCRIBE if is_metachannel(channel) else modes
 
 
 class ResumableLink(Link, Protocol):
@@ -671,9 +675,12 @@ class AblySession(ForeignPeer):
 
     def _channel_of(self, raw: object, params: object = None) -> tuple[str, Mapping[str, Any]]:
         """The channel a ProtocolMessage names, and its ATTACH's params: a name qualified with params
-        (``[?rewind=1]orders``) is that channel with those params (the ATTACH's own win); 40010 for a bad name."""
+        (``[?rewind=1]orders``) is that channel with those params (the ATTACH's own win); 40010 for a bad name (any
+        metachannel but the lifecycle one, the only one emulated)."""
         if params is not None and not isinstance(params, dict):
             raise AblyError(40003, "ATTACH params must be an object of channel params")
+        if raw == CHANNEL_LIFECYCLE:
+            return CHANNEL_LIFECYCLE, params or {}
         name, qualifier_params = qualified_channel(raw)
         return name, {**qualifier_params, **(params or {})}
 
@@ -718,6 +725,9 @@ class AblySession(ForeignPeer):
                     42911, "max per-connection publish rate limit exceeded (nonfatal): unable to publish message", 429
                 )
             name, _ = self._channel_of(message.get("channel"))
+            if is_metachannel(name):
+                refused = "publish to" if action == MESSAGE else "use presence on"
+                raise AblyError(40160, f"Unable to {refused} {name!r}: no capability permits that on a metachannel")
             if action == MESSAGE:
                 serials = self._publish(name, items)
                 ack: dict[str, Any] = {"action": ACK, "msgSerial": serial, "count": 1, "res": [{"serials": serials}]}

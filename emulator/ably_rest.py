@@ -34,7 +34,7 @@ from relay.emulator.config import App
 from relay.emulator.http_api import Response
 from relay.emulator.hub import AppState
 from relay.emulator.session import Session
-from relay.protocol.ably import allows, is_whole_number
+from relay.protocol.ably import CHANNEL_LIFECYCLE, allows, is_metachannel, is_whole_number
 
 log = logging.getLogger("relay.emulator")
 MSGPACK = "application/x-msgpack"
@@ -238,6 +238,10 @@ class AblyRest:
 
     def _publish(self, request: _Request) -> tuple[int, Any]:
         credentials, app = self._caller(request)
+        if request.args[0] == CHANNEL_LIFECYCLE:  # a metachannel, where only Ably publishes
+            raise AblyError(
+                40160, f"Unable to publish to {CHANNEL_LIFECYCLE!r}: no capability permits that on a metachannel"
+            )
         name = _channel_in_path(request)
         _require(credentials, name, "publish")
         body = request.body()
@@ -304,7 +308,7 @@ class AblyRest:
 
     def _kept(self, request: _Request, *, presence: bool) -> tuple[int, Any]:
         credentials, app = self._caller(request)
-        name = _channel_in_path(request)
+        name = _channel_in_path(request, metachannel=True)
         _require(credentials, name, "history")
         query = request.query
         limit = _limit(query.get("limit"), DEFAULT_LIST_LIMIT)
@@ -360,7 +364,8 @@ class AblyRest:
         by = request.query.get("by") or ("id" if request.version >= 3 else "value")
         if by not in ("id", "value"):
             raise AblyError(40003, "by must be id or value")
-        names = [name for name in app.state.channel_names() if name.startswith(prefix)]
+        # Not the lifecycle metachannel its subscribers hold open: the "*" this request needs does not cover [meta]
+        names = [name for name in app.state.channel_names() if name.startswith(prefix) and not is_metachannel(name)]
         page = _page(request, "channels", names, str, limit, {"prefix": prefix, "by": by})
         return 200, page if by == "id" else [app.channel_details(name) for name in page]
 
@@ -538,8 +543,11 @@ def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[s
     return None, None
 
 
-def _channel_in_path(request: _Request) -> str:
-    """The channel a route's path names: as an ATTACH reads it, ``[?rewind=1]orders`` is ``orders``."""
+def _channel_in_path(request: _Request, *, metachannel: bool = False) -> str:
+    """The channel a route's path names: as an ATTACH reads it, ``[?rewind=1]orders`` is ``orders``. With
+    ``metachannel`` (history, which Ably answers for a metachannel too) the lifecycle metachannel is one."""
+    if metachannel and request.args[0] == CHANNEL_LIFECYCLE:
+        return CHANNEL_LIFECYCLE
     return qualified_channel(request.args[0])[0]
 
 

@@ -18,8 +18,8 @@ import httpx
 from relay.config import is_http_url, is_origin, is_url, undecoded
 from relay.emulator.limits import origin_allowed
 from relay.emulator.logs import redact_urls
-from relay.errors import ConfigError, parser_limits
-from relay.protocol.ably import split_api_key
+from relay.errors import AuthenticationError, ConfigError, parser_limits
+from relay.protocol.ably import parse_capability, split_api_key
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
 
 WEBHOOK_EVENT_TYPES = frozenset(
@@ -256,6 +256,10 @@ class App:
     # Ably's "persist last message" channel rule: channel names and namespaces (the part of a name before its first
     # ':') whose channels keep their last Ably message past ably_history_seconds, for the rewind channel param.
     ably_persist_last_message: tuple[str, ...] = ()
+    # The capability of the app's Ably keys, as JSON text (Ably's key setting); None: {"*":["*"]}, every channel but
+    # no metachannel (Ably's "*" does not cover "[meta]" names), so '{"[*]*":["*"]}' lets the keys, and the tokens
+    # they sign, subscribe to [meta]channel.lifecycle too.
+    ably_capability: str | None = None
     # More key pairs, each accepted wherever the app's own is (connections, signed requests, auth signatures); the
     # app's own `key` and `secret` sign its webhooks.
     extra_keys: tuple[KeyPair, ...] = ()
@@ -317,6 +321,15 @@ class App:
                     f"holds exact channel names and namespaces (such as 'orders' for 'orders:42'; no wildcards), "
                     f"got {rule!r}",
                 )
+        if self.ably_capability is not None:
+            _text("ably_capability", self.ably_capability)
+            try:
+                parse_capability(self.ably_capability)
+            except AuthenticationError as exc:
+                example = '{"[*]*":["*"]}'
+                raise InvalidSetting(
+                    "ably_capability", f"is a JSON capability such as {example}: {exc.message}"
+                ) from None
         try:
             split_api_key(self.ably_api_key)
         except ConfigError:

@@ -20,6 +20,7 @@ from relay.emulator.usage import AppMeter, local_reach, message_size, recipients
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import deflated, encode_text
 from relay.protocol import frames
+from relay.protocol.ably import is_metachannel
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, classify, is_cache_channel
 from relay.protocol.codes import ErrorCode
 from relay.protocol.members import Member
@@ -371,10 +372,8 @@ class AppState:
         channel = self.channels.get(name)
         if channel is None:
             channel = self.channels[name] = Channel(name, classify(name))
-            if self.cluster is not None:
-                self.cluster.channel_occupied(self.app.app_id, name)
-            elif not self.webhooks.cancel_delayed(("vacated", name)):
-                self.webhooks.emit({"name": "channel_occupied", "channel": name})
+            if not is_metachannel(name):  # a metachannel is Ably's, not one of the app's: it opens unannounced
+                self._announce_opened(name)
         channel.add(peer)
         self.meter.subscribed(name, peer.socket_id, len(channel.subscribers), member.user_id if member else None)
         if isinstance(peer, ForeignPeer):
@@ -390,6 +389,14 @@ class AppState:
                 self.foreign_presence.pusher_member(channel, peer.socket_id, member.user_id, info, entered=True)
             self.join_member(channel, peer.socket_id, member)
         return channel
+
+    def _announce_opened(self, name: str) -> None:
+        """The channel_occupied webhook of a channel getting its first subscriber here (in a cluster, once Redis has
+        counted it, by the node whose count opens it; on one node, none when its held channel_vacated is cancelled)."""
+        if self.cluster is not None:
+            self.cluster.channel_occupied(self.app.app_id, name)
+        elif not self.webhooks.cancel_delayed(("vacated", name)):
+            self.webhooks.emit({"name": "channel_occupied", "channel": name})
 
     def join_member(self, channel: Channel, socket_id: str, member: Member) -> None:
         """A subscribed connection joins the channel's presence: ``member_added`` on the user's first connection."""
@@ -431,6 +438,10 @@ class AppState:
             self.subscription_count_changed(channel)
             return
         del self.channels[name]
+        if is_metachannel(name):  # closes unannounced, as it opened; the other nodes still learn it has nobody here
+            if self.cluster is not None:
+                self.cluster.subscription_count(self.app.app_id, name, 0)
+            return
         if self.cluster is not None:
             self.cluster.channel_vacated(self.app.app_id, name)
             self._send_count_left_elsewhere(name)

@@ -11,6 +11,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 import httpx
 
@@ -34,6 +35,18 @@ ABLY_SITE = "local"
 # A channel's ChannelStatus in an Ably lifecycle item ({isActive, occupancy: {metrics}}), given the channel and whether
 # the item is its opening.
 LifecycleStatus = Callable[[str, bool], dict[str, object]]
+
+
+class LifecycleListener(Protocol):
+    """Who hears of channels opening and closing besides webhooks (the app's Ably side, ``AblyApp``)."""
+
+    def watching(self) -> bool:
+        """Whether anyone, on any node, is subscribed to the lifecycle events now."""
+
+    def channel_lifecycle(self, event: WebhookEvent) -> None:
+        """A channel_occupied or channel_vacated event, as it is sent."""
+
+
 # Per webhook format: the most events one request carries (what waits behind a slow receiver goes in several), and the
 # seconds a whole request may take, from connecting to the response's headers (the HTTP client's timeout bounds each
 # read alone, so a receiver sending a byte every few seconds would hold its URL's queue for as long as it liked).
@@ -85,6 +98,9 @@ class WebhookDispatcher:
         self._closing = asyncio.Event()
         # Set by the app's Ably side (AblyApp), which an app with an Ably-format webhook has from the start.
         self.lifecycle_status: LifecycleStatus | None = None
+        # Set by the app's Ably side too, for the [meta]channel.lifecycle metachannel: told each channel_occupied and
+        # channel_vacated as it is sent (a vacated one after the hold; once per cluster), webhooks or none.
+        self.lifecycle_listener: LifecycleListener | None = None
         # The serials of Ably-format items: this process's own sequence, unlike any other node's or an earlier run's.
         origin = secrets.token_hex(4)
         self._ably_serials = (f"{origin}{number:012x}" for number in itertools.count(1))
@@ -105,6 +121,8 @@ class WebhookDispatcher:
         return len(self._batch) + sum(map(len, self._outboxes)) + sum(self._in_flight)
 
     def emit(self, event: WebhookEvent) -> None:
+        if self.lifecycle_listener is not None and event["name"] in _LIFECYCLE:
+            self.lifecycle_listener.channel_lifecycle(event)
         if not self.enabled:
             return
         self._batch.append(event)
@@ -114,11 +132,17 @@ class WebhookDispatcher:
 
     def emit_delayed(self, key: Hashable, event: WebhookEvent) -> None:
         """Hold ``event`` for the app's webhook delay; :meth:`cancel_delayed` drops it if the client returns."""
-        if not self.enabled:
+        if not self.enabled and not self._held_for_lifecycle(event):
             return
         self.cancel_delayed(key)
         loop = asyncio.get_running_loop()
         self._delayed[key] = (loop.call_later(self._app.webhook_delay, self._release, key), event)
+
+    def _held_for_lifecycle(self, event: WebhookEvent) -> bool:
+        """Whether ``event`` is a lifecycle event the listener wants held (a vacated channel coming back within the
+        hold is no closing): on a single node, while the metachannel has a subscriber."""
+        listener = self.lifecycle_listener
+        return listener is not None and event["name"] in _LIFECYCLE and listener.watching()
 
     def cancel_delayed(self, key: Hashable) -> bool:
         held = self._delayed.pop(key, None)

@@ -35,6 +35,16 @@ ABSENT, PRESENT, ENTER, LEAVE, UPDATE = range(5)
 # name in its URL: longer is refused here, before it reaches a URL, and so is a name UTF-8 cannot encode (a URL's
 # path is percent-encoded UTF-8).
 MAX_CHANNEL_NAME = 2_048
+# Metachannels: names in the [meta] qualifier's space, apart from the app's channels (a capability's "*" does not
+# cover them: its resource must name the qualifier, as "[meta]*" or "[*]*" do). Ably publishes its own events there;
+# no client may publish or enter presence on one (https://ably.com/docs/metadata-stats/metadata/subscribe).
+METACHANNEL_PREFIX = "[meta]"
+# The metachannel of channel lifecycle events: channel.opened, channel.closed and their regional counterparts.
+CHANNEL_LIFECYCLE = "[meta]channel.lifecycle"
+
+
+def is_metachannel(name: str) -> bool:
+    return name.startswith(METACHANNEL_PREFIX)
 
 
 def ably_channel_problem(name: object) -> str | None:

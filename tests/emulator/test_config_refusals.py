@@ -64,6 +64,9 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "webhook_max_pending = -1\n", ["webhook_max_pending", "-1"]),
         (APP + "ably_key = 5\n", ["ably_key"]),  # AttributeError
         (APP + "ably_history_seconds = -1\n", ["ably_history_seconds", "-1"]),
+        (APP + 'ably_capability = \'{"*":"*"}\'\n', ["ably_capability", "lists of operations"]),
+        (APP + "ably_capability = '[meta]*'\n", ["ably_capability", "not valid JSON"]),
+        (APP + "ably_capability = 7\n", ["ably_capability", "7"]),
         (APP + "ably_history_seconds = '2m'\n", ["ably_history_seconds", "'2m'"]),
         (APP + "allowed_origins = ['https://a.example/path']\n", ["allowed_origins", "https://a.example/path"]),
         ("[[apps]]\napp_id = 'a/b'\nkey = 'k'\nsecret = 's'\n", ["app_id", "a/b"]),  # /apps/a/b/events: 404
