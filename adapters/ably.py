@@ -115,8 +115,9 @@ INVALID_CLIENT_ID = 40012
 # the message size limit); half that is also within the emulator's max_request_bytes (1 MiB by default) and a
 # proxy's usual limit (nginx's client_max_body_size is 1m), so a batch published to either is not refused whole.
 MAX_BATCH_REQUEST_BYTES = 1 << 20
-# What a message id ("{random base}:{index}", 16 characters and the index by default) may add to a spec's size
-_MESSAGE_ID_ROOM = 64
+# What a message id ("{base}:{index}": a random base of 16 characters, or an idempotency key of up to 200 as
+# relay.idempotency allows, and the index) may add to a spec's size
+_MESSAGE_ID_ROOM = 256
 
 PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 100)
 # Ably's "capability denied", answered with status 401: the key is right but may not do this on that channel
@@ -242,10 +243,17 @@ class AblyAdapter:
         refuse_encrypted(channels)
 
     def publish(
-        self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
+        self,
+        channels: Sequence[str],
+        event: str,
+        payload: Payload,
+        socket_id: str | None,
+        idempotency_key: str | None = None,
     ) -> Call[PublishResult]:
         self.check_publish_channels(channels)
-        message_id = f"{self._random_id()}:0"
+        # Ably dedupes a message id per channel for 2 minutes: a key's resend, from any process, is not delivered
+        # again (a publish over several calls carries the same id to other channels, which is no repeat)
+        message_id = f"{idempotency_key or self._random_id()}:0"
 
         def request(connection_key: str | None) -> HttpRequest:
             message = self._message(event, payload, message_id, connection_key)
@@ -307,10 +315,13 @@ class AblyAdapter:
             size += spec_size
         return [*parts, part] if part else parts
 
-    def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
+    def publish_batch(
+        self, events: Sequence[tuple[Event, Payload]], idempotency_key: str | None = None, first: int = 0
+    ) -> Call[PublishResult]:
         refuse_encrypted([event.channel for event, _ in events])
-        base = self._random_id()
-        message_ids = tuple(f"{base}:{i}" for i in range(len(events)))
+        base = idempotency_key or self._random_id()
+        # Numbered across the whole batch: two events of a keyed batch to one channel are two messages
+        message_ids = tuple(f"{base}:{i}" for i in range(first, first + len(events)))
 
         def request(keyed: bool) -> HttpRequest:
             pairs = zip(events, message_ids, strict=True)

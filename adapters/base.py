@@ -106,15 +106,28 @@ class Adapter(Protocol):
         ...
 
     def publish(
-        self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
-    ) -> Call[PublishResult]: ...
+        self,
+        channels: Sequence[str],
+        event: str,
+        payload: Payload,
+        socket_id: str | None,
+        idempotency_key: str | None = None,
+    ) -> Call[PublishResult]:
+        """``idempotency_key``: the publish's, which a provider that dedupes resends (Ably) makes its message ids
+        of; the others have none to send (the client remembers the key for them)."""
+        ...
 
     def batch_parts(self, events: Sequence[tuple[Event, Payload]]) -> list[Sequence[tuple[Event, Payload]]]:
         """``events`` in the calls ``publish_batch`` is given them in: the provider's events per call, within its
         request size."""
         ...
 
-    def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]: ...
+    def publish_batch(
+        self, events: Sequence[tuple[Event, Payload]], idempotency_key: str | None = None, first: int = 0
+    ) -> Call[PublishResult]:
+        """``idempotency_key`` as ``publish``'s; ``first``: the index in the whole batch of ``events[0]`` (one of
+        ``batch_parts``), so that every event of a keyed batch gets its own message id."""
+        ...
 
     def channel(self, name: str) -> Call[ChannelInfo]: ...
 

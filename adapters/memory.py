@@ -170,7 +170,12 @@ class MemoryAdapter:
         check_encrypted_targets(channels, self._master_key)
 
     def publish(
-        self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
+        self,
+        channels: Sequence[str],
+        event: str,
+        payload: Payload,
+        socket_id: str | None,
+        idempotency_key: str | None = None,  # nothing here dedupes a resend: the client remembers the key
     ) -> Call[PublishResult]:
         self.check_publish_channels(channels)
         _check_size(channels[0], payload)
@@ -182,7 +187,9 @@ class MemoryAdapter:
         """``events`` in the calls Pusher would take them in: ``max_batch_events`` a call."""
         return calls_of(events, self.max_batch_events)
 
-    def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
+    def publish_batch(
+        self, events: Sequence[tuple[Event, Payload]], idempotency_key: str | None = None, first: int = 0
+    ) -> Call[PublishResult]:
         for event, _ in events:
             check_encrypted_targets([event.channel], self._master_key)
         record = self._record(*(Published(e.channel, e.name, p.text, e.socket_id, p.is_json) for e, p in events))

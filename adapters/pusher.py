@@ -235,7 +235,12 @@ class PusherAdapter:
         check_encrypted_targets(channels, self._config.encryption_master_key)
 
     def publish(
-        self, channels: Sequence[str], event: str, payload: Payload, socket_id: str | None
+        self,
+        channels: Sequence[str],
+        event: str,
+        payload: Payload,
+        socket_id: str | None,
+        idempotency_key: str | None = None,  # Pusher's HTTP API has no idempotency: the client remembers the key
     ) -> Call[PublishResult]:
         self.check_publish_channels(channels)  # its data is encrypted for channels[0] alone
         body: dict[str, object] = {
@@ -257,7 +262,9 @@ class PusherAdapter:
         limit, and so are ten of them within a server's request limit)."""
         return calls_of(events, self.max_batch_events)
 
-    def publish_batch(self, events: Sequence[tuple[Event, Payload]]) -> Call[PublishResult]:
+    def publish_batch(
+        self, events: Sequence[tuple[Event, Payload]], idempotency_key: str | None = None, first: int = 0
+    ) -> Call[PublishResult]:
         batch = []
         for event, payload in events:
             data = self._encrypt(event.channel, payload.text)

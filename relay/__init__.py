@@ -26,7 +26,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "adapters")) and os
 
 # The imports below need the path above.
 from relay.client import AsyncRelay, MirrorError, Relay, UserLike, WebhookHeaders  # noqa: E402
-from relay.errors import RelayError, UnsupportedCapability  # noqa: E402
+from relay.errors import IdempotencyKeyReused, InvalidIdempotencyKey, RelayError, UnsupportedCapability  # noqa: E402
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent  # noqa: E402
 
 try:
@@ -38,6 +38,8 @@ __all__ = [
     "AsyncRelay",
     "ChannelInfo",
     "Event",
+    "IdempotencyKeyReused",
+    "InvalidIdempotencyKey",
     "MirrorError",
     "PresenceMember",
     "PublishResult",
@@ -88,12 +90,19 @@ def reset_default_client() -> None:
 atexit.register(reset_default_client)
 
 
-def publish(channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None) -> PublishResult:
-    return default_client().publish(channels, event, data, socket_id=socket_id)
+def publish(
+    channels: str | Sequence[str],
+    event: str,
+    data: Any,
+    *,
+    socket_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> PublishResult:
+    return default_client().publish(channels, event, data, socket_id=socket_id, idempotency_key=idempotency_key)
 
 
-def publish_batch(events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
-    return default_client().publish_batch(events)
+def publish_batch(events: Iterable[Event | Mapping[str, Any]], *, idempotency_key: str | None = None) -> PublishResult:
+    return default_client().publish_batch(events, idempotency_key=idempotency_key)
 
 
 def channel(name: str) -> ChannelInfo:

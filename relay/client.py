@@ -33,6 +33,14 @@ from relay.errors import (
     UnsupportedCapability,
     about_item,
 )
+from relay.idempotency import (
+    NOTHING_DELIVERED,
+    AsyncPublishedKeys,
+    Delivered,
+    PublishedKeys,
+    check_idempotency_key,
+    fingerprint,
+)
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 from relay.protocol.channels import validate_event_name
@@ -202,18 +210,22 @@ class _Operations:
             (route, operation(route.adapter) if capability in route.adapter.capabilities else None) for route in routes
         ]
 
-    def publish_calls(self, adapter: Adapter, publish: _Publish) -> list[Call[PublishResult]]:
+    def publish_calls(
+        self, adapter: Adapter, publish: _Publish, idempotency_key: str | None
+    ) -> list[Call[PublishResult]]:
         channels, step = publish.channels, adapter.max_channels_per_publish
         # The publish as the caller made it: an encrypted channel 101st of 101 is as shared as one first
         adapter.check_publish_channels(channels)
         # One provider has checked the socket id already (per publish: no second check)
         socket_id = publish.socket_id if self.mode is Mode.SINGLE else self.socket_id_for(adapter, publish.socket_id)
         return [
-            adapter.publish(channels[i : i + step], publish.event, publish.payload, socket_id)
+            adapter.publish(channels[i : i + step], publish.event, publish.payload, socket_id, idempotency_key)
             for i in range(0, len(channels), step)
         ]
 
-    def batch_calls(self, adapter: Adapter, events: Sequence[tuple[Event, Payload]]) -> list[Call[PublishResult]]:
+    def batch_calls(
+        self, adapter: Adapter, events: Sequence[tuple[Event, Payload]], idempotency_key: str | None
+    ) -> list[Call[PublishResult]]:
         if self.mode is not Mode.SINGLE:  # one provider has checked each socket id already
             events = [
                 (event, payload)
@@ -221,7 +233,26 @@ class _Operations:
                 else (replace(event, socket_id=socket_id), payload)
                 for event, payload in events
             ]
-        return [adapter.publish_batch(part) for part in adapter.batch_parts(events)]
+        calls, first = [], 0
+        for part in adapter.batch_parts(events):
+            calls.append(adapter.publish_batch(part, idempotency_key, first))
+            first += len(part)
+        return calls
+
+    def skipping(
+        self, operation: Callable[[Adapter], list[Call[PublishResult]]], delivered: Delivered
+    ) -> Callable[[Adapter], list[Call[PublishResult]]]:
+        """``operation``, but a provider that ``delivered`` it already (a mirror's earlier attempt with the same
+        idempotency key, which failed on another provider) is sent nothing: it answers with what it did then."""
+        if not delivered:
+            return operation
+        done = {id(route.adapter): delivered[route.label] for route in self.routes if route.label in delivered}
+
+        def calls(adapter: Adapter) -> list[Call[PublishResult]]:
+            result = done.get(id(adapter))
+            return operation(adapter) if result is None else [_answered(result)]
+
+        return calls
 
     def channel(self, name: object) -> str:
         """A channel name every configured provider accepts."""
@@ -332,6 +363,27 @@ class _Publish(NamedTuple):
     event: str
     payload: Payload
     socket_id: str | None
+
+    def sent(self) -> bytes:
+        """What this publish sends, for its idempotency key: a resend sends the same."""
+        return fingerprint(("publish", self.channels, self.event, self.payload, self.socket_id))
+
+
+def _answered(result: PublishResult) -> Call[PublishResult]:
+    """A call that sends nothing and gives ``result``."""
+    return Call(None, lambda _: result)
+
+
+def _delivered_by_mirror(error: RelayError) -> Delivered:
+    """What the providers of a mirror that did not fail delivered, by their labels (none for another error)."""
+    if not isinstance(error, MirrorError):
+        return NOTHING_DELIVERED
+    return {label: result for label, result in error.results.items() if isinstance(result, PublishResult)}
+
+
+def _batch_sent(events: Sequence[tuple[Event, Payload]]) -> bytes:
+    """What a batch sends, as :meth:`_Publish.sent` (a batch reusing a publish's key is another request)."""
+    return fingerprint(("batch", [(event.channel, event.name, payload, event.socket_id) for event, payload in events]))
 
 
 def _payload_of(data: Any) -> Payload:
@@ -504,6 +556,7 @@ class Relay(_BaseRelay):
         policy = checked_retry_policy(retry)
         self._ops = _Operations(mode, configs)
         self._sender = sender or SyncSender(policy)
+        self._published = PublishedKeys(lambda: self._closed, _delivered_by_mirror)
 
     @classmethod
     def from_url(
@@ -595,19 +648,49 @@ class Relay(_BaseRelay):
     # -- publishing -------------------------------------------------------------------------------------------
 
     def publish(
-        self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
+        self,
+        channels: str | Sequence[str],
+        event: str,
+        data: Any,
+        *,
+        socket_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> PublishResult:
-        """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels."""
+        """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels. With an
+        ``idempotency_key``, a repeat within 2 minutes is not sent again: it gets the first result, ``replayed``."""
         publish = self._ops.checked_publish(channels, event, data, socket_id)
-        return self._each(
-            lambda adapter: self._ops.publish_calls(adapter, publish),
-            Capability.PUBLISH,
-            _merge,
+        if idempotency_key is None:
+            return self._each(
+                lambda adapter: self._ops.publish_calls(adapter, publish, None), Capability.PUBLISH, _merge
+            )
+        key = check_idempotency_key(idempotency_key)
+        return self._published.once(
+            key,
+            publish.sent(),
+            lambda delivered: self._each(
+                self._ops.skipping(lambda adapter: self._ops.publish_calls(adapter, publish, key), delivered),
+                Capability.PUBLISH,
+                _merge,
+            ),
         )
 
-    def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
+    def publish_batch(
+        self, events: Iterable[Event | Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> PublishResult:
+        """Publish several events, each to its channel; ``idempotency_key`` as :meth:`publish`'s."""
         checked = self._ops.checked_events(events)
-        return self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH, _merge)
+        if idempotency_key is None:
+            return self._each(lambda adapter: self._ops.batch_calls(adapter, checked, None), Capability.BATCH, _merge)
+        key = check_idempotency_key(idempotency_key)
+        return self._published.once(
+            key,
+            _batch_sent(checked),
+            lambda delivered: self._each(
+                self._ops.skipping(lambda adapter: self._ops.batch_calls(adapter, checked, key), delivered),
+                Capability.BATCH,
+                _merge,
+            ),
+        )
 
     def send_to_user(self, user_id: str | int, event: str, data: Any) -> None:
         event, payload = self._ops.checked_user_event(event, data)
@@ -641,6 +724,7 @@ class AsyncRelay(_BaseRelay):
         policy = checked_retry_policy(retry)
         self._ops = _Operations(mode, configs)
         self._sender = sender or AsyncSender(policy)
+        self._published = AsyncPublishedKeys(lambda: self._closed, _delivered_by_mirror)
 
     @classmethod
     def from_url(
@@ -728,18 +812,48 @@ class AsyncRelay(_BaseRelay):
         return outcomes.final()
 
     async def publish(
-        self, channels: str | Sequence[str], event: str, data: Any, *, socket_id: str | None = None
+        self,
+        channels: str | Sequence[str],
+        event: str,
+        data: Any,
+        *,
+        socket_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> PublishResult:
         publish = self._ops.checked_publish(channels, event, data, socket_id)
-        return await self._each(
-            lambda adapter: self._ops.publish_calls(adapter, publish),
-            Capability.PUBLISH,
-            _merge,
+        if idempotency_key is None:
+            return await self._each(
+                lambda adapter: self._ops.publish_calls(adapter, publish, None), Capability.PUBLISH, _merge
+            )
+        key = check_idempotency_key(idempotency_key)
+        return await self._published.once(
+            key,
+            publish.sent(),
+            lambda delivered: self._each(
+                self._ops.skipping(lambda adapter: self._ops.publish_calls(adapter, publish, key), delivered),
+                Capability.PUBLISH,
+                _merge,
+            ),
         )
 
-    async def publish_batch(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
+    async def publish_batch(
+        self, events: Iterable[Event | Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> PublishResult:
         checked = self._ops.checked_events(events)
-        return await self._each(lambda adapter: self._ops.batch_calls(adapter, checked), Capability.BATCH, _merge)
+        if idempotency_key is None:
+            return await self._each(
+                lambda adapter: self._ops.batch_calls(adapter, checked, None), Capability.BATCH, _merge
+            )
+        key = check_idempotency_key(idempotency_key)
+        return await self._published.once(
+            key,
+            _batch_sent(checked),
+            lambda delivered: self._each(
+                self._ops.skipping(lambda adapter: self._ops.batch_calls(adapter, checked, key), delivered),
+                Capability.BATCH,
+                _merge,
+            ),
+        )
 
     async def send_to_user(self, user_id: str | int, event: str, data: Any) -> None:
         event, payload = self._ops.checked_user_event(event, data)

@@ -85,6 +85,18 @@ class InvalidSocketId(ProtocolError):
     """A socket id does not match the ``^\\d+\\.\\d+$`` format."""
 
 
+class InvalidIdempotencyKey(ProtocolError):
+    """An idempotency key is empty, too long, or holds a space or a character outside printable ASCII."""
+
+
+class IdempotencyKeyReused(ProtocolError):
+    """An idempotency key already published, within its 2 minutes, a different request (other channels, event,
+    data or socket_id): a resend must repeat the request, and a new publish needs a new key. Nothing was sent.
+    Answered with 422."""
+
+    http_status = 422
+
+
 class PayloadTooLarge(ProtocolError):
     """A payload is over its size limit. Answered with 413."""
 

@@ -27,7 +27,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -68,7 +68,7 @@ from relay.errors import (
     first_cause,
     parser_limits,
 )
-from relay.models import ChannelInfo, Event, User, WebhookEvent
+from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.rules import (
     ChannelRules,
@@ -937,9 +937,28 @@ SocketIdHeader = Annotated[
 ]
 
 
+# A publish's key (a route handler's retry sends the same one): a repeat within 2 minutes is not delivered again
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        description="a key of up to 200 printable ASCII characters without spaces (a UUID): a publish repeated with "
+        "it within 2 minutes gets the first answer, with Idempotency-Replayed: true, and is not delivered again"
+    ),
+]
+# Says an answer is the one given to an earlier publish with the same Idempotency-Key
+REPLAYED_HEADER = "Idempotency-Replayed"
+
+
 class PublishResponse(BaseModel):
     channels: list[str]
     message_ids: list[str]
+
+    @classmethod
+    def of(cls, result: PublishResult, response: Response) -> PublishResponse:
+        """The answer to a publish; one replayed for its Idempotency-Key says so in a header, its body the first's."""
+        if result.replayed:
+            response.headers[REPLAYED_HEADER] = "true"
+        return cls(channels=list(result.channels), message_ids=list(result.message_ids))
 
 
 class UserEventRequest(BaseModel):
@@ -1384,27 +1403,41 @@ def gateway_router(
         )
 
     @router.post("/v1/publish", response_model=PublishResponse, summary="Publish an event to one or more channels")
-    async def publish(request: Request, body: PublishRequest, x_socket_id: SocketIdHeader = None) -> Any:
+    async def publish(
+        request: Request,
+        response: Response,
+        body: PublishRequest,
+        x_socket_id: SocketIdHeader = None,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Any:
         try:
             check_api_token(settings, request)
             socket_id = x_socket_id if body.socket_id is None else body.socket_id
-            result = await client.publish(body.targets, body.event, body.data, socket_id=socket_id)
+            result = await client.publish(
+                body.targets, body.event, body.data, socket_id=socket_id, idempotency_key=idempotency_key
+            )
         except RelayError as error:
             return error_response(_from_header(error, x_socket_id), request)
-        return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
+        return PublishResponse.of(result, response)
 
     @router.post("/v1/publish/batch", response_model=PublishResponse, summary="Publish several events")
-    async def publish_batch(request: Request, body: BatchRequest, x_socket_id: SocketIdHeader = None) -> Any:
+    async def publish_batch(
+        request: Request,
+        response: Response,
+        body: BatchRequest,
+        x_socket_id: SocketIdHeader = None,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Any:
         try:
             check_api_token(settings, request)
             events = [
                 Event(e.channel, e.event, e.data, x_socket_id if e.socket_id is None else e.socket_id)
                 for e in body.events
             ]
-            result = await client.publish_batch(events)
+            result = await client.publish_batch(events, idempotency_key=idempotency_key)
         except RelayError as error:
             return error_response(_from_header(error, x_socket_id), request)
-        return PublishResponse(channels=list(result.channels), message_ids=list(result.message_ids))
+        return PublishResponse.of(result, response)
 
     @router.post("/v1/users/{user_id}/events", response_model=UserResponse, summary="Send an event to one user")
     async def send_to_user(request: Request, user_id: str, body: UserEventRequest) -> Any:
@@ -1682,6 +1715,7 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
                 "Authorization",
                 "Content-Type",
                 "X-Socket-Id",
+                "Idempotency-Key",
                 "X-CSRF-Token",
                 "X-Requested-With",
                 "X-XSRF-TOKEN",

@@ -83,8 +83,12 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
+    """What a publish delivered to. ``replayed``: the result of an earlier publish with the same idempotency key,
+    given again without sending anything."""
+
     channels: tuple[str, ...]
     message_ids: tuple[str, ...] = ()
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,10 +47,10 @@ LAYERS = (
     Layer("adapters", ("relay.adapters",), ("errors", "protocol", "values"), third_party=frozenset({"nacl"})),
     Layer(
         "public API",
-        ("relay", "relay.client", "relay.senders", "relay.rules", "relay.web", "relay.testing"),
+        ("relay", "relay.client", "relay.idempotency", "relay.senders", "relay.rules", "relay.web", "relay.testing"),
         ("errors", "protocol", "values", "adapters"),
         third_party=frozenset({"httpx", "fastapi"}),
-        network=frozenset({"relay.senders"}),
+        network=frozenset({"relay.senders", "relay.idempotency"}),  # idempotency: asyncio's futures, no socket
     ),
     Layer(
         "gateway",

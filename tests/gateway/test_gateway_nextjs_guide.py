@@ -99,7 +99,8 @@ async def test_nextjs_guide_runs_against_the_gateway(
     pusher-js with the gateway's client config and the user's JWT, reports connecting → connected → reconnecting
     (after a server 4200) → connected → offline, subscribes the user's channel, gets 403 for another user's and 401
     for an expired JWT, and lists presence members with their JWT names; its server helper reads a presence
-    channel's users."""
+    channel's users, and its publish helper's retry with an idempotency key is answered as the first and delivered
+    once."""
     out = await build_guide(tmp_path)
     closed: list[int] = []
 
@@ -132,6 +133,7 @@ async def test_nextjs_guide_runs_against_the_gateway(
         "route-handler-socket-id",
         "route-handler-401",
         "reconnecting",
+        "route-handler-idempotent",
         "offline",
     ]
 

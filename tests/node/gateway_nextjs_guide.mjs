@@ -7,6 +7,7 @@
 // RELAY_GATEWAY_URL, RELAY_API_TOKEN_FOR_APP, RELAY_JWT_SECRET_FOR_APP, RELAY_JWT_ALICE, RELAY_JWT_BOB,
 // RELAY_JWT_EXPIRED.
 // Step: {"step": "close-all-4200"} — the driver closes every emulator connection with pusher:error 4200.
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Scenario, assert, sleep, step, until } from './lib.mjs';
@@ -162,6 +163,17 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   await until(() => events.length === 3, { what: 'order o-5 after the reconnect' });
   assert.deepEqual(events.map((e) => e.data.orderId), ['o-1', 'o-3', 'o-5']);
   s.check('reconnecting');
+
+  // A retry with the publish's idempotency key is answered as the first and not delivered again: after o-6 alice's
+  // next event is o-7, not o-6 a second time.
+  const key = randomUUID();
+  const first = await server.publish('private-user-alice', 'order-ready', { orderId: 'o-6' }, { idempotencyKey: key });
+  const again = await server.publish('private-user-alice', 'order-ready', { orderId: 'o-6' }, { idempotencyKey: key });
+  assert.deepEqual(again, first);
+  await server.publish('private-user-alice', 'order-ready', { orderId: 'o-7' });
+  await until(() => events.length === 5, { what: 'orders o-6 and o-7 to arrive' });
+  assert.deepEqual(events.slice(3).map((event) => event.data.orderId), ['o-6', 'o-7']);
+  s.check('route-handler-idempotent');
 
   // close(): offline, and nothing more is reported.
   alice.close();

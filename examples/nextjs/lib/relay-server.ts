@@ -20,7 +20,7 @@ export async function publish(
   channel: string | string[],
   event: string,
   data: unknown,
-  options: { socketId?: string } = {},
+  options: { socketId?: string; idempotencyKey?: string } = {},
 ): Promise<PublishResult> {
   const target = Array.isArray(channel) ? { channels: channel } : { channel };
   const gateway = process.env.RELAY_GATEWAY_URL;
@@ -32,6 +32,9 @@ export async function publish(
       headers: {
         Authorization: `Bearer ${process.env.RELAY_API_TOKEN}`,
         'Content-Type': 'application/json',
+        // One key per event (crypto.randomUUID()), the same on each retry of it: the gateway does not deliver a
+        // retry twice, and answers it as the first, within 2 minutes
+        ...(options.idempotencyKey ? { 'Idempotency-Key': options.idempotencyKey } : {}),
       },
       // socket_id (pusher-js's connection.socket_id, sent by the browser) keeps the event from echoing back to it.
       body: JSON.stringify({ ...target, event, data, socket_id: options.socketId }),
@@ -43,7 +46,8 @@ export async function publish(
   const body = await response.json();
   if (!response.ok) {
     // 401: wrong RELAY_API_TOKEN; 400/413/422: the event (the body names the field). A 502 with
-    // body.outcome_unknown may have been delivered: do not send it again blindly.
+    // body.outcome_unknown may have been delivered: send it again only with the same idempotencyKey (on Ably it is
+    // then not delivered twice; Pusher has no idempotency, and may deliver it twice).
     throw new RelayPublishError(response.status, body.error ?? JSON.stringify(body.detail));
   }
   return body as PublishResult;
