@@ -609,6 +609,11 @@ def _publish_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument("--string", action="store_true", help="send DATA as a string, not read as JSON")
     parser.add_argument("--socket-id", help="leave out this connection (the publisher's own browser tab)")
+    parser.add_argument(
+        "--idempotency-key",
+        help="Ably delivers a publish with this key once in 2 minutes, so a script may run it again after a failure "
+        "(Pusher has no such thing: each run sends)",
+    )
     parser.add_argument("--url", help="the provider URL (default: RELAY_URL, or the conventional variables)")
     parser.set_defaults(run=_run_publish)
 
@@ -644,7 +649,9 @@ def _run_publish(args: argparse.Namespace) -> int:
             return 2
     with Relay(configuration) as client:
         try:
-            result = client.publish(args.channels, args.event, data, socket_id=args.socket_id)
+            result = client.publish(
+                args.channels, args.event, data, socket_id=args.socket_id, idempotency_key=args.idempotency_key
+            )
         except KeyboardInterrupt:
             print(
                 "relay publish: interrupted before the provider answered: the event may have been published",

@@ -1720,6 +1720,8 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
                 "X-Requested-With",
                 "X-XSRF-TOKEN",
             ],
+            # A browser's fetch reads only the headers CORS exposes: a page's resend must see it was a replay
+            expose_headers=[REPLAYED_HEADER],
         )
     app.add_middleware(HeadGuard, cors_origins=settings.cors_origins)
     app.add_middleware(RefusalLog)  # added last, so outermost: it sees CORS's own refusals too

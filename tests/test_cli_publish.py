@@ -305,3 +305,37 @@ async def test_standard_input_that_is_not_utf8_is_said_plainly(emulator: Running
     _, stderr = await asyncio.wait_for(process.communicate(b"caf\xe9\n"), 30)
 
     assert (process.returncode, stderr) == (2, b"relay publish: DATA is -, but standard input is not UTF-8 text\n")
+
+
+async def test_a_script_run_again_with_its_idempotency_key_is_delivered_once_by_ably(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
+    """Each run is a new process, so only a provider that dedupes (Ably, and the emulator's Ably side) can tell the
+    second run is the first's resend: a Pusher subscriber of the shared channel gets the event once."""
+    client = await connect(emulator)
+    await client.subscribed("orders")
+    env = {"RELAY_URL": f"ably://{emulator.app.ably_api_key}@127.0.0.1:{emulator.port}?tls=false"}
+    command = ("publish", "--idempotency-key", "order-42-ready", "orders", "order-ready", '{"id": 42}')
+
+    first, again = await run_relay(*command, env=env), await run_relay(*command, env=env)
+
+    assert (first.returncode, again.returncode) == (0, 0), (first.stderr, again.stderr)
+    assert first.stdout == again.stdout == "published order-ready to orders (message id order-42-ready:0)\n"
+    assert json.loads((await client.expect("order-ready", "orders"))["data"]) == {"id": 42}
+    await client.sync()  # the second run's was not delivered
+
+
+async def test_a_bad_idempotency_key_is_refused_before_anything_is_sent(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
+    client = await connect(emulator)
+    await client.subscribed("orders")
+    outcome = await run_relay(
+        "publish", "--idempotency-key", "two words", "orders", "e", "1", env={"RELAY_URL": emulator_url(emulator)}
+    )
+    assert outcome.returncode == 2
+    assert outcome.stderr == (
+        "relay publish: an idempotency key is 1 to 200 printable ASCII characters without spaces (a UUID or a ULID "
+        "fits): got one holding ' '\n"
+    )
+    await client.sync()

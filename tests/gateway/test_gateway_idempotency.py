@@ -115,7 +115,11 @@ async def test_the_preflight_allows_the_idempotency_key_header(
     emulator: RunningEmulator, start_gateway: StartGateway
 ) -> None:
     gateway = await start_gateway(
-        env={"RELAY_URL": emulator_url(emulator), "RELAY_CORS_ORIGINS": "http://localhost:3000"}
+        env={
+            "RELAY_URL": emulator_url(emulator),
+            "RELAY_CORS_ORIGINS": "http://localhost:3000",
+            "RELAY_API_TOKEN": TOKEN,
+        }
     )
     preflight = {
         "origin": "http://localhost:3000",
@@ -127,3 +131,12 @@ async def test_the_preflight_allows_the_idempotency_key_header(
     assert answer.status_code == 200, answer.text
     allowed = {header.strip().lower() for header in answer.headers["access-control-allow-headers"].split(",")}
     assert "idempotency-key" in allowed
+    # A page's fetch reads only the headers CORS exposes: the replay's header is one
+    cross_origin = {**AUTH, "origin": "http://localhost:3000", "Idempotency-Key": KEY}
+    body = {"channel": "orders", "event": "created", "data": {"id": 1}}
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        first = await http.post("/v1/publish", json=body, headers=cross_origin)
+        replayed = await http.post("/v1/publish", json=body, headers=cross_origin)
+    assert first.status_code == 200, first.text
+    assert replayed.headers["idempotency-replayed"] == "true"
+    assert replayed.headers["access-control-expose-headers"].lower() == "idempotency-replayed"
