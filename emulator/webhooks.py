@@ -237,8 +237,7 @@ class WebhookDispatcher:
                 return
             if status is not None:  # a 401 (a secret being rotated) or a redirect is seen at once, not in 5 minutes
                 log.warning("webhook to %s failed: answered %d", hook.url, status)
-            remaining = deadline - self._clock()
-            if remaining <= 0:
+            if self._clock() + delay > deadline:
                 self.dropped += len(events)
                 # The last answer tells a receiver refusing the signature (401, a secret being rotated) from one down
                 last = "no answer" if status is None else f"status {status}"
@@ -252,9 +251,7 @@ class WebhookDispatcher:
                     extra={"app_id": self._app.app_id, "events": len(events), "status": status},
                 )
                 return
-            # The last try at the deadline, not a back-off before it: giving up when the next back-off would pass it
-            # gave up to a minute early, on a receiver that was back by the deadline
-            hurried = await self._back_off(min(delay * random.uniform(0.5, 1.0), remaining), hurried=hurried)
+            hurried = await self._back_off(delay * random.uniform(0.5, 1.0), hurried=hurried)
             delay = min(delay * 2, 60.0)
 
     async def _back_off(self, seconds: float, *, hurried: bool) -> bool:
