@@ -150,13 +150,44 @@ class IdempotencyMemory(Generic[W]):
             self._attempts.popitem(last=False)
 
 
-class PublishedKeys:
+class _Keys(Generic[W]):
+    """What the sync and async keys share: the memory, the replay of a settled attempt, and the settling of one."""
+
+    def __init__(
+        self, closed: Callable[[], bool], delivered: Callable[[RelayError], Delivered], new_waiter: Callable[[], W]
+    ) -> None:
+        self._closed = closed
+        self._delivered = delivered  # what the providers that did not fail delivered (MirrorError's results)
+        self.memory: IdempotencyMemory[W] = IdempotencyMemory(new_waiter)
+
+    @staticmethod
+    def _replayed(attempt: Attempt[W]) -> PublishResult | None:
+        """The settled ``attempt``'s result, replayed, or its error raised; None: it was interrupted (not a
+        RelayError), and the waiter is sent instead."""
+        if attempt.result is not None:
+            return replace(attempt.result, replayed=True)
+        if attempt.error is not None:
+            raise attempt.error
+        return None
+
+    def _settle(
+        self, key: str, attempt: Attempt[W], result: PublishResult | None, failure: BaseException | None
+    ) -> None:
+        if isinstance(failure, RelayError):
+            self.memory.settle(key, attempt, None, failure, self._delivered(failure))
+        else:
+            self.memory.settle(key, attempt, result, None)
+        self._wake(attempt.waiter)
+
+    def _wake(self, waiter: W) -> None:
+        raise NotImplementedError
+
+
+class PublishedKeys(_Keys[threading.Event]):
     """A sync client's keys: a thread's resend while the first is in flight in another waits for its outcome."""
 
     def __init__(self, closed: Callable[[], bool], delivered: Callable[[RelayError], Delivered]) -> None:
-        self._closed = closed
-        self._delivered = delivered  # what the providers that did not fail delivered (MirrorError's results)
-        self.memory: IdempotencyMemory[threading.Event] = IdempotencyMemory(threading.Event)
+        super().__init__(closed, delivered, threading.Event)
 
     def once(self, key: str, sent: bytes, send: Callable[[Delivered], PublishResult]) -> PublishResult:
         """``send(delivered)`` (to the providers that have not delivered it), unless ``key`` sent ``sent`` already
@@ -168,34 +199,26 @@ class PublishedKeys:
             if mine:
                 break
             attempt.waiter.wait()
-            if attempt.result is not None:
-                return replace(attempt.result, replayed=True)
-            if attempt.error is not None:
-                raise attempt.error
-            # the first was interrupted (not a RelayError): this one is sent instead
+            if (replayed := self._replayed(attempt)) is not None:
+                return replayed
         try:
             result = send(attempt.delivered)
-        except RelayError as failure:
-            self.memory.settle(key, attempt, None, failure, self._delivered(failure))
-            attempt.waiter.set()
+        except BaseException as failure:
+            self._settle(key, attempt, None, failure)
             raise
-        except BaseException:
-            self.memory.settle(key, attempt, None, None)
-            attempt.waiter.set()
-            raise
-        self.memory.settle(key, attempt, result, None)
-        attempt.waiter.set()
+        self._settle(key, attempt, result, None)
         return result
 
+    def _wake(self, waiter: threading.Event) -> None:
+        waiter.set()
 
-class AsyncPublishedKeys:
+
+class AsyncPublishedKeys(_Keys["asyncio.Future[None]"]):
     """An async client's keys, as :class:`PublishedKeys`: a resend awaits the first's outcome (shielded, so that a
     resend cancelled does not cancel the first)."""
 
     def __init__(self, closed: Callable[[], bool], delivered: Callable[[RelayError], Delivered]) -> None:
-        self._closed = closed
-        self._delivered = delivered
-        self.memory: IdempotencyMemory[asyncio.Future[None]] = IdempotencyMemory(_new_future)
+        super().__init__(closed, delivered, _new_future)
 
     async def once(self, key: str, sent: bytes, send: Callable[[Delivered], Awaitable[PublishResult]]) -> PublishResult:
         if self._closed():
@@ -205,23 +228,18 @@ class AsyncPublishedKeys:
             if mine:
                 break
             await asyncio.shield(attempt.waiter)
-            if attempt.result is not None:
-                return replace(attempt.result, replayed=True)
-            if attempt.error is not None:
-                raise attempt.error
+            if (replayed := self._replayed(attempt)) is not None:
+                return replayed
         try:
             result = await send(attempt.delivered)
-        except RelayError as failure:
-            self.memory.settle(key, attempt, None, failure, self._delivered(failure))
-            attempt.waiter.set_result(None)
+        except BaseException as failure:
+            self._settle(key, attempt, None, failure)
             raise
-        except BaseException:
-            self.memory.settle(key, attempt, None, None)
-            attempt.waiter.set_result(None)
-            raise
-        self.memory.settle(key, attempt, result, None)
-        attempt.waiter.set_result(None)
+        self._settle(key, attempt, result, None)
         return result
+
+    def _wake(self, waiter: asyncio.Future[None]) -> None:
+        waiter.set_result(None)
 
 
 def _new_future() -> asyncio.Future[None]:
