@@ -208,7 +208,7 @@ class WebhookDispatcher:
         timeout = REQUEST_TIMEOUT[hook.format]
         delay = 1.0
         attempt = 0
-        hurried = False
+        hurried = last_try = False
         while True:
             attempt += 1
             # Stamped and signed at each attempt: receivers (the Pusher SDKs, relay's verify_webhook) refuse a
@@ -237,7 +237,8 @@ class WebhookDispatcher:
                 return
             if status is not None:  # a 401 (a secret being rotated) or a redirect is seen at once, not in 5 minutes
                 log.warning("webhook to %s failed: answered %d", hook.url, status)
-            if self._clock() + delay > deadline:
+            remaining = deadline - self._clock()
+            if last_try or remaining <= 0:
                 self.dropped += len(events)
                 # The last answer tells a receiver refusing the signature (401, a secret being rotated) from one down
                 last = "no answer" if status is None else f"status {status}"
@@ -251,7 +252,11 @@ class WebhookDispatcher:
                     extra={"app_id": self._app.app_id, "events": len(events), "status": status},
                 )
                 return
-            hurried = await self._back_off(delay * random.uniform(0.5, 1.0), hurried=hurried)
+            # The last try at the deadline, not a back-off before it: giving up when the next back-off would pass it
+            # gave up to a minute early, on a receiver that was back by the deadline
+            wait = delay * random.uniform(0.5, 1.0)
+            last_try = wait >= remaining
+            hurried = await self._back_off(min(wait, remaining), hurried=hurried)
             delay = min(delay * 2, 60.0)
 
     async def _back_off(self, seconds: float, *, hurried: bool) -> bool:

@@ -171,3 +171,23 @@ async def test_events_given_up_after_webhook_retry_for_are_counted_and_logged_wi
         await dispatcher.close(grace=1.0)
     assert second.events == [{"name": "channel_vacated", "channel": "news"}]
     assert dispatcher.dropped == 1
+
+
+async def test_the_last_retry_is_made_at_webhook_retry_for_not_a_back_off_before_it(receiver: Receiver) -> None:
+    """The dispatcher gave up as soon as the next back-off would pass ``webhook_retry_for``: with back-offs growing to
+    a minute, up to a minute early, and a receiver back by the deadline lost the events. Now the last try is made at
+    the deadline: here the receiver answers from 1.4 s on, and retry_for is 1.5 s (back-offs of about 1 s then 2 s)."""
+    app = replace(TEST_APP, webhooks=(Webhook(url=receiver.url + "/hooks"),), webhook_batch_ms=0, webhook_retry_for=1.5)
+    receiver.status = 503
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(app, client)
+        dispatcher.emit({"name": "channel_occupied", "channel": "news"})
+        started = asyncio.get_running_loop().time()
+        await receiver.wait_for(2, within=3.0)
+        await asyncio.sleep(max(0.0, 1.4 - (asyncio.get_running_loop().time() - started)))
+        receiver.status = 200
+        deliveries = await receiver.wait_for(3, within=3.0)
+        await dispatcher.close(grace=1.0)
+    assert dispatcher.dropped == 0
+    assert deliveries[-1].at - deliveries[0].at >= 1.4
+    assert deliveries[-1].events == [{"name": "channel_occupied", "channel": "news"}]
