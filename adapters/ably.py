@@ -115,9 +115,10 @@ INVALID_CLIENT_ID = 40012
 # the message size limit); half that is also within the emulator's max_request_bytes (1 MiB by default) and a
 # proxy's usual limit (nginx's client_max_body_size is 1m), so a batch published to either is not refused whole.
 MAX_BATCH_REQUEST_BYTES = 1 << 20
-# What a message id ("{base}:{index}": a random base of 16 characters, or an idempotency key of up to 200 as
-# relay.idempotency allows, and the index) may add to a spec's size
-_MESSAGE_ID_ROOM = 256
+# What a message id ("{base}:{index}": a random base of 16 characters, or an idempotency key of up to 200 printable
+# ASCII characters as relay.idempotency allows, each '"' or backslash of which JSON escapes to two, then ':' and the
+# index) may add to a spec's size
+_MESSAGE_ID_ROOM = 2 * 200 + 24
 
 PAGE_LIMIT = 1000  # the most a paginated Ably answer gives per page (default 100)
 # Ably's "capability denied", answered with status 401: the key is right but may not do this on that channel

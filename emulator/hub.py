@@ -469,10 +469,20 @@ class AppState:
         """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""
         if self.cluster is not None:
             self.cluster.subscription_count(self.app.app_id, channel.name, len(channel.subscribers))
-        if not self.app.subscription_count or channel.kind is ChannelKind.PRESENCE:
+        if not self._counts_subscriptions(channel):
             return
         channel.count_changed_here = True
         self._throttle_subscription_count(channel)
+
+    def _counts_subscriptions(self, channel: Channel) -> bool:
+        """Whether the channel's subscribers are told their number, and the subscription_count webhook sent: on an
+        app counting them, for a channel that is not a presence one (Pusher's rule) nor Ably's metachannel, which is
+        no channel of the app's."""
+        return (
+            self.app.subscription_count
+            and channel.kind is not ChannelKind.PRESENCE
+            and not is_metachannel(channel.name)
+        )
 
     def _throttle_subscription_count(self, channel: Channel) -> None:
         """Send the channel's count now, or, past SUBSCRIPTION_COUNT_BURST subscribers, at most once per
@@ -727,11 +737,11 @@ class AppState:
             if not counts:
                 del self.remote.subscriptions[name]
         channel = self.channels.get(name)
-        if channel is not None and self.app.subscription_count:
+        if channel is not None:
             self.subscription_count_changed_remotely(channel)
 
     def subscription_count_changed_remotely(self, channel: Channel) -> None:
-        if channel.kind is not ChannelKind.PRESENCE:
+        if self._counts_subscriptions(channel):
             self._throttle_subscription_count(channel)
 
     def remote_member_joined(self, node: int, name: str, user_id: str, user_info_json: str) -> None:

@@ -9,6 +9,7 @@ once there; Pusher's HTTP API has no such thing, and this memory is one client's
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import re
 import threading
@@ -25,10 +26,15 @@ from relay.models import PublishResult
 # memory keeps a key as long, so every provider answers a resend alike.
 IDEMPOTENCY_WINDOW_SECONDS = 120.0
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-# Keys one client remembers at most, the oldest forgotten first past it (a resend that late would be sent again). Each
-# holds its key, a digest of its request and its result (the channels and message ids: a few hundred bytes for a
-# publish to one channel, so about 5 MB for 10,000; a batch's result lists one channel per event).
+# Answered keys one client remembers at most, the oldest forgotten first past it (a resend that late would be sent
+# again; a publish still in flight is not counted, nor forgotten). Each holds its key, a digest of its request and its
+# result (the channels and message ids: a few hundred bytes for a publish to one channel, so about 5 MB for 10,000; a
+# batch's result lists one channel per event).
 MAX_REMEMBERED_KEYS = 10_000
+# The channels and message ids the remembered results hold at most, the oldest key forgotten first past it: a batch's
+# result lists one of each per event (a 1,000-event batch on Ably, about 160 KB), so 10,000 keys of batches held
+# gigabytes. About 30 MB: 10,000 publishes to a few channels, or the latest 100 batches of 1,000 events on Ably.
+MAX_REMEMBERED_ITEMS = 200_000
 # Printable ASCII but the space: UUIDs, ULIDs and base64url fit, and the key goes into an HTTP header and Ably's ids
 _KEY_CHARACTERS = re.compile(r"[!-~]+")
 KEY_RULE = (
@@ -36,10 +42,14 @@ KEY_RULE = (
     "(a UUID or a ULID fits)"
 )
 
-W = TypeVar("W")  # what a repeat waits on while the first attempt is in flight (threading.Event, asyncio.Future)
+W = TypeVar("W")  # what a repeat waits on while the first attempt is in flight (the clients': Outcome)
 # What each provider of a mirror delivered in an attempt that failed on another (MirrorError.results), by its label
 Delivered = Mapping[str, PublishResult]
 NOTHING_DELIVERED: Delivered = {}
+# What the clients' repeats wait on: thread-safe, for a sync client is shared by a web server's threads, and an
+# AsyncRelay serves several event loops (successive or concurrent ``asyncio.run()``), a resend awaiting in another
+# loop than the first's.
+Outcome = concurrent.futures.Future[None]
 
 
 def check_idempotency_key(key: object) -> str:
@@ -75,11 +85,13 @@ class Attempt(Generic[W]):
     result: PublishResult | None = None
     error: RelayError | None = None
     expires: float = 0.0
+    items: int = 0  # the channels and message ids its result, or what was delivered, holds (see MAX_REMEMBERED_ITEMS)
 
 
 class IdempotencyMemory(Generic[W]):
-    """The keys one client published in the last :data:`IDEMPOTENCY_WINDOW_SECONDS`, at most ``capacity`` of them
-    (the oldest forgotten first). Thread-safe: a sync client is shared by a web server's threads."""
+    """The keys one client is publishing, and those it published in the last :data:`IDEMPOTENCY_WINDOW_SECONDS`, at
+    most ``capacity`` of these, holding at most ``max_items`` channels and message ids (the oldest forgotten first).
+    Thread-safe: a sync client is shared by a web server's threads."""
 
     def __init__(
         self,
@@ -87,15 +99,21 @@ class IdempotencyMemory(Generic[W]):
         *,
         window: float = IDEMPOTENCY_WINDOW_SECONDS,
         capacity: int = MAX_REMEMBERED_KEYS,
+        max_items: int = MAX_REMEMBERED_ITEMS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._new_waiter = new_waiter
         self._window = window
         self._capacity = capacity
+        self._max_items = max_items
+        self._items = 0  # held by the settled attempts
         self._clock = clock
         self._lock = threading.Lock()
-        # Oldest first: by when each attempt began, then (moved to the end) settled
-        self._attempts: OrderedDict[str, Attempt[W]] = OrderedDict()
+        # Apart from those settled, which the cap and the window forget: a caller waits on each attempt in flight (so
+        # the caller's concurrency bounds them), and a resend of one forgotten would be sent a second time
+        self._in_flight: dict[str, Attempt[W]] = {}
+        # Oldest first, by when each settled (so by when each expires)
+        self._settled: OrderedDict[str, Attempt[W]] = OrderedDict()
 
     def claim(self, key: str, request: bytes) -> tuple[Attempt[W], bool]:
         """The attempt ``key`` names and whether it is the caller's to make (True: none in flight or remembered, or
@@ -103,13 +121,12 @@ class IdempotencyMemory(Generic[W]):
         wait on it, or read its result). Raises IdempotencyKeyReused when the key's attempt sends another request."""
         with self._lock:
             self._forget_expired()
-            attempt = self._attempts.get(key)
+            attempt = self._in_flight.get(key) or self._settled.get(key)
             if attempt is None or (attempt.settled and attempt.result is None and attempt.request == request):
                 delivered = NOTHING_DELIVERED if attempt is None else attempt.delivered
-                attempt = self._attempts[key] = Attempt(request, self._new_waiter(), delivered)
-                self._attempts.move_to_end(key)
-                if len(self._attempts) > self._capacity:
-                    self._attempts.popitem(last=False)  # an attempt in flight forgotten still settles its waiters
+                if attempt is not None:  # a failure on some of a mirror's providers, retried
+                    self._forget(key)
+                attempt = self._in_flight[key] = Attempt(request, self._new_waiter(), delivered)
                 return attempt, True
             if attempt.request != request:
                 raise IdempotencyKeyReused(
@@ -132,36 +149,38 @@ class IdempotencyMemory(Generic[W]):
         what a mirror's providers ``delivered``, kept for the window so that the retry is not sent them again."""
         with self._lock:
             attempt.settled, attempt.result, attempt.error = True, result, error
-            if self._attempts.get(key) is not attempt:
-                return
+            del self._in_flight[key]
             if result is None and not delivered:
-                del self._attempts[key]
                 return
             attempt.delivered = delivered
             attempt.expires = self._clock() + self._window
-            self._attempts.move_to_end(key)
+            held = [result] if result is not None else delivered.values()
+            attempt.items = sum(len(kept.channels) + len(kept.message_ids) for kept in held)
+            self._settled[key] = attempt
+            self._items += attempt.items
+            # Past a cap the oldest go, but never the one just settled: its resend, the likeliest, is replayed
+            while len(self._settled) > 1 and (len(self._settled) > self._capacity or self._items > self._max_items):
+                self._forget(next(iter(self._settled)))
 
     def _forget_expired(self) -> None:
         now = self._clock()
-        while self._attempts:
-            oldest = next(iter(self._attempts.values()))
-            if not oldest.settled or oldest.expires > now:
-                return
-            self._attempts.popitem(last=False)
+        while self._settled and next(iter(self._settled.values())).expires <= now:
+            self._forget(next(iter(self._settled)))
+
+    def _forget(self, key: str) -> None:
+        self._items -= self._settled.pop(key).items
 
 
-class _Keys(Generic[W]):
+class _Keys:
     """What the sync and async keys share: the memory, the replay of a settled attempt, and the settling of one."""
 
-    def __init__(
-        self, closed: Callable[[], bool], delivered: Callable[[RelayError], Delivered], new_waiter: Callable[[], W]
-    ) -> None:
+    def __init__(self, closed: Callable[[], bool], delivered: Callable[[RelayError], Delivered]) -> None:
         self._closed = closed
         self._delivered = delivered  # what the providers that did not fail delivered (MirrorError's results)
-        self.memory: IdempotencyMemory[W] = IdempotencyMemory(new_waiter)
+        self.memory: IdempotencyMemory[Outcome] = IdempotencyMemory(Outcome)
 
     @staticmethod
-    def _replayed(attempt: Attempt[W]) -> PublishResult | None:
+    def _replayed(attempt: Attempt[Outcome]) -> PublishResult | None:
         """The settled ``attempt``'s result, replayed, or its error raised; None: it was interrupted (not a
         RelayError), and the waiter is sent instead."""
         if attempt.result is not None:
@@ -171,23 +190,21 @@ class _Keys(Generic[W]):
         return None
 
     def _settle(
-        self, key: str, attempt: Attempt[W], result: PublishResult | None, failure: BaseException | None
+        self, key: str, attempt: Attempt[Outcome], result: PublishResult | None, failure: BaseException | None
     ) -> None:
+        """Remember the attempt's end and wake its waiters. What the key's earlier attempts delivered stays delivered,
+        whether this one failed on a provider or was interrupted (a caller's timeout cancelling a mirror's retry)."""
         if isinstance(failure, RelayError):
-            self.memory.settle(key, attempt, None, failure, self._delivered(failure))
+            self.memory.settle(key, attempt, None, failure, {**attempt.delivered, **self._delivered(failure)})
+        elif failure is not None:
+            self.memory.settle(key, attempt, None, None, attempt.delivered)
         else:
             self.memory.settle(key, attempt, result, None)
-        self._wake(attempt.waiter)
-
-    def _wake(self, waiter: W) -> None:
-        raise NotImplementedError
+        attempt.waiter.set_result(None)
 
 
-class PublishedKeys(_Keys[threading.Event]):
+class PublishedKeys(_Keys):
     """A sync client's keys: a thread's resend while the first is in flight in another waits for its outcome."""
-
-    def __init__(self, closed: Callable[[], bool], delivered: Callable[[RelayError], Delivered]) -> None:
-        super().__init__(closed, delivered, threading.Event)
 
     def once(self, key: str, sent: bytes, send: Callable[[Delivered], PublishResult]) -> PublishResult:
         """``send(delivered)`` (to the providers that have not delivered it), unless ``key`` sent ``sent`` already
@@ -198,7 +215,7 @@ class PublishedKeys(_Keys[threading.Event]):
             attempt, mine = self.memory.claim(key, sent)
             if mine:
                 break
-            attempt.waiter.wait()
+            attempt.waiter.result()
             if (replayed := self._replayed(attempt)) is not None:
                 return replayed
         try:
@@ -209,16 +226,10 @@ class PublishedKeys(_Keys[threading.Event]):
         self._settle(key, attempt, result, None)
         return result
 
-    def _wake(self, waiter: threading.Event) -> None:
-        waiter.set()
 
-
-class AsyncPublishedKeys(_Keys["asyncio.Future[None]"]):
+class AsyncPublishedKeys(_Keys):
     """An async client's keys, as :class:`PublishedKeys`: a resend awaits the first's outcome (shielded, so that a
     resend cancelled does not cancel the first)."""
-
-    def __init__(self, closed: Callable[[], bool], delivered: Callable[[RelayError], Delivered]) -> None:
-        super().__init__(closed, delivered, _new_future)
 
     async def once(self, key: str, sent: bytes, send: Callable[[Delivered], Awaitable[PublishResult]]) -> PublishResult:
         if self._closed():
@@ -227,7 +238,7 @@ class AsyncPublishedKeys(_Keys["asyncio.Future[None]"]):
             attempt, mine = self.memory.claim(key, sent)
             if mine:
                 break
-            await asyncio.shield(attempt.waiter)
+            await asyncio.shield(asyncio.wrap_future(attempt.waiter))
             if (replayed := self._replayed(attempt)) is not None:
                 return replayed
         try:
@@ -237,10 +248,3 @@ class AsyncPublishedKeys(_Keys["asyncio.Future[None]"]):
             raise
         self._settle(key, attempt, result, None)
         return result
-
-    def _wake(self, waiter: asyncio.Future[None]) -> None:
-        waiter.set_result(None)
-
-
-def _new_future() -> asyncio.Future[None]:
-    return asyncio.get_running_loop().create_future()

@@ -50,7 +50,7 @@ LAYERS = (
         ("relay", "relay.client", "relay.idempotency", "relay.senders", "relay.rules", "relay.web", "relay.testing"),
         ("errors", "protocol", "values", "adapters"),
         third_party=frozenset({"httpx", "fastapi"}),
-        network=frozenset({"relay.senders", "relay.idempotency"}),  # idempotency: asyncio's futures, no socket
+        network=frozenset({"relay.senders", "relay.idempotency"}),  # idempotency: futures, no socket
     ),
     Layer(
         "gateway",

@@ -19,6 +19,8 @@ from ablysupport import (
     API_KEY,
     APP,
     ATTACH,
+    DETACH,
+    DETACHED,
     ERROR,
     MESSAGE,
     NACK,
@@ -203,17 +205,24 @@ async def test_a_capability_naming_the_metachannel_is_enough(start_emulator: Sta
 async def test_webhooks_do_not_report_the_metachannel(
     receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
-    """The metachannel is Ably's, not one of the app's channels: its subscribers open no channel a webhook tells of."""
-    hook = Webhook(url=receiver.url, event_types=frozenset({"channel_occupied"}))
-    running = await start_emulator(app=replace(WATCHED, webhooks=(hook,)))
+    """The metachannel is Ably's, not one of the app's channels: its subscribers open no channel a webhook tells of,
+    nor change a count the subscription_count webhook tells of (on an app counting subscriptions)."""
+    hook = Webhook(url=receiver.url, event_types=frozenset({"channel_occupied", "subscription_count"}))
+    running = await start_emulator(app=replace(WATCHED, webhooks=(hook,), subscription_count=True))
     monitor = await watcher(running, wires)
+    second = await watcher(running, wires)
+    await second.send({"action": DETACH, "channel": LIFECYCLE})  # a count of the metachannel changed again
+    await second.expect(DETACHED)
     viewer = await ably_wire(running)
     wires.append(viewer)
     await viewer.attach("room")
     await lifecycle_events(monitor)
-    await receiver.wait_for(1)
-    await receiver.quiet(1, 0.3)
-    assert [event["channel"] for event in receiver.events()] == ["room"]
+    await receiver.until(lambda: len(receiver.events()) >= 2, 2.0)
+    await asyncio.sleep(0.3)  # and no other
+    assert sorted((event["name"], event["channel"]) for event in receiver.events()) == [
+        ("channel_occupied", "room"),
+        ("subscription_count", "room"),
+    ]
 
 
 async def test_a_cluster_reports_each_opening_once_to_every_node(

@@ -21,9 +21,12 @@ import pytest
 import respx
 from libsupport import FAST_RETRY, MakeRelay, Subscribe, Subscriber, Twin, server
 
-from relay import Event, IdempotencyKeyReused, InvalidIdempotencyKey, MirrorError, PublishResult
+from relay import AsyncRelay, Event, IdempotencyKeyReused, InvalidIdempotencyKey, MirrorError, PublishResult
+from relay.adapters.ably import MAX_BATCH_REQUEST_BYTES, AblyAdapter
+from relay.config import parse_url
 from relay.errors import AuthenticationError, TransportError
-from relay.idempotency import IdempotencyMemory
+from relay.idempotency import MAX_IDEMPOTENCY_KEY_LENGTH, IdempotencyMemory, check_idempotency_key
+from relay.payload import Payload
 from tests.ably.ablysupport import API_KEY, MESSAGE, AblyWire, ably_wire
 from tests.conftest import RunningEmulator, emulator_url
 
@@ -293,6 +296,52 @@ async def test_a_resend_while_the_first_is_in_flight_waits_for_its_result(
         assert await pusher_events(watcher, relay, "orders") == ["created"]
 
 
+@pytest.mark.parametrize("make_relay", ["async"], indirect=True)
+async def test_a_resend_cancelled_while_waiting_leaves_the_first_to_finish(
+    make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    watcher = await subscribed(subscriber, emulator, "orders")
+    hold = asyncio.Event()
+    async with forwarding(emulator, lambda _: True, hold) as (port, forwarded, arrived):
+        relay = make_relay(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1")
+        first = asyncio.create_task(relay.publish("orders", "created", "x", idempotency_key=KEY))
+        await arrived.wait()
+        with pytest.raises(TimeoutError):  # a route handler's timeout cancels the resend that waits
+            await asyncio.wait_for(relay.publish("orders", "created", "x", idempotency_key=KEY), 0.2)
+        hold.set()
+        assert not (await first).replayed
+        assert (await relay.publish("orders", "created", "x", idempotency_key=KEY)).replayed
+        assert forwarded == ["/apps/1/events"]
+    assert await pusher_events(watcher, make_relay(emulator_url(emulator)), "orders") == ["created"]
+
+
+@pytest.mark.parametrize("make_relay", ["async"], indirect=True)
+async def test_a_resend_from_another_event_loop_waits_for_the_first(
+    make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    """An AsyncRelay serves several event loops (library.md): a module-level client used by two threads' asyncio.run()
+    with one key, the second while the first is in flight, waits for it there too, and delivers once."""
+    watcher = await subscribed(subscriber, emulator, "orders")
+    hold = asyncio.Event()
+    async with forwarding(emulator, lambda _: True, hold) as (port, forwarded, arrived):
+        shared = AsyncRelay(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1")
+
+        def publish_in_a_loop_of_its_own() -> PublishResult:
+            return asyncio.run(shared.publish("orders", "created", "x", idempotency_key=KEY))
+
+        try:
+            first = asyncio.create_task(asyncio.to_thread(publish_in_a_loop_of_its_own))
+            await arrived.wait()
+            resend = asyncio.create_task(asyncio.to_thread(publish_in_a_loop_of_its_own))
+            await asyncio.sleep(0.2)
+            hold.set()
+            assert [(await first).replayed, (await resend).replayed] == [False, True]
+            assert forwarded == ["/apps/1/events"]
+        finally:
+            await shared.aclose()
+    assert await pusher_events(watcher, make_relay(emulator_url(emulator)), "orders") == ["created"]
+
+
 async def test_a_resend_while_the_first_is_in_flight_gets_its_error(
     make_relay: MakeRelay, emulator: RunningEmulator
 ) -> None:
@@ -438,6 +487,116 @@ def test_keys_are_forgotten_after_the_window_and_past_the_cap() -> None:
     assert memory.claim("a", b"other")[1] is True  # forgotten, so no longer refused for another request
     with pytest.raises(IdempotencyKeyReused):
         memory.claim("d", b"other")
+
+
+def test_remembered_batches_are_bounded_by_the_items_their_results_hold() -> None:
+    """A batch's result lists a channel (and, on Ably, a message id) per event: 10,000 keys of 1,000-event batches
+    held about 1.5 GB. The memory also caps the channels and ids its results hold, the oldest forgotten first."""
+    memory: IdempotencyMemory[None] = IdempotencyMemory(lambda: None, capacity=10, max_items=2_500)
+    batch = PublishResult(("orders",) * 1_000, tuple(f"{KEY}:{i}" for i in range(1_000)))
+    for key in ("old", "new"):
+        memory.settle(key, memory.claim(key, b"batch")[0], batch, None)
+    assert memory.claim("new", b"batch")[1] is False
+    assert memory.claim("old", b"another batch")[1] is True  # forgotten: the two held 4,000 items
+    memory.settle("small", memory.claim("small", b"publish")[0], PublishResult(("orders",)), None)
+    assert memory.claim("small", b"publish")[1] is False
+
+
+def test_an_attempt_in_flight_is_not_forgotten_past_the_cap() -> None:
+    """The cap forgets settled keys only: a resend of a publish still in flight waits for it rather than being sent a
+    second time, however many keys settled meanwhile."""
+    memory: IdempotencyMemory[None] = IdempotencyMemory(lambda: None, capacity=1)
+    slow, mine = memory.claim("slow", b"request")
+    assert mine
+    for key in ("b", "c"):
+        memory.settle(key, memory.claim(key, b"request")[0], PublishResult(("orders",)), None)
+    assert memory.claim("slow", b"request") == (slow, False)
+    with pytest.raises(IdempotencyKeyReused):  # c is the one the cap keeps
+        memory.claim("c", b"other")
+    assert memory.claim("b", b"other")[1] is True
+
+
+def test_an_attempt_in_flight_does_not_keep_later_keys_past_their_window() -> None:
+    """A publish in flight for long (retries of a provider that does not answer) does not hold the keys settled
+    after it began: each is forgotten 2 minutes after its own answer."""
+    now = [0.0]
+    memory: IdempotencyMemory[None] = IdempotencyMemory(lambda: None, window=120, clock=lambda: now[0])
+    memory.claim("slow", b"request")
+    memory.settle("quick", memory.claim("quick", b"request")[0], PublishResult(("orders",)), None)
+    now[0] = 120.0
+    assert memory.claim("quick", b"another publish")[1] is True
+
+
+def test_an_ably_batch_with_the_longest_key_is_split_within_the_request_size() -> None:
+    """A key's characters are printable ASCII, of which JSON escapes ``"`` and ``\\`` to two: the ids of 200 of
+    them, ``<key>:<i>``, must fit in the room the batch's parts leave for them, else a part sized to the limit is over
+    it (and the emulator, whose requests are at most the same 1 MiB, refuses it whole with 413)."""
+    adapter = AblyAdapter(parse_url(f"{ABLY_HOSTED}"))
+    key = check_idempotency_key('"' * MAX_IDEMPOTENCY_KEY_LENGTH)
+    for size in range(10_000, 10_400, 7):  # one of them packs a part's events up to the limit
+        events = [(Event("orders", "e", "x" * size), Payload.of("x" * size)) for _ in range(120)]
+        first = 0
+        for part in adapter.batch_parts(events):
+            request = adapter.publish_batch(part, key, first).request
+            assert request is not None and len(request.body) <= MAX_BATCH_REQUEST_BYTES, size
+            first += len(part)
+
+
+@asynccontextmanager
+async def failing_then_hanging() -> AsyncIterator[tuple[str, list[int]]]:
+    """A provider that fails its first request (500), never answers its second, and publishes the others: an
+    emulator:// URL of it and the numbers of the requests it got."""
+    got: list[int] = []
+    never = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                got.append(len(got) + 1)
+                if len(got) == 2:
+                    await never.wait()
+                writer.write(FAILED if len(got) == 1 else PUBLISHED)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"emulator://app-key:app-secret@127.0.0.1:{listening.sockets[0].getsockname()[1]}/apps/1", got
+    finally:
+        never.set()  # the held request ends, answered, rather than cancelled with the loop
+        listening.close()
+
+
+@pytest.mark.parametrize("make_relay", ["async"], indirect=True)
+async def test_a_cancelled_mirror_retry_keeps_what_the_first_attempt_delivered(
+    make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    """The first attempt delivered on one provider and failed on the other (MirrorError); its retry, sent to the one
+    that failed alone, is cancelled (a route handler's timeout): the next retry is still not sent to the provider
+    that delivered, which would deliver it twice. (A sync client's call cannot be cancelled.)"""
+    watcher = await subscribed(subscriber, emulator, "orders")
+    async with failing_then_hanging() as (other_url, other_got):
+        relay = make_relay(f"mirror:{emulator_url(emulator)}|{other_url}", ONE_ATTEMPT)
+        with pytest.raises(MirrorError):
+            await relay.publish("orders", "created", "x", idempotency_key=KEY)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(relay.publish("orders", "created", "x", idempotency_key=KEY), 0.5)
+        assert other_got == [1, 2]
+        retried = await relay.publish("orders", "created", "x", idempotency_key=KEY)
+        assert retried == PublishResult(("orders",)) and other_got == [1, 2, 3]
+    assert await pusher_events(watcher, make_relay(emulator_url(emulator)), "orders") == ["created"]
 
 
 # -- hosted Ably and Pusher (respx): the exact requests -------------------------------------------------------------
