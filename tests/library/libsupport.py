@@ -203,9 +203,9 @@ def silent() -> Iterator[SilentServer]:
 
 
 # An answer of the plain-HTTP server below: the bytes to write (the connection then waits for the next request), or
-# chunks written in turn and then the end of the connection (a generator may never end), or None to hang up without
-# an answer
-Answer = bytes | Iterable[bytes] | None
+# chunks written in turn and then the end of the connection (a generator may never end), a future of those bytes (the
+# answer held until it is set), or None to hang up without an answer
+Answer = bytes | Iterable[bytes] | asyncio.Future[bytes] | None
 
 
 @asynccontextmanager
@@ -227,6 +227,8 @@ async def server(answer: Callable[[int], Answer]) -> AsyncIterator[tuple[str, li
                 )
                 got.append(head + await reader.readexactly(length))
                 reply = answer(len(got))
+                if isinstance(reply, asyncio.Future):
+                    reply = await reply
                 if reply is None:
                     writer.transport.abort()
                     return

@@ -542,43 +542,6 @@ def test_an_ably_batch_with_the_longest_key_is_split_within_the_request_size() -
             first += len(part)
 
 
-@asynccontextmanager
-async def failing_then_hanging() -> AsyncIterator[tuple[str, list[int]]]:
-    """A provider that fails its first request (500), never answers its second, and publishes the others: an
-    emulator:// URL of it and the numbers of the requests it got."""
-    got: list[int] = []
-    never = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next(
-                    (
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                await reader.readexactly(length)
-                got.append(len(got) + 1)
-                if len(got) == 2:
-                    await never.wait()
-                writer.write(FAILED if len(got) == 1 else PUBLISHED)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield f"emulator://app-key:app-secret@127.0.0.1:{listening.sockets[0].getsockname()[1]}/apps/1", got
-    finally:
-        never.set()  # the held request ends, answered, rather than cancelled with the loop
-        listening.close()
-
-
 @pytest.mark.parametrize("make_relay", ["async"], indirect=True)
 async def test_a_cancelled_mirror_retry_keeps_what_the_first_attempt_delivered(
     make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
@@ -587,15 +550,18 @@ async def test_a_cancelled_mirror_retry_keeps_what_the_first_attempt_delivered(
     that failed alone, is cancelled (a route handler's timeout): the next retry is still not sent to the provider
     that delivered, which would deliver it twice. (A sync client's call cannot be cancelled.)"""
     watcher = await subscribed(subscriber, emulator, "orders")
-    async with failing_then_hanging() as (other_url, other_got):
+    held: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    # The other provider fails the first request, never answers the second, and publishes the rest
+    async with server(lambda n: FAILED if n == 1 else held if n == 2 else PUBLISHED) as (other_url, other_got):
         relay = make_relay(f"mirror:{emulator_url(emulator)}|{other_url}", ONE_ATTEMPT)
         with pytest.raises(MirrorError):
             await relay.publish("orders", "created", "x", idempotency_key=KEY)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(relay.publish("orders", "created", "x", idempotency_key=KEY), 0.5)
-        assert other_got == [1, 2]
+        assert len(other_got) == 2
         retried = await relay.publish("orders", "created", "x", idempotency_key=KEY)
-        assert retried == PublishResult(("orders",)) and other_got == [1, 2, 3]
+        assert retried == PublishResult(("orders",)) and len(other_got) == 3
+        held.set_result(PUBLISHED)  # the held request ends, answered, rather than cancelled with the loop
     assert await pusher_events(watcher, make_relay(emulator_url(emulator)), "orders") == ["created"]
 
 
