@@ -388,10 +388,14 @@ class _Nodes:
             + w.webhooks_per_day
             + w.api_requests_per_day
         )
+        # The emulator echoes an Ably client's publish back to it as Ably does (unless its clients connect with echo
+        # off): measured echoes are deliveries a node writes too.
+        echoed = (w.echo_deliveries_per_day or 0.0) if w.echo else 0.0
         self.deliveries_per_day = (
             w.publishes_per_day * w.subscribers_per_publish
             + w.client_events_per_day * w.ce_recipients
             + w.presence_events_per_day * w.presence_audience
+            + echoed
         )
         self.fanouts_per_day = w.publishes_per_day + w.client_events_per_day + w.presence_events_per_day
         self.peak_deliveries = w.per_second_at_peak(self.deliveries_per_day)

@@ -1,6 +1,7 @@
-"""What a review of `relay cost` found: a usage file's Ably echo deliveries, billed on Ably only; peak factors refused
-before anything is derived from them; a tiny --scale that left no connection; the plot's footer, past the figure's
-edge. (The emulator's side of the echo is tests/ably/test_ably_echo_usage.py.)"""
+"""What a review of `relay cost` found: a usage file's Ably echo deliveries, billed on Ably only (a self-hosted
+node writes them too); peak factors refused before anything is derived from them; a tiny --scale that left no
+connection; the plot's footer, past the figure's edge. (The emulator's side of the echo is
+tests/ably/test_ably_echo_usage.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from cost_helpers import provider, refused, run_cost_json, usage_day
 from test_cost_usage_audit_fixes import WHOLE_DAY, measured, usage_file
 
-from relay.cost import Prices, Workload
+from relay.cost import Prices, Workload, estimate
 from relay.cost.plot import plot_costs
 from relay.cost.usage import load_usage, workload_from_usage
 
@@ -81,6 +82,21 @@ def test_a_malformed_echo_count_names_the_file_the_app_the_day_and_the_field(
 ) -> None:
     path = usage_file(tmp_path, {"2026-11-29": usage_day(**overrides)})  # type: ignore[arg-type]
     assert refused(["cost", "--usage", str(path)], capsys) == f"usage file {path}: {message}"
+
+
+def test_measured_echo_deliveries_load_a_self_hosted_node_as_deliveries(prices: Prices) -> None:
+    """The emulator echoes an Ably client's publish as Ably does: 1,000 echoes a second at the peak are 1,000
+    deliveries a second more for the nodes (6 ms of CPU), and none with --no-echo."""
+    busy = Workload(connections=2_000, publishes_per_day=86_400, subscribers_per_publish=1_000)
+    echoing = replace(busy, echo_deliveries_per_day=1_000 * 86_400)
+    peak = busy.per_second_at_peak(1_000 * 86_400)
+    for name in ("hetzner", "digitalocean"):
+        plain, echoed, off = (estimate(w, prices).provider(name) for w in (busy, echoing, replace(echoing, echo=False)))
+        added = echoed.unit("peak_deliveries_per_second") - plain.unit("peak_deliveries_per_second")
+        assert added == pytest.approx(peak), name
+        cores = echoed.unit("cpu_cores_at_peak") - plain.unit("cpu_cores_at_peak")
+        assert cores == pytest.approx(peak * prices.capacity.cpu_us_per_delivery / 1e6), name
+        assert off.units == plain.units, name
 
 
 # --- 2. peak factors and --scale -------------------------------------------------------------------------------------
