@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -277,15 +277,32 @@ async def forwarding(
         listening.close()
 
 
+class InFlight(NamedTuple):
+    relay: Twin
+    first: asyncio.Task[Any]
+    hold: asyncio.Event
+    forwarded: list[str]
+
+
+@asynccontextmanager
+async def first_in_flight(
+    make_relay: MakeRelay, running: RunningEmulator, answer: Callable[[int], bool] = lambda _: True, *config: Any
+) -> AsyncIterator[InFlight]:
+    """A client publishing through :func:`forwarding` whose first publish with ``KEY`` is at the provider, held there
+    until ``hold`` is set."""
+    hold = asyncio.Event()
+    async with forwarding(running, answer, hold) as (port, forwarded, arrived):
+        relay = make_relay(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1", *config)
+        first = asyncio.create_task(relay.publish("orders", "created", "x", idempotency_key=KEY))
+        await arrived.wait()
+        yield InFlight(relay, first, hold, forwarded)
+
+
 async def test_a_resend_while_the_first_is_in_flight_waits_for_its_result(
     make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
 ) -> None:
     watcher = await subscribed(subscriber, emulator, "orders")
-    hold = asyncio.Event()
-    async with forwarding(emulator, lambda _: True, hold) as (port, forwarded, arrived):
-        relay = make_relay(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1")
-        first = asyncio.create_task(relay.publish("orders", "created", "x", idempotency_key=KEY))
-        await arrived.wait()  # the first is at the provider
+    async with first_in_flight(make_relay, emulator) as (relay, first, hold, forwarded):
         resends = [asyncio.create_task(relay.publish("orders", "created", "x", idempotency_key=KEY)) for _ in range(2)]
         await asyncio.sleep(0.2)  # the resends are waiting (had either been sent, the proxy would hold it too)
         assert forwarded == ["/apps/1/events"] and not any(task.done() for task in [first, *resends])
@@ -301,11 +318,7 @@ async def test_a_resend_cancelled_while_waiting_leaves_the_first_to_finish(
     make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
 ) -> None:
     watcher = await subscribed(subscriber, emulator, "orders")
-    hold = asyncio.Event()
-    async with forwarding(emulator, lambda _: True, hold) as (port, forwarded, arrived):
-        relay = make_relay(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1")
-        first = asyncio.create_task(relay.publish("orders", "created", "x", idempotency_key=KEY))
-        await arrived.wait()
+    async with first_in_flight(make_relay, emulator) as (relay, first, hold, forwarded):
         with pytest.raises(TimeoutError):  # a route handler's timeout cancels the resend that waits
             await asyncio.wait_for(relay.publish("orders", "created", "x", idempotency_key=KEY), 0.2)
         hold.set()
@@ -347,11 +360,7 @@ async def test_a_resend_while_the_first_is_in_flight_gets_its_error(
 ) -> None:
     """The first's answer lost (outcome_unknown): a resend that waited for it gets that error, not a second send,
     and a later retry is sent (the key is not kept for a failure)."""
-    hold = asyncio.Event()
-    async with forwarding(emulator, lambda n: n > 1, hold) as (port, forwarded, arrived):
-        relay = make_relay(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1", ONE_ATTEMPT)
-        first = asyncio.create_task(relay.publish("orders", "created", "x", idempotency_key=KEY))
-        await arrived.wait()
+    async with first_in_flight(make_relay, emulator, lambda n: n > 1, ONE_ATTEMPT) as (relay, first, hold, forwarded):
         resend = asyncio.create_task(relay.publish("orders", "created", "x", idempotency_key=KEY))
         await asyncio.sleep(0.2)
         hold.set()
