@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 import relay
+from tests.gateway.conftest import serve_asgi_in_thread
 
 DOC = Path(__file__).parents[2] / "docs" / "library.md"
 
@@ -41,7 +42,7 @@ def assert_auth_routes_answer_cors(app: object) -> None:
         "access-control-request-method": "POST",
         "access-control-request-headers": "content-type,x-demo-user",
     }
-    with TestClient(app) as http:  # type: ignore[arg-type]
+    with serve_asgi_in_thread(app) as url, httpx.Client(base_url=url) as http:  # type: ignore[arg-type]
         allowed = http.options("/pusher/auth", headers=preflight)
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == page

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from fastapi.testclient import TestClient
 
 from examples.order_tracking import app as order_tracking_app
 from examples.order_tracking import create_app
@@ -24,6 +23,7 @@ from examples.order_tracking.app import COOKIE, PUSHER_JS_CDN, Sessions
 from relay import User
 from relay.protocol.signing import channel_auth
 from relay.testing import assert_published, published, store_of
+from tests.examples.conftest import SITES
 from tests.test_cli import taken_port as taken_port
 
 MEMORY = "memory://order-tracking-tests"
@@ -37,18 +37,18 @@ def app() -> Iterator[object]:
     store_of(application.state.relay).clear()
 
 
-def browser(app: object) -> TestClient:
-    """One visitor: a client with its own cookies."""
-    return TestClient(app)  # type: ignore[arg-type]
+def browser(app: object) -> httpx.Client:
+    """One visitor of ``app``: a client with its own cookies."""
+    return SITES.visitor(app)  # type: ignore[arg-type]
 
 
-def staff(app: object, role: str, name: str) -> TestClient:
+def staff(app: object, role: str, name: str) -> httpx.Client:
     client = browser(app)
     assert client.post("/api/session", json={"role": role, "name": name}).status_code == 200
     return client
 
 
-def auth(client: TestClient, channel: str) -> httpx.Response:
+def auth(client: httpx.Client, channel: str) -> httpx.Response:
     return client.post("/pusher/auth", data={"socket_id": "123.456", "channel_name": channel})
 
 

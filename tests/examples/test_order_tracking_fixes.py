@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from examples.order_tracking import create_app
 from tests.emulator_process import EmulatorProcess
@@ -55,7 +55,7 @@ def test_a_customer_ordering_under_a_new_name_gets_the_order_under_that_name(app
     """The second order of a signed-in customer was recorded under the first order's name, whatever the form said.
     The name typed is the order's (and the cookie's, for the form next time); the customer keeps their id, so both
     orders stay theirs."""
-    customer: TestClient = browser(app)
+    customer: httpx.Client = browser(app)
     first = customer.post("/api/orders", json={"name": "Meera", "items": ["payasam"]}).json()
     second = customer.post("/api/orders", json={"name": "Meera K", "items": ["karimeen"]}).json()
     assert (first["customer_name"], second["customer_name"]) == ("Meera", "Meera K")
