@@ -8,6 +8,7 @@ shared with the Pusher HTTP API: over it, an authenticated request is refused wi
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import logging
 import re
@@ -468,7 +469,8 @@ def _page(
     page before), at most ``limit``; with the links to pages (:func:`_link_pages`) of ``params`` and the limit. A
     cursor, not an offset: an item added or removed between pages does not shift the next page (reference §A.8)."""
     cursor = request.query.get("cursor", "")
-    after = sorted((item for item in items if key(item) > cursor), key=key)
+    # The page and whether another follows: the first limit + 1, not every item sorted (100,000 channels' names)
+    after = heapq.nsmallest(limit + 1, (item for item in items if key(item) > cursor), key=key)
     page = after[:limit]
     next_cursor = key(page[-1]) if len(after) > limit else None
     _link_pages(request, resource, {**params, "limit": str(limit)}, next_cursor)

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pusher  # type: ignore[import-untyped]
 from ably import AblyRealtime  # type: ignore[import-untyped]
 from ablysupport import API_KEY, APP, MESSAGE, PRESENCE, ably_wire, pusher_wire
 
 from relay.emulator.config import Webhook
-from relay.protocol.signing import authorize_channel
-from tests.conftest import RunningEmulator
+from relay.protocol.signing import authorize_channel, sign_rest_request
+from tests.conftest import RunningEmulator, StartEmulator
 from tests.webhook_receiver import Receiver
 
 
@@ -99,3 +101,39 @@ async def test_the_pusher_api_lists_only_channels_it_can_then_describe(
     assert list(listed) == ["plain-room"]
     for name in listed:
         assert (await asyncio.to_thread(backend.channel_info, name))["occupied"] is True
+
+
+async def test_the_pusher_channel_list_is_byte_for_byte_the_json_of_its_sorted_names(
+    start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """The listing's body as the compact JSON of ``{"channels": {name: info}}`` in name order (the no-info listing is
+    written as text): names Pusher's rules refuse (``room:1``, 201 characters) are left out whichever node holds
+    them; another node's channels, a #server-to-user- one among them, are listed, one both hold once."""
+    emulator = await start_emulator(app=replace(APP, subscription_count=True))
+    wire = await ably_wire(emulator)
+    wires.append(wire)
+    for name in ("room:1", "b" * 201, "b-news", "a-news"):
+        await wire.attach(name)
+    state = emulator.node.states[APP.app_id]
+    for name, count in (("a-news", 2), ("#server-to-user-ann", 1), ("presence-hall", 2), ("room:2", 1)):
+        state.remote_subscriptions(2, name, count)  # as another node's announcement arrives
+    state.remote_member_joined(2, "presence-hall", "bob", "{}")
+
+    async def listing(**query: str) -> bytes:
+        path = f"/apps/{APP.app_id}/channels"
+        params = sign_rest_request(APP.key, APP.secret, "GET", path, timestamp=int(time.time()), params=query)
+        async with httpx.AsyncClient(timeout=5) as http:
+            answer = await http.get(emulator.http_url + path, params=params)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        return answer.content
+
+    assert await listing() == b'{"channels":{"#server-to-user-ann":{},"a-news":{},"b-news":{},"presence-hall":{}}}'
+    assert await listing(filter_by_prefix="b") == b'{"channels":{"b-news":{}}}'
+    assert await listing(filter_by_prefix="room") == b'{"channels":{}}'
+    assert await listing(filter_by_prefix="a-", info="subscription_count") == (
+        b'{"channels":{"a-news":{"subscription_count":3}}}'
+    )
+    assert await listing(filter_by_prefix="presence-", info="subscription_count,user_count") == (
+        b'{"channels":{"presence-hall":{"user_count":1,"subscription_count":2}}}'
+    )

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from bench import gc_pause, http_path, report
+from bench import channel_list, gc_pause, http_path, report
 from bench.driver import fanout
 from relay.emulator.wire import encode_text
 from relay.protocol.frames import channel_event
@@ -111,6 +111,20 @@ async def test_an_idle_websocket_keeps_few_objects_for_the_garbage_collector_to_
     # 19 here (the stand-in transport counts 2), 25 when the HTTP parser stayed: room for a library's extra object.
     assert 0 < result["tracked_objects_per_connection"] <= 22
     assert result["full_collection_ms"] > 0
+
+
+async def test_the_channel_list_bench_lists_what_each_api_can_describe() -> None:
+    """bench/channel_list.py (the listing figures of docs/emulator.md) times real answers: Pusher's leaves out the
+    tenth of names only Ably can hold (``room:1``), counting this node's channels and another node's."""
+    result = await channel_list.measure(channels=50, remote=10, rounds=1)
+    listed = {label: figures["listed"] for label, figures in result.items() if isinstance(figures, dict)}
+    assert listed == {
+        "pusher": 54,
+        "pusher info=subscription_count": 54,
+        "pusher presence- info=user_count": 6,
+        "ably by=id limit=1000": 60,
+        "ably by=value limit=100": 60,
+    }
 
 
 async def test_the_http_path_stages_each_run_the_real_code() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 
 import pytest
@@ -147,6 +148,29 @@ def test_validate_channel_name_agrees_with_charset(name: str) -> None:
     else:
         with pytest.raises(ProtocolError):
             channels.validate_channel_name(name)
+
+
+@PROPERTY
+@given(
+    prefix=st.sampled_from(["", "#server-to-user-", "#", "presence-"]),
+    rest=st.text(alphabet=CHANNEL_CHARS + '#:[] \né"\\', max_size=210),
+    limits=st.sampled_from(
+        [channels.DEFAULT_LIMITS, channels.HOSTED_PUSHER_LIMITS, channels.Limits(max_channel_name=20)]
+    ),
+)
+def test_is_valid_channel_name_is_what_validate_takes_and_such_a_name_is_its_own_json(
+    prefix: str, rest: str, limits: channels.Limits
+) -> None:
+    """The channel list checks every occupied channel with is_valid_channel_name (one match, no exception) and writes
+    the names it takes into its JSON as they are."""
+    name = prefix + rest
+    try:
+        channels.validate_channel_name(name, limits)
+    except InvalidChannelName:
+        assert not channels.is_valid_channel_name(name, limits)
+    else:
+        assert channels.is_valid_channel_name(name, limits)
+        assert json.dumps(name, ensure_ascii=False) == f'"{name}"'
 
 
 @pytest.mark.parametrize("name", ["App\\Events\\X", "my-event", "a.b:c", "é ☃ \n", "client-typing", "x" * 200, " "])
