@@ -29,12 +29,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay.gateway import GatewaySettings, load_rules
+from relay.gateway import GatewaySettings, create_app, load_rules
 from tests.conftest import RunningEmulator, free_port
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt, serve_asgi
 from tests.gateway.test_gateway_browser import CHROMIUM, PUSHER_JS
@@ -221,6 +222,35 @@ async def test_a_refusal_reaches_the_page_as_a_status_without_the_gateways_reaso
     await page.evaluate("() => window.unsubscribe['presence-lobby']()")
     await page.evaluate(SUBSCRIBE, "presence-lobby")
     assert (await settled(page, "presence-lobby", ready=1))["errors"] == []
+
+
+@needs_chromium
+async def test_the_guide_keeps_the_path_prefix_of_the_gateway_s_url(
+    node_modules: Path, tmp_path: Path, browser: object, emulator: RunningEmulator
+) -> None:
+    """A gateway mounted under /relay (``NEXT_PUBLIC_RELAY_GATEWAY_URL=https://example.com/relay/``): the guide
+    fetched /v1/client-config from the origin's root (``client-config: HTTP 404``); it keeps the prefix, and the
+    mount's auth endpoints authorize the page's channel."""
+    compiled = await build_guide(tmp_path)
+    async with serve_asgi(guide_site(compiled)) as site:
+        settings = GatewaySettings(
+            relay_url=emulator_url(emulator), api_token=TOKEN, jwt_secret=JWT_SECRET, cors_origins=(site,)
+        )
+        parent = FastAPI()
+        parent.mount("/relay", create_app(settings))
+        async with serve_asgi(parent) as url:
+            page = await browser.new_page()  # type: ignore[attr-defined]
+            try:
+                await page.goto(site)
+                await page.wait_for_function("() => window.realtime !== undefined")
+                await page.evaluate("() => { window.records = {}; window.unsubscribe = {}; }")
+                await create_realtime(page, RunningGateway(f"{url}/relay/", settings), hs_jwt("alice"))
+                await page.evaluate(SUBSCRIBE, "private-user-alice")
+                assert (await settled(page, "private-user-alice", ready=1))["errors"] == []
+                await publish(RunningGateway(f"{url}/relay", settings), "private-user-alice", {"orderId": "7"})
+                await page.wait_for_function("() => window.records['private-user-alice'].events.length === 1")
+            finally:
+                await page.close()
 
 
 # -- 3. an Authorization header that is not Bearer <JWT> ------------------------------------------------------------

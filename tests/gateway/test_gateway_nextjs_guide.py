@@ -132,6 +132,7 @@ async def test_nextjs_guide_runs_against_the_gateway(
         "route-handler-caller",
         "route-handler-socket-id",
         "route-handler-401",
+        "route-handler-not-json",
         "reconnecting",
         "route-handler-idempotent",
         "offline",

@@ -8,6 +8,7 @@
 // RELAY_JWT_EXPIRED.
 // Step: {"step": "close-all-4200"} — the driver closes every emulator connection with pusher:error 4200.
 import { randomUUID } from 'node:crypto';
+import http from 'node:http';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Scenario, assert, sleep, step, until } from './lib.mjs';
@@ -104,7 +105,7 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   // A server component's presence query through GET /v1/channels/{channel}/users.
   const server = await load('lib/relay-server.mjs');
   assert.deepEqual(await server.presenceUserIds('presence-shop'), ['alice', 'bob']);
-  await assert.rejects(server.presenceUserIds('orders'), /^Error: realtime: 400 'orders' is not a presence channel/);
+  await assert.rejects(server.presenceUserIds('orders'), /^Error: 'orders' is not a presence channel/);
   s.check('server-presence-query');
 
   // The route handler publishes to the customer's channel through /v1/publish.
@@ -153,6 +154,22 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   assert.match(response.body.error, /^realtime: missing or invalid API token/);
   process.env.RELAY_API_TOKEN = process.env.RELAY_API_TOKEN_FOR_APP;
   s.check('route-handler-401');
+
+  // A proxy in front of the gateway answering its 502 with an HTML page: the route handler's 502 says so (reading the
+  // page as JSON threw a SyntaxError, a 500 without a body). A final '/' on RELAY_GATEWAY_URL is dropped.
+  const proxy = http.createServer((request, answer) => {
+    answer.writeHead(502, { 'Content-Type': 'text/html' }).end('<html><body>Bad Gateway</body></html>');
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  s.onCleanup(() => proxy.close());
+  process.env.RELAY_GATEWAY_URL = `http://127.0.0.1:${proxy.address().port}/`;
+  response = await orderReady(POST, 'o-proxy', aliceJwt);
+  assert.deepEqual(response, {
+    status: 502,
+    body: { error: 'realtime: the gateway answered HTTP 502, not JSON: <html><body>Bad Gateway</body></html>' },
+  });
+  process.env.RELAY_GATEWAY_URL = gatewayUrl;
+  s.check('route-handler-not-json');
 
   // The server drops every connection (4200): connected → reconnecting → connected, resubscribed.
   const aliceReady = ready;

@@ -57,7 +57,8 @@ export function connectionStatus(state: string, wasConnected: boolean): Connecti
 }
 
 export async function fetchClientConfig(gatewayUrl: string): Promise<ClientConfig> {
-  const response = await fetch(new URL('/v1/client-config', gatewayUrl));
+  // Under the gateway's URL, a path prefix kept: https://example.com/relay/v1/client-config
+  const response = await fetch(`${gatewayUrl.replace(/\/+$/, '')}/v1/client-config`);
   if (!response.ok) throw new Error(`client-config: HTTP ${response.status}`);
   const config = (await response.json()) as ClientConfig;
   // pusher-js speaks Pusher's protocol (Pusher, the emulator): an Ably gateway's config has no key for it.

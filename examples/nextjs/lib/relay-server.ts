@@ -23,8 +23,7 @@ export async function publish(
   options: { socketId?: string; idempotencyKey?: string } = {},
 ): Promise<PublishResult> {
   const target = Array.isArray(channel) ? { channels: channel } : { channel };
-  const gateway = process.env.RELAY_GATEWAY_URL;
-  if (!gateway) throw new RelayPublishError(500, 'RELAY_GATEWAY_URL is not set: the URL of relay serve');
+  const gateway = gatewayUrl();
   let response: Response;
   try {
     response = await fetch(`${gateway}/v1/publish`, {
@@ -43,25 +42,40 @@ export async function publish(
     // fetch rejects ("fetch failed") when the gateway is down or its URL is wrong
     throw new RelayPublishError(502, `could not reach the gateway at ${gateway}: ${(error as Error).message}`);
   }
-  const body = await response.json();
-  if (!response.ok) {
-    // 401: wrong RELAY_API_TOKEN; 400/413/422: the event (the body names the field). A 502 with
-    // body.outcome_unknown may have been delivered: send it again only with the same idempotencyKey (on Ably it is
-    // then not delivered twice; Pusher has no idempotency, and may deliver it twice).
-    throw new RelayPublishError(response.status, body.error ?? JSON.stringify(body.detail));
-  }
-  return body as PublishResult;
+  // A refusal is thrown: 401, a wrong RELAY_API_TOKEN; 400/413/422, the event (the error names the field). A 502
+  // with outcome_unknown may have been delivered: send it again only with the same idempotencyKey (on Ably it is then
+  // not delivered twice; Pusher has no idempotency, and may deliver it twice).
+  return (await answerOf(response)) as PublishResult;
 }
 
 /** Who is in a presence channel (GET /v1/channels/{channel}/users): for a server component's "online now" list. */
 export async function presenceUserIds(channel: string): Promise<string[]> {
-  const response = await fetch(
-    `${process.env.RELAY_GATEWAY_URL}/v1/channels/${encodeURIComponent(channel)}/users`,
-    { headers: { Authorization: `Bearer ${process.env.RELAY_API_TOKEN}` }, cache: 'no-store' },
-  );
-  const body = await response.json();
-  if (!response.ok) {
-    throw new Error(`realtime: ${response.status} ${body.error ?? JSON.stringify(body.detail)}`);
+  const response = await fetch(`${gatewayUrl()}/v1/channels/${encodeURIComponent(channel)}/users`, {
+    headers: { Authorization: `Bearer ${process.env.RELAY_API_TOKEN}` },
+    cache: 'no-store',
+  });
+  const body = (await answerOf(response)) as { users: { id: string }[] };
+  return body.users.map((user) => user.id);
+}
+
+/** RELAY_GATEWAY_URL, the URL of relay serve (a path prefix kept, a final '/' dropped). */
+function gatewayUrl(): string {
+  const gateway = process.env.RELAY_GATEWAY_URL;
+  if (!gateway) throw new RelayPublishError(500, 'RELAY_GATEWAY_URL is not set: the URL of relay serve');
+  return gateway.replace(/\/+$/, '');
+}
+
+/** The gateway's JSON answer, or a RelayPublishError: its refusal ({"error"}, or a 422's {"detail"}), or an answer
+ * that is not JSON (a proxy in front of the gateway answers a 502 with an HTML page; a wrong URL, another site). */
+async function answerOf(response: Response): Promise<unknown> {
+  const text = await response.text();
+  let body: { error?: string; detail?: unknown };
+  try {
+    body = JSON.parse(text);
+  } catch {
+    const shown = text.slice(0, 200);
+    throw new RelayPublishError(response.status, `the gateway answered HTTP ${response.status}, not JSON: ${shown}`);
   }
-  return (body.users as { id: string }[]).map((user) => user.id);
+  if (!response.ok) throw new RelayPublishError(response.status, body.error ?? JSON.stringify(body.detail));
+  return body;
 }
