@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from relay.emulator.server import EmulatorNode
 
 log = logging.getLogger("relay.emulator.shutdown")
+# The start line is the server's, not the shutdown's: logged under the logger of the emulator's other server lines
+start_log = logging.getLogger("relay.emulator")
 
 MIN_BATCH_INTERVAL = 0.05
 
@@ -119,7 +121,7 @@ async def serve_until_signalled(
     loop = asyncio.get_running_loop()
     stop, hurry = asyncio.Event(), asyncio.Event()
     address = server.sockets[0].getsockname() if server.sockets else (node.config.host, node.config.port)
-    log.info(
+    start_log.info(
         "emulator listening",
         extra={
             "host": address[0],

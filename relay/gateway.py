@@ -178,6 +178,7 @@ class GatewaySettings:
     jwt_issuer: str | None = None
     jwt_cookie: str | None = None
     rules: tuple[RuleSpec, ...] = DEFAULT_RULES
+    rules_file: Path | None = None  # where rules were read from (RELAY_RULES_FILE), for the start-up log
     cors_origins: tuple[str, ...] = ()
     webhook_forward_url: str | None = None
     jwt_leeway: float = DEFAULT_JWT_LEEWAY_S
@@ -236,11 +237,32 @@ class GatewaySettings:
             if self.api_token
             else "off: set RELAY_API_TOKEN to publish through the gateway"
         )
+        verified = bool(self.jwt_secret or self.jwt_public_key or self.jwks is not None)
+        if self.jwt_cookie is None:
+            cookie = "JWTs read from: Authorization: Bearer only (no RELAY_JWT_COOKIE)" if verified else None
+        elif verified:
+            cookie = f"JWTs read from: Authorization: Bearer, or the {self.jwt_cookie!r} cookie (RELAY_JWT_COOKIE)"
+        else:
+            cookie = f"JWTs read from: nowhere: RELAY_JWT_COOKIE names {self.jwt_cookie!r}, but no key verifies JWTs"
+        rules = f"channel rules: {len(self.rules)}"
+        if self.rules_file is not None:
+            rules += f", from {self.rules_file} (RELAY_RULES_FILE)"
+        elif self.rules == DEFAULT_RULES:
+            rules += f", the defaults (no RELAY_RULES_FILE): {', '.join(spec.pattern for spec in DEFAULT_RULES)}"
+        if self.cors_origins:
+            cors = f"pages of {', '.join(self.cors_origins)} may call the gateway (RELAY_CORS_ORIGINS)"
+        else:
+            cors = (
+                "no origin allowed (no RELAY_CORS_ORIGINS): browsers refuse a page on another origin than the "
+                "gateway's; only same-origin pages (behind a proxy) can call it"
+            )
         lines = [
             f"provider: {describe_configuration(self.relay_url)}",
             f"server API (/v1/publish, /v1/channels, /v1/users): {api}",
             users,
-            f"channel rules: {len(self.rules)}",
+            *([] if cookie is None else [cookie]),
+            rules,
+            f"CORS: {cors}",
         ]
         if self.public_url is not None:
             lines.append(f"pages are given whole URLs under RELAY_PUBLIC_URL: {self.public_url}")
@@ -262,6 +284,7 @@ class GatewaySettings:
             jwt_issuer=env.get("RELAY_JWT_ISSUER") or None,
             jwt_cookie=env.get("RELAY_JWT_COOKIE") or None,
             rules=load_rules(Path(rules_file)) if rules_file else DEFAULT_RULES,
+            rules_file=Path(rules_file) if rules_file else None,
             cors_origins=tuple(o.strip() for o in env.get("RELAY_CORS_ORIGINS", "").split(",") if o.strip()),
             webhook_forward_url=env.get("RELAY_WEBHOOK_FORWARD_URL") or None,
             jwt_leeway=_seconds(env.get("RELAY_JWT_LEEWAY"), "RELAY_JWT_LEEWAY", DEFAULT_JWT_LEEWAY_S),
@@ -646,12 +669,24 @@ class JwtVerifier:
             raise AuthenticationError(
                 "invalid JWT: its sub claim must be a string (RFC 7519 §4.1.2); put a numeric id in quotes"
             ) from None
+        except jwt.InvalidSignatureError:  # PyJWT's words said nothing of which key was tried
+            raise AuthenticationError(f"invalid JWT: Signature verification failed {self._verifying()}") from None
         except jwt.InvalidKeyError:  # an RS256 token for an EC public key, or the other way round
             raise AuthenticationError("invalid JWT: its algorithm does not fit the configured key") from None
         except jwt.InvalidTokenError as exc:
             if str(exc).startswith("Invalid header string"):  # PyJWT's words went on with the parser's own
                 raise AuthenticationError("invalid JWT: its header is not a JSON object") from None
             raise AuthenticationError(f"invalid JWT: {exc}") from None
+
+    def _verifying(self) -> str:
+        """Which setting verified a signature that failed (never its value), and what that means."""
+        if self._mode == "hs":
+            return (
+                "with RELAY_JWT_SECRET (HS256): the token was signed with another secret, or altered (the gateway's "
+                "RELAY_JWT_SECRET must be the secret your auth provider signs with)"
+            )
+        setting = "RELAY_JWT_PUBLIC_KEY" if self._jwks is None else "the key of RELAY_JWKS_FILE with the JWT's kid"
+        return f"with {setting}: the token was signed with another key, or altered"
 
     def _verified(self, token: str, keys: Sequence[tuple[Any, Sequence[str]]]) -> dict[str, Any]:
         """``token``'s claims, its signature verified by one of ``keys`` (each with the algorithms it may sign with):
@@ -774,6 +809,8 @@ def _claims_of(payload: bytes) -> dict[str, Any]:
         elif value > MAX_NUMERIC_DATE:
             # An integer past a double's range made the float formatting an OverflowError (a 500)
             got = f"{value:.6g}" if isinstance(value, float) else f"{Decimal(value).normalize():.6g}"
+            if value <= MAX_NUMERIC_DATE * 1000:  # JavaScript's Date.now(), as a token made by hand often has it
+                got += ", which looks like milliseconds: a NumericDate is seconds (Math.floor(Date.now() / 1000))"
         else:
             continue
         raise jwt.DecodeError(
@@ -1706,20 +1743,11 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
     app.add_middleware(RequestGuard, settings=settings)
     if settings.cors_origins:  # outside RequestGuard, so a browser can read its refusals too
         app.add_middleware(
-            CORSMiddleware,
+            GatewayCORS,
             allow_origins=list(settings.cors_origins),
             allow_credentials=True,
             allow_methods=["GET", "POST", "OPTIONS"],
-            # X-Requested-With and X-XSRF-TOKEN: what Laravel's stock axios set-up sends with every request
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "X-Socket-Id",
-                "Idempotency-Key",
-                "X-CSRF-Token",
-                "X-Requested-With",
-                "X-XSRF-TOKEN",
-            ],
+            allow_headers=CORS_HEADERS,
             # A browser's fetch reads only the headers CORS exposes: a page's resend must see it was a replay
             expose_headers=[REPLAYED_HEADER],
         )
@@ -1728,6 +1756,90 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
     add_error_handlers(app)
     return app
+
+
+# X-Requested-With and X-XSRF-TOKEN: what Laravel's stock axios set-up sends with every request
+CORS_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "X-Socket-Id",
+    "Idempotency-Key",
+    "X-CSRF-Token",
+    "X-Requested-With",
+    "X-XSRF-TOKEN",
+)
+# How many refused origins the log warns of, each once: anyone can send preflights from as many origins as they like
+MAX_WARNED_CORS_ORIGINS = 100
+# What the log shows of an origin or a header a preflight named: the sender chooses them, at any length
+SHOWN_CORS_CHARACTERS = 100
+
+
+class GatewayCORS(CORSMiddleware):
+    """Starlette's CORS, its preflight refusals answered as the gateway's errors: ``{"error": "…"}`` naming what was
+    refused (the origin, the method or a header) and what to change, not the plain text ``Disallowed CORS origin``.
+    The answer never lists the allowed origins (any site may ask); the log does, in a warning once per refused origin
+    (for the first MAX_WARNED_CORS_ORIGINS of them), where the operator reads which origin to add."""
+
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
+        super().__init__(app, **options)
+        self._warned: set[str] = set()
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        origin = request_headers["origin"]
+        method = request_headers["access-control-request-method"]
+        requested = [name.strip() for name in request_headers.get("access-control-request-headers", "").split(",")]
+        problems = []
+        if not self.is_allowed_origin(origin):
+            problems.append(
+                f"the origin {_shown(origin)} is not allowed to call this gateway (to allow its pages, the gateway's "
+                "operator adds it to RELAY_CORS_ORIGINS)"
+            )
+            self._warn(origin)
+        if method not in self.allow_methods:
+            problems.append(f"the method {_shown(method)} is not one the gateway's routes take (GET, POST)")
+        refused = next((name for name in requested if name and name.lower() not in self.allow_headers), None)
+        if refused is not None:
+            problems.append(
+                f"the request header {_shown(refused)} is not one the gateway allows ({', '.join(CORS_HEADERS)}): "
+                "leave it out of the request"
+            )
+        if "access-control-request-private-network" in request_headers and not self.allow_private_network:
+            problems.append("a request from a public site to a private network address is not allowed")
+        if not problems:  # a refusal Starlette knows and this does not: its own words
+            problems.append(bytes(response.body).decode())
+        headers = {
+            name: value for name, value in response.headers.items() if name.lower().startswith(("access-", "vary"))
+        }
+        return JSONResponse(
+            {"error": f"CORS preflight refused: {'; '.join(problems)}"}, status_code=400, headers=headers
+        )
+
+    def _warn(self, origin: str) -> None:
+        if origin in self._warned or len(self._warned) > MAX_WARNED_CORS_ORIGINS:
+            return
+        self._warned.add(origin)
+        if len(self._warned) > MAX_WARNED_CORS_ORIGINS:
+            log.warning(
+                "CORS: over %d origins refused; the others are not warned of (each refusal is still logged at INFO)",
+                MAX_WARNED_CORS_ORIGINS,
+            )
+            return
+        log.warning(
+            "CORS: refused a preflight from %s, which is not in RELAY_CORS_ORIGINS (%s); add it there if its pages "
+            "should call the gateway (warned once per origin)",
+            _shown(origin),
+            ", ".join(self.allow_origins),
+        )
+
+
+def _shown(value: str) -> str:
+    """A preflight's origin, method or header for an answer or a log line: quoted, cut, its control characters
+    escaped."""
+    cut = value if len(value) <= SHOWN_CORS_CHARACTERS else f"{value[:SHOWN_CORS_CHARACTERS]}…"
+    return f"'{printable(cut)}'"
 
 
 class _AsciiJSONResponse(JSONResponse):
@@ -1767,7 +1879,8 @@ def add_error_handlers(app: FastAPI) -> None:
             message = f"the body must be JSON: send Content-Type: application/json ({sent})"
             return JSONResponse({"error": message}, status_code=415)
         try:
-            return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+            errors = jsonable_encoder(exc.errors())
+            return _AsciiJSONResponse({"error": schema_refusal(errors), "detail": errors}, status_code=422)
         except ValueError:
             # The input echoed holds NaN or Infinity, which Python's parser reads (1e400 as Infinity) and JSON has
             # not: rendering it failed, and the answer was a 500.
@@ -1775,6 +1888,54 @@ def add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+# The most of a 422's problems its error names: a batch of 1,000 events with the same mistake has 1,000 of them
+SHOWN_SCHEMA_PROBLEMS = 5
+
+
+def schema_refusal(errors: Sequence[Mapping[str, Any]]) -> str:
+    """A 422's ``error``: where the body does not fit the schema and how, in words (``detail`` beside it names the
+    same by ``loc``, as FastAPI does). ``name`` where ``event`` is missing is one problem, not two: it is the spelling
+    of Pusher's API and of the library's Event, and FastAPI's "Field required" and "Extra inputs are not permitted"
+    did not say that the one goes in the other."""
+
+    def places(kind: str, key: str) -> set[tuple[Any, ...]]:
+        return {tuple(error["loc"][:-1]) for error in errors if error.get("type") == kind and _key(error) == key}
+
+    # Only where an event is wanted and missing: a batch's own {"name": …} beside "events" is no event's name
+    misnamed = places("extra_forbidden", "name") & places("missing", "event")
+    problems: list[str] = []
+    for error in errors:
+        loc, kind = tuple(error.get("loc", ())), error.get("type")
+        if kind == "missing" and _key(error) == "event" and loc[:-1] in misnamed:
+            continue  # said with the 'name' that holds it
+        if kind == "extra_forbidden" and loc[:-1] in misnamed and _key(error) == "name":
+            problems.append(f"{_place(loc[:-1])}: unknown key 'name': the event's name goes in 'event'")
+        elif kind == "extra_forbidden":
+            problems.append(f"{_place(loc[:-1])}: unknown key {shown_credential(str(_key(error)))}")
+        elif kind == "missing" and len(loc) > 1:
+            problems.append(f"{_place(loc[:-1])}: {shown_credential(str(_key(error)))} is required")
+        elif kind == "missing":
+            problems.append(f"{_place(loc)} is empty: send a JSON object")
+        else:  # pydantic's words, which describe the value without repeating it
+            problems.append(f"{_place(loc)}: {str(error.get('msg')).removeprefix('Value error, ')}")
+    shown = "; ".join(problems[:SHOWN_SCHEMA_PROBLEMS])
+    more = len(problems) - SHOWN_SCHEMA_PROBLEMS
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
+def _key(error: Mapping[str, Any]) -> object:
+    loc = error.get("loc", ())
+    return loc[-1] if loc else None
+
+
+def _place(loc: Sequence[object]) -> str:
+    """A ``loc`` as a caller writes it: ``events[1].channel``; ``the body`` for the body itself."""
+    text = ""
+    for part in loc[1:] if tuple(loc[:1]) == ("body",) else loc:  # the schema's own names: a key sent is not one
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "the body"
 
 
 def _missed_user_route(user_id: str, action: str) -> str:

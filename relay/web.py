@@ -29,6 +29,7 @@ from relay.errors import (
     ProviderError,
     RelayError,
     TransportError,
+    UnsupportedCapability,
     about_item,
 )
 from relay.models import User
@@ -232,6 +233,19 @@ def requested_channels(fields: Mapping[str, str]) -> list[str] | None:
     return names
 
 
+def _not_ably(client: Relay | AsyncRelay) -> UnsupportedCapability:
+    """The 501 of ``/ably/token`` asked for a token (no socket id: ably-js's request) when the provider is not Ably.
+    "socket_id is required" sent the caller looking for a field ably-js never sends. With a socket id the route
+    answers as ``/pusher/auth`` does, for an app that calls it with Pusher's fields."""
+    provider = client.adapter.name
+    return UnsupportedCapability(
+        provider,
+        "Ably tokens",
+        hint=f"/ably/token is the token route for Ably providers (ably-js's authUrl), and this router's provider is "
+        f"{provider}: pusher-js authorizes channels at /pusher/auth",
+    )
+
+
 def _required(fields: Mapping[str, str], name: str) -> str:
     value = fields.get(name)
     if not value:
@@ -357,6 +371,8 @@ def auth_router(
             if channels is not None:
                 body = await channels_token_body_async(client, rules, await user_of(request), channels)
             else:
+                if not fields.get("socket_id") and client.config.scheme != "ably":
+                    raise _not_ably(client)
                 socket_id, channel = channel_auth_request(client, fields)
                 body = await channel_auth_body_async(client, rules, await user_of(request), socket_id, channel)
         except RelayError as error:

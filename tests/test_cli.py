@@ -343,16 +343,22 @@ async def test_relay_serve_logs_the_gateway_s_warnings_with_their_level_and_logg
 
 
 @pytest.mark.parametrize("configured", [False, True], ids=["bare", "configured"])
-async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(configured: bool) -> None:
+async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(configured: bool, tmp_path: Path) -> None:
     """A gateway started without RELAY_API_TOKEN or JWT settings said nothing of it until the first request was
-    refused; it now logs the provider (secret hidden), the server API and how users are identified."""
+    refused; it now logs the provider (secret hidden), the server API, how users are identified, where their JWTs
+    are read (RELAY_JWT_COOKIE), the rules file and the CORS origins (none of which it logged: a page refused by its
+    browser for a forgotten RELAY_CORS_ORIGINS showed nothing in the log at start)."""
     port = free_port()
     env = {"RELAY_URL": "emulator://app-key:top-secret-1@127.0.0.1:6001/apps/1"}
+    rules = write(tmp_path, '[[channels]]\npattern = "private-user-{sub}"\n', "rules.toml")
     if configured:
         env |= {
             "RELAY_API_TOKEN": "token-of-the-backend",
             "RELAY_JWT_SECRET": "s" * 32,
             "RELAY_PUBLIC_URL": "https://rt.example.com/relay/",
+            "RELAY_JWT_COOKIE": "session",
+            "RELAY_RULES_FILE": str(rules),
+            "RELAY_CORS_ORIGINS": "http://LocalHost:3000,https://app.example.com",
         }
     served = await run_relay("serve", "--port", str(port), env=env)
     assert served.returncode is None, served.stderr
@@ -360,15 +366,22 @@ async def test_relay_serve_says_at_start_where_it_publishes_and_what_is_on(confi
     assert logged[0] == "INFO:     relay.gateway: provider: emulator://app-key:***@127.0.0.1:6001/apps/1"
     if configured:
         assert "server API (/v1/publish, /v1/channels, /v1/users): on" in logged[1]
-        assert logged[2] == "INFO:     relay.gateway: users: JWTs verified with RELAY_JWT_SECRET (HS256)"
-        assert logged[4] == (
-            "INFO:     relay.gateway: pages are given whole URLs under RELAY_PUBLIC_URL: https://rt.example.com/relay"
-        )
+        assert [line.removeprefix("INFO:     relay.gateway: ") for line in logged[2:]] == [
+            "users: JWTs verified with RELAY_JWT_SECRET (HS256)",
+            "JWTs read from: Authorization: Bearer, or the 'session' cookie (RELAY_JWT_COOKIE)",
+            f"channel rules: 1, from {rules} (RELAY_RULES_FILE)",
+            "CORS: pages of http://localhost:3000, https://app.example.com may call the gateway (RELAY_CORS_ORIGINS)",
+            "pages are given whole URLs under RELAY_PUBLIC_URL: https://rt.example.com/relay",
+        ]
     else:  # as docs/gateway.md shows it
         guide = (Path(__file__).parent.parent / "docs" / "gateway.md").read_text()
         shown = guide.split("rather than at the first refused request:\n\n```\n", 1)[1].split("```", 1)[0]
         assert logged == shown.splitlines()
         assert logged[1].endswith("off: set RELAY_API_TOKEN to publish through the gateway")
+        assert logged[-1].endswith(
+            "CORS: no origin allowed (no RELAY_CORS_ORIGINS): browsers refuse a page on another "
+            "origin than the gateway's; only same-origin pages (behind a proxy) can call it"
+        )
     for secret in ("top-secret-1", "token-of-the-backend", "s" * 32):
         assert secret not in served.stderr
 

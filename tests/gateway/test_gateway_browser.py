@@ -128,7 +128,7 @@ async def test_cors_allows_only_the_configured_origin(
         refused = await http.options("/v1/auth/channel", headers={"origin": "http://evil.example.test", **preflight})
         assert refused.status_code == 400
         assert "access-control-allow-origin" not in refused.headers
-        assert refused.text == "Disallowed CORS origin"
+        assert refused.json()["error"].startswith("CORS preflight refused: the origin 'http://evil.example.test'")
         simple = await http.get("/v1/client-config", headers={"origin": "http://evil.example.test"})
         assert "access-control-allow-origin" not in simple.headers
 

@@ -382,12 +382,19 @@ async def test_relay_serve_logs_each_refusal_with_its_reason_and_never_the_crede
         "POST /v1/auth/channel answered 401: the Authorization header is not 'Bearer <JWT>': it has no scheme: send "
         "'Bearer ' before the JWT",
         "POST /v1/publish answered 401: missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)",
-        "OPTIONS /v1/auth/channel answered 400 (Origin: http://elsewhere.test): Disallowed CORS origin",
+        "OPTIONS /v1/auth/channel answered 400 (Origin: http://elsewhere.test): CORS preflight refused: the origin "
+        "'http://elsewhere.test' is not allowed to call this gateway (to allow its pages, the gateway's operator adds "
+        "it to RELAY_CORS_ORIGINS)",
     ]
     refusals = [line for line in lines if "relay.gateway: " in line and " answered " in line]  # not the start's
     logged = [line.split("relay.gateway: ", 1)[1] for line in refusals]
     assert logged == expected, "\n".join(lines)
-    assert all(line.startswith("INFO:") for line in lines if "relay.gateway: " in line)
+    assert all(line.startswith("INFO:") for line in refusals)
+    # but for the one warning of a refused origin, which names the allowed ones (the answer does not)
+    assert [line for line in lines if "relay.gateway: " in line and not line.startswith("INFO:")] == [
+        "WARNING:  relay.gateway: CORS: refused a preflight from 'http://elsewhere.test', which is not in "
+        f"RELAY_CORS_ORIGINS ({site}); add it there if its pages should call the gateway (warned once per origin)"
+    ]
     output = "\n".join(lines)
     assert user_jwt not in output and user_jwt.split(".")[2] not in output
     assert wrong_token not in output and TOKEN not in output

@@ -445,7 +445,8 @@ async def test_a_forged_jwt_with_a_bad_exp_is_refused_for_its_signature(gateway:
     have been told."""
     forged = signed_jwt(b'{"sub":"alice","exp":"soon"}').rsplit(".", 1)[0] + "." + b64(b"\0" * 32)
     response = await channel_auth(gateway, forged)
-    assert (response.status_code, response.json()) == (401, {"error": "invalid JWT: Signature verification failed"})
+    assert response.status_code == 401
+    assert response.json()["error"].startswith("invalid JWT: Signature verification failed with RELAY_JWT_SECRET")
 
 
 # -- bodies FastAPI cannot parse -------------------------------------------------------------------------------------

@@ -206,7 +206,8 @@ async def test_a_jwt_without_a_kid_is_checked_with_the_only_key_of_a_jwks(
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     assert await auth_status(gateway, "private-user-alice", sign(other, "RS256")) == (
         401,
-        "invalid JWT: Signature verification failed",
+        "invalid JWT: Signature verification failed with the key of RELAY_JWKS_FILE with the JWT's kid: the token was "
+        "signed with another key, or altered",
     )
 
 

@@ -63,6 +63,7 @@ url = "http://hooks:{HOOK_PASSWORD}@127.0.0.1:9/pusher"   # nothing listens ther
     by_message = {record["msg"]: record for record in records}
     listening = by_message["emulator listening"]
     assert listening["port"] == relay.port and listening["apps"] == [APP.app_id] and listening["level"] == "info"
+    assert listening["logger"] == "relay.emulator"  # the server's, not relay.emulator.shutdown's
     refused = by_message["connection refused"]
     assert refused["code"] == 4001 and refused["path"] == "/app/wrong-key"
     assert any(r["msg"] == "HTTP API request" and r["status"] == 200 and r["level"] == "debug" for r in records)
