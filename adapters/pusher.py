@@ -6,7 +6,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -240,7 +240,7 @@ class PusherAdapter:
         event: str,
         payload: Payload,
         socket_id: str | None,
-        idempotency_key: str | None = None,  # Pusher's HTTP API has no idempotency: the client remembers the key
+        idempotency_key: str | None = None,
     ) -> Call[PublishResult]:
         self.check_publish_channels(channels)  # its data is encrypted for channels[0] alone
         body: dict[str, object] = {
@@ -250,8 +250,25 @@ class PusherAdapter:
         }
         if socket_id is not None:
             body["socket_id"] = socket_id
-        request = self._request("POST", "/events", body, idempotent=False)
+        request = self._keyed_request("/events", body, idempotency_key, channels)
         return Call(request, lambda response: self._published(response, tuple(channels)))
+
+    def _keyed_request(
+        self, path: str, body: object, idempotency_key: str | None, channels: Iterable[str]
+    ) -> HttpRequest:
+        """A publish to ``channels``: Pusher's HTTP API has no idempotency (the client remembers the key), but the
+        emulator dedupes a resend of an ``idempotency_key`` parameter for 2 minutes, from any process, as Ably does a
+        message id. Such a request is then safe to send again (the sender may retry it); hosted Pusher, soketi and
+        Reverb (pusher://) do not know the parameter. Nor is it sent for an encrypted channel: its data is encrypted
+        with a random nonce, so another process's resend differs, and the emulator would refuse it as another
+        publish under the key."""
+        if (
+            idempotency_key is None
+            or self._config.scheme != "emulator"
+            or any(classify(name) is ChannelKind.ENCRYPTED for name in channels)
+        ):
+            return self._request("POST", path, body, idempotent=False)
+        return self._request("POST", path, body, {"idempotency_key": idempotency_key}, idempotent=True)
 
     def _published(self, response: HttpResponse | None, channels: tuple[str, ...]) -> PublishResult:
         self._json(response)
@@ -272,7 +289,9 @@ class PusherAdapter:
             if event.socket_id is not None:
                 item["socket_id"] = event.socket_id
             batch.append(item)
-        request = self._request("POST", "/batch_events", {"batch": batch}, idempotent=False)
+        # Each part under its own key, numbered by its first event as the Ably adapter's message ids
+        part_key = None if idempotency_key is None else f"{idempotency_key}:{first}"
+        request = self._keyed_request("/batch_events", {"batch": batch}, part_key, (e.channel for e, _ in events))
         return Call(request, lambda response: self._published(response, tuple(e.channel for e, _ in events)))
 
     def _encrypt(self, channel: str, data: str) -> str:

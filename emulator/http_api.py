@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
 from relay.emulator.config import unprefixed
+from relay.emulator.idempotency import batch_identity, events_identity
 from relay.errors import (
     AuthenticationError,
     InvalidFrame,
@@ -28,6 +29,7 @@ from relay.protocol.channels import (
     validate_event_name,
 )
 from relay.protocol.frames import check_event_size, dumps, dumps_parsed, loads, utf8_length
+from relay.protocol.idempotency_keys import MAX_SENT_KEY_LENGTH, check_idempotency_key
 from relay.protocol.signing import unique_params, verify_rest_request
 from relay.protocol.socket_ids import validate_socket_id
 
@@ -218,17 +220,22 @@ class HttpApi:
                 "event parameters in the query string are not supported by the emulator: send name, channel(s) and "
                 "data as a JSON body, as the Pusher libraries do"
             )
+        key = params.get("idempotency_key")  # the one cost of idempotency to a publish without it
+        if key is not None:
+            check_idempotency_key(key, MAX_SENT_KEY_LENGTH)  # before the body: a malformed key is the answer
         request = _json_object(body)
         event = _checked_event(state, request)
         info_value = request.get("info")
         info = _info_fields(state, info_value) if info_value is not None else _NO_INFO
-        _publish(state, event)
-        if info:
-            channels = {name: _channel_info(state, name, info, where_allowed=True) for name in event.channels}
-            return json_response(200, {"channels": channels})
-        return PUBLISHED
+        if key is None:
+            return _published(state, event, info)
+        identity = events_identity(key, event.channels)
+        return state.published_keys.once(key, identity, body, lambda: _published(state, event, info))
 
-    def _batch_events(self, state: AppState, _: Sequence[str], __: Mapping[str, str], body: bytes) -> Response:
+    def _batch_events(self, state: AppState, _: Sequence[str], params: Mapping[str, str], body: bytes) -> Response:
+        key = params.get("idempotency_key")
+        if key is not None:
+            check_idempotency_key(key, MAX_SENT_KEY_LENGTH)
         batch = _json_object(body).get("batch")
         limit = state.app.limits.max_batch_events
         if not isinstance(batch, list) or not batch:
@@ -247,19 +254,9 @@ class HttpApi:
                 infos.append(_info_fields(state, item.get("info")))
             except RelayError as exc:
                 raise type(exc)(f"batch[{index}]: {exc.message}") from None
-        for event in events:
-            _publish(state, event)
-        if any(infos):
-            return json_response(
-                200,
-                {
-                    "batch": [
-                        _channel_info(state, e.channels[0], i, where_allowed=True) if i else {}
-                        for e, i in zip(events, infos, strict=True)
-                    ]
-                },
-            )
-        return json_response(200, {})
+        if key is None:
+            return _batch_published(state, events, infos)
+        return state.published_keys.once(key, batch_identity(key), body, lambda: _batch_published(state, events, infos))
 
     def _channels(self, state: AppState, _: Sequence[str], params: Mapping[str, str], __: bytes) -> Response:
         prefix = params.get("filter_by_prefix", "")
@@ -372,6 +369,31 @@ def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
 def _publish(state: AppState, event: _Event) -> None:
     for channel in event.channels:
         state.publish(channel, event.name, event.data, event.socket_id)
+
+
+def _published(state: AppState, event: _Event, info: frozenset[str]) -> Response:
+    """``event`` published, and the answer: the channels' ``info`` attributes, if asked."""
+    _publish(state, event)
+    if info:
+        channels = {name: _channel_info(state, name, info, where_allowed=True) for name in event.channels}
+        return json_response(200, {"channels": channels})
+    return PUBLISHED
+
+
+def _batch_published(state: AppState, events: Sequence[_Event], infos: Sequence[frozenset[str]]) -> Response:
+    for event in events:
+        _publish(state, event)
+    if any(infos):
+        return json_response(
+            200,
+            {
+                "batch": [
+                    _channel_info(state, e.channels[0], i, where_allowed=True) if i else {}
+                    for e, i in zip(events, infos, strict=True)
+                ]
+            },
+        )
+    return json_response(200, {})
 
 
 def _info_fields(state: AppState, value: object, allowed: frozenset[str] = _COUNTS) -> frozenset[str]:

@@ -13,9 +13,10 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.emulator.config import App
+from relay.emulator.idempotency import PublishedKeys
 from relay.emulator.usage import AppMeter, local_reach, message_size, recipients
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import deflated, encode_text
@@ -24,6 +25,9 @@ from relay.protocol.ably import is_metachannel
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, classify, is_cache_channel
 from relay.protocol.codes import ErrorCode
 from relay.protocol.members import Member
+
+if TYPE_CHECKING:
+    from relay.emulator.http_api import Response
 
 SUBSCRIPTION_COUNT_BURST = 100
 SUBSCRIPTION_COUNT_INTERVAL = 5.0
@@ -282,6 +286,8 @@ class AppState:
         self.cache_missed_at: dict[str, float] = {}
         self.cache_missed_prune_at = 1024
         self.meter = AppMeter(app.app_id)  # usage and metrics; the node gives each app one that also sees webhooks
+        # The answers to the HTTP API's publishes with an idempotency_key, replayed to their resends (this node's)
+        self.published_keys: PublishedKeys[Response] = PublishedKeys(clock)
         self.client_frame_limit = frames.client_frame_limit(app.limits)
 
     # -- connections ------------------------------------------------------------------------------------------

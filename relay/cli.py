@@ -612,7 +612,7 @@ def _publish_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     parser.add_argument(
         "--idempotency-key",
         help="Ably delivers a publish with this key once in 2 minutes, so a script may run it again after a failure "
-        "(Pusher has no such thing: each run sends)",
+        "(so does the emulator, with an emulator:// URL; Pusher has no such thing: each run sends)",
     )
     parser.add_argument("--url", help="the provider URL (default: RELAY_URL, or the conventional variables)")
     parser.set_defaults(run=_run_publish)

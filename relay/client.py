@@ -38,13 +38,13 @@ from relay.idempotency import (
     AsyncPublishedKeys,
     Delivered,
     PublishedKeys,
-    check_idempotency_key,
     fingerprint,
 )
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 from relay.protocol.channels import validate_event_name
 from relay.protocol.frames import refuse_lone_surrogates
+from relay.protocol.idempotency_keys import check_idempotency_key
 from relay.senders import (
     DEFAULT_RETRY,
     AsyncSender,

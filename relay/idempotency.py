@@ -1,9 +1,11 @@
-"""Idempotency keys of publishes: the rule a key follows, and what a client remembers of the keys it published.
+"""Idempotency keys of publishes: what a client remembers of the keys it published (the rule a key follows is
+:mod:`relay.protocol.idempotency_keys`).
 
 A publish given a key is sent once per key: a repeat within :data:`IDEMPOTENCY_WINDOW_SECONDS` (a route handler that
 timed out and resends) gets the first publish's result, marked ``replayed``, without reaching the provider. Ably also
 dedupes server-side, by the message ids the Ably adapter makes of the key, so two processes sending one key deliver
-once there; Pusher's HTTP API has no such thing, and this memory is one client's (one process's).
+once there, and so does the emulator for ``emulator://`` URLs (the Pusher adapter sends it the key); Pusher's HTTP API
+has no such thing, and this memory is one client's (one process's).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -19,13 +20,10 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
-from relay.errors import ClientClosed, IdempotencyKeyReused, InvalidIdempotencyKey, RelayError
+from relay.errors import ClientClosed, IdempotencyKeyReused, RelayError
 from relay.models import PublishResult
+from relay.protocol.idempotency_keys import IDEMPOTENCY_WINDOW_SECONDS, key_reused
 
-# Ably de-duplicates a message id for 2 minutes (ably-and-pricing.md, "Idempotent publishing"); the client's own
-# memory keeps a key as long, so every provider answers a resend alike.
-IDEMPOTENCY_WINDOW_SECONDS = 120.0
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
 # Answered keys one client remembers at most, the oldest forgotten first past it (a resend that late would be sent
 # again; a publish still in flight is not counted, nor forgotten). Each holds its key, a digest of its request and its
 # result (the channels and message ids: a few hundred bytes for a publish to one channel, so about 5 MB for 10,000; a
@@ -35,12 +33,6 @@ MAX_REMEMBERED_KEYS = 10_000
 # result lists one of each per event (a 1,000-event batch on Ably, about 160 KB), so 10,000 keys of batches held
 # gigabytes. About 30 MB: 10,000 publishes to a few channels, or the latest 100 batches of 1,000 events on Ably.
 MAX_REMEMBERED_ITEMS = 200_000
-# Printable ASCII but the space: UUIDs, ULIDs and base64url fit, and the key goes into an HTTP header and Ably's ids
-_KEY_CHARACTERS = re.compile(r"[!-~]+")
-KEY_RULE = (
-    f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters without spaces "
-    "(a UUID or a ULID fits)"
-)
 
 W = TypeVar("W")  # what a repeat waits on while the first attempt is in flight (the clients': Outcome)
 # What each provider of a mirror delivered in an attempt that failed on another (MirrorError.results), by its label
@@ -50,20 +42,6 @@ NOTHING_DELIVERED: Delivered = {}
 # AsyncRelay serves several event loops (successive or concurrent ``asyncio.run()``), a resend awaiting in another
 # loop than the first's.
 Outcome = concurrent.futures.Future[None]
-
-
-def check_idempotency_key(key: object) -> str:
-    """``key`` if it follows :data:`KEY_RULE`, else an InvalidIdempotencyKey (400) saying which part it breaks."""
-    if not isinstance(key, str):
-        raise InvalidIdempotencyKey(f"{KEY_RULE}: got {type(key).__name__}, not a str")
-    if not key:
-        raise InvalidIdempotencyKey(f"{KEY_RULE}: got an empty one")
-    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidIdempotencyKey(f"{KEY_RULE}: got {len(key)} characters")
-    if not _KEY_CHARACTERS.fullmatch(key):
-        bad = next(character for character in key if not _KEY_CHARACTERS.fullmatch(character))
-        raise InvalidIdempotencyKey(f"{KEY_RULE}: got one holding {bad!r}")
-    return key
 
 
 def fingerprint(request: Hashable) -> bytes:
@@ -129,11 +107,7 @@ class IdempotencyMemory(Generic[W]):
                 attempt = self._in_flight[key] = Attempt(request, self._new_waiter(), delivered)
                 return attempt, True
             if attempt.request != request:
-                raise IdempotencyKeyReused(
-                    f"the idempotency key {key!r} was used for another publish in the last "
-                    f"{self._window:g} seconds: a resend must repeat the same channels, event, data and socket_id; "
-                    "give a new publish a new key"
-                )
+                raise IdempotencyKeyReused(key_reused(key, "channels, event, data and socket_id", self._window))
             return attempt, False
 
     def settle(

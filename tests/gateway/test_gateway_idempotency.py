@@ -140,3 +140,39 @@ async def test_the_preflight_allows_the_idempotency_key_header(
     assert first.status_code == 200, first.text
     assert replayed.headers["idempotency-replayed"] == "true"
     assert replayed.headers["access-control-expose-headers"].lower() == "idempotency-replayed"
+
+
+async def test_two_gateway_replicas_sent_one_key_deliver_once(
+    emulator: RunningEmulator, start_gateway: StartGateway
+) -> None:
+    """Each replica's client remembers its own keys; the emulator (an emulator:// URL) dedupes across them, as Ably
+    does. A load balancer's retry landing on the other replica is not delivered again."""
+    watcher = await ws_client(emulator.ws_url())
+    await watcher.subscribe("orders", emulator.app)
+    settings = GatewaySettings(relay_url=emulator_url(emulator), api_token=TOKEN)
+    replicas = [await start_gateway(settings), await start_gateway(settings)]
+    publish = {"channel": "orders", "event": "created", "data": {"id": 1}}
+    batch = {"events": [{"channel": "orders", "event": "paid", "data": {"id": 1}}]}
+    answers = []
+    for replica in replicas:
+        async with httpx.AsyncClient(base_url=replica.url, headers=AUTH) as http:
+            answers += [
+                await http.post("/v1/publish", json=publish, headers={"Idempotency-Key": KEY}),
+                await http.post("/v1/publish/batch", json=batch, headers={"Idempotency-Key": f"{KEY}-batch"}),
+            ]
+    assert [answer.status_code for answer in answers] == [200] * 4, [answer.text for answer in answers]
+    assert answers[2].content == answers[0].content and answers[3].content == answers[1].content
+    # The key for other data at the other replica: the emulator's refusal, passed on, and nothing delivered
+    other_key = {"Idempotency-Key": f"{KEY}-other"}
+    async with httpx.AsyncClient(base_url=replicas[1].url, headers=AUTH) as http:
+        other = await http.post("/v1/publish", json={**publish, "data": {"id": 2}}, headers=other_key)
+    async with httpx.AsyncClient(base_url=replicas[0].url, headers=AUTH) as http:
+        reused = await http.post("/v1/publish", json={**publish, "data": {"id": 3}}, headers=other_key)
+        assert await delivered(watcher, http, "orders") == ["created", "paid", "created"]
+    assert (other.status_code, reused.status_code) == (200, 422), reused.text
+    reuse = (
+        f"the idempotency key '{KEY}-other' was used for another publish in the last 120 seconds: a resend must repeat "
+        "the same channels, event, data and socket_id; give a new publish a new key"
+    )
+    assert reused.json() == {"error": f"the Relay emulator answered 422: {reuse}"}
+    await watcher.close()

@@ -43,8 +43,8 @@ export async function publish(
     throw new RelayPublishError(502, `could not reach the gateway at ${gateway}: ${(error as Error).message}`);
   }
   // A refusal is thrown: 401, a wrong RELAY_API_TOKEN; 400/413/422, the event (the error names the field). A 502
-  // with outcome_unknown may have been delivered: send it again only with the same idempotencyKey (on Ably it is then
-  // not delivered twice; Pusher has no idempotency, and may deliver it twice).
+  // with outcome_unknown may have been delivered: send it again only with the same idempotencyKey (on Ably and the
+  // Relay emulator it is then not delivered twice; hosted Pusher has no idempotency, and may deliver it twice).
   return (await answerOf(response)) as PublishResult;
 }
 

@@ -1,0 +1,205 @@
+"""Server-side idempotent publishing in the emulator: the ``idempotency_key`` parameter the Pusher adapter sends to
+``emulator://`` URLs, so that a resend from another process (another serverless invocation, another ``relay serve``
+replica) is not delivered twice, as Ably dedupes its message ids. Real emulators, real clients, real subscribers;
+each client has its own memory of its keys, as two processes have, and one publish comes from a separate process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+from libsupport import MakeRelay, Subscribe, Subscriber, Twin
+
+from relay import Event
+from relay.emulator.idempotency import PublishedKeys
+from relay.errors import IdempotencyKeyReused, ProtocolError
+from relay.protocol.signing import sign_rest_request
+from tests.cli_support import run_relay
+from tests.conftest import RunningEmulator, emulator_url
+
+KEY = "0b6f2d4e-5a1c-4e8f-9d3b-7c2a1e0f4b6d"
+REUSED = (
+    f"the idempotency key {KEY!r} was used for another publish in the last 120 seconds: a resend must repeat the "
+    "same channels, event, data and socket_id; give a new publish a new key"
+)
+SENT_RULE = "an idempotency key is 1 to 221 printable ASCII characters without spaces (a UUID or a ULID fits)"
+
+
+async def subscribed(subscriber: Subscribe, running: RunningEmulator, channel: str) -> Subscriber:
+    watcher = await subscriber(running)
+    await watcher.subscribe(channel)
+    return watcher
+
+
+async def delivered(watcher: Subscriber, twin: Twin, channel: str) -> list[str]:
+    """The events ``watcher`` got on ``channel`` until a sentinel published after them, each as often as it came."""
+    await twin.publish(channel, "sentinel", "end")
+    names = []
+    while (frame := await watcher.recv())["event"] != "sentinel":
+        if frame.get("channel") == channel and not frame["event"].startswith("pusher"):
+            names.append(frame["event"])
+    return names
+
+
+def keys_sent(twin: Twin) -> list[str | None]:
+    return [sent.url.params.get("idempotency_key") for sent in twin.requests if sent.method == "POST"]
+
+
+def signed_publish(running: RunningEmulator, path: str, body: bytes, key: str | None) -> httpx.Request:
+    """A publish signed as the Pusher libraries sign one, ``idempotency_key`` among the signed parameters."""
+    app = running.app
+    full_path = f"/apps/{app.app_id}{path}"
+    params = None if key is None else {"idempotency_key": key}
+    query = sign_rest_request(
+        app.key, app.secret, "POST", full_path, timestamp=int(time.time()), body=body, params=params
+    )
+    return httpx.Request("POST", f"{running.http_url}{full_path}", params=query, content=body)
+
+
+# -- two clients, one emulator ------------------------------------------------------------------------------------
+
+
+async def test_a_resend_from_another_process_is_delivered_once(
+    make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    watcher = await subscribed(subscriber, emulator, "orders")
+    one = make_relay(emulator_url(emulator))
+    assert not (await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)).replayed
+    # `relay publish` in a process of its own: its client has never seen the key
+    other = await run_relay(
+        "publish", "orders", "created", '{"id": 1}', "--idempotency-key", KEY, env={"RELAY_URL": emulator_url(emulator)}
+    )
+    assert (other.returncode, other.stderr) == (0, "")
+    again = make_relay(emulator_url(emulator))
+    assert not (await again.publish("orders", "created", {"id": 1}, idempotency_key=KEY)).replayed
+    assert keys_sent(one) == keys_sent(again) == [KEY]
+    assert await delivered(watcher, one, "orders") == ["created"]
+    assert emulator.node.states["1"].meter.publishes == 2  # the first and the sentinel: the resends were not metered
+
+
+async def test_a_batch_split_into_parts_resent_by_another_client_is_delivered_once(
+    make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    watcher = await subscribed(subscriber, emulator, "orders")
+    events = [Event("orders", f"e{index}", {"n": index}) for index in range(25)]
+    one, other = make_relay(emulator_url(emulator)), make_relay(emulator_url(emulator))
+    for relay in (one, other):
+        result = await relay.publish_batch(events, idempotency_key=KEY)
+        assert result.channels == ("orders",) * 25 and not result.replayed
+        # Three calls of 10, 10 and 5 events, each part under the key and the index of its first event
+        assert keys_sent(relay) == [f"{KEY}:0", f"{KEY}:10", f"{KEY}:20"]
+    assert await delivered(watcher, one, "orders") == [f"e{index}" for index in range(25)]
+
+
+async def test_the_key_reused_for_other_data_by_another_client_is_refused_and_not_delivered(
+    make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    watcher = await subscribed(subscriber, emulator, "orders")
+    one, other = make_relay(emulator_url(emulator)), make_relay(emulator_url(emulator))
+    await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
+    with pytest.raises(ProtocolError) as refused:
+        await other.publish("orders", "created", {"id": 2}, idempotency_key=KEY)
+    # The provider's 422, as the library maps any (not the client's own IdempotencyKeyReused, which sent nothing)
+    assert type(refused.value) is ProtocolError and refused.value.http_status == 422
+    assert refused.value.message == f"the Relay emulator answered 422: {REUSED}"
+    assert await delivered(watcher, one, "orders") == ["created"]
+
+
+async def test_publishes_without_a_key_are_each_delivered(
+    make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    watcher = await subscribed(subscriber, emulator, "orders")
+    one, other = make_relay(emulator_url(emulator)), make_relay(emulator_url(emulator))
+    for relay in (one, other):
+        for _ in range(2):
+            await relay.publish("orders", "plain", "x")
+        assert keys_sent(relay) == [None, None]
+    assert await delivered(watcher, one, "orders") == ["plain"] * 4
+
+
+async def test_an_encrypted_channel_publish_is_sent_without_the_key(
+    make_relay: MakeRelay, emulator: RunningEmulator
+) -> None:
+    """Its data is encrypted with a random nonce, so another process's resend is another body, which the emulator
+    would refuse: it is deduped by the client's memory alone."""
+    master = "vM5PNSQnLuQNnTaXGXJwyC9zJ3bZNd4Rtd4vqs1sU8s="
+    url = emulator_url(emulator, query=f"encryption_master_key={master}")
+    one, other = make_relay(url), make_relay(url)
+    for relay in (one, other):
+        await relay.publish("private-encrypted-orders", "created", "x", idempotency_key=KEY)
+        await relay.publish_batch([Event("private-encrypted-orders", "created", "x")], idempotency_key=KEY + "b")
+        assert keys_sent(relay) == [None, None]
+
+
+# -- the HTTP API -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "got"),
+    [
+        ("", "got an empty one"),
+        ("a b", "got one holding ' '"),
+        ("k" * 222, "got 222 characters"),
+        ("é", "got one holding 'é'"),
+    ],
+)
+async def test_a_malformed_key_is_a_400_naming_the_rule_and_the_emulator_serves_on(
+    emulator: RunningEmulator, subscriber: Subscribe, key: str, got: str
+) -> None:
+    watcher = await subscribed(subscriber, emulator, "orders")
+    events = b'{"name":"refused","channels":["orders"],"data":"x"}'
+    batch = b'{"batch":[{"name":"refused","channel":"orders","data":"x"}]}'
+    async with httpx.AsyncClient() as http:
+        for path, body in (("/events", events), ("/batch_events", batch)):
+            answer = await http.send(signed_publish(emulator, path, body, key))
+            assert (answer.status_code, answer.json()) == (400, {"error": f"{SENT_RULE}: {got}"})
+        # The longest key the library sends (200 characters, ':' and a 20-digit index) is taken
+        longest = "k" * 200 + ":" + "9" * 20
+        ok = await http.send(signed_publish(emulator, "/events", events.replace(b"refused", b"served"), longest))
+        assert (ok.status_code, ok.json()) == (200, {})
+    assert (await watcher.expect("served", "orders"))["event"] == "served"
+
+
+async def test_a_raw_resend_is_answered_as_the_first_and_a_refused_publish_is_not_remembered(
+    emulator: RunningEmulator, subscriber: Subscribe
+) -> None:
+    watcher = await subscribed(subscriber, emulator, "orders")
+    body = b'{"name":"created","channels":["orders","audit"],"data":"x","info":"user_count"}'
+    async with httpx.AsyncClient() as http:
+        # Refused (user_count of a non-presence channel is skipped, but an unknown attribute is not): not remembered
+        bad = await http.send(signed_publish(emulator, "/events", body.replace(b"user_count", b"nope"), KEY))
+        assert bad.status_code == 400
+        first = await http.send(signed_publish(emulator, "/events", body, KEY))
+        again = await http.send(signed_publish(emulator, "/events", body, KEY))  # another auth_timestamp, maybe
+        # The same key to other channels is another publish (Ably dedupes per channel)
+        elsewhere = await http.send(signed_publish(emulator, "/events", body.replace(b',"audit"', b""), KEY))
+        other = await http.send(signed_publish(emulator, "/events", body.replace(b'"x"', b'"y"'), KEY))
+    assert (first.status_code, again.status_code, elsewhere.status_code) == (200, 200, 200)
+    assert again.content == first.content == b'{"channels":{"orders":{},"audit":{}}}'
+    assert (other.status_code, other.json()) == (422, {"error": REUSED})
+    assert (await watcher.expect("created", "orders"))["data"] == "x"  # the first publish
+    assert (await watcher.expect("created", "orders"))["data"] == "x"  # the one to orders alone
+    with pytest.raises(TimeoutError):
+        await watcher.recv(wait=0.3)
+
+
+# -- the memory's rules (a clock of the test's) -------------------------------------------------------------------
+
+
+def test_a_key_is_remembered_for_the_window_and_the_oldest_go_past_the_bound() -> None:
+    now = [0.0]
+    clock: Callable[[], float] = lambda: now[0]  # noqa: E731
+    keys: PublishedKeys[str] = PublishedKeys(clock, capacity=2)
+    answers = iter(["a1", "b1", "c1", "a2", "c2"])
+    assert keys.once("a", b"a", b"body", lambda: next(answers)) == "a1"
+    now[0] = 119.9
+    assert keys.once("a", b"a", b"body", lambda: next(answers)) == "a1"  # within 120 s: the first answer
+    with pytest.raises(IdempotencyKeyReused):
+        keys.once("a", b"a", b"other", lambda: next(answers))
+    assert keys.once("b", b"b", b"body", lambda: next(answers)) == "b1"
+    assert keys.once("c", b"c", b"body", lambda: next(answers)) == "c1"  # a third: the oldest, a, is forgotten
+    assert keys.once("a", b"a", b"body", lambda: next(answers)) == "a2"
+    now[0] = 119.9 + 120
+    assert keys.once("c", b"c", b"body", lambda: next(answers)) == "c2"  # 120 s on: forgotten
