@@ -171,7 +171,10 @@ def _require_redis(setting: str) -> None:
     try:
         import redis  # noqa: F401
     except ImportError:
-        raise ConfigError(f"{setting} needs the redis package: pip install 'relay-realtime[redis]'") from None
+        raise ConfigError(
+            f"{setting} needs the redis package: pip install 'relay-realtime[redis]' "
+            "(in a checkout: pip install -e '.[redis]')"
+        ) from None
 
 
 def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:

@@ -274,7 +274,8 @@ async def test_redis_without_the_redis_extra_is_a_configuration_error(
     else:
         flags = [*flags, "--redis-url", "redis://127.0.0.1:6379/0"]
     outcome = await run_relay("emulator", "--port", "0", *flags, env=not_installed(tmp_path, "redis"))
-    assert_refused(outcome, f"{named} needs the redis package: pip install 'relay-realtime[redis]'")
+    checkout = "(in a checkout: pip install -e '.[redis]')"
+    assert_refused(outcome, f"{named} needs the redis package: pip install 'relay-realtime[redis]' {checkout}")
 
 
 def test_an_import_error_inside_the_server_is_not_taken_for_a_missing_uvloop() -> None:
@@ -295,7 +296,8 @@ async def test_cost_plot_without_matplotlib_prints_nothing_but_the_error(tmp_pat
         "cost", "--connections", "500", "--publishes-per-day", "20000", "--plot", str(plot),
         env=not_installed(tmp_path, "matplotlib"),
     )  # fmt: skip
-    assert_refused(outcome, "--plot needs matplotlib: pip install 'relay-realtime[plot]'")
+    checkout = "(in a checkout: pip install -e '.[plot]')"
+    assert_refused(outcome, f"--plot needs matplotlib: pip install 'relay-realtime[plot]' {checkout}")
     assert outcome.stdout == ""
     assert not plot.exists()
 

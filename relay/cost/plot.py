@@ -154,7 +154,9 @@ def check_plot(workload: Workload, path: Path) -> str:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ConfigError("--plot needs matplotlib: pip install 'relay-realtime[plot]'") from exc
+        raise ConfigError(
+            "--plot needs matplotlib: pip install 'relay-realtime[plot]' (in a checkout: pip install -e '.[plot]')"
+        ) from exc
     return fmt
 
 

@@ -212,6 +212,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _csv_number(value: Any) -> Any:
+    """A unit's count as the table shows it: a whole one without ``.0`` (``connections=20``)."""
+    cleaned = _clean(value)
+    return int(cleaned) if isinstance(cleaned, float) and cleaned.is_integer() else cleaned
+
+
 def _workload_dict(w: Workload) -> dict[str, Any]:
     return {f.name: _clean(getattr(w, f.name)) for f in fields(w)}
 
@@ -328,7 +334,7 @@ def to_csv(estimate: Estimate) -> str:
                 "" if result.nodes is None else result.nodes,
                 result.limit,
                 "" if result.headroom is None else f"{result.headroom * 100:.1f}",
-                "; ".join(f"{name}={_clean(value)}" for name, value in result.units),
+                "; ".join(f"{name}={_csv_number(value)}" for name, value in result.units),
                 result.confidence,
                 result.as_of,
                 " | ".join((*estimate.assumptions, *result.assumptions)),

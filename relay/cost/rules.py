@@ -543,7 +543,7 @@ _RULES: dict[str, Callable[[Workload, Provider, Plan, Prices], PlanFit]] = {
 
 _RULE_TEXT = {
     "P_COUNT": "messages/day = P·(1+S) + CE·(1+Sce) + Pr·Ps + W + Q, checked on the busiest UTC day; hard caps",
-    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E)) + W + Pr·(1+Ps) + H; "
+    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E) + EP·E) + W + Pr·(1+Ps) + H; "
     "plus connection- and channel-minutes",
     "A_MAU25": "base + $/MAU; messages and connection-minutes beyond fair use at resource-based rates",
     "A_MAU26": "priced per monthly active user; package prices unknown",
