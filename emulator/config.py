@@ -224,6 +224,18 @@ class KeyPair:
         return f"KeyPair(key={self.key!r}, secret='***')"
 
 
+def _check_limits(limits: Limits) -> None:
+    for limit in fields(Limits):
+        _whole(limit.name, getattr(limits, limit.name), 1)
+
+
+def _limits(table: Mapping[str, Any]) -> Limits:
+    """The limits of an [apps.limits] table (whose keys were checked), each value checked."""
+    limits = replace(DEFAULT_LIMITS, **table)
+    _check_limits(limits)
+    return limits
+
+
 @dataclass(frozen=True, slots=True)
 class App:
     app_id: str
@@ -280,8 +292,7 @@ class App:
         _seconds("pong_timeout", self.pong_timeout, zero=False)
         _optional(_seconds, "user_authentication_timeout", self.user_authentication_timeout, zero=False)
         _seconds("cache_ttl", self.cache_ttl, zero=False)
-        for limit in fields(Limits):
-            _whole(limit.name, getattr(self.limits, limit.name), 1)
+        _check_limits(self.limits)
         for i, webhook in enumerate(self.webhooks):
             if webhook in self.webhooks[:i]:
                 raise InvalidSetting(
@@ -569,6 +580,21 @@ _SERVER_FIELDS = {
 }
 
 
+# The [server] settings that name a file.
+_PATH_SETTINGS = ("tls_cert", "tls_key", "usage_file")
+
+
+def _beside(config_file: Path, server: Mapping[str, Any]) -> dict[str, Any]:
+    """``server`` with its relative file paths made absolute against the config file's folder, where they were written
+    beside it: a service's working directory (/ under systemd) is no place to look for them. The command line's
+    paths, typed in a shell, stay relative to the working directory."""
+    folder = config_file.absolute().parent
+    return {
+        name: str(folder / value) if name in _PATH_SETTINGS and isinstance(value, str) and value else value
+        for name, value in server.items()
+    }
+
+
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -650,7 +676,7 @@ def _app(table: Mapping[str, Any], where: str) -> App:
             f'{where}: ably_persist_last_message must be an array of channel names and namespaces, like ["orders"]'
         )
     values["ably_persist_last_message"] = tuple(rules)
-    limits = replace(Limits(), **limits_table)
+    limits: Limits = _built(f"{where}.limits", _limits, limits_table)  # named as [apps.webhooks] errors are
     app: App = _built(where, App, **values, limits=limits, webhooks=webhooks, extra_keys=extra_keys)
     return app
 
@@ -713,6 +739,7 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     if not isinstance(server, Mapping):
         raise ConfigError(f"{path}: server must be a table ([server]), got {_toml_kind(server)}")
     _check_keys(server, _SERVER_FIELDS, f"{path} [server]")
+    server = _beside(path, server)
     if "apps" not in document:
         apps = defaults.apps
     else:

@@ -553,7 +553,7 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "PUSHER_SECRET, PUSHER_CLUSTER or PUSHER_HOST; ABLY_API_KEY, as relay publish), RELAY_API_TOKEN, "
         "RELAY_JWT_SECRET or RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE, RELAY_JWT_AUDIENCE, RELAY_JWT_ISSUER, "
         "RELAY_JWT_LEEWAY, RELAY_JWT_COOKIE, RELAY_RULES_FILE, RELAY_CORS_ORIGINS, RELAY_PUBLIC_URL, "
-        "RELAY_PROVIDER_TIMEOUT, RELAY_PROVIDER_ATTEMPTS and RELAY_WEBHOOK_FORWARD_URL. "
+        "RELAY_PUBLIC_WS_URL, RELAY_PROVIDER_TIMEOUT, RELAY_PROVIDER_ATTEMPTS and RELAY_WEBHOOK_FORWARD_URL. "
         "OpenAPI docs at /docs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -764,9 +764,12 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
     if config.usage_file is not None:
         from relay.emulator.usage_file import usage_file_problem
 
-        problem = usage_file_problem(Path(config.usage_file))
+        # Absolute from here on, as it is at start: the errors and the "usage written" log line name the file itself.
+        usage_file = Path(config.usage_file).absolute()
+        config = replace(config, usage_file=str(usage_file))
+        problem = usage_file_problem(usage_file)
         if problem is not None:  # found now rather than at shutdown, with the run's usage lost
-            raise ConfigError(f"usage file {config.usage_file} cannot be written: {problem}")
+            raise ConfigError(f"usage file {usage_file} cannot be written: {problem}")
     elif args.usage_checkpoint is not None:
         raise ConfigError("--usage-checkpoint needs --usage-file (or usage_file in the config's [server])")
     for path in (config.tls_cert, config.tls_key):
@@ -846,7 +849,14 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
         console = f"{http}://{in_url}:{port}/console"
     else:  # the console's own rule: off the loopback only with a token
         console = "off (not bound to a loopback address: start with --console-token to open it)"
-    lines = [f"Relay emulator listening on {listening}", f"Console:     {console}", ""]
+    lines = [f"Relay emulator listening on {listening}", f"Console:     {console}"]
+    if reachable_host(config.host) != config.host:  # every address (0.0.0.0, ::): the settings name the loopback's
+        lines.append(
+            f"Elsewhere:   bound to every address ({config.host}); the settings here use {in_url}, which reaches it "
+            f"from this machine alone: from another machine or a container, use this machine's address or host name "
+            f"in place of {in_url}"
+        )
+    lines.append("")
     for app in config.apps:
         secret = app.secret if show_secrets else "***"
         lines += [
@@ -879,7 +889,10 @@ def _python_sdk_note(app_id: str) -> str:
     # pusher-http-python raises "ValueError: Invalid app id" for an id that is not ASCII digits; the others take any.
     if app_id.isascii() and app_id.isdigit():
         return ""
-    return " (pusher-http-python takes only a numeric app_id: use RELAY_URL there)"
+    return (
+        ' (pusher-http-python takes only a numeric app_id: give the app one, as --app-id 1 or app_id = "1" in the '
+        "config; the Relay library's RELAY_URL takes any)"
+    )
 
 
 def _relay_url(app: App, host: str, port: int, tls: bool, prefix: str, show_secrets: bool) -> str:

@@ -53,8 +53,11 @@ from relay.config import (
     is_hosted_pusher,
     is_http_url,
     is_origin,
+    is_url,
     trimmed_environment,
+    url_host,
 )
+from relay.emulator.config import is_loopback
 from relay.errors import (
     AuthenticationError,
     ConfigError,
@@ -183,6 +186,9 @@ class GatewaySettings:
     webhook_forward_url: str | None = None
     jwt_leeway: float = DEFAULT_JWT_LEEWAY_S
     public_url: str | None = None
+    # Where browsers open their WebSocket (RELAY_PUBLIC_WS_URL) when it is not the provider's address in relay_url:
+    # the gateway reaches an emulator at 127.0.0.1, the browsers through nginx at wss://relay.example.com
+    public_ws_url: str | None = None
     # How long the gateway waits for the provider, and how often it tries: a serverless route handler calling it
     # may have 10 s in all, where the library's default waits up to 3 attempts of 10 s each
     provider_retry: RetryPolicy = DEFAULT_RETRY
@@ -193,6 +199,11 @@ class GatewaySettings:
             object.__setattr__(self, "jwt_public_key", certificate_public_key(self.jwt_public_key))
         if self.public_url is not None:
             object.__setattr__(self, "public_url", public_base_url(self.public_url))
+        if self.public_ws_url is not None:
+            _, (primary, *_) = parse_configuration(self.relay_url)
+            socket = browser_socket(self.public_ws_url)
+            _refuse_browser_socket_for(primary, socket)
+            object.__setattr__(self, "public_ws_url", self.public_ws_url.rstrip("/"))
         leeway = self.jwt_leeway
         if isinstance(leeway, bool) or not isinstance(leeway, int | float) or not 0 <= leeway <= MAX_JWT_LEEWAY_S:
             raise ConfigError(
@@ -266,6 +277,8 @@ class GatewaySettings:
         ]
         if self.public_url is not None:
             lines.append(f"pages are given whole URLs under RELAY_PUBLIC_URL: {self.public_url}")
+        if self.public_ws_url is not None:
+            lines.append(f"pages open their WebSocket at RELAY_PUBLIC_WS_URL: {self.public_ws_url}")
         return lines
 
     @classmethod
@@ -289,6 +302,7 @@ class GatewaySettings:
             webhook_forward_url=env.get("RELAY_WEBHOOK_FORWARD_URL") or None,
             jwt_leeway=_seconds(env.get("RELAY_JWT_LEEWAY"), "RELAY_JWT_LEEWAY", DEFAULT_JWT_LEEWAY_S),
             public_url=env.get("RELAY_PUBLIC_URL") or None,
+            public_ws_url=env.get("RELAY_PUBLIC_WS_URL") or None,
             provider_retry=_provider_retry(env),
         )
 
@@ -343,6 +357,85 @@ def public_base_url(url: str) -> str:
             "page, so leave them out"
         )
     return url.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSocket:
+    """Where a page opens its WebSocket, as pusher-js's and ably-js's options take it: ``host`` as a URL writes it
+    (both clients put it in URLs as it is, so an IPv6 address in brackets), the port always given (443 with TLS, else
+    80, when a URL names none), TLS or not, and the path before ``/app/{key}`` (pusher-js's ``wsPath``), empty or
+    ``/`` and segments."""
+
+    host: str
+    port: int
+    tls: bool
+    path: str = ""
+
+    @classmethod
+    def of(cls, config: ProviderConfig) -> BrowserSocket:
+        """The provider's own address: where pages connect without RELAY_PUBLIC_WS_URL."""
+        return cls(config.url_host, config.port or (443 if config.tls else 80), config.tls, config.path_prefix)
+
+
+def browser_socket(url: str) -> BrowserSocket:
+    """``url`` (RELAY_PUBLIC_WS_URL), where browsers open their WebSocket: given to every page by /v1/client-config,
+    so ws or wss, a host, a path at most (pusher-js appends /app/{key} to it), and no credentials."""
+    example = "such as wss://relay.example.com or wss://example.com:8443/realtime"
+    if not is_url(url, ("ws", "wss")):
+        raise ConfigError(f"RELAY_PUBLIC_WS_URL: {url!r} is not a ws:// or wss:// URL with a host, {example}")
+    parts = urlsplit(url)
+    if "?" in url or "#" in url:
+        raise ConfigError(
+            f"RELAY_PUBLIC_WS_URL: {url!r} has a query or a fragment; give the address pages append /app/KEY to, "
+            f"{example}"
+        )
+    if parts.username is not None:
+        shown = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+        raise ConfigError(
+            f"RELAY_PUBLIC_WS_URL: {shown!r} has credentials before its host: /v1/client-config gives this address "
+            "to every page, so leave them out"
+        )
+    tls = parts.scheme == "wss"
+    assert parts.hostname is not None  # is_url checked it
+    return BrowserSocket(url_host(parts.hostname), parts.port or (443 if tls else 80), tls, parts.path.rstrip("/"))
+
+
+def _refuse_browser_socket_for(config: ProviderConfig, socket: BrowserSocket) -> None:
+    """RELAY_PUBLIC_WS_URL with a provider whose pages it cannot address: refused rather than ignored, since a
+    setting that changes nothing looks like it does (the very thing it was added for: pages told an address that
+    none of them reaches, and no word of it)."""
+    if config.scheme == "memory":
+        why = "memory:// has no WebSocket for pages to open"
+    elif config.scheme == "pusher" and is_hosted_pusher(config.host):
+        why = f"pages of hosted Pusher ({config.host}) connect where pusher-js's cluster sends them"
+    elif config.scheme == "ably" and is_hosted_ably(config.host):
+        why = f"pages of Ably's cloud ({config.host}) connect to Ably's own endpoints"
+    elif config.scheme == "ably" and socket.path:
+        why = f"ably-js connects at the root of its endpoint and takes no path ({socket.path})"
+    else:
+        return
+    raise ConfigError(f"RELAY_PUBLIC_WS_URL cannot be used: {why}; leave it out")
+
+
+def loopback_socket_warning(settings: GatewaySettings, config: ProviderConfig) -> str | None:
+    """What to warn of when pages are told to connect to the provider's loopback address (RELAY_URL names the emulator
+    at 127.0.0.1, as behind nginx) while RELAY_PUBLIC_URL says browsers come from elsewhere: each would open its
+    WebSocket to its own machine. None when RELAY_PUBLIC_WS_URL is set or pages are given no host."""
+    if settings.public_ws_url is not None or settings.public_url is None or config.scheme == "memory":
+        return None
+    if (config.scheme == "pusher" and is_hosted_pusher(config.host)) or is_hosted_ably(config.host):
+        return None
+    public_host = urlsplit(settings.public_url).hostname or ""
+    if not is_loopback(config.host) or is_loopback(public_host):
+        return None
+    socket = BrowserSocket.of(config)
+    scheme = "wss" if urlsplit(settings.public_url).scheme == "https" else "ws"
+    return (
+        f"/v1/client-config tells pages to open their WebSocket at {socket.host}:{socket.port}, RELAY_URL's loopback "
+        f"address, while RELAY_PUBLIC_URL says browsers reach the gateway at {public_host}: each browser would "
+        f"connect to its own machine. Set RELAY_PUBLIC_WS_URL to the address browsers reach the provider at, such as "
+        f"{scheme}://{url_host(public_host)}"
+    )
 
 
 def browser_origin(origin: str) -> str:
@@ -1438,6 +1531,11 @@ def gateway_router(
             "authentication, so the receiver cannot tell the gateway's requests from forged ones; set "
             "RELAY_API_TOKEN and check Authorization: Bearer RELAY_API_TOKEN in the receiver"
         )
+    # Parsed once here: every page load asks /v1/client-config
+    web_socket = None if settings.public_ws_url is None else browser_socket(settings.public_ws_url)
+    loopback = loopback_socket_warning(settings, client.config)
+    if loopback is not None:
+        log.warning("%s", loopback)
 
     @router.post("/v1/publish", response_model=PublishResponse, summary="Publish an event to one or more channels")
     async def publish(
@@ -1580,7 +1678,7 @@ def gateway_router(
         # origin resolved a bare path against its own (a Next.js dev server's), and asked it for its tokens.
         base = settings.public_url or ""
         channel_auth, user_auth = (base + request.url_for(name).path for name in ("auth_channel", "auth_user"))
-        return frontend_config(client, channel_auth=channel_auth, user_auth=user_auth)
+        return frontend_config(client, channel_auth=channel_auth, user_auth=user_auth, web_socket=web_socket)
 
     @router.post("/v1/webhooks", summary="Verify a provider webhook and forward its normalised events")
     async def webhooks(request: Request) -> JSONResponse:
@@ -1691,19 +1789,22 @@ def frontend_config(
     channel_auth: str = "/v1/auth/channel",
     user_auth: str = "/v1/auth/user",
     ably_auth: str | None = None,
+    web_socket: BrowserSocket | None = None,
 ) -> dict[str, Any]:
     """What a page needs to connect to the client's (primary) provider: pusher-js options with ``provider`` and the
     auth endpoints, or ably-js's ``authUrl`` (and its client options off Ably's cloud). The endpoints default to the
     gateway's routes; an app serving ``relay.web.auth_router`` passes ``channel_auth="/pusher/auth"``,
     ``user_auth="/pusher/user-auth"`` and ``ably_auth="/ably/token"``. ``ably_auth`` defaults to ``channel_auth``,
-    which answers Ably with a token request on the gateway."""
+    which answers Ably with a token request on the gateway. ``web_socket``: where pages open their WebSocket when it
+    is not the provider's own address (RELAY_PUBLIC_WS_URL: a proxy in front of an emulator on 127.0.0.1); hosted
+    Pusher's and Ably's pages connect where their client sends them, so it changes nothing for them."""
     config = client.config
     auth = {"channelAuthEndpoint": channel_auth, "userAuthEndpoint": user_auth}
     if config.scheme == "ably":
         ably_url = channel_auth if ably_auth is None else ably_auth
         ably: dict[str, Any] = {"provider": "ably", "authUrl": ably_url, "authMethod": "POST"}
         if not is_hosted_ably(config.host):
-            ably["clientOptions"] = _ably_client_options(config)
+            ably["clientOptions"] = _ably_client_options(web_socket or BrowserSocket.of(config))
         return ably
     if config.scheme == "memory":
         return {"provider": "memory", **auth}
@@ -1720,20 +1821,25 @@ def frontend_config(
     # connects there with cluster "mt1" alone, and cannot open a WebSocket to the API host itself.
     hosted = is_hosted_pusher(host)
     if config.scheme == "emulator" or not hosted:
+        socket = web_socket or BrowserSocket.of(config)
         # pusher-js dials wssPort with TLS (443 unless told) and wsPort without: both, so the options work as given
-        port = config.port or (443 if config.tls else 80)
-        settings.update(wsHost=host, wsPort=port, wssPort=port, enabledTransports=["ws", "wss"])
-        if config.path_prefix:  # a server behind a proxy path: pusher-js puts wsPath before /app/{key}
-            settings["wsPath"] = config.path_prefix
+        settings.update(
+            forceTLS=socket.tls,
+            wsHost=socket.host,
+            wsPort=socket.port,
+            wssPort=socket.port,
+            enabledTransports=["ws", "wss"],
+        )
+        if socket.path:  # a server behind a proxy path: pusher-js puts wsPath before /app/{key}
+            settings["wsPath"] = socket.path
     return settings
 
 
-def _ably_client_options(config: ProviderConfig) -> dict[str, Any]:
+def _ably_client_options(socket: BrowserSocket) -> dict[str, Any]:
     """What ably-js needs to reach a self-hosted Ably endpoint such as the emulator, as ``relay emulator`` prints it:
     without it ably-js connects to Ably's cloud, and without ``fallbackHosts: []`` it retries there."""
-    port_option = "tlsPort" if config.tls else "port"
-    port = config.port or (443 if config.tls else 80)
-    return {"endpoint": config.host, port_option: port, "tls": config.tls, "fallbackHosts": []}
+    port_option = "tlsPort" if socket.tls else "port"
+    return {"endpoint": socket.host, port_option: socket.port, "tls": socket.tls, "fallbackHosts": []}
 
 
 def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = None) -> FastAPI:

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 LISTENING = re.compile(r"listening on https?://(?:\[[^\]]+\]|[^:]+):(\d+)")
@@ -46,14 +47,16 @@ class EmulatorProcess:
         within: float = 20.0,
         open_files: tuple[int, int] | None = None,
         largest_file: int | None = None,
+        cwd: Path | None = None,
     ) -> EmulatorProcess:
         """Run ``relay emulator ARGS --port PORT`` (0: a free port; a fixed one to restart on the same port), with
         ``env`` added to this process's environment, ``open_files`` as its (soft, hard) open-file limits and
-        ``largest_file`` as the bytes a file it writes may hold, and wait for its banner."""
+        ``largest_file`` as the bytes a file it writes may hold, ``cwd`` its working directory, and wait for its
+        banner."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "relay.cli", "emulator", *args, "--port", str(port),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
-            preexec_fn=partial(_limit, open_files, largest_file),
+            preexec_fn=partial(_limit, open_files, largest_file), cwd=cwd,
         )  # fmt: skip
         running = cls(process)
         running._readers = [

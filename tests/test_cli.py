@@ -29,6 +29,8 @@ from tests.cluster.conftest import redis_server as redis_server
 from tests.conftest import free_port
 from tests.emulator_process import EmulatorProcess
 
+EMULATOR_DOC = " ".join((Path(__file__).parents[1] / "docs" / "emulator.md").read_text().split())
+
 RELAY = [sys.executable, "-m", "relay.cli"]
 
 
@@ -432,10 +434,35 @@ def test_the_banner_says_pusher_http_python_refuses_an_app_id_that_is_not_numeri
     with pytest.raises(ValueError, match="Invalid app id"):
         pusher.Pusher(app_id=app_id, key="k", secret="s")
     banner = _client_settings(EmulatorConfig(apps=(App(app_id=app_id, key="k", secret="s"),)), 6001)
-    assert "ssl=false (pusher-http-python takes only a numeric app_id: use RELAY_URL there)\n" in banner
+    # What works: a numeric id (docs/emulator.md says the same), or the Relay library's RELAY_URL with this one.
+    note = (
+        'ssl=false (pusher-http-python takes only a numeric app_id: give the app one, as --app-id 1 or app_id = "1" '
+        "in the config; the Relay library's RELAY_URL takes any)\n"
+    )
+    assert note in banner
+    assert "pusher-http-python accepts only numeric app ids" in EMULATOR_DOC and "`--app-id 1`" in EMULATOR_DOC
+    assert '`app_id = "1"` in the config file' in EMULATOR_DOC and "`RELAY_URL`, takes any id" in EMULATOR_DOC
+    [relay_url] = [line.split("RELAY_URL:")[1].strip() for line in banner.splitlines() if "RELAY_URL:   emu" in line]
+    assert parse_url(relay_url).app_id == app_id
     numeric = _client_settings(EmulatorConfig(apps=(App(app_id="12", key="k", secret="s"),)), 6001)
     pusher.Pusher(app_id="12", key="k", secret="s")
     assert "pusher-http-python" not in numeric and 'app_id="12" key="k"' in numeric
+
+
+@pytest.mark.parametrize(("host", "own"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]")])
+def test_bound_to_every_address_the_banner_says_other_machines_use_this_one_s_address(host: str, own: str) -> None:
+    """Bound to 0.0.0.0 the settings name 127.0.0.1, which a container or another machine cannot use: a line says
+    so; bound to one address, the settings name it and need no such line."""
+    app = App(app_id="1", key="k", secret="s")
+    banner = _client_settings(EmulatorConfig(apps=(app,), host=host), 6001)
+    assert (
+        f"Elsewhere:   bound to every address ({host}); the settings here use {own}, which reaches it from this "
+        f"machine alone: from another machine or a container, use this machine's address or host name in place of "
+        f"{own}\n"
+    ) in banner
+    assert f'wsHost: "{own}"' in banner and f"@{own}:6001/apps/1" in banner
+    for bound in ("127.0.0.1", "10.0.0.6", "localhost"):
+        assert "Elsewhere:" not in _client_settings(EmulatorConfig(apps=(app,), host=bound), 6001)
 
 
 def test_the_banner_s_relay_urls_work_whatever_the_secret_holds() -> None:

@@ -25,7 +25,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,8 +36,9 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from relay import AsyncRelay, User
 from relay.client import Configuration, configuration_from_env
+from relay.config import url_host
 from relay.errors import ConfigError, RelayError
-from relay.gateway import frontend_config
+from relay.gateway import BrowserSocket, frontend_config
 from relay.rules import ChannelRules
 from relay.web import auth_router
 
@@ -335,12 +336,20 @@ def create_app(
     def config(request: Request) -> dict[str, Any]:
         """What the pages need to connect: the provider's client settings and relay's auth endpoints, and where their
         browser library comes from (``libraryCdn`` when there is no local copy, for the page to say if it fails)."""
-        settings = frontend_config(
-            client, channel_auth="/pusher/auth", user_auth="/pusher/user-auth", ably_auth="/ably/token"
-        )
         page_host = request.url.hostname
-        if emulator_on_page_host and page_host:
-            settings["wsHost"] = f"[{page_host}]" if ":" in page_host else page_host
+        # The emulator's own socket, at the name this page was loaded from (the gateway's RELAY_PUBLIC_WS_URL, per page)
+        web_socket = (
+            replace(BrowserSocket.of(client.config), host=url_host(page_host))
+            if emulator_on_page_host and page_host
+            else None
+        )
+        settings = frontend_config(
+            client,
+            channel_auth="/pusher/auth",
+            user_auth="/pusher/user-auth",
+            ably_auth="/ably/token",
+            web_socket=web_socket,
+        )
         name = browser_library_of(client)
         cdn = BROWSER_LIBRARIES[name].cdn if local_builds[name] is None else None
         return {**settings, "library": f"/vendor/{name}.min.js", "libraryCdn": cdn}

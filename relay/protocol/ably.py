@@ -4,6 +4,7 @@ presence actions, and the ``rewind`` and ``occupancy`` channel params (as params
 from __future__ import annotations
 
 import base64
+import difflib
 import hashlib
 import hmac
 import json
@@ -270,6 +271,15 @@ def canonical_capability(capability: Mapping[str, list[str]]) -> str:
     )
 
 
+# Ably's capability operations (its docs' auth/capabilities page), "*" for all of them. One outside them is a typo
+# ("publsh") that would otherwise be granted silently and surface later as a 40160 on the operation meant.
+OPERATIONS = frozenset(
+    {"*", "subscribe", "publish", "presence", "history", "channel-metadata", "stats", "push-subscribe", "push-admin",
+     "privileged-headers", "object-subscribe", "object-publish", "annotation-subscribe", "annotation-publish",
+     "message-update-own", "message-update-any", "message-delete-own", "message-delete-any"}
+)  # fmt: skip
+
+
 def parse_capability(text: str) -> Capability:
     try:
         value = json.loads(text)
@@ -279,6 +289,16 @@ def parse_capability(text: str) -> Capability:
         isinstance(ops, list) and all(isinstance(op, str) for op in ops) for ops in value.values()
     ):
         raise AuthenticationError("capability must map resource names to lists of operations", code=40000)
+    for resource, ops in value.items():
+        for op in ops:
+            if op not in OPERATIONS:
+                close = difflib.get_close_matches(op, OPERATIONS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise AuthenticationError(
+                    f"resource {resource[:100]!r} has the unknown operation {op[:100]!r}{hint}; the operations are "
+                    f"{', '.join(sorted(OPERATIONS))}",
+                    code=40000,
+                )
     return value
 
 

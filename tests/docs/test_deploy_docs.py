@@ -12,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from relay.cli import build_parser
 from relay.config import ProviderConfig, parse_url
 from relay.emulator.config import EmulatorConfig, load_config
-from relay.gateway import GatewaySettings
+from relay.gateway import GatewaySettings, create_app
 
 DOC = Path(__file__).parents[2] / "docs" / "deploy.md"
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```$", DOC.read_text(), re.MULTILINE | re.DOTALL)
@@ -73,6 +74,21 @@ def test_the_environment_files_configure_the_emulator_and_the_gateway() -> None:
     assert settings.api_token and settings.jwt_secret
     assert settings.cors_origins == ("https://shop.example.com",)
     assert settings.public_url == "https://relay.example.com"
+
+
+async def test_the_gateway_gives_pages_the_websocket_address_the_page_documents() -> None:
+    """Its /v1/client-config sends browsers through nginx, as "TLS and nginx" says they connect, not to the emulator's
+    127.0.0.1 in RELAY_URL (each browser's own machine)."""
+    _, gateway_env = (env_file(body) for body in blocks("bash") if not body.startswith(NOT_RUN))
+    documented = re.findall(
+        r'wsHost: "([^"]+)", wssPort: (\d+), forceTLS: (true|false)', " ".join(DOC.read_text().split())
+    )
+    assert len(documented) == 2  # in "TLS and nginx" and "The gateway"
+    transport = httpx.ASGITransport(app=create_app(GatewaySettings.from_env(gateway_env)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        config = (await http.get("/v1/client-config")).json()
+    for host, port, tls in documented:
+        assert (config["wsHost"], config["wssPort"], config["forceTLS"]) == (host, int(port), tls == "true")
 
 
 @pytest.mark.parametrize("command", ["emulator", "serve"])

@@ -11,10 +11,12 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from relay.cost import parse_usage
 from relay.emulator.config import App, EmulatorConfig, load_config
+from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import ws_client
 
@@ -125,6 +127,17 @@ def test_the_emulator_page_s_config_files_load(tmp_path: Path) -> None:
         loaded.append(load_config(path, defaults=EmulatorConfig(apps=(App("9", "k", "s"),))))
     assert [app.app_id for app in loaded[0].apps] == ["1", "2"]
     assert loaded[1].apps[0].keys == ["shop-key", "shop-key-2026"]
+
+
+async def test_the_emulator_page_shows_health_and_ready_bodies_as_served(start_emulator: StartEmulator) -> None:
+    """docs/emulator.md showed `{"status": "ready"}`, a body the emulator never sends (a check comparing the text
+    failed): each body is shown as it comes."""
+    page = (DOCS / "emulator.md").read_text()
+    running = await start_emulator()
+    async with httpx.AsyncClient(base_url=running.http_url) as http:
+        for path in ("/health", "/ready"):
+            response = await http.get(path)
+            assert f"`GET {path}`: 200 `{response.text}`" in page, response.text
 
 
 # docs/migration.md "From soketi": its converter, run as the page defines it.

@@ -67,6 +67,11 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + 'ably_capability = \'{"*":"*"}\'\n', ["ably_capability", "lists of operations"]),
         (APP + "ably_capability = '[meta]*'\n", ["ably_capability", "not valid JSON"]),
         (APP + "ably_capability = 7\n", ["ably_capability", "7"]),
+        # an operation Ably does not have: granted silently, then every publish was 40160
+        (
+            APP + 'ably_capability = \'{"*":["subscribe"],"orders:*":["subscribe","publsh"]}\'\n',
+            ["apps[0]: ably_capability", "resource 'orders:*'", "unknown operation 'publsh'", "did you mean 'publish'"],
+        ),
         (APP + "ably_history_seconds = '2m'\n", ["ably_history_seconds", "'2m'"]),
         (APP + "allowed_origins = ['https://a.example/path']\n", ["allowed_origins", "https://a.example/path"]),
         ("[[apps]]\napp_id = 'a/b'\nkey = 'k'\nsecret = 's'\n", ["app_id", "a/b"]),  # /apps/a/b/events: 404
@@ -75,6 +80,8 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "[apps.limits]\nmax_channel_name = '200'\n", ["max_channel_name", "'200'"]),  # subscribe crashed
         (APP + "[apps.limits]\nmax_presence_members = -1\n", ["max_presence_members", "-1"]),
         (APP + "[apps.limits]\nmax_event_bytes = 1.5\n", ["max_event_bytes", "1.5"]),
+        # named as the table it is in, as [[apps.webhooks]] errors are (it was "apps[0]: max_event_bytes …")
+        (APP + "[apps.limits]\nmax_event_bytes = '10KB'\n", ["apps[0].limits: max_event_bytes", "got '10KB'"]),
         # [[apps.webhooks]]
         (APP + "[[apps.webhooks]]\nurl = ''\n", ["url"]),
         (APP + "[[apps.webhooks]]\nurl = 'http://127.0.0.1:9/h'\nformat = 'xml'\n", ["format", "'xml'"]),
