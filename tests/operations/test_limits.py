@@ -214,7 +214,9 @@ def test_config_file_reads_and_checks_the_operations_settings(tmp_path: Path) ->
     )
     loaded = load_config(config, defaults=EmulatorConfig(apps=()))
     assert loaded.console_token == "t0ken" and "t0ken" not in repr(loaded)
-    assert (loaded.shutdown_spread, loaded.usage_file, loaded.tls_cert) == (5, "u.json", "c.pem")
+    # relative paths in a config file are beside it
+    beside = (str(tmp_path / "u.json"), str(tmp_path / "c.pem"))
+    assert (loaded.shutdown_spread, loaded.usage_file, loaded.tls_cert) == (5, *beside)
     assert loaded.apps[0].allowed_origins == ("https://a.example",)
     assert (loaded.apps[0].max_message_bytes, loaded.apps[0].api_rate_limit) == (4096, 10)
     bad = {
