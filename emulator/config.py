@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import math
 import re
 import tomllib
@@ -21,6 +20,7 @@ from relay.emulator.logs import redact_urls
 from relay.errors import AuthenticationError, ConfigError, parser_limits
 from relay.protocol.ably import parse_capability, split_api_key
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
+from relay.protocol.hosts import is_loopback
 
 WEBHOOK_EVENT_TYPES = frozenset(
     {
@@ -761,15 +761,6 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
 
 # The default app's secret (`relay emulator` without --secret): printed in every doc and banner, so anyone has it.
 PUBLIC_SECRET = "app-secret"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def public_secret_warning(config: EmulatorConfig) -> str | None:

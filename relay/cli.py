@@ -36,12 +36,12 @@ from relay.emulator.config import (
     EmulatorConfig,
     InvalidSetting,
     Webhook,
-    is_loopback,
     load_config,
     public_secret_warning,
 )
 from relay.errors import ConfigError
 from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
+from relay.protocol.hosts import is_loopback
 
 
 def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

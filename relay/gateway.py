@@ -57,7 +57,6 @@ from relay.config import (
     trimmed_environment,
     url_host,
 )
-from relay.emulator.config import is_loopback
 from relay.errors import (
     AuthenticationError,
     ConfigError,
@@ -73,6 +72,7 @@ from relay.errors import (
 )
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
+from relay.protocol.hosts import is_loopback
 from relay.rules import (
     ChannelRules,
     claim_text,
