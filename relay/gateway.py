@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import SplitResult, urlencode, urlsplit
 
 import httpx
 import jwt
@@ -341,22 +341,35 @@ def public_base_url(url: str) -> str:
     """``url``, the gateway's address as browsers reach it (RELAY_PUBLIC_URL), without a final ``/``: the routes'
     paths are appended to it in /v1/client-config, so it is a base alone (no query, no fragment) and never holds
     credentials, which every page would be given."""
-    example = "such as https://rt.example.com or https://example.com/relay"
-    if not is_http_url(url):
-        raise ConfigError(f"RELAY_PUBLIC_URL: {url!r} is not an http(s) URL with a host, {example}")
-    parts = urlsplit(url)
+    _page_url(
+        url,
+        setting="RELAY_PUBLIC_URL",
+        schemes=("http", "https"),
+        kind="an http(s) URL",
+        base="the base URL the routes' paths are appended to",
+        noun="URL",
+        example="such as https://rt.example.com or https://example.com/relay",
+    )
+    return url.rstrip("/")
+
+
+def _page_url(
+    url: str, *, setting: str, schemes: tuple[str, ...], kind: str, base: str, noun: str, example: str
+) -> SplitResult:
+    """``url``'s parts, checked as /v1/client-config gives it to every page: one of ``schemes`` with a host, a base
+    that paths are appended to (no query, no fragment), and no credentials."""
+    if not is_url(url, schemes):
+        raise ConfigError(f"{setting}: {url!r} is not {kind} with a host, {example}")
     if "?" in url or "#" in url:
-        raise ConfigError(
-            f"RELAY_PUBLIC_URL: {url!r} has a query or a fragment; give the base URL the routes' paths are appended "
-            f"to, {example}"
-        )
+        raise ConfigError(f"{setting}: {url!r} has a query or a fragment; give {base}, {example}")
+    parts = urlsplit(url)
     if parts.username is not None:
         shown = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
         raise ConfigError(
-            f"RELAY_PUBLIC_URL: {shown!r} has credentials before its host: /v1/client-config gives this URL to every "
+            f"{setting}: {shown!r} has credentials before its host: /v1/client-config gives this {noun} to every "
             "page, so leave them out"
         )
-    return url.rstrip("/")
+    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,21 +393,15 @@ class BrowserSocket:
 def browser_socket(url: str) -> BrowserSocket:
     """``url`` (RELAY_PUBLIC_WS_URL), where browsers open their WebSocket: given to every page by /v1/client-config,
     so ws or wss, a host, a path at most (pusher-js appends /app/{key} to it), and no credentials."""
-    example = "such as wss://relay.example.com or wss://example.com:8443/realtime"
-    if not is_url(url, ("ws", "wss")):
-        raise ConfigError(f"RELAY_PUBLIC_WS_URL: {url!r} is not a ws:// or wss:// URL with a host, {example}")
-    parts = urlsplit(url)
-    if "?" in url or "#" in url:
-        raise ConfigError(
-            f"RELAY_PUBLIC_WS_URL: {url!r} has a query or a fragment; give the address pages append /app/KEY to, "
-            f"{example}"
-        )
-    if parts.username is not None:
-        shown = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
-        raise ConfigError(
-            f"RELAY_PUBLIC_WS_URL: {shown!r} has credentials before its host: /v1/client-config gives this address "
-            "to every page, so leave them out"
-        )
+    parts = _page_url(
+        url,
+        setting="RELAY_PUBLIC_WS_URL",
+        schemes=("ws", "wss"),
+        kind="a ws:// or wss:// URL",
+        base="the address pages append /app/KEY to",
+        noun="address",
+        example="such as wss://relay.example.com or wss://example.com:8443/realtime",
+    )
     tls = parts.scheme == "wss"
     assert parts.hostname is not None  # is_url checked it
     return BrowserSocket(url_host(parts.hostname), parts.port or (443 if tls else 80), tls, parts.path.rstrip("/"))

@@ -37,6 +37,7 @@ from tests.gateway.conftest import (
     hs_jwt,
     serve_asgi,
 )
+from tests.gateway.test_gateway_browser_facing_fixes import channel_auth
 
 BEARER = {"authorization": f"Bearer {TOKEN}"}
 SITE = "http://localhost:3000"
@@ -178,15 +179,6 @@ async def test_the_refused_origins_warned_of_are_bounded(
 
 
 # -- 4. JWT errors --------------------------------------------------------------------------------------------------
-
-
-async def channel_auth(gateway: RunningGateway, token: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=gateway.url) as http:
-        return await http.post(
-            "/v1/auth/channel",
-            data={"socket_id": "1.1", "channel_name": "private-user-alice"},
-            headers={"authorization": f"Bearer {token}"},
-        )
 
 
 async def test_a_jwt_whose_signature_fails_names_the_setting_that_verified_it(

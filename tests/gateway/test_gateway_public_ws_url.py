@@ -9,9 +9,7 @@ import asyncio
 import json
 import logging
 import socket
-from typing import Any
 
-import httpx
 import pytest
 
 from relay import Relay
@@ -21,18 +19,11 @@ from relay.gateway import GatewaySettings
 from tests.cli_support import assert_refused, run_relay
 from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
 from tests.gateway.conftest import ROOT, StartGateway, emulator_url
+from tests.gateway.test_gateway_browser_facing_fixes import client_config
 from tests.node_scenarios import app_env, run_scenario
 
 NODE_SCRIPT = ROOT / "tests" / "node" / "pusher_js_frontend_config.mjs"
 ABLY_APP = App(app_id="1", key="app-key", secret="app-secret")
-
-
-async def client_config(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
-        answer = await http.get(f"{url}/v1/client-config")
-    assert answer.status_code == 200, answer.text
-    config: dict[str, Any] = answer.json()
-    return config
 
 
 def closed_port() -> int:

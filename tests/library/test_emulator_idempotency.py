@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from libsupport import MakeRelay, Subscribe, Subscriber, Twin
+from libsupport import MakeRelay, Subscribe, Twin
 
 from relay import Event
 from relay.emulator.idempotency import PublishedKeys
@@ -18,6 +18,7 @@ from relay.errors import IdempotencyKeyReused, ProtocolError
 from relay.protocol.signing import sign_rest_request
 from tests.cli_support import run_relay
 from tests.conftest import RunningEmulator, emulator_url
+from tests.library.test_idempotent_publish import pusher_events, subscribed
 
 KEY = "0b6f2d4e-5a1c-4e8f-9d3b-7c2a1e0f4b6d"
 REUSED = (
@@ -25,22 +26,6 @@ REUSED = (
     "same channels, event, data and socket_id; give a new publish a new key"
 )
 SENT_RULE = "an idempotency key is 1 to 221 printable ASCII characters without spaces (a UUID or a ULID fits)"
-
-
-async def subscribed(subscriber: Subscribe, running: RunningEmulator, channel: str) -> Subscriber:
-    watcher = await subscriber(running)
-    await watcher.subscribe(channel)
-    return watcher
-
-
-async def delivered(watcher: Subscriber, twin: Twin, channel: str) -> list[str]:
-    """The events ``watcher`` got on ``channel`` until a sentinel published after them, each as often as it came."""
-    await twin.publish(channel, "sentinel", "end")
-    names = []
-    while (frame := await watcher.recv())["event"] != "sentinel":
-        if frame.get("channel") == channel and not frame["event"].startswith("pusher"):
-            names.append(frame["event"])
-    return names
 
 
 def keys_sent(twin: Twin) -> list[str | None]:
@@ -75,7 +60,7 @@ async def test_a_resend_from_another_process_is_delivered_once(
     again = make_relay(emulator_url(emulator))
     assert not (await again.publish("orders", "created", {"id": 1}, idempotency_key=KEY)).replayed
     assert keys_sent(one) == keys_sent(again) == [KEY]
-    assert await delivered(watcher, one, "orders") == ["created"]
+    assert await pusher_events(watcher, one, "orders") == ["created"]
     assert emulator.node.states["1"].meter.publishes == 2  # the first and the sentinel: the resends were not metered
 
 
@@ -90,7 +75,7 @@ async def test_a_batch_split_into_parts_resent_by_another_client_is_delivered_on
         assert result.channels == ("orders",) * 25 and not result.replayed
         # Three calls of 10, 10 and 5 events, each part under the key and the index of its first event
         assert keys_sent(relay) == [f"{KEY}:0", f"{KEY}:10", f"{KEY}:20"]
-    assert await delivered(watcher, one, "orders") == [f"e{index}" for index in range(25)]
+    assert await pusher_events(watcher, one, "orders") == [f"e{index}" for index in range(25)]
 
 
 async def test_the_key_reused_for_other_data_by_another_client_is_refused_and_not_delivered(
@@ -104,7 +89,7 @@ async def test_the_key_reused_for_other_data_by_another_client_is_refused_and_no
     # The provider's 422, as the library maps any (not the client's own IdempotencyKeyReused, which sent nothing)
     assert type(refused.value) is ProtocolError and refused.value.http_status == 422
     assert refused.value.message == f"the Relay emulator answered 422: {REUSED}"
-    assert await delivered(watcher, one, "orders") == ["created"]
+    assert await pusher_events(watcher, one, "orders") == ["created"]
 
 
 async def test_publishes_without_a_key_are_each_delivered(
@@ -116,7 +101,7 @@ async def test_publishes_without_a_key_are_each_delivered(
         for _ in range(2):
             await relay.publish("orders", "plain", "x")
         assert keys_sent(relay) == [None, None]
-    assert await delivered(watcher, one, "orders") == ["plain"] * 4
+    assert await pusher_events(watcher, one, "orders") == ["plain"] * 4
 
 
 async def test_an_encrypted_channel_publish_is_sent_without_the_key(
