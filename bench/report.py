@@ -193,6 +193,8 @@ def targets(results: Results) -> list[str]:
         verdict = "yes" if met(value, goal) else "**no**"
         if label == workers and verdict != "yes" and generator_bound:
             verdict += ": both cells generator-bound, not measurable on this machine"
+        elif label == workers and verdict != "yes" and results.bottleneck("relay-w2", "workers") == "server":
+            verdict += ": the machine's cores are full (two workers and the generator; see the --workers table)"
         rounds = run_ratios(results, numerator, denominator)
         within = sum(met(each, goal) for each in rounds)
         single = f"{', '.join(num(each) for each in rounds)} (met in {within} of {len(rounds)})" if rounds else "—"
@@ -325,17 +327,26 @@ def render(rows: Iterable[Row], *, machine: Mapping[str, Any], command: str, res
         out += [f"| {label} | {num(cpu)} | {num(rate)} |" for label, cpu, rate in deflate if cpu is not None]
     workers = [(t, data.cell(t, "workers")) for t in ("relay-w1", "relay-w2")]
     if all(cells for _, cells in workers):
-        out += ["", "### --workers 2 against one worker (fan-out 4000 × 500, 32 publishes in flight, unpinned)", ""]
+        title = "### --workers 2 against one worker (fan-out 4000 × 1500, 32 in flight, unpinned, bench/sink.c)"
+        out += ["", title, ""]
         out += [
-            "| emulator | deliveries / s | server CPU µs / delivery | server CPU (cores) | generator CPU (cores) |",
-            "|---|---|---|---|---|",
+            "| emulator | deliveries / s | server CPU µs / delivery | server CPU (cores) | generator CPU (cores) "
+            "| generator CPU µs / delivery | bottleneck |",
+            "|---|---|---|---|---|---|---|",
         ]
         for target, _ in workers:
             figures = (
                 data.median(target, "workers", path)
-                for path in ("deliveries_per_s", "server_cpu_us_per_delivery", "server_cpu_util", "gen_cpu_util")
+                for path in (
+                    "deliveries_per_s",
+                    "server_cpu_us_per_delivery",
+                    "server_cpu_util",
+                    "gen_cpu_util",
+                    "gen_cpu_us_per_delivery",
+                )
             )
-            out.append(f"| {target} | " + " | ".join(num(value) for value in figures) + " |")
+            cells = [num(value) for value in figures] + [data.bottleneck(target, "workers")]
+            out.append(f"| {target} | " + " | ".join(cells) + " |")
     before = [
         (title, scenario, path)
         for title, scenario, path, _ in FIGURES

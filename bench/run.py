@@ -35,7 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import report
+from bench import report, sink
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "bench"
@@ -79,8 +79,9 @@ CORE = ("relay", "nchan", "socketio-node", "python-socketio", "websockets")
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    args: str
+    args: str  # the harness generator's arguments; with ``sink``: --subs, --msgs and --pub-conc for bench/sink.c
     targets: tuple[str, ...]
+    sink: bool = False  # the load generator is bench/sink.c (see bench/sink.py), not the harness's Node one
 
 
 SCENARIOS = {
@@ -96,7 +97,7 @@ SCENARIOS = {
             "fanout --subs 1000 --msgs 300",
             ("relay", "relay-ws", "relay-deflate", "websockets", "websockets-deflate", "relay-before-deflate"),
         ),
-        Scenario("workers", "fanout --subs 4000 --msgs 500 --pub-conc 32", ("relay-w1", "relay-w2")),
+        Scenario("workers", "--subs 4000 --msgs 1500 --pub-conc 32", ("relay-w1", "relay-w2"), sink=True),
     )
 }
 DEFAULT_SCENARIOS = ("idle10k", "fanout1000", "fanout5000", "latency", "channels", "deflate", "workers")
@@ -248,7 +249,11 @@ def run_cell(
     env = {**os.environ, "RESULTS": str(scratch / "relay-bench.jsonl"), "PIN": "1" if target.pinned else "0"}
     started = time.monotonic()
     try:
-        if target.peer is not None:
+        if scenario.sink:
+            with emulator(target, views, scratch, redis, run) as (port, pid):
+                line = run_sink(scratch, target, scenario, port, pid, redis)
+            line.update(label=scenario.name, run=run)
+        elif target.peer is not None:
             line = invoke(harness, [target.peer, *extra], env)
         else:
             with emulator(target, views, scratch, redis, run) as (port, pid):
@@ -263,6 +268,31 @@ def run_cell(
         bench_seconds=round(time.monotonic() - started, 1),
     )
     return line
+
+
+def run_sink(
+    scratch: Path, target: Target, scenario: Scenario, port: int, pid: int, redis: Redis | None
+) -> dict[str, object]:
+    options = argparse.ArgumentParser()
+    for name in ("--subs", "--msgs", "--pub-conc"):
+        options.add_argument(name, type=int, required=True)
+    parsed = options.parse_args(scenario.args.split())
+    pids = sink.process_tree(pid)
+    if target.workers > 1 and redis is not None:  # the Redis hop is part of what a second worker costs
+        pids.append(redis.process.pid)
+    return sink.run(
+        sink.build(scratch),
+        port,
+        pids,
+        app_id=APP_ID,
+        key=KEY,
+        secret=SECRET,
+        subs=parsed.subs,
+        msgs=parsed.msgs,
+        pub_conc=parsed.pub_conc,
+        server_cores=(os.cpu_count() or 1) if target.workers > 1 else 1,
+        timeout=CELL_TIMEOUT - 30,
+    )
 
 
 def invoke(harness: Path, args: list[str], env: dict[str, str]) -> dict[str, object]:
@@ -319,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(s, [t for t in targets if t.source != "before"]) for s, targets in plan]
     plan = [(s, targets) for s, targets in plan if targets]
     raise_fd_limit()
-    prepare_harness(args.harness, args.shared)
+    if not all(scenario.sink for scenario, _ in plan):
+        prepare_harness(args.harness, args.shared)
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     results = args.results or REPO / "bench" / "results" / f"{stamp}.jsonl"

@@ -160,6 +160,11 @@ def test_a_ratio_of_two_generator_bound_cells_is_reported_as_not_measurable() ->
         report.Results([row("relay-w1", 1, 500_000, "server"), row("relay-w2", 1, 600_000, "generator")])
     )
     assert "| deliveries/s with --workers 2 ÷ one worker | 1.20 | 1.20 (met in 0 of 1) | ≥ 1.6 | **no** |" in short
+    full = report.targets(
+        report.Results([row("relay-w1", 1, 2_000_000, "server"), row("relay-w2", 1, 2_500_000, "server")])
+    )
+    cores_full = "**no**: the machine's cores are full (two workers and the generator; see the --workers table)"
+    assert f"{workers} 1.25 | 1.25 (met in 0 of 1) | ≥ 1.6 | {cores_full} |" in full
 
 
 def test_a_cells_bottleneck_is_its_runs_majority_or_mixed() -> None:
