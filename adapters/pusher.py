@@ -30,6 +30,7 @@ from relay.adapters.base import (
 from relay.config import ProviderConfig, is_hosted_pusher
 from relay.errors import (
     ConfigError,
+    IdempotencyKeyReused,
     InvalidChannelName,
     LimitExceeded,
     ProtocolError,
@@ -227,7 +228,11 @@ class PusherAdapter:
         except ValueError:
             pass
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        return error_for_status(self.name, response.status, text[:500] or "(empty body)", retry_after=retry_after)
+        # The emulator answers 422 to one thing only: an idempotency key resent with another publish
+        reused = IdempotencyKeyReused if response.status == 422 and self._config.scheme == "emulator" else None
+        return error_for_status(
+            self.name, response.status, text[:500] or "(empty body)", retry_after=retry_after, error_class=reused
+        )
 
     # -- operations -------------------------------------------------------------------------------------------
 

@@ -91,7 +91,8 @@ class InvalidIdempotencyKey(ProtocolError):
 
 class IdempotencyKeyReused(ProtocolError):
     """An idempotency key already published, within its 2 minutes, a different request (other channels, event,
-    data or socket_id): a resend must repeat the request, and a new publish needs a new key. Nothing was sent.
+    data or socket_id): a resend must repeat the request, and a new publish needs a new key. Nothing was published:
+    the client refused it without sending it, or the emulator, which remembers keys from every client, refused it.
     Answered with 422."""
 
     http_status = 422

@@ -719,6 +719,7 @@ class JwtVerifier:
             raise AuthenticationError(
                 f"invalid JWT: the token is not a JWT, three parts separated by dots (got {shown_token(token)})"
             )
+        accepted: list[str] = []  # the algorithms of the keys the token is checked with, for the refusal's words
         try:
             keys: list[tuple[Any, Sequence[str]]]
             if self._mode == "hs":
@@ -745,6 +746,7 @@ class JwtVerifier:
                     raise AuthenticationError("the JWT's kid is not in the JWKS")
             else:
                 keys = [(self._settings.jwt_public_key, JWT_ALGORITHMS)]
+            accepted = sorted({algorithm for _, algorithms in keys for algorithm in algorithms})
             claims = self._verified(token, keys)
             # The leeway is for iat and nbf only: PyJWT applied it to exp too, so exp is checked again without it.
             # Honoured past its exp, a token would outlive a sign-out or a revocation by the leeway; a gateway clock
@@ -772,11 +774,34 @@ class JwtVerifier:
         except jwt.InvalidSignatureError:  # PyJWT's words said nothing of which key was tried
             raise AuthenticationError(f"invalid JWT: Signature verification failed {self._verifying()}") from None
         except jwt.InvalidKeyError:  # an RS256 token for an EC public key, or the other way round
-            raise AuthenticationError("invalid JWT: its algorithm does not fit the configured key") from None
+            raise AuthenticationError(
+                f"invalid JWT: its alg {self._alg_of(token)!r} does not fit the key of RELAY_JWT_PUBLIC_KEY: the "
+                "token was signed with another kind of key"
+            ) from None
+        except jwt.InvalidAlgorithmError:  # PyJWT said "The specified alg value is not allowed", naming neither
+            raise AuthenticationError(self._algorithm_refused(self._alg_of(token), accepted)) from None
         except jwt.InvalidTokenError as exc:
             if str(exc).startswith("Invalid header string"):  # PyJWT's words went on with the parser's own
                 raise AuthenticationError("invalid JWT: its header is not a JSON object") from None
             raise AuthenticationError(f"invalid JWT: {exc}") from None
+
+    @staticmethod
+    def _alg_of(token: str) -> str:
+        alg = jwt.get_unverified_header(token).get("alg")
+        return alg if isinstance(alg, str) else repr(alg)
+
+    def _algorithm_refused(self, alg: str, accepted: Sequence[str]) -> str:
+        """Why a token's ``alg`` is refused: which setting verifies which algorithms, and the one that would verify
+        it."""
+        verifies = f"verifies {' and '.join(accepted)} only"  # a JWKS keeps only keys of JWT_ALGORITHMS
+        if self._mode == "hs":
+            message = f"invalid JWT: its alg is {alg!r}, and RELAY_JWT_SECRET {verifies}"
+            if alg in JWT_ALGORITHMS:
+                message += " (set RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE instead, for RS256 and ES256 tokens)"
+            return message
+        setting = "RELAY_JWT_PUBLIC_KEY" if self._jwks is None else "the key of RELAY_JWKS_FILE with the JWT's kid"
+        message = f"invalid JWT: its alg is {alg!r}, and {setting} {verifies}"
+        return message + (" (set RELAY_JWT_SECRET instead, for HS256 tokens)" if alg == "HS256" else "")
 
     def _verifying(self) -> str:
         """Which setting verified a signature that failed (never its value), and what that means."""

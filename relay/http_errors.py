@@ -52,9 +52,16 @@ def leaves_outcome_unknown(status: int | None, code: int | None) -> bool:
 
 
 def error_for_status(
-    provider: str, status: int, message: str, *, code: int | None = None, retry_after: float | None = None
+    provider: str,
+    status: int,
+    message: str,
+    *,
+    code: int | None = None,
+    retry_after: float | None = None,
+    error_class: type[RelayError] | None = None,
 ) -> RelayError:
-    error_class = _BY_STATUS.get(status, ProviderError)
+    """The typed error for an error answer; ``error_class`` when the provider's status means more than usual."""
+    error_class = error_class or _BY_STATUS.get(status, ProviderError)
     advice = _ADVICE.get(status)
     text = f"{provider} answered {status}: {message}" + (f" ({advice})" if advice else "")
     return error_class(text, http_status=status, code=code, retry_after=retry_after, answered_by=provider)

@@ -72,7 +72,7 @@ def test_a_jwks_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_a_public_key_that_is_not_a_key_is_refused_at_startup(tmp_path: Path) -> None:
-    """Accepted, it made every valid JWT a 401 "its algorithm does not fit the configured key"."""
+    """Accepted, it made every valid JWT a 401 "its alg ... does not fit the key of RELAY_JWT_PUBLIC_KEY"."""
     garbage = "-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n"
     with pytest.raises(ConfigError, match="RELAY_JWT_PUBLIC_KEY"):
         gateway({"RELAY_JWT_PUBLIC_KEY": garbage})

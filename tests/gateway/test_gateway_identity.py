@@ -141,8 +141,15 @@ async def test_rs256_with_a_public_key_file(
     confusion = hs256_by_hand(public_pem(rsa_key).encode(), {"sub": "alice", "aud": AUDIENCE, "iss": ISSUER})
     cases = {
         "another key": (sign(other_key, "RS256", aud=AUDIENCE, iss=ISSUER), "Signature verification failed"),
-        "HS256 with the public key": (confusion, "alg value is not allowed"),
-        "ES256 for an RSA key": (sign(ec_key, "ES256", aud=AUDIENCE, iss=ISSUER), "does not fit the configured key"),
+        "HS256 with the public key": (
+            confusion,
+            "invalid JWT: its alg is 'HS256', and RELAY_JWT_PUBLIC_KEY verifies ES256 and RS256 only (set "
+            "RELAY_JWT_SECRET instead, for HS256 tokens)",
+        ),
+        "ES256 for an RSA key": (
+            sign(ec_key, "ES256", aud=AUDIENCE, iss=ISSUER),
+            "invalid JWT: its alg 'ES256' does not fit the key of RELAY_JWT_PUBLIC_KEY",
+        ),
         "wrong issuer": (sign(rsa_key, "RS256", aud=AUDIENCE, iss="https://evil.test"), "issuer is not accepted"),
         "wrong audience": (sign(rsa_key, "RS256", aud="other", iss=ISSUER), "audience is not accepted"),
         "expired": (sign(rsa_key, "RS256", aud=AUDIENCE, iss=ISSUER, ttl=-30), "expired"),
@@ -180,7 +187,7 @@ async def test_rs256_and_es256_from_a_jwks_file(
     mismatched = sign(ec_key, "ES256", kid="rsa-1")  # was a 500: PyJWT's TypeError for the wrong key object
     assert await auth_status(gateway, "private-user-alice", mismatched) == (
         401,
-        "invalid JWT: The specified alg value is not allowed",
+        "invalid JWT: its alg is 'ES256', and the key of RELAY_JWKS_FILE with the JWT's kid verifies RS256 only",
     )
     assert (await auth_status(gateway, "private-user-bob", es))[0] == 200
     for key, algorithm in ((rsa_key, "RS256"), (ec_key, "ES256")):  # was checked with the first key: ES256 "forged"
@@ -262,14 +269,24 @@ async def test_toml_rules_file_binds_placeholders_to_claims(
     assert (await auth_status(gateway, "private-broadcast-x"))[0] == 403  # authenticated users only
 
 
-async def test_refused_jwts_over_real_http(gateway: RunningGateway, emulator: RunningEmulator) -> None:
+async def test_refused_jwts_over_real_http(
+    gateway: RunningGateway, emulator: RunningEmulator, rsa_key: rsa.RSAPrivateKey
+) -> None:
     """The in-process refusals hold on the real server too (401 with the reason, for channel auth and signin), and
     the gateway keeps serving a good JWT afterwards."""
     now = int(time.time())
     cases = {
         "forged": (hs_jwt(secret="forged-secret-0123456789abcdef0123456789"), "Signature verification failed"),
         "expired": (hs_jwt(ttl=-30), "the JWT has expired"),
-        "alg none": (jwt.encode({"sub": "alice", "exp": now + 60}, "", algorithm="none"), "alg value is not allowed"),
+        "alg none": (
+            jwt.encode({"sub": "alice", "exp": now + 60}, "", algorithm="none"),
+            "invalid JWT: its alg is 'none', and RELAY_JWT_SECRET verifies HS256 only",
+        ),
+        "RS256 for the secret": (
+            sign(rsa_key, "RS256"),
+            "invalid JWT: its alg is 'RS256', and RELAY_JWT_SECRET verifies HS256 only (set RELAY_JWT_PUBLIC_KEY or "
+            "RELAY_JWKS_FILE instead, for RS256 and ES256 tokens)",
+        ),
         "no exp": (jwt.encode({"sub": "alice"}, JWT_SECRET, algorithm="HS256"), '"exp"'),
         "no sub": (jwt.encode({"exp": now + 60}, JWT_SECRET, algorithm="HS256"), '"sub"'),
         "garbage": ("a.b.c", "invalid JWT"),

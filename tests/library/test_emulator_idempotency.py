@@ -14,7 +14,7 @@ from libsupport import MakeRelay, Subscribe, Twin
 
 from relay import Event
 from relay.emulator.idempotency import PublishedKeys
-from relay.errors import IdempotencyKeyReused, ProtocolError
+from relay.errors import IdempotencyKeyReused
 from relay.protocol.signing import sign_rest_request
 from tests.cli_support import run_relay
 from tests.conftest import RunningEmulator, emulator_url
@@ -84,10 +84,10 @@ async def test_the_key_reused_for_other_data_by_another_client_is_refused_and_no
     watcher = await subscribed(subscriber, emulator, "orders")
     one, other = make_relay(emulator_url(emulator)), make_relay(emulator_url(emulator))
     await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
-    with pytest.raises(ProtocolError) as refused:
+    with pytest.raises(IdempotencyKeyReused) as refused:
         await other.publish("orders", "created", {"id": 2}, idempotency_key=KEY)
-    # The provider's 422, as the library maps any (not the client's own IdempotencyKeyReused, which sent nothing)
-    assert type(refused.value) is ProtocolError and refused.value.http_status == 422
+    # The emulator's 422, not the client's own refusal (this client never used the key)
+    assert refused.value.http_status == 422 and refused.value.answered_by == "the Relay emulator"
     assert refused.value.message == f"the Relay emulator answered 422: {REUSED}"
     assert await pusher_events(watcher, one, "orders") == ["created"]
 
