@@ -277,6 +277,10 @@ class HttpApi:
         # need no escaping in JSON, nor do the attributes, which are counts.
         if not info:  # the usual listing
             text = '{"channels":{"' + '":{},"'.join(names) + '":{}}}' if names else '{"channels":{}}'
+        elif info == _SUBSCRIPTION_COUNT:  # the usual counted listing: half the time of the general case
+            counts = zip(names, state.subscription_counts(names), strict=True)
+            entries = ",".join([f'"{name}":{{"subscription_count":{count}}}' for name, count in counts])
+            text = '{"channels":{' + entries + "}}"
         else:
             entries = ",".join([f'"{name}":{_counts_json(_channel_info(state, name, info))}' for name in names])
             text = '{"channels":{' + entries + "}}"
@@ -314,6 +318,7 @@ _NO_INFO: frozenset[str] = frozenset()
 # The attributes a publish's answer and the channel list have; one channel's (GET /channels/{name}) has its cache too.
 _COUNTS = frozenset({"user_count", "subscription_count"})
 _CHANNEL_INFO = _COUNTS | {"cache"}
+_SUBSCRIPTION_COUNT = frozenset({"subscription_count"})
 
 
 class _Event(NamedTuple):  # built per publish: a NamedTuple costs half of a frozen dataclass's __init__

@@ -330,6 +330,15 @@ class AppState:
         channel = self.channels.get(name)
         return (0 if channel is None else len(channel.subscribers)) + self.remote.subscription_count(name)
 
+    def subscription_counts(self, names: Iterable[str]) -> list[int]:
+        """:meth:`subscription_count` of each of ``names``, without a call per name (a listing asks for 100,000)."""
+        local, remote = self.channels, self.remote.subscriptions
+        return [
+            (0 if (channel := local.get(name)) is None else len(channel.subscribers))
+            + (sum(nodes.values()) if (nodes := remote.get(name)) else 0)
+            for name in names
+        ]
+
     def presence_members(self, name: str) -> Iterator[tuple[str, str]]:
         """(user id, encoded user_info) of every member on any node, once each: this node's first, with their info
         here; a member only on other nodes with the info of one of them."""

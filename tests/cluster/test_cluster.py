@@ -179,6 +179,11 @@ async def test_http_api_answers_are_cluster_wide(nodes: Nodes) -> None:
         lambda: asyncio.to_thread(sdk(a).channel_info, "orders", ["subscription_count"]),
         {"occupied": True, "subscription_count": 2},
     )
+    # The listing counts in one pass over the names: a channel held here and on b, and one held on b alone
+    await answers(
+        lambda: asyncio.to_thread(sdk(a).channels_info, attributes=["subscription_count"]),
+        {"channels": {"orders": {"subscription_count": 2}, "stock": {"subscription_count": 1}}},
+    )
 
 
 async def test_send_to_user_and_terminate_reach_every_node(nodes: Nodes) -> None:
