@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from relay.adapters.base import MAX_RESTARTS, Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
-from relay.config import ProviderConfig, env_master_key, from_env, parse_url, provider_url_text, with_master_key
+from relay.config import (
+    ProviderConfig,
+    env_master_key,
+    from_env,
+    parse_url,
+    provider_url_text,
+    trimmed_environment,
+    with_master_key,
+)
 from relay.errors import (
     ClientClosed,
     ConfigError,
@@ -129,24 +136,39 @@ def _parsed_configuration(url: Configuration) -> tuple[Mode, list[ProviderConfig
     url = provider_url_text(url)
     for mode in (Mode.MIRROR, Mode.FAILOVER):
         prefix = f"{mode.value}:"
-        if url.startswith(prefix):
+        if url[: len(prefix)].lower() == prefix:  # as the schemes are: MIRROR: is mirror:
             urls = [part.strip() for part in url[len(prefix) :].split("|") if part.strip()]
             if len(urls) < 2:
                 raise ConfigError(f"{mode.value}: needs two or more provider URLs separated by '|'")
+            for index, part in enumerate(urls, 1):  # every part's shape before any is parsed: see _refuse_member
+                _refuse_member(mode, index, part)
             configs = [parse_url(part) for part in urls]
-            if mode is Mode.MIRROR:
-                _refuse_repeated_providers(configs)
+            _refuse_repeated_providers(mode, configs)
             return mode, configs
     return Mode.SINGLE, [parse_url(url)]
 
 
-def _refuse_repeated_providers(configs: Sequence[ProviderConfig]) -> None:
-    """A mirror naming one provider twice (whatever the key) would publish every event twice to its subscribers."""
+def _refuse_member(mode: Mode, index: int, url: str) -> None:
+    """Refuse the ``index``-th part of a ``mirror:`` or ``failover:`` list when it is no provider URL: the rest of a
+    secret cut at its '|' (the part before it would be refused for what it lacks, not for that), or a nested list."""
+    lowered = url.lower()
+    if lowered.startswith(("mirror:", "failover:")):
+        raise ConfigError(f"{mode.value}: URL {index} is another {lowered.partition(':')[0]}: list; they do not nest")
+    if "://" not in url:  # never echoed: it may be the rest of a secret
+        raise ConfigError(
+            f"{mode.value}: URL {index} is not a provider URL (scheme://…): a '|' separates the providers, so one "
+            "inside a key or secret is written %7C"
+        )
+
+
+def _refuse_repeated_providers(mode: Mode, configs: Sequence[ProviderConfig]) -> None:
+    """A mirror naming one provider twice (whatever the key) would publish every event twice to its subscribers; a
+    failover naming one twice would try again what just failed, as if it were another provider."""
     seen: set[tuple[str, str, str, str]] = set()
     for config in configs:
         provider = (config.scheme, config.base_url, config.path_prefix, config.app_id)
         if provider in seen:
-            raise ConfigError(f"mirror: names {config.url()} twice; each provider goes in once")
+            raise ConfigError(f"{mode.value}: names {config.url()} twice; each provider goes in once")
         seen.add(provider)
 
 
@@ -989,9 +1011,9 @@ def configuration_from_env(environ: Mapping[str, str] | None) -> Configuration:
     """The providers ``RELAY_URL`` names (``mirror:``/``failover:`` several), else the one provider
     :func:`relay.config.from_env` reads; whitespace around values left out, and ``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``
     applied to each Pusher-protocol or memory provider."""
-    env = os.environ if environ is None else environ
-    url = (env.get("RELAY_URL") or "").strip()
-    if url.startswith((f"{Mode.MIRROR.value}:", f"{Mode.FAILOVER.value}:")):
+    env = trimmed_environment(environ)
+    url = env.get("RELAY_URL", "")
+    if url.lower().startswith((f"{Mode.MIRROR.value}:", f"{Mode.FAILOVER.value}:")):
         mode, configs = parse_configuration(url)
         master_key = env_master_key(env)
         return Providers(mode, tuple(with_master_key(config, master_key) for config in configs))

@@ -205,6 +205,22 @@ def _refuse_undecoded(text: str, what: str) -> None:
 def parse_url(url: str) -> ProviderConfig:
     """Parse a provider URL; a mistake raises :class:`ConfigError` naming the fix (and never the secret)."""
     url = provider_url_text(url)
+    try:
+        return _parse_url(url)
+    except ConfigError:
+        if _SEVERAL_URLS.search(url):  # memory://a|memory://b: "has a port" would name the wrong mistake
+            raise ConfigError(
+                "several provider URLs joined by '|' need mirror: (every publish to each) or failover: (each "
+                "operation to the first that works) before them: mirror:URL|URL"
+            ) from None
+        raise
+
+
+# A '|' followed by what begins a provider URL
+_SEVERAL_URLS = re.compile(r"\|\s*[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _parse_url(url: str) -> ProviderConfig:
     if "://" not in url:
         raise ConfigError(f"a provider URL looks like scheme://…, with scheme one of {', '.join(SCHEMES)}")
     parts = _split(url)
@@ -234,6 +250,8 @@ def parse_url(url: str) -> ProviderConfig:
     port_text = _port_text(parts.netloc)
     port = _port_number(port_text) if port_text else None
     if port_text and port is None:
+        if ":" in port_text:  # pusher://KEY:SECRET@::1/… read as the host '' and the port ':1'
+            raise ConfigError(f"{scheme}:// URL's host looks like an IPv6 address: write it in brackets, [::1]:6001")
         raise ConfigError(f"{scheme}:// URL has an invalid port {port_text!r}: a port is a number from 1 to 65535")
     tls = _flag(options.pop("tls", "false" if scheme == "emulator" else "true"), "tls")
     _refuse_misplaced_options(scheme, options)
@@ -244,7 +262,7 @@ def parse_url(url: str) -> ProviderConfig:
     _refuse_unknown_options(scheme, options, _ABLY_OPTIONS if scheme == "ably" else "tls, encryption_master_key")
     host = parts.hostname or ""
     if host and not _is_host(host):
-        raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address")
+        raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address{_ipv4_hint(host)}")
     if scheme == "ably":
         try:
             # the key was percent-decoded: a ':' in it (%3A) would end the key name when the key is sent to Ably
@@ -347,7 +365,7 @@ def _options(scheme: str, query: str) -> dict[str, str]:
 def _refuse_unknown_options(scheme: str, options: Mapping[str, str], known: str) -> None:
     """A misspelt option would be dropped, and the error it leads to would name the option the URL seems to have."""
     if options:
-        unknown = ", ".join(sorted(options))
+        unknown = ", ".join(sorted(name or "'' (an empty name)" for name in options))
         raise ConfigError(f"{scheme}:// URL has unknown option(s) {unknown}; the options are {known}")
 
 
@@ -450,11 +468,26 @@ def _is_host(host: str) -> bool:
         return True
     if not host or not all(char.isalnum() or char in "-._" for char in host):
         return False
+    if _looks_ipv4(host):
+        try:  # httpx takes four numbers for an IPv4 address, and refuses 999.1.1.1 or 01.2.3.4 at the first request
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
     try:
         host.encode("idna")  # as socket.getaddrinfo encodes it
     except UnicodeError:
         return False
     return True
+
+
+def _looks_ipv4(host: str) -> bool:
+    labels = host.split(".")
+    return len(labels) == 4 and all(label.isascii() and label.isdigit() for label in labels)
+
+
+def _ipv4_hint(host: str) -> str:
+    """What a refused host of four numbers is told, else nothing."""
+    return " (an IPv4 address is four numbers from 0 to 255, without leading zeros)" if _looks_ipv4(host) else ""
 
 
 def _decoded(text: str, what: str, *, secret: bool = False) -> str:
@@ -534,6 +567,14 @@ def trimmed_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
     kept, a secret "s\n" would sign every request wrongly and fail only at the first, as a 401. docker-compose passes
     unset variables as empty strings: empty is unset."""
     values = os.environ if environ is None else environ
+    if not isinstance(values, Mapping):  # from_env("pusher://…") for from_url: an AttributeError deep inside
+        raise ConfigError(
+            f"the environment is a mapping of variable names to values, not {type(values).__name__}: "
+            "for a provider URL, use from_url"
+        )
+    refused = next((name for name, value in values.items() if not isinstance(value, str)), None)
+    if refused is not None:
+        raise ConfigError(f"{refused} is {type(values[refused]).__name__}, not str: an environment holds text")
     return {name: value.strip() for name, value in values.items() if value.strip()}
 
 
@@ -560,8 +601,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
             raise ConfigError(f"PUSHER_SCHEME must be http or https, got {scheme!r}")
         if env.get("PUSHER_HOST") and not _is_host(env["PUSHER_HOST"]):
             raise ConfigError(
-                f"PUSHER_HOST must be a host name or an IP address, got {env['PUSHER_HOST']!r} "
-                "(the scheme goes in PUSHER_SCHEME, the port in PUSHER_PORT)"
+                f"PUSHER_HOST must be a host name or an IP address, got {env['PUSHER_HOST']!r}"
+                + (_ipv4_hint(env["PUSHER_HOST"]) or " (the scheme goes in PUSHER_SCHEME, the port in PUSHER_PORT)")
             )
         host = env.get("PUSHER_HOST") or f"api-{_cluster(env.get('PUSHER_CLUSTER') or 'mt1')}.pusher.com"
         port_text = env.get("PUSHER_PORT") or ""

@@ -168,6 +168,15 @@ class Workload:
             )
         for name in ("peak_day_factor", "peak_factor"):
             check_peak(name, getattr(self, name))
+        if not self.origin.startswith("measured") and self.peak_day_factor > self.days_per_month:
+            # A measured one may be: its busiest day is against the average of its days, which may be more than a month
+            raise ConfigError(
+                f"workload field peak_day_factor (--peak-day-factor) must be at most days_per_month "
+                f"({self.days_per_month:g}): the busiest day holds at most the whole month, "
+                f"got {self.peak_day_factor:g}"
+            )
+        if not isinstance(self.echo, bool):  # "no" is truthy: Ably's echo would be counted on
+            raise ConfigError(f"workload field echo (--no-echo) must be True or False, got {self.echo!r}")
         for name in ("size_units_5kib", "size_units_2kib", "delivery_units_5kib"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -646,7 +655,8 @@ class Estimate:
         for result in self.providers:
             if result.provider == provider_id:
                 return result
-        raise KeyError(provider_id)
+        known = ", ".join(result.provider for result in self.providers)
+        raise KeyError(f"no estimate for provider {provider_id!r}; this estimate has: {known}")
 
     def cheapest(self, kind: ProviderKind | None = None, *, new_accounts_only: bool = False) -> ProviderEstimate | None:
         """The cheapest option that fits (of ``kind``; with ``new_accounts_only``, of those a new customer can buy)."""

@@ -126,7 +126,7 @@ EVERY_FLAG = [
     "--peak-factor",
     str(MAX_PEAK_FACTOR),  # its own bound: the busiest second holds at most the whole busiest day
     "--peak-day-factor",
-    AT_BOUND,
+    "30",  # its own bound: the busiest day holds at most the whole month (of 30 days)
     "--channels",
     AT_BOUND,
     "--average-connections",

@@ -83,10 +83,11 @@ def test_cost_inputs_that_overflow_are_config_errors(
             ["--connections", "10"],
             "fits",
         ),
-        # 1e18 API calls a day on the busiest of 1e18 days, on a machine of 1e-300 cores: no node count carries it
+        # 1e18 API calls a day, all of the month's on its busiest day, on a machine of 1e-300 cores: no node count
+        # carries it
         (
             {"cpu_cores = 0.5\n\n[[providers.hetzner": "cpu_cores = 1e-300\n\n[[providers.hetzner"},
-            ["--connections", "10", "--api-requests-per-day", "1e18", "--peak-day-factor", "1e18"],
+            ["--connections", "10", "--api-requests-per-day", "1e18", "--peak-day-factor", "30"],
             "does_not_fit",
         ),
     ],
