@@ -594,7 +594,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     if any(env.get(name) for name in pusher_names):
         missing = [name for name in pusher_names if not env.get(name)]
         if missing:
-            raise ConfigError(f"set {', '.join(missing)} too (or RELAY_URL instead of the PUSHER_* variables)")
+            # Laravel's .env names the key and the secret PUSHER_APP_KEY and PUSHER_APP_SECRET
+            laravel = [f"PUSHER_APP_{name[7:]}" for name in missing if env.get(f"PUSHER_APP_{name[7:]}")]
+            hint = (
+                f"Relay reads {' and '.join(missing)}, which Laravel's .env names {' and '.join(laravel)}: set the "
+                "values under Relay's names too"
+                if laravel
+                else "or RELAY_URL instead of the PUSHER_* variables"
+            )
+            raise ConfigError(f"set {', '.join(missing)} too ({hint})")
         # docker-compose passes unset variables as empty strings: empty is unset, here as for PUSHER_HOST
         scheme = (env.get("PUSHER_SCHEME") or "https").lower()
         if scheme not in ("http", "https"):

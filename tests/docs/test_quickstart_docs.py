@@ -37,7 +37,7 @@ def block(language: str, containing: str) -> str:
 def test_every_block_is_used() -> None:
     """Install (not run: the suite runs in its own venv), emulator, page, publisher, shell lines: nothing else."""
     assert [lang for lang, _ in BLOCKS] == ["bash", "bash", "html", "python", "bash"]
-    assert block("bash", "pip install") == "python3 -m venv .venv && .venv/bin/pip install -q .\n"
+    assert block("bash", "pip install") == "python3 -m venv .venv && .venv/bin/pip install -q -e .\n"
 
 
 @needs_chromium()

@@ -95,6 +95,13 @@ def test_mirror_and_failover_are_read_in_any_case_as_the_schemes_are() -> None:
             f"PUSHER_HOST must be a host name or an IP address, got '192.168.1.300' {IPV4_HINT}",
         ),
         ({"RELAY_URL": "memory://a|memory://b"}, "several provider URLs joined by '|' need mirror:"),
+        # Laravel's .env exported as it is: "set PUSHER_KEY, PUSHER_SECRET too" did not say why they were not found
+        (
+            {"PUSHER_APP_ID": "1", "PUSHER_APP_KEY": "k", "PUSHER_APP_SECRET": "s", "PUSHER_APP_CLUSTER": "eu"},
+            "set PUSHER_KEY, PUSHER_SECRET too (Relay reads PUSHER_KEY and PUSHER_SECRET, which Laravel's .env names "
+            "PUSHER_APP_KEY and PUSHER_APP_SECRET: set the values under Relay's names too)",
+        ),
+        ({"PUSHER_APP_ID": "1"}, "set PUSHER_KEY, PUSHER_SECRET too (or RELAY_URL instead of the PUSHER_* variables)"),
     ],
 )
 def test_an_environment_mistake_is_a_config_error(environ: object, message: str) -> None:
