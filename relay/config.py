@@ -287,6 +287,11 @@ def _parse_url(url: str) -> ProviderConfig:
     if not host:
         raise ConfigError(f"{scheme}:// URL needs a host, for example {scheme}://KEY:SECRET@127.0.0.1:6001/apps/1")
     if scheme == "pusher" and port is None and "." not in host and ":" not in host and host != "localhost":
+        if not _CLUSTER.fullmatch(host):  # api--bad-.pusher.com would fail only at the first request
+            raise ConfigError(
+                f"pusher:// URL's host {host!r} is taken for a cluster's short name, such as eu, mt1, us2 or ap3 "
+                "(a name without a dot), and is not one"
+            )
         host = f"api-{host}.pusher.com"  # a bare cluster name such as "eu" or "mt1" (a host with a port is a host)
     if path_prefix and is_hosted_pusher(host):
         raise ConfigError(f"{scheme}:// URL of hosted Pusher ({host}) takes no path prefix: its API is /apps/APP_ID")

@@ -44,6 +44,13 @@ PUSHER = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
             "mirror: URL 2 is not a provider URL (scheme://…): a '|' separates the providers, so one inside a key or "
             "secret is written %7C",
         ),
+        # A bare cluster was not checked as PUSHER_CLUSTER is: api--bad-.pusher.com failed at the first publish
+        (
+            "pusher://k:s@-bad-/apps/1",
+            "pusher:// URL's host '-bad-' is taken for a cluster's short name, such as eu, mt1, us2 or ap3 (a name "
+            "without a dot), and is not one",
+        ),
+        ("pusher://k:s@_/apps/1", "pusher:// URL's host '_' is taken for a cluster's short name"),
         (
             "pusher://k:s@::1/apps/1",
             "pusher:// URL's host looks like an IPv6 address: write it in brackets, [::1]:6001",
