@@ -298,8 +298,9 @@ async def test_cost_plot_without_matplotlib_prints_nothing_but_the_error(tmp_pat
         "cost", "--connections", "500", "--publishes-per-day", "20000", "--plot", str(plot),
         env=not_installed(tmp_path, "matplotlib"),
     )  # fmt: skip
-    checkout = "(in a checkout: pip install -e '.[plot]')"
-    assert_refused(outcome, f"--plot needs matplotlib: pip install 'relay-realtime[plot]' {checkout}")
+    assert_refused(
+        outcome, "--plot needs matplotlib, the optional extra plot: .venv/bin/pip install -e '.[plot]' in the checkout"
+    )
     assert outcome.stdout == ""
     assert not plot.exists()
 

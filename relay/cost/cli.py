@@ -64,14 +64,22 @@ _DESCRIBING = (
 
 
 def _number(text: str) -> float:
-    cleaned = text.replace(",", "").replace("_", "").strip()
+    """A number as written: ``20000``, ``20,000`` (commas between groups of three), ``20_000``, ``2e4``."""
+    cleaned = text.strip()
+    if "," in cleaned:
+        if not _GROUPED.fullmatch(cleaned):  # "1,,0" was 10: a comma dropped wherever it stood
+            raise argparse.ArgumentTypeError(f"not a number: {text!r} (commas group thousands, as in 1,000,000)")
+        cleaned = cleaned.replace(",", "")
     try:
-        return float(cleaned)
+        return float(cleaned)  # which takes 1_000 as Python does, between digits
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-_SIZE = re.compile(r"\A\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*(B|KB|KIB|K|MB|MIB|M)?\s*\Z", re.IGNORECASE)
+_GROUPED = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
+_SIZE = re.compile(
+    r"\A\s*([0-9][0-9_,]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*(B|KB|KIB|K|MB|MIB|M)?\s*\Z", re.IGNORECASE
+)
 _SIZE_UNITS = {"B": 1, "KB": 1000, "K": 1024, "KIB": 1024, "MB": 1_000_000, "M": 1024**2, "MIB": 1024**2}
 
 
@@ -80,7 +88,10 @@ def parse_size(text: str) -> float:
     match = _SIZE.match(text)
     if match is None:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (use bytes, or a unit: B, KB, KiB, MB, MiB)")
-    value = float(match.group(1).replace(",", "").replace("_", ""))
+    try:
+        value = _number(match.group(1))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (commas group thousands, as in 1,000)") from None
     return value * _SIZE_UNITS[(match.group(2) or "B").upper()]
 
 

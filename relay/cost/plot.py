@@ -148,14 +148,15 @@ def check_plot(workload: Workload, path: Path) -> str:
     # Where it goes: a file in an existing directory (what else cannot be written is only known when writing).
     folder = path.parent
     if not folder.is_dir():
-        raise ConfigError(f"--plot {path}: cannot write it: the directory {folder} does not exist")
+        problem = "is a file, not a directory" if folder.exists() else "does not exist"
+        raise ConfigError(f"--plot {path}: cannot write it: {folder} {problem}")
     if path.is_dir():
         raise ConfigError(f"--plot {path}: cannot write it: it is a directory")
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
-            "--plot needs matplotlib: pip install 'relay-realtime[plot]' (in a checkout: pip install -e '.[plot]')"
+            "--plot needs matplotlib, the optional extra plot: .venv/bin/pip install -e '.[plot]' in the checkout"
         ) from exc
     return fmt
 

@@ -164,6 +164,35 @@ def test_invalid_workloads_are_config_errors(argv: list[str], message: str) -> N
         run_cost(argv)
 
 
+@pytest.mark.parametrize(
+    ("flag", "text", "value"),
+    [("--connections", "20,000", 20_000), ("--connections", "20_000", 20_000), ("--connections", "2e4", 20_000),
+     ("--message-size", "1,024", 1024), ("--message-size", "1e3KB", 1_000_000), ("--message-size", "16KiB", 16_384)],
+)  # fmt: skip
+def test_numbers_are_read_as_written(flag: str, text: str, value: float) -> None:
+    args = cost_parser().parse_args(["cost", flag, text])
+    assert getattr(args, flag[2:].replace("-", "_")) == value
+
+
+@pytest.mark.parametrize(
+    ("flag", "text", "message"),
+    [
+        # A comma was dropped wherever it stood: "1,,0" was 10
+        ("--connections", "1,,0", "not a number: '1,,0' (commas group thousands, as in 1,000,000)"),
+        ("--connections", "1,00", "not a number: '1,00' (commas group thousands, as in 1,000,000)"),
+        ("--connections", "1__0", "not a number: '1__0'"),
+        ("--message-size", "1,,0KB", "not a size: '1,,0KB' (commas group thousands, as in 1,000)"),
+    ],
+)
+def test_a_number_written_wrongly_is_refused(
+    flag: str, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cost_parser().parse_args(["cost", flag, text])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(f"argument {flag}: {message}")
+
+
 def test_unparseable_numbers_are_argparse_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         cost_parser().parse_args(["cost", "--connections", "lots"])

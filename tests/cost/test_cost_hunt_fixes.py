@@ -421,7 +421,12 @@ def test_a_plot_into_a_missing_directory_is_refused_before_any_output(
 ) -> None:
     missing = tmp_path / "absent" / "p.png"
     assert refused(["cost", "--connections", "500", "--plot", str(missing)], capsys) == (
-        f"--plot {missing}: cannot write it: the directory {missing.parent} does not exist"
+        f"--plot {missing}: cannot write it: {missing.parent} does not exist"
+    )
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    assert refused(["cost", "--connections", "500", "--plot", str(a_file / "p.png")], capsys) == (
+        f"--plot {a_file / 'p.png'}: cannot write it: {a_file} is a file, not a directory"
     )
     folder = tmp_path / "d.png"
     folder.mkdir()
