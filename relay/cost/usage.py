@@ -278,6 +278,8 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
     apps: dict[str, UsageApp] = {}
     for app_id, app_raw in apps_raw.items():
         where = f"apps.{app_id}"
+        if not app_id.strip():  # the emulator writes an app's id, which is never blank: "app , 2 days" otherwise
+            raise fail("apps", f"an app's id must not be blank, got {app_id!r}")
         if not isinstance(app_raw, dict):
             raise fail(where, f"must be an object, got {type(app_raw).__name__}")
         _no_unknown(app_raw, {"days", "unique_users", "users_sketch"}, where, fail)

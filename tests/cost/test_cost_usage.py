@@ -119,6 +119,10 @@ def test_an_empty_day_is_a_valid_workload(tmp_path: Path, prices: Prices) -> Non
         (lambda d: d.update(version=2.0), "usage file U: field 'version' must be 1 or 2, got 2.0"),
         (lambda d: d.update(apps={}), "usage file U: field 'apps' must be an object with at least one app"),
         (lambda d: d.update(meter="x"), "usage file U: unknown field 'meter'"),
+        (
+            lambda d: d["apps"].update({" ": d["apps"]["1"]}),
+            "usage file U: apps: an app's id must not be blank, got ' '",
+        ),
         (lambda d: d["apps"]["1"].update(unique_users=-1), "apps.1: field 'unique_users' must be a whole number ≥ 0"),
         (
             lambda d: d["apps"]["1"].update(unique_users=3, users_sketch=["ann"]),
