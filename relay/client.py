@@ -132,6 +132,10 @@ def _parsed_configuration(url: Configuration) -> tuple[Mode, list[ProviderConfig
     if isinstance(url, ProviderConfig):
         return Mode.SINGLE, [url]
     if isinstance(url, Providers):
+        single = url.mode is Mode.SINGLE
+        if len(url.configs) != 1 if single else len(url.configs) < 2:  # none: StopIteration at the first publish
+            wanted = "one provider" if single else "two or more providers"
+            raise ConfigError(f"Providers({url.mode.value}) takes {wanted}, got {len(url.configs)}")
         return url.mode, list(url.configs)
     url = provider_url_text(url)
     for mode in (Mode.MIRROR, Mode.FAILOVER):

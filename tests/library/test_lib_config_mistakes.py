@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from relay.client import Mode, Relay, parse_configuration
+from relay.client import Mode, Providers, Relay, parse_configuration
 from relay.config import from_env
 from relay.cost import Workload, default_prices, estimate
 from relay.errors import ConfigError
@@ -154,3 +154,21 @@ def test_an_estimate_asked_for_a_provider_it_has_not_names_those_it_has() -> Non
     message = caught.value.args[0]
     assert message.startswith("no estimate for provider 'nosuch'; this estimate has: ")
     assert "pusher" in message.split(": ", 1)[1].split(", ")
+
+
+@pytest.mark.parametrize(
+    ("providers", "message"),
+    [
+        # Accepted as Relay('mirror:'), then StopIteration at the first publish
+        (Providers(Mode.MIRROR, ()), "Providers(mirror) takes two or more providers, got 0"),
+        (
+            Providers(Mode.FAILOVER, (parse_configuration("memory://a")[1][0],)),
+            "Providers(failover) takes two or more providers, got 1",
+        ),
+        (Providers(Mode.SINGLE, ()), "Providers(single) takes one provider, got 0"),
+    ],
+)
+def test_a_parsed_configuration_has_its_providers(providers: Providers, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Relay(providers)
+    assert caught.value.message == message
