@@ -248,6 +248,8 @@ def _parse_url(url: str) -> ProviderConfig:
         raise ConfigError(f"{scheme}:// URL needs credentials: {scheme}://{hint}@host…")
     options = _options(scheme, parts.query)
     port_text = _port_text(parts.netloc)
+    if not port_text and parts.netloc.endswith(":"):  # urlsplit reads eu: as no port
+        raise ConfigError(f"{scheme}:// URL has a ':' after its host and no port: give the port, or drop the ':'")
     port = _port_number(port_text) if port_text else None
     if port_text and port is None:
         if ":" in port_text:  # pusher://KEY:SECRET@::1/… read as the host '' and the port ':1'
@@ -261,6 +263,8 @@ def _parse_url(url: str) -> ProviderConfig:
     occupancy = _flag(options.pop("occupancy", "false"), "occupancy")
     _refuse_unknown_options(scheme, options, _ABLY_OPTIONS if scheme == "ably" else "tls, encryption_master_key")
     host = parts.hostname or ""
+    if host and ":" not in host and "[" in parts.netloc.rpartition("@")[2]:  # urlsplit drops the brackets of [v1.x]
+        raise ConfigError(f"{scheme}:// URL's host [{host}] is in brackets, which hold an IPv6 address only")
     if host and not _is_host(host):
         raise ConfigError(f"{scheme}:// URL's host {host!r} is not a host name or an IP address{_ipv4_hint(host)}")
     if scheme == "ably":

@@ -51,6 +51,15 @@ PUSHER = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
             "without a dot), and is not one",
         ),
         ("pusher://k:s@_/apps/1", "pusher:// URL's host '_' is taken for a cluster's short name"),
+        # Both read as if the URL had said something else: the host v1.x, no port
+        (
+            "pusher://k:s@[v1.x]:6001/apps/1",
+            "pusher:// URL's host [v1.x] is in brackets, which hold an IPv6 address only",
+        ),
+        (
+            "pusher://k:s@eu:/apps/1",
+            "pusher:// URL has a ':' after its host and no port: give the port, or drop the ':'",
+        ),
         (
             "pusher://k:s@::1/apps/1",
             "pusher:// URL's host looks like an IPv6 address: write it in brackets, [::1]:6001",
