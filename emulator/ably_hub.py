@@ -158,6 +158,8 @@ def parse_message(raw: object, where: str) -> Message:
         raise AblyError(40012, f"{where}: clientId must be a string")
     if client_id == "*":
         raise AblyError(40012, f"{where}: '*' is not a client id")
+    if client_id == "":  # a client id is any non-empty string: "" was delivered as the sender's
+        raise AblyError(40012, f"{where}: clientId can't be an empty string; omit it")
     message_id = raw.get("id")
     if message_id is not None and (not isinstance(message_id, str) or not message_id):
         raise AblyError(40031, f"{where}: id must be a non-empty string")

@@ -359,11 +359,19 @@ class AblySession(ForeignPeer):
         many frames (``message`` says so): the connection fails with 40009 first. The frame was never read, so no NACK
         can name its msgSerial; and failing rather than DISCONNECTED keeps the SDK from reconnecting to send the same
         frame again (RTN19a)."""
-        if self.closed:
-            return
         limit = self._max_frame_size
         message = message or f"Maximum message length exceeded: a WebSocket message over {limit} bytes"
-        error = AblyError(40009, message, 413)
+        self._fail_unread(AblyError(40009, message, 413))
+
+    def text_not_utf8(self) -> None:
+        """A text message that is not UTF-8: the server closes the socket with 1007 (RFC 6455 §8.1) after this ERROR,
+        as for a Pusher connection."""
+        self._fail_unread(AblyError(80013, "Protocol error: a WebSocket text message that is not UTF-8"))
+
+    def _fail_unread(self, error: AblyError) -> None:
+        """ERROR for a message the server refused before reading it; the server closes the socket."""
+        if self.closed:
+            return
         self._send({"action": ERROR, "error": error.body()})
         self.closed = True
 
@@ -806,13 +814,15 @@ class AblySession(ForeignPeer):
         if not isinstance(raw, dict):
             raise AblyError(40000, f"{where}: a presence message is an object")
         action = raw.get("action")
-        if action not in (ENTER, LEAVE, UPDATE, PRESENT):
+        if type(action) is not int or action not in (ENTER, LEAVE, UPDATE, PRESENT):  # True == 1 == PRESENT
             raise AblyError(40000, f"{where}: action must be enter (2), leave (3) or update (4)")
         client_id = raw.get("clientId")
         if client_id is None:
             client_id = self.credentials.identified()
             if client_id is None:
                 raise AblyError(91000, "Unable to enter presence channel (no clientId)")
+        elif client_id == "":  # a client id is any non-empty string: "" entered as a member
+            raise AblyError(40012, f"{where}: clientId can't be an empty string; omit it")
         elif not isinstance(client_id, str) or client_id == "*" or not self.credentials.may_use_client_id(client_id):
             raise AblyError(40012, f"{where}: clientId {client_id!r} is incompatible with the connection's client id")
         encoding = raw.get("encoding")

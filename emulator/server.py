@@ -393,6 +393,7 @@ class HttpConnection(asyncio.Protocol):
         self._fragmented_opcode = Opcode.TEXT
         self._queued: list[bytes] = []  # frames written in this loop iteration, sent together (see write)
         self._address: str | None = None  # the client's address, counted while a per-address cap is set
+        self.ending: asyncio.Transport | None = None  # the transport once half-closed after a WebSocket's close
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -707,13 +708,7 @@ class HttpConnection(asyncio.Protocol):
             transport.write(response_head(response, keep_alive) + (b"" if head else response.body))
         if not keep_alive:
             self._finished = True
-            if transport.can_write_eof():
-                # Half-close and keep reading: closing with unread input would reset the connection, and the
-                # client could lose the answer. The client closes after reading it (eof_received); else abort.
-                transport.write_eof()
-                asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
-            else:
-                transport.close()
+            _half_close(transport)
 
     # -- WebSocket --------------------------------------------------------------------------------------------
 
@@ -918,6 +913,10 @@ class HttpConnection(asyncio.Protocol):
         assert session is not None
         session.state.meter.received(len(payload))
         if isinstance(session, AblySession):
+            if opcode is Opcode.TEXT and not payload.isascii() and not _is_utf8(payload):
+                session.text_not_utf8()
+                self._fail_invalid_utf8()
+                return
             session.receive(payload, binary=opcode is Opcode.BINARY)
             return
         if opcode is Opcode.BINARY:
@@ -968,8 +967,11 @@ class HttpConnection(asyncio.Protocol):
         for chunk in ws.data_to_send():
             if chunk:
                 transport.write(chunk)
-            else:
-                transport.close()
+            else:  # a client failed while still sending (1009, 1007) would lose its pusher:error to the reset
+                _half_close(transport)
+                # Nothing is written after the close frame (a write after write_eof raises): the transport is the
+                # abort timer's, or shutdown's (ending)
+                self.transport, self.ending = None, transport
 
     # -- Link (what a Session writes to) ----------------------------------------------------------------------
 
@@ -1091,11 +1093,30 @@ def pusher_admission(
     protocol = dict(parse_qsl(query, keep_blank_values=True)).get("protocol", "7")  # "protocol=" is no version
     if not (protocol.isascii() and protocol.isdigit()):  # '²' is a digit to isdigit() but not to int()
         return ErrorCode.INVALID_VERSION, f"Invalid version string format: protocol={protocol[:16]!r}"
-    if not 5 <= int(protocol) <= 7:
-        return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}; use 5 to 7"
+    if len(protocol) > 8 or not 5 <= int(protocol) <= 7:  # int() refuses over 4,300 digits, with a ValueError
+        return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol[:16]}; use 5 to 7"
     if state.over_connection_quota():
         return ErrorCode.OVER_CONNECTION_QUOTA, f"Application is over connection quota ({app.max_connections})"
     return state
+
+
+def _half_close(transport: asyncio.Transport) -> None:
+    """Close after what was written, and keep reading meanwhile: closing with unread input would reset the
+    connection, and the client could lose the last answer (an HTTP response, a WebSocket's error and close frame).
+    The client closes after reading it (eof_received); else it is aborted."""
+    if transport.can_write_eof():
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+    else:
+        transport.close()
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def split_target(target: str) -> tuple[str, str]:

@@ -96,6 +96,8 @@ async def graceful_shutdown(
                 connection.transport.close()
             else:
                 connection.transport.abort()
+        elif connection.ending is not None:  # closed, its client not gone yet
+            connection.ending.abort()
     await asyncio.sleep(0)  # let connection_lost run
     log.info("shutdown: connections closed; flushing webhooks", extra={"grace_s": webhook_grace})
     await node.close(webhook_grace=0.0 if hurry.is_set() else webhook_grace)

@@ -103,6 +103,9 @@ ADMISSION_APPS = (
         ("/p/app/app-key", [("Origin", "https://evil.example")], (4009, "Origin not allowed: https://evil.example")),
         ("/p/app/app-key?protocol=%C2%B2", [], (4006, "Invalid version string format: protocol='²'")),
         ("/p/app/app-key?protocol=8", [], (4007, "Unsupported protocol version 8; use 5 to 7")),
+        ("/p/app/app-key?protocol=00000007", [], None),
+        # int() of over 4,300 digits raised ValueError: a traceback in the log, and no pusher:error
+        ("/p/app/app-key?protocol=" + "7" * 4301, [], (4007, f"Unsupported protocol version {'7' * 16}; use 5 to 7")),
     ],
 )
 def test_pusher_admission(target: str, headers: list[tuple[str, str]], refusal: tuple[int, str] | None) -> None:
