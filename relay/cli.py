@@ -10,6 +10,7 @@ import errno
 import gc
 import ipaddress
 import logging.config
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -559,6 +560,19 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request may take to arrive whole, from the connection opening or the previous answer on it; "
+        "past them it is answered 408 and its connection closed (default %(default)g)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds to let the requests in flight finish before they are cut off (default %(default)g)",
+    )
     parser.set_defaults(run=_run_serve)
 
 
@@ -572,6 +586,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         EmulatorConfig(apps=(), host=args.host, port=args.port)
     except InvalidSetting as exc:
         raise _flag_error(exc) from None
+    for flag, seconds in (("--request-timeout", args.request_timeout), ("--shutdown-timeout", args.shutdown_timeout)):
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"{flag} must be a number of seconds > 0, got {seconds:g}")
     settings = GatewaySettings.from_env()
     log_config = _gateway_logging(args.log_level)
     logging.config.dictConfig(log_config)  # before create_app, which may warn
@@ -587,7 +604,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         log_config=log_config,
-        **server_options(),
+        **server_options(args.request_timeout, args.shutdown_timeout),
     )
     return 0
 

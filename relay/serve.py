@@ -4,6 +4,7 @@ CLI's layer: the gateway itself (``relay.gateway``) is an ASGI app any server ma
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -17,6 +18,13 @@ from uvicorn.server import ServerState
 from relay.gateway import MAX_HEAD_BYTES, UNSUPPORTED_TRANSFER_CODING, head_too_large
 
 log = logging.getLogger("relay.gateway")
+
+
+def request_timed_out(seconds: float) -> str:
+    return (
+        f"the request was not received whole within {seconds:g} seconds of the connection opening (or of the previous "
+        "answer on it): send the request line, the headers and the body at once"
+    )
 
 
 class _RefusalNotingConnection(h11.Connection):
@@ -44,7 +52,14 @@ class GatewayHttpProtocol(H11Protocol):
     a request line or header that is not HTTP/1.1. uvicorn answered each ``400 Invalid HTTP request received.`` in
     plain text; here the answer is the gateway's, ``{"error": "…"}`` with the status h11 gives (431, 501, 400; 413
     for chunked framing past the limit, as the emulator answers it), and the connection is closed after it, as
-    before."""
+    before.
+
+    A request must arrive whole, head and body, within ``request_timeout`` seconds of the connection opening or of the
+    previous answer on it: past that, a connection that sent nothing is closed, one that sent part of a request is
+    answered 408 and closed.
+    """
+
+    request_timeout: float  # set by server_options
 
     def __init__(
         self,
@@ -56,6 +71,67 @@ class GatewayHttpProtocol(H11Protocol):
         super().__init__(config, server_state, app_state, _loop)
         limit = config.h11_max_incomplete_event_size
         self.conn = _RefusalNotingConnection(MAX_HEAD_BYTES if limit is None else limit)
+        self.read_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_request()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+            self._await_request()
+        else:  # the request is read whole (or the connection is ending)
+            self._stop_awaiting()
+
+    def on_response_complete(self) -> None:
+        self._stop_awaiting()  # the next request's time starts now, not at the first byte it sends
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_awaiting()
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """A request still arriving when the server shuts down is answered 503 and its connection closed: waiting for
+        the rest of it would hold the shutdown for as long as its client likes, and the process ends either way.
+        Requests received whole are let finish (within ``timeout_graceful_shutdown``)."""
+        if self.conn.their_state is h11.SEND_BODY or (self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]):
+            self._stop_awaiting()
+            self._cut_short(HTTPStatus.SERVICE_UNAVAILABLE, SHUTTING_DOWN)
+            return
+        super().shutdown()
+
+    def _await_request(self) -> None:
+        if self.read_deadline is None and not self.transport.is_closing():
+            self.read_deadline = self.loop.call_later(self.request_timeout, self._request_timed_out)
+
+    def _stop_awaiting(self) -> None:
+        if self.read_deadline is not None:
+            self.read_deadline.cancel()
+            self.read_deadline = None
+
+    def _request_timed_out(self) -> None:
+        """The request was not read whole in time: a 408 if any of it came and no answer has begun, and the close.
+        A handler waiting for the rest of the body is told the client is gone (``http.disconnect``)."""
+        self.read_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
+            self.transport.close()  # an idle connection: nothing to answer
+            return
+        log.info("a request not received whole within %gs answered 408", self.request_timeout)
+        self._cut_short(HTTPStatus.REQUEST_TIMEOUT, request_timed_out(self.request_timeout))
+
+    def _cut_short(self, status: int, message: str) -> None:
+        """Stop reading a request not yet received whole: a handler waiting for the rest of its body is told the
+        client is gone (``http.disconnect``); the client is answered ``status``, unless an answer has begun."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._answer_and_close(status, message)
+        else:
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         conn = self.conn
@@ -66,6 +142,10 @@ class GatewayHttpProtocol(H11Protocol):
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # an answer is on its way already: only close
             self.transport.close()
             return
+        self._answer_and_close(status, message)
+
+    def _answer_and_close(self, status: int, message: str) -> None:
+        conn = self.conn
         body = bytes(JSONResponse({"error": message}).body)  # as the routes write it
         headers = [
             (b"content-type", b"application/json"),
@@ -96,9 +176,22 @@ def _parser_refusal(conn: _RefusalNotingConnection) -> tuple[int, str]:
     return 400, "malformed HTTP request: its body's chunked framing is not HTTP/1.1 (RFC 9112 §7.1)"
 
 
-def server_options() -> dict[str, Any]:
+SHUTTING_DOWN = "the gateway is shutting down and did not receive the whole request: send it again"
+
+
+def server_options(request_timeout: float, shutdown_timeout: float) -> dict[str, Any]:
     """The uvicorn settings ``relay serve`` runs the gateway with. h11, not httptools: uvicorn bounds only h11's
     unfinished request heads, and httptools buffered one without limit (a client sending headers that never end grew
     the process by what it sent); with GatewayHttpProtocol, h11's refusals are answered as the gateway's errors. The
-    gateway is not a hot path."""
-    return {"http": GatewayHttpProtocol, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+    gateway is not a hot path.
+
+    uvicorn bounds neither how long a request may take to arrive (a connection that sends nothing, or a byte of its
+    head every few seconds, was held for ever: enough of them and the process ran out of descriptors) nor how long a
+    shutdown waits for the requests in flight (SIGTERM waited for such a client): ``request_timeout`` bounds the one,
+    ``shutdown_timeout`` the other."""
+    protocol = type("GatewayHttpProtocol", (GatewayHttpProtocol,), {"request_timeout": request_timeout})
+    return {
+        "http": protocol,
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+        "timeout_graceful_shutdown": shutdown_timeout,
+    }
