@@ -73,6 +73,7 @@ from relay.errors import (
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.protocol.hosts import is_loopback
+from relay.protocol.members import watchlist_problem
 from relay.rules import (
     ChannelRules,
     claim_text,
@@ -650,6 +651,9 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
             f"the JWT's {WATCHLIST_CLAIM} claim has {len(watchlist)} user ids; Pusher watches at most "
             f"{DEFAULT_LIMITS.max_watchlist}"
         )
+    problem = watchlist_problem(watchlist)
+    if problem is not None:
+        raise ProtocolError(f"the JWT's {WATCHLIST_CLAIM} claim: {problem}")
     return tuple(watchlist)
 
 

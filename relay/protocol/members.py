@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from relay.errors import InvalidFrame, LimitExceeded, PayloadTooLarge
@@ -63,6 +64,17 @@ def parse_channel_data(channel_data: object, limits: Limits = DEFAULT_LIMITS) ->
     )
 
 
+def watchlist_problem(watchlist: Sequence[str], limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """Why a watchlist's ids cannot all be user ids (the first one that cannot), or None. An empty id or one past
+    the longest user id names no user who could sign in: the watcher would be told of no one, and nothing said why."""
+    for index, user_id in enumerate(watchlist):
+        if not user_id:
+            return f"item {index} is empty: a user id has at least one character"
+        if len(user_id) > limits.max_user_id_length:
+            return f"item {index} is {len(user_id)} characters long; a user id is at most {limits.max_user_id_length}"
+    return None
+
+
 def parse_user_data(user_data: object, limits: Limits = DEFAULT_LIMITS) -> tuple[SignedInUser, bool]:
     """The user a sign-in's ``user_data`` describes, and whether its watchlist was cut to the limit."""
     data = _load_object(user_data, "user_data")
@@ -72,6 +84,9 @@ def parse_user_data(user_data: object, limits: Limits = DEFAULT_LIMITS) -> tuple
     watchlist = data.get("watchlist", [])
     if not isinstance(watchlist, list) or not all(isinstance(item, str) for item in watchlist):
         raise InvalidFrame("user_data watchlist must be a list of user id strings")
+    problem = watchlist_problem(watchlist, limits)
+    if problem is not None:
+        raise InvalidFrame(f"user_data watchlist {problem}")
     watchlist = list(dict.fromkeys(watchlist))  # pusher-js fires its online callback once per report
     truncated = len(watchlist) > limits.max_watchlist
     if len(user_id) > limits.max_user_id_length:  # as a presence member's; its #server-to-user- channel then fits

@@ -190,6 +190,14 @@ async def test_a_malformed_watchlist_claim_is_a_400_naming_the_claim(gateway: Ru
         "an object": ({"bob": True}, f"{wanted}, not an object"),
         "a number inside": (["bob", 7], f"{wanted}: item 1 is a number"),
         "a list inside": ([["bob"]], f"{wanted}: item 0 is a list"),
+        "an empty id": (
+            ["bob", ""],
+            "the JWT's watchlist claim: item 1 is empty: a user id has at least one character",
+        ),
+        "an id past the longest": (
+            ["b" * 129],
+            "the JWT's watchlist claim: item 0 is 129 characters long; a user id is at most 128",
+        ),
         "101 ids": (
             [f"user-{n}" for n in range(101)],
             "the JWT's watchlist claim has 101 user ids; Pusher watches at most 100",

@@ -145,6 +145,11 @@ def test_parse_user_data() -> None:
         ('{"id":"1","watchlist":"2"}', "watchlist"),
         ('{"id":"1","watchlist":[2]}', "watchlist"),
         ('{"id":"1","watchlist":{"a":"b"}}', "watchlist"),
+        ('{"id":"1","watchlist":["2",""]}', "user_data watchlist item 1 is empty: a user id has at least one character"),
+        (
+            json.dumps({"id": "1", "watchlist": ["u" * 129]}),
+            "user_data watchlist item 0 is 129 characters long; a user id is at most 128",
+        ),
         ("nope", "not valid JSON"),
         ("[]", "encode a JSON object"),
         (None, "JSON-encoded string"),
@@ -153,6 +158,11 @@ def test_parse_user_data() -> None:
 def test_parse_user_data_rejects(user_data: object, phrase: str) -> None:
     with pytest.raises(InvalidFrame, match=phrase):
         members.parse_user_data(user_data)
+
+
+def test_a_watchlist_id_of_the_longest_user_id_signs_in() -> None:
+    user, _ = members.parse_user_data(json.dumps({"id": "1", "watchlist": ["u" * 128, "2"]}))
+    assert user.watchlist == ("u" * 128, "2")
 
 
 def test_parse_user_data_limits() -> None:
