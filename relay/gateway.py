@@ -35,6 +35,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import cookie_parser
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.client import (
@@ -657,6 +659,27 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(watchlist)
 
 
+def cookie_token(cookie_header: str, name: str) -> str | None:
+    """The token in the cookie ``name`` of a Cookie header, None without one. An empty cookie (``session=``, as a
+    sign-out leaves it) is no token: a visitor, not a malformed JWT (401). Two cookies of that name with different
+    tokens (one set for another path or domain, left from an earlier sign-in) are refused: a browser sends both, in
+    an order that does not say which is current, and Starlette's cookie reading took the last, signing the request
+    in as whoever the stale one named."""
+    tokens = {
+        value.strip()
+        for chunk in cookie_header.split(";")
+        for key, value in cookie_parser(chunk).items()
+        if key == name and value.strip()
+    }
+    if len(tokens) > 1:
+        raise AuthenticationError(
+            f"the request has {len(tokens)} {name!r} cookies with different tokens (one set for another path or "
+            "domain, left from an earlier sign-in): the gateway cannot tell which is current; sign out, or clear "
+            "the site's cookies"
+        )
+    return tokens.pop() if tokens else None
+
+
 # -- identity ---------------------------------------------------------------------------------------------------
 
 
@@ -685,8 +708,7 @@ class JwtVerifier:
         if problem is not None:  # a credential sent but malformed, not an anonymous request
             raise AuthenticationError(f"the Authorization header is not 'Bearer <JWT>': {problem}")
         if self._settings.jwt_cookie:
-            # An empty cookie (session=, as a sign-out leaves it) is no token: a visitor, not a malformed JWT (401).
-            return request.cookies.get(self._settings.jwt_cookie, "").strip() or None
+            return cookie_token(request.headers.get("cookie", ""), self._settings.jwt_cookie)
         return None
 
     def no_user_reason(self, request: Request) -> str:
@@ -1333,6 +1355,9 @@ class HeadGuard:
                 return
             if CONTROL_CHARACTER.search(scope["path"]):
                 refusal = 400, PATH_WITH_CONTROL_CHARACTER
+            credentials = sum(1 for name, _ in scope["headers"] if name == b"authorization")
+            if refusal is None and credentials > 1:  # which one is meant is not known: none is taken
+                refusal = 400, f"the request has {credentials} Authorization headers: send one"
             size = head_size(scope)
             if refusal is None and size > MAX_HEAD_BYTES:
                 refusal = 431, head_too_large(MAX_HEAD_BYTES, size)
@@ -1392,6 +1417,9 @@ class RequestGuard:
             request = Request(scope)
             if path in PUBLISH_PATHS or USER_ROUTE.fullmatch(path):
                 check_api_token(self.settings, request)
+            coding = content_coding_refusal(request.headers.get("content-encoding", ""))
+            if coding is not None:
+                raise ProtocolError(coding, http_status=415)
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise PayloadTooLarge(f"the request body is over {limit} bytes")
@@ -1404,6 +1432,19 @@ class RequestGuard:
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
+
+
+def content_coding_refusal(content_encoding: str) -> str | None:
+    """Why a body with this Content-Encoding is refused (the gateway decodes none), or None for none or ``identity``.
+    A gzipped body was read as it came, and refused as "the JSON body is malformed", which sent its sender to look
+    for a mistake in JSON it had checked."""
+    codings = [coding.strip().lower() for coding in content_encoding.split(",") if coding.strip()]
+    if all(coding == "identity" for coding in codings):
+        return None
+    return (
+        f"the request body is encoded ({shown_credential(content_encoding.strip())} in Content-Encoding), and the "
+        "gateway decodes no content coding: send the body uncompressed, without Content-Encoding"
+    )
 
 
 def head_too_large(limit: int, size: int | None = None) -> str:
@@ -1880,7 +1921,11 @@ def _ably_client_options(socket: BrowserSocket) -> dict[str, Any]:
 
 def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = None) -> FastAPI:
     client = AsyncRelay(settings.relay_url, retry=settings.provider_retry)
-    app = FastAPI(title="Relay gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
+    # No redirect from /v1/publish/ to /v1/publish: Starlette's 307 named a URL built from the Host header (behind a
+    # proxy, an address the client cannot reach), and a backend's fetch followed it with the token. A 404 says it.
+    app = FastAPI(
+        title="Relay gateway", version="1", docs_url="/docs", openapi_url="/openapi.json", redirect_slashes=False
+    )
     app.add_middleware(InternalErrorGuard)
     app.add_middleware(RequestGuard, settings=settings)
     if settings.cors_origins:  # outside RequestGuard, so a browser can read its refusals too
@@ -2004,6 +2049,10 @@ def add_error_handlers(app: FastAPI) -> None:
         missed = MISSED_USER_ROUTE.fullmatch(route_path(request.scope)) if request.method == "POST" else None
         if exc.status_code == 404 and missed is not None:
             return JSONResponse({"error": _missed_user_route(*missed.groups())}, status_code=404)
+        if exc.status_code == 404 and _slash_off_a_route(request):
+            path = route_path(request.scope).rstrip("/")
+            message = f"no route at this path, which ends in '/': the route is {printable(path)}, without it"
+            return JSONResponse({"error": message}, status_code=404)
         answer = JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
         return no_store(answer) if route_path(request.scope) in AUTH_PATHS else answer
 
@@ -2078,6 +2127,15 @@ def _place(loc: Sequence[object]) -> str:
     for part in loc[1:] if tuple(loc[:1]) == ("body",) else loc:  # the schema's own names: a key sent is not one
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text or "the body"
+
+
+def _slash_off_a_route(request: Request) -> bool:
+    """Whether the request's path is one of a route's but for the '/'s it ends in."""
+    path = route_path(request.scope)
+    if not path.endswith("/") or not path.rstrip("/"):
+        return False
+    scope = {**request.scope, "path": request.scope["path"].rstrip("/")}
+    return any(route.matches(scope)[0] is not Match.NONE for route in request.app.router.routes)
 
 
 def _missed_user_route(user_id: str, action: str) -> str:

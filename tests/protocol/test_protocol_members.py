@@ -145,7 +145,10 @@ def test_parse_user_data() -> None:
         ('{"id":"1","watchlist":"2"}', "watchlist"),
         ('{"id":"1","watchlist":[2]}', "watchlist"),
         ('{"id":"1","watchlist":{"a":"b"}}', "watchlist"),
-        ('{"id":"1","watchlist":["2",""]}', "user_data watchlist item 1 is empty: a user id has at least one character"),
+        (
+            '{"id":"1","watchlist":["2",""]}',
+            "user_data watchlist item 1 is empty: a user id has at least one character",
+        ),
         (
             json.dumps({"id": "1", "watchlist": ["u" * 129]}),
             "user_data watchlist item 0 is 129 characters long; a user id is at most 128",

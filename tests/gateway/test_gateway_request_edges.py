@@ -1,0 +1,128 @@
+"""Requests the gateway took without a word and answered from a guess: a trailing '/' got Starlette's 307 to a URL
+built from the Host header, two Authorization headers were read as the first, a gzipped body was "malformed JSON",
+and of two JWT cookies of the same name the last was the user. Each is now refused with its reason, and the gateway
+keeps serving. A real gateway (uvicorn) in front of a real emulator (tests/gateway/conftest.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import httpx
+import pytest
+
+from relay.gateway import GatewaySettings
+from tests.conftest import RunningEmulator
+from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt
+
+PUBLISH = {"channels": ["orders"], "event": "placed", "data": {"id": 7}}
+API = {"authorization": f"Bearer {TOKEN}"}
+
+
+async def assert_publishing(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/publish", json=PUBLISH, headers=API)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"),
+    [
+        ("POST", "/v1/publish/", "/v1/publish"),
+        ("POST", "/v1/publish/batch//", "/v1/publish/batch"),
+        ("GET", "/v1/channels/", "/v1/channels"),
+        ("POST", "/v1/auth/channel/", "/v1/auth/channel"),
+    ],
+)
+async def test_a_route_s_path_with_a_trailing_slash_is_a_404_naming_the_route(
+    gateway: RunningGateway, method: str, path: str, route: str
+) -> None:
+    """Starlette answered 307 to http://<Host header>/v1/publish: behind a proxy an address the caller cannot reach,
+    and a fetch that followed it sent the body and the token again."""
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.request(method, path, json=PUBLISH, headers={**API, "host": "internal:9999"})
+        assert "location" not in response.headers
+        message = f"no route at this path, which ends in '/': the route is {route}, without it"
+        assert (response.status_code, response.json()) == (404, {"error": message})
+        await assert_publishing(http)
+
+
+async def test_an_unknown_path_ending_in_a_slash_is_a_plain_404(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.get("/v1/nothing/")
+    assert (response.status_code, response.json()) == (404, {"error": "Not Found"})
+
+
+async def test_two_authorization_headers_are_a_400_whichever_is_right(gateway: RunningGateway) -> None:
+    """The first was taken: a request with the API token second was refused as unauthorised, and one with it first
+    was served whatever the second said."""
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        for pair in ([f"Bearer {TOKEN}", "Bearer other"], ["Bearer other", f"Bearer {TOKEN}"]):
+            headers = httpx.Headers([("authorization", value) for value in pair])
+            response = await http.post("/v1/publish", json=PUBLISH, headers=headers)
+            error = {"error": "the request has 2 Authorization headers: send one"}
+            assert (response.status_code, response.json()) == (400, error)
+        await assert_publishing(http)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "identity, gzip"])
+async def test_a_body_in_a_content_coding_is_a_415_not_malformed_json(gateway: RunningGateway, coding: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        body = gzip.compress(json.dumps(PUBLISH).encode())
+        headers = {**API, "content-type": "application/json", "content-encoding": coding}
+        response = await http.post("/v1/publish", content=body, headers=headers)
+        message = (
+            f"the request body is encoded ({coding!r} in Content-Encoding), and the gateway decodes no content "
+            "coding: send the body uncompressed, without Content-Encoding"
+        )
+        assert (response.status_code, response.json()) == (415, {"error": message})
+        await assert_publishing(http)
+
+
+async def test_a_body_in_a_content_coding_without_the_token_is_a_401_first(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.post("/v1/publish", content=b"x", headers={"content-encoding": "gzip"})
+    assert response.status_code == 401
+
+
+async def test_content_encoding_identity_is_no_coding(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.post("/v1/publish", json=PUBLISH, headers={**API, "content-encoding": "identity"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+async def cookie_gateway(start_gateway: StartGateway, emulator: RunningEmulator) -> RunningGateway:
+    return await start_gateway(
+        GatewaySettings(relay_url=emulator_url(emulator), api_token=TOKEN, jwt_secret=JWT_SECRET, jwt_cookie="session")
+    )
+
+
+async def sign_in(gateway: RunningGateway, cookie: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        return await http.post("/v1/auth/user", data={"socket_id": "1.1"}, headers={"cookie": cookie})
+
+
+async def test_two_session_cookies_with_different_tokens_are_a_401(cookie_gateway: RunningGateway) -> None:
+    """A browser sends both when one was set for another path or domain: Starlette's reading took the last, and
+    signed the request in as whoever it named."""
+    current, stale = hs_jwt("alice"), hs_jwt("mallory")
+    response = await sign_in(cookie_gateway, f"session={current}; theme=dark; session={stale}")
+    message = (
+        "the request has 2 'session' cookies with different tokens (one set for another path or domain, left from "
+        "an earlier sign-in): the gateway cannot tell which is current; sign out, or clear the site's cookies"
+    )
+    assert (response.status_code, response.json()) == (401, {"error": message})
+    alone = await sign_in(cookie_gateway, f"session={current}")
+    assert alone.status_code == 200, alone.text
+    assert json.loads(alone.json()["user_data"])["id"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    ["session={token}; session={token}", "session=; session={token}", "session={token};session="],
+    ids=["the same token twice", "a signed-out one first", "a signed-out one last"],
+)
+async def test_one_token_among_session_cookies_is_the_user(cookie_gateway: RunningGateway, cookie: str) -> None:
+    response = await sign_in(cookie_gateway, cookie.format(token=hs_jwt("alice")))
+    assert response.status_code == 200, response.text
+    assert json.loads(response.json()["user_data"])["id"] == "alice"
