@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from urllib.parse import SplitResult, urlencode, urlsplit
 
 import httpx
+import idna
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -225,6 +226,18 @@ class GatewaySettings:
                 f"RELAY_JWT_SECRET is {len(self.jwt_secret.encode())} bytes; an HS256 secret has at least "
                 f"{MIN_HS256_SECRET_BYTES} (RFC 7518 §3.2): give the one your auth provider signs with, or make one "
                 "with `openssl rand -hex 32`"
+            )
+        if self.api_token is not None and not all(" " < character < "\x7f" for character in self.api_token):
+            # fetch() refuses such a header value outright, and the webhook forward, which carries it, failed
+            raise ConfigError(
+                "RELAY_API_TOKEN has a space, a control character or a character beyond ASCII, which an HTTP header "
+                "does not carry as written: make one with `openssl rand -hex 32`"
+            )
+        if self.jwt_cookie is not None and not COOKIE_NAME.fullmatch(self.jwt_cookie):
+            # A browser never sends a cookie of such a name (RFC 6265 §4.1.1: a token): every JWT would be missing
+            raise ConfigError(
+                f"RELAY_JWT_COOKIE: {self.jwt_cookie!r} is not a cookie name: one has letters, digits and "
+                "!#$%&'*+-.^_`|~, no spaces and none of ()<>@,;:\\\"/[]?={}"
             )
         if self.webhook_forward_url is not None and not is_http_url(self.webhook_forward_url):
             raise ConfigError(
@@ -448,6 +461,10 @@ def loopback_socket_warning(settings: GatewaySettings, config: ProviderConfig) -
     )
 
 
+# A cookie's name, RFC 6265 §4.1.1's token (RFC 2616's: visible ASCII but separators)
+COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def browser_origin(origin: str) -> str:
     """``origin`` as a browser sends it in ``Origin``: scheme and host in lowercase, no default port (RFC 6454
     §6.1). CORS compares the strings, so written any other way an allowed origin would never match."""
@@ -463,6 +480,17 @@ def browser_origin(origin: str) -> str:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     default_port = 443 if parts.scheme == "https" else 80
     port = "" if parts.port in (None, default_port) else f":{parts.port}"
+    if not host.isascii():
+        # A browser's Origin header carries the host in its ASCII form (UTS #46, as browsers map it): as written, the
+        # origin never matched
+        try:
+            ascii_form = f" ({parts.scheme}://{idna.encode(host, uts46=True).decode()}{port})"
+        except idna.IDNAError:
+            ascii_form = ""
+        raise ConfigError(
+            f"RELAY_CORS_ORIGINS: {origin!r} has a host beyond ASCII, which browsers send in its punycode form in "
+            f"Origin{ascii_form}: list the origin that way, as the browser's devtools show it"
+        )
     return f"{parts.scheme}://{host}{port}"
 
 

@@ -131,3 +131,62 @@ async def test_relay_serve_refuses_bad_configuration_with_exit_2(
     }
     env = {name: files.get(value, value) for name, value in env.items()}
     assert_refused(await run_relay("serve", "--port", "0", env=env), fragment)
+
+
+COOKIE_NAME_HINT = "one has letters, digits and !#$%&'*+-.^_`|~, no spaces and none of ()<>@,;:\\\"/[]?={}"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"RELAY_CORS_ORIGINS": "https://bücher.de"},
+            "RELAY_CORS_ORIGINS: 'https://bücher.de' has a host beyond ASCII, which browsers send in its punycode "
+            "form in Origin (https://xn--bcher-kva.de): list the origin that way, as the browser's devtools show it",
+        ),
+        (  # UTS #46's mapping, as browsers now make it: IDNA 2003 made it strasse.de
+            {"RELAY_CORS_ORIGINS": "https://straße.de:8443"},
+            "RELAY_CORS_ORIGINS: 'https://straße.de:8443' has a host beyond ASCII, which browsers send in its "
+            "punycode form in Origin (https://xn--strae-oqa.de:8443): list the origin that way, as the browser's "
+            "devtools show it",
+        ),
+        (
+            {"RELAY_JWT_COOKIE": "my session"},
+            f"RELAY_JWT_COOKIE: 'my session' is not a cookie name: {COOKIE_NAME_HINT}",
+        ),
+        ({"RELAY_JWT_COOKIE": "a=b"}, f"RELAY_JWT_COOKIE: 'a=b' is not a cookie name: {COOKIE_NAME_HINT}"),
+        *(
+            (
+                {"RELAY_API_TOKEN": token},
+                "RELAY_API_TOKEN has a space, a control character or a character beyond ASCII, which an HTTP header "
+                "does not carry as written: make one with `openssl rand -hex 32`",
+            )
+            for token in ("tökén-0123456789", "two words", "tab\there")
+        ),
+    ],
+)
+def test_settings_that_could_never_match_a_request_are_refused_at_start(env: dict[str, str], message: str) -> None:
+    """Each started and then failed every request: a browser sends the origin's host in punycode, never sends a
+    cookie whose name is not a token, and cannot put a non-ASCII API token in a header (fetch throws)."""
+    with pytest.raises(ConfigError) as caught:
+        gateway(env)
+    assert caught.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("env", "accepted"),
+    [
+        ({"RELAY_CORS_ORIGINS": "https://xn--bcher-kva.de"}, ("https://xn--bcher-kva.de",)),
+        ({"RELAY_JWT_COOKIE": "__Host-session.v2"}, "__Host-session.v2"),
+        ({"RELAY_API_TOKEN": "~!#$%&'*+-.^_`|0123456789"}, "~!#$%&'*+-.^_`|0123456789"),
+    ],
+)
+def test_the_ascii_forms_of_those_settings_are_taken(env: dict[str, str], accepted: object) -> None:
+    settings = GatewaySettings.from_env({"RELAY_URL": "memory://audit", **env})
+    name = next(iter(env)).removeprefix("RELAY_").lower()
+    assert getattr(settings, name) == accepted
+
+
+async def test_relay_serve_refuses_a_unicode_cors_origin_with_exit_2() -> None:
+    env = {"RELAY_URL": "memory://audit", "RELAY_CORS_ORIGINS": "https://bücher.de"}
+    assert_refused(await run_relay("serve", "--port", "0", env=env), "(https://xn--bcher-kva.de)")
