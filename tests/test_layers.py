@@ -56,7 +56,7 @@ LAYERS = (
         "gateway",
         ("relay.gateway",),
         ("errors", "protocol", "values", "public API"),
-        third_party=frozenset({"fastapi", "starlette", "pydantic", "httpx", "jwt", "cryptography"}),
+        third_party=frozenset({"fastapi", "starlette", "pydantic", "httpx", "jwt", "cryptography", "idna"}),
         network=True,
     ),
     Layer(
