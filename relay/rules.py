@@ -270,8 +270,14 @@ def pattern_covers(wider: str, narrower: str) -> bool:
     Both patterns are read as automata over one representative of each set of characters they treat alike (each
     character their literal texts hold, the dot, and any other character a value holds), run together on every
     string of those until ``narrower`` accepts one that ``wider`` does not; a few patterns of a rules file, read once,
-    reach few sets of positions."""
-    steps = {pattern: _steps(_parse(pattern)) for pattern in (wider, narrower)}
+    reach few sets of positions. Most pairs of a rules file are told apart before that by their ends, which a name
+    of the one has and a name of the other need not (the check of a file's every pair of 500 rules took 24 s)."""
+    wide, narrow = _parse(wider), _parse(narrower)
+    if not (narrow.head.startswith(wide.head) and _last_literal(narrow).endswith(_last_literal(wide))):
+        # Every name of wider starts with its head and ends with its last literal; narrower's names, past their own,
+        # run through a span that can take another character than wider's next
+        return False
+    steps = {wider: _steps(wide), narrower: _steps(narrow)}
     literals = {takes for pattern_steps in steps.values() for _, takes in pattern_steps if isinstance(takes, str)}
     other_values = (c for c in map(chr, range(128)) if _VALUE_CHARACTER.fullmatch(c) and c not in literals)
     alphabet = literals | {"."} | set(islice(other_values, 1))
@@ -287,6 +293,11 @@ def pattern_covers(wider: str, narrower: str) -> bool:
                 seen.add(following)
                 pending.append(following)
     return True
+
+
+def _last_literal(pattern: _Pattern) -> str:
+    """The literal text a pattern's names end with: after its last span, or all of it without spans."""
+    return pattern.spans[-1].tail if pattern.spans else pattern.head
 
 
 # A pattern as an automaton: per position, whether it repeats (takes any number of characters, else one) and the

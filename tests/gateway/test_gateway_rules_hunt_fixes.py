@@ -4,6 +4,7 @@ keys the gateway never saw until restarted."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from relay.errors import ConfigError
 from relay.gateway import GatewaySettings, create_app
-from relay.rules import ChannelRules, pattern_covers
+from relay.rules import ChannelRules, compile_pattern, pattern_covers
 from tests.cli_support import assert_refused, run_relay, write
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, StartGateway, emulator_url, hs_jwt
@@ -115,6 +116,23 @@ def test_pattern_covers_reads_placeholders_stars_and_dots() -> None:
     assert pattern_covers("private-{a}-{b}", "private-{c}-{d}-{e}")  # {a} or {b} takes the extra dash
     assert not pattern_covers("private-{a}-{b}", "private-{c}")
     assert not pattern_covers("private-{a}", "private-*")  # the empty rest, and rests with a dot
+
+
+def test_pattern_covers_agrees_with_every_short_name() -> None:
+    """Every pattern of up to three parts over a, b, '-', '.', a placeholder and '*', against every other: a pattern
+    covers another exactly when each name of up to 6 characters the one matches, the other matches too (and where
+    it does not, such a name shows it). Most pairs are told apart by their ends before the automata are run."""
+    parts = ["a", "b", "-", ".", "{x}", "*"]
+    patterns = []
+    for count in range(1, 4):
+        for combination in itertools.product(parts, repeat=count):
+            pattern = "".join(combination)
+            if pattern.count("{x}") < 2 and "**" not in pattern and "{x}*" not in pattern and "*{x}" not in pattern:
+                patterns.append(pattern)
+    names = ["".join(letters) for length in range(1, 7) for letters in itertools.product("ab-.", repeat=length)]
+    matched = {pattern: {name for name in names if compile_pattern(pattern).fullmatch(name)} for pattern in patterns}
+    for wider, narrower in itertools.product(patterns, repeat=2):
+        assert pattern_covers(wider, narrower) == (matched[narrower] <= matched[wider]), (wider, narrower)
 
 
 async def test_relay_serve_refuses_a_rule_that_never_decides(tmp_path: Path) -> None:
