@@ -85,7 +85,7 @@ from relay.rules import (
     pattern_covers,
     placeholders_refusing,
 )
-from relay.senders import DEFAULT_RETRY, RetryPolicy
+from relay.senders import DEFAULT_RETRY, MAX_POLICY_SECONDS, RetryPolicy
 from relay.web import (
     channel_auth_request,
     channels_token_body_async,
@@ -331,9 +331,10 @@ def _provider_retry(env: Mapping[str, str]) -> RetryPolicy:
         seconds = float(timeout) if timeout else DEFAULT_RETRY.timeout
     except ValueError:
         seconds = None
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+    if seconds is None or not math.isfinite(seconds) or not 0 < seconds <= MAX_POLICY_SECONDS:
         raise ConfigError(
-            f"RELAY_PROVIDER_TIMEOUT: {timeout!r} is not a number of seconds over 0 (how long the gateway waits to "
+            f"RELAY_PROVIDER_TIMEOUT: {timeout!r} is not a number of seconds over 0 and at most "
+            f"{MAX_POLICY_SECONDS:,} (how long the gateway waits to "
             f"connect to the provider, then for each read or write; default {DEFAULT_RETRY.timeout:g})"
         )
     if attempts and not (attempts.isascii() and attempts.isdigit() and int(attempts) >= 1):

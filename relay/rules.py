@@ -272,12 +272,13 @@ def pattern_covers(wider: str, narrower: str) -> bool:
     string of those until ``narrower`` accepts one that ``wider`` does not; a few patterns of a rules file, read once,
     reach few sets of positions. Most pairs of a rules file are told apart before that by their ends, which a name
     of the one has and a name of the other need not (the check of a file's every pair of 500 rules took 24 s)."""
-    wide, narrow = _parse(wider), _parse(narrower)
-    if not (narrow.head.startswith(wide.head) and _last_literal(narrow).endswith(_last_literal(wide))):
+    wide_pattern, narrow_pattern = _parse(wider), _parse(narrower)
+    heads_differ = not narrow_pattern.head.startswith(wide_pattern.head)
+    if heads_differ or not _last_literal(narrow_pattern).endswith(_last_literal(wide_pattern)):
         # Every name of wider starts with its head and ends with its last literal; narrower's names, past their own,
         # run through a span that can take another character than wider's next
         return False
-    steps = {wider: _steps(wide), narrower: _steps(narrow)}
+    steps = {wider: _steps(wide_pattern), narrower: _steps(narrow_pattern)}
     literals = {takes for pattern_steps in steps.values() for _, takes in pattern_steps if isinstance(takes, str)}
     other_values = (c for c in map(chr, range(128)) if _VALUE_CHARACTER.fullmatch(c) and c not in literals)
     alphabet = literals | {"."} | set(islice(other_values, 1))

@@ -80,16 +80,25 @@ class RetryPolicy:
             raise ConfigError(f"RetryPolicy attempts must be a whole number, 1 or more, got {self.attempts!r}")
         for name, value in (("backoff", self.backoff), ("max_delay", self.max_delay)):
             if not _is_seconds(value):
-                raise ConfigError(f"RetryPolicy {name} must be a number of seconds, 0 or more, got {value!r}")
+                raise ConfigError(
+                    f"RetryPolicy {name} must be a number of seconds from 0 to {MAX_POLICY_SECONDS:,}, got {value!r}"
+                )
         if self.timeout is not None and (not _is_seconds(self.timeout) or self.timeout == 0):
             raise ConfigError(
-                f"RetryPolicy timeout must be a number of seconds over 0, or None for no limit, got {self.timeout!r}"
+                f"RetryPolicy timeout must be a number of seconds over 0 and at most {MAX_POLICY_SECONDS:,}, or None "
+                f"for no limit, got {self.timeout!r}"
             )
 
 
+# The longest wait a policy sets: a day. Past some 9.2e9 s (the clock's deadline then overflows a time_t), a timeout
+# raised OverflowError from the sync client's first request instead of waiting.
+MAX_POLICY_SECONDS = 86_400
+
+
 def _is_seconds(value: object) -> bool:
-    """A finite number, 0 or more (a bool is an int to Python, but no number of seconds)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    """A finite number from 0 to MAX_POLICY_SECONDS (a bool is an int to Python, but no number of seconds)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return number and 0 <= value <= MAX_POLICY_SECONDS  # type: ignore[operator]
 
 
 def refuse_undecodable_host(config: ProviderConfig) -> None:

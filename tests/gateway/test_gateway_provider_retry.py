@@ -31,6 +31,11 @@ def test_the_provider_settings_are_read_from_the_environment() -> None:
         ("RELAY_PROVIDER_TIMEOUT", "-1", "RELAY_PROVIDER_TIMEOUT: '-1' is not a number of seconds over 0"),
         ("RELAY_PROVIDER_TIMEOUT", "nan", "RELAY_PROVIDER_TIMEOUT: 'nan' is not a number of seconds over 0"),
         ("RELAY_PROVIDER_TIMEOUT", "10s", "RELAY_PROVIDER_TIMEOUT: '10s' is not a number of seconds over 0"),
+        (
+            "RELAY_PROVIDER_TIMEOUT",
+            "1e10",
+            "RELAY_PROVIDER_TIMEOUT: '1e10' is not a number of seconds over 0 and at most 86,400 (how long",
+        ),
         ("RELAY_PROVIDER_ATTEMPTS", "0", "RELAY_PROVIDER_ATTEMPTS: '0' is not a whole number, 1 or more"),
         ("RELAY_PROVIDER_ATTEMPTS", "2.5", "RELAY_PROVIDER_ATTEMPTS: '2.5' is not a whole number, 1 or more"),
         ("RELAY_PROVIDER_ATTEMPTS", "three", "RELAY_PROVIDER_ATTEMPTS: 'three' is not a whole number, 1 or more"),
