@@ -424,7 +424,10 @@ class Session:
         if not app.client_events:
             self._error("Client events are not enabled for this app", ErrorCode.CLIENT_EVENT_REJECTED, name)
             return
-        if name is None or name not in self.subscriptions:
+        if name is None:
+            self._error("Client event rejected: it names no channel (send it on a channel this connection is on)")
+            return
+        if name not in self.subscriptions:
             self._error(f"Client event rejected: not subscribed to {name!r}", channel=name)
             return
         if not classify(name).allows_client_events:

@@ -134,6 +134,28 @@ def chat(state: AppState, clock: Clock) -> tuple[Session, RecordingLink, Recordi
     return sender, sender_link, receiver_link
 
 
+def test_a_client_event_without_a_channel_or_off_one_s_channels_is_refused_by_name(clock: Clock) -> None:
+    """Without a channel the refusal said "not subscribed to None"."""
+    sender, sender_link, receiver_link = chat(make_state(clock, replace(APP, client_events=True)), clock)
+    send(sender, "client-typing", {"who": "me"})
+    send(sender, "client-typing", {"who": "me"}, channel="private-elsewhere")
+    send(sender, "client-typing", {"who": "me"}, channel="private-chat")
+    assert sender_link.take() == [
+        {
+            "event": "pusher:error",
+            "data": {
+                "code": None,
+                "message": "Client event rejected: it names no channel (send it on a channel this connection is on)",
+            },
+        },
+        {
+            "event": "pusher:error",
+            "data": {"code": None, "message": "Client event rejected: not subscribed to 'private-elsewhere'"},
+        },
+    ]
+    assert receiver_link.events() == ["client-typing"]
+
+
 def test_client_events_reach_others_only_and_are_rate_limited(clock: Clock) -> None:
     app = replace(APP, limits=Limits(client_events_per_second=2))
     sender, sender_link, receiver_link = chat(make_state(clock, app), clock)
