@@ -765,7 +765,7 @@ async def _sender_and_listener(emulator: RunningEmulator, connect: Connect) -> t
 CLIENT_EVENT_REJECTIONS = {
     "public-channel": ("client-hello", "public-room", "private and presence"),
     "unsubscribed": ("client-hello", "private-listener-only", "not subscribed"),
-    "no-channel": ("client-hello", None, "not subscribed"),
+    "no-channel": ("client-hello", None, "it names no channel"),
     "missing-prefix": ("hello", "private-room", "unsupported event"),
 }
 
