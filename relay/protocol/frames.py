@@ -83,7 +83,9 @@ def loads(text: str | bytes, what: str = "frame") -> object:
         value, end = _scan(document, 0)
     except _NotFinite as exc:
         raise InvalidFrame(f"{what} is not valid JSON: {str(exc)[:20]} is not a finite number") from None
-    except (ValueError, RecursionError, StopIteration):
+    except RecursionError:  # valid JSON perhaps, past what the parser follows
+        raise InvalidFrame(f"{what} nests arrays and objects too deeply") from None
+    except (ValueError, StopIteration):
         raise InvalidFrame(f"{what} is not valid JSON") from None
     if end != len(document):
         raise InvalidFrame(f"{what} is not valid JSON")
@@ -94,7 +96,7 @@ def loads(text: str | bytes, what: str = "frame") -> object:
         except UnicodeEncodeError:
             raise InvalidFrame(f"{what} contains a lone UTF-16 surrogate escape") from None
         except RecursionError:  # read at the parser's depth limit, one level too deep to write back
-            raise InvalidFrame(f"{what} is not valid JSON") from None
+            raise InvalidFrame(f"{what} nests arrays and objects too deeply") from None
     return value
 
 

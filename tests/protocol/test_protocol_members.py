@@ -77,7 +77,7 @@ def test_user_info_size_counts_utf8_bytes() -> None:
         ({"user_id": "1"}, "JSON-encoded string"),
         (b'{"user_id":"1"}', "JSON-encoded string"),
         ("not json", "not valid JSON"),
-        ("[" * 100_000, "not valid JSON"),
+        ("[" * 100_000, "nests arrays and objects too deeply"),
         ('["user_id"]', "encode a JSON object"),
         ('"1"', "encode a JSON object"),
         ("{}", "must contain user_id"),
