@@ -84,6 +84,10 @@ class GatewayHttpProtocol(H11Protocol):
         else:  # the request is read whole (or the connection is ending)
             self._stop_awaiting()
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._stop_awaiting()  # the connection is the WebSocket protocol's now, the transport with it
+        super().handle_websocket_upgrade(event)
+
     def on_response_complete(self) -> None:
         self._stop_awaiting()  # the next request's time starts now, not at the first byte it sends
         super().on_response_complete()
@@ -115,6 +119,8 @@ class GatewayHttpProtocol(H11Protocol):
         """The request was not read whole in time: a 408 if any of it came and no answer has begun, and the close.
         A handler waiting for the rest of the body is told the client is gone (``http.disconnect``)."""
         self.read_deadline = None
+        if self.transport.is_closing():
+            return
         if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
             self.transport.close()  # an idle connection: nothing to answer
             return

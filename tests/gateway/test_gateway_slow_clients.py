@@ -206,3 +206,25 @@ def test_sigterm_waits_for_a_publish_in_flight_no_longer_than_the_shutdown_timeo
 async def test_a_timeout_that_is_not_a_number_of_seconds_over_0_is_refused(flag: str, value: str) -> None:
     outcome = await run_relay("serve", "--port", "0", flag, value, env={"RELAY_URL": "memory://slow-clients"})
     assert_refused(outcome, f"{flag} must be a number of seconds > 0, got {float(value):g}")
+
+
+def test_a_websocket_upgrade_is_refused_and_its_connection_left_to_the_websocket_protocol() -> None:
+    """The gateway serves no WebSocket: uvicorn hands the connection to its WebSocket protocol, which refuses the
+    handshake. The request's timer was left running on the HTTP protocol, and fired into the closed transport (a
+    traceback in the log)."""
+    upgrade = (
+        b"GET /app/key HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with relay_serve("--request-timeout", "0.5") as (port, process):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(upgrade)
+            raw, _ = read_until_closed(sock)
+        assert raw.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+        time.sleep(1)  # past the request timeout
+        assert_serving(port)
+        process.terminate()
+        process.wait(10)
+        assert process.stderr is not None
+        log = process.stderr.read()
+    assert b"Traceback" not in log, log.decode()[-2000:]
