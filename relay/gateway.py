@@ -227,17 +227,18 @@ class GatewaySettings:
                 f"{MIN_HS256_SECRET_BYTES} (RFC 7518 §3.2): give the one your auth provider signs with, or make one "
                 "with `openssl rand -hex 32`"
             )
-        if self.api_token is not None and not all(" " < character < "\x7f" for character in self.api_token):
+        token = self.api_token
+        if token is not None and (token != token.strip(" ") or not all(" " <= c < "\x7f" for c in token)):
             # fetch() refuses such a header value outright, and the webhook forward, which carries it, failed
             raise ConfigError(
-                "RELAY_API_TOKEN has a space, a control character or a character beyond ASCII, which an HTTP header "
-                "does not carry as written: make one with `openssl rand -hex 32`"
+                "RELAY_API_TOKEN has a control character, a character beyond ASCII, or a space at an end, which an "
+                "HTTP header does not carry as written: make one with `openssl rand -hex 32`"
             )
-        if self.jwt_cookie is not None and not COOKIE_NAME.fullmatch(self.jwt_cookie):
-            # A browser never sends a cookie of such a name (RFC 6265 §4.1.1: a token): every JWT would be missing
+        if self.jwt_cookie is not None and UNSENDABLE_COOKIE_NAME.search(self.jwt_cookie):
+            # A browser never sends a cookie of such a name: every JWT would be missing
             raise ConfigError(
-                f"RELAY_JWT_COOKIE: {self.jwt_cookie!r} is not a cookie name: one has letters, digits and "
-                "!#$%&'*+-.^_`|~, no spaces and none of ()<>@,;:\\\"/[]?={}"
+                f"RELAY_JWT_COOKIE: {self.jwt_cookie!r} is not a cookie name a browser sends: one has no spaces, "
+                'nothing beyond ASCII, no control characters and none of =;,"'
             )
         if self.webhook_forward_url is not None and not is_http_url(self.webhook_forward_url):
             raise ConfigError(
@@ -462,8 +463,10 @@ def loopback_socket_warning(settings: GatewaySettings, config: ProviderConfig) -
     )
 
 
-# A cookie's name, RFC 6265 §4.1.1's token (RFC 2616's: visible ASCII but separators)
-COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What no cookie name a browser sends holds (it splits the Cookie header at ';' and each pair at the first '='; a
+# ',' or a '"' reads as another cookie or a quoted value to some servers). RFC 6265's token is stricter, but browsers
+# set and send names such as PHP's auth[token].
+UNSENDABLE_COOKIE_NAME = re.compile(r'[\x00-\x20\x7f=;,"]|[^\x00-\x7f]')
 
 
 def browser_origin(origin: str) -> str:
