@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -248,10 +250,11 @@ class PusherAdapter:
         idempotency_key: str | None = None,
     ) -> Call[PublishResult]:
         self.check_publish_channels(channels)  # its data is encrypted for channels[0] alone
+        nonce_seed = self._nonce_seed(idempotency_key, event)
         body: dict[str, object] = {
             "name": event,
             "channels": list(channels),
-            "data": self._encrypt(channels[0], payload.text),
+            "data": self._encrypt(channels[0], payload.text, nonce_seed),
         }
         if socket_id is not None:
             body["socket_id"] = socket_id
@@ -264,14 +267,9 @@ class PusherAdapter:
         """A publish to ``channels``: Pusher's HTTP API has no idempotency (the client remembers the key), but the
         emulator dedupes a resend of an ``idempotency_key`` parameter for 2 minutes, from any process, as Ably does a
         message id. Such a request is then safe to send again (the sender may retry it); hosted Pusher, soketi and
-        Reverb (pusher://) do not know the parameter. Nor is it sent for an encrypted channel: its data is encrypted
-        with a random nonce, so another process's resend differs, and the emulator would refuse it as another
-        publish under the key."""
-        if (
-            idempotency_key is None
-            or self._config.scheme != "emulator"
-            or any(classify(name) is ChannelKind.ENCRYPTED for name in channels)
-        ):
+        Reverb (pusher://) do not know the parameter. An encrypted channel's data is then encrypted with a nonce
+        derived from the key (:meth:`_nonce_seed`), so that another process's resend is the same body."""
+        if idempotency_key is None or self._config.scheme != "emulator":
             return self._request("POST", path, body, idempotent=False)
         return self._request("POST", path, body, {"idempotency_key": idempotency_key}, idempotent=True)
 
@@ -288,23 +286,41 @@ class PusherAdapter:
         self, events: Sequence[tuple[Event, Payload]], idempotency_key: str | None = None, first: int = 0
     ) -> Call[PublishResult]:
         batch = []
-        for event, payload in events:
-            data = self._encrypt(event.channel, payload.text)
+        part_key = None if idempotency_key is None else f"{idempotency_key}:{first}"
+        for index, (event, payload) in enumerate(events):
+            data = self._encrypt(event.channel, payload.text, self._nonce_seed(part_key, f"{index}\0{event.name}"))
             item: dict[str, object] = {"name": event.name, "channel": event.channel, "data": data}
             if event.socket_id is not None:
                 item["socket_id"] = event.socket_id
             batch.append(item)
         # Each part under its own key, numbered by its first event as the Ably adapter's message ids
-        part_key = None if idempotency_key is None else f"{idempotency_key}:{first}"
         request = self._keyed_request("/batch_events", {"batch": batch}, part_key, (e.channel for e, _ in events))
         return Call(request, lambda response: self._published(response, tuple(e.channel for e, _ in events)))
 
-    def _encrypt(self, channel: str, data: str) -> str:
-        """End-to-end encryption for private-encrypted channels: NaCl secretbox with the channel's derived key."""
+    def _nonce_seed(self, idempotency_key: str | None, event: str) -> bytes | None:
+        """What an encrypted event's nonce is derived from when its publish goes to the emulator under an idempotency
+        key (None: a random nonce): the key and the event, so that a resend from another process encrypts to the
+        same body, which the emulator recognises, while publishes under other keys get other nonces."""
+        if idempotency_key is None or self._config.scheme != "emulator":
+            return None
+        return f"{idempotency_key}\0{event}\0".encode()
+
+    def _encrypt(self, channel: str, data: str, nonce_seed: bytes | None = None) -> str:
+        """End-to-end encryption for private-encrypted channels: NaCl secretbox with the channel's derived key.
+
+        With a ``nonce_seed``, the nonce is an HMAC of the seed and the data under the channel's key (a synthetic
+        nonce, as SIV modes make one): one nonce is only ever used again for the very same plaintext, which then
+        encrypts to the very same ciphertext, so nothing of the key is exposed, as reusing a nonce for two
+        plaintexts would."""
         if classify(channel) is not ChannelKind.ENCRYPTED:
             return data
         shared_secret = base64.b64decode(encrypted_shared_secret(channel, self._master_key(channel)))
-        nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+        if nonce_seed is None:
+            nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+        else:
+            nonce_key = hashlib.sha256(b"relay synthetic nonce\0" + shared_secret).digest()  # not the cipher's key
+            mac = hmac.new(nonce_key, nonce_seed + data.encode(), hashlib.sha256).digest()
+            nonce = mac[: nacl.secret.SecretBox.NONCE_SIZE]
         encrypted = nacl.secret.SecretBox(shared_secret).encrypt(data.encode(), nonce)
         return dumps({"nonce": _b64(nonce), "ciphertext": _b64(encrypted.ciphertext)})
 

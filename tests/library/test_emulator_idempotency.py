@@ -5,10 +5,13 @@ each client has its own memory of its keys, as two processes have, and one publi
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable
 
 import httpx
+import nacl.secret
 import pytest
 from libsupport import MakeRelay, Subscribe, Twin
 
@@ -104,18 +107,47 @@ async def test_publishes_without_a_key_are_each_delivered(
     assert await pusher_events(watcher, one, "orders") == ["plain"] * 4
 
 
-async def test_an_encrypted_channel_publish_is_sent_without_the_key(
-    make_relay: MakeRelay, emulator: RunningEmulator
+async def test_an_encrypted_channel_resend_from_another_client_is_delivered_once_and_decrypts(
+    make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
 ) -> None:
-    """Its data is encrypted with a random nonce, so another process's resend is another body, which the emulator
-    would refuse: it is deduped by the client's memory alone."""
+    """Its data was encrypted with a random nonce, so another process's resend was another body, and the key was not
+    sent: a second client delivered it again. Under a key the nonce is derived from the key and the data, so the
+    resend is the same body; publishes under other keys, or of other data, still get nonces of their own."""
     master = "vM5PNSQnLuQNnTaXGXJwyC9zJ3bZNd4Rtd4vqs1sU8s="
     url = emulator_url(emulator, query=f"encryption_master_key={master}")
+    channel = "private-encrypted-orders"
     one, other = make_relay(url), make_relay(url)
+    watcher = await subscriber(emulator)
+    auth = await one.authorize_channel(watcher.socket_id, channel)
+    await watcher.subscribe(channel, {"auth": auth["auth"]})
+    batch = [Event(channel, "packed", "x"), Event(channel, "packed", "x")]
     for relay in (one, other):
-        await relay.publish("private-encrypted-orders", "created", "x", idempotency_key=KEY)
-        await relay.publish_batch([Event("private-encrypted-orders", "created", "x")], idempotency_key=KEY + "b")
-        assert keys_sent(relay) == [None, None]
+        await relay.publish(channel, "created", {"id": 1}, idempotency_key=KEY)
+        await relay.publish_batch(batch, idempotency_key=KEY + "b")
+        assert keys_sent(relay) == [KEY, f"{KEY}b:0"]
+    bodies = [[sent.body for sent in relay.requests if sent.method == "POST"] for relay in (one, other)]
+    assert bodies[0] == bodies[1]
+    await one.publish(channel, "created", {"id": 1}, idempotency_key=KEY + "c")  # another publish, another key
+    box = nacl.secret.SecretBox(base64.b64decode(auth["shared_secret"]))
+    nonces = []
+    for name in ("created", "packed", "packed", "created"):
+        encrypted = json.loads((await watcher.expect(name, channel))["data"])
+        plain = box.decrypt(base64.b64decode(encrypted["ciphertext"]), base64.b64decode(encrypted["nonce"]))
+        assert json.loads(plain) == {"id": 1} if name == "created" else plain == b"x"  # a string is sent as it is
+        nonces.append(encrypted["nonce"])
+    assert len(set(nonces)) == 4  # the batch's two equal events too
+    assert await pusher_events(watcher, one, channel) == []  # the resends were not delivered
+
+
+async def test_an_encrypted_publish_without_a_key_gets_a_random_nonce_each_time(
+    make_relay: MakeRelay, emulator: RunningEmulator
+) -> None:
+    master = "vM5PNSQnLuQNnTaXGXJwyC9zJ3bZNd4Rtd4vqs1sU8s="
+    relay = make_relay(emulator_url(emulator, query=f"encryption_master_key={master}"))
+    for _ in range(2):
+        await relay.publish("private-encrypted-orders", "created", {"id": 1})
+    nonces = {json.loads(sent.json()["data"])["nonce"] for sent in relay.requests if sent.method == "POST"}
+    assert len(nonces) == 2
 
 
 # -- the HTTP API -------------------------------------------------------------------------------------------------
