@@ -269,9 +269,14 @@ class PusherAdapter:
         message id. Such a request is then safe to send again (the sender may retry it); hosted Pusher, soketi and
         Reverb (pusher://) do not know the parameter. An encrypted channel's data is then encrypted with a nonce
         derived from the key (:meth:`_nonce_seed`), so that another process's resend is the same body."""
-        if idempotency_key is None or self._config.scheme != "emulator":
+        sent_key = self._emulator_key(idempotency_key)
+        if sent_key is None:
             return self._request("POST", path, body, idempotent=False)
-        return self._request("POST", path, body, {"idempotency_key": idempotency_key}, idempotent=True)
+        return self._request("POST", path, body, {"idempotency_key": sent_key}, idempotent=True)
+
+    def _emulator_key(self, idempotency_key: str | None) -> str | None:
+        """The key the request carries: only the emulator dedupes one."""
+        return idempotency_key if self._config.scheme == "emulator" else None
 
     def _published(self, response: HttpResponse | None, channels: tuple[str, ...]) -> PublishResult:
         self._json(response)
@@ -301,9 +306,8 @@ class PusherAdapter:
         """What an encrypted event's nonce is derived from when its publish goes to the emulator under an idempotency
         key (None: a random nonce): the key and the event, so that a resend from another process encrypts to the
         same body, which the emulator recognises, while publishes under other keys get other nonces."""
-        if idempotency_key is None or self._config.scheme != "emulator":
-            return None
-        return f"{idempotency_key}\0{event}\0".encode()
+        sent_key = self._emulator_key(idempotency_key)
+        return None if sent_key is None else f"{sent_key}\0{event}\0".encode()
 
     def _encrypt(self, channel: str, data: str, nonce_seed: bytes | None = None) -> str:
         """End-to-end encryption for private-encrypted channels: NaCl secretbox with the channel's derived key.

@@ -97,8 +97,9 @@ MAX_POLICY_SECONDS = 86_400
 
 def _is_seconds(value: object) -> bool:
     """A finite number from 0 to MAX_POLICY_SECONDS (a bool is an int to Python, but no number of seconds)."""
-    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return number and 0 <= value <= MAX_POLICY_SECONDS  # type: ignore[operator]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 <= value <= MAX_POLICY_SECONDS
 
 
 def refuse_undecodable_host(config: ProviderConfig) -> None:

@@ -79,14 +79,11 @@ class GatewayHttpProtocol(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+        upgraded = self.transport.get_protocol() is not self  # the WebSocket protocol's now, the transport with it
+        if not upgraded and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
             self._await_request()
-        else:  # the request is read whole (or the connection is ending)
+        else:  # the request is read whole (or the connection is ending, or upgraded)
             self._stop_awaiting()
-
-    def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        self._stop_awaiting()  # the connection is the WebSocket protocol's now, the transport with it
-        super().handle_websocket_upgrade(event)
 
     def on_response_complete(self) -> None:
         self._stop_awaiting()  # the next request's time starts now, not at the first byte it sends
@@ -100,11 +97,16 @@ class GatewayHttpProtocol(H11Protocol):
         """A request still arriving when the server shuts down is answered 503 and its connection closed: waiting for
         the rest of it would hold the shutdown for as long as its client likes, and the process ends either way.
         Requests received whole are let finish (within ``timeout_graceful_shutdown``)."""
-        if self.conn.their_state is h11.SEND_BODY or (self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]):
+        if self._request_arriving():
             self._stop_awaiting()
             self._cut_short(HTTPStatus.SERVICE_UNAVAILABLE, SHUTTING_DOWN)
             return
         super().shutdown()
+
+    def _request_arriving(self) -> bool:
+        """Whether part of a request has come and not all of it: its body, or bytes of its head."""
+        their_state = self.conn.their_state
+        return their_state is h11.SEND_BODY or (their_state is h11.IDLE and bool(self.conn.trailing_data[0]))
 
     def _await_request(self) -> None:
         if self.read_deadline is None and not self.transport.is_closing():
@@ -121,7 +123,7 @@ class GatewayHttpProtocol(H11Protocol):
         self.read_deadline = None
         if self.transport.is_closing():
             return
-        if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
+        if not self._request_arriving():
             self.transport.close()  # an idle connection: nothing to answer
             return
         log.info("a request not received whole within %gs answered 408", self.request_timeout)

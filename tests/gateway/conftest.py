@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -13,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
 from relay.gateway import GatewaySettings, create_app
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, free_port
 from tests.conftest import emulator_url as emulator_url
 from tests.node_scenarios import NODE_DIR, NodeRun, StepHandler, app_env, run_scenario
 from tests.node_scenarios import node_modules as installed_modules
@@ -33,6 +38,51 @@ def hs_jwt(sub: str = "alice", *, secret: str = JWT_SECRET, ttl: int = 60, **cla
     """An HS256 user JWT; ``name`` defaults to the capitalised subject."""
     payload = {"sub": sub, "name": sub.title(), "exp": int(time.time()) + ttl, **claims}
     return jwt.encode(payload, secret, algorithm="HS256")
+
+
+@dataclass
+class ServedGateway:
+    """`relay serve` in a process of its own: its port, the process, and what it logged."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    stderr: Any  # a temporary file: a pipe nobody reads fills, and the process blocks on its next log line
+
+    def log(self) -> bytes:
+        self.stderr.seek(0)
+        data: bytes = self.stderr.read()
+        return data
+
+
+@contextmanager
+def relay_serve(*flags: str, **env: str) -> Iterator[ServedGateway]:
+    """`relay serve` as the command line runs it, on a free port, with the API token; ``env`` over the defaults.
+    Killed at the end if still running."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "RELAY_URL": "memory://relay-serve",
+        "RELAY_API_TOKEN": TOKEN,
+        "RELAY_PROVIDER_ATTEMPTS": "1",
+        **env,
+    }
+    command = [sys.executable, "-m", "relay.cli", "serve", "--port", str(port), "--log-level", "warning", *flags]
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            else:
+                pytest.fail(f"relay serve did not start: {ServedGateway(port, process, stderr).log()[-2000:]!r}")
+            yield ServedGateway(port, process, stderr)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
 
 
 @asynccontextmanager

@@ -15,10 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -28,8 +25,7 @@ import pytest
 from fastapi import FastAPI
 
 from relay.gateway import MAX_HEAD_BYTES, MAX_NUMERIC_DATE, HeadGuard
-from tests.conftest import free_port
-from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, serve_asgi
+from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, relay_serve, serve_asgi
 
 CL_AND_TE = (
     "the request has both Content-Length and Transfer-Encoding, which say different things of where its body ends: "
@@ -52,33 +48,10 @@ Answer = tuple[int, dict[str, str], bytes]
 @pytest.fixture(scope="module")
 def serve_port() -> Iterator[int]:
     """`relay serve` as the command line runs it, on a free port, with the API token, a JWT secret and CORS."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "RELAY_URL": "memory://hostile-fixes",
-        "RELAY_API_TOKEN": TOKEN,
-        "RELAY_JWT_SECRET": JWT_SECRET,
-        "RELAY_CORS_ORIGINS": ORIGIN,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("relay serve did not start")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
+    with relay_serve(
+        RELAY_URL="memory://hostile-fixes", RELAY_JWT_SECRET=JWT_SECRET, RELAY_CORS_ORIGINS=ORIGIN
+    ) as served:
+        yield served.port
 
 
 def read_until_closed(sock: socket.socket) -> bytes:

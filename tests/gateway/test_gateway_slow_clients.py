@@ -10,21 +10,16 @@ Each test runs `relay serve` as the command line does, as a subprocess, and talk
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from tests.cli_support import assert_refused, run_relay
-from tests.conftest import free_port
-from tests.gateway.conftest import TOKEN
+from tests.gateway.conftest import TOKEN, relay_serve
 
 PUBLISH_HEAD = (
     f"POST /v1/publish HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
@@ -37,44 +32,10 @@ TIMED_OUT = (
 SHUTTING_DOWN = "the gateway is shutting down and did not receive the whole request: send it again"
 
 
-@contextmanager
-def relay_serve(*flags: str, **env: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "RELAY_URL": "memory://slow-clients",
-        "RELAY_API_TOKEN": TOKEN,
-        "RELAY_PROVIDER_ATTEMPTS": "1",
-        **env,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "serve", "--port", str(port), "--log-level", "warning", *flags],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("relay serve did not start")
-        yield port, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        assert process.stderr is not None
-        process.stderr.close()
-
-
 @pytest.fixture(scope="module")
 def impatient_port() -> Iterator[int]:
-    with relay_serve("--request-timeout", "1") as (port, _):
-        yield port
+    with relay_serve("--request-timeout", "1") as served:
+        yield served.port
 
 
 def read_until_closed(sock: socket.socket, within: float = 5.0) -> tuple[bytes, float]:
@@ -165,18 +126,17 @@ def test_each_request_of_a_kept_alive_connection_gets_the_whole_timeout(impatien
 
 def test_sigterm_answers_a_request_still_arriving_503_and_exits_at_once() -> None:
     with (
-        relay_serve("--request-timeout", "60") as (port, process),
-        socket.create_connection(("127.0.0.1", port)) as sock,
+        relay_serve("--request-timeout", "60") as served,
+        socket.create_connection(("127.0.0.1", served.port)) as sock,
     ):
         sock.sendall(PUBLISH_HEAD + b"Content-Length: 200\r\n\r\n" + PUBLISH_BODY[:20])
         time.sleep(0.2)  # the request has reached its handler, which waits for the rest of the body
         started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
+        served.process.send_signal(signal.SIGTERM)
         raw, _ = read_until_closed(sock)
-        process.wait(10)
+        served.process.wait(10)
         exited = time.monotonic() - started
-        assert process.stderr is not None
-        log = process.stderr.read()
+        log = served.log()
     status, headers, body = answer(raw)
     assert (status, body, headers["connection"]) == (503, {"error": SHUTTING_DOWN}, "close")
     assert exited < 2
@@ -190,12 +150,12 @@ def test_sigterm_waits_for_a_publish_in_flight_no_longer_than_the_shutdown_timeo
         provider_port = silent_provider.getsockname()[1]
         url = f"emulator://key:secret@127.0.0.1:{provider_port}/apps/1"
         serving = relay_serve("--shutdown-timeout", "1", RELAY_URL=url, RELAY_PROVIDER_TIMEOUT="60")
-        with serving as (port, process), socket.create_connection(("127.0.0.1", port)) as sock:
+        with serving as served, socket.create_connection(("127.0.0.1", served.port)) as sock:
             sock.sendall(PUBLISH_HEAD + f"Content-Length: {len(PUBLISH_BODY)}\r\n\r\n".encode() + PUBLISH_BODY)
             accepted, _ = silent_provider.accept()  # the publish is in flight, at the provider
             started = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            process.wait(10)
+            served.process.send_signal(signal.SIGTERM)
+            served.process.wait(10)
             exited = time.monotonic() - started
             accepted.close()
     assert 0.9 < exited < 3
@@ -216,15 +176,14 @@ def test_a_websocket_upgrade_is_refused_and_its_connection_left_to_the_websocket
         b"GET /app/key HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
-    with relay_serve("--request-timeout", "0.5") as (port, process):
-        with socket.create_connection(("127.0.0.1", port)) as sock:
+    with relay_serve("--request-timeout", "0.5") as served:
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
             sock.sendall(upgrade)
             raw, _ = read_until_closed(sock)
         assert raw.startswith(b"HTTP/1.1 403 Forbidden\r\n")
         time.sleep(1)  # past the request timeout
-        assert_serving(port)
-        process.terminate()
-        process.wait(10)
-        assert process.stderr is not None
-        log = process.stderr.read()
+        assert_serving(served.port)
+        served.process.terminate()
+        served.process.wait(10)
+        log = served.log()
     assert b"Traceback" not in log, log.decode()[-2000:]
