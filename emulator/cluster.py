@@ -883,6 +883,9 @@ class RedisCluster:
 
         self._enqueue(announce)
 
+    def publish_remembered(self, app_id: str, identity: bytes, digest: bytes, answer: bytes) -> None:
+        self._enqueue(self._announce("k", app_id, identity.hex(), digest.hex(), answer.decode()))
+
     def _announce(self, *message: object) -> Operation:
         return self._on_bus("J" + json.dumps([message[0], self.node_id, *message[1:]]))
 
@@ -1573,6 +1576,8 @@ class RedisCluster:
             # A node of an earlier release sends no version: its event is older than any versioned one.
             milliseconds = args[5] if len(args) > 5 else 0
             state.cache_store(args[1], args[2], args[3], args[4], (milliseconds, node))
+        elif kind == "k":
+            state.remember_published(bytes.fromhex(args[1]), bytes.fromhex(args[2]), args[3].encode())
         elif kind == "a" and state.foreign_presence is not None:
             state.foreign_presence.remote_presence(node, args[1], _unpack(args[2]))
 

@@ -80,6 +80,11 @@ def method_not_allowed(message: str, allowed: Sequence[str]) -> Response:
 PUBLISHED = json_response(200, {})  # the answer to most publishes, built once (Response is immutable)
 
 
+def published_answer(body: bytes) -> Response:
+    """A publish's answer from its body (another node's, which sent only that): the shared one for most."""
+    return PUBLISHED if body == PUBLISHED.body else Response(200, body, PUBLISHED.headers)
+
+
 Handler = Callable[["AppState", Sequence[str], Mapping[str, str], bytes], Response]
 
 

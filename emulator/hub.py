@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.emulator.config import App
+from relay.emulator.http_api import published_answer
 from relay.emulator.idempotency import PublishedKeys
 from relay.emulator.usage import AppMeter, local_reach, message_size, recipients
 from relay.emulator.webhooks import WebhookDispatcher
@@ -129,6 +130,10 @@ class ClusterLink(Protocol):
     def cache_missed(self, app_id: str, channel: str) -> None: ...
 
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
+
+    def publish_remembered(self, app_id: str, identity: bytes, digest: bytes, answer: bytes) -> None:
+        """A publish under an idempotency key (``identity``, its body's ``digest``, its answer's body), for the
+        other nodes to answer its resends (:meth:`AppState.remember_published`)."""
 
 
 class MemberAdmission(Protocol):
@@ -286,9 +291,20 @@ class AppState:
         self.cache_missed_at: dict[str, float] = {}
         self.cache_missed_prune_at = 1024
         self.meter = AppMeter(app.app_id)  # usage and metrics; the node gives each app one that also sees webhooks
-        # The answers to the HTTP API's publishes with an idempotency_key, replayed to their resends (this node's)
-        self.published_keys: PublishedKeys[Response] = PublishedKeys(clock)
+        # The answers to the HTTP API's publishes with an idempotency_key, replayed to their resends: this node's, and
+        # in a cluster the other nodes'
+        self.published_keys: PublishedKeys[Response] = PublishedKeys(
+            clock, share=None if cluster is None else self._share_published
+        )
         self.client_frame_limit = frames.client_frame_limit(app.limits)
+
+    def _share_published(self, identity: bytes, digest: bytes, answer: Response) -> None:
+        assert self.cluster is not None
+        self.cluster.publish_remembered(self.app.app_id, identity, digest, answer.body)
+
+    def remember_published(self, identity: bytes, digest: bytes, answer: bytes) -> None:
+        """Another node's publish under an idempotency key: a resend of it to this node is answered ``answer``."""
+        self.published_keys.remember(identity, digest, published_answer(answer))
 
     # -- connections ------------------------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ process within :data:`IDEMPOTENCY_WINDOW_SECONDS` gets the first answer and is n
 
 As Ably dedupes a message id per channel, a publish to ``/events`` is named by its key and its channels (a publish
 over several calls sends one key with other channels), a ``/batch_events`` part by its key alone (the adapter sends
-``<key>:<index of its first event>``). One node's memory: the nodes of a ``--redis`` cluster do not share it.
+``<key>:<index of its first event>``). In a ``--redis`` cluster each node tells the others what it remembers (as it
+tells them its publishes, over Redis), so a resend that a load balancer sends to another node is answered as the
+first was; one sent there within the milliseconds that news takes to cross Redis is published again.
 """
 
 from __future__ import annotations
@@ -53,10 +55,12 @@ class PublishedKeys(Generic[A]):
         *,
         window: float = IDEMPOTENCY_WINDOW_SECONDS,
         capacity: int = MAX_REMEMBERED_PUBLISHES,
+        share: Callable[[bytes, bytes, A], None] | None = None,
     ) -> None:
         self._clock = clock
         self._window = window
         self._capacity = capacity
+        self._share = share  # told (identity, body digest, answer) of each publish remembered: the other nodes
         self._published: OrderedDict[bytes, _Published[A]] = OrderedDict()  # oldest first, so by when each expires
 
     def once(self, key: str, identity: bytes, body: bytes, publish: Callable[[], A]) -> A:
@@ -64,17 +68,39 @@ class PublishedKeys(Generic[A]):
         publish's answer, not published again. Raises IdempotencyKeyReused (422) when it published another body. An
         error ``publish`` raises is not remembered: a resend is published."""
         now = self._clock()
-        published = self._published
-        while published and next(iter(published.values())).expires <= now:
-            published.popitem(last=False)
+        self._forget_expired(now)
         digest = hashlib.sha256(body).digest()
-        earlier = published.get(identity)
+        earlier = self._published.get(identity)
         if earlier is not None:
             if earlier.body != digest:
                 raise IdempotencyKeyReused(key_reused(key, RESENT, self._window))
             return earlier.answer
         answer = publish()
-        published[identity] = _Published(now + self._window, digest, answer)
+        self._keep(identity, _Published(now + self._window, digest, answer))
+        if self._share is not None:
+            self._share(identity, digest, answer)
+        return answer
+
+    def remember(self, identity: bytes, digest: bytes, answer: A) -> None:
+        """Another node's publish (``digest``: its body's), for its resends here. One this node published or heard
+        of first is kept: the two answered the same request (a resend crossing the news of the first)."""
+        now = self._clock()
+        self._forget_expired(now)
+        if identity not in self._published:
+            self._keep(identity, _Published(now + self._window, digest, answer))
+
+    def __contains__(self, identity: bytes) -> bool:
+        """Whether a publish named ``identity`` is remembered (and not expired)."""
+        earlier = self._published.get(identity)
+        return earlier is not None and earlier.expires > self._clock()
+
+    def _forget_expired(self, now: float) -> None:
+        published = self._published
+        while published and next(iter(published.values())).expires <= now:
+            published.popitem(last=False)
+
+    def _keep(self, identity: bytes, entry: _Published[A]) -> None:
+        published = self._published
+        published[identity] = entry
         if len(published) > self._capacity:
             published.popitem(last=False)
-        return answer

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+import httpx
 import pytest
 
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
+from relay.protocol.signing import sign_rest_request
 from tests.webhook_receiver import receiver as receiver
 from tests.webhook_receiver import start_receiver as start_receiver
 
@@ -60,6 +63,17 @@ def emulator_url(running: ServesAnApp, *, secret: str | None = None, app_id: str
     app = running.app
     url = f"emulator://{app.key}:{secret or app.secret}@{running.host}:{running.port}/apps/{app_id or app.app_id}"
     return url + (f"?{query}" if query else "")
+
+
+def signed_publish(running: RunningEmulator, path: str, body: bytes, key: str | None) -> httpx.Request:
+    """A publish signed as the Pusher libraries sign one, ``idempotency_key`` among the signed parameters."""
+    app = running.app
+    full_path = f"/apps/{app.app_id}{path}"
+    params = None if key is None else {"idempotency_key": key}
+    query = sign_rest_request(
+        app.key, app.secret, "POST", full_path, timestamp=int(time.time()), body=body, params=params
+    )
+    return httpx.Request("POST", f"{running.http_url}{full_path}", params=query, content=body)
 
 
 @pytest.fixture

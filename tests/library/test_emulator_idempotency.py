@@ -6,8 +6,8 @@ each client has its own memory of its keys, as two processes have, and one publi
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-import time
 from collections.abc import Callable
 
 import httpx
@@ -18,9 +18,8 @@ from libsupport import MakeRelay, Subscribe, Twin
 from relay import Event
 from relay.emulator.idempotency import PublishedKeys
 from relay.errors import IdempotencyKeyReused
-from relay.protocol.signing import sign_rest_request
 from tests.cli_support import run_relay
-from tests.conftest import RunningEmulator, emulator_url
+from tests.conftest import RunningEmulator, emulator_url, signed_publish
 from tests.library.test_idempotent_publish import pusher_events, subscribed
 
 KEY = "0b6f2d4e-5a1c-4e8f-9d3b-7c2a1e0f4b6d"
@@ -33,17 +32,6 @@ SENT_RULE = "an idempotency key is 1 to 221 printable ASCII characters without s
 
 def keys_sent(twin: Twin) -> list[str | None]:
     return [sent.url.params.get("idempotency_key") for sent in twin.requests if sent.method == "POST"]
-
-
-def signed_publish(running: RunningEmulator, path: str, body: bytes, key: str | None) -> httpx.Request:
-    """A publish signed as the Pusher libraries sign one, ``idempotency_key`` among the signed parameters."""
-    app = running.app
-    full_path = f"/apps/{app.app_id}{path}"
-    params = None if key is None else {"idempotency_key": key}
-    query = sign_rest_request(
-        app.key, app.secret, "POST", full_path, timestamp=int(time.time()), body=body, params=params
-    )
-    return httpx.Request("POST", f"{running.http_url}{full_path}", params=query, content=body)
 
 
 # -- two clients, one emulator ------------------------------------------------------------------------------------
@@ -220,3 +208,23 @@ def test_a_key_is_remembered_for_the_window_and_the_oldest_go_past_the_bound() -
     assert keys.once("a", b"a", b"body", lambda: next(answers)) == "a2"
     now[0] = 119.9 + 120
     assert keys.once("c", b"c", b"body", lambda: next(answers)) == "c2"  # 120 s on: forgotten
+
+
+def test_each_publish_remembered_is_shared_once_and_another_nodes_are_answered_as_their_own() -> None:
+    now = [0.0]
+    clock: Callable[[], float] = lambda: now[0]  # noqa: E731
+    shared: list[tuple[bytes, bytes, str]] = []
+    keys: PublishedKeys[str] = PublishedKeys(clock, share=lambda *told: shared.append(told))
+    assert keys.once("a", b"a", b"body", lambda: "a1") == "a1"
+    assert keys.once("a", b"a", b"body", lambda: "a2") == "a1"  # a resend: not shared again
+    assert shared == [(b"a", hashlib.sha256(b"body").digest(), "a1")]
+    keys.remember(b"b", hashlib.sha256(b"body").digest(), "b-elsewhere")
+    keys.remember(b"a", hashlib.sha256(b"other").digest(), "a-elsewhere")  # news of a publish made here too: ignored
+    assert keys.once("b", b"b", b"body", lambda: "b1") == "b-elsewhere"
+    assert keys.once("a", b"a", b"body", lambda: "a3") == "a1"
+    with pytest.raises(IdempotencyKeyReused):
+        keys.once("b", b"b", b"other", lambda: "b2")
+    assert b"b" in keys and len(shared) == 1
+    now[0] = 120.0
+    assert b"b" not in keys  # another node's publish is forgotten when the window ends, as this node's are
+    assert keys.once("b", b"b", b"body", lambda: "b3") == "b3"

@@ -1,0 +1,117 @@
+"""Idempotent publishes across the nodes of a cluster: a resend that a load balancer sends to another node than the
+first publish's is answered as the first was and delivered to nobody. Real nodes on a real redis-server, the
+library's own client (each with its own memory of keys, as two processes have) and raw signed requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from relay import AsyncRelay, Event
+from relay.emulator.idempotency import batch_identity, events_identity
+from relay.errors import IdempotencyKeyReused
+from tests.cluster.test_cluster import Client, Nodes
+from tests.cluster.test_cluster import nodes as nodes
+from tests.conftest import TEST_APP, RunningEmulator, emulator_url, signed_publish
+
+KEY = "0b6f2d4e-5a1c-4e8f-9d3b-7c2a1e0f4b6d"
+REUSED = (
+    f"the Relay emulator answered 422: the idempotency key {KEY!r} was used for another publish in the last 120 "
+    "seconds: a resend must repeat the same channels, event, data and socket_id; give a new publish a new key"
+)
+
+
+async def heard_of(node: RunningEmulator, identity: bytes, within: float = 5.0) -> None:
+    """Wait until ``node`` remembers the publish ``identity`` that another node made (news crosses Redis)."""
+    keys = node.node.states[node.app.app_id].published_keys
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while identity not in keys:
+        assert loop.time() < deadline, f"node on port {node.port} did not hear of the publish within {within} s"
+        await asyncio.sleep(0.02)
+
+
+async def subscribed(cluster: list[RunningEmulator], channel: str) -> list[Client]:
+    clients = [await Client.open(node) for node in cluster]
+    for client in clients:
+        await client.subscribe(channel)
+    return clients
+
+
+async def received(client: Client, event: str) -> list[object]:
+    """The data of every ``event`` the client is sent until it is quiet for 0.4 s."""
+    data: list[object] = []
+    while True:
+        try:
+            frame = await client.recv(0.4)
+        except TimeoutError:
+            return data
+        if frame["event"] == event:
+            data.append(json.loads(frame["data"]))
+
+
+async def test_a_resend_to_another_node_is_delivered_once_on_every_node(nodes: Nodes) -> None:
+    first, second = await nodes(2)
+    watchers = await subscribed([first, second], "orders")
+    async with AsyncRelay(emulator_url(first)) as one, AsyncRelay(emulator_url(second)) as other:
+        await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
+        await heard_of(second, events_identity(KEY, ["orders"]))
+        resent = await other.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
+    assert resent.channels == ("orders",)
+    for watcher in watchers:
+        assert await received(watcher, "created") == [{"id": 1}]
+    assert second.node.states["1"].meter.publishes == 0  # the resend was not published there
+
+
+async def test_another_publish_under_the_key_on_another_node_is_refused_and_not_delivered(nodes: Nodes) -> None:
+    first, second = await nodes(2)
+    watchers = await subscribed([first, second], "orders")
+    async with AsyncRelay(emulator_url(first)) as one, AsyncRelay(emulator_url(second)) as other:
+        await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
+        await heard_of(second, events_identity(KEY, ["orders"]))
+        with pytest.raises(IdempotencyKeyReused) as refused:
+            await other.publish("orders", "created", {"id": 2}, idempotency_key=KEY)
+        assert str(refused.value) == REUSED
+        # Other channels under the same key are another publish (a publish over several calls sends one key)
+        await other.publish("invoices", "created", {"id": 2}, idempotency_key=KEY)
+    for watcher in watchers:
+        assert await received(watcher, "created") == [{"id": 1}]
+
+
+async def test_a_batch_resent_in_parts_to_another_node_is_delivered_once(nodes: Nodes) -> None:
+    first, second = await nodes(2)
+    watchers = await subscribed([first, second], "orders")
+    events = [Event("orders", f"e{index}", {"n": index}) for index in range(15)]
+    async with AsyncRelay(emulator_url(first)) as one, AsyncRelay(emulator_url(second)) as other:
+        await one.publish_batch(events, idempotency_key=KEY)  # two calls: events 0–9 and 10–14
+        for part in (f"{KEY}:0", f"{KEY}:10"):
+            await heard_of(second, batch_identity(part))
+        await other.publish_batch(events, idempotency_key=KEY)
+    for watcher in watchers:
+        names = []
+        while True:
+            try:
+                names.append((await watcher.recv(0.4))["event"])
+            except TimeoutError:
+                break
+        assert names == [f"e{index}" for index in range(15)]
+
+
+async def test_the_resend_gets_the_first_answer_with_the_counts_the_first_node_gave(nodes: Nodes) -> None:
+    first, second = await nodes(2, app=replace(TEST_APP, subscription_count=True))  # info=subscription_count needs it
+    await subscribed([first, second], "orders")
+    body = json.dumps({"name": "created", "channel": "orders", "data": "{}", "info": "subscription_count"}).encode()
+    async with httpx.AsyncClient() as http:
+        answer = await http.send(signed_publish(first, "/events", body, KEY))
+        assert (answer.status_code, answer.json()) == (200, {"channels": {"orders": {"subscription_count": 2}}})
+        await heard_of(second, events_identity(KEY, ["orders"]))
+        await Client.open(second)  # not subscribed: a count taken now would still be 2, so one more joins
+        late = await subscribed([second], "orders")
+        resent = await http.send(signed_publish(second, "/events", body, KEY))
+    assert (resent.status_code, resent.content) == (200, answer.content)
+    assert resent.headers["content-type"] == "application/json"
+    assert await received(late[0], "created") == []
