@@ -53,6 +53,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.emulator.ably_hub import DELIVERED, Outbound
+from relay.emulator.http_api import published_answer
 from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState, CacheVersion, MemberAdmission
 from relay.emulator.logs import redact_urls
 from relay.emulator.wire import encode_text
@@ -1577,7 +1578,8 @@ class RedisCluster:
             milliseconds = args[5] if len(args) > 5 else 0
             state.cache_store(args[1], args[2], args[3], args[4], (milliseconds, node))
         elif kind == "k":
-            state.remember_published(bytes.fromhex(args[1]), bytes.fromhex(args[2]), args[3].encode())
+            answer = published_answer(args[3].encode())
+            state.published_keys.remember(bytes.fromhex(args[1]), bytes.fromhex(args[2]), answer)
         elif kind == "a" and state.foreign_presence is not None:
             state.foreign_presence.remote_presence(node, args[1], _unpack(args[2]))
 

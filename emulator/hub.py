@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.emulator.config import App
-from relay.emulator.http_api import published_answer
 from relay.emulator.idempotency import PublishedKeys
 from relay.emulator.usage import AppMeter, local_reach, message_size, recipients
 from relay.emulator.webhooks import WebhookDispatcher
@@ -133,7 +132,7 @@ class ClusterLink(Protocol):
 
     def publish_remembered(self, app_id: str, identity: bytes, digest: bytes, answer: bytes) -> None:
         """A publish under an idempotency key (``identity``, its body's ``digest``, its answer's body), for the
-        other nodes to answer its resends (:meth:`AppState.remember_published`)."""
+        other nodes to answer its resends."""
 
 
 class MemberAdmission(Protocol):
@@ -301,10 +300,6 @@ class AppState:
     def _share_published(self, identity: bytes, digest: bytes, answer: Response) -> None:
         assert self.cluster is not None
         self.cluster.publish_remembered(self.app.app_id, identity, digest, answer.body)
-
-    def remember_published(self, identity: bytes, digest: bytes, answer: bytes) -> None:
-        """Another node's publish under an idempotency key: a resend of it to this node is answered ``answer``."""
-        self.published_keys.remember(identity, digest, published_answer(answer))
 
     # -- connections ------------------------------------------------------------------------------------------
 

@@ -90,7 +90,8 @@ class PublishedKeys(Generic[A]):
             self._keep(identity, _Published(now + self._window, digest, answer))
 
     def __contains__(self, identity: bytes) -> bool:
-        """Whether a publish named ``identity`` is remembered (and not expired)."""
+        """Whether a publish named ``identity`` is remembered and not expired (how a test sees another node's news
+        arrive)."""
         earlier = self._published.get(identity)
         return earlier is not None and earlier.expires > self._clock()
 
