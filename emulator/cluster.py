@@ -59,6 +59,7 @@ from relay.emulator.logs import redact_urls
 from relay.emulator.wire import encode_text
 from relay.errors import ConfigError
 from relay.protocol.ably import LEAVE, PRESENT
+from relay.protocol.idempotency_keys import IDEMPOTENCY_WINDOW_SECONDS
 
 log = logging.getLogger("relay.emulator.cluster")
 _ABLY_MEMBER_KEYS = ("id", "clientId", "connectionId")
@@ -681,6 +682,7 @@ class RedisCluster:
             if node != self.node_id:
                 self._apply_snapshot(node, await self._node_state(node))
         await self._load_cache()
+        await self._load_published()
         self._connected.set()
 
     async def _live_nodes(self) -> list[int]:
@@ -808,6 +810,19 @@ class RedisCluster:
         for app_id, channel, user_id in announced.members.keys() - held.members.keys():
             self._count_member(counts, app_id, channel, user_id, -1, delay=departure_delay(app_id))
 
+    async def _load_published(self) -> None:
+        """The other nodes' publishes under an idempotency key within the window, which this node did not hear of."""
+        for state in self._states.values():
+            identity_at = len(self._key("published", state.app.app_id, ""))
+            async for key in self._redis.scan_iter(match=self._key("published", state.app.app_id, "*"), count=500):
+                value, ttl_ms = await asyncio.gather(self._redis.get(key), self._redis.pttl(key))
+                if value is not None and ttl_ms > 0:
+                    digest, answer = json.loads(value)
+                    identity = bytes.fromhex(key[identity_at:])
+                    state.published_keys.remember(
+                        identity, bytes.fromhex(digest), published_answer(answer.encode()), seconds_left=ttl_ms / 1000
+                    )
+
     async def _load_cache(self) -> None:
         for state in self._states.values():
             app_id = state.app.app_id
@@ -885,7 +900,16 @@ class RedisCluster:
         self._enqueue(announce)
 
     def publish_remembered(self, app_id: str, identity: bytes, digest: bytes, answer: bytes) -> None:
-        self._enqueue(self._announce("k", app_id, identity.hex(), digest.hex(), answer.decode()))
+        news = [digest.hex(), answer.decode()]
+
+        def store(commands: _Commands) -> None:
+            # Kept in Redis for the window too, for the nodes that do not hear the news: one started later, one
+            # whose bus subscription dropped (see _load_published)
+            key = self._key("published", app_id, identity.hex())
+            commands.pipe.set(key, json.dumps(news), px=int(IDEMPOTENCY_WINDOW_SECONDS * 1000))
+            self._announce("k", app_id, identity.hex(), *news)(commands)
+
+        self._enqueue(store)
 
     def _announce(self, *message: object) -> Operation:
         return self._on_bus("J" + json.dumps([message[0], self.node_id, *message[1:]]))
@@ -1439,11 +1463,12 @@ class RedisCluster:
                         )
                         # What the others announced meanwhile is lost (Redis drops a subscriber that reads too
                         # slowly, and counts are only sent when they change): read their stored state again, and
-                        # the cache channels' events, which Redis keeps.
+                        # the cache channels' events and the keyed publishes, which Redis keeps.
                         for node in await self._live_nodes():
                             if node != self.node_id:
                                 self._enqueue(self._resync(node))
                         await self._load_cache()
+                        await self._load_published()
 
     async def _heartbeat(self) -> None:
         interval = self.settings.node_ttl / 3

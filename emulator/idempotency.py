@@ -71,7 +71,9 @@ class PublishedKeys(Generic[A]):
         self._forget_expired(now)
         digest = hashlib.sha256(body).digest()
         earlier = self._published.get(identity)
-        if earlier is not None:
+        # Expired ones behind a later one are not dropped yet: a node that read another's from Redis has some out
+        # of order
+        if earlier is not None and earlier.expires > now:
             if earlier.body != digest:
                 raise IdempotencyKeyReused(key_reused(key, RESENT, self._window))
             return earlier.answer
@@ -81,13 +83,16 @@ class PublishedKeys(Generic[A]):
             self._share(identity, digest, answer)
         return answer
 
-    def remember(self, identity: bytes, digest: bytes, answer: A) -> None:
-        """Another node's publish (``digest``: its body's), for its resends here. One this node published or heard
-        of first is kept: the two answered the same request (a resend crossing the news of the first)."""
+    def remember(self, identity: bytes, digest: bytes, answer: A, *, seconds_left: float | None = None) -> None:
+        """Another node's publish (``digest``: its body's), for its resends here within the window, or for
+        ``seconds_left`` (one read from Redis later). One this node published or heard of first is kept: the two
+        answered the same request (a resend crossing the news of the first)."""
         now = self._clock()
         self._forget_expired(now)
-        if identity not in self._published:
-            self._keep(identity, _Published(now + self._window, digest, answer))
+        if identity not in self:
+            self._keep(
+                identity, _Published(now + (self._window if seconds_left is None else seconds_left), digest, answer)
+            )
 
     def __contains__(self, identity: bytes) -> bool:
         """Whether a publish named ``identity`` is remembered and not expired (how a test sees another node's news
@@ -102,6 +107,7 @@ class PublishedKeys(Generic[A]):
 
     def _keep(self, identity: bytes, entry: _Published[A]) -> None:
         published = self._published
+        published.pop(identity, None)  # an expired one not dropped yet: the new one goes last
         published[identity] = entry
         if len(published) > self._capacity:
             published.popitem(last=False)

@@ -10,12 +10,16 @@ from dataclasses import replace
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from relay import AsyncRelay, Event
 from relay.emulator.idempotency import batch_identity, events_identity
 from relay.errors import IdempotencyKeyReused
+from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, Nodes
 from tests.cluster.test_cluster import nodes as nodes
+from tests.cluster.test_cluster_hunt_fixes import redis_command
+from tests.cluster.test_cluster_webhooks import cluster_of, until
 from tests.conftest import TEST_APP, RunningEmulator, emulator_url, signed_publish
 
 KEY = "0b6f2d4e-5a1c-4e8f-9d3b-7c2a1e0f4b6d"
@@ -25,14 +29,9 @@ REUSED = (
 )
 
 
-async def heard_of(node: RunningEmulator, identity: bytes, within: float = 5.0) -> None:
-    """Wait until ``node`` remembers the publish ``identity`` that another node made (news crosses Redis)."""
-    keys = node.node.states[node.app.app_id].published_keys
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while identity not in keys:
-        assert loop.time() < deadline, f"node on port {node.port} did not hear of the publish within {within} s"
-        await asyncio.sleep(0.02)
+def remembered(node: RunningEmulator, identity: bytes) -> bool:
+    """Whether ``node`` remembers the publish ``identity`` (another node's: news crosses Redis)."""
+    return identity in node.node.states[node.app.app_id].published_keys
 
 
 async def subscribed(cluster: list[RunningEmulator], channel: str) -> list[Client]:
@@ -59,7 +58,7 @@ async def test_a_resend_to_another_node_is_delivered_once_on_every_node(nodes: N
     watchers = await subscribed([first, second], "orders")
     async with AsyncRelay(emulator_url(first)) as one, AsyncRelay(emulator_url(second)) as other:
         await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
-        await heard_of(second, events_identity(KEY, ["orders"]))
+        await until(lambda: remembered(second, events_identity(KEY, ["orders"])))
         resent = await other.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
     assert resent.channels == ("orders",)
     for watcher in watchers:
@@ -72,7 +71,7 @@ async def test_another_publish_under_the_key_on_another_node_is_refused_and_not_
     watchers = await subscribed([first, second], "orders")
     async with AsyncRelay(emulator_url(first)) as one, AsyncRelay(emulator_url(second)) as other:
         await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
-        await heard_of(second, events_identity(KEY, ["orders"]))
+        await until(lambda: remembered(second, events_identity(KEY, ["orders"])))
         with pytest.raises(IdempotencyKeyReused) as refused:
             await other.publish("orders", "created", {"id": 2}, idempotency_key=KEY)
         assert str(refused.value) == REUSED
@@ -88,8 +87,7 @@ async def test_a_batch_resent_in_parts_to_another_node_is_delivered_once(nodes: 
     events = [Event("orders", f"e{index}", {"n": index}) for index in range(15)]
     async with AsyncRelay(emulator_url(first)) as one, AsyncRelay(emulator_url(second)) as other:
         await one.publish_batch(events, idempotency_key=KEY)  # two calls: events 0–9 and 10–14
-        for part in (f"{KEY}:0", f"{KEY}:10"):
-            await heard_of(second, batch_identity(part))
+        await until(lambda: all(remembered(second, batch_identity(part)) for part in (f"{KEY}:0", f"{KEY}:10")))
         await other.publish_batch(events, idempotency_key=KEY)
     async with AsyncRelay(emulator_url(second)) as third:  # a client that has not seen the key: the node refuses
         with pytest.raises(
@@ -111,7 +109,7 @@ async def test_the_resend_gets_the_first_answer_with_the_counts_the_first_node_g
     async with httpx.AsyncClient() as http:
         answer = await http.send(signed_publish(first, "/events", body, KEY))
         assert (answer.status_code, answer.json()) == (200, {"channels": {"orders": {"subscription_count": 2}}})
-        await heard_of(second, events_identity(KEY, ["orders"]))
+        await until(lambda: remembered(second, events_identity(KEY, ["orders"])))
         late = await subscribed([second], "orders")
         resent = await http.send(signed_publish(second, "/events", body, KEY))
     assert (resent.status_code, resent.content) == (200, answer.content)
@@ -119,14 +117,55 @@ async def test_the_resend_gets_the_first_answer_with_the_counts_the_first_node_g
     assert await received(late[0]) == []
 
 
-async def test_a_node_started_after_the_publish_has_not_heard_of_it_and_publishes_the_resend(nodes: Nodes) -> None:
+async def test_a_node_started_after_the_publish_reads_it_from_redis_and_answers_the_resend(nodes: Nodes) -> None:
     (first,) = await nodes(1)
     async with AsyncRelay(emulator_url(first)) as one:
         await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
-    (late,) = await nodes(1)  # news is not replayed to a new node (docs/emulator.md)
+        await one.publish("orders", "created", {"id": 2}, idempotency_key="another-key")
+    (late,) = await nodes(1)  # it did not hear the news: Redis keeps each keyed publish for the window
+    assert remembered(late, events_identity(KEY, ["orders"])) and remembered(
+        late, events_identity("another-key", ["orders"])
+    )
     watchers = await subscribed([first, late], "orders")
     async with AsyncRelay(emulator_url(late)) as other:
         await other.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
+        with pytest.raises(IdempotencyKeyReused):
+            await other.publish("orders", "created", {"id": 3}, idempotency_key="another-key")
     for watcher in watchers:
-        assert await received(watcher) == [("created", {"id": 1})]
-    assert events_identity(KEY, ["orders"]) in first.node.states[first.app.app_id].published_keys
+        assert await received(watcher) == []
+    assert late.node.states[late.app.app_id].meter.publishes == 0
+
+
+async def test_a_keyed_publish_is_kept_in_redis_for_the_window_and_no_longer(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    (node,) = await nodes(1)
+    async with AsyncRelay(emulator_url(node)) as relay:
+        await relay.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
+    stored = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        identity = events_identity(KEY, ["orders"]).hex()
+        deadline = asyncio.get_running_loop().time() + 5
+        while not (keys := [key async for key in stored.scan_iter(match=f"*published:1:{identity}")]):
+            assert asyncio.get_running_loop().time() < deadline, "the publish was not stored in Redis within 5 s"
+            await asyncio.sleep(0.02)
+        assert 119_000 < await stored.pttl(keys[0]) <= 120_000
+        digest, answer = json.loads(await stored.get(keys[0]))
+        assert (len(digest), answer) == (64, "{}")
+    finally:
+        await stored.aclose()
+
+
+async def test_a_node_whose_bus_subscription_dropped_reads_the_publishes_it_missed_from_redis(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    """Redis closes a subscriber whose unsent output passes its pubsub limit, and the news it was sending is lost:
+    the node reads the keyed publishes from Redis when it subscribes again (as the cache channels' events)."""
+    first, second = await nodes(2, app=replace(TEST_APP, limits=replace(TEST_APP.limits, max_event_bytes=100_000)))
+    subscription = cluster_of(second)._pubsub
+    await redis_command(redis_server, "CONFIG", "SET", "client-output-buffer-limit", "pubsub 1024 0 0")
+    async with AsyncRelay(emulator_url(first)) as one:  # past the 16 KiB a subscriber's output buffer holds
+        await one.publish("orders", "created", "x" * 25_000, idempotency_key=KEY)
+    await until(lambda: cluster_of(second)._pubsub is not subscription)
+    await redis_command(redis_server, "CONFIG", "SET", "client-output-buffer-limit", "pubsub 33554432 8388608 60")
+    await until(lambda: remembered(second, events_identity(KEY, ["orders"])))

@@ -228,3 +228,19 @@ def test_each_publish_remembered_is_shared_once_and_another_nodes_are_answered_a
     now[0] = 120.0
     assert b"b" not in keys  # another node's publish is forgotten when the window ends, as this node's are
     assert keys.once("b", b"b", b"body", lambda: "b3") == "b3"
+
+
+def test_a_publish_read_from_redis_is_kept_for_the_time_it_had_left_even_behind_a_later_one() -> None:
+    now = [0.0]
+    clock: Callable[[], float] = lambda: now[0]  # noqa: E731
+    keys: PublishedKeys[str] = PublishedKeys(clock)
+    digest = hashlib.sha256(b"body").digest()
+    keys.remember(b"late", digest, "late-elsewhere")  # heard of now: 120 s
+    keys.remember(b"early", digest, "early-elsewhere", seconds_left=10.0)  # read from Redis: 10 s left, out of order
+    now[0] = 9.9
+    assert keys.once("early", b"early", b"body", lambda: "early-here") == "early-elsewhere"
+    now[0] = 10.0
+    assert b"early" not in keys
+    assert keys.once("early", b"early", b"other", lambda: "early-new") == "early-new"  # expired: no 422
+    assert keys.once("early", b"early", b"other", lambda: "again") == "early-new"  # and remembered anew
+    assert keys.once("late", b"late", b"body", lambda: "late-here") == "late-elsewhere"
