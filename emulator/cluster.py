@@ -814,14 +814,26 @@ class RedisCluster:
         """The other nodes' publishes under an idempotency key within the window, which this node did not hear of."""
         for state in self._states.values():
             identity_at = len(self._key("published", state.app.app_id, ""))
-            async for key in self._redis.scan_iter(match=self._key("published", state.app.app_id, "*"), count=500):
-                value, ttl_ms = await asyncio.gather(self._redis.get(key), self._redis.pttl(key))
-                if value is not None and ttl_ms > 0:
-                    digest, answer = json.loads(value)
-                    identity = bytes.fromhex(key[identity_at:])
-                    state.published_keys.remember(
-                        identity, bytes.fromhex(digest), published_answer(answer.encode()), seconds_left=ttl_ms / 1000
-                    )
+            pattern = self._key("published", state.app.app_id, "*")
+            keys = [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
+            found: list[tuple[int, str, str]] = []
+            for start in range(0, len(keys), 1000):  # a round trip per thousand: an app may have 10,000 of them
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key in keys[start : start + 1000]:
+                        pipe.pttl(key)
+                        pipe.get(key)
+                    answers = await pipe.execute()
+                for key, ttl_ms, value in zip(keys[start : start + 1000], answers[::2], answers[1::2], strict=True):
+                    if value is not None and ttl_ms > 0:
+                        found.append((ttl_ms, key, value))
+            for ttl_ms, key, value in sorted(found):  # soonest to expire first, as PublishedKeys keeps them
+                digest, answer = json.loads(value)
+                state.published_keys.remember(
+                    bytes.fromhex(key[identity_at:]),
+                    bytes.fromhex(digest),
+                    published_answer(answer.encode()),
+                    seconds_left=ttl_ms / 1000,
+                )
 
     async def _load_cache(self) -> None:
         for state in self._states.values():

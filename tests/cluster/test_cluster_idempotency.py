@@ -5,6 +5,7 @@ library's own client (each with its own memory of keys, as two processes have) a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from dataclasses import replace
 
@@ -169,3 +170,30 @@ async def test_a_node_whose_bus_subscription_dropped_reads_the_publishes_it_miss
     await until(lambda: cluster_of(second)._pubsub is not subscription)
     await redis_command(redis_server, "CONFIG", "SET", "client-output-buffer-limit", "pubsub 33554432 8388608 60")
     await until(lambda: remembered(second, events_identity(KEY, ["orders"])))
+
+
+async def test_a_node_reads_thousands_of_keyed_publishes_from_redis_at_start(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    """Stored as the nodes store them (a digest of the body and the answer, for the window), more than one round
+    trip's worth: each is answered as its first publish was, the one stored with the least time left too."""
+    body = json.dumps({"name": "created", "channel": "orders", "data": "{}"}).encode()
+    stored = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        async with stored.pipeline(transaction=False) as pipe:
+            for index in range(2500):
+                news = json.dumps([hashlib.sha256(body).digest().hex(), "{}"])
+                identity = events_identity(f"key-{index}", ["orders"]).hex()
+                pipe.set(f"relay:published:1:{identity}", news, px=120_000 - index)
+            await pipe.execute()
+    finally:
+        await stored.aclose()
+    (node,) = await nodes(1)
+    assert all(remembered(node, events_identity(f"key-{index}", ["orders"])) for index in range(2500))
+    (watcher,) = await subscribed([node], "orders")
+    async with httpx.AsyncClient() as http:
+        for key in ("key-0", "key-2499"):
+            answer = await http.send(signed_publish(node, "/events", body, key))
+            assert (answer.status_code, answer.content) == (200, b"{}")
+    assert await received(watcher) == []
+    assert node.node.states[node.app.app_id].meter.publishes == 0
