@@ -818,12 +818,13 @@ class RedisCluster:
             keys = [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
             found: list[tuple[int, str, str]] = []
             for start in range(0, len(keys), 1000):  # a round trip per thousand: an app may have 10,000 of them
+                batch = keys[start : start + 1000]
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for key in keys[start : start + 1000]:
+                    for key in batch:
                         pipe.pttl(key)
                         pipe.get(key)
                     answers = await pipe.execute()
-                for key, ttl_ms, value in zip(keys[start : start + 1000], answers[::2], answers[1::2], strict=True):
+                for key, ttl_ms, value in zip(batch, answers[::2], answers[1::2], strict=True):
                     if value is not None and ttl_ms > 0:
                         found.append((ttl_ms, key, value))
             for ttl_ms, key, value in sorted(found):  # soonest to expire first, as PublishedKeys keeps them

@@ -298,7 +298,7 @@ class AppState:
         self.client_frame_limit = frames.client_frame_limit(app.limits)
 
     def _share_published(self, identity: bytes, digest: bytes, answer: Response) -> None:
-        assert self.cluster is not None
+        assert self.cluster is not None  # shared only by the state of a cluster's node
         self.cluster.publish_remembered(self.app.app_id, identity, digest, answer.body)
 
     # -- connections ------------------------------------------------------------------------------------------

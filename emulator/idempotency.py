@@ -95,8 +95,7 @@ class PublishedKeys(Generic[A]):
             )
 
     def __contains__(self, identity: bytes) -> bool:
-        """Whether a publish named ``identity`` is remembered and not expired (how a test sees another node's news
-        arrive)."""
+        """Whether a publish named ``identity`` is remembered and not expired."""
         earlier = self._published.get(identity)
         return earlier is not None and earlier.expires > self._clock()
 

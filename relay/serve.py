@@ -136,10 +136,7 @@ class GatewayHttpProtocol(H11Protocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
             cycle.message_event.set()
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._answer_and_close(status, message)
-        else:
-            self.transport.close()
+        self._answer_and_close(status, message)
 
     def send_400_response(self, msg: str) -> None:
         conn = self.conn
@@ -147,13 +144,14 @@ class GatewayHttpProtocol(H11Protocol):
         status, message = _parser_refusal(conn)
         detail = "" if conn.refusal is None else f" ({str(conn.refusal)[:200]})"
         log.info("a request the HTTP parser refused answered %d: %s%s", status, message, detail)
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # an answer is on its way already: only close
-            self.transport.close()
-            return
         self._answer_and_close(status, message)
 
     def _answer_and_close(self, status: int, message: str) -> None:
+        """Answer ``status`` with the gateway's JSON error and close; only close if an answer is on its way already."""
         conn = self.conn
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.close()
+            return
         body = bytes(JSONResponse({"error": message}).body)  # as the routes write it
         headers = [
             (b"content-type", b"application/json"),

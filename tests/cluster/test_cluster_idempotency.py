@@ -54,12 +54,20 @@ async def received(client: Client) -> list[tuple[str, object]]:
             events.append((frame["event"], json.loads(frame["data"])))
 
 
-async def test_a_resend_to_another_node_is_delivered_once_on_every_node(nodes: Nodes) -> None:
+async def published_on_the_first_of_two(nodes: Nodes) -> tuple[RunningEmulator, list[Client]]:
+    """Two nodes with a subscriber of "orders" each, {"id": 1} published there on the first under KEY: the second
+    node (which has heard of it) and the subscribers."""
     first, second = await nodes(2)
     watchers = await subscribed([first, second], "orders")
-    async with AsyncRelay(emulator_url(first)) as one, AsyncRelay(emulator_url(second)) as other:
+    async with AsyncRelay(emulator_url(first)) as one:
         await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
-        await until(lambda: remembered(second, events_identity(KEY, ["orders"])))
+    await until(lambda: remembered(second, events_identity(KEY, ["orders"])))
+    return second, watchers
+
+
+async def test_a_resend_to_another_node_is_delivered_once_on_every_node(nodes: Nodes) -> None:
+    second, watchers = await published_on_the_first_of_two(nodes)
+    async with AsyncRelay(emulator_url(second)) as other:
         resent = await other.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
     assert resent.channels == ("orders",)
     for watcher in watchers:
@@ -68,11 +76,8 @@ async def test_a_resend_to_another_node_is_delivered_once_on_every_node(nodes: N
 
 
 async def test_another_publish_under_the_key_on_another_node_is_refused_and_not_delivered(nodes: Nodes) -> None:
-    first, second = await nodes(2)
-    watchers = await subscribed([first, second], "orders")
-    async with AsyncRelay(emulator_url(first)) as one, AsyncRelay(emulator_url(second)) as other:
-        await one.publish("orders", "created", {"id": 1}, idempotency_key=KEY)
-        await until(lambda: remembered(second, events_identity(KEY, ["orders"])))
+    second, watchers = await published_on_the_first_of_two(nodes)
+    async with AsyncRelay(emulator_url(second)) as other:
         with pytest.raises(IdempotencyKeyReused) as refused:
             await other.publish("orders", "created", {"id": 2}, idempotency_key=KEY)
         assert str(refused.value) == REUSED
