@@ -1588,6 +1588,8 @@ class RedisCluster:
             return
         kind, node, *args = json.loads(data[1:])
         if node == self.node_id:
+            if kind == "s" and (state := self._states.get(args[0])) is not None:
+                state.subscription_count_echoed(args[1], args[2])
             return
         if kind == "snapshot":
             self._enqueue(self._resync(node))

@@ -194,7 +194,6 @@ class Channel:
     members: dict[str, PresenceEntry] = field(default_factory=dict)
     count_sent_at: float = float("-inf")
     count_pending: bool = False
-    count_changed_here: bool = False  # a change of this node's subscribers awaits its subscription_count webhook
     foreign: int = 0  # subscribers that are ForeignPeers: while 0, delivery is the all-Pusher fast path
     # Subscribers the hub writes its frames to (not ForeignPeers) whose connections compress (permessage-deflate),
     # counted by deflate window: a fan-out meters the bytes it wrote with one look at the compressed frame per window,
@@ -296,6 +295,12 @@ class AppState:
             clock, share=None if cluster is None else self._share_published
         )
         self.client_frame_limit = frames.client_frame_limit(app.limits)
+        # In a cluster: this node's subscribers of each channel as its last announcement of them came back over the
+        # bus, and when each channel's subscription_count webhook was last sent and which wait to be (see
+        # subscription_count_echoed)
+        self._echoed_counts: dict[str, int] = {}
+        self._count_webhook_sent_at: dict[str, float] = {}
+        self._count_webhooks_pending: set[str] = set()
 
     def _share_published(self, identity: bytes, digest: bytes, answer: Response) -> None:
         assert self.cluster is not None  # shared only by the state of a cluster's node
@@ -470,7 +475,6 @@ class AppState:
             return
         if self.cluster is not None:
             self.cluster.channel_vacated(self.app.app_id, name)
-            self._send_count_left_elsewhere(name)
         else:
             self.webhooks.emit_delayed(("vacated", name), {"name": "channel_vacated", "channel": name})
 
@@ -495,20 +499,14 @@ class AppState:
         """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""
         if self.cluster is not None:
             self.cluster.subscription_count(self.app.app_id, channel.name, len(channel.subscribers))
-        if not self._counts_subscriptions(channel):
-            return
-        channel.count_changed_here = True
-        self._throttle_subscription_count(channel)
+        if self._counts_subscriptions(channel.name):
+            self._throttle_subscription_count(channel)
 
-    def _counts_subscriptions(self, channel: Channel) -> bool:
+    def _counts_subscriptions(self, name: str) -> bool:
         """Whether the channel's subscribers are told their number, and the subscription_count webhook sent: on an
         app counting them, for a channel that is not a presence one (Pusher's rule) nor Ably's metachannel, which is
         no channel of the app's."""
-        return (
-            self.app.subscription_count
-            and channel.kind is not ChannelKind.PRESENCE
-            and not is_metachannel(channel.name)
-        )
+        return self.app.subscription_count and classify(name) is not ChannelKind.PRESENCE and not is_metachannel(name)
 
     def _throttle_subscription_count(self, channel: Channel) -> None:
         """Send the channel's count now, or, past SUBSCRIPTION_COUNT_BURST subscribers, at most once per
@@ -529,16 +527,54 @@ class AppState:
         channel.count_sent_at = self.clock()
         count = self.subscription_count(channel.name)
         self.deliver(channel, encode_text(frames.subscription_count(channel.name, count)))
-        if channel.count_changed_here:  # in a cluster, the node whose subscribers changed sends the webhook
-            channel.count_changed_here = False
+        if self.cluster is None:  # a cluster node sends the webhook when its change comes back over the bus
             self.webhooks.emit({"name": "subscription_count", "channel": channel.name, "subscription_count": count})
 
+    def subscription_count_echoed(self, name: str, count: int) -> None:
+        """This node's announcement that it holds ``count`` of ``name``'s subscribers came back over Redis's bus.
+        Every announcement Redis took before it, from any node, has come too, so its count and the others' make the
+        cluster's total at that change's place in Redis's order: the change's subscription_count webhook carries
+        that, and the last one sent has the final total however the changes of several nodes crossed. (Counted
+        when the change was made, a node that had not yet heard of another's change sent a total without it.)"""
+        echoed = self._echoed_counts
+        if echoed.get(name, 0) == count:
+            return  # announced again (after a failed round trip), not changed
+        if count:
+            echoed[name] = count
+        else:
+            del echoed[name]
+        if self._counts_subscriptions(name):
+            self._throttle_count_webhook(name)
+
+    def _throttle_count_webhook(self, name: str) -> None:
+        """As :meth:`_throttle_subscription_count`, for a cluster node's webhook."""
+        if name in self._count_webhooks_pending:
+            return
+        wait = self._count_webhook_sent_at.get(name, float("-inf")) + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
+        if self._echoed_total(name) <= SUBSCRIPTION_COUNT_BURST or wait <= 0:
+            self._send_count_webhook(name)
+        else:
+            self._count_webhooks_pending.add(name)
+            asyncio.get_running_loop().call_later(wait, self._send_count_webhook, name)
+
+    def _echoed_total(self, name: str) -> int:
+        return self._echoed_counts.get(name, 0) + self.remote.subscription_count(name)
+
+    def _send_count_webhook(self, name: str) -> None:
+        self._count_webhooks_pending.discard(name)
+        count = self._echoed_total(name)
+        if count == 0:  # vacated on every node: channel_vacated says so
+            self._count_webhook_sent_at.pop(name, None)
+            return
+        self._count_webhook_sent_at[name] = self.clock()
+        self.webhooks.emit({"name": "subscription_count", "channel": name, "subscription_count": count})
+
     def _send_count_left_elsewhere(self, name: str) -> None:
-        """This node's subscribers of a channel are gone (its last one left, or a dead node's, counted out here):
-        the channel is vacated only when no node has one left, so the count the others keep is this change's
-        webhook. Their nodes send their subscribers that count, but not the webhook: the change was not theirs."""
+        """A dead node's subscribers of a channel, counted out here: the channel is vacated only when no node has
+        one left, so the count the others keep is this change's webhook. Their nodes send their subscribers that
+        count, but not the webhook: the change was not theirs."""
         count = self.subscription_count(name)
-        if self.app.subscription_count and classify(name) is not ChannelKind.PRESENCE and count > 0:
+        if count > 0 and self._counts_subscriptions(name):
             self.webhooks.emit({"name": "subscription_count", "channel": name, "subscription_count": count})
 
     # -- publishing -------------------------------------------------------------------------------------------
@@ -767,7 +803,7 @@ class AppState:
             self.subscription_count_changed_remotely(channel)
 
     def subscription_count_changed_remotely(self, channel: Channel) -> None:
-        if self._counts_subscriptions(channel):
+        if self._counts_subscriptions(channel.name):
             self._throttle_subscription_count(channel)
 
     def remote_member_joined(self, node: int, name: str, user_id: str, user_info_json: str) -> None:
