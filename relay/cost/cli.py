@@ -7,13 +7,14 @@ returns the exit code. Bad input raises `ConfigError` (``relay`` prints it and e
 from __future__ import annotations
 
 import argparse
+import codecs
 import math
 import os
 import re
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from relay.errors import ConfigError
 
@@ -91,7 +92,8 @@ def parse_size(text: str) -> float:
     try:
         value = _number(match.group(1))
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (commas group thousands, as in 1,000)") from None
+        hint = " (commas group thousands, as in 1,000)" if "," in text else ""  # else misplaced underscores: 1__0
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}{hint}") from None
     return value * _SIZE_UNITS[(match.group(2) or "B").upper()]
 
 
@@ -489,6 +491,13 @@ def _crossover_range(workload: Workload, args: argparse.Namespace) -> tuple[tupl
     return (low, largest), note
 
 
+def _encodes_unicode(stream: TextIO) -> bool:
+    """Whether ``stream`` can write any character (a UTF encoding, or text kept as text), not only a legacy code
+    page's (cp1252)."""
+    encoding = stream.encoding
+    return encoding is None or codecs.lookup(encoding).name.startswith("utf-")
+
+
 def run_cost(args: argparse.Namespace) -> int:
     """Print the estimate in ``args.format``; draw the plot if asked. Returns the exit code: 0, or 1 when the answer
     cannot be written."""
@@ -516,7 +525,7 @@ def run_cost(args: argparse.Namespace) -> int:
         if args.format == "json":
             from .render import to_json
 
-            out.write(to_json(result, crossings))
+            out.write(to_json(result, crossings, ascii_only=not _encodes_unicode(out)))
         elif args.format == "csv":
             from .render import to_csv
 
@@ -529,6 +538,14 @@ def run_cost(args: argparse.Namespace) -> int:
             console = Console(file=out, width=None if out.isatty() else 160, soft_wrap=False)
             print_table(result, console, crossings, (low, high) if workload.connections else None, sides)
         out.flush()  # a full disk or a closed pipe shows here, not in Python's flush at exit, which only complains
+    except UnicodeEncodeError as exc:
+        unwritable = exc.object[exc.start : exc.end]
+        print(
+            f"relay cost: standard output's encoding ({out.encoding}) cannot write {unwritable!r} of the answer: "
+            "set PYTHONIOENCODING=utf-8, or use --format json",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as exc:
         # What could not be written stays buffered: without this, Python's flush at exit fails again (status 120), as
         # relay publish says too.

@@ -152,11 +152,15 @@ def print_table(
             console.print(f"Cheapest {label}: {best.name} {_plan_name(best)}, {money(best.monthly_usd)}/month")
         # A pricing model closed to new accounts is no answer for a new customer, but is one for those who have it.
         closed = estimate.cheapest(kind)
-        if closed is not None and (best is None or (closed.monthly_usd or 0.0) < (best.monthly_usd or 0.0)):
-            console.print(
-                f"Cheaper, but closed to new accounts: {closed.name} {_plan_name(closed)}, "
-                f"{money(closed.monthly_usd)}/month"
-            )
+        if closed is None or closed is best:
+            continue
+        if best is None:  # only closed ones were asked for: nothing open to be cheaper than
+            lead = f"Cheapest {label}, closed to new accounts"
+        elif (closed.monthly_usd or 0.0) < (best.monthly_usd or 0.0):
+            lead = "Cheaper, but closed to new accounts"
+        else:
+            continue
+        console.print(f"{lead}: {closed.name} {_plan_name(closed)}, {money(closed.monthly_usd)}/month")
     for crossing in crossings:
         console.print(f"Crossover: {crossing.describe()}")
     kinds = {result.kind for result in estimate.providers}
@@ -292,8 +296,9 @@ def to_dict(estimate: Estimate, crossings: Sequence[Crossover] = ()) -> dict[str
     }
 
 
-def to_json(estimate: Estimate, crossings: Sequence[Crossover] = ()) -> str:
-    return json.dumps(to_dict(estimate, crossings), indent=2, ensure_ascii=False) + "\n"
+def to_json(estimate: Estimate, crossings: Sequence[Crossover] = (), *, ascii_only: bool = False) -> str:
+    """``ascii_only``: every character past ASCII escaped (``\\u2264``), for an output whose encoding has no "≤"."""
+    return json.dumps(to_dict(estimate, crossings), indent=2, ensure_ascii=ascii_only) + "\n"
 
 
 CSV_COLUMNS = (

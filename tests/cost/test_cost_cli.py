@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -182,6 +183,8 @@ def test_numbers_are_read_as_written(flag: str, text: str, value: float) -> None
         ("--connections", "1,00", "not a number: '1,00' (commas group thousands, as in 1,000,000)"),
         ("--connections", "1__0", "not a number: '1__0'"),
         ("--message-size", "1,,0KB", "not a size: '1,,0KB' (commas group thousands, as in 1,000)"),
+        # no comma in it, so no word of commas
+        ("--message-size", "1__0", "not a size: '1__0'"),
     ],
 )
 def test_a_number_written_wrongly_is_refused(
@@ -275,3 +278,47 @@ def test_a_closed_pipe_ends_the_answer_silently_with_status_1(output: str) -> No
         check=False,
     )
     assert (outcome.stdout, outcome.stderr) == ("1\n", "")
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_an_output_in_a_legacy_code_page_gets_json_escaped_and_a_plain_error_for_the_rest(encoding: str) -> None:
+    """A Windows console, or a redirect in a cp1252 or latin-1 locale, has no "≤": the table and CSV printed a
+    UnicodeEncodeError's traceback. Now they say which character and what to do, and exit 1; JSON, which can say any
+    character in ASCII, is written with it escaped, and reads back the same as the UTF-8 answer."""
+    command = [*RELAY, "cost", "--connections", "500", "--publishes-per-day", "20000", "--subscribers-per-publish"]
+    command.append("49")
+
+    def run(output: str, io_encoding: str) -> subprocess.CompletedProcess[str]:
+        environment = {**os.environ, "PYTHONIOENCODING": io_encoding}
+        return subprocess.run(
+            [*command, "--format", output], capture_output=True, env=environment, errors="replace", check=False
+        )
+
+    shown = {"cp1252": "cp1252", "latin-1": "iso8859-1"}[encoding]
+    for output in ("table", "csv"):
+        outcome = run(output, encoding)
+        assert (outcome.returncode, outcome.stderr) == (
+            1,
+            f"relay cost: standard output's encoding ({shown}) cannot write '\\u2264' of the answer: "
+            "set PYTHONIOENCODING=utf-8, or use --format json\n",
+        )
+    escaped, plain = run("json", encoding), run("json", "utf-8")
+    assert (escaped.returncode, escaped.stderr) == (0, "")
+    assert "\\u2264" in escaped.stdout and "≤" in plain.stdout
+    assert json.loads(escaped.stdout) == json.loads(plain.stdout)
+
+
+def test_a_closed_option_alone_of_its_kind_is_named_the_cheapest_not_cheaper_than_nothing() -> None:
+    """Only closed managed options asked for: the answer said "Cheaper, but closed to new accounts" with no open
+    option above it to be cheaper than (docs/cost.md: it follows the cheapest open one)."""
+    lines = run_cost(["--connections", "100", "--provider", "ably_rb", "--provider", "hetzner"]).splitlines()
+    summary = [line for line in lines if line.startswith(("Cheapest", "Cheaper"))]
+    assert summary == [
+        "Cheapest managed, closed to new accounts: Ably (resource-based) Free, $0.00/month",
+        "Cheapest self-hosted: Hetzner Cloud CX23 2 vCPU / 4 GB, $4.77/month",
+    ]
+    both = run_cost(["--connections", "150", "--provider", "ably_rb", "--provider", "pusher"]).splitlines()
+    assert [line.split(":")[0] for line in both if line.startswith(("Cheapest", "Cheaper"))] == [
+        "Cheapest managed",
+        "Cheaper, but closed to new accounts",
+    ]
