@@ -184,6 +184,9 @@ class GatewaySettings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_cookie: str | None = None
+    # The claim that is the user's id (RELAY_JWT_USER_CLAIM): the signed-in user's and a presence member's. A subject
+    # such as Auth0's "auth0|42" cannot be in the #server-to-user-{id} channel that events to the user go through.
+    jwt_user_claim: str = "sub"
     rules: tuple[RuleSpec, ...] = DEFAULT_RULES
     rules_file: Path | None = None  # where rules were read from (RELAY_RULES_FILE), for the start-up log
     cors_origins: tuple[str, ...] = ()
@@ -240,6 +243,8 @@ class GatewaySettings:
                 f"RELAY_JWT_COOKIE: {self.jwt_cookie!r} is not a cookie name a browser sends: one has no spaces, "
                 'nothing beyond ASCII, no control characters and none of =;,"'
             )
+        if not self.jwt_user_claim:
+            raise ConfigError("RELAY_JWT_USER_CLAIM is empty: name the JWT claim that is the user's id (default sub)")
         if self.webhook_forward_url is not None and not is_http_url(self.webhook_forward_url):
             raise ConfigError(
                 f"RELAY_WEBHOOK_FORWARD_URL: {self.webhook_forward_url!r} is not an http(s) URL "
@@ -256,6 +261,10 @@ class GatewaySettings:
         elif self.jwks is not None:
             users = "users: JWTs verified with the keys of RELAY_JWKS_FILE"
         else:
+            users = ""
+        if users and self.jwt_user_claim != "sub":
+            users += f", the user's id from the {self.jwt_user_claim!r} claim (RELAY_JWT_USER_CLAIM)"
+        if not users:
             users = (
                 "users: none (no RELAY_JWT_SECRET, RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE): every visitor is "
                 "anonymous, so private and presence channels and sign-in are refused"
@@ -313,6 +322,7 @@ class GatewaySettings:
             jwt_audience=env.get("RELAY_JWT_AUDIENCE") or None,
             jwt_issuer=env.get("RELAY_JWT_ISSUER") or None,
             jwt_cookie=env.get("RELAY_JWT_COOKIE") or None,
+            jwt_user_claim=env.get("RELAY_JWT_USER_CLAIM", "sub"),
             rules=load_rules(Path(rules_file)) if rules_file else DEFAULT_RULES,
             rules_file=Path(rules_file) if rules_file else None,
             cors_origins=tuple(o.strip() for o in env.get("RELAY_CORS_ORIGINS", "").split(",") if o.strip()),
@@ -766,10 +776,20 @@ class JwtVerifier:
         if token is None:
             return None
         claims = self.claims(token)
-        subject: str = claims["sub"]  # PyJWT has checked that it is there, and a string
-        if not subject:
-            raise AuthenticationError("the JWT's sub claim is empty: the gateway identifies the user by it")
-        return User(subject, claims)
+        name = self._settings.jwt_user_claim
+        identity = claims.get(name)  # sub: PyJWT has checked that it is there, and a string
+        if identity is None:
+            raise AuthenticationError(
+                f"the JWT has no {name!r} claim, which RELAY_JWT_USER_CLAIM names as the user's id"
+            )
+        if isinstance(identity, bool) or not isinstance(identity, str | int):
+            raise AuthenticationError(
+                f"the JWT's {name} claim is {type(identity).__name__}: the user's id (RELAY_JWT_USER_CLAIM) is a "
+                "string or an integer"
+            )
+        if identity == "":
+            raise AuthenticationError(f"the JWT's {name} claim is empty: the gateway identifies the user by it")
+        return User(str(identity), claims)
 
     def claims(self, token: str) -> dict[str, Any]:
         if token.count(".") != 2:
