@@ -63,7 +63,10 @@ async def test_a_jwt_without_a_usable_user_claim_is_a_401_naming_it(by_uid: Runn
     """No such claim, or one that is no id (an object, a boolean, an empty string): 401 with the claim's name; an
     integer is its decimal, as a placeholder reads it. The gateway keeps serving the next user."""
     refusals = {
-        "missing": (hs_jwt("auth0|42"), "the JWT has no 'uid' claim, which RELAY_JWT_USER_CLAIM names as the user's id"),
+        "missing": (
+            hs_jwt("auth0|42"),
+            "the JWT has no 'uid' claim, which RELAY_JWT_USER_CLAIM names as the user's id",
+        ),
         "an object": (
             hs_jwt("auth0|42", uid={"id": 1}),
             "the JWT's uid claim is dict: the user's id (RELAY_JWT_USER_CLAIM) is a string or an integer",
