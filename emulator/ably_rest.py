@@ -245,6 +245,7 @@ class AblyRest:
             )
         name = _channel_in_path(request)
         _require(credentials, name, "publish")
+        _refuse_unemulated_publish(request)
         body = request.body()
         raw = body if isinstance(body, list) else [body]
         if not raw:
@@ -543,6 +544,19 @@ def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[s
         if hmac.compare_digest(key, app.connection_key(socket_id)):
             return socket_id, None
     return None, None
+
+
+def _refuse_unemulated_publish(request: _Request) -> None:
+    """Ably's publishes whose body is not Message objects (reference §A.1, §A.3): read as Message objects, an
+    unenveloped body (a third party's webhook posted to a channel) was published as empty messages, with a 201."""
+    if request.query.get("enveloped") == "false":
+        raise AblyError(
+            40000,
+            "Unenveloped publishes (enveloped=false) are not emulated: send Message objects, "
+            '{"name": …, "data": …}, as JSON or msgpack',
+        )
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise AblyError(40000, "Form-encoded publishes are not emulated: send Message objects as JSON or msgpack")
 
 
 def _channel_in_path(request: _Request, *, metachannel: bool = False) -> str:

@@ -128,6 +128,36 @@ async def test_publish_shapes_and_idempotency(
     assert (await wire.expect(MESSAGE))["messages"][0]["clientId"] == "ivy"
 
 
+async def test_unenveloped_and_form_encoded_publishes_are_refused_as_not_emulated(
+    http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[Any]
+) -> None:
+    """docs/ably.md lists them as not emulated, but ``?enveloped=false`` was read as Message objects: a webhook's
+    ``{"status": "shipped"}`` under ``X-Ably-Name`` got a 201 and every subscriber an empty message. Both are 40000
+    saying so, nothing is published, and the next publish is delivered."""
+    wire = await ably_wire(ably_emulator)
+    wires.append(wire)
+    await wire.attach("hook")
+    unenveloped = await http.post(
+        "/channels/hook/messages?enveloped=false",
+        json={"status": "shipped", "order": 42},
+        headers={**BASIC, "X-Ably-Name": "order-update"},
+    )
+    assert_ably_error(unenveloped, 400, 40000)
+    assert unenveloped.json()["error"]["message"] == (
+        'Unenveloped publishes (enveloped=false) are not emulated: send Message objects, {"name": …, "data": …}, '
+        "as JSON or msgpack"
+    )
+    form = await http.post("/channels/hook/messages", data={"name": "order-update", "data": "shipped"}, headers=BASIC)
+    assert_ably_error(form, 400, 40000)
+    assert form.json()["error"]["message"] == (
+        "Form-encoded publishes are not emulated: send Message objects as JSON or msgpack"
+    )
+    history = await http.get("/channels/hook/messages", headers=BASIC)
+    assert history.json() == []
+    assert (await http.post("/channels/hook/messages", json={"name": "after"}, headers=BASIC)).status_code == 201
+    assert (await wire.expect(MESSAGE))["messages"][0]["name"] == "after"
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "code"),
     [
