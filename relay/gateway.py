@@ -701,6 +701,12 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(watchlist)
 
 
+def cookie_header(request: Request) -> str:
+    """The request's cookies as one Cookie header: an HTTP/2 request's cookie crumbs, which a proxy may forward as
+    several headers (RFC 9113 §8.2.3 has it join them), read as one, not only the first."""
+    return "; ".join(request.headers.getlist("cookie"))
+
+
 def cookie_token(cookie_header: str, name: str) -> str | None:
     """The token in the cookie ``name`` of a Cookie header, None without one. An empty cookie (``session=``, as a
     sign-out leaves it) is no token: a visitor, not a malformed JWT (401). Two cookies of that name with different
@@ -750,7 +756,7 @@ class JwtVerifier:
         if problem is not None:  # a credential sent but malformed, not an anonymous request
             raise AuthenticationError(f"the Authorization header is not 'Bearer <JWT>': {problem}")
         if self._settings.jwt_cookie:
-            return cookie_token(request.headers.get("cookie", ""), self._settings.jwt_cookie)
+            return cookie_token(cookie_header(request), self._settings.jwt_cookie)
         return None
 
     def no_user_reason(self, request: Request) -> str:
@@ -762,7 +768,7 @@ class JwtVerifier:
         cookie = self._settings.jwt_cookie
         if cookie is None:
             return missing
-        if cookie in request.cookies:
+        if cookie in cookie_parser(cookie_header(request)):
             return f"{missing}, and its {cookie!r} cookie was empty (signed out)"
         return (
             f"{missing} and no {cookie!r} cookie (a browser sends the cookie to another origin only with "

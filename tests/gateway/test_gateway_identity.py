@@ -233,6 +233,35 @@ async def test_jwt_from_a_cookie(emulator: RunningEmulator, start_gateway: Start
     assert status == 403  # the header's dave may not have carol's channel
 
 
+async def test_the_jwt_cookie_is_read_from_every_cookie_header(
+    emulator: RunningEmulator, start_gateway: StartGateway
+) -> None:
+    """An HTTP/2 request's cookies, forwarded by a proxy as several Cookie headers: only the first was read, so the
+    JWT in a second was missing (403 "its 'session' cookie was empty", which it was not), and of two sessions in two
+    headers the first won silently instead of the 401 for two tokens."""
+    gateway = await start_gateway(
+        env={"RELAY_URL": emulator_url(emulator), "RELAY_JWT_SECRET": JWT_SECRET, "RELAY_JWT_COOKIE": "session"}
+    )
+
+    async def status(*cookies: str) -> tuple[int, str]:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            response = await http.post(
+                "/v1/auth/channel",
+                data={"socket_id": "1.1", "channel_name": "private-user-carol"},
+                headers=[("cookie", cookie) for cookie in cookies],
+            )
+        return response.status_code, response.json().get("error", "")
+
+    assert await status("theme=dark", f"session={hs_jwt('carol')}") == (200, "")
+    two = await status(f"session={hs_jwt('bob')}", f"session={hs_jwt('carol')}")
+    assert two[0] == 401 and two[1].startswith("the request has 2 'session' cookies with different tokens")
+    assert await status("theme=dark", "session=") == (
+        403,
+        "'private-user-carol' needs an authenticated user: the request had no Authorization: Bearer header, and its "
+        "'session' cookie was empty (signed out)",
+    )
+
+
 RULES_TOML = """
 # Teams: the {team} placeholder must equal the JWT's team claim, {sub} its subject.
 [[channels]]
