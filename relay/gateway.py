@@ -736,7 +736,11 @@ class JwtVerifier:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
-        self._jwks = _signing_keys(settings.jwks) if settings.jwks is not None else None
+        self._jwks: list[jwt.PyJWK] | None = None
+        # kid → why the JWKS's key of that kid verifies no JWT here (an ES384 key, an encryption key)
+        self._skipped: dict[str, str] = {}
+        if settings.jwks is not None:
+            self._use_keys(settings.jwks)
         # The jwks_file's identity when its keys were last read; None before any check, so the first JWT reads the
         # file again, whatever changed between the settings reading it and this verifier.
         self._jwks_stamp: _FileStamp | None = None
@@ -827,6 +831,11 @@ class JwtVerifier:
                     if jwk.key_id == kid or kid is None
                 ]
                 if not keys:
+                    skipped = self._skipped.get(kid) if isinstance(kid, str) else None
+                    if skipped is not None:
+                        raise AuthenticationError(
+                            f"the JWT's kid {kid!r} names a key of RELAY_JWKS_FILE that verifies no JWT here: {skipped}"
+                        )
                     raise AuthenticationError("the JWT's kid is not in the JWKS")
             else:
                 keys = [(self._settings.jwt_public_key, JWT_ALGORITHMS)]
@@ -899,8 +908,10 @@ class JwtVerifier:
 
     def _verified(self, token: str, keys: Sequence[tuple[Any, Sequence[str]]]) -> dict[str, Any]:
         """``token``'s claims, its signature verified by one of ``keys`` (each with the algorithms it may sign with):
-        the last key's error when none verifies it."""
-        *others, last = keys
+        the last key's error when none verifies it, a key of the token's alg tried last: with two keys of one kid (an
+        RSA and an EC one), a forged RS256 token's refusal is its failed signature, not the EC key's algorithm."""
+        alg = self._alg_of(token)
+        *others, last = sorted(keys, key=lambda entry: alg in entry[1])
         for key, algorithms in others:
             with contextlib.suppress(jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
                 return self._decoded(token, key, algorithms)
@@ -919,6 +930,12 @@ class JwtVerifier:
             )
         )
 
+    def _use_keys(self, jwks: Mapping[str, Any]) -> None:
+        """Verify with ``jwks``'s signing keys; say at once which keys it skips, rather than at a user's refusal."""
+        self._jwks, self._skipped = _signing_keys(jwks)
+        for kid, reason in self._skipped.items():
+            log.warning("RELAY_JWKS_FILE: key %r verifies no JWT here: %s", kid, reason)
+
     def _current_jwks(self) -> list[jwt.PyJWK]:
         """The JWKS's signing keys, read again when RELAY_JWKS_FILE has changed (one stat per JWT): an identity
         provider that rotates its keys publishes the next one before signing with it, and drops the last one, which
@@ -932,7 +949,7 @@ class JwtVerifier:
         if stamp != self._jwks_stamp:
             self._jwks_stamp = stamp
             try:
-                self._jwks = _signing_keys(_read_json(path, "RELAY_JWKS_FILE"))
+                self._use_keys(_read_json(path, "RELAY_JWKS_FILE"))
             except ConfigError as error:
                 log.warning(
                     "%s; the gateway keeps verifying with the %d key(s) it last read", error.message, len(self._jwks)
@@ -1089,11 +1106,13 @@ _STRICT_JWT = _StrictJWT()
 PRIVATE_KEY_HINT = "is a private key: the gateway only verifies JWTs, and a private key does not belong on it"
 
 
-def _signing_keys(jwks: Mapping[str, Any]) -> list[jwt.PyJWK]:
-    """The JWKS keys that can verify a user's JWT. Keys PyJWT cannot read are skipped, as identity providers publish
-    encryption keys and key types beside their signing keys; a set with none left would refuse every JWT."""
+def _signing_keys(jwks: Mapping[str, Any]) -> tuple[list[jwt.PyJWK], dict[str, str]]:
+    """The JWKS keys that can verify a user's JWT, and why each other key with a kid cannot. Keys PyJWT cannot read
+    are skipped, as identity providers publish encryption keys and key types beside their signing keys; a set with
+    none left would refuse every JWT."""
     keys = jwks.get("keys")
     usable = []
+    skipped: dict[str, str] = {}
     for key in keys if isinstance(keys, list) else []:
         if not isinstance(key, dict):
             continue
@@ -1102,19 +1121,28 @@ def _signing_keys(jwks: Mapping[str, Any]) -> list[jwt.PyJWK]:
                 f"RELAY_JWKS_FILE: key {key.get('kid')!r} {PRIVATE_KEY_HINT} "
                 "(give it the public keys: without d, p, q, dp, dq and qi)"
             )
+        kid = key.get("kid")
         try:
             jwk = jwt.PyJWK(key)
-        except jwt.PyJWTError:
+        except jwt.PyJWTError as exc:
+            if isinstance(kid, str):
+                skipped[kid] = f"the gateway cannot read it ({exc})"
             continue
         # RFC 7517 §4.2: a key for "enc" is not for signatures.
-        if jwk.public_key_use != "enc" and jwk.algorithm_name in JWT_ALGORITHMS:
+        if jwk.public_key_use == "enc":
+            if isinstance(kid, str):
+                skipped[kid] = "it is an encryption key (use: enc)"
+        elif jwk.algorithm_name not in JWT_ALGORITHMS:
+            if isinstance(kid, str):
+                skipped[kid] = f"its algorithm is {jwk.algorithm_name}; the gateway verifies RS256 and ES256 only"
+        else:
             usable.append(jwk)
     if not usable:
         raise ConfigError(
             f"RELAY_JWKS_FILE: the JWKS has no usable signing key (an RSA key for RS256 or an EC P-256 key for "
             f"ES256, with its kid); it has {len(keys) if isinstance(keys, list) else 'no'} key(s)"
         )
-    return usable
+    return usable, skipped
 
 
 def _check_public_key(pem: str) -> None:

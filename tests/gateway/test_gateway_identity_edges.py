@@ -195,3 +195,68 @@ async def test_a_browser_can_read_the_refusal_of_an_oversized_auth_body(emulator
         )
     assert response.status_code == 413
     assert response.headers["access-control-allow-origin"] == origin
+
+
+async def test_a_forged_token_is_told_its_signature_failed_whichever_key_of_its_kid_comes_last(
+    emulator: RunningEmulator, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """An RSA key, then an EC key, under one kid: an altered RS256 token was told "its alg is 'RS256', and the key
+    … verifies ES256 and RS256 only" (the EC key's refusal, the last tried), which contradicts itself. The key of the
+    token's algorithm is tried last, so the refusal is the failed signature, in either order of the keys."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_jwk = {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "k1", "alg": "RS256"}
+    ec_jwk = {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "k1", "alg": "ES256"}
+    token = jwt.encode(
+        {"sub": "alice", "exp": int(time.time()) + 60}, rsa_key, algorithm="RS256", headers={"kid": "k1"}
+    )
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(jwt.decode(token, options={"verify_signature": False}), stranger, "RS256", {"kid": "k1"})
+    form = {"socket_id": "1.1", "channel_name": "private-user-alice"}
+    for keys in ([rsa_jwk, ec_jwk], [ec_jwk, rsa_jwk]):
+        settings = GatewaySettings(relay_url=emulator_url(emulator), jwks={"keys": keys})
+        async with in_process(settings) as gateway:
+            good = await gateway.post("/v1/auth/channel", data=form, headers={"authorization": f"Bearer {token}"})
+            assert good.status_code == 200, good.text
+            refused = await gateway.post("/v1/auth/channel", data=form, headers={"authorization": f"Bearer {forged}"})
+        assert (refused.status_code, refused.json()["error"]) == (
+            401,
+            "invalid JWT: Signature verification failed with the key of RELAY_JWKS_FILE with the JWT's kid: the token "
+            "was signed with another key, or altered",
+        )
+
+
+async def test_a_token_of_a_skipped_key_is_told_why_the_key_verifies_nothing(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An identity provider's ES384 key beside its ES256 one: the gateway skips it (it verifies RS256 and ES256), but
+    a token of its kid was told "the JWT's kid is not in the JWKS", though the kid is there, and nothing said at
+    start that the key was skipped. Both now name the key and the reason; an unknown kid is refused as before."""
+    es256, es384 = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP384R1())
+    keys = [
+        {**ECAlgorithm.to_jwk(es256.public_key(), as_dict=True), "kid": "current"},
+        {**ECAlgorithm.to_jwk(es384.public_key(), as_dict=True), "kid": "p384"},
+    ]
+    settings = GatewaySettings(relay_url=emulator_url(emulator), jwks={"keys": keys})
+    payload = {"sub": "alice", "exp": int(time.time()) + 60}
+    form = {"socket_id": "1.1", "channel_name": "private-user-alice"}
+    with caplog.at_level("WARNING", logger="relay.gateway"):
+        async with in_process(settings) as gateway:
+            answers = []
+            for key, algorithm, kid in ((es384, "ES384", "p384"), (es256, "ES256", "gone")):
+                token = jwt.encode(payload, key, algorithm=algorithm, headers={"kid": kid})
+                response = await gateway.post(
+                    "/v1/auth/channel", data=form, headers={"authorization": f"Bearer {token}"}
+                )
+                answers.append((response.status_code, response.json()["error"]))
+    assert answers == [
+        (
+            401,
+            "the JWT's kid 'p384' names a key of RELAY_JWKS_FILE that verifies no JWT here: its algorithm is ES384; "
+            "the gateway verifies RS256 and ES256 only",
+        ),
+        (401, "the JWT's kid is not in the JWKS"),
+    ]
+    assert (
+        "RELAY_JWKS_FILE: key 'p384' verifies no JWT here: its algorithm is ES384; the gateway verifies RS256 and "
+        "ES256 only" in [record.getMessage() for record in caplog.records]
+    )
