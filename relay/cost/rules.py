@@ -196,13 +196,16 @@ def ably_messages_per_day(w: Workload) -> float:
 
 
 def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
-    busiest = per_day * w.peak_day_factor
+    # The busiest hour: the peak rate, but never more than the whole busiest day.
+    busiest_hour = w.peak_day_factor * min(w.peak_factor, 24) / 24
+    # Over REST: each server publish (the Ably adapter sends one request per publish) and every other API call.
+    requests = w.publishes_per_day + w.api_requests_per_day
     return [
         *_limit(plan, "connections", "connections", w.connections),
         *_limit(plan, "channels", "channels", w.peak_channels),
         *_limit(plan, "messages_per_month", "messages/month", per_day * w.days_per_month),
-        # The busiest hour: the peak rate, but never more than the whole busiest day.
-        *_limit(plan, "messages_per_hour", "messages/hour at peak", busiest * min(w.peak_factor, 24) / 24),
+        *_limit(plan, "messages_per_hour", "messages/hour at peak", per_day * busiest_hour),
+        *_limit(plan, "api_requests_per_hour", "HTTP API requests/hour at peak", requests * busiest_hour),
         *_limit(plan, "messages_per_second", "messages/s at peak", w.per_second_at_peak(per_day)),
         *_message_checks(w, plan),
     ]

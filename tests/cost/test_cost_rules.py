@@ -344,3 +344,17 @@ def test_invalid_workloads_name_the_field_and_flag(field: str, value: object, me
     arguments = {"connections": 1, field: value}
     with pytest.raises(ConfigError, match=message):
         Workload(**arguments)  # type: ignore[arg-type]
+
+
+def test_ablys_http_api_requests_per_hour_are_checked_at_the_busiest_hour(prices: Prices) -> None:
+    """ably-and-pricing §A.13: Free takes 25,000 HTTP API requests an hour, Standard 521,000. 150,000 publishes a day
+    with a peak factor of 10 are 62,500 REST requests in the busiest hour (each server publish is one): Free fitted on
+    its monthly messages (4.5 M ≤ 6 M) although Ably would refuse most of that hour's publishes."""
+    workload = Workload(connections=10, publishes_per_day=150_000, peak_factor=10)
+    ably = estimate(workload, prices, providers={"ably_rb", "ably_mau_2025"})
+    for provider_id in ("ably_rb", "ably_mau_2025"):
+        result = ably.provider(provider_id)
+        assert result.plan == "standard", (provider_id, result.limit)
+        assert result.limit.startswith("HTTP API requests/hour at peak 62,500 ≤ 521,000"), result.limit
+    quiet = estimate(replace(workload, peak_factor=1), prices, providers={"ably_rb"}).provider("ably_rb")
+    assert quiet.plan == "free"  # 6,250 an hour
