@@ -15,6 +15,7 @@ import math
 import re
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -1219,6 +1220,10 @@ IdempotencyKeyHeader = Annotated[
         "it within 2 minutes gets the first answer, with Idempotency-Replayed: true, and is not delivered again"
     ),
 ]
+# Headers a request may carry once: of two Authorization headers or two Idempotency-Keys, which one is meant is not
+# known (the first Idempotency-Key was taken silently)
+SINGLE_HEADERS = {b"authorization": "Authorization", b"idempotency-key": "Idempotency-Key"}
+
 # Says an answer is the one given to an earlier publish with the same Idempotency-Key
 REPLAYED_HEADER = "Idempotency-Replayed"
 
@@ -1441,9 +1446,12 @@ class HeadGuard:
                 return
             if CONTROL_CHARACTER.search(scope["path"]):
                 refusal = 400, PATH_WITH_CONTROL_CHARACTER
-            credentials = sum(1 for name, _ in scope["headers"] if name == b"authorization")
-            if refusal is None and credentials > 1:  # which one is meant is not known: none is taken
-                refusal = 400, f"the request has {credentials} Authorization headers: send one"
+            if refusal is None:  # of two credentials or two keys, which one is meant is not known: none is taken
+                copies = Counter(name for name, _ in scope["headers"] if name in SINGLE_HEADERS)
+                for name, count in copies.items():
+                    if count > 1:
+                        refusal = 400, f"the request has {count} {SINGLE_HEADERS[name]} headers: send one"
+                        break
             size = head_size(scope)
             if refusal is None and size > MAX_HEAD_BYTES:
                 refusal = 431, head_too_large(MAX_HEAD_BYTES, size)

@@ -64,6 +64,21 @@ async def test_two_authorization_headers_are_a_400_whichever_is_right(gateway: R
         await assert_publishing(http)
 
 
+async def test_two_idempotency_keys_are_a_400_and_nothing_is_published(
+    gateway: RunningGateway, emulator: RunningEmulator
+) -> None:
+    """The first key was taken silently: a retry sending the keys in the other order was published again. As with two
+    Authorization headers, which is meant is not known, so neither is taken, and nothing is published."""
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        headers = httpx.Headers([*API.items(), ("idempotency-key", "order-1"), ("idempotency-key", "order-2")])
+        response = await http.post("/v1/publish", json=PUBLISH, headers=headers)
+        error = {"error": "the request has 2 Idempotency-Key headers: send one"}
+        assert (response.status_code, response.json()) == (400, error)
+        assert emulator.node.states["1"].meter.publishes == 0
+        await assert_publishing(http)
+    assert emulator.node.states["1"].meter.publishes == 1
+
+
 @pytest.mark.parametrize("coding", ["gzip", "br", "identity, gzip"])
 async def test_a_body_in_a_content_coding_is_a_415_not_malformed_json(gateway: RunningGateway, coding: str) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as http:
