@@ -540,6 +540,10 @@ def certificate_public_key(pem: str) -> str:
 
 
 def _read_key(value: str | None) -> str | None:
+    """RELAY_JWT_PUBLIC_KEY: PEM text, or a PEM file's path. PEM text on one line with its line breaks written as
+    ``\\n``, as .env files and hosts' settings pages hold it, has them restored (it was refused as no key)."""
+    if value and value.startswith("-----BEGIN") and "\n" not in value:
+        return value.replace("\\n", "\n")
     if not value or value.startswith("-----BEGIN"):
         return value or None
     try:

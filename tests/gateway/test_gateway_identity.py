@@ -233,6 +233,20 @@ async def test_jwt_from_a_cookie(emulator: RunningEmulator, start_gateway: Start
     assert status == 403  # the header's dave may not have carol's channel
 
 
+async def test_a_public_key_on_one_line_with_its_line_breaks_written_as_backslash_n(
+    emulator: RunningEmulator, start_gateway: StartGateway, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """RELAY_JWT_PUBLIC_KEY as a .env file or a host's settings page holds a PEM key, on one line with ``\\n`` for its
+    line breaks, was refused at start as no RS256 or ES256 key; it is read as the key it is."""
+    one_line = public_pem(rsa_key).strip().replace("\n", "\\n")
+    assert "\n" not in one_line
+    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWT_PUBLIC_KEY": one_line})
+    assert await auth_status(gateway, "private-user-alice", sign(rsa_key, "RS256")) == (200, "")
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    status, error = await auth_status(gateway, "private-user-alice", sign(other_key, "RS256"))
+    assert (status, error.startswith("invalid JWT: Signature verification failed")) == (401, True)
+
+
 async def test_the_jwt_cookie_is_read_from_every_cookie_header(
     emulator: RunningEmulator, start_gateway: StartGateway
 ) -> None:
