@@ -91,6 +91,7 @@ from relay.web import (
     channel_auth_request,
     channels_token_body_async,
     error_response,
+    is_json_media_type,
     json_kind,
     malformed_json_body,
     no_store,
@@ -2159,7 +2160,7 @@ def add_error_handlers(app: FastAPI) -> None:
         if any(error.get("type") == "json_invalid" for error in exc.errors()):
             return JSONResponse({"error": "the JSON body is malformed"}, status_code=400)
         content_type = request.headers.get("content-type", "")
-        if not _is_json_media_type(content_type) and _body_refused(exc):
+        if not is_json_media_type(content_type) and _body_refused(exc):
             # FastAPI parses a body as JSON only when its Content-Type says it is: fetch() with a string body sends
             # text/plain, and the 422 said "Input should be a valid dictionary" without a word of the header. Such
             # a body is refused, not read as JSON regardless: a text/plain POST is a CORS "simple request", one a
@@ -2253,12 +2254,6 @@ NON_FINITE_JSON_BODY = (
 # FastAPI's 400 for a JSON body its parser raised on with anything but a JSONDecodeError (that one is its json_invalid,
 # answered above): invalid UTF-8, nesting past the parser's recursion limit, an integer past Python's limit on digits.
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
-
-
-def _is_json_media_type(content_type: str) -> bool:
-    """``application/json`` or ``application/*+json`` (parameters and case aside), as FastAPI reads a body as JSON."""
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def _body_refused(exc: RequestValidationError) -> bool:

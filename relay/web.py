@@ -132,7 +132,7 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     if request.method in ("GET", "HEAD"):
         return fields
     content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
-    if content_type.startswith("application/json"):
+    if is_json_media_type(content_type):
         try:
             body = await request.json()
         except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes ('[' * 3000)
@@ -163,6 +163,13 @@ async def request_fields(request: Request) -> Mapping[str, str]:
             )
         fields.update(parse_qsl(body, keep_blank_values=True))
     return fields
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/*+json`` (parameters and case aside), as FastAPI reads a body as JSON: the
+    publish routes took ``application/vnd.api+json`` and the auth routes refused it (415)."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def malformed_json_body(cause: BaseException | None) -> str:

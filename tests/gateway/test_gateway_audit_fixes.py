@@ -347,6 +347,24 @@ async def test_a_json_auth_body_without_the_json_content_type_is_a_415_that_says
     assert await join(emulator, gateway, "private-user-alice", headers=auth) == {}
 
 
+async def test_an_auth_body_in_a_json_media_type_of_its_own_is_read_as_json(
+    emulator: RunningEmulator, gateway: RunningGateway
+) -> None:
+    """``application/vnd.api+json`` (a JSON:API client's type) was taken by /v1/publish but a 415 "the body is JSON
+    sent as …" on /v1/auth/*: every application/*+json type is JSON on both, as FastAPI reads it."""
+    auth = {"authorization": f"Bearer {hs_jwt()}"}
+    body = json.dumps({"socket_id": "1.1", "channel_name": "private-user-alice"}).encode()
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        for content_type in ("application/vnd.api+json", "Application/Problem+JSON; charset=utf-8"):
+            headers = {**auth, "content-type": content_type}
+            as_json = await http.post("/v1/auth/channel", content=body, headers=headers)
+            assert as_json.status_code == 200, (content_type, as_json.text)
+            assert set(as_json.json()) == {"auth"}
+            signin = await http.post("/v1/auth/user", content=b'{"socket_id": "1.1"}', headers=headers)
+            assert signin.status_code == 200, (content_type, signin.text)
+    assert await join(emulator, gateway, "private-user-alice", headers=auth) == {}
+
+
 async def test_an_empty_jwt_cookie_is_an_anonymous_request(
     emulator: RunningEmulator, start_gateway: StartGateway
 ) -> None:
