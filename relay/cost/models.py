@@ -475,6 +475,8 @@ class Provider:
     notes: tuple[str, ...] = ()
     redis_usd_month: float = 0.0
     redis_note: str = ""
+    # The Redis machine's own transfer allowance, where a provider pools its machines' allowances (DigitalOcean)
+    redis_included_egress_gib: float = 0.0
     # False for a pricing model new customers cannot sign up for (kept for the accounts that have it).
     new_accounts: bool = True
 

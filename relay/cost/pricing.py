@@ -84,6 +84,7 @@ _ONE_OF: Mapping[str, tuple[str, ...]] = {
 
 _PROVIDER_KEYS = frozenset(
     {"name", "kind", "unit_rules", "as_of", "source", "confidence", "notes", "redis_usd_month", "redis_note"}
+    | {"redis_included_egress_gib"}
     | {"new_accounts", "plan_defaults", "plans"}
 )
 _ID = re.compile(r"\A[a-z0-9][a-z0-9_.-]*\Z")
@@ -241,6 +242,7 @@ def _provider(
     notes = _notes(errors, where, entry)
     redis = _number(errors, where, entry, "redis_usd_month", required=False)
     redis_note = _text(errors, where, entry, "redis_note", required=False)
+    redis_egress = _number(errors, where, entry, "redis_included_egress_gib", required=False)
     new_accounts = entry.get("new_accounts", True)
     if not isinstance(new_accounts, bool):
         errors.add(where, f"field 'new_accounts' must be true or false, got {new_accounts!r}")
@@ -282,6 +284,9 @@ def _provider(
     if redis is not None and math.isinf(redis):
         errors.add(where, "field 'redis_usd_month' must be a number")
         redis = None
+    if redis_egress is not None and math.isinf(redis_egress):
+        errors.add(where, "field 'redis_included_egress_gib' must be a number")
+        redis_egress = None
     return Provider(
         id=provider_id,
         name=name,
@@ -294,6 +299,7 @@ def _provider(
         notes=notes,
         redis_usd_month=redis or 0.0,
         redis_note=redis_note,
+        redis_included_egress_gib=redis_egress or 0.0,
         new_accounts=new_accounts,
     )
 

@@ -486,9 +486,10 @@ def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) 
     egress = _bytes_out_per_day(w, prices) * w.days_per_month / GIB
     n = nodes.count
     cost = [(f"{n} × {plan.name}", n * (plan.price_usd_month or 0.0))]
+    allowance = _rate(plan, "included_egress_gib") * (n if plan.included_egress_per == "node" else 1)
     if n > 1:
         cost.append(("Redis between nodes", provider.redis_usd_month))
-    allowance = _rate(plan, "included_egress_gib") * (n if plan.included_egress_per == "node" else 1)
+        allowance += provider.redis_included_egress_gib
     excess = max(0.0, egress - allowance)
     if excess > 0:
         cost.append((f"egress beyond the allowance ({excess:,.0f} GiB)", excess * _rate(plan, "usd_per_gib_egress")))

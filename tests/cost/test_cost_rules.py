@@ -284,11 +284,12 @@ def test_an_account_allowance_is_counted_once_however_many_nodes(prices: Prices)
 
 
 def test_a_node_allowance_is_each_nodes(prices: Prices) -> None:
-    """DigitalOcean pools its droplets' allowances, each adding its own: two 512 MB droplets leave 1,885.9 − 2 × 500
-    GiB to pay for."""
-    two = fit(prices, replace(EGRESS_HEAVY, min_nodes=2), "digitalocean", "basic-512mb-1vcpu")
-    assert dict(two.cost_lines)["egress beyond the allowance (886 GiB)"] == round(
-        (150_000 * 1_000 * 450 * 30 / 2**30 - 1_000) * 0.01, 2
+    """DigitalOcean pools its droplets' allowances, each adding its own, the Redis droplet's (1,000 GiB) too: two
+    512 MB droplets and Redis leave 3,771.7 − 2 × 500 − 1,000 GiB to pay for."""
+    heavier = replace(EGRESS_HEAVY, min_nodes=2, publishes_per_day=300_000)
+    two = fit(prices, heavier, "digitalocean", "basic-512mb-1vcpu")
+    assert dict(two.cost_lines)["egress beyond the allowance (1,772 GiB)"] == round(
+        (300_000 * 1_000 * 450 * 30 / 2**30 - 2_000) * 0.01, 2
     )
 
 
@@ -358,3 +359,21 @@ def test_ablys_http_api_requests_per_hour_are_checked_at_the_busiest_hour(prices
         assert result.limit.startswith("HTTP API requests/hour at peak 62,500 ≤ 521,000"), result.limit
     quiet = estimate(replace(workload, peak_factor=1), prices, providers={"ably_rb"}).provider("ably_rb")
     assert quiet.plan == "free"  # 6,250 an hour
+
+
+def test_digitaloceans_pool_takes_the_redis_droplets_transfer_allowance_too(prices: Prices) -> None:
+    """The pricing notes: "transfer allowances are pooled across a team's droplets". The Redis droplet of a
+    two-node setup (a basic-1gb, 1,000 GiB) is one of them, but added nothing: every multi-node answer with egress past
+    the allowance was $10 a month too high. One node has no Redis droplet, so nothing more."""
+    workload = Workload(
+        connections=1000, publishes_per_day=2e7, subscribers_per_publish=100, message_bytes=300, min_nodes=2
+    )
+    result = estimate(workload, prices, providers={"digitalocean"}).provider("digitalocean")
+    provider = prices.provider("digitalocean")
+    plan = {plan.id: plan for plan in provider.plans}[result.plan]
+    egress = dict(result.units)["egress_gib_per_month"]
+    allowance = (plan.included_egress_gib or 0.0) * result.nodes + provider.redis_included_egress_gib
+    assert (result.nodes, provider.redis_included_egress_gib) == (2, 1000)
+    expected = (plan.price_usd_month or 0.0) * 2 + provider.redis_usd_month + (egress - allowance) * 0.01
+    assert result.monthly_usd == pytest.approx(expected, abs=0.005)
+    assert result.monthly_usd == pytest.approx(215.46, abs=0.005)
