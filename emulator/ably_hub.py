@@ -625,7 +625,8 @@ class AblyApp:
         self._first_occupancy: dict[str, list[OccupancyWatch]] = {}  # new watches, sent their first together
         # Each presence join of a Pusher connection has a number of its own, the msgSerial of its members' ids: a
         # socket that leaves and joins again is a newer member, not the same one (ids are compared, RTP2b2).
-        self._pusher_joins: dict[tuple[str, str], int] = {}  # (channel, socket id) → its join's number
+        # (channel, socket id) → its join's number, and when it joined (its member's timestamp, ms)
+        self._pusher_joins: dict[tuple[str, str], tuple[int, int]] = {}
         self._join_numbers = itertools.count(1)
         state.foreign_presence = self
         state.webhooks.lifecycle_status = self.lifecycle_status
@@ -805,20 +806,21 @@ class AblyApp:
             user_id = peer.subscriptions.get(channel.name) if isinstance(peer, Session) else None
             entry = channel.members.get(user_id) if user_id is not None else None
             if user_id is not None and entry is not None:
-                join = self._pusher_joins.get((channel.name, socket_id), 0)
-                yield pusher_member(socket_id, user_id, entry.user_info_json, PRESENT, now, join)
+                join, joined_at = self._pusher_joins.get((channel.name, socket_id), (0, now))
+                yield pusher_member(socket_id, user_id, entry.user_info_json, PRESENT, joined_at, join)
 
     def pusher_member(self, channel: Channel, socket_id: str, user_id: str, user_info_json: str, entered: bool) -> None:
         """A Pusher connection entered or left a presence channel: to Ably, a member with the socket id as its
         connectionId, on every node (in a cluster the other nodes keep it in their replica, as an Ably member)."""
-        key = (channel.name, socket_id)
+        key, now = (channel.name, socket_id), self.wall_ms()
         if entered:
-            join = self._pusher_joins[key] = next(self._join_numbers)
+            join = next(self._join_numbers)
+            self._pusher_joins[key] = (join, now)
         else:
-            join = self._pusher_joins.pop(key, 0)
+            join = self._pusher_joins.pop(key, (0, now))[0]
         if self.state.cluster is None and not channel.foreign and not self.state.webhooks.wants("presence"):
             return  # no Ably connection anywhere nor an Ably-format webhook can hear of it
-        item = pusher_member(socket_id, user_id, user_info_json, ENTER if entered else LEAVE, self.wall_ms(), join)
+        item = pusher_member(socket_id, user_id, user_info_json, ENTER if entered else LEAVE, now, join)
         self.broadcast_presence(channel.name, socket_id, [item])
 
     def check_presence(

@@ -111,6 +111,11 @@ async def test_rest_presence_get_sees_both_protocols(
         ("pat", "{'name': 'Pat'}"),
     ]
     assert {m.connection_id for m in members} == {ably_side.connected["connectionId"], pusher_side.socket_id}
+    # A member's timestamp is when it joined, the Pusher member's too (it was the time of each query)
+    joined = {m.client_id: m.timestamp for m in members}
+    await asyncio.sleep(0.05)
+    again = {m.client_id: m.timestamp for m in (await rest.channels.get("presence-room").presence.get()).items}
+    assert again == joined
 
 
 async def test_rest_batch_publish_and_errors(ably_emulator: RunningEmulator, clients: Made) -> None:
