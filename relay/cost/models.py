@@ -477,6 +477,8 @@ class Provider:
     redis_note: str = ""
     # The Redis machine's own transfer allowance, where a provider pools its machines' allowances (DigitalOcean)
     redis_included_egress_gib: float = 0.0
+    # The days a listed machine price covers, for a provider billing by the second (Fly.io: 30); 0: a calendar month
+    price_days: float = 0.0
     # False for a pricing model new customers cannot sign up for (kept for the accounts that have it).
     new_accounts: bool = True
 

@@ -84,7 +84,7 @@ _ONE_OF: Mapping[str, tuple[str, ...]] = {
 
 _PROVIDER_KEYS = frozenset(
     {"name", "kind", "unit_rules", "as_of", "source", "confidence", "notes", "redis_usd_month", "redis_note"}
-    | {"redis_included_egress_gib"}
+    | {"redis_included_egress_gib", "price_days"}
     | {"new_accounts", "plan_defaults", "plans"}
 )
 _ID = re.compile(r"\A[a-z0-9][a-z0-9_.-]*\Z")
@@ -243,6 +243,10 @@ def _provider(
     redis = _number(errors, where, entry, "redis_usd_month", required=False)
     redis_note = _text(errors, where, entry, "redis_note", required=False)
     redis_egress = _number(errors, where, entry, "redis_included_egress_gib", required=False)
+    price_days = _number(errors, where, entry, "price_days", required=False)
+    if price_days is not None and not 1 <= price_days <= 31:
+        errors.add(where, f"field 'price_days' must be the days a listed price covers, 1 to 31, got {price_days!r}")
+        price_days = None
     new_accounts = entry.get("new_accounts", True)
     if not isinstance(new_accounts, bool):
         errors.add(where, f"field 'new_accounts' must be true or false, got {new_accounts!r}")
@@ -300,6 +304,7 @@ def _provider(
         redis_usd_month=redis or 0.0,
         redis_note=redis_note,
         redis_included_egress_gib=redis_egress or 0.0,
+        price_days=price_days or 0.0,
         new_accounts=new_accounts,
     )
 

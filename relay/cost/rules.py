@@ -485,10 +485,12 @@ def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) 
     nodes = _Nodes(w, plan, prices)
     egress = _bytes_out_per_day(w, prices) * w.days_per_month / GIB
     n = nodes.count
-    cost = [(f"{n} × {plan.name}", n * (plan.price_usd_month or 0.0))]
+    # A price listed for some days (Fly.io's 30, billed by the second) over the workload's month
+    month = w.days_per_month / provider.price_days if provider.price_days else 1.0
+    cost = [(f"{n} × {plan.name}", n * (plan.price_usd_month or 0.0) * month)]
     allowance = _rate(plan, "included_egress_gib") * (n if plan.included_egress_per == "node" else 1)
     if n > 1:
-        cost.append(("Redis between nodes", provider.redis_usd_month))
+        cost.append(("Redis between nodes", provider.redis_usd_month * month))
         allowance += provider.redis_included_egress_gib
     excess = max(0.0, egress - allowance)
     if excess > 0:

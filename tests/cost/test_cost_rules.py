@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from importlib import resources
+from pathlib import Path
 
 import pytest
 
 from relay.cost import PlanFit, Prices, Workload, crossovers, estimate
+from relay.cost.pricing import load_prices
 from relay.cost.rules import ably_messages_per_day, pusher_messages_per_day, supabase_messages_per_day
 from relay.errors import ConfigError
 
@@ -377,3 +380,25 @@ def test_digitaloceans_pool_takes_the_redis_droplets_transfer_allowance_too(pric
     expected = (plan.price_usd_month or 0.0) * 2 + provider.redis_usd_month + (egress - allowance) * 0.01
     assert result.monthly_usd == pytest.approx(expected, abs=0.005)
     assert result.monthly_usd == pytest.approx(215.46, abs=0.005)
+
+
+def test_flyios_prices_are_for_30_days_so_a_31_day_month_costs_31_thirtieths(prices: Prices, tmp_path: Path) -> None:
+    """Fly.io bills by the second and lists its prices per 30 days (ably-and-pricing F.4): --days-per-month 31 left
+    the machine at $2.19, 3 % low. Providers billing a calendar month (Hetzner) cost the same either way. A pricing
+    file's price_days outside 1–31 is refused naming the field."""
+    workload = Workload(connections=100, min_nodes=2)
+    thirty = estimate(workload, prices, providers={"flyio", "hetzner"})
+    long_month = estimate(replace(workload, days_per_month=31), prices, providers={"flyio", "hetzner"})
+    fly = long_month.provider("flyio")
+    assert dict(fly.cost_lines) == {
+        "2 × shared-cpu-1x 256 MB": round(2 * 2.19 * 31 / 30, 2),
+        "Redis between nodes": round(2.19 * 31 / 30, 2),
+    }
+    assert thirty.provider("flyio").monthly_usd == pytest.approx(3 * 2.19)
+    assert long_month.provider("hetzner").monthly_usd == thirty.provider("hetzner").monthly_usd
+    bundled = resources.files("relay.cost").joinpath("pricing.toml").read_text(encoding="utf-8")
+    assert bundled.count("price_days = 30\n") == 1
+    path = tmp_path / "pricing.toml"
+    path.write_text(bundled.replace("price_days = 30\n", "price_days = 365\n"))
+    with pytest.raises(ConfigError, match=r"providers\.flyio: field 'price_days' must be the days a listed price"):
+        load_prices(path)
