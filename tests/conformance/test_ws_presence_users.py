@@ -358,6 +358,24 @@ async def test_a_signin_id_is_held_to_the_presence_user_id_limit(emulator: Runni
     await assert_serves_others(emulator, connect)
 
 
+async def test_a_signin_user_info_is_held_to_the_presence_user_info_limit(
+    emulator: RunningEmulator, connect: Connect
+) -> None:
+    """docs/emulator.md: a signed-in user's user_info has a presence member's limit (max_user_info_bytes, 1,024 by
+    default): 1,510 bytes fail the sign-in with the fatal 4009 naming both sizes; the largest that fits signs in."""
+    client = await connect(emulator)
+    too_big = json.dumps({"id": "ann", "user_info": {"bio": "x" * 1500}}, separators=(",", ":"))
+    await client.send(
+        "pusher:signin", {"auth": user_auth(APP.key, APP.secret, client.socket_id, too_big), "user_data": too_big}
+    )
+    message = await expect_fatal(client.ws, 4009)
+    assert message == "Signin failed: user_info is 1510 bytes; the limit is 1024"
+    fits = await connect(emulator)
+    user_data = json.dumps({"id": "ann", "user_info": {"bio": "x" * 1014}}, separators=(",", ":"))
+    assert (await fits.signin(user_data))["event"] == "pusher:signin_success"
+    await assert_serves_others(emulator, connect)
+
+
 async def test_the_longest_signin_id_joins_presence_and_has_its_server_to_user_channel(
     emulator: RunningEmulator, connect: Connect
 ) -> None:
