@@ -15,6 +15,7 @@ import struct
 
 import pytest
 
+from relay.protocol.signing import authorize_channel
 from tests.conftest import RunningEmulator
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -176,3 +177,39 @@ async def test_clean_close_is_echoed(emulator: RunningEmulator, code: int) -> No
     client.send(frame(CLOSE, struct.pack("!H", code) + b"bye"))
     assert await client.close_code() == code
     assert await asyncio.wait_for(client.reader.read(), 3) == b""  # then the server closes the TCP connection
+
+
+async def presence_member(emulator: RunningEmulator, channel: str, user_id: str) -> RawClient:
+    """A raw WebSocket subscribed to presence ``channel`` as ``user_id``, its subscription_succeeded read."""
+    client = await RawClient.upgrade(emulator, "/app/app-key?protocol=7")
+    _, established = await client.read()
+    socket_id = json.loads(json.loads(established)["data"])["socket_id"]
+    channel_data = json.dumps({"user_id": user_id})
+    auth = authorize_channel("app-key", "app-secret", socket_id, channel, channel_data=channel_data)
+    subscribe = {"event": "pusher:subscribe", "data": {"channel": channel, **auth}}
+    client.send(frame(TEXT, json.dumps(subscribe).encode()))
+    _, succeeded = await client.read()
+    assert json.loads(succeeded)["event"] == "pusher_internal:subscription_succeeded"
+    return client
+
+
+async def test_a_client_that_sent_its_close_frame_leaves_presence_at_once(emulator: RunningEmulator) -> None:
+    """RFC 6455 §7.1.1: after the close frames the server closes TCP. The session was released only when the TCP
+    connection ended, so a client that sent its close frame and kept its side open (reading paused with frames
+    unread, as websockets' client does past 16) stayed a presence member for CLOSE_TIMEOUT (3 s). It leaves with its
+    close frame: the other member hears member_removed at once, and the channel's member list no longer has it."""
+    observer = await presence_member(emulator, "presence-room", "obs")
+    leaver = await presence_member(emulator, "presence-room", "leaver")
+    _, added = await observer.read()
+    assert json.loads(added)["event"] == "pusher_internal:member_added"
+    leaver.send(frame(CLOSE, struct.pack("!H", 1000)))
+    async with asyncio.timeout(1.0):  # the abort would come at 3 s
+        _, removed = await observer.read()
+    assert json.loads(removed) == {
+        "event": "pusher_internal:member_removed",
+        "channel": "presence-room",
+        "data": '{"user_id":"leaver"}',
+    }
+    assert list(emulator.node.states["1"].channels["presence-room"].members) == ["obs"]
+    assert await leaver.close_code() == 1000
+    await still_served(emulator)
