@@ -563,11 +563,12 @@ class AppState:
     def _send_count_webhook(self, name: str) -> None:
         self._count_webhooks_pending.discard(name)
         count = self._echoed_total(name)
-        if count == 0:  # vacated on every node: channel_vacated says so
+        if name in self._echoed_counts:
+            self._count_webhook_sent_at[name] = self.clock()
+        else:  # this node holds none of its subscribers, and may never hear of the channel again: kept, it would leak
             self._count_webhook_sent_at.pop(name, None)
-            return
-        self._count_webhook_sent_at[name] = self.clock()
-        self.webhooks.emit({"name": "subscription_count", "channel": name, "subscription_count": count})
+        if count > 0:  # else vacated on every node: channel_vacated says so
+            self.webhooks.emit({"name": "subscription_count", "channel": name, "subscription_count": count})
 
     def _send_count_left_elsewhere(self, name: str) -> None:
         """A dead node's subscribers of a channel, counted out here: the channel is vacated only when no node has

@@ -96,3 +96,23 @@ async def test_a_node_whose_last_subscriber_leaves_sends_what_the_others_hold_on
     await asyncio.sleep(0.5)
     assert counts_sent(receiver) == [1, 2, 3, 2]
     assert receiver.events(names={"channel_vacated"}) == []
+
+
+async def test_a_node_keeps_no_webhook_timing_for_channels_it_no_longer_holds(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """Each node remembers when it last sent a channel's webhook (for the throttle past 100 subscribers): a node whose
+    subscribers of many short-lived channels left while another node's stayed kept an entry per channel for good."""
+    app = hooked(receiver, subscription_count=True)
+    a = await start_emulator(app=app, redis_url=redis_server.url)
+    b = await start_emulator(app=app, redis_url=redis_server.url)
+    names = [f"order-{number}" for number in range(5)]
+    for name in names:
+        await (await Client.open(b)).subscribe(name)
+        leaving = await Client.open(a)
+        await leaving.subscribe(name)
+        await receiver.until(lambda: counts_sent(receiver)[-1:] == [2], within=5)
+        await leaving.ws.close()
+        await receiver.until(lambda: counts_sent(receiver)[-1:] == [1], within=5)
+    state = a.node.states["1"]
+    assert (state._echoed_counts, state._count_webhook_sent_at, state._count_webhooks_pending) == ({}, {}, set())
