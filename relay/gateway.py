@@ -707,7 +707,7 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(watchlist)
 
 
-def cookie_header(request: Request) -> str:
+def joined_cookies(request: Request) -> str:
     """The request's cookies as one Cookie header: an HTTP/2 request's cookie crumbs, which a proxy may forward as
     several headers (RFC 9113 §8.2.3 has it join them), read as one, not only the first."""
     return "; ".join(request.headers.getlist("cookie"))
@@ -766,7 +766,7 @@ class JwtVerifier:
         if problem is not None:  # a credential sent but malformed, not an anonymous request
             raise AuthenticationError(f"the Authorization header is not 'Bearer <JWT>': {problem}")
         if self._settings.jwt_cookie:
-            return cookie_token(cookie_header(request), self._settings.jwt_cookie)
+            return cookie_token(joined_cookies(request), self._settings.jwt_cookie)
         return None
 
     def no_user_reason(self, request: Request) -> str:
@@ -778,7 +778,7 @@ class JwtVerifier:
         cookie = self._settings.jwt_cookie
         if cookie is None:
             return missing
-        if cookie in cookie_parser(cookie_header(request)):
+        if cookie in cookie_parser(joined_cookies(request)):
             return f"{missing}, and its {cookie!r} cookie was empty (signed out)"
         return (
             f"{missing} and no {cookie!r} cookie (a browser sends the cookie to another origin only with "
@@ -937,10 +937,13 @@ class JwtVerifier:
         )
 
     def _use_keys(self, jwks: Mapping[str, Any]) -> None:
-        """Verify with ``jwks``'s signing keys; say at once which keys it skips, rather than at a user's refusal."""
-        self._jwks, self._skipped = _signing_keys(jwks)
-        for kid, reason in self._skipped.items():
-            log.warning("RELAY_JWKS_FILE: key %r verifies no JWT here: %s", kid, reason)
+        """Verify with ``jwks``'s signing keys; say at once which keys it skips, rather than at a user's refusal (once:
+        the first JWT reads the file again)."""
+        self._jwks, skipped = _signing_keys(jwks)
+        for kid, reason in skipped.items():
+            if self._skipped.get(kid) != reason:
+                log.warning("RELAY_JWKS_FILE: key %r verifies no JWT here: %s", kid, reason)
+        self._skipped = skipped
 
     def _current_jwks(self) -> list[jwt.PyJWK]:
         """The JWKS's signing keys, read again when RELAY_JWKS_FILE has changed (one stat per JWT): an identity
@@ -1128,17 +1131,21 @@ def _signing_keys(jwks: Mapping[str, Any]) -> tuple[list[jwt.PyJWK], dict[str, s
                 "(give it the public keys: without d, p, q, dp, dq and qi)"
             )
         kid = key.get("kid")
-        try:
-            jwk = jwt.PyJWK(key)
-        except jwt.PyJWTError as exc:
-            if isinstance(kid, str):
-                skipped[kid] = f"the gateway cannot read it ({exc})"
-            continue
-        # RFC 7517 §4.2: a key for "enc" is not for signatures.
-        if jwk.public_key_use == "enc":
+        # RFC 7517 §4.2: a key for "enc" is not for signatures (and PyJWK cannot read one of alg RSA-OAEP anyway).
+        if key.get("use") == "enc":
             if isinstance(kid, str):
                 skipped[kid] = "it is an encryption key (use: enc)"
-        elif jwk.algorithm_name not in JWT_ALGORITHMS:
+            continue
+        try:
+            jwk = jwt.PyJWK(key)
+        except jwt.PyJWTError:  # its words hold the whole key: not for a refusal nor the log
+            if isinstance(kid, str):
+                alg = key.get("alg")
+                skipped[kid] = f"the gateway cannot read it as an RS256 or ES256 key (kty {key.get('kty')!r}" + (
+                    f", alg {alg!r})" if alg is not None else ")"
+                )
+            continue
+        if jwk.algorithm_name not in JWT_ALGORITHMS:
             if isinstance(kid, str):
                 skipped[kid] = f"its algorithm is {jwk.algorithm_name}; the gateway verifies RS256 and ES256 only"
         else:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -226,37 +227,43 @@ async def test_a_forged_token_is_told_its_signature_failed_whichever_key_of_its_
 
 
 async def test_a_token_of_a_skipped_key_is_told_why_the_key_verifies_nothing(
-    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+    emulator: RunningEmulator, rsa_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    """An identity provider's ES384 key beside its ES256 one: the gateway skips it (it verifies RS256 and ES256), but
-    a token of its kid was told "the JWT's kid is not in the JWKS", though the kid is there, and nothing said at
-    start that the key was skipped. Both now name the key and the reason; an unknown kid is refused as before."""
+    """An identity provider's ES384 key and RSA-OAEP encryption key beside its ES256 one: the gateway skips them, but a
+    token of their kid was told "the JWT's kid is not in the JWKS", though the kid is there, and nothing said at start
+    that they were skipped. Both now name the key and the reason (the encryption key's as such, not PyJWT's words with
+    the whole key in them), each warned of once although the first JWT reads the file again; an unknown kid is
+    refused as before."""
     es256, es384 = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP384R1())
     keys = [
         {**ECAlgorithm.to_jwk(es256.public_key(), as_dict=True), "kid": "current"},
         {**ECAlgorithm.to_jwk(es384.public_key(), as_dict=True), "kid": "p384"},
+        {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "enc-1", "use": "enc", "alg": "RSA-OAEP"},
     ]
-    settings = GatewaySettings(relay_url=emulator_url(emulator), jwks={"keys": keys})
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": keys}))
+    settings = GatewaySettings(relay_url=emulator_url(emulator), jwks={"keys": keys}, jwks_file=jwks_file)
     payload = {"sub": "alice", "exp": int(time.time()) + 60}
     form = {"socket_id": "1.1", "channel_name": "private-user-alice"}
+    cases = ((es384, "ES384", "p384"), (rsa_key, "RS256", "enc-1"), (es256, "ES256", "gone"))
     with caplog.at_level("WARNING", logger="relay.gateway"):
         async with in_process(settings) as gateway:
             answers = []
-            for key, algorithm, kid in ((es384, "ES384", "p384"), (es256, "ES256", "gone")):
+            for key, algorithm, kid in cases:
                 token = jwt.encode(payload, key, algorithm=algorithm, headers={"kid": kid})
                 response = await gateway.post(
                     "/v1/auth/channel", data=form, headers={"authorization": f"Bearer {token}"}
                 )
                 answers.append((response.status_code, response.json()["error"]))
+    named = "names a key of RELAY_JWKS_FILE that verifies no JWT here"
+    es384_reason = "its algorithm is ES384; the gateway verifies RS256 and ES256 only"
     assert answers == [
-        (
-            401,
-            "the JWT's kid 'p384' names a key of RELAY_JWKS_FILE that verifies no JWT here: its algorithm is ES384; "
-            "the gateway verifies RS256 and ES256 only",
-        ),
+        (401, f"the JWT's kid 'p384' {named}: {es384_reason}"),
+        (401, f"the JWT's kid 'enc-1' {named}: it is an encryption key (use: enc)"),
         (401, "the JWT's kid is not in the JWKS"),
     ]
-    assert (
-        "RELAY_JWKS_FILE: key 'p384' verifies no JWT here: its algorithm is ES384; the gateway verifies RS256 and "
-        "ES256 only" in [record.getMessage() for record in caplog.records]
-    )
+    warnings = [record.getMessage() for record in caplog.records if record.name == "relay.gateway"]
+    assert warnings == [
+        f"RELAY_JWKS_FILE: key 'p384' verifies no JWT here: {es384_reason}",
+        "RELAY_JWKS_FILE: key 'enc-1' verifies no JWT here: it is an encryption key (use: enc)",
+    ]
