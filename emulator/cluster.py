@@ -1482,6 +1482,16 @@ class RedisCluster:
                                 self._enqueue(self._resync(node))
                         await self._load_cache()
                         await self._load_published()
+                        self._announce_unechoed_counts()
+
+    def _announce_unechoed_counts(self) -> None:
+        """This node's count announcements published while its bus subscription was down never came back to it, and
+        a subscription_count webhook is sent on that echo (AppState.subscription_count_echoed): announce again each
+        count the bus has not echoed as it is now."""
+        for app_id, state in self._states.items():
+            for name, count in state.unechoed_subscription_counts().items():
+                self._dirty_counts[(app_id, name)] = count
+        self._enqueue(_nothing)
 
     async def _heartbeat(self) -> None:
         interval = self.settings.node_ttl / 3

@@ -546,6 +546,14 @@ class AppState:
         if self._counts_subscriptions(name):
             self._throttle_count_webhook(name)
 
+    def unechoed_subscription_counts(self) -> dict[str, int]:
+        """This node's subscribers of each channel whose count the bus has not echoed back as it is now (its
+        announcements lost with the node's bus subscription)."""
+        echoed = self._echoed_counts
+        counts = {name: len(channel.subscribers) for name, channel in self.channels.items()}
+        counts.update({name: 0 for name in echoed if name not in counts})
+        return {name: count for name, count in counts.items() if echoed.get(name, 0) != count}
+
     def _throttle_count_webhook(self, name: str) -> None:
         """As :meth:`_throttle_subscription_count`, for a cluster node's webhook."""
         if name in self._count_webhooks_pending:

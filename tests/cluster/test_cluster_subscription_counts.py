@@ -11,7 +11,8 @@ import pytest
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, sdk
 from tests.cluster.test_cluster_failure_hunt_fixes import counts_sent, sees_count
-from tests.cluster.test_cluster_webhooks import cluster_of, hooked
+from tests.cluster.test_cluster_hunt_fixes import redis_command
+from tests.cluster.test_cluster_webhooks import cluster_of, hooked, until
 from tests.conftest import RunningEmulator, StartEmulator
 from tests.webhook_receiver import Receiver
 
@@ -116,3 +117,39 @@ async def test_a_node_keeps_no_webhook_timing_for_channels_it_no_longer_holds(
         await receiver.until(lambda: counts_sent(receiver)[-1:] == [1], within=5)
     state = a.node.states["1"]
     assert (state._echoed_counts, state._count_webhook_sent_at, state._count_webhooks_pending) == ({}, {}, set())
+
+
+async def test_a_change_made_while_the_node_s_bus_subscription_was_down_still_brings_its_webhook(
+    redis_server: RedisServer,
+    start_emulator: StartEmulator,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The webhook is sent when the node's announcement comes back over the bus: one published while its bus
+    subscription was down (Redis drops a subscriber that reads too slowly) never came back, so the change's webhook
+    was never sent. Subscribed again, the node announces again each count the bus has not echoed."""
+    app = hooked(receiver, subscription_count=True)
+    a = await start_emulator(app=app, redis_url=redis_server.url)
+    b = await start_emulator(app=app, redis_url=redis_server.url)
+    await (await Client.open(b)).subscribe("news")
+    await receiver.until(lambda: counts_sent(receiver) == [1], within=5)
+    cluster = cluster_of(a)
+    subscribe, waiting, gate = cluster._subscribe, asyncio.Event(), asyncio.Event()
+
+    async def held() -> object:
+        waiting.set()
+        await gate.wait()
+        return await subscribe()
+
+    monkeypatch.setattr(cluster, "_subscribe", held)
+    await redis_command(redis_server, "CLIENT", "KILL", "TYPE", "pubsub")
+    await asyncio.wait_for(waiting.wait(), 5)
+    on_a = await Client.open(a)
+    await on_a.subscribe("news")  # announced while a hears nothing of the bus
+    await until(lambda: b.node.states["1"].subscription_count("news") == 2)
+    await asyncio.sleep(0.3)
+    assert counts_sent(receiver) == [1]
+    gate.set()
+    await receiver.until(lambda: counts_sent(receiver) == [1, 2], within=5)
+    await asyncio.sleep(0.5)
+    assert counts_sent(receiver) == [1, 2]
