@@ -114,8 +114,11 @@ class _Request:
     def body(self) -> Any:
         if not self.raw_body:
             raise AblyError(40000, "The request body is empty")
-        binary = self.headers.get("content-type", "").split(";")[0].strip().lower() == MSGPACK
-        return decode_body(self.raw_body, binary, "The request body")
+        return decode_body(self.raw_body, self.media_type() == MSGPACK, "The request body")
+
+    def media_type(self) -> str:
+        """The body's media type, without parameters, in lower case (RFC 9110 §8.3.1: case-insensitive)."""
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 class AblyRest:
@@ -555,7 +558,7 @@ def _refuse_unemulated_publish(request: _Request) -> None:
             "Unenveloped publishes (enveloped=false) are not emulated: send Message objects, "
             '{"name": …, "data": …}, as JSON or msgpack',
         )
-    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+    if request.media_type() == "application/x-www-form-urlencoded":
         raise AblyError(40000, "Form-encoded publishes are not emulated: send Message objects as JSON or msgpack")
 
 

@@ -967,13 +967,14 @@ class HttpConnection(asyncio.Protocol):
         for chunk in ws.data_to_send():
             if chunk:
                 transport.write(chunk)
-            else:  # a client failed while still sending (1009, 1007) would lose its pusher:error to the reset
-                session = self.session
-                if isinstance(session, Session):
-                    # The WebSocket is closed: the session ends now, not when the client closes TCP (up to
-                    # CLOSE_TIMEOUT later, for a client not reading), so its presence leave is heard at once. An Ably
-                    # session is kept for a resume until connection_lost.
-                    session.connection_lost()
+            else:
+                # The WebSocket is closed: a Pusher session ends now, not when the client closes TCP (up to
+                # CLOSE_TIMEOUT later, for a client not reading), so its presence leave is heard at once. An Ably
+                # session is kept for a resume until connection_lost.
+                if isinstance(self.session, Session):
+                    self.session.connection_lost()
+                # Half-closed, not closed: a client failed while still sending (1009, 1007) would lose its
+                # pusher:error to the reset
                 _half_close(transport)
                 # Nothing is written after the close frame (a write after write_eof raises): the transport is the
                 # abort timer's, or shutdown's (ending)

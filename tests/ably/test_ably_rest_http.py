@@ -152,6 +152,12 @@ async def test_unenveloped_and_form_encoded_publishes_are_refused_as_not_emulate
     assert form.json()["error"]["message"] == (
         "Form-encoded publishes are not emulated: send Message objects as JSON or msgpack"
     )
+    mixed_case = await http.post(
+        "/channels/hook/messages",
+        content=b"name=order-update&data=shipped",
+        headers={**BASIC, "Content-Type": "Application/X-WWW-Form-Urlencoded; charset=UTF-8"},
+    )
+    assert (mixed_case.status_code, mixed_case.json()["error"]["message"]) == (400, form.json()["error"]["message"])
     history = await http.get("/channels/hook/messages", headers=BASIC)
     assert history.json() == []
     assert (await http.post("/channels/hook/messages", json={"name": "after"}, headers=BASIC)).status_code == 201
