@@ -154,7 +154,7 @@ def print_table(
         closed = estimate.cheapest(kind)
         if closed is None or closed is best:
             continue
-        if best is None:  # only closed ones were asked for: nothing open to be cheaper than
+        if best is None:  # no open option fits (or none was asked for): nothing open to be cheaper than
             lead = f"Cheapest {label}, closed to new accounts"
         elif (closed.monthly_usd or 0.0) < (best.monthly_usd or 0.0):
             lead = "Cheaper, but closed to new accounts"

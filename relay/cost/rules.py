@@ -198,7 +198,8 @@ def ably_messages_per_day(w: Workload) -> float:
 def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
     # The busiest hour: the peak rate, but never more than the whole busiest day.
     busiest_hour = w.peak_day_factor * min(w.peak_factor, 24) / 24
-    # Over REST: each server publish (the Ably adapter sends one request per publish) and every other API call.
+    # Over REST: each server publish and every other API call, at most (the Ably adapter sends a publish to several
+    # channels, and a batch of up to 100 events, as one request), so a fit is sure and a refusal may be pessimistic.
     requests = w.publishes_per_day + w.api_requests_per_day
     return [
         *_limit(plan, "connections", "connections", w.connections),

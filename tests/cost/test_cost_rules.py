@@ -402,3 +402,6 @@ def test_flyios_prices_are_for_30_days_so_a_31_day_month_costs_31_thirtieths(pri
     path.write_text(bundled.replace("price_days = 30\n", "price_days = 365\n"))
     with pytest.raises(ConfigError, match=r"providers\.flyio: field 'price_days' must be the days a listed price"):
         load_prices(path)
+    path.write_text(bundled.replace("[providers.pusher]\n", "[providers.pusher]\nprice_days = 30\n", 1))
+    with pytest.raises(ConfigError, match=r"providers\.pusher: field 'price_days' is for providers priced by machine"):
+        load_prices(path)
