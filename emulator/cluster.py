@@ -502,6 +502,18 @@ class _Admitting:
     deadline: asyncio.TimerHandle | None = None
 
 
+def _remember_published(
+    state: AppState, identity_hex: str, digest_hex: str, answer: str, *, seconds_left: float | None = None
+) -> None:
+    """Another node's keyed publish, as publish_remembered sends and stores it, for its resends here."""
+    state.published_keys.remember(
+        bytes.fromhex(identity_hex),
+        bytes.fromhex(digest_hex),
+        published_answer(answer.encode()),
+        seconds_left=seconds_left,
+    )
+
+
 def _nothing(commands: _Commands) -> None:
     """Queued to wake the writer, which sends the coalesced counts with its next batch."""
 
@@ -828,13 +840,7 @@ class RedisCluster:
                     if value is not None and ttl_ms > 0:
                         found.append((ttl_ms, key, value))
             for ttl_ms, key, value in sorted(found):  # soonest to expire first, as PublishedKeys keeps them
-                digest, answer = json.loads(value)
-                state.published_keys.remember(
-                    bytes.fromhex(key[identity_at:]),
-                    bytes.fromhex(digest),
-                    published_answer(answer.encode()),
-                    seconds_left=ttl_ms / 1000,
-                )
+                _remember_published(state, key[identity_at:], *json.loads(value), seconds_left=ttl_ms / 1000)
 
     async def _load_cache(self) -> None:
         for state in self._states.values():
@@ -1628,8 +1634,7 @@ class RedisCluster:
             milliseconds = args[5] if len(args) > 5 else 0
             state.cache_store(args[1], args[2], args[3], args[4], (milliseconds, node))
         elif kind == "k":
-            answer = published_answer(args[3].encode())
-            state.published_keys.remember(bytes.fromhex(args[1]), bytes.fromhex(args[2]), answer)
+            _remember_published(state, args[1], args[2], args[3])
         elif kind == "a" and state.foreign_presence is not None:
             state.foreign_presence.remote_presence(node, args[1], _unpack(args[2]))
 

@@ -513,8 +513,8 @@ class AppState:
         SUBSCRIPTION_COUNT_INTERVAL: a crowd joining a big channel brings one count per interval, not one each."""
         if channel.count_pending:
             return
-        wait = channel.count_sent_at + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
-        if self.subscription_count(channel.name) <= SUBSCRIPTION_COUNT_BURST or wait <= 0:
+        wait = self._count_wait(channel.count_sent_at, self.subscription_count(channel.name))
+        if wait <= 0:
             self._send_subscription_count(channel)
         else:
             channel.count_pending = True
@@ -558,12 +558,19 @@ class AppState:
         """As :meth:`_throttle_subscription_count`, for a cluster node's webhook."""
         if name in self._count_webhooks_pending:
             return
-        wait = self._count_webhook_sent_at.get(name, float("-inf")) + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
-        if self._echoed_total(name) <= SUBSCRIPTION_COUNT_BURST or wait <= 0:
+        wait = self._count_wait(self._count_webhook_sent_at.get(name, float("-inf")), self._echoed_total(name))
+        if wait <= 0:
             self._send_count_webhook(name)
         else:
             self._count_webhooks_pending.add(name)
             asyncio.get_running_loop().call_later(wait, self._send_count_webhook, name)
+
+    def _count_wait(self, sent_at: float, count: int) -> float:
+        """Seconds before a count (the subscribers' frame, or a cluster node's webhook) may be sent: none up to
+        SUBSCRIPTION_COUNT_BURST subscribers, else SUBSCRIPTION_COUNT_INTERVAL after the last one sent."""
+        if count <= SUBSCRIPTION_COUNT_BURST:
+            return 0.0
+        return sent_at + SUBSCRIPTION_COUNT_INTERVAL - self.clock()
 
     def _echoed_total(self, name: str) -> int:
         return self._echoed_counts.get(name, 0) + self.remote.subscription_count(name)

@@ -70,10 +70,8 @@ class PublishedKeys(Generic[A]):
         now = self._clock()
         self._forget_expired(now)
         digest = hashlib.sha256(body).digest()
-        earlier = self._published.get(identity)
-        # Expired ones behind a later one are not dropped yet: a node that read another's from Redis has some out
-        # of order
-        if earlier is not None and earlier.expires > now:
+        earlier = self._unexpired(identity, now)
+        if earlier is not None:
             if earlier.body != digest:
                 raise IdempotencyKeyReused(key_reused(key, RESENT, self._window))
             return earlier.answer
@@ -89,15 +87,20 @@ class PublishedKeys(Generic[A]):
         answered the same request (a resend crossing the news of the first)."""
         now = self._clock()
         self._forget_expired(now)
-        if identity not in self:
+        if self._unexpired(identity, now) is None:
             self._keep(
                 identity, _Published(now + (self._window if seconds_left is None else seconds_left), digest, answer)
             )
 
     def __contains__(self, identity: bytes) -> bool:
         """Whether a publish named ``identity`` is remembered and not expired."""
+        return self._unexpired(identity, self._clock()) is not None
+
+    def _unexpired(self, identity: bytes, now: float) -> _Published[A] | None:
+        # Expired ones behind a later one are not dropped yet: a node that read another's from Redis has some out
+        # of order
         earlier = self._published.get(identity)
-        return earlier is not None and earlier.expires > self._clock()
+        return earlier if earlier is not None and earlier.expires > now else None
 
     def _forget_expired(self, now: float) -> None:
         published = self._published

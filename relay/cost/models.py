@@ -479,6 +479,12 @@ class Provider:
     redis_included_egress_gib: float = 0.0
     # The days a listed machine price covers, for a provider billing by the second (Fly.io: 30); 0: a calendar month
     price_days: float = 0.0
+
+    def listed_months(self, days_per_month: float) -> float:
+        """How many of its listed prices a month of ``days_per_month`` days costs: 1, or 31/30 for a 31-day month
+        of a price listed per 30 days."""
+        return days_per_month / self.price_days if self.price_days else 1.0
+
     # False for a pricing model new customers cannot sign up for (kept for the accounts that have it).
     new_accounts: bool = True
 

@@ -486,8 +486,7 @@ def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) 
     nodes = _Nodes(w, plan, prices)
     egress = _bytes_out_per_day(w, prices) * w.days_per_month / GIB
     n = nodes.count
-    # A price listed for some days (Fly.io's 30, billed by the second) over the workload's month
-    month = w.days_per_month / provider.price_days if provider.price_days else 1.0
+    month = provider.listed_months(w.days_per_month)
     cost = [(f"{n} × {plan.name}", n * (plan.price_usd_month or 0.0) * month)]
     allowance = _rate(plan, "included_egress_gib") * (n if plan.included_egress_per == "node" else 1)
     if n > 1:
