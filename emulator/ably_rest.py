@@ -36,6 +36,7 @@ from relay.emulator.http_api import Response
 from relay.emulator.hub import AppState
 from relay.emulator.session import Session
 from relay.protocol.ably import CHANNEL_LIFECYCLE, allows, is_metachannel, is_whole_number
+from relay.protocol.media_types import media_type
 
 log = logging.getLogger("relay.emulator")
 MSGPACK = "application/x-msgpack"
@@ -105,6 +106,7 @@ class _Request:
         self.raw_body = body
         self.now_ms = now_ms
         self.link: str | None = None
+        self.media_type = media_type(headers.get("content-type", ""))
         version = headers.get("x-ably-version") or query.get("v") or "1"
         try:
             self.version = float(version)
@@ -114,11 +116,7 @@ class _Request:
     def body(self) -> Any:
         if not self.raw_body:
             raise AblyError(40000, "The request body is empty")
-        return decode_body(self.raw_body, self.media_type() == MSGPACK, "The request body")
-
-    def media_type(self) -> str:
-        """The body's media type, without parameters, in lower case (RFC 9110 §8.3.1: case-insensitive)."""
-        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+        return decode_body(self.raw_body, self.media_type == MSGPACK, "The request body")
 
 
 class AblyRest:
@@ -558,7 +556,7 @@ def _refuse_unemulated_publish(request: _Request) -> None:
             "Unenveloped publishes (enveloped=false) are not emulated: send Message objects, "
             '{"name": …, "data": …}, as JSON or msgpack',
         )
-    if request.media_type() == "application/x-www-form-urlencoded":
+    if request.media_type == "application/x-www-form-urlencoded":
         raise AblyError(40000, "Form-encoded publishes are not emulated: send Message objects as JSON or msgpack")
 
 

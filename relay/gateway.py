@@ -77,6 +77,7 @@ from relay.errors import (
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.protocol.hosts import is_loopback
+from relay.protocol.media_types import is_json_media_type
 from relay.protocol.members import watchlist_problem
 from relay.rules import (
     ChannelRules,
@@ -91,7 +92,6 @@ from relay.web import (
     channel_auth_request,
     channels_token_body_async,
     error_response,
-    is_json_media_type,
     json_kind,
     malformed_json_body,
     no_store,

@@ -33,6 +33,7 @@ from relay.errors import (
     about_item,
 )
 from relay.models import User
+from relay.protocol.media_types import is_json_media_type
 from relay.rules import ChannelRules, Decision
 
 log = logging.getLogger("relay.web")
@@ -163,13 +164,6 @@ async def request_fields(request: Request) -> Mapping[str, str]:
             )
         fields.update(parse_qsl(body, keep_blank_values=True))
     return fields
-
-
-def is_json_media_type(content_type: str) -> bool:
-    """``application/json`` or ``application/*+json`` (parameters and case aside), as FastAPI reads a body as JSON: the
-    publish routes took ``application/vnd.api+json`` and the auth routes refused it (415)."""
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def malformed_json_body(cause: BaseException | None) -> str:
