@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -17,7 +16,8 @@ import httpx
 from relay.config import is_http_url, is_origin, is_url, undecoded
 from relay.emulator.limits import origin_allowed
 from relay.emulator.logs import redact_urls
-from relay.errors import AuthenticationError, ConfigError, parser_limits
+from relay.errors import AuthenticationError, ConfigError
+from relay.files import read_toml
 from relay.protocol.ably import parse_capability, split_api_key
 from relay.protocol.channels import DEFAULT_LIMITS, Limits
 from relay.protocol.hosts import is_loopback
@@ -721,19 +721,7 @@ def _key_pair(table: object, where: str) -> KeyPair:
 
 def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     """Read a TOML file: optional ``[server]`` settings and one ``[[apps]]`` table per app."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors save: no TOML
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    with parser_limits("config file", str(path)):
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    document = read_toml(path, "config file")
     _check_keys(document, {"server", "apps"}, str(path))
     server = document.get("server", {})
     if not isinstance(server, Mapping):

@@ -14,7 +14,6 @@ import logging
 import math
 import re
 import time
-import tomllib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -74,6 +73,7 @@ from relay.errors import (
     first_cause,
     parser_limits,
 )
+from relay.files import read_toml
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.protocol.hosts import is_loopback
@@ -573,17 +573,7 @@ RULE_KEYS = ("pattern", "users", "user_info_claims")
 
 def load_rules(path: Path) -> tuple[RuleSpec, ...]:
     """Read ``[[channels]]`` tables: ``pattern`` (required), ``users``, ``user_info_claims``."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")  # a BOM, as Windows editors save: no TOML
-    except OSError as exc:
-        raise ConfigError(f"rules file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"rules file {path} is not UTF-8 text") from None
-    with parser_limits("rules file", str(path)):
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from None
+    document = read_toml(path, "rules file")
     unknown = sorted(set(document) - {"channels"})
     if unknown:
         raise ConfigError(f"rules file {path}: unknown key(s) {', '.join(unknown)} (it holds [[channels]] tables)")

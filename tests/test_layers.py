@@ -43,7 +43,11 @@ class Layer:
 LAYERS = (
     Layer("errors", ("relay.errors",)),
     Layer("protocol", ("relay.protocol",), ("errors",), impure=False),
-    Layer("values", ("relay.models", "relay.http_errors", "relay.config", "relay.payload"), ("errors", "protocol")),
+    Layer(
+        "values",
+        ("relay.models", "relay.http_errors", "relay.config", "relay.payload", "relay.files"),
+        ("errors", "protocol"),
+    ),
     Layer("adapters", ("relay.adapters",), ("errors", "protocol", "values"), third_party=frozenset({"nacl"})),
     Layer(
         "public API",
@@ -63,11 +67,11 @@ LAYERS = (
         "emulator",
         ("relay.emulator",),
         ("errors", "protocol"),
-        also=("relay.config", "relay.__version__"),
+        also=("relay.config", "relay.files", "relay.__version__"),
         third_party=frozenset({"httptools", "websockets", "httpx", "msgpack", "jwt", "redis"}),
         network=True,
     ),
-    Layer("cost", ("relay.cost",), ("errors",), third_party=frozenset({"rich", "matplotlib"})),
+    Layer("cost", ("relay.cost",), ("errors",), also=("relay.files",), third_party=frozenset({"rich", "matplotlib"})),
     Layer(
         "CLI",
         ("relay.cli", "relay.serve"),

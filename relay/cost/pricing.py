@@ -10,16 +10,15 @@ import datetime as dt
 import difflib
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from relay.errors import ConfigError, parser_limits
+from relay.errors import ConfigError
+from relay.files import parse_toml, read_toml
 
-from .files import read_text
 from .models import MAX_QUANTITY, Capacity, Model, Plan, Prices, Provider, shown_number
 
 __all__ = ["UNIT_RULES", "default_prices", "load_prices", "parse_prices"]
@@ -94,21 +93,13 @@ _DATE = re.compile(r"\A\d{4}-\d{2}(-\d{2})?\Z")
 def default_prices() -> Prices:
     """The pricing data bundled with Relay (``relay/cost/pricing.toml``)."""
     text = resources.files("relay.cost").joinpath("pricing.toml").read_text(encoding="utf-8")
-    return parse_prices(_parse_toml(text, "built-in pricing.toml"), origin="built-in pricing.toml")
+    return parse_prices(parse_toml(text, "pricing file", "built-in pricing.toml"), origin="built-in pricing.toml")
 
 
 def load_prices(path: str | Path) -> Prices:
     """A user's pricing file, in the same format as the bundled one."""
     path = Path(path)
-    return parse_prices(_parse_toml(read_text(path, "pricing file"), str(path)), origin=str(path))
-
-
-def _parse_toml(text: str, origin: str) -> dict[str, Any]:
-    with parser_limits("pricing file", origin):
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"pricing file {origin} is not valid TOML: {exc}") from exc
+    return parse_prices(read_toml(path, "pricing file"), origin=str(path))
 
 
 class _Errors:

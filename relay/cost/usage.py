@@ -69,8 +69,8 @@ from pathlib import Path
 from typing import Any
 
 from relay.errors import ConfigError, parser_limits
+from relay.files import read_text
 
-from .files import read_text
 from .models import (
     MAX_PEAK_FACTOR,
     MAX_QUANTITY,
