@@ -189,12 +189,13 @@ class AblyAdapter:
             raw = json.dumps(body, separators=(",", ":")).encode()
         return HttpRequest(method, f"{self._config.base_url}{path}", headers, raw, idempotent)
 
-    def _json(self, response: HttpResponse | None) -> Any:
+    def _json(self, response: HttpResponse | None, *, changes: bool = False) -> Any:
+        """``changes``: the request changes something (a publish), as ``unreadable_answer`` takes it."""
         assert response is not None
         try:
             return json.loads(response.body) if response.body else None
         except ValueError:
-            raise unreadable_answer(self.name, response, "invalid JSON") from None
+            raise unreadable_answer(self.name, response, "invalid JSON", changes=changes) from None
 
     def check_channel(self, name: object) -> str:
         return validate_channel_name(name)
@@ -270,21 +271,27 @@ class AblyAdapter:
         return Call(request(socket_id), parse, instead=_unkeyed(socket_id is not None, lambda: request(None)))
 
     def _single(self, response: HttpResponse | None, channel: str, message_id: str) -> PublishResult:
-        self._json(response)
+        """Ably answers a publish to one channel with an object (its serials, from protocol 2) or nothing."""
+        assert response is not None
+        if not isinstance(self._json(response, changes=True), dict | None):
+            raise unreadable_answer(self.name, response, "JSON that is not an object", changes=True)
         return PublishResult((channel,), (message_id,))
 
     def _batched(self, response: HttpResponse | None, message_ids: tuple[str, ...], *, batch: bool) -> PublishResult:
         """A batch answer: one BatchResult per BatchSpec, with a result per channel, in the order they were sent.
         Ably publishes on the channels it may and refuses the others: what it published is said, not lost."""
         assert response is not None
-        body = self._json(response)
+        body = self._json(response, changes=True)
         results: list[dict[str, Any]] = []
         for answer in body if isinstance(body, list) else [body]:
             # Protocol 1's answer, a list of {channel, messageId}, has no results: not a publish to nobody
             listed = answer.get("results") if isinstance(answer, dict) else None
             if not isinstance(listed, list) or not all(isinstance(result, dict) for result in listed):
                 raise unreadable_answer(
-                    self.name, response, "what is not a BatchResult {successCount, failureCount, results} per spec"
+                    self.name,
+                    response,
+                    "what is not a BatchResult {successCount, failureCount, results} per spec",
+                    changes=True,
                 )
             results += listed
         refused = [(index, result) for index, result in enumerate(results) if "error" in result]

@@ -180,15 +180,18 @@ def count_of(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def unreadable_answer(provider: str, response: HttpResponse, problem: str) -> ProtocolError:
+def unreadable_answer(provider: str, response: HttpResponse, problem: str, *, changes: bool = False) -> ProtocolError:
     """A provider's success answer that is not what its API answers (``problem`` says how): the provider, or a proxy
     in front of it, broke the protocol, not the request; so the status to pass on is 502, as a gateway answers an
-    upstream's nonsense."""
-    return ProtocolError(
+    upstream's nonsense. The answer to a request that ``changes`` something (a publish) leaves its outcome unknown:
+    the provider may have processed it."""
+    error = ProtocolError(
         f"{provider} answered {response.status} with {problem}: {response.body[:200]!r}",
         http_status=502,
         answered_by=provider,
     )
+    error.outcome_unknown = changes
+    return error
 
 
 def webhook_bytes(body: object) -> bytes:

@@ -200,19 +200,20 @@ class PusherAdapter:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         return HttpRequest(method, url, headers, raw, idempotent)
 
-    def _json(self, response: HttpResponse | None) -> Any:
+    def _json(self, response: HttpResponse | None, *, changes: bool = False) -> Any:
         assert response is not None
         try:
             return json.loads(response.body) if response.body else {}
         except ValueError:
-            raise unreadable_answer(self.name, response, "invalid JSON") from None
+            raise unreadable_answer(self.name, response, "invalid JSON", changes=changes) from None
 
-    def _object(self, response: HttpResponse | None) -> dict[str, Any]:
-        """The answer of a query, a JSON object as Pusher's API answers them all."""
-        body = self._json(response)
+    def _object(self, response: HttpResponse | None, *, changes: bool = False) -> dict[str, Any]:
+        """The answer of a request, a JSON object as Pusher's API answers them all (``{}`` for an empty body);
+        ``changes``: the request changes something (a publish), as ``unreadable_answer`` takes it."""
+        body = self._json(response, changes=changes)
         if not isinstance(body, dict):
             assert response is not None
-            raise unreadable_answer(self.name, response, "JSON that is not an object")
+            raise unreadable_answer(self.name, response, "JSON that is not an object", changes=changes)
         return body
 
     def check_channel(self, name: object) -> str:
@@ -279,7 +280,7 @@ class PusherAdapter:
         return idempotency_key if self._config.scheme == "emulator" else None
 
     def _published(self, response: HttpResponse | None, channels: tuple[str, ...]) -> PublishResult:
-        self._json(response)
+        self._object(response, changes=True)
         return PublishResult(channels)
 
     def batch_parts(self, events: Sequence[tuple[Event, Payload]]) -> list[Sequence[tuple[Event, Payload]]]:
@@ -403,7 +404,7 @@ class PusherAdapter:
         return Call(request, self._no_result)
 
     def _no_result(self, response: HttpResponse | None) -> None:
-        self._json(response)
+        self._object(response, changes=True)
 
     # -- auth and webhooks ------------------------------------------------------------------------------------
 

@@ -184,13 +184,15 @@ class _Body:
 def _response(response: httpx.Response, body: _Body, sending: Sending) -> HttpResponse:
     """The answer as adapters read it; an error answer's body cut at its limit (only its start is shown)."""
     if body.size > body.limit and 200 <= response.status_code < 300:
-        raise ProtocolError(
+        error = ProtocolError(
             f"{sending.answered_by} answered {response.status_code} with a body of over {body.limit >> 20} MiB, "
             "larger than any answer of its API, and it was not read on: check that the provider URL points at the "
             "provider itself, not at a proxy or another server",
             http_status=502,  # the provider broke the protocol, not the request
             answered_by=sending.answered_by,
         )
+        error.outcome_unknown = response.request.method != "GET"  # as an unreadable answer (unreadable_answer)
+        raise error
     headers = {k.lower(): v for k, v in response.headers.items()}
     return HttpResponse(response.status_code, headers, body.content(), str(response.url))
 

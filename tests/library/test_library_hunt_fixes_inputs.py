@@ -327,6 +327,36 @@ async def test_channels_refuses_a_prefix_that_is_not_a_str(
             b'[{"channel": "a", "messageId": "m"}, {"channel": "b", "messageId": "m"}]',  # protocol 1's
             "what is not a BatchResult",
         ),
+        # A publish answered with what no publish is answered with: it was taken as published
+        (PUSHER, f"{PUSHER_BASE}/events", lambda relay: relay.publish("lobby", "e", 1), b"<html>", "invalid JSON"),
+        (
+            PUSHER,
+            f"{PUSHER_BASE}/events",
+            lambda relay: relay.publish("lobby", "e", 1),
+            b"[1, 2]",
+            "JSON that is not an object",
+        ),
+        (
+            PUSHER,
+            f"{PUSHER_BASE}/batch_events",
+            lambda relay: relay.publish_batch([Event("lobby", "e", 1)]),
+            b'"queued"',
+            "JSON that is not an object",
+        ),
+        (
+            PUSHER,
+            f"{PUSHER_BASE}/events",
+            lambda relay: relay.send_to_user("alice", "e", 1),
+            b"null",
+            "JSON that is not an object",
+        ),
+        (
+            ABLY,
+            f"{ABLY_BASE}/channels/lobby/messages",
+            lambda relay: relay.publish("lobby", "e", 1),
+            b"[1]",
+            "JSON that is not an object",
+        ),
     ],
     ids=[
         "pusher-channel",
@@ -340,13 +370,19 @@ async def test_channels_refuses_a_prefix_that_is_not_a_str(
         "ably-batch",
         "ably-channel-status-not-an-object",
         "ably-batch-of-protocol-1",
+        "pusher-publish-html",
+        "pusher-publish",
+        "pusher-batch",
+        "pusher-send-to-user",
+        "ably-publish",
     ],
 )
 async def test_an_answer_of_the_wrong_shape_is_a_protocol_error_naming_it(
     make_relay: MakeRelay, respx_mock: respx.MockRouter, url: str, path: str, query: Any, body: bytes, problem: str
 ) -> None:
     """A 200 of JSON that is not what the API answers was an AttributeError (a 500 in the gateway): a ProtocolError
-    naming the answer, with 502, as the provider broke the protocol, not the request."""
+    naming the answer, with 502, as the provider broke the protocol, not the request. A publish answered so was taken
+    as published: it may have been (the answer says nothing), so its outcome is unknown; a query's is not."""
     respx_mock.route(url__startswith=path).respond(200, content=body)
     relay = make_relay(url)
     with pytest.raises(ProtocolError) as raised:
@@ -355,6 +391,7 @@ async def test_an_answer_of_the_wrong_shape_is_a_protocol_error_naming_it(
     assert str(raised.value).startswith(f"{provider} answered 200 with {problem}")
     assert str(raised.value).endswith(f": {body!r}")
     assert (raised.value.http_status, raised.value.answered_by) == (502, provider)
+    assert raised.value.outcome_unknown is path.endswith(("/events", "/batch_events", "/messages"))
 
 
 QUERIES = {
@@ -381,6 +418,7 @@ async def test_an_empty_answer_to_a_query_is_a_protocol_error_not_an_idle_channe
     provider = "Pusher" if url == PUSHER else "Ably"
     assert str(raised.value).startswith(f"{provider} answered {answer.status_code} with ")
     assert (raised.value.http_status, raised.value.answered_by) == (502, provider)
+    assert not raised.value.outcome_unknown  # a query changes nothing
 
 
 @pytest.mark.parametrize(

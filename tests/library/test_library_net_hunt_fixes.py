@@ -85,20 +85,23 @@ def endless(status: str) -> Iterator[bytes]:
         yield b"10000\r\n" + b'"x",' * (1 << 14) + b"\r\n"
 
 
+@pytest.mark.parametrize("publishes", [False, True], ids=["query", "publish"])
 async def test_an_endless_success_answer_is_a_protocol_error_naming_the_provider_and_the_limit(
-    make_relay: MakeRelay, monkeypatch: pytest.MonkeyPatch
+    make_relay: MakeRelay, monkeypatch: pytest.MonkeyPatch, publishes: bool
 ) -> None:
-    """It was read for ever, its memory growing: now up to MAX_ANSWER_BYTES (here made 1 MiB, to be quick)."""
+    """It was read for ever, its memory growing: now up to MAX_ANSWER_BYTES (here made 1 MiB, to be quick). A publish
+    so answered may have been published: its outcome is unknown."""
     monkeypatch.setattr(senders, "MAX_ANSWER_BYTES", 1 << 20)
     async with server(lambda _: endless("200 OK")) as (url, _got):
         relay = make_relay(url, ONE_ATTEMPT)
         with pytest.raises(ProtocolError) as raised:
-            await asyncio.wait_for(relay.channels(), 10)
+            await asyncio.wait_for(relay.publish("orders", "e", 1) if publishes else relay.channels(), 10)
     assert str(raised.value) == (
         "the Relay emulator answered 200 with a body of over 1 MiB, larger than any answer of its API, and it was not "
         "read on: check that the provider URL points at the provider itself, not at a proxy or another server"
     )
     assert (raised.value.http_status, raised.value.answered_by) == (502, "the Relay emulator")
+    assert raised.value.outcome_unknown is publishes
 
 
 async def test_an_error_answer_is_read_only_as_far_as_it_is_shown(make_relay: MakeRelay) -> None:
