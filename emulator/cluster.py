@@ -640,7 +640,7 @@ class RedisCluster:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.srem(self._key("nodes"), self.node_id)
                     pipe.delete(self._key("node", self.node_id))
-                    pipe.publish(self.bus, "J" + json.dumps(["bye", self.node_id]))
+                    pipe.publish(self.bus, self._announcement("bye"))
                     await pipe.execute()
                 await self._settle(self.node_id, await self._node_state(self.node_id))
                 await self._hand_over_holds()
@@ -741,18 +741,24 @@ class RedisCluster:
             pipe.delete(self._key("nodestate", self.node_id))
             if held.fields():
                 pipe.hset(self._key("nodestate", self.node_id), mapping=dict(held.fields()))  # type: ignore[arg-type]
-            pipe.publish(self.bus, "J" + json.dumps(["snapshot", self.node_id]))
+            pipe.publish(self.bus, self._announcement("snapshot"))
             for state in self._states.values():  # a restarted Redis lost the cache: what this node has goes back
-                now = state.clock()
+                app_id, now = state.app.app_id, state.clock()
                 for channel, (event, data, expires, version) in list(state.cache.items()):
                     if expires > now:  # not over a newer event another node stored meanwhile
-                        keys, args = self._cache_write(state.app.app_id, channel, event, data, expires - now, version)
+                        keys, args = self._cache_write(app_id, channel, event, data, expires - now, version)
                         await self._cache_script(keys=keys, args=args, client=pipe)
+                        # The others keep the newer of theirs and this (one published here while Redis was away)
+                        pipe.publish(
+                            self.bus, self._announcement("c", app_id, channel, event, data, expires - now, version[0])
+                        )
             await pipe.execute()
         self._counted = NodeState(occupied=set(held.occupied), members=dict(held.members))
         for app_id, channel in [key for key in self._awaiting_channel if key in self._counted.occupied]:
             self._send_awaiting(app_id, channel)  # counted by a count whose answer was lost
         self._generation, self._restoring = generation, None  # only now: a reconciliation cut short is run again
+        if self._dirty_counts:  # counts that changed while Redis was away: announced now, their webhooks on the echo
+            self._enqueue(_nothing)
 
     async def _data_lost(self) -> tuple[str | None, bool]:
         """Redis's generation mark, and whether Redis lost the cluster's data since this node last reconciled: the
@@ -930,8 +936,12 @@ class RedisCluster:
 
         self._enqueue(store)
 
-    def _announce(self, *message: object) -> Operation:
-        return self._on_bus("J" + json.dumps([message[0], self.node_id, *message[1:]]))
+    def _announce(self, kind: str, *args: object) -> Operation:
+        return self._on_bus(self._announcement(kind, *args))
+
+    def _announcement(self, kind: str, *args: object) -> str:
+        """The bus message announcing ``kind`` (``"c"``, ``"m+"``…) of this node, with ``args``."""
+        return "J" + json.dumps([kind, self.node_id, *args])
 
     def _on_bus(self, text: str) -> Operation:
         def send(commands: _Commands) -> None:
@@ -1096,7 +1106,8 @@ class RedisCluster:
             if first:
                 self._states[app_id].webhooks.emit({"name": "cache_miss", "channel": channel})
 
-        self._enqueue(claim)
+        if not self._enqueue(claim):  # Redis is away: this node decides alone, as it does of presence
+            claimed(True)
 
     # -- webhook counters -------------------------------------------------------------------------------------
 
@@ -1413,14 +1424,15 @@ class RedisCluster:
     def _flush_counts(self, pipe: Any, counts: Mapping[tuple[str, str | None], int]) -> None:
         for (app_id, channel), count in counts.items():
             if channel is None:
-                field_name, announced = _connections_field(app_id), ["n", self.node_id, app_id, count]
+                field_name, announced = _connections_field(app_id), self._announcement("n", app_id, count)
             else:
-                field_name, announced = _SEP.join(("s", app_id, channel)), ["s", self.node_id, app_id, channel, count]
+                field_name = _SEP.join(("s", app_id, channel))
+                announced = self._announcement("s", app_id, channel, count)
             if count > 0:
                 pipe.hset(self._key("nodestate", self.node_id), field_name, count)
             else:
                 pipe.hdel(self._key("nodestate", self.node_id), field_name)
-            pipe.publish(self.bus, "J" + json.dumps(announced))
+            pipe.publish(self.bus, announced)
 
     async def _recover(self, exc: BaseException) -> None:
         """After a failed Redis call: if Redis is really gone, wait for it, then subscribe and register anew."""

@@ -436,14 +436,16 @@ class AppState:
         if entry is not None:
             entry.connections += 1
             return
-        elsewhere = self.remote.member_info(name, member.user_id) is not None
-        channel.members[member.user_id] = PresenceEntry(member.user_info_json, 1)
-        if not elsewhere:
-            added = encode_text(frames.member_added(name, member.user_id, member.user_info_json))
+        # A user's info is its first connection's, as in Pusher: one already a member on another node keeps that one's
+        elsewhere = self.remote.member_info(name, member.user_id)
+        user_info_json = member.user_info_json if elsewhere is None else elsewhere
+        channel.members[member.user_id] = PresenceEntry(user_info_json, 1)
+        if elsewhere is None:
+            added = encode_text(frames.member_added(name, member.user_id, user_info_json))
             self.deliver(channel, added, exclude=socket_id)
             self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
         if self.cluster is not None:
-            self.cluster.member_joined(self.app.app_id, name, member.user_id, member.user_info_json)
+            self.cluster.member_joined(self.app.app_id, name, member.user_id, user_info_json)
         elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):
             self.webhooks.emit({"name": "member_added", "channel": name, "user_id": member.user_id})
 
@@ -808,6 +810,10 @@ class AppState:
 
     def remote_subscriptions(self, node: int, name: str, count: int) -> None:
         counts = self.remote.subscriptions.setdefault(name, {})
+        if counts.get(node, 0) == max(count, 0):  # a snapshot's or a re-announcement's unchanged count: no news
+            if not counts:
+                del self.remote.subscriptions[name]
+            return
         if count > 0:
             counts[node] = count
         else:
