@@ -52,6 +52,7 @@ from relay.protocol.channels import (
     validate_channel_name,
 )
 from relay.protocol.frames import dumps, refuse_lone_surrogates
+from relay.protocol.idempotency_keys import REPLAYED_HEADER
 from relay.protocol.members import parse_channel_data, parse_user_data
 from relay.protocol.signing import (
     authorize_channel,
@@ -65,6 +66,7 @@ from relay.protocol.socket_ids import validate_socket_id
 WEBHOOK_WINDOW_SECONDS = 300
 # Hosted Pusher's 400 for info=subscription_count when the app has not enabled subscription counting (off by default):
 # "Cannot retrieve the subscription count because subscription counting is not enabled"
+_REPLAYED = REPLAYED_HEADER.lower()  # as the senders give an answer's headers
 _SUBSCRIPTION_COUNTING_OFF = re.compile(r"subscription counting is not enabled", re.IGNORECASE)
 
 
@@ -280,8 +282,10 @@ class PusherAdapter:
         return idempotency_key if self._config.scheme == "emulator" else None
 
     def _published(self, response: HttpResponse | None, channels: tuple[str, ...]) -> PublishResult:
+        """``replayed`` when the emulator answered a resend of a keyed publish with the first one's answer."""
         self._object(response, changes=True)
-        return PublishResult(channels)
+        assert response is not None
+        return PublishResult(channels, replayed=response.headers.get(_REPLAYED) == "true")
 
     def batch_parts(self, events: Sequence[tuple[Event, Payload]]) -> list[Sequence[tuple[Event, Payload]]]:
         """``events`` in the calls they are published in: ``max_batch_events`` a call (each event is within the size

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
@@ -29,7 +29,7 @@ from relay.protocol.channels import (
     validate_event_name,
 )
 from relay.protocol.frames import check_event_size, dumps, dumps_parsed, loads, utf8_length
-from relay.protocol.idempotency_keys import MAX_SENT_KEY_LENGTH, check_idempotency_key
+from relay.protocol.idempotency_keys import MAX_SENT_KEY_LENGTH, REPLAYED_HEADER, check_idempotency_key
 from relay.protocol.signing import unique_params, verify_rest_request
 from relay.protocol.socket_ids import validate_socket_id
 
@@ -78,6 +78,12 @@ def method_not_allowed(message: str, allowed: Sequence[str]) -> Response:
 
 
 PUBLISHED = json_response(200, {})  # the answer to most publishes, built once (Response is immutable)
+
+
+def replayed_answer(answer: Response) -> Response:
+    """A keyed publish's first answer, given to its resend: marked, as relay serve marks its own, for the client's
+    ``replayed`` (nothing was published again)."""
+    return replace(answer, headers=(*answer.headers, (REPLAYED_HEADER, "true")))
 
 
 def published_answer(body: bytes) -> Response:
@@ -235,7 +241,7 @@ class HttpApi:
         if key is None:
             return _published(state, event, info)
         identity = events_identity(key, event.channels)
-        return state.published_keys.once(key, identity, body, lambda: _published(state, event, info))
+        return state.published_keys.once(key, identity, body, lambda: _published(state, event, info), replayed_answer)
 
     def _batch_events(self, state: AppState, _: Sequence[str], params: Mapping[str, str], body: bytes) -> Response:
         key = params.get("idempotency_key")
@@ -261,7 +267,9 @@ class HttpApi:
                 raise type(exc)(f"batch[{index}]: {exc.message}") from None
         if key is None:
             return _batch_published(state, events, infos)
-        return state.published_keys.once(key, batch_identity(key), body, lambda: _batch_published(state, events, infos))
+        return state.published_keys.once(
+            key, batch_identity(key), body, lambda: _batch_published(state, events, infos), replayed_answer
+        )
 
     def _channels(self, state: AppState, _: Sequence[str], params: Mapping[str, str], __: bytes) -> Response:
         prefix = params.get("filter_by_prefix", "")

@@ -63,10 +63,10 @@ class PublishedKeys(Generic[A]):
         self._share = share  # told (identity, body digest, answer) of each publish remembered: the other nodes
         self._published: OrderedDict[bytes, _Published[A]] = OrderedDict()  # oldest first, so by when each expires
 
-    def once(self, key: str, identity: bytes, body: bytes, publish: Callable[[], A]) -> A:
+    def once(self, key: str, identity: bytes, body: bytes, publish: Callable[[], A], replayed: Callable[[A], A]) -> A:
         """``publish()``'s answer, remembered, unless ``identity`` published ``body`` within the window: that
-        publish's answer, not published again. Raises IdempotencyKeyReused (422) when it published another body. An
-        error ``publish`` raises is not remembered: a resend is published."""
+        publish's answer, as ``replayed`` marks it, not published again. Raises IdempotencyKeyReused (422) when it
+        published another body. An error ``publish`` raises is not remembered: a resend is published."""
         now = self._clock()
         self._forget_expired(now)
         digest = hashlib.sha256(body).digest()
@@ -74,7 +74,7 @@ class PublishedKeys(Generic[A]):
         if earlier is not None:
             if earlier.body != digest:
                 raise IdempotencyKeyReused(key_reused(key, RESENT, self._window))
-            return earlier.answer
+            return replayed(earlier.answer)
         answer = publish()
         self._keep(identity, _Published(now + self._window, digest, answer))
         if self._share is not None:

@@ -690,8 +690,10 @@ def _run_publish(args: argparse.Namespace) -> int:
             print(f"relay: publish failed: {exc.message}", file=sys.stderr)
             return 1
     ids = f" (message id {', '.join(result.message_ids)})" if result.message_ids else ""
+    # A resend of its key the emulator answered: nothing went out this time, which a script retrying needs to know
+    done = "already published (replayed for its idempotency key)" if result.replayed else "published"
     try:
-        print(f"published {args.event} to {', '.join(result.channels)}{ids}", flush=True)
+        print(f"{done} {args.event} to {', '.join(result.channels)}{ids}", flush=True)
     except OSError:  # a closed pipe or a full disk: the event went out all the same, so no failure to retry
         # What could not be written stays buffered: without this, Python's flush at exit fails again (status 120).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -941,9 +941,11 @@ def _header_values(headers: object) -> dict[str, str]:
 
 
 def _merge(parts: list[PublishResult]) -> PublishResult:
+    """A publish's calls' results as one: replayed when no call sent anything again (the emulator remembered each)."""
     return PublishResult(
         tuple(channel for part in parts for channel in part.channels),
         tuple(message_id for part in parts for message_id in part.message_ids),
+        replayed=all(part.replayed for part in parts),
     )
 
 

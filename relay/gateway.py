@@ -77,6 +77,7 @@ from relay.files import read_toml
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.protocol.hosts import is_loopback
+from relay.protocol.idempotency_keys import REPLAYED_HEADER
 from relay.protocol.media_types import is_json_media_type
 from relay.protocol.members import watchlist_problem
 from relay.rules import (
@@ -1225,9 +1226,6 @@ IdempotencyKeyHeader = Annotated[
 # Headers a request may carry once: of two Authorization headers or two Idempotency-Keys, which one is meant is not
 # known (the first Idempotency-Key was taken silently)
 SINGLE_HEADERS = {b"authorization": "Authorization", b"idempotency-key": "Idempotency-Key"}
-
-# Says an answer is the one given to an earlier publish with the same Idempotency-Key
-REPLAYED_HEADER = "Idempotency-Replayed"
 
 
 class PublishResponse(BaseModel):

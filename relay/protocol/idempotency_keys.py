@@ -14,6 +14,8 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 200
 # What the Pusher adapter sends for a batch's part: the caller's key, ':' and the index of the part's first event (as
 # the Ably adapter's message ids), an index of up to 20 digits
 MAX_SENT_KEY_LENGTH = MAX_IDEMPOTENCY_KEY_LENGTH + 1 + 20
+# Says an answer is the one given to an earlier publish with the same key (relay serve's, the emulator's HTTP API's)
+REPLAYED_HEADER = "Idempotency-Replayed"
 # Printable ASCII but the space: UUIDs, ULIDs and base64url fit, and the key goes into an HTTP header and Ably's ids
 _KEY_CHARACTERS = re.compile(r"[!-~]+")
 

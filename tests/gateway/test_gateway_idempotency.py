@@ -146,7 +146,7 @@ async def test_two_gateway_replicas_sent_one_key_deliver_once(
     emulator: RunningEmulator, start_gateway: StartGateway
 ) -> None:
     """Each replica's client remembers its own keys; the emulator (an emulator:// URL) dedupes across them, as Ably
-    does. A load balancer's retry landing on the other replica is not delivered again."""
+    does. A load balancer's retry landing on the other replica is not delivered again, and is answered as replayed."""
     watcher = await ws_client(emulator.ws_url())
     await watcher.subscribe("orders", emulator.app)
     settings = GatewaySettings(relay_url=emulator_url(emulator), api_token=TOKEN)
@@ -162,6 +162,8 @@ async def test_two_gateway_replicas_sent_one_key_deliver_once(
             ]
     assert [answer.status_code for answer in answers] == [200] * 4, [answer.text for answer in answers]
     assert answers[2].content == answers[0].content and answers[3].content == answers[1].content
+    # The other replica's client never saw the keys: the emulator's answers say they were replayed, and so does it
+    assert [answer.headers.get("idempotency-replayed") for answer in answers] == [None, None, "true", "true"]
     # The key for other data at the other replica: the emulator's refusal, passed on, and nothing delivered
     other_key = {"Idempotency-Key": f"{KEY}-other"}
     async with httpx.AsyncClient(base_url=replicas[1].url, headers=AUTH) as http:

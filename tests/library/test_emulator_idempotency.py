@@ -48,8 +48,10 @@ async def test_a_resend_from_another_process_is_delivered_once(
         "publish", "orders", "created", '{"id": 1}', "--idempotency-key", KEY, env={"RELAY_URL": emulator_url(emulator)}
     )
     assert (other.returncode, other.stderr) == (0, "")
+    assert other.stdout == "already published (replayed for its idempotency key) created to orders\n"
     again = make_relay(emulator_url(emulator))
-    assert not (await again.publish("orders", "created", {"id": 1}, idempotency_key=KEY)).replayed
+    # Its client had not seen the key either: the emulator's answer says it was replayed
+    assert (await again.publish("orders", "created", {"id": 1}, idempotency_key=KEY)).replayed
     assert keys_sent(one) == keys_sent(again) == [KEY]
     assert await pusher_events(watcher, one, "orders") == ["created"]
     assert emulator.node.states["1"].meter.publishes == 2  # the first and the sentinel: the resends were not metered
@@ -63,7 +65,7 @@ async def test_a_batch_split_into_parts_resent_by_another_client_is_delivered_on
     one, other = make_relay(emulator_url(emulator)), make_relay(emulator_url(emulator))
     for relay in (one, other):
         result = await relay.publish_batch(events, idempotency_key=KEY)
-        assert result.channels == ("orders",) * 25 and not result.replayed
+        assert result.channels == ("orders",) * 25 and result.replayed is (relay is other)
         # Three calls of 10, 10 and 5 events, each part under the key and the index of its first event
         assert keys_sent(relay) == [f"{KEY}:0", f"{KEY}:10", f"{KEY}:20"]
     assert await pusher_events(watcher, one, "orders") == [f"e{index}" for index in range(25)]
@@ -183,6 +185,8 @@ async def test_a_raw_resend_is_answered_as_the_first_and_a_refused_publish_is_no
         other = await http.send(signed_publish(emulator, "/events", body.replace(b'"x"', b'"y"'), KEY))
     assert (first.status_code, again.status_code, elsewhere.status_code) == (200, 200, 200)
     assert again.content == first.content == b'{"channels":{"orders":{},"audit":{}}}'
+    assert (first.headers.get("idempotency-replayed"), again.headers["idempotency-replayed"]) == (None, "true")
+    assert "idempotency-replayed" not in elsewhere.headers
     assert (other.status_code, other.json()) == (422, {"error": REUSED})
     assert (await watcher.expect("created", "orders"))["data"] == "x"  # the first publish
     assert (await watcher.expect("created", "orders"))["data"] == "x"  # the one to orders alone
@@ -193,21 +197,28 @@ async def test_a_raw_resend_is_answered_as_the_first_and_a_refused_publish_is_no
 # -- the memory's rules (a clock of the test's) -------------------------------------------------------------------
 
 
+def marked(answer: str) -> str:
+    """How these tests' memories mark an answer given again."""
+    return f"{answer} again"
+
+
 def test_a_key_is_remembered_for_the_window_and_the_oldest_go_past_the_bound() -> None:
     now = [0.0]
     clock: Callable[[], float] = lambda: now[0]  # noqa: E731
     keys: PublishedKeys[str] = PublishedKeys(clock, capacity=2)
     answers = iter(["a1", "b1", "c1", "a2", "c2"])
-    assert keys.once("a", b"a", b"body", lambda: next(answers)) == "a1"
+    assert keys.once("a", b"a", b"body", lambda: next(answers), marked) == "a1"
     now[0] = 119.9
-    assert keys.once("a", b"a", b"body", lambda: next(answers)) == "a1"  # within 120 s: the first answer
+    assert (
+        keys.once("a", b"a", b"body", lambda: next(answers), marked) == "a1 again"
+    )  # within 120 s: the first answer, marked
     with pytest.raises(IdempotencyKeyReused):
-        keys.once("a", b"a", b"other", lambda: next(answers))
-    assert keys.once("b", b"b", b"body", lambda: next(answers)) == "b1"
-    assert keys.once("c", b"c", b"body", lambda: next(answers)) == "c1"  # a third: the oldest, a, is forgotten
-    assert keys.once("a", b"a", b"body", lambda: next(answers)) == "a2"
+        keys.once("a", b"a", b"other", lambda: next(answers), marked)
+    assert keys.once("b", b"b", b"body", lambda: next(answers), marked) == "b1"
+    assert keys.once("c", b"c", b"body", lambda: next(answers), marked) == "c1"  # a third: the oldest, a, is forgotten
+    assert keys.once("a", b"a", b"body", lambda: next(answers), marked) == "a2"
     now[0] = 119.9 + 120
-    assert keys.once("c", b"c", b"body", lambda: next(answers)) == "c2"  # 120 s on: forgotten
+    assert keys.once("c", b"c", b"body", lambda: next(answers), marked) == "c2"  # 120 s on: forgotten
 
 
 def test_each_publish_remembered_is_shared_once_and_another_nodes_are_answered_as_their_own() -> None:
@@ -215,19 +226,19 @@ def test_each_publish_remembered_is_shared_once_and_another_nodes_are_answered_a
     clock: Callable[[], float] = lambda: now[0]  # noqa: E731
     shared: list[tuple[bytes, bytes, str]] = []
     keys: PublishedKeys[str] = PublishedKeys(clock, share=lambda *told: shared.append(told))
-    assert keys.once("a", b"a", b"body", lambda: "a1") == "a1"
-    assert keys.once("a", b"a", b"body", lambda: "a2") == "a1"  # a resend: not shared again
+    assert keys.once("a", b"a", b"body", lambda: "a1", marked) == "a1"
+    assert keys.once("a", b"a", b"body", lambda: "a2", marked) == "a1 again"  # a resend: not shared again
     assert shared == [(b"a", hashlib.sha256(b"body").digest(), "a1")]
     keys.remember(b"b", hashlib.sha256(b"body").digest(), "b-elsewhere")
     keys.remember(b"a", hashlib.sha256(b"other").digest(), "a-elsewhere")  # news of a publish made here too: ignored
-    assert keys.once("b", b"b", b"body", lambda: "b1") == "b-elsewhere"
-    assert keys.once("a", b"a", b"body", lambda: "a3") == "a1"
+    assert keys.once("b", b"b", b"body", lambda: "b1", marked) == "b-elsewhere again"
+    assert keys.once("a", b"a", b"body", lambda: "a3", marked) == "a1 again"
     with pytest.raises(IdempotencyKeyReused):
-        keys.once("b", b"b", b"other", lambda: "b2")
+        keys.once("b", b"b", b"other", lambda: "b2", marked)
     assert b"b" in keys and len(shared) == 1
     now[0] = 120.0
     assert b"b" not in keys  # another node's publish is forgotten when the window ends, as this node's are
-    assert keys.once("b", b"b", b"body", lambda: "b3") == "b3"
+    assert keys.once("b", b"b", b"body", lambda: "b3", marked) == "b3"
 
 
 def test_a_publish_read_from_redis_is_kept_for_the_time_it_had_left_even_behind_a_later_one() -> None:
@@ -238,9 +249,9 @@ def test_a_publish_read_from_redis_is_kept_for_the_time_it_had_left_even_behind_
     keys.remember(b"late", digest, "late-elsewhere")  # heard of now: 120 s
     keys.remember(b"early", digest, "early-elsewhere", seconds_left=10.0)  # read from Redis: 10 s left, out of order
     now[0] = 9.9
-    assert keys.once("early", b"early", b"body", lambda: "early-here") == "early-elsewhere"
+    assert keys.once("early", b"early", b"body", lambda: "early-here", marked) == "early-elsewhere again"
     now[0] = 10.0
     assert b"early" not in keys
-    assert keys.once("early", b"early", b"other", lambda: "early-new") == "early-new"  # expired: no 422
-    assert keys.once("early", b"early", b"other", lambda: "again") == "early-new"  # and remembered anew
-    assert keys.once("late", b"late", b"body", lambda: "late-here") == "late-elsewhere"
+    assert keys.once("early", b"early", b"other", lambda: "early-new", marked) == "early-new"  # expired: no 422
+    assert keys.once("early", b"early", b"other", lambda: "again", marked) == "early-new again"  # and remembered anew
+    assert keys.once("late", b"late", b"body", lambda: "late-here", marked) == "late-elsewhere again"
