@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from relay.config import ProviderConfig, url_host
-from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
+from relay.emulator.ably_auth import NONCE_KEPT_MS, AblyAuth, AblyError, AblyKey, Credentials
 from relay.emulator.ably_hub import ERROR, AblyApp, ws_frame
 from relay.emulator.ably_realtime import (
     AblySession,
@@ -62,6 +62,14 @@ class AblyNode:
                 keys[key.key_name] = key  # one app a key name: EmulatorConfig refuses two sharing one
                 self._apps[key.key_name] = app
         self.auth.keys = keys
+        cluster = self._node.cluster
+        if cluster is not None:  # a signed TokenRequest is used once in the cluster, not once on each node
+            self.auth.share = cluster.nonce_used
+            cluster.nonce_heard = self._nonce_heard
+
+    def _nonce_heard(self, key_name: str, nonce: str, timestamp: int, seconds_left: float) -> None:
+        now = self.wall_ms()
+        self.auth.used_elsewhere(key_name, nonce, timestamp, now - NONCE_KEPT_MS + int(seconds_left * 1000), now)
 
     def _app_for(self, credentials: Credentials) -> AblyApp:
         return self._apps[credentials.key.key_name]

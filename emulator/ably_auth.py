@@ -12,7 +12,7 @@ import base64
 import hmac
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,11 +131,18 @@ class TokenDetails:
         return details
 
 
+# How long a signed TokenRequest's nonce is kept after it came: its timestamp may be a window before or after then,
+# and it is refused a window after its timestamp
+NONCE_KEPT_MS = 2 * TIMESTAMP_WINDOW_MS
+
+
 class AblyAuth:
-    """The Ably keys of a node's apps, and the nonces of the signed TokenRequests seen recently."""
+    """The Ably keys of a node's apps, and the nonces of the signed TokenRequests seen recently (in a cluster, on any
+    node: ``share`` tells the others of each one this node accepts)."""
 
     def __init__(self, keys: Mapping[str, AblyKey]) -> None:
         self.keys = keys  # by key name
+        self.share: Callable[[str, str, int], None] | None = None  # (key name, nonce, timestamp)
         self._nonces: set[tuple[str, str, int]] = set()
         self._nonce_arrivals: deque[tuple[int, tuple[str, str, int]]] = deque()
 
@@ -311,14 +318,30 @@ class AblyAuth:
             raise AblyError(40000, "TokenRequest nonce must be at least 16 characters")
         # A nonce is kept until its TokenRequest's timestamp, within the window of when it came, is out of the window
         # of now: dropped in the order they came (rebuilding the set past a size cost every request O(nonces held))
-        nonces, arrivals = self._nonces, self._nonce_arrivals
-        while arrivals and arrivals[0][0] < now_ms - 2 * TIMESTAMP_WINDOW_MS:
-            nonces.discard(arrivals.popleft()[1])
         seen = (key_name, nonce, timestamp)
-        if seen in nonces:
+        if seen in self._unexpired_nonces(now_ms):
             raise AblyError(40105, "Nonce value replayed: this TokenRequest was already used")
-        nonces.add(seen)
-        arrivals.append((now_ms, seen))
+        self._nonces.add(seen)
+        self._nonce_arrivals.append((now_ms, seen))
+        if self.share is not None:
+            self.share(key_name, nonce, timestamp)
+
+    def used_elsewhere(self, key_name: str, nonce: str, timestamp: int, arrived_ms: int, now_ms: int) -> None:
+        """A nonce another node accepted at ``arrived_ms``: refused here too while it is kept."""
+        seen = (key_name, nonce, timestamp)
+        if arrived_ms < now_ms - NONCE_KEPT_MS or seen in self._unexpired_nonces(now_ms):
+            return
+        arrivals = self._nonce_arrivals
+        # Kept in the order they came, which the sweep relies on: one read from Redis may have come before those kept
+        # here, and is then kept as long as the last of them
+        self._nonces.add(seen)
+        arrivals.append((max(arrived_ms, arrivals[-1][0]) if arrivals else arrived_ms, seen))
+
+    def _unexpired_nonces(self, now_ms: int) -> set[tuple[str, str, int]]:
+        nonces, arrivals = self._nonces, self._nonce_arrivals
+        while arrivals and arrivals[0][0] < now_ms - NONCE_KEPT_MS:
+            nonces.discard(arrivals.popleft()[1])
+        return nonces
 
 
 def _ttl(value: object) -> int:

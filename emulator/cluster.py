@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -52,6 +53,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from relay.emulator.ably_auth import NONCE_KEPT_MS
 from relay.emulator.ably_hub import DELIVERED, Outbound
 from relay.emulator.http_api import published_answer
 from relay.emulator.hub import CACHE_MISS_INTERVAL, AppHolding, AppState, CacheVersion, MemberAdmission
@@ -552,6 +554,8 @@ class RedisCluster:
         # past the next one tells it that the publishes in between never reached it (the bus is at most once).
         self._publish_numbers = itertools.count()
         self._last_published: dict[int, int] = {}
+        # Told of each signed TokenRequest's nonce another node accepted: (key name, nonce, timestamp, seconds left)
+        self.nonce_heard: Callable[[str, str, int, float], None] | None = None
         self.lost_operations = 0
         self.missed_messages = 0  # other nodes' publishes this node found it never got
         self._instance = secrets.token_hex(6)  # result keys of a node restarted with the same id are not its own
@@ -695,6 +699,7 @@ class RedisCluster:
                 self._apply_snapshot(node, await self._node_state(node))
         await self._load_cache()
         await self._load_published()
+        await self._load_nonces()
         self._connected.set()
 
     async def _live_nodes(self) -> list[int]:
@@ -848,6 +853,22 @@ class RedisCluster:
             for ttl_ms, key, value in sorted(found):  # soonest to expire first, as PublishedKeys keeps them
                 _remember_published(state, key[identity_at:], *json.loads(value), seconds_left=ttl_ms / 1000)
 
+    async def _load_nonces(self) -> None:
+        """The nonces of the signed TokenRequests the other nodes accepted, which this node did not hear of."""
+        if self.nonce_heard is None:
+            return
+        keys = [key async for key in self._redis.scan_iter(match=self._key("nonce", "*"), count=1000)]
+        for start in range(0, len(keys), 1000):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys[start : start + 1000]:
+                    pipe.pttl(key)
+                    pipe.get(key)
+                answers = await pipe.execute()
+            for ttl_ms, value in zip(answers[::2], answers[1::2], strict=True):
+                if value is not None and ttl_ms > 0:
+                    key_name, nonce, timestamp = json.loads(value)
+                    self.nonce_heard(key_name, nonce, timestamp, ttl_ms / 1000)
+
     async def _load_cache(self) -> None:
         for state in self._states.values():
             app_id = state.app.app_id
@@ -933,6 +954,19 @@ class RedisCluster:
             key = self._key("published", app_id, identity.hex())
             commands.pipe.set(key, json.dumps(news), px=int(IDEMPOTENCY_WINDOW_SECONDS * 1000))
             self._announce("k", app_id, identity.hex(), *news)(commands)
+
+        self._enqueue(store)
+
+    def nonce_used(self, key_name: str, nonce: str, timestamp: int) -> None:
+        """A signed TokenRequest this node accepted: used once in the cluster, not once a node. Told to the others,
+        and kept in Redis as long as a node keeps it, for the nodes that do not hear it (see _load_nonces)."""
+        used = [key_name, nonce, timestamp]
+        text = json.dumps(used)
+
+        def store(commands: _Commands) -> None:
+            key = self._key("nonce", hashlib.sha256(text.encode()).hexdigest())
+            commands.pipe.set(key, text, px=NONCE_KEPT_MS)
+            self._announce("nonce", *used)(commands)
 
         self._enqueue(store)
 
@@ -1500,6 +1534,7 @@ class RedisCluster:
                                 self._enqueue(self._resync(node))
                         await self._load_cache()
                         await self._load_published()
+                        await self._load_nonces()
                         self._announce_unechoed_counts()
 
     def _announce_unechoed_counts(self) -> None:
@@ -1624,6 +1659,11 @@ class RedisCluster:
             return
         if kind == "bye":
             self._forget(node)
+            return
+        if kind == "nonce":
+            if self.nonce_heard is not None:
+                key_name, nonce, timestamp = args
+                self.nonce_heard(key_name, nonce, timestamp, NONCE_KEPT_MS / 1000)
             return
         state = self._states.get(args[0])
         if state is None:

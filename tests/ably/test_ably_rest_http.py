@@ -14,7 +14,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 from ablysupport import API_KEY, KEY_NAME, KEY_SECRET, MESSAGE, ably_wire, jwt_token, page_links
 
-from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey
+from relay.emulator.ably_auth import NONCE_KEPT_MS, AblyAuth, AblyError, AblyKey
 from relay.protocol.ably import TIMESTAMP_WINDOW_MS, build_token_request
 from tests.conftest import RunningEmulator
 
@@ -350,3 +350,30 @@ def test_nonces_are_forgotten_in_the_order_they_came_once_no_replay_could_pass()
     assert replayed.value.code == 40105
     auth.request_token(key.key_name, signed("after-the-window-0", later + 1), None, now_ms=later + 1)
     assert len(auth._nonces) == 1  # the 5,001 earlier ones are gone
+
+
+def test_a_nonce_another_node_accepted_is_refused_until_it_would_have_been_forgotten_here() -> None:
+    """In a cluster each node is told of the nonces the others accepted (over the bus at once, or read from Redis with
+    the time they have left): refused as if accepted here, then forgotten with the rest."""
+    key = AblyKey.parse(API_KEY)
+    auth, told = AblyAuth({key.key_name: key}), list[tuple[str, str, int]]()
+    auth.share = lambda *used: told.append(used)
+    start = 1_800_000_000_000
+    heard = build_token_request(key.key_name, key.secret, timestamp=start, nonce="heard-over-the-bus")
+    read = build_token_request(key.key_name, key.secret, timestamp=start, nonce="read-from-redis-000")
+    auth.used_elsewhere(key.key_name, "heard-over-the-bus", start, start, start)
+    auth.used_elsewhere(key.key_name, "read-from-redis-000", start, start - 60_000, start)  # came a minute before
+    for token_request in (heard, read):
+        with pytest.raises(AblyError) as replayed:
+            auth.request_token(key.key_name, token_request, None, now_ms=start + 1)
+        assert replayed.value.code == 40105
+    assert told == []  # another node's nonce is not told again
+    mine = build_token_request(key.key_name, key.secret, timestamp=start, nonce="accepted-here-00000")
+    auth.request_token(key.key_name, mine, None, now_ms=start + 1)
+    assert told == [(key.key_name, "accepted-here-00000", start)]
+    auth.used_elsewhere(key.key_name, "too-old-to-keep-000", start, start - NONCE_KEPT_MS - 1, start)
+    assert len(auth._nonces) == 3
+    later = start + NONCE_KEPT_MS + 2
+    fresh = build_token_request(key.key_name, key.secret, timestamp=later, nonce="after-them-all-0000")
+    auth.request_token(key.key_name, fresh, None, now_ms=later)
+    assert len(auth._nonces) == 1  # the others went when they were due
