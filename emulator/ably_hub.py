@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import hashlib
 import hmac
 import itertools
@@ -671,6 +672,8 @@ class AblyApp:
         message_id = _publish_id(ids) if ids else protocol_id
         if ids:
             self._remember(channel, ids, now, message_id, serials)
+            if self.state.cluster is not None:  # for the nodes that will not hear of it on the bus
+                self.state.cluster.ably_published(self.state.app.app_id, channel, ids, message_id, serials)
         fields: dict[str, Any] = {
             "action": MESSAGE,
             "channel": channel,
@@ -700,6 +703,19 @@ class AblyApp:
         if ids:
             serials = [f"{fields['channelSerial']}:{index}" for index in range(len(items))]
             self._remember(channel, ids, now, _publish_id(ids), serials)
+
+    def published_elsewhere_before(
+        self, channel: str, ids: tuple[str, ...], message_id: str, serials: list[str], ms_left: int
+    ) -> None:
+        """Another node's idempotent publish that this node did not hear of (it started since, or its bus
+        subscription dropped), read from Redis with the time its window has left: its retries here are answered as
+        it was."""
+        key = (channel, ids)
+        if key not in self._published:
+            expiry = self.wall_ms() + ms_left
+            self._published[key] = (expiry, message_id, serials)
+            # Among those remembered since this one was published: the order is by expiry, which the sweep relies on
+            bisect.insort(self._published_order, (expiry, key))
 
     def _remember(self, channel: str, ids: tuple[str, ...], now: int, message_id: str, serials: list[str]) -> None:
         """An idempotent publish's answer, for its repeats within Ably's 2 minutes."""

@@ -833,41 +833,42 @@ class RedisCluster:
         for app_id, channel, user_id in announced.members.keys() - held.members.keys():
             self._count_member(counts, app_id, channel, user_id, -1, delay=departure_delay(app_id))
 
-    async def _load_published(self) -> None:
-        """The other nodes' publishes under an idempotency key within the window, which this node did not hear of."""
-        for state in self._states.values():
-            identity_at = len(self._key("published", state.app.app_id, ""))
-            pattern = self._key("published", state.app.app_id, "*")
-            keys = [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
-            found: list[tuple[int, str, str]] = []
-            for start in range(0, len(keys), 1000):  # a round trip per thousand: an app may have 10,000 of them
-                batch = keys[start : start + 1000]
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key in batch:
-                        pipe.pttl(key)
-                        pipe.get(key)
-                    answers = await pipe.execute()
-                for key, ttl_ms, value in zip(batch, answers[::2], answers[1::2], strict=True):
-                    if value is not None and ttl_ms > 0:
-                        found.append((ttl_ms, key, value))
-            for ttl_ms, key, value in sorted(found):  # soonest to expire first, as PublishedKeys keeps them
-                _remember_published(state, key[identity_at:], *json.loads(value), seconds_left=ttl_ms / 1000)
-
-    async def _load_nonces(self) -> None:
-        """The nonces of the signed TokenRequests the other nodes accepted, which this node did not hear of."""
-        if self.nonce_heard is None:
-            return
-        keys = [key async for key in self._redis.scan_iter(match=self._key("nonce", "*"), count=1000)]
-        for start in range(0, len(keys), 1000):
+    async def _kept(self, *key_parts: str | int) -> list[tuple[int, str, str]]:
+        """(milliseconds left, key, value) of each key under ``key_parts`` that Redis keeps for a while (the news of
+        keyed publishes and used nonces, for the nodes that did not hear it), soonest to expire first."""
+        keys = [key async for key in self._redis.scan_iter(match=self._key(*key_parts, "*"), count=1000)]
+        kept: list[tuple[int, str, str]] = []
+        for start in range(0, len(keys), 1000):  # a round trip per thousand: an app may have 10,000 of them
+            batch = keys[start : start + 1000]
             async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys[start : start + 1000]:
+                for key in batch:
                     pipe.pttl(key)
                     pipe.get(key)
                 answers = await pipe.execute()
-            for ttl_ms, value in zip(answers[::2], answers[1::2], strict=True):
+            for key, ttl_ms, value in zip(batch, answers[::2], answers[1::2], strict=True):
                 if value is not None and ttl_ms > 0:
-                    key_name, nonce, timestamp = json.loads(value)
-                    self.nonce_heard(key_name, nonce, timestamp, ttl_ms / 1000)
+                    kept.append((ttl_ms, key, value))
+        return sorted(kept)
+
+    async def _load_published(self) -> None:
+        """The other nodes' publishes under an idempotency key (the Pusher API's) or with message ids (Ably's) within
+        the window, which this node did not hear of."""
+        for state in self._states.values():
+            app_id = state.app.app_id
+            identity_at = len(self._key("published", app_id, ""))
+            for ttl_ms, key, value in await self._kept("published", app_id):  # in the order PublishedKeys keeps them
+                _remember_published(state, key[identity_at:], *json.loads(value), seconds_left=ttl_ms / 1000)
+            if state.foreign_presence is not None:
+                for ttl_ms, _, value in await self._kept("ably-published", app_id):
+                    channel, ids, message_id, serials = json.loads(value)
+                    state.foreign_presence.published_elsewhere_before(channel, tuple(ids), message_id, serials, ttl_ms)
+
+    async def _load_nonces(self) -> None:
+        """The nonces of the signed TokenRequests the other nodes accepted, which this node did not hear of."""
+        if self.nonce_heard is not None:
+            for ttl_ms, _, value in await self._kept("nonce"):
+                key_name, nonce, timestamp = json.loads(value)
+                self.nonce_heard(key_name, nonce, timestamp, ttl_ms / 1000)
 
     async def _load_cache(self) -> None:
         for state in self._states.values():
@@ -954,6 +955,19 @@ class RedisCluster:
             key = self._key("published", app_id, identity.hex())
             commands.pipe.set(key, json.dumps(news), px=int(IDEMPOTENCY_WINDOW_SECONDS * 1000))
             self._announce("k", app_id, identity.hex(), *news)(commands)
+
+        self._enqueue(store)
+
+    def ably_published(
+        self, app_id: str, channel: str, ids: tuple[str, ...], message_id: str, serials: list[str]
+    ) -> None:
+        """An Ably publish with message ids, which the bus carries to the other nodes with the message: kept in Redis
+        for the window too, for the nodes that do not hear it (see _load_published)."""
+        text = json.dumps([channel, ids, message_id, serials])
+
+        def store(commands: _Commands) -> None:
+            key = self._key("ably-published", app_id, hashlib.sha256(text.encode()).hexdigest())
+            commands.pipe.set(key, text, px=int(IDEMPOTENCY_WINDOW_SECONDS * 1000))
 
         self._enqueue(store)
 

@@ -130,6 +130,10 @@ class ClusterLink(Protocol):
 
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
 
+    def ably_published(
+        self, app_id: str, channel: str, ids: tuple[str, ...], message_id: str, serials: list[str]
+    ) -> None: ...
+
     def publish_remembered(self, app_id: str, identity: bytes, digest: bytes, answer: bytes) -> None:
         """A publish under an idempotency key (``identity``, its body's ``digest``, its answer's body), for the
         other nodes to answer its resends."""
@@ -172,6 +176,12 @@ class ForeignPresence(Protocol):
 
     def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
         """Another node's publish through the other protocol (its ProtocolMessage), for that protocol's history."""
+
+    def published_elsewhere_before(
+        self, channel: str, ids: tuple[str, ...], message_id: str, serials: list[str], ms_left: int
+    ) -> None:
+        """Another node's idempotent publish this node did not hear of, read from Redis (``ms_left`` of its window
+        to run), for its retries here."""
 
     def client_event(
         self, channel: str, event: str, data: str, user_id: str | None, sender: str

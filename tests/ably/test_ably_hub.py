@@ -378,3 +378,23 @@ def test_idempotent_publishes_are_remembered_for_the_window_then_forgotten_in_or
     clock[0] += 60_000
     assert publish("a") == again, "remembered again at its second publish: still within the window"
     assert link.take() == []
+
+
+def test_a_publish_read_from_redis_is_kept_for_the_time_it_had_left_among_later_ones() -> None:
+    """A node whose bus subscription dropped reads the idempotent publishes it missed from Redis: each is answered
+    as the first until its own window ends, though publishes remembered since end after it."""
+    clock = [1_800_000_000_000]
+    hub = Hub(wall_ms=lambda: clock[0])
+
+    def publish(message_id: str) -> tuple[str, list[str]]:
+        return hub.ably.publish("room", [Message("n", "x", id=f"{message_id}:0")], connection_id=None, exclude=None)
+
+    later = publish("later")  # its window ends at 120 s
+    hub.ably.published_elsewhere_before("room", ("missed:0",), "missed", ["0000000000000009:0"], 10_000)
+    hub.ably.published_elsewhere_before("room", ("later:0",), "elsewhere", ["elsewhere"], 5_000)  # known: kept as is
+    assert publish("missed") == ("missed", ["0000000000000009:0"])
+    assert publish("later") == later
+    clock[0] += 10_000  # the missed one's window is over, the later one's is not
+    assert publish("later") == later
+    assert publish("missed") != ("missed", ["0000000000000009:0"])  # a new publish
+    assert [key for _, key in hub.ably._published_order] == [("room", ("later:0",)), ("room", ("missed:0",))]
