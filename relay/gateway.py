@@ -791,7 +791,7 @@ class JwtVerifier:
             )
         if isinstance(identity, bool) or not isinstance(identity, str | int):
             raise AuthenticationError(
-                f"the JWT's {name} claim is {type(identity).__name__}: the user's id (RELAY_JWT_USER_CLAIM) is a "
+                f"the JWT's {name} claim is {json_kind(identity)}: the user's id (RELAY_JWT_USER_CLAIM) is a "
                 "string or an integer"
             )
         if identity == "":
@@ -1598,18 +1598,25 @@ class RefusalLog:
             return
         status = 0
         answer = bytearray()
+        gone = False  # the client went, or the server cut the request short and answered it itself (serve.py)
+
+        async def receive_observed() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
 
         async def send_observed(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and _logged(status):
+            elif message["type"] == "http.response.body" and _logged(status) and not gone:  # else never sent
                 answer.extend(message.get("body", b"")[: MAX_LOGGED_ANSWER_BYTES - len(answer)])
                 if not message.get("more_body", False):
                     _log_refusal(scope, status, bytes(answer))
             await send(message)
 
-        await self.app(scope, receive, send_observed)
+        await self.app(scope, receive_observed, send_observed)
 
 
 def _logged(status: int) -> bool:

@@ -99,6 +99,7 @@ class GatewayHttpProtocol(H11Protocol):
         Requests received whole are let finish (within ``timeout_graceful_shutdown``)."""
         if self._request_arriving():
             self._stop_awaiting()
+            log.warning("a request still arriving at shutdown answered 503: %s", SHUTTING_DOWN)
             self._cut_short(HTTPStatus.SERVICE_UNAVAILABLE, SHUTTING_DOWN)
             return
         super().shutdown()

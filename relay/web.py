@@ -33,7 +33,7 @@ from relay.errors import (
     about_item,
 )
 from relay.models import User
-from relay.protocol.media_types import is_json_media_type
+from relay.protocol.media_types import is_json_media_type, media_type
 from relay.rules import ChannelRules, Decision
 
 log = logging.getLogger("relay.web")
@@ -132,7 +132,8 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     fields: dict[str, str] = dict(request.query_params)
     if request.method in ("GET", "HEAD"):
         return fields
-    content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
+    sent_type = request.headers.get("content-type", "")
+    content_type = media_type(sent_type)
     if is_json_media_type(content_type):
         try:
             body = await request.json()
@@ -157,7 +158,7 @@ async def request_fields(request: Request) -> Mapping[str, str]:
         if body.lstrip().startswith("{"):
             # fetch() with a JSON.stringify body and no header sends text/plain: read as a form, it had no fields, and
             # the answer was "channel_name is required" although it was sent.
-            sent = f"sent as {content_type!r}" if content_type else "sent with no Content-Type"
+            sent = f"sent as {sent_type!r}" if sent_type else "sent with no Content-Type"  # as the publish routes say
             raise ProtocolError(
                 f"the body is JSON {sent}: send Content-Type: application/json (or the fields form-encoded)",
                 http_status=415,

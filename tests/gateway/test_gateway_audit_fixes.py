@@ -327,7 +327,7 @@ async def test_auth_bodies_a_form_cannot_send_are_refused_by_name(
 
 @pytest.mark.parametrize(
     ("content_type", "sent"),
-    [("text/plain;charset=UTF-8", "sent as 'text/plain;charset=utf-8'"), (None, "sent with no Content-Type")],
+    [("text/plain;charset=UTF-8", "sent as 'text/plain;charset=UTF-8'"), (None, "sent with no Content-Type")],
     ids=["text-plain", "no-content-type"],
 )
 async def test_a_json_auth_body_without_the_json_content_type_is_a_415_that_says_so(

@@ -124,12 +124,16 @@ def test_each_request_of_a_kept_alive_connection_gets_the_whole_timeout(impatien
     assert waited < 0.8
 
 
-def test_sigterm_answers_a_request_still_arriving_503_and_exits_at_once() -> None:
+@pytest.mark.parametrize("authorized", [True, False], ids=["with-token", "without-token"])
+def test_sigterm_answers_a_request_still_arriving_503_and_exits_at_once(authorized: bool) -> None:
+    """The 503 is logged (a 5xx, at WARNING), and the handler's own answer to the cut request, which is never sent,
+    is not: it logged nothing with the token, and without it an "answered 401" the client never got."""
+    head = PUBLISH_HEAD if authorized else PUBLISH_HEAD.replace(f"Authorization: Bearer {TOKEN}\r\n".encode(), b"")
     with (
-        relay_serve("--request-timeout", "60") as served,
+        relay_serve("--request-timeout", "60", "--log-level", "info") as served,
         socket.create_connection(("127.0.0.1", served.port)) as sock,
     ):
-        sock.sendall(PUBLISH_HEAD + b"Content-Length: 200\r\n\r\n" + PUBLISH_BODY[:20])
+        sock.sendall(head + b"Content-Length: 200\r\n\r\n" + PUBLISH_BODY[:20])
         time.sleep(0.2)  # the request has reached its handler, which waits for the rest of the body
         started = time.monotonic()
         served.process.send_signal(signal.SIGTERM)
@@ -141,6 +145,10 @@ def test_sigterm_answers_a_request_still_arriving_503_and_exits_at_once() -> Non
     assert (status, body, headers["connection"]) == (503, {"error": SHUTTING_DOWN}, "close")
     assert exited < 2
     assert b"Traceback" not in log
+    assert (
+        f"WARNING:  relay.gateway: a request still arriving at shutdown answered 503: {SHUTTING_DOWN}".encode() in log
+    )
+    assert b"POST /v1/publish answered" not in log
 
 
 def test_sigterm_waits_for_a_publish_in_flight_no_longer_than_the_shutdown_timeout() -> None:

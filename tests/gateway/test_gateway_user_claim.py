@@ -69,11 +69,11 @@ async def test_a_jwt_without_a_usable_user_claim_is_a_401_naming_it(by_uid: Runn
         ),
         "an object": (
             hs_jwt("auth0|42", uid={"id": 1}),
-            "the JWT's uid claim is dict: the user's id (RELAY_JWT_USER_CLAIM) is a string or an integer",
+            "the JWT's uid claim is an object: the user's id (RELAY_JWT_USER_CLAIM) is a string or an integer",
         ),
         "a boolean": (
             hs_jwt("auth0|42", uid=True),
-            "the JWT's uid claim is bool: the user's id (RELAY_JWT_USER_CLAIM) is a string or an integer",
+            "the JWT's uid claim is a boolean: the user's id (RELAY_JWT_USER_CLAIM) is a string or an integer",
         ),
         "empty": (hs_jwt("auth0|42", uid=""), "the JWT's uid claim is empty: the gateway identifies the user by it"),
     }
