@@ -710,9 +710,10 @@ class AblyApp:
         """Another node's idempotent publish that this node did not hear of (it started since, or its bus
         subscription dropped), read from Redis with the time its window has left: its retries here are answered as
         it was."""
-        key = (channel, ids)
-        if key not in self._published:
-            expiry = self.wall_ms() + ms_left
+        key, now = (channel, ids), self.wall_ms()
+        known = self._published.get(key)
+        if known is None or known[0] <= now:  # one expired and not yet swept is not known
+            expiry = now + ms_left
             self._published[key] = (expiry, message_id, serials)
             # Among those remembered since this one was published: the order is by expiry, which the sweep relies on
             bisect.insort(self._published_order, (expiry, key))

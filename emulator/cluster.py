@@ -753,10 +753,11 @@ class RedisCluster:
                     if expires > now:  # not over a newer event another node stored meanwhile
                         keys, args = self._cache_write(app_id, channel, event, data, expires - now, version)
                         await self._cache_script(keys=keys, args=args, client=pipe)
-                        # The others keep the newer of theirs and this (one published here while Redis was away)
-                        pipe.publish(
-                            self.bus, self._announcement("c", app_id, channel, event, data, expires - now, version[0])
-                        )
+                        # The others keep the newer of theirs and this (one published here while Redis was away), by
+                        # its version with the node that published it, which may be another
+                        ttl = expires - now
+                        announced = self._announcement("c", app_id, channel, event, data, ttl, *version)
+                        pipe.publish(self.bus, announced)
             await pipe.execute()
         self._counted = NodeState(occupied=set(held.occupied), members=dict(held.members))
         for app_id, channel in [key for key in self._awaiting_channel if key in self._counted.occupied]:
@@ -1696,9 +1697,11 @@ class RedisCluster:
         elif kind == "t":
             state.terminate_local_user(args[1])
         elif kind == "c":
-            # A node of an earlier release sends no version: its event is older than any versioned one.
+            # A node of an earlier release sends no version: its event is older than any versioned one. The node that
+            # published it is the sender, unless named (a reconciliation announces the events it holds)
             milliseconds = args[5] if len(args) > 5 else 0
-            state.cache_store(args[1], args[2], args[3], args[4], (milliseconds, node))
+            published_by = args[6] if len(args) > 6 else node
+            state.cache_store(args[1], args[2], args[3], args[4], (milliseconds, int(published_by)))
         elif kind == "k":
             _remember_published(state, args[1], args[2], args[3])
         elif kind == "a" and state.foreign_presence is not None:

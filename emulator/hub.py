@@ -425,8 +425,7 @@ class AppState:
             channel.deflate_windows[window] = channel.deflate_windows.get(window, 0) + 1
         if member is not None:
             if self.foreign_presence is not None:
-                entry = channel.members.get(member.user_id)  # a user's info is its first connection's, as in Pusher
-                info = member.user_info_json if entry is None else entry.user_info_json
+                info = self.member_info(channel, member)
                 self.foreign_presence.pusher_member(channel, peer.socket_id, member.user_id, info, entered=True)
             self.join_member(channel, peer.socket_id, member)
         return channel
@@ -439,6 +438,15 @@ class AppState:
         elif not self.webhooks.cancel_delayed(("vacated", name)):
             self.webhooks.emit({"name": "channel_occupied", "channel": name})
 
+    def member_info(self, channel: Channel, member: Member) -> str:
+        """The info ``member`` has in ``channel``: a user's is its first connection's, as in Pusher (this node's, else
+        another node's), its own only when it is the first."""
+        entry = channel.members.get(member.user_id)
+        if entry is not None:
+            return entry.user_info_json
+        elsewhere = self.remote.member_info(channel.name, member.user_id)
+        return member.user_info_json if elsewhere is None else elsewhere
+
     def join_member(self, channel: Channel, socket_id: str, member: Member) -> None:
         """A subscribed connection joins the channel's presence: ``member_added`` on the user's first connection."""
         name = channel.name
@@ -446,11 +454,10 @@ class AppState:
         if entry is not None:
             entry.connections += 1
             return
-        # A user's info is its first connection's, as in Pusher: one already a member on another node keeps that one's
-        elsewhere = self.remote.member_info(name, member.user_id)
-        user_info_json = member.user_info_json if elsewhere is None else elsewhere
+        elsewhere = self.remote.member_info(name, member.user_id) is not None
+        user_info_json = self.member_info(channel, member)
         channel.members[member.user_id] = PresenceEntry(user_info_json, 1)
-        if elsewhere is None:
+        if not elsewhere:
             added = encode_text(frames.member_added(name, member.user_id, user_info_json))
             self.deliver(channel, added, exclude=socket_id)
             self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)

@@ -945,7 +945,7 @@ def _merge(parts: list[PublishResult]) -> PublishResult:
     return PublishResult(
         tuple(channel for part in parts for channel in part.channels),
         tuple(message_id for part in parts for message_id in part.message_ids),
-        replayed=all(part.replayed for part in parts),
+        replayed=bool(parts) and all(part.replayed for part in parts),
     )
 
 

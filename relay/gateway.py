@@ -73,7 +73,7 @@ from relay.errors import (
     first_cause,
     parser_limits,
 )
-from relay.files import read_toml
+from relay.files import read_text, read_toml
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.protocol.hosts import is_loopback
@@ -549,16 +549,13 @@ def _read_key(value: str | None) -> str | None:
     if not value or value.startswith("-----BEGIN"):
         return value or None
     try:
-        return Path(value).read_text()
-    except (OSError, UnicodeDecodeError):
-        raise ConfigError(f"RELAY_JWT_PUBLIC_KEY is neither a PEM key nor a readable PEM file: {value}") from None
+        return read_text(Path(value), "the file")
+    except ConfigError as error:  # not PEM text either: either would do
+        raise ConfigError(f"RELAY_JWT_PUBLIC_KEY is neither a PEM key nor a readable PEM file: {error}") from None
 
 
 def _read_json(path: Path, name: str) -> Mapping[str, Any]:
-    try:
-        text = path.read_text()
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{name}: cannot read JSON from {path}: {exc}") from None
+    text = read_text(path, name)
     with parser_limits("JWKS file", f"{path} ({name})"):
         try:
             value = json.loads(text)

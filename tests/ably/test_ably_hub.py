@@ -396,5 +396,30 @@ def test_a_publish_read_from_redis_is_kept_for_the_time_it_had_left_among_later_
     assert publish("later") == later
     clock[0] += 10_000  # the missed one's window is over, the later one's is not
     assert publish("later") == later
-    assert publish("missed") != ("missed", ["0000000000000009:0"])  # a new publish
+    # The same ids published again elsewhere: read from Redis, over the expired entry not yet swept
+    hub.ably.published_elsewhere_before("room", ("missed:0",), "missed", ["000000000000000a:0"], 5_000)
+    assert publish("missed") == ("missed", ["000000000000000a:0"])
+    clock[0] += 5_000
+    assert publish("missed") not in (("missed", ["0000000000000009:0"]), ("missed", ["000000000000000a:0"]))
     assert [key for _, key in hub.ably._published_order] == [("room", ("later:0",)), ("room", ("missed:0",))]
+
+
+def test_a_pusher_member_already_present_on_another_node_enters_ably_presence_with_its_first_info() -> None:
+    """Pusher clients saw alice's first connection's info (on another node), Ably clients her own here: ENTER with
+    "second", LEAVE with "first". One info, the first connection's, on both protocols as on one node."""
+    hub = Hub()
+    hub.state.remote_member_joined(2, "presence-room", "alice", '{"name":"first"}')
+    ably, ably_link = hub.ably_session()
+    send(ably, {"action": 10, "channel": "presence-room"})
+    ably_link.take()
+    session, _ = hub.pusher()
+    channel_data = '{"user_id":"alice","user_info":{"name":"second"}}'
+    auth = channel_auth("key", "secret", session.socket_id, "presence-room", channel_data)
+    pusher_send(session, "pusher:subscribe", {"channel": "presence-room", "auth": auth, "channel_data": channel_data})
+    pusher_send(session, "pusher:unsubscribe", {"channel": "presence-room"})
+    presence = [message["presence"][0] for message in ably_link.take() if message["action"] == 14]
+    assert [(item["action"], item["connectionId"], item["data"]) for item in presence] == [
+        (2, session.socket_id, '{"name":"first"}'),
+        (3, session.socket_id, '{"name":"first"}'),
+    ]
+    assert hub.state.presence_hash("presence-room") == {"alice": '{"name":"first"}'}

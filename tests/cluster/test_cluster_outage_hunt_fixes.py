@@ -127,3 +127,21 @@ async def test_a_resync_repeats_no_subscription_count_frame(
     )
     await on_a.silent(1.0)
     await on_b.silent(1.0)
+
+
+async def test_a_cache_event_announced_at_a_reconciliation_keeps_the_node_that_published_it(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> None:
+    """Each node announced the events it held as its own: the others took (ms, announcer) for newer than the
+    (ms, publisher) they held, and two events of one millisecond could then be ordered differently by the nodes
+    and Redis."""
+    nodes = [await start_emulator(redis_url=redis_server.url) for _ in range(3)]
+    nodes.sort(key=lambda node: node.node.node_id)  # the publisher's id the lowest: any other is "newer"
+    await asyncio.to_thread(sdk(nodes[0]).trigger, "cache-price", "tick", "41")
+    await until(lambda: all(node.node.states["1"].cached("cache-price") for node in nodes))
+    version = nodes[0].node.states["1"].cache["cache-price"][3]
+    assert version[1] == cluster_of(nodes[0]).node_id
+    await outage(redis_server, nodes)
+    await back(redis_server, nodes)
+    await asyncio.sleep(0.3)  # every node's announcement has come
+    assert [node.node.states["1"].cache["cache-price"][3] for node in nodes] == [version] * 3

@@ -71,6 +71,25 @@ def test_a_jwks_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
     assert caught.value.message == f"JWKS file {path} (RELAY_JWKS_FILE) is nested too deeply to be a JWKS file"
 
 
+def test_a_jwks_or_key_file_is_read_as_every_file_a_user_writes(tmp_path: Path) -> None:
+    """With a byte order mark (Windows editors save one) a JWKS was refused, "Unexpected UTF-8 BOM"; a missing file
+    said "[Errno 2] No such file or directory": they read as the config, rules and pricing files do."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(RSAAlgorithm.to_jwk(private_key.public_key())), "kid": "k1", "alg": "RS256"}
+    with_bom = tmp_path / "jwks.json"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"keys": [jwk]}).encode())
+    gateway({"RELAY_JWKS_FILE": str(with_bom)})  # starts
+    with pytest.raises(ConfigError) as caught:
+        gateway({"RELAY_JWKS_FILE": str(tmp_path / "absent.json")})
+    assert caught.value.message == f"RELAY_JWKS_FILE {tmp_path / 'absent.json'} does not exist"
+    with pytest.raises(ConfigError) as caught:
+        gateway({"RELAY_JWT_PUBLIC_KEY": str(tmp_path / "absent.pem")})
+    assert caught.value.message == (
+        f"RELAY_JWT_PUBLIC_KEY is neither a PEM key nor a readable PEM file: the file {tmp_path / 'absent.pem'} does "
+        "not exist"
+    )
+
+
 def test_a_public_key_that_is_not_a_key_is_refused_at_startup(tmp_path: Path) -> None:
     """Accepted, it made every valid JWT a 401 "its alg ... does not fit the key of RELAY_JWT_PUBLIC_KEY"."""
     garbage = "-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n"

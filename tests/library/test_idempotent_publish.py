@@ -112,6 +112,13 @@ async def test_a_publish_without_a_key_is_sent_each_time(
     assert await pusher_events(watcher, relay, "orders") == ["created", "created"]
 
 
+async def test_an_empty_batch_is_not_replayed(make_relay: MakeRelay, emulator: RunningEmulator) -> None:
+    """A publish is replayed when every call it took was: a batch of no events took none, and was no replay."""
+    relay = make_relay(emulator_url(emulator))
+    assert await relay.publish_batch([]) == PublishResult(())
+    assert publishes(relay) == []
+
+
 async def test_two_clients_with_one_key_deliver_twice_through_pusher(
     make_relay: MakeRelay, emulator: RunningEmulator, subscriber: Subscribe
 ) -> None:
