@@ -69,6 +69,10 @@ MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's de
 MAX_MESSAGES_PER_PUBLISH = 1_000
 MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- channels use the app's Pusher limit
 IDEMPOTENCY_WINDOW_MS = 120_000
+# The idempotent publishes one app remembers at most, the oldest forgotten first past it (a retry that late is published
+# again): the SDKs give every REST publish ids, so without a bound what a node holds would follow the publish rate.
+# About 300 bytes each: 30 MB an app at most.
+MAX_REMEMBERED_PUBLISHES = 100_000
 RESERVED_NAME_PREFIXES = ("pusher:", "pusher_internal:")
 UNNAMED_EVENT = "message"  # the Pusher event name of an Ably message without a name
 DELIVERED = object()  # a hub delivery's origin when Ably peers already have the ProtocolMessage
@@ -717,6 +721,8 @@ class AblyApp:
             self._published[key] = (expiry, message_id, serials)
             # Among those remembered since this one was published: the order is by expiry, which the sweep relies on
             bisect.insort(self._published_order, (expiry, key))
+            while len(self._published) > MAX_REMEMBERED_PUBLISHES:
+                self._forget_first()
 
     def _remember(self, channel: str, ids: tuple[str, ...], now: int, message_id: str, serials: list[str]) -> None:
         """An idempotent publish's answer, for its repeats within Ably's 2 minutes."""
@@ -724,14 +730,20 @@ class AblyApp:
         expiry, key = now + IDEMPOTENCY_WINDOW_MS, (channel, ids)
         self._published[key] = (expiry, message_id, serials)
         self._published_order.append((expiry, key))
+        while len(self._published) > MAX_REMEMBERED_PUBLISHES:
+            self._forget_first()
 
     def _forget_expired(self, now: int) -> None:
-        order, published = self._published_order, self._published
+        order = self._published_order
         while order and order[0][0] <= now:
-            expiry, key = order.popleft()
-            remembered = published.get(key)
-            if remembered is not None and remembered[0] == expiry:  # not remembered again since
-                del published[key]
+            self._forget_first()
+
+    def _forget_first(self) -> None:
+        """The publish remembered that expires first (its entry in the order may be stale: remembered again since)."""
+        expiry, key = self._published_order.popleft()
+        remembered = self._published.get(key)
+        if remembered is not None and remembered[0] == expiry:  # not remembered again since
+            del self._published[key]
 
     def _deliver_to_hub(self, name: str, messages: list[Message], outbound: Outbound, exclude: str | None) -> None:
         """What ``AppState.publish`` does for a Pusher publish, with one Pusher event per Ably message."""

@@ -18,6 +18,7 @@ import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
+from relay.emulator import ably_hub
 from relay.emulator.ably import ably_client_settings
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey
 from relay.emulator.ably_hub import AblyApp, Message, check_channel_name
@@ -423,3 +424,19 @@ def test_a_pusher_member_already_present_on_another_node_enters_ably_presence_wi
         (3, session.socket_id, '{"name":"first"}'),
     ]
     assert hub.state.presence_hash("presence-room") == {"alice": '{"name":"first"}'}
+
+
+def test_an_app_remembers_at_most_so_many_idempotent_publishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDKs give every REST publish ids: bounded by the window alone, what an app held followed the publish rate.
+    Past the bound the oldest goes first, and its retry is published again."""
+    monkeypatch.setattr(ably_hub, "MAX_REMEMBERED_PUBLISHES", 2)
+    hub = Hub()
+
+    def publish(message_id: str) -> tuple[str, list[str]]:
+        return hub.ably.publish("room", [Message("n", "x", id=f"{message_id}:0")], connection_id=None, exclude=None)
+
+    first = {message_id: publish(message_id) for message_id in ("a", "b", "c")}
+    assert hub.ably._published.keys() == {("room", ("b:0",)), ("room", ("c:0",))}
+    assert publish("c") == first["c"] and publish("b") == first["b"]
+    assert publish("a") != first["a"]  # forgotten: published again, and now b is the oldest
+    assert hub.ably._published.keys() == {("room", ("c:0",)), ("room", ("a:0",))}
