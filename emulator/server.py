@@ -57,6 +57,7 @@ from relay.emulator.wire import deflated, encode_text, fast_accept, switching_pr
 from relay.errors import ConfigError
 from relay.protocol import frames
 from relay.protocol.codes import ErrorCode
+from relay.protocol.hosts import is_dual_stack
 from relay.protocol.socket_ids import make_socket_id
 
 if TYPE_CHECKING:
@@ -1201,6 +1202,9 @@ async def start_server(
     options: dict[str, Any] = {"ssl": ssl_context, "backlog": LISTEN_BACKLOG}
     if ssl_context is not None:  # asyncio refuses a handshake timeout without TLS
         options["ssl_handshake_timeout"] = min(TLS_HANDSHAKE_TIMEOUT, node.http_request_timeout)
+    if sock is None and is_dual_stack(node.config.host):
+        address = (node.config.host, node.config.port)
+        sock = socket.create_server(address, family=socket.AF_INET6, dualstack_ipv6=True, backlog=LISTEN_BACKLOG)
     if sock is not None:
         return await loop.create_server(lambda: HttpConnection(node), sock=sock, **options)
     return await loop.create_server(

@@ -42,7 +42,7 @@ from relay.emulator.config import (
 )
 from relay.errors import ConfigError
 from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
-from relay.protocol.hosts import is_loopback
+from relay.protocol.hosts import is_dual_stack, is_loopback
 
 
 def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -531,7 +531,7 @@ def _unlistening_socket(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if sock.family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if is_dual_stack(host) else 1)
         sock.bind((host, port))
     except OSError:
         sock.close()
@@ -893,8 +893,7 @@ def _client_settings(config: object, port: int, *, show_secrets: bool = True) ->
 
 def reachable_host(host: str) -> str:
     """The address a client on this machine connects to for a server listening on ``host``: for every address of a
-    family (0.0.0.0, ::), that family's loopback. asyncio binds :: for IPv6 alone (IPV6_V6ONLY), so 127.0.0.1 is
-    refused there."""
+    family (0.0.0.0, ::), that family's loopback (:: serves IPv4 too, but the settings name the address bound)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:  # a name, such as localhost

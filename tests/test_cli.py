@@ -526,6 +526,19 @@ async def test_on_every_ipv6_address_the_banner_s_client_settings_reach_the_emul
         await emulator.stop()
 
 
+@pytest.mark.parametrize("flags", [(), ("--reuse-port",)], ids=["one-socket", "reuse-port"])
+async def test_every_ipv6_address_serves_ipv4_clients_too(flags: tuple[str, ...]) -> None:
+    """docs/emulator.md: `--host ::` is bound to every address; asyncio bound it for IPv6 alone, so a container or a
+    machine reaching it over IPv4 was refused (and so was this machine's 127.0.0.1)."""
+    emulator = await EmulatorProcess.start("--host", "::", *flags)
+    try:
+        async with httpx.AsyncClient() as http:
+            for host in ("127.0.0.1", "[::1]"):
+                assert (await http.get(f"http://{host}:{emulator.port}/health")).json() == {"status": "ok"}
+    finally:
+        await emulator.stop()
+
+
 @pytest.mark.parametrize("command", ["emulator", "serve"])
 async def test_a_host_written_in_brackets_is_refused_saying_how_to_write_it(command: str) -> None:
     """`--host [::1]`, as a URL writes it, was looked up as a name: "cannot listen on [[::1]]:6001: Name or service

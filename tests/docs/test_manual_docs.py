@@ -16,6 +16,7 @@ import pytest
 
 from relay.cost import parse_usage
 from relay.emulator.config import App, EmulatorConfig, load_config
+from relay.emulator.user_sketch import UserSketch
 from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import ws_client
@@ -138,6 +139,15 @@ async def test_the_emulator_page_shows_health_and_ready_bodies_as_served(start_e
         for path in ("/health", "/ready"):
             response = await http.get(path)
             assert f"`GET {path}`: 200 `{response.text}`" in page, response.text
+
+
+def test_the_emulator_page_s_usage_example_is_a_file_relay_cost_reads_as_it_says() -> None:
+    """Its users_sketch held no users beside "unique_users": 2, a pair the emulator never writes."""
+    page = (DOCS / "emulator.md").read_text()
+    (example,) = [body for lang, body in blocks(DOCS / "emulator.md") if lang == "json" and '"users_sketch"' in body]
+    app = json.loads(example)["apps"]["1"]
+    assert UserSketch.decode(app["users_sketch"]).estimate() == app["unique_users"] == 2
+    assert "`GET /usage`" in page
 
 
 # docs/migration.md "From soketi": its converter, run as the page defines it.
