@@ -69,10 +69,11 @@ MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's de
 MAX_MESSAGES_PER_PUBLISH = 1_000
 MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- channels use the app's Pusher limit
 IDEMPOTENCY_WINDOW_MS = 120_000
-# The idempotent publishes one app remembers at most, the oldest forgotten first past it (a retry that late is published
-# again): the SDKs give every REST publish ids, so without a bound what a node holds would follow the publish rate.
-# About 300 bytes each: 30 MB an app at most.
-MAX_REMEMBERED_PUBLISHES = 100_000
+# The message ids of idempotent publishes one app remembers at most, the oldest publishes forgotten first past it (a
+# retry that late is published again): the SDKs give every REST publish ids, so without a bound what a node holds would
+# follow the publish rate. A publish of one message takes about 640 bytes, one of many about 150 bytes a message: 64 MB
+# an app at most.
+MAX_REMEMBERED_IDS = 100_000
 RESERVED_NAME_PREFIXES = ("pusher:", "pusher_internal:")
 UNNAMED_EVENT = "message"  # the Pusher event name of an Ably message without a name
 DELIVERED = object()  # a hub delivery's origin when Ably peers already have the ProtocolMessage
@@ -616,6 +617,7 @@ class AblyApp:
         # front as publishes come (rebuilding the dict past a size walked every idempotent publish of the window,
         # 5 ms a publish at 15,000 of them, the SDKs' and the library's REST publishes all being idempotent).
         self._published_order: deque[tuple[int, tuple[str, tuple[str, ...]]]] = deque()
+        self._remembered_ids = 0  # the message ids of _published, which MAX_REMEMBERED_IDS bounds
         self.last_serial = 0  # the newest serial this app took (ATTACHED's channelSerial: where an attach happened)
         self._first_serial: int | None = None
         self.history = MessageHistory(
@@ -718,19 +720,23 @@ class AblyApp:
         known = self._published.get(key)
         if known is None or known[0] <= now:  # one expired and not yet swept is not known
             expiry = now + ms_left
-            self._published[key] = (expiry, message_id, serials)
             # Among those remembered since this one was published: the order is by expiry, which the sweep relies on
             bisect.insort(self._published_order, (expiry, key))
-            while len(self._published) > MAX_REMEMBERED_PUBLISHES:
-                self._forget_first()
+            self._keep(key, (expiry, message_id, serials))
 
     def _remember(self, channel: str, ids: tuple[str, ...], now: int, message_id: str, serials: list[str]) -> None:
         """An idempotent publish's answer, for its repeats within Ably's 2 minutes."""
         self._forget_expired(now)
         expiry, key = now + IDEMPOTENCY_WINDOW_MS, (channel, ids)
-        self._published[key] = (expiry, message_id, serials)
         self._published_order.append((expiry, key))
-        while len(self._published) > MAX_REMEMBERED_PUBLISHES:
+        self._keep(key, (expiry, message_id, serials))
+
+    def _keep(self, key: tuple[str, tuple[str, ...]], answer: tuple[int, str, list[str]]) -> None:
+        """``answer`` remembered for ``key``, its entry in the order made; the oldest go past MAX_REMEMBERED_IDS."""
+        if key not in self._published:
+            self._remembered_ids += len(key[1])
+        self._published[key] = answer
+        while self._remembered_ids > MAX_REMEMBERED_IDS:
             self._forget_first()
 
     def _forget_expired(self, now: int) -> None:
@@ -744,6 +750,7 @@ class AblyApp:
         remembered = self._published.get(key)
         if remembered is not None and remembered[0] == expiry:  # not remembered again since
             del self._published[key]
+            self._remembered_ids -= len(key[1])
 
     def _deliver_to_hub(self, name: str, messages: list[Message], outbound: Outbound, exclude: str | None) -> None:
         """What ``AppState.publish`` does for a Pusher publish, with one Pusher event per Ably message."""

@@ -1202,7 +1202,7 @@ async def start_server(
     options: dict[str, Any] = {"ssl": ssl_context, "backlog": LISTEN_BACKLOG}
     if ssl_context is not None:  # asyncio refuses a handshake timeout without TLS
         options["ssl_handshake_timeout"] = min(TLS_HANDSHAKE_TIMEOUT, node.http_request_timeout)
-    if sock is None and is_dual_stack(node.config.host):
+    if sock is None and is_dual_stack(node.config.host) and socket.has_dualstack_ipv6():  # else IPv6 alone
         address = (node.config.host, node.config.port)
         sock = socket.create_server(address, family=socket.AF_INET6, dualstack_ipv6=True, backlog=LISTEN_BACKLOG)
     if sock is not None:

@@ -311,7 +311,7 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
     kernel spreads new connections across them. The supervisor holds the port bound (never listening, so it is
     handed no connection) to resolve --port 0 and keep the port while a dead worker's replacement starts."""
     if not config.reuse_port:  # else the SO_REUSEPORT sockets would share the port with another emulator's
-        _check_can_listen(config.host, config.port, "an emulator")
+        _check_can_listen(config.host, config.port, "an emulator", dual_stack=is_dual_stack(config.host))
     reservation = socket.socket(_family(config.host))
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
@@ -745,17 +745,18 @@ def _gateway_logging(level: str) -> dict[str, Any]:
     return config
 
 
-def _check_can_listen(host: str, port: int, holder: str) -> None:
-    """Bind each address ``host`` resolves to as uvicorn (or asyncio) binds it, then let go: uvicorn reports a failed
-    bind only as a logged exception and exit status 3, and the ``--workers`` sockets would share a port in use.
-    Something else may take the port in between; the check is for mistakes. ``holder``: what may be holding it."""
+def _check_can_listen(host: str, port: int, holder: str, *, dual_stack: bool = False) -> None:
+    """Bind each address ``host`` resolves to as uvicorn (or asyncio) binds it, or for ``::`` with IPv4 too as the
+    emulator binds it (``dual_stack``), then let go: uvicorn reports a failed bind only as a logged exception and exit
+    status 3, and the ``--workers`` sockets would share a port in use. Something else may take the port in between;
+    the check is for mistakes. ``holder``: what may be holding it."""
     try:
         addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         for family, kind, protocol, _, address in addresses:
             with socket.socket(family, kind, protocol) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
-                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
                 probe.bind(address)
     except OSError as exc:
         raise cannot_listen(host, port, exc, port_taken_fix(exc, holder)) from None

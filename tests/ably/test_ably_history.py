@@ -624,11 +624,11 @@ async def test_ably_python_refuses_a_bad_rewind_with_the_channel_error(ably_emul
 
 
 async def test_the_docs_python_example_reads_an_orders_statuses(start_emulator: StartEmulator) -> None:
-    """docs/ably.md's ably-python block, run as printed against an emulator serving the default app (its port put in
-    for 6001)."""
+    """docs/ably.md's ably-python block, run as printed against an emulator serving the README's app (its port put
+    in for 6001)."""
     section = (ROOT / "docs" / "ably.md").read_text().split("## History and rewind", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    default_app = App(app_id="app-id", key="app-key", secret="app-secret")
+    default_app = App(app_id="1", key="app-key", secret="app-secret")  # relay emulator --app-id 1
     running = await start_emulator(app=default_app)
     namespace: dict[str, Any] = {}
     exec(compile(code.replace("port=6001", f"port={running.port}"), "docs/ably.md", "exec"), namespace)

@@ -428,15 +428,20 @@ def test_a_pusher_member_already_present_on_another_node_enters_ably_presence_wi
 
 def test_an_app_remembers_at_most_so_many_idempotent_publishes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDKs give every REST publish ids: bounded by the window alone, what an app held followed the publish rate.
-    Past the bound the oldest goes first, and its retry is published again."""
-    monkeypatch.setattr(ably_hub, "MAX_REMEMBERED_PUBLISHES", 2)
+    Past the bound (message ids, as a publish of many messages weighs as many) the oldest go first, and a retry of
+    one is published again."""
+    monkeypatch.setattr(ably_hub, "MAX_REMEMBERED_IDS", 3)
     hub = Hub()
 
-    def publish(message_id: str) -> tuple[str, list[str]]:
-        return hub.ably.publish("room", [Message("n", "x", id=f"{message_id}:0")], connection_id=None, exclude=None)
+    def publish(*ids: str) -> tuple[str, list[str]]:
+        messages = [Message("n", "x", id=message_id) for message_id in ids]
+        return hub.ably.publish("room", messages, connection_id=None, exclude=None)
 
-    first = {message_id: publish(message_id) for message_id in ("a", "b", "c")}
-    assert hub.ably._published.keys() == {("room", ("b:0",)), ("room", ("c:0",))}
-    assert publish("c") == first["c"] and publish("b") == first["b"]
-    assert publish("a") != first["a"]  # forgotten: published again, and now b is the oldest
-    assert hub.ably._published.keys() == {("room", ("c:0",)), ("room", ("a:0",))}
+    first = {ids: publish(*ids) for ids in (("a:0",), ("b:0",), ("c:0",))}
+    assert publish("c:0") == first[("c:0",)] and publish("a:0") == first[("a:0",)]
+    two = publish("d:0", "d:1")  # 5 ids: a and b go
+    assert hub.ably._published.keys() == {("room", ("c:0",)), ("room", ("d:0", "d:1"))}
+    assert publish("d:0", "d:1") == two
+    assert publish("a:0") != first[("a:0",)]  # forgotten: published again, and c goes
+    assert hub.ably._published.keys() == {("room", ("d:0", "d:1")), ("room", ("a:0",))}
+    assert hub.ably._remembered_ids == 3
