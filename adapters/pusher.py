@@ -64,9 +64,9 @@ from relay.protocol.signing import (
 from relay.protocol.socket_ids import validate_socket_id
 
 WEBHOOK_WINDOW_SECONDS = 300
+_REPLAYED = REPLAYED_HEADER.lower()  # as the senders give an answer's headers
 # Hosted Pusher's 400 for info=subscription_count when the app has not enabled subscription counting (off by default):
 # "Cannot retrieve the subscription count because subscription counting is not enabled"
-_REPLAYED = REPLAYED_HEADER.lower()  # as the senders give an answer's headers
 _SUBSCRIPTION_COUNTING_OFF = re.compile(r"subscription counting is not enabled", re.IGNORECASE)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from relay.config import ProviderConfig, url_host
-from relay.emulator.ably_auth import NONCE_KEPT_MS, AblyAuth, AblyError, AblyKey, Credentials
+from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
 from relay.emulator.ably_hub import ERROR, AblyApp, ws_frame
 from relay.emulator.ably_realtime import (
     AblySession,
@@ -67,9 +67,8 @@ class AblyNode:
             self.auth.share = cluster.nonce_used
             cluster.nonce_heard = self._nonce_heard
 
-    def _nonce_heard(self, key_name: str, nonce: str, timestamp: int, seconds_left: float) -> None:
-        now = self.wall_ms()
-        self.auth.used_elsewhere(key_name, nonce, timestamp, now - NONCE_KEPT_MS + int(seconds_left * 1000), now)
+    def _nonce_heard(self, key_name: str, nonce: str, timestamp: int, ms_left: int) -> None:
+        self.auth.used_elsewhere(key_name, nonce, timestamp, ms_left, self.wall_ms())
 
     def _app_for(self, credentials: Credentials) -> AblyApp:
         return self._apps[credentials.key.key_name]

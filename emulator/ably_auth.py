@@ -326,10 +326,12 @@ class AblyAuth:
         if self.share is not None:
             self.share(key_name, nonce, timestamp)
 
-    def used_elsewhere(self, key_name: str, nonce: str, timestamp: int, arrived_ms: int, now_ms: int) -> None:
-        """A nonce another node accepted at ``arrived_ms``: refused here too while it is kept."""
+    def used_elsewhere(self, key_name: str, nonce: str, timestamp: int, ms_left: int, now_ms: int) -> None:
+        """A nonce another node accepted, to be kept ``ms_left`` more (NONCE_KEPT_MS when just heard of): refused
+        here too until then."""
         seen = (key_name, nonce, timestamp)
-        if arrived_ms < now_ms - NONCE_KEPT_MS or seen in self._unexpired_nonces(now_ms):
+        arrived_ms = now_ms - NONCE_KEPT_MS + ms_left
+        if ms_left < 0 or seen in self._unexpired_nonces(now_ms):
             return
         arrivals = self._nonce_arrivals
         # Kept in the order they came, which the sweep relies on: one read from Redis may have come before those kept

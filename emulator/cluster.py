@@ -554,8 +554,8 @@ class RedisCluster:
         # past the next one tells it that the publishes in between never reached it (the bus is at most once).
         self._publish_numbers = itertools.count()
         self._last_published: dict[int, int] = {}
-        # Told of each signed TokenRequest's nonce another node accepted: (key name, nonce, timestamp, seconds left)
-        self.nonce_heard: Callable[[str, str, int, float], None] | None = None
+        # Told of each signed TokenRequest's nonce another node accepted: (key name, nonce, timestamp, ms it is kept)
+        self.nonce_heard: Callable[[str, str, int, int], None] | None = None
         self.lost_operations = 0
         self.missed_messages = 0  # other nodes' publishes this node found it never got
         self._instance = secrets.token_hex(6)  # result keys of a node restarted with the same id are not its own
@@ -869,7 +869,7 @@ class RedisCluster:
         if self.nonce_heard is not None:
             for ttl_ms, _, value in await self._kept("nonce"):
                 key_name, nonce, timestamp = json.loads(value)
-                self.nonce_heard(key_name, nonce, timestamp, ttl_ms / 1000)
+                self.nonce_heard(key_name, nonce, timestamp, ttl_ms)
 
     async def _load_cache(self) -> None:
         for state in self._states.values():
@@ -1678,7 +1678,7 @@ class RedisCluster:
         if kind == "nonce":
             if self.nonce_heard is not None:
                 key_name, nonce, timestamp = args
-                self.nonce_heard(key_name, nonce, timestamp, NONCE_KEPT_MS / 1000)
+                self.nonce_heard(key_name, nonce, timestamp, NONCE_KEPT_MS)
             return
         state = self._states.get(args[0])
         if state is None:

@@ -826,11 +826,9 @@ class AppState:
     # -- what other nodes announce ----------------------------------------------------------------------------
 
     def remote_subscriptions(self, node: int, name: str, count: int) -> None:
+        if self.remote.subscriptions.get(name, {}).get(node, 0) == max(count, 0):
+            return  # a snapshot's or a re-announcement's unchanged count: no news
         counts = self.remote.subscriptions.setdefault(name, {})
-        if counts.get(node, 0) == max(count, 0):  # a snapshot's or a re-announcement's unchanged count: no news
-            if not counts:
-                del self.remote.subscriptions[name]
-            return
         if count > 0:
             counts[node] = count
         else:

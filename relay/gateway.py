@@ -550,7 +550,7 @@ def _read_key(value: str | None) -> str | None:
         return value or None
     try:
         return read_text(Path(value), "the file")
-    except ConfigError as error:  # not PEM text either: either would do
+    except ConfigError as error:  # the reason the file did not read, named after what the value could be
         raise ConfigError(f"RELAY_JWT_PUBLIC_KEY is neither a PEM key nor a readable PEM file: {error}") from None
 
 
