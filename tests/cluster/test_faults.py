@@ -30,7 +30,7 @@ async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spaw
     processes: list[EmulatorProcess] = []
 
     async def start(
-        *extra: str, webhook_url: str | None = None, app_options: str = ""
+        *extra: str, webhook_url: str | None = None, app_options: str = "", node_ttl: int = 1
     ) -> tuple[EmulatorProcess, RunningEmulator]:
         config = tmp_path / f"node{len(processes)}.toml"
         hooks = f'webhooks = [{{ url = "{webhook_url}" }}]\n' if webhook_url else ""
@@ -39,7 +39,7 @@ async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spaw
             f"webhook_delay = 0.3\nwebhook_batch_ms = 10\n{app_options}{hooks}"
         )
         process = await EmulatorProcess.start(
-            "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", *extra
+            "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", str(node_ttl), *extra
         )
         processes.append(process)
         from tests.conftest import TEST_APP
