@@ -454,10 +454,10 @@ class AppState:
         if entry is not None:
             entry.connections += 1
             return
-        elsewhere = self.remote.member_info(name, member.user_id) is not None
-        user_info_json = self.member_info(channel, member)
+        elsewhere = self.remote.member_info(name, member.user_id)  # the user's first connection is another node's
+        user_info_json = member.user_info_json if elsewhere is None else elsewhere
         channel.members[member.user_id] = PresenceEntry(user_info_json, 1)
-        if not elsewhere:
+        if elsewhere is None:
             added = encode_text(frames.member_added(name, member.user_id, user_info_json))
             self.deliver(channel, added, exclude=socket_id)
             self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
