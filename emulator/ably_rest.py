@@ -535,7 +535,7 @@ def _publishing_connection(app: AblyApp, messages: Sequence[Message]) -> tuple[s
         return None, None
     socket_id = key.partition("!")[0]
     peer = app.state.peers.get(socket_id)
-    if isinstance(peer, AblySession) and peer.connection_key == key:
+    if isinstance(peer, AblySession) and hmac.compare_digest(peer.connection_key, key):
         return peer.socket_id, None if peer.echo else peer.socket_id
     if isinstance(peer, Session):
         return peer.socket_id, peer.socket_id

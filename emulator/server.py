@@ -512,9 +512,8 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(400, "malformed HTTP request")
             return b""
         # Checked after parsing: the callbacks mark a head completed in this read (-1) or a request ended (0). A head
-        # is measured exactly when it is complete (on_headers_complete); this only bounds one that never ends, with
-        # room for the share of a read on_message_begin charges a pipelined head, which may be much less.
-        if self._head_bytes > MAX_HEAD_BYTES + READ_TURN_BYTES:
+        # is measured exactly when it is complete (on_headers_complete); this bounds one that never ends.
+        if self._head_bytes > self._unfinished_head_limit:
             self._head_too_large()
         elif self._after_head_bytes > 2 * self.node.config.max_request_bytes + MAX_HEAD_BYTES:
             # The body is bounded as it comes (on_body), but not a chunked body's framing nor its trailers, which
@@ -579,6 +578,9 @@ class HttpConnection(asyncio.Protocol):
 
     # Bytes read since the current request's head was complete: its body, with a chunked body's framing and trailers.
     _after_head_bytes = 0
+    # How many bytes of a head still arriving are refused (431). A head begun in a read of its own is counted exactly;
+    # one pipelined behind another request is charged a whole read (on_message_begin), so room is left for that.
+    _unfinished_head_limit = MAX_HEAD_BYTES
 
     def on_message_begin(self) -> None:
         if self._after_head_bytes:  # set on the instance only by a request with a body (a WebSocket's has none)
@@ -593,6 +595,9 @@ class HttpConnection(asyncio.Protocol):
             # Another request ended earlier in this read, so this head's share of it is unknown, but no larger than
             # the read (READ_TURN_BYTES at most): charged that much, and measured in full if that passes the limit.
             self._head_bytes = READ_TURN_BYTES
+            self._unfinished_head_limit = MAX_HEAD_BYTES + READ_TURN_BYTES
+        elif self._unfinished_head_limit != MAX_HEAD_BYTES:
+            self._unfinished_head_limit = MAX_HEAD_BYTES
 
     def on_url(self, url: bytes) -> None:
         self._url += url

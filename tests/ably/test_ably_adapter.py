@@ -154,6 +154,25 @@ async def test_errors_map_to_relay_errors(ably_emulator: RunningEmulator) -> Non
         assert not isinstance(refused.value, PermissionDenied)
 
 
+async def test_only_a_connection_s_own_key_publishes_as_it(ably_emulator: RunningEmulator, wires: list[Any]) -> None:
+    """A REST publish "as" an ``echo=false`` connection is not sent back to it; its id with another secret (the key
+    is compared in constant time) publishes as nobody, so that connection gets the message."""
+    quiet = await ably_wire(ably_emulator, f"key={API_KEY}&echo=false")
+    wires.append(quiet)
+    await quiet.attach("orders")
+    key = quiet.connected["connectionKey"]
+    connection_id, _, secret = key.partition("!")
+    forged = f"{connection_id}!{'0' * len(secret) if secret != '0' * len(secret) else '1' * len(secret)}"
+    async with httpx.AsyncClient(auth=tuple(API_KEY.split(":", 1))) as http:  # type: ignore[arg-type]
+        for name, as_key in (("own", key), ("forged", forged)):
+            answer = await http.post(
+                f"http://127.0.0.1:{ably_emulator.port}/channels/orders/messages",
+                json={"name": name, "data": "x", "connectionKey": as_key},
+            )
+            assert answer.status_code == 201, answer.text
+    assert (await quiet.expect(MESSAGE))["messages"][0]["name"] == "forged"
+
+
 async def test_a_connection_key_that_is_no_connections_is_refused_and_dropped(
     relay: Call, ably_emulator: RunningEmulator, wires: list[Any]
 ) -> None:

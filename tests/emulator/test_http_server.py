@@ -124,17 +124,19 @@ async def test_refusals_before_routing_are_in_ablys_format_on_ablys_paths(
 async def test_a_request_head_over_64_kib_is_refused_and_others_are_served(
     emulator: RunningEmulator, connect: Connect
 ) -> None:
-    """A request line and headers are not buffered without bound: past 64 KiB the emulator answers 431 and closes
-    (a header trickled in pieces counts as it arrives). Requests with ordinary heads, pipelined, still work, and so
-    does a subscriber connected all along."""
+    """A request line and headers are not buffered without bound: one byte past 64 KiB, still arriving, the emulator
+    answers 431 and closes (a header trickled in pieces counts as it arrives). Requests with ordinary heads,
+    pipelined, still work, and so does a subscriber connected all along."""
     subscriber = await connect(emulator)
     await subscriber.subscribed("bystander")
     reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
     try:
-        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ")
-        for _ in range(80):
+        started = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: "
+        writer.write(started)
+        for _ in range(63):
             writer.write(b"x" * 1024)
             await writer.drain()
+        writer.write(b"x" * (1024 - len(started) + 1))  # 65,537 bytes in all, the last header unfinished
         status_line, headers = await read_head(reader)
         assert status_line == "HTTP/1.1 431 Request Header Fields Too Large"
         assert headers["connection"] == "close"
