@@ -20,13 +20,15 @@ from relay.adapters.base import (
     HttpResponse,
     count_of,
     path_segment,
+    refuse_replayed_webhook,
     unreadable_answer,
     unsupported,
     webhook_bytes,
     webhook_event,
     webhook_json,
+    webhook_milliseconds,
 )
-from relay.adapters.pusher import WEBHOOK_WINDOW_SECONDS, presence_channel
+from relay.adapters.pusher import presence_channel
 from relay.config import ProviderConfig
 from relay.errors import (
     InvalidChannelName,
@@ -36,7 +38,6 @@ from relay.errors import (
     ProtocolError,
     ProviderError,
     RelayError,
-    StaleTimestamp,
     UnknownKey,
     UnsupportedCapability,
 )
@@ -486,27 +487,18 @@ class AblyAdapter:
         try:
             items = payload["items"]
             events = [event for index, item in enumerate(items) for event in _ably_webhook_events(index, item)]
-            stamped = [int(item["timestamp"]) for item in items if "timestamp" in item]
-            skew = abs(self._clock() - max(stamped) / 1000) if stamped else None
-        # Signed, but not what Ably sends; OverflowError: a timestamp past a float's range (10**400).
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+            stamped = [
+                webhook_milliseconds(item["timestamp"], f"Ably webhook items[{index}].timestamp")
+                for index, item in enumerate(items)
+                if "timestamp" in item
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):  # signed, but not what Ably sends
             raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode) of Ably's items") from None
-        if items and skew is None:
+        if items and not stamped:
             raise ProtocolError("Ably webhook items have no timestamp (Ably stamps every item of a batched webhook)")
-        if skew is not None:
-            self._refuse_replay(skew)
+        if stamped:  # Ably retries a batch for up to 5 minutes (backing off to 60 s): within 300 s of its newest item
+            refuse_replayed_webhook("Ably webhook's newest item", max(stamped), self._clock())
         return events
-
-    def _refuse_replay(self, skew: float) -> None:
-        """A signed body carries no nonce: sent again later by whoever saw it, it would verify. So, as Pusher's
-        webhooks (pusher-http-python's validate_webhook), a body whose newest item is over the window (``skew``
-        seconds) from now is refused. Ably retries a batch it could not deliver for up to 5 minutes (backing off to
-        60 s), so its last attempts still arrive within 300 s of their items."""
-        if skew > WEBHOOK_WINDOW_SECONDS:
-            raise StaleTimestamp(
-                f"Ably webhook's newest item is {int(skew)} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay "
-                "(or a clock to fix)"
-            )
 
 
 def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[RelayError], HttpRequest | None] | None:

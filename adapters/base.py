@@ -7,12 +7,13 @@ function that turns the response into a result, so the sync and async clients sh
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
-from relay.errors import InvalidFrame, ProtocolError, RelayError, UnsupportedCapability
+from relay.errors import InvalidFrame, ProtocolError, RelayError, StaleTimestamp, UnsupportedCapability
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent, integer_id_as_digits
 from relay.payload import Payload
 from relay.protocol.frames import loads
@@ -210,6 +211,31 @@ def webhook_json(body: bytes, what: str) -> Any:
         return loads(body, what)  # also refuses nesting deeper than the parser goes
     except InvalidFrame as exc:  # the parser's error names a frame; a webhook body is no frame
         raise ProtocolError(exc.message) from None
+
+
+WEBHOOK_WINDOW_SECONDS = 300
+_LATEST_MILLISECONDS = 2**53  # a JSON number's whole range (year 285,000): past it a time is no time
+
+
+def webhook_milliseconds(value: object, what: str) -> int:
+    """A webhook's time as providers send it: a JSON integer of milliseconds since 1970 (a string or ``true`` was
+    read as one)."""
+    if type(value) is not int or not 0 <= value <= _LATEST_MILLISECONDS:
+        shown = repr(value) if type(value) in (int, float) else f"a {type(value).__name__}"
+        raise ProtocolError(f"{what} must be a whole number of milliseconds since 1970, not {shown[:40]}")
+    return value
+
+
+def refuse_replayed_webhook(what: str, time_ms: int, now: float) -> None:
+    """A signed body carries no nonce: sent again later by whoever saw it, it would verify. So, as Pusher's webhooks
+    (pusher-http-python's validate_webhook), a body whose time (``what``, ``time_ms``) is over the window from ``now``
+    (seconds) is refused."""
+    skew = abs(now - time_ms / 1000)
+    if skew > WEBHOOK_WINDOW_SECONDS:
+        shown = math.ceil(skew * 1000) / 1000  # rounded up: 300.0004 s shown as 300 s would read as within the window
+        raise StaleTimestamp(
+            f"{what} is {shown} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay (or a clock to fix)"
+        )
 
 
 def webhook_event(

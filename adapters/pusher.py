@@ -23,11 +23,13 @@ from relay.adapters.base import (
     calls_of,
     count_of,
     path_segment,
+    refuse_replayed_webhook,
     unreadable_answer,
     unsupported,
     webhook_bytes,
     webhook_event,
     webhook_json,
+    webhook_milliseconds,
 )
 from relay.config import ProviderConfig, is_hosted_pusher
 from relay.errors import (
@@ -37,7 +39,6 @@ from relay.errors import (
     LimitExceeded,
     ProtocolError,
     RelayError,
-    StaleTimestamp,
 )
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent, integer_id_as_digits
@@ -63,7 +64,6 @@ from relay.protocol.signing import (
 )
 from relay.protocol.socket_ids import validate_socket_id
 
-WEBHOOK_WINDOW_SECONDS = 300
 _REPLAYED = REPLAYED_HEADER.lower()  # as the senders give an answer's headers
 # Hosted Pusher's 400 for info=subscription_count when the app has not enabled subscription counting (off by default):
 # "Cannot retrieve the subscription count because subscription counting is not enabled"
@@ -460,18 +460,13 @@ class PusherAdapter:
         )
         payload = webhook_json(body, "webhook body")
         try:
-            time_ms = int(payload["time_ms"])
-            events = payload["events"]
-            skew = abs(time.time() - time_ms / 1000)
-        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: Infinity, or past a float's range
+            time_ms, events = payload["time_ms"], payload["events"]
+        except (KeyError, TypeError):
             raise ProtocolError("webhook body must be {time_ms, events: [...]}") from None
+        time_ms = webhook_milliseconds(time_ms, "webhook time_ms")
         if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
             raise ProtocolError("webhook events must be a list of objects")
-        if skew > WEBHOOK_WINDOW_SECONDS:  # as pusher-http-python's validate_webhook: a replayed webhook is refused
-            raise StaleTimestamp(
-                f"webhook time_ms is {int(skew)} s from now; over {WEBHOOK_WINDOW_SECONDS} s is a replay "
-                "(or a clock to fix)"
-            )
+        refuse_replayed_webhook("webhook time_ms", time_ms, time.time())
         return [
             webhook_event(
                 f"webhook events[{index}]",

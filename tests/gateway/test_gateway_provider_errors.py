@@ -169,7 +169,10 @@ async def test_json_nested_past_the_parser_s_depth_is_a_400_on_the_auth_routes(
     [
         (b"[" * 3000, "webhook body nests arrays and objects too deeply"),
         (b'{"time_ms": Infinity, "events": []}', "webhook body is not valid JSON: Infinity is not a finite number"),
-        (b'{"time_ms": ' + b"9" * 400 + b', "events": []}', "webhook body must be {time_ms, events: [...]}"),
+        (
+            b'{"time_ms": ' + b"9" * 400 + b', "events": []}',
+            f"webhook time_ms must be a whole number of milliseconds since 1970, not {'9' * 40}",
+        ),
     ],
     ids=["nested", "infinity", "past-a-float"],
 )

@@ -311,6 +311,8 @@ async def test_http_to_a_tls_emulator_says_to_use_https(
 
 # -- 6. signed webhook bodies the parser cannot take -------------------------------------------------------------------
 
+NOT_MILLISECONDS = "webhook time_ms must be a whole number of milliseconds since 1970, not "
+
 
 @pytest.mark.parametrize(
     ("body", "message"),
@@ -318,15 +320,20 @@ async def test_http_to_a_tls_emulator_says_to_use_https(
         (b"[" * 3000, "webhook body nests arrays and objects too deeply"),
         (b'{"time_ms": Infinity, "events": []}', "webhook body is not valid JSON: Infinity is not a finite number"),
         (b'{"time_ms": 1e400, "events": []}', "webhook body is not valid JSON: 1e400 is not a finite number"),
-        (b'{"time_ms": ' + b"9" * 400 + b', "events": []}', "webhook body must be {time_ms, events: [...]}"),
+        (b'{"time_ms": ' + b"9" * 400 + b', "events": []}', f"{NOT_MILLISECONDS}{'9' * 40}"),
         (b'{"time_ms": NaN, "events": []}', "webhook body is not valid JSON: NaN is not a finite number"),
+        (b'{"time_ms": "1796566307000", "events": []}', f"{NOT_MILLISECONDS}a str"),
+        (b'{"time_ms": true, "events": []}', f"{NOT_MILLISECONDS}a bool"),
+        (b'{"time_ms": 1796566307000.5, "events": []}', f"{NOT_MILLISECONDS}1796566307000.5"),
+        (b'{"time_ms": -1, "events": []}', f"{NOT_MILLISECONDS}-1"),
     ],
-    ids=["nested", "infinity", "float-overflow", "int-overflow", "nan"],
+    ids=["nested", "infinity", "float-overflow", "int-overflow", "nan", "text", "true", "fraction", "negative"],
 )
 async def test_a_signed_pusher_webhook_the_parser_cannot_take_is_a_protocol_error(
     make_relay: MakeRelay, body: bytes, message: str
 ) -> None:
-    """Signed, so past the signature check: a RecursionError or OverflowError escaped (a 500 in the gateway)."""
+    """Signed, so past the signature check: a RecursionError or OverflowError escaped (a 500 in the gateway), and
+    a time that is no JSON integer (text, ``true``) was read as one."""
     relay = make_relay(f"emulator://{KEY}:{SECRET}@127.0.0.1:1/apps/1")
     headers = {"X-Pusher-Key": KEY, "X-Pusher-Signature": webhook_signature(SECRET, body)}
     with pytest.raises(ProtocolError) as raised:

@@ -25,6 +25,7 @@ from pusher.signature import sign  # type: ignore[import-untyped]
 
 from relay import ChannelInfo, Event, PresenceMember, User
 from relay.adapters.ably import MAX_BATCH_REQUEST_BYTES, AblyAdapter
+from relay.adapters.base import refuse_replayed_webhook
 from relay.adapters.memory import MemoryAdapter
 from relay.adapters.pusher import PusherAdapter
 from relay.config import ProviderConfig, from_env, parse_url
@@ -301,7 +302,7 @@ async def test_ably_lists_presence_channels_with_their_user_counts_as_pusher_doe
 # -- 9b. Ably webhooks replayed ------------------------------------------------------------------------------------
 
 
-def ably_webhook(*timestamps: int | None) -> tuple[dict[str, str], bytes]:
+def ably_webhook(*timestamps: object) -> tuple[dict[str, str], bytes]:
     items: list[dict[str, Any]] = []
     for timestamp in timestamps:
         item: dict[str, Any] = {"name": "channel.opened", "data": {"channelId": "orders"}}
@@ -329,6 +330,25 @@ async def test_an_ably_webhook_out_of_the_window_is_refused_as_pusher_s_are(make
     assert await relay.verify_webhook(*ably_webhook()) == []
     with pytest.raises(ProtocolError, match=r"^Ably webhook items have no timestamp"):
         await relay.verify_webhook(*ably_webhook(None))
+    for unstamped, shown in ((str(now_ms), "a str"), (True, "a bool"), (now_ms + 0.5, repr(now_ms + 0.5))):
+        with pytest.raises(ProtocolError) as refused:
+            await relay.verify_webhook(*ably_webhook(now_ms, unstamped))
+        assert str(refused.value) == (
+            f"Ably webhook items[1].timestamp must be a whole number of milliseconds since 1970, not {shown}"
+        )
+
+
+def test_a_replay_a_fraction_of_a_second_over_the_window_is_not_said_to_be_within_it() -> None:
+    """The distance from now was cut to whole seconds: 300.4 s over a 300 s window read "300 s from now; over
+    300 s". It is rounded up, to the millisecond."""
+    refuse_replayed_webhook("webhook time_ms", 1_000, 301.0)
+    refuse_replayed_webhook("webhook time_ms", 601_000, 301.0)
+    for time_ms, now, shown in ((0, 300.0004, "300.001"), (0, 300.4, "300.4"), (2_000_000, 1_000.0, "1000.0")):
+        with pytest.raises(StaleTimestamp) as refused:
+            refuse_replayed_webhook("webhook time_ms", time_ms, now)
+        assert (
+            str(refused.value) == f"webhook time_ms is {shown} s from now; over 300 s is a replay (or a clock to fix)"
+        )
 
 
 # -- 11. Pusher request paths as the official SDKs send them -------------------------------------------------------
