@@ -487,11 +487,7 @@ class AblyAdapter:
         try:
             items = payload["items"]
             events = [event for index, item in enumerate(items) for event in _ably_webhook_events(index, item)]
-            stamped = [
-                webhook_milliseconds(item["timestamp"], f"Ably webhook items[{index}].timestamp")
-                for index, item in enumerate(items)
-                if "timestamp" in item
-            ]
+            stamped = [item["timestamp"] for item in items if "timestamp" in item]  # each checked by its events
         except (ValueError, KeyError, TypeError, AttributeError):  # signed, but not what Ably sends
             raise ProtocolError("Ably webhook body must be {items: [...]} (batched mode) of Ably's items") from None
         if items and not stamped:
@@ -562,7 +558,7 @@ def _ably_webhook_events(index: int, item: Mapping[str, Any]) -> list[WebhookEve
     where = f"Ably webhook items[{index}]"
     data = item.get("data") or {}
     channel = data.get("channelId")
-    time_ms = int(item.get("timestamp", 0))
+    time_ms = webhook_milliseconds(item.get("timestamp", 0), f"{where}.timestamp")
     name = item.get("name")
     if name in _LIFECYCLE:
         return [webhook_event(where, _LIFECYCLE[str(name)], channel, time_ms)]
@@ -589,7 +585,7 @@ def _message_event(
         where,
         kind,
         channel,
-        int(message.get("timestamp", time_ms)),
+        webhook_milliseconds(message.get("timestamp", time_ms), f"{where} {kind}.timestamp"),
         user_id=message.get("clientId"),
         event=event,
         data=data,

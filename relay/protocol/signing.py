@@ -140,11 +140,12 @@ def verify_rest_request(
         raise UnknownKey("auth_key is not this application's key")
     if params["auth_version"] != AUTH_VERSION:
         raise AuthenticationError(f"auth_version must be {AUTH_VERSION}")
-    try:
-        timestamp = int(params["auth_timestamp"])
-    except ValueError:
-        raise AuthenticationError("auth_timestamp must be whole seconds since the epoch") from None
-    skew = int(now) - timestamp  # whole seconds, in integers: a timestamp too big for a float is only stale
+    timestamp = params["auth_timestamp"]
+    # ASCII digits only: int() also takes "1_796566307", " 1796566307" and other scripts' digits (and refuses more
+    # than 4,300 digits)
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 4300):
+        raise AuthenticationError("auth_timestamp must be whole seconds since the epoch")
+    skew = int(now) - int(timestamp)  # whole seconds, in integers: a timestamp too big for a float is only stale
     if abs(skew) > window:
         raise StaleTimestamp(
             f"auth_timestamp is {_offset(skew) if abs(skew) < 10**12 else 'far from'} the server's time; "

@@ -337,6 +337,16 @@ async def test_an_ably_webhook_out_of_the_window_is_refused_as_pusher_s_are(make
             f"Ably webhook items[1].timestamp must be a whole number of milliseconds since 1970, not {shown}"
         )
 
+    sent = {"name": "e", "data": "x", "timestamp": str(now_ms)}
+    item = {"name": "channel.message", "timestamp": now_ms, "data": {"channelId": "orders", "messages": [sent]}}
+    body = json.dumps({"items": [item]}).encode()
+    signature = base64.b64encode(hmac.new(b"ably-secret", body, hashlib.sha256).digest()).decode()
+    with pytest.raises(ProtocolError) as refused:
+        await relay.verify_webhook({"X-Ably-Key": "appid.keyid", "X-Ably-Signature": signature}, body)
+    assert str(refused.value) == (
+        "Ably webhook items[0] message.timestamp must be a whole number of milliseconds since 1970, not a str"
+    )
+
 
 def test_a_replay_a_fraction_of_a_second_over_the_window_is_not_said_to_be_within_it() -> None:
     """The distance from now was cut to whole seconds: 300.4 s over a 300 s window read "300 s from now; over

@@ -181,7 +181,21 @@ def test_rest_missing_params_lists_all() -> None:
     )
 
 
-@pytest.mark.parametrize("timestamp", ["abc", "1353088179.5", "", "1e9", "0x50a6c6b3"])
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "abc",
+        "1353088179.5",
+        "",
+        "1e9",
+        "0x50a6c6b3",
+        "1_353088179",
+        " 1353088179",
+        "+1353088179",
+        "١٣٥٣٠٨٨١٧٩",
+        "9" * 4301,
+    ],
+)
 def test_rest_rejects_non_integer_timestamp(timestamp: str) -> None:
     params = dict(DOC_PARAMS, auth_timestamp=timestamp)
     with pytest.raises(AuthenticationError, match="whole seconds") as info:
