@@ -143,12 +143,12 @@ async def test_rs256_with_a_public_key_file(
         "another key": (sign(other_key, "RS256", aud=AUDIENCE, iss=ISSUER), "Signature verification failed"),
         "HS256 with the public key": (
             confusion,
-            "invalid JWT: its alg is 'HS256', and RELAY_JWT_PUBLIC_KEY verifies ES256 and RS256 only (set "
+            "invalid JWT: its alg is 'HS256', and RELAY_JWT_PUBLIC_KEY verifies RS256 only (set "
             "RELAY_JWT_SECRET instead, for HS256 tokens)",
         ),
         "ES256 for an RSA key": (
             sign(ec_key, "ES256", aud=AUDIENCE, iss=ISSUER),
-            "invalid JWT: its alg 'ES256' does not fit the key of RELAY_JWT_PUBLIC_KEY",
+            "invalid JWT: its alg is 'ES256', and RELAY_JWT_PUBLIC_KEY verifies RS256 only",
         ),
         "wrong issuer": (sign(rsa_key, "RS256", aud=AUDIENCE, iss="https://evil.test"), "issuer is not accepted"),
         "wrong audience": (sign(rsa_key, "RS256", aud="other", iss=ISSUER), "audience is not accepted"),
@@ -158,6 +158,24 @@ async def test_rs256_with_a_public_key_file(
         status, error = await auth_status(gateway, "private-user-alice", token)
         assert (status, message in error) == (401, True), f"{label}: {status} {error}"
     assert (await auth_status(gateway, "private-user-alice", good))[0] == 200
+
+
+async def test_an_ec_public_key_file_verifies_es256_and_names_it_alone(
+    tmp_path: Path,
+    emulator: RunningEmulator,
+    start_gateway: StartGateway,
+    rsa_key: rsa.RSAPrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    """A public key verifies its own algorithm: an EC key ES256 tokens, and a refusal names ES256 alone (it said
+    "verifies ES256 and RS256 only" of either kind of key)."""
+    key_file = tmp_path / "jwt.pem"
+    key_file.write_text(public_pem(ec_key))
+    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWT_PUBLIC_KEY": str(key_file)})
+    assert (await auth_status(gateway, "private-user-alice", sign(ec_key, "ES256")))[0] == 200
+    refused = await auth_status(gateway, "private-user-alice", sign(rsa_key, "RS256"))
+    assert refused == (401, "invalid JWT: its alg is 'RS256', and RELAY_JWT_PUBLIC_KEY verifies ES256 only")
+    assert (await auth_status(gateway, "private-user-alice", sign(ec_key, "ES256")))[0] == 200
 
 
 async def test_rs256_and_es256_from_a_jwks_file(
