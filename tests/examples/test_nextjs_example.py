@@ -218,6 +218,10 @@ async def test_next_build_and_start_publish_through_relay_serve(
         await expect(bob.locator("li")).to_have_text(["Order 7 is ready", "Order 8 is ready"])
         answer = await http.post("/api/orders/9/ready", headers=bearer("alice"))
         assert answer.json() == {"ok": True, "orderId": "9"}
+        # A malformed X-Socket-ID is the gateway's 400, passed on with its reason (it was a 502, "the gateway failed")
+        answer = await http.post("/api/orders/10/ready", headers={**bearer("alice"), "x-socket-id": "not-a-socket-id"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"].startswith("realtime: invalid socket_id 'not-a-socket-id'")
     await expect(alice.locator("li")).to_have_text(["Order 42 is ready", "Order 9 is ready"])
     assert logged == []
     # An empty order id is Next's 404 page, not JSON: the button says so (it was an unhandled rejection).

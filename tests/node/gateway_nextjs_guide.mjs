@@ -147,6 +147,13 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   assert.deepEqual(events[1].data, { orderId: 'o-3' });
   s.check('route-handler-socket-id');
 
+  // A malformed X-Socket-ID: the gateway answers 400, and so does the route handler, with the gateway's reason (it
+  // was a 502, "the gateway failed", for the caller's own mistake).
+  response = await orderReady(POST, 'o-bad-socket', aliceJwt, { 'X-Socket-ID': 'not-a-socket-id' });
+  assert.equal(response.status, 400, JSON.stringify(response));
+  assert.match(response.body.error, /^realtime: invalid socket_id 'not-a-socket-id'/);
+  s.check('route-handler-400');
+
   // A wrong API token: the gateway answers 401 and the route handler turns it into 502 with the reason.
   process.env.RELAY_API_TOKEN = 'not-the-token';
   response = await orderReady(POST, 'o-4', aliceJwt);
