@@ -57,8 +57,8 @@ export function showActionError(error) {
   box.textContent = `That did not go through: ${error.message}`;
 }
 
-// What a page says once its provider's library gives up its first attempts (pusher-js: "unavailable" after about
-// 15 s; ably-js: "suspended"); both keep trying, and the message goes at the next connection.
+// What a page says once its provider's library gives up its first attempts (pusher-js: "unavailable" after 10 s;
+// ably-js: "suspended"); both keep trying, and the message goes at the next connection.
 const UNREACHABLE =
   'The realtime server cannot be reached, so this page is not live: is it running? (RELAY_URL on the backend names ' +
   'it.) The page keeps trying.';
@@ -217,6 +217,15 @@ export async function connect({ onStatus = showStatus, onProblems = showProblems
     if (current === 'unavailable') show.problem('connection', UNREACHABLE);
     else if (current === 'connected') show.problem('connection');
   });
+  // Once "unavailable", pusher-js waits ever longer between its attempts, up to a minute: a realtime server back after
+  // an outage went unnoticed that long. Its attempts start over instead (one at once), each time it says so.
+  pusher.connection.bind('unavailable', () =>
+    setTimeout(() => {
+      if (pusher.connection.state !== 'unavailable') return;
+      pusher.disconnect();
+      pusher.connect();
+    }),
+  );
   show.state(pusher.connection.state);
   window.relayConnection = pusher; // for the console and the end-to-end test
 
