@@ -366,6 +366,12 @@ class EmulatorNode:
             await self._http.aclose()
 
 
+def _chunked_alone(transfer_encoding: bytes) -> bool:
+    """Whether a Transfer-Encoding is chunked alone, the one coding httptools decodes: a body also gzipped
+    (``gzip, chunked``) would be read still encoded."""
+    return [coding.strip() for coding in transfer_encoding.lower().split(b",")] == [b"chunked"]
+
+
 class HttpConnection(asyncio.Protocol):
     """One TCP connection: HTTP requests until an upgrade, then a WebSocket carrying one Pusher or Ably session."""
 
@@ -630,6 +636,14 @@ class HttpConnection(asyncio.Protocol):
                 return
             if lowered == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
+            elif lowered == b"transfer-encoding" and not _chunked_alone(value):
+                self._refused = True
+                self._refuse(
+                    501,
+                    f"Transfer-Encoding {value.decode('latin-1')[:100]!r} is not supported (only chunked is): send "
+                    "the body with Content-Length, or with Transfer-Encoding: chunked alone",
+                )
+                return
         if expects_continue:
             self._continue()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -133,6 +134,38 @@ async def test_a_few_trailers_are_read_and_left_out_of_the_headers(emulator: Run
 
     assert await status_of(head + credentials + b"\r\n" + chunked + b"X-Checksum: 1\r\n\r\n") == b"201"
     assert await status_of(head + b"\r\n" + chunked + credentials + b"\r\n") == b"401"
+
+
+@pytest.mark.parametrize(
+    ("coding", "status"), [(b"gzip, chunked", b"501"), (b"identity,chunked", b"501"), (b" Chunked ", b"201")]
+)
+async def test_a_transfer_coding_other_than_chunked_is_a_501_and_the_connection_closed(
+    emulator: RunningEmulator, coding: bytes, status: bytes
+) -> None:
+    """httptools decodes chunked alone: a body sent "gzip, chunked" was read as chunked and taken, still gzipped, as
+    the JSON. As RFC 9112 §6.1 has it, such a request is a 501, the connection closed and the request pipelined after
+    it not read (as the gateway does); chunked alone, in any case, is served."""
+    credentials = b"Authorization: Basic " + base64.b64encode(emulator.app.ably_api_key.encode()) + b"\r\n"
+    body = b'{"name": "e", "data": "1"}'
+    sent = gzip.compress(body) if status == b"501" else body
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(sent), sent)
+    head = b"POST /channels/orders/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + credentials
+    pipelined = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    writer.write(head + b"Transfer-Encoding: " + coding + b"\r\n\r\n" + chunked + pipelined)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.split(b" ", 2)[1] == status, answer[:300]
+    if status == b"501":
+        assert answer.count(b"HTTP/1.1 ") == 1 and b"connection: close" in answer.lower()
+        error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert error["message"] == (
+            f"Transfer-Encoding {coding.decode()!r} is not supported (only chunked is): send the body with "
+            "Content-Length, or with Transfer-Encoding: chunked alone"
+        )
+    else:
+        assert answer.count(b"HTTP/1.1 ") == 2  # the publish, then the pipelined request
+    assert await assert_still_served(emulator) < 2.0
 
 
 def pipelined_then_half_closed(port: int, context: ssl.SSLContext, count: int) -> bytes:
