@@ -596,7 +596,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
             _refuse_undecoded(env[name], name)
     master_key = env_master_key(env)
     if env.get("RELAY_URL"):
-        return with_master_key(parse_url(env["RELAY_URL"]), master_key)
+        try:
+            config = parse_url(env["RELAY_URL"])
+        except ConfigError as exc:  # which setting is wrong, for a service started with many (PUSHER_URL's say)
+            raise ConfigError(f"RELAY_URL: {exc.message}") from None
+        return with_master_key(config, master_key)
     if env.get("PUSHER_URL"):
         return with_master_key(pusher_url(env["PUSHER_URL"]), master_key)
     pusher_names = ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")

@@ -110,7 +110,10 @@ def test_mirror_and_failover_are_read_in_any_case_as_the_schemes_are() -> None:
             {**PUSHER, "PUSHER_HOST": "192.168.1.300"},
             f"PUSHER_HOST must be a host name or an IP address, got '192.168.1.300' {IPV4_HINT}",
         ),
-        ({"RELAY_URL": "memory://a|memory://b"}, "several provider URLs joined by '|' need mirror:"),
+        ({"RELAY_URL": "memory://a|memory://b"}, "RELAY_URL: several provider URLs joined by '|' need mirror:"),
+        # which variable is wrong: a service is started with many
+        ({"RELAY_URL": "bogus"}, "RELAY_URL: a provider URL looks like scheme://…, with scheme one of pusher, "),
+        ({"PUSHER_URL": "bogus"}, "PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID"),
         # Laravel's .env exported as it is: "set PUSHER_KEY, PUSHER_SECRET too" did not say why they were not found
         (
             {"PUSHER_APP_ID": "1", "PUSHER_APP_KEY": "k", "PUSHER_APP_SECRET": "s", "PUSHER_APP_CLUSTER": "eu"},
