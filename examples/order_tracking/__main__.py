@@ -134,7 +134,9 @@ def library_notice(app: FastAPI) -> str:
 async def run(
     host: str, sock: socket.socket, relay_url: Configuration, where: str, *, emulator_on_page_host: bool = False
 ) -> None:
-    site = f"http://{url_host(host)}:{sock.getsockname()[1]}"
+    port = sock.getsockname()[1]
+    site = f"http://{url_host(reachable_host(host))}:{port}"  # a browser here opens it (http://0.0.0.0 is refused)
+    everywhere = "" if reachable_host(host) == host else f"  elsewhere:  http://<this machine's address>:{port}/\n"
     app = create_app(relay_url, emulator_on_page_host=emulator_on_page_host)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     # uvicorn handles SIGINT/SIGTERM while it serves and raises them again afterwards, for the previous handlers:
@@ -148,7 +150,7 @@ async def run(
             await asyncio.sleep(0.02)
         print(
             f"Order tracking on {site}\n"
-            f"  customers:  {site}/\n  kitchen:    {site}/kitchen\n  delivery:   {site}/delivery\n"
+            f"  customers:  {site}/\n  kitchen:    {site}/kitchen\n  delivery:   {site}/delivery\n{everywhere}"
             f"  realtime:   {describe_configuration(relay_url)}, {where}{library_notice(app)}",
             flush=True,
         )

@@ -258,13 +258,17 @@ async def test_the_one_command_runs_the_app_and_an_emulator(tmp_path: Path) -> N
 
 
 async def test_on_every_address_the_pages_reach_the_emulator_where_they_reached_the_app() -> None:
-    """``--host 0.0.0.0`` (to try the pages on a phone): the emulator listens there too, and the pages are told to
+    """``--host 0.0.0.0`` (to try the pages on a phone): the banner links to 127.0.0.1 and tells where else to go
+    (it printed http://0.0.0.0:8000/, which browsers refuse); the emulator listens there too, and the pages are told to
     connect to it at the address they were loaded from. It listened on loopback only, and the pages were sent there:
     another machine's own. 127.0.0.2 stands for the machine's network address (every 127.x is this machine, but only
     a server on every address answers there). The emulator's secret is the process's own: the documented default
     one would let anyone there sign for any order's channel."""
-    async with one_command("--host", "0.0.0.0", env=without_provider()) as (site, emulator_port, _):
-        page_address = site.replace("0.0.0.0", "127.0.0.2")
+    async with one_command("--host", "0.0.0.0", env=without_provider()) as (site, emulator_port, banner):
+        # the banner's links open on this machine (a browser refuses http://0.0.0.0), and it says where else to go
+        port = site.rpartition(":")[2]
+        assert site == f"http://127.0.0.1:{port}" and f"elsewhere:  http://<this machine's address>:{port}/" in banner
+        page_address = site.replace("127.0.0.1", "127.0.0.2")
         async with httpx.AsyncClient(base_url=page_address) as http:
             config = (await http.get("/api/config")).json()
             assert (config["wsHost"], config["wsPort"]) == ("127.0.0.2", emulator_port)
