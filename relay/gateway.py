@@ -233,6 +233,14 @@ class GatewaySettings:
                 f"{MIN_HS256_SECRET_BYTES} (RFC 7518 §3.2): give the one your auth provider signs with, or make one "
                 "with `openssl rand -hex 32`"
             )
+        if self.jwt_secret:
+            try:
+                jwt.get_algorithm_by_name("HS256").prepare_key(self.jwt_secret)
+            except jwt.InvalidKeyError:  # PyJWT refuses it at every JWT: each one was a 500
+                raise ConfigError(
+                    "RELAY_JWT_SECRET holds a PEM key or certificate, which is no HS256 secret: for RS256 or ES256 "
+                    "tokens set RELAY_JWT_PUBLIC_KEY to the public key instead"
+                ) from None
         token = self.api_token
         if token is not None and (token != token.strip(" ") or not all(" " <= c < "\x7f" for c in token)):
             # fetch() refuses such a header value outright, and the webhook forward, which carries it, failed

@@ -126,6 +126,19 @@ def test_an_hs256_secret_shorter_than_32_bytes_is_a_config_error() -> None:
     assert settings.jwt_secret == "s" * 32
 
 
+def test_a_public_key_given_as_the_hs256_secret_is_a_config_error() -> None:
+    """PyJWT refuses a PEM key or certificate as an HMAC secret at every JWT: a public key put in the wrong setting
+    made every signed-in request a 500. It stops the gateway at start, naming the setting it belongs in."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    with pytest.raises(ConfigError) as refused:
+        gateway({"RELAY_JWT_SECRET": public_pem})
+    assert refused.value.message == (
+        "RELAY_JWT_SECRET holds a PEM key or certificate, which is no HS256 secret: for RS256 or ES256 tokens set "
+        "RELAY_JWT_PUBLIC_KEY to the public key instead"
+    )
+
+
 def test_a_webhook_forward_url_that_is_not_a_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="RELAY_WEBHOOK_FORWARD_URL"):
         gateway({"RELAY_WEBHOOK_FORWARD_URL": "not a url"})
