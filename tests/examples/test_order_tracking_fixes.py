@@ -189,14 +189,15 @@ async def test_after_a_reconnect_the_customer_page_stays_on_its_current_order(
 
 
 @needs_chromium()
-async def test_after_a_long_outage_a_page_is_live_again_within_10_s_of_the_server(
+async def test_after_a_long_outage_a_page_is_live_again_within_15_s_of_the_server(
     browser: object, emulator_process: EmulatorProcess
 ) -> None:
     """pusher-js, once "unavailable" (10 s without a connection), waits 15 s, then 30 s, then a minute between its
     attempts: an emulator back 20 s into an outage was reached only 26 s later (measured: 9.6, 26.5, 14.5 and 59.5 s
     after outages of 5, 18, 30 and 45 s), while the README promised 15 s. The page starts pusher-js's attempts over
-    each time it reports "unavailable", so it is live again within about 10 s, and says *Not live* meanwhile, never
-    *Offline* (the restart's "disconnected")."""
+    5 s after each time it reports "unavailable" (an attempt under way keeps the 15 s pusher-js gives it), so it is
+    live again within about 15 s (here about 10: its restarts come 15 and 30 s into the outage), and says *Not
+    live* meanwhile, never *Offline* (the restart's "disconnected")."""
     expect = pytest.importorskip("playwright.async_api").expect
     port = emulator_process.port
     app = create_app(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1", session_secret=b"t")
@@ -223,7 +224,7 @@ async def test_after_a_long_outage_a_page_is_live_again_within_10_s_of_the_serve
         restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
         try:
             back = time.monotonic()
-            await expect(badge).to_have_text("Live", timeout=15_000)
+            await expect(badge).to_have_text("Live", timeout=20_000)  # pusher-js alone: 26 s
             print(f"live again {time.monotonic() - back:.1f} s after the emulator was back")
             await expect(kitchen.locator("#realtime-problems")).to_have_count(0)  # type: ignore[attr-defined]
             await expect(kitchen.locator("#staff")).to_have_text("Asha")  # type: ignore[attr-defined]

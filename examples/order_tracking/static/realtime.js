@@ -62,6 +62,8 @@ export function showActionError(error) {
 const UNREACHABLE =
   'The realtime server cannot be reached, so this page is not live: is it running? (RELAY_URL on the backend names ' +
   'it.) The page keeps trying.';
+// pusher-js's attempts are started over this long after it reports "unavailable" (see connect)
+const RESTART_AFTER_UNAVAILABLE_MS = 5000;
 
 /** FastAPI's `detail` as a sentence: a refusal's text, or each refused field and why (a 422's list of errors). */
 function reason(detail) {
@@ -218,13 +220,14 @@ export async function connect({ onStatus = showStatus, onProblems = showProblems
     else if (current === 'connected') show.problem('connection');
   });
   // Once "unavailable", pusher-js waits ever longer between its attempts, up to a minute: a realtime server back after
-  // an outage went unnoticed that long. Its attempts start over instead (one at once), each time it says so.
+  // an outage went unnoticed that long. Its attempts start over instead (one at once), 5 s after each time it says so:
+  // an attempt still under way (a slow network) has the 15 s pusher-js gives its first one, rather than being cut.
   pusher.connection.bind('unavailable', () =>
     setTimeout(() => {
       if (pusher.connection.state !== 'unavailable') return;
       pusher.disconnect();
       pusher.connect();
-    }),
+    }, RESTART_AFTER_UNAVAILABLE_MS),
   );
   show.state(pusher.connection.state);
   window.relayConnection = pusher; // for the console and the end-to-end test
