@@ -16,7 +16,7 @@ from urllib.parse import quote
 from relay.errors import InvalidFrame, ProtocolError, RelayError, StaleTimestamp, UnsupportedCapability
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent, integer_id_as_digits
 from relay.payload import Payload
-from relay.protocol.frames import loads
+from relay.protocol.frames import json_kind, loads
 
 T = TypeVar("T")
 
@@ -221,7 +221,7 @@ def webhook_milliseconds(value: object, what: str) -> int:
     """A webhook's time as providers send it: a JSON integer of milliseconds since 1970 (a string or ``true`` was
     read as one)."""
     if type(value) is not int or not 0 <= value <= _LATEST_MILLISECONDS:
-        shown = repr(value) if type(value) in (int, float) else f"a {type(value).__name__}"
+        shown = repr(value) if type(value) in (int, float) else json_kind(value)
         raise ProtocolError(f"{what} must be a whole number of milliseconds since 1970, not {shown[:40]}")
     return value
 

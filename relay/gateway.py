@@ -76,6 +76,7 @@ from relay.errors import (
 from relay.files import read_text, read_toml
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
+from relay.protocol.frames import json_kind
 from relay.protocol.hosts import is_loopback
 from relay.protocol.idempotency_keys import REPLAYED_HEADER
 from relay.protocol.media_types import is_json_media_type
@@ -93,7 +94,6 @@ from relay.web import (
     channel_auth_request,
     channels_token_body_async,
     error_response,
-    json_kind,
     malformed_json_body,
     no_store,
     printable,

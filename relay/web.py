@@ -33,6 +33,7 @@ from relay.errors import (
     about_item,
 )
 from relay.models import User
+from relay.protocol.frames import json_kind
 from relay.protocol.media_types import is_json_media_type, media_type
 from relay.rules import ChannelRules, Decision
 
@@ -177,22 +178,6 @@ def malformed_json_body(cause: BaseException | None) -> str:
     if isinstance(cause, ValueError) and not isinstance(cause, json.JSONDecodeError) and "digits" in str(cause):
         return f"the JSON body is malformed: it has an integer of more than {sys.get_int_max_str_digits()} digits"
     return "the JSON body is malformed"
-
-
-_JSON_KINDS: Mapping[type, str] = {
-    str: "a string",
-    int: "a number",
-    float: "a number",
-    bool: "a boolean",
-    dict: "an object",
-    list: "a list",
-    type(None): "null",
-}
-
-
-def json_kind(value: object) -> str:
-    """What a decoded JSON value is, in words ("a list", "null"), for an error that must not show it."""
-    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def socket_id_placeholder(client: Relay | AsyncRelay) -> str:

@@ -322,12 +322,13 @@ NOT_MILLISECONDS = "webhook time_ms must be a whole number of milliseconds since
         (b'{"time_ms": 1e400, "events": []}', "webhook body is not valid JSON: 1e400 is not a finite number"),
         (b'{"time_ms": ' + b"9" * 400 + b', "events": []}', f"{NOT_MILLISECONDS}{'9' * 40}"),
         (b'{"time_ms": NaN, "events": []}', "webhook body is not valid JSON: NaN is not a finite number"),
-        (b'{"time_ms": "1796566307000", "events": []}', f"{NOT_MILLISECONDS}a str"),
-        (b'{"time_ms": true, "events": []}', f"{NOT_MILLISECONDS}a bool"),
+        (b'{"time_ms": "1796566307000", "events": []}', f"{NOT_MILLISECONDS}a string"),
+        (b'{"time_ms": true, "events": []}', f"{NOT_MILLISECONDS}a boolean"),
+        (b'{"time_ms": null, "events": []}', f"{NOT_MILLISECONDS}null"),
         (b'{"time_ms": 1796566307000.5, "events": []}', f"{NOT_MILLISECONDS}1796566307000.5"),
         (b'{"time_ms": -1, "events": []}', f"{NOT_MILLISECONDS}-1"),
     ],
-    ids=["nested", "infinity", "float-overflow", "int-overflow", "nan", "text", "true", "fraction", "negative"],
+    ids=["nested", "infinity", "float-overflow", "int-overflow", "nan", "text", "true", "null", "fraction", "negative"],
 )
 async def test_a_signed_pusher_webhook_the_parser_cannot_take_is_a_protocol_error(
     make_relay: MakeRelay, body: bytes, message: str

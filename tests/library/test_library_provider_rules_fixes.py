@@ -330,7 +330,7 @@ async def test_an_ably_webhook_out_of_the_window_is_refused_as_pusher_s_are(make
     assert await relay.verify_webhook(*ably_webhook()) == []
     with pytest.raises(ProtocolError, match=r"^Ably webhook items have no timestamp"):
         await relay.verify_webhook(*ably_webhook(None))
-    for unstamped, shown in ((str(now_ms), "a str"), (True, "a bool"), (now_ms + 0.5, repr(now_ms + 0.5))):
+    for unstamped, shown in ((str(now_ms), "a string"), (True, "a boolean"), (now_ms + 0.5, repr(now_ms + 0.5))):
         with pytest.raises(ProtocolError) as refused:
             await relay.verify_webhook(*ably_webhook(now_ms, unstamped))
         assert str(refused.value) == (
@@ -344,7 +344,7 @@ async def test_an_ably_webhook_out_of_the_window_is_refused_as_pusher_s_are(make
     with pytest.raises(ProtocolError) as refused:
         await relay.verify_webhook({"X-Ably-Key": "appid.keyid", "X-Ably-Signature": signature}, body)
     assert str(refused.value) == (
-        "Ably webhook items[0] message.timestamp must be a whole number of milliseconds since 1970, not a str"
+        "Ably webhook items[0] message.timestamp must be a whole number of milliseconds since 1970, not a string"
     )
 
 
