@@ -400,7 +400,7 @@ class Session:
             verify_user_auth(*app.key_pair(token_key(auth)), self.socket_id, user_data, auth)
             user, truncated = parse_user_data(user_data, app.limits)
         except RelayError as exc:
-            self.terminate(ErrorCode.UNAUTHORIZED, f"Signin failed: {exc.message}")
+            self.terminate(ErrorCode.UNAUTHORIZED, f"Signin failed: {exc.message.removeprefix('signin: ')}")
             return
         if self.user is not None:
             if self.user.user_id != user.user_id:

@@ -180,6 +180,9 @@ def token_key(token: object) -> str | None:
     return token.partition(":")[0] if isinstance(token, str) and ":" in token else None
 
 
+SHOWN_STRING_TO_SIGN = 300  # characters: a presence channel's channel_data may be kilobytes
+
+
 def verify_signed_token(key: str, secret: str, token: object, message: str, what: str) -> None:
     """Check a ``key:signature`` token over ``message``; ``what`` names the operation in the error."""
     if not isinstance(token, str) or ":" not in token:
@@ -188,7 +191,13 @@ def verify_signed_token(key: str, secret: str, token: object, message: str, what
     if not same_secret_text(token_key, key):
         raise UnknownKey(f"{what}: the auth token was signed for another application key")
     if not same_secret_text(signature, hmac_sha256_hex(secret, message)):
-        raise InvalidSignature(f"{what}: invalid signature")
+        # The string that was to be signed, as hosted Pusher shows it (it holds no secret): a stale socket id, another
+        # channel or channel_data encoded again after signing shows there
+        shown = message if len(message) <= SHOWN_STRING_TO_SIGN else message[:SHOWN_STRING_TO_SIGN] + "…"
+        raise InvalidSignature(
+            f"{what}: invalid signature: the string to sign is {shown!r} (HMAC-SHA256 in hex, with the secret of key "
+            f"{key!r})"
+        )
 
 
 def verify_channel_auth(

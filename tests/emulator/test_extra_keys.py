@@ -80,7 +80,12 @@ async def test_connections_and_auth_signatures_take_either_key_pair(start_emulat
     refused = await subscribed_with(old_path, "private-mixed", mixed)
     assert refused == {
         "event": "pusher:subscription_error",
-        "data": {"type": "AuthError", "error": "subscription to 'private-mixed': invalid signature", "status": 401},
+        "data": {
+            "type": "AuthError",
+            "error": f"subscription to 'private-mixed': invalid signature: the string to sign is "
+            f"'{old_path.socket_id}:private-mixed' (HMAC-SHA256 in hex, with the secret of key {NEW.key!r})",
+            "status": 401,
+        },
     }
     unknown = channel_auth("gone-key", NEW.secret, old_path.socket_id, "private-gone")
     refused = await subscribed_with(old_path, "private-gone", unknown)

@@ -90,7 +90,8 @@ def test_private_subscription_needs_a_valid_signature(clock: Clock) -> None:
     assert error["event"] == "pusher:subscription_error"
     assert error["data"] == {
         "type": "AuthError",
-        "error": "subscription to 'private-a': invalid signature",
+        "error": "subscription to 'private-a': invalid signature: the string to sign is '1.1:private-a' (HMAC-SHA256 "
+        "in hex, with the secret of key 'key')",
         "status": 401,
     }
     send(
@@ -241,7 +242,11 @@ def test_bad_signin_closes_4009_and_good_signin_succeeds(clock: Clock) -> None:
     assert state.users["42"] == {"1.1": good}
     bad, bad_link = connect(state, clock, 2)
     send(bad, "pusher:signin", {"user_data": user_data, "auth": "key:0000"})
-    assert bad_link.frames[-1]["data"] == {"code": 4009, "message": "Signin failed: signin: invalid signature"}
+    assert bad_link.frames[-1]["data"] == {
+        "code": 4009,
+        "message": 'Signin failed: invalid signature: the string to sign is \'1.2::user::{"id":"42"}\' (HMAC-SHA256 '
+        "in hex, with the secret of key 'key')",
+    }
     assert bad_link.closed_with is not None and bad_link.closed_with[0] == 4009
     assert state.users == {"42": {"1.1": good}}
     assert good_link.closed_with is None
