@@ -122,7 +122,7 @@ def _check_size(channel: str, payload: Payload) -> None:
     """Pusher's size limit on what would be sent: an encrypted channel's data is sent encrypted, and larger."""
     size = utf8_length(payload.text)
     encrypted = classify(channel) is ChannelKind.ENCRYPTED
-    check_event_size(encrypted_data_length(size) if encrypted else size, DEFAULT_LIMITS)
+    check_event_size(encrypted_data_length(size) if encrypted else size, DEFAULT_LIMITS, (channel,))
 
 
 class MemoryAdapter:

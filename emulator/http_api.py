@@ -378,7 +378,7 @@ def _checked_event(state: AppState, request: Mapping[str, object]) -> _Event:
     if raw_data is None:
         raise ProtocolError("data is required (a string, usually JSON-encoded)")
     data = raw_data if isinstance(raw_data, str) else dumps_parsed(raw_data, "data")
-    check_event_size(utf8_length(data), limits)
+    check_event_size(utf8_length(data), limits, checked)
     socket_id = request.get("socket_id")
     # _Event(...) without its generated Python __new__
     return _new_tuple(_Event, (name, checked, data, None if socket_id is None else validate_socket_id(socket_id)))

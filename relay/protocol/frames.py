@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 
 from relay.errors import InvalidFrame, PayloadTooLarge, ProtocolError
-from relay.protocol.channels import Limits
+from relay.protocol.channels import ChannelKind, Limits, classify
 
 CONNECTION_ESTABLISHED = "pusher:connection_established"
 ERROR = "pusher:error"
@@ -105,10 +105,15 @@ def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-def check_event_size(size: int, limits: Limits) -> None:
-    """An event's ``data`` of ``size`` UTF-8 bytes within Pusher's size limit (10 KB by default)."""
+def check_event_size(size: int, limits: Limits, channels: Sequence[str] = ()) -> None:
+    """An event's ``data`` of ``size`` UTF-8 bytes within Pusher's size limit (10 KB by default). To ``channels``
+    that are encrypted, ``data`` is the encrypted form, which its sender never saw: the refusal says so."""
     if size > limits.max_event_bytes:
-        raise PayloadTooLarge(f"data is {size} bytes; the limit is {limits.max_event_bytes}")
+        encrypted = any(classify(channel) is ChannelKind.ENCRYPTED for channel in channels)
+        what = (
+            " encrypted (the nonce and ciphertext in base64: about 4/3 of the plaintext, plus 84)" if encrypted else ""
+        )
+        raise PayloadTooLarge(f"data is {size} bytes{what}; the limit is {limits.max_event_bytes}")
 
 
 def dumps(value: object) -> str:

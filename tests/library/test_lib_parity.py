@@ -135,12 +135,17 @@ async def test_memory_refuses_the_event_sizes_the_emulator_refuses_encrypted_cha
 ) -> None:
     """Pusher's 10 KB limit counts what is sent: an encrypted channel's data goes as the JSON of a nonce and the
     ciphertext in base64, so 7,619 plaintext bytes fit (10,240 sent) and 7,620 do not (10,244). memory:// refuses
-    exactly what the emulator refuses, with its message."""
+    exactly what the emulator refuses, with its message, which says the size is the encrypted form's (the sender never
+    saw 10,244 bytes)."""
     emulator = await start_emulator()
     query = f"?encryption_master_key={MASTER_KEY}"
     plain, encrypted = "orders", "private-encrypted-orders"
     cases = [(plain, 10_240), (plain, 10_241), (encrypted, 7_619), (encrypted, 7_620)]
-    refused = ["data is 10241 bytes; the limit is 10240", "data is 10244 bytes; the limit is 10240"]
+    refused = [
+        "data is 10241 bytes; the limit is 10240",
+        "data is 10244 bytes encrypted (the nonce and ciphertext in base64: about 4/3 of the plaintext, plus 84); the "
+        "limit is 10240",
+    ]
     memory_store("sizes").clear()
     memory = AsyncRelay(f"memory://sizes{query}")
     async with AsyncRelay(f"emulator://app-key:app-secret@127.0.0.1:{emulator.port}/apps/1{query}") as real:
