@@ -72,6 +72,8 @@ CLOSE_TIMEOUT = 3.0
 WARNING_INTERVAL = 60.0  # seconds between warnings of a flood (near the open-file limit, an address over its cap)
 REFUSAL_LOGS_PER_SECOND = 1.0  # refused WebSocket connections logged (EmulatorNode.log_refusal); all are counted
 LOGGED_CLIENT_TEXT = 100  # characters of what a client sent kept in a log record (see log_refusal)
+TLS_HANDSHAKE_RECORD = b"\x16\x03"  # the first bytes of a TLS ClientHello: a content type, a major version
+TLS_ON_PLAIN_PORT = "TLS handshake on a plain port: serve TLS (--tls-cert) or connect without (forceTLS: false)"
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
 # A connection's reads are handled this much per turn of the event loop; the rest waits, with reading paused, for its
 # next turn (HttpConnection.data_received). One read holds up to 256 KiB: some 37,000 tiny WebSocket frames or 7,000
@@ -515,6 +517,10 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(500, "internal error")
             return b""
         except httptools.HttpParserError:
+            if self._head_bytes == len(data) and data.startswith(TLS_HANDSHAKE_RECORD):  # a head's first bytes
+                # A client set for TLS (pusher-js forceTLS, an https:// URL) sees only a failed connection: the log
+                # says why, as nothing else will
+                self.node.log_refusal(400, TLS_ON_PLAIN_PORT, "/")
             self._refuse(400, "malformed HTTP request")
             return b""
         # Checked after parsing: the callbacks mark a head completed in this read (-1) or a request ended (0). A head

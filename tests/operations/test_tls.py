@@ -5,6 +5,7 @@ ably-python with its REST and realtime clients."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import ssl
@@ -19,9 +20,10 @@ from ably import AblyRealtime, AblyRest  # type: ignore[import-untyped]
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from relay import AsyncRelay
+from relay.emulator.server import TLS_ON_PLAIN_PORT
 from relay.emulator.shutdown import graceful_shutdown
 from relay.errors import TransportError
-from tests.conftest import StartEmulator, free_port
+from tests.conftest import RunningEmulator, StartEmulator, free_port
 from tests.emulator_process import EmulatorProcess
 from tests.node_scenarios import app_env, node_modules, run_scenario
 from tests.operations.support import (
@@ -83,6 +85,23 @@ async def test_emulator_serves_wss_and_https_with_its_own_certificate(
         assert await relay.stop() == 0
     finally:
         await relay.kill()
+
+
+async def test_a_tls_client_on_the_plain_port_is_named_in_the_log(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pusher-js with forceTLS against a plain emulator (Laravel's echo.js sets it when its scheme variable is
+    missing) saw only "unavailable", and the emulator logged nothing. The handshake fails as before; the log says
+    why and what to change (once a second at most, as every refusal), and everyone else is served."""
+    caplog.set_level(logging.INFO, logger="relay.emulator")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await asyncio.wait_for(asyncio.open_connection("127.0.0.1", emulator.port, ssl=context), 10)
+    logged = [record for record in caplog.records if record.getMessage() == "connection refused"]
+    assert [(record.code, record.reason) for record in logged] == [(400, TLS_ON_PLAIN_PORT)]  # type: ignore[attr-defined]
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"http://127.0.0.1:{emulator.port}/health")).status_code == 200
 
 
 def test_tls_flags_go_together(tmp_path: Path) -> None:
