@@ -57,7 +57,7 @@ def _summarise(workload: Workload, provider: Provider, prices: Prices) -> Provid
         # A plan whose answer is unknown may still be the cheapest: unless its listed price (every plan costs at least
         # that) is already above the chosen plan's cost, the cheapest plan that fits is unknown, not guessed.
         cheapest = chosen.monthly_usd or 0.0
-        month = provider.listed_months(workload.days_per_month)
+        month = provider.fee_months(workload.days_per_month)
         base = {
             plan.id: math.inf if plan.price_usd_month is None else plan.price_usd_month * month
             for plan in provider.plans

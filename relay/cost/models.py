@@ -477,13 +477,20 @@ class Provider:
     redis_note: str = ""
     # The Redis machine's own transfer allowance, where a provider pools its machines' allowances (DigitalOcean)
     redis_included_egress_gib: float = 0.0
-    # The days a listed machine price covers, for a provider billing by the second (Fly.io: 30); 0: a calendar month
+    # The days a listed price covers, for a provider billing by the second or minute: a machine's (Fly.io: 30), or a
+    # usage rate's per month (Railway's $20 per vCPU-month is $0.000463 a vCPU-minute × 43,200: 30); 0: a calendar month
     price_days: float = 0.0
 
     def listed_months(self, days_per_month: float) -> float:
-        """How many of its listed prices a month of ``days_per_month`` days costs: 1, or 31/30 for a 31-day month
-        of a price listed per 30 days."""
+        """How many of its listed prices (a machine's, or a month's usage rate) a month of ``days_per_month`` days
+        costs: 1, or 31/30 for a 31-day month of a price listed per 30 days."""
         return days_per_month / self.price_days if self.price_days else 1.0
+
+    def fee_months(self, days_per_month: float) -> float:
+        """How many of a plan's ``price_usd_month`` a month costs: a machine's price scales with the month as its other
+        listed prices (`listed_months`); a usage-billed platform's plan fee (H_PAAS_USAGE) is a monthly subscription,
+        the same in a month of any length."""
+        return self.listed_months(days_per_month) if self.unit_rules == "H_VM" else 1.0
 
     # False for a pricing model new customers cannot sign up for (kept for the accounts that have it).
     new_accounts: bool = True

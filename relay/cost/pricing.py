@@ -238,8 +238,13 @@ def _provider(
     if price_days is not None and not 1 <= price_days <= 31:
         errors.add(where, f"field 'price_days' must be the days a listed price covers, 1 to 31, got {price_days!r}")
         price_days = None
-    if price_days is not None and rules != "H_VM":  # only machine prices are listed for some days
-        errors.add(where, f"field 'price_days' is for providers priced by machine (unit_rules H_VM), not {rules!r}")
+    # Only machine prices and usage rates are listed for some days: a managed plan's price is a calendar month's.
+    if price_days is not None and rules not in ("H_VM", "H_PAAS_USAGE"):
+        errors.add(
+            where,
+            "field 'price_days' is for providers priced by machine (unit_rules H_VM) or by usage (H_PAAS_USAGE), "
+            f"not {rules!r}",
+        )
         price_days = None
     new_accounts = entry.get("new_accounts", True)
     if not isinstance(new_accounts, bool):

@@ -511,13 +511,17 @@ def _selfhosted_usage(w: Workload, provider: Provider, plan: Plan, prices: Price
     if n > 1:
         work += n * nodes.fanouts_per_day / SECONDS_PER_DAY * cap.cpu_us_per_forwarded_publish / 1e6
     average = work / (plan.cpu_cores or 1.0) + n * cap.idle_cpu_cores
+    # Memory and CPU are billed by the second at rates quoted per month of `price_days` (Railway's: 30 days), so a
+    # 31-day month uses 31/30 of them, and so does the Redis service billed the same way; egress is per GiB (counted
+    # over the month's days already), and the plan fee and the usage it includes are the month's, whatever its length.
+    month = provider.listed_months(w.days_per_month)
     lines = [
-        (f"memory ({ram_gb:.2f} GB)", ram_gb * _rate(plan, "usd_per_gb_ram_month")),
-        (f"CPU ({average:.3f} vCPU on average)", average * _rate(plan, "usd_per_vcpu_month")),
+        (f"memory ({ram_gb:.2f} GB)", ram_gb * _rate(plan, "usd_per_gb_ram_month") * month),
+        (f"CPU ({average:.3f} vCPU on average)", average * _rate(plan, "usd_per_vcpu_month") * month),
         (f"egress ({egress:,.1f} GiB)", egress * _rate(plan, "usd_per_gib_egress")),
     ]
     if n > 1:
-        lines.append(("Redis between nodes", provider.redis_usd_month))
+        lines.append(("Redis between nodes", provider.redis_usd_month * month))
     usage = sum(value for _, value in lines)
     included = _rate(plan, "included_usage_usd")
     checks = nodes.checks(w, plan)

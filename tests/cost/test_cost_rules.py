@@ -397,7 +397,7 @@ def test_flyios_prices_are_for_30_days_so_a_31_day_month_costs_31_thirtieths(pri
     assert thirty.provider("flyio").monthly_usd == pytest.approx(3 * 2.19)
     assert long_month.provider("hetzner").monthly_usd == thirty.provider("hetzner").monthly_usd
     bundled = resources.files("relay.cost").joinpath("pricing.toml").read_text(encoding="utf-8")
-    assert bundled.count("price_days = 30\n") == 1
+    assert bundled.count("price_days = 30\n") == 2  # Fly.io's machines and Railway's usage rates
     path = tmp_path / "pricing.toml"
     path.write_text(bundled.replace("price_days = 30\n", "price_days = 365\n"))
     with pytest.raises(ConfigError, match=r"providers\.flyio: field 'price_days' must be the days a listed price"):
