@@ -41,7 +41,7 @@ MAX_QUANTITY = 10**18
 _MINUTE_FIELDS = frozenset({"connection_minutes_per_day", "channel_minutes_per_day"})
 
 
-def _bound(name: str) -> int:
+def field_bound(name: str) -> int:
     """The largest value the workload field ``name`` takes."""
     return MAX_QUANTITY * MINUTES_PER_DAY if name in _MINUTE_FIELDS else MAX_QUANTITY
 
@@ -155,7 +155,7 @@ class Workload:
             where = f"workload field {f.name}" + (f" ({flag})" if flag and flag != "--usage" else "")
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{where} must be a number, got {value!r}")
-            bound = _bound(f.name)
+            bound = field_bound(f.name)
             if value > bound and not value == math.inf:
                 raise ConfigError(f"{where} must be at most {bound:.3g}, got {shown_number(value)}")
             if not math.isfinite(value) or value < 0:
@@ -271,9 +271,9 @@ class Workload:
 
         def times(name: str, value: float) -> float:
             product = value * factor
-            if not product <= _bound(name):  # infinity included: rounding it up to a whole number would not stop
+            if not product <= field_bound(name):  # infinity included: rounding it up to a whole number would not stop
                 raise ConfigError(
-                    f"scale ×{factor:g} (--scale) makes {name} {product:.3g}, more than {_bound(name):.3g}, "
+                    f"scale ×{factor:g} (--scale) makes {name} {product:.3g}, more than {field_bound(name):.3g}, "
                     "the largest number the cost model takes"
                 )
             return product
@@ -306,7 +306,9 @@ class Workload:
         """The largest factor `scaled` takes: beyond it a count would pass what the model takes (`MAX_QUANTITY`;
         1,440 times that for connection- and channel-minutes). Infinite when nothing scales (every count is 0)."""
         ratios: list[float] = [
-            _bound(name) / value for name in _SCALED_FIELDS if (value := getattr(self, name)) is not None and value > 0
+            field_bound(name) / value
+            for name in _SCALED_FIELDS
+            if (value := getattr(self, name)) is not None and value > 0
         ]
         if not ratios:
             return math.inf

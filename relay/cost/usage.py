@@ -78,6 +78,7 @@ from .models import (
     SECONDS_PER_DAY,
     Workload,
     duration_text,
+    field_bound,
     shown_number,
 )
 
@@ -538,7 +539,7 @@ def workload_from_usage(
     span = dates[0] if n == 1 else f"{dates[0]} to {dates[-1]}"
     names = ", ".join(apps)
     coverage_note = _coverage_note(apps, capped, no_day_standing_for_whole=n > 1 and not days_standing_for_whole)
-    return Workload(
+    values: dict[str, Any] = dict(
         connections=summed_peak("peak_connections"),
         publishes_per_day=average["publishes"] or 0.0,
         subscribers_per_publish=ratio("deliveries", "publishes"),
@@ -564,10 +565,68 @@ def workload_from_usage(
         mau=mau,
         users_seen=users_seen,
         users_seen_seconds=None if users_seen is None else seconds,
+    )
+    # A count the file makes too large is refused naming the file's field (Workload would name a flag never given).
+    _check_within_bounds(values, usage.origin, seconds, len(apps), mau_measured=users_seen is not None)
+    return Workload(
+        **values,
         echo=echo,
         origin=f"measured: {usage.origin}, app{'s' if len(apps) > 1 else ''} {names}, {n} day{'s' if n > 1 else ''} "
         f"({span}){coverage_note}{peak_note}{_unrecorded_note(apps)}",
     )
+
+
+# The usage file's fields each workload field comes from: one, a count (per day, extrapolated from the time measured)
+# or a peak; or two, the first over the second (a fan-out or an average per message).
+_MESSAGES = "'publishes' + 'client_events'"
+_SOURCES: Mapping[str, tuple[str, ...]] = {
+    "connections": ("peak_connections",),
+    "channels": ("peak_channels",),
+    "publishes_per_day": ("publishes",),
+    "subscribers_per_publish": ("deliveries", "'publishes'"),
+    "client_events_per_day": ("client_events",),
+    "client_event_recipients": ("client_event_deliveries", "'client_events'"),
+    "presence_events_per_day": ("presence_events",),
+    "presence_subscribers": ("presence_deliveries", "'presence_events'"),
+    "webhooks_per_day": ("webhooks",),
+    "history_messages_per_day": ("history_messages",),
+    "echo_deliveries_per_day": ("echo_deliveries",),
+    "api_requests_per_day": ("api_requests",),
+    "message_bytes": ("payload_bytes", _MESSAGES),
+    "connection_minutes_per_day": ("connection_minutes",),
+    "channel_minutes_per_day": ("channel_minutes",),
+    "bytes_out_per_day": ("bytes_out",),
+    "size_units_5kib": ("units_5kib", _MESSAGES),
+    "size_units_2kib": ("units_2kib", _MESSAGES),
+    "delivery_units_5kib": ("delivered_units_5kib", "'deliveries' + 'client_event_deliveries'"),
+    "mau": ("unique_users",),
+    "users_seen": ("unique_users",),
+}
+
+
+def _check_within_bounds(
+    values: Mapping[str, Any], origin: str, seconds: int, apps: int, *, mau_measured: bool
+) -> None:
+    """Refuse a workload value of the usage file beyond what the cost model takes (`field_bound`), naming the file's
+    field and how the value came from it: extrapolated from a few seconds measured, or several apps summed, a count
+    within the bound makes one beyond it. (A --mau given is the flag's, refused by `Workload` naming it.)"""
+    summed = ", the apps summed" if apps > 1 else ""
+    for name, value in values.items():
+        if value is None or value <= field_bound(name) or (name == "mau" and not mau_measured):
+            continue
+        field, *over = _SOURCES.get(name, (name,))
+        if over:
+            what = f"field {field!r} over {over[0]} comes to {value:.3g}"
+        elif name in ("connections", "channels"):
+            what = f"field {field!r} comes to {value:.3g} (the apps' peaks summed on a day)"
+        elif name in ("mau", "users_seen"):
+            what = f"field {field!r} comes to {value:.3g} (the apps' users summed)"
+        else:
+            measured = duration_text(seconds)
+            what = f"field {field!r} comes to {value:.3g} a day (extrapolated from the {measured} measured{summed})"
+        raise ConfigError(
+            f"usage file {origin}: {what}, more than {field_bound(name):.3g}, the largest number the cost model takes"
+        )
 
 
 def short_measurement(usage: Usage, app: str | None = None) -> str | None:

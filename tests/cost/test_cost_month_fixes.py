@@ -4,11 +4,13 @@ ably-and-pricing F.4: "$20 per vCPU-month ($0.000463/vCPU-minute)", × 43,200 mi
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cost_helpers import provider, run_cost_json
+from cost_helpers import provider, refused, run_cost_json, usage_day
 from test_cost_hunt_fixes import DESCRIBED, pricing_file
 
 from relay.cost import PlanFit, Prices, Workload, estimate
@@ -90,3 +92,65 @@ def test_price_days_on_a_usage_billed_provider_is_read(tmp_path: Path) -> None:
     path = pricing_file(tmp_path, "railway", "price_days = 30\n", "price_days = 31\n")
     railway = provider(run_cost_json([*MILLION, "--days-per-month", "31", "--pricing", str(path)]), "railway")
     assert railway["monthly_usd"] == 96.15
+
+
+# --- 2. a usage file's count past 10**18 names the file's field -------------------------------------------------------
+
+LARGEST = "more than 1e+18, the largest number the cost model takes"
+
+
+def _usage(tmp_path: Path, apps: dict[str, dict[str, Any]]) -> str:
+    path = tmp_path / "usage.json"
+    path.write_text(json.dumps({"version": 2, "apps": apps}), encoding="utf-8")
+    return str(path)
+
+
+def test_a_count_extrapolated_past_the_bound_names_the_usage_files_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2e13 webhooks measured over 1 s are 1.728e18 a day: the refusal named --webhooks-per-day, a flag never given
+    (--usage cannot be combined with it); it names the file's field 'webhooks' and why it grew."""
+    day = {**usage_day(webhooks=2 * 10**13), "measured": [[0, 1]]}
+    path = _usage(tmp_path, {"chat": {"days": {"2026-11-29": day}}})
+    said = refused(["cost", "--usage", path], capsys)
+    assert said == (
+        f"usage file {path}: field 'webhooks' comes to 1.73e+18 a day (extrapolated from the 1 s measured), {LARGEST}"
+    )
+    assert "--" not in said
+
+
+def test_peaks_and_users_several_apps_sum_past_the_bound_name_the_files_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two apps' peak connections (6e17 each) sum to 1.2e18, which named --connections; their users, --mau. A --mau
+    given is the flag's, and says so."""
+    big = 6 * 10**17
+    day = usage_day(peak_connections=big, connection_minutes=0)
+    apps = {name: {"days": {"2026-11-29": day}} for name in ("a", "b")}
+    path = _usage(tmp_path, apps)
+    assert refused(["cost", "--usage", path], capsys) == (
+        f"usage file {path}: field 'peak_connections' comes to 1.2e+18 (the apps' peaks summed on a day), {LARGEST}"
+    )
+    quiet = usage_day()
+    users = {name: {"days": {"2026-11-29": quiet}, "unique_users": big} for name in ("a", "b")}
+    path = _usage(tmp_path, users)
+    assert refused(["cost", "--usage", path], capsys) == (
+        f"usage file {path}: field 'unique_users' comes to 1.2e+18 (the apps' users summed), {LARGEST}"
+    )
+    assert refused(["cost", "--usage", path, "--mau", str(2 * 10**18)], capsys).startswith(
+        "workload field mau (--mau) must be at most 1e+18"
+    )
+
+
+def test_a_fan_out_past_the_bound_names_both_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Deliveries of a day without publishes count over the app's days: 2 × 1e18 deliveries of 1 publish is a fan-out
+    of 2e18, which named --subscribers-per-publish."""
+    most = 10**18
+    days = {
+        "2026-11-29": usage_day(publishes=0, deliveries=most),
+        "2026-11-30": usage_day(publishes=1, deliveries=most),
+    }
+    path = _usage(tmp_path, {"chat": {"days": days}})
+    assert refused(["cost", "--usage", path], capsys) == (
+        f"usage file {path}: field 'deliveries' over 'publishes' comes to 2e+18, {LARGEST}"
+    )
