@@ -101,7 +101,7 @@ def _fit(
         monthly_usd=round(sum(v for _, v in cost_lines), 2) if priced else None,
         checks=tuple(checks),
         units=tuple(units),
-        cost_lines=tuple((label, round(value, 2)) for label, value in cost_lines) if priced else (),
+        cost_lines=_in_cents(cost_lines) if priced else (),
         reason=reason,
         nodes=nodes,
         confidence=plan.confidence,
@@ -109,6 +109,27 @@ def _fit(
         source=plan.source,
         unknown_fields=tuple(unknown) if status == "unknown" else (),
     )
+
+
+def _in_cents(cost_lines: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
+    """The cost lines in whole cents that add up to the total rounded to the cent (the plan's ``monthly_usd``).
+
+    Each line rounded on its own may not: $29 + $0.0146 + $21.6432 + $21.6432 is $72.30, but its lines, each rounded,
+    add up to $72.29. Largest remainder: every line is rounded down to the cent, and the cents still missing from the
+    total go, one each, to the lines whose rounding took off the most (so each line is still within a cent of its
+    amount, and a whole amount such as a plan's fee is never changed)."""
+    # In cents, rounded first to a millionth of a cent: 4.77 × 100 is 476.99999999999994, 477 cents, not 476.
+    cents = [round(value * 100, 6) for _, value in cost_lines]
+    total = round(sum(value for _, value in cost_lines), 2) * 100
+    floors = [math.floor(c) for c in cents] if all(map(math.isfinite, [*cents, total])) else []
+    # The total is within half a cent of the lines' sum, so at most one cent is missing per line taken down; not so
+    # for amounts far beyond any price, whose floats have no whole cents: those lines are each rounded.
+    missing = round(total) - sum(floors) if floors else -1
+    if not 0 <= missing <= len(floors):
+        return tuple((label, round(value, 2)) for label, value in cost_lines)
+    for index in sorted(range(len(cents)), key=lambda i: floors[i] - cents[i])[:missing]:
+        floors[index] += 1
+    return tuple((label, cents_ / 100) for (label, _), cents_ in zip(cost_lines, floors, strict=True))
 
 
 def _base(plan: Plan) -> list[tuple[str, float]]:

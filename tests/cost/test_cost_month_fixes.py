@@ -154,3 +154,49 @@ def test_a_fan_out_past_the_bound_names_both_fields(tmp_path: Path, capsys: pyte
     assert refused(["cost", "--usage", path], capsys) == (
         f"usage file {path}: field 'deliveries' over 'publishes' comes to 2e+18, {LARGEST}"
     )
+
+
+# --- 3. a breakdown adds up to its total ------------------------------------------------------------------------------
+
+ODD_CENTS = ["--connections", "501", "--publishes-per-day", "1", "--subscribers-per-publish", "194"]
+
+
+def test_the_json_breakdown_adds_up_to_monthly_usd() -> None:
+    """Ably Standard: $29 + messages $0.014625 (5,850 at $2.50 a million) + connection- and channel-minutes $21.6432
+    each (501 × 43,200 at $1 a million) is $72.301, $72.30; each rounded, the lines said $72.29, as rounding took
+    0.46 + 0.32 + 0.32 of a cent off them. The missing cent goes to the line rounding took the most from (largest
+    remainder: the messages)."""
+    ably = provider(run_cost_json([*ODD_CENTS, "--provider", "ably_rb"]), "ably_rb")
+    assert (ably["plan"], ably["monthly_usd"]) == ("standard", 72.30)
+    assert ably["cost_breakdown"] == [
+        {"item": "base fee", "usd": 29.0},
+        {"item": "messages", "usd": 0.02},
+        {"item": "connection-minutes", "usd": 21.64},
+        {"item": "channel-minutes", "usd": 21.64},
+    ]
+
+
+def _cents(value: float) -> int:
+    return round(value * 100)
+
+
+@pytest.mark.parametrize("connections", [7, 501, 1_234, 20_003, 333_333])
+def test_every_priced_plans_lines_add_up_to_its_cost(prices: Prices, connections: int) -> None:
+    """Every provider's every priced plan (Railway's negative credit too), at odd amounts: the lines, in whole cents,
+    add up to the plan's monthly_usd."""
+    workload = Workload(
+        connections=connections,
+        publishes_per_day=connections * 37.3,
+        subscribers_per_publish=min(connections, 19.7),
+        message_bytes=777,
+        presence_events_per_day=connections / 3,
+        presence_subscribers=min(connections - 1, 5.5),
+        webhooks_per_day=11,
+    )
+    for days in (30, 31):
+        for estimate_ in estimate(replace(workload, days_per_month=days), prices).providers:
+            for fit in estimate_.plans:
+                if fit.monthly_usd is None:
+                    continue
+                assert all(_cents(value) == round(value * 100, 6) for _, value in fit.cost_lines), fit
+                assert sum(_cents(value) for _, value in fit.cost_lines) == _cents(fit.monthly_usd), fit
