@@ -1020,7 +1020,10 @@ def configuration_from_env(environ: Mapping[str, str] | None) -> Configuration:
     env = trimmed_environment(environ)
     url = env.get("RELAY_URL", "")
     if url.lower().startswith((f"{Mode.MIRROR.value}:", f"{Mode.FAILOVER.value}:")):
-        mode, configs = parse_configuration(url)
+        try:
+            mode, configs = parse_configuration(url)
+        except ConfigError as exc:  # named, as from_env names a RELAY_URL of one provider
+            raise ConfigError(f"RELAY_URL: {exc.message}") from None
         master_key = env_master_key(env)
         return Providers(mode, tuple(with_master_key(config, master_key) for config in configs))
     return from_env(env)

@@ -113,6 +113,7 @@ def test_mirror_and_failover_are_read_in_any_case_as_the_schemes_are() -> None:
         ({"RELAY_URL": "memory://a|memory://b"}, "RELAY_URL: several provider URLs joined by '|' need mirror:"),
         # which variable is wrong: a service is started with many
         ({"RELAY_URL": "bogus"}, "RELAY_URL: a provider URL looks like scheme://…, with scheme one of pusher, "),
+        ({"RELAY_URL": "mirror:memory://a|bogus"}, "RELAY_URL: mirror: URL 2 is not a provider URL (scheme://…)"),
         ({"PUSHER_URL": "bogus"}, "PUSHER_URL looks like https://KEY:SECRET@api-CLUSTER.pusher.com/apps/APP_ID"),
         # Laravel's .env exported as it is: "set PUSHER_KEY, PUSHER_SECRET too" did not say why they were not found
         (
