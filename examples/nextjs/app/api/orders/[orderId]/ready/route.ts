@@ -20,10 +20,11 @@ export async function POST(
     });
   } catch (error) {
     if (!(error instanceof RelayPublishError)) throw error;
-    // A 4xx is the gateway refusing what this request sent (400: a malformed X-Socket-ID; 413: an event over the
-    // provider's limit; 429: rate-limited): the caller gets its status and reason. 401, 403 and 404 are this server's
-    // RELAY_API_TOKEN or RELAY_GATEWAY_URL, and a 5xx or no answer the gateway's or the provider's: 502.
-    const callers = error.status >= 400 && error.status < 500 && ![401, 403, 404].includes(error.status);
+    // These are the gateway refusing what this request sent (400: a malformed X-Socket-ID; 413: an event over the
+    // provider's limit; 422: a field it refused; 429: rate-limited): the caller gets its status and reason. Any other
+    // answer is this server's setup (401/403: RELAY_API_TOKEN, 404/405: RELAY_GATEWAY_URL) or the gateway's or the
+    // provider's trouble (408, a 5xx, no answer): 502.
+    const callers = [400, 413, 422, 429].includes(error.status);
     return Response.json({ error: `realtime: ${error.message}` }, { status: callers ? error.status : 502 });
   }
   return Response.json({ ok: true, orderId });
