@@ -61,8 +61,9 @@ _VALUE_ADVICE = (
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """``member`` is the presence member to sign for (None for other channels); ``pattern`` is the pattern of the rule
-    that decided, None for a public channel no rule matched (allowed)."""
+    """``member`` is who the channel is authorized for: a presence channel's member, an Ably token's clientId (the
+    request's user, unless a rule named another); None only for a request without a user. ``pattern`` is the pattern
+    of the rule that decided, None for a public channel no rule matched (allowed)."""
 
     channel: str
     member: User | None
@@ -418,7 +419,9 @@ class ChannelRules:
 
     def _unmatched(self, user: User | None, channel: str) -> Decision:
         if not classify(channel).needs_auth:
-            return Decision(channel, None)
+            # Still the user's: an Ably token is its clientId, which a connection keeps (Ably refuses a token
+            # widened on it with another, 40102), so every token of one user must carry it
+            return Decision(channel, user)
         near_miss = self._near_miss(user, channel)
         raise PermissionDenied(f"no rule allows {channel!r}" + (f": {near_miss}" if near_miss else ""))
 

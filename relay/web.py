@@ -97,12 +97,12 @@ async def channels_token_body_async(
 def _token_for(client: Relay | AsyncRelay, decisions: list[Decision], refusals: list[RelayError]) -> dict[str, Any]:
     if not decisions:
         raise refusals[0]
-    # The token's clientId is the presence member's (a token has one): None without a presence channel, as for one
-    # channel's token
+    # The token's clientId is the user's, or the presence member a rule named (a token has one); None for a request
+    # without a user
     members = {decision.member.id: decision.member for decision in decisions if decision.member is not None}
     if len(members) > 1:
         raise ProtocolError(
-            f"the rules made different presence members ({', '.join(sorted(map(repr, members)))}) of these channels, "
+            f"the rules made different users ({', '.join(sorted(map(repr, members)))}) of these channels, "
             "and a token has one clientId: ask for their tokens separately"
         )
     member = next(iter(members.values()), None)

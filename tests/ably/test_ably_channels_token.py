@@ -135,7 +135,8 @@ async def test_a_malformed_channel_list_is_a_400_before_any_rule_runs(fields: di
 
 
 async def test_two_presence_members_cannot_share_a_token() -> None:
-    """A rule may name the member itself (a User returned); a token has one clientId, so two are refused."""
+    """A rule may name the member itself (a User returned); a token has one clientId, so two are refused, and so is
+    one beside the user's own (a public channel's token is the user's)."""
     rules = ChannelRules()
     rules.add("presence-as-{name}", lambda user, name: User(name))
     app = FastAPI()
@@ -143,8 +144,25 @@ async def test_two_presence_members_cannot_share_a_token() -> None:
     answer = await token_answer(app, {"channels": json.dumps(["presence-as-ann", "presence-as-bo", "news"])})
     assert answer.status_code == 400
     assert answer.json()["error"]["message"].startswith(
-        "the rules made different presence members ('ann', 'bo') of these channels, and a token has one clientId"
+        "the rules made different users ('alice', 'ann', 'bo') of these channels, and a token has one clientId"
     )
+    alone = await token_answer(app, {"channels": json.dumps(["presence-as-ann"])})
+    assert alone.json()["clientId"] == "ann"
+
+
+async def test_every_token_of_a_signed_in_user_carries_its_id_whatever_its_channels() -> None:
+    """A public channel no rule names made an anonymous token for a signed-in user, a presence channel one with the
+    user's id: a page widening its token (``auth.authorize``, as docs/ably.md says) changed the connection's client
+    id, and Ably (the emulator too) fails such a connection for good (40102). Every token of a user carries its id,
+    for one channel or several; a request without one gets an anonymous token."""
+    app = app_with(Recorder(), ABLY_URL, User("alice"))
+    asked: list[dict[str, str]] = [{"channel": "misc"}]
+    asked += [{"channels": json.dumps(channels)} for channels in (["misc"], ["news", "misc"], ["presence-team-core"])]
+    for fields in asked:
+        answer = await token_answer(app, fields)
+        assert answer.json()["clientId"] == "alice", (fields, answer.text)
+    anonymous = await token_answer(app_with(Recorder(), ABLY_URL, None), {"channels": json.dumps(["misc"])})
+    assert "clientId" not in anonymous.json()
 
 
 async def test_a_pusher_provider_answers_501_and_names_the_one_channel_way(start_emulator: StartEmulator) -> None:
