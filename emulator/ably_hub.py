@@ -680,13 +680,16 @@ class AblyApp:
             self._remember(channel, ids, now, message_id, serials)
             if self.state.cluster is not None:  # for the nodes that will not hear of it on the bus
                 self.state.cluster.ably_published(self.state.app.app_id, channel, ids, message_id, serials)
+        items = [message.item() for message in messages]
+        for item, message_serial in zip(items, serials, strict=True):  # what the publisher's ACK said (serials)
+            item["serial"] = message_serial
         fields: dict[str, Any] = {
             "action": MESSAGE,
             "channel": channel,
             "id": protocol_id,
             "timestamp": now,
             "channelSerial": channel_serial,
-            "messages": [message.item() for message in messages],
+            "messages": items,
         }
         if connection_id is not None:
             fields["connectionId"] = connection_id

@@ -115,7 +115,14 @@ async def test_publish_shapes_and_idempotency(
     again = await http.post("/channels/room/messages", json=body, headers=BASIC)
     assert again.json() == first.json()
     delivered = await wire.expect(MESSAGE)
-    assert delivered["messages"][0] == {"name": "a", "data": '{"k":1}', "encoding": "json", "id": "abc:0"}
+    serial = first.json()["serials"][0]  # each message carries the serial the publish answered with, as on Ably
+    assert delivered["messages"][0] == {
+        "name": "a",
+        "data": '{"k":1}',
+        "encoding": "json",
+        "id": "abc:0",
+        "serial": serial,
+    }
     await http.post("/channels/room/messages", json={"name": "marker"}, headers=BASIC)
     assert (await wire.expect(MESSAGE))["messages"][0]["name"] == "marker"
 
