@@ -433,13 +433,21 @@ def _payload_of(data: Any) -> Payload:
 _BATCH_INDEX = re.compile(r"\bbatch\[(\d+)\]")
 
 
-def _note_published(error: RelayError, done: Sequence[Any], capability: Capability) -> None:
+def _note_published(error: RelayError, done: Sequence[Any], capability: Capability, unsent_calls: int) -> None:
     """After the first of an operation's calls, what failed comes after what was published: say so, so that a caller
-    does not send it all again and deliver the published part twice."""
-    if not done or capability not in (Capability.PUBLISH, Capability.BATCH):
+    does not send it all again and deliver the published part twice. A call the provider refused in part (Ably
+    answers channel by channel) says what of it was published; if calls come after it, they were not sent: say that
+    too, so that a caller sending again only what was refused does not lose them."""
+    if capability not in (Capability.PUBLISH, Capability.BATCH):
+        return
+    unit = "events" if capability is Capability.BATCH else "channels"
+    if unsent_calls and error.published is not None:
+        calls = f"{unsent_calls} more call{'s' if unsent_calls > 1 else ''}"
+        error.message += f"; the {unit} after this call's ({calls}) were not sent: send them too"
+        error.args = (error.message,)
+    if not done:
         return
     published = sum(len(part.channels) for part in done)  # a batch's result names one channel per event
-    unit = "events" if capability is Capability.BATCH else "channels"
     message = error.message
     if capability is Capability.BATCH:
         message = _BATCH_INDEX.sub(lambda match: f"batch[{int(match[1]) + published}]", message)
@@ -643,11 +651,11 @@ class Relay(_BaseRelay):
     def _run_all(self, calls: list[Call[T]], route: _Route, capability: Capability) -> list[T]:
         done: list[T] = []
         sending = _sending(route, capability)
-        for call in calls:
+        for index, call in enumerate(calls, 1):
             try:
                 done.append(self._run(call, sending))
             except RelayError as error:
-                _note_published(error, done, capability)
+                _note_published(error, done, capability, len(calls) - index)
                 raise
         return done
 
@@ -811,11 +819,11 @@ class AsyncRelay(_BaseRelay):
     async def _run_all(self, calls: list[Call[T]], route: _Route, capability: Capability) -> list[T]:
         done: list[T] = []
         sending = _sending(route, capability)
-        for call in calls:
+        for index, call in enumerate(calls, 1):
             try:
                 done.append(await self._run(call, sending))
             except RelayError as error:
-                _note_published(error, done, capability)
+                _note_published(error, done, capability, len(calls) - index)
                 raise
         return done
 

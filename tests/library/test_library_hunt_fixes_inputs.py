@@ -143,6 +143,27 @@ async def test_ably_refusing_part_of_a_later_call_counts_every_published_channel
     assert [json.loads(call.request.content)[0]["channels"] for call in route.calls] == [channels[:100], channels[100:]]
 
 
+async def test_ably_refusing_part_of_a_first_call_says_the_later_calls_were_not_sent(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter
+) -> None:
+    """Ably refused one channel of the first call of 100 and published the rest: the error said "the rest (99) was
+    published: do not send it again", and the 50 channels of the call after it, never sent, were named nowhere, so a
+    caller sending again only the refused channel lost them."""
+    channels = [f"c{i}" for i in range(150)]
+    first = [published_on(channel) for channel in channels[:100]]
+    first[0] = {"channel": "c0", "error": DENIED}
+    route = respx_mock.post(f"{ABLY_BASE}/messages").respond(201, json=[batch_result(*first)])
+    relay = make_relay(ABLY)
+    with pytest.raises(PermissionDenied) as raised:
+        await relay.publish(channels, "tick", 1)
+    assert raised.value.published == 99
+    assert str(raised.value) == (
+        f"Ably refused the publish on 1 of 100 channels: c0 ({DENIED_TEXT}); the rest (99) was published: do not "
+        "send it again; the channels after this call's (1 more call) were not sent: send them too"
+    )
+    assert route.call_count == 1
+
+
 # -- 8. webhooks: the provider that sent them, str or bytes ---------------------------------------------------------
 
 
