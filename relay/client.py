@@ -487,9 +487,18 @@ class _Outcomes(Generic[R]):
         self.errors[label] = error
 
     def _after_earlier(self, error: RelayError) -> RelayError:
-        """A failover's error, saying so when a provider tried before it got the request and gave no answer: the
-        last provider's refusal alone would tell the caller it may send again, and a publish be delivered twice."""
-        if self.mode is not Mode.FAILOVER or error.outcome_unknown:
+        """A failover's error, saying so when a provider tried before it published part of the operation, or got the
+        request and gave no answer: the last provider's refusal alone would tell the caller it may send it all again,
+        and that part be delivered twice."""
+        if self.mode is not Mode.FAILOVER:
+            return error
+        for label, earlier in self.errors.items():
+            if earlier is not error and earlier.published:
+                error.message += (
+                    f"; an earlier provider, {label}, had published part of it before it failed ({earlier.message})"
+                )
+                error.args = (error.message,)
+        if error.outcome_unknown:
             return error
         unanswered = next((label for label, earlier in self.errors.items() if earlier.outcome_unknown), None)
         if unanswered is not None:

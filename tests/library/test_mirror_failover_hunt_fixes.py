@@ -91,6 +91,28 @@ async def test_failover_refused_after_a_provider_that_may_have_delivered_says_so
     assert f"{earlier}: it may have processed it" in raised.value.message
 
 
+async def test_failover_refused_after_a_provider_that_published_part_of_it_says_so(make_relay: MakeRelay) -> None:
+    """The first provider published the first call (100 channels), then answered 503 to the second; the second
+    provider refused the publish. Its refusal alone said nothing of the 100 channels already delivered: a caller
+    sending it all again had them delivered twice there."""
+    unavailable = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy"
+    published = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    async with (
+        server(lambda n: published if n == 1 else unavailable) as (first, got_first),
+        server(lambda _: REFUSED) as (second, _),
+    ):
+        relay = make_relay(f"failover:{first}|{second}", retry=ONCE)
+        with pytest.raises(ProtocolError) as raised:
+            await relay.publish([f"c{i}" for i in range(101)], "paid", 1)
+    assert len(got_first) == 2
+    port = first.split("@")[1].split("/")[0]
+    assert raised.value.message.startswith("the Relay emulator answered 400: bad; an earlier provider, ")
+    assert (
+        f"an earlier provider, emulator://app-key:***@{port}/apps/1, had published part of it before it failed (the "
+        "Relay emulator answered 503: busy; channels 0-99 were already published by the calls before this one"
+    ) in raised.value.message
+
+
 async def test_failover_unreachable_after_a_provider_that_may_have_delivered_says_so(make_relay: MakeRelay) -> None:
     async with server(lambda _: None) as (first, _):
         relay = make_relay(f"failover:{first}|{closed_port_url()}", retry=ONCE)
