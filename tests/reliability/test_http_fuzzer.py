@@ -270,7 +270,8 @@ async def test_ably_publish_extras_beyond_msgpack_to_a_msgpack_subscriber(
     assert response.status_code == 201, response.text
     delivered = await receive(subscriber, binary=True)
     assert delivered["action"] == MESSAGE and delivered["channel"] == "a", delivered
-    assert delivered["messages"] == [{"name": "n", "data": "x", "extras": {"big": str(2**70)}}]
+    (serial,) = response.json()["serials"]
+    assert delivered["messages"] == [{"name": "n", "data": "x", "extras": {"big": str(2**70)}, "serial": serial}]
     assert_no_traceback(caplog)
     await assert_usable(subscriber, binary=True)
     await subscriber.close()
