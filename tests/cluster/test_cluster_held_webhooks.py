@@ -23,7 +23,10 @@ from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
 from tests.emulator_process import EmulatorProcess
 from tests.webhook_receiver import Receiver, StartReceiver
 
-DELAY = 1.5  # webhook_delay: time to kill a node (or cut it off) after it made its holds and before they end
+# webhook_delay: time to kill a node, or bring a client back, after it made its holds and before they end. That takes
+# a fraction of a second, but at 1.5 s a test process stalled for longer on a loaded machine failed falsely: the holds
+# were released before the kill or the return (reproduced by stopping this process for 1.6 s once the holds were made).
+DELAY = 3.0
 HOLDS = "relay:holds:1"
 CHANNEL_HOLD = "relay:vacating:1:presence-room"
 MEMBER_HOLD = "relay:leaving:1:presence-room:alice"
@@ -290,7 +293,9 @@ async def test_a_hold_whose_node_is_cut_off_from_redis_when_it_ends_is_sent_once
     """A network fault between the node and Redis (Redis keeps its data) while alice's holds end: the node's own
     release cannot reach Redis, and is dropped; once the link is back, the node's sweep finds the holds still in Redis
     and sends each webhook once (they used to be lost); the node also releases them again itself on reconnection."""
-    node = await start_emulator(app=replace(hooked(receiver), webhook_delay=DELAY), redis_url=link.url)
+    # Not DELAY: the node, its link and this test share one event loop, so what stalls the cut stalls the node's timers
+    # as long, and the test waits for the timers to end with the link cut, so a longer delay is only time lost.
+    node = await start_emulator(app=replace(hooked(receiver), webhook_delay=1.5), redis_url=link.url)
     alice = await Client.open(node)
     await alice.subscribe("presence-room", "alice")
     await receiver.until(lambda: len(receiver.events()) >= 2, within=5)  # channel_occupied, member_added
