@@ -44,14 +44,19 @@ Spawn = Callable[..., Awaitable[tuple[EmulatorProcess, RunningEmulator]]]
 @pytest.fixture
 async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spawn]:
     """Nodes as real processes (so they can be SIGKILLed), each posting its webhooks to the URL it is given, so a
-    test sees which node sent what. A test asks for its receivers first, so they still answer while the nodes stop."""
+    test sees which node sent what. A test asks for its receivers first, so they still answer while the nodes stop.
+
+    Their node_ttl is 3 s unless a test asks for less: a node whose heartbeats stop for node_ttl is buried (rightly),
+    and its channels and members are counted out, their departures held anew by the node that buried it, on that
+    node's clock, until it registers again. At 1 s a node stalled that long on a loaded machine was, and a test saw
+    those holds and webhooks instead of the ones it looks at."""
     processes: list[EmulatorProcess] = []
 
     async def start(
-        webhook_url: str, *, app_two: bool = False, delay: float = DELAY
+        webhook_url: str, *, app_two: bool = False, delay: float = DELAY, node_ttl: float = 3.0
     ) -> tuple[EmulatorProcess, RunningEmulator]:
-        """A node serving app 1, and APP_TWO too if asked, both posting their webhooks to ``webhook_url`` and holding
-        departures for ``delay`` seconds."""
+        """A node serving app 1, and APP_TWO too if asked, both posting their webhooks to ``webhook_url``, holding
+        departures for ``delay`` seconds, and buried by the others once its heartbeats stop for ``node_ttl``."""
         apps = [TEST_APP, APP_TWO] if app_two else [TEST_APP]
         config = tmp_path / f"node{len(processes)}.toml"
         config.write_text(
@@ -61,9 +66,8 @@ async def spawn(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Spaw
                 for app in apps
             )
         )
-        process = await EmulatorProcess.start(
-            "--config", str(config), "--redis-url", redis_server.url, "--node-ttl", "1", "--shutdown-spread", "0"
-        )
+        options = ["--node-ttl", str(node_ttl), "--shutdown-spread", "0"]
+        process = await EmulatorProcess.start("--config", str(config), "--redis-url", redis_server.url, *options)
         processes.append(process)
         return process, RunningEmulator(node=None, port=process.port, app=TEST_APP)  # type: ignore[arg-type]
 
@@ -360,7 +364,10 @@ async def test_a_killed_node_buried_by_a_node_without_its_app_is_settled_and_its
     member_added, member_removed or channel_vacated webhook for that channel again. Now it counts them out, holding
     the departures in Redis, and a node serving app 1 started later sends them, then the next join's."""
     to_doomed = await start_receiver()
-    doomed_process, doomed = await spawn(to_doomed.url)
+    # The doomed node's node_ttl of 1 s makes its burial quick (a stall of it before the kill ends in the same holds),
+    # and the app 2 node holds nothing a burial would count out. The heir has 3 s: at 1 s, one stopped for 1.5 s was
+    # buried with alice back, and the holds of her departures were still in Redis at the last check.
+    doomed_process, doomed = await spawn(to_doomed.url, node_ttl=1)
     await start_emulator(app=APP_TWO, redis_url=redis_server.url, node_ttl=1.0)
     alice = await Client.open(doomed)
     await alice.subscribe("presence-room", "alice")
