@@ -58,6 +58,7 @@ from relay.errors import ConfigError
 from relay.protocol import frames
 from relay.protocol.codes import ErrorCode
 from relay.protocol.hosts import is_dual_stack
+from relay.protocol.http_framing import chunked_alone
 from relay.protocol.socket_ids import make_socket_id
 
 if TYPE_CHECKING:
@@ -368,12 +369,6 @@ class EmulatorNode:
             await self._http.aclose()
 
 
-def _chunked_alone(transfer_encoding: bytes) -> bool:
-    """Whether a Transfer-Encoding is chunked alone, the one coding httptools decodes: a body also gzipped
-    (``gzip, chunked``) would be read still encoded."""
-    return [coding.strip() for coding in transfer_encoding.lower().split(b",")] == [b"chunked"]
-
-
 class HttpConnection(asyncio.Protocol):
     """One TCP connection: HTTP requests until an upgrade, then a WebSocket carrying one Pusher or Ably session."""
 
@@ -634,6 +629,7 @@ class HttpConnection(asyncio.Protocol):
         self._head_bytes = -1
         limit = self.node.config.max_request_bytes
         expects_continue = False
+        transfer_encodings: list[bytes] = []
         for name, value in self._raw_headers:
             lowered = name.lower()
             if lowered == b"content-length" and value.isdigit() and int(value) > limit:  # bytes: ASCII digits only
@@ -642,14 +638,17 @@ class HttpConnection(asyncio.Protocol):
                 return
             if lowered == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
-            elif lowered == b"transfer-encoding" and not _chunked_alone(value):
-                self._refused = True
-                self._refuse(
-                    501,
-                    f"Transfer-Encoding {value.decode('latin-1')[:100]!r} is not supported (only chunked is): send "
-                    "the body with Content-Length, or with Transfer-Encoding: chunked alone",
-                )
-                return
+            elif lowered == b"transfer-encoding":
+                transfer_encodings.append(value)
+        if transfer_encodings and not chunked_alone(transfer_encodings):
+            self._refused = True
+            named = b", ".join(transfer_encodings).decode("latin-1")[:100]
+            self._refuse(
+                501,
+                f"Transfer-Encoding {named!r} is not supported (only chunked is): send the body with Content-Length, "
+                "or with Transfer-Encoding: chunked alone",
+            )
+            return
         if expects_continue:
             self._continue()
 

@@ -78,6 +78,7 @@ from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.protocol.frames import json_kind
 from relay.protocol.hosts import is_loopback
+from relay.protocol.http_framing import chunked_alone
 from relay.protocol.idempotency_keys import REPLAYED_HEADER
 from relay.protocol.media_types import is_json_media_type
 from relay.protocol.members import watchlist_problem
@@ -1395,15 +1396,10 @@ def framing_refusal(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, str] |
     Transfer-Encoding both, servers and proxies disagree where the body ends, and what one takes for the rest of the
     body another takes for the next request (request smuggling): RFC 9112 §6.1 lets a server refuse such a request and
     has it close the connection after answering. A transfer coding the gateway does not decode is a 501 (§6.1)."""
-    codings = [
-        coding.strip().lower()
-        for name, value in headers
-        if name == b"transfer-encoding"
-        for coding in value.decode("latin-1").split(",")
-    ]
-    if not codings:
+    transfer_encodings = [value for name, value in headers if name == b"transfer-encoding"]
+    if not transfer_encodings:
         return None
-    if codings != ["chunked"]:
+    if not chunked_alone(transfer_encodings):
         return 501, UNSUPPORTED_TRANSFER_CODING
     if any(name == b"content-length" for name, _ in headers):
         return 400, (
