@@ -108,6 +108,15 @@ def sign_rest_request(
     return signed
 
 
+SHOWN_STRING_TO_SIGN = 300  # characters: a presence channel's channel_data or a REST query may be kilobytes
+
+
+def shown_string_to_sign(signed: str) -> str:
+    """A refused signature's string to sign as an error shows it (hosted Pusher names it; it holds no secret), cut at
+    ``SHOWN_STRING_TO_SIGN`` characters."""
+    return signed if len(signed) <= SHOWN_STRING_TO_SIGN else signed[:SHOWN_STRING_TO_SIGN] + "…"
+
+
 def unique_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Query pairs as a mapping; a repeated parameter is refused, since a signature could not cover both."""
     params: dict[str, str] = {}
@@ -162,7 +171,7 @@ def verify_rest_request(
         # where a query value was encoded differently ('+' for a space, '&' not percent-encoded)
         raise InvalidSignature(
             f"invalid auth_signature: sign 'METHOD\\nPATH\\nsorted query' with the app secret of auth_key {key!r}:"
-            f" here {signed[:500]!r}"
+            f" here {shown_string_to_sign(signed)!r}"
         )
 
 
@@ -180,9 +189,6 @@ def token_key(token: object) -> str | None:
     return token.partition(":")[0] if isinstance(token, str) and ":" in token else None
 
 
-SHOWN_STRING_TO_SIGN = 300  # characters: a presence channel's channel_data may be kilobytes
-
-
 def verify_signed_token(key: str, secret: str, token: object, message: str, what: str) -> None:
     """Check a ``key:signature`` token over ``message``; ``what`` names the operation in the error."""
     if not isinstance(token, str) or ":" not in token:
@@ -193,10 +199,9 @@ def verify_signed_token(key: str, secret: str, token: object, message: str, what
     if not same_secret_text(signature, hmac_sha256_hex(secret, message)):
         # The string that was to be signed, as hosted Pusher shows it (it holds no secret): a stale socket id, another
         # channel or channel_data encoded again after signing shows there
-        shown = message if len(message) <= SHOWN_STRING_TO_SIGN else message[:SHOWN_STRING_TO_SIGN] + "…"
         raise InvalidSignature(
-            f"{what}: invalid signature: the string to sign is {shown!r} (HMAC-SHA256 in hex, with the secret of key "
-            f"{key!r})"
+            f"{what}: invalid signature: the string to sign is {shown_string_to_sign(message)!r} (HMAC-SHA256 in hex, "
+            f"with the secret of key {key!r})"
         )
 
 

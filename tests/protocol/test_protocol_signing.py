@@ -89,6 +89,21 @@ def test_rest_rejects_wrong_signature() -> None:
     assert str(info.value).endswith(f": here {string_to_sign!r}")
 
 
+def test_rest_and_channel_refusals_cut_the_string_to_sign_alike() -> None:
+    """A GET with a long query (``filter_by_prefix`` of kilobytes) is refused with its string to sign cut where a
+    channel auth refusal cuts a long channel_data: one limit for every shown string to sign."""
+    path = "/apps/3/channels"
+    params = dict(
+        signing.sign_rest_request(KEY, SECRET, "GET", path, timestamp=NOW, params={"filter_by_prefix": "p" * 2000})
+    )
+    params["auth_signature"] = "0" * 64
+    with pytest.raises(InvalidSignature) as info:
+        signing.verify_rest_request(key=KEY, secret=SECRET, method="GET", path=path, params=params, body=b"", now=NOW)
+    string_to_sign = signing.rest_string_to_sign("GET", path, params)
+    assert len(string_to_sign) > signing.SHOWN_STRING_TO_SIGN
+    assert str(info.value).endswith(f": here {string_to_sign[: signing.SHOWN_STRING_TO_SIGN] + '…'!r}")
+
+
 def test_rest_rejects_signature_over_other_path() -> None:
     with pytest.raises(InvalidSignature):
         signing.verify_rest_request(
