@@ -42,6 +42,9 @@ class HttpRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     idempotent: bool = False
+    # The same request signed anew, which a retry sends: a signature's timestamp ages (Pusher refuses one over 600 s
+    # old), and waits between attempts may add up to more
+    signed_again: Callable[[], HttpRequest] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,21 +176,9 @@ class PusherAdapter:
     def _request(
         self, method: str, path: str, body: object = None, params: Mapping[str, str] | None = None, *, idempotent: bool
     ) -> HttpRequest:
-        prefix = self._config.path_prefix  # as written in the URL, escapes included: sent and signed as it is
-        app_path = f"/apps/{self._config.app_id}{path}"
-        full_path = f"{prefix}{app_path}"
         try:
             raw = b"" if body is None else dumps(body).encode()
-            query = sign_rest_request(
-                self._config.key,
-                self._config.secret,
-                method,
-                full_path,
-                timestamp=int(self._clock()),
-                body=raw,
-                params=params,
-            )
-            url = f"{self._config.base_url}{prefix}{sent_path(app_path)}?{urlencode(query)}"
+            return self._signed(method, path, raw, params, idempotent=idempotent)
         except UnicodeEncodeError as exc:
             # The client refuses such data, names and user ids itself (and ProviderConfig such an app id); this is
             # what reaches here any other way (an adapter called directly). Pusher's servers refuse what UTF-8 cannot
@@ -199,8 +187,33 @@ class PusherAdapter:
                 f"the request to {self.name} contains a lone UTF-16 surrogate ({exc.object[exc.start : exc.end]!r}), "
                 "which UTF-8 cannot encode: a string cut in the middle of a character"
             ) from None
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        return HttpRequest(method, url, headers, raw, idempotent)
+
+    def _signed(
+        self, method: str, path: str, raw: bytes, params: Mapping[str, str] | None, *, idempotent: bool
+    ) -> HttpRequest:
+        """The request signed now; its ``signed_again`` signs it anew when a retry sends it."""
+        prefix = self._config.path_prefix  # as written in the URL, escapes included: sent and signed as it is
+        app_path = f"/apps/{self._config.app_id}{path}"
+        timestamp = int(self._clock())
+        query = sign_rest_request(
+            self._config.key,
+            self._config.secret,
+            method,
+            f"{prefix}{app_path}",
+            timestamp=timestamp,
+            body=raw,
+            params=params,
+        )
+        url = f"{self._config.base_url}{prefix}{sent_path(app_path)}?{urlencode(query)}"
+        headers = {"Content-Type": "application/json"} if raw else {}
+        return HttpRequest(
+            method,
+            url,
+            headers,
+            raw,
+            idempotent,
+            lambda: self._signed(method, path, raw, params, idempotent=idempotent),
+        )
 
     def _json(self, response: HttpResponse | None, *, changes: bool = False) -> Any:
         assert response is not None

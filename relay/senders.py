@@ -349,6 +349,11 @@ def _after_attempt(
     return delay
 
 
+def _for_retry(request: HttpRequest) -> HttpRequest:
+    """What a retry of ``request`` sends: the request signed anew where its signature ages."""
+    return request if request.signed_again is None else request.signed_again()
+
+
 def _note_undecided(error: Exception, so_far: _SoFar, request: HttpRequest, sending: Sending) -> None:
     """An attempt that may have been processed leaves every later one's error so: a publish answered 504 and then,
     retried, 503 (or refused a connection) may have been delivered by the first attempt."""
@@ -557,6 +562,7 @@ class SyncSender:
             if isinstance(result, HttpResponse):
                 return result
             self._sleep(result)
+            request = _for_retry(request)
 
     def close(self) -> None:
         self._closed = True
@@ -696,6 +702,7 @@ class AsyncSender:
                 return result
             # aclose() ends the wait, and the next attempt then raises ClientClosed
             await self._until_closed(asyncio.sleep(result))
+            request = _for_retry(request)
 
     async def _until_closed(self, work: Coroutine[Any, Any, T]) -> T | None:
         """``work``'s result, or None once aclose() (from any loop or thread) ended it: it runs as a task of its own,

@@ -6,6 +6,7 @@ test runs through ``Relay`` and ``AsyncRelay``.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 import json
@@ -404,6 +405,44 @@ def test_sync_sender_sleeps_the_retry_after(respx_mock: respx.MockRouter) -> Non
     with Relay(URL, sender=SyncSender(policy, sleep=slept.append, jitter=lambda: 1.0)) as relay:
         relay.publish("orders", "e", "x")
     assert slept == [7.0, 0.5]
+
+
+async def test_a_retry_is_signed_anew_so_a_long_wait_does_not_send_a_stale_signature(
+    respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pusher refuses a signature over 600 s old: a retry after waits adding up to more than that was refused (401)
+    when it resent the first attempt's signature. Each attempt is now signed at its own time, sync and async."""
+    from relay.senders import AsyncSender, Sending, SyncSender
+
+    route = respx_mock.post(f"{BASE}/apps/{APP_ID}/events").mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "700"}), httpx.Response(200, json={})] * 2
+    )
+    clock = iter([1_700_000_000.0, 1_700_000_700.0, 1_700_001_000.0, 1_700_001_700.0])
+    adapter = PusherAdapter(parse_url(URL), clock=lambda: next(clock))
+    sending = Sending(adapter.error_for, "pusher", True, adapter.name)
+    policy = RetryPolicy(attempts=2, max_delay=900.0)
+    slept: list[float] = []
+
+    async def no_wait(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    sync_sender, async_sender = SyncSender(policy, sleep=slept.append), AsyncSender(policy)
+    for send in (sync_sender.send, async_sender.send):
+        request = adapter.publish(["orders"], "e", Payload.of("x"), None).request
+        assert request is not None
+        answer = send(request, sending)
+        assert (answer if isinstance(answer, HttpResponse) else await answer).status == 200
+    sync_sender.close()
+    await async_sender.aclose()
+    assert slept == [700.0, 700.0]
+    timestamps = [call.request.url.params["auth_timestamp"] for call in route.calls]
+    assert timestamps == ["1700000000", "1700000700", "1700001000", "1700001700"]
+    for call in route.calls:
+        assert call.request.content == b'{"name":"e","channels":["orders"],"data":"x"}'
+        query = dict(call.request.url.params)
+        unsigned = {name: value for name, value in query.items() if name != "auth_signature"}
+        assert query["auth_signature"] == sign(SECRET, f"POST\n/apps/{APP_ID}/events\n{make_query_string(unsigned)}")
 
 
 # -- hosted Pusher's channel-name limit ---------------------------------------------------------------------------
