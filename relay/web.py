@@ -245,6 +245,11 @@ def _required(fields: Mapping[str, str], name: str) -> str:
 _REFUSED_SERVER_CONFIGURATION = frozenset({401, 403, 404})
 
 
+# Client errors a token request repeated as it was gets again; 401 (a JWT may be renewed by an authCallback), 408 and
+# 429 are worth asking again
+_NOT_MENDED_BY_ASKING_AGAIN = frozenset(range(400, 500)) - {401, 408, 429}
+
+
 def error_response(error: RelayError, request: Request | None = None, *, ably: bool = False) -> JSONResponse:
     """The error as JSON; a provider that failed, could not be reached or refused this server's own credentials is a
     502 (the request was fine). A known ``retry_after`` goes out as ``Retry-After``; a publish's ``published`` and
@@ -274,6 +279,11 @@ def error_response(error: RelayError, request: Request | None = None, *, ably: b
         where = "" if request is None else f"{request.method} {printable(route_path(request.scope))} "
         log.error("%sanswered 500: %s", where, message)
     if ably:
+        if status in _NOT_MENDED_BY_ASKING_AGAIN:
+            # ably-js asks again for a token refused with any status but 403, every few seconds for ever (RSA4d): a
+            # request no retry can mend (a channel name relay refuses, a missing field, a body too large) fails the
+            # connection instead, with the reason as its cause
+            status = 403
         code = status * 100 if status < 500 else 50000  # Ably's codes extend the status: 40300 is a refusal
         return JSONResponse(
             {"error": {"message": message, "code": code, "statusCode": status}}, status_code=status, headers=headers

@@ -84,13 +84,14 @@ async def test_an_ably_token_is_never_issued_for_a_name_outside_pusher_s_charact
     emulator: RunningEmulator, start_gateway: StartGateway, name: str
 ) -> None:
     """As a capability key, ``*`` is every channel and ``foo:*`` every channel of a namespace: anyone, without a
-    JWT, got a token to read them all. Such a name is 400 before any rule or capability is built, signed in or not;
-    a public channel still gets a token the emulator exchanges for that channel only."""
+    JWT, got a token to read them all. Such a name is refused (403, which ably-js does not ask again) before any rule
+    or capability is built, signed in or not; a public channel still gets a token the emulator exchanges for that
+    channel only."""
     gateway = await start_gateway(GatewaySettings(relay_url=ably_url(emulator), api_token=TOKEN, jwt_secret=JWT_SECRET))
     for headers in ({}, {"authorization": f"Bearer {hs_jwt()}"}):
         refused = await auth(gateway.url, name, headers)
-        ably_refusal = {"message": pusher_name_error(name), "code": 40000, "statusCode": 400}
-        assert (refused.status_code, refused.json()) == (400, {"error": ably_refusal}), headers
+        ably_refusal = {"message": pusher_name_error(name), "code": 40300, "statusCode": 403}
+        assert (refused.status_code, refused.json()) == (403, {"error": ably_refusal}), headers
     allowed = await auth(gateway.url, "news")
     assert allowed.status_code == 200, allowed.text
     assert (await exchange(emulator, allowed.json()))["capability"] == '{"news":["subscribe"]}'

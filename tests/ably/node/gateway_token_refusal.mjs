@@ -1,7 +1,8 @@
 // ably-js 2.x getting its tokens from a relay gateway (RELAY_GATEWAY_URL, /v1/auth/channel) in front of the
 // emulator's Ably side: a token the channel rules refuse (alice asking for bob's channel) fails the connection for
 // good with the gateway's 403 and its reason (RSA4d), rather than being asked for again and again; the allowed
-// channel connects and receives a publish.
+// channel connects and receives a publish. A token request no retry can mend (a channel name relay refuses) fails the
+// connection for good the same way.
 import { Scenario, assert, serverClient, sleep } from '../../node/lib.mjs';
 import { Ably, ablyOptions } from './ablylib.mjs';
 
@@ -42,6 +43,24 @@ new Scenario('gateway-token-refusal').run(async (s) => {
   assert.deepEqual(states.filter((state) => state === 'connecting').length, 1, JSON.stringify(states));
   s.extra.refusal = { statusCode: reason.statusCode, code: reason.code, cause: String(reason.cause.message) };
   s.check('refused-fails-for-good');
+
+  // A channel name relay refuses (':' is not in the names every provider takes) was a 400, which ably-js asked for
+  // again every few seconds for ever: no retry mends it, so it fails the connection too, with the reason.
+  const malformed = tokenClient(s, 'chat:1');
+  const malformedStates = [];
+  malformed.connection.on((change) => malformedStates.push(change.current));
+  const malformedFailure = await Promise.race([
+    malformed.connection.whenState('failed'),
+    sleep(4000).then(() => null),
+  ]);
+  assert.ok(malformedFailure, `not failed after 4 s; states ${JSON.stringify(malformedStates)}`);
+  const why = malformed.connection.errorReason;
+  assert.equal(why.statusCode, 403, String(why));
+  assert.equal(why.cause.code, 40300, String(why));
+  assert.match(String(why.cause.message), /channel name 'chat:1' has characters outside/, String(why));
+  await sleep(1500);
+  assert.deepEqual(malformedStates.filter((state) => state === 'connecting').length, 1, JSON.stringify(malformedStates));
+  s.check('malformed-fails-for-good');
 
   const allowed = tokenClient(s, 'private-user-alice');
   await allowed.connection.whenState('connected');
