@@ -276,6 +276,36 @@ def test_a_soketi_app_without_a_secret_or_with_a_lambda_webhook(tmp_path: Path) 
     assert "app shop: a webhook without a url (on-occupied)" in dropped
 
 
+async def test_a_soketi_app_with_user_authentication_closes_sockets_that_do_not_sign_in(tmp_path: Path) -> None:
+    """soketi's enableUserAuthentication (with the server-wide userAuthenticationTimeout, in ms) closes a socket that
+    has not signed in by then with 4009; the emulator's user_authentication_timeout does the same. The converter
+    reported it dropped ("app shop: enableUserAuthentication"), and the emulator it fed kept such sockets open."""
+    soketi_config = {
+        "userAuthenticationTimeout": 1000,
+        "appManager.array.apps": [{**SHOP, "enableUserAuthentication": True}],
+    }
+    config, dropped, path = converted(soketi_config, tmp_path)
+    (app,) = config.apps
+    assert app.user_authentication_timeout == 1.0
+    assert dropped == ["app shop: maxClientEventsPerSecond (no limit)"]
+    emulator = await EmulatorProcess.start("--config", str(path))
+    try:
+        url = f"ws://127.0.0.1:{emulator.port}/app/shop-key?protocol=7"
+        anonymous, authorized = await ws_client(url), await ws_client(url)
+        await authorized.subscribe("private-orders", app)
+        error = await anonymous.expect("pusher:error", within=5)
+        assert error["data"]["code"] == 4009
+        await anonymous.ws.wait_closed()
+        assert anonymous.ws.close_code == 4009
+        await authorized.send("pusher:ping", {})
+        assert (await authorized.expect("pusher:pong"))["event"] == "pusher:pong"  # still open
+        await authorized.close()
+    finally:
+        await emulator.stop()
+    without, _, _ = converted({"appManager.array.apps": [{**SHOP, "enableUserAuthentication": False}]}, tmp_path)
+    assert without.apps[0].user_authentication_timeout is None  # soketi's default: no timeout, as the emulator's
+
+
 def test_the_cost_api_example_gives_what_its_comments_say() -> None:
     """docs/cost.md's Python block: each line commented with a value evaluates to that value."""
     (body,) = [body for lang, body in blocks(DOCS / "cost.md") if lang == "python"]
