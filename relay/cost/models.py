@@ -428,8 +428,9 @@ class Plan:
     messages_per_month: float | None = None
     messages_per_hour: float | None = None
     messages_per_second: float | None = None
-    # HTTP API requests (Ably's REST: a server publish is one, as the adapter sends them)
+    # HTTP API requests (Ably's REST: a server publish is one, as the adapter sends them), an hour and a second
     api_requests_per_hour: float | None = None
+    api_requests_per_second: float | None = None
     transactions_per_month: float | None = None
     max_message_bytes: float | None = None
     presence_members: float | None = None

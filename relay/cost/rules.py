@@ -228,6 +228,8 @@ def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
         *_limit(plan, "messages_per_month", "messages/month", per_day * w.days_per_month),
         *_limit(plan, "messages_per_hour", "messages/hour at peak", per_day * busiest_hour),
         *_limit(plan, "api_requests_per_hour", "HTTP API requests/hour at peak", requests * busiest_hour),
+        # A.13 limits the rate too: a burst within the hour's allowance is still refused (429) above it.
+        *_limit(plan, "api_requests_per_second", "HTTP API requests/s at peak", w.per_second_at_peak(requests)),
         *_limit(plan, "messages_per_second", "messages/s at peak", w.per_second_at_peak(per_day)),
         *_message_checks(w, plan),
     ]

@@ -364,6 +364,32 @@ def test_ablys_http_api_requests_per_hour_are_checked_at_the_busiest_hour(prices
     assert quiet.plan == "free"  # 6,250 an hour
 
 
+def test_ablys_http_api_requests_per_second_are_checked_at_the_peak_second(prices: Prices) -> None:
+    """ably-and-pricing §A.13: the HTTP API takes 50 requests a second on Free, 362 on Standard, 1,447 on Pro (the
+    rate beside each hourly figure). 4,320 publishes and 4,320 other API calls a day with a peak factor of 600 are 60
+    requests in the peak second but only 8,640 in the busiest hour (within Free's 25,000): Free fitted although Ably
+    would refuse a sixth of that second's requests (429). At a peak factor of 500, 50 a second, Free still fits."""
+    for provider_id in ("ably_rb", "ably_mau_2025"):
+        plans = {plan.id: plan for plan in prices.provider(provider_id).plans}
+        assert [plans[p].api_requests_per_second for p in ("free", "standard", "pro", "enterprise")] == [
+            50,
+            362,
+            1_447,
+            None,  # custom: a contract's
+        ]
+    workload = Workload(connections=10, publishes_per_day=4_320, api_requests_per_day=4_320, peak_factor=600)
+    ably = estimate(workload, prices, providers={"ably_rb", "ably_mau_2025"})
+    for provider_id in ("ably_rb", "ably_mau_2025"):
+        result = ably.provider(provider_id)
+        free = next(fit for fit in result.plans if fit.plan == "free")
+        assert free.status == "does_not_fit", provider_id
+        assert [check.describe() for check in free.breaks] == ["HTTP API requests/s at peak 60 > 50"]
+        assert result.plan == "standard", (provider_id, result.limit)
+    at_the_limit = estimate(replace(workload, peak_factor=500), prices, providers={"ably_rb"}).provider("ably_rb")
+    assert at_the_limit.plan == "free"
+    assert at_the_limit.limit.startswith("HTTP API requests/s at peak 50 ≤ 50"), at_the_limit.limit
+
+
 def test_digitaloceans_pool_takes_the_redis_droplets_transfer_allowance_too(prices: Prices) -> None:
     """The pricing notes: "transfer allowances are pooled across a team's droplets". The Redis droplet of a
     two-node setup (a basic-1gb, 1,000 GiB) is one of them, but added nothing: every multi-node answer with egress past
