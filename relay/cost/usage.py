@@ -56,6 +56,8 @@ day can hold deliveries of publishes a killed node never wrote.
 `relay cost` reads a day measured in part as a whole day at the rate measured: the average day is each app's counts
 ÷ the days (in seconds ÷ 86,400) it measured, its peaks as measured. ``history_messages`` is each app's over the days
 that have it (older emulators served history reads without counting them), and 0 for an app with none.
+``echo_deliveries`` is 0 on a day without it (older emulators counted the echoes among the deliveries), and not
+measured at all (none billed apart) when no day has it.
 """
 
 from __future__ import annotations
@@ -657,12 +659,18 @@ CAP_WORTH_SAYING = 1.01  # the minutes' cap is said when it takes off more than 
 # app-day without one (written by such an emulator, or a day such a run shared with a newer one, which merging leaves
 # without) recorded nothing, which is not 0. The app's days that have the count give its rate, for all of them.
 _AT_THE_RATE_RECORDED = frozenset({"history_messages"})
+# Counts an older emulator kept among another count: an app-day without one holds them there (an older emulator wrote
+# its Ably echoes among its deliveries), so it adds none apart, while the days that have it keep theirs. (A day a
+# newer run shared with an older one, which merging leaves without, loses the newer run's: a lower bound.) None when
+# no app-day has it: the file is an older emulator's, all its echoes among the deliveries.
+_NONE_APART_WHEN_ABSENT = frozenset({"echo_deliveries"})
 
 
 def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None], bool]:
     """The apps' average day, summed: each app's counts × 86,400 ÷ the seconds it measured (None for a field some
     app-day lacks; for those of _AT_THE_RATE_RECORDED, the days that have it over the seconds they measured, and 0
-    for an app none of whose days has it), and whether the minutes were held down to the peaks held all day.
+    for an app none of whose days has it; for those of _NONE_APART_WHEN_ABSENT, a day without it as 0, and None when
+    no app-day has it), and whether the minutes were held down to the peaks held all day.
 
     Minutes are rounded up per connection (and channel), so a few seconds measured would extrapolate to more minutes
     than the peak open all day makes: the minutes are taken at most as that, unless the days as measured already have
@@ -681,6 +689,8 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
                 average[name] = so_far + _rate_recorded(days, name)
                 continue
             values = [getattr(day, name) for day in days]
+            if name in _NONE_APART_WHEN_ABSENT:
+                values = [value or 0 for value in values]
             if any(value is None for value in values):
                 average[name] = None
                 continue
@@ -691,6 +701,9 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
                 capped = capped or per_day > ceiling * CAP_WORTH_SAYING
                 per_day = min(per_day, ceiling)
             average[name] = so_far + per_day
+    for name in _NONE_APART_WHEN_ABSENT:
+        if all(getattr(day, name) is None for entry in apps.values() for day in entry.days.values()):
+            average[name] = None
     return average, capped
 
 
@@ -701,17 +714,27 @@ def _rate_recorded(days: Collection[UsageDay], name: str) -> float:
     return sum(getattr(day, name) for day in recorded) * SECONDS_PER_DAY / seconds if seconds else 0.0
 
 
+# What the workload's origin says of the app-days without a count that some have (a file with none says nothing).
+_UNRECORDED_TEXT: Mapping[str, str] = {
+    **dict.fromkeys(
+        _AT_THE_RATE_RECORDED,
+        "(older emulators do not count it): the others are taken at their app's rate on the days that record it",
+    ),
+    **dict.fromkeys(
+        _NONE_APART_WHEN_ABSENT,
+        "(older emulators count the echoes among the deliveries): the others add none apart",
+    ),
+}
+
+
 def _unrecorded_note(apps: Mapping[str, UsageApp]) -> str:
-    """Which app-days lack a count taken at the rate recorded, when some have it (a file with none says nothing)."""
+    """Which app-days lack a count some have: one taken at the rate recorded, or one none apart stands for."""
     days = [day for entry in apps.values() for day in entry.days.values()]
     note = ""
-    for name in sorted(_AT_THE_RATE_RECORDED):
+    for name, text in sorted(_UNRECORDED_TEXT.items()):
         recorded = sum(getattr(day, name) is not None for day in days)
         if 0 < recorded < len(days):
-            note += (
-                f"; {name} recorded on {recorded} of the {len(days)} app-days (older emulators do not count it): the "
-                "others are taken at their app's rate on the days that record it"
-            )
+            note += f"; {name} recorded on {recorded} of the {len(days)} app-days {text}"
     return note
 
 

@@ -46,6 +46,9 @@ def test_measured_echo_deliveries_are_billed_on_ably_and_nowhere_else(tmp_path: 
 
 
 def test_echo_deliveries_of_a_day_measured_in_part_are_extrapolated_with_the_rest(tmp_path: Path) -> None:
+    """A day measured in part is extrapolated to a whole one; a day without the field, an older emulator's, counted
+    its echoes among its deliveries, so it adds none apart, while the days that have the field keep theirs (one day
+    without it dropped every echo of the file, and the Ably bill with them)."""
     half = usage_file(tmp_path, {"2026-11-29": measured(usage_day(echo_deliveries=4), [[0, 43_200]])})
     assert workload_from_usage(load_usage(half)).echo_deliveries_per_day == 8
     (tmp_path / "mixed").mkdir()
@@ -56,8 +59,23 @@ def test_echo_deliveries_of_a_day_measured_in_part_are_extrapolated_with_the_res
             "2026-11-30": measured(usage_day(), WHOLE_DAY),
         },
     )
-    # A day without the field (an older emulator's) holds its echoes among its deliveries: nothing is added apart.
-    assert workload_from_usage(load_usage(mixed)).echo_deliveries_per_day is None
+    # A day without the field (an older emulator's) holds its echoes among its deliveries: nothing is added apart for
+    # it, but the 4 echoes of the day that has it are not among any delivery. They were dropped with the older day's.
+    workload = workload_from_usage(load_usage(mixed))
+    assert workload.echo_deliveries_per_day == 2  # 4 over the 2 days measured
+    assert (
+        "echo_deliveries recorded on 1 of the 2 app-days (older emulators count the echoes among the deliveries): the "
+        "others add none apart"
+    ) in workload.origin
+    (tmp_path / "older").mkdir()
+    older = usage_file(
+        tmp_path / "older",
+        {"2026-11-29": measured(usage_day(), WHOLE_DAY), "2026-11-30": measured(usage_day(), WHOLE_DAY)},
+    )
+    without, withit = (run_cost_json(["--usage", str(path)]) for path in (older, mixed))
+    for name in ("ably_rb", "ably_mau_2025"):
+        ably, before = provider(withit, name)["units"], provider(without, name)["units"]
+        assert ably["messages_per_day"] - before["messages_per_day"] == pytest.approx(2), name
 
 
 @pytest.mark.parametrize(
