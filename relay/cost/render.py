@@ -21,7 +21,7 @@ __all__ = ["print_table", "range_sentence", "to_csv", "to_dict", "to_json", "wor
 
 # The billed units worth a table cell, per counting rule: (unit name, label).
 _SHOWN: dict[str, tuple[tuple[str, str], ...]] = {
-    "P_COUNT": (("messages_busiest_day", "msg/day"),),
+    "P_COUNT": (("messages_per_day", "msg/average day"), ("messages_busiest_day", "msg/busiest day")),
     "A_USAGE": (
         ("messages_per_month", "msg/month"),
         ("connection_minutes_per_month", "conn-min"),
@@ -84,6 +84,9 @@ def workload_summary(w: Workload) -> str:
 def _units_cell(result: ProviderEstimate) -> str:
     shown = _SHOWN.get(result.unit_rules, ())
     values = dict(result.units)
+    if result.unit_rules == "P_COUNT" and values.get("messages_busiest_day") == values.get("messages_per_day"):
+        # No --peak-day-factor: the busiest day is the average one, shown once.
+        shown = (("messages_per_day", "msg/day"),)
     cells = []
     for name, label in shown:
         if name in values:

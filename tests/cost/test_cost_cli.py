@@ -39,6 +39,20 @@ def test_table_output_names_plan_price_units_assumptions_and_crossover(prices: P
     assert "\x1b[" not in out  # no colour codes when not writing to a terminal
 
 
+def test_pushers_table_cell_says_which_day_its_messages_are_with_a_peak_day_factor() -> None:
+    """With --peak-day-factor 2 the cell showed the busiest day's 2,000,000 messages as "msg/day", which every other
+    per-day figure (the workload's, the JSON's messages_per_day) uses for the average day: it now says which is which,
+    and shows both. Without a peak-day factor the two are the same day, shown once."""
+    out = run_cost([*EDGE, "--provider", "pusher", "--peak-day-factor", "2"])
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if "Pusher Channels" in line)
+    assert "Pro" in lines[first] and "1,000,000 msg/average day" in lines[first]
+    assert "2,000,000 msg/busiest day" in lines[first + 1]
+    assert "2,000,000 msg/day" not in out
+    plain = run_cost([*EDGE, "--provider", "pusher"])
+    assert "1,000,000 msg/day" in plain and "msg/busiest day" not in plain
+
+
 def test_table_says_when_there_is_no_crossover_in_range() -> None:
     big = ["--connections", "40000", "--publishes-per-day", "2000000", "--subscribers-per-publish", "20"]
     out = run_cost([*big, "--provider", "pusher", "--provider", "ably_rb", "--provider", "hetzner"])
