@@ -44,7 +44,14 @@ from relay.errors import (
 from relay.http_errors import error_for_status, leaves_outcome_unknown, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
-from relay.protocol.ably import ENTER, LEAVE, build_token_request, validate_channel_name, webhook_signature
+from relay.protocol.ably import (
+    ENTER,
+    LEAVE,
+    build_token_request,
+    token_ttl_within,
+    validate_channel_name,
+    webhook_signature,
+)
 from relay.protocol.channels import ChannelKind, classify
 from relay.protocol.frames import looks_like_json
 
@@ -453,10 +460,11 @@ class AblyAdapter:
                 code=INVALID_CLIENT_ID,
             )
         config = self._config
+        now = self._clock()
         return build_token_request(
             config.key,
             config.secret,
-            timestamp=int(self._clock() * 1000),
+            timestamp=int(now * 1000),
             nonce=secrets.token_hex(16),
             capability={
                 name: capability_for(
@@ -465,6 +473,7 @@ class AblyAdapter:
                 for name in names
             },
             client_id=None if user is None else user.id,
+            ttl=None if user is None else token_ttl_within(user.signed_in_until, now),
         )
 
     def authenticate_user(self, socket_id: str, user: User) -> dict[str, Any]:

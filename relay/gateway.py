@@ -804,7 +804,7 @@ class JwtVerifier:
             )
         if identity == "":
             raise AuthenticationError(f"the JWT's {name} claim is empty: the gateway identifies the user by it")
-        return User(str(identity), claims)
+        return User(str(identity), claims, signed_in_until=claims["exp"])
 
     def claims(self, token: str) -> dict[str, Any]:
         if token.count(".") != 2:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any
 
 from relay.errors import InvalidData, ProtocolError
@@ -23,11 +24,14 @@ def integer_id_as_digits(user_id: object) -> object:
 @dataclass(frozen=True, slots=True)
 class User:
     """An end user, as channel rules and presence see them. ``watchlist``: the ids of the users whose online status
-    Pusher tells this user's browser once signed in (``pusher.user.watchlist``), at most 100."""
+    Pusher tells this user's browser once signed in (``pusher.user.watchlist``), at most 100. ``signed_in_until``:
+    when the user's sign-in ends, in seconds since the epoch (a JWT's ``exp``): an Ably token for the user ends then
+    at the latest, not an hour after it is issued (Pusher's channel authorizations have no end to set)."""
 
     id: str
     info: Mapping[str, Any] = field(default_factory=dict)
     watchlist: tuple[str, ...] = ()
+    signed_in_until: float | None = None
 
     def __post_init__(self) -> None:
         user_id = integer_id_as_digits(self.id)  # as the mapping form's is
@@ -41,6 +45,9 @@ class User:
         if not isinstance(watchlist, list | tuple) or not all(isinstance(watched, str) for watched in watchlist):
             raise ProtocolError(f"a user's watchlist is a list of user id strings, not {watchlist!r}")
         object.__setattr__(self, "watchlist", tuple(watchlist))  # a list given is kept as the tuple it is typed as
+        until = self.signed_in_until
+        if until is not None and (isinstance(until, bool) or not isinstance(until, int | float) or not isfinite(until)):
+            raise ProtocolError(f"a user's signed_in_until is seconds since the epoch (a JWT's exp), not {until!r}")
         # Sent as JSON, in UTF-8, by every provider: what cannot be is refused here, not mid-auth
         refuse_lone_surrogates(self.id, "a user id", ProtocolError)
         for watched in self.watchlist:

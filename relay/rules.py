@@ -33,7 +33,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from itertools import islice
 from typing import Any
@@ -455,14 +455,23 @@ class ChannelRules:
         if result is None or result is False:
             raise PermissionDenied(f"access to {channel!r} denied")
         if isinstance(result, User):
-            return Decision(channel, result, pattern)
+            return Decision(channel, _within_sign_in(result, user), pattern)
         if isinstance(result, Mapping):
             if user is None:  # user info needs a user: a rule's mistake, refused rather than crashing
                 raise PermissionDenied(f"access to {channel!r} denied: the rule gave user info, but there is no user")
-            return Decision(channel, User(user.id, result), pattern)
+            return Decision(channel, User(user.id, result, signed_in_until=user.signed_in_until), pattern)
         if result is True:
             return Decision(channel, user, pattern)
         raise TypeError(f"a channel rule returns bool, a mapping, a User or None, not {type(result).__name__}")
+
+
+def _within_sign_in(member: User, user: User | None) -> User:
+    """The member a rule named, authorized no longer than the signed-in user who asked (an Ably token's end)."""
+    if user is None or user.signed_in_until is None:
+        return member
+    if member.signed_in_until is not None and member.signed_in_until <= user.signed_in_until:
+        return member
+    return replace(member, signed_in_until=user.signed_in_until)
 
 
 def claim_text(value: object) -> str | None:

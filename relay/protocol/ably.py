@@ -207,6 +207,17 @@ def _mac(key_secret: str, message: bytes) -> str:
     return base64.b64encode(hmac.new(key_secret.encode(), message, hashlib.sha256).digest()).decode()
 
 
+def token_ttl_within(signed_in_until: float | None, now: float) -> int | None:
+    """The ``ttl`` (ms) of a token that must end by ``signed_in_until`` (seconds since the epoch, a JWT's ``exp``):
+    None, Ably's default hour, when that ends sooner. A sign-in already ended gets no token."""
+    if signed_in_until is None:
+        return None
+    ttl = int((signed_in_until - now) * 1000)
+    if ttl < 1:
+        raise AuthenticationError("the user's sign-in has ended (signed_in_until is past): a token would outlive it")
+    return ttl if ttl < DEFAULT_TOKEN_TTL_MS else None
+
+
 def build_token_request(
     key_name: str,
     key_secret: str,

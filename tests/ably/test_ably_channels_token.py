@@ -15,6 +15,7 @@ from ablysupport import APP, KEY_NAME, KEY_SECRET, run_node
 from fastapi import FastAPI
 
 from relay import AsyncRelay
+from relay.errors import ProtocolError
 from relay.gateway import GatewaySettings
 from relay.models import User
 from relay.protocol.ably import parse_capability, verify_token_request
@@ -202,3 +203,51 @@ async def test_the_gateway_reads_channels_with_the_jwt_s_user(
     # Refused as the one-channel request is, with the same reason (here: no credential arrived)
     assert (anonymous.status_code, anonymous.json()) == (anonymous_one.status_code, anonymous_one.json())
     assert anonymous.status_code == 403 and "no Authorization: Bearer header" in anonymous.json()["error"]["message"]
+
+
+async def test_a_token_for_a_signed_in_user_ends_when_the_jwt_does(
+    start_emulator: StartEmulator, start_gateway: StartGateway
+) -> None:
+    """A token lasted Ably's default hour whatever the JWT's exp: a user signed out (or whose JWT was revoked by not
+    renewing it) went on receiving for up to an hour. A JWT ending sooner ends its token then; one ending later keeps
+    the hour, and an anonymous token is the hour too."""
+    emulator = await start_emulator(app=APP)
+    gateway = await start_gateway(GatewaySettings(relay_url=ably_url(emulator.port), jwt_secret=JWT_SECRET))
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        answers = [
+            await client.post("/v1/auth/channel", data={"channel": "private-user-alice"}, headers=headers)
+            for headers in (
+                {"Authorization": f"Bearer {hs_jwt('alice', ttl=120)}"},
+                {"Authorization": f"Bearer {hs_jwt('alice', ttl=3 * 3600)}"},
+            )
+        ]
+        answers.append(await client.post("/v1/auth/channel", data={"channel": "orders"}))
+    soon, later, anonymous = (answer.json() for answer in answers)
+    assert 118_000 <= soon["ttl"] <= 120_000, soon
+    assert "ttl" not in later and "ttl" not in anonymous
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{emulator.port}") as http:
+        lifetimes = []
+        for token_request in (soon, later, anonymous):
+            details = (await http.post(f"/keys/{KEY_NAME}/requestToken", json=token_request)).json()
+            lifetimes.append((details["expires"] - details["issued"]) / 1000)
+    assert 118 <= lifetimes[0] <= 121 and lifetimes[1:] == [3600, 3600], lifetimes
+
+
+def test_a_member_a_rule_names_is_authorized_no_longer_than_the_user_who_asked() -> None:
+    rules = ChannelRules()
+    rules.add("presence-as-{name}", lambda user, name: User(name, signed_in_until=None if name == "ann" else 9e9))
+    rules.add("presence-room", lambda user: {"role": "guest"})
+    asking = User("alice", signed_in_until=1_800_000_000.0)
+    assert rules.authorize(asking, "presence-as-ann").member == User("ann", signed_in_until=1_800_000_000.0)
+    assert rules.authorize(asking, "presence-as-bo").member == User("bo", signed_in_until=1_800_000_000.0)
+    assert rules.authorize(User("alice"), "presence-as-bo").member == User("bo", signed_in_until=9e9)
+    earlier = User("alice", signed_in_until=1e9)
+    assert rules.authorize(earlier, "presence-as-bo").member == User("bo", signed_in_until=1e9)
+    assert rules.authorize(asking, "presence-room").member == User("alice", {"role": "guest"}, signed_in_until=1.8e9)
+
+
+@pytest.mark.parametrize("until", ["1800000000", True, float("nan"), float("inf")])
+def test_a_user_s_sign_in_end_is_seconds_since_the_epoch(until: object) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        User("alice", signed_in_until=until)  # type: ignore[arg-type]
+    assert str(refused.value) == f"a user's signed_in_until is seconds since the epoch (a JWT's exp), not {until!r}"

@@ -380,3 +380,27 @@ def test_a_name_qualified_with_params(name: str, qualified: tuple[str, dict[str,
 def test_a_bad_qualifier_says_why(name: str, reason: str) -> None:
     with pytest.raises(ValueError, match="^" + re.escape(reason) + "$"):
         ably.qualified_params(name)
+
+
+@pytest.mark.parametrize(
+    ("signed_in_until", "ttl"),
+    [
+        (None, None),
+        (1_000_120.0, 120_000),
+        (1_000_000.0015, 1),
+        (1_003_599.5, 3_599_500),
+        (1_003_600.0, None),  # the default hour ends first
+        (1_086_400.0, None),
+    ],
+)
+def test_a_token_ends_by_the_user_s_sign_in_or_after_ably_s_default_hour(
+    signed_in_until: float | None, ttl: int | None
+) -> None:
+    assert ably.token_ttl_within(signed_in_until, 1_000_000.0) == ttl
+
+
+@pytest.mark.parametrize("signed_in_until", [1_000_000.0, 999_999.0, 1_000_000.0009])
+def test_a_sign_in_already_ended_gets_no_token(signed_in_until: float) -> None:
+    with pytest.raises(AuthenticationError) as refused:
+        ably.token_ttl_within(signed_in_until, 1_000_000.0)
+    assert str(refused.value) == ("the user's sign-in has ended (signed_in_until is past): a token would outlive it")
