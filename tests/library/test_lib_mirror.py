@@ -132,6 +132,21 @@ async def test_a_mirror_raises_the_callers_mistake_before_sending(
     assert relay.requests == []
 
 
+async def test_a_mirror_s_query_checks_the_channel_name_against_every_provider_first(
+    start_emulator: StartEmulator, make_relay: MakeRelay
+) -> None:
+    """docs/library.md: queries use the first provider, the name checked against every provider first. An emulator
+    takes names of 200 characters and hosted Pusher 164: a query of 170 is refused as Pusher refuses it, unsent."""
+    running = await start_emulator()
+    relay = make_relay(f"mirror:{emulator_url(running)}|pusher://key:secret@eu/apps/1")
+    for query in (lambda: relay.channel("c" * 170), lambda: relay.presence_members("presence-" + "m" * 161)):
+        with pytest.raises(InvalidChannelName) as raised:
+            await query()
+        assert str(raised.value) == "channel name is 170 characters long; the limit is 164"
+    assert relay.requests == []
+    assert (await relay.channel("c" * 164)).occupied is False  # within both: the emulator answers it
+
+
 async def test_a_mirror_with_ably_refuses_encrypted_channels_before_pusher_delivers(
     start_emulator: StartEmulator, make_relay: MakeRelay, subscriber: Subscribe
 ) -> None:
