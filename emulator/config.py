@@ -751,18 +751,25 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
 PUBLIC_SECRET = "app-secret"
 
 
-def public_secret_warning(config: EmulatorConfig) -> str | None:
-    """What to warn of when an app keeps the public default secret on an address other machines reach, or None.
+def public_secret_warning(config: EmulatorConfig, config_file: str | None = None) -> str | None:
+    """What to warn of when an app keeps the public default secret on an address other machines reach, or None;
+    with ``config_file`` (``--config``) on a loopback address too: a file is a deployment's, whose proxy in front
+    (docs/deploy.md) passes the HTTP API on, and one without ``[[apps]]`` keeps the default app.
 
     A warning, not a refusal: the emulator run for local development in a container must listen on 0.0.0.0."""
-    if is_loopback(config.host):
+    if is_loopback(config.host) and config_file is None:
         return None
     apps = [app.app_id for app in config.apps if app.secret == PUBLIC_SECRET]
     if not apps:
         return None
     named = f"app {apps[0]}" if len(apps) == 1 else f"apps {', '.join(apps)}"
+    reached = (
+        f"it is served with --config {config_file}, a deployment's (a proxy in front reaches this loopback port)"
+        if is_loopback(config.host)
+        else f"{config.host} is not a loopback address"
+    )
     return (
         f"{named} keep{'s' if len(apps) == 1 else ''} the default secret (--secret's default, in every doc), and "
-        f"{config.host} is not a loopback address: anyone who reaches this port can publish and sign subscriptions to "
-        "private and presence channels; give your own secret (--secret, or [[apps]] in --config)"
+        f"{reached}: anyone who reaches this port can publish and sign subscriptions to private and presence "
+        "channels; give your own secret (--secret, or [[apps]] in --config)"
     )

@@ -146,7 +146,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
     raised = raise_open_files_limit()  # each connection is a descriptor: the soft limit (often 1024) would cap them
     if raised is not None:  # before the workers start, which inherit it
         log.info("open-file limit raised from %d to %d", *raised, extra={"before": raised[0], "after": raised[1]})
-    exposed = public_secret_warning(config)
+    exposed = public_secret_warning(config, args.config)
     if exposed is not None:
         log.warning("%s", exposed)
     if args.workers == 1:

@@ -111,6 +111,34 @@ async def test_the_public_default_secret_on_an_address_others_reach_is_warned_of
     assert (f"app app-id {PUBLIC_SECRET_WARNING}" in outcome.stderr) is warned, outcome.stderr
 
 
+@pytest.mark.parametrize(
+    ("contents", "warned"),
+    [
+        ("", True),
+        ("[server]\nmax_connections_per_address = 100\n", True),
+        ('[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "ours-9f2c"\n', False),
+    ],
+    ids=["empty", "server-only", "own-apps"],
+)
+async def test_a_config_file_keeping_the_public_secret_is_warned_of_on_loopback_too(
+    tmp_path: Path, contents: str, warned: bool
+) -> None:
+    """docs/deploy.md runs the emulator on 127.0.0.1 behind nginx with --config: a file without [[apps]] kept the
+    default app, whose secret every doc prints, and the warning stayed silent on a loopback address."""
+    config = tmp_path / "emulator.toml"
+    config.write_text(contents)
+    outcome = await run_relay("emulator", "--port", "0", "--host", "127.0.0.1", "--config", str(config))
+    assert outcome.returncode is None, outcome.stderr  # it served
+    warning = (
+        f"app app-id keeps the default secret (--secret's default, in every doc), and it is served with --config "
+        f"{config}, a deployment's (a proxy in front reaches this loopback port): anyone who reaches this port can "
+        "publish and sign subscriptions to private and presence channels; give your own secret (--secret, or "
+        "[[apps]] in --config)"
+    )
+    assert (warning in outcome.stderr) is warned, outcome.stderr
+    assert ("default secret" in outcome.stderr) is warned
+
+
 def test_every_app_keeping_the_public_secret_is_named() -> None:
     apps = (App("1", "k1", "app-secret"), App("2", "k2", "theirs-77"), App("3", "k3", "app-secret"))
     warning = public_secret_warning(EmulatorConfig(apps=apps, host="0.0.0.0"))
