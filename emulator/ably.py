@@ -22,6 +22,7 @@ from relay.emulator.ably_realtime import (
     authenticate,
     connect_query,
     connection_refusal,
+    remain_present_for,
 )
 from relay.emulator.ably_rest import AblyRest
 from relay.emulator.config import EmulatorConfig
@@ -96,6 +97,7 @@ class AblyNode:
         try:
             credentials = authenticate(self.auth, query, self.wall_ms())
             app = self._app_for(credentials)
+            presence_hold = remain_present_for(query)
             if resume_key:
                 resumed = app.connections.get(resume_key)
                 if resumed is not None and not resumed.resumable_by(credentials, binary):
@@ -114,7 +116,7 @@ class AblyNode:
         echo = query.get("echo") != "false"
         if resumed is not None:
             self._compressing(app, resumed.socket_id, deflate_window)
-            resumed.resume(link, credentials, echo=echo)
+            resumed.resume(link, credentials, echo=echo, presence_hold=presence_hold)
             return resumed
         session = AblySession(
             app,
@@ -126,6 +128,7 @@ class AblyNode:
             binary=binary,
             echo=echo,
             max_frame_size=self._node.config.frame_limit(app.state.app),  # the server sets its socket's limit to this
+            presence_hold=presence_hold,
             log_refusal=self._node.log_refusal,
         )
         self._compressing(app, session.socket_id, deflate_window)

@@ -90,8 +90,13 @@ MAX_INBOUND_RATE = 50
 MAX_PROTOCOL_MESSAGE_RATE = 2000
 MAX_HEARTBEAT_INTERVAL = 15.0
 CONNECTION_STATE_TTL_MS = 120_000  # how long a connection whose socket dropped can be resumed (Ably's two minutes)
-# How long the members a dropped connection entered stay present, waiting for it to resume (Ably's 15 seconds).
+# How long the members a dropped connection entered stay present, waiting for it to resume (Ably's 15 seconds), unless
+# the client chose another time with the ``remainPresentFor`` transport param (remain_present_for below).
 PRESENCE_HOLD_SECONDS = 15.0
+# remainPresentFor, in milliseconds: Ably's documented minimum (a smaller value gets it), and the emulator's maximum,
+# the connection's own lifetime once dropped (its members leave when it is released, whatever they asked).
+MIN_REMAIN_PRESENT_MS = 1_000
+MAX_REMAIN_PRESENT_MS = CONNECTION_STATE_TTL_MS
 # How long a resumed connection's channels wait for the client's ATTACH (the SDKs send it at once; a page recovering
 # a connection attaches as its code runs) before they are let go.
 REATTACH_GRACE_SECONDS = 30.0
@@ -139,6 +144,7 @@ class AblySession(ForeignPeer):
         "_log_refusal",
         "_max_frame_size",
         "_members_held",
+        "_presence_hold",
         "_protocol_messages",
         "_released",
         "_renew_at_ms",
@@ -175,6 +181,7 @@ class AblySession(ForeignPeer):
         binary: bool,
         echo: bool,
         max_frame_size: int = 524_288,
+        presence_hold: float = PRESENCE_HOLD_SECONDS,
         log_refusal: Callable[[int, str, str], None],
     ) -> None:
         self.app = app
@@ -208,6 +215,7 @@ class AblySession(ForeignPeer):
         # received: what came after is sent from the app's DeliveryLog, not from a backlog of the connection's.
         self._held_at: float | None = None
         self._members_held = False
+        self._presence_hold = presence_hold  # seconds: 15, or the client's remainPresentFor
         self._awaiting: set[str] = set()
         self._resumed_at: float | None = None
         # While held: what frees the place its dropped socket had under max_connections_per_address (the server's)
@@ -249,14 +257,17 @@ class AblySession(ForeignPeer):
             and binary == self.binary
         )
 
-    def resume(self, link: ResumableLink, credentials: Credentials, *, echo: bool) -> None:
+    def resume(
+        self, link: ResumableLink, credentials: Credentials, *, echo: bool, presence_hold: float = PRESENCE_HOLD_SECONDS
+    ) -> None:
         """Carry on over ``link`` (RTN15c6): the same connection id; each channel's re-attach then gets what it
-        missed. A socket the connection still had (the client gave up on it first) is closed."""
+        missed. A socket the connection still had (the client gave up on it first) is closed. ``presence_hold``: the
+        new socket's remainPresentFor (the SDKs send their transport params on every connect), for its next drop."""
         if self._held_at is None:
             self._link.abandon("the connection was resumed on another socket")
         self._free_address_place()  # the socket it resumes on has its own
         now = self._clock()
-        self._link, self.credentials, self.echo = link, credentials, echo
+        self._link, self.credentials, self.echo, self._presence_hold = link, credentials, echo, presence_hold
         self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
         self._held_at, self.closed, self.ping_sent_at = None, False, None
         self.last_activity = self.last_sent = self._resumed_at = now
@@ -397,7 +408,7 @@ class AblySession(ForeignPeer):
             held_for = now - self._held_at
             if held_for * 1000 >= CONNECTION_STATE_TTL_MS:
                 self.release()
-            elif held_for >= PRESENCE_HOLD_SECONDS and self._members_held:
+            elif held_for >= self._presence_hold and self._members_held:
                 self._members_held = False
                 for name, attachment in self.channels.items():
                     self._leave(name, attachment)
@@ -1012,3 +1023,22 @@ def connection_refusal(
 
 def connect_query(target: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
+
+
+def remain_present_for(query: Mapping[str, str]) -> float:
+    """How long, in seconds, the members of the connection stay present once its socket drops: the
+    ``remainPresentFor`` transport param (milliseconds; ably-js ``transportParams: { remainPresentFor: 5000 }``), or
+    Ably's 15 seconds without it. Ably documents a minimum of one second, which a smaller value gets (0 included); a
+    value that is not a whole number of milliseconds (a sign, a fraction, a unit, empty) or is over two minutes (the
+    time a dropped connection is kept at all) is refused with 40003, as the emulator's choice: Ably does not document
+    what it does with one (docs/ably.md#connection-resume)."""
+    raw = query.get("remainPresentFor")
+    if raw is None:
+        return PRESENCE_HOLD_SECONDS
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) > MAX_REMAIN_PRESENT_MS:
+        shown = raw[:20] + ("…" if len(raw) > 20 else "")
+        raise AblyError(
+            40003,
+            f"Invalid remainPresentFor {shown!r}: a whole number of milliseconds up to {MAX_REMAIN_PRESENT_MS}",
+        )
+    return max(int(raw), MIN_REMAIN_PRESENT_MS) / 1000

@@ -220,8 +220,8 @@ def _member(item: dict[str, Any]) -> tuple[Any, ...]:
     return item["action"], item["clientId"], item["connectionId"], item.get("data"), item.get("encoding")
 
 
-async def _presence_event(peer: AblyWire) -> dict[str, Any]:
-    message = await peer.expect(PRESENCE)
+async def _presence_event(peer: AblyWire, wait: float = 3.0) -> dict[str, Any]:
+    message = await peer.expect(PRESENCE, wait)
     assert message["channel"] == "room" and len(message["presence"]) == 1
     item: dict[str, Any] = message["presence"][0]
     return item
@@ -289,6 +289,29 @@ async def test_a_subscriber_hears_another_node_s_member_enter_update_and_leave(
     assert _member(await _presence_event(watcher)) == (ENTER, "bob", bob_id, "here", None)
     await bob.close()  # the connection's members leave with it, on every node
     assert _member(await _presence_event(watcher)) == (LEAVE, "bob", bob_id, "here", None)
+    async with httpx.AsyncClient(base_url=here.http_url) as http:
+        assert (await http.get("/channels/room/presence", headers=BASIC)).json() == []
+
+
+async def test_a_dropped_connection_s_members_leave_every_node_after_its_remain_present_for(
+    redis_server: RedisServer, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """The node holding the dropped connection times its members' stay; their leave reaches the other nodes."""
+    here, there = [await start_emulator(app=APP, redis_url=redis_server.url) for _ in range(2)]
+    watcher = await ably_wire(here)
+    phone = await ably_wire(there, f"key={API_KEY}&clientId=phone&remainPresentFor=1000")
+    wires.extend([watcher, phone])
+    for peer in (watcher, phone):
+        await peer.attach("room")
+    await asyncio.sleep(0.2)
+    phone_id = phone.connected["connectionId"]
+    await phone.presence("room", {"action": ENTER, "data": "here"})
+    assert _member(await _presence_event(watcher)) == (ENTER, "phone", phone_id, "here", None)
+
+    phone.ws.transport.abort()  # no CLOSE, no close frame: held for a resume
+    dropped = asyncio.get_running_loop().time()
+    assert _member(await _presence_event(watcher, wait=5)) == (LEAVE, "phone", phone_id, "here", None)
+    assert 0.8 <= asyncio.get_running_loop().time() - dropped <= 4
     async with httpx.AsyncClient(base_url=here.http_url) as http:
         assert (await http.get("/channels/room/presence", headers=BASIC)).json() == []
 

@@ -1,7 +1,8 @@
 """Connection resume (docs/ably.md#connection-resume): a connection whose socket dropped without the client closing
-it is held for two minutes and its members stay present for 15 seconds; a channel's re-attach names the last message
-the client took in, and what came after it is sent again from the app's log. In process with the test's clock, then
-on the wire, with ably-js and with ably-python behind a connection the test cuts."""
+it is held for two minutes and its members stay present for 15 seconds, or the client's ``remainPresentFor``; a
+channel's re-attach names the last message the client took in, and what came after it is sent again from the app's
+log. In process with the test's clock, then on the wire, with ably-js and with ably-python behind a connection the
+test cuts."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 from ably import AblyRealtime  # type: ignore[import-untyped]
 
 from relay.emulator.ably import AblyNode
+from relay.emulator.ably_auth import AblyError
 from relay.emulator.ably_history import EXPIRY_STEP
 from relay.emulator.ably_hub import DELIVERY_LOG_MS, Attachment, DeliveryLog, Outbound
+from relay.emulator.ably_realtime import remain_present_for
 from relay.emulator.wire import encode_text
 from tests.ably.ablysupport import (
     API_KEY,
@@ -26,13 +29,14 @@ from tests.ably.ablysupport import (
     ably_wire,
     connected,
     jwt_token,
+    open_wire,
     run_node,
 )
 from tests.ably.test_ably_hub import Hub, Link, send
 from tests.conftest import RunningEmulator
 
 ACK, ATTACH, ATTACHED, PRESENCE, MESSAGE, SYNC = 1, 10, 11, 14, 15, 16
-CONNECTED, DISCONNECT, DISCONNECTED, CLOSE = 4, 5, 6, 7
+CONNECTED, DISCONNECT, DISCONNECTED, CLOSE, ERROR = 4, 5, 6, 7, 9
 RESUMED, HAS_PRESENCE = 4, 1
 PRESENCE_MODE, PUBLISH_MODE, SUBSCRIBE_MODE = 1 << 16, 1 << 17, 1 << 18
 ENTER, LEAVE = 2, 3
@@ -316,6 +320,49 @@ def test_members_of_a_dropped_connection_stay_15_s_and_it_goes_after_2_minutes()
     assert phone.session.connection_key not in hub.ably.connections and not phone.session.channels
 
 
+def test_remain_present_for_is_milliseconds_from_ably_s_one_second_minimum_to_two_minutes() -> None:
+    assert remain_present_for({}) == 15.0  # Ably's default
+    assert [remain_present_for({"remainPresentFor": raw}) for raw in ("5000", "1000", "120000")] == [5.0, 1.0, 120.0]
+    # Ably documents a minimum of one second: a smaller value gets it.
+    assert remain_present_for({"remainPresentFor": "0"}) == remain_present_for({"remainPresentFor": "999"}) == 1.0
+    for raw in ("", "-1", "1.5", "1e3", "5000ms", " 1000", "+1000", "\uff15000", "120001", "9" * 5000):
+        with pytest.raises(AblyError) as refused:
+            remain_present_for({"remainPresentFor": raw})
+        assert (refused.value.code, refused.value.status) == (40003, 400), raw
+        assert "remainPresentFor" in refused.value.message and len(refused.value.message) < 120
+
+
+def test_a_dropped_connection_s_members_stay_as_long_as_its_remain_present_for() -> None:
+    """The hold is the last socket's remainPresentFor (the SDKs send their transport params on every connect); a
+    resume within it keeps the members."""
+    clock = Clock()
+    hub, phone, watcher = setup(clock, "room")
+    phone.session.connection_lost(phone.link)
+    clock.now += 5
+    phone.session.check_liveness(clock.now)
+    phone.link = Link()
+    phone.session.resume(phone.link, phone.session.credentials, echo=True, presence_hold=1.0)
+    phone.reattach("room")
+
+    phone.session.connection_lost(phone.link)
+    clock.now += 0.9
+    phone.session.check_liveness(clock.now)
+    phone.link = Link()
+    phone.session.resume(phone.link, phone.session.credentials, echo=True, presence_hold=1.0)
+    phone.reattach("room")
+    assert not watcher.take() and [m["clientId"] for m in hub.ably.members("room")] == ["phone"]
+
+    phone.session.connection_lost(phone.link)
+    clock.now += 0.9
+    phone.session.check_liveness(clock.now)
+    assert not watcher.link.frames
+    clock.now += 0.2
+    phone.session.check_liveness(clock.now)
+    [left] = watcher.take()
+    assert [(p["action"], p["clientId"]) for p in left["presence"]] == [(LEAVE, "phone")]
+    assert phone.session.held and not hub.ably.members("room")
+
+
 def test_a_publish_resent_after_a_resume_is_answered_once() -> None:
     """The ACK was lost with the socket: the SDK sends the message again with its msgSerial (RTN19a2)."""
     clock = Clock()
@@ -521,6 +568,48 @@ async def test_ably_js_resumes_across_a_dropped_network(node_modules: Path, ably
     finally:
         await cable.close()
     assert run.summary["checks"] == ["resumed", "no-message-lost", "presence-kept"]
+
+
+async def test_ably_js_members_leave_after_the_client_s_remain_present_for(
+    node_modules: Path, ably_emulator: RunningEmulator
+) -> None:
+    """``transportParams: { remainPresentFor: 1000 }``: a watcher sees the member of a cut connection leave about a
+    second after the cut, not after Ably's 15 s; a malformed value fails the connection with 40003 and the server
+    serves the next client."""
+    cable = Cable(ably_emulator.port)
+    port = await cable.start()
+
+    async def on_step(message: dict[str, Any]) -> str:
+        assert message["step"] == "cut"
+        cable.cut()  # for good: the phone never comes back
+        return "ok"
+
+    try:
+        run = await run_node(
+            "ably_js_remain_present.mjs", ably_emulator, env={"CABLE_PORT": str(port)}, on_step=on_step
+        )
+    finally:
+        await cable.close()
+    assert run.summary["checks"] == ["left-after-remain-present-for", "malformed-refused", "others-served"]
+    # The held connection is looked at every second at most (the server's liveness sweep): a leave 1 to 2 s after.
+    assert 800 <= run.summary["leave_after_ms"] <= 4000, run.summary["leave_after_ms"]
+
+
+async def test_a_malformed_remain_present_for_is_refused_and_the_server_serves_the_next(
+    ably_emulator: RunningEmulator, wires: list[AblyWire | PusherWire]
+) -> None:
+    for raw in ("soon", "-5", "1.5", "120001"):
+        ws, first = await open_wire(ably_emulator, f"key={API_KEY}&clientId=odd&remainPresentFor={raw}")
+        refused = AblyWire(ws, False, {})
+        assert first["action"] == ERROR and first["error"]["code"] == 40003, first
+        assert first["error"]["statusCode"] == 400 and "remainPresentFor" in first["error"]["message"]
+        assert await refused.closed() == []
+    phone = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=phone&remainPresentFor=0")
+    wires.append(phone)
+    await phone.attach("room")
+    await phone.presence("room", {"action": ENTER})
+    echoed, acked = await phone.expect(PRESENCE), await phone.expect(ACK)
+    assert echoed["presence"][0]["clientId"] == "phone" and acked["msgSerial"] == 0
 
 
 async def test_ably_js_recovers_a_connection_after_a_reload(node_modules: Path, ably_emulator: RunningEmulator) -> None:
