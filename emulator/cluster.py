@@ -67,6 +67,10 @@ log = logging.getLogger("relay.emulator.cluster")
 _ABLY_MEMBER_KEYS = ("id", "clientId", "connectionId")
 
 _SEP = "\x1f"
+# A field every reconciliation writes into the node's state with what it holds, holding nothing included: a state
+# without it (Redis lost its data, and the node has registered again but not yet written what it holds) is not read
+# as "holds nothing". Its kind is none NodeState.parse reads, so nodes of an earlier release skip it.
+_WRITTEN_FIELD = _SEP.join(("w", "", ""))
 CLOSE_SECONDS = 3.0  # the longest each step of leaving the cluster may take
 START_SECONDS = 10.0  # the longest connecting to Redis may take at start-up before it is given up
 RECANCEL_SECONDS = 0.1  # how often a cancelled start-up call that has not ended is cancelled again (see _cancellable)
@@ -696,7 +700,9 @@ class RedisCluster:
         await self._reconcile()
         for node in await self._live_nodes():
             if node != self.node_id:
-                self._apply_snapshot(node, await self._node_state(node))
+                fields: dict[str, str] = await self._redis.hgetall(self._key("nodestate", node))  # type: ignore[assignment]
+                if fields:  # else not written since Redis lost it: read when that node's snapshot comes on the bus
+                    self._apply_snapshot(node, NodeState.parse(fields))
         await self._load_cache()
         await self._load_published()
         await self._load_nonces()
@@ -744,8 +750,8 @@ class RedisCluster:
             await counts.run()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._key("nodestate", self.node_id))
-            if held.fields():
-                pipe.hset(self._key("nodestate", self.node_id), mapping=dict(held.fields()))  # type: ignore[arg-type]
+            fields = {**held.fields(), _WRITTEN_FIELD: "1"}
+            pipe.hset(self._key("nodestate", self.node_id), mapping=fields)  # type: ignore[arg-type]
             pipe.publish(self.bus, self._announcement("snapshot"))
             for state in self._states.values():  # a restarted Redis lost the cache: what this node has goes back
                 app_id, now = state.app.app_id, state.clock()
