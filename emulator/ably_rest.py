@@ -40,6 +40,9 @@ from relay.protocol.media_types import media_type
 
 log = logging.getLogger("relay.emulator")
 MSGPACK = "application/x-msgpack"
+# Ably's limit on the channels of one BatchSpec and of one batch presence request: 90010 (400) past it, "Max number of
+# channels permitted in a single bulk publish request (100) exceeded" (ably-common errors/codes/90010.md; ably-js's
+# batchPublish and batchPresence: "up to a maximum of 100 channels")
 MAX_BATCH_CHANNELS = 100
 # Messages a batch publish delivers in all (a channel's message counting once per channel): 100 channels × 1,000
 # messages a spec, and any number of specs, held the event loop for seconds from a body of a few KB
@@ -388,6 +391,12 @@ class AblyRest:
         names = [name for name in request.query.get("channels", "").split(separator) if name]
         if not names:
             raise AblyError(40000, "channels is required: a list of channel names")
+        if len(names) > MAX_BATCH_CHANNELS:
+            raise AblyError(
+                90010,
+                f"Max number of channels permitted in a single batch presence request ({MAX_BATCH_CHANNELS}) "
+                f"exceeded: {len(names)} channels",
+            )
         outcomes: list[dict[str, Any]] = []
         for channel in names:
             try:
@@ -443,7 +452,11 @@ def _batch_spec(spec: object, index: int, credentials: Credentials) -> tuple[lis
     if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
         raise AblyError(40000, f"{where}: channels is a channel name or a non-empty array of them")
     if len(channels) > MAX_BATCH_CHANNELS:
-        raise AblyError(40000, f"{where}: {len(channels)} channels; the maximum is {MAX_BATCH_CHANNELS}")
+        raise AblyError(
+            90010,
+            f"{where}: Max number of channels permitted in a single bulk publish request ({MAX_BATCH_CHANNELS}) "
+            f"exceeded: {len(channels)} channels",
+        )
     raw = spec.get("messages")
     raw = [raw] if isinstance(raw, dict) else raw
     if not isinstance(raw, list) or not raw:

@@ -35,14 +35,16 @@ async def test_ably_js_realtime(node_modules: Path, ably_emulator: RunningEmulat
 
 @FORMATS
 async def test_ably_js_rest(node_modules: Path, ably_emulator: RunningEmulator, ably_format: str) -> None:
-    """REST: time, publish (object, array), idempotent ids delivered once, ``batchPublish``, ``status()``,
-    ``presence.get()``, ``GET /channels``, ``requestToken`` and errors with Ably's codes (40160, 40101)."""
+    """REST: time, publish (object, array), idempotent ids delivered once, ``batchPublish`` (and the 100-channel limit
+    of it and of ``batchPresence``, 90010), ``status()``, ``presence.get()``, ``GET /channels``, ``requestToken`` and
+    errors with Ably's codes (40160, 40101)."""
     run = await run_node("ably_js_rest.mjs", ably_emulator, env={"ABLY_FORMAT": ably_format})
     assert run.summary["checks"] == [
         "time",
         "publish",
         "idempotent",
         "batch",
+        "batch-limits",
         "status-presence",
         "channels",
         "errors",

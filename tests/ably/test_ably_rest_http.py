@@ -255,7 +255,7 @@ async def test_batch_v2_and_legacy_v1(http: httpx.AsyncClient) -> None:
     too_many = await http.post(
         "/messages", json={"channels": [f"c{i}" for i in range(101)], "messages": {}}, headers=BASIC
     )
-    assert_ably_error(too_many, 400, 40000, "maximum is 100")
+    assert_ably_error(too_many, 400, 90010, "single bulk publish request (100) exceeded")
 
 
 async def test_channels_enumeration_and_status(

@@ -37,6 +37,15 @@ new Scenario('ably-js-rest').run(async (s) => {
   assert.equal(batch[0].failureCount, 0);
   s.check('batch');
 
+  // Ably's 100-channel limit of a BatchSpec and of a batch presence request: 90010, status 400 (not 40000; the
+  // emulator served any number of channels to batchPresence)
+  const many = Array.from({ length: 101 }, (_, i) => `many-${i}`);
+  const tooMany = (e) => e.code === 90010 && e.statusCode === 400 && /Max number of channels/.test(e.message);
+  await assert.rejects(rest.batchPublish([{ channels: many, messages: { name: 'n' } }]), tooMany);
+  await assert.rejects(rest.batchPresence(many), tooMany);
+  assert.equal((await rest.batchPresence(many.slice(0, 100))).successCount, 100);
+  s.check('batch-limits');
+
   await orders.presence.enter('listening');
   const status = await rest.channels.get('orders').status();
   assert.equal(status.status.isActive, true);
