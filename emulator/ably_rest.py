@@ -109,6 +109,7 @@ class _Request:
         self.raw_body = body
         self.now_ms = now_ms
         self.link: str | None = None
+        self.rels: dict[str, str] = {}  # the Link header's URLs by rel, for an envelope
         self.media_type = media_type(headers.get("content-type", ""))
         version = headers.get("x-ably-version") or query.get("v") or "1"
         try:
@@ -161,6 +162,12 @@ class AblyRest:
         else:
             binary = params.get("format") == "msgpack"
         allowed = cors(lowered.get("origin"))
+        # ?envelope=json (or msgpack, which ably-js sends in a browser when it uses msgpack): the answer wrapped
+        # as Ably's "envelope response format", for clients that cannot read statuses or headers (ably-js in
+        # browsers sends it on every paginated GET)
+        envelope = params.get("envelope") in ("json", "msgpack")
+        request: _Request | None = None
+        extra: tuple[tuple[str, str], ...]
         try:
             if method == "OPTIONS":
                 return Response(204, b"", allowed)
@@ -168,14 +175,22 @@ class AblyRest:
             request = _Request(args, params, lowered, body, self._wall_ms())
             status, value = handler(request)
             extra = (("Link", request.link),) if request.link else ()
-            return _encoded(status, value, binary, (*extra, *allowed))
         except AblyError as exc:
             answer: dict[str, Any] = {"error": exc.body()}
             if isinstance(exc, _BatchError):
                 answer["batchResponse"] = exc.outcomes
-            return _encoded(exc.status, answer, binary, (*_error_headers(exc), *allowed))
+            status, value, extra = exc.status, answer, _error_headers(exc)
         except Exception:  # a bug must cost one request, not the connection's other requests
             log.exception("Ably REST request failed", extra={"method": method, "path": path[:200]})
+            error = AblyError(50000, "Internal error")
+            status, value, extra = 500, {"error": error.body()}, _error_headers(error)
+        if envelope:
+            value = _enveloped(status, value, extra, request.rels if request is not None else {})
+            status = 200
+        try:
+            return _encoded(status, value, binary, (*extra, *allowed))
+        except Exception:  # an answer that cannot be encoded is a bug too: it costs this request only
+            log.exception("Ably REST answer failed", extra={"method": method, "path": path[:200]})
             error = AblyError(50000, "Internal error")
             return _encoded(500, {"error": error.body()}, binary, (*_error_headers(error), *allowed))
 
@@ -497,15 +512,13 @@ def _link_pages(request: _Request, resource: str, params: Mapping[str, str], nex
     again: the request's cursor) and, when more follow, ``rel="next"`` (``next_cursor``), each to
     ``./{resource}?{query}``, the relative form ably-js follows and ably-python joins to the request URL (reference
     §A.1). The SDKs' ``first()`` and ``current()`` follow the first two."""
-
-    def link(query: Mapping[str, str], rel: str) -> str:
-        return f'<./{resource}?{urlencode(query, quote_via=quote)}>; rel="{rel}"'  # quote: no "+" nor ",", for ably-js
-
     cursor = request.query.get("cursor")
-    links = [link(params, "first"), link({**params, "cursor": cursor} if cursor else params, "current")]
+    queries = {"first": params, "current": {**params, "cursor": cursor} if cursor else params}
     if next_cursor is not None:
-        links.append(link({**params, "cursor": next_cursor}, "next"))
-    request.link = ", ".join(links)
+        queries["next"] = {**params, "cursor": next_cursor}
+    # quote: no "+" nor ",", for ably-js
+    request.rels = {rel: f"./{resource}?{urlencode(query, quote_via=quote)}" for rel, query in queries.items()}
+    request.link = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in request.rels.items())
 
 
 def _milliseconds(query: Mapping[str, str], name: str, default: int) -> int:
@@ -597,6 +610,18 @@ def _limit(value: str | None, default: int) -> int:
 def error_answer(error: AblyError) -> Response:
     """``error`` as an Ably REST answer in JSON, for a request refused before it is read (a body over the limit)."""
     return _encoded(error.status, {"error": error.body()}, False, _error_headers(error))
+
+
+def _enveloped(status: int, value: Any, headers: Sequence[tuple[str, str]], rels: Mapping[str, str]) -> dict[str, Any]:
+    """An answer in Ably's envelope response format: ``{statusCode, response, rel}`` (``rel``, the page links by
+    relation, only when paginated; Ably's REST API docs, "Envelope response format"), and the ``headers`` it would
+    have carried, where ably-js reads the ``link`` of the next page from (its ``unenvelope``)."""
+    answer: dict[str, Any] = {"statusCode": status, "response": value}
+    if headers:
+        answer["headers"] = {name.lower(): header for name, header in headers}
+    if rels:
+        answer["rel"] = dict(rels)
+    return answer
 
 
 def _encoded(status: int, value: Any, binary: bool, headers: Sequence[tuple[str, str]]) -> Response:

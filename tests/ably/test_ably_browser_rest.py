@@ -69,3 +69,32 @@ async def test_ably_js_rest_with_a_key_works_from_a_page_of_another_origin(
     assert plain.headers["access-control-allow-origin"] == "*"  # no Origin: not a browser's request
     assert "access-control-allow-credentials" not in plain.headers
     pages.close()
+
+
+async def test_ably_js_in_a_browser_pages_and_fails_through_the_envelope(
+    ably_emulator: RunningEmulator, browser: Browser
+) -> None:
+    """ably-js in a browser cannot read Link headers (its XHR ``supportsLinkHeaders`` is false), so it asks every
+    paginated GET for ``envelope=json`` and reads the status, the answer and the next page's ``link`` from the body:
+    history pages forward with ``next()``, and an error keeps its code and status."""
+    pages = await asyncio.start_server(serve_page, "127.0.0.1", 0)
+    page = await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{pages.sockets[0].getsockname()[1]}/")
+    options = {"key": API_KEY, "endpoint": "127.0.0.1", "port": ably_emulator.port, "tls": False, "fallbackHosts": []}
+    answers = await page.evaluate(
+        """async (options) => {
+            const channel = new Ably.Rest(options).channels.get('paged');
+            await channel.publish([{name: 'a'}, {name: 'b'}, {name: 'c'}]);
+            const first = await channel.history({limit: 2});
+            const second = await first.next();
+            let error = null;
+            try { await channel.history({limit: 5000}); } catch (e) { error = [e.code, e.statusCode]; }
+            return {
+                first: first.items.map((m) => m.name), more: first.hasNext(),
+                second: second.items.map((m) => m.name), last: second.isLast(), error,
+            };
+        }""",
+        options,
+    )
+    assert answers == {"first": ["c", "b"], "more": True, "second": ["a"], "last": True, "error": [40003, 400]}
+    pages.close()

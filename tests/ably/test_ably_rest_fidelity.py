@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from ably import AblyRest  # type: ignore[import-untyped]
-from ablysupport import API_KEY
+from ablysupport import API_KEY, page_links
 
 from tests.conftest import RunningEmulator
 
 MANY = [f"many-{index}" for index in range(101)]
+BASIC = {"Authorization": "Basic " + base64.b64encode(API_KEY.encode()).decode()}
 
 
 @pytest.fixture
@@ -33,3 +36,32 @@ async def test_batch_requests_over_100_channels_are_refused_with_90010(rest: Abl
     assert "single batch presence request (100) exceeded" in present.error_message
     within = await rest.request("GET", "/presence", "2", params={"channels": ",".join(MANY[:100])})
     assert within.status_code == 200 and within.items[0]["successCount"] == 100
+
+
+async def test_envelope_json_wraps_the_answer_as_ably_does(rest: AblyRest, ably_emulator: RunningEmulator) -> None:
+    """``?envelope=json`` (Ably's "envelope response format", for clients that cannot read statuses or headers, and
+    what ably-js sends in browsers on every paginated GET) answers 200 with ``{statusCode, response, rel}`` (``rel``
+    only when paginated) and the headers, ``link`` where ably-js reads the next page from. The emulator ignored it:
+    the bare answer, with the real status (401, 400) a JSONP-style client cannot see."""
+    channel = rest.channels.get("enveloped")
+    for index in range(3):
+        await channel.publish(f"m{index}", str(index))
+    async with httpx.AsyncClient(base_url=ably_emulator.http_url, headers=BASIC) as http:
+        page = await http.get("/channels/enveloped/messages", params={"limit": 2, "envelope": "json"})
+        refused = await http.get("/channels/enveloped/messages", params={"limit": 5000, "envelope": "json"})
+        anonymous = await http.get("/channels/enveloped/messages?envelope=json", headers={"Authorization": ""})
+        plain = await http.get("/channels/enveloped/messages", params={"limit": 2})
+    assert page.status_code == 200
+    answer = page.json()
+    assert answer["statusCode"] == 200
+    assert [message["name"] for message in answer["response"]] == ["m2", "m1"]
+    assert set(answer["rel"]) == {"first", "current", "next"}
+    assert page_links(answer["headers"]["link"]) == answer["rel"]
+    assert page_links(page.headers["link"]) == answer["rel"]
+    for response, status, code in ((refused, 400, 40003), (anonymous, 401, 40101)):
+        assert response.status_code == 200, response.text
+        wrapped = response.json()
+        assert (wrapped["statusCode"], wrapped["response"]["error"]["code"]) == (status, code)
+        assert wrapped["headers"]["x-ably-errorcode"] == str(code)
+        assert "rel" not in wrapped
+    assert plain.status_code == 200 and isinstance(plain.json(), list)  # no envelope asked: the bare answer
