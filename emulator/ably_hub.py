@@ -233,7 +233,10 @@ def check_messages(
             )
         total += message.size()
     if total > limit:
-        raise AblyError(40009, f"{where}: messages are {total} bytes; the maximum is {limit}", 413)
+        # Ably's own words (its error 40009), which users search for; ``where`` says which part of the request
+        raise AblyError(
+            40009, f"{where}: Maximum message length exceeded (size was {total} bytes, limit is {limit} bytes)", 413
+        )
     ids = [message.id for message in messages]
     if len(messages) > 1 and any(ids):
         base = (ids[0] or "").rpartition(":")[0]

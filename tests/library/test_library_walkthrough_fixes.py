@@ -67,7 +67,8 @@ async def test_an_oversized_ably_publish_is_payload_too_large(emulator: RunningE
     with pytest.raises(PayloadTooLarge) as raised:
         await relay.publish("orders", "big", "x" * 70_000)
     assert raised.value.http_status == 413
-    assert "messages are 70003 bytes; the maximum is 65536" in str(raised.value)
+    # Ably's words for it (error 40009), which users search for
+    assert "Maximum message length exceeded (size was 70003 bytes, limit is 65536 bytes)" in str(raised.value)
 
 
 @pytest.mark.parametrize(
