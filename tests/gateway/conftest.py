@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -160,6 +161,24 @@ async def gateway(start_gateway: StartGateway, emulator: RunningEmulator) -> Run
     return await start_gateway(
         GatewaySettings(relay_url=emulator_url(emulator), api_token=TOKEN, jwt_secret=JWT_SECRET)
     )
+
+
+async def gateway_with_key_file(
+    start_gateway: StartGateway, emulator: RunningEmulator, key_file: Path, pem: str, **env: str
+) -> RunningGateway:
+    """A gateway in front of ``emulator`` verifying JWTs with the key ``pem`` (a public key or a certificate), written
+    to ``key_file`` and named by RELAY_JWT_PUBLIC_KEY; ``env`` adds settings."""
+    key_file.write_text(pem)  # noqa: ASYNC240  (a few bytes in tmp_path, before the gateway starts)
+    return await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWT_PUBLIC_KEY": str(key_file), **env})
+
+
+async def gateway_with_jwks_file(
+    start_gateway: StartGateway, emulator: RunningEmulator, jwks_file: Path, *keys: dict[str, Any]
+) -> RunningGateway:
+    """A gateway in front of ``emulator`` verifying JWTs with the JWKs ``keys``, written to ``jwks_file`` (a JWKS)
+    and named by RELAY_JWKS_FILE."""
+    jwks_file.write_text(json.dumps({"keys": list(keys)}))  # noqa: ASYNC240  (a few bytes in tmp_path, as above)
+    return await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWKS_FILE": str(jwks_file)})
 
 
 # -- Node scenarios -----------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from tests.gateway.conftest import (
     RunningGateway,
     StartGateway,
     emulator_url,
+    gateway_with_key_file,
     hs_jwt,
     serve_asgi,
 )
@@ -254,11 +255,7 @@ async def test_a_certificate_s_key_verifies_the_jwts_its_private_key_signed(
 ) -> None:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
-    certificate_file = tmp_path / "auth0.pem"
-    certificate_file.write_text(self_signed(rsa_key))
-    by_file = await start_gateway(
-        env={"RELAY_URL": emulator_url(emulator), "RELAY_JWT_PUBLIC_KEY": str(certificate_file)}
-    )
+    by_file = await gateway_with_key_file(start_gateway, emulator, tmp_path / "auth0.pem", self_signed(rsa_key))
     by_value = await start_gateway(
         env={"RELAY_URL": emulator_url(emulator), "RELAY_JWT_PUBLIC_KEY": self_signed(ec_key)}
     )

@@ -30,7 +30,16 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt
+from tests.gateway.conftest import (
+    JWT_SECRET,
+    TOKEN,
+    RunningGateway,
+    StartGateway,
+    emulator_url,
+    gateway_with_jwks_file,
+    gateway_with_key_file,
+    hs_jwt,
+)
 
 ISSUER = "https://id.example.test"
 AUDIENCE = "relay-gateway"
@@ -123,15 +132,13 @@ async def test_rs256_with_a_public_key_file(
     """RELAY_JWT_PUBLIC_KEY as a PEM file path, with RELAY_JWT_AUDIENCE and RELAY_JWT_ISSUER: a correctly signed
     RS256 JWT authorizes the user's channel on the emulator; another key, HS256 signed with the public key (algorithm
     confusion), a wrong issuer or audience, and an expired token are 401 with the reason."""
-    key_file = tmp_path / "jwt.pem"
-    key_file.write_text(public_pem(rsa_key))
-    gateway = await start_gateway(
-        env={
-            "RELAY_URL": emulator_url(emulator),
-            "RELAY_JWT_PUBLIC_KEY": str(key_file),
-            "RELAY_JWT_AUDIENCE": AUDIENCE,
-            "RELAY_JWT_ISSUER": ISSUER,
-        }
+    gateway = await gateway_with_key_file(
+        start_gateway,
+        emulator,
+        tmp_path / "jwt.pem",
+        public_pem(rsa_key),
+        RELAY_JWT_AUDIENCE=AUDIENCE,
+        RELAY_JWT_ISSUER=ISSUER,
     )
     good = sign(rsa_key, "RS256", aud=AUDIENCE, iss=ISSUER)
     data = await join(emulator, gateway, "presence-room", headers={"authorization": f"Bearer {good}"})
@@ -169,9 +176,7 @@ async def test_an_ec_public_key_file_verifies_es256_and_names_it_alone(
 ) -> None:
     """A public key verifies its own algorithm: an EC key ES256 tokens, and a refusal names ES256 alone (it said
     "verifies ES256 and RS256 only" of either kind of key)."""
-    key_file = tmp_path / "jwt.pem"
-    key_file.write_text(public_pem(ec_key))
-    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWT_PUBLIC_KEY": str(key_file)})
+    gateway = await gateway_with_key_file(start_gateway, emulator, tmp_path / "jwt.pem", public_pem(ec_key))
     assert (await auth_status(gateway, "private-user-alice", sign(ec_key, "ES256")))[0] == 200
     refused = await auth_status(gateway, "private-user-alice", sign(rsa_key, "RS256"))
     assert refused == (401, "invalid JWT: its alg is 'RS256', and RELAY_JWT_PUBLIC_KEY verifies ES256 only")
@@ -189,9 +194,7 @@ async def test_rs256_and_es256_from_a_jwks_file(
     unknown kid, an ES256 token claiming the RSA key's kid, or no kid (which key?), is 401."""
     rsa_jwk = {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "rsa-1", "alg": "RS256", "use": "sig"}
     ec_jwk = {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "ec-1", "alg": "ES256", "use": "sig"}
-    jwks_file = tmp_path / "jwks.json"
-    jwks_file.write_text(json.dumps({"keys": [rsa_jwk, ec_jwk]}))
-    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWKS_FILE": str(jwks_file)})
+    gateway = await gateway_with_jwks_file(start_gateway, emulator, tmp_path / "jwks.json", rsa_jwk, ec_jwk)
 
     rs = sign(rsa_key, "RS256", "alice", kid="rsa-1")
     es = sign(ec_key, "ES256", "bob", kid="ec-1")
@@ -219,9 +222,7 @@ async def test_a_jwt_without_a_kid_is_checked_with_the_only_key_of_a_jwks(
     tmp_path: Path, emulator: RunningEmulator, start_gateway: StartGateway, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     rsa_jwk = {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "rsa-1", "alg": "RS256"}
-    jwks_file = tmp_path / "jwks.json"
-    jwks_file.write_text(json.dumps({"keys": [rsa_jwk]}))
-    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWKS_FILE": str(jwks_file)})
+    gateway = await gateway_with_jwks_file(start_gateway, emulator, tmp_path / "jwks.json", rsa_jwk)
     assert (
         await join(
             emulator, gateway, "private-user-alice", headers={"authorization": f"Bearer {sign(rsa_key, 'RS256')}"}

@@ -22,7 +22,7 @@ from relay.gateway import GatewaySettings, create_app
 from relay.rules import ChannelRules, compile_pattern, pattern_covers
 from tests.cli_support import assert_refused, run_relay, write
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import JWT_SECRET, StartGateway, emulator_url, hs_jwt
+from tests.gateway.conftest import JWT_SECRET, StartGateway, emulator_url, gateway_with_jwks_file, hs_jwt
 from tests.gateway.test_gateway_identity import auth_status, join
 
 
@@ -187,8 +187,8 @@ async def test_a_rotated_jwks_file_is_read_again_without_a_restart(
     new key was 'the JWT's kid is not in the JWKS' (and a key taken out of it still verified) until a restart."""
     old_key, old_jwk = signing_key("2024-01")
     new_key, new_jwk = signing_key("2024-02")
-    jwks = write(tmp_path, json.dumps({"keys": [old_jwk]}), "jwks.json")
-    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWKS_FILE": str(jwks)})
+    jwks = tmp_path / "jwks.json"
+    gateway = await gateway_with_jwks_file(start_gateway, emulator, jwks, old_jwk)
     assert await join(emulator, gateway, "private-user-ann", headers=rs256(old_key, "2024-01", "ann")) == {}
 
     replace(jwks, json.dumps({"keys": [old_jwk, new_jwk]}))  # the provider publishes its next key
@@ -220,8 +220,7 @@ async def test_every_key_with_the_token_s_kid_is_tried(
     stranger, _ = signing_key("main")
     ec_key = ec.generate_private_key(ec.SECP256R1())
     ec_jwk = {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "main", "alg": "ES256", "use": "sig"}
-    jwks = write(tmp_path, json.dumps({"keys": [old_jwk, ec_jwk, new_jwk]}), "jwks.json")
-    gateway = await start_gateway(env={"RELAY_URL": emulator_url(emulator), "RELAY_JWKS_FILE": str(jwks)})
+    gateway = await gateway_with_jwks_file(start_gateway, emulator, tmp_path / "jwks.json", old_jwk, ec_jwk, new_jwk)
     assert await join(emulator, gateway, "private-user-ann", headers=rs256(old_key, "main", "ann")) == {}
     assert await join(emulator, gateway, "private-user-bob", headers=rs256(new_key, "main", "bob")) == {}
     es256 = jwt.encode({"sub": "cy", "exp": int(time.time()) + 60}, ec_key, algorithm="ES256", headers={"kid": "main"})
