@@ -13,12 +13,13 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from libsupport import MakeRelay, Subscribe
+from libsupport import MakeRelay, Subscribe, Twin
 
 from relay import AsyncRelay, Event, Relay, WebhookEvent
 from relay.config import from_env, parse_url
@@ -56,6 +57,22 @@ def batch_result(*results: dict[str, Any]) -> dict[str, Any]:
     return {"successCount": len(results) - failures, "failureCount": failures, "results": list(results)}
 
 
+async def refused_by_ably(
+    make_relay: MakeRelay, respx_mock: respx.MockRouter, send: Callable[[Twin], Awaitable[object]], *answers: object
+) -> tuple[PermissionDenied, respx.Route]:
+    """``send`` through a relay of :data:`ABLY` whose ``POST /messages`` answers 201 with ``answers`` (one: to every
+    call; several: one per call, in turn): the PermissionDenied it raised, and the route."""
+    route = respx_mock.post(f"{ABLY_BASE}/messages")
+    if len(answers) == 1:
+        route.respond(201, json=answers[0])
+    else:
+        route.mock(side_effect=[httpx.Response(201, json=answer) for answer in answers])
+    relay = make_relay(ABLY)
+    with pytest.raises(PermissionDenied) as raised:
+        await send(relay)
+    return raised.value, route
+
+
 # -- 6. PUSHER_CLUSTER ------------------------------------------------------------------------------------------------
 
 CREDENTIALS = {"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s"}
@@ -89,11 +106,12 @@ async def test_ably_refusing_some_channels_says_which_and_counts_the_others(
     AuthenticationError telling to check the key and secret, with published None: a caller sending again delivered
     the published channels twice."""
     answer = batch_result(published_on("orders"), {"channel": "audit", "error": DENIED}, published_on("kitchen"))
-    route = respx_mock.post(f"{ABLY_BASE}/messages").respond(201, json=[answer])
-    relay = make_relay(ABLY)
-    with pytest.raises(PermissionDenied) as raised:
-        await relay.publish(["orders", "audit", "kitchen"], "order-ready", {"id": 42})
-    error = raised.value
+    error, route = await refused_by_ably(
+        make_relay,
+        respx_mock,
+        lambda relay: relay.publish(["orders", "audit", "kitchen"], "order-ready", {"id": 42}),
+        [answer],
+    )
     assert str(error) == (
         f"Ably refused the publish on 1 of 3 channels: audit ({DENIED_TEXT}); the rest (2) was published: do not "
         "send it again"
@@ -107,15 +125,14 @@ async def test_ably_refusing_some_channels_says_which_and_counts_the_others(
 
 async def test_ably_refusing_an_event_of_a_batch_names_it(make_relay: MakeRelay, respx_mock: respx.MockRouter) -> None:
     answers = [batch_result(published_on("a")), batch_result({"channel": "b", "error": DENIED})]
-    route = respx_mock.post(f"{ABLY_BASE}/messages").respond(201, json=answers)
-    relay = make_relay(ABLY)
-    with pytest.raises(PermissionDenied) as raised:
-        await relay.publish_batch([Event("a", "e", 1), Event("b", "e", 2)])
-    assert str(raised.value) == (
+    error, route = await refused_by_ably(
+        make_relay, respx_mock, lambda relay: relay.publish_batch([Event("a", "e", 1), Event("b", "e", 2)]), answers
+    )
+    assert str(error) == (
         f"Ably refused the publish on 1 of 2 events: batch[1] on b ({DENIED_TEXT}); the rest (1) was published: do "
         "not send it again"
     )
-    assert raised.value.published == 1
+    assert error.published == 1
     assert [spec["channels"] for spec in json.loads(route.calls.last.request.content)] == [["a"], ["b"]]
 
 
@@ -125,17 +142,15 @@ async def test_ably_refusing_part_of_a_later_call_counts_every_published_channel
     channels = [f"c{i}" for i in range(150)]
     later = [published_on(channel) for channel in channels[100:]]
     later[10] = {"channel": "c110", "error": DENIED}
-    route = respx_mock.post(f"{ABLY_BASE}/messages").mock(
-        side_effect=[
-            httpx.Response(201, json=[batch_result(*(published_on(channel) for channel in channels[:100]))]),
-            httpx.Response(201, json=[batch_result(*later)]),
-        ]
+    error, route = await refused_by_ably(
+        make_relay,
+        respx_mock,
+        lambda relay: relay.publish(channels, "tick", 1),
+        [batch_result(*(published_on(channel) for channel in channels[:100]))],
+        [batch_result(*later)],
     )
-    relay = make_relay(ABLY)
-    with pytest.raises(PermissionDenied) as raised:
-        await relay.publish(channels, "tick", 1)
-    assert raised.value.published == 149
-    assert str(raised.value) == (
+    assert error.published == 149
+    assert str(error) == (
         f"Ably refused the publish on 1 of 50 channels: c110 ({DENIED_TEXT}); the rest (49) was published: do not "
         "send it again; channels 0-99 were already published by the calls before this one (its first call took "
         "100)"
@@ -152,12 +167,11 @@ async def test_ably_refusing_part_of_a_first_call_says_the_later_calls_were_not_
     channels = [f"c{i}" for i in range(150)]
     first = [published_on(channel) for channel in channels[:100]]
     first[0] = {"channel": "c0", "error": DENIED}
-    route = respx_mock.post(f"{ABLY_BASE}/messages").respond(201, json=[batch_result(*first)])
-    relay = make_relay(ABLY)
-    with pytest.raises(PermissionDenied) as raised:
-        await relay.publish(channels, "tick", 1)
-    assert raised.value.published == 99
-    assert str(raised.value) == (
+    error, route = await refused_by_ably(
+        make_relay, respx_mock, lambda relay: relay.publish(channels, "tick", 1), [batch_result(*first)]
+    )
+    assert error.published == 99
+    assert str(error) == (
         f"Ably refused the publish on 1 of 100 channels: c0 ({DENIED_TEXT}); the rest (99) was published: do not "
         "send it again; the channels after this call's (1 more call) were not sent: send them too"
     )
