@@ -32,10 +32,8 @@ from examples.order_tracking import create_app
 from examples.order_tracking.app import PUSHER_JS_CDN, find_browser_library
 from tests.conftest import StartEmulator, free_port
 from tests.emulator_process import EmulatorProcess
-from tests.examples.conftest import needs_chromium, screenshot
+from tests.examples.conftest import needs_chromium, new_page, place_order, screenshot, staff_page, start_shift
 from tests.examples.test_order_tracking_backend import without_provider
-from tests.examples.test_order_tracking_e2e import emulator_process as emulator_process
-from tests.examples.test_order_tracking_e2e import new_page, start_shift
 from tests.gateway.conftest import ROOT, serve_asgi
 from tests.node_scenarios import NODE
 
@@ -104,15 +102,12 @@ async def test_restarting_the_one_command_shows_the_refused_subscriptions_instea
     the 403 only in the console. They now say "Not live", and why, on the page."""
     await one_command.start()
     problems: list[str] = []
-    kitchen = await new_page(browser, "/kitchen", one_command.site, problems)
-    await start_shift(kitchen, "Asha")
+    kitchen = await staff_page(browser, "/kitchen", "Asha", one_command.site, problems)
     # The kitchen lists orders once its channel is subscribed, so the order is placed after that.
     await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
     customer = await new_page(browser, "/", one_command.site, problems)
     pages = {"customer": customer, "kitchen": kitchen}
-    await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]
-    await customer.get_by_label("Palada payasam").check()  # type: ignore[attr-defined]
-    await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
+    await place_order(customer, "Meera", "Palada payasam")
     await expect(customer.locator("#order-status")).to_have_text("Order placed")  # type: ignore[attr-defined]
     await expect(kitchen.locator('[data-order-id="1"] h3')).to_have_text("#1 · Meera")  # type: ignore[attr-defined]
     for page in pages.values():
@@ -156,9 +151,7 @@ async def test_ably_customer_page_before_an_order_is_idle_not_connecting(
         await expect(badge).to_have_attribute("data-status", "idle", timeout=SLOW)
         await expect(badge).to_have_text("Idle")
         await expect(customer.get_by_role("button", name="Place order")).to_be_enabled()  # type: ignore[attr-defined]
-        await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]
-        await customer.get_by_label("Fish moilee with rice").check()  # type: ignore[attr-defined]
-        await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
+        await place_order(customer, "Meera", "Fish moilee with rice")
         await expect(customer.locator("#order-status")).to_have_text("Order placed", timeout=SLOW)  # type: ignore[attr-defined]
         await expect(badge).to_have_text("Live", timeout=SLOW)
     assert problems == []
@@ -222,9 +215,7 @@ async def test_a_realtime_library_that_does_not_load_is_shown_on_the_page(
         await expect(problem).to_contain_text(cdn)
         await expect(problem).to_contain_text(setting)
         await expect(problem).to_contain_text("npm ci --prefix")
-        await customer.locator("input[name=name]").fill("Meera")
-        await customer.get_by_label("Palada payasam").check()
-        await customer.get_by_role("button", name="Place order").click()
+        await place_order(customer, "Meera", "Palada payasam")
         await expect(customer.locator("#order-status")).to_have_text("Order placed")
         await screenshot(customer, f"walkthrough_library_missing_{provider}")
         await context.close()
@@ -382,16 +373,13 @@ async def test_a_refused_kitchen_action_is_said_on_the_page(browser: object, emu
     app = create_app(f"emulator://app-key:app-secret@127.0.0.1:{emulator_process.port}/apps/1", session_secret=b"t")
     problems: list[str] = []
     async with serve_asgi(app) as site:
-        kitchen = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(kitchen, "Ravi")
+        kitchen = await staff_page(browser, "/kitchen", "Ravi", site, problems)
         await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         delivery = await kitchen.context.new_page()  # type: ignore[attr-defined]
         await delivery.goto(f"{site}/delivery")
         await start_shift(delivery, "Joe")  # the same browser: the kitchen page is Joe of delivery now
         customer = await new_page(browser, "/", site, problems)
-        await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]
-        await customer.get_by_label("Palada payasam").check()  # type: ignore[attr-defined]
-        await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
+        await place_order(customer, "Meera", "Palada payasam")
         start = kitchen.locator('[data-order-id="1"]').get_by_role("button", name="Start preparing")  # type: ignore[attr-defined]
         await start.click()
         problem = kitchen.locator("#action-problem")  # type: ignore[attr-defined]
@@ -408,8 +396,7 @@ async def test_an_unreachable_realtime_server_is_said_on_the_page(browser: objec
     app = create_app(f"emulator://app-key:app-secret@127.0.0.1:{free_port()}/apps/1", session_secret=b"t")
     problems: list[str] = []
     async with serve_asgi(app) as site:
-        kitchen = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(kitchen, "Asha")
+        kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
         badge = kitchen.locator("#connection")  # type: ignore[attr-defined]
         await expect(badge).to_have_text("Not live", timeout=RECONNECT)
         problem = kitchen.locator("#realtime-problems")  # type: ignore[attr-defined]
@@ -426,12 +413,10 @@ async def test_on_ably_a_cook_with_two_tabs_is_listed_once(browser: object, emul
     app = create_app(f"ably://1.app-key:app-secret@127.0.0.1:{emulator_process.port}?tls=false", session_secret=b"t")
     problems: list[str] = []
     async with serve_asgi(app) as site:
-        ravi = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(ravi, "Ravi")
+        ravi = await staff_page(browser, "/kitchen", "Ravi", site, problems)
         second_tab = await ravi.context.new_page()  # type: ignore[attr-defined]
         await second_tab.goto(f"{site}/kitchen")  # signed in already: the same cookie
-        meena = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(meena, "Meena")
+        meena = await staff_page(browser, "/kitchen", "Meena", site, problems)
         for page in (ravi, second_tab, meena):
             await expect(page.locator("#staff")).to_have_text("Meena, Ravi", timeout=SLOW)
     assert problems == []
@@ -446,8 +431,7 @@ async def test_the_pages_reach_an_emulator_behind_a_path_prefix(browser: object,
     url = f"emulator://{running.app.key}:{running.app.secret}@127.0.0.1:{running.port}/pusher/apps/{running.app.app_id}"
     problems: list[str] = []
     async with serve_asgi(create_app(url, session_secret=b"t")) as site:
-        kitchen = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(kitchen, "Asha")
+        kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
         await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         await expect(kitchen.locator("#staff")).to_have_text("Asha", timeout=SLOW)  # type: ignore[attr-defined]
     assert problems == []

@@ -14,9 +14,14 @@ import pytest
 from examples.order_tracking import create_app
 from examples.order_tracking.app import find_browser_library
 from tests.emulator_process import EmulatorProcess
-from tests.examples.conftest import needs_chromium
-from tests.examples.test_order_tracking_e2e import assert_not_reloaded, new_page, start_shift
-from tests.examples.test_order_tracking_e2e import emulator_process as emulator_process
+from tests.examples.conftest import (
+    assert_not_reloaded,
+    needs_chromium,
+    new_page,
+    place_order,
+    staff_page,
+    start_order_emulator,
+)
 from tests.gateway.conftest import serve_asgi
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
@@ -53,19 +58,15 @@ async def test_order_lifecycle_over_ably_across_three_pages_and_an_emulator_rest
             assert '<button type="submit" disabled>Place order</button>' in (await http.get("/")).text
         assert config["clientOptions"] == {"endpoint": "127.0.0.1", "port": port, "tls": False, "fallbackHosts": []}
 
-        kitchen = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(kitchen, "Asha")
-        delivery = await new_page(browser, "/delivery", site, problems)
-        await start_shift(delivery, "Ravi")
+        kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
+        delivery = await staff_page(browser, "/delivery", "Ravi", site, problems)
         customer = await new_page(browser, "/", site, problems)
         pages = {"customer": customer, "kitchen": kitchen, "delivery": delivery}
         await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         await expect(kitchen.locator("#staff")).to_have_text("Asha", timeout=SLOW)  # type: ignore[attr-defined]
         assert await kitchen.evaluate("typeof Ably.Realtime") == "function"  # type: ignore[attr-defined]
 
-        await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]
-        await customer.get_by_label("Fish moilee with rice").check()  # type: ignore[attr-defined]
-        await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
+        await place_order(customer, "Meera", "Fish moilee with rice")
         await expect(customer.locator("#order-id")).to_have_text("#1", timeout=SLOW)  # type: ignore[attr-defined]
         for page in pages.values():
             await expect(page.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
@@ -93,7 +94,7 @@ async def test_order_lifecycle_over_ably_across_three_pages_and_an_emulator_rest
         await expect(customer.locator("#order-status")).to_have_text("Ready for pickup")  # type: ignore[attr-defined]
         assert app.state.orders.get(1).status == "picked_up"
 
-        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
+        restarted = await start_order_emulator(port)
         try:
             for page in pages.values():
                 await expect(page.locator("#connection")).to_have_text("Live", timeout=RECONNECT)  # type: ignore[attr-defined]

@@ -6,48 +6,26 @@ kitchen display and the delivery page are separate browser contexts (their own c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
 from examples.order_tracking import create_app
 from tests.emulator_process import EmulatorProcess
-from tests.examples.conftest import needs_chromium, screenshot
+from tests.examples.conftest import (
+    assert_not_reloaded,
+    needs_chromium,
+    new_page,
+    place_order,
+    screenshot,
+    staff_page,
+    start_order_emulator,
+)
 from tests.gateway.conftest import serve_asgi
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
 expect = playwright_api.expect
 pytestmark = needs_chromium()
-VIEWPORT = {"width": 720, "height": 720}
 SLOW = 15_000  # ms: pusher-js reconnecting after the emulator restart
-
-
-@pytest.fixture
-async def emulator_process() -> AsyncIterator[EmulatorProcess]:
-    process = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0")
-    yield process
-    await process.kill()
-
-
-async def new_page(browser: object, path: str, site: str, problems: list[str]) -> object:
-    context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
-    page = await context.new_page()
-    page.on("pageerror", lambda error: problems.append(f"{path}: {error}"))
-    await page.goto(f"{site}{path}")
-    await page.evaluate("window.notReloaded = true")  # a reload would start a new window without it
-    return page
-
-
-async def assert_not_reloaded(pages: dict[str, object]) -> None:
-    for name, page in pages.items():
-        assert await page.evaluate("window.notReloaded === true"), f"the {name} page reloaded"  # type: ignore[attr-defined]
-
-
-async def start_shift(page: object, name: str) -> None:
-    form = page.locator("#signin")  # type: ignore[attr-defined]
-    await form.locator("input[name=name]").fill(name)
-    await form.get_by_role("button", name="Start shift").click()
 
 
 async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
@@ -65,10 +43,8 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
     app = create_app(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1", session_secret=b"e2e")
     problems: list[str] = []
     async with serve_asgi(app) as site:
-        kitchen = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(kitchen, "Asha")
-        delivery = await new_page(browser, "/delivery", site, problems)
-        await start_shift(delivery, "Ravi")
+        kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
+        delivery = await staff_page(browser, "/delivery", "Ravi", site, problems)
         customer = await new_page(browser, "/", site, problems)
         pages = {"customer": customer, "kitchen": kitchen, "delivery": delivery}
         for page in pages.values():
@@ -77,17 +53,13 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
         await expect(delivery.locator("#empty")).to_have_text("Nothing to pick up.")  # type: ignore[attr-defined]
 
         # A second cook starts a shift and leaves: presence-kitchen's member_added and member_removed.
-        cook = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(cook, "Biju")
+        cook = await staff_page(browser, "/kitchen", "Biju", site, problems)
         await expect(kitchen.locator("#staff")).to_have_text("Asha, Biju")  # type: ignore[attr-defined]
         await cook.context.close()  # type: ignore[attr-defined]
         await expect(kitchen.locator("#staff")).to_have_text("Asha")  # type: ignore[attr-defined]
 
         # The customer orders; the kitchen display receives it on private-kitchen.
-        await customer.locator("input[name=name]").fill("Meera")  # type: ignore[attr-defined]
-        await customer.get_by_label("Appam with vegetable stew").check()  # type: ignore[attr-defined]
-        await customer.get_by_label("Palada payasam").check()  # type: ignore[attr-defined]
-        await customer.get_by_role("button", name="Place order").click()  # type: ignore[attr-defined]
+        await place_order(customer, "Meera", "Appam with vegetable stew", "Palada payasam")
         await expect(customer.locator("#order-id")).to_have_text("#1")  # type: ignore[attr-defined]
         await expect(customer.locator("#order-status")).to_have_text("Order placed")  # type: ignore[attr-defined]
         await expect(customer.locator("#order-items")).to_have_text(  # type: ignore[attr-defined]
@@ -127,7 +99,7 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
         assert app.state.orders.get(1).status == "picked_up"
 
         # Back on the same port: every page is live again and has caught up with what it missed.
-        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
+        restarted = await start_order_emulator(port)
         try:
             assert restarted.port == port
             for page in pages.values():

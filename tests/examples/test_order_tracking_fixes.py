@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from examples.order_tracking import create_app
 from tests.emulator_process import EmulatorProcess
-from tests.examples.conftest import needs_chromium
+from tests.examples.conftest import needs_chromium, new_page, staff_page, start_order_emulator
 from tests.examples.test_order_tracking_backend import app as app
 from tests.examples.test_order_tracking_backend import browser, refused, staff, without_provider
-from tests.examples.test_order_tracking_e2e import SLOW, new_page, start_shift
+from tests.examples.test_order_tracking_e2e import SLOW
 from tests.gateway.conftest import serve_asgi
 
 
@@ -87,13 +86,6 @@ class Restartable:
         await self.app(scope, receive, send)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def emulator_process() -> AsyncIterator[EmulatorProcess]:
-    process = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0")
-    yield process
-    await process.kill()
-
-
 @needs_chromium()
 async def test_staff_boards_drop_the_orders_a_restarted_app_no_longer_has(
     browser: object, emulator_process: EmulatorProcess
@@ -105,10 +97,8 @@ async def test_staff_boards_drop_the_orders_a_restarted_app_no_longer_has(
     app = Restartable(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1")
     problems: list[str] = []
     async with serve_asgi(app) as site:  # type: ignore[arg-type]
-        kitchen = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(kitchen, "Asha")
-        delivery = await new_page(browser, "/delivery", site, problems)
-        await start_shift(delivery, "Ravi")
+        kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
+        delivery = await staff_page(browser, "/delivery", "Ravi", site, problems)
         for page in (kitchen, delivery):
             await expect(page.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         customer = (await browser.new_context()).request  # type: ignore[attr-defined]
@@ -124,7 +114,7 @@ async def test_staff_boards_drop_the_orders_a_restarted_app_no_longer_has(
         # The app restarts (its orders are gone) and so does the emulator, on the same port: the pages resubscribe.
         assert await emulator_process.stop() == 0
         app.restart()
-        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
+        restarted = await start_order_emulator(port)
         try:
             for page in (kitchen, delivery):
                 await expect(page.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
@@ -174,7 +164,7 @@ async def test_after_a_reconnect_the_customer_page_stays_on_its_current_order(
         await customer.route("**/api/orders/1", answer_late)  # type: ignore[attr-defined]
         assert await emulator_process.stop() == 0
         await expect(customer.locator("#connection")).not_to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
-        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
+        restarted = await start_order_emulator(port)
         try:
             # pusher-js, gone 'unavailable' while the emulator was down, retries on its own back-off: it may take
             # more than SLOW to try again once the emulator is back
@@ -203,8 +193,7 @@ async def test_after_a_long_outage_a_page_is_live_again_within_15_s_of_the_serve
     app = create_app(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1", session_secret=b"t")
     problems: list[str] = []
     async with serve_asgi(app) as site:
-        kitchen = await new_page(browser, "/kitchen", site, problems)
-        await start_shift(kitchen, "Asha")
+        kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
         badge = kitchen.locator("#connection")  # type: ignore[attr-defined]
         await expect(badge).to_have_text("Live", timeout=SLOW)
         await kitchen.evaluate(  # type: ignore[attr-defined]
@@ -221,7 +210,7 @@ async def test_after_a_long_outage_a_page_is_live_again_within_15_s_of_the_serve
         await expect(kitchen.locator("#realtime-problems")).to_contain_text("cannot be reached")  # type: ignore[attr-defined]
         # pusher-js's own attempts come about 1, 16 and 46 s into the outage: back at 20 s, it waited 26 s
         await asyncio.sleep(max(0.0, down + 20 - time.monotonic()))
-        restarted = await EmulatorProcess.start("--app-id", "1", "--shutdown-spread", "0", port=port)
+        restarted = await start_order_emulator(port)
         try:
             back = time.monotonic()
             await expect(badge).to_have_text("Live", timeout=20_000)  # pusher-js alone: 26 s
