@@ -24,6 +24,7 @@ __all__ = [
     "browser",
     "emulator_process",
     "new_page",
+    "order_pages",
     "place_order",
     "screenshot",
     "staff_page",
@@ -117,6 +118,15 @@ async def staff_page(browser: object, path: str, name: str, site: str, problems:
     page = await new_page(browser, path, site, problems)
     await start_shift(page, name)
     return page
+
+
+async def order_pages(browser: object, site: str, problems: list[str]) -> dict[str, object]:
+    """The story's three pages, opened in this order: the kitchen's (Asha on shift), the delivery page's (Ravi on
+    shift) and a customer's; by name."""
+    kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
+    delivery = await staff_page(browser, "/delivery", "Ravi", site, problems)
+    customer = await new_page(browser, "/", site, problems)
+    return {"customer": customer, "kitchen": kitchen, "delivery": delivery}
 
 
 async def place_order(customer: object, name: str, *dishes: str) -> None:

@@ -14,14 +14,7 @@ import pytest
 from examples.order_tracking import create_app
 from examples.order_tracking.app import find_browser_library
 from tests.emulator_process import EmulatorProcess
-from tests.examples.conftest import (
-    assert_not_reloaded,
-    needs_chromium,
-    new_page,
-    place_order,
-    staff_page,
-    start_order_emulator,
-)
+from tests.examples.conftest import assert_not_reloaded, needs_chromium, order_pages, place_order, start_order_emulator
 from tests.gateway.conftest import serve_asgi
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a test dependency")
@@ -58,10 +51,8 @@ async def test_order_lifecycle_over_ably_across_three_pages_and_an_emulator_rest
             assert '<button type="submit" disabled>Place order</button>' in (await http.get("/")).text
         assert config["clientOptions"] == {"endpoint": "127.0.0.1", "port": port, "tls": False, "fallbackHosts": []}
 
-        kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
-        delivery = await staff_page(browser, "/delivery", "Ravi", site, problems)
-        customer = await new_page(browser, "/", site, problems)
-        pages = {"customer": customer, "kitchen": kitchen, "delivery": delivery}
+        pages = await order_pages(browser, site, problems)
+        kitchen, delivery, customer = pages["kitchen"], pages["delivery"], pages["customer"]
         await expect(kitchen.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         await expect(kitchen.locator("#staff")).to_have_text("Asha", timeout=SLOW)  # type: ignore[attr-defined]
         assert await kitchen.evaluate("typeof Ably.Realtime") == "function"  # type: ignore[attr-defined]

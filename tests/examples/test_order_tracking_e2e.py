@@ -14,7 +14,7 @@ from tests.emulator_process import EmulatorProcess
 from tests.examples.conftest import (
     assert_not_reloaded,
     needs_chromium,
-    new_page,
+    order_pages,
     place_order,
     screenshot,
     staff_page,
@@ -43,10 +43,8 @@ async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
     app = create_app(f"emulator://app-key:app-secret@127.0.0.1:{port}/apps/1", session_secret=b"e2e")
     problems: list[str] = []
     async with serve_asgi(app) as site:
-        kitchen = await staff_page(browser, "/kitchen", "Asha", site, problems)
-        delivery = await staff_page(browser, "/delivery", "Ravi", site, problems)
-        customer = await new_page(browser, "/", site, problems)
-        pages = {"customer": customer, "kitchen": kitchen, "delivery": delivery}
+        pages = await order_pages(browser, site, problems)
+        kitchen, delivery, customer = pages["kitchen"], pages["delivery"], pages["customer"]
         for page in pages.values():
             await expect(page.locator("#connection")).to_have_text("Live", timeout=SLOW)  # type: ignore[attr-defined]
         await expect(kitchen.locator("#staff")).to_have_text("Asha")  # type: ignore[attr-defined]
