@@ -91,6 +91,9 @@ class WebhookDispatcher:
         # Per webhook (by index): events waiting for it, in order, and the task sending them one request at a time,
         # so a batch being retried is not overtaken by a later one and a dead receiver holds up only itself.
         self._outboxes: list[collections.deque[WebhookEvent]] = [collections.deque() for _ in app.webhooks]
+        # And when each of those events was queued (by the clock): its webhook_retry_for runs from then, not from when
+        # its request starts, after those before it (a receiver down for an hour got events an hour old, restamped).
+        self._queued_at: list[collections.deque[float]] = [collections.deque() for _ in app.webhooks]
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._in_flight = [0 for _ in app.webhooks]  # events of each webhook's request being sent or retried
         self._dropped_logged_at = float("-inf")
@@ -158,6 +161,7 @@ class WebhookDispatcher:
     def _flush(self) -> None:
         self._flush_handle = None
         events, self._batch = self._batch, []
+        now = self._clock()
         for index, hook in enumerate(self._app.webhooks):
             outbox = self._outboxes[index]
             selected = [e for e in events if hook.wants(str(e["name"]), _channel_of(e))]
@@ -166,6 +170,7 @@ class WebhookDispatcher:
                 self._drop(hook, len(selected) - room)
                 selected = selected[:room]
             outbox.extend(selected)
+            self._queued_at[index].extend([now] * len(selected))
             if outbox and index not in self._senders:
                 self._senders[index] = asyncio.create_task(self._send(index, hook))
 
@@ -183,13 +188,16 @@ class WebhookDispatcher:
 
     async def _send(self, index: int, hook: Webhook) -> None:
         """Deliver a webhook's events in order: what waits when a request starts goes in it (up to a batch's worth)."""
-        outbox = self._outboxes[index]
+        outbox, queued_at = self._outboxes[index], self._queued_at[index]
         try:
             while outbox:
                 events = _next_request(outbox, hook.format)
+                first_queued_at = queued_at[0]
+                for _ in events:
+                    queued_at.popleft()
                 self._in_flight[index] = len(events)
                 try:
-                    await self._deliver(hook, events)
+                    await self._deliver(hook, events, first_queued_at + self._app.webhook_retry_for)
                 finally:
                     self._in_flight[index] = 0
         finally:
@@ -197,10 +205,12 @@ class WebhookDispatcher:
             # between would find this sender still registered and leave its events waiting for the next flush.
             del self._senders[index]
 
-    async def _deliver(self, hook: Webhook, events: list[WebhookEvent]) -> None:
+    async def _deliver(self, hook: Webhook, events: list[WebhookEvent], deadline: float) -> None:
+        """Send ``events`` in one request, retried until ``deadline`` (``webhook_retry_for`` after the first of them
+        was queued, as hosted Pusher retries each webhook for 5 minutes from its creation): tried once at least, so
+        events that waited behind a request being retried past it are offered once to a receiver back by then."""
         # A custom header named like a signed one (in any case) would go out twice; the signed ones win.
         custom = {name: value for name, value in hook.headers.items() if name.lower() not in SIGNED_HEADERS}
-        deadline = self._clock() + self._app.webhook_retry_for
         items: list[dict[str, object]] = []
         if hook.format == "ably":
             assert self.lifecycle_status is not None  # EmulatorNode.start builds the Ably side of such an app
@@ -322,6 +332,7 @@ class WebhookDispatcher:
         while outbox:
             _next_request(outbox, hook.format)
             requests += 1
+        self._queued_at[index].clear()
         self.dropped += events
         log.warning(
             "shutdown: dropped %d webhook event(s) in %d request(s) for %s: not delivered within the %g s grace",

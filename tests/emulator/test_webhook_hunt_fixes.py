@@ -8,9 +8,11 @@ import logging
 import time
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from relay.emulator.config import Webhook
+from relay.emulator.webhooks import WebhookDispatcher
 from tests.conformance.wsclient import Connect
 from tests.conformance.wsclient import connect as connect
 from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
@@ -63,3 +65,38 @@ async def test_a_receiver_still_failing_at_shutdown_is_retried_once_more_not_in_
         f"shutdown: dropped 2 webhook event(s) in 2 request(s) for {receiver.url}/hooks: "
         "not delivered within the 0.4 s grace"
     )
+
+
+async def test_webhook_retry_for_runs_from_when_an_event_was_queued_not_from_when_its_request_starts(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hosted Pusher retries each webhook for 5 minutes from its creation. The emulator started a request's
+    ``webhook_retry_for`` only when the request before it was done: events queued behind a request being retried
+    waited untried, then were retried for another 5 minutes each, so a receiver down for an hour was sent, when back,
+    events an hour old (restamped, so it could not tell) while the newest ones had been dropped from a full queue.
+    Now an event whose time ran out while it waited is tried once, and dropped if that fails."""
+    app = replace(TEST_APP, webhooks=(Webhook(url=receiver.url + "/hooks"),), webhook_batch_ms=0, webhook_retry_for=300)
+    receiver.status = 503
+    now = [1_000.0]
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(app, client, clock=lambda: now[0])
+        with caplog.at_level(logging.ERROR, logger="relay.emulator.webhooks"):
+            dispatcher.emit({"name": "channel_occupied", "channel": "first"})
+            await receiver.wait_for(1)
+            dispatcher.emit({"name": "channel_occupied", "channel": "second"})  # waits behind the first's back-off
+            await asyncio.sleep(0.05)
+            now[0] += 400  # both were queued more than webhook_retry_for ago
+            await receiver.wait_for(3, within=3.0)  # the first's last try, then the second's only one
+            for _ in range(100):
+                if dispatcher.dropped == 2:
+                    break
+                await asyncio.sleep(0.01)
+        assert dispatcher.dropped == 2
+        assert dispatcher.pending == 0
+        assert caplog.text.count("/hooks dropped 1 event(s)") == 2, caplog.text
+        receiver.status = 200  # an event queued now has its whole webhook_retry_for
+        dispatcher.emit({"name": "channel_vacated", "channel": "second"})
+        await receiver.wait_for(4)
+        await dispatcher.close(grace=1.0)
+    assert [delivery.events[0]["channel"] for delivery in receiver.deliveries] == ["first", "first", "second", "second"]
+    assert receiver.deliveries[3].events == [{"name": "channel_vacated", "channel": "second"}]
