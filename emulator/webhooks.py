@@ -120,7 +120,8 @@ class WebhookDispatcher:
 
     @property
     def pending(self) -> int:
-        """Events batched, or waiting for a webhook or being delivered to it (retries included), per webhook."""
+        """Events batched (once: they are not yet sorted to the webhooks), and those waiting for a webhook or being
+        delivered to it, retries included (once for each webhook that takes them)."""
         return len(self._batch) + sum(map(len, self._outboxes)) + sum(self._in_flight)
 
     def emit(self, event: WebhookEvent) -> None:
