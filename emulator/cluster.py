@@ -71,6 +71,10 @@ _SEP = "\x1f"
 # without it (Redis lost its data, and the node has registered again but not yet written what it holds) is not read
 # as "holds nothing". Its kind is none NodeState.parse reads, so nodes of an earlier release skip it.
 _WRITTEN_FIELD = _SEP.join(("w", "", ""))
+# A node's heartbeat value: a node that writes _WRITTEN_FIELD beats this; one of an earlier release beats "1" and
+# writes no mark, so its state is read as it stands. Only the mark tells a state written whole: until its
+# reconciliation, a node whose data Redis lost writes its changes (a subscription count, a member) into an empty state.
+_MARKS_ITS_STATE = "2"
 CLOSE_SECONDS = 3.0  # the longest each step of leaving the cluster may take
 START_SECONDS = 10.0  # the longest connecting to Redis may take at start-up before it is given up
 RECANCEL_SECONDS = 0.1  # how often a cancelled start-up call that has not ended is cancelled again (see _cancellable)
@@ -695,13 +699,16 @@ class RedisCluster:
     async def _register(self) -> None:
         """Announce this node, reconcile its stored state with what it holds, and load the other nodes' state."""
         ttl_ms = int(self.settings.node_ttl * 1000)
-        await self._redis.set(self._key("node", self.node_id), "1", px=ttl_ms)
+        await self._redis.set(self._key("node", self.node_id), _MARKS_ITS_STATE, px=ttl_ms)
         await self._redis.sadd(self._key("nodes"), self.node_id)
         await self._reconcile()
         for node in await self._live_nodes():
             if node != self.node_id:
+                beat = await self._redis.get(self._key("node", node))
                 fields: dict[str, str] = await self._redis.hgetall(self._key("nodestate", node))  # type: ignore[assignment]
-                if fields:  # else not written since Redis lost it: read when that node's snapshot comes on the bus
+                # Else not written whole since Redis lost it (what it held then, or changes written since): read when
+                # that node's snapshot comes on the bus
+                if _WRITTEN_FIELD in fields or (beat != _MARKS_ITS_STATE and fields):
                     self._apply_snapshot(node, NodeState.parse(fields))
         await self._load_cache()
         await self._load_published()
@@ -1588,7 +1595,7 @@ class RedisCluster:
                 await self._recover(exc)
 
     async def _beat(self) -> None:
-        await self._redis.set(self._key("node", self.node_id), "1", px=int(self.settings.node_ttl * 1000))
+        await self._redis.set(self._key("node", self.node_id), _MARKS_ITS_STATE, px=int(self.settings.node_ttl * 1000))
         if not await self._redis.sismember(self._key("nodes"), str(self.node_id)):
             # Stalled past node_ttl (a paused VM, a half-open connection): the others buried this node and
             # settled what it held. Join again, as after an outage, so they see its members once more.
