@@ -218,6 +218,14 @@ def check_message_count(count: int, where: str) -> None:
         raise AblyError(40000, f"{where}: {count} messages; the maximum is {MAX_MESSAGES_PER_PUBLISH}")
 
 
+def message_too_large(where: str, total: int, limit: int) -> AblyError:
+    """Ably's 40009 for messages (a publish's, a presence message's) over ``limit`` bytes, in Ably's own words, which
+    users search for; ``where`` says which part of the request."""
+    return AblyError(
+        40009, f"{where}: Maximum message length exceeded (size was {total} bytes, limit is {limit} bytes)", 413
+    )
+
+
 def check_messages(
     messages: Sequence[Message], credentials: Credentials, where: str, limit: int = MAX_MESSAGE_SIZE
 ) -> None:
@@ -233,10 +241,7 @@ def check_messages(
             )
         total += message.size()
     if total > limit:
-        # Ably's own words (its error 40009), which users search for; ``where`` says which part of the request
-        raise AblyError(
-            40009, f"{where}: Maximum message length exceeded (size was {total} bytes, limit is {limit} bytes)", 413
-        )
+        raise message_too_large(where, total, limit)
     ids = [message.id for message in messages]
     if len(messages) > 1 and any(ids):
         base = (ids[0] or "").rpartition(":")[0]

@@ -52,6 +52,7 @@ from relay.emulator.ably_hub import (
     check_messages,
     decode_body,
     decoded_data,
+    message_too_large,
     parse_message,
     qualified_channel,
     replayed,
@@ -792,7 +793,7 @@ class AblySession(ForeignPeer):
         total = sum(len(client_id.encode()) + _data_size(data) for _, client_id, data, _ in checked)
         limit = self.max_message_size
         if total > limit:  # presence messages are messages: the same limit
-            raise AblyError(40009, f"presence messages are {total} bytes; the maximum is {limit}", 413)
+            raise message_too_large("presence", total, limit)
         self.app.check_presence(name, self.socket_id, checked)  # all or nothing: nothing is applied when it raises
         items = []
         for index, (action, client_id, data, encoding) in enumerate(checked):

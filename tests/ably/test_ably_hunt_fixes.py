@@ -486,6 +486,19 @@ async def test_extras_count_json_characters_as_ably_js_does(ably_emulator: Runni
     await _everyone_gets_a_later_publish(ably_emulator, "sizes", [], [subscriber])
 
 
+async def test_an_oversized_presence_message_is_refused_in_ably_s_words_as_a_publish_is(
+    ably_emulator: RunningEmulator, wires: Wires
+) -> None:
+    """A presence message over ``maxMessageSize`` is Ably's 40009 in Ably's own words, as an oversized publish is
+    ("Maximum message length exceeded (size was N bytes, limit is N bytes)", which users search for): the publish
+    got them, the presence NACK kept the emulator's ("presence messages are N bytes; the maximum is N")."""
+    member = await _ably(ably_emulator, wires, "sizes-presence")
+    serial = await member.presence("sizes-presence", {"action": 2, "clientId": "carol", "data": "x" * 65_540})
+    reply = await _ack_or_nack(member)
+    assert (reply["action"], reply["msgSerial"], reply["error"]["code"]) == (NACK, serial, 40009), reply
+    assert "Maximum message length exceeded (size was 65545 bytes, limit is 65536 bytes)" in reply["error"]["message"]
+
+
 _ABLY_JS_SCENARIO = """
 import {{ Scenario, assert, step }} from '{node}/lib.mjs';
 import {{ Ably, ablyOptions, realtime, nextMessage }} from '{ably}/ablylib.mjs';
