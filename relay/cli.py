@@ -279,12 +279,37 @@ async def _serve_emulator(
 
     def listening() -> None:
         if announce:
-            print(_client_settings(config, server.sockets[0].getsockname()[1], show_secrets=show_secrets), flush=True)
+            _print_banner(_client_settings(config, server.sockets[0].getsockname()[1], show_secrets=show_secrets))
         if ready is not None:
             ready()
 
     await serve_until_signalled(node, server, listening)  # then a graceful shutdown, and the usage file
     await server.wait_closed()
+
+
+def _print_banner(banner: str) -> None:
+    """The client settings on standard output, once the emulator listens. Standard output that cannot take them (a
+    closed pipe, a full disk, an encoding without one of their characters) is said in the log, and the emulator
+    serves on: its clients do not need the banner (it was a traceback, and the emulator gone)."""
+    from relay.emulator.descriptors import log
+
+    try:
+        print(banner, flush=True)
+    except UnicodeEncodeError as exc:  # encoded whole before anything is written: written again, escaped
+        encoding = sys.stdout.encoding
+        log.warning(
+            "standard output's encoding (%s) cannot write %r of the client settings: they are shown escaped; set "
+            "PYTHONIOENCODING=utf-8 to see them as they are",
+            encoding,
+            exc.object[exc.start : exc.end],
+        )
+        _print_banner(banner.encode(encoding, "backslashreplace").decode(encoding))
+    except OSError as exc:
+        # What could not be written stays buffered: without this, every later flush (at exit too) fails again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        log.warning("the client settings could not be written to standard output (%s); serving on", exc.strerror or exc)
 
 
 # A worker that exits while the supervisor is not stopping is replaced, after a delay that grows with the deaths of
@@ -325,7 +350,7 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
         lambda: context.Process(target=_worker, args=(config, os.getpid(), listening), daemon=True)
     )
     banner = _client_settings(config, config.port, show_secrets=show_secrets)
-    return supervisor.run(workers, listening, lambda: print(banner, flush=True))
+    return supervisor.run(workers, listening, lambda: _print_banner(banner))
 
 
 class _Supervisor:

@@ -3,7 +3,10 @@ error (exit status 2, no traceback) rather than found later."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,7 +16,9 @@ import pytest
 from relay.config import from_env, parse_url
 from relay.emulator.config import EmulatorConfig
 from relay.errors import ConfigError
-from tests.cli_support import assert_refused, run_relay, write
+from tests.cli_support import RELAY, assert_refused, run_relay, write
+from tests.cluster.conftest import RedisServer
+from tests.cluster.conftest import redis_server as redis_server
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import make_certificate
 
@@ -178,3 +183,81 @@ async def test_a_node_ttl_under_a_second_is_refused_naming_the_flag(ttl: str) ->
     outcome = await run_relay("emulator", "--port", "0", "--redis-url", "redis://127.0.0.1:1/0", "--node-ttl", ttl)
     assert_refused(outcome, "--node-ttl must be at least 1 second")
     assert "cannot reach Redis" not in outcome.stderr
+
+
+async def _serve_with_stdout(stdout: int, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Start ``relay emulator --port 0 ARGS`` with ``stdout`` as its standard output, check that it serves (its
+    /ready answers), stop it with SIGTERM: its exit status and standard error."""
+    process = await asyncio.create_subprocess_exec(
+        *RELAY,
+        "emulator",
+        "--port",
+        "0",
+        *args,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    err = ""
+    try:
+        async with asyncio.timeout(20):
+            while (found := re.search(r"emulator listening .*port=(\d+)", err)) is None:
+                line = await process.stderr.readline()
+                assert line, err
+                err += line.decode()
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(f"http://127.0.0.1:{found[1]}/ready")).status_code == 200
+            await asyncio.sleep(0.5)  # the banner is printed once it listens
+            process.send_signal(signal.SIGTERM)
+            err += (await process.stderr.read()).decode()
+            status = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert "Traceback" not in err, err[-1500:]
+    return status, err
+
+
+async def test_the_emulator_serves_on_when_its_banner_cannot_be_written_to_a_closed_pipe(
+    redis_server: RedisServer,
+) -> None:
+    """`relay emulator | true`, or a reader gone before the banner: the print of the client settings raised
+    BrokenPipeError, a traceback, and the emulator stopped (status 1), with --workers too."""
+    for args in ((), ("--workers", "2", "--redis-url", redis_server.url)):
+        read, write_end = os.pipe()
+        os.close(read)
+        try:
+            status, err = await _serve_with_stdout(write_end, *args)
+        finally:
+            os.close(write_end)
+        assert status == 0, err[-800:]
+        assert "the client settings could not be written to standard output (Broken pipe); serving on" in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+async def test_the_emulator_serves_on_when_its_banner_cannot_be_written_to_a_full_disk() -> None:
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        status, err = await _serve_with_stdout(full)
+    finally:
+        os.close(full)
+    assert status == 0, err[-800:]
+    assert "the client settings could not be written to standard output (No space left on device); serving on" in err
+
+
+async def test_a_banner_standard_output_s_encoding_cannot_write_is_shown_escaped(tmp_path: Path) -> None:
+    """An app id of café, with standard output in ASCII (PYTHONIOENCODING, a locale): UnicodeEncodeError, a
+    traceback, and the emulator stopped."""
+    banner = tmp_path / "banner.txt"
+    out = os.open(banner, os.O_WRONLY | os.O_CREAT)
+    try:
+        status, err = await _serve_with_stdout(out, "--app-id", "café", env={"PYTHONIOENCODING": "ascii"})
+    finally:
+        os.close(out)
+    assert status == 0, err[-800:]
+    assert (
+        "standard output's encoding (ascii) cannot write '\\xe9' of the client settings: they are shown escaped" in err
+    )
+    assert "app caf\\xe9:" in banner.read_text()
