@@ -670,7 +670,14 @@ def _run_publish(args: argparse.Namespace) -> int:
     from relay.errors import ProtocolError, RelayError
 
     environ = os.environ if args.url is None else {**os.environ, "RELAY_URL": _url_flag(args.url)}
-    configuration = configuration_from_env(environ)  # --url as RELAY_URL: the master key variable applies to both
+    try:
+        configuration = configuration_from_env(environ)  # --url as RELAY_URL: the master key variable applies to both
+    except ConfigError as exc:
+        # Named as the flag typed out: "RELAY_URL: …" sent the user to a variable they may not have set, or whose
+        # value is fine (--url wins over it).
+        if args.url is not None and exc.message.startswith("RELAY_URL: "):
+            raise type(exc)(f"--url: {exc.message.removeprefix('RELAY_URL: ')}") from None
+        raise
     if all(config.scheme == "memory" for config in parse_configuration(configuration)[1]):
         raise ConfigError("memory:// keeps events inside one process: name a provider that subscribers can reach")
     try:

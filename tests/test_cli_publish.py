@@ -286,6 +286,28 @@ async def test_a_url_flag_holding_bytes_that_are_not_utf8_is_named_as_the_flag()
     assert "RELAY_URL" not in outcome.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (
+            "emulatr://k:s@127.0.0.1:9/apps/1",
+            "unknown provider scheme 'emulatr'; use one of pusher, emulator, ably, memory",
+        ),
+        (
+            "emulator://k:s@127.0.0.1:99999/apps/1",
+            "emulator:// URL has an invalid port '99999': a port is a number from 1 to 65535",
+        ),
+        ("mirror:emulator://k:s@127.0.0.1:9/apps/1", "mirror: needs two or more provider URLs separated by '|'"),
+    ],
+)
+async def test_a_url_flag_the_library_refuses_is_named_as_the_flag(url: str, problem: str) -> None:
+    """A --url with a typo was reported as "RELAY_URL: …", a variable the user may not have set, or (here) whose value
+    is fine: the user was sent to fix the wrong thing."""
+    env = {"RELAY_URL": "emulator://k:s@127.0.0.1:9/apps/1"}
+    outcome = await run_relay("publish", "--url", url, "orders", "shipped", "{}", env=env)
+    assert (outcome.returncode, outcome.stderr) == (2, f"relay: configuration error: --url: {problem}\n")
+
+
 @pytest.mark.parametrize("utf8_mode", ["0", "1"])
 async def test_standard_input_that_is_not_utf8_is_said_plainly(emulator: RunningEmulator, utf8_mode: str) -> None:
     """Python's UTF-8 mode reads such bytes as lone surrogates, and the publish failed on one of them; a UTF-8
