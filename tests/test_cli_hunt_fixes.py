@@ -261,3 +261,14 @@ async def test_a_banner_standard_output_s_encoding_cannot_write_is_shown_escaped
         "standard output's encoding (ascii) cannot write '\\xe9' of the client settings: they are shown escaped" in err
     )
     assert "app caf\\xe9:" in banner.read_text()
+
+
+@pytest.mark.parametrize("flag", ["--usage", "--pricing", "--plot"])
+async def test_relay_cost_refuses_an_empty_file_name_naming_the_flag(flag: str) -> None:
+    """`relay cost --usage "$USAGE_FILE"` with the variable unset: Path("") is the current directory, refused as
+    "usage file . cannot be read: Is a directory" (a file the user never named), and --plot "" as "--plot .: the file
+    name must end in .png or .svg"."""
+    outcome = await run_relay("cost", "--connections", "100", flag, "")
+    assert outcome.returncode == 2
+    assert "Traceback" not in outcome.stderr
+    assert outcome.stderr.splitlines()[-1] == f"relay cost: error: argument {flag}: must be a file name, got ''"

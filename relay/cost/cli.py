@@ -107,6 +107,14 @@ def _scale_range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _path(text: str) -> Path:
+    """A file's name. An empty one (``--usage "$FILE"`` with the variable unset) is refused: as ``Path("")`` it was the
+    current directory, said as "usage file . cannot be read: Is a directory"."""
+    if not text:
+        raise argparse.ArgumentTypeError("must be a file name, got ''")
+    return Path(text)
+
+
 def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``relay cost`` on the ``relay`` command's subparsers; ``args.run(args)`` runs it."""
     parser = subparsers.add_parser(
@@ -228,12 +236,12 @@ def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     measured = parser.add_argument_group("measured workload")
     measured.add_argument(
-        "--usage", metavar="FILE", type=Path, help="usage file written by the emulator's usage meter (JSON)"
+        "--usage", metavar="FILE", type=_path, help="usage file written by the emulator's usage meter (JSON)"
     )
     measured.add_argument("--app", metavar="APP_ID", help="only this app of the usage file (default: all apps summed)")
     data = parser.add_argument_group("pricing and output")
     data.add_argument(
-        "--pricing", metavar="FILE", type=Path, help="your own pricing data (TOML, same format as the built-in)"
+        "--pricing", metavar="FILE", type=_path, help="your own pricing data (TOML, same format as the built-in)"
     )
     data.add_argument(
         "--provider",
@@ -242,7 +250,7 @@ def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="only this provider (repeatable), e.g. pusher, ably_rb, supabase, pubnub, digitalocean, hetzner",
     )
     data.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output (default table)")
-    data.add_argument("--plot", metavar="FILE", type=Path, help="also draw cost against scale into FILE.png or .svg")
+    data.add_argument("--plot", metavar="FILE", type=_path, help="also draw cost against scale into FILE.png or .svg")
     data.add_argument(
         "--plot-range",
         metavar="LOW:HIGH",
