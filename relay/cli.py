@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from relay import __version__
@@ -43,6 +43,9 @@ from relay.emulator.config import (
 from relay.errors import ConfigError
 from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
 from relay.protocol.hosts import is_dual_stack, is_loopback
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 
 def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -963,8 +966,30 @@ def _run(coroutine: object) -> None:
     uvloop.run(coroutine)  # type: ignore[arg-type]
 
 
+# The help's characters beyond ASCII (relay cost's × and ÷), as plain text for an output whose encoding lacks them.
+_PLAIN = str.maketrans({"×": "x", "÷": "/", "≥": ">=", "≤": "<=", "–": "-", "—": "-", "…": "...", "→": "->"})
+
+
+class _Parser(argparse.ArgumentParser):
+    """The ``relay`` parser, and its subcommands' (argparse makes them of the same class)."""
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        """The help, written whatever standard output's encoding: in an ASCII locale (PYTHONIOENCODING=ascii, a
+        locale without UTF-8), ``relay cost --help`` raised UnicodeEncodeError at its ×, a traceback."""
+        out = sys.stdout if file is None else file
+        text = self.format_help()
+        encoding = getattr(out, "encoding", None) or "utf-8"
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError:
+            text = text.translate(_PLAIN).encode(encoding, "replace").decode(encoding)
+        except LookupError:  # an encoding Python does not know: written as it is
+            pass
+        self._print_message(text, out)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(  # the subcommands' parsers are made of its class
         prog="relay", description="Relay: one realtime API over Pusher, Ably and a self-hosted Pusher-protocol server."
     )
     parser.add_argument("--version", action="version", version=f"relay {__version__}")

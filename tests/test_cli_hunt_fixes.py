@@ -272,3 +272,16 @@ async def test_relay_cost_refuses_an_empty_file_name_naming_the_flag(flag: str) 
     assert outcome.returncode == 2
     assert "Traceback" not in outcome.stderr
     assert outcome.stderr.splitlines()[-1] == f"relay cost: error: argument {flag}: must be a file name, got ''"
+
+
+@pytest.mark.parametrize("command", ["cost", "emulator", "serve", "publish"])
+async def test_every_help_is_written_to_an_ascii_standard_output(command: str) -> None:
+    """In an ASCII locale (PYTHONIOENCODING=ascii, a locale without UTF-8), `relay cost --help` raised
+    UnicodeEncodeError at its ×: a traceback, status 1, and no help. (relay cost's answer says how to fix the
+    encoding; the help is how a user finds anything out.)"""
+    outcome = await run_relay(command, "--help", env={"PYTHONIOENCODING": "ascii"})
+    assert (outcome.returncode, outcome.stderr) == (0, "")
+    assert outcome.stdout.startswith(f"usage: relay {command}")
+    assert outcome.stdout.isascii()
+    if command == "cost":
+        assert "publishes per day = N x 86,400 / (--peak-factor x" in " ".join(outcome.stdout.split())
