@@ -1409,10 +1409,19 @@ def framing_refusal(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, str] |
     return None
 
 
-def _closing_refusal(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def _closing_refusal(
+    status: int, message: str, headers: Mapping[str, str] | None = None, *, ably: bool = False
+) -> JSONResponse:
     """An answer after which the connection is closed (``Connection: close``): what follows this request on the
-    connection is not read, as its framing or size is not trusted."""
-    return JSONResponse({"error": message}, status_code=status, headers={**(headers or {}), "Connection": "close"})
+    connection is not read, as its framing or size is not trusted. With ``ably`` (an answer to ably-js's ``authUrl``),
+    in Ably's shape, as error_response gives it."""
+    answer = (
+        error_response(ProtocolError(message, http_status=status), ably=True)
+        if ably
+        else JSONResponse({"error": message}, status_code=status)
+    )
+    answer.headers.update({**(headers or {}), "Connection": "close"})
+    return answer
 
 
 # A control character in a request's (percent-decoded) path: no route, channel name or user id holds one, and
@@ -1434,15 +1443,18 @@ class HeadGuard:
     A refusal to a page of one of ``cors_origins`` carries CORS's headers for it, as CORSMiddleware's answers do:
     without them the page saw only a network error for the 431 an oversized cookie or JWT brought, not the reason."""
 
-    def __init__(self, app: ASGIApp, cors_origins: Sequence[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, cors_origins: Sequence[str] = (), *, ably_auth: bool = False) -> None:
         self.app = app
         self.cors_origins = frozenset(browser_origin(origin) for origin in cors_origins)
+        # /v1/auth/channel answers ably-js (the primary provider is Ably): its refusals are in Ably's shape, a 403 for
+        # what asking again cannot mend (an oversized cookie's 431), as RequestGuard's and the route's are
+        self.ably_auth = ably_auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refusal = framing_refusal(scope["headers"])
             if refusal is not None:  # where its body ends is not known: none of it is read
-                await _closing_refusal(*refusal, self._refusal_headers(scope))(scope, receive, send)
+                await self._refusal(scope, *refusal)(scope, receive, send)
                 return
             if CONTROL_CHARACTER.search(scope["path"]):
                 refusal = 400, PATH_WITH_CONTROL_CHARACTER
@@ -1457,9 +1469,13 @@ class HeadGuard:
                 refusal = 431, head_too_large(MAX_HEAD_BYTES, size)
             if refusal is not None:
                 await _drain_small_body(scope, receive)
-                await _closing_refusal(*refusal, self._refusal_headers(scope))(scope, receive, send)
+                await self._refusal(scope, *refusal)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope, status: int, message: str) -> JSONResponse:
+        ably = self.ably_auth and route_path(scope) == "/v1/auth/channel"
+        return _closing_refusal(status, message, self._refusal_headers(scope), ably=ably)
 
     def _refusal_headers(self, scope: Scope) -> dict[str, str]:
         """CORS's headers for an allowed origin, and ``no-store`` on the auth paths, as their other refusals."""
@@ -2039,7 +2055,7 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
             # A browser's fetch reads only the headers CORS exposes: a page's resend must see it was a replay
             expose_headers=[REPLAYED_HEADER],
         )
-    app.add_middleware(HeadGuard, cors_origins=settings.cors_origins)
+    app.add_middleware(HeadGuard, cors_origins=settings.cors_origins, ably_auth=client.config.scheme == "ably")
     app.add_middleware(RefusalLog)  # added last, so outermost: it sees CORS's own refusals too
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
     add_error_handlers(app)

@@ -189,6 +189,26 @@ def test_a_head_of_64_kib_is_served_and_one_byte_more_is_a_431(serve_port: int) 
     assert_serving(serve_port)
 
 
+def test_an_ably_token_request_refused_by_its_head_is_a_403_in_ably_s_shape() -> None:
+    """ably-js asks again, for ever, for a token refused with any status but 403, and reads the status from an
+    ``{"error": {…}}`` body: a head over 64 KiB (a large cookie) or two Authorization headers on /v1/auth/channel were
+    a plain 431 and 400, which ably-js asked again every few seconds. Now a 403 in Ably's shape, as the route's and
+    RequestGuard's refusals; the connection is still closed, and the gateway serves on."""
+    with relay_serve(RELAY_URL="ably://app.key:secret@127.0.0.1:9?tls=false", RELAY_JWT_SECRET=JWT_SECRET) as served:
+        first = b"POST /v1/auth/channel HTTP/1.1\r\nHost: gateway\r\n"
+        too_large = only_answer(exchange(served.port, head_of(MAX_HEAD_BYTES + 1, first)))
+        twice = first + b"Authorization: Bearer a\r\nAuthorization: Bearer b\r\nConnection: close\r\n\r\n"
+        two_credentials = only_answer(exchange(served.port, twice))
+        assert_serving(served.port)
+    message = f"the request line and headers are 65537 bytes; the gateway takes at most 65536 {JWT_HINT}"
+    for (status, headers, body), said in (
+        (too_large, message),
+        (two_credentials, "the request has 2 Authorization headers: send one"),
+    ):
+        assert (status, headers["connection"], headers["cache-control"]) == (403, "close", "no-store")
+        assert body == {"error": {"message": said, "code": 40300, "statusCode": 403}}
+
+
 def test_a_jwt_that_makes_the_head_pass_64_kib_is_a_431_that_says_so(serve_port: int) -> None:
     """The audit's 500 KB JWT got ``400 Invalid HTTP request received.`` in plain text; a long JWT is the likely way
     to pass the limit, so the answer names it."""
