@@ -998,12 +998,16 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(subparsers)
     _publish_parser(subparsers)
     add_cost_command(subparsers)
+    for command in subparsers.choices.values():
+        command.set_defaults(command_parser=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:  # said by the command's parser, with its usage: the top-level one showed only "relay COMMAND"
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     try:
         result: int = args.run(args)
     except ConfigError as exc:

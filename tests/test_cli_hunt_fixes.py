@@ -285,3 +285,21 @@ async def test_every_help_is_written_to_an_ascii_standard_output(command: str) -
     assert outcome.stdout.isascii()
     if command == "cost":
         assert "publishes per day = N x 86,400 / (--peak-factor x" in " ".join(outcome.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        (["emulator", "--prot", "1"], "usage: relay emulator [-h]"),
+        (["serve", "--prot", "1"], "usage: relay serve [-h]"),
+        (["cost", "--nope"], "usage: relay cost [-h]"),
+    ],
+)
+async def test_a_misspelt_flag_is_refused_with_its_command_s_usage(command: list[str], usage: str) -> None:
+    """argparse's top-level parser reported a subcommand's unknown flag with its own usage, 'relay [-h] [--version]
+    COMMAND ...', which lists none of the command's flags; now the command's parser says it, with its usage."""
+    outcome = await run_relay(*command)
+    assert outcome.returncode == 2
+    assert outcome.stderr.startswith(usage), outcome.stderr
+    unknown = " ".join(command[1:])
+    assert outcome.stderr.endswith(f"relay {command[0]}: error: unrecognized arguments: {unknown}\n"), outcome.stderr
