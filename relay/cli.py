@@ -1003,7 +1003,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fill_closed_standard_descriptors() -> None:
+    """Open /dev/null as each of standard input, output and error that was closed (``relay emulator >&-``): else the
+    first socket took its number, and uvloop, which never closes descriptors 0 to 2, aborted at the server's stop."""
+    for descriptor in (0, 1, 2):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one, as those below it are open
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _fill_closed_standard_descriptors()
     parser = build_parser()
     args, unrecognized = parser.parse_known_args(argv)
     if unrecognized:  # said by the command's parser, with its usage: the top-level one showed only "relay COMMAND"

@@ -303,3 +303,22 @@ async def test_a_misspelt_flag_is_refused_with_its_command_s_usage(command: list
     assert outcome.stderr.startswith(usage), outcome.stderr
     unknown = " ".join(command[1:])
     assert outcome.stderr.endswith(f"relay {command[0]}: error: unrecognized arguments: {unknown}\n"), outcome.stderr
+
+
+def test_the_emulator_stops_cleanly_with_its_standard_output_closed() -> None:
+    """``relay emulator >&-``: the listening socket took descriptor 1, and uvloop, which never closes 0 to 2, aborted
+    at the stop ("Assertion `fd > STDERR_FILENO' failed", status -6). Closed standard descriptors are /dev/null now."""
+    command = " ".join([*RELAY, "emulator", "--port", "0"])
+    process = subprocess.Popen(["bash", "-c", f"exec {command} >&-"], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    log = ""
+    while "emulator listening" not in log:
+        line = process.stderr.readline()
+        assert line, f"the emulator ended before listening: {log}"
+        log += line
+    port = int(re.search(r"port=(\d+)", log).group(1))  # type: ignore[union-attr]
+    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=20) == 0, rest
+    assert "Assertion" not in rest and "shutdown: done" in rest, rest
