@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from relay import __version__
@@ -44,8 +44,11 @@ from relay.errors import ConfigError
 from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
 from relay.protocol.hosts import is_dual_stack, is_loopback
 
-if TYPE_CHECKING:
-    from _typeshed import SupportsWrite
+
+class _TextOut(Protocol):
+    """Where help is written (argparse's ``file``: anything with ``write(str)``)."""
+
+    def write(self, text: str, /) -> object: ...
 
 
 def _emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -973,7 +976,7 @@ _PLAIN = str.maketrans({"×": "x", "÷": "/", "≥": ">=", "≤": "<=", "–": "
 class _Parser(argparse.ArgumentParser):
     """The ``relay`` parser, and its subcommands' (argparse makes them of the same class)."""
 
-    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+    def print_help(self, file: _TextOut | None = None) -> None:
         """The help, written whatever standard output's encoding: in an ASCII locale (PYTHONIOENCODING=ascii, a
         locale without UTF-8), ``relay cost --help`` raised UnicodeEncodeError at its ×, a traceback."""
         out = sys.stdout if file is None else file
