@@ -262,6 +262,14 @@ class GatewaySettings:
                 f"RELAY_WEBHOOK_FORWARD_URL: {self.webhook_forward_url!r} is not an http(s) URL "
                 "such as https://app.example.com/relay-webhooks"
             )
+        if self.webhook_forward_url is not None and token is not None and httpx.URL(self.webhook_forward_url).userinfo:
+            # httpx sends a URL's user:password as Authorization: Basic, in place of the forward's Bearer token: the
+            # receiver checking the token refused every forward, and the 502 blamed the token it was never sent
+            raise ConfigError(
+                "RELAY_WEBHOOK_FORWARD_URL has a user name or password before its host (user:password@), which "
+                "would be sent as Authorization: Basic in place of the Authorization: Bearer RELAY_API_TOKEN the "
+                "receiver checks: remove them from the URL"
+            )
 
     def summary(self) -> list[str]:
         """What the gateway will do, for the log at start (no secret in it): where it publishes, whether the server

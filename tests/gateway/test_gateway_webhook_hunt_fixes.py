@@ -8,6 +8,8 @@ import time
 import httpx
 import pytest
 
+from relay.errors import ConfigError
+from relay.gateway import GatewaySettings
 from relay.protocol.ably import webhook_signature
 from relay.protocol.signing import webhook_signature as pusher_signature
 from tests.conftest import free_port
@@ -120,3 +122,28 @@ async def test_a_forward_that_fails_says_where_to_and_why(
     assert "POST /v1/webhooks answered 502: forwarding to RELAY_WEBHOOK_FORWARD_URL failed: ConnectError" in (
         " ".join(logged)
     )
+
+
+async def test_a_forward_url_with_a_password_is_refused_at_start_when_the_forward_carries_the_api_token(
+    start_gateway: StartGateway, receiver: Receiver
+) -> None:
+    """httpx sends a URL's user:password as Authorization: Basic, in place of the headers' Authorization: Bearer
+    RELAY_API_TOKEN: a receiver behind basic auth got "Basic dTpw" and no token, refused every forward, and the 502
+    said "the route refused the gateway's Authorization: Bearer RELAY_API_TOKEN", a header it was never sent. Now the
+    gateway stops at start, naming the setting and without repeating the password; without the token, the URL's
+    credentials are the forward's only ones, and are sent."""
+    env = {"RELAY_URL": "emulator://app-key:app-secret@127.0.0.1:1/apps/1"}
+    with_password = receiver.url.replace("http://", "http://hooks:pass-word@", 1)
+    with pytest.raises(ConfigError) as refused:
+        GatewaySettings.from_env({**env, "RELAY_API_TOKEN": TOKEN, "RELAY_WEBHOOK_FORWARD_URL": with_password})
+    assert refused.value.message == (
+        "RELAY_WEBHOOK_FORWARD_URL has a user name or password before its host (user:password@), which would be sent "
+        "as Authorization: Basic in place of the Authorization: Bearer RELAY_API_TOKEN the receiver checks: remove "
+        "them from the URL"
+    )
+    gateway = await start_gateway(env={**env, "RELAY_WEBHOOK_FORWARD_URL": with_password})
+    body, headers = pusher_webhook()
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        assert (await http.post("/v1/webhooks", content=body, headers=headers)).status_code == 200
+    [delivery] = await receiver.wait_for(1)
+    assert delivery.header_values("authorization") == ["Basic aG9va3M6cGFzcy13b3Jk"]
