@@ -6,6 +6,7 @@ that embed Relay (:func:`gateway_router`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -1720,7 +1721,7 @@ def gateway_router(
     rule_specs: dict[str, RuleSpec] = {}
     for spec in settings.rules:  # the first rule with a pattern decides, so a later one with the same is never used
         rule_specs.setdefault(spec.pattern, spec)
-    forward = httpx.AsyncClient(timeout=10.0) if settings.webhook_forward_url else None
+    forward = httpx.AsyncClient(timeout=FORWARD_SECONDS) if settings.webhook_forward_url else None
     # The forward says it comes from the gateway with Authorization: Bearer RELAY_API_TOKEN, not an HMAC of the
     # body: its receiver is the app's backend, which holds that token already (it publishes with it), so there is
     # no second secret to configure and the check is one constant-time comparison. The token crosses the network
@@ -1896,7 +1897,16 @@ def gateway_router(
         if forward is not None and settings.webhook_forward_url is not None:
             payload = {"events": [_event_json(event) for event in events]}
             try:
-                response = await forward.post(settings.webhook_forward_url, json=payload, headers=forward_headers)
+                # The whole forward within FORWARD_SECONDS, answer read: httpx's timeout bounds each read alone, and a
+                # route answering a byte every few seconds held the webhook (and its connection) for as long as it
+                # sent them, past the provider's own timeout
+                async with asyncio.timeout(FORWARD_SECONDS):
+                    response = await forward.post(settings.webhook_forward_url, json=payload, headers=forward_headers)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                # httpx's own timeouts say only "Cancelled via cancel scope 7fdf…; reason: deadline exceeded"
+                what = "no connection" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "no answer"
+                failed = f"forwarding to RELAY_WEBHOOK_FORWARD_URL failed: {what} within {FORWARD_SECONDS:g} s"
+                return JSONResponse({"error": f"{failed} {RETRIED}"}, status_code=502)
             except httpx.HTTPError as exc:
                 failed = (
                     f"forwarding to RELAY_WEBHOOK_FORWARD_URL failed: {exc.__class__.__name__}: {first_cause(exc):.300}"
@@ -1915,6 +1925,9 @@ def gateway_router(
 
     return router
 
+
+# How long a webhook forward may take, from connecting to the answer read whole (docs/gateway.md: "up to 10 s").
+FORWARD_SECONDS = 10.0
 
 # What a 502 to the provider brings about: it delivers the webhook again later, so nothing is lost meanwhile.
 RETRIED = "(the provider sends the webhook again)"

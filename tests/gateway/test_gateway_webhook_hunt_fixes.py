@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections import deque
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
+from relay import gateway as gateway_module
 from relay.errors import ConfigError
 from relay.gateway import GatewaySettings
 from relay.protocol.ably import webhook_signature
 from relay.protocol.signing import webhook_signature as pusher_signature
 from tests.conftest import free_port
 from tests.gateway.conftest import JWT_SECRET, TOKEN, StartGateway
-from tests.webhook_receiver import Receiver, StartReceiver
+from tests.webhook_receiver import Receiver, StartReceiver, serving
 
 ABLY_KEY_NAME, ABLY_SECRET = "appid.keyid", "ably-key-secret"
 
@@ -147,3 +151,42 @@ async def test_a_forward_url_with_a_password_is_refused_at_start_when_the_forwar
         assert (await http.post("/v1/webhooks", content=body, headers=headers)).status_code == 200
     [delivery] = await receiver.wait_for(1)
     assert delivery.header_values("authorization") == ["Basic aG9va3M6cGFzcy13b3Jk"]
+
+
+class Trickling(Receiver):
+    """A route that answers 200 at once, then its body a byte every 0.2 s for 4 s."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for _ in range(20):
+            await send({"type": "http.response.body", "body": b".", "more_body": True})
+            await asyncio.sleep(0.2)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def test_a_forward_is_bounded_as_a_whole_and_its_timeout_said_plainly(
+    start_gateway: StartGateway, start_receiver: StartReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forward's 10 s (docs/gateway.md: the gateway answers "once your route handler has answered it (up to
+    10 s)") bounded each read alone: a route answering a byte at a time held the webhook for as long as it sent them,
+    past the provider's 4 s, answered 200 at last. And a route that did not answer within it was a 502 "ReadTimeout:
+    Cancelled via cancel scope 7fdfe481e840; reason: deadline exceeded", anyio's words. Now the whole forward is
+    bounded, and the 502 says what ran out (here the bound is 1 s, not 10)."""
+    monkeypatch.setattr(gateway_module, "FORWARD_SECONDS", 1.0, raising=False)
+    env = {"RELAY_URL": "emulator://app-key:app-secret@127.0.0.1:1/apps/1", "RELAY_API_TOKEN": TOKEN}
+    timed_out = (
+        502,
+        "forwarding to RELAY_WEBHOOK_FORWARD_URL failed: no answer within 1 s (the provider sends the webhook again)",
+    )
+    async with serving(Trickling()) as trickling:
+        slow = await start_receiver(delays=deque([3.0]))
+        for url in (trickling.url, slow.url):
+            gateway = await start_gateway(env={**env, "RELAY_WEBHOOK_FORWARD_URL": url})
+            body, headers = pusher_webhook()
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+                started = time.monotonic()
+                answered = await http.post("/v1/webhooks", content=body, headers=headers)
+                assert (answered.status_code, answered.json()["error"]) == timed_out
+                assert time.monotonic() - started < 2.5
