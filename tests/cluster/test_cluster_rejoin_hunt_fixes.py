@@ -8,7 +8,22 @@ import asyncio
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, sdk
 from tests.cluster.test_cluster_webhooks import cluster_of, until
-from tests.conftest import StartEmulator
+from tests.conftest import RunningEmulator, StartEmulator
+
+
+async def bob_on_b_watched_from_a(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> tuple[RunningEmulator, RunningEmulator, Client, Client]:
+    """Two nodes A and B: bob a member of presence-room on B, and A's watcher told of him (bob's client is returned
+    too, for the test to keep it, and him, connected)."""
+    a = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
+    b = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
+    watcher = await Client.open(a)
+    await watcher.subscribe("presence-room", "watcher")
+    bob = await Client.open(b)
+    await bob.subscribe("presence-room", "bob")
+    await watcher.expect("pusher_internal:member_added")
+    return a, b, watcher, bob
 
 
 async def test_a_node_registering_while_another_is_yet_to_restore_keeps_that_node_s_members(
@@ -18,13 +33,7 @@ async def test_a_node_registering_while_another_is_yet_to_restore_keeps_that_nod
     yet written what it holds when A registered and read it. A took B's empty state for the truth: its watcher saw
     bob leave and join again, and A's API answers lost him meanwhile. A node not yet restored is now read when its
     own announcement of what it holds comes."""
-    a = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
-    b = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
-    watcher = await Client.open(a)
-    await watcher.subscribe("presence-room", "watcher")
-    bob = await Client.open(b)
-    await bob.subscribe("presence-room", "bob")
-    await watcher.expect("pusher_internal:member_added")
+    a, b, watcher, _bob = await bob_on_b_watched_from_a(redis_server, start_emulator)
     b_registered = asyncio.Event()
     a_register, b_reconcile = cluster_of(a)._register, cluster_of(b)._reconcile
 
@@ -56,13 +65,7 @@ async def test_a_node_registering_after_a_flush_does_not_take_what_another_wrote
     count here, until its heartbeat found it had been forgotten: that state held one field, not what B holds. A,
     registering before B had restored, read it as B's whole state and its watcher saw bob leave and join again.
     Only a state a reconciliation wrote whole is read."""
-    a = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
-    b = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
-    watcher = await Client.open(a)
-    await watcher.subscribe("presence-room", "watcher")
-    bob = await Client.open(b)
-    await bob.subscribe("presence-room", "bob")
-    await watcher.expect("pusher_internal:member_added")
+    a, b, watcher, _bob = await bob_on_b_watched_from_a(redis_server, start_emulator)
     b_registered, a_read = asyncio.Event(), asyncio.Event()
     a_register, b_reconcile = cluster_of(a)._register, cluster_of(b)._reconcile
 
