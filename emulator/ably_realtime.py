@@ -60,6 +60,7 @@ from relay.emulator.ably_hub import (
 )
 from relay.emulator.hub import ForeignPeer
 from relay.emulator.limits import TokenBucket
+from relay.emulator.logs import clipped
 from relay.emulator.session import Link
 from relay.emulator.wire import PING_FRAME
 from relay.protocol.ably import (
@@ -1037,9 +1038,9 @@ def remain_present_for(query: Mapping[str, str]) -> float:
     if raw is None:
         return PRESENCE_HOLD_SECONDS
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) > MAX_REMAIN_PRESENT_MS:
-        shown = raw[:20] + ("…" if len(raw) > 20 else "")
         raise AblyError(
             40003,
-            f"Invalid remainPresentFor {shown!r}: a whole number of milliseconds up to {MAX_REMAIN_PRESENT_MS}",
+            f"Invalid remainPresentFor {clipped(raw, 20)!r}: a whole number of milliseconds up to "
+            f"{MAX_REMAIN_PRESENT_MS}",
         )
     return max(int(raw), MIN_REMAIN_PRESENT_MS) / 1000

@@ -705,7 +705,7 @@ class RedisCluster:
         for node in await self._live_nodes():
             if node != self.node_id:
                 beat = await self._redis.get(self._key("node", node))
-                fields: dict[str, str] = await self._redis.hgetall(self._key("nodestate", node))  # type: ignore[assignment]
+                fields = await self._node_fields(node)
                 # Else not written whole since Redis lost it (what it held then, or changes written since): read when
                 # that node's snapshot comes on the bus
                 if _WRITTEN_FIELD in fields or (beat != _MARKS_ITS_STATE and fields):
@@ -720,9 +720,12 @@ class RedisCluster:
         alive = await asyncio.gather(*(self._redis.exists(self._key("node", node)) for node in members))
         return [node for node, exists in zip(members, alive, strict=True) if exists]
 
-    async def _node_state(self, node: int) -> NodeState:
+    async def _node_fields(self, node: int) -> dict[str, str]:
         fields: dict[str, str] = await self._redis.hgetall(self._key("nodestate", node))  # type: ignore[assignment]
-        return NodeState.parse(fields)
+        return fields
+
+    async def _node_state(self, node: int) -> NodeState:
+        return NodeState.parse(await self._node_fields(node))
 
     async def _reconcile(self, *, new_epoch: bool = True) -> None:
         """Make ``nodestate`` and the webhook counters match what this node holds (after a start or an outage, or

@@ -1521,10 +1521,7 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, settings: GatewaySettings) -> None:
         self.app = app
         self.settings = settings
-        # Whether /v1/auth/channel answers ably-js, decided as the route decides (the primary provider is Ably): its
-        # refusals here are then in Ably's shape as the route's are, since ably-js reads the status from the body
-        _, configs = parse_configuration(settings.relay_url)
-        self.ably = configs[0].scheme == "ably"
+        self.ably = answers_ably_js(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope) if scope["type"] == "http" and scope["method"] == "POST" else ""
@@ -1551,6 +1548,13 @@ class RequestGuard:
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
+
+
+def answers_ably_js(settings: GatewaySettings) -> bool:
+    """Whether /v1/auth/channel answers ably-js (the primary provider is Ably), as the route decides: the guards'
+    refusals there are then in Ably's shape, as the route's are."""
+    _, configs = parse_configuration(settings.relay_url)
+    return configs[0].scheme == "ably"
 
 
 def content_coding_refusal(content_encoding: str) -> str | None:
@@ -2076,7 +2080,7 @@ def create_app(settings: GatewaySettings, *, webhook_hook: WebhookHook | None = 
             # A browser's fetch reads only the headers CORS exposes: a page's resend must see it was a replay
             expose_headers=[REPLAYED_HEADER],
         )
-    app.add_middleware(HeadGuard, cors_origins=settings.cors_origins, ably_auth=client.config.scheme == "ably")
+    app.add_middleware(HeadGuard, cors_origins=settings.cors_origins, ably_auth=answers_ably_js(settings))
     app.add_middleware(RefusalLog)  # added last, so outermost: it sees CORS's own refusals too
     app.include_router(gateway_router(settings, client, webhook_hook=webhook_hook))
     add_error_handlers(app)

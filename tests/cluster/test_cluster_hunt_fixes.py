@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, sdk
 from tests.cluster.test_cluster_webhooks import cluster_of, counts_in, hooked, until
-from tests.conftest import StartEmulator
+from tests.conftest import RunningEmulator, StartEmulator
 from tests.operations.test_metrics import scrape
 from tests.webhook_receiver import Receiver
 
@@ -24,6 +24,21 @@ async def redis_command(server: RedisServer, *args: object) -> object:
         return await client.execute_command(*args)
     finally:
         await client.aclose()
+
+
+async def bob_on_b_watched_from_a(
+    redis_server: RedisServer, start_emulator: StartEmulator
+) -> tuple[RunningEmulator, RunningEmulator, Client, Client]:
+    """Two nodes A and B: bob a member of presence-room on B, and A's watcher told of him (bob's client is returned
+    too, for the test to keep it, and him, connected)."""
+    a = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
+    b = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
+    watcher = await Client.open(a)
+    await watcher.subscribe("presence-room", "watcher")
+    bob = await Client.open(b)
+    await bob.subscribe("presence-room", "bob")
+    await watcher.expect("pusher_internal:member_added")
+    return a, b, watcher, bob
 
 
 async def test_publishes_after_redis_closed_idle_connections_reach_the_other_node(
@@ -126,13 +141,7 @@ async def test_a_short_redis_restart_does_not_make_remote_members_leave(
     """Redis restarted (its data gone) for well under node_ttl: the node back first used to forget the other at its
     first heartbeat, before that one registered again, and its clients saw every remote member leave and re-join.
     B is made to register 1 s after Redis is back (its own retry back-off may be that long)."""
-    a = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
-    b = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
-    watcher = await Client.open(a)
-    await watcher.subscribe("presence-room", "watcher")
-    bob = await Client.open(b)
-    await bob.subscribe("presence-room", "bob")
-    await watcher.expect("pusher_internal:member_added")
+    a, b, watcher, _bob = await bob_on_b_watched_from_a(redis_server, start_emulator)
     register = cluster_of(b)._register
 
     async def late_register() -> None:

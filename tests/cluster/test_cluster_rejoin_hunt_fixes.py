@@ -7,23 +7,9 @@ import asyncio
 
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, sdk
+from tests.cluster.test_cluster_hunt_fixes import bob_on_b_watched_from_a
 from tests.cluster.test_cluster_webhooks import cluster_of, until
-from tests.conftest import RunningEmulator, StartEmulator
-
-
-async def bob_on_b_watched_from_a(
-    redis_server: RedisServer, start_emulator: StartEmulator
-) -> tuple[RunningEmulator, RunningEmulator, Client, Client]:
-    """Two nodes A and B: bob a member of presence-room on B, and A's watcher told of him (bob's client is returned
-    too, for the test to keep it, and him, connected)."""
-    a = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
-    b = await start_emulator(redis_url=redis_server.url, node_ttl=3.0)
-    watcher = await Client.open(a)
-    await watcher.subscribe("presence-room", "watcher")
-    bob = await Client.open(b)
-    await bob.subscribe("presence-room", "bob")
-    await watcher.expect("pusher_internal:member_added")
-    return a, b, watcher, bob
+from tests.conftest import StartEmulator
 
 
 async def test_a_node_registering_while_another_is_yet_to_restore_keeps_that_node_s_members(
