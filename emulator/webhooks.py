@@ -86,6 +86,9 @@ class WebhookDispatcher:
         self._clock = clock
         self._on_delivery = on_delivery
         self._batch: list[WebhookEvent] = []
+        # Hosted Pusher sends a batch when it holds a request's worth of events, before its window closes: a burst
+        # reaches the receiver a window sooner.
+        self._full_batch = min((EVENTS_PER_REQUEST[hook.format] for hook in app.webhooks), default=0)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._delayed: dict[Hashable, tuple[asyncio.TimerHandle, WebhookEvent]] = {}
         # Per webhook (by index): events waiting for it, in order, and the task sending them one request at a time,
@@ -130,7 +133,11 @@ class WebhookDispatcher:
         if not self.enabled:
             return
         self._batch.append(event)
-        if self._flush_handle is None:
+        if len(self._batch) >= self._full_batch:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self._flush()
+        elif self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(self._app.webhook_batch_ms / 1000, self._flush)
 

@@ -100,3 +100,28 @@ async def test_webhook_retry_for_runs_from_when_an_event_was_queued_not_from_whe
         await dispatcher.close(grace=1.0)
     assert [delivery.events[0]["channel"] for delivery in receiver.deliveries] == ["first", "first", "second", "second"]
     assert receiver.deliveries[3].events == [{"name": "channel_vacated", "channel": "second"}]
+
+
+async def test_a_batch_holding_a_request_s_worth_of_events_is_sent_before_its_window_closes(
+    receiver: Receiver,
+) -> None:
+    """Hosted Pusher sends a batch after 250 ms or once it holds 20 events. The emulator waited out its window
+    whatever it held, so a burst reached the receiver a window late; now 20 events go at once, and what follows them
+    waits for the window as before."""
+    app = replace(TEST_APP, webhooks=(Webhook(url=receiver.url + "/hooks"),), webhook_batch_ms=60_000)
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(app, client)
+        for number in range(21):
+            dispatcher.emit({"name": "channel_occupied", "channel": f"room-{number}"})
+        await receiver.wait_for(1, within=3.0)
+        assert [event["channel"] for event in receiver.deliveries[0].events] == [f"room-{n}" for n in range(20)]
+        for _ in range(200):  # the request is answered, and the 21st waits for the minute's window
+            if dispatcher.pending == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert dispatcher.pending == 1
+        assert len(receiver.deliveries) == 1
+        await dispatcher.close(grace=1.0)
+    assert [event["channel"] for delivery in receiver.deliveries for event in delivery.events] == [
+        f"room-{n}" for n in range(21)
+    ]
