@@ -1917,7 +1917,7 @@ def gateway_router(
                 )
                 return JSONResponse({"error": f"{failed} {RETRIED}"}, status_code=502)
             if response.status_code >= 300:
-                return JSONResponse({"error": _forward_refused(response.status_code, settings)}, status_code=502)
+                return JSONResponse({"error": _forward_refused(response, settings)}, status_code=502)
         return JSONResponse({"events": len(events)})
 
     # HEAD too: load balancers' health checks send it (AWS target groups, HAProxy's option httpchk HEAD). Out of the
@@ -1944,9 +1944,21 @@ def _from_header(error: RelayError, header: str | None) -> RelayError:
     return error
 
 
-def _forward_refused(status: int, settings: GatewaySettings) -> str:
-    """The 502 for a forward the route answered ``status`` (not a 2xx): a 401 or 403 is most likely the route checking
-    another token than the one the gateway sends."""
+def _forward_refused(response: httpx.Response, settings: GatewaySettings) -> str:
+    """The 502 for a forward the route answered other than 2xx: a 401 or 403 is most likely the route checking another
+    token than the one the gateway sends; a redirect, a forward URL that is not where the route is."""
+    status = response.status_code
+    location = response.headers.get("location")
+    if 300 <= status < 400 and location:
+        # The gateway follows no redirect: a POST's events and token are not sent on to wherever a Location points.
+        # A redirect is how a route says the URL differs (Next.js's trailingSlash answers 308 to "/api/webhooks/", a
+        # host to its https:// URL); shown without user-info or query, which may hold a credential.
+        target = response.url.join(location)
+        shown = f"{target.scheme}://{target.netloc.decode('ascii')}{target.path}"[:300]
+        return (
+            f"RELAY_WEBHOOK_FORWARD_URL answered {status}, a redirect to {shown!r}: the gateway follows no redirect; "
+            f"set RELAY_WEBHOOK_FORWARD_URL to the URL the route answers at {RETRIED}"
+        )
     if status in (401, 403) and settings.api_token is not None:
         return (
             f"RELAY_WEBHOOK_FORWARD_URL answered {status}: the route refused the gateway's Authorization: Bearer "

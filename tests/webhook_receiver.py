@@ -46,13 +46,14 @@ class Delivery:
 @dataclass
 class Receiver:
     """An ASGI app recording every request and answering ``statuses`` in turn (``status`` once they run out), each
-    after the next of ``delays`` seconds (at once once they run out)."""
+    after the next of ``delays`` seconds (at once once they run out), with ``headers`` besides its Content-Type."""
 
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)
     statuses: deque[int] = field(default_factory=deque)
     status: int = 200
     delays: deque[float] = field(default_factory=deque)
+    headers: dict[str, str] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,7 +71,8 @@ class Receiver:
         status = self.statuses.popleft() if self.statuses else self.status
         if self.delays:
             await asyncio.sleep(self.delays.popleft())
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        answer = [(b"content-type", b"text/plain")] + [(k.encode(), v.encode()) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": answer})
         await send({"type": "http.response.body", "body": b"ok"})
 
     async def until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:

@@ -190,3 +190,30 @@ async def test_a_forward_is_bounded_as_a_whole_and_its_timeout_said_plainly(
                 answered = await http.post("/v1/webhooks", content=body, headers=headers)
                 assert (answered.status_code, answered.json()["error"]) == timed_out
                 assert time.monotonic() - started < 2.5
+
+
+async def test_a_forward_answered_with_a_redirect_names_where_it_points(
+    start_gateway: StartGateway, start_receiver: StartReceiver
+) -> None:
+    """A Next.js app with trailingSlash answers a POST to /api/webhooks with 308 to /api/webhooks/: the gateway, which
+    follows no redirect (the events and the token are not sent on), answered 502 "RELAY_WEBHOOK_FORWARD_URL answered
+    308", and the setting's mistake stayed hidden. Now the 502 names the URL the route points to, without the
+    user-info or query a Location may carry, and the gateway serves on."""
+    moved = await start_receiver(status=308, headers={"Location": "/api/webhooks/?token=s3cret"})
+    env = {
+        "RELAY_URL": "emulator://app-key:app-secret@127.0.0.1:1/apps/1",
+        "RELAY_API_TOKEN": TOKEN,
+        "RELAY_WEBHOOK_FORWARD_URL": f"{moved.url}/api/webhooks",
+    }
+    gateway = await start_gateway(env=env)
+    body, headers = pusher_webhook()
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        answered = await http.post("/v1/webhooks", content=body, headers=headers)
+        assert (answered.status_code, answered.json()["error"]) == (
+            502,
+            f"RELAY_WEBHOOK_FORWARD_URL answered 308, a redirect to '{moved.url}/api/webhooks/': the gateway follows "
+            "no redirect; set RELAY_WEBHOOK_FORWARD_URL to the URL the route answers at (the provider sends the "
+            "webhook again)",
+        )
+        assert (await http.get("/health")).status_code == 200
+    assert [delivery.path for delivery in moved.deliveries] == ["/api/webhooks"]
