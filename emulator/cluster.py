@@ -389,6 +389,22 @@ class NodeState:
         return encoded
 
 
+def _written_state(beat: str | None, fields: Mapping[str, str], *, empty_holds_nothing: bool) -> NodeState | None:
+    """What a node's stored state (``fields``, read with its heartbeat ``beat``) says it holds, or None when that is
+    not known yet: the reader keeps what it knew of the node, and reads it again on the node's announcement of its
+    state (its snapshot). A node that marks its state (beat _MARKS_ITS_STATE) wrote it whole only with the mark:
+    without it Redis lost its data and the node has not restored it yet (its state empty, or holding only changes it
+    wrote since). A node without a heartbeat is gone (its burial forgets it) or Redis lost its data, and it registers
+    again and announces. An earlier release's state (beat "1") has no mark and is read as it stands; an empty one is
+    read as holding nothing only if ``empty_holds_nothing`` (a re-read, most likely of a node that holds nothing), else
+    as not written yet (a registration, which follows an outage or a data loss)."""
+    if _WRITTEN_FIELD in fields:
+        return NodeState.parse(fields)
+    if beat is None or beat == _MARKS_ITS_STATE or not (fields or empty_holds_nothing):
+        return None
+    return NodeState.parse(fields)
+
+
 def _occupied_field(app_id: str, channel: str) -> str:
     return _SEP.join(("o", app_id, channel))
 
@@ -704,12 +720,10 @@ class RedisCluster:
         await self._reconcile()
         for node in await self._live_nodes():
             if node != self.node_id:
-                beat = await self._redis.get(self._key("node", node))
-                fields = await self._node_fields(node)
-                # Else not written whole since Redis lost it (what it held then, or changes written since): read when
-                # that node's snapshot comes on the bus
-                if _WRITTEN_FIELD in fields or (beat != _MARKS_ITS_STATE and fields):
-                    self._apply_snapshot(node, NodeState.parse(fields))
+                beat: str | None = await self._redis.get(self._key("node", node))  # type: ignore[assignment]
+                held = _written_state(beat, await self._node_fields(node), empty_holds_nothing=False)
+                if held is not None:  # else read when that node's snapshot comes on the bus
+                    self._apply_snapshot(node, held)
         await self._load_cache()
         await self._load_published()
         await self._load_nonces()
@@ -1724,11 +1738,24 @@ class RedisCluster:
             state.foreign_presence.remote_presence(node, args[1], _unpack(args[2]))
 
     def _resync(self, node: int) -> Operation:
+        """Read ``node``'s stored state again (it announced its snapshot, or this node's bus subscription dropped and
+        what ``node`` announced meanwhile is lost) and take it for what ``node`` holds, if it is known (see
+        :func:`_written_state`): a state not written whole since Redis lost its data keeps what this node knew of
+        ``node``, whose snapshot comes once it is written."""
+
         def resync(commands: _Commands) -> None:
+            read: dict[str, str | None] = {}  # no beat if its GET failed: the state is not read then
+            commands.pipe.get(self._key("node", node))
+            commands.then(lambda beat: read.update(beat=beat))
             commands.pipe.hgetall(self._key("nodestate", node))
-            commands.then(lambda fields: self._apply_snapshot(node, NodeState.parse(fields)))
+            commands.then(lambda fields: self._resynced(node, read.get("beat"), fields))
 
         return resync
+
+    def _resynced(self, node: int, beat: str | None, fields: Mapping[str, str]) -> None:
+        held = _written_state(beat, fields, empty_holds_nothing=True)
+        if held is not None:
+            self._apply_snapshot(node, held)
 
     def _apply_snapshot(self, node: int, held: NodeState) -> None:
         """Replace what this node believes ``node`` holds with ``held``, sending only the differences."""
