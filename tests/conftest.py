@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
 
+from relay.cost.usage import UsageDay
 from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
+from relay.emulator.usage import SECONDS_PER_DAY, DayUsage
 from relay.protocol.signing import sign_rest_request
 from tests.webhook_receiver import receiver as receiver
 from tests.webhook_receiver import start_receiver as start_receiver
@@ -78,12 +80,15 @@ def signed_publish(running: RunningEmulator, path: str, body: bytes, key: str | 
 
 @pytest.fixture
 async def start_emulator() -> AsyncIterator[StartEmulator]:
-    """Start emulators with any config: ``await start_emulator(app=replace(TEST_APP, …), apps=(…), **server)``."""
+    """Start emulators with any config: ``await start_emulator(app=replace(TEST_APP, …), apps=(…), **server)``
+    (``wall_clock=``: the clock the node meters usage, stamps messages and checks signatures by)."""
     running: list[tuple[EmulatorNode, object]] = []
 
-    async def start(app: App = TEST_APP, apps: tuple[App, ...] = (), **server: object) -> RunningEmulator:
+    async def start(
+        app: App = TEST_APP, apps: tuple[App, ...] = (), wall_clock: Callable[[], float] = time.time, **server: object
+    ) -> RunningEmulator:
         config = replace(EmulatorConfig(apps=(app, *apps)), **server)  # type: ignore[arg-type]
-        node = EmulatorNode(config)
+        node = EmulatorNode(config, wall_clock=wall_clock)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         server_handle = await start_server(node, sock=sock)
@@ -100,3 +105,42 @@ async def start_emulator() -> AsyncIterator[StartEmulator]:
 async def emulator(start_emulator: StartEmulator) -> RunningEmulator:
     """The emulator with the default test app."""
     return await start_emulator()
+
+
+# -- usage over the UTC days a run spanned ----------------------------------------------------------------------------
+
+PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
+Day = TypeVar("Day", DayUsage, UsageDay, dict[str, Any])
+
+
+def _over_days(name: str, values: list[Any]) -> Any:
+    if any(value is None for value in values):
+        return None
+    if name in PEAKS:
+        return max(values)
+    if name == "measured":  # the spans measured, each day's
+        spans = [span for value in values for span in value]
+        return spans if isinstance(values[0], list) else tuple(spans)
+    return sum(values)
+
+
+def whole_run(days: Mapping[str, Day]) -> Day:
+    """A run's usage over every UTC day it spanned (two for a run across midnight UTC, and a test can be one): its
+    counts added, its peaks the largest of a day's (a day starts with what is open at its midnight as its peak).
+    Minutes are rounded up per day: a test that checks them runs on :func:`clock_clear_of_midnight`."""
+    found = list(days.values())
+    assert found, "no day in the usage"
+    first = found[0]
+    if isinstance(first, dict):
+        return {name: _over_days(name, [day[name] for day in found]) for name in first}
+    combined = {f.name: _over_days(f.name, [getattr(day, f.name) for day in found]) for f in fields(first)}
+    return replace(first, **combined)
+
+
+def clock_clear_of_midnight(margin: float = 300.0) -> Callable[[], float]:
+    """The wall clock, set on past the next midnight UTC if that is less than ``margin`` seconds away: an emulator on
+    it, in a test that ends within ``margin`` seconds, meters one UTC day, whenever the test runs. Set on by less than
+    the 600 s a signed request's timestamp may be off, it still takes the requests a test signs by the real clock."""
+    ahead = SECONDS_PER_DAY - time.time() % SECONDS_PER_DAY
+    offset = ahead + 1.0 if ahead < margin else 0.0
+    return lambda: time.time() + offset

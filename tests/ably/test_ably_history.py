@@ -48,7 +48,7 @@ from relay.emulator.usage import usage_document
 from relay.errors import ConfigError
 from relay.protocol.ably import Rewind
 from relay.protocol.signing import sign_rest_request
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, whole_run
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"1.app-key:app-secret").decode()}
 HAS_BACKLOG = 2
@@ -725,8 +725,8 @@ async def test_messages_read_from_history_are_in_the_usage_as_ably_bills_them(
         assert len((await reader.expect(MESSAGE))["messages"]) == 3
         assert (len(present.json()), len(history.json())) == (2, 2)
         meter = ably_emulator.node.states[APP.app_id].meter
-        assert meter.today().history_messages == 2 + 2 + 3
-        [day] = usage_document([meter], generated_by="test")["apps"][APP.app_id]["days"].values()
+        assert whole_run(meter.days()).history_messages == 2 + 2 + 3
+        day = whole_run(usage_document([meter], generated_by="test")["apps"][APP.app_id]["days"])
         assert day["history_messages"] == 7
     finally:
         for member in members:

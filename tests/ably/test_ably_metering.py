@@ -38,7 +38,7 @@ from websockets.asyncio.client import connect
 from relay.protocol.signing import authorize_channel
 from tests.cluster.conftest import RedisServer
 from tests.cluster.conftest import redis_server as redis_server
-from tests.conftest import RunningEmulator, StartEmulator
+from tests.conftest import RunningEmulator, StartEmulator, whole_run
 from tests.operations.support import publish
 from tests.operations.test_reliability_hunt_fixes import sent_so_far
 
@@ -371,7 +371,7 @@ async def test_ably_presence_is_counted_in_the_usage_as_ably_bills_it(
             serial = await wire.presence(channel, {"action": action, "data": data})
             while not ((answer := await wire.recv(5))["action"] == ACK and answer["msgSerial"] == serial):
                 pass  # the PRESENCE messages it is sent meanwhile
-        day = ably_emulator.node.states[APP.app_id].meter.today()
+        day = whole_run(ably_emulator.node.states[APP.app_id].meter.days())
         assert (day.presence_events, day.presence_deliveries) == (events, deliveries)
     finally:
         for wire in wires:

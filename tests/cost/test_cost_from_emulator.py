@@ -11,6 +11,7 @@ import pusher  # type: ignore[import-untyped]
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.conftest import whole_run
 from tests.emulator_process import EmulatorProcess
 
 
@@ -31,9 +32,9 @@ async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
             await ws.recv()
     assert await emulator.stop(grace=30) == 0
     document = json.loads(usage.read_text())
-    (day,) = document["apps"]["1"]["days"].values()
-    assert (day["peak_connections"], day["publishes"], day["deliveries"]) == (5, 10, 50)
-    ((start, end),) = day["measured"]  # the seconds of the day the run was measuring
+    run = whole_run(document["apps"]["1"]["days"])  # over two days for a run across midnight UTC
+    assert (run["peak_connections"], run["publishes"], run["deliveries"]) == (5, 10, 50)
+    seconds = sum(end - start for start, end in run["measured"])  # the seconds of the day(s) the run was measuring
 
     priced = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -53,7 +54,7 @@ async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     by_provider = {entry["provider"]: entry for entry in estimate["providers"]}
     pusher_estimate = by_provider["pusher"]
     # 10 API calls + 10 x 5 deliveries in the seconds measured, priced as a whole day at that rate
-    assert pusher_estimate["units"]["messages_per_day"] == pytest.approx(60 * 86_400 / (end - start))
+    assert pusher_estimate["units"]["messages_per_day"] == pytest.approx(60 * 86_400 / seconds)
     assert pusher_estimate["status"] == "fits"
     assert any(name.startswith("ably") for name in by_provider)
     assert estimate["workload"]["origin"].startswith(f"measured: {usage}")

@@ -22,7 +22,7 @@ from relay.emulator.logs import Redactor, redact_urls
 from relay.emulator.usage import AppMeter, add_peaks, concurrent_peaks, merge_documents, usage_document
 from relay.emulator.webhooks import WebhookDispatcher
 from tests.cli_support import assert_refused, run_relay, write
-from tests.conftest import StartEmulator, free_port
+from tests.conftest import StartEmulator, free_port, whole_run
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import APP, CREDENTIALS, api, publish, ws_client
 from tests.webhook_receiver import Receiver
@@ -144,8 +144,7 @@ async def test_a_usage_file_that_cannot_be_written_is_refused_at_start(tmp_path:
 
 
 def day_of(document: dict[str, Any]) -> dict[str, int]:
-    (day,) = document["apps"]["1"]["days"].values()
-    result: dict[str, int] = day
+    result: dict[str, int] = whole_run(document["apps"]["1"]["days"])
     return result
 
 

@@ -27,7 +27,7 @@ from websockets.exceptions import InvalidStatus
 from relay.emulator import webhooks
 from relay.emulator.config import Webhook
 from relay.protocol.signing import user_auth
-from tests.conftest import StartEmulator
+from tests.conftest import StartEmulator, whole_run
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import APP, api, eventually, publish, ws_client
 from tests.operations.test_metrics import APP_LABEL, scrape
@@ -108,17 +108,17 @@ class WireClient:
 
 
 async def sent_so_far(base_url: str) -> tuple[float, float, int]:
-    """relay_messages_sent_total, relay_bytes_sent_total and today's bytes_out in /usage (a cluster node's samples
+    """relay_messages_sent_total, relay_bytes_sent_total and the bytes_out in /usage (a cluster node's samples
     carry its node label too)."""
     samples, _ = await scrape(base_url)
     async with httpx.AsyncClient() as http:
-        (today,) = (await http.get(f"{base_url}/usage")).json()["apps"][APP.app_id]["days"].values()
+        run = whole_run((await http.get(f"{base_url}/usage")).json()["apps"][APP.app_id]["days"])
 
     def of_the_app(name: str) -> float:
         (value,) = [value for (sample, labels), value in samples.items() if sample == name and APP_LABEL[0] in labels]
         return value
 
-    return of_the_app("relay_messages_sent_total"), of_the_app("relay_bytes_sent_total"), today["bytes_out"]
+    return of_the_app("relay_messages_sent_total"), of_the_app("relay_bytes_sent_total"), run["bytes_out"]
 
 
 async def test_bytes_sent_to_deflate_connections_are_counted_as_written(start_emulator: StartEmulator) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from relay.cost.usage import parse_usage
 from relay.emulator.shutdown import batch_plan
+from tests.conftest import whole_run
 from tests.emulator_process import EmulatorProcess
 from tests.node_scenarios import NODE, app_env, node_modules
 from tests.operations.support import (
@@ -119,11 +120,11 @@ async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_r
         assert "closing connections with 4200" in log and f"connections={CLIENTS}" in log
 
         usage = parse_usage(json.loads(usage_file.read_text()))  # what `relay cost --usage` reads
-        days = list(usage.apps[APP.app_id].days.values())  # two for a run across midnight UTC
-        assert max(day.peak_connections for day in days) == CLIENTS
-        assert (sum(day.publishes for day in days), sum(day.deliveries for day in days)) == (1, CLIENTS)
-        assert sum(day.presence_events for day in days) == 2 * CLIENTS  # everyone joined, everyone left
-        assert sum(day.webhooks for day in days) >= 2 and usage.apps[APP.app_id].unique_users == CLIENTS
+        run = whole_run(usage.apps[APP.app_id].days)  # over two days for a run across midnight UTC
+        assert run.peak_connections == CLIENTS
+        assert (run.publishes, run.deliveries) == (1, CLIENTS)
+        assert run.presence_events == 2 * CLIENTS  # everyone joined, everyone left
+        assert run.webhooks >= 2 and usage.apps[APP.app_id].unique_users == CLIENTS
 
         assert new is not None
         assert await new.stop() == 0

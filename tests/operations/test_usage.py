@@ -18,7 +18,7 @@ from relay.emulator import usage as usage_meter
 from relay.emulator.config import Webhook
 from relay.emulator.usage import AppMeter, merge_documents, usage_document
 from relay.emulator.usage_file import write_usage_file
-from tests.conftest import StartEmulator
+from tests.conftest import StartEmulator, clock_clear_of_midnight
 from tests.operations.support import APP, api, eventually, publish, ws_client
 from tests.webhook_receiver import Receiver
 
@@ -36,7 +36,7 @@ async def get_json(url: str) -> dict[str, object]:
 async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: StartEmulator, receiver: Receiver) -> None:
     app = replace(APP, webhooks=(Webhook(url=receiver.url, event_types=frozenset({"channel_occupied"})),),
                   webhook_batch_ms=10)  # fmt: skip
-    emulator = await start_emulator(app=app)
+    emulator = await start_emulator(app=app, wall_clock=clock_clear_of_midnight())  # minutes are rounded per day
     # Without permessage-deflate, which websockets negotiates by default: BIG would go out in a few dozen bytes.
     alice, bob, carol = [await ws_client(emulator.ws_url(), compression=None) for _ in range(3)]
     for client in (alice, bob, carol):
@@ -65,8 +65,7 @@ async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: Start
 
     document = await get_json(f"{emulator.http_url}/usage")
     usage = parse_usage(document, origin="/usage")  # relay cost's own strict loader accepts it
-    today = dt.datetime.now(dt.UTC).date().isoformat()
-    day = usage.apps["1"].days[today]
+    (day,) = usage.apps["1"].days.values()
     assert day.peak_connections == 3
     assert day.peak_channels == 3  # news, presence-room and "empty", active for a minute after its publish
     assert day.connection_minutes == 3 and day.channel_minutes == 3  # open ones count, rounded up
@@ -83,7 +82,7 @@ async def test_usage_counts_messages_as_pusher_and_ably_do(start_emulator: Start
     # Pusher: 4 publishes + 9 deliveries + 1 client event + 1 delivery + 1 member_added delivery + webhooks + 1 call.
     assert day.pusher_messages == 4 + 9 + 1 + 1 + 1 + webhooks + 1
     summary = await get_json(f"{emulator.http_url}/usage?summary=1")
-    today_summary = summary["1"][today]  # type: ignore[index]
+    (today_summary,) = summary["1"].values()  # type: ignore[attr-defined]
     assert today_summary["pusher_messages"] == day.pusher_messages
     # Ably: inbound + outbound per 5 KiB chunk: small 1×(1+3), big 2×(1+3), batch 1×(1+3) + 1×(1+0),
     # client event 1×(1+1), presence enters (1+0) + (1+1), webhooks 1 each.
@@ -102,7 +101,7 @@ async def test_an_ably_message_is_billed_by_its_name_data_client_id_and_extras(s
     """Ably sizes a message as its name + clientId + data + the JSON of its extras, in 5 KiB chunks (ably-and-pricing
     §F.2): 5,100 bytes of data alone are one chunk, with the rest two. Published to a channel nobody is subscribed
     to, which Ably keeps active for a minute: one channel, one channel-minute."""
-    emulator = await start_emulator()
+    emulator = await start_emulator(wall_clock=clock_clear_of_midnight())  # minutes are rounded per day
     message = {"name": "n", "data": "x" * 5100, "clientId": "courier-7", "extras": {"headers": {"k": "v"}}}
     basic = {"Authorization": "Basic " + base64.b64encode(emulator.app.ably_api_key.encode()).decode()}
     async with httpx.AsyncClient(base_url=emulator.http_url) as http:
