@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -525,8 +525,86 @@ class _Outcomes(Generic[R]):
         return next(iter(self.results.values()))
 
 
+# An operation without its I/O: a generator that yields each request it needs sent (with the Sending its errors are
+# worded by), and is sent the response, or has the RelayError of sending it thrown in where it asked. Relay and
+# AsyncRelay only drive it (see _Driven), one sending, the other awaiting: what an operation does across its calls,
+# pages and providers is written once, here, for both.
+_Requests = Generator[tuple[HttpRequest, Sending], HttpResponse, T]
+
+
+class _Driven(Generic[T]):
+    """Requests as a client's ``_drive`` goes through them: ``next_request()`` gives the next request to send, or
+    None when they are done and ``result`` is what they give; ``answer()`` takes its response, or its error."""
+
+    result: T
+
+    def __init__(self, requests: _Requests[T]) -> None:
+        self._requests = requests
+        self._answer: HttpResponse | RelayError | None = None  # None: not started yet
+
+    def answer(self, answer: HttpResponse | RelayError) -> None:
+        self._answer = answer
+
+    def next_request(self) -> tuple[HttpRequest, Sending] | None:
+        # An error is thrown in here, not from the driver's except clause: what the requests raise after it (the next
+        # provider's refusal, a MirrorError) would be chained to it, as if raised while handling it
+        try:
+            if self._answer is None:
+                return next(self._requests)
+            if isinstance(self._answer, RelayError):
+                return self._requests.throw(self._answer)
+            return self._requests.send(self._answer)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+
+def _run_all(calls: list[Call[T]], route: _Route, capability: Capability) -> _Requests[list[T]]:
+    done: list[T] = []
+    sending = _sending(route, capability)
+    for index, call in enumerate(calls, 1):
+        try:
+            done.append((yield from _run(call, sending)))
+        except RelayError as error:
+            _note_published(error, done, capability, len(calls) - index)
+            raise
+    return done
+
+
+def _run(call: Call[T], sending: Sending) -> _Requests[T]:
+    response = None if call.request is None else (yield from _first_response(call, call.request, sending))
+    result, follow = call.pages(response)
+    restarts = MAX_RESTARTS
+    requested = _Requested(call.request)
+    while follow is not None:
+        requested.add(follow, sending)
+        try:
+            page_response = yield follow, sending
+        except RelayError as error:
+            if call.request is None or not restarts or not call.restarts_after(error):
+                raise
+            restarts -= 1
+            result, follow = call.pages((yield from _first_response(call, call.request, sending)))
+            requested = _Requested(call.request)
+            continue
+        page, follow = call.pages(page_response)
+        result = call.joined(result, page)
+    return result
+
+
+def _first_response(call: Call[Any], request: HttpRequest, sending: Sending) -> _Requests[HttpResponse]:
+    try:
+        return (yield request, sending)
+    except RelayError as error:
+        instead = call.request_instead(error)
+        if instead is None:
+            raise
+    return (yield instead, sending)
+
+
 class _BaseRelay:
-    """What both clients do without I/O: describe themselves, sign auth bodies, verify webhooks."""
+    """What both clients do without I/O: describe themselves, sign auth bodies, verify webhooks, and make each
+    operation's requests (which they send)."""
 
     _ops: _Operations
     # The senders know when they are closed; a provider no request goes to (memory) would not
@@ -588,6 +666,28 @@ class _BaseRelay:
         body received: bytes, or the str they decode to."""
         return _verify_webhook(self._ops, headers, body)
 
+    # -- the operations' engine, sans I/O ---------------------------------------------------------------------
+
+    def _each(
+        self, operation: Callable[[Adapter], list[Call[T]]], capability: Capability, combine: Callable[[list[T]], R]
+    ) -> _Requests[R]:
+        """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode; ``combine``
+        makes one provider's call results the operation's."""
+        if self._closed:
+            raise ClientClosed()
+        plan = self._ops.plan(operation, capability)
+        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=len(plan) == 1)
+        for route, built in plan:
+            try:
+                calls = built if built is not None else self._ops.calls(route, operation, capability)
+                outcome = combine((yield from _run_all(calls, route, capability)))
+            except RelayError as error:
+                outcomes.failed(route.label, error)
+                continue
+            if outcomes.succeeded(route.label, outcome):
+                return outcome
+        return outcomes.final()
+
 
 class Relay(_BaseRelay):
     """The synchronous client. Build it with :meth:`from_url` or :meth:`from_env`."""
@@ -628,65 +728,15 @@ class Relay(_BaseRelay):
         self._closed = True
         self._sender.close()
 
-    def _run(self, call: Call[T], sending: Sending) -> T:
-        response = None if call.request is None else self._first_response(call, call.request, sending)
-        result, follow = call.pages(response)
-        restarts = MAX_RESTARTS
-        requested = _Requested(call.request)
-        while follow is not None:
-            requested.add(follow, sending)
+    def _drive(self, requests: _Requests[T]) -> T:
+        """What ``requests`` give, each request they ask for sent."""
+        driven = _Driven(requests)
+        while (asked := driven.next_request()) is not None:
             try:
-                page_response = self._sender.send(follow, sending)
+                driven.answer(self._sender.send(*asked))
             except RelayError as error:
-                if call.request is None or not restarts or not call.restarts_after(error):
-                    raise
-                restarts -= 1
-                result, follow = call.pages(self._first_response(call, call.request, sending))
-                requested = _Requested(call.request)
-                continue
-            page, follow = call.pages(page_response)
-            result = call.joined(result, page)
-        return result
-
-    def _first_response(self, call: Call[Any], request: HttpRequest, sending: Sending) -> HttpResponse:
-        try:
-            return self._sender.send(request, sending)
-        except RelayError as error:
-            instead = call.request_instead(error)
-            if instead is None:
-                raise
-        return self._sender.send(instead, sending)
-
-    def _run_all(self, calls: list[Call[T]], route: _Route, capability: Capability) -> list[T]:
-        done: list[T] = []
-        sending = _sending(route, capability)
-        for index, call in enumerate(calls, 1):
-            try:
-                done.append(self._run(call, sending))
-            except RelayError as error:
-                _note_published(error, done, capability, len(calls) - index)
-                raise
-        return done
-
-    def _each(
-        self, operation: Callable[[Adapter], list[Call[T]]], capability: Capability, combine: Callable[[list[T]], R]
-    ) -> R:
-        """Run ``operation(adapter) -> list[Call]`` on the configured provider(s) according to the mode; ``combine``
-        makes one provider's call results the operation's."""
-        if self._closed:
-            raise ClientClosed()
-        plan = self._ops.plan(operation, capability)
-        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=len(plan) == 1)
-        for route, built in plan:
-            try:
-                calls = built if built is not None else self._ops.calls(route, operation, capability)
-                outcome = combine(self._run_all(calls, route, capability))
-            except RelayError as error:
-                outcomes.failed(route.label, error)
-                continue
-            if outcomes.succeeded(route.label, outcome):
-                return outcome
-        return outcomes.final()
+                driven.answer(error)
+        return driven.result
 
     # -- publishing -------------------------------------------------------------------------------------------
 
@@ -703,17 +753,19 @@ class Relay(_BaseRelay):
         ``idempotency_key``, a repeat within 2 minutes is not sent again: it gets the first result, ``replayed``."""
         publish = self._ops.checked_publish(channels, event, data, socket_id)
         if idempotency_key is None:
-            return self._each(
-                lambda adapter: self._ops.publish_calls(adapter, publish, None), Capability.PUBLISH, _merge
+            return self._drive(
+                self._each(lambda adapter: self._ops.publish_calls(adapter, publish, None), Capability.PUBLISH, _merge)
             )
         key = check_idempotency_key(idempotency_key)
         return self._published.once(
             key,
             publish.sent(),
-            lambda delivered: self._each(
-                self._ops.skipping(lambda adapter: self._ops.publish_calls(adapter, publish, key), delivered),
-                Capability.PUBLISH,
-                _merge,
+            lambda delivered: self._drive(
+                self._each(
+                    self._ops.skipping(lambda adapter: self._ops.publish_calls(adapter, publish, key), delivered),
+                    Capability.PUBLISH,
+                    _merge,
+                )
             ),
         )
 
@@ -723,38 +775,52 @@ class Relay(_BaseRelay):
         """Publish several events, each to its channel; ``idempotency_key`` as :meth:`publish`'s."""
         checked = self._ops.checked_events(events)
         if idempotency_key is None:
-            return self._each(lambda adapter: self._ops.batch_calls(adapter, checked, None), Capability.BATCH, _merge)
+            return self._drive(
+                self._each(lambda adapter: self._ops.batch_calls(adapter, checked, None), Capability.BATCH, _merge)
+            )
         key = check_idempotency_key(idempotency_key)
         return self._published.once(
             key,
             _batch_sent(checked),
-            lambda delivered: self._each(
-                self._ops.skipping(lambda adapter: self._ops.batch_calls(adapter, checked, key), delivered),
-                Capability.BATCH,
-                _merge,
+            lambda delivered: self._drive(
+                self._each(
+                    self._ops.skipping(lambda adapter: self._ops.batch_calls(adapter, checked, key), delivered),
+                    Capability.BATCH,
+                    _merge,
+                )
             ),
         )
 
     def send_to_user(self, user_id: str | int, event: str, data: Any) -> None:
         event, payload = self._ops.checked_user_event(event, data)
-        self._each(lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing)
+        self._drive(
+            self._each(
+                lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
+            )
+        )
 
     def terminate_user_connections(self, user_id: str | int) -> None:
-        self._each(lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing)
+        self._drive(
+            self._each(
+                lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing
+            )
+        )
 
     # -- queries ----------------------------------------------------------------------------------------------
 
     def channel(self, name: str) -> ChannelInfo:
         self._ops.channel(name)
-        return self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single)
+        return self._drive(self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single))
 
     def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
         self._ops.prefix(prefix)
-        return self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single)
+        return self._drive(self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single))
 
     def presence_members(self, channel: str) -> list[PresenceMember]:
         self._ops.channel(channel)
-        return self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
+        return self._drive(
+            self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
+        )
 
 
 class AsyncRelay(_BaseRelay):
@@ -796,63 +862,15 @@ class AsyncRelay(_BaseRelay):
         self._closed = True
         await self._sender.aclose()
 
-    async def _run(self, call: Call[T], sending: Sending) -> T:
-        response = None if call.request is None else await self._first_response(call, call.request, sending)
-        result, follow = call.pages(response)
-        restarts = MAX_RESTARTS
-        requested = _Requested(call.request)
-        while follow is not None:
-            requested.add(follow, sending)
+    async def _drive(self, requests: _Requests[T]) -> T:
+        """What ``requests`` give, each request they ask for sent."""
+        driven = _Driven(requests)
+        while (asked := driven.next_request()) is not None:
             try:
-                page_response = await self._sender.send(follow, sending)
+                driven.answer(await self._sender.send(*asked))
             except RelayError as error:
-                if call.request is None or not restarts or not call.restarts_after(error):
-                    raise
-                restarts -= 1
-                result, follow = call.pages(await self._first_response(call, call.request, sending))
-                requested = _Requested(call.request)
-                continue
-            page, follow = call.pages(page_response)
-            result = call.joined(result, page)
-        return result
-
-    async def _first_response(self, call: Call[Any], request: HttpRequest, sending: Sending) -> HttpResponse:
-        try:
-            return await self._sender.send(request, sending)
-        except RelayError as error:
-            instead = call.request_instead(error)
-            if instead is None:
-                raise
-        return await self._sender.send(instead, sending)
-
-    async def _run_all(self, calls: list[Call[T]], route: _Route, capability: Capability) -> list[T]:
-        done: list[T] = []
-        sending = _sending(route, capability)
-        for index, call in enumerate(calls, 1):
-            try:
-                done.append(await self._run(call, sending))
-            except RelayError as error:
-                _note_published(error, done, capability, len(calls) - index)
-                raise
-        return done
-
-    async def _each(
-        self, operation: Callable[[Adapter], list[Call[T]]], capability: Capability, combine: Callable[[list[T]], R]
-    ) -> R:
-        if self._closed:
-            raise ClientClosed()
-        plan = self._ops.plan(operation, capability)
-        outcomes: _Outcomes[R] = _Outcomes(self._ops.mode, asked_one=len(plan) == 1)
-        for route, built in plan:
-            try:
-                calls = built if built is not None else self._ops.calls(route, operation, capability)
-                outcome = combine(await self._run_all(calls, route, capability))
-            except RelayError as error:
-                outcomes.failed(route.label, error)
-                continue
-            if outcomes.succeeded(route.label, outcome):
-                return outcome
-        return outcomes.final()
+                driven.answer(error)
+        return driven.result
 
     async def publish(
         self,
@@ -865,17 +883,19 @@ class AsyncRelay(_BaseRelay):
     ) -> PublishResult:
         publish = self._ops.checked_publish(channels, event, data, socket_id)
         if idempotency_key is None:
-            return await self._each(
-                lambda adapter: self._ops.publish_calls(adapter, publish, None), Capability.PUBLISH, _merge
+            return await self._drive(
+                self._each(lambda adapter: self._ops.publish_calls(adapter, publish, None), Capability.PUBLISH, _merge)
             )
         key = check_idempotency_key(idempotency_key)
         return await self._published.once(
             key,
             publish.sent(),
-            lambda delivered: self._each(
-                self._ops.skipping(lambda adapter: self._ops.publish_calls(adapter, publish, key), delivered),
-                Capability.PUBLISH,
-                _merge,
+            lambda delivered: self._drive(
+                self._each(
+                    self._ops.skipping(lambda adapter: self._ops.publish_calls(adapter, publish, key), delivered),
+                    Capability.PUBLISH,
+                    _merge,
+                )
             ),
         )
 
@@ -884,42 +904,52 @@ class AsyncRelay(_BaseRelay):
     ) -> PublishResult:
         checked = self._ops.checked_events(events)
         if idempotency_key is None:
-            return await self._each(
-                lambda adapter: self._ops.batch_calls(adapter, checked, None), Capability.BATCH, _merge
+            return await self._drive(
+                self._each(lambda adapter: self._ops.batch_calls(adapter, checked, None), Capability.BATCH, _merge)
             )
         key = check_idempotency_key(idempotency_key)
         return await self._published.once(
             key,
             _batch_sent(checked),
-            lambda delivered: self._each(
-                self._ops.skipping(lambda adapter: self._ops.batch_calls(adapter, checked, key), delivered),
-                Capability.BATCH,
-                _merge,
+            lambda delivered: self._drive(
+                self._each(
+                    self._ops.skipping(lambda adapter: self._ops.batch_calls(adapter, checked, key), delivered),
+                    Capability.BATCH,
+                    _merge,
+                )
             ),
         )
 
     async def send_to_user(self, user_id: str | int, event: str, data: Any) -> None:
         event, payload = self._ops.checked_user_event(event, data)
-        await self._each(
-            lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
+        await self._drive(
+            self._each(
+                lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
+            )
         )
 
     async def terminate_user_connections(self, user_id: str | int) -> None:
-        await self._each(
-            lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing
+        await self._drive(
+            self._each(
+                lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing
+            )
         )
 
     async def channel(self, name: str) -> ChannelInfo:
         self._ops.channel(name)
-        return await self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single)
+        return await self._drive(self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single))
 
     async def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
         self._ops.prefix(prefix)
-        return await self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single)
+        return await self._drive(
+            self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single)
+        )
 
     async def presence_members(self, channel: str) -> list[PresenceMember]:
         self._ops.channel(channel)
-        return await self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
+        return await self._drive(
+            self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
+        )
 
 
 def _verify_webhook(ops: _Operations, headers: WebhookHeaders, body: bytes | str) -> list[WebhookEvent]:
