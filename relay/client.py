@@ -602,6 +602,16 @@ def _first_response(call: Call[Any], request: HttpRequest, sending: Sending) -> 
     return (yield instead, sending)
 
 
+class _Publishing(NamedTuple):
+    """A publish or a batch checked, to send (by a client's ``_publish``)."""
+
+    # Its requests to the providers that have not delivered it already (in a mirror's earlier attempt with the same
+    # idempotency key, which failed on another provider)
+    requests: Callable[[Delivered], _Requests[PublishResult]]
+    # With an idempotency key: the key, and what the publish sends (a resend with the key must send the same)
+    keyed: tuple[str, bytes] | None
+
+
 class _BaseRelay:
     """What both clients do without I/O: describe themselves, sign auth bodies, verify webhooks, and make each
     operation's requests (which they send)."""
@@ -688,6 +698,74 @@ class _BaseRelay:
                 return outcome
         return outcomes.final()
 
+    # -- each operation checked, as the requests the clients send ---------------------------------------------
+
+    def _publishing(
+        self,
+        channels: str | Sequence[str],
+        event: str,
+        data: Any,
+        socket_id: str | None,
+        idempotency_key: str | None,
+    ) -> _Publishing:
+        publish = self._ops.checked_publish(channels, event, data, socket_id)
+        return self._once_per_key(
+            lambda adapter, key: self._ops.publish_calls(adapter, publish, key),
+            Capability.PUBLISH,
+            idempotency_key,
+            publish.sent,
+        )
+
+    def _batch_publishing(
+        self, events: Iterable[Event | Mapping[str, Any]], idempotency_key: str | None
+    ) -> _Publishing:
+        checked = self._ops.checked_events(events)
+        return self._once_per_key(
+            lambda adapter, key: self._ops.batch_calls(adapter, checked, key),
+            Capability.BATCH,
+            idempotency_key,
+            lambda: _batch_sent(checked),
+        )
+
+    def _once_per_key(
+        self,
+        calls: Callable[[Adapter, str | None], list[Call[PublishResult]]],
+        capability: Capability,
+        idempotency_key: str | None,
+        sent: Callable[[], bytes],
+    ) -> _Publishing:
+        """A publish or batch whose ``calls`` to one provider carry its ``idempotency_key``, checked; ``sent``: what it
+        sends (fingerprinted only when there is a key to remember it by)."""
+        key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
+
+        def requests(delivered: Delivered) -> _Requests[PublishResult]:
+            return self._each(self._ops.skipping(lambda adapter: calls(adapter, key), delivered), capability, _merge)
+
+        return _Publishing(requests, None if key is None else (key, sent()))
+
+    def _send_to_user(self, user_id: str | int, event: str, data: Any) -> _Requests[None]:
+        event, payload = self._ops.checked_user_event(event, data)
+        return self._each(
+            lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
+        )
+
+    def _terminate_user_connections(self, user_id: str | int) -> _Requests[None]:
+        return self._each(
+            lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing
+        )
+
+    def _channel(self, name: str) -> _Requests[ChannelInfo]:
+        self._ops.channel(name)
+        return self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single)
+
+    def _channels(self, prefix: str) -> _Requests[dict[str, ChannelInfo]]:
+        self._ops.prefix(prefix)
+        return self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single)
+
+    def _presence_members(self, channel: str) -> _Requests[list[PresenceMember]]:
+        self._ops.channel(channel)
+        return self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
+
 
 class Relay(_BaseRelay):
     """The synchronous client. Build it with :meth:`from_url` or :meth:`from_env`."""
@@ -738,6 +816,12 @@ class Relay(_BaseRelay):
                 driven.answer(error)
         return driven.result
 
+    def _publish(self, publishing: _Publishing) -> PublishResult:
+        if publishing.keyed is None:
+            return self._drive(publishing.requests(NOTHING_DELIVERED))
+        key, sent = publishing.keyed
+        return self._published.once(key, sent, lambda delivered: self._drive(publishing.requests(delivered)))
+
     # -- publishing -------------------------------------------------------------------------------------------
 
     def publish(
@@ -751,76 +835,30 @@ class Relay(_BaseRelay):
     ) -> PublishResult:
         """Publish ``data`` (a str is sent as is, anything else JSON-encoded once) to one or many channels. With an
         ``idempotency_key``, a repeat within 2 minutes is not sent again: it gets the first result, ``replayed``."""
-        publish = self._ops.checked_publish(channels, event, data, socket_id)
-        if idempotency_key is None:
-            return self._drive(
-                self._each(lambda adapter: self._ops.publish_calls(adapter, publish, None), Capability.PUBLISH, _merge)
-            )
-        key = check_idempotency_key(idempotency_key)
-        return self._published.once(
-            key,
-            publish.sent(),
-            lambda delivered: self._drive(
-                self._each(
-                    self._ops.skipping(lambda adapter: self._ops.publish_calls(adapter, publish, key), delivered),
-                    Capability.PUBLISH,
-                    _merge,
-                )
-            ),
-        )
+        return self._publish(self._publishing(channels, event, data, socket_id, idempotency_key))
 
     def publish_batch(
         self, events: Iterable[Event | Mapping[str, Any]], *, idempotency_key: str | None = None
     ) -> PublishResult:
         """Publish several events, each to its channel; ``idempotency_key`` as :meth:`publish`'s."""
-        checked = self._ops.checked_events(events)
-        if idempotency_key is None:
-            return self._drive(
-                self._each(lambda adapter: self._ops.batch_calls(adapter, checked, None), Capability.BATCH, _merge)
-            )
-        key = check_idempotency_key(idempotency_key)
-        return self._published.once(
-            key,
-            _batch_sent(checked),
-            lambda delivered: self._drive(
-                self._each(
-                    self._ops.skipping(lambda adapter: self._ops.batch_calls(adapter, checked, key), delivered),
-                    Capability.BATCH,
-                    _merge,
-                )
-            ),
-        )
+        return self._publish(self._batch_publishing(events, idempotency_key))
 
     def send_to_user(self, user_id: str | int, event: str, data: Any) -> None:
-        event, payload = self._ops.checked_user_event(event, data)
-        self._drive(
-            self._each(
-                lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
-            )
-        )
+        self._drive(self._send_to_user(user_id, event, data))
 
     def terminate_user_connections(self, user_id: str | int) -> None:
-        self._drive(
-            self._each(
-                lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing
-            )
-        )
+        self._drive(self._terminate_user_connections(user_id))
 
     # -- queries ----------------------------------------------------------------------------------------------
 
     def channel(self, name: str) -> ChannelInfo:
-        self._ops.channel(name)
-        return self._drive(self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single))
+        return self._drive(self._channel(name))
 
     def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
-        self._ops.prefix(prefix)
-        return self._drive(self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single))
+        return self._drive(self._channels(prefix))
 
     def presence_members(self, channel: str) -> list[PresenceMember]:
-        self._ops.channel(channel)
-        return self._drive(
-            self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
-        )
+        return self._drive(self._presence_members(channel))
 
 
 class AsyncRelay(_BaseRelay):
@@ -872,6 +910,12 @@ class AsyncRelay(_BaseRelay):
                 driven.answer(error)
         return driven.result
 
+    async def _publish(self, publishing: _Publishing) -> PublishResult:
+        if publishing.keyed is None:
+            return await self._drive(publishing.requests(NOTHING_DELIVERED))
+        key, sent = publishing.keyed
+        return await self._published.once(key, sent, lambda delivered: self._drive(publishing.requests(delivered)))
+
     async def publish(
         self,
         channels: str | Sequence[str],
@@ -881,75 +925,27 @@ class AsyncRelay(_BaseRelay):
         socket_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> PublishResult:
-        publish = self._ops.checked_publish(channels, event, data, socket_id)
-        if idempotency_key is None:
-            return await self._drive(
-                self._each(lambda adapter: self._ops.publish_calls(adapter, publish, None), Capability.PUBLISH, _merge)
-            )
-        key = check_idempotency_key(idempotency_key)
-        return await self._published.once(
-            key,
-            publish.sent(),
-            lambda delivered: self._drive(
-                self._each(
-                    self._ops.skipping(lambda adapter: self._ops.publish_calls(adapter, publish, key), delivered),
-                    Capability.PUBLISH,
-                    _merge,
-                )
-            ),
-        )
+        return await self._publish(self._publishing(channels, event, data, socket_id, idempotency_key))
 
     async def publish_batch(
         self, events: Iterable[Event | Mapping[str, Any]], *, idempotency_key: str | None = None
     ) -> PublishResult:
-        checked = self._ops.checked_events(events)
-        if idempotency_key is None:
-            return await self._drive(
-                self._each(lambda adapter: self._ops.batch_calls(adapter, checked, None), Capability.BATCH, _merge)
-            )
-        key = check_idempotency_key(idempotency_key)
-        return await self._published.once(
-            key,
-            _batch_sent(checked),
-            lambda delivered: self._drive(
-                self._each(
-                    self._ops.skipping(lambda adapter: self._ops.batch_calls(adapter, checked, key), delivered),
-                    Capability.BATCH,
-                    _merge,
-                )
-            ),
-        )
+        return await self._publish(self._batch_publishing(events, idempotency_key))
 
     async def send_to_user(self, user_id: str | int, event: str, data: Any) -> None:
-        event, payload = self._ops.checked_user_event(event, data)
-        await self._drive(
-            self._each(
-                lambda adapter: [adapter.send_to_user(user_id, event, payload)], Capability.SEND_TO_USER, _nothing
-            )
-        )
+        await self._drive(self._send_to_user(user_id, event, data))
 
     async def terminate_user_connections(self, user_id: str | int) -> None:
-        await self._drive(
-            self._each(
-                lambda adapter: [adapter.terminate_user_connections(user_id)], Capability.TERMINATE_USER, _nothing
-            )
-        )
+        await self._drive(self._terminate_user_connections(user_id))
 
     async def channel(self, name: str) -> ChannelInfo:
-        self._ops.channel(name)
-        return await self._drive(self._each(lambda adapter: [adapter.channel(name)], Capability.CHANNEL_INFO, _single))
+        return await self._drive(self._channel(name))
 
     async def channels(self, prefix: str = "") -> dict[str, ChannelInfo]:
-        self._ops.prefix(prefix)
-        return await self._drive(
-            self._each(lambda adapter: [adapter.channels(prefix)], Capability.CHANNEL_LIST, _single)
-        )
+        return await self._drive(self._channels(prefix))
 
     async def presence_members(self, channel: str) -> list[PresenceMember]:
-        self._ops.channel(channel)
-        return await self._drive(
-            self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
-        )
+        return await self._drive(self._presence_members(channel))
 
 
 def _verify_webhook(ops: _Operations, headers: WebhookHeaders, body: bytes | str) -> list[WebhookEvent]:
