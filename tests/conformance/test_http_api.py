@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import App
 from relay.protocol.signing import channel_auth, sign_rest_request
+from tests.conformance.wsclient import Socket, established, official_client
 
 if TYPE_CHECKING:
     from conftest import RunningEmulator, StartEmulator
@@ -37,7 +38,6 @@ DOCS_SECRET = "7ad3773142a6692b25b8"
 DOCS_TIMESTAMP = 1353088179
 DOCS_BODY = b'{"name":"foo","channels":["project-3"],"data":"{\\"some\\":\\"data\\"}"}'
 MASTER_KEY = bytes(range(32))
-RECV_TIMEOUT = 2.0
 
 Pairs = list[tuple[str, str]]
 
@@ -45,23 +45,11 @@ Pairs = list[tuple[str, str]]
 # -- WebSocket subscribers ------------------------------------------------------------------------------------
 
 
-class Subscriber:
+@dataclass
+class Subscriber(Socket):
     """One real WebSocket connection speaking Pusher protocol 7."""
 
-    def __init__(self, ws: ClientConnection, socket_id: str, app: App) -> None:
-        self.ws = ws
-        self.socket_id = socket_id
-        self.app = app
-
-    async def send(self, event: str, data: object, channel: str | None = None) -> None:
-        frame: dict[str, object] = {"event": event, "data": data}
-        if channel is not None:
-            frame["channel"] = channel
-        await self.ws.send(json.dumps(frame))
-
-    async def recv(self, within: float = RECV_TIMEOUT) -> dict[str, Any]:
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), within))
-        return frame
+    app: App
 
     async def silent(self, seconds: float = 0.15) -> None:
         """Nothing arrives within ``seconds``."""
@@ -109,9 +97,7 @@ async def open_ws(start_emulator: StartEmulator) -> AsyncIterator[OpenSubscriber
     async def open_(emulator: RunningEmulator, url: str | None = None) -> Subscriber:
         ws = await connect(url or emulator.ws_url())
         opened.append(ws)
-        frame = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
-        assert frame["event"] == "pusher:connection_established"
-        return Subscriber(ws, json.loads(frame["data"])["socket_id"], emulator.app)
+        return Subscriber(ws, (await established(ws))["socket_id"], emulator.app)
 
     yield open_
     for ws in opened:
@@ -119,13 +105,6 @@ async def open_ws(start_emulator: StartEmulator) -> AsyncIterator[OpenSubscriber
 
 
 # -- HTTP callers -------------------------------------------------------------------------------------------------
-
-
-def pusher_client(emulator: RunningEmulator, **options: Any) -> Any:
-    app = emulator.app
-    return pusher.Pusher(
-        app_id=app.app_id, key=app.key, secret=app.secret, host="127.0.0.1", port=emulator.port, ssl=False, **options
-    )
 
 
 @pytest.fixture
@@ -206,7 +185,7 @@ async def test_trigger_single_and_multi_channel_data_verbatim(
     emulator: RunningEmulator, open_ws: OpenSubscriber
 ) -> None:
     """Items 65, 92: ``trigger`` answers ``{}``; subscribers get ``{event,channel,data}`` with the string as sent."""
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     news, sport = await open_ws(emulator), await open_ws(emulator)
     await news.subscribe("news")
     await sport.subscribe("sport")
@@ -223,7 +202,7 @@ async def test_trigger_single_and_multi_channel_data_verbatim(
 async def test_a_channel_named_twice_in_one_trigger_hears_the_event_once(
     emulator: RunningEmulator, open_ws: OpenSubscriber
 ) -> None:
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     sub = await open_ws(emulator)
     await sub.subscribe("news")
     await asyncio.to_thread(client.trigger, ["news", "news"], "headline", "1")
@@ -235,7 +214,7 @@ async def test_trigger_socket_id_excludes_exactly_that_connection(
     emulator: RunningEmulator, open_ws: OpenSubscriber
 ) -> None:
     """Item 66: ``socket_id`` keeps the event from that connection only; the excluded one still gets later events."""
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     sender, other = await open_ws(emulator), await open_ws(emulator)
     await sender.subscribe("room")
     await other.subscribe("room")
@@ -251,7 +230,7 @@ async def test_trigger_socket_id_excludes_exactly_that_connection(
 
 async def test_trigger_batch_delivers_every_event_in_order(emulator: RunningEmulator, open_ws: OpenSubscriber) -> None:
     """Items 69, 92: ``trigger_batch`` answers ``{}``; the events arrive in batch order, object data encoded once."""
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     sub = await open_ws(emulator)
     await sub.subscribe("a")
     await sub.subscribe("b")
@@ -281,7 +260,7 @@ async def _presence_room(emulator: RunningEmulator, open_ws: OpenSubscriber) -> 
 
 async def test_channels_info_lists_occupied_channels(emulator: RunningEmulator, open_ws: OpenSubscriber) -> None:
     """Items 71, 72, 92: occupied channels only, ``filter_by_prefix``, ``user_count`` only with a presence- prefix."""
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     subs = await _presence_room(emulator, open_ws)
     await subs[2].subscribe("left")
     await subs[2].send("pusher:unsubscribe", {"channel": "left"})
@@ -307,7 +286,7 @@ async def test_channel_info_reports_occupancy_and_counts(
     """Items 73, 92: ``occupied`` always; ``user_count`` counts users (presence only), subscription_count sockets
     (on an app that counts them)."""
     emulator = await start_emulator(app=replace(APP, subscription_count=True))
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     await _presence_room(emulator, open_ws)
 
     info = await asyncio.to_thread(client.channel_info, "presence-room", ["user_count", "subscription_count"])
@@ -328,7 +307,7 @@ async def test_users_info_is_a_signed_get_with_body_md5(
 ) -> None:
     """Items 62, 74, 92: pusher-http-python signs ``body_md5`` of the empty body on GET; users are unique ids. A
     users query on a non-presence channel is a 400, after which the server still serves."""
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     request = client._pusher_client.users_info.make_request("presence-room")
     assert request.method == "GET"
     assert request.query_params["body_md5"] == "d41d8cd98f00b204e9800998ecf8427e"
@@ -354,7 +333,7 @@ async def test_send_to_user_reaches_every_connection_of_that_user(
     emulator: RunningEmulator, open_ws: OpenSubscriber
 ) -> None:
     """Items 54, 92: ``send_to_user`` publishes on ``#server-to-user-{id}``; only that user's connections get it."""
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     first, second, someone_else, anonymous = [await open_ws(emulator) for _ in range(4)]
     await _sign_in(client, first, "42")
     await _sign_in(client, second, "42")
@@ -372,7 +351,7 @@ async def test_terminate_user_connections_through_the_python_alias_path(
 ) -> None:
     """Items 55, 56, 92: pusher-http-python posts to ``/users/{id}/terminate_connections`` (no ``/apps/{id}``); the
     app is found by ``auth_key``, every connection of the user gets 4009 and closes 4009, others stay."""
-    client = pusher_client(emulator)
+    client = official_client(emulator)
     request = client._pusher_client.terminate_user_connections.make_request("42")
     assert (request.method, request.path) == ("POST", "/users/42/terminate_connections")
     first, second, other = [await open_ws(emulator) for _ in range(3)]
@@ -398,7 +377,7 @@ async def test_authenticate_bodies_are_accepted_on_a_real_socket(
 ) -> None:
     """Items 24, 26, 34, 78, 92: ``authenticate`` bodies subscribe private, presence and encrypted channels; an
     encrypted publish reaches the subscriber byte for byte and opens with the returned ``shared_secret``."""
-    client = pusher_client(emulator, encryption_master_key_base64=base64.b64encode(MASTER_KEY).decode())
+    client = official_client(emulator, encryption_master_key_base64=base64.b64encode(MASTER_KEY).decode())
     sub = await open_ws(emulator)
 
     private = await asyncio.to_thread(client.authenticate, "private-x", sub.socket_id)

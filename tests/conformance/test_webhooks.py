@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from relay.emulator.config import App, Webhook
 from relay.protocol.signing import channel_auth, webhook_signature
+from tests.conformance.wsclient import Socket, established, official_client
 from tests.webhook_receiver import Receiver
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 KEY, SECRET = "app-key", "app-secret"
 DELAY = 0.3
-RECV_TIMEOUT = 2.0
 
 
 StartHooked = Callable[..., Awaitable["RunningEmulator"]]
@@ -50,21 +50,7 @@ async def hooked(receiver: Receiver, start_emulator: StartEmulator) -> StartHook
 # -- WebSocket clients --------------------------------------------------------------------------------------------
 
 
-class Client:
-    def __init__(self, ws: ClientConnection, socket_id: str) -> None:
-        self.ws = ws
-        self.socket_id = socket_id
-
-    async def send(self, event: str, data: object, channel: str | None = None) -> None:
-        frame: dict[str, object] = {"event": event, "data": data}
-        if channel is not None:
-            frame["channel"] = channel
-        await self.ws.send(json.dumps(frame))
-
-    async def recv(self, within: float = RECV_TIMEOUT) -> dict[str, Any]:
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), within))
-        return frame
-
+class Client(Socket):
     async def next_event(self, name: str) -> dict[str, Any]:
         """The next frame named ``name``, skipping others (subscription counts, member events)."""
         while True:
@@ -112,9 +98,7 @@ async def open_ws(hooked: StartHooked) -> AsyncIterator[OpenClient]:
     async def open_(emulator: RunningEmulator) -> Client:
         ws = await connect(emulator.ws_url())
         opened.append(ws)
-        frame = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
-        assert frame["event"] == "pusher:connection_established"
-        return Client(ws, json.loads(frame["data"])["socket_id"])
+        return Client(ws, (await established(ws))["socket_id"])
 
     yield open_
     for ws in opened:
@@ -333,7 +317,7 @@ async def test_cache_miss_webhook(hooked: StartHooked, receiver: Receiver, open_
     await receiver.wait_for(1)
     assert receiver.events() == [{"name": "cache_miss", "channel": "cache-prices"}]
 
-    api = pusher.Pusher(app_id="1", key=KEY, secret=SECRET, host="127.0.0.1", port=emulator.port, ssl=False)
+    api = official_client(emulator)
     await asyncio.to_thread(api.trigger, "cache-prices", "price", "42")
     assert (await first.recv())["data"] == "42"
     second = await open_ws(emulator)
@@ -356,7 +340,7 @@ async def test_cache_miss_webhook_is_sent_once_for_a_crowd_and_again_after_the_c
     await receiver.wait_for(1)
     await receiver.quiet(1, 0.15)
 
-    api = pusher.Pusher(app_id="1", key=KEY, secret=SECRET, host="127.0.0.1", port=emulator.port, ssl=False)
+    api = official_client(emulator)
     await asyncio.to_thread(api.trigger, "cache-score", "score", "1-0")
     await asyncio.sleep(0.4)  # the cached event expires
     late = await open_ws(emulator)

@@ -96,12 +96,22 @@ async def expect_fatal(ws: ClientConnection, code: int, wait: float = 3.0) -> st
 # -- clients --------------------------------------------------------------------------------------------------------
 
 
+async def established(ws: ClientConnection) -> dict[str, Any]:
+    """The ``pusher:connection_established`` data a new socket is greeted with (its socket_id, activity_timeout)."""
+    frame = await recv_json(ws)
+    assert frame["event"] == "pusher:connection_established", frame
+    assert isinstance(frame["data"], str), "item 1: connection_established data is a JSON string"
+    data: dict[str, Any] = json.loads(frame["data"])
+    return data
+
+
 @dataclass
-class Client:
+class Socket:
+    """A connected socket's frames, for the modules whose clients add their own steps (test_http_api's, test_webhooks')
+    as for :class:`Client`: every frame read is checked by :func:`check_frame`."""
+
     ws: ClientConnection
-    app: App
     socket_id: str
-    activity_timeout: int
 
     async def send(self, event: str, data: object = None, channel: str | None = None) -> None:
         message: dict[str, object] = {"event": event}
@@ -113,6 +123,12 @@ class Client:
 
     async def recv(self, wait: float = 2.0) -> Frame:
         return await recv_json(self.ws, wait)
+
+
+@dataclass
+class Client(Socket):
+    app: App
+    activity_timeout: int
 
     async def expect(self, event: str, channel: str | None = None, wait: float = 2.0) -> Frame:
         frame = await self.recv(wait)
@@ -179,11 +195,8 @@ async def connect() -> AsyncIterator[Connect]:
     ) -> Client:
         ws = await ws_connect(target.ws_url(key, query), **WS_OPTIONS)
         opened.append(ws)
-        frame = await recv_json(ws)
-        assert frame["event"] == "pusher:connection_established", frame
-        assert isinstance(frame["data"], str), "item 1: connection_established data is a JSON string"
-        data = json.loads(frame["data"])
-        return Client(ws, app or target.app, data["socket_id"], data["activity_timeout"])
+        data = await established(ws)
+        return Client(ws, data["socket_id"], app or target.app, data["activity_timeout"])
 
     yield open_client
     for ws in opened:
