@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pusher  # type: ignore[import-untyped]
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.cli_support import run_relay
 from tests.conftest import whole_run
 from tests.emulator_process import EmulatorProcess
 
@@ -36,21 +36,9 @@ async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     assert (run["peak_connections"], run["publishes"], run["deliveries"]) == (5, 10, 50)
     seconds = sum(end - start for start, end in run["measured"])  # the seconds of the day(s) the run was measuring
 
-    priced = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay.cli",
-        "cost",
-        "--usage",
-        str(usage),
-        "--format",
-        "json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(priced.communicate(), 60)
-    assert priced.returncode == 0, err.decode()
-    estimate = json.loads(out)
+    priced = await run_relay("cost", "--usage", str(usage), "--format", "json", within=60)
+    assert priced.returncode == 0, priced.stderr
+    estimate = json.loads(priced.stdout)
     by_provider = {entry["provider"]: entry for entry in estimate["providers"]}
     pusher_estimate = by_provider["pusher"]
     # 10 API calls + 10 x 5 deliveries in the seconds measured, priced as a whole day at that rate
@@ -58,21 +46,7 @@ async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     assert pusher_estimate["status"] == "fits"
     assert any(name.startswith("ably") for name in by_provider)
     assert estimate["workload"]["origin"].startswith(f"measured: {usage}")
-    assert f"relay cost: warning: {usage}: less than an hour measured" in err.decode()
-    scaled = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay.cli",
-        "cost",
-        "--usage",
-        str(usage),
-        "--scale",
-        "1000",
-        "--format",
-        "csv",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    csv_out, err = await asyncio.wait_for(scaled.communicate(), 60)
-    assert scaled.returncode == 0, err.decode()
-    assert csv_out.decode().count("\n") > 3
+    assert f"relay cost: warning: {usage}: less than an hour measured" in priced.stderr
+    scaled = await run_relay("cost", "--usage", str(usage), "--scale", "1000", "--format", "csv", within=60)
+    assert scaled.returncode == 0, scaled.stderr
+    assert scaled.stdout.count("\n") > 3
