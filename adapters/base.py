@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
-from relay.errors import InvalidFrame, ProtocolError, RelayError, StaleTimestamp, UnsupportedCapability
+from relay.errors import InvalidFrame, ProtocolError, RelayError, StaleTimestamp, UnsupportedCapability, json_kind
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent, integer_id_as_digits
 from relay.payload import Payload
-from relay.protocol.frames import json_kind, loads
+from relay.protocol.frames import loads
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ Messages say what went wrong and what to do about it, and never contain a secret
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 
@@ -244,3 +244,19 @@ def first_cause(error: BaseException) -> str:
     if isinstance(error, ConnectionError) and error.errno:  # "Connect call failed ('127.0.0.1', 1)" names no cause
         return os.strerror(error.errno)
     return str(error) or error.__class__.__name__
+
+
+_JSON_KINDS: Mapping[type, str] = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    dict: "an object",
+    list: "a list",
+    type(None): "null",
+}
+
+
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, in words ("a list", "null"), for an error that must not show it."""
+    return _JSON_KINDS.get(type(value), type(value).__name__)

@@ -72,12 +72,12 @@ from relay.errors import (
     RelayError,
     about_item,
     first_cause,
+    json_kind,
     parser_limits,
 )
 from relay.files import read_text, read_toml
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
-from relay.protocol.frames import json_kind
 from relay.protocol.hosts import is_loopback
 from relay.protocol.http_framing import chunked_alone
 from relay.protocol.idempotency_keys import REPLAYED_HEADER
@@ -2224,8 +2224,14 @@ def add_error_handlers(app: FastAPI) -> None:
             message = f"the body must be JSON: send Content-Type: application/json ({sent})"
             return JSONResponse({"error": message}, status_code=415)
         try:
-            errors = jsonable_encoder(exc.errors())
-            return _AsciiJSONResponse({"error": schema_refusal(errors), "detail": errors}, status_code=422)
+            try:
+                errors = jsonable_encoder(exc.errors())
+                return _AsciiJSONResponse({"error": schema_refusal(errors), "detail": errors}, status_code=422)
+            except RecursionError:
+                # A value nested as deeply as the parser read it, echoed a few levels deeper: past the stack, a 500.
+                # The 422 then names the fields without the values.
+                errors = jsonable_encoder([{**error, "input": None} for error in exc.errors()])
+                return _AsciiJSONResponse({"error": schema_refusal(errors), "detail": errors}, status_code=422)
         except ValueError:
             # The input echoed holds NaN or Infinity, which Python's parser reads (1e400 as Infinity) and JSON has
             # not: rendering it failed, and the answer was a 500.

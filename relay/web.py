@@ -31,9 +31,9 @@ from relay.errors import (
     TransportError,
     UnsupportedCapability,
     about_item,
+    json_kind,
 )
 from relay.models import User
-from relay.protocol.frames import json_kind
 from relay.protocol.media_types import is_json_media_type, media_type
 from relay.rules import ChannelRules, Decision
 

@@ -6,7 +6,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from relay.errors import InvalidChannelName, InvalidEventName
+from relay.errors import InvalidChannelName, InvalidEventName, json_kind
 
 SERVER_TO_USER_PREFIX = "#server-to-user-"
 CLIENT_EVENT_PREFIX = "client-"
@@ -83,7 +83,7 @@ HOSTED_PUSHER_LIMITS = Limits(max_channel_name=164)
 def validate_channel_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
     """Return ``name`` if it is a channel a client may subscribe to or an API may publish to."""
     if not isinstance(name, str) or not name:
-        raise InvalidChannelName(f"channel name must be a non-empty string, got {name!r}")
+        raise InvalidChannelName(f"channel name must be a non-empty string, got {_shown(name)}")
     if len(name) > limits.max_channel_name:
         raise InvalidChannelName(f"channel name is {len(name)} characters long; the limit is {limits.max_channel_name}")
     if name.startswith(SERVER_TO_USER_PREFIX):
@@ -99,6 +99,12 @@ def validate_channel_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
     return name
 
 
+def _shown(name: object) -> str:
+    """A name that is not a non-empty string, as an error shows it: by its kind, not its ``repr``, which was as long
+    as the JSON it came in and raised RecursionError for a list nested as deep as the parser reads."""
+    return repr(name) if name == "" else json_kind(name)
+
+
 def is_valid_channel_name(name: str, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Whether :func:`validate_channel_name` takes ``name``, without building its error: the channel listing asks
     this of every occupied channel."""
@@ -109,7 +115,7 @@ def validate_event_name(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
     """Any characters are allowed (Laravel sends ``App\\Events\\X``); presence, length and the reserved ``pusher``
     prefix are checked."""
     if not isinstance(name, str) or not name:
-        raise InvalidEventName(f"event name must be a non-empty string, got {name!r}")
+        raise InvalidEventName(f"event name must be a non-empty string, got {_shown(name)}")
     if len(name) > limits.max_event_name:
         raise InvalidEventName(f"event name is {len(name)} characters long; the limit is {limits.max_event_name}")
     if name.startswith(RESERVED_EVENT_PREFIX):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 
@@ -304,19 +304,3 @@ def strict_json(data: str) -> object:
         return loads(data, "data")
     except InvalidFrame:
         return NOT_JSON
-
-
-_JSON_KINDS: Mapping[type, str] = {
-    str: "a string",
-    int: "a number",
-    float: "a number",
-    bool: "a boolean",
-    dict: "an object",
-    list: "a list",
-    type(None): "null",
-}
-
-
-def json_kind(value: object) -> str:
-    """What a decoded JSON value is, in words ("a list", "null"), for an error that must not show it."""
-    return _JSON_KINDS.get(type(value), type(value).__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from relay.errors import InvalidSocketId
+from relay.errors import InvalidSocketId, json_kind
 
 _SOCKET_ID = re.compile(r"\A[0-9]{1,20}\.[0-9]{1,20}\Z")
 
@@ -14,7 +14,11 @@ def is_valid_socket_id(value: str) -> bool:
 
 
 def validate_socket_id(value: object) -> str:
-    if not isinstance(value, str) or not is_valid_socket_id(value):
+    if not isinstance(value, str):  # by its kind: a list's repr may be as long and as deep as the JSON it came in
+        raise InvalidSocketId(
+            f"invalid socket_id ({json_kind(value)}): expected digits '.' digits, such as '1234.5678'"
+        )
+    if not is_valid_socket_id(value):
         raise InvalidSocketId(f"invalid socket_id {value!r}: expected digits '.' digits, such as '1234.5678'")
     return value
 
