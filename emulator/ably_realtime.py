@@ -274,6 +274,8 @@ class AblySession(ForeignPeer):
         self._held_at, self.closed, self.ping_sent_at = None, False, None
         self.last_activity = self.last_sent = self._resumed_at = now
         self._awaiting = {name for attachment in self.channels.values() for name in attachment.names}
+        for name, attachment in self.channels.items():  # the new token's capability, before any re-attach (RTC8a1)
+            attachment.modes = allowed_modes(credentials, name) & attachment.requested
         self._send(self._connected())
 
     def connection_lost(self, link: ResumableLink | None = None) -> None:
