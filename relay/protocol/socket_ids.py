@@ -19,7 +19,7 @@ def validate_socket_id(value: object) -> str:
             f"invalid socket_id ({json_kind(value)}): expected digits '.' digits, such as '1234.5678'"
         )
     if not is_valid_socket_id(value):
-        raise InvalidSocketId(f"invalid socket_id {value!r}: expected digits '.' digits, such as '1234.5678'")
+        raise InvalidSocketId(f"invalid socket_id {value!r:.80}: expected digits '.' digits, such as '1234.5678'")
     return value
 
 

@@ -60,3 +60,14 @@ def test_a_value_that_is_not_a_string_is_not_shown(value: object) -> None:
         with pytest.raises(error) as raised:
             validate(value)
         assert len(str(raised.value)) < 120, str(raised.value)
+
+
+def test_a_long_socket_id_string_is_shown_cut() -> None:
+    """A socket id is checked before any length limit: a 1 MB string came back whole in the emulator's 400 (and its
+    log line); the message shows its first 80 characters, as an Ably channel name's is shown."""
+    with pytest.raises(InvalidSocketId) as raised:
+        validate_socket_id("1." + "x" * 1_000_000)
+    assert (
+        str(raised.value)
+        == f"invalid socket_id {'1.' + 'x' * 77!r:.80}: expected digits '.' digits, such as '1234.5678'"
+    )
