@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -130,7 +130,8 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     and the answer was "channel_name is required" although it was sent. A GET (ably-js's ``authUrl`` with its
     default ``authMethod``, its ``authParams`` in the query) is read from its query alone: a GET's body means nothing
     (RFC 9110 §9.3.1)."""
-    fields: dict[str, str] = dict(request.query_params)
+    fields: dict[str, str] = {}
+    _take_once(fields, request.query_params.multi_items())
     if request.method in ("GET", "HEAD"):
         return fields
     sent_type = request.headers.get("content-type", "")
@@ -147,7 +148,7 @@ async def request_fields(request: Request) -> Mapping[str, str]:
             value = body.get(name)
             if value is not None and not isinstance(value, str):
                 raise ProtocolError(f"the JSON body's {name!r} must be a string, not {json_kind(value)}")
-        fields.update({name: value for name, value in body.items() if isinstance(value, str)})
+        _take_once(fields, [(name, value) for name, value in body.items() if isinstance(value, str)])
     elif content_type.startswith("multipart/"):
         raise ProtocolError(
             "a multipart body (fetch with a FormData) is not read here: send the fields as "
@@ -164,8 +165,17 @@ async def request_fields(request: Request) -> Mapping[str, str]:
                 f"the body is JSON {sent}: send Content-Type: application/json (or the fields form-encoded)",
                 http_status=415,
             )
-        fields.update(parse_qsl(body, keep_blank_values=True))
+        _take_once(fields, parse_qsl(body, keep_blank_values=True))
     return fields
+
+
+def _take_once(fields: dict[str, str], pairs: Iterable[tuple[str, str]]) -> None:
+    """``pairs`` added to ``fields``: an auth field given twice with two values (in the query and the body, or twice
+    in a form) is refused, since the value not read might be the one a rule would have refused."""
+    for name, value in pairs:
+        earlier = fields.setdefault(name, value)
+        if earlier != value and name in AUTH_FIELDS:
+            raise ProtocolError(f"{name} is given twice, as {earlier!r:.80} and {value!r:.80}: give it once")
 
 
 def malformed_json_body(cause: BaseException | None) -> str:

@@ -157,6 +157,31 @@ async def test_channel_and_channel_name_must_agree(client: httpx.AsyncClient) ->
     assert served.json() == {"auth": channel_auth("key", "secret", "1.2", "private-user-alice")}
 
 
+async def test_an_auth_field_given_twice_with_two_values_is_refused(client: httpx.AsyncClient) -> None:
+    """A form's second channel_name, or the body's over the query's, was read and the other dropped: a proxy or rule
+    that checked the one dropped was passed by. Both are refused now, naming the field; the same value twice serves."""
+    twice = "socket_id=1.2&channel_name=private-user-alice&channel_name=private-user-bob"
+    form = {"content-type": "application/x-www-form-urlencoded", "x-user": "alice"}
+    refused = await client.post("/pusher/auth", content=twice, headers=form)
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"error": "channel_name is given twice, as 'private-user-alice' and 'private-user-bob': give it once"},
+    )
+    query_and_body = await client.post(
+        "/pusher/auth?socket_id=9.9",
+        json={"socket_id": "1.2", "channel_name": "private-user-alice"},
+        headers={"x-user": "alice"},
+    )
+    assert (query_and_body.status_code, query_and_body.json()) == (
+        400,
+        {"error": "socket_id is given twice, as '9.9' and '1.2': give it once"},
+    )
+    same = await client.post(
+        "/pusher/auth?socket_id=1.2", data={"socket_id": "1.2", "channel_name": "private-user-alice"}, headers=form
+    )
+    assert same.json() == {"auth": channel_auth("key", "secret", "1.2", "private-user-alice")}
+
+
 async def test_user_auth(client: httpx.AsyncClient) -> None:
     response = await client.post("/pusher/user-auth", data={"socket_id": "1.2"}, headers={"x-user": "bob"})
     body = response.json()
