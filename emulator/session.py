@@ -130,13 +130,16 @@ class Session:
         self.state.disconnect(self)
 
     def terminate(self, code: int, message: str) -> None:
-        """Send a fatal ``pusher:error`` and close with the same code."""
+        """Send a fatal ``pusher:error``, close with the same code and release what the connection held: it is
+        over, whether or not the client ever reads the close frame (one that stopped reading, cut off with 4100, or
+        terminated with 4009, would otherwise stay a presence member, subscribed and online for CLOSE_TIMEOUT)."""
         if self.closed:
             return
         self.send_text(frames.error(code, message))  # metered, as every frame written is
         self.closed = True
         self._link.close(code, message)
         self.state.meter.refused("error", self.socket_id, None, code, message)
+        self.connection_lost()
 
     def check_liveness(self, now: float) -> None:
         """Ping after ``activity_timeout`` of silence; close 4201 when the ping goes unanswered."""

@@ -83,8 +83,8 @@ async def graceful_shutdown(
                 await asyncio.wait_for(hurry.wait(), interval * rng(0.5, 1.5))
         for connection in sessions[index * size : (index + 1) * size]:
             connection.shutdown()
-    # Wait for the close handshakes so each connection's channels and presence are released (and their webhooks
-    # emitted) before the webhooks are flushed; the abort timer of each close bounds this.
+    # Wait for the close handshakes (each session released its channels and presence, and emitted their webhooks,
+    # as it was closed) before the webhooks are flushed; the abort timer of each close bounds this.
     deadline = time.monotonic() + CLOSE_TIMEOUT + 0.5
     while any(c.session is not None for c in node.connections):  # a connection leaves the set when it is lost
         if time.monotonic() > deadline or hurry.is_set():
