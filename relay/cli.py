@@ -535,10 +535,12 @@ def _exit_reason(code: int | None) -> str:
 def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
     # A replacement is forked from the supervisor, with its handlers (and those signals blocked): back to the defaults
     # a worker starts with (a signal ignored, as nohup ignores SIGHUP, stays so); its server installs its own handlers
-    # once it is listening.
+    # once it is listening. SIGINT is ignored until then: Ctrl-C in a terminal signals the whole process group, and
+    # the supervisor passes the stop on as SIGTERM, which ends a starting worker quietly (a KeyboardInterrupt printed
+    # multiprocessing's traceback, and a worker it reached before the supervisor was replaced as a crashed one).
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) != signal.SIG_IGN:
-            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_IGN if signum == signal.SIGINT else signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     sock = _unlistening_socket(config.host, config.port)

@@ -15,8 +15,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 import pytest
@@ -132,6 +132,23 @@ def silent_server(port: int) -> Iterator[None]:
         yield
 
 
+@asynccontextmanager
+async def replacement_waiting_for_redis(
+    supervisor: EmulatorProcess, redis: RedisServer
+) -> AsyncIterator[tuple[int, int]]:
+    """Redis stops answering and one of the two workers is killed: yields the replacement, forked and waiting for
+    Redis, and the worker still serving."""
+    await eventually(lambda: len(node_ids(supervisor)) == 2, what="both workers listening")
+    victim, survivor = children(supervisor.process.pid)
+    redis.stop()
+    with silent_server(redis.port):
+        os.kill(victim, signal.SIGKILL)
+        await supervisor.wait_for_output(r"INFO .*worker \d+ started", within=5)
+        await asyncio.sleep(0.5)  # the replacement is forked and waiting for Redis
+        (replacement,) = set(children(supervisor.process.pid)) - {survivor}
+        yield replacement, survivor
+
+
 async def test_a_replacement_waiting_for_redis_is_handed_no_connection(redis: RedisServer) -> None:
     """While a replacement waits for a Redis that does not answer (seconds, before it gives up and exits), the
     kernel must not hand it connections: it listened on the shared port from the start, so new connections spread
@@ -140,14 +157,7 @@ async def test_a_replacement_waiting_for_redis_is_handed_no_connection(redis: Re
         *CREDENTIALS, "--workers", "2", "--redis-url", redis.url, "--shutdown-spread", "0"
     )
     try:
-        await eventually(lambda: len(node_ids(supervisor)) == 2, what="both workers listening")
-        victim, survivor = children(supervisor.process.pid)
-        redis.stop()
-        with silent_server(redis.port):
-            os.kill(victim, signal.SIGKILL)
-            await supervisor.wait_for_output(r"INFO .*worker \d+ started", within=5)
-            await asyncio.sleep(0.5)  # the replacement is forked and waiting for Redis
-            (replacement,) = set(children(supervisor.process.pid)) - {survivor}
+        async with replacement_waiting_for_redis(supervisor, redis) as (replacement, _):
             for _ in range(16):  # were the replacement listening, about half would land on it
                 client = await ws_client(f"ws://127.0.0.1:{supervisor.port}/app/{APP.key}?protocol=7")
                 await client.close()
