@@ -138,17 +138,17 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     content_type = media_type(sent_type)
     if is_json_media_type(content_type):
         try:
-            body = await request.json()
+            body = json.loads(await request.body(), object_pairs_hook=_Members)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes ('[' * 3000)
             raise ProtocolError(malformed_json_body(exc)) from None
-        if not isinstance(body, dict):
+        if not isinstance(body, _Members):
             raise ProtocolError("the JSON body must be an object")
-        for name in AUTH_FIELDS:
+        for name, value in body:
             # str() made ["x"] the channel "['x']" and true "True": a value a form could not have sent is refused.
-            value = body.get(name)
-            if value is not None and not isinstance(value, str):
-                raise ProtocolError(f"the JSON body's {name!r} must be a string, not {json_kind(value)}")
-        _take_once(fields, [(name, value) for name, value in body.items() if isinstance(value, str)])
+            if name in AUTH_FIELDS and value is not None and not isinstance(value, str):
+                kind = "an object" if isinstance(value, _Members) else json_kind(value)
+                raise ProtocolError(f"the JSON body's {name!r} must be a string, not {kind}")
+        _take_once(fields, [(name, value) for name, value in body if isinstance(value, str)])
     elif content_type.startswith("multipart/"):
         raise ProtocolError(
             "a multipart body (fetch with a FormData) is not read here: send the fields as "
@@ -169,9 +169,14 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     return fields
 
 
+class _Members(list[tuple[str, Any]]):
+    """A JSON object's members as sent, in order: a name given twice is there twice (read into a dict, the last value
+    alone was kept, and the one dropped could be the one a proxy checked)."""
+
+
 def _take_once(fields: dict[str, str], pairs: Iterable[tuple[str, str]]) -> None:
-    """``pairs`` added to ``fields``: an auth field given twice with two values (in the query and the body, or twice
-    in a form) is refused, since the value not read might be the one a rule would have refused."""
+    """``pairs`` added to ``fields``: an auth field given twice with two values (in the query and the body, twice in a
+    form or twice in a JSON object) is refused, since the value not read might be the one a rule would have refused."""
     for name, value in pairs:
         earlier = fields.setdefault(name, value)
         if earlier != value and name in AUTH_FIELDS:

@@ -182,6 +182,30 @@ async def test_an_auth_field_given_twice_with_two_values_is_refused(client: http
     assert same.json() == {"auth": channel_auth("key", "secret", "1.2", "private-user-alice")}
 
 
+async def test_an_auth_field_given_twice_in_a_json_body_is_refused(client: httpx.AsyncClient) -> None:
+    """A JSON object naming channel_name twice was read by json.loads as its last value alone: the first, which a
+    proxy parsing the body its own way may have checked, was dropped unseen, as a form's was. Refused too now, and a
+    value that is not a string is refused wherever it stands (the last one alone was checked)."""
+    json_type = {"content-type": "application/json", "x-user": "alice"}
+    twice = '{"socket_id": "1.2", "channel_name": "private-user-bob", "channel_name": "private-user-alice"}'
+    refused = await client.post("/pusher/auth", content=twice, headers=json_type)
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"error": "channel_name is given twice, as 'private-user-bob' and 'private-user-alice': give it once"},
+    )
+    not_a_string = '{"socket_id": "1.2", "channel_name": ["x"], "channel_name": "private-user-alice"}'
+    refused = await client.post("/pusher/auth", content=not_a_string, headers=json_type)
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"error": "the JSON body's 'channel_name' must be a string, not a list"},
+    )
+    an_object = await client.post("/pusher/auth", json={"socket_id": {"n": 1}}, headers=json_type)
+    assert an_object.json() == {"error": "the JSON body's 'socket_id' must be a string, not an object"}
+    same = '{"socket_id": "1.2", "channel_name": "private-user-alice", "channel_name": "private-user-alice"}'
+    served = await client.post("/pusher/auth", content=same, headers=json_type)
+    assert served.json() == {"auth": channel_auth("key", "secret", "1.2", "private-user-alice")}
+
+
 async def test_user_auth(client: httpx.AsyncClient) -> None:
     response = await client.post("/pusher/user-auth", data={"socket_id": "1.2"}, headers={"x-user": "bob"})
     body = response.json()
