@@ -1744,7 +1744,7 @@ class RedisCluster:
         ``node``, whose snapshot comes once it is written."""
 
         def resync(commands: _Commands) -> None:
-            read: dict[str, str | None] = {}  # no beat if its GET failed: the state is not read then
+            read: dict[str, str | None] = {}  # no beat if its GET failed: only a marked state is taken then
             commands.pipe.get(self._key("node", node))
             commands.then(lambda beat: read.update(beat=beat))
             commands.pipe.hgetall(self._key("nodestate", node))

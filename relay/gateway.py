@@ -1948,12 +1948,12 @@ def _forward_refused(response: httpx.Response, settings: GatewaySettings) -> str
     """The 502 for a forward the route answered other than 2xx: a 401 or 403 is most likely the route checking another
     token than the one the gateway sends; a redirect, a forward URL that is not where the route is."""
     status = response.status_code
-    location = response.headers.get("location")
-    if 300 <= status < 400 and location:
-        # The gateway follows no redirect: a POST's events and token are not sent on to wherever a Location points.
-        # A redirect is how a route says the URL differs (Next.js's trailingSlash answers 308 to "/api/webhooks/", a
-        # host to its https:// URL); shown without user-info or query, which may hold a credential.
-        target = response.url.join(location)
+    if response.next_request is not None:
+        # The gateway follows no redirect: a POST's events and token are not sent on to wherever a Location points
+        # (httpx builds that request, unsent). A redirect is how a route says the URL differs (Next.js's trailingSlash
+        # answers 308 to "/api/webhooks/", a host to its https:// URL); shown without user-info or query, which may
+        # hold a credential.
+        target = response.next_request.url
         shown = f"{target.scheme}://{target.netloc.decode('ascii')}{target.path}"[:300]
         return (
             f"RELAY_WEBHOOK_FORWARD_URL answered {status}, a redirect to {shown!r}: the gateway follows no redirect; "
