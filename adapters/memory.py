@@ -22,11 +22,12 @@ from relay.adapters.pusher import (
     user_channel,
 )
 from relay.config import ProviderConfig
-from relay.errors import PayloadTooLarge, RelayError
+from relay.errors import InvalidChannelName, LimitExceeded, PayloadTooLarge, ProtocolError, RelayError
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 from relay.payload import Payload
 from relay.protocol.channels import DEFAULT_LIMITS, HOSTED_PUSHER_LIMITS, ChannelKind, classify, validate_channel_name
-from relay.protocol.frames import check_event_size, utf8_length
+from relay.protocol.frames import check_event_size, dumps, refuse_lone_surrogates, utf8_length
+from relay.protocol.members import parse_channel_data
 from relay.protocol.signing import webhook_signature
 from relay.protocol.socket_ids import validate_socket_id
 
@@ -64,28 +65,39 @@ class MemoryStore:
 
     def subscribe(self, channel: str, user_id: str | int | None = None) -> None:
         """A client's subscription to ``channel``, which ``channel()``, ``channels()`` and ``presence_members()`` then
-        count: on a presence channel it is ``user_id``'s (a user subscribed twice, from two tabs, is one member), on
-        any other it has none."""
+        count: on a presence channel it is ``user_id``'s (a user subscribed twice, from two tabs, is one member; a
+        101st user is refused, as Pusher refuses them), on any other it has none. A ``#server-to-user-`` channel is
+        no channel the API counts: ``send_to_user`` reaches the user, and ``published()`` shows it."""
         channel = validate_channel_name(channel, HOSTED_PUSHER_LIMITS)
+        if classify(channel) is ChannelKind.SERVER_TO_USER:
+            raise ValueError(
+                f"{channel!r} is a signed-in user's channel, which Pusher counts and lists as no channel: publish "
+                "to it with send_to_user and assert on published()"
+            )
         if (classify(channel) is ChannelKind.PRESENCE) != (user_id is not None):
             raise ValueError(
                 f"a subscription to {channel!r} needs a user id"
                 if user_id is None
                 else f"{channel!r} is not a presence channel: its subscriptions have no user id"
             )
-        member = None if user_id is None else terminated_user(user_id)
+        member = _member_id(user_id)
         with self.lock:
-            self.subscriptions.setdefault(channel, []).append(member)
+            subscribed = self.subscriptions.get(channel, [])
+            limit = HOSTED_PUSHER_LIMITS.max_presence_members
+            if member is not None and member not in subscribed and len(set(subscribed)) >= limit:
+                raise LimitExceeded(f"presence limit of {limit} reached")  # the emulator's subscription_error
+            self.subscriptions.setdefault(channel, subscribed).append(member)
 
     def unsubscribe(self, channel: str, user_id: str | int | None = None) -> None:
-        """Ends one of the subscriptions :meth:`subscribe` made (``user_id``'s, on a presence channel)."""
-        member = None if user_id is None else terminated_user(user_id)
+        """Ends one of the subscriptions :meth:`subscribe` made (``user_id``'s, on a presence channel): the user's
+        latest, so a member stays listed where they first joined while another of their subscriptions lasts."""
+        member = _member_id(user_id)
         with self.lock:
             subscribed = self.subscriptions.get(channel, [])
             if member not in subscribed:
                 whose = "" if user_id is None else f" of user {member!r}"
                 raise ValueError(f"no subscription{whose} to {channel!r} to end")
-            subscribed.remove(member)
+            del subscribed[len(subscribed) - 1 - subscribed[::-1].index(member)]
             if not subscribed:
                 del self.subscriptions[channel]
 
@@ -94,6 +106,19 @@ class MemoryStore:
             self.published.clear()
             self.terminated_users.clear()
             self.subscriptions.clear()
+
+
+def _member_id(user_id: str | int | None) -> str | None:
+    """A presence member's id as Pusher takes it in ``channel_data`` (an int as its digits, 1 to 128 characters):
+    the rule the emulator holds a subscription to."""
+    if user_id is None:
+        return None
+    if isinstance(user_id, str):  # UTF-8 cannot carry it: no client sends it
+        refuse_lone_surrogates(user_id, "user id", InvalidChannelName)
+    try:
+        return parse_channel_data(dumps({"user_id": user_id}), HOSTED_PUSHER_LIMITS).user_id
+    except ProtocolError as exc:
+        raise InvalidChannelName(f"user id {user_id!r:.60} cannot be a presence member: {exc.message}") from None
 
 
 def _channel_info(store: MemoryStore, channel: str, *, user_count: bool) -> ChannelInfo:
@@ -222,9 +247,9 @@ class MemoryAdapter:
 
         def answer(_: HttpResponse | None) -> dict[str, ChannelInfo]:
             with self.store.lock:
-                return {
+                return {  # in name order, as the emulator lists them
                     name: _channel_info(self.store, name, user_count=user_count)
-                    for name in self.store.subscriptions
+                    for name in sorted(self.store.subscriptions)
                     if name.startswith(prefix)
                 }
 
