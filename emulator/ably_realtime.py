@@ -113,6 +113,12 @@ _OPERATION_MODES = {
 }
 
 
+def _granted_modes(credentials: Credentials, channel: str, attachment: Attachment) -> int:
+    """The modes an attachment has under new credentials (a reauth's, a resume's): those its ATTACH asked for that
+    their capability allows."""
+    return allowed_modes(credentials, channel) & attachment.requested
+
+
 def allowed_modes(credentials: Credentials, channel: str) -> int:
     """The channel modes the credentials' capability allows on ``channel`` (0: it may not attach); on a metachannel
     the subscribe mode at most, whatever the capability: nobody publishes or enters presence there."""
@@ -275,7 +281,7 @@ class AblySession(ForeignPeer):
         self.last_activity = self.last_sent = self._resumed_at = now
         self._awaiting = {name for attachment in self.channels.values() for name in attachment.names}
         for name, attachment in self.channels.items():  # the new token's capability, before any re-attach (RTC8a1)
-            attachment.modes = allowed_modes(credentials, name) & attachment.requested
+            attachment.modes = _granted_modes(credentials, name, attachment)
         self._send(self._connected())
 
     def connection_lost(self, link: ResumableLink | None = None) -> None:
@@ -870,7 +876,7 @@ class AblySession(ForeignPeer):
         self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
         denied, changed = [], []
         for attachment_name, attachment in self.channels.items():  # a new capability may widen modes, or end them
-            modes = (allowed_modes(credentials, attachment_name) or 0) & attachment.requested
+            modes = _granted_modes(credentials, attachment_name, attachment)
             watching = self.app.watching_occupancy(attachment_name, self.socket_id)
             if not modes or (watching and not allows(credentials.capability, attachment_name, "channel-metadata")):
                 denied.append(attachment_name)  # its occupancy events too need what the attach needed
