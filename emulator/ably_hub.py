@@ -213,9 +213,13 @@ def decoded_data(data: object, encoding: str | None, where: str) -> tuple[str | 
 
 
 def check_message_count(count: int, where: str) -> None:
-    """At most MAX_MESSAGES_PER_PUBLISH in one publish, checked before any of them is read."""
+    """At most MAX_MESSAGES_PER_PUBLISH in one publish, checked before any of them is read: Ably's own code for it,
+    40034 (400), "Too many messages in one publish" (ably-common errors/codes/40034.md), which the SDKs hand over as
+    is, so code that tells it from a malformed request (40000) works here as on Ably."""
     if count > MAX_MESSAGES_PER_PUBLISH:
-        raise AblyError(40000, f"{where}: {count} messages; the maximum is {MAX_MESSAGES_PER_PUBLISH}")
+        raise AblyError(
+            40034, f"{where}: Too many messages in one publish ({count}; the maximum is {MAX_MESSAGES_PER_PUBLISH})"
+        )
 
 
 def message_too_large(where: str, total: int, limit: int) -> AblyError:

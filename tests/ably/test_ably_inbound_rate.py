@@ -243,7 +243,7 @@ async def test_a_publish_of_more_than_1000_messages_is_refused_whole_and_the_con
     """Empty messages weigh nothing against the 64 KiB limit and the bucket lets one publish of any size through:
     a MESSAGE of 100,000 ``{}`` was ACKed after a second with the event loop held, reached the subscriber as one
     100,000-item MESSAGE and pushed other channels out of history. Over 1,000 messages (or presence items) a publish
-    is NACKed 40000 before any is read; the connection goes on."""
+    is NACKed with Ably's 40034 before any is read; the connection goes on."""
     subscriber = await ably_wire(ably_emulator)
     publisher = await ably_wire(ably_emulator)
     wires.extend((subscriber, publisher))
@@ -257,8 +257,8 @@ async def test_a_publish_of_more_than_1000_messages_is_refused_whole_and_the_con
     refused, refused_presence, acked = await replies(publisher, 3)
     for reply, serial, what in ((refused, flood, "messages"), (refused_presence, entering, "presence")):
         assert (reply["action"], reply["msgSerial"]) == (NACK, serial), reply
-        assert (reply["error"]["code"], reply["error"]["statusCode"]) == (40000, 400)
-        assert reply["error"]["message"] == f"{what}: 1001 messages; the maximum is 1000"
+        assert (reply["error"]["code"], reply["error"]["statusCode"]) == (40034, 400)
+        assert reply["error"]["message"] == f"{what}: Too many messages in one publish (1001; the maximum is 1000)"
     assert (acked["action"], acked["msgSerial"]) == (ACK, after)
     assert [m["name"] for m in await received(subscriber, MESSAGE, "messages")] == ["after"]
 
@@ -270,10 +270,11 @@ async def test_a_rest_publish_of_more_than_1000_messages_is_refused(ably_emulato
         batch = await http.post("/messages", json=[{"channels": "flood", "messages": [{}] * 1001}])
         accepted = await http.post("/channels/flood/messages", json=[{"name": "n"}] * 1000)
         history = await http.get("/channels/flood/messages", params={"limit": 1000})
-    assert refused.status_code == 400
-    assert refused.json()["error"]["message"] == "messages: 1001 messages; the maximum is 1000"
-    assert batch.status_code == 400
-    assert batch.json()["error"]["message"] == "batch[0].messages: 1001 messages; the maximum is 1000"
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, 40034)
+    too_many = "Too many messages in one publish (1001; the maximum is 1000)"
+    assert refused.json()["error"]["message"] == f"messages: {too_many}"
+    assert (batch.status_code, batch.json()["error"]["code"]) == (400, 40034)
+    assert batch.json()["error"]["message"] == f"batch[0].messages: {too_many}"
     assert accepted.status_code == 201
     assert len(history.json()) == 1000  # only the accepted publish
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from ably import AblyRest  # type: ignore[import-untyped]
-from ablysupport import API_KEY, page_links
+from ably import AblyException, AblyRest  # type: ignore[import-untyped]
+from ably.types.message import Message  # type: ignore[import-untyped]
+from ablysupport import API_KEY, page_links, run_node
 
 from tests.conftest import RunningEmulator
 
@@ -65,3 +66,16 @@ async def test_envelope_json_wraps_the_answer_as_ably_does(rest: AblyRest, ably_
         assert wrapped["headers"]["x-ably-errorcode"] == str(code)
         assert "rel" not in wrapped
     assert plain.status_code == 200 and isinstance(plain.json(), list)  # no envelope asked: the bare answer
+
+
+async def test_too_many_messages_in_one_publish_is_ablys_40034(rest: AblyRest, ably_emulator: RunningEmulator) -> None:
+    """Over 1,000 messages in one publish, Ably's code is 40034 (400), "Too many messages in one publish" (ably-common
+    errors/codes/40034.md; its 40009 page: a publish "rejected for containing too many messages, rather than too
+    large a payload, is reported as 40034"). The emulator answered 40000, Ably's "bad request", which an app cannot
+    tell from a malformed publish. ably-python (REST) and ably-js (REST and realtime) get it as it is."""
+    with pytest.raises(AblyException) as refused:
+        await rest.channels.get("room").publish(messages=[Message("n", str(index)) for index in range(1001)])
+    assert (refused.value.code, refused.value.status_code) == (40034, 400)
+    assert refused.value.message == "messages: Too many messages in one publish (1001; the maximum is 1000)"
+    run = await run_node("ably_js_message_count.mjs", ably_emulator)
+    assert run.summary["checks"] == ["rest-40034", "realtime-40034"]
