@@ -99,6 +99,7 @@ from relay.web import (
     malformed_json_body,
     no_store,
     printable,
+    query_fields,
     request_fields,
     requested_channels,
     route_path,
@@ -1799,11 +1800,16 @@ def gateway_router(
             return error_response(error, request)
         return UserResponse(user_id=user_id)
 
-    @router.get("/v1/channels", response_model=ChannelsResponse, summary="Occupied channels, by name prefix")
-    async def channels(request: Request, prefix: str = "") -> Any:
+    @router.get(
+        "/v1/channels",
+        response_model=ChannelsResponse,
+        summary="Occupied channels, by name prefix",
+        openapi_extra=_query_parameters({"prefix": "presence-"}),
+    )
+    async def channels(request: Request) -> Any:
         try:
             check_api_token(settings, request)
-            found = await client.channels(prefix)
+            found = await client.channels(query_fields(request, ["prefix"]).get("prefix", ""))
         except RelayError as error:
             return error_response(error, request)
         return ChannelsResponse(channels=[_channel_response(found[name]) for name in sorted(found)])
@@ -1835,7 +1841,7 @@ def gateway_router(
     @router.get(
         "/v1/auth/channel",
         summary="An Ably token request, as ably-js's authUrl asks with GET",
-        openapi_extra=_auth_query({"channel": "private-orders", "channels": '["orders-42", "presence-room-1"]'}),
+        openapi_extra=_query_parameters({"channel": "private-orders", "channels": '["orders-42", "presence-room-1"]'}),
     )
     async def auth_channel(request: Request) -> JSONResponse:
         try:
@@ -1995,8 +2001,9 @@ def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, 
     return {"requestBody": {"required": True, "content": content}}
 
 
-def _auth_query(example: Mapping[str, str]) -> dict[str, Any]:
-    """The OpenAPI query parameters of an auth endpoint asked with GET (the handler reads them itself)."""
+def _query_parameters(example: Mapping[str, str]) -> dict[str, Any]:
+    """The OpenAPI query parameters of a route whose handler reads its query itself (a name given twice with two
+    values is refused there, which FastAPI's parameters, taking the last, could not do)."""
     parameters = [
         {"name": name, "in": "query", "required": False, "schema": {"type": "string", "example": value}}
         for name, value in example.items()

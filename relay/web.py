@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -130,8 +130,7 @@ async def request_fields(request: Request) -> Mapping[str, str]:
     and the answer was "channel_name is required" although it was sent. A GET (ably-js's ``authUrl`` with its
     default ``authMethod``, its ``authParams`` in the query) is read from its query alone: a GET's body means nothing
     (RFC 9110 §9.3.1)."""
-    fields: dict[str, str] = {}
-    _take_once(fields, request.query_params.multi_items())
+    fields = query_fields(request, AUTH_FIELDS)
     if request.method in ("GET", "HEAD"):
         return fields
     sent_type = request.headers.get("content-type", "")
@@ -148,7 +147,7 @@ async def request_fields(request: Request) -> Mapping[str, str]:
             if name in AUTH_FIELDS and value is not None and not isinstance(value, str):
                 kind = "an object" if isinstance(value, _Members) else json_kind(value)
                 raise ProtocolError(f"the JSON body's {name!r} must be a string, not {kind}")
-        _take_once(fields, [(name, value) for name, value in body if isinstance(value, str)])
+        _take_once(fields, [(name, value) for name, value in body if isinstance(value, str)], AUTH_FIELDS)
     elif content_type.startswith("multipart/"):
         raise ProtocolError(
             "a multipart body (fetch with a FormData) is not read here: send the fields as "
@@ -165,7 +164,7 @@ async def request_fields(request: Request) -> Mapping[str, str]:
                 f"the body is JSON {sent}: send Content-Type: application/json (or the fields form-encoded)",
                 http_status=415,
             )
-        _take_once(fields, parse_qsl(body, keep_blank_values=True))
+        _take_once(fields, parse_qsl(body, keep_blank_values=True), AUTH_FIELDS)
     return fields
 
 
@@ -174,12 +173,23 @@ class _Members(list[tuple[str, Any]]):
     alone was kept, and the one dropped could be the one a proxy checked)."""
 
 
-def _take_once(fields: dict[str, str], pairs: Iterable[tuple[str, str]]) -> None:
-    """``pairs`` added to ``fields``: an auth field given twice with two values (in the query and the body, twice in a
-    form or twice in a JSON object) is refused, since the value not read might be the one a rule would have refused."""
+def query_fields(request: Request, read: Collection[str]) -> dict[str, str]:
+    """The request's query parameters, one that its route ``read``s given twice with two values refused. Starlette's
+    ``query_params[name]`` is the last value: ``?prefix=orders-&prefix=presence-`` listed presence channels, the
+    first value dropped unseen, where the emulator's HTTP API refuses a repeated parameter."""
+    fields: dict[str, str] = {}
+    _take_once(fields, request.query_params.multi_items(), read)
+    return fields
+
+
+def _take_once(fields: dict[str, str], pairs: Iterable[tuple[str, str]], read: Collection[str]) -> None:
+    """``pairs`` added to ``fields``: a field the route ``read``s given twice with two values (in the query and the
+    body, twice in a query or a form, or twice in a JSON object) is refused, since the value not read might be the
+    one a rule or a proxy checked. The same value twice is that value, with nothing left unread; a field the route
+    does not read resolves nothing, whatever it holds."""
     for name, value in pairs:
         earlier = fields.setdefault(name, value)
-        if earlier != value and name in AUTH_FIELDS:
+        if earlier != value and name in read:
             raise ProtocolError(f"{name} is given twice, as {earlier!r:.80} and {value!r:.80}: give it once")
 
 

@@ -14,6 +14,7 @@ import pytest
 from relay.gateway import GatewaySettings
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt
+from tests.operations.support import ws_client
 
 PUBLISH = {"channels": ["orders"], "event": "placed", "data": {"id": 7}}
 API = {"authorization": f"Bearer {TOKEN}"}
@@ -77,6 +78,46 @@ async def test_two_idempotency_keys_are_a_400_and_nothing_is_published(
         assert emulator.node.states["1"].meter.publishes == 0
         await assert_publishing(http)
     assert emulator.node.states["1"].meter.publishes == 1
+
+
+# Each route that reads its query, and a name it reads there: the POST auth routes read the query beside the body
+QUERY_READERS = [
+    ("GET", "/v1/channels", "prefix"),
+    ("GET", "/v1/auth/channel", "channel"),
+    ("GET", "/v1/auth/channel", "channels"),
+    ("GET", "/v1/auth/channel", "socket_id"),
+    ("POST", "/v1/auth/channel", "channel_name"),
+    ("POST", "/v1/auth/user", "socket_id"),
+]
+
+
+async def test_a_query_parameter_given_twice_with_two_values_is_a_400_on_every_route_reading_one(
+    gateway: RunningGateway, emulator: RunningEmulator
+) -> None:
+    """/v1/channels took the last prefix and dropped the first unseen, where the emulator's HTTP API refuses any
+    repeated parameter and the auth routes refused an auth field's second value. Every route reading its query now
+    refuses a name it reads given two values, naming it; the same value twice is that value, as on the auth routes;
+    and the gateway goes on serving."""
+    for channel in ("news", "orders"):
+        await (await ws_client(emulator.ws_url())).subscribe(channel, emulator.app)
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        schema = (await http.get("/openapi.json")).json()
+        documented = {
+            (method.upper(), path, parameter["name"])
+            for path, operations in schema["paths"].items()
+            for method, operation in operations.items()
+            for parameter in operation.get("parameters", [])
+            if parameter["in"] == "query"
+        }
+        assert documented <= set(QUERY_READERS)  # a route that comes to read its query is tested here too
+        for method, path, name in QUERY_READERS:
+            response = await http.request(method, f"{path}?{name}=orders&{name}=news", headers=API)
+            error = {"error": f"{name} is given twice, as 'orders' and 'news': give it once"}
+            assert (response.status_code, response.json()) == (400, error), (method, path)
+        listed = await http.get("/v1/channels?prefix=news&prefix=news", headers=API)
+        assert listed.status_code == 200, listed.text
+        assert [channel["name"] for channel in listed.json()["channels"]] == ["news"]
+        await assert_publishing(http)
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "identity, gzip"])
