@@ -1238,9 +1238,13 @@ IdempotencyKeyHeader = Annotated[
         "it within 2 minutes gets the first answer, with Idempotency-Replayed: true, and is not delivered again"
     ),
 ]
-# Headers a request may carry once: of two Authorization headers or two Idempotency-Keys, which one is meant is not
-# known (the first Idempotency-Key was taken silently)
-SINGLE_HEADERS = {b"authorization": "Authorization", b"idempotency-key": "Idempotency-Key"}
+# Headers a request may carry once: of two Authorization headers, Idempotency-Keys or X-Socket-Ids, which one is meant
+# is not known (the first Idempotency-Key, and the first X-Socket-Id, whatever the second said, were taken silently)
+SINGLE_HEADERS = {
+    b"authorization": "Authorization",
+    b"idempotency-key": "Idempotency-Key",
+    b"x-socket-id": "X-Socket-Id",
+}
 
 
 class PublishResponse(BaseModel):

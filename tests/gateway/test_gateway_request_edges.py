@@ -80,6 +80,28 @@ async def test_two_idempotency_keys_are_a_400_and_nothing_is_published(
     assert emulator.node.states["1"].meter.publishes == 1
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/publish", PUBLISH),
+        ("/v1/publish/batch", {"events": [{"channel": "orders", "event": "placed", "data": 7}]}),
+    ],
+)
+async def test_two_x_socket_id_headers_are_a_400_and_nothing_is_published(
+    gateway: RunningGateway, emulator: RunningEmulator, path: str, body: dict[str, object]
+) -> None:
+    """The first X-Socket-Id was taken and the second dropped unseen, though a publish names one socket to leave out
+    (the emulator's HTTP API takes it from one place, and refuses a parameter given twice): refused as two
+    Idempotency-Keys are, naming the header, and nothing is published."""
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        headers = httpx.Headers([*API.items(), ("x-socket-id", "1.2"), ("x-socket-id", "3.4")])
+        response = await http.post(path, json=body, headers=headers)
+        error = {"error": "the request has 2 X-Socket-Id headers: send one"}
+        assert (response.status_code, response.json()) == (400, error)
+        assert emulator.node.states["1"].meter.publishes == 0
+        await assert_publishing(http)
+
+
 # Each route that reads its query, and a name it reads there: the POST auth routes read the query beside the body
 QUERY_READERS = [
     ("GET", "/v1/channels", "prefix"),
