@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Self, TypeVar
 
 from relay.adapters.base import MAX_RESTARTS, Adapter, Call, Capability, HttpRequest, HttpResponse, unsupported
 from relay.config import (
@@ -63,6 +63,8 @@ from relay.senders import (
 )
 
 T = TypeVar("T")
+SenderT = TypeVar("SenderT", SyncSender, AsyncSender)
+KeysT = TypeVar("KeysT", PublishedKeys, AsyncPublishedKeys)
 R = TypeVar("R")  # what one operation returns, once its calls on one provider are combined
 # Channels one Ably token may be asked for: a TokenRequest's capability grows with each, and so does every
 # request that carries the token.
@@ -612,13 +614,40 @@ class _Publishing(NamedTuple):
     keyed: tuple[str, bytes] | None
 
 
-class _BaseRelay:
-    """What both clients do without I/O: describe themselves, sign auth bodies, verify webhooks, and make each
-    operation's requests (which they send)."""
+class _BaseRelay(Generic[SenderT, KeysT]):
+    """What both clients do without I/O: build themselves, describe themselves, sign auth bodies, verify webhooks, and
+    make each operation's requests (which they send)."""
 
-    _ops: _Operations
+    # What a client builds of its own kind, sync or async: its sender (unless it is given one), and the memory of
+    # its idempotency keys
+    _sender_kind: type[SenderT]
+    _keys_kind: type[KeysT]
     # The senders know when they are closed; a provider no request goes to (memory) would not
     _closed = False
+
+    def __init__(
+        self, url: Configuration, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SenderT | None = None
+    ) -> None:
+        mode, configs = parse_configuration(url)
+        policy = checked_retry_policy(retry)
+        self._ops = _Operations(mode, configs)
+        self._sender: SenderT = sender or self._sender_kind(policy)
+        self._published: KeysT = self._keys_kind(lambda: self._closed, _delivered_by_mirror)
+
+    @classmethod
+    def from_url(cls, url: str | None, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SenderT | None = None) -> Self:
+        """``url`` may be ``os.getenv("RELAY_URL")``: None raises a ConfigError saying to set it."""
+        return cls(provider_url_text(url), retry=retry, sender=sender)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        sender: SenderT | None = None,
+    ) -> Self:
+        return cls(configuration_from_env(environ), retry=retry, sender=sender)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({_describe(self._ops)!r})"
@@ -767,34 +796,11 @@ class _BaseRelay:
         return self._each(lambda adapter: [adapter.presence_members(channel)], Capability.PRESENCE, _single)
 
 
-class Relay(_BaseRelay):
+class Relay(_BaseRelay[SyncSender, PublishedKeys]):
     """The synchronous client. Build it with :meth:`from_url` or :meth:`from_env`."""
 
-    def __init__(
-        self, url: Configuration, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SyncSender | None = None
-    ) -> None:
-        mode, configs = parse_configuration(url)
-        policy = checked_retry_policy(retry)
-        self._ops = _Operations(mode, configs)
-        self._sender = sender or SyncSender(policy)
-        self._published = PublishedKeys(lambda: self._closed, _delivered_by_mirror)
-
-    @classmethod
-    def from_url(
-        cls, url: str | None, *, retry: RetryPolicy = DEFAULT_RETRY, sender: SyncSender | None = None
-    ) -> Relay:
-        """``url`` may be ``os.getenv("RELAY_URL")``: None raises a ConfigError saying to set it."""
-        return cls(provider_url_text(url), retry=retry, sender=sender)
-
-    @classmethod
-    def from_env(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        *,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        sender: SyncSender | None = None,
-    ) -> Relay:
-        return cls(configuration_from_env(environ), retry=retry, sender=sender)
+    _sender_kind = SyncSender
+    _keys_kind = PublishedKeys
 
     def __enter__(self) -> Relay:
         return self
@@ -861,34 +867,11 @@ class Relay(_BaseRelay):
         return self._drive(self._presence_members(channel))
 
 
-class AsyncRelay(_BaseRelay):
+class AsyncRelay(_BaseRelay[AsyncSender, AsyncPublishedKeys]):
     """The asynchronous client: the same methods as :class:`Relay`, awaited."""
 
-    def __init__(
-        self, url: Configuration, *, retry: RetryPolicy = DEFAULT_RETRY, sender: AsyncSender | None = None
-    ) -> None:
-        mode, configs = parse_configuration(url)
-        policy = checked_retry_policy(retry)
-        self._ops = _Operations(mode, configs)
-        self._sender = sender or AsyncSender(policy)
-        self._published = AsyncPublishedKeys(lambda: self._closed, _delivered_by_mirror)
-
-    @classmethod
-    def from_url(
-        cls, url: str | None, *, retry: RetryPolicy = DEFAULT_RETRY, sender: AsyncSender | None = None
-    ) -> AsyncRelay:
-        """``url`` may be ``os.getenv("RELAY_URL")``: None raises a ConfigError saying to set it."""
-        return cls(provider_url_text(url), retry=retry, sender=sender)
-
-    @classmethod
-    def from_env(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        *,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        sender: AsyncSender | None = None,
-    ) -> AsyncRelay:
-        return cls(configuration_from_env(environ), retry=retry, sender=sender)
+    _sender_kind = AsyncSender
+    _keys_kind = AsyncPublishedKeys
 
     async def __aenter__(self) -> AsyncRelay:
         return self
