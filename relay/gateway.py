@@ -1845,7 +1845,7 @@ def gateway_router(
     @router.get(
         "/v1/auth/channel",
         summary="An Ably token request, as ably-js's authUrl asks with GET",
-        openapi_extra=_query_parameters({"channel": "private-orders", "channels": '["orders-42", "presence-room-1"]'}),
+        openapi_extra=_query_parameters(AUTH_CHANNEL_QUERY),
     )
     async def auth_channel(request: Request) -> JSONResponse:
         try:
@@ -2003,6 +2003,17 @@ def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, 
     media_types = ("application/x-www-form-urlencoded", "application/json")
     content = {media_type: {"schema": schema} for media_type in media_types}
     return {"requestBody": {"required": True, "content": content}}
+
+
+# What GET /v1/auth/channel reads from its query, each with the example its OpenAPI parameter shows: the fields a
+# POST reads from its body (relay.web.AUTH_FIELDS), pusher-js's socket_id and channel_name, or the channel or channels
+# of ably-js's authParams
+AUTH_CHANNEL_QUERY = {
+    "socket_id": "123.456",
+    "channel_name": "private-orders",
+    "channel": "private-orders",
+    "channels": '["orders-42", "presence-room-1"]',
+}
 
 
 def _query_parameters(example: Mapping[str, str]) -> dict[str, Any]:
