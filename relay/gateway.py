@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -1808,12 +1808,12 @@ def gateway_router(
         "/v1/channels",
         response_model=ChannelsResponse,
         summary="Occupied channels, by name prefix",
-        openapi_extra=_query_parameters({"prefix": "presence-"}),
+        openapi_extra=_query_parameters(CHANNELS_QUERY),
     )
     async def channels(request: Request) -> Any:
         try:
             check_api_token(settings, request)
-            found = await client.channels(query_fields(request, ["prefix"]).get("prefix", ""))
+            found = await client.channels(own_query_fields(request, CHANNELS_QUERY).get("prefix", ""))
         except RelayError as error:
             return error_response(error, request)
         return ChannelsResponse(channels=[_channel_response(found[name]) for name in sorted(found)])
@@ -2005,6 +2005,8 @@ def _auth_body(example: Mapping[str, str], *, required: list[str]) -> dict[str, 
     return {"requestBody": {"required": True, "content": content}}
 
 
+# What GET /v1/channels reads from its query, with the example its OpenAPI parameter shows
+CHANNELS_QUERY = {"prefix": "presence-"}
 # What GET /v1/auth/channel reads from its query, each with the example its OpenAPI parameter shows: the fields a
 # POST reads from its body (relay.web.AUTH_FIELDS), pusher-js's socket_id and channel_name, or the channel or channels
 # of ably-js's authParams
@@ -2014,6 +2016,18 @@ AUTH_CHANNEL_QUERY = {
     "channel": "private-orders",
     "channels": '["orders-42", "presence-room-1"]',
 }
+
+
+def own_query_fields(request: Request, accepted: Collection[str]) -> dict[str, str]:
+    """The query of a route whose parameters are all its own, one it does not read refused: ignored, a Pusher user's
+    ``?filter_by_prefix=presence-`` (Pusher's name for ``prefix``) listed every channel. The auth routes read their
+    query leniently instead: clients add fields of their own there (pusher-js's ``params``, ably-js's ``authParams``
+    and the token params it adds, such as ``clientId``)."""
+    fields = query_fields(request, accepted)
+    unknown = next((name for name in fields if name not in accepted), None)
+    if unknown is not None:
+        raise ProtocolError(f"unknown query parameter {unknown!r:.80}: this route reads {', '.join(accepted)}")
+    return fields
 
 
 def _query_parameters(example: Mapping[str, str]) -> dict[str, Any]:

@@ -143,6 +143,25 @@ async def test_a_query_parameter_given_twice_with_two_values_is_a_400_on_every_r
         await assert_publishing(http)
 
 
+@pytest.mark.parametrize(
+    ("query", "unknown"), [("filter_by_prefix=presence-", "filter_by_prefix"), ("prefix=presence-&info=x", "info")]
+)
+async def test_a_query_parameter_the_channel_list_does_not_read_is_a_400_naming_it_and_prefix(
+    gateway: RunningGateway, emulator: RunningEmulator, query: str, unknown: str
+) -> None:
+    """It was ignored: a user coming from Pusher, whose HTTP API names the prefix filter_by_prefix, got every channel
+    listed as if they all had the prefix. Refused naming the parameter and the one the route reads (one name for
+    the filter, not an alias), and the gateway goes on serving."""
+    for channel in ("orders", "presence-room"):
+        await (await ws_client(emulator.ws_url())).subscribe(channel, emulator.app, user_id="alice")
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        refused = await http.get(f"/v1/channels?{query}", headers=API)
+        error = {"error": f"unknown query parameter {unknown!r}: this route reads prefix"}
+        assert (refused.status_code, refused.json()) == (400, error)
+        listed = await http.get("/v1/channels?prefix=presence-", headers=API)
+        assert [channel["name"] for channel in listed.json()["channels"]] == ["presence-room"]
+
+
 @pytest.mark.parametrize("coding", ["gzip", "br", "identity, gzip"])
 async def test_a_body_in_a_content_coding_is_a_415_not_malformed_json(gateway: RunningGateway, coding: str) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as http:
