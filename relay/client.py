@@ -11,6 +11,7 @@ import enum
 import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any, Generic, NamedTuple, Self, TypeVar
 
@@ -815,11 +816,12 @@ class Relay(_BaseRelay[SyncSender, PublishedKeys]):
     def _drive(self, requests: _Requests[T]) -> T:
         """What ``requests`` give, each request they ask for sent."""
         driven = _Driven(requests)
-        while (asked := driven.next_request()) is not None:
-            try:
-                driven.answer(self._sender.send(*asked))
-            except RelayError as error:
-                driven.answer(error)
+        with closing(requests):  # an interruption (not a RelayError) leaves it suspended: closed, not left to the gc
+            while (asked := driven.next_request()) is not None:
+                try:
+                    driven.answer(self._sender.send(*asked))
+                except RelayError as error:
+                    driven.answer(error)
         return driven.result
 
     def _publish(self, publishing: _Publishing) -> PublishResult:
@@ -886,11 +888,12 @@ class AsyncRelay(_BaseRelay[AsyncSender, AsyncPublishedKeys]):
     async def _drive(self, requests: _Requests[T]) -> T:
         """What ``requests`` give, each request they ask for sent."""
         driven = _Driven(requests)
-        while (asked := driven.next_request()) is not None:
-            try:
-                driven.answer(await self._sender.send(*asked))
-            except RelayError as error:
-                driven.answer(error)
+        with closing(requests):  # a cancellation leaves it suspended: closed, not left to the garbage collector
+            while (asked := driven.next_request()) is not None:
+                try:
+                    driven.answer(await self._sender.send(*asked))
+                except RelayError as error:
+                    driven.answer(error)
         return driven.result
 
     async def _publish(self, publishing: _Publishing) -> PublishResult:

@@ -9,7 +9,8 @@
   collector closed it with a ResourceWarning;
 - ``close()`` or ``reset_default_client()`` from another thread did not end a ``Relay`` request during its TLS
   handshake: it waited for the timeout, or for ever with ``timeout=None`` (ssl moves the socket's descriptor to a
-  socket object of its own, which close() could not reach).
+  socket object of its own, which close() could not reach);
+- a publish cancelled mid-request left its generator of requests suspended, for the garbage collector to close.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import sys
 import threading
 import time
@@ -31,6 +33,7 @@ from libsupport import silent as silent
 import relay
 from relay import AsyncRelay, Relay
 from relay.errors import ClientClosed
+from relay.idempotency import NOTHING_DELIVERED
 from relay.senders import RetryPolicy
 
 KEY, SECRET = "app-key", "app-secret"
@@ -176,6 +179,21 @@ async def test_a_request_cancelled_during_its_tls_handshake_leaves_no_socket_ope
             with pytest.raises(asyncio.CancelledError):
                 await publish
             assert await asyncio.to_thread(closed_by_the_client, silent) == b""
+
+
+async def test_a_publish_cancelled_mid_request_closes_its_requests_generator(silent: SilentServer) -> None:
+    """The publish's generator of requests (the engine AsyncRelay drives) was left suspended where the cancellation
+    found it, for the garbage collector to close whenever it ran: it is closed as the cancellation passes, as a
+    finished one is. The publish is the one ``publish()`` makes, driven as ``publish()`` drives it."""
+    async with AsyncRelay(silent_url(silent, tls=False), retry=NO_TIMEOUT) as client:
+        requests = client._publishing("orders", "paid", {"id": 42}, None, None).requests(NOTHING_DELIVERED)
+        publish = asyncio.ensure_future(client._drive(requests))
+        await asyncio.to_thread(first_bytes, silent, until=PUBLISH_END)
+        assert inspect.getgeneratorstate(requests) == inspect.GEN_SUSPENDED
+        publish.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await publish
+        assert inspect.getgeneratorstate(requests) == inspect.GEN_CLOSED
 
 
 # -- Relay: close() and reset_default_client() from another thread -----------------------------------------------------
