@@ -12,8 +12,7 @@ import atexit
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # In a checkout, relay.adapters and relay.emulator are the top-level adapters/ and emulator/ folders, which
 # pyproject.toml maps into place when installing. Python run from the checkout's root imports this folder, not the
@@ -24,15 +23,43 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "adapters")) and os
 ):
     __path__.append(_checkout)
 
-# The imports below need the path above.
-from relay.client import AsyncRelay, MirrorError, Relay, UserLike, WebhookHeaders  # noqa: E402
-from relay.errors import IdempotencyKeyReused, InvalidIdempotencyKey, RelayError, UnsupportedCapability  # noqa: E402
-from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent  # noqa: E402
+if TYPE_CHECKING:
+    from relay.client import AsyncRelay, MirrorError, Relay, UserLike, WebhookHeaders
+    from relay.errors import IdempotencyKeyReused, InvalidIdempotencyKey, RelayError, UnsupportedCapability
+    from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 
-try:
-    __version__ = version("relay-realtime")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0.0.0"
+    __version__: str
+
+
+def __getattr__(name: str) -> object:
+    """The classes above and ``__version__``, loaded at their first use rather than with the package: every
+    ``relay.…`` module, the ``relay`` command's entry point first, runs this file, and the client's dependencies
+    (httpx) and the installed metadata took a fifth of a second to load, in which Ctrl-C was a traceback."""
+    value: object
+    if name in ("AsyncRelay", "MirrorError", "Relay", "UserLike", "WebhookHeaders"):
+        from relay import client
+
+        value = getattr(client, name)
+    elif name in ("IdempotencyKeyReused", "InvalidIdempotencyKey", "RelayError", "UnsupportedCapability"):
+        from relay import errors
+
+        value = getattr(errors, name)
+    elif name in ("ChannelInfo", "Event", "PresenceMember", "PublishResult", "User", "WebhookEvent"):
+        from relay import models
+
+        value = getattr(models, name)
+    elif name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("relay-realtime")
+        except PackageNotFoundError:  # a source tree that was never installed
+            value = "0.0.0"
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # found here from now on, without this function
+    return value
+
 
 __all__ = [
     "AsyncRelay",
@@ -72,6 +99,8 @@ def default_client() -> Relay:
     global _default
     with _default_lock:
         if _default is None:
+            from relay.client import Relay
+
             _default = Relay.from_env()
         return _default
 

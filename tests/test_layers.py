@@ -74,7 +74,7 @@ LAYERS = (
     Layer("cost", ("relay.cost",), ("errors",), also=("relay.files",), third_party=frozenset({"rich", "matplotlib"})),
     Layer(
         "CLI",
-        ("relay.cli", "relay.serve"),
+        ("relay.__main__", "relay.cli", "relay.serve"),
         ("errors", "protocol", "values", "adapters", "public API", "gateway", "emulator", "cost"),
         third_party=frozenset({"uvicorn", "h11", "fastapi", "uvloop", "redis"}),
         network=True,
