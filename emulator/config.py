@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from relay.config import is_http_url, is_origin, is_url, undecoded
 from relay.emulator.limits import origin_allowed
 from relay.emulator.logs import redact_urls
@@ -152,6 +150,10 @@ def _header_problem(name: object, value: object) -> str | None:
 
 def _sendable(url: str) -> str | None:
     """Why httpx could not send to ``url`` (a host IDNA refuses, such as xn--a.com), or None."""
+    # Here, not with the module: every relay command imports it to build its parser, and httpx (with the click and
+    # rich of its own command line) was a quarter of the time `relay --help` took.
+    import httpx
+
     try:
         httpx.URL(url).host  # noqa: B018 (decoding the host is the check)
     except UnicodeError as exc:  # idna's errors
