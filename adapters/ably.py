@@ -21,6 +21,7 @@ from relay.adapters.base import (
     count_of,
     path_segment,
     refuse_replayed_webhook,
+    server_name,
     unreadable_answer,
     unsupported,
     webhook_bytes,
@@ -29,7 +30,7 @@ from relay.adapters.base import (
     webhook_milliseconds,
 )
 from relay.adapters.pusher import presence_channel
-from relay.config import ProviderConfig
+from relay.config import ProviderConfig, is_hosted_ably
 from relay.errors import (
     InvalidChannelName,
     InvalidSignature,
@@ -101,13 +102,13 @@ def token_channel(name: object) -> str:
     return channel
 
 
-def refuse_encrypted(channels: Sequence[str]) -> None:
+def refuse_encrypted(provider: str, channels: Sequence[str]) -> None:
     """Ably has no counterpart of Pusher's end-to-end encrypted channels: their data would go out in clear, which the
     name promises it never does, so a publish to one is refused before anything is sent."""
     for name in channels:
         if classify(name) is ChannelKind.ENCRYPTED:
             raise UnsupportedCapability(
-                "Ably",
+                provider,
                 "end-to-end encrypted channels",
                 hint=f"{name!r} would be published in clear; publish it through Pusher or the emulator, "
                 "or use a private- channel",
@@ -165,7 +166,6 @@ def one_per_user(members: list[PresenceMember]) -> list[PresenceMember]:
 
 class AblyAdapter:
     scheme = "ably"
-    name = "Ably"
     capabilities = frozenset(Capability) - UNSUPPORTED_HINTS.keys()
     unsupported_hints = UNSUPPORTED_HINTS
     max_channels_per_publish = 100
@@ -182,6 +182,9 @@ class AblyAdapter:
         self._config = config
         self._clock = clock
         self._random_id = random_id
+        # An ably:// URL may name a self-hosted Ably-protocol server (the emulator's Ably side): its refusals are not
+        # hosted Ably's
+        self.name = server_name("Ably", is_hosted_ably, config)
         credentials = base64.b64encode(f"{config.key}:{config.secret}".encode()).decode()
         self._headers = {
             "Authorization": f"Basic {credentials}",
@@ -227,13 +230,13 @@ class AblyAdapter:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if code == CAPABILITY_DENIED:  # answered 401, but the credentials are right: no "check the key and secret"
             return PermissionDenied(
-                f"Ably answered {response.status}: {message} ({_CAPABILITY_ADVICE})",
+                f"{self.name} answered {response.status}: {message} ({_CAPABILITY_ADVICE})",
                 http_status=response.status,
                 code=code,
                 retry_after=retry_after,
                 answered_by=self.name,
             )
-        return error_for_status("Ably", response.status, message, code=code, retry_after=retry_after)
+        return error_for_status(self.name, response.status, message, code=code, retry_after=retry_after)
 
     def _message(self, event: str, payload: Payload, message_id: str, socket_id: str | None) -> dict[str, object]:
         message: dict[str, object] = {"name": event, "data": payload.text, "id": message_id}
@@ -250,7 +253,7 @@ class AblyAdapter:
     # -- operations -------------------------------------------------------------------------------------------
 
     def check_publish_channels(self, channels: Sequence[str]) -> None:
-        refuse_encrypted(channels)
+        refuse_encrypted(self.name, channels)
 
     def publish(
         self,
@@ -276,7 +279,9 @@ class AblyAdapter:
                 return self._single(response, channels[0], message_id)
             return self._batched(response, (message_id,), batch=False)
 
-        return Call(request(socket_id), parse, instead=_unkeyed(socket_id is not None, lambda: request(None)))
+        return Call(
+            request(socket_id), parse, instead=_unkeyed(self.name, socket_id is not None, lambda: request(None))
+        )
 
     def _single(self, response: HttpResponse | None, channel: str, message_id: str) -> PublishResult:
         """Ably answers a publish to one channel with an object (its serials, from protocol 2) or nothing."""
@@ -304,7 +309,7 @@ class AblyAdapter:
             results += listed
         refused = [(index, result) for index, result in enumerate(results) if "error" in result]
         if refused:
-            raise _refusal(refused, len(results) - len(refused), batch=batch)
+            raise _refusal(self.name, refused, len(results) - len(refused), batch=batch)
         return PublishResult(tuple(str(result.get("channel")) for result in results), message_ids)
 
     def _spec(self, event: Event, payload: Payload, message_id: str, keyed: bool = True) -> dict[str, object]:
@@ -334,7 +339,7 @@ class AblyAdapter:
     def publish_batch(
         self, events: Sequence[tuple[Event, Payload]], idempotency_key: str | None = None, first: int = 0
     ) -> Call[PublishResult]:
-        refuse_encrypted([event.channel for event, _ in events])
+        refuse_encrypted(self.name, [event.channel for event, _ in events])
         base = idempotency_key or self._random_id()
         # Numbered across the whole batch: two events of a keyed batch to one channel are two messages
         message_ids = tuple(f"{base}:{i}" for i in range(first, first + len(events)))
@@ -348,7 +353,7 @@ class AblyAdapter:
         return Call(
             request(True),
             lambda response: self._batched(response, message_ids, batch=True),
-            instead=_unkeyed(keyed, lambda: request(False)),
+            instead=_unkeyed(self.name, keyed, lambda: request(False)),
         )
 
     def channel(self, name: str) -> Call[ChannelInfo]:
@@ -506,7 +511,9 @@ class AblyAdapter:
         return events
 
 
-def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[RelayError], HttpRequest | None] | None:
+def _unkeyed(
+    provider: str, keyed: bool, unkeyed: Callable[[], HttpRequest]
+) -> Callable[[RelayError], HttpRequest | None] | None:
     """For a publish carrying a socket_id (a connectionKey): the same messages without it, when Ably refuses the key.
     Ably refuses the whole publish for a key that is not a connection's (a Pusher socket id, a key cut short): the
     sender would get its own message back, a smaller harm than every subscriber missing it. The message ids stay,
@@ -518,7 +525,7 @@ def _unkeyed(keyed: bool, unkeyed: Callable[[], HttpRequest]) -> Callable[[Relay
         reason = error.message.lower()
         if error.code != MALFORMED_MESSAGE or not any(field in reason for field in _CONNECTION_FIELDS):
             return None
-        log.warning("Ably refused the socket_id (connectionKey) of a publish, sent again without it: %s", error)
+        log.warning("%s refused the socket_id (connectionKey) of a publish, sent again without it: %s", provider, error)
         return unkeyed()
 
     return instead
@@ -632,9 +639,11 @@ def _decoded(where: str, data: object, encoding: object) -> tuple[object, str | 
     return data, "/".join(steps) or None
 
 
-def _refusal(refused: Sequence[tuple[int, Mapping[str, Any]]], published: int, *, batch: bool) -> RelayError:
-    """The error for a batch answer refusing some channels (or events) and publishing the others: which were refused
-    and why, and ``published``, how many were delivered (not to be sent again)."""
+def _refusal(
+    provider: str, refused: Sequence[tuple[int, Mapping[str, Any]]], published: int, *, batch: bool
+) -> RelayError:
+    """The error for ``provider``'s batch answer refusing some channels (or events) and publishing the others: which
+    were refused and why, and ``published``, how many were delivered (not to be sent again)."""
     described = "; ".join(
         f"{f'batch[{index}] on ' if batch else ''}{result.get('channel')} ({_refusal_reason(result['error'])})"
         for index, result in refused
@@ -648,11 +657,11 @@ def _refusal(refused: Sequence[tuple[int, Mapping[str, Any]]], published: int, *
     code = code if isinstance(code, int) else None
     error: RelayError
     if not isinstance(status, int):
-        error = ProviderError(f"Ably {message}", answered_by="Ably")
+        error = ProviderError(f"{provider} {message}", answered_by=provider)
     elif code == CAPABILITY_DENIED:
-        error = PermissionDenied(f"Ably {message}", http_status=status, code=code, answered_by="Ably")
+        error = PermissionDenied(f"{provider} {message}", http_status=status, code=code, answered_by=provider)
     else:  # a 4xx refusal is the caller's to fix, not a provider failure to fail over
-        error = error_for_status("Ably", status, message, code=code)
+        error = error_for_status(provider, status, message, code=code)
     if published:
         error.published = published
     # A channel whose publish timed out while it was processed (50003) may have had it published all the same

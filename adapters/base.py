@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
+from relay.config import ProviderConfig
 from relay.errors import InvalidFrame, ProtocolError, RelayError, StaleTimestamp, UnsupportedCapability, json_kind
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent, integer_id_as_digits
 from relay.payload import Payload
@@ -172,6 +173,15 @@ def path_segment(name: str, kept: str = "") -> str:
 def calls_of(events: Sequence[tuple[Event, Payload]], size: int) -> list[Sequence[tuple[Event, Payload]]]:
     """``events`` in calls of ``size`` (the last one shorter): a provider's batch limit when that is a count."""
     return [events[i : i + size] for i in range(0, len(events), size)]
+
+
+def server_name(service: str, is_hosted: Callable[[str], bool], config: ProviderConfig) -> str:
+    """Who answers, as errors name it: the hosted ``service`` by its name; any other server speaking its protocol
+    (soketi, Reverb, the emulator, …) by its address, so that its refusals are not taken for the hosted service's."""
+    if is_hosted(config.host):
+        return service
+    port = "" if config.port is None else f":{config.port}"
+    return f"the {service}-protocol server at {config.url_host}{port}"
 
 
 def unsupported(adapter: Adapter, capability: Capability) -> UnsupportedCapability:

@@ -24,6 +24,7 @@ from relay.adapters.base import (
     count_of,
     path_segment,
     refuse_replayed_webhook,
+    server_name,
     unreadable_answer,
     unsupported,
     webhook_bytes,
@@ -143,10 +144,7 @@ def _server_name(config: ProviderConfig) -> str:
     whose refusals are not hosted Pusher's, so such a server is named by its address."""
     if config.scheme == "emulator":
         return "the Relay emulator"
-    if is_hosted_pusher(config.host):
-        return "Pusher"
-    port = "" if config.port is None else f":{config.port}"
-    return f"the Pusher-protocol server at {config.url_host}{port}"
+    return server_name("Pusher", is_hosted_pusher, config)
 
 
 # pusher-js asks for each subscription's signature on its own, bound to its socket id

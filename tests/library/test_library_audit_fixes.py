@@ -1,12 +1,14 @@
 """Fixes from an audit of the library: memory:// answers and refuses as the emulator does (channel queries, batch
 errors), URLs and retry policies are checked when the client is built, a test can sign a webhook for memory://,
-a Pusher-protocol server that is not hosted Pusher is not called Pusher, and data nested too deeply is InvalidData.
+a Pusher- or Ably-protocol server that is not hosted Pusher or Ably is not called so, and data nested too deeply
+is InvalidData.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import socket
 import time
 from typing import Any
 
@@ -17,7 +19,15 @@ from relay import AsyncRelay, Relay
 from relay.adapters.memory import memory_store
 from relay.client import parse_configuration
 from relay.config import from_env, parse_url
-from relay.errors import AuthenticationError, ConfigError, InvalidData, PayloadTooLarge, StaleTimestamp
+from relay.errors import (
+    AuthenticationError,
+    ConfigError,
+    InvalidData,
+    PayloadTooLarge,
+    StaleTimestamp,
+    TransportError,
+    UnsupportedCapability,
+)
 from relay.models import User
 from relay.senders import RetryPolicy
 from relay.testing import published, signed_webhook
@@ -200,7 +210,7 @@ def test_a_retry_that_is_not_a_retry_policy_is_a_config_error(client_class: type
         client_class("memory://audit-retry", retry=5)  # type: ignore[arg-type]
 
 
-# -- 7. a Pusher-protocol server that is not hosted Pusher is named by its host ---------------------------------------
+# -- 7. a Pusher- or Ably-protocol server that is not the hosted service is named by its address ----------------------
 
 
 async def test_an_error_from_a_self_hosted_pusher_server_names_that_server(emulator: RunningEmulator) -> None:
@@ -220,6 +230,34 @@ async def test_an_error_from_a_self_hosted_pusher_server_names_that_server(emula
     assert raised.value.message.startswith(f"{server} answered 401: ")
     assert raised.value.answered_by == server
     assert Relay.from_url("pusher://k:s@eu/apps/1").adapter.name == "Pusher"
+
+
+async def test_an_error_from_a_self_hosted_ably_server_names_that_server(emulator: RunningEmulator) -> None:
+    """An ably:// URL at the emulator's Ably side (local development): its 401, and what it cannot do, are not hosted
+    Ably's; a local port nothing listens on is named by its address alone."""
+    key_name = emulator.app.ably_api_key.partition(":")[0]
+    server = f"the Ably-protocol server at 127.0.0.1:{emulator.port}"
+    async with AsyncRelay(f"ably://{key_name}:wrong@127.0.0.1:{emulator.port}?tls=false") as client:
+        with pytest.raises(AuthenticationError) as refused:
+            await client.publish("orders", "e", {})
+        with pytest.raises(UnsupportedCapability) as lacking:
+            await client.send_to_user("alice", "e", {})
+        with pytest.raises(UnsupportedCapability) as encrypted:
+            await client.publish("private-encrypted-card", "e", {})
+    assert refused.value.message.startswith(f"{server} answered 401: Invalid credentials")
+    assert refused.value.answered_by == server
+    assert str(lacking.value).startswith(f"{server} does not support send_to_user")
+    assert encrypted.value.provider == server
+    with socket.socket() as unlistened:
+        unlistened.bind(("127.0.0.1", 0))  # bound, never listening: refused, and no other process can take the port
+        port = unlistened.getsockname()[1]
+        async with AsyncRelay(
+            f"ably://{key_name}:secret@127.0.0.1:{port}?tls=false", retry=RetryPolicy(attempts=1)
+        ) as client:
+            with pytest.raises(TransportError) as unreachable:
+                await client.publish("orders", "e", {})
+    assert str(unreachable.value) == f"could not reach 127.0.0.1:{port}: ConnectError; check the host, port and network"
+    assert Relay.from_url("ably://appid.keyid:secret").adapter.name == "Ably"
 
 
 # -- 8. credentials cut by a '/', and whitespace around a URL -------------------------------------------------------

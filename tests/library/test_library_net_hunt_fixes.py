@@ -35,9 +35,19 @@ def answer(status: str, body: bytes = b"", *headers: str) -> bytes:
     return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
 
 
+def address(url: str) -> str:
+    """HOST:PORT of the server an emulator:// ``url`` of ``libsupport.server`` names."""
+    return url.split("@")[1].removesuffix("/apps/1")
+
+
 def ably(url: str) -> str:
     """The ably:// URL of the server an emulator:// ``url`` of ``libsupport.server`` names."""
-    return f"ably://1.{KEY}:{SECRET}@{url.split('@')[1].removesuffix('/apps/1')}?tls=false"
+    return f"ably://1.{KEY}:{SECRET}@{address(url)}?tls=false"
+
+
+def ably_server(url: str) -> str:
+    """What errors call that server: an Ably-protocol server outside Ably's cloud is named by its address."""
+    return f"the Ably-protocol server at {address(url)}"
 
 
 POOL_FULL = (
@@ -138,12 +148,12 @@ async def test_a_next_page_already_requested_is_a_protocol_error_naming_ably(
         with pytest.raises(ProtocolError) as raised:
             await asyncio.wait_for(query(relay), 10)  # type: ignore[operator]
     assert len(got) == 2  # the first page and the one it links, which links itself again
-    assert str(raised.value).startswith("Ably linked as the next page http://127.0.0.1:")
+    assert str(raised.value).startswith(f"{ably_server(url)} linked as the next page http://{address(url)}/")
     assert str(raised.value).endswith(
         ", which this listing already requested: its pages would never end (check that the provider URL points at the "
         "provider itself, not at a proxy or another server)"
     )
-    assert raised.value.http_status == 502 and raised.value.answered_by == "Ably"
+    assert raised.value.http_status == 502 and raised.value.answered_by == ably_server(url)
 
 
 async def test_a_listing_over_max_pages_is_a_protocol_error(
@@ -153,9 +163,10 @@ async def test_a_listing_over_max_pages_is_a_protocol_error(
     monkeypatch.setattr("relay.client.MAX_PAGES", 3)
     async with server(lambda n: linked(f"./channels?cursor={n}")) as (url, got):
         relay = make_relay(ably(url), ONE_ATTEMPT)
-        with pytest.raises(ProtocolError, match=r"^Ably linked a next page after 3 pages, more than any listing"):
+        with pytest.raises(ProtocolError) as raised:
             await asyncio.wait_for(relay.channels(), 10)
     assert len(got) == 3
+    assert str(raised.value).startswith(f"{ably_server(url)} linked a next page after 3 pages, more than any listing")
 
 
 # -- 4. the TLS hint --------------------------------------------------------------------------------------------------
@@ -219,7 +230,7 @@ async def test_an_ably_error_code_that_is_not_a_number_is_no_code(make_relay: Ma
         relay = make_relay(ably(url), ONE_ATTEMPT)
         with pytest.raises(ProtocolError) as raised:
             await relay.publish("orders", "e", 1)
-    assert raised.value.code is None and str(raised.value) == "Ably answered 400: nope"
+    assert raised.value.code is None and str(raised.value) == f"{ably_server(url)} answered 400: nope"
 
 
 @pytest.mark.parametrize(
