@@ -831,8 +831,9 @@ class RedisCluster:
                 self._webhook(app_id, 0 if quiet else int(answer), pending, webhook, hold, delay)
 
     def _restore(self, counts: _Commands, held: NodeState) -> None:
-        """Queue the counts, in a Redis that lost its data, of what this node holds, announcing only what it had not
-        announced before, and hold the departures of what it announced and no longer holds (left during the outage).
+        """Queue the counts, in a Redis that lost its data, of what this node holds, announcing only what neither it
+        nor (by its replica) another node had announced before, and hold the departures of what it announced and no
+        longer holds (left during the outage).
 
         The nodes come back at different times, each counting only its own: a departure is held for node_ttl (or
         the webhook delay, if longer), the time every live node has to return, and one that comes back holding the
@@ -854,12 +855,21 @@ class RedisCluster:
         def departure_delay(app_id: str) -> float:
             return max(self.settings.node_ttl, self._states[app_id].app.webhook_delay)
 
+        # What another node held before the loss was announced by it: a channel or member new here during the outage
+        # is not announced again when this node counts it in before that node does.
+        def occupied_elsewhere(app_id: str, channel: str) -> bool:
+            return self._states[app_id].remote.subscription_count(channel) > 0
+
+        def member_elsewhere(app_id: str, channel: str, user_id: str) -> bool:
+            return self._states[app_id].remote.member_info(channel, user_id) is not None
+
         for app_id, channel in held.occupied | announced.occupied:
-            self._count_channel(counts, app_id, channel, +1, quiet=(app_id, channel) in announced.occupied)
+            quiet = (app_id, channel) in announced.occupied or occupied_elsewhere(app_id, channel)
+            self._count_channel(counts, app_id, channel, +1, quiet=quiet)
         for app_id, channel in announced.occupied - held.occupied:
             self._count_channel(counts, app_id, channel, -1, delay=departure_delay(app_id))
         for (app_id, channel, user_id), info in (announced.members | held.members).items():
-            quiet = (app_id, channel, user_id) in announced.members
+            quiet = (app_id, channel, user_id) in announced.members or member_elsewhere(app_id, channel, user_id)
             self._count_member(counts, app_id, channel, user_id, +1, info, quiet=quiet)
         for app_id, channel, user_id in announced.members.keys() - held.members.keys():
             self._count_member(counts, app_id, channel, user_id, -1, delay=departure_delay(app_id))

@@ -119,6 +119,39 @@ async def test_a_departure_is_cancelled_by_a_node_that_comes_back_holding_it(
     assert hooks(receiver) == [("channel_occupied", "presence-room", None), ("member_added", "presence-room", "dave")]
 
 
+async def test_a_channel_and_member_new_on_a_node_back_first_are_not_announced_again_when_another_held_them(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """alice holds presence-room on A; during the outage carol, and alice on a second connection, join it on B, which
+    counts itself in first. Before: B counted the channel and alice as new in the empty Redis and sent a second
+    channel_occupied and member_added, though A had announced both; now B knows from its replica that A holds them."""
+    a = await start_emulator(app=hooked(receiver), redis_url=redis_server.url, node_ttl=NODE_TTL)
+    b = await start_emulator(app=hooked(receiver), redis_url=redis_server.url, node_ttl=NODE_TTL)
+    alice_on_a = await Client.open(a)
+    await alice_on_a.subscribe("presence-room", "alice")
+    await receiver.until(lambda: len(receiver.events()) == 2, within=5)
+    register = cluster_of(a)._register
+
+    async def late_register() -> None:
+        await asyncio.sleep(1.0)
+        await register()
+
+    cluster_of(a)._register = late_register  # type: ignore[method-assign]
+    carol, alice_on_b = await Client.open(b), await Client.open(b)
+
+    async def join_b() -> None:
+        await carol.subscribe("presence-room", "carol")
+        await alice_on_b.subscribe("presence-room", "alice")
+
+    await restart_empty(redis_server, [a, b], join_b)
+    await asyncio.sleep(NODE_TTL + 1.0)
+    assert hooks(receiver) == [
+        ("channel_occupied", "presence-room", None),
+        ("member_added", "presence-room", "alice"),
+        ("member_added", "presence-room", "carol"),
+    ]
+
+
 async def test_a_departure_held_when_redis_lost_its_data_is_still_sent(
     redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
 ) -> None:
