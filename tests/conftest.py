@@ -78,6 +78,21 @@ def signed_publish(running: RunningEmulator, path: str, body: bytes, key: str | 
     return httpx.Request("POST", f"{running.http_url}{full_path}", params=query, content=body)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a test marked ``long`` first, then the others by their number of tests, most first (what
+    pytest-xdist's ``--dist loadfile`` does unless told ``--no-loadscope-reorder``, as tests/run.sh tells it): a
+    process takes whole files in this order, so a file of one or two long tests no longer starts last and keeps the
+    run going minutes after the other processes are done. A file's own tests keep their order."""
+    by_file: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_file.setdefault(item.nodeid.partition("::")[0], []).append(item)
+
+    def first_the_long_then_the_many(tests: list[pytest.Item]) -> tuple[bool, int]:
+        return (not any(test.get_closest_marker("long") for test in tests), -len(tests))
+
+    items[:] = [item for tests in sorted(by_file.values(), key=first_the_long_then_the_many) for item in tests]
+
+
 @pytest.fixture
 async def start_emulator() -> AsyncIterator[StartEmulator]:
     """Start emulators with any config: ``await start_emulator(app=replace(TEST_APP, …), apps=(…), **server)``

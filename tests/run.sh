@@ -33,4 +33,7 @@ fi
 
 # Most tests wait on real servers and clients rather than compute, so three test processes finish in about a third
 # of the time even on two cores; each process takes whole files, so a module's fixtures stay in one. `-n 0` runs serially.
-exec .venv/bin/python -m pytest -n 3 --dist loadfile "$@"
+# Files are handed out in the order tests/conftest.py puts them in (those with a test marked `long` first), not
+# xdist's (most tests first), which left the few-test files of the longest tests (a Next.js build, a schemathesis
+# run, the soak) to start in the last minutes.
+exec .venv/bin/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder "$@"

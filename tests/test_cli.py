@@ -234,6 +234,7 @@ async def test_the_banner_s_settings_reach_an_emulator_behind_a_path_prefix(tmp_
         await process.stop()
 
 
+@pytest.mark.long
 async def test_the_console_token_is_the_flag_then_the_file_then_the_environment(tmp_path: Path) -> None:
     """RELAY_CONSOLE_TOKEN was --console-token's default, so it beat the file's console_token: the token written for
     this server was refused (401) and the environment's, perhaps meant for another, opened /metrics."""

@@ -51,6 +51,7 @@ async def test_ably_js_rest(node_modules: Path, ably_emulator: RunningEmulator, 
     ]
 
 
+@pytest.mark.long
 async def test_ably_js_renews_short_lived_tokens_on_the_same_connection(
     node_modules: Path, ably_emulator: RunningEmulator
 ) -> None:

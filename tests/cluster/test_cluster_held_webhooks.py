@@ -325,6 +325,7 @@ async def test_a_hold_whose_node_is_cut_off_from_redis_when_it_ends_is_sent_once
     assert await hold_keys(check) == []
 
 
+@pytest.mark.long
 async def test_a_node_leaves_the_holds_of_an_app_it_does_not_serve_to_one_that_does(
     receiver: Receiver, start_receiver: StartReceiver, spawn: Spawn, check: aioredis.Redis
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis.asyncio as aioredis
 
 from relay.emulator.cluster import HOLD_GRACE_SECONDS
@@ -82,6 +83,7 @@ async def closed_by_shutdown(client: Client) -> float:
     return time.monotonic()
 
 
+@pytest.mark.long
 async def test_a_member_who_moves_to_another_node_within_the_delay_at_a_shutdown_makes_no_webhook(
     start_receiver: StartReceiver, spawn: Spawn, check: aioredis.Redis
 ) -> None:

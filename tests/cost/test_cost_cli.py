@@ -295,6 +295,7 @@ def test_a_closed_pipe_ends_the_answer_silently_with_status_1(output: str) -> No
 
 
 @pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+@pytest.mark.long
 def test_an_output_in_a_legacy_code_page_gets_json_escaped_and_a_plain_error_for_the_rest(encoding: str) -> None:
     """A Windows console, or a redirect in a cp1252 or latin-1 locale, has no "≤": the table and CSV printed a
     UnicodeEncodeError's traceback. Now they say which character and what to do, and exit 1; JSON, which can say any

@@ -93,6 +93,7 @@ async def one_command() -> AsyncIterator[OneCommand]:
 
 
 @needs_chromium()
+@pytest.mark.long
 async def test_restarting_the_one_command_shows_the_refused_subscriptions_instead_of_live(
     browser: object, one_command: OneCommand
 ) -> None:

@@ -126,6 +126,7 @@ def test_the_example_is_the_guide(tmp_path: Path) -> None:
 
 
 @needs_chromium()
+@pytest.mark.long
 async def test_next_build_and_start_publish_through_relay_serve(
     next_installed: Path, emulator: RunningEmulator, processes: list[Process], browser: object
 ) -> None:

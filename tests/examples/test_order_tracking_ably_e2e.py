@@ -30,6 +30,7 @@ SLOW = 15_000  # ms: a page's ably-js connections (one per channel) each fetch a
 RECONNECT = 45_000  # ms: after a failed first retry ably-js waits disconnectedRetryTimeout (15 s, with backoff)
 
 
+@pytest.mark.long
 async def test_order_lifecycle_over_ably_across_three_pages_and_an_emulator_restart(
     browser: object, emulator_process: EmulatorProcess
 ) -> None:

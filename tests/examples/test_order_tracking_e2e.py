@@ -28,6 +28,7 @@ pytestmark = needs_chromium()
 SLOW = 15_000  # ms: pusher-js reconnecting after the emulator restart
 
 
+@pytest.mark.long
 async def test_order_lifecycle_across_three_pages_and_an_emulator_restart(
     browser: object, emulator_process: EmulatorProcess
 ) -> None:

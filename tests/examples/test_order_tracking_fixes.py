@@ -87,6 +87,7 @@ class Restartable:
 
 
 @needs_chromium()
+@pytest.mark.long
 async def test_staff_boards_drop_the_orders_a_restarted_app_no_longer_has(
     browser: object, emulator_process: EmulatorProcess
 ) -> None:
@@ -128,6 +129,7 @@ async def test_staff_boards_drop_the_orders_a_restarted_app_no_longer_has(
 
 
 @needs_chromium()
+@pytest.mark.long
 async def test_after_a_reconnect_the_customer_page_stays_on_its_current_order(
     browser: object, emulator_process: EmulatorProcess
 ) -> None:
@@ -179,6 +181,7 @@ async def test_after_a_reconnect_the_customer_page_stays_on_its_current_order(
 
 
 @needs_chromium()
+@pytest.mark.long
 async def test_after_a_long_outage_a_page_is_live_again_within_15_s_of_the_server(
     browser: object, emulator_process: EmulatorProcess
 ) -> None:

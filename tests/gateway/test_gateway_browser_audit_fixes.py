@@ -196,6 +196,7 @@ async def test_the_guide_reauthorizes_with_the_current_jwt_after_a_reconnect(
 
 
 @needs_chromium
+@pytest.mark.long
 async def test_a_refusal_reaches_the_page_as_a_status_without_the_gateways_reason(
     guide_page: tuple[Any, RunningGateway],
 ) -> None:
@@ -225,6 +226,7 @@ async def test_a_refusal_reaches_the_page_as_a_status_without_the_gateways_reaso
 
 
 @needs_chromium
+@pytest.mark.long
 async def test_the_guide_keeps_the_path_prefix_of_the_gateway_s_url(
     node_modules: Path, tmp_path: Path, browser: object, emulator: RunningEmulator
 ) -> None:

@@ -214,6 +214,7 @@ async def test_the_recipe_with_get_jwt_sends_the_header_which_the_gateway_reads_
     assert records["signin"] == ["error", "the gateway answered 401: the JWT has expired"]
 
 
+@pytest.mark.long
 async def test_a_gateway_that_cannot_be_reached_says_so(cookie_page: tuple[Any, str]) -> None:
     """No answer the page may read (a gateway down, or CORS): the recipe's error says the gateway could not be
     reached, where pusher-js's own said status 0."""

@@ -21,6 +21,7 @@ LIMIT_S = 240.0  # a bound on a hang, not a speed: ~40 s alone, over 60 s on a l
 
 
 @pytest.mark.timeout(LIMIT_S + 30)
+@pytest.mark.long
 async def test_schemathesis_finds_no_server_errors(gateway: RunningGateway, tmp_path: Path) -> None:
     """Issue 7: coverage and fuzzing phases (at most 50 cases per operation, fixed seed) over every operation of the
     schema the gateway serves, sending the backend token so /v1/publish and /v1/publish/batch reach the real

@@ -60,6 +60,7 @@ POOL_FULL = (
 # -- 1. many requests at once on one AsyncRelay -----------------------------------------------------------------------
 
 
+@pytest.mark.long
 async def test_a_thousand_publishes_at_once_on_one_async_relay_all_succeed(emulator: RunningEmulator) -> None:
     """All 1,000 failed after 90 s ("PoolTimeout … its 100 connections were all busy"): the library now queues what
     is over the pool's connections itself, where waiting costs nothing."""

@@ -12,6 +12,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.cost.usage import parse_usage
 from relay.emulator.shutdown import batch_plan
 from tests.conftest import whole_run
@@ -60,6 +62,7 @@ async def next_line(stream: asyncio.StreamReader, within: float) -> dict[str, An
             return parsed
 
 
+@pytest.mark.long
 async def test_sigterm_drains_in_jittered_batches_flushes_webhooks_and_clients_reconnect(
     tmp_path: Path, receiver: Receiver
 ) -> None:

@@ -46,6 +46,7 @@ async def nodes_reached(port: int, until: str, tries: int = 40) -> set[str]:
     return seen
 
 
+@pytest.mark.long
 async def test_a_worker_lost_during_a_redis_outage_does_not_stop_the_one_still_serving(redis: RedisServer) -> None:
     """Redis killed, then one of two workers: every replacement fails at start-up (it cannot reach Redis), past the
     five deaths in 60 s that stop a crash loop; the other worker was serving all along, so the emulator keeps serving

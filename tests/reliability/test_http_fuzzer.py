@@ -176,6 +176,7 @@ timestamps = st.none() | st.sampled_from(["1" + "0" * 400, "-1", "0", "1e9", " 1
 
 @FUZZ
 @given(request=pusher_request_parts, params=pusher_params, timestamp=timestamps)
+@pytest.mark.long
 async def test_signed_pusher_api_requests_never_fail(
     emulator: RunningEmulator,
     caplog: pytest.LogCaptureFixture,

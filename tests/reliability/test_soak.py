@@ -7,6 +7,8 @@ import asyncio
 import os
 from dataclasses import replace
 
+import pytest
+
 from tests.conftest import TEST_APP, StartEmulator
 from tests.reliability.soak import churn
 
@@ -17,6 +19,7 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.long
 async def test_churn_leaks_nothing(start_emulator: StartEmulator) -> None:
     emulator = await start_emulator(app=replace(TEST_APP, user_authentication_timeout=None))
     await asyncio.sleep(0.2)
