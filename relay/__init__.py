@@ -31,10 +31,11 @@ if TYPE_CHECKING:
     __version__: str
 
 
-def __getattr__(name: str) -> object:
-    """The classes above and ``__version__``, loaded at their first use rather than with the package: every
-    ``relay.…`` module, the ``relay`` command's entry point first, runs this file, and the client's dependencies
-    (httpx) and the installed metadata took a fifth of a second to load, in which Ctrl-C was a traceback."""
+def _load(name: str) -> object:
+    """The classes above and ``__version__``, loaded at their first use rather than with the package (the module's
+    ``__getattr__``): every ``relay.…`` module, the ``relay`` command's entry point first, runs this file, and the
+    client's dependencies (httpx) and the installed metadata took a fifth of a second to load, in which Ctrl-C was a
+    traceback."""
     value: object
     if name in ("AsyncRelay", "MirrorError", "Relay", "UserLike", "WebhookHeaders"):
         from relay import client
@@ -59,6 +60,16 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value  # found here from now on, without this function
     return value
+
+
+def __dir__() -> list[str]:
+    """What the package has, loaded or not: ``dir(relay)``, ``help(relay)`` and an editor's completion list the
+    classes before their first use."""
+    return sorted({*globals(), *__all__, "__version__"})
+
+
+if not TYPE_CHECKING:  # a type checker sees the names imported above alone: ``relay.Relayy`` is its error, not object
+    __getattr__ = _load
 
 
 __all__ = [

@@ -40,7 +40,10 @@ def main(headers: dict[str, str], raw: bytes, text: str) -> None:
 
 # Each line marked "error" is one mypy must report
 MISTAKES = """
+import relay
 from relay import AsyncRelay, Relay
+
+print(relay.__verison__)  # error: misspelt (the package's lazy __getattr__ made any name an object)
 
 Relay.from_url("memory://docs", retyr=3)  # error: misspelt
 Relay.from_url("memory://docs", retry=3)  # error: a number of attempts, not a RetryPolicy
@@ -92,3 +95,27 @@ def test_documented_use_type_checks_and_a_wrong_option_does_not(tmp_path: Path) 
     assert errors["documented.py"] == set()
     marked = {number for number, line in enumerate(MISTAKES.splitlines(), 1) if "# error" in line}
     assert errors["mistakes.py"] == marked
+
+
+def test_the_package_lists_its_classes_before_their_first_use() -> None:
+    """relay/__init__.py loads its classes at their first use: ``dir(relay)`` and ``help(relay)`` (and an editor's
+    completion list) had none of them until then, and ``from relay import *`` still has them all."""
+    listed = subprocess.run(
+        [sys.executable, "-c", LISTED],
+        cwd=CHECKOUT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert listed.stdout.splitlines() == ["dir: []", "help: []", "star: []"], listed.stdout + listed.stderr
+
+
+LISTED = """
+import pydoc
+import relay
+
+names = [name for name in relay.__all__ if name[0].isupper()]
+print("dir:", [name for name in [*names, "__version__"] if name not in dir(relay)])
+shown = pydoc.render_doc(relay, renderer=pydoc.plaintext)
+print("help:", [name for name in names if f"class {name}(" not in shown])
+star = {}
+exec("from relay import *", star)
+print("star:", [name for name in relay.__all__ if name not in star])
+"""
