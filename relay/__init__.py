@@ -31,6 +31,13 @@ if TYPE_CHECKING:
     __version__: str
 
 
+# The package's modules that `import relay` loaded, and so made its attributes, when it imported the client: code
+# reading `relay.errors.ProtocolError` after `import relay` alone goes on finding them.
+_LOADED_WITH_THE_CLIENT = frozenset(
+    {"adapters", "client", "config", "errors", "http_errors", "idempotency", "models", "payload", "protocol", "senders"}
+)
+
+
 def _load(name: str) -> object:
     """The classes above and ``__version__``, loaded at their first use rather than with the package (the module's
     ``__getattr__``): every ``relay.…`` module, the ``relay`` command's entry point first, runs this file, and the
@@ -38,17 +45,24 @@ def _load(name: str) -> object:
     traceback."""
     value: object
     if name in ("AsyncRelay", "MirrorError", "Relay", "UserLike", "WebhookHeaders"):
-        from relay import client
+        import relay.client as client
 
         value = getattr(client, name)
     elif name in ("IdempotencyKeyReused", "InvalidIdempotencyKey", "RelayError", "UnsupportedCapability"):
-        from relay import errors
+        import relay.errors as errors
 
         value = getattr(errors, name)
     elif name in ("ChannelInfo", "Event", "PresenceMember", "PublishResult", "User", "WebhookEvent"):
-        from relay import models
+        import relay.models as models
 
         value = getattr(models, name)
+    elif name in _LOADED_WITH_THE_CLIENT:
+        # Binds each module of the package it imports here, as importing the package did
+        import relay.client  # noqa: F401
+
+        if name not in globals():  # the client is still being imported, and has not imported this one yet
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return globals()[name]
     elif name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

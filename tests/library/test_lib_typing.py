@@ -119,3 +119,14 @@ star = {}
 exec("from relay import *", star)
 print("star:", [name for name in relay.__all__ if name not in star])
 """
+
+
+def test_the_modules_importing_the_package_loaded_are_still_its_attributes() -> None:
+    """``import relay`` loaded the client, and with it relay.errors, relay.senders and the others, bound as the
+    package's attributes: ``relay.errors.ProtocolError`` (docs/migration.md's counterpart of pusher's errors) after
+    ``import relay`` alone was an AttributeError once the classes were loaded at their first use."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import relay; print(relay.errors.ProtocolError.__name__, relay.senders.RetryPolicy())"],
+        cwd=CHECKOUT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert found.stdout.startswith("ProtocolError RetryPolicy("), found.stdout + found.stderr
