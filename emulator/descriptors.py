@@ -9,6 +9,7 @@ the limit it has.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 log = logging.getLogger("relay.emulator")
 
@@ -35,6 +36,26 @@ def crowded_at(limit: int | None) -> int | None:
     if limit is None:
         return None
     return max(1, limit - max(SPARE_DESCRIPTORS, limit // 10))
+
+
+def quota_past_limit(quotas: Mapping[str, int], limit: int | None) -> str | None:
+    """What to warn of when the apps' ``max_connections`` (by app id) add up to more connections than an open-file
+    limit of ``limit`` holds (None: they fit): the limit is then met first, and its connections are dropped
+    unanswered, unlogged, where the quota would have refused them with 4004, which pusher-js does not retry."""
+    room = crowded_at(limit)
+    total = sum(quotas.values())
+    if room is None or total <= room:
+        return None
+    if len(quotas) == 1:
+        [(app_id, quota)] = quotas.items()
+        configured = f"app {app_id}'s max_connections ({quota})"
+    else:
+        configured = f"the max_connections of apps {', '.join(quotas)} add up to {total}, which"
+    return (
+        f"{configured} is more than the open-file limit of {limit} holds (about {room} connections, leaving "
+        "descriptors for the rest): connections past it are dropped unanswered instead of refused with 4004; "
+        "raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit) or lower max_connections"
+    )
 
 
 def open_files_limit() -> int | None:

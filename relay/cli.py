@@ -147,11 +147,16 @@ def _run_emulator(args: argparse.Namespace) -> int:
     if config.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
         setting = "--reuse-port" if args.reuse_port else f"reuse_port in {args.config}"
         raise ConfigError(f"{setting} needs SO_REUSEPORT, which this platform ({sys.platform}) does not have")
-    from relay.emulator.descriptors import log, raise_open_files_limit
+    from relay.emulator.descriptors import log, open_files_limit, quota_past_limit, raise_open_files_limit
 
     raised = raise_open_files_limit()  # each connection is a descriptor: the soft limit (often 1024) would cap them
     if raised is not None:  # before the workers start, which inherit it
         log.info("open-file limit raised from %d to %d", *raised, extra={"before": raised[0], "after": raised[1]})
+    if config.redis_url is None:  # a cluster's quota counts every node's connections, each node with its own limit
+        quotas = {app.app_id: app.max_connections for app in config.apps if app.max_connections is not None}
+        past = quota_past_limit(quotas, open_files_limit())
+        if past is not None:
+            log.warning("%s", past)
     exposed = public_secret_warning(config, args.config)
     if exposed is not None:
         log.warning("%s", exposed)

@@ -21,6 +21,7 @@ from relay.emulator.descriptors import (
     MACOS_OPEN_MAX,
     UNLIMITED_CEILING,
     crowded_at,
+    quota_past_limit,
     raise_open_files_limit,
     soft_limit_wanted,
 )
@@ -50,6 +51,14 @@ def test_crowding_leaves_a_tenth_of_the_limit_or_32_descriptors_free() -> None:
     assert crowded_at(1024) == 922
     assert crowded_at(1_048_576) == 943_719
     assert crowded_at(20) == 1
+
+
+def test_a_quota_is_past_the_limit_when_it_is_past_where_the_limit_is_crowded() -> None:
+    assert quota_past_limit({}, 100) is None
+    assert quota_past_limit({"1": 10_000}, None) is None
+    assert quota_past_limit({"1": 68}, 100) is None
+    warning = quota_past_limit({"1": 69}, 100)
+    assert warning is not None and warning.startswith("app 1's max_connections (69) is more than the open-file limit")
 
 
 def soft_open_files_limit(pid: int) -> int:
@@ -166,6 +175,46 @@ async def test_near_the_limit_it_warns_once_and_past_it_drops_new_connections_bu
         for connection in flood:
             connection.close()
         await stack.aclose()
+        await relay.kill()
+
+
+QUOTA_PAST_LIMIT = "is more than the open-file limit"
+
+
+def apps_config(directory: Path, *quotas: int) -> Path:
+    """A config file with an app of each ``max_connections`` in ``quotas``, ids 1, 2, …"""
+    path = directory / "apps.toml"
+    path.write_text(
+        "".join(
+            f'[[apps]]\napp_id = "{number}"\nkey = "key-{number}"\nsecret = "secret-{number}"\n'
+            f"max_connections = {quota}\n"
+            for number, quota in enumerate(quotas, start=1)
+        )
+    )
+    return path
+
+
+async def test_a_connection_quota_past_what_the_open_file_limit_holds_is_warned_of_at_start(tmp_path: Path) -> None:
+    """Past the limit connections are dropped unanswered, so a larger max_connections would never answer 4004."""
+    relay = await EmulatorProcess.start("--config", str(apps_config(tmp_path, 50, 40)), open_files=(100, 100))
+    try:
+        await relay.wait_for_output("emulator listening")
+        [warning] = [line for line in relay.stderr if QUOTA_PAST_LIMIT in line]
+        assert "WARNING" in warning
+        assert (
+            "the max_connections of apps 1, 2 add up to 90, which is more than the open-file limit of 100 holds "
+            "(about 68 connections, leaving descriptors for the rest): connections past it are dropped unanswered "
+            "instead of refused with 4004; raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit) or lower "
+            "max_connections"
+        ) in warning
+    finally:
+        await relay.kill()
+
+    relay = await EmulatorProcess.start("--config", str(apps_config(tmp_path, 68)), open_files=(100, 100))
+    try:
+        await relay.wait_for_output("emulator listening")
+        assert not any(QUOTA_PAST_LIMIT in line for line in relay.stderr)
+    finally:
         await relay.kill()
 
 
