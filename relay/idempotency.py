@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from relay.errors import ClientClosed, IdempotencyKeyReused, RelayError
 from relay.models import PublishResult
@@ -92,6 +94,14 @@ class IdempotencyMemory(Generic[W]):
         self._in_flight: dict[str, Attempt[W]] = {}
         # Oldest first, by when each settled (so by when each expires)
         self._settled: OrderedDict[str, Attempt[W]] = OrderedDict()
+        _made_in_this_process.add(self)
+
+    def forked(self) -> None:
+        """In the child of a fork(): the parent's other threads are not in it, so the lock one held at the fork would
+        never be released (every publish with a key then hung), and the attempts they were making never settle (a
+        resend waited for ever). What the parent published stays remembered: a resend in the child is replayed."""
+        self._lock = threading.Lock()
+        self._in_flight = {}
 
     def claim(self, key: str, request: bytes) -> tuple[Attempt[W], bool]:
         """The attempt ``key`` names and whether it is the caller's to make (True: none in flight or remembered, or
@@ -143,6 +153,20 @@ class IdempotencyMemory(Generic[W]):
 
     def _forget(self, key: str) -> None:
         self._items -= self._settled.pop(key).items
+
+
+# Each memory of this process, made anew in a child of fork(): a client made before it (gunicorn --preload, uWSGI
+# without lazy-apps, multiprocessing) serves the child, whatever the parent's threads were doing at the fork
+_made_in_this_process: weakref.WeakSet[IdempotencyMemory[Any]] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    for memory in _made_in_this_process:
+        memory.forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(after_in_child=_forked)
 
 
 class _Keys:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpcore
 import httpx
 import pytest
-from libsupport import KEY, SECRET, Emulator, MakeRelay, SilentServer, StartEmulator
+from libsupport import KEY, SECRET, Answer, Emulator, MakeRelay, SilentServer, StartEmulator, server
 from libsupport import silent as silent
 
 from relay import AsyncRelay, Relay
@@ -148,6 +148,75 @@ async def test_the_module_level_client_closes_its_connection_at_exit(emulator: E
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert (process.returncode, stdout.decode()) == (0, "published\n")
     assert stderr.decode() == ""
+
+
+# At the fork, a thread of the parent's is publishing under a key (its answer held by the server) and another holds
+# the lock of the client's keys, as every publish with a key does for an instant. The child then publishes under
+# that key and under another; SIGALRM ends a child that hangs. The parent's publish is answered once the child is done.
+FORKED_MID_PUBLISH = r"""
+import json, os, signal, sys, threading
+from relay import Relay
+
+client = Relay(sys.argv[1])
+paid = ("orders", "order-paid", {"id": 42})
+first = threading.Thread(target=client.publish, args=paid, kwargs={"idempotency_key": "order-42-paid"})
+first.start()
+sys.stdin.readline()  # the server has the first request
+locked, release = threading.Event(), threading.Event()
+
+
+def hold_the_keys_lock():
+    with client._published.memory._lock:
+        locked.set()
+        release.wait()
+
+
+holder = threading.Thread(target=hold_the_keys_lock)
+holder.start()
+locked.wait()
+if os.fork() == 0:
+    signal.alarm(30)
+    results = [
+        client.publish(*paid, idempotency_key="order-42-paid"),
+        client.publish("orders", "order-shipped", {"id": 42}, idempotency_key="order-42-shipped"),
+    ]
+    os.write(1, json.dumps([result.replayed for result in results]).encode() + b"\n")
+    os._exit(0)
+os.wait()
+os.write(1, b"child done\n")
+release.set()
+first.join()
+"""
+
+PUBLISHED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def test_a_process_forked_while_its_parent_publishes_under_keys_publishes_under_them_too() -> None:
+    """The child of a fork() inherited the parent's memory of idempotency keys as the parent's threads left it: with
+    its lock held, every publish with a key hung for ever; with a key's publish in flight, its resend waited for ever
+    on a publish that no thread of the child was making. The child now starts with its own lock and no publish in
+    flight, and sends both."""
+    first_arrived = asyncio.Event()
+    first_answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def answer(number: int) -> Answer:
+        if number > 1:
+            return PUBLISHED
+        first_arrived.set()
+        return first_answer
+
+    async with server(answer) as (url, got):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FORKED_MID_PUBLISH, url, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        assert process.stdin is not None and process.stdout is not None
+        await asyncio.wait_for(first_arrived.wait(), 60)
+        process.stdin.write(b"go\n")
+        child_report = await asyncio.wait_for(process.stdout.readline(), 60)
+        first_answer.set_result(PUBLISHED)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert (child_report, rest, process.returncode) == (b"[false, false]\n", b"child done\n", 0)
+    assert [request.count(b"order-42-paid") for request in got] == [1, 1, 0]
 
 
 # -- 2. close() from another thread interrupts a request waiting for its answer --------------------------------------
