@@ -7,6 +7,7 @@ client from the same ``RELAY_URL`` see the same publishes.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,19 @@ _stores_lock = threading.Lock()
 def memory_store(name: str = "") -> MemoryStore:
     with _stores_lock:
         return _stores.setdefault(name, MemoryStore())
+
+
+def _forked() -> None:
+    """In the child of a fork(): a thread of the parent's publishing or asserting at the fork held a lock, and none
+    in the child would release it (every publish to the store hung). The child keeps a copy of each store."""
+    global _stores_lock
+    _stores_lock = threading.Lock()
+    for store in _stores.values():
+        store.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(after_in_child=_forked)
 
 
 def _check_size(channel: str, payload: Payload) -> None:

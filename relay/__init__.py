@@ -139,6 +139,17 @@ def reset_default_client() -> None:
         _default = None
 
 
+def _forked() -> None:
+    """In the child of a fork(): a thread of the parent's making or using the default client at the fork held the
+    lock, and none in the child would release it (every module-level call hung)."""
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(after_in_child=_forked)
+
+
 # The default client has no owner to close it: at exit its kept-alive connection is closed here, not left to the
 # garbage collector (which warns of an unclosed socket under `python -X dev`).
 atexit.register(reset_default_client)

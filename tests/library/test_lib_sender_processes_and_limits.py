@@ -219,6 +219,53 @@ async def test_a_process_forked_while_its_parent_publishes_under_keys_publishes_
     assert [request.count(b"order-42-paid") for request in got] == [1, 1, 0]
 
 
+# At the fork, a thread of the parent's holds the module-level client's lock and the memory store's, as each
+# relay.publish() does for an instant. SIGALRM ends a child that hangs.
+FORKED_WITH_LOCKS_HELD = r"""
+import os, signal, threading
+import relay
+from relay.testing import assert_published, store_of
+
+relay.publish("orders", "warm-up", {})
+locked, release = threading.Event(), threading.Event()
+
+
+def hold_the_locks(store):
+    with relay._default_lock, store.lock:
+        locked.set()
+        release.wait()
+
+
+holder = threading.Thread(target=hold_the_locks, args=(store_of(),))
+holder.start()
+locked.wait()
+if os.fork() == 0:
+    try:
+        signal.alarm(30)
+        relay.publish("orders", "order-ready", {"id": 42})
+        assert_published("orders", "order-ready", {"id": 42})
+        os.write(1, b"the child published\n")
+    finally:
+        os._exit(0)
+os.wait()
+release.set()
+"""
+
+
+async def test_a_process_forked_while_its_parent_publishes_through_relay_publish_publishes_too() -> None:
+    """The module-level client's lock and a memory:// store's were inherited as the parent's threads held them:
+    relay.publish() in the child hung for ever. The child now makes them anew."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FORKED_WITH_LOCKS_HELD,
+        env={**os.environ, "RELAY_URL": "memory://forked"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert (stdout, process.returncode) == (b"the child published\n", 0)
+
+
 # -- 2. close() from another thread interrupts a request waiting for its answer --------------------------------------
 
 
