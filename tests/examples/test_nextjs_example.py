@@ -252,6 +252,11 @@ async def test_next_build_and_start_publish_through_relay_serve(
     await expect(alice.get_by_test_id("publish-result")).to_contain_text(
         f"HTTP 502: realtime: could not reach the gateway at {gateway_url}"
     )
+    # and a page opened then names the gateway it cannot reach (it said only "TypeError: Failed to fetch")
+    await alice.reload()
+    await expect(alice.locator("main [role=alert]")).to_contain_text(
+        f"cannot reach the gateway at {gateway_url}/v1/client-config: is relay serve running there"
+    )
     # A gateway for Ably at that address: the page says pusher-js cannot use it (it said "You must pass your app
     # key when you instantiate Pusher", and stayed "Connecting…")
     ably_gateway = await Process.start(

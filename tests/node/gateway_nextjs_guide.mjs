@@ -44,6 +44,15 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   assert.equal(realtime.connectionStatus('unavailable', true), 'reconnecting');
   assert.equal(realtime.connectionStatus('failed', true), 'offline');
 
+  // A gateway that cannot be reached (nothing listens on port 1): the error names the URL asked and what to check. It
+  // was fetch's own TypeError, which the page showed as is ("TypeError: Failed to fetch" in a browser).
+  await assert.rejects(realtime.fetchClientConfig('http://127.0.0.1:1/'), {
+    message:
+      'client-config: cannot reach the gateway at http://127.0.0.1:1/v1/client-config: is relay serve running ' +
+      "there, and does its RELAY_CORS_ORIGINS list this page's origin?",
+  });
+  s.check('client-config-unreachable');
+
   // Connection status: connecting → connected.
   const statuses = [];
   const alice = await realtime.createRealtime({

@@ -58,7 +58,18 @@ export function connectionStatus(state: string, wasConnected: boolean): Connecti
 
 export async function fetchClientConfig(gatewayUrl: string): Promise<ClientConfig> {
   // Under the gateway's URL, a path prefix kept: https://example.com/relay/v1/client-config
-  const response = await fetch(`${gatewayUrl.replace(/\/+$/, '')}/v1/client-config`);
+  const url = `${gatewayUrl.replace(/\/+$/, '')}/v1/client-config`;
+  let response: Response;
+  try {
+    response = await fetch(url);
+  } catch {
+    // The browser's reason is only "Failed to fetch", the same for a gateway that is down (or elsewhere) and for one
+    // whose CORS refuses this page's origin; its console says which.
+    throw new Error(
+      `client-config: cannot reach the gateway at ${url}: is relay serve running there, and does its ` +
+        "RELAY_CORS_ORIGINS list this page's origin?",
+    );
+  }
   if (!response.ok) throw new Error(`client-config: HTTP ${response.status}`);
   const config = (await response.json()) as ClientConfig;
   // pusher-js speaks Pusher's protocol (Pusher, the emulator): an Ably gateway's config has no key for it.
