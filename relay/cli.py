@@ -632,8 +632,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.config.dictConfig(log_config)  # before create_app, which may warn
     app = create_app(settings)
     _check_can_listen(args.host, args.port, "relay serve")
+    from relay.emulator.descriptors import raise_open_files_limit
+
+    gateway_log = logging.getLogger("relay.gateway")
+    # Each caller's connection, and each to the provider, is a descriptor: under a service's usual soft limit of
+    # 1024, a burst of serverless functions' publishes had the connections past it closed unanswered. Logged at
+    # debug: the info lines at start are what the gateway was given (docs/gateway.md shows them)
+    raised = raise_open_files_limit()
+    if raised is not None:
+        gateway_log.debug("open-file limit raised from %d to %d", *raised)
     for line in settings.summary():
-        logging.getLogger("relay.gateway").info("%s", line)
+        gateway_log.info("%s", line)
     # h11 with the gateway's refusals and head limit (server_options says why not httptools).
     uvicorn.run(
         app,
