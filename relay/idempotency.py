@@ -132,7 +132,9 @@ class IdempotencyMemory(Generic[W]):
         it is sent (``error`` is what its waiters get; None, the first was interrupted, and they try again), but for
         what a mirror's providers ``delivered``, kept for the window so that the retry is not sent them again."""
         with self._lock:
-            attempt.settled, attempt.result, attempt.error = True, result, error
+            # Its outcome before ``settled``: a resend that sees it settled reads it without waiting (see _Keys._settle)
+            attempt.result, attempt.error = result, error
+            attempt.settled = True
             del self._in_flight[key]
             if result is None and not delivered:
                 return
@@ -198,6 +200,8 @@ class _Keys:
             self.memory.settle(key, attempt, None, None, attempt.delivered)
         else:
             self.memory.settle(key, attempt, result, None)
+        # Woken once settled, outside the memory's lock: a process forked in between has the attempt settled and its
+        # waiter never set (no thread of the child's sets it), so a resend reads a settled attempt without waiting
         attempt.waiter.set_result(None)
 
 
@@ -213,7 +217,8 @@ class PublishedKeys(_Keys):
             attempt, mine = self.memory.claim(key, sent)
             if mine:
                 break
-            attempt.waiter.result()
+            if not attempt.settled:  # see _Keys._settle
+                attempt.waiter.result()
             if (replayed := self._replayed(attempt)) is not None:
                 return replayed
         try:
@@ -236,7 +241,8 @@ class AsyncPublishedKeys(_Keys):
             attempt, mine = self.memory.claim(key, sent)
             if mine:
                 break
-            await asyncio.shield(asyncio.wrap_future(attempt.waiter))
+            if not attempt.settled:  # see _Keys._settle
+                await asyncio.shield(asyncio.wrap_future(attempt.waiter))
             if (replayed := self._replayed(attempt)) is not None:
                 return replayed
         try:

@@ -219,6 +219,51 @@ async def test_a_process_forked_while_its_parent_publishes_under_keys_publishes_
     assert [request.count(b"order-42-paid") for request in got] == [1, 1, 0]
 
 
+# At the fork, a thread of the parent's has published under a key and is about to wake the publishes waiting on it
+# (paused by a trace function as it calls the Future's set_result, after its key was remembered). The child then
+# publishes under that key; SIGALRM ends a child that hangs.
+FORKED_BEFORE_WAKING = r"""
+import concurrent.futures, json, os, signal, sys, threading
+from relay import Relay
+
+client = Relay(sys.argv[1])
+paid = ("orders", "order-paid", {"id": 42})
+waking, release = threading.Event(), threading.Event()
+
+
+def pause_before_waking(frame, event, arg):
+    if event == "call" and frame.f_code is concurrent.futures.Future.set_result.__code__:
+        waking.set()
+        release.wait()
+
+
+threading.settrace(pause_before_waking)  # the next thread started alone
+first = threading.Thread(target=client.publish, args=paid, kwargs={"idempotency_key": "order-42-paid"})
+first.start()
+threading.settrace(None)
+waking.wait()
+if os.fork() == 0:
+    signal.alarm(30)
+    result = client.publish(*paid, idempotency_key="order-42-paid")
+    os.write(1, json.dumps(result.replayed).encode() + b"\n")
+    os._exit(0)
+os.wait()
+release.set()
+first.join()
+"""
+
+
+async def test_a_process_forked_as_its_parent_settles_a_key_replays_the_key() -> None:
+    """A publish the parent had remembered under its key but whose waiters it had not yet woken at the fork: the
+    child's resend waited for ever on a wake-up that no thread of the child's would give. It is now replayed."""
+    async with server(lambda number: PUBLISHED) as (url, got):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FORKED_BEFORE_WAKING, url, stdout=asyncio.subprocess.PIPE
+        )
+        stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert (stdout, process.returncode, len(got)) == (b"true\n", 0, 1)
+
+
 # At the fork, a thread of the parent's holds the module-level client's lock and the memory store's, as each
 # relay.publish() does for an instant. SIGALRM ends a child that hangs.
 FORKED_WITH_LOCKS_HELD = r"""
