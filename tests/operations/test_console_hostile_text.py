@@ -1,7 +1,8 @@
 """What clients and backends send, as the console shows it to the operator: text they chose can carry Unicode's
 right-to-left override (U+202E), which reverses everything after it on its line, so that a client's data showed the
 console's own words beside it ("from" and the sender's socket id, the recipients) reversed, and a member's user id
-the members listed after it."""
+the members listed after it; and a long name or data without a space, on one line, widened its column for every
+row, pushing the others out of view."""
 
 from __future__ import annotations
 
@@ -81,3 +82,27 @@ async def test_an_override_in_what_a_client_sent_leaves_the_console_s_own_words_
     assert errors == []
     for client in (mallory, alice):
         await client.close()
+
+
+async def test_long_names_and_data_without_spaces_wrap_and_leave_every_column_in_view(
+    start_emulator: StartEmulator, browser: Browser
+) -> None:
+    """A channel name of 200 characters (the emulator's limit), a user id of 128 (Pusher's) and a publish's event name
+    of 200 and data of 2,000, none with a space: a channel's subscribers, a connection's age and an event's details
+    stay on screen (they were thousands of pixels to the right, in every row)."""
+    emulator = await start_emulator(app=APP)
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await page.goto(f"{emulator.http_url}/console")
+    await expect(page.locator("#status")).to_have_text("live")
+
+    channel = "presence-" + "c" * 191
+    member = await ws_client(emulator.ws_url())
+    await join(member, channel, "u" * 128)
+    await publish(emulator.http_url, APP, channel, "e" * 200, "d" * 2_000)
+
+    await expect(page.locator('#log tr[data-type="publish"]')).to_have_count(1)
+    await expect(page.locator("#channels .subscribers")).to_have_text("1")  # the connection is in the same state
+    for cell in ("#channels .subscribers", "#connections td.seconds", '#log tr[data-type="publish"] .details'):
+        box = await page.locator(cell).bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1400, cell
+    await member.close()
