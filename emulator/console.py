@@ -123,6 +123,13 @@ class Operations:
         stripped = unprefixed(path, self._prefix) if self._prefix else None
         return path if stripped is None else stripped
 
+    def closes_connection(self, raw_path: str) -> bool:
+        """Whether the answer to ``raw_path`` closes its connection: a cluster node's /metrics does. The workers of
+        ``--workers`` share one port and each answers /metrics for itself alone, and Prometheus keeps its scrape
+        connection alive: every scrape reached the worker that had accepted it, and the others were never read.
+        Closed, the next scrape connects anew and the kernel (SO_REUSEPORT) hands it to any worker."""
+        return self.node.cluster is not None and self._path(raw_path) == "/metrics"
+
     def handle(
         self,
         transport: asyncio.Transport,

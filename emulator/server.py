@@ -709,7 +709,8 @@ class HttpConnection(asyncio.Protocol):
                     self._finished = True
                     self.node.http_connections.discard(self)
                 else:
-                    self._respond(answer, keep_alive=keep_alive, head=method == "HEAD")
+                    keep = keep_alive and not ops.closes_connection(path)
+                    self._respond(answer, keep_alive=keep, head=method == "HEAD")
                 return
             api = self.node.api
             app = api.app_for(path, query)  # resolved once per request: the rate limit, the API, the accounting

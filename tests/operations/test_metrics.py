@@ -18,8 +18,10 @@ from websockets.exceptions import ConnectionClosed
 
 from relay.emulator.config import Webhook
 from relay.emulator.shutdown import graceful_shutdown
+from tests.cluster.conftest import RedisServer
 from tests.conftest import StartEmulator
-from tests.operations.support import APP, api, eventually, publish, ws_client
+from tests.emulator_process import EmulatorProcess
+from tests.operations.support import APP, CREDENTIALS, api, eventually, node_ids, publish, ws_client
 from tests.webhook_receiver import StartReceiver
 
 METRICS_DOC = Path(__file__).parents[2] / "docs" / "emulator.md"
@@ -199,3 +201,22 @@ async def test_the_frame_a_connection_is_closed_with_is_metered(start_emulator: 
     samples, _ = await scrape(emulator.http_url)
     assert samples[("relay_messages_sent_total", APP_LABEL)] == 2
     assert samples[("relay_bytes_sent_total", APP_LABEL)] == written
+
+
+async def test_a_scraper_keeping_its_connection_alive_reads_every_worker(redis: RedisServer) -> None:
+    """Prometheus keeps its scrape connection alive, and each worker of --workers answers /metrics for itself: every
+    scrape reached the worker that had accepted the connection, so the other workers' connections and publishes were
+    never seen. A cluster node closes the connection after /metrics, so successive scrapes reach every worker."""
+    workers = await EmulatorProcess.start(*CREDENTIALS, "--workers", "2", "--redis-url", redis.url)
+    try:
+        await eventually(lambda: len(node_ids(workers)) == 2, within=20, what="both workers listening")
+        scraped: set[str] = set()
+        async with httpx.AsyncClient() as http:  # one client: it reuses a kept-alive connection, as Prometheus does
+            for _ in range(40):  # a new connection reaches one worker or the other: 2^-39 to miss one in 40
+                samples, _ = parse((await http.get(f"http://127.0.0.1:{workers.port}/metrics")).text)
+                scraped.update(dict(labels)["node"] for name, labels in samples if name == "relay_ready")
+                if len(scraped) == 2:
+                    break
+        assert scraped == set(node_ids(workers))
+    finally:
+        await workers.stop()
