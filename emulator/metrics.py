@@ -150,7 +150,12 @@ def render(
         ("relay_bytes_received", "Bytes of WebSocket messages received from clients", "bytes_received"),
         ("relay_messages_sent", "WebSocket messages written to clients", "messages_sent"),
         ("relay_bytes_sent", "Bytes written to WebSocket clients, frame headers included", "bytes_sent"),
-        ("relay_publishes", "Events published through the HTTP API or the console, one per channel", "publishes"),
+        (
+            "relay_publishes",
+            "Events published through the Pusher HTTP API or the console (one per channel), and Ably messages "
+            "published over REST or a realtime connection (one per message)",
+            "publishes",
+        ),
         ("relay_client_events", "Client events relayed", "client_events"),
         ("relay_presence_events", "Presence changes: members added or removed, Ably updates", "presence_events"),
         ("relay_api_requests", "Successful HTTP API calls other than publishes", "api_requests"),
