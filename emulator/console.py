@@ -5,17 +5,22 @@ Access: ``/health`` and ``/ready`` are open. The others need the console token (
 ``Authorization: Bearer``) when one is configured; without one they are open only while the emulator is bound to a
 loopback host, the request did not come through a proxy (``X-Forwarded-For``/``Forwarded``) and names a loopback
 host (against DNS rebinding); bound to another host they answer 404. Their responses allow no other origin to read
-them, and the publish form refuses cross-site requests.
+them, none may be sniffed as another type, the page runs under a Content-Security-Policy that allows its own inline
+script and stylesheet alone, and the publish form refuses cross-site requests and bodies not sent as JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import hashlib
 import heapq
 import hmac
 import importlib.resources
 import itertools
 import logging
+import re
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,6 +37,7 @@ from relay.errors import ProtocolError, RelayError
 from relay.protocol.channels import ChannelKind, classify, validate_channel_name, validate_event_name
 from relay.protocol.frames import check_event_size, dumps, dumps_parsed, loads, utf8_length
 from relay.protocol.hosts import is_loopback
+from relay.protocol.media_types import is_json_media_type
 
 if TYPE_CHECKING:
     from relay.emulator.hub import AppState, Peer
@@ -66,6 +72,31 @@ _OPS_METHODS: dict[str, tuple[str, ...]] = {
     "/console/apps": _READ, "/console/events": ("GET",), "/console/publish": ("POST",),
 }  # fmt: skip
 _OPEN_PATHS = frozenset({"/health", "/ready"})  # for load balancers: no token, no origin check
+# A JSON answer (a refusal quoting a channel name) read as HTML or a script by a browser that guesses types would be
+# markup a client chose: every protected answer, the event stream's too, says its type is the one it names.
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
+_STREAM_HEAD = (
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n"
+    f"{_NOSNIFF[0]}: {_NOSNIFF[1]}\r\n"
+    "X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+).encode()
+_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+@functools.cache
+def _console_page() -> tuple[bytes, str]:
+    """The console page and its Content-Security-Policy, read once: the policy allows the page's own inline script
+    and stylesheet by their hashes and nothing else, so markup that ever reached the page could run no script, load
+    nothing and send nothing elsewhere (defence in depth: the page sets what clients sent only as text)."""
+    page = importlib.resources.files("relay.emulator").joinpath("console.html").read_bytes()
+    hashes: dict[bytes, list[str]] = {b"script": [], b"style": []}
+    for tag, content in _INLINE.findall(page):
+        hashes[tag].append(f"'sha256-{base64.b64encode(hashlib.sha256(content).digest()).decode()}'")
+    policy = (
+        f"default-src 'none'; script-src {' '.join(hashes[b'script'])}; style-src {' '.join(hashes[b'style'])}; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return page, policy
 
 
 def _header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
@@ -154,12 +185,12 @@ class Operations:
         return self._with_origin(path, headers, response)
 
     def _with_origin(self, path: str, headers: Sequence[tuple[str, str]], response: Response) -> Response:
-        """Every answer of the protected endpoints, refusals and errors too, names the node's own origin: without
-        it the response would get the Pusher API's ``*`` (any origin)."""
+        """Every answer of the protected endpoints, refusals and errors too, names the node's own origin (without
+        it the response would get the Pusher API's ``*``, any origin) and may not be sniffed."""
         if response is STREAMING or path in _OPEN_PATHS:
             return response
         own_origin = ("Access-Control-Allow-Origin", self._own_origin(headers))
-        return Response(response.status, response.body, (*response.headers, own_origin))
+        return Response(response.status, response.body, (*response.headers, own_origin, _NOSNIFF))
 
     def _protected(
         self,
@@ -192,13 +223,14 @@ class Operations:
                 document = usage_document(meters, generated_by=generated_by())
             return Response(200, dumps(document).encode(), (("Content-Type", "application/json"),))
         if path in ("/console", "/console/"):
-            page = importlib.resources.files("relay.emulator").joinpath("console.html").read_bytes()
+            page, policy = _console_page()
             return Response(
                 200,
                 page,
                 (
                     ("Content-Type", "text/html; charset=utf-8"),
                     ("Cache-Control", "no-store"),
+                    ("Content-Security-Policy", policy),
                     ("X-Frame-Options", "DENY"),
                     ("Referrer-Policy", "no-referrer"),
                 ),
@@ -311,6 +343,12 @@ class Operations:
         host = _header(headers, "host")
         if origin is not None and urlsplit(origin).netloc != host:
             return error_response(403, "cross-site request refused: publish from the console page itself")
+        content_type = _header(headers, "content-type")
+        if not is_json_media_type(content_type or ""):
+            # A text/plain POST needs no CORS preflight: such a body is refused, not read as JSON regardless, in the
+            # words of the gateway's publish routes.
+            sent = f"this request's is {content_type!r}" if content_type else "this request has none"
+            return error_response(415, f"the body must be JSON: send Content-Type: application/json ({sent})")
         try:
             request = loads(body or b"null", "the body")
             if not isinstance(request, dict):
@@ -340,10 +378,7 @@ class Operations:
     # -- the console's live stream ----------------------------------------------------------------------------
 
     def _open_stream(self, transport: asyncio.Transport, state: AppState, listing: str) -> None:
-        transport.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n"
-            b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
-        )
+        transport.write(_STREAM_HEAD)
         stream = _Stream(transport, state.app.app_id, listing)
         stream.send("retry: 1000\n\n")
         self._send_state(stream, self._state_text(state, listing))

@@ -547,7 +547,7 @@ async def test_data_nested_at_the_parsers_limit_is_refused_not_fatal(
             assert answer.status_code in (200, 400), (depth, answer.text)
             statuses.add(answer.status_code)
             console = ('{"app_id":"1","channel":"room","event":"deep","data":' + _nested(depth) + "}").encode()
-            answer = await http.post("/console/publish", content=console)
+            answer = await http.post("/console/publish", content=console, headers={"content-type": "application/json"})
             assert answer.status_code in (200, 400), (depth, answer.text)
             console_statuses.add(answer.status_code)
     assert statuses == console_statuses == {200, 400}

@@ -416,7 +416,9 @@ async def test_a_deeply_nested_console_publish_is_a_400_and_the_console_still_pu
         url = f"http://127.0.0.1:{relay.port}/console/publish"
         async with httpx.AsyncClient() as http:
             deep = await http.post(
-                url, content=b'{"app_id": "1", "channel": "c", "event": "e", "data": ' + b"[" * 100_000
+                url,
+                content=b'{"app_id": "1", "channel": "c", "event": "e", "data": ' + b"[" * 100_000,
+                headers={"Content-Type": "application/json"},
             )
             assert deep.status_code == 400 and deep.json() == {"error": "the body nests arrays and objects too deeply"}
             fine = await http.post(url, json={"app_id": "1", "channel": "c", "event": "e", "data": [[1]]})
@@ -464,7 +466,9 @@ async def test_refusals_of_the_operations_endpoints_allow_no_other_origin(start_
             assert response.status_code == int(label[:3]), (label, response.status_code)
             assert response.headers["access-control-allow-origin"] == base, label
             assert "access-control-allow-methods" not in response.headers, label
-        post = await http.post(loopback.http_url + "/console/publish", content=b"[")
+        post = await http.post(
+            loopback.http_url + "/console/publish", content=b"[", headers={"Content-Type": "application/json"}
+        )
         assert post.status_code == 400 and post.headers["access-control-allow-origin"] == loopback.http_url
         # The Pusher HTTP API keeps "*", refusals included; and the console still serves.
         assert (await api(loopback.http_url, APP, "GET", "/apps/1/channels", secret="wrong")).headers[
