@@ -4,7 +4,9 @@ Records carry their fields as ``extra={...}``; the text format appends them as `
 keys. Every line (in JSON, every string of it) passes through the redactor last, whatever logged it: the app secrets
 and the console token are replaced by ``***`` (as written, JSON-escaped or percent-encoded), and so are credentials in
 URLs (user-info and secret-looking query values: :func:`redact_urls`, also what the console and configuration errors
-show of a URL) and ``auth_signature``/``token``/``secret``/``password`` values anywhere.
+show of a URL) and ``auth_signature``/``token``/``secret``/``password`` values anywhere. What a client sent (an
+``Origin`` header, a path: the HTTP parser lets bytes 0x80-0xFF through, read as C1 controls such as U+009B, CSI) is
+written with its unprintable characters escaped, so that it can neither end a line nor drive the terminal showing it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,22 @@ def secret_forms(secret: str) -> set[str]:
             forms.add(encoded)
             forms.add(_PERCENT_ESCAPE.sub(lambda escape: escape.group().lower(), encoded))
     return forms
+
+
+def _escaped(text: str) -> str:
+    """``text`` with its unprintable characters (controls, C1 controls, U+2028…) as Python escapes them (``\\x9b``)."""
+    if text.isprintable():
+        return text
+    return "".join(character if character.isprintable() else ascii(character)[1:-1] for character in text)
+
+
+def _json_escaped(line: str) -> str:
+    """A JSON line with the unprintable characters its strings hold (json.dumps escapes U+0000-U+001F only) as
+    ``\\uXXXX`` escapes: the same values, and a line a terminal shows as it is."""
+    if line.isprintable():
+        return line
+    # json.dumps escapes a character as ensure_ascii does: \\uXXXX, a surrogate pair past U+FFFF
+    return "".join(character if character.isprintable() else json.dumps(character)[1:-1] for character in line)
 
 
 class Redactor:
@@ -101,7 +119,7 @@ class JsonFormatter(logging.Formatter):
             document["exc"] = self.formatException(record.exc_info)
         # Each string before encoding, not the encoded line: there a value's redaction (token=… up to a quote) could
         # swallow the backslash escaping a quote a client sent, and end the JSON string early
-        return json.dumps(_redacted(document, self._redact), ensure_ascii=False)
+        return _json_escaped(json.dumps(_redacted(document, self._redact), ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -109,10 +127,14 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self._redact = redact
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _escaped(self._redact(super().formatMessage(record)))
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extra = " ".join(f"{key}={value}" for key, value in _fields(record).items())
-        return self._redact(f"{line} {extra}" if extra else line)
+        # The message's line (escaped: no line break left in it), then any traceback, whose lines are its own
+        message, newline, traceback = super().format(record).partition("\n")
+        extra = _escaped(self._redact(" ".join(f"{key}={value}" for key, value in _fields(record).items())))
+        return (f"{message} {extra}" if extra else message) + newline + self._redact(traceback)
 
 
 def configure_logging(

@@ -3,6 +3,7 @@ secrets, the console token, credentials in URLs) never written."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -123,3 +124,41 @@ def test_json_lines_stay_json_whatever_a_client_sent_after_token() -> None:
     assert [record["path"] for record in records[:3]] == ['/app/token="x', '/app/sec%22password="', '/app/token=***"']
     assert records[3]["path"] == "/app/x?token=***&y=***"
     assert records[3]["reason"] == "no app has key '/app/x?token=***&y=***'"
+
+
+# An Origin header the HTTP parser lets through (bytes 0x80-0xFF, read as Latin-1): C1 controls, a terminal's CSI
+# clearing the screen, OSC setting its title, and NEL, a line break to Python's splitlines, before a forged line.
+FORGED_ORIGIN = b"https://evil\x9b2J\x9d0;pwned\x9c\x85 INFO relay.emulator: forged"
+
+
+@pytest.mark.parametrize("json_format", [False, True], ids=["text", "json"])
+async def test_a_client_s_control_characters_are_escaped_in_the_log(tmp_path: Path, json_format: bool) -> None:
+    config = tmp_path / "emulator.toml"
+    config.write_text(
+        f"""[[apps]]
+app_id = "{APP.app_id}"
+key = "{APP.key}"
+secret = "{APP.secret}"
+allowed_origins = ["https://ok.example"]
+"""
+    )
+    relay = await EmulatorProcess.start("--config", str(config), *(["--log-json"] if json_format else []))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(
+            f"GET /app/{APP.key}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n".encode()
+            + b"Origin: "
+            + FORGED_ORIGIN
+            + b"\r\n\r\n"
+        )
+        assert (await reader.readline()).startswith(b"HTTP/1.1 101")  # refused after the upgrade (4009)
+        line = await relay.wait_for_output("connection refused")
+        writer.close()
+    finally:
+        await relay.kill()
+    assert line.isprintable()
+    if json_format:
+        assert json.loads(line)["reason"] == "Origin not allowed: " + FORGED_ORIGIN.decode("latin-1")
+    else:
+        assert r"reason=Origin not allowed: https://evil\x9b2J\x9d0;pwned\x9c\x85 INFO relay.emulator: forged" in line
