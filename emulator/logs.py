@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from typing import TextIO
 from urllib.parse import quote, quote_plus
 
+from relay.errors import printable
+
 REDACTED = "***"
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _QUERY_SECRETS = re.compile(r"(?i)((?:auth_signature|token|secret|password)=)[^&#\s\"']+")
@@ -50,13 +52,6 @@ def secret_forms(secret: str) -> set[str]:
             forms.add(encoded)
             forms.add(_PERCENT_ESCAPE.sub(lambda escape: escape.group().lower(), encoded))
     return forms
-
-
-def _escaped(text: str) -> str:
-    """``text`` with its unprintable characters (controls, C1 controls, U+2028…) as Python escapes them (``\\x9b``)."""
-    if text.isprintable():
-        return text
-    return "".join(character if character.isprintable() else ascii(character)[1:-1] for character in text)
 
 
 def _json_escaped(line: str) -> str:
@@ -128,12 +123,14 @@ class TextFormatter(logging.Formatter):
         self._redact = redact
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return _escaped(self._redact(super().formatMessage(record)))
+        return printable(self._redact(super().formatMessage(record)), backslashes=False)
 
     def format(self, record: logging.LogRecord) -> str:
         # The message's line (escaped: no line break left in it), then any traceback, whose lines are its own
         message, newline, traceback = super().format(record).partition("\n")
-        extra = _escaped(self._redact(" ".join(f"{key}={value}" for key, value in _fields(record).items())))
+        extra = printable(
+            self._redact(" ".join(f"{key}={value}" for key, value in _fields(record).items())), backslashes=False
+        )
         return (f"{message} {extra}" if extra else message) + newline + self._redact(traceback)
 
 

@@ -260,3 +260,17 @@ _JSON_KINDS: Mapping[type, str] = {
 def json_kind(value: object) -> str:
     """What a decoded JSON value is, in words ("a list", "null"), for an error that must not show it."""
     return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def printable(text: str, *, backslashes: bool = True) -> str:
+    """``text`` for a log line, its unprintable characters escaped as Python writes them (``\\n``, ``\\x1b``,
+    ``\\x9b``): a line break or a terminal's control sequence a client sent (a percent-decoded ``%0a`` in a path, a
+    byte 0x9b read as the C1 control CSI) would otherwise write a line of theirs into the log, or drive the terminal
+    showing it. Backslashes are escaped too (so that a path's ``%5Cn`` does not read as ``%0a``), unless
+    ``backslashes`` is False: in text already holding reprs, whose escapes would be doubled."""
+    if text.isprintable() and (not backslashes or "\\" not in text):
+        return text
+    return "".join(
+        character if character.isprintable() and (not backslashes or character != "\\") else ascii(character)[1:-1]
+        for character in text
+    )

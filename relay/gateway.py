@@ -74,6 +74,7 @@ from relay.errors import (
     first_cause,
     json_kind,
     parser_limits,
+    printable,
 )
 from relay.files import read_text, read_toml
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
@@ -98,7 +99,6 @@ from relay.web import (
     error_response,
     malformed_json_body,
     no_store,
-    printable,
     query_fields,
     request_fields,
     requested_channels,

@@ -32,6 +32,7 @@ from relay.errors import (
     UnsupportedCapability,
     about_item,
     json_kind,
+    printable,
 )
 from relay.models import User
 from relay.protocol.media_types import is_json_media_type, media_type
@@ -334,17 +335,6 @@ def no_store(response: JSONResponse) -> JSONResponse:
     since a GET's (ably-js's authUrl) would be kept for the URL and answer a visitor whose request it was not."""
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def printable(text: str) -> str:
-    """``text`` for a log line, its control characters and backslashes escaped (``\\n``, ``\\x1b``, ``\\\\``): a
-    request's path is percent-decoded, and a ``%0a`` in it would otherwise write a line of the sender's into the log,
-    or a terminal escape into a console (the backslash too, so that ``%5Cn`` does not read as ``%0a``)."""
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(
-        character if character.isprintable() and character != "\\" else ascii(character)[1:-1] for character in text
-    )
 
 
 def route_path(scope: Mapping[str, Any]) -> str:
