@@ -98,6 +98,9 @@ HTTP_REQUEST_TIMEOUT = 30.0
 MAX_MESSAGE_FRAGMENTS = 1024
 DIRECT_AFTER_IDLE = 0.001  # seconds without writes after which frames are written at once (HttpConnection.write)
 LISTEN_BACKLOG = 4096
+# Seconds between checks that the listening sockets still listen (EmulatorNode._watch_listeners): a check per second,
+# not one per accept, which libuv does not report.
+LISTENER_CHECK_INTERVAL = 1.0
 # permessage-deflate (RFC 7692), which browsers offer. Without context takeover on the server's side, a message
 # compresses the same way for every connection, so a fan-out compresses once (relay.emulator.wire.deflated); without
 # it on the client's side, no connection keeps an inflate window between messages.
@@ -170,6 +173,9 @@ class EmulatorNode:
         self.cluster: RedisCluster | None = None
         # Set by relay.emulator.shutdown: /ready answers 503, and so do new Pusher WebSocket handshakes.
         self.draining = False
+        # Set once a listening socket has stopped listening (see _watch_listeners); serve_until_signalled then stops.
+        self.listener_lost = asyncio.Event()
+        self._listener_watch: asyncio.Task[None] | None = None
         self.ops = Operations(self)  # /health, /ready, /metrics, /usage, /console and the HTTP API rate limit
         self.ably = AblyNode(self, wall_clock)  # Ably REST paths and realtime connections on "/" (docs/ably.md)
         # Write coalescing (HttpConnection.write). An "iteration" runs from the first frame written after the last
@@ -351,9 +357,42 @@ class EmulatorNode:
                 elif now - connection.idle_since >= idle_limit:
                     connection.timed_out(self.http_idle_timeout)
 
+    def watch_listeners(self, server: asyncio.Server) -> None:
+        """Check once a second that ``server``'s sockets still listen (see :meth:`_watch_listeners`)."""
+        self._listener_watch = asyncio.create_task(self._watch_listeners(server))
+
+    async def _watch_listeners(self, server: asyncio.Server) -> None:
+        """Notice a listening socket that no longer listens, and say so: draining (/ready answers 503) and
+        ``listener_lost`` set, which stops ``relay emulator`` with exit status 1 for its supervisor to restart it.
+
+        Nothing else would tell. The libuv in uvloop 0.23 drops a failed ``accept`` unreported: on a listener the
+        kernel stopped (shut down, as ``shutdown(SHUT_RD)`` does) each one fails with EINVAL and the loop wakes for it
+        again at once, spinning a core and logging nothing (older libuv passed the error on, and uvloop closed the
+        listener; asyncio's selector loop logs a traceback at each wake). Meanwhile the process ran on, and /health
+        and /ready, over connections already open, answered that it was well."""
+        listeners = [(sock, sock.getsockname()) for sock in server.sockets]  # taken now: once closed, uvloop lists none
+        while True:
+            await asyncio.sleep(LISTENER_CHECK_INTERVAL)
+            if not server.is_serving():  # closed on purpose (a shutdown)
+                return
+            for sock, address in listeners:
+                if not _listens(sock):
+                    log.error(
+                        "the listening socket on %s port %s stopped listening: new connections are refused; "
+                        "/ready answers 503",
+                        address[0],
+                        address[1],
+                        extra={"host": address[0], "port": address[1]},
+                    )
+                    self.draining = True
+                    self.listener_lost.set()
+                    return
+
     async def close(self, *, webhook_grace: float = 5.0) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._listener_watch is not None:
+            self._listener_watch.cancel()
         if self._http_sweeper is not None:
             self._http_sweeper.cancel()
         self.ops.close()
@@ -1144,6 +1183,14 @@ def _half_close(transport: asyncio.Transport) -> None:
         transport.close()
 
 
+def _listens(sock: socket.socket) -> bool:
+    """Whether ``sock`` (a server's, as asyncio or uvloop hands it out) is a listening socket still."""
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except (OSError, ValueError):  # closed under the server (uvloop's closed handle has descriptor -1: ValueError)
+        return False
+
+
 def _is_utf8(data: bytes) -> bool:
     try:
         data.decode()
@@ -1231,7 +1278,10 @@ async def start_server(
         address = (node.config.host, node.config.port)
         sock = socket.create_server(address, family=socket.AF_INET6, dualstack_ipv6=True, backlog=LISTEN_BACKLOG)
     if sock is not None:
-        return await loop.create_server(lambda: HttpConnection(node), sock=sock, **options)
-    return await loop.create_server(
-        lambda: HttpConnection(node), node.config.host, node.config.port, reuse_address=True, **options
-    )
+        server = await loop.create_server(lambda: HttpConnection(node), sock=sock, **options)
+    else:
+        server = await loop.create_server(
+            lambda: HttpConnection(node), node.config.host, node.config.port, reuse_address=True, **options
+        )
+    node.watch_listeners(server)
+    return server

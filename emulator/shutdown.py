@@ -58,7 +58,8 @@ async def graceful_shutdown(
     started = time.monotonic()
     # /ready answers 503, and so does a new Pusher WebSocket handshake; a new Ably connection gets DISCONNECTED.
     node.draining = True
-    if config.shutdown_delay > 0:
+    # The delay keeps the listener open for health checks; a listener lost (EmulatorNode._watch_listeners) refuses them
+    if config.shutdown_delay > 0 and not node.listener_lost.is_set():
         # Time for load balancers to see /ready fail. Their health checks open new connections, so the listener
         # stays open meanwhile: closed, they would find the port refusing (and so would requests still routed here).
         log.info("shutdown: draining; /ready answers 503", extra={"delay_s": config.shutdown_delay})
@@ -116,7 +117,8 @@ def heeded(signum: int) -> bool:
 async def serve_until_signalled(
     node: EmulatorNode, server: asyncio.Server, listening: Callable[[], None] | None = None
 ) -> None:
-    """Serve until SIGTERM, SIGINT or SIGHUP (a closed terminal; unless it is ignored, as under nohup), then shut
+    """Serve until SIGTERM, SIGINT or SIGHUP (a closed terminal; unless it is ignored, as under nohup), or until the
+    listening socket stops listening (then raising SystemExit(1) at the end, for a supervisor to restart it), then shut
     down gracefully (a second signal hurries it) and write the usage file when the config names one (checkpointing
     the run's usage beside it meanwhile, for a crash). ``listening`` (the banner, the readiness report) is called once
     the handlers are in place: a stop sent as soon as it is seen must not find the default handler, which kills."""
@@ -155,7 +157,16 @@ async def serve_until_signalled(
         listening()
     usage_file = node.config.usage_file
     checkpoint = None if usage_file is None else start_checkpoint(node)
+
+    async def stop_when_listener_lost() -> None:
+        await node.listener_lost.wait()
+        stop.set()
+
+    watch = asyncio.create_task(stop_when_listener_lost())
     await stop.wait()
+    watch.cancel()
+    if node.listener_lost.is_set():
+        log.error("shutdown: no longer listening; stopping with exit status 1 for a supervisor to restart the emulator")
     await graceful_shutdown(node, server, hurry=hurry)
     if usage_file is not None:
         if checkpoint is not None:
@@ -166,3 +177,5 @@ async def serve_until_signalled(
             lost = "this run's usage is lost" if checkpoint is None else checkpoint.lost()
             log.error("usage file %s could not be written: %s; %s", usage_file, exc, lost)
             raise SystemExit(1) from None
+    if node.listener_lost.is_set():
+        raise SystemExit(1)
