@@ -96,12 +96,13 @@ async def test_nextjs_guide_runs_against_the_gateway(
     """Issue 7 docs: the guide's route handler publishes through /v1/publish with fetch (X-Socket-ID excludes the
     sender, a malformed one is the gateway's 400 passed on; a wrong token becomes the handler's 502) to its caller's
     channel only (the JWT's sub: a customerId in the body is ignored, a request without a valid JWT is 401 and
-    publishes nothing); its realtime module connects pusher-js with the gateway's client config and the user's JWT
-    (a gateway it cannot reach is named, with RELAY_CORS_ORIGINS to check), reports connecting → connected →
-    reconnecting (after a server 4200) → connected → offline, subscribes the user's channel, gets 403 for another
-    user's and 401 for an expired JWT, and lists presence members with their JWT names; its server helper reads a
-    presence channel's users, and its publish helper's retry with an idempotency key is answered as the first and
-    delivered once."""
+    publishes nothing; a gateway it cannot reach is a 502 with fetch's cause, an https:// URL to the plain-HTTP
+    gateway saying to use http://); its realtime module connects pusher-js with the gateway's client config and the
+    user's JWT (a gateway it cannot reach is named, with RELAY_CORS_ORIGINS to check), reports connecting →
+    connected → reconnecting (after a server 4200) → connected → offline, subscribes the user's channel, gets 403
+    for another user's and 401 for an expired JWT, and lists presence members with their JWT names; its server
+    helper reads a presence channel's users, and its publish helper's retry with an idempotency key is answered as
+    the first and delivered once."""
     out = await build_guide(tmp_path)
     closed: list[int] = []
 
@@ -136,6 +137,7 @@ async def test_nextjs_guide_runs_against_the_gateway(
         "route-handler-400",
         "route-handler-401",
         "route-handler-not-json",
+        "route-handler-unreachable",
         "reconnecting",
         "route-handler-idempotent",
         "offline",

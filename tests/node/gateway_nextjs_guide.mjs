@@ -187,6 +187,38 @@ new Scenario('gateway-nextjs-guide', { timeoutMs: 20000 }).run(async (s) => {
   process.env.RELAY_GATEWAY_URL = gatewayUrl;
   s.check('route-handler-not-json');
 
+  // A gateway that cannot be reached: the 502 gives fetch's cause, which its own "fetch failed" leaves out, and an
+  // https:// URL to the plain-HTTP gateway says to use http://.
+  const closed = http.createServer();
+  await new Promise((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const closedUrl = `http://127.0.0.1:${closed.address().port}`;
+  await new Promise((resolve) => closed.close(resolve));
+  process.env.RELAY_GATEWAY_URL = closedUrl;
+  response = await orderReady(POST, 'o-down', aliceJwt);
+  assert.deepEqual(response, {
+    status: 502,
+    body: { error: `realtime: could not reach the gateway at ${closedUrl}/v1/publish: fetch failed (ECONNREFUSED)` },
+  });
+  await assert.rejects(server.presenceUserIds('presence-shop'), {
+    name: 'Error',
+    status: 502,
+    message: `could not reach the gateway at ${closedUrl}/v1/channels/presence-shop/users: fetch failed (ECONNREFUSED)`,
+  });
+  const httpsUrl = gatewayUrl.replace(/^http:/, 'https:');
+  process.env.RELAY_GATEWAY_URL = httpsUrl;
+  response = await orderReady(POST, 'o-tls', aliceJwt);
+  assert.deepEqual(response, {
+    status: 502,
+    body: {
+      error:
+        `realtime: could not reach the gateway at ${httpsUrl.replace(/\/+$/, '')}/v1/publish: fetch failed ` +
+        '(ERR_SSL_WRONG_VERSION_NUMBER): the gateway answers plain HTTP there, so RELAY_GATEWAY_URL should start ' +
+        'with http://',
+    },
+  });
+  process.env.RELAY_GATEWAY_URL = gatewayUrl;
+  s.check('route-handler-unreachable');
+
   // The server drops every connection (4200): connected → reconnecting → connected, resubscribed.
   const aliceReady = ready;
   assert.equal(await step('close-all-4200'), 'ok');

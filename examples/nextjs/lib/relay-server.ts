@@ -23,25 +23,18 @@ export async function publish(
   options: { socketId?: string; idempotencyKey?: string } = {},
 ): Promise<PublishResult> {
   const target = Array.isArray(channel) ? { channels: channel } : { channel };
-  const gateway = gatewayUrl();
-  let response: Response;
-  try {
-    response = await fetch(`${gateway}/v1/publish`, {
-      method: 'POST',
-      headers: {
-        Authorization: `Bearer ${process.env.RELAY_API_TOKEN}`,
-        'Content-Type': 'application/json',
-        // One key per event (crypto.randomUUID()), the same on each retry of it: the gateway does not deliver a
-        // retry twice, and answers it as the first, within 2 minutes
-        ...(options.idempotencyKey ? { 'Idempotency-Key': options.idempotencyKey } : {}),
-      },
-      // socket_id (pusher-js's connection.socket_id, sent by the browser) keeps the event from echoing back to it.
-      body: JSON.stringify({ ...target, event, data, socket_id: options.socketId }),
-    });
-  } catch (error) {
-    // fetch rejects ("fetch failed") when the gateway is down or its URL is wrong
-    throw new RelayPublishError(502, `could not reach the gateway at ${gateway}: ${(error as Error).message}`);
-  }
+  const response = await fetchGateway('/v1/publish', {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${process.env.RELAY_API_TOKEN}`,
+      'Content-Type': 'application/json',
+      // One key per event (crypto.randomUUID()), the same on each retry of it: the gateway does not deliver a
+      // retry twice, and answers it as the first, within 2 minutes
+      ...(options.idempotencyKey ? { 'Idempotency-Key': options.idempotencyKey } : {}),
+    },
+    // socket_id (pusher-js's connection.socket_id, sent by the browser) keeps the event from echoing back to it.
+    body: JSON.stringify({ ...target, event, data, socket_id: options.socketId }),
+  });
   // A refusal is thrown: 401, a wrong RELAY_API_TOKEN; 400/413/422, the event (the error names the field). A 502
   // with outcome_unknown may have been delivered: send it again only with the same idempotencyKey (on Ably and the
   // Relay emulator it is then not delivered twice; hosted Pusher has no idempotency, and may deliver it twice).
@@ -50,12 +43,30 @@ export async function publish(
 
 /** Who is in a presence channel (GET /v1/channels/{channel}/users): for a server component's "online now" list. */
 export async function presenceUserIds(channel: string): Promise<string[]> {
-  const response = await fetch(`${gatewayUrl()}/v1/channels/${encodeURIComponent(channel)}/users`, {
+  const response = await fetchGateway(`/v1/channels/${encodeURIComponent(channel)}/users`, {
     headers: { Authorization: `Bearer ${process.env.RELAY_API_TOKEN}` },
     cache: 'no-store',
   });
   const body = (await answerOf(response)) as { users: { id: string }[] };
   return body.users.map((user) => user.id);
+}
+
+/** fetch from the gateway. It rejects with "fetch failed" alone when the gateway is down or RELAY_GATEWAY_URL is
+ * wrong; the RelayPublishError names the URL and fetch's cause (ECONNREFUSED, ENOTFOUND, a TLS error). */
+async function fetchGateway(path: string, init: RequestInit): Promise<Response> {
+  const url = `${gatewayUrl()}${path}`;
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message;
+    let reason = why ? `${(error as Error).message} (${why})` : (error as Error).message;
+    if (cause?.code === 'ERR_SSL_WRONG_VERSION_NUMBER') {
+      // relay serve speaks plain HTTP unless a proxy in front of it terminates TLS
+      reason += ': the gateway answers plain HTTP there, so RELAY_GATEWAY_URL should start with http://';
+    }
+    throw new RelayPublishError(502, `could not reach the gateway at ${url}: ${reason}`);
+  }
 }
 
 /** RELAY_GATEWAY_URL, the URL of relay serve (a path prefix kept, a final '/' dropped). */
