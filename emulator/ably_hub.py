@@ -62,6 +62,9 @@ ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = range(10, 18
 HAS_PRESENCE, HAS_BACKLOG, RESUMED = 1, 2, 4
 MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
 MODES = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
+# A message's own action (TM2j), which Ably sends on every message it delivers or keeps: ably-js reads a missing one
+# as message.create, but ably-python leaves it None.
+MESSAGE_CREATE = 0
 
 MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's default limit, A.3)
 # The messages (or presence messages) one publish carries: empty ones weigh nothing against the size limit, and
@@ -694,6 +697,7 @@ class AblyApp:
                 self.state.cluster.ably_published(self.state.app.app_id, channel, ids, message_id, serials)
         items = [message.item() for message in messages]
         for item, message_serial in zip(items, serials, strict=True):  # what the publisher's ACK said (serials)
+            item["action"] = MESSAGE_CREATE
             item["serial"] = message_serial
         fields: dict[str, Any] = {
             "action": MESSAGE,
@@ -816,7 +820,7 @@ class AblyApp:
     def _pusher_message(
         self, channel: str, name: str, data: str | None, user_id: str | None, exclude: str | None
     ) -> Outbound:
-        item: dict[str, Any] = {"name": name}
+        item: dict[str, Any] = {"name": name, "action": MESSAGE_CREATE}
         if data is not None:
             item["data"] = data
             if frames.looks_like_json(data):

@@ -57,7 +57,7 @@ async def test_client_events_and_ably_publishes_cross(ably_emulator: RunningEmul
     message = await ably_side.expect(MESSAGE)
     assert message["connectionId"] == pusher_side.socket_id
     assert message["messages"] == [
-        {"name": "client-typing", "data": '{"on":true}', "encoding": "json", "clientId": "pat"}
+        {"name": "client-typing", "action": 0, "data": '{"on":true}', "encoding": "json", "clientId": "pat"}
     ]
 
     await ably_side.publish("presence-desk", {"name": "reply", "data": "hi"})

@@ -171,10 +171,10 @@ def test_mixed_channel_encodes_once_per_format(monkeypatch: pytest.MonkeyPatch) 
     for link in (json_links[0], msgpack_links[0]):
         [message] = link.decoded()
         assert message["action"] == MESSAGE and message["channel"] == "room"
-        assert message["messages"] == [{"name": "ev", "data": '{"a":1}', "encoding": "json"}]
+        assert message["messages"] == [{"name": "ev", "action": 0, "data": '{"a":1}', "encoding": "json"}]
 
     hub.state.publish("room", "plain", "not json {")
-    assert json_links[0].decoded()[-1]["messages"] == [{"name": "plain", "data": "not json {"}]
+    assert json_links[0].decoded()[-1]["messages"] == [{"name": "plain", "action": 0, "data": "not json {"}]
 
 
 def test_foreign_count_follows_attach_detach_and_close() -> None:

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
 import httpx
+import pusher  # type: ignore[import-untyped]
 import pytest
-from ably import AblyException, AblyRest  # type: ignore[import-untyped]
+from ably import AblyException, AblyRealtime, AblyRest, MessageAction  # type: ignore[import-untyped]
 from ably.types.message import Message  # type: ignore[import-untyped]
-from ablysupport import API_KEY, page_links, run_node
+from ablysupport import API_KEY, APP, connected, page_links, run_node
 
 from tests.conftest import RunningEmulator
 
@@ -79,3 +81,38 @@ async def test_too_many_messages_in_one_publish_is_ablys_40034(rest: AblyRest, a
     assert refused.value.message == "messages: Too many messages in one publish (1001; the maximum is 1000)"
     run = await run_node("ably_js_message_count.mjs", ably_emulator)
     assert run.summary["checks"] == ["rest-40034", "realtime-40034"]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["msgpack", "json"])
+async def test_messages_carry_their_action_message_create(ably_emulator: RunningEmulator, binary: bool) -> None:
+    """Ably sends each message's own ``action`` (TM2j; 0, message.create, for a publish) in history and on delivery,
+    beside its ``serial``. The emulator sent none: ably-js reads a missing one as message.create, but ably-python's
+    ``Message.action`` was None, in ``history()`` and on a realtime subscriber, so code telling new messages from
+    updates (``action == MessageAction.MESSAGE_CREATE``) saw neither. A Pusher publish reaching an Ably subscriber
+    is a created message too."""
+    port = ably_emulator.port
+    rest = AblyRest(key=API_KEY, endpoint="127.0.0.1", port=port, tls=False, use_token_auth=True,
+                    use_binary_protocol=binary)  # fmt: skip
+    realtime = AblyRealtime(key=API_KEY, endpoint=f"127.0.0.1:{port}", tls=False, use_binary_protocol=binary)
+    received: asyncio.Queue[Message] = asyncio.Queue()
+    try:
+        await connected(realtime)
+        await realtime.channels.get("orders").subscribe(received.put_nowait)
+        channel = rest.channels.get("orders")
+        await channel.publish(messages=[Message("created", {"id": 7}), Message("blob", b"\x00\xff")])
+        backend = pusher.Pusher(APP.app_id, APP.key, APP.secret, host="127.0.0.1", port=port, ssl=False)
+        await asyncio.to_thread(backend.trigger, "orders", "via-pusher", {"id": 8})
+        delivered = [await asyncio.wait_for(received.get(), 5) for _ in range(3)]
+        page = await channel.history(direction="forwards")
+    finally:
+        await rest.close()
+        await realtime.close()
+    assert [(m.name, m.action) for m in delivered] == [
+        ("created", MessageAction.MESSAGE_CREATE),
+        ("blob", MessageAction.MESSAGE_CREATE),
+        ("via-pusher", MessageAction.MESSAGE_CREATE),
+    ]
+    assert [(m.name, m.action) for m in page.items] == [
+        ("created", MessageAction.MESSAGE_CREATE),
+        ("blob", MessageAction.MESSAGE_CREATE),
+    ]

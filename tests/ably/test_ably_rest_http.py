@@ -121,6 +121,7 @@ async def test_publish_shapes_and_idempotency(
         "data": '{"k":1}',
         "encoding": "json",
         "id": "abc:0",
+        "action": 0,
         "serial": serial,
     }
     await http.post("/channels/room/messages", json={"name": "marker"}, headers=BASIC)

@@ -168,7 +168,14 @@ async def test_publish_ack_echo_and_nacks(ably_emulator: RunningEmulator, wires:
     assert received["connectionId"] == quiet.connected["connectionId"]
     # the message's serial is the ACK's for it: a publisher matches what it published to what it receives
     (serial_acked,) = ack["res"][0]["serials"]
-    greeting = {"name": "greet", "data": '{"a":1}', "encoding": "json", "clientId": "quiet", "serial": serial_acked}
+    greeting = {
+        "name": "greet",
+        "data": '{"a":1}',
+        "encoding": "json",
+        "clientId": "quiet",
+        "action": 0,
+        "serial": serial_acked,
+    }
     assert received["messages"] == [greeting]
 
     too_big = "x" * 70_000
@@ -304,5 +311,11 @@ async def test_msgpack_values_json_cannot_carry(ably_emulator: RunningEmulator, 
         assert (nack["msgSerial"], nack["error"]["code"]) == (serial, code)
     await sender.publish("mixed", {"name": "fine", "data": b"\x01"})
     received = await reader.expect(MESSAGE)
-    fine = {"name": "fine", "data": "AQ==", "encoding": "base64", "serial": f"{received['channelSerial']}:0"}
+    fine = {
+        "name": "fine",
+        "data": "AQ==",
+        "encoding": "base64",
+        "action": 0,
+        "serial": f"{received['channelSerial']}:0",
+    }
     assert received["messages"][0] == fine
