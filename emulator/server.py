@@ -609,6 +609,21 @@ class HttpConnection(asyncio.Protocol):
         else:
             transport.close()
 
+    def answer_held(self) -> None:
+        """At shutdown, before the drain: answer at once the requests read and waiting for their turn
+        (data_received), as they would have been without the stop, then end the connection after those answers; the
+        client sends again what it pipelined behind them (RFC 9112 §9.3.2), as none of it was handled. A client not
+        reading its answers keeps its turns (resume_writing): answered at once, a read of requests for large answers
+        would pile them up in memory."""
+        transport = self.transport
+        if self._held is None or transport is None or transport.is_closing() or self._writing_paused:
+            return
+        while self._held is not None and not self._writing_paused:
+            self._take_turn()
+        if self.ws is None and not self._finished:  # not upgraded, nor closed by an answer
+            self.node.http_connections.discard(self)
+            self._close_after_answers(transport)
+
     def close_if_idle(self) -> None:
         """Close an HTTP keep-alive between requests (at shutdown, once the listener is closed: see
         emulator/shutdown.py). A proxy sees the close and drops it from its pool; a request it had already sent on it
@@ -619,6 +634,15 @@ class HttpConnection(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             self.node.http_connections.discard(self)
             transport.close()
+
+    # Half-closed after its last answer, its client not gone yet: a shutdown waits for it (emulator/shutdown.py), as
+    # the process's exit would reset it, unread requests pipelined behind those answers in the kernel's buffer.
+    half_closed = False
+
+    def _close_after_answers(self, transport: asyncio.Transport) -> None:
+        """Handle no further request, and close once the client has taken what was written (see _half_close)."""
+        self._finished = self.half_closed = True
+        _half_close(transport)
 
     # -- httptools callbacks ----------------------------------------------------------------------------------
 
@@ -772,8 +796,7 @@ class HttpConnection(asyncio.Protocol):
         else:
             transport.write(response_head(response, keep_alive) + (b"" if head else response.body))
         if not keep_alive:
-            self._finished = True
-            _half_close(transport)
+            self._close_after_answers(transport)
 
     # -- WebSocket --------------------------------------------------------------------------------------------
 

@@ -56,6 +56,8 @@ async def graceful_shutdown(
     webhook_grace = config.shutdown_webhook_grace if webhook_grace is None else webhook_grace
     hurry = hurry or asyncio.Event()
     started = time.monotonic()
+    for connection in list(node.http_connections):  # requests read before the stop, waiting for their turn
+        connection.answer_held()
     # /ready answers 503, and so does a new Pusher WebSocket handshake; a new Ably connection gets DISCONNECTED.
     node.draining = True
     # The delay keeps the listener open for health checks; a listener lost (EmulatorNode._watch_listeners) refuses them
@@ -85,9 +87,10 @@ async def graceful_shutdown(
         for connection in sessions[index * size : (index + 1) * size]:
             connection.shutdown()
     # Wait for the close handshakes (each session released its channels and presence, and emitted their webhooks,
-    # as it was closed) before the webhooks are flushed; the abort timer of each close bounds this.
+    # as it was closed), and for HTTP clients to take their last answers, before the webhooks are flushed; the abort
+    # timer of each close bounds this.
     deadline = time.monotonic() + CLOSE_TIMEOUT + 0.5
-    while any(c.session is not None for c in node.connections):  # a connection leaves the set when it is lost
+    while any(c.session is not None or c.half_closed for c in node.connections):  # a lost one leaves the set
         if time.monotonic() > deadline or hurry.is_set():
             break
         await asyncio.sleep(0.02)

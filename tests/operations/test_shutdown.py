@@ -6,17 +6,30 @@ on the same port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
+import re
 import signal
+import socket
+import sys
+import termios
+import time
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from relay.cost.usage import parse_usage
-from relay.emulator.shutdown import batch_plan
-from tests.conftest import whole_run
+from relay.emulator.server import HttpConnection
+from relay.emulator.shutdown import batch_plan, graceful_shutdown
+from tests.conformance.wsclient import Client, Connect
+from tests.conformance.wsclient import connect as connect
+from tests.conftest import StartEmulator, whole_run
+from tests.emulator.test_http_hunt_fixes import request, signed
 from tests.emulator_process import EmulatorProcess
 from tests.node_scenarios import NODE, app_env, node_modules
 from tests.operations.support import (
@@ -143,3 +156,77 @@ def test_batch_plan_spreads_connections_over_the_window() -> None:
     batches, size, interval = batch_plan(10_000, 2.0)
     assert (batches, size, interval) == (40, 250, 0.05)  # many: a batch every 50 ms on average
     assert batch_plan(5, 0.0) == (1, 5, 0.0)  # no spread: all at once
+
+
+def queued(sock: socket.socket, request: int) -> int:
+    return int.from_bytes(fcntl.ioctl(sock.fileno(), request, bytes(4)), sys.byteorder)
+
+
+def not_read(writer: asyncio.StreamWriter, connection: HttpConnection) -> int:
+    """Bytes written by the client that the server has not read, or more: in the client's buffer, its socket's send
+    queue (until acknowledged: some may be in the server's receive queue as well) or the server's receive queue."""
+    assert connection.transport is not None
+    client, server = writer.get_extra_info("socket"), connection.transport.get_extra_info("socket")
+    return (
+        writer.transport.get_write_buffer_size() + queued(client, termios.TIOCOUTQ) + queued(server, termios.FIONREAD)
+    )
+
+
+async def events_until_closed(subscriber: Client) -> list[int]:
+    """The numbers of the events ``subscriber`` gets before the shutdown closes it."""
+    numbers: list[int] = []
+    with contextlib.suppress(ConnectionClosed):
+        while (frame := await subscriber.recv(5.0))["event"] != "pusher:error":
+            numbers.append(json.loads(frame["data"])["n"])
+    return numbers
+
+
+async def answers_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """What the server sends up to its end of the connection; then the client closes, as HTTP clients do."""
+    answers = await reader.read()
+    writer.close()
+    return answers
+
+
+@pytest.mark.parametrize("subscribed", [True, False])
+async def test_pipelined_requests_read_before_the_stop_are_answered_then_the_connection_ends(
+    start_emulator: StartEmulator, connect: Connect, subscribed: bool
+) -> None:
+    """A read (up to 256 KiB) is handled 16 KiB a turn of the event loop. Publishes pipelined on one connection, read
+    before the shutdown began and waiting for their turn, were dropped: the next one was answered with Connection:
+    close after the subscribers had been closed (its event reached none), the rest never; with no WebSocket to wait
+    for, the connection was closed at once with requests unread, which reset it, and the client lost answers to
+    publishes made. Now each request read whole is answered as without the stop, its event delivered before the
+    subscribers are closed, and the connection ends after those answers with a FIN (the rest, unread, is for the
+    client to send again). Deterministic: the test runs in the server's event loop and starts the shutdown in the
+    step where it sees requests held (a signal to a process lands among the turns, or after them)."""
+    emulator = await start_emulator()
+    subscriber = await connect(emulator) if subscribed else None
+    events = None
+    if subscriber is not None:
+        await subscriber.subscribed("room")
+        events = asyncio.create_task(events_until_closed(subscriber))
+    requests = []
+    for n in range(300):  # 390 KB: more than a read, which is handled in turns while reading waits
+        body = json.dumps({"name": "e", "channel": "room", "data": json.dumps({"n": n, "pad": "x" * 1000})}).encode()
+        requests.append(request("POST", signed("POST", "/apps/1/events", body), body))
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    writer.write(b"".join(requests))
+    answers = asyncio.create_task(answers_then_close(reader, writer))
+    deadline = time.monotonic() + 10
+    # Checked every turn of the loop, not every 20 ms (eventually): a read's turns take milliseconds.
+    while not (held := [c for c in emulator.node.http_connections if c._held]):
+        assert time.monotonic() < deadline, "the server never held requests for a later turn"
+        await asyncio.sleep(0)
+    (connection,) = held
+    read = sum(len(r) for r in requests) - not_read(writer, connection)
+    received = sum(1 for end in accumulate(len(r) for r in requests) if end <= read)  # at least: read whole
+    await graceful_shutdown(emulator.node, None, spread=0, webhook_grace=0)
+    heads = re.findall(rb"HTTP/1\.1 .*?\r\n\r\n", await asyncio.wait_for(answers, 5), re.DOTALL)  # then a FIN
+    answered = len(heads)
+    assert 16 < received <= answered < len(requests)  # what was held answered; what was not read, not
+    assert [head.split(b"\r\n")[0] for head in heads] == [b"HTTP/1.1 200 OK"] * answered
+    assert all(b"Connection: keep-alive" in head for head in heads)
+    assert emulator.node.ops.metrics.http_responses["200"] == answered  # none handled unanswered
+    if events is not None:
+        assert await events == list(range(answered))
