@@ -676,10 +676,17 @@ class AblyApp:
     # -- publishing -------------------------------------------------------------------------------------------
 
     def publish(
-        self, channel: str, messages: list[Message], *, connection_id: str | None, exclude: str | None
+        self,
+        channel: str,
+        messages: list[Message],
+        *,
+        connection_id: str | None,
+        exclude: str | None,
+        realtime: bool = False,
     ) -> tuple[str, list[str]]:
         """Publish to both protocols' subscribers; returns (messageId, serials). A repeat of an idempotent publish
-        (same ids on the same channel within 2 minutes) is answered as before and delivered to nobody."""
+        (same ids on the same channel within 2 minutes) is answered as before and delivered to nobody. ``realtime``:
+        sent over the realtime connection ``connection_id``, not in a REST request (even one "as" that connection)."""
         now = self.wall_ms()
         ids = tuple(message.id for message in messages if message.id is not None)
         if ids:
@@ -709,7 +716,7 @@ class AblyApp:
         }
         if connection_id is not None:
             fields["connectionId"] = connection_id
-        self._deliver_to_hub(channel, messages, Outbound(fields), exclude)
+        self._deliver_to_hub(channel, messages, Outbound(fields), exclude, http=not realtime)
         self.history.keep(channel, fields, serial, now)
         if self.state.webhooks.wants("message"):  # Ably-format webhooks' channel.message: Pusher's have no such event
             kept = _webhook_messages(fields)
@@ -771,8 +778,11 @@ class AblyApp:
             del self._published[key]
             self._remembered_ids -= len(key[1])
 
-    def _deliver_to_hub(self, name: str, messages: list[Message], outbound: Outbound, exclude: str | None) -> None:
-        """What ``AppState.publish`` does for a Pusher publish, with one Pusher event per Ably message."""
+    def _deliver_to_hub(
+        self, name: str, messages: list[Message], outbound: Outbound, exclude: str | None, *, http: bool
+    ) -> None:
+        """What ``AppState.publish`` does for a Pusher publish, with one Pusher event per Ably message; ``http``: the
+        messages came in an HTTP request, as the usage meter counts them."""
         state = self.state
         texts = [frames.channel_event(m.pusher_event(), name, m.pusher_data(), m.client_id) for m in messages]
         if is_cache_channel(name):  # for later subscribers: not an ephemeral message, the current subscribers' only
@@ -782,7 +792,10 @@ class AblyApp:
         counted, echoes = state.publisher_reach(name, outbound.fields.get("connectionId"), exclude)
         reached = local_reach(state, name, exclude) - counted
         meter = state.meter
-        units = [meter.published(name, m.pusher_event(), m.pusher_data(), reached, m.size(), echoes) for m in messages]
+        units = [
+            meter.published(name, m.pusher_event(), m.pusher_data(), reached, m.size(), echoes, http=http)
+            for m in messages
+        ]
         channel = state.channels.get(name)
         if channel is not None:
             # One Pusher event per message; Ably peers get the whole ProtocolMessage with the first one.
@@ -1243,7 +1256,7 @@ class AblyApp:
             "channelSerial": f"{serial:016x}",
             "messages": [message.item() for message in messages],
         }
-        self._deliver_to_hub(CHANNEL_LIFECYCLE, messages, Outbound(fields), None)
+        self._deliver_to_hub(CHANNEL_LIFECYCLE, messages, Outbound(fields), None, http=False)  # Ably's own
         self.history.keep(CHANNEL_LIFECYCLE, fields, serial, now)
 
     def lifecycle_status(self, name: str, opened: bool) -> dict[str, object]:

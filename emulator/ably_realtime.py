@@ -787,7 +787,7 @@ class AblySession(ForeignPeer):
         messages = [parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
         check_messages(messages, self.credentials, "messages", self.max_message_size)
         exclude = None if self.echo else self.socket_id
-        _, serials = self.app.publish(name, messages, connection_id=self.socket_id, exclude=exclude)
+        _, serials = self.app.publish(name, messages, connection_id=self.socket_id, exclude=exclude, realtime=True)
         return serials
 
     def _presence(self, name: str, serial: int, raw: object) -> None:

@@ -22,6 +22,9 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   answer, a rewind's backlog) is 1. An Ably connection sent its own publish back (echo, on unless it connected with
   echo=false) is 1 outbound more, counted apart (``echo_deliveries``, not ``deliveries``): Ably bills it, Pusher
   (whose clients never receive their own client events) and the others would not.
+- HTTP publishes: the publishes that came in an HTTP request (the Pusher HTTP API's, the console's, Ably REST's),
+  counted apart (``http_publishes``) from those an Ably realtime connection sent: Ably limits its HTTP API's requests
+  a second and an hour, and a realtime publish is none.
 - Connection and channel minutes are rounded up per connection (or channel) and per UTC day. A channel is active as
   Ably counts one: from its first subscriber or publish until it has no subscriber and CHANNEL_LINGER_SECONDS have
   passed since its last subscriber left and since its last publish. Peak channels count the active ones. Events sent
@@ -107,6 +110,7 @@ class DayUsage:
     connection_minutes: int = 0
     channel_minutes: int = 0
     publishes: int = 0
+    http_publishes: int = 0
     deliveries: int = 0
     client_events: int = 0
     client_event_deliveries: int = 0
@@ -348,11 +352,14 @@ class AppMeter:
         if self.observer is not None:
             self.observer({"type": "unsubscribed", "channel": channel, "socket_id": socket_id})
 
-    def published(self, channel: str, event: str, data: str, reached: int, size: int, echoes: int = 0) -> int:
+    def published(
+        self, channel: str, event: str, data: str, reached: int, size: int, echoes: int = 0, *, http: bool = True
+    ) -> int:
         """An HTTP API (or console, or Ably) publish to one channel of a message of ``size`` bytes as Ably sizes it,
         that reached ``reached`` of this node's connections besides its publisher's, and was sent back to that
         connection ``echoes`` times (0 or 1: Ably's echo); returns its 5 KiB units (the other nodes of a cluster
-        meter their deliveries of it)."""
+        meter their deliveries of it). ``http`` False: it did not come in an HTTP request (an Ably realtime
+        connection's publish, or a metachannel message), which Ably's HTTP API request limits do not count."""
         now = self._clock()
         # _day(now), without its call when the day is the current one (once per publish)
         day = self._today if int(now // SECONDS_PER_DAY) == self._day_index else self._day(now)
@@ -365,6 +372,7 @@ class AppMeter:
                 self._lingering[channel] = (now if since is None else since, now + CHANNEL_LINGER_SECONDS)
                 self._channel_activated(day)
         day.publishes += 1
+        day.http_publishes += http
         day.deliveries += reached
         units = self._count_publish(now, day, size, reached)
         if echoes:
@@ -591,6 +599,7 @@ _OPTIONAL = frozenset(
         "delivered_units_5kib",
         "history_messages",
         "echo_deliveries",
+        "http_publishes",
         "measured",
     }
 )

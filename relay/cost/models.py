@@ -89,6 +89,10 @@ class Workload:
 
     connections: int = field(metadata=_flag("--connections", "peak concurrent connections"))
     publishes_per_day: float = field(default=0.0, metadata=_flag("--publishes-per-day", "server publishes per day"))
+    http_publishes_per_day: float | None = field(
+        default=None,
+        metadata=_flag("--usage", "measured publishes that came in an HTTP API request (None: every publish)"),
+    )
     subscribers_per_publish: float = field(
         default=0.0, metadata=_flag("--subscribers-per-publish", "average subscribers receiving each publish")
     )
@@ -185,6 +189,11 @@ class Workload:
                 )
         if self.min_nodes < 1:
             raise ConfigError(f"workload field min_nodes (--min-nodes) must be at least 1, got {self.min_nodes}")
+        if self.http_publishes_per_day is not None and self.http_publishes_per_day > self.publishes_per_day:
+            raise ConfigError(
+                f"workload field http_publishes_per_day must be at most publishes_per_day ({self.publishes_per_day:g}):"
+                f" it counts those of them that came in an HTTP API request, got {self.http_publishes_per_day:g}"
+            )
 
     def impossible_fan_out(self) -> str | None:
         """Why a fan-out is more than the connections allow (a publish reaches at most every connection), naming the
@@ -238,6 +247,12 @@ class Workload:
         if self.channel_minutes_per_day is None:
             return float(self.peak_channels * MINUTES_PER_DAY)
         return self.channel_minutes_per_day
+
+    @property
+    def http_publishes(self) -> float:
+        """Publishes per day that came in an HTTP API request (REST): all of them, unless a usage file measured some
+        over Ably realtime connections."""
+        return self.publishes_per_day if self.http_publishes_per_day is None else self.http_publishes_per_day
 
     @property
     def messages_sent(self) -> float:
@@ -391,6 +406,7 @@ _SCALED_FIELDS = (
     "mau",
     "users_seen",
     "publishes_per_day",
+    "http_publishes_per_day",
     "client_events_per_day",
     "presence_events_per_day",
     "webhooks_per_day",

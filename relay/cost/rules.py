@@ -221,7 +221,8 @@ def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
     busiest_hour = w.peak_day_factor * min(w.peak_factor, 24) / 24
     # Over REST: each server publish and every other API call, at most (the Ably adapter sends a publish to several
     # channels, and a batch of up to 100 events, as one request), so a fit is sure and a refusal may be pessimistic.
-    requests = w.publishes_per_day + w.api_requests_per_day
+    # A publish a usage file measured over an Ably realtime connection is no request.
+    requests = w.http_publishes + w.api_requests_per_day
     return [
         *_limit(plan, "connections", "connections", w.connections),
         *_limit(plan, "channels", "channels", w.peak_channels),
@@ -631,6 +632,12 @@ def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> t
             f"{'count' if workload.echo else 'do not count'} a delivery back to the sender; server publishes are REST "
             "(never echoed)" + _measured_echo(workload)
         )
+        realtime = workload.publishes_per_day - workload.http_publishes
+        if realtime:
+            lines.append(
+                f"HTTP API requests: the {workload.http_publishes:,.0f} publishes a day measured in HTTP requests "
+                f"(REST) and the other API calls; the {realtime:,.0f} published over realtime connections are none"
+            )
         if workload.size_units_5kib is None:
             lines.append(f"every message billed as {workload.units_of(5):g} × 5 KiB from the average size")
     if provider.unit_rules in ("A_USAGE", "A_MAU25") and workload.connection_minutes_per_day is None:

@@ -16,6 +16,8 @@ Format (JSON, version 2)::
               "connection_minutes": 61200,             # Σ minutes each connection was open, rounded up per connection
               "channel_minutes": 14400,                # Σ minutes each channel was active, rounded up per channel
               "publishes": 1000,                       # events published through the HTTP API, one per channel
+              "http_publishes": 900,                   # optional: those of them that came in an HTTP request (not
+                                                       # over an Ably realtime connection)
               "deliveries": 49000,                     # those events written to subscribers
               "client_events": 20,                     # client events received from connections
               "client_event_deliveries": 380,          # client events written to the other subscribers
@@ -57,7 +59,9 @@ day can hold deliveries of publishes a killed node never wrote.
 ÷ the days (in seconds ÷ 86,400) it measured, its peaks as measured. ``history_messages`` is each app's over the days
 that have it (older emulators served history reads without counting them), and 0 for an app with none.
 ``echo_deliveries`` is 0 on a day without it (older emulators counted the echoes among the deliveries), and not
-measured at all (none billed apart) when no day has it.
+measured at all (none billed apart) when no day has it. ``http_publishes`` is the day's ``publishes`` on a day without
+it (older emulators did not tell an Ably realtime publish from an HTTP one): each publish an HTTP API request, the
+upper bound of Ably's request count.
 """
 
 from __future__ import annotations
@@ -119,6 +123,7 @@ class UsageDay:
     api_requests: int
     payload_bytes: int
     bytes_out: int
+    http_publishes: int | None = None
     peak_publishes_per_second: int | None = None
     units_5kib: int | None = None
     units_2kib: int | None = None
@@ -153,6 +158,7 @@ class UsageDay:
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _OPTIONAL = (
+    "http_publishes",
     "peak_publishes_per_second",
     "units_5kib",
     "units_2kib",
@@ -363,6 +369,12 @@ def _day(raw: object, where: str, version: int, fail: Any) -> UsageDay:
             )
     if day.payload_bytes and not day.messages:
         raise fail(where, "field 'payload_bytes' is not 0 but there are no publishes or client events")
+    if day.http_publishes is not None and day.http_publishes > day.publishes:
+        raise fail(
+            where,
+            f"field 'http_publishes' is {day.http_publishes}, more than the day's {day.publishes} publishes (it "
+            "counts those of them that came in an HTTP request)",
+        )
     for name, kib in (("units_5kib", 5), ("units_2kib", 2)):
         units = getattr(day, name)
         if units is None:
@@ -544,6 +556,7 @@ def workload_from_usage(
     values: dict[str, Any] = dict(
         connections=summed_peak("peak_connections"),
         publishes_per_day=average["publishes"] or 0.0,
+        http_publishes_per_day=average["http_publishes"] or 0.0,
         subscribers_per_publish=ratio("deliveries", "publishes"),
         client_events_per_day=average["client_events"] or 0.0,
         client_event_recipients=ratio("client_event_deliveries", "client_events"),
@@ -585,6 +598,7 @@ _SOURCES: Mapping[str, tuple[str, ...]] = {
     "connections": ("peak_connections",),
     "channels": ("peak_channels",),
     "publishes_per_day": ("publishes",),
+    "http_publishes_per_day": ("http_publishes",),
     "subscribers_per_publish": ("deliveries", "'publishes'"),
     "client_events_per_day": ("client_events",),
     "client_event_recipients": ("client_event_deliveries", "'client_events'"),
@@ -664,13 +678,18 @@ _AT_THE_RATE_RECORDED = frozenset({"history_messages"})
 # newer run shared with an older one, which merging leaves without, loses the newer run's: a lower bound.) None when
 # no app-day has it: the file is an older emulator's, all its echoes among the deliveries.
 _NONE_APART_WHEN_ABSENT = frozenset({"echo_deliveries"})
+# Counts of a part of another count, which an older emulator did not tell apart: an app-day without one (an older
+# emulator's, or a day merged with one of theirs) takes the whole, an upper bound. Every publish of such a day is taken
+# as an HTTP API request, though some may have come over an Ably realtime connection.
+_WHOLE_WHEN_ABSENT: Mapping[str, str] = {"http_publishes": "publishes"}
 
 
 def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None], bool]:
     """The apps' average day, summed: each app's counts × 86,400 ÷ the seconds it measured (None for a field some
     app-day lacks; for those of _AT_THE_RATE_RECORDED, the days that have it over the seconds they measured, and 0
     for an app none of whose days has it; for those of _NONE_APART_WHEN_ABSENT, a day without it as 0, and None when
-    no app-day has it), and whether the minutes were held down to the peaks held all day.
+    no app-day has it; for those of _WHOLE_WHEN_ABSENT, a day without it as the whole it is part of), and whether the
+    minutes were held down to the peaks held all day.
 
     Minutes are rounded up per connection (and channel), so a few seconds measured would extrapolate to more minutes
     than the peak open all day makes: the minutes are taken at most as that, unless the days as measured already have
@@ -691,6 +710,11 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
             values = [getattr(day, name) for day in days]
             if name in _NONE_APART_WHEN_ABSENT:
                 values = [value or 0 for value in values]
+            whole = _WHOLE_WHEN_ABSENT.get(name)
+            if whole is not None:
+                values = [
+                    getattr(day, whole) if value is None else value for value, day in zip(values, days, strict=True)
+                ]
             if any(value is None for value in values):
                 average[name] = None
                 continue
@@ -723,6 +747,11 @@ _UNRECORDED_TEXT: Mapping[str, str] = {
     **dict.fromkeys(
         _NONE_APART_WHEN_ABSENT,
         "(older emulators count the echoes among the deliveries): the others add none apart",
+    ),
+    **dict.fromkeys(
+        _WHOLE_WHEN_ABSENT,
+        "(older emulators do not tell an Ably realtime publish from an HTTP one): the others' publishes are all "
+        "taken as HTTP API requests, an upper bound",
     ),
 }
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pusher  # type: ignore[import-untyped]
 import pytest
+from ably import AblyRealtime, AblyRest  # type: ignore[import-untyped]
 from websockets.asyncio.client import connect
 
 from tests.cli_support import run_relay
@@ -50,3 +51,76 @@ async def test_a_measured_day_is_priced(tmp_path: Path) -> None:
     scaled = await run_relay("cost", "--usage", str(usage), "--scale", "1000", "--format", "csv", within=60)
     assert scaled.returncode == 0, scaled.stderr
     assert scaled.stdout.count("\n") > 3
+
+
+ABLY_KEY = "1.app-key:app-secret"  # the Ably key of --app-id 1 (its key and secret are the defaults)
+
+
+async def _publish_over_ably(port: int, transport: str, count: int) -> None:
+    """``count`` ably-python publishes to "orders", each awaited, over REST (one HTTP request each) or a realtime
+    connection (one ProtocolMessage each)."""
+    if transport == "rest":
+        # ably-python refuses Basic auth without TLS: it asks the emulator for a token first.
+        rest = AblyRest(key=ABLY_KEY, endpoint="127.0.0.1", port=port, tls=False, use_token_auth=True)
+        try:
+            for index in range(count):
+                await rest.channels.get("orders").publish("order-ready", {"id": index})
+        finally:
+            await rest.close()
+        return
+    realtime = AblyRealtime(key=ABLY_KEY, endpoint=f"127.0.0.1:{port}", tls=False)
+    try:
+        for index in range(count):
+            await realtime.channels.get("orders").publish("order-ready", {"id": index})
+    finally:
+        await realtime.close()
+
+
+@pytest.mark.parametrize("transport", ["realtime", "rest"])
+async def test_only_ablys_http_publishes_count_against_its_http_api_request_limits(
+    tmp_path: Path, transport: str
+) -> None:
+    """ably-python publishes 30 messages, each to one Pusher subscriber, over a realtime connection or over REST. The
+    meter counted both as publishes, and relay cost took every publish for an HTTP API request: the realtime run,
+    extrapolated from its seconds measured, broke Ably Free's 25,000 requests an hour though it made none. The usage
+    file now says which publishes came in an HTTP request (``http_publishes``): the realtime run's Free checks count
+    no request, the REST run's still break the hourly limit, and both count the same messages per publish, on Ably
+    and on Pusher (a publish and its delivery)."""
+    usage = tmp_path / "usage.json"
+    emulator = await EmulatorProcess.start("--app-id", "1", "--usage-file", str(usage))
+    subscriber = await connect(f"ws://127.0.0.1:{emulator.port}/app/app-key?protocol=7")
+    await subscriber.recv()
+    await subscriber.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "orders"}}))
+    await subscriber.recv()
+    await _publish_over_ably(emulator.port, transport, 30)
+    for _ in range(30):
+        assert json.loads(await subscriber.recv())["event"] == "order-ready"
+    await subscriber.close()
+    assert await emulator.stop(grace=30) == 0
+    run = whole_run(json.loads(usage.read_text())["apps"]["1"]["days"])
+    http_publishes = 30 if transport == "rest" else 0
+    assert (run["publishes"], run["http_publishes"], run["deliveries"]) == (30, http_publishes, 30)
+
+    priced = await run_relay(
+        "cost", "--usage", str(usage), "--format", "json", "--provider", "ably_rb", "--provider", "pusher", within=60
+    )
+    assert priced.returncode == 0, priced.stderr
+    estimate = json.loads(priced.stdout)
+    workload = estimate["workload"]
+    assert workload["http_publishes_per_day"] == pytest.approx(workload["publishes_per_day"] * http_publishes / 30)
+    by_provider = {entry["provider"]: entry for entry in estimate["providers"]}
+    for provider_id in ("ably_rb", "pusher"):  # 1 publish + 1 delivery (in 5 KiB chunks: 1 each) either way
+        messages = by_provider[provider_id]["units"]["messages_per_day"]
+        assert messages == pytest.approx(2 * workload["publishes_per_day"]), provider_id
+    free = next(plan for plan in by_provider["ably_rb"]["plans"] if plan["plan"] == "free")
+    requests = {check["limit"]: check for check in free["checks"] if check["limit"].startswith("HTTP API requests")}
+    assert set(requests) == {"HTTP API requests/hour at peak", "HTTP API requests/s at peak"}
+    if transport == "realtime":
+        assert all(check["used"] == 0 and check["ok"] for check in requests.values()), requests
+        assert any(
+            "published over realtime connections are none" in line for line in by_provider["ably_rb"]["assumptions"]
+        )
+    else:
+        # 30 publishes in the few seconds measured are hundreds of thousands a day, their peak all in one hour.
+        hourly = requests["HTTP API requests/hour at peak"]
+        assert hourly["used"] > hourly["max"] == 25_000 and not hourly["ok"], hourly
