@@ -57,7 +57,7 @@ async def test_time_needs_no_auth(http: httpx.AsyncClient) -> None:
         ({"Authorization": "Digest abc"}, 40101, "Unsupported Authorization scheme"),
         (bearer("garbage"), 40144, "Invalid"),
         (bearer(jwt_token(issued_at=1_000_000, ttl_s=60)), 40142, "expired"),
-        (bearer(jwt_token(key_name="9.other")), 40101, "no app has the Ably key name"),
+        (bearer(jwt_token(key_name="9.other", ttl_s=86_400)), 40101, "no app has the Ably key name"),
     ],
     ids=["none", "wrong-secret", "not-base64", "scheme", "garbage-token", "expired-jwt", "unknown-kid"],
 )
