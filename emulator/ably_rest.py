@@ -3,7 +3,9 @@ status and enumeration, presence (each paginated with ``Link: rel="next"``), tim
 errors (``{"error": {code, statusCode, message, href}}`` and the ``X-Ably-ErrorCode``/``X-Ably-ErrorMessage``
 headers; 40400 for stats and push, which are not emulated). Bodies are JSON or msgpack, chosen by ``Content-Type`` in
 and ``Accept`` (or ``?format=``) out, as the SDKs send them. An app's ``api_rate_limit`` is
-shared with the Pusher HTTP API: over it, an authenticated request is refused with Ably's 42910 (429).
+shared with the Pusher HTTP API: over it, an authenticated request is refused with Ably's 42910 (429). The usage
+meter counts each request that authenticated and was admitted, but a publish or a token request, as an Ably API
+request (``ably_api_requests``).
 """
 
 from __future__ import annotations
@@ -102,8 +104,10 @@ class _Request:
         headers: Mapping[str, str],
         body: bytes,
         now_ms: int,
+        api_call: bool,
     ) -> None:
         self.args = args
+        self.api_call = api_call  # metered as an Ably API request once it authenticates
         self.query = query
         self.headers = headers
         self.raw_body = body
@@ -146,6 +150,9 @@ class AblyRest:
             ("messages",): {"POST": self._batch_publish},
             ("presence",): {"GET": self._batch_presence},
         }
+        # Not metered as API requests: a publish is metered as one per channel (http_publishes), and Ably limits
+        # token requests apart from its HTTP API requests ("token requests/hour", ably-and-pricing §A.13).
+        self._not_api_calls: frozenset[Handler] = frozenset({self._publish, self._batch_publish, self._request_token})
 
     @staticmethod
     def owns(path: str) -> bool:
@@ -172,7 +179,7 @@ class AblyRest:
             if method == "OPTIONS":
                 return Response(204, b"", allowed)
             handler, args = self._route(method, path)
-            request = _Request(args, params, lowered, body, self._wall_ms())
+            request = _Request(args, params, lowered, body, self._wall_ms(), handler not in self._not_api_calls)
             status, value = handler(request)
             extra = (("Link", request.link),) if request.link else ()
         except AblyError as exc:
@@ -215,6 +222,10 @@ class AblyRest:
         assert app is not None  # every key the auth knows is an app's
         self._admit(app.state)
         self._spend(app.state)
+        # Here, not per handler: a request Ably would count is one that authenticated as the app and was not refused
+        # over its rate limit, whatever its answer (a capability refused, a bad parameter) after that.
+        if request.api_call:
+            app.state.meter.ably_api_request()
         if not app.state.app.enabled:
             raise AblyError(40120, "Application disabled")
         return credentials, app

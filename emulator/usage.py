@@ -25,6 +25,11 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
 - HTTP publishes: the publishes that came in an HTTP request (the Pusher HTTP API's, the console's, Ably REST's),
   counted apart (``http_publishes``) from those an Ably realtime connection sent: Ably limits its HTTP API's requests
   a second and an hour, and a realtime publish is none.
+- Ably API requests: the Ably REST requests other than publishes (history, presence, channel status and enumeration,
+  batch presence) that authenticated and were admitted, whatever their answer (a capability refusal or a bad
+  parameter too), counted apart (``ably_api_requests``) from Pusher's ``api_requests``, which Pusher bills as
+  messages: they count against Ably's HTTP API request limits only. Not a token request (Ably limits those apart), nor
+  ``GET /time`` or a request that did not authenticate (no app's), nor one refused over the app's rate limit.
 - Connection and channel minutes are rounded up per connection (or channel) and per UTC day. A channel is active as
   Ably counts one: from its first subscriber or publish until it has no subscriber and CHANNEL_LINGER_SECONDS have
   passed since its last subscriber left and since its last publish. Peak channels count the active ones. Events sent
@@ -118,6 +123,7 @@ class DayUsage:
     presence_deliveries: int = 0
     webhooks: int = 0
     api_requests: int = 0
+    ably_api_requests: int = 0
     payload_bytes: int = 0
     bytes_out: int = 0
     peak_publishes_per_second: int = 0
@@ -505,6 +511,10 @@ class AppMeter:
         self._day(self._clock()).api_requests += 1
         self.api_requests += 1
 
+    def ably_api_request(self) -> None:
+        """An Ably REST request other than a publish or a token request, authenticated and admitted."""
+        self._day(self._clock()).ably_api_requests += 1
+
     def webhook_sent(
         self, hook: Webhook, status: int | None, events: Sequence[Mapping[str, object]], attempt: int
     ) -> None:
@@ -600,6 +610,7 @@ _OPTIONAL = frozenset(
         "history_messages",
         "echo_deliveries",
         "http_publishes",
+        "ably_api_requests",
         "measured",
     }
 )

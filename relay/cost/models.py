@@ -116,6 +116,10 @@ class Workload:
     api_requests_per_day: float = field(
         default=0.0, metadata=_flag("--api-requests-per-day", "HTTP API calls other than publishes per day")
     )
+    ably_api_requests_per_day: float = field(
+        default=0.0,
+        metadata=_flag("--usage", "measured Ably REST requests other than publishes and token requests (Ably only)"),
+    )
     echo_deliveries_per_day: float | None = field(
         default=None,
         metadata=_flag("--usage", "measured publishes sent back to the Ably connection that published them (echo)"),
@@ -412,6 +416,7 @@ _SCALED_FIELDS = (
     "webhooks_per_day",
     "history_messages_per_day",
     "api_requests_per_day",
+    "ably_api_requests_per_day",
     "echo_deliveries_per_day",
     "connection_minutes_per_day",
     "channel_minutes_per_day",

@@ -77,6 +77,8 @@ def workload_summary(w: Workload) -> str:
         parts.append(f"{number(w.history_messages_per_day)} history messages/day")
     if w.api_requests_per_day:
         parts.append(f"{number(w.api_requests_per_day)} other API calls/day")
+    if w.ably_api_requests_per_day:
+        parts.append(f"{number(w.ably_api_requests_per_day)} other Ably REST calls/day")
     parts.append(f"{number(w.message_bytes)}-byte messages")
     return ", ".join(parts)
 

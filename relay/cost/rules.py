@@ -221,8 +221,9 @@ def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
     busiest_hour = w.peak_day_factor * min(w.peak_factor, 24) / 24
     # Over REST: each server publish and every other API call, at most (the Ably adapter sends a publish to several
     # channels, and a batch of up to 100 events, as one request), so a fit is sure and a refusal may be pessimistic.
-    # A publish a usage file measured over an Ably realtime connection is no request.
-    requests = w.http_publishes + w.api_requests_per_day
+    # A publish a usage file measured over an Ably realtime connection is no request; the Ably REST requests it
+    # measured (history, presence, channel status) are, and on Ably only: Pusher has no such call to bill.
+    requests = w.http_publishes + w.api_requests_per_day + w.ably_api_requests_per_day
     return [
         *_limit(plan, "connections", "connections", w.connections),
         *_limit(plan, "channels", "channels", w.peak_channels),

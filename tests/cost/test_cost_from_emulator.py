@@ -124,3 +124,43 @@ async def test_only_ablys_http_publishes_count_against_its_http_api_request_limi
         # 30 publishes in the few seconds measured are hundreds of thousands a day, their peak all in one hour.
         hourly = requests["HTTP API requests/hour at peak"]
         assert hourly["used"] > hourly["max"] == 25_000 and not hourly["ok"], hourly
+
+
+async def test_ablys_other_rest_requests_count_against_its_http_api_request_limits(tmp_path: Path) -> None:
+    """ably-python publishes once over REST, then reads the channel's history, presence and status and asks the time,
+    10 times. The meter did not count those reads, and relay cost checked Ably's HTTP API request limits against the
+    one publish alone. The usage file now counts them (``ably_api_requests``, 30: not /time, which carries no
+    credentials, nor the token request ably-python makes first), relay cost adds them to the HTTP publishes in Ably's
+    request checks, and Pusher's count is still the one publish (Pusher has no such reads to bill)."""
+    usage = tmp_path / "usage.json"
+    emulator = await EmulatorProcess.start("--app-id", "1", "--usage-file", str(usage))
+    rest = AblyRest(key=ABLY_KEY, endpoint="127.0.0.1", port=emulator.port, tls=False, use_token_auth=True)
+    try:
+        channel = rest.channels.get("orders")
+        await channel.publish("order-ready", {"id": 1})
+        for _ in range(10):
+            assert len((await channel.history()).items) == 1
+            assert (await channel.presence.get()).items == []
+            assert (await channel.status()).channel_id == "orders"
+            assert await rest.time() > 0
+    finally:
+        await rest.close()
+    assert await emulator.stop(grace=30) == 0
+    run = whole_run(json.loads(usage.read_text())["apps"]["1"]["days"])
+    assert (run["ably_api_requests"], run["http_publishes"], run["api_requests"]) == (30, 1, 0)
+
+    priced = await run_relay(
+        "cost", "--usage", str(usage), "--format", "json", "--provider", "ably_rb", "--provider", "pusher", within=60
+    )
+    assert priced.returncode == 0, priced.stderr
+    estimate = json.loads(priced.stdout)
+    workload = estimate["workload"]
+    publishes = workload["http_publishes_per_day"]
+    assert publishes == workload["publishes_per_day"] > 0
+    assert workload["ably_api_requests_per_day"] == pytest.approx(30 * publishes)
+    by_provider = {entry["provider"]: entry for entry in estimate["providers"]}
+    assert by_provider["pusher"]["units"]["messages_per_day"] == pytest.approx(publishes)
+    free = next(plan for plan in by_provider["ably_rb"]["plans"] if plan["plan"] == "free")
+    hourly = next(check for check in free["checks"] if check["limit"] == "HTTP API requests/hour at peak")
+    busiest_hour = workload["peak_day_factor"] * min(workload["peak_factor"], 24) / 24
+    assert hourly["used"] == pytest.approx(31 * publishes * busiest_hour)

@@ -1,0 +1,58 @@
+"""Ably's REST requests other than publishes (history, presence, channel status), the usage file's
+``ably_api_requests``: counted against Ably's HTTP API request limits, with the HTTP publishes and the Pusher API's
+calls, and by no other provider. A file an older emulator wrote, which served those requests without counting them,
+still loads. (The emulator run is in test_cost_from_emulator.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cost_helpers import provider, run_cost_json, usage_day
+from test_cost_usage_audit_fixes import AFTERNOON, WHOLE_DAY, measured, usage_file
+
+from relay.cost.usage import load_usage, workload_from_usage
+
+# 10 publishes, 1 Pusher API call: Free's 25,000 requests an hour and 50 a second hold them easily.
+QUIET = usage_day(http_publishes=10, peak_publishes_per_second=1)
+REQUEST_LIMITS = ["HTTP API requests/hour at peak", "HTTP API requests/s at peak"]
+
+
+def free_breaks(result: dict[str, object]) -> list[str]:
+    free = next(plan for plan in provider(result, "ably_rb")["plans"] if plan["plan"] == "free")
+    return sorted(check["limit"] for check in free["checks"] if not check["ok"])
+
+
+def test_they_break_ablys_request_limits_and_nothing_else(tmp_path: Path) -> None:
+    """4,320,000 reads a day break Free's request limits, an hour's and a second's; the same day without them fits.
+    Pusher, PubNub, self-hosted and the others price the two files alike."""
+    (tmp_path / "plain").mkdir()
+    plain = usage_file(tmp_path / "plain", {"2026-11-29": measured(QUIET, WHOLE_DAY)})
+    reads = usage_file(tmp_path, {"2026-11-29": measured({**QUIET, "ably_api_requests": 4_320_000}, WHOLE_DAY)})
+    without, withit = (run_cost_json(["--usage", str(path)]) for path in (plain, reads))
+    assert withit["workload"]["ably_api_requests_per_day"] == 4_320_000
+    assert (free_breaks(without), free_breaks(withit)) == ([], REQUEST_LIMITS)
+    others = [entry["provider"] for entry in without["providers"] if not entry["provider"].startswith("ably")]
+    assert "pusher" in others
+    for name in others:
+        assert provider(withit, name)["units"] == provider(without, name)["units"], name
+        assert provider(withit, name)["plans"] == provider(without, name)["plans"], name
+
+
+def test_an_older_file_without_them_loads_and_a_day_without_them_takes_the_rate_recorded(tmp_path: Path) -> None:
+    """A version 1 file (and a version 2 one without the field) counts none. A file an older and a newer emulator
+    added to: the 6,000 requests recorded in the 12 h measured on 2026-11-29 are 12,000 a day, the older emulator's
+    day included, and the workload's origin says so."""
+    (tmp_path / "v1").mkdir()
+    older = usage_file(tmp_path / "v1", {"2026-11-29": QUIET}, version=1)
+    assert workload_from_usage(load_usage(older)).ably_api_requests_per_day == 0
+    days = {
+        "2026-11-28": measured(QUIET, WHOLE_DAY),
+        "2026-11-29": measured({**QUIET, "ably_api_requests": 6_000}, AFTERNOON),
+    }
+    workload = workload_from_usage(load_usage(usage_file(tmp_path, days)))
+    assert workload.ably_api_requests_per_day == 12_000
+    assert (
+        "ably_api_requests recorded on 1 of the 2 app-days (older emulators do not count it): the others are taken at "
+        "their app's rate on the days that record it"
+    ) in workload.origin
+    assert workload.scaled(10).ably_api_requests_per_day == 120_000
