@@ -592,8 +592,8 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "PUSHER_SECRET, PUSHER_CLUSTER or PUSHER_HOST; ABLY_API_KEY, as relay publish), RELAY_API_TOKEN, "
         "RELAY_JWT_SECRET or RELAY_JWT_PUBLIC_KEY or RELAY_JWKS_FILE, RELAY_JWT_AUDIENCE, RELAY_JWT_ISSUER, "
         "RELAY_JWT_LEEWAY, RELAY_JWT_COOKIE, RELAY_JWT_USER_CLAIM, RELAY_RULES_FILE, RELAY_CORS_ORIGINS, "
-        "RELAY_PUBLIC_URL, RELAY_PUBLIC_WS_URL, RELAY_PROVIDER_TIMEOUT, RELAY_PROVIDER_ATTEMPTS and "
-        "RELAY_WEBHOOK_FORWARD_URL. OpenAPI docs at /docs.",
+        "RELAY_PUBLIC_URL, RELAY_PUBLIC_WS_URL, RELAY_PROVIDER_TIMEOUT, RELAY_PROVIDER_ATTEMPTS, "
+        "RELAY_PROVIDER_DEADLINE and RELAY_WEBHOOK_FORWARD_URL. OpenAPI docs at /docs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")

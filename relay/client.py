@@ -56,6 +56,7 @@ from relay.protocol.idempotency_keys import check_idempotency_key
 from relay.senders import (
     DEFAULT_RETRY,
     AsyncSender,
+    Deadline,
     RetryPolicy,
     Sending,
     SyncSender,
@@ -813,22 +814,24 @@ class Relay(_BaseRelay[SyncSender, PublishedKeys]):
         self._closed = True
         self._sender.close()
 
-    def _drive(self, requests: _Requests[T]) -> T:
-        """What ``requests`` give, each request they ask for sent."""
+    def _drive(self, requests: _Requests[T], deadline: Deadline | None = None) -> T:
+        """What ``requests`` give, each request they ask for sent, all by one ``deadline`` (the operation's)."""
+        deadline = deadline or Deadline(self._sender.policy)
         driven = _Driven(requests)
         with closing(requests):  # an interruption (not a RelayError) leaves it suspended: closed, not left to the gc
             while (asked := driven.next_request()) is not None:
                 try:
-                    driven.answer(self._sender.send(*asked))
+                    driven.answer(self._sender.send(*asked, deadline))
                 except RelayError as error:
                     driven.answer(error)
         return driven.result
 
     def _publish(self, publishing: _Publishing) -> PublishResult:
+        deadline = Deadline(self._sender.policy)  # from the call: a resend's wait for the key's first attempt counts
         if publishing.keyed is None:
-            return self._drive(publishing.requests(NOTHING_DELIVERED))
+            return self._drive(publishing.requests(NOTHING_DELIVERED), deadline)
         key, sent = publishing.keyed
-        return self._published.once(key, sent, lambda delivered: self._drive(publishing.requests(delivered)))
+        return self._published.once(key, sent, lambda delivered: self._drive(publishing.requests(delivered), deadline))
 
     # -- publishing -------------------------------------------------------------------------------------------
 
@@ -885,22 +888,26 @@ class AsyncRelay(_BaseRelay[AsyncSender, AsyncPublishedKeys]):
         self._closed = True
         await self._sender.aclose()
 
-    async def _drive(self, requests: _Requests[T]) -> T:
-        """What ``requests`` give, each request they ask for sent."""
+    async def _drive(self, requests: _Requests[T], deadline: Deadline | None = None) -> T:
+        """What ``requests`` give, each request they ask for sent, all by one ``deadline`` (the operation's)."""
+        deadline = deadline or Deadline(self._sender.policy)
         driven = _Driven(requests)
         with closing(requests):  # a cancellation leaves it suspended: closed, not left to the garbage collector
             while (asked := driven.next_request()) is not None:
                 try:
-                    driven.answer(await self._sender.send(*asked))
+                    driven.answer(await self._sender.send(*asked, deadline))
                 except RelayError as error:
                     driven.answer(error)
         return driven.result
 
     async def _publish(self, publishing: _Publishing) -> PublishResult:
+        deadline = Deadline(self._sender.policy)  # from the call: a resend's wait for the key's first attempt counts
         if publishing.keyed is None:
-            return await self._drive(publishing.requests(NOTHING_DELIVERED))
+            return await self._drive(publishing.requests(NOTHING_DELIVERED), deadline)
         key, sent = publishing.keyed
-        return await self._published.once(key, sent, lambda delivered: self._drive(publishing.requests(delivered)))
+        return await self._published.once(
+            key, sent, lambda delivered: self._drive(publishing.requests(delivered), deadline)
+        )
 
     async def publish(
         self,

@@ -357,25 +357,46 @@ class GatewaySettings:
 
 
 def _provider_retry(env: Mapping[str, str]) -> RetryPolicy:
-    """RELAY_PROVIDER_TIMEOUT (seconds to connect, then for each read or write) and RELAY_PROVIDER_ATTEMPTS (tries in
-    all) over the library's defaults."""
+    """RELAY_PROVIDER_TIMEOUT (seconds to connect, then for each read or write), RELAY_PROVIDER_ATTEMPTS (tries in
+    all) and RELAY_PROVIDER_DEADLINE (seconds a request to the provider takes at most) over the library's defaults."""
     timeout, attempts = env.get("RELAY_PROVIDER_TIMEOUT", ""), env.get("RELAY_PROVIDER_ATTEMPTS", "")
-    try:
-        seconds = float(timeout) if timeout else DEFAULT_RETRY.timeout
-    except ValueError:
-        seconds = None
-    if seconds is None or not math.isfinite(seconds) or not 0 < seconds <= MAX_POLICY_SECONDS:
-        raise ConfigError(
-            f"RELAY_PROVIDER_TIMEOUT: {timeout!r} is not a number of seconds over 0 and at most "
-            f"{MAX_POLICY_SECONDS:,} (how long the gateway waits to "
-            f"connect to the provider, then for each read or write; default {DEFAULT_RETRY.timeout:g})"
-        )
+    seconds = _provider_seconds(
+        "RELAY_PROVIDER_TIMEOUT",
+        timeout,
+        f"how long the gateway waits to connect to the provider, then for each read or write; default "
+        f"{DEFAULT_RETRY.timeout:g}",
+    )
+    deadline = _provider_seconds(
+        "RELAY_PROVIDER_DEADLINE",
+        env.get("RELAY_PROVIDER_DEADLINE", ""),
+        "how long a request to the provider takes at most, its waits, tries and backoffs included; default none",
+    )
     if attempts and not (attempts.isascii() and attempts.isdigit() and int(attempts) >= 1):
         raise ConfigError(
             f"RELAY_PROVIDER_ATTEMPTS: {attempts!r} is not a whole number, 1 or more (how many times the gateway "
             f"tries a request the provider fails or does not answer; default {DEFAULT_RETRY.attempts})"
         )
-    return replace(DEFAULT_RETRY, timeout=seconds, attempts=int(attempts) if attempts else DEFAULT_RETRY.attempts)
+    return replace(
+        DEFAULT_RETRY,
+        timeout=DEFAULT_RETRY.timeout if seconds is None else seconds,
+        attempts=int(attempts) if attempts else DEFAULT_RETRY.attempts,
+        deadline=deadline,
+    )
+
+
+def _provider_seconds(name: str, value: str, meaning: str) -> float | None:
+    """``value`` of the variable ``name``, a number of seconds over 0 (None when unset)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_POLICY_SECONDS:
+        raise ConfigError(
+            f"{name}: {value!r} is not a number of seconds over 0 and at most {MAX_POLICY_SECONDS:,} ({meaning})"
+        )
+    return seconds
 
 
 def _seconds(value: str | None, name: str, default: float) -> float:

@@ -15,8 +15,9 @@ import random
 import socket
 import ssl
 import threading
+import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urljoin
@@ -66,12 +67,14 @@ class Sending:
 class RetryPolicy:
     """``attempts`` in all (1: no retry); the first retry waits about ``backoff`` seconds, each next one twice as
     long, up to ``max_delay``; ``timeout`` is the seconds httpx waits to connect, and then for each read or write
-    (None: no limit)."""
+    (None: no limit); ``deadline``, the seconds an operation takes at most, all its waits, attempts and backoffs
+    included (None: only ``timeout`` bounds each wait)."""
 
     attempts: int = 3
     backoff: float = 0.25
     max_delay: float = 10.0
     timeout: float | None = 10.0
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         # Checked when the policy is made, as a URL is: httpx refuses a negative timeout only at the first request,
@@ -88,6 +91,22 @@ class RetryPolicy:
                 f"RetryPolicy timeout must be a number of seconds over 0 and at most {MAX_POLICY_SECONDS:,}, or None "
                 f"for no limit, got {self.timeout!r}"
             )
+        if self.deadline is not None and (not _is_seconds(self.deadline) or self.deadline == 0):
+            raise ConfigError(
+                f"RetryPolicy deadline must be a number of seconds over 0 and at most {MAX_POLICY_SECONDS:,}, or None "
+                f"for none, got {self.deadline!r}"
+            )
+
+    @property
+    def send_window(self) -> float:
+        """The least time a request must have left before the deadline to be sent at all. Sent with less, it would
+        most likely be cut before its answer came, leaving its outcome unknown (a publish may or may not have been
+        delivered), which is worse for the caller than a request known not to be sent, that it can send again. 1 s
+        is several times a provider's usual answer time; never more than ``timeout``, the answer time the caller
+        expects, nor than a quarter of the deadline, so that a short deadline leaves most of itself to send in."""
+        if self.deadline is None:
+            return 0.0
+        return min(1.0, self.deadline / 4, math.inf if self.timeout is None else self.timeout)
 
 
 # The longest wait a policy sets: a day. Past some 9.2e9 s (the clock's deadline then overflows a time_t), a timeout
@@ -124,6 +143,75 @@ def checked_retry_policy(retry: object) -> RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+class Deadline:
+    """An operation's deadline (``RetryPolicy.deadline``), counted from when it is made: a client makes one per
+    operation, for all its requests. Each wait of an attempt (for a free connection, to connect, for a write or a
+    read) is the shorter of its timeout and the time left; a request is not sent with less than the policy's
+    ``send_window`` left, nor retried after a backoff that would leave less."""
+
+    __slots__ = ("_at", "seconds", "window")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.seconds = policy.deadline
+        self._at = math.inf if policy.deadline is None else time.monotonic() + policy.deadline
+        self.window = policy.send_window
+
+    def left(self) -> float:
+        return self._at - time.monotonic()
+
+    def reached(self) -> bool:
+        # A timer may wake a hair before its time (asyncio rounds to its clock's resolution)
+        return self.seconds is not None and self.left() <= 0.01
+
+    def too_late(self) -> bool:
+        """Whether a request begun now would have less than the send window to be sent and answered in."""
+        return self.seconds is not None and self.left() < self.window
+
+    def allows(self, delay: float) -> bool:
+        """Whether a retry after ``delay`` seconds would still have the send window left."""
+        return self.seconds is None or self.left() - delay >= self.window
+
+    def wait(self, timeout: float | None) -> float | None:
+        """``timeout`` cut to the time left; never 0 or less, which httpcore takes as no wait at all or refuses."""
+        if self.seconds is None:
+            return timeout
+        left = max(self.left(), 0.001)
+        return left if timeout is None else min(timeout, left)
+
+    def timeouts(self, given: httpx.Timeout) -> _Timeouts | None:
+        """The ``timeout`` request extension of an attempt: None without a deadline (the client's own apply)."""
+        return None if self.seconds is None else _Timeouts(given, self)
+
+    def reached_text(self) -> str:
+        return f"deadline of {self.seconds:g}s reached"
+
+
+class _Timeouts(Mapping[str, float | None]):
+    """httpcore reads each timeout of a request as its phase begins (``pool`` when it queues for a connection,
+    ``connect``, ``write``, then ``read``): each is then the client's, cut to the time left before the deadline.
+    ``given`` keeps what each phase got, for its error to say."""
+
+    def __init__(self, timeout: httpx.Timeout, deadline: Deadline) -> None:
+        self._base = timeout.as_dict()
+        self._deadline = deadline
+        self.given: dict[str, float | None] = {}
+
+    def __getitem__(self, kind: str) -> float | None:
+        self.given[kind] = self._deadline.wait(self._base[kind])
+        return self.given[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+
+class _TooLate(httpx.TimeoutException):
+    """Raised from httpcore's trace as the request's head is about to be written, when less than the send window is
+    left: the request is dropped before any byte of it goes out."""
 
 
 def retry_delay(
@@ -216,26 +304,43 @@ def _where(request: HttpRequest) -> str:
     return f"{url_host(url.host)}:{port}"
 
 
-def _pool_full(request: HttpRequest, pool_size: int | None, timeout: float | None) -> TransportError:
-    """The host is not in question: no connection was free to reach it with, throughout ``timeout``."""
+def _pool_full(
+    request: HttpRequest, pool_size: int | None, timeout: float | None, deadline: Deadline
+) -> TransportError:
+    """The host is not in question: no connection was free to reach it with, throughout ``timeout`` (or until the
+    deadline)."""
     connections = "its connections" if pool_size is None else f"its {pool_size} connections"
+    name, throughout = "PoolTimeout", _seconds(timeout)
+    if deadline.reached():
+        name, throughout = f"PoolTimeout, {deadline.reached_text()}", "the time left"
     return TransportError(
-        f"could not send to {_where(request)}: PoolTimeout; the client's connection pool was full: {connections} were "
-        f"all busy with earlier requests throughout {_seconds(timeout)} (more requests at once than the server "
+        f"could not send to {_where(request)}: {name}; the client's connection pool was full: {connections} were "
+        f"all busy with earlier requests throughout {throughout} (more requests at once than the server "
         "answers in time: find why it is slow, or make fewer requests at once); the request was not sent"
     )
 
 
-def _transport_error(request: HttpRequest, sending: Sending, failed: _Failed, pool_size: int | None) -> TransportError:
+def _transport_error(
+    request: HttpRequest, sending: Sending, failed: _Failed, pool_size: int | None, deadline: Deadline
+) -> TransportError:
     exc = failed.exc
     if isinstance(exc, httpx.PoolTimeout):
-        return _pool_full(request, pool_size, _timeout(exc, "pool"))
+        return _pool_full(request, pool_size, _timeout(exc, "pool"), deadline)
     where, name = _where(request), exc.__class__.__name__
+    if isinstance(exc, _TooLate):
+        return TransportError(
+            f"could not send to {where}: {deadline.reached_text()}: less than the {deadline.window:g}s a request is "
+            "given to be sent and answered in was left; the request was not sent"
+        )
+    if isinstance(exc, httpx.TimeoutException) and deadline.reached():
+        name += f", {deadline.reached_text()}"
     scheme = httpx.URL(request.url).scheme
     hint = _tls_hint(scheme, sending.provider, exc, answered=failed.answered)
     if not _was_sent(exc):
         return TransportError(f"could not reach {where}: {name}; {hint or 'check the host, port and network'}")
-    if isinstance(exc, httpx.ReadTimeout):
+    if isinstance(exc, httpx.ReadTimeout) and deadline.reached():
+        message = f"no answer from {where}: {name}"
+    elif isinstance(exc, httpx.ReadTimeout):
         message = f"no answer from {where} within {_seconds(_timeout(exc, 'read'))}: {name}"
     else:
         message = f"the connection to {where} failed during the request: {name}"
@@ -266,6 +371,8 @@ def _timeout(exc: httpx.HTTPError, kind: str) -> float | None:
         timeouts = exc.request.extensions.get("timeout") or {}
     except RuntimeError:  # raised without its request
         return None
+    if isinstance(timeouts, _Timeouts):  # cut to a deadline: what the phase got, not what is left now
+        timeouts = timeouts.given
     seconds = timeouts.get(kind)
     return seconds if isinstance(seconds, int | float) else None
 
@@ -315,7 +422,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _was_sent(exc: httpx.HTTPError) -> bool:
-    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | _TooLate)
 
 
 def _after_attempt(
@@ -326,16 +433,25 @@ def _after_attempt(
     outcome: HttpResponse | _Failed,
     jitter: Callable[[], float],
     pool_size: int | None,
+    deadline: Deadline,
 ) -> HttpResponse | float:
     """What the sync and async senders share: the response on success, else the delay before the next attempt;
     raises the typed error when the failure is final. ``so_far``: the attempts made, this one included;
     ``pool_size``: the connections the client holds, if known."""
     error: Exception
     if isinstance(outcome, _Failed):
-        response, error, sent = None, _transport_error(request, sending, outcome, pool_size), _was_sent(outcome.exc)
+        failed = outcome.exc
+        response, error, sent = (
+            None,
+            _transport_error(request, sending, outcome, pool_size, deadline),
+            _was_sent(failed),
+        )
         _note_undecided(error, so_far, request, sending)
-        if isinstance(outcome.exc, httpx.PoolTimeout):
-            # Waiting again would only add to the requests the pool is busy with (docs/library.md: it fails)
+        # Waiting again would only add to the requests the pool is busy with (docs/library.md: it fails); and once
+        # the deadline is reached, there is no time to
+        if isinstance(failed, httpx.PoolTimeout | _TooLate) or (
+            isinstance(failed, httpx.TimeoutException) and deadline.reached()
+        ):
             raise error
     else:
         response = outcome
@@ -346,7 +462,16 @@ def _after_attempt(
     delay = retry_delay(policy, so_far.attempts, request, response, request_was_sent=sent, jitter=jitter)
     if delay is None:
         raise error
+    if not deadline.allows(delay):
+        _add_to_message(error, f"; not retried: {deadline.reached_text()} (too little time left for a retry)")
+        raise error
     return delay
+
+
+def _add_to_message(error: Exception, said: str) -> None:
+    if isinstance(error, RelayError):
+        error.message += said
+        error.args = (error.message,)
 
 
 def _for_retry(request: HttpRequest) -> HttpRequest:
@@ -362,8 +487,7 @@ def _note_undecided(error: Exception, so_far: _SoFar, request: HttpRequest, send
     if error.outcome_unknown:
         so_far.undecided = True
     elif so_far.undecided:
-        error.message += _may_have_been_processed(sending, earlier=True)
-        error.args = (error.message,)
+        _add_to_message(error, _may_have_been_processed(sending, earlier=True))
         error.outcome_unknown = True
 
 
@@ -377,18 +501,21 @@ def _answer_error(request: HttpRequest, response: HttpResponse, sending: Sending
         and request.method != "GET"
         and leaves_outcome_unknown(response.status, error.code)
     ):
-        error.message += _may_have_been_processed(sending)
-        error.args = (error.message,)
+        _add_to_message(error, _may_have_been_processed(sending))
         error.outcome_unknown = True
     return error
 
 
 def _exchange(
-    client: httpx.Client, request: HttpRequest, sending: Sending, trace: Callable[[str, dict[str, Any]], None]
+    client: httpx.Client,
+    request: HttpRequest,
+    sending: Sending,
+    attempt: _Attempt,
+    trace: Callable[[str, dict[str, Any]], None],
 ) -> HttpResponse | _Failed:
     """``request`` sent and its answer read, the body up to its limit; a RuntimeError if ``client`` is closed."""
     try:
-        response = client.send(_built(client, request, {"trace": trace}), stream=True)
+        response = client.send(_built(client, request, attempt, trace), stream=True)
     except httpx.HTTPError as exc:
         return _Failed(exc, answered=False)
     try:
@@ -408,7 +535,7 @@ async def _exchange_async(
 ) -> HttpResponse | _Failed:
     """``_exchange`` with an ``httpx.AsyncClient``, its progress traced into ``attempt``."""
     try:
-        response = await client.send(_built(client, request, {"trace": attempt.trace_async}), stream=True)
+        response = await client.send(_built(client, request, attempt, attempt.trace_async), stream=True)
     except httpx.HTTPError as exc:
         return _Failed(exc, answered=False)
     try:
@@ -427,9 +554,10 @@ class _Attempt:
     """One exchange as httpcore reports it through httpx's ``trace`` request extension: whether the request may have
     gone out, and the connection it is opening."""
 
-    __slots__ = ("connecting", "handshaking", "sent")
+    __slots__ = ("connecting", "deadline", "handshaking", "sent")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
         # From the moment its head is being written: bytes handed to a connection may still reach the server after
         # the request is cancelled (a closing transport flushes what it holds), so a request cut short while being
         # written counts as sent. Before, it waited for a connection, or was opening one: the provider got nothing.
@@ -439,8 +567,16 @@ class _Attempt:
         # A sync exchange's duplicate of that connection's socket during its TLS handshake (see _ProcessClient)
         self.handshaking: socket.socket | None = None
 
+    def check_time_left(self) -> None:
+        """Before the request is begun, and again at the last moment before its head is written (after it may have
+        waited for a connection, and opened one): raises _TooLate rather than send it with less than the deadline's
+        send window left. Raised from the trace, it ends the exchange with nothing written."""
+        if self.deadline.too_late():
+            raise _TooLate(self.deadline.reached_text())
+
     async def trace_async(self, event: str, info: dict[str, Any]) -> None:
         if event.endswith(".send_request_headers.started"):
+            self.check_time_left()
             self.sent = True
         elif event.endswith(".connect_tcp.complete"):
             self.connecting = info["return_value"]
@@ -486,7 +622,14 @@ def _outcome_sent(outcome: HttpResponse | _Failed, attempt: _Attempt, traced: bo
     return attempt.sent if traced else _was_sent(outcome.exc)
 
 
-def _built(client: httpx.Client | httpx.AsyncClient, request: HttpRequest, extensions: dict[str, Any]) -> httpx.Request:
+def _built(
+    client: httpx.Client | httpx.AsyncClient, request: HttpRequest, attempt: _Attempt, trace: Callable[..., Any]
+) -> httpx.Request:
+    attempt.check_time_left()
+    extensions: dict[str, Any] = {"trace": trace}
+    timeouts = attempt.deadline.timeouts(client.timeout)
+    if timeouts is not None:
+        extensions["timeout"] = timeouts
     return client.build_request(
         request.method, request.url, headers=request.headers, content=request.body, extensions=extensions
     )
@@ -538,16 +681,18 @@ class SyncSender:
                 self._clients.pop(other, None)
         return here
 
-    def send(self, request: HttpRequest, sending: Sending) -> HttpResponse:
+    def send(self, request: HttpRequest, sending: Sending, deadline: Deadline | None = None) -> HttpResponse:
+        """``deadline``: the operation's, which ``request`` is part of (by default one of its own)."""
+        deadline = deadline or Deadline(self.policy)
         so_far = _SoFar()
         traced = self._given is None  # a client passed in may have a transport that reports no progress
         while True:
             here = self._here()
             if self._closed or here.client.is_closed:  # httpx would raise a bare RuntimeError
                 raise so_far.closed(request, sending)
-            attempt = _Attempt()
+            attempt = _Attempt(deadline)
             try:
-                outcome = _exchange(here.client, request, sending, here.tracer(attempt))
+                outcome = _exchange(here.client, request, sending, attempt, here.tracer(attempt))
             except RuntimeError:
                 if here.client.is_closed:  # closed from another thread since the check above
                     raise so_far.closed(request, sending) from None
@@ -558,7 +703,7 @@ class SyncSender:
                 raise so_far.closed(request, sending, in_flight=True)
             so_far.add(sent=_outcome_sent(outcome, attempt, traced), answered=isinstance(outcome, HttpResponse))
             pool_size = None if self._given is not None else _POOL_SIZE
-            result = _after_attempt(self.policy, so_far, request, sending, outcome, self._jitter, pool_size)
+            result = _after_attempt(self.policy, so_far, request, sending, outcome, self._jitter, pool_size, deadline)
             if isinstance(result, HttpResponse):
                 return result
             self._sleep(result)
@@ -587,6 +732,7 @@ class _ProcessClient:
 
         def trace(event: str, info: dict[str, Any]) -> None:
             if event.endswith(".send_request_headers.started"):
+                attempt.check_time_left()
                 with self._lock:
                     # Once cut, every socket of the client was shut down: the request's refuses its first byte
                     attempt.sent = not self._cut
@@ -679,17 +825,19 @@ class AsyncSender:
             await anext(entry.closer)  # registered with the loop: its shutdown closes the client
         return entry.client, entry.slots
 
-    async def send(self, request: HttpRequest, sending: Sending) -> HttpResponse:
+    async def send(self, request: HttpRequest, sending: Sending, deadline: Deadline | None = None) -> HttpResponse:
+        """``deadline``: the operation's, which ``request`` is part of (by default one of its own)."""
+        deadline = deadline or Deadline(self.policy)
         so_far = _SoFar()
         traced = self._given is None  # a client passed in may have a transport that reports no progress
         while True:
             if self._closed:
                 raise so_far.closed(request, sending)
             client, slots = await self._client()
-            async with _slot(slots, self.policy.timeout, request):
+            async with _slot(slots, deadline.wait(self.policy.timeout), deadline, request):
                 if self._closed or client.is_closed:  # closed before, or while the request waited for a slot
                     raise so_far.closed(request, sending)
-                attempt = _Attempt()
+                attempt = _Attempt(deadline)
                 outcome = await self._until_closed(_exchange_async(client, request, sending, attempt))
             if outcome is None or (isinstance(outcome, _Failed) and self._closed):
                 # aclose() during the request ended it, or cut its connection: no network fault
@@ -697,7 +845,7 @@ class AsyncSender:
                 raise so_far.closed(request, sending, in_flight=True)
             so_far.add(sent=_outcome_sent(outcome, attempt, traced), answered=isinstance(outcome, HttpResponse))
             pool_size = None if self._given is not None else _POOL_SIZE
-            result = _after_attempt(self.policy, so_far, request, sending, outcome, self._jitter, pool_size)
+            result = _after_attempt(self.policy, so_far, request, sending, outcome, self._jitter, pool_size, deadline)
             if isinstance(result, HttpResponse):
                 return result
             # aclose() ends the wait, and the next attempt then raises ClientClosed
@@ -753,9 +901,12 @@ class _LoopClient:
 
 
 @contextlib.asynccontextmanager
-async def _slot(slots: asyncio.Semaphore | None, wait: float | None, request: HttpRequest) -> AsyncIterator[None]:
+async def _slot(
+    slots: asyncio.Semaphore | None, wait: float | None, deadline: Deadline, request: HttpRequest
+) -> AsyncIterator[None]:
     """Holds one of ``slots`` while the request is sent and answered; waiting for one longer than ``wait`` (the
-    policy's timeout, which bounded the wait in httpx's pool) fails as a full pool does there."""
+    policy's timeout, which bounded the wait in httpx's pool, cut to the time left before the deadline) fails as a
+    full pool does there."""
     if slots is None:
         yield
         return
@@ -763,7 +914,7 @@ async def _slot(slots: asyncio.Semaphore | None, wait: float | None, request: Ht
         async with asyncio.timeout(wait):
             await slots.acquire()
     except TimeoutError:
-        raise _pool_full(request, _POOL_SIZE, wait) from None
+        raise _pool_full(request, _POOL_SIZE, wait, deadline) from None
     try:
         yield
     finally:
