@@ -39,7 +39,7 @@ OrderKey = tuple[int, str, str, int]
 NO_SERIAL = "0" * 16
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs three times as much, on every publish
 class Kept:
     """One message of a ProtocolMessage, as history keeps it: the ProtocolMessage is shared by its messages and by
     every subscriber it was delivered to, never changed."""

@@ -805,7 +805,9 @@ class AblyApp:
             state.cluster.published_ably(state.app.app_id, name, texts, exclude, outbound.fields, units)
 
     def from_pusher(self, channel: str, frame: bytes, exclude: str | None) -> Outbound | None:
-        """An Ably MESSAGE for a Pusher channel event (``None`` for Pusher's own protocol events)."""
+        """An Ably MESSAGE for a Pusher channel event delivered without one (``None`` for Pusher's own protocol
+        events): a Pusher publish a node of an earlier release made, translated by each node as it receives it and not
+        kept in history. This node's Pusher publishes have theirs from :meth:`pusher_published`."""
         try:
             event = json.loads(frame[payload_offset(frame) :])
         except ValueError:
@@ -820,33 +822,52 @@ class AblyApp:
             data if isinstance(data, str) else None,
             user_id if isinstance(user_id, str) else None,
             exclude,
+            self.next_serial(),
+            self.wall_ms(),
         )
 
-    def client_event(
-        self, channel: str, event: str, data: str, user_id: str | None, sender: str
-    ) -> tuple[Outbound, list[dict[str, Any]]]:
-        """A Pusher client event as Ably has it, built once: the MESSAGE for this node's Ably subscribers (the
-        ``origin`` to deliver with) and its messages for Ably-format webhooks, so that both carry the same id."""
-        outbound = self._pusher_message(channel, event, data, user_id, sender)
-        return outbound, _webhook_messages(outbound.fields)
+    def pusher_published(
+        self, channel: str, event: str, data: str, user_id: str | None, exclude: str | None
+    ) -> Outbound:
+        """A Pusher publish or client event as Ably has it, built once when it is made, as an Ably publish's is: the
+        MESSAGE every Ably subscriber gets (the ``origin`` to deliver with; in a cluster, every node's), kept in
+        history."""
+        serial, now = self.next_serial(), self.wall_ms()
+        outbound = self._pusher_message(channel, event, data, user_id, exclude, serial, now)
+        self.history.keep(channel, outbound.fields, serial, now)
+        return outbound
+
+    def webhook_messages(self, origin: object) -> list[dict[str, Any]]:
+        """The messages of :meth:`pusher_published`'s MESSAGE for Ably-format webhooks: the ids its subscribers get."""
+        assert isinstance(origin, Outbound)
+        return _webhook_messages(origin.fields)
 
     def _pusher_message(
-        self, channel: str, name: str, data: str | None, user_id: str | None, exclude: str | None
+        self,
+        channel: str,
+        name: str,
+        data: str | None,
+        user_id: str | None,
+        exclude: str | None,
+        serial: int,
+        now: int,
     ) -> Outbound:
-        item: dict[str, Any] = {"name": name, "action": MESSAGE_CREATE}
+        """A Pusher event as an Ably MESSAGE with what an Ably publish's carries: its serial (``serial``, from the
+        app's sequence that Ably publishes take theirs from), its action, a ProtocolMessage id and timestamp."""
+        channel_serial = f"{serial:016x}"
+        item: dict[str, Any] = {"name": name, "action": MESSAGE_CREATE, "serial": f"{channel_serial}:0"}
         if data is not None:
             item["data"] = data
             if frames.looks_like_json(data):
                 item["encoding"] = "json"
         if user_id is not None:
             item["clientId"] = user_id
-        serial = self.next_serial()
         fields: dict[str, Any] = {
             "action": MESSAGE,
             "channel": channel,
             "id": f"{exclude or self._pusher_id}:{serial}",
-            "timestamp": self.wall_ms(),
-            "channelSerial": f"{serial:016x}",
+            "timestamp": now,
+            "channelSerial": channel_serial,
             "messages": [item],
         }
         if exclude is not None:

@@ -517,7 +517,7 @@ class AblySession(ForeignPeer):
             return
         if isinstance(origin, Outbound):
             outbound: Outbound | None = origin
-        elif origin is None:  # a Pusher publish or client event: translated once per delivery
+        elif origin is None:  # Pusher's own protocol events, or a Pusher publish from a node of an earlier release
             if "ably" not in cache:
                 cache["ably"] = self.app.from_pusher(channel, frame, exclude)
             outbound = cache["ably"]  # type: ignore[assignment]

@@ -942,8 +942,20 @@ class RedisCluster:
         return True
 
     def published(
-        self, app_id: str, channel: str, frame_text: str, exclude: str | None, units: int, *, client_event: bool = False
+        self,
+        app_id: str,
+        channel: str,
+        frame_text: str,
+        exclude: str | None,
+        units: int,
+        *,
+        client_event: bool = False,
+        origin: object = None,
     ) -> None:
+        if isinstance(origin, Outbound):  # Ably's message for it, made here: every node's Ably peers and history get it
+            fields = origin.fields
+            self.published_ably(app_id, channel, [frame_text], exclude, fields, [units], client_event=client_event)
+            return
         kind = "C" if client_event else "P"
         origin = self._publish_origin()
         self._enqueue(self._on_bus(_SEP.join((kind, origin, app_id, channel, exclude or "", str(units), frame_text))))
@@ -956,11 +968,19 @@ class RedisCluster:
         exclude: str | None,
         ably_fields: dict[str, Any],
         units: list[int],
+        *,
+        client_event: bool = False,
     ) -> None:
         """An Ably publish: its Pusher events and its ProtocolMessage, so every node's Ably peers get the same
-        message (id, extras, serial) rather than one translated back from Pusher (msgpack: data may be bytes)."""
+        message (id, extras, serial) rather than one translated back from Pusher (msgpack: data may be bytes). Or a
+        Pusher publish (``client_event``: a client event) with the Ably message its node made for it, so that its
+        serial, id and timestamp are the same on every node too (a node of an earlier release meters its deliveries
+        as an Ably publish's)."""
+        publish: dict[str, Any] = {"texts": frame_texts, "fields": ably_fields}
+        if client_event:
+            publish["client_event"] = True
         try:
-            payload = _pack({"texts": frame_texts, "fields": ably_fields})
+            payload = _pack(publish)
         except (OverflowError, TypeError, ValueError):  # JSON extras msgpack cannot hold (an integer over 64 bits)
             for text, unit in zip(frame_texts, units, strict=True):  # translated from Pusher by the other nodes
                 self.published(app_id, channel, text, exclude, unit)
@@ -1690,13 +1710,14 @@ class RedisCluster:
             publish = _unpack(body)
             origin: object = Outbound(publish["fields"])  # the first event carries the whole message
             publisher = publish["fields"].get("connectionId")  # its echo, if that connection is here, is metered
+            client_event = publish.get("client_event", False)
             for text, unit in zip(publish["texts"], units.split(","), strict=True):
                 state.deliver_remote(
                     channel,
                     encode_text(text),
                     exclude or None,
                     int(unit),
-                    client_event=False,
+                    client_event=client_event,
                     origin=origin,
                     publisher=publisher,
                 )

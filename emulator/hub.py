@@ -79,9 +79,18 @@ class ClusterLink(Protocol):
     """What a node tells the others about one app; ``None`` on a single node."""
 
     def published(
-        self, app_id: str, channel: str, frame_text: str, exclude: str | None, units: int, *, client_event: bool = False
+        self,
+        app_id: str,
+        channel: str,
+        frame_text: str,
+        exclude: str | None,
+        units: int,
+        *,
+        client_event: bool = False,
+        origin: object = None,
     ) -> None:
-        """A publish (or client event) whose data is ``units`` 5 KiB units, for the other nodes' subscribers."""
+        """A publish (or client event) whose data is ``units`` 5 KiB units, for the other nodes' subscribers; its
+        ``origin`` (:meth:`ForeignPresence.pusher_published`) goes with it, for their other protocol's peers."""
 
     def published_ably(
         self,
@@ -91,9 +100,11 @@ class ClusterLink(Protocol):
         exclude: str | None,
         ably_fields: dict[str, Any],
         units: list[int],
+        *,
+        client_event: bool = False,
     ) -> None:
         """An Ably publish: one Pusher event per message (``units``: the 5 KiB units of each one's data) and the
-        ProtocolMessage the other nodes' Ably peers get."""
+        ProtocolMessage the other nodes' Ably peers get (``client_event``: a Pusher client event's)."""
 
     def channel_occupied(self, app_id: str, channel: str) -> None: ...
 
@@ -183,11 +194,13 @@ class ForeignPresence(Protocol):
         """Another node's idempotent publish this node did not hear of, read from Redis (``ms_left`` of its window
         to run), for its retries here."""
 
-    def client_event(
-        self, channel: str, event: str, data: str, user_id: str | None, sender: str
-    ) -> tuple[object, list[dict[str, Any]]]:
-        """A client event in the other protocol, built once: the ``origin`` to :meth:`AppState.deliver` it with, and
-        its messages for that protocol's webhooks (the same ids as its subscribers get)."""
+    def pusher_published(self, channel: str, event: str, data: str, user_id: str | None, exclude: str | None) -> object:
+        """A Pusher publish or client event in the other protocol, built once (and kept in its history): the
+        ``origin`` to :meth:`AppState.deliver` it with, here and (:meth:`ClusterLink.published`) on other nodes."""
+
+    def webhook_messages(self, origin: object) -> list[dict[str, Any]]:
+        """The messages of a :meth:`pusher_published` origin for that protocol's webhooks (the ids its subscribers
+        get)."""
 
 
 @dataclass(slots=True)
@@ -620,19 +633,22 @@ class AppState:
         if is_cache_channel(name):
             self.cache_published(name, event, data)
         text = frames.channel_event(event, name, data)
-        reached = self.deliver_local(name, encode_text(text), exclude)
+        origin = None
+        if self.foreign_presence is not None and not name.startswith(SERVER_TO_USER_PREFIX):  # no Ably channel
+            origin = self.foreign_presence.pusher_published(name, event, data, None, exclude)
+        reached = self.deliver_local(name, encode_text(text), exclude, origin)
         # Counted after the writes, which nothing here changes the reach of: the first subscriber hears sooner.
         size = message_size(event, frames.utf8_length(data))
         units = self.meter.published(name, event, data, reached, size)
         if self.cluster is not None:
-            self.cluster.published(self.app.app_id, name, text, exclude, units)
+            self.cluster.published(self.app.app_id, name, text, exclude, units, origin=origin)
 
     def relay_client_event(self, channel: Channel, text: str, sender: str, units: int, origin: object = None) -> None:
         """A client event's frame ``text``, whose data is ``units`` 5 KiB units, to everyone else in ``channel``
         (``origin``: as :meth:`deliver`'s)."""
         self.deliver(channel, encode_text(text), sender, origin)
         if self.cluster is not None:
-            self.cluster.published(self.app.app_id, channel.name, text, sender, units, client_event=True)
+            self.cluster.published(self.app.app_id, channel.name, text, sender, units, client_event=True, origin=origin)
 
     def deliver_remote(
         self,

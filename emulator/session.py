@@ -457,11 +457,13 @@ class Session:
         channel = self.state.channels[name]
         text = frames.channel_event(frame.event, name, data, user_id)
         ably_size = message_size(frame.event, size, user_id)
-        # An Ably-format webhook's item is the message this node's Ably subscribers get (its id, its encoding), so
-        # it is built once for both here rather than translated from the frame at delivery.
+        # Ably's message for it (its serial, kept in history) is built once, for its Ably subscribers on every node
+        # and an Ably-format webhook's item alike (its id, its encoding).
         ably, origin, ably_messages = self.state.foreign_presence, None, None
-        if ably is not None and self.state.webhooks.wants("client_event", ably=True):
-            origin, ably_messages = ably.client_event(name, frame.event, data, user_id, self.socket_id)
+        if ably is not None:
+            origin = ably.pusher_published(name, frame.event, data, user_id, self.socket_id)
+            if self.state.webhooks.wants("client_event", ably=True):
+                ably_messages = ably.webhook_messages(origin)
         self.state.relay_client_event(channel, text, self.socket_id, units_5kib(ably_size), origin)
         self.state.meter.client_event(
             name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1, ably_size

@@ -56,8 +56,16 @@ async def test_client_events_and_ably_publishes_cross(ably_emulator: RunningEmul
     await pusher_side.send("client-typing", {"on": True}, channel="presence-desk")
     message = await ably_side.expect(MESSAGE)
     assert message["connectionId"] == pusher_side.socket_id
+    serial = f"{message['channelSerial']}:0"
     assert message["messages"] == [
-        {"name": "client-typing", "action": 0, "data": '{"on":true}', "encoding": "json", "clientId": "pat"}
+        {
+            "name": "client-typing",
+            "action": 0,
+            "serial": serial,
+            "data": '{"on":true}',
+            "encoding": "json",
+            "clientId": "pat",
+        }
     ]
 
     await ably_side.publish("presence-desk", {"name": "reply", "data": "hi"})

@@ -281,7 +281,7 @@ async def test_ably_python_reads_history_in_both_directions_and_pages(
 ) -> None:
     """ably-python's ``history()``: newest first, ``direction="forwards"``, ``limit`` with ``next()`` through the
     ``Link`` header; binary data, JSON data, extras and clientId come back as published; a realtime publish carries
-    its connectionId; Pusher-protocol publishes are not Ably history."""
+    its connectionId; a Pusher-protocol publish is Ably history too, in its place."""
     rest = AblyRest(key=APP.ably_api_key, endpoint="127.0.0.1", port=ably_emulator.port, tls=False,
                     use_token_auth=True, use_binary_protocol=binary, client_id="ann")  # fmt: skip
     realtime = AblyRealtime(key=APP.ably_api_key, endpoint=f"127.0.0.1:{ably_emulator.port}", tls=False)
@@ -297,8 +297,8 @@ async def test_ably_python_reads_history_in_both_directions_and_pages(
             await channel.publish(f"n{number}", str(number))
 
         page = await channel.history()
-        assert [m.name for m in page.items] == ["n2", "n1", "n0", "shipped", "blob", "created"]
-        shipped, blob, created = page.items[3:]
+        assert [m.name for m in page.items] == ["n2", "n1", "n0", "via-pusher-api", "shipped", "blob", "created"]
+        shipped, blob, created = page.items[4:]
         assert created.data == {"id": 7} and created.extras == {"headers": {"k": "v"}} and created.client_id == "ann"
         assert blob.data == b"\x00\xffbinary" and blob.client_id == "ann"
         assert (
@@ -308,10 +308,10 @@ async def test_ably_python_reads_history_in_both_directions_and_pages(
         assert page.items[0].timestamp >= created.timestamp
 
         forwards = await channel.history(direction="forwards", limit=4)
-        assert [m.name for m in forwards.items] == ["created", "blob", "shipped", "n0"]
+        assert [m.name for m in forwards.items] == ["created", "blob", "shipped", "via-pusher-api"]
         assert forwards.has_next()
         rest_of_it = await forwards.next()
-        assert [m.name for m in rest_of_it.items] == ["n1", "n2"] and not rest_of_it.has_next()
+        assert [m.name for m in rest_of_it.items] == ["n0", "n1", "n2"] and not rest_of_it.has_next()
         assert [m.id for m in (await channel.history(limit=1)).items] == [page.items[0].id]
     finally:
         await rest.close()

@@ -140,13 +140,13 @@ def test_all_pusher_channel_stays_on_the_fast_path(monkeypatch: pytest.MonkeyPat
 def test_mixed_channel_encodes_once_per_format(monkeypatch: pytest.MonkeyPatch) -> None:
     hub = Hub()
     translations = []
-    original = AblyApp.from_pusher
+    original = AblyApp._pusher_message
 
-    def counting(self: AblyApp, channel: str, frame: bytes, exclude: str | None) -> Any:
+    def counting(self: AblyApp, channel: str, *args: Any) -> Any:
         translations.append(channel)
-        return original(self, channel, frame, exclude)
+        return original(self, channel, *args)
 
-    monkeypatch.setattr(AblyApp, "from_pusher", counting)
+    monkeypatch.setattr(AblyApp, "_pusher_message", counting)
     pusher_links: list[Link] = []
     json_links: list[Link] = []
     msgpack_links: list[Link] = []
@@ -171,10 +171,15 @@ def test_mixed_channel_encodes_once_per_format(monkeypatch: pytest.MonkeyPatch) 
     for link in (json_links[0], msgpack_links[0]):
         [message] = link.decoded()
         assert message["action"] == MESSAGE and message["channel"] == "room"
-        assert message["messages"] == [{"name": "ev", "action": 0, "data": '{"a":1}', "encoding": "json"}]
+        serial = f"{message['channelSerial']}:0"
+        assert message["messages"] == [
+            {"name": "ev", "action": 0, "serial": serial, "data": '{"a":1}', "encoding": "json"}
+        ]
 
     hub.state.publish("room", "plain", "not json {")
-    assert json_links[0].decoded()[-1]["messages"] == [{"name": "plain", "action": 0, "data": "not json {"}]
+    message = json_links[0].decoded()[-1]
+    serial = f"{message['channelSerial']}:0"
+    assert message["messages"] == [{"name": "plain", "action": 0, "serial": serial, "data": "not json {"}]
 
 
 def test_foreign_count_follows_attach_detach_and_close() -> None:

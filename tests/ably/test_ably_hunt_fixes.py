@@ -139,7 +139,10 @@ async def _everyone_gets_a_later_publish(
             message = msgpack.unpackb(raw, raw=False) if ably_side.binary else _strict_json(raw)
             if message["action"] == MESSAGE:
                 break
-        assert message["messages"] == [{"name": "later", "action": 0, "data": '{"ok":true}', "encoding": "json"}]
+        serial = f"{message['channelSerial']}:0"  # its own, as an Ably publish's
+        assert message["messages"] == [
+            {"name": "later", "action": 0, "serial": serial, "data": '{"ok":true}', "encoding": "json"}
+        ]
 
 
 # -- 1. deeply nested JSON-looking data ----------------------------------------------------------------------------
@@ -159,7 +162,9 @@ async def test_pusher_publish_of_deeply_nested_json_text_reaches_every_subscribe
     for pusher_side in (first, last):
         assert (await pusher_side.expect("nested"))["data"] == DEEP
     for ably_side in (ably_json, ably_msgpack):
-        assert (await ably_side.expect(MESSAGE))["messages"] == [{"name": "nested", "action": 0, "data": DEEP}]
+        message = await ably_side.expect(MESSAGE)
+        serial = f"{message['channelSerial']}:0"
+        assert message["messages"] == [{"name": "nested", "action": 0, "serial": serial, "data": DEEP}]
     await _everyone_gets_a_later_publish(ably_emulator, "deep", [first, last], [ably_json, ably_msgpack])
 
 
@@ -173,7 +178,9 @@ async def test_client_event_with_deeply_nested_json_text_keeps_the_sender_connec
     receiver = await _pusher(ably_emulator, wires, "private-deep")
     await sender.send("client-deep", DEEP, channel="private-deep")
     assert (await receiver.expect("client-deep"))["data"] == DEEP
-    assert (await ably_side.expect(MESSAGE))["messages"] == [{"name": "client-deep", "action": 0, "data": DEEP}]
+    message = await ably_side.expect(MESSAGE)
+    serial = f"{message['channelSerial']}:0"
+    assert message["messages"] == [{"name": "client-deep", "action": 0, "serial": serial, "data": DEEP}]
     await sender.send("client-after", "fine", channel="private-deep")
     assert (await receiver.expect("client-after"))["data"] == "fine"
     assert (await ably_side.expect(MESSAGE))["messages"][0]["name"] == "client-after"
@@ -347,7 +354,9 @@ async def test_pusher_data_with_non_finite_numbers_is_not_labelled_json(
     subscriber = await _ably(ably_emulator, wires, "pnan")
     for data in ("[NaN]", "-Infinity", "[1e400]"):
         await publish(ably_emulator, "pnan", "ev", data)
-        assert (await subscriber.expect(MESSAGE))["messages"] == [{"name": "ev", "action": 0, "data": data}]
+        message = await subscriber.expect(MESSAGE)
+        serial = f"{message['channelSerial']}:0"
+        assert message["messages"] == [{"name": "ev", "action": 0, "serial": serial, "data": data}]
     await _everyone_gets_a_later_publish(ably_emulator, "pnan", [], [subscriber])
 
 

@@ -89,7 +89,7 @@ async def test_messages_carry_their_action_message_create(ably_emulator: Running
     beside its ``serial``. The emulator sent none: ably-js reads a missing one as message.create, but ably-python's
     ``Message.action`` was None, in ``history()`` and on a realtime subscriber, so code telling new messages from
     updates (``action == MessageAction.MESSAGE_CREATE``) saw neither. A Pusher publish reaching an Ably subscriber
-    is a created message too."""
+    (and kept in history) is a created message too."""
     port = ably_emulator.port
     rest = AblyRest(key=API_KEY, endpoint="127.0.0.1", port=port, tls=False, use_token_auth=True,
                     use_binary_protocol=binary)  # fmt: skip
@@ -115,4 +115,5 @@ async def test_messages_carry_their_action_message_create(ably_emulator: Running
     assert [(m.name, m.action) for m in page.items] == [
         ("created", MessageAction.MESSAGE_CREATE),
         ("blob", MessageAction.MESSAGE_CREATE),
+        ("via-pusher", MessageAction.MESSAGE_CREATE),
     ]
