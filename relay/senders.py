@@ -441,14 +441,11 @@ def _after_attempt(
     error: Exception
     if isinstance(outcome, _Failed):
         failed = outcome.exc
-        response, error, sent = (
-            None,
-            _transport_error(request, sending, outcome, pool_size, deadline),
-            _was_sent(failed),
-        )
+        response, sent = None, _was_sent(failed)
+        error = _transport_error(request, sending, outcome, pool_size, deadline)
         _note_undecided(error, so_far, request, sending)
         # Waiting again would only add to the requests the pool is busy with (docs/library.md: it fails); and once
-        # the deadline is reached, there is no time to
+        # the deadline is reached, there is no time to try again
         if isinstance(failed, httpx.PoolTimeout | _TooLate) or (
             isinstance(failed, httpx.TimeoutException) and deadline.reached()
         ):
