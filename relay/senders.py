@@ -831,7 +831,7 @@ class AsyncSender:
             if self._closed:
                 raise so_far.closed(request, sending)
             client, slots = await self._client()
-            async with _slot(slots, deadline.wait(self.policy.timeout), deadline, request):
+            async with _slot(slots, deadline.wait(self.policy.timeout), deadline, request, so_far, sending):
                 if self._closed or client.is_closed:  # closed before, or while the request waited for a slot
                     raise so_far.closed(request, sending)
                 attempt = _Attempt(deadline)
@@ -899,11 +899,16 @@ class _LoopClient:
 
 @contextlib.asynccontextmanager
 async def _slot(
-    slots: asyncio.Semaphore | None, wait: float | None, deadline: Deadline, request: HttpRequest
+    slots: asyncio.Semaphore | None,
+    wait: float | None,
+    deadline: Deadline,
+    request: HttpRequest,
+    so_far: _SoFar,
+    sending: Sending,
 ) -> AsyncIterator[None]:
     """Holds one of ``slots`` while the request is sent and answered; waiting for one longer than ``wait`` (the
     policy's timeout, which bounded the wait in httpx's pool, cut to the time left before the deadline) fails as a
-    full pool does there."""
+    full pool does there: after an attempt that may have been processed, with its outcome unknown."""
     if slots is None:
         yield
         return
@@ -911,7 +916,9 @@ async def _slot(
         async with asyncio.timeout(wait):
             await slots.acquire()
     except TimeoutError:
-        raise _pool_full(request, _POOL_SIZE, wait, deadline) from None
+        error = _pool_full(request, _POOL_SIZE, wait, deadline)
+        _note_undecided(error, so_far, request, sending)
+        raise error from None
     try:
         yield
     finally:

@@ -197,3 +197,41 @@ def test_the_send_window_is_at_most_1s_the_timeout_and_a_quarter_of_the_deadline
     assert RetryPolicy(timeout=0.3, deadline=10).send_window == 0.3
     assert RetryPolicy(timeout=None, deadline=2).send_window == 0.5
     assert RetryPolicy().send_window == 0.0
+
+
+async def test_a_retry_that_finds_no_free_connection_after_an_unanswered_attempt_leaves_the_outcome_unknown(
+    silent: SilentServer,
+) -> None:
+    """AsyncSender queues a request for one of its connections before httpx sees it. A keyed publish's first attempt
+    went out and got no answer; its retry then waited for a connection in vain, and the error said only "the request
+    was not sent", as if nothing had been: the first attempt may have delivered the publish. Here every connection
+    is taken (in the order requests queue for them) while the first attempt waits for its answer."""
+    policy = RetryPolicy(attempts=2, timeout=1)
+    sender = AsyncSender(policy, jitter=lambda: 0.0)
+    async with AsyncRelay(silent_url(silent), sender=sender) as arelay:
+        publishing = asyncio.ensure_future(arelay.publish("orders", "ready", {}, idempotency_key="k-1"))
+        await asyncio.to_thread(silent.wait_for_connections, 1)
+        _, slots = await sender._client()
+        taken = 0
+
+        async def take_every_connection() -> None:
+            nonlocal taken
+            while taken < 100:  # the publish holds one until its first attempt times out: then this takes it
+                await slots.acquire()
+                taken += 1
+
+        taking = asyncio.ensure_future(take_every_connection())
+        with pytest.raises(TransportError) as raised:
+            await publishing
+        await taking
+        for _ in range(taken):
+            slots.release()
+    assert len(silent.accepted) == 1  # the retry was not sent
+    assert raised.value.outcome_unknown is True
+    assert str(raised.value) == (
+        f"could not send to 127.0.0.1:{silent.port}: PoolTimeout; the client's connection pool was full: its 100 "
+        "connections were all busy with earlier requests throughout the 1s timeout (more requests at once than the "
+        "server answers in time: find why it is slow, or make fewer requests at once); the request was not sent; an "
+        "earlier attempt was sent and may have been processed: a publish may have been delivered, check before "
+        "sending it again"
+    )
