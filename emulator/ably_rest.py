@@ -5,7 +5,7 @@ headers; 40400 for stats and push, which are not emulated). Bodies are JSON or m
 and ``Accept`` (or ``?format=``) out, as the SDKs send them. An app's ``api_rate_limit`` is
 shared with the Pusher HTTP API: over it, an authenticated request is refused with Ably's 42910 (429). The usage
 meter counts each request that authenticated and was admitted, but a publish or a token request, as an Ably API
-request (``ably_api_requests``).
+request (``ably_api_requests``), and token requests apart (``ably_token_requests``).
 """
 
 from __future__ import annotations
@@ -254,7 +254,8 @@ class AblyRest:
         if not isinstance(token_request, dict):
             raise AblyError(40000, "A TokenRequest is an object")
         if token_request.get("mac") is None:  # unsigned: Basic auth, which spends the budget like any request
-            caller = self._caller(request)[0]
+            caller, authenticated = self._caller(request)
+            authenticated.state.meter.ably_token_request()
             details = self._auth.request_token(request.args[0], token_request, caller, now_ms=request.now_ms)
             return 200, details.to_dict()
         # Signed: the MAC authenticates it. The budget is checked first, so a refused request does not use up its
@@ -265,6 +266,7 @@ class AblyRest:
         details = self._auth.request_token(request.args[0], token_request, None, now_ms=request.now_ms)
         if app is not None:
             self._spend(app.state)
+            app.state.meter.ably_token_request()
         return 200, details.to_dict()
 
     def _publish(self, request: _Request) -> tuple[int, Any]:

@@ -30,6 +30,10 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   parameter too), counted apart (``ably_api_requests``) from Pusher's ``api_requests``, which Pusher bills as
   messages: they count against Ably's HTTP API request limits only. Not a token request (Ably limits those apart), nor
   ``GET /time`` or a request that did not authenticate (no app's), nor one refused over the app's rate limit.
+- Ably token requests (``ably_token_requests``): each ``requestToken`` that authenticated and was admitted, whatever
+  its answer: with the key (Basic auth), or as a signed TokenRequest whose token was issued (one refused is not told
+  apart from a forged one). Each Ably client that authenticates with ``authUrl`` or ``authCallback`` makes one when it
+  connects and one each time its token expires; Ably limits them an hour and a second, apart from its API requests.
 - Connection and channel minutes are rounded up per connection (or channel) and per UTC day. A channel is active as
   Ably counts one: from its first subscriber or publish until it has no subscriber and CHANNEL_LINGER_SECONDS have
   passed since its last subscriber left and since its last publish. Peak channels count the active ones. Events sent
@@ -124,6 +128,7 @@ class DayUsage:
     webhooks: int = 0
     api_requests: int = 0
     ably_api_requests: int = 0
+    ably_token_requests: int = 0
     payload_bytes: int = 0
     bytes_out: int = 0
     peak_publishes_per_second: int = 0
@@ -515,6 +520,10 @@ class AppMeter:
         """An Ably REST request other than a publish or a token request, authenticated and admitted."""
         self._day(self._clock()).ably_api_requests += 1
 
+    def ably_token_request(self) -> None:
+        """An Ably token request, authenticated and admitted."""
+        self._day(self._clock()).ably_token_requests += 1
+
     def webhook_sent(
         self, hook: Webhook, status: int | None, events: Sequence[Mapping[str, object]], attempt: int
     ) -> None:
@@ -611,6 +620,7 @@ _OPTIONAL = frozenset(
         "echo_deliveries",
         "http_publishes",
         "ably_api_requests",
+        "ably_token_requests",
         "measured",
     }
 )

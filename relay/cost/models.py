@@ -120,6 +120,9 @@ class Workload:
         default=0.0,
         metadata=_flag("--usage", "measured Ably REST requests other than publishes and token requests (Ably only)"),
     )
+    ably_token_requests_per_day: float = field(
+        default=0.0, metadata=_flag("--usage", "measured Ably token requests (Ably only; limited apart)")
+    )
     echo_deliveries_per_day: float | None = field(
         default=None,
         metadata=_flag("--usage", "measured publishes sent back to the Ably connection that published them (echo)"),
@@ -417,6 +420,7 @@ _SCALED_FIELDS = (
     "history_messages_per_day",
     "api_requests_per_day",
     "ably_api_requests_per_day",
+    "ably_token_requests_per_day",
     "echo_deliveries_per_day",
     "connection_minutes_per_day",
     "channel_minutes_per_day",
@@ -452,6 +456,9 @@ class Plan:
     # HTTP API requests (Ably's REST: a server publish is one, as the adapter sends them), an hour and a second
     api_requests_per_hour: float | None = None
     api_requests_per_second: float | None = None
+    # Ably's token requests (requestToken: one per client connection that authenticates with authUrl, and per renewal)
+    token_requests_per_hour: float | None = None
+    token_requests_per_second: float | None = None
     transactions_per_month: float | None = None
     max_message_bytes: float | None = None
     presence_members: float | None = None

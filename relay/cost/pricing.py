@@ -51,6 +51,8 @@ _LIMITS = frozenset(
         "messages_per_second",
         "api_requests_per_hour",
         "api_requests_per_second",
+        "token_requests_per_hour",
+        "token_requests_per_second",
         "transactions_per_month",
         "max_message_bytes",
         "presence_members",

@@ -79,6 +79,8 @@ def workload_summary(w: Workload) -> str:
         parts.append(f"{number(w.api_requests_per_day)} other API calls/day")
     if w.ably_api_requests_per_day:
         parts.append(f"{number(w.ably_api_requests_per_day)} other Ably REST calls/day")
+    if w.ably_token_requests_per_day:
+        parts.append(f"{number(w.ably_token_requests_per_day)} Ably token requests/day")
     parts.append(f"{number(w.message_bytes)}-byte messages")
     return ", ".join(parts)
 

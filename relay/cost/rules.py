@@ -224,6 +224,7 @@ def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
     # A publish a usage file measured over an Ably realtime connection is no request; the Ably REST requests it
     # measured (history, presence, channel status) are, and on Ably only: Pusher has no such call to bill.
     requests = w.http_publishes + w.api_requests_per_day + w.ably_api_requests_per_day
+    tokens = w.ably_token_requests_per_day
     return [
         *_limit(plan, "connections", "connections", w.connections),
         *_limit(plan, "channels", "channels", w.peak_channels),
@@ -232,6 +233,9 @@ def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
         *_limit(plan, "api_requests_per_hour", "HTTP API requests/hour at peak", requests * busiest_hour),
         # A.13 limits the rate too: a burst within the hour's allowance is still refused (429) above it.
         *_limit(plan, "api_requests_per_second", "HTTP API requests/s at peak", w.per_second_at_peak(requests)),
+        # Token requests (clients that authenticate with authUrl, as they connect and renew) have limits of their own
+        *_limit(plan, "token_requests_per_hour", "token requests/hour at peak", tokens * busiest_hour),
+        *_limit(plan, "token_requests_per_second", "token requests/s at peak", w.per_second_at_peak(tokens)),
         *_limit(plan, "messages_per_second", "messages/s at peak", w.per_second_at_peak(per_day)),
         *_message_checks(w, plan),
     ]

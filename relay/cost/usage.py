@@ -27,6 +27,7 @@ Format (JSON, version 2)::
               "api_requests": 5,                       # other HTTP API calls (channel info, users, terminate)
               "ably_api_requests": 8,                  # optional: Ably REST requests but publishes and token
                                                        # requests (history, presence, channel status)
+              "ably_token_requests": 40,               # optional: Ably token requests (requestToken)
               "payload_bytes": 250000,                 # Σ bytes of publishes + client events (name, data,
                                                        # client id, extras: as Ably sizes a message)
               "bytes_out": 9800000,                    # Σ bytes written to WebSocket connections (frames included)
@@ -60,7 +61,8 @@ day can hold deliveries of publishes a killed node never wrote.
 `relay cost` reads a day measured in part as a whole day at the rate measured: the average day is each app's counts
 ÷ the days (in seconds ÷ 86,400) it measured, its peaks as measured. ``history_messages`` is each app's over the days
 that have it (older emulators served history reads without counting them), and 0 for an app with none;
-``ably_api_requests`` likewise (older emulators served those REST requests without counting them).
+``ably_api_requests`` and ``ably_token_requests`` likewise (older emulators served those requests without counting
+them).
 ``echo_deliveries`` is 0 on a day without it (older emulators counted the echoes among the deliveries), and not
 measured at all (none billed apart) when no day has it. ``http_publishes`` is the day's ``publishes`` on a day without
 it (older emulators did not tell an Ably realtime publish from an HTTP one): each publish an HTTP API request, the
@@ -128,6 +130,7 @@ class UsageDay:
     bytes_out: int
     http_publishes: int | None = None
     ably_api_requests: int | None = None
+    ably_token_requests: int | None = None
     peak_publishes_per_second: int | None = None
     units_5kib: int | None = None
     units_2kib: int | None = None
@@ -164,6 +167,7 @@ _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _OPTIONAL = (
     "http_publishes",
     "ably_api_requests",
+    "ably_token_requests",
     "peak_publishes_per_second",
     "units_5kib",
     "units_2kib",
@@ -572,6 +576,7 @@ def workload_from_usage(
         echo_deliveries_per_day=average["echo_deliveries"],
         api_requests_per_day=average["api_requests"] or 0.0,
         ably_api_requests_per_day=average["ably_api_requests"] or 0.0,
+        ably_token_requests_per_day=average["ably_token_requests"] or 0.0,
         message_bytes=(average["payload_bytes"] or 0.0) / messages if messages else 0.0,
         days_per_month=days_per_month,
         peak_day_factor=peak_day_factor,
@@ -615,6 +620,7 @@ _SOURCES: Mapping[str, tuple[str, ...]] = {
     "echo_deliveries_per_day": ("echo_deliveries",),
     "api_requests_per_day": ("api_requests",),
     "ably_api_requests_per_day": ("ably_api_requests",),
+    "ably_token_requests_per_day": ("ably_token_requests",),
     "message_bytes": ("payload_bytes", _MESSAGES),
     "connection_minutes_per_day": ("connection_minutes",),
     "channel_minutes_per_day": ("channel_minutes",),
@@ -677,10 +683,10 @@ CAP_WORTH_SAYING = 1.01  # the minutes' cap is said when it takes off more than 
 
 
 # Counts an older emulator did not meter, though it served what they count (REST presence and history queries, and
-# Ably's other REST requests): an app-day without one (written by such an emulator, or a day such a run shared with a
-# newer one, which merging leaves without) recorded nothing, which is not 0. The app's days that have the count give
-# its rate, for all of them.
-_AT_THE_RATE_RECORDED = frozenset({"history_messages", "ably_api_requests"})
+# Ably's other REST requests and token requests): an app-day without one (written by such an emulator, or a day such
+# a run shared with a newer one, which merging leaves without) recorded nothing, which is not 0. The app's days that
+# have the count give its rate, for all of them.
+_AT_THE_RATE_RECORDED = frozenset({"history_messages", "ably_api_requests", "ably_token_requests"})
 # Counts an older emulator kept among another count: an app-day without one holds them there (an older emulator wrote
 # its Ably echoes among its deliveries), so it adds none apart, while the days that have it keep theirs. (A day a
 # newer run shared with an older one, which merging leaves without, loses the newer run's: a lower bound.) None when
