@@ -420,6 +420,9 @@ class _Nodes:
             + w.presence_events_per_day
             + w.webhooks_per_day
             + w.api_requests_per_day
+            # An emulator serving Ably's clients answers their REST reads and token requests too
+            + w.ably_api_requests_per_day
+            + w.ably_token_requests_per_day
         )
         # The emulator echoes an Ably client's publish back to it as Ably does (unless its clients connect with echo
         # off): measured echoes are deliveries a node writes too.

@@ -6,7 +6,9 @@ still loads. (The emulator run is in test_cost_from_emulator.py.)"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cost_helpers import provider, run_cost_json, usage_day
 from test_cost_usage_audit_fixes import AFTERNOON, WHOLE_DAY, measured, usage_file
 
@@ -22,20 +24,47 @@ def free_breaks(result: dict[str, object]) -> list[str]:
     return sorted(check["limit"] for check in free["checks"] if not check["ok"])
 
 
+def free_check(result: dict[str, Any], limit: str) -> float:
+    free = next(plan for plan in provider(result, "ably_rb")["plans"] if plan["plan"] == "free")
+    used: float = next(check["used"] for check in free["checks"] if check["limit"] == limit)
+    return used
+
+
+def assert_only_ably_and_selfhosted_cpu_differ(
+    without: dict[str, Any], withit: dict[str, Any], added_at_peak_second: float
+) -> None:
+    """Pusher, PubNub and the other managed providers price the two files alike; self-hosted nodes serve the Ably
+    requests too, at the capacity's 150 µs of CPU each (docs/cost.md): ``added_at_peak_second`` more at the peak
+    (the JSON gives cores to 4 decimals)."""
+    managed = [
+        entry["provider"]
+        for entry in without["providers"]
+        if entry["kind"] == "managed" and not entry["provider"].startswith("ably")
+    ]
+    assert "pusher" in managed
+    for name in managed:
+        assert provider(withit, name)["units"] == provider(without, name)["units"], name
+        assert provider(withit, name)["plans"] == provider(without, name)["plans"], name
+    assert added_at_peak_second > 0
+    selfhosted = [entry["provider"] for entry in without["providers"] if entry["kind"] == "selfhosted"]
+    assert "hetzner" in selfhosted
+    for name in selfhosted:
+        cpu = [provider(result, name)["units"]["cpu_cores_at_peak"] for result in (without, withit)]
+        assert cpu[1] - cpu[0] == pytest.approx(added_at_peak_second * 150e-6, abs=1e-4), name
+
+
 def test_they_break_ablys_request_limits_and_nothing_else(tmp_path: Path) -> None:
     """4,320,000 reads a day break Free's request limits, an hour's and a second's; the same day without them fits.
-    Pusher, PubNub, self-hosted and the others price the two files alike."""
+    Pusher, PubNub and the other managed providers price the two files alike; self-hosted nodes need the CPU to
+    serve them."""
     (tmp_path / "plain").mkdir()
     plain = usage_file(tmp_path / "plain", {"2026-11-29": measured(QUIET, WHOLE_DAY)})
     reads = usage_file(tmp_path, {"2026-11-29": measured({**QUIET, "ably_api_requests": 4_320_000}, WHOLE_DAY)})
     without, withit = (run_cost_json(["--usage", str(path)]) for path in (plain, reads))
     assert withit["workload"]["ably_api_requests_per_day"] == 4_320_000
     assert (free_breaks(without), free_breaks(withit)) == ([], REQUEST_LIMITS)
-    others = [entry["provider"] for entry in without["providers"] if not entry["provider"].startswith("ably")]
-    assert "pusher" in others
-    for name in others:
-        assert provider(withit, name)["units"] == provider(without, name)["units"], name
-        assert provider(withit, name)["plans"] == provider(without, name)["plans"], name
+    added = free_check(withit, REQUEST_LIMITS[1]) - free_check(without, REQUEST_LIMITS[1])
+    assert_only_ably_and_selfhosted_cpu_differ(without, withit, added)
 
 
 def test_an_older_file_without_them_loads_and_a_day_without_them_takes_the_rate_recorded(tmp_path: Path) -> None:
