@@ -159,6 +159,12 @@ def render(
         ("relay_client_events", "Client events relayed", "client_events"),
         ("relay_presence_events", "Presence changes: members added or removed, Ably updates", "presence_events"),
         ("relay_api_requests", "Successful HTTP API calls other than publishes", "api_requests"),
+        (
+            "relay_ably_api_requests",
+            "Ably REST requests other than publishes and token requests, authenticated and admitted",
+            "ably_api_requests",
+        ),
+        ("relay_ably_token_requests", "Ably token requests, authenticated and admitted", "ably_token_requests"),
         ("relay_webhook_failures", "Webhook requests that failed or were not answered with 2xx", "webhook_failures"),
     )
     for name, help_text, attr in counters:

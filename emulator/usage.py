@@ -230,6 +230,8 @@ class AppMeter:
         self.client_events = 0
         self.presence_events = 0
         self.api_requests = 0
+        self.ably_api_requests = 0
+        self.ably_token_requests = 0
         self.webhook_statuses: dict[str, int] = {}
         self.webhook_failures = 0
         self._day(clock())
@@ -519,10 +521,12 @@ class AppMeter:
     def ably_api_request(self) -> None:
         """An Ably REST request other than a publish or a token request, authenticated and admitted."""
         self._day(self._clock()).ably_api_requests += 1
+        self.ably_api_requests += 1
 
     def ably_token_request(self) -> None:
         """An Ably token request, authenticated and admitted."""
         self._day(self._clock()).ably_token_requests += 1
+        self.ably_token_requests += 1
 
     def webhook_sent(
         self, hook: Webhook, status: int | None, events: Sequence[Mapping[str, object]], attempt: int

@@ -18,12 +18,13 @@ from ablysupport import API_KEY, APP, KEY_NAME
 from tests.ably.test_ably_api_requests_usage import usage
 from tests.ably.test_ably_audit3_fixes import BASIC, OTHER, OTHER_BASIC, assert_rate_limited, signed_token_request
 from tests.conftest import StartEmulator
+from tests.operations.test_metrics import scrape
 
 
 async def test_each_client_that_authenticates_with_an_auth_callback_makes_one(start_emulator: StartEmulator) -> None:
     """The backend signs TokenRequests with the key (no request to Ably); each of two ably-python clients exchanges
     its own for a token before its first request (ably-python's realtime client cannot: docs/ably.md, so REST
-    clients here): 2 token requests, and their 2 channel status reads are the API requests."""
+    clients here): 2 token requests, and their 2 channel status reads are the API requests; /metrics counts both."""
     running = await start_emulator(app=APP)
     backend = AblyRest(key=API_KEY, endpoint="127.0.0.1", port=running.port, tls=False)
     clients: list[Any] = []
@@ -43,6 +44,9 @@ async def test_each_client_that_authenticates_with_an_auth_callback_makes_one(st
         await backend.close()
     day = usage(running, "1")
     assert (day.ably_token_requests, day.ably_api_requests, day.http_publishes) == (2, 2, 0)
+    samples, _ = await scrape(running.http_url)
+    assert samples[("relay_ably_token_requests_total", (("app_id", "1"),))] == 2
+    assert samples[("relay_ably_api_requests_total", (("app_id", "1"),))] == 2
 
 
 async def test_a_token_request_counts_once_authenticated_and_admitted(start_emulator: StartEmulator) -> None:
