@@ -530,20 +530,31 @@ def _exchange(
 async def _exchange_async(
     client: httpx.AsyncClient, request: HttpRequest, sending: Sending, attempt: _Attempt
 ) -> HttpResponse | _Failed:
-    """``_exchange`` with an ``httpx.AsyncClient``, its progress traced into ``attempt``."""
+    """``_exchange`` with an ``httpx.AsyncClient``, its progress traced into ``attempt``. The deadline bounds the
+    whole exchange: httpcore cuts each wait to the time left as the wait begins, and a server that sends its answer a
+    few bytes at a time would hold a read past it."""
+    answered = False
     try:
-        response = await client.send(_built(client, request, attempt, attempt.trace_async), stream=True)
+        built = _built(client, request, attempt, attempt.trace_async)
+        async with asyncio.timeout(attempt.deadline.wait(None)):
+            response = await client.send(built, stream=True)
+            answered = True
+            try:
+                body = _Body(response.status_code)
+                async for chunk in response.aiter_bytes():
+                    if not body.add(chunk):
+                        break
+            finally:
+                await response.aclose()
     except httpx.HTTPError as exc:
-        return _Failed(exc, answered=False)
-    try:
-        body = _Body(response.status_code)
-        async for chunk in response.aiter_bytes():
-            if not body.add(chunk):
-                break
-    except httpx.HTTPError as exc:
-        return _Failed(exc, answered=True)
-    finally:
-        await response.aclose()
+        return _Failed(exc, answered=answered)
+    except TimeoutError:
+        cut: httpx.TimeoutException
+        if attempt.sent:
+            cut = httpx.ReadTimeout("the answer had not come whole by the deadline", request=built)
+        else:
+            cut = httpx.ConnectTimeout("no connection by the deadline", request=built)
+        return _Failed(cut, answered=answered)
     return _response(response, body, sending)
 
 

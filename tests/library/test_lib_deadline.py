@@ -235,3 +235,42 @@ async def test_a_retry_that_finds_no_free_connection_after_an_unanswered_attempt
         "earlier attempt was sent and may have been processed: a publish may have been delivered, check before "
         "sending it again"
     )
+
+
+@pytest.mark.parametrize("trickled", ["head", "body"])
+async def test_an_answer_trickled_a_byte_at_a_time_is_cut_at_the_deadline_by_the_async_client(trickled: str) -> None:
+    """httpcore cuts each wait to the time left as the wait begins, and a read of the answer waits the whole timeout
+    for each few bytes: a server sending one byte every 0.2 s held an AsyncRelay's publish (timeout 1, deadline 1.5)
+    for as long as it kept sending (16 s for this head, 40 s for this body), past the deadline. The whole exchange is
+    now bounded by it: the publish fails at 1.5 s, its outcome unknown (its answer had not come whole)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+    body = b"{" + b" " * 198 + b"}"
+    at_once, byte_by_byte = (b"", head + body) if trickled == "head" else (head, body)
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(at_once)
+            for byte in byte_by_byte:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    listening = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    policy = RetryPolicy(attempts=1, timeout=1, deadline=1.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransportError) as raised:
+            await publish_once("async", f"emulator://{KEY}:{SECRET}@127.0.0.1:{port}/apps/1", policy)
+    finally:
+        listening.close()
+    assert 1.4 < time.monotonic() - started < 3, time.monotonic() - started  # the old bound: 0.2 s × its length
+    assert raised.value.outcome_unknown is True
+    assert str(raised.value) == (
+        f"no answer from 127.0.0.1:{port}: ReadTimeout, deadline of 1.5s reached" + MAY_HAVE_BEEN_DELIVERED
+    )
