@@ -528,11 +528,12 @@ def _exchange(
 
 
 async def _exchange_async(
-    client: httpx.AsyncClient, request: HttpRequest, sending: Sending, attempt: _Attempt
+    client: httpx.AsyncClient, request: HttpRequest, sending: Sending, attempt: _Attempt, *, traced: bool = True
 ) -> HttpResponse | _Failed:
     """``_exchange`` with an ``httpx.AsyncClient``, its progress traced into ``attempt``. The deadline bounds the
     whole exchange: httpcore cuts each wait to the time left as the wait begins, and a server that sends its answer a
-    few bytes at a time would hold a read past it."""
+    few bytes at a time would hold a read past it. ``traced``: whether the client's transport reports its progress (a
+    client passed in may not): if not, a request cut by the deadline may have gone out."""
     answered = False
     try:
         built = _built(client, request, attempt, attempt.trace_async)
@@ -550,7 +551,7 @@ async def _exchange_async(
         return _Failed(exc, answered=answered)
     except TimeoutError:
         cut: httpx.TimeoutException
-        if attempt.sent:
+        if attempt.sent or not traced:
             cut = httpx.ReadTimeout("the answer had not come whole by the deadline", request=built)
         else:
             cut = httpx.ConnectTimeout("no connection by the deadline", request=built)
@@ -846,7 +847,7 @@ class AsyncSender:
                 if self._closed or client.is_closed:  # closed before, or while the request waited for a slot
                     raise so_far.closed(request, sending)
                 attempt = _Attempt(deadline)
-                outcome = await self._until_closed(_exchange_async(client, request, sending, attempt))
+                outcome = await self._until_closed(_exchange_async(client, request, sending, attempt, traced=traced))
             if outcome is None or (isinstance(outcome, _Failed) and self._closed):
                 # aclose() during the request ended it, or cut its connection: no network fault
                 so_far.add(sent=attempt.sent or not traced, answered=False)

@@ -274,3 +274,29 @@ async def test_an_answer_trickled_a_byte_at_a_time_is_cut_at_the_deadline_by_the
     assert str(raised.value) == (
         f"no answer from 127.0.0.1:{port}: ReadTimeout, deadline of 1.5s reached" + MAY_HAVE_BEEN_DELIVERED
     )
+
+
+async def test_a_client_passed_in_whose_transport_reports_nothing_is_cut_at_the_deadline_as_sent() -> None:
+    """A client passed in may have a transport that reports no progress (an ASGI app's, a mock's): the deadline's
+    cut of its exchange cannot tell whether the request went out, and must not say it did not. This one had it and
+    never answered: the publish may have been delivered (outcome_unknown), as a closed client's would be."""
+    received: list[httpx.Request] = []
+
+    class NeverAnswers(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            received.append(request)
+            await asyncio.sleep(30)
+            return httpx.Response(200, json={})
+
+    policy = RetryPolicy(attempts=1, timeout=5, deadline=1)
+    sender = AsyncSender(policy, client=httpx.AsyncClient(transport=NeverAnswers()))
+    started = time.monotonic()
+    async with AsyncRelay(f"emulator://{KEY}:{SECRET}@127.0.0.1:9/apps/1", sender=sender) as arelay:
+        with pytest.raises(TransportError) as raised:
+            await arelay.publish("orders", "ready", {})
+    assert time.monotonic() - started < 3
+    assert len(received) == 1
+    assert raised.value.outcome_unknown is True
+    assert (
+        str(raised.value) == "no answer from 127.0.0.1:9: ReadTimeout, deadline of 1s reached" + MAY_HAVE_BEEN_DELIVERED
+    )
