@@ -528,7 +528,7 @@ def _exchange(
 
 
 async def _exchange_async(
-    client: httpx.AsyncClient, request: HttpRequest, sending: Sending, attempt: _Attempt, *, traced: bool = True
+    client: httpx.AsyncClient, request: HttpRequest, sending: Sending, attempt: _Attempt, *, traced: bool
 ) -> HttpResponse | _Failed:
     """``_exchange`` with an ``httpx.AsyncClient``, its progress traced into ``attempt``. The deadline bounds the
     whole exchange: httpcore cuts each wait to the time left as the wait begins, and a server that sends its answer a
