@@ -338,10 +338,13 @@ def _transport_error(
     hint = _tls_hint(scheme, sending.provider, exc, answered=failed.answered)
     if not _was_sent(exc):
         return TransportError(f"could not reach {where}: {name}; {hint or 'check the host, port and network'}")
+    # The answer's head came, and its body stopped (or came too slowly): the request was processed, and the answer's
+    # status is not known
+    late = f"the answer from {where} did not come whole" if failed.answered else f"no answer from {where}"
     if isinstance(exc, httpx.ReadTimeout) and deadline.reached():
-        message = f"no answer from {where}: {name}"
+        message = f"{late}: {name}"
     elif isinstance(exc, httpx.ReadTimeout):
-        message = f"no answer from {where} within {_seconds(_timeout(exc, 'read'))}: {name}"
+        message = f"{late} within {_seconds(_timeout(exc, 'read'))}: {name}"
     else:
         message = f"the connection to {where} failed during the request: {name}"
     unknown = request.method != "GET"  # a query changes nothing, whether or not the provider got it

@@ -271,8 +271,10 @@ async def test_an_answer_trickled_a_byte_at_a_time_is_cut_at_the_deadline_by_the
         listening.close()
     assert 1.4 < time.monotonic() - started < 3, time.monotonic() - started  # the old bound: 0.2 s × its length
     assert raised.value.outcome_unknown is True
+    late = "no answer from" if trickled == "head" else "the answer from"
+    whole = "" if trickled == "head" else " did not come whole"
     assert str(raised.value) == (
-        f"no answer from 127.0.0.1:{port}: ReadTimeout, deadline of 1.5s reached" + MAY_HAVE_BEEN_DELIVERED
+        f"{late} 127.0.0.1:{port}{whole}: ReadTimeout, deadline of 1.5s reached" + MAY_HAVE_BEEN_DELIVERED
     )
 
 
@@ -299,4 +301,33 @@ async def test_a_client_passed_in_whose_transport_reports_nothing_is_cut_at_the_
     assert raised.value.outcome_unknown is True
     assert (
         str(raised.value) == "no answer from 127.0.0.1:9: ReadTimeout, deadline of 1s reached" + MAY_HAVE_BEEN_DELIVERED
+    )
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_answer_whose_body_stops_says_it_did_not_come_whole(kind: str) -> None:
+    """The head of a 200 came, then a byte of its body, then nothing: the error said "no answer from", though an
+    answer had begun (the provider processed the request; its outcome is still unknown to the caller)."""
+    stalled = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{")
+        await stalled.wait()
+        writer.close()
+
+    listening = await asyncio.start_server(stall, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TransportError) as raised:
+            await publish_once(
+                kind, f"emulator://{KEY}:{SECRET}@127.0.0.1:{port}/apps/1", RetryPolicy(attempts=1, timeout=0.5)
+            )
+    finally:
+        stalled.set()
+        listening.close()
+    assert raised.value.outcome_unknown is True
+    assert str(raised.value) == (
+        f"the answer from 127.0.0.1:{port} did not come whole within the 0.5s timeout: ReadTimeout"
+        + MAY_HAVE_BEEN_DELIVERED
     )
