@@ -338,8 +338,8 @@ def _transport_error(
     hint = _tls_hint(scheme, sending.provider, exc, answered=failed.answered)
     if not _was_sent(exc):
         return TransportError(f"could not reach {where}: {name}; {hint or 'check the host, port and network'}")
-    # The answer's head came, and its body stopped (or came too slowly): the request was processed, and the answer's
-    # status is not known
+    # The answer's head came and its body stopped (or came too slowly): the provider got the request and began to
+    # answer, but what it answered cannot be read
     late = f"the answer from {where} did not come whole" if failed.answered else f"no answer from {where}"
     if isinstance(exc, httpx.ReadTimeout) and deadline.reached():
         message = f"{late}: {name}"

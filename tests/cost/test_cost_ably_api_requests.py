@@ -12,6 +12,7 @@ import pytest
 from cost_helpers import provider, run_cost_json, usage_day
 from test_cost_usage_audit_fixes import AFTERNOON, WHOLE_DAY, measured, usage_file
 
+from relay.cost.render import workload_summary
 from relay.cost.usage import load_usage, workload_from_usage
 
 # 10 publishes, 1 Pusher API call: Free's 25,000 requests an hour and 50 a second hold them easily.
@@ -67,21 +68,28 @@ def test_they_break_ablys_request_limits_and_nothing_else(tmp_path: Path) -> Non
     assert_only_ably_and_selfhosted_cpu_differ(without, withit, added)
 
 
-def test_an_older_file_without_them_loads_and_a_day_without_them_takes_the_rate_recorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("field", "summary"),
+    [("ably_api_requests", "other Ably REST calls/day"), ("ably_token_requests", "Ably token requests/day")],
+)
+def test_an_older_file_without_them_loads_and_a_day_without_them_takes_the_rate_recorded(
+    tmp_path: Path, field: str, summary: str
+) -> None:
     """A version 1 file (and a version 2 one without the field) counts none. A file an older and a newer emulator
     added to: the 6,000 requests recorded in the 12 h measured on 2026-11-29 are 12,000 a day, the older emulator's
-    day included, and the workload's origin says so."""
+    day included, and the workload's origin and summary say so; token requests alike."""
     (tmp_path / "v1").mkdir()
     older = usage_file(tmp_path / "v1", {"2026-11-29": QUIET}, version=1)
-    assert workload_from_usage(load_usage(older)).ably_api_requests_per_day == 0
+    assert getattr(workload_from_usage(load_usage(older)), f"{field}_per_day") == 0
     days = {
         "2026-11-28": measured(QUIET, WHOLE_DAY),
-        "2026-11-29": measured({**QUIET, "ably_api_requests": 6_000}, AFTERNOON),
+        "2026-11-29": measured({**QUIET, field: 6_000}, AFTERNOON),
     }
     workload = workload_from_usage(load_usage(usage_file(tmp_path, days)))
-    assert workload.ably_api_requests_per_day == 12_000
+    assert getattr(workload, f"{field}_per_day") == 12_000
     assert (
-        "ably_api_requests recorded on 1 of the 2 app-days (older emulators do not count it): the others are taken at "
+        f"{field} recorded on 1 of the 2 app-days (older emulators do not count it): the others are taken at "
         "their app's rate on the days that record it"
     ) in workload.origin
-    assert workload.scaled(10).ably_api_requests_per_day == 120_000
+    assert getattr(workload.scaled(10), f"{field}_per_day") == 120_000
+    assert workload_summary(workload).endswith(f", 12,000 {summary}, 100-byte messages")

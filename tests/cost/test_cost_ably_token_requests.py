@@ -1,7 +1,8 @@
 """Ably's token requests, the usage file's ``ably_token_requests``: checked against Ably's token request limits (an
 hour and a second: Free 60,000 and 50, Standard 360,000 and 250, Pro 720,000 and 500, ably-and-pricing §A.13), apart
 from its HTTP API requests, and by no other provider. A file an older emulator wrote, which served them without
-counting them, still loads. (The emulator's meter is tested in tests/ably/test_ably_token_requests_usage.py.)"""
+counting them, still loads (test_cost_ably_api_requests.py reads such files for both counts). (The emulator's meter
+is tested in tests/ably/test_ably_token_requests_usage.py.)"""
 
 from __future__ import annotations
 
@@ -9,11 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from cost_helpers import provider, run_cost_json, usage_day
-from test_cost_ably_api_requests import QUIET, assert_only_ably_and_selfhosted_cpu_differ
-from test_cost_usage_audit_fixes import AFTERNOON, WHOLE_DAY, measured, usage_file
-
-from relay.cost.render import workload_summary
-from relay.cost.usage import load_usage, workload_from_usage
+from test_cost_ably_api_requests import assert_only_ably_and_selfhosted_cpu_differ
+from test_cost_usage_audit_fixes import WHOLE_DAY, measured, usage_file
 
 TOKEN_LIMITS = ["token requests/hour at peak", "token requests/s at peak"]
 
@@ -46,23 +44,3 @@ def test_they_break_ablys_token_limits_and_nothing_else(tmp_path: Path) -> None:
         assert before.pop("token requests/hour at peak")[0] == before.pop("token requests/s at peak")[0] == 0
         assert {name: check for name, check in after.items() if name not in TOKEN_LIMITS} == before, plan
     assert_only_ably_and_selfhosted_cpu_differ(without, withit, 55)
-
-
-def test_an_older_file_without_them_loads_and_a_day_without_them_takes_the_rate_recorded(tmp_path: Path) -> None:
-    """A version 1 file counts none. A file an older and a newer emulator added to: the 3,000 token requests recorded
-    in the 12 h measured on 2026-11-29 are 6,000 a day, the older emulator's day included."""
-    (tmp_path / "v1").mkdir()
-    older = usage_file(tmp_path / "v1", {"2026-11-29": QUIET}, version=1)
-    assert workload_from_usage(load_usage(older)).ably_token_requests_per_day == 0
-    days = {
-        "2026-11-28": measured(QUIET, WHOLE_DAY),
-        "2026-11-29": measured({**QUIET, "ably_token_requests": 3_000}, AFTERNOON),
-    }
-    workload = workload_from_usage(load_usage(usage_file(tmp_path, days)))
-    assert workload.ably_token_requests_per_day == 6_000
-    assert (
-        "ably_token_requests recorded on 1 of the 2 app-days (older emulators do not count it): the others are taken "
-        "at their app's rate on the days that record it"
-    ) in workload.origin
-    assert workload.scaled(10).ably_token_requests_per_day == 60_000
-    assert workload_summary(workload).endswith(", 6,000 Ably token requests/day, 100-byte messages")
