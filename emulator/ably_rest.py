@@ -37,6 +37,7 @@ from relay.emulator.config import App
 from relay.emulator.http_api import Response
 from relay.emulator.hub import AppState
 from relay.emulator.session import Session
+from relay.emulator.usage import AppMeter
 from relay.protocol.ably import CHANNEL_LIFECYCLE, allows, is_metachannel, is_whole_number
 from relay.protocol.media_types import media_type
 
@@ -104,10 +105,10 @@ class _Request:
         headers: Mapping[str, str],
         body: bytes,
         now_ms: int,
-        api_call: bool,
+        metered: Callable[[AppMeter], None] | None,
     ) -> None:
         self.args = args
-        self.api_call = api_call  # metered as an Ably API request once it authenticates
+        self.metered = metered  # what the app's meter counts it as once it authenticates
         self.query = query
         self.headers = headers
         self.raw_body = body
@@ -150,9 +151,14 @@ class AblyRest:
             ("messages",): {"POST": self._batch_publish},
             ("presence",): {"GET": self._batch_presence},
         }
-        # Not metered as API requests: a publish is metered as one per channel (http_publishes), and Ably limits
-        # token requests apart from its HTTP API requests ("token requests/hour", ably-and-pricing §A.13).
-        self._not_api_calls: frozenset[Handler] = frozenset({self._publish, self._batch_publish, self._request_token})
+        # Every other request is metered as an Ably API request. A publish request is one of the requests that
+        # published (its messages metered one by one as publishes); Ably limits token requests apart from its HTTP API
+        # requests ("token requests/hour", ably-and-pricing §A.13), metered once issued.
+        self._metered: dict[Handler, Callable[[AppMeter], None] | None] = {
+            self._publish: AppMeter.publish_request,
+            self._batch_publish: AppMeter.publish_request,
+            self._request_token: None,
+        }
 
     @staticmethod
     def owns(path: str) -> bool:
@@ -179,7 +185,8 @@ class AblyRest:
             if method == "OPTIONS":
                 return Response(204, b"", allowed)
             handler, args = self._route(method, path)
-            request = _Request(args, params, lowered, body, self._wall_ms(), handler not in self._not_api_calls)
+            metered = self._metered.get(handler, AppMeter.ably_api_request)
+            request = _Request(args, params, lowered, body, self._wall_ms(), metered)
             status, value = handler(request)
             extra = (("Link", request.link),) if request.link else ()
         except AblyError as exc:
@@ -224,8 +231,8 @@ class AblyRest:
         self._spend(app.state)
         # Here, not per handler: a request Ably would count is one that authenticated as the app and was not refused
         # over its rate limit, whatever its answer (a capability refused, a bad parameter) after that.
-        if request.api_call:
-            app.state.meter.ably_api_request()
+        if request.metered is not None:
+            request.metered(app.state.meter)
         if not app.state.app.enabled:
             raise AblyError(40120, "Application disabled")
         return credentials, app

@@ -371,6 +371,7 @@ class Operations:
             return error_response(exc.http_status or 400, exc.message)
         reached = local_reach(state, channel, None)  # a #server-to-user- channel reaches the user's connections
         state.publish(channel, event, data)
+        state.meter.publish_request()
         log.info("console publish", extra={"app_id": state.app.app_id, "channel": channel, "event": event})
         answer = dumps({"ok": True, "recipients": reached}).encode()
         return Response(200, answer, (("Content-Type", "application/json"),))

@@ -392,6 +392,7 @@ def _publish(state: AppState, event: _Event) -> None:
 def _published(state: AppState, event: _Event, info: frozenset[str]) -> Response:
     """``event`` published, and the answer: the channels' ``info`` attributes, if asked."""
     _publish(state, event)
+    state.meter.publish_request()
     if info:
         channels = {name: _channel_info(state, name, info, where_allowed=True) for name in event.channels}
         return json_response(200, {"channels": channels})
@@ -401,6 +402,7 @@ def _published(state: AppState, event: _Event, info: frozenset[str]) -> Response
 def _batch_published(state: AppState, events: Sequence[_Event], infos: Sequence[frozenset[str]]) -> Response:
     for event in events:
         _publish(state, event)
+    state.meter.publish_request()
     if any(infos):
         return json_response(
             200,

@@ -24,7 +24,9 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   (whose clients never receive their own client events) and the others would not.
 - HTTP publishes: the publishes that came in an HTTP request (the Pusher HTTP API's, the console's, Ably REST's),
   counted apart (``http_publishes``) from those an Ably realtime connection sent: Ably limits its HTTP API's requests
-  a second and an hour, and a realtime publish is none.
+  a second and an hour, and a realtime publish is none. The requests that published them are counted too
+  (``http_publish_requests``): a trigger to several channels, a batch of events or an Ably REST publish of several
+  messages is one request, as the Ably adapter sends it to Ably.
 - Ably API requests: the Ably REST requests other than publishes (history, presence, channel status and enumeration,
   batch presence) that authenticated and were admitted, whatever their answer (a capability refusal or a bad
   parameter too), counted apart (``ably_api_requests``) from Pusher's ``api_requests``, which Pusher bills as
@@ -120,6 +122,7 @@ class DayUsage:
     channel_minutes: int = 0
     publishes: int = 0
     http_publishes: int = 0
+    http_publish_requests: int = 0
     deliveries: int = 0
     client_events: int = 0
     client_event_deliveries: int = 0
@@ -513,6 +516,12 @@ class AppMeter:
         self.messages_received += 1
         self.bytes_received += size
 
+    def publish_request(self) -> None:
+        """An HTTP request that published at least one message (:meth:`published` counts each of them)."""
+        now = self._clock()
+        day = self._today if int(now // SECONDS_PER_DAY) == self._day_index else self._day(now)
+        day.http_publish_requests += 1
+
     def api_request(self) -> None:
         """A successful HTTP API call other than a publish (channel info, users, terminate)."""
         self._day(self._clock()).api_requests += 1
@@ -623,6 +632,7 @@ _OPTIONAL = frozenset(
         "history_messages",
         "echo_deliveries",
         "http_publishes",
+        "http_publish_requests",
         "ably_api_requests",
         "ably_token_requests",
         "measured",

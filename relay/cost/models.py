@@ -93,6 +93,10 @@ class Workload:
         default=None,
         metadata=_flag("--usage", "measured publishes that came in an HTTP API request (None: every publish)"),
     )
+    http_publish_requests_per_day: float | None = field(
+        default=None,
+        metadata=_flag("--usage", "measured HTTP requests that published (None: one per HTTP publish)"),
+    )
     subscribers_per_publish: float = field(
         default=0.0, metadata=_flag("--subscribers-per-publish", "average subscribers receiving each publish")
     )
@@ -262,6 +266,14 @@ class Workload:
         return self.publishes_per_day if self.http_publishes_per_day is None else self.http_publishes_per_day
 
     @property
+    def http_publish_requests(self) -> float:
+        """HTTP API requests per day that published: one per HTTP publish, unless a usage file measured them (a
+        trigger to several channels, or a batch, is one request, as the Ably adapter sends it)."""
+        if self.http_publish_requests_per_day is None:
+            return self.http_publishes
+        return self.http_publish_requests_per_day
+
+    @property
     def messages_sent(self) -> float:
         """Messages with a payload per day: publishes and client events."""
         return self.publishes_per_day + self.client_events_per_day
@@ -414,6 +426,7 @@ _SCALED_FIELDS = (
     "users_seen",
     "publishes_per_day",
     "http_publishes_per_day",
+    "http_publish_requests_per_day",
     "client_events_per_day",
     "presence_events_per_day",
     "webhooks_per_day",

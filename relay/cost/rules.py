@@ -219,11 +219,12 @@ def ably_messages_per_day(w: Workload) -> float:
 def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
     # The busiest hour: the peak rate, but never more than the whole busiest day.
     busiest_hour = w.peak_day_factor * min(w.peak_factor, 24) / 24
-    # Over REST: each server publish and every other API call, at most (the Ably adapter sends a publish to several
-    # channels, and a batch of up to 100 events, as one request), so a fit is sure and a refusal may be pessimistic.
-    # A publish a usage file measured over an Ably realtime connection is no request; the Ably REST requests it
-    # measured (history, presence, channel status) are, and on Ably only: Pusher has no such call to bill.
-    requests = w.http_publishes + w.api_requests_per_day + w.ably_api_requests_per_day
+    # Over REST: each request that published (a usage file measures them; a described workload, one per server
+    # publish, an upper bound: the Ably adapter sends a publish to several channels, and a batch of up to 100 events,
+    # as one request) and every other API call. A publish a usage file measured over an Ably realtime connection is no
+    # request; the Ably REST requests it measured (history, presence, channel status) are, and on Ably only: Pusher
+    # has no such call to bill.
+    requests = w.http_publish_requests + w.api_requests_per_day + w.ably_api_requests_per_day
     tokens = w.ably_token_requests_per_day
     return [
         *_limit(plan, "connections", "connections", w.connections),
@@ -645,6 +646,11 @@ def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> t
             lines.append(
                 f"HTTP API requests: the {workload.http_publishes:,.0f} publishes a day measured in HTTP requests "
                 f"(REST) and the other API calls; the {realtime:,.0f} published over realtime connections are none"
+            )
+        if workload.http_publish_requests_per_day is not None:
+            lines.append(
+                f"HTTP API requests: {workload.http_publish_requests:,.0f} a day measured published (a trigger to "
+                "several channels, or a batch, is one request, as the Ably adapter sends it)"
             )
         if workload.size_units_5kib is None:
             lines.append(f"every message billed as {workload.units_of(5):g} × 5 KiB from the average size")

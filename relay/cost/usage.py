@@ -18,6 +18,8 @@ Format (JSON, version 2)::
               "publishes": 1000,                       # events published through the HTTP API, one per channel
               "http_publishes": 900,                   # optional: those of them that came in an HTTP request (not
                                                        # over an Ably realtime connection)
+              "http_publish_requests": 300,            # optional: the HTTP requests that published them (a trigger
+                                                       # to several channels, a batch: one request)
               "deliveries": 49000,                     # those events written to subscribers
               "client_events": 20,                     # client events received from connections
               "client_event_deliveries": 380,          # client events written to the other subscribers
@@ -66,7 +68,9 @@ them).
 ``echo_deliveries`` is 0 on a day without it (older emulators counted the echoes among the deliveries), and not
 measured at all (none billed apart) when no day has it. ``http_publishes`` is the day's ``publishes`` on a day without
 it (older emulators did not tell an Ably realtime publish from an HTTP one): each publish an HTTP API request, the
-upper bound of Ably's request count.
+upper bound of Ably's request count. ``http_publish_requests`` is the day's ``http_publishes`` (or ``publishes``) on a
+day without it (older emulators did not count the requests): each HTTP publish a request of its own, an upper bound
+again.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -129,6 +133,7 @@ class UsageDay:
     payload_bytes: int
     bytes_out: int
     http_publishes: int | None = None
+    http_publish_requests: int | None = None
     ably_api_requests: int | None = None
     ably_token_requests: int | None = None
     peak_publishes_per_second: int | None = None
@@ -166,6 +171,7 @@ class UsageDay:
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _OPTIONAL = (
     "http_publishes",
+    "http_publish_requests",
     "ably_api_requests",
     "ably_token_requests",
     "peak_publishes_per_second",
@@ -566,6 +572,10 @@ def workload_from_usage(
         connections=summed_peak("peak_connections"),
         publishes_per_day=average["publishes"] or 0.0,
         http_publishes_per_day=average["http_publishes"] or 0.0,
+        # None without a day that counted them: one request per HTTP publish, as for a described workload
+        http_publish_requests_per_day=(
+            average["http_publish_requests"] if _recorded(apps, "http_publish_requests") else None
+        ),
         subscribers_per_publish=ratio("deliveries", "publishes"),
         client_events_per_day=average["client_events"] or 0.0,
         client_event_recipients=ratio("client_event_deliveries", "client_events"),
@@ -610,6 +620,7 @@ _SOURCES: Mapping[str, tuple[str, ...]] = {
     "channels": ("peak_channels",),
     "publishes_per_day": ("publishes",),
     "http_publishes_per_day": ("http_publishes",),
+    "http_publish_requests_per_day": ("http_publish_requests",),
     "subscribers_per_publish": ("deliveries", "'publishes'"),
     "client_events_per_day": ("client_events",),
     "client_event_recipients": ("client_event_deliveries", "'client_events'"),
@@ -692,10 +703,14 @@ _AT_THE_RATE_RECORDED = frozenset({"history_messages", "ably_api_requests", "abl
 # newer run shared with an older one, which merging leaves without, loses the newer run's: a lower bound.) None when
 # no app-day has it: the file is an older emulator's, all its echoes among the deliveries.
 _NONE_APART_WHEN_ABSENT = frozenset({"echo_deliveries"})
-# Counts of a part of another count, which an older emulator did not tell apart: an app-day without one (an older
-# emulator's, or a day merged with one of theirs) takes the whole, an upper bound. Every publish of such a day is taken
-# as an HTTP API request, though some may have come over an Ably realtime connection.
-_WHOLE_WHEN_ABSENT: Mapping[str, str] = {"http_publishes": "publishes"}
+# Counts an older emulator did not keep, with the counts that stand for them on an app-day without one (an older
+# emulator's, or a day merged with one of theirs): the first such a day has, each an upper bound. Every publish of
+# such a day is taken as an HTTP API request, though some may have come over an Ably realtime connection, and each
+# HTTP publish as a request of its own, though a trigger to several channels, or a batch, is one.
+_WHOLE_WHEN_ABSENT: Mapping[str, tuple[str, ...]] = {
+    "http_publishes": ("publishes",),
+    "http_publish_requests": ("http_publishes", "publishes"),
+}
 
 
 def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None], bool]:
@@ -724,10 +739,11 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
             values = [getattr(day, name) for day in days]
             if name in _NONE_APART_WHEN_ABSENT:
                 values = [value or 0 for value in values]
-            whole = _WHOLE_WHEN_ABSENT.get(name)
-            if whole is not None:
+            standing_for = _WHOLE_WHEN_ABSENT.get(name)
+            if standing_for is not None:
                 values = [
-                    getattr(day, whole) if value is None else value for value, day in zip(values, days, strict=True)
+                    _first_recorded(day, standing_for) if value is None else value
+                    for value, day in zip(values, days, strict=True)
                 ]
             if any(value is None for value in values):
                 average[name] = None
@@ -740,9 +756,18 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
                 per_day = min(per_day, ceiling)
             average[name] = so_far + per_day
     for name in _NONE_APART_WHEN_ABSENT:
-        if all(getattr(day, name) is None for entry in apps.values() for day in entry.days.values()):
+        if not _recorded(apps, name):
             average[name] = None
     return average, capped
+
+
+def _first_recorded(day: UsageDay, names: Sequence[str]) -> int | None:
+    return next((value for value in (getattr(day, name) for name in names) if value is not None), None)
+
+
+def _recorded(apps: Mapping[str, UsageApp], name: str) -> bool:
+    """Whether any app-day has the count ``name``."""
+    return any(getattr(day, name) is not None for entry in apps.values() for day in entry.days.values())
 
 
 def _rate_recorded(days: Collection[UsageDay], name: str) -> float:
@@ -762,11 +787,10 @@ _UNRECORDED_TEXT: Mapping[str, str] = {
         _NONE_APART_WHEN_ABSENT,
         "(older emulators count the echoes among the deliveries): the others add none apart",
     ),
-    **dict.fromkeys(
-        _WHOLE_WHEN_ABSENT,
-        "(older emulators do not tell an Ably realtime publish from an HTTP one): the others' publishes are all "
-        "taken as HTTP API requests, an upper bound",
-    ),
+    "http_publishes": "(older emulators do not tell an Ably realtime publish from an HTTP one): the others' "
+    "publishes are all taken as HTTP API requests, an upper bound",
+    "http_publish_requests": "(older emulators do not count the requests that published): the others' HTTP "
+    "publishes are each taken as a request of its own, an upper bound",
 }
 
 

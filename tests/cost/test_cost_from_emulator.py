@@ -9,7 +9,7 @@ from pathlib import Path
 import pusher  # type: ignore[import-untyped]
 import pytest
 from ably import AblyRealtime, AblyRest  # type: ignore[import-untyped]
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.cli_support import run_relay
 from tests.conftest import whole_run
@@ -76,6 +76,17 @@ async def _publish_over_ably(port: int, transport: str, count: int) -> None:
         await realtime.close()
 
 
+async def metered_with_a_subscriber(usage: Path, channel: str) -> tuple[EmulatorProcess, ClientConnection]:
+    """An emulator serving --app-id 1 that writes its usage to ``usage``, and a Pusher connection subscribed to
+    ``channel``."""
+    emulator = await EmulatorProcess.start("--app-id", "1", "--usage-file", str(usage))
+    subscriber = await connect(f"ws://127.0.0.1:{emulator.port}/app/app-key?protocol=7")
+    await subscriber.recv()
+    await subscriber.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
+    await subscriber.recv()
+    return emulator, subscriber
+
+
 @pytest.mark.parametrize("transport", ["realtime", "rest"])
 async def test_only_ablys_http_publishes_count_against_its_http_api_request_limits(
     tmp_path: Path, transport: str
@@ -87,11 +98,7 @@ async def test_only_ablys_http_publishes_count_against_its_http_api_request_limi
     no request, the REST run's still break the hourly limit, and both count the same messages per publish, on Ably
     and on Pusher (a publish and its delivery)."""
     usage = tmp_path / "usage.json"
-    emulator = await EmulatorProcess.start("--app-id", "1", "--usage-file", str(usage))
-    subscriber = await connect(f"ws://127.0.0.1:{emulator.port}/app/app-key?protocol=7")
-    await subscriber.recv()
-    await subscriber.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "orders"}}))
-    await subscriber.recv()
+    emulator, subscriber = await metered_with_a_subscriber(usage, "orders")
     await _publish_over_ably(emulator.port, transport, 30)
     for _ in range(30):
         assert json.loads(await subscriber.recv())["event"] == "order-ready"
