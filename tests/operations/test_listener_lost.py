@@ -4,12 +4,16 @@ The node notices within a second or two: it logs an error, /ready answers 503, a
 gracefully (without waiting ``shutdown_delay``, which keeps a listener open for health checks) and exits with status 1,
 for its supervisor to restart it.
 
-The listener is stopped as the kernel stops it on ``shutdown(SHUT_RD)``: every ``accept`` then fails with EINVAL."""
+The listener is stopped as the kernel stops it on ``shutdown(SHUT_RD)``: every ``accept`` then fails with EINVAL. In a
+``relay emulator`` process, from outside it, through a copy of its descriptor (``pidfd_getfd``)."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import logging
+import os
 import socket
 from dataclasses import replace
 
@@ -21,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
 from relay.emulator.shutdown import serve_until_signalled
+from tests.emulator_process import EmulatorProcess
 from tests.operations.support import APP, eventually, ws_client
 
 LOST = "stopped listening"
@@ -101,3 +106,57 @@ def test_the_emulator_stops_with_exit_status_1_once_its_listener_is_lost(caplog:
     )
     assert "shutdown: draining; /ready answers 503" not in messages  # the delay was skipped
     assert any(message.startswith("shutdown: done") for message in messages)
+
+
+_PIDFD_GETFD = 438  # the system call's number on every Linux architecture (5.6 and later)
+
+
+def _listener_inode(pid: int, port: int) -> str:
+    """The inode of the socket process ``pid`` listens on at ``port`` (IPv4 or IPv6), as /proc/PID/net lists it."""
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as listed:
+            for line in listed.readlines()[1:]:
+                columns = line.split()
+                if int(columns[1].rsplit(":", 1)[1], 16) == port and columns[3] == "0A":  # 0A: LISTEN
+                    return columns[9]
+    raise AssertionError(f"process {pid} does not listen on port {port}")
+
+
+def stop_listening_in(pid: int, port: int) -> None:
+    """``shutdown(SHUT_RD)`` on the socket process ``pid`` listens on at ``port``, through a copy of its descriptor."""
+    inode = _listener_inode(pid, port)
+    fds = [fd for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"]
+    assert fds, f"no descriptor of process {pid} is socket:[{inode}]"
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = libc.syscall(_PIDFD_GETFD, pidfd, int(fds[0]), 0)
+        if copy < 0:
+            code = ctypes.get_errno()
+            if code in (errno.ENOSYS, errno.EPERM):  # a kernel before 5.6, or one that forbids reaching into a child
+                pytest.skip(f"pidfd_getfd is not allowed here: {os.strerror(code)}")
+            raise OSError(code, os.strerror(code))
+    finally:
+        os.close(pidfd)
+    with socket.socket(fileno=copy) as listener:
+        listener.shutdown(socket.SHUT_RD)
+
+
+async def test_relay_emulator_exits_with_status_1_once_its_listener_is_lost() -> None:
+    """The process a supervisor runs: its listener stopped from outside, it logs why, tells its clients to reconnect
+    (4200) and exits with status 1 by itself, which a supervisor restarts (``Restart=on-failure``)."""
+    emulator = await EmulatorProcess.start("--app-id", "1")
+    try:
+        client = await ws_client(f"ws://127.0.0.1:{emulator.port}/app/app-key?protocol=7")
+        stop_listening_in(emulator.process.pid, emulator.port)
+        assert await refused(emulator.port)
+        error = await client.expect("pusher:error", within=10.0)
+        assert error["data"]["code"] == 4200
+        async with asyncio.timeout(15.0):
+            assert await emulator.process.wait() == 1
+    finally:
+        code = await emulator.stop(grace=5.0)
+    assert code == 1
+    logs = "\n".join(emulator.stderr)
+    assert LOST in logs
+    assert "shutdown: no longer listening; stopping with exit status 1 for a supervisor to restart the emulator" in logs
