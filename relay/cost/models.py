@@ -390,7 +390,7 @@ def _reachable(connections: int, excluded: int) -> int:
     return max(connections - excluded, 0)
 
 
-def _beyond(fan_out: float, most: int) -> bool:
+def _beyond(fan_out: float, most: float) -> bool:
     """Whether ``fan_out`` is more than ``most``: by more than a rounding error, since a measured fan-out is the ratio
     of two averages, each rounded."""
     return fan_out > most * (1 + 1e-9)
@@ -602,7 +602,10 @@ class LimitCheck:
 
     @property
     def ok(self) -> bool:
-        return self.limit is not None and self.used <= self.limit
+        # Within a rounding error, as a fan-out is (`_beyond`): a measured count is a count times a ratio of averages
+        # (deliveries ÷ publishes, the busiest day ÷ the average day), so a day measured at exactly a cap (Pusher
+        # Startup's 1,000,000 messages) may come back a float's last digit above it (1,000,000.0000000001).
+        return self.limit is not None and not _beyond(self.used, self.limit)
 
     @property
     def ratio(self) -> float | None:
@@ -629,8 +632,8 @@ def _num(value: float) -> str:
         return "unlimited"
     if abs(value) >= LARGEST_SHOWN_IN_FULL:
         return f"{value:.2e}"
-    if value == int(value):
-        return f"{int(value):,}"
+    if abs(value - round(value)) <= abs(value) * 1e-9:  # whole within the rounding error `LimitCheck.ok` allows
+        return f"{round(value):,}"
     return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
 
 
@@ -669,7 +672,8 @@ class PlanFit:
         tightest = self.tightest
         if tightest is None or tightest.ratio is None:
             return None
-        return 1.0 - tightest.ratio
+        # A limit met within a rounding error (`LimitCheck.ok`) leaves none, not a sliver less than none.
+        return max(0.0, 1.0 - tightest.ratio) if tightest.ok else 1.0 - tightest.ratio
 
 
 @dataclass(frozen=True)
