@@ -210,6 +210,16 @@ class Workload:
         """Why a fan-out is more than the connections allow (a publish reaches at most every connection), naming the
         flags; None when none is. `relay cost` refuses such a described workload. A measured one is taken as the
         meter counted it, and `scaled` caps what scaling down makes impossible."""
+        if self.connections == 0:
+            # Server publishes need no connection; a client event or a presence change is a connection's (and Ably would
+            # bill the client event's echo to it).
+            for name, why in (
+                ("client_events_per_day", "a client event is sent by a connection"),
+                ("presence_events_per_day", "a presence join or leave is a connection's"),
+            ):
+                value = getattr(self, name)
+                if value:
+                    return f"{_FIELD_FLAGS[name]} {value:g} with --connections 0: {why}"
         for name, excluded, reason in _FAN_OUTS:
             value = getattr(self, name)
             most = _reachable(self.connections, excluded)

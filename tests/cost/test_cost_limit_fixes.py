@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cost_helpers import provider, run_cost, run_cost_json, usage_day
+from cost_helpers import provider, refused, run_cost, run_cost_json, usage_day
 
 
 def _whole_day(publishes: int, deliveries: int) -> dict[str, object]:
@@ -56,3 +56,20 @@ def test_a_day_measured_exactly_at_pushers_cap_fits_that_plan(tmp_path: Path, da
     assert pusher["limit"] == "messages/day (busiest UTC day) 1,000,000 ≤ 1,000,000"
     assert pusher["headroom"] == 0.0
     assert "(0% headroom)" in run_cost(["--usage", str(path), "--provider", "pusher"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "why"),
+    [
+        ("--client-events-per-day", "a client event is sent by a connection"),
+        ("--presence-events-per-day", "a presence join or leave is a connection's"),
+    ],
+)
+def test_client_and_presence_events_without_connections_are_refused(
+    flag: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """500 client events a day with --connections 0 were priced: on Ably (resource-based) 1,000 messages a day, each
+    client event's echo billed to a sender that is no connection. Server publishes need no connection."""
+    assert refused(["cost", "--connections", "0", flag, "500"], capsys) == f"{flag} 500 with --connections 0: {why}"
+    pusher = provider(run_cost_json(["--connections", "0", "--publishes-per-day", "500"]), "pusher")
+    assert pusher["units"]["messages_per_day"] == 500
