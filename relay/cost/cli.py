@@ -52,6 +52,7 @@ _DESCRIBING = (
     "client_event_recipients",
     "presence_events_per_day",
     "presence_subscribers",
+    "presence_members",
     "webhooks_per_day",
     "history_messages_per_day",
     "api_requests_per_day",
@@ -159,6 +160,13 @@ def add_cost_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--presence-subscribers",
         metavar="N",
         help="average members told of each join or leave (default: --subscribers-per-publish)",
+        **num,
+    )
+    work.add_argument(
+        "--presence-members",
+        metavar="N",
+        help="most members one presence channel holds at once, which providers limit (default: "
+        "--presence-subscribers + 1)",
         **num,
     )
     work.add_argument("--webhooks-per-day", metavar="N", help="webhook requests per day (default 0)", **num)
@@ -311,6 +319,7 @@ def _described(args: argparse.Namespace) -> dict[str, Any]:
         "client_event_recipients",
         "presence_events_per_day",
         "presence_subscribers",
+        "presence_members",
         "webhooks_per_day",
         "history_messages_per_day",
         "api_requests_per_day",

@@ -166,6 +166,11 @@ def _workload_assumptions(w: Workload, prices: Prices, results: Sequence[Provide
         lines.append("client events reach as many subscribers as publishes (pass --client-event-recipients)")
     if w.presence_events_per_day and w.presence_subscribers is None:
         lines.append("each presence join or leave is told to as many members as publishes reach")
+    if w.presence_events_per_day and w.presence_members is None:
+        lines.append(
+            "a presence channel holds at most one more member than a join is told to; a room that fills from empty "
+            "holds more at its fullest (pass --presence-members)"
+        )
     if any(result.kind == "selfhosted" for result in results):
         cap = prices.capacity
         lines.append(_selfhosted_caveat(w))

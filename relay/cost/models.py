@@ -112,6 +112,9 @@ class Workload:
     presence_subscribers: float | None = field(
         default=None, metadata=_flag("--presence-subscribers", "average members told of each join or leave")
     )
+    presence_members: float | None = field(
+        default=None, metadata=_flag("--presence-members", "most members one presence channel holds at once")
+    )
     webhooks_per_day: float = field(default=0.0, metadata=_flag("--webhooks-per-day", "webhook requests per day"))
     history_messages_per_day: float = field(
         default=0.0,
@@ -245,6 +248,15 @@ class Workload:
         if self.presence_subscribers is None:
             return min(self.subscribers_per_publish, _reachable(self.connections, 1))
         return self.presence_subscribers
+
+    @property
+    def presence_room(self) -> float:
+        """The most members one presence channel holds at once, which providers limit: as given, else one more than
+        a join is told to (a room that fills from empty holds more at its fullest than its members' average), and 0
+        without presence."""
+        if self.presence_members is not None:
+            return self.presence_members
+        return self.presence_audience + 1 if self.presence_events_per_day > 0 else 0.0
 
     @property
     def peak_channels(self) -> int:
@@ -411,6 +423,7 @@ _FAN_OUTS = (
     ("subscribers_per_publish", 0, "a publish reaches at most every connection"),
     ("client_event_recipients", 1, "a client event reaches at most every connection but the sender's"),
     ("presence_subscribers", 1, "a join or leave is told at most to every connection but the member's"),
+    ("presence_members", 0, "each member holds a connection"),
 )
 _FIELD_FLAGS = {f.name: f.metadata["flag"] for f in fields(Workload)}
 # The fields `Workload.scaled` multiplies (fan-out, sizes, peaks and days are kept); the whole ones round up.

@@ -51,8 +51,8 @@ def _message_checks(w: Workload, plan: Plan) -> list[LimitCheck]:
     checks: list[LimitCheck] = []
     if w.messages_sent > 0:
         checks += _limit(plan, "max_message_bytes", "message size (bytes)", w.message_bytes)
-    if w.presence_events_per_day > 0:
-        checks += _limit(plan, "presence_members", "presence members per channel", w.presence_audience + 1)
+    if w.presence_room > 0:
+        checks += _limit(plan, "presence_members", "presence members per channel", w.presence_room)
     return checks
 
 
