@@ -982,6 +982,8 @@ class AblyApp:
         channel = self.state.channels.get(name)
         if channel is not None and channel.kind is ChannelKind.PRESENCE and not known:
             self.state.join_member(channel, socket_id, Member(client_id, record.user_info_json()))
+        elif not known:  # an Ably channel's members are its connections' client ids (a presence- one's, its users)
+            self.state.meter.presence_held(len(members) + len(self.remote_members.get(name, {})))
         return record, (UPDATE if known else ENTER)
 
     def leave(self, name: str, socket_id: str, client_id: str, message_id: str | None = None) -> PresenceRecord | None:

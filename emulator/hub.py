@@ -474,6 +474,9 @@ class AppState:
             added = encode_text(frames.member_added(name, member.user_id, user_info_json))
             self.deliver(channel, added, exclude=socket_id)
             self.meter.member_event(name, member.user_id, added=True, reached=len(channel.subscribers) - 1)
+            remote = self.remote.members.get(name, {})
+            held = sum(1 for user_id, nodes in remote.items() if nodes and user_id not in channel.members)
+            self.meter.presence_held(len(channel.members) + held)
         if self.cluster is not None:
             self.cluster.member_joined(self.app.app_id, name, member.user_id, user_info_json)
         elif not self.webhooks.cancel_delayed(("member_removed", name, member.user_id)):

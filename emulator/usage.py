@@ -36,6 +36,8 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   its answer: with the key (Basic auth), or as a signed TokenRequest whose token was issued (one refused is not told
   apart from a forged one). Each Ably client that authenticates with ``authUrl`` or ``authCallback`` makes one when it
   connects and one each time its token expires; Ably limits them an hour and a second, apart from its API requests.
+- Presence: the most members one presence channel held at once (``peak_presence_members``: a ``presence-`` channel's
+  users, another channel's Ably members), on every node of a cluster, as Pusher (100) and Ably (200) limit them.
 - Connection and channel minutes are rounded up per connection (or channel) and per UTC day. A channel is active as
   Ably counts one: from its first subscriber or publish until it has no subscriber and CHANNEL_LINGER_SECONDS have
   passed since its last subscriber left and since its last publish. Peak channels count the active ones. Events sent
@@ -135,6 +137,7 @@ class DayUsage:
     payload_bytes: int = 0
     bytes_out: int = 0
     peak_publishes_per_second: int = 0
+    peak_presence_members: int = 0
     units_5kib: int = 0
     units_2kib: int = 0
     delivered_units_5kib: int = 0
@@ -452,6 +455,12 @@ class AppMeter:
             kind = "member_added" if added else "member_removed"
             self.observer({"type": kind, "channel": channel, "user_id": user_id, "recipients": reached})
 
+    def presence_held(self, members: int) -> None:
+        """A presence channel holds ``members`` members now, on every node (a Pusher channel's users, an Ably channel's
+        members), the most of which providers limit."""
+        day = self._day(self._clock())
+        day.peak_presence_members = max(day.peak_presence_members, members)
+
     def presence_changed(self, changes: int, reached: int) -> None:
         """``changes`` presence events (an enter, update or leave each) that reached ``reached`` connections here each:
         1 and 1 per connection reached, as Ably bills a presence message."""
@@ -622,10 +631,14 @@ def usage_summary(meters: Iterable[AppMeter]) -> dict[str, Any]:
 
 
 _PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
+# Peaks every run sees whole (a presence channel's members on every node of a cluster): runs serving together saw
+# the same members, so the larger counts, not their sum.
+_LARGEST = frozenset({"peak_presence_members"})
 # Fields a day may lack: counts an earlier version did not keep, and the time measured, which version 1 did not.
 _OPTIONAL = frozenset(
     {
         "peak_publishes_per_second",
+        "peak_presence_members",
         "units_5kib",
         "units_2kib",
         "delivered_units_5kib",
@@ -773,6 +786,8 @@ def merge_documents(old: Mapping[str, Any], new: Mapping[str, Any], concurrent: 
                     day[key] = _union(day.get(key, []), value)
                 elif key in _PEAKS:
                     day[key] = max(day.get(key, 0), value + together.get(key, 0))
+                elif key in _LARGEST:
+                    day[key] = max(day.get(key, 0), value)
                 else:
                     day[key] = day.get(key, 0) + value
             for key in lacking:  # one of the runs did not measure it: a sum would be wrong

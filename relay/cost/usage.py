@@ -34,6 +34,7 @@ Format (JSON, version 2)::
                                                        # client id, extras: as Ably sizes a message)
               "bytes_out": 9800000,                    # Σ bytes written to WebSocket connections (frames included)
               "peak_publishes_per_second": 40,         # optional: most publishes + client events in one second
+              "peak_presence_members": 25,             # optional: most members one presence channel held at once
               "units_5kib": 1020,                      # optional: Σ ceil(message bytes / 5 KiB) over those messages
               "units_2kib": 1020,                      # optional: Σ ceil(message bytes / 2 KiB)
               "delivered_units_5kib": 50000,           # optional: Σ ceil(message bytes / 5 KiB) × recipients
@@ -137,6 +138,7 @@ class UsageDay:
     ably_api_requests: int | None = None
     ably_token_requests: int | None = None
     peak_publishes_per_second: int | None = None
+    peak_presence_members: int | None = None
     units_5kib: int | None = None
     units_2kib: int | None = None
     delivered_units_5kib: int | None = None
@@ -175,6 +177,7 @@ _OPTIONAL = (
     "ably_api_requests",
     "ably_token_requests",
     "peak_publishes_per_second",
+    "peak_presence_members",
     "units_5kib",
     "units_2kib",
     "delivered_units_5kib",
@@ -186,7 +189,8 @@ _REQUIRED = tuple(f.name for f in fields(UsageDay) if f.name not in (*_OPTIONAL,
 _COUNTED = tuple(
     f.name
     for f in fields(UsageDay)
-    if f.name not in ("peak_connections", "peak_channels", "peak_publishes_per_second", "measured")
+    if f.name
+    not in ("peak_connections", "peak_channels", "peak_publishes_per_second", "peak_presence_members", "measured")
 )
 # What Pusher counts (`UsageDay.pusher_messages`): every API call and every delivery.
 _PUSHER_COUNTS = (
@@ -581,6 +585,7 @@ def workload_from_usage(
         client_event_recipients=ratio("client_event_deliveries", "client_events"),
         presence_events_per_day=average["presence_events"] or 0.0,
         presence_subscribers=ratio("presence_deliveries", "presence_events"),
+        presence_members=_largest(apps, "peak_presence_members"),
         webhooks_per_day=average["webhooks"] or 0.0,
         history_messages_per_day=average["history_messages"] or 0.0,
         echo_deliveries_per_day=average["echo_deliveries"],
@@ -626,6 +631,7 @@ _SOURCES: Mapping[str, tuple[str, ...]] = {
     "client_event_recipients": ("client_event_deliveries", "'client_events'"),
     "presence_events_per_day": ("presence_events",),
     "presence_subscribers": ("presence_deliveries", "'presence_events'"),
+    "presence_members": ("peak_presence_members",),
     "webhooks_per_day": ("webhooks",),
     "history_messages_per_day": ("history_messages",),
     "echo_deliveries_per_day": ("echo_deliveries",),
@@ -763,6 +769,12 @@ def _average_day(apps: Mapping[str, UsageApp]) -> tuple[dict[str, float | None],
 
 def _first_recorded(day: UsageDay, names: Sequence[str]) -> int | None:
     return next((value for value in (getattr(day, name) for name in names) if value is not None), None)
+
+
+def _largest(apps: Mapping[str, UsageApp], name: str) -> int | None:
+    """The largest ``name`` of any app-day (a limit per channel: apps are not summed), None where none has it."""
+    values = (getattr(day, name) for entry in apps.values() for day in entry.days.values())
+    return max((value for value in values if value is not None), default=None)
 
 
 def _recorded(apps: Mapping[str, UsageApp], name: str) -> bool:

@@ -5,9 +5,24 @@ Pusher plan that refuses its 101st member."""
 
 from __future__ import annotations
 
-import pytest
-from cost_helpers import provider, refused, run_cost_json
+import json
+from pathlib import Path
 
+import pytest
+from ably import AblyRealtime  # type: ignore[import-untyped]
+from cost_helpers import provider, refused, run_cost_json, usage_day
+from test_cost_from_emulator import ABLY_KEY
+from test_cost_usage_audit_fixes import WHOLE_DAY, measured, usage_file
+
+from relay.cost.usage import load_usage, workload_from_usage
+from relay.emulator.config import App
+from relay.emulator.usage import add_peaks, check_usage_document, merge_documents
+from tests.cli_support import run_relay
+from tests.conftest import whole_run
+from tests.emulator_process import EmulatorProcess
+from tests.operations.support import ws_client
+
+APP_1 = App(app_id="1", key="app-key", secret="app-secret")  # what `relay emulator --app-id 1` serves
 ROOMS = ["--connections", "1000", "--publishes-per-day", "10000", "--subscribers-per-publish", "50"]
 ROOMS += ["--presence-events-per-day", "2000", "--presence-subscribers", "75"]
 
@@ -50,3 +65,67 @@ def test_a_room_larger_than_the_connections_is_refused(
     value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert message in refused(["cost", *ROOMS, "--presence-members", value], capsys)
+
+
+async def test_the_emulator_measures_the_fullest_presence_channel(tmp_path: Path) -> None:
+    """Two Pusher users in presence-room (a third connection of one of them adds no member) and three ably-python
+    members in the Ably channel lobby: the day's ``peak_presence_members`` is 3, the fullest channel, and relay cost
+    checks the limits with it."""
+    usage = tmp_path / "usage.json"
+    emulator = await EmulatorProcess.start("--app-id", "1", "--usage-file", str(usage))
+    url = f"ws://127.0.0.1:{emulator.port}/app/app-key?protocol=7"
+    pusher_clients = [await ws_client(url) for _ in range(3)]
+    ably_clients = [
+        AblyRealtime(key=ABLY_KEY, endpoint=f"127.0.0.1:{emulator.port}", tls=False, client_id=name)
+        for name in ("ann", "bob", "cy")
+    ]
+    try:
+        for client, user in zip(pusher_clients, ("ann", "bob", "ann"), strict=True):
+            await client.subscribe("presence-room", APP_1, user_id=user)
+        for member in ably_clients:
+            lobby = member.channels.get("lobby")
+            await lobby.attach()
+            await lobby.presence.enter("here")
+        assert len(await ably_clients[0].channels.get("lobby").presence.get()) == 3
+    finally:
+        for member in ably_clients:
+            await member.close()
+        for client in pusher_clients:
+            await client.close()
+    assert await emulator.stop(grace=30) == 0
+    run = whole_run(json.loads(usage.read_text())["apps"]["1"]["days"])
+    assert run["peak_presence_members"] == 3
+
+    priced = await run_relay("cost", "--usage", str(usage), "--format", "json", "--provider", "pusher", within=60)
+    assert priced.returncode == 0, priced.stderr
+    estimate = json.loads(priced.stdout)
+    assert estimate["workload"]["presence_members"] == 3
+    assert presence_check(estimate, "pusher") == {**presence_check(estimate, "pusher"), "used": 3, "max": 100}
+
+
+def test_a_measured_room_beyond_pushers_limit_does_not_fit(tmp_path: Path) -> None:
+    """A usage file whose fullest presence channel held 150 members on one day (and 40 on another, of another app):
+    the largest, not a sum, is checked; a file without the field (an older emulator's) takes the average's guess."""
+    days = {"2026-11-29": measured(usage_day(peak_presence_members=150), WHOLE_DAY)}
+    path = tmp_path / "usage.json"
+    other = {"days": {"2026-11-29": measured(usage_day(peak_presence_members=40), WHOLE_DAY)}}
+    path.write_text(json.dumps({"version": 2, "apps": {"chat": {"days": days}, "other": other}}))
+    workload = workload_from_usage(load_usage(path))
+    assert workload.presence_members == 150
+    pusher = provider(run_cost_json(["--usage", str(path), "--provider", "pusher"]), "pusher")
+    assert pusher["status"] == "does_not_fit"
+    assert pusher["limit"].startswith("presence members per channel 150 > 100")
+
+    (tmp_path / "older").mkdir()
+    older = usage_file(tmp_path / "older", {"2026-11-29": measured(usage_day(), WHOLE_DAY)})
+    assert workload_from_usage(load_usage(older)).presence_members is None
+
+
+def test_merged_runs_keep_the_larger_not_the_sum() -> None:
+    """Two nodes of a cluster saw the same channel's members (each node counts every node's): their runs, added to
+    one file while serving together, keep the larger count, where connections add up."""
+    first = {"version": 2, "apps": {"1": {"days": {"2026-11-29": usage_day(peak_presence_members=30)}}}}
+    second = {"version": 2, "apps": {"1": {"days": {"2026-11-29": usage_day(peak_presence_members=25)}}}}
+    concurrent = add_peaks({}, first)
+    merged = check_usage_document(merge_documents(first, second, concurrent))["apps"]["1"]["days"]["2026-11-29"]
+    assert (merged["peak_presence_members"], merged["peak_connections"]) == (30, 12)
