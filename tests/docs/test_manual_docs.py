@@ -8,6 +8,7 @@ import ast
 import json
 import re
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from relay.emulator.config import App, EmulatorConfig, load_config
 from relay.emulator.user_sketch import UserSketch
 from tests.conftest import StartEmulator
 from tests.emulator_process import EmulatorProcess
+from tests.gateway.conftest import serve_asgi_in_thread
+from tests.library.libsupport import SilentServer
 from tests.operations.support import ws_client
 
 ROOT = Path(__file__).parents[2]
@@ -113,6 +116,36 @@ def test_the_gateway_embedding_example_runs(monkeypatch: pytest.MonkeyPatch) -> 
     paths = set(namespace["app"].openapi()["paths"])  # type: ignore[attr-defined]
     assert {"/v1/publish", "/v1/auth/channel", "/v1/webhooks"} <= paths
     assert set(namespace["whole"].openapi()["paths"]) >= paths  # type: ignore[attr-defined]
+
+
+def test_the_gateway_embedding_example_waits_for_its_provider_as_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/gateway.md's embedded router reads GatewaySettings.from_env(): RELAY_PROVIDER_DEADLINE=1 ends a publish to
+    a provider that never answers within about a second. Its AsyncRelay was made without the settings' retry, so the
+    router waited the library's 10 s timeout instead."""
+    provider = SilentServer()
+    try:
+        monkeypatch.setenv("RELAY_URL", f"emulator://key:secret@127.0.0.1:{provider.port}/apps/1")
+        monkeypatch.setenv("RELAY_API_TOKEN", "token")
+        monkeypatch.setenv("RELAY_PROVIDER_DEADLINE", "1")
+        (body,) = [body for lang, body in blocks(DOCS / "gateway.md") if lang == "python"]
+        namespace: dict[str, object] = {"__name__": "docs"}
+        exec(compile(body, str(DOCS / "gateway.md"), "exec"), namespace)
+        with serve_asgi_in_thread(namespace["app"]) as url:  # type: ignore[arg-type]
+            started = time.monotonic()
+            answer = httpx.post(
+                f"{url}/v1/publish",
+                json={"channel": "orders", "event": "ready", "data": {}},
+                headers={"Authorization": "Bearer token"},
+                timeout=20,
+            )
+            waited = time.monotonic() - started
+        assert answer.status_code == 502, answer.text
+        assert "deadline of 1s reached" in answer.text
+        assert waited < 3, waited
+    finally:
+        provider.close()
 
 
 def test_the_emulator_page_s_config_files_load(tmp_path: Path) -> None:
