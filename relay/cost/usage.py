@@ -293,6 +293,8 @@ def parse_usage(data: object, *, origin: str = "usage file") -> Usage:
             "this is the summary GET /usage?summary=1 returns, not a usage file: use GET /usage (without summary=1) "
             "or the file relay emulator --usage-file writes",
         )
+    if set(data) == {"error"} and isinstance(data["error"], str):  # GET /usage refused (no console token), saved
+        raise fail("", f"this is an error answer, not a usage file: {data['error']!r}")
     _no_unknown(data, {"version", "generated_by", "apps"}, "", fail)
     version = data.get("version")
     if type(version) is not int or version not in _READABLE_VERSIONS:  # not true, nor 2.0

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pusher  # type: ignore[import-untyped]
 import pytest
 from ably import AblyRealtime, AblyRest  # type: ignore[import-untyped]
@@ -171,3 +172,24 @@ async def test_ablys_other_rest_requests_count_against_its_http_api_request_limi
     hourly = next(check for check in free["checks"] if check["limit"] == "HTTP API requests/hour at peak")
     busiest_hour = workload["peak_day_factor"] * min(workload["peak_factor"], 24) / 24
     assert hourly["used"] == pytest.approx(31 * publishes * busiest_hour)
+
+
+async def test_an_error_answer_saved_from_get_usage_is_named_as_such(tmp_path: Path) -> None:
+    """docs/deploy.md's checklist saves GET /usage with curl -s: without the console token (it lives in the unit's
+    environment file, not the admin's shell) the emulator's 401 body was saved and relay cost said "unknown field
+    'error' (allowed: apps, generated_by, version)"; it now says the file is an error answer and what it says."""
+    emulator = await EmulatorProcess.start("--app-id", "1", "--console-token", "console-secret")
+    try:
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(f"http://127.0.0.1:{emulator.port}/usage")
+    finally:
+        await emulator.stop()
+    assert answer.status_code == 401
+    saved = tmp_path / "usage-now.json"
+    saved.write_bytes(answer.content)
+    priced = await run_relay("cost", "--usage", str(saved), within=60)
+    assert priced.returncode == 2
+    assert priced.stderr.strip() == (
+        f"relay: configuration error: usage file {saved}: this is an error answer, not a usage file: "
+        f"{answer.json()['error']!r}"
+    )
