@@ -395,7 +395,8 @@ def _tls_hint(scheme: str, provider: str, exc: httpx.HTTPError, *, answered: boo
         to_plain = (
             "add ?tls=false to the ably:// URL (it is HTTPS unless ?tls=false)"
             if provider == "ably"
-            else "set PUSHER_SCHEME=http or ?tls=false (emulator:// URLs are plain HTTP unless ?tls=true)"
+            else "set PUSHER_SCHEME=http, an http:// PUSHER_URL or ?tls=false "
+            "(emulator:// URLs are plain HTTP unless ?tls=true)"
         )
         failed = tls_error.reason or tls_error
         return f"the TLS handshake failed ({failed}): if the server speaks plain HTTP, {to_plain}"
@@ -408,7 +409,7 @@ def _tls_hint(scheme: str, provider: str, exc: httpx.HTTPError, *, answered: boo
         to_tls = (
             "remove ?tls=false from the ably:// URL"
             if provider == "ably"
-            else "set PUSHER_SCHEME=https or add ?tls=true to the URL"
+            else "set PUSHER_SCHEME=https, an https:// PUSHER_URL or ?tls=true on the URL"
         )
         return f"the server closed the connection without an HTTP answer: if it serves HTTPS, {to_tls}"
     return None

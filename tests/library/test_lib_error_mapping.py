@@ -252,7 +252,8 @@ def test_a_memory_client_is_closed_after_its_with_block() -> None:
 
 HTTPS_TO_PLAIN = (
     r"could not reach 127\.0\.0\.1:{port}: ConnectError; the TLS handshake failed \([A-Z_ ]+\): if the server speaks "
-    r"plain HTTP, set PUSHER_SCHEME=http or \?tls=false \(emulator:// URLs are plain HTTP unless \?tls=true\)$"
+    r"plain HTTP, set PUSHER_SCHEME=http, an http:// PUSHER_URL or \?tls=false \(emulator:// URLs are plain HTTP "
+    r"unless \?tls=true\)$"
 )
 
 
@@ -277,6 +278,17 @@ async def test_https_to_a_plain_http_emulator_says_to_use_http(
     assert (await sub.expect("e", "orders"))["data"] == "over http"
 
 
+async def test_an_https_pusher_url_at_a_plain_http_emulator_says_to_give_it_http(emulator: Emulator) -> None:
+    """PUSHER_URL wins over PUSHER_SCHEME and takes no ?tls= option: the hint named only those two, neither of which
+    the user could apply; it names PUSHER_URL's own scheme too."""
+    env = {"PUSHER_URL": f"https://{KEY}:{SECRET}@127.0.0.1:{emulator.port}/apps/1"}
+    with Relay.from_env(env, retry=FAST_RETRY) as client, pytest.raises(TransportError) as raised:
+        await asyncio.to_thread(client.publish, "orders", "e", "x")
+    assert "an http:// PUSHER_URL" in str(raised.value)
+    with Relay.from_env({"PUSHER_URL": env["PUSHER_URL"].replace("https://", "http://")}) as fixed:
+        assert await asyncio.to_thread(fixed.publish, "orders", "e", "x") == PublishResult(("orders",))
+
+
 async def test_http_to_a_tls_emulator_says_to_use_https(
     tmp_path: Path, start_emulator: StartEmulator, make_relay: MakeRelay
 ) -> None:
@@ -290,8 +302,8 @@ async def test_http_to_a_tls_emulator_says_to_use_https(
     assert str(raised.value) in {
         f"the connection to 127.0.0.1:{emulator.port} failed during the request: {name}; the request was sent and "
         "may have been processed: a publish may have been delivered, check before sending it again; the server "
-        "closed the connection without an HTTP answer: if it serves HTTPS, set PUSHER_SCHEME=https or add ?tls=true "
-        "to the URL"
+        "closed the connection without an HTTP answer: if it serves HTTPS, set PUSHER_SCHEME=https, an https:// "
+        "PUSHER_URL or ?tls=true on the URL"
         for name in ("RemoteProtocolError", "ReadError")
     }
     # With TLS, a certificate nobody trusts is that, not a scheme to change
