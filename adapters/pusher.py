@@ -40,6 +40,7 @@ from relay.errors import (
     LimitExceeded,
     ProtocolError,
     RelayError,
+    UnknownKey,
 )
 from relay.http_errors import error_for_status, parse_retry_after
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent, integer_id_as_digits
@@ -462,6 +463,11 @@ class PusherAdapter:
     def verify_webhook(self, headers: Mapping[str, str], body: bytes | str) -> list[WebhookEvent]:
         body = webhook_bytes(body)
         lowered = {name.lower(): value for name, value in headers.items()}
+        if "x-pusher-key" not in lowered and "x-ably-signature" in lowered:  # an emulator's format = "ably" hook
+            raise UnknownKey(
+                "webhook X-Pusher-Key is missing: this is an Ably webhook (X-Ably-Signature), which an ably:// URL "
+                "verifies; send this provider Pusher's format (the emulator's default, format = \"pusher\")"
+            )
         verify_webhook_signature(
             self._config.key,
             self._config.secret,

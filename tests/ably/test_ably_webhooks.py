@@ -24,7 +24,7 @@ from ablysupport import APP, ably_wire, pusher_wire
 from relay import Relay
 from relay.emulator.config import ABLY_WEBHOOK_EVENT_TYPES, WEBHOOK_EVENT_TYPES, EmulatorConfig, Webhook, load_config
 from relay.emulator.webhooks import ably_items
-from relay.errors import ConfigError
+from relay.errors import ConfigError, UnknownKey
 from relay.protocol.signing import channel_auth
 from tests.cli_support import assert_refused, run_relay
 from tests.conftest import StartEmulator
@@ -295,6 +295,25 @@ async def test_custom_headers_cannot_replace_the_signed_ones(
     assert delivery.header_values("x-ably-version") == ["1.2"]
     assert delivery.header_values("x-ably-key") == [APP.ably_api_key.split(":")[0]]
     assert delivery.header_values("x-source") == ["relay"]
+
+
+async def test_an_ably_webhook_verified_by_a_pusher_protocol_client_says_which_format_it_is(
+    receiver: Receiver, start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """An emulator sending ``format = "ably"`` webhooks to a receiver configured with its ``emulator://`` URL (a
+    gateway's RELAY_URL) was refused with "webhook X-Pusher-Key is missing or not this application's key", which the
+    request never had: the refusal says the webhook is in Ably's format and what verifies it."""
+    hook = Webhook(url=receiver.url, format="ably")
+    running = await start_emulator(app=replace(APP, webhooks=(hook,)))
+    wires.append(await pusher_wire(running))
+    await wires[0].send("pusher:subscribe", {"channel": "orders"})
+    [delivery] = await receiver.wait_for(1, within=5)
+    pusher_side = Relay.from_url(f"emulator://{APP.key}:{APP.secret}@127.0.0.1:{running.port}/apps/{APP.app_id}")
+    with pytest.raises(UnknownKey) as refused:
+        pusher_side.verify_webhook(delivery.headers, delivery.body)
+    assert "an Ably webhook (X-Ably-Signature)" in str(refused.value)
+    ably_side = Relay.from_url(f"ably://{APP.ably_api_key}@127.0.0.1:{running.port}?tls=false")
+    assert [event.kind for event in ably_side.verify_webhook(delivery.headers, delivery.body)] == ["channel_occupied"]
 
 
 async def test_relay_serve_forwards_the_emulators_ably_webhooks(
