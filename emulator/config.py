@@ -457,6 +457,14 @@ class EmulatorConfig:
             )
         # "/ws/" means "/ws" (and "/" no prefix): kept without its trailing "/", which every route begins with.
         object.__setattr__(self, "path_prefix", self.path_prefix.rstrip("/"))
+        if any(segment in ("", ".", "..") for segment in self.path_prefix.split("/")[1:]):
+            # A proxy merges "//" and resolves "." and "..", and a provider URL reads the prefix so too: the banner's
+            # RELAY_URL for "//x" was sent to /x/apps/… (404), and the library refused one with "." or ".."
+            raise InvalidSetting(
+                "path_prefix",
+                f"has an empty, '.' or '..' segment, which proxies and provider URLs read as another path: "
+                f"{self.path_prefix!r} (write it as /a/b)",
+            )
         for name in ("max_request_bytes", "max_frame_bytes", "max_send_buffer"):
             _whole(name, getattr(self, name), 1)
         if self.max_frame_bytes > MAX_FRAME_BYTES:

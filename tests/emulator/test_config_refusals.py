@@ -104,6 +104,11 @@ DEFAULTS = EmulatorConfig(apps=())
         (APP + "allowed_origins = ['localhost:3000']\n", ["allowed_origins", "write 'http://localhost:3000'"]),
         ("[server]\npath_prefix = '/a?b'\n", ["path_prefix", "'/a?b'"]),
         ("[server]\npath_prefix = '/a b'\n", ["path_prefix", "'/a b'"]),
+        # Accepted, and the banner's RELAY_URL then named /x (every publish 404) or was refused by the library
+        ("[server]\npath_prefix = '//x'\n", ["path_prefix", "empty, '.' or '..' segment", "'//x'"]),
+        ("[server]\npath_prefix = '/a//b/'\n", ["path_prefix", "'/a//b'"]),
+        ("[server]\npath_prefix = '/a/./b'\n", ["path_prefix", "'/a/./b'"]),
+        ("[server]\npath_prefix = '/a/..'\n", ["path_prefix", "'/a/..'"]),
         # urlsplit's port raised ValueError: a traceback, exit 1
         ("[server]\nredis_url = 'redis://127.0.0.1:abc/0'\n", ["redis_url", "not one from 1 to 65535", ":abc/0"]),
         ("[server]\nredis_url = 'redis://127.0.0.1:99999/0'\n", ["redis_url", "not one from 1 to 65535"]),
