@@ -59,6 +59,7 @@ from relay.config import (
     is_origin,
     is_url,
     trimmed_environment,
+    undecoded,
     url_host,
 )
 from relay.errors import (
@@ -332,6 +333,10 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
         env = trimmed_environment(environ)
+        for name in _TEXT_VARIABLES:
+            problem = undecoded(env.get(name, ""))
+            if problem is not None:
+                raise ConfigError(f"{name} {problem} (the environment keeps such bytes as they were); set it again")
         jwks_file = env.get("RELAY_JWKS_FILE")
         rules_file = env.get("RELAY_RULES_FILE")
         return cls(
@@ -354,6 +359,16 @@ class GatewaySettings:
             public_ws_url=env.get("RELAY_PUBLIC_WS_URL") or None,
             provider_retry=_provider_retry(env),
         )
+
+
+# The gateway's variables that hold text, rather than a file's path (which may be any bytes): one holding a byte that
+# is not UTF-8 (kept as a lone surrogate) made RELAY_JWT_SECRET a traceback, and RELAY_JWT_AUDIENCE, RELAY_JWT_ISSUER
+# or RELAY_JWT_USER_CLAIM a gateway that refused every JWT.
+_TEXT_VARIABLES = (
+    "RELAY_API_TOKEN", "RELAY_JWT_SECRET", "RELAY_JWT_AUDIENCE", "RELAY_JWT_ISSUER", "RELAY_JWT_COOKIE",
+    "RELAY_JWT_USER_CLAIM", "RELAY_CORS_ORIGINS", "RELAY_PUBLIC_URL", "RELAY_PUBLIC_WS_URL",
+    "RELAY_WEBHOOK_FORWARD_URL",
+)  # fmt: skip
 
 
 def _provider_retry(env: Mapping[str, str]) -> RetryPolicy:

@@ -226,3 +226,24 @@ def test_the_ascii_forms_of_those_settings_are_taken(env: dict[str, str], accept
 async def test_relay_serve_refuses_a_unicode_cors_origin_with_exit_2() -> None:
     env = {"RELAY_URL": "memory://audit", "RELAY_CORS_ORIGINS": "https://bücher.de"}
     assert_refused(await run_relay("serve", "--port", "0", env=env), "(https://xn--bcher-kva.de)")
+
+
+SECRET_32 = "s" * 40
+
+
+@pytest.mark.parametrize("name", ["RELAY_JWT_SECRET", "RELAY_JWT_AUDIENCE", "RELAY_JWT_ISSUER", "RELAY_JWT_USER_CLAIM"])
+def test_a_variable_holding_a_byte_that_is_not_utf8_is_refused_naming_it(name: str) -> None:
+    """`RELAY_JWT_AUDIENCE=$'shop\\xff'`: Python keeps the byte as a lone surrogate. The secret's was a
+    UnicodeEncodeError traceback; the audience, issuer or user claim was accepted, and every JWT then refused."""
+    value = (SECRET_32 if name == "RELAY_JWT_SECRET" else "shop") + "\udcff"
+    with pytest.raises(ConfigError) as caught:
+        gateway({"RELAY_JWT_SECRET": SECRET_32, name: value})
+    assert caught.value.message == (
+        f"{name} is not UTF-8 text: its character {len(value)} is a byte that could not be decoded (the environment "
+        "keeps such bytes as they were); set it again"
+    )
+
+
+async def test_relay_serve_refuses_a_jwt_secret_that_is_not_utf8_with_exit_2() -> None:
+    env = {"RELAY_URL": "memory://audit", "RELAY_JWT_SECRET": SECRET_32 + "\udcff"}
+    assert_refused(await run_relay("serve", "--port", "0", env=env), "RELAY_JWT_SECRET is not UTF-8 text")
