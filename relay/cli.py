@@ -828,7 +828,7 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         "tls_key": args.tls_key,
         # The flag, then the file's, then the environment's: a token written in the file for this server is meant
         # more precisely than one the environment may hold for others.
-        "console_token": _console_token(args.console_token) or config.console_token or env.get("RELAY_CONSOLE_TOKEN"),
+        "console_token": _console_token(args.console_token) or config.console_token or _env_console_token(env),
         "usage_file": args.usage_file,
         "usage_checkpoint": args.usage_checkpoint,
         "shutdown_delay": args.shutdown_delay,
@@ -881,6 +881,18 @@ def _console_token(flag: str | None) -> str | None:
     if not flag.strip():
         raise ConfigError("--console-token must be a non-empty string (whitespace is not a token)")
     return flag.strip()
+
+
+def _env_console_token(env: dict[str, str]) -> str | None:
+    """RELAY_CONSOLE_TOKEN, refused by its own name when it holds a byte that is not UTF-8 (it was said to be
+    --console-token's, a flag not given)."""
+    token = env.get("RELAY_CONSOLE_TOKEN")
+    problem = None if token is None else undecoded(token)
+    if problem is not None:
+        raise ConfigError(
+            f"RELAY_CONSOLE_TOKEN {problem} (the environment keeps such bytes as they were); set it again"
+        )
+    return token
 
 
 def _check_tls_file(path: str) -> None:

@@ -516,6 +516,13 @@ async def test_an_app_setting_holding_bytes_that_are_not_utf8_is_refused_at_star
     assert_refused(outcome, f"{flag} is not UTF-8 text: its character 2 is a byte that could not be decoded")
 
 
+async def test_a_console_token_variable_holding_a_byte_that_is_not_utf8_is_refused_by_its_name() -> None:
+    """`RELAY_CONSOLE_TOKEN=$'tok\\xff'` was refused as "--console-token is not UTF-8 text", a flag not given."""
+    outcome = await run_relay("emulator", "--port", "0", env={"RELAY_CONSOLE_TOKEN": "tok\udcff"})
+    assert_refused(outcome, "RELAY_CONSOLE_TOKEN is not UTF-8 text: its character 4 is a byte that could not be")
+    assert "--console-token" not in outcome.stderr
+
+
 def _banner_value(banner: str, pattern: str) -> str:
     """The literal the banner prints for ``pattern`` (a regex with one group), read as JavaScript or Python would."""
     match = re.search(pattern, banner)
