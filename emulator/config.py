@@ -317,6 +317,21 @@ class App:
                     f"entry {origin!r} has a port but no scheme: a host entry matches the host whatever the port; "
                     f"write 'http://{origin}' for that origin alone",
                 )
+            if not origin.isascii():  # a browser's Origin carries the host in its ASCII (punycode) form
+                raise InvalidSetting(
+                    "allowed_origins",
+                    f"entry {origin!r} has a host beyond ASCII, which browsers send in its punycode form (xn--…) in "
+                    "Origin: write it that way, as the browser's devtools show it",
+                )
+            parts = urlsplit(origin) if "://" in origin else None
+            if parts is not None and parts.port == {"http": 80, "https": 443}[parts.scheme]:
+                # RFC 6454: a browser leaves the scheme's default port out of Origin, so the entry matched nothing
+                shown = parts._replace(netloc=parts.netloc.rpartition(":")[0]).geturl()
+                raise InvalidSetting(
+                    "allowed_origins",
+                    f"entry {origin!r} names its scheme's default port, which browsers leave out of Origin: write "
+                    f"{shown!r}",
+                )
         _optional(_whole, "max_message_bytes", self.max_message_bytes, 1)
         _optional(_seconds, "api_rate_limit", self.api_rate_limit, zero=False, unit="requests per second")
         _optional(_text, "ably_key", self.ably_key)

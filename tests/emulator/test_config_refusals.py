@@ -102,6 +102,14 @@ DEFAULTS = EmulatorConfig(apps=())
         ("[[apps]]\napp_id = '1'\nkey = 'a\"b'\nsecret = 's'\n", ["key", "a browser sends those percent-encoded"]),
         ("[[apps]]\napp_id = '1'\nkey = 'é'\nsecret = 's'\n", ["key", "outside ASCII"]),
         (APP + "allowed_origins = ['localhost:3000']\n", ["allowed_origins", "write 'http://localhost:3000'"]),
+        # Accepted, and then no browser matched them: its Origin has no default port, and the host in punycode
+        (
+            APP + "allowed_origins = ['https://shop.example.com:443']\n",
+            ["allowed_origins", "default port", "write 'https://shop.example.com'"],
+        ),
+        (APP + "allowed_origins = ['http://[::1]:80']\n", ["allowed_origins", "write 'http://[::1]'"]),
+        (APP + "allowed_origins = ['https://bücher.de']\n", ["allowed_origins", "'https://bücher.de'", "punycode"]),
+        (APP + "allowed_origins = ['*.bücher.de']\n", ["allowed_origins", "'*.bücher.de'", "punycode"]),
         ("[server]\npath_prefix = '/a?b'\n", ["path_prefix", "'/a?b'"]),
         ("[server]\npath_prefix = '/a b'\n", ["path_prefix", "'/a b'"]),
         # Accepted, and the banner's RELAY_URL then named /x (every publish 404) or was refused by the library
