@@ -128,6 +128,10 @@ JWT_ALGORITHMS = ("RS256", "ES256")
 # JwtVerifier.claims). At most five minutes, Kerberos's customary skew: more is a clock to fix, not to allow for.
 DEFAULT_JWT_LEEWAY_S = 30.0
 MAX_JWT_LEEWAY_S = 300.0
+# The shortest RSA key that verifies users' JWTs (NIST SP 800-131A; PyJWT's own minimum, of which it only warned, on
+# stderr, at the first JWT): a shorter one can be factored, and whoever factors it signs a JWT for any user, as with a
+# short HS256 secret.
+MIN_RSA_KEY_BITS = 2048
 
 
 # -- configuration ------------------------------------------------------------------------------------------------
@@ -1189,14 +1193,26 @@ def _signing_keys(jwks: Mapping[str, Any]) -> tuple[list[jwt.PyJWK], dict[str, s
         if jwk.algorithm_name not in JWT_ALGORITHMS:
             if isinstance(kid, str):
                 skipped[kid] = f"its algorithm is {jwk.algorithm_name}; the gateway verifies RS256 and ES256 only"
+        elif isinstance(jwk.key, rsa.RSAPublicKey) and jwk.key.key_size < MIN_RSA_KEY_BITS:
+            if isinstance(kid, str):
+                skipped[kid] = _short_rsa_key(jwk.key.key_size)
         else:
             usable.append(jwk)
     if not usable:
+        why = "".join(f"; key {kid!r} verifies no JWT here: {reason}" for kid, reason in skipped.items())
         raise ConfigError(
-            f"RELAY_JWKS_FILE: the JWKS has no usable signing key (an RSA key for RS256 or an EC P-256 key for "
-            f"ES256, with its kid); it has {len(keys) if isinstance(keys, list) else 'no'} key(s)"
+            f"RELAY_JWKS_FILE: the JWKS has no usable signing key (an RSA key of {MIN_RSA_KEY_BITS} bits or more for "
+            f"RS256 or an EC P-256 key for ES256, with its kid); it has "
+            f"{len(keys) if isinstance(keys, list) else 'no'} key(s){why}"
         )
     return usable, skipped
+
+
+def _short_rsa_key(bits: int) -> str:
+    return (
+        f"it is a {bits}-bit RSA key, and the gateway verifies with RSA keys of {MIN_RSA_KEY_BITS} bits or more "
+        "(NIST SP 800-131A): a shorter one can be factored, and whoever factors it signs a JWT for any user"
+    )
 
 
 def _public_key(pem: str) -> tuple[Any, tuple[str]]:
@@ -1212,6 +1228,8 @@ def _public_key(pem: str) -> tuple[Any, tuple[str]]:
             raise ConfigError(
                 f"RELAY_JWT_PUBLIC_KEY {PRIVATE_KEY_HINT} (give it the public half: openssl pkey -in KEY -pubout)"
             )
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_KEY_BITS:
+            raise ConfigError(f"RELAY_JWT_PUBLIC_KEY is no key to verify with: {_short_rsa_key(key.key_size)}")
         return key, (algorithm,)
     raise ConfigError(
         "RELAY_JWT_PUBLIC_KEY is not an RS256 or ES256 public key in PEM (-----BEGIN PUBLIC KEY-----) or a "
