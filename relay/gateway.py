@@ -2297,7 +2297,11 @@ def add_error_handlers(app: FastAPI) -> None:
             path = route_path(request.scope).rstrip("/")
             message = f"no route at this path, which ends in '/': the route is {printable(path)}, without it"
             return JSONResponse({"error": message}, status_code=404)
-        answer = JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        allowed = _allowed_methods(request) if exc.status_code == 405 else ""
+        if allowed:
+            headers = {**(headers or {}), "Allow": allowed}
+        answer = JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)
         return no_store(answer) if route_path(request.scope) in AUTH_PATHS else answer
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -2386,6 +2390,22 @@ def _slash_off_a_route(request: Request) -> bool:
         return False
     scope = {**request.scope, "path": request.scope["path"].rstrip("/")}
     return any(route.matches(scope)[0] is not Match.NONE for route in request.app.router.routes)
+
+
+# The methods a 405's Allow may name (RFC 9110 §9), as routes take them
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """The 405's ``Allow``: every method of the routes at the request's path. Starlette's named the first route's
+    alone, and /v1/auth/channel, a route for GET (ably-js's authUrl) and one for POST (pusher-js), said ``Allow: GET``
+    to a wrong method, leaving out the POST pusher-js sends."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    )
 
 
 def _missed_user_route(user_id: str, action: str) -> str:

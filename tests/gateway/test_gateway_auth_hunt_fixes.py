@@ -4,6 +4,8 @@ process over HTTP:
 1. An RSA key under 2048 bits verified users' JWTs (RELAY_JWT_PUBLIC_KEY, a certificate's key, a JWKS key), with only
    PyJWT's warning on stderr at the first JWT: whoever factors such a key signs a JWT for any user, as with the short
    HS256 secret the gateway already refuses. It stops the gateway at start, and a JWKS key is skipped with the reason.
+2. A wrong method at /v1/auth/channel, which is a route for GET (ably-js's authUrl) and one for POST (pusher-js), was
+   a 405 with ``Allow: GET``: Starlette names the first route's methods alone, and POST was left out.
 """
 
 from __future__ import annotations
@@ -92,3 +94,18 @@ def test_a_jwks_key_under_2048_bits_is_skipped_and_its_jwts_refused_saying_why(t
     ]
     assert f"RELAY_JWKS_FILE: key 'old' verifies no JWT here: {SHORT_KEY}" in log
     assert "InsecureKeyLengthWarning" not in log
+
+
+def test_a_wrong_method_s_405_allows_every_method_of_the_path() -> None:
+    with relay_serve() as served:
+        base = f"http://127.0.0.1:{served.port}"
+        allowed = {
+            (method, path): (response.status_code, response.headers.get("allow"))
+            for method, path in (("PUT", "/v1/auth/channel"), ("HEAD", "/v1/auth/channel"), ("PUT", "/v1/publish"))
+            for response in [httpx.request(method, base + path)]
+        }
+    assert allowed == {
+        ("PUT", "/v1/auth/channel"): (405, "GET, POST"),
+        ("HEAD", "/v1/auth/channel"): (405, "GET, POST"),
+        ("PUT", "/v1/publish"): (405, "POST"),
+    }
