@@ -132,6 +132,10 @@ MAX_JWT_LEEWAY_S = 300.0
 # stderr, at the first JWT): a shorter one can be factored, and whoever factors it signs a JWT for any user, as with a
 # short HS256 secret.
 MIN_RSA_KEY_BITS = 2048
+_AUDIENCE_UNSET = (
+    "the JWT has an audience (aud) but RELAY_JWT_AUDIENCE is not set: set RELAY_JWT_AUDIENCE to accept tokens with an "
+    "audience"
+)
 
 
 # -- configuration ------------------------------------------------------------------------------------------------
@@ -904,15 +908,14 @@ class JwtVerifier:
             # fraction (RFC 7519 §2), which int() cut off, ending such a token up to a second early.
             if claims["exp"] <= time.time():
                 raise AuthenticationError("the JWT has expired")
+            if "aud" in claims and self._settings.jwt_audience is None:  # PyJWT passes an empty one ([], "", null)
+                raise AuthenticationError(_AUDIENCE_UNSET)
             return claims
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("the JWT has expired") from None
         except jwt.InvalidAudienceError:
             if self._settings.jwt_audience is None:
-                raise AuthenticationError(
-                    "the JWT has an audience (aud) but RELAY_JWT_AUDIENCE is not set: "
-                    "set RELAY_JWT_AUDIENCE to accept tokens with an audience"
-                ) from None
+                raise AuthenticationError(_AUDIENCE_UNSET) from None
             raise AuthenticationError("the JWT's audience is not accepted") from None
         except jwt.InvalidIssuerError:
             raise AuthenticationError("the JWT's issuer is not accepted") from None
