@@ -85,8 +85,7 @@ async def test_the_emulator_measures_the_fullest_presence_channel(tmp_path: Path
         for member in ably_clients:
             lobby = member.channels.get("lobby")
             await lobby.attach()
-            await lobby.presence.enter("here")
-        assert len(await ably_clients[0].channels.get("lobby").presence.get()) == 3
+            await lobby.presence.enter("here")  # its ACK comes once the emulator recorded (and metered) it
     finally:
         for member in ably_clients:
             await member.close()
