@@ -2146,13 +2146,16 @@ def frontend_config(
     hosted = is_hosted_pusher(host)
     if config.scheme == "emulator" or not hosted:
         socket = web_socket or BrowserSocket.of(config)
-        # pusher-js dials wssPort with TLS (443 unless told) and wsPort without: both, so the options work as given
+        # pusher-js dials wssPort with TLS (443 unless told) and wsPort without: both, so the options work as given.
+        # Its TLS strategy is its "ws" transport with TLS on ("wss" alone leaves it none), and a plain server is
+        # given "ws" alone, as the emulator's banner does: with "wss" too, pusher-js also tried TLS on the plain port
+        # while the server was away.
         settings.update(
             forceTLS=socket.tls,
             wsHost=socket.host,
             wsPort=socket.port,
             wssPort=socket.port,
-            enabledTransports=["ws", "wss"],
+            enabledTransports=["ws", "wss"] if socket.tls else ["ws"],
         )
         if socket.path:  # a server behind a proxy path: pusher-js puts wsPath before /app/{key}
             settings["wsPath"] = socket.path

@@ -163,7 +163,7 @@ async def test_client_config_and_health(gateway: httpx.AsyncClient, emulator: Ru
         "wsHost": "127.0.0.1",
         "wsPort": emulator.port,
         "wssPort": emulator.port,
-        "enabledTransports": ["ws", "wss"],
+        "enabledTransports": ["ws"],  # a plain emulator: no TLS attempt on its port (as its banner says)
     }
     assert (await gateway.get("/health")).json() == {"status": "ok"}
     assert "/v1/publish" in (await gateway.get("/openapi.json")).json()["paths"]
