@@ -42,7 +42,7 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -77,7 +77,7 @@ _WRITTEN_FIELD = _SEP.join(("w", "", ""))
 _MARKS_ITS_STATE = "2"
 CLOSE_SECONDS = 3.0  # the longest each step of leaving the cluster may take
 START_SECONDS = 10.0  # the longest connecting to Redis may take at start-up before it is given up
-RECANCEL_SECONDS = 0.1  # how often a cancelled start-up call that has not ended is cancelled again (see _cancellable)
+RECANCEL_SECONDS = 0.1  # how often a cancelled call or task that has not ended is cancelled again (_cancellable)
 HOLD_SWEEP_SECONDS = 1.0  # how often each node looks for held webhooks that their own node did not release
 # How long past its due time a hold is left to the node that made it (whose timer runs at about that time, and whose
 # release may wait behind a batch) before another node takes it.
@@ -480,6 +480,24 @@ async def _cancellable(awaitable: Awaitable[_T]) -> _T:
         raise
 
 
+async def _cancelled(tasks: Collection[asyncio.Task[None]]) -> None:
+    """``tasks`` cancelled, and cancelled again while they run on, for CLOSE_SECONDS at most: on Python 3.11 redis-py
+    loses a cancellation that comes as a command completes (see :func:`_cancellable`), and a loop that lost it (the
+    heartbeat's) ran on past the node's close, re-registering the node, until the event loop's own end waited on it
+    for ever. Bounded: a task cancelled inside a redis-py read can take its time to end (or not end), and a process
+    that is shutting down must not wait on it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_SECONDS
+    running = set(tasks)
+    while running and (left := deadline - loop.time()) > 0:
+        for task in running:
+            task.cancel()
+        _, running = await asyncio.wait(running, timeout=min(RECANCEL_SECONDS, left))
+    for task in tasks:  # retrieved, so a task that ended on a Redis error is not reported again at exit
+        if task.done() and not task.cancelled():
+            task.exception()
+
+
 async def check_reachable(url: str) -> None:
     """Connect to the Redis at ``url`` and ping it, as a node's start does; raise :func:`unreachable`'s error."""
     client: aioredis.Redis = aioredis.Redis.from_url(url)
@@ -648,15 +666,7 @@ class RedisCluster:
             self._send_awaiting(app_id, channel)
         for pending in list(self._admitting):  # their sessions are closed: no deadline is left to fire after this
             self._admission_done(pending)
-        for task in self._tasks:
-            task.cancel()
-        # Bounded: a task cancelled inside a redis-py read can take its time to end (or not end), and a process
-        # that is shutting down must not wait on it.
-        if self._tasks:
-            done, _ = await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
-            for task in done:  # retrieved, so a task that ended on a Redis error is not reported again at exit
-                if not task.cancelled():
-                    task.exception()
+        await _cancelled(self._tasks)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(CLOSE_SECONDS):
