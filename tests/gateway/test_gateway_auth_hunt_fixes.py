@@ -10,7 +10,6 @@ process over HTTP:
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 from pathlib import Path
@@ -18,15 +17,13 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
 
 from tests.cli_support import assert_refused, run_relay, write
 from tests.gateway.conftest import relay_serve
+from tests.gateway.test_gateway_browser_facing_fixes import self_signed
 
 SHORT_KEY = (
     "it is a 1024-bit RSA key, and the gateway verifies with RSA keys of 2048 bits or more (NIST SP 800-131A): a "
@@ -34,27 +31,10 @@ SHORT_KEY = (
 )
 
 
-def certificate_of(key: rsa.RSAPrivateKey) -> str:
-    """A self-signed certificate for ``key``, as an identity provider publishes its signing key."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "id.example.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(Encoding.PEM).decode()
-
-
 async def test_an_rsa_key_under_2048_bits_stops_the_gateway_at_start(tmp_path: Path) -> None:
     short = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     pem = short.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
-    for name, text in (("key.pem", pem), ("cert.pem", certificate_of(short))):
+    for name, text in (("key.pem", pem), ("cert.pem", self_signed(short))):
         env = {"RELAY_URL": "memory://short", "RELAY_JWT_PUBLIC_KEY": str(write(tmp_path, text, name))}
         assert_refused(
             await run_relay("serve", "--port", "0", env=env),
