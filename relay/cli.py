@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from relay import __version__
-from relay.config import ProviderConfig, trimmed_environment, undecoded, url_host
+from relay.config import ProviderConfig, refuse_undecoded, trimmed_environment, undecoded, url_host
 from relay.cost.cli import add_cost_command
 from relay.emulator.config import (
     PUBLIC_SECRET,
@@ -887,11 +887,8 @@ def _env_console_token(env: dict[str, str]) -> str | None:
     """RELAY_CONSOLE_TOKEN, refused by its own name when it holds a byte that is not UTF-8 (it was said to be
     --console-token's, a flag not given)."""
     token = env.get("RELAY_CONSOLE_TOKEN")
-    problem = None if token is None else undecoded(token)
-    if problem is not None:
-        raise ConfigError(
-            f"RELAY_CONSOLE_TOKEN {problem} (the environment keeps such bytes as they were); set it again"
-        )
+    if token is not None:
+        refuse_undecoded(token, "RELAY_CONSOLE_TOKEN")
     return token
 
 

@@ -182,7 +182,7 @@ def provider_url_text(url: object) -> str:
         raise ConfigError(
             f"a provider URL is a str (scheme://…, with scheme one of {schemes}), not {type(url).__name__}"
         )
-    _refuse_undecoded(url, "the provider URL")
+    refuse_undecoded(url, "the provider URL")
     return url.strip()
 
 
@@ -196,7 +196,7 @@ def undecoded(text: str) -> str | None:
     return None
 
 
-def _refuse_undecoded(text: str, what: str) -> None:
+def refuse_undecoded(text: str, what: str) -> None:
     problem = undecoded(text)
     if problem is not None:
         raise ConfigError(f"{what} {problem} (the environment keeps such bytes as they were); set it again")
@@ -593,7 +593,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     env = trimmed_environment(environ)
     for name in _READ_BY_FROM_ENV:
         if name in env:
-            _refuse_undecoded(env[name], name)
+            refuse_undecoded(env[name], name)
     master_key = env_master_key(env)
     if env.get("RELAY_URL"):
         try:

@@ -58,8 +58,8 @@ from relay.config import (
     is_http_url,
     is_origin,
     is_url,
+    refuse_undecoded,
     trimmed_environment,
-    undecoded,
     url_host,
 )
 from relay.errors import (
@@ -342,9 +342,7 @@ class GatewaySettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
         env = trimmed_environment(environ)
         for name in _TEXT_VARIABLES:
-            problem = undecoded(env.get(name, ""))
-            if problem is not None:
-                raise ConfigError(f"{name} {problem} (the environment keeps such bytes as they were); set it again")
+            refuse_undecoded(env.get(name, ""), name)
         jwks_file = env.get("RELAY_JWKS_FILE")
         rules_file = env.get("RELAY_RULES_FILE")
         return cls(
