@@ -26,8 +26,9 @@ async def test_churn_leaks_nothing(start_emulator: StartEmulator) -> None:
     tasks_before = len(asyncio.all_tasks())
     descriptors_before = open_descriptors()
     done = await churn(emulator.http_url, emulator.ws_url(), app_id="1", seconds=SECONDS)
-    assert done["connections"] >= 10 * SECONDS
-    assert done["publishes"] >= 10 * SECONDS
+    # enough churn for a leak to show, as a count: the rate a loaded CI machine reaches is no part of the claim
+    assert done["connections"] >= 100
+    assert done["publishes"] >= 100
     assert done["deliveries"] > 0
     state = emulator.node.states["1"]
     for _ in range(100):
