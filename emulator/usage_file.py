@@ -40,7 +40,7 @@ from relay.emulator.usage import (
     usage_document,
 )
 from relay.errors import RelayError
-from relay.protocol.frames import loads
+from relay.protocol.frames import loads, unique_keys
 
 if TYPE_CHECKING:
     from relay.emulator.server import EmulatorNode
@@ -364,16 +364,5 @@ def _read_usage(path: Path) -> dict[str, Any] | None:
         document = check_usage_document(loads(text, "the file"))
     except RelayError as exc:
         raise ValueError(exc.message) from None
-    json.loads(text, object_pairs_hook=_refuse_duplicate_keys)  # checked: valid JSON, not deeper than loads takes
+    json.loads(text, object_pairs_hook=unique_keys)  # checked: valid JSON, not deeper than loads takes
     return document
-
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json.loads`` hook: a key given twice is not a usage file (JSON keeps the last, and the first's counts would
-    be lost when the file is written back; relay cost refuses it)."""
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise ValueError(f"{key[:100]!r} is given twice in one object")
-        seen.add(key)
-    return dict(pairs)

@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +34,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -80,6 +81,7 @@ from relay.errors import (
 from relay.files import read_text, read_toml
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
+from relay.protocol.frames import unique_keys
 from relay.protocol.hosts import is_loopback
 from relay.protocol.http_framing import chunked_alone
 from relay.protocol.idempotency_keys import REPLAYED_HEADER
@@ -1776,10 +1778,32 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+class _UniqueKeysRequest(Request):
+    """A request whose JSON body is refused, before the schema reads it, where an object names a key twice."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_pairs_hook=unique_keys)
+        return self._json
+
+
+class _UniqueKeysRoute(APIRoute):
+    """A gateway route: ``{"channel": "a", "channel": "b"}`` was read as its last value, which need not be the one the
+    sender (or a proxy in front) meant or checked, and published there."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def read_unique_keys(request: Request) -> Response:
+            return await handler(_UniqueKeysRequest(request.scope, request.receive))
+
+        return read_unique_keys
+
+
 def gateway_router(
     settings: GatewaySettings, client: AsyncRelay, *, webhook_hook: WebhookHook | None = None
 ) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=_UniqueKeysRoute)
     verifier = JwtVerifier(settings)
     rules = build_rules(settings.rules)
     rule_specs: dict[str, RuleSpec] = {}

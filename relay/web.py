@@ -35,6 +35,7 @@ from relay.errors import (
     printable,
 )
 from relay.models import User
+from relay.protocol.frames import DuplicateKey
 from relay.protocol.media_types import is_json_media_type, media_type
 from relay.rules import ChannelRules, Decision
 
@@ -201,6 +202,8 @@ def malformed_json_body(cause: BaseException | None) -> str:
         return "the JSON body is malformed: it is not UTF-8 text"
     if isinstance(cause, RecursionError):
         return "the JSON body is malformed: it nests arrays and objects too deeply"
+    if isinstance(cause, DuplicateKey):
+        return f"the JSON body is malformed: {cause}, and which value was meant is unknown"
     if isinstance(cause, ValueError) and not isinstance(cause, json.JSONDecodeError) and "digits" in str(cause):
         return f"the JSON body is malformed: it has an integer of more than {sys.get_int_max_str_digits()} digits"
     return "the JSON body is malformed"

@@ -86,6 +86,7 @@ from typing import Any
 
 from relay.errors import ConfigError, parser_limits
 from relay.files import read_text
+from relay.protocol.frames import DuplicateKey, unique_keys
 
 from .models import (
     MAX_PEAK_FACTOR,
@@ -250,8 +251,8 @@ def load_usage(path: str | Path) -> Usage:
     text = read_text(path, "usage file")
     with parser_limits("usage file", str(path)):
         try:
-            data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
-        except _DuplicateKeyError as exc:
+            data = json.loads(text, object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
             raise ConfigError(
                 f"usage file {path}: {exc.key!r} is given twice in the same object; JSON would silently keep only the "
                 "last one, so merge them"
@@ -261,22 +262,6 @@ def load_usage(path: str | Path) -> Usage:
                 f"usage file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from exc
     return parse_usage(data, origin=str(path))
-
-
-class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(f"duplicate key {key!r}")
-        self.key = key
-
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json.loads`` hook: a day (or an app, or a field) given twice is an error, not the last one winning."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _DuplicateKeyError(key)
-        obj[key] = value
-    return obj
 
 
 def parse_usage(data: object, *, origin: str = "usage file") -> Usage:

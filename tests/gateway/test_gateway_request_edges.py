@@ -102,6 +102,33 @@ async def test_two_x_socket_id_headers_are_a_400_and_nothing_is_published(
         await assert_publishing(http)
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        ("/v1/publish", b'{"channel": "orders", "channel": "audit", "event": "placed", "data": 7}', "channel"),
+        ("/v1/publish", b'{"channel": "orders", "event": "placed", "data": {"id": 7, "id": 8}}', "id"),
+        ("/v1/publish/batch", b'{"events": [{"channel": "orders", "event": "placed", "event": "paid"}]}', "event"),
+        ("/v1/users/alice/events", b'{"event": "placed", "data": 1, "data": 2}', "data"),
+    ],
+    ids=["channel", "in data", "in a batch's event", "user event"],
+)
+async def test_a_key_given_twice_in_a_json_body_is_a_400_and_nothing_is_published(
+    gateway: RunningGateway, emulator: RunningEmulator, path: str, body: bytes, key: str
+) -> None:
+    """The body was read with the last of the two values winning: one channel named twice published to the second,
+    which need not be the one the sender meant or a proxy in front checked. Refused, naming the key, as two
+    Idempotency-Keys are."""
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.post(path, content=body, headers={**API, "content-type": "application/json"})
+        error = (
+            f"the JSON body is malformed: {key!r} is given twice in one object, and which value was meant is unknown"
+        )
+        assert (response.status_code, response.json()) == (400, {"error": error})
+        assert emulator.node.states["1"].meter.publishes == 0
+        await assert_publishing(http)
+    assert emulator.node.states["1"].meter.publishes == 1
+
+
 # Each route that reads its query, and the names it reads there: the POST auth routes read the query beside the body
 # (their OpenAPI document shows the fields as the body's), the GET routes the query alone (shown as query parameters)
 QUERY_READERS = [
