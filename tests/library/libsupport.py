@@ -208,6 +208,19 @@ def silent() -> Iterator[SilentServer]:
 Answer = bytes | Iterable[bytes] | asyncio.Future[bytes] | None
 
 
+def close_after(request: int, answer: Callable[[int], bytes], close: Callable[[], object]) -> Callable[[int], bytes]:
+    """:func:`server`'s ``answer``, with ``close`` called 0.5 s after it answers the ``request``-th request, while the
+    client waits to retry (timed from the test's start instead, it was sometimes before a request was sent, on a
+    loaded machine)."""
+
+    def answering(n: int) -> bytes:
+        if n == request:
+            asyncio.get_running_loop().call_later(0.5, close)
+        return answer(n)
+
+    return answering
+
+
 @asynccontextmanager
 async def server(answer: Callable[[int], Answer]) -> AsyncIterator[tuple[str, list[bytes]]]:
     """A plain-HTTP server that reads each request whole and gives ``answer(n)`` (an :data:`Answer`) for the n-th

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from libsupport import server
+from libsupport import close_after, server
 
 from relay import AsyncRelay, Event, Relay
 from relay.errors import ClientClosed, TransportError
@@ -56,9 +56,10 @@ async def test_a_split_batch_whose_second_call_is_unanswered_does_not_say_to_sen
 
 
 async def test_close_ends_the_wait_between_retries() -> None:
-    async with server(lambda _: BUSY) as (url, got):
+    relay: Relay | None = None
+    busy = close_after(1, lambda _: BUSY, lambda: threading.Thread(target=relay.close).start() if relay else None)
+    async with server(busy) as (url, got):
         relay = Relay(url, retry=POLICY)
-        threading.Timer(0.3, relay.close).start()
         started = time.monotonic()
         with pytest.raises(ClientClosed) as raised:
             await asyncio.to_thread(relay.publish, "orders", "paid", 1)
@@ -67,9 +68,10 @@ async def test_close_ends_the_wait_between_retries() -> None:
 
 
 async def test_aclose_ends_the_wait_between_retries() -> None:
-    async with server(lambda _: BUSY) as (url, got):
+    relay: AsyncRelay | None = None
+    busy = close_after(1, lambda _: BUSY, lambda: asyncio.ensure_future(relay.aclose()) if relay else None)
+    async with server(busy) as (url, got):
         relay = AsyncRelay(url, retry=POLICY)
-        asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(relay.aclose()))
         started = time.monotonic()
         with pytest.raises(ClientClosed) as raised:
             await relay.publish("orders", "paid", 1)
@@ -82,10 +84,13 @@ async def test_aclose_in_the_wait_after_an_undecided_attempt_says_the_publish_ma
     message, and the retry answered 503; closed in the wait that follows, the publish may still have been delivered
     by the first attempt. It said the provider had refused each attempt: create another client to send it again."""
     timed_out = b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\n\r\n"
-    async with server(lambda n: timed_out if n == 1 else BUSY) as (url, got):
+    relay: AsyncRelay | None = None
+    answers = close_after(
+        2, lambda n: timed_out if n == 1 else BUSY, lambda: asyncio.ensure_future(relay.aclose()) if relay else None
+    )
+    async with server(answers) as (url, got):
         port = url.rsplit(":", 1)[1].split("/")[0]
         relay = AsyncRelay(f"ably://appid.keyid:secret@127.0.0.1:{port}?tls=false", retry=POLICY)
-        asyncio.get_running_loop().call_later(0.5, lambda: asyncio.ensure_future(relay.aclose()))
         with pytest.raises(ClientClosed) as raised:
             await relay.publish("orders", "paid", 1)
     assert len(got) == 2

@@ -8,7 +8,7 @@ import asyncio
 import threading
 
 import pytest
-from libsupport import server
+from libsupport import close_after, server
 
 from relay import AsyncRelay, MirrorError, Relay
 from relay.errors import ClientClosed, TransportError
@@ -19,9 +19,10 @@ POLICY = RetryPolicy(attempts=3, backoff=0.01, max_delay=10.0, timeout=5.0)
 
 
 async def test_close_during_a_mirrored_publish_is_client_closed_and_the_next_provider_is_not_tried() -> None:
-    async with server(lambda _: BUSY) as (first, got_first), server(lambda _: BUSY) as (second, got_second):
+    relay: Relay | None = None
+    busy = close_after(1, lambda _: BUSY, lambda: threading.Thread(target=relay.close).start() if relay else None)
+    async with server(busy) as (first, got_first), server(lambda _: BUSY) as (second, got_second):
         relay = Relay(f"mirror:{first}|{second}", retry=POLICY)
-        threading.Timer(0.3, relay.close).start()  # during the first provider's wait between retries
         with pytest.raises(ClientClosed) as raised:
             await asyncio.to_thread(relay.publish, "orders", "paid", 1)
     port = first.split("@")[1].split("/")[0]
@@ -33,9 +34,10 @@ async def test_close_during_a_mirrored_publish_is_client_closed_and_the_next_pro
 
 
 async def test_aclose_during_a_mirrored_publish_is_client_closed() -> None:
-    async with server(lambda _: BUSY) as (first, got_first), server(lambda _: BUSY) as (second, got_second):
+    relay: AsyncRelay | None = None
+    busy = close_after(1, lambda _: BUSY, lambda: asyncio.ensure_future(relay.aclose()) if relay else None)
+    async with server(busy) as (first, got_first), server(lambda _: BUSY) as (second, got_second):
         relay = AsyncRelay(f"mirror:{first}|{second}", retry=POLICY)
-        asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(relay.aclose()))
         with pytest.raises(ClientClosed) as raised:
             await relay.publish("orders", "paid", 1)
     port = first.split("@")[1].split("/")[0]
