@@ -39,8 +39,8 @@ from relay.emulator.usage import (
     read_peaks,
     usage_document,
 )
-from relay.errors import RelayError
-from relay.protocol.frames import loads, unique_keys
+from relay.errors import RelayError, unique_keys
+from relay.protocol.frames import loads
 
 if TYPE_CHECKING:
     from relay.emulator.server import EmulatorNode

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 
 class RelayError(Exception):
@@ -255,6 +256,27 @@ _JSON_KINDS: Mapping[type, str] = {
     list: "a list",
     type(None): "null",
 }
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice. Parsers keep one of the values (Python's the last), so the one dropped may be
+    the one meant, or the one a proxy in front checked."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key[:100]!r} is given twice in one object")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook`` where a key given twice is an error: :class:`DuplicateKey`."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return members
 
 
 def json_kind(value: object) -> str:

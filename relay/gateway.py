@@ -77,11 +77,11 @@ from relay.errors import (
     json_kind,
     parser_limits,
     printable,
+    unique_keys,
 )
 from relay.files import read_text, read_toml
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
-from relay.protocol.frames import unique_keys
 from relay.protocol.hosts import is_loopback
 from relay.protocol.http_framing import chunked_alone
 from relay.protocol.idempotency_keys import REPLAYED_HEADER

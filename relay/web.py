@@ -24,6 +24,7 @@ from relay.client import AsyncRelay, Relay
 from relay.errors import (
     AuthenticationError,
     ConfigError,
+    DuplicateKey,
     PermissionDenied,
     ProtocolError,
     ProviderError,
@@ -35,7 +36,6 @@ from relay.errors import (
     printable,
 )
 from relay.models import User
-from relay.protocol.frames import DuplicateKey
 from relay.protocol.media_types import is_json_media_type, media_type
 from relay.rules import ChannelRules, Decision
 

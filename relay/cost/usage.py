@@ -84,9 +84,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from relay.errors import ConfigError, parser_limits
+from relay.errors import ConfigError, DuplicateKey, parser_limits, unique_keys
 from relay.files import read_text
-from relay.protocol.frames import DuplicateKey, unique_keys
 
 from .models import (
     MAX_PEAK_FACTOR,

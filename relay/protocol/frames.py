@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
-from typing import Any
 
 from relay.errors import InvalidFrame, PayloadTooLarge, ProtocolError
 from relay.protocol.channels import ChannelKind, Limits, classify
@@ -99,27 +98,6 @@ def loads(text: str | bytes, what: str = "frame") -> object:
         except RecursionError:  # read at the parser's depth limit, one level too deep to write back
             raise InvalidFrame(f"{what} nests arrays and objects too deeply") from None
     return value
-
-
-class DuplicateKey(ValueError):
-    """A JSON object names a key twice. Parsers keep one of the values (Python's the last), so the one dropped may be
-    the one meant, or the one a proxy in front checked."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"{key[:100]!r} is given twice in one object")
-        self.key = key
-
-
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json.loads``'s ``object_pairs_hook`` where a key given twice is an error: :class:`DuplicateKey`."""
-    members = dict(pairs)
-    if len(members) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise DuplicateKey(key)
-            seen.add(key)
-    return members
 
 
 def utf8_length(text: str) -> int:
