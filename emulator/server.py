@@ -327,7 +327,12 @@ class EmulatorNode:
 
     async def _sweep_liveness(self) -> None:
         loop = asyncio.get_running_loop()
-        shortest = min(min(app.activity_timeout, app.pong_timeout) for app in self.config.apps)
+        # user_authentication_timeout too: a socket that neither signs in nor joins a private channel is closed
+        # within a quarter of it, not up to a second after (five times a timeout of 0.2 s)
+        shortest = min(
+            min(app.activity_timeout, app.pong_timeout, app.user_authentication_timeout or app.pong_timeout)
+            for app in self.config.apps
+        )
         interval = max(0.05, min(1.0, shortest / 4))
         while True:
             await asyncio.sleep(interval)
