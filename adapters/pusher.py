@@ -455,7 +455,7 @@ class PusherAdapter:
         _, cut = parse_user_data(user_data)
         if cut:  # Pusher would watch the first 100 and tell only the browser (error 4302)
             raise LimitExceeded(
-                f"the watchlist has {len(user.watchlist)} user ids; Pusher watches at most "
+                f"the watchlist has {len(set(user.watchlist))} user ids; Pusher watches at most "
                 f"{DEFAULT_LIMITS.max_watchlist}"
             )
         return {"auth": user_auth(self._config.key, self._config.secret, socket_id, user_data), "user_data": user_data}

@@ -747,9 +747,10 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
     for index, item in enumerate(watchlist):
         if not isinstance(item, str):
             raise ProtocolError(f"{wanted}: item {index} is {json_kind(item)}")
-    if len(watchlist) > DEFAULT_LIMITS.max_watchlist:
+    watched = len(set(watchlist))  # an id listed twice is watched once, as the emulator and the library count it
+    if watched > DEFAULT_LIMITS.max_watchlist:
         raise LimitExceeded(
-            f"the JWT's {WATCHLIST_CLAIM} claim has {len(watchlist)} user ids; Pusher watches at most "
+            f"the JWT's {WATCHLIST_CLAIM} claim has {watched} user ids; Pusher watches at most "
             f"{DEFAULT_LIMITS.max_watchlist}"
         )
     problem = watchlist_problem(watchlist)

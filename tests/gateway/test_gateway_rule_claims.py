@@ -182,7 +182,8 @@ async def test_the_watchlist_claim_is_the_signed_in_users_watchlist(
 
 async def test_a_malformed_watchlist_claim_is_a_400_naming_the_claim(gateway: RunningGateway) -> None:
     """Not a list of strings, or over Pusher's 100 ids: 400 with the reason and the claim's name, not a sign-in
-    without a watchlist (the claim was ignored: 200). Exactly 100 ids, or none, sign in; the gateway keeps serving."""
+    without a watchlist (the claim was ignored: 200). Exactly 100 ids (one of them listed twice too), or none, sign
+    in; the gateway keeps serving."""
     wanted = "the JWT's watchlist claim must be a list of user id strings"
     refused = {
         "a string": ("bob", f"{wanted}, not a string"),
@@ -215,8 +216,9 @@ async def test_a_malformed_watchlist_claim_is_a_400_naming_the_claim(gateway: Ru
             response = await signin(watchlist)
             assert (response.status_code, response.json()) == (400, {"error": message}), label
 
+        # An id listed twice is one id watched: 101 entries of 100 ids sign in, as the emulator would take them
         hundred = [f"user-{n}" for n in range(100)]
-        for watchlist, expected in ((hundred, hundred), ([], None)):
+        for watchlist, expected in ((hundred, hundred), ([*hundred, "user-7"], [*hundred, "user-7"]), ([], None)):
             response = await signin(watchlist)
             assert response.status_code == 200, response.text
             assert json.loads(response.json()["user_data"]).get("watchlist") == expected
