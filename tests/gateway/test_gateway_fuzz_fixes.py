@@ -23,9 +23,10 @@ def nested(depth: int) -> str:
 @pytest.mark.parametrize("field", ["channel", "event", "socket_id"])
 async def test_a_value_nested_as_deep_as_parsed_is_a_422_naming_the_field(gateway: RunningGateway, field: str) -> None:
     event = {"channel": "orders", "event": "created", "data": "{}"}
+    others = {name: value for name, value in event.items() if name != field}  # a key given twice is a 400 of its own
     async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH) as client:
         for depth in range(1000, 800, -5):  # from past the parser's depth down to the deepest it reads
-            body = json.dumps(event)[:-1] + f', "{field}": {nested(depth)}}}'
+            body = json.dumps(others)[:-1] + f', "{field}": {nested(depth)}}}'
             answer = await client.post("/v1/publish", content=body, headers={"Content-Type": "application/json"})
             if answer.status_code != 400 or answer.json()["error"] != TOO_DEEP:
                 break
