@@ -189,6 +189,32 @@ class SilentServer:
             assert time.monotonic() < deadline, f"{len(self.accepted)} connections of {count}"
             time.sleep(0.01)
 
+    def wait_for_request(self) -> None:
+        """Waits until the first connection holds a whole request (its head and the body its Content-Length names),
+        read without taking it: a fixed sleep after the connection opened was sometimes before the client, on
+        another thread of a loaded machine, had written it."""
+        self.wait_for_connections(1)
+        conn = self.accepted[0]
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                waiting = conn.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                waiting = b""
+            head, ended, body = waiting.partition(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            if ended and len(body) >= length:
+                return
+            assert time.monotonic() < deadline, f"no whole request within 5 s: {waiting!r}"
+            time.sleep(0.01)
+
     def close(self) -> None:
         self.listener.close()
         for conn in self.accepted:  # ends a request the test left waiting, whatever it asserted

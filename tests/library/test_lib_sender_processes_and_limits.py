@@ -335,8 +335,7 @@ def test_close_from_another_thread_interrupts_a_request_waiting_for_its_answer(
 
     worker = threading.Thread(target=publish, daemon=True)
     worker.start()
-    silent.wait_for_connections(1)
-    time.sleep(0.1)  # the request sent, waiting for the answer
+    silent.wait_for_request()  # the request sent, waiting for the answer
     started = time.monotonic()
     client.close()
     worker.join(5)

@@ -202,8 +202,7 @@ async def test_a_client_closed_during_a_query_does_not_say_a_publish_may_have_be
 ) -> None:
     relay = make_relay(f"emulator://{KEY}:{SECRET}@127.0.0.1:{silent.port}/apps/1", ONE_ATTEMPT)
     query = asyncio.ensure_future(relay.channel("orders"))
-    await asyncio.to_thread(silent.wait_for_connections, 1)
-    await asyncio.sleep(0.1)  # the request sent, waiting for the answer
+    await asyncio.to_thread(silent.wait_for_request)  # the request sent, waiting for the answer
     await relay.close()
     with pytest.raises(ClientClosed) as raised:
         await asyncio.wait_for(query, 10)
