@@ -180,7 +180,11 @@ async def test_aclose_from_another_thread_ends_a_request_reading_its_answer() ->
     async with server(lambda _: head_only) as (url, got):
         relay = AsyncRelay(url, retry=RetryPolicy(timeout=30.0))
         publish = asyncio.ensure_future(relay.publish("orders", "paid", 1))
-        await asyncio.sleep(0.5)  # the request sent, the head read, the body awaited
+        for _ in range(500):  # the request sent (a fixed 0.5 s was sometimes before it came, on a loaded machine)
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # the head read, the body awaited
         assert got and not publish.done()
         started = time.monotonic()
         await asyncio.to_thread(asyncio.run, relay.aclose())
