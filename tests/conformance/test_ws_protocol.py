@@ -228,7 +228,7 @@ async def test_unanswered_ping_closes_4201(start_emulator: StartEmulator, connec
     client = await RawClient.open(target)
     watcher = await connect(target)
     assert {await client.read(), await client.read()} == {(PING, b""), (TEXT, b'{"event":"pusher:ping","data":{}}')}
-    await watcher.expect("pusher:ping", wait=1.0)
+    await watcher.expect("pusher:ping", wait=3.0)
     await watcher.send("pusher:pong", {})
     opcode, payload = await client.read()
     assert (opcode, json.loads(payload)["event"]) == (TEXT, "pusher:error")
