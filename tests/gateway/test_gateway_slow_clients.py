@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -53,6 +54,23 @@ def answer(raw: bytes) -> tuple[int, dict[str, str], object]:
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
     return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def read_by_the_server(sock: socket.socket) -> None:
+    """Waits until what ``sock`` sent has been read by the process at its other end (on loopback, from
+    /proc/net/tcp: nothing left in the client's send queue nor in the server's receive queue), as a fixed sleep
+    could end before a loaded machine let the server read it."""
+    client, server = (f":{address[1]:04X}" for address in (sock.getsockname(), sock.getpeername()))
+    deadline = time.monotonic() + 5
+    while True:
+        queues = {}  # (local port, remote port): (tx_queue, rx_queue)
+        for row in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]):
+            tx, rx = (int(size, 16) for size in row[4].split(":"))
+            queues[row[1][-5:], row[2][-5:]] = (tx, rx)
+        if queues.get((client, server), (1, 1))[0] == 0 and queues.get((server, client), (1, 1))[1] == 0:
+            return
+        assert time.monotonic() < deadline, f"what was sent was not read within 5 s: {queues}"
+        time.sleep(0.01)
 
 
 def assert_serving(port: int) -> None:
@@ -134,7 +152,7 @@ def test_sigterm_answers_a_request_still_arriving_503_and_exits_at_once(authoriz
         socket.create_connection(("127.0.0.1", served.port)) as sock,
     ):
         sock.sendall(head + b"Content-Length: 200\r\n\r\n" + PUBLISH_BODY[:20])
-        time.sleep(0.2)  # the request has reached its handler, which waits for the rest of the body
+        read_by_the_server(sock)  # the request has reached its handler, which waits for the rest of the body
         started = time.monotonic()
         served.process.send_signal(signal.SIGTERM)
         raw, _ = read_until_closed(sock)
