@@ -185,7 +185,8 @@ async def test_a_connection_closed_while_its_admission_is_pending_leaves_nothing
     await settled([one, two])
     assert await presence_ids(one, ROOM) == ["host"]
     await until(lambda: not cluster_of(one)._admitting)
-    await asyncio.sleep(0.2)  # the undo, queued behind the admission, has run
+    # the undo, queued behind the admission, has run (waited for, not 0.2 s: a round trip to Redis on a loaded machine)
+    await asyncio.wait_for(cluster_of(one)._queue.join(), 10)
     assert await counted(redis_server) == ["host"]
     await later.subscribe(ROOM, "latecomer")
     assert await settled([one, two]) == ["host", "latecomer"]
