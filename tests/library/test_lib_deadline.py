@@ -166,7 +166,7 @@ async def test_a_retry_whose_wait_would_cross_the_deadline_is_not_taken(kind: st
         started = time.monotonic()
         with pytest.raises(ProviderError) as raised:
             await publish_once(kind, url, policy)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 2.5  # not the 3 s wait (at once, with room for a loaded machine)
         assert len(got) == 1
         assert str(raised.value).endswith("; not retried: deadline of 3s reached (too little time left for a retry)")
         assert raised.value.outcome_unknown is False  # a 503: the provider took nothing on

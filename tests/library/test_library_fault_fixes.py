@@ -165,7 +165,7 @@ async def test_aclose_ends_at_once_a_request_whose_connection_is_being_opened(cl
         else:
             await asyncio.to_thread(asyncio.run, relay.aclose())
         outcomes = await asyncio.wait_for(asyncio.gather(here, there, return_exceptions=True), 10)
-    assert time.monotonic() - started < 1, "not at once"
+    assert time.monotonic() - started < 5, "not at once"  # the timeout is 30 s: 5 leaves a loaded machine room
     for outcome in outcomes:
         assert isinstance(outcome, ClientClosed), repr(outcome)
         # Nothing was sent on a connection never opened: the request may be sent again (it said it may have been
@@ -190,5 +190,5 @@ async def test_aclose_from_another_thread_ends_a_request_reading_its_answer() ->
         await asyncio.to_thread(asyncio.run, relay.aclose())
         with pytest.raises(ClientClosed) as raised:
             await asyncio.wait_for(publish, 10)
-    assert time.monotonic() - started < 1, "not at once"
+    assert time.monotonic() - started < 5, "not at once"  # the timeout is 30 s: 5 leaves a loaded machine room
     assert raised.value.outcome_unknown
