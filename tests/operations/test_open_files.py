@@ -156,7 +156,10 @@ async def test_near_the_limit_it_warns_once_and_past_it_drops_new_connections_bu
 
         for _ in range(40):  # past 100 descriptors
             flood.append(raw_connection(relay.port))
-        outcomes = await asyncio.gather(*(dropped(connection) for connection in flood[80:]))
+        deadline = time.monotonic() + 5  # one round of 0.5 s can end before a loaded machine's server drops one
+        while not any(outcomes := await asyncio.gather(*(dropped(connection) for connection in flood[80:]))):
+            if time.monotonic() > deadline:
+                break
         assert any(outcomes), "no connection past the open-file limit was dropped"
         assert not any(await asyncio.gather(*(dropped(connection) for connection in flood[:60])))
 
