@@ -449,7 +449,7 @@ class PusherAdapter:
         if user.info:
             fields["user_info"] = dict(user.info)
         if user.watchlist:
-            fields["watchlist"] = list(user.watchlist)
+            fields["watchlist"] = list(dict.fromkeys(user.watchlist))  # once each: Pusher counts 100 entries
         user_data = dumps(fields)
         # The limits the server holds a signin to: refused here, not by closing the socket
         _, cut = parse_user_data(user_data)

@@ -258,12 +258,17 @@ _JSON_KINDS: Mapping[type, str] = {
 }
 
 
+# The most of a duplicated key's characters its message shows
+KEY_SHOWN = 100
+
+
 class DuplicateKey(ValueError):
     """A JSON object names a key twice. Parsers keep one of the values (Python's the last), so the one dropped may be
     the one meant, or the one a proxy in front checked."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"{key[:100]!r} is given twice in one object")
+        shown = key if len(key) <= KEY_SHOWN else key[:KEY_SHOWN] + "…"  # a cut key is not shown as if whole
+        super().__init__(f"{shown!r} is given twice in one object")
         self.key = key
 
 

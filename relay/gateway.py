@@ -756,7 +756,7 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
     problem = watchlist_problem(watchlist)
     if problem is not None:
         raise ProtocolError(f"the JWT's {WATCHLIST_CLAIM} claim: {problem}")
-    return tuple(watchlist)
+    return tuple(dict.fromkeys(watchlist))  # signed as watched: once each, at most 100
 
 
 def joined_cookies(request: Request) -> str:
@@ -1796,7 +1796,7 @@ class _UniqueKeysRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def read_unique_keys(request: Request) -> Response:
-            return await handler(_UniqueKeysRequest(request.scope, request.receive))
+            return await handler(_UniqueKeysRequest(request.scope, request.receive, request._send))
 
         return read_unique_keys
 

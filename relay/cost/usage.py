@@ -253,8 +253,7 @@ def load_usage(path: str | Path) -> Usage:
             data = json.loads(text, object_pairs_hook=unique_keys)
         except DuplicateKey as exc:
             raise ConfigError(
-                f"usage file {path}: {exc.key!r} is given twice in the same object; JSON would silently keep only the "
-                "last one, so merge them"
+                f"usage file {path}: {exc}; JSON would silently keep only the last one, so merge them"
             ) from exc
         except json.JSONDecodeError as exc:
             raise ConfigError(

@@ -10,7 +10,7 @@ import pytest
 from relay.cli import main
 from relay.cost.pricing import load_prices
 from relay.cost.usage import load_usage
-from relay.errors import ConfigError
+from relay.errors import ConfigError, DuplicateKey, unique_keys
 from tests.cli_support import NOT_UTF8, write
 
 # -- relay cost ------------------------------------------------------------------------------------------------------
@@ -52,8 +52,25 @@ def test_a_usage_day_given_twice_is_refused_not_half_dropped(tmp_path: Path) -> 
     day = json.dumps(USAGE_DAY)
     busier = json.dumps({**USAGE_DAY, "peak_connections": 60, "connection_minutes": 86400})
     path = usage_file(tmp_path, f'"2026-11-28": {day}, "2026-11-28": {busier}')
-    with pytest.raises(ConfigError, match="2026-11-28"):
+    with pytest.raises(ConfigError) as raised:
         load_usage(path)
+    assert raised.value.message == (
+        f"usage file {path}: '2026-11-28' is given twice in one object; JSON would silently keep only the last one, "
+        "so merge them"
+    )
+
+
+def test_a_long_key_given_twice_is_shown_cut_and_marked_so() -> None:
+    """A key of 5,000 characters is named by its first 100 and an ellipsis, not as if those were all of it."""
+    key = "k" * 5000
+    with pytest.raises(DuplicateKey) as raised:
+        json.loads(json.dumps({key: 1})[:-1] + f', "{key}": 2}}', object_pairs_hook=unique_keys)
+    assert str(raised.value) == f"'{'k' * 100}…' is given twice in one object"
+    assert raised.value.key == key
+    assert json.loads('{"a": {"a": 1}, "b": [{"a": 2}]}', object_pairs_hook=unique_keys) == {
+        "a": {"a": 1},
+        "b": [{"a": 2}],
+    }
 
 
 @pytest.mark.parametrize(

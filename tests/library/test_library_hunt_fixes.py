@@ -220,6 +220,15 @@ async def test_a_watchlist_pusher_would_not_take_is_refused(
     assert len((await relay.authenticate_user("1.2", {"id": "alice", "watchlist": ["b"] * 100}))["auth"]) > 0
 
 
+async def test_a_watchlist_id_listed_twice_is_signed_once(make_relay: MakeRelay) -> None:
+    """101 entries naming 100 users are taken (as the emulator takes them), and the signed user_data lists each once,
+    so what Pusher reads has no more than its 100."""
+    relay = make_relay("pusher://k:s@eu/apps/1")
+    hundred = [f"user-{n}" for n in range(100)]
+    answer = await relay.authenticate_user("1.2", {"id": "alice", "watchlist": [*hundred, "user-7"]})
+    assert json.loads(answer["user_data"])["watchlist"] == hundred
+
+
 LONE = "a string cut in the middle of a character"
 
 
