@@ -449,13 +449,13 @@ class PusherAdapter:
         if user.info:
             fields["user_info"] = dict(user.info)
         if user.watchlist:
-            fields["watchlist"] = list(dict.fromkeys(user.watchlist))  # once each: Pusher counts 100 entries
+            fields["watchlist"] = list(user.watchlist)
         user_data = dumps(fields)
         # The limits the server holds a signin to: refused here, not by closing the socket
         _, cut = parse_user_data(user_data)
         if cut:  # Pusher would watch the first 100 and tell only the browser (error 4302)
             raise LimitExceeded(
-                f"the watchlist has {len(set(user.watchlist))} user ids; Pusher watches at most "
+                f"the watchlist has {len(user.watchlist)} user ids; Pusher watches at most "
                 f"{DEFAULT_LIMITS.max_watchlist}"
             )
         return {"auth": user_auth(self._config.key, self._config.secret, socket_id, user_data), "user_data": user_data}

@@ -747,16 +747,16 @@ def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
     for index, item in enumerate(watchlist):
         if not isinstance(item, str):
             raise ProtocolError(f"{wanted}: item {index} is {json_kind(item)}")
-    watched = len(set(watchlist))  # an id listed twice is watched once, as the emulator and the library count it
-    if watched > DEFAULT_LIMITS.max_watchlist:
+    watched = tuple(dict.fromkeys(watchlist))  # an id listed twice is watched once, as User keeps it
+    if len(watched) > DEFAULT_LIMITS.max_watchlist:
         raise LimitExceeded(
-            f"the JWT's {WATCHLIST_CLAIM} claim has {watched} user ids; Pusher watches at most "
+            f"the JWT's {WATCHLIST_CLAIM} claim has {len(watched)} user ids; Pusher watches at most "
             f"{DEFAULT_LIMITS.max_watchlist}"
         )
     problem = watchlist_problem(watchlist)
     if problem is not None:
         raise ProtocolError(f"the JWT's {WATCHLIST_CLAIM} claim: {problem}")
-    return tuple(dict.fromkeys(watchlist))  # signed as watched: once each, at most 100
+    return watched
 
 
 def joined_cookies(request: Request) -> str:

@@ -24,9 +24,10 @@ def integer_id_as_digits(user_id: object) -> object:
 @dataclass(frozen=True, slots=True)
 class User:
     """An end user, as channel rules and presence see them. ``watchlist``: the ids of the users whose online status
-    Pusher tells this user's browser once signed in (``pusher.user.watchlist``), at most 100. ``signed_in_until``:
-    when the user's sign-in ends, in seconds since the epoch (a JWT's ``exp``): an Ably token for the user ends then
-    at the latest, not an hour after it is issued (Pusher's channel authorizations have no end to set)."""
+    Pusher tells this user's browser once signed in (``pusher.user.watchlist``), at most 100, each kept once.
+    ``signed_in_until``: when the user's sign-in ends, in seconds since the epoch (a JWT's ``exp``): an Ably token for
+    the user ends then at the latest, not an hour after it is issued (Pusher's channel authorizations have no end to
+    set)."""
 
     id: str
     info: Mapping[str, Any] = field(default_factory=dict)
@@ -44,7 +45,9 @@ class User:
         # A str would be read as a list of one-character ids
         if not isinstance(watchlist, list | tuple) or not all(isinstance(watched, str) for watched in watchlist):
             raise ProtocolError(f"a user's watchlist is a list of user id strings, not {watchlist!r}")
-        object.__setattr__(self, "watchlist", tuple(watchlist))  # a list given is kept as the tuple it is typed as
+        # Kept as the tuple it is typed as, each id once: an id listed twice is one user watched, as Pusher's server
+        # counts its 100
+        object.__setattr__(self, "watchlist", tuple(dict.fromkeys(watchlist)))
         until = self.signed_in_until
         if until is not None and (isinstance(until, bool) or not isinstance(until, int | float) or not isfinite(until)):
             raise ProtocolError(f"a user's signed_in_until is seconds since the epoch (a JWT's exp), not {until!r}")
