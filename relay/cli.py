@@ -21,7 +21,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -983,15 +983,20 @@ def _relay_url(app: App, host: str, port: int, tls: bool, prefix: str, show_secr
     return config.url(privacy=not show_secrets)
 
 
-def _run(coroutine: object) -> None:
-    # Only the import may fall back: an ImportError from inside the server is the server's, and the coroutine
-    # cannot be run twice.
+def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     try:
-        import uvloop
-    except ImportError:  # not installed on Windows
-        asyncio.run(coroutine)  # type: ignore[arg-type]
-        return
-    uvloop.run(coroutine)  # type: ignore[arg-type]
+        # Only the import may fall back: an ImportError from inside the server is the server's, and the coroutine
+        # cannot be run twice.
+        try:
+            import uvloop
+        except ImportError:  # not installed on Windows
+            asyncio.run(coroutine)
+            return
+        uvloop.run(coroutine)
+    finally:
+        # A Ctrl-C while uvloop loaded or the loop was made left the coroutine never run, and Python's "coroutine
+        # was never awaited" RuntimeWarning followed "relay emulator: interrupted". Closing one that ran is nothing.
+        coroutine.close()
 
 
 # The help's characters beyond ASCII (relay cost's × and ÷), as plain text for an output whose encoding lacks them.
