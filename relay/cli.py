@@ -8,6 +8,7 @@ import bisect
 import copy
 import errno
 import gc
+import inspect
 import ipaddress
 import logging.config
 import math
@@ -995,8 +996,9 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coroutine)
     finally:
         # A Ctrl-C while uvloop loaded or the loop was made left the coroutine never run, and Python's "coroutine
-        # was never awaited" RuntimeWarning followed "relay emulator: interrupted". Closing one that ran is nothing.
-        coroutine.close()
+        # was never awaited" RuntimeWarning followed "relay emulator: interrupted". One that ran is left to the loop.
+        if inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+            coroutine.close()
 
 
 # The help's characters beyond ASCII (relay cost's × and ÷), as plain text for an output whose encoding lacks them.
