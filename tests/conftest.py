@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -17,6 +18,7 @@ from relay.emulator.config import App, EmulatorConfig
 from relay.emulator.server import EmulatorNode, start_server
 from relay.emulator.usage import SECONDS_PER_DAY, DayUsage
 from relay.protocol.signing import sign_rest_request
+from tests.leftovers import kill_descendants
 from tests.webhook_receiver import receiver as receiver
 from tests.webhook_receiver import start_receiver as start_receiver
 
@@ -92,6 +94,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return (not any(test.get_closest_marker("long") for test in tests), -len(tests))
 
     items[:] = [item for tests in sorted(by_file.values(), key=first_the_long_then_the_many) for item in tests]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A test that failed before stopping the processes it started (an emulator, a gateway, Node, redis-server)
+    leaves them running: they end with the test process. Not in pytest-xdist's controller, whose children are the
+    test processes themselves."""
+    if session.config.getoption("dist", "no") != "no" and not hasattr(session.config, "workerinput"):
+        return
+    kill_descendants(os.getpid())
 
 
 @pytest.fixture
