@@ -17,11 +17,13 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
+import httpcore
 import httpx
 
 from relay.adapters.base import HttpRequest, HttpResponse
@@ -515,19 +517,23 @@ def _exchange(
     trace: Callable[[str, dict[str, Any]], None],
 ) -> HttpResponse | _Failed:
     """``request`` sent and its answer read, the body up to its limit; a RuntimeError if ``client`` is closed."""
+    reading = _EXCHANGE_DEADLINE.set(attempt.deadline)
     try:
-        response = client.send(_built(client, request, attempt, trace), stream=True)
-    except httpx.HTTPError as exc:
-        return _Failed(exc, answered=False)
-    try:
-        body = _Body(response.status_code)
-        for chunk in response.iter_bytes():
-            if not body.add(chunk):
-                break
-    except httpx.HTTPError as exc:
-        return _Failed(exc, answered=True)
+        try:
+            response = client.send(_built(client, request, attempt, trace), stream=True)
+        except httpx.HTTPError as exc:
+            return _Failed(exc, answered=False)
+        try:
+            body = _Body(response.status_code)
+            for chunk in response.iter_bytes():
+                if not body.add(chunk):
+                    break
+        except httpx.HTTPError as exc:
+            return _Failed(exc, answered=True)
+        finally:
+            response.close()  # one not read to its end closes its connection: the rest is never read
     finally:
-        response.close()  # one not read to its end closes its connection: the rest is never read
+        _EXCHANGE_DEADLINE.reset(reading)
     return _response(response, body, sending)
 
 
@@ -648,6 +654,73 @@ def _built(
     )
 
 
+# The deadline of the sync exchange under way in this thread, which every read of its answer is cut to
+_EXCHANGE_DEADLINE: ContextVar[Deadline | None] = ContextVar("relay_exchange_deadline", default=None)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection of a sync client whose every read waits no longer than the exchange's deadline. httpcore reads
+    the read timeout once for the answer's head and once for its body, each cut to the time left then (``_Timeouts``),
+    and gives every read of the phase that much: a server sending its answer a few bytes at a time renewed it at each
+    read, and held the request past the deadline for as long as it went on sending."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        deadline = _EXCHANGE_DEADLINE.get()
+        return self._stream.read(max_bytes, timeout if deadline is None else deadline.wait(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own sync backend, its connections made ``_DeadlineStream``s."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _bound_reads_by_the_deadline(client: httpx.Client) -> None:
+    """Makes the connections of ``client``'s transports, its own and those of the proxies the environment sets,
+    ``_DeadlineStream``s. httpx has no parameter for the network backend of the httpcore pools it makes, and giving it
+    a transport would drop the proxies, so each pool's backend is wrapped in place (a test fails if httpx or httpcore
+    stop using it)."""
+    for transport in (client._transport, *client._mounts.values()):
+        if isinstance(transport, httpx.HTTPTransport):
+            transport._pool._network_backend = _DeadlineBackend(transport._pool._network_backend)
+
+
 class SyncSender:
     """Sends with one ``httpx.Client`` per process. A process forked once the sender was made (gunicorn --preload,
     uWSGI without lazy-apps, multiprocessing) has a copy of its parent's client, keep-alive connections included:
@@ -677,7 +750,9 @@ class SyncSender:
         self._closed = False
 
     def _new_client(self) -> httpx.Client:
-        return httpx.Client(timeout=self.policy.timeout, limits=_LIMITS)
+        client = httpx.Client(timeout=self.policy.timeout, limits=_LIMITS)
+        _bound_reads_by_the_deadline(client)
+        return client
 
     def _here(self) -> _ProcessClient:
         """This process's client (a dict lookup per request: os.getpid() is a cheap system call)."""

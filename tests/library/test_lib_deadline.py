@@ -5,8 +5,9 @@ it, each wait of each attempt had its own timeout: a provider that did not answe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -237,19 +238,18 @@ async def test_a_retry_that_finds_no_free_connection_after_an_unanswered_attempt
     )
 
 
-@pytest.mark.parametrize("trickled", ["head", "body"])
-async def test_an_answer_trickled_a_byte_at_a_time_is_cut_at_the_deadline_by_the_async_client(trickled: str) -> None:
-    """httpcore cuts each wait to the time left as the wait begins, and a read of the answer waits the whole timeout
-    for each few bytes: a server sending one byte every 0.2 s held an AsyncRelay's publish (timeout 1, deadline 1.5)
-    for as long as it kept sending (16 s for this head, 40 s for this body), past the deadline. The whole exchange is
-    now bounded by it: the publish fails at 1.5 s, its outcome unknown (its answer had not come whole)."""
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
-    body = b"{" + b" " * 198 + b"}"
-    at_once, byte_by_byte = (b"", head + body) if trickled == "head" else (head, body)
+TRICKLED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+TRICKLED_BODY = b"{" + b" " * 198 + b"}"
+
+
+@contextlib.asynccontextmanager
+async def trickling(at_once: bytes, byte_by_byte: bytes, heads: list[bytes]) -> AsyncIterator[int]:
+    """A server on a free port (yielded) that answers each request with ``at_once`` and then ``byte_by_byte``, one
+    byte every 0.2 s; the head of each request it got is added to ``heads``."""
 
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await reader.readuntil(b"\r\n\r\n")
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
             writer.write(at_once)
             for byte in byte_by_byte:
                 writer.write(bytes([byte]))
@@ -261,20 +261,58 @@ async def test_an_answer_trickled_a_byte_at_a_time_is_cut_at_the_deadline_by_the
             writer.close()
 
     listening = await asyncio.start_server(trickle, "127.0.0.1", 0)
-    port = listening.sockets[0].getsockname()[1]
-    policy = RetryPolicy(attempts=1, timeout=1, deadline=1.5)
-    started = time.monotonic()
     try:
-        with pytest.raises(TransportError) as raised:
-            await publish_once("async", f"emulator://{KEY}:{SECRET}@127.0.0.1:{port}/apps/1", policy)
+        yield listening.sockets[0].getsockname()[1]
     finally:
         listening.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("trickled", ["head", "body"])
+async def test_an_answer_trickled_a_byte_at_a_time_is_cut_at_the_deadline(trickled: str, kind: str) -> None:
+    """httpcore cuts each wait to the time left as the wait begins, and a read of the answer waits the whole timeout
+    for each few bytes: a server sending one byte every 0.2 s held a publish (timeout 1, deadline 1.5) for as long as
+    it kept sending (16 s for this head, 40 s for this body), past the deadline. The whole exchange is now bounded by
+    it, a Relay's (each read cut to the time left) as an AsyncRelay's: the publish fails at 1.5 s, its outcome unknown
+    (its answer had not come whole)."""
+    head, body = TRICKLED_HEAD, TRICKLED_BODY
+    at_once, byte_by_byte = (b"", head + body) if trickled == "head" else (head, body)
+    policy = RetryPolicy(attempts=1, timeout=1, deadline=1.5)
+    async with trickling(at_once, byte_by_byte, []) as port:
+        started = time.monotonic()
+        with pytest.raises(TransportError) as raised:
+            await publish_once(kind, f"emulator://{KEY}:{SECRET}@127.0.0.1:{port}/apps/1", policy)
     assert 1.4 < time.monotonic() - started < 3, time.monotonic() - started  # the old bound: 0.2 s × its length
     assert raised.value.outcome_unknown is True
     late = "no answer from" if trickled == "head" else "the answer from"
     whole = "" if trickled == "head" else " did not come whole"
     assert str(raised.value) == (
         f"{late} 127.0.0.1:{port}{whole}: ReadTimeout, deadline of 1.5s reached" + MAY_HAVE_BEEN_DELIVERED
+    )
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_proxy_from_the_environment_is_used_and_its_trickled_answer_cut_at_the_deadline(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync client bounds each read by wrapping the connections of httpx's pools, which must not cost it the
+    proxies the environment sets (httpx drops them for a client given a transport of its own): the request goes to
+    the proxy, in the absolute form a proxy is sent, and the proxy's answer, trickled, is cut at the deadline too."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    heads: list[bytes] = []
+    policy = RetryPolicy(attempts=1, timeout=1, deadline=1.5)
+    async with trickling(b"", TRICKLED_HEAD + TRICKLED_BODY, heads) as proxy_port:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
+        started = time.monotonic()
+        with pytest.raises(TransportError) as raised:
+            await publish_once(kind, f"emulator://{KEY}:{SECRET}@relay.invalid:6001/apps/1", policy)
+    assert 1.4 < time.monotonic() - started < 3, time.monotonic() - started
+    assert [head.split(b"\r\n")[0].split(b"?")[0] for head in heads] == [
+        b"POST http://relay.invalid:6001/apps/1/events"
+    ]
+    assert str(raised.value) == (
+        "no answer from relay.invalid:6001: ReadTimeout, deadline of 1.5s reached" + MAY_HAVE_BEEN_DELIVERED
     )
 
 
