@@ -289,3 +289,35 @@ def test_the_bench_commands_parse(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(sys, "argv", [module, *argv])
         with pytest.raises(Parsed):
             importlib.import_module(module).main()
+
+
+# -- examples/README.md ----------------------------------------------------------------------------------------------
+
+SWITCHING = re.findall(
+    r"^RELAY_URL=(\S+) \.venv/bin/python -m examples\.order_tracking *(?:# (.*))?$",
+    block("../examples/README.md", "bash", "RELAY_URL=pusher://"),
+    re.MULTILINE,
+)
+
+
+@pytest.mark.parametrize(("relay_url", "comment"), SWITCHING, ids=[url for url, _ in SWITCHING])
+def test_each_relay_url_of_the_examples_readme_gives_the_pages_its_provider(relay_url: str, comment: str) -> None:
+    """ "Switching provider is a change of RELAY_URL only": each command's URL (as the shell reads it) configures the
+    order-tracking app, whose /api/config sends the pages to that provider, pusher-js or ably-js as the comment says."""
+    from examples.order_tracking.app import create_app
+    from tests.examples.test_order_tracking_backend import browser
+
+    (url,) = shlex.split(relay_url)
+    with browser(create_app(url, session_secret=b"docs")) as page:
+        config = page.get("/api/config").json()
+    scheme = url.split("://", 1)[0]
+    assert config["provider"] == scheme
+    if scheme == "ably":
+        assert config["library"] == "/vendor/ably.min.js", comment
+    else:
+        assert config["library"] == "/vendor/pusher.min.js"
+        assert config["key"] == url.split("://", 1)[1].split(":", 1)[0]
+    if "@relay.example.com:443" in url:
+        assert (config["wsHost"], config["wssPort"], config["forceTLS"]) == ("relay.example.com", 443, True)
+    if comment == "hosted Pusher":
+        assert (config["cluster"], "wsHost" in config) == ("eu", False)
