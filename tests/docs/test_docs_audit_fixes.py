@@ -255,6 +255,84 @@ async def test_the_ably_python_realtime_options_connect_to_the_readme_emulator()
         await emulator.stop()
 
 
+ABLY_JS_BLOCKS = """
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+
+const Ably = createRequire(process.argv[2])('ably');
+const blocks = JSON.parse(readFileSync(process.argv[3], 'utf8'));
+const AsyncFunction = Object.getPrototypeOf(async () => {}).constructor;
+const seen = { rendered: [], viewers: [], logged: [], refetched: 0 };
+const until = async (done, what) => {
+  for (let waited = 0; !done(); waited += 50) {
+    if (waited > 10000) throw new Error(`no ${what}: ${JSON.stringify(seen)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+};
+
+const realtime = await new AsyncFunction('Ably', `${blocks.options}\nreturn realtime;`)(Ably);
+await realtime.connection.whenState('connected');
+await new AsyncFunction('realtime', 'refetchOrders', blocks.resume)(realtime, () => seen.refetched++);
+await realtime.channels.get('orders').attach();
+await new AsyncFunction('realtime', 'render', blocks.rewind)(realtime, (data) => seen.rendered.push(data));
+await new AsyncFunction('realtime', 'showViewers', blocks.occupancy)(realtime, (count) => seen.viewers.push(count));
+const console = { log: (...args) => seen.logged.push(args) };
+const server = await new AsyncFunction('Ably', 'console', `${blocks.lifecycle}\nreturn realtime;`)(Ably, console);
+const viewed = realtime.channels.get('orders-7');
+await viewed.attach();
+await until(() => seen.logged.length === 1, 'channel.opened');
+await viewed.detach();
+await until(() => seen.logged.length === 2 && seen.rendered.length && seen.viewers.length, 'more');
+server.close();
+realtime.close();
+process.stdout.write(JSON.stringify(seen));
+"""
+
+
+async def test_the_ably_js_blocks_do_what_their_comments_say(tmp_path: Path) -> None:
+    """docs/ably.md's ably-js blocks run in Node, one after another, as written (their port put in): the client
+    options connect; the resume listener refetches at a first attach; `rewind: '1'` renders an order's current status
+    at once; the viewer count shows the one viewer; and the server's lifecycle listener, on an app with the
+    capability its comment names, logs a channel's first viewer and its last leaving."""
+    from tests.node_scenarios import NODE, NODE_DIR, node_modules
+
+    node_modules("ably")
+    assert NODE is not None
+    js = [body for lang, body in blocks(DOCS / "ably.md") if lang == "js"]
+    options, resume, rewind, occupancy, lifecycle = js
+    assert "new Ably.Realtime" in options and "rewind: '1'" in rewind and "occupancy:" in occupancy
+    capability = re.search(r"the app has (ably_capability = '[^']+')", lifecycle)
+    assert capability is not None
+    config = tmp_path / "emulator.toml"
+    config.write_text(
+        f'[[apps]]\napp_id = "1"\nkey = "app-key"\nsecret = "app-secret"\nwebhook_delay = 0.2\n{capability[1]}\n'
+    )
+    emulator = await EmulatorProcess.start("--config", str(config), env=CLEAN_ENV)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{emulator.port}", auth=("1.app-key", "app-secret")
+        ) as http:
+            for status in ("cooking", "ready"):
+                answer = await http.post("/channels/order-42/messages", json={"name": "status", "data": status})
+                assert answer.status_code == 201, answer.text
+        runs = {"options": options, "resume": resume, "rewind": rewind, "occupancy": occupancy, "lifecycle": lifecycle}
+        (tmp_path / "blocks.json").write_text(
+            json.dumps({name: body.replace("6001", str(emulator.port)) for name, body in runs.items()})
+        )
+        (tmp_path / "run.mjs").write_text(ABLY_JS_BLOCKS)
+        process = await asyncio.create_subprocess_exec(
+            NODE, str(tmp_path / "run.mjs"), str(NODE_DIR / "package.json"), str(tmp_path / "blocks.json"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, stderr.decode()
+    finally:
+        await emulator.stop()
+    seen = json.loads(stdout)
+    assert (seen["refetched"], seen["rendered"], seen["viewers"][0]) == (1, ["ready"], 1), seen
+    assert seen["logged"] == [["opened", "orders-7", 1], ["closed", "orders-7"]]
+
+
 # -- docs/performance.md ---------------------------------------------------------------------------------------------
 
 
