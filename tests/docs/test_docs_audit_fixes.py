@@ -198,6 +198,28 @@ async def test_the_emulator_page_s_open_file_warning_at_start_is_the_one_logged(
     assert logged.endswith(f" {shown}"), logged  # after the time each line starts with
 
 
+async def test_the_emulator_page_s_lost_listener_lines_are_the_ones_logged() -> None:
+    """ "Graceful shutdown": when the listening socket stops listening, the two lines the page shows are logged (after
+    each line's time; the text format appends the record's fields, host and port, to the first)."""
+    from tests.operations.test_listener_lost import stop_listening_in
+
+    (shown,) = re.findall(
+        r"^```\n(ERROR relay\.emulator: the listening socket.*?)^```$", PAGE, re.MULTILINE | re.DOTALL
+    )
+    emulator = await EmulatorProcess.start("--app-id", "1", env=CLEAN_ENV)
+    try:
+        stop_listening_in(emulator.process.pid, emulator.port)
+        async with asyncio.timeout(15):
+            assert await emulator.process.wait() == 1
+    finally:
+        await emulator.stop(grace=5.0)
+    logged = [line for line in emulator.stderr if " ERROR " in line]
+    expected = shown.replace("6001", str(emulator.port)).splitlines()
+    assert len(logged) == len(expected) == 2, emulator.stderr
+    for line, end in zip(logged, expected, strict=True):
+        assert line.endswith(f" {end}"), line
+
+
 def shell_commands(text: str, program: str) -> list[list[str]]:
     """The words after ``program`` of the bash blocks' lines that start with it (continuation lines joined, comments
     and a final ``&`` left out)."""
