@@ -198,6 +198,25 @@ async def test_the_emulator_page_s_open_file_warning_at_start_is_the_one_logged(
     assert logged.endswith(f" {shown}"), logged  # after the time each line starts with
 
 
+async def test_the_emulator_page_s_warning_near_the_open_file_limit_is_the_one_logged() -> None:
+    """ "Open files": under an open-file limit of 100, the 68th connection brings the warning the page shows (after
+    the line's time; the text format appends the record's fields)."""
+    from tests.operations.test_open_files import raw_connection
+
+    (shown,) = re.findall(r"^WARNING relay\.emulator: 68 connections open, .*$", PAGE, re.MULTILINE)
+    emulator = await EmulatorProcess.start(open_files=(100, 100), env=CLEAN_ENV)
+    flood = []
+    try:
+        for _ in range(70):
+            flood.append(raw_connection(emulator.port))
+        logged = await emulator.wait_for_output("near the open-file limit")
+    finally:
+        for connection in flood:
+            connection.close()
+        await emulator.stop()
+    assert logged.endswith(f" {shown}"), logged
+
+
 async def test_the_emulator_page_s_lost_listener_lines_are_the_ones_logged() -> None:
     """ "Graceful shutdown": when the listening socket stops listening, the two lines the page shows are logged (after
     each line's time; the text format appends the record's fields, host and port, to the first)."""
