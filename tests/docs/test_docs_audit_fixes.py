@@ -1,7 +1,8 @@
 """Examples of the manual that no test ran, run as written (ports a test can use put in for the fixed ones), their
 shown output held to what really happens: docs/gateway.md's first commands and its idempotent curl, with the
-refusals its log block shows; docs/emulator.md's TLS commands, its JSON log line, its start-up warning and its
-command lines; docs/ably.md's ably-python realtime options; docs/performance.md's bench commands."""
+refusals its log block shows; docs/emulator.md's first command, TLS commands, log lines, usage document and command
+lines; docs/ably.md's ably-python realtime options and ably-js blocks; examples/README.md's provider URLs;
+docs/performance.md's bench commands."""
 
 from __future__ import annotations
 
@@ -143,6 +144,34 @@ async def test_the_gateway_page_s_first_block_serves_and_its_curl_publishes_once
 # -- docs/emulator.md ------------------------------------------------------------------------------------------------
 
 PAGE = (DOCS / "emulator.md").read_text()
+
+
+async def test_the_emulator_page_s_first_command_serves_the_defaults_its_comment_names() -> None:
+    """`relay emulator   # 127.0.0.1:6001, app id "app-id", key "app-key", secret "app-secret"`: the RELAY_URL its
+    banner prints is those (6001 the port it takes when not given one: here a free one is)."""
+    from relay.emulator.config import EmulatorConfig
+
+    first = block("emulator.md", "bash", "relay emulator --config emulator.toml").splitlines()[0]
+    comment = re.search(r'^relay emulator +# (\S+):(\d+), app id "(.+)", key "(.+)", secret "(.+)"$', first)
+    assert comment is not None, first
+    host, port, app_id, key, secret = comment.groups()
+    assert (EmulatorConfig(apps=()).host, EmulatorConfig(apps=()).port) == (host, int(port))
+    emulator = await EmulatorProcess.start(env=CLEAN_ENV)
+    await emulator.stop()
+    assert f"RELAY_URL:   emulator://{key}:{secret}@{host}:{emulator.port}/apps/{app_id}\n" in emulator.banner
+
+
+async def test_the_usage_document_the_emulator_page_shows_is_one_relay_cost_prices(tmp_path: Path) -> None:
+    """ "Usage meter": `relay cost --usage usage.json` on the page's document prices it, warning that its 31 seconds
+    are a guess of a day (the page says relay cost reads them as 31 seconds of traffic)."""
+    (document,) = [body for lang, body in blocks(DOCS / "emulator.md") if lang == "json" and '"version": 2' in body]
+    (tmp_path / "usage.json").write_text(document)
+    command = block("emulator.md", "bash", "relay cost --usage").strip()
+    assert command == "relay cost --usage usage.json"
+    status, stdout, stderr = await bash(f"{shlex.quote(BIN)}/{command}", tmp_path)
+    assert status == 0, stderr
+    assert "Pusher Channels" in stdout and "Ably" in stdout
+    assert "less than an hour measured (31 s)" in stderr
 
 
 async def test_the_emulator_page_s_tls_commands_make_a_certificate_the_library_trusts_with_ssl_cert_file(
