@@ -146,38 +146,60 @@ async def test_the_gateway_page_s_first_block_serves_and_its_curl_publishes_once
 PAGE = (DOCS / "emulator.md").read_text()
 
 
-async def test_the_emulator_page_s_first_command_serves_the_defaults_its_comment_names() -> None:
-    """`relay emulator   # 127.0.0.1:6001, app id "app-id", key "app-key", secret "app-secret"`: the RELAY_URL its
-    banner prints is those (6001 the port it takes when not given one: here a free one is)."""
-    from relay.emulator.config import EmulatorConfig
+async def test_the_emulator_page_s_first_command_and_its_json_log_line() -> None:
+    """The page's first command, `relay emulator` (here with `--log-json`, on a free port), serves the app its comment
+    names (`127.0.0.1:6001, app id "app-id", key "app-key", secret "app-secret"`: 6001 is the port it takes when not
+    given one); a connection with key x is refused with the line "Logs" shows, field for field (its time aside)."""
+    from relay.emulator.config import App, EmulatorConfig
+    from tests.operations.support import api
 
     first = block("emulator.md", "bash", "relay emulator --config emulator.toml").splitlines()[0]
     comment = re.search(r'^relay emulator +# (\S+):(\d+), app id "(.+)", key "(.+)", secret "(.+)"$', first)
     assert comment is not None, first
     host, port, app_id, key, secret = comment.groups()
     assert (EmulatorConfig(apps=()).host, EmulatorConfig(apps=()).port) == (host, int(port))
-    emulator = await EmulatorProcess.start(env=CLEAN_ENV)
-    await emulator.stop()
-    assert f"RELAY_URL:   emulator://{key}:{secret}@{host}:{emulator.port}/apps/{app_id}\n" in emulator.banner
+    shown = json.loads(block("emulator.md", "json", '"msg": "connection refused"'))
+    emulator = await EmulatorProcess.start("--log-json", env=CLEAN_ENV)
+    try:
+        assert f"RELAY_URL:   emulator://{key}:***@{host}:{emulator.port}/apps/{app_id}\n" in emulator.banner
+        answer = await api(
+            f"http://{host}:{emulator.port}", App(app_id, key, secret), "GET", f"/apps/{app_id}/channels"
+        )
+        assert answer.status_code == 200, answer.text  # signed with that secret
+        with pytest.raises(Exception, match="4001"):
+            await ws_client(f"ws://127.0.0.1:{emulator.port}{shown['path']}")
+        line = await emulator.wait_for_output('"connection refused"')
+    finally:
+        await emulator.stop()
+    logged = json.loads(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", logged.pop("ts"))
+    shown.pop("ts")
+    assert logged == shown
+    assert list(logged) == list(shown)  # in the order shown
 
 
-async def test_the_usage_document_the_emulator_page_shows_is_one_relay_cost_prices(tmp_path: Path) -> None:
-    """ "Usage meter": `relay cost --usage usage.json` on the page's document prices it, warning that its 31 seconds
-    are a guess of a day (the page says relay cost reads them as 31 seconds of traffic)."""
+def test_the_usage_document_the_emulator_page_shows_is_one_relay_cost_prices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The usage meter's document, saved as usage.json, is priced by the page's `relay cost --usage usage.json`, with
+    the warning that its 31 seconds are a guess of a day (the page says relay cost reads them as 31 seconds)."""
+    from relay.cli import main
+
     (document,) = [body for lang, body in blocks(DOCS / "emulator.md") if lang == "json" and '"version": 2' in body]
     (tmp_path / "usage.json").write_text(document)
-    command = block("emulator.md", "bash", "relay cost --usage").strip()
-    assert command == "relay cost --usage usage.json"
-    status, stdout, stderr = await bash(f"{shlex.quote(BIN)}/{command}", tmp_path)
-    assert status == 0, stderr
-    assert "Pusher Channels" in stdout and "Ably" in stdout
-    assert "less than an hour measured (31 s)" in stderr
+    monkeypatch.chdir(tmp_path)
+    (words,) = shell_commands(PAGE, "relay cost")
+    assert words == ["--usage", "usage.json"]
+    assert main(["cost", *words]) == 0
+    printed = capsys.readouterr()
+    assert "Pusher Channels" in printed.out and "Ably" in printed.out
+    assert "less than an hour measured (31 s)" in printed.err
 
 
 async def test_the_emulator_page_s_tls_commands_make_a_certificate_the_library_trusts_with_ssl_cert_file(
     tmp_path: Path,
 ) -> None:
-    """ "For a local certificate": the page's openssl command makes the pair `--tls-cert`/`--tls-key` serve; without
+    """For a local certificate, the page's openssl command makes the pair `--tls-cert`/`--tls-key` serve; without
     SSL_CERT_FILE a publish fails as the page says, and with the bundle its next command makes, it is published."""
     make_pair = block("emulator.md", "bash", "openssl req -x509")
     bundle = block("emulator.md", "bash", "export SSL_CERT_FILE=").replace(".venv/bin/python", sys.executable)
@@ -198,38 +220,9 @@ async def test_the_emulator_page_s_tls_commands_make_a_certificate_the_library_t
         await emulator.stop()
 
 
-async def test_the_emulator_page_s_json_log_line_is_what_a_refused_connection_logs() -> None:
-    """ "Logs": the `--log-json` line the page shows, for a connection with key x, field for field (its time aside)."""
-    shown = json.loads(block("emulator.md", "json", '"msg": "connection refused"'))
-    emulator = await EmulatorProcess.start("--log-json", env=CLEAN_ENV)
-    try:
-        with pytest.raises(Exception, match="4001"):
-            await ws_client(f"ws://127.0.0.1:{emulator.port}{shown['path']}")
-        line = await emulator.wait_for_output('"connection refused"')
-    finally:
-        await emulator.stop()
-    logged = json.loads(line)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", logged.pop("ts"))
-    shown.pop("ts")
-    assert logged == shown
-    assert list(logged) == list(shown)  # in the order shown
-
-
-async def test_the_emulator_page_s_open_file_warning_at_start_is_the_one_logged(tmp_path: Path) -> None:
-    """ "Open files": an app whose max_connections (5000) is past what an open-file limit of 1024 holds is warned of
-    at start in the words the page shows."""
-    (shown,) = re.findall(r"^WARNING relay\.emulator: app 1's max_connections \(5000\).*$", PAGE, re.MULTILINE)
-    config = tmp_path / "emulator.toml"
-    config.write_text('[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\nmax_connections = 5000\n')
-    emulator = await EmulatorProcess.start("--config", str(config), open_files=(1024, 1024), env=CLEAN_ENV)
-    await emulator.stop()
-    (logged,) = [line for line in emulator.stderr if "max_connections" in line]
-    assert logged.endswith(f" {shown}"), logged  # after the time each line starts with
-
-
 async def test_the_emulator_page_s_warning_near_the_open_file_limit_is_the_one_logged() -> None:
-    """ "Open files": under an open-file limit of 100, the 68th connection brings the warning the page shows (after
-    the line's time; the text format appends the record's fields)."""
+    """Under an open-file limit of 100, the 68th connection brings the warning the page shows (after the line's time;
+    the text format appends the record's fields)."""
     from tests.operations.test_open_files import raw_connection
 
     (shown,) = re.findall(r"^WARNING relay\.emulator: 68 connections open, .*$", PAGE, re.MULTILINE)
@@ -246,25 +239,29 @@ async def test_the_emulator_page_s_warning_near_the_open_file_limit_is_the_one_l
     assert logged.endswith(f" {shown}"), logged
 
 
-async def test_the_emulator_page_s_lost_listener_lines_are_the_ones_logged() -> None:
-    """ "Graceful shutdown": when the listening socket stops listening, the two lines the page shows are logged (after
-    each line's time; the text format appends the record's fields, host and port, to the first)."""
+async def test_the_emulator_page_s_start_warning_and_lost_listener_lines_are_the_ones_logged(tmp_path: Path) -> None:
+    """An app whose max_connections (5000) is past what an open-file limit of 1024 holds is warned of at start in the
+    words the page shows; when the listening socket stops listening, the two lines the page shows are logged. Each
+    after the line's time; the text format appends the record's fields (host and port, to the first of the two)."""
     from tests.operations.test_listener_lost import stop_listening_in
 
-    (shown,) = re.findall(
-        r"^```\n(ERROR relay\.emulator: the listening socket.*?)^```$", PAGE, re.MULTILINE | re.DOTALL
-    )
-    emulator = await EmulatorProcess.start("--app-id", "1", env=CLEAN_ENV)
+    (warning,) = re.findall(r"^WARNING relay\.emulator: app 1's max_connections \(5000\).*$", PAGE, re.MULTILINE)
+    (lost,) = re.findall(r"^```\n(ERROR relay\.emulator: the listening socket.*?)^```$", PAGE, re.MULTILINE | re.DOTALL)
+    config = tmp_path / "emulator.toml"
+    config.write_text('[[apps]]\napp_id = "1"\nkey = "k"\nsecret = "s"\nmax_connections = 5000\n')
+    emulator = await EmulatorProcess.start("--config", str(config), open_files=(1024, 1024), env=CLEAN_ENV)
     try:
         stop_listening_in(emulator.process.pid, emulator.port)
         async with asyncio.timeout(15):
             assert await emulator.process.wait() == 1
     finally:
         await emulator.stop(grace=5.0)
-    logged = [line for line in emulator.stderr if " ERROR " in line]
-    expected = shown.replace("6001", str(emulator.port)).splitlines()
-    assert len(logged) == len(expected) == 2, emulator.stderr
-    for line, end in zip(logged, expected, strict=True):
+    (logged,) = [line for line in emulator.stderr if "max_connections" in line]
+    assert logged.endswith(f" {warning}"), logged
+    errors = [line for line in emulator.stderr if " ERROR " in line]
+    expected = lost.replace("6001", str(emulator.port)).splitlines()
+    assert len(errors) == len(expected) == 2, emulator.stderr
+    for line, end in zip(errors, expected, strict=True):
         assert line.endswith(f" {end}"), line
 
 
@@ -411,7 +408,7 @@ class Parsed(Exception):
 
 
 def test_the_bench_commands_parse(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ "Running it": each command's flags are its program's, its scenarios and targets are bench/run.py's."""
+    """Each command of "Running it" parses: flags its program has, scenarios and targets bench/run.py has."""
     import importlib
 
     from bench import run
@@ -450,7 +447,7 @@ SWITCHING = re.findall(
 
 @pytest.mark.parametrize(("relay_url", "comment"), SWITCHING, ids=[url for url, _ in SWITCHING])
 def test_each_relay_url_of_the_examples_readme_gives_the_pages_its_provider(relay_url: str, comment: str) -> None:
-    """ "Switching provider is a change of RELAY_URL only": each command's URL (as the shell reads it) configures the
+    """Switching provider "is a change of RELAY_URL only": each command's URL (as the shell reads it) configures the
     order-tracking app, whose /api/config sends the pages to that provider, pusher-js or ably-js as the comment says."""
     from examples.order_tracking.app import create_app
     from tests.examples.test_order_tracking_backend import browser
