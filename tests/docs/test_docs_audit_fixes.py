@@ -220,6 +220,28 @@ async def test_the_emulator_page_s_tls_commands_make_a_certificate_the_library_t
         await emulator.stop()
 
 
+async def test_the_emulator_page_s_pusher_js_options_behind_nginx_are_the_ones_the_gateway_gives() -> None:
+    """The page's `new Pusher(…)` for the emulator behind nginx at relay.example.com: the options are those
+    /v1/client-config gives pages for that set-up (RELAY_PUBLIC_WS_URL=wss://relay.example.com, docs/deploy.md's)."""
+    from relay.gateway import GatewaySettings, create_app
+
+    snippet = block("emulator.md", "js", 'wsHost: "relay.example.com"')
+    match = re.fullmatch(r'new Pusher\("([^"]+)", (\{.*\})\);\n', snippet, re.DOTALL)
+    assert match is not None, snippet
+    options = json.loads(re.sub(r"(\w+):", r'"\1":', match[2]))
+    settings = GatewaySettings.from_env(
+        {
+            "RELAY_URL": f"emulator://{match[1]}:secret@127.0.0.1:6001/apps/1",
+            "RELAY_PUBLIC_WS_URL": "wss://relay.example.com",
+        }
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        config = (await http.get("/v1/client-config")).json()
+    assert config["key"] == match[1]
+    assert options == {name: config[name] for name in options}
+
+
 async def test_the_emulator_page_s_warning_near_the_open_file_limit_is_the_one_logged() -> None:
     """Under an open-file limit of 100, the 68th connection brings the warning the page shows (after the line's time;
     the text format appends the record's fields)."""
