@@ -391,7 +391,8 @@ class PusherAdapter:
             listed = self._object(response).get("channels")
             if listed == []:  # Laravel Reverb's none: PHP writes an empty map as a list
                 listed = {}
-            if not isinstance(listed, dict) or not all(isinstance(attrs, dict) for attrs in listed.values()):
+            # A user_count that is no count ("7", -1, true) is not passed on as one, as channel() refuses it
+            if not isinstance(listed, dict) or not all(map(_listed_attributes, listed.values())):
                 assert response is not None
                 raise unreadable_answer(self.name, response, 'what is not {"channels": {name: {attributes}}}')
             return {name: ChannelInfo(name, True, None, attrs.get("user_count")) for name, attrs in listed.items()}
@@ -403,10 +404,12 @@ class PusherAdapter:
 
         def parse(response: HttpResponse | None) -> list[PresenceMember]:
             users = self._object(response).get("users")
-            if not isinstance(users, list) or not all(isinstance(user, dict) and "id" in user for user in users):
+            # An id is a string, or an integer taken as its digits: str() made a member "None" of a null id
+            ids = [_member_id(user) for user in users] if isinstance(users, list) else [None]
+            if not all(ids):
                 assert response is not None
                 raise unreadable_answer(self.name, response, 'what is not {"users": [{"id": …}]}')
-            return [PresenceMember(str(user["id"])) for user in users]
+            return [PresenceMember(user_id) for user_id in ids if user_id]
 
         return Call(request, parse)
 
@@ -498,6 +501,22 @@ class PusherAdapter:
             )
             for index, event in enumerate(events)
         ]
+
+
+def _listed_attributes(attributes: object) -> bool:
+    """Whether ``attributes`` are a listed channel's, as Pusher's GET /channels gives them: an object, whose
+    ``user_count``, when there is one, is a count."""
+    if not isinstance(attributes, dict):
+        return False
+    user_count = attributes.get("user_count")
+    return user_count is None or count_of(user_count) is not None
+
+
+def _member_id(user: object) -> str | None:
+    """The id of a member of Pusher's GET /channels/{channel}/users: a non-empty string, or an integer as its digits;
+    None for anything else."""
+    user_id = integer_id_as_digits(user.get("id")) if isinstance(user, dict) else None
+    return user_id if isinstance(user_id, str) and user_id else None
 
 
 def _b64(data: bytes) -> str:
