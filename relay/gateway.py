@@ -1962,10 +1962,13 @@ def gateway_router(
             socket_id = fields.get("socket_id") or socket_id_placeholder(client)
             user = verifier.user(request)
             if user is not None:
-                info = {claim: user.info[claim] for claim in ("name",) if claim in user.info}
+                info = {claim: user.info[claim] for claim in SIGNIN_INFO_CLAIMS if claim in user.info}
                 user = User(user.id, info, _watchlist_claim(user.info))
             no_user_reason = verifier.no_user_reason(request) if user is None else None
-            body = user_auth_body(client, user, socket_id, no_user_reason)
+            try:
+                body = user_auth_body(client, user, socket_id, no_user_reason)
+            except PayloadTooLarge as error:  # the only size checked here: the signed-in user's user_info
+                raise PayloadTooLarge(_signin_info_too_large(error.message)) from None
         except RelayError as error:
             return no_store(error_response(error, request))
         return no_store(JSONResponse(body))
@@ -2065,6 +2068,19 @@ def _user_info_too_large(message: str, spec: RuleSpec) -> str:
     return (
         f"{message}: a presence member's user_info is the JWT claims that rule {spec.pattern!r} names in "
         f"user_info_claims ({', '.join(spec.user_info_claims)}); send shorter claims, or name fewer in the rules file"
+    )
+
+
+# The JWT claims that make a signed-in user's user_info (pusher-js's signin; docs/gateway.md, sign-in and watchlists)
+SIGNIN_INFO_CLAIMS = ("name",)
+
+
+def _signin_info_too_large(message: str) -> str:
+    """The library's "user_info is 1111 bytes; the limit is 1024", for a sign-in: said where user_info came from, as
+    a presence member's refusal says it (:func:`_user_info_too_large`)."""
+    return (
+        f"{message}: a signed-in user's user_info is the JWT's {', '.join(SIGNIN_INFO_CLAIMS)} claim; send a shorter "
+        "one"
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from relay.gateway import GatewaySettings
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway
+from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, hs_jwt
 
 API = {"authorization": f"Bearer {TOKEN}"}
 
@@ -83,3 +83,19 @@ async def test_a_channel_name_over_a_pusher_server_s_limit_is_the_same_400_in_ev
     in ``channels``: it is the provider's 400, naming its limit, wherever it is written."""
     response = await publish(gateway, path, body)
     assert (response.status_code, response.json()) == (400, {"error": error})
+
+
+async def test_a_sign_in_whose_name_claim_is_over_pusher_s_1_kb_says_which_claim(gateway: RunningGateway) -> None:
+    """A presence member's 413 names the claims that made its user_info; a sign-in's said only "user_info is 1111
+    bytes; the limit is 1024", though the JWT's name claim is all its user_info holds."""
+    token = hs_jwt("alice", name="x" * 1100)  # {"name": "x…"}: 1,111 bytes
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.post(
+            "/v1/auth/user", data={"socket_id": "123.456"}, headers={"authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "user_info is 1111 bytes; the limit is 1024: a signed-in user's user_info is the JWT's name claim; "
+        "send a shorter one"
+    }
+    assert response.headers["cache-control"] == "no-store"
