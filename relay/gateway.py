@@ -1200,6 +1200,14 @@ def _signing_keys(jwks: Mapping[str, Any]) -> tuple[list[jwt.PyJWK], dict[str, s
         elif isinstance(jwk.key, rsa.RSAPublicKey) and jwk.key.key_size < MIN_RSA_KEY_BITS:
             if isinstance(kid, str):
                 skipped[kid] = _short_rsa_key(jwk.key.key_size)
+        elif isinstance(jwk.key, ec.EllipticCurvePublicKey) and not isinstance(jwk.key.curve, ec.SECP256R1):
+            # Its "alg" says ES256 (PyJWK takes the label as it is), but ES256 is signed with P-256 keys only: kept, it
+            # verified no JWT, and each was refused as of another algorithm
+            if isinstance(kid, str):
+                skipped[kid] = (
+                    f"its alg is ES256, but it is an EC key on the curve {jwk.key.curve.name}, and ES256 is signed "
+                    "with P-256 (secp256r1) keys only"
+                )
         else:
             usable.append(jwk)
     if not usable:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from relay.gateway import GatewaySettings
+from tests.cli_support import assert_refused, run_relay, write
 from tests.conftest import RunningEmulator
-from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, hs_jwt
+from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, hs_jwt, relay_serve
 
 API = {"authorization": f"Bearer {TOKEN}"}
 
@@ -99,3 +107,46 @@ async def test_a_sign_in_whose_name_claim_is_over_pusher_s_1_kb_says_which_claim
         "send a shorter one"
     }
     assert response.headers["cache-control"] == "no-store"
+
+
+P384_AS_ES256 = (
+    "its alg is ES256, but it is an EC key on the curve secp384r1, and ES256 is signed with P-256 (secp256r1) keys only"
+)
+
+
+def es_jwk(curve: ec.EllipticCurve, kid: str) -> tuple[ec.EllipticCurvePrivateKey, dict[str, object]]:
+    """A private key on ``curve`` and its public JWK labelled ES256, as a JWKS that mislabels a P-384 key has it."""
+    key = ec.generate_private_key(curve)
+    return key, {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": kid, "alg": "ES256", "use": "sig"}
+
+
+async def test_a_jwks_whose_only_es256_key_is_no_p256_key_stops_the_gateway_at_start(tmp_path: Path) -> None:
+    """PyJWK takes a key's alg as written: a P-384 key labelled ES256 counted as a usable key, so the gateway started
+    and refused every JWT, an ES384 one as 'its alg is ES384, and the key … verifies ES256 only'."""
+    _, mislabelled = es_jwk(ec.SECP384R1(), "p384")
+    jwks = write(tmp_path, json.dumps({"keys": [mislabelled]}), "jwks.json")
+    outcome = await run_relay("serve", "--port", "0", env={"RELAY_URL": "memory://es", "RELAY_JWKS_FILE": str(jwks)})
+    assert_refused(outcome, f"it has 1 key(s); key 'p384' verifies no JWT here: {P384_AS_ES256}")
+
+
+def test_a_jwks_key_labelled_es256_off_p256_is_skipped_and_its_jwts_refused_saying_why(tmp_path: Path) -> None:
+    p384, mislabelled = es_jwk(ec.SECP384R1(), "p384")
+    p256, current = es_jwk(ec.SECP256R1(), "current")
+    jwks = write(tmp_path, json.dumps({"keys": [mislabelled, current]}), "jwks.json")
+    claims = {"sub": "alice", "exp": int(time.time()) + 60}
+    with relay_serve(RELAY_URL="memory://es", RELAY_JWKS_FILE=str(jwks)) as served:
+        answers = []
+        for key, algorithm, kid in ((p384, "ES384", "p384"), (p256, "ES256", "current")):
+            token = jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid})
+            response = httpx.post(
+                f"http://127.0.0.1:{served.port}/v1/auth/channel",
+                data={"socket_id": "1.1", "channel_name": "private-user-alice"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            answers.append((response.status_code, response.json().get("error")))
+        log = served.log().decode()
+    assert answers == [
+        (401, f"the JWT's kid 'p384' names a key of RELAY_JWKS_FILE that verifies no JWT here: {P384_AS_ES256}"),
+        (200, None),
+    ]
+    assert f"RELAY_JWKS_FILE: key 'p384' verifies no JWT here: {P384_AS_ES256}" in log
