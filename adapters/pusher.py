@@ -8,7 +8,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -273,17 +273,15 @@ class PusherAdapter:
         }
         if socket_id is not None:
             body["socket_id"] = socket_id
-        request = self._keyed_request("/events", body, idempotency_key, channels)
+        request = self._keyed_request("/events", body, idempotency_key)
         return Call(request, lambda response: self._published(response, tuple(channels)))
 
-    def _keyed_request(
-        self, path: str, body: object, idempotency_key: str | None, channels: Iterable[str]
-    ) -> HttpRequest:
-        """A publish to ``channels``: Pusher's HTTP API has no idempotency (the client remembers the key), but the
-        emulator dedupes a resend of an ``idempotency_key`` parameter for 2 minutes, from any process, as Ably does a
-        message id. Such a request is then safe to send again (the sender may retry it); hosted Pusher, soketi and
-        Reverb (pusher://) do not know the parameter. An encrypted channel's data is then encrypted with a nonce
-        derived from the key (:meth:`_nonce_seed`), so that another process's resend is the same body."""
+    def _keyed_request(self, path: str, body: object, idempotency_key: str | None) -> HttpRequest:
+        """A publish: Pusher's HTTP API has no idempotency (the client remembers the key), but the emulator dedupes a
+        resend of an ``idempotency_key`` parameter for 2 minutes, from any process, as Ably does a message id. Such a
+        request is then safe to send again (the sender may retry it); hosted Pusher, soketi and Reverb (pusher://) do
+        not know the parameter. An encrypted channel's data is then encrypted with a nonce derived from the key
+        (:meth:`_nonce_seed`), so that another process's resend is the same body."""
         sent_key = self._emulator_key(idempotency_key)
         if sent_key is None:
             return self._request("POST", path, body, idempotent=False)
@@ -316,7 +314,7 @@ class PusherAdapter:
                 item["socket_id"] = event.socket_id
             batch.append(item)
         # Each part under its own key, numbered by its first event as the Ably adapter's message ids
-        request = self._keyed_request("/batch_events", {"batch": batch}, part_key, (e.channel for e, _ in events))
+        request = self._keyed_request("/batch_events", {"batch": batch}, part_key)
         return Call(request, lambda response: self._published(response, tuple(e.channel for e, _ in events)))
 
     def _nonce_seed(self, idempotency_key: str | None, event: str) -> bytes | None:
