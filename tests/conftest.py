@@ -139,7 +139,7 @@ async def emulator(start_emulator: StartEmulator) -> RunningEmulator:
 
 # -- usage over the UTC days a run spanned ----------------------------------------------------------------------------
 
-PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second"})
+PEAKS = frozenset({"peak_connections", "peak_channels", "peak_publishes_per_second", "peak_presence_members"})
 Day = TypeVar("Day", DayUsage, UsageDay, dict[str, Any])
 
 
