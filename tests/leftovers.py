@@ -24,6 +24,15 @@ def _parents() -> dict[int, int]:
     return parents
 
 
+def running(pid: int) -> bool:
+    """Alive, and not a zombie waiting for its parent to collect it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def descendants(pid: int) -> list[int]:
     """The processes ``pid`` started, and theirs, parents before their children."""
     children: dict[int, list[int]] = {}

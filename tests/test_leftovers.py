@@ -8,18 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.leftovers import descendants, kill_descendants
+from tests.leftovers import descendants, kill_descendants, running
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _running(pid: int) -> bool:
-    """Alive, and not a zombie waiting for its parent to collect it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
@@ -38,14 +29,14 @@ def test_the_processes_a_process_started_and_theirs_are_killed_and_it_is_not() -
         assert sorted(kill_descendants(shell.pid)) == sorted(started)
 
         assert shell.wait(timeout=10) == 0  # its own `wait` returned once they were gone
-        _wait_for(lambda: not any(_running(pid) for pid in started))
-        assert [pid for pid in started if _running(pid)] == []
+        _wait_for(lambda: not any(running(pid) for pid in started))
+        assert [pid for pid in started if running(pid)] == []
     finally:
         shell.kill()
         shell.wait()
 
 
-def test_a_test_session_ends_with_no_process_its_tests_left_running(tmp_path: Path) -> None:
+def test_a_test_session_ends_with_no_process_its_tests_leftrunning(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     (tmp_path / "test_leaves_one.py").write_text(
         "import subprocess\n"
@@ -59,5 +50,5 @@ def test_a_test_session_ends_with_no_process_its_tests_left_running(tmp_path: Pa
     )  # fmt: skip
     assert finished.returncode == 0, finished.stdout + finished.stderr
     sleeper = int(pid_file.read_text())
-    _wait_for(lambda: not _running(sleeper))
-    assert not _running(sleeper)
+    _wait_for(lambda: not running(sleeper))
+    assert not running(sleeper)

@@ -17,6 +17,7 @@ from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client, Nodes, nodes, sdk, settle
 from tests.conftest import RunningEmulator
 from tests.emulator_process import EmulatorProcess
+from tests.leftovers import running
 from tests.operations.support import children
 from tests.webhook_receiver import Receiver
 
@@ -85,14 +86,6 @@ async def test_workers_share_one_port_and_deliver_across_processes(spawn: Spawn)
     for client in clients:
         await client.expect("hello")
         await client.silent(0.05)
-
-
-def running(pid: int) -> bool:
-    """Still a live process (an exited one may linger as a zombie until its new parent reaps it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_sigterm_under_load_stops_the_supervisor_and_every_worker(spawn: Spawn) -> None:
