@@ -53,7 +53,8 @@ LAYERS = (
         "public API",
         ("relay", "relay.client", "relay.idempotency", "relay.senders", "relay.rules", "relay.web", "relay.testing"),
         ("errors", "protocol", "values", "adapters"),
-        third_party=frozenset({"httpx", "fastapi"}),
+        # httpcore: relay.senders wraps the network backend of httpx's pools (the deadline bounds every read)
+        third_party=frozenset({"httpx", "httpcore", "fastapi"}),
         network=frozenset({"relay.senders", "relay.idempotency"}),  # idempotency: futures, no socket
     ),
     Layer(
