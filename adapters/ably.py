@@ -667,7 +667,6 @@ def _refusal(
     # A channel whose publish timed out while it was processed (50003) may have had it published all the same
     if any(_undecided(result["error"]) for _, result in refused):
         error.message += "; where it timed out, it may have been published: check before sending it again"
-        error.args = (error.message,)
         error.outcome_unknown = True
     return error
 

@@ -448,7 +448,6 @@ def _note_published(error: RelayError, done: Sequence[Any], capability: Capabili
     if unsent_calls and error.published is not None:
         calls = f"{unsent_calls} more call{'s' if unsent_calls > 1 else ''}"
         error.message += f"; the {unit} after this call's ({calls}) were not sent: send them too"
-        error.args = (error.message,)
     if not done:
         return
     published = sum(len(part.channels) for part in done)  # a batch's result names one channel per event
@@ -464,7 +463,6 @@ def _note_published(error: RelayError, done: Sequence[Any], capability: Capabili
         error.message += f": those from {published} on may have been delivered in part, check before sending them again"
     elif error.published is None:
         error.message += f": send only the {unit} from {published} on again"
-    error.args = (error.message,)
     error.published = published + (error.published or 0)
 
 
@@ -501,7 +499,6 @@ class _Outcomes(Generic[R]):
                 error.message += (
                     f"; an earlier provider, {label}, had published part of it before it failed ({earlier.message})"
                 )
-                error.args = (error.message,)
         if error.outcome_unknown:
             return error
         unanswered = next((label for label, earlier in self.errors.items() if earlier.outcome_unknown), None)
@@ -510,7 +507,6 @@ class _Outcomes(Generic[R]):
                 f"; an earlier provider, {unanswered}, got it and gave no answer: it may have processed it (a publish "
                 "may have been delivered), check before sending it again"
             )
-            error.args = (error.message,)
             error.outcome_unknown = True
         return error
 

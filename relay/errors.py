@@ -44,7 +44,7 @@ class RelayError(Exception):
         answered_by: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
+        self._message = message
         if http_status is not None:
             self.http_status = http_status
         if code is not None:
@@ -53,6 +53,17 @@ class RelayError(Exception):
             self.close_code = close_code
         self.retry_after = retry_after
         self.answered_by = answered_by
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, message: str) -> None:
+        """A message added to (which items of a list it is about, what an earlier attempt did) is what ``str()``
+        gives too."""
+        self._message = message
+        self.args = (message,)
 
 
 class ConfigError(RelayError):
@@ -222,7 +233,6 @@ def about_item(error: RelayError, where: str) -> RelayError:
     """``error``, its message now starting with ``where`` (``events[3]``, ``channels[0]``): which item of a list it is
     about, in a list of hundreds. Its class, status and code are unchanged; raise it again."""
     error.message = f"{where}: {error.message}"
-    error.args = (error.message,)
     return error
 
 

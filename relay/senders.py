@@ -474,7 +474,6 @@ def _after_attempt(
 def _add_to_message(error: Exception, said: str) -> None:
     if isinstance(error, RelayError):
         error.message += said
-        error.args = (error.message,)
 
 
 def _for_retry(request: HttpRequest) -> HttpRequest:
