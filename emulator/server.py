@@ -947,9 +947,15 @@ class HttpConnection(asyncio.Protocol):
         ws = self.ws
         assert ws is not None
         ws.receive_data(data)
+        # A close in this read (the client's close frame, or a message websockets refused as too big) has queued the
+        # close frame and the end of the stream: flushed before the frames read with it, they ended the session first
+        # and those frames were dropped (a client event written just before the close never reached anyone). They
+        # are handled first then, their answers going out before the close.
+        closing = ws.state is not State.OPEN
         for event in ws.events_received():
             if isinstance(event, Frame):
-                self._flush()  # pongs and close replies queued by websockets go out before our answers
+                if not closing:
+                    self._flush()  # pongs queued by websockets go out before our answers
                 self._frame(event)
         if ws.close_sent is not None and ws.close_sent.code == CloseCode.MESSAGE_TOO_BIG and self.session is not None:
             self._too_big(self.session)  # an app's max_message_bytes or the server's max_frame_bytes refused it
