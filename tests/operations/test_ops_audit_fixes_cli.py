@@ -83,14 +83,6 @@ async def test_a_killed_worker_is_logged_and_replaced_and_sigterm_then_exits_0(r
     assert not any("Traceback" in line for line in supervisor.stderr), supervisor.stderr
 
 
-def running(pid: int) -> bool:
-    """Still a live process (an exited one may linger as a zombie until its new parent reaps it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 # -- 2. TLS files that cannot be read -------------------------------------------------------------------------------
 
 # Unreadable even for root (whose CAP_DAC_OVERRIDE reads a mode 000 file): a write-only sysctl, which the kernel
