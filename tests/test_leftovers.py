@@ -36,7 +36,7 @@ def test_the_processes_a_process_started_and_theirs_are_killed_and_it_is_not() -
         shell.wait()
 
 
-def test_a_test_session_ends_with_no_process_its_tests_leftrunning(tmp_path: Path) -> None:
+def test_a_test_session_ends_with_no_process_its_tests_left_running(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     (tmp_path / "test_leaves_one.py").write_text(
         "import subprocess\n"
