@@ -732,6 +732,8 @@ def _claims_mismatch(refusing: Sequence[str], placeholders: Sequence[str], claim
 
 
 WATCHLIST_CLAIM = "watchlist"
+# The JWT claims that make a signed-in user's user_info (pusher-js's signin; docs/gateway.md, sign-in and watchlists)
+SIGNIN_INFO_CLAIMS = ("name",)
 
 
 def _watchlist_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
@@ -2077,10 +2079,6 @@ def _user_info_too_large(message: str, spec: RuleSpec) -> str:
         f"{message}: a presence member's user_info is the JWT claims that rule {spec.pattern!r} names in "
         f"user_info_claims ({', '.join(spec.user_info_claims)}); send shorter claims, or name fewer in the rules file"
     )
-
-
-# The JWT claims that make a signed-in user's user_info (pusher-js's signin; docs/gateway.md, sign-in and watchlists)
-SIGNIN_INFO_CLAIMS = ("name",)
 
 
 def _signin_info_too_large(message: str) -> str:
