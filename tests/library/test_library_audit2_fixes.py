@@ -18,6 +18,12 @@ URL = f"pusher://{KEY}:{SECRET}@eu/apps/{APP_ID}"
 BASE = f"https://api-eu.pusher.com/apps/{APP_ID}"
 
 
+def assert_refused_as_not_pushers(error: ProtocolError, what: str, body: object) -> None:
+    """A 502 saying Pusher answered 200 with ``what``, and the answer as it came."""
+    assert error.http_status == 502
+    assert str(error) == f"Pusher answered 200 with {what}: {json.dumps(body, separators=(',', ':')).encode()!r}"
+
+
 @pytest.mark.parametrize("user_count", ["7", -1, True, 2.5, {"n": 1}])
 async def test_a_channel_list_whose_user_count_is_no_count_is_a_502_as_a_channel_s_is(
     make_relay: MakeRelay, respx_mock: respx.MockRouter, user_count: object
@@ -28,11 +34,7 @@ async def test_a_channel_list_whose_user_count_is_no_count_is_a_502_as_a_channel
     route = respx_mock.get(f"{BASE}/channels").respond(200, json=body)
     with pytest.raises(ProtocolError) as raised:
         await make_relay(URL).channels("presence-")
-    assert raised.value.http_status == 502
-    assert str(raised.value) == (
-        'Pusher answered 200 with what is not {"channels": {name: {attributes}}}: '
-        f"{json.dumps(body, separators=(',', ':')).encode()!r}"
-    )
+    assert_refused_as_not_pushers(raised.value, 'what is not {"channels": {name: {attributes}}}', body)
     [call] = route.calls
     check_signed(call.request, KEY, SECRET, extra={"filter_by_prefix": "presence-", "info": "user_count"})
 
@@ -56,11 +58,7 @@ async def test_a_member_list_whose_id_is_no_user_id_is_a_502_not_a_member_named_
     route = respx_mock.get(f"{BASE}/channels/presence-room/users").respond(200, json=body)
     with pytest.raises(ProtocolError) as raised:
         await make_relay(URL).presence_members("presence-room")
-    assert raised.value.http_status == 502
-    assert str(raised.value) == (
-        'Pusher answered 200 with what is not {"users": [{"id": …}]}: '
-        f"{json.dumps(body, separators=(',', ':')).encode()!r}"
-    )
+    assert_refused_as_not_pushers(raised.value, 'what is not {"users": [{"id": …}]}', body)
     [call] = route.calls
     check_signed(call.request, KEY, SECRET)
 
