@@ -8,11 +8,8 @@ client = relay.Relay.from_url("emulator://app-key:app-secret@127.0.0.1:6001/apps
 
 from __future__ import annotations
 
-import atexit
 import os
-import threading
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # In a checkout, relay.adapters and relay.emulator are the top-level adapters/ and emulator/ folders, which
 # pyproject.toml maps into place when installing. Python run from the checkout's root imports this folder, not the
@@ -24,7 +21,24 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "adapters")) and os
     __path__.append(_checkout)
 
 if TYPE_CHECKING:
-    from relay.client import AsyncRelay, MirrorError, Relay, UserLike, WebhookHeaders
+    from relay.client import AsyncRelay, MirrorError, Relay
+    from relay.client import UserLike as UserLike
+    from relay.client import WebhookHeaders as WebhookHeaders
+    from relay.default import (
+        authenticate_user,
+        authorize_channel,
+        authorize_channels,
+        channel,
+        channels,
+        default_client,
+        presence_members,
+        publish,
+        publish_batch,
+        reset_default_client,
+        send_to_user,
+        terminate_user_connections,
+        verify_webhook,
+    )
     from relay.errors import IdempotencyKeyReused, InvalidIdempotencyKey, RelayError, UnsupportedCapability
     from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, User, WebhookEvent
 
@@ -35,6 +49,24 @@ if TYPE_CHECKING:
 # reading `relay.errors.ProtocolError` after `import relay` alone goes on finding them.
 _LOADED_WITH_THE_CLIENT = frozenset(
     {"adapters", "client", "config", "errors", "http_errors", "idempotency", "models", "payload", "protocol", "senders"}
+)
+
+_DEFAULT_CLIENT_FUNCTIONS = frozenset(
+    {
+        "authenticate_user",
+        "authorize_channel",
+        "authorize_channels",
+        "channel",
+        "channels",
+        "default_client",
+        "presence_members",
+        "publish",
+        "publish_batch",
+        "reset_default_client",
+        "send_to_user",
+        "terminate_user_connections",
+        "verify_webhook",
+    }
 )
 
 
@@ -56,6 +88,10 @@ def _load(name: str) -> object:
         import relay.models as models
 
         value = getattr(models, name)
+    elif name in _DEFAULT_CLIENT_FUNCTIONS:
+        import relay.default as default
+
+        value = getattr(default, name)
     elif name in _LOADED_WITH_THE_CLIENT:
         # Binds each module of the package it imports here, as importing the package did
         import relay.client  # noqa: F401
@@ -114,95 +150,3 @@ __all__ = [
     "terminate_user_connections",
     "verify_webhook",
 ]
-
-_default: Relay | None = None
-_default_lock = threading.Lock()
-
-
-def default_client() -> Relay:
-    """The client the module-level functions use, built from the environment on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            from relay.client import Relay
-
-            _default = Relay.from_env()
-        return _default
-
-
-def reset_default_client() -> None:
-    """Forget the default client, so the next call reads the environment again (for tests)."""
-    global _default
-    with _default_lock:
-        if _default is not None:
-            _default.close()
-        _default = None
-
-
-def _forked() -> None:
-    """In the child of a fork(): a thread of the parent's making or using the default client at the fork held the
-    lock, and none in the child would release it (every module-level call hung)."""
-    global _default_lock
-    _default_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
-    os.register_at_fork(after_in_child=_forked)
-
-
-# The default client has no owner to close it: at exit its kept-alive connection is closed here, not left to the
-# garbage collector (which warns of an unclosed socket under `python -X dev`).
-atexit.register(reset_default_client)
-
-
-def publish(
-    channels: str | Sequence[str],
-    event: str,
-    data: Any,
-    *,
-    socket_id: str | None = None,
-    idempotency_key: str | None = None,
-) -> PublishResult:
-    return default_client().publish(channels, event, data, socket_id=socket_id, idempotency_key=idempotency_key)
-
-
-def publish_batch(events: Iterable[Event | Mapping[str, Any]], *, idempotency_key: str | None = None) -> PublishResult:
-    return default_client().publish_batch(events, idempotency_key=idempotency_key)
-
-
-def channel(name: str) -> ChannelInfo:
-    return default_client().channel(name)
-
-
-def channels(prefix: str = "") -> dict[str, ChannelInfo]:
-    return default_client().channels(prefix)
-
-
-def presence_members(channel: str) -> list[PresenceMember]:
-    return default_client().presence_members(channel)
-
-
-def send_to_user(user_id: str | int, event: str, data: Any) -> None:
-    default_client().send_to_user(user_id, event, data)
-
-
-def terminate_user_connections(user_id: str | int) -> None:
-    default_client().terminate_user_connections(user_id)
-
-
-def authorize_channel(socket_id: str, channel: str, user: UserLike | None = None) -> dict[str, Any]:
-    return default_client().authorize_channel(socket_id, channel, user)
-
-
-def authorize_channels(channels: Iterable[str], user: UserLike | None = None) -> dict[str, Any]:
-    return default_client().authorize_channels(channels, user)
-
-
-def authenticate_user(socket_id: str, user: UserLike) -> dict[str, Any]:
-    return default_client().authenticate_user(socket_id, user)
-
-
-def verify_webhook(headers: WebhookHeaders, body: bytes | str) -> list[WebhookEvent]:
-    """Check a webhook's signature and return its events. ``body`` is the raw body received: bytes, or the str they
-    decode to."""
-    return default_client().verify_webhook(headers, body)

@@ -51,7 +51,16 @@ LAYERS = (
     Layer("adapters", ("relay.adapters",), ("errors", "protocol", "values"), third_party=frozenset({"nacl"})),
     Layer(
         "public API",
-        ("relay", "relay.client", "relay.idempotency", "relay.senders", "relay.rules", "relay.web", "relay.testing"),
+        (
+            "relay",
+            "relay.client",
+            "relay.default",
+            "relay.idempotency",
+            "relay.senders",
+            "relay.rules",
+            "relay.web",
+            "relay.testing",
+        ),
         ("errors", "protocol", "values", "adapters"),
         # httpcore: relay.senders wraps the network backend of httpx's pools (the deadline bounds every read)
         third_party=frozenset({"httpx", "httpcore", "fastapi"}),

@@ -276,7 +276,7 @@ locked, release = threading.Event(), threading.Event()
 
 
 def hold_the_locks(store):
-    with relay._default_lock, store.lock:
+    with relay.default._default_lock, store.lock:
         locked.set()
         release.wait()
 

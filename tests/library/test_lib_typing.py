@@ -130,3 +130,33 @@ def test_the_modules_importing_the_package_loaded_are_still_its_attributes() -> 
         cwd=CHECKOUT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert found.stdout.startswith("ProtocolError RetryPolicy("), found.stdout + found.stderr
+
+
+def test_the_module_level_functions_type_hints_resolve_in_a_fresh_interpreter() -> None:
+    """``typing.get_type_hints(relay.publish)`` (what FastAPI's ``Depends`` and pydantic's ``validate_call`` read)
+    was a NameError: the functions lived in the package's ``__init__``, where the classes their annotations name
+    load at their first use."""
+    hints = subprocess.run(
+        [sys.executable, "-c", HINTS],
+        cwd=CHECKOUT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert hints.returncode == 0, hints.stderr
+    assert hints.stdout.splitlines() == [
+        "publish -> PublishResult",
+        "publish_batch -> PublishResult",
+        "channel -> ChannelInfo",
+        "channels -> dict[str, relay.models.ChannelInfo]",
+        "presence_members -> list[relay.models.PresenceMember]",
+        "verify_webhook -> list[relay.models.WebhookEvent]",
+        "default_client -> Relay",
+    ]
+
+
+HINTS = """
+import typing
+import relay
+
+for name in ("publish", "publish_batch", "channel", "channels", "presence_members", "verify_webhook", "default_client"):
+    returned = typing.get_type_hints(getattr(relay, name))["return"]
+    print(name, "->", getattr(returned, "__name__", None) if isinstance(returned, type) else returned)
+"""
