@@ -51,23 +51,37 @@ _LOADED_WITH_THE_CLIENT = frozenset(
     {"adapters", "client", "config", "errors", "http_errors", "idempotency", "models", "payload", "protocol", "senders"}
 )
 
-_DEFAULT_CLIENT_FUNCTIONS = frozenset(
-    {
-        "authenticate_user",
-        "authorize_channel",
-        "authorize_channels",
-        "channel",
-        "channels",
-        "default_client",
-        "presence_members",
-        "publish",
-        "publish_batch",
-        "reset_default_client",
-        "send_to_user",
-        "terminate_user_connections",
-        "verify_webhook",
-    }
-)
+__all__ = [
+    "AsyncRelay",
+    "ChannelInfo",
+    "Event",
+    "IdempotencyKeyReused",
+    "InvalidIdempotencyKey",
+    "MirrorError",
+    "PresenceMember",
+    "PublishResult",
+    "Relay",
+    "RelayError",
+    "UnsupportedCapability",
+    "User",
+    "WebhookEvent",
+    "authenticate_user",
+    "authorize_channel",
+    "authorize_channels",
+    "channel",
+    "channels",
+    "default_client",
+    "presence_members",
+    "publish",
+    "publish_batch",
+    "reset_default_client",
+    "send_to_user",
+    "terminate_user_connections",
+    "verify_webhook",
+]
+
+# The functions of relay/default.py: they use the default client
+_DEFAULT_CLIENT_FUNCTIONS = frozenset(name for name in __all__ if name.islower())
 
 
 def _load(name: str) -> object:
@@ -120,33 +134,3 @@ def __dir__() -> list[str]:
 
 if not TYPE_CHECKING:  # a type checker sees the names imported above alone: ``relay.Relayy`` is its error, not object
     __getattr__ = _load
-
-
-__all__ = [
-    "AsyncRelay",
-    "ChannelInfo",
-    "Event",
-    "IdempotencyKeyReused",
-    "InvalidIdempotencyKey",
-    "MirrorError",
-    "PresenceMember",
-    "PublishResult",
-    "Relay",
-    "RelayError",
-    "UnsupportedCapability",
-    "User",
-    "WebhookEvent",
-    "authenticate_user",
-    "authorize_channel",
-    "authorize_channels",
-    "channel",
-    "channels",
-    "default_client",
-    "presence_members",
-    "publish",
-    "publish_batch",
-    "reset_default_client",
-    "send_to_user",
-    "terminate_user_connections",
-    "verify_webhook",
-]
