@@ -32,7 +32,8 @@ Format (JSON, version 2)::
               "ably_token_requests": 40,               # optional: Ably token requests (requestToken)
               "payload_bytes": 250000,                 # Σ bytes of publishes + client events (name, data,
                                                        # client id, extras: as Ably sizes a message)
-              "bytes_out": 9800000,                    # Σ bytes written to WebSocket connections (frames included)
+              "bytes_out": 9800000,                    # Σ bytes written to WebSocket connections (frames and
+                                                       # echoes included)
               "peak_publishes_per_second": 40,         # optional: most publishes + client events in one second
               "peak_presence_members": 25,             # optional: most members one presence channel held at once
               "units_5kib": 1020,                      # optional: Σ ceil(message bytes / 5 KiB) over those messages
