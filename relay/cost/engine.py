@@ -102,7 +102,9 @@ def _summarise(workload: Workload, provider: Provider, prices: Prices) -> Provid
         units=reference.units,
         cost_lines=chosen.cost_lines if chosen else (),
         plans=fits,
-        assumptions=assumptions_for(workload, provider, prices),
+        # Why the plan chosen differs from what the load alone would take (more self-hosted nodes for their allowance)
+        assumptions=assumptions_for(workload, provider, prices)
+        + ((f"{chosen.name}: {chosen.reason}",) if chosen is not None and chosen.reason else ()),
         confidence=confidence,
         as_of=provider.as_of,
         source=provider.source,

@@ -466,8 +466,23 @@ class _Nodes:
         )
         self.one_node_fits = self.at_least == 1 and self.work <= self.cpu_usable
         self.forwarding_most = self.cpu_usable * MAX_FORWARDING_SHARE
-        self.count = self.least_nodes()
-        self.cpu_per_node = self.work / self.count + (self.forwarding if self.count > 1 else 0.0)
+        self.needed = self.least_nodes()
+        self.count = self.needed
+        self.cpu_per_node = self.per_node_cpu(self.count)
+
+    def per_node_cpu(self, n: int) -> float:
+        return self.work / n + (self.forwarding if n > 1 else 0.0)
+
+    def holds(self, w: Workload, n: int) -> bool:
+        """Whether ``n`` nodes hold the connections and the peak CPU (as `checks` would find them)."""
+        if n > 1 and self.forwarding > self.forwarding_most:
+            return False
+        return w.connections / n <= self.connections_per_node and self.per_node_cpu(n) <= self.cpu_usable
+
+    def run(self, n: int) -> None:
+        """Price ``n`` nodes rather than the count the load needs (more bring their transfer allowances)."""
+        self.count = n
+        self.cpu_per_node = self.per_node_cpu(n)
 
     def least_nodes(self) -> int:
         """The least n (at least ``min_nodes``) whose nodes hold both the connections (C ÷ n per node) and the CPU at
@@ -534,11 +549,8 @@ class _Nodes:
         ]
 
 
-def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
-    nodes = _Nodes(w, plan, prices)
-    egress = _bytes_out_per_day(w, prices) * w.days_per_month / GIB
-    n = nodes.count
-    month = provider.listed_months(w.days_per_month)
+def _vm_cost(provider: Provider, plan: Plan, n: int, egress: float, month: float) -> list[tuple[str, float]]:
+    """The cost lines of ``n`` machines of ``plan`` writing ``egress`` GiB a month."""
     cost = [(f"{n} × {plan.name}", n * (plan.price_usd_month or 0.0) * month)]
     allowance = _rate(plan, "included_egress_gib") * (n if plan.included_egress_per == "node" else 1)
     if n > 1:
@@ -547,9 +559,59 @@ def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) 
     excess = max(0.0, egress - allowance)
     if excess > 0:
         cost.append((f"egress beyond the allowance ({excess:,.0f} GiB)", excess * _rate(plan, "usd_per_gib_egress")))
+    return cost
+
+
+def _cheapest_vm_count(
+    w: Workload, provider: Provider, plan: Plan, nodes: _Nodes, egress: float, month: float
+) -> tuple[int, str]:
+    """The node count to price: the cheapest (machines, Redis and egress beyond the allowance) from the count the load
+    needs up to the count whose allowances cover the whole egress (beyond it a node adds its price and nothing else),
+    fewest on a tie; and, when that is more than the load needs, why.
+
+    Each node brings its own transfer allowance where the plan has one per node: when it is worth more than the
+    node's price at the egress rate, more nodes are the cheaper way to pay for heavy egress. Past one node the cost is
+    the machines' (linear in n) plus the egress beyond n allowances (falling linearly to 0, then 0): convex, so its
+    least is at the first count or where the allowances meet the egress, rounded down or up."""
+    needed = nodes.needed
+    per_node = _rate(plan, "included_egress_gib")
+    if (
+        plan.included_egress_per != "node"
+        or per_node <= 0
+        or plan.price_usd_month is None
+        or any(not check.ok for check in nodes.checks(w, plan))
+    ):
+        return needed, ""
+    covered = (egress - provider.redis_included_egress_gib) / per_node
+    if not covered < MAX_QUANTITY:
+        return needed, ""
+    candidates = {needed, max(needed, 2), max(needed, math.floor(covered)), max(needed, math.ceil(covered))}
+
+    def total(n: int) -> float:
+        return round(sum(value for _, value in _vm_cost(provider, plan, n, egress, month)), 2)
+
+    best = min((n for n in candidates if nodes.holds(w, n) or n == needed), key=lambda n: (total(n), n))
+    if best == needed:
+        return needed, ""
+    fewer = f"{needed} node" + ("" if needed == 1 else "s")
+    return best, (
+        f"{best} nodes where {needed} carr{'ies' if needed == 1 else 'y'} the load: each more node brings "
+        f"{per_node:,.0f} GiB of included egress, worth ${per_node * _rate(plan, 'usd_per_gib_egress'):,.2f} of egress "
+        f"beyond the allowance, for its ${plan.price_usd_month * month:,.2f}: {best} nodes cost ${total(best):,.2f} a "
+        f"month, {fewer} ${total(needed):,.2f}"
+    )
+
+
+def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
+    nodes = _Nodes(w, plan, prices)
+    egress = _bytes_out_per_day(w, prices) * w.days_per_month / GIB
+    month = provider.listed_months(w.days_per_month)
+    n, why = _cheapest_vm_count(w, provider, plan, nodes, egress, month)
+    nodes.run(n)
+    cost = _vm_cost(provider, plan, n, egress, month)
     # The allowance matters only when there is egress.
     rates = ("usd_per_gib_egress", "included_egress_gib") if egress > 0 else ("usd_per_gib_egress",)
-    return _fit(provider, plan, nodes.checks(w, plan), nodes.units(egress), cost, rates=rates, nodes=n)
+    return _fit(provider, plan, nodes.checks(w, plan), nodes.units(egress), cost, rates=rates, nodes=n, reason=why)
 
 
 def _selfhosted_usage(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> PlanFit:
@@ -613,8 +675,9 @@ _RULE_TEXT = {
     "N_TXN": "replicated = (P+CE)·ceil(size/2 KiB) + Pr; edge = one per delivery (upper bound)",
     "N_MAU": "priced per monthly active user tier",
     "H_VM": "nodes = the least n (at least --min-nodes) holding the connections and the peak CPU (CPU ÷ n + "
-    f"forwarded publishes per node when n > 1, those at most {MAX_FORWARDING_SHARE:.0%} of a node's CPU); + Redis "
-    "beyond one node; + egress beyond the allowance (each node's, or one for the account, as the plan says)",
+    f"forwarded publishes per node when n > 1, those at most {MAX_FORWARDING_SHARE:.0%} of a node's CPU), or more "
+    "where each node's egress allowance makes more nodes cheaper; + Redis beyond one node; + egress beyond the "
+    "allowance (each node's, or one for the account, as the plan says)",
     "H_PAAS_USAGE": "plan fee + memory, CPU and egress actually used beyond the included usage; "
     "+ Redis beyond one node",
 }

@@ -425,15 +425,6 @@ def test_digitalocean_lists_the_4gb_and_8gb_droplets(prices: Prices) -> None:
     assert (plans["basic-8gb-4vcpu"].price_usd_month, plans["basic-8gb-4vcpu"].memory_mb) == (48, 8192)
 
 
-def test_the_4gb_droplet_is_the_cheapest_way_to_pay_for_heavy_egress() -> None:
-    """The docs' egress example: 10,863 GiB a month. 4 GB droplet: $24 + (10,863 − 4,000) × $0.01 = $92.63, less
-    than the 2 GB / 2 vCPU's $18 + 7,863 × $0.01 = $96.63 and the 8 GB's $48 + 5,863 × $0.01 = $106.63."""
-    argv = ["--connections", "20000", "--publishes-per-second", "400", "--peak-factor", "4"]
-    argv += ["--subscribers-per-publish", "100", "--message-size", "300", "--provider", "digitalocean"]
-    digitalocean = provider(run_cost_json(argv), "digitalocean")
-    assert (digitalocean["plan"], digitalocean["monthly_usd"]) == ("basic-4gb-2vcpu", 92.63)
-
-
 # --- A9. huge numbers without float noise -----------------------------------------------------------------------------
 
 
