@@ -68,7 +68,7 @@ LAYERS = (
     ),
     Layer(
         "gateway",
-        ("relay.gateway",),
+        ("relay.gateway", "relay.identity"),
         ("errors", "protocol", "values", "public API"),
         third_party=frozenset({"fastapi", "starlette", "pydantic", "httpx", "jwt", "cryptography", "idna"}),
         network=True,

@@ -24,7 +24,8 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from relay.gateway import MAX_HEAD_BYTES, MAX_NUMERIC_DATE, HeadGuard
+from relay.gateway import MAX_HEAD_BYTES, HeadGuard
+from relay.identity import MAX_NUMERIC_DATE
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, relay_serve, serve_asgi
 
 CL_AND_TE = (
