@@ -628,7 +628,8 @@ class RedisCluster:
         self.bus = bus_channel(settings.prefix, int(self._redis.connection_pool.connection_kwargs.get("db") or 0))
         # Presence joins waiting for Redis's admission: decided by the node alone if their operation is lost.
         self._admitting: set[_Admitting] = set()
-        # member_added webhooks waiting for this node's count of their channel, by (app, channel): see _webhook.
+        # member_added and subscription_count webhooks waiting for this node's count of their channel, by (app,
+        # channel): see after_channel_counted.
         self._awaiting_channel: dict[tuple[str, str], list[dict[str, object]]] = {}
 
     # -- keys -------------------------------------------------------------------------------------------------
@@ -1377,10 +1378,9 @@ class RedisCluster:
             return
         channel = str(event["channel"])
         if result == 1:
-            if event["name"] == "member_added" and (app_id, channel) not in self._counted.occupied:
-                # A join is admitted (its user counted) before its subscription counts the channel: the channel's
-                # channel_occupied, if this node sends it, goes first, as on a single node.
-                self._awaiting_channel.setdefault((app_id, channel), []).append(event)
+            if event["name"] == "member_added":
+                # A join is admitted (its user counted) before its subscription counts the channel
+                self.after_channel_counted(app_id, event)
             else:
                 state.webhooks.emit(event)
         elif result == -1:
@@ -1392,10 +1392,19 @@ class RedisCluster:
             handle = asyncio.get_running_loop().call_later(delay, self._release_now, pending, app_id, event, hold)
             self._held[pending] = (handle, app_id, event, hold)
 
+    def after_channel_counted(self, app_id: str, event: dict[str, object]) -> None:
+        """Send ``event``, of a channel this node holds, once Redis has answered this node's count of the channel: the
+        channel's channel_occupied, if this node sends it, goes first, as on a single node."""
+        channel = (app_id, str(event["channel"]))
+        if channel in self._counted.occupied:
+            self._states[app_id].webhooks.emit(event)
+        else:
+            self._awaiting_channel.setdefault(channel, []).append(event)
+
     def _send_awaiting(self, app_id: str, channel: str, user_id: str | None = None) -> None:
-        """Send the member_added webhooks waiting for ``channel``'s count (only ``user_id``'s, if given)."""
+        """Send the webhooks waiting for ``channel``'s count (only ``user_id``'s member_added, if given)."""
         waiting = self._awaiting_channel.pop((app_id, channel), [])
-        kept = [event for event in waiting if user_id is not None and event["user_id"] != user_id]
+        kept = [event for event in waiting if user_id is not None and event.get("user_id") != user_id]
         if kept:
             self._awaiting_channel[(app_id, channel)] = kept
         for event in waiting:

@@ -139,6 +139,9 @@ class ClusterLink(Protocol):
 
     def cache_missed(self, app_id: str, channel: str) -> None: ...
 
+    def after_channel_counted(self, app_id: str, event: dict[str, object]) -> None:
+        """Send ``event``, of a channel this node holds, once the cluster has counted this node's hold of it."""
+
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
 
     def ably_published(
@@ -617,8 +620,14 @@ class AppState:
             self._count_webhook_sent_at[name] = self.clock()
         else:  # this node holds none of its subscribers, and may never hear of the channel again: kept, it would leak
             self._count_webhook_sent_at.pop(name, None)
-        if count > 0:  # else vacated on every node: channel_vacated says so
-            self.webhooks.emit({"name": "subscription_count", "channel": name, "subscription_count": count})
+        if count <= 0:  # vacated on every node: channel_vacated says so
+            return
+        event: dict[str, object] = {"name": "subscription_count", "channel": name, "subscription_count": count}
+        if self.cluster is not None and name in self._echoed_counts:
+            # The echo can come before Redis's answer to the count that opens the channel, and its channel_occupied
+            self.cluster.after_channel_counted(self.app.app_id, event)
+        else:
+            self.webhooks.emit(event)
 
     def _send_count_left_elsewhere(self, name: str) -> None:
         """A dead node's subscribers of a channel, counted out here: the channel is vacated only when no node has

@@ -1,0 +1,45 @@
+"""Found hunting webhook bugs in a cluster, with real redis-server, emulator nodes, WebSocket clients and an HTTP
+receiver: each test failed before its fix."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from relay.emulator.config import Webhook
+from tests.cluster.conftest import RedisServer
+from tests.cluster.test_cluster import Client
+from tests.conftest import TEST_APP, StartEmulator
+from tests.webhook_receiver import Receiver
+
+
+async def test_a_channel_s_first_subscriber_brings_channel_occupied_before_its_subscription_count(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """A cluster node sends a subscription_count webhook when its count announcement comes back over Redis's bus,
+    which came before Redis's answer to the count that opens the channel: the receiver was told of a channel's
+    subscribers before it was told the channel is occupied. On a single node channel_occupied comes first."""
+    hooks = {
+        node: replace(
+            TEST_APP, subscription_count=True, webhook_batch_ms=10, webhooks=(Webhook(url=f"{receiver.url}/{node}"),)
+        )
+        for node in "ab"
+    }
+    a = await start_emulator(app=hooks["a"], redis_url=redis_server.url)
+    b = await start_emulator(app=hooks["b"], redis_url=redis_server.url)
+    for number in range(5):
+        on_a = await Client.open(a)
+        await on_a.subscribe(f"news-{number}")
+        await receiver.until(lambda n=number: len(receiver.events("/a")) == 2 * n + 2, within=3)
+        on_b = await Client.open(b)
+        await on_b.subscribe(f"news-{number}")
+        await receiver.until(lambda n=number: len(receiver.events("/b")) == n + 1, within=3)
+    for number in range(5):
+        assert receiver.events("/a")[2 * number : 2 * number + 2] == [
+            {"name": "channel_occupied", "channel": f"news-{number}"},
+            {"name": "subscription_count", "channel": f"news-{number}", "subscription_count": 1},
+        ]
+        assert receiver.events("/b")[number] == {
+            "name": "subscription_count",
+            "channel": f"news-{number}",
+            "subscription_count": 2,
+        }
