@@ -118,10 +118,16 @@ def shown_url(url: object) -> str:
     where the user-info could not be told apart (a password holding an unencoded '/', '?' or '#')."""
     if not isinstance(url, str):
         return _toml_kind(url)  # an array of URLs, say: its text could hold a password
-    shown = redact_urls(url)
-    if "@" in shown.partition("://")[2] and "://***@" not in shown:
+    if _user_info_unclear(url):
         return "(a URL with user-info, not shown)"
-    return repr(shown)
+    return repr(redact_urls(url))
+
+
+def _user_info_unclear(url: str) -> bool:
+    """Whether an '@' is left in ``url`` once its user-info is redacted: a password holding an unencoded '/', '?' or
+    '#' ends the host part early, so that the password is read as a host, a port or a path."""
+    shown = redact_urls(url)
+    return "@" in shown.partition("://")[2] and "://***@" not in shown
 
 
 def _header_problem(name: object, value: object) -> str | None:
@@ -146,6 +152,28 @@ def _header_problem(name: object, value: object) -> str | None:
             what = "a character that is not ASCII"
         return f"{name!r}: its value (not shown) has {what}; a header's value is ASCII on one line"
     return None
+
+
+def _why_not_http_url(url: object) -> str:
+    """Why ``url``, refused as an http(s) URL with a host, is not one, as the end of the error ("" where the URL
+    shows it: not a string, another scheme): 'http://localhost:99999/hooks' is refused for its port alone."""
+    if not isinstance(url, str) or _user_info_unclear(url):  # what urlsplit says of its parts may be the password
+        return ""
+    if not url.isprintable() or re.search(r"\s", url):
+        return ": it has a space or a control character in it (a space in a path is written %20)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ": its host in [] is not an IPv6 address"
+    if parts.scheme not in ("http", "https"):
+        return ""
+    if not parts.hostname:
+        return ": it has no host"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    return ": its port is not a number from 1 to 65535" if port == 0 else ""
 
 
 def _sendable(url: str) -> str | None:
@@ -188,7 +216,8 @@ class Webhook:
         if isinstance(self.url, str) and self.url.strip() != self.url:
             raise InvalidSetting("url", f"{shown_url(self.url)} has whitespace around it: a URL has none")
         if not is_http_url(self.url):
-            raise InvalidSetting("url", f"must be an http:// or https:// URL, got {shown_url(self.url)}")
+            why = _why_not_http_url(self.url)
+            raise InvalidSetting("url", f"must be an http:// or https:// URL, got {shown_url(self.url)}{why}")
         problem = _sendable(self.url)
         if problem is not None:
             raise InvalidSetting("url", f"{shown_url(self.url)} cannot be sent to: {problem}")

@@ -13,6 +13,7 @@ import pytest
 
 from relay.emulator.config import Webhook
 from relay.emulator.webhooks import WebhookDispatcher
+from tests.cli_support import assert_refused, run_relay
 from tests.conformance.wsclient import Connect
 from tests.conformance.wsclient import connect as connect
 from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
@@ -125,3 +126,21 @@ async def test_a_batch_holding_a_request_s_worth_of_events_is_sent_before_its_wi
     assert [event["channel"] for delivery in receiver.deliveries for event in delivery.events] == [
         f"room-{n}" for n in range(21)
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://localhost:99999/hooks", "its port is not a number from 1 to 65535"),
+        ("http://localhost:30a0/hooks", "its port is not a number from 1 to 65535"),
+        ("http://localhost:0/hooks", "its port is not a number from 1 to 65535"),
+        ("http:///hooks", "it has no host"),
+        ("http://[::1/hooks", "its host in [] is not an IPv6 address"),
+        ("http://localhost:3000/my hooks", "it has a space or a control character in it"),
+    ],
+)
+async def test_a_refused_webhook_url_says_what_is_wrong_with_it(url: str, reason: str) -> None:
+    """An http:// URL refused for its port, its host or a space was told only "must be an http:// or https:// URL",
+    which it is: the error now ends with the reason."""
+    outcome = await run_relay("emulator", "--port", "0", "--webhook-url", url)
+    assert_refused(outcome, f"--webhook-url must be an http:// or https:// URL, got {url!r}: {reason}")
