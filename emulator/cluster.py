@@ -628,9 +628,9 @@ class RedisCluster:
         self.bus = bus_channel(settings.prefix, int(self._redis.connection_pool.connection_kwargs.get("db") or 0))
         # Presence joins waiting for Redis's admission: decided by the node alone if their operation is lost.
         self._admitting: set[_Admitting] = set()
-        # member_added and subscription_count webhooks waiting for this node's count of their channel, by (app,
-        # channel): see after_channel_counted.
-        self._awaiting_channel: dict[tuple[str, str], list[dict[str, object]]] = {}
+        # Webhooks waiting for this node's count of their channel (and of the member each names), by (app, channel):
+        # see after_channel_counted.
+        self._awaiting_channel: dict[tuple[str, str], list[tuple[dict[str, object], str | None]]] = {}
 
     # -- keys -------------------------------------------------------------------------------------------------
 
@@ -664,7 +664,7 @@ class RedisCluster:
         # The connections just closed queued their leaves and vacates: once counted, their holds are in Redis.
         await self._drain()
         for app_id, channel in list(self._awaiting_channel):  # due, and no count of their channel is coming now
-            self._send_awaiting(app_id, channel)
+            self._send_awaiting(app_id, channel, every=True)
         for pending in list(self._admitting):  # their sessions are closed: no deadline is left to fire after this
             self._admission_done(pending)
         await _cancelled(self._tasks)
@@ -1354,6 +1354,8 @@ class RedisCluster:
             if result is not None and result != _REFUSED and node_counted == self.node_id:
                 if delta > 0:
                     self._counted.members[(app_id, channel, user_id)] = info
+                    if (app_id, channel) in self._awaiting_channel:  # the member's client events
+                        self._send_awaiting(app_id, channel)
                 else:
                     self._counted.members.pop((app_id, channel, user_id), None)
             then(result)
@@ -1392,24 +1394,37 @@ class RedisCluster:
             handle = asyncio.get_running_loop().call_later(delay, self._release_now, pending, app_id, event, hold)
             self._held[pending] = (handle, app_id, event, hold)
 
-    def after_channel_counted(self, app_id: str, event: dict[str, object]) -> None:
-        """Send ``event``, of a channel this node holds, once Redis has answered this node's count of the channel: the
-        channel's channel_occupied, if this node sends it, goes first, as on a single node."""
+    def after_channel_counted(self, app_id: str, event: dict[str, object], member: str | None = None) -> None:
+        """Send ``event``, of a channel this node holds, once Redis has answered this node's count of the channel (and
+        of ``member``'s presence in it): the channel's channel_occupied and the member's member_added, if this node
+        sends them, go first, as on a single node. While Redis is away nothing is counted, and it goes at once."""
         channel = (app_id, str(event["channel"]))
-        if channel in self._counted.occupied:
+        if self._counted_for(channel, member) or not self._accepting:
             self._states[app_id].webhooks.emit(event)
         else:
-            self._awaiting_channel.setdefault(channel, []).append(event)
+            self._awaiting_channel.setdefault(channel, []).append((event, member))
 
-    def _send_awaiting(self, app_id: str, channel: str, user_id: str | None = None) -> None:
-        """Send the webhooks waiting for ``channel``'s count (only ``user_id``'s member_added, if given)."""
-        waiting = self._awaiting_channel.pop((app_id, channel), [])
-        kept = [event for event in waiting if user_id is not None and event.get("user_id") != user_id]
-        if kept:
-            self._awaiting_channel[(app_id, channel)] = kept
-        for event in waiting:
-            if event not in kept:
+    def _counted_for(self, channel: tuple[str, str], member: str | None) -> bool:
+        return channel in self._counted.occupied and (member is None or (*channel, member) in self._counted.members)
+
+    def _send_awaiting(self, app_id: str, channel: str, user_id: str | None = None, *, every: bool = False) -> None:
+        """Send the webhooks waiting for ``channel``'s counts that have been answered; with ``user_id``, that user's
+        alone (its connection left before they were), with ``every``, all of them."""
+        key = (app_id, channel)
+
+        def due(event: dict[str, object], member: str | None) -> bool:
+            if user_id is not None:
+                return event.get("user_id") == user_id
+            return every or self._counted_for(key, member)
+
+        kept: list[tuple[dict[str, object], str | None]] = []
+        for event, member in self._awaiting_channel.pop(key, []):
+            if due(event, member):
                 self._states[app_id].webhooks.emit(event)
+            else:
+                kept.append((event, member))
+        if kept:
+            self._awaiting_channel[key] = kept
 
     def _release_now(self, pending: str, app_id: str, event: dict[str, object], hold: str) -> None:
         self._enqueue(self._release(app_id, pending, event, hold))

@@ -139,8 +139,9 @@ class ClusterLink(Protocol):
 
     def cache_missed(self, app_id: str, channel: str) -> None: ...
 
-    def after_channel_counted(self, app_id: str, event: dict[str, object]) -> None:
-        """Send ``event``, of a channel this node holds, once the cluster has counted this node's hold of it."""
+    def after_channel_counted(self, app_id: str, event: dict[str, object], member: str | None = None) -> None:
+        """Send ``event``, of a channel this node holds, once the cluster has counted this node's hold of it (and
+        ``member``'s presence in it)."""
 
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
 
@@ -532,6 +533,14 @@ class AppState:
         else:
             event = {"name": "member_removed", "channel": name, "user_id": user_id}
             self.webhooks.emit_delayed(("member_removed", name, user_id), event)
+
+    def client_event_webhook(self, event: dict[str, object], user_id: str | None) -> None:
+        """A client event's webhook (``user_id``: its sender's, on a presence channel), after its channel's
+        channel_occupied and its sender's member_added, which a cluster node sends once Redis has counted them."""
+        if self.cluster is None or not self.webhooks.enabled:
+            self.webhooks.emit(event)
+        else:
+            self.cluster.after_channel_counted(self.app.app_id, event, user_id)
 
     def subscription_count_changed(self, channel: Channel) -> None:
         """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""

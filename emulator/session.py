@@ -479,4 +479,4 @@ class Session:
             webhook["user_id"] = user_id
         if ably_messages is not None:
             webhook["messages"] = ably_messages
-        self.state.webhooks.emit(webhook)
+        self.state.client_event_webhook(webhook, user_id)

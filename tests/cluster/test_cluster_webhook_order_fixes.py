@@ -43,3 +43,35 @@ async def test_a_channel_s_first_subscriber_brings_channel_occupied_before_its_s
             "channel": f"news-{number}",
             "subscription_count": 2,
         }
+
+
+async def test_a_client_event_sent_at_once_after_subscribing_comes_after_its_channel_s_occupied_and_member_added(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver
+) -> None:
+    """A cluster node sends channel_occupied and member_added once Redis has answered its counts, and sent a client
+    event's webhook at once: a client event sent as soon as its subscription succeeded reached the receiver before
+    its channel was occupied and its sender a member. On a single node they come first, as here now."""
+    app = replace(TEST_APP, webhook_batch_ms=50, webhooks=(Webhook(url=receiver.url),))
+    node = await start_emulator(app=app, redis_url=redis_server.url)
+    for channel, user_id in [("presence-room", "alice"), ("private-room", None)]:
+        client = await Client.open(node)
+        await client.subscribe(channel, user_id)
+        await client.send("client-typing", {"typing": True}, channel)
+    await receiver.until(lambda: len(receiver.events()) == 5, within=3)
+    socket_ids = {event["channel"]: event["socket_id"] for event in receiver.events(names={"client_event"})}
+    assert [event for event in receiver.events() if event["channel"] == "presence-room"] == [
+        {"name": "channel_occupied", "channel": "presence-room"},
+        {"name": "member_added", "channel": "presence-room", "user_id": "alice"},
+        {
+            "name": "client_event",
+            "channel": "presence-room",
+            "event": "client-typing",
+            "data": '{"typing":true}',
+            "socket_id": socket_ids["presence-room"],
+            "user_id": "alice",
+        },
+    ]
+    assert [event["name"] for event in receiver.events() if event["channel"] == "private-room"] == [
+        "channel_occupied",
+        "client_event",
+    ]
