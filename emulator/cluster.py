@@ -1319,6 +1319,8 @@ class RedisCluster:
                     self._send_awaiting(app_id, channel)
                 else:
                     self._counted.occupied.discard((app_id, channel))
+                    if (app_id, channel) in self._awaiting_channel:  # no count of it is coming now
+                        self._send_awaiting(app_id, channel, every=True)
 
         self._count(
             commands, counter, pending, channel, delta, app_id, node_counted, held, event, delay, quiet, then=counted
@@ -1358,6 +1360,8 @@ class RedisCluster:
                         self._send_awaiting(app_id, channel)
                 else:
                     self._counted.members.pop((app_id, channel, user_id), None)
+                    if (app_id, channel) in self._awaiting_channel:  # no count of the member is coming now
+                        self._send_awaiting(app_id, channel, user_id)
             then(result)
 
         self._count(

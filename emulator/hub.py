@@ -632,7 +632,7 @@ class AppState:
         if count <= 0:  # vacated on every node: channel_vacated says so
             return
         event: dict[str, object] = {"name": "subscription_count", "channel": name, "subscription_count": count}
-        if self.cluster is not None and name in self._echoed_counts:
+        if self.cluster is not None and name in self.channels:
             # The echo can come before Redis's answer to the count that opens the channel, and its channel_occupied
             self.cluster.after_channel_counted(self.app.app_id, event)
         else:

@@ -3,11 +3,17 @@ receiver: each test failed before its fix."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+
+import pytest
 
 from relay.emulator.config import Webhook
 from tests.cluster.conftest import RedisServer
 from tests.cluster.test_cluster import Client
+from tests.cluster.test_cluster_failure_hunt_fixes import counts_sent
+from tests.cluster.test_cluster_subscription_counts import hold_bus
+from tests.cluster.test_cluster_webhooks import cluster_of, until
 from tests.conftest import TEST_APP, StartEmulator
 from tests.webhook_receiver import Receiver
 
@@ -75,3 +81,24 @@ async def test_a_client_event_sent_at_once_after_subscribing_comes_after_its_cha
         "channel_occupied",
         "client_event",
     ]
+
+
+async def test_a_count_echoed_after_its_node_s_subscriber_left_still_brings_its_webhook(
+    redis_server: RedisServer, start_emulator: StartEmulator, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count that comes back over a slow bus after Redis counted its node's subscriber out again (it came and went)
+    has no count of its channel to wait for: its webhook goes at once, not when the node next opens the channel."""
+    app = replace(TEST_APP, subscription_count=True, webhook_batch_ms=10, webhooks=(Webhook(url=receiver.url),))
+    a = await start_emulator(app=app, redis_url=redis_server.url)
+    b = await start_emulator(app=app, redis_url=redis_server.url)
+    on_b = await Client.open(b)
+    await on_b.subscribe("news")
+    await receiver.until(lambda: counts_sent(receiver) == [1], within=3)
+    release = hold_bus(a, monkeypatch)
+    on_a = await Client.open(a)
+    await on_a.subscribe("news")
+    await on_a.ws.close()
+    await until(lambda: "news" not in a.node.states[TEST_APP.app_id].channels and cluster_of(a)._queue.empty())
+    await asyncio.sleep(0.3)  # Redis has counted a's subscriber in and out; its two counts wait on the bus
+    release()
+    await receiver.until(lambda: counts_sent(receiver) == [1, 2, 1], within=3)
