@@ -8,7 +8,6 @@ functions' own module, where the package's lazily loaded classes were not yet de
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,11 +47,6 @@ def _forked() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
     os.register_at_fork(after_in_child=_forked)
-
-
-# The default client has no owner to close it: at exit its kept-alive connection is closed here, not left to the
-# garbage collector (which warns of an unclosed socket under `python -X dev`).
-atexit.register(reset_default_client)
 
 
 def publish(
