@@ -101,10 +101,10 @@ atexit.register(_close_default_client)
 
 
 def _load(name: str) -> object:
-    """The classes above and ``__version__``, loaded at their first use rather than with the package (the module's
-    ``__getattr__``): every ``relay.…`` module, the ``relay`` command's entry point first, runs this file, and the
-    client's dependencies (httpx) and the installed metadata took a fifth of a second to load, in which Ctrl-C was a
-    traceback."""
+    """The classes and functions above and ``__version__``, loaded at their first use rather than with the package
+    (the module's ``__getattr__``): every ``relay.…`` module, the ``relay`` command's entry point first, runs this
+    file, and the client's dependencies (httpx) and the installed metadata took a fifth of a second to load, in which
+    Ctrl-C was a traceback."""
     value: object
     if name in ("AsyncRelay", "MirrorError", "Relay", "UserLike", "WebhookHeaders"):
         import relay.client as client

@@ -76,7 +76,7 @@ from relay.errors import (
     unique_keys,
 )
 from relay.files import read_text, read_toml
-from relay.identity import JwtVerifier, _read_json, bearer_token, shown_credential
+from relay.identity import JwtVerifier, bearer_token, read_jwks, shown_credential
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.protocol.hosts import is_loopback
@@ -340,7 +340,7 @@ class GatewaySettings:
             api_token=env.get("RELAY_API_TOKEN") or None,
             jwt_secret=env.get("RELAY_JWT_SECRET") or None,
             jwt_public_key=_read_key(env.get("RELAY_JWT_PUBLIC_KEY")),
-            jwks=_read_json(Path(jwks_file), "RELAY_JWKS_FILE") if jwks_file else None,
+            jwks=read_jwks(Path(jwks_file)) if jwks_file else None,
             jwks_file=Path(jwks_file) if jwks_file else None,
             jwt_audience=env.get("RELAY_JWT_AUDIENCE") or None,
             jwt_issuer=env.get("RELAY_JWT_ISSUER") or None,

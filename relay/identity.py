@@ -47,7 +47,9 @@ _AUDIENCE_UNSET = (
 )
 
 
-def _read_json(path: Path, name: str) -> Mapping[str, Any]:
+def read_jwks(path: Path) -> Mapping[str, Any]:
+    """The JWKS document in ``path``, the file RELAY_JWKS_FILE names."""
+    name = "RELAY_JWKS_FILE"
     text = read_text(path, name)
     with parser_limits("JWKS file", f"{path} ({name})"):
         try:
@@ -304,7 +306,7 @@ class JwtVerifier:
         if stamp != self._jwks_stamp:
             self._jwks_stamp = stamp
             try:
-                self._use_keys(_read_json(path, "RELAY_JWKS_FILE"))
+                self._use_keys(read_jwks(path))
             except ConfigError as error:
                 log.warning(
                     "%s; the gateway keeps verifying with the %d key(s) it last read", error.message, len(self._jwks)
