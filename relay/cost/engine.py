@@ -190,7 +190,10 @@ def _workload_assumptions(w: Workload, prices: Prices, results: Sequence[Provide
 def _selfhosted_caveat(w: Workload) -> str:
     """What a self-hosted figure leaves out that a managed price includes."""
     if w.min_nodes == 1:
-        nodes = "one node where one carries the load, with no failover: pass --min-nodes 2 for a standby"
+        nodes = (
+            "one node where one carries the load (more where their transfer allowances make more nodes cheaper), "
+            "with no failover: pass --min-nodes 2 for a standby"
+        )
     else:
         nodes = f"at least {w.min_nodes} nodes (--min-nodes), behind one Redis, itself not redundant"
     return (

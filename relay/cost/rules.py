@@ -468,21 +468,21 @@ class _Nodes:
         self.forwarding_most = self.cpu_usable * MAX_FORWARDING_SHARE
         self.needed = self.least_nodes()
         self.count = self.needed
-        self.cpu_per_node = self.per_node_cpu(self.count)
 
-    def per_node_cpu(self, n: int) -> float:
-        return self.work / n + (self.forwarding if n > 1 else 0.0)
+    def per_node_checks(self, w: Workload, n: int, memory: float | None, cpu: float | None) -> list[LimitCheck]:
+        """The connections and the peak CPU on each of ``n`` nodes (the work ÷ n, and the forwarding when n > 1)."""
+        return [
+            LimitCheck("connections per node", w.connections / n, memory, "memory_mb"),
+            LimitCheck(
+                "CPU cores per node at peak", self.work / n + (self.forwarding if n > 1 else 0.0), cpu, "cpu_cores"
+            ),
+        ]
 
     def holds(self, w: Workload, n: int) -> bool:
-        """Whether ``n`` nodes hold the connections and the peak CPU (as `checks` would find them)."""
+        """Whether ``n`` nodes hold the connections and the peak CPU, forwarding included."""
         if n > 1 and self.forwarding > self.forwarding_most:
             return False
-        return w.connections / n <= self.connections_per_node and self.per_node_cpu(n) <= self.cpu_usable
-
-    def run(self, n: int) -> None:
-        """Price ``n`` nodes rather than the count the load needs (more bring their transfer allowances)."""
-        self.count = n
-        self.cpu_per_node = self.per_node_cpu(n)
+        return all(check.ok for check in self.per_node_checks(w, n, float(self.connections_per_node), self.cpu_usable))
 
     def least_nodes(self) -> int:
         """The least n (at least ``min_nodes``) whose nodes hold both the connections (C ÷ n per node) and the CPU at
@@ -519,10 +519,7 @@ class _Nodes:
         memory = None if "memory_mb" in plan.unknown else float(self.connections_per_node)
         cpu = None if "cpu_cores" in plan.unknown else self.cpu_usable
         if cpu is None or self.one_node_fits or self.forwarding <= self.forwarding_most:
-            return [
-                LimitCheck("connections per node", w.connections / self.count, memory, "memory_mb"),
-                LimitCheck("CPU cores per node at peak", self.cpu_per_node, cpu, "cpu_cores"),
-            ]
+            return self.per_node_checks(w, self.count, memory, cpu)
         # No node count fits: one node is not enough (or fewer than --min-nodes), and with several, forwarded
         # publishes would take more than their share of every node's CPU (more nodes do not help). Say both, with what
         # one node lacks.
@@ -607,7 +604,7 @@ def _selfhosted_vm(w: Workload, provider: Provider, plan: Plan, prices: Prices) 
     egress = _bytes_out_per_day(w, prices) * w.days_per_month / GIB
     month = provider.listed_months(w.days_per_month)
     n, why = _cheapest_vm_count(w, provider, plan, nodes, egress, month)
-    nodes.run(n)
+    nodes.count = n  # more than the load needs where their transfer allowances make more nodes cheaper
     cost = _vm_cost(provider, plan, n, egress, month)
     # The allowance matters only when there is egress.
     rates = ("usd_per_gib_egress", "included_egress_gib") if egress > 0 else ("usd_per_gib_egress",)
