@@ -721,7 +721,7 @@ class AblyApp:
         if self.state.webhooks.wants("message"):  # Ably-format webhooks' channel.message: Pusher's have no such event
             kept = _webhook_messages(fields)
             if kept:
-                self.state.webhooks.emit({"name": "message", "channel": channel, "messages": kept})
+                self.state.ably_item_webhook({"name": "message", "channel": channel, "messages": kept})
         return message_id, serials
 
     def published_elsewhere(self, channel: str, fields: dict[str, Any]) -> None:
@@ -1024,7 +1024,7 @@ class AblyApp:
         if counted:
             self.state.meter.presence_changed(counted, self._presence_subscribers(name))
         if self.state.webhooks.wants("presence"):  # Ably-format webhooks' channel.presence, per connection as Ably's
-            self.state.webhooks.emit({"name": "presence", "channel": name, "presence": jsonable(items)})
+            self.state.ably_item_webhook({"name": "presence", "channel": name, "presence": jsonable(items)})
 
     @staticmethod
     def _metered_changes(name: str, items: list[dict[str, Any]]) -> int:

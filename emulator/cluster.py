@@ -1398,12 +1398,19 @@ class RedisCluster:
             handle = asyncio.get_running_loop().call_later(delay, self._release_now, pending, app_id, event, hold)
             self._held[pending] = (handle, app_id, event, hold)
 
-    def after_channel_counted(self, app_id: str, event: dict[str, object], member: str | None = None) -> None:
+    def after_channel_counted(
+        self, app_id: str, event: dict[str, object], member: str | None = None, *, held: bool = True
+    ) -> None:
         """Send ``event``, of a channel this node holds, once Redis has answered this node's count of the channel (and
         of ``member``'s presence in it): the channel's channel_occupied and the member's member_added, if this node
-        sends them, go first, as on a single node. While Redis is away nothing is counted, and it goes at once."""
+        sends them, go first, as on a single node. While Redis is away nothing is counted, and it goes at once.
+
+        Of a channel this node no longer holds (``held`` false) no count may be coming: it goes at once, unless
+        webhooks of the channel still wait (the node left it before Redis counted it in), which it must not pass (a
+        presence leave its enter): it goes with them, once Redis counts the channel in or out."""
         channel = (app_id, str(event["channel"]))
-        if self._counted_for(channel, member) or not self._accepting:
+        unheld = not held and channel not in self._awaiting_channel
+        if unheld or self._counted_for(channel, member) or not self._accepting:
             self._states[app_id].webhooks.emit(event)
         else:
             self._awaiting_channel.setdefault(channel, []).append((event, member))

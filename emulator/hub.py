@@ -139,9 +139,11 @@ class ClusterLink(Protocol):
 
     def cache_missed(self, app_id: str, channel: str) -> None: ...
 
-    def after_channel_counted(self, app_id: str, event: dict[str, object], member: str | None = None) -> None:
+    def after_channel_counted(
+        self, app_id: str, event: dict[str, object], member: str | None = None, *, held: bool = True
+    ) -> None:
         """Send ``event``, of a channel this node holds, once the cluster has counted this node's hold of it (and
-        ``member``'s presence in it)."""
+        ``member``'s presence in it); of one it does not hold (``held`` false), behind what waits for it."""
 
     def ably_presence(self, app_id: str, channel: str, fields: dict[str, Any]) -> None: ...
 
@@ -541,6 +543,19 @@ class AppState:
             self.webhooks.emit(event)
         else:
             self.cluster.after_channel_counted(self.app.app_id, event, user_id)
+
+    def ably_item_webhook(self, event: dict[str, object]) -> None:
+        """An Ably-format webhook's presence or message item, after its channel's channel.opened, which a cluster node
+        sends once Redis has counted the channel, and which a publish or presence enter sent with its ATTACH, or a
+        Pusher member's join, would otherwise pass."""
+        if self.cluster is None:
+            self.webhooks.emit(event)
+        else:
+            # A channel this node does not hold (a REST publish), or a metachannel, which is never counted, has no
+            # count coming to wait for
+            name = str(event["channel"])
+            held = name in self.channels and not is_metachannel(name)
+            self.cluster.after_channel_counted(self.app.app_id, event, held=held)
 
     def subscription_count_changed(self, channel: Channel) -> None:
         """Tell a channel's subscribers their number (after a new subscriber has its subscription_succeeded)."""
