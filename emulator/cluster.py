@@ -663,8 +663,7 @@ class RedisCluster:
     async def close(self) -> None:
         # The connections just closed queued their leaves and vacates: once counted, their holds are in Redis.
         await self._drain()
-        for app_id, channel in list(self._awaiting_channel):  # due, and no count of their channel is coming now
-            self._send_awaiting(app_id, channel, every=True)
+        self._send_every_awaiting()  # due, and no count of their channel is coming now
         for pending in list(self._admitting):  # their sessions are closed: no deadline is left to fire after this
             self._admission_done(pending)
         await _cancelled(self._tasks)
@@ -766,6 +765,9 @@ class RedisCluster:
             self._epoch += 1  # from here on what changes is queued for this connection; what came before is in `held`
         self._accepting = True
         held = NodeState.of(self._states.values())
+        # The counts these wait for were lost (dropped with the epoch, or in a failed batch) or are counted by this
+        # reconciliation; those added from here on wait for counts queued after it.
+        waiting = {id(entry): entry for entries in self._awaiting_channel.values() for entry in entries}
         self._unreconciled = False
         async with self._redis.pipeline(transaction=False) as pipe:
             counts = _Commands(pipe, None, self._send)
@@ -801,8 +803,10 @@ class RedisCluster:
                         pipe.publish(self.bus, announced)
             await pipe.execute()
         self._counted = NodeState(occupied=set(held.occupied), members=dict(held.members))
-        for app_id, channel in [key for key in self._awaiting_channel if key in self._counted.occupied]:
-            self._send_awaiting(app_id, channel)  # counted by a count whose answer was lost
+        # Those waiting before it are due now: counted by it, or of a channel or member left meanwhile, whose count
+        # is not coming any more (they would otherwise wait until shutdown).
+        for app_id, channel in list(self._awaiting_channel):
+            self._send_awaiting(app_id, channel, before=waiting)
         self._generation, self._restoring = generation, None  # only now: a reconciliation cut short is run again
         if self._dirty_counts:  # counts that changed while Redis was away: announced now, their webhooks on the echo
             self._enqueue(_nothing)
@@ -1418,24 +1422,38 @@ class RedisCluster:
     def _counted_for(self, channel: tuple[str, str], member: str | None) -> bool:
         return channel in self._counted.occupied and (member is None or (*channel, member) in self._counted.members)
 
-    def _send_awaiting(self, app_id: str, channel: str, user_id: str | None = None, *, every: bool = False) -> None:
+    def _send_awaiting(
+        self,
+        app_id: str,
+        channel: str,
+        user_id: str | None = None,
+        *,
+        every: bool = False,
+        before: Mapping[int, tuple[dict[str, object], str | None]] | None = None,
+    ) -> None:
         """Send the webhooks waiting for ``channel``'s counts that have been answered; with ``user_id``, that user's
-        alone (its connection left before they were), with ``every``, all of them."""
+        alone (its connection left before they were), with ``every``, all of them; with ``before`` (waiting entries
+        by id), those too."""
         key = (app_id, channel)
 
-        def due(event: dict[str, object], member: str | None) -> bool:
+        def due(entry: tuple[dict[str, object], str | None]) -> bool:
+            event, member = entry
             if user_id is not None:
                 return event.get("user_id") == user_id
-            return every or self._counted_for(key, member)
+            return every or self._counted_for(key, member) or (before is not None and before.get(id(entry)) is entry)
 
         kept: list[tuple[dict[str, object], str | None]] = []
-        for event, member in self._awaiting_channel.pop(key, []):
-            if due(event, member):
-                self._states[app_id].webhooks.emit(event)
+        for entry in self._awaiting_channel.pop(key, []):
+            if due(entry):
+                self._states[app_id].webhooks.emit(entry[0])
             else:
-                kept.append((event, member))
+                kept.append(entry)
         if kept:
             self._awaiting_channel[key] = kept
+
+    def _send_every_awaiting(self) -> None:
+        for app_id, channel in list(self._awaiting_channel):
+            self._send_awaiting(app_id, channel, every=True)
 
     def _release_now(self, pending: str, app_id: str, event: dict[str, object], hold: str) -> None:
         self._enqueue(self._release(app_id, pending, event, hold))
@@ -1601,6 +1619,10 @@ class RedisCluster:
             self._connected.clear()
             self._accepting = False
             self._decide_alone()
+            # The counts they wait for are lost with the epoch; while Redis is away webhooks go at once, and these
+            # must not wait for the reconnection (which may never come) nor come after the outage's (best effort:
+            # the channel_occupied of a count whose answer was lost may follow, sent by the reconciliation).
+            self._send_every_awaiting()
             log.warning("Redis unavailable (%s); serving local subscribers only until it returns", type(exc).__name__)
             delay = 0.1
             while True:
