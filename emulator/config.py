@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay.config import is_http_url, is_origin, is_url, undecoded
+from relay.config import is_http_url, is_origin, is_url, undecoded, url_problem
 from relay.emulator.limits import origin_allowed
 from relay.emulator.logs import redact_urls
 from relay.errors import AuthenticationError, ConfigError
@@ -155,25 +155,12 @@ def _header_problem(name: object, value: object) -> str | None:
 
 
 def _why_not_http_url(url: object) -> str:
-    """Why ``url``, refused as an http(s) URL with a host, is not one, as the end of the error ("" where the URL
-    shows it: not a string, another scheme): 'http://localhost:99999/hooks' is refused for its port alone."""
-    if not isinstance(url, str) or _user_info_unclear(url):  # what urlsplit says of its parts may be the password
+    """Why ``url``, refused as an http(s) URL with a host, is not one, as the end of the error ("" where the URL is
+    not shown: not a string, or a password that may be read as its parts): 'http://localhost:99999/hooks' is refused
+    for its port alone."""
+    if not isinstance(url, str) or _user_info_unclear(url):
         return ""
-    if not url.isprintable() or re.search(r"\s", url):
-        return ": it has a space or a control character in it (a space in a path is written %20)"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ": its host in [] is not an IPv6 address"
-    if parts.scheme not in ("http", "https"):
-        return ""
-    if not parts.hostname:
-        return ": it has no host"
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    return ": its port is not a number from 1 to 65535" if port == 0 else ""
+    return f": {url_problem(url, ('http', 'https'))}"
 
 
 def _sendable(url: str) -> str | None:

@@ -147,16 +147,33 @@ _WHITESPACE = re.compile(r"\s")
 
 
 def is_url(url: object, schemes: Collection[str], *, host: bool = True) -> bool:
-    """A URL with one of ``schemes``; with ``host``, a host too (and, if it has one, a port other than 0). Whitespace
-    anywhere, or a control character, makes it none: urlsplit strips them from the ends and reads on, where httpx
-    reads a URL with an empty scheme (a leading space) or sends a path ending in %20 (a trailing one)."""
-    if not isinstance(url, str) or not url.isprintable() or _WHITESPACE.search(url):
-        return False
+    """A URL with one of ``schemes``; with ``host``, a host too (and, if it has one, a port other than 0)."""
+    return url_problem(url, schemes, host=host) is None
+
+
+def url_problem(url: object, schemes: Collection[str], *, host: bool = True) -> str | None:
+    """Why ``url`` is not what :func:`is_url` takes, or None. Whitespace anywhere, or a control character, makes it no
+    URL: urlsplit strips them from the ends and reads on, where httpx reads a URL with an empty scheme (a leading
+    space) or sends a path ending in %20 (a trailing one)."""
+    if not isinstance(url, str):
+        return f"it is {type(url).__name__}, not text"
+    if not url.isprintable() or _WHITESPACE.search(url):
+        return "it has a space or a control character in it (a space in a path is written %20)"
     try:
         parts = urlsplit(url)
-        return parts.scheme in schemes and (not host or (bool(parts.hostname) and parts.port != 0))
-    except ValueError:  # a bracketed host that is not an IPv6 address, a port that is not a number
-        return False
+    except ValueError:  # a bracketed host that is not an IPv6 address
+        return "its host in [] is not an IPv6 address"
+    if parts.scheme not in schemes:
+        return f"its scheme is not {' or '.join(sorted(schemes))}"
+    if not host:
+        return None
+    if not parts.hostname:
+        return "it has no host"
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number, or past 65535
+        port = 0
+    return "its port is not a number from 1 to 65535" if port == 0 else None
 
 
 def is_http_url(url: object) -> bool:
