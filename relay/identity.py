@@ -4,8 +4,9 @@ or a JWKS (RS256, ES256), its claims read strictly (NumericDates, unreadable num
 
 Separate from :mod:`relay.gateway` because it is a concept of its own: how a token becomes a :class:`User`, or why it
 is refused, needs nothing of the routes, the guards or the channel rules that use the user. The gateway imports it
-(and the token and credential helpers its API-token check and refusals share); it takes from the gateway only
-:class:`~relay.gateway.GatewaySettings`, and that for type checking alone.
+(and the token and credential helpers its API-token check and refusals share) and imports nothing of it: what the
+verifier reads of the gateway's settings is :class:`JwtSettings`, which :class:`~relay.gateway.GatewaySettings`
+satisfies.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -29,9 +30,6 @@ from starlette.requests import cookie_parser
 from relay.errors import AuthenticationError, ConfigError, json_kind, parser_limits
 from relay.files import read_text
 from relay.models import User
-
-if TYPE_CHECKING:
-    from relay.gateway import GatewaySettings
 
 # The gateway's logger, as relay.serve's: a JWKS key skipped, or a JWKS file that no longer reads, is the gateway's word
 log = logging.getLogger("relay.gateway")
@@ -88,10 +86,33 @@ def cookie_token(cookie_header: str, name: str) -> str | None:
     return tokens.pop() if tokens else None
 
 
+class JwtSettings(Protocol):
+    """What :class:`JwtVerifier` reads of the gateway's settings (RELAY_JWT_… and RELAY_JWKS_FILE)."""
+
+    @property
+    def jwt_secret(self) -> str | None: ...
+    @property
+    def jwt_public_key(self) -> str | None: ...
+    @property
+    def jwks(self) -> Mapping[str, Any] | None: ...
+    @property
+    def jwks_file(self) -> Path | None: ...
+    @property
+    def jwt_audience(self) -> str | None: ...
+    @property
+    def jwt_issuer(self) -> str | None: ...
+    @property
+    def jwt_cookie(self) -> str | None: ...
+    @property
+    def jwt_user_claim(self) -> str: ...
+    @property
+    def jwt_leeway(self) -> float: ...
+
+
 class JwtVerifier:
     """Verifies end users' JWTs: HS256 with a shared secret, or RS256/ES256 with a public key or JWKS."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: JwtSettings) -> None:
         self._settings = settings
         self._jwks: list[jwt.PyJWK] | None = None
         # kid → why the JWKS's key of that kid verifies no JWT here (an ES384 key, an encryption key)
