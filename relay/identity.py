@@ -126,6 +126,9 @@ class JwtVerifier:
         self._public_key: tuple[Any, tuple[str]] | None = None
         if settings.jwt_public_key is not None:
             self._public_key = _public_key(settings.jwt_public_key)
+        # The user's id is its claim alone: a JWT naming its user by RELAY_JWT_USER_CLAIM need not have a subject too
+        # (a provider's own tokens do, an application's hand-made ones may not); a missing one is refused in user().
+        self._required_claims = ["exp", "sub"] if settings.jwt_user_claim == "sub" else ["exp"]
         if not (settings.jwt_secret or settings.jwt_public_key or self._jwks):
             self._mode = "none"
         else:
@@ -167,7 +170,7 @@ class JwtVerifier:
             return None
         claims = self.claims(token)
         name = self._settings.jwt_user_claim
-        identity = claims.get(name)  # sub: PyJWT has checked that it is there, and a string
+        identity = claims.get(name)  # sub: PyJWT has checked that it is there, and a string (not another claim)
         if identity is None:
             raise AuthenticationError(
                 f"the JWT has no {name!r} claim, which RELAY_JWT_USER_CLAIM names as the user's id"
@@ -300,7 +303,7 @@ class JwtVerifier:
                 algorithms=list(algorithms),
                 audience=self._settings.jwt_audience,
                 issuer=self._settings.jwt_issuer,
-                options={"require": ["exp", "sub"]},
+                options={"require": self._required_claims},
                 leeway=self._settings.jwt_leeway,
             )
         )

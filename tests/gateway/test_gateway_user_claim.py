@@ -6,8 +6,10 @@ HS256 JWTs and a raw WebSocket signed in with the gateway's answer."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
+import jwt
 import pytest
 
 from relay.errors import ConfigError
@@ -80,6 +82,29 @@ async def test_a_jwt_without_a_usable_user_claim_is_a_401_naming_it(by_uid: Runn
     for case, (token, message) in refusals.items():
         assert await auth_status(by_uid, "presence-room", token) == (401, message), case
     assert await auth_status(by_uid, "presence-room", hs_jwt("auth0|7", uid=7)) == (200, "")
+
+
+async def test_a_jwt_naming_its_user_by_the_custom_claim_needs_no_subject(
+    by_uid: RunningGateway, emulator: RunningEmulator
+) -> None:
+    """With RELAY_JWT_USER_CLAIM=uid, a JWT of ``uid`` and ``exp`` alone (an application's own tokens) was the 401
+    ``Token is missing the "sub" claim``, though the subject names no one there. A subject present is still checked
+    (a string); ``exp`` is still required."""
+    expires = int(time.time()) + 60
+    without_subject = jwt.encode({"uid": "u-7", "exp": expires}, JWT_SECRET, algorithm="HS256")
+    assert await auth_status(by_uid, "presence-room", without_subject) == (200, "")
+    member = await join(emulator, by_uid, "presence-room", headers={"authorization": f"Bearer {without_subject}"})
+    assert member["presence"]["ids"] == ["u-7"]
+    numeric_subject = jwt.encode({"uid": "u-7", "sub": 7, "exp": expires}, JWT_SECRET, algorithm="HS256")
+    assert await auth_status(by_uid, "presence-room", numeric_subject) == (
+        401,
+        "invalid JWT: its sub claim must be a string (RFC 7519 §4.1.2); put a numeric id in quotes",
+    )
+    no_expiry = jwt.encode({"uid": "u-7"}, JWT_SECRET, algorithm="HS256")
+    assert await auth_status(by_uid, "presence-room", no_expiry) == (
+        401,
+        'invalid JWT: Token is missing the "exp" claim',
+    )
 
 
 def test_the_setting_is_checked_and_said_at_start() -> None:
