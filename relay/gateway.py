@@ -80,7 +80,7 @@ from relay.identity import JwtVerifier, bearer_token, read_jwks, shown_credentia
 from relay.models import ChannelInfo, Event, PublishResult, User, WebhookEvent
 from relay.protocol.channels import DEFAULT_LIMITS, classify
 from relay.protocol.hosts import is_loopback
-from relay.protocol.http_framing import chunked_alone
+from relay.protocol.http_framing import MAX_HEAD_BYTES, chunked_alone
 from relay.protocol.idempotency_keys import REPLAYED_HEADER
 from relay.protocol.media_types import is_json_media_type
 from relay.protocol.members import watchlist_problem
@@ -92,7 +92,7 @@ from relay.rules import (
     pattern_covers,
     placeholders_refusing,
 )
-from relay.senders import DEFAULT_RETRY, MAX_POLICY_SECONDS, RetryPolicy
+from relay.senders import DEFAULT_RETRY, MAX_POLICY_SECONDS, LoopClients, RetryPolicy
 from relay.web import (
     channel_auth_request,
     channels_token_body_async,
@@ -889,9 +889,6 @@ def check_api_token(settings: GatewaySettings, request: Request) -> None:
         raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")
 
 
-MAX_HEAD_BYTES = 65_536  # a request line and headers, as the emulator's HTTP server allows
-
-
 def head_size(scope: Scope) -> int:
     """The bytes of a request's line and headers as written plainly (``Name: value``, CRLFs, the blank line): the
     server has parsed them, so whitespace around a header's value is not counted."""
@@ -1255,7 +1252,9 @@ def gateway_router(
     rule_specs: dict[str, RuleSpec] = {}
     for spec in settings.rules:  # the first rule with a pattern decides, so a later one with the same is never used
         rule_specs.setdefault(spec.pattern, spec)
-    forward = httpx.AsyncClient(timeout=FORWARD_SECONDS) if settings.webhook_forward_url else None
+    # A client per event loop: an app serving one test client after another (each its own loop) forwarded on the
+    # first loop's connections, and failed with "Event loop is closed" once that loop had ended
+    forward = LoopClients(lambda: httpx.AsyncClient(timeout=FORWARD_SECONDS)) if settings.webhook_forward_url else None
     # The forward says it comes from the gateway with Authorization: Bearer RELAY_API_TOKEN, not an HMAC of the
     # body: its receiver is the app's backend, which holds that token already (it publishes with it), so there is
     # no second secret to configure and the check is one constant-time comparison. The token crosses the network
@@ -1443,7 +1442,8 @@ def gateway_router(
                 # route answering a byte every few seconds held the webhook (and its connection) for as long as it
                 # sent them, past the provider's own timeout
                 async with asyncio.timeout(FORWARD_SECONDS):
-                    response = await forward.post(settings.webhook_forward_url, json=payload, headers=forward_headers)
+                    http, _ = await forward.here()
+                    response = await http.post(settings.webhook_forward_url, json=payload, headers=forward_headers)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 # httpx's own timeouts say only "Cancelled via cancel scope 7fdf…; reason: deadline exceeded"
                 what = "no connection" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "no answer"

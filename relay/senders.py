@@ -1,8 +1,9 @@
 """The only I/O the library does: send an adapter's request with httpx, retrying what is safe to retry.
 
 Retried: 429 and 503 (the provider did not process the request), connection failures (nothing was sent), and for
-idempotent requests also other 5xx answers and timeouts. The delay doubles from ``backoff`` with full jitter, and a
-``Retry-After`` header wins. Whatever is not retried, or still fails after ``attempts``, becomes a typed error.
+idempotent requests also other 5xx answers and timeouts. The delay doubles from ``backoff``, each wait a random 50 to
+100 % of it (equal jitter), and a ``Retry-After`` header wins. Whatever is not retried, or still fails after
+``attempts``, becomes a typed error.
 """
 
 from __future__ import annotations
@@ -864,13 +865,8 @@ def _shut_down(sock: socket.socket) -> None:
 
 
 class AsyncSender:
-    """Sends with one ``httpx.AsyncClient`` per event loop: httpx's connections belong to the loop that opened them,
-    so an ``AsyncRelay`` shared by several ``asyncio.run()`` calls (scripts, CLI commands, per-test loops) would
-    otherwise reuse a dead loop's connections. A ``client`` passed in is used as is, in every loop.
-
-    A loop's client is closed when that loop shuts down (``asyncio.run()`` and ``asyncio.Runner`` finalise async
-    generators while the loop still runs: a generator started in the loop closes it), since once the loop is closed
-    its connections can no longer be closed, only left to the garbage collector.
+    """Sends with one ``httpx.AsyncClient`` per event loop (:class:`LoopClients`), so that an ``AsyncRelay`` shared
+    by several ``asyncio.run()`` calls works in each. A ``client`` passed in is used as is, in every loop.
 
     ``aclose()``, from any loop or thread, ends the requests under way at once: each exchange and each wait between
     attempts runs as a task of its own, which it cancels. Closing the clients alone missed a request whose connection
@@ -886,7 +882,7 @@ class AsyncSender:
     ) -> None:
         self.policy = policy
         self._given = client
-        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._loops = LoopClients(lambda: httpx.AsyncClient(timeout=self.policy.timeout, limits=_LIMITS))
         self._jitter = jitter
         self._closed = False
         # The exchanges and waits between attempts under way, each with its loop: aclose() cancels them
@@ -897,20 +893,7 @@ class AsyncSender:
         own)."""
         if self._given is not None:
             return self._given, None
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(loop)
-        if entry is None or entry.client.is_closed:  # closed by its loop's shutdown, which still uses the sender
-            for other, finished in list(self._clients.items()):
-                # A finished loop closed its client when it shut down; one closed without shutting down no longer
-                # can: its connections are left to the garbage collector
-                if other.is_closed():
-                    self._clients.pop(other, None)
-                    _finish_here(finished.closer)
-            client = httpx.AsyncClient(timeout=self.policy.timeout, limits=_LIMITS)
-            slots = asyncio.Semaphore(_POOL_SIZE)
-            entry = self._clients[loop] = _LoopClient(client, _close_with_loop(client, loop), slots)
-            await anext(entry.closer)  # registered with the loop: its shutdown closes the client
-        return entry.client, entry.slots
+        return await self._loops.here()
 
     async def send(self, request: HttpRequest, sending: Sending, deadline: Deadline | None = None) -> HttpResponse:
         """``deadline``: the operation's, which ``request`` is part of (by default one of its own)."""
@@ -964,7 +947,42 @@ class AsyncSender:
                 loop.call_soon_threadsafe(work.cancel)
         if self._given is not None:
             await self._given.aclose()
-            return
+        else:
+            await self._loops.aclose()
+
+
+class LoopClients:
+    """One ``httpx.AsyncClient`` per event loop, made by ``make`` at the loop's first use: httpx's connections belong
+    to the loop that opened them, so a client shared by several ``asyncio.run()`` calls (scripts, CLI commands,
+    per-test loops, an app served by one test client after another) would otherwise reuse a dead loop's connections.
+
+    A loop's client is closed when that loop shuts down (``asyncio.run()`` and ``asyncio.Runner`` finalise async
+    generators while the loop still runs: a generator started in the loop closes it), since once the loop is closed
+    its connections can no longer be closed, only left to the garbage collector."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
+        self._make = make
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+
+    async def here(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        """This loop's client, and the slots its requests take (for :class:`AsyncSender`)."""
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None or entry.client.is_closed:  # closed by its loop's shutdown, which still uses the clients
+            for other, finished in list(self._clients.items()):
+                # A finished loop closed its client when it shut down; one closed without shutting down no longer
+                # can: its connections are left to the garbage collector
+                if other.is_closed():
+                    self._clients.pop(other, None)
+                    _finish_here(finished.closer)
+            client = self._make()
+            slots = asyncio.Semaphore(_POOL_SIZE)
+            entry = self._clients[loop] = _LoopClient(client, _close_with_loop(client, loop), slots)
+            await anext(entry.closer)  # registered with the loop: its shutdown closes the client
+        return entry.client, entry.slots
+
+    async def aclose(self) -> None:
+        """Closes every loop's client: this loop's here, a running loop's in its own thread."""
         running = asyncio.get_running_loop()
         entries, self._clients = self._clients, {}
         for loop, entry in entries.items():
