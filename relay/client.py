@@ -140,6 +140,7 @@ def _parsed_configuration(url: Configuration) -> tuple[Mode, list[ProviderConfig
         if len(url.configs) != 1 if single else len(url.configs) < 2:  # none: StopIteration at the first publish
             wanted = "one provider" if single else "two or more providers"
             raise ConfigError(f"Providers({url.mode.value}) takes {wanted}, got {len(url.configs)}")
+        _refuse_repeated_providers(url.mode, url.configs)
         return url.mode, list(url.configs)
     url = provider_url_text(url)
     for mode in (Mode.MIRROR, Mode.FAILOVER):
@@ -628,6 +629,12 @@ class _BaseRelay(Generic[SenderT, KeysT]):
     ) -> None:
         mode, configs = parse_configuration(url)
         policy = checked_retry_policy(retry)
+        if sender is not None and policy != DEFAULT_RETRY:  # it would be ignored without a word
+            kind = self._sender_kind.__name__
+            raise ConfigError(
+                f"retry= and sender= together: a sender given retries by its own policy, so give the policy to it, "
+                f"{kind}(RetryPolicy(...))"
+            )
         self._ops = _Operations(mode, configs)
         self._sender: SenderT = sender or self._sender_kind(policy)
         self._published: KeysT = self._keys_kind(lambda: self._closed, _delivered_by_mirror)

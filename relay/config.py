@@ -74,9 +74,13 @@ class ProviderConfig:
         return f"{scheme}://{self.url_host}{port}"
 
     def url(self, *, privacy: bool = True) -> str:
-        """The configuration as a URL; with ``privacy`` the secret is replaced by ``***``."""
+        """The configuration as a URL; with ``privacy`` the secret is replaced by ``***`` and the encryption master
+        key left out, without it the whole configuration, which parses back to itself."""
+        master_key = ""
+        if self.encryption_master_key is not None and not privacy:
+            master_key = f"encryption_master_key={quote(base64.b64encode(self.encryption_master_key), safe='')}"
         if self.scheme == "memory":
-            return f"memory://{self.host}"
+            return f"memory://{self.host}{'?' if master_key else ''}{master_key}"
         secret = "***" if privacy else quote(self.secret, safe="")
         port = f":{self.port}" if self.port is not None else ""
         path = f"{self.path_prefix}/apps/{quote(self.app_id, safe='')}" if self.scheme in ("pusher", "emulator") else ""
@@ -89,6 +93,8 @@ class ProviderConfig:
             query += f"{'&' if query else '?'}history=true"
         if self.occupancy:
             query += f"{'&' if query else '?'}occupancy=true"
+        if master_key:
+            query += f"{'&' if query else '?'}{master_key}"
         return f"{self.scheme}://{quote(self.key, safe='.')}:{secret}@{self.url_host}{port}{path}{query}"
 
     def __repr__(self) -> str:

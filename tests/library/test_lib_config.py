@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping
+from urllib.parse import quote
 
 import pytest
 
@@ -506,3 +507,23 @@ def test_pusher_settings_without_credentials_are_a_mistake_not_no_provider() -> 
     assert caught.value.message == (
         "PUSHER_CLUSTER, PUSHER_SCHEME set: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET too"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "pusher://key:{secret}@eu/apps/1?encryption_master_key={key}",
+        "emulator://key:{secret}@127.0.0.1:6001/apps/1?tls=true&encryption_master_key={key}",
+        "memory://tests?encryption_master_key={key}",
+    ],
+)
+def test_the_private_url_keeps_the_encryption_master_key(url: str) -> None:
+    """``url(privacy=False)`` left the key out, so the configuration it gave back encrypted nothing; the private
+    form keeps it, escaped (base64's ``+`` and ``/``), and the public form still shows none of it."""
+    key = base64.b64encode(bytes(range(200, 232))).decode()
+    assert "+" in key and "/" in key
+    config = parse_url(url.format(secret=SECRET, key=quote(key, safe="")))
+    assert config.encryption_master_key == base64.b64decode(key)
+    assert parse_url(config.url(privacy=False)) == config
+    assert parse_url(config.url(privacy=False)).encryption_master_key == config.encryption_master_key
+    assert "encryption_master_key" not in config.url()

@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from relay.client import Mode, Providers, Relay, parse_configuration
+from relay.client import AsyncRelay, Mode, Providers, Relay, parse_configuration
 from relay.config import from_env
 from relay.cost import Workload, default_prices, estimate
 from relay.errors import ConfigError
+from relay.senders import AsyncSender, RetryPolicy, SyncSender
 from tests.cost.cost_helpers import run_cost
 
 IPV4_HINT = "(an IPv4 address is four numbers from 0 to 255, without leading zeros)"
@@ -179,9 +180,29 @@ def test_an_estimate_asked_for_a_provider_it_has_not_names_those_it_has() -> Non
             "Providers(failover) takes two or more providers, got 1",
         ),
         (Providers(Mode.SINGLE, ()), "Providers(single) takes one provider, got 0"),
+        # As the URL's list is: a mirror of one provider twice stored each publish twice
+        (
+            Providers(Mode.MIRROR, (parse_configuration("memory://a")[1][0],) * 2),
+            "mirror: names memory://a twice; each provider goes in once",
+        ),
     ],
 )
 def test_a_parsed_configuration_has_its_providers(providers: Providers, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Relay(providers)
     assert caught.value.message == message
+
+
+@pytest.mark.parametrize("kind", [Relay, AsyncRelay])
+def test_a_retry_policy_beside_a_sender_of_ones_own_is_refused(kind: type[Relay] | type[AsyncRelay]) -> None:
+    """The sender given retries by its own policy: ``retry=`` beside it was ignored without a word (7 attempts asked,
+    the default 3 made). The default policy, which asks for nothing, may still be written beside it."""
+    sender = SyncSender() if kind is Relay else AsyncSender()
+    with pytest.raises(ConfigError) as caught:
+        kind("memory://a", retry=RetryPolicy(attempts=7), sender=sender)  # type: ignore[arg-type]
+    name = type(sender).__name__
+    assert caught.value.message == (
+        "retry= and sender= together: a sender given retries by its own policy, so give the policy to it, "
+        f"{name}(RetryPolicy(...))"
+    )
+    kind("memory://a", retry=RetryPolicy(), sender=sender)  # type: ignore[arg-type]
