@@ -169,8 +169,8 @@ class MemoryAdapter:
     name = "memory"
     capabilities = PusherAdapter.capabilities  # it signs as Pusher does
     unsupported_hints = PusherAdapter.unsupported_hints
-    max_channels_per_publish = 100
-    max_batch_events = 10
+    max_channels_per_publish = PusherAdapter.max_channels_per_publish
+    max_batch_events = PusherAdapter.max_batch_events
     webhook_headers = PusherAdapter.webhook_headers  # signed as Pusher signs them
 
     def __init__(self, config: ProviderConfig) -> None:

@@ -158,8 +158,8 @@ class PusherAdapter:
     scheme = "pusher"
     capabilities = frozenset(Capability) - UNSUPPORTED_HINTS.keys()
     unsupported_hints = UNSUPPORTED_HINTS
-    max_channels_per_publish = 100
-    max_batch_events = 10
+    max_channels_per_publish = DEFAULT_LIMITS.max_channels_per_event
+    max_batch_events = DEFAULT_LIMITS.max_batch_events
     webhook_headers = frozenset({"x-pusher-key", "x-pusher-signature"})
 
     def __init__(self, config: ProviderConfig, *, clock: Callable[[], float] = time.time) -> None:

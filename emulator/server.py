@@ -58,7 +58,7 @@ from relay.errors import ConfigError
 from relay.protocol import frames
 from relay.protocol.codes import ErrorCode
 from relay.protocol.hosts import is_dual_stack
-from relay.protocol.http_framing import chunked_alone
+from relay.protocol.http_framing import MAX_HEAD_BYTES, chunked_alone
 from relay.protocol.socket_ids import make_socket_id
 
 if TYPE_CHECKING:
@@ -75,7 +75,6 @@ REFUSAL_LOGS_PER_SECOND = 1.0  # refused WebSocket connections logged (EmulatorN
 LOGGED_CLIENT_TEXT = 100  # characters of what a client sent kept in a log record (see log_refusal)
 TLS_HANDSHAKE_RECORD = b"\x16\x03"  # the first bytes of a TLS ClientHello: a content type, a major version
 TLS_ON_PLAIN_PORT = "TLS handshake on a plain port: serve TLS (--tls-cert) or connect without (forceTLS: false)"
-MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431), not buffered
 # A connection's reads are handled this much per turn of the event loop; the rest waits, with reading paused, for its
 # next turn (HttpConnection.data_received). One read holds up to 256 KiB: some 37,000 tiny WebSocket frames or 7,000
 # pipelined requests, which handled at once stopped every other connection for 0.1 s a read, and seconds under a flood

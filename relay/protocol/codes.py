@@ -46,8 +46,3 @@ def reconnect_strategy(code: int) -> Reconnect:
     if 4300 <= code < 4400:
         return Reconnect.STAYS_OPEN
     raise ValueError(f"{code} is not a Pusher error code (4000-4399)")
-
-
-def is_fatal(code: int) -> bool:
-    """Whether an error with this code ends the connection (and so is also the close code)."""
-    return reconnect_strategy(code) is not Reconnect.STAYS_OPEN

@@ -1,8 +1,11 @@
-"""A request body's HTTP/1.1 framing read as every Relay server reads it."""
+"""A request's HTTP/1.1 framing read as every Relay server reads it: the size of its head, its body's coding."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+# The longest request line and headers the emulator and the gateway read: a longer head is refused (431), not buffered
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def chunked_alone(transfer_encodings: Iterable[bytes]) -> bool:

@@ -24,8 +24,9 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from relay.gateway import MAX_HEAD_BYTES, HeadGuard
+from relay.gateway import HeadGuard
 from relay.identity import MAX_NUMERIC_DATE
+from relay.protocol.http_framing import MAX_HEAD_BYTES
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, relay_serve, serve_asgi
 
 CL_AND_TE = (

@@ -68,8 +68,8 @@ def send_unfinished_head(port: int, size: int) -> int:
 
 async def test_an_endless_request_head_is_cut_off_and_others_are_served(gateway_process: str) -> None:
     """The gateway is what browsers call: httptools, uvicorn's default parser, buffered a request head without
-    bound (100 MiB of unfinished headers grew the process by 100 MiB). Past relay.gateway.MAX_HEAD_BYTES the connection
-    is closed; the next client is served."""
+    bound (100 MiB of unfinished headers grew the process by 100 MiB). Past MAX_HEAD_BYTES
+    (relay.protocol.http_framing) the connection is closed; the next client is served."""
     port = int(gateway_process.rsplit(":", 1)[1])
     size = 16 * 1024 * 1024  # far more than the kernel's socket buffers hold, so the server must read it to take it
     assert await asyncio.to_thread(send_unfinished_head, port, size) < size

@@ -32,20 +32,17 @@ PROPERTY = settings(max_examples=150, deadline=None)
 )
 def test_reconnect_strategy_ranges(code: int, strategy: Reconnect) -> None:
     assert codes.reconnect_strategy(code) is strategy
-    assert codes.is_fatal(code) is (strategy is not Reconnect.STAYS_OPEN)
 
 
 @pytest.mark.parametrize("code", [0, 1000, 1006, 3999, 4400, 4999, -4001])
 def test_reconnect_strategy_rejects_other_codes(code: int) -> None:
     with pytest.raises(ValueError, match="not a Pusher error code"):
         codes.reconnect_strategy(code)
-    with pytest.raises(ValueError, match="not a Pusher error code"):
-        codes.is_fatal(code)
 
 
 def test_named_codes() -> None:
-    fatal = {code for code in ErrorCode if codes.is_fatal(code)}
-    assert fatal == set(ErrorCode) - {ErrorCode.CLIENT_EVENT_REJECTED, ErrorCode.WATCHLIST_LIMIT}
+    closing = {code for code in ErrorCode if codes.reconnect_strategy(code) is not Reconnect.STAYS_OPEN}
+    assert closing == set(ErrorCode) - {ErrorCode.CLIENT_EVENT_REJECTED, ErrorCode.WATCHLIST_LIMIT}
     assert codes.reconnect_strategy(ErrorCode.OVER_CAPACITY) is Reconnect.BACKOFF
     assert codes.reconnect_strategy(ErrorCode.PONG_NOT_RECEIVED) is Reconnect.IMMEDIATELY
     assert codes.reconnect_strategy(ErrorCode.UNAUTHORIZED) is Reconnect.NEVER
@@ -55,7 +52,7 @@ def test_named_codes() -> None:
 @PROPERTY
 @given(st.integers(4000, 4399))
 def test_only_43xx_stays_open(code: int) -> None:
-    assert codes.is_fatal(code) is (code < 4300)
+    assert (codes.reconnect_strategy(code) is Reconnect.STAYS_OPEN) is (code >= 4300)
 
 
 @pytest.mark.parametrize("value", ["1234.1234", "0.0", "1.2", "123456789.987654321", "1" * 20 + "." + "2" * 20])
