@@ -44,22 +44,40 @@ CurrentUser = Callable[[Request], User | Awaitable[User | None] | None]
 
 
 def channel_auth_body(
-    client: Relay | AsyncRelay, rules: ChannelRules, user: User | None, socket_id: str, channel: str
+    client: Relay | AsyncRelay,
+    rules: ChannelRules,
+    user: User | None,
+    socket_id: str,
+    channel: str,
+    *,
+    no_user_reason: str | None = None,
 ) -> dict[str, Any]:
-    """The provider's channel-auth body if ``rules`` allow ``user`` on ``channel``; else :class:`PermissionDenied`."""
-    decision = rules.authorize(user, channel)
+    """The provider's channel-auth body if ``rules`` allow ``user`` on ``channel``; else :class:`PermissionDenied`.
+    ``no_user_reason``: why a request has no user, which the refusal of a channel that needs one ends with."""
+    decision = rules.authorize(user, channel, no_user_reason=no_user_reason)
     return client.authorize_channel(socket_id, channel, decision.member)
 
 
 async def channel_auth_body_async(
-    client: Relay | AsyncRelay, rules: ChannelRules, user: User | None, socket_id: str, channel: str
+    client: Relay | AsyncRelay,
+    rules: ChannelRules,
+    user: User | None,
+    socket_id: str,
+    channel: str,
+    *,
+    no_user_reason: str | None = None,
 ) -> dict[str, Any]:
-    decision = await rules.authorize_async(user, channel)
+    decision = await rules.authorize_async(user, channel, no_user_reason=no_user_reason)
     return client.authorize_channel(socket_id, channel, decision.member)
 
 
 def channels_token_body(
-    client: Relay | AsyncRelay, rules: ChannelRules, user: User | None, channels: Sequence[str]
+    client: Relay | AsyncRelay,
+    rules: ChannelRules,
+    user: User | None,
+    channels: Sequence[str],
+    *,
+    no_user_reason: str | None = None,
 ) -> dict[str, Any]:
     """An Ably TokenRequest for those of ``channels`` that ``rules`` allow ``user``. One refused (401, 403) is left
     out, so attaching it fails on its own (40160) while the others serve, as a refused pusher-js subscription does;
@@ -68,7 +86,7 @@ def channels_token_body(
     refusals: list[RelayError] = []
     for channel in client.token_channels(channels):  # checked before any rule runs: a rule may cost a query
         try:
-            decisions.append(rules.authorize(user, channel))
+            decisions.append(rules.authorize(user, channel, no_user_reason=no_user_reason))
         except (AuthenticationError, PermissionDenied) as refusal:
             refusals.append(refusal)
         except ProtocolError as error:  # a name the rules refuse (over their length limit, "*"): which of the list

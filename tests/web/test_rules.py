@@ -12,7 +12,7 @@ from relay import Relay, User
 from relay.errors import InvalidChannelName, PermissionDenied
 from relay.protocol.signing import channel_auth, user_auth
 from relay.rules import ChannelRules, compile_pattern
-from relay.web import auth_router, channel_auth_body
+from relay.web import auth_router, channel_auth_body, channel_auth_body_async, channels_token_body
 
 ALICE = User("alice", {"name": "Alice", "role": "kitchen"})
 BOB = User("bob", {"name": "Bob"})
@@ -305,3 +305,26 @@ async def test_a_channel_the_configuration_cannot_serve_is_a_logged_500_naming_t
     assert (answer.status_code, answer.json()) == (500, {"error": message})
     logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "relay.web"]
     assert logged == [("ERROR", f"POST /pusher/auth answered 500: {message}")]
+
+
+async def test_every_auth_body_function_ends_an_anonymous_refusal_with_the_reason_given() -> None:
+    """``no_user_reason`` (why a request has no user, which a Django or Flask view knows as the gateway does) was taken
+    by the async Ably token body alone: the sync one and both channel-auth bodies could not say it."""
+    rules = make_rules()
+    reason = "the session cookie had expired"
+    refused = f"'private-orders.bob-1' needs an authenticated user: {reason}"
+    with (
+        Relay.from_url("emulator://key:secret@127.0.0.1:1/apps/1") as pusher,
+        Relay.from_url("ably://appid.keyid:secret@127.0.0.1:1?tls=false") as ably,
+    ):
+        calls = [
+            lambda: channel_auth_body(pusher, rules, None, "1.2", "private-orders.bob-1", no_user_reason=reason),
+            lambda: channels_token_body(ably, rules, None, ["private-orders.bob-1"], no_user_reason=reason),
+        ]
+        for call in calls:
+            with pytest.raises(PermissionDenied) as caught:
+                call()
+            assert caught.value.message == refused
+        with pytest.raises(PermissionDenied) as caught:
+            await channel_auth_body_async(pusher, rules, None, "1.2", "private-orders.bob-1", no_user_reason=reason)
+        assert caught.value.message == refused
