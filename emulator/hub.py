@@ -293,6 +293,7 @@ class AppState:
         *,
         node_id: int = 0,
         wall_clock: Callable[[], float] | None = None,
+        meter: AppMeter | None = None,
     ) -> None:
         self.app = app
         self.webhooks = webhooks
@@ -317,7 +318,8 @@ class AppState:
         self.cache: OrderedDict[str, tuple[str, str, float, CacheVersion]] = OrderedDict()
         self.cache_missed_at: dict[str, float] = {}
         self.cache_missed_prune_at = 1024
-        self.meter = AppMeter(app.app_id)  # usage and metrics; the node gives each app one that also sees webhooks
+        # Usage and metrics: the node's sees the webhooks too (their dispatcher, made first, reports to it)
+        self.meter = AppMeter(app.app_id) if meter is None else meter
         # The answers to the HTTP API's publishes with an idempotency_key, replayed to their resends: this node's, and
         # in a cluster the other nodes'
         self.published_keys: PublishedKeys[Response] = PublishedKeys(

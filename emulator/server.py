@@ -228,8 +228,9 @@ class EmulatorNode:
         for app in self.config.apps:
             meter = AppMeter(app.app_id, self._wall_clock)
             webhooks = WebhookDispatcher(app, self._http, clock=self._wall_clock, on_delivery=meter.webhook_sent)
-            state = AppState(app, webhooks, loop.time, self.cluster, node_id=self.node_id, wall_clock=self._wall_clock)
-            state.meter = meter
+            state = AppState(
+                app, webhooks, loop.time, self.cluster, node_id=self.node_id, wall_clock=self._wall_clock, meter=meter
+            )
             self.states[app.app_id] = state
             for key in app.keys:
                 self.by_key[key] = state
