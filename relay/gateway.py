@@ -206,6 +206,12 @@ class GatewaySettings:
     provider_retry: RetryPolicy = DEFAULT_RETRY
 
     def __post_init__(self) -> None:
+        self._normalise_addresses()
+        self._refuse_jwt_mistakes()
+        self._refuse_token_mistakes()
+
+    def _normalise_addresses(self) -> None:
+        """The origins, the public key and the pages' addresses as the gateway compares and gives them."""
         object.__setattr__(self, "cors_origins", tuple(browser_origin(origin) for origin in self.cors_origins))
         if self.jwt_public_key is not None:
             object.__setattr__(self, "jwt_public_key", certificate_public_key(self.jwt_public_key))
@@ -216,6 +222,9 @@ class GatewaySettings:
             socket = browser_socket(self.public_ws_url)
             _refuse_browser_socket_for(primary, socket)
             object.__setattr__(self, "public_ws_url", self.public_ws_url.rstrip("/"))
+
+    def _refuse_jwt_mistakes(self) -> None:
+        """Users' JWTs: settings that would refuse every JWT, or accept forged ones, stop the gateway at start."""
         leeway = self.jwt_leeway
         if isinstance(leeway, bool) or not isinstance(leeway, int | float) or not 0 <= leeway <= MAX_JWT_LEEWAY_S:
             raise ConfigError(
@@ -243,13 +252,6 @@ class GatewaySettings:
                     "RELAY_JWT_SECRET holds a PEM key or certificate, which is no HS256 secret: for RS256 or ES256 "
                     "tokens set RELAY_JWT_PUBLIC_KEY to the public key instead"
                 ) from None
-        token = self.api_token
-        if token is not None and (token != token.strip(" ") or not all(" " <= c < "\x7f" for c in token)):
-            # fetch() refuses such a header value outright, and the webhook forward, which carries it, failed
-            raise ConfigError(
-                "RELAY_API_TOKEN has a control character, a character beyond ASCII, or a space at an end, which an "
-                "HTTP header does not carry as written: make one with `openssl rand -hex 32`"
-            )
         if self.jwt_cookie is not None and UNSENDABLE_COOKIE_NAME.search(self.jwt_cookie):
             # A browser never sends a cookie of such a name: every JWT would be missing
             raise ConfigError(
@@ -258,6 +260,16 @@ class GatewaySettings:
             )
         if not self.jwt_user_claim:
             raise ConfigError("RELAY_JWT_USER_CLAIM is empty: name the JWT claim that is the user's id (default sub)")
+
+    def _refuse_token_mistakes(self) -> None:
+        """RELAY_API_TOKEN, and the webhook forward that carries it."""
+        token = self.api_token
+        if token is not None and (token != token.strip(" ") or not all(" " <= c < "\x7f" for c in token)):
+            # fetch() refuses such a header value outright, and the webhook forward, which carries it, failed
+            raise ConfigError(
+                "RELAY_API_TOKEN has a control character, a character beyond ASCII, or a space at an end, which an "
+                "HTTP header does not carry as written: make one with `openssl rand -hex 32`"
+            )
         if self.webhook_forward_url is not None and not is_http_url(self.webhook_forward_url):
             raise ConfigError(
                 f"RELAY_WEBHOOK_FORWARD_URL: {self.webhook_forward_url!r} is not an http(s) URL "
@@ -1436,26 +1448,9 @@ def gateway_router(
         if webhook_hook is not None:
             await webhook_hook(events)
         if forward is not None and settings.webhook_forward_url is not None:
-            payload = {"events": [_event_json(event) for event in events]}
-            try:
-                # The whole forward within FORWARD_SECONDS, answer read: httpx's timeout bounds each read alone, and a
-                # route answering a byte every few seconds held the webhook (and its connection) for as long as it
-                # sent them, past the provider's own timeout
-                async with asyncio.timeout(FORWARD_SECONDS):
-                    http, _ = await forward.here()
-                    response = await http.post(settings.webhook_forward_url, json=payload, headers=forward_headers)
-            except (TimeoutError, httpx.TimeoutException) as exc:
-                # httpx's own timeouts say only "Cancelled via cancel scope 7fdf…; reason: deadline exceeded"
-                what = "no connection" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "no answer"
-                failed = f"forwarding to RELAY_WEBHOOK_FORWARD_URL failed: {what} within {FORWARD_SECONDS:g} s"
-                return JSONResponse({"error": f"{failed} {RETRIED}"}, status_code=502)
-            except httpx.HTTPError as exc:
-                failed = (
-                    f"forwarding to RELAY_WEBHOOK_FORWARD_URL failed: {exc.__class__.__name__}: {first_cause(exc):.300}"
-                )
-                return JSONResponse({"error": f"{failed} {RETRIED}"}, status_code=502)
-            if response.status_code >= 300:
-                return JSONResponse({"error": _forward_refused(response, settings)}, status_code=502)
+            failure = await _forward_failure(forward, settings.webhook_forward_url, forward_headers, events, settings)
+            if failure is not None:
+                return JSONResponse({"error": failure}, status_code=502)
         return JSONResponse({"events": len(events)})
 
     # HEAD too: load balancers' health checks send it (AWS target groups, HAProxy's option httpchk HEAD). Out of the
@@ -1473,6 +1468,30 @@ FORWARD_SECONDS = 10.0
 
 # What a 502 to the provider brings about: it delivers the webhook again later, so nothing is lost meanwhile.
 RETRIED = "(the provider sends the webhook again)"
+
+
+async def _forward_failure(
+    forward: LoopClients, url: str, headers: Mapping[str, str], events: list[WebhookEvent], settings: GatewaySettings
+) -> str | None:
+    """Forwards ``events`` to ``url`` (RELAY_WEBHOOK_FORWARD_URL); why it failed, for the provider's 502, or None."""
+    payload = {"events": [_event_json(event) for event in events]}
+    try:
+        # The whole forward within FORWARD_SECONDS, answer read: httpx's timeout bounds each read alone, and a route
+        # answering a byte every few seconds held the webhook (and its connection) for as long as it sent them, past
+        # the provider's own timeout
+        async with asyncio.timeout(FORWARD_SECONDS):
+            http, _ = await forward.here()
+            response = await http.post(url, json=payload, headers=headers)
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        # httpx's own timeouts say only "Cancelled via cancel scope 7fdf…; reason: deadline exceeded"
+        what = "no connection" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "no answer"
+        return f"forwarding to RELAY_WEBHOOK_FORWARD_URL failed: {what} within {FORWARD_SECONDS:g} s {RETRIED}"
+    except httpx.HTTPError as exc:
+        failed = f"forwarding to RELAY_WEBHOOK_FORWARD_URL failed: {exc.__class__.__name__}: {first_cause(exc):.300}"
+        return f"{failed} {RETRIED}"
+    if response.status_code >= 300:
+        return _forward_refused(response, settings)
+    return None
 
 
 def _from_header(error: RelayError, header: str | None) -> RelayError:
