@@ -54,6 +54,14 @@ class RelayError(Exception):
         self.retry_after = retry_after
         self.answered_by = answered_by
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as the error it is, attributes and all: the default calls the class with the message alone, which
+        the errors whose ``__init__`` takes other arguments (``ClientClosed``, ``UnsupportedCapability``,
+        ``MirrorError``) refuse. A ``multiprocessing`` pool's worker (or a ``ProcessPoolExecutor``'s) that raised one
+        sent what the parent could not unpickle: the pool's result thread died and ``Pool.map`` waited for ever, or
+        every task of the executor failed with ``BrokenProcessPool``."""
+        return (_unpickled, (type(self), self.args), self.__dict__)
+
     @property
     def message(self) -> str:
         return self._message
@@ -64,6 +72,11 @@ class RelayError(Exception):
         gives too."""
         self._message = message
         self.args = (message,)
+
+
+def _unpickled(kind: type[RelayError], args: tuple[Any, ...]) -> RelayError:
+    """A pickled error made again without its ``__init__``: its attributes are then set from the pickled state."""
+    return kind.__new__(kind, *args)
 
 
 class ConfigError(RelayError):
@@ -280,6 +293,11 @@ class DuplicateKey(ValueError):
         shown = key if len(key) <= KEY_SHOWN else key[:KEY_SHOWN] + "…"  # a cut key is not shown as if whole
         super().__init__(f"{shown!r} is given twice in one object")
         self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Made again from its key when unpickled: by default its message would be taken for the key, and quoted
+        again."""
+        return (DuplicateKey, (self.key,))
 
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

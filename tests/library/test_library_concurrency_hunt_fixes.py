@@ -1,0 +1,114 @@
+"""Fixes from a bug hunt on how applications use the library concurrently: threads sharing a client, event loops in
+turn and at once, fork() (gunicorn --preload, multiprocessing, celery's prefork pool), a client closed while used.
+
+1. An error raised in a ``multiprocessing`` worker reaches the parent pickled: ``ClientClosed``,
+   ``UnsupportedCapability`` and ``MirrorError`` could not be unpickled (their ``__init__`` does not take the message
+   alone), so ``Pool.map`` waited for ever and a ``ProcessPoolExecutor`` broke, failing every task.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+import relay.errors
+from relay.client import MirrorError
+from relay.errors import ClientClosed, DuplicateKey, RelayError, TransportError, UnsupportedCapability
+
+# -- 1. errors pickled to a multiprocessing pool's parent --------------------------------------------------------------
+
+
+def _every_error() -> list[Exception]:
+    """One of each error the library raises, with the attributes that say what happened set."""
+    plain = [
+        kind("what went wrong", http_status=418, code=40000, retry_after=1.5, answered_by="Pusher")
+        for kind in vars(relay.errors).values()
+        if inspect.isclass(kind) and issubclass(kind, RelayError) and kind not in (ClientClosed, UnsupportedCapability)
+    ]
+    unknown = TransportError("no answer from 127.0.0.1:6001")
+    unknown.outcome_unknown, unknown.published = True, 3
+    return [
+        *plain,
+        unknown,
+        ClientClosed(),
+        ClientClosed(in_flight_to="127.0.0.1:6001", sent=True, unanswered=True, publishes=True),
+        UnsupportedCapability("Ably", "send_to_user", hint="Ably has no server-to-user channel"),
+        MirrorError({"memory://old": None}, {"pusher://…": unknown}),
+        DuplicateKey("channel"),
+    ]
+
+
+@pytest.mark.parametrize("error", _every_error(), ids=lambda error: type(error).__name__)
+def test_every_error_is_the_same_error_once_pickled_and_copied(error: Exception) -> None:
+    """ClientClosed, UnsupportedCapability and MirrorError raised TypeError when unpickled (and copied); DuplicateKey
+    came back with its message quoted as its key."""
+    for again in (pickle.loads(pickle.dumps(error)), copy.deepcopy(error)):
+        assert type(again) is type(error)
+        assert (str(again), again.args) == (str(error), error.args)
+        if isinstance(error, MirrorError):
+            assert isinstance(again, MirrorError)
+            assert again.results == error.results and again.outcome_unknown
+            assert [str(failed) for failed in again.errors.values()] == [
+                str(failed) for failed in error.errors.values()
+            ]
+        else:
+            assert vars(again) == vars(error)
+
+
+# Run in a process of its own: pytest's process has threads and an event loop, which fork() does not take along.
+# Its workers raise the errors as an application's tasks would: Ably has no send_to_user, and a client closed.
+POOL_OF_WORKERS = r"""
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+import relay
+from relay import Relay
+
+def send_to_user(number):
+    Relay.from_url("ably://app.key:secret@127.0.0.1:9?tls=false").send_to_user("42", "notice", number)
+
+def publish_closed(number):
+    client = Relay.from_url("memory://pool")
+    client.close()
+    client.publish("orders", "order-ready", number)
+
+def outcome(run):
+    try:
+        return f"{type(run()).__name__}"
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+
+context = multiprocessing.get_context("fork")  # as celery's prefork pool, and Linux's default before 3.14
+with context.Pool(2) as pool:
+    for task in (send_to_user, publish_closed):
+        print("Pool:", outcome(lambda: pool.apply_async(task, (1,)).get(timeout=30)))
+    print("Pool:", outcome(lambda: pool.apply_async(len, ("after",)).get(timeout=30)))
+with ProcessPoolExecutor(2, mp_context=context) as executor:
+    for task in (send_to_user, publish_closed):
+        print("ProcessPoolExecutor:", outcome(lambda: executor.submit(task, 1).result(timeout=30)))
+    print("ProcessPoolExecutor:", outcome(lambda: executor.submit(len, "after").result(timeout=30)))
+"""
+
+
+def test_a_pool_s_worker_that_raises_a_library_error_hands_it_to_the_parent() -> None:
+    """Pool.map waited for ever (its result thread died unpickling the error), and a ProcessPoolExecutor failed this
+    task and every other one with BrokenProcessPool."""
+    process = subprocess.run(
+        [sys.executable, "-c", POOL_OF_WORKERS],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    unsupported = "the Ably-protocol server at 127.0.0.1:9 does not support send_to_user"
+    assert process.stdout.splitlines() == [
+        f"{pool}: {line}"
+        for pool in ("Pool", "ProcessPoolExecutor")
+        for line in (
+            f"UnsupportedCapability: {unsupported}: publish to a per-user channel instead",
+            f"ClientClosed: {ClientClosed()}",
+            "int",  # the pool still works
+        )
+    ], process.stderr
