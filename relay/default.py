@@ -21,10 +21,12 @@ _default_lock = threading.Lock()
 
 
 def default_client() -> Relay:
-    """The client the module-level functions use, built from the environment on first use."""
+    """The client the module-level functions use, built from the environment on first use, and again once it was
+    closed: by ``with relay.default_client() as client:`` (a ``Relay`` is a context manager) or its ``close()``, after
+    which every module-level call raised ClientClosed, saying to create another client, for the process's life."""
     global _default
     with _default_lock:
-        if _default is None:
+        if _default is None or _default._closed:
             _default = Relay.from_env()
         return _default
 

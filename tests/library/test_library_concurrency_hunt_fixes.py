@@ -4,21 +4,28 @@ turn and at once, fork() (gunicorn --preload, multiprocessing, celery's prefork 
 1. An error raised in a ``multiprocessing`` worker reaches the parent pickled: ``ClientClosed``,
    ``UnsupportedCapability`` and ``MirrorError`` could not be unpickled (their ``__init__`` does not take the message
    alone), so ``Pool.map`` waited for ever and a ``ProcessPoolExecutor`` broke, failing every task.
+2. The default client, once closed by its user (``with relay.default_client() as client:``), stayed the default:
+   every module-level call raised ``ClientClosed`` for the process's life.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
+import json
 import pickle
 import subprocess
 import sys
 
 import pytest
+from libsupport import Subscribe, emulator_url
 
+import relay
 import relay.errors
 from relay.client import MirrorError
 from relay.errors import ClientClosed, DuplicateKey, RelayError, TransportError, UnsupportedCapability
+from tests.conftest import RunningEmulator
 
 # -- 1. errors pickled to a multiprocessing pool's parent --------------------------------------------------------------
 
@@ -112,3 +119,33 @@ def test_a_pool_s_worker_that_raises_a_library_error_hands_it_to_the_parent() ->
             "int",  # the pool still works
         )
     ], process.stderr
+
+
+# -- 2. the default client closed by its user ------------------------------------------------------------------------
+
+
+async def test_the_module_level_functions_publish_again_once_the_default_client_was_closed(
+    emulator: RunningEmulator, subscriber: Subscribe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``with`` block over the default client (a Relay is a context manager) closed it and left it the default:
+    ``relay.publish`` raised ClientClosed, "create another one", which a module-level caller cannot do, until
+    ``reset_default_client()``. The next call makes it again from the environment, as after a reset."""
+    monkeypatch.setenv("RELAY_URL", emulator_url(emulator))
+    relay.reset_default_client()
+    watching = await subscriber(emulator)
+    await watching.subscribe("orders")
+
+    def close_then_publish() -> None:
+        with relay.default_client() as client:
+            client.publish("orders", "order-created", {"id": 41})
+        with pytest.raises(ClientClosed):  # the client closed is closed still, to whoever holds it
+            client.publish("orders", "order-created", {"id": 0})
+        relay.publish("orders", "order-ready", {"id": 42})
+        assert relay.default_client() is not client
+
+    try:
+        await asyncio.to_thread(close_then_publish)
+    finally:
+        relay.reset_default_client()
+    assert json.loads((await watching.expect("order-created", "orders"))["data"]) == {"id": 41}
+    assert json.loads((await watching.expect("order-ready", "orders"))["data"]) == {"id": 42}
