@@ -17,7 +17,10 @@ from relay.client import Relay, UserLike, WebhookHeaders
 from relay.models import ChannelInfo, Event, PresenceMember, PublishResult, WebhookEvent
 
 _default: Relay | None = None
-_default_lock = threading.Lock()
+# Reentrant: a signal handler (a worker's SIGTERM handler publishing that it stops, or closing the client) runs in the
+# main thread between two of its instructions, perhaps while that thread holds the lock, which it then waited for
+# for ever. Making the client takes a while (its TLS settings are loaded), so a signal at the first publish landed so.
+_default_lock = threading.RLock()
 
 
 def default_client() -> Relay:
@@ -27,7 +30,11 @@ def default_client() -> Relay:
     global _default
     with _default_lock:
         if _default is None or _default._closed:
-            _default = Relay.from_env()
+            made = Relay.from_env()
+            if _default is None or _default._closed:
+                _default = made
+            else:  # a signal handler made one meanwhile, which it may have published with: that one stays
+                made.close()
         return _default
 
 
@@ -44,7 +51,7 @@ def _forked() -> None:
     """In the child of a fork(): a thread of the parent's making or using the default client at the fork held the
     lock, and none in the child would release it (every module-level call hung)."""
     global _default_lock
-    _default_lock = threading.Lock()
+    _default_lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()

@@ -6,6 +6,8 @@ turn and at once, fork() (gunicorn --preload, multiprocessing, celery's prefork 
    alone), so ``Pool.map`` waited for ever and a ``ProcessPoolExecutor`` broke, failing every task.
 2. The default client, once closed by its user (``with relay.default_client() as client:``), stayed the default:
    every module-level call raised ``ClientClosed`` for the process's life.
+3. A signal handler that used the default client (a worker's SIGTERM handler saying it stops) while the main thread
+   made it (about 30 ms at the first call: its TLS settings are loaded) waited for ever for the lock that thread held.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import copy
 import inspect
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -149,3 +152,47 @@ async def test_the_module_level_functions_publish_again_once_the_default_client_
         relay.reset_default_client()
     assert json.loads((await watching.expect("order-created", "orders"))["data"]) == {"id": 41}
     assert json.loads((await watching.expect("order-ready", "orders"))["data"]) == {"id": 42}
+
+
+# -- 3. the default client used from a signal handler -----------------------------------------------------------------
+
+# Run in a process of its own, whose main thread the signal interrupts. The signal is sent as the first publish makes
+# the default client, when it lands at random otherwise: the handler then runs inside that call.
+SIGNAL_DURING_THE_FIRST_PUBLISH = r"""
+import os, signal, threading
+import relay
+from relay import Relay
+
+def stopping(signum, frame):
+    relay.publish("workers", "stopping", {"signal": signum})
+    print("the handler published", flush=True)
+
+signal.signal(signal.SIGTERM, stopping)
+make = Relay.from_env
+signalled = threading.Event()
+
+def made_as_the_signal_comes(*args, **kwargs):
+    if not signalled.is_set():
+        signalled.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+    return make(*args, **kwargs)
+
+Relay.from_env = made_as_the_signal_comes
+threading.Timer(20, lambda: (print("waited for ever", flush=True), os._exit(3))).start()
+relay.publish("orders", "order-ready", {"id": 42})
+from relay.testing import published
+print([(event.channel, event.event) for event in published()], flush=True)
+os._exit(0)
+"""
+
+
+def test_a_signal_handler_publishing_while_the_first_publish_makes_the_default_client_does_not_hang() -> None:
+    process = subprocess.run(
+        [sys.executable, "-c", SIGNAL_DURING_THE_FIRST_PUBLISH],
+        env={**os.environ, "RELAY_URL": "memory://signalled"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (process.returncode, process.stdout.splitlines()) == (
+        0,
+        ["the handler published", "[('workers', 'stopping'), ('orders', 'order-ready')]"],
+    ), process.stderr
