@@ -38,6 +38,13 @@ T = TypeVar("T")
 # httpx's default pool, named so that the error of a full one can say how many connections it holds
 _POOL_SIZE = 100
 _LIMITS = httpx.Limits(max_connections=_POOL_SIZE, max_keepalive_connections=20)
+# A sync client keeps every connection alive between requests (for httpx's 5 s), not 20: past 20 threads publishing at
+# once, httpcore 1.0's pool closed a connection it had just handed to a waiting request as a surplus idle one
+# (encode/httpcore#1110), under the request if it had been sent. 64 threads publishing at once then saw publishes the
+# provider had taken fail after 10 s (ReadTimeout) or at once (ReadError), outcome unknown, a few per 6,400. (An
+# AsyncRelay keeps httpx's 20: its requests take turns for the connections before they reach the pool (_LoopClient),
+# no such failure was seen with it, and with 100 kept alive its publishes gathered by the thousand were slower.)
+_SYNC_LIMITS = httpx.Limits(max_connections=_POOL_SIZE, max_keepalive_connections=_POOL_SIZE)
 
 # The largest success answer read. The largest legitimate ones are a hosted Pusher app's whole channel list (one
 # answer, unpaginated: a million channels at the longest names, 164 characters, with their user counts, is about
@@ -750,7 +757,7 @@ class SyncSender:
         self._closed = False
 
     def _new_client(self) -> httpx.Client:
-        client = httpx.Client(timeout=self.policy.timeout, limits=_LIMITS)
+        client = httpx.Client(timeout=self.policy.timeout, limits=_SYNC_LIMITS)
         _bound_reads_by_the_deadline(client)
         return client
 
