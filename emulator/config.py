@@ -39,6 +39,15 @@ WEBHOOK_FORMATS = ("pusher", "ably")
 EVERY_EVENT_TYPE: frozenset[str] = frozenset({"*"})  # a webhook's default: every event type of its format
 
 
+def _has_port(host: str) -> bool:
+    """``host`` is a name, an IPv4 address or a bracketed IPv6 address followed by ``:PORT`` (a bare IPv6 address
+    has two colons or more, and ends with no port)."""
+    address, colon, port = host.rpartition(":")
+    if not (colon and port.isascii() and port.isdigit()):
+        return False
+    return ":" not in address or (address.startswith("[") and address.endswith("]"))
+
+
 class InvalidSetting(ConfigError):
     """One setting's value is wrong; ``setting`` names it, so the command line can name its flag."""
 
@@ -472,6 +481,20 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         _text("host", self.host)
+        if "://" in self.host:  # --host http://0.0.0.0 was looked up as a name: "Name or service not known"
+            address = self.host.partition("://")[2].split("/")[0].rpartition("@")[2]
+            address = address.rpartition(":")[0] if _has_port(address) else address
+            raise InvalidSetting(
+                "host",
+                f"must be an address, not a URL ({address.strip('[]') or '127.0.0.1'}, not {self.host}): the port is "
+                "set apart (--port)",
+            )
+        if _has_port(self.host):  # --host localhost:6001 was looked up as a name too, and was "not a loopback address"
+            address = self.host.rpartition(":")[0].strip("[]")
+            raise InvalidSetting(
+                "host",
+                f"must be an address without a port ({address}, not {self.host}): the port is set apart (--port)",
+            )
         if "[" in self.host or "]" in self.host:  # a URL's IPv6 address ([::1]): as a host name, nothing resolves it
             address = self.host.strip("[]")
             raise InvalidSetting(

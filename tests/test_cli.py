@@ -584,6 +584,32 @@ async def test_a_host_written_in_brackets_is_refused_saying_how_to_write_it(comm
     assert "loopback" not in outcome.stderr
 
 
+@pytest.mark.parametrize("command", ["emulator", "serve"])
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("localhost:6001", "--host must be an address without a port (localhost, not localhost:6001)"),
+        ("[::1]:6001", "--host must be an address without a port (::1, not [::1]:6001)"),
+        ("http://0.0.0.0", "--host must be an address, not a URL (0.0.0.0, not http://0.0.0.0)"),
+        ("https://127.0.0.1:8000/", "--host must be an address, not a URL (127.0.0.1, not https://127.0.0.1:8000/)"),
+    ],
+)
+async def test_a_host_with_a_port_or_a_scheme_is_refused_saying_how_to_write_it(
+    command: str, host: str, said: str
+) -> None:
+    """`--host localhost:6001` or `--host http://0.0.0.0` was looked up as a name: "cannot listen on
+    [localhost:6001]:6001: Name or service not known", after a warning that it was not a loopback address."""
+    outcome = await run_relay(command, "--host", host, "--port", "0", env={"RELAY_URL": "memory://audit"})
+    assert_refused(outcome, said, "the port is set apart (--port)")
+    assert "loopback" not in outcome.stderr
+    assert "Name or service not known" not in outcome.stderr
+
+
+@pytest.mark.parametrize("host", ["::1", "::", "fe80::1:6001"])
+def test_an_ipv6_address_is_no_host_with_a_port(host: str) -> None:
+    assert EmulatorConfig(apps=(), host=host).host == host
+
+
 @pytest.mark.parametrize("token", ["", "   "])
 async def test_an_empty_console_token_flag_is_refused_not_replaced_by_another_token(token: str) -> None:
     """`--console-token ""` fell back to RELAY_CONSOLE_TOKEN (or the file's token): a token someone else chose opened
