@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import os
 import re
@@ -677,8 +678,25 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
         raise ConfigError(f"{', '.join(pusher_settings)} set: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET too")
     raise NoProviderConfigured(
         "no provider configured: set RELAY_URL (e.g. emulator://app-key:app-secret@127.0.0.1:6001/apps/1), "
-        "or PUSHER_URL, or PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET, or ABLY_API_KEY"
+        "or PUSHER_URL, or PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET, or ABLY_API_KEY" + _misspelt_hint(env)
     )
+
+
+# What a variable of the environment may have been meant to be, when none is set: RELAY_URI, relay_url, ABLY_KEY
+_PROVIDER_VARIABLES = ("RELAY_URL", "PUSHER_URL", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "ABLY_API_KEY")
+
+
+def _misspelt_hint(env: Mapping[str, str]) -> str:
+    """`` (RELAY_URI is set: did you mean RELAY_URL?)`` for the variables of ``env`` whose names are close to one
+    that configures a provider: a typo, or the right name in the wrong case, was otherwise only "no provider"."""
+    meant = []
+    for name in sorted(env):
+        if name in _READ_BY_FROM_ENV:
+            continue
+        close = difflib.get_close_matches(name.upper(), _PROVIDER_VARIABLES, n=1, cutoff=0.8)
+        if close:
+            meant.append(f"{name} is set: did you mean {close[0]}?")
+    return f" ({'; '.join(meant[:3])})" if meant else ""
 
 
 def env_master_key(environ: Mapping[str, str]) -> bytes | None:

@@ -499,6 +499,30 @@ def test_no_provider_configured_names_every_way_to_configure_one() -> None:
     assert all(name in message for name in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "ABLY_API_KEY"))
 
 
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("RELAY_URI", "RELAY_URL"),
+        ("relay_url", "RELAY_URL"),
+        ("ABLY_KEY", "ABLY_API_KEY"),
+        ("PUSHER_APPID", "PUSHER_APP_ID"),
+    ],
+)
+def test_no_provider_configured_names_a_variable_that_looks_misspelt(name: str, meant: str) -> None:
+    """A typo in the variable's name (or its case) was only "no provider configured": the value set was not named."""
+    with pytest.raises(NoProviderConfigured) as caught:
+        from_env({name: "emulator://app-key:s3cret-value@127.0.0.1:6001/apps/1", "HOME": "/root"})
+    assert caught.value.message.endswith(f"ABLY_API_KEY ({name} is set: did you mean {meant}?)")
+    assert "s3cret-value" not in caught.value.message
+
+
+def test_no_provider_configured_names_no_variable_of_the_gateway_as_misspelt() -> None:
+    gateway = {"RELAY_PUBLIC_URL": "https://x.example", "RELAY_API_TOKEN": "t", "RELAY_GATEWAY_URL": "http://g"}
+    with pytest.raises(NoProviderConfigured) as caught:
+        from_env(gateway)
+    assert caught.value.message.endswith("or ABLY_API_KEY")
+
+
 def test_pusher_settings_without_credentials_are_a_mistake_not_no_provider() -> None:
     """A tool that falls back when nothing is configured (NoProviderConfigured) must not do so for these."""
     with pytest.raises(ConfigError) as caught:
