@@ -896,9 +896,24 @@ def check_api_token(settings: GatewaySettings, request: Request) -> None:
         raise AuthenticationError(
             "the server API (/v1/publish…, /v1/channels…, /v1/users/…) is disabled: set RELAY_API_TOKEN on the gateway"
         )
-    supplied = bearer_token(request.headers.get("authorization", ""))
+    header = request.headers.get("authorization", "")
+    supplied = bearer_token(header)
     if not supplied or not hmac.compare_digest(supplied.encode(), settings.api_token.encode()):
-        raise AuthenticationError("missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)")
+        problem = api_token_problem(header, supplied)
+        raise AuthenticationError(f"missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN): {problem}")
+
+
+def api_token_problem(header: str, supplied: str | None) -> str:
+    """What is wrong with the ``Authorization`` header of a request refused the API token: a caller whose shell
+    lacked RELAY_API_TOKEN sent ``Bearer `` alone, and one that left out the scheme sent the right token, and both
+    read the same "missing or invalid". Neither the token sent nor the scheme is repeated: either may be the token."""
+    if not header.strip():
+        return "the request has no Authorization header"
+    if supplied == "":
+        return "it has no token after Bearer (is RELAY_API_TOKEN set where the request is made?)"
+    if supplied is None:
+        return "it does not start with 'Bearer ': send 'Authorization: Bearer TOKEN'"
+    return "the token is not the gateway's RELAY_API_TOKEN"
 
 
 def head_size(scope: Scope) -> int:

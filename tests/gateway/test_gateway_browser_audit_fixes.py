@@ -383,7 +383,8 @@ async def test_relay_serve_logs_each_refusal_with_its_reason_and_never_the_crede
         "name's {sub} is not the JWT's sub claim",
         "POST /v1/auth/channel answered 401: the Authorization header is not 'Bearer <JWT>': it has no scheme: send "
         "'Bearer ' before the JWT",
-        "POST /v1/publish answered 401: missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)",
+        "POST /v1/publish answered 401: missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN): the "
+        "token is not the gateway's RELAY_API_TOKEN",
         "OPTIONS /v1/auth/channel answered 400 (Origin: http://elsewhere.test): CORS preflight refused: the origin "
         "'http://elsewhere.test' is not allowed to call this gateway (to allow its pages, the gateway's operator adds "
         "it to RELAY_CORS_ORIGINS)",

@@ -309,12 +309,20 @@ async def test_publish_reads_the_bearer_scheme_in_any_case(gateway: RunningGatew
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         accepted = await http.post("/v1/publish", json=PUBLISH, headers={"authorization": f"{scheme} {TOKEN}"})
         assert accepted.status_code == 200, accepted.text
-        for wrong in (f"{scheme} {TOKEN}x", scheme, f"Basic {TOKEN}", TOKEN, f"{scheme}{TOKEN}"):
+        not_bearer = "it does not start with 'Bearer ': send 'Authorization: Bearer TOKEN'"
+        for wrong, problem in (
+            (f"{scheme} {TOKEN}x", "the token is not the gateway's RELAY_API_TOKEN"),
+            (scheme, "it has no token after Bearer (is RELAY_API_TOKEN set where the request is made?)"),
+            (f"Basic {TOKEN}", not_bearer),
+            (TOKEN, not_bearer),
+            (f"{scheme}{TOKEN}", not_bearer),
+        ):
             refused = await http.post("/v1/publish", json=PUBLISH, headers={"authorization": wrong})
             assert refused.status_code == 401, wrong
             assert refused.json() == {
-                "error": "missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)"
+                "error": f"missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN): {problem}"
             }, wrong
+            assert TOKEN not in refused.text
     await publish_ok(gateway.url)
 
 
@@ -325,7 +333,10 @@ async def test_an_empty_api_token_never_matches_an_empty_bearer(start_gateway: S
         response = await http.post("/v1/publish", json=PUBLISH, headers={"authorization": "Bearer"})
     assert (response.status_code, response.json()) == (
         401,
-        {"error": "missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)"},
+        {
+            "error": "missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN): it has no token after "
+            "Bearer (is RELAY_API_TOKEN set where the request is made?)"
+        },
     )
 
 

@@ -114,7 +114,10 @@ async def test_an_unauthenticated_publish_is_refused_before_its_body_is_read() -
     assert "content-length" not in response.request.headers
     assert response.request.headers["transfer-encoding"] == "chunked"
     assert response.status_code == 401, response.text[:200]
-    assert response.json() == {"error": "missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)"}
+    assert response.json() == {
+        "error": "missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN): the request has no "
+        "Authorization header"
+    }
     assert pulled == 0, f"the gateway read {pulled} of {len(pieces)} chunks of a publish without the API token"
 
 

@@ -93,10 +93,15 @@ async def test_every_server_route_needs_the_api_token(
     gateway: RunningGateway, method: str, path: str, body: object
 ) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as http:
-        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        for headers, problem in (
+            ({}, "the request has no Authorization header"),
+            ({"Authorization": "Bearer not-the-token"}, "the token is not the gateway's RELAY_API_TOKEN"),
+        ):
             refused = await http.request(method, path, json=body, headers=headers)
             assert refused.status_code == 401
-            assert refused.json() == {"error": "missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN)"}
+            assert refused.json() == {
+                "error": f"missing or invalid API token (Authorization: Bearer RELAY_API_TOKEN): {problem}"
+            }
         assert (await http.request(method, path, json=body, headers=AUTH)).status_code == 200
 
 
