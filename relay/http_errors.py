@@ -59,10 +59,12 @@ def error_for_status(
     code: int | None = None,
     retry_after: float | None = None,
     error_class: type[RelayError] | None = None,
+    advice: str | None = None,
 ) -> RelayError:
-    """The typed error for an error answer; ``error_class`` when the provider's status means more than usual."""
+    """The typed error for an error answer; ``error_class`` when the provider's status means more than usual, and
+    ``advice`` when the answer says more than its status about what to check."""
     error_class = error_class or _BY_STATUS.get(status, ProviderError)
-    advice = _ADVICE.get(status)
+    advice = advice or _ADVICE.get(status)
     text = f"{provider} answered {status}: {message}" + (f" ({advice})" if advice else "")
     return error_class(text, http_status=status, code=code, retry_after=retry_after, answered_by=provider)
 

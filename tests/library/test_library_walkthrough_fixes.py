@@ -8,8 +8,10 @@ takes ``make_relay`` runs through ``Relay`` and ``AsyncRelay``.
 from __future__ import annotations
 
 import datetime
+import http.server
 import json
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -158,3 +160,61 @@ async def test_relay_publishes_with_the_pusher_url_a_pusher_sdk_codebase_has(
     async with AsyncRelay.from_env(env) as relay:
         await relay.publish("orders", "from-relay", {"n": 2})
     assert json.loads((await sub.expect("from-relay", "orders"))["data"]) == {"n": 2}
+
+
+class _NotFoundHandler(http.server.BaseHTTPRequestHandler):
+    """A web server that is no Pusher-protocol API, answering 404 as FastAPI does (relay serve's port)."""
+
+    def _not_found(self) -> None:
+        body = b'{"error":"Not Found"}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _not_found
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def not_a_pusher_api() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFoundHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_404_from_a_server_that_is_no_pusher_api_says_to_check_the_port(not_a_pusher_api: int) -> None:
+    """RELAY_URL with the gateway's port (8000) for the emulator's (6001) was "the Relay emulator answered 404: Not
+    Found (check the app id and host in the provider URL)": the app id was right, the port was not."""
+    for url in (
+        f"emulator://app-key:app-secret@127.0.0.1:{not_a_pusher_api}/apps/1",
+        f"pusher://app-key:app-secret@127.0.0.1:{not_a_pusher_api}/apps/1?tls=false",
+    ):
+        with Relay.from_url(url) as relay, pytest.raises(RelayError) as caught:
+            relay.publish("orders", "shipped", 1)
+        assert caught.value.http_status == 404
+        assert str(caught.value).endswith(
+            f"answered 404: Not Found (nothing at http://127.0.0.1:{not_a_pusher_api} serves Pusher's HTTP API: check "
+            "the port and any path prefix in the provider URL; the emulator listens on 6001 by default, relay serve "
+            "(the gateway) on 8000)"
+        ), str(caught.value)
+
+
+async def test_a_path_prefix_the_emulator_lacks_says_to_check_it_and_an_unknown_app_names_the_app_id(
+    emulator: RunningEmulator, make_relay: MakeRelay
+) -> None:
+    prefixed = f"emulator://{emulator.app.key}:{emulator.app.secret}@127.0.0.1:{emulator.port}/pusher/apps/1"
+    with pytest.raises(RelayError) as caught:
+        await make_relay(prefixed).publish("orders", "shipped", 1)
+    assert f"nothing at http://127.0.0.1:{emulator.port}/pusher serves Pusher's HTTP API" in str(caught.value)
+    with pytest.raises(RelayError) as caught:
+        await make_relay(emulator_url(emulator, app_id="nope")).publish("orders", "shipped", 1)
+    assert str(caught.value).endswith("(check the app id and host in the provider URL)"), str(caught.value)
