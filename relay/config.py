@@ -244,13 +244,52 @@ def parse_url(url: str) -> ProviderConfig:
 _SEVERAL_URLS = re.compile(r"\|\s*[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+# What a value may hold before the URL: RELAY_URL=emulator://… (the assignment pasted whole), the banner's line
+_NAMED_URL = re.compile(r"(.*?)[=:\s]+([A-Za-z]+)")
+_VARIABLE = re.compile(r"(export\s+)?[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _unknown_scheme(written: str) -> str:
+    """Why ``written``, what comes before a provider URL's ``://``, is not one of SCHEMES, with what to write instead.
+    Only a scheme is shown (it holds no credentials); a URL in quotes or after its variable's name had "unknown
+    provider scheme ''", and one in http://, the address the emulator prints, no pointer to emulator://."""
+    schemes = ", ".join(SCHEMES)
+    if written[:1] in ("'", '"'):
+        return (
+            f"the URL is written in quotes ({written[0]}…{written[0]}), which are part of the value here (docker's "
+            "--env-file and some .env readers keep them): remove them"
+        )
+    named = _NAMED_URL.fullmatch(written)
+    if named and named[2].lower() in SCHEMES and _VARIABLE.fullmatch(named[1]):
+        return f"the value begins with {named[1]!r} before the URL: give the URL alone, {named[2].lower()}://…"
+    if not _SCHEME.fullmatch(written):
+        return f"a provider URL looks like scheme://…, with scheme one of {schemes}"
+    scheme = written.lower()
+    refused = f"unknown provider scheme {scheme!r}; use one of {schemes}"
+    if scheme in ("http", "https"):
+        return (
+            f"{refused}: the emulator (or soketi, Reverb) at {scheme}://HOST:PORT is "
+            f"emulator://KEY:SECRET@HOST:PORT/apps/APP_ID{'?tls=true' if scheme == 'https' else ''}, and "
+            f"{scheme}://KEY:SECRET@HOST/apps/APP_ID is PUSHER_URL's form"
+        )
+    if scheme in ("ws", "wss"):
+        return (
+            f"{refused}: {scheme}:// is where browsers connect; publishing goes to the server's HTTP API, "
+            f"emulator://KEY:SECRET@HOST:PORT/apps/APP_ID{'?tls=true' if scheme == 'wss' else ''}"
+        )
+    close = difflib.get_close_matches(scheme, SCHEMES, n=1, cutoff=0.75)
+    return f"{refused} (did you mean {close[0]}?)" if close else refused
+
+
 def _parse_url(url: str) -> ProviderConfig:
     if "://" not in url:
         raise ConfigError(f"a provider URL looks like scheme://…, with scheme one of {', '.join(SCHEMES)}")
+    written = url.partition("://")[0]
+    if written.lower() not in SCHEMES:  # checked before the URL is split: a quoted URL's scheme was ''
+        raise ConfigError(_unknown_scheme(written))
     parts = _split(url)
     scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        raise ConfigError(f"unknown provider scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     if scheme == "memory":
         return _memory_config(parts)
     if parts.fragment or url.endswith("#"):

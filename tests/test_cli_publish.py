@@ -291,7 +291,7 @@ async def test_a_url_flag_holding_bytes_that_are_not_utf8_is_named_as_the_flag()
     [
         (
             "emulatr://k:s@127.0.0.1:9/apps/1",
-            "unknown provider scheme 'emulatr'; use one of pusher, emulator, ably, memory",
+            "unknown provider scheme 'emulatr'; use one of pusher, emulator, ably, memory (did you mean emulator?)",
         ),
         (
             "emulator://k:s@127.0.0.1:99999/apps/1",

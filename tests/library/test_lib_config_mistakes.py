@@ -206,3 +206,49 @@ def test_a_retry_policy_beside_a_sender_of_ones_own_is_refused(kind: type[Relay]
         f"{name}(RetryPolicy(...))"
     )
     kind("memory://a", retry=RetryPolicy(), sender=sender)  # type: ignore[arg-type]
+
+
+EMULATOR_URL = "emulator://app-key:s3cret-value@127.0.0.1:6001/apps/1"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # docker's --env-file keeps a .env file's quotes: "unknown provider scheme ''"
+        (
+            f'"{EMULATOR_URL}"',
+            'RELAY_URL: the URL is written in quotes ("…"), which are part of the value here (docker'
+            "'s --env-file and some .env readers keep them): remove them",
+        ),
+        (f"'{EMULATOR_URL}'", "RELAY_URL: the URL is written in quotes ('…')"),
+        # the whole assignment, or the emulator banner's line, pasted as the value: "unknown provider scheme ''"
+        (
+            f"RELAY_URL={EMULATOR_URL}",
+            "RELAY_URL: the value begins with 'RELAY_URL' before the URL: give the URL alone, emulator://…",
+        ),
+        (f"RELAY_URL:   {EMULATOR_URL}", "RELAY_URL: the value begins with 'RELAY_URL' before the URL"),
+        # the address the emulator's banner prints first, and where browsers connect
+        (
+            "http://127.0.0.1:6001",
+            "RELAY_URL: unknown provider scheme 'http'; use one of pusher, emulator, ably, memory: the emulator (or "
+            "soketi, Reverb) at http://HOST:PORT is emulator://KEY:SECRET@HOST:PORT/apps/APP_ID, and "
+            "http://KEY:SECRET@HOST/apps/APP_ID is PUSHER_URL's form",
+        ),
+        ("wss://relay.example.com", "wss:// is where browsers connect; publishing goes to the server's HTTP API, "),
+        (
+            "emulatr://app-key:s3cret-value@127.0.0.1:6001/apps/1",
+            "RELAY_URL: unknown provider scheme 'emulatr'; use one of pusher, emulator, ably, memory (did you mean "
+            "emulator?)",
+        ),
+    ],
+)
+def test_a_relay_url_that_is_not_one_says_what_to_write(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_env({"RELAY_URL": value})
+    assert message in caught.value.message, caught.value.message
+    assert caught.value.message.startswith("RELAY_URL: ")
+    assert "s3cret-value" not in caught.value.message
+
+
+def test_a_provider_url_s_scheme_is_still_read_in_any_case() -> None:
+    assert from_env({"RELAY_URL": EMULATOR_URL.replace("emulator", "Emulator", 1)}).scheme == "emulator"
