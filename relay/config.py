@@ -650,6 +650,18 @@ def trimmed_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
     return {name: value.strip() for name, value in values.items() if value.strip()}
 
 
+def refuse_quoted(value: str, name: str) -> None:
+    """ConfigError for a provider variable whose value is in quotes, which docker's --env-file and some .env readers
+    keep: PUSHER_KEY="app-key" was sent as the key '"app-key"', a 401 "auth_key is not this application's key", and a
+    quoted secret signed every request wrongly. No key, secret, app id, URL or cluster begins and ends with a quote.
+    RELAY_URL's own parse says it (for Relay.from_url too)."""
+    if name != "RELAY_URL" and len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+        raise ConfigError(
+            f"{name} is written in quotes ({value[0]}…{value[0]}), which are part of the value here (docker's "
+            "--env-file and some .env readers keep them): remove them"
+        )
+
+
 def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     """``RELAY_URL``, else ``PUSHER_URL``, else the ``PUSHER_*`` variables, else ``ABLY_API_KEY``; with
     ``PUSHER_ENCRYPTION_MASTER_KEY_BASE64``, whichever configures a Pusher-protocol or memory provider."""
@@ -657,6 +669,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
     for name in _READ_BY_FROM_ENV:
         if name in env:
             refuse_undecoded(env[name], name)
+            refuse_quoted(env[name], name)
     master_key = env_master_key(env)
     if env.get("RELAY_URL"):
         try:

@@ -252,3 +252,23 @@ def test_a_relay_url_that_is_not_one_says_what_to_write(value: str, message: str
 
 def test_a_provider_url_s_scheme_is_still_read_in_any_case() -> None:
     assert from_env({"RELAY_URL": EMULATOR_URL.replace("emulator", "Emulator", 1)}).scheme == "emulator"
+
+
+@pytest.mark.parametrize(
+    ("environ", "name"),
+    [
+        ({"PUSHER_URL": '"http://app-key:s3cret-value@127.0.0.1:6001/apps/1"'}, "PUSHER_URL"),
+        ({"ABLY_API_KEY": "'1.app-key:s3cret-value'"}, "ABLY_API_KEY"),
+        ({**PUSHER, "PUSHER_KEY": '"app-key"'}, "PUSHER_KEY"),
+        ({**PUSHER, "PUSHER_SECRET": '"s3cret-value"'}, "PUSHER_SECRET"),
+        ({**PUSHER, "PUSHER_CLUSTER": '"eu"'}, "PUSHER_CLUSTER"),
+    ],
+)
+def test_a_provider_variable_in_quotes_is_refused_naming_it(environ: dict[str, str], name: str) -> None:
+    """docker's --env-file keeps a .env file's quotes: PUSHER_KEY="app-key" was the key '"app-key"', refused at the
+    first publish as a 401 "auth_key is not this application's key" (a quoted secret: a wrong signature)."""
+    with pytest.raises(ConfigError) as caught:
+        from_env(environ)
+    assert caught.value.message.startswith(f"{name} is written in quotes ("), caught.value.message
+    assert caught.value.message.endswith("(docker's --env-file and some .env readers keep them): remove them")
+    assert "s3cret-value" not in caught.value.message
