@@ -545,6 +545,18 @@ def loopback_socket_warning(settings: GatewaySettings, config: ProviderConfig) -
 UNSENDABLE_COOKIE_NAME = re.compile(r'[\x00-\x20\x7f=;,"]|[^\x00-\x7f]')
 
 
+def _origin_meant(written: str) -> str:
+    """The origin ``written`` was most likely meant to be, as the end of its refusal: one copied from the address bar
+    ends with a '/' (or goes on with a page's path), and one written as a host lacks its scheme."""
+    if "://" not in written:
+        return f"; with its scheme: https://{written} (or http://{written})" if is_origin(f"https://{written}") else ""
+    parts = urlsplit(written) if is_http_url(written) else None
+    if parts is None or parts.username is not None or "*" in parts.netloc:
+        return ""
+    meant = f"{parts.scheme}://{parts.netloc}"
+    return f"; without the path: {meant}" if is_origin(meant) else ""
+
+
 def browser_origin(origin: str) -> str:
     """``origin`` as a browser sends it in ``Origin``: scheme and host in lowercase, no default port (RFC 6454
     §6.1). CORS compares the strings, so written any other way an allowed origin would never match."""
@@ -555,7 +567,8 @@ def browser_origin(origin: str) -> str:
         # Credentials are allowed, so a wildcard would let any site call /v1/auth/* as its visitors.
         raise ConfigError(
             f"RELAY_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com "
-            "(scheme and host, no path, no wildcard): list the sites whose pages call the gateway"
+            f"(scheme and host, no path, no wildcard){_origin_meant(candidate)}: list the sites whose pages call the "
+            "gateway"
         )
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     default_port = 443 if parts.scheme == "https" else 80

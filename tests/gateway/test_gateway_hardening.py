@@ -199,6 +199,28 @@ def test_cors_origins_are_kept_as_browsers_send_them(written: str, origin: str) 
     assert settings.cors_origins == (origin,)
 
 
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("http://localhost:3000/", "; without the path: http://localhost:3000: "),
+        ("https://app.example.com/orders", "; without the path: https://app.example.com: "),
+        ("localhost:3000", "; with its scheme: https://localhost:3000 (or http://localhost:3000): "),
+        ("*", ": "),
+        ("http://me:pw@app.test", ": "),
+    ],
+)
+def test_a_cors_origin_refused_names_the_origin_meant(written: str, meant: str) -> None:
+    """Copied from the address bar (a final '/', a page's path) or written as a host, an origin was refused with
+    "not an origin such as https://app.example.com" alone, leaving the user to find what differed."""
+    with pytest.raises(ConfigError) as caught:
+        GatewaySettings.from_env({"RELAY_URL": "memory://cors", "RELAY_CORS_ORIGINS": written})
+    assert caught.value.message == (
+        f"RELAY_CORS_ORIGINS: {written!r} is not an origin such as https://app.example.com (scheme and host, no path, "
+        f"no wildcard){meant}list the sites whose pages call the gateway"
+    )
+    assert "pw" not in caught.value.message.replace(written, "")
+
+
 def test_a_cors_origin_with_user_info_is_refused() -> None:
     """A browser's Origin never carries user:password@, so such an origin could never match."""
     with pytest.raises(ConfigError, match=r"RELAY_CORS_ORIGINS: 'http://me@app\.test' is not an origin"):
