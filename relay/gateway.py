@@ -56,6 +56,7 @@ from relay.config import (
     is_http_url,
     is_origin,
     is_url,
+    refuse_quoted,
     refuse_undecoded,
     trimmed_environment,
     url_host,
@@ -345,6 +346,8 @@ class GatewaySettings:
         env = trimmed_environment(environ)
         for name in _TEXT_VARIABLES:
             refuse_undecoded(env.get(name, ""), name)
+            # RELAY_API_TOKEN="…" from docker's --env-file: the quotes were the token's, and every caller was a 401
+            refuse_quoted(env.get(name, ""), name)
         jwks_file = env.get("RELAY_JWKS_FILE")
         rules_file = env.get("RELAY_RULES_FILE")
         return cls(

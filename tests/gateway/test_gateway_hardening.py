@@ -221,6 +221,20 @@ def test_a_cors_origin_refused_names_the_origin_meant(written: str, meant: str) 
     assert "pw" not in caught.value.message.replace(written, "")
 
 
+@pytest.mark.parametrize(
+    "name", ["RELAY_API_TOKEN", "RELAY_JWT_SECRET", "RELAY_JWT_AUDIENCE", "RELAY_CORS_ORIGINS", "RELAY_PUBLIC_URL"]
+)
+def test_a_gateway_variable_in_quotes_is_refused_naming_it(name: str) -> None:
+    """docker's --env-file keeps a .env file's quotes: RELAY_API_TOKEN="…" made the quotes part of the token, and
+    every backend's publish was a 401 with the right token."""
+    with pytest.raises(ConfigError) as caught:
+        GatewaySettings.from_env({"RELAY_URL": "memory://quotes", name: '"s3cret-value-of-32-bytes-at-least-000"'})
+    assert caught.value.message == (
+        f'{name} is written in quotes ("…"), which are part of the value here (docker\'s --env-file and some .env '
+        "readers keep them): remove them"
+    )
+
+
 def test_a_cors_origin_with_user_info_is_refused() -> None:
     """A browser's Origin never carries user:password@, so such an origin could never match."""
     with pytest.raises(ConfigError, match=r"RELAY_CORS_ORIGINS: 'http://me@app\.test' is not an origin"):
