@@ -1193,7 +1193,14 @@ def pusher_admission(
         return ErrorCode.PATH_NOT_FOUND, f"Path not found: connect to {prefix}/app/{{key}}"
     state = apps_by_key.get(match.group(1))
     if state is None:
-        return ErrorCode.APP_NOT_FOUND, f"Application does not exist: no app has key {match.group(1)!r}"
+        given = match.group(1)
+        # new Pusher("1", …) with the app id where the key goes, the id that every server SDK takes
+        meant = (
+            ": that is an app's id, and new Pusher(KEY, …) takes the app's key (the emulator's banner prints it)"
+            if any(other.app.app_id == given for other in apps_by_key.values())
+            else ""
+        )
+        return ErrorCode.APP_NOT_FOUND, f"Application does not exist: no app has key {given!r}{meant}"
     app = state.app
     if not app.enabled:
         return ErrorCode.APP_DISABLED, "Application disabled"

@@ -99,6 +99,16 @@ ADMISSION_APPS = (
         ("/app/app-key", [], (4005, "Path not found: connect to /p/app/{key}")),
         ("/p/apps/app-key", [], (4005, "Path not found: connect to /p/app/{key}")),
         ("/p/app/nope", [], (4001, "Application does not exist: no app has key 'nope'")),
+        # the app id where pusher-js takes the key (new Pusher("1", …)): "no app has key '1'" alone
+        (
+            "/p/app/2",
+            [],
+            (
+                4001,
+                "Application does not exist: no app has key '2': that is an app's id, and new Pusher(KEY, …) takes "
+                "the app's key (the emulator's banner prints it)",
+            ),
+        ),
         ("/p/app/off-key", [], (4003, "Application disabled")),
         ("/p/app/app-key", [("Origin", "https://evil.example")], (4009, "Origin not allowed: https://evil.example")),
         ("/p/app/app-key?protocol=%C2%B2", [], (4006, "Invalid version string format: protocol='²'")),
