@@ -151,9 +151,9 @@ class AblyRest:
             ("messages",): {"POST": self._batch_publish},
             ("presence",): {"GET": self._batch_presence},
         }
-        # Every other request is metered as an Ably API request. A publish request is one of the requests that
-        # published (its messages metered one by one as publishes); Ably limits token requests apart from its HTTP API
-        # requests ("token requests/hour", ably-and-pricing §A.13), metered once issued.
+        # Every other request is metered as an Ably API request. A publish request is counted once admitted, whatever
+        # its answer (its messages are metered one by one as publishes, once published); Ably limits token requests
+        # apart from its HTTP API requests ("token requests/hour", ably-and-pricing §A.13), metered once issued.
         self._metered: dict[Handler, Callable[[AppMeter], None] | None] = {
             self._publish: AppMeter.publish_request,
             self._batch_publish: AppMeter.publish_request,
@@ -437,7 +437,7 @@ class AblyRest:
             try:
                 name = check_channel_name(channel)
                 _require(credentials, name, "subscribe")
-                members = _members(app, name, {})[:DEFAULT_LIST_LIMIT]
+                members = _members(app, name, {})  # the whole set: a batch answer has no next page to follow
                 app.state.meter.history_read(len(members))
                 outcomes.append({"channel": name, "presence": members})
             except AblyError as exc:

@@ -526,7 +526,8 @@ class AppMeter:
         self.bytes_received += size
 
     def publish_request(self) -> None:
-        """An HTTP request that published at least one message (:meth:`published` counts each of them)."""
+        """An HTTP publish request: a Pusher one once it published (:meth:`published` counts each message), an Ably
+        REST one once admitted, whatever its answer, as Ably counts its requests (docs/cost.md)."""
         now = self._clock()
         day = self._today if int(now // SECONDS_PER_DAY) == self._day_index else self._day(now)
         day.http_publish_requests += 1

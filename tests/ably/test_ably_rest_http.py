@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
-from ablysupport import API_KEY, KEY_NAME, KEY_SECRET, MESSAGE, ably_wire, jwt_token, page_links
+from ablysupport import ACK, API_KEY, KEY_NAME, KEY_SECRET, MESSAGE, NACK, ably_wire, jwt_token, page_links
 
 from relay.emulator.ably_auth import NONCE_KEPT_MS, AblyAuth, AblyError, AblyKey
 from relay.protocol.ably import TIMESTAMP_WINDOW_MS, build_token_request
@@ -335,6 +335,24 @@ async def test_batch_presence(http: httpx.AsyncClient, ably_emulator: RunningEmu
     assert [len(result["presence"]) for result in body["results"]] == [1, 0]
     assert body["results"][0]["presence"][0]["clientId"] == "pia"
     assert_ably_error(await http.get("/presence", headers=BASIC), 400, 40000)
+
+
+async def test_batch_presence_answers_each_channel_s_whole_set(
+    http: httpx.AsyncClient, ably_emulator: RunningEmulator, wires: list[Any]
+) -> None:
+    """A batch answer has no ``Link`` to a next page, yet each channel's set was cut to its first 100 members without a
+    word: 150 members came back as 100, where ``/channels/{ch}/presence`` pages through all 150."""
+    wire = await ably_wire(ably_emulator, f"key={API_KEY}")
+    wires.append(wire)
+    await wire.attach("crowd")
+    entered = await wire.presence("crowd", *({"action": 2, "clientId": f"member-{n}"} for n in range(150)))
+    while (message := await wire.recv()).get("action") != ACK:
+        assert message["action"] != NACK, message
+    assert message["msgSerial"] == entered
+    response = await http.get("/presence", params={"channels": "crowd"}, headers=BASIC)
+    assert response.status_code == 200
+    [result] = response.json()["results"]
+    assert sorted(member["clientId"] for member in result["presence"]) == sorted(f"member-{n}" for n in range(150))
 
 
 def test_nonces_are_forgotten_in_the_order_they_came_once_no_replay_could_pass() -> None:
