@@ -33,7 +33,7 @@ from ablysupport import (
 from relay.emulator.config import Webhook
 from tests.cluster.conftest import RedisServer
 from tests.cluster.conftest import redis_server as redis_server
-from tests.conftest import RunningEmulator, StartEmulator
+from tests.conftest import RunningEmulator, StartEmulator, whole_run
 from tests.webhook_receiver import Receiver
 
 LIFECYCLE = "[meta]channel.lifecycle"
@@ -255,3 +255,19 @@ async def test_a_cluster_reports_each_opening_once_to_every_node(
 async def _settle(running: RunningEmulator) -> None:
     """Until each node has heard of the other's metachannel subscriber (it reports nothing to nobody)."""
     await asyncio.sleep(0.3)  # the nodes' bus messages arrive well before this
+
+
+async def test_an_opening_is_metered_as_its_two_messages_to_each_metachannel_subscriber(
+    start_emulator: StartEmulator, wires: list[Any]
+) -> None:
+    """What docs/ably.md says the usage meter counts of an opening: Ably's two messages (channel.region.active and
+    channel.opened), each delivered to the metachannel's subscriber, on a channel of the app (the metachannel and the
+    channel opened are the peak's two channels)."""
+    running = await start_emulator(app=WATCHED)
+    monitor = await watcher(running, wires)
+    viewer = await ably_wire(running)
+    wires.append(viewer)
+    await viewer.send({"action": ATTACH, "channel": "room", "flags": MODE_SUBSCRIBE})
+    assert [name for name, _ in await lifecycle_events(monitor)] == ["channel.region.active", "channel.opened"]
+    day = whole_run(running.node.states[APP.app_id].meter.days())
+    assert (day.publishes, day.deliveries, day.peak_channels) == (2, 2, 2)
