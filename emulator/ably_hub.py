@@ -33,7 +33,7 @@ from relay.emulator.ably_history import (
     delivered_message,
     is_ephemeral,
 )
-from relay.emulator.hub import AppState, Channel, ForeignPeer
+from relay.emulator.hub import AppState, Channel, ForeignPeer, ForeignTally
 from relay.emulator.session import Session
 from relay.emulator.usage import local_reach
 from relay.emulator.webhooks import ABLY_SITE, WebhookEvent
@@ -1049,6 +1049,7 @@ class AblyApp:
         for peer in channel.peers():
             if isinstance(peer, ForeignPeer):
                 peer.deliver_foreign(name, b"", outbound, None, cache)
+        ForeignTally.meter(cache, self.state.meter)
 
     # -- other nodes' members (ForeignPresence) ---------------------------------------------------------------
 

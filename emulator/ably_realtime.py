@@ -58,7 +58,7 @@ from relay.emulator.ably_hub import (
     replayed,
     ws_frame,
 )
-from relay.emulator.hub import ForeignPeer
+from relay.emulator.hub import ForeignPeer, ForeignTally
 from relay.emulator.limits import TokenBucket
 from relay.emulator.logs import clipped
 from relay.emulator.session import Link
@@ -472,7 +472,7 @@ class AblySession(ForeignPeer):
 
     def send_frame(self, frame: bytes) -> None:
         """Write ``frame`` and meter it as written (compressed when the connection negotiated permessage-deflate):
-        every frame of the session goes through here, and the hub's fan-out counts leave ForeignPeers out."""
+        every frame of the session but a delivery's, which its ForeignTally counts (_send_as)."""
         if self.closed:
             return
         self.last_sent = self._clock()
@@ -490,12 +490,19 @@ class AblySession(ForeignPeer):
             outbound = Outbound({**outbound.fields, "channelSerial": next(reversed(attachment.points))})
         self._send_as(attachment, outbound)
 
-    def _send_as(self, attachment: Attachment, outbound: Outbound) -> None:
+    def _send_as(self, attachment: Attachment, outbound: Outbound, tally: ForeignTally | None = None) -> None:
         """``outbound`` under each name the client attached its channel with, unless the connection is held or that
-        name waits for its re-attach: the re-attach gets what it missed from the app's DeliveryLog."""
+        name waits for its re-attach: the re-attach gets what it missed from the app's DeliveryLog. With ``tally``
+        (a delivery's, shared by its recipients), the frames are counted there, for the hub to meter once."""
         for name in attachment.names:
             if self._held_at is None and name not in self._awaiting:
-                self.send_frame(outbound.frame_as(name, self.binary))
+                frame = outbound.frame_as(name, self.binary)
+                if tally is None:
+                    self.send_frame(frame)
+                elif not self.closed:
+                    self.last_sent = self._clock()
+                    self._link.write(frame)
+                    tally.wrote(frame, self.socket_id)
 
     def send_text(self, text: str) -> None:
         """Pusher protocol text is never sent to an Ably connection (the hub only sends it to signed-in users)."""
@@ -535,7 +542,7 @@ class AblySession(ForeignPeer):
         if attachment.modes & wanted and (
             self.echo or outbound.presence or outbound.fields.get("connectionId") != self.socket_id
         ):
-            self._send_as(attachment, outbound)
+            self._send_as(attachment, outbound, ForeignTally.of(cache, self.state.compressing))
 
     # -- input ------------------------------------------------------------------------------------------------
 

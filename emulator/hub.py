@@ -54,13 +54,46 @@ class Peer(Protocol):
     def terminate(self, code: int, message: str) -> None: ...
 
 
+class ForeignTally:
+    """What the ForeignPeers of one delivery wrote: frames, and their bytes as written (compressed where the
+    connection negotiated permessage-deflate), metered once the delivery is done, not once per recipient."""
+
+    __slots__ = ("compressing", "frames", "written")
+
+    def __init__(self, compressing: dict[str, int]) -> None:
+        self.compressing = compressing
+        self.frames = 0
+        self.written = 0
+
+    @staticmethod
+    def of(cache: dict[object, object], compressing: dict[str, int]) -> ForeignTally:
+        """The tally of the delivery ``cache`` belongs to (made by its first recipient that writes)."""
+        tally = cache.get(ForeignTally)
+        if tally is None:
+            tally = cache[ForeignTally] = ForeignTally(compressing)
+        return tally  # type: ignore[return-value]
+
+    @staticmethod
+    def meter(cache: dict[object, object], meter: AppMeter) -> None:
+        """Meters what the delivery ``cache`` belongs to wrote to ForeignPeers, if anything."""
+        tally = cache.get(ForeignTally)
+        if isinstance(tally, ForeignTally):
+            meter.written(tally.frames, tally.written)
+
+    def wrote(self, frame: bytes, socket_id: str) -> None:
+        self.frames += 1
+        window = self.compressing.get(socket_id) if self.compressing else None
+        self.written += len(frame) if window is None else len(deflated(frame, window))
+
+
 class ForeignPeer:
     """Base of peers speaking another protocol (Ably, ``relay.emulator.ably_realtime``) on the same channels.
 
     The hub hands such a peer what it delivers instead of writing Pusher frame bytes to it: the Pusher frame and the
     ``origin`` the publisher passed (``None`` for a Pusher publish). ``cache`` is shared by the recipients of one
-    delivery, so each encoding is built once. The peer meters the frames it writes (they differ from the Pusher
-    frame, and it may write none), so the hub's fan-out counts and deflate windows leave it out.
+    delivery, so each encoding is built once. The peer counts the frames it writes in the delivery's
+    :class:`ForeignTally` (they differ from the Pusher frame, and it may write none), which the hub meters once the
+    delivery is done, so the hub's fan-out counts and deflate windows leave it out.
     """
 
     __slots__ = ()
@@ -787,6 +820,7 @@ class AppState:
                 peer.deliver_foreign(channel.name, frame, origin, exclude, cache)
             else:
                 peer.send_frame(frame)
+        ForeignTally.meter(cache, self.meter)
 
     def cached(self, name: str) -> tuple[str, str] | None:
         entry = self.cache.get(name)

@@ -515,8 +515,11 @@ class AppMeter:
     def fanout(self, frame_bytes: int, reached: int, deflate_saved: int = 0) -> None:
         """``reached`` connections were written the same frame (any frame: bytes count, whatever it carries), less
         ``deflate_saved`` bytes in all where permessage-deflate sent it compressed: what was written is counted."""
-        written = frame_bytes * reached - deflate_saved
-        self.messages_sent += reached
+        self.written(reached, frame_bytes * reached - deflate_saved)
+
+    def written(self, frames: int, written: int) -> None:
+        """``frames`` frames written, ``written`` bytes in all (as sent: compressed where they were)."""
+        self.messages_sent += frames
         self.bytes_sent += written
         now = self._clock()  # _day(now), without its call when the day is the current one (once per fan-out)
         (self._today if int(now // SECONDS_PER_DAY) == self._day_index else self._day(now)).bytes_out += written

@@ -376,3 +376,30 @@ async def test_ably_presence_is_counted_in_the_usage_as_ably_bills_it(
     finally:
         for wire in wires:
             await wire.ws.close()
+
+
+async def test_a_delivery_to_many_ably_subscribers_is_metered_once(
+    ably_emulator: RunningEmulator, wires: list[AblyWire], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Ably recipient of a publish called the meter (and the deflate estimate) for its own frame: 40 subscribers,
+    40 calls per publish. What they wrote is now tallied per delivery and metered once, with the same counts."""
+    meter = ably_emulator.node.states[APP.app_id].meter
+    for _ in range(40):
+        wire = await ably_wire(ably_emulator)
+        wires.append(wire)
+        await wire.attach("crowd")
+    calls: list[tuple[int, int]] = []
+    written = meter.written
+
+    def counted(frames: int, size: int) -> None:
+        calls.append((frames, size))
+        written(frames, size)
+
+    monkeypatch.setattr(meter, "written", counted)
+    before = meter.messages_sent
+    await publish(ably_emulator.http_url, APP, "crowd", "news", BIG)
+    frames = [await wire.expect(MESSAGE, WAIT) for wire in wires]
+    assert {frame["messages"][0]["name"] for frame in frames} == {"news"}
+    # The hub's own fan-out to the channel's Pusher subscribers (none here) meters its zero frames alongside
+    assert [frames for frames, _ in calls if frames] == [40]
+    assert meter.messages_sent - before == 40
