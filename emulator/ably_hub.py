@@ -509,6 +509,9 @@ class Attachment:
     # The names the client attached the channel with, which its frames carry (an SDK routes by them): orders, and
     # [?rewind=1]orders too when a page has both channel objects.
     names: list[str] = field(default_factory=list)
+    # The one of them whose ATTACH asked for occupancy events ([?occupancy=metrics]orders), which they are sent under
+    # and which stops them when it goes (a DETACH, or an ATTACH again without the param)
+    occupancy_name: str | None = None
 
 
 # -- what Ably attachments were sent, for resumes ------------------------------------------------------------------

@@ -481,14 +481,15 @@ class AblySession(ForeignPeer):
         state.meter.fanout(len(frame), 1, state.deflate_saved(frame, (self.socket_id,)))
 
     def send_meta(self, channel: str, outbound: Outbound) -> None:
-        """An occupancy event for an attachment that asked for them (not kept for a resume: the next change sends the
-        counts again)."""
+        """An occupancy event for an attachment that asked for them, under the name that asked (not kept for a resume:
+        the next change sends the counts again)."""
         attachment = self.channels.get(channel)
-        if attachment is None:
+        if attachment is None or (shown := attachment.occupancy_name) is None:
             return
         if "channelSerial" not in outbound.fields and attachment.points:  # a channel nothing was sent on yet
             outbound = Outbound({**outbound.fields, "channelSerial": next(reversed(attachment.points))})
-        self._send_as(attachment, outbound)
+        if self._held_at is None and shown not in self._awaiting:  # under the name that asked, not the others
+            self.send_frame(outbound.frame_as(shown, self.binary))
 
     def _send_as(self, attachment: Attachment, outbound: Outbound, tally: ForeignTally | None = None) -> None:
         """``outbound`` under each name the client attached its channel with, unless the connection is held or that
@@ -670,9 +671,10 @@ class AblySession(ForeignPeer):
         if rewound:  # the client's serial is then the last rewound message's: it stands for the attach
             self._point(attachment, rewound[-1].fields["channelSerial"], attachment.made_at)
         if occupancy is not None and modes & MODE_SUBSCRIBE:  # the events are MESSAGEs: a subscriber's
+            attachment.occupancy_name = raw
             self.app.watch_occupancy(name, self, occupancy)
-        else:
-            self.app.unwatch_occupancy(name, self.socket_id)  # a second ATTACH without the param stops the events
+        elif raw == attachment.occupancy_name:  # an ATTACH again without the param stops the events
+            self._stop_occupancy(name, attachment)
 
     def _names(self) -> int:
         """The channel names the connection is attached by."""
@@ -731,8 +733,14 @@ class AblySession(ForeignPeer):
             return
         attachment.names.remove(shown)
         self._awaiting.discard(shown)
+        if shown == attachment.occupancy_name:
+            self._stop_occupancy(name, attachment)
         if not attachment.names:
             self._release_channel(name)
+
+    def _stop_occupancy(self, name: str, attachment: Attachment) -> None:
+        attachment.occupancy_name = None
+        self.app.unwatch_occupancy(name, self.socket_id)
 
     def _detach(self, message: Mapping[str, Any]) -> None:
         name = message.get("channel")

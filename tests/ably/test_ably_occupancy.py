@@ -6,6 +6,7 @@ second of a change; ``metrics.<category>`` narrows them to one count; a bad valu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from ably import AblyRealtime  # type: ignore[import-untyped]
 from ably.types.channeloptions import ChannelOptions  # type: ignore[import-untyped]
 from ablysupport import (
     APP,
+    ATTACH,
     ATTACHED,
     AUTH,
     CONNECTED,
@@ -299,3 +301,36 @@ async def test_a_burst_of_watchers_shares_one_count(
     )
     firsts = [await occupancy(watcher) for watcher in watchers]
     assert {first["connections"] for first in firsts} <= set(range(1, 21)) and len(calls) <= 10, len(calls)
+
+
+async def test_occupancy_goes_to_the_name_that_asked_and_stops_when_that_name_is_detached(
+    ably_emulator: RunningEmulator, wires: list[Any]
+) -> None:
+    """One connection attached to ``room`` and to ``[?occupancy=metrics]room`` (two channel objects of one page): the
+    events went under both names, so the plain ``room`` got messages it never asked for, and a DETACH of the name that
+    asked left them coming. They now go under that name alone, and stop with it; ``room`` stays attached."""
+    watched = "[?occupancy=metrics]room"
+    wire = await ably_wire(ably_emulator)
+    wires.append(wire)
+    await wire.attach("room")
+    await wire.send({"action": ATTACH, "channel": watched})
+
+    async def occupancy_names(wait: float) -> list[str]:
+        """The names of the [meta]occupancy messages that arrive within ``wait`` seconds."""
+        names = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                message = await wire.recv(wait)
+                if message["action"] == MESSAGE and message["messages"][0]["name"] == "[meta]occupancy":
+                    names.append(message["channel"])
+        return names
+
+    assert await occupancy_names(1.5) == [watched]
+    await wire.send({"action": DETACH, "channel": watched})
+    other = await ably_wire(ably_emulator)
+    wires.append(other)
+    await other.attach("room")  # a change the watch would report
+    assert await occupancy_names(2.0) == []
+    await other.publish("room", {"name": "still", "data": "attached"})
+    message = await wire.expect(MESSAGE)
+    assert (message["channel"], message["messages"][0]["name"]) == ("room", "still")
