@@ -189,7 +189,7 @@ class WebhookDispatcher:
             self._dropped_logged_at = now
             log.error(
                 "webhook queue for %s full (%d events pending): dropped %d event(s) so far",
-                hook.url,
+                redact_urls(hook.url),
                 self._app.webhook_max_pending,
                 self.dropped,
             )
@@ -224,6 +224,8 @@ class WebhookDispatcher:
             assert self.lifecycle_status is not None  # EmulatorNode.start builds the Ably side of such an app
             items = ably_items(events, self._ably_serials, self.lifecycle_status)
         timeout = REQUEST_TIMEOUT[hook.format]
+        # The URL as logged: its credentials hidden even where the log's own redaction is not set up (an embedder's)
+        shown = redact_urls(hook.url)
         delay = 1.0
         attempt = 0
         hurried = last_try = False
@@ -244,17 +246,17 @@ class WebhookDispatcher:
                     await _read_short_answer(response)
             except TimeoutError:
                 if status is None:  # past the headers, the answer is in: only reading its body was cut short
-                    log.warning("webhook to %s failed: no response within %g s", hook.url, timeout)
+                    log.warning("webhook to %s failed: no response within %g s", shown, timeout)
             except httpx.HTTPError as exc:
-                log.warning("webhook to %s failed: %s: %.300s", hook.url, exc.__class__.__name__, first_cause(exc))
+                log.warning("webhook to %s failed: %s: %.300s", shown, exc.__class__.__name__, first_cause(exc))
             except Exception as exc:  # httpx refusing the request itself: one failed attempt, not a dead sender
-                log.error("webhook to %s could not be sent: %s: %.200s", hook.url, exc.__class__.__name__, exc)
+                log.error("webhook to %s could not be sent: %s: %.200s", shown, exc.__class__.__name__, exc)
             if self._on_delivery is not None:
                 self._on_delivery(hook, status, events, attempt)
             if status is not None and 200 <= status < 300:
                 return
             if status is not None:  # a 401 (a secret being rotated) or a redirect is seen at once, not in 5 minutes
-                log.warning("webhook to %s failed: answered %d", hook.url, status)
+                log.warning("webhook to %s failed: answered %d", shown, status)
             remaining = deadline - self._clock()
             if last_try or remaining <= 0:
                 self.dropped += len(events)
@@ -262,7 +264,7 @@ class WebhookDispatcher:
                 last = "no answer" if status is None else f"status {status}"
                 log.error(
                     "webhook to %s dropped %d event(s) after retrying for %.0f s (%d attempts, the last: %s)",
-                    redact_urls(hook.url),
+                    shown,
                     len(events),
                     self._app.webhook_retry_for,
                     attempt,

@@ -144,3 +144,31 @@ async def test_a_refused_webhook_url_says_what_is_wrong_with_it(url: str, reason
     which it is: the error now ends with the reason."""
     outcome = await run_relay("emulator", "--port", "0", "--webhook-url", url)
     assert_refused(outcome, f"--webhook-url must be an http:// or https:// URL, got {url!r}: {reason}")
+
+
+async def test_a_failing_webhook_is_logged_without_its_url_s_credentials(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failed attempt logged the webhook's URL as configured, a ``user:password@`` in it included, unless the
+    emulator's log redaction was set up (an embedding app's logging has none); only the final drop hid it."""
+    authority = receiver.url.removeprefix("http://")
+    app = replace(
+        TEST_APP,
+        webhooks=(Webhook(url=f"http://relay:hunter2@{authority}/hooks"),),
+        webhook_batch_ms=0,
+        webhook_retry_for=0,
+    )
+    receiver.status = 503
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(app, client)
+        with caplog.at_level(logging.WARNING, logger="relay.emulator.webhooks"):
+            dispatcher.emit({"name": "channel_occupied", "channel": "orders"})
+            await receiver.wait_for(1)
+            for _ in range(100):
+                if dispatcher.dropped == 1:
+                    break
+                await asyncio.sleep(0.01)
+        await dispatcher.close(grace=0)
+    assert dispatcher.dropped == 1
+    assert f"webhook to http://***@{authority}/hooks failed: answered 503" in caplog.text
+    assert "hunter2" not in caplog.text
