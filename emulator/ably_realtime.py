@@ -473,12 +473,17 @@ class AblySession(ForeignPeer):
     def send_frame(self, frame: bytes) -> None:
         """Write ``frame`` and meter it as written (compressed when the connection negotiated permessage-deflate):
         every frame of the session but a delivery's, which its ForeignTally counts (_send_as)."""
+        if self._write(frame):
+            state = self.state
+            state.meter.fanout(len(frame), 1, state.deflate_saved(frame, (self.socket_id,)))
+
+    def _write(self, frame: bytes) -> bool:
+        """Write ``frame`` unless the connection is closed; whether it was written."""
         if self.closed:
-            return
+            return False
         self.last_sent = self._clock()
         self._link.write(frame)
-        state = self.state
-        state.meter.fanout(len(frame), 1, state.deflate_saved(frame, (self.socket_id,)))
+        return True
 
     def send_meta(self, channel: str, outbound: Outbound) -> None:
         """An occupancy event for an attachment that asked for them, under the name that asked (not kept for a resume:
@@ -500,9 +505,7 @@ class AblySession(ForeignPeer):
                 frame = outbound.frame_as(name, self.binary)
                 if tally is None:
                     self.send_frame(frame)
-                elif not self.closed:
-                    self.last_sent = self._clock()
-                    self._link.write(frame)
+                elif self._write(frame):
                     tally.wrote(frame, self.socket_id)
 
     def send_text(self, text: str) -> None:

@@ -69,9 +69,9 @@ class ForeignTally:
     def of(cache: dict[object, object], compressing: dict[str, int]) -> ForeignTally:
         """The tally of the delivery ``cache`` belongs to (made by its first recipient that writes)."""
         tally = cache.get(ForeignTally)
-        if tally is None:
+        if not isinstance(tally, ForeignTally):
             tally = cache[ForeignTally] = ForeignTally(compressing)
-        return tally  # type: ignore[return-value]
+        return tally
 
     @staticmethod
     def meter(cache: dict[object, object], meter: AppMeter) -> None:
