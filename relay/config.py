@@ -256,10 +256,7 @@ def _unknown_scheme(written: str) -> str:
     provider scheme ''", and one in http://, the address the emulator prints, no pointer to emulator://."""
     schemes = ", ".join(SCHEMES)
     if written[:1] in ("'", '"'):
-        return (
-            f"the URL is written in quotes ({written[0]}…{written[0]}), which are part of the value here (docker's "
-            "--env-file and some .env readers keep them): remove them"
-        )
+        return f"the URL is {_in_quotes(written[0])}"
     named = _NAMED_URL.fullmatch(written)
     if named and named[2].lower() in SCHEMES and _VARIABLE.fullmatch(named[1]):
         return f"the value begins with {named[1]!r} before the URL: give the URL alone, {named[2].lower()}://…"
@@ -656,10 +653,14 @@ def refuse_quoted(value: str, name: str) -> None:
     quoted secret signed every request wrongly. No key, secret, app id, URL or cluster begins and ends with a quote.
     RELAY_URL's own parse says it (for Relay.from_url too)."""
     if name != "RELAY_URL" and len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
-        raise ConfigError(
-            f"{name} is written in quotes ({value[0]}…{value[0]}), which are part of the value here (docker's "
-            "--env-file and some .env readers keep them): remove them"
-        )
+        raise ConfigError(f"{name} is {_in_quotes(value[0])}")
+
+
+def _in_quotes(quote_mark: str) -> str:
+    return (
+        f"written in quotes ({quote_mark}…{quote_mark}), which are part of the value here (docker's --env-file and "
+        "some .env readers keep them): remove them"
+    )
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> ProviderConfig:
