@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from relay.emulator.webhooks import WebhookDispatcher
 from relay.protocol.signing import webhook_signature
 
 
@@ -115,6 +116,14 @@ class Receiver:
 
         await self.until(lambda: bool(matching()), within)
         return matching()[0].at
+
+
+async def until_dropped(dispatcher: WebhookDispatcher, count: int, within: float = 1.0) -> None:
+    """Wait up to ``within`` seconds for ``dispatcher`` to have dropped ``count`` events (a drop comes after the
+    answer that ends its retries, or once the queue is full); the caller asserts the count."""
+    deadline = time.monotonic() + within
+    while dispatcher.dropped < count and time.monotonic() < deadline:  # noqa: ASYNC110  (the dispatcher has no event)
+        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

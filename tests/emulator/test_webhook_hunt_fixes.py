@@ -17,7 +17,7 @@ from tests.cli_support import assert_refused, run_relay
 from tests.conformance.wsclient import Connect
 from tests.conformance.wsclient import connect as connect
 from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, until_dropped
 
 
 async def refused_twice_then_left(running: RunningEmulator, receiver: Receiver, connect: Connect) -> None:
@@ -88,10 +88,7 @@ async def test_webhook_retry_for_runs_from_when_an_event_was_queued_not_from_whe
             await asyncio.sleep(0.05)
             now[0] += 400  # both were queued more than webhook_retry_for ago
             await receiver.wait_for(3, within=3.0)  # the first's last try, then the second's only one
-            for _ in range(100):
-                if dispatcher.dropped == 2:
-                    break
-                await asyncio.sleep(0.01)
+            await until_dropped(dispatcher, 2)
         assert dispatcher.dropped == 2
         assert dispatcher.pending == 0
         assert caplog.text.count("/hooks dropped 1 event(s)") == 2, caplog.text
@@ -164,10 +161,7 @@ async def test_a_failing_webhook_is_logged_without_its_url_s_credentials(
         with caplog.at_level(logging.WARNING, logger="relay.emulator.webhooks"):
             dispatcher.emit({"name": "channel_occupied", "channel": "orders"})
             await receiver.wait_for(1)
-            for _ in range(100):
-                if dispatcher.dropped == 1:
-                    break
-                await asyncio.sleep(0.01)
+            await until_dropped(dispatcher, 1)
         await dispatcher.close(grace=0)
     assert dispatcher.dropped == 1
     assert f"webhook to http://***@{authority}/hooks failed: answered 503" in caplog.text

@@ -20,7 +20,7 @@ from relay.emulator.config import Webhook
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.protocol.signing import webhook_signature
 from tests.conftest import TEST_APP, StartEmulator, free_port
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, until_dropped
 
 # How long the receiver stays down; RELAY_WEBHOOK_OUTAGE_SECONDS=120 is the two-minute run of the issue.
 OUTAGE = float(os.environ.get("RELAY_WEBHOOK_OUTAGE_SECONDS", "2.5"))
@@ -109,10 +109,7 @@ async def test_the_pending_queue_is_bounded_and_overflow_is_counted_and_logged(
     dispatcher = emulator.node.states["1"].webhooks
     with caplog.at_level(logging.ERROR, logger="relay.emulator.webhooks"):
         await churn(emulator.ws_url(), 8)
-    for _ in range(100):  # the last event is batched for webhook_batch_ms before it is queued, or dropped
-        if dispatcher.dropped == 5:
-            break
-        await asyncio.sleep(0.02)
+    await until_dropped(dispatcher, 5, within=2.0)  # the last event is batched for webhook_batch_ms first
     assert dispatcher.pending == 3
     assert dispatcher.dropped == 5
     # The first drop is logged at once: of one event, or of several when a slow machine batched them together.
@@ -158,10 +155,7 @@ async def test_events_given_up_after_webhook_retry_for_are_counted_and_logged_wi
         with caplog.at_level(logging.ERROR, logger="relay.emulator.webhooks"):
             dispatcher.emit({"name": "channel_occupied", "channel": "news"})
             await receiver.wait_for(1)
-            for _ in range(100):
-                if dispatcher.dropped:
-                    break
-                await asyncio.sleep(0.01)
+            await until_dropped(dispatcher, 1)
         assert dispatcher.dropped == 1
         expected = "/hooks dropped 1 event(s) after retrying for 0 s (1 attempts, the last: status 401)"
         assert expected in caplog.text, caplog.text
