@@ -422,56 +422,72 @@ class Session:
         self.state.sign_in(self, user.user_id, user.watchlist)
 
     def _client_event(self, frame: frames.ClientFrame, now: float) -> None:
-        app = self.state.app
+        """A client event: relayed to the channel's other subscribers, or refused with a pusher:error (a frame over the
+        size limit ends the connection, as the protocol's other frames do)."""
         name = frame.channel
+        refusal = self._client_event_refusal(name, now)
+        if refusal is not None:
+            message, code = refusal
+            self._error(message, code, name)
+            return
+        assert name is not None  # refused above otherwise
+        limits = self.state.app.limits
+        validate_event_name(frame.event, limits)
+        data = frames.client_event_data(frame.data)
+        size = frames.utf8_length(data)
+        if size > limits.max_event_bytes:
+            raise PayloadTooLarge(f"client event data is over {limits.max_event_bytes} bytes")
+        self._count_client_event(now)
+        self._relay_client_event(name, frame.event, data, size)
+
+    def _client_event_refusal(self, name: str | None, now: float) -> tuple[str, int | None] | None:
+        """Why a client event on ``name`` is refused, and the error code, before its content is read; None when the
+        app, the channel and the rate limit allow it."""
+        app = self.state.app
         if not app.client_events:
-            self._error("Client events are not enabled for this app", ErrorCode.CLIENT_EVENT_REJECTED, name)
-            return
+            return "Client events are not enabled for this app", ErrorCode.CLIENT_EVENT_REJECTED
         if name is None:
-            self._error("Client event rejected: it names no channel (send it on a channel this connection is on)")
-            return
+            return "Client event rejected: it names no channel (send it on a channel this connection is on)", None
         if name not in self.subscriptions:
-            self._error(f"Client event rejected: not subscribed to {name!r}", channel=name)
-            return
+            return f"Client event rejected: not subscribed to {name!r}", None
         if not classify(name).allows_client_events:
-            self._error("Client events are only allowed on private and presence channels", channel=name)
-            return
+            return "Client events are only allowed on private and presence channels", None
         # No one-second span relays more than the limit: the limit-th latest relayed event must be a second old.
         # Only relayed events count: a refused one reaches no one (and the frame budget bounds what refusals cost).
         limit = app.limits.client_events_per_second
         recent = self._recent_client_events
+        if recent is not None and now - recent[self._oldest_recent] < 1.0:
+            return f"Client event rejected due to rate limit ({limit}/s)", ErrorCode.CLIENT_EVENT_REJECTED
+        return None
+
+    def _count_client_event(self, now: float) -> None:
+        """A client event is relayed at ``now``: it takes the oldest place of the rate limit's ring."""
+        recent = self._recent_client_events
         if recent is None:
-            recent = self._recent_client_events = [float("-inf")] * limit
-        oldest = self._oldest_recent
-        if now - recent[oldest] < 1.0:
-            self._error(f"Client event rejected due to rate limit ({limit}/s)", ErrorCode.CLIENT_EVENT_REJECTED, name)
-            return
-        validate_event_name(frame.event, app.limits)
-        data = frames.client_event_data(frame.data)
-        size = frames.utf8_length(data)
-        if size > app.limits.max_event_bytes:
-            raise PayloadTooLarge(f"client event data is over {app.limits.max_event_bytes} bytes")
-        recent[oldest] = now
-        self._oldest_recent = (oldest + 1) % limit
+            recent = self._recent_client_events = [float("-inf")] * self.state.app.limits.client_events_per_second
+        recent[self._oldest_recent] = now
+        self._oldest_recent = (self._oldest_recent + 1) % len(recent)
+
+    def _relay_client_event(self, name: str, event: str, data: str, size: int) -> None:
+        """To the channel's other subscribers on every node, metered, and to the app's client_event webhook."""
         user_id = self.subscriptions[name]
         channel = self.state.channels[name]
-        text = frames.channel_event(frame.event, name, data, user_id)
-        ably_size = message_size(frame.event, size, user_id)
+        text = frames.channel_event(event, name, data, user_id)
+        ably_size = message_size(event, size, user_id)
         # Ably's message for it (its serial, kept in history) is built once, for its Ably subscribers on every node
         # and an Ably-format webhook's item alike (its id, its encoding).
         ably, origin, ably_messages = self.state.foreign_presence, None, None
         if ably is not None:
-            origin = ably.pusher_published(name, frame.event, data, user_id, self.socket_id)
+            origin = ably.pusher_published(name, event, data, user_id, self.socket_id)
             if self.state.webhooks.wants("client_event", ably=True):
                 ably_messages = ably.webhook_messages(origin)
         self.state.relay_client_event(channel, text, self.socket_id, units_5kib(ably_size), origin)
-        self.state.meter.client_event(
-            name, frame.event, data, self.socket_id, user_id, len(channel.subscribers) - 1, ably_size
-        )
+        others = len(channel.subscribers) - 1
+        self.state.meter.client_event(name, event, data, self.socket_id, user_id, others, ably_size)
         webhook: dict[str, object] = {
             "name": "client_event",
             "channel": name,
-            "event": frame.event,
+            "event": event,
             "data": data,
             "socket_id": self.socket_id,
         }
