@@ -153,6 +153,12 @@ UNSUPPORTED_HINTS: Mapping[Capability, str] = {
     Capability.CHANNELS_TOKEN: "pusher-js authorizes each channel on its own: use authorize_channel (channel_name)",
 }
 
+# The advice for a 404 from an address that serves no Pusher HTTP API (PusherAdapter._no_pusher_api_at)
+_NO_PUSHER_API = (
+    "no Pusher HTTP API there: check the port and any path prefix in the provider URL; the emulator listens on 6001 "
+    "by default, relay serve (the gateway) on 8000"
+)
+
 
 class PusherAdapter:
     scheme = "pusher"
@@ -247,29 +253,26 @@ class PusherAdapter:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         # The emulator answers 422 to one thing only: an idempotency key resent with another publish
         reused = IdempotencyKeyReused if response.status == 422 and self._config.scheme == "emulator" else None
+        no_api_at = self._no_pusher_api_at(response.status, text)
         return error_for_status(
-            self.name,
+            self.name if no_api_at is None else f"the server at {no_api_at}",
             response.status,
             text[:500] or "(empty body)",
             retry_after=retry_after,
             error_class=reused,
-            advice=self._no_api_advice(response.status, text),
+            advice=None if no_api_at is None else _NO_PUSHER_API,
         )
 
-    def _no_api_advice(self, status: int, text: str) -> str | None:
-        """What to check for a 404 that names no app: no Pusher-protocol API at the URL's address, such as the
-        gateway's port (8000) given for the emulator's (6001), was "the Relay emulator answered 404: Not Found (check
-        the app id and host in the provider URL)", for the wrong port. Hosted Pusher is at its own address."""
+    def _no_pusher_api_at(self, status: int, text: str) -> str | None:
+        """The address of a self-hosted server whose 404 names no app: it serves no Pusher-protocol API there, such as
+        the gateway's port (8000) given for the emulator's (6001). That was "the Relay emulator answered 404: Not Found
+        (check the app id and host in the provider URL)", naming the wrong server and the wrong thing to check."""
         if status != 404 or is_hosted_pusher(self._config.host):
             return None
         generic = text.lower() in ("", "not found", "404 not found", "404 page not found") or text.startswith("<")
         if not (generic or text.startswith("no route for ")):  # the emulator's own, for a path prefix it lacks
             return None
-        address = f"{self._config.base_url}{self._config.path_prefix}"
-        return (
-            f"nothing at {address} serves Pusher's HTTP API: check the port and any path prefix in the provider URL; "
-            "the emulator listens on 6001 by default, relay serve (the gateway) on 8000"
-        )
+        return f"{self._config.base_url}{self._config.path_prefix}"
 
     # -- operations -------------------------------------------------------------------------------------------
 

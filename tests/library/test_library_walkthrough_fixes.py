@@ -201,11 +201,12 @@ def test_a_404_from_a_server_that_is_no_pusher_api_says_to_check_the_port(not_a_
         with Relay.from_url(url) as relay, pytest.raises(RelayError) as caught:
             relay.publish("orders", "shipped", 1)
         assert caught.value.http_status == 404
-        assert str(caught.value).endswith(
-            f"answered 404: Not Found (nothing at http://127.0.0.1:{not_a_pusher_api} serves Pusher's HTTP API: check "
-            "the port and any path prefix in the provider URL; the emulator listens on 6001 by default, relay serve "
-            "(the gateway) on 8000)"
+        assert str(caught.value) == (
+            f"the server at http://127.0.0.1:{not_a_pusher_api} answered 404: Not Found (no Pusher HTTP API there: "
+            "check the port and any path prefix in the provider URL; the emulator listens on 6001 by default, relay "
+            "serve (the gateway) on 8000)"
         ), str(caught.value)
+        assert caught.value.answered_by == f"the server at http://127.0.0.1:{not_a_pusher_api}"
 
 
 async def test_a_path_prefix_the_emulator_lacks_says_to_check_it_and_an_unknown_app_names_the_app_id(
@@ -214,7 +215,10 @@ async def test_a_path_prefix_the_emulator_lacks_says_to_check_it_and_an_unknown_
     prefixed = f"emulator://{emulator.app.key}:{emulator.app.secret}@127.0.0.1:{emulator.port}/pusher/apps/1"
     with pytest.raises(RelayError) as caught:
         await make_relay(prefixed).publish("orders", "shipped", 1)
-    assert f"nothing at http://127.0.0.1:{emulator.port}/pusher serves Pusher's HTTP API" in str(caught.value)
+    assert str(caught.value).startswith(
+        f"the server at http://127.0.0.1:{emulator.port}/pusher answered 404: no route for "
+    ), str(caught.value)
+    assert "(no Pusher HTTP API there: check the port and any path prefix" in str(caught.value)
     with pytest.raises(RelayError) as caught:
         await make_relay(emulator_url(emulator, app_id="nope")).publish("orders", "shipped", 1)
     assert str(caught.value).endswith("(check the app id and host in the provider URL)"), str(caught.value)
