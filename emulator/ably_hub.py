@@ -497,21 +497,36 @@ class OccupancyWatch:
 
 
 @dataclass(slots=True)
-class Attachment:
+class NameModes:
+    """The modes of one name a connection attached a channel by: each is a channel of its own to the client (an SDK
+    keeps one channel object per name), with the modes its own ATTACH was granted."""
+
     modes: int
     requested: int  # the modes the ATTACH asked for: a new token's capability may grant more of them, or fewer
+
+
+@dataclass(slots=True)
+class Attachment:
     entered: set[str] = field(default_factory=set)  # client ids this connection entered with
     # For a resume (DeliveryLog.since): the app's serial when it was made (nothing before is replayed to it), and
     # the channelSerials it was sent that are no delivery of the log (its ATTACHEDs', its rewind's last), each with
     # the serial it stands for.
     made_at: int = 0
     points: dict[str, int] = field(default_factory=dict)
-    # The names the client attached the channel with, which its frames carry (an SDK routes by them): orders, and
-    # [?rewind=1]orders too when a page has both channel objects.
-    names: list[str] = field(default_factory=list)
+    # The names the client attached the channel with, which its frames carry (an SDK routes by them), each with its
+    # own modes: orders, and [?modes=publish]orders too when a page has both channel objects.
+    names: dict[str, NameModes] = field(default_factory=dict)
     # The one of them whose ATTACH asked for occupancy events ([?occupancy=metrics]orders), which they are sent under
     # and which stops them when it goes (a DETACH, or an ATTACH again without the param)
     occupancy_name: str | None = None
+
+    @property
+    def modes(self) -> int:
+        """The modes of any of its names: what the connection counts for in the channel's occupancy."""
+        modes = 0
+        for name in self.names.values():
+            modes |= name.modes
+        return modes
 
 
 # -- what Ably attachments were sent, for resumes ------------------------------------------------------------------

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from itertools import groupby
-from typing import Any, NoReturn, Protocol, TypeGuard
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
@@ -47,6 +47,7 @@ from relay.emulator.ably_hub import (
     AblyApp,
     Attachment,
     Delivered,
+    NameModes,
     Outbound,
     check_message_count,
     check_messages,
@@ -113,10 +114,19 @@ _OPERATION_MODES = {
 }
 
 
-def _granted_modes(credentials: Credentials, channel: str, attachment: Attachment) -> int:
-    """The modes an attachment has under new credentials (a reauth's, a resume's): those its ATTACH asked for that
-    their capability allows."""
-    return allowed_modes(credentials, channel) & attachment.requested
+def _granted_modes(credentials: Credentials, channel: str, name: NameModes) -> int:
+    """The modes a name of an attachment has under new credentials (a reauth's, a resume's): those its ATTACH asked
+    for that their capability allows."""
+    return allowed_modes(credentials, channel) & name.requested
+
+
+def sent_to(modes: int, *, presence: bool, own: bool, echo: bool) -> bool:
+    """Whether a name attached with ``modes`` is sent a message (``presence``: a presence change): SUBSCRIBE for a
+    message, PRESENCE_SUBSCRIBE for presence; and a message its ``own`` connection published only with ``echo``
+    (presence changes are sent to their own connection whatever its echo). AblySession.deliver_foreign applies it
+    inline, once per subscriber of each publish, where a call costs as much as the rule."""
+    wanted = MODE_PRESENCE_SUBSCRIBE if presence else MODE_SUBSCRIBE
+    return bool(modes & wanted) and (echo or presence or not own)
 
 
 def allowed_modes(credentials: Credentials, channel: str) -> int:
@@ -131,6 +141,19 @@ def allowed_modes(credentials: Credentials, channel: str) -> int:
             for operation in operations:
                 modes |= _OPERATION_MODES.get(operation, 0)
     return modes & MODE_SUBSCRIBE if is_metachannel(channel) else modes
+
+
+class _AttachRequest(NamedTuple):
+    """An ATTACH, checked: the name as the client attached by (``[?rewind=1]orders``), its channel (``orders``), its
+    params, the modes granted (of those requested), and the rewind and occupancy categories it asks for."""
+
+    shown: str
+    name: str
+    params: Mapping[str, Any]
+    modes: int
+    requested: int
+    rewind: Rewind | None
+    occupancy: tuple[str, ...] | None
 
 
 class ResumableLink(Link, Protocol):
@@ -281,7 +304,8 @@ class AblySession(ForeignPeer):
         self.last_activity = self.last_sent = self._resumed_at = now
         self._awaiting = {name for attachment in self.channels.values() for name in attachment.names}
         for name, attachment in self.channels.items():  # the new token's capability, before any re-attach (RTC8a1)
-            attachment.modes = _granted_modes(credentials, name, attachment)
+            for name_modes in attachment.names.values():
+                name_modes.modes = _granted_modes(credentials, name, name_modes)
         self._send(self._connected())
 
     def connection_lost(self, link: ResumableLink | None = None) -> None:
@@ -496,17 +520,17 @@ class AblySession(ForeignPeer):
         if self._held_at is None and shown not in self._awaiting:  # under the name that asked, not the others
             self.send_frame(outbound.frame_as(shown, self.binary))
 
-    def _send_as(self, attachment: Attachment, outbound: Outbound, tally: ForeignTally | None = None) -> None:
-        """``outbound`` under each name the client attached its channel with, unless the connection is held or that
-        name waits for its re-attach: the re-attach gets what it missed from the app's DeliveryLog. With ``tally``
-        (a delivery's, shared by its recipients), the frames are counted there, for the hub to meter once."""
-        for name in attachment.names:
-            if self._held_at is None and name not in self._awaiting:
+    def _send_as(self, attachment: Attachment, outbound: Outbound, wanted: int, cache: dict[object, object]) -> None:
+        """``outbound`` under each name the client attached its channel with whose modes include ``wanted``, unless
+        the connection is held or that name waits for its re-attach: the re-attach gets what it missed from the app's
+        DeliveryLog. The frames are counted in the delivery's ForeignTally (``cache``'s), for the hub to meter once."""
+        if self._held_at is not None:
+            return
+        for name, name_modes in attachment.names.items():
+            if name_modes.modes & wanted and name not in self._awaiting:
                 frame = outbound.frame_as(name, self.binary)
-                if tally is None:
-                    self.send_frame(frame)
-                elif self._write(frame):
-                    tally.wrote(frame, self.socket_id)
+                if self._write(frame):
+                    ForeignTally.of(cache, self.state.compressing).wrote(frame, self.socket_id)
 
     def send_text(self, text: str) -> None:
         """Pusher protocol text is never sent to an Ably connection (the hub only sends it to signed-in users)."""
@@ -540,13 +564,12 @@ class AblySession(ForeignPeer):
             cache["logged"] = True
             size = len(outbound.frame(self.binary))
             self.app.deliveries.record(channel, outbound, size, self.app.next_serial(), self.app.wall_ms())
-        wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
-        # _was_sent, inline (per subscriber): echo=false by the message's connectionId too, since a publish "as" this
-        # connection sent to another node (REST with its connectionKey) cannot name it as the one to leave out
-        if attachment.modes & wanted and (
-            self.echo or outbound.presence or outbound.fields.get("connectionId") != self.socket_id
-        ):
-            self._send_as(attachment, outbound, ForeignTally.of(cache, self.state.compressing))
+        # sent_to, inline (per subscriber; the modes are each name's, in _send_as): echo=false by the message's
+        # connectionId too, since a publish "as" this connection sent to another node (REST with its connectionKey)
+        # cannot name it as the one to leave out
+        if self.echo or outbound.presence or outbound.fields.get("connectionId") != self.socket_id:
+            wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
+            self._send_as(attachment, outbound, wanted, cache)
 
     # -- input ------------------------------------------------------------------------------------------------
 
@@ -599,49 +622,16 @@ class AblySession(ForeignPeer):
     def _attach(self, message: Mapping[str, Any]) -> None:
         raw = message.get("channel")
         try:
-            name, params = self._channel_of(raw, message.get("params"))
-            assert isinstance(raw, str)  # a name: _channel_of refused anything else
-            modes = allowed_modes(self.credentials, name)
-            if not modes:
-                raise AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}")
-            requested = _requested_modes(params, message.get("flags"))
-            modes &= requested
-            attachment = self.channels.get(name)
-            # Each name is a channel to the client (``room`` and ``[?rewind=1]room``), and is kept: all count
-            if (attachment is None or raw not in attachment.names) and self._names() >= MAX_CHANNELS_PER_CONNECTION:
-                limit = MAX_CHANNELS_PER_CONNECTION
-                raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
-            rewind, occupancy = _channel_params(params)
-            if occupancy is not None and not allows(self.credentials.capability, name, "channel-metadata"):
-                raise AblyError(
-                    40160, f"Occupancy events need the 'channel-metadata' capability on channel {name[:100]!r}"
-                )
+            request = self._attach_request(raw, message)
         except AblyError as exc:
             if not isinstance(raw, str):  # no channel to fail: the ERROR fails the connection (§D.4), so it ends
                 raise
             self._forget_name(raw)  # that channel fails: nothing more is delivered to it
             self._error_for(raw, exc)
             return
-        rewound: list[Kept] = []
-        truncated = False
-        missed: list[Delivered] | None = None
-        if attachment is None:
-            attachment = self.channels[name] = Attachment(modes, requested, made_at=self.app.last_serial)
-            self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
-            channel = self.state.subscribe(self, name, None)
-            self.state.subscription_count_changed(channel)  # Pusher's pusher:subscription_count, when enabled
-        else:
-            attachment.modes, attachment.requested = modes, requested
-        if raw not in attachment.names:
-            attachment.names.append(raw)
-            # Ably rewinds a first attachment only: an ATTACH with a channelSerial resumes (a reconnected ably-js sends
-            # one), and a second ATTACH changes modes.
-            if rewind is not None and modes & MODE_SUBSCRIBE and not message.get("channelSerial"):
-                rewound, truncated = self.app.history.last(name, self.app.wall_ms(), rewind)
-                self.state.meter.history_read(len(rewound))
-        elif raw in self._awaiting:  # a resumed connection's: what it missed since the serial it names
-            self._awaiting.discard(raw)
-            missed = self.app.deliveries.since(name, message.get("channelSerial"), attachment)
+        shown, name, modes = request.shown, request.name, request.modes
+        attachment = self._attachment_of(name)
+        rewound, truncated, missed = self._take_name(attachment, request, message.get("channelSerial"))
         members = self.app.members(name) if modes & MODE_PRESENCE_SUBSCRIBE else []
         flags = modes | (RESUMED if missed is not None else 0) | (HAS_PRESENCE if members else 0)
         replay = [
@@ -649,53 +639,116 @@ class AblySession(ForeignPeer):
             for delivered in missed or ()
             if self._was_sent(delivered.outbound, modes) and (outbound := replayed(delivered.outbound)) is not None
         ]
-        attached = self._attached(raw, flags | (HAS_BACKLOG if rewound else 0), attachment, keep_serial=bool(replay))
+        attached = self._attached(shown, flags | (HAS_BACKLOG if rewound else 0), attachment, keep_serial=bool(replay))
         if replay:  # the client's serial stays its last message's until the missed ones move it on
             attached["channelSerial"] = message["channelSerial"]
-        if rewind is not None or occupancy is not None or "modes" in params:  # applied, so shown (channel.params)
+        params = request.params
+        if request.rewind is not None or request.occupancy is not None or "modes" in params:  # shown: channel.params
             attached["params"] = {key: params[key] for key in APPLIED_PARAMS if key in params}
         if truncated:  # the attach succeeds; the cut is a non-fatal error, the state change's reason in ably-js
             most = MAX_REWIND_MESSAGES
             cut = f"Unable to recover channel (message limit exceeded): rewind sends the last {most} messages at most"
             attached["error"] = AblyError(90004, cut, 404).body()
         self._send(attached)
-        for outbound in replay:  # before the presence set they led to
-            self.send_frame(outbound.frame_as(raw, self.binary))
+        self._send_backlog(shown, replay, members, rewound)
+        if rewound:  # the client's serial is then the last rewound message's: it stands for the attach
+            self._point(attachment, rewound[-1].fields["channelSerial"], attachment.made_at)
+        self._follow_occupancy(request, attachment)
+
+    def _attach_request(self, raw: object, message: Mapping[str, Any]) -> _AttachRequest:
+        """What an ATTACH asks for, checked against the capability and the connection's limits (AblyError if not)."""
+        name, params = self._channel_of(raw, message.get("params"))
+        assert isinstance(raw, str)  # a name: _channel_of refused anything else
+        modes = allowed_modes(self.credentials, name)
+        if not modes:
+            raise AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}")
+        requested = _requested_modes(params, message.get("flags"))
+        attachment = self.channels.get(name)
+        # Each name is a channel to the client (``room`` and ``[?rewind=1]room``), and is kept: all count
+        if (attachment is None or raw not in attachment.names) and self._names() >= MAX_CHANNELS_PER_CONNECTION:
+            limit = MAX_CHANNELS_PER_CONNECTION
+            raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
+        rewind, occupancy = _channel_params(params)
+        if occupancy is not None and not allows(self.credentials.capability, name, "channel-metadata"):
+            raise AblyError(40160, f"Occupancy events need the 'channel-metadata' capability on channel {name[:100]!r}")
+        return _AttachRequest(raw, name, params, modes & requested, requested, rewind, occupancy)
+
+    def _attachment_of(self, name: str) -> Attachment:
+        """The connection's attachment to ``name``, made (and the connection subscribed to the channel) if new."""
+        attachment = self.channels.get(name)
+        if attachment is None:
+            attachment = self.channels[name] = Attachment(made_at=self.app.last_serial)
+            self.app.attachments.setdefault(name, {})[self.socket_id] = attachment
+            channel = self.state.subscribe(self, name, None)
+            self.state.subscription_count_changed(channel)  # Pusher's pusher:subscription_count, when enabled
+        return attachment
+
+    def _take_name(
+        self, attachment: Attachment, request: _AttachRequest, channel_serial: object
+    ) -> tuple[list[Kept], bool, list[Delivered] | None]:
+        """The ATTACH's name with its modes in ``attachment``, and what it is sent besides ATTACHED: a new name's
+        rewind (the messages, whether the limit cut it), or a resumed one's deliveries since ``channel_serial``."""
+        shown, modes = request.shown, request.modes
+        name_modes = attachment.names.get(shown)
+        if name_modes is not None:  # a second ATTACH changes the name's modes
+            name_modes.modes, name_modes.requested = modes, request.requested
+            if shown not in self._awaiting:
+                return [], False, None
+            self._awaiting.discard(shown)  # a resumed connection's: what it missed since the serial it names
+            return [], False, self.app.deliveries.since(request.name, channel_serial, attachment)
+        attachment.names[shown] = NameModes(modes, request.requested)
+        # Ably rewinds a first attachment only: an ATTACH with a channelSerial resumes (a reconnected ably-js sends
+        # one), and a second ATTACH changes modes.
+        if request.rewind is None or not modes & MODE_SUBSCRIBE or channel_serial:
+            return [], False, None
+        rewound, truncated = self.app.history.last(request.name, self.app.wall_ms(), request.rewind)
+        self.state.meter.history_read(len(rewound))
+        return rewound, truncated, None
+
+    def _send_backlog(
+        self, shown: str, replay: list[Outbound], members: list[dict[str, Any]], rewound: list[Kept]
+    ) -> None:
+        """What follows an ATTACHED: a resume's missed deliveries, then the presence set they led to (SYNC pages),
+        then a rewind's messages."""
+        for outbound in replay:
+            self.send_frame(outbound.frame_as(shown, self.binary))
         if members:
             sync_id = f"{self.app.next_serial():x}"
             pages = sync_pages(members)
             for number, page in enumerate(pages, 1):
                 cursor = "" if number == len(pages) else str(number)  # an empty cursor ends the sync (RTP18)
-                sync = {"action": SYNC, "channel": raw, "channelSerial": f"{sync_id}:{cursor}", "presence": page}
+                sync = {"action": SYNC, "channel": shown, "channelSerial": f"{sync_id}:{cursor}", "presence": page}
                 self._send(sync)
         for _, messages in groupby(rewound, lambda kept: id(kept.fields)):  # the messages of a publish go together
             group = list(messages)
-            self._send({**group[0].fields, "channel": raw, "messages": [kept.item() for kept in group]})
-        if rewound:  # the client's serial is then the last rewound message's: it stands for the attach
-            self._point(attachment, rewound[-1].fields["channelSerial"], attachment.made_at)
-        if occupancy is not None and modes & MODE_SUBSCRIBE:  # the events are MESSAGEs: a subscriber's
-            attachment.occupancy_name = raw
-            self.app.watch_occupancy(name, self, occupancy)
-        elif raw == attachment.occupancy_name:  # an ATTACH again without the param stops the events
-            self._stop_occupancy(name, attachment)
+            self._send({**group[0].fields, "channel": shown, "messages": [kept.item() for kept in group]})
+
+    def _follow_occupancy(self, request: _AttachRequest, attachment: Attachment) -> None:
+        """Occupancy events for the name whose ATTACH asks for them; an ATTACH of that name again without the
+        param stops them."""
+        if request.occupancy is not None and request.modes & MODE_SUBSCRIBE:  # the events are MESSAGEs: a subscriber's
+            attachment.occupancy_name = request.shown
+            self.app.watch_occupancy(request.name, self, request.occupancy)
+        elif request.shown == attachment.occupancy_name:
+            self._stop_occupancy(request.name, attachment)
 
     def _names(self) -> int:
         """The channel names the connection is attached by."""
         return sum(len(attachment.names) for attachment in self.channels.values())
 
     def _was_sent(self, outbound: Outbound, modes: int) -> bool:
-        """Whether an attachment with ``modes`` was sent ``outbound`` (echo=false: not its own messages). The rule
-        deliver_foreign applies inline, once per subscriber of each publish, where a call costs as much as the rule."""
-        wanted = MODE_PRESENCE_SUBSCRIBE if outbound.presence else MODE_SUBSCRIBE
-        return bool(modes & wanted) and (
-            self.echo or outbound.presence or outbound.fields.get("connectionId") != self.socket_id
-        )
+        """Whether a name attached with ``modes`` was sent ``outbound`` (:func:`sent_to`), for a resume's replay."""
+        own = outbound.fields.get("connectionId") == self.socket_id
+        return sent_to(modes, presence=outbound.presence, own=own, echo=self.echo)
 
     def sends_own_messages(self, channel: str) -> bool:
-        """:meth:`_was_sent` for a message this connection published on ``channel``: for the usage meter, once per
-        publish (Ably bills the echo)."""
+        """Whether a message this connection publishes on ``channel`` is sent back to it (:func:`sent_to`), under
+        one name or more: for the usage meter, which counts the echo once per publish, as a delivery to a
+        connection (however many of its names it goes under) is counted once."""
         attachment = self.channels.get(channel)
-        return self.echo and attachment is not None and bool(attachment.modes & MODE_SUBSCRIBE)
+        return attachment is not None and any(
+            sent_to(name.modes, presence=False, own=True, echo=self.echo) for name in attachment.names.values()
+        )
 
     def _attached(self, shown: str, flags: int, attachment: Attachment, *, keep_serial: bool = False) -> dict[str, Any]:
         # A channelSerial, as Ably sends, in the form messages carry (the app's newest serial: later messages have
@@ -734,7 +787,7 @@ class AblySession(ForeignPeer):
         attachment = self.channels.get(name)
         if attachment is None or shown not in attachment.names:
             return
-        attachment.names.remove(shown)
+        del attachment.names[shown]
         self._awaiting.discard(shown)
         if shown == attachment.occupancy_name:
             self._stop_occupancy(name, attachment)
@@ -771,15 +824,17 @@ class AblySession(ForeignPeer):
                 raise AblyError(
                     42911, "max per-connection publish rate limit exceeded (nonfatal): unable to publish message", 429
                 )
-            name, _ = self._channel_of(message.get("channel"))
+            shown = message.get("channel")
+            name, _ = self._channel_of(shown)
+            assert isinstance(shown, str)  # a name: _channel_of refused anything else
             if is_metachannel(name):
                 refused = "publish to" if action == MESSAGE else "use presence on"
                 raise AblyError(40160, f"Unable to {refused} {name!r}: no capability permits that on a metachannel")
             if action == MESSAGE:
-                serials = self._publish(name, items)
+                serials = self._publish(name, shown, items)
                 ack: dict[str, Any] = {"action": ACK, "msgSerial": serial, "count": 1, "res": [{"serials": serials}]}
             else:
-                self._presence(name, serial, items)
+                self._presence(name, shown, serial, items)
                 ack = {"action": ACK, "msgSerial": serial, "count": 1}
         except AblyError as exc:
             self._reply(serial, {"action": NACK, "msgSerial": serial, "count": 1, "error": exc.body()})
@@ -795,9 +850,17 @@ class AblySession(ForeignPeer):
             del replies[next(iter(replies))]
         self._send(reply)
 
-    def _publish(self, name: str, raw: object) -> list[str]:
+    def _name_modes(self, name: str, shown: str) -> NameModes | None:
+        """The modes of the connection's channel ``shown`` (``name`` qualified as the client attached it), if
+        attached."""
         attachment = self.channels.get(name)
-        modes = attachment.modes if attachment is not None else allowed_modes(self.credentials, name)
+        return None if attachment is None else attachment.names.get(shown)
+
+    def _publish(self, name: str, shown: str, raw: object) -> list[str]:
+        """A publish under ``shown``: its modes allow it if that name is attached (another name of the channel has
+        modes of its own), else the capability (the SDKs publish on a channel they have not attached)."""
+        attached = self._name_modes(name, shown)
+        modes = attached.modes if attached is not None else allowed_modes(self.credentials, name)
         if not modes & MODE_PUBLISH:
             self._refuse_mode(name, MODE_PUBLISH, f"Unable to publish to {name[:100]!r}")
         if not isinstance(raw, list) or not raw:
@@ -808,11 +871,11 @@ class AblySession(ForeignPeer):
         _, serials = self.app.publish(name, messages, connection_id=self.socket_id, exclude=exclude, realtime=True)
         return serials
 
-    def _presence(self, name: str, serial: int, raw: object) -> None:
-        attachment = self.channels.get(name)
-        if attachment is None:
-            raise AblyError(91001, f"Unable to enter presence: channel {name[:100]!r} is not attached")
-        if not attachment.modes & MODE_PRESENCE:
+    def _presence(self, name: str, shown: str, serial: int, raw: object) -> None:
+        attached = self._name_modes(name, shown)  # presence is the channel's, entered by one of its names
+        if attached is None:
+            raise AblyError(91001, f"Unable to enter presence: channel {shown[:100]!r} is not attached")
+        if not attached.modes & MODE_PRESENCE:
             self._refuse_mode(name, MODE_PRESENCE, f"Unable to use presence on {name[:100]!r}")
         if not isinstance(raw, list) or not raw:
             raise AblyError(40000, "PRESENCE needs a non-empty presence array")
@@ -822,6 +885,7 @@ class AblySession(ForeignPeer):
         if total > limit:  # presence messages are messages: the same limit
             raise message_too_large("presence", total, limit)
         self.app.check_presence(name, self.socket_id, checked)  # all or nothing: nothing is applied when it raises
+        attachment = self.channels[name]
         items = []
         for index, (action, client_id, data, encoding) in enumerate(checked):
             message_id = f"{self.socket_id}:{serial}:{index}"
@@ -892,33 +956,38 @@ class AblySession(ForeignPeer):
         credentials = _with_client_id(credentials, self.credentials.client_id)
         self.credentials = credentials
         self._renew_at_ms = renewal_time(credentials.expires_ms, self.app.wall_ms())
-        denied, changed = [], []
-        for attachment_name, attachment in self.channels.items():  # a new capability may widen modes, or end them
-            modes = _granted_modes(credentials, attachment_name, attachment)
-            watching = self.app.watching_occupancy(attachment_name, self.socket_id)
-            if not modes or (watching and not allows(credentials.capability, attachment_name, "channel-metadata")):
-                denied.append(attachment_name)  # its occupancy events too need what the attach needed
-            elif modes != attachment.modes:
-                changed.append(attachment_name)
-                if watching and not modes & MODE_SUBSCRIBE:
-                    self.app.unwatch_occupancy(attachment_name, self.socket_id)
-            attachment.modes = modes
         self._send(self._connected())
-        for attachment_name in changed:
+        # A new capability may widen each name's modes, or end them: the names whose modes changed are told so,
+        # after the CONNECTED, and those it no longer allows fail (RTC8a1), the connection staying.
+        changed, denied = self._regrant(credentials)
+        for name, shown in changed:
             # RESUMED: the SDK takes the new modes (ably-js's channel.modes) and keeps its presence set and attach
             # serial, as the channel's continuity was never broken (RTL12).
-            attachment = self.channels[attachment_name]
-            present = attachment.modes & MODE_PRESENCE_SUBSCRIBE and self.app.members(attachment_name)
-            flags = attachment.modes | RESUMED | (HAS_PRESENCE if present else 0)
-            for shown in attachment.names:
-                if shown not in self._awaiting:  # its re-ATTACH is answered with the new modes, and what it missed
-                    self._send(self._attached(shown, flags, attachment))
-        for attachment_name in denied:  # that channel fails (RTC8a1), the connection stays
-            names = self.channels[attachment_name].names
-            self._release_channel(attachment_name)
-            error = AblyError(40160, f"Channel denied access based on given capability: {attachment_name[:100]!r}")
-            for shown in names:
-                self._error_for(shown, error)
+            attachment = self.channels[name]
+            modes = attachment.names[shown].modes
+            present = modes & MODE_PRESENCE_SUBSCRIBE and self.app.members(name)
+            if shown not in self._awaiting:  # its re-ATTACH is answered with the new modes, and what it missed
+                self._send(self._attached(shown, modes | RESUMED | (HAS_PRESENCE if present else 0), attachment))
+        for name, shown in denied:
+            self._forget_name(shown)
+            self._error_for(shown, AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}"))
+
+    def _regrant(self, credentials: Credentials) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Each attached name's modes under a reauth's ``credentials``: the (channel, name) pairs whose modes changed,
+        and those the capability no longer allows, nor their occupancy events (which need what their attach did)."""
+        changed, denied = [], []
+        for name, attachment in self.channels.items():
+            for shown, name_modes in attachment.names.items():
+                modes = _granted_modes(credentials, name, name_modes)
+                watching = shown == attachment.occupancy_name
+                if not modes or (watching and not allows(credentials.capability, name, "channel-metadata")):
+                    denied.append((name, shown))
+                elif modes != name_modes.modes:
+                    changed.append((name, shown))
+                    if watching and not modes & MODE_SUBSCRIBE:
+                        self._stop_occupancy(name, attachment)
+                name_modes.modes = modes
+        return changed, denied
 
 
 # How long before a token expires the server asks for the next one (an AUTH message, RTN22): SDKs then fetch a token

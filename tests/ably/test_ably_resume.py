@@ -169,7 +169,7 @@ def test_the_log_says_when_it_no_longer_reaches_back() -> None:
     for position in range(1, 5):
         fields = {"action": MESSAGE, "channel": "room", "channelSerial": f"{position:016x}", "messages": []}
         log.record("room", Outbound(fields), 50, position, now_ms=position)
-    attachment = Attachment(0, 0, points={f"{0:016x}": 0, "attached-at-3": 3})
+    attachment = Attachment(points={f"{0:016x}": 0, "attached-at-3": 3})
 
     def positions(serial: str) -> list[int] | None:
         found = log.since("room", serial, attachment)
@@ -190,7 +190,7 @@ def test_a_delivery_after_a_quiet_spell_drops_the_aged_entries_a_step_at_a_time(
     for position in range(1, 2 * EXPIRY_STEP + 1):
         fields = {"action": MESSAGE, "channel": "room", "channelSerial": f"{position:016x}", "messages": []}
         log.record("room", Outbound(fields), 50, position, now_ms=0)
-    attachment = Attachment(0, 0)
+    attachment = Attachment()
     later = DELIVERY_LOG_MS + 1
     fields = {"action": MESSAGE, "channel": "room", "channelSerial": "live", "messages": []}
     log.record("room", Outbound(fields), 50, 2 * EXPIRY_STEP + 1, now_ms=later)
