@@ -7,6 +7,7 @@ every name, whatever that name's ATTACH asked for.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from ablysupport import (
     ALL_MODES,
     API_KEY,
     APP,
+    ATTACH,
     ATTACHED,
     AUTH,
     CONNECTED,
@@ -205,3 +207,25 @@ async def test_the_echo_is_metered_once_for_the_names_that_get_it(ably_emulator:
     await listener.expect(MESSAGE)
     day: DayUsage = whole_run(ably_emulator.node.states[APP.app_id].meter.days())
     assert (day.deliveries, day.echo_deliveries) == (1, 1)
+
+
+async def test_a_resumed_name_is_sent_what_its_own_modes_took_in(ably_emulator: RunningEmulator, wires: Wires) -> None:
+    """After a dropped socket and a resume, each name's re-attach is RESUMED with the missed messages its own modes
+    take: ``room`` gets the message published meanwhile, ``[?modes=publish]room`` nothing."""
+    phone, watcher = await ably_wire(ably_emulator), await ably_wire(ably_emulator)
+    wires.extend((phone, watcher))
+    taken = {name: (await phone.attach(name))["channelSerial"] for name in ("room", "[?modes=publish]room")}
+    phone.ws.transport.abort()  # no CLOSE: the connection is held for a resume
+    await asyncio.sleep(0.1)
+    await watcher.publish("room", {"name": "tick", "data": "missed"})
+    await watcher.expect(ACK)
+
+    back = await ably_wire(ably_emulator, f"key={API_KEY}&resume={phone.connected['connectionKey']}")
+    wires.append(back)
+    assert back.connected["connectionId"] == phone.connected["connectionId"]
+    for name in ("[?modes=publish]room", "room"):
+        await back.send({"action": ATTACH, "channel": name, "channelSerial": taken[name]})
+    sent = await sent_before_pong(back, "after-the-re-attach")
+    assert shown(sent) == [(ATTACHED, "[?modes=publish]room"), (ATTACHED, "room"), (MESSAGE, "room")]
+    assert [message["flags"] for message in sent[:2]] == [PUBLISH_MODE | RESUMED_FLAG, ALL_MODES | RESUMED_FLAG]
+    assert sent[2]["messages"][0]["data"] == "missed"
