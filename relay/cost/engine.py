@@ -19,7 +19,7 @@ from .models import (
 )
 from .rules import assumptions_for, evaluate
 
-__all__ = ["CheapestSide", "cheapest_side", "crossovers", "estimate", "geometric_scales", "sweep"]
+__all__ = ["CheapestSide", "cheapest_side", "crossovers", "estimate", "geometric_scales", "nodes_caveat", "sweep"]
 
 #: Which kind of option is the cheapest at one scale: "same" when the cheapest of each kind cost the same, "none" when
 #: no option of either kind fits (or has a known price).
@@ -175,7 +175,7 @@ def _workload_assumptions(w: Workload, prices: Prices, results: Sequence[Provide
         )
     if any(result.kind == "selfhosted" for result in results):
         cap = prices.capacity
-        lines.append(_selfhosted_caveat(w))
+        lines.append(_selfhosted_caveat(w, results))
         lines.append(f"self-hosted capacity ({cap.confidence} confidence, as of {cap.as_of}): {cap.source}")
     closed = [result.name for result in results if result.kind == "managed" and not result.new_accounts]
     if closed:
@@ -187,19 +187,32 @@ def _workload_assumptions(w: Workload, prices: Prices, results: Sequence[Provide
     return tuple(lines)
 
 
-def _selfhosted_caveat(w: Workload) -> str:
-    """What a self-hosted figure leaves out that a managed price includes."""
-    if w.min_nodes == 1:
-        nodes = (
-            "one node where one carries the load (more where their transfer allowances make more nodes cheaper), "
-            "with no failover: pass --min-nodes 2 for a standby"
-        )
-    else:
-        nodes = f"at least {w.min_nodes} nodes (--min-nodes), behind one Redis, itself not redundant"
+def _selfhosted_caveat(w: Workload, results: Sequence[ProviderEstimate]) -> str:
+    """What a self-hosted figure leaves out that a managed price includes, for the node counts priced."""
+    priced = [result.nodes for result in results if result.kind == "selfhosted" and result.status == "fits"]
+    nodes = nodes_caveat(w.min_nodes, [count for count in priced if count is not None])
     return (
         f"self-hosted figures are machines only, {nodes}; the time to run, patch and watch them (on call) is not "
         "priced, while a managed price includes it"
     )
+
+
+def nodes_caveat(min_nodes: int, priced: Collection[int]) -> str:
+    """What the self-hosted node counts ``priced`` lack (``min_nodes``: --min-nodes): one node has no failover, and
+    several share one Redis, itself not redundant. Said of the counts priced, which may be more than the load needs
+    (their transfer allowances make more nodes cheaper)."""
+    redis = "behind one Redis, itself not redundant"
+    if min_nodes > 1:
+        return f"at least {min_nodes} nodes (--min-nodes), {redis}"
+    single = "one node, with no failover: pass --min-nodes 2 for a standby"
+    several = sorted({count for count in priced if count > 1})
+    if not several:
+        return single
+    counts = str(several[0]) if len(several) == 1 else f"{several[0]} to {several[-1]}"
+    more = f"{counts} nodes where the load or their transfer allowances take more, {redis}"
+    if 1 in priced:
+        return f"one node where one is priced, with no failover (pass --min-nodes 2 for a standby); {more}"
+    return more
 
 
 # --- across scales --------------------------------------------------------------------------------------------------

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from relay.errors import ConfigError
 
-from .engine import crossovers, estimate, geometric_scales
+from .engine import crossovers, estimate, geometric_scales, nodes_caveat
 from .models import Crossover, Estimate, Prices, Workload
 from .render import workload_summary
 
-__all__ = ["PlotResult", "check_plot", "plot_costs"]
+__all__ = ["PlotResult", "check_plot", "footer", "plot_costs"]
 
 FORMATS = ("png", "svg")
 _WIDTH_INCHES = 12
@@ -115,16 +115,11 @@ def plot_costs(
     axes.set_title(f"Monthly cost against scale; ×1 = {workload_summary(workload)}", fontsize=9)
     axes.grid(True, which="both", linewidth=0.3, alpha=0.6)
     legend = figure.legend(handles=legend_handles, fontsize=8, loc="outside right upper")
-    capacity = prices.capacity
-    footer = (
-        f"Gaps: no listed plan fits. Dots (in a provider's colour): self-hosting becomes cheaper than it. Self-hosted: "
-        f"machines only, at least {workload.min_nodes} node{'s' if workload.min_nodes > 1 else ' (no failover)'}, no "
-        f"staff time. Pricing data {prices.version} (as of {prices.as_of}); self-hosted capacity "
-        f"{capacity.confidence} confidence (as of {capacity.as_of}). {workload.days_per_month:g} days/month."
-    )
     # Wrapped here, in lines the figure holds, so that the layout makes room for all of them (matplotlib's own wrap
     # happens when drawing, after the layout, in the versions the extra allows).
-    figure.supxlabel(textwrap.fill(footer, _FOOTER_LINE), x=0.01, ha="left", fontsize=_FOOTER_POINTS)
+    figure.supxlabel(
+        textwrap.fill(footer(workload, prices, grid), _FOOTER_LINE), x=0.01, ha="left", fontsize=_FOOTER_POINTS
+    )
     try:
         figure.savefig(path, format=fmt)
     except OSError as exc:
@@ -159,6 +154,23 @@ def check_plot(workload: Workload, path: Path) -> str:
             "--plot needs matplotlib, the optional extra plot: .venv/bin/pip install -e '.[plot]' in the checkout"
         ) from exc
     return fmt
+
+
+def footer(workload: Workload, prices: Prices, grid: Collection[Estimate]) -> str:
+    """The plot's footnote: what its lines leave out, the self-hosted ones for the node counts priced along ``grid``."""
+    priced = [
+        result.nodes
+        for est in grid
+        for result in est.providers
+        if result.kind == "selfhosted" and result.status == "fits" and result.nodes is not None
+    ]
+    capacity = prices.capacity
+    return (
+        f"Gaps: no listed plan fits. Dots (in a provider's colour): self-hosting becomes cheaper than it. Self-hosted: "
+        f"machines only, {nodes_caveat(workload.min_nodes, priced)}; no staff time. Pricing data {prices.version} "
+        f"(as of {prices.as_of}); self-hosted capacity {capacity.confidence} confidence (as of {capacity.as_of}). "
+        f"{workload.days_per_month:g} days/month."
+    )
 
 
 def _cost(est: Estimate, provider_id: str) -> float:

@@ -156,9 +156,8 @@ def test_min_nodes_prices_a_standby_and_redis(prices: Prices) -> None:
 def test_one_node_and_the_staff_left_out_are_said_in_assumptions_and_crossovers() -> None:
     result = run_cost_json([*EDGE, "--provider", "pusher", "--provider", "hetzner"])
     assert (
-        "self-hosted figures are machines only, one node where one carries the load (more where their transfer "
-        "allowances make more nodes cheaper), with no failover: pass --min-nodes 2 for a standby; the time to run, "
-        "patch and watch them (on call) is not priced, while a managed price includes it"
+        "self-hosted figures are machines only, one node, with no failover: pass --min-nodes 2 for a standby; the "
+        "time to run, patch and watch them (on call) is not priced, while a managed price includes it"
     ) in result["assumptions"]
     texts = [crossing["text"] for crossing in result["crossovers"]]
     assert (
