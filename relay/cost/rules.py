@@ -140,7 +140,7 @@ def _bytes_out_per_day(w: Workload, prices: Prices, *, echo: bool = False) -> fl
     """Bytes written to clients per day: measured (less its echoes with echo off), or deliveries × (message size +
     Pusher framing), with a client event's echo when ``echo``."""
     if w.bytes_out_per_day is not None:
-        return w.bytes_out_per_day - _echo_bytes_per_day(w)
+        return w.bytes_out_per_day - _echo_bytes_per_day(w, prices)
     deliveries = w.publishes_per_day * w.subscribers_per_publish + w.client_events_per_day * (
         w.ce_recipients + (1 if echo else 0)
     )
@@ -148,22 +148,18 @@ def _bytes_out_per_day(w: Workload, prices: Prices, *, echo: bool = False) -> fl
     return deliveries * (w.message_bytes + prices.model.frame_overhead_bytes) + presence
 
 
-def _echo_bytes_per_day(w: Workload) -> float:
-    """The bytes of a usage file's ``bytes_out`` that wrote its echo deliveries, left out with echo off: EP × the
-    bytes written per delivery measured, ``bytes_out`` ÷ every delivery written (P·S + CE·Sce + Pr·Ps + EP).
+def _echo_bytes_per_day(w: Workload, prices: Prices) -> float:
+    """The bytes of a usage file's ``bytes_out`` that wrote its echo deliveries, left out with echo off: EP × (the
+    average message measured + the framing of a delivery), at most ``bytes_out``.
 
-    The meter counts ``bytes_out`` as one total, echoes included, and does not tell an echo's frame from another
-    delivery's: an echo is taken to weigh what the average delivery does, the frames that deliver nothing (pings,
-    attach replies) spread over every delivery."""
+    The meter counts ``bytes_out`` as one total, echoes included, and does not tell an echo's frame from another's. An
+    echo is the message its publisher sent, so it weighs what a message measured does; not what the average frame
+    written per delivery does, which counts the frames that deliver nothing (pings, attach replies) too: a few echoes
+    on a day of mostly idle connections would be taken for most of what was written."""
     if w.echo or not w.echo_deliveries_per_day or not w.bytes_out_per_day:
         return 0.0
-    written = (
-        w.publishes_per_day * w.subscribers_per_publish
-        + w.client_events_per_day * w.ce_recipients
-        + w.presence_events_per_day * w.presence_audience
-        + w.echo_deliveries_per_day
-    )
-    return w.bytes_out_per_day * w.echo_deliveries_per_day / written
+    echoed = w.echo_deliveries_per_day * (w.message_bytes + prices.model.frame_overhead_bytes)
+    return min(w.bytes_out_per_day, echoed)
 
 
 def _mau(w: Workload, prices: Prices) -> float:
@@ -703,24 +699,24 @@ def _mau_assumption(w: Workload, prices: Prices) -> str:
     )
 
 
-def _measured_echo(w: Workload, *, bandwidth: bool) -> str:
+def _measured_echo(w: Workload, prices: Prices, *, bandwidth: bool) -> str:
     """What the usage file says of the realtime publishes Ably echoed, for the echo assumption (and of their bytes,
     where ``bandwidth`` is billed)."""
     if not w.echo_deliveries_per_day:
         return ""
     billed = "billed as deliveries" if w.echo else "not billed (--no-echo)"
-    if bandwidth and _echo_bytes_per_day(w):
-        billed += f", nor their bytes, {_echo_bytes_text(w)}"
+    if bandwidth and _echo_bytes_per_day(w, prices):
+        billed += f", nor their bytes, {_echo_bytes_text(w, prices)}"
     return f"; {w.echo_deliveries_per_day:,.0f} realtime publishes a day measured echoed to their publisher: {billed}"
 
 
-def _echo_bytes_text(w: Workload) -> str:
+def _echo_bytes_text(w: Workload, prices: Prices) -> str:
     """How much of the measured bytes written the echoes are taken to be, with echo off."""
-    share = _echo_bytes_per_day(w) / (w.bytes_out_per_day or 1.0)
+    per_day = _echo_bytes_per_day(w, prices)
+    share = per_day / (w.bytes_out_per_day or 1.0)
     return (
-        f"{share:.1%} of the bytes_out measured, {_echo_bytes_per_day(w) * w.days_per_month / GIB:,.2f}"
-        " GiB a month (each echo weighs the bytes written per delivery measured: bytes_out ÷ every delivery written, "
-        "echoes included)"
+        f"{per_day:,.0f} bytes a day, {share:.1%} of the bytes_out measured (each echo weighs the average message "
+        f"measured, {w.message_bytes:,.0f} bytes, and {prices.model.frame_overhead_bytes:g} bytes of framing)"
     )
 
 
@@ -731,7 +727,7 @@ def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> t
         lines.append(
             f"echo {'on' if workload.echo else 'off'}: client events "
             f"{'count' if workload.echo else 'do not count'} a delivery back to the sender; server publishes are REST "
-            "(never echoed)" + _measured_echo(workload, bandwidth=provider.unit_rules == "A_USAGE")
+            "(never echoed)" + _measured_echo(workload, prices, bandwidth=provider.unit_rules == "A_USAGE")
         )
         realtime = workload.publishes_per_day - workload.http_publishes
         if realtime:
@@ -771,8 +767,10 @@ def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> t
             lines.append(
                 f"egress = deliveries × (message size + {prices.model.frame_overhead_bytes:g} bytes of framing)"
             )
-        elif _echo_bytes_per_day(workload):
-            lines.append(f"egress = the bytes_out measured, less the echoes (--no-echo): {_echo_bytes_text(workload)}")
+        elif _echo_bytes_per_day(workload, prices):
+            lines.append(
+                f"egress = the bytes_out measured, less the echoes (--no-echo): {_echo_bytes_text(workload, prices)}"
+            )
     lines.extend(provider.notes)
     lines.append(f"prices as of {provider.as_of}, confidence {provider.confidence}; source: {provider.source}")
     return tuple(lines)

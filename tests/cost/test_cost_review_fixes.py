@@ -42,8 +42,9 @@ def test_measured_echo_deliveries_are_billed_on_ably_and_nowhere_else(tmp_path: 
     assert any(line.endswith("; 10 realtime publishes a day measured echoed to their publisher: billed as deliveries")
                for line in said)  # fmt: skip
     quiet = provider(run_cost_json(["--usage", str(echoed), "--no-echo"]), "ably_rb")["assumptions"]
-    # usage_day writes 80 deliveries, 10 of them echoes: 12.5% of its bytes (test_cost_echo_bytes.py)
-    said_off = "echoed to their publisher: not billed (--no-echo), nor their bytes, 12.5% of the bytes_out measured"
+    # usage_day's 12 messages of 100 bytes, 10 of them echoed: 10 × (100 + 150) of its 17,500 bytes written, 14.3%
+    # (test_cost_echo_bytes.py)
+    said_off = "echoed to their publisher: not billed (--no-echo), nor their bytes, 2,500 bytes a day, 14.3% of the"
     assert any(said_off in line for line in quiet)
 
 
