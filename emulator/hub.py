@@ -737,7 +737,8 @@ class AppState:
         publish carries, whose echo is metered apart (:meth:`publisher_reach`)."""
         self.deliver_local(name, frame, exclude, origin)
         counted, echoes = self.publisher_reach(name, publisher, exclude)
-        self.meter.relayed(units, local_reach(self, name, exclude) - counted, client_event=client_event, echoes=echoes)
+        reached = local_reach(self, name, exclude) - counted
+        self.meter.relayed(units, reached, client_event=client_event, echoes=echoes, metachannel=is_metachannel(name))
 
     def publisher_reach(self, name: str, publisher: str | None, exclude: str | None) -> tuple[int, int]:
         """For a publish by the Ably connection ``publisher`` (None: by no connection), once per publish: whether

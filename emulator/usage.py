@@ -21,7 +21,9 @@ Counting rules (the providers' own, as ``docs/cost.md`` "How each provider count
   per presence subscriber; a webhook is 1; each message read from history (a REST history or presence query's
   answer, a rewind's backlog) is 1. An Ably connection sent its own publish back (echo, on unless it connected with
   echo=false) is 1 outbound more, counted apart (``echo_deliveries``, not ``deliveries``): Ably bills it, Pusher
-  (whose clients never receive their own client events) and the others would not.
+  (whose clients never receive their own client events) and the others would not. A message of Ably's own on a
+  metachannel (a ``[meta]channel.lifecycle`` event) is 1 sent plus 1 per subscriber, in 5 KiB chunks, counted apart
+  (``metachannel_messages``, not among the publishes and deliveries): only Ably has them.
 - HTTP publishes: the publishes that came in an HTTP request (the Pusher HTTP API's, the console's, Ably REST's),
   counted apart (``http_publishes``) from those an Ably realtime connection sent: Ably limits its HTTP API's requests
   a second and an hour, and a realtime publish is none. The requests that published them are counted too
@@ -61,6 +63,7 @@ from relay.emulator.config import Webhook
 from relay.emulator.limits import TokenBucket
 from relay.emulator.logs import clipped, redact_urls
 from relay.emulator.user_sketch import UserSketch
+from relay.protocol.ably import is_metachannel
 from relay.protocol.channels import SERVER_TO_USER_PREFIX
 from relay.protocol.frames import utf8_length
 
@@ -143,6 +146,7 @@ class DayUsage:
     delivered_units_5kib: int = 0
     history_messages: int = 0
     echo_deliveries: int = 0
+    metachannel_messages: int = 0
     ably_messages: int = 0
     measured: Spans = ()  # set on the snapshots of :meth:`AppMeter.days`, where "now" is known
 
@@ -390,6 +394,12 @@ class AppMeter:
             else:
                 self._lingering[channel] = (now if since is None else since, now + CHANNEL_LINGER_SECONDS)
                 self._channel_activated(day)
+        if is_metachannel(channel):
+            # Ably's own message (a channel lifecycle event): only Ably has it, so it is no publish, nor its deliveries
+            units = units_5kib(size)
+            day.metachannel_messages += units * (1 + reached)
+            day.ably_messages += units * (1 + reached)
+            return units
         day.publishes += 1
         day.http_publishes += http
         day.deliveries += reached
@@ -477,12 +487,18 @@ class AppMeter:
         day.history_messages += messages
         day.ably_messages += messages
 
-    def relayed(self, units: int, reached: int, *, client_event: bool, echoes: int = 0) -> None:
+    def relayed(
+        self, units: int, reached: int, *, client_event: bool, echoes: int = 0, metachannel: bool = False
+    ) -> None:
         """Another node's publish (or client event) of ``units`` 5 KiB units reached ``reached`` of this node's
         connections besides its publisher's, and was sent back to the publisher's ``echoes`` times (0 or 1: an Ably
         publish "as" a connection here): these deliveries are this node's to count; the publish itself is counted
-        where it was made."""
+        where it was made. ``metachannel``: a message of Ably's own, counted apart as :meth:`published` counts it."""
         day = self._day(self._clock())
+        if metachannel:
+            day.metachannel_messages += units * reached
+            day.ably_messages += units * reached
+            return
         if client_event:
             day.client_event_deliveries += reached
         else:
@@ -648,6 +664,7 @@ _OPTIONAL = frozenset(
         "delivered_units_5kib",
         "history_messages",
         "echo_deliveries",
+        "metachannel_messages",
         "http_publishes",
         "http_publish_requests",
         "ably_api_requests",

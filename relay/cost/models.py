@@ -134,6 +134,10 @@ class Workload:
         default=None,
         metadata=_flag("--usage", "measured publishes sent back to the Ably connection that published them (echo)"),
     )
+    metachannel_messages_per_day: float = field(
+        default=0.0,
+        metadata=_flag("--usage", "measured messages of Ably's lifecycle metachannel, sent and delivered (Ably only)"),
+    )
     message_bytes: float = field(default=1024.0, metadata=_flag("--message-size", "average message size in bytes"))
     days_per_month: float = field(default=30.0, metadata=_flag("--days-per-month", "days in the billed month"))
     peak_day_factor: float = field(default=1.0, metadata=_flag("--peak-day-factor", "busiest day / average day"))
@@ -458,6 +462,7 @@ _SCALED_FIELDS = (
     "ably_api_requests_per_day",
     "ably_token_requests_per_day",
     "echo_deliveries_per_day",
+    "metachannel_messages_per_day",
     "connection_minutes_per_day",
     "channel_minutes_per_day",
     "bytes_out_per_day",

@@ -3,7 +3,8 @@
 One function per unit-rule code of the pricing file (ably-and-pricing §F.6). Symbols, per average day:
 P publishes, S subscribers per publish, CE client events, Sce their recipients, E echo (1 or 0), EP publishes echoed
 back to the Ably connection that published them (measured only), Pr presence joins + leaves, Ps members told of each,
-W webhooks, H messages read from Ably's history, Q other HTTP API calls, C peak connections, D days per month.
+W webhooks, H messages read from Ably's history, M messages of Ably's channel lifecycle metachannel (measured only),
+Q other HTTP API calls, C peak connections, D days per month.
 """
 
 from __future__ import annotations
@@ -209,10 +210,11 @@ def _pusher(w: Workload, provider: Provider, plan: Plan, prices: Prices) -> Plan
 
 
 def ably_messages_per_day(w: Workload) -> float:
-    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E) + EP·E) + D·(P·S + CE·Sce) + W + Pr·(1 + Ps) + H, where D is the 5 KiB
-    units of a delivery: measured per recipient in a usage file, else the same as a message's, and H the messages read
+    """A_COUNT: ceil(size/5 KiB)·(P + CE·(1 + E) + EP·E) + D·(P·S + CE·Sce) + W + Pr·(1 + Ps) + H + M, where D is the
+    5 KiB units of a delivery: measured per recipient in a usage file, else the same as a message's, H the messages read
     from history (each 1 message: "History = 1 per retrieved message", ably-and-pricing §F.2; a REST presence query's
-    members and a rewind's backlog too).
+    members and a rewind's backlog too) and M the messages of the channel lifecycle metachannel a usage file measured
+    ("Lifecycle metachannel events = 1 each"), which only Ably has.
 
     Server publishes go over REST and are not echoed; client publishes (client events) are echoed to the sender
     when echo is on (Ably's default), and so are the Ably realtime publishes a usage file measured echoed (EP: the
@@ -228,7 +230,8 @@ def ably_messages_per_day(w: Workload) -> float:
     inbound = chunks * (w.publishes_per_day + w.client_events_per_day + echoed * echo)
     outbound = delivered * (w.publishes_per_day * w.subscribers_per_publish + w.client_events_per_day * w.ce_recipients)
     presence = w.presence_events_per_day * (1 + w.presence_audience)
-    return inbound + outbound + w.webhooks_per_day + presence + w.history_messages_per_day
+    lifecycle = w.metachannel_messages_per_day
+    return inbound + outbound + w.webhooks_per_day + presence + w.history_messages_per_day + lifecycle
 
 
 def _ably_common(w: Workload, plan: Plan, per_day: float) -> list[LimitCheck]:
@@ -660,7 +663,7 @@ _RULES: dict[str, Callable[[Workload, Provider, Plan, Prices], PlanFit]] = {
 
 _RULE_TEXT = {
     "P_COUNT": "messages/day = P·(1+S) + CE·(1+Sce) + Pr·Ps + W + Q, checked on the busiest UTC day; hard caps",
-    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E) + EP·E) + W + Pr·(1+Ps) + H; "
+    "A_USAGE": "messages = ceil(size/5 KiB)·(P·(1+S) + CE·(1+Sce+E) + EP·E) + W + Pr·(1+Ps) + H + M; "
     "plus connection- and channel-minutes",
     "A_MAU25": "base + $/MAU; messages and connection-minutes beyond fair use at resource-based rates",
     "A_MAU26": "priced per monthly active user; package prices unknown",
@@ -742,6 +745,11 @@ def assumptions_for(workload: Workload, provider: Provider, prices: Prices) -> t
             )
         if workload.size_units_5kib is None:
             lines.append(f"every message billed as {workload.units_of(5):g} × 5 KiB from the average size")
+        if workload.metachannel_messages_per_day:
+            lines.append(
+                f"{workload.metachannel_messages_per_day:,.0f} channel lifecycle metachannel messages a day measured "
+                "(M: [meta]channel.lifecycle events, each sent and each delivered): Ably's own, billed on Ably only"
+            )
     if provider.unit_rules in ("A_USAGE", "A_MAU25") and workload.connection_minutes_per_day is None:
         lines.append("connection-minutes: the peak connection count held all day (pass --average-connections)")
     if provider.unit_rules == "A_USAGE" and workload.channel_minutes_per_day is None:

@@ -43,6 +43,9 @@ Format (JSON, version 2)::
                                                        # queries' members and rewinds' backlogs
               "echo_deliveries": 40,                   # optional: Ably publishes sent back to the connection that
                                                        # published them (echo), not among the deliveries
+              "metachannel_messages": 8,               # optional: Ably's own messages ([meta]channel.lifecycle
+                                                       # events), each sent and each delivered, in 5 KiB units;
+                                                       # not among the publishes and deliveries
               "measured": [[0, 86400]]                 # optional: when the meter was measuring, [from, to) in
                                                        # seconds after 00:00 UTC (absent: not recorded)
             }
@@ -68,11 +71,12 @@ that have it (older emulators served history reads without counting them), and 0
 ``ably_api_requests`` and ``ably_token_requests`` likewise (older emulators served those requests without counting
 them).
 ``echo_deliveries`` is 0 on a day without it (older emulators counted the echoes among the deliveries), and not
-measured at all (none billed apart) when no day has it. ``http_publishes`` is the day's ``publishes`` on a day without
-it (older emulators did not tell an Ably realtime publish from an HTTP one): each publish an HTTP API request, the
-upper bound of Ably's request count. ``http_publish_requests`` is the day's ``http_publishes`` (or ``publishes``) on a
-day without it (older emulators did not count the requests): each HTTP publish a request of its own, an upper bound
-again.
+measured at all (none billed apart) when no day has it. ``metachannel_messages`` is 0 on a day without it (older
+emulators counted them among the publishes and deliveries, as every provider's). ``http_publishes`` is the day's
+``publishes`` on a day without it (older emulators did not tell an Ably realtime publish from an HTTP one): each
+publish an HTTP API request, the upper bound of Ably's request count. ``http_publish_requests`` is the day's
+``http_publishes`` (or ``publishes``) on a day without it (older emulators did not count the requests): each HTTP
+publish a request of its own, an upper bound again.
 """
 
 from __future__ import annotations
@@ -145,6 +149,7 @@ class UsageDay:
     delivered_units_5kib: int | None = None
     history_messages: int | None = None
     echo_deliveries: int | None = None
+    metachannel_messages: int | None = None
     measured: tuple[tuple[int, int], ...] | None = None  # None: not recorded (version 1), taken as the whole day
 
     @property
@@ -184,6 +189,7 @@ _OPTIONAL = (
     "delivered_units_5kib",
     "history_messages",
     "echo_deliveries",
+    "metachannel_messages",
 )
 _REQUIRED = tuple(f.name for f in fields(UsageDay) if f.name not in (*_OPTIONAL, "measured"))
 # The fields a day counts in: summed, and extrapolated from a day measured in part (the peaks are neither).
@@ -575,6 +581,7 @@ def workload_from_usage(
         webhooks_per_day=average["webhooks"] or 0.0,
         history_messages_per_day=average["history_messages"] or 0.0,
         echo_deliveries_per_day=average["echo_deliveries"],
+        metachannel_messages_per_day=average["metachannel_messages"] or 0.0,
         api_requests_per_day=average["api_requests"] or 0.0,
         ably_api_requests_per_day=average["ably_api_requests"] or 0.0,
         ably_token_requests_per_day=average["ably_token_requests"] or 0.0,
@@ -621,6 +628,7 @@ _SOURCES: Mapping[str, tuple[str, ...]] = {
     "webhooks_per_day": ("webhooks",),
     "history_messages_per_day": ("history_messages",),
     "echo_deliveries_per_day": ("echo_deliveries",),
+    "metachannel_messages_per_day": ("metachannel_messages",),
     "api_requests_per_day": ("api_requests",),
     "ably_api_requests_per_day": ("ably_api_requests",),
     "ably_token_requests_per_day": ("ably_token_requests",),
@@ -694,7 +702,7 @@ _AT_THE_RATE_RECORDED = frozenset({"history_messages", "ably_api_requests", "abl
 # its Ably echoes among its deliveries), so it adds none apart, while the days that have it keep theirs. (A day a
 # newer run shared with an older one, which merging leaves without, loses the newer run's: a lower bound.) None when
 # no app-day has it: the file is an older emulator's, all its echoes among the deliveries.
-_NONE_APART_WHEN_ABSENT = frozenset({"echo_deliveries"})
+_NONE_APART_WHEN_ABSENT = frozenset({"echo_deliveries", "metachannel_messages"})
 # Counts an older emulator did not keep, with the counts that stand for them on an app-day without one (an older
 # emulator's, or a day merged with one of theirs): the first such a day has, each an upper bound. Every publish of
 # such a day is taken as an HTTP API request, though some may have come over an Ably realtime connection, and each

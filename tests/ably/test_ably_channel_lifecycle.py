@@ -245,6 +245,11 @@ async def test_a_cluster_reports_each_opening_once_to_every_node(
         closed = await lifecycle_events(monitor)
         assert [name for name, _ in closed] == ["channel.region.inactive", "channel.closed"]
         await no_message(monitor, 1.0)
+    # Metered apart from the publishes, once: the opening's two messages and the closing's, each 1 sent (on the node
+    # that decided it) and 1 per subscriber (on each subscriber's node): 2 × 2 × (1 + 2).
+    days = [whole_run(node.node.states[WATCHED.app_id].meter.days()) for node in (here, there)]
+    assert sum(day.metachannel_messages for day in days) == 12
+    assert sum(day.publishes + day.deliveries for day in days) == 0
     await monitors[1].close()  # the other node learns the metachannel has nobody there: nothing is built for it
     state = here.node.states[WATCHED.app_id]
     async with asyncio.timeout(2):
@@ -261,8 +266,9 @@ async def test_an_opening_is_metered_as_its_two_messages_to_each_metachannel_sub
     start_emulator: StartEmulator, wires: list[Any]
 ) -> None:
     """What docs/ably.md says the usage meter counts of an opening: Ably's two messages (channel.region.active and
-    channel.opened), each delivered to the metachannel's subscriber, on a channel of the app (the metachannel and the
-    channel opened are the peak's two channels)."""
+    channel.opened), each 1 sent and 1 delivered to the metachannel's subscriber, counted apart from the publishes and
+    their deliveries (only Ably has them, so relay cost bills them on Ably only); the metachannel and the channel
+    opened are the peak's two channels."""
     running = await start_emulator(app=WATCHED)
     monitor = await watcher(running, wires)
     viewer = await ably_wire(running)
@@ -270,4 +276,5 @@ async def test_an_opening_is_metered_as_its_two_messages_to_each_metachannel_sub
     await viewer.send({"action": ATTACH, "channel": "room", "flags": MODE_SUBSCRIBE})
     assert [name for name, _ in await lifecycle_events(monitor)] == ["channel.region.active", "channel.opened"]
     day = whole_run(running.node.states[APP.app_id].meter.days())
-    assert (day.publishes, day.deliveries, day.peak_channels) == (2, 2, 2)
+    assert (day.metachannel_messages, day.publishes, day.deliveries, day.peak_channels) == (4, 0, 0, 2)
+    assert day.ably_messages == 4
