@@ -108,6 +108,19 @@ from relay.web import (
     user_auth_body,
 )
 
+# What docs/gateway.md and the examples import from relay.gateway to serve or embed the gateway
+__all__ = [
+    "BrowserSocket",
+    "GatewaySettings",
+    "HeadGuard",
+    "RefusalLog",
+    "RequestGuard",
+    "add_error_handlers",
+    "create_app",
+    "frontend_config",
+    "gateway_router",
+]
+
 log = logging.getLogger("relay.gateway")
 
 MAX_BODY_BYTES = 1_048_576
