@@ -9,7 +9,7 @@ from pathlib import Path
 
 from relay.cost.pricing import load_prices
 from relay.emulator.config import EmulatorConfig, load_config
-from relay.gateway import RuleSpec, load_rules
+from relay.gateway.rules_file import RuleSpec, load_rules
 
 BOM = b"\xef\xbb\xbf"
 

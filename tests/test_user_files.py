@@ -12,7 +12,7 @@ from relay.cost.pricing import load_prices
 from relay.cost.usage import load_usage
 from relay.emulator.config import EmulatorConfig, load_config
 from relay.errors import ConfigError
-from relay.gateway import load_rules
+from relay.gateway.rules_file import load_rules
 
 LOADERS: list[tuple[str, Callable[[Path], object]]] = [
     ("config file", lambda path: load_config(path, defaults=EmulatorConfig(apps=()))),

@@ -147,7 +147,7 @@ def test_the_config_file_example_loads_and_sets_every_key(tmp_path: Path) -> Non
 
 
 def test_rules_file_keys_match_the_loader() -> None:
-    from relay.gateway import RuleSpec
+    from relay.gateway.rules_file import RuleSpec
 
     assert documented_keys("## The gateway's rules file") == {f.name for f in fields(RuleSpec)}
 

@@ -20,7 +20,8 @@ import jwt
 import pytest
 
 from relay.errors import ConfigError
-from relay.gateway import GatewaySettings, RuleSpec
+from relay.gateway import GatewaySettings
+from relay.gateway.rules_file import RuleSpec
 from relay.protocol.signing import webhook_signature
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, ROOT, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt

@@ -35,7 +35,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay.gateway import GatewaySettings, create_app, load_rules
+from relay.gateway import GatewaySettings, create_app
+from relay.gateway.rules_file import load_rules
 from tests.conftest import RunningEmulator, free_port
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt, serve_asgi
 from tests.gateway.test_gateway_browser import CHROMIUM, PUSHER_JS

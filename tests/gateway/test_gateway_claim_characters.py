@@ -16,7 +16,8 @@ import jwt
 import pytest
 
 from relay.errors import InvalidChannelName, PermissionDenied
-from relay.gateway import DEFAULT_RULES, GatewaySettings, RuleSpec, build_rules
+from relay.gateway import GatewaySettings
+from relay.gateway.rules_file import DEFAULT_RULES, RuleSpec, build_rules
 from relay.models import User
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, StartGateway, emulator_url, hs_jwt

@@ -28,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.gateway import GatewaySettings, RuleSpec, load_rules
+from relay.gateway import GatewaySettings
+from relay.gateway.rules_file import RuleSpec, load_rules
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, TOKEN, StartGateway, emulator_url, hs_jwt, serve_asgi
 from tests.gateway.test_gateway_browser import CHROMIUM, PUSHER_JS

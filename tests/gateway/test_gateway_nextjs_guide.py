@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from relay.gateway import RuleSpec, load_rules
+from relay.gateway.rules_file import RuleSpec, load_rules
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, ROOT, TOKEN, RunningGateway, hs_jwt, run_node
 from tests.node_scenarios import NODE, NODE_DIR

@@ -13,7 +13,8 @@ import httpx
 import jwt
 import respx
 
-from relay.gateway import GatewaySettings, RuleSpec, create_app
+from relay.gateway import GatewaySettings, create_app
+from relay.gateway.rules_file import RuleSpec
 from tests.conftest import RunningEmulator
 
 ABLY_KEY = "appid.keyid:ably-Secret-5a4b3c"  # key name:secret, sent as Basic auth
