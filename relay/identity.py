@@ -5,7 +5,7 @@ or a JWKS (RS256, ES256), its claims read strictly (NumericDates, unreadable num
 Separate from :mod:`relay.gateway` because it is a concept of its own: how a token becomes a :class:`User`, or why it
 is refused, needs nothing of the routes, the guards or the channel rules that use the user. The gateway imports it
 (and the token and credential helpers its API-token check and refusals share) and imports nothing of it: what the
-verifier reads of the gateway's settings is :class:`JwtSettings`, which :class:`~relay.gateway.GatewaySettings`
+verifier reads of the gateway's settings is :class:`JwtSettings`, which :class:`~relay.gateway.settings.GatewaySettings`
 satisfies.
 """
 

@@ -7,22 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relay.errors import (
-    ConfigError,
-    PermissionDenied,
-    json_kind,
-)
+from relay.errors import ConfigError, PermissionDenied, json_kind
 from relay.files import read_toml
 from relay.models import User
 from relay.protocol.channels import classify
-from relay.rules import (
-    ChannelRules,
-    claim_text,
-    compile_pattern,
-    pattern_admits,
-    pattern_covers,
-    placeholders_refusing,
-)
+from relay.rules import ChannelRules, claim_text, compile_pattern, pattern_admits, pattern_covers, placeholders_refusing
 
 USERS = ("authenticated", "anyone")
 
