@@ -15,7 +15,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from relay.gateway import UNSUPPORTED_TRANSFER_CODING, head_too_large
+from relay.gateway.guards import UNSUPPORTED_TRANSFER_CODING, head_too_large
 from relay.protocol.http_framing import MAX_HEAD_BYTES
 
 log = logging.getLogger("relay.gateway")

@@ -20,7 +20,7 @@ from ablysupport import API_KEY, APP, connected, pusher_wire
 from relay import Relay
 from relay.emulator.config import Webhook
 from relay.emulator.webhooks import WebhookEvent, _next_request, ably_items
-from relay.gateway import MAX_BODY_BYTES
+from relay.gateway.guards import MAX_BODY_BYTES
 from relay.protocol.frames import dumps
 from tests.conftest import StartEmulator
 from tests.webhook_receiver import Receiver

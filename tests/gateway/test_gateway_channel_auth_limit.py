@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 import httpx
 
 from relay.client import MAX_TOKEN_CHANNELS
-from relay.gateway import MAX_CHANNEL_AUTH_BODY_BYTES, GatewaySettings
+from relay.gateway import GatewaySettings
+from relay.gateway.guards import MAX_CHANNEL_AUTH_BODY_BYTES
 from relay.protocol.channels import DEFAULT_LIMITS
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import StartGateway, emulator_url

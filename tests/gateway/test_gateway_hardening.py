@@ -22,7 +22,8 @@ from jwt.algorithms import RSAAlgorithm
 from relay.adapters.ably import AblyAdapter
 from relay.config import parse_url
 from relay.errors import ConfigError, InvalidChannelName
-from relay.gateway import MAX_BODY_BYTES, MAX_CHANNEL_AUTH_BODY_BYTES, GatewaySettings, create_app
+from relay.gateway import GatewaySettings, create_app
+from relay.gateway.guards import MAX_BODY_BYTES, MAX_CHANNEL_AUTH_BODY_BYTES
 from relay.models import WebhookEvent
 from relay.protocol.signing import webhook_signature
 from relay.web import route_path

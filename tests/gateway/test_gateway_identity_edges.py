@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from websockets.asyncio.client import connect
 
-from relay.gateway import MAX_AUTH_BODY_BYTES, MAX_BODY_BYTES, MAX_CHANNEL_AUTH_BODY_BYTES, GatewaySettings, create_app
+from relay.gateway import GatewaySettings, create_app
+from relay.gateway.guards import MAX_AUTH_BODY_BYTES, MAX_BODY_BYTES, MAX_CHANNEL_AUTH_BODY_BYTES
 from tests.conftest import RunningEmulator
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, emulator_url, hs_jwt
 

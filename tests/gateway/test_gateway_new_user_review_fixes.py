@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
 from relay import AsyncRelay
-from relay.gateway import MAX_WARNED_CORS_ORIGINS, GatewaySettings
+from relay.gateway import GatewaySettings
+from relay.gateway.guards import MAX_WARNED_CORS_ORIGINS
 from relay.models import User
 from relay.rules import ChannelRules
 from relay.web import auth_router
