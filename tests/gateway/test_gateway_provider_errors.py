@@ -19,7 +19,8 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from relay.emulator.config import App
-from relay.gateway import NON_FINITE_JSON_BODY, GatewaySettings
+from relay.gateway import GatewaySettings
+from relay.gateway.error_answers import NON_FINITE_JSON_BODY
 from relay.protocol.signing import webhook_signature
 from tests.conftest import TEST_APP, RunningEmulator, StartEmulator
 from tests.gateway.conftest import JWT_SECRET, TOKEN, RunningGateway, StartGateway, emulator_url, hs_jwt, serve_asgi
