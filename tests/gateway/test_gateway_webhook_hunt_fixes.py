@@ -11,9 +11,9 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from relay import gateway as gateway_module
 from relay.errors import ConfigError
 from relay.gateway import GatewaySettings
+from relay.gateway import webhooks as gateway_webhooks
 from relay.protocol.ably import webhook_signature
 from relay.protocol.signing import webhook_signature as pusher_signature
 from tests.conftest import free_port
@@ -174,7 +174,7 @@ async def test_a_forward_is_bounded_as_a_whole_and_its_timeout_said_plainly(
     past the provider's 4 s, answered 200 at last. And a route that did not answer within it was a 502 "ReadTimeout:
     Cancelled via cancel scope 7fdfe481e840; reason: deadline exceeded", anyio's words. Now the whole forward is
     bounded, and the 502 says what ran out (here the bound is 1 s, not 10)."""
-    monkeypatch.setattr(gateway_module, "FORWARD_SECONDS", 1.0, raising=False)
+    monkeypatch.setattr(gateway_webhooks, "FORWARD_SECONDS", 1.0)
     env = {"RELAY_URL": "emulator://app-key:app-secret@127.0.0.1:1/apps/1", "RELAY_API_TOKEN": TOKEN}
     timed_out = (
         502,
