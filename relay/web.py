@@ -13,7 +13,8 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -85,12 +86,8 @@ def channels_token_body(
     decisions: list[Decision] = []
     refusals: list[RelayError] = []
     for channel in client.token_channels(channels):  # checked before any rule runs: a rule may cost a query
-        try:
+        with _deciding(channels, channel, refusals):
             decisions.append(rules.authorize(user, channel, no_user_reason=no_user_reason))
-        except (AuthenticationError, PermissionDenied) as refusal:
-            refusals.append(refusal)
-        except ProtocolError as error:  # a name the rules refuse (over their length limit, "*"): which of the list
-            raise about_item(error, f"channels[{channels.index(channel)}]") from None
     return _token_for(client, decisions, refusals)
 
 
@@ -105,13 +102,21 @@ async def channels_token_body_async(
     decisions: list[Decision] = []
     refusals: list[RelayError] = []
     for channel in client.token_channels(channels):
-        try:
+        with _deciding(channels, channel, refusals):
             decisions.append(await rules.authorize_async(user, channel, no_user_reason=no_user_reason))
-        except (AuthenticationError, PermissionDenied) as refusal:
-            refusals.append(refusal)
-        except ProtocolError as error:
-            raise about_item(error, f"channels[{channels.index(channel)}]") from None
     return _token_for(client, decisions, refusals)
+
+
+@contextmanager
+def _deciding(channels: Sequence[str], channel: str, refusals: list[RelayError]) -> Iterator[None]:
+    """Around the rules' decision on one of a token's ``channels``: a refusal (401, 403) is kept in ``refusals``, the
+    channel left out; a name the rules refuse (over their length limit, "*") is raised, saying which of the list."""
+    try:
+        yield
+    except (AuthenticationError, PermissionDenied) as refusal:
+        refusals.append(refusal)
+    except ProtocolError as error:
+        raise about_item(error, f"channels[{channels.index(channel)}]") from None
 
 
 def _token_for(client: Relay | AsyncRelay, decisions: list[Decision], refusals: list[RelayError]) -> dict[str, Any]:
