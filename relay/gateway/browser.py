@@ -169,6 +169,12 @@ def _ably_client_options(socket: BrowserSocket) -> dict[str, Any]:
     return {"endpoint": socket.host, port_option: socket.port, "tls": socket.tls, "fallbackHosts": []}
 
 
+def _user_of(verifier: JwtVerifier, request: Request) -> tuple[User | None, str | None]:
+    """The request's user, from its JWT; without one, why it has none (which a refusal that needs a user ends with)."""
+    user = verifier.user(request)
+    return user, verifier.no_user_reason(request) if user is None else None
+
+
 def add_browser_routes(
     router: APIRouter, settings: GatewaySettings, client: AsyncRelay, verifier: JwtVerifier, rules: ChannelRules
 ) -> None:
@@ -199,8 +205,7 @@ def add_browser_routes(
         try:
             fields = await request_fields(request)
             channels = requested_channels(fields)
-            user = verifier.user(request)
-            no_user_reason = verifier.no_user_reason(request) if user is None else None
+            user, no_user_reason = _user_of(verifier, request)
             if channels is not None:
                 body = await channels_token_body_async(client, rules, user, channels, no_user_reason=no_user_reason)
                 return no_store(JSONResponse(body))
@@ -226,11 +231,10 @@ def add_browser_routes(
             fields = await request_fields(request)
             # As channel auth reads it: "invalid socket_id ''" sent a missing field looking for a malformed one.
             socket_id = fields.get("socket_id") or socket_id_placeholder(client)
-            user = verifier.user(request)
+            user, no_user_reason = _user_of(verifier, request)
             if user is not None:
                 info = {claim: user.info[claim] for claim in SIGNIN_INFO_CLAIMS if claim in user.info}
                 user = User(user.id, info, _watchlist_claim(user.info))
-            no_user_reason = verifier.no_user_reason(request) if user is None else None
             try:
                 body = user_auth_body(client, user, socket_id, no_user_reason)
             except PayloadTooLarge as error:  # the only size checked here: the signed-in user's user_info
