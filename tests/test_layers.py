@@ -260,6 +260,13 @@ def test_the_doc_table_lists_these_layers() -> None:
             assert shown in cells[layer.name], f"{member} is not in the {layer.name} row's place"
 
 
+def test_the_doc_lists_every_module_of_the_gateway() -> None:
+    """The gateway's module table (docs/architecture.md, "The gateway") names each module of relay/gateway/."""
+    section = DOC.read_text(encoding="utf-8").partition("\n## The gateway")[2].partition("\n## ")[0]
+    listed = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
+    assert listed == {path.name for path in (ROOT / "relay" / "gateway").glob("*.py")}
+
+
 # -- the checker itself, on modules that break each rule ------------------------------------------------------------
 
 
