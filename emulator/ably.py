@@ -20,14 +20,13 @@ from relay.emulator.ably_realtime import (
     AblySession,
     ResumableLink,
     authenticate,
-    connect_query,
     connection_refusal,
-    remain_present_for,
 )
 from relay.emulator.ably_rest import AblyRest
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.http_api import Response
-from relay.protocol.ably import split_api_key
+from relay.errors import ProtocolError
+from relay.protocol.ably import connect_query, remain_present_for, split_api_key
 from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
 
 if TYPE_CHECKING:
@@ -97,7 +96,10 @@ class AblyNode:
         try:
             credentials = authenticate(self.auth, query, self.wall_ms())
             app = self._app_for(credentials)
-            presence_hold = remain_present_for(query)
+            try:
+                presence_hold = remain_present_for(query)
+            except ProtocolError as exc:
+                raise AblyError.of(exc) from None
             if resume_key:
                 resumed = app.connections.get(resume_key)
                 if resumed is not None and not resumed.resumable_by(credentials, binary):

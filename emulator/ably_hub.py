@@ -44,6 +44,10 @@ from relay.protocol.ably import (
     CHANNEL_LIFECYCLE,
     ENTER,
     LEAVE,
+    MODE_PRESENCE,
+    MODE_PRESENCE_SUBSCRIBE,
+    MODE_PUBLISH,
+    MODE_SUBSCRIBE,
     PRESENT,
     UPDATE,
     ably_channel_problem,
@@ -60,8 +64,6 @@ if TYPE_CHECKING:
 HEARTBEAT, ACK, NACK, CONNECT, CONNECTED, DISCONNECT, DISCONNECTED, CLOSE, CLOSED, ERROR = range(10)
 ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = range(10, 18)
 HAS_PRESENCE, HAS_BACKLOG, RESUMED = 1, 2, 4
-MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
-MODES = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
 # A message's own action (TM2j), which Ably sends on every message it delivers or keeps: ably-js reads a missing one
 # as message.create, but ably-python leaves it None.
 MESSAGE_CREATE = 0

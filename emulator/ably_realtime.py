@@ -12,8 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from itertools import groupby
-from typing import Any, NamedTuple, NoReturn, Protocol, TypeGuard
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 from relay.emulator.ably_auth import AblyAuth, AblyError, Credentials
 from relay.emulator.ably_history import Kept
@@ -35,11 +34,6 @@ from relay.emulator.ably_hub import (
     HEARTBEAT,
     MAX_MESSAGE_SIZE,
     MESSAGE,
-    MODE_PRESENCE,
-    MODE_PRESENCE_SUBSCRIBE,
-    MODE_PUBLISH,
-    MODE_SUBSCRIBE,
-    MODES,
     NACK,
     PRESENCE,
     RESUMED,
@@ -61,45 +55,44 @@ from relay.emulator.ably_hub import (
 )
 from relay.emulator.hub import ForeignPeer, ForeignTally
 from relay.emulator.limits import TokenBucket
-from relay.emulator.logs import clipped
 from relay.emulator.session import Link
 from relay.emulator.wire import PING_FRAME
+from relay.errors import ProtocolError
 from relay.protocol.ably import (
+    APPLIED_PARAMS,
     CHANNEL_LIFECYCLE,
+    CONNECTION_STATE_TTL_MS,
     ENTER,
     LEAVE,
+    MAX_CHANNELS_PER_CONNECTION,
+    MAX_INBOUND_RATE,
     MAX_REWIND_MESSAGES,
+    MODE_PRESENCE,
+    MODE_PRESENCE_SUBSCRIBE,
+    MODE_PUBLISH,
+    MODE_SUBSCRIBE,
+    PRESENCE_HOLD_SECONDS,
     PRESENT,
     UPDATE,
     Rewind,
+    allowed_modes,
     allows,
+    channel_params,
     is_metachannel,
-    parse_occupancy,
-    parse_rewind,
-    resource_matches,
+    is_msg_serial,
+    renewal_time,
+    requested_modes,
+    sent_to,
+    sync_pages,
 )
 from relay.protocol.codes import Reconnect, reconnect_strategy
 
 log = logging.getLogger("relay.emulator")
-MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
-# The channel params the emulator applies, shown in ATTACHED.
-APPLIED_PARAMS = ("rewind", "rewindLimit", "occupancy", "modes")
-# Ably's inbound limit: messages and presence items a connection may publish per second (CONNECTED's maxInboundRate;
-# beyond it, NACK 42911). The burst is one second's worth.
-MAX_INBOUND_RATE = 50
 # Every ProtocolMessage a connection sends (ATTACH, DETACH, HEARTBEAT, AUTH as well as publishes), and every WebSocket
 # ping or pong, counts against this rate; past it the connection is closed with 42924, as Ably does: a runaway client,
 # not one an official SDK makes.
 MAX_PROTOCOL_MESSAGE_RATE = 2000
 MAX_HEARTBEAT_INTERVAL = 15.0
-CONNECTION_STATE_TTL_MS = 120_000  # how long a connection whose socket dropped can be resumed (Ably's two minutes)
-# How long the members a dropped connection entered stay present, waiting for it to resume (Ably's 15 seconds), unless
-# the client chose another time with the ``remainPresentFor`` transport param (remain_present_for below).
-PRESENCE_HOLD_SECONDS = 15.0
-# remainPresentFor, in milliseconds: Ably's documented minimum (a smaller value gets it), and the emulator's maximum,
-# the connection's own lifetime once dropped (its members leave when it is released, whatever they asked).
-MIN_REMAIN_PRESENT_MS = 1_000
-MAX_REMAIN_PRESENT_MS = CONNECTION_STATE_TTL_MS
 # How long a resumed connection's channels wait for the client's ATTACH (the SDKs send it at once; a page recovering
 # a connection attaches as its code runs) before they are let go.
 REATTACH_GRACE_SECONDS = 30.0
@@ -107,40 +100,12 @@ REATTACH_GRACE_SECONDS = 30.0
 KEPT_REPLIES = 64
 # The channelSerials of an attachment's last ATTACHEDs and rewinds a resume may name (Attachment.points).
 KEPT_POINTS = 16
-_OPERATION_MODES = {
-    "subscribe": MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE,
-    "publish": MODE_PUBLISH,
-    "presence": MODE_PRESENCE,
-}
 
 
 def _granted_modes(credentials: Credentials, channel: str, name: NameModes) -> int:
     """The modes a name of an attachment has under new credentials (a reauth's, a resume's): those its ATTACH asked
     for that their capability allows."""
-    return allowed_modes(credentials, channel) & name.requested
-
-
-def sent_to(modes: int, *, presence: bool, own: bool, echo: bool) -> bool:
-    """Whether a name attached with ``modes`` is sent a message (``presence``: a presence change): SUBSCRIBE for a
-    message, PRESENCE_SUBSCRIBE for presence; and a message its ``own`` connection published only with ``echo``
-    (presence changes are sent to their own connection whatever its echo). AblySession.deliver_foreign applies it
-    inline, once per subscriber of each publish, where a call costs as much as the rule."""
-    wanted = MODE_PRESENCE_SUBSCRIBE if presence else MODE_SUBSCRIBE
-    return bool(modes & wanted) and (echo or presence or not own)
-
-
-def allowed_modes(credentials: Credentials, channel: str) -> int:
-    """The channel modes the credentials' capability allows on ``channel`` (0: it may not attach); on a metachannel
-    the subscribe mode at most, whatever the capability: nobody publishes or enters presence there."""
-    modes = 0
-    for resource, operations in credentials.capability.items():
-        if resource_matches(resource, channel):
-            if "*" in operations:
-                modes = MODES
-                break
-            for operation in operations:
-                modes |= _OPERATION_MODES.get(operation, 0)
-    return modes & MODE_SUBSCRIBE if is_metachannel(channel) else modes
+    return allowed_modes(credentials.capability, channel) & name.requested
 
 
 class _AttachRequest(NamedTuple):
@@ -615,7 +580,7 @@ class AblySession(ForeignPeer):
             self._drop_socket(None)
         elif action == AUTH:
             self._reauthorize(message)
-        elif _is_serial(message.get("msgSerial")):  # OBJECT, ANNOTATION, …: refused, the connection stays
+        elif is_msg_serial(message.get("msgSerial")):  # OBJECT, ANNOTATION, …: refused, the connection stays
             error = AblyError(40000, f"Action {action} is not supported by the emulator")
             self._send({"action": NACK, "msgSerial": message["msgSerial"], "count": 1, "error": error.body()})
 
@@ -659,16 +624,22 @@ class AblySession(ForeignPeer):
         """What an ATTACH asks for, checked against the capability and the connection's limits (AblyError if not)."""
         name, params = self._channel_of(raw, message.get("params"))
         assert isinstance(raw, str)  # a name: _channel_of refused anything else
-        modes = allowed_modes(self.credentials, name)
+        modes = allowed_modes(self.credentials.capability, name)
         if not modes:
             raise AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}")
-        requested = _requested_modes(params, message.get("flags"))
+        try:
+            requested = requested_modes(params, message.get("flags"))
+        except ProtocolError as exc:
+            raise AblyError.of(exc) from None
         attachment = self.channels.get(name)
         # Each name is a channel to the client (``room`` and ``[?rewind=1]room``), and is kept: all count
         if (attachment is None or raw not in attachment.names) and self._names() >= MAX_CHANNELS_PER_CONNECTION:
             limit = MAX_CHANNELS_PER_CONNECTION
             raise AblyError(90010, f"Maximum number of channels per connection ({limit}) exceeded")
-        rewind, occupancy = _channel_params(params)
+        try:
+            rewind, occupancy = channel_params(params)
+        except ProtocolError as exc:
+            raise AblyError.of(exc) from None
         if occupancy is not None and not allows(self.credentials.capability, name, "channel-metadata"):
             raise AblyError(40160, f"Occupancy events need the 'channel-metadata' capability on channel {name[:100]!r}")
         return _AttachRequest(raw, name, params, modes & requested, requested, rewind, occupancy)
@@ -808,7 +779,7 @@ class AblySession(ForeignPeer):
     def _acknowledged(self, action: int, message: Mapping[str, Any]) -> None:
         """MESSAGE or PRESENCE: answered with ACK, or NACK and the error (the connection stays)."""
         serial = message.get("msgSerial")
-        if not _is_serial(serial):
+        if not is_msg_serial(serial):
             raise AblyError(80013, "Protocol error: MESSAGE and PRESENCE need a msgSerial from 0 to 2**63 - 1")
         replied = self._replies.get(serial) if self._resumed_at is not None and serial <= self._last_serial else None
         if replied is not None:  # a resumed client's resend of one whose ACK it lost (RTN19a2): not published twice
@@ -860,7 +831,7 @@ class AblySession(ForeignPeer):
         """A publish under ``shown``: its modes allow it if that name is attached (another name of the channel has
         modes of its own), else the capability (the SDKs publish on a channel they have not attached)."""
         attached = self._name_modes(name, shown)
-        modes = attached.modes if attached is not None else allowed_modes(self.credentials, name)
+        modes = attached.modes if attached is not None else allowed_modes(self.credentials.capability, name)
         if not modes & MODE_PUBLISH:
             self._refuse_mode(name, MODE_PUBLISH, f"Unable to publish to {name[:100]!r}")
         if not isinstance(raw, list) or not raw:
@@ -907,7 +878,7 @@ class AblySession(ForeignPeer):
         does but the client's ATTACH did not request the mode (Ably's "Channel mode not requested when attaching":
         attaching again with the mode fixes it, a wider capability would not)."""
         what = "PUBLISH" if mode == MODE_PUBLISH else "PRESENCE"
-        if allowed_modes(self.credentials, name) & mode:
+        if allowed_modes(self.credentials.capability, name) & mode:
             raise AblyError(40165, f"{refused}: the client did not request the {what} mode when attaching", 401)
         operation = "publish" if mode == MODE_PUBLISH else "presence"
         raise AblyError(40160, f"{refused}: not permitted by the capability (it needs {operation!r} on the channel)")
@@ -990,89 +961,8 @@ class AblySession(ForeignPeer):
         return changed, denied
 
 
-# How long before a token expires the server asks for the next one (an AUTH message, RTN22): SDKs then fetch a token
-# (authCallback, authUrl, key) and send it in an AUTH of their own, on the same connection. Left to expire, the token
-# drops the socket (DISCONNECTED 40142) and the SDK resumes the connection with a new token.
-RENEWAL_LEAD_MS = 30_000
-
-
-def _channel_params(params: Mapping[str, Any]) -> tuple[Rewind | None, tuple[str, ...] | None]:
-    """The rewind and the occupancy categories an ATTACH's params ask for; 40003 for a value Ably would refuse."""
-    try:
-        return parse_rewind(params), parse_occupancy(params)
-    except ValueError as exc:
-        raise AblyError(40003, f"Invalid channel params: {exc}") from None
-
-
-# The mode names of the ``modes`` channel param (ably-js's channelModes, lower case; message_subscribe is ably-js
-# 2.30's name for subscribe), with the modes the emulator grants for them: annotations and LiveObjects are not
-# emulated, so theirs grant nothing.
-_PARAM_MODES = {
-    "presence": MODE_PRESENCE,
-    "publish": MODE_PUBLISH,
-    "subscribe": MODE_SUBSCRIBE,
-    "message_subscribe": MODE_SUBSCRIBE,
-    "presence_subscribe": MODE_PRESENCE_SUBSCRIBE,
-    "annotation_publish": 0,
-    "annotation_subscribe": 0,
-    "object_subscribe": 0,
-    "object_publish": 0,
-}
-
-
-def _requested_modes(params: Mapping[str, Any], flags: object) -> int:
-    """The modes an ATTACH asks for: its ``modes`` param (comma-separated names), which wins over its mode flags
-    (ably-js's attachWithChannelParamsModesAndChannelModes), else the flags; all of them when it names none the
-    emulator grants. 40000 for a mode name Ably does not know."""
-    raw = params.get("modes")
-    if raw is None:
-        requested = flags & MODES if isinstance(flags, int) else 0
-    elif not isinstance(raw, str):
-        raise AblyError(40000, "Invalid channel params: modes is a comma-separated string of channel modes")
-    else:
-        requested = 0
-        for mode in raw.split(","):
-            granted = _PARAM_MODES.get(mode.strip().lower())
-            if granted is None:
-                raise AblyError(40000, f"Invalid channel params: unknown channel mode {mode.strip()[:100]!r}")
-            requested |= granted
-    return requested or MODES
-
-
-def renewal_time(expires_ms: int | None, now_ms: int) -> int | None:
-    """When to ask for a token expiring at ``expires_ms`` to be renewed: ``RENEWAL_LEAD_MS`` before, as Ably asks.
-    ``None`` when that has passed (a token of under 30 s): as on Ably, it expires into DISCONNECTED 40142 and the
-    SDK reconnects with a new one (ably-js's sandbox tests expect this of a 5 s token)."""
-    if expires_ms is None or expires_ms - RENEWAL_LEAD_MS <= now_ms:
-        return None
-    return expires_ms - RENEWAL_LEAD_MS
-
-
-def _is_serial(value: object) -> TypeGuard[int]:
-    """A msgSerial: an integer an ACK can carry back in msgpack as well as JSON."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
-
-
 def _data_size(data: str | bytes | None) -> int:
     return len(data.encode() if isinstance(data, str) else data or b"")
-
-
-SYNC_PAGE_BYTES = 256 * 1024  # well under the 1 MiB a client's WebSocket may accept (ably-python's default)
-
-
-def sync_pages(members: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """A presence set in SYNC pages of about SYNC_PAGE_BYTES of member data each (at least one member a page)."""
-    pages: list[list[dict[str, Any]]] = [[]]
-    size = 0
-    for member in members:
-        data = member.get("data")
-        weight = 200 + (len(data) * 4 // 3 if isinstance(data, str | bytes) else 0)  # base64 for binary, in JSON
-        if pages[-1] and size + weight > SYNC_PAGE_BYTES:
-            pages.append([])
-            size = 0
-        pages[-1].append(member)
-        size += weight
-    return pages
 
 
 def _with_client_id(credentials: Credentials, requested: str | None) -> Credentials:
@@ -1116,26 +1006,3 @@ def connection_refusal(
     if not counted and app.state.over_connection_quota():
         return ERROR, AblyError(40111, f"Connection limit of {settings.max_connections} exceeded")
     return None
-
-
-def connect_query(target: str) -> dict[str, str]:
-    return dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
-
-
-def remain_present_for(query: Mapping[str, str]) -> float:
-    """How long, in seconds, the members of the connection stay present once its socket drops: the
-    ``remainPresentFor`` transport param (milliseconds; ably-js ``transportParams: { remainPresentFor: 5000 }``), or
-    Ably's 15 seconds without it. Ably documents a minimum of one second, which a smaller value gets (0 included); a
-    value that is not a whole number of milliseconds (a sign, a fraction, a unit, empty) or is over two minutes (the
-    time a dropped connection is kept at all) is refused with 40003, as the emulator's choice: Ably does not document
-    what it does with one (docs/ably.md#connection-resume)."""
-    raw = query.get("remainPresentFor")
-    if raw is None:
-        return PRESENCE_HOLD_SECONDS
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) > MAX_REMAIN_PRESENT_MS:
-        raise AblyError(
-            40003,
-            f"Invalid remainPresentFor {clipped(raw, 20)!r}: a whole number of milliseconds up to "
-            f"{MAX_REMAIN_PRESENT_MS}",
-        )
-    return max(int(raw), MIN_REMAIN_PRESENT_MS) / 1000

@@ -1,5 +1,7 @@
 """Ably token auth: TokenRequest MACs, Ably JWT claims and capability matching (Ably docs, TokenRequest spec TE),
-presence actions, and the ``rewind`` and ``occupancy`` channel params (as params, or qualifying a name)."""
+presence actions, the ``rewind`` and ``occupancy`` channel params (as params, or qualifying a name), and a realtime
+connection's rules: channel modes (granted by a capability, requested by an ATTACH, and what each is sent), the
+connect query's ``remainPresentFor``, token renewal, SYNC pages and the protocol's limits."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from typing import NamedTuple, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
+from urllib.parse import parse_qsl, urlsplit
 
 from relay.errors import (
     AuthenticationError,
@@ -18,6 +21,7 @@ from relay.errors import (
     InvalidChannelName,
     InvalidSignature,
     PermissionDenied,
+    ProtocolError,
     StaleTimestamp,
 )
 from relay.protocol.frames import lone_surrogate_problem
@@ -389,3 +393,152 @@ def jwt_claims(
     if client_id is not None:
         claims["x-ably-clientId"] = client_id
     return {"typ": "JWT", "alg": "HS256", "kid": key_name}, claims
+
+
+# -- realtime connections ------------------------------------------------------------------------------------------
+
+# Channel modes (ProtocolMessage flags, Ably spec TR3): an ATTACH's request, and an ATTACHED's grant.
+MODE_PRESENCE, MODE_PUBLISH, MODE_SUBSCRIBE, MODE_PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
+MODES = MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE
+MAX_CHANNELS_PER_CONNECTION = 200  # Ably's limit (90010)
+# The channel params the emulator applies, shown in ATTACHED.
+APPLIED_PARAMS = ("rewind", "rewindLimit", "occupancy", "modes")
+# Ably's inbound limit: messages and presence items a connection may publish per second (CONNECTED's maxInboundRate;
+# beyond it, NACK 42911). The burst is one second's worth.
+MAX_INBOUND_RATE = 50
+CONNECTION_STATE_TTL_MS = 120_000  # how long a connection whose socket dropped can be resumed (Ably's two minutes)
+# How long the members a dropped connection entered stay present, waiting for it to resume (Ably's 15 seconds), unless
+# the client chose another time with the ``remainPresentFor`` transport param (remain_present_for below).
+PRESENCE_HOLD_SECONDS = 15.0
+# remainPresentFor, in milliseconds: Ably's documented minimum (a smaller value gets it), and the emulator's maximum,
+# the connection's own lifetime once dropped (its members leave when it is released, whatever they asked).
+MIN_REMAIN_PRESENT_MS = 1_000
+MAX_REMAIN_PRESENT_MS = CONNECTION_STATE_TTL_MS
+# How long before a token expires the server asks for the next one (an AUTH message, RTN22): SDKs then fetch a token
+# (authCallback, authUrl, key) and send it in an AUTH of their own, on the same connection. Left to expire, the token
+# drops the socket (DISCONNECTED 40142) and the SDK resumes the connection with a new token.
+RENEWAL_LEAD_MS = 30_000
+SYNC_PAGE_BYTES = 256 * 1024  # well under the 1 MiB a client's WebSocket may accept (ably-python's default)
+_OPERATION_MODES = {
+    "subscribe": MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE,
+    "publish": MODE_PUBLISH,
+    "presence": MODE_PRESENCE,
+}
+# The mode names of the ``modes`` channel param (ably-js's channelModes, lower case; message_subscribe is ably-js
+# 2.30's name for subscribe), with the modes the emulator grants for them: annotations and LiveObjects are not
+# emulated, so theirs grant nothing.
+_PARAM_MODES = {
+    "presence": MODE_PRESENCE,
+    "publish": MODE_PUBLISH,
+    "subscribe": MODE_SUBSCRIBE,
+    "message_subscribe": MODE_SUBSCRIBE,
+    "presence_subscribe": MODE_PRESENCE_SUBSCRIBE,
+    "annotation_publish": 0,
+    "annotation_subscribe": 0,
+    "object_subscribe": 0,
+    "object_publish": 0,
+}
+
+
+def allowed_modes(capability: Mapping[str, list[str]], channel: str) -> int:
+    """The channel modes ``capability`` allows on ``channel`` (0: it may not attach); on a metachannel the subscribe
+    mode at most, whatever the capability: nobody publishes or enters presence there."""
+    modes = 0
+    for resource, operations in capability.items():
+        if resource_matches(resource, channel):
+            if "*" in operations:
+                modes = MODES
+                break
+            for operation in operations:
+                modes |= _OPERATION_MODES.get(operation, 0)
+    return modes & MODE_SUBSCRIBE if is_metachannel(channel) else modes
+
+
+def sent_to(modes: int, *, presence: bool, own: bool, echo: bool) -> bool:
+    """Whether a name attached with ``modes`` is sent a message (``presence``: a presence change): SUBSCRIBE for a
+    message, PRESENCE_SUBSCRIBE for presence; and a message its ``own`` connection published only with ``echo``
+    (presence changes are sent to their own connection whatever its echo). AblySession.deliver_foreign applies it
+    inline, once per subscriber of each publish, where a call costs as much as the rule."""
+    wanted = MODE_PRESENCE_SUBSCRIBE if presence else MODE_SUBSCRIBE
+    return bool(modes & wanted) and (echo or presence or not own)
+
+
+def requested_modes(params: Mapping[str, object], flags: object) -> int:
+    """The modes an ATTACH asks for: its ``modes`` param (comma-separated names), which wins over its mode flags
+    (ably-js's attachWithChannelParamsModesAndChannelModes), else the flags; all of them when it names none the
+    emulator grants. ProtocolError 40000 for a mode name Ably does not know."""
+    raw = params.get("modes")
+    if raw is None:
+        requested = flags & MODES if isinstance(flags, int) else 0
+    elif not isinstance(raw, str):
+        raise ProtocolError("Invalid channel params: modes is a comma-separated string of channel modes", code=40000)
+    else:
+        requested = 0
+        for mode in raw.split(","):
+            granted = _PARAM_MODES.get(mode.strip().lower())
+            if granted is None:
+                raise ProtocolError(f"Invalid channel params: unknown channel mode {mode.strip()[:100]!r}", code=40000)
+            requested |= granted
+    return requested or MODES
+
+
+def channel_params(params: Mapping[str, object]) -> tuple[Rewind | None, tuple[str, ...] | None]:
+    """The rewind and the occupancy categories an ATTACH's params ask for; ProtocolError 40003 for a value Ably would
+    refuse."""
+    try:
+        return parse_rewind(params), parse_occupancy(params)
+    except ValueError as exc:
+        raise ProtocolError(f"Invalid channel params: {exc}", code=40003) from None
+
+
+def renewal_time(expires_ms: int | None, now_ms: int) -> int | None:
+    """When to ask for a token expiring at ``expires_ms`` to be renewed: ``RENEWAL_LEAD_MS`` before, as Ably asks.
+    ``None`` when that has passed (a token of under 30 s): as on Ably, it expires into DISCONNECTED 40142 and the
+    SDK reconnects with a new one (ably-js's sandbox tests expect this of a 5 s token)."""
+    if expires_ms is None or expires_ms - RENEWAL_LEAD_MS <= now_ms:
+        return None
+    return expires_ms - RENEWAL_LEAD_MS
+
+
+def is_msg_serial(value: object) -> TypeGuard[int]:
+    """A msgSerial: an integer an ACK can carry back in msgpack as well as JSON."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def sync_pages(members: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """A presence set in SYNC pages of about SYNC_PAGE_BYTES of member data each (at least one member a page)."""
+    pages: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for member in members:
+        data = member.get("data")
+        weight = 200 + (len(data) * 4 // 3 if isinstance(data, str | bytes) else 0)  # base64 for binary, in JSON
+        if pages[-1] and size + weight > SYNC_PAGE_BYTES:
+            pages.append([])
+            size = 0
+        pages[-1].append(member)
+        size += weight
+    return pages
+
+
+def connect_query(target: str) -> dict[str, str]:
+    """The query params of a realtime connection's request target (``/?key=…&format=msgpack``), blank ones kept."""
+    return dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
+
+
+def remain_present_for(query: Mapping[str, str]) -> float:
+    """How long, in seconds, the members of the connection stay present once its socket drops: the
+    ``remainPresentFor`` transport param (milliseconds; ably-js ``transportParams: { remainPresentFor: 5000 }``), or
+    Ably's 15 seconds without it. Ably documents a minimum of one second, which a smaller value gets (0 included); a
+    value that is not a whole number of milliseconds (a sign, a fraction, a unit, empty) or is over two minutes (the
+    time a dropped connection is kept at all) is refused with ProtocolError 40003, as the emulator's choice: Ably
+    does not document what it does with one (docs/ably.md#connection-resume)."""
+    raw = query.get("remainPresentFor")
+    if raw is None:
+        return PRESENCE_HOLD_SECONDS
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) > MAX_REMAIN_PRESENT_MS:
+        shown = raw if len(raw) <= 20 else raw[:20] + "…"
+        raise ProtocolError(
+            f"Invalid remainPresentFor {shown!r}: a whole number of milliseconds up to {MAX_REMAIN_PRESENT_MS}",
+            code=40003,
+        )
+    return max(int(raw), MIN_REMAIN_PRESENT_MS) / 1000

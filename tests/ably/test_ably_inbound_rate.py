@@ -31,7 +31,8 @@ from ablysupport import (
 )
 from websockets.exceptions import ConnectionClosed
 
-from relay.emulator.ably_realtime import MAX_INBOUND_RATE, MAX_PROTOCOL_MESSAGE_RATE, AblySession
+from relay.emulator.ably_realtime import MAX_PROTOCOL_MESSAGE_RATE, AblySession
+from relay.protocol.ably import MAX_INBOUND_RATE
 from tests.conftest import RunningEmulator
 
 Wires = list[AblyWire | PusherWire]

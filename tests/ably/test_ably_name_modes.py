@@ -33,8 +33,8 @@ from ablysupport import (
     jwt_token,
 )
 
-from relay.emulator.ably_realtime import sent_to
 from relay.emulator.usage import DayUsage
+from relay.protocol.ably import sent_to
 from tests.conftest import RunningEmulator, whole_run
 
 Wires = list[AblyWire | PusherWire]

@@ -35,7 +35,7 @@ from ablysupport import (
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from relay.emulator.ably_realtime import renewal_time
+from relay.protocol.ably import renewal_time
 from tests.conftest import RunningEmulator, StartEmulator
 
 Wires = list[AblyWire | PusherWire]

@@ -16,11 +16,11 @@ import pytest
 from ably import AblyRealtime  # type: ignore[import-untyped]
 
 from relay.emulator.ably import AblyNode
-from relay.emulator.ably_auth import AblyError
 from relay.emulator.ably_history import EXPIRY_STEP
 from relay.emulator.ably_hub import DELIVERY_LOG_MS, Attachment, DeliveryLog, Outbound
-from relay.emulator.ably_realtime import remain_present_for
 from relay.emulator.wire import encode_text
+from relay.errors import ProtocolError
+from relay.protocol.ably import remain_present_for
 from tests.ably.ablysupport import (
     API_KEY,
     SCRIPTS,
@@ -326,9 +326,9 @@ def test_remain_present_for_is_milliseconds_from_ably_s_one_second_minimum_to_tw
     # Ably documents a minimum of one second: a smaller value gets it.
     assert remain_present_for({"remainPresentFor": "0"}) == remain_present_for({"remainPresentFor": "999"}) == 1.0
     for raw in ("", "-1", "1.5", "1e3", "5000ms", " 1000", "+1000", "\uff15000", "120001", "9" * 5000):
-        with pytest.raises(AblyError) as refused:
+        with pytest.raises(ProtocolError) as refused:
             remain_present_for({"remainPresentFor": raw})
-        assert (refused.value.code, refused.value.status) == (40003, 400), raw
+        assert (refused.value.code, refused.value.http_status) == (40003, 400), raw
         assert "remainPresentFor" in refused.value.message and len(refused.value.message) < 120
 
 
