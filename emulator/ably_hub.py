@@ -44,6 +44,7 @@ from relay.protocol.ably import (
     CHANNEL_LIFECYCLE,
     ENTER,
     LEAVE,
+    MAX_MESSAGE_SIZE,
     MODE_PRESENCE,
     MODE_PRESENCE_SUBSCRIBE,
     MODE_PUBLISH,
@@ -51,6 +52,11 @@ from relay.protocol.ably import (
     PRESENT,
     UPDATE,
     ably_channel_problem,
+    are_numbered_ids,
+    channel_serial,
+    extras_size,
+    numbered,
+    publish_id,
     qualified_params,
 )
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
@@ -68,10 +74,6 @@ HAS_PRESENCE, HAS_BACKLOG, RESUMED = 1, 2, 4
 # as message.create, but ably-python leaves it None.
 MESSAGE_CREATE = 0
 
-MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's default limit, A.3)
-# The messages (or presence messages) one publish carries: empty ones weigh nothing against the size limit, and
-# 100,000 of them in one request held the event loop for a second and pushed every other channel out of history
-MAX_MESSAGES_PER_PUBLISH = 1_000
 MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- channels use the app's Pusher limit
 IDEMPOTENCY_WINDOW_MS = 120_000
 # The message ids of idempotent publishes one app remembers at most, the oldest publishes forgotten first past it (a
@@ -143,14 +145,6 @@ class Message:
         return self.data or ""
 
 
-def extras_size(extras: dict[str, Any]) -> int:
-    """What ``extras`` count towards a message's size: the length of its JSON as ably-js measures it
-    (``getMessageSize``: ``JSON.stringify(extras).length``, UTF-16 code units), so ``"é"`` is one, not the six of
-    its ``\\u00e9`` escape, and a character outside the BMP is two."""
-    text = json.dumps(extras, separators=(",", ":"), ensure_ascii=False)
-    return len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
 def parse_message(raw: object, where: str) -> Message:
     """One message from a client (REST body or realtime MESSAGE), checked; unknown fields are ignored."""
     if not isinstance(raw, dict):
@@ -217,16 +211,6 @@ def decoded_data(data: object, encoding: str | None, where: str) -> tuple[str | 
     return data, encoding
 
 
-def check_message_count(count: int, where: str) -> None:
-    """At most MAX_MESSAGES_PER_PUBLISH in one publish, checked before any of them is read: Ably's own code for it,
-    40034 (400), "Too many messages in one publish" (ably-common errors/codes/40034.md), which the SDKs hand over as
-    is, so code that tells it from a malformed request (40000) works here as on Ably."""
-    if count > MAX_MESSAGES_PER_PUBLISH:
-        raise AblyError(
-            40034, f"{where}: Too many messages in one publish ({count}; the maximum is {MAX_MESSAGES_PER_PUBLISH})"
-        )
-
-
 def message_too_large(where: str, total: int, limit: int) -> AblyError:
     """Ably's 40009 for messages (a publish's, a presence message's) over ``limit`` bytes, in Ably's own words, which
     users search for; ``where`` says which part of the request."""
@@ -251,11 +235,8 @@ def check_messages(
         total += message.size()
     if total > limit:
         raise message_too_large(where, total, limit)
-    ids = [message.id for message in messages]
-    if len(messages) > 1 and any(ids):
-        base = (ids[0] or "").rpartition(":")[0]
-        if not base or ids != [f"{base}:{index}" for index in range(len(messages))]:
-            raise AblyError(40031, f"{where}: ids of a multi-message publish must be <base>:0, <base>:1, …")
+    if not are_numbered_ids([message.id for message in messages]):
+        raise AblyError(40031, f"{where}: ids of a multi-message publish must be <base>:0, <base>:1, …")
 
 
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -715,9 +696,9 @@ class AblyApp:
                 return seen[1], seen[2]
         serial = self.next_serial()
         protocol_id = f"{connection_id or self._rest_id}:{serial}"
-        channel_serial = f"{serial:016x}"
-        serials = [f"{channel_serial}:{index}" for index in range(len(messages))]
-        message_id = _publish_id(ids) if ids else protocol_id
+        serial_text = channel_serial(serial)
+        serials = numbered(serial_text, len(messages))
+        message_id = publish_id(ids) if ids else protocol_id
         if ids:
             self._remember(channel, ids, now, message_id, serials)
             if self.state.cluster is not None:  # for the nodes that will not hear of it on the bus
@@ -731,7 +712,7 @@ class AblyApp:
             "channel": channel,
             "id": protocol_id,
             "timestamp": now,
-            "channelSerial": channel_serial,
+            "channelSerial": serial_text,
             "messages": items,
         }
         if connection_id is not None:
@@ -753,8 +734,8 @@ class AblyApp:
         items = fields["messages"]
         ids = tuple(item["id"] for item in items if item.get("id") is not None)
         if ids:
-            serials = [f"{fields['channelSerial']}:{index}" for index in range(len(items))]
-            self._remember(channel, ids, now, _publish_id(ids), serials)
+            serials = numbered(fields["channelSerial"], len(items))
+            self._remember(channel, ids, now, publish_id(ids), serials)
 
     def published_elsewhere_before(
         self, channel: str, ids: tuple[str, ...], message_id: str, serials: list[str], ms_left: int
@@ -874,8 +855,8 @@ class AblyApp:
     ) -> Outbound:
         """A Pusher event as an Ably MESSAGE with what an Ably publish's carries: its serial (``serial``, from the
         app's sequence that Ably publishes take theirs from), its action, a ProtocolMessage id and timestamp."""
-        channel_serial = f"{serial:016x}"
-        item: dict[str, Any] = {"name": name, "action": MESSAGE_CREATE, "serial": f"{channel_serial}:0"}
+        serial_text = channel_serial(serial)
+        item: dict[str, Any] = {"name": name, "action": MESSAGE_CREATE, "serial": f"{serial_text}:0"}
         if data is not None:
             item["data"] = data
             if frames.looks_like_json(data):
@@ -887,7 +868,7 @@ class AblyApp:
             "channel": channel,
             "id": f"{exclude or self._pusher_id}:{serial}",
             "timestamp": now,
-            "channelSerial": channel_serial,
+            "channelSerial": serial_text,
             "messages": [item],
         }
         if exclude is not None:
@@ -1033,7 +1014,7 @@ class AblyApp:
             "channel": name,
             "connectionId": connection_id,
             "timestamp": now,
-            "channelSerial": f"{serial:016x}",
+            "channelSerial": channel_serial(serial),
             "presence": items,
         }
         if self.state.cluster is not None:  # even with no local subscriber left: the others still hold the member
@@ -1138,7 +1119,7 @@ class AblyApp:
         return item
 
     def _remote_change(self, node: int, name: str, items: list[dict[str, Any]]) -> None:
-        serial = f"{self.next_serial():016x}"
+        serial = channel_serial(self.next_serial())
         fields = {
             "action": PRESENCE,
             "channel": name,
@@ -1297,7 +1278,7 @@ class AblyApp:
             "channel": CHANNEL_LIFECYCLE,
             "id": f"{self._meta_id}:{serial}",
             "timestamp": now,
-            "channelSerial": f"{serial:016x}",
+            "channelSerial": channel_serial(serial),
             "messages": [message.item() for message in messages],
         }
         self._deliver_to_hub(CHANNEL_LIFECYCLE, messages, Outbound(fields), None, http=False)  # Ably's own
@@ -1333,11 +1314,6 @@ def _webhook_messages(fields: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         jsonable(delivered_message(fields, i)) for i, item in enumerate(items) if not is_ephemeral(item.get("extras"))
     ]
-
-
-def _publish_id(ids: tuple[str, ...]) -> str:
-    """The messageId of a publish whose messages carry ``ids``: the base the SDKs number them from (``base:0``)."""
-    return ids[0].rpartition(":")[0] or ids[0]
 
 
 def pusher_member(

@@ -32,7 +32,6 @@ from relay.emulator.ably_hub import (
     HAS_BACKLOG,
     HAS_PRESENCE,
     HEARTBEAT,
-    MAX_MESSAGE_SIZE,
     MESSAGE,
     NACK,
     PRESENCE,
@@ -43,7 +42,6 @@ from relay.emulator.ably_hub import (
     Delivered,
     NameModes,
     Outbound,
-    check_message_count,
     check_messages,
     decode_body,
     decoded_data,
@@ -66,6 +64,7 @@ from relay.protocol.ably import (
     LEAVE,
     MAX_CHANNELS_PER_CONNECTION,
     MAX_INBOUND_RATE,
+    MAX_MESSAGE_SIZE,
     MAX_REWIND_MESSAGES,
     MODE_PRESENCE,
     MODE_PRESENCE_SUBSCRIBE,
@@ -78,6 +77,8 @@ from relay.protocol.ably import (
     allowed_modes,
     allows,
     channel_params,
+    channel_serial,
+    check_message_count,
     is_metachannel,
     is_msg_serial,
     renewal_time,
@@ -727,8 +728,8 @@ class AblySession(ForeignPeer):
         # back as from_serial, where history stops. A resuming client that received nothing since sends it back.
         serial = self.app.last_serial
         if not keep_serial:
-            self._point(attachment, f"{serial:016x}", serial)
-        return {"action": ATTACHED, "channel": shown, "channelSerial": f"{serial:016x}", "flags": flags}
+            self._point(attachment, channel_serial(serial), serial)
+        return {"action": ATTACHED, "channel": shown, "channelSerial": channel_serial(serial), "flags": flags}
 
     @staticmethod
     def _point(attachment: Attachment, channel_serial: str, position: int) -> None:
@@ -790,7 +791,10 @@ class AblySession(ForeignPeer):
         count = len(items) if isinstance(items, list) and items else 1
         now = self._clock()
         try:
-            check_message_count(count, "messages" if action == MESSAGE else "presence")
+            try:
+                check_message_count(count, "messages" if action == MESSAGE else "presence")
+            except ProtocolError as exc:
+                raise AblyError.of(exc) from None
             if self._inbound.retry_after(now, count) is not None:  # before anything else is read
                 raise AblyError(
                     42911, "max per-connection publish rate limit exceeded (nonfatal): unable to publish message", 429

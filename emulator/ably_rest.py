@@ -24,7 +24,6 @@ from relay.emulator.ably_hub import (
     AblyApp,
     Message,
     check_channel_name,
-    check_message_count,
     check_messages,
     decode_body,
     encode_json,
@@ -38,7 +37,8 @@ from relay.emulator.http_api import Response
 from relay.emulator.hub import AppState
 from relay.emulator.session import Session
 from relay.emulator.usage import AppMeter
-from relay.protocol.ably import CHANNEL_LIFECYCLE, allows, is_metachannel, is_whole_number
+from relay.errors import ProtocolError
+from relay.protocol.ably import CHANNEL_LIFECYCLE, allows, check_message_count, is_metachannel, is_whole_number
 from relay.protocol.media_types import media_type
 
 log = logging.getLogger("relay.emulator")
@@ -289,7 +289,10 @@ class AblyRest:
         raw = body if isinstance(body, list) else [body]
         if not raw:
             raise AblyError(40000, "Publish at least one message")
-        check_message_count(len(raw), "messages")
+        try:
+            check_message_count(len(raw), "messages")
+        except ProtocolError as exc:
+            raise AblyError.of(exc) from None
         messages = [parse_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
         check_messages(messages, credentials, "messages")
         connection_id, exclude = _publishing_connection(app, messages)
@@ -496,7 +499,10 @@ def _batch_spec(spec: object, index: int, credentials: Credentials) -> tuple[lis
     raw = [raw] if isinstance(raw, dict) else raw
     if not isinstance(raw, list) or not raw:
         raise AblyError(40000, f"{where}: messages is a message or a non-empty array of them")
-    check_message_count(len(raw), f"{where}.messages")
+    try:
+        check_message_count(len(raw), f"{where}.messages")
+    except ProtocolError as exc:
+        raise AblyError.of(exc) from None
     messages = [parse_message(item, f"{where}.messages[{i}]") for i, item in enumerate(raw)]
     check_messages(messages, credentials, f"{where}.messages")
     return channels, messages

@@ -1,7 +1,8 @@
 """Ably token auth: TokenRequest MACs, Ably JWT claims and capability matching (Ably docs, TokenRequest spec TE),
 presence actions, the ``rewind`` and ``occupancy`` channel params (as params, or qualifying a name), and a realtime
 connection's rules: channel modes (granted by a capability, requested by an ATTACH, and what each is sent), the
-connect query's ``remainPresentFor``, token renewal, SYNC pages and the protocol's limits."""
+connect query's ``remainPresentFor``, token renewal, SYNC pages and the protocol's limits; and its messages' (how
+many a publish carries, what extras weigh, channelSerials, the ids of a publish)."""
 
 from __future__ import annotations
 
@@ -542,3 +543,54 @@ def remain_present_for(query: Mapping[str, str]) -> float:
             code=40003,
         )
     return max(int(raw), MIN_REMAIN_PRESENT_MS) / 1000
+
+
+# -- messages ------------------------------------------------------------------------------------------------------
+
+MAX_MESSAGE_SIZE = 65_536  # bytes of name + clientId + data + extras (Ably's default limit, A.3)
+# The messages (or presence messages) one publish carries: empty ones weigh nothing against the size limit, and
+# 100,000 of them in one request held the event loop for a second and pushed every other channel out of history
+MAX_MESSAGES_PER_PUBLISH = 1_000
+
+
+def check_message_count(count: int, where: str) -> None:
+    """At most MAX_MESSAGES_PER_PUBLISH in one publish, checked before any of them is read: Ably's own code for it,
+    40034 (400), "Too many messages in one publish" (ably-common errors/codes/40034.md), which the SDKs hand over as
+    is, so code that tells it from a malformed request (40000) works here as on Ably. ProtocolError otherwise."""
+    if count > MAX_MESSAGES_PER_PUBLISH:
+        raise ProtocolError(
+            f"{where}: Too many messages in one publish ({count}; the maximum is {MAX_MESSAGES_PER_PUBLISH})",
+            code=40034,
+        )
+
+
+def extras_size(extras: dict[str, Any]) -> int:
+    """What ``extras`` count towards a message's size: the length of its JSON as ably-js measures it
+    (``getMessageSize``: ``JSON.stringify(extras).length``, UTF-16 code units), so ``"é"`` is one, not the six of
+    its ``\\u00e9`` escape, and a character outside the BMP is two."""
+    text = json.dumps(extras, separators=(",", ":"), ensure_ascii=False)
+    return len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def channel_serial(serial: int) -> str:
+    """A channelSerial: the serial a node gave a delivery, as 16 hex digits (so that they sort as they were given)."""
+    return f"{serial:016x}"
+
+
+def numbered(base: str, count: int) -> list[str]:
+    """The ids (or serials) of a ProtocolMessage's ``count`` messages: ``base:0``, ``base:1``, …"""
+    return [f"{base}:{index}" for index in range(count)]
+
+
+def are_numbered_ids(ids: list[str | None]) -> bool:
+    """Whether the ids of a publish's messages are as Ably requires of an idempotent publish of several: none at all,
+    or ``base:0``, ``base:1``, … (one message may carry any id)."""
+    if len(ids) <= 1 or not any(ids):
+        return True
+    base = (ids[0] or "").rpartition(":")[0]
+    return bool(base) and ids == numbered(base, len(ids))
+
+
+def publish_id(ids: tuple[str, ...]) -> str:
+    """The messageId of a publish whose messages carry ``ids``: the base the SDKs number them from (``base:0``)."""
+    return ids[0].rpartition(":")[0] or ids[0]
