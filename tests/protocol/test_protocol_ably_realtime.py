@@ -1,5 +1,6 @@
 """A realtime connection's pure rules (``relay.protocol.ably``): the channel modes a capability grants and an ATTACH
-requests, its channel params, msgSerials, SYNC pages, the connect query and the protocol's limits. ``sent_to``,
+requests, its channel params, msgSerials, SYNC pages, the connect query and the protocol's limits; and the rules of
+messages: how many a publish may carry, what their extras weigh, channelSerials and the ids of a publish. ``sent_to``,
 ``renewal_time`` and ``remain_present_for`` have their tests beside the emulator behaviour they decide
 (tests/ably/test_ably_name_modes.py, test_ably_realtime_edges.py, test_ably_resume.py)."""
 
@@ -15,6 +16,8 @@ from relay.protocol.ably import (
     CONNECTION_STATE_TTL_MS,
     MAX_CHANNELS_PER_CONNECTION,
     MAX_INBOUND_RATE,
+    MAX_MESSAGE_SIZE,
+    MAX_MESSAGES_PER_PUBLISH,
     MAX_REMAIN_PRESENT_MS,
     MIN_REMAIN_PRESENT_MS,
     MODE_PRESENCE,
@@ -27,9 +30,15 @@ from relay.protocol.ably import (
     SYNC_PAGE_BYTES,
     Rewind,
     allowed_modes,
+    are_numbered_ids,
     channel_params,
+    channel_serial,
+    check_message_count,
     connect_query,
+    extras_size,
     is_msg_serial,
+    numbered,
+    publish_id,
     requested_modes,
     sync_pages,
 )
@@ -215,3 +224,86 @@ def test_sync_pages_hold_about_sync_page_bytes_each(members: list[dict[str, Any]
 )
 def test_connect_query(target: str, query: dict[str, str]) -> None:
     assert connect_query(target) == query
+
+
+# -- messages ------------------------------------------------------------------------------------------------------
+
+
+def test_message_limits_are_ably_s() -> None:
+    assert (MAX_MESSAGE_SIZE, MAX_MESSAGES_PER_PUBLISH) == (65_536, 1_000)
+
+
+@pytest.mark.parametrize("count", [0, 1, 1_000])
+def test_a_publish_of_up_to_a_thousand_messages_passes(count: int) -> None:
+    check_message_count(count, "messages")
+
+
+@pytest.mark.parametrize(
+    ("count", "where", "message"),
+    [
+        (1_001, "messages", "messages: Too many messages in one publish (1001; the maximum is 1000)"),
+        (100_000, "presence", "presence: Too many messages in one publish (100000; the maximum is 1000)"),
+        (1_001, "[0].messages", "[0].messages: Too many messages in one publish (1001; the maximum is 1000)"),
+    ],
+)
+def test_more_messages_in_one_publish_is_ably_s_40034(count: int, where: str, message: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        check_message_count(count, where)
+    assert (refused.value.code, refused.value.http_status, refused.value.message) == (40034, 400, message)
+
+
+@pytest.mark.parametrize(
+    ("extras", "size"),
+    [
+        ({}, 2),
+        ({"headers": {"k": "v"}}, 21),  # {"headers":{"k":"v"}}
+        ({"a": "é"}, 9),  # one UTF-16 code unit, not the six of \u00e9
+        ({"a": "\U0001f600"}, 10),  # outside the BMP: two
+        ({"a": [1, True, None]}, 19),  # {"a":[1,true,null]}
+    ],
+)
+def test_extras_weigh_their_json_in_utf16_code_units_as_ably_js_measures(extras: dict[str, Any], size: int) -> None:
+    assert extras_size(extras) == size
+
+
+@pytest.mark.parametrize(
+    ("serial", "text"),
+    [(0, "0000000000000000"), (255, "00000000000000ff"), (2**52 + 1, "0010000000000001"), (2**64 - 1, "f" * 16)],
+)
+def test_channel_serial_is_sixteen_hex_digits(serial: int, text: str) -> None:
+    assert channel_serial(serial) == text
+
+
+def test_numbered_ids_count_from_zero() -> None:
+    assert numbered("00000000000000ff", 3) == ["00000000000000ff:0", "00000000000000ff:1", "00000000000000ff:2"]
+    assert numbered("base", 0) == []
+
+
+@pytest.mark.parametrize(
+    ("ids", "numbered_ok"),
+    [
+        ([], True),
+        ([None], True),
+        (["any-id"], True),  # one message may carry any id
+        ([None, None], True),  # no ids at all
+        (["b:0", "b:1", "b:2"], True),
+        (["a:b:0", "a:b:1"], True),  # the base is what comes before the last ':'
+        (["b:1", "b:2"], False),  # numbered from 0
+        (["b:0", "c:1"], False),
+        (["b:0", None], False),
+        ([None, "b:1"], False),
+        (["b", "b:1"], False),
+        ([":0", ":1"], False),  # an empty base
+        (["b:0", "b:01"], False),
+    ],
+)
+def test_the_ids_of_a_publish_of_several_are_base_0_base_1(ids: list[str | None], numbered_ok: bool) -> None:
+    assert are_numbered_ids(ids) is numbered_ok
+
+
+@pytest.mark.parametrize(
+    ("ids", "message_id"),
+    [(("base:0", "base:1"), "base"), (("a:b:0",), "a:b"), (("plain",), "plain"), ((":0",), ":0")],
+)
+def test_publish_id_is_the_base_the_ids_are_numbered_from(ids: tuple[str, ...], message_id: str) -> None:
+    assert publish_id(ids) == message_id
