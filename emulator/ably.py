@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from relay.config import ProviderConfig, url_host
 from relay.emulator.ably_auth import AblyAuth, AblyError, AblyKey, Credentials
-from relay.emulator.ably_hub import ERROR, AblyApp, ws_frame
+from relay.emulator.ably_hub import AblyApp, ws_frame
 from relay.emulator.ably_realtime import (
     AblySession,
     ResumableLink,
@@ -26,7 +26,7 @@ from relay.emulator.ably_rest import AblyRest
 from relay.emulator.config import EmulatorConfig
 from relay.emulator.http_api import Response
 from relay.errors import ProtocolError
-from relay.protocol.ably import connect_query, remain_present_for, split_api_key
+from relay.protocol.ably import ERROR, connect_query, remain_present_for, split_api_key
 from relay.protocol.frames import dumps as literal  # a JSON string is a JS and a Python literal alike
 
 if TYPE_CHECKING:

@@ -45,34 +45,30 @@ from relay.protocol.ably import (
     ENTER,
     LEAVE,
     MAX_MESSAGE_SIZE,
+    MESSAGE,
+    MESSAGE_CREATE,
     MODE_PRESENCE,
     MODE_PRESENCE_SUBSCRIBE,
     MODE_PUBLISH,
     MODE_SUBSCRIBE,
+    PRESENCE,
     PRESENT,
     UPDATE,
     ably_channel_problem,
     are_numbered_ids,
     channel_serial,
     extras_size,
+    is_connection_key,
     numbered,
     publish_id,
     qualified_params,
 )
 from relay.protocol.channels import SERVER_TO_USER_PREFIX, ChannelKind, Limits, classify, is_cache_channel
 from relay.protocol.members import Member
-from relay.protocol.socket_ids import is_valid_socket_id
 
 if TYPE_CHECKING:
     from relay.emulator.ably_realtime import AblySession
 
-# ProtocolMessage actions (Ably spec TR2) and flags (TR3).
-HEARTBEAT, ACK, NACK, CONNECT, CONNECTED, DISCONNECT, DISCONNECTED, CLOSE, CLOSED, ERROR = range(10)
-ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = range(10, 18)
-HAS_PRESENCE, HAS_BACKLOG, RESUMED = 1, 2, 4
-# A message's own action (TM2j), which Ably sends on every message it delivers or keeps: ably-js reads a missing one
-# as message.create, but ably-python leaves it None.
-MESSAGE_CREATE = 0
 
 MAX_PRESENCE_MEMBERS = 200  # per channel on Ably-only channels; presence- channels use the app's Pusher limit
 IDEMPOTENCY_WINDOW_MS = 120_000
@@ -185,14 +181,6 @@ def parse_message(raw: object, where: str) -> Message:
             "a connection's key (connection.key in ably-js) or a Pusher socket id",
         )
     return Message(name, data, encoding, client_id, message_id, extras, connection_key)
-
-
-def is_connection_key(key: str) -> bool:
-    """A connection key of this emulator's (``{socket id}!{secret}``), or a Pusher socket id: a publish "as" either
-    leaves that connection out. A well-formed key of a connection that has closed is not refused: it leaves nobody
-    out."""
-    socket_id, _, secret = key.partition("!")
-    return is_valid_socket_id(socket_id) and (key == socket_id or (secret.isascii() and secret.isalnum()))
 
 
 def decoded_data(data: object, encoding: str | None, where: str) -> tuple[str | bytes | None, str | None]:

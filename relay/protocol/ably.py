@@ -1,8 +1,9 @@
 """Ably token auth: TokenRequest MACs, Ably JWT claims and capability matching (Ably docs, TokenRequest spec TE),
 presence actions, the ``rewind`` and ``occupancy`` channel params (as params, or qualifying a name), and a realtime
-connection's rules: channel modes (granted by a capability, requested by an ATTACH, and what each is sent), the
-connect query's ``remainPresentFor``, token renewal, SYNC pages and the protocol's limits; and its messages' (how
-many a publish carries, what extras weigh, channelSerials, the ids of a publish)."""
+connection's rules: ProtocolMessage actions and flags, connection keys, channel modes (granted by a capability,
+requested by an ATTACH, and what each is sent), the connect query's ``remainPresentFor``, token renewal, SYNC pages
+and the protocol's limits; and its messages' (how many a publish carries, what extras weigh, channelSerials, the ids
+of a publish)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from relay.errors import (
     StaleTimestamp,
 )
 from relay.protocol.frames import lone_surrogate_problem
+from relay.protocol.socket_ids import is_valid_socket_id
 
 MAX_TOKEN_TTL_MS = 24 * 3600 * 1000
 DEFAULT_TOKEN_TTL_MS = 3600 * 1000
@@ -33,6 +35,13 @@ TIMESTAMP_WINDOW_MS = 2 * 60 * 1000
 Capability = dict[str, list[str]]
 # PresenceMessage actions (Ably spec TP2), in ProtocolMessages, REST answers and webhooks alike.
 ABSENT, PRESENT, ENTER, LEAVE, UPDATE = range(5)
+# ProtocolMessage actions (Ably spec TR2) and flags (TR3).
+HEARTBEAT, ACK, NACK, CONNECT, CONNECTED, DISCONNECT, DISCONNECTED, CLOSE, CLOSED, ERROR = range(10)
+ATTACH, ATTACHED, DETACH, DETACHED, PRESENCE, MESSAGE, SYNC, AUTH = range(10, 18)
+HAS_PRESENCE, HAS_BACKLOG, RESUMED = 1, 2, 4
+# A message's own action (TM2j), which Ably sends on every message it delivers or keeps: ably-js reads a missing one
+# as message.create, but ably-python leaves it None.
+MESSAGE_CREATE = 0
 
 
 # Ably's channel naming rules (https://ably.com/docs/channels, "Channels are identified by their unique name"): a
@@ -594,3 +603,11 @@ def are_numbered_ids(ids: list[str | None]) -> bool:
 def publish_id(ids: tuple[str, ...]) -> str:
     """The messageId of a publish whose messages carry ``ids``: the base the SDKs number them from (``base:0``)."""
     return ids[0].rpartition(":")[0] or ids[0]
+
+
+def is_connection_key(key: str) -> bool:
+    """A connection key (``{socket id}!{secret}``, a realtime connection's ``connection.key``), or a Pusher socket id: a
+    publish "as" either leaves that connection out. A well-formed key of a connection that has closed is not refused:
+    it leaves nobody out."""
+    socket_id, _, secret = key.partition("!")
+    return is_valid_socket_id(socket_id) and (key == socket_id or (secret.isascii() and secret.isalnum()))
