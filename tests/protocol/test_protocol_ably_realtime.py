@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from relay.errors import ProtocolError
+from relay.protocol import ably
 from relay.protocol.ably import (
     APPLIED_PARAMS,
     CONNECTION_STATE_TTL_MS,
@@ -36,6 +37,7 @@ from relay.protocol.ably import (
     check_message_count,
     connect_query,
     extras_size,
+    is_connection_key,
     is_msg_serial,
     numbered,
     publish_id,
@@ -44,6 +46,16 @@ from relay.protocol.ably import (
 )
 
 PRESENCE, PUBLISH, SUBSCRIBE, PRESENCE_SUBSCRIBE = 1 << 16, 1 << 17, 1 << 18, 1 << 19  # Ably spec TR3
+
+
+def test_the_protocol_message_actions_and_flags_are_ably_s() -> None:
+    """Ably spec TR2 (actions) and TR3 (flags), and a message's own action (TM2j)."""
+    actions = [
+        "HEARTBEAT", "ACK", "NACK", "CONNECT", "CONNECTED", "DISCONNECT", "DISCONNECTED", "CLOSE", "CLOSED", "ERROR",
+        "ATTACH", "ATTACHED", "DETACH", "DETACHED", "PRESENCE", "MESSAGE", "SYNC", "AUTH",
+    ]  # fmt: skip
+    assert [getattr(ably, action) for action in actions] == list(range(18))
+    assert (ably.HAS_PRESENCE, ably.HAS_BACKLOG, ably.RESUMED, ably.MESSAGE_CREATE) == (1, 2, 4, 0)
 
 
 def test_the_mode_flags_and_limits_are_ably_s() -> None:
@@ -307,3 +319,21 @@ def test_the_ids_of_a_publish_of_several_are_base_0_base_1(ids: list[str | None]
 )
 def test_publish_id_is_the_base_the_ids_are_numbered_from(ids: tuple[str, ...], message_id: str) -> None:
     assert publish_id(ids) == message_id
+
+
+@pytest.mark.parametrize(
+    ("key", "is_key"),
+    [
+        ("123.456", True),  # a Pusher socket id
+        ("123.456!abcDEF09", True),  # an Ably connection's key: its id, "!", a secret
+        ("123.456!", False),
+        ("123.456!ab-c", False),
+        ("123.456!abc!d", False),
+        ("123.456!\u00e9", False),  # the secret is ASCII
+        ("abc!x", False),
+        ("!abc", False),
+        ("", False),
+    ],
+)
+def test_is_connection_key(key: str, is_key: bool) -> None:
+    assert is_connection_key(key) is is_key
