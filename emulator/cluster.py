@@ -49,8 +49,8 @@ from urllib.parse import urlsplit
 
 import msgpack  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.emulator.ably_auth import NONCE_KEPT_MS
@@ -449,6 +449,14 @@ def unreachable(url: str, exc: BaseException) -> ConfigError:
     if isinstance(exc, TimeoutError):
         reason = f"no answer within {START_SECONDS:g} s"
     password = urlsplit(url).password
+    if isinstance(exc, AuthenticationError) and not password:
+        # redis-py's words for it ("HELLO must be called with the client already authenticated, …") name neither the
+        # password nor where it goes; this text holds no secret, and redacting it would hide the URL's form.
+        return ConfigError(
+            f"cannot reach Redis at {redact_urls(url)}: it asks for a password and the URL has none: write it in the"
+            " URL, redis://:PASSWORD@HOST:PORT/DB, best as redis_url in the config file's [server] (ps shows the"
+            " command line)"
+        )
     if password:
         reason = reason.replace(password, "***")
     return ConfigError(f"cannot reach Redis at {redact_urls(url)}: {redact_urls(reason)}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import Redis as SyncRedis
 from websockets.exceptions import ConnectionClosed
 
 from relay.cost.usage import parse_usage
@@ -22,6 +23,7 @@ from relay.emulator.logs import Redactor, redact_urls
 from relay.emulator.usage import AppMeter, add_peaks, concurrent_peaks, merge_documents, usage_document
 from relay.emulator.webhooks import WebhookDispatcher
 from tests.cli_support import assert_refused, run_relay, write
+from tests.cluster.conftest import RedisServer
 from tests.conftest import StartEmulator, free_port, whole_run
 from tests.emulator_process import EmulatorProcess
 from tests.operations.support import APP, CREDENTIALS, api, publish, ws_client
@@ -441,6 +443,21 @@ async def test_a_redis_that_is_down_is_one_configuration_error_line(log_json: li
     )
     assert_refused(outcome, f"cannot reach Redis at redis://***@127.0.0.1:{port}/0: ", "Connection refused")
     assert "downPW-7" not in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1
+
+
+async def test_a_redis_that_asks_for_a_password_the_url_lacks_says_so(redis: RedisServer) -> None:
+    """It was redis-py's "HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user>
+    <pass> option can be used …", which names no password and no URL to put it in."""
+    with SyncRedis(port=redis.port) as client:
+        client.config_set("requirepass", "needed-PW")
+    outcome = await run_relay("emulator", "--port", "0", "--redis-url", redis.url)
+    assert_refused(
+        outcome,
+        f"cannot reach Redis at {redis.url}: it asks for a password and the URL has none: ",
+        "redis://:PASSWORD@HOST:PORT/DB",
+        "redis_url",
+    )
+    assert "HELLO" not in outcome.stderr
 
 
 # -- CORS on the operations endpoints' refusals -----------------------------------------------------------------
