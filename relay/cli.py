@@ -856,6 +856,11 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
         try:
             make_ssl_context(config.tls_cert, config.tls_key)
         except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":  # both PEM: one of them was replaced without the other
+                raise ConfigError(
+                    f"TLS key {config.tls_key} is not the private key of the certificate in {config.tls_cert}: give"
+                    " the key the certificate was issued for"
+                ) from None
             raise ConfigError(
                 f"TLS files {config.tls_cert} and {config.tls_key} are not a PEM certificate chain and its private key"
                 f" ({exc.reason or exc})"

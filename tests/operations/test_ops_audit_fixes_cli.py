@@ -106,6 +106,17 @@ async def test_a_tls_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
     assert "does not exist" not in outcome.stderr
 
 
+async def test_a_key_that_is_not_the_certificates_says_so(tmp_path: Path) -> None:
+    """A renewal that replaced one file of the pair: it was "… are not a PEM certificate chain and its private key
+    (KEY_VALUES_MISMATCH)", which read as if the files were not PEM at all."""
+    cert, _ = make_certificate(tmp_path)
+    (tmp_path / "other").mkdir()
+    _, other_key = make_certificate(tmp_path / "other")
+    outcome = await run_relay("emulator", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(other_key))
+    assert_refused(outcome, f"TLS key {other_key} is not the private key of the certificate in {cert}")
+    assert "not a PEM" not in outcome.stderr
+
+
 # -- 3. SIGHUP ------------------------------------------------------------------------------------------------------
 
 
