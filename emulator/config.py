@@ -643,6 +643,8 @@ _SERVER_FIELDS = {
     "reuse_port",
 }
 
+# Settings of `relay emulator` that have a flag and no [server] key, by the key an operator would write.
+_FLAG_ONLY_SETTINGS = {"workers": "--workers", "log_level": "--log-level", "log_json": "--log-json"}
 
 # The [server] settings that name a file.
 _PATH_SETTINGS = ("tls_cert", "tls_key", "usage_file")
@@ -790,6 +792,12 @@ def load_config(path: Path, *, defaults: EmulatorConfig) -> EmulatorConfig:
     server = document.get("server", {})
     if not isinstance(server, Mapping):
         raise ConfigError(f"{path}: server must be a table ([server]), got {_toml_kind(server)}")
+    for name, flag in _FLAG_ONLY_SETTINGS.items():
+        if name in server:  # the docs name them as flags; the list of allowed keys below would not say where they go
+            raise ConfigError(
+                f"{path} [server]: {name} is a command-line flag only: give {flag} to relay emulator (in a systemd "
+                "unit, on its ExecStart line)"
+            )
     _check_keys(server, _SERVER_FIELDS, f"{path} [server]")
     server = _beside(path, server)
     if "apps" not in document:

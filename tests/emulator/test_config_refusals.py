@@ -138,6 +138,19 @@ def test_emulator_config_file_refuses_nonsense_naming_field_and_value(
 
 
 @pytest.mark.parametrize(
+    ("key", "flag"),
+    [("workers = 4", "--workers"), ("log_level = 'debug'", "--log-level"), ("log_json = true", "--log-json")],
+)
+def test_a_server_key_that_is_a_flag_only_says_which_flag(tmp_path: Path, key: str, flag: str) -> None:
+    """It was only "unknown key(s) workers; allowed: …", a list without it, which left an operator who read
+    --workers in the docs guessing whether the file has another name for it."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, f"[server]\n{key}\n"), defaults=DEFAULTS)
+    name = key.split(" ")[0]
+    assert f"{name} is a command-line flag only: give {flag} to relay emulator" in caught.value.message
+
+
+@pytest.mark.parametrize(
     ("content", "fragment"),
     [(None, "directory"), (NOT_UTF8, "UTF-8")],  # IsADirectoryError and UnicodeDecodeError escaped
     ids=["directory", "not UTF-8"],
