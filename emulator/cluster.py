@@ -41,6 +41,7 @@ import hashlib
 import itertools
 import json
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -504,6 +505,24 @@ async def _cancelled(tasks: Collection[asyncio.Task[None]]) -> None:
     for task in tasks:  # retrieved, so a task that ended on a Redis error is not reported again at exit
         if task.done() and not task.cancelled():
             task.exception()
+
+
+def url_option_problem(url: str) -> str | None:
+    """What redis-py cannot take among ``url``'s options (``?name=value``), or None. It passes them to each connection
+    as keyword arguments, so one it does not know failed only inside the first connection, as a TypeError."""
+    scheme = urlsplit(url).scheme
+    try:
+        pool = aioredis.Redis.from_url(url).connection_pool
+        pool.connection_class(**pool.connection_kwargs)  # a connection as the pool builds it, connected to nothing
+    except TypeError as exc:
+        unexpected = re.search(r"unexpected keyword argument '([^']*)'", str(exc))
+        name = unexpected.group(1) if unexpected else str(exc)
+        problem = f"option {name!r} is not one redis-py reads from a {scheme}:// URL"
+        tls_option = name.startswith("ssl_") and scheme != "rediss"
+        return problem + (" (the ssl_ options are rediss://'s)" if tls_option else "")
+    except (ValueError, RedisError) as exc:  # a value it cannot read: "Invalid value for 'db' in connection URL."
+        return str(exc).rstrip(".")
+    return None
 
 
 async def check_reachable(url: str) -> None:

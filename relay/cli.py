@@ -142,7 +142,13 @@ def _run_emulator(args: argparse.Namespace) -> int:
     except InvalidSetting as exc:
         raise _flag_error(exc) from None
     if config.redis_url is not None:
-        _require_redis("--redis-url" if args.redis_url is not None else f"redis_url in {args.config}")
+        setting = "--redis-url" if args.redis_url is not None else f"redis_url in {args.config}"
+        _require_redis(setting)
+        from relay.emulator.cluster import url_option_problem
+
+        problem = url_option_problem(config.redis_url)
+        if problem is not None:  # found now, not as a traceback from inside the first connection
+            raise ConfigError(f"{setting}: {problem}")
     if args.workers < 1:
         raise ConfigError("--workers must be 1 or more")
     if config.reuse_port and not hasattr(socket, "SO_REUSEPORT"):

@@ -460,6 +460,31 @@ async def test_a_redis_that_asks_for_a_password_the_url_lacks_says_so(redis: Red
     assert "HELLO" not in outcome.stderr
 
 
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        # rediss://'s option on redis://
+        ("ssl_ca_certs=/etc/relay/redis-ca.pem", "option 'ssl_ca_certs' is not one redis-py reads from a redis:// URL"),
+        ("sockettimeout=5", "option 'sockettimeout' is not one redis-py reads from a redis:// URL"),
+        ("socket_timeout=5s", "Invalid value for 'socket_timeout'"),
+    ],
+)
+@pytest.mark.parametrize("where", ["--redis-url", "redis_url"])
+async def test_a_redis_url_option_redis_py_cannot_take_is_a_configuration_error(
+    tmp_path: Path, query: str, named: str, where: str
+) -> None:
+    """redis-py takes the URL's options as its connections' keyword arguments: one it has not (or one of rediss://'s on
+    redis://) was a TypeError traceback from inside the first connection, and exit 1."""
+    url = f"redis://:optPW-3@127.0.0.1:{free_port()}/0?{query}"
+    if where == "--redis-url":
+        outcome = await run_relay("emulator", "--port", "0", "--redis-url", url)
+    else:
+        config = write(tmp_path, f"[server]\nredis_url = '{url}'\n")
+        outcome = await run_relay("emulator", "--port", "0", "--config", str(config))
+    assert_refused(outcome, where, named)
+    assert "optPW-3" not in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1
+
+
 # -- CORS on the operations endpoints' refusals -----------------------------------------------------------------
 
 
