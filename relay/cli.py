@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from relay import __version__
-from relay.config import ProviderConfig, refuse_undecoded, trimmed_environment, undecoded, url_host
+from relay.config import ProviderConfig, refuse_quoted, refuse_undecoded, trimmed_environment, undecoded, url_host
 from relay.cost.cli import add_cost_command
 from relay.emulator.config import (
     PUBLIC_SECRET,
@@ -897,10 +897,11 @@ def _console_token(flag: str | None) -> str | None:
 
 def _env_console_token(env: dict[str, str]) -> str | None:
     """RELAY_CONSOLE_TOKEN, refused by its own name when it holds a byte that is not UTF-8 (it was said to be
-    --console-token's, a flag not given)."""
+    --console-token's, a flag not given), or is in quotes (docker's --env-file keeps them: every scrape was a 401)."""
     token = env.get("RELAY_CONSOLE_TOKEN")
     if token is not None:
         refuse_undecoded(token, "RELAY_CONSOLE_TOKEN")
+        refuse_quoted(token, "RELAY_CONSOLE_TOKEN")
     return token
 
 

@@ -523,6 +523,15 @@ async def test_a_console_token_variable_holding_a_byte_that_is_not_utf8_is_refus
     assert "--console-token" not in outcome.stderr
 
 
+@pytest.mark.parametrize("quote", ['"', "'"])
+async def test_a_console_token_variable_in_quotes_is_refused_as_relay_serves_token_is(quote: str) -> None:
+    """RELAY_CONSOLE_TOKEN="tok" from docker's --env-file kept its quotes: the token was '"tok"', and Prometheus and
+    curl, sending tok, got 401 from /metrics and /usage. relay serve refuses its RELAY_API_TOKEN so already."""
+    outcome = await run_relay("emulator", "--port", "0", env={"RELAY_CONSOLE_TOKEN": f"{quote}tok{quote}"})
+    assert_refused(outcome, "RELAY_CONSOLE_TOKEN is written in quotes", "remove them")
+    assert "tok" not in outcome.stderr.replace("RELAY_CONSOLE_TOKEN", "")
+
+
 def _banner_value(banner: str, pattern: str) -> str:
     """The literal the banner prints for ``pattern`` (a regex with one group), read as JavaScript or Python would."""
     match = re.search(pattern, banner)
