@@ -546,6 +546,9 @@ class EmulatorConfig:
             _seconds(name, getattr(self, name), zero=True)
         _seconds("usage_checkpoint", self.usage_checkpoint, zero=False)
         if self.redis_url is not None:
+            if isinstance(self.redis_url, str) and self.redis_url.strip() != self.redis_url:
+                shown = shown_url(self.redis_url)
+                raise InvalidSetting("redis_url", f"{shown} has whitespace around it: a URL has none")
             if not is_url(self.redis_url, ("redis", "rediss", "unix"), host=False):
                 raise InvalidSetting(
                     "redis_url", f"must be a redis://, rediss:// or unix:// URL, got {shown_url(self.redis_url)}"

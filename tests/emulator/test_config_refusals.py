@@ -150,6 +150,18 @@ def test_a_server_key_that_is_a_flag_only_says_which_flag(tmp_path: Path, key: s
     assert f"{name} is a command-line flag only: give {flag} to relay emulator" in caught.value.message
 
 
+async def test_a_redis_url_with_whitespace_around_it_says_so(tmp_path: Path) -> None:
+    """It was "must be a redis://, rediss:// or unix:// URL, got 'redis://…/0 '", of a URL that is one but for the
+    space (a value pasted with it), as webhook URLs already said."""
+    url = "redis://:wsPW-9@127.0.0.1:6380/0 "
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, f"[server]\nredis_url = '{url}'\n"), defaults=DEFAULTS)
+    assert "redis_url 'redis://***@127.0.0.1:6380/0 ' has whitespace around it: a URL has none" in caught.value.message
+    outcome = await run_relay("emulator", "--port", "0", "--redis-url", url)
+    assert_refused(outcome, "--redis-url 'redis://***@127.0.0.1:6380/0 ' has whitespace around it: a URL has none")
+    assert "wsPW-9" not in caught.value.message + outcome.stderr
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [(None, "directory"), (NOT_UTF8, "UTF-8")],  # IsADirectoryError and UnicodeDecodeError escaped
