@@ -1131,9 +1131,6 @@ class AblyApp:
         if self._occupancy_sweep is None:
             self._occupancy_sweep = loop.call_later(OCCUPANCY_INTERVAL, self._sweep_occupancy)
 
-    def watching_occupancy(self, name: str, socket_id: str) -> bool:
-        return socket_id in self.occupancy_watches.get(name, {})
-
     def unwatch_occupancy(self, name: str, socket_id: str) -> None:
         watches = self.occupancy_watches.get(name)
         if watches is not None and watches.pop(socket_id, None) is not None and not watches:

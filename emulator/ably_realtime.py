@@ -765,6 +765,15 @@ class AblySession(ForeignPeer):
             self._stop_occupancy(name, attachment)
         if not attachment.names:
             self._release_channel(name)
+        else:
+            self._leave_unless_present(name, attachment)
+
+    def _leave_unless_present(self, name: str, attachment: Attachment) -> None:
+        """The members the connection entered on ``name`` leave once none of its names has PRESENCE left (a DETACH or
+        a reauth took it): a PRESENCE to make them leave would be refused, and they would stay until the channel's
+        last name went."""
+        if attachment.entered and not attachment.modes & MODE_PRESENCE:
+            self._leave(name, attachment)
 
     def _stop_occupancy(self, name: str, attachment: Attachment) -> None:
         attachment.occupancy_name = None
@@ -943,6 +952,7 @@ class AblySession(ForeignPeer):
             present = modes & MODE_PRESENCE_SUBSCRIBE and self.app.members(name)
             if shown not in self._awaiting:  # its re-ATTACH is answered with the new modes, and what it missed
                 self._send(self._attached(shown, modes | RESUMED | (HAS_PRESENCE if present else 0), attachment))
+            self._leave_unless_present(name, attachment)
         for name, shown in denied:
             self._forget_name(shown)
             self._error_for(shown, AblyError(40160, f"Channel denied access based on given capability: {name[:100]!r}"))

@@ -40,6 +40,7 @@ from tests.conftest import RunningEmulator, whole_run
 Wires = list[AblyWire | PusherWire]
 PRESENCE_MODE, PUBLISH_MODE, SUBSCRIBE_MODE, PRESENCE_SUBSCRIBE_MODE = 1 << 16, 1 << 17, 1 << 18, 1 << 19
 RESUMED_FLAG = 4
+HAS_PRESENCE_FLAG = 1
 
 
 async def sent_before_pong(wire: AblyWire, ping_id: str) -> list[dict[str, Any]]:
@@ -229,3 +230,47 @@ async def test_a_resumed_name_is_sent_what_its_own_modes_took_in(ably_emulator: 
     assert shown(sent) == [(ATTACHED, "[?modes=publish]room"), (ATTACHED, "room"), (MESSAGE, "room")]
     assert [message["flags"] for message in sent[:2]] == [PUBLISH_MODE | RESUMED_FLAG, ALL_MODES | RESUMED_FLAG]
     assert sent[2]["messages"][0]["data"] == "missed"
+
+
+async def test_members_leave_when_no_name_may_be_present_any_more(ably_emulator: RunningEmulator, wires: Wires) -> None:
+    """The member entered under ``room`` leaves when that name is DETACHed and the name left attached
+    (``[?modes=subscribe]room``) has no PRESENCE: nothing could make it leave otherwise (a PRESENCE under the
+    subscribe-only name is refused), and it stayed until the connection closed."""
+    member = await ably_wire(ably_emulator, f"key={API_KEY}&clientId=ann")
+    watcher = await ably_wire(ably_emulator)
+    wires.extend((member, watcher))
+    await watcher.attach("room")
+    await member.attach("room")
+    await member.attach("[?modes=subscribe]room")
+    await member.presence("room", {"action": 2})
+    assert shown(await sent_before_pong(member, "after-its-enter")) == [(PRESENCE, "room"), (ACK, None)]
+    assert [item["action"] for item in (await watcher.expect(PRESENCE))["presence"]] == [2]
+    await member.send({"action": DETACH, "channel": "room"})
+    await member.expect(DETACHED)
+    left = (await watcher.expect(PRESENCE))["presence"]
+    assert [(item["action"], item["clientId"]) for item in left] == [(3, "ann")]
+    newcomer = await ably_wire(ably_emulator)
+    wires.append(newcomer)
+    assert not (await newcomer.attach("room"))["flags"] & HAS_PRESENCE_FLAG  # the presence set is empty
+
+
+async def test_members_leave_when_a_reauth_takes_presence_away(ably_emulator: RunningEmulator, wires: Wires) -> None:
+    """A token without presence fails the name attached for it (40160) and its member leaves, though the connection
+    keeps the channel under its subscribe-only name."""
+    member = await ably_wire(
+        ably_emulator, f"access_token={jwt_token({'room': ['subscribe', 'presence']}, client_id='c')}"
+    )
+    watcher = await ably_wire(ably_emulator)
+    wires.extend((member, watcher))
+    await watcher.attach("room")
+    await member.attach("[?modes=presence]room")
+    await member.attach("[?modes=subscribe]room")
+    await member.presence("[?modes=presence]room", {"action": 2})
+    await member.expect(ACK)
+    await watcher.expect(PRESENCE)
+    await member.send({"action": AUTH, "auth": {"accessToken": jwt_token({"room": ["subscribe"]}, client_id="c")}})
+    await member.expect(CONNECTED)
+    failed = await member.expect(ERROR)
+    assert (failed["channel"], failed["error"]["code"]) == ("[?modes=presence]room", 40160)
+    left = (await watcher.expect(PRESENCE))["presence"]
+    assert [(item["action"], item["clientId"]) for item in left] == [(3, "c")]
