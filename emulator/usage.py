@@ -396,18 +396,19 @@ class AppMeter:
                 self._channel_activated(day)
         if is_metachannel(channel):
             # Ably's own message (a channel lifecycle event): only Ably has it, so it is no publish, nor its deliveries
+            # (the console's live feed shows it all the same)
             units = units_5kib(size)
             day.metachannel_messages += units * (1 + reached)
             day.ably_messages += units * (1 + reached)
-            return units
-        day.publishes += 1
-        day.http_publishes += http
-        day.deliveries += reached
-        units = self._count_publish(now, day, size, reached)
-        if echoes:
-            day.echo_deliveries += echoes
-            day.ably_messages += units * echoes
-        self.publishes += 1
+        else:
+            day.publishes += 1
+            day.http_publishes += http
+            day.deliveries += reached
+            units = self._count_publish(now, day, size, reached)
+            if echoes:
+                day.echo_deliveries += echoes
+                day.ably_messages += units * echoes
+            self.publishes += 1
         if self.observer is not None:
             shown = clipped(data, LOGGED_DATA)
             self.observer({"type": "publish", "channel": channel, "event": event, "data": shown, "recipients": reached})

@@ -290,3 +290,19 @@ async def test_usage_file_accumulates_across_runs_and_never_clobbers_another_fil
     assert write_usage_file(emulator.node, target) == target
     usage = parse_usage(json.loads(target.read_text()))
     assert sum(day.publishes for day in usage.apps["1"].days.values()) == 3
+
+
+def test_a_metachannel_message_is_counted_apart_and_shown_on_the_console() -> None:
+    """A channel lifecycle message is Ably's own: metachannel_messages (1 sent + 1 per subscriber, in 5 KiB units)
+    and Ably's messages count it, the publishes and their deliveries do not; the console's live feed still shows it,
+    as it did when it was counted as a publish."""
+    meter = AppMeter("1", clock=lambda: 1_800_000_000.0)
+    shown: list[dict[str, object]] = []
+    meter.observer = shown.append
+    assert meter.published("[meta]channel.lifecycle", "channel.opened", BIG, 3, size=6_000, http=False) == 2
+    (day,) = meter.days().values()
+    assert (day.metachannel_messages, day.ably_messages) == (2 * (1 + 3), 2 * (1 + 3))
+    assert (day.publishes, day.deliveries, day.http_publishes, meter.publishes) == (0, 0, 0, 0)
+    assert [(event["type"], event["channel"], event["recipients"]) for event in shown] == [
+        ("publish", "[meta]channel.lifecycle", 3)
+    ]
