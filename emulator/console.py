@@ -31,9 +31,8 @@ from relay.emulator.ably_realtime import AblySession
 from relay.emulator.config import unprefixed
 from relay.emulator.http_api import Response, error_response, json_response, method_not_allowed
 from relay.emulator.limits import TokenBucket
-from relay.emulator.logs import clipped
 from relay.emulator.usage import local_reach, usage_document, usage_summary
-from relay.errors import ProtocolError, RelayError
+from relay.errors import ProtocolError, RelayError, clipped
 from relay.protocol.channels import ChannelKind, classify, validate_channel_name, validate_event_name
 from relay.protocol.frames import check_event_size, dumps, dumps_parsed, loads, utf8_length
 from relay.protocol.hosts import is_loopback

@@ -150,8 +150,3 @@ def configure_logging(
     # say when a webhook fails or is dropped. Shown with --log-level debug.
     logging.getLogger("httpx").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
     return handler
-
-
-def clipped(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters and an ellipsis: what a client sent, kept short where it is shown."""
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -49,12 +49,12 @@ from relay.emulator.http_api import (
 )
 from relay.emulator.hub import AppState
 from relay.emulator.limits import TokenBucket
-from relay.emulator.logs import Redactor, clipped
+from relay.emulator.logs import Redactor
 from relay.emulator.session import OVER_CAPACITY, Session
 from relay.emulator.usage import AppMeter
 from relay.emulator.webhooks import WebhookDispatcher
 from relay.emulator.wire import deflated, encode_text, fast_accept, switching_protocols
-from relay.errors import ConfigError
+from relay.errors import ConfigError, clipped
 from relay.protocol import frames
 from relay.protocol.codes import ErrorCode
 from relay.protocol.hosts import is_dual_stack

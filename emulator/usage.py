@@ -61,8 +61,9 @@ from typing import TYPE_CHECKING, Any
 
 from relay.emulator.config import Webhook
 from relay.emulator.limits import TokenBucket
-from relay.emulator.logs import clipped, redact_urls
+from relay.emulator.logs import redact_urls
 from relay.emulator.user_sketch import UserSketch
+from relay.errors import clipped
 from relay.protocol.ably import is_metachannel
 from relay.protocol.channels import SERVER_TO_USER_PREFIX
 from relay.protocol.frames import utf8_length

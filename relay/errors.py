@@ -290,8 +290,7 @@ class DuplicateKey(ValueError):
     the one meant, or the one a proxy in front checked."""
 
     def __init__(self, key: str) -> None:
-        shown = key if len(key) <= KEY_SHOWN else key[:KEY_SHOWN] + "…"  # a cut key is not shown as if whole
-        super().__init__(f"{shown!r} is given twice in one object")
+        super().__init__(f"{clipped(key, KEY_SHOWN)!r} is given twice in one object")
         self.key = key
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -315,6 +314,12 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def json_kind(value: object) -> str:
     """What a decoded JSON value is, in words ("a list", "null"), for an error that must not show it."""
     return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters and an ellipsis: what a client sent, kept short where it is shown (and a
+    cut text is not shown as if whole)."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def printable(text: str, *, backslashes: bool = True) -> str:

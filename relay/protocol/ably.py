@@ -25,6 +25,7 @@ from relay.errors import (
     PermissionDenied,
     ProtocolError,
     StaleTimestamp,
+    clipped,
 )
 from relay.protocol.frames import lone_surrogate_problem
 from relay.protocol.socket_ids import is_valid_socket_id
@@ -546,10 +547,9 @@ def remain_present_for(query: Mapping[str, str]) -> float:
     if raw is None:
         return PRESENCE_HOLD_SECONDS
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) > MAX_REMAIN_PRESENT_MS:
-        shown = raw if len(raw) <= 20 else raw[:20] + "…"
+        most = MAX_REMAIN_PRESENT_MS
         raise ProtocolError(
-            f"Invalid remainPresentFor {shown!r}: a whole number of milliseconds up to {MAX_REMAIN_PRESENT_MS}",
-            code=40003,
+            f"Invalid remainPresentFor {clipped(raw, 20)!r}: a whole number of milliseconds up to {most}", code=40003
         )
     return max(int(raw), MIN_REMAIN_PRESENT_MS) / 1000
 

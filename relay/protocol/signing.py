@@ -18,6 +18,7 @@ from relay.errors import (
     InvalidSignature,
     StaleTimestamp,
     UnknownKey,
+    clipped,
 )
 from relay.protocol.channels import ChannelKind, classify, validate_channel_name
 from relay.protocol.socket_ids import validate_socket_id
@@ -114,7 +115,7 @@ SHOWN_STRING_TO_SIGN = 300  # characters: a presence channel's channel_data or a
 def shown_string_to_sign(signed: str) -> str:
     """A refused signature's string to sign as an error shows it (hosted Pusher names it; it holds no secret), cut at
     ``SHOWN_STRING_TO_SIGN`` characters."""
-    return signed if len(signed) <= SHOWN_STRING_TO_SIGN else signed[:SHOWN_STRING_TO_SIGN] + "…"
+    return clipped(signed, SHOWN_STRING_TO_SIGN)
 
 
 def unique_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
