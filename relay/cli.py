@@ -827,6 +827,10 @@ def _operations_config(args: argparse.Namespace, config: EmulatorConfig) -> Emul
     """Apply the operations flags and set up logging (structured, secrets redacted)."""
     from relay.emulator.logs import configure_logging
 
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path == "":  # as an operator may try to turn off the file's TLS: the flags can only set it, not unset it
+            off = " (to serve without the TLS the config file sets, remove tls_cert and tls_key from its [server])"
+            raise ConfigError(f"{flag} is empty: an empty path is not a file{off if config.tls_cert else ''}")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together (a PEM certificate chain and its private key)")
     env = trimmed_environment()

@@ -322,3 +322,15 @@ def test_the_emulator_stops_cleanly_with_its_standard_output_closed() -> None:
     rest = process.stderr.read()
     assert process.wait(timeout=20) == 0, rest
     assert "Assertion" not in rest and "shutdown: done" in rest, rest
+
+
+@pytest.mark.parametrize("flag", ["--tls-cert", "--tls-key"])
+async def test_an_empty_tls_flag_says_it_is_empty(tmp_path: Path, flag: str) -> None:
+    """`--tls-cert ''` (meant to turn off the TLS the config file sets) said "--tls-cert and --tls-key go together",
+    which it had been given with; given both empty, "TLS file  does not exist"."""
+    cert, key = make_certificate(tmp_path)
+    config = write(tmp_path, f"[server]\ntls_cert = '{cert}'\ntls_key = '{key}'\n")
+    for empty in ([flag, ""], ["--tls-cert", "", "--tls-key", ""]):
+        outcome = await run_relay("emulator", "--port", "0", "--config", str(config), *empty)
+        assert_refused(outcome, f"{empty[0]} is empty: an empty path is not a file", "remove tls_cert and tls_key")
+        assert "go together" not in outcome.stderr
