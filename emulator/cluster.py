@@ -43,6 +43,7 @@ import json
 import logging
 import re
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -460,7 +461,24 @@ def unreachable(url: str, exc: BaseException) -> ConfigError:
         )
     if password:
         reason = reason.replace(password, "***")
-    return ConfigError(f"cannot reach Redis at {redact_urls(url)}: {redact_urls(reason)}")
+    return ConfigError(f"cannot reach Redis at {redact_urls(url)}: {redact_urls(reason)}{_tls_hint(url, exc)}")
+
+
+def _tls_hint(url: str, exc: BaseException) -> str:
+    """What a URL whose scheme does not match the port's TLS may have failed by: redis-py's words for it name no TLS.
+    A plain port takes the TLS handshake's first bytes for a command still being written and does not answer (a
+    timeout), and something else may answer it with what is no handshake (an SSL error); a TLS-only port resets a
+    connection that does not start with a handshake."""
+    causes = (exc, exc.__context__)
+    scheme = urlsplit(url).scheme
+    timed_out = any(isinstance(cause, TimeoutError | RedisTimeoutError) for cause in causes)
+    # Only this SSL error: the others (a certificate not trusted, a handshake refused) come from a port serving TLS
+    no_handshake = any(isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER" for cause in causes)
+    if scheme == "rediss" and (timed_out or no_handshake):
+        return " (the port may not serve TLS: a plain Redis port takes redis://, rediss:// needs its tls-port)"
+    if scheme == "redis" and any(isinstance(cause, ConnectionResetError) for cause in causes):
+        return " (the port may be one that serves TLS only, as Redis's tls-port does: its URL is rediss://)"
+    return ""
 
 
 _T = TypeVar("_T")

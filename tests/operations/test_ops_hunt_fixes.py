@@ -9,6 +9,11 @@ import asyncio
 import json
 import logging
 import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,7 @@ from tests.cli_support import assert_refused, run_relay, write
 from tests.cluster.conftest import RedisServer
 from tests.conftest import StartEmulator, free_port, whole_run
 from tests.emulator_process import EmulatorProcess
-from tests.operations.support import APP, CREDENTIALS, api, publish, ws_client
+from tests.operations.support import APP, CREDENTIALS, api, make_certificate, publish, ws_client
 from tests.webhook_receiver import Receiver
 
 
@@ -458,6 +463,68 @@ async def test_a_redis_that_asks_for_a_password_the_url_lacks_says_so(redis: Red
         "redis_url",
     )
     assert "HELLO" not in outcome.stderr
+
+
+async def test_a_rediss_url_at_a_plain_port_says_the_port_may_not_serve_tls(redis: RedisServer) -> None:
+    """The TLS handshake gets no answer from a plain Redis port: it was only "Timeout connecting to server", after
+    5 s (here the URL's own socket_connect_timeout makes it quick)."""
+    url = f"rediss://127.0.0.1:{redis.port}/0?socket_connect_timeout=0.5"
+    outcome = await run_relay("emulator", "--port", "0", "--redis-url", url)
+    assert_refused(outcome, f"cannot reach Redis at {url}: Timeout connecting to server", "not serve TLS", "redis://")
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[int]:
+    """A redis-server serving TLS only, on a free port (the one yielded); skipped where it is built without TLS."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    cert, key = make_certificate(tmp_path)
+    port = free_port()
+    tls = ["--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    server = subprocess.Popen(
+        [binary, "--port", "0", "--bind", "127.0.0.1", "--save", "", *tls, "--tls-auth-clients", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"redis-server did not listen on {port}"
+                time.sleep(0.05)
+        else:
+            pytest.skip("this redis-server does not serve TLS")
+        yield port
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def test_a_rediss_url_at_a_port_answering_no_handshake_says_the_port_may_not_serve_tls() -> None:
+    """It was only "[SSL: WRONG_VERSION_NUMBER] wrong version number"."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"-ERR not TLS\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"rediss://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    async with server:
+        outcome = await run_relay("emulator", "--port", "0", "--redis-url", url)
+    assert_refused(outcome, f"cannot reach Redis at {url}: ", "WRONG_VERSION_NUMBER", "may not serve TLS")
+
+
+async def test_a_redis_url_at_a_tls_only_port_says_the_port_may_serve_tls(tls_redis: int) -> None:
+    """A TLS port resets a connection that does not start with a TLS handshake: it was only "Connection reset by
+    peer"."""
+    url = f"redis://127.0.0.1:{tls_redis}/0"
+    outcome = await run_relay("emulator", "--port", "0", "--redis-url", url)
+    assert_refused(outcome, f"cannot reach Redis at {url}: ", "Connection reset by peer", "serves TLS", "rediss://")
 
 
 @pytest.mark.parametrize(
