@@ -176,7 +176,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
     from relay.emulator.cluster import check_reachable
 
     asyncio.run(check_reachable(config.redis_url))  # once, here, rather than once from each worker
-    return _run_workers(config, args.workers, show_secrets=not args.log_json)
+    return _run_workers(config, args.workers, log_json=args.log_json)
 
 
 def _flag_error(exc: InvalidSetting) -> ConfigError:
@@ -349,7 +349,7 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
 )
 
 
-def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) -> int:
+def _run_workers(config: EmulatorConfig, workers: int, *, log_json: bool) -> int:
     """N processes, each an emulator node of the same cluster with its own SO_REUSEPORT listening socket, so the
     kernel spreads new connections across them. The supervisor holds the port bound (never listening, so it is
     handed no connection) to resolve --port 0 and keep the port while a dead worker's replacement starts."""
@@ -365,9 +365,9 @@ def _run_workers(config: EmulatorConfig, workers: int, *, show_secrets: bool) ->
     context = multiprocessing.get_context("fork")
     listening = context.Semaphore(0)
     supervisor = _Supervisor(
-        lambda: context.Process(target=_worker, args=(config, os.getpid(), listening), daemon=True)
+        lambda: context.Process(target=_worker, args=(config, os.getpid(), listening, log_json), daemon=True)
     )
-    banner = _client_settings(config, config.port, show_secrets=show_secrets)
+    banner = _client_settings(config, config.port, show_secrets=not log_json)
     return supervisor.run(workers, listening, lambda: _print_banner(banner))
 
 
@@ -544,7 +544,7 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with status {code}"
 
 
-def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
+def _worker(config: EmulatorConfig, parent: int, listening: Any, log_json: bool) -> None:
     # A replacement is forked from the supervisor, with its handlers (and those signals blocked): back to the defaults
     # a worker starts with (a signal ignored, as nohup ignores SIGHUP, stays so); its server installs its own handlers
     # once it is listening. SIGINT is ignored until then: Ctrl-C in a terminal signals the whole process group, and
@@ -559,7 +559,7 @@ def _worker(config: EmulatorConfig, parent: int, listening: Any) -> None:
     try:
         _run(_serve_emulator(config, sock, announce=False, ready=listening.release))
     except ConfigError as exc:  # found by the worker (Redis went away since the supervisor's check): as main says it
-        print(f"relay: configuration error: {exc.message}", file=sys.stderr, flush=True)
+        _print_configuration_error(exc, json_format=log_json)
         sys.exit(2)
 
 
@@ -1064,6 +1064,19 @@ def _fill_closed_standard_descriptors() -> None:
             os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one, as those below it are open
 
 
+def _print_configuration_error(exc: ConfigError, *, json_format: bool) -> None:
+    """``relay: configuration error: …`` on stderr; with ``--log-json`` (known before any configuration error: the
+    flags are parsed first) as a JSON log line holding that text, as every other line of the run is one, for a log
+    pipeline that reads one JSON object a line."""
+    line = f"relay: configuration error: {exc.message}"
+    if json_format:
+        from relay.emulator.logs import JsonFormatter, Redactor
+
+        record = logging.LogRecord("relay.emulator", logging.ERROR, __file__, 0, line, None, None)
+        line = JsonFormatter(Redactor()).format(record)  # the message holds no secret; URLs are redacted in it
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _fill_closed_standard_descriptors()
     parser = build_parser()
@@ -1073,7 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.run(args)
     except ConfigError as exc:
-        print(f"relay: configuration error: {exc.message}", file=sys.stderr)
+        _print_configuration_error(exc, json_format=getattr(args, "log_json", False))
         return 2
     except KeyboardInterrupt:  # Ctrl-C before the command handles SIGINT itself (the servers then stop cleanly)
         print(f"relay {args.command}: interrupted", file=sys.stderr)

@@ -450,6 +450,26 @@ async def test_a_redis_that_is_down_is_one_configuration_error_line(log_json: li
     assert "downPW-7" not in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--workers", "0"],  # a flag's
+        ["--config", "missing.toml"],  # the config file's, found before the log format is set up
+        ["--redis-url", "redis://127.0.0.1:1/0"],  # Redis's, found after
+    ],
+)
+async def test_a_configuration_error_under_log_json_is_a_json_line(arguments: list[str]) -> None:
+    """It was the plain-text line, the one line of a --log-json run that a JSON log pipeline could not read. Now it
+    is a JSON log line whose message is that line's text, and the exit status is still 2."""
+    plain = await run_relay("emulator", "--port", "0", *arguments)
+    assert_refused(plain)
+    outcome = await run_relay("emulator", "--port", "0", *arguments, "--log-json")
+    assert outcome.returncode == 2 and len(outcome.stderr.splitlines()) == 1, outcome.stderr
+    line = json.loads(outcome.stderr)
+    assert line.keys() == {"ts", "level", "logger", "msg"} and line["level"] == "error", line
+    assert line["msg"] == plain.stderr.strip()
+
+
 async def test_a_redis_that_asks_for_a_password_the_url_lacks_says_so(redis: RedisServer) -> None:
     """It was redis-py's "HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user>
     <pass> option can be used …", which names no password and no URL to put it in."""

@@ -46,7 +46,7 @@ made = []
 def new_process():
     if made:
         os.kill(os.getpid(), signal.SIGTERM)
-    made.append(context.Process(target=_worker, args=(config, os.getpid(), started), daemon=True))
+    made.append(context.Process(target=_worker, args=(config, os.getpid(), started, False), daemon=True))
     return made[-1]
 
 status = _Supervisor(new_process).run(2, started, lambda: print("banner"))
