@@ -59,6 +59,14 @@ def shown(messages: list[dict[str, Any]]) -> list[tuple[int, str | None]]:
     return [(message["action"], message.get("channel")) for message in messages]
 
 
+async def sent_until_acked(wire: AblyWire, serial: int, ping_id: str) -> list[tuple[int, str | None]]:
+    """:func:`shown` of what ``wire`` is sent before the answer to a HEARTBEAT it sends now, which ends with the ACK
+    of its message ``serial``."""
+    sent = await sent_before_pong(wire, ping_id)
+    assert (sent[-1]["action"], sent[-1].get("msgSerial")) == (ACK, serial), sent
+    return shown(sent)
+
+
 @pytest.mark.parametrize(
     ("modes", "presence", "own", "echo", "sent"),
     [
@@ -107,17 +115,14 @@ async def test_each_name_publishes_and_enters_with_its_own_modes(ably_emulator: 
     assert (nack["msgSerial"], nack["error"]["code"]) == (serial, 40165)
 
     serial = await wire.publish("[?modes=publish]room", {"name": "chat", "data": "allowed"})
-    sent = await sent_before_pong(wire, "after-the-publish")
-    assert shown(sent) == [
+    assert await sent_until_acked(wire, serial, "after-the-publish") == [
         (MESSAGE, "[?modes=subscribe]room"),
         (MESSAGE, "room"),
         (ACK, None),
     ]
-    assert sent[-1]["msgSerial"] == serial
     serial = await wire.presence("room", {"action": 2})
-    sent = await sent_before_pong(wire, "after-the-enter")
-    assert shown(sent) == [(PRESENCE, "room"), (ACK, None)]  # the subscribe-only name is sent no presence
-    assert sent[-1]["msgSerial"] == serial
+    # the subscribe-only name is sent no presence
+    assert await sent_until_acked(wire, serial, "after-the-enter") == [(PRESENCE, "room"), (ACK, None)]
 
 
 async def test_detaching_one_name_leaves_the_others(ably_emulator: RunningEmulator, wires: Wires) -> None:
@@ -133,12 +138,10 @@ async def test_detaching_one_name_leaves_the_others(ably_emulator: RunningEmulat
     await publisher.expect(ACK)
     assert shown(await sent_before_pong(wire, "after-the-publish")) == [(MESSAGE, "[?modes=subscribe]room")]
     serial = await wire.publish("[?modes=publish]room", {"name": "chat", "data": "still publishing"})
-    sent = await sent_before_pong(wire, "after-its-publish")
-    assert shown(sent) == [
+    assert await sent_until_acked(wire, serial, "after-its-publish") == [
         (MESSAGE, "[?modes=subscribe]room"),
         (ACK, None),
     ]
-    assert sent[-1]["msgSerial"] == serial
 
 
 async def test_a_narrower_token_changes_each_name_s_modes(ably_emulator: RunningEmulator, wires: Wires) -> None:
@@ -199,12 +202,8 @@ async def test_the_echo_is_metered_once_for_the_names_that_get_it(ably_emulator:
     await publisher.attach("[?modes=subscribe]room")
     await listener.attach("room")
     serial = await publisher.publish("room", {"name": "chat", "data": "x"})
-    sent = await sent_before_pong(publisher, "after-the-publish")
-    assert shown(sent) == [
-        (MESSAGE, "[?modes=subscribe]room"),
-        (ACK, None),
-    ]
-    assert sent[-1]["msgSerial"] == serial
+    sent = await sent_until_acked(publisher, serial, "after-the-publish")
+    assert sent == [(MESSAGE, "[?modes=subscribe]room"), (ACK, None)]
     await listener.expect(MESSAGE)
     day: DayUsage = whole_run(ably_emulator.node.states[APP.app_id].meter.days())
     assert (day.deliveries, day.echo_deliveries) == (1, 1)
